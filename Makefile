@@ -1,0 +1,54 @@
+# The two commands of the README: `make run` and `make test`. Both install what they
+# need (Debian packages, the Python virtual environment, the embedded Asterisk) and are
+# quick the second time: each step checks before it installs.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+# Debian packages the product needs at run time, and those only the tests need.
+APT_RUN := mmdebstrap ca-certificates
+APT_TEST := postgresql
+PYTEST_ARGS ?=
+
+.PHONY: run test setup setup-test lint typecheck clean
+
+run: setup
+	$(BIN)/switchboard run
+
+test: setup setup-test lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+setup: $(VENV)/.installed
+	@$(MAKE) --no-print-directory apt PACKAGES="$(APT_RUN)"
+	$(BIN)/switchboard setup
+
+setup-test: $(VENV)/.installed
+	@$(MAKE) --no-print-directory apt PACKAGES="$(APT_TEST)"
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check pbx handoff web tests
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+# Install the Debian packages in $(PACKAGES) that are missing; nothing if all are there.
+.PHONY: apt
+apt:
+	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "Debian packages missing:$$missing (run as root, or install them)"; exit 1; fi; \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || $(MAKE) --no-print-directory apt PACKAGES="python3-venv"
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

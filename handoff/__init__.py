@@ -1,0 +1,1 @@
+"""The domain: calls, handoffs, agents, policy, routing, their state machines and store."""

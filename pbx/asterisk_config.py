@@ -1,0 +1,308 @@
+"""Render the Asterisk configuration of one instance from ``asterisk-config/*.j2``.
+
+Every instance (the PBX, a test carrier) gets its own tree with its own ports and
+freshly generated ARI/AMI secrets. Values that end up in Asterisk's config files are
+checked here first, so that a wrong setting is reported by its name instead of as a
+half-loaded Asterisk.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import jinja2
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "asterisk-config"
+
+# Asterisk object names, usernames and passwords go into .conf files verbatim; a
+# newline, ';' or ']' would let a value open a section of its own.
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
+_SECRET = re.compile(r"^[A-Za-z0-9_.~+/=-]{8,128}$")
+# Dialplan patterns we accept for inbound numbers: digits, X/Z/N and [ranges], with
+# an optional leading '+'. No '.' or '!' wildcards: an open pattern plus a number
+# forwarded to Dial is how toll fraud starts.
+_PATTERN = re.compile(r"^(\+?[0-9]{1,20}|_\+?[0-9XZN\[\]\-]{1,30})$")
+_HOST = re.compile(r"^[A-Za-z0-9.:-]{1,253}$")
+
+
+class ConfigValueError(ValueError):
+    """A value cannot go into Asterisk's configuration; ``key`` names the setting."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+def check_name(key: str, value: str) -> str:
+    if not _NAME.match(value):
+        raise ConfigValueError(
+            key, f"{value!r} must start with a letter and hold only letters, digits, '-' or '_'"
+        )
+    return value
+
+
+def check_secret(key: str, value: str) -> str:
+    if not _SECRET.match(value):
+        raise ConfigValueError(
+            key, "must be 8 to 128 characters of letters, digits and . _ ~ + / = -"
+        )
+    return value
+
+
+def check_pattern(key: str, value: str) -> str:
+    if not _PATTERN.match(value):
+        raise ConfigValueError(
+            key,
+            f"{value!r} is not a strict number pattern: use digits (e.g. 2000) or "
+            "_ with X, Z, N and [ranges] (e.g. _20XX); '.' and '!' are refused",
+        )
+    return value
+
+
+def check_port(key: str, value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ConfigValueError(key, f"{value} is not a port number (1-65535)")
+    return value
+
+
+def check_host(key: str, value: str) -> str:
+    if not _HOST.match(value):
+        raise ConfigValueError(key, f"{value!r} is not a host name or address")
+    return value
+
+
+@dataclass(frozen=True)
+class SipTrunk:
+    """A carrier (or a test carrier): recognised by address and port."""
+
+    name: str
+    host: str
+    port: int = 5060
+    from_user: str = ""
+
+
+@dataclass(frozen=True)
+class SipAgent:
+    """An agent's phone: a browser softphone (``webrtc``) or a SIP desk phone."""
+
+    name: str
+    password: str
+    kind: Literal["webrtc", "deskphone"] = "webrtc"
+    display_name: str = ""
+
+
+@dataclass(frozen=True)
+class InboundRoute:
+    """Calls to ``pattern`` arriving from a trunk go to ``assistant`` in Stasis."""
+
+    pattern: str
+    assistant: str
+
+
+@dataclass(frozen=True)
+class Dirs:
+    """Directories as Asterisk sees them (inside the chroot for the embedded runtime)."""
+
+    root: str
+    modules: str = "/usr/lib/x86_64-linux-gnu/asterisk/modules"
+    data: str = "/usr/share/asterisk"
+    # Where the .conf files are read from; inside the instance tree unless an external
+    # Asterisk reads them from its own place (e.g. /etc/asterisk in a container).
+    etc_dir: str = ""
+
+    @property
+    def etc(self) -> str:
+        return self.etc_dir or f"{self.root}/etc"
+
+    @property
+    def varlib(self) -> str:
+        return f"{self.root}/var/lib"
+
+    @property
+    def spool(self) -> str:
+        return f"{self.root}/var/spool"
+
+    @property
+    def run(self) -> str:
+        return f"{self.root}/var/run"
+
+    @property
+    def log(self) -> str:
+        return f"{self.root}/var/log"
+
+    def all(self) -> list[str]:
+        return [self.etc, self.varlib, self.spool, self.run, self.log, f"{self.spool}/recording"]
+
+
+@dataclass(frozen=True)
+class Ports:
+    http: int
+    sip: int
+    ami: int
+    rtp_start: int
+    rtp_end: int
+
+
+@dataclass(frozen=True)
+class TlsListener:
+    """wss for browsers off localhost; a real certificate in production."""
+
+    cert: str
+    key: str
+    bind: str = "0.0.0.0"
+    port: int = 8089
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    name: str
+    dirs: Dirs
+    ports: Ports
+    ari_user: str
+    ari_password: str
+    ami_user: str
+    ami_secret: str
+    app: str = "switchboard"
+    bind_address: str = "127.0.0.1"
+    media_address: str = "127.0.0.1"
+    ice_permit: tuple[str, ...] = ("127.0.0.1/32",)
+    country: str = "us"
+    rtp_timeout: int = 30
+    max_calls: int = 500
+    trunks: tuple[SipTrunk, ...] = ()
+    agents: tuple[SipAgent, ...] = ()
+    routes: tuple[InboundRoute, ...] = ()
+    tls: TlsListener | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        check_name("asterisk.app", self.app)
+        check_name("asterisk.ari_user", self.ari_user)
+        check_name("asterisk.ami_user", self.ami_user)
+        check_secret("asterisk.ari_password", self.ari_password)
+        check_secret("asterisk.ami_secret", self.ami_secret)
+        check_host("asterisk.bind_address", self.bind_address)
+        check_host("asterisk.media_address", self.media_address)
+        for key, port in (
+            ("asterisk.http_port", self.ports.http),
+            ("asterisk.sip_port", self.ports.sip),
+            ("asterisk.ami_port", self.ports.ami),
+            ("asterisk.rtp_start", self.ports.rtp_start),
+            ("asterisk.rtp_end", self.ports.rtp_end),
+        ):
+            check_port(key, port)
+        if self.ports.rtp_end - self.ports.rtp_start < 10:
+            raise ConfigValueError("asterisk.rtp_end", "the RTP range needs at least 10 ports")
+        if self.country not in ("us", "gb", "de", "fr"):
+            raise ConfigValueError("asterisk.country", f"{self.country!r}: one of us, gb, de, fr")
+        seen: set[str] = set()
+        for i, trunk in enumerate(self.trunks):
+            check_name(f"trunks[{i}].name", trunk.name)
+            check_host(f"trunks[{i}].host", trunk.host)
+            check_port(f"trunks[{i}].port", trunk.port)
+            if trunk.from_user:
+                check_name(f"trunks[{i}].from_user", trunk.from_user)
+            seen.add(trunk.name)
+        for i, agent in enumerate(self.agents):
+            check_name(f"agents[{i}].sip_user", agent.name)
+            check_secret(f"agents[{i}].sip_password", agent.password)
+            if agent.kind not in ("webrtc", "deskphone"):
+                raise ConfigValueError(f"agents[{i}].kind", "webrtc or deskphone")
+            if agent.name in seen:
+                raise ConfigValueError(f"agents[{i}].sip_user", f"{agent.name!r} is used twice")
+            seen.add(agent.name)
+        for i, route in enumerate(self.routes):
+            check_pattern(f"assistants[{i}].number", route.pattern)
+            check_name(f"assistants[{i}].name", route.assistant)
+
+
+def _sanitize_display(text: str) -> str:
+    return re.sub(r"[^\w .\'-]", "", text)[:40]
+
+
+def render(spec: InstanceSpec, template_dir: Path = TEMPLATE_DIR) -> dict[str, str]:
+    """Return ``{file name: text}`` for every .conf of the instance."""
+    spec.validate()
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    agents = [
+        SipAgent(a.name, a.password, a.kind, _sanitize_display(a.display_name or a.name))
+        for a in spec.agents
+    ]
+    context = {
+        "name": spec.name,
+        "app": spec.app,
+        "dirs": spec.dirs,
+        "max_calls": spec.max_calls,
+        "country": spec.country,
+        "http": {"bind": spec.bind_address, "port": spec.ports.http},
+        "sip": {
+            "bind": spec.bind_address,
+            "port": spec.ports.sip,
+            "media_address": spec.media_address,
+        },
+        "ami": {
+            "bind": "127.0.0.1",
+            "port": spec.ports.ami,
+            "user": spec.ami_user,
+            "secret": spec.ami_secret,
+        },
+        "ari": {"user": spec.ari_user, "password": spec.ari_password},
+        "rtp": {
+            "start": spec.ports.rtp_start,
+            "end": spec.ports.rtp_end,
+            "ice_permit": list(spec.ice_permit),
+            "timeout": spec.rtp_timeout,
+        },
+        "tls": spec.tls,
+        "trunks": spec.trunks,
+        "agents": agents,
+        "routes": spec.routes,
+    }
+    out: dict[str, str] = {}
+    for path in sorted(template_dir.glob("*.conf.j2")):
+        name = path.name.removesuffix(".j2")
+        out[name] = env.get_template(path.name).render(context)
+    for name, text in out.items():
+        check_conf_syntax(name, text)
+    return out
+
+
+_SECTION = re.compile(r"^\[[^\]\s]+\](\([^)]*\))?\s*(;.*)?$")
+_SETTING = re.compile(r"^\s*[A-Za-z_][\w.()-]*\s*(=>?|=)\s*.*$")
+
+
+def check_conf_syntax(name: str, text: str) -> None:
+    """Catch what would make Asterisk skip lines silently: a stray line, a bad header."""
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(";"):
+            continue
+        if line.startswith("["):
+            if not _SECTION.match(line):
+                raise ConfigValueError(f"{name}:{lineno}", f"bad section header {line!r}")
+            continue
+        if not _SETTING.match(raw) and not line.startswith("same =>"):
+            raise ConfigValueError(f"{name}:{lineno}", f"not a setting: {line!r}")
+
+
+def write_tree(spec: InstanceSpec, host_root: Path) -> dict[str, str]:
+    """Render and write the tree; ``host_root`` is where ``spec.dirs.root`` lives on the host."""
+    files = render(spec)
+    for inside in spec.dirs.all():
+        (host_root / Path(inside).relative_to(spec.dirs.root)).mkdir(parents=True, exist_ok=True)
+    etc = host_root / "etc"
+    for name, text in files.items():
+        target = etc / name
+        target.write_text(text)
+        target.chmod(0o600)  # holds the ARI/AMI secrets
+    return files

@@ -1,0 +1,190 @@
+"""The foundation on a real Asterisk: it runs with our configuration, calls arrive, and
+stopping leaves nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from pbx import runtime
+from tests.integration.asterisk_helpers import EventListener, Pair, ari, of_type
+
+pytestmark = pytest.mark.integration
+
+
+async def test_pbx_reports_asterisk_22_over_ari(pair: Pair) -> None:
+    status, info = await ari(pair.pbx, "GET", "/asterisk/info")
+    assert status == 200
+    assert info["system"]["version"].startswith("22.")
+
+
+async def test_ari_and_ami_listen_on_loopback_only(pair: Pair) -> None:
+    out = await pair.pbx.cli("http show status")
+    assert f"127.0.0.1:{pair.pbx.spec.ports.http}" in out
+    manager = await pair.pbx.cli("manager show settings")
+    assert "127.0.0.1" in manager
+
+
+async def test_wrong_ari_password_is_refused(pair: Pair) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            f"{pair.pbx.ari_url}/asterisk/info",
+            headers={"Authorization": "Basic c3dpdGNoYm9hcmQ6d3Jvbmc="},  # switchboard:wrong
+        ) as resp,
+    ):
+        assert resp.status == 401
+
+
+async def test_reading_shell_through_ari_is_refused(pair: Pair) -> None:
+    """live_dangerously=no: ARI must not reach the shell through dialplan functions."""
+    async with (
+        EventListener(pair.pbx, "switchboard") as pbx_events,
+        EventListener(pair.carrier, "carrier"),
+    ):
+        status, _ = await ari(
+            pair.carrier, "POST", "/channels", endpoint="PJSIP/2000@switchboard", app="carrier"
+        )
+        assert status == 200
+        start = await pbx_events.wait_for(of_type("StasisStart"))
+        channel = start["channel"]["id"]
+        status, body = await ari(
+            pair.pbx, "GET", f"/channels/{channel}/variable", variable="SHELL(id)"
+        )
+        assert status >= 400, body
+        await ari(pair.pbx, "DELETE", f"/channels/{channel}")
+        await pbx_events.wait_for(of_type("StasisEnd", channel__id=channel))
+
+
+async def test_call_from_carrier_arrives_in_stasis_with_assistant_and_number(
+    quiet_pair: Pair,
+) -> None:
+    pbx, carrier = quiet_pair.pbx, quiet_pair.carrier
+    async with (
+        EventListener(pbx, "switchboard") as pbx_events,
+        EventListener(carrier, "carrier") as carrier_events,
+    ):
+        status, outbound = await ari(
+            carrier,
+            "POST",
+            "/channels",
+            endpoint="PJSIP/2000@switchboard",
+            app="carrier",
+            callerId="Ada Lovelace <+15550100>",
+        )
+        assert status == 200, outbound
+        start = await pbx_events.wait_for(of_type("StasisStart"))
+        assert start["args"] == ["inbound", "receptionist", "2000"]
+        assert start["channel"]["caller"]["number"] == "+15550100"
+        assert start["channel"]["name"].startswith("PJSIP/carrier-")
+        channel = start["channel"]["id"]
+
+        status, _ = await ari(pbx, "POST", f"/channels/{channel}/answer")
+        assert status == 204
+        await carrier_events.wait_for(of_type("StasisStart", channel__id=outbound["id"]))
+
+        await ari(pbx, "DELETE", f"/channels/{channel}")
+        await pbx_events.wait_for(of_type("StasisEnd", channel__id=channel))
+        await carrier_events.wait_for(of_type("ChannelDestroyed", channel__id=outbound["id"]))
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["2001", "500&PJSIP/carrier/0900123", "2000;x", "21"],
+)
+async def test_numbers_outside_strict_patterns_are_refused(quiet_pair: Pair, number: str) -> None:
+    """Nothing reaches Stasis or Dial for a number the PBX does not serve (toll fraud)."""
+    pbx, carrier = quiet_pair.pbx, quiet_pair.carrier
+    async with (
+        EventListener(pbx, "switchboard") as pbx_events,
+        EventListener(carrier, "carrier") as carrier_events,
+    ):
+        status, outbound = await ari(
+            carrier, "POST", "/channels", endpoint=f"PJSIP/{number}@switchboard", app="carrier"
+        )
+        if status == 200:
+            destroyed = await carrier_events.wait_for(
+                of_type("ChannelDestroyed", channel__id=outbound["id"])
+            )
+            assert destroyed["cause"] != 16, destroyed  # never answered normally
+        assert not [e for e in pbx_events.events if e["type"] == "StasisStart"]
+    _, channels = await ari(pbx, "GET", "/channels")
+    assert channels == []
+
+
+async def test_routes_with_patterns_pass_the_dialled_number(quiet_pair: Pair) -> None:
+    pbx, carrier = quiet_pair.pbx, quiet_pair.carrier
+    async with EventListener(pbx, "switchboard") as pbx_events, EventListener(carrier, "carrier"):
+        status, _ = await ari(
+            carrier, "POST", "/channels", endpoint="PJSIP/2142@switchboard", app="carrier"
+        )
+        assert status == 200
+        start = await pbx_events.wait_for(of_type("StasisStart"))
+        assert start["args"] == ["inbound", "sales", "2142"]
+        await ari(pbx, "DELETE", f"/channels/{start['channel']['id']}")
+        await pbx_events.wait_for(of_type("StasisEnd"))
+
+
+def _asterisk_pids_for(conf_fragment: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "asterisk" in cmdline and conf_fragment in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+async def test_stop_leaves_no_process_and_no_tree(
+    installation: runtime.Installation, state_dir: Path
+) -> None:
+    instance = runtime.new_instance(installation, f"stoptest{os.getpid()}", state_dir)
+    await instance.start()
+    assert _asterisk_pids_for(instance.conf_inside)
+    await instance.stop()
+    assert not instance.running
+    assert _asterisk_pids_for(instance.conf_inside) == []
+    assert not instance.host_root.exists()
+
+
+async def test_stop_kills_an_asterisk_that_ignores_the_cli(
+    installation: runtime.Installation, state_dir: Path
+) -> None:
+    instance = runtime.new_instance(installation, f"killtest{os.getpid()}", state_dir)
+    await instance.start()
+    assert instance.process is not None
+    os.kill(instance.process.pid, 19)  # SIGSTOP: the remote console can no longer reach it
+    await instance.stop(timeout=4)
+    assert _asterisk_pids_for(instance.conf_inside) == []
+
+
+async def test_port_already_in_use_is_reported_by_its_setting(
+    installation: runtime.Installation, state_dir: Path
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        with pytest.raises(runtime.PortInUse) as caught:
+            runtime.new_instance(
+                installation, "porttest", state_dir, ports=runtime.PortRequest(http=taken)
+            )
+    assert "asterisk.http_port" in str(caught.value)
+    assert str(taken) in str(caught.value)
+
+
+async def test_two_instances_run_side_by_side(pair: Pair) -> None:
+    a, b = await asyncio.gather(
+        ari(pair.pbx, "GET", "/asterisk/info"), ari(pair.carrier, "GET", "/asterisk/info")
+    )
+    assert a[0] == b[0] == 200
+    assert pair.pbx.spec.ports != pair.carrier.spec.ports

@@ -1,0 +1,156 @@
+"""Rendering Asterisk's configuration: every file renders, values are checked by name."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pbx.asterisk_config import (
+    ConfigValueError,
+    Dirs,
+    InboundRoute,
+    InstanceSpec,
+    Ports,
+    SipAgent,
+    SipTrunk,
+    TlsListener,
+    check_conf_syntax,
+    render,
+)
+
+
+def spec(**fields: object) -> InstanceSpec:
+    base: dict[str, object] = {
+        "name": "unit",
+        "dirs": Dirs(root="/srv/switchboard/unit"),
+        "ports": Ports(http=18088, sip=15060, ami=15038, rtp_start=30000, rtp_end=30099),
+        "ari_user": "switchboard",
+        "ari_password": "ari-secret-123",
+        "ami_user": "switchboard",
+        "ami_secret": "ami-secret-123",
+        "trunks": (SipTrunk("carrier", "127.0.0.1", 5070),),
+        "agents": (SipAgent("agent-ada", "sip-secret-1", "webrtc", "Ada"),),
+        "routes": (InboundRoute("2000", "receptionist"), InboundRoute("_21XX", "sales")),
+    }
+    base.update(fields)
+    return InstanceSpec(**base)  # type: ignore[arg-type]
+
+
+EXPECTED_FILES = {
+    "asterisk.conf",
+    "modules.conf",
+    "http.conf",
+    "ari.conf",
+    "manager.conf",
+    "pjsip.conf",
+    "rtp.conf",
+    "extensions.conf",
+    "musiconhold.conf",
+    "indications.conf",
+    "logger.conf",
+}
+
+
+def test_every_file_the_product_needs_is_rendered() -> None:
+    assert set(render(spec())) == EXPECTED_FILES
+
+
+def test_ari_and_ami_bind_loopback_with_generated_secrets() -> None:
+    files = render(spec())
+    assert "bindaddr = 127.0.0.1" in files["http.conf"]
+    assert "bindaddr = 127.0.0.1" in files["manager.conf"]
+    assert "password = ari-secret-123" in files["ari.conf"]
+    assert "secret = ami-secret-123" in files["manager.conf"]
+
+
+def test_ami_user_has_no_system_command_config_or_originate_class() -> None:
+    manager = render(spec())["manager.conf"]
+    classes = set()
+    for line in manager.splitlines():
+        if line.startswith(("read =", "write =")):
+            classes |= set(line.split("=", 1)[1].strip().split(","))
+    assert classes
+    assert not classes & {"system", "command", "config", "originate", "all"}
+
+
+def test_modules_are_listed_explicitly_without_refer_or_shell() -> None:
+    modules = render(spec())["modules.conf"]
+    assert "autoload = no" in modules
+    loaded = re.findall(r"^(?:load|require) = (\S+)", modules, re.M)
+    assert "res_ari.so" in loaded and "chan_pjsip.so" in loaded
+    assert not {"res_pjsip_refer.so", "app_system.so", "func_shell.so", "res_agi.so"} & set(loaded)
+    assert "live_dangerously = no" in render(spec())["asterisk.conf"]
+
+
+def test_dialplan_routes_only_configured_numbers_into_stasis() -> None:
+    dialplan = render(spec())["extensions.conf"]
+    assert "exten => 2000,1," in dialplan
+    assert "exten => _21XX,1," in dialplan
+    assert "Stasis(switchboard,inbound,receptionist,${FILTER(0-9+,${EXTEN})})" in dialplan
+    assert "_X." not in dialplan and "Dial(" not in dialplan
+
+
+def test_trunk_is_identified_by_address_and_port() -> None:
+    pjsip = render(spec())["pjsip.conf"]
+    assert "match = 127.0.0.1:5070" in pjsip
+    assert "contact = sip:127.0.0.1:5070" in pjsip
+
+
+def test_webrtc_agent_gets_a_webrtc_endpoint_with_one_registration() -> None:
+    pjsip = render(spec())["pjsip.conf"]
+    assert "[agent-ada](webrtc-agent)" in pjsip
+    assert "webrtc = yes" in pjsip
+    assert "max_contacts = 1" in pjsip
+
+
+def test_ice_candidates_restricted_to_loopback_for_tests() -> None:
+    rtp = render(spec())["rtp.conf"]
+    assert "ice_deny = 0.0.0.0/0" in rtp
+    assert "ice_permit = 127.0.0.1/32" in rtp
+    assert "rtpstart = 30000" in rtp
+
+
+def test_wss_listener_only_when_a_certificate_is_given() -> None:
+    assert "tlsenable" not in render(spec())["http.conf"]
+    files = render(spec(tls=TlsListener("/certs/c.pem", "/certs/k.pem")))
+    assert "tlscertfile = /certs/c.pem" in files["http.conf"]
+    assert "[transport-wss]" in files["pjsip.conf"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "key"),
+    [
+        ({"routes": (InboundRoute("_X.", "receptionist"),)}, "assistants[0].number"),
+        ({"routes": (InboundRoute("500&PJSIP/x", "receptionist"),)}, "assistants[0].number"),
+        ({"routes": (InboundRoute("_21X!", "sales"),)}, "assistants[0].number"),
+        ({"agents": (SipAgent("agent ada", "sip-secret-1"),)}, "agents[0].sip_user"),
+        ({"agents": (SipAgent("ada", "short"),)}, "agents[0].sip_password"),
+        ({"agents": (SipAgent("ada", "pass;word\n[x]"),)}, "agents[0].sip_password"),
+        ({"trunks": (SipTrunk("carrier", "127.0.0.1", 70000),)}, "trunks[0].port"),
+        ({"ari_password": "x"}, "asterisk.ari_password"),
+        ({"country": "xx"}, "asterisk.country"),
+        ({"ports": Ports(http=0, sip=1, ami=2, rtp_start=3, rtp_end=100)}, "asterisk.http_port"),
+    ],
+)
+def test_bad_values_are_refused_by_setting_name(fields: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigValueError) as caught:
+        render(spec(**fields))
+    assert caught.value.key == key
+
+
+def test_same_name_for_trunk_and_agent_is_refused() -> None:
+    with pytest.raises(ConfigValueError, match="used twice"):
+        render(spec(agents=(SipAgent("carrier", "sip-secret-1"),)))
+
+
+def test_display_names_cannot_break_out_of_the_callerid() -> None:
+    pjsip = render(spec(agents=(SipAgent("ada", "sip-secret-1", "webrtc", 'Ada" <evil>\n[x]'),)))[
+        "pjsip.conf"
+    ]
+    assert 'callerid = "Ada evilx" <ada>' in pjsip
+
+
+def test_syntax_check_catches_a_stray_line() -> None:
+    with pytest.raises(ConfigValueError, match=r"x\.conf:2"):
+        check_conf_syntax("x.conf", "[general]\nthis is not a setting\n")

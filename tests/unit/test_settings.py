@@ -1,0 +1,89 @@
+"""Settings layers and the errors a wrong value produces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from handoff.settings import SettingsError, load
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "switchboard.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_bind_loopback_and_use_sqlite() -> None:
+    settings = load(environ={})
+    assert settings.server.host == "127.0.0.1"
+    assert settings.asterisk.bind_address == "127.0.0.1"
+    assert settings.database_url.startswith("sqlite:///")
+
+
+def test_file_then_environment_then_command_line(tmp_path: Path) -> None:
+    file = write(tmp_path, "[server]\nport = 9000\nhost = '127.0.0.2'\n")
+    settings = load(
+        file,
+        environ={"SWITCHBOARD_SERVER__PORT": "9001", "SWITCHBOARD_SERVER__HOST": "127.0.0.3"},
+        overrides={"server.port": "9002"},
+    )
+    assert settings.server.port == 9002
+    assert settings.server.host == "127.0.0.3"
+
+
+def test_short_environment_names_for_asterisk() -> None:
+    settings = load(
+        environ={"SWITCHBOARD_ASTERISK": "/usr/sbin/asterisk", "SWITCHBOARD_CACHE": "/c"}
+    )
+    assert settings.asterisk.source == "/usr/sbin/asterisk"
+    assert settings.asterisk.cache_dir == "/c"
+
+
+def test_unknown_key_in_file_is_named(tmp_path: Path) -> None:
+    file = write(tmp_path, "[asterisk]\nsip_prot = 5070\n")
+    with pytest.raises(SettingsError, match=r"asterisk\.sip_prot: unknown setting"):
+        load(file, environ={})
+
+
+def test_unknown_section_is_named(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"^serverr: unknown setting"):
+        load(write(tmp_path, "[serverr]\nport = 1\n"), environ={})
+
+
+def test_unknown_environment_key_is_named() -> None:
+    with pytest.raises(SettingsError, match=r"server\.prot: unknown setting"):
+        load(environ={"SWITCHBOARD_SERVER__PROT": "1"})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[asterisk]\nsip_port = 'abc'\n", r"asterisk\.sip_port: 'abc' is not an integer"),
+        ("[asterisk]\nsip_port = 70000\n", r"asterisk\.sip_port: 70000 is not a port"),
+        ("[server]\nport = 0\n", r"server\.port: 0 is not a port"),
+        ("[demo]\nenabled = 'maybe'\n", r"demo\.enabled: 'maybe' is not true or false"),
+        ("[asterisk]\ntls_cert = '/c.pem'\n", r"asterisk\.tls_key"),
+        ("[[trunks]]\nname = 'bad name'\n", r"trunks\[0\]\.name"),
+        ("[[trunks]]\nname = 'itsp'\nport = 'x'\n", r"trunks\[0\]\.port: 'x' is not an integer"),
+        ("[database]\nurl = 'mysql://x'\n", r"database\.url: 'mysql'"),
+        ("log_level = 'loud'\n", r"log_level: 'loud'"),
+        ("server = 3\n", r"server: expected a table"),
+        ("[server\n", r"switchboard\.toml"),
+    ],
+)
+def test_wrong_values_stop_start_up_with_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load(write(tmp_path, text), environ={})
+
+
+def test_missing_config_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="does not exist"):
+        load(tmp_path / "nope.toml", environ={})
+
+
+def test_trunks_are_read_as_a_list(tmp_path: Path) -> None:
+    file = write(tmp_path, "[[trunks]]\nname = 'itsp'\nhost = '192.0.2.10'\nport = 5080\n")
+    settings = load(file, environ={})
+    assert settings.trunks[0].name == "itsp" and settings.trunks[0].port == 5080

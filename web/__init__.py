@@ -1,0 +1,1 @@
+"""The aiohttp app: dashboard pages, JSON API, WebSocket hub, softphone assets."""

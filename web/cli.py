@@ -1,0 +1,183 @@
+"""The `switchboard` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from handoff.settings import Settings, SettingsError, load
+from pbx import runtime
+from pbx.asterisk_config import ConfigValueError, Dirs, InstanceSpec, Ports, SipTrunk, render
+from web import doctor
+from web.app import DEMO_ROUTES, build_app
+
+DEFAULT_CONFIG = Path("switchboard.toml")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    file = args.config
+    if file is None and DEFAULT_CONFIG.exists():
+        file = DEFAULT_CONFIG
+    overrides = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SettingsError(f"--set {item!r}: expected section.key=value")
+        overrides[key.strip()] = value.strip()
+    return load(file, overrides=overrides)
+
+
+def _spec_from_settings(
+    settings: Settings, dirs: Dirs, ari_password: str, ami_secret: str
+) -> InstanceSpec:
+    ast = settings.asterisk
+    return InstanceSpec(
+        name="pbx",
+        dirs=dirs,
+        ports=Ports(
+            http=ast.http_port or 8088,
+            sip=ast.sip_port or 5060,
+            ami=ast.ami_port or 5038,
+            rtp_start=ast.rtp_start or 20000,
+            rtp_end=ast.rtp_end or 20099,
+        ),
+        ari_user="switchboard",
+        ari_password=ari_password,
+        ami_user="switchboard",
+        ami_secret=ami_secret,
+        bind_address=ast.bind_address,
+        media_address=ast.media_address,
+        country=ast.country,
+        trunks=tuple(SipTrunk(t.name, t.host, t.port, t.from_user) for t in settings.trunks),
+        routes=DEMO_ROUTES,
+    )
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    # Render every template with the configured values (and placeholder secrets), so a
+    # value Asterisk would reject is reported now, by name.
+    settings = _settings(args)
+    files = render(
+        _spec_from_settings(
+            settings, Dirs(root="/srv/switchboard/check"), "placeholder-secret", "placeholder-secret"
+        )
+    )
+    print(f"settings ok; rendered {len(files)} Asterisk files: {', '.join(sorted(files))}")
+    return 0
+
+
+def cmd_config_render(args: argparse.Namespace) -> int:
+    """Write Asterisk's files for an Asterisk Switchboard does not start (docker compose).
+
+    The ARI and AMI secrets come from the environment so they never sit in the repo.
+    """
+    settings = _settings(args)
+    secrets = {}
+    for var in ("SWITCHBOARD_ARI_PASSWORD", "SWITCHBOARD_AMI_SECRET"):
+        value = os.environ.get(var, "")
+        if not value:
+            raise SettingsError(f"{var} must be set to render a configuration for deployment")
+        secrets[var] = value
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = _spec_from_settings(
+        settings,
+        Dirs(root=args.root, modules=args.modules, data=args.data, etc_dir=args.etc),
+        secrets["SWITCHBOARD_ARI_PASSWORD"],
+        secrets["SWITCHBOARD_AMI_SECRET"],
+    )
+    for name, text in render(spec).items():
+        (out / name).write_text(text)
+    print(f"wrote Asterisk configuration to {out}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    report = doctor.examine(_settings(args))
+    print(doctor.render_json(report) if args.json else doctor.render_text(report))
+    return 0
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    ast = settings.asterisk
+    install = runtime.locate(ast.source, Path(ast.cache_dir) if ast.cache_dir else None, ast.mirror)
+    print(f"Asterisk: {install.version} ({install.where})")
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    logging.getLogger().setLevel(settings.log_level.upper())
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    web.run_app(
+        build_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        print=None,
+        access_log=None,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
+    parser.add_argument(
+        "--config", type=Path, help="TOML settings file (default ./switchboard.toml)"
+    )
+    parser.add_argument(
+        "--set", action="append", metavar="SECTION.KEY=VALUE", help="override one setting"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="start Asterisk, the controller and the dashboard").set_defaults(
+        func=cmd_run
+    )
+    sub.add_parser("setup", help="build or find Asterisk and prepare the data folder").set_defaults(
+        func=cmd_setup
+    )
+    doc = sub.add_parser("doctor", help="report what was found and what runs")
+    doc.add_argument("--json", action="store_true", help="machine-readable output")
+    doc.set_defaults(func=cmd_doctor)
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    config_sub.add_parser(
+        "check", help="validate settings and render Asterisk's files"
+    ).set_defaults(func=cmd_config_check)
+    render_cmd = config_sub.add_parser(
+        "render", help="write Asterisk's files for an externally run Asterisk (docker compose)"
+    )
+    render_cmd.add_argument("--out", required=True, help="folder to write the .conf files to")
+    render_cmd.add_argument(
+        "--root", default="/var/lib/switchboard-asterisk", help="Asterisk's state folder there"
+    )
+    render_cmd.add_argument("--etc", default="/etc/asterisk", help="where Asterisk reads them")
+    render_cmd.add_argument("--modules", default="/usr/lib/asterisk/modules")
+    render_cmd.add_argument("--data", default="/var/lib/asterisk")
+    render_cmd.set_defaults(func=cmd_config_render)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        result: int = args.func(args)
+        return result
+    except (SettingsError, ConfigValueError) as exc:
+        print(f"switchboard: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except runtime.AsteriskUnavailable as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

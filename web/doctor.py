@@ -1,0 +1,166 @@
+"""`switchboard doctor`: what this machine has, for a person (text) or a script (--json)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from handoff.settings import Settings
+from pbx import rootfs, runtime
+
+
+@dataclass
+class Report:
+    asterisk: dict[str, Any] = field(default_factory=dict)
+    database: dict[str, Any] = field(default_factory=dict)
+    browser: dict[str, Any] = field(default_factory=dict)
+    dashboard: dict[str, Any] = field(default_factory=dict)
+    tools: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def state_file(settings: Settings) -> Path:
+    """Written by `switchboard run` while it runs: where its Asterisk and dashboard are."""
+    return settings.data_path / "run" / "switchboard.json"
+
+
+def read_running(settings: Settings) -> dict[str, Any] | None:
+    path = state_file(settings)
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    try:
+        os.kill(int(state["pid"]), 0)
+    except (OSError, KeyError, ValueError):
+        return None  # left by a run that died; not running
+    return state
+
+
+async def _ari_info(url: str, user: str, password: str) -> dict[str, Any] | None:
+    timeout = aiohttp.ClientTimeout(total=3)
+    headers = runtime.basic_auth_header(user, password)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(f"{url}/asterisk/info", headers=headers) as resp,
+        ):
+            if resp.status != 200:
+                return None
+            info: dict[str, Any] = await resp.json()
+            return info
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
+def _version_of(argv: list[str]) -> str | None:
+    if shutil.which(argv[0]) is None:
+        return None
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (out.stdout or out.stderr).strip().splitlines()[0] if out.returncode == 0 else None
+
+
+def examine(settings: Settings) -> Report:
+    report = Report()
+    running = read_running(settings)
+    if running:
+        info = asyncio.run(
+            _ari_info(running["ari_url"], running["ari_user"], running["ari_password"])
+        )
+        report.asterisk = {
+            "state": "running" if info else "not answering",
+            "version": info["system"]["version"] if info else None,
+            "where": running["asterisk_where"],
+            "kind": running["asterisk_kind"],
+            "ari_url": running["ari_url"],
+            "sip": running["sip"],
+            "pid": running["asterisk_pid"],
+        }
+        report.dashboard = {"state": "running", "url": running["dashboard_url"]}
+        if not info:
+            report.problems.append(
+                "Asterisk was started by `switchboard run` but ARI does not answer"
+            )
+    else:
+        report.dashboard = {"state": "not running"}
+        try:
+            found = runtime.locate(
+                settings.asterisk.source,
+                Path(settings.asterisk.cache_dir) if settings.asterisk.cache_dir else None,
+                settings.asterisk.mirror,
+                build=False,
+            )
+            report.asterisk = {
+                "state": "installed, not running",
+                "version": found.version,
+                "where": found.where,
+                "kind": found.kind,
+            }
+        except runtime.AsteriskUnavailable as exc:
+            report.asterisk = {"state": "missing", "reason": str(exc)}
+            report.problems.append(str(exc))
+    url = settings.database_url
+    db: dict[str, Any] = {"url": runtime.redact_url(url)}
+    if url.startswith("sqlite"):
+        path = Path(url.split(":///", 1)[1])
+        db["kind"] = "sqlite"
+        db["exists"] = path.exists()
+        db["writable"] = os.access(path.parent if not path.exists() else path, os.W_OK) or (
+            not path.parent.exists()
+        )
+    else:
+        db["kind"] = "postgresql"
+    report.database = db
+    chromium = _version_of(["chromium", "--version"])
+    report.browser = {"chromium": chromium, "path": shutil.which("chromium")}
+    report.tools = {
+        "root": os.geteuid() == 0,
+        "mmdebstrap": shutil.which("mmdebstrap") is not None,
+        "espeak-ng": shutil.which("espeak-ng") is not None,
+        "asterisk_cache": str(
+            Path(settings.asterisk.cache_dir)
+            if settings.asterisk.cache_dir
+            else rootfs.default_cache_dir()
+        ),
+    }
+    return report
+
+
+def render_text(report: Report) -> str:
+    lines = []
+    ast = report.asterisk
+    lines.append(f"Asterisk   {ast.get('state')}: {ast.get('version') or ''}".rstrip())
+    if ast.get("where"):
+        lines.append(f"           {ast['where']}")
+    if ast.get("ari_url"):
+        lines.append(f"           ARI {ast['ari_url']}  SIP {ast['sip']}")
+    db = report.database
+    lines.append(f"Database   {db['kind']}: {db['url']}")
+    dash = report.dashboard
+    lines.append(f"Dashboard  {dash['state']}{'  ' + dash['url'] if dash.get('url') else ''}")
+    lines.append(f"Browser    {report.browser['chromium'] or 'chromium not installed'}")
+    tools = report.tools
+    lines.append(
+        "Tools      "
+        + ", ".join(
+            f"{k}={'yes' if v is True else 'no' if v is False else v}" for k, v in tools.items()
+        )
+    )
+    for problem in report.problems:
+        lines.append(f"PROBLEM    {problem}")
+    return "\n".join(lines)
+
+
+def render_json(report: Report) -> str:
+    return json.dumps(asdict(report), indent=2)
