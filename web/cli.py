@@ -62,10 +62,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     # Render every template with the configured values (and placeholder secrets), so a
     # value Asterisk would reject is reported now, by name.
     settings = _settings(args)
+    placeholder = "placeholder-secret"
     files = render(
-        _spec_from_settings(
-            settings, Dirs(root="/srv/switchboard/check"), "placeholder-secret", "placeholder-secret"
-        )
+        _spec_from_settings(settings, Dirs(root="/srv/switchboard/check"), placeholder, placeholder)
     )
     print(f"settings ok; rendered {len(files)} Asterisk files: {', '.join(sorted(files))}")
     return 0

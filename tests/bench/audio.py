@@ -1,0 +1,154 @@
+"""Known tones in, tones out: the audio side of tests and benchmarks.
+
+Each party of a call (caller, AI, agent) sends its own sine tone; what a party receives
+is labelled frame by frame with a Goertzel filter, so we can tell exactly when the
+caller stopped hearing the AI and started hearing the agent, and how long the silence
+in between was. G.711 mu-law is done in NumPy (``audioop`` is deprecated).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import struct
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+RATE = 8000
+FRAME = 160  # samples per 20 ms
+# Exact DFT bins for a 160-sample frame (50 Hz apart), far from each other's harmonics.
+CALLER_HZ = 450.0
+AI_HZ = 1050.0
+AGENT_HZ = 1850.0
+TONES = {"caller": CALLER_HZ, "ai": AI_HZ, "agent": AGENT_HZ}
+
+_BIAS = 0x84
+_CLIP = 32635
+
+
+def ulaw_encode(samples: npt.NDArray[np.int16]) -> bytes:
+    x = samples.astype(np.int32)
+    sign = (x < 0).astype(np.int32)
+    mag = np.minimum(np.abs(x), _CLIP) + _BIAS
+    exponent = np.clip(np.floor(np.log2(mag)).astype(np.int32) - 7, 0, 7)
+    mantissa = (mag >> (exponent + 3)) & 0x0F
+    byte = ~((sign << 7) | (exponent << 4) | mantissa) & 0xFF
+    return byte.astype(np.uint8).tobytes()
+
+
+def ulaw_decode(data: bytes) -> npt.NDArray[np.int16]:
+    b = ~np.frombuffer(data, dtype=np.uint8).astype(np.int32) & 0xFF
+    sign = b & 0x80
+    exponent = (b >> 4) & 0x07
+    mantissa = b & 0x0F
+    mag = (((mantissa << 3) + _BIAS) << exponent) - _BIAS
+    return np.where(sign != 0, -mag, mag).astype(np.int16)
+
+
+def tone(hz: float, seconds: float, amplitude: float = 0.3) -> npt.NDArray[np.int16]:
+    t = np.arange(int(RATE * seconds)) / RATE
+    return (np.sin(2 * np.pi * hz * t) * amplitude * 32767).astype(np.int16)
+
+
+def tone_frames(hz: float, amplitude: float = 0.3) -> list[npt.NDArray[np.int16]]:
+    """One second of 20 ms frames whose phase runs on across frames (no clicks)."""
+    whole = tone(hz, 1.0, amplitude)
+    return [whole[i : i + FRAME] for i in range(0, len(whole), FRAME)]
+
+
+def label(samples: npt.NDArray[np.int16], min_rms: float = 300.0) -> str | None:
+    """Which party's tone dominates this frame (None: silence or noise)."""
+    x = samples.astype(np.float64)
+    if len(x) == 0 or np.sqrt(np.mean(x * x)) < min_rms:
+        return None
+    spectrum = np.abs(np.fft.rfft(x)) ** 2
+    total = float(spectrum.sum()) or 1.0
+    best, best_share = None, 0.0
+    for name, hz in TONES.items():
+        k = round(hz * len(x) / RATE)
+        share = float(spectrum[max(k - 1, 0) : k + 2].sum()) / total
+        if share > best_share:
+            best, best_share = name, share
+    return best if best_share > 0.35 else None
+
+
+@dataclass
+class Received:
+    at: float  # time.monotonic() at arrival
+    who: str | None
+
+
+@dataclass
+class RtpProbe(asyncio.DatagramProtocol):
+    """A party on an ARI externalMedia (UnicastRTP, ulaw) leg: sends its tone, keeps
+    what it hears with arrival times."""
+
+    send_hz: float | None
+    received: list[Received] = field(default_factory=list)
+    remote: tuple[str, int] | None = None
+    transport: asyncio.DatagramTransport | None = None
+    _task: asyncio.Task[None] | None = None
+    _ssrc: int = field(default_factory=lambda: random.getrandbits(32))
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if len(data) <= 12:
+            return
+        self.received.append(Received(time.monotonic(), label(ulaw_decode(data[12:]))))
+
+    @property
+    def port(self) -> int:
+        assert self.transport is not None
+        return int(self.transport.get_extra_info("sockname")[1])
+
+    def start_sending(self, remote: tuple[str, int]) -> None:
+        self.remote = remote
+        self._task = asyncio.create_task(self._send())
+
+    async def _send(self) -> None:
+        assert self.transport is not None and self.remote is not None
+        frames = tone_frames(self.send_hz) if self.send_hz else [np.zeros(FRAME, np.int16)]
+        payloads = [ulaw_encode(f) for f in frames]
+        seq, ts, n = random.getrandbits(16), random.getrandbits(32), 0
+        next_at = time.monotonic()
+        while True:
+            header = struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, ts & 0xFFFFFFFF, self._ssrc)
+            self.transport.sendto(header + payloads[n % len(payloads)], self.remote)
+            seq, ts, n = seq + 1, ts + FRAME, n + 1
+            next_at += 0.02
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.transport is not None:
+            self.transport.close()
+
+    def first(self, who: str, after: float = 0.0) -> float | None:
+        for item in self.received:
+            if item.at >= after and item.who == who:
+                return item.at
+        return None
+
+    def longest_gap_ms(self, start: float, end: float) -> float:
+        """Longest stretch without a voiced frame (any party's tone) in [start, end]."""
+        voiced = [r.at for r in self.received if start <= r.at <= end and r.who is not None]
+        if len(voiced) < 2:
+            return float("inf")
+        return float(np.max(np.diff(voiced)) * 1000)
+
+
+async def open_probe(send_hz: float | None) -> RtpProbe:
+    loop = asyncio.get_running_loop()
+    _, probe = await loop.create_datagram_endpoint(
+        lambda: RtpProbe(send_hz), local_addr=("127.0.0.1", 0)
+    )
+    return probe
+
