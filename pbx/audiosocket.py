@@ -91,8 +91,7 @@ class AudioSocketSession:
         """
         loop = time.monotonic
         now = loop()
-        if self._next_send < now:
-            self._next_send = now
+        self._next_send = max(self._next_send, now)
         for offset in range(0, len(pcm), FRAME_BYTES):
             if self.closed.is_set():
                 return
