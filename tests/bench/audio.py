@@ -94,8 +94,7 @@ class RtpProbe(asyncio.DatagramProtocol):
     _ssrc: int = field(default_factory=lambda: random.getrandbits(32))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if len(data) <= 12:

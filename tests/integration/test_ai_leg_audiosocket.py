@@ -1,0 +1,106 @@
+"""The AI leg's media contract on a real Asterisk: AudioSocket audio both ways and the
+caller's DTMF reaching the engine through the call bridge."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import numpy as np
+import pytest
+
+from pbx.audiosocket import AudioSocketServer, AudioSocketSession, Kind
+from tests.bench.audio import AI_HZ, FRAME, label, open_probe, tone
+from tests.integration.asterisk_helpers import EventListener, Pair, ari, of_type
+
+pytestmark = pytest.mark.integration
+
+
+async def test_ai_engine_hears_the_caller_and_gets_dtmf_over_audiosocket(
+    quiet_pair: Pair,
+) -> None:
+    pbx, carrier = quiet_pair.pbx, quiet_pair.carrier
+    engine = AudioSocketServer()
+    await engine.start()
+    stream_id = uuid.uuid4()
+    heard: list[str | None] = []
+    digits: list[str] = []
+    engine_done = asyncio.Event()
+
+    async def ai(session: AudioSocketSession) -> None:
+        speaking = asyncio.create_task(session.play(tone(AI_HZ, 3.0).tobytes()))
+        try:
+            async for frame in session.frames():
+                if frame.kind == Kind.AUDIO:
+                    samples = np.frombuffer(frame.payload, dtype=np.int16)
+                    if len(samples) == FRAME:
+                        heard.append(label(samples))
+                elif frame.kind == Kind.DTMF:
+                    digits.append(frame.payload.decode())
+        finally:
+            speaking.cancel()
+            await asyncio.gather(speaking, return_exceptions=True)
+            engine_done.set()
+
+    engine.expect(stream_id, ai)
+    caller_probe = await open_probe(send_hz=450.0)
+    async with EventListener(pbx, "switchboard") as pbx_events, EventListener(
+        carrier, "carrier"
+    ) as carrier_events:
+        _, outbound = await ari(
+            carrier, "POST", "/channels", endpoint="PJSIP/2000@switchboard", app="carrier"
+        )
+        start = await pbx_events.wait_for(of_type("StasisStart"))
+        caller = start["channel"]["id"]
+        await ari(pbx, "POST", f"/channels/{caller}/answer")
+        _, bridge = await ari(pbx, "POST", "/bridges", type="mixing")
+        _, ai_leg = await ari(
+            pbx,
+            "POST",
+            "/channels/externalMedia",
+            app="switchboard",
+            external_host=engine.address,
+            encapsulation="audiosocket",
+            transport="tcp",
+            format="slin",
+            data=str(stream_id),
+        )
+        await ari(pbx, "POST", f"/bridges/{bridge['id']}/addChannel", channel=caller)
+        await ari(pbx, "POST", f"/bridges/{bridge['id']}/addChannel", channel=ai_leg["id"])
+
+        # The carrier side: the caller's phone is an RTP probe sending the caller tone.
+        await carrier_events.wait_for(of_type("StasisStart", channel__id=outbound["id"]))
+        _, phone_bridge = await ari(carrier, "POST", "/bridges", type="mixing")
+        _, phone = await ari(
+            carrier,
+            "POST",
+            "/channels/externalMedia",
+            app="carrier",
+            external_host=f"127.0.0.1:{caller_probe.port}",
+            format="ulaw",
+        )
+        rtp_port = int(phone["channelvars"]["UNICASTRTP_LOCAL_PORT"])
+        caller_probe.start_sending(("127.0.0.1", rtp_port))
+        await ari(
+            carrier,
+            "POST",
+            f"/bridges/{phone_bridge['id']}/addChannel",
+            channel=f"{outbound['id']},{phone['id']}",
+        )
+        await asyncio.sleep(1.0)
+        await ari(carrier, "POST", f"/channels/{outbound['id']}/dtmf", dtmf="0")
+        await asyncio.sleep(0.8)
+
+        assert heard.count("caller") > 20, heard[-30:]
+        assert [r.who for r in caller_probe.received].count("ai") > 20
+        assert digits == ["0"]
+
+        for channel in (caller, ai_leg["id"]):
+            await ari(pbx, "DELETE", f"/channels/{channel}")
+        await ari(pbx, "DELETE", f"/bridges/{bridge['id']}")
+        await ari(carrier, "DELETE", f"/channels/{phone['id']}")
+        await ari(carrier, "DELETE", f"/bridges/{phone_bridge['id']}")
+        await carrier_events.wait_for(of_type("ChannelDestroyed", channel__id=outbound["id"]))
+    await asyncio.wait_for(engine_done.wait(), 5)
+    await caller_probe.close()
+    await engine.close()
