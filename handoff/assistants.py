@@ -1,0 +1,34 @@
+"""An assistant: one AI voice agent behind a set of numbers, with its handoff rules."""
+
+from __future__ import annotations
+
+import enum
+
+
+class HandoffLevel(enum.StrEnum):
+    """How readily the assistant gives the call to a person."""
+
+    # Never hands off; restricted topics still force a human.
+    AI_ONLY = "ai_only"
+    # A person as soon as the caller asks.
+    QUICK = "quick"
+    BALANCED = "balanced"
+    # The AI tries to resolve first and hands off only when it cannot.
+    AI_FIRST = "ai_first"
+
+
+class FallbackKind(enum.StrEnum):
+    """What happens when nobody is on duty or nobody accepts in time."""
+
+    # Bridge the caller to an outside number over the PJSIP trunk.
+    NUMBER = "number"
+    # The AI keeps the call and records a callback request.
+    AI_CALLBACK = "ai_callback"
+
+
+class HoldMode(enum.StrEnum):
+    """What the caller hears while the handoff card rings."""
+
+    # The AI stays in the bridge and says it is connecting.
+    AI = "ai"
+    MOH = "moh"

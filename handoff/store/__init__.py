@@ -1,0 +1,32 @@
+"""Persistent state: SQLAlchemy models, Alembic migrations, repositories.
+
+The composition root builds one engine with `create_store_engine(url)`, runs
+`await upgrade_to_head(engine)`, then wraps it in `Store(engine)`; everything else
+works through `async with store.transaction() as tx: ...`.
+"""
+
+from handoff.store.calls_repo import CallLegs
+from handoff.store.engine import create_store_engine
+from handoff.store.errors import (
+    AlreadyTaken,
+    ConcurrentUpdate,
+    NotFound,
+    NotOfferable,
+    StoreError,
+)
+from handoff.store.schema import schema_is_current, upgrade_to_head
+from handoff.store.transaction import Store, Transaction
+
+__all__ = [
+    "AlreadyTaken",
+    "CallLegs",
+    "ConcurrentUpdate",
+    "NotFound",
+    "NotOfferable",
+    "Store",
+    "StoreError",
+    "Transaction",
+    "create_store_engine",
+    "schema_is_current",
+    "upgrade_to_head",
+]

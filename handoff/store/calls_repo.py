@@ -1,0 +1,137 @@
+"""Calls: the ledger row every call gets from its first Stasis event to its outcome."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TypedDict, Unpack
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from handoff.calls import CALL_LIFECYCLE, CallEvent, CallOutcome, CallState
+from handoff.store.errors import NotFound
+from handoff.store.models import Call, Transition
+from handoff.store.transitions import Clock, transition_with_version_guard
+
+
+class CallLegs(TypedDict, total=False):
+    """ARI ids of what is in the call bridge besides the caller; None clears one."""
+
+    bridge_id: str | None
+    ai_channel_id: str | None
+    agent_channel_id: str | None
+
+
+class CallsRepo:
+    def __init__(self, session: AsyncSession, clock: Clock) -> None:
+        self._session = session
+        self._clock = clock
+
+    async def create(
+        self,
+        *,
+        caller_number: str,
+        caller_channel_id: str,
+        caller_name: str | None = None,
+        assistant_id: int | None = None,
+        call_id: str | None = None,
+    ) -> Call:
+        call = Call(
+            id=call_id or str(uuid.uuid4()),
+            assistant_id=assistant_id,
+            caller_number=caller_number,
+            caller_name=caller_name,
+            caller_channel_id=caller_channel_id,
+            state=CALL_LIFECYCLE.initial,
+            started_at=self._clock(),
+            version=1,
+        )
+        self._session.add(call)
+        await self._session.flush()
+        return call
+
+    async def get(self, call_id: str) -> Call:
+        call = await self._session.get(Call, call_id, populate_existing=True)
+        if call is None:
+            raise NotFound("call", call_id)
+        return call
+
+    async def apply(self, call_id: str, event: CallEvent, **legs: Unpack[CallLegs]) -> Call:
+        """Move the call through its lifecycle, updating which legs share its bridge."""
+        if event is CallEvent.END:
+            raise ValueError("end a call with close(), which records its outcome")
+        return await self._apply(call_id, event, dict(legs))
+
+    async def close(
+        self, call_id: str, outcome: CallOutcome, *, end_cause: str | None = None
+    ) -> Call:
+        """End the call with its outcome; every call ends through here exactly once."""
+        return await self._apply(
+            call_id, CallEvent.END, {"outcome": outcome, "end_cause": end_cause}
+        )
+
+    async def set_recording(self, call_id: str, recording_path: str) -> Call:
+        result = await self._session.scalars(
+            update(Call)
+            .where(Call.id == call_id)
+            .values(recording_path=recording_path, version=Call.version + 1)
+            .returning(Call),
+            execution_options={"populate_existing": True},
+        )
+        call = result.one_or_none()
+        if call is None:
+            raise NotFound("call", call_id)
+        return call
+
+    async def open_calls(self) -> Sequence[Call]:
+        """Calls not yet ended: after a restart each is matched against the channels and
+        bridges Asterisk still reports, and closed if its caller is gone."""
+        result = await self._session.scalars(
+            select(Call).where(Call.state != CallState.ENDED).order_by(Call.started_at),
+            execution_options={"populate_existing": True},
+        )
+        return result.all()
+
+    async def history(self, call_id: str) -> Sequence[Transition]:
+        """Every persisted transition of the call and of its handoffs, oldest first."""
+        result = await self._session.scalars(
+            select(Transition).where(Transition.call_id == call_id).order_by(Transition.id)
+        )
+        return result.all()
+
+    async def _apply(self, call_id: str, event: CallEvent, values: dict[str, object]) -> Call:
+        now = self._clock()
+
+        async def read() -> tuple[CallState, int, str] | None:
+            row = (
+                await self._session.execute(
+                    select(Call.state, Call.version).where(Call.id == call_id)
+                )
+            ).one_or_none()
+            return None if row is None else (row.state, row.version, call_id)
+
+        async def write(current: CallState, target: CallState, version: int) -> Call | None:
+            changes = {**values, **_timestamps(current, target, now)}
+            result = await self._session.scalars(
+                update(Call)
+                .where(Call.id == call_id, Call.version == version)
+                .values(state=target, version=version + 1, **changes)
+                .returning(Call),
+                execution_options={"populate_existing": True},
+            )
+            return result.one_or_none()
+
+        return await transition_with_version_guard(
+            self._session, CALL_LIFECYCLE, event,
+            kind="call", key=call_id, read=read, write=write, handoff_id=None, at=now,
+        )
+
+
+def _timestamps(current: CallState, target: CallState, now: datetime) -> dict[str, object]:
+    if target is CallState.ENDED:
+        return {"ended_at": now}
+    if current is CallState.NEW:
+        return {"answered_at": now}
+    return {}

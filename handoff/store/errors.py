@@ -1,0 +1,46 @@
+"""What the store refuses, in the controller's terms."""
+
+from __future__ import annotations
+
+from handoff.handoffs import HandoffState
+
+
+class StoreError(Exception):
+    pass
+
+
+class NotFound(StoreError):
+    def __init__(self, kind: str, key: object) -> None:
+        super().__init__(f"no {kind} {key!r}")
+        self.kind = kind
+        self.key = key
+
+
+class AlreadyTaken(StoreError):
+    """Another agent won the accept: the loser's dashboard shows who took the caller."""
+
+    def __init__(self, handoff_id: int, taken_by: int, state: HandoffState) -> None:
+        super().__init__(f"handoff {handoff_id} already taken by agent {taken_by}")
+        self.handoff_id = handoff_id
+        self.taken_by = taken_by
+        self.state = state
+
+
+class NotOfferable(StoreError):
+    """Nobody accepted it, and it cannot be accepted now (withdrawn, timed out, targeted
+    at another agent)."""
+
+    def __init__(self, handoff_id: int, state: HandoffState, detail: str = "") -> None:
+        why = f": {detail}" if detail else ""
+        super().__init__(f"handoff {handoff_id} is {state.value}, not offered to you{why}")
+        self.handoff_id = handoff_id
+        self.state = state
+
+
+class ConcurrentUpdate(StoreError):
+    """The row kept changing under us; the event should be re-evaluated by its caller."""
+
+    def __init__(self, kind: str, key: object) -> None:
+        super().__init__(f"{kind} {key!r} changed concurrently too many times")
+        self.kind = kind
+        self.key = key

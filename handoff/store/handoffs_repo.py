@@ -1,0 +1,220 @@
+"""Handoffs: one row per attempt to move a live call to an agent, guarded per state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from handoff.handoffs import HANDOFF_LIFECYCLE, FailureReason, HandoffEvent, HandoffState
+from handoff.store.errors import AlreadyTaken, NotFound, NotOfferable
+from handoff.store.models import Handoff
+from handoff.store.transitions import (
+    Clock,
+    record_transition,
+    transition_with_version_guard,
+)
+
+# Read from the lifecycle table rather than restated, so the accept guard follows it.
+(_ACCEPT_FROM,) = HANDOFF_LIFECYCLE.sources_of(HandoffEvent.ACCEPT)
+_ACCEPT_TO = HANDOFF_LIFECYCLE.next_state(_ACCEPT_FROM, HandoffEvent.ACCEPT)
+
+# The failure reason a terminal state implies when the event itself says why.
+_IMPLIED_REASON = {
+    HandoffState.ABANDONED: FailureReason.CALLER_HUNG_UP,
+    HandoffState.TIMED_OUT: FailureReason.TIMEOUT,
+}
+_FAILURE_STATES = frozenset({*_IMPLIED_REASON, HandoffState.FAILED})
+
+
+class HandoffsRepo:
+    def __init__(self, session: AsyncSession, clock: Clock) -> None:
+        self._session = session
+        self._clock = clock
+
+    async def request(
+        self,
+        call_id: str,
+        *,
+        reason: str,
+        topic: str | None = None,
+        priority: int = 0,
+        summary: str | None = None,
+        note: str | None = None,
+        target_agent_id: int | None = None,
+        attempt: int = 1,
+    ) -> Handoff:
+        handoff = Handoff(
+            call_id=call_id,
+            state=HANDOFF_LIFECYCLE.initial,
+            reason=reason,
+            topic=topic,
+            priority=priority,
+            summary=summary,
+            note=note,
+            target_agent_id=target_agent_id,
+            requested_at=self._clock(),
+            attempt=attempt,
+            version=1,
+        )
+        self._session.add(handoff)
+        await self._session.flush()
+        return handoff
+
+    async def get(self, handoff_id: int) -> Handoff:
+        handoff = await self._session.get(Handoff, handoff_id, populate_existing=True)
+        if handoff is None:
+            raise NotFound("handoff", handoff_id)
+        return handoff
+
+    async def accept(self, handoff_id: int, agent_id: int) -> Handoff:
+        """Give the handoff to `agent_id` if it is still on offer; exactly one agent wins.
+
+        One conditional UPDATE decides, in the database, never in process memory: with
+        several web workers and controller processes, two Accept clicks can arrive at
+        two processes in the same millisecond. Whoever's UPDATE matches the `offered`
+        row first wins; the database re-checks the guard for the second one after the
+        first commits, so it matches nothing.
+        """
+        now = self._clock()
+        won = (
+            await self._session.scalars(
+                update(Handoff)
+                .where(
+                    Handoff.id == handoff_id,
+                    Handoff.state == _ACCEPT_FROM,
+                    # A transfer card names one agent; others cannot take it.
+                    or_(Handoff.target_agent_id.is_(None), Handoff.target_agent_id == agent_id),
+                )
+                .values(
+                    state=_ACCEPT_TO,
+                    accepted_by=agent_id,
+                    accepted_at=now,
+                    version=Handoff.version + 1,
+                )
+                .returning(Handoff),
+                execution_options={"populate_existing": True},
+            )
+        ).one_or_none()
+        if won is not None:
+            await record_transition(
+                self._session, HANDOFF_LIFECYCLE, _ACCEPT_FROM, HandoffEvent.ACCEPT,
+                _ACCEPT_TO, call_id=won.call_id, handoff_id=handoff_id, at=now,
+            )
+            return won
+        lost = (
+            await self._session.execute(
+                select(Handoff.state, Handoff.accepted_by, Handoff.target_agent_id).where(
+                    Handoff.id == handoff_id
+                )
+            )
+        ).one_or_none()
+        if lost is None:
+            raise NotFound("handoff", handoff_id)
+        if lost.accepted_by is not None:
+            raise AlreadyTaken(handoff_id, lost.accepted_by, lost.state)
+        if lost.state is _ACCEPT_FROM:
+            raise NotOfferable(
+                handoff_id, lost.state, f"offered to agent {lost.target_agent_id} only"
+            )
+        raise NotOfferable(handoff_id, lost.state)
+
+    async def apply(
+        self,
+        handoff_id: int,
+        event: HandoffEvent,
+        *,
+        failure_reason: FailureReason | None = None,
+    ) -> Handoff:
+        """Any lifecycle event except ACCEPT (see `accept`), guarded by the row version.
+
+        FAIL needs a `failure_reason`; CALLER_HUNG_UP and TIME_OUT imply theirs.
+        """
+        if event is HandoffEvent.ACCEPT:
+            raise ValueError("accept a handoff with accept(), which names the agent")
+        now = self._clock()
+
+        async def read() -> tuple[HandoffState, int, str] | None:
+            row = (
+                await self._session.execute(
+                    select(Handoff.state, Handoff.version, Handoff.call_id).where(
+                        Handoff.id == handoff_id
+                    )
+                )
+            ).one_or_none()
+            return None if row is None else (row.state, row.version, row.call_id)
+
+        async def write(
+            current: HandoffState, target: HandoffState, version: int
+        ) -> Handoff | None:
+            changes = _changes(target, failure_reason, now)
+            result = await self._session.scalars(
+                update(Handoff)
+                .where(Handoff.id == handoff_id, Handoff.version == version)
+                .values(state=target, version=version + 1, **changes)
+                .returning(Handoff),
+                execution_options={"populate_existing": True},
+            )
+            return result.one_or_none()
+
+        return await transition_with_version_guard(
+            self._session, HANDOFF_LIFECYCLE, event,
+            kind="handoff", key=handoff_id, read=read, write=write,
+            handoff_id=handoff_id, at=now,
+        )
+
+    async def open_for_call(self, call_id: str) -> Sequence[Handoff]:
+        result = await self._session.scalars(
+            select(Handoff)
+            .where(Handoff.call_id == call_id, Handoff.state.not_in(HANDOFF_LIFECYCLE.terminal))
+            .order_by(Handoff.id),
+            execution_options={"populate_existing": True},
+        )
+        return result.all()
+
+    async def open_handoffs(self) -> Sequence[Handoff]:
+        """Every unfinished handoff, for reconciliation after a restart."""
+        result = await self._session.scalars(
+            select(Handoff)
+            .where(Handoff.state.not_in(HANDOFF_LIFECYCLE.terminal))
+            .order_by(Handoff.id),
+            execution_options={"populate_existing": True},
+        )
+        return result.all()
+
+    async def offered(self) -> Sequence[Handoff]:
+        """The cards on the dashboards: most urgent first, then the longest waiting."""
+        result = await self._session.scalars(
+            select(Handoff)
+            .where(Handoff.state == HandoffState.OFFERED)
+            .order_by(Handoff.priority.desc(), Handoff.requested_at, Handoff.id),
+            execution_options={"populate_existing": True},
+        )
+        return result.all()
+
+    async def for_call(self, call_id: str) -> Sequence[Handoff]:
+        """Every attempt for the call, in order (history and contact pages)."""
+        result = await self._session.scalars(
+            select(Handoff).where(Handoff.call_id == call_id).order_by(Handoff.id),
+            execution_options={"populate_existing": True},
+        )
+        return result.all()
+
+
+def _changes(
+    target: HandoffState, failure_reason: FailureReason | None, now: datetime
+) -> dict[str, object]:
+    if failure_reason is not None and target not in _FAILURE_STATES:
+        raise ValueError(f"a failure reason makes no sense for a handoff going {target.value}")
+    if target is HandoffState.OFFERED:
+        return {"offered_at": now}
+    if target is HandoffState.CONNECTED:
+        return {"connected_at": now}
+    if not HANDOFF_LIFECYCLE.is_terminal(target):
+        return {}
+    reason = failure_reason or _IMPLIED_REASON.get(target)
+    if target is HandoffState.FAILED and reason is None:
+        raise ValueError("a failed handoff needs a failure reason")
+    return {"ended_at": now, "failure_reason": reason}

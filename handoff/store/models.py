@@ -1,0 +1,242 @@
+"""Tables of the Switchboard store (SQLAlchemy 2 typed ORM).
+
+The schema itself is created and evolved only by the Alembic migrations next to this
+module; these classes must match them (a unit test compares the two).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from handoff.agents import AgentRole, EndpointKind, Presence
+from handoff.assistants import FallbackKind, HandoffLevel, HoldMode
+from handoff.calls import CallOutcome, CallState, Speaker
+from handoff.handoffs import FailureReason, HandoffState
+
+# Short state names are stored as their lowercase values in a plain VARCHAR (no native
+# PostgreSQL ENUM type): adding a state then needs no ALTER TYPE migration.
+ENUM_LENGTH = 32
+# An ARI channel or bridge id ("1700000000.42" or a uuid we pass in).
+ARI_ID_LENGTH = 128
+PHONE_NUMBER_LENGTH = 64
+
+EnumT = TypeVar("EnumT", bound=enum.StrEnum)
+
+
+def _enum_type(enum_class: type[EnumT]) -> sa.Enum:
+    return sa.Enum(
+        enum_class,
+        native_enum=False,
+        create_constraint=False,
+        length=ENUM_LENGTH,
+        values_callable=lambda members: [member.value for member in members],
+        validate_strings=True,
+    )
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC in Python.
+
+    SQLite keeps no offset, so values are normalised to UTC on the way in and tagged
+    UTC on the way out; a naive datetime is refused rather than guessed at.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: store timestamps in UTC")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime()}
+    # Stable constraint names, identical on SQLite and PostgreSQL, so later migrations
+    # can drop or alter them by name.
+    metadata = sa.MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Agent(Base):
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    login: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(sa.String(128))
+    role: Mapped[AgentRole] = mapped_column(_enum_type(AgentRole), default=AgentRole.AGENT)
+    # None: the agent cannot log in to the dashboard yet (account set up by an admin).
+    password_hash: Mapped[str | None] = mapped_column(sa.String(255))
+    sip_user: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    # Kept readable because Asterisk's PJSIP auth section needs it to challenge the
+    # softphone's REGISTER; the rendered pjsip.conf is the only other place it goes.
+    sip_password: Mapped[str] = mapped_column(sa.String(128))
+    endpoint_kind: Mapped[EndpointKind] = mapped_column(
+        _enum_type(EndpointKind), default=EndpointKind.WEBRTC
+    )
+    skills: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    on_duty: Mapped[bool] = mapped_column(default=False)
+    presence: Mapped[Presence] = mapped_column(_enum_type(Presence), default=Presence.OFFLINE)
+    seat: Mapped[str | None] = mapped_column(sa.String(64))
+
+
+class Assistant(Base):
+    __tablename__ = "assistants"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    # The dialled numbers this assistant answers, as a strict dialplan pattern.
+    number_pattern: Mapped[str] = mapped_column(sa.String(PHONE_NUMBER_LENGTH))
+    adapter: Mapped[str] = mapped_column(sa.String(64))
+    handoff_level: Mapped[HandoffLevel] = mapped_column(
+        _enum_type(HandoffLevel), default=HandoffLevel.BALANCED
+    )
+    restricted_topics: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    accept_timeout_s: Mapped[int] = mapped_column(default=30)
+    fallback_kind: Mapped[FallbackKind] = mapped_column(
+        _enum_type(FallbackKind), default=FallbackKind.AI_CALLBACK
+    )
+    fallback_number: Mapped[str | None] = mapped_column(sa.String(PHONE_NUMBER_LENGTH))
+    hold_mode: Mapped[HoldMode] = mapped_column(_enum_type(HoldMode), default=HoldMode.AI)
+    # Hash of the bearer token the AI engine uses on the control API.
+    control_token_hash: Mapped[str] = mapped_column(sa.String(255))
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+
+    number: Mapped[str] = mapped_column(sa.String(PHONE_NUMBER_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(128))
+
+
+class Call(Base):
+    __tablename__ = "calls"
+
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    assistant_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("assistants.id", ondelete="SET NULL")
+    )
+    caller_number: Mapped[str] = mapped_column(sa.String(PHONE_NUMBER_LENGTH))
+    caller_name: Mapped[str | None] = mapped_column(sa.String(128))
+    caller_channel_id: Mapped[str] = mapped_column(sa.String(ARI_ID_LENGTH))
+    bridge_id: Mapped[str | None] = mapped_column(sa.String(ARI_ID_LENGTH))
+    ai_channel_id: Mapped[str | None] = mapped_column(sa.String(ARI_ID_LENGTH))
+    agent_channel_id: Mapped[str | None] = mapped_column(sa.String(ARI_ID_LENGTH))
+    state: Mapped[CallState] = mapped_column(_enum_type(CallState), index=True)
+    outcome: Mapped[CallOutcome | None] = mapped_column(_enum_type(CallOutcome))
+    # Asterisk's hangup cause text (e.g. "Normal Clearing") or ours ("pbx_restart").
+    end_cause: Mapped[str | None] = mapped_column(sa.String(64))
+    recording_path: Mapped[str | None] = mapped_column(sa.String(512))
+    started_at: Mapped[datetime]
+    answered_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    version: Mapped[int] = mapped_column(default=1)
+
+
+class Handoff(Base):
+    __tablename__ = "handoffs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("calls.id", ondelete="CASCADE"), index=True
+    )
+    state: Mapped[HandoffState] = mapped_column(_enum_type(HandoffState), index=True)
+    # Why a person was asked for: "caller_request", "ai_decision", "restricted_topic",
+    # "supervisor", "transfer"; AI engines may send their own words.
+    reason: Mapped[str] = mapped_column(sa.String(64))
+    topic: Mapped[str | None] = mapped_column(sa.String(128))
+    priority: Mapped[int] = mapped_column(default=0)
+    summary: Mapped[str | None] = mapped_column(sa.Text)
+    # The note a transferring agent leaves for the next one.
+    note: Mapped[str | None] = mapped_column(sa.Text)
+    # Set for a transfer to a named agent: only that agent's card can accept.
+    target_agent_id: Mapped[int | None] = mapped_column(sa.ForeignKey("agents.id"))
+    requested_at: Mapped[datetime]
+    offered_at: Mapped[datetime | None]
+    accepted_at: Mapped[datetime | None]
+    accepted_by: Mapped[int | None] = mapped_column(sa.ForeignKey("agents.id"), index=True)
+    connected_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    failure_reason: Mapped[FailureReason | None] = mapped_column(_enum_type(FailureReason))
+    attempt: Mapped[int] = mapped_column(default=1)
+    version: Mapped[int] = mapped_column(default=1)
+
+
+class TranscriptSegment(Base):
+    __tablename__ = "transcript_segments"
+    __table_args__ = (sa.Index("ix_transcript_segments_call_at", "call_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[str] = mapped_column(sa.ForeignKey("calls.id", ondelete="CASCADE"))
+    at: Mapped[datetime]
+    speaker: Mapped[Speaker] = mapped_column(_enum_type(Speaker))
+    text: Mapped[str] = mapped_column(sa.Text)
+
+
+class Note(Base):
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[str | None] = mapped_column(
+        sa.ForeignKey("calls.id", ondelete="CASCADE"), index=True
+    )
+    # Notes outlive one call: the contact page shows every note for the number.
+    contact_number: Mapped[str | None] = mapped_column(
+        sa.String(PHONE_NUMBER_LENGTH), index=True
+    )
+    author_id: Mapped[int | None] = mapped_column(sa.ForeignKey("agents.id"))
+    at: Mapped[datetime]
+    text: Mapped[str] = mapped_column(sa.Text)
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    # An agent login, "controller", or "assistant:<name>".
+    actor: Mapped[str] = mapped_column(sa.String(64))
+    action: Mapped[str] = mapped_column(sa.String(64))
+    subject: Mapped[str] = mapped_column(sa.String(128))
+    detail: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+
+
+class Transition(Base):
+    """One row per state change of a call or a handoff: the persisted `from -> event -> to`."""
+
+    __tablename__ = "transitions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("calls.id", ondelete="CASCADE"), index=True
+    )
+    handoff_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("handoffs.id", ondelete="CASCADE")
+    )
+    machine: Mapped[str] = mapped_column(sa.String(16))
+    from_state: Mapped[str] = mapped_column(sa.String(ENUM_LENGTH))
+    event: Mapped[str] = mapped_column(sa.String(ENUM_LENGTH))
+    to_state: Mapped[str] = mapped_column(sa.String(ENUM_LENGTH))
+    at: Mapped[datetime]

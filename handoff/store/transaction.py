@@ -1,0 +1,68 @@
+"""The store's entry point: one database transaction per unit of controller work.
+
+Several writes that describe one telephony step (the agent leg joined the bridge: the
+handoff is connected AND the call is with the agent) commit together or not at all, so
+a controller crash between them cannot leave the ledger saying two different things.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from handoff.store.agents_repo import AgentsRepo
+from handoff.store.assistants_repo import AssistantsRepo
+from handoff.store.audit_repo import AuditRepo
+from handoff.store.calls_repo import CallsRepo
+from handoff.store.contacts_repo import ContactsRepo
+from handoff.store.handoffs_repo import HandoffsRepo
+from handoff.store.notes_repo import NotesRepo
+from handoff.store.transcripts_repo import TranscriptsRepo
+from handoff.store.transitions import Clock, utc_now
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    calls: CallsRepo
+    handoffs: HandoffsRepo
+    agents: AgentsRepo
+    assistants: AssistantsRepo
+    contacts: ContactsRepo
+    transcripts: TranscriptsRepo
+    notes: NotesRepo
+    audit: AuditRepo
+
+
+class Store:
+    """Built once by the composition root from its engine (and a clock, fake in tests).
+
+    Rows returned by the repositories are snapshots: they stay readable after the
+    transaction ends, but changing them changes nothing; write through a repository.
+    """
+
+    def __init__(self, engine: AsyncEngine, clock: Clock = utc_now) -> None:
+        self.engine = engine
+        self._clock = clock
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """Commit when the block ends normally, roll back when it raises."""
+        async with self._sessions() as session, session.begin():
+            yield self._repos(session)
+
+    def _repos(self, session: AsyncSession) -> Transaction:
+        clock = self._clock
+        return Transaction(
+            calls=CallsRepo(session, clock),
+            handoffs=HandoffsRepo(session, clock),
+            agents=AgentsRepo(session),
+            assistants=AssistantsRepo(session),
+            contacts=ContactsRepo(session),
+            transcripts=TranscriptsRepo(session, clock),
+            notes=NotesRepo(session, clock),
+            audit=AuditRepo(session, clock),
+        )

@@ -1,0 +1,220 @@
+from __future__ import annotations
+
+import enum
+import logging
+from typing import TypeVar
+
+import pytest
+
+from handoff.calls import CALL_LIFECYCLE, CallEvent, CallState
+from handoff.handoffs import HANDOFF_LIFECYCLE, HandoffEvent, HandoffState
+from handoff.states import InvalidTransition, StateMachine
+
+CALL_ID = "9b2f6c1e-call"
+
+
+class Door(enum.StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+    LOCKED = "locked"
+
+
+class Push(enum.StrEnum):
+    CLOSE = "close"
+    OPEN = "open"
+    LOCK = "lock"
+
+
+DOOR: StateMachine[Door, Push] = StateMachine(
+    "door",
+    Door.OPEN,
+    {
+        (Door.OPEN, Push.CLOSE): Door.CLOSED,
+        (Door.CLOSED, Push.OPEN): Door.OPEN,
+        (Door.CLOSED, Push.LOCK): Door.LOCKED,
+    },
+)
+
+
+S = TypeVar("S", bound=enum.StrEnum)
+E = TypeVar("E", bound=enum.StrEnum)
+
+
+def walk(machine: StateMachine[S, E], *events: E) -> S:
+    state = machine.initial
+    for event in events:
+        state = machine.transition(state, event, call_id=CALL_ID)
+    return state
+
+
+def reachable(machine: StateMachine[S, E]) -> set[S]:
+    seen: set[S] = set()
+    frontier = [machine.initial]
+    while frontier:
+        state = frontier.pop()
+        if state not in seen:
+            seen.add(state)
+            frontier.extend(machine.next_state(state, ev) for ev in machine.events_from(state))
+    return seen
+
+
+def test_a_transition_returns_the_next_state() -> None:
+    assert DOOR.transition(Door.OPEN, Push.CLOSE, call_id=CALL_ID) is Door.CLOSED
+
+
+def test_an_invalid_transition_raises_naming_state_and_event() -> None:
+    with pytest.raises(InvalidTransition) as raised:
+        DOOR.transition(Door.OPEN, Push.LOCK, call_id=CALL_ID)
+    assert raised.value.state is Door.OPEN
+    assert raised.value.event is Push.LOCK
+    assert str(raised.value) == "door: no transition from 'open' on 'lock'"
+
+
+def test_each_transition_is_logged_from_event_to_with_the_call_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="handoff.states"):
+        DOOR.transition(Door.CLOSED, Push.LOCK, call_id=CALL_ID, ref="handoff=7")
+    assert caplog.messages == [f"door call={CALL_ID} handoff=7: closed -> lock -> locked"]
+
+
+def test_a_refused_transition_is_logged_as_refused(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="handoff.states"), pytest.raises(InvalidTransition):
+        DOOR.transition(Door.LOCKED, Push.OPEN, call_id=CALL_ID)
+    assert caplog.messages == [f"door call={CALL_ID}: locked -> open refused"]
+
+
+def test_next_state_is_a_dry_run_that_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="handoff.states"):
+        assert DOOR.next_state(Door.OPEN, Push.CLOSE) is Door.CLOSED
+    assert caplog.messages == []
+
+
+def test_terminal_states_are_those_never_left() -> None:
+    assert DOOR.terminal == {Door.LOCKED}
+    assert DOOR.is_terminal(Door.LOCKED)
+    assert not DOOR.allows(Door.LOCKED, Push.OPEN)
+
+
+def test_sources_of_an_event_are_the_states_that_allow_it() -> None:
+    assert DOOR.sources_of(Push.OPEN) == {Door.CLOSED}
+    assert DOOR.events_from(Door.CLOSED) == {Push.OPEN, Push.LOCK}
+
+
+def test_a_call_answered_by_the_ai_moves_to_an_agent_and_back() -> None:
+    state = CALL_LIFECYCLE.initial
+    for event, expected in [
+        (CallEvent.ANSWER, CallState.WITH_AI),
+        (CallEvent.REQUEST_HANDOFF, CallState.HANDOFF_PENDING),
+        (CallEvent.AGENT_CONNECTED, CallState.WITH_AGENT),
+        (CallEvent.RETURN_TO_AI, CallState.WITH_AI),
+        (CallEvent.END, CallState.ENDED),
+    ]:
+        state = CALL_LIFECYCLE.transition(state, event, call_id=CALL_ID)
+        assert state is expected
+
+
+def test_a_call_can_end_in_every_live_state_and_nothing_follows_the_end() -> None:
+    for state in CallState:
+        if state is not CallState.ENDED:
+            assert CALL_LIFECYCLE.next_state(state, CallEvent.END) is CallState.ENDED
+    assert CALL_LIFECYCLE.terminal == {CallState.ENDED}
+    assert CALL_LIFECYCLE.events_from(CallState.ENDED) == frozenset()
+
+
+def test_a_failed_handoff_leaves_the_caller_with_the_ai() -> None:
+    assert (
+        CALL_LIFECYCLE.next_state(CallState.HANDOFF_PENDING, CallEvent.HANDOFF_FAILED)
+        is CallState.WITH_AI
+    )
+
+
+def test_an_agent_lost_mid_call_gives_the_caller_back_to_the_ai() -> None:
+    lost = CALL_LIFECYCLE.next_state(CallState.WITH_AGENT, CallEvent.AGENT_LOST)
+    assert lost is CallState.WITH_AI
+
+
+def test_a_call_cannot_reach_an_agent_before_it_is_answered() -> None:
+    with pytest.raises(InvalidTransition):
+        CALL_LIFECYCLE.transition(CallState.NEW, CallEvent.AGENT_CONNECTED, call_id=CALL_ID)
+
+
+def test_a_handoff_goes_from_request_to_completion() -> None:
+    assert (
+        walk(
+            HANDOFF_LIFECYCLE,
+            HandoffEvent.OFFER,
+            HandoffEvent.ACCEPT,
+            HandoffEvent.DIAL_AGENT,
+            HandoffEvent.AGENT_ANSWERED,
+            HandoffEvent.END,
+        )
+        is HandoffState.COMPLETED
+    )
+
+
+def test_a_handoff_can_return_the_call_to_the_ai() -> None:
+    assert (
+        walk(
+            HANDOFF_LIFECYCLE,
+            HandoffEvent.OFFER,
+            HandoffEvent.ACCEPT,
+            HandoffEvent.DIAL_AGENT,
+            HandoffEvent.AGENT_ANSWERED,
+            HandoffEvent.RETURN_TO_AI,
+        )
+        is HandoffState.RETURNED_TO_AI
+    )
+
+
+@pytest.mark.parametrize(
+    "state",
+    [HandoffState.REQUESTED, HandoffState.OFFERED, HandoffState.ACCEPTED, HandoffState.CONNECTING],
+)
+def test_caller_hanging_up_before_an_agent_joins_abandons_the_handoff(state: HandoffState) -> None:
+    assert (
+        HANDOFF_LIFECYCLE.next_state(state, HandoffEvent.CALLER_HUNG_UP) is HandoffState.ABANDONED
+    )
+
+
+def test_caller_hanging_up_on_the_agent_completes_the_handoff() -> None:
+    assert (
+        HANDOFF_LIFECYCLE.next_state(HandoffState.CONNECTED, HandoffEvent.CALLER_HUNG_UP)
+        is HandoffState.COMPLETED
+    )
+
+
+def test_only_an_offered_handoff_can_be_accepted() -> None:
+    assert HANDOFF_LIFECYCLE.sources_of(HandoffEvent.ACCEPT) == {HandoffState.OFFERED}
+
+
+def test_nobody_accepting_in_time_times_the_handoff_out() -> None:
+    assert walk(HANDOFF_LIFECYCLE, HandoffEvent.OFFER, HandoffEvent.TIME_OUT) is (
+        HandoffState.TIMED_OUT
+    )
+
+
+def test_an_accepted_handoff_cannot_time_out_it_fails_with_a_reason_instead() -> None:
+    with pytest.raises(InvalidTransition):
+        walk(HANDOFF_LIFECYCLE, HandoffEvent.OFFER, HandoffEvent.ACCEPT, HandoffEvent.TIME_OUT)
+    assert (
+        walk(HANDOFF_LIFECYCLE, HandoffEvent.OFFER, HandoffEvent.ACCEPT, HandoffEvent.FAIL)
+        is HandoffState.FAILED
+    )
+
+
+def test_finished_handoffs_take_no_more_events() -> None:
+    assert HANDOFF_LIFECYCLE.terminal == {
+        HandoffState.RETURNED_TO_AI,
+        HandoffState.COMPLETED,
+        HandoffState.ABANDONED,
+        HandoffState.TIMED_OUT,
+        HandoffState.FAILED,
+    }
+    for state in HANDOFF_LIFECYCLE.terminal:
+        assert HANDOFF_LIFECYCLE.events_from(state) == frozenset()
+
+
+def test_every_state_of_both_lifecycles_is_reachable() -> None:
+    assert reachable(CALL_LIFECYCLE) == set(CallState)
+    assert reachable(HANDOFF_LIFECYCLE) == set(HandoffState)
