@@ -25,6 +25,7 @@ _SECRET = re.compile(r"^[A-Za-z0-9_.~+/=-]{8,128}$")
 # an optional leading '+'. No '.' or '!' wildcards: an open pattern plus a number
 # forwarded to Dial is how toll fraud starts.
 _PATTERN = re.compile(r"^(\+?[0-9]{1,20}|_\+?[0-9XZN\[\]\-]{1,30})$")
+_CONTACT = re.compile(r"^sip:[A-Za-z0-9_.+-]{1,64}@[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$")
 _HOST = re.compile(r"^[A-Za-z0-9.:-]{1,253}$")
 
 
@@ -92,6 +93,8 @@ class SipAgent:
     password: str
     kind: Literal["webrtc", "deskphone"] = "webrtc"
     display_name: str = ""
+    # A desk phone that does not register (or a test phone) is reached at a fixed URI.
+    contact: str = ""
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,8 @@ class InstanceSpec:
         for i, agent in enumerate(self.agents):
             check_name(f"agents[{i}].sip_user", agent.name)
             check_secret(f"agents[{i}].sip_password", agent.password)
+            if agent.contact and not _CONTACT.match(agent.contact):
+                raise ConfigValueError(f"agents[{i}].contact", "expected sip:user@host:port")
             if agent.kind not in ("webrtc", "deskphone"):
                 raise ConfigValueError(f"agents[{i}].kind", "webrtc or deskphone")
             if agent.name in seen:
@@ -235,7 +240,9 @@ def render(spec: InstanceSpec, template_dir: Path = TEMPLATE_DIR) -> dict[str, s
         autoescape=False,
     )
     agents = [
-        SipAgent(a.name, a.password, a.kind, _sanitize_display(a.display_name or a.name))
+        SipAgent(
+            a.name, a.password, a.kind, _sanitize_display(a.display_name or a.name), a.contact
+        )
         for a in spec.agents
     ]
     context = {

@@ -15,7 +15,8 @@ import pytest
 import pytest_asyncio
 
 from pbx import runtime
-from pbx.asterisk_config import InboundRoute, SipTrunk
+from pbx.asterisk_config import InboundRoute, SipAgent, SipTrunk
+from tests.bench.rig import AGENT_PHONE_NUMBER
 from tests.integration.asterisk_helpers import Pair, assert_quiet
 
 pytestmark = pytest.mark.integration
@@ -47,6 +48,13 @@ async def pair(installation: runtime.Installation, state_dir: Path) -> AsyncIter
         ports=pbx_ports,
         trunks=(SipTrunk("carrier", "127.0.0.1", carrier_ports.sip),),
         routes=(InboundRoute("2000", "receptionist"), InboundRoute("_21XX", "sales")),
+        # Ada's desk phone is played by the carrier: it answers 7001 there.
+        agents=(
+            SipAgent(
+                "desk-ada", "desk-ada-secret", "deskphone", "Ada",
+                contact=f"sip:{AGENT_PHONE_NUMBER}@127.0.0.1:{carrier_ports.sip}",
+            ),
+        ),
     )
     carrier = runtime.new_instance(
         installation,
@@ -55,7 +63,7 @@ async def pair(installation: runtime.Installation, state_dir: Path) -> AsyncIter
         ports=carrier_ports,
         app="carrier",
         trunks=(SipTrunk("switchboard", "127.0.0.1", pbx_ports.sip),),
-        routes=(InboundRoute("_5XXX", "fallback"),),
+        routes=(InboundRoute("_5XXX", "fallback"), InboundRoute("_7XXX", "agentphone")),
     )
     await pbx.start()
     try:

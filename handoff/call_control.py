@@ -1,0 +1,501 @@
+"""The live call: one mixing bridge per call, the AI leg, the move to an agent and back.
+
+The caller's channel enters the call bridge when the call is answered and stays there
+until the call ends; every change of who the caller talks to is a change of the *other*
+legs in that bridge. So the caller's SIP dialog is never touched: no re-INVITE, no
+transfer, no BYE until the call really ends.
+
+Order per call: every leg we create gets an id that starts with the caller's channel
+id (``<caller>~ai~1``, ``<caller>~agent~2``, bridge ``<caller>~bridge``), and the ARI
+client orders events by that prefix, so all events of one call are handled one after
+the other while different calls run concurrently. Commands that do not come from ARI
+(an Accept click, an AI's handoff request) take the call's lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from handoff.calls import CallEvent, CallOutcome, CallState
+from handoff.events import EventHub
+from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
+from handoff.store import Store
+from handoff.store.errors import NotFound
+from pbx.ari import AriClient, AriError, AriNotFound, AriUnprocessable
+
+log = logging.getLogger(__name__)
+
+SEP = "~"
+PRIORITIES = {"normal": 0, "high": 5, "emergency": 10}
+# Q.850 causes with which an agent leg ends before answering.
+_NO_ANSWER = {18, 19}
+_REJECTED = {17, 21}
+
+
+def call_key(event: Mapping[str, Any]) -> str:
+    """ARI ordering key: the caller's channel id, which prefixes every id of its call."""
+    for name in ("channel", "peer", "bridge"):
+        obj = event.get(name)
+        if isinstance(obj, dict) and isinstance(obj.get("id"), str):
+            return str(obj["id"]).split(SEP)[0]
+    for name in ("playback", "recording"):
+        obj = event.get(name)
+        if isinstance(obj, dict) and isinstance(obj.get("target_uri"), str):
+            return str(obj["target_uri"]).split(":", 1)[-1].split(SEP)[0]
+    return "global"
+
+
+async def add_when_in_stasis(
+    ari: AriClient, bridge_id: str, channel: str | list[str], within: float = 2.0
+) -> None:
+    """addChannel, retried while Asterisk says the new leg is not in Stasis yet (422).
+
+    A leg we just created (external media, a created agent leg) enters Stasis a moment
+    after the REST call returns; its StasisStart is queued behind the handler that is
+    creating it, so waiting for that event here would wait for ourselves.
+    """
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            await ari.bridges.add_channel(bridge_id, channel)
+            return
+        except AriUnprocessable:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.002)
+
+
+class AiEngine(Protocol):
+    """Where an assistant's AudioSocket audio goes, and how it learns a call is coming."""
+
+    @property
+    def address(self) -> str: ...
+
+    def expect_call(self, call_id: str) -> None: ...
+
+
+@dataclass
+class LiveCall:
+    call_id: str
+    assistant: str
+    caller: str  # the caller's channel id: the key of everything in this call
+    bridge: str
+    caller_number: str = ""
+    ai: str | None = None
+    agent: str | None = None
+    agent_id: int | None = None
+    agent_kind: str = "webrtc"
+    agent_answered: bool = False
+    handoff_id: int | None = None
+    recording: str | None = None
+    legs: int = 0
+    ending: bool = False
+    closed: bool = False
+    causes: dict[str, int] = field(default_factory=dict)  # Q.850 cause per ended leg
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def new_leg_id(self, role: str) -> str:
+        self.legs += 1
+        return f"{self.caller}{SEP}{role}{SEP}{self.legs}"
+
+
+@dataclass
+class Timing:
+    ring_timeout_s: int = 20
+    offer_timeout_s: float = 60.0
+
+
+class CallControl:
+    def __init__(
+        self,
+        ari: AriClient,
+        store: Store,
+        hub: EventHub,
+        engines: Mapping[str, AiEngine],
+        *,
+        app: str = "switchboard",
+        recordings: Path | None = None,
+        host_path: Callable[[str], Path] | None = None,
+        timing: Timing | None = None,
+    ) -> None:
+        self.ari = ari
+        self.store = store
+        self.hub = hub
+        self.engines = engines
+        self.app = app
+        self.recordings = recordings
+        self.host_path = host_path
+        self.timing = timing or Timing()
+        self.calls: dict[str, LiveCall] = {}  # by call id
+        self._by_caller: dict[str, LiveCall] = {}  # by caller channel id
+        self._tasks: set[asyncio.Task[None]] = set()
+        for kind, handler in (
+            ("StasisStart", self._on_stasis_start),
+            ("ChannelStateChange", self._on_state_change),
+            ("ChannelHangupRequest", self._on_hangup_request),
+            ("ChannelDestroyed", self._on_leg_gone),
+            ("StasisEnd", self._on_leg_gone),
+        ):
+            ari.on(kind, handler)
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        """Background work is tracked: it is cancelled on close and its errors are logged."""
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("%s failed", name, exc_info=t.exception())
+
+        task.add_done_callback(done)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ---- ARI events --------------------------------------------------------------------
+
+    async def _on_stasis_start(self, event: Mapping[str, Any]) -> None:
+        args = event.get("args") or []
+        channel = event["channel"]
+        if args[:1] == ["inbound"] and len(args) >= 2:
+            await self._start_call(channel, assistant=args[1])
+
+    async def _start_call(self, channel: Mapping[str, Any], assistant: str) -> None:
+        caller = str(channel["id"])
+        engine = self.engines.get(assistant)
+        number = str(channel.get("caller", {}).get("number") or "")
+        name = str(channel.get("caller", {}).get("name") or "") or None
+        async with self.store.transaction() as tx:
+            record = await tx.assistants.by_name(assistant)
+            row = await tx.calls.create(
+                caller_number=number,
+                caller_name=name,
+                caller_channel_id=caller,
+                assistant_id=record.id if record else None,
+            )
+        live = LiveCall(row.id, assistant, caller, f"{caller}{SEP}bridge", number)
+        self.calls[live.call_id] = live
+        self._by_caller[caller] = live
+        if engine is None:
+            log.error("call=%s: no AI engine for assistant %r; refusing", live.call_id, assistant)
+            await self._hangup(caller)
+            return
+        async with live.lock:
+            await self.ari.channels.answer(caller)
+            # The call bridge: the caller joins it now and stays until the end.
+            await self.ari.bridges.create(bridge_id=live.bridge, type="mixing")
+            await self._bridge_add(live.bridge, caller)
+            live.recording = f"call-{live.call_id}"
+            await self.ari.bridges.record(live.bridge, live.recording, format="wav")
+            await self._join_ai(live, engine)
+            async with self.store.transaction() as tx:
+                await tx.calls.apply(
+                    live.call_id, CallEvent.ANSWER, bridge_id=live.bridge, ai_channel_id=live.ai
+                )
+        self.hub.publish(
+            f"assistant:{assistant}",
+            {"type": "call_started", "call_id": live.call_id,
+             "caller": {"number": number, "name": name or ""}},
+        )
+        log.info("call=%s caller=%s with AI %s", live.call_id, caller, assistant)
+
+    async def _join_ai(self, live: LiveCall, engine: AiEngine) -> None:
+        engine.expect_call(live.call_id)
+        ai = live.new_leg_id("ai")
+        await self.ari.channels.external_media_audiosocket(
+            self.app, engine.address, live.call_id, channel_id=ai
+        )
+        await self._bridge_add(live.bridge, ai)
+        live.ai = ai
+
+    async def _on_state_change(self, event: Mapping[str, Any]) -> None:
+        channel = event["channel"]
+        live = self._by_caller.get(call_key(event))
+        if live is None or channel["id"] != live.agent or channel.get("state") != "Up":
+            return
+        async with live.lock:
+            if live.agent_answered or live.ending:
+                return
+            live.agent_answered = True
+            live.answered.set()
+            # The agent is already in the bridge (added before the dial), so their first
+            # words reach the caller; now the AI steps out.
+            ai, live.ai = live.ai, None
+            if ai:
+                await self._hangup(ai)
+            assert live.handoff_id is not None
+            async with self.store.transaction() as tx:
+                await tx.handoffs.apply(live.handoff_id, HandoffEvent.AGENT_ANSWERED)
+                await tx.calls.apply(
+                    live.call_id, CallEvent.AGENT_CONNECTED, agent_channel_id=live.agent,
+                    ai_channel_id=None,
+                )
+        self.hub.publish(
+            f"assistant:{live.assistant}",
+            {"type": "handoff_connected", "call_id": live.call_id, "agent": str(live.agent_id)},
+        )
+        log.info("call=%s agent=%s connected via %s", live.call_id, live.agent_id, live.agent)
+
+    async def _on_hangup_request(self, event: Mapping[str, Any]) -> None:
+        live = self._by_caller.get(call_key(event))
+        if live is not None and "cause" in event:
+            live.causes[str(event["channel"]["id"])] = int(event["cause"])
+
+    async def _on_leg_gone(self, event: Mapping[str, Any]) -> None:
+        """StasisEnd or ChannelDestroyed, whichever comes first, ends a leg for us.
+
+        Once a channel leaves Stasis the app is no longer subscribed to it, so its
+        ChannelDestroyed may never reach us; its cause was kept from the hang-up request.
+        """
+        channel_id = str(event["channel"]["id"])
+        live = self._by_caller.get(call_key(event))
+        if live is None:
+            return
+        if "cause" in event:
+            live.causes[channel_id] = int(event["cause"])
+        cause = live.causes.get(channel_id, 0)
+        if channel_id == live.caller:
+            await self._caller_gone(live, cause)
+        elif channel_id == live.agent:
+            await self._agent_gone(live, cause)
+        elif channel_id == live.ai and not live.ending:
+            log.warning("call=%s: AI leg %s ended unexpectedly (cause %s)",
+                        live.call_id, channel_id, cause)
+            live.ai = None
+
+    # ---- handoff -------------------------------------------------------------------------
+
+    async def request_handoff(
+        self,
+        call_id: str,
+        *,
+        reason: str,
+        summary: str,
+        topic: str | None = None,
+        priority: str = "normal",
+        attempt: int = 1,
+    ) -> int:
+        """Open a handoff and offer it; the caller keeps the AI meanwhile."""
+        live = self._live(call_id)
+        async with live.lock:
+            async with self.store.transaction() as tx:
+                handoff = await tx.handoffs.request(
+                    call_id, reason=reason, summary=summary, topic=topic,
+                    priority=PRIORITIES.get(priority, 0) + (attempt - 1), attempt=attempt,
+                )
+                if attempt == 1:
+                    await tx.calls.apply(call_id, CallEvent.REQUEST_HANDOFF)
+                await tx.handoffs.apply(handoff.id, HandoffEvent.OFFER)
+            live.handoff_id = handoff.id
+        self.hub.publish("cards", {"type": "offered", "call_id": call_id,
+                                   "handoff_id": handoff.id})
+        self._spawn(self._offer_timeout(live, handoff.id), f"offer timeout {handoff.id}")
+        return handoff.id
+
+    async def _offer_timeout(self, live: LiveCall, handoff_id: int) -> None:
+        await asyncio.sleep(self.timing.offer_timeout_s)
+        async with live.lock:
+            async with self.store.transaction() as tx:
+                handoff = await tx.handoffs.get(handoff_id)
+                if handoff.state is not HandoffState.OFFERED:
+                    return
+                await tx.handoffs.apply(handoff_id, HandoffEvent.TIME_OUT)
+                await tx.calls.apply(live.call_id, CallEvent.HANDOFF_FAILED)
+            live.handoff_id = None
+        self.hub.publish("cards", {"type": "withdrawn", "handoff_id": handoff_id,
+                                   "reason": "timed_out"})
+        self.hub.publish(f"assistant:{live.assistant}",
+                         {"type": "handoff_failed", "call_id": live.call_id,
+                          "reason": "timed_out"})
+
+    async def accept(self, handoff_id: int, agent_id: int) -> None:
+        """The winning agent's leg is created, bridged, then dialled.
+
+        Only one agent gets past ``tx.handoffs.accept`` (a conditional UPDATE); the
+        others get :class:`AlreadyTaken`. The agent leg is put in the call bridge
+        *before* it is dialled, so the agent's first RTP packet is mixed to the caller
+        instead of being dropped while an addChannel is still in flight.
+        """
+        async with self.store.transaction() as tx:
+            handoff = await tx.handoffs.accept(handoff_id, agent_id)
+            agent = await tx.agents.get(agent_id)
+        live = self._live(handoff.call_id)
+        async with live.lock:
+            leg = live.new_leg_id("agent")
+            live.agent, live.agent_id = leg, agent_id
+            live.agent_kind = str(agent.endpoint_kind)
+            live.agent_answered = False
+            live.answered.clear()
+            try:
+                await self.ari.channels.create(
+                    f"PJSIP/{agent.sip_user}", self.app, app_args=["agent", live.call_id],
+                    channel_id=leg, originator=live.caller,
+                )
+                await self._bridge_add(live.bridge, leg)
+                await self.ari.channels.dial(leg, caller=live.caller,
+                                             timeout=self.timing.ring_timeout_s)
+            except AriError as exc:
+                log.warning("call=%s: agent leg %s could not be dialled: %s",
+                            live.call_id, leg, exc)
+                await self._hangup(leg)
+                async with self.store.transaction() as tx:
+                    await tx.handoffs.apply(handoff_id, HandoffEvent.FAIL,
+                                            failure_reason=FailureReason.AGENT_LEG_FAILED)
+                live.agent = None
+                self._spawn(self._reoffer(live, handoff.id), f"reoffer {handoff_id}")
+                return
+            async with self.store.transaction() as tx:
+                await tx.handoffs.apply(handoff_id, HandoffEvent.DIAL_AGENT)
+        self.hub.publish("cards", {"type": "taken", "handoff_id": handoff_id,
+                                   "agent_id": agent_id})
+
+    async def _agent_gone(self, live: LiveCall, cause: int) -> None:
+        async with live.lock:
+            if live.ending:
+                return
+            answered, live.agent = live.agent_answered, None
+            handoff_id = live.handoff_id
+            if not answered:
+                reason = (FailureReason.AGENT_NO_ANSWER if cause in _NO_ANSWER
+                          else FailureReason.AGENT_REJECTED if cause in _REJECTED
+                          else FailureReason.AGENT_LEG_FAILED)
+                if handoff_id is not None:
+                    async with self.store.transaction() as tx:
+                        await tx.handoffs.apply(handoff_id, HandoffEvent.FAIL,
+                                                failure_reason=reason)
+                log.info("call=%s: agent leg ended before answer (%s); re-offering",
+                         live.call_id, reason)
+                self._spawn(self._reoffer(live, handoff_id), f"reoffer {handoff_id}")
+                return
+            if live.agent_kind == "deskphone" and cause == 16:
+                # A desk phone hung up normally: the agent ended the call.
+                live.ending = True
+        if live.ending:
+            await self.end_call(live.call_id, CallOutcome.COMPLETED_BY_AGENT)
+            return
+        # The agent's browser or network vanished mid-call: the caller goes back to the
+        # AI, which apologises, and the call is offered again with higher priority.
+        await self._back_to_ai(live, HandoffEvent.FAIL, FailureReason.AGENT_VANISHED)
+        self._spawn(self._reoffer(live, handoff_id), f"reoffer {handoff_id}")
+
+    async def _reoffer(self, live: LiveCall, previous: int | None) -> None:
+        if live.ending or previous is None:
+            return
+        async with self.store.transaction() as tx:
+            old = await tx.handoffs.get(previous)
+            if live.handoff_id == previous:
+                live.handoff_id = None
+        await self.request_handoff(
+            live.call_id, reason=old.reason, summary=old.summary or "", topic=old.topic,
+            priority="high", attempt=old.attempt + 1,
+        )
+
+    async def return_to_ai(self, call_id: str) -> None:
+        live = self._live(call_id)
+        await self._back_to_ai(live, HandoffEvent.RETURN_TO_AI, None)
+        self.hub.publish(f"assistant:{live.assistant}",
+                         {"type": "returned_to_ai", "call_id": call_id})
+
+    async def _back_to_ai(
+        self, live: LiveCall, event: HandoffEvent, reason: FailureReason | None
+    ) -> None:
+        async with live.lock:
+            # The AI joins first, then the agent leaves: the caller never hears silence.
+            if live.ai is None:
+                await self._join_ai(live, self.engines[live.assistant])
+            agent, live.agent = live.agent, None
+            if agent:
+                await self._hangup(agent)
+            handoff_id, live.handoff_id = live.handoff_id, None
+            async with self.store.transaction() as tx:
+                if handoff_id is not None:
+                    await tx.handoffs.apply(handoff_id, event, failure_reason=reason)
+                call_event = (CallEvent.RETURN_TO_AI if event is HandoffEvent.RETURN_TO_AI
+                              else CallEvent.AGENT_LOST)
+                await tx.calls.apply(live.call_id, call_event, ai_channel_id=live.ai,
+                                     agent_channel_id=None)
+
+    # ---- the end of a call ---------------------------------------------------------------
+
+    async def end_call(self, call_id: str, outcome: CallOutcome | None = None) -> None:
+        """Hang up the caller; the ChannelDestroyed that follows records the outcome."""
+        live = self._live(call_id)
+        live.ending = True
+        await self._hangup(live.caller)
+
+    async def _caller_gone(self, live: LiveCall, cause: int) -> None:
+        async with live.lock:
+            if live.closed:
+                return
+            live.ending = live.closed = True
+            for leg in (live.agent, live.ai):
+                if leg:
+                    await self._hangup(leg)
+            with contextlib.suppress(AriNotFound):
+                await self.ari.bridges.destroy(live.bridge)
+            async with self.store.transaction() as tx:
+                call = await tx.calls.get(live.call_id)
+                open_handoffs = await tx.handoffs.open_for_call(live.call_id)
+                for handoff in open_handoffs:
+                    event = (HandoffEvent.CALLER_HUNG_UP if handoff.state is not
+                             HandoffState.CONNECTED else HandoffEvent.END)
+                    await tx.handoffs.apply(handoff.id, event)
+                outcome = (
+                    CallOutcome.COMPLETED_BY_AGENT if call.state is CallState.WITH_AGENT
+                    else CallOutcome.ABANDONED if open_handoffs
+                    else CallOutcome.COMPLETED_BY_AI
+                )
+                await tx.calls.close(live.call_id, outcome, end_cause=str(cause))
+                if live.recording:
+                    await tx.calls.set_recording(live.call_id, self._keep_recording(live))
+        self.calls.pop(live.call_id, None)
+        self._by_caller.pop(live.caller, None)
+        self.hub.publish("cards", {"type": "call_ended", "call_id": live.call_id})
+        self.hub.publish(f"assistant:{live.assistant}",
+                         {"type": "call_ended", "call_id": live.call_id})
+        log.info("call=%s ended (cause %s)", live.call_id, cause)
+
+    def _keep_recording(self, live: LiveCall) -> str:
+        """Move the bridge recording out of Asterisk's spool into our data folder.
+
+        Asterisk (embedded: inside its chroot) only writes into its own tree; the product
+        keeps recordings in its data folder so a rebuilt Asterisk never takes them along.
+        """
+        name = f"{live.recording}.wav"
+        if self.recordings is None or self.host_path is None:
+            return name
+        source = self.host_path(f"recording/{name}")
+        target = self.recordings / name
+        if source.exists():
+            self.recordings.mkdir(parents=True, exist_ok=True)
+            source.replace(target)
+        return str(target)
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _live(self, call_id: str) -> LiveCall:
+        live = self.calls.get(call_id)
+        if live is None:
+            raise NotFound("call", call_id)
+        return live
+
+    async def _bridge_add(self, bridge_id: str, channel_id: str) -> None:
+        await add_when_in_stasis(self.ari, bridge_id, channel_id)
+
+    async def _hangup(self, channel_id: str) -> None:
+        with contextlib.suppress(AriNotFound):
+            await self.ari.channels.hangup(channel_id)
+
+
