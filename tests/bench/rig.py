@@ -24,12 +24,66 @@ from handoff.agents import EndpointKind
 from handoff.call_control import CallControl, Timing, add_when_in_stasis, call_key
 from handoff.events import EventHub
 from handoff.store import Store, create_store_engine, upgrade_to_head
+from pbx import runtime
 from pbx.ari import AriClient
+from pbx.asterisk_config import InboundRoute, SipAgent, SipTrunk
 from pbx.audiosocket import AudioSocketServer, AudioSocketSession
 from pbx.runtime import AsteriskInstance
 from tests.bench.audio import AGENT_HZ, AI_HZ, CALLER_HZ, RtpProbe, open_probe, tone
 
 AGENT_PHONE_NUMBER = "7001"
+
+
+@dataclass
+class Pair:
+    pbx: AsteriskInstance
+    carrier: AsteriskInstance
+
+
+@contextlib.asynccontextmanager
+async def asterisk_pair(
+    installation: runtime.Installation, state_dir: Path, tag: str
+) -> AsyncIterator[Pair]:
+    """A Switchboard PBX and a carrier Asterisk with a SIP trunk between them.
+
+    The carrier also plays Ada's desk phone: the PBX reaches her at 7001 on the carrier.
+    """
+    # Ports first, so that each side's trunk can name the other's SIP port.
+    pbx_ports = runtime.allocate_ports(runtime.PortRequest())
+    taken = frozenset({pbx_ports.http, pbx_ports.sip, pbx_ports.ami, pbx_ports.rtp_start})
+    carrier_ports = runtime.allocate_ports(runtime.PortRequest(), avoid=taken)
+    pbx = runtime.new_instance(
+        installation,
+        f"{tag}-pbx",
+        state_dir,
+        ports=pbx_ports,
+        trunks=(SipTrunk("carrier", "127.0.0.1", carrier_ports.sip),),
+        routes=(InboundRoute("2000", "receptionist"), InboundRoute("_21XX", "sales")),
+        agents=(
+            SipAgent(
+                "desk-ada", "desk-ada-secret", "deskphone", "Ada",
+                contact=f"sip:{AGENT_PHONE_NUMBER}@127.0.0.1:{carrier_ports.sip}",
+            ),
+        ),
+    )
+    carrier = runtime.new_instance(
+        installation,
+        f"{tag}-carrier",
+        state_dir,
+        ports=carrier_ports,
+        app="carrier",
+        trunks=(SipTrunk("switchboard", "127.0.0.1", pbx_ports.sip),),
+        routes=(InboundRoute("_5XXX", "fallback"), InboundRoute("_7XXX", "agentphone")),
+    )
+    await pbx.start()
+    try:
+        await carrier.start()
+        try:
+            yield Pair(pbx=pbx, carrier=carrier)
+        finally:
+            await carrier.stop()
+    finally:
+        await pbx.stop()
 
 
 class ToneEngine:

@@ -15,12 +15,9 @@ from typing import Any
 import aiohttp
 
 from pbx.runtime import AsteriskInstance, basic_auth_header
+from tests.bench.rig import Pair
 
-
-@dataclass
-class Pair:
-    pbx: AsteriskInstance
-    carrier: AsteriskInstance
+__all__ = ["Pair"]
 
 
 def _headers(instance: AsteriskInstance) -> dict[str, str]:

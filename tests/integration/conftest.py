@@ -15,9 +15,8 @@ import pytest
 import pytest_asyncio
 
 from pbx import runtime
-from pbx.asterisk_config import InboundRoute, SipAgent, SipTrunk
-from tests.bench.rig import AGENT_PHONE_NUMBER
-from tests.integration.asterisk_helpers import Pair, assert_quiet
+from tests.bench.rig import Pair, asterisk_pair
+from tests.integration.asterisk_helpers import assert_quiet
 
 pytestmark = pytest.mark.integration
 
@@ -36,44 +35,8 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest_asyncio.fixture(scope="session")
 async def pair(installation: runtime.Installation, state_dir: Path) -> AsyncIterator[Pair]:
     """A Switchboard PBX and a carrier Asterisk with a SIP trunk between them."""
-    tag = f"t{os.getpid()}"
-    # Ports first, so that each side's trunk can name the other's SIP port.
-    pbx_ports = runtime.allocate_ports(runtime.PortRequest())
-    taken = frozenset({pbx_ports.http, pbx_ports.sip, pbx_ports.ami, pbx_ports.rtp_start})
-    carrier_ports = runtime.allocate_ports(runtime.PortRequest(), avoid=taken)
-    pbx = runtime.new_instance(
-        installation,
-        f"{tag}-pbx",
-        state_dir,
-        ports=pbx_ports,
-        trunks=(SipTrunk("carrier", "127.0.0.1", carrier_ports.sip),),
-        routes=(InboundRoute("2000", "receptionist"), InboundRoute("_21XX", "sales")),
-        # Ada's desk phone is played by the carrier: it answers 7001 there.
-        agents=(
-            SipAgent(
-                "desk-ada", "desk-ada-secret", "deskphone", "Ada",
-                contact=f"sip:{AGENT_PHONE_NUMBER}@127.0.0.1:{carrier_ports.sip}",
-            ),
-        ),
-    )
-    carrier = runtime.new_instance(
-        installation,
-        f"{tag}-carrier",
-        state_dir,
-        ports=carrier_ports,
-        app="carrier",
-        trunks=(SipTrunk("switchboard", "127.0.0.1", pbx_ports.sip),),
-        routes=(InboundRoute("_5XXX", "fallback"), InboundRoute("_7XXX", "agentphone")),
-    )
-    await pbx.start()
-    try:
-        await carrier.start()
-    except BaseException:
-        await pbx.stop()
-        raise
-    yield Pair(pbx=pbx, carrier=carrier)
-    await carrier.stop()
-    await pbx.stop()
+    async with asterisk_pair(installation, state_dir, f"t{os.getpid()}") as started:
+        yield started
 
 
 @pytest_asyncio.fixture
