@@ -95,6 +95,9 @@ class LiveCall:
     handoff_id: int | None = None
     recording: str | None = None
     legs: int = 0
+    # Agent legs created (not dialled) and already in the bridge while a handoff is on
+    # offer, by agent id: the winner's leg only needs a dial.
+    staged: dict[int, str] = field(default_factory=dict)
     ending: bool = False
     closed: bool = False
     causes: dict[str, int] = field(default_factory=dict)  # Q.850 cause per ended leg
@@ -110,6 +113,14 @@ class LiveCall:
 class Timing:
     ring_timeout_s: int = 20
     offer_timeout_s: float = 60.0
+    # How many likely agents get a leg staged in the call bridge per offered handoff.
+    # Each is an idle, undialled channel: cheap, but not free, so bounded.
+    staged_agents: int = 4
+    # The AI leaves this long after the agent answers. The agent's first RTP packet
+    # trails the 200 OK by a few milliseconds; removing the AI at once left one silent
+    # 20 ms mixing frame at the caller. A short overlap (AI and agent mixed) is not
+    # noticeable; a hole in the audio is.
+    ai_overlap_s: float = 0.04
 
 
 class CallControl:
@@ -231,7 +242,8 @@ class CallControl:
             live.agent_answered = True
             live.answered.set()
             # The agent is already in the bridge (added before the dial), so their first
-            # words reach the caller; now the AI steps out.
+            # words reach the caller; the AI steps out once the agent's audio flows.
+            await asyncio.sleep(self.timing.ai_overlap_s)
             ai, live.ai = live.ai, None
             if ai:
                 await self._hangup(ai)
@@ -299,10 +311,43 @@ class CallControl:
                     await tx.calls.apply(call_id, CallEvent.REQUEST_HANDOFF)
                 await tx.handoffs.apply(handoff.id, HandoffEvent.OFFER)
             live.handoff_id = handoff.id
+            await self._stage_agents(live)
         self.hub.publish("cards", {"type": "offered", "call_id": call_id,
                                    "handoff_id": handoff.id})
         self._spawn(self._offer_timeout(live, handoff.id), f"offer timeout {handoff.id}")
         return handoff.id
+
+    async def _stage_agents(self, live: LiveCall) -> None:
+        """Create the likely agents' legs now, undialled, and put them in the call bridge.
+
+        Creating a leg and bridging it are two ARI round trips that would otherwise sit
+        between the Accept click and the agent's phone ringing. An undialled channel is
+        silent and rings nobody; the losers' legs are hung up after the accept.
+        """
+        async with self.store.transaction() as tx:
+            candidates = list(await tx.agents.available())[: self.timing.staged_agents]
+        for agent in candidates:
+            if agent.id in live.staged:
+                continue
+            leg = live.new_leg_id("agent")
+            try:
+                await self.ari.channels.create(
+                    f"PJSIP/{agent.sip_user}", self.app, app_args=["agent", live.call_id],
+                    channel_id=leg, originator=live.caller,
+                )
+                await self._bridge_add(live.bridge, leg)
+            except AriError as exc:
+                log.warning("call=%s: could not stage a leg for agent %s: %s",
+                            live.call_id, agent.id, exc)
+                await self._hangup(leg)
+                continue
+            live.staged[agent.id] = leg
+
+    async def _unstage(self, live: LiveCall, keep: int | None = None) -> None:
+        for agent_id, leg in list(live.staged.items()):
+            if agent_id != keep:
+                del live.staged[agent_id]
+                await self._hangup(leg)
 
     async def _offer_timeout(self, live: LiveCall, handoff_id: int) -> None:
         await asyncio.sleep(self.timing.offer_timeout_s)
@@ -314,6 +359,7 @@ class CallControl:
                 await tx.handoffs.apply(handoff_id, HandoffEvent.TIME_OUT)
                 await tx.calls.apply(live.call_id, CallEvent.HANDOFF_FAILED)
             live.handoff_id = None
+            await self._unstage(live)
         self.hub.publish("cards", {"type": "withdrawn", "handoff_id": handoff_id,
                                    "reason": "timed_out"})
         self.hub.publish(f"assistant:{live.assistant}",
@@ -333,17 +379,19 @@ class CallControl:
             agent = await tx.agents.get(agent_id)
         live = self._live(handoff.call_id)
         async with live.lock:
-            leg = live.new_leg_id("agent")
+            staged = live.staged.pop(agent_id, None)
+            leg = staged or live.new_leg_id("agent")
             live.agent, live.agent_id = leg, agent_id
             live.agent_kind = str(agent.endpoint_kind)
             live.agent_answered = False
             live.answered.clear()
             try:
-                await self.ari.channels.create(
-                    f"PJSIP/{agent.sip_user}", self.app, app_args=["agent", live.call_id],
-                    channel_id=leg, originator=live.caller,
-                )
-                await self._bridge_add(live.bridge, leg)
+                if staged is None:
+                    await self.ari.channels.create(
+                        f"PJSIP/{agent.sip_user}", self.app, app_args=["agent", live.call_id],
+                        channel_id=leg, originator=live.caller,
+                    )
+                    await self._bridge_add(live.bridge, leg)
                 await self.ari.channels.dial(leg, caller=live.caller,
                                              timeout=self.timing.ring_timeout_s)
             except AriError as exc:
@@ -358,6 +406,7 @@ class CallControl:
                 return
             async with self.store.transaction() as tx:
                 await tx.handoffs.apply(handoff_id, HandoffEvent.DIAL_AGENT)
+            await self._unstage(live)
         self.hub.publish("cards", {"type": "taken", "handoff_id": handoff_id,
                                    "agent_id": agent_id})
 
@@ -440,6 +489,7 @@ class CallControl:
             if live.closed:
                 return
             live.ending = live.closed = True
+            await self._unstage(live)
             for leg in (live.agent, live.ai):
                 if leg:
                     await self._hangup(leg)

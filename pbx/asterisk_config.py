@@ -103,6 +103,16 @@ class InboundRoute:
 
     pattern: str
     assistant: str
+    app: str = ""  # the Stasis app; the instance's own unless another app serves it
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A classic app_queue queue, entered from the ``queues`` context by its name."""
+
+    name: str
+    members: tuple[str, ...]  # PJSIP endpoint names
+    timeout: int = 20
 
 
 @dataclass(frozen=True)
@@ -178,6 +188,7 @@ class InstanceSpec:
     trunks: tuple[SipTrunk, ...] = ()
     agents: tuple[SipAgent, ...] = ()
     routes: tuple[InboundRoute, ...] = ()
+    queues: tuple[Queue, ...] = ()
     tls: TlsListener | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -222,6 +233,12 @@ class InstanceSpec:
         for i, route in enumerate(self.routes):
             check_pattern(f"assistants[{i}].number", route.pattern)
             check_name(f"assistants[{i}].name", route.assistant)
+            if route.app:
+                check_name(f"assistants[{i}].app", route.app)
+        for i, queue in enumerate(self.queues):
+            check_name(f"queues[{i}].name", queue.name)
+            for member in queue.members:
+                check_name(f"queues[{i}].members", member)
 
 
 def _sanitize_display(text: str) -> str:
@@ -273,7 +290,11 @@ def render(spec: InstanceSpec, template_dir: Path = TEMPLATE_DIR) -> dict[str, s
         "tls": spec.tls,
         "trunks": spec.trunks,
         "agents": agents,
-        "routes": spec.routes,
+        "routes": [
+            {"pattern": r.pattern, "assistant": r.assistant, "app": r.app or spec.app}
+            for r in spec.routes
+        ],
+        "queues": spec.queues,
     }
     out: dict[str, str] = {}
     for path in sorted(template_dir.glob("*.conf.j2")):

@@ -125,9 +125,14 @@ class AudioSocketServer:
     hostile connection never gets audio from a call.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, any_stream: SessionHandler | None = None
+    ) -> None:
         self.host = host
         self.port = port
+        # An engine that serves every call alike (a test engine, an external engine's
+        # own listener) takes any stream id; Switchboard's own engines expect each one.
+        self._any_stream = any_stream
         self._handlers: dict[uuid.UUID, SessionHandler] = {}
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -157,7 +162,7 @@ class AudioSocketServer:
                 writer.close()
                 return
             stream_id = uuid.UUID(bytes=first.payload)
-            handler = self._handlers.pop(stream_id, None)
+            handler = self._handlers.pop(stream_id, None) or self._any_stream
             if handler is None:
                 log.warning("AudioSocket: unexpected stream %s refused", stream_id)
                 writer.close()

@@ -125,6 +125,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    # The benchmarks live with the tests (tests/bench) and run from a source checkout.
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "tests" / "bench").is_dir():
+        print("switchboard bench needs a source checkout (tests/bench)", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(root))
+    from tests.bench import handoff as bench_handoff  # noqa: PLC0415 - only from a checkout
+
+    result: int = bench_handoff.main(args.calls, args.json, args.baseline)
+    return result
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
     parser.add_argument(
@@ -143,6 +156,15 @@ def build_parser() -> argparse.ArgumentParser:
     doc = sub.add_parser("doctor", help="report what was found and what runs")
     doc.add_argument("--json", action="store_true", help="machine-readable output")
     doc.set_defaults(func=cmd_doctor)
+    bench = sub.add_parser("bench", help="measure (benchmarks print JSON with --json)")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    handoff = bench_sub.add_parser("handoff", help="AI-to-agent moves on a real Asterisk")
+    handoff.add_argument("--calls", type=int, default=20)
+    handoff.add_argument("--json", action="store_true")
+    handoff.add_argument(
+        "--baseline", choices=["queue"], help="also measure the classic way in the same run"
+    )
+    handoff.set_defaults(func=cmd_bench)
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     config_sub.add_parser(

@@ -36,7 +36,7 @@ def ulaw_encode(samples: npt.NDArray[np.int16]) -> bytes:
     exponent = np.clip(np.floor(np.log2(mag)).astype(np.int32) - 7, 0, 7)
     mantissa = (mag >> (exponent + 3)) & 0x0F
     byte = ~((sign << 7) | (exponent << 4) | mantissa) & 0xFF
-    return byte.astype(np.uint8).tobytes()
+    return bytes(byte.astype(np.uint8).tobytes())
 
 
 def ulaw_decode(data: bytes) -> npt.NDArray[np.int16]:
@@ -59,10 +59,18 @@ def tone_frames(hz: float, amplitude: float = 0.3) -> list[npt.NDArray[np.int16]
     return [whole[i : i + FRAME] for i in range(0, len(whole), FRAME)]
 
 
-def label(samples: npt.NDArray[np.int16], min_rms: float = 300.0) -> str | None:
-    """Which party's tone dominates this frame (None: silence or noise)."""
+MIN_RMS = 300.0  # below this a frame is silence (about -40 dBFS)
+
+
+def rms(samples: npt.NDArray[np.int16]) -> float:
     x = samples.astype(np.float64)
-    if len(x) == 0 or np.sqrt(np.mean(x * x)) < min_rms:
+    return float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
+
+
+def label(samples: npt.NDArray[np.int16], min_rms: float = MIN_RMS) -> str | None:
+    """Which party's tone dominates this frame (None: silence, noise or an even mix)."""
+    x = samples.astype(np.float64)
+    if len(x) == 0 or rms(samples) < min_rms:
         return None
     spectrum = np.abs(np.fft.rfft(x)) ** 2
     total = float(spectrum.sum()) or 1.0
@@ -77,8 +85,29 @@ def label(samples: npt.NDArray[np.int16], min_rms: float = 300.0) -> str | None:
 
 @dataclass
 class Received:
+    """One packet as it arrived; what it holds is worked out only when asked, so the
+    probe does no signal processing while a handoff is being timed."""
+
     at: float  # time.monotonic() at arrival
-    who: str | None
+    payload: bytes
+    _who: str | None = None
+    _voiced: bool | None = None
+
+    def _analyse(self) -> None:
+        samples = ulaw_decode(self.payload)
+        self._who, self._voiced = label(samples), rms(samples) >= MIN_RMS
+
+    @property
+    def who(self) -> str | None:
+        if self._voiced is None:
+            self._analyse()
+        return self._who
+
+    @property
+    def voiced(self) -> bool:
+        if self._voiced is None:
+            self._analyse()
+        return bool(self._voiced)
 
 
 @dataclass
@@ -99,7 +128,7 @@ class RtpProbe(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if len(data) <= 12:
             return
-        self.received.append(Received(time.monotonic(), label(ulaw_decode(data[12:]))))
+        self.received.append(Received(time.monotonic(), data[12:]))
 
     @property
     def port(self) -> int:
@@ -137,8 +166,8 @@ class RtpProbe(asyncio.DatagramProtocol):
         return None
 
     def longest_gap_ms(self, start: float, end: float) -> float:
-        """Longest stretch without a voiced frame (any party's tone) in [start, end]."""
-        voiced = [r.at for r in self.received if start <= r.at <= end and r.who is not None]
+        """Longest stretch without audible audio (anyone's, or a mix) in [start, end]."""
+        voiced = [r.at for r in self.received if start <= r.at <= end and r.voiced]
         if len(voiced) < 2:
             return float("inf")
         return float(np.max(np.diff(voiced)) * 1000)

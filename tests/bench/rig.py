@@ -7,12 +7,19 @@
 - The **agent** is a desk phone: the PBX dials it at a fixed contact on the carrier,
   where it answers at once and is bridged with an RTP probe sending the agent's tone.
 - The **controller** is the product's own CallControl with a real store.
+
+Everything that is not Switchboard (the carrier's phones, the probes, the AI) is the
+:class:`World`. Tests run it in their own process; the benchmark runs it in a child
+process (:mod:`tests.bench.world_process`) so that the signal processing of the probes
+never competes with the controller it is timing. ``time.monotonic`` is the system's
+monotonic clock, so both processes stamp events on the same time line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -20,13 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from handoff.agents import EndpointKind
+from handoff.agents import EndpointKind, Presence
 from handoff.call_control import CallControl, Timing, add_when_in_stasis, call_key
 from handoff.events import EventHub
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from pbx import runtime
-from pbx.ari import AriClient
-from pbx.asterisk_config import InboundRoute, SipAgent, SipTrunk
+from pbx.ari import AriClient, AriError
+from pbx.asterisk_config import InboundRoute, Queue, SipAgent, SipTrunk
 from pbx.audiosocket import AudioSocketServer, AudioSocketSession
 from pbx.runtime import AsteriskInstance
 from tests.bench.audio import AGENT_HZ, AI_HZ, CALLER_HZ, RtpProbe, open_probe, tone
@@ -58,7 +65,13 @@ async def asterisk_pair(
         state_dir,
         ports=pbx_ports,
         trunks=(SipTrunk("carrier", "127.0.0.1", carrier_ports.sip),),
-        routes=(InboundRoute("2000", "receptionist"), InboundRoute("_21XX", "sales")),
+        routes=(
+            InboundRoute("2000", "receptionist"),
+            InboundRoute("_21XX", "sales"),
+            # The benchmark's classic baseline: its own Stasis app, then app_queue.
+            InboundRoute("2999", "baseline", app="baseline"),
+        ),
+        queues=(Queue("bench", ("desk-ada",)),),
         agents=(
             SipAgent(
                 "desk-ada", "desk-ada-secret", "deskphone", "Ada",
@@ -87,18 +100,15 @@ async def asterisk_pair(
 
 
 class ToneEngine:
-    """An AI engine that says nothing but its tone, for as long as the leg is up."""
+    """An AI engine that says nothing but its tone on every call it gets."""
 
     def __init__(self) -> None:
-        self.server = AudioSocketServer()
+        self.server = AudioSocketServer(any_stream=self._speak)
         self.connections = 0
 
     @property
     def address(self) -> str:
         return self.server.address
-
-    def expect_call(self, call_id: str) -> None:
-        self.server.expect(uuid.UUID(call_id), self._speak)
 
     async def _speak(self, session: AudioSocketSession) -> None:
         self.connections += 1
@@ -109,82 +119,160 @@ class ToneEngine:
         await asyncio.gather(speaking, return_exceptions=True)
 
 
-@dataclass
-class PlacedCall:
-    outbound: str  # the carrier's channel towards the PBX
-    probe: RtpProbe
-    call_id: str = ""
-    agent_probe: RtpProbe | None = None
+@dataclass(frozen=True)
+class EngineAt:
+    """The controller's view of an engine that takes any stream: just an address."""
+
+    address: str
+
+    def expect_call(self, call_id: str) -> None:
+        return None
 
 
 @dataclass
-class Rig:
-    pbx: AsteriskInstance
-    carrier: AsteriskInstance
-    control: CallControl
-    store: Store
-    pbx_ari: AriClient
-    carrier_ari: AriClient
-    engine: ToneEngine
-    agent_id: int
+class World:
+    """The carrier's phones (caller and agent), their probes, and the AI engine."""
+
+    ari_url: str  # the carrier Asterisk's
+    ari_auth: tuple[str, str]
     answer_agent: bool = True
-    calls: dict[str, PlacedCall] = field(default_factory=dict)  # by outbound channel
+    engine: ToneEngine = field(default_factory=ToneEngine)
+    ari: AriClient = field(init=False)
+    probes: dict[str, RtpProbe] = field(default_factory=dict)  # caller number -> probe
     agent_probes: list[RtpProbe] = field(default_factory=list)
-    _carrier_parts: list[tuple[str, str]] = field(default_factory=list)  # (bridge, media)
+    _outbound: dict[str, str] = field(default_factory=dict)  # caller number -> channel
+    _parts: dict[str, tuple[str, str]] = field(default_factory=dict)  # leg -> (bridge, media)
+    _ready_phone: tuple[str, str, RtpProbe] | None = None
+    _placed: int = 0
 
-    # ---- the carrier side: the caller's phone and the agent's desk phone ----------------
+    async def start(self) -> str:
+        await self.engine.server.start()
+        self.ari = AriClient(self.ari_url, *self.ari_auth, apps="carrier")
+        self.ari.on("StasisStart", self._on_start)
+        self.ari.on("StasisEnd", self._on_end)
+        await self.ari.start()
+        await self.ari.wait_ready(10)
+        return self.engine.address
 
-    async def _on_carrier_start(self, event: Mapping[str, Any]) -> None:
+    async def close(self) -> None:
+        if self._ready_phone is not None:
+            bridge, media, probe = self._ready_phone
+            await self._drop_phone(bridge, media)
+            self.agent_probes.append(probe)
+        await self.ari.close()
+        for probe in [*self.probes.values(), *self.agent_probes]:
+            await probe.close()
+        await self.engine.server.close()
+
+    # ---- phones ------------------------------------------------------------------------
+
+    async def _on_start(self, event: Mapping[str, Any]) -> None:
         channel = event["channel"]
         args = event.get("args") or []
         if args[:2] == ["inbound", "agentphone"]:
             if not self.answer_agent:
                 return  # let it ring
-            await self.carrier_ari.channels.answer(channel["id"])
-            probe = await open_probe(AGENT_HZ)
+            # A desk phone that answers at once: its speaker (probe) is already connected,
+            # so the agent's voice flows from the instant the call is answered.
+            bridge, media, probe = self._ready_phone or await self._new_phone()
+            self._ready_phone = None
+            await add_when_in_stasis(self.ari, bridge, channel["id"])
+            await self.ari.channels.answer(channel["id"])
             self.agent_probes.append(probe)
-            await self._attach(channel["id"], probe)
-        elif channel["id"] in self.calls:
-            await self._attach(channel["id"], self.calls[channel["id"]].probe)
+            self._parts[channel["id"]] = (bridge, media)
+            return
+        for number, outbound in self._outbound.items():
+            if outbound == channel["id"]:
+                bridge, media, _ = await self._new_phone(self.probes[number])
+                await add_when_in_stasis(self.ari, bridge, channel["id"])
+                self._parts[channel["id"]] = (bridge, media)
 
-    async def _attach(self, channel_id: str, probe: RtpProbe) -> None:
-        bridge = await self.carrier_ari.bridges.create(type="mixing")
-        media = await self.carrier_ari.channels.external_media_rtp(
-            "carrier", f"127.0.0.1:{probe.port}"
-        )
+    async def prepare_agent_phone(self) -> None:
+        if self._ready_phone is None:
+            self._ready_phone = await self._new_phone()
+
+    async def _new_phone(self, probe: RtpProbe | None = None) -> tuple[str, str, RtpProbe]:
+        probe = probe or await open_probe(AGENT_HZ)
+        bridge = await self.ari.bridges.create(type="mixing")
+        media = await self.ari.channels.external_media_rtp("carrier", f"127.0.0.1:{probe.port}")
         port = int(media["channelvars"]["UNICASTRTP_LOCAL_PORT"])
         probe.start_sending(("127.0.0.1", port))
-        await add_when_in_stasis(self.carrier_ari, bridge["id"], [channel_id, media["id"]])
-        self._carrier_parts.append((bridge["id"], media["id"]))
+        await add_when_in_stasis(self.ari, bridge["id"], media["id"])
+        return bridge["id"], media["id"], probe
 
-    async def _on_carrier_end(self, event: Mapping[str, Any]) -> None:
-        # When the call leg on the carrier ends, its probe leg and bridge go too.
-        gone = event["channel"]["id"]
-        for bridge_id, media_id in list(self._carrier_parts):
-            try:
-                bridge = await self.carrier_ari.bridges.get(bridge_id)
-            except Exception:
-                continue
-            if gone in bridge["channels"] or not (set(bridge["channels"]) - {media_id}):
-                with contextlib.suppress(Exception):
-                    await self.carrier_ari.channels.hangup(media_id)
-                with contextlib.suppress(Exception):
-                    await self.carrier_ari.bridges.destroy(bridge_id)
-                self._carrier_parts.remove((bridge_id, media_id))
+    async def _drop_phone(self, bridge: str, media: str) -> None:
+        with contextlib.suppress(AriError):
+            await self.ari.channels.hangup(media)
+        with contextlib.suppress(AriError):
+            await self.ari.bridges.destroy(bridge)
 
-    # ---- calls ----------------------------------------------------------------------------
+    async def _on_end(self, event: Mapping[str, Any]) -> None:
+        # When a call leg on the carrier ends, its phone (probe leg and bridge) goes too.
+        parts = self._parts.pop(event["channel"]["id"], None)
+        if parts is not None:
+            await self._drop_phone(*parts)
 
-    async def place_call(self, number: str = "2000") -> PlacedCall:
-        probe = await open_probe(CALLER_HZ)
+    # ---- what the orchestrator asks ------------------------------------------------------
+
+    async def place_call(self, number: str = "2000") -> str:
+        """Call ``number`` from a new caller; returns the caller's number, unique per call."""
+        self._placed += 1
+        caller_number = f"+1555{os.getpid() % 1000:03d}{self._placed:04d}"
+        self.probes[caller_number] = await open_probe(CALLER_HZ)
         outbound = f"caller-{uuid.uuid4().hex[:12]}"
-        placed = PlacedCall(outbound, probe)
-        self.calls[outbound] = placed
-        caller_number = f"+1555{len(self.calls):07d}"  # tells the calls apart on the PBX
-        await self.carrier_ari.channels.originate(
+        self._outbound[caller_number] = outbound
+        await self.ari.channels.originate(
             f"PJSIP/{number}@switchboard", app="carrier", channel_id=outbound,
             caller_id=f"Test Caller <{caller_number}>",
         )
-        placed.call_id = await self._wait_call_with_ai(caller_number)
+        return caller_number
+
+    async def set_answer_agent(self, value: bool) -> None:
+        self.answer_agent = value
+
+    async def first_heard(self, caller: str, who: str, after: float) -> float | None:
+        return self.probes[caller].first(who, after)
+
+    async def gap_ms(self, caller: str, start: float, end: float) -> float:
+        return self.probes[caller].longest_gap_ms(start, end)
+
+    async def frames(self, caller: str, start: float, end: float) -> list[tuple[float, str]]:
+        """What the caller heard between two instants: (arrival, who or '-' or '~')."""
+        return [
+            (r.at, r.who or ("~" if r.voiced else "-"))
+            for r in self.probes[caller].received
+            if start <= r.at <= end
+        ]
+
+    async def agent_heard_caller(self) -> bool:
+        return any(p.first("caller") is not None for p in self.agent_probes)
+
+    async def hang_up(self, caller: str) -> None:
+        await self.ari.channels.hangup(self._outbound[caller])
+
+    async def forget(self, caller: str) -> None:
+        """A finished call's probe is closed so long runs keep few sockets open."""
+        probe = self.probes.pop(caller, None)
+        if probe is not None:
+            await probe.close()
+
+
+@dataclass
+class Rig:
+    """The controller side: the product's CallControl and store, plus a World to call."""
+
+    pbx: AsteriskInstance
+    control: CallControl
+    store: Store
+    pbx_ari: AriClient
+    world: World | Any  # a World here, or its proxy in a child process
+    agent_id: int
+
+    async def place_call(self, number: str = "2000", wait_ai: bool = True) -> PlacedCall:
+        caller = await self.world.place_call(number)
+        placed = PlacedCall(caller)
+        if wait_ai:
+            placed.call_id = await self._wait_call_with_ai(caller)
         return placed
 
     async def _wait_call_with_ai(self, number: str, timeout: float = 10) -> str:
@@ -196,32 +284,38 @@ class Rig:
             await asyncio.sleep(0.01)
         raise TimeoutError(f"the call from {number} never reached the AI")
 
-    async def wait_hears(self, placed: PlacedCall, who: str, after: float = 0.0,
-                         timeout: float = 5) -> float:
+    async def wait_hears(
+        self, placed: PlacedCall, who: str, after: float = 0.0, timeout: float = 5
+    ) -> float:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            at = placed.probe.first(who, after)
+            at = await self.world.first_heard(placed.caller, who, after)
             if at is not None:
-                return at
-            await asyncio.sleep(0.01)
-        heard = [r.who for r in placed.probe.received[-20:]]
-        raise TimeoutError(f"the caller never heard {who}; last frames: {heard}")
+                return float(at)
+            await asyncio.sleep(0.05)  # arrival times are stamped as packets come in
+        raise TimeoutError(f"the caller never heard {who}")
+
+    async def gap_ms(self, placed: PlacedCall, start: float, end: float) -> float:
+        return float(await self.world.gap_ms(placed.caller, start, end))
 
     async def hang_up_caller(self, placed: PlacedCall) -> None:
-        await self.carrier_ari.channels.hangup(placed.outbound)
+        await self.world.hang_up(placed.caller)
 
-    async def close(self) -> None:
-        for placed in self.calls.values():
-            await placed.probe.close()
-        for probe in self.agent_probes:
-            await probe.close()
+
+@dataclass
+class PlacedCall:
+    caller: str  # the caller's number, which tells calls apart on the PBX
+    call_id: str = ""
 
 
 @contextlib.asynccontextmanager
 async def rig(
-    pbx: AsteriskInstance, carrier: AsteriskInstance, db_path: Path,
+    pbx: AsteriskInstance,
+    world: World | Any,
+    db_path: Path,
     timing: Timing | None = None,
 ) -> AsyncIterator[Rig]:
+    """The controller wired to a started ``world`` (whose engine address it uses)."""
     engine = create_store_engine(f"sqlite:///{db_path}")
     await upgrade_to_head(engine)
     store = Store(engine)
@@ -233,30 +327,35 @@ async def rig(
                 sip_password="desk-ada-secret", endpoint_kind=EndpointKind.DESKPHONE,
             )
         agent_id = agent.id
-    tone_engine = ToneEngine()
-    await tone_engine.server.start()
-    hub = EventHub()
+        # Ada is at her desk: on duty and available, so handoffs are offered to her.
+        await tx.agents.set_duty(agent_id, True)
+        await tx.agents.set_presence(agent_id, Presence.AVAILABLE)
     pbx_ari = AriClient(pbx.ari_url, *pbx.ari_auth, apps="switchboard", key=call_key)
-    carrier_ari = AriClient(carrier.ari_url, *carrier.ari_auth, apps="carrier")
     control = CallControl(
-        pbx_ari, store, hub, {"receptionist": tone_engine},
+        pbx_ari, store, EventHub(), {"receptionist": EngineAt(world_engine(world))},
         recordings=db_path.parent / "recordings",
         host_path=lambda rel: pbx.host_path(f"{pbx.spec.dirs.spool}/{rel}"),
         timing=timing,
     )
-    the_rig = Rig(pbx, carrier, control, store, pbx_ari, carrier_ari, tone_engine, agent_id)
-    carrier_ari.on("StasisStart", the_rig._on_carrier_start)
-    carrier_ari.on("StasisEnd", the_rig._on_carrier_end)
     await pbx_ari.start()
-    await carrier_ari.start()
     await pbx_ari.wait_ready(10)
-    await carrier_ari.wait_ready(10)
     try:
-        yield the_rig
+        yield Rig(pbx, control, store, pbx_ari, world, agent_id)
     finally:
-        await the_rig.close()
         await control.close()
         await pbx_ari.close()
-        await carrier_ari.close()
-        await tone_engine.server.close()
         await engine.dispose()
+
+
+def world_engine(world: World | Any) -> str:
+    return str(world.engine.address if isinstance(world, World) else world.engine_address)
+
+
+@contextlib.asynccontextmanager
+async def local_world(carrier: AsteriskInstance) -> AsyncIterator[World]:
+    world = World(carrier.ari_url, carrier.ari_auth)
+    await world.start()
+    try:
+        yield world
+    finally:
+        await world.close()

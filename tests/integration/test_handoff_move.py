@@ -15,7 +15,7 @@ from handoff.call_control import Timing
 from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.store import AlreadyTaken
-from tests.bench.rig import Rig, rig
+from tests.bench.rig import Rig, local_world, rig
 from tests.integration.asterisk_helpers import Pair, ari
 
 pytestmark = pytest.mark.integration
@@ -23,7 +23,10 @@ pytestmark = pytest.mark.integration
 
 @pytest_asyncio.fixture
 async def call_rig(quiet_pair: Pair, tmp_path: Path) -> AsyncIterator[Rig]:
-    async with rig(quiet_pair.pbx, quiet_pair.carrier, tmp_path / "switchboard.db") as r:
+    async with (
+        local_world(quiet_pair.carrier) as world,
+        rig(quiet_pair.pbx, world, tmp_path / "switchboard.db") as r,
+    ):
         yield r
 
 
@@ -57,11 +60,11 @@ async def test_caller_moves_from_ai_to_agent_without_silence_and_recording_keeps
     await asyncio.sleep(0.5)
 
     # The caller heard the AI, then the agent, with no gap longer than ~one frame.
-    gap = placed.probe.longest_gap_ms(accepted_at - 0.5, heard_agent + 0.4)
+    gap = await r.gap_ms(placed, accepted_at - 0.5, heard_agent + 0.4)
     # A silence a caller notices starts around 150 ms; the benchmark measures the real figure.
     assert gap < 150, f"longest silence across the move: {gap:.1f} ms"
-    assert placed.probe.first("ai", after=heard_agent + 0.2) is None  # the AI has left
-    assert r.agent_probes[0].first("caller") is not None  # and the agent hears the caller
+    assert await r.world.first_heard(placed.caller, "ai", heard_agent + 0.2) is None  # AI left
+    assert await r.world.agent_heard_caller()  # and the agent hears the caller
 
     # The caller's leg was never re-INVITEd or replaced: the same channel is still up.
     status, channel = await ari(r.pbx, "GET", f"/channels/{live.caller}")
@@ -94,7 +97,7 @@ async def test_return_to_ai_brings_the_ai_back_before_the_agent_leaves(call_rig:
     returned_at = time.monotonic()
     await r.control.return_to_ai(placed.call_id)
     back = await r.wait_hears(placed, "ai", after=returned_at)
-    assert placed.probe.longest_gap_ms(returned_at - 0.3, back + 0.3) < 150
+    assert await r.gap_ms(placed, returned_at - 0.3, back + 0.3) < 150
     assert await call_state(r, placed.call_id) is CallState.WITH_AI
     async with r.store.transaction() as tx:
         assert (await tx.handoffs.get(handoff_id)).state is HandoffState.RETURNED_TO_AI
@@ -120,7 +123,7 @@ async def test_caller_hangs_up_while_the_agent_rings_cancels_the_agent_leg(
     call_rig: Rig,
 ) -> None:
     r = call_rig
-    r.answer_agent = False
+    await r.world.set_answer_agent(False)
     placed = await r.place_call()
     handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
                                                  summary="x")
@@ -136,9 +139,11 @@ async def test_caller_hangs_up_while_the_agent_rings_cancels_the_agent_leg(
 async def test_agent_who_does_not_answer_leaves_the_caller_with_the_ai_and_reoffers(
     quiet_pair: Pair, tmp_path: Path
 ) -> None:
-    async with rig(quiet_pair.pbx, quiet_pair.carrier, tmp_path / "db.sqlite",
-                   Timing(ring_timeout_s=1)) as r:
-        r.answer_agent = False
+    async with (
+        local_world(quiet_pair.carrier) as world,
+        rig(quiet_pair.pbx, world, tmp_path / "db.sqlite", Timing(ring_timeout_s=1)) as r,
+    ):
+        await world.set_answer_agent(False)
         placed = await r.place_call()
         first = await r.control.request_handoff(placed.call_id, reason="caller_asked",
                                                 summary="x")

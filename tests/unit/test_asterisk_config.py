@@ -49,6 +49,7 @@ EXPECTED_FILES = {
     "musiconhold.conf",
     "indications.conf",
     "logger.conf",
+    "queues.conf",
 }
 
 

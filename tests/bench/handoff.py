@@ -1,0 +1,183 @@
+"""`switchboard bench handoff`: how fast and how cleanly a live caller reaches an agent.
+
+N calls on a real PBX and a carrier Asterisk, one after the other. Each caller, the AI
+and the agent send their own tone; for each call we measure, from what the caller's
+side receives:
+
+- ``connect_ms``: from the Accept to the first frame of the agent's voice at the caller;
+- ``caller_gap_ms``: the longest silence the caller hears across the move;
+
+and we count ``caller_reinvites`` (in-dialog INVITEs the carrier receives on a caller's
+leg: must be 0, the caller's dialog is never touched), ``dropped_calls`` (callers who
+lost the line before they hung up) and ``failed_handoffs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from handoff.calls import CallState
+from handoff.handoffs import HandoffState
+from pbx import runtime
+from tests.bench.queue_baseline import Baseline
+from tests.bench.rig import AGENT_PHONE_NUMBER, Rig, asterisk_pair, rig
+from tests.bench.world_process import RemoteWorld
+
+BASELINE_NUMBER = "2999"
+
+
+def summary(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p99": None, "max": None}
+    ordered = sorted(values)
+
+    def pct(p: float) -> float:
+        return round(ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))], 1)
+
+    return {"p50": round(statistics.median(ordered), 1), "p99": pct(0.99),
+            "max": round(ordered[-1], 1)}
+
+
+async def one_handoff(r: Rig) -> dict[str, Any]:
+    placed = await r.place_call()
+    await r.wait_hears(placed, "ai")
+    await r.world.prepare_agent_phone()
+    await asyncio.sleep(0.3)
+    handoff_id = await r.control.request_handoff(
+        placed.call_id, reason="caller_asked", summary="benchmark"
+    )
+    accepted_at = time.monotonic()
+    await r.control.accept(handoff_id, r.agent_id)
+    result: dict[str, Any] = {"call_id": placed.call_id}
+    try:
+        heard = await r.wait_hears(placed, "agent", after=accepted_at)
+        await asyncio.sleep(0.5)
+        result["connect_ms"] = (heard - accepted_at) * 1000
+        result["caller_gap_ms"] = await r.gap_ms(placed, accepted_at - 0.3, heard + 0.4)
+    except TimeoutError:
+        result["connect_ms"] = None
+    async with r.store.transaction() as tx:
+        call = await tx.calls.get(placed.call_id)
+        handoff = await tx.handoffs.get(handoff_id)
+    result["dropped"] = call.state is CallState.ENDED  # the caller lost the line before hanging up
+    result["failed"] = handoff.state is not HandoffState.CONNECTED
+    await r.hang_up_caller(placed)
+    deadline = time.monotonic() + 10
+    while placed.call_id in r.control.calls and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await r.world.forget(placed.caller)
+    return result
+
+
+def count_caller_reinvites(history: str) -> int:
+    """INVITEs the carrier received from the PBX other than those ringing the agent."""
+    count = 0
+    for line in history.splitlines():
+        match = re.search(r"<==\s+\S+\s+INVITE\s+sip:([^@\s]+)@", line)
+        if match and match.group(1) != AGENT_PHONE_NUMBER:
+            count += 1
+    return count
+
+
+async def one_queue_handoff(r: Rig, baseline: Baseline) -> dict[str, Any]:
+    placed = await r.place_call(BASELINE_NUMBER, wait_ai=False)
+    call = await baseline.wait_call(placed.caller)
+    await r.wait_hears(placed, "ai")
+    await r.world.prepare_agent_phone()
+    await asyncio.sleep(0.3)
+    accepted_at = time.monotonic()
+    await baseline.redirect_to_queue(call)
+    result: dict[str, Any] = {"dropped": False, "failed": False}
+    try:
+        heard = await r.wait_hears(placed, "agent", after=accepted_at)
+        await asyncio.sleep(0.5)
+        result["connect_ms"] = (heard - accepted_at) * 1000
+        result["caller_gap_ms"] = await r.gap_ms(placed, accepted_at - 0.3, heard + 0.4)
+    except TimeoutError:
+        result["connect_ms"] = None
+        result["failed"] = True
+    await r.hang_up_caller(placed)
+    # Let the agent's phone go idle again: app_queue skips a member still "in use" and
+    # retries a second later, which would be measured as a slow handoff.
+    await asyncio.sleep(1.0)
+    await r.world.forget(placed.caller)
+    return result
+
+
+def report(results: list[dict[str, Any]], reinvites: int) -> dict[str, Any]:
+    connects = [x["connect_ms"] for x in results if x.get("connect_ms") is not None]
+    gaps = [x["caller_gap_ms"] for x in results if x.get("caller_gap_ms") is not None]
+    return {
+        "connect_ms": summary(connects),
+        "caller_gap_ms": summary(gaps),
+        "caller_reinvites": reinvites,
+        "dropped_calls": sum(1 for x in results if x["dropped"]),
+        "failed_handoffs": sum(1 for x in results if x["failed"]),
+    }
+
+
+def ratios(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for metric in ("connect_ms", "caller_gap_ms"):
+        for stat in ("p50", "p99", "max"):
+            a, b = ours[metric][stat], theirs[metric][stat]
+            out[f"{metric}.{stat}"] = round(a / b, 2) if a is not None and b else None
+    return out
+
+
+async def run(calls: int, state_dir: Path, baseline: str | None) -> dict[str, Any]:
+    installation = await asyncio.to_thread(runtime.locate)
+    async with asterisk_pair(installation, state_dir, f"bench{os.getpid()}") as pair:
+        await pair.carrier.cli("pjsip set history on")
+        # The phones, probes and AI run in a child process: their work must not compete
+        # with the controller being timed (in production it has its own process too).
+        world = await RemoteWorld.start(pair.carrier.ari_url, *pair.carrier.ari_auth)
+        try:
+            async with rig(pair.pbx, world, state_dir / "bench.db") as r:
+                results = [await one_handoff(r) for _ in range(calls)]
+                history = await pair.carrier.cli("pjsip show history")
+                queue_results: list[dict[str, Any]] = []
+                if baseline == "queue":
+                    await pair.carrier.cli("pjsip set history clear")
+                    classic = Baseline(pair.pbx, world.engine_address)
+                    await classic.start()
+                    try:
+                        queue_results = [
+                            await one_queue_handoff(r, classic) for _ in range(calls)
+                        ]
+                    finally:
+                        await classic.close()
+                    queue_history = await pair.carrier.cli("pjsip show history")
+        finally:
+            await world.close()
+    out: dict[str, Any] = {
+        "benchmark": "handoff",
+        "agent": "sip desk phone answering at once",
+        "calls": calls,
+        "asterisk": installation.version,
+        **report(results, count_caller_reinvites(history)),
+    }
+    if baseline == "queue":
+        theirs = report(queue_results, count_caller_reinvites(queue_history))
+        out["baseline"] = {"method": "AMI Redirect into app_queue", **theirs}
+        out["ratio_to_baseline"] = ratios(out, theirs)
+    return out
+
+
+def main(calls: int, as_json: bool, baseline: str | None = None) -> int:
+    with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as tmp:
+        result = asyncio.run(run(calls, Path(tmp), baseline))
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            print(f"{key:18} {value}")
+    return 0

@@ -1,0 +1,119 @@
+"""The benchmark's World in a child process, driven over stdin/stdout (JSON lines).
+
+The child owns the carrier's phones, the RTP probes and the AI engine; the parent owns
+the controller being measured. Requests are ``{"id", "op", "args"}``; replies are
+``{"id", "result"}`` or ``{"id", "error"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+from tests.bench.rig import World
+
+OPS = {
+    "place_call", "set_answer_agent", "first_heard", "gap_ms", "agent_heard_caller",
+    "hang_up", "forget", "prepare_agent_phone", "frames",
+}
+
+
+async def serve(ari_url: str, user: str, password: str) -> None:
+    world = World(ari_url, (user, password))
+    address = await world.start()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    print(json.dumps({"engine": address}), flush=True)
+    try:
+        while line := await reader.readline():
+            request = json.loads(line)
+            if request["op"] == "quit":
+                break
+            reply: dict[str, Any] = {"id": request["id"]}
+            try:
+                if request["op"] not in OPS:
+                    raise ValueError(f"unknown op {request['op']!r}")
+                reply["result"] = await getattr(world, request["op"])(*request["args"])
+            except Exception as exc:  # reported to the parent, which raises it there
+                reply["error"] = f"{type(exc).__name__}: {exc}"
+            print(json.dumps(reply), flush=True)
+    finally:
+        await world.close()
+
+
+class RemoteWorld:
+    """The parent's handle on a World running in a child process."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, engine_address: str) -> None:
+        self._proc = proc
+        self.engine_address = engine_address
+        self._next = 0
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def start(cls, ari_url: str, user: str, password: str) -> RemoteWorld:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.bench.world_process", ari_url, user, password,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        hello = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+        return cls(proc, hello["engine"])
+
+    async def _call(self, op: str, *args: Any) -> Any:
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        async with self._lock:
+            self._next += 1
+            self._proc.stdin.write(
+                (json.dumps({"id": self._next, "op": op, "args": args}) + "\n").encode()
+            )
+            await self._proc.stdin.drain()
+            reply = json.loads(await self._proc.stdout.readline())
+        if "error" in reply:
+            raise RuntimeError(f"world: {op}: {reply['error']}")
+        return reply["result"]
+
+    async def place_call(self, number: str) -> str:
+        return str(await self._call("place_call", number))
+
+    async def set_answer_agent(self, value: bool) -> None:
+        await self._call("set_answer_agent", value)
+
+    async def first_heard(self, caller: str, who: str, after: float) -> float | None:
+        result = await self._call("first_heard", caller, who, after)
+        return None if result is None else float(result)
+
+    async def gap_ms(self, caller: str, start: float, end: float) -> float:
+        return float(await self._call("gap_ms", caller, start, end))
+
+    async def agent_heard_caller(self) -> bool:
+        return bool(await self._call("agent_heard_caller"))
+
+    async def frames(self, caller: str, start: float, end: float) -> list[tuple[float, str]]:
+        return [(float(at), str(who)) for at, who in await self._call("frames", caller, start, end)]
+
+    async def hang_up(self, caller: str) -> None:
+        await self._call("hang_up", caller)
+
+    async def forget(self, caller: str) -> None:
+        await self._call("forget", caller)
+
+    async def prepare_agent_phone(self) -> None:
+        await self._call("prepare_agent_phone")
+
+    async def close(self) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(b'{"op": "quit"}\n')
+        await self._proc.stdin.drain()
+        try:
+            await asyncio.wait_for(self._proc.wait(), 10)
+        except TimeoutError:
+            self._proc.kill()
+            await self._proc.wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(serve(*sys.argv[1:4]))
