@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,6 +38,13 @@ PRIORITIES = {"normal": 0, "high": 5, "emergency": 10}
 # Q.850 causes with which an agent leg ends before answering.
 _NO_ANSWER = {18, 19}
 _REJECTED = {17, 21}
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 def call_key(event: Mapping[str, Any]) -> str:
@@ -100,13 +109,16 @@ class LiveCall:
     staged: dict[int, str] = field(default_factory=dict)
     ending: bool = False
     closed: bool = False
+    pbx_hangup: bool = False  # the caller's leg was ended by Asterisk, not by the caller
     causes: dict[str, int] = field(default_factory=dict)  # Q.850 cause per ended leg
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     answered: asyncio.Event = field(default_factory=asyncio.Event)
 
     def new_leg_id(self, role: str) -> str:
+        # Unique across controller restarts too: an adopted call's earlier legs keep
+        # their ids, so a counter alone could repeat one.
         self.legs += 1
-        return f"{self.caller}{SEP}{role}{SEP}{self.legs}"
+        return f"{self.caller}{SEP}{role}{SEP}{self.legs}{secrets.token_hex(2)}"
 
 
 @dataclass
@@ -199,8 +211,11 @@ class CallControl:
         live = LiveCall(row.id, assistant, caller, f"{caller}{SEP}bridge", number)
         self.calls[live.call_id] = live
         self._by_caller[caller] = live
-        if engine is None:
-            log.error("call=%s: no AI engine for assistant %r; refusing", live.call_id, assistant)
+        if engine is None or record is None:
+            # A number routed to an assistant that is not configured (both an engine and
+            # its row are needed, or a restarted controller could not bring the AI back).
+            log.error("call=%s: assistant %r is not configured; refusing the call",
+                      live.call_id, assistant)
             await self._hangup(caller)
             return
         async with live.lock:
@@ -239,21 +254,25 @@ class CallControl:
         async with live.lock:
             if live.agent_answered or live.ending:
                 return
-            live.agent_answered = True
-            live.answered.set()
-            # The agent is already in the bridge (added before the dial), so their first
-            # words reach the caller; the AI steps out once the agent's audio flows.
-            await asyncio.sleep(self.timing.ai_overlap_s)
-            ai, live.ai = live.ai, None
-            if ai:
-                await self._hangup(ai)
-            assert live.handoff_id is not None
-            async with self.store.transaction() as tx:
-                await tx.handoffs.apply(live.handoff_id, HandoffEvent.AGENT_ANSWERED)
-                await tx.calls.apply(
-                    live.call_id, CallEvent.AGENT_CONNECTED, agent_channel_id=live.agent,
-                    ai_channel_id=None,
-                )
+            await self._agent_answered(live)
+
+    async def _agent_answered(self, live: LiveCall) -> None:
+        """The agent's leg is up: the AI leaves and the call is the agent's (lock held)."""
+        live.agent_answered = True
+        live.answered.set()
+        # The agent is already in the bridge (added before the dial), so their first
+        # words reach the caller; the AI steps out once the agent's audio flows.
+        await asyncio.sleep(self.timing.ai_overlap_s)
+        ai, live.ai = live.ai, None
+        if ai:
+            await self._hangup(ai)
+        assert live.handoff_id is not None
+        async with self.store.transaction() as tx:
+            await tx.handoffs.apply(live.handoff_id, HandoffEvent.AGENT_ANSWERED)
+            await tx.calls.apply(
+                live.call_id, CallEvent.AGENT_CONNECTED, agent_channel_id=live.agent,
+                ai_channel_id=None,
+            )
         self.hub.publish(
             f"assistant:{live.assistant}",
             {"type": "handoff_connected", "call_id": live.call_id, "agent": str(live.agent_id)},
@@ -262,8 +281,15 @@ class CallControl:
 
     async def _on_hangup_request(self, event: Mapping[str, Any]) -> None:
         live = self._by_caller.get(call_key(event))
-        if live is not None and "cause" in event:
-            live.causes[str(event["channel"]["id"])] = int(event["cause"])
+        if live is None:
+            return
+        channel = str(event["channel"]["id"])
+        if "cause" in event:
+            live.causes[channel] = int(event["cause"])
+        if channel == live.caller and event.get("soft") and not live.ending:
+            # A soft hang-up we did not ask for comes from Asterisk itself: a shutdown or
+            # restart (or an administrator's `channel request hangup`), not the caller.
+            live.pbx_hangup = True
 
     async def _on_leg_gone(self, event: Mapping[str, Any]) -> None:
         """StasisEnd or ChannelDestroyed, whichever comes first, ends a leg for us.
@@ -406,6 +432,8 @@ class CallControl:
                 return
             async with self.store.transaction() as tx:
                 await tx.handoffs.apply(handoff_id, HandoffEvent.DIAL_AGENT)
+                # Known to the ledger while it rings, so a restarted controller finds it.
+                await tx.calls.set_legs(live.call_id, agent_channel_id=leg)
             await self._unstage(live)
         self.hub.publish("cards", {"type": "taken", "handoff_id": handoff_id,
                                    "agent_id": agent_id})
@@ -499,15 +527,21 @@ class CallControl:
                 call = await tx.calls.get(live.call_id)
                 open_handoffs = await tx.handoffs.open_for_call(live.call_id)
                 for handoff in open_handoffs:
+                    if live.pbx_hangup:
+                        await tx.handoffs.apply(handoff.id, HandoffEvent.FAIL,
+                                                failure_reason=FailureReason.PBX_RESTART)
+                        continue
                     event = (HandoffEvent.CALLER_HUNG_UP if handoff.state is not
                              HandoffState.CONNECTED else HandoffEvent.END)
                     await tx.handoffs.apply(handoff.id, event)
                 outcome = (
-                    CallOutcome.COMPLETED_BY_AGENT if call.state is CallState.WITH_AGENT
+                    CallOutcome.PBX_RESTART if live.pbx_hangup
+                    else CallOutcome.COMPLETED_BY_AGENT if call.state is CallState.WITH_AGENT
                     else CallOutcome.ABANDONED if open_handoffs
                     else CallOutcome.COMPLETED_BY_AI
                 )
-                await tx.calls.close(live.call_id, outcome, end_cause=str(cause))
+                end_cause = f"hung up by the PBX (cause {cause})" if live.pbx_hangup else str(cause)
+                await tx.calls.close(live.call_id, outcome, end_cause=end_cause)
                 if live.recording:
                     await tx.calls.set_recording(live.call_id, self._keep_recording(live))
         self.calls.pop(live.call_id, None)
@@ -532,6 +566,126 @@ class CallControl:
             self.recordings.mkdir(parents=True, exist_ok=True)
             source.replace(target)
         return str(target)
+
+    # ---- reconciliation ------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Match the ledger with what Asterisk reports; run after every (re)connect.
+
+        Asterisk does not queue events while nobody listens, and channels stay parked in
+        Stasis, so after a controller restart or a lost event socket the truth is in
+        Asterisk: calls whose caller is still there are adopted (the AI rejoins if its
+        leg went with the old controller), calls whose caller is gone are closed with an
+        outcome, and legs or bridges that belong to no open call are removed.
+        """
+        app = await self.ari.applications.get(self.app)
+        live_channels = set(app["channel_ids"])
+        live_bridges = set(app["bridge_ids"])
+        info = await self.ari.asterisk.info()
+        pbx_started = _parse_time(str(info.get("status", {}).get("startup_time", "")))
+        async with self.store.transaction() as tx:
+            open_calls = list(await tx.calls.open_calls())
+            names = {a.id: a.name for a in await tx.assistants.all()}
+        kept: set[str] = set()
+        for row in open_calls:
+            if row.caller_channel_id in live_channels:
+                live = await self._adopt(row, names.get(row.assistant_id or -1, ""),
+                                         live_channels)
+                kept |= {c for c in (live.caller, live.ai, live.agent) if c}
+                kept.add(live.bridge)
+            else:
+                restarted = pbx_started is not None and pbx_started > row.started_at
+                await self._close_lost(row.id, restarted)
+        for channel in live_channels - kept:
+            log.warning("reconcile: hanging up %s, which belongs to no open call", channel)
+            await self._hangup(channel)
+        for bridge in live_bridges - kept:
+            log.warning("reconcile: destroying bridge %s, which belongs to no open call", bridge)
+            with contextlib.suppress(AriNotFound):
+                await self.ari.bridges.destroy(bridge)
+        log.info("reconciled: %d calls adopted, %d closed",
+                 len(self.calls), len(open_calls) - len(self.calls))
+
+    async def _adopt(self, row: Any, assistant: str, live_channels: set[str]) -> LiveCall:
+        live = self.calls.get(row.id)
+        if live is None:
+            live = LiveCall(row.id, assistant, row.caller_channel_id,
+                            row.bridge_id or f"{row.caller_channel_id}{SEP}bridge",
+                            row.caller_number, recording=f"call-{row.id}")
+            self.calls[live.call_id] = live
+            self._by_caller[live.caller] = live
+        async with live.lock:
+            live.ai = row.ai_channel_id if row.ai_channel_id in live_channels else None
+            live.agent = row.agent_channel_id if row.agent_channel_id in live_channels else None
+            async with self.store.transaction() as tx:
+                handoffs = list(await tx.handoffs.open_for_call(row.id))
+                current = handoffs[-1] if handoffs else None
+                if current is not None and current.accepted_by is not None:
+                    agent = await tx.agents.get(current.accepted_by)
+                    live.agent_id, live.agent_kind = agent.id, str(agent.endpoint_kind)
+            if current is not None:
+                live.handoff_id = current.id
+                await self._resume_handoff(live, current.state)
+            needs_ai = live.agent is None and live.ai is None
+            engine = self.engines.get(assistant)
+        if needs_ai and engine is not None:
+            # The AI engine went down with the old controller; the caller gets it back.
+            async with live.lock:
+                await self._join_ai(live, engine)
+                async with self.store.transaction() as tx:
+                    if row.state is CallState.WITH_AGENT:
+                        await tx.calls.apply(live.call_id, CallEvent.AGENT_LOST,
+                                             ai_channel_id=live.ai, agent_channel_id=None)
+                    else:
+                        await tx.calls.set_legs(live.call_id, ai_channel_id=live.ai)
+        log.info("call=%s adopted (caller %s, ai %s, agent %s)",
+                 live.call_id, live.caller, live.ai, live.agent)
+        return live
+
+    async def _resume_handoff(self, live: LiveCall, state: HandoffState) -> None:
+        """Pick up a handoff where the previous controller left it (lock held)."""
+        if state is HandoffState.CONNECTED:
+            live.agent_answered = True
+            live.answered.set()
+        elif state in (HandoffState.ACCEPTED, HandoffState.CONNECTING):
+            if live.agent is None:
+                # The agent leg was never dialled or is gone: offer the call again.
+                assert live.handoff_id is not None
+                async with self.store.transaction() as tx:
+                    await tx.handoffs.apply(live.handoff_id, HandoffEvent.FAIL,
+                                            failure_reason=FailureReason.AGENT_LEG_FAILED)
+                self._spawn(self._reoffer(live, live.handoff_id), "reoffer after restart")
+            elif (await self.ari.channels.get(live.agent))["state"] == "Up":
+                # The agent answered while nobody listened: finish the move now.
+                await self._agent_answered(live)
+            # else: it still rings; its ChannelStateChange or hang-up will come.
+        elif state is HandoffState.OFFERED:
+            assert live.handoff_id is not None
+            self._spawn(self._offer_timeout(live, live.handoff_id), "offer timeout")
+
+    async def _close_lost(self, call_id: str, pbx_restarted: bool) -> None:
+        """The caller left while we were not listening: record how the call ended."""
+        async with self.store.transaction() as tx:
+            call = await tx.calls.get(call_id)
+            for handoff in await tx.handoffs.open_for_call(call_id):
+                if pbx_restarted:
+                    await tx.handoffs.apply(handoff.id, HandoffEvent.FAIL,
+                                            failure_reason=FailureReason.PBX_RESTART)
+                else:
+                    await tx.handoffs.apply(handoff.id, HandoffEvent.CALLER_HUNG_UP)
+            outcome = (
+                CallOutcome.PBX_RESTART if pbx_restarted
+                else CallOutcome.COMPLETED_BY_AGENT if call.state is CallState.WITH_AGENT
+                else CallOutcome.COMPLETED_BY_AI
+            )
+            await tx.calls.close(call_id, outcome, end_cause="pbx_restart" if pbx_restarted
+                                 else "ended while the controller was away")
+        live = self.calls.pop(call_id, None)
+        if live is not None:
+            self._by_caller.pop(live.caller, None)
+        self.hub.publish("cards", {"type": "call_ended", "call_id": call_id})
+        log.info("call=%s closed on reconcile (%s)", call_id,
+                 "Asterisk restarted" if pbx_restarted else "caller gone")
 
     # ---- helpers -------------------------------------------------------------------------
 

@@ -367,6 +367,22 @@ class AsteriskInstance:
         if self.ephemeral:
             shutil.rmtree(self.host_root, ignore_errors=True)
 
+    async def restart(self, timeout: float = 60) -> None:
+        """Stop and start again with the same configuration (ports, secrets, tree)."""
+        ephemeral, self.ephemeral = self.ephemeral, False
+        try:
+            await self.stop()
+        finally:
+            self.ephemeral = ephemeral
+        await self.start(timeout)
+
+    async def kill(self) -> None:
+        """SIGKILL, as a crash would: no goodbye to anyone. For fault drills."""
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            await self.process.wait()
+
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.returncode is None

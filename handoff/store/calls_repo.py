@@ -72,11 +72,19 @@ class CallsRepo:
             call_id, CallEvent.END, {"outcome": outcome, "end_cause": end_cause}
         )
 
+    async def set_legs(self, call_id: str, **legs: Unpack[CallLegs]) -> Call:
+        """Record a changed leg without a lifecycle step (the AI leg re-created after a
+        controller restart, for instance)."""
+        return await self._update(call_id, dict(legs))
+
     async def set_recording(self, call_id: str, recording_path: str) -> Call:
+        return await self._update(call_id, {"recording_path": recording_path})
+
+    async def _update(self, call_id: str, values: dict[str, object]) -> Call:
         result = await self._session.scalars(
             update(Call)
             .where(Call.id == call_id)
-            .values(recording_path=recording_path, version=Call.version + 1)
+            .values(**values, version=Call.version + 1)
             .returning(Call),
             execution_options={"populate_existing": True},
         )

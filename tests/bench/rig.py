@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import time
 import uuid
@@ -327,6 +328,11 @@ async def rig(
                 sip_password="desk-ada-secret", endpoint_kind=EndpointKind.DESKPHONE,
             )
         agent_id = agent.id
+        if await tx.assistants.by_name("receptionist") is None:
+            await tx.assistants.create(
+                name="receptionist", number_pattern="2000", adapter="audiosocket",
+                control_token_hash=hashlib.sha256(b"rig-token").hexdigest(),
+            )
         # Ada is at her desk: on duty and available, so handoffs are offered to her.
         await tx.agents.set_duty(agent_id, True)
         await tx.agents.set_presence(agent_id, Presence.AVAILABLE)
@@ -337,6 +343,7 @@ async def rig(
         host_path=lambda rel: pbx.host_path(f"{pbx.spec.dirs.spool}/{rel}"),
         timing=timing,
     )
+    pbx_ari.on_connect = control.reconcile
     await pbx_ari.start()
     await pbx_ari.wait_ready(10)
     try:

@@ -1,0 +1,138 @@
+"""Nothing is lost when the controller loses Asterisk, or Asterisk loses everything:
+every call continues or ends with a recorded outcome, and no leg or bridge is left."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from handoff.calls import CallOutcome, CallState
+from handoff.handoffs import FailureReason, HandoffState
+from tests.bench.rig import Rig, World, local_world, rig
+from tests.integration.asterisk_helpers import Pair, ari, assert_quiet
+
+pytestmark = pytest.mark.integration
+
+
+async def eventually(predicate, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def call_row(r: Rig, call_id: str):  # type: ignore[no-untyped-def]
+    async with r.store.transaction() as tx:
+        return await tx.calls.get(call_id)
+
+
+@pytest_asyncio.fixture
+async def world(quiet_pair: Pair) -> AsyncIterator[World]:
+    async with local_world(quiet_pair.carrier) as w:
+        yield w
+
+
+async def test_event_socket_cut_mid_call_is_reconciled_and_the_call_goes_on(
+    quiet_pair: Pair, world: World, tmp_path: Path
+) -> None:
+    async with rig(quiet_pair.pbx, world, tmp_path / "db.sqlite") as r:
+        placed = await r.place_call()
+        handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
+                                                     summary="x")
+        await r.control.accept(handoff_id, r.agent_id)
+        await asyncio.wait_for(r.control.calls[placed.call_id].answered.wait(), 5)
+        connects = r.pbx_ari.stats.connects
+        await r.pbx.cli("ari shutdown websocket sessions")
+        await eventually(lambda: _async(r.pbx_ari.stats.connects > connects
+                                        and r.pbx_ari.status == "connected"))
+        cut_over = time.monotonic()
+        await r.wait_hears(placed, "agent", after=cut_over)  # the human part goes on
+        # Events flow again: the caller's hang-up is seen and closes the call properly.
+        await r.hang_up_caller(placed)
+        await eventually(lambda: _ended(r, placed.call_id))
+        row = await call_row(r, placed.call_id)
+        assert row.outcome is CallOutcome.COMPLETED_BY_AGENT
+
+
+async def test_restarted_controller_adopts_live_calls_and_cleans_up_ended_ones(
+    quiet_pair: Pair, world: World, tmp_path: Path
+) -> None:
+    db = tmp_path / "db.sqlite"
+    async with rig(quiet_pair.pbx, world, db) as first:
+        staying = await first.place_call()
+        leaving = await first.place_call()
+        handoff_id = await first.control.request_handoff(
+            staying.call_id, reason="caller_asked", summary="x"
+        )
+        await first.control.accept(handoff_id, first.agent_id)
+        await asyncio.wait_for(first.control.calls[staying.call_id].answered.wait(), 5)
+    # The first controller is gone without hanging anything up (as after a crash).
+    # While nobody listens, one caller hangs up.
+    await first.hang_up_caller(leaving)
+    await asyncio.sleep(1.0)
+    async with rig(quiet_pair.pbx, world, db) as second:
+        assert staying.call_id in second.control.calls
+        assert leaving.call_id not in second.control.calls
+        row = await call_row(second, leaving.call_id)
+        assert row.state is CallState.ENDED and row.outcome is CallOutcome.COMPLETED_BY_AI
+        assert (await call_row(second, staying.call_id)).state is CallState.WITH_AGENT
+        now = time.monotonic()
+        await second.wait_hears(staying, "agent", after=now)
+        # Only the adopted call's caller, agent and bridge remain in Asterisk.
+        live = second.control.calls[staying.call_id]
+        _, app = await ari(second.pbx, "GET", "/applications/switchboard")
+        assert set(app["channel_ids"]) == {live.caller, live.agent}
+        await second.control.return_to_ai(staying.call_id)
+        await second.wait_hears(staying, "ai", after=time.monotonic())
+        await second.hang_up_caller(staying)
+        await eventually(lambda: _ended(second, staying.call_id))
+        async with second.store.transaction() as tx:
+            handoff = await tx.handoffs.get(handoff_id)
+        assert handoff.state is HandoffState.RETURNED_TO_AI
+
+
+@pytest.mark.parametrize("how", ["graceful", "crash"])
+async def test_asterisk_restart_ends_calls_as_pbx_restart_and_the_controller_recovers(
+    pair: Pair, world: World, tmp_path: Path, how: str
+) -> None:
+    async with rig(pair.pbx, world, tmp_path / "db.sqlite") as r:
+        placed = await r.place_call()
+        handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
+                                                     summary="x")
+        if how == "graceful":
+            await pair.pbx.restart()  # `core stop now`: Asterisk hangs up every channel
+        else:
+            await pair.pbx.kill()  # no events at all: only reconciliation can tell
+            await pair.pbx.start()
+        await eventually(lambda: _ended(r, placed.call_id), timeout=30)
+        row = await call_row(r, placed.call_id)
+        assert row.outcome is CallOutcome.PBX_RESTART
+        async with r.store.transaction() as tx:
+            handoff = await tx.handoffs.get(handoff_id)
+        assert handoff.state is HandoffState.FAILED
+        assert handoff.failure_reason is FailureReason.PBX_RESTART
+        # After a crash the carrier never got a BYE for that call: it lets it go.
+        if how == "crash":
+            await r.hang_up_caller(placed)
+        # The controller took up its work again by itself: a new call is answered.
+        await eventually(lambda: _async(r.pbx_ari.status == "connected"), timeout=30)
+        again = await r.place_call()
+        await r.wait_hears(again, "ai")
+        await r.hang_up_caller(again)
+        await eventually(lambda: _ended(r, again.call_id))
+    await assert_quiet(pair.pbx)
+    await assert_quiet(pair.carrier)
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+async def _ended(r: Rig, call_id: str) -> bool:
+    return (await call_row(r, call_id)).state is CallState.ENDED
