@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from handoff.assistants import FallbackKind
 from handoff.calls import CallEvent, CallOutcome, CallState
 from handoff.events import EventHub
 from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 SEP = "~"
 PRIORITIES = {"normal": 0, "high": 5, "emergency": 10}
 # Q.850 causes with which an agent leg ends before answering.
+_DIALABLE = re.compile(r"^\+?[0-9]{2,20}$")
 _NO_ANSWER = {18, 19}
 _REJECTED = {17, 21}
 
@@ -80,6 +83,15 @@ async def add_when_in_stasis(
             await asyncio.sleep(0.002)
 
 
+class CallStateConflict(Exception):
+    """The call is not in a state that allows the command (ended, with a person...)."""
+
+    def __init__(self, call_id: str, state: CallState, what: str) -> None:
+        super().__init__(f"call {call_id} is {state.value}: {what}")
+        self.call_id = call_id
+        self.state = state
+
+
 class AiEngine(Protocol):
     """Where an assistant's AudioSocket audio goes, and how it learns a call is coming."""
 
@@ -109,6 +121,9 @@ class LiveCall:
     staged: dict[int, str] = field(default_factory=dict)
     ending: bool = False
     closed: bool = False
+    forward: str | None = None  # the leg to the assistant's fallback number
+    forward_answered: bool = False
+    callback_requested: bool = False
     pbx_hangup: bool = False  # the caller's leg was ended by Asterisk, not by the caller
     causes: dict[str, int] = field(default_factory=dict)  # Q.850 cause per ended leg
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -124,7 +139,6 @@ class LiveCall:
 @dataclass
 class Timing:
     ring_timeout_s: int = 20
-    offer_timeout_s: float = 60.0
     # How many likely agents get a leg staged in the call bridge per offered handoff.
     # Each is an idle, undialled channel: cheap, but not free, so bounded.
     staged_agents: int = 4
@@ -144,6 +158,7 @@ class CallControl:
         engines: Mapping[str, AiEngine],
         *,
         app: str = "switchboard",
+        fallback_trunk: str | None = None,
         recordings: Path | None = None,
         host_path: Callable[[str], Path] | None = None,
         timing: Timing | None = None,
@@ -153,6 +168,7 @@ class CallControl:
         self.hub = hub
         self.engines = engines
         self.app = app
+        self.fallback_trunk = fallback_trunk
         self.recordings = recordings
         self.host_path = host_path
         self.timing = timing or Timing()
@@ -249,12 +265,30 @@ class CallControl:
     async def _on_state_change(self, event: Mapping[str, Any]) -> None:
         channel = event["channel"]
         live = self._by_caller.get(call_key(event))
-        if live is None or channel["id"] != live.agent or channel.get("state") != "Up":
+        if live is None or channel.get("state") != "Up":
+            return
+        if channel["id"] == live.forward:
+            await self._forward_answered(live)
+            return
+        if channel["id"] != live.agent:
             return
         async with live.lock:
             if live.agent_answered or live.ending:
                 return
             await self._agent_answered(live)
+
+    async def _forward_answered(self, live: LiveCall) -> None:
+        async with live.lock:
+            if live.ending or live.forward_answered:
+                return
+            live.forward_answered = True
+            await asyncio.sleep(self.timing.ai_overlap_s)
+            ai, live.ai = live.ai, None
+            if ai:
+                await self._hangup(ai)
+            async with self.store.transaction() as tx:
+                await tx.calls.apply(live.call_id, CallEvent.FORWARD, ai_channel_id=None)
+        log.info("call=%s forwarded to the fallback number", live.call_id)
 
     async def _agent_answered(self, live: LiveCall) -> None:
         """The agent's leg is up: the AI leaves and the call is the agent's (lock held)."""
@@ -306,6 +340,13 @@ class CallControl:
         cause = live.causes.get(channel_id, 0)
         if channel_id == live.caller:
             await self._caller_gone(live, cause)
+        elif channel_id == live.forward:
+            live.forward = None
+            if live.forward_answered:
+                # The fallback party hung up: the call is over for the caller too.
+                await self.end_call(live.call_id)
+            else:
+                live.callback_requested = True
         elif channel_id == live.agent:
             await self._agent_gone(live, cause)
         elif channel_id == live.ai and not live.ending:
@@ -329,18 +370,30 @@ class CallControl:
         live = self._live(call_id)
         async with live.lock:
             async with self.store.transaction() as tx:
+                call = await tx.calls.get(call_id)
+                if call.state not in (CallState.WITH_AI, CallState.HANDOFF_PENDING):
+                    raise CallStateConflict(call_id, call.state, "a handoff cannot start")
                 handoff = await tx.handoffs.request(
                     call_id, reason=reason, summary=summary, topic=topic,
                     priority=PRIORITIES.get(priority, 0) + (attempt - 1), attempt=attempt,
                 )
-                if attempt == 1:
+                if call.state is CallState.WITH_AI:
                     await tx.calls.apply(call_id, CallEvent.REQUEST_HANDOFF)
                 await tx.handoffs.apply(handoff.id, HandoffEvent.OFFER)
+                assistant = await tx.assistants.by_name(live.assistant)
+                nobody = not await tx.agents.available()
             live.handoff_id = handoff.id
-            await self._stage_agents(live)
+            timeout = float(assistant.accept_timeout_s) if assistant else 30.0
+            if not nobody:
+                await self._stage_agents(live)
+        if nobody:
+            # Nobody is on duty: no card would ever be taken, so fall back right away.
+            self._spawn(self._give_up(live, handoff.id, FailureReason.NO_AGENTS), "no agents")
+            return handoff.id
         self.hub.publish("cards", {"type": "offered", "call_id": call_id,
                                    "handoff_id": handoff.id})
-        self._spawn(self._offer_timeout(live, handoff.id), f"offer timeout {handoff.id}")
+        self._spawn(self._offer_timeout(live, handoff.id, timeout),
+                    f"offer timeout {handoff.id}")
         return handoff.id
 
     async def _stage_agents(self, live: LiveCall) -> None:
@@ -375,22 +428,74 @@ class CallControl:
                 del live.staged[agent_id]
                 await self._hangup(leg)
 
-    async def _offer_timeout(self, live: LiveCall, handoff_id: int) -> None:
-        await asyncio.sleep(self.timing.offer_timeout_s)
+    async def _offer_timeout(self, live: LiveCall, handoff_id: int, timeout: float) -> None:
+        await asyncio.sleep(timeout)
+        await self._give_up(live, handoff_id, FailureReason.TIMEOUT)
+
+    async def _give_up(self, live: LiveCall, handoff_id: int, reason: FailureReason) -> None:
+        """Nobody took the call: the assistant's fallback applies.
+
+        Either a number over the trunk (the caller is bridged to it; the AI leaves when
+        it answers) or the AI keeps the caller and a callback request is recorded.
+        """
         async with live.lock:
+            if live.ending:
+                return
             async with self.store.transaction() as tx:
                 handoff = await tx.handoffs.get(handoff_id)
                 if handoff.state is not HandoffState.OFFERED:
                     return
-                await tx.handoffs.apply(handoff_id, HandoffEvent.TIME_OUT)
+                if reason is FailureReason.TIMEOUT:
+                    await tx.handoffs.apply(handoff_id, HandoffEvent.TIME_OUT)
+                else:
+                    await tx.handoffs.apply(handoff_id, HandoffEvent.FAIL, failure_reason=reason)
                 await tx.calls.apply(live.call_id, CallEvent.HANDOFF_FAILED)
+                assistant = await tx.assistants.by_name(live.assistant)
             live.handoff_id = None
             await self._unstage(live)
+            number = assistant.fallback_number if assistant else None
+            forwarded = False
+            if assistant and assistant.fallback_kind is FallbackKind.NUMBER and number:
+                forwarded = await self._forward(live, number)
+            if not forwarded:
+                live.callback_requested = True
+                async with self.store.transaction() as tx:
+                    await tx.notes.add(
+                        f"Callback requested: nobody could take the call ({reason.value}).",
+                        call_id=live.call_id, contact_number=live.caller_number or None,
+                    )
         self.hub.publish("cards", {"type": "withdrawn", "handoff_id": handoff_id,
-                                   "reason": "timed_out"})
+                                   "reason": reason.value})
         self.hub.publish(f"assistant:{live.assistant}",
                          {"type": "handoff_failed", "call_id": live.call_id,
-                          "reason": "timed_out"})
+                          "reason": reason.value,
+                          "fallback": "number" if forwarded else "callback"})
+
+    async def _forward(self, live: LiveCall, number: str) -> bool:
+        """Ring the fallback number over the trunk, bridged early like an agent leg.
+
+        The number comes from the assistant's settings, never from the caller, and is
+        checked to be a plain number so it cannot smuggle a second dial string.
+        """
+        if not _DIALABLE.match(number) or self.fallback_trunk is None:
+            log.error("call=%s: fallback %r not dialable (trunk %s)", live.call_id, number,
+                      self.fallback_trunk)
+            return False
+        leg = live.new_leg_id("forward")
+        try:
+            await self.ari.channels.create(
+                f"PJSIP/{number}@{self.fallback_trunk}", self.app,
+                app_args=["forward", live.call_id], channel_id=leg, originator=live.caller,
+            )
+            await self._bridge_add(live.bridge, leg)
+            await self.ari.channels.dial(leg, caller=live.caller,
+                                         timeout=self.timing.ring_timeout_s)
+        except AriError as exc:
+            log.warning("call=%s: fallback number could not be dialled: %s", live.call_id, exc)
+            await self._hangup(leg)
+            return False
+        live.forward = leg
+        return True
 
     async def accept(self, handoff_id: int, agent_id: int) -> None:
         """The winning agent's leg is created, bridged, then dialled.
@@ -518,7 +623,7 @@ class CallControl:
                 return
             live.ending = live.closed = True
             await self._unstage(live)
-            for leg in (live.agent, live.ai):
+            for leg in (live.agent, live.ai, live.forward):
                 if leg:
                     await self._hangup(leg)
             with contextlib.suppress(AriNotFound):
@@ -536,8 +641,10 @@ class CallControl:
                     await tx.handoffs.apply(handoff.id, event)
                 outcome = (
                     CallOutcome.PBX_RESTART if live.pbx_hangup
+                    else CallOutcome.FALLBACK_NUMBER if call.state is CallState.FORWARDED
                     else CallOutcome.COMPLETED_BY_AGENT if call.state is CallState.WITH_AGENT
                     else CallOutcome.ABANDONED if open_handoffs
+                    else CallOutcome.CALLBACK_REQUESTED if live.callback_requested
                     else CallOutcome.COMPLETED_BY_AI
                 )
                 end_cause = f"hung up by the PBX (cause {cause})" if live.pbx_hangup else str(cause)
@@ -661,7 +768,8 @@ class CallControl:
             # else: it still rings; its ChannelStateChange or hang-up will come.
         elif state is HandoffState.OFFERED:
             assert live.handoff_id is not None
-            self._spawn(self._offer_timeout(live, live.handoff_id), "offer timeout")
+            # The offer's clock restarts: the time already waited is not known here.
+            self._spawn(self._offer_timeout(live, live.handoff_id, 30.0), "offer timeout")
 
     async def _close_lost(self, call_id: str, pbx_restarted: bool) -> None:
         """The caller left while we were not listening: record how the call ended."""

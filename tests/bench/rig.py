@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from handoff.agents import EndpointKind, Presence
+from handoff.assistants import FallbackKind
 from handoff.call_control import CallControl, Timing, add_when_in_stasis, call_key
 from handoff.events import EventHub
 from handoff.store import Store, create_store_engine, upgrade_to_head
@@ -40,6 +41,7 @@ from pbx.runtime import AsteriskInstance
 from tests.bench.audio import AGENT_HZ, AI_HZ, CALLER_HZ, RtpProbe, open_probe, tone
 
 AGENT_PHONE_NUMBER = "7001"
+FALLBACK_NUMBER = "5001"  # the sales team's outside line, answered on the carrier
 
 
 @dataclass
@@ -170,6 +172,14 @@ class World:
     async def _on_start(self, event: Mapping[str, Any]) -> None:
         channel = event["channel"]
         args = event.get("args") or []
+        if args[:2] == ["inbound", "fallback"]:
+            # Somebody answers the fallback line at once and speaks (the agent's tone).
+            bridge, media, probe = await self._new_phone()
+            await add_when_in_stasis(self.ari, bridge, channel["id"])
+            await self.ari.channels.answer(channel["id"])
+            self.agent_probes.append(probe)
+            self._parts[channel["id"]] = (bridge, media)
+            return
         if args[:2] == ["inbound", "agentphone"]:
             if not self.answer_agent:
                 return  # let it ring
@@ -329,16 +339,26 @@ async def rig(
             )
         agent_id = agent.id
         if await tx.assistants.by_name("receptionist") is None:
+            # The receptionist keeps callers it cannot place and records a callback;
+            # sales sends them to a fallback number on the carrier after two seconds.
             await tx.assistants.create(
                 name="receptionist", number_pattern="2000", adapter="audiosocket",
                 control_token_hash=hashlib.sha256(b"rig-token").hexdigest(),
+            )
+            await tx.assistants.create(
+                name="sales", number_pattern="_21XX", adapter="audiosocket",
+                control_token_hash=hashlib.sha256(b"rig-sales").hexdigest(),
+                accept_timeout_s=2, fallback_kind=FallbackKind.NUMBER,
+                fallback_number=FALLBACK_NUMBER,
             )
         # Ada is at her desk: on duty and available, so handoffs are offered to her.
         await tx.agents.set_duty(agent_id, True)
         await tx.agents.set_presence(agent_id, Presence.AVAILABLE)
     pbx_ari = AriClient(pbx.ari_url, *pbx.ari_auth, apps="switchboard", key=call_key)
     control = CallControl(
-        pbx_ari, store, EventHub(), {"receptionist": EngineAt(world_engine(world))},
+        pbx_ari, store, EventHub(),
+        {name: EngineAt(world_engine(world)) for name in ("receptionist", "sales")},
+        fallback_trunk="carrier",
         recordings=db_path.parent / "recordings",
         host_path=lambda rel: pbx.host_path(f"{pbx.spec.dirs.spool}/{rel}"),
         timing=timing,

@@ -191,3 +191,49 @@ async def test_fifty_parallel_accepts_one_winner(call_rig: Rig) -> None:
     assert len(bridges) == 1
     await r.hang_up_caller(placed)
     await wait_until(lambda: _ended(r, placed.call_id))
+
+
+async def test_nobody_accepting_in_time_forwards_the_caller_to_the_fallback_number(
+    call_rig: Rig,
+) -> None:
+    r = call_rig
+    placed = await r.place_call("2100")  # the sales assistant: 2 s, then its outside line
+    handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
+                                                 summary="x")
+    heard = await r.wait_hears(placed, "agent", after=time.monotonic(), timeout=10)
+    assert await r.world.first_heard(placed.caller, "ai", heard + 0.3) is None
+    assert await call_state(r, placed.call_id) is CallState.FORWARDED
+    async with r.store.transaction() as tx:
+        handoff = await tx.handoffs.get(handoff_id)
+    assert handoff.state is HandoffState.TIMED_OUT
+    await r.hang_up_caller(placed)
+    await wait_until(lambda: _ended(r, placed.call_id))
+    async with r.store.transaction() as tx:
+        assert (await tx.calls.get(placed.call_id)).outcome is CallOutcome.FALLBACK_NUMBER
+
+
+async def test_nobody_on_duty_keeps_the_ai_and_records_a_callback_request(
+    call_rig: Rig,
+) -> None:
+    r = call_rig
+    async with r.store.transaction() as tx:
+        await tx.agents.set_duty(r.agent_id, False)
+    placed = await r.place_call()
+    handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
+                                                 summary="x")
+
+    async def failed() -> bool:
+        async with r.store.transaction() as tx:
+            return (await tx.handoffs.get(handoff_id)).state is HandoffState.FAILED
+
+    await wait_until(failed)
+    await r.wait_hears(placed, "ai", after=time.monotonic())
+    async with r.store.transaction() as tx:
+        handoff = await tx.handoffs.get(handoff_id)
+        notes = await tx.notes.for_call(placed.call_id)
+    assert handoff.failure_reason is FailureReason.NO_AGENTS
+    assert any("Callback requested" in n.text for n in notes)
+    await r.hang_up_caller(placed)
+    await wait_until(lambda: _ended(r, placed.call_id))
+    async with r.store.transaction() as tx:
+        assert (await tx.calls.get(placed.call_id)).outcome is CallOutcome.CALLBACK_REQUESTED
