@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 SEP = "~"
 PRIORITIES = {"normal": 0, "high": 5, "emergency": 10}
 # Q.850 causes with which an agent leg ends before answering.
+CALLBACK_NOTE = "Callback requested:"
 _DIALABLE = re.compile(r"^\+?[0-9]{2,20}$")
 _NO_ANSWER = {18, 19}
 _REJECTED = {17, 21}
@@ -461,7 +462,7 @@ class CallControl:
                 live.callback_requested = True
                 async with self.store.transaction() as tx:
                     await tx.notes.add(
-                        f"Callback requested: nobody could take the call ({reason.value}).",
+                        f"{CALLBACK_NOTE} nobody could take the call ({reason.value}).",
                         call_id=live.call_id, contact_number=live.caller_number or None,
                     )
         self.hub.publish("cards", {"type": "withdrawn", "handoff_id": handoff_id,
@@ -730,6 +731,8 @@ class CallControl:
                 if current is not None and current.accepted_by is not None:
                     agent = await tx.agents.get(current.accepted_by)
                     live.agent_id, live.agent_kind = agent.id, str(agent.endpoint_kind)
+                notes = await tx.notes.for_call(row.id)
+            live.callback_requested = any(n.text.startswith(CALLBACK_NOTE) for n in notes)
             if current is not None:
                 live.handoff_id = current.id
                 await self._resume_handoff(live, current.state)

@@ -8,10 +8,11 @@ half-loaded Asterisk.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import jinja2
 
@@ -239,6 +240,25 @@ class InstanceSpec:
             check_name(f"queues[{i}].name", queue.name)
             for member in queue.members:
                 check_name(f"queues[{i}].members", member)
+
+
+def spec_to_dict(spec: InstanceSpec) -> dict[str, object]:
+    """A JSON-able copy, so a restarted controller can re-attach to a running instance."""
+    return dataclasses.asdict(spec)
+
+
+def spec_from_dict(data: dict[str, Any]) -> InstanceSpec:
+    fields = dict(data)
+    fields["dirs"] = Dirs(**fields["dirs"])
+    fields["ports"] = Ports(**fields["ports"])
+    fields["tls"] = TlsListener(**fields["tls"]) if fields.get("tls") else None
+    fields["ice_permit"] = tuple(fields.get("ice_permit", ()))
+    for key, kind in (("trunks", SipTrunk), ("agents", SipAgent), ("routes", InboundRoute)):
+        fields[key] = tuple(kind(**item) for item in fields.get(key, ()))
+    fields["queues"] = tuple(
+        Queue(**{**q, "members": tuple(q["members"])}) for q in fields.get("queues", ())
+    )
+    return InstanceSpec(**fields)
 
 
 def _sanitize_display(text: str) -> str:

@@ -239,6 +239,9 @@ class AsteriskInstance:
     host_root: Path
     ephemeral: bool = True
     process: asyncio.subprocess.Process | None = field(default=None, repr=False)
+    # Set when this process attached to an Asterisk an earlier controller started (it
+    # outlives a controller crash, and the calls in it must go on).
+    adopted_pid: int | None = None
 
     @property
     def conf_inside(self) -> str:
@@ -348,8 +351,14 @@ class AsteriskInstance:
                     pass
                 await asyncio.sleep(0.1)
 
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else self.adopted_pid
+
     async def stop(self, timeout: float = 10) -> None:
         """Graceful ``core stop now``, then SIGTERM, then SIGKILL; removes an ephemeral tree."""
+        if self.process is None and self.adopted_pid is not None:
+            await self._stop_adopted(self.adopted_pid, timeout)
         proc = self.process
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(AsteriskUnavailable, TimeoutError, OSError):
@@ -366,6 +375,21 @@ class AsteriskInstance:
             log.info("Asterisk %s stopped (status %s)", self.spec.name, proc.returncode)
         if self.ephemeral:
             shutil.rmtree(self.host_root, ignore_errors=True)
+
+    async def _stop_adopted(self, pid: int, timeout: float) -> None:
+        with contextlib.suppress(AsteriskUnavailable, TimeoutError, OSError):
+            await self.cli("core stop now", timeout=5)
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if sig is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = asyncio.get_running_loop().time() + timeout / 2
+            # Not our child: no wait() to await, so poll until it is gone.
+            while _alive(pid) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            if not _alive(pid):
+                break
+        self.adopted_pid = None
 
     async def restart(self, timeout: float = 60) -> None:
         """Stop and start again with the same configuration (ports, secrets, tree)."""
@@ -385,7 +409,9 @@ class AsteriskInstance:
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.returncode is None
+        if self.process is not None:
+            return self.process.returncode is None
+        return self.adopted_pid is not None and _alive(self.adopted_pid)
 
     @staticmethod
     def _log_tail(path: Path, lines: int = 15) -> str:
@@ -393,6 +419,36 @@ class AsteriskInstance:
             return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) is not running.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+async def attach(
+    install: Installation, spec: InstanceSpec, host_root: Path, pid: int
+) -> AsteriskInstance | None:
+    """The instance ``spec`` describes if it still runs as ``pid`` and answers ARI."""
+    if not _alive(pid):
+        return None
+    instance = AsteriskInstance(
+        install=install, spec=spec, host_root=host_root, ephemeral=False, adopted_pid=pid
+    )
+    try:
+        await asyncio.wait_for(instance._wait_ari(), 3)
+    except (TimeoutError, AsteriskUnavailable):
+        return None
+    return instance
 
 
 def _explain_failure(log_tail: str) -> str:
@@ -427,13 +483,14 @@ def new_instance(
         raise AsteriskUnavailable("an external Asterisk is configured; nothing to start")
     host_base, inside_base = instances_root(install, state_dir)
     host_root = host_base / name
+    concrete = ports if isinstance(ports, Ports) else allocate_ports(ports)
     if ephemeral and host_root.exists():
         shutil.rmtree(host_root)
     host_root.mkdir(parents=True, exist_ok=True)
     spec = InstanceSpec(
         name=name,
         dirs=Dirs(root=f"{inside_base}/{name}", **_module_dirs(install)),
-        ports=ports if isinstance(ports, Ports) else allocate_ports(ports),
+        ports=concrete,
         ari_user="switchboard",
         ari_password=new_secret(),
         ami_user="switchboard",

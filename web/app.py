@@ -1,148 +1,177 @@
 """The composition root: builds every long-lived object once and hands it down.
 
-Asterisk (and, for the demo, a carrier Asterisk that places test calls) starts and
-stops with the aiohttp app through ``cleanup_ctx``, so Ctrl-C or SIGTERM always stops
-the PBX it started and leaves no process behind.
+Start-up, in order (``cleanup_ctx``, so shutdown runs in reverse and always completes):
+1. the store: database engine, migrations, the demo set-up on first start;
+2. telephony: Asterisk with a configuration rendered from the store (assistants become
+   routes, agents become SIP endpoints), plus the demo carrier that places test calls.
+   An Asterisk left running by a controller that crashed is re-attached, not replaced:
+   the calls in it go on;
+3. the controller: the ARI client (reconciling on every connect), the call control and
+   the built-in reference receptionist.
+
+A crash of this process leaves Asterisk and its calls up; Ctrl-C / SIGTERM stop all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from handoff.agents import AgentRole, EndpointKind
+from handoff.assistants import FallbackKind
+from handoff.call_control import CallControl, call_key
+from handoff.events import EventHub
+from handoff.receptionist import Receptionist
 from handoff.settings import Settings
+from handoff.store import Store, create_store_engine, upgrade_to_head
 from pbx import runtime
-from pbx.asterisk_config import InboundRoute, SipTrunk, TlsListener
+from pbx.ari import AriClient
+from pbx.asterisk_config import (
+    InboundRoute,
+    SipAgent,
+    SipTrunk,
+    TlsListener,
+    spec_from_dict,
+    spec_to_dict,
+)
+from web.ai_api import API_PREFIX, hash_control_token, new_control_token, setup_ai_api
 from web.doctor import state_file
 
 log = logging.getLogger(__name__)
 
-CARRIER_NAME = "carrier"
-DEMO_ROUTES = (InboundRoute("2000", "receptionist"),)
+CARRIER_TRUNK = "carrier"
+RECEPTIONIST = "receptionist"
+DEMO_NUMBER = "2000"
+DEMO_AGENTS = (("ada", "Ada Lovelace", AgentRole.AGENT), ("grace", "Grace Hopper",
+               AgentRole.AGENT), ("admin", "Admin", AgentRole.ADMIN))
 
 
 @dataclass
 class Telephony:
-    """What `run` started: the PBX and, for the demo, the carrier that calls into it."""
+    """What `run` started or re-attached: the PBX and, for the demo, the carrier."""
 
     installation: runtime.Installation | None = None
     pbx: runtime.AsteriskInstance | None = None
     carrier: runtime.AsteriskInstance | None = None
+    adopted: bool = False
     status: str = "starting"
-    problems: list[str] = field(default_factory=list)
 
 
-SETTINGS = web.AppKey("settings", Settings)
-TELEPHONY = web.AppKey("telephony", Telephony)
-METRICS = web.AppKey("metrics", CollectorRegistry)
+@dataclass
+class Controller:
+    """Filled in once Asterisk runs; the HTTP routes reach the live objects through it."""
 
+    ari: AriClient | None = None
+    control: CallControl | None = None
+    receptionist: Receptionist | None = None
 
-def _trunks(settings: Settings, carrier_sip: int | None) -> tuple[SipTrunk, ...]:
-    trunks = [SipTrunk(t.name, t.host, t.port, t.from_user) for t in settings.trunks]
-    if carrier_sip is not None:
-        trunks.append(SipTrunk(CARRIER_NAME, "127.0.0.1", carrier_sip))
-    return tuple(trunks)
-
-
-async def start_telephony(settings: Settings, telephony: Telephony) -> None:
-    ast = settings.asterisk
-    cache = Path(ast.cache_dir) if ast.cache_dir else None
-    install = await asyncio.to_thread(runtime.locate, ast.source, cache, ast.mirror)
-    telephony.installation = install
-    if install.kind == "external":
-        telephony.status = "external"
-        return
-    pbx_ports = runtime.allocate_ports(
-        runtime.PortRequest(
-            http=ast.http_port,
-            sip=ast.sip_port,
-            ami=ast.ami_port,
-            rtp_start=ast.rtp_start,
-            rtp_end=ast.rtp_end,
+    # The AI control API's CallCommands, delegated to the call control once it exists.
+    async def request_handoff(
+        self, call_id: str, *, reason: str, summary: str, topic: str | None = None,
+        priority: str = "normal",
+    ) -> int:
+        return await self._control().request_handoff(
+            call_id, reason=reason, summary=summary, topic=topic, priority=priority
         )
-    )
-    carrier_ports = None
-    if settings.demo.enabled and settings.demo.test_caller:
-        taken = frozenset({pbx_ports.http, pbx_ports.sip, pbx_ports.ami, pbx_ports.rtp_start})
-        carrier_ports = runtime.allocate_ports(runtime.PortRequest(), avoid=taken)
-    tls = TlsListener(ast.tls_cert, ast.tls_key) if ast.tls_cert else None
-    telephony.pbx = runtime.new_instance(
-        install,
-        "pbx",
-        settings.data_path,
-        ports=pbx_ports,
-        ephemeral=False,
-        bind_address=ast.bind_address,
-        media_address=ast.media_address,
-        country=ast.country,
-        tls=tls,
-        trunks=_trunks(settings, carrier_ports.sip if carrier_ports else None),
-        routes=DEMO_ROUTES,
-    )
-    await telephony.pbx.start()
-    if carrier_ports is not None:
-        telephony.carrier = runtime.new_instance(
-            install,
-            "demo-carrier",
-            settings.data_path,
-            ports=carrier_ports,
-            app="carrier",
-            trunks=(SipTrunk("switchboard", "127.0.0.1", pbx_ports.sip),),
-        )
-        await telephony.carrier.start()
-    telephony.status = "ok"
+
+    async def end_call(self, call_id: str) -> None:
+        await self._control().end_call(call_id)
+
+    def _control(self) -> CallControl:
+        if self.control is None:
+            raise web.HTTPServiceUnavailable(reason="the call controller is starting")
+        return self.control
 
 
-async def stop_telephony(telephony: Telephony) -> None:
-    for instance in (telephony.carrier, telephony.pbx):
-        if instance is not None:
-            await instance.stop()
+@dataclass
+class Services:
+    settings: Settings
+    db: AsyncEngine
+    store: Store
+    hub: EventHub = field(default_factory=EventHub)
+    telephony: Telephony = field(default_factory=Telephony)
+    controller: Controller = field(default_factory=Controller)
+    metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
+    demo_credentials: dict[str, str] = field(default_factory=dict)
 
 
-def write_state(settings: Settings, telephony: Telephony) -> Path:
-    """Tell `switchboard doctor` (and the operator) where the running parts are."""
-    pbx, install = telephony.pbx, telephony.installation
-    assert pbx is not None and install is not None and pbx.process is not None
-    path = state_file(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
-        "pid": os.getpid(),
-        "dashboard_url": settings.origin,
-        "asterisk_kind": install.kind,
-        "asterisk_where": install.where,
-        "asterisk_pid": pbx.process.pid,
-        "ari_url": pbx.ari_url,
-        "ari_user": pbx.spec.ari_user,
-        "ari_password": pbx.spec.ari_password,
-        "sip": f"udp:{pbx.spec.bind_address}:{pbx.sip_port}",
-        "config_dir": str(pbx.host_root / "etc"),
-        "log": str(pbx.log_file),
-    }
-    # Holds the ARI secret: readable by the owner only.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(state, out, indent=2)
-    return path
+SERVICES = web.AppKey("services", Services)
+
+
+# ---- 1. the store ------------------------------------------------------------------------
+
+
+async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES]
+    await upgrade_to_head(services.db)
+    if services.settings.demo.enabled:
+        services.demo_credentials = await seed_demo(services.store)
+    try:
+        yield
+    finally:
+        await services.db.dispose()
+
+
+async def seed_demo(store: Store) -> dict[str, str]:
+    """The demo on an empty database: the receptionist at 2000 and three people.
+
+    Returns the dashboard passwords it created (printed once, stored only hashed).
+    """
+    created: dict[str, str] = {}
+    async with store.transaction() as tx:
+        if await tx.assistants.by_name(RECEPTIONIST) is None:
+            await tx.assistants.create(
+                name=RECEPTIONIST, number_pattern=DEMO_NUMBER, adapter="builtin",
+                control_token_hash=hash_control_token(new_control_token()),
+                accept_timeout_s=45, fallback_kind=FallbackKind.AI_CALLBACK,
+            )
+        for login, name, role in DEMO_AGENTS:
+            if await tx.agents.by_login(login) is not None:
+                continue
+            password = secrets.token_urlsafe(9)
+            await tx.agents.create(
+                login=login, display_name=name, role=role, sip_user=f"agent-{login}",
+                sip_password=secrets.token_urlsafe(18), endpoint_kind=EndpointKind.WEBRTC,
+                password_hash=hash_password(password),
+            )
+            created[login] = password
+    return created
+
+
+def hash_password(password: str) -> str | None:
+    """The dashboard's password hash (argon2), once the dashboard is installed."""
+    try:
+        from web.dashboard.passwords import Passwords  # noqa: PLC0415 - optional part
+    except ImportError:
+        return None
+    return Passwords().hash(password)
+
+
+# ---- 2. telephony --------------------------------------------------------------------------
 
 
 async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings, telephony = app[SETTINGS], app[TELEPHONY]
+    services = app[SERVICES]
+    telephony = services.telephony
     try:
-        await start_telephony(settings, telephony)
+        await start_telephony(services)
     except BaseException:
         await stop_telephony(telephony)
         raise
-    state = write_state(settings, telephony) if telephony.pbx else None
-    _print_banner(settings, telephony)
+    state = write_state(services)
     try:
         yield
     finally:
@@ -152,7 +181,200 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
             state.unlink(missing_ok=True)
 
 
-def _print_banner(settings: Settings, telephony: Telephony) -> None:
+async def start_telephony(services: Services) -> None:
+    settings, telephony = services.settings, services.telephony
+    ast = settings.asterisk
+    cache = Path(ast.cache_dir) if ast.cache_dir else None
+    install = await asyncio.to_thread(runtime.locate, ast.source, cache, ast.mirror)
+    telephony.installation = install
+    if install.kind == "external":
+        telephony.status = "external"
+        return
+    if await reattach(services, install):
+        return
+    routes, agents = await routes_and_agents(services.store)
+    pbx_ports = runtime.allocate_ports(
+        runtime.PortRequest(
+            http=ast.http_port, sip=ast.sip_port, ami=ast.ami_port,
+            rtp_start=ast.rtp_start, rtp_end=ast.rtp_end,
+        )
+    )
+    carrier_ports = None
+    if settings.demo.enabled and settings.demo.test_caller:
+        taken = frozenset({pbx_ports.http, pbx_ports.sip, pbx_ports.ami, pbx_ports.rtp_start})
+        carrier_ports = runtime.allocate_ports(runtime.PortRequest(), avoid=taken)
+    trunks = [SipTrunk(t.name, t.host, t.port, t.from_user) for t in settings.trunks]
+    if carrier_ports is not None:
+        trunks.append(SipTrunk(CARRIER_TRUNK, "127.0.0.1", carrier_ports.sip))
+    telephony.pbx = runtime.new_instance(
+        install, instance_name("pbx", settings), settings.data_path, ports=pbx_ports,
+        ephemeral=False,
+        bind_address=ast.bind_address, media_address=ast.media_address,
+        country=ast.country,
+        tls=TlsListener(ast.tls_cert, ast.tls_key) if ast.tls_cert else None,
+        trunks=tuple(trunks), routes=routes, agents=agents,
+    )
+    await telephony.pbx.start()
+    if carrier_ports is not None:
+        telephony.carrier = runtime.new_instance(
+            install, instance_name("carrier", settings), settings.data_path, ports=carrier_ports,
+            ephemeral=False, app="carrier",
+            trunks=(SipTrunk("switchboard", "127.0.0.1", pbx_ports.sip),),
+        )
+        await telephony.carrier.start()
+    telephony.status = "ok"
+
+
+def instance_name(role: str, settings: Settings) -> str:
+    """One Asterisk tree per data folder: two installations (a demo and a test run)
+    on one machine never share a configuration or a spool."""
+    digest = hashlib.sha256(str(settings.data_path).encode()).hexdigest()[:8]
+    return f"{role}-{digest}"
+
+
+async def routes_and_agents(
+    store: Store,
+) -> tuple[tuple[InboundRoute, ...], tuple[SipAgent, ...]]:
+    """Assistants answer their numbers; every agent gets their SIP endpoint."""
+    async with store.transaction() as tx:
+        assistants = await tx.assistants.all()
+        agents = await tx.agents.all()
+    routes = tuple(InboundRoute(a.number_pattern, a.name) for a in assistants)
+    endpoints = tuple(
+        SipAgent(a.sip_user, a.sip_password,
+                 "webrtc" if a.endpoint_kind is EndpointKind.WEBRTC else "deskphone",
+                 a.display_name)
+        for a in agents
+    )
+    return routes, endpoints
+
+
+async def reattach(services: Services, install: runtime.Installation) -> bool:
+    """Take over the Asterisk instances a crashed run left behind, with their calls."""
+    path = state_file(services.settings)
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    try:
+        pid = int(state["pid"])
+        os.kill(pid, 0)
+    except (KeyError, ValueError, ProcessLookupError):
+        pass  # the run that wrote it is gone: its Asterisk may be ours to take
+    except PermissionError:
+        return False
+    else:
+        if pid != os.getpid():
+            raise runtime.AsteriskUnavailable(
+                f"Switchboard already runs (pid {pid}); stop it first"
+            )
+    telephony = services.telephony
+    for role in ("pbx", "carrier"):
+        entry = state.get(f"{role}_instance")
+        if not entry:
+            continue
+        spec = spec_from_dict(entry["spec"])
+        instance = await runtime.attach(install, spec, Path(entry["host_root"]),
+                                        int(entry["pid"]))
+        setattr(telephony, role, instance)
+    if telephony.pbx is None:
+        if telephony.carrier is not None:
+            await telephony.carrier.stop()
+            telephony.carrier = None
+        return False
+    log.warning("re-attached to the running Asterisk (pid %s): its calls go on",
+                telephony.pbx.pid)
+    telephony.adopted = True
+    telephony.status = "ok"
+    return True
+
+
+async def stop_telephony(telephony: Telephony) -> None:
+    for instance in (telephony.carrier, telephony.pbx):
+        if instance is not None:
+            await instance.stop()
+
+
+def write_state(services: Services) -> Path | None:
+    """Tell `switchboard doctor`, the operator and a restarted run where things are."""
+    settings, telephony = services.settings, services.telephony
+    pbx, install = telephony.pbx, telephony.installation
+    if pbx is None or install is None:
+        return None
+    path = state_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state: dict[str, Any] = {
+        "pid": os.getpid(),
+        "dashboard_url": settings.origin,
+        "asterisk_kind": install.kind,
+        "asterisk_where": install.where,
+        "asterisk_pid": pbx.pid,
+        "ari_url": pbx.ari_url,
+        "ari_user": pbx.spec.ari_user,
+        "ari_password": pbx.spec.ari_password,
+        "sip": f"udp:{pbx.spec.bind_address}:{pbx.sip_port}",
+        "config_dir": str(pbx.host_root / "etc"),
+        "log": str(pbx.log_file),
+    }
+    for role, instance in (("pbx", pbx), ("carrier", telephony.carrier)):
+        if instance is not None:
+            state[f"{role}_instance"] = {
+                "spec": spec_to_dict(instance.spec),
+                "host_root": str(instance.host_root),
+                "pid": instance.pid,
+            }
+    # Holds the ARI secrets: readable by the owner only.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(state, out, indent=2)
+    return path
+
+
+# ---- 3. the controller ---------------------------------------------------------------------
+
+
+async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES]
+    settings, telephony, controller = services.settings, services.telephony, services.controller
+    pbx = telephony.pbx
+    if pbx is None:
+        # An external Asterisk (docker compose): ARI from SWITCHBOARD_ASTERISK.
+        raise runtime.AsteriskUnavailable(
+            "an external Asterisk is configured; running the controller against it is "
+            "not supported yet (the docker compose deployment is a preview)"
+        )
+    token = new_control_token()
+    async with services.store.transaction() as tx:
+        await tx.assistants.set_control_token_hash(RECEPTIONIST, hash_control_token(token))
+    receptionist = await asyncio.to_thread(
+        Receptionist.from_folder, f"{settings.origin}{API_PREFIX}", token,
+        settings.data_path / "prompts",
+    )
+    ari = AriClient(pbx.ari_url, *pbx.ari_auth, apps="switchboard", key=call_key)
+    control = CallControl(
+        ari, services.store, services.hub, {RECEPTIONIST: receptionist},
+        fallback_trunk=settings.trunks[0].name if settings.trunks else (
+            CARRIER_TRUNK if telephony.carrier else None),
+        recordings=settings.data_path / "recordings",
+        host_path=lambda rel: pbx.host_path(f"{pbx.spec.dirs.spool}/{rel}"),
+    )
+    ari.on_connect = control.reconcile
+    controller.ari, controller.control, controller.receptionist = ari, control, receptionist
+    await receptionist.start()
+    await ari.start()
+    await ari.wait_ready(30)
+    print_banner(services)
+    try:
+        yield
+    finally:
+        await control.close()
+        await ari.close()
+        await receptionist.close()
+        controller.control = None
+
+
+def print_banner(services: Services) -> None:
+    settings, telephony = services.settings, services.telephony
     pbx, install = telephony.pbx, telephony.installation
     lines = ["", "Switchboard is running.", f"  Dashboard   {settings.origin}"]
     if install is not None:
@@ -165,29 +387,36 @@ def _print_banner(settings: Settings, telephony: Telephony) -> None:
             f"  Config      {pbx.host_root / 'etc'}",
             f"  Logs        {pbx.log_file}",
         ]
+    if telephony.adopted:
+        lines.append("  (re-attached to the Asterisk a previous run left running)")
     if telephony.carrier is not None:
-        lines.append(
-            f"  Test caller carrier Asterisk on udp 127.0.0.1:{telephony.carrier.sip_port}"
-        )
+        lines.append(f"  Test caller demo carrier on udp 127.0.0.1:{telephony.carrier.sip_port}"
+                     f"; it calls the receptionist at {DEMO_NUMBER}")
+    for login, password in services.demo_credentials.items():
+        lines.append(f"  Demo login  {login} / {password}")
     lines += ["  `switchboard doctor` reports what runs; Ctrl-C stops everything.", ""]
     print("\n".join(lines), flush=True)
 
 
-# ---- handlers --------------------------------------------------------------------------
+# ---- handlers ---------------------------------------------------------------------------
 
 
 async def status(request: web.Request) -> web.Response:
-    telephony = request.app[TELEPHONY]
+    services = request.app[SERVICES]
+    telephony, ari = services.telephony, services.controller.ari
+    events = ari.status if ari is not None else "starting"
+    healthy = telephony.status in ("ok", "external") and events == "connected"
     body = {
-        "status": telephony.status,
+        "status": "ok" if healthy else "degraded",
         "asterisk": telephony.installation.version if telephony.installation else None,
+        "ari_events": events,
+        "calls": len(services.controller.control.calls) if services.controller.control else 0,
     }
-    code = 200 if telephony.status in ("ok", "external") else 503
-    return web.json_response(body, status=code)
+    return web.json_response(body, status=200 if healthy else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    data = generate_latest(request.app[METRICS])
+    data = generate_latest(request.app[SERVICES].metrics)
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -198,15 +427,21 @@ async def index(request: web.Request) -> web.Response:
 
 
 def build_app(settings: Settings) -> web.Application:
-    app = web.Application()
-    app[SETTINGS] = settings
-    app[TELEPHONY] = Telephony()
-    registry = CollectorRegistry()
-    app[METRICS] = registry
+    app = web.Application(client_max_size=256 * 1024)
+    db = create_store_engine(settings.database_url)
+    services = Services(settings=settings, db=db, store=Store(db))
+    app[SERVICES] = services
+    registry = services.metrics
     up = Gauge("switchboard_asterisk_up", "1 while the PBX answers", registry=registry)
-    up.set_function(lambda: 1.0 if app[TELEPHONY].status in ("ok", "external") else 0.0)
-    app.cleanup_ctx.append(telephony_ctx)
+    up.set_function(lambda: 1.0 if services.telephony.status in ("ok", "external") else 0.0)
+    live = Gauge("switchboard_calls_live", "calls in progress", registry=registry)
+    live.set_function(
+        lambda: float(len(services.controller.control.calls))
+        if services.controller.control else 0.0
+    )
+    app.cleanup_ctx.extend([store_ctx, telephony_ctx, controller_ctx])
     app.router.add_get("/", index)
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)
+    setup_ai_api(app, store=services.store, commands=services.controller, hub=services.hub)
     return app

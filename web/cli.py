@@ -10,11 +10,20 @@ from pathlib import Path
 
 from aiohttp import web
 
+from handoff.receptionist import PromptError, make_prompts
 from handoff.settings import Settings, SettingsError, load
 from pbx import runtime
-from pbx.asterisk_config import ConfigValueError, Dirs, InstanceSpec, Ports, SipTrunk, render
+from pbx.asterisk_config import (
+    ConfigValueError,
+    Dirs,
+    InboundRoute,
+    InstanceSpec,
+    Ports,
+    SipTrunk,
+    render,
+)
 from web import doctor
-from web.app import DEMO_ROUTES, build_app
+from web.app import DEMO_NUMBER, RECEPTIONIST, build_app
 
 DEFAULT_CONFIG = Path("switchboard.toml")
 
@@ -54,7 +63,7 @@ def _spec_from_settings(
         media_address=ast.media_address,
         country=ast.country,
         trunks=tuple(SipTrunk(t.name, t.host, t.port, t.from_user) for t in settings.trunks),
-        routes=DEMO_ROUTES,
+        routes=(InboundRoute(DEMO_NUMBER, RECEPTIONIST),),
     )
 
 
@@ -108,6 +117,9 @@ def cmd_setup(args: argparse.Namespace) -> int:
     install = runtime.locate(ast.source, Path(ast.cache_dir) if ast.cache_dir else None, ast.mirror)
     print(f"Asterisk: {install.version} ({install.where})")
     settings.data_path.mkdir(parents=True, exist_ok=True)
+    # The reference receptionist's voice, spoken once by espeak-ng.
+    prompts = make_prompts(settings.data_path / "prompts")
+    print(f"Receptionist prompts: {len(prompts)} in {settings.data_path / 'prompts'}")
     return 0
 
 
@@ -195,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, ConfigValueError) as exc:
         print(f"switchboard: configuration error: {exc}", file=sys.stderr)
         return 2
-    except runtime.AsteriskUnavailable as exc:
+    except (runtime.AsteriskUnavailable, PromptError) as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 3
 

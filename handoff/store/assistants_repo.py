@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handoff.assistants import FallbackKind, HandoffLevel, HoldMode
@@ -47,6 +47,12 @@ class AssistantsRepo:
         self._session.add(assistant)
         await self._session.flush()
         return assistant
+
+    async def set_control_token_hash(self, name: str, token_hash: str) -> None:
+        """A built-in engine gets a fresh token at every start; only its hash is kept."""
+        await self._session.execute(
+            update(Assistant).where(Assistant.name == name).values(control_token_hash=token_hash)
+        )
 
     async def get(self, assistant_id: int) -> Assistant:
         assistant = await self._session.get(Assistant, assistant_id, populate_existing=True)
