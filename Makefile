@@ -8,8 +8,8 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 # Debian packages the product needs at run time, and those only the tests need.
-APT_RUN := mmdebstrap ca-certificates
-APT_TEST := postgresql
+APT_RUN := mmdebstrap ca-certificates espeak-ng
+APT_TEST := postgresql chromium
 PYTEST_ARGS ?=
 
 .PHONY: run test setup setup-test lint typecheck clean

@@ -93,6 +93,14 @@ class CallStateConflict(Exception):
         self.state = state
 
 
+class AgentUnreachable(Exception):
+    """The winner's phone could not be dialled; the accept was rolled back."""
+
+    def __init__(self, agent_id: int, why: str) -> None:
+        super().__init__(f"agent {agent_id} could not be reached: {why}")
+        self.agent_id = agent_id
+
+
 class AiEngine(Protocol):
     """Where an assistant's AudioSocket audio goes, and how it learns a call is coming."""
 
@@ -119,7 +127,7 @@ class LiveCall:
     legs: int = 0
     # Agent legs created (not dialled) and already in the bridge while a handoff is on
     # offer, by agent id: the winner's leg only needs a dial.
-    staged: dict[int, str] = field(default_factory=dict)
+    staged: dict[int, tuple[str, str]] = field(default_factory=dict)  # leg, endpoint kind
     ending: bool = False
     closed: bool = False
     forward: str | None = None  # the leg to the assistant's fallback number
@@ -409,25 +417,18 @@ class CallControl:
         for agent in candidates:
             if agent.id in live.staged:
                 continue
-            leg = live.new_leg_id("agent")
             try:
-                await self.ari.channels.create(
-                    f"PJSIP/{agent.sip_user}", self.app, app_args=["agent", live.call_id],
-                    channel_id=leg, originator=live.caller,
-                )
-                await self._bridge_add(live.bridge, leg)
+                leg = await self._create_agent_leg(live, agent.sip_user)
             except AriError as exc:
                 log.warning("call=%s: could not stage a leg for agent %s: %s",
                             live.call_id, agent.id, exc)
-                await self._hangup(leg)
                 continue
-            live.staged[agent.id] = leg
+            live.staged[agent.id] = (leg, str(agent.endpoint_kind))
 
-    async def _unstage(self, live: LiveCall, keep: int | None = None) -> None:
-        for agent_id, leg in list(live.staged.items()):
-            if agent_id != keep:
-                del live.staged[agent_id]
-                await self._hangup(leg)
+    async def _unstage(self, live: LiveCall) -> None:
+        for agent_id, (leg, _) in list(live.staged.items()):
+            del live.staged[agent_id]
+            await self._hangup(leg)
 
     async def _offer_timeout(self, live: LiveCall, handoff_id: int, timeout: float) -> None:
         await asyncio.sleep(timeout)
@@ -499,50 +500,64 @@ class CallControl:
         return True
 
     async def accept(self, handoff_id: int, agent_id: int) -> None:
-        """The winning agent's leg is created, bridged, then dialled.
+        """The winning agent's leg rings as soon as the database says who won.
 
         Only one agent gets past ``tx.handoffs.accept`` (a conditional UPDATE); the
-        others get :class:`AlreadyTaken`. The agent leg is put in the call bridge
-        *before* it is dialled, so the agent's first RTP packet is mixed to the caller
-        instead of being dropped while an addChannel is still in flight.
+        others get :class:`AlreadyTaken`. The leg is usually staged already (created and
+        in the call bridge since the offer), so winning costs one UPDATE and one dial:
+        the agent's first RTP packet is mixed to the caller, never dropped while an
+        addChannel is still in flight. The phone starts ringing before the transaction
+        commits; a dial that fails rolls the accept back and the card stays on offer.
         """
-        async with self.store.transaction() as tx:
-            handoff = await tx.handoffs.accept(handoff_id, agent_id)
-            agent = await tx.agents.get(agent_id)
-        live = self._live(handoff.call_id)
-        async with live.lock:
-            staged = live.staged.pop(agent_id, None)
-            leg = staged or live.new_leg_id("agent")
-            live.agent, live.agent_id = leg, agent_id
-            live.agent_kind = str(agent.endpoint_kind)
-            live.agent_answered = False
-            live.answered.clear()
-            try:
-                if staged is None:
-                    await self.ari.channels.create(
-                        f"PJSIP/{agent.sip_user}", self.app, app_args=["agent", live.call_id],
-                        channel_id=leg, originator=live.caller,
-                    )
-                    await self._bridge_add(live.bridge, leg)
-                await self.ari.channels.dial(leg, caller=live.caller,
-                                             timeout=self.timing.ring_timeout_s)
-            except AriError as exc:
-                log.warning("call=%s: agent leg %s could not be dialled: %s",
-                            live.call_id, leg, exc)
-                await self._hangup(leg)
-                async with self.store.transaction() as tx:
-                    await tx.handoffs.apply(handoff_id, HandoffEvent.FAIL,
-                                            failure_reason=FailureReason.AGENT_LEG_FAILED)
-                live.agent = None
-                self._spawn(self._reoffer(live, handoff.id), f"reoffer {handoff_id}")
-                return
+        live = next((c for c in self.calls.values() if c.handoff_id == handoff_id), None)
+        if live is None:
+            # Not a handoff of a live call here: let the store say why (taken, withdrawn).
             async with self.store.transaction() as tx:
-                await tx.handoffs.apply(handoff_id, HandoffEvent.DIAL_AGENT)
+                await tx.handoffs.accept(handoff_id, agent_id)
+                raise CallStateConflict("?", CallState.ENDED, "the call is no longer live")
+        async with live.lock:
+            async with self.store.transaction() as tx:
+                handoff = await tx.handoffs.accept(handoff_id, agent_id)
+                staged = live.staged.pop(agent_id, None)
+                if staged is None:
+                    agent = await tx.agents.get(agent_id)
+                    kind = str(agent.endpoint_kind)
+                else:
+                    leg, kind = staged
+                try:
+                    if staged is None:
+                        leg = await self._create_agent_leg(live, agent.sip_user)
+                    await self.ari.channels.dial(leg, caller=live.caller,
+                                                 timeout=self.timing.ring_timeout_s)
+                except AriError as exc:
+                    log.warning("call=%s: agent leg %s could not be dialled: %s",
+                                live.call_id, leg if staged else "-", exc)
+                    if staged is not None:
+                        await self._hangup(leg)
+                    raise AgentUnreachable(agent_id, str(exc)) from exc
+                live.agent, live.agent_id, live.agent_kind = leg, agent_id, kind
+                live.agent_answered = False
+                live.answered.clear()
+                await tx.handoffs.apply(handoff.id, HandoffEvent.DIAL_AGENT)
                 # Known to the ledger while it rings, so a restarted controller finds it.
                 await tx.calls.set_legs(live.call_id, agent_channel_id=leg)
             await self._unstage(live)
         self.hub.publish("cards", {"type": "taken", "handoff_id": handoff_id,
                                    "agent_id": agent_id})
+
+    async def _create_agent_leg(self, live: LiveCall, sip_user: str) -> str:
+        """A new agent leg in the call bridge, not dialled yet (lock held)."""
+        leg = live.new_leg_id("agent")
+        try:
+            await self.ari.channels.create(
+                f"PJSIP/{sip_user}", self.app, app_args=["agent", live.call_id],
+                channel_id=leg, originator=live.caller,
+            )
+            await self._bridge_add(live.bridge, leg)
+        except AriError:
+            await self._hangup(leg)
+            raise
+        return leg
 
     async def _agent_gone(self, live: LiveCall, cause: int) -> None:
         async with live.lock:

@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 Event = dict[str, Any]
 
 
-@dataclass
+# Compared by identity: the hub keeps subscriptions in a set, and two listeners of the
+# same topics are still two listeners.
+@dataclass(eq=False)
 class Subscription:
     topics: frozenset[str]
     queue: asyncio.Queue[Event] = field(default_factory=lambda: asyncio.Queue(maxsize=256))

@@ -2,23 +2,32 @@
 
 It greets with prompts spoken by espeak-ng (made once at set-up), listens for DTMF and
 treats 0 as "a person, please". It works exactly like an external AI engine: its audio
-arrives over AudioSocket and it talks to Switchboard only through the documented
-control API (HTTP with the assistant's token), so it doubles as the living example of
-that contract.
+arrives over AudioSocket, it learns about calls from the control API's events
+WebSocket, and it talks to Switchboard only through that HTTP API with the assistant's
+token. So it doubles as the living example of the contract in
+``web/openapi/ai_control.json``.
+
+Which streams it serves: any AudioSocket connection whose call id was announced to this
+assistant (``ready`` or ``call_started``). Asterisk usually connects the AI leg before
+the controller announces the call, so an unknown stream waits a short grace for its
+announcement and is refused if none comes: a stray connection never hears a prompt or
+gets to post into someone's transcript.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import hashlib
+import json
 import logging
 import shutil
 import subprocess
 import tempfile
-import uuid
 import wave
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -45,6 +54,22 @@ PROMPTS = {
     ),
 }
 
+# handoff_failed reasons after which nobody will come: the caller is told so. Any other
+# failure (an agent's leg dropped) is followed by a new offer, so the AI apologises.
+_NOBODY_REASONS = frozenset({"timed_out", "timeout", "no_agents"})
+_PERSON_DIGIT = "0"
+
+
+async def _settle(call_id: str, task: asyncio.Task[None] | None) -> None:
+    """Stop a prompt (if still playing) and collect its outcome, so a failure is logged
+    instead of vanishing with the task."""
+    if task is None:
+        return
+    task.cancel()
+    (result,) = await asyncio.gather(task, return_exceptions=True)
+    if isinstance(result, Exception):
+        log.warning("call=%s: prompt failed: %r", call_id, result)
+
 
 class PromptError(RuntimeError):
     pass
@@ -53,13 +78,16 @@ class PromptError(RuntimeError):
 def make_prompts(folder: Path, voice: str = "en-us") -> dict[str, Path]:
     """Speak every prompt into ``folder`` as raw slin 8 kHz (what AudioSocket carries).
 
-    Made once: an existing prompt is kept, so a second `make run` costs nothing.
+    Made once: a prompt whose file exists is kept, so a second `make run` costs nothing.
+    The file name carries a digest of the text and voice, so editing a prompt makes a
+    new file instead of playing the old words.
     """
     espeak = shutil.which("espeak-ng")
     folder.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
     for name, text in PROMPTS.items():
-        target = folder / f"{name}.sln"
+        digest = hashlib.sha256(f"{voice}\n{text}".encode()).hexdigest()[:10]
+        target = folder / f"{name}-{digest}.sln"
         out[name] = target
         if target.exists():
             continue
@@ -72,7 +100,10 @@ def make_prompts(folder: Path, voice: str = "en-us") -> dict[str, Path]:
                 check=True,
                 capture_output=True,
             )
-            target.write_bytes(to_slin8k(wav))
+            partial = target.with_suffix(".part")
+            partial.write_bytes(to_slin8k(wav))
+            # Renamed into place, so an interrupted set-up never leaves half a prompt.
+            partial.replace(target)
     return out
 
 
@@ -88,26 +119,69 @@ def to_slin8k(wav_path: Path) -> bytes:
 
 
 @dataclass
+class _Call:
+    """What the receptionist knows of one call across its AudioSocket sessions."""
+
+    call_id: str
+    announced: asyncio.Event = field(default_factory=asyncio.Event)
+    sessions: int = 0
+    session: AudioSocketSession | None = None
+    speaking: asyncio.Task[None] | None = None
+    # Said on the next AudioSocket session: the AI leg was out of the bridge when the
+    # event that asks for it arrived (e.g. it is rejoining after a person had the call).
+    pending: str | None = None
+    # Bumped by every handoff outcome, so a "connecting" that would come after the
+    # outcome (the event can overtake the HTTP answer) is not said.
+    handoff_news: int = 0
+
+
+@dataclass
 class Receptionist:
-    """One engine process: an AudioSocket listener plus a control-API client."""
+    """One engine: an AudioSocket listener, an events WebSocket, a control-API client."""
 
     api_base: str  # e.g. http://127.0.0.1:8080/api/ai/v1
     token: str
     prompts: dict[str, bytes]
-    audio: AudioSocketServer = field(default_factory=AudioSocketServer)
-    _http: aiohttp.ClientSession | None = None
-    _sessions: dict[str, AudioSocketSession] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    port: int = 0
+    # How long a stream waits for its call to be announced on the events stream.
+    grace_s: float = 3.0
+    audio: AudioSocketServer = field(init=False)
+    _http: aiohttp.ClientSession | None = field(default=None, init=False)
+    _calls: dict[str, _Call] = field(default_factory=dict, init=False)
+    _events_task: asyncio.Task[None] | None = field(default=None, init=False)
+    _ready: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+
+    def __post_init__(self) -> None:
+        self.audio = AudioSocketServer(self.host, self.port, any_stream=self._serve)
 
     @classmethod
-    def from_folder(cls, api_base: str, token: str, folder: Path) -> Receptionist:
+    def from_folder(
+        cls, api_base: str, token: str, folder: Path, **options: Any
+    ) -> Receptionist:
+        """Blocking (espeak-ng on first use): call it at set-up, or via ``to_thread``."""
         prompts = {name: path.read_bytes() for name, path in make_prompts(folder).items()}
-        return cls(api_base=api_base, token=token, prompts=prompts)
+        return cls(api_base=api_base, token=token, prompts=prompts, **options)
+
+    # ---- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.audio.start()
+        """Listen for audio and start following the events stream.
+
+        Does not wait for the API: inside Switchboard the receptionist starts before the
+        web server listens. :meth:`wait_ready` waits for the first ``ready``.
+        """
         self._http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"})
+        await self.audio.start()
+        self._events_task = asyncio.create_task(self._follow_events(), name="receptionist events")
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        await asyncio.wait_for(self._ready.wait(), timeout)
 
     async def close(self) -> None:
+        if self._events_task is not None:
+            self._events_task.cancel()
+            await asyncio.gather(self._events_task, return_exceptions=True)
         await self.audio.close()
         if self._http is not None:
             await self._http.close()
@@ -117,47 +191,187 @@ class Receptionist:
         return self.audio.address
 
     def expect_call(self, call_id: str) -> None:
-        """Switchboard tells the engine a call is coming on this stream id."""
-        self.audio.expect(uuid.UUID(call_id), self._converse)
+        """Nothing to do: like any external engine, the receptionist learns of calls from
+        the events stream (kept for the controller's AiEngine interface)."""
 
-    async def _post(self, call_id: str, action: str, body: dict[str, str]) -> None:
+    # ---- events ----------------------------------------------------------------------------
+
+    async def _follow_events(self) -> None:
+        """A supervised loop: reconnect with backoff; each (re)connect starts with
+        ``ready``, which lists the live calls, so nothing is lost across an outage."""
+        assert self._http is not None
+        delay, down = 0.2, False
+        while True:
+            try:
+                async with self._http.ws_connect(f"{self.api_base}/events",
+                                                 heartbeat=30.0) as ws:
+                    if down:
+                        log.info("receptionist: events stream is back")
+                    delay, down = 0.2, False
+                    async for message in ws:
+                        if message.type is aiohttp.WSMsgType.TEXT:
+                            await self._on_message(message.data)
+            except (aiohttp.ClientError, OSError, ValueError) as exc:
+                if not down:
+                    log.warning("receptionist: events stream lost (%s); retrying", exc)
+                down = True
+            else:
+                if not down:
+                    log.warning("receptionist: events stream closed by the server; retrying")
+                down = True
+            self._ready.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _on_message(self, data: str) -> None:
+        # One bad event is logged and skipped; the stream goes on for the other calls.
+        try:
+            await self._on_event(json.loads(data))
+        except Exception:
+            log.exception("receptionist: event %.200s not handled", data)
+
+    async def _on_event(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "ready":
+            for call_id in event.get("calls", []):
+                self._call(str(call_id)).announced.set()
+            self._ready.set()
+            return
+        if kind == "overflow":
+            log.warning("receptionist: %s events were lost", event.get("dropped"))
+            return
+        call_id = str(event.get("call_id", ""))
+        if kind == "call_started":
+            self._call(call_id).announced.set()
+        elif kind == "call_ended":
+            ended = self._calls.pop(call_id, None)
+            if ended is not None:
+                await self._hush(ended)
+        elif kind == "returned_to_ai":
+            log.info("call=%s back with the receptionist (%d lines with the person)",
+                     call_id, len(event.get("transcript") or []))
+            self._prompt(call_id, "back")
+        elif kind == "handoff_failed":
+            self._handoff_news(call_id)
+            reason = str(event.get("reason", ""))
+            if event.get("fallback") == "number":
+                # The caller is being put through to the assistant's fallback number.
+                self._prompt(call_id, "connecting")
+            else:
+                self._prompt(call_id, "nobody" if reason in _NOBODY_REASONS else "apology")
+        elif kind == "handoff_connected":
+            # The AI leg has left the bridge; whatever it was going to say is moot.
+            call = self._handoff_news(call_id)
+            if call is not None:
+                call.pending = None
+
+    def _call(self, call_id: str) -> _Call:
+        call = self._calls.get(call_id)
+        if call is None:
+            call = self._calls[call_id] = _Call(call_id)
+        return call
+
+    def _handoff_news(self, call_id: str) -> _Call | None:
+        call = self._calls.get(call_id)
+        if call is not None:
+            call.handoff_news += 1
+        return call
+
+    def _prompt(self, call_id: str, name: str) -> None:
+        """Say ``name`` now if the AI leg is in the call, else as soon as it rejoins."""
+        call = self._calls.get(call_id)
+        if call is None:
+            return
+        if call.session is not None and not call.session.closed.is_set():
+            self._speak(call, name)
+        else:
+            call.pending = name
+
+    # ---- audio -----------------------------------------------------------------------------
+
+    async def _serve(self, session: AudioSocketSession) -> None:
+        call_id = str(session.stream_id)
+        call = self._call(call_id)
+        try:
+            await asyncio.wait_for(call.announced.wait(), self.grace_s)
+        except TimeoutError:
+            log.warning("call=%s: AudioSocket stream never announced; refused", call_id)
+            if not call.announced.is_set() and call.session is None:
+                self._calls.pop(call_id, None)
+            return
+        call.sessions += 1
+        call.session = session
+        first = call.sessions == 1
+        # The first stream of a call is the greeting; a later one is the AI rejoining
+        # after a person had the call, and the event that says why picks the words.
+        prompt, call.pending = ("greeting" if first else call.pending), None
+        if prompt is not None:
+            self._speak(call, prompt)
+        try:
+            async for frame in session.frames():
+                if frame.kind == Kind.DTMF:
+                    await self._on_digit(call, frame.payload.decode(errors="replace"))
+        except ConnectionError:
+            # Asterisk resets the TCP connection when it hangs up the AI leg (the caller
+            # left, or a person took over): the normal end of this stream.
+            log.debug("call=%s: AudioSocket stream reset by Asterisk", call_id)
+        finally:
+            if call.session is session:
+                call.session = None
+                await self._hush(call)
+
+    async def _on_digit(self, call: _Call, digit: str) -> None:
+        await self._post(call.call_id, "transcript",
+                         {"speaker": "caller", "text": f"[pressed {digit}]"})
+        if digit != _PERSON_DIGIT:
+            return
+        await self._hush(call)
+        news = call.handoff_news
+        status = await self._post(
+            call.call_id, "handoff",
+            {"reason": "caller_asked",
+             "summary": "The caller pressed 0 to speak with a person."},
+        )
+        if status == 202 and call.handoff_news == news:
+            self._speak(call, "connecting")
+
+    def _speak(self, call: _Call, name: str) -> None:
+        """Start saying a prompt, cutting off the one in progress (one voice per call)."""
+        previous = call.speaking
+        call.speaking = asyncio.create_task(
+            self._say(call, name, previous), name=f"say {name} call={call.call_id}"
+        )
+
+    async def _say(self, call: _Call, name: str, previous: asyncio.Task[None] | None) -> None:
+        await _settle(call.call_id, previous)
+        session = call.session
+        if session is None:
+            return
+        # Into the transcript first, so it lists what the caller hears in that order.
+        await self._post(call.call_id, "transcript", {"speaker": "ai", "text": PROMPTS[name]})
+        await session.play(self.prompts[name])
+
+    async def _hush(self, call: _Call) -> None:
+        speaking, call.speaking = call.speaking, None
+        await _settle(call.call_id, speaking)
+
+    # ---- control API -------------------------------------------------------------------------
+
+    async def _post(self, call_id: str, action: str, body: Mapping[str, str]) -> int | None:
+        """POST to the control API; the status, or None if Switchboard was unreachable.
+
+        Failures are logged, never raised: a refused transcript line must not cut the
+        caller's audio.
+        """
         assert self._http is not None
         url = f"{self.api_base}/calls/{call_id}/{action}"
         try:
-            async with self._http.post(url, json=body) as resp:
+            async with self._http.post(url, json=dict(body)) as resp:
                 if resp.status >= 400:
                     log.warning("call=%s %s refused: %s %s", call_id, action, resp.status,
                                 await resp.text())
+                return resp.status
         except aiohttp.ClientError as exc:
             log.warning("call=%s %s failed: %s", call_id, action, exc)
+            return None
 
-    async def say(self, session: AudioSocketSession, name: str) -> None:
-        call_id = str(session.stream_id)
-        await self._post(call_id, "transcript", {"speaker": "ai", "text": PROMPTS[name]})
-        await session.play(self.prompts[name])
-
-    async def _converse(self, session: AudioSocketSession) -> None:
-        call_id = str(session.stream_id)
-        self._sessions[call_id] = session
-        speaking = asyncio.create_task(self.say(session, "greeting"))
-        try:
-            async for frame in session.frames():
-                if frame.kind != Kind.DTMF:
-                    continue
-                digit = frame.payload.decode(errors="replace")
-                await self._post(call_id, "transcript", {"speaker": "caller",
-                                                          "text": f"[pressed {digit}]"})
-                if digit == "0":
-                    speaking.cancel()
-                    await self._post(
-                        call_id,
-                        "handoff",
-                        {"reason": "caller_asked",
-                         "summary": "The caller pressed 0 to speak with a person."},
-                    )
-                    speaking = asyncio.create_task(self.say(session, "connecting"))
-        finally:
-            self._sessions.pop(call_id, None)
-            speaking.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await speaking

@@ -54,7 +54,8 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame | None:
         header = await reader.readexactly(3)
         kind, length = struct.unpack(">BH", header)
         payload = await reader.readexactly(length) if length else b""
-    except asyncio.IncompleteReadError:
+    except (asyncio.IncompleteReadError, ConnectionError):
+        # Asterisk hung the leg up (or reset the connection): the stream is over.
         return None
     try:
         return Frame(Kind(kind), payload)
@@ -93,7 +94,7 @@ class AudioSocketSession:
         now = loop()
         self._next_send = max(self._next_send, now)
         for offset in range(0, len(pcm), FRAME_BYTES):
-            if self.closed.is_set():
+            if self.closed.is_set() or self._writer.is_closing():
                 return
             chunk = pcm[offset : offset + FRAME_BYTES].ljust(FRAME_BYTES, b"\0")
             self._writer.write(encode(Kind.AUDIO, chunk))
@@ -102,7 +103,11 @@ class AudioSocketSession:
             if delay > 0:
                 await asyncio.sleep(delay)
             else:
-                await self._writer.drain()
+                try:
+                    await self._writer.drain()
+                except ConnectionError:
+                    self.closed.set()  # the leg is gone; nobody to talk to
+                    return
 
     async def hangup(self) -> None:
         with contextlib.suppress(ConnectionError):

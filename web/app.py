@@ -48,6 +48,9 @@ from pbx.asterisk_config import (
     spec_to_dict,
 )
 from web.ai_api import API_PREFIX, hash_control_token, new_control_token, setup_ai_api
+from web.dashboard.access import Shape, own_auth, public
+from web.dashboard.passwords import Passwords
+from web.dashboard.routes import route_policy, setup_dashboard
 from web.doctor import state_file
 
 log = logging.getLogger(__name__)
@@ -89,6 +92,10 @@ class Controller:
 
     async def end_call(self, call_id: str) -> None:
         await self._control().end_call(call_id)
+
+    # The dashboard's Commands.
+    async def accept(self, handoff_id: int, agent_id: int) -> None:
+        await self._control().accept(handoff_id, agent_id)
 
     def _control(self) -> CallControl:
         if self.control is None:
@@ -151,12 +158,7 @@ async def seed_demo(store: Store) -> dict[str, str]:
     return created
 
 
-def hash_password(password: str) -> str | None:
-    """The dashboard's password hash (argon2), once the dashboard is installed."""
-    try:
-        from web.dashboard.passwords import Passwords  # noqa: PLC0415 - optional part
-    except ImportError:
-        return None
+def hash_password(password: str) -> str:
     return Passwords().hash(password)
 
 
@@ -420,12 +422,6 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def index(request: web.Request) -> web.Response:
-    return web.Response(
-        text="Switchboard is running. The agent dashboard arrives with the agent desk issue.\n"
-    )
-
-
 def build_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=256 * 1024)
     db = create_store_engine(settings.database_url)
@@ -440,8 +436,16 @@ def build_app(settings: Settings) -> web.Application:
         if services.controller.control else 0.0
     )
     app.cleanup_ctx.extend([store_ctx, telephony_ctx, controller_ctx])
-    app.router.add_get("/", index)
+    # Every route is declared in the access policy; one that is not is refused.
+    policy = route_policy(app)
     app.router.add_get("/status", status)
+    policy.declare("GET", "/status", public(Shape.API))
     app.router.add_get("/metrics", metrics)
+    policy.declare("GET", "/metrics", public(Shape.API))
     setup_ai_api(app, store=services.store, commands=services.controller, hub=services.hub)
+    policy.declare_prefix(API_PREFIX, own_auth())  # assistant bearer tokens
+    setup_dashboard(
+        app, store=services.store, hub=services.hub, commands=services.controller,
+        origin=settings.origin, secure_cookies=settings.origin.startswith("https://"),
+    )
     return app

@@ -71,6 +71,12 @@ class AgentsRepo:
     async def set_presence(self, agent_id: int, presence: Presence) -> Agent:
         return await self._update(agent_id, presence=presence)
 
+    async def set_password_hash(self, agent_id: int, password_hash: str | None) -> Agent:
+        return await self._update(agent_id, password_hash=password_hash)
+
+    async def set_role(self, agent_id: int, role: AgentRole) -> Agent:
+        return await self._update(agent_id, role=role)
+
     async def busy_agent_ids(self) -> set[int]:
         """Agents who accepted a handoff that is not over: on, or joining, a call."""
         result = await self._session.scalars(_busy_agent_ids())

@@ -101,7 +101,7 @@ class HandoffsRepo:
         if won is not None:
             await record_transition(
                 self._session, HANDOFF_LIFECYCLE, _ACCEPT_FROM, HandoffEvent.ACCEPT,
-                _ACCEPT_TO, call_id=won.call_id, handoff_id=handoff_id, at=now,
+                _ACCEPT_TO, call_id=won.call_id, handoff_id=handoff_id, at=now, flush=False,
             )
             return won
         lost = (

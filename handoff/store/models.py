@@ -240,3 +240,22 @@ class Transition(Base):
     event: Mapped[str] = mapped_column(sa.String(ENUM_LENGTH))
     to_state: Mapped[str] = mapped_column(sa.String(ENUM_LENGTH))
     at: Mapped[datetime]
+
+
+class DashboardSession(Base):
+    """A signed-in dashboard browser. Deleting the row signs the browser out everywhere:
+    the cookie alone proves nothing once its row is gone (logout, expiry, revocation)."""
+
+    __tablename__ = "dashboard_sessions"
+
+    # SHA-256 of the cookie value, never the value: a copy of this table (a backup, a
+    # replica) holds no session anyone could replay.
+    id_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    agent_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("agents.id", ondelete="CASCADE"), index=True
+    )
+    # The synchronizer token every state-changing request of this session must echo.
+    csrf_token: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -20,6 +20,7 @@ from handoff.store.calls_repo import CallsRepo
 from handoff.store.contacts_repo import ContactsRepo
 from handoff.store.handoffs_repo import HandoffsRepo
 from handoff.store.notes_repo import NotesRepo
+from handoff.store.sessions_repo import SessionsRepo
 from handoff.store.transcripts_repo import TranscriptsRepo
 from handoff.store.transitions import Clock, utc_now
 
@@ -34,6 +35,7 @@ class Transaction:
     transcripts: TranscriptsRepo
     notes: NotesRepo
     audit: AuditRepo
+    sessions: SessionsRepo
 
 
 class Store:
@@ -65,4 +67,5 @@ class Store:
             transcripts=TranscriptsRepo(session, clock),
             notes=NotesRepo(session, clock),
             audit=AuditRepo(session, clock),
+            sessions=SessionsRepo(session, clock),
         )

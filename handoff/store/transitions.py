@@ -80,9 +80,14 @@ async def record_transition(
     call_id: str,
     handoff_id: int | None,
     at: datetime,
+    flush: bool = True,
 ) -> None:
     """Log the transition (the row is already written) and persist it in the same
-    transaction, so the log and the state can never disagree."""
+    transaction, so the log and the state can never disagree.
+
+    ``flush=False`` leaves the INSERT to the next flush or the commit: one database
+    round trip less on a path someone is waiting on (an Accept click).
+    """
     ref = None if handoff_id is None else f"handoff={handoff_id}"
     machine.transition(current, event, call_id=call_id, ref=ref)
     session.add(
@@ -96,4 +101,5 @@ async def record_transition(
             at=at,
         )
     )
-    await session.flush()
+    if flush:
+        await session.flush()

@@ -1,3 +1,4 @@
+from tests.dashboard_fixtures import browsers, served
 from tests.store_fixtures import clock, engine, store, store_url
 
-__all__ = ["clock", "engine", "store", "store_url"]
+__all__ = ["browsers", "clock", "engine", "served", "store", "store_url"]

@@ -1,0 +1,95 @@
+"""The agent desk in a real Chromium: sign in, go on duty, a card arrives over the
+WebSocket, Accept reaches the call controller, a card taken elsewhere disappears."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Page, expect
+
+from tests.dashboard_fixtures import PASSWORD, Served, offer_card
+from web.dashboard import DASHBOARD
+from web.dashboard.hub import CloseCode
+
+pytestmark = pytest.mark.e2e
+
+
+async def sign_in(page: Page, served: Served, login: str) -> None:
+    await page.goto(f"{served.origin}/")
+    await expect(page).to_have_url(f"{served.origin}/login?next=/")
+    await page.fill("#login", login)
+    await page.fill("#password", PASSWORD)
+    await page.click("button[type=submit]")
+    await expect(page).to_have_url(f"{served.origin}/")
+    await expect(page.locator("body")).to_have_attribute("data-live", "yes")
+
+
+async def until(condition: Any, within: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.02)
+
+
+async def test_an_agent_goes_on_duty_sees_a_card_accepts_it_and_a_taken_card_vanishes(
+    page: Page, served: Served, screenshots: Path,
+) -> None:
+    alice, bob = served.people["alice"], served.people["bob"]
+    await sign_in(page, served, "alice")
+
+    await page.check("#duty")
+    await expect(page.locator("body")).to_have_attribute("data-on-duty", "yes")
+    async with served.store.transaction() as tx:
+        assert (await tx.agents.get(alice.id)).on_duty
+
+    first = await offer_card(served.store, served.events, caller_name="Jeanne Martin",
+                             summary="Wants to dispute invoice 2025-114", priority=5)
+    second = await offer_card(served.store, served.events, caller_name="Paul Durand",
+                              caller_number="+33987654321", summary="Moving house")
+    first_card = page.locator(f'li.card[data-handoff-id="{first.id}"]')
+    second_card = page.locator(f'li.card[data-handoff-id="{second.id}"]')
+    await expect(first_card).to_contain_text("Jeanne Martin")
+    await expect(first_card).to_contain_text("Wants to dispute invoice 2025-114")
+    await expect(second_card).to_contain_text("Paul Durand")
+    # Most urgent first.
+    await expect(page.locator("li.card").first).to_have_attribute(
+        "data-handoff-id", str(first.id))
+    await page.screenshot(path=str(screenshots / "desk.png"))
+
+    await first_card.get_by_role("button", name="Accept").click()
+    await until(lambda: served.commands.accepted == [(first.id, alice.id)])
+    await expect(first_card.locator(".status")).to_contain_text("Connecting")
+
+    served.events.publish("cards", {"type": "taken", "handoff_id": second.id,
+                                    "agent_id": bob.id})
+    await expect(second_card).to_have_count(0)
+    await expect(page.locator("#notice")).to_contain_text("Bob took a call")
+
+
+async def test_an_agent_opening_the_admin_page_gets_403(page: Page, served: Served) -> None:
+    await sign_in(page, served, "alice")
+    response = await page.goto(f"{served.origin}/admin")
+    assert response is not None and response.status == 403
+
+
+async def test_a_caller_name_made_of_markup_is_shown_as_text(page: Page, served: Served) -> None:
+    await sign_in(page, served, "alice")
+    evil = '<img src=x onerror="window.pwned=1">'
+    handoff = await offer_card(served.store, served.events, caller_name=evil)
+    card = page.locator(f'li.card[data-handoff-id="{handoff.id}"]')
+    await expect(card.locator(".caller")).to_have_text(evil)
+    assert await card.locator("img").count() == 0
+    assert await page.evaluate("window.pwned === undefined")
+
+
+async def test_the_page_catches_up_after_its_socket_drops(page: Page, served: Served) -> None:
+    await sign_in(page, served, "alice")
+    # Her tab is dropped as a too-slow one would be; the page reconnects with since=.
+    served.app[DASHBOARD].hub.drop_agent(served.people["alice"].id, CloseCode.RESYNC, "test")
+    await expect(page.locator("body")).to_have_attribute("data-live", "no")
+    handoff = await offer_card(served.store, served.events, caller_name="While Away")
+    await expect(page.locator(f'li.card[data-handoff-id="{handoff.id}"]')).to_contain_text(
+        "While Away")

@@ -1,0 +1,87 @@
+"""The agent desk's JSON actions (duty, presence, accept) and its page script."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tests.dashboard_fixtures import Browser, Browsers, Served, offer_card
+from web.dashboard.routes import STATIC_DIR
+
+
+async def signed_in(browsers: Browsers, login: str) -> Browser:
+    browser = browsers()
+    assert (await browser.login(login)).status == 303
+    return browser
+
+
+async def test_going_on_duty_makes_the_agent_available(served: Served,
+                                                       browsers: Browsers) -> None:
+    agent = await signed_in(browsers, "alice")
+    response = await agent.post_json("/api/duty", {"on_duty": True})
+    assert response.status == 200
+    me = (await response.json())["me"]
+    assert (me["on_duty"], me["presence"]) == (True, "available")
+    async with served.store.transaction() as tx:
+        assert [a.login for a in await tx.agents.available()] == ["alice"]
+
+
+async def test_duty_and_presence_refuse_malformed_bodies_with_a_reason(
+    browsers: Browsers,
+) -> None:
+    agent = await signed_in(browsers, "alice")
+    for path, body in (("/api/duty", {"on_duty": "yes"}), ("/api/presence", {"presence": "x"}),
+                       ("/api/duty", ["not", "an", "object"])):
+        response = await agent.post_json(path, body)
+        assert response.status == 400
+        assert (await response.json())["reason"]
+
+
+async def test_accept_hands_the_card_to_the_call_controller(served: Served,
+                                                            browsers: Browsers) -> None:
+    agent = await signed_in(browsers, "alice")
+    await agent.post_json("/api/duty", {"on_duty": True})
+    handoff = await offer_card(served.store, served.events)
+    response = await agent.post_json(f"/api/handoffs/{handoff.id}/accept", {})
+    assert response.status == 200
+    assert served.commands.accepted == [(handoff.id, served.people["alice"].id)]
+
+
+async def test_the_loser_of_an_accept_race_hears_who_took_the_call(
+    served: Served, browsers: Browsers,
+) -> None:
+    alice, bob = await signed_in(browsers, "alice"), await signed_in(browsers, "bob")
+    for agent in (alice, bob):
+        await agent.post_json("/api/duty", {"on_duty": True})
+    handoff = await offer_card(served.store, served.events)
+    assert (await bob.post_json(f"/api/handoffs/{handoff.id}/accept", {})).status == 200
+    lost = await alice.post_json(f"/api/handoffs/{handoff.id}/accept", {})
+    assert lost.status == 409
+    body = await lost.json()
+    assert body["error"] == "already_taken"
+    assert body["taken_by"] == {"id": served.people["bob"].id, "display_name": "Bob"}
+    assert "Bob" in body["reason"]
+
+
+async def test_an_agent_off_duty_cannot_accept(served: Served, browsers: Browsers) -> None:
+    agent = await signed_in(browsers, "alice")
+    handoff = await offer_card(served.store, served.events)
+    response = await agent.post_json(f"/api/handoffs/{handoff.id}/accept", {})
+    assert response.status == 409
+    assert (await response.json())["error"] == "off_duty"
+    assert served.commands.accepted == []
+
+
+def test_the_desk_script_puts_data_on_the_page_as_text_only() -> None:
+    # Caller names and AI summaries are attacker-controlled text (B4, XSS).
+    for script in Path(STATIC_DIR).glob("*.js"):
+        source = script.read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in source, (script.name, sink)
+    assert "createTextNode" in (Path(STATIC_DIR) / "desk.js").read_text()
+
+
+def test_templates_never_switch_autoescape_off() -> None:
+    templates = Path(STATIC_DIR).parent / "templates"
+    for template in templates.glob("*.html"):
+        assert not re.search(r"\|\s*safe|autoescape\s+false", template.read_text()), template

@@ -1,0 +1,234 @@
+"""The dashboards' live channel without sockets: numbering, resume, visibility, and what
+happens to a tab that stops reading (R11). Fake peers with controlled futures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from handoff.agents import AgentRole, Presence
+from handoff.events import EventHub
+from handoff.store import Store
+from tests.dashboard_fixtures import offer_card
+from web.dashboard.board import AgentView, Board, Card, Change
+from web.dashboard.feed import Feed
+from web.dashboard.hub import Client, CloseCode, DashboardHub, HubLimits, Resume
+
+T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def card(handoff_id: int, *, target: int | None = None, priority: int = 0) -> Card:
+    return Card(handoff_id=handoff_id, call_id=f"call-{handoff_id}", caller_number="+3312",
+                caller_name="Jeanne", summary="invoice", reason="caller_request", topic=None,
+                priority=priority, attempt=1, waiting_since=T0, target_agent_id=target)
+
+
+def queued(client: Client) -> list[dict[str, Any]]:
+    messages = []
+    while not client._queue.empty():
+        messages.append(json.loads(client._queue.get_nowait()))
+    return messages
+
+
+def new_hub(**limits: Any) -> DashboardHub:
+    board = Board()
+    board.set_agent(AgentView(1, "alice", "Alice", AgentRole.AGENT, True, Presence.AVAILABLE))
+    return DashboardHub(board, limits=HubLimits(**limits), clock=lambda: T0)
+
+
+def join(hub: DashboardHub, agent_id: int = 1, role: AgentRole = AgentRole.AGENT,
+         resume: Resume | None = None) -> Client:
+    return hub.connect(agent_id=agent_id, role=role, session_hash=f"s{agent_id}",
+                       resume=resume or Resume())
+
+
+class RecordingPeer:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.arrived = asyncio.Event()
+
+    async def send_str(self, data: str) -> None:
+        self.sent.append(json.loads(data))
+        self.arrived.set()
+
+
+class StalledPeer:
+    """A tab whose TCP window is shut: the first frame never leaves."""
+
+    def __init__(self) -> None:
+        self.never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def send_str(self, data: str) -> None:
+        await self.never
+
+
+async def forever() -> None:
+    await asyncio.Event().wait()
+
+
+# ---- snapshot and numbering ------------------------------------------------------------
+
+
+async def test_a_new_tab_gets_a_snapshot_then_numbered_deltas() -> None:
+    hub = new_hub()
+    hub.publish(hub.board.add_card(card(7)))
+    tab = join(hub)
+    hub.publish(hub.board.add_card(card(8)))
+    hub.publish(hub.board.remove_card(7, "taken"))
+    snapshot, *deltas = queued(tab)
+    assert snapshot["type"] == "snapshot"
+    assert snapshot["seq"] == hub.seq - 2
+    assert [c["handoff_id"] for c in snapshot["cards"]] == [7]
+    assert snapshot["me"]["login"] == "alice"
+    assert [(d["seq"], d["op"]) for d in deltas] == [
+        (snapshot["seq"] + 1, "card_added"), (snapshot["seq"] + 2, "card_removed")]
+
+
+async def test_a_reconnecting_tab_gets_only_the_deltas_it_missed() -> None:
+    hub = new_hub()
+    first = join(hub)
+    seen = queued(first)[-1]["seq"]
+    hub.disconnect(first)
+    hub.publish(hub.board.add_card(card(1)))
+    hub.publish(hub.board.add_card(card(2)))
+    again = join(hub, resume=Resume(seen, hub.epoch))
+    resumed, *missed = queued(again)
+    assert resumed == {"type": "resumed", "seq": hub.seq, "epoch": hub.epoch, "replayed": 2}
+    assert [m["card"]["handoff_id"] for m in missed] == [1, 2]
+
+
+async def test_a_tab_too_far_behind_or_from_another_process_gets_a_snapshot() -> None:
+    hub = new_hub(replay=2)
+    for n in range(1, 6):
+        hub.publish(hub.board.add_card(card(n)))
+    behind = join(hub, resume=Resume(1, hub.epoch))
+    other_process = join(hub, resume=Resume(hub.seq, "an-older-epoch"))
+    from_the_future = join(hub, resume=Resume(hub.seq + 10, hub.epoch))
+    for tab in (behind, other_process, from_the_future):
+        (message,) = queued(tab)
+        assert message["type"] == "snapshot"
+        assert len(message["cards"]) == 5
+
+
+async def test_a_card_for_one_agent_reaches_only_that_agent_and_supervisors() -> None:
+    hub = new_hub()
+    alice, bob = join(hub, 1), join(hub, 2)
+    sam = join(hub, 3, AgentRole.SUPERVISOR)
+    hub.publish(hub.board.add_card(card(9, target=1)))
+    assert [m["op"] for m in queued(alice)[1:]] == ["card_added"]
+    assert queued(bob)[1:] == []
+    assert [m["op"] for m in queued(sam)[1:]] == ["card_added"]
+    assert queued(join(hub, 2))[0]["cards"] == []  # nor does a fresh snapshot for bob
+
+
+async def test_snapshot_orders_cards_most_urgent_then_longest_waiting() -> None:
+    hub = new_hub()
+    for handoff_id, priority in ((1, 0), (2, 5), (3, 0)):
+        hub.publish(hub.board.add_card(card(handoff_id, priority=priority)))
+    (snapshot,) = queued(join(hub))
+    assert [c["handoff_id"] for c in snapshot["cards"]] == [2, 1, 3]
+
+
+# ---- slow and stalled tabs (R11) -------------------------------------------------------
+
+
+async def test_a_stalled_tab_is_dropped_and_never_delays_the_others() -> None:
+    hub = new_hub(queue=8, send_timeout_s=30.0)
+    fast_peer, stalled_peer = RecordingPeer(), StalledPeer()
+    fast, stalled = join(hub, 1), join(hub, 2)
+    serving = [asyncio.create_task(fast.serve(fast_peer, forever(), 30.0)),
+               asyncio.create_task(stalled.serve(stalled_peer, forever(), 30.0))]
+    await asyncio.sleep(0)  # both writers take their snapshot; the stalled one hangs on it
+    # publish() is synchronous: it cannot wait for any socket, stalled or not. Between
+    # two domain events the loop turns (the feed reads the store), and healthy writers
+    # drain their queues then.
+    for n in range(50):
+        hub.publish([Change("card_added", {"card": card(n).to_json()})])
+        await asyncio.sleep(0)
+    assert stalled not in hub.clients
+    assert stalled.close_code == CloseCode.RESYNC
+    await asyncio.wait_for(serving[1], 1.0)  # its handler ends and closes the socket
+
+    async def fast_has_everything() -> None:
+        while len(fast_peer.sent) < 51:
+            fast_peer.arrived.clear()
+            await fast_peer.arrived.wait()
+
+    await asyncio.wait_for(fast_has_everything(), 1.0)
+    assert [m["seq"] for m in fast_peer.sent[1:]] == list(range(1, 51))
+    fast.stop(CloseCode.GOING_AWAY, "")
+    await asyncio.wait_for(serving[0], 1.0)
+
+
+async def test_a_tab_whose_socket_takes_no_frame_within_the_send_timeout_is_dropped() -> None:
+    hub = new_hub(send_timeout_s=0.05)
+    tab = join(hub)
+    await asyncio.wait_for(tab.serve(StalledPeer(), forever(), 0.05), 1.0)
+    assert tab.close_code == CloseCode.RESYNC
+
+
+async def test_signing_out_closes_that_sessions_tabs_only() -> None:
+    hub = new_hub()
+    mine, other = join(hub, 1), join(hub, 2)
+    assert hub.drop_session("s1") == 1
+    assert mine.close_code == CloseCode.SIGNED_OUT and mine.stopped
+    assert not other.stopped
+
+
+# ---- the feed from the domain ----------------------------------------------------------
+
+
+async def test_the_feed_builds_cards_from_the_store_and_follows_the_controllers_events(
+    store: Store,
+) -> None:
+    events, board = EventHub(), Board()
+    sent: list[Change] = []
+    async with store.transaction() as tx:
+        winner = await tx.agents.create(login="bob", display_name="Bob", sip_user="sb-bob",
+                                        sip_password="x")
+    before = await offer_card(store, events, caller_name="Early Caller", publish=False)
+    feed = Feed(store, events, board, sent.extend)
+    ready = asyncio.Event()
+    running = asyncio.create_task(feed.run(ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 5.0)
+        assert list(board.cards) == [before.id]  # offered before we started: reconciled
+        live = await offer_card(store, events, caller_name="Late Caller", priority=5)
+        await _until(lambda: live.id in board.cards)
+        assert board.cards[live.id].caller_name == "Late Caller"
+        assert board.cards[live.id].summary == "Disputes an invoice"
+        events.publish("cards", {"type": "taken", "handoff_id": live.id,
+                                 "agent_id": winner.id})
+        await _until(lambda: live.id not in board.cards)
+        removed = [c for c in sent if c.op == "card_removed"]
+        assert removed[-1].body["taken_by"] == {"id": winner.id, "display_name": "Bob"}
+        events.publish("cards", {"type": "call_ended", "call_id": before.call_id})
+        await _until(lambda: board.cards == {})
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_bad_event_is_logged_and_the_feed_goes_on(store: Store) -> None:
+    events, board = EventHub(), Board()
+    feed = Feed(store, events, board, lambda _changes: None)
+    ready = asyncio.Event()
+    running = asyncio.create_task(feed.run(ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 5.0)
+        events.publish("cards", {"type": "offered"})  # no handoff id
+        events.publish("cards", {"type": "offered", "handoff_id": 424242})  # no such row
+        handoff = await offer_card(store, events)
+        await _until(lambda: handoff.id in board.cards)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def _until(condition: Any, within: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never became true"
+        await asyncio.sleep(0.01)

@@ -1,0 +1,168 @@
+"""The dashboard WebSocket over a real socket: handshake checks (R20), snapshot and
+numbered deltas, resume with since=, sign-out closing the socket, message floods (R23)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.dashboard_fixtures import Browser, Browsers, Served, offer_card
+from web.dashboard import DASHBOARD
+from web.dashboard.hub import CloseCode, revalidate_forever
+
+
+async def signed_in(browsers: Browsers, login: str) -> Browser:
+    browser = browsers()
+    assert (await browser.login(login)).status == 303
+    return browser
+
+
+def socket(browser: Browser, served: Served, query: str = "",
+           origin: str | None = None) -> Any:
+    return browser.http.ws_connect(f"/ws{query}", headers={"Origin": origin or served.origin},
+                                   heartbeat=None)
+
+
+async def next_message(ws: aiohttp.ClientWebSocketResponse, op: str | None = None
+                       ) -> dict[str, Any]:
+    while True:
+        message: dict[str, Any] = await ws.receive_json(timeout=5)
+        if op is None or message.get("op") == op:
+            return message
+
+
+async def until(condition: Any, within: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+
+
+async def test_a_handshake_without_a_session_is_refused_with_401(
+    served: Served, browsers: Browsers,
+) -> None:
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        async with socket(browsers(), served):
+            pass
+    assert refused.value.status == 401
+
+
+@pytest.mark.parametrize("origin", ["https://evil.example", "http://127.0.0.1:1", "null"])
+async def test_a_handshake_from_another_origin_is_refused_with_403_before_upgrade(
+    origin: str, served: Served, browsers: Browsers,
+) -> None:
+    agent = await signed_in(browsers, "alice")
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        async with socket(agent, served, origin=origin):
+            pass
+    assert refused.value.status == 403
+
+
+async def test_a_tab_gets_a_snapshot_then_numbered_deltas_as_cards_come_and_go(
+    served: Served, browsers: Browsers,
+) -> None:
+    agent = await signed_in(browsers, "alice")
+    async with socket(agent, served) as ws:
+        snapshot = await next_message(ws)
+        assert snapshot["type"] == "snapshot"
+        assert snapshot["cards"] == []
+        assert snapshot["me"]["login"] == "alice"
+        handoff = await offer_card(served.store, served.events, caller_name="Jeanne Martin")
+        added = await next_message(ws, "card_added")
+        assert added["seq"] > snapshot["seq"]
+        assert added["card"] | {"waiting_since": None} == {
+            "handoff_id": handoff.id, "call_id": handoff.call_id,
+            "caller_number": "+33123456789", "caller_name": "Jeanne Martin",
+            "summary": "Disputes an invoice", "reason": "caller_request", "topic": "billing",
+            "priority": 0, "attempt": 1, "waiting_since": None, "targeted": False,
+        }
+        served.events.publish("cards", {"type": "taken", "handoff_id": handoff.id,
+                                        "agent_id": served.people["bob"].id})
+        removed = await next_message(ws, "card_removed")
+        assert removed["seq"] > added["seq"]
+        assert removed["taken_by"] == {"id": served.people["bob"].id, "display_name": "Bob"}
+
+
+async def test_a_reconnecting_tab_resumes_with_since_or_gets_a_fresh_snapshot(
+    served: Served, browsers: Browsers,
+) -> None:
+    agent = await signed_in(browsers, "alice")
+    async with socket(agent, served) as ws:
+        snapshot = await next_message(ws)
+    board = served.app[DASHBOARD].board
+    handoff = await offer_card(served.store, served.events)
+    await until(lambda: handoff.id in board.cards)
+    query = f"?since={snapshot['seq']}&epoch={snapshot['epoch']}"
+    async with socket(agent, served, query) as ws:
+        resumed = await next_message(ws)
+        missed = await next_message(ws)
+    assert resumed["type"] == "resumed"
+    assert missed["op"] == "card_added"
+    assert missed["card"]["handoff_id"] == handoff.id
+    async with socket(agent, served, "?since=0&epoch=from-a-previous-run") as ws:
+        fresh = await next_message(ws)
+    assert fresh["type"] == "snapshot"
+    assert [c["handoff_id"] for c in fresh["cards"]] == [handoff.id]
+
+
+async def test_signing_out_closes_the_open_socket_of_that_session(
+    served: Served, browsers: Browsers,
+) -> None:
+    agent = await signed_in(browsers, "alice")
+    async with socket(agent, served) as ws:
+        await next_message(ws)
+        async with agent.http.post("/logout", data={"csrf_token": agent.csrf},
+                                   allow_redirects=False) as response:
+            assert response.status == 303
+        closing = await ws.receive(timeout=5)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert ws.close_code == CloseCode.SIGNED_OUT
+
+
+async def test_a_session_deleted_elsewhere_closes_its_socket_at_the_next_check(
+    browsers: Browsers, served: Served,
+) -> None:
+    agent = await signed_in(browsers, "alice")
+    dashboard = served.app[DASHBOARD]
+    async with socket(agent, served) as ws:
+        await next_message(ws)
+        # Another process signed her out (or an admin revoked her): only the row is gone.
+        async with served.store.transaction() as tx:
+            await tx.sessions.delete_for_agent(served.people["alice"].id)
+        sweep = asyncio.create_task(
+            revalidate_forever(dashboard.hub, dashboard.sessions.still_live, every_s=0.01)
+        )
+        try:
+            await ws.receive(timeout=5)
+        finally:
+            sweep.cancel()
+            await asyncio.gather(sweep, return_exceptions=True)
+        assert ws.close_code == CloseCode.SIGNED_OUT
+
+
+async def test_a_tab_flooding_the_socket_is_closed(served: Served, browsers: Browsers) -> None:
+    agent = await signed_in(browsers, "alice")
+    async with socket(agent, served) as ws:
+        await next_message(ws)
+        for _ in range(50):
+            await ws.send_str("x")
+        while not ws.closed:
+            message = await ws.receive(timeout=5)
+            if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                break
+        assert ws.close_code == CloseCode.POLICY
+
+
+async def test_an_oversized_frame_closes_the_socket(served: Served, browsers: Browsers) -> None:
+    agent = await signed_in(browsers, "alice")
+    async with socket(agent, served) as ws:
+        await next_message(ws)
+        await ws.send_str("x" * 100_000)
+        while not ws.closed:
+            message = await ws.receive(timeout=5)
+            if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                break
+        assert ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG

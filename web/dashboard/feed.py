@@ -1,0 +1,159 @@
+"""From the domain's events to board changes.
+
+The controller publishes thin events on the EventHub ("offered" carries only the
+handoff and call ids); the feed reads the rest from the store, so a card shows the
+same caller, summary and priority whether it arrived live or in a snapshot built after
+a restart. Events are handled one at a time in the order published, so a "taken" can
+never overtake the "offered" of the same card.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from handoff.events import Event, EventHub
+from handoff.handoffs import HandoffState
+from handoff.store import NotFound, Store, Transaction
+from handoff.store.models import Handoff
+from web.dashboard.board import AgentView, Board, Card, Change
+
+log = logging.getLogger(__name__)
+
+CARDS_TOPIC = "cards"
+# Published by the dashboard itself when an agent's duty or presence changes, so every
+# process serving dashboards (and, later, the routing policy) hears of it.
+AGENTS_TOPIC = "agents"
+
+# A handler slower than this is logged: the feed is sequential, so a slow database
+# read delays every later card on every dashboard.
+LATENCY_BUDGET_S = 0.25
+
+Publish = Callable[[list[Change]], None]
+Handler = Callable[[Event], Awaitable[list[Change]]]
+
+
+async def card_for(tx: Transaction, handoff: Handoff) -> Card:
+    call = await tx.calls.get(handoff.call_id)
+    contact_name = await tx.contacts.name_for(call.caller_number)
+    # A re-offered attempt (the agent's leg failed) keeps the first attempt's time: the
+    # caller has been waiting since then, and the card must not jump back in the queue.
+    first = handoff
+    for earlier in reversed(await tx.handoffs.for_call(handoff.call_id)):
+        if earlier.id > first.id:
+            continue
+        first = earlier
+        if earlier.attempt == 1:
+            break
+    return Card.of(handoff, call, contact_name=contact_name, waiting_since=first.requested_at)
+
+
+async def current_state(store: Store) -> tuple[list[Card], list[AgentView]]:
+    async with store.transaction() as tx:
+        cards = [await card_for(tx, handoff) for handoff in await tx.handoffs.offered()]
+        agents = [AgentView.of(agent) for agent in await tx.agents.all()]
+    return cards, agents
+
+
+class Feed:
+    def __init__(self, store: Store, events: EventHub, board: Board, publish: Publish) -> None:
+        self._store = store
+        self._events = events
+        self._board = board
+        self._publish = publish
+        self._handlers: Mapping[str, Handler] = {
+            "offered": self._offered,
+            "withdrawn": self._withdrawn,
+            "taken": self._taken,
+            "call_ended": self._call_ended,
+            "agent_changed": self._agent_changed,
+        }
+
+    async def reconcile(self) -> None:
+        """Bring the board in line with the store (at start, and after missed events)."""
+        cards, agents = await current_state(self._store)
+        self._publish(self._board.replace(cards, agents))
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        async with self._events.subscribe(CARDS_TOPIC, AGENTS_TOPIC) as sub:
+            # Subscribed first, then loaded: an event published in between is applied
+            # on top of the loaded state (every handler is idempotent), never lost.
+            await self.reconcile()
+            if ready is not None:
+                ready.set()
+            seen_dropped = 0
+            while True:
+                event = await sub.get()
+                if sub.dropped != seen_dropped:
+                    # The hub discarded events we were too slow to take: our picture
+                    # has holes, so rebuild it from the store instead of guessing.
+                    log.warning("dashboard feed lost %d events; reconciling",
+                                sub.dropped - seen_dropped)
+                    seen_dropped = sub.dropped
+                    await self._guarded(self.reconcile, event)
+                await self._guarded(functools.partial(self._apply, event), event)
+
+    async def _guarded(self, step: Callable[[], Awaitable[None]], event: Event) -> None:
+        # One bad event (a row deleted under us, a malformed payload) is logged and
+        # skipped; the feed goes on serving every other card.
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            await step()
+        except Exception:
+            log.exception("dashboard feed could not apply %r", event)
+        elapsed = loop.time() - started
+        if elapsed > LATENCY_BUDGET_S:
+            log.warning("dashboard feed: %s took %.0f ms (budget %.0f ms)",
+                        event.get("type"), elapsed * 1000, LATENCY_BUDGET_S * 1000)
+
+    async def _apply(self, event: Event) -> None:
+        handler = self._handlers.get(str(event.get("type")))
+        if handler is None:
+            return
+        self._publish(await handler(event))
+
+    async def _offered(self, event: Event) -> list[Change]:
+        handoff_id = int(event["handoff_id"])
+        async with self._store.transaction() as tx:
+            try:
+                handoff = await tx.handoffs.get(handoff_id)
+            except NotFound:
+                return []
+            if handoff.state is not HandoffState.OFFERED:
+                # Accepted or withdrawn before we got here; its own event follows.
+                return []
+            card = await card_for(tx, handoff)
+        return self._board.add_card(card)
+
+    async def _withdrawn(self, event: Event) -> list[Change]:
+        return self._board.remove_card(int(event["handoff_id"]), str(event.get("reason", "")))
+
+    async def _taken(self, event: Event) -> list[Change]:
+        agent_id = int(event["agent_id"])
+        taken_by = self._board.agents.get(agent_id) or await self._load_agent(agent_id)
+        return self._board.remove_card(int(event["handoff_id"]), "taken", taken_by=taken_by)
+
+    async def _call_ended(self, event: Event) -> list[Change]:
+        changes: list[Change] = []
+        for handoff_id in self._board.cards_of_call(str(event["call_id"])):
+            changes += self._board.remove_card(handoff_id, "call_ended")
+        return changes
+
+    async def _agent_changed(self, event: Event) -> list[Change]:
+        agent = await self._load_agent(int(event["agent_id"]))
+        return [] if agent is None else self._board.set_agent(agent)
+
+    async def _load_agent(self, agent_id: int) -> AgentView | None:
+        async with self._store.transaction() as tx:
+            try:
+                return AgentView.of(await tx.agents.get(agent_id))
+            except NotFound:
+                return None
+
+
+def agent_changed_event(agent_id: int) -> dict[str, Any]:
+    return {"type": "agent_changed", "agent_id": agent_id}

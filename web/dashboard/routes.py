@@ -1,0 +1,192 @@
+"""The dashboard's route table and its wiring into the application.
+
+Routes are registered *from* the table, so a dashboard route cannot exist without its
+access rule; the guard middleware refuses any other route of the app that nobody
+declared in the shared RoutePolicy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import jinja2
+from aiohttp import hdrs, web
+
+from handoff.agents import AgentRole
+from handoff.events import EventHub
+from handoff.store import Store
+from web.dashboard import views
+from web.dashboard.access import RoutePolicy, Rule, Shape, public, signed_in
+from web.dashboard.board import Board
+from web.dashboard.feed import Feed
+from web.dashboard.guard import add_security_headers, guard
+from web.dashboard.hub import DashboardHub, revalidate_forever
+from web.dashboard.passwords import Passwords
+from web.dashboard.ratelimit import LoginThrottle
+from web.dashboard.sessions import Cookies, Sessions
+from web.dashboard.typedefs import (
+    DASHBOARD,
+    ROUTE_POLICY,
+    Commands,
+    Dashboard,
+    DashboardOptions,
+)
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent.parent
+TEMPLATES_DIR = WEB_DIR / "templates"
+STATIC_DIR = WEB_DIR / "static"
+STATIC_PREFIX = "/static"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+AGENT, SUPERVISOR, ADMIN = AgentRole.AGENT, AgentRole.SUPERVISOR, AgentRole.ADMIN
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    rule: Rule
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/login", views.login_page, public()),
+    # Public, but throttled and protected by its own login-CSRF token (views.login).
+    Route("POST", "/login", views.login, public()),
+    Route("POST", "/logout", views.logout, signed_in(AGENT, Shape.PAGE)),
+    Route("GET", "/", views.desk_page, signed_in(AGENT, Shape.PAGE)),
+    Route("GET", "/supervisor", views.supervisor_page, signed_in(SUPERVISOR, Shape.PAGE)),
+    Route("GET", "/admin", views.admin_page, signed_in(ADMIN, Shape.PAGE)),
+    Route("GET", "/ws", views.live_updates, signed_in(AGENT, Shape.WEBSOCKET)),
+    Route("POST", "/api/duty", views.set_duty, signed_in(AGENT)),
+    Route("POST", "/api/presence", views.set_presence, signed_in(AGENT)),
+    Route("POST", r"/api/handoffs/{handoff_id:\d+}/accept", views.accept_handoff,
+          signed_in(AGENT)),
+    Route("POST", r"/api/admin/agents/{agent_id:\d+}/role", views.set_role, signed_in(ADMIN)),
+)
+STATIC_RULE = public(Shape.API)
+
+
+def route_policy(app: web.Application) -> RoutePolicy:
+    """The app's policy, created on first use so the composition root may declare its
+    own routes before or after setup_dashboard."""
+    if ROUTE_POLICY not in app:
+        app[ROUTE_POLICY] = RoutePolicy()
+    return app[ROUTE_POLICY]
+
+
+def check_origin(origin: str) -> str:
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") \
+            or parts.query or parts.fragment:
+        raise ValueError(
+            f"server.public_origin must look like https://desk.example.com[:port], "
+            f"got {origin!r}"
+        )
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def setup_dashboard(
+    app: web.Application,
+    *,
+    store: Store,
+    hub: EventHub,
+    commands: Commands,
+    origin: str,
+    secure_cookies: bool,
+    options: DashboardOptions | None = None,
+) -> None:
+    """Add the agent dashboard (pages, JSON API, live WebSocket) to `app`.
+
+    `origin` is the browser origin the dashboard is served from (scheme://host:port);
+    WebSocket handshakes and state-changing requests from any other origin are refused.
+    `secure_cookies` must be true whenever the dashboard is reached over https.
+    """
+    options = options or DashboardOptions()
+    origin = check_origin(origin)
+    if origin.startswith("https://") and not secure_cookies:
+        raise ValueError("the dashboard is served over https: secure_cookies must be true")
+    board = Board()
+    dashboard = Dashboard(
+        store=store,
+        events=hub,
+        commands=commands,
+        origin=origin,
+        cookies=Cookies(secure=secure_cookies),
+        options=options,
+        sessions=Sessions(store, times=options.sessions, clock=options.clock),
+        passwords=options.passwords or Passwords(),
+        throttle=LoginThrottle(failures=options.login_failures,
+                               window_s=options.login_window_s),
+        board=board,
+        hub=DashboardHub(board, limits=options.hub, clock=options.clock),
+        templates=jinja2.Environment(
+            loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        ),
+    )
+    app[DASHBOARD] = dashboard
+    policy = route_policy(app)
+    for route in ROUTES:
+        added = app.router.add_route(route.method, route.path, route.handler)
+        # The policy is keyed by the canonical pattern ("/api/handoffs/{handoff_id}/
+        # accept", without the regex), the form the middleware sees for a matched route.
+        assert added.resource is not None
+        policy.declare(route.method, added.resource.canonical, route.rule)
+    policy.declare(hdrs.METH_GET, STATIC_PREFIX, STATIC_RULE)
+    app.router.add_static(STATIC_PREFIX + "/", STATIC_DIR, follow_symlinks=False)
+    app.middlewares.append(guard)
+    app.on_response_prepare.append(add_security_headers)
+    app.cleanup_ctx.append(_dashboard_ctx)
+    app.on_shutdown.append(_close_sockets)
+
+
+async def _dashboard_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The feed from the domain's events and the session sweep live as long as the app."""
+    dashboard = app[DASHBOARD]
+    feed = Feed(dashboard.store, dashboard.events, dashboard.board, dashboard.hub.publish)
+    ready = asyncio.Event()
+    tasks = [
+        asyncio.create_task(feed.run(ready), name="dashboard feed"),
+        asyncio.create_task(
+            revalidate_forever(dashboard.hub, dashboard.sessions.still_live,
+                               every_s=dashboard.options.revalidate_every_s,
+                               purge=dashboard.sessions.purge_expired),
+            name="dashboard session sweep",
+        ),
+    ]
+    # Serve only once the board holds what the store has: the first snapshot a tab
+    # gets must already show the cards on offer.
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait([waiter, tasks[0]], return_when=asyncio.FIRST_COMPLETED)
+    if not ready.is_set():
+        waiter.cancel()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, waiter, return_exceptions=True)
+        tasks[0].result()  # re-raises why the feed could not start
+    try:
+        yield
+    finally:
+        dashboard.hub.close_all()
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for task, result in zip(tasks, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("%s ended with %r", task.get_name(), result)
+
+
+async def _close_sockets(app: web.Application) -> None:
+    # Before aiohttp waits for handlers to finish: each socket's handler then closes
+    # its WebSocket with "going away", and the page reconnects to the next process.
+    app[DASHBOARD].hub.close_all()

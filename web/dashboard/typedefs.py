@@ -1,0 +1,76 @@
+"""The dashboard's dependencies and app-scoped objects, typed in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+import jinja2
+from aiohttp import web
+
+from handoff.events import EventHub
+from handoff.store import Store
+from handoff.store.transitions import utc_now
+from web.dashboard.access import RoutePolicy
+from web.dashboard.board import Board
+from web.dashboard.hub import DashboardHub, HubLimits
+from web.dashboard.passwords import Passwords
+from web.dashboard.ratelimit import LoginThrottle
+from web.dashboard.sessions import Cookies, Sessions, SessionTimes, Viewer
+
+
+class Commands(Protocol):
+    """What the dashboard asks of the call controller (handoff.call_control.CallControl).
+
+    `accept` raises handoff.store.AlreadyTaken (with `.taken_by`) when another agent won,
+    NotOfferable when the card was withdrawn or is targeted at someone else, NotFound
+    when the handoff or its call is gone.
+    """
+
+    async def accept(self, handoff_id: int, agent_id: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class DashboardOptions:
+    sessions: SessionTimes = field(default_factory=SessionTimes)
+    hub: HubLimits = field(default_factory=HubLimits)
+    login_failures: int = 5
+    login_window_s: float = 300.0
+    # How often open sockets are checked against the session table.
+    revalidate_every_s: float = 30.0
+    # Server-side WebSocket ping; a tab that misses the pong is closed, so a laptop
+    # lid shut mid-shift does not leave a ghost subscriber behind.
+    heartbeat_s: float = 20.0
+    # The page sends next to nothing: a large frame is an attack or a bug.
+    ws_max_message_bytes: int = 4096
+    # Messages a tab may send per 10 s before it is closed (it needs none today).
+    ws_messages_per_10s: int = 20
+    passwords: Passwords | None = None
+    clock: Callable[[], datetime] = utc_now
+
+
+@dataclass
+class Dashboard:
+    """Everything the dashboard's handlers use, built once by setup_dashboard."""
+
+    store: Store
+    events: EventHub
+    commands: Commands
+    origin: str
+    cookies: Cookies
+    options: DashboardOptions
+    sessions: Sessions
+    passwords: Passwords
+    throttle: LoginThrottle
+    board: Board
+    hub: DashboardHub
+    templates: jinja2.Environment
+
+
+DASHBOARD = web.AppKey("dashboard", Dashboard)
+# Shared with the composition root: its own routes (status, metrics, the AI API) are
+# declared here too, so the access middleware covers the whole application.
+ROUTE_POLICY = web.AppKey("route_policy", RoutePolicy)
+VIEWER = web.RequestKey("viewer", Viewer)

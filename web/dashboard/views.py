@@ -1,0 +1,327 @@
+"""Dashboard handlers: sign-in, the agent desk, duty, presence, accept, admin, the socket.
+
+Access is already decided by the guard middleware when a handler runs; handlers only
+do their own work and say why when they refuse (4xx JSON with a reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from handoff.agents import AgentRole, Presence
+from handoff.call_control import AgentUnreachable, CallStateConflict
+from handoff.store import AlreadyTaken, NotFound, NotOfferable
+from web.dashboard.board import AgentView
+from web.dashboard.feed import AGENTS_TOPIC, agent_changed_event
+from web.dashboard.guard import CSRF_FIELD, json_error
+from web.dashboard.hub import Client, CloseCode, Resume
+from web.dashboard.ratelimit import address_key, login_key
+from web.dashboard.sessions import Viewer, new_token, tokens_match
+from web.dashboard.typedefs import DASHBOARD, VIEWER, Dashboard
+
+log = logging.getLogger(__name__)
+
+# Longest a close handshake with a tab may take before its connection is cut.
+CLOSE_TIMEOUT_S = 2.0
+MAX_LOGIN_LENGTH = 64
+
+
+def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+    dashboard = request.app[DASHBOARD]
+    html = dashboard.templates.get_template(template).render(
+        viewer=request.get(VIEWER), csrf_field=CSRF_FIELD, **context
+    )
+    return web.Response(status=status, text=html, content_type="text/html")
+
+
+def see_other(location: str) -> web.Response:
+    # Returned, not raised: aiohttp 4 drops the Response side of HTTP exceptions, and
+    # these redirects carry cookies.
+    return web.Response(status=303, headers={"Location": location})
+
+
+def safe_next(target: str | None) -> str:
+    """Only a path on this site: never `//evil.example` or `https://...` (open redirect)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text='{"error": "bad_json", "reason": "the body is not JSON"}',
+            content_type="application/json",
+        ) from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(
+            text='{"error": "bad_json", "reason": "the body is not a JSON object"}',
+            content_type="application/json",
+        )
+    return body
+
+
+# ---- sign-in ---------------------------------------------------------------------------
+
+
+async def login_page(request: web.Request) -> web.Response:
+    if request.get(VIEWER) is not None:
+        return see_other(safe_next(request.query.get("next")))
+    return _login_form(request)
+
+
+def _login_form(request: web.Request, *, status: int = 200, error: str = "",
+                login: str = "", retry_after: int | None = None) -> web.Response:
+    dashboard = request.app[DASHBOARD]
+    # Login CSRF: the form carries a token that must match a cookie set with it, so
+    # another site cannot sign this browser in as the attacker's account.
+    token = new_token()
+    response = render(request, "login.html", status=status, error=error, login=login,
+                      login_token=token, next=safe_next(request.query.get("next")))
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    dashboard.cookies.set(response, dashboard.cookies.login, token)
+    return response
+
+
+async def login(request: web.Request) -> web.Response:
+    dashboard = request.app[DASHBOARD]
+    form = await request.post()
+    login_name, password, token, next_path = (
+        value if isinstance(value := form.get(name), str) else ""
+        for name in ("login", "password", CSRF_FIELD, "next")
+    )
+    login_name = login_name.strip()[:MAX_LOGIN_LENGTH]
+    if not tokens_match(request.cookies.get(dashboard.cookies.login, ""), token or None):
+        return _login_form(request, status=403, error="The form expired; please sign in again.",
+                           login=login_name)
+    keys = (login_key(login_name), address_key(request.remote))
+    retry_after = dashboard.throttle.retry_after(*keys)
+    if retry_after is not None:
+        # Refused before the password is checked: guessing on does not even cost us a hash.
+        return _login_form(request, status=429, login=login_name, retry_after=retry_after,
+                           error=f"Too many failed sign-ins. Try again in {retry_after} s.")
+    async with dashboard.store.transaction() as tx:
+        agent = await tx.agents.by_login(login_name) if login_name else None
+    verdict = await dashboard.passwords.verify(agent.password_hash if agent else None, password)
+    if agent is None or not verdict.ok:
+        dashboard.throttle.failed(*keys)
+        async with dashboard.store.transaction() as tx:
+            await tx.audit.record(login_name or "-", "login_failed", "dashboard",
+                                  {"address": request.remote or ""})
+        return _login_form(request, status=401, error="Wrong login or password.",
+                           login=login_name)
+    dashboard.throttle.succeeded(login_key(login_name))
+    token, _ = await dashboard.sessions.start(
+        agent.id, replacing=request.cookies.get(dashboard.cookies.session)
+    )
+    async with dashboard.store.transaction() as tx:
+        if verdict.needs_rehash:
+            await tx.agents.set_password_hash(agent.id, dashboard.passwords.hash(password))
+        await tx.audit.record(agent.login, "login", f"agent:{agent.id}",
+                              {"address": request.remote or ""})
+    log.info("agent %s signed in to the dashboard", agent.login)
+    response = see_other(safe_next(next_path))
+    dashboard.cookies.set(response, dashboard.cookies.session, token)
+    dashboard.cookies.clear(response, dashboard.cookies.login)
+    return response
+
+
+async def logout(request: web.Request) -> web.Response:
+    dashboard, viewer = request.app[DASHBOARD], request[VIEWER]
+    others = await dashboard.sessions.end(viewer.session_hash)
+    dashboard.hub.drop_session(viewer.session_hash)
+    async with dashboard.store.transaction() as tx:
+        await tx.audit.record(viewer.login, "logout", f"agent:{viewer.agent_id}")
+        if others == 0 and viewer.on_duty:
+            # Signed out everywhere: no card may be offered to a desk nobody sits at.
+            await tx.agents.set_duty(viewer.agent_id, False)
+            await tx.agents.set_presence(viewer.agent_id, Presence.OFFLINE)
+            await tx.audit.record(viewer.login, "duty_change", f"agent:{viewer.agent_id}",
+                                  {"on_duty": False, "why": "signed out"})
+    dashboard.events.publish(AGENTS_TOPIC, agent_changed_event(viewer.agent_id))
+    response = see_other("/login")
+    dashboard.cookies.clear(response, dashboard.cookies.session)
+    return response
+
+
+# ---- pages -----------------------------------------------------------------------------
+
+
+async def desk_page(request: web.Request) -> web.Response:
+    return render(request, "desk.html", presences=[p.value for p in Presence])
+
+
+async def supervisor_page(request: web.Request) -> web.Response:
+    return render(request, "supervisor.html")
+
+
+async def admin_page(request: web.Request) -> web.Response:
+    dashboard = request.app[DASHBOARD]
+    async with dashboard.store.transaction() as tx:
+        agents = [AgentView.of(agent) for agent in await tx.agents.all()]
+    return render(request, "admin.html", agents=agents, roles=[r.value for r in AgentRole])
+
+
+# ---- agent actions ---------------------------------------------------------------------
+
+
+async def set_duty(request: web.Request) -> web.Response:
+    dashboard, viewer = request.app[DASHBOARD], request[VIEWER]
+    on_duty = (await json_body(request)).get("on_duty")
+    if not isinstance(on_duty, bool):
+        return json_error(400, "bad_request", "on_duty must be true or false")
+    async with dashboard.store.transaction() as tx:
+        agent = await tx.agents.set_duty(viewer.agent_id, on_duty)
+        if on_duty and agent.presence is Presence.OFFLINE:
+            # Coming on duty means reachable; routing only offers cards to AVAILABLE.
+            agent = await tx.agents.set_presence(viewer.agent_id, Presence.AVAILABLE)
+        await tx.audit.record(viewer.login, "duty_change", f"agent:{viewer.agent_id}",
+                              {"on_duty": on_duty})
+    dashboard.events.publish(AGENTS_TOPIC, agent_changed_event(viewer.agent_id))
+    return web.json_response({"me": AgentView.of(agent).to_json()})
+
+
+async def set_presence(request: web.Request) -> web.Response:
+    dashboard, viewer = request.app[DASHBOARD], request[VIEWER]
+    value = (await json_body(request)).get("presence")
+    try:
+        presence = Presence(str(value))
+    except ValueError:
+        choices = ", ".join(p.value for p in Presence)
+        return json_error(400, "bad_request", f"presence is one of {choices}")
+    async with dashboard.store.transaction() as tx:
+        agent = await tx.agents.set_presence(viewer.agent_id, presence)
+        await tx.audit.record(viewer.login, "presence_change", f"agent:{viewer.agent_id}",
+                              {"presence": presence.value})
+    dashboard.events.publish(AGENTS_TOPIC, agent_changed_event(viewer.agent_id))
+    return web.json_response({"me": AgentView.of(agent).to_json()})
+
+
+async def accept_handoff(request: web.Request) -> web.Response:
+    dashboard, viewer = request.app[DASHBOARD], request[VIEWER]
+    handoff_id = int(request.match_info["handoff_id"])
+    if not viewer.on_duty:
+        return json_error(409, "off_duty", "go on duty before accepting calls")
+    try:
+        await dashboard.commands.accept(handoff_id, viewer.agent_id)
+    except AlreadyTaken as exc:
+        winner = await _agent_view(dashboard, exc.taken_by)
+        name = winner.display_name if winner else f"agent {exc.taken_by}"
+        return json_error(409, "already_taken", f"{name} already took this call",
+                          taken_by={"id": exc.taken_by, "display_name": name})
+    except NotOfferable as exc:
+        return json_error(409, "not_offerable", f"this card is {exc.state.value}",
+                          state=exc.state.value)
+    except NotFound:
+        return json_error(404, "not_found", "no such handoff, or its call has ended")
+    except CallStateConflict as exc:
+        return json_error(409, "call_not_live", str(exc))
+    except AgentUnreachable:
+        # The accept was rolled back, so the card is still on offer for the others.
+        return json_error(409, "phone_unreachable",
+                          "your phone could not be reached; is the softphone registered?")
+    log.info("agent %s accepted handoff %s", viewer.login, handoff_id)
+    return web.json_response({"accepted": handoff_id})
+
+
+async def _agent_view(dashboard: Dashboard, agent_id: int) -> AgentView | None:
+    known = dashboard.board.agents.get(agent_id)
+    if known is not None:
+        return known
+    async with dashboard.store.transaction() as tx:
+        try:
+            return AgentView.of(await tx.agents.get(agent_id))
+        except NotFound:
+            return None
+
+
+# ---- admin -----------------------------------------------------------------------------
+
+
+async def set_role(request: web.Request) -> web.Response:
+    dashboard, viewer = request.app[DASHBOARD], request[VIEWER]
+    agent_id = int(request.match_info["agent_id"])
+    try:
+        role = AgentRole(str((await json_body(request)).get("role")))
+    except ValueError:
+        choices = ", ".join(r.value for r in AgentRole)
+        return json_error(400, "bad_request", f"role is one of {choices}")
+    if agent_id == viewer.agent_id:
+        return json_error(409, "own_role", "an admin cannot change their own role")
+    async with dashboard.store.transaction() as tx:
+        try:
+            before = await tx.agents.get(agent_id)
+        except NotFound:
+            return json_error(404, "not_found", f"no agent {agent_id}")
+        agent = await tx.agents.set_role(agent_id, role)
+        await tx.audit.record(viewer.login, "role_change", f"agent:{agent_id}",
+                              {"from": before.role.value, "to": role.value})
+    # Their open tabs were sent what the old role could see: make them start afresh.
+    dashboard.hub.drop_agent(agent_id, CloseCode.ROLE_CHANGED, "role changed")
+    dashboard.events.publish(AGENTS_TOPIC, agent_changed_event(agent_id))
+    return web.json_response({"agent": AgentView.of(agent).to_json()})
+
+
+# ---- the live channel ------------------------------------------------------------------
+
+
+async def live_updates(request: web.Request) -> web.StreamResponse:
+    dashboard, viewer = request.app[DASHBOARD], request[VIEWER]
+    options = dashboard.options
+    ws = web.WebSocketResponse(heartbeat=options.heartbeat_s,
+                               max_msg_size=options.ws_max_message_bytes)
+    if not ws.can_prepare(request).ok:
+        return json_error(400, "not_websocket", "this address speaks WebSocket only")
+    await ws.prepare(request)
+    resume = Resume.parse(request.query.get("since"), request.query.get("epoch"))
+    client = dashboard.hub.connect(agent_id=viewer.agent_id, role=viewer.role,
+                                   session_hash=viewer.session_hash, resume=resume)
+    try:
+        await client.serve(ws, _read(ws, client, viewer, options.ws_messages_per_10s),
+                           options.hub.send_timeout_s)
+        if not client.stopped:
+            client.stop(CloseCode.GOING_AWAY, "")
+    finally:
+        dashboard.hub.disconnect(client)
+        await _close(ws, request, client.close_code, client.close_reason)
+    return ws
+
+
+async def _read(
+    ws: web.WebSocketResponse, client: Client, viewer: Viewer, per_10s: int
+) -> None:
+    """The page sends nothing the server needs; a tab flooding us is closed (R23)."""
+    loop = asyncio.get_running_loop()
+    window_start, count = loop.time(), 0
+    async for message in ws:
+        if message.type is WSMsgType.ERROR:
+            return
+        now = loop.time()
+        if now - window_start > 10.0:
+            window_start, count = now, 0
+        count += 1
+        if count > per_10s:
+            log.warning("agent %s's tab sent %d messages in 10 s; closing it",
+                        viewer.login, count)
+            client.stop(CloseCode.POLICY, "too many messages")
+            return
+
+
+async def _close(ws: web.WebSocketResponse, request: web.Request, code: int, reason: str
+                 ) -> None:
+    if ws.closed:
+        return
+    try:
+        await asyncio.wait_for(ws.close(code=code, message=reason.encode(), drain=False),
+                               CLOSE_TIMEOUT_S)
+    except (TimeoutError, ConnectionError):
+        # A stalled peer does not read our close frame either: cut the connection.
+        if request.transport is not None:
+            request.transport.abort()
