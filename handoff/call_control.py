@@ -121,7 +121,8 @@ class LiveCall:
     agent: str | None = None
     agent_id: int | None = None
     agent_kind: str = "webrtc"
-    agent_answered: bool = False
+    agent_answered: bool = False  # the agent's leg is up
+    connected: bool = False  # ...and the AI has left: the agent has the call
     handoff_id: int | None = None
     recording: str | None = None
     legs: int = 0
@@ -134,6 +135,7 @@ class LiveCall:
     forward_answered: bool = False
     callback_requested: bool = False
     pbx_hangup: bool = False  # the caller's leg was ended by Asterisk, not by the caller
+    caller_leaving: bool = False  # a hang-up of the caller's leg is on its way
     causes: dict[str, int] = field(default_factory=dict)  # Q.850 cause per ended leg
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     answered: asyncio.Event = field(default_factory=asyncio.Event)
@@ -250,11 +252,13 @@ class CallControl:
             await self._bridge_add(live.bridge, caller)
             live.recording = f"call-{live.call_id}"
             await self.ari.bridges.record(live.bridge, live.recording, format="wav")
+            # Answered in the ledger before the AI hears the caller, so an engine that
+            # reports its first words at once finds the call with the AI.
+            async with self.store.transaction() as tx:
+                await tx.calls.apply(live.call_id, CallEvent.ANSWER, bridge_id=live.bridge)
             await self._join_ai(live, engine)
             async with self.store.transaction() as tx:
-                await tx.calls.apply(
-                    live.call_id, CallEvent.ANSWER, bridge_id=live.bridge, ai_channel_id=live.ai
-                )
+                await tx.calls.set_legs(live.call_id, ai_channel_id=live.ai)
         self.hub.publish(
             f"assistant:{assistant}",
             {"type": "call_started", "call_id": live.call_id,
@@ -284,14 +288,20 @@ class CallControl:
         async with live.lock:
             if live.agent_answered or live.ending:
                 return
-            await self._agent_answered(live)
+            self._agent_answered(live)
 
     async def _forward_answered(self, live: LiveCall) -> None:
         async with live.lock:
             if live.ending or live.forward_answered:
                 return
             live.forward_answered = True
-            await asyncio.sleep(self.timing.ai_overlap_s)
+        self._spawn(self._complete_forward(live), f"forward call={live.call_id}")
+
+    async def _complete_forward(self, live: LiveCall) -> None:
+        await asyncio.sleep(self.timing.ai_overlap_s)
+        async with live.lock:
+            if live.closed or live.caller_leaving:
+                return
             ai, live.ai = live.ai, None
             if ai:
                 await self._hangup(ai)
@@ -299,13 +309,30 @@ class CallControl:
                 await tx.calls.apply(live.call_id, CallEvent.FORWARD, ai_channel_id=None)
         log.info("call=%s forwarded to the fallback number", live.call_id)
 
-    async def _agent_answered(self, live: LiveCall) -> None:
-        """The agent's leg is up: the AI leaves and the call is the agent's (lock held)."""
+    def _agent_answered(self, live: LiveCall) -> None:
+        """The agent's leg is up: the AI leaves shortly and the call is the agent's.
+
+        The agent is already in the bridge (added before the dial), so their first words
+        reach the caller at once; the AI steps out once the agent's audio flows. That
+        runs as its own task, so this call's next events (the caller hanging up right
+        now, say) are not queued behind the wait.
+        """
         live.agent_answered = True
         live.answered.set()
-        # The agent is already in the bridge (added before the dial), so their first
-        # words reach the caller; the AI steps out once the agent's audio flows.
+        self._spawn(self._complete_move(live), f"move call={live.call_id}")
+
+    async def _complete_move(self, live: LiveCall) -> None:
         await asyncio.sleep(self.timing.ai_overlap_s)
+        async with live.lock:
+            if live.closed or live.caller_leaving or not live.agent_answered:
+                # The caller hung up as the agent answered: they never talked. The
+                # hang-up handler abandons the handoff and cleans up.
+                return
+            await self._agent_connected(live)
+
+    async def _agent_connected(self, live: LiveCall) -> None:
+        """The AI steps out; the ledger says the agent has the call (lock held)."""
+        live.connected = True
         ai, live.ai = live.ai, None
         if ai:
             await self._hangup(ai)
@@ -329,6 +356,8 @@ class CallControl:
         channel = str(event["channel"]["id"])
         if "cause" in event:
             live.causes[channel] = int(event["cause"])
+        if channel == live.caller:
+            live.caller_leaving = True
         if channel == live.caller and event.get("soft") and not live.ending:
             # A soft hang-up we did not ask for comes from Asterisk itself: a shutdown or
             # restart (or an administrator's `channel request hangup`), not the caller.
@@ -563,7 +592,10 @@ class CallControl:
         async with live.lock:
             if live.ending:
                 return
-            answered, live.agent = live.agent_answered, None
+            # Before the move completed, losing the agent is a failed attempt, not a
+            # call the agent had; a move still waiting for its overlap stops here.
+            answered, live.agent = live.connected, None
+            live.agent_answered = live.connected = False
             handoff_id = live.handoff_id
             if not answered:
                 reason = (FailureReason.AGENT_NO_ANSWER if cause in _NO_ANSWER
@@ -586,6 +618,10 @@ class CallControl:
         # The agent's browser or network vanished mid-call: the caller goes back to the
         # AI, which apologises, and the call is offered again with higher priority.
         await self._back_to_ai(live, HandoffEvent.FAIL, FailureReason.AGENT_VANISHED)
+        # The AI is back with the caller: it apologises, and the call is offered again.
+        self.hub.publish(f"assistant:{live.assistant}",
+                         {"type": "handoff_failed", "call_id": live.call_id,
+                          "reason": FailureReason.AGENT_VANISHED.value})
         self._spawn(self._reoffer(live, handoff_id), f"reoffer {handoff_id}")
 
     async def _reoffer(self, live: LiveCall, previous: int | None) -> None:
@@ -614,6 +650,7 @@ class CallControl:
             if live.ai is None:
                 await self._join_ai(live, self.engines[live.assistant])
             agent, live.agent = live.agent, None
+            live.agent_answered = live.connected = False
             if agent:
                 await self._hangup(agent)
             handoff_id, live.handoff_id = live.handoff_id, None
@@ -770,7 +807,7 @@ class CallControl:
     async def _resume_handoff(self, live: LiveCall, state: HandoffState) -> None:
         """Pick up a handoff where the previous controller left it (lock held)."""
         if state is HandoffState.CONNECTED:
-            live.agent_answered = True
+            live.agent_answered = live.connected = True
             live.answered.set()
         elif state in (HandoffState.ACCEPTED, HandoffState.CONNECTING):
             if live.agent is None:
@@ -782,7 +819,9 @@ class CallControl:
                 self._spawn(self._reoffer(live, live.handoff_id), "reoffer after restart")
             elif (await self.ari.channels.get(live.agent))["state"] == "Up":
                 # The agent answered while nobody listened: finish the move now.
-                await self._agent_answered(live)
+                live.agent_answered = True
+                live.answered.set()
+                await self._agent_connected(live)
             # else: it still rings; its ChannelStateChange or hang-up will come.
         elif state is HandoffState.OFFERED:
             assert live.handoff_id is not None
@@ -809,6 +848,8 @@ class CallControl:
         live = self.calls.pop(call_id, None)
         if live is not None:
             self._by_caller.pop(live.caller, None)
+            self.hub.publish(f"assistant:{live.assistant}",
+                             {"type": "call_ended", "call_id": call_id})
         self.hub.publish("cards", {"type": "call_ended", "call_id": call_id})
         log.info("call=%s closed on reconcile (%s)", call_id,
                  "Asterisk restarted" if pbx_restarted else "caller gone")

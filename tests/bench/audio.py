@@ -83,6 +83,21 @@ def label(samples: npt.NDArray[np.int16], min_rms: float = MIN_RMS) -> str | Non
     return best if best_share > 0.35 else None
 
 
+def present(samples: npt.NDArray[np.int16], min_share: float = 0.15) -> set[str]:
+    """Every party whose tone is clearly in this frame (a mix holds several)."""
+    x = samples.astype(np.float64)
+    if len(x) == 0 or rms(samples) < MIN_RMS:
+        return set()
+    spectrum = np.abs(np.fft.rfft(x)) ** 2
+    total = float(spectrum.sum()) or 1.0
+    found = set()
+    for name, hz in TONES.items():
+        k = round(hz * len(x) / RATE)
+        if float(spectrum[max(k - 1, 0) : k + 2].sum()) / total >= min_share:
+            found.add(name)
+    return found
+
+
 @dataclass
 class Received:
     """One packet as it arrived; what it holds is worked out only when asked, so the

@@ -138,7 +138,7 @@ class World:
 
     ari_url: str  # the carrier Asterisk's
     ari_auth: tuple[str, str]
-    answer_agent: bool = True
+    agent_phone: str = "answer"  # what Ada's desk phone does: answer, ring or reject
     engine: ToneEngine = field(default_factory=ToneEngine)
     ari: AriClient = field(init=False)
     probes: dict[str, RtpProbe] = field(default_factory=dict)  # caller number -> probe
@@ -158,6 +158,13 @@ class World:
         return self.engine.address
 
     async def close(self) -> None:
+        # A test that failed half-way leaves its callers up: hang them up, so one
+        # failure does not leave channels that fail every test after it.
+        for outbound in self._outbound.values():
+            with contextlib.suppress(AriError):
+                await self.ari.channels.hangup(outbound)
+        for bridge, media in list(self._parts.values()):
+            await self._drop_phone(bridge, media)
         if self._ready_phone is not None:
             bridge, media, probe = self._ready_phone
             await self._drop_phone(bridge, media)
@@ -181,8 +188,11 @@ class World:
             self._parts[channel["id"]] = (bridge, media)
             return
         if args[:2] == ["inbound", "agentphone"]:
-            if not self.answer_agent:
+            if self.agent_phone == "ring":
                 return  # let it ring
+            if self.agent_phone == "reject":
+                await self.ari.channels.hangup(channel["id"], reason="busy")
+                return
             # A desk phone that answers at once: its speaker (probe) is already connected,
             # so the agent's voice flows from the instant the call is answered.
             bridge, media, probe = self._ready_phone or await self._new_phone()
@@ -238,8 +248,10 @@ class World:
         )
         return caller_number
 
-    async def set_answer_agent(self, value: bool) -> None:
-        self.answer_agent = value
+    async def set_agent_phone(self, mode: str) -> None:
+        if mode not in ("answer", "ring", "reject"):
+            raise ValueError(f"agent phone mode {mode!r}")
+        self.agent_phone = mode
 
     async def first_heard(self, caller: str, who: str, after: float) -> float | None:
         return self.probes[caller].first(who, after)
@@ -325,8 +337,13 @@ async def rig(
     world: World | Any,
     db_path: Path,
     timing: Timing | None = None,
+    check_ledger: bool = True,
 ) -> AsyncIterator[Rig]:
-    """The controller wired to a started ``world`` (whose engine address it uses)."""
+    """The controller wired to a started ``world`` (whose engine address it uses).
+
+    On a normal exit every call must have ended with an outcome (``check_ledger``);
+    a test that leaves calls up on purpose, to adopt them later, turns that off.
+    """
     engine = create_store_engine(f"sqlite:///{db_path}")
     await upgrade_to_head(engine)
     store = Store(engine)
@@ -368,6 +385,10 @@ async def rig(
     await pbx_ari.wait_ready(10)
     try:
         yield Rig(pbx, control, store, pbx_ari, world, agent_id)
+        if check_ledger:
+            async with store.transaction() as tx:
+                still_open = [c.id for c in await tx.calls.open_calls()]
+            assert not still_open, f"calls left without an outcome: {still_open}"
     finally:
         await control.close()
         await pbx_ari.close()

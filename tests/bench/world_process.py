@@ -15,7 +15,7 @@ from typing import Any
 from tests.bench.rig import World
 
 OPS = {
-    "place_call", "set_answer_agent", "first_heard", "gap_ms", "agent_heard_caller",
+    "place_call", "set_agent_phone", "first_heard", "gap_ms", "agent_heard_caller",
     "hang_up", "forget", "prepare_agent_phone", "frames",
 }
 
@@ -79,8 +79,8 @@ class RemoteWorld:
     async def place_call(self, number: str) -> str:
         return str(await self._call("place_call", number))
 
-    async def set_answer_agent(self, value: bool) -> None:
-        await self._call("set_answer_agent", value)
+    async def set_agent_phone(self, mode: str) -> None:
+        await self._call("set_agent_phone", mode)
 
     async def first_heard(self, caller: str, who: str, after: float) -> float | None:
         result = await self._call("first_heard", caller, who, after)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
+import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytest_asyncio
 
@@ -15,6 +16,7 @@ from handoff.call_control import Timing
 from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.store import AlreadyTaken
+from tests.bench.audio import FRAME, TONES, present
 from tests.bench.rig import Rig, local_world, rig
 from tests.integration.asterisk_helpers import Pair, ari
 
@@ -49,6 +51,7 @@ async def test_caller_moves_from_ai_to_agent_without_silence_and_recording_keeps
     r = call_rig
     placed = await r.place_call()
     await r.wait_hears(placed, "ai")
+    await asyncio.sleep(1.0)  # an AI part worth recording
     handoff_id = await r.control.request_handoff(
         placed.call_id, reason="caller_asked", summary="wants a person"
     )
@@ -78,8 +81,22 @@ async def test_caller_moves_from_ai_to_agent_without_silence_and_recording_keeps
         handoff = await tx.handoffs.get(handoff_id)
     assert call.outcome is CallOutcome.COMPLETED_BY_AGENT
     assert handoff.state is HandoffState.COMPLETED
+    # One recording holds the whole call: the AI part and the agent part.
     assert call.recording_path
-    assert os.path.getsize(call.recording_path) > 8000  # noqa: ASYNC240 - a test assertion
+    heard = recorded_parties(Path(call.recording_path))
+    assert heard["ai"] > 10 and heard["agent"] > 10, heard
+
+
+def recorded_parties(path: Path) -> dict[str, int]:
+    """How many 20 ms frames of the recording carry each party's tone (it is a mix)."""
+    with wave.open(str(path)) as wav:
+        assert wav.getframerate() == 8000 and wav.getsampwidth() == 2
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
+    counts = {who: 0 for who in TONES}
+    for start in range(0, len(samples) - FRAME, FRAME):
+        for who in present(samples[start : start + FRAME]):
+            counts[who] += 1
+    return counts
 
 
 async def _ended(r: Rig, call_id: str) -> bool:
@@ -123,7 +140,7 @@ async def test_caller_hangs_up_while_the_agent_rings_cancels_the_agent_leg(
     call_rig: Rig,
 ) -> None:
     r = call_rig
-    await r.world.set_answer_agent(False)
+    await r.world.set_agent_phone("ring")
     placed = await r.place_call()
     handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
                                                  summary="x")
@@ -136,14 +153,21 @@ async def test_caller_hangs_up_while_the_agent_rings_cancels_the_agent_leg(
         assert (await tx.calls.get(placed.call_id)).outcome is CallOutcome.ABANDONED
 
 
+@pytest.mark.parametrize(
+    ("phone", "reasons"),
+    [
+        ("ring", {FailureReason.AGENT_NO_ANSWER, FailureReason.AGENT_LEG_FAILED}),
+        ("reject", {FailureReason.AGENT_REJECTED}),
+    ],
+)
 async def test_agent_who_does_not_answer_leaves_the_caller_with_the_ai_and_reoffers(
-    quiet_pair: Pair, tmp_path: Path
+    quiet_pair: Pair, tmp_path: Path, phone: str, reasons: set[FailureReason]
 ) -> None:
     async with (
         local_world(quiet_pair.carrier) as world,
         rig(quiet_pair.pbx, world, tmp_path / "db.sqlite", Timing(ring_timeout_s=1)) as r,
     ):
-        await world.set_answer_agent(False)
+        await world.set_agent_phone(phone)
         placed = await r.place_call()
         first = await r.control.request_handoff(placed.call_id, reason="caller_asked",
                                                 summary="x")
@@ -158,8 +182,7 @@ async def test_agent_who_does_not_answer_leaves_the_caller_with_the_ai_and_reoff
             failed = await tx.handoffs.get(first)
             second = await tx.handoffs.get(r.control.calls[placed.call_id].handoff_id or 0)
         assert failed.state is HandoffState.FAILED
-        assert failed.failure_reason in (FailureReason.AGENT_NO_ANSWER,
-                                         FailureReason.AGENT_LEG_FAILED)
+        assert failed.failure_reason in reasons
         assert second.state is HandoffState.OFFERED and second.attempt == 2
         assert second.priority > failed.priority
         # The caller still hears the AI.
@@ -201,8 +224,13 @@ async def test_nobody_accepting_in_time_forwards_the_caller_to_the_fallback_numb
     handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
                                                  summary="x")
     heard = await r.wait_hears(placed, "agent", after=time.monotonic(), timeout=10)
+
+    async def forwarded() -> bool:
+        return await call_state(r, placed.call_id) is CallState.FORWARDED
+
+    await wait_until(forwarded)
+    await asyncio.sleep(0.5)
     assert await r.world.first_heard(placed.caller, "ai", heard + 0.3) is None
-    assert await call_state(r, placed.call_id) is CallState.FORWARDED
     async with r.store.transaction() as tx:
         handoff = await tx.handoffs.get(handoff_id)
     assert handoff.state is HandoffState.TIMED_OUT
@@ -237,3 +265,23 @@ async def test_nobody_on_duty_keeps_the_ai_and_records_a_callback_request(
     await wait_until(lambda: _ended(r, placed.call_id))
     async with r.store.transaction() as tx:
         assert (await tx.calls.get(placed.call_id)).outcome is CallOutcome.CALLBACK_REQUESTED
+
+
+async def test_caller_hanging_up_as_the_agent_answers_abandons_the_handoff(
+    quiet_pair: Pair, tmp_path: Path
+) -> None:
+    # A wide overlap makes "right after the agent answers" a window, not a race.
+    async with (
+        local_world(quiet_pair.carrier) as world,
+        rig(quiet_pair.pbx, world, tmp_path / "db.sqlite", Timing(ai_overlap_s=1.0)) as r,
+    ):
+        placed = await r.place_call()
+        handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
+                                                     summary="x")
+        await r.control.accept(handoff_id, r.agent_id)
+        await asyncio.wait_for(r.control.calls[placed.call_id].answered.wait(), 5)
+        await r.hang_up_caller(placed)
+        await wait_until(lambda: _ended(r, placed.call_id))
+        async with r.store.transaction() as tx:
+            assert (await tx.handoffs.get(handoff_id)).state is HandoffState.ABANDONED
+            assert (await tx.calls.get(placed.call_id)).outcome is CallOutcome.ABANDONED

@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.bench.audio import FRAME, TONES, label, tone, tone_frames, ulaw_decode, ulaw_encode
+from tests.bench.audio import (
+    FRAME,
+    TONES,
+    label,
+    present,
+    tone,
+    tone_frames,
+    ulaw_decode,
+    ulaw_encode,
+)
 
 
 def test_mu_law_round_trip_keeps_the_waveform() -> None:
@@ -30,3 +39,9 @@ def test_silence_and_low_noise_are_nobody() -> None:
 def test_a_mix_of_two_parties_is_labelled_by_the_stronger() -> None:
     mix = tone(TONES["agent"], 0.02, 0.3) + tone(TONES["ai"], 0.02, 0.05)
     assert label(mix) == "agent"
+
+
+def test_a_mix_shows_both_parties_present() -> None:
+    mix = tone(TONES["agent"], 0.02, 0.2) + tone(TONES["ai"], 0.02, 0.2)
+    assert present(mix) == {"agent", "ai"}
+    assert present(tone(TONES["caller"], 0.02)) == {"caller"}

@@ -1,0 +1,121 @@
+"""Switchboard with its AI control API served over HTTP, and an AI engine of the test's
+choosing, on real Asterisk instances.
+
+The bench rig (:mod:`tests.bench.rig`) wires CallControl to an engine that takes any
+stream and never talks back; here the engine is a real client of the control API (the
+reference receptionist, or a test's own), so the API runs on 127.0.0.1 like in
+production and the engine is built once its address is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from handoff.agents import EndpointKind, Presence
+from handoff.call_control import AiEngine, CallControl, Timing, call_key
+from handoff.calls import CallState
+from handoff.events import EventHub
+from handoff.store import Store, create_store_engine, upgrade_to_head
+from pbx.ari import AriClient
+from tests.bench.rig import Pair, PlacedCall, Rig, local_world
+from web.ai_api import API_PREFIX, hash_control_token, new_control_token, setup_ai_api
+
+ASSISTANT = "receptionist"  # the assistant the test PBX routes 2000 to
+
+
+class StartedEngine(AiEngine, Protocol):
+    async def close(self) -> None: ...
+
+
+EngineMaker = Callable[[str, str], Awaitable[StartedEngine]]
+
+
+@dataclass
+class AiRig(Rig):
+    hub: EventHub
+    api_base: str
+    token: str
+
+    async def press(self, placed: PlacedCall, digits: str) -> None:
+        """The caller presses keys on their phone (RFC 4733 over the trunk)."""
+        # The carrier's outbound leg is the caller's phone; World keeps it by number.
+        channel = self.world._outbound[placed.caller]
+        await self.world.ari.channels.send_dtmf(channel, digits, duration=120)
+
+    async def hang_up(self, placed: PlacedCall) -> None:
+        await self.hang_up_caller(placed)
+        await wait_until(lambda: self.call_state_is(placed.call_id, CallState.ENDED))
+
+    async def call_state_is(self, call_id: str, state: CallState) -> bool:
+        async with self.store.transaction() as tx:
+            return (await tx.calls.get(call_id)).state is state
+
+    async def transcript(self, call_id: str) -> list[tuple[str, str]]:
+        async with self.store.transaction() as tx:
+            return [(s.speaker.value, s.text) for s in await tx.transcripts.for_call(call_id)]
+
+
+async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def ai_rig(
+    pair: Pair,
+    db_path: Path,
+    make_engine: EngineMaker,
+    timing: Timing | None = None,
+    *,
+    accept_timeout_s: int = 30,
+    agent_on_duty: bool = True,
+) -> AsyncIterator[AiRig]:
+    """``make_engine(api_base, token)`` returns a started engine for the receptionist."""
+    engine = create_store_engine(f"sqlite:///{db_path}")
+    await upgrade_to_head(engine)
+    store = Store(engine)
+    token = new_control_token()
+    async with store.transaction() as tx:
+        await tx.assistants.create(name=ASSISTANT, number_pattern="2000",
+                                   adapter="audiosocket", accept_timeout_s=accept_timeout_s,
+                                   control_token_hash=hash_control_token(token))
+        agent = await tx.agents.create(
+            login="ada", display_name="Ada", sip_user="desk-ada",
+            sip_password="desk-ada-secret", endpoint_kind=EndpointKind.DESKPHONE,
+        )
+        # Ada is at her desk: handoffs are offered to her (unless the test says otherwise).
+        await tx.agents.set_duty(agent.id, agent_on_duty)
+        await tx.agents.set_presence(agent.id, Presence.AVAILABLE)
+    hub = EventHub()
+    engines: dict[str, AiEngine] = {}  # filled once the engine knows the API's address
+    pbx_ari = AriClient(pair.pbx.ari_url, *pair.pbx.ari_auth, apps="switchboard", key=call_key)
+    control = CallControl(pbx_ari, store, hub, engines, timing=timing)
+    app = web.Application()
+    setup_ai_api(app, store=store, commands=control, hub=hub)
+    server = TestServer(app, host="127.0.0.1")
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(engine.dispose)
+        await server.start_server()
+        stack.push_async_callback(server.close)
+        world = await stack.enter_async_context(local_world(pair.carrier))
+        api_base = str(server.make_url(API_PREFIX))
+        ai = await make_engine(api_base, token)
+        stack.push_async_callback(ai.close)
+        engines[ASSISTANT] = ai
+        stack.push_async_callback(pbx_ari.close)
+        stack.push_async_callback(control.close)
+        await pbx_ari.start()
+        await pbx_ari.wait_ready(10)
+        yield AiRig(pair.pbx, control, store, pbx_ari, world, agent.id, hub, api_base, token)

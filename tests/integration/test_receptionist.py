@@ -1,0 +1,175 @@
+"""The built-in receptionist on real Asterisk: it answers over AudioSocket, learns of
+calls from the events stream, and asks for a person through the HTTP control API,
+exactly as an external engine would."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from handoff.calls import CallState
+from handoff.handoffs import HandoffState
+from handoff.receptionist import PROMPTS, Receptionist, make_prompts
+from pbx.audiosocket import Kind, encode
+from tests.integration.ai_rig import AiRig, EngineMaker, ai_rig, wait_until
+from tests.integration.asterisk_helpers import Pair
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def prompts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    folder = tmp_path_factory.mktemp("prompts")
+    return {name: path.read_bytes() for name, path in make_prompts(folder).items()}
+
+
+def receptionist_maker(prompts: dict[str, bytes]) -> EngineMaker:
+    async def make(api_base: str, token: str) -> Receptionist:
+        receptionist = Receptionist(api_base=api_base, token=token, prompts=prompts)
+        await receptionist.start()
+        await receptionist.wait_ready()
+        return receptionist
+
+    return make
+
+
+@pytest_asyncio.fixture
+async def desk(quiet_pair: Pair, tmp_path: Path, prompts: dict[str, bytes]) -> AsyncIterator[AiRig]:
+    async with ai_rig(quiet_pair, tmp_path / "switchboard.db", receptionist_maker(prompts)) as r:
+        yield r
+
+
+def said(name: str) -> tuple[str, str]:
+    return ("ai", PROMPTS[name])
+
+
+async def has_line(r: AiRig, call_id: str, line: tuple[str, str]) -> bool:
+    return line in await r.transcript(call_id)
+
+
+async def test_prompts_are_made_once_as_8khz_audio(tmp_path: Path) -> None:
+    first = make_prompts(tmp_path)
+    made = {name: path.stat().st_mtime_ns for name, path in first.items()}
+    assert make_prompts(tmp_path) == first
+    assert {name: path.stat().st_mtime_ns for name, path in first.items()} == made
+    # Spoken prompts of a few seconds: 16 000 bytes per second of slin 8 kHz.
+    assert all(16_000 < path.stat().st_size < 16_000 * 15 for path in first.values())
+
+
+async def test_caller_who_presses_0_gets_a_handoff_offered_through_the_api(desk: AiRig) -> None:
+    r = desk
+    placed = await r.place_call()
+    started = time.monotonic()
+    await wait_until(lambda: has_line(r, placed.call_id, said("greeting")))
+    await wait_until(lambda: _heard_voice(r, placed.caller, started, seconds=0.5))
+
+    await r.press(placed, "0")
+
+    async def offered() -> bool:
+        async with r.store.transaction() as tx:
+            handoffs = await tx.handoffs.for_call(placed.call_id)
+        return [h.state for h in handoffs] == [HandoffState.OFFERED]
+
+    await wait_until(offered)
+    await wait_until(lambda: has_line(r, placed.call_id, said("connecting")))
+    transcript = await r.transcript(placed.call_id)
+    assert transcript[:3] == [said("greeting"), ("caller", "[pressed 0]"), said("connecting")]
+    async with r.store.transaction() as tx:
+        (handoff,) = await tx.handoffs.for_call(placed.call_id)
+    assert handoff.reason == "caller_asked" and handoff.summary
+    assert await r.call_state_is(placed.call_id, CallState.HANDOFF_PENDING)
+    await r.hang_up(placed)
+
+
+async def test_other_digits_go_into_the_transcript_without_a_handoff(desk: AiRig) -> None:
+    r = desk
+    placed = await r.place_call()
+    await wait_until(lambda: has_line(r, placed.call_id, said("greeting")))
+    await r.press(placed, "7")
+    await wait_until(lambda: has_line(r, placed.call_id, ("caller", "[pressed 7]")))
+    async with r.store.transaction() as tx:
+        assert list(await tx.handoffs.for_call(placed.call_id)) == []
+    await r.hang_up(placed)
+
+
+async def test_when_nobody_accepts_in_time_the_receptionist_says_so(
+    quiet_pair: Pair, tmp_path: Path, prompts: dict[str, bytes]
+) -> None:
+    async with ai_rig(quiet_pair, tmp_path / "db.sqlite", receptionist_maker(prompts),
+                      accept_timeout_s=1) as r:
+        placed = await r.place_call()
+        await wait_until(lambda: has_line(r, placed.call_id, said("greeting")))
+        await r.press(placed, "0")
+        await wait_until(lambda: has_line(r, placed.call_id, said("connecting")))
+        await wait_until(lambda: has_line(r, placed.call_id, said("nobody")))
+        assert await r.call_state_is(placed.call_id, CallState.WITH_AI)
+        await r.hang_up(placed)
+
+
+async def test_with_nobody_on_duty_the_caller_hears_nobody_last(
+    quiet_pair: Pair, tmp_path: Path, prompts: dict[str, bytes]
+) -> None:
+    async with ai_rig(quiet_pair, tmp_path / "db.sqlite", receptionist_maker(prompts),
+                      agent_on_duty=False) as r:
+        placed = await r.place_call()
+        await wait_until(lambda: has_line(r, placed.call_id, said("greeting")))
+        await r.press(placed, "0")
+        await wait_until(lambda: has_line(r, placed.call_id, said("nobody")))
+        # The failure can overtake the HTTP answer to the request; "connecting" must
+        # then not follow it.
+        await asyncio.sleep(0.3)
+        ai_lines = [text for speaker, text in await r.transcript(placed.call_id)
+                    if speaker == "ai"]
+        assert ai_lines[-1] == PROMPTS["nobody"]
+        await r.hang_up(placed)
+
+
+async def test_back_from_the_agent_the_receptionist_welcomes_the_caller_again(
+    desk: AiRig,
+) -> None:
+    r = desk
+    placed = await r.place_call()
+    await wait_until(lambda: has_line(r, placed.call_id, said("greeting")))
+    await r.press(placed, "0")
+
+    async def handoff_open() -> bool:
+        return r.control.calls[placed.call_id].handoff_id is not None
+
+    await wait_until(handoff_open)
+    handoff_id = r.control.calls[placed.call_id].handoff_id
+    assert handoff_id is not None
+    await r.control.accept(handoff_id, r.agent_id)
+    await wait_until(lambda: r.call_state_is(placed.call_id, CallState.WITH_AGENT))
+
+    await r.control.return_to_ai(placed.call_id)
+    # A new AudioSocket stream for the same call; the returned_to_ai event picks the words.
+    await wait_until(lambda: has_line(r, placed.call_id, said("back")))
+    transcript = await r.transcript(placed.call_id)
+    assert transcript.count(said("greeting")) == 1
+    await r.hang_up(placed)
+
+
+async def _heard_voice(r: AiRig, caller: str, since: float, seconds: float) -> bool:
+    """The caller's phone received at least ``seconds`` of voiced audio (not a tone)."""
+    frames = await r.world.frames(caller, since, time.monotonic())
+    return sum(1 for _, who in frames if who == "~") * 0.02 >= seconds
+
+
+async def test_a_stream_for_a_call_nobody_announced_is_refused(desk: AiRig) -> None:
+    receptionist = desk.control.engines["receptionist"]
+    assert isinstance(receptionist, Receptionist)
+    receptionist.grace_s = 0.2
+    host, port = receptionist.address.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(encode(Kind.UUID, uuid.uuid4().bytes))
+    await writer.drain()
+    # Closed after the grace, having sent no audio (at most a hang-up frame).
+    data = await asyncio.wait_for(reader.read(), 3)
+    assert data in (b"", encode(Kind.HANGUP))
+    writer.close()
