@@ -537,15 +537,24 @@ class _Resource:
     ) -> Any:
         return await self._client.request(method, path, params=params, body=body)
 
-    async def _play(
+
+class _MediaTarget(_Resource):
+    """Channels and bridges both play media, record and hold music the same way."""
+
+    _collection = ""
+
+    def _target(self, target_id: str) -> str:
+        return f"/{self._collection}/{_seg(target_id)}"
+
+    async def play(
         self,
-        target: str,
+        target_id: str,
         media: str | Sequence[str],
         *,
-        playback_id: str | None,
-        lang: str | None,
-        offsetms: int | None,
-        skipms: int | None,
+        playback_id: str | None = None,
+        lang: str | None = None,
+        offsetms: int | None = None,
+        skipms: int | None = None,
     ) -> Playback:
         params = {
             "media": _csv(media, "media"),
@@ -554,20 +563,21 @@ class _Resource:
             "offsetms": offsetms,
             "skipms": skipms,
         }
-        return cast(Playback, await self._call("POST", f"{target}/play", params))
+        return cast(Playback, await self._call("POST", f"{self._target(target_id)}/play", params))
 
-    async def _record(
+    async def record(
         self,
-        target: str,
+        target_id: str,
         name: str,
         *,
-        format: str,
-        max_duration: int | None,
-        max_silence: int | None,
-        if_exists: IfExists,
-        beep: bool,
-        terminate_on: str | None,
+        format: str = "wav",
+        max_duration: int | None = None,
+        max_silence: int | None = None,
+        if_exists: IfExists = "fail",
+        beep: bool = False,
+        terminate_on: str | None = None,
     ) -> LiveRecording:
+        """Record a leg, or a bridge's mix (one file holds the AI part and the human part)."""
         params = {
             "name": name,
             "format": format,
@@ -577,14 +587,20 @@ class _Resource:
             "beep": beep,
             "terminateOn": terminate_on,
         }
-        return cast(LiveRecording, await self._call("POST", f"{target}/record", params))
+        path = f"{self._target(target_id)}/record"
+        return cast(LiveRecording, await self._call("POST", path, params))
 
-    async def _moh(self, target: str, moh_class: str | None) -> None:
-        await self._call("POST", f"{target}/moh", {"mohClass": moh_class})
+    async def start_moh(self, target_id: str, moh_class: str | None = None) -> None:
+        await self._call("POST", f"{self._target(target_id)}/moh", {"mohClass": moh_class})
+
+    async def stop_moh(self, target_id: str) -> None:
+        await self._call("DELETE", f"{self._target(target_id)}/moh")
 
 
-class Channels(_Resource):
+class Channels(_MediaTarget):
     """``/channels``: call legs."""
+
+    _collection = "channels"
 
     async def list(self) -> list[Channel]:
         return cast(list[Channel], await self._call("GET", "/channels"))
@@ -672,12 +688,6 @@ class Channels(_Resource):
 
     async def ring_stop(self, channel_id: str) -> None:
         await self._call("DELETE", f"/channels/{_seg(channel_id)}/ring")
-
-    async def start_moh(self, channel_id: str, moh_class: str | None = None) -> None:
-        await self._moh(f"/channels/{_seg(channel_id)}", moh_class)
-
-    async def stop_moh(self, channel_id: str) -> None:
-        await self._call("DELETE", f"/channels/{_seg(channel_id)}/moh")
 
     async def mute(self, channel_id: str, direction: Direction = "both") -> None:
         await self._call("POST", f"/channels/{_seg(channel_id)}/mute", {"direction": direction})
@@ -787,51 +797,11 @@ class Channels(_Resource):
             Channel, await self._call("POST", f"/channels/{_seg(channel_id)}/snoop", params)
         )
 
-    async def play(
-        self,
-        channel_id: str,
-        media: str | Sequence[str],
-        *,
-        playback_id: str | None = None,
-        lang: str | None = None,
-        offsetms: int | None = None,
-        skipms: int | None = None,
-    ) -> Playback:
-        return await self._play(
-            f"/channels/{_seg(channel_id)}",
-            media,
-            playback_id=playback_id,
-            lang=lang,
-            offsetms=offsetms,
-            skipms=skipms,
-        )
 
-    async def record(
-        self,
-        channel_id: str,
-        name: str,
-        *,
-        format: str = "wav",
-        max_duration: int | None = None,
-        max_silence: int | None = None,
-        if_exists: IfExists = "fail",
-        beep: bool = False,
-        terminate_on: str | None = None,
-    ) -> LiveRecording:
-        return await self._record(
-            f"/channels/{_seg(channel_id)}",
-            name,
-            format=format,
-            max_duration=max_duration,
-            max_silence=max_silence,
-            if_exists=if_exists,
-            beep=beep,
-            terminate_on=terminate_on,
-        )
-
-
-class Bridges(_Resource):
+class Bridges(_MediaTarget):
     """``/bridges``: where legs meet; one mixing bridge per call."""
+
+    _collection = "bridges"
 
     async def list(self) -> list[Bridge]:
         return cast(list[Bridge], await self._call("GET", "/bridges"))
@@ -878,55 +848,6 @@ class Bridges(_Resource):
     async def remove_channel(self, bridge_id: str, channel: str | Sequence[str]) -> None:
         params = {"channel": _csv(channel, "channel")}
         await self._call("POST", f"/bridges/{_seg(bridge_id)}/removeChannel", params)
-
-    async def start_moh(self, bridge_id: str, moh_class: str | None = None) -> None:
-        await self._moh(f"/bridges/{_seg(bridge_id)}", moh_class)
-
-    async def stop_moh(self, bridge_id: str) -> None:
-        await self._call("DELETE", f"/bridges/{_seg(bridge_id)}/moh")
-
-    async def play(
-        self,
-        bridge_id: str,
-        media: str | Sequence[str],
-        *,
-        playback_id: str | None = None,
-        lang: str | None = None,
-        offsetms: int | None = None,
-        skipms: int | None = None,
-    ) -> Playback:
-        return await self._play(
-            f"/bridges/{_seg(bridge_id)}",
-            media,
-            playback_id=playback_id,
-            lang=lang,
-            offsetms=offsetms,
-            skipms=skipms,
-        )
-
-    async def record(
-        self,
-        bridge_id: str,
-        name: str,
-        *,
-        format: str = "wav",
-        max_duration: int | None = None,
-        max_silence: int | None = None,
-        if_exists: IfExists = "fail",
-        beep: bool = False,
-        terminate_on: str | None = None,
-    ) -> LiveRecording:
-        """Record the bridge mix: one file holds the AI part and the human part."""
-        return await self._record(
-            f"/bridges/{_seg(bridge_id)}",
-            name,
-            format=format,
-            max_duration=max_duration,
-            max_silence=max_silence,
-            if_exists=if_exists,
-            beep=beep,
-            terminate_on=terminate_on,
-        )
 
 
 class Playbacks(_Resource):
