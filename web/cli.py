@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from aiohttp import web
 
 from handoff.receptionist import PromptError, make_prompts
 from handoff.settings import Settings, SettingsError, load
+from handoff.store import Store, create_store_engine, upgrade_to_head
 from pbx import runtime
 from pbx.asterisk_config import (
     ConfigValueError,
@@ -24,6 +27,7 @@ from pbx.asterisk_config import (
 )
 from web import doctor
 from web.app import DEMO_NUMBER, RECEPTIONIST, build_app
+from web.dashboard.passwords import Passwords
 
 DEFAULT_CONFIG = Path("switchboard.toml")
 
@@ -150,6 +154,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return result
 
 
+def cmd_agent_passwd(args: argparse.Namespace) -> int:
+    """A new dashboard password for ``login`` (printed once; stored only as a hash).
+
+    The way back in when the demo passwords printed at first start are lost, and how an
+    admin account is set up on a fresh installation.
+    """
+    settings = _settings(args)
+
+    async def reset() -> int:
+        engine = create_store_engine(settings.database_url)
+        try:
+            await upgrade_to_head(engine)
+            store = Store(engine)
+            password = secrets.token_urlsafe(9)
+            async with store.transaction() as tx:
+                agent = await tx.agents.by_login(args.login)
+                if agent is None:
+                    print(f"switchboard: no agent with login {args.login!r}", file=sys.stderr)
+                    return 2
+                await tx.agents.set_password_hash(agent.id, Passwords().hash(password))
+                await tx.audit.record("cli", "password_reset", f"agent:{agent.id}")
+            print(f"{args.login}: {password}")
+            return 0
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(reset())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
     parser.add_argument(
@@ -177,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline", choices=["queue"], help="also measure the classic way in the same run"
     )
     handoff.set_defaults(func=cmd_bench)
+    agent = sub.add_parser("agent", help="dashboard accounts")
+    agent_sub = agent.add_subparsers(dest="agent_command", required=True)
+    passwd = agent_sub.add_parser("passwd", help="set a new password and print it once")
+    passwd.add_argument("login")
+    passwd.set_defaults(func=cmd_agent_passwd)
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     config_sub.add_parser(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
+from handoff.store import Store, create_store_engine, upgrade_to_head
 from web.cli import main
+from web.dashboard.passwords import Passwords
 
 
 def test_config_check_names_an_unknown_key(capsys: pytest.CaptureFixture[str]) -> None:
@@ -38,3 +41,33 @@ def test_doctor_json_reports_each_part(
     assert {"asterisk", "database", "browser", "dashboard", "tools"} <= set(report)
     assert report["dashboard"]["state"] == "not running"
     assert report["database"]["kind"] == "sqlite"
+
+
+def test_agent_passwd_sets_a_password_that_signs_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
+    url = f"sqlite:///{tmp_path / 'switchboard.db'}"
+
+    async def seed() -> None:
+        engine = create_store_engine(url)
+        await upgrade_to_head(engine)
+        async with Store(engine).transaction() as tx:
+            await tx.agents.create(login="ada", display_name="Ada", sip_user="agent-ada",
+                                   sip_password="x" * 16)
+        await engine.dispose()
+
+    async def stored_hash() -> str | None:
+        engine = create_store_engine(url)
+        async with Store(engine).transaction() as tx:
+            agent = await tx.agents.by_login("ada")
+        await engine.dispose()
+        return agent.password_hash if agent else None
+
+    asyncio.run(seed())
+    assert main(["agent", "passwd", "ada"]) == 0
+    password = capsys.readouterr().out.strip().split(": ", 1)[1]
+    verdict = asyncio.run(Passwords().verify(asyncio.run(stored_hash()), password))
+    assert verdict.ok
+    assert main(["agent", "passwd", "nobody"]) == 2
+    assert "no agent with login 'nobody'" in capsys.readouterr().err
