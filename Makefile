@@ -22,6 +22,8 @@ test: setup setup-test lint typecheck
 
 setup: $(VENV)/.installed
 	@$(MAKE) --no-print-directory apt PACKAGES="$(APT_RUN)"
+	@command -v npm >/dev/null || $(MAKE) --no-print-directory apt PACKAGES="nodejs npm"
+	bash web/static/build_vendor.sh
 	$(BIN)/switchboard setup
 
 setup-test: $(VENV)/.installed

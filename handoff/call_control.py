@@ -51,6 +51,15 @@ def _parse_time(text: str) -> datetime | None:
         return None
 
 
+def _unanswered(cause: int) -> FailureReason:
+    """Why an agent leg that ended before answering failed, from its Q.850 cause."""
+    if cause in _NO_ANSWER:
+        return FailureReason.AGENT_NO_ANSWER
+    if cause in _REJECTED:
+        return FailureReason.AGENT_REJECTED
+    return FailureReason.AGENT_LEG_FAILED
+
+
 def call_key(event: Mapping[str, Any]) -> str:
     """ARI ordering key: the caller's channel id, which prefixes every id of its call."""
     for name in ("channel", "peer", "bridge"):
@@ -129,6 +138,9 @@ class LiveCall:
     # Agent legs created (not dialled) and already in the bridge while a handoff is on
     # offer, by agent id: the winner's leg only needs a dial.
     staged: dict[int, tuple[str, str]] = field(default_factory=dict)  # leg, endpoint kind
+    # A transfer on offer or ringing: the first agent keeps talking to the caller until
+    # the second agent's leg answers, then that leg replaces theirs in the same bridge.
+    transfer: Transfer | None = None
     ending: bool = False
     closed: bool = False
     forward: str | None = None  # the leg to the assistant's fallback number
@@ -145,6 +157,24 @@ class LiveCall:
         # their ids, so a counter alone could repeat one.
         self.legs += 1
         return f"{self.caller}{SEP}{role}{SEP}{self.legs}{secrets.token_hex(2)}"
+
+
+@dataclass
+class Transfer:
+    """An agent handing their caller on to a named colleague, with a note."""
+
+    handoff_id: int
+    to_agent: int
+    leg: str | None = None  # the colleague's leg, once they accepted and it rings
+    kind: str = "webrtc"
+
+
+class AgentNotAvailable(Exception):
+    """A transfer names an agent who is off duty, away or on another call."""
+
+    def __init__(self, agent_id: int) -> None:
+        super().__init__(f"agent {agent_id} is not available")
+        self.agent_id = agent_id
 
 
 @dataclass
@@ -283,6 +313,9 @@ class CallControl:
         if channel["id"] == live.forward:
             await self._forward_answered(live)
             return
+        if live.transfer is not None and channel["id"] == live.transfer.leg:
+            self._spawn(self._complete_transfer(live), f"transfer call={live.call_id}")
+            return
         if channel["id"] != live.agent:
             return
         async with live.lock:
@@ -387,6 +420,8 @@ class CallControl:
                 live.callback_requested = True
         elif channel_id == live.agent:
             await self._agent_gone(live, cause)
+        elif live.transfer is not None and channel_id == live.transfer.leg:
+            await self._transfer_failed(live, cause)
         elif channel_id == live.ai and not live.ending:
             log.warning("call=%s: AI leg %s ended unexpectedly (cause %s)",
                         live.call_id, channel_id, cause)
@@ -538,6 +573,11 @@ class CallControl:
         addChannel is still in flight. The phone starts ringing before the transaction
         commits; a dial that fails rolls the accept back and the card stays on offer.
         """
+        moving = next((c for c in self.calls.values()
+                       if c.transfer is not None and c.transfer.handoff_id == handoff_id), None)
+        if moving is not None:
+            await self._accept_transfer(moving, handoff_id, agent_id)
+            return
         live = next((c for c in self.calls.values() if c.handoff_id == handoff_id), None)
         if live is None:
             # Not a handoff of a live call here: let the store say why (taken, withdrawn).
@@ -556,13 +596,8 @@ class CallControl:
                 try:
                     if staged is None:
                         leg = await self._create_agent_leg(live, agent.sip_user)
-                    await self.ari.channels.dial(leg, caller=live.caller,
-                                                 timeout=self.timing.ring_timeout_s)
+                    await self._dial_agent(live, leg, agent_id)
                 except AriError as exc:
-                    log.warning("call=%s: agent leg %s could not be dialled: %s",
-                                live.call_id, leg if staged else "-", exc)
-                    if staged is not None:
-                        await self._hangup(leg)
                     raise AgentUnreachable(agent_id, str(exc)) from exc
                 live.agent, live.agent_id, live.agent_kind = leg, agent_id, kind
                 live.agent_answered = False
@@ -573,6 +608,18 @@ class CallControl:
             await self._unstage(live)
         self.hub.publish("cards", {"type": "taken", "handoff_id": handoff_id,
                                    "agent_id": agent_id})
+
+    async def _dial_agent(self, live: LiveCall, leg: str, agent_id: int) -> None:
+        """Ring an agent leg that is already in the call bridge; a leg that cannot ring
+        is hung up, so a failed accept leaves nothing behind in the bridge."""
+        try:
+            await self.ari.channels.dial(leg, caller=live.caller,
+                                         timeout=self.timing.ring_timeout_s)
+        except AriError as exc:
+            log.warning("call=%s: agent %s's leg %s could not be dialled: %s",
+                        live.call_id, agent_id, leg, exc)
+            await self._hangup(leg)
+            raise
 
     async def _create_agent_leg(self, live: LiveCall, sip_user: str) -> str:
         """A new agent leg in the call bridge, not dialled yet (lock held)."""
@@ -598,9 +645,7 @@ class CallControl:
             live.agent_answered = live.connected = False
             handoff_id = live.handoff_id
             if not answered:
-                reason = (FailureReason.AGENT_NO_ANSWER if cause in _NO_ANSWER
-                          else FailureReason.AGENT_REJECTED if cause in _REJECTED
-                          else FailureReason.AGENT_LEG_FAILED)
+                reason = _unanswered(cause)
                 if handoff_id is not None:
                     async with self.store.transaction() as tx:
                         await tx.handoffs.apply(handoff_id, HandoffEvent.FAIL,
@@ -636,6 +681,131 @@ class CallControl:
             priority="high", attempt=old.attempt + 1,
         )
 
+    # ---- transfer -----------------------------------------------------------------------
+
+    async def transfer(self, call_id: str, from_agent: int, to_agent: int, note: str) -> int:
+        """Offer the call to one named colleague (a targeted card carrying `note`).
+
+        The first agent stays with the caller while the card is on offer and while the
+        colleague's phone rings: the caller is never left alone with hold music. When
+        the colleague answers, their leg is already in the call bridge, so the switch is
+        the first agent's leg leaving it. Returns the new handoff's id.
+        """
+        live = self._live(call_id)
+        async with live.lock:
+            async with self.store.transaction() as tx:
+                call = await tx.calls.get(call_id)
+                if not live.connected or live.agent_id != from_agent \
+                        or call.state is not CallState.WITH_AGENT:
+                    raise CallStateConflict(call_id, call.state,
+                                            f"agent {from_agent} is not talking to the caller")
+                if live.transfer is not None:
+                    raise CallStateConflict(call_id, call.state, "a transfer is already on offer")
+                if to_agent == from_agent or to_agent not in {
+                        a.id for a in await tx.agents.available()}:
+                    raise AgentNotAvailable(to_agent)
+                current = await tx.handoffs.get(live.handoff_id) if live.handoff_id else None
+                handoff = await tx.handoffs.request(
+                    call_id, reason="transfer", note=note or None, target_agent_id=to_agent,
+                    summary=current.summary if current else None,
+                    topic=current.topic if current else None,
+                    priority=current.priority if current else 0,
+                )
+                await tx.handoffs.apply(handoff.id, HandoffEvent.OFFER)
+                assistant = await tx.assistants.by_name(live.assistant)
+            live.transfer = Transfer(handoff.id, to_agent)
+        timeout = float(assistant.accept_timeout_s) if assistant else 30.0
+        self.hub.publish("cards", {"type": "offered", "call_id": call_id,
+                                   "handoff_id": handoff.id})
+        self._spawn(self._transfer_timeout(live, handoff.id, timeout),
+                    f"transfer timeout {handoff.id}")
+        log.info("call=%s: agent %s transfers to agent %s (handoff %s)",
+                 call_id, from_agent, to_agent, handoff.id)
+        return handoff.id
+
+    async def _accept_transfer(self, live: LiveCall, handoff_id: int, agent_id: int) -> None:
+        async with live.lock:
+            transfer = live.transfer
+            async with self.store.transaction() as tx:
+                # The store judges the race (taken, withdrawn, someone else's card).
+                await tx.handoffs.accept(handoff_id, agent_id)
+                if transfer is None or transfer.handoff_id != handoff_id or live.ending:
+                    raise CallStateConflict(live.call_id, CallState.WITH_AGENT,
+                                            "the transfer was cancelled")
+                agent = await tx.agents.get(agent_id)
+                try:
+                    leg = await self._create_agent_leg(live, agent.sip_user)
+                    await self._dial_agent(live, leg, agent_id)
+                except AriError as exc:
+                    raise AgentUnreachable(agent_id, str(exc)) from exc
+                transfer.leg, transfer.kind = leg, str(agent.endpoint_kind)
+                await tx.handoffs.apply(handoff_id, HandoffEvent.DIAL_AGENT)
+        self.hub.publish("cards", {"type": "taken", "handoff_id": handoff_id,
+                                   "agent_id": agent_id})
+
+    async def _complete_transfer(self, live: LiveCall) -> None:
+        """The colleague answered: their leg takes the call, the first agent's leaves."""
+        async with live.lock:
+            transfer = live.transfer
+            if transfer is None or transfer.leg is None or live.closed or live.caller_leaving:
+                return
+            live.transfer = None
+            old_leg, old_handoff = live.agent, live.handoff_id
+            live.agent, live.agent_id, live.agent_kind = (transfer.leg, transfer.to_agent,
+                                                          transfer.kind)
+            live.handoff_id = transfer.handoff_id
+            live.agent_answered = live.connected = True
+            live.answered.set()
+            async with self.store.transaction() as tx:
+                if old_handoff is not None:
+                    await tx.handoffs.apply(old_handoff, HandoffEvent.END)
+                await tx.handoffs.apply(transfer.handoff_id, HandoffEvent.AGENT_ANSWERED)
+                await tx.calls.apply(live.call_id, CallEvent.AGENT_CONNECTED,
+                                     agent_channel_id=transfer.leg)
+            # No longer live.agent, so its StasisEnd is not mistaken for a lost agent.
+            if old_leg:
+                await self._hangup(old_leg)
+        log.info("call=%s transferred to agent %s via %s", live.call_id, transfer.to_agent,
+                 transfer.leg)
+
+    async def _transfer_failed(self, live: LiveCall, cause: int) -> None:
+        """The colleague's phone did not answer: the first agent simply keeps the caller."""
+        async with live.lock:
+            transfer, live.transfer = live.transfer, None
+            if transfer is None or live.ending:
+                return
+            async with self.store.transaction() as tx:
+                await tx.handoffs.apply(transfer.handoff_id, HandoffEvent.FAIL,
+                                        failure_reason=_unanswered(cause))
+        log.info("call=%s: transfer %s failed (cause %s); the first agent keeps the call",
+                 live.call_id, transfer.handoff_id, cause)
+
+    async def _transfer_timeout(self, live: LiveCall, handoff_id: int, timeout: float) -> None:
+        await asyncio.sleep(timeout)
+        async with live.lock:
+            transfer = live.transfer
+            if transfer is None or transfer.handoff_id != handoff_id or transfer.leg:
+                return
+            live.transfer = None
+            async with self.store.transaction() as tx:
+                await tx.handoffs.apply(handoff_id, HandoffEvent.TIME_OUT)
+        self.hub.publish("cards", {"type": "withdrawn", "handoff_id": handoff_id,
+                                   "reason": FailureReason.TIMEOUT.value})
+
+    async def _cancel_transfer(self, live: LiveCall) -> None:
+        """The first agent is leaving (back to the AI, or gone): a pending transfer of
+        their call makes no sense any more (lock held)."""
+        transfer, live.transfer = live.transfer, None
+        if transfer is None:
+            return
+        if transfer.leg:
+            await self._hangup(transfer.leg)
+        async with self.store.transaction() as tx:
+            await tx.handoffs.apply(transfer.handoff_id, HandoffEvent.FAIL,
+                                    failure_reason=FailureReason.CANCELLED)
+        self.hub.publish("cards", {"type": "withdrawn", "handoff_id": transfer.handoff_id,
+                                   "reason": FailureReason.CANCELLED.value})
+
     async def return_to_ai(self, call_id: str) -> None:
         live = self._live(call_id)
         await self._back_to_ai(live, HandoffEvent.RETURN_TO_AI, None)
@@ -646,6 +816,7 @@ class CallControl:
         self, live: LiveCall, event: HandoffEvent, reason: FailureReason | None
     ) -> None:
         async with live.lock:
+            await self._cancel_transfer(live)
             # The AI joins first, then the agent leaves: the caller never hears silence.
             if live.ai is None:
                 await self._join_ai(live, self.engines[live.assistant])
@@ -676,7 +847,9 @@ class CallControl:
                 return
             live.ending = live.closed = True
             await self._unstage(live)
-            for leg in (live.agent, live.ai, live.forward):
+            # The transfer's handoff is closed with the others below; only its leg goes.
+            moving, live.transfer = live.transfer, None
+            for leg in (live.agent, live.ai, live.forward, moving.leg if moving else None):
                 if leg:
                     await self._hangup(leg)
             with contextlib.suppress(AriNotFound):

@@ -182,9 +182,17 @@ class InstanceSpec:
     app: str = "switchboard"
     bind_address: str = "127.0.0.1"
     media_address: str = "127.0.0.1"
-    ice_permit: tuple[str, ...] = ("127.0.0.1/32",)
+    # Networks Asterisk may offer ICE host candidates from; empty: every interface.
+    # Asterisk 22 never offers loopback candidates, so restricting ICE to 127.0.0.1
+    # leaves a WebRTC call with no media path at all (measured); restrict to a LAN
+    # instead where a host has several.
+    ice_permit: tuple[str, ...] = ()
     country: str = "us"
     rtp_timeout: int = 30
+    # A browser that dies mid-call sends no BYE, and Asterisk 22 keeps the call when its
+    # SIP WebSocket closes: only the RTP timeout notices (measured: 29.8 s with 30).
+    # A live softphone sends a packet every 20 ms even when muted, so 5 s is safe.
+    webrtc_rtp_timeout: int = 5
     max_calls: int = 500
     trunks: tuple[SipTrunk, ...] = ()
     agents: tuple[SipAgent, ...] = ()
@@ -306,6 +314,7 @@ def render(spec: InstanceSpec, template_dir: Path = TEMPLATE_DIR) -> dict[str, s
             "end": spec.ports.rtp_end,
             "ice_permit": list(spec.ice_permit),
             "timeout": spec.rtp_timeout,
+            "webrtc_timeout": spec.webrtc_rtp_timeout,
         },
         "tls": spec.tls,
         "trunks": spec.trunks,

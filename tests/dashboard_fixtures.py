@@ -21,6 +21,7 @@ from handoff.handoffs import HandoffEvent, HandoffState
 from handoff.store import AlreadyTaken, Store, create_store_engine, upgrade_to_head
 from handoff.store.models import Agent, Handoff
 from web.dashboard import DashboardOptions, Passwords, setup_dashboard
+from web.dashboard.typedefs import SoftphoneSettings
 
 PASSWORD = "correct horse battery staple"
 # The people of every test: one per role, and a second agent to lose races.
@@ -50,12 +51,24 @@ class FakeCommands:
     events: EventHub
     accepted: list[tuple[int, int]] = field(default_factory=list)
     taken: dict[int, int] = field(default_factory=dict)
+    # The call panel's commands, as (command, call id, arguments...).
+    panel: list[tuple[object, ...]] = field(default_factory=list)
 
     async def accept(self, handoff_id: int, agent_id: int) -> None:
         if handoff_id in self.taken:
             raise AlreadyTaken(handoff_id, self.taken[handoff_id], HandoffState.ACCEPTED)
         self.taken[handoff_id] = agent_id
         self.accepted.append((handoff_id, agent_id))
+
+    async def end_call(self, call_id: str) -> None:
+        self.panel.append(("end_call", call_id))
+
+    async def return_to_ai(self, call_id: str) -> None:
+        self.panel.append(("return_to_ai", call_id))
+
+    async def transfer(self, call_id: str, from_agent: int, to_agent: int, note: str) -> int:
+        self.panel.append(("transfer", call_id, from_agent, to_agent, note))
+        return 999
 
 
 async def open_store(folder: Path) -> Store:
@@ -112,7 +125,8 @@ class Served:
 
 
 async def serve_dashboard(
-    folder: Path, *, options: DashboardOptions | None = None
+    folder: Path, *, options: DashboardOptions | None = None,
+    softphone: SoftphoneSettings | None = None,
 ) -> AsyncIterator[Served]:
     store = await open_store(folder)
     passwords = cheap_passwords()
@@ -124,7 +138,8 @@ async def serve_dashboard(
     app = web.Application()
     setup_dashboard(app, store=store, hub=events, commands=commands, origin=origin,
                     secure_cookies=False,
-                    options=options or DashboardOptions(passwords=passwords))
+                    options=options or DashboardOptions(passwords=passwords),
+                    softphone=softphone)
     runner = web.AppRunner(app, shutdown_timeout=2.0)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

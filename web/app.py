@@ -33,10 +33,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from handoff.agents import AgentRole, EndpointKind
 from handoff.assistants import FallbackKind
 from handoff.call_control import CallControl, call_key
+from handoff.callback import Callbacks
 from handoff.events import EventHub
+from handoff.metrics import SwitchboardMetrics
 from handoff.receptionist import Receptionist
 from handoff.settings import Settings
 from handoff.store import Store, create_store_engine, upgrade_to_head
+from handoff.supervision import Supervision
 from pbx import runtime
 from pbx.ari import AriClient
 from pbx.asterisk_config import (
@@ -47,10 +50,13 @@ from pbx.asterisk_config import (
     spec_from_dict,
     spec_to_dict,
 )
+from pbx.test_caller import TestCaller
 from web.ai_api import API_PREFIX, hash_control_token, new_control_token, setup_ai_api
 from web.dashboard.access import Shape, own_auth, public
 from web.dashboard.passwords import Passwords
 from web.dashboard.routes import route_policy, setup_dashboard
+from web.dashboard.tools import Tools, setup_tools
+from web.dashboard.typedefs import DASHBOARD, SoftphoneSettings
 from web.doctor import state_file
 
 log = logging.getLogger(__name__)
@@ -72,6 +78,15 @@ class Telephony:
     adopted: bool = False
     status: str = "starting"
 
+    def softphone_url(self) -> str | None:
+        """Where browser softphones register: the PBX's SIP WebSocket (wss with TLS)."""
+        if self.pbx is None:
+            return None
+        spec = self.pbx.spec
+        if spec.tls is not None:
+            return f"wss://{spec.bind_address}:{spec.tls.port}/ws"
+        return f"ws://{spec.bind_address}:{spec.ports.http}/ws"
+
 
 @dataclass
 class Controller:
@@ -80,6 +95,8 @@ class Controller:
     ari: AriClient | None = None
     control: CallControl | None = None
     receptionist: Receptionist | None = None
+    supervision: Supervision | None = None
+    callbacks: Callbacks | None = None
 
     # The AI control API's CallCommands, delegated to the call control once it exists.
     async def request_handoff(
@@ -96,6 +113,12 @@ class Controller:
     # The dashboard's Commands.
     async def accept(self, handoff_id: int, agent_id: int) -> None:
         await self._control().accept(handoff_id, agent_id)
+
+    async def return_to_ai(self, call_id: str) -> None:
+        await self._control().return_to_ai(call_id)
+
+    async def transfer(self, call_id: str, from_agent: int, to_agent: int, note: str) -> int:
+        return await self._control().transfer(call_id, from_agent, to_agent, note)
 
     def _control(self) -> CallControl:
         if self.control is None:
@@ -362,6 +385,8 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     ari.on_connect = control.reconcile
     controller.ari, controller.control, controller.receptionist = ari, control, receptionist
+    controller.supervision = Supervision(control)
+    controller.callbacks = Callbacks(ari, services.store, trunk=control.fallback_trunk)
     await receptionist.start()
     await ari.start()
     await ari.wait_ready(30)
@@ -369,6 +394,10 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        for service in (controller.supervision, controller.callbacks):
+            if service is not None:
+                await service.close()
+        controller.supervision = controller.callbacks = None
         await control.close()
         await ari.close()
         await receptionist.close()
@@ -398,6 +427,19 @@ def print_banner(services: Services) -> None:
         lines.append(f"  Demo login  {login} / {password}")
     lines += ["  `switchboard doctor` reports what runs; Ctrl-C stops everything.", ""]
     print("\n".join(lines), flush=True)
+
+
+async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The Prometheus counters follow the event hub for as long as the app runs."""
+    task = asyncio.create_task(app[METRICS].run(), name="metrics")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+METRICS = web.AppKey("metrics", SwitchboardMetrics)
 
 
 # ---- handlers ---------------------------------------------------------------------------
@@ -447,5 +489,25 @@ def build_app(settings: Settings) -> web.Application:
     setup_dashboard(
         app, store=services.store, hub=services.hub, commands=services.controller,
         origin=settings.origin, secure_cookies=settings.origin.startswith("https://"),
+        softphone=SoftphoneSettings(services.telephony.softphone_url),
     )
+
+    async def test_call() -> str:
+        """The admin's "place a test call": the demo carrier calls the receptionist."""
+        carrier = services.telephony.carrier
+        if carrier is None:
+            raise RuntimeError("the demo carrier is not running (demo.test_caller is off)")
+        return await TestCaller(carrier.ari_url, carrier.ari_auth, number=DEMO_NUMBER).place()
+
+    setup_tools(app, Tools(
+        recordings=settings.data_path / "recordings",
+        supervision=lambda: services.controller.supervision,
+        callbacks=lambda: services.controller.callbacks,
+        test_call=test_call if settings.demo.enabled else None,
+    ))
+    app[METRICS] = SwitchboardMetrics(
+        registry, services.hub, services.store,
+        websocket_clients=lambda: len(app[DASHBOARD].hub.clients),
+    )
+    app.cleanup_ctx.append(metrics_ctx)  # after store_ctx: it reads the agents table
     return app

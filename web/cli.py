@@ -148,6 +148,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print("switchboard bench needs a source checkout (tests/bench)", file=sys.stderr)
         return 2
     sys.path.insert(0, str(root))
+    if args.bench_command == "dashboard":
+        from tests.bench import dashboard as bench_dashboard  # noqa: PLC0415 - only from a checkout
+
+        return int(bench_dashboard.main(args.clients, args.json))
     from tests.bench import handoff as bench_handoff  # noqa: PLC0415 - only from a checkout
 
     result: int = bench_handoff.main(args.calls, args.json, args.baseline)
@@ -215,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     passwd = agent_sub.add_parser("passwd", help="set a new password and print it once")
     passwd.add_argument("login")
     passwd.set_defaults(func=cmd_agent_passwd)
+    dash = bench_sub.add_parser("dashboard", help="card delivery to many dashboard tabs")
+    dash.add_argument("--clients", type=int, default=1000)
+    dash.add_argument("--json", action="store_true")
+    dash.set_defaults(func=cmd_bench)
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     config_sub.add_parser(

@@ -73,3 +73,16 @@ class AssistantsRepo:
             execution_options={"populate_existing": True},
         )
         return result.all()
+
+    async def set_handoff_rules(
+        self, assistant_id: int, *, handoff_level: HandoffLevel, accept_timeout_s: int,
+        fallback_kind: FallbackKind, fallback_number: str | None,
+    ) -> Assistant:
+        """What an admin tunes on the admin page; takes effect with the next handoff."""
+        assistant = await self.get(assistant_id)
+        assistant.handoff_level = handoff_level
+        assistant.accept_timeout_s = accept_timeout_s
+        assistant.fallback_kind = fallback_kind
+        assistant.fallback_number = fallback_number
+        await self._session.flush()
+        return assistant

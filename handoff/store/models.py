@@ -129,6 +129,12 @@ class Contact(Base):
 
     number: Mapped[str] = mapped_column(sa.String(PHONE_NUMBER_LENGTH), primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(128))
+    # Set by an agent ("call this person back"); cleared when the conversation is resolved.
+    follow_up: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    # The conversation was resolved by hand at this moment; calls that ended later and
+    # still need something (a callback request, an abandoned call) reopen it.
+    resolved_at: Mapped[datetime | None]
+    resolved_by: Mapped[int | None]
 
 
 class Call(Base):
@@ -138,7 +144,7 @@ class Call(Base):
     assistant_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("assistants.id", ondelete="SET NULL")
     )
-    caller_number: Mapped[str] = mapped_column(sa.String(PHONE_NUMBER_LENGTH))
+    caller_number: Mapped[str] = mapped_column(sa.String(PHONE_NUMBER_LENGTH), index=True)
     caller_name: Mapped[str | None] = mapped_column(sa.String(128))
     caller_channel_id: Mapped[str] = mapped_column(sa.String(ARI_ID_LENGTH))
     bridge_id: Mapped[str | None] = mapped_column(sa.String(ARI_ID_LENGTH))

@@ -19,6 +19,7 @@ from handoff.store.audit_repo import AuditRepo
 from handoff.store.calls_repo import CallsRepo
 from handoff.store.contacts_repo import ContactsRepo
 from handoff.store.handoffs_repo import HandoffsRepo
+from handoff.store.history_repo import HistoryRepo
 from handoff.store.notes_repo import NotesRepo
 from handoff.store.sessions_repo import SessionsRepo
 from handoff.store.transcripts_repo import TranscriptsRepo
@@ -36,6 +37,7 @@ class Transaction:
     notes: NotesRepo
     audit: AuditRepo
     sessions: SessionsRepo
+    history: HistoryRepo
 
 
 class Store:
@@ -68,4 +70,5 @@ class Store:
             notes=NotesRepo(session, clock),
             audit=AuditRepo(session, clock),
             sessions=SessionsRepo(session, clock),
+            history=HistoryRepo(session, clock),
         )

@@ -23,7 +23,8 @@ FRAME = 160  # samples per 20 ms
 CALLER_HZ = 450.0
 AI_HZ = 1050.0
 AGENT_HZ = 1850.0
-TONES = {"caller": CALLER_HZ, "ai": AI_HZ, "agent": AGENT_HZ}
+SUPERVISOR_HZ = 2450.0  # the supervisor's desk phone (listen, whisper, barge tests)
+TONES = {"caller": CALLER_HZ, "ai": AI_HZ, "agent": AGENT_HZ, "supervisor": SUPERVISOR_HZ}
 
 _BIAS = 0x84
 _CLIP = 32635

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from handoff.agents import EndpointKind, Presence
+from handoff.agents import AgentRole, EndpointKind, Presence
 from handoff.assistants import FallbackKind
 from handoff.call_control import CallControl, Timing, add_when_in_stasis, call_key
 from handoff.events import EventHub
@@ -38,9 +38,18 @@ from pbx.ari import AriClient, AriError
 from pbx.asterisk_config import InboundRoute, Queue, SipAgent, SipTrunk
 from pbx.audiosocket import AudioSocketServer, AudioSocketSession
 from pbx.runtime import AsteriskInstance
-from tests.bench.audio import AGENT_HZ, AI_HZ, CALLER_HZ, RtpProbe, open_probe, tone
+from tests.bench.audio import (
+    AGENT_HZ,
+    AI_HZ,
+    CALLER_HZ,
+    SUPERVISOR_HZ,
+    RtpProbe,
+    open_probe,
+    tone,
+)
 
 AGENT_PHONE_NUMBER = "7001"
+SUPERVISOR_PHONE_NUMBER = "7002"  # Sam, the supervisor's desk phone
 FALLBACK_NUMBER = "5001"  # the sales team's outside line, answered on the carrier
 
 
@@ -56,7 +65,8 @@ async def asterisk_pair(
 ) -> AsyncIterator[Pair]:
     """A Switchboard PBX and a carrier Asterisk with a SIP trunk between them.
 
-    The carrier also plays Ada's desk phone: the PBX reaches her at 7001 on the carrier.
+    The carrier also plays Ada's desk phone: the PBX reaches her at 7001 on the carrier;
+    and Sam's, the supervisor's, at 7002.
     """
     # Ports first, so that each side's trunk can name the other's SIP port.
     pbx_ports = runtime.allocate_ports(runtime.PortRequest())
@@ -79,6 +89,10 @@ async def asterisk_pair(
             SipAgent(
                 "desk-ada", "desk-ada-secret", "deskphone", "Ada",
                 contact=f"sip:{AGENT_PHONE_NUMBER}@127.0.0.1:{carrier_ports.sip}",
+            ),
+            SipAgent(
+                "desk-sam", "desk-sam-secret", "deskphone", "Sam",
+                contact=f"sip:{SUPERVISOR_PHONE_NUMBER}@127.0.0.1:{carrier_ports.sip}",
             ),
         ),
     )
@@ -143,6 +157,7 @@ class World:
     ari: AriClient = field(init=False)
     probes: dict[str, RtpProbe] = field(default_factory=dict)  # caller number -> probe
     agent_probes: list[RtpProbe] = field(default_factory=list)
+    supervisor_probes: list[RtpProbe] = field(default_factory=list)
     _outbound: dict[str, str] = field(default_factory=dict)  # caller number -> channel
     _parts: dict[str, tuple[str, str]] = field(default_factory=dict)  # leg -> (bridge, media)
     _ready_phone: tuple[str, str, RtpProbe] | None = None
@@ -170,7 +185,7 @@ class World:
             await self._drop_phone(bridge, media)
             self.agent_probes.append(probe)
         await self.ari.close()
-        for probe in [*self.probes.values(), *self.agent_probes]:
+        for probe in [*self.probes.values(), *self.agent_probes, *self.supervisor_probes]:
             await probe.close()
         await self.engine.server.close()
 
@@ -185,6 +200,15 @@ class World:
             await add_when_in_stasis(self.ari, bridge, channel["id"])
             await self.ari.channels.answer(channel["id"])
             self.agent_probes.append(probe)
+            self._parts[channel["id"]] = (bridge, media)
+            return
+        exten = str(channel.get("dialplan", {}).get("exten", ""))
+        if args[:2] == ["inbound", "agentphone"] and exten == SUPERVISOR_PHONE_NUMBER:
+            # Sam's desk phone answers at once and speaks the supervisor's tone.
+            bridge, media, probe = await self._new_phone(await open_probe(SUPERVISOR_HZ))
+            await add_when_in_stasis(self.ari, bridge, channel["id"])
+            await self.ari.channels.answer(channel["id"])
+            self.supervisor_probes.append(probe)
             self._parts[channel["id"]] = (bridge, media)
             return
         if args[:2] == ["inbound", "agentphone"]:
@@ -290,6 +314,9 @@ class Rig:
     pbx_ari: AriClient
     world: World | Any  # a World here, or its proxy in a child process
     agent_id: int
+    # Sam: a supervisor, off duty, reached at his desk phone (keyword-only, so subclasses
+    # keep adding positional fields).
+    supervisor_id: int = field(default=0, kw_only=True)
 
     async def place_call(self, number: str = "2000", wait_ai: bool = True) -> PlacedCall:
         caller = await self.world.place_call(number)
@@ -355,6 +382,14 @@ async def rig(
                 sip_password="desk-ada-secret", endpoint_kind=EndpointKind.DESKPHONE,
             )
         agent_id = agent.id
+        supervisor = await tx.agents.by_sip_user("desk-sam")
+        if supervisor is None:
+            supervisor = await tx.agents.create(
+                login="sam", display_name="Sam", sip_user="desk-sam",
+                sip_password="desk-sam-secret", endpoint_kind=EndpointKind.DESKPHONE,
+                role=AgentRole.SUPERVISOR,
+            )
+        supervisor_id = supervisor.id
         if await tx.assistants.by_name("receptionist") is None:
             # The receptionist keeps callers it cannot place and records a callback;
             # sales sends them to a fallback number on the carrier after two seconds.
@@ -384,7 +419,7 @@ async def rig(
     await pbx_ari.start()
     await pbx_ari.wait_ready(10)
     try:
-        yield Rig(pbx, control, store, pbx_ari, world, agent_id)
+        yield Rig(pbx, control, store, pbx_ari, world, agent_id, supervisor_id=supervisor_id)
         if check_ledger:
             async with store.transaction() as tx:
                 still_open = [c.id for c in await tx.calls.open_calls()]

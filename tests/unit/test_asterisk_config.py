@@ -105,11 +105,13 @@ def test_webrtc_agent_gets_a_webrtc_endpoint_with_one_registration() -> None:
     assert "max_contacts = 1" in pjsip
 
 
-def test_ice_candidates_restricted_to_loopback_for_tests() -> None:
+def test_ice_host_candidates_are_unrestricted_unless_networks_are_named() -> None:
     rtp = render(spec())["rtp.conf"]
-    assert "ice_deny = 0.0.0.0/0" in rtp
-    assert "ice_permit = 127.0.0.1/32" in rtp
+    assert "ice_deny" not in rtp and "ice_permit" not in rtp
     assert "rtpstart = 30000" in rtp
+    lan = render(spec(ice_permit=("10.20.0.0/16",)))["rtp.conf"]
+    assert "ice_deny = 0.0.0.0/0" in lan
+    assert "ice_permit = 10.20.0.0/16" in lan
 
 
 def test_wss_listener_only_when_a_certificate_is_given() -> None:

@@ -78,6 +78,7 @@ async def test_a_tab_gets_a_snapshot_then_numbered_deltas_as_cards_come_and_go(
             "caller_number": "+33123456789", "caller_name": "Jeanne Martin",
             "summary": "Disputes an invoice", "reason": "caller_request", "topic": "billing",
             "priority": 0, "attempt": 1, "waiting_since": None, "targeted": False,
+            "note": "",
         }
         served.events.publish("cards", {"type": "taken", "handoff_id": handoff.id,
                                         "agent_id": served.people["bob"].id})

@@ -36,6 +36,8 @@ class Card:
     waiting_since: datetime
     # A transfer to a named agent: only that agent (and supervisors) see the card.
     target_agent_id: int | None = None
+    # What the transferring agent wrote for their colleague.
+    note: str = ""
 
     @classmethod
     def of(
@@ -54,6 +56,7 @@ class Card:
             attempt=handoff.attempt,
             waiting_since=waiting_since or handoff.requested_at,
             target_agent_id=handoff.target_agent_id,
+            note=handoff.note or "",
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -69,6 +72,7 @@ class Card:
             "attempt": self.attempt,
             "waiting_since": self.waiting_since.isoformat(),
             "targeted": self.target_agent_id is not None,
+            "note": self.note,
         }
 
     def sort_key(self) -> tuple[int, datetime, int]:

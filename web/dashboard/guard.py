@@ -27,14 +27,21 @@ CSRF_FIELD = "csrf_token"
 # Marks a response the dashboard produced, for the security headers below.
 GUARDED = web.RequestKey("dashboard_guarded", bool)
 
-SECURITY_HEADERS = {
-    # Scripts and styles only from our own files: even if a caller's name or an AI
-    # summary slipped into the page as markup, the browser would not run it.
-    "Content-Security-Policy": (
+
+def content_security_policy(*connect: str) -> str:
+    """Scripts and styles only from our own files: even if a caller's name or an AI
+    summary slipped into the page as markup, the browser would not run it. `connect`
+    adds origins scripts may open connections to (the PBX's SIP WebSocket)."""
+    connect_src = " ".join(("'self'", *connect))
+    return (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; media-src 'self' blob:; object-src 'none'; base-uri 'none'; "
-        "form-action 'self'; frame-ancestors 'none'"
-    ),
+        f"connect-src {connect_src}; media-src 'self' blob:; object-src 'none'; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": content_security_policy(),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",

@@ -20,7 +20,7 @@ from aiohttp import hdrs, web
 from handoff.agents import AgentRole
 from handoff.events import EventHub
 from handoff.store import Store
-from web.dashboard import views
+from web.dashboard import admin, calls_api, history, supervision_api, views
 from web.dashboard.access import RoutePolicy, Rule, Shape, public, signed_in
 from web.dashboard.board import Board
 from web.dashboard.feed import Feed
@@ -35,6 +35,7 @@ from web.dashboard.typedefs import (
     Commands,
     Dashboard,
     DashboardOptions,
+    SoftphoneSettings,
 )
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,48 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", r"/api/handoffs/{handoff_id:\d+}/accept", views.accept_handoff,
           signed_in(AGENT)),
     Route("POST", r"/api/admin/agents/{agent_id:\d+}/role", views.set_role, signed_in(ADMIN)),
+    # After the call (history.py): the guard lets any agent in; the handlers narrow an
+    # agent's view to the calls they handled, supervisors and admins see every call.
+    Route("GET", "/history", history.history_page, signed_in(AGENT, Shape.PAGE)),
+    Route("GET", "/api/history", history.history_api, signed_in(AGENT)),
+    Route("GET", r"/contacts/{number:\+?[0-9]{1,20}}", history.contact_page,
+          signed_in(AGENT, Shape.PAGE)),
+    Route("POST", r"/api/contacts/{number:\+?[0-9]{1,20}}/follow-up", history.set_follow_up,
+          signed_in(AGENT)),
+    Route("POST", r"/api/contacts/{number:\+?[0-9]{1,20}}/resolve", history.resolve,
+          signed_in(AGENT)),
+    Route("POST", r"/api/contacts/{number:\+?[0-9]{1,20}}/notes", history.add_contact_note,
+          signed_in(AGENT)),
+    Route("POST", r"/api/contacts/{number:[^/]{1,64}}/call-back", history.call_back,
+          signed_in(AGENT)),
+    Route("GET", r"/calls/{call_id:[0-9a-f-]{36}}/recording", history.recording_page,
+          signed_in(AGENT, Shape.PAGE)),
+    Route("GET", r"/api/calls/{call_id:[0-9a-f-]{36}}/recording.wav", history.recording_audio,
+          signed_in(AGENT)),
+    Route("GET", r"/api/calls/{call_id:[0-9a-f-]{36}}/peaks", history.recording_peaks,
+          signed_in(AGENT)),
+    # The supervisor board (supervision_api.py).
+    Route("GET", "/api/supervisor/calls", supervision_api.live_calls, signed_in(SUPERVISOR)),
+    Route("POST", r"/api/supervisor/calls/{call_id:[0-9a-f-]{36}}/stop", supervision_api.stop,
+          signed_in(SUPERVISOR)),
+    Route("POST", r"/api/supervisor/calls/{call_id:[0-9a-f-]{36}}/{mode:[a-z_]{1,16}}",
+          supervision_api.supervise, signed_in(SUPERVISOR)),
+    # Admin (admin.py).
+    Route("POST", "/api/admin/agents", admin.create_agent, signed_in(ADMIN)),
+    Route("GET", "/api/admin/assistants", admin.assistants, signed_in(ADMIN)),
+    Route("POST", r"/api/admin/assistants/{assistant_id:\d+}", admin.update_assistant,
+          signed_in(ADMIN)),
+    Route("POST", "/api/admin/test-call", admin.test_call, signed_in(ADMIN)),
+    Route("GET", "/api/admin/audit", admin.audit_log, signed_in(ADMIN)),
+    # The softphone and the call panel. The guard lets any agent in; each handler then
+    # checks that the viewer is the agent on that call (or a supervisor).
+    Route("GET", "/api/softphone", calls_api.softphone, signed_in(AGENT)),
+    Route("GET", "/api/calls/current", calls_api.current_call, signed_in(AGENT)),
+    Route("POST", "/api/calls/{call_id}/end", calls_api.end_call, signed_in(AGENT)),
+    Route("POST", "/api/calls/{call_id}/notes", calls_api.add_note, signed_in(AGENT)),
+    Route("POST", "/api/calls/{call_id}/return-to-ai", calls_api.return_to_ai,
+          signed_in(AGENT)),
+    Route("POST", "/api/calls/{call_id}/transfer", calls_api.transfer, signed_in(AGENT)),
 )
 STATIC_RULE = public(Shape.API)
 
@@ -103,12 +146,15 @@ def setup_dashboard(
     origin: str,
     secure_cookies: bool,
     options: DashboardOptions | None = None,
+    softphone: SoftphoneSettings | None = None,
 ) -> None:
     """Add the agent dashboard (pages, JSON API, live WebSocket) to `app`.
 
     `origin` is the browser origin the dashboard is served from (scheme://host:port);
     WebSocket handshakes and state-changing requests from any other origin are refused.
     `secure_cookies` must be true whenever the dashboard is reached over https.
+    `softphone` says where agents' browser softphones register; without it the desk
+    works without a phone (cards, but no audio).
     """
     options = options or DashboardOptions()
     origin = check_origin(origin)
@@ -133,6 +179,7 @@ def setup_dashboard(
             autoescape=True,
             undefined=jinja2.StrictUndefined,
         ),
+        softphone=softphone,
     )
     app[DASHBOARD] = dashboard
     policy = route_policy(app)

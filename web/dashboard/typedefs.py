@@ -31,6 +31,27 @@ class Commands(Protocol):
 
     async def accept(self, handoff_id: int, agent_id: int) -> None: ...
 
+    # The call panel. Each raises handoff.store.NotFound when the call is not live here,
+    # CallStateConflict when its state does not allow the command; `transfer` raises
+    # AgentNotAvailable when the colleague cannot take calls, and returns the handoff id.
+    async def end_call(self, call_id: str) -> None: ...
+
+    async def return_to_ai(self, call_id: str) -> None: ...
+
+    async def transfer(self, call_id: str, from_agent: int, to_agent: int, note: str) -> int: ...
+
+
+@dataclass(frozen=True)
+class SoftphoneSettings:
+    """Where the agents' browser softphones register (SIP over WebSocket on the PBX).
+
+    A callable rather than a value: the composition root sets up the routes before
+    Asterisk runs, and the PBX's HTTP port is known only once it has started (or been
+    re-attached). It returns None while there is no PBX to register with.
+    """
+
+    websocket_url: Callable[[], str | None]
+
 
 @dataclass(frozen=True)
 class DashboardOptions:
@@ -67,6 +88,8 @@ class Dashboard:
     board: Board
     hub: DashboardHub
     templates: jinja2.Environment
+    # None: this installation has no browser softphones (desk phones only, or tests).
+    softphone: SoftphoneSettings | None = None
 
 
 DASHBOARD = web.AppKey("dashboard", Dashboard)

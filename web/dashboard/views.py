@@ -17,10 +17,11 @@ from handoff.call_control import AgentUnreachable, CallStateConflict
 from handoff.store import AlreadyTaken, NotFound, NotOfferable
 from web.dashboard.board import AgentView
 from web.dashboard.feed import AGENTS_TOPIC, agent_changed_event
-from web.dashboard.guard import CSRF_FIELD, json_error
+from web.dashboard.guard import CSRF_FIELD, content_security_policy, json_error
 from web.dashboard.hub import Client, CloseCode, Resume
 from web.dashboard.ratelimit import address_key, login_key
 from web.dashboard.sessions import Viewer, new_token, tokens_match
+from web.dashboard.softphone import softphone_url, websocket_origin
 from web.dashboard.typedefs import DASHBOARD, VIEWER, Dashboard
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,13 @@ async def logout(request: web.Request) -> web.Response:
 
 
 async def desk_page(request: web.Request) -> web.Response:
-    return render(request, "desk.html", presences=[p.value for p in Presence])
+    response = render(request, "desk.html", presences=[p.value for p in Presence])
+    phone = softphone_url(request)
+    if phone is not None:
+        # The softphone's SIP WebSocket goes to the PBX, another origin than ours.
+        response.headers["Content-Security-Policy"] = content_security_policy(
+            websocket_origin(phone))
+    return response
 
 
 async def supervisor_page(request: web.Request) -> web.Response:

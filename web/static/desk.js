@@ -58,6 +58,17 @@
   dutyBox.addEventListener("change", async () => {
     const wanted = dutyBox.checked;
     dutyBox.disabled = true;
+    if (wanted && phone) {
+      // A card accepted on a desk whose phone cannot ring is a caller left waiting:
+      // check the microphone and the registration first, and say what is wrong.
+      const problem = await phone.readyForDuty();
+      if (problem) {
+        dutyBox.disabled = false;
+        dutyBox.checked = false;
+        say(problem);
+        return;
+      }
+    }
     const result = await post("/api/duty", { on_duty: wanted });
     dutyBox.disabled = false;
     if (result.ok) {
@@ -74,6 +85,171 @@
     if (result.ok) showMe(result.body.me);
     else say(result.body.reason || "Could not change presence.");
   });
+
+  // ---- the softphone ------------------------------------------------------------------
+
+  const phoneStatus = document.getElementById("phone-status");
+  const phoneTake = document.getElementById("phone-take");
+  const phoneLabels = {
+    starting: "Phone: starting…",
+    registering: "Phone: connecting…",
+    registered: "Phone: ready",
+    none: "No browser phone on this desk",
+  };
+
+  function showPhone(phoneState, reason) {
+    if (!phoneStatus) return;
+    phoneStatus.dataset.state = phoneState;
+    phoneStatus.textContent = phoneLabels[phoneState] || `Phone: ${reason || phoneState}`;
+    phoneTake.hidden = phoneState !== "elsewhere";
+    document.body.dataset.phone = phoneState;
+  }
+
+  const phone = window.Softphone && phoneStatus
+    ? new window.Softphone({
+      onState: showPhone,
+      onCall: (session) => callPanel.open(session),
+      onCallEnded: (cause) => callPanel.close(cause),
+    })
+    : null;
+  // Tests and the agent's own diagnostics reach the phone here.
+  window.switchboardPhone = phone;
+  if (phoneTake && phone) phoneTake.addEventListener("click", () => phone.takeHere());
+
+  // ---- the call panel -----------------------------------------------------------------
+
+  const callPanel = (function () {
+    const section = document.getElementById("call");
+    if (!section) return { open() {}, close() {} };
+    const $ = (id) => document.getElementById(id);
+    const speakers = { caller: "Caller", ai: "AI", agent: "You", system: "—" };
+    let current = null; // the call as /api/calls/current last said
+    let timer = null;
+    let poll = null;
+    let startedAt = 0;
+
+    function clock() {
+      const seconds = Math.max(0, Math.floor((Date.now() + state.clockOffsetMs - startedAt) / 1000));
+      const s = String(seconds % 60).padStart(2, "0");
+      $("call-timer").textContent = `${Math.floor(seconds / 60)}:${s}`;
+    }
+
+    function fill(call) {
+      current = call;
+      section.dataset.callId = call.call_id;
+      $("call-caller").textContent = call.caller_name || call.caller_number;
+      $("call-number").textContent = call.caller_name ? call.caller_number : "";
+      $("call-summary").textContent = call.note ? `${call.summary} · Note: ${call.note}` : call.summary;
+      if (call.connected_at) startedAt = Date.parse(call.connected_at);
+      const transcript = $("call-transcript");
+      $("call-no-transcript").hidden = call.transcript.length > 0;
+      transcript.replaceChildren(...call.transcript.map((line) => {
+        const item = el("li", "line");
+        item.appendChild(el("span", "speaker", speakers[line.speaker] || line.speaker));
+        item.appendChild(document.createTextNode(line.text));
+        return item;
+      }));
+      $("call-notes").replaceChildren(...call.notes.map((note) => {
+        const item = el("li", "note", note.text);
+        if (note.author) item.appendChild(el("span", "author", note.author));
+        return item;
+      }));
+      const select = $("transfer-to");
+      const chosen = select.value;
+      select.replaceChildren(...call.colleagues.map((agent) => {
+        const option = el("option", "", agent.display_name);
+        option.value = String(agent.id);
+        return option;
+      }));
+      if (chosen) select.value = chosen;
+      const transferButton = $("transfer-form").querySelector("button");
+      transferButton.disabled = call.colleagues.length === 0 || call.transfer !== null;
+      if (call.transfer) {
+        $("transfer-status").textContent = `Transferring to ${call.transfer.to} (${call.transfer.state})…`;
+      } else if (call.colleagues.length === 0) {
+        $("transfer-status").textContent = "No colleague is available to take a transfer.";
+      } else if ($("transfer-status").dataset.pending === "yes") {
+        $("transfer-status").textContent = "The transfer was not taken; the call is still yours.";
+        $("transfer-status").dataset.pending = "no";
+      }
+    }
+
+    async function refresh() {
+      const response = await fetch("/api/calls/current", { credentials: "same-origin" });
+      if (!response.ok) return;
+      const body = await response.json();
+      if (body.call) fill(body.call);
+    }
+
+    function open(_session) {
+      startedAt = Date.now() - state.clockOffsetMs;
+      section.hidden = false;
+      document.body.dataset.inCall = "yes";
+      $("call-mute").setAttribute("aria-pressed", "false");
+      $("call-mute").textContent = "Mute";
+      $("transfer-status").textContent = "";
+      for (const button of section.querySelectorAll("button")) button.disabled = false;
+      clock();
+      timer = setInterval(clock, 1000);
+      // The panel follows the call: the transcript grows while the AI part is read,
+      // notes come from colleagues, a transfer changes state.
+      refresh();
+      poll = setInterval(refresh, 2000);
+      for (const node of cardList.querySelectorAll(".status")) node.textContent = "";
+    }
+
+    function close(cause) {
+      clearInterval(timer);
+      clearInterval(poll);
+      section.hidden = true;
+      delete section.dataset.callId;
+      document.body.dataset.inCall = "no";
+      current = null;
+      say(cause && cause !== "Terminated" && cause !== "Bye" ? `The call ended (${cause}).` : "The call ended.");
+    }
+
+    async function act(path, body, button) {
+      if (!current) return null;
+      button.disabled = true;
+      const result = await post(`/api/calls/${encodeURIComponent(current.call_id)}/${path}`, body);
+      button.disabled = false;
+      if (!result.ok) say(result.body.reason || "That did not work.");
+      return result;
+    }
+
+    $("call-mute").addEventListener("click", () => {
+      const muted = !phone.muted;
+      phone.setMuted(muted);
+      $("call-mute").setAttribute("aria-pressed", muted ? "true" : "false");
+      $("call-mute").textContent = muted ? "Unmute" : "Mute";
+    });
+    $("call-end").addEventListener("click", () => act("end", {}, $("call-end")));
+    $("call-return").addEventListener("click", () => act("return-to-ai", {}, $("call-return")));
+    $("note-form").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const text = $("note-text").value.trim();
+      if (!text) return;
+      const result = await act("notes", { text }, $("note-form").querySelector("button"));
+      if (result && result.ok) {
+        $("note-text").value = "";
+        refresh();
+      }
+    });
+    $("transfer-form").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const to = Number($("transfer-to").value);
+      if (!to) return;
+      const result = await act("transfer", { to_agent_id: to, note: $("transfer-note").value },
+        $("transfer-form").querySelector("button"));
+      if (result && result.ok) {
+        $("transfer-note").value = "";
+        $("transfer-status").dataset.pending = "yes";
+        refresh();
+      }
+    });
+
+    return { open, close };
+  })();
 
   // ---- cards --------------------------------------------------------------------------
 
@@ -98,6 +274,7 @@
     const why = card.topic ? `${card.reason} · ${card.topic}` : card.reason;
     item.appendChild(el("div", "reason", card.priority > 0 ? `${why} · priority ${card.priority}` : why));
     if (card.summary) item.appendChild(el("p", "summary", card.summary));
+    if (card.targeted && card.note) item.appendChild(el("p", "note", `Note: ${card.note}`));
     const accept = el("button", "accept", "Accept");
     accept.type = "button";
     const status = el("p", "status", "");
@@ -110,11 +287,14 @@
   async function acceptCard(handoffId, button, status) {
     button.disabled = true;
     status.textContent = "Accepting…";
+    // Armed before the request: the controller rings this phone before it replies.
+    if (phone) phone.expect();
     const result = await post(`/api/handoffs/${handoffId}/accept`, {});
     if (result.ok) {
       status.textContent = "Connecting you to the caller…";
       return;
     }
+    if (phone) phone.unexpect();
     status.textContent = result.body.reason || "Could not accept this call.";
     button.disabled = result.status === 409 && result.body.error === "already_taken";
   }
@@ -219,4 +399,5 @@
   }
 
   connect();
+  if (phone) phone.start();
 })();

@@ -1,0 +1,176 @@
+"""Call a caller back: the agent's phone first, then the caller over the trunk.
+
+The agent's phone rings first, because the agent just clicked "Call back" and is waiting
+for it; only once they pick up is the caller dialled, and the agent hears ringback
+meanwhile. Dialling the caller first would let them answer into silence (or into a
+phone still ringing on a desk), which is the one thing a callback must not do.
+
+The number is checked to be a plain number before it goes anywhere near a dial string:
+``PJSIP/<number>@<trunk>`` with anything else in it (``&``, ``/``, ``@``) would let a
+crafted "number" dial a second destination or another trunk (toll fraud).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from handoff.call_control import add_when_in_stasis
+from handoff.store import Store
+from pbx.ari import AriClient, AriError, AriNotFound
+
+log = logging.getLogger(__name__)
+
+# E.164 at most 15 digits, an optional leading +; short internal numbers are fine too.
+_NUMBER = re.compile(r"^\+?[0-9]{3,15}$")
+PREFIX = "cb-"
+
+
+class BadNumber(ValueError):
+    pass
+
+
+class NoTrunk(Exception):
+    """No SIP trunk is configured: there is no way out to the caller's number."""
+
+
+def check_number(number: str) -> str:
+    """The number as it may be dialled, or BadNumber with a reason a person can act on."""
+    cleaned = re.sub(r"[\s().-]", "", number)
+    if not _NUMBER.fullmatch(cleaned):
+        raise BadNumber(f"{number!r} is not a phone number (digits, an optional leading +)")
+    return cleaned
+
+
+@dataclass
+class Callback:
+    key: str
+    number: str
+    agent_id: int
+    agent_leg: str
+    caller_leg: str
+    bridge: str
+    state: str = "ringing_agent"  # ringing_agent, ringing_caller, connected, ended
+    agent_answered: asyncio.Event = field(default_factory=asyncio.Event)
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.key, "number": self.number, "state": self.state}
+
+
+class Callbacks:
+    def __init__(
+        self, ari: AriClient, store: Store, *, trunk: str | None, app: str = "switchboard",
+        ring_timeout_s: int = 30,
+    ) -> None:
+        self.ari = ari
+        self.store = store
+        self.trunk = trunk
+        self.app = app
+        self.ring_timeout_s = ring_timeout_s
+        self.active: dict[str, Callback] = {}
+        self._by_leg: dict[str, Callback] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        ari.on("ChannelStateChange", self._on_state_change)
+        ari.on("StasisEnd", self._on_leg_gone)
+        ari.on("ChannelDestroyed", self._on_leg_gone)
+
+    async def call_back(self, number: str, *, agent_id: int, sip_user: str,
+                        actor: str) -> Callback:
+        """Ring the agent's phone; the caller is dialled when the agent answers.
+
+        Returns as soon as the agent's phone rings. Raises BadNumber, NoTrunk, or
+        AriError when the agent's phone cannot be dialled.
+        """
+        number = check_number(number)
+        if self.trunk is None:
+            raise NoTrunk("no SIP trunk is configured for outgoing calls")
+        key = PREFIX + secrets.token_hex(6)
+        cb = Callback(key, number, agent_id, f"{key}~agent", f"{key}~caller", f"{key}~bridge")
+        await self.ari.bridges.create(bridge_id=cb.bridge, type="mixing")
+        self.active[key] = cb
+        self._by_leg[cb.agent_leg] = cb
+        try:
+            await self.ari.channels.create(f"PJSIP/{sip_user}", self.app,
+                                           app_args=["callback", key], channel_id=cb.agent_leg)
+            await self._add(cb.bridge, cb.agent_leg)
+            await self.ari.channels.dial(cb.agent_leg, timeout=self.ring_timeout_s)
+        except AriError:
+            await self._finish(cb, "agent phone unreachable")
+            raise
+        async with self.store.transaction() as tx:
+            await tx.audit.record(actor, "call_back", f"number:{number}",
+                                  {"agent_id": agent_id, "callback": key})
+        log.info("callback %s: ringing agent %s for %s", key, agent_id, number)
+        return cb
+
+    async def close(self) -> None:
+        for cb in list(self.active.values()):
+            await self._finish(cb, "controller stopping")
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ---- ARI events --------------------------------------------------------------------
+
+    async def _on_state_change(self, event: Mapping[str, Any]) -> None:
+        channel = event["channel"]
+        cb = self._by_leg.get(str(channel["id"]))
+        if cb is None or channel.get("state") != "Up":
+            return
+        if channel["id"] == cb.agent_leg and not cb.agent_answered.is_set():
+            cb.agent_answered.set()
+            await self._dial_caller(cb)
+        elif channel["id"] == cb.caller_leg and not cb.connected.is_set():
+            cb.state = "connected"
+            cb.connected.set()
+            with contextlib.suppress(AriError):
+                await self.ari.playbacks.stop(f"{cb.key}~ringback")
+            log.info("callback %s: %s answered; connected", cb.key, cb.number)
+
+    async def _dial_caller(self, cb: Callback) -> None:
+        """The agent picked up: they hear ringback while the caller's phone rings."""
+        cb.state = "ringing_caller"
+        self._by_leg[cb.caller_leg] = cb
+        try:
+            await self.ari.channels.create(
+                f"PJSIP/{cb.number}@{self.trunk}", self.app, app_args=["callback", cb.key],
+                channel_id=cb.caller_leg, originator=cb.agent_leg,
+            )
+            await self._add(cb.bridge, cb.caller_leg)
+            await self.ari.channels.play(cb.agent_leg, "tone:ring",
+                                         playback_id=f"{cb.key}~ringback")
+            await self.ari.channels.dial(cb.caller_leg, caller=cb.agent_leg,
+                                         timeout=self.ring_timeout_s)
+        except AriError as exc:
+            log.warning("callback %s: %s could not be dialled: %s", cb.key, cb.number, exc)
+            await self._finish(cb, "caller unreachable")
+
+    async def _on_leg_gone(self, event: Mapping[str, Any]) -> None:
+        cb = self._by_leg.get(str(event["channel"]["id"]))
+        if cb is not None:
+            # Either side hanging up ends the callback for both.
+            await self._finish(cb, f"{event['channel']['id']} hung up")
+
+    async def _finish(self, cb: Callback, why: str) -> None:
+        if self.active.pop(cb.key, None) is None:
+            return
+        cb.state = "ended"
+        for leg in (cb.agent_leg, cb.caller_leg):
+            self._by_leg.pop(leg, None)
+            with contextlib.suppress(AriError):
+                await self.ari.channels.hangup(leg)
+        with contextlib.suppress(AriNotFound, AriError):
+            await self.ari.bridges.destroy(cb.bridge)
+        cb.ended.set()
+        log.info("callback %s ended: %s", cb.key, why)
+
+    async def _add(self, bridge: str, leg: str) -> None:
+        await add_when_in_stasis(self.ari, bridge, leg)

@@ -1,0 +1,96 @@
+"""Prometheus metrics from the domain's events.
+
+Built from the composition root's CollectorRegistry; ``run`` listens on the EventHub
+(the controller's "cards" and "assistant:<name>" topics, the dashboard's "agents") for
+as long as the app lives. Outcomes and handoff times are read from the ledger when a
+call ends, so each call and each handoff is counted exactly once, with the figures the
+history page shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from handoff.events import Event, EventHub
+from handoff.store import NotFound, Store
+
+log = logging.getLogger(__name__)
+
+# From the click to the agent's phone answering: well under a second when staged legs
+# work, up to the ring timeout when the phone is slow to pick up.
+SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+
+
+class SwitchboardMetrics:
+    def __init__(
+        self, registry: CollectorRegistry, events: EventHub, store: Store, *,
+        websocket_clients: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self._events = events
+        self._store = store
+        self.calls_started = Counter("switchboard_calls_started", "calls answered",
+                                     ["assistant"], registry=registry)
+        self.calls_ended = Counter("switchboard_calls_ended", "calls ended, by outcome",
+                                   ["outcome"], registry=registry)
+        self.handoffs = Counter("switchboard_handoffs", "handoff attempts ended, by outcome",
+                                ["outcome"], registry=registry)
+        self.time_to_accept = Histogram(
+            "switchboard_handoff_time_to_accept_seconds",
+            "from the card being offered to an agent accepting it",
+            buckets=SECONDS_BUCKETS, registry=registry)
+        self.time_to_connect = Histogram(
+            "switchboard_handoff_time_to_connect_seconds",
+            "from the accept to the agent talking to the caller",
+            buckets=SECONDS_BUCKETS, registry=registry)
+        self.agents_on_duty = Gauge("switchboard_agents_on_duty", "agents on duty",
+                                    registry=registry)
+        clients = Gauge("switchboard_dashboard_websocket_clients",
+                        "dashboard tabs connected", registry=registry)
+        clients.set_function(lambda: float(websocket_clients()))
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        async with self._events.subscribe("*") as sub:
+            await self._count_on_duty()
+            if ready is not None:
+                ready.set()
+            while True:
+                event = await sub.get()
+                try:
+                    await self.observe(event)
+                except Exception:
+                    # A metric is never worth stopping the loop for.
+                    log.exception("metrics could not count %r", event)
+
+    async def observe(self, event: Event) -> None:
+        topic, kind = str(event.get("topic", "")), event.get("type")
+        if topic.startswith("assistant:") and kind == "call_started":
+            self.calls_started.labels(topic.split(":", 1)[1]).inc()
+        elif topic == "cards" and kind == "call_ended":
+            await self._call_ended(str(event["call_id"]))
+        elif topic == "agents":
+            await self._count_on_duty()
+
+    async def _call_ended(self, call_id: str) -> None:
+        async with self._store.transaction() as tx:
+            try:
+                call = await tx.calls.get(call_id)
+            except NotFound:
+                return
+            handoffs = await tx.handoffs.for_call(call_id)
+        self.calls_ended.labels(call.outcome.value if call.outcome else "unknown").inc()
+        for handoff in handoffs:
+            self.handoffs.labels(handoff.state.value).inc()
+            if handoff.offered_at and handoff.accepted_at:
+                self.time_to_accept.observe(
+                    (handoff.accepted_at - handoff.offered_at).total_seconds())
+            if handoff.accepted_at and handoff.connected_at:
+                self.time_to_connect.observe(
+                    (handoff.connected_at - handoff.accepted_at).total_seconds())
+
+    async def _count_on_duty(self) -> None:
+        async with self._store.transaction() as tx:
+            self.agents_on_duty.set(sum(1 for a in await tx.agents.all() if a.on_duty))

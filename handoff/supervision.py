@@ -1,0 +1,339 @@
+"""A supervisor on a live call: listen, whisper, barge, take over.
+
+The supervisor's own phone (their PJSIP endpoint) is dialled by the controller and, once
+answered, stays up while the supervisor changes mode:
+
+- **listen**: a Snoop leg on the caller's channel (``spy=both``) hears the caller and
+  whatever the caller hears (AI or agent); it shares a small *supervision bridge* with
+  the supervisor's leg. Nobody on the call hears the supervisor.
+- **whisper**: the Snoop leg sits on the agent's channel with ``whisper=out``: what the
+  supervisor says is mixed into the agent's audio only, the caller hears nothing.
+- **barge**: the supervisor's leg moves into the call bridge: a three-way conversation.
+- **take over**: the supervisor's leg joins the call bridge, then the AI or agent leg
+  leaves; in the ledger the supervisor becomes the call's agent through a handoff of
+  reason ``supervisor`` (so history says who handled the call, and the controller
+  treats the supervisor's leg like any agent's from then on).
+
+Every leg and bridge created here carries an id that starts with the caller's channel
+id, so the ARI client orders its events with the rest of the call's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from handoff.call_control import CallControl, LiveCall, add_when_in_stasis, call_key
+from handoff.calls import CallEvent, CallState
+from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
+from handoff.store.errors import NotFound
+from pbx.ari import AriError, AriNotFound
+
+log = logging.getLogger(__name__)
+
+SUPERVISOR_REASON = "supervisor"
+
+
+class Mode(enum.StrEnum):
+    LISTEN = "listen"
+    WHISPER = "whisper"
+    BARGE = "barge"
+    TAKE_OVER = "take_over"
+
+
+class SupervisionRefused(Exception):
+    """The call is not in a state that allows this (whisper with nobody to whisper to)."""
+
+    def __init__(self, error: str, reason: str) -> None:
+        super().__init__(reason)
+        self.error = error
+        self.reason = reason
+
+
+class SupervisorUnreachable(SupervisionRefused):
+    def __init__(self, why: str) -> None:
+        super().__init__("phone_unreachable", f"your phone could not be reached: {why}")
+
+
+@dataclass(frozen=True, slots=True)
+class Supervisor:
+    """Who supervises: enough of the agents row to dial them and name them in the audit."""
+
+    agent_id: int
+    login: str
+    sip_user: str
+    endpoint_kind: str = "webrtc"
+
+
+@dataclass
+class Session:
+    call_id: str
+    caller: str  # the call's caller channel: when it goes, the session goes
+    supervisor: Supervisor
+    leg: str
+    bridge: str  # the supervision bridge: the supervisor's leg and the Snoop leg
+    mode: Mode | None = None
+    snoop: str | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"call_id": self.call_id, "supervisor_id": self.supervisor.agent_id,
+                "mode": self.mode.value if self.mode else None}
+
+
+class Supervision:
+    def __init__(self, control: CallControl, *, ring_timeout_s: int = 30) -> None:
+        self.control = control
+        self.ari = control.ari
+        self.store = control.store
+        self.ring_timeout_s = ring_timeout_s
+        self.sessions: dict[tuple[str, int], Session] = {}
+        self._ringing: dict[str, asyncio.Future[None]] = {}
+        self.ari.on("ChannelStateChange", self._on_state_change)
+        self.ari.on("StasisEnd", self._on_leg_gone)
+        self.ari.on("ChannelDestroyed", self._on_leg_gone)
+
+    # ---- commands --------------------------------------------------------------------
+
+    async def supervise(self, call_id: str, supervisor: Supervisor, mode: Mode) -> Session:
+        """Start supervising `call_id` in `mode`, or switch an existing session's mode.
+
+        Raises NotFound (no such live call), SupervisionRefused, SupervisorUnreachable.
+        """
+        live = self._live(call_id)
+        if mode is Mode.WHISPER and not (live.agent and live.connected):
+            raise SupervisionRefused(
+                "no_agent", "whisper needs an agent on the call; the AI has it now")
+        key = (call_id, supervisor.agent_id)
+        session = self.sessions.get(key)
+        if session is None:
+            session = await self._dial_supervisor(live, supervisor)
+            self.sessions[key] = session
+        async with session.lock:
+            if mode is Mode.TAKE_OVER:
+                await self._take_over(live, session)
+            else:
+                await self._set_mode(live, session, mode)
+        async with self.store.transaction() as tx:
+            await tx.audit.record(supervisor.login, mode.value, f"call:{call_id}",
+                                  {"leg": session.leg, "caller": live.caller_number,
+                                   "agent_id": live.agent_id})
+        log.info("call=%s supervisor=%s %s via %s", call_id, supervisor.login, mode.value,
+                 session.leg)
+        return session
+
+    async def stop(self, call_id: str, supervisor: Supervisor) -> None:
+        session = self.sessions.get((call_id, supervisor.agent_id))
+        if session is None:
+            raise NotFound("supervision", f"{call_id}/{supervisor.agent_id}")
+        await self._end(session, "stopped by the supervisor")
+
+    def of_call(self, call_id: str) -> list[Session]:
+        return [s for (cid, _), s in self.sessions.items() if cid == call_id]
+
+    async def close(self) -> None:
+        for session in list(self.sessions.values()):
+            await self._end(session, "controller stopping")
+        self.ari.off("ChannelStateChange", self._on_state_change)
+        self.ari.off("StasisEnd", self._on_leg_gone)
+        self.ari.off("ChannelDestroyed", self._on_leg_gone)
+
+    # ---- the supervisor's phone ------------------------------------------------------
+
+    async def _dial_supervisor(self, live: LiveCall, supervisor: Supervisor) -> Session:
+        """Ring the supervisor's phone into their own supervision bridge; wait for answer.
+
+        The call's lock is not held while it rings: the call goes on meanwhile.
+        """
+        bridge, leg = live.new_leg_id("supbridge"), live.new_leg_id("supervisor")
+        answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ringing[leg] = answered
+        try:
+            await self.ari.bridges.create(bridge_id=bridge, type="mixing")
+            await self.ari.channels.create(
+                f"PJSIP/{supervisor.sip_user}", self.control.app,
+                app_args=["supervisor", live.call_id], channel_id=leg, originator=live.caller,
+            )
+            await add_when_in_stasis(self.ari, bridge, leg)
+            await self.ari.channels.dial(leg, caller=live.caller, timeout=self.ring_timeout_s)
+            await asyncio.wait_for(answered, self.ring_timeout_s + 2)
+        except (AriError, SupervisorUnreachable, TimeoutError) as exc:
+            await self._hangup(leg)
+            await self._destroy(bridge)
+            why = exc.reason if isinstance(exc, SupervisionRefused) else (
+                "no answer" if isinstance(exc, TimeoutError) else str(exc))
+            raise SupervisorUnreachable(why) from exc
+        finally:
+            self._ringing.pop(leg, None)
+        return Session(live.call_id, live.caller, supervisor, leg, bridge)
+
+    # ---- modes -----------------------------------------------------------------------
+
+    async def _set_mode(self, live: LiveCall, session: Session, mode: Mode) -> None:
+        """Listen and whisper hear the call through a Snoop leg; barge joins the call.
+
+        The new path is set up before the old one is torn down, so the supervisor does
+        not lose the call's audio while switching.
+        """
+        old_snoop, session.snoop = session.snoop, None
+        if mode is Mode.BARGE:
+            await add_when_in_stasis(self.ari, live.bridge, session.leg)
+        else:
+            # The caller's channel hears everyone on the call; whispering needs the agent's.
+            target = live.agent if mode is Mode.WHISPER else live.caller
+            assert target is not None
+            snoop = live.new_leg_id("snoop")
+            await self.ari.channels.snoop(
+                target, self.control.app, spy="both",
+                whisper="out" if mode is Mode.WHISPER else "none",
+                app_args=["snoop", live.call_id], snoop_id=snoop,
+            )
+            session.snoop = snoop
+            # addChannel moves the supervisor's leg out of the call bridge if it barged.
+            await add_when_in_stasis(self.ari, session.bridge, [snoop, session.leg])
+        session.mode = mode
+        if old_snoop:
+            await self._hangup(old_snoop)
+
+    async def _take_over(self, live: LiveCall, session: Session) -> None:
+        """The supervisor's leg joins the call bridge, then the AI or agent leg leaves.
+
+        Under the call's lock, like every change of who the caller talks to; the ledger
+        records a handoff of reason ``supervisor`` accepted by the supervisor and
+        connected at once, and the call's TAKE_OVER step.
+        """
+        supervisor = session.supervisor
+        async with live.lock:
+            if live.ending or live.closed:
+                raise SupervisionRefused("call_not_live", "the call has ended")
+            async with self.store.transaction() as tx:
+                call = await tx.calls.get(live.call_id)
+                pending = await tx.handoffs.get(live.handoff_id) if live.handoff_id else None
+            if call.state not in (CallState.WITH_AI, CallState.HANDOFF_PENDING,
+                                  CallState.WITH_AGENT):
+                raise SupervisionRefused("call_not_live", f"the call is {call.state.value}")
+            if pending is not None and pending.state not in (HandoffState.OFFERED,
+                                                             HandoffState.CONNECTED):
+                raise SupervisionRefused(
+                    "agent_joining", "an agent is joining this call; try again in a moment")
+            if getattr(live, "transfer", None) is not None:
+                raise SupervisionRefused(
+                    "agent_joining", "a transfer is under way; try again in a moment")
+            if live.agent_id == supervisor.agent_id:
+                raise SupervisionRefused("already_yours", "you already have this call")
+            # Into the call bridge first: the caller hears the supervisor before the
+            # previous party leaves, never a silence in between.
+            await add_when_in_stasis(self.ari, live.bridge, session.leg)
+            async with self.store.transaction() as tx:
+                if pending is not None and pending.state is HandoffState.OFFERED:
+                    await tx.handoffs.apply(pending.id, HandoffEvent.FAIL,
+                                            failure_reason=FailureReason.CANCELLED)
+                elif pending is not None:
+                    await tx.handoffs.apply(pending.id, HandoffEvent.END)
+                mine = await tx.handoffs.request(
+                    live.call_id, reason=SUPERVISOR_REASON, summary="taken over by a supervisor",
+                    target_agent_id=supervisor.agent_id,
+                    attempt=(pending.attempt + 1) if pending else 1,
+                )
+                await tx.handoffs.apply(mine.id, HandoffEvent.OFFER)
+                await tx.handoffs.accept(mine.id, supervisor.agent_id)
+                await tx.handoffs.apply(mine.id, HandoffEvent.DIAL_AGENT)
+                await tx.handoffs.apply(mine.id, HandoffEvent.AGENT_ANSWERED)
+                await tx.calls.apply(live.call_id, CallEvent.TAKE_OVER,
+                                     agent_channel_id=session.leg, ai_channel_id=None)
+            leaving = [leg for leg in (live.ai, live.agent) if leg]
+            leaving += [leg for leg, _ in live.staged.values()]
+            live.staged.clear()
+            # From here on the controller treats the supervisor's leg as the call's agent
+            # leg; the legs hung up below are no longer the call's, so their end is
+            # not taken for the agent vanishing.
+            live.ai, live.agent = None, session.leg
+            live.agent_id, live.agent_kind = supervisor.agent_id, supervisor.endpoint_kind
+            live.agent_answered = live.connected = True
+            live.handoff_id = mine.id
+            live.answered.set()
+            for leg in leaving:
+                await self._hangup(leg)
+        # The leg now belongs to the call: this session's Snoop and bridge go.
+        self.sessions.pop((session.call_id, supervisor.agent_id), None)
+        session.mode = Mode.TAKE_OVER
+        if session.snoop:
+            await self._hangup(session.snoop)
+        await self._destroy(session.bridge)
+        if pending is not None and pending.state is HandoffState.OFFERED:
+            self.control.hub.publish("cards", {"type": "withdrawn", "handoff_id": pending.id,
+                                               "reason": "taken_over"})
+        self.control.hub.publish(
+            f"assistant:{live.assistant}",
+            {"type": "handoff_connected", "call_id": live.call_id,
+             "agent": str(supervisor.agent_id)},
+        )
+
+    # ---- ARI events --------------------------------------------------------------------
+
+    async def _on_state_change(self, event: Mapping[str, Any]) -> None:
+        channel = event["channel"]
+        waiting = self._ringing.get(str(channel["id"]))
+        if waiting is not None and channel.get("state") == "Up" and not waiting.done():
+            waiting.set_result(None)
+
+    async def _on_leg_gone(self, event: Mapping[str, Any]) -> None:
+        channel_id = str(event["channel"]["id"])
+        waiting = self._ringing.get(channel_id)
+        if waiting is not None and not waiting.done():
+            waiting.set_exception(SupervisorUnreachable(f"cause {event.get('cause', '?')}"))
+            return
+        key = call_key(event)
+        for session in list(self.sessions.values()):
+            if session.caller != key:
+                continue
+            if channel_id == session.leg:
+                await self._end(session, "the supervisor hung up")
+            elif channel_id == session.caller:
+                await self._end(session, "the call ended")
+            elif channel_id == session.snoop:
+                # The snooped agent left the call (returned to the AI, transferred).
+                await self._end(session, "the supervised leg left")
+
+    async def _end(self, session: Session, why: str) -> None:
+        if self.sessions.pop((session.call_id, session.supervisor.agent_id), None) is None:
+            return
+        for leg in (session.snoop, session.leg):
+            if leg:
+                await self._hangup(leg)
+        await self._destroy(session.bridge)
+        with contextlib.suppress(Exception):
+            async with self.store.transaction() as tx:
+                await tx.audit.record(session.supervisor.login, "supervision_ended",
+                                      f"call:{session.call_id}", {"why": why})
+        log.info("call=%s supervisor=%s: supervision ended (%s)", session.call_id,
+                 session.supervisor.login, why)
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _live(self, call_id: str) -> LiveCall:
+        live = self.control.calls.get(call_id)
+        if live is None or live.ending:
+            raise NotFound("call", call_id)
+        return live
+
+    async def _hangup(self, channel_id: str) -> None:
+        try:
+            await self.ari.channels.hangup(channel_id)
+        except AriNotFound:
+            pass
+        except AriError as exc:
+            log.warning("could not hang up %s: %s", channel_id, exc)
+
+    async def _destroy(self, bridge_id: str) -> None:
+        try:
+            await self.ari.bridges.destroy(bridge_id)
+        except AriNotFound:
+            pass
+        except AriError as exc:
+            log.warning("could not destroy bridge %s: %s", bridge_id, exc)

@@ -1,0 +1,241 @@
+"""The agent desk with its real softphone: Chromium + JsSIP registered to a real Asterisk.
+
+One PBX and one carrier per module; the PBX knows the agents as WebRTC endpoints. Each
+test gets a fresh store, the product's CallControl and the real dashboard wired to it,
+so the browser talks to the same code a deployment runs: Accept dials the browser, the
+page's End call hangs up the caller, a closed tab is an agent vanishing mid-call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import subprocess
+import time
+import wave
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from aiohttp import web
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from handoff.agents import AgentRole, EndpointKind
+from handoff.call_control import CallControl, Timing, call_key
+from handoff.events import EventHub
+from handoff.store import Store, create_store_engine, upgrade_to_head
+from handoff.store.models import Agent
+from pbx import runtime
+from pbx.ari import AriClient
+from pbx.asterisk_config import InboundRoute, SipAgent, SipTrunk
+from pbx.runtime import AsteriskInstance
+from tests.bench.audio import AGENT_HZ
+from tests.bench.rig import EngineAt, World
+from tests.dashboard_fixtures import PASSWORD, cheap_passwords, free_port
+from web.dashboard import DashboardOptions, setup_dashboard
+from web.dashboard.typedefs import SoftphoneSettings
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_VENDOR = REPO / "web" / "static" / "build_vendor.sh"
+# The agents of these tests: WebRTC softphones with SIP credentials the PBX knows.
+AGENTS = {"alice": AgentRole.AGENT, "bob": AgentRole.AGENT}
+
+
+def sip_user(login: str) -> str:
+    return f"sb-{login}"
+
+
+def sip_password(login: str) -> str:
+    return f"sip-{login}-secret"
+
+
+def build_softphone_bundle() -> None:
+    """JsSIP bundled as `make setup` does it (idempotent: instant when already built)."""
+    subprocess.run(["bash", str(BUILD_VENDOR)], check=True, cwd=REPO)
+
+
+def agent_tone_wav(path: Path, seconds: float = 60.0, rate: int = 48000) -> Path:
+    """The agent's "voice" for Chromium's fake microphone: the agent tone (1850 Hz).
+
+    Chromium loops the file, so a minute of tone covers any test.
+    """
+    t = np.arange(int(rate * seconds)) / rate
+    samples = (np.sin(2 * np.pi * AGENT_HZ * t) * 0.5 * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(samples.tobytes())
+    return path
+
+
+def chromium_args(wav: Path) -> list[str]:
+    return [
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run",
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}",
+        # Media stays on 127.0.0.1 (the PBX offers only loopback ICE candidates);
+        # Chromium skips loopback interfaces for WebRTC unless told otherwise.
+        "--allow-loopback-in-peer-connection",
+        "--autoplay-policy=no-user-gesture-required",
+    ]
+
+
+@dataclass
+class Telephony:
+    pbx: AsteriskInstance
+    carrier: AsteriskInstance
+
+    @property
+    def websocket_url(self) -> str:
+        return f"ws://127.0.0.1:{self.pbx.spec.ports.http}/ws"
+
+
+@contextlib.asynccontextmanager
+async def webrtc_pbx(
+    installation: runtime.Installation, state_dir: Path, rtp_timeout: int = 30,
+) -> AsyncIterator[Telephony]:
+    tag = f"sp{os.getpid()}"
+    pbx_ports = runtime.allocate_ports(runtime.PortRequest())
+    taken = frozenset({pbx_ports.http, pbx_ports.sip, pbx_ports.ami, pbx_ports.rtp_start})
+    carrier_ports = runtime.allocate_ports(runtime.PortRequest(), avoid=taken)
+    pbx = runtime.new_instance(
+        installation, f"{tag}-pbx", state_dir, ports=pbx_ports,
+        trunks=(SipTrunk("carrier", "127.0.0.1", carrier_ports.sip),),
+        routes=(InboundRoute("2000", "receptionist"),),
+        agents=tuple(SipAgent(sip_user(login), sip_password(login), "webrtc", login.title())
+                     for login in AGENTS),
+        rtp_timeout=rtp_timeout,
+        # Measured on Asterisk 22: it never offers a loopback ICE host candidate (the
+        # interface scan skips lo), so restricting ICE to 127.0.0.1 leaves a browser
+        # with no candidate at all. The host's own addresses are used; the packets
+        # still never leave the machine.
+        ice_permit=(),
+    )
+    carrier = runtime.new_instance(
+        installation, f"{tag}-carrier", state_dir, ports=carrier_ports, app="carrier",
+        trunks=(SipTrunk("switchboard", "127.0.0.1", pbx_ports.sip),),
+    )
+    await pbx.start()
+    try:
+        await carrier.start()
+        try:
+            yield Telephony(pbx, carrier)
+        finally:
+            await carrier.stop()
+    finally:
+        await pbx.stop()
+
+
+@dataclass
+class Desk:
+    """The product for one test: store, call control, dashboard; and the caller's world."""
+
+    origin: str
+    store: Store
+    control: CallControl
+    world: World
+    people: dict[str, Agent]
+
+    async def place_call(self, timeout: float = 10) -> tuple[str, str]:
+        """A caller on the line with the AI: (caller number, call id)."""
+        caller = await self.world.place_call("2000")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for live in self.control.calls.values():
+                if live.ai and live.caller_number == caller:
+                    return caller, live.call_id
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"the call from {caller} never reached the AI")
+
+    async def heard(self, caller: str, who: str, after: float, timeout: float = 10) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            at = await self.world.first_heard(caller, who, after)
+            if at is not None:
+                return at
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"the caller never heard {who} after {after:.3f}")
+
+    async def count_heard(self, caller: str, who: str, start: float, end: float) -> int:
+        return sum(1 for _, label in await self.world.frames(caller, start, end) if label == who)
+
+
+@contextlib.asynccontextmanager
+async def desk(telephony: Telephony, folder: Path) -> AsyncIterator[Desk]:
+    engine = create_store_engine(f"sqlite:///{folder}/desk.db")
+    await upgrade_to_head(engine)
+    store = Store(engine)
+    passwords = cheap_passwords()
+    hashed = passwords.hash(PASSWORD)
+    async with store.transaction() as tx:
+        people = {
+            login: await tx.agents.create(
+                login=login, display_name=login.title(), role=role, password_hash=hashed,
+                sip_user=sip_user(login), sip_password=sip_password(login),
+                endpoint_kind=EndpointKind.WEBRTC,
+            )
+            for login, role in AGENTS.items()
+        }
+        await tx.assistants.create(
+            name="receptionist", number_pattern="2000", adapter="audiosocket",
+            control_token_hash=hashlib.sha256(b"softphone-e2e").hexdigest(),
+        )
+    world = World(telephony.carrier.ari_url, telephony.carrier.ari_auth)
+    await world.start()
+    hub = EventHub()
+    ari = AriClient(telephony.pbx.ari_url, *telephony.pbx.ari_auth, apps="switchboard",
+                    key=call_key)
+    control = CallControl(ari, store, hub, {"receptionist": EngineAt(world.engine.address)},
+                          timing=Timing())
+    ari.on_connect = control.reconcile
+    await ari.start()
+    await ari.wait_ready(10)
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+    app = web.Application()
+    setup_dashboard(
+        app, store=store, hub=hub, commands=control, origin=origin, secure_cookies=False,
+        options=DashboardOptions(passwords=passwords),
+        softphone=SoftphoneSettings(lambda: telephony.websocket_url),
+    )
+    runner = web.AppRunner(app, shutdown_timeout=2.0)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield Desk(origin, store, control, world, people)
+    finally:
+        await world.close()  # hangs up any caller a failed test left on the line
+        await asyncio.sleep(0.5)
+        await runner.cleanup()
+        await control.close()
+        await ari.close()
+        await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def chromium_with_agent_voice(chromium: Path, folder: Path) -> AsyncIterator[Browser]:
+    wav = agent_tone_wav(folder / "agent-voice.wav")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(chromium), args=chromium_args(wav), headless=True)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def sign_in_with_phone(page: Page, origin: str, login: str) -> None:
+    """Sign in and wait until the softphone is registered with the PBX."""
+    await page.goto(f"{origin}/")
+    await page.fill("#login", login)
+    await page.fill("#password", PASSWORD)
+    await page.click("button[type=submit]")
+    await expect(page).to_have_url(f"{origin}/")
+    await expect(page.locator("body")).to_have_attribute("data-live", "yes")
+    await expect(page.locator("#phone-status")).to_have_attribute(
+        "data-state", "registered", timeout=15_000)

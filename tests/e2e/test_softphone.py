@@ -1,0 +1,235 @@
+"""The softphone in a real Chromium against a real Asterisk: an agent takes a live call.
+
+The caller is a channel the carrier places (it sends 450 Hz and records what it hears),
+the AI an AudioSocket engine sending 1050 Hz, and the agent's microphone a WAV of
+1850 Hz fed to Chromium's fake capture device. Which tone the caller hears says who
+they are talking to, frame by frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, expect
+
+from handoff.calls import CallOutcome, Speaker
+from handoff.handoffs import FailureReason, HandoffState
+from pbx import runtime
+from tests.e2e.softphone_rig import (
+    Desk,
+    Telephony,
+    build_softphone_bundle,
+    chromium_with_agent_voice,
+    desk,
+    sign_in_with_phone,
+    webrtc_pbx,
+)
+from tests.integration.asterisk_helpers import assert_quiet
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+log = logging.getLogger(__name__)
+
+
+@pytest.fixture(scope="module")
+async def telephony(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Telephony]:
+    build_softphone_bundle()
+    installation = runtime.locate()
+    async with webrtc_pbx(installation, tmp_path_factory.mktemp("softphone-state")) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+async def voiced_chromium(chromium_path: Path, tmp_path_factory: pytest.TempPathFactory
+                          ) -> AsyncIterator[Browser]:
+    async with chromium_with_agent_voice(chromium_path,
+                                         tmp_path_factory.mktemp("voice")) as browser:
+        yield browser
+
+
+@pytest.fixture
+async def product(telephony: Telephony, tmp_path: Path) -> AsyncIterator[Desk]:
+    async with desk(telephony, tmp_path) as running:
+        yield running
+    await assert_quiet(telephony.pbx)
+    await assert_quiet(telephony.carrier)
+
+
+@pytest.fixture
+async def agent_context(voiced_chromium: Browser) -> AsyncIterator[BrowserContext]:
+    context = await voiced_chromium.new_context(viewport={"width": 1100, "height": 800},
+                                                permissions=["microphone"])
+    context.set_default_timeout(15_000)
+    try:
+        yield context
+    finally:
+        await context.close()
+
+
+async def until(condition: Any, within: float = 10.0, step: float = 0.1) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        value = await condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(step)
+
+
+async def on_duty_with_a_card(page: Page, product: Desk) -> tuple[str, str, int]:
+    """Alice's desk is on duty; a caller asks the AI for a person; her card shows."""
+    await sign_in_with_phone(page, product.origin, "alice")
+    await page.check("#duty")
+    await expect(page.locator("body")).to_have_attribute("data-on-duty", "yes")
+    caller, call_id = await product.place_call()
+    await product.heard(caller, "ai", 0.0)
+    async with product.store.transaction() as tx:
+        # What an AI engine posts over the control API while it talks to the caller.
+        await tx.transcripts.append(call_id, Speaker.AI, "Hello, how can I help you?")
+        await tx.transcripts.append(call_id, Speaker.CALLER, "I moved; my parcel must follow.")
+    handoff_id = await product.control.request_handoff(
+        call_id, reason="caller_request", summary="Wants to change the delivery address")
+    card = page.locator(f'li.card[data-handoff-id="{handoff_id}"]')
+    await expect(card).to_contain_text("Wants to change the delivery address")
+    return caller, call_id, handoff_id
+
+
+async def accept_and_talk(page: Page, product: Desk, caller: str, handoff_id: int) -> float:
+    """Click Accept; returns how long until the caller heard the agent's voice."""
+    card = page.locator(f'li.card[data-handoff-id="{handoff_id}"]')
+    clicked = time.monotonic()
+    await card.get_by_role("button", name="Accept").click()
+    heard = await product.heard(caller, "agent", clicked, timeout=15)
+    await expect(page.locator("#call")).to_be_visible()
+    return heard - clicked
+
+
+async def inbound_energy(page: Page) -> float:
+    stats = await page.evaluate("window.switchboardPhone.stats()")
+    return float(stats["inbound"]["energy"]) if stats and stats["inbound"] else 0.0
+
+
+async def test_an_agent_accepts_a_live_call_in_the_browser_talks_mutes_and_ends_it(
+    agent_context: BrowserContext, product: Desk, screenshots: Path,
+) -> None:
+    page = await agent_context.new_page()
+    caller, call_id, handoff_id = await on_duty_with_a_card(page, product)
+    await page.screenshot(path=str(screenshots / "desk-card.png"))
+
+    accept_to_audio = await accept_and_talk(page, product, caller, handoff_id)
+    log.warning("accept click -> caller hears the agent: %.0f ms", accept_to_audio * 1000)
+    print(f"\naccept click -> caller hears the agent: {accept_to_audio * 1000:.0f} ms")
+    # The caller hears the agent; the browser hears the caller (audio energy arrives).
+    await until(lambda: _positive(inbound_energy(page)))
+    async with product.store.transaction() as tx:
+        assert (await tx.handoffs.get(handoff_id)).state is HandoffState.CONNECTED
+    await expect(page.locator("#call-caller")).to_contain_text("Test Caller")
+    await expect(page.locator("#call-transcript")).to_contain_text("my parcel must follow")
+    await expect(page.locator("#call-timer")).not_to_have_text("0:00", timeout=5000)
+
+    await page.fill("#note-text", "Delivery moves to 12 rue des Lilas")
+    await page.click("#note-form button")
+    await expect(page.locator("#call-notes")).to_contain_text("12 rue des Lilas")
+    await page.screenshot(path=str(screenshots / "desk-call-panel.png"))
+
+    await page.click("#call-mute")
+    muted_at = time.monotonic()
+    await asyncio.sleep(1.5)
+    assert await product.count_heard(caller, "agent", muted_at + 0.5, muted_at + 1.5) == 0
+    await page.click("#call-mute")
+    await product.heard(caller, "agent", time.monotonic(), timeout=5)
+
+    await page.click("#call-end")
+    await expect(page.locator("#call")).to_be_hidden()
+    call = await until(lambda: _closed(product, call_id))
+    assert call.outcome is CallOutcome.COMPLETED_BY_AGENT
+    async with product.store.transaction() as tx:
+        notes = await tx.notes.for_call(call_id)
+    assert [n.text for n in notes] == ["Delivery moves to 12 rue des Lilas"]
+
+
+async def test_closing_the_tab_mid_call_gives_the_caller_back_to_the_ai_and_reoffers(
+    agent_context: BrowserContext, product: Desk,
+) -> None:
+    page = await agent_context.new_page()
+    caller, call_id, handoff_id = await on_duty_with_a_card(page, product)
+    await accept_and_talk(page, product, caller, handoff_id)
+
+    closed = time.monotonic()
+    await page.close()
+    back = await product.heard(caller, "ai", closed, timeout=20)
+    print(f"\ntab closed -> caller hears the AI again: {(back - closed) * 1000:.0f} ms")
+    log.warning("tab closed -> caller hears the AI again: %.0f ms", (back - closed) * 1000)
+
+    # The AI rejoins before the ledger is written (the caller must not wait for it).
+    attempts = await until(lambda: _attempts(product, call_id, 2))
+    first = attempts[0]
+    assert first.state is HandoffState.FAILED
+    assert first.failure_reason is FailureReason.AGENT_VANISHED
+    again = attempts[-1]
+    assert (again.state, again.attempt) == (HandoffState.OFFERED, 2)
+    assert again.priority > first.priority
+
+    await product.world.hang_up(caller)
+    call = await until(lambda: _closed(product, call_id))
+    assert call.outcome is CallOutcome.ABANDONED
+
+
+async def test_an_agent_transfers_the_call_to_a_colleague_with_a_note(
+    agent_context: BrowserContext, voiced_chromium: Browser, product: Desk,
+) -> None:
+    alice_page = await agent_context.new_page()
+    caller, call_id, handoff_id = await on_duty_with_a_card(alice_page, product)
+    bob_context = await voiced_chromium.new_context(permissions=["microphone"])
+    bob_context.set_default_timeout(15_000)
+    try:
+        bob_page = await bob_context.new_page()
+        await sign_in_with_phone(bob_page, product.origin, "bob")
+        await bob_page.check("#duty")
+        await expect(bob_page.locator("body")).to_have_attribute("data-on-duty", "yes")
+        await accept_and_talk(alice_page, product, caller, handoff_id)
+
+        await expect(alice_page.locator("#transfer-to")).to_contain_text("Bob")
+        await alice_page.fill("#transfer-note", "Knows the new address already")
+        await alice_page.click("#transfer-form button")
+        card = bob_page.locator("li.card")
+        await expect(card).to_contain_text("Knows the new address already")
+        await card.get_by_role("button", name="Accept").click()
+        await expect(bob_page.locator("#call")).to_be_visible()
+        await expect(alice_page.locator("#call")).to_be_hidden()
+        switched = time.monotonic()
+        await product.heard(caller, "agent", switched, timeout=5)
+
+        async with product.store.transaction() as tx:
+            attempts = list(await tx.handoffs.for_call(call_id))
+        assert [(h.state, h.accepted_by) for h in attempts] == [
+            (HandoffState.COMPLETED, product.people["alice"].id),
+            (HandoffState.CONNECTED, product.people["bob"].id)]
+        assert attempts[1].note == "Knows the new address already"
+
+        await bob_page.click("#call-end")
+        call = await until(lambda: _closed(product, call_id))
+        assert call.outcome is CallOutcome.COMPLETED_BY_AGENT
+    finally:
+        await bob_context.close()
+
+
+async def _positive(value: Any) -> bool:
+    return float(await value) > 0
+
+
+async def _closed(product: Desk, call_id: str) -> Any:
+    async with product.store.transaction() as tx:
+        call = await tx.calls.get(call_id)
+    return call if call.outcome is not None else None
+
+
+async def _attempts(product: Desk, call_id: str, count: int) -> Any:
+    async with product.store.transaction() as tx:
+        attempts = list(await tx.handoffs.for_call(call_id))
+    return attempts if len(attempts) >= count else None

@@ -1,0 +1,156 @@
+"""The dashboard with its after-call, supervisor and admin tools, for unit and e2e tests:
+the real app and store, fakes for the controller's live services."""
+
+from __future__ import annotations
+
+import wave
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from handoff.calls import CallEvent, CallOutcome
+from handoff.events import EventHub
+from handoff.handoffs import HandoffEvent
+from handoff.store import NotFound, Store
+from handoff.supervision import Mode, SupervisionRefused, Supervisor
+from tests.dashboard_fixtures import (
+    FakeCommands,
+    Served,
+    cheap_passwords,
+    free_port,
+    open_store,
+    seed_people,
+)
+from web.dashboard import DashboardOptions, setup_dashboard
+from web.dashboard.tools import Tools, setup_tools
+
+
+@dataclass
+class FakeSession:
+    call_id: str
+    supervisor: Supervisor
+    mode: Mode | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"call_id": self.call_id, "supervisor_id": self.supervisor.agent_id,
+                "mode": self.mode.value if self.mode else None}
+
+
+@dataclass
+class FakeSupervision:
+    asked: list[tuple[str, int, Mode]] = field(default_factory=list)
+    refuse: SupervisionRefused | None = None
+    sessions: dict[tuple[str, int], FakeSession] = field(default_factory=dict)
+
+    async def supervise(self, call_id: str, supervisor: Supervisor, mode: Mode) -> FakeSession:
+        if self.refuse is not None:
+            raise self.refuse
+        self.asked.append((call_id, supervisor.agent_id, mode))
+        session = FakeSession(call_id, supervisor, mode)
+        self.sessions[(call_id, supervisor.agent_id)] = session
+        return session
+
+    async def stop(self, call_id: str, supervisor: Supervisor) -> None:
+        if self.sessions.pop((call_id, supervisor.agent_id), None) is None:
+            raise NotFound("supervision", call_id)
+
+
+@dataclass
+class FakeCallback:
+    key: str
+    number: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.key, "number": self.number, "state": "ringing_agent"}
+
+
+@dataclass
+class FakeCallbacks:
+    placed: list[tuple[str, int, str]] = field(default_factory=list)
+
+    async def call_back(self, number: str, *, agent_id: int, sip_user: str,
+                        actor: str) -> FakeCallback:
+        self.placed.append((number, agent_id, sip_user))
+        return FakeCallback(f"cb-{len(self.placed)}", number)
+
+
+@dataclass
+class ToolServed(Served):
+    recordings: Path = Path()
+    supervision: FakeSupervision = field(default_factory=FakeSupervision)
+    callbacks: FakeCallbacks = field(default_factory=FakeCallbacks)
+    test_calls: list[str] = field(default_factory=list)
+
+
+async def serve_with_tools(folder: Path) -> AsyncIterator[ToolServed]:
+    store = await open_store(folder)
+    passwords = cheap_passwords()
+    people = await seed_people(store, passwords)
+    events = EventHub()
+    commands = FakeCommands(events)
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+    recordings = folder / "recordings"
+    recordings.mkdir()
+    supervision, callbacks, test_calls = FakeSupervision(), FakeCallbacks(), []
+
+    async def test_call() -> str:
+        test_calls.append("2000")
+        return "2000"
+
+    app = web.Application()
+    setup_dashboard(app, store=store, hub=events, commands=commands, origin=origin,
+                    secure_cookies=False, options=DashboardOptions(passwords=passwords))
+    setup_tools(app, Tools(recordings=recordings, supervision=lambda: supervision,  # type: ignore[arg-type,return-value]
+                           callbacks=lambda: callbacks,  # type: ignore[arg-type,return-value]
+                           test_call=test_call))
+    runner = web.AppRunner(app, shutdown_timeout=2.0)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield ToolServed(app, runner, origin, store, events, commands, people,
+                         recordings=recordings, supervision=supervision, callbacks=callbacks,
+                         test_calls=test_calls)
+    finally:
+        await runner.cleanup()
+        await store.engine.dispose()
+
+
+async def finished_call(
+    store: Store, *, number: str = "+33123456789", agent_id: int | None = None,
+    outcome: CallOutcome = CallOutcome.COMPLETED_BY_AGENT, recording: Path | None = None,
+    talk_s: float = 0.0,
+) -> str:
+    """An ended call as the controller leaves it; handled by `agent_id` when given."""
+    async with store.transaction() as tx:
+        call = await tx.calls.create(caller_number=number, caller_channel_id=f"c-{number}")
+        await tx.calls.apply(call.id, CallEvent.ANSWER, bridge_id="b", ai_channel_id="ai")
+        if agent_id is not None:
+            await tx.calls.apply(call.id, CallEvent.REQUEST_HANDOFF)
+            handoff = await tx.handoffs.request(call.id, reason="caller_request")
+            await tx.handoffs.apply(handoff.id, HandoffEvent.OFFER)
+            await tx.handoffs.accept(handoff.id, agent_id)
+            await tx.handoffs.apply(handoff.id, HandoffEvent.DIAL_AGENT)
+            await tx.handoffs.apply(handoff.id, HandoffEvent.AGENT_ANSWERED)
+            await tx.calls.apply(call.id, CallEvent.AGENT_CONNECTED, agent_channel_id="ag")
+            await tx.handoffs.apply(handoff.id, HandoffEvent.END)
+        await tx.calls.close(call.id, outcome)
+        if recording is not None:
+            await tx.calls.set_recording(call.id, str(recording))
+    return call.id
+
+
+def write_wav(path: Path, seconds: float = 2.0) -> Path:
+    t = np.arange(int(8000 * seconds)) / 8000
+    samples = (np.sin(2 * np.pi * 440 * t) * 0.5 * 32767 * np.minimum(1, t)).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(samples.tobytes())
+    return path
+

@@ -1,0 +1,241 @@
+"""The softphone's credentials and the call panel: end, notes, return to AI, transfer.
+
+The access table lets any signed-in agent reach these routes; who may act on a given
+call is decided here, from the store: the agent whose accepted handoff is on the call,
+or a supervisor (or admin). An agent can never end, note or transfer a colleague's call
+by guessing its id.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from handoff.agents import AgentRole, EndpointKind
+from handoff.call_control import AgentNotAvailable, CallStateConflict
+from handoff.handoffs import AGENT_BUSY_STATES
+from handoff.store import NotFound, Transaction
+from handoff.store.models import Handoff
+from web.dashboard.access import ROLE_RANK
+from web.dashboard.guard import json_error
+from web.dashboard.sessions import Viewer
+from web.dashboard.softphone import softphone_url
+from web.dashboard.typedefs import DASHBOARD, VIEWER, Dashboard
+from web.dashboard.views import json_body
+
+log = logging.getLogger(__name__)
+
+MAX_NOTE_LENGTH = 2000
+
+
+# ---- the softphone ---------------------------------------------------------------------
+
+
+async def softphone(request: web.Request) -> web.Response:
+    """The signed-in agent's own SIP credentials, for their browser softphone only.
+
+    Served per session (never embedded in the page's HTML, which proxies and the
+    browser's history may keep), with Cache-Control: no-store from the guard.
+    """
+    dashboard, viewer = request.app[DASHBOARD], request[VIEWER]
+    if dashboard.softphone is None:
+        return json_error(404, "no_softphone", "this installation has no browser softphones")
+    url = softphone_url(request)
+    if url is None:
+        return json_error(503, "no_pbx", "the phone system is starting; try again shortly")
+    async with dashboard.store.transaction() as tx:
+        agent = await tx.agents.get(viewer.agent_id)
+    if agent.endpoint_kind is not EndpointKind.WEBRTC:
+        return json_error(409, "desk_phone", "your calls ring your desk phone, not the browser")
+    host = urlsplit(url).hostname or "127.0.0.1"
+    return web.json_response({
+        "websocket_url": url,
+        "sip_uri": f"sip:{agent.sip_user}@{host}",
+        "sip_user": agent.sip_user,
+        "password": agent.sip_password,
+        "display_name": agent.display_name,
+    })
+
+
+# ---- who is on which call --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Seat:
+    """The viewer's relation to a call: the handoff they hold on it, if any."""
+
+    handoff: Handoff | None
+    supervising: bool
+
+
+def _is_supervisor(viewer: Viewer) -> bool:
+    return ROLE_RANK[viewer.role] >= ROLE_RANK[AgentRole.SUPERVISOR]
+
+
+async def _held_by(tx: Transaction, agent_id: int) -> Handoff | None:
+    """The handoff an agent is on (or joining) a call through, if any."""
+    for handoff in await tx.handoffs.open_handoffs():
+        if handoff.accepted_by == agent_id and handoff.state in AGENT_BUSY_STATES:
+            return handoff
+    return None
+
+
+async def _seat(tx: Transaction, call_id: str, viewer: Viewer) -> Seat | None:
+    """None when the viewer may not act on this call."""
+    held = next(
+        (h for h in await tx.handoffs.open_for_call(call_id)
+         if h.accepted_by == viewer.agent_id and h.state in AGENT_BUSY_STATES),
+        None,
+    )
+    if held is not None:
+        return Seat(held, supervising=False)
+    if _is_supervisor(viewer):
+        return Seat(None, supervising=True)
+    return None
+
+
+async def _authorised(request: web.Request) -> tuple[Dashboard, Viewer, str, Seat] | web.Response:
+    dashboard, viewer = request.app[DASHBOARD], request[VIEWER]
+    call_id = request.match_info["call_id"]
+    async with dashboard.store.transaction() as tx:
+        seat = await _seat(tx, call_id, viewer)
+    if seat is None:
+        # Same answer whether the call exists or not (as for history and recordings):
+        # call ids are not to be probed.
+        return json_error(404, "not_found", "no such call of yours")
+    return dashboard, viewer, call_id, seat
+
+
+def _refusal(exc: Exception) -> web.Response:
+    if isinstance(exc, NotFound):
+        return json_error(404, "not_found", "this call has ended")
+    if isinstance(exc, CallStateConflict):
+        return json_error(409, "call_state", str(exc), state=exc.state.value)
+    if isinstance(exc, AgentNotAvailable):
+        return json_error(409, "agent_not_available",
+                          "that colleague is not available (off duty, away or on a call)")
+    raise exc
+
+
+# ---- the panel -------------------------------------------------------------------------
+
+
+async def current_call(request: web.Request) -> web.Response:
+    """The viewer's own call for the panel: caller, timer start, transcript, notes, the
+    colleagues a transfer can go to, and a transfer in progress."""
+    dashboard, viewer = request.app[DASHBOARD], request[VIEWER]
+    async with dashboard.store.transaction() as tx:
+        held = await _held_by(tx, viewer.agent_id)
+        if held is None:
+            return web.json_response({"call": None})
+        call = await tx.calls.get(held.call_id)
+        transcript = await tx.transcripts.for_call(call.id)
+        notes = await tx.notes.for_call(call.id)
+        authors = {a.id: a.display_name for a in await tx.agents.all()}
+        colleagues = [a for a in await tx.agents.available() if a.id != viewer.agent_id]
+        transfer = next(
+            (h for h in await tx.handoffs.open_for_call(call.id)
+             if h.id != held.id and h.target_agent_id is not None),
+            None,
+        )
+    body: dict[str, Any] = {
+        "call_id": call.id,
+        "handoff_id": held.id,
+        "state": held.state.value,
+        "caller_number": call.caller_number,
+        "caller_name": call.caller_name or "",
+        "summary": held.summary or "",
+        "note": held.note or "",
+        # The timer counts the human part: from the moment this agent was connected.
+        "connected_at": held.connected_at.isoformat() if held.connected_at else None,
+        "transcript": [{"speaker": s.speaker.value, "text": s.text, "at": s.at.isoformat()}
+                       for s in transcript],
+        "notes": [{"text": n.text, "at": n.at.isoformat(),
+                   "author": authors.get(n.author_id or -1, "")} for n in notes],
+        "colleagues": [{"id": a.id, "display_name": a.display_name} for a in colleagues],
+        "transfer": None if transfer is None else {
+            "handoff_id": transfer.id, "state": transfer.state.value,
+            "to": authors.get(transfer.target_agent_id or -1, ""),
+        },
+    }
+    return web.json_response({"call": body})
+
+
+async def end_call(request: web.Request) -> web.Response:
+    checked = await _authorised(request)
+    if isinstance(checked, web.Response):
+        return checked
+    dashboard, viewer, call_id, seat = checked
+    try:
+        await dashboard.commands.end_call(call_id)
+    except (NotFound, CallStateConflict) as exc:
+        return _refusal(exc)
+    await _audit(dashboard, viewer, "call_ended", call_id, {"supervising": seat.supervising})
+    return web.json_response({"ended": call_id})
+
+
+async def return_to_ai(request: web.Request) -> web.Response:
+    checked = await _authorised(request)
+    if isinstance(checked, web.Response):
+        return checked
+    dashboard, viewer, call_id, seat = checked
+    try:
+        await dashboard.commands.return_to_ai(call_id)
+    except (NotFound, CallStateConflict) as exc:
+        return _refusal(exc)
+    await _audit(dashboard, viewer, "returned_to_ai", call_id, {"supervising": seat.supervising})
+    return web.json_response({"returned": call_id})
+
+
+async def add_note(request: web.Request) -> web.Response:
+    checked = await _authorised(request)
+    if isinstance(checked, web.Response):
+        return checked
+    dashboard, viewer, call_id, _ = checked
+    text = (await json_body(request)).get("text")
+    if not isinstance(text, str) or not text.strip():
+        return json_error(400, "bad_request", "a note needs some text")
+    if len(text) > MAX_NOTE_LENGTH:
+        return json_error(400, "bad_request", f"a note is at most {MAX_NOTE_LENGTH} characters")
+    async with dashboard.store.transaction() as tx:
+        call = await tx.calls.get(call_id)
+        # Kept with the caller's number too, so the contact page shows it on later calls.
+        note = await tx.notes.add(text.strip(), call_id=call_id, author_id=viewer.agent_id,
+                                  contact_number=call.caller_number or None)
+    return web.json_response({"note": {"text": note.text, "at": note.at.isoformat(),
+                                       "author": viewer.display_name}})
+
+
+async def transfer(request: web.Request) -> web.Response:
+    checked = await _authorised(request)
+    if isinstance(checked, web.Response):
+        return checked
+    dashboard, viewer, call_id, seat = checked
+    body = await json_body(request)
+    to_agent, note = body.get("to_agent_id"), body.get("note", "")
+    if not isinstance(to_agent, int) or isinstance(to_agent, bool) or not isinstance(note, str):
+        return json_error(400, "bad_request", "to_agent_id is an agent id; note is text")
+    if len(note) > MAX_NOTE_LENGTH:
+        return json_error(400, "bad_request", f"a note is at most {MAX_NOTE_LENGTH} characters")
+    if seat.handoff is None or seat.handoff.accepted_by is None:
+        # A supervisor not on the call has no leg to hand over; they take over instead.
+        return json_error(409, "not_on_call", "only the agent talking to the caller transfers")
+    try:
+        handoff_id = await dashboard.commands.transfer(
+            call_id, seat.handoff.accepted_by, to_agent, note.strip())
+    except (NotFound, CallStateConflict, AgentNotAvailable) as exc:
+        return _refusal(exc)
+    await _audit(dashboard, viewer, "transfer", call_id,
+                 {"to_agent": to_agent, "handoff": handoff_id})
+    return web.json_response({"transfer": handoff_id})
+
+
+async def _audit(dashboard: Dashboard, viewer: Viewer, action: str, call_id: str,
+                 detail: dict[str, Any]) -> None:
+    async with dashboard.store.transaction() as tx:
+        await tx.audit.record(viewer.login, action, f"call:{call_id}", detail)
+    log.info("agent %s: %s call=%s %s", viewer.login, action, call_id, detail)

@@ -1,0 +1,94 @@
+"""The supervisor board's API: every live call, and listen / whisper / barge / take over.
+
+The board lists calls from the ledger (open calls, with the agent who has each one),
+so it shows the same picture in every process; the commands go to the controller's
+Supervision, which dials the supervisor's own phone.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from handoff.calls import CallState
+from handoff.handoffs import HandoffState
+from handoff.store import NotFound
+from handoff.supervision import Mode, SupervisionRefused, Supervisor, SupervisorUnreachable
+from web.dashboard.guard import json_error
+from web.dashboard.tools import tools_of, unavailable
+from web.dashboard.typedefs import DASHBOARD, VIEWER
+
+log = logging.getLogger(__name__)
+
+_WITH_AGENT = (HandoffState.ACCEPTED, HandoffState.CONNECTING, HandoffState.CONNECTED)
+
+
+async def live_calls(request: web.Request) -> web.Response:
+    viewer = request[VIEWER]
+    supervision = tools_of(request).supervision()
+    mine = {s.call_id: s.mode.value if s.mode else None
+            for s in (supervision.sessions.values() if supervision else ())
+            if s.supervisor.agent_id == viewer.agent_id}
+    calls: list[dict[str, Any]] = []
+    async with request.app[DASHBOARD].store.transaction() as tx:
+        names = {a.id: a.display_name for a in await tx.agents.all()}
+        assistants = {a.id: a.name for a in await tx.assistants.all()}
+        for call in await tx.calls.open_calls():
+            if call.state is CallState.NEW:
+                continue
+            agent = None
+            for handoff in await tx.handoffs.open_for_call(call.id):
+                if handoff.state in _WITH_AGENT and handoff.accepted_by is not None:
+                    agent = {"id": handoff.accepted_by,
+                             "display_name": names.get(handoff.accepted_by, "?"),
+                             "connected": handoff.state is HandoffState.CONNECTED}
+            calls.append({
+                "id": call.id,
+                "caller_number": call.caller_number,
+                "caller_name": call.caller_name or "",
+                "state": call.state.value,
+                "assistant": assistants.get(call.assistant_id or -1, ""),
+                "answered_at": (call.answered_at or call.started_at).isoformat(),
+                "agent": agent,
+                "supervising": mine.get(call.id),
+            })
+    return web.json_response({"calls": calls})
+
+
+async def supervise(request: web.Request) -> web.Response:
+    viewer, call_id = request[VIEWER], request.match_info["call_id"]
+    try:
+        mode = Mode(request.match_info["mode"])
+    except ValueError:
+        return json_error(404, "not_found", "mode is listen, whisper, barge or take_over")
+    supervision = tools_of(request).supervision()
+    if supervision is None:
+        return unavailable("supervision")
+    async with request.app[DASHBOARD].store.transaction() as tx:
+        agent = await tx.agents.get(viewer.agent_id)
+    supervisor = Supervisor(agent.id, agent.login, agent.sip_user, str(agent.endpoint_kind))
+    try:
+        session = await supervision.supervise(call_id, supervisor, mode)
+    except NotFound:
+        return json_error(404, "not_found", "no such live call")
+    except SupervisorUnreachable as exc:
+        return json_error(409, exc.error, exc.reason)
+    except SupervisionRefused as exc:
+        return json_error(409, exc.error, exc.reason)
+    return web.json_response({"supervision": session.to_json()})
+
+
+async def stop(request: web.Request) -> web.Response:
+    viewer, call_id = request[VIEWER], request.match_info["call_id"]
+    supervision = tools_of(request).supervision()
+    if supervision is None:
+        return unavailable("supervision")
+    async with request.app[DASHBOARD].store.transaction() as tx:
+        agent = await tx.agents.get(viewer.agent_id)
+    try:
+        await supervision.stop(call_id, Supervisor(agent.id, agent.login, agent.sip_user))
+    except NotFound:
+        return json_error(404, "not_found", "you are not supervising this call")
+    return web.json_response({"stopped": call_id})

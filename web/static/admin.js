@@ -1,0 +1,98 @@
+// The admin page: roles, new agents (credentials shown once), assistants' handoff
+// rules, a test call, the audit log.
+"use strict";
+(() => {
+  const status = (text) => sb.say("admin-status", text);
+  const guard = (fn) => async (...args) => {
+    try { await fn(...args); } catch (e) { status(e.message); }
+  };
+
+  for (const select of document.querySelectorAll("select.role")) {
+    select.addEventListener("change", guard(async () => {
+      await sb.send("POST", `/api/admin/agents/${select.dataset.agent}/role`,
+                    { role: select.value });
+      status("Role changed.");
+      loadAudit();
+    }));
+  }
+
+  document.getElementById("new-agent").addEventListener("submit", guard(async (ev) => {
+    ev.preventDefault();
+    const form = ev.target;
+    const made = await sb.send("POST", "/api/admin/agents", {
+      login: form.login.value, display_name: form.display_name.value,
+      role: form.role.value, endpoint_kind: form.endpoint_kind.value,
+    });
+    const out = document.getElementById("credentials");
+    out.hidden = false;
+    out.textContent = `Agent ${made.agent.login} created. Shown once:\n` +
+      `  dashboard password  ${made.one_time_password}\n` +
+      `  SIP user / password ${made.sip.user} / ${made.sip.password}\n` +
+      (made.endpoint_live ? "" : "  (the phone can register after the next restart)\n");
+    form.reset();
+    loadAudit();
+  }));
+
+  function cell(tr, node) {
+    const td = document.createElement("td");
+    if (typeof node === "string") td.textContent = node; else td.appendChild(node);
+    tr.appendChild(td);
+  }
+  function choice(values, current) {
+    const select = document.createElement("select");
+    for (const value of values) {
+      const option = new Option(value.replace(/_/g, " "), value, false, value === current);
+      select.appendChild(option);
+    }
+    return select;
+  }
+
+  const loadAssistants = guard(async () => {
+    const data = await (await fetch("/api/admin/assistants")).json();
+    const body = document.querySelector("#assistants tbody");
+    body.replaceChildren();
+    for (const a of data.assistants) {
+      const tr = document.createElement("tr");
+      const level = choice(data.handoff_levels, a.handoff_level);
+      const timeout = Object.assign(document.createElement("input"),
+        { type: "number", min: 5, max: 600, value: a.accept_timeout_s });
+      const kind = choice(data.fallback_kinds, a.fallback_kind);
+      const number = Object.assign(document.createElement("input"),
+        { type: "tel", value: a.fallback_number, placeholder: "+33…" });
+      const save = Object.assign(document.createElement("button"),
+        { type: "button", textContent: "Save" });
+      save.addEventListener("click", guard(async () => {
+        await sb.send("POST", `/api/admin/assistants/${a.id}`, {
+          handoff_level: level.value, accept_timeout_s: Number(timeout.value),
+          fallback_kind: kind.value, fallback_number: number.value,
+        });
+        status(`${a.name} saved.`);
+        loadAudit();
+      }));
+      cell(tr, a.name); cell(tr, a.number_pattern); cell(tr, level); cell(tr, timeout);
+      cell(tr, kind); cell(tr, number); cell(tr, save);
+      body.appendChild(tr);
+    }
+  });
+
+  const loadAudit = guard(async () => {
+    const data = await (await fetch("/api/admin/audit?limit=100")).json();
+    const body = document.querySelector("#audit tbody");
+    body.replaceChildren();
+    for (const e of data.events) {
+      const tr = document.createElement("tr");
+      cell(tr, new Date(e.at).toLocaleString()); cell(tr, e.actor); cell(tr, e.action);
+      cell(tr, e.subject); cell(tr, JSON.stringify(e.detail));
+      body.appendChild(tr);
+    }
+  });
+
+  document.getElementById("test-call").addEventListener("click", guard(async () => {
+    const placed = await sb.send("POST", "/api/admin/test-call", {});
+    status(`The carrier is calling ${placed.calling}.`);
+    loadAudit();
+  }));
+
+  loadAssistants();
+  loadAudit();
+})();

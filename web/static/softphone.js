@@ -1,0 +1,283 @@
+// The agent's browser softphone: JsSIP registered to Asterisk over SIP-over-WebSocket.
+//
+// Calls reach it only as the second half of an Accept click: the controller dials the
+// agent's endpoint the moment the accept wins, so the phone answers an INVITE only
+// while it expects one (armed by the click) and refuses any other with 486 Busy.
+// Only one tab of an agent holds the phone (a Web Lock, released by the browser when
+// the tab dies); another tab says so and can move the phone to itself.
+"use strict";
+
+(function () {
+  const LOCK_NAME = "switchboard-softphone";
+  const CHANNEL_NAME = "switchboard-softphone";
+  // An Accept's INVITE follows within a second or two; a phone armed longer than this
+  // was armed for a call that never came (the card was taken, the caller hung up).
+  const EXPECT_WINDOW_MS = 30000;
+  // The microphone as a headset call wants it: the browser's echo canceller, noise
+  // suppressor and gain control all on.
+  const MIC_CONSTRAINTS = {
+    audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+    video: false,
+  };
+  // On a LAN or loopback there is nothing for STUN/TURN to find, and JsSIP waits for ICE
+  // gathering to finish before it answers: with servers listed that wait is seconds.
+  const PC_CONFIG = { iceServers: [] };
+
+  class Softphone {
+    constructor(hooks) {
+      this.hooks = hooks; // onState(state, text), onCall(session), onCallEnded(cause)
+      this.state = "starting";
+      this.reason = "";
+      this.ua = null;
+      this.session = null;
+      this.config = null;
+      this.expecting = null; // { until, mic: Promise<MediaStream> }
+      this.localStream = null;
+      this.remoteAudio = new Audio();
+      this.remoteAudio.autoplay = true;
+      this.releaseLock = null;
+      this.channel = "BroadcastChannel" in window ? new BroadcastChannel(CHANNEL_NAME) : null;
+      if (this.channel) this.channel.onmessage = (event) => this._onTabMessage(event.data);
+    }
+
+    // ---- start-up and the one-tab lock ------------------------------------------------
+
+    async start() {
+      let config;
+      try {
+        config = await this._fetchConfig();
+      } catch (error) {
+        this._set("error", String(error.message || error));
+        setTimeout(() => this.start(), 5000);
+        return;
+      }
+      if (config === null) return; // no softphone here: state already says why
+      this.config = config;
+      if (!window.JsSIP) {
+        this._set("error", "The softphone is not installed on this server (run its set-up).");
+        return;
+      }
+      if (!navigator.locks) {
+        await this._register(); // no Web Locks: every tab registers, the last one wins
+        return;
+      }
+      navigator.locks.request(LOCK_NAME, { ifAvailable: true }, (lock) => {
+        if (!lock) {
+          this._set("elsewhere", "The phone is in another tab.");
+          return undefined;
+        }
+        return this._holdLock();
+      });
+    }
+
+    _holdLock() {
+      // Holding the lock is a promise that stays pending while this tab has the phone.
+      return new Promise((release) => {
+        this.releaseLock = release;
+        this._register();
+      });
+    }
+
+    // The button on a tab without the phone: ask the holder to let go, then take it.
+    takeHere() {
+      if (!navigator.locks || this.state !== "elsewhere") return;
+      this._set("moving", "Moving the phone to this tab…");
+      if (this.channel) this.channel.postMessage({ type: "take" });
+      navigator.locks.request(LOCK_NAME, () => this._holdLock());
+    }
+
+    _onTabMessage(message) {
+      if (!message || message.type !== "take" || !this.releaseLock) return;
+      if (this.session) {
+        // Never drop a caller mid-sentence because another tab was opened.
+        this.channel.postMessage({ type: "busy" });
+        return;
+      }
+      this._stopUa();
+      const release = this.releaseLock;
+      this.releaseLock = null;
+      this._set("elsewhere", "The phone moved to another tab.");
+      release();
+    }
+
+    async _fetchConfig() {
+      const response = await fetch("/api/softphone", { credentials: "same-origin" });
+      if (response.status === 401) {
+        window.location.assign("/login");
+        return null;
+      }
+      const body = await response.json().catch(() => ({}));
+      if (response.status === 404 || (response.status === 409 && body.error === "desk_phone")) {
+        // Nothing to register: duty does not depend on a browser phone.
+        this._set("none", body.reason || "");
+        return null;
+      }
+      if (!response.ok) throw new Error(body.reason || `the phone settings failed (${response.status})`);
+      return body;
+    }
+
+    // ---- registration -----------------------------------------------------------------
+
+    _register() {
+      const config = this.config;
+      window.JsSIP.debug.disable("JsSIP:*");
+      const socket = new window.JsSIP.WebSocketInterface(config.websocket_url);
+      const ua = new window.JsSIP.UA({
+        sockets: [socket],
+        uri: config.sip_uri,
+        authorization_user: config.sip_user,
+        password: config.password,
+        display_name: config.display_name,
+        register: true,
+        register_expires: 120,
+        session_timers: false,
+        connection_recovery_min_interval: 1,
+        connection_recovery_max_interval: 10,
+      });
+      this.ua = ua;
+      this._set("registering", "Connecting the phone…");
+      ua.on("registered", () => this._set("registered", "Phone ready"));
+      ua.on("unregistered", () => {
+        if (this.ua === ua) this._set("unregistered", "The phone is not registered.");
+      });
+      ua.on("registrationFailed", (event) => {
+        this._set("error", `The phone could not register (${event.cause}).`);
+      });
+      ua.on("disconnected", () => {
+        if (this.ua === ua) this._set("error", "The phone lost its connection; retrying…");
+      });
+      ua.on("newRTCSession", (event) => this._onSession(event));
+      ua.start();
+    }
+
+    _stopUa() {
+      const ua = this.ua;
+      this.ua = null;
+      if (ua) ua.stop();
+    }
+
+    // ---- calls ------------------------------------------------------------------------
+
+    // Called when the agent clicks Accept, before the request goes out: the INVITE can
+    // overtake the HTTP answer, because the controller dials before it replies.
+    expect() {
+      const mic = navigator.mediaDevices.getUserMedia(MIC_CONSTRAINTS);
+      mic.catch(() => undefined); // judged when the call arrives
+      this.expecting = { until: Date.now() + EXPECT_WINDOW_MS, mic };
+    }
+
+    // The Accept failed: no call is coming.
+    unexpect() {
+      const expecting = this.expecting;
+      this.expecting = null;
+      if (expecting) expecting.mic.then((stream) => stopStream(stream), () => undefined);
+    }
+
+    async _onSession(event) {
+      const session = event.session;
+      if (event.originator !== "remote") return;
+      const expecting = this.expecting;
+      if (this.session || !expecting || Date.now() > expecting.until) {
+        // Not the call an Accept asked for: a stray or malicious INVITE never reaches
+        // the agent's ears (and a second call never interrupts the first).
+        session.terminate({ status_code: 486, reason_phrase: "Busy Here" });
+        return;
+      }
+      this.expecting = null;
+      this.session = session;
+      session.on("peerconnection", (pcEvent) => this._attachRemote(pcEvent.peerconnection));
+      session.on("confirmed", () => this.hooks.onCall(session));
+      session.on("ended", (e) => this._ended(session, e.cause));
+      session.on("failed", (e) => this._ended(session, e.cause));
+      let stream;
+      try {
+        stream = await expecting.mic;
+      } catch (error) {
+        session.terminate({ status_code: 480, reason_phrase: "Microphone Unavailable" });
+        this._set("error", `The microphone is not available: ${error.message || error.name}.`);
+        return;
+      }
+      this.localStream = stream;
+      session.answer({ mediaStream: stream, pcConfig: PC_CONFIG });
+    }
+
+    _attachRemote(pc) {
+      pc.addEventListener("track", (trackEvent) => {
+        this.remoteAudio.srcObject = trackEvent.streams[0] || new MediaStream([trackEvent.track]);
+        this.remoteAudio.play().catch(() => undefined);
+      });
+    }
+
+    _ended(session, cause) {
+      if (this.session !== session) return;
+      this.session = null;
+      stopStream(this.localStream);
+      this.localStream = null;
+      this.remoteAudio.srcObject = null;
+      this.hooks.onCallEnded(cause);
+    }
+
+    // Mute keeps the call and the RTP stream (the caller's line stays up); only the
+    // microphone's samples stop, so the caller hears silence.
+    setMuted(muted) {
+      if (!this.localStream) return;
+      for (const track of this.localStream.getAudioTracks()) track.enabled = !muted;
+    }
+
+    get muted() {
+      return !!this.localStream && this.localStream.getAudioTracks().every((t) => !t.enabled);
+    }
+
+    // What the browser receives and sends, for the agent's own diagnostics and tests.
+    async stats() {
+      const pc = this.session && this.session.connection;
+      if (!pc) return null;
+      const report = await pc.getStats();
+      const out = { inbound: null, outbound: null, ice: null };
+      report.forEach((entry) => {
+        if (entry.type === "inbound-rtp" && entry.kind === "audio") {
+          out.inbound = { packets: entry.packetsReceived, energy: entry.totalAudioEnergy || 0 };
+        } else if (entry.type === "outbound-rtp" && entry.kind === "audio") {
+          out.outbound = { packets: entry.packetsSent };
+        } else if (entry.type === "transport") {
+          out.ice = { dtls: entry.dtlsState, ice: entry.iceState };
+        }
+      });
+      return out;
+    }
+
+    // ---- before going on duty ---------------------------------------------------------
+
+    // null when this desk can take calls; otherwise what the agent must fix, plainly.
+    async readyForDuty() {
+      if (this.state === "none") return null;
+      if (this.state === "elsewhere" || this.state === "moving") {
+        return "The phone is open in another tab: go on duty there, or move the phone here.";
+      }
+      try {
+        stopStream(await navigator.mediaDevices.getUserMedia(MIC_CONSTRAINTS));
+      } catch (error) {
+        if (error && error.name === "NotAllowedError") {
+          return "The browser blocks the microphone: allow it for this site, then try again.";
+        }
+        return `No microphone could be opened (${(error && error.name) || error}).`;
+      }
+      if (this.state !== "registered") {
+        return `The phone is not ready: ${this.reason || this.state}`;
+      }
+      return null;
+    }
+
+    _set(state, reason) {
+      this.state = state;
+      this.reason = reason || "";
+      this.hooks.onState(state, this.reason);
+    }
+  }
+
+  function stopStream(stream) {
+    if (stream) for (const track of stream.getTracks()) track.stop();
+  }
+
+  window.Softphone = Softphone;
+})();

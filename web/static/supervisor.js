@@ -1,0 +1,73 @@
+// The supervisor board: every live call, refreshed every two seconds, with
+// listen / whisper / barge / take over (the server dials the supervisor's phone).
+"use strict";
+(() => {
+  const body = document.querySelector("#live-calls tbody");
+  if (!body) return;
+  const MODES = [["listen", "Listen"], ["whisper", "Whisper"], ["barge", "Barge"],
+                 ["take_over", "Take over"]];
+  const busy = new Set();
+
+  function row(call) {
+    const tr = document.createElement("tr");
+    tr.dataset.call = call.id;
+    const cells = [
+      call.caller_name ? `${call.caller_name} (${call.caller_number})` : call.caller_number,
+      call.agent ? call.agent.display_name : `AI (${call.assistant})`,
+      call.state.replace(/_/g, " ") + (call.supervising ? ` · you: ${call.supervising}` : ""),
+      new Date(call.answered_at).toLocaleTimeString(),
+    ];
+    for (const text of cells) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.appendChild(td);
+    }
+    const actions = document.createElement("td");
+    for (const [mode, label] of MODES) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = label;
+      button.dataset.mode = mode;
+      button.disabled = busy.has(call.id) || (mode === "whisper" && !call.agent);
+      button.addEventListener("click", () => act(call.id, mode));
+      actions.appendChild(button);
+    }
+    if (call.supervising) {
+      const stop = document.createElement("button");
+      stop.type = "button";
+      stop.textContent = "Stop";
+      stop.addEventListener("click", () => act(call.id, "stop"));
+      actions.appendChild(stop);
+    }
+    tr.appendChild(actions);
+    return tr;
+  }
+
+  async function act(callId, mode) {
+    busy.add(callId);
+    sb.say("board-status", mode === "stop" ? "Stopping…" : "Your phone is ringing…");
+    try {
+      await sb.send("POST", `/api/supervisor/calls/${callId}/${mode}`, {});
+      sb.say("board-status", "");
+    } catch (e) {
+      sb.say("board-status", e.message);
+    } finally {
+      busy.delete(callId);
+      refresh();
+    }
+  }
+
+  async function refresh() {
+    try {
+      const response = await fetch("/api/supervisor/calls", { credentials: "same-origin" });
+      if (!response.ok) return;
+      const { calls } = await response.json();
+      body.replaceChildren(...calls.map(row));
+      document.getElementById("board-empty").hidden = calls.length > 0;
+    } catch (e) {
+      /* the next refresh tries again */
+    }
+  }
+  refresh();
+  setInterval(refresh, 2000);
+})();
