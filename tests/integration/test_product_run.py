@@ -32,6 +32,7 @@ from handoff.settings import load
 from handoff.store import Store, create_store_engine
 from handoff.store.models import Call
 from pbx import rootfs
+from pbx.test_caller import TestCaller
 from tests.bench.rig import World
 from web.app import instance_name
 
@@ -237,6 +238,27 @@ async def test_run_kill_restart_and_stop_with_a_call_up(product: Product) -> Non
         async with store.transaction() as tx:
             final = await tx.calls.get(call_id)
         assert final.outcome is CallOutcome.CALLBACK_REQUESTED
+
+        # The admin's "place a test call": the demo carrier calls the receptionist; the
+        # call ends by itself (absolute timeout) and is recorded like any other.
+        await TestCaller(world.ari_url, world.ari_auth, number="2000", max_s=3).place()
+
+        test_calls: list[str] = []
+
+        async def test_call_answered() -> bool:
+            async with store.transaction() as tx:
+                test_calls.extend(c.id for c in await tx.calls.open_calls()
+                                  if c.caller_number == "+15550100000"
+                                  and c.state is CallState.WITH_AI)
+            return bool(test_calls)
+
+        await eventually(test_call_answered)
+
+        async def test_call_ended() -> bool:
+            async with store.transaction() as tx:
+                return (await tx.calls.get(test_calls[0])).state is CallState.ENDED
+
+        await eventually(test_call_ended)
         assert final.recording_path and os.path.getsize(final.recording_path) > 8000  # noqa: ASYNC240
     finally:
         await world.close()
