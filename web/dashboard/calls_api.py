@@ -9,6 +9,7 @@ by guessing its id.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,7 +25,7 @@ from web.dashboard.access import ROLE_RANK
 from web.dashboard.guard import json_error
 from web.dashboard.sessions import Viewer
 from web.dashboard.softphone import softphone_url
-from web.dashboard.typedefs import DASHBOARD, VIEWER, Dashboard
+from web.dashboard.typedefs import DASHBOARD, VIEWER, Commands, Dashboard
 from web.dashboard.views import json_body
 
 log = logging.getLogger(__name__)
@@ -165,30 +166,36 @@ async def current_call(request: web.Request) -> web.Response:
     return web.json_response({"call": body})
 
 
-async def end_call(request: web.Request) -> web.Response:
+async def _call_command(
+    request: web.Request,
+    command: Callable[[Commands, str], Awaitable[None]],
+    action: str,
+    answer: str,
+) -> web.Response:
+    """Run one panel command on the viewer's call (or a supervised one) and audit it."""
     checked = await _authorised(request)
     if isinstance(checked, web.Response):
         return checked
     dashboard, viewer, call_id, seat = checked
     try:
-        await dashboard.commands.end_call(call_id)
+        await command(dashboard.commands, call_id)
     except (NotFound, CallStateConflict) as exc:
         return _refusal(exc)
-    await _audit(dashboard, viewer, "call_ended", call_id, {"supervising": seat.supervising})
-    return web.json_response({"ended": call_id})
+    await _audit(dashboard, viewer, action, call_id, {"supervising": seat.supervising})
+    return web.json_response({answer: call_id})
+
+
+async def end_call(request: web.Request) -> web.Response:
+    return await _call_command(
+        request, lambda commands, call_id: commands.end_call(call_id), "call_ended", "ended"
+    )
 
 
 async def return_to_ai(request: web.Request) -> web.Response:
-    checked = await _authorised(request)
-    if isinstance(checked, web.Response):
-        return checked
-    dashboard, viewer, call_id, seat = checked
-    try:
-        await dashboard.commands.return_to_ai(call_id)
-    except (NotFound, CallStateConflict) as exc:
-        return _refusal(exc)
-    await _audit(dashboard, viewer, "returned_to_ai", call_id, {"supervising": seat.supervising})
-    return web.json_response({"returned": call_id})
+    return await _call_command(
+        request, lambda commands, call_id: commands.return_to_ai(call_id),
+        "returned_to_ai", "returned",
+    )
 
 
 async def add_note(request: web.Request) -> web.Response:
