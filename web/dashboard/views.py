@@ -282,8 +282,10 @@ async def set_role(request: web.Request) -> web.Response:
 async def live_updates(request: web.Request) -> web.StreamResponse:
     dashboard, viewer = request.app[DASHBOARD], request[VIEWER]
     options = dashboard.options
+    # No permessage-deflate: cards are small, and compressing every card once per tab
+    # costs the server more CPU than the bytes it saves on a LAN.
     ws = web.WebSocketResponse(heartbeat=options.heartbeat_s,
-                               max_msg_size=options.ws_max_message_bytes)
+                               max_msg_size=options.ws_max_message_bytes, compress=False)
     if not ws.can_prepare(request).ok:
         return json_error(400, "not_websocket", "this address speaks WebSocket only")
     await ws.prepare(request)
