@@ -151,6 +151,12 @@ class LiveCall:
     causes: dict[str, int] = field(default_factory=dict)  # Q.850 cause per ended leg
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     answered: asyncio.Event = field(default_factory=asyncio.Event)
+    # Clear from the agent's answer until the AI has left (the short overlap): commands
+    # that change who the caller talks to wait for it rather than refuse.
+    move_settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.move_settled.set()
 
     def new_leg_id(self, role: str) -> str:
         # Unique across controller restarts too: an adopted call's earlier legs keep
@@ -352,16 +358,29 @@ class CallControl:
         """
         live.agent_answered = True
         live.answered.set()
+        live.move_settled.clear()
         self._spawn(self._complete_move(live), f"move call={live.call_id}")
 
     async def _complete_move(self, live: LiveCall) -> None:
-        await asyncio.sleep(self.timing.ai_overlap_s)
-        async with live.lock:
-            if live.closed or live.caller_leaving or not live.agent_answered:
-                # The caller hung up as the agent answered: they never talked. The
-                # hang-up handler abandons the handoff and cleans up.
-                return
-            await self._agent_connected(live)
+        try:
+            await asyncio.sleep(self.timing.ai_overlap_s)
+            async with live.lock:
+                if live.closed or live.caller_leaving or not live.agent_answered:
+                    # The caller hung up as the agent answered: they never talked. The
+                    # hang-up handler abandons the handoff and cleans up.
+                    return
+                await self._agent_connected(live)
+        finally:
+            live.move_settled.set()
+
+    async def settled(self, live: LiveCall) -> None:
+        """Wait out a move in progress (the agent answered, the AI is still leaving).
+
+        An agent who clicks "return to AI" or a supervisor who takes over in those few
+        tens of milliseconds gets their command carried out, not a refusal.
+        """
+        async with asyncio.timeout(self.timing.ai_overlap_s + 5):
+            await live.move_settled.wait()
 
     async def _agent_connected(self, live: LiveCall) -> None:
         """The AI steps out; the ledger says the agent has the call (lock held)."""
@@ -692,6 +711,7 @@ class CallControl:
         the first agent's leg leaving it. Returns the new handoff's id.
         """
         live = self._live(call_id)
+        await self.settled(live)
         async with live.lock:
             async with self.store.transaction() as tx:
                 call = await tx.calls.get(call_id)
@@ -807,7 +827,10 @@ class CallControl:
                                    "reason": FailureReason.CANCELLED.value})
 
     async def return_to_ai(self, call_id: str) -> None:
+        """The agent hands the caller back to the AI (raises CallStateConflict if no
+        agent has the call)."""
         live = self._live(call_id)
+        await self.settled(live)
         await self._back_to_ai(live, HandoffEvent.RETURN_TO_AI, None)
         self.hub.publish(f"assistant:{live.assistant}",
                          {"type": "returned_to_ai", "call_id": call_id})
@@ -816,6 +839,10 @@ class CallControl:
         self, live: LiveCall, event: HandoffEvent, reason: FailureReason | None
     ) -> None:
         async with live.lock:
+            if event is HandoffEvent.RETURN_TO_AI and not live.connected:
+                async with self.store.transaction() as tx:
+                    call = await tx.calls.get(live.call_id)
+                raise CallStateConflict(live.call_id, call.state, "no agent has this call")
             await self._cancel_transfer(live)
             # The AI joins first, then the agent leaves: the caller never hears silence.
             if live.ai is None:

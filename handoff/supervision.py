@@ -106,6 +106,7 @@ class Supervision:
         Raises NotFound (no such live call), SupervisionRefused, SupervisorUnreachable.
         """
         live = self._live(call_id)
+        await self.control.settled(live)
         if mode is Mode.WHISPER and not (live.agent and live.connected):
             raise SupervisionRefused(
                 "no_agent", "whisper needs an agent on the call; the AI has it now")

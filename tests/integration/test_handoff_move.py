@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from handoff.call_control import Timing
+from handoff.call_control import CallStateConflict, Timing
 from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.store import AlreadyTaken
@@ -285,3 +285,39 @@ async def test_caller_hanging_up_as_the_agent_answers_abandons_the_handoff(
         async with r.store.transaction() as tx:
             assert (await tx.handoffs.get(handoff_id)).state is HandoffState.ABANDONED
             assert (await tx.calls.get(placed.call_id)).outcome is CallOutcome.ABANDONED
+
+
+async def test_return_to_ai_during_the_overlap_waits_for_the_move_then_returns(
+    quiet_pair: Pair, tmp_path: Path
+) -> None:
+    # An agent who clicks "return to AI" while the AI is still leaving (the overlap) gets
+    # the return carried out, not an error.
+    async with (
+        local_world(quiet_pair.carrier) as world,
+        rig(quiet_pair.pbx, world, tmp_path / "db.sqlite", Timing(ai_overlap_s=1.0)) as r,
+    ):
+        placed = await r.place_call()
+        handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
+                                                     summary="x")
+        await r.control.accept(handoff_id, r.agent_id)
+        live = r.control.calls[placed.call_id]
+        await asyncio.wait_for(live.answered.wait(), 5)
+        assert not live.connected
+        await r.control.return_to_ai(placed.call_id)
+        assert await call_state(r, placed.call_id) is CallState.WITH_AI
+        async with r.store.transaction() as tx:
+            assert (await tx.handoffs.get(handoff_id)).state is HandoffState.RETURNED_TO_AI
+        returned_at = time.monotonic()
+        await r.wait_hears(placed, "ai", after=returned_at)
+        await r.hang_up_caller(placed)
+        await wait_until(lambda: _ended(r, placed.call_id))
+
+
+async def test_return_to_ai_without_an_agent_is_a_conflict(call_rig: Rig) -> None:
+    r = call_rig
+    placed = await r.place_call()
+    with pytest.raises(CallStateConflict, match="no agent has this call"):
+        await r.control.return_to_ai(placed.call_id)
+    assert await call_state(r, placed.call_id) is CallState.WITH_AI
+    await r.hang_up_caller(placed)
+    await wait_until(lambda: _ended(r, placed.call_id))
