@@ -19,6 +19,7 @@ import contextlib
 import logging
 import re
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -189,11 +190,17 @@ class Timing:
     # How many likely agents get a leg staged in the call bridge per offered handoff.
     # Each is an idle, undialled channel: cheap, but not free, so bounded.
     staged_agents: int = 4
-    # The AI leaves this long after the agent answers. The agent's first RTP packet
-    # trails the 200 OK by a few milliseconds; removing the AI at once left one silent
-    # 20 ms mixing frame at the caller. A short overlap (AI and agent mixed) is not
-    # noticeable; a hole in the audio is.
+    # The AI leaves once the agent's voice reaches Asterisk, not at the 200 OK: a desk
+    # phone's first RTP packet trails its answer by a few ms, a browser's by 60-130 ms
+    # (ICE and DTLS come after the answer). Removing the AI before that left the caller
+    # in silence. It leaves this long after the agent's first packet arrived (one mixing
+    # frame and a margin: a short overlap is not noticeable, a hole in the audio is)...
     ai_overlap_s: float = 0.04
+    # ...or after this long without any packet from the agent (a phone that suppresses
+    # silence sends nothing until its user speaks).
+    agent_media_wait_s: float = 1.5
+    # How often the agent leg's RTP counters are read while waiting.
+    agent_media_poll_s: float = 0.005
 
 
 class CallControl:
@@ -337,6 +344,8 @@ class CallControl:
         self._spawn(self._complete_forward(live), f"forward call={live.call_id}")
 
     async def _complete_forward(self, live: LiveCall) -> None:
+        if live.forward is not None:
+            await self._until_media_from(live.forward)
         await asyncio.sleep(self.timing.ai_overlap_s)
         async with live.lock:
             if live.closed or live.caller_leaving:
@@ -363,6 +372,8 @@ class CallControl:
 
     async def _complete_move(self, live: LiveCall) -> None:
         try:
+            if live.agent is not None:
+                await self._until_media_from(live.agent)
             await asyncio.sleep(self.timing.ai_overlap_s)
             async with live.lock:
                 if live.closed or live.caller_leaving or not live.agent_answered:
@@ -373,13 +384,28 @@ class CallControl:
         finally:
             live.move_settled.set()
 
+    async def _until_media_from(self, leg: str) -> None:
+        """Return once Asterisk has received RTP from `leg` (bounded; see Timing)."""
+        deadline = time.monotonic() + self.timing.agent_media_wait_s
+        while time.monotonic() < deadline:
+            try:
+                stats = await self.ari.channels.rtp_statistics(leg)
+            except AriError:
+                return  # the leg went (its hang-up is handled) or has no RTP instance
+            if int(stats.get("rxcount") or 0) > 0:
+                return
+            await asyncio.sleep(self.timing.agent_media_poll_s)
+        log.info("leg %s sent no audio within %.1f s of answering; the AI leaves anyway",
+                 leg, self.timing.agent_media_wait_s)
+
     async def settled(self, live: LiveCall) -> None:
         """Wait out a move in progress (the agent answered, the AI is still leaving).
 
         An agent who clicks "return to AI" or a supervisor who takes over in those few
         tens of milliseconds gets their command carried out, not a refusal.
         """
-        async with asyncio.timeout(self.timing.ai_overlap_s + 5):
+        async with asyncio.timeout(
+                self.timing.agent_media_wait_s + self.timing.ai_overlap_s + 5):
             await live.move_settled.wait()
 
     async def _agent_connected(self, live: LiveCall) -> None:
@@ -764,7 +790,11 @@ class CallControl:
                                    "agent_id": agent_id})
 
     async def _complete_transfer(self, live: LiveCall) -> None:
-        """The colleague answered: their leg takes the call, the first agent's leaves."""
+        """The colleague answered: their leg takes the call, the first agent's leaves
+        (once the colleague's voice flows: both agents are heard for a moment, never
+        neither)."""
+        if live.transfer is not None and live.transfer.leg is not None:
+            await self._until_media_from(live.transfer.leg)
         async with live.lock:
             transfer = live.transfer
             if transfer is None or transfer.leg is None or live.closed or live.caller_leaving:

@@ -711,6 +711,11 @@ class Channels(_MediaTarget):
         params = {"variable": variable, "value": value}
         await self._call("POST", f"/channels/{_seg(channel_id)}/variable", params)
 
+    async def rtp_statistics(self, channel_id: str) -> dict[str, Any]:
+        """The leg's RTP counters (``rxcount``: packets received from the far end...)."""
+        data = await self._call("GET", f"/channels/{_seg(channel_id)}/rtp_statistics")
+        return data if isinstance(data, dict) else {}
+
     async def move(self, channel_id: str, app: str, app_args: Sequence[str] = ()) -> None:
         """Hand the leg to another Stasis app; it stays in its bridge (no media gap)."""
         params = {"app": app, "appArgs": _csv(app_args, "app_args") if app_args else None}

@@ -152,6 +152,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from tests.bench import dashboard as bench_dashboard  # noqa: PLC0415 - only from a checkout
 
         return int(bench_dashboard.main(args.clients, args.json))
+    if args.agent == "browser":
+        if args.baseline:
+            print("switchboard bench handoff: --baseline queue measures SIP desk phones; "
+                  "run it without --agent browser", file=sys.stderr)
+            return 2
+        from tests.bench import browser_handoff  # noqa: PLC0415 - only from a checkout
+
+        return int(browser_handoff.main(args.calls, args.json))
     from tests.bench import handoff as bench_handoff  # noqa: PLC0415 - only from a checkout
 
     result: int = bench_handoff.main(args.calls, args.json, args.baseline)
@@ -212,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     handoff.add_argument("--json", action="store_true")
     handoff.add_argument(
         "--baseline", choices=["queue"], help="also measure the classic way in the same run"
+    )
+    handoff.add_argument(
+        "--agent", choices=["sip", "browser"], default="sip",
+        help="sip: a desk phone answering at once; browser: Chromium's WebRTC softphone",
     )
     handoff.set_defaults(func=cmd_bench)
     agent = sub.add_parser("agent", help="dashboard accounts")

@@ -49,6 +49,7 @@ from tests.bench.audio import (
 )
 
 AGENT_PHONE_NUMBER = "7001"
+LATE_VOICE_S = 0.6
 SUPERVISOR_PHONE_NUMBER = "7002"  # Sam, the supervisor's desk phone
 FALLBACK_NUMBER = "5001"  # the sales team's outside line, answered on the carrier
 
@@ -219,8 +220,11 @@ class World:
                 return
             # A desk phone that answers at once: its speaker (probe) is already connected,
             # so the agent's voice flows from the instant the call is answered.
-            bridge, media, probe = self._ready_phone or await self._new_phone()
-            self._ready_phone = None
+            if self.agent_phone == "late":
+                bridge, media, probe = await self._new_phone(send_after=LATE_VOICE_S)
+            else:
+                bridge, media, probe = self._ready_phone or await self._new_phone()
+                self._ready_phone = None
             await add_when_in_stasis(self.ari, bridge, channel["id"])
             await self.ari.channels.answer(channel["id"])
             self.agent_probes.append(probe)
@@ -236,12 +240,18 @@ class World:
         if self._ready_phone is None:
             self._ready_phone = await self._new_phone()
 
-    async def _new_phone(self, probe: RtpProbe | None = None) -> tuple[str, str, RtpProbe]:
+    async def _new_phone(
+        self, probe: RtpProbe | None = None, send_after: float = 0.0
+    ) -> tuple[str, str, RtpProbe]:
         probe = probe or await open_probe(AGENT_HZ)
         bridge = await self.ari.bridges.create(type="mixing")
         media = await self.ari.channels.external_media_rtp("carrier", f"127.0.0.1:{probe.port}")
         port = int(media["channelvars"]["UNICASTRTP_LOCAL_PORT"])
-        probe.start_sending(("127.0.0.1", port))
+        if send_after:
+            asyncio.get_running_loop().call_later(
+                send_after, probe.start_sending, ("127.0.0.1", port))
+        else:
+            probe.start_sending(("127.0.0.1", port))
         await add_when_in_stasis(self.ari, bridge["id"], media["id"])
         return bridge["id"], media["id"], probe
 
@@ -273,7 +283,9 @@ class World:
         return caller_number
 
     async def set_agent_phone(self, mode: str) -> None:
-        if mode not in ("answer", "ring", "reject"):
+        # late: answers at once but its voice starts LATE_VOICE_S later (as a browser's
+        # does, after ICE and DTLS).
+        if mode not in ("answer", "ring", "reject", "late"):
             raise ValueError(f"agent phone mode {mode!r}")
         self.agent_phone = mode
 

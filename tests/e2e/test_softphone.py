@@ -126,8 +126,8 @@ async def test_an_agent_accepts_a_live_call_in_the_browser_talks_mutes_and_ends_
     print(f"\naccept click -> caller hears the agent: {accept_to_audio * 1000:.0f} ms")
     # The caller hears the agent; the browser hears the caller (audio energy arrives).
     await until(lambda: _positive(inbound_energy(page)))
-    async with product.store.transaction() as tx:
-        assert (await tx.handoffs.get(handoff_id)).state is HandoffState.CONNECTED
+    # Connected once the AI has left, a moment after the agent's voice reached Asterisk.
+    await until(lambda: _handoff_in(product, handoff_id, HandoffState.CONNECTED))
     await expect(page.locator("#call-caller")).to_contain_text("Test Caller")
     await expect(page.locator("#call-transcript")).to_contain_text("my parcel must follow")
     await expect(page.locator("#call-timer")).not_to_have_text("0:00", timeout=5000)
@@ -221,6 +221,11 @@ async def test_an_agent_transfers_the_call_to_a_colleague_with_a_note(
 
 async def _positive(value: Any) -> bool:
     return float(await value) > 0
+
+
+async def _handoff_in(product: Desk, handoff_id: int, state: HandoffState) -> bool:
+    async with product.store.transaction() as tx:
+        return (await tx.handoffs.get(handoff_id)).state is state
 
 
 async def _closed(product: Desk, call_id: str) -> Any:

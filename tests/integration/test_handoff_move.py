@@ -17,7 +17,7 @@ from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.store import AlreadyTaken
 from tests.bench.audio import FRAME, TONES, present
-from tests.bench.rig import Rig, local_world, rig
+from tests.bench.rig import LATE_VOICE_S, Rig, local_world, rig
 from tests.integration.asterisk_helpers import Pair, ari
 
 pytestmark = pytest.mark.integration
@@ -321,3 +321,36 @@ async def test_return_to_ai_without_an_agent_is_a_conflict(call_rig: Rig) -> Non
     assert await call_state(r, placed.call_id) is CallState.WITH_AI
     await r.hang_up_caller(placed)
     await wait_until(lambda: _ended(r, placed.call_id))
+
+
+async def test_the_ai_stays_until_the_agents_voice_arrives(
+    quiet_pair: Pair, tmp_path: Path
+) -> None:
+    # A phone that answers at once but speaks only later (a browser does: ICE and DTLS
+    # follow its 200 OK): the AI keeps the caller company until the agent's audio flows,
+    # so the caller never sits in the silence between the two.
+    async with (
+        local_world(quiet_pair.carrier) as world,
+        rig(quiet_pair.pbx, world, tmp_path / "db.sqlite") as r,
+    ):
+        await world.set_agent_phone("late")
+        placed = await r.place_call()
+        handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
+                                                     summary="x")
+        accepted_at = time.monotonic()
+        await r.control.accept(handoff_id, r.agent_id)
+        live = r.control.calls[placed.call_id]
+        await asyncio.wait_for(live.answered.wait(), 5)
+        heard = await r.wait_hears(placed, "agent", after=accepted_at)
+        assert heard - accepted_at >= LATE_VOICE_S - 0.1  # the phone really spoke late
+        # Across the late start: the AI until the agent, no hole (the 600 ms of the old
+        # behaviour, when the AI left at the 200 OK, would show here).
+        assert await r.gap_ms(placed, accepted_at, heard + 0.3) < 150
+        await wait_until(lambda: _handoff_state_is(r, handoff_id, HandoffState.CONNECTED))
+        await r.hang_up_caller(placed)
+        await wait_until(lambda: _ended(r, placed.call_id))
+
+
+async def _handoff_state_is(r: Rig, handoff_id: int, state: HandoffState) -> bool:
+    async with r.store.transaction() as tx:
+        return (await tx.handoffs.get(handoff_id)).state is state

@@ -290,6 +290,7 @@
     // Armed before the request: the controller rings this phone before it replies.
     if (phone) phone.expect();
     const result = await post(`/api/handoffs/${handoffId}/accept`, {});
+    if (phone) phone.mark("accept_replied");
     if (result.ok) {
       status.textContent = "Connecting you to the caller…";
       return;

@@ -22,6 +22,11 @@
   // On a LAN or loopback there is nothing for STUN/TURN to find, and JsSIP waits for ICE
   // gathering to finish before it answers: with servers listed that wait is seconds.
   const PC_CONFIG = { iceServers: [] };
+  // JsSIP sends the 200 OK when ICE gathering completes, and Chromium finishes gathering
+  // only ~120 ms after its host candidates are known (it also tries TCP and IPv6 paths
+  // Asterisk will not use). The host candidates of all interfaces arrive within a few ms
+  // of each other: answer this long after the first one, with what is there.
+  const ICE_SETTLE_MS = 10;
 
   class Softphone {
     constructor(hooks) {
@@ -32,6 +37,10 @@
       this.session = null;
       this.config = null;
       this.expecting = null; // { until, mic: Promise<MediaStream> }
+      // When each step of the last accepted call happened (ms since the Accept click):
+      // where an Accept's time goes, for the agent's diagnostics and the benchmark.
+      this.marks = {};
+      this._clickedAt = 0;
       this.localStream = null;
       this.remoteAudio = new Audio();
       this.remoteAudio.autoplay = true;
@@ -53,6 +62,8 @@
       }
       if (config === null) return; // no softphone here: state already says why
       this.config = config;
+      // The DTLS certificate, made once: otherwise every answer waits for a new key pair.
+      this.certificates = await makeCertificates();
       if (!window.JsSIP) {
         this._set("error", "The softphone is not installed on this server (run its set-up).");
         return;
@@ -161,6 +172,8 @@
     // Called when the agent clicks Accept, before the request goes out: the INVITE can
     // overtake the HTTP answer, because the controller dials before it replies.
     expect() {
+      this._clickedAt = performance.now();
+      this.marks = {};
       const mic = navigator.mediaDevices.getUserMedia(MIC_CONSTRAINTS);
       mic.catch(() => undefined); // judged when the call arrives
       this.expecting = { until: Date.now() + EXPECT_WINDOW_MS, mic };
@@ -185,7 +198,15 @@
       }
       this.expecting = null;
       this.session = session;
+      this.mark("invite");
       session.on("peerconnection", (pcEvent) => this._attachRemote(pcEvent.peerconnection));
+      let settle = null;
+      session.on("icecandidate", (candidateEvent) => {
+        this.mark("first_candidate", true);
+        if (settle === null) settle = setTimeout(candidateEvent.ready, ICE_SETTLE_MS);
+      });
+      session.on("accepted", () => this.mark("answer_sent"));
+      session.on("confirmed", () => this.mark("ack"));
       session.on("confirmed", () => this.hooks.onCall(session));
       session.on("ended", (e) => this._ended(session, e.cause));
       session.on("failed", (e) => this._ended(session, e.cause));
@@ -198,10 +219,43 @@
         return;
       }
       this.localStream = stream;
-      session.answer({ mediaStream: stream, pcConfig: PC_CONFIG });
+      this.mark("microphone");
+      const pcConfig = { ...PC_CONFIG };
+      if (this.certificates) pcConfig.certificates = this.certificates;
+      session.answer({ mediaStream: stream, pcConfig });
+    }
+
+    mark(step, firstOnly) {
+      if (firstOnly && step in this.marks) return;
+      this.marks[step] = Math.round((performance.now() - this._clickedAt) * 10) / 10;
+    }
+
+    // When the first audio packet left (diagnostics: WebRTC says nothing by itself).
+    async _markFirstPacket(pc) {
+      const until = performance.now() + 2000;
+      while (performance.now() < until && pc.connectionState === "connected") {
+        const report = await pc.getStats();
+        let sent = 0;
+        report.forEach((e) => { if (e.type === "outbound-rtp") sent += e.packetsSent || 0; });
+        if (sent > 0) {
+          this.mark("first_packet_sent", true);
+          return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
     }
 
     _attachRemote(pc) {
+      pc.addEventListener("iceconnectionstatechange", () => {
+        if (pc.iceConnectionState === "connected") this.mark("ice_connected", true);
+      });
+      pc.addEventListener("connectionstatechange", () => {
+        // "connected" here means ICE and the DTLS handshake are done: media can flow.
+        if (pc.connectionState === "connected") {
+          this.mark("dtls_connected", true);
+          this._markFirstPacket(pc);
+        }
+      });
       pc.addEventListener("track", (trackEvent) => {
         this.remoteAudio.srcObject = trackEvent.streams[0] || new MediaStream([trackEvent.track]);
         this.remoteAudio.play().catch(() => undefined);
@@ -272,6 +326,14 @@
       this.state = state;
       this.reason = reason || "";
       this.hooks.onState(state, this.reason);
+    }
+  }
+
+  async function makeCertificates() {
+    try {
+      return [await RTCPeerConnection.generateCertificate({ name: "ECDSA", namedCurve: "P-256" })];
+    } catch (error) {
+      return null; // the browser makes one per call instead
     }
   }
 

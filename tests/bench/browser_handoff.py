@@ -1,0 +1,132 @@
+"""`switchboard bench handoff --agent browser`: Accept click to the caller hearing the agent.
+
+The agent is the real thing: Debian's Chromium (driven by Playwright) signed in to the
+dashboard, its JsSIP softphone registered to the PBX over WebSocket, a fake microphone
+playing the agent's tone. For each of N calls the caller reaches the AI, the AI asks for
+a person, the card shows, the benchmark clicks Accept and times how long until the
+caller's side receives the agent's tone. The agent then clicks End call.
+
+Besides ``connect_ms`` (click to the caller hearing the agent) it reports where the time
+went, from the softphone's own marks (``window.switchboardPhone.marks``, ms after the
+click): the INVITE's arrival, the microphone, the 200 OK sent, ICE and DTLS done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import Page, expect
+
+from handoff.calls import CallState
+from handoff.handoffs import HandoffState
+from pbx import runtime
+from tests.bench.handoff import summary
+from tests.e2e.softphone_rig import (
+    Desk,
+    build_softphone_bundle,
+    chromium_with_agent_voice,
+    desk,
+    sign_in_with_phone,
+    webrtc_pbx,
+)
+
+CHROMIUM = Path(os.environ.get("SWITCHBOARD_CHROMIUM", "/usr/bin/chromium"))
+STEPS = ("accept_replied", "invite", "microphone", "first_candidate", "answer_sent", "ack",
+         "ice_connected", "dtls_connected", "first_packet_sent")
+
+
+async def one_browser_handoff(page: Page, product: Desk) -> dict[str, Any]:
+    caller, call_id = await product.place_call()
+    await product.heard(caller, "ai", 0.0)
+    handoff_id = await product.control.request_handoff(
+        call_id, reason="caller_asked", summary="benchmark")
+    card = page.locator(f'li.card[data-handoff-id="{handoff_id}"]')
+    accept = card.get_by_role("button", name="Accept")
+    await expect(accept).to_be_enabled()
+    result: dict[str, Any] = {"call_id": call_id}
+    clicked = time.monotonic()
+    await accept.click()
+    try:
+        heard = await product.heard(caller, "agent", clicked, timeout=15)
+        result["connect_ms"] = (heard - clicked) * 1000
+    except TimeoutError:
+        result["connect_ms"] = None
+    await expect(page.locator("#call")).to_be_visible()
+    result["marks"] = await page.evaluate("window.switchboardPhone.marks")
+    # The handoff is connected once the AI has left (a moment after the agent's voice
+    # reached Asterisk): a handoff still short of that after 5 s failed.
+    deadline = time.monotonic() + 5
+    while True:
+        async with product.store.transaction() as tx:
+            state = (await tx.handoffs.get(handoff_id)).state
+            call_state = (await tx.calls.get(call_id)).state
+        if state is HandoffState.CONNECTED or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    result["failed"] = state is not HandoffState.CONNECTED
+    result["dropped"] = call_state is CallState.ENDED
+    await page.click("#call-end")
+    await expect(page.locator("#call")).to_be_hidden()
+    deadline = time.monotonic() + 10
+    while call_id in product.control.calls and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await product.world.forget(caller)
+    return result
+
+
+async def run(calls: int, state_dir: Path) -> dict[str, Any]:
+    await asyncio.to_thread(build_softphone_bundle)
+    installation = await asyncio.to_thread(runtime.locate)
+    results: list[dict[str, Any]] = []
+    async with (
+        webrtc_pbx(installation, state_dir) as telephony,
+        desk(telephony, state_dir) as product,
+        chromium_with_agent_voice(CHROMIUM, state_dir) as browser,
+    ):
+        context = await browser.new_context(permissions=["microphone"])
+        context.set_default_timeout(15_000)
+        try:
+            page = await context.new_page()
+            await sign_in_with_phone(page, product.origin, "alice")
+            await page.check("#duty")
+            await expect(page.locator("body")).to_have_attribute("data-on-duty", "yes")
+            for _ in range(calls):
+                results.append(await one_browser_handoff(page, product))
+        finally:
+            with contextlib.suppress(Exception):
+                await context.close()
+    connects = [r["connect_ms"] for r in results if r["connect_ms"] is not None]
+    steps = {
+        step: summary([float(r["marks"][step]) for r in results if step in r["marks"]])
+        for step in STEPS
+    }
+    return {
+        "benchmark": "handoff",
+        "agent": "browser softphone (Chromium, JsSIP over WebSocket, WebRTC)",
+        "calls": calls,
+        "asterisk": installation.version,
+        "connect_ms": summary(connects),
+        "steps_ms_after_click": steps,
+        "dropped_calls": sum(1 for r in results if r["dropped"]),
+        "failed_handoffs": sum(1 for r in results if r["failed"] or r["connect_ms"] is None),
+    }
+
+
+def main(calls: int, as_json: bool) -> int:
+    if not CHROMIUM.exists():
+        raise SystemExit(f"{CHROMIUM} not found: apt-get install chromium (or run make setup)")
+    with tempfile.TemporaryDirectory(prefix="switchboard-bench-browser-") as tmp:
+        result = asyncio.run(run(calls, Path(tmp)))
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            print(f"{key:22} {value}")
+    return 0
