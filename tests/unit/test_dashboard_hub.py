@@ -162,6 +162,64 @@ async def test_a_stalled_tab_is_dropped_and_never_delays_the_others() -> None:
     await asyncio.wait_for(serving[0], 1.0)
 
 
+class RawSocket:
+    """The connection under a tab's WebSocket: frames written to it are decoded here."""
+
+    def __init__(self, buffered: int = 0) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.buffered = buffered  # bytes the kernel has not taken yet
+
+    def write(self, data: bytes) -> None:
+        assert data[0] == 0x81  # one whole text frame
+        size, start = data[1], 2
+        if size == 126:
+            size, start = int.from_bytes(data[2:4], "big"), 4
+        elif size == 127:
+            size, start = int.from_bytes(data[2:10], "big"), 10
+        assert len(data) == start + size
+        self.frames.append(json.loads(data[start:]))
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+
+async def test_an_idle_tab_gets_deltas_written_straight_to_its_socket_in_order() -> None:
+    hub = new_hub()
+    raw, peer = RawSocket(), RecordingPeer()
+    tab = hub.connect(agent_id=1, role=AgentRole.AGENT, session_hash="s1", resume=Resume(),
+                      raw=raw)
+    # The snapshot is still queued: deltas queue behind it instead of overtaking it.
+    hub.publish([Change("card_added", {"card": card(1).to_json()})])
+    assert raw.frames == []
+    serving = asyncio.create_task(tab.serve(peer, forever(), 5.0))
+    while len(peer.sent) < 2:
+        peer.arrived.clear()
+        await peer.arrived.wait()
+    await asyncio.sleep(0)
+    # Now idle: the next deltas go straight to the socket, framed once for everyone.
+    for n in (2, 3):
+        hub.publish([Change("card_added", {"card": card(n).to_json()})])
+    assert [m["type"] for m in peer.sent] == ["snapshot", "delta"]
+    assert [m["seq"] for m in peer.sent[1:] + raw.frames] == [1, 2, 3]
+    tab.stop(CloseCode.GOING_AWAY, "")
+    await asyncio.wait_for(serving, 1.0)
+
+
+async def test_a_tab_whose_socket_buffer_is_full_is_dropped() -> None:
+    hub = new_hub(unsent_bytes=1000)
+    raw = RawSocket(buffered=5000)  # the tab stopped reading long ago
+    tab = hub.connect(agent_id=1, role=AgentRole.AGENT, session_hash="s1", resume=Resume(),
+                      raw=raw)
+    tab._queue.get_nowait()  # its snapshot left earlier
+    hub.publish([Change("card_added", {"card": card(1).to_json()})])
+    assert tab not in hub.clients
+    assert tab.close_code == CloseCode.RESYNC
+    assert raw.frames == []
+
+
 async def test_a_tab_whose_socket_takes_no_frame_within_the_send_timeout_is_dropped() -> None:
     hub = new_hub(send_timeout_s=0.05)
     tab = join(hub)

@@ -87,6 +87,23 @@ async def test_a_tab_gets_a_snapshot_then_numbered_deltas_as_cards_come_and_go(
         assert removed["taken_by"] == {"id": served.people["bob"].id, "display_name": "Bob"}
 
 
+async def test_deltas_written_straight_to_the_socket_arrive_whole_at_any_size(
+    served: Served, browsers: Browsers,
+) -> None:
+    # The hub frames each delta once and writes it to idle tabs itself; the browser's
+    # WebSocket (here aiohttp's client) must read those frames as any other, including
+    # the 16- and 64-bit length forms.
+    agent = await signed_in(browsers, "alice")
+    async with socket(agent, served) as ws:
+        await next_message(ws)
+        for size in (10, 200, 70_000):
+            summary = "s" * size
+            handoff = await offer_card(served.store, served.events, summary=summary)
+            added = await next_message(ws, "card_added")
+            assert added["card"]["handoff_id"] == handoff.id
+            assert added["card"]["summary"] == summary
+
+
 async def test_a_reconnecting_tab_resumes_with_since_or_gets_a_fresh_snapshot(
     served: Served, browsers: Browsers,
 ) -> None:

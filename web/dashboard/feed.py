@@ -42,7 +42,8 @@ async def card_for(tx: Transaction, handoff: Handoff) -> Card:
     # A re-offered attempt (the agent's leg failed) keeps the first attempt's time: the
     # caller has been waiting since then, and the card must not jump back in the queue.
     first = handoff
-    for earlier in reversed(await tx.handoffs.for_call(handoff.call_id)):
+    earlier_attempts = await tx.handoffs.for_call(handoff.call_id) if handoff.attempt > 1 else []
+    for earlier in reversed(earlier_attempts):
         if earlier.id > first.id:
             continue
         first = earlier

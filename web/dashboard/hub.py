@@ -4,16 +4,24 @@ Every change gets the next sequence number and is kept in a bounded replay buffe
 tab that reconnects with ``?since=N&epoch=E`` gets the deltas after N when they are
 still buffered (and E says they come from this same process), else a fresh snapshot.
 
-Each tab has its own bounded send queue and its own writer. Broadcasting only puts
-the encoded delta into those queues, never awaits a socket: a tab on a bad Wi-Fi
-cannot delay the card that the other agents are about to accept. A tab whose queue
-fills up, or whose socket does not take a frame within the send timeout, is dropped;
-its page reconnects with ``since`` and catches up from the buffer or a snapshot.
+Each tab has its own bounded send queue and its own writer. Broadcasting never awaits
+a socket: a tab on a bad Wi-Fi cannot delay the card that the other agents are about
+to accept. A tab whose queue fills up, whose socket does not take a frame within the
+send timeout, or whose unsent bytes pile up, is dropped; its page reconnects with
+``since`` and catches up from the buffer or a snapshot.
+
+The fast path: a delta is framed once (a server's WebSocket frames are not masked, so
+the bytes are the same for every tab) and written straight to the transport of each
+idle tab, without waking its writer task. With a thousand tabs the task wake-ups, not
+the bytes, were what made the last tab wait (p99 ~90 ms before, on 2 cores). A tab
+whose writer is busy or has messages queued gets the delta through its queue, so its
+order is kept.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import secrets
@@ -40,6 +48,9 @@ class CloseCode:
     ROLE_CHANGED = 4403  # what this tab may see changed: reconnect for a new snapshot
 
 
+UNSENT_BYTES = 256 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class HubLimits:
     # Deltas kept for reconnecting tabs: minutes of a busy call centre's card traffic.
@@ -49,12 +60,38 @@ class HubLimits:
     queue: int = 128
     # Longest a single frame may take to leave for one tab before it counts as stalled.
     send_timeout_s: float = 5.0
+    # Unsent bytes a tab may have in its socket's buffer before it counts as stalled
+    # (hundreds of cards: a healthy tab is far below).
+    unsent_bytes: int = UNSENT_BYTES
 
 
 class Peer(Protocol):
     """The sending half of a WebSocket (aiohttp's WebSocketResponse, or a test double)."""
 
     async def send_str(self, data: str) -> None: ...
+
+
+class RawSocket(Protocol):
+    """The tab's connection under its WebSocket (an asyncio transport)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def get_write_buffer_size(self) -> int: ...
+
+
+def text_frame(message: str) -> bytes:
+    """One unmasked, unfragmented, uncompressed WebSocket text frame (RFC 6455 5.2)."""
+    payload = message.encode()
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x81, size))
+    elif size < 1 << 16:
+        header = bytes((0x81, 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + size.to_bytes(8, "big")
+    return header + payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +111,18 @@ class Resume:
 class Client:
     """One connected tab."""
 
-    def __init__(self, *, agent_id: int, role: AgentRole, session_hash: str, queue: int) -> None:
+    def __init__(
+        self, *, agent_id: int, role: AgentRole, session_hash: str, queue: int,
+        raw: RawSocket | None = None, unsent_bytes: int = UNSENT_BYTES,
+    ) -> None:
         self.agent_id = agent_id
         self.role = role
         self.session_hash = session_hash
         self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue)
+        # Only for a WebSocket without compression, whose frames are the plain bytes.
+        self._raw = raw
+        self._unsent_bytes = unsent_bytes
+        self._sending = False  # the writer task holds a message
         self._stopped = asyncio.Event()
         self.close_code = CloseCode.GOING_AWAY
         self.close_reason = ""
@@ -90,7 +134,16 @@ class Client:
     def sees(self, audience: Audience) -> bool:
         return audience.includes(self.agent_id, self.role)
 
-    def offer(self, message: str) -> bool:
+    def offer(self, message: str, frame: Callable[[], bytes] | None = None) -> bool:
+        """Queue `message`, or write its `frame` at once when this tab is idle. False when
+        the tab is too far behind (its queue or its socket's buffer is full)."""
+        raw = self._raw
+        if (frame is not None and raw is not None and not self._sending
+                and self._queue.empty() and not raw.is_closing()):
+            if raw.get_write_buffer_size() > self._unsent_bytes:
+                return False
+            raw.write(frame())
+            return True
         try:
             self._queue.put_nowait(message)
         except asyncio.QueueFull:
@@ -126,12 +179,15 @@ class Client:
     async def _write(self, peer: Peer, send_timeout_s: float) -> None:
         while True:
             message = await self._queue.get()
+            self._sending = True
             try:
                 async with asyncio.timeout(send_timeout_s):
                     await peer.send_str(message)
             except TimeoutError:
                 self.stop(CloseCode.RESYNC, "too slow")
                 return
+            finally:
+                self._sending = False
 
 
 class DashboardHub:
@@ -159,15 +215,18 @@ class DashboardHub:
     # ---- tabs coming and going ----------------------------------------------------------
 
     def connect(
-        self, *, agent_id: int, role: AgentRole, session_hash: str, resume: Resume
+        self, *, agent_id: int, role: AgentRole, session_hash: str, resume: Resume,
+        raw: RawSocket | None = None,
     ) -> Client:
         """Register a tab and queue its first messages: a resume or a snapshot.
 
         Nothing here awaits, so no delta can be published between computing what the
-        tab has and registering it for what comes next.
+        tab has and registering it for what comes next. `raw` (the connection under an
+        uncompressed WebSocket) lets deltas take the fast path.
         """
         client = Client(agent_id=agent_id, role=role, session_hash=session_hash,
-                        queue=self.limits.queue)
+                        queue=self.limits.queue, raw=raw,
+                        unsent_bytes=self.limits.unsent_bytes)
         missed = self._missed(client, resume)
         if missed is not None and len(missed) < self.limits.queue:
             client.offer(self._encode({"type": "resumed", "seq": self.seq, "epoch": self.epoch,
@@ -207,8 +266,9 @@ class DashboardHub:
             message = self._encode({"type": "delta", "seq": self.seq, "op": change.op,
                                     **change.body})
             self._replay.append((self.seq, change.audience, message))
+            frame = functools.cache(functools.partial(text_frame, message))
             for client in list(self._clients):
-                if client.sees(change.audience) and not client.offer(message):
+                if client.sees(change.audience) and not client.offer(message, frame):
                     log.info("dashboard tab of agent %s fell %d messages behind; dropped",
                              client.agent_id, self.limits.queue)
                     self.drop(client, CloseCode.RESYNC, "too slow")

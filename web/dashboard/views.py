@@ -290,8 +290,11 @@ async def live_updates(request: web.Request) -> web.StreamResponse:
         return json_error(400, "not_websocket", "this address speaks WebSocket only")
     await ws.prepare(request)
     resume = Resume.parse(request.query.get("since"), request.query.get("epoch"))
+    # The raw connection lets the hub write pre-framed deltas itself (the frames are the
+    # plain bytes because compression is off).
+    raw = request.transport if isinstance(request.transport, asyncio.Transport) else None
     client = dashboard.hub.connect(agent_id=viewer.agent_id, role=viewer.role,
-                                   session_hash=viewer.session_hash, resume=resume)
+                                   session_hash=viewer.session_hash, resume=resume, raw=raw)
     try:
         await client.serve(ws, _read(ws, client, viewer, options.ws_messages_per_10s),
                            options.hub.send_timeout_s)
