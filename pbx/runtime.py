@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -30,7 +31,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from pbx import rootfs
-from pbx.asterisk_config import Dirs, InstanceSpec, Ports, write_tree
+from pbx.asterisk_config import Dirs, InboundRoute, InstanceSpec, Ports, SipAgent, write_tree
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +277,18 @@ class AsteriskInstance:
 
     def render(self) -> None:
         write_tree(self.spec, self.host_root)
+
+    async def apply_directory(
+        self, routes: tuple[InboundRoute, ...], agents: tuple[SipAgent, ...]
+    ) -> None:
+        """Take new or changed agents' SIP endpoints and assistants' numbers without a
+        restart: the tree is rendered again and Asterisk reloads PJSIP and the dialplan.
+        Calls in progress keep their channels and bridges; registered phones stay
+        registered (their contacts live in Asterisk's database)."""
+        self.spec = dataclasses.replace(self.spec, routes=routes, agents=agents)
+        self.render()
+        await self.cli("module reload res_pjsip.so")
+        await self.cli("dialplan reload")
 
     async def cli(self, command: str, timeout: float = 10) -> str:
         """Run one CLI command through the remote console; raises if Asterisk is not up."""

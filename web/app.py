@@ -499,11 +499,20 @@ def build_app(settings: Settings) -> web.Application:
             raise RuntimeError("the demo carrier is not running (demo.test_caller is off)")
         return await TestCaller(carrier.ari_url, carrier.ari_auth, number=DEMO_NUMBER).place()
 
+    async def endpoints_changed() -> None:
+        """A new agent's phone can register at once: the PBX reloads its endpoints."""
+        pbx = services.telephony.pbx
+        if pbx is None:
+            # An external Asterisk's configuration is its admin's, not ours to rewrite.
+            raise RuntimeError("this Asterisk is not run by Switchboard")
+        await pbx.apply_directory(*await routes_and_agents(services.store))
+
     setup_tools(app, Tools(
         recordings=settings.data_path / "recordings",
         supervision=lambda: services.controller.supervision,
         callbacks=lambda: services.controller.callbacks,
         test_call=test_call if settings.demo.enabled else None,
+        endpoints_changed=endpoints_changed,
     ))
     app[METRICS] = SwitchboardMetrics(
         registry, services.hub, services.store,

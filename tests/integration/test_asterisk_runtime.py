@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from pbx import runtime
+from pbx.asterisk_config import InboundRoute, SipAgent
 from tests.integration.asterisk_helpers import EventListener, Pair, ari, of_type
 
 pytestmark = pytest.mark.integration
@@ -188,3 +189,27 @@ async def test_two_instances_run_side_by_side(pair: Pair) -> None:
     )
     assert a[0] == b[0] == 200
     assert pair.pbx.spec.ports != pair.carrier.spec.ports
+
+
+async def test_new_agents_and_numbers_are_live_without_a_restart(
+    installation: runtime.Installation, state_dir: Path
+) -> None:
+    # An admin adds an agent (and an assistant number) while calls run: the PBX takes the
+    # new endpoint and route at once, the process is the same.
+    instance = runtime.new_instance(installation, f"dirtest{os.getpid()}", state_dir)
+    await instance.start()
+    try:
+        assert instance.process is not None
+        pid = instance.process.pid
+        assert "agent-zoe" not in await instance.cli("pjsip show endpoints")
+        assert "assistant sales" not in await instance.cli("dialplan show 3100@from-trunk")
+        await instance.apply_directory(
+            (*instance.spec.routes, InboundRoute("3100", "sales")),
+            (*instance.spec.agents, SipAgent("agent-zoe", "zoe-sip-secret", "webrtc", "Zoe")),
+        )
+        endpoint = await instance.cli("pjsip show endpoint agent-zoe")
+        assert "agent-zoe" in endpoint and "Unavailable" in endpoint  # known, not registered
+        assert "assistant sales" in await instance.cli("dialplan show 3100@from-trunk")
+        assert instance.process.pid == pid and instance.running
+    finally:
+        await instance.stop()

@@ -34,6 +34,7 @@ from handoff.store.models import Call
 from pbx import rootfs
 from pbx.test_caller import TestCaller
 from tests.bench.rig import World
+from tests.dashboard_fixtures import Browser
 from web.app import instance_name
 
 pytestmark = pytest.mark.integration
@@ -263,6 +264,30 @@ async def test_run_kill_restart_and_stop_with_a_call_up(product: Product) -> Non
     finally:
         await world.close()
         await engine.dispose()
+
+    # An admin adds an agent while the product runs: their phone can register at once
+    # (the PBX reloaded its endpoints; nothing restarted).
+    passwd = await asyncio.create_subprocess_exec(
+        *product.argv("agent", "passwd", "admin"), cwd=REPO, stdout=asyncio.subprocess.PIPE)
+    admin_password = (await passwd.communicate())[0].decode().split(": ", 1)[1].strip()
+    browser = Browser(product.url)
+    try:
+        assert (await browser.login("admin", admin_password)).status == 303
+        made = await browser.post_json("/api/admin/agents", {
+            "login": "zoe", "display_name": "Zoe", "role": "agent",
+            "endpoint_kind": "webrtc"})
+        assert made.status == 201
+        assert (await made.json())["endpoint_live"] is True
+    finally:
+        await browser.close()
+    pbx = state["pbx_instance"]
+    assert isinstance(pbx, dict)
+    pbx_spec = pbx["spec"]
+    async with aiohttp.ClientSession(auth=aiohttp.BasicAuth(
+            pbx_spec["ari_user"], pbx_spec["ari_password"])) as ari_http, ari_http.get(
+            f"http://127.0.0.1:{pbx_spec['ports']['http']}/ari/endpoints/PJSIP/agent-zoe"
+    ) as endpoint:
+        assert endpoint.status == 200  # 404 if the PBX did not know her
 
     # Ctrl-C stops the product and both Asterisk instances.
     assert await product.signal(signal.SIGINT) == 0
