@@ -20,7 +20,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -229,6 +229,9 @@ class CallControl:
         self.calls: dict[str, LiveCall] = {}  # by call id
         self._by_caller: dict[str, LiveCall] = {}  # by caller channel id
         self._tasks: set[asyncio.Task[None]] = set()
+        # Other parts of the controller with legs and bridges in this Stasis app
+        # (supervision sessions, call-backs): reconcile leaves what they name alone.
+        self._other_owners: list[Callable[[], Iterable[str]]] = []
         for kind, handler in (
             ("StasisStart", self._on_stasis_start),
             ("ChannelStateChange", self._on_state_change),
@@ -959,6 +962,10 @@ class CallControl:
 
     # ---- reconciliation ------------------------------------------------------------------
 
+    def leave_alone(self, owned: Callable[[], Iterable[str]]) -> None:
+        """`owned()` names channels and bridges that are not calls' but are in use."""
+        self._other_owners.append(owned)
+
     async def reconcile(self) -> None:
         """Match the ledger with what Asterisk reports; run after every (re)connect.
 
@@ -981,11 +988,12 @@ class CallControl:
             if row.caller_channel_id in live_channels:
                 live = await self._adopt(row, names.get(row.assistant_id or -1, ""),
                                          live_channels)
-                kept |= {c for c in (live.caller, live.ai, live.agent) if c}
-                kept.add(live.bridge)
+                kept |= _legs_of(live)
             else:
                 restarted = pbx_started is not None and pbx_started > row.started_at
                 await self._close_lost(row.id, restarted)
+        for owned in self._other_owners:
+            kept |= set(owned())
         for channel in live_channels - kept:
             log.warning("reconcile: hanging up %s, which belongs to no open call", channel)
             await self._hangup(channel)
@@ -1100,3 +1108,10 @@ class CallControl:
             await self.ari.channels.hangup(channel_id)
 
 
+def _legs_of(live: LiveCall) -> set[str]:
+    """Every channel and bridge of a live call, including legs staged, ringing a
+    colleague for a transfer, or forwarding to the fallback number."""
+    legs = {live.caller, live.ai, live.agent, live.forward, live.bridge,
+            *(leg for leg, _ in live.staged.values()),
+            live.transfer.leg if live.transfer else None}
+    return {leg for leg in legs if leg}

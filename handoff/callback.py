@@ -82,6 +82,10 @@ class Callbacks:
         ari.on("StasisEnd", self._on_leg_gone)
         ari.on("ChannelDestroyed", self._on_leg_gone)
 
+    def owned(self) -> set[str]:
+        """Legs and bridges of the call-backs in progress (see CallControl.leave_alone)."""
+        return set(self._by_leg) | {cb.bridge for cb in self.active.values()}
+
     async def call_back(self, number: str, *, agent_id: int, sip_user: str,
                         actor: str) -> Callback:
         """Ring the agent's phone; the caller is dialled when the agent answers.

@@ -97,6 +97,15 @@ class Supervision:
         self.ari.on("ChannelStateChange", self._on_state_change)
         self.ari.on("StasisEnd", self._on_leg_gone)
         self.ari.on("ChannelDestroyed", self._on_leg_gone)
+        # A lost event socket must not cost a supervisor the call they are listening to.
+        control.leave_alone(self.owned)
+
+    def owned(self) -> set[str]:
+        """The supervisors' legs, snoops and bridges, and legs still ringing."""
+        ids = set(self._ringing)
+        for session in self.sessions.values():
+            ids |= {session.leg, session.bridge, *([session.snoop] if session.snoop else [])}
+        return ids
 
     # ---- commands --------------------------------------------------------------------
 

@@ -387,6 +387,7 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     controller.ari, controller.control, controller.receptionist = ari, control, receptionist
     controller.supervision = Supervision(control)
     controller.callbacks = Callbacks(ari, services.store, trunk=control.fallback_trunk)
+    control.leave_alone(controller.callbacks.owned)
     await receptionist.start()
     await ari.start()
     await ari.wait_ready(30)

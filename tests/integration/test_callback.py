@@ -25,6 +25,7 @@ async def cb_rig(quiet_pair: Pair, tmp_path: Path) -> AsyncIterator[tuple[Rig, C
         rig(quiet_pair.pbx, world, tmp_path / "switchboard.db") as r,
     ):
         callbacks = Callbacks(r.pbx_ari, r.store, trunk="carrier", ring_timeout_s=5)
+        r.control.leave_alone(callbacks.owned)  # as the product wires them
         try:
             yield r, callbacks
         finally:
@@ -62,6 +63,26 @@ async def test_call_back_rings_the_agent_then_connects_the_caller_over_the_trunk
     await r.pbx_ari.channels.hangup(cb.agent_leg)
     await asyncio.wait_for(cb.ended.wait(), 5)
     assert not callbacks.active
+
+
+async def test_a_reconciliation_leaves_a_call_back_in_progress_alone(
+    cb_rig: tuple[Rig, Callbacks],
+) -> None:
+    # A lost event socket makes the controller reconcile: the call-back's legs and
+    # bridge are a conversation in progress, not leftovers.
+    r, callbacks = cb_rig
+    cb = await callbacks.call_back(FALLBACK_NUMBER, agent_id=r.agent_id, sip_user="desk-ada",
+                                   actor="ada")
+    await asyncio.wait_for(cb.connected.wait(), 5)
+    await r.control.reconcile()
+    started = time.monotonic()
+    await asyncio.sleep(1.0)
+    assert not cb.ended.is_set()
+    ada, caller = r.world.agent_probes
+    assert voiced_agent_frames(ada, started) > 20  # each still hears the other
+    assert voiced_agent_frames(caller, started) > 20
+    await r.pbx_ari.channels.hangup(cb.agent_leg)
+    await asyncio.wait_for(cb.ended.wait(), 5)
 
 
 @pytest.mark.parametrize("number", ["", "12", "5001&PJSIP/999@carrier", "5001@other",

@@ -100,6 +100,25 @@ async def test_listening_supervisor_hears_caller_and_agent_and_nobody_hears_them
     assert not supervision.sessions  # the call's end ends the supervision
 
 
+async def test_a_reconciliation_keeps_the_supervisor_listening(
+    sup_rig: tuple[Rig, Supervision],
+) -> None:
+    # After a lost event socket the controller reconciles with Asterisk: the supervisor's
+    # leg, snoop and bridge are in use, not leftovers to hang up.
+    r, supervision = sup_rig
+    placed = await with_agent(r)
+    await supervision.supervise(placed.call_id, await sam(r), Mode.LISTEN)
+    await r.control.reconcile()
+    started = time.monotonic()
+    await asyncio.sleep(1.0)
+    [probe] = r.world.supervisor_probes
+    got = heard(probe, started)
+    assert got.get("caller", 0) > 20 and got.get("agent", 0) > 20, got
+    assert len(supervision.sessions) == 1
+    await end(r, placed)
+    assert not supervision.sessions
+
+
 async def test_listening_to_an_ai_call_hears_the_caller_and_the_ai(
     sup_rig: tuple[Rig, Supervision],
 ) -> None:
