@@ -1017,6 +1017,8 @@ class CallControl:
             live.agent = row.agent_channel_id if row.agent_channel_id in live_channels else None
             async with self.store.transaction() as tx:
                 handoffs = list(await tx.handoffs.open_for_call(row.id))
+                cancelled = await self._cancel_interrupted_transfer(tx, handoffs)
+                handoffs = [h for h in handoffs if h.id not in cancelled]
                 current = handoffs[-1] if handoffs else None
                 if current is not None and current.accepted_by is not None:
                     agent = await tx.agents.get(current.accepted_by)
@@ -1028,19 +1030,47 @@ class CallControl:
                 await self._resume_handoff(live, current.state)
             needs_ai = live.agent is None and live.ai is None
             engine = self.engines.get(assistant)
+        for handoff_id in cancelled:
+            self.hub.publish("cards", {"type": "withdrawn", "handoff_id": handoff_id,
+                                       "reason": FailureReason.CANCELLED.value})
+        lost: int | None = None
         if needs_ai and engine is not None:
             # The AI engine went down with the old controller; the caller gets it back.
             async with live.lock:
                 await self._join_ai(live, engine)
                 async with self.store.transaction() as tx:
                     if row.state is CallState.WITH_AGENT:
+                        # ...and the agent's leg went too: as when it vanishes mid-call,
+                        # the attempt failed and the call is offered again.
                         await tx.calls.apply(live.call_id, CallEvent.AGENT_LOST,
                                              ai_channel_id=live.ai, agent_channel_id=None)
+                        if current is not None and current.state is HandoffState.CONNECTED:
+                            await tx.handoffs.apply(current.id, HandoffEvent.FAIL,
+                                                    failure_reason=FailureReason.AGENT_VANISHED)
+                            lost = current.id
+                            live.agent_answered = live.connected = False
+                            live.agent_id = None
                     else:
                         await tx.calls.set_legs(live.call_id, ai_channel_id=live.ai)
+        if lost is not None:
+            self._spawn(self._reoffer(live, lost), f"reoffer call={live.call_id}")
         log.info("call=%s adopted (caller %s, ai %s, agent %s)",
                  live.call_id, live.caller, live.ai, live.agent)
         return live
+
+    @staticmethod
+    async def _cancel_interrupted_transfer(tx: Any, handoffs: list[Any]) -> list[int]:
+        """A transfer under way when the previous controller stopped is cancelled: the
+        agent who has the caller keeps them (the colleague's card goes; a leg of theirs
+        already ringing is removed as a leftover). Returns the cancelled handoffs' ids."""
+        connected = [h for h in handoffs if h.state is HandoffState.CONNECTED]
+        if not connected:
+            return []
+        cancelled = [h.id for h in handoffs if h.id > connected[-1].id]
+        for handoff_id in cancelled:
+            await tx.handoffs.apply(handoff_id, HandoffEvent.FAIL,
+                                    failure_reason=FailureReason.CANCELLED)
+        return cancelled
 
     async def _resume_handoff(self, live: LiveCall, state: HandoffState) -> None:
         """Pick up a handoff where the previous controller left it (lock held)."""

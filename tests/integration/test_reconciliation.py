@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from handoff.agents import Presence
 from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffState
 from tests.bench.rig import Rig, World, local_world, rig
@@ -136,3 +137,77 @@ async def _async(value: bool) -> bool:
 
 async def _ended(r: Rig, call_id: str) -> bool:
     return (await call_row(r, call_id)).state is CallState.ENDED
+
+
+async def test_a_transfer_under_way_at_a_restart_is_cancelled_and_the_agent_keeps_the_caller(
+    quiet_pair: Pair, world: World, tmp_path: Path
+) -> None:
+    db = tmp_path / "db.sqlite"
+    async with rig(quiet_pair.pbx, world, db, check_ledger=False) as first:
+        placed = await first.place_call()
+        handoff_id = await first.control.request_handoff(placed.call_id,
+                                                         reason="caller_asked", summary="x")
+        await first.control.accept(handoff_id, first.agent_id)
+        live = first.control.calls[placed.call_id]
+        await asyncio.wait_for(live.answered.wait(), 5)
+        await first.control.settled(live)
+        async with first.store.transaction() as tx:
+            await tx.agents.set_duty(first.supervisor_id, True)  # Sam can take a transfer
+            await tx.agents.set_presence(first.supervisor_id, Presence.AVAILABLE)
+        transfer_id = await first.control.transfer(placed.call_id, first.agent_id,
+                                                   first.supervisor_id, "knows the file")
+    # The controller stops with Sam's card on offer; the next one starts.
+    async with rig(quiet_pair.pbx, world, db) as second:
+        async with second.store.transaction() as tx:
+            transfer = await tx.handoffs.get(transfer_id)
+            kept = await tx.handoffs.get(handoff_id)
+        assert transfer.state is HandoffState.FAILED
+        assert transfer.failure_reason is FailureReason.CANCELLED
+        assert kept.state is HandoffState.CONNECTED
+        live = second.control.calls[placed.call_id]
+        assert live.connected and live.agent_id == second.agent_id and live.transfer is None
+        await second.wait_hears(placed, "agent", after=time.monotonic())
+        # Ada still has the call in every way: she can hand it back to the AI.
+        await second.control.return_to_ai(placed.call_id)
+        await second.wait_hears(placed, "ai", after=time.monotonic())
+        await second.hang_up_caller(placed)
+        await eventually(lambda: _ended(second, placed.call_id))
+
+
+async def test_an_agent_leg_lost_during_a_restart_fails_the_attempt_and_reoffers(
+    quiet_pair: Pair, world: World, tmp_path: Path
+) -> None:
+    db = tmp_path / "db.sqlite"
+    async with rig(quiet_pair.pbx, world, db, check_ledger=False) as first:
+        placed = await first.place_call()
+        handoff_id = await first.control.request_handoff(placed.call_id,
+                                                         reason="caller_asked", summary="x")
+        await first.control.accept(handoff_id, first.agent_id)
+        live = first.control.calls[placed.call_id]
+        await asyncio.wait_for(live.answered.wait(), 5)
+        await first.control.settled(live)
+        agent_leg = live.agent
+        assert agent_leg is not None
+    # While no controller runs, the agent's leg goes (her browser closed) and the AI
+    # engine went with the old controller: the caller is alone in the bridge.
+    await ari(quiet_pair.pbx, "DELETE", f"/channels/{agent_leg}")
+    await asyncio.sleep(0.5)
+    async with rig(quiet_pair.pbx, world, db) as second:
+        await second.wait_hears(placed, "ai", after=time.monotonic())
+        async with second.store.transaction() as tx:
+            lost = await tx.handoffs.get(handoff_id)
+            attempts = list(await tx.handoffs.for_call(placed.call_id))
+        assert lost.state is HandoffState.FAILED
+        assert lost.failure_reason is FailureReason.AGENT_VANISHED
+        await eventually(lambda: _reoffered(second, placed.call_id))
+        async with second.store.transaction() as tx:
+            attempts = list(await tx.handoffs.for_call(placed.call_id))
+        assert attempts[-1].attempt == 2 and attempts[-1].state is HandoffState.OFFERED
+        await second.hang_up_caller(placed)
+        await eventually(lambda: _ended(second, placed.call_id))
+
+
+async def _reoffered(r: Rig, call_id: str) -> bool:
+    async with r.store.transaction() as tx:
+        attempts = list(await tx.handoffs.for_call(call_id))
+    return len(attempts) == 2 and attempts[-1].state is HandoffState.OFFERED
