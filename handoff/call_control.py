@@ -232,12 +232,15 @@ class CallControl:
         # Other parts of the controller with legs and bridges in this Stasis app
         # (supervision sessions, call-backs): reconcile leaves what they name alone.
         self._other_owners: list[Callable[[], Iterable[str]]] = []
+        # Legs whose first words someone waits for (TALK_DETECT), by channel id.
+        self._talking: dict[str, asyncio.Future[None]] = {}
         for kind, handler in (
             ("StasisStart", self._on_stasis_start),
             ("ChannelStateChange", self._on_state_change),
             ("ChannelHangupRequest", self._on_hangup_request),
             ("ChannelDestroyed", self._on_leg_gone),
             ("StasisEnd", self._on_leg_gone),
+            ("ChannelTalkingStarted", self._on_talking),
         ):
             ari.on(kind, handler)
 
@@ -400,6 +403,33 @@ class CallControl:
             await asyncio.sleep(self.timing.agent_media_poll_s)
         log.info("leg %s sent no audio within %.1f s of answering; the AI leaves anyway",
                  leg, self.timing.agent_media_wait_s)
+
+    async def _on_talking(self, event: Mapping[str, Any]) -> None:
+        waiter = self._talking.pop(str(event["channel"]["id"]), None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _until_voice_from(self, leg: str) -> None:
+        """Return once Asterisk hears `leg` speak (TALK_DETECT; bounded, see Timing).
+
+        For an AI leg, whose AudioSocket stream is not RTP: a rejoining AI needs a
+        moment before its first words, and the agent must not leave before them.
+        """
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._talking[leg] = waiter
+        try:
+            await self.ari.channels.set_variable(leg, "TALK_DETECT(set)", "")
+            async with asyncio.timeout(self.timing.agent_media_wait_s):
+                await waiter
+        except TimeoutError:
+            log.info("leg %s did not speak within %.1f s; going on",
+                     leg, self.timing.agent_media_wait_s)
+        except AriError:
+            pass  # the leg went: whoever waits finds out
+        finally:
+            self._talking.pop(leg, None)
+        with contextlib.suppress(AriError):
+            await self.ari.channels.set_variable(leg, "TALK_DETECT(remove)", "")
 
     async def settled(self, live: LiveCall) -> None:
         """Wait out a move in progress (the agent answered, the AI is still leaving).
@@ -880,6 +910,10 @@ class CallControl:
             # The AI joins first, then the agent leaves: the caller never hears silence.
             if live.ai is None:
                 await self._join_ai(live, self.engines[live.assistant])
+                if event is HandoffEvent.RETURN_TO_AI and live.ai is not None:
+                    # The agent stays until the AI's first words (an engine needs a
+                    # moment to start talking on a new connection).
+                    await self._until_voice_from(live.ai)
             agent, live.agent = live.agent, None
             live.agent_answered = live.connected = False
             if agent:
