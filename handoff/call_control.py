@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from handoff.agents import Presence
 from handoff.assistants import FallbackKind
 from handoff.calls import CallEvent, CallOutcome, CallState
 from handoff.events import EventHub
@@ -201,6 +202,10 @@ class Timing:
     agent_media_wait_s: float = 1.5
     # How often the agent leg's RTP counters are read while waiting.
     agent_media_poll_s: float = 0.005
+    # After their part of a call, an available agent is in wrap-up this long (notes,
+    # follow-up) before the next card; 0: straight back to available. The product sets
+    # it from the desk.wrap_up_s setting (default 15 s).
+    wrap_up_s: float = 0.0
 
 
 class CallControl:
@@ -430,6 +435,33 @@ class CallControl:
             self._talking.pop(leg, None)
         with contextlib.suppress(AriError):
             await self.ari.channels.set_variable(leg, "TALK_DETECT(remove)", "")
+
+    def wrap_up(self, agent_id: int | None) -> None:
+        """The agent's part of a call is over: a short wrap-up before the next card."""
+        if agent_id is not None and self.timing.wrap_up_s > 0:
+            self._spawn(self._wrap_up_then_available(agent_id), f"wrap-up agent={agent_id}")
+
+    async def _wrap_up_then_available(self, agent_id: int) -> None:
+        # Only from "available": an agent who chose away (or went off duty) keeps that.
+        # Back to available only if still in wrap-up: the agent may have ended it early
+        # or chosen something else meanwhile. A controller restart in between leaves
+        # the agent in wrap-up until they choose (the desk shows it).
+        if not await self._move_presence(agent_id, Presence.AVAILABLE, Presence.WRAP_UP):
+            return
+        await asyncio.sleep(self.timing.wrap_up_s)
+        await self._move_presence(agent_id, Presence.WRAP_UP, Presence.AVAILABLE)
+
+    async def _move_presence(self, agent_id: int, was: Presence, becomes: Presence) -> bool:
+        async with self.store.transaction() as tx:
+            try:
+                agent = await tx.agents.get(agent_id)
+            except NotFound:
+                return False
+            if agent.presence is not was or not agent.on_duty:
+                return False
+            await tx.agents.set_presence(agent_id, becomes)
+        self.hub.publish("agents", {"type": "agent_changed", "agent_id": agent_id})
+        return True
 
     async def settled(self, live: LiveCall) -> None:
         """Wait out a move in progress (the agent answered, the AI is still leaving).
@@ -834,6 +866,7 @@ class CallControl:
                 return
             live.transfer = None
             old_leg, old_handoff = live.agent, live.handoff_id
+            self.wrap_up(live.agent_id)
             live.agent, live.agent_id, live.agent_kind = (transfer.leg, transfer.to_agent,
                                                           transfer.kind)
             live.handoff_id = transfer.handoff_id
@@ -915,6 +948,8 @@ class CallControl:
                     # moment to start talking on a new connection).
                     await self._until_voice_from(live.ai)
             agent, live.agent = live.agent, None
+            if event is HandoffEvent.RETURN_TO_AI:
+                self.wrap_up(live.agent_id)
             live.agent_answered = live.connected = False
             if agent:
                 await self._hangup(agent)
@@ -948,6 +983,7 @@ class CallControl:
                     await self._hangup(leg)
             with contextlib.suppress(AriNotFound):
                 await self.ari.bridges.destroy(live.bridge)
+            talked_to: list[int | None] = []  # agents whose part of the call ends here
             async with self.store.transaction() as tx:
                 call = await tx.calls.get(live.call_id)
                 open_handoffs = await tx.handoffs.open_for_call(live.call_id)
@@ -958,6 +994,8 @@ class CallControl:
                         continue
                     event = (HandoffEvent.CALLER_HUNG_UP if handoff.state is not
                              HandoffState.CONNECTED else HandoffEvent.END)
+                    if event is HandoffEvent.END:
+                        talked_to.append(handoff.accepted_by)
                     await tx.handoffs.apply(handoff.id, event)
                 outcome = (
                     CallOutcome.PBX_RESTART if live.pbx_hangup
@@ -971,6 +1009,8 @@ class CallControl:
                 await tx.calls.close(live.call_id, outcome, end_cause=end_cause)
                 if live.recording:
                     await tx.calls.set_recording(live.call_id, self._keep_recording(live))
+        for agent_id in talked_to:
+            self.wrap_up(agent_id)
         self.calls.pop(live.call_id, None)
         self._by_caller.pop(live.caller, None)
         self.hub.publish("cards", {"type": "call_ended", "call_id": live.call_id})

@@ -82,6 +82,13 @@ class DemoSettings:
 
 
 @dataclass(frozen=True)
+class DeskSettings:
+    # Seconds an available agent spends in wrap-up after their part of a call (notes,
+    # follow-up) before the next card; 0 turns it off. The agent can end it early.
+    wrap_up_s: int = 15
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: str = "var"
     log_level: str = "info"
@@ -89,6 +96,7 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     asterisk: AsteriskSettings = field(default_factory=AsteriskSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
+    desk: DeskSettings = field(default_factory=DeskSettings)
     trunks: tuple[TrunkSettings, ...] = ()
 
     @property
@@ -242,6 +250,8 @@ def validate(settings: Settings) -> None:
             check_port(f"trunks[{i}].port", trunk.port)
     except ConfigValueError as exc:
         raise SettingsError(str(exc)) from exc
+    if not 0 <= settings.desk.wrap_up_s <= 600:
+        raise SettingsError(f"desk.wrap_up_s: {settings.desk.wrap_up_s}: 0 to 600 seconds")
     if settings.log_level not in ("debug", "info", "warning", "error"):
         raise SettingsError(f"log_level: {settings.log_level!r}: debug, info, warning or error")
     url = settings.database.url

@@ -263,6 +263,9 @@ class Supervision:
             # leg; the legs hung up below are no longer the call's, so their end is
             # not taken for the agent vanishing.
             live.ai, live.agent = None, session.leg
+            if live.agent_id is not None and pending is not None \
+                    and pending.state is HandoffState.CONNECTED:
+                self.control.wrap_up(live.agent_id)  # the replaced agent's part is over
             live.agent_id, live.agent_kind = supervisor.agent_id, supervisor.endpoint_kind
             live.agent_answered = live.connected = True
             live.handoff_id = mine.id

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from handoff.agents import AgentRole, EndpointKind
 from handoff.assistants import FallbackKind
-from handoff.call_control import CallControl, call_key
+from handoff.call_control import CallControl, Timing, call_key
 from handoff.callback import Callbacks
 from handoff.events import EventHub
 from handoff.metrics import SwitchboardMetrics
@@ -382,6 +382,7 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
             CARRIER_TRUNK if telephony.carrier else None),
         recordings=settings.data_path / "recordings",
         host_path=lambda rel: pbx.host_path(f"{pbx.spec.dirs.spool}/{rel}"),
+        timing=Timing(wrap_up_s=float(settings.desk.wrap_up_s)),
     )
     ari.on_connect = control.reconcile
     controller.ari, controller.control, controller.receptionist = ari, control, receptionist

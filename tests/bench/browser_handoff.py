@@ -6,7 +6,9 @@ playing the agent's tone. For each of N calls the caller reaches the AI, the AI 
 a person, the card shows, the benchmark clicks Accept and times how long until the
 caller's side receives the agent's tone. The agent then clicks End call.
 
-Besides ``connect_ms`` (click to the caller hearing the agent) it reports where the time
+``connect_ms`` runs from the click as the page received it (the softphone stamps it with
+the wall clock) to the caller hearing the agent; Playwright's own pre-click checks are
+reported apart (``click_dispatch_ms``). Besides, it reports where the time
 went, from the softphone's own marks (``window.switchboardPhone.marks``, ms after the
 click): the INVITE's arrival, the microphone, the 200 OK sent, ICE and DTLS done.
 """
@@ -51,15 +53,23 @@ async def one_browser_handoff(page: Page, product: Desk) -> dict[str, Any]:
     accept = card.get_by_role("button", name="Accept")
     await expect(accept).to_be_enabled()
     result: dict[str, Any] = {"call_id": call_id}
-    clicked = time.monotonic()
+    before_click = time.monotonic()
     await accept.click()
+    heard: float | None
     try:
-        heard = await product.heard(caller, "agent", clicked, timeout=15)
-        result["connect_ms"] = (heard - clicked) * 1000
+        heard = await product.heard(caller, "agent", before_click, timeout=15)
     except TimeoutError:
-        result["connect_ms"] = None
+        heard = None
     await expect(page.locator("#call")).to_be_visible()
     result["marks"] = await page.evaluate("window.switchboardPhone.marks")
+    # From the click as the page saw it (Playwright spends tens of ms checking that the
+    # button is visible and stable before it clicks: not the product's time). Both
+    # clocks are this machine's wall clock; the probes stamp with the monotonic one.
+    wall_minus_monotonic = time.time() - time.monotonic()
+    clicked_wall_ms = float(result["marks"].pop("clicked_at_epoch_ms"))
+    result["connect_ms"] = (None if heard is None
+                            else (heard + wall_minus_monotonic) * 1000 - clicked_wall_ms)
+    result["click_dispatch_ms"] = clicked_wall_ms - (before_click + wall_minus_monotonic) * 1000
     # The handoff is connected once the AI has left (a moment after the agent's voice
     # reached Asterisk): a handoff still short of that after 5 s failed.
     deadline = time.monotonic() + 5
@@ -114,6 +124,8 @@ async def run(calls: int, state_dir: Path) -> dict[str, Any]:
         "asterisk": installation.version,
         "connect_ms": summary(connects),
         "steps_ms_after_click": steps,
+        # Playwright's own checks before the click reached the page (not counted above).
+        "click_dispatch_ms": summary([r["click_dispatch_ms"] for r in results]),
         "dropped_calls": sum(1 for r in results if r["dropped"]),
         "failed_handoffs": sum(1 for r in results if r["failed"] or r["connect_ms"] is None),
     }

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
+from handoff.agents import Presence
 from handoff.call_control import CallStateConflict, Timing
 from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffState
@@ -354,3 +355,63 @@ async def test_the_ai_stays_until_the_agents_voice_arrives(
 async def _handoff_state_is(r: Rig, handoff_id: int, state: HandoffState) -> bool:
     async with r.store.transaction() as tx:
         return (await tx.handoffs.get(handoff_id)).state is state
+
+
+async def _presence(r: Rig) -> Presence:
+    async with r.store.transaction() as tx:
+        return (await tx.agents.get(r.agent_id)).presence
+
+
+async def test_after_the_call_the_agent_wraps_up_then_is_available_again(
+    quiet_pair: Pair, tmp_path: Path
+) -> None:
+    async with (
+        local_world(quiet_pair.carrier) as world,
+        rig(quiet_pair.pbx, world, tmp_path / "db.sqlite", Timing(wrap_up_s=1.0)) as r,
+        r.control.hub.subscribe("agents") as agents_feed,
+    ):
+        placed = await r.place_call()
+        handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
+                                                     summary="x")
+        await r.control.accept(handoff_id, r.agent_id)
+        live = r.control.calls[placed.call_id]
+        await asyncio.wait_for(live.answered.wait(), 5)
+        await r.control.settled(live)
+        await r.control.end_call(placed.call_id)
+        await wait_until(lambda: _ended(r, placed.call_id))
+        await wait_until(lambda: _presence_is(r, Presence.WRAP_UP))
+        # No card reaches an agent in wrap-up: a new caller's handoff finds nobody.
+        async with r.store.transaction() as tx:
+            assert r.agent_id not in {a.id for a in await tx.agents.available()}
+        await wait_until(lambda: _presence_is(r, Presence.AVAILABLE))
+        # Dashboards heard both changes.
+        seen = [(await agents_feed.get())["agent_id"] for _ in range(2)]
+        assert seen == [r.agent_id, r.agent_id]
+
+
+async def test_an_agent_who_chooses_away_during_wrap_up_stays_away(
+    quiet_pair: Pair, tmp_path: Path
+) -> None:
+    async with (
+        local_world(quiet_pair.carrier) as world,
+        rig(quiet_pair.pbx, world, tmp_path / "db.sqlite", Timing(wrap_up_s=1.0)) as r,
+    ):
+        placed = await r.place_call()
+        handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
+                                                     summary="x")
+        await r.control.accept(handoff_id, r.agent_id)
+        live = r.control.calls[placed.call_id]
+        await asyncio.wait_for(live.answered.wait(), 5)
+        await r.control.settled(live)
+        await r.control.return_to_ai(placed.call_id)  # the agent's part ends this way too
+        await wait_until(lambda: _presence_is(r, Presence.WRAP_UP))
+        async with r.store.transaction() as tx:
+            await tx.agents.set_presence(r.agent_id, Presence.AWAY)
+        await asyncio.sleep(1.5)
+        assert await _presence(r) is Presence.AWAY
+        await r.hang_up_caller(placed)
+        await wait_until(lambda: _ended(r, placed.call_id))
+
+
+async def _presence_is(r: Rig, presence: Presence) -> bool:
+    return await _presence(r) is presence

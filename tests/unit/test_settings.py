@@ -69,6 +69,8 @@ def test_unknown_environment_key_is_named() -> None:
         ("[[trunks]]\nname = 'itsp'\nport = 'x'\n", r"trunks\[0\]\.port: 'x' is not an integer"),
         ("[database]\nurl = 'mysql://x'\n", r"database\.url: 'mysql'"),
         ("log_level = 'loud'\n", r"log_level: 'loud'"),
+        ("[desk]\nwrap_up_s = -1\n", r"desk\.wrap_up_s: -1: 0 to 600 seconds"),
+        ("[desk]\nwrap_up = 10\n", r"desk\.wrap_up"),
         ("server = 3\n", r"server: expected a table"),
         ("[server\n", r"switchboard\.toml"),
     ],

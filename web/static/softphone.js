@@ -173,7 +173,9 @@
     // overtake the HTTP answer, because the controller dials before it replies.
     expect() {
       this._clickedAt = performance.now();
-      this.marks = {};
+      // Wall-clock time of the click, so a measurement outside the page (the caller's
+      // side, on the same machine) can start from the agent's click itself.
+      this.marks = { clicked_at_epoch_ms: performance.timeOrigin + this._clickedAt };
       const mic = navigator.mediaDevices.getUserMedia(MIC_CONSTRAINTS);
       mic.catch(() => undefined); // judged when the call arrives
       this.expecting = { until: Date.now() + EXPECT_WINDOW_MS, mic };
