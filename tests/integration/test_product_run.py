@@ -11,6 +11,7 @@ stops everything, and no Asterisk is left behind.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -283,8 +284,10 @@ async def test_run_kill_restart_and_stop_with_a_call_up(product: Product) -> Non
     pbx = state["pbx_instance"]
     assert isinstance(pbx, dict)
     pbx_spec = pbx["spec"]
-    async with aiohttp.ClientSession(auth=aiohttp.BasicAuth(
-            pbx_spec["ari_user"], pbx_spec["ari_password"])) as ari_http, ari_http.get(
+    credentials = base64.b64encode(
+        f"{pbx_spec['ari_user']}:{pbx_spec['ari_password']}".encode()).decode()
+    async with aiohttp.ClientSession(
+            headers={"Authorization": f"Basic {credentials}"}) as ari_http, ari_http.get(
             f"http://127.0.0.1:{pbx_spec['ports']['http']}/ari/endpoints/PJSIP/agent-zoe"
     ) as endpoint:
         assert endpoint.status == 200  # 404 if the PBX did not know her
