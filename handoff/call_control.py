@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from handoff.agents import Presence
 from handoff.assistants import FallbackKind
-from handoff.calls import CallEvent, CallOutcome, CallState
+from handoff.calls import CallDirection, CallEvent, CallOutcome, CallState
 from handoff.events import EventHub
 from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
 from handoff.store import Store
@@ -1055,7 +1055,8 @@ class CallControl:
         info = await self.ari.asterisk.info()
         pbx_started = _parse_time(str(info.get("status", {}).get("startup_time", "")))
         async with self.store.transaction() as tx:
-            open_calls = list(await tx.calls.open_calls())
+            # Call-backs (outbound) are the Callbacks' to reconcile.
+            open_calls = list(await tx.calls.open_calls(CallDirection.INBOUND))
             names = {a.id: a.name for a in await tx.assistants.all()}
         kept: set[str] = set()
         for row in open_calls:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from handoff.call_control import add_when_in_stasis
+from handoff.calls import CallDirection, CallEvent, CallOutcome, CallState
+from handoff.handoffs import FailureReason, HandoffEvent
 from handoff.store import Store
 from pbx.ari import AriClient, AriError, AriNotFound
 
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 # E.164 at most 15 digits, an optional leading +; short internal numbers are fine too.
 _NUMBER = re.compile(r"^\+?[0-9]{3,15}$")
 PREFIX = "cb-"
+# The reason on a call-back's handoff row (history shows who called back).
+CALLBACK_REASON = "call_back"
 
 
 class BadNumber(ValueError):
@@ -57,6 +61,10 @@ class Callback:
     caller_leg: str
     bridge: str
     state: str = "ringing_agent"  # ringing_agent, ringing_caller, connected, ended
+    # The ledger: a call-back is an outbound call, with a handoff row that says which
+    # agent had it (history, visibility and "busy" all read handoffs).
+    call_id: str = ""
+    handoff_id: int = 0
     agent_answered: asyncio.Event = field(default_factory=asyncio.Event)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
@@ -98,10 +106,23 @@ class Callbacks:
             raise NoTrunk("no SIP trunk is configured for outgoing calls")
         key = PREFIX + secrets.token_hex(6)
         cb = Callback(key, number, agent_id, f"{key}~agent", f"{key}~caller", f"{key}~bridge")
-        await self.ari.bridges.create(bridge_id=cb.bridge, type="mixing")
+        async with self.store.transaction() as tx:
+            call = await tx.calls.create(
+                caller_number=number, caller_name=await tx.contacts.name_for(number),
+                caller_channel_id=cb.caller_leg, direction=CallDirection.OUTBOUND)
+            handoff = await tx.handoffs.request(
+                call.id, reason=CALLBACK_REASON, summary=f"called back by {actor}",
+                target_agent_id=agent_id)
+            await tx.handoffs.apply(handoff.id, HandoffEvent.OFFER)
+            await tx.handoffs.accept(handoff.id, agent_id)
+            await tx.handoffs.apply(handoff.id, HandoffEvent.DIAL_AGENT)
+            await tx.audit.record(actor, "call_back", f"number:{number}",
+                                  {"agent_id": agent_id, "callback": key, "call": call.id})
+        cb.call_id, cb.handoff_id = call.id, handoff.id
         self.active[key] = cb
         self._by_leg[cb.agent_leg] = cb
         try:
+            await self.ari.bridges.create(bridge_id=cb.bridge, type="mixing")
             await self.ari.channels.create(f"PJSIP/{sip_user}", self.app,
                                            app_args=["callback", key], channel_id=cb.agent_leg)
             await self._add(cb.bridge, cb.agent_leg)
@@ -109,9 +130,6 @@ class Callbacks:
         except AriError:
             await self._finish(cb, "agent phone unreachable")
             raise
-        async with self.store.transaction() as tx:
-            await tx.audit.record(actor, "call_back", f"number:{number}",
-                                  {"agent_id": agent_id, "callback": key})
         log.info("callback %s: ringing agent %s for %s", key, agent_id, number)
         return cb
 
@@ -133,6 +151,11 @@ class Callbacks:
             cb.agent_answered.set()
             await self._dial_caller(cb)
         elif channel["id"] == cb.caller_leg and not cb.connected.is_set():
+            # In the ledger first: whoever sees `connected` finds the call connected.
+            async with self.store.transaction() as tx:
+                await tx.handoffs.apply(cb.handoff_id, HandoffEvent.AGENT_ANSWERED)
+                await tx.calls.apply(cb.call_id, CallEvent.CALLBACK_ANSWERED,
+                                     bridge_id=cb.bridge, agent_channel_id=cb.agent_leg)
             cb.state = "connected"
             cb.connected.set()
             with contextlib.suppress(AriError):
@@ -173,8 +196,64 @@ class Callbacks:
                 await self.ari.channels.hangup(leg)
         with contextlib.suppress(AriNotFound, AriError):
             await self.ari.bridges.destroy(cb.bridge)
+        await self._record_end(cb, why)
         cb.ended.set()
         log.info("callback %s ended: %s", cb.key, why)
+
+    async def _record_end(self, cb: Callback, why: str) -> None:
+        """Every call-back ends in the ledger with an outcome, however it ended."""
+        if cb.connected.is_set():
+            handoff_end, failure, outcome = HandoffEvent.END, None, CallOutcome.COMPLETED_BY_AGENT
+        elif cb.agent_answered.is_set():
+            # The agent was on the line; the person called never answered.
+            handoff_end, failure, outcome = (HandoffEvent.FAIL, FailureReason.NOT_ANSWERED,
+                                             CallOutcome.NOT_ANSWERED)
+        else:
+            handoff_end, failure, outcome = (HandoffEvent.FAIL, FailureReason.AGENT_NO_ANSWER,
+                                             CallOutcome.FAILED)
+        async with self.store.transaction() as tx:
+            await tx.handoffs.apply(cb.handoff_id, handoff_end, failure_reason=failure)
+            await tx.calls.close(cb.call_id, outcome, end_cause=why[:64])
+
+    async def adopt(self) -> None:
+        """After a (re)connect or a restart: take up the call-backs the ledger has open.
+
+        Run before the call controller's reconciliation, which leaves the legs named
+        here alone. A call-back whose two legs are still up goes on; any other ends
+        with its outcome and whatever is left of it is hung up.
+        """
+        app = await self.ari.applications.get(self.app)
+        live_channels = set(app["channel_ids"])
+        for cb in list(self.active.values()):
+            # Known here, but a leg ended while the event socket was down.
+            needed = {cb.agent_leg} | ({cb.caller_leg} if cb.state != "ringing_agent" else set())
+            if not needed <= live_channels:
+                await self._finish(cb, "ended while the event socket was down")
+        async with self.store.transaction() as tx:
+            rows = list(await tx.calls.open_calls(CallDirection.OUTBOUND))
+            handoffs = {row.id: list(await tx.handoffs.open_for_call(row.id)) for row in rows}
+        for row in rows:
+            key = row.caller_channel_id.split("~", 1)[0]
+            if key in self.active or not handoffs[row.id]:
+                continue
+            handoff = handoffs[row.id][-1]
+            cb = Callback(key, row.caller_number, handoff.accepted_by or 0, f"{key}~agent",
+                          f"{key}~caller", f"{key}~bridge", call_id=row.id,
+                          handoff_id=handoff.id)
+            if row.state is CallState.WITH_AGENT:
+                cb.agent_answered.set()
+                cb.connected.set()
+                cb.state = "connected"
+            self.active[key] = cb
+            self._by_leg[cb.agent_leg] = self._by_leg[cb.caller_leg] = cb
+            if not {cb.agent_leg, cb.caller_leg} <= live_channels:
+                await self._finish(cb, "ended while the controller was away")
+            elif not cb.connected.is_set():
+                # Both legs up but not connected by the ledger: the person answered while
+                # nobody listened; what we cannot tell for sure we end cleanly.
+                await self._finish(cb, "interrupted by a controller restart")
+            else:
+                log.info("callback %s adopted (connected)", key)
 
     async def _add(self, bridge: str, leg: str) -> None:
         await add_when_in_stasis(self.ari, bridge, leg)

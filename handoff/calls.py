@@ -25,6 +25,11 @@ class CallState(enum.StrEnum):
     ENDED = "ended"
 
 
+class CallDirection(enum.StrEnum):
+    INBOUND = "inbound"  # a caller rang one of the assistants' numbers
+    OUTBOUND = "outbound"  # an agent called someone back over the trunk
+
+
 class CallEvent(enum.StrEnum):
     ANSWER = "answer"
     REQUEST_HANDOFF = "request_handoff"
@@ -37,6 +42,8 @@ class CallEvent(enum.StrEnum):
     # A supervisor takes the call over directly, with or without a pending handoff.
     TAKE_OVER = "take_over"
     FORWARD = "forward"
+    # The person an agent calls back answered (outbound calls only).
+    CALLBACK_ANSWERED = "callback_answered"
     END = "end"
 
 
@@ -50,6 +57,8 @@ class CallOutcome(enum.StrEnum):
     CALLBACK_REQUESTED = "callback_requested"
     PBX_RESTART = "pbx_restart"
     FAILED = "failed"
+    # A call-back the person called did not answer.
+    NOT_ANSWERED = "not_answered"
 
 
 class Speaker(enum.StrEnum):
@@ -67,6 +76,8 @@ CALL_LIFECYCLE: StateMachine[CallState, CallEvent] = StateMachine(
     CallState.NEW,
     {
         (CallState.NEW, CallEvent.ANSWER): CallState.WITH_AI,
+        # A call-back: the agent's own call, theirs from the moment the person answers.
+        (CallState.NEW, CallEvent.CALLBACK_ANSWERED): CallState.WITH_AGENT,
         (CallState.WITH_AI, CallEvent.REQUEST_HANDOFF): CallState.HANDOFF_PENDING,
         (CallState.HANDOFF_PENDING, CallEvent.AGENT_CONNECTED): CallState.WITH_AGENT,
         (CallState.HANDOFF_PENDING, CallEvent.HANDOFF_FAILED): CallState.WITH_AI,

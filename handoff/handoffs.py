@@ -53,6 +53,8 @@ class FailureReason(enum.StrEnum):
     NO_AGENTS = "no_agents"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
+    # A call-back: the person called did not answer.
+    NOT_ANSWERED = "not_answered"
 
 
 # Before an agent leg is in the bridge, the caller hanging up abandons the handoff;

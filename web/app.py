@@ -384,11 +384,18 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
         host_path=lambda rel: pbx.host_path(f"{pbx.spec.dirs.spool}/{rel}"),
         timing=Timing(wrap_up_s=float(settings.desk.wrap_up_s)),
     )
-    ari.on_connect = control.reconcile
     controller.ari, controller.control, controller.receptionist = ari, control, receptionist
     controller.supervision = Supervision(control)
     controller.callbacks = Callbacks(ari, services.store, trunk=control.fallback_trunk)
     control.leave_alone(controller.callbacks.owned)
+    callbacks = controller.callbacks
+
+    async def reconcile() -> None:
+        # Call-backs first: the controller's reconciliation then leaves their legs alone.
+        await callbacks.adopt()
+        await control.reconcile()
+
+    ari.on_connect = reconcile
     await receptionist.start()
     await ari.start()
     await ari.wait_ready(30)

@@ -10,7 +10,7 @@ from typing import TypedDict, Unpack
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handoff.calls import CALL_LIFECYCLE, CallEvent, CallOutcome, CallState
+from handoff.calls import CALL_LIFECYCLE, CallDirection, CallEvent, CallOutcome, CallState
 from handoff.store.errors import NotFound
 from handoff.store.models import Call, Transition
 from handoff.store.transitions import Clock, transition_with_version_guard
@@ -37,10 +37,12 @@ class CallsRepo:
         caller_name: str | None = None,
         assistant_id: int | None = None,
         call_id: str | None = None,
+        direction: CallDirection = CallDirection.INBOUND,
     ) -> Call:
         call = Call(
             id=call_id or str(uuid.uuid4()),
             assistant_id=assistant_id,
+            direction=direction,
             caller_number=caller_number,
             caller_name=caller_name,
             caller_channel_id=caller_channel_id,
@@ -93,13 +95,14 @@ class CallsRepo:
             raise NotFound("call", call_id)
         return call
 
-    async def open_calls(self) -> Sequence[Call]:
+    async def open_calls(self, direction: CallDirection | None = None) -> Sequence[Call]:
         """Calls not yet ended: after a restart each is matched against the channels and
         bridges Asterisk still reports, and closed if its caller is gone."""
+        query = select(Call).where(Call.state != CallState.ENDED)
+        if direction is not None:
+            query = query.where(Call.direction == direction)
         result = await self._session.scalars(
-            select(Call).where(Call.state != CallState.ENDED).order_by(Call.started_at),
-            execution_options={"populate_existing": True},
-        )
+            query.order_by(Call.started_at), execution_options={"populate_existing": True})
         return result.all()
 
     async def history(self, call_id: str) -> Sequence[Transition]:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from handoff.agents import AgentRole, EndpointKind, Presence
 from handoff.assistants import FallbackKind, HandoffLevel, HoldMode
-from handoff.calls import CallOutcome, CallState, Speaker
+from handoff.calls import CallDirection, CallOutcome, CallState, Speaker
 from handoff.handoffs import FailureReason, HandoffState
 
 # Short state names are stored as their lowercase values in a plain VARCHAR (no native
@@ -147,6 +147,10 @@ class Call(Base):
     caller_number: Mapped[str] = mapped_column(sa.String(PHONE_NUMBER_LENGTH), index=True)
     caller_name: Mapped[str | None] = mapped_column(sa.String(128))
     caller_channel_id: Mapped[str] = mapped_column(sa.String(ARI_ID_LENGTH))
+    # Outbound: a call-back; the "caller" columns then describe the person called.
+    direction: Mapped[CallDirection] = mapped_column(
+        _enum_type(CallDirection), default=CallDirection.INBOUND,
+        server_default=CallDirection.INBOUND.value)
     bridge_id: Mapped[str | None] = mapped_column(sa.String(ARI_ID_LENGTH))
     ai_channel_id: Mapped[str | None] = mapped_column(sa.String(ARI_ID_LENGTH))
     agent_channel_id: Mapped[str | None] = mapped_column(sa.String(ARI_ID_LENGTH))

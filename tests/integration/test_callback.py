@@ -11,8 +11,11 @@ import pytest
 import pytest_asyncio
 
 from handoff.callback import BadNumber, Callbacks
+from handoff.calls import CallDirection, CallOutcome, CallState
+from handoff.handoffs import FailureReason, HandoffState
+from handoff.store.history_repo import CallFilter
 from tests.bench.audio import FRAME, present, ulaw_decode
-from tests.bench.rig import FALLBACK_NUMBER, Rig, local_world, rig
+from tests.bench.rig import AGENT_PHONE_NUMBER, FALLBACK_NUMBER, Rig, local_world, rig
 from tests.integration.asterisk_helpers import Pair
 
 pytestmark = pytest.mark.integration
@@ -26,6 +29,12 @@ async def cb_rig(quiet_pair: Pair, tmp_path: Path) -> AsyncIterator[tuple[Rig, C
     ):
         callbacks = Callbacks(r.pbx_ari, r.store, trunk="carrier", ring_timeout_s=5)
         r.control.leave_alone(callbacks.owned)  # as the product wires them
+
+        async def reconcile() -> None:
+            await callbacks.adopt()
+            await r.control.reconcile()
+
+        r.pbx_ari.on_connect = reconcile
         try:
             yield r, callbacks
         finally:
@@ -83,6 +92,82 @@ async def test_a_reconciliation_leaves_a_call_back_in_progress_alone(
     assert voiced_agent_frames(caller, started) > 20
     await r.pbx_ari.channels.hangup(cb.agent_leg)
     await asyncio.wait_for(cb.ended.wait(), 5)
+
+
+async def test_a_call_back_is_a_call_in_the_ledger_and_in_the_agents_history(
+    cb_rig: tuple[Rig, Callbacks],
+) -> None:
+    r, callbacks = cb_rig
+    cb = await callbacks.call_back(FALLBACK_NUMBER, agent_id=r.agent_id, sip_user="desk-ada",
+                                   actor="ada")
+    await asyncio.wait_for(cb.connected.wait(), 5)
+    async with r.store.transaction() as tx:
+        call = await tx.calls.get(cb.call_id)
+        handoff = await tx.handoffs.get(cb.handoff_id)
+    assert call.direction is CallDirection.OUTBOUND and call.state is CallState.WITH_AGENT
+    assert call.caller_number == FALLBACK_NUMBER
+    assert handoff.state is HandoffState.CONNECTED and handoff.accepted_by == r.agent_id
+    async with r.store.transaction() as tx:
+        assert r.agent_id in await tx.agents.busy_agent_ids()  # no card while on it
+    await r.pbx_ari.channels.hangup(cb.caller_leg)  # the person hangs up
+    await asyncio.wait_for(cb.ended.wait(), 5)
+    async with r.store.transaction() as tx:
+        call = await tx.calls.get(cb.call_id)
+        rows = await tx.history.calls(CallFilter(handled_by=r.agent_id))
+    assert call.state is CallState.ENDED and call.outcome is CallOutcome.COMPLETED_BY_AGENT
+    assert call.answered_at is not None
+    assert [(row.call.id, row.agent.id if row.agent else None) for row in rows] == [
+        (cb.call_id, r.agent_id)]
+
+
+async def test_a_call_back_nobody_answers_is_recorded_as_not_answered(
+    cb_rig: tuple[Rig, Callbacks],
+) -> None:
+    r, callbacks = cb_rig
+    # Sam's desk phone answers at once; the number called (Ada's line, set to ring
+    # without answer) never picks up: the dial gives up after the ring timeout.
+    await r.world.set_agent_phone("ring")
+    cb = await callbacks.call_back(AGENT_PHONE_NUMBER, agent_id=r.supervisor_id,
+                                   sip_user="desk-sam", actor="sam")
+    await asyncio.wait_for(cb.agent_answered.wait(), 5)
+    await asyncio.wait_for(cb.ended.wait(), 15)
+    async with r.store.transaction() as tx:
+        call = await tx.calls.get(cb.call_id)
+        handoff = await tx.handoffs.get(cb.handoff_id)
+    assert call.outcome is CallOutcome.NOT_ANSWERED
+    assert handoff.state is HandoffState.FAILED
+    assert handoff.failure_reason is FailureReason.NOT_ANSWERED
+
+
+async def test_a_restarted_controller_takes_up_a_call_back_in_progress(
+    cb_rig: tuple[Rig, Callbacks],
+) -> None:
+    r, first = cb_rig
+    cb = await first.call_back(FALLBACK_NUMBER, agent_id=r.agent_id, sip_user="desk-ada",
+                               actor="ada")
+    await asyncio.wait_for(cb.connected.wait(), 5)
+    # A new controller process knows nothing but the ledger and what Asterisk reports.
+    first.active.clear()
+    first._by_leg.clear()
+    second = Callbacks(r.pbx_ari, r.store, trunk="carrier", ring_timeout_s=5)
+    r.control.leave_alone(second.owned)
+    try:
+        await second.adopt()
+        await r.control.reconcile()  # and the call controller leaves its legs alone
+        [adopted] = second.active.values()
+        assert adopted.call_id == cb.call_id and adopted.state == "connected"
+        started = time.monotonic()
+        await asyncio.sleep(1.0)
+        ada, caller = r.world.agent_probes
+        assert voiced_agent_frames(ada, started) > 20  # still talking, both ways
+        assert voiced_agent_frames(caller, started) > 20
+        await r.pbx_ari.channels.hangup(adopted.agent_leg)
+        await asyncio.wait_for(adopted.ended.wait(), 5)
+        async with r.store.transaction() as tx:
+            call = await tx.calls.get(cb.call_id)
+        assert call.outcome is CallOutcome.COMPLETED_BY_AGENT
+    finally:
+        await second.close()
 
 
 @pytest.mark.parametrize("number", ["", "12", "5001&PJSIP/999@carrier", "5001@other",

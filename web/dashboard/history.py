@@ -90,6 +90,7 @@ def row_json(row: HistoryRow) -> dict[str, Any]:
         "handled_by": None if row.agent is None else {
             "id": row.agent.id, "display_name": row.agent.display_name},
         "outcome": call.outcome.value if call.outcome else None,
+        "direction": call.direction.value,  # outbound: an agent's call-back
         "recording": bool(call.recording_path),
     }
 

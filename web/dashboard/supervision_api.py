@@ -49,6 +49,7 @@ async def live_calls(request: web.Request) -> web.Response:
                 "caller_number": call.caller_number,
                 "caller_name": call.caller_name or "",
                 "state": call.state.value,
+                "direction": call.direction.value,
                 "assistant": assistants.get(call.assistant_id or -1, ""),
                 "answered_at": (call.answered_at or call.started_at).isoformat(),
                 "agent": agent,

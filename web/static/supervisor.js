@@ -13,7 +13,8 @@
     tr.dataset.call = call.id;
     const cells = [
       call.caller_name ? `${call.caller_name} (${call.caller_number})` : call.caller_number,
-      call.agent ? call.agent.display_name : `AI (${call.assistant})`,
+      (call.agent ? call.agent.display_name : `AI (${call.assistant})`)
+        + (call.direction === "outbound" ? " · call-back" : ""),
       call.state.replace(/_/g, " ") + (call.supervising ? ` · you: ${call.supervising}` : ""),
       new Date(call.answered_at).toLocaleTimeString(),
     ];
@@ -28,7 +29,9 @@
       button.type = "button";
       button.textContent = label;
       button.dataset.mode = mode;
-      button.disabled = busy.has(call.id) || (mode === "whisper" && !call.agent);
+      // A call-back is the agent's own call: not supervised through the call bridge.
+      button.disabled = busy.has(call.id) || (mode === "whisper" && !call.agent)
+        || call.direction === "outbound";
       button.addEventListener("click", () => act(call.id, mode));
       actions.appendChild(button);
     }
