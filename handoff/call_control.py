@@ -31,6 +31,7 @@ from handoff.assistants import FallbackKind
 from handoff.calls import CallDirection, CallEvent, CallOutcome, CallState
 from handoff.events import EventHub
 from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
+from handoff.recordings import keep_recording
 from handoff.store import Store
 from handoff.store.errors import NotFound
 from pbx.ari import AriClient, AriError, AriNotFound, AriUnprocessable
@@ -1019,20 +1020,9 @@ class CallControl:
         log.info("call=%s ended (cause %s)", live.call_id, cause)
 
     def _keep_recording(self, live: LiveCall) -> str:
-        """Move the bridge recording out of Asterisk's spool into our data folder.
-
-        Asterisk (embedded: inside its chroot) only writes into its own tree; the product
-        keeps recordings in its data folder so a rebuilt Asterisk never takes them along.
-        """
         name = f"{live.recording}.wav"
-        if self.recordings is None or self.host_path is None:
-            return name
-        source = self.host_path(f"recording/{name}")
-        target = self.recordings / name
-        if source.exists():
-            self.recordings.mkdir(parents=True, exist_ok=True)
-            source.replace(target)
-        return str(target)
+        spool = self.host_path(f"recording/{name}") if self.host_path else None
+        return keep_recording(name, spool, self.recordings)
 
     # ---- reconciliation ------------------------------------------------------------------
 

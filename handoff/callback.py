@@ -17,13 +17,15 @@ import contextlib
 import logging
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from handoff.call_control import add_when_in_stasis
 from handoff.calls import CallDirection, CallEvent, CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffEvent
+from handoff.recordings import keep_recording
 from handoff.store import Store
 from pbx.ari import AriClient, AriError, AriNotFound
 
@@ -76,10 +78,14 @@ class Callback:
 class Callbacks:
     def __init__(
         self, ari: AriClient, store: Store, *, trunk: str | None, app: str = "switchboard",
-        ring_timeout_s: int = 30,
+        ring_timeout_s: int = 30, recordings: Path | None = None,
+        host_path: Callable[[str], Path] | None = None,
     ) -> None:
         self.ari = ari
         self.store = store
+        # Call-backs are recorded like every call (see CallControl: the same folder).
+        self.recordings = recordings
+        self.host_path = host_path
         self.trunk = trunk
         self.app = app
         self.ring_timeout_s = ring_timeout_s
@@ -126,6 +132,7 @@ class Callbacks:
             await self.ari.channels.create(f"PJSIP/{sip_user}", self.app,
                                            app_args=["callback", key], channel_id=cb.agent_leg)
             await self._add(cb.bridge, cb.agent_leg)
+            await self.ari.bridges.record(cb.bridge, f"call-{cb.call_id}", format="wav")
             await self.ari.channels.dial(cb.agent_leg, timeout=self.ring_timeout_s)
         except AriError:
             await self._finish(cb, "agent phone unreachable")
@@ -211,9 +218,16 @@ class Callbacks:
         else:
             handoff_end, failure, outcome = (HandoffEvent.FAIL, FailureReason.AGENT_NO_ANSWER,
                                              CallOutcome.FAILED)
+        name = f"call-{cb.call_id}.wav"
+        spool = self.host_path(f"recording/{name}") if self.host_path else None
         async with self.store.transaction() as tx:
             await tx.handoffs.apply(cb.handoff_id, handoff_end, failure_reason=failure)
             await tx.calls.close(cb.call_id, outcome, end_cause=why[:64])
+            if cb.connected.is_set():
+                await tx.calls.set_recording(
+                    cb.call_id, keep_recording(name, spool, self.recordings))
+            elif spool is not None:
+                spool.unlink(missing_ok=True)  # only ringback: nobody was talked to
 
     async def adopt(self) -> None:
         """After a (re)connect or a restart: take up the call-backs the ledger has open.

@@ -25,6 +25,23 @@ class NotARecording(ValueError):
     pass
 
 
+def keep_recording(name: str, spool: Path | None, recordings: Path | None) -> str:
+    """Move a finished recording out of Asterisk's spool into our data folder.
+
+    Asterisk (embedded: inside its chroot) only writes into its own tree; the product
+    keeps recordings in its data folder so a rebuilt Asterisk never takes them along.
+    `spool` is where Asterisk wrote `name` on this host. Returns the path to store
+    (the bare name when there is nowhere to move it: the file stays with Asterisk).
+    """
+    if recordings is None or spool is None:
+        return name
+    target = recordings / name
+    if spool.exists():
+        recordings.mkdir(parents=True, exist_ok=True)
+        spool.replace(target)
+    return str(target)
+
+
 def compute_peaks(path: Path, buckets: int = DEFAULT_BUCKETS) -> dict[str, Any]:
     """Min and max of each of `buckets` equal slices of the recording, in -1..1."""
     try:

@@ -386,7 +386,8 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     controller.ari, controller.control, controller.receptionist = ari, control, receptionist
     controller.supervision = Supervision(control)
-    controller.callbacks = Callbacks(ari, services.store, trunk=control.fallback_trunk)
+    controller.callbacks = Callbacks(ari, services.store, trunk=control.fallback_trunk,
+                                     recordings=control.recordings, host_path=control.host_path)
     control.leave_alone(controller.callbacks.owned)
     callbacks = controller.callbacks
 

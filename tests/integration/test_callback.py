@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -27,7 +28,8 @@ async def cb_rig(quiet_pair: Pair, tmp_path: Path) -> AsyncIterator[tuple[Rig, C
         local_world(quiet_pair.carrier) as world,
         rig(quiet_pair.pbx, world, tmp_path / "switchboard.db") as r,
     ):
-        callbacks = Callbacks(r.pbx_ari, r.store, trunk="carrier", ring_timeout_s=5)
+        callbacks = Callbacks(r.pbx_ari, r.store, trunk="carrier", ring_timeout_s=5,
+                              recordings=r.control.recordings, host_path=r.control.host_path)
         r.control.leave_alone(callbacks.owned)  # as the product wires them
 
         async def reconcile() -> None:
@@ -109,6 +111,7 @@ async def test_a_call_back_is_a_call_in_the_ledger_and_in_the_agents_history(
     assert handoff.state is HandoffState.CONNECTED and handoff.accepted_by == r.agent_id
     async with r.store.transaction() as tx:
         assert r.agent_id in await tx.agents.busy_agent_ids()  # no card while on it
+    await asyncio.sleep(1.2)  # they talk
     await r.pbx_ari.channels.hangup(cb.caller_leg)  # the person hangs up
     await asyncio.wait_for(cb.ended.wait(), 5)
     async with r.store.transaction() as tx:
@@ -116,6 +119,10 @@ async def test_a_call_back_is_a_call_in_the_ledger_and_in_the_agents_history(
         rows = await tx.history.calls(CallFilter(handled_by=r.agent_id))
     assert call.state is CallState.ENDED and call.outcome is CallOutcome.COMPLETED_BY_AGENT
     assert call.answered_at is not None
+    # Recorded like every call, into the product's recordings folder.
+    assert call.recording_path and call.recording_path.startswith(str(r.control.recordings))
+    with wave.open(call.recording_path) as recording:
+        assert recording.getnframes() > 8000  # over a second of the conversation
     assert [(row.call.id, row.agent.id if row.agent else None) for row in rows] == [
         (cb.call_id, r.agent_id)]
 
