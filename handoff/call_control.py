@@ -437,6 +437,10 @@ class CallControl:
         with contextlib.suppress(AriError):
             await self.ari.channels.set_variable(leg, "TALK_DETECT(remove)", "")
 
+    def _panel_changed(self, call_id: str) -> None:
+        """The agent's call panel shows something that changed (transfer, connection)."""
+        self.hub.publish("calls", {"type": "call_changed", "call_id": call_id})
+
     def wrap_up(self, agent_id: int | None) -> None:
         """The agent's part of a call is over: a short wrap-up before the next card."""
         if agent_id is not None and self.timing.wrap_up_s > 0:
@@ -491,6 +495,7 @@ class CallControl:
             f"assistant:{live.assistant}",
             {"type": "handoff_connected", "call_id": live.call_id, "agent": str(live.agent_id)},
         )
+        self._panel_changed(live.call_id)
         log.info("call=%s agent=%s connected via %s", live.call_id, live.agent_id, live.agent)
 
     async def _on_hangup_request(self, event: Mapping[str, Any]) -> None:
@@ -831,6 +836,7 @@ class CallControl:
                                    "handoff_id": handoff.id})
         self._spawn(self._transfer_timeout(live, handoff.id, timeout),
                     f"transfer timeout {handoff.id}")
+        self._panel_changed(call_id)
         log.info("call=%s: agent %s transfers to agent %s (handoff %s)",
                  call_id, from_agent, to_agent, handoff.id)
         return handoff.id
@@ -854,6 +860,7 @@ class CallControl:
                 await tx.handoffs.apply(handoff_id, HandoffEvent.DIAL_AGENT)
         self.hub.publish("cards", {"type": "taken", "handoff_id": handoff_id,
                                    "agent_id": agent_id})
+        self._panel_changed(live.call_id)
 
     async def _complete_transfer(self, live: LiveCall) -> None:
         """The colleague answered: their leg takes the call, the first agent's leaves
@@ -894,6 +901,7 @@ class CallControl:
             async with self.store.transaction() as tx:
                 await tx.handoffs.apply(transfer.handoff_id, HandoffEvent.FAIL,
                                         failure_reason=_unanswered(cause))
+        self._panel_changed(live.call_id)
         log.info("call=%s: transfer %s failed (cause %s); the first agent keeps the call",
                  live.call_id, transfer.handoff_id, cause)
 
@@ -908,6 +916,7 @@ class CallControl:
                 await tx.handoffs.apply(handoff_id, HandoffEvent.TIME_OUT)
         self.hub.publish("cards", {"type": "withdrawn", "handoff_id": handoff_id,
                                    "reason": FailureReason.TIMEOUT.value})
+        self._panel_changed(live.call_id)
 
     async def _cancel_transfer(self, live: LiveCall) -> None:
         """The first agent is leaving (back to the AI, or gone): a pending transfer of

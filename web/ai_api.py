@@ -416,6 +416,7 @@ async def post_transcript(request: web.Request) -> web.Response:
         "type": "transcript", "call_id": req.call.id, "speaker": segment.speaker.value,
         "text": segment.text, "at": at,
     })
+    api.hub.publish("calls", {"type": "call_changed", "call_id": req.call.id})
     return web.json_response({"id": segment.id, "at": at}, status=201)
 
 

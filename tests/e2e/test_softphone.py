@@ -132,6 +132,14 @@ async def test_an_agent_accepts_a_live_call_in_the_browser_talks_mutes_and_ends_
     await expect(page.locator("#call-transcript")).to_contain_text("my parcel must follow")
     await expect(page.locator("#call-timer")).not_to_have_text("0:00", timeout=5000)
 
+    # A line added to the transcript (as the AI control API does) is pushed to the
+    # panel at once, not at its next slow poll (10 s).
+    async with product.store.transaction() as tx:
+        await tx.transcripts.append(call_id, Speaker.SYSTEM, "Caller verified by SMS code")
+    product.control.hub.publish("calls", {"type": "call_changed", "call_id": call_id})
+    await expect(page.locator("#call-transcript")).to_contain_text(
+        "verified by SMS code", timeout=3000)
+
     await page.fill("#note-text", "Delivery moves to 12 rue des Lilas")
     await page.click("#note-form button")
     await expect(page.locator("#call-notes")).to_contain_text("12 rue des Lilas")

@@ -269,6 +269,41 @@ async def test_the_feed_builds_cards_from_the_store_and_follows_the_controllers_
         await asyncio.gather(running, return_exceptions=True)
 
 
+async def test_a_change_on_a_call_reaches_the_panel_of_the_agent_who_took_it(
+    store: Store,
+) -> None:
+    events, board = EventHub(), Board()
+    sent: list[Change] = []
+    async with store.transaction() as tx:
+        bob = await tx.agents.create(login="bob", display_name="Bob", sip_user="sb-bob",
+                                     sip_password="x")
+    feed = Feed(store, events, board, sent.extend)
+    ready = asyncio.Event()
+    running = asyncio.create_task(feed.run(ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 5.0)
+        quiet = await offer_card(store, events)  # nobody took this one
+        taken = await offer_card(store, events)
+        await _until(lambda: taken.id in board.cards)
+        events.publish("cards", {"type": "taken", "handoff_id": taken.id, "agent_id": bob.id})
+        events.publish("calls", {"type": "call_changed", "call_id": quiet.call_id})
+        events.publish("calls", {"type": "call_changed", "call_id": taken.call_id})
+        await _until(lambda: any(c.op == "call_changed" for c in sent))
+        [change] = [c for c in sent if c.op == "call_changed"]
+        assert change.body == {"call_id": taken.call_id}
+        assert change.audience.includes(bob.id, AgentRole.AGENT)
+        assert not change.audience.includes(bob.id + 1, AgentRole.AGENT)  # another agent
+        assert change.audience.includes(bob.id + 1, AgentRole.SUPERVISOR)
+        # After the call, its changes go nowhere.
+        events.publish("cards", {"type": "call_ended", "call_id": taken.call_id})
+        events.publish("calls", {"type": "call_changed", "call_id": taken.call_id})
+        await asyncio.sleep(0.2)
+        assert len([c for c in sent if c.op == "call_changed"]) == 1
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
 async def test_a_bad_event_is_logged_and_the_feed_goes_on(store: Store) -> None:
     events, board = EventHub(), Board()
     feed = Feed(store, events, board, lambda _changes: None)

@@ -22,6 +22,7 @@ from handoff.handoffs import AGENT_BUSY_STATES
 from handoff.store import NotFound, Transaction
 from handoff.store.models import Handoff
 from web.dashboard.access import ROLE_RANK
+from web.dashboard.feed import CALLS_TOPIC, call_changed_event
 from web.dashboard.guard import json_error
 from web.dashboard.sessions import Viewer
 from web.dashboard.softphone import softphone_url
@@ -213,6 +214,7 @@ async def add_note(request: web.Request) -> web.Response:
         # Kept with the caller's number too, so the contact page shows it on later calls.
         note = await tx.notes.add(text.strip(), call_id=call_id, author_id=viewer.agent_id,
                                   contact_number=call.caller_number or None)
+    dashboard.events.publish(CALLS_TOPIC, call_changed_event(call_id))
     return web.json_response({"note": {"text": note.text, "at": note.at.isoformat(),
                                        "author": viewer.display_name}})
 

@@ -19,7 +19,7 @@ from handoff.events import Event, EventHub
 from handoff.handoffs import HandoffState
 from handoff.store import NotFound, Store, Transaction
 from handoff.store.models import Handoff
-from web.dashboard.board import AgentView, Board, Card, Change
+from web.dashboard.board import AgentView, Audience, Board, Card, Change
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,9 @@ CARDS_TOPIC = "cards"
 # Published by the dashboard itself when an agent's duty or presence changes, so every
 # process serving dashboards (and, later, the routing policy) hears of it.
 AGENTS_TOPIC = "agents"
+# Something the call panel shows changed (a transcript line, a note, a transfer's
+# state, the agent connected): the panels of that call reload it.
+CALLS_TOPIC = "calls"
 
 # A handler slower than this is logged: the feed is sequential, so a slow database
 # read delays every later card on every dashboard.
@@ -71,7 +74,12 @@ class Feed:
             "taken": self._taken,
             "call_ended": self._call_ended,
             "agent_changed": self._agent_changed,
+            "call_changed": self._call_changed,
         }
+        # Who took a card of each live call (the first agent and a transfer's colleague):
+        # the audience of that call's panel updates. Empty after a restart: panels then
+        # catch up with their slow poll.
+        self._agents_of_call: dict[str, set[int]] = {}
 
     async def reconcile(self) -> None:
         """Bring the board in line with the store (at start, and after missed events)."""
@@ -79,7 +87,7 @@ class Feed:
         self._publish(self._board.replace(cards, agents))
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
-        async with self._events.subscribe(CARDS_TOPIC, AGENTS_TOPIC) as sub:
+        async with self._events.subscribe(CARDS_TOPIC, AGENTS_TOPIC, CALLS_TOPIC) as sub:
             # Subscribed first, then loaded: an event published in between is applied
             # on top of the loaded state (every handler is idempotent), never lost.
             await self.reconcile()
@@ -135,10 +143,21 @@ class Feed:
 
     async def _taken(self, event: Event) -> list[Change]:
         agent_id = int(event["agent_id"])
+        card = self._board.cards.get(int(event["handoff_id"]))
+        if card is not None:
+            self._agents_of_call.setdefault(card.call_id, set()).add(agent_id)
         taken_by = self._board.agents.get(agent_id) or await self._load_agent(agent_id)
         return self._board.remove_card(int(event["handoff_id"]), "taken", taken_by=taken_by)
 
+    async def _call_changed(self, event: Event) -> list[Change]:
+        agents = self._agents_of_call.get(str(event["call_id"]))
+        if not agents:
+            return []
+        return [Change("call_changed", {"call_id": str(event["call_id"])},
+                       Audience(frozenset(agents)))]
+
     async def _call_ended(self, event: Event) -> list[Change]:
+        self._agents_of_call.pop(str(event["call_id"]), None)
         changes: list[Change] = []
         for handoff_id in self._board.cards_of_call(str(event["call_id"])):
             changes += self._board.remove_card(handoff_id, "call_ended")
@@ -154,6 +173,10 @@ class Feed:
                 return AgentView.of(await tx.agents.get(agent_id))
             except NotFound:
                 return None
+
+
+def call_changed_event(call_id: str) -> dict[str, Any]:
+    return {"type": "call_changed", "call_id": call_id}
 
 
 def agent_changed_event(agent_id: int) -> dict[str, Any]:

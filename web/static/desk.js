@@ -120,7 +120,7 @@
 
   const callPanel = (function () {
     const section = document.getElementById("call");
-    if (!section) return { open() {}, close() {} };
+    if (!section) return { open() {}, close() {}, changed() {} };
     const $ = (id) => document.getElementById(id);
     const speakers = { caller: "Caller", ai: "AI", agent: "You", system: "—" };
     let current = null; // the call as /api/calls/current last said
@@ -194,8 +194,14 @@
       // The panel follows the call: the transcript grows while the AI part is read,
       // notes come from colleagues, a transfer changes state.
       refresh();
-      poll = setInterval(refresh, 2000);
+      // Changes are pushed (call_changed); this slow poll only covers what a push
+      // cannot say (a controller restarted meanwhile).
+      poll = setInterval(refresh, 10000);
       for (const node of cardList.querySelectorAll(".status")) node.textContent = "";
+    }
+
+    function changed(callId) {
+      if (current && current.call_id === callId) refresh();
     }
 
     function close(cause) {
@@ -248,7 +254,7 @@
       }
     });
 
-    return { open, close };
+    return { open, close, changed };
   })();
 
   // ---- cards --------------------------------------------------------------------------
@@ -341,6 +347,9 @@
     },
     agent_changed(message) {
       if (state.me && message.agent.id === state.me.id) showMe(message.agent);
+    },
+    call_changed(message) {
+      callPanel.changed(message.call_id);
     },
   };
 
