@@ -41,7 +41,8 @@ Handler = Callable[[Event], Awaitable[list[Change]]]
 
 async def card_for(tx: Transaction, handoff: Handoff) -> Card:
     call = await tx.calls.get(handoff.call_id)
-    contact_name = await tx.contacts.name_for(call.caller_number)
+    # The caller ID's name wins (Card.of); the contact book is read only without one.
+    contact_name = None if call.caller_name else await tx.contacts.name_for(call.caller_number)
     # A re-offered attempt (the agent's leg failed) keeps the first attempt's time: the
     # caller has been waiting since then, and the card must not jump back in the queue.
     first = handoff
