@@ -29,7 +29,13 @@ from typing import Any, Protocol
 from handoff.agents import Presence
 from handoff.assistants import FallbackKind
 from handoff.calls import CallDirection, CallEvent, CallOutcome, CallState
-from handoff.events import EventHub
+from handoff.events import (
+    AGENTS_TOPIC,
+    CALLS_TOPIC,
+    EventHub,
+    agent_changed_event,
+    call_changed_event,
+)
 from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
 from handoff.recordings import keep_recording
 from handoff.store import Store
@@ -439,7 +445,7 @@ class CallControl:
 
     def _panel_changed(self, call_id: str) -> None:
         """The agent's call panel shows something that changed (transfer, connection)."""
-        self.hub.publish("calls", {"type": "call_changed", "call_id": call_id})
+        self.hub.publish(CALLS_TOPIC, call_changed_event(call_id))
 
     def wrap_up(self, agent_id: int | None) -> None:
         """The agent's part of a call is over: a short wrap-up before the next card."""
@@ -465,7 +471,7 @@ class CallControl:
             if agent.presence is not was or not agent.on_duty:
                 return False
             await tx.agents.set_presence(agent_id, becomes)
-        self.hub.publish("agents", {"type": "agent_changed", "agent_id": agent_id})
+        self.hub.publish(AGENTS_TOPIC, agent_changed_event(agent_id))
         return True
 
     async def settled(self, live: LiveCall) -> None:

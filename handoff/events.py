@@ -19,6 +19,21 @@ log = logging.getLogger(__name__)
 
 Event = dict[str, Any]
 
+# An agent's duty or presence changed (the dashboard's toggles, the controller's
+# wrap-up): every process serving dashboards, and the metrics, hear of it.
+AGENTS_TOPIC = "agents"
+# Something an agent's call panel shows changed (a transcript line, a note, a
+# transfer's state, the connection): the panels of that call reload it.
+CALLS_TOPIC = "calls"
+
+
+def agent_changed_event(agent_id: int) -> Event:
+    return {"type": "agent_changed", "agent_id": agent_id}
+
+
+def call_changed_event(call_id: str) -> Event:
+    return {"type": "call_changed", "call_id": call_id}
+
 
 # Compared by identity: the hub keeps subscriptions in a set, and two listeners of the
 # same topics are still two listeners.

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from handoff.events import Event, EventHub
+from handoff.events import AGENTS_TOPIC, Event, EventHub
 from handoff.store import NotFound, Store
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class SwitchboardMetrics:
             self.calls_started.labels(topic.split(":", 1)[1]).inc()
         elif topic == "cards" and kind == "call_ended":
             await self._call_ended(str(event["call_id"]))
-        elif topic == "agents":
+        elif topic == AGENTS_TOPIC:
             await self._count_on_duty()
 
     async def _call_ended(self, call_id: str) -> None:

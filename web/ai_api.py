@@ -35,7 +35,7 @@ from referencing.jsonschema import DRAFT202012
 
 from handoff.call_control import CallStateConflict
 from handoff.calls import CALL_LIFECYCLE, CallEvent, CallState, Speaker
-from handoff.events import Event, EventHub, Subscription
+from handoff.events import CALLS_TOPIC, Event, EventHub, Subscription, call_changed_event
 from handoff.states import InvalidTransition
 from handoff.store import NotFound, Store, Transaction
 from handoff.store.models import Assistant, Call
@@ -416,7 +416,7 @@ async def post_transcript(request: web.Request) -> web.Response:
         "type": "transcript", "call_id": req.call.id, "speaker": segment.speaker.value,
         "text": segment.text, "at": at,
     })
-    api.hub.publish("calls", {"type": "call_changed", "call_id": req.call.id})
+    api.hub.publish(CALLS_TOPIC, call_changed_event(req.call.id))
     return web.json_response({"id": segment.id, "at": at}, status=201)
 
 

@@ -19,6 +19,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from handoff.calls import CallOutcome, Speaker
+from handoff.events import CALLS_TOPIC, call_changed_event
 from handoff.handoffs import FailureReason, HandoffState
 from pbx import runtime
 from tests.e2e.softphone_rig import (
@@ -136,7 +137,7 @@ async def test_an_agent_accepts_a_live_call_in_the_browser_talks_mutes_and_ends_
     # panel at once, not at its next slow poll (10 s).
     async with product.store.transaction() as tx:
         await tx.transcripts.append(call_id, Speaker.SYSTEM, "Caller verified by SMS code")
-    product.control.hub.publish("calls", {"type": "call_changed", "call_id": call_id})
+    product.control.hub.publish(CALLS_TOPIC, call_changed_event(call_id))
     await expect(page.locator("#call-transcript")).to_contain_text(
         "verified by SMS code", timeout=3000)
 

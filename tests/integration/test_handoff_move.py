@@ -15,6 +15,7 @@ import pytest_asyncio
 from handoff.agents import Presence
 from handoff.call_control import CallStateConflict, Timing
 from handoff.calls import CallOutcome, CallState
+from handoff.events import AGENTS_TOPIC
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.store import AlreadyTaken
 from tests.bench.audio import FRAME, TONES, present
@@ -368,7 +369,7 @@ async def test_after_the_call_the_agent_wraps_up_then_is_available_again(
     async with (
         local_world(quiet_pair.carrier) as world,
         rig(quiet_pair.pbx, world, tmp_path / "db.sqlite", Timing(wrap_up_s=1.0)) as r,
-        r.control.hub.subscribe("agents") as agents_feed,
+        r.control.hub.subscribe(AGENTS_TOPIC) as agents_feed,
     ):
         placed = await r.place_call()
         handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from handoff.agents import AgentRole, Presence
-from handoff.events import EventHub
+from handoff.events import CALLS_TOPIC, EventHub, call_changed_event
 from handoff.store import Store
 from tests.dashboard_fixtures import offer_card
 from web.dashboard.board import AgentView, Board, Card, Change
@@ -286,8 +286,8 @@ async def test_a_change_on_a_call_reaches_the_panel_of_the_agent_who_took_it(
         taken = await offer_card(store, events)
         await _until(lambda: taken.id in board.cards)
         events.publish("cards", {"type": "taken", "handoff_id": taken.id, "agent_id": bob.id})
-        events.publish("calls", {"type": "call_changed", "call_id": quiet.call_id})
-        events.publish("calls", {"type": "call_changed", "call_id": taken.call_id})
+        events.publish(CALLS_TOPIC, call_changed_event(quiet.call_id))
+        events.publish(CALLS_TOPIC, call_changed_event(taken.call_id))
         await _until(lambda: any(c.op == "call_changed" for c in sent))
         [change] = [c for c in sent if c.op == "call_changed"]
         assert change.body == {"call_id": taken.call_id}
@@ -296,7 +296,7 @@ async def test_a_change_on_a_call_reaches_the_panel_of_the_agent_who_took_it(
         assert change.audience.includes(bob.id + 1, AgentRole.SUPERVISOR)
         # After the call, its changes go nowhere.
         events.publish("cards", {"type": "call_ended", "call_id": taken.call_id})
-        events.publish("calls", {"type": "call_changed", "call_id": taken.call_id})
+        events.publish(CALLS_TOPIC, call_changed_event(taken.call_id))
         await asyncio.sleep(0.2)
         assert len([c for c in sent if c.op == "call_changed"]) == 1
     finally:

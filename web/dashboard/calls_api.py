@@ -18,11 +18,11 @@ from aiohttp import web
 
 from handoff.agents import AgentRole, EndpointKind
 from handoff.call_control import AgentNotAvailable, CallStateConflict
+from handoff.events import CALLS_TOPIC, call_changed_event
 from handoff.handoffs import AGENT_BUSY_STATES
 from handoff.store import NotFound, Transaction
 from handoff.store.models import Handoff
 from web.dashboard.access import ROLE_RANK
-from web.dashboard.feed import CALLS_TOPIC, call_changed_event
 from web.dashboard.guard import json_error
 from web.dashboard.sessions import Viewer
 from web.dashboard.softphone import softphone_url

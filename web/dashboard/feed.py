@@ -13,9 +13,8 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
 
-from handoff.events import Event, EventHub
+from handoff.events import AGENTS_TOPIC, CALLS_TOPIC, Event, EventHub
 from handoff.handoffs import HandoffState
 from handoff.store import NotFound, Store, Transaction
 from handoff.store.models import Handoff
@@ -24,12 +23,6 @@ from web.dashboard.board import AgentView, Audience, Board, Card, Change
 log = logging.getLogger(__name__)
 
 CARDS_TOPIC = "cards"
-# Published by the dashboard itself when an agent's duty or presence changes, so every
-# process serving dashboards (and, later, the routing policy) hears of it.
-AGENTS_TOPIC = "agents"
-# Something the call panel shows changed (a transcript line, a note, a transfer's
-# state, the agent connected): the panels of that call reload it.
-CALLS_TOPIC = "calls"
 
 # A handler slower than this is logged: the feed is sequential, so a slow database
 # read delays every later card on every dashboard.
@@ -174,11 +167,3 @@ class Feed:
                 return AgentView.of(await tx.agents.get(agent_id))
             except NotFound:
                 return None
-
-
-def call_changed_event(call_id: str) -> dict[str, Any]:
-    return {"type": "call_changed", "call_id": call_id}
-
-
-def agent_changed_event(agent_id: int) -> dict[str, Any]:
-    return {"type": "agent_changed", "agent_id": agent_id}

@@ -14,9 +14,9 @@ from aiohttp import WSMsgType, web
 
 from handoff.agents import AgentRole, Presence
 from handoff.call_control import AgentUnreachable, CallStateConflict
+from handoff.events import AGENTS_TOPIC, agent_changed_event
 from handoff.store import AlreadyTaken, NotFound, NotOfferable
 from web.dashboard.board import AgentView
-from web.dashboard.feed import AGENTS_TOPIC, agent_changed_event
 from web.dashboard.guard import CSRF_FIELD, content_security_policy, json_error
 from web.dashboard.hub import Client, CloseCode, Resume
 from web.dashboard.ratelimit import address_key, login_key
