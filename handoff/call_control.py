@@ -20,7 +20,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -242,8 +242,10 @@ class CallControl:
         self._by_caller: dict[str, LiveCall] = {}  # by caller channel id
         self._tasks: set[asyncio.Task[None]] = set()
         # Other parts of the controller with legs and bridges in this Stasis app
-        # (supervision sessions, call-backs): reconcile leaves what they name alone.
+        # (supervision sessions, call-backs): reconcile first lets them take up their
+        # own (adopt), then leaves what they name alone (owned).
         self._other_owners: list[Callable[[], Iterable[str]]] = []
+        self._other_adopters: list[Callable[[], Awaitable[None]]] = []
         # Legs whose first words someone waits for (TALK_DETECT), by channel id.
         self._talking: dict[str, asyncio.Future[None]] = {}
         for kind, handler in (
@@ -1041,9 +1043,16 @@ class CallControl:
 
     # ---- reconciliation ------------------------------------------------------------------
 
-    def leave_alone(self, owned: Callable[[], Iterable[str]]) -> None:
-        """`owned()` names channels and bridges that are not calls' but are in use."""
+    def leave_alone(
+        self, owned: Callable[[], Iterable[str]],
+        adopt: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """`owned()` names channels and bridges that are not calls' but are in use;
+        `adopt()`, run at the start of every reconciliation, lets their owner take up
+        what it had before a restart or a lost event socket."""
         self._other_owners.append(owned)
+        if adopt is not None:
+            self._other_adopters.append(adopt)
 
     async def reconcile(self) -> None:
         """Match the ledger with what Asterisk reports; run after every (re)connect.
@@ -1054,6 +1063,8 @@ class CallControl:
         leg went with the old controller), calls whose caller is gone are closed with an
         outcome, and legs or bridges that belong to no open call are removed.
         """
+        for adopt in self._other_adopters:
+            await adopt()
         app = await self.ari.applications.get(self.app)
         live_channels = set(app["channel_ids"])
         live_bridges = set(app["bridge_ids"])

@@ -232,9 +232,9 @@ class Callbacks:
     async def adopt(self) -> None:
         """After a (re)connect or a restart: take up the call-backs the ledger has open.
 
-        Run before the call controller's reconciliation, which leaves the legs named
-        here alone. A call-back whose two legs are still up goes on; any other ends
-        with its outcome and whatever is left of it is hung up.
+        The call controller's reconciliation runs it first (see CallControl.leave_alone),
+        then leaves the legs named here alone. A call-back whose two legs are still up
+        goes on; any other ends with its outcome and whatever is left of it is hung up.
         """
         app = await self.ari.applications.get(self.app)
         live_channels = set(app["channel_ids"])

@@ -388,15 +388,8 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     controller.supervision = Supervision(control)
     controller.callbacks = Callbacks(ari, services.store, trunk=control.fallback_trunk,
                                      recordings=control.recordings, host_path=control.host_path)
-    control.leave_alone(controller.callbacks.owned)
-    callbacks = controller.callbacks
-
-    async def reconcile() -> None:
-        # Call-backs first: the controller's reconciliation then leaves their legs alone.
-        await callbacks.adopt()
-        await control.reconcile()
-
-    ari.on_connect = reconcile
+    control.leave_alone(controller.callbacks.owned, adopt=controller.callbacks.adopt)
+    ari.on_connect = control.reconcile
     await receptionist.start()
     await ari.start()
     await ari.wait_ready(30)

@@ -30,13 +30,7 @@ async def cb_rig(quiet_pair: Pair, tmp_path: Path) -> AsyncIterator[tuple[Rig, C
     ):
         callbacks = Callbacks(r.pbx_ari, r.store, trunk="carrier", ring_timeout_s=5,
                               recordings=r.control.recordings, host_path=r.control.host_path)
-        r.control.leave_alone(callbacks.owned)  # as the product wires them
-
-        async def reconcile() -> None:
-            await callbacks.adopt()
-            await r.control.reconcile()
-
-        r.pbx_ari.on_connect = reconcile
+        r.control.leave_alone(callbacks.owned, adopt=callbacks.adopt)  # as the product does
         try:
             yield r, callbacks
         finally:
@@ -149,32 +143,28 @@ async def test_a_call_back_nobody_answers_is_recorded_as_not_answered(
 async def test_a_restarted_controller_takes_up_a_call_back_in_progress(
     cb_rig: tuple[Rig, Callbacks],
 ) -> None:
-    r, first = cb_rig
-    cb = await first.call_back(FALLBACK_NUMBER, agent_id=r.agent_id, sip_user="desk-ada",
-                               actor="ada")
+    r, callbacks = cb_rig
+    cb = await callbacks.call_back(FALLBACK_NUMBER, agent_id=r.agent_id, sip_user="desk-ada",
+                                   actor="ada")
     await asyncio.wait_for(cb.connected.wait(), 5)
-    # A new controller process knows nothing but the ledger and what Asterisk reports.
-    first.active.clear()
-    first._by_leg.clear()
-    second = Callbacks(r.pbx_ari, r.store, trunk="carrier", ring_timeout_s=5)
-    r.control.leave_alone(second.owned)
-    try:
-        await second.adopt()
-        await r.control.reconcile()  # and the call controller leaves its legs alone
-        [adopted] = second.active.values()
-        assert adopted.call_id == cb.call_id and adopted.state == "connected"
-        started = time.monotonic()
-        await asyncio.sleep(1.0)
-        ada, caller = r.world.agent_probes
-        assert voiced_agent_frames(ada, started) > 20  # still talking, both ways
-        assert voiced_agent_frames(caller, started) > 20
-        await r.pbx_ari.channels.hangup(adopted.agent_leg)
-        await asyncio.wait_for(adopted.ended.wait(), 5)
-        async with r.store.transaction() as tx:
-            call = await tx.calls.get(cb.call_id)
-        assert call.outcome is CallOutcome.COMPLETED_BY_AGENT
-    finally:
-        await second.close()
+    # A restarted controller knows nothing but the ledger and what Asterisk reports.
+    callbacks.active.clear()
+    callbacks._by_leg.clear()
+    # Reconciliation takes the call-backs up first, then leaves their legs alone.
+    await r.control.reconcile()
+    [adopted] = callbacks.active.values()
+    assert adopted is not cb
+    assert adopted.call_id == cb.call_id and adopted.state == "connected"
+    started = time.monotonic()
+    await asyncio.sleep(1.0)
+    ada, caller = r.world.agent_probes
+    assert voiced_agent_frames(ada, started) > 20  # still talking, both ways
+    assert voiced_agent_frames(caller, started) > 20
+    await r.pbx_ari.channels.hangup(adopted.agent_leg)
+    await asyncio.wait_for(adopted.ended.wait(), 5)
+    async with r.store.transaction() as tx:
+        call = await tx.calls.get(cb.call_id)
+    assert call.outcome is CallOutcome.COMPLETED_BY_AGENT
 
 
 @pytest.mark.parametrize("number", ["", "12", "5001&PJSIP/999@carrier", "5001@other",
