@@ -116,12 +116,8 @@ class Callbacks:
             call = await tx.calls.create(
                 caller_number=number, caller_name=await tx.contacts.name_for(number),
                 caller_channel_id=cb.caller_leg, direction=CallDirection.OUTBOUND)
-            handoff = await tx.handoffs.request(
-                call.id, reason=CALLBACK_REASON, summary=f"called back by {actor}",
-                target_agent_id=agent_id)
-            await tx.handoffs.apply(handoff.id, HandoffEvent.OFFER)
-            await tx.handoffs.accept(handoff.id, agent_id)
-            await tx.handoffs.apply(handoff.id, HandoffEvent.DIAL_AGENT)
+            handoff = await tx.handoffs.assign(call.id, agent_id, reason=CALLBACK_REASON,
+                                               summary=f"called back by {actor}")
             await tx.audit.record(actor, "call_back", f"number:{number}",
                                   {"agent_id": agent_id, "callback": key, "call": call.id})
         cb.call_id, cb.handoff_id = call.id, handoff.id

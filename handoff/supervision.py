@@ -245,14 +245,11 @@ class Supervision:
                                             failure_reason=FailureReason.CANCELLED)
                 elif pending is not None:
                     await tx.handoffs.apply(pending.id, HandoffEvent.END)
-                mine = await tx.handoffs.request(
-                    live.call_id, reason=SUPERVISOR_REASON, summary="taken over by a supervisor",
-                    target_agent_id=supervisor.agent_id,
+                mine = await tx.handoffs.assign(
+                    live.call_id, supervisor.agent_id, reason=SUPERVISOR_REASON,
+                    summary="taken over by a supervisor",
                     attempt=(pending.attempt + 1) if pending else 1,
                 )
-                await tx.handoffs.apply(mine.id, HandoffEvent.OFFER)
-                await tx.handoffs.accept(mine.id, supervisor.agent_id)
-                await tx.handoffs.apply(mine.id, HandoffEvent.DIAL_AGENT)
                 await tx.handoffs.apply(mine.id, HandoffEvent.AGENT_ANSWERED)
                 await tx.calls.apply(live.call_id, CallEvent.TAKE_OVER,
                                      agent_channel_id=session.leg, ai_channel_id=None)

@@ -63,6 +63,18 @@ class HandoffsRepo:
         await self._session.flush()
         return handoff
 
+    async def assign(
+        self, call_id: str, agent_id: int, *, reason: str, summary: str, attempt: int = 1
+    ) -> Handoff:
+        """A handoff given straight to one agent, with no card on offer (a supervisor's
+        take-over, an agent's call-back): through the lifecycle's own steps, recorded
+        like any other, up to `connecting` (the agent's leg rings)."""
+        handoff = await self.request(call_id, reason=reason, summary=summary,
+                                     target_agent_id=agent_id, attempt=attempt)
+        await self.apply(handoff.id, HandoffEvent.OFFER)
+        await self.accept(handoff.id, agent_id)
+        return await self.apply(handoff.id, HandoffEvent.DIAL_AGENT)
+
     async def get(self, handoff_id: int) -> Handoff:
         handoff = await self._session.get(Handoff, handoff_id, populate_existing=True)
         if handoff is None:

@@ -396,6 +396,27 @@ async def test_a_transfer_card_can_only_be_accepted_by_its_target(store: Store) 
     assert (await accept(store, handoff.id, target.id)).accepted_by == target.id
 
 
+async def test_a_handoff_assigned_to_one_agent_goes_through_every_step_to_connecting(
+    store: Store,
+) -> None:
+    call = await new_call(store)
+    [agent] = await new_agents(store, 1)
+    async with store.transaction() as tx:
+        handoff = await tx.handoffs.assign(call.id, agent.id, reason="call_back",
+                                           summary="called back by agent0")
+        steps = [(t.from_state, t.event, t.to_state)
+                 for t in await tx.calls.history(call.id) if t.handoff_id == handoff.id]
+        busy = await tx.agents.busy_agent_ids()
+    assert handoff.state is HandoffState.CONNECTING
+    assert (handoff.accepted_by, handoff.target_agent_id) == (agent.id, agent.id)
+    assert steps == [
+        ("requested", "offer", "offered"),
+        ("offered", "accept", "accepted"),
+        ("accepted", "dial_agent", "connecting"),
+    ]
+    assert agent.id in busy
+
+
 async def test_accepting_an_unknown_handoff_is_not_found(store: Store) -> None:
     [agent] = await new_agents(store, 1)
     with pytest.raises(NotFound):
