@@ -1037,9 +1037,7 @@ class CallControl:
         log.info("call=%s ended (cause %s)", live.call_id, cause)
 
     def _keep_recording(self, live: LiveCall) -> str:
-        name = f"{live.recording}.wav"
-        spool = self.host_path(f"recording/{name}") if self.host_path else None
-        return keep_recording(name, spool, self.recordings)
+        return keep_recording(f"{live.recording}.wav", self.host_path, self.recordings)
 
     # ---- reconciliation ------------------------------------------------------------------
 

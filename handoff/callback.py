@@ -17,7 +17,7 @@ import contextlib
 import logging
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 from handoff.call_control import add_when_in_stasis
 from handoff.calls import CallDirection, CallEvent, CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffEvent
-from handoff.recordings import keep_recording
+from handoff.recordings import HostPath, discard_recording, keep_recording
 from handoff.store import Store
 from pbx.ari import AriClient, AriError, AriNotFound
 
@@ -79,7 +79,7 @@ class Callbacks:
     def __init__(
         self, ari: AriClient, store: Store, *, trunk: str | None, app: str = "switchboard",
         ring_timeout_s: int = 30, recordings: Path | None = None,
-        host_path: Callable[[str], Path] | None = None,
+        host_path: HostPath | None = None,
     ) -> None:
         self.ari = ari
         self.store = store
@@ -215,15 +215,14 @@ class Callbacks:
             handoff_end, failure, outcome = (HandoffEvent.FAIL, FailureReason.AGENT_NO_ANSWER,
                                              CallOutcome.FAILED)
         name = f"call-{cb.call_id}.wav"
-        spool = self.host_path(f"recording/{name}") if self.host_path else None
         async with self.store.transaction() as tx:
             await tx.handoffs.apply(cb.handoff_id, handoff_end, failure_reason=failure)
             await tx.calls.close(cb.call_id, outcome, end_cause=why[:64])
             if cb.connected.is_set():
                 await tx.calls.set_recording(
-                    cb.call_id, keep_recording(name, spool, self.recordings))
-            elif spool is not None:
-                spool.unlink(missing_ok=True)  # only ringback: nobody was talked to
+                    cb.call_id, keep_recording(name, self.host_path, self.recordings))
+            else:
+                discard_recording(name, self.host_path)  # only ringback: nobody talked
 
     async def adopt(self) -> None:
         """After a (re)connect or a restart: take up the call-backs the ledger has open.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import wave
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,24 @@ class NotARecording(ValueError):
     pass
 
 
-def keep_recording(name: str, spool: Path | None, recordings: Path | None) -> str:
+# Where Asterisk writes a recording (`bridges/{id}/record`), relative to its spool folder;
+# `host_path` maps that to this host (inside the embedded Asterisk's root file system).
+HostPath = Callable[[str], Path]
+
+
+def _spool(name: str, host_path: HostPath | None) -> Path | None:
+    return host_path(f"recording/{name}") if host_path is not None else None
+
+
+def keep_recording(name: str, host_path: HostPath | None, recordings: Path | None) -> str:
     """Move a finished recording out of Asterisk's spool into our data folder.
 
     Asterisk (embedded: inside its chroot) only writes into its own tree; the product
     keeps recordings in its data folder so a rebuilt Asterisk never takes them along.
-    `spool` is where Asterisk wrote `name` on this host. Returns the path to store
-    (the bare name when there is nowhere to move it: the file stays with Asterisk).
+    Returns the path to store (the bare name when there is nowhere to move it: the file
+    stays with Asterisk).
     """
+    spool = _spool(name, host_path)
     if recordings is None or spool is None:
         return name
     target = recordings / name
@@ -40,6 +51,13 @@ def keep_recording(name: str, spool: Path | None, recordings: Path | None) -> st
         recordings.mkdir(parents=True, exist_ok=True)
         spool.replace(target)
     return str(target)
+
+
+def discard_recording(name: str, host_path: HostPath | None) -> None:
+    """Delete a recording nobody needs from Asterisk's spool (if it is reachable)."""
+    spool = _spool(name, host_path)
+    if spool is not None:
+        spool.unlink(missing_ok=True)
 
 
 def compute_peaks(path: Path, buckets: int = DEFAULT_BUCKETS) -> dict[str, Any]:
