@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import tempfile
 import time
@@ -29,13 +28,13 @@ from playwright.async_api import Page, expect
 from handoff.calls import CallState
 from handoff.handoffs import HandoffState
 from pbx import runtime
-from tests.bench.handoff import summary
+from tests.bench.handoff import print_result, summary
 from tests.e2e.softphone_rig import (
     Desk,
     build_softphone_bundle,
     chromium_with_agent_voice,
     desk,
-    sign_in_with_phone,
+    on_duty_with_phone,
     webrtc_pbx,
 )
 
@@ -104,9 +103,7 @@ async def run(calls: int, state_dir: Path) -> dict[str, Any]:
         context.set_default_timeout(15_000)
         try:
             page = await context.new_page()
-            await sign_in_with_phone(page, product.origin, "alice")
-            await page.check("#duty")
-            await expect(page.locator("body")).to_have_attribute("data-on-duty", "yes")
+            await on_duty_with_phone(page, product.origin, "alice")
             for _ in range(calls):
                 results.append(await one_browser_handoff(page, product))
         finally:
@@ -135,10 +132,5 @@ def main(calls: int, as_json: bool) -> int:
     if not CHROMIUM.exists():
         raise SystemExit(f"{CHROMIUM} not found: apt-get install chromium (or run make setup)")
     with tempfile.TemporaryDirectory(prefix="switchboard-bench-browser-") as tmp:
-        result = asyncio.run(run(calls, Path(tmp)))
-    if as_json:
-        print(json.dumps(result, indent=2))
-    else:
-        for key, value in result.items():
-            print(f"{key:22} {value}")
+        print_result(asyncio.run(run(calls, Path(tmp))), as_json)
     return 0

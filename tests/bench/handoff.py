@@ -172,12 +172,16 @@ async def run(calls: int, state_dir: Path, baseline: str | None) -> dict[str, An
     return out
 
 
-def main(calls: int, as_json: bool, baseline: str | None = None) -> int:
-    with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as tmp:
-        result = asyncio.run(run(calls, Path(tmp), baseline))
+def print_result(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(result, indent=2))
     else:
+        width = max(len(key) for key in result)
         for key, value in result.items():
-            print(f"{key:18} {value}")
+            print(f"{key:{width}} {value}")
+
+
+def main(calls: int, as_json: bool, baseline: str | None = None) -> int:
+    with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as tmp:
+        print_result(asyncio.run(run(calls, Path(tmp), baseline)), as_json)
     return 0

@@ -30,7 +30,7 @@ from typing import Any
 
 from handoff.agents import AgentRole, EndpointKind, Presence
 from handoff.assistants import FallbackKind
-from handoff.call_control import CallControl, Timing, add_when_in_stasis, call_key
+from handoff.call_control import CallControl, LiveCall, Timing, add_when_in_stasis, call_key
 from handoff.events import EventHub
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from pbx import runtime
@@ -359,6 +359,20 @@ class Rig:
 
     async def gap_ms(self, placed: PlacedCall, start: float, end: float) -> float:
         return float(await self.world.gap_ms(placed.caller, start, end))
+
+    async def hand_to_agent(
+        self, placed: PlacedCall, *, settled: bool = False
+    ) -> tuple[int, LiveCall]:
+        """The AI asks for a person, Ada accepts and her phone answers: (handoff id, the
+        live call). With `settled`, also until the AI has left (the agent has the call)."""
+        handoff_id = await self.control.request_handoff(placed.call_id, reason="caller_asked",
+                                                        summary="x")
+        await self.control.accept(handoff_id, self.agent_id)
+        live = self.control.calls[placed.call_id]
+        await asyncio.wait_for(live.answered.wait(), 5)
+        if settled:
+            await self.control.settled(live)
+        return handoff_id, live
 
     async def hang_up_caller(self, placed: PlacedCall) -> None:
         await self.world.hang_up(placed.caller)

@@ -239,3 +239,10 @@ async def sign_in_with_phone(page: Page, origin: str, login: str) -> None:
     await expect(page.locator("body")).to_have_attribute("data-live", "yes")
     await expect(page.locator("#phone-status")).to_have_attribute(
         "data-state", "registered", timeout=15_000)
+
+
+async def on_duty_with_phone(page: Page, origin: str, login: str) -> None:
+    """Signed in, the softphone registered, and on duty: cards reach this desk."""
+    await sign_in_with_phone(page, origin, login)
+    await page.check("#duty")
+    await expect(page.locator("body")).to_have_attribute("data-on-duty", "yes")

@@ -28,7 +28,7 @@ from tests.e2e.softphone_rig import (
     build_softphone_bundle,
     chromium_with_agent_voice,
     desk,
-    sign_in_with_phone,
+    on_duty_with_phone,
     webrtc_pbx,
 )
 from tests.integration.asterisk_helpers import assert_quiet
@@ -84,9 +84,7 @@ async def until(condition: Any, within: float = 10.0, step: float = 0.1) -> Any:
 
 async def on_duty_with_a_card(page: Page, product: Desk) -> tuple[str, str, int]:
     """Alice's desk is on duty; a caller asks the AI for a person; her card shows."""
-    await sign_in_with_phone(page, product.origin, "alice")
-    await page.check("#duty")
-    await expect(page.locator("body")).to_have_attribute("data-on-duty", "yes")
+    await on_duty_with_phone(page, product.origin, "alice")
     caller, call_id = await product.place_call()
     await product.heard(caller, "ai", 0.0)
     async with product.store.transaction() as tx:
@@ -198,9 +196,7 @@ async def test_an_agent_transfers_the_call_to_a_colleague_with_a_note(
     bob_context.set_default_timeout(15_000)
     try:
         bob_page = await bob_context.new_page()
-        await sign_in_with_phone(bob_page, product.origin, "bob")
-        await bob_page.check("#duty")
-        await expect(bob_page.locator("body")).to_have_attribute("data-on-duty", "yes")
+        await on_duty_with_phone(bob_page, product.origin, "bob")
         await accept_and_talk(alice_page, product, caller, handoff_id)
 
         await expect(alice_page.locator("#transfer-to")).to_contain_text("Bob")

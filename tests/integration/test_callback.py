@@ -45,6 +45,16 @@ def voiced_agent_frames(probe: object, after: float) -> int:
     return count
 
 
+async def talking_both_ways(r: Rig) -> None:
+    """For the next second, each side hears the other (both phones on the carrier speak
+    the agent's tone)."""
+    started = time.monotonic()
+    await asyncio.sleep(1.0)
+    ada, caller = r.world.agent_probes
+    assert voiced_agent_frames(ada, started) > 20
+    assert voiced_agent_frames(caller, started) > 20
+
+
 async def test_call_back_rings_the_agent_then_connects_the_caller_over_the_trunk(
     cb_rig: tuple[Rig, Callbacks],
 ) -> None:
@@ -55,12 +65,7 @@ async def test_call_back_rings_the_agent_then_connects_the_caller_over_the_trunk
     await asyncio.wait_for(cb.agent_answered.wait(), 5)
     assert len(r.world.agent_probes) == 1  # only Ada's phone so far: the caller waits
     await asyncio.wait_for(cb.connected.wait(), 5)
-    started = time.monotonic()
-    await asyncio.sleep(1.0)
-    ada, caller = r.world.agent_probes
-    # Each side hears the other (both phones on the carrier speak the agent's tone).
-    assert voiced_agent_frames(ada, started) > 20
-    assert voiced_agent_frames(caller, started) > 20
+    await talking_both_ways(r)
     async with r.store.transaction() as tx:
         assert [e.action for e in await tx.audit.recent()] == ["call_back"]
 
@@ -80,12 +85,8 @@ async def test_a_reconciliation_leaves_a_call_back_in_progress_alone(
                                    actor="ada")
     await asyncio.wait_for(cb.connected.wait(), 5)
     await r.control.reconcile()
-    started = time.monotonic()
-    await asyncio.sleep(1.0)
+    await talking_both_ways(r)
     assert not cb.ended.is_set()
-    ada, caller = r.world.agent_probes
-    assert voiced_agent_frames(ada, started) > 20  # each still hears the other
-    assert voiced_agent_frames(caller, started) > 20
     await r.pbx_ari.channels.hangup(cb.agent_leg)
     await asyncio.wait_for(cb.ended.wait(), 5)
 
@@ -155,11 +156,7 @@ async def test_a_restarted_controller_takes_up_a_call_back_in_progress(
     [adopted] = callbacks.active.values()
     assert adopted is not cb
     assert adopted.call_id == cb.call_id and adopted.state == "connected"
-    started = time.monotonic()
-    await asyncio.sleep(1.0)
-    ada, caller = r.world.agent_probes
-    assert voiced_agent_frames(ada, started) > 20  # still talking, both ways
-    assert voiced_agent_frames(caller, started) > 20
+    await talking_both_ways(r)
     await r.pbx_ari.channels.hangup(adopted.agent_leg)
     await asyncio.wait_for(adopted.ended.wait(), 5)
     async with r.store.transaction() as tx:

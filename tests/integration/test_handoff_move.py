@@ -108,10 +108,7 @@ async def _ended(r: Rig, call_id: str) -> bool:
 async def test_return_to_ai_brings_the_ai_back_before_the_agent_leaves(call_rig: Rig) -> None:
     r = call_rig
     placed = await r.place_call()
-    handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
-                                                 summary="x")
-    await r.control.accept(handoff_id, r.agent_id)
-    await asyncio.wait_for(r.control.calls[placed.call_id].answered.wait(), 5)
+    handoff_id, _ = await r.hand_to_agent(placed)
     await r.wait_hears(placed, "agent")
     returned_at = time.monotonic()
     await r.control.return_to_ai(placed.call_id)
@@ -278,10 +275,7 @@ async def test_caller_hanging_up_as_the_agent_answers_abandons_the_handoff(
         rig(quiet_pair.pbx, world, tmp_path / "db.sqlite", Timing(ai_overlap_s=1.0)) as r,
     ):
         placed = await r.place_call()
-        handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
-                                                     summary="x")
-        await r.control.accept(handoff_id, r.agent_id)
-        await asyncio.wait_for(r.control.calls[placed.call_id].answered.wait(), 5)
+        handoff_id, _ = await r.hand_to_agent(placed)
         await r.hang_up_caller(placed)
         await wait_until(lambda: _ended(r, placed.call_id))
         async with r.store.transaction() as tx:
@@ -299,11 +293,7 @@ async def test_return_to_ai_during_the_overlap_waits_for_the_move_then_returns(
         rig(quiet_pair.pbx, world, tmp_path / "db.sqlite", Timing(ai_overlap_s=1.0)) as r,
     ):
         placed = await r.place_call()
-        handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
-                                                     summary="x")
-        await r.control.accept(handoff_id, r.agent_id)
-        live = r.control.calls[placed.call_id]
-        await asyncio.wait_for(live.answered.wait(), 5)
+        handoff_id, live = await r.hand_to_agent(placed)
         assert not live.connected
         await r.control.return_to_ai(placed.call_id)
         assert await call_state(r, placed.call_id) is CallState.WITH_AI
@@ -372,12 +362,7 @@ async def test_after_the_call_the_agent_wraps_up_then_is_available_again(
         r.control.hub.subscribe(AGENTS_TOPIC) as agents_feed,
     ):
         placed = await r.place_call()
-        handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
-                                                     summary="x")
-        await r.control.accept(handoff_id, r.agent_id)
-        live = r.control.calls[placed.call_id]
-        await asyncio.wait_for(live.answered.wait(), 5)
-        await r.control.settled(live)
+        await r.hand_to_agent(placed, settled=True)
         await r.control.end_call(placed.call_id)
         await wait_until(lambda: _ended(r, placed.call_id))
         await wait_until(lambda: _presence_is(r, Presence.WRAP_UP))
@@ -398,12 +383,7 @@ async def test_an_agent_who_chooses_away_during_wrap_up_stays_away(
         rig(quiet_pair.pbx, world, tmp_path / "db.sqlite", Timing(wrap_up_s=1.0)) as r,
     ):
         placed = await r.place_call()
-        handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
-                                                     summary="x")
-        await r.control.accept(handoff_id, r.agent_id)
-        live = r.control.calls[placed.call_id]
-        await asyncio.wait_for(live.answered.wait(), 5)
-        await r.control.settled(live)
+        await r.hand_to_agent(placed, settled=True)
         await r.control.return_to_ai(placed.call_id)  # the agent's part ends this way too
         await wait_until(lambda: _presence_is(r, Presence.WRAP_UP))
         async with r.store.transaction() as tx:

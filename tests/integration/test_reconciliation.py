@@ -44,10 +44,7 @@ async def test_event_socket_cut_mid_call_is_reconciled_and_the_call_goes_on(
 ) -> None:
     async with rig(quiet_pair.pbx, world, tmp_path / "db.sqlite") as r:
         placed = await r.place_call()
-        handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
-                                                     summary="x")
-        await r.control.accept(handoff_id, r.agent_id)
-        await asyncio.wait_for(r.control.calls[placed.call_id].answered.wait(), 5)
+        await r.hand_to_agent(placed)
         connects = r.pbx_ari.stats.connects
         await r.pbx.cli("ari shutdown websocket sessions")
         await eventually(lambda: _async(r.pbx_ari.stats.connects > connects
@@ -68,11 +65,7 @@ async def test_restarted_controller_adopts_live_calls_and_cleans_up_ended_ones(
     async with rig(quiet_pair.pbx, world, db, check_ledger=False) as first:
         staying = await first.place_call()
         leaving = await first.place_call()
-        handoff_id = await first.control.request_handoff(
-            staying.call_id, reason="caller_asked", summary="x"
-        )
-        await first.control.accept(handoff_id, first.agent_id)
-        await asyncio.wait_for(first.control.calls[staying.call_id].answered.wait(), 5)
+        handoff_id, _ = await first.hand_to_agent(staying)
     # The first controller is gone without hanging anything up (as after a crash).
     # While nobody listens, one caller hangs up.
     await first.hang_up_caller(leaving)
@@ -145,12 +138,7 @@ async def test_a_transfer_under_way_at_a_restart_is_cancelled_and_the_agent_keep
     db = tmp_path / "db.sqlite"
     async with rig(quiet_pair.pbx, world, db, check_ledger=False) as first:
         placed = await first.place_call()
-        handoff_id = await first.control.request_handoff(placed.call_id,
-                                                         reason="caller_asked", summary="x")
-        await first.control.accept(handoff_id, first.agent_id)
-        live = first.control.calls[placed.call_id]
-        await asyncio.wait_for(live.answered.wait(), 5)
-        await first.control.settled(live)
+        handoff_id, live = await first.hand_to_agent(placed, settled=True)
         async with first.store.transaction() as tx:
             await tx.agents.set_duty(first.supervisor_id, True)  # Sam can take a transfer
             await tx.agents.set_presence(first.supervisor_id, Presence.AVAILABLE)
@@ -180,12 +168,7 @@ async def test_an_agent_leg_lost_during_a_restart_fails_the_attempt_and_reoffers
     db = tmp_path / "db.sqlite"
     async with rig(quiet_pair.pbx, world, db, check_ledger=False) as first:
         placed = await first.place_call()
-        handoff_id = await first.control.request_handoff(placed.call_id,
-                                                         reason="caller_asked", summary="x")
-        await first.control.accept(handoff_id, first.agent_id)
-        live = first.control.calls[placed.call_id]
-        await asyncio.wait_for(live.answered.wait(), 5)
-        await first.control.settled(live)
+        handoff_id, live = await first.hand_to_agent(placed, settled=True)
         agent_leg = live.agent
         assert agent_leg is not None
     # While no controller runs, the agent's leg goes (her browser closed) and the AI

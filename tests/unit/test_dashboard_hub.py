@@ -4,7 +4,9 @@ happens to a tab that stops reading (R11). Fake peers with controlled futures.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -238,6 +240,21 @@ async def test_signing_out_closes_that_sessions_tabs_only() -> None:
 # ---- the feed from the domain ----------------------------------------------------------
 
 
+@contextlib.asynccontextmanager
+async def running_feed(
+    store: Store, events: EventHub, board: Board, publish: Callable[[list[Change]], None]
+) -> AsyncIterator[None]:
+    """A feed running (subscribed and reconciled) for the block, then stopped."""
+    ready = asyncio.Event()
+    running = asyncio.create_task(Feed(store, events, board, publish).run(ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 5.0)
+        yield
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
 async def test_the_feed_builds_cards_from_the_store_and_follows_the_controllers_events(
     store: Store,
 ) -> None:
@@ -247,11 +264,7 @@ async def test_the_feed_builds_cards_from_the_store_and_follows_the_controllers_
         winner = await tx.agents.create(login="bob", display_name="Bob", sip_user="sb-bob",
                                         sip_password="x")
     before = await offer_card(store, events, caller_name="Early Caller", publish=False)
-    feed = Feed(store, events, board, sent.extend)
-    ready = asyncio.Event()
-    running = asyncio.create_task(feed.run(ready))
-    try:
-        await asyncio.wait_for(ready.wait(), 5.0)
+    async with running_feed(store, events, board, sent.extend):
         assert list(board.cards) == [before.id]  # offered before we started: reconciled
         live = await offer_card(store, events, caller_name="Late Caller", priority=5)
         await _until(lambda: live.id in board.cards)
@@ -264,9 +277,6 @@ async def test_the_feed_builds_cards_from_the_store_and_follows_the_controllers_
         assert removed[-1].body["taken_by"] == {"id": winner.id, "display_name": "Bob"}
         events.publish("cards", {"type": "call_ended", "call_id": before.call_id})
         await _until(lambda: board.cards == {})
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
 
 
 async def test_a_change_on_a_call_reaches_the_panel_of_the_agent_who_took_it(
@@ -277,11 +287,7 @@ async def test_a_change_on_a_call_reaches_the_panel_of_the_agent_who_took_it(
     async with store.transaction() as tx:
         bob = await tx.agents.create(login="bob", display_name="Bob", sip_user="sb-bob",
                                      sip_password="x")
-    feed = Feed(store, events, board, sent.extend)
-    ready = asyncio.Event()
-    running = asyncio.create_task(feed.run(ready))
-    try:
-        await asyncio.wait_for(ready.wait(), 5.0)
+    async with running_feed(store, events, board, sent.extend):
         quiet = await offer_card(store, events)  # nobody took this one
         taken = await offer_card(store, events)
         await _until(lambda: taken.id in board.cards)
@@ -299,25 +305,15 @@ async def test_a_change_on_a_call_reaches_the_panel_of_the_agent_who_took_it(
         events.publish(CALLS_TOPIC, call_changed_event(taken.call_id))
         await asyncio.sleep(0.2)
         assert len([c for c in sent if c.op == "call_changed"]) == 1
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
 
 
 async def test_a_bad_event_is_logged_and_the_feed_goes_on(store: Store) -> None:
     events, board = EventHub(), Board()
-    feed = Feed(store, events, board, lambda _changes: None)
-    ready = asyncio.Event()
-    running = asyncio.create_task(feed.run(ready))
-    try:
-        await asyncio.wait_for(ready.wait(), 5.0)
+    async with running_feed(store, events, board, lambda _changes: None):
         events.publish("cards", {"type": "offered"})  # no handoff id
         events.publish("cards", {"type": "offered", "handoff_id": 424242})  # no such row
         handoff = await offer_card(store, events)
         await _until(lambda: handoff.id in board.cards)
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
 
 
 async def _until(condition: Any, within: float = 5.0) -> None:
