@@ -196,10 +196,15 @@ async def test_an_agent_transfers_the_call_to_a_colleague_with_a_note(
     bob_context.set_default_timeout(15_000)
     try:
         bob_page = await bob_context.new_page()
-        await on_duty_with_phone(bob_page, product.origin, "bob")
         await accept_and_talk(alice_page, product, caller, handoff_id)
+        await expect(alice_page.locator("#transfer-status")).to_have_text(
+            "No colleague is available to take a transfer.")
 
-        await expect(alice_page.locator("#transfer-to")).to_contain_text("Bob")
+        # Bob comes on duty while Alice talks: her transfer list shows him at once
+        # (pushed; the panel's safety poll is 10 s, longer than this wait).
+        await on_duty_with_phone(bob_page, product.origin, "bob")
+        await expect(alice_page.locator("#transfer-to")).to_contain_text("Bob", timeout=5_000)
+        await expect(alice_page.locator("#transfer-status")).to_have_text("")
         await alice_page.fill("#transfer-note", "Knows the new address already")
         await alice_page.click("#transfer-form button")
         card = bob_page.locator("li.card")

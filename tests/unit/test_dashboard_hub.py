@@ -11,7 +11,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from handoff.agents import AgentRole, Presence
-from handoff.events import CALLS_TOPIC, EventHub, call_changed_event
+from handoff.events import (
+    AGENTS_TOPIC,
+    CALLS_TOPIC,
+    EventHub,
+    agent_changed_event,
+    call_changed_event,
+)
 from handoff.store import Store
 from tests.dashboard_fixtures import offer_card
 from web.dashboard.board import AgentView, Board, Card, Change
@@ -305,6 +311,32 @@ async def test_a_change_on_a_call_reaches_the_panel_of_the_agent_who_took_it(
         events.publish(CALLS_TOPIC, call_changed_event(taken.call_id))
         await asyncio.sleep(0.2)
         assert len([c for c in sent if c.op == "call_changed"]) == 1
+
+
+async def test_agents_on_calls_hear_when_a_colleague_comes_on_duty(store: Store) -> None:
+    events, board = EventHub(), Board()
+    sent: list[Change] = []
+    async with store.transaction() as tx:
+        bob = await tx.agents.create(login="bob", display_name="Bob", sip_user="sb-bob",
+                                     sip_password="x")
+        carol = await tx.agents.create(login="carol", display_name="Carol",
+                                       sip_user="sb-carol", sip_password="x")
+    async with running_feed(store, events, board, sent.extend):
+        taken = await offer_card(store, events)
+        await _until(lambda: taken.id in board.cards)
+        events.publish("cards", {"type": "taken", "handoff_id": taken.id, "agent_id": bob.id})
+        async with store.transaction() as tx:
+            await tx.agents.set_duty(carol.id, True)
+            await tx.agents.set_presence(carol.id, Presence.AVAILABLE)
+        events.publish(AGENTS_TOPIC, agent_changed_event(carol.id))
+        await _until(lambda: any(c.op == "colleagues_changed" for c in sent))
+        [change] = [c for c in sent if c.op == "colleagues_changed"]
+        assert change.audience.includes(bob.id, AgentRole.AGENT)
+        assert not change.audience.includes(carol.id, AgentRole.AGENT)
+        # The same picture again (nothing changed) sends nothing.
+        events.publish(AGENTS_TOPIC, agent_changed_event(carol.id))
+        await asyncio.sleep(0.2)
+        assert len([c for c in sent if c.op == "colleagues_changed"]) == 1
 
 
 async def test_a_bad_event_is_logged_and_the_feed_goes_on(store: Store) -> None:

@@ -159,7 +159,15 @@ class Feed:
 
     async def _agent_changed(self, event: Event) -> list[Change]:
         agent = await self._load_agent(int(event["agent_id"]))
-        return [] if agent is None else self._board.set_agent(agent)
+        if agent is None:
+            return []
+        changes = self._board.set_agent(agent)
+        on_calls = set().union(*self._agents_of_call.values()) - {agent.id}
+        if changes and on_calls:
+            # A colleague came on duty, went away or came back: the agents on calls pick
+            # whom to transfer to from who is available, so their panels list afresh.
+            changes.append(Change("colleagues_changed", {}, Audience(frozenset(on_calls))))
+        return changes
 
     async def _load_agent(self, agent_id: int) -> AgentView | None:
         async with self._store.transaction() as tx:

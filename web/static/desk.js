@@ -120,9 +120,10 @@
 
   const callPanel = (function () {
     const section = document.getElementById("call");
-    if (!section) return { open() {}, close() {}, changed() {} };
+    if (!section) return { open() {}, close() {}, changed() {}, colleaguesChanged() {} };
     const $ = (id) => document.getElementById(id);
     const speakers = { caller: "Caller", ai: "AI", agent: "You", system: "—" };
+    const NO_COLLEAGUE = "No colleague is available to take a transfer.";
     let current = null; // the call as /api/calls/current last said
     let timer = null;
     let poll = null;
@@ -167,18 +168,33 @@
       if (call.transfer) {
         $("transfer-status").textContent = `Transferring to ${call.transfer.to} (${call.transfer.state})…`;
       } else if (call.colleagues.length === 0) {
-        $("transfer-status").textContent = "No colleague is available to take a transfer.";
+        $("transfer-status").textContent = NO_COLLEAGUE;
       } else if ($("transfer-status").dataset.pending === "yes") {
         $("transfer-status").textContent = "The transfer was not taken; the call is still yours.";
         $("transfer-status").dataset.pending = "no";
+      } else if ($("transfer-status").textContent === NO_COLLEAGUE) {
+        $("transfer-status").textContent = ""; // a colleague came on duty meanwhile
       }
     }
 
+    let retry = null;
+
     async function refresh() {
-      const response = await fetch("/api/calls/current", { credentials: "same-origin" });
-      if (!response.ok) return;
-      const body = await response.json();
-      if (body.call) fill(body.call);
+      clearTimeout(retry);
+      let body = null;
+      try {
+        const response = await fetch("/api/calls/current", { credentials: "same-origin" });
+        if (response.ok) body = await response.json();
+      } catch (_error) {
+        body = null;
+      }
+      if (body && body.call) {
+        fill(body.call);
+      } else if (!section.hidden && !current) {
+        // On a call the server did not show us yet (or could not answer): the panel
+        // would otherwise stay blank until the slow poll; ask again shortly.
+        retry = setTimeout(refresh, 1000);
+      }
     }
 
     function open(_session) {
@@ -201,12 +217,18 @@
     }
 
     function changed(callId) {
-      if (current && current.call_id === callId) refresh();
+      // A panel not filled yet takes any change on its agent's calls as its cue.
+      if (current ? current.call_id === callId : !section.hidden) refresh();
+    }
+
+    function colleaguesChanged() {
+      if (!section.hidden) refresh(); // whom the call can be transferred to
     }
 
     function close(cause) {
       clearInterval(timer);
       clearInterval(poll);
+      clearTimeout(retry);
       section.hidden = true;
       delete section.dataset.callId;
       document.body.dataset.inCall = "no";
@@ -254,7 +276,7 @@
       }
     });
 
-    return { open, close, changed };
+    return { open, close, changed, colleaguesChanged };
   })();
 
   // ---- cards --------------------------------------------------------------------------
@@ -350,6 +372,9 @@
     },
     call_changed(message) {
       callPanel.changed(message.call_id);
+    },
+    colleagues_changed() {
+      callPanel.colleaguesChanged();
     },
   };
 
