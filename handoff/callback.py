@@ -24,6 +24,7 @@ from typing import Any
 
 from handoff.call_control import add_when_in_stasis
 from handoff.calls import CallDirection, CallEvent, CallOutcome, CallState
+from handoff.events import CALLS_TOPIC, EventHub, call_changed_event
 from handoff.handoffs import FailureReason, HandoffEvent
 from handoff.recordings import HostPath, discard_recording, keep_recording
 from handoff.store import Store
@@ -79,10 +80,12 @@ class Callbacks:
     def __init__(
         self, ari: AriClient, store: Store, *, trunk: str | None, app: str = "switchboard",
         ring_timeout_s: int = 30, recordings: Path | None = None,
-        host_path: HostPath | None = None,
+        host_path: HostPath | None = None, events: EventHub | None = None,
     ) -> None:
         self.ari = ari
         self.store = store
+        # The supervisor board lists call-backs with the other live calls.
+        self.events = events
         # Call-backs are recorded like every call (see CallControl: the same folder).
         self.recordings = recordings
         self.host_path = host_path
@@ -134,7 +137,12 @@ class Callbacks:
             await self._finish(cb, "agent phone unreachable")
             raise
         log.info("callback %s: ringing agent %s for %s", key, agent_id, number)
+        self._changed(cb)
         return cb
+
+    def _changed(self, cb: Callback) -> None:
+        if self.events is not None:
+            self.events.publish(CALLS_TOPIC, call_changed_event(cb.call_id))
 
     async def close(self) -> None:
         for cb in list(self.active.values()):
@@ -161,6 +169,7 @@ class Callbacks:
                                      bridge_id=cb.bridge, agent_channel_id=cb.agent_leg)
             cb.state = "connected"
             cb.connected.set()
+            self._changed(cb)
             with contextlib.suppress(AriError):
                 await self.ari.playbacks.stop(f"{cb.key}~ringback")
             log.info("callback %s: %s answered; connected", cb.key, cb.number)
@@ -201,6 +210,7 @@ class Callbacks:
             await self.ari.bridges.destroy(cb.bridge)
         await self._record_end(cb, why)
         cb.ended.set()
+        self._changed(cb)
         log.info("callback %s ended: %s", cb.key, why)
 
     async def _record_end(self, cb: Callback, why: str) -> None:

@@ -387,7 +387,8 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     controller.ari, controller.control, controller.receptionist = ari, control, receptionist
     controller.supervision = Supervision(control)
     controller.callbacks = Callbacks(ari, services.store, trunk=control.fallback_trunk,
-                                     recordings=control.recordings, host_path=control.host_path)
+                                     recordings=control.recordings, host_path=control.host_path,
+                                     events=services.hub)
     control.leave_alone(controller.callbacks.owned, adopt=controller.callbacks.adopt)
     ari.on_connect = control.reconcile
     await receptionist.start()

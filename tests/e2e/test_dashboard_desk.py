@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from playwright.async_api import Page, expect
 
+from handoff.calls import CallOutcome
+from handoff.handoffs import HandoffEvent
 from tests.dashboard_fixtures import PASSWORD, Served, offer_card
 from web.dashboard import DASHBOARD
 from web.dashboard.hub import CloseCode
@@ -67,6 +69,31 @@ async def test_an_agent_goes_on_duty_sees_a_card_accepts_it_and_a_taken_card_van
                                     "agent_id": bob.id})
     await expect(second_card).to_have_count(0)
     await expect(page.locator("#notice")).to_contain_text("Bob took a call")
+
+
+async def test_the_supervisor_board_follows_calls_as_they_start_and_end(
+    page: Page, served: Served,
+) -> None:
+    await page.goto(f"{served.origin}/supervisor")
+    await page.fill("#login", "sam")
+    await page.fill("#password", PASSWORD)
+    await page.click("button[type=submit]")
+    await expect(page).to_have_url(f"{served.origin}/supervisor")
+    await expect(page.locator("body")).to_have_attribute("data-live", "yes")
+    await expect(page.locator("#board-empty")).to_be_visible()
+
+    # The board's safety poll is 10 s: within 3 s, only the push can have told it.
+    handoff = await offer_card(served.store, served.events, caller_name="Jeanne Martin")
+    row = page.locator(f'#live-calls tr[data-call="{handoff.call_id}"]')
+    await expect(row).to_contain_text("Jeanne Martin", timeout=3_000)
+    await expect(row).to_contain_text("handoff pending")
+
+    async with served.store.transaction() as tx:
+        await tx.handoffs.apply(handoff.id, HandoffEvent.CALLER_HUNG_UP)
+        await tx.calls.close(handoff.call_id, CallOutcome.ABANDONED)
+    served.events.publish("cards", {"type": "call_ended", "call_id": handoff.call_id})
+    await expect(row).to_have_count(0, timeout=3_000)
+    await expect(page.locator("#board-empty")).to_be_visible()
 
 
 async def test_an_agent_opening_the_admin_page_gets_403(page: Page, served: Served) -> None:

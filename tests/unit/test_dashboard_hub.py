@@ -339,6 +339,19 @@ async def test_agents_on_calls_hear_when_a_colleague_comes_on_duty(store: Store)
         assert len([c for c in sent if c.op == "colleagues_changed"]) == 1
 
 
+async def test_the_supervisor_board_hears_of_every_live_call_change(store: Store) -> None:
+    events, board = EventHub(), Board()
+    sent: list[Change] = []
+    async with running_feed(store, events, board, sent.extend):
+        events.publish(CALLS_TOPIC, call_changed_event("call-started"))  # no agent on it yet
+        await _until(lambda: any(c.op == "board_changed" for c in sent))
+        [change] = [c for c in sent if c.op == "board_changed"]
+        assert change.body == {"call_id": "call-started"}
+        assert change.audience.includes(7, AgentRole.SUPERVISOR)
+        assert not change.audience.includes(7, AgentRole.AGENT)
+        assert not [c for c in sent if c.op == "call_changed"]  # no agent panel to update
+
+
 async def test_a_bad_event_is_logged_and_the_feed_goes_on(store: Store) -> None:
     events, board = EventHub(), Board()
     async with running_feed(store, events, board, lambda _changes: None):

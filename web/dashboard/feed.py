@@ -56,6 +56,11 @@ async def current_state(store: Store) -> tuple[list[Card], list[AgentView]]:
     return cards, agents
 
 
+# What changes the supervisor board's list of live calls.
+BOARD_EVENTS = frozenset({"offered", "taken", "withdrawn", "call_ended", "call_changed"})
+SUPERVISORS = Audience(frozenset())  # named agents: none; supervisors and admins see all
+
+
 class Feed:
     def __init__(self, store: Store, events: EventHub, board: Board, publish: Publish) -> None:
         self._store = store
@@ -114,10 +119,17 @@ class Feed:
                         event.get("type"), elapsed * 1000, LATENCY_BUDGET_S * 1000)
 
     async def _apply(self, event: Event) -> None:
-        handler = self._handlers.get(str(event.get("type")))
+        kind = str(event.get("type"))
+        handler = self._handlers.get(kind)
         if handler is None:
             return
-        self._publish(await handler(event))
+        changes = await handler(event)
+        if kind in BOARD_EVENTS:
+            # The supervisor board lists every live call: it re-reads the list when one
+            # starts, changes hands or ends (supervisors only; agents never see it).
+            which = {"call_id": str(event["call_id"])} if "call_id" in event else {}
+            changes = [*changes, Change("board_changed", which, SUPERVISORS)]
+        self._publish(changes)
 
     async def _offered(self, event: Event) -> list[Change]:
         handoff_id = int(event["handoff_id"])

@@ -1,5 +1,6 @@
-// The supervisor board: every live call, refreshed every two seconds, with
-// listen / whisper / barge / take over (the server dials the supervisor's phone).
+// The supervisor board: every live call, with listen / whisper / barge / take over
+// (the server dials the supervisor's phone). The list is re-read when the dashboard
+// socket says a call started, changed hands or ended; a slow poll covers the rest.
 "use strict";
 (() => {
   const body = document.querySelector("#live-calls tbody");
@@ -13,7 +14,7 @@
     tr.dataset.call = call.id;
     const cells = [
       call.caller_name ? `${call.caller_name} (${call.caller_number})` : call.caller_number,
-      (call.agent ? call.agent.display_name : `AI (${call.assistant})`)
+      (call.agent ? call.agent.display_name : `AI${call.assistant ? ` (${call.assistant})` : ""}`)
         + (call.direction === "outbound" ? " · call-back" : ""),
       call.state.replace(/_/g, " ") + (call.supervising ? ` · you: ${call.supervising}` : ""),
       new Date(call.answered_at).toLocaleTimeString(),
@@ -71,6 +72,42 @@
       /* the next refresh tries again */
     }
   }
+  let pending = null;
+  function soon() {
+    // Several changes of one moment (a card taken, then the agent connected) make one read.
+    if (pending === null) pending = setTimeout(() => { pending = null; refresh(); }, 100);
+  }
+
+  let backoffMs = 500;
+  function connect() {
+    const scheme = window.location.protocol === "https:" ? "wss" : "ws";
+    const socket = new WebSocket(`${scheme}://${window.location.host}/ws`);
+    socket.addEventListener("open", () => {
+      backoffMs = 500;
+      document.body.dataset.live = "yes";
+      refresh(); // whatever changed while the socket was down
+    });
+    socket.addEventListener("message", (event) => {
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch (_error) {
+        return;
+      }
+      if (message.type === "delta" && message.op === "board_changed") soon();
+    });
+    socket.addEventListener("close", (event) => {
+      document.body.dataset.live = "no";
+      if (event.code === 4401) {
+        window.location.assign(`/login?next=${encodeURIComponent(window.location.pathname)}`);
+        return;
+      }
+      setTimeout(connect, backoffMs);
+      backoffMs = Math.min(backoffMs * 2, 10000);
+    });
+  }
+
   refresh();
-  setInterval(refresh, 2000);
+  connect();
+  setInterval(refresh, 10000);
 })();
