@@ -17,7 +17,7 @@ import contextlib
 import logging
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,11 +81,15 @@ class Callbacks:
         self, ari: AriClient, store: Store, *, trunk: str | None, app: str = "switchboard",
         ring_timeout_s: int = 30, recordings: Path | None = None,
         host_path: HostPath | None = None, events: EventHub | None = None,
+        after_call: Callable[[int], None] | None = None,
     ) -> None:
         self.ari = ari
         self.store = store
         # The supervisor board lists call-backs with the other live calls.
         self.events = events
+        # Called with the agent's id once a call-back they took part in ends: the
+        # product starts their wrap-up, as after any call (CallControl.wrap_up).
+        self.after_call = after_call
         # Call-backs are recorded like every call (see CallControl: the same folder).
         self.recordings = recordings
         self.host_path = host_path
@@ -211,6 +215,8 @@ class Callbacks:
         await self._record_end(cb, why)
         cb.ended.set()
         self._changed(cb)
+        if cb.agent_answered.is_set() and self.after_call is not None:
+            self.after_call(cb.agent_id)
         log.info("callback %s ended: %s", cb.key, why)
 
     async def _record_end(self, cb: Callback, why: str) -> None:

@@ -388,7 +388,7 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     controller.supervision = Supervision(control)
     controller.callbacks = Callbacks(ari, services.store, trunk=control.fallback_trunk,
                                      recordings=control.recordings, host_path=control.host_path,
-                                     events=services.hub)
+                                     events=services.hub, after_call=control.wrap_up)
     control.leave_alone(controller.callbacks.owned, adopt=controller.callbacks.adopt)
     ari.on_connect = control.reconcile
     await receptionist.start()

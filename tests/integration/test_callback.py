@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from handoff.agents import Presence
 from handoff.callback import BadNumber, Callbacks
 from handoff.calls import CallDirection, CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffState
@@ -29,7 +30,8 @@ async def cb_rig(quiet_pair: Pair, tmp_path: Path) -> AsyncIterator[tuple[Rig, C
         rig(quiet_pair.pbx, world, tmp_path / "switchboard.db") as r,
     ):
         callbacks = Callbacks(r.pbx_ari, r.store, trunk="carrier", ring_timeout_s=5,
-                              recordings=r.control.recordings, host_path=r.control.host_path)
+                              recordings=r.control.recordings, host_path=r.control.host_path,
+                              after_call=r.control.wrap_up)
         r.control.leave_alone(callbacks.owned, adopt=callbacks.adopt)  # as the product does
         try:
             yield r, callbacks
@@ -95,6 +97,7 @@ async def test_a_call_back_is_a_call_in_the_ledger_and_in_the_agents_history(
     cb_rig: tuple[Rig, Callbacks],
 ) -> None:
     r, callbacks = cb_rig
+    r.control.timing.wrap_up_s = 60  # as the product's desk.wrap_up_s would
     cb = await callbacks.call_back(FALLBACK_NUMBER, agent_id=r.agent_id, sip_user="desk-ada",
                                    actor="ada")
     await asyncio.wait_for(cb.connected.wait(), 5)
@@ -120,6 +123,14 @@ async def test_a_call_back_is_a_call_in_the_ledger_and_in_the_agents_history(
         assert recording.getnframes() > 8000  # over a second of the conversation
     assert [(row.call.id, row.agent.id if row.agent else None) for row in rows] == [
         (cb.call_id, r.agent_id)]
+    # After the call, Ada wraps up before the next card, as after any call.
+    deadline = time.monotonic() + 5
+    while True:
+        async with r.store.transaction() as tx:
+            if (await tx.agents.get(r.agent_id)).presence is Presence.WRAP_UP:
+                break
+        assert time.monotonic() < deadline, "Ada never went into wrap-up"
+        await asyncio.sleep(0.05)
 
 
 async def test_a_call_back_nobody_answers_is_recorded_as_not_answered(

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from jsonschema import Draft202012Validator
 
 from handoff.calls import CallEvent, CallOutcome, CallState, Speaker
-from handoff.events import EventHub
+from handoff.events import CALLS_TOPIC, EventHub, call_changed_event
 from handoff.handoffs import HandoffEvent
 from handoff.states import InvalidTransition
 from handoff.store import NotFound, Store, create_store_engine, upgrade_to_head
@@ -300,10 +300,14 @@ async def test_a_call_that_moved_on_under_the_request_is_409_not_500(api: Api) -
 
 async def test_a_transcript_line_is_stored_and_shown_live(api: Api) -> None:
     call_id = await api.new_call()
-    async with api.hub.subscribe(f"call:{call_id}") as live:
+    async with (api.hub.subscribe(f"call:{call_id}") as live,
+                api.hub.subscribe(CALLS_TOPIC) as panels):
         status, body = await api.post(call_id, "transcript",
                                       {"speaker": "caller", "text": "[pressed 0]"})
         shown = await asyncio.wait_for(live.get(), 1)
+        # The agent's call panel (and the supervisor board) hear of it too.
+        pushed = await asyncio.wait_for(panels.get(), 1)
+        assert call_changed_event(call_id).items() <= pushed.items()
     assert status == 201 and isinstance(body["id"], int)
     assert shown["type"] == "transcript" and shown["text"] == "[pressed 0]"
     async with api.store.transaction() as tx:
