@@ -10,6 +10,10 @@ side receives:
 and we count ``caller_reinvites`` (in-dialog INVITEs the carrier receives on a caller's
 leg: must be 0, the caller's dialog is never touched), ``dropped_calls`` (callers who
 lost the line before they hung up) and ``failed_handoffs``.
+
+Where the time goes, for both ways: ``agent_up_ms`` (from the Accept to Asterisk
+reporting the agent's leg answered) and ``heard_after_up_ms`` (from then to the caller
+hearing the agent: the media path through the bridge).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import re
 import statistics
 import tempfile
 import time
+from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +34,7 @@ from handoff.calls import CallState
 from handoff.handoffs import HandoffState
 from pbx import runtime
 from tests.bench.queue_baseline import Baseline
-from tests.bench.rig import AGENT_PHONE_NUMBER, Rig, asterisk_pair, rig
+from tests.bench.rig import AGENT_PHONE_NUMBER, AGENT_SIP_USER, Rig, asterisk_pair, rig
 from tests.bench.world_process import RemoteWorld
 
 BASELINE_NUMBER = "2999"
@@ -46,7 +52,32 @@ def summary(values: list[float]) -> dict[str, float | None]:
             "max": round(ordered[-1], 1)}
 
 
-async def one_handoff(r: Rig) -> dict[str, Any]:
+class AgentUps:
+    """When Asterisk said each agent leg answered, on this process's monotonic clock."""
+
+    def __init__(self) -> None:
+        self.ours: dict[str, float] = {}  # ARI: by leg id
+        self.queue: list[float] = []  # AMI: the queue's member channels, in order
+
+    async def on_ari(self, event: Mapping[str, Any]) -> None:
+        channel = event.get("channel") or {}
+        if event.get("type") == "ChannelStateChange" and channel.get("state") == "Up":
+            # The event's own time: handlers for one call run in order, so the time we
+            # receive it can trail behind the controller's own handler.
+            at = datetime.strptime(str(event["timestamp"]), "%Y-%m-%dT%H:%M:%S.%f%z")
+            self.ours.setdefault(str(channel["id"]), monotonic_of(at.timestamp()))
+
+    async def on_ami(self, event: Mapping[str, Any]) -> None:
+        if (str(event.get("ChannelStateDesc")) == "Up"
+                and str(event.get("Channel", "")).startswith(f"PJSIP/{AGENT_SIP_USER}-")):
+            self.queue.append(time.monotonic())
+
+
+def monotonic_of(wall: float) -> float:
+    return wall - (time.time() - time.monotonic())
+
+
+async def one_handoff(r: Rig, ups: AgentUps) -> dict[str, Any]:
     placed = await r.place_call()
     await r.wait_hears(placed, "ai")
     await r.world.prepare_agent_phone()
@@ -56,12 +87,14 @@ async def one_handoff(r: Rig) -> dict[str, Any]:
     )
     accepted_at = time.monotonic()
     await r.control.accept(handoff_id, r.agent_id)
+    leg = r.control.calls[placed.call_id].agent
     result: dict[str, Any] = {"call_id": placed.call_id}
     try:
         heard = await r.wait_hears(placed, "agent", after=accepted_at)
         await asyncio.sleep(0.5)
         result["connect_ms"] = (heard - accepted_at) * 1000
         result["caller_gap_ms"] = await r.gap_ms(placed, accepted_at - 0.3, heard + 0.4)
+        result.update(steps(accepted_at, ups.ours.get(leg or ""), heard))
     except TimeoutError:
         result["connect_ms"] = None
     async with r.store.transaction() as tx:
@@ -87,7 +120,13 @@ def count_caller_reinvites(history: str) -> int:
     return count
 
 
-async def one_queue_handoff(r: Rig, baseline: Baseline) -> dict[str, Any]:
+def steps(accepted_at: float, up: float | None, heard: float) -> dict[str, float]:
+    if up is None:
+        return {}
+    return {"agent_up_ms": (up - accepted_at) * 1000, "heard_after_up_ms": (heard - up) * 1000}
+
+
+async def one_queue_handoff(r: Rig, baseline: Baseline, ups: AgentUps) -> dict[str, Any]:
     placed = await r.place_call(BASELINE_NUMBER, wait_ai=False)
     call = await baseline.wait_call(placed.caller)
     await r.wait_hears(placed, "ai")
@@ -101,6 +140,8 @@ async def one_queue_handoff(r: Rig, baseline: Baseline) -> dict[str, Any]:
         await asyncio.sleep(0.5)
         result["connect_ms"] = (heard - accepted_at) * 1000
         result["caller_gap_ms"] = await r.gap_ms(placed, accepted_at - 0.3, heard + 0.4)
+        up = next((at for at in ups.queue if at >= accepted_at), None)
+        result.update(steps(accepted_at, up, heard))
     except TimeoutError:
         result["connect_ms"] = None
         result["failed"] = True
@@ -121,6 +162,8 @@ def report(results: list[dict[str, Any]], reinvites: int) -> dict[str, Any]:
         "caller_reinvites": reinvites,
         "dropped_calls": sum(1 for x in results if x["dropped"]),
         "failed_handoffs": sum(1 for x in results if x["failed"]),
+        **{step: summary([x[step] for x in results if step in x])
+           for step in ("agent_up_ms", "heard_after_up_ms")},
     }
 
 
@@ -142,16 +185,19 @@ async def run(calls: int, state_dir: Path, baseline: str | None) -> dict[str, An
         world = await RemoteWorld.start(pair.carrier.ari_url, *pair.carrier.ari_auth)
         try:
             async with rig(pair.pbx, world, state_dir / "bench.db") as r:
-                results = [await one_handoff(r) for _ in range(calls)]
+                ups = AgentUps()
+                r.pbx_ari.on("ChannelStateChange", ups.on_ari)
+                results = [await one_handoff(r, ups) for _ in range(calls)]
                 history = await pair.carrier.cli("pjsip show history")
                 queue_results: list[dict[str, Any]] = []
                 if baseline == "queue":
                     await pair.carrier.cli("pjsip set history clear")
                     classic = Baseline(pair.pbx, world.engine_address)
                     await classic.start()
+                    classic.ami.on("Newstate", ups.on_ami)
                     try:
                         queue_results = [
-                            await one_queue_handoff(r, classic) for _ in range(calls)
+                            await one_queue_handoff(r, classic, ups) for _ in range(calls)
                         ]
                     finally:
                         await classic.close()

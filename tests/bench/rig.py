@@ -49,6 +49,7 @@ from tests.bench.audio import (
 )
 
 AGENT_PHONE_NUMBER = "7001"
+AGENT_SIP_USER = "desk-ada"  # Ada's desk phone: the agent of every benchmark call
 LATE_VOICE_S = 0.6
 SUPERVISOR_PHONE_NUMBER = "7002"  # Sam, the supervisor's desk phone
 FALLBACK_NUMBER = "5001"  # the sales team's outside line, answered on the carrier
@@ -85,10 +86,10 @@ async def asterisk_pair(
             # The benchmark's classic baseline: its own Stasis app, then app_queue.
             InboundRoute("2999", "baseline", app="baseline"),
         ),
-        queues=(Queue("bench", ("desk-ada",)),),
+        queues=(Queue("bench", (AGENT_SIP_USER,)),),
         agents=(
             SipAgent(
-                "desk-ada", "desk-ada-secret", "deskphone", "Ada",
+                AGENT_SIP_USER, "desk-ada-secret", "deskphone", "Ada",
                 contact=f"sip:{AGENT_PHONE_NUMBER}@127.0.0.1:{carrier_ports.sip}",
             ),
             SipAgent(
@@ -401,10 +402,10 @@ async def rig(
     await upgrade_to_head(engine)
     store = Store(engine)
     async with store.transaction() as tx:
-        agent = await tx.agents.by_sip_user("desk-ada")
+        agent = await tx.agents.by_sip_user(AGENT_SIP_USER)
         if agent is None:
             agent = await tx.agents.create(
-                login="ada", display_name="Ada", sip_user="desk-ada",
+                login="ada", display_name="Ada", sip_user=AGENT_SIP_USER,
                 sip_password="desk-ada-secret", endpoint_kind=EndpointKind.DESKPHONE,
             )
         agent_id = agent.id

@@ -1,0 +1,54 @@
+"""The handoff benchmark's own arithmetic: percentiles, ratios and where the time went."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.bench.handoff import AgentUps, report, steps, summary
+
+
+def test_summary_gives_p50_p99_and_max_and_nothing_for_no_values() -> None:
+    assert summary([30.0, 10.0, 20.0]) == {"p50": 20.0, "p99": 30.0, "max": 30.0}
+    assert summary([]) == {"p50": None, "p99": None, "max": None}
+
+
+async def test_an_agent_leg_is_up_when_asterisk_says_so_not_when_we_hear_of_it() -> None:
+    ups = AgentUps()
+    wall = time.time() - 0.250  # Asterisk stamped the event a quarter second ago
+    # Asterisk's form: 2026-11-22T11:40:00.123+0000
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall))
+    stamp = f"{seconds}.{int(wall % 1 * 1000):03d}+0000"
+    await ups.on_ari({"type": "ChannelStateChange", "timestamp": stamp,
+                      "channel": {"id": "call~agent-1", "state": "Up"}})
+    await ups.on_ari({"type": "ChannelStateChange", "timestamp": stamp,
+                      "channel": {"id": "call~agent-2", "state": "Ringing"}})
+    assert list(ups.ours) == ["call~agent-1"]
+    assert time.monotonic() - ups.ours["call~agent-1"] == pytest.approx(0.250, abs=0.05)
+
+
+async def test_the_queue_agent_is_the_member_channel_going_up() -> None:
+    ups = AgentUps()
+    await ups.on_ami({"Event": "Newstate", "Channel": "PJSIP/desk-ada-00000007",
+                      "ChannelStateDesc": "Ringing"})
+    await ups.on_ami({"Event": "Newstate", "Channel": "PJSIP/carrier-00000003",
+                      "ChannelStateDesc": "Up"})
+    assert ups.queue == []
+    await ups.on_ami({"Event": "Newstate", "Channel": "PJSIP/desk-ada-00000007",
+                      "ChannelStateDesc": "Up"})
+    assert len(ups.queue) == 1
+
+
+def test_the_report_splits_connect_time_into_answer_and_media_path() -> None:
+    accepted = 100.0
+    results = [
+        {"connect_ms": 30.0, "caller_gap_ms": 20.0, "dropped": False, "failed": False,
+         **steps(accepted, accepted + 0.012, accepted + 0.030)},
+        {"connect_ms": None, "dropped": True, "failed": True},  # never heard: no steps
+    ]
+    out = report(results, reinvites=0)
+    assert out["agent_up_ms"]["p50"] == pytest.approx(12.0)
+    assert out["heard_after_up_ms"]["p50"] == pytest.approx(18.0)
+    assert (out["dropped_calls"], out["failed_handoffs"]) == (1, 1)
+    assert steps(accepted, None, accepted + 0.03) == {}
