@@ -4,15 +4,18 @@ WebSocket, Accept reaches the call controller, a card taken elsewhere disappears
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from playwright.async_api import Page, expect
 
 from handoff.calls import CallOutcome
 from handoff.handoffs import HandoffEvent
-from tests.dashboard_fixtures import PASSWORD, Served, offer_card
+from tests.dashboard_fixtures import PASSWORD, Served, free_port, offer_card
 from web.dashboard import DASHBOARD
 from web.dashboard.hub import CloseCode
 
@@ -94,6 +97,62 @@ async def test_the_supervisor_board_follows_calls_as_they_start_and_end(
     served.events.publish("cards", {"type": "call_ended", "call_id": handoff.call_id})
     await expect(row).to_have_count(0, timeout=3_000)
     await expect(page.locator("#board-empty")).to_be_visible()
+
+
+# Opens a WebSocket from the page: "opened", or "refused" when the server says no.
+SOCKET_PROBE = """url => new Promise(resolve => {
+  const socket = new WebSocket(url);
+  socket.onopen = () => { socket.close(); resolve("opened"); };
+  socket.onerror = () => resolve("refused");
+  socket.onclose = () => resolve("refused");
+  setTimeout(() => resolve("no answer"), 5000);
+})"""
+
+
+@contextlib.asynccontextmanager
+async def another_site() -> AsyncIterator[str]:
+    """A page on another origin (same host, other port: same-site, so cookies go along)."""
+    async def blank(_request: web.Request) -> web.Response:
+        return web.Response(text="<!doctype html><title>elsewhere</title>",
+                            content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", blank)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_browser_cannot_use_the_desk_signed_out_from_another_site_or_without_a_token(
+    page: Page, served: Served,
+) -> None:
+    socket_url = served.origin.replace("http://", "ws://") + "/ws"
+    await page.goto(f"{served.origin}/login")
+    assert await page.evaluate(SOCKET_PROBE, socket_url) == "refused"  # signed out
+
+    await sign_in(page, served, "alice")
+    assert await page.evaluate(SOCKET_PROBE, socket_url) == "opened"  # the genuine page
+    # The dashboard's own page, signed in, but a request without the CSRF token.
+    status = await page.evaluate("""async () => (await fetch("/api/duty", {
+        method: "POST", headers: {"Content-Type": "application/json"},
+        body: JSON.stringify({on_duty: true})})).status""")
+    assert status == 403
+
+    async with another_site() as elsewhere:
+        await page.goto(elsewhere)
+        assert await page.evaluate(SOCKET_PROBE, socket_url) == "refused"
+        # A form-like cross-site POST goes out with the cookie; the server must refuse it.
+        await page.evaluate("""url => fetch(url, {method: "POST", mode: "no-cors",
+            credentials: "include", headers: {"Content-Type": "text/plain"},
+            body: JSON.stringify({on_duty: true})}).catch(() => null)""",
+                            f"{served.origin}/api/duty")
+    async with served.store.transaction() as tx:
+        assert not (await tx.agents.get(served.people["alice"].id)).on_duty
 
 
 async def test_an_agent_opening_the_admin_page_gets_403(page: Page, served: Served) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from tests.e2e.softphone_rig import (
     chromium_with_agent_voice,
     desk,
     on_duty_with_phone,
+    sign_in_with_phone,
     webrtc_pbx,
 )
 from tests.integration.asterisk_helpers import assert_quiet
@@ -227,6 +229,124 @@ async def test_an_agent_transfers_the_call_to_a_colleague_with_a_note(
         assert call.outcome is CallOutcome.COMPLETED_BY_AGENT
     finally:
         await bob_context.close()
+
+
+async def test_the_card_goes_when_the_caller_hangs_up_while_it_shows(
+    agent_context: BrowserContext, product: Desk,
+) -> None:
+    page = await agent_context.new_page()
+    caller, call_id, handoff_id = await on_duty_with_a_card(page, product)
+    card = page.locator(f'li.card[data-handoff-id="{handoff_id}"]')
+
+    hung_up = time.monotonic()
+    await product.world.hang_up(caller)
+    await expect(card).to_have_count(0)
+    log.warning("caller hung up -> card gone: %.0f ms", (time.monotonic() - hung_up) * 1000)
+    call = await until(lambda: _closed(product, call_id))
+    assert call.outcome is CallOutcome.ABANDONED
+    assert await _handoff_in(product, handoff_id, HandoffState.ABANDONED)
+
+
+async def test_two_agents_accept_at_once_one_gets_the_call_the_other_is_told(
+    agent_context: BrowserContext, voiced_chromium: Browser, product: Desk,
+) -> None:
+    alice_page = await agent_context.new_page()
+    caller, call_id, handoff_id = await on_duty_with_a_card(alice_page, product)
+    bob_context = await voiced_chromium.new_context(permissions=["microphone"])
+    bob_context.set_default_timeout(15_000)
+    try:
+        bob_page = await bob_context.new_page()
+        await on_duty_with_phone(bob_page, product.origin, "bob")
+        pages = {"alice": alice_page, "bob": bob_page}
+        buttons = [page.locator(f'li.card[data-handoff-id="{handoff_id}"]')
+                   .get_by_role("button", name="Accept") for page in pages.values()]
+        for button in buttons:
+            await expect(button).to_be_enabled()
+        # Both clicks leave before either answer comes back.
+        await asyncio.gather(*(button.click() for button in buttons))
+
+        handoff = await until(lambda: _accepted(product, handoff_id))
+        winner = next(login for login, who in product.people.items()
+                      if who.id == handoff.accepted_by)
+        loser = "bob" if winner == "alice" else "alice"
+        await expect(pages[winner].locator("#call")).to_be_visible()
+        await product.heard(caller, "agent", time.monotonic(), timeout=10)
+        # The loser is told who took it (by the Accept's answer or by the card leaving).
+        await expect(pages[loser].locator("body")).to_contain_text(
+            re.compile(rf"{winner.capitalize()} (already )?took"))
+        await expect(pages[loser].locator("#call")).to_be_hidden()
+
+        await pages[winner].click("#call-end")
+        call = await until(lambda: _closed(product, call_id))
+        assert call.outcome is CallOutcome.COMPLETED_BY_AGENT
+    finally:
+        await bob_context.close()
+
+
+async def test_a_second_tab_says_the_phone_is_elsewhere_and_can_take_it_over(
+    agent_context: BrowserContext, product: Desk,
+) -> None:
+    first = await agent_context.new_page()
+    await on_duty_with_phone(first, product.origin, "alice")
+    second = await agent_context.new_page()
+    await second.goto(f"{product.origin}/")
+    await expect(second.locator("#phone-status")).to_have_attribute("data-state", "elsewhere")
+    take = second.get_by_role("button", name="Use the phone in this tab")
+    await expect(take).to_be_visible()
+
+    # Going on duty in the tab without the phone says where the phone is.
+    await second.uncheck("#duty")
+    await expect(second.locator("body")).to_have_attribute("data-on-duty", "no")
+    await second.click("#duty")  # the page unticks it again: not check()
+    await expect(second.locator("#notice")).to_contain_text("open in another tab")
+    await expect(second.locator("#duty")).not_to_be_checked()
+
+    await take.click()
+    await expect(second.locator("#phone-status")).to_have_attribute(
+        "data-state", "registered", timeout=15_000)
+    await expect(first.locator("#phone-status")).to_have_attribute("data-state", "elsewhere")
+    await second.check("#duty")
+    await expect(second.locator("body")).to_have_attribute("data-on-duty", "yes")
+
+    # The card rings the tab that holds the phone.
+    caller, call_id = await product.place_call()
+    await product.heard(caller, "ai", 0.0)
+    handoff_id = await product.control.request_handoff(call_id, reason="caller_request",
+                                                       summary="Second tab")
+    await second.locator(f'li.card[data-handoff-id="{handoff_id}"]').get_by_role(
+        "button", name="Accept").click()
+    await expect(second.locator("#call")).to_be_visible()
+    await product.heard(caller, "agent", time.monotonic(), timeout=10)
+    await second.click("#call-end")
+    await until(lambda: _closed(product, call_id))
+
+
+async def test_going_on_duty_with_the_microphone_blocked_says_so_and_stays_off(
+    voiced_chromium: Browser, product: Desk,
+) -> None:
+    context = await voiced_chromium.new_context(permissions=["microphone"])
+    context.set_default_timeout(15_000)
+    # What the browser answers when the user (or a policy) blocked the microphone.
+    await context.add_init_script("""
+        navigator.mediaDevices.getUserMedia = () =>
+          Promise.reject(new DOMException("Permission denied", "NotAllowedError"));
+    """)
+    try:
+        page = await context.new_page()
+        await sign_in_with_phone(page, product.origin, "alice")
+        await page.click("#duty")  # the page unticks it again: not check()
+        await expect(page.locator("#notice")).to_contain_text("blocks the microphone")
+        await expect(page.locator("#duty")).not_to_be_checked()
+        async with product.store.transaction() as tx:
+            assert not (await tx.agents.get(product.people["alice"].id)).on_duty
+    finally:
+        await context.close()
+
+
+async def _accepted(product: Desk, handoff_id: int) -> Any:
+    async with product.store.transaction() as tx:
+        handoff = await tx.handoffs.get(handoff_id)
+    return handoff if handoff.accepted_by is not None else None
 
 
 async def _positive(value: Any) -> bool:
