@@ -36,7 +36,13 @@ from handoff.events import (
     agent_changed_event,
     call_changed_event,
 )
-from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
+from handoff.handoffs import (
+    FailureReason,
+    HandoffEvent,
+    HandoffState,
+    handoff_priority,
+    reoffer_level,
+)
 from handoff.recordings import keep_recording
 from handoff.store import Store
 from handoff.store.errors import NotFound
@@ -45,7 +51,6 @@ from pbx.ari import AriClient, AriError, AriNotFound, AriUnprocessable
 log = logging.getLogger(__name__)
 
 SEP = "~"
-PRIORITIES = {"normal": 0, "high": 5, "emergency": 10}
 # Q.850 causes with which an agent leg ends before answering.
 CALLBACK_NOTE = "Callback requested:"
 _DIALABLE = re.compile(r"^\+?[0-9]{2,20}$")
@@ -574,7 +579,7 @@ class CallControl:
                     raise CallStateConflict(call_id, call.state, "a handoff cannot start")
                 handoff = await tx.handoffs.request(
                     call_id, reason=reason, summary=summary, topic=topic,
-                    priority=PRIORITIES.get(priority, 0) + (attempt - 1), attempt=attempt,
+                    priority=handoff_priority(priority, attempt), attempt=attempt,
                 )
                 if call.state is CallState.WITH_AI:
                     await tx.calls.apply(call_id, CallEvent.REQUEST_HANDOFF)
@@ -804,7 +809,7 @@ class CallControl:
                 live.handoff_id = None
         await self.request_handoff(
             live.call_id, reason=old.reason, summary=old.summary or "", topic=old.topic,
-            priority="high", attempt=old.attempt + 1,
+            priority=reoffer_level(old.priority), attempt=old.attempt + 1,
         )
 
     # ---- transfer -----------------------------------------------------------------------

@@ -84,6 +84,30 @@ HANDOFF_LIFECYCLE: StateMachine[HandoffState, HandoffEvent] = StateMachine(
     },
 )
 
+# How urgent a handoff is, as the AI asks for it, and the priority cards are sorted by.
+PRIORITIES = {"normal": 0, "high": 5, "emergency": 10}
+# A re-offered call moves up within its level (one step per attempt), never into the next:
+# an emergency alert comes from what the caller said, not from a phone that did not answer.
+MAX_ATTEMPT_BONUS = 4
+
+
+def handoff_priority(level: str, attempt: int) -> int:
+    """The priority of attempt `attempt` of a handoff asked for at `level`."""
+    return PRIORITIES.get(level, 0) + min(max(attempt - 1, 0), MAX_ATTEMPT_BONUS)
+
+
+def reoffer_level(priority: int) -> str:
+    """The level a handoff is offered again at: a caller who already waited goes up to
+    "high"; an emergency stays one."""
+    return max("high", urgency(priority), key=PRIORITIES.__getitem__)
+
+
+def urgency(priority: int) -> str:
+    """The named level a priority belongs to (what a card shows: normal, high, emergency)."""
+    return max((name for name, floor in PRIORITIES.items() if priority >= floor),
+               key=PRIORITIES.__getitem__, default="normal")
+
+
 # States in which the accepting agent is on (or about to be on) the call: that agent is
 # busy and gets no new cards.
 AGENT_BUSY_STATES = frozenset(

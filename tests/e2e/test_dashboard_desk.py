@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from aiohttp import web
 from playwright.async_api import Page, expect
 
 from handoff.calls import CallOutcome
-from handoff.handoffs import HandoffEvent
+from handoff.handoffs import HandoffEvent, handoff_priority
 from tests.dashboard_fixtures import PASSWORD, Served, free_port, offer_card
 from web.dashboard import DASHBOARD
 from web.dashboard.hub import CloseCode
@@ -72,6 +73,36 @@ async def test_an_agent_goes_on_duty_sees_a_card_accepts_it_and_a_taken_card_van
                                     "agent_id": bob.id})
     await expect(second_card).to_have_count(0)
     await expect(page.locator("#notice")).to_contain_text("Bob took a call")
+
+
+async def test_an_emergency_card_comes_first_with_an_alert_until_it_is_gone(
+    page: Page, served: Served, screenshots: Path,
+) -> None:
+    await sign_in(page, served, "alice")
+    await page.check("#duty")
+    await expect(page.locator("body")).to_have_attribute("data-on-duty", "yes")
+    routine = await offer_card(served.store, served.events, caller_name="Paul Durand",
+                               summary="Moving house")
+    await expect(page.locator(f'li.card[data-handoff-id="{routine.id}"]')).to_be_visible()
+    await expect(page.locator("#emergency")).to_be_hidden()
+
+    urgent = await offer_card(served.store, served.events, caller_name="Marie Curie",
+                              summary="Smells gas in the flat",
+                              priority=handoff_priority("emergency", 1))
+    card = page.locator(f'li.card[data-handoff-id="{urgent.id}"]')
+    await expect(page.locator("li.card").first).to_have_attribute(
+        "data-handoff-id", str(urgent.id))
+    await expect(card.locator(".badge")).to_have_text("Emergency")
+    await expect(page.locator("#emergency")).to_have_text(
+        "Emergency: Marie Curie is waiting for a person.")
+    await expect(page).to_have_title(re.compile(r"^\(!\) Emergency"))
+    await page.screenshot(path=str(screenshots / "desk-emergency.png"))
+
+    served.events.publish("cards", {"type": "withdrawn", "handoff_id": urgent.id,
+                                    "reason": "caller_hung_up"})
+    await expect(card).to_have_count(0)
+    await expect(page.locator("#emergency")).to_be_hidden()
+    await expect(page).not_to_have_title(re.compile("Emergency"))
 
 
 async def test_the_supervisor_board_follows_calls_as_they_start_and_end(

@@ -7,7 +7,14 @@ from typing import TypeVar
 import pytest
 
 from handoff.calls import CALL_LIFECYCLE, CallEvent, CallState
-from handoff.handoffs import HANDOFF_LIFECYCLE, HandoffEvent, HandoffState
+from handoff.handoffs import (
+    HANDOFF_LIFECYCLE,
+    HandoffEvent,
+    HandoffState,
+    handoff_priority,
+    reoffer_level,
+    urgency,
+)
 from handoff.states import InvalidTransition, StateMachine
 
 CALL_ID = "9b2f6c1e-call"
@@ -218,3 +225,16 @@ def test_finished_handoffs_take_no_more_events() -> None:
 def test_every_state_of_both_lifecycles_is_reachable() -> None:
     assert reachable(CALL_LIFECYCLE) == set(CallState)
     assert reachable(HANDOFF_LIFECYCLE) == set(HandoffState)
+
+
+def test_a_reoffered_call_moves_up_within_its_level_never_into_the_next() -> None:
+    assert [handoff_priority("normal", attempt) for attempt in (1, 2, 5, 50)] == [0, 1, 4, 4]
+    assert urgency(handoff_priority("high", 50)) == "high"
+    assert urgency(handoff_priority("emergency", 1)) == "emergency"
+    assert handoff_priority("asap", 1) == 0  # unknown words are normal (the API refuses them)
+
+
+def test_a_call_offered_again_is_at_least_high_and_an_emergency_stays_one() -> None:
+    assert reoffer_level(handoff_priority("normal", 1)) == "high"
+    assert reoffer_level(handoff_priority("high", 3)) == "high"
+    assert reoffer_level(handoff_priority("emergency", 2)) == "emergency"

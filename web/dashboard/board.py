@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from handoff.agents import AgentRole, Presence
+from handoff.handoffs import urgency
 from handoff.store.models import Agent, Call, Handoff
 from web.dashboard.access import ROLE_RANK
 
@@ -69,6 +70,7 @@ class Card:
             "reason": self.reason,
             "topic": self.topic,
             "priority": self.priority,
+            "urgency": urgency(self.priority),
             "attempt": self.attempt,
             "waiting_since": self.waiting_since.isoformat(),
             "targeted": self.target_agent_id is not None,

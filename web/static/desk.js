@@ -290,8 +290,10 @@
   function cardElement(card) {
     const item = el("li", "card");
     item.dataset.handoffId = String(card.handoff_id);
-    item.dataset.urgent = card.priority >= 5 ? "yes" : "no";
+    item.dataset.urgent = card.urgency !== "normal" ? "yes" : "no";
+    item.dataset.urgency = card.urgency;
     const head = el("div", "head");
+    if (card.urgency === "emergency") head.appendChild(el("span", "badge", "Emergency"));
     head.appendChild(el("span", "caller", card.caller_name || card.caller_number));
     if (card.caller_name) head.appendChild(el("span", "number", card.caller_number));
     const waiting = el("span", "waiting", "");
@@ -347,6 +349,22 @@
       cardList.appendChild(node);
     }
     noCards.hidden = ordered.length > 0;
+    showEmergencies(ordered.filter((card) => card.urgency === "emergency"));
+  }
+
+  // An emergency card is announced above everything else (and to screen readers), and
+  // the tab's title says so when the agent is looking at another window.
+  const emergencyBanner = document.getElementById("emergency");
+  const plainTitle = document.title;
+
+  function showEmergencies(cards) {
+    if (!emergencyBanner) return;
+    const names = cards.map((card) => card.caller_name || card.caller_number);
+    const text = names.length === 0 ? ""
+      : `Emergency: ${names.join(", ")} ${names.length === 1 ? "is" : "are"} waiting for a person.`;
+    if (emergencyBanner.textContent !== text) emergencyBanner.textContent = text;
+    emergencyBanner.hidden = names.length === 0;
+    document.title = names.length === 0 ? plainTitle : `(!) Emergency · ${plainTitle}`;
   }
 
   setInterval(() => {
