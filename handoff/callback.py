@@ -103,6 +103,18 @@ class Callbacks:
         ari.on("StasisEnd", self._on_leg_gone)
         ari.on("ChannelDestroyed", self._on_leg_gone)
 
+    def of_call(self, call_id: str) -> Callback | None:
+        """The call-back in progress that is the call `call_id`, if any."""
+        return next((cb for cb in self.active.values() if cb.call_id == call_id), None)
+
+    async def end(self, call_id: str) -> bool:
+        """The agent ends their call-back (the panel's End call); False: no such call-back."""
+        cb = self.of_call(call_id)
+        if cb is None:
+            return False
+        await self._finish(cb, "ended by the agent")
+        return True
+
     def owned(self) -> set[str]:
         """Legs and bridges of the call-backs in progress (see CallControl.leave_alone)."""
         return set(self._by_leg) | {cb.bridge for cb in self.active.values()}

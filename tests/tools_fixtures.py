@@ -71,11 +71,23 @@ class FakeCallback:
 @dataclass
 class FakeCallbacks:
     placed: list[tuple[str, int, str]] = field(default_factory=list)
+    in_progress: set[str] = field(default_factory=set)  # call ids of call-backs under way
+    ended: list[str] = field(default_factory=list)
 
     async def call_back(self, number: str, *, agent_id: int, sip_user: str,
                         actor: str) -> FakeCallback:
         self.placed.append((number, agent_id, sip_user))
         return FakeCallback(f"cb-{len(self.placed)}", number)
+
+    def of_call(self, call_id: str) -> str | None:
+        return call_id if call_id in self.in_progress else None
+
+    async def end(self, call_id: str) -> bool:
+        if call_id not in self.in_progress:
+            return False
+        self.in_progress.discard(call_id)
+        self.ended.append(call_id)
+        return True
 
 
 @dataclass

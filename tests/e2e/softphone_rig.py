@@ -25,6 +25,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from handoff.agents import AgentRole, EndpointKind
 from handoff.call_control import CallControl, Timing, call_key
+from handoff.callback import Callbacks
 from handoff.events import EventHub
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from handoff.store.models import Agent
@@ -36,6 +37,7 @@ from tests.bench.audio import AGENT_HZ
 from tests.bench.rig import EngineAt, World
 from tests.dashboard_fixtures import PASSWORD, cheap_passwords, free_port
 from web.dashboard import DashboardOptions, setup_dashboard
+from web.dashboard.tools import Tools, setup_tools
 from web.dashboard.typedefs import SoftphoneSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,6 +121,8 @@ async def webrtc_pbx(
     carrier = runtime.new_instance(
         installation, f"{tag}-carrier", state_dir, ports=carrier_ports, app="carrier",
         trunks=(SipTrunk("switchboard", "127.0.0.1", pbx_ports.sip),),
+        # A customer's line the agents call back: answered at once, speaking.
+        routes=(InboundRoute("_5XXX", "fallback"),),
     )
     await pbx.start()
     try:
@@ -192,6 +196,9 @@ async def desk(telephony: Telephony, folder: Path) -> AsyncIterator[Desk]:
                     key=call_key)
     control = CallControl(ari, store, hub, {"receptionist": EngineAt(world.engine.address)},
                           timing=Timing())
+    callbacks = Callbacks(ari, store, trunk="carrier", ring_timeout_s=10, events=hub,
+                          after_call=control.wrap_up)
+    control.leave_alone(callbacks.owned, adopt=callbacks.adopt)  # as the product does
     ari.on_connect = control.reconcile
     await ari.start()
     await ari.wait_ready(10)
@@ -203,6 +210,7 @@ async def desk(telephony: Telephony, folder: Path) -> AsyncIterator[Desk]:
         options=DashboardOptions(passwords=passwords),
         softphone=SoftphoneSettings(lambda: telephony.websocket_url),
     )
+    setup_tools(app, Tools(callbacks=lambda: callbacks))
     runner = web.AppRunner(app, shutdown_timeout=2.0)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -212,6 +220,7 @@ async def desk(telephony: Telephony, folder: Path) -> AsyncIterator[Desk]:
         await world.close()  # hangs up any caller a failed test left on the line
         await asyncio.sleep(0.5)
         await runner.cleanup()
+        await callbacks.close()
         await control.close()
         await ari.close()
         await engine.dispose()

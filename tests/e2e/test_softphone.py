@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from handoff.calls import CallOutcome, Speaker
+from handoff.calls import CallDirection, CallOutcome, Speaker
 from handoff.events import CALLS_TOPIC, call_changed_event
 from handoff.handoffs import FailureReason, HandoffState
 from pbx import runtime
+from tests.bench.rig import FALLBACK_NUMBER
 from tests.e2e.softphone_rig import (
     Desk,
     Telephony,
@@ -34,6 +35,7 @@ from tests.e2e.softphone_rig import (
     webrtc_pbx,
 )
 from tests.integration.asterisk_helpers import assert_quiet
+from tests.tools_fixtures import finished_call
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 log = logging.getLogger(__name__)
@@ -341,6 +343,60 @@ async def test_going_on_duty_with_the_microphone_blocked_says_so_and_stays_off(
             assert not (await tx.agents.get(product.people["alice"].id)).on_duty
     finally:
         await context.close()
+
+
+async def test_a_call_back_from_the_contact_page_is_answered_by_the_desk_tab(
+    agent_context: BrowserContext, product: Desk,
+) -> None:
+    alice = product.people["alice"]
+    desk_tab = await agent_context.new_page()
+    await on_duty_with_phone(desk_tab, product.origin, "alice")
+    await finished_call(product.store, number=FALLBACK_NUMBER, agent_id=alice.id)
+    contact_tab = await agent_context.new_page()
+    await contact_tab.goto(f"{product.origin}/contacts/{FALLBACK_NUMBER}")
+
+    clicked = time.monotonic()
+    await contact_tab.click("#call-back")
+    await expect(contact_tab.locator("#contact-status")).to_contain_text("Desk tab")
+    # The desk tab answers its own call-back; the panel has no AI and no transfer.
+    await expect(desk_tab.locator("#call")).to_be_visible()
+    await expect(desk_tab.locator("#call-number")).to_have_text("")
+    await expect(desk_tab.locator("#call-caller")).to_have_text(FALLBACK_NUMBER)
+    await expect(desk_tab.locator("#call-return")).to_be_hidden()
+    await expect(desk_tab.locator("#transfer-form")).to_be_hidden()
+    # Both ways: the browser hears the customer, the customer hears the agent.
+    await until(lambda: _positive(inbound_energy(desk_tab)))
+    await until(lambda: _customer_heard_agent(product, clicked))
+
+    call = await until(lambda: _latest_outbound(product))
+    await desk_tab.click("#call-end")
+    await expect(desk_tab.locator("#call")).to_be_hidden()
+    ended = await until(lambda: _closed(product, call.id))
+    assert ended.outcome is CallOutcome.COMPLETED_BY_AGENT
+
+
+async def test_a_call_back_without_the_desk_open_says_where_the_phone_is(
+    agent_context: BrowserContext, product: Desk,
+) -> None:
+    await finished_call(product.store, number=FALLBACK_NUMBER,
+                        agent_id=product.people["alice"].id)
+    contact_tab = await agent_context.new_page()
+    await sign_in_with_phone(contact_tab, product.origin, "alice")  # then leaves the desk
+    await contact_tab.goto(f"{product.origin}/contacts/{FALLBACK_NUMBER}")
+    await contact_tab.click("#call-back")
+    await expect(contact_tab.locator("#contact-status")).to_contain_text("open the Desk")
+    async with product.store.transaction() as tx:
+        assert await tx.calls.open_calls() == []  # nothing was dialled
+
+
+async def _customer_heard_agent(product: Desk, after: float) -> bool:
+    return any(probe.first("agent", after) is not None for probe in product.world.agent_probes)
+
+
+async def _latest_outbound(product: Desk) -> Any:
+    async with product.store.transaction() as tx:
+        calls = [c for c in await tx.calls.open_calls() if c.direction is CallDirection.OUTBOUND]
+    return calls[-1] if calls else None
 
 
 async def _accepted(product: Desk, handoff_id: int) -> Any:

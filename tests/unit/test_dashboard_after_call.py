@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from handoff.calls import CallOutcome
+from handoff.calls import CallDirection, CallOutcome
 from handoff.recordings import CACHE_SUFFIX, compute_peaks
 from tests.dashboard_fixtures import Browser
 from tests.tools_fixtures import ToolServed, finished_call, serve_with_tools, write_wav
@@ -187,6 +187,32 @@ async def test_call_back_dials_the_viewers_phone_and_refuses_what_is_not_a_numbe
         assert bad.status == 400 and (await bad.json())["error"] == "bad_number"
     finally:
         await agent.close()
+
+
+async def test_on_a_call_back_the_panel_ends_it_and_refuses_return_to_ai_and_transfer(
+    site: ToolServed,
+) -> None:
+    alice = site.people["alice"]
+    async with site.store.transaction() as tx:
+        call = await tx.calls.create(caller_number="+33612345678", caller_channel_id="cb~c",
+                                     direction=CallDirection.OUTBOUND)
+        await tx.handoffs.assign(call.id, alice.id, reason="callback", summary="called back")
+    site.callbacks.in_progress.add(call.id)
+    agent = await signed_in(site, "alice")
+    try:
+        current = await (await agent.http.get("/api/calls/current")).json()
+        assert current["call"]["direction"] == "outbound"
+        back = await agent.post_json(f"/api/calls/{call.id}/return-to-ai", {})
+        assert back.status == 409 and (await back.json())["error"] == "call_back"
+        moved = await agent.post_json(f"/api/calls/{call.id}/transfer",
+                                      {"to_agent_id": site.people["bob"].id, "note": ""})
+        assert moved.status == 409 and (await moved.json())["error"] == "call_back"
+        ended = await agent.post_json(f"/api/calls/{call.id}/end", {})
+        assert ended.status == 200
+    finally:
+        await agent.close()
+    assert site.callbacks.ended == [call.id]
+    assert site.commands.panel == []  # none of it reached the call controller
 
 
 async def test_recording_waveform_is_served_from_a_cache_next_to_the_recording(

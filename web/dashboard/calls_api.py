@@ -26,6 +26,7 @@ from web.dashboard.access import ROLE_RANK
 from web.dashboard.guard import json_error
 from web.dashboard.sessions import Viewer
 from web.dashboard.softphone import softphone_url
+from web.dashboard.tools import tools_of
 from web.dashboard.typedefs import DASHBOARD, VIEWER, Commands, Dashboard
 from web.dashboard.views import json_body
 
@@ -150,6 +151,7 @@ async def current_call(request: web.Request) -> web.Response:
         "state": held.state.value,
         "caller_number": call.caller_number,
         "caller_name": call.caller_name or "",
+        "direction": call.direction.value,  # outbound: the agent's call-back (no AI)
         "summary": held.summary or "",
         "note": held.note or "",
         # The timer counts the human part: from the moment this agent was connected.
@@ -187,12 +189,24 @@ async def _call_command(
 
 
 async def end_call(request: web.Request) -> web.Response:
-    return await _call_command(
-        request, lambda commands, call_id: commands.end_call(call_id), "call_ended", "ended"
-    )
+    callbacks = tools_of(request).callbacks()
+
+    async def end(commands: Commands, call_id: str) -> None:
+        # A call-back is the agent's own outbound call, not one of the call controller's.
+        if callbacks is None or not await callbacks.end(call_id):
+            await commands.end_call(call_id)
+
+    return await _call_command(request, end, "call_ended", "ended")
+
+
+def _is_call_back(request: web.Request) -> bool:
+    callbacks = tools_of(request).callbacks()
+    return callbacks is not None and callbacks.of_call(request.match_info["call_id"]) is not None
 
 
 async def return_to_ai(request: web.Request) -> web.Response:
+    if _is_call_back(request):
+        return json_error(409, "call_back", "a call-back has no AI to return the caller to")
     return await _call_command(
         request, lambda commands, call_id: commands.return_to_ai(call_id),
         "returned_to_ai", "returned",
@@ -233,6 +247,8 @@ async def transfer(request: web.Request) -> web.Response:
     if seat.handoff is None or seat.handoff.accepted_by is None:
         # A supervisor not on the call has no leg to hand over; they take over instead.
         return json_error(409, "not_on_call", "only the agent talking to the caller transfers")
+    if _is_call_back(request):
+        return json_error(409, "call_back", "a call-back is not transferred; call again later")
     try:
         handoff_id = await dashboard.commands.transfer(
             call_id, seat.handoff.accepted_by, to_agent, note.strip())

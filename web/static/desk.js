@@ -155,6 +155,12 @@
         if (note.author) item.appendChild(el("span", "author", note.author));
         return item;
       }));
+      // A call-back is the agent's own call: no AI to return to, nobody to hand it to.
+      const callBack = call.direction === "outbound";
+      $("call-return").hidden = callBack;
+      $("transfer-title").hidden = callBack;
+      $("transfer-form").hidden = callBack;
+      $("transfer-status").hidden = callBack;
       const select = $("transfer-to");
       const chosen = select.value;
       select.replaceChildren(...call.colleagues.map((agent) => {

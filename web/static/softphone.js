@@ -1,8 +1,9 @@
 // The agent's browser softphone: JsSIP registered to Asterisk over SIP-over-WebSocket.
 //
-// Calls reach it only as the second half of an Accept click: the controller dials the
-// agent's endpoint the moment the accept wins, so the phone answers an INVITE only
-// while it expects one (armed by the click) and refuses any other with 486 Busy.
+// Calls reach it only as the second half of an agent's own click: Accept on a card (the
+// controller dials the agent's endpoint the moment the accept wins) or Call back on a
+// contact page (which asks this tab to expect the call). The phone answers an INVITE
+// only while it expects one and refuses any other with 486 Busy.
 // Only one tab of an agent holds the phone (a Web Lock, released by the browser when
 // the tab dies); another tab says so and can move the phone to itself.
 "use strict";
@@ -98,6 +99,22 @@
     }
 
     _onTabMessage(message) {
+      if (message && message.type === "arm") {
+        // Another page of this agent starts a call that will ring this phone (a
+        // call-back from the contact page): answer it as an Accept's call is answered.
+        if (!this.releaseLock || this.state !== "registered") return; // not the phone tab
+        if (this.session) {
+          this.channel.postMessage({ type: "busy", id: message.id });
+          return;
+        }
+        this.expect();
+        this.channel.postMessage({ type: "armed", id: message.id });
+        return;
+      }
+      if (message && message.type === "disarm") {
+        if (this.releaseLock && !this.session) this.unexpect();
+        return;
+      }
       if (!message || message.type !== "take" || !this.releaseLock) return;
       if (this.session) {
         // Never drop a caller mid-sentence because another tab was opened.
@@ -342,6 +359,37 @@
   function stopStream(stream) {
     if (stream) for (const track of stream.getTracks()) track.stop();
   }
+
+  // For pages without the phone (the contact page's call-back): ask the tab holding this
+  // agent's phone to answer the call about to ring it. Resolves "armed", "busy" (that
+  // phone is on a call) or "none" (no tab holds a registered phone).
+  Softphone.armPhoneTab = function armPhoneTab(timeoutMs = 700) {
+    if (!("BroadcastChannel" in window)) return Promise.resolve("none");
+    const channel = new BroadcastChannel(CHANNEL_NAME);
+    const id = Math.random().toString(36).slice(2);
+    return new Promise((resolve) => {
+      const done = (answer) => {
+        clearTimeout(timer);
+        channel.close();
+        resolve(answer);
+      };
+      const timer = setTimeout(() => done("none"), timeoutMs);
+      channel.onmessage = (event) => {
+        const message = event.data || {};
+        if (message.id === id && (message.type === "armed" || message.type === "busy")) {
+          done(message.type);
+        }
+      };
+      channel.postMessage({ type: "arm", id });
+    });
+  };
+
+  Softphone.disarmPhoneTab = function disarmPhoneTab() {
+    if (!("BroadcastChannel" in window)) return;
+    const channel = new BroadcastChannel(CHANNEL_NAME);
+    channel.postMessage({ type: "disarm" });
+    channel.close();
+  };
 
   window.Softphone = Softphone;
 })();
