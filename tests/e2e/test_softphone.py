@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
-from handoff.calls import CallDirection, CallOutcome, Speaker
+from handoff.calls import CallDirection, CallOutcome, CallState, Speaker
 from handoff.events import CALLS_TOPIC, call_changed_event
 from handoff.handoffs import FailureReason, HandoffState
 from pbx import runtime
@@ -162,6 +162,31 @@ async def test_an_agent_accepts_a_live_call_in_the_browser_talks_mutes_and_ends_
     async with product.store.transaction() as tx:
         notes = await tx.notes.for_call(call_id)
     assert [n.text for n in notes] == ["Delivery moves to 12 rue des Lilas"]
+
+
+async def test_return_to_ai_gives_the_caller_back_to_the_ai_and_frees_the_agent(
+    agent_context: BrowserContext, product: Desk,
+) -> None:
+    page = await agent_context.new_page()
+    caller, call_id, handoff_id = await on_duty_with_a_card(page, product)
+    await accept_and_talk(page, product, caller, handoff_id)
+
+    clicked = time.monotonic()
+    await page.click("#call-return")
+    await product.heard(caller, "ai", clicked, timeout=10)
+    await expect(page.locator("#call")).to_be_hidden()
+    assert await until(lambda: _handoff_in(product, handoff_id, HandoffState.RETURNED_TO_AI))
+    async with product.store.transaction() as tx:
+        assert (await tx.calls.get(call_id)).state is CallState.WITH_AI
+    # The caller no longer hears the agent once the AI is back.
+    await asyncio.sleep(0.5)
+    settled = time.monotonic()
+    await asyncio.sleep(1.0)
+    assert await product.count_heard(caller, "agent", settled, settled + 1.0) == 0
+
+    await product.world.hang_up(caller)
+    call = await until(lambda: _closed(product, call_id))
+    assert call.outcome is CallOutcome.COMPLETED_BY_AI  # the AI had the caller at the end
 
 
 async def test_closing_the_tab_mid_call_gives_the_caller_back_to_the_ai_and_reoffers(
