@@ -772,17 +772,23 @@ class CallControl:
                 return
             # Before the move completed, losing the agent is a failed attempt, not a
             # call the agent had; a move still waiting for its overlap stops here.
-            answered, live.agent = live.connected, None
+            answered, picked_up = live.connected, live.agent_answered
+            live.agent = None
             live.agent_answered = live.connected = False
             handoff_id = live.handoff_id
             if not answered:
-                reason = _unanswered(cause)
+                # The AI never left. An agent who picked up and was gone at once (a tab
+                # closed as the call arrived) vanished; other legs never answered.
+                reason = FailureReason.AGENT_VANISHED if picked_up else _unanswered(cause)
                 if handoff_id is not None:
                     async with self.store.transaction() as tx:
                         await tx.handoffs.apply(handoff_id, HandoffEvent.FAIL,
                                                 failure_reason=reason)
-                log.info("call=%s: agent leg ended before answer (%s); re-offering",
+                log.info("call=%s: agent leg ended before the move (%s); re-offering",
                          live.call_id, reason)
+                if picked_up:
+                    # The caller heard the agent for a moment: the AI says what happened.
+                    self._tell_ai_agent_vanished(live)
                 self._spawn(self._reoffer(live, handoff_id), f"reoffer {handoff_id}")
                 return
             if live.agent_kind == "deskphone" and cause == 16:
@@ -795,10 +801,13 @@ class CallControl:
         # AI, which apologises, and the call is offered again with higher priority.
         await self._back_to_ai(live, HandoffEvent.FAIL, FailureReason.AGENT_VANISHED)
         # The AI is back with the caller: it apologises, and the call is offered again.
+        self._tell_ai_agent_vanished(live)
+        self._spawn(self._reoffer(live, handoff_id), f"reoffer {handoff_id}")
+
+    def _tell_ai_agent_vanished(self, live: LiveCall) -> None:
         self.hub.publish(f"assistant:{live.assistant}",
                          {"type": "handoff_failed", "call_id": live.call_id,
                           "reason": FailureReason.AGENT_VANISHED.value})
-        self._spawn(self._reoffer(live, handoff_id), f"reoffer {handoff_id}")
 
     async def _reoffer(self, live: LiveCall, previous: int | None) -> None:
         if live.ending or previous is None:

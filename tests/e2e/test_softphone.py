@@ -189,18 +189,27 @@ async def test_return_to_ai_gives_the_caller_back_to_the_ai_and_frees_the_agent(
     assert call.outcome is CallOutcome.COMPLETED_BY_AI  # the AI had the caller at the end
 
 
-async def test_closing_the_tab_mid_call_gives_the_caller_back_to_the_ai_and_reoffers(
-    agent_context: BrowserContext, product: Desk,
+@pytest.mark.parametrize("how", ["tab_closed_as_it_connected", "tab_closed_mid_call",
+                                 "network_gone_mid_call"])
+async def test_an_agent_gone_mid_call_gives_the_caller_back_to_the_ai_and_reoffers(
+    how: str, agent_context: BrowserContext, product: Desk,
 ) -> None:
     page = await agent_context.new_page()
     caller, call_id, handoff_id = await on_duty_with_a_card(page, product)
     await accept_and_talk(page, product, caller, handoff_id)
+    if how != "tab_closed_as_it_connected":  # the AI is still leaving
+        assert await until(lambda: _handoff_in(product, handoff_id, HandoffState.CONNECTED))
 
-    closed = time.monotonic()
-    await page.close()
-    back = await product.heard(caller, "ai", closed, timeout=20)
-    print(f"\ntab closed -> caller hears the AI again: {(back - closed) * 1000:.0f} ms")
-    log.warning("tab closed -> caller hears the AI again: %.0f ms", (back - closed) * 1000)
+    gone = time.monotonic()
+    if how == "network_gone_mid_call":
+        # No BYE and no more media, as when the agent's network dies: the PBX's media
+        # timeout for browser phones ends the leg.
+        await page.evaluate("window.switchboardPhone.session.connection.close()")
+    else:
+        await page.close()  # the softphone hangs up on its way out
+    back = await product.heard(caller, "ai", gone, timeout=20)
+    print(f"\n{how} -> caller hears the AI again: {(back - gone) * 1000:.0f} ms")
+    log.warning("%s -> caller hears the AI again: %.0f ms", how, (back - gone) * 1000)
 
     # The AI rejoins before the ledger is written (the caller must not wait for it).
     attempts = await until(lambda: _attempts(product, call_id, 2))

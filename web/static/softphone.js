@@ -48,6 +48,12 @@
       this.releaseLock = null;
       this.channel = "BroadcastChannel" in window ? new BroadcastChannel(CHANNEL_NAME) : null;
       if (this.channel) this.channel.onmessage = (event) => this._onTabMessage(event.data);
+      // A tab closed (or reloaded) mid-call hangs up on its way out: the caller is back
+      // with the AI at once instead of after the PBX's media timeout (a crashed browser
+      // or a dead network still ends that way).
+      window.addEventListener("pagehide", () => {
+        if (this.session && !this.session.isEnded()) this.session.terminate();
+      });
     }
 
     // ---- start-up and the one-tab lock ------------------------------------------------
