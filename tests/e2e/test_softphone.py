@@ -197,7 +197,8 @@ async def test_an_agent_gone_mid_call_gives_the_caller_back_to_the_ai_and_reoffe
     page = await agent_context.new_page()
     caller, call_id, handoff_id = await on_duty_with_a_card(page, product)
     await accept_and_talk(page, product, caller, handoff_id)
-    if how != "tab_closed_as_it_connected":  # the AI is still leaving
+    if how != "tab_closed_as_it_connected":
+        # Mid-call: the AI has left. (As it connected, the AI is still leaving.)
         assert await until(lambda: _handoff_in(product, handoff_id, HandoffState.CONNECTED))
 
     gone = time.monotonic()
