@@ -226,6 +226,31 @@ async def test_an_agent_gone_mid_call_gives_the_caller_back_to_the_ai_and_reoffe
     assert call.outcome is CallOutcome.ABANDONED
 
 
+async def test_a_call_outlives_a_dropped_sip_websocket_and_still_ends_cleanly(
+    agent_context: BrowserContext, product: Desk,
+) -> None:
+    page = await agent_context.new_page()
+    caller, call_id, handoff_id = await on_duty_with_a_card(page, product)
+    await accept_and_talk(page, product, caller, handoff_id)
+    assert await until(lambda: _handoff_in(product, handoff_id, HandoffState.CONNECTED))
+
+    # A network blip: the softphone's SIP WebSocket drops (JsSIP's own socket, reached
+    # through its internals) and JsSIP connects and registers again by itself.
+    await page.evaluate("window.switchboardPhone.ua.transport.socket._ws.close()")
+    await expect(page.locator("#phone-status")).not_to_have_attribute("data-state",
+                                                                      "registered")
+    await expect(page.locator("#phone-status")).to_have_attribute("data-state", "registered")
+    # The media never used that socket: the caller keeps hearing the agent.
+    after = time.monotonic()
+    await asyncio.sleep(2.0)
+    assert await product.count_heard(caller, "agent", after, after + 2.0) > 50  # of 100
+    # The PBX's BYE reaches the phone over its new socket: the panel closes at End.
+    await page.click("#call-end")
+    await expect(page.locator("#call")).to_be_hidden()
+    call = await until(lambda: _closed(product, call_id))
+    assert call.outcome is CallOutcome.COMPLETED_BY_AGENT
+
+
 async def test_an_agent_transfers_the_call_to_a_colleague_with_a_note(
     agent_context: BrowserContext, voiced_chromium: Browser, product: Desk,
 ) -> None:

@@ -170,7 +170,10 @@
       });
       this.ua = ua;
       this._set("registering", "Connecting the phone…");
-      ua.on("registered", () => this._set("registered", "Phone ready"));
+      ua.on("registered", () => {
+        this._set("registered", "Phone ready");
+        this._rejoinCall();
+      });
       ua.on("unregistered", () => {
         if (this.ua === ua) this._set("unregistered", "The phone is not registered.");
       });
@@ -178,7 +181,9 @@
         this._set("error", `The phone could not register (${event.cause}).`);
       });
       ua.on("disconnected", () => {
-        if (this.ua === ua) this._set("error", "The phone lost its connection; retrying…");
+        if (this.ua !== ua) return;
+        this._lostSignalling = true;
+        this._set("error", "The phone lost its connection; retrying…");
       });
       ua.on("newRTCSession", (event) => this._onSession(event));
       ua.start();
@@ -188,6 +193,16 @@
       const ua = this.ua;
       this.ua = null;
       if (ua) ua.stop();
+    }
+
+    // A call outlives a dropped SIP WebSocket (its media never used it), but the PBX
+    // would send the call's BYE down the old, closed socket: an in-dialog re-INVITE over
+    // the new one tells it where this phone is now. Only the agent's own leg is touched.
+    _rejoinCall() {
+      const session = this.session;
+      if (!session || !session.isEstablished() || !this._lostSignalling) return;
+      this._lostSignalling = false;
+      session.renegotiate();
     }
 
     // ---- calls ------------------------------------------------------------------------
