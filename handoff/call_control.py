@@ -332,7 +332,7 @@ class CallControl:
             {"type": "call_started", "call_id": live.call_id,
              "caller": {"number": number, "name": name or ""}},
         )
-        self._call_changed(live.call_id)
+        self.call_changed(live.call_id)
         log.info("call=%s caller=%s with AI %s", live.call_id, caller, assistant)
 
     async def _join_ai(self, live: LiveCall, engine: AiEngine) -> None:
@@ -451,7 +451,7 @@ class CallControl:
         with contextlib.suppress(AriError):
             await self.ari.channels.set_variable(leg, "TALK_DETECT(remove)", "")
 
-    def _call_changed(self, call_id: str) -> None:
+    def call_changed(self, call_id: str) -> None:
         """Something the agent's call panel or the supervisor board shows has changed
         (the call started, an agent connected or left, a transfer moved on)."""
         self.hub.publish(CALLS_TOPIC, call_changed_event(call_id))
@@ -510,7 +510,7 @@ class CallControl:
             f"assistant:{live.assistant}",
             {"type": "handoff_connected", "call_id": live.call_id, "agent": str(live.agent_id)},
         )
-        self._call_changed(live.call_id)
+        self.call_changed(live.call_id)
         log.info("call=%s agent=%s connected via %s", live.call_id, live.agent_id, live.agent)
 
     async def _on_hangup_request(self, event: Mapping[str, Any]) -> None:
@@ -860,7 +860,7 @@ class CallControl:
                                    "handoff_id": handoff.id})
         self._spawn(self._transfer_timeout(live, handoff.id, timeout),
                     f"transfer timeout {handoff.id}")
-        self._call_changed(call_id)
+        self.call_changed(call_id)
         log.info("call=%s: agent %s transfers to agent %s (handoff %s)",
                  call_id, from_agent, to_agent, handoff.id)
         return handoff.id
@@ -884,7 +884,7 @@ class CallControl:
                 await tx.handoffs.apply(handoff_id, HandoffEvent.DIAL_AGENT)
         self.hub.publish("cards", {"type": "taken", "handoff_id": handoff_id,
                                    "agent_id": agent_id})
-        self._call_changed(live.call_id)
+        self.call_changed(live.call_id)
 
     async def _complete_transfer(self, live: LiveCall) -> None:
         """The colleague answered: their leg takes the call, the first agent's leaves
@@ -925,7 +925,7 @@ class CallControl:
             async with self.store.transaction() as tx:
                 await tx.handoffs.apply(transfer.handoff_id, HandoffEvent.FAIL,
                                         failure_reason=_unanswered(cause))
-        self._call_changed(live.call_id)
+        self.call_changed(live.call_id)
         log.info("call=%s: transfer %s failed (cause %s); the first agent keeps the call",
                  live.call_id, transfer.handoff_id, cause)
 
@@ -940,7 +940,7 @@ class CallControl:
                 await tx.handoffs.apply(handoff_id, HandoffEvent.TIME_OUT)
         self.hub.publish("cards", {"type": "withdrawn", "handoff_id": handoff_id,
                                    "reason": FailureReason.TIMEOUT.value})
-        self._call_changed(live.call_id)
+        self.call_changed(live.call_id)
 
     async def _cancel_transfer(self, live: LiveCall) -> None:
         """The first agent is leaving (back to the AI, or gone): a pending transfer of
@@ -995,7 +995,7 @@ class CallControl:
                               else CallEvent.AGENT_LOST)
                 await tx.calls.apply(live.call_id, call_event, ai_channel_id=live.ai,
                                      agent_channel_id=None)
-        self._call_changed(live.call_id)
+        self.call_changed(live.call_id)
 
     # ---- the end of a call ---------------------------------------------------------------
 

@@ -135,6 +135,7 @@ class Supervision:
                                    "agent_id": live.agent_id})
         log.info("call=%s supervisor=%s %s via %s", call_id, supervisor.login, mode.value,
                  session.leg)
+        self.control.call_changed(call_id)  # the board and the supervisor's panel show it
         return session
 
     async def stop(self, call_id: str, supervisor: Supervisor) -> None:
@@ -323,6 +324,7 @@ class Supervision:
                                       f"call:{session.call_id}", {"why": why})
         log.info("call=%s supervisor=%s: supervision ended (%s)", session.call_id,
                  session.supervisor.login, why)
+        self.control.call_changed(session.call_id)
 
     # ---- helpers -------------------------------------------------------------------------
 

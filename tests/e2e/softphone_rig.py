@@ -29,6 +29,7 @@ from handoff.callback import Callbacks
 from handoff.events import EventHub
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from handoff.store.models import Agent
+from handoff.supervision import Supervision
 from pbx import runtime
 from pbx.ari import AriClient
 from pbx.asterisk_config import InboundRoute, SipAgent, SipTrunk
@@ -43,7 +44,7 @@ from web.dashboard.typedefs import SoftphoneSettings
 REPO = Path(__file__).resolve().parents[2]
 BUILD_VENDOR = REPO / "web" / "static" / "build_vendor.sh"
 # The agents of these tests: WebRTC softphones with SIP credentials the PBX knows.
-AGENTS = {"alice": AgentRole.AGENT, "bob": AgentRole.AGENT}
+AGENTS = {"alice": AgentRole.AGENT, "bob": AgentRole.AGENT, "sam": AgentRole.SUPERVISOR}
 
 
 def sip_user(login: str) -> str:
@@ -199,6 +200,7 @@ async def desk(telephony: Telephony, folder: Path) -> AsyncIterator[Desk]:
     callbacks = Callbacks(ari, store, trunk="carrier", ring_timeout_s=10, events=hub,
                           after_call=control.wrap_up)
     control.leave_alone(callbacks.owned, adopt=callbacks.adopt)  # as the product does
+    supervision = Supervision(control)
     ari.on_connect = control.reconcile
     await ari.start()
     await ari.wait_ready(10)
@@ -210,7 +212,7 @@ async def desk(telephony: Telephony, folder: Path) -> AsyncIterator[Desk]:
         options=DashboardOptions(passwords=passwords),
         softphone=SoftphoneSettings(lambda: telephony.websocket_url),
     )
-    setup_tools(app, Tools(callbacks=lambda: callbacks))
+    setup_tools(app, Tools(callbacks=lambda: callbacks, supervision=lambda: supervision))
     runner = web.AppRunner(app, shutdown_timeout=2.0)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -221,6 +223,7 @@ async def desk(telephony: Telephony, folder: Path) -> AsyncIterator[Desk]:
         await asyncio.sleep(0.5)
         await runner.cleanup()
         await callbacks.close()
+        await supervision.close()
         await control.close()
         await ari.close()
         await engine.dispose()

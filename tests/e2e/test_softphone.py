@@ -449,6 +449,46 @@ async def test_a_call_back_without_the_desk_open_says_where_the_phone_is(
         assert await tx.calls.open_calls() == []  # nothing was dialled
 
 
+async def test_a_supervisor_listens_from_the_desk_tab_and_leaves_the_call_going_on(
+    agent_context: BrowserContext, voiced_chromium: Browser, product: Desk,
+) -> None:
+    alice_page = await agent_context.new_page()
+    caller, call_id, handoff_id = await on_duty_with_a_card(alice_page, product)
+    await accept_and_talk(alice_page, product, caller, handoff_id)
+    sam_context = await voiced_chromium.new_context(permissions=["microphone"])
+    sam_context.set_default_timeout(15_000)
+    try:
+        sam_desk = await sam_context.new_page()
+        await sign_in_with_phone(sam_desk, product.origin, "sam")
+        board = await sam_context.new_page()
+        await board.goto(f"{product.origin}/supervisor")
+        row = board.locator(f'#live-calls tr[data-call="{call_id}"]')
+        await row.get_by_role("button", name="Listen").click()
+
+        # The Desk tab answers the supervision call and says what it is.
+        await expect(sam_desk.locator("#call")).to_be_visible()
+        await expect(sam_desk.locator("#call-role")).to_have_text("Supervising (listen)")
+        await expect(sam_desk.locator("#call-end")).to_have_text("Leave")
+        await expect(sam_desk.locator("#call-return")).to_be_hidden()
+        await expect(sam_desk.locator("#transfer-form")).to_be_hidden()
+        await until(lambda: _positive(inbound_energy(sam_desk)))  # Sam hears the call
+        await expect(row).to_contain_text("you: listen")
+
+        await sam_desk.click("#call-end")  # Leave: the call is not Sam's to end
+        await expect(sam_desk.locator("#call")).to_be_hidden()
+        await expect(row).not_to_contain_text("you: listen")
+    finally:
+        await sam_context.close()
+    after = time.monotonic()
+    await product.heard(caller, "agent", after, timeout=5)  # Alice and the caller go on
+    async with product.store.transaction() as tx:
+        assert (await tx.calls.get(call_id)).state is CallState.WITH_AGENT
+        assert "listen" in [e.action for e in await tx.audit.recent()]
+    await alice_page.click("#call-end")
+    call = await until(lambda: _closed(product, call_id))
+    assert call.outcome is CallOutcome.COMPLETED_BY_AGENT
+
+
 async def _customer_heard_agent(product: Desk, after: float) -> bool:
     return any(probe.first("agent", after) is not None for probe in product.world.agent_probes)
 

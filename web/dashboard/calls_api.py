@@ -22,6 +22,7 @@ from handoff.events import CALLS_TOPIC, call_changed_event
 from handoff.handoffs import AGENT_BUSY_STATES
 from handoff.store import NotFound, Transaction
 from handoff.store.models import Handoff
+from handoff.supervision import Session
 from web.dashboard.access import ROLE_RANK
 from web.dashboard.guard import json_error
 from web.dashboard.sessions import Viewer
@@ -129,33 +130,43 @@ def _refusal(exc: Exception) -> web.Response:
 
 async def current_call(request: web.Request) -> web.Response:
     """The viewer's own call for the panel: caller, timer start, transcript, notes, the
-    colleagues a transfer can go to, and a transfer in progress."""
+    colleagues a transfer can go to, and a transfer in progress. A supervisor whose
+    phone is listening to, whispering into or barging in on a call gets that call."""
     dashboard, viewer = request.app[DASHBOARD], request[VIEWER]
     async with dashboard.store.transaction() as tx:
         held = await _held_by(tx, viewer.agent_id)
-        if held is None:
+        watching = None if held is not None else _supervising(request, viewer)
+        if held is not None:
+            call_id = held.call_id
+        elif watching is not None:
+            call_id = watching.call_id
+        else:
             return web.json_response({"call": None})
-        call = await tx.calls.get(held.call_id)
+        call = await tx.calls.get(call_id)
         transcript = await tx.transcripts.for_call(call.id)
         notes = await tx.notes.for_call(call.id)
         authors = {a.id: a.display_name for a in await tx.agents.all()}
-        colleagues = [a for a in await tx.agents.available() if a.id != viewer.agent_id]
-        transfer = next(
+        colleagues = ([] if held is None else
+                      [a for a in await tx.agents.available() if a.id != viewer.agent_id])
+        transfer = None if held is None else next(
             (h for h in await tx.handoffs.open_for_call(call.id)
              if h.id != held.id and h.target_agent_id is not None),
             None,
         )
     body: dict[str, Any] = {
         "call_id": call.id,
-        "handoff_id": held.id,
-        "state": held.state.value,
+        "handoff_id": held.id if held else None,
+        "state": held.state.value if held else call.state.value,
         "caller_number": call.caller_number,
         "caller_name": call.caller_name or "",
         "direction": call.direction.value,  # outbound: the agent's call-back (no AI)
-        "summary": held.summary or "",
-        "note": held.note or "",
+        # listen, whisper or barge: the viewer supervises this call; it is not theirs.
+        "supervising": None if watching is None else (
+            watching.mode.value if watching.mode else "joining"),
+        "summary": held.summary or "" if held else "",
+        "note": held.note or "" if held else "",
         # The timer counts the human part: from the moment this agent was connected.
-        "connected_at": held.connected_at.isoformat() if held.connected_at else None,
+        "connected_at": held.connected_at.isoformat() if held and held.connected_at else None,
         "transcript": [{"speaker": s.speaker.value, "text": s.text, "at": s.at.isoformat()}
                        for s in transcript],
         "notes": [{"text": n.text, "at": n.at.isoformat(),
@@ -167,6 +178,14 @@ async def current_call(request: web.Request) -> web.Response:
         },
     }
     return web.json_response({"call": body})
+
+
+def _supervising(request: web.Request, viewer: Viewer) -> Session | None:
+    supervision = tools_of(request).supervision()
+    if supervision is None:
+        return None
+    return next((s for s in supervision.sessions.values()
+                 if s.supervisor.agent_id == viewer.agent_id), None)
 
 
 async def _call_command(

@@ -155,12 +155,16 @@
         if (note.author) item.appendChild(el("span", "author", note.author));
         return item;
       }));
+      // A supervisor listening in leaves the call; it goes on without them.
+      const supervising = Boolean(call.supervising);
+      $("call-role").textContent = supervising ? `Supervising (${call.supervising})` : "On the call with";
+      $("call-end").textContent = supervising ? "Leave" : "End call";
       // A call-back is the agent's own call: no AI to return to, nobody to hand it to.
-      const callBack = call.direction === "outbound";
-      $("call-return").hidden = callBack;
-      $("transfer-title").hidden = callBack;
-      $("transfer-form").hidden = callBack;
-      $("transfer-status").hidden = callBack;
+      const notMine = supervising || call.direction === "outbound";
+      $("call-return").hidden = notMine;
+      $("transfer-title").hidden = notMine;
+      $("transfer-form").hidden = notMine;
+      $("transfer-status").hidden = notMine;
       const select = $("transfer-to");
       const chosen = select.value;
       select.replaceChildren(...call.colleagues.map((agent) => {
@@ -210,6 +214,8 @@
       $("call-mute").setAttribute("aria-pressed", "false");
       $("call-mute").textContent = "Mute";
       $("transfer-status").textContent = "";
+      $("call-role").textContent = "On the call with";
+      $("call-end").textContent = "End call";
       for (const button of section.querySelectorAll("button")) button.disabled = false;
       clock();
       timer = setInterval(clock, 1000);
@@ -257,7 +263,17 @@
       $("call-mute").setAttribute("aria-pressed", muted ? "true" : "false");
       $("call-mute").textContent = muted ? "Unmute" : "Mute";
     });
-    $("call-end").addEventListener("click", () => act("end", {}, $("call-end")));
+    $("call-end").addEventListener("click", async () => {
+      if (current && current.supervising) {
+        const button = $("call-end");
+        button.disabled = true;
+        const left = await post(`/api/supervisor/calls/${encodeURIComponent(current.call_id)}/stop`, {});
+        button.disabled = false;
+        if (!left.ok) say(left.body.reason || "That did not work.");
+        return;
+      }
+      act("end", {}, $("call-end"));
+    });
     $("call-return").addEventListener("click", () => act("return-to-ai", {}, $("call-return")));
     $("note-form").addEventListener("submit", async (event) => {
       event.preventDefault();

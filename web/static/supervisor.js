@@ -12,6 +12,7 @@
   function row(call) {
     const tr = document.createElement("tr");
     tr.dataset.call = call.id;
+    if (call.supervising) tr.dataset.supervising = call.supervising;
     const cells = [
       call.caller_name ? `${call.caller_name} (${call.caller_number})` : call.caller_number,
       (call.agent ? call.agent.display_name : `AI${call.assistant ? ` (${call.assistant})` : ""}`)
@@ -47,13 +48,40 @@
     return tr;
   }
 
+  // A browser phone lives in the Desk tab, which answers only calls it was told about.
+  let browserPhone = null;
+  async function readyPhone() {
+    if (browserPhone === null) {
+      browserPhone = (await fetch("/api/softphone", { credentials: "same-origin" })).ok;
+    }
+    if (!browserPhone || !window.Softphone) return null;
+    const phone = await window.Softphone.armPhoneTab();
+    if (phone === "none") return "Your browser phone is in the Desk: open the Desk in another tab first.";
+    if (phone === "busy") return "Your phone is on a call: hang up there first.";
+    return null;
+  }
+
   async function act(callId, mode) {
     busy.add(callId);
-    sb.say("board-status", mode === "stop" ? "Stopping…" : "Your phone is ringing…");
+    let armed = false;
     try {
+      // A new session rings the supervisor's phone; switching modes does not.
+      const row = body.querySelector(`tr[data-call="${callId}"]`);
+      const ringing = mode !== "stop" && !(row && row.dataset.supervising);
+      if (ringing) {
+        const problem = await readyPhone();
+        if (problem) {
+          sb.say("board-status", problem);
+          return;
+        }
+        armed = Boolean(browserPhone);
+      }
+      sb.say("board-status", mode === "stop" ? "Stopping…"
+        : ringing ? (armed ? "Joining from your Desk tab…" : "Your phone is ringing…") : "Switching…");
       await sb.send("POST", `/api/supervisor/calls/${callId}/${mode}`, {});
       sb.say("board-status", "");
     } catch (e) {
+      if (armed) window.Softphone.disarmPhoneTab();
       sb.say("board-status", e.message);
     } finally {
       busy.delete(callId);
