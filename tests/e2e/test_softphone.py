@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, expect
+from playwright.async_api import Browser, BrowserContext, Dialog, Page, expect
 
 from handoff.calls import CallDirection, CallOutcome, CallState, Speaker
 from handoff.events import CALLS_TOPIC, call_changed_event
@@ -153,6 +153,19 @@ async def test_an_agent_accepts_a_live_call_in_the_browser_talks_mutes_and_ends_
     await asyncio.sleep(1.5)
     assert await product.count_heard(caller, "agent", muted_at + 0.5, muted_at + 1.5) == 0
     await page.click("#call-mute")
+    await product.heard(caller, "agent", time.monotonic(), timeout=5)
+
+    # Leaving the Desk mid-call (History clicked, a reload) asks first; staying keeps it.
+    asked: list[str] = []
+
+    async def stay(dialog: Dialog) -> None:
+        asked.append(dialog.type)
+        await dialog.dismiss()
+
+    page.once("dialog", stay)
+    await page.close(run_before_unload=True)
+    await until(lambda: _true(asked == ["beforeunload"]))
+    assert not page.is_closed()
     await product.heard(caller, "agent", time.monotonic(), timeout=5)
 
     await page.click("#call-end")
@@ -503,6 +516,10 @@ async def _accepted(product: Desk, handoff_id: int) -> Any:
     async with product.store.transaction() as tx:
         handoff = await tx.handoffs.get(handoff_id)
     return handoff if handoff.accepted_by is not None else None
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 async def _positive(value: Any) -> bool:

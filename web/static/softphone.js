@@ -54,6 +54,11 @@
       window.addEventListener("pagehide", () => {
         if (this.session && !this.session.isEnded()) this.session.terminate();
       });
+      // Leaving the Desk (a click on History, a reload) would drop the caller: the
+      // browser asks first while a call is up.
+      window.addEventListener("beforeunload", (event) => {
+        if (this.session && !this.session.isEnded()) event.preventDefault();
+      });
     }
 
     // ---- start-up and the one-tab lock ------------------------------------------------
