@@ -155,7 +155,10 @@ async def test_an_agent_accepts_a_live_call_in_the_browser_talks_mutes_and_ends_
     await page.click("#call-mute")
     await product.heard(caller, "agent", time.monotonic(), timeout=5)
 
-    # Leaving the Desk mid-call (History clicked, a reload) asks first; staying keeps it.
+    # The Desk holds the phone: History opens in a new tab. Leaving the Desk mid-call
+    # anyway (a reload, a typed address) asks first; staying keeps the call.
+    await expect(page.locator('header nav a[href="/history"]')).to_have_attribute(
+        "target", "_blank")
     asked: list[str] = []
 
     async def stay(dialog: Dialog) -> None:

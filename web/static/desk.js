@@ -97,8 +97,24 @@
     none: "No browser phone on this desk",
   };
 
+  // While this tab holds the phone, leaving it would take the phone away (no more
+  // calls, or the one going on dropped): the other pages open in a new tab instead.
+  function keepThisTab(holdsPhone) {
+    for (const link of document.querySelectorAll('header.topbar nav a:not([href="/"])')) {
+      if (holdsPhone) {
+        link.target = "_blank";
+        link.rel = "noopener";
+        link.title = "Opens in a new tab: your phone stays in this one";
+      } else {
+        link.removeAttribute("target");
+        link.removeAttribute("title");
+      }
+    }
+  }
+
   function showPhone(phoneState, reason) {
     if (!phoneStatus) return;
+    keepThisTab(phoneState === "registered");
     phoneStatus.dataset.state = phoneState;
     phoneStatus.textContent = phoneLabels[phoneState] || `Phone: ${reason || phoneState}`;
     phoneTake.hidden = phoneState !== "elsewhere";
