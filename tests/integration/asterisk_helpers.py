@@ -103,7 +103,11 @@ def _dig(event: dict[str, Any], dotted: str) -> Any:
 
 
 async def assert_quiet(instance: AsteriskInstance, settle: float = 5.0) -> None:
-    """No channel and no bridge may remain; waits briefly for hang-ups in flight."""
+    """No channel and no bridge may remain; waits briefly for hang-ups in flight.
+
+    What a failing test left behind is reported, then cleared: the Asterisk instances
+    are shared by the session, and one test's leftovers must not fail all the others.
+    """
     deadline = asyncio.get_running_loop().time() + settle
     while True:
         _, channels = await ari(instance, "GET", "/channels")
@@ -112,5 +116,9 @@ async def assert_quiet(instance: AsteriskInstance, settle: float = 5.0) -> None:
             return
         if asyncio.get_running_loop().time() > deadline:
             names = [c["name"] for c in channels] + [b["id"] for b in bridges]
+            for channel in channels:
+                await ari(instance, "DELETE", f"/channels/{channel['id']}")
+            for bridge in bridges:
+                await ari(instance, "DELETE", f"/bridges/{bridge['id']}")
             raise AssertionError(f"{instance.spec.name} left behind: {names}")
         await asyncio.sleep(0.1)

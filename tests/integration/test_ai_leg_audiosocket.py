@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -14,6 +15,14 @@ from tests.bench.audio import AI_HZ, FRAME, label, open_probe, tone
 from tests.integration.asterisk_helpers import EventListener, Pair, ari, of_type
 
 pytestmark = pytest.mark.integration
+
+
+async def until(condition: Callable[[], bool], within: float,
+                why: Callable[[], str]) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, why()
+        await asyncio.sleep(0.05)
 
 
 async def test_ai_engine_hears_the_caller_and_gets_dtmf_over_audiosocket(
@@ -87,12 +96,14 @@ async def test_ai_engine_hears_the_caller_and_gets_dtmf_over_audiosocket(
             f"/bridges/{phone_bridge['id']}/addChannel",
             channel=f"{outbound['id']},{phone['id']}",
         )
-        await asyncio.sleep(1.0)
+        # Both ways, waited for (bounded) rather than slept on: a loaded machine may take
+        # a moment to get the media going; it must then flow.
+        await until(lambda: heard.count("caller") > 20
+                    and [r.who for r in caller_probe.received].count("ai") > 20, 10,
+                    lambda: f"AI heard {heard[-30:]}")
         await ari(carrier, "POST", f"/channels/{outbound['id']}/dtmf", dtmf="0")
-        await asyncio.sleep(0.8)
-
-        assert heard.count("caller") > 20, heard[-30:]
-        assert [r.who for r in caller_probe.received].count("ai") > 20
+        await until(lambda: bool(digits), 5, lambda: "no DTMF reached the engine")
+        await asyncio.sleep(0.3)  # nothing more arrives
         assert digits == ["0"]
 
         for channel in (caller, ai_leg["id"]):
