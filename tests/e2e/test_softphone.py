@@ -340,8 +340,12 @@ async def test_two_agents_accept_at_once_one_gets_the_call_the_other_is_told(
                    .get_by_role("button", name="Accept") for page in pages.values()]
         for button in buttons:
             await expect(button).to_be_enabled()
-        # Both clicks leave before either answer comes back.
-        await asyncio.gather(*(button.click() for button in buttons))
+        # Both clicks at the same moment, as two people would: dispatched in each page
+        # without Playwright's checks in between (the winner's card leaves the loser's
+        # page within milliseconds, and a second checked click would find it gone).
+        handles = [await button.element_handle() for button in buttons]
+        await asyncio.gather(*(handle.evaluate("button => button.click()")
+                               for handle in handles))
 
         handoff = await until(lambda: _accepted(product, handoff_id))
         winner = next(login for login, who in product.people.items()
