@@ -1,4 +1,6 @@
 // The agent desk: duty and presence in the top bar, handoff cards from the live socket.
+// Loaded on every signed-in page (the top bar is everywhere), so it owns the page's one
+// dashboard socket; other page scripts listen for its "switchboard:message" events.
 // Everything the server sends is put on the page as text nodes, never as markup: a
 // caller's name or an AI summary is data an outsider controls.
 "use strict";
@@ -450,6 +452,7 @@
       if (apply) apply(message);
     }
     if (cardList) renderCards();
+    window.dispatchEvent(new CustomEvent("switchboard:message", { detail: message }));
   }
 
   let backoffMs = 500;

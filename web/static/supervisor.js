@@ -1,6 +1,7 @@
 // The supervisor board: every live call, with listen / whisper / barge / take over
-// (the server dials the supervisor's phone). The list is re-read when the dashboard
-// socket says a call started, changed hands or ended; a slow poll covers the rest.
+// (the server dials the supervisor's phone). The list is re-read when the page's
+// dashboard socket (desk.js) says a call started, changed hands or ended, or has just
+// (re)connected; a slow poll covers the rest.
 "use strict";
 (() => {
   const body = document.querySelector("#live-calls tbody");
@@ -106,36 +107,13 @@
     if (pending === null) pending = setTimeout(() => { pending = null; refresh(); }, 100);
   }
 
-  let backoffMs = 500;
-  function connect() {
-    const scheme = window.location.protocol === "https:" ? "wss" : "ws";
-    const socket = new WebSocket(`${scheme}://${window.location.host}/ws`);
-    socket.addEventListener("open", () => {
-      backoffMs = 500;
-      document.body.dataset.live = "yes";
-      refresh(); // whatever changed while the socket was down
-    });
-    socket.addEventListener("message", (event) => {
-      let message;
-      try {
-        message = JSON.parse(event.data);
-      } catch (_error) {
-        return;
-      }
-      if (message.type === "delta" && message.op === "board_changed") soon();
-    });
-    socket.addEventListener("close", (event) => {
-      document.body.dataset.live = "no";
-      if (event.code === 4401) {
-        window.location.assign(`/login?next=${encodeURIComponent(window.location.pathname)}`);
-        return;
-      }
-      setTimeout(connect, backoffMs);
-      backoffMs = Math.min(backoffMs * 2, 10000);
-    });
-  }
+  window.addEventListener("switchboard:message", (event) => {
+    const message = event.detail;
+    // A snapshot or a resume: the socket was (re)connected, and whatever changed while
+    // it was down is read now.
+    if (message.type !== "delta" || message.op === "board_changed") soon();
+  });
 
   refresh();
-  connect();
   setInterval(refresh, 10000);
 })();
