@@ -16,7 +16,6 @@ click): the INVITE's arrival, the microphone, the 200 OK sent, ICE and DTLS done
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import tempfile
 import time
@@ -31,6 +30,7 @@ from pbx import runtime
 from tests.bench.handoff import print_result, summary
 from tests.e2e.softphone_rig import (
     Desk,
+    agent_browser,
     build_softphone_bundle,
     chromium_with_agent_voice,
     desk,
@@ -97,18 +97,12 @@ async def run(calls: int, state_dir: Path) -> dict[str, Any]:
     async with (
         webrtc_pbx(installation, state_dir) as telephony,
         desk(telephony, state_dir) as product,
-        chromium_with_agent_voice(CHROMIUM, state_dir) as browser,
+        chromium_with_agent_voice(CHROMIUM, state_dir) as browser,agent_browser(browser) as context
     ):
-        context = await browser.new_context(permissions=["microphone"])
-        context.set_default_timeout(15_000)
-        try:
-            page = await context.new_page()
-            await on_duty_with_phone(page, product.origin, "alice")
-            for _ in range(calls):
-                results.append(await one_browser_handoff(page, product))
-        finally:
-            with contextlib.suppress(Exception):
-                await context.close()
+        page = await context.new_page()
+        await on_duty_with_phone(page, product.origin, "alice")
+        for _ in range(calls):
+            results.append(await one_browser_handoff(page, product))
     connects = [r["connect_ms"] for r in results if r["connect_ms"] is not None]
     steps = {
         step: summary([float(r["marks"][step]) for r in results if step in r["marks"]])

@@ -18,10 +18,11 @@ import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from aiohttp import web
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from handoff.agents import AgentRole, EndpointKind
 from handoff.call_control import CallControl, Timing, call_key
@@ -239,6 +240,19 @@ async def chromium_with_agent_voice(chromium: Path, folder: Path) -> AsyncIterat
             yield browser
         finally:
             await browser.close()
+
+
+@contextlib.asynccontextmanager
+async def agent_browser(browser: Browser, **options: Any) -> AsyncIterator[BrowserContext]:
+    """One agent's own browser profile: the microphone allowed, and 15 s for each step (a
+    phone registering or a call arriving takes seconds on a loaded machine)."""
+    context = await browser.new_context(permissions=["microphone"], **options)
+    context.set_default_timeout(15_000)
+    try:
+        yield context
+    finally:
+        with contextlib.suppress(Exception):  # a failed test may have lost the browser
+            await context.close()
 
 
 async def sign_in_with_phone(page: Page, origin: str, login: str) -> None:

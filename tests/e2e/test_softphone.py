@@ -27,6 +27,7 @@ from tests.bench.rig import FALLBACK_NUMBER
 from tests.e2e.softphone_rig import (
     Desk,
     Telephony,
+    agent_browser,
     build_softphone_bundle,
     chromium_with_agent_voice,
     desk,
@@ -67,13 +68,8 @@ async def product(telephony: Telephony, tmp_path: Path) -> AsyncIterator[Desk]:
 
 @pytest.fixture
 async def agent_context(voiced_chromium: Browser) -> AsyncIterator[BrowserContext]:
-    context = await voiced_chromium.new_context(viewport={"width": 1100, "height": 800},
-                                                permissions=["microphone"])
-    context.set_default_timeout(15_000)
-    try:
+    async with agent_browser(voiced_chromium, viewport={"width": 1100, "height": 800}) as context:
         yield context
-    finally:
-        await context.close()
 
 
 async def until(condition: Any, within: float = 10.0, step: float = 0.1) -> Any:
@@ -272,9 +268,7 @@ async def test_an_agent_transfers_the_call_to_a_colleague_with_a_note(
 ) -> None:
     alice_page = await agent_context.new_page()
     caller, call_id, handoff_id = await on_duty_with_a_card(alice_page, product)
-    bob_context = await voiced_chromium.new_context(permissions=["microphone"])
-    bob_context.set_default_timeout(15_000)
-    try:
+    async with agent_browser(voiced_chromium) as bob_context:
         bob_page = await bob_context.new_page()
         await accept_and_talk(alice_page, product, caller, handoff_id)
         await expect(alice_page.locator("#transfer-status")).to_have_text(
@@ -305,8 +299,6 @@ async def test_an_agent_transfers_the_call_to_a_colleague_with_a_note(
         await bob_page.click("#call-end")
         call = await until(lambda: _closed(product, call_id))
         assert call.outcome is CallOutcome.COMPLETED_BY_AGENT
-    finally:
-        await bob_context.close()
 
 
 async def test_the_card_goes_when_the_caller_hangs_up_while_it_shows(
@@ -330,9 +322,7 @@ async def test_two_agents_accept_at_once_one_gets_the_call_the_other_is_told(
 ) -> None:
     alice_page = await agent_context.new_page()
     caller, call_id, handoff_id = await on_duty_with_a_card(alice_page, product)
-    bob_context = await voiced_chromium.new_context(permissions=["microphone"])
-    bob_context.set_default_timeout(15_000)
-    try:
+    async with agent_browser(voiced_chromium) as bob_context:
         bob_page = await bob_context.new_page()
         await on_duty_with_phone(bob_page, product.origin, "bob")
         pages = {"alice": alice_page, "bob": bob_page}
@@ -361,8 +351,6 @@ async def test_two_agents_accept_at_once_one_gets_the_call_the_other_is_told(
         await pages[winner].click("#call-end")
         call = await until(lambda: _closed(product, call_id))
         assert call.outcome is CallOutcome.COMPLETED_BY_AGENT
-    finally:
-        await bob_context.close()
 
 
 async def test_a_second_tab_says_the_phone_is_elsewhere_and_can_take_it_over(
@@ -406,14 +394,12 @@ async def test_a_second_tab_says_the_phone_is_elsewhere_and_can_take_it_over(
 async def test_going_on_duty_with_the_microphone_blocked_says_so_and_stays_off(
     voiced_chromium: Browser, product: Desk,
 ) -> None:
-    context = await voiced_chromium.new_context(permissions=["microphone"])
-    context.set_default_timeout(15_000)
-    # What the browser answers when the user (or a policy) blocked the microphone.
-    await context.add_init_script("""
-        navigator.mediaDevices.getUserMedia = () =>
-          Promise.reject(new DOMException("Permission denied", "NotAllowedError"));
-    """)
-    try:
+    async with agent_browser(voiced_chromium) as context:
+        # What the browser answers when the user (or a policy) blocked the microphone.
+        await context.add_init_script("""
+            navigator.mediaDevices.getUserMedia = () =>
+              Promise.reject(new DOMException("Permission denied", "NotAllowedError"));
+        """)
         page = await context.new_page()
         await sign_in_with_phone(page, product.origin, "alice")
         await page.click("#duty")  # the page unticks it again: not check()
@@ -421,8 +407,6 @@ async def test_going_on_duty_with_the_microphone_blocked_says_so_and_stays_off(
         await expect(page.locator("#duty")).not_to_be_checked()
         async with product.store.transaction() as tx:
             assert not (await tx.agents.get(product.people["alice"].id)).on_duty
-    finally:
-        await context.close()
 
 
 async def test_a_call_back_from_the_contact_page_is_answered_by_the_desk_tab(
@@ -475,9 +459,7 @@ async def test_a_supervisor_listens_from_the_desk_tab_and_leaves_the_call_going_
     alice_page = await agent_context.new_page()
     caller, call_id, handoff_id = await on_duty_with_a_card(alice_page, product)
     await accept_and_talk(alice_page, product, caller, handoff_id)
-    sam_context = await voiced_chromium.new_context(permissions=["microphone"])
-    sam_context.set_default_timeout(15_000)
-    try:
+    async with agent_browser(voiced_chromium) as sam_context:
         sam_desk = await sam_context.new_page()
         await sign_in_with_phone(sam_desk, product.origin, "sam")
         board = await sam_context.new_page()
@@ -497,8 +479,6 @@ async def test_a_supervisor_listens_from_the_desk_tab_and_leaves_the_call_going_
         await sam_desk.click("#call-end")  # Leave: the call is not Sam's to end
         await expect(sam_desk.locator("#call")).to_be_hidden()
         await expect(row).not_to_contain_text("you: listen")
-    finally:
-        await sam_context.close()
     after = time.monotonic()
     await product.heard(caller, "agent", after, timeout=5)  # Alice and the caller go on
     async with product.store.transaction() as tx:
