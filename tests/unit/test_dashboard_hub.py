@@ -19,6 +19,7 @@ from handoff.events import (
     call_changed_event,
 )
 from handoff.store import Store
+from handoff.store.models import Agent
 from tests.dashboard_fixtures import offer_card
 from web.dashboard.board import AgentView, Board, Card, Change
 from web.dashboard.feed import Feed
@@ -31,6 +32,14 @@ def card(handoff_id: int, *, target: int | None = None, priority: int = 0) -> Ca
     return Card(handoff_id=handoff_id, call_id=f"call-{handoff_id}", caller_number="+3312",
                 caller_name="Jeanne", summary="invoice", reason="caller_request", topic=None,
                 priority=priority, attempt=1, waiting_since=T0, target_agent_id=target)
+
+
+async def agents(store: Store, *logins: str) -> list[Agent]:
+    """Agents in the store, off duty: "bob" is Bob, with SIP user sb-bob."""
+    async with store.transaction() as tx:
+        return [await tx.agents.create(login=login, display_name=login.title(),
+                                       sip_user=f"sb-{login}", sip_password="x")
+                for login in logins]
 
 
 def queued(client: Client) -> list[dict[str, Any]]:
@@ -266,9 +275,7 @@ async def test_the_feed_builds_cards_from_the_store_and_follows_the_controllers_
 ) -> None:
     events, board = EventHub(), Board()
     sent: list[Change] = []
-    async with store.transaction() as tx:
-        winner = await tx.agents.create(login="bob", display_name="Bob", sip_user="sb-bob",
-                                        sip_password="x")
+    [winner] = await agents(store, "bob")
     before = await offer_card(store, events, caller_name="Early Caller", publish=False)
     async with running_feed(store, events, board, sent.extend):
         assert list(board.cards) == [before.id]  # offered before we started: reconciled
@@ -290,9 +297,7 @@ async def test_a_change_on_a_call_reaches_the_panel_of_the_agent_who_took_it(
 ) -> None:
     events, board = EventHub(), Board()
     sent: list[Change] = []
-    async with store.transaction() as tx:
-        bob = await tx.agents.create(login="bob", display_name="Bob", sip_user="sb-bob",
-                                     sip_password="x")
+    [bob] = await agents(store, "bob")
     async with running_feed(store, events, board, sent.extend):
         quiet = await offer_card(store, events)  # nobody took this one
         taken = await offer_card(store, events)
@@ -316,11 +321,7 @@ async def test_a_change_on_a_call_reaches_the_panel_of_the_agent_who_took_it(
 async def test_agents_on_calls_hear_when_a_colleague_comes_on_duty(store: Store) -> None:
     events, board = EventHub(), Board()
     sent: list[Change] = []
-    async with store.transaction() as tx:
-        bob = await tx.agents.create(login="bob", display_name="Bob", sip_user="sb-bob",
-                                     sip_password="x")
-        carol = await tx.agents.create(login="carol", display_name="Carol",
-                                       sip_user="sb-carol", sip_password="x")
+    bob, carol = await agents(store, "bob", "carol")
     async with running_feed(store, events, board, sent.extend):
         taken = await offer_card(store, events)
         await _until(lambda: taken.id in board.cards)
