@@ -147,6 +147,9 @@ class Supervision:
     def of_call(self, call_id: str) -> list[Session]:
         return [s for (cid, _), s in self.sessions.items() if cid == call_id]
 
+    def of_supervisor(self, agent_id: int) -> list[Session]:
+        return [s for (_, supervisor), s in self.sessions.items() if supervisor == agent_id]
+
     async def close(self) -> None:
         for session in list(self.sessions.values()):
             await self._end(session, "controller stopping")

@@ -184,8 +184,7 @@ def _supervising(request: web.Request, viewer: Viewer) -> Session | None:
     supervision = tools_of(request).supervision()
     if supervision is None:
         return None
-    return next((s for s in supervision.sessions.values()
-                 if s.supervisor.agent_id == viewer.agent_id), None)
+    return next(iter(supervision.of_supervisor(viewer.agent_id)), None)
 
 
 async def _call_command(

@@ -29,8 +29,7 @@ async def live_calls(request: web.Request) -> web.Response:
     viewer = request[VIEWER]
     supervision = tools_of(request).supervision()
     mine = {s.call_id: s.mode.value if s.mode else None
-            for s in (supervision.sessions.values() if supervision else ())
-            if s.supervisor.agent_id == viewer.agent_id}
+            for s in (supervision.of_supervisor(viewer.agent_id) if supervision else ())}
     calls: list[dict[str, Any]] = []
     async with request.app[DASHBOARD].store.transaction() as tx:
         names = {a.id: a.display_name for a in await tx.agents.all()}
