@@ -24,26 +24,18 @@
   document.getElementById("call-back").addEventListener("click", () => act(async () => {
     // A browser phone lives in the Desk tab: that tab must pick up the call-back (it
     // refuses calls nobody asked for). A desk phone just rings.
-    const browserPhone = (await fetch("/api/softphone", { credentials: "same-origin" })).ok;
-    if (browserPhone && window.Softphone) {
-      const phone = await window.Softphone.armPhoneTab();
-      if (phone === "none") {
-        sb.say("contact-status",
-          "Your browser phone is in the Desk: open the Desk in another tab, then call back.");
-        return;
-      }
-      if (phone === "busy") {
-        sb.say("contact-status", "You are on a call: call back when it has ended.");
-        return;
-      }
+    const phone = await window.Softphone.readyForOwnCall();
+    if (phone.problem) {
+      sb.say("contact-status", phone.problem);
+      return;
     }
     try {
       await sb.send("POST", `${base}/call-back`, {});
     } catch (error) {
-      if (browserPhone && window.Softphone) window.Softphone.disarmPhoneTab();
+      if (phone.browser) window.Softphone.disarmPhoneTab();
       throw error;
     }
-    sb.say("contact-status", browserPhone
+    sb.say("contact-status", phone.browser
       ? "The call starts in your Desk tab; the caller is dialled when it connects."
       : "Your phone rings; the caller is dialled when you answer.");
   }));

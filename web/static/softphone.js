@@ -410,6 +410,22 @@
     });
   };
 
+  // For a page that starts a call to the agent's own phone (a call-back, supervision):
+  // a desk phone just rings; a browser phone's tab is asked to answer it. Resolves
+  // { browser, problem }: `problem` says why the call must not be started.
+  Softphone.readyForOwnCall = async function readyForOwnCall() {
+    const browser = (await fetch("/api/softphone", { credentials: "same-origin" })).ok;
+    if (!browser) return { browser, problem: null };
+    const phone = await Softphone.armPhoneTab();
+    if (phone === "none") {
+      return { browser, problem: "Your browser phone is in the Desk: open the Desk in another tab first." };
+    }
+    if (phone === "busy") {
+      return { browser, problem: "Your phone is on a call: try again when it has ended." };
+    }
+    return { browser, problem: null };
+  };
+
   Softphone.disarmPhoneTab = function disarmPhoneTab() {
     if (!("BroadcastChannel" in window)) return;
     const channel = new BroadcastChannel(CHANNEL_NAME);

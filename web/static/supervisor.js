@@ -49,19 +49,6 @@
     return tr;
   }
 
-  // A browser phone lives in the Desk tab, which answers only calls it was told about.
-  let browserPhone = null;
-  async function readyPhone() {
-    if (browserPhone === null) {
-      browserPhone = (await fetch("/api/softphone", { credentials: "same-origin" })).ok;
-    }
-    if (!browserPhone || !window.Softphone) return null;
-    const phone = await window.Softphone.armPhoneTab();
-    if (phone === "none") return "Your browser phone is in the Desk: open the Desk in another tab first.";
-    if (phone === "busy") return "Your phone is on a call: hang up there first.";
-    return null;
-  }
-
   async function act(callId, mode) {
     busy.add(callId);
     let armed = false;
@@ -70,12 +57,13 @@
       const row = body.querySelector(`tr[data-call="${callId}"]`);
       const ringing = mode !== "stop" && !(row && row.dataset.supervising);
       if (ringing) {
-        const problem = await readyPhone();
-        if (problem) {
-          sb.say("board-status", problem);
+        // A browser phone lives in the Desk tab, which answers only calls it is told of.
+        const phone = await window.Softphone.readyForOwnCall();
+        if (phone.problem) {
+          sb.say("board-status", phone.problem);
           return;
         }
-        armed = Boolean(browserPhone);
+        armed = phone.browser;
       }
       sb.say("board-status", mode === "stop" ? "Stopping…"
         : ringing ? (armed ? "Joining from your Desk tab…" : "Your phone is ringing…") : "Switching…");
