@@ -46,16 +46,22 @@ def free_port() -> int:
 
 @dataclass
 class FakeCommands:
-    """Stands in for CallControl.accept: records who accepted what, or refuses as told."""
+    """Stands in for CallControl: records who accepted what. With a store, the accept is
+    decided by the store's own conditional UPDATE (race, duty, targeted cards), as the
+    call control decides it; without one, the first agent wins."""
 
     events: EventHub
+    store: Store | None = None
     accepted: list[tuple[int, int]] = field(default_factory=list)
     taken: dict[int, int] = field(default_factory=dict)
     # The call panel's commands, as (command, call id, arguments...).
     panel: list[tuple[object, ...]] = field(default_factory=list)
 
     async def accept(self, handoff_id: int, agent_id: int) -> None:
-        if handoff_id in self.taken:
+        if self.store is not None:
+            async with self.store.transaction() as tx:
+                await tx.handoffs.accept(handoff_id, agent_id)
+        elif handoff_id in self.taken:
             raise AlreadyTaken(handoff_id, self.taken[handoff_id], HandoffState.ACCEPTED)
         self.taken[handoff_id] = agent_id
         self.accepted.append((handoff_id, agent_id))
@@ -132,7 +138,7 @@ async def serve_dashboard(
     passwords = cheap_passwords()
     people = await seed_people(store, passwords)
     events = EventHub()
-    commands = FakeCommands(events)
+    commands = FakeCommands(events, store)
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
     app = web.Application()

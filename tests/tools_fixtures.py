@@ -106,7 +106,7 @@ async def serve_with_tools(folder: Path) -> AsyncIterator[ToolServed]:
     passwords = cheap_passwords()
     people = await seed_people(store, passwords)
     events = EventHub()
-    commands = FakeCommands(events)
+    commands = FakeCommands(events, store)
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
     recordings = folder / "recordings"
@@ -148,7 +148,8 @@ async def finished_call(
             await tx.calls.apply(call.id, CallEvent.REQUEST_HANDOFF)
             handoff = await tx.handoffs.request(call.id, reason="caller_request")
             await tx.handoffs.apply(handoff.id, HandoffEvent.OFFER)
-            await tx.handoffs.accept(handoff.id, agent_id)
+            # A past call: whether its agent is on duty now is up to each test.
+            await tx.handoffs.accept(handoff.id, agent_id, on_duty_only=False)
             await tx.handoffs.apply(handoff.id, HandoffEvent.DIAL_AGENT)
             await tx.handoffs.apply(handoff.id, HandoffEvent.AGENT_ANSWERED)
             await tx.calls.apply(call.id, CallEvent.AGENT_CONNECTED, agent_channel_id="ag")

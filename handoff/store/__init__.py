@@ -12,6 +12,7 @@ from handoff.store.errors import (
     ConcurrentUpdate,
     NotFound,
     NotOfferable,
+    OffDuty,
     StoreError,
 )
 from handoff.store.schema import schema_is_current, upgrade_to_head
@@ -23,6 +24,7 @@ __all__ = [
     "ConcurrentUpdate",
     "NotFound",
     "NotOfferable",
+    "OffDuty",
     "Store",
     "StoreError",
     "Transaction",

@@ -37,6 +37,15 @@ class NotOfferable(StoreError):
         self.state = state
 
 
+class OffDuty(StoreError):
+    """The agent is off duty: an Accept from a tab that has not heard of it yet loses."""
+
+    def __init__(self, handoff_id: int, agent_id: int) -> None:
+        super().__init__(f"agent {agent_id} is off duty and cannot accept handoff {handoff_id}")
+        self.handoff_id = handoff_id
+        self.agent_id = agent_id
+
+
 class ConcurrentUpdate(StoreError):
     """The row kept changing under us; the event should be re-evaluated by its caller."""
 

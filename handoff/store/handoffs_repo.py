@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handoff.handoffs import HANDOFF_LIFECYCLE, FailureReason, HandoffEvent, HandoffState
-from handoff.store.errors import AlreadyTaken, NotFound, NotOfferable
-from handoff.store.models import Handoff
+from handoff.store.errors import AlreadyTaken, NotFound, NotOfferable, OffDuty
+from handoff.store.models import Agent, Handoff
 from handoff.store.transitions import (
     Clock,
     record_transition,
@@ -72,7 +72,8 @@ class HandoffsRepo:
         handoff = await self.request(call_id, reason=reason, summary=summary,
                                      target_agent_id=agent_id, attempt=attempt)
         await self.apply(handoff.id, HandoffEvent.OFFER)
-        await self.accept(handoff.id, agent_id)
+        # A supervisor takes over, an agent calls back: neither needs to be on duty.
+        await self.accept(handoff.id, agent_id, on_duty_only=False)
         return await self.apply(handoff.id, HandoffEvent.DIAL_AGENT)
 
     async def get(self, handoff_id: int) -> Handoff:
@@ -81,7 +82,9 @@ class HandoffsRepo:
             raise NotFound("handoff", handoff_id)
         return handoff
 
-    async def accept(self, handoff_id: int, agent_id: int) -> Handoff:
+    async def accept(
+        self, handoff_id: int, agent_id: int, *, on_duty_only: bool = True
+    ) -> Handoff:
         """Give the handoff to `agent_id` if it is still on offer; exactly one agent wins.
 
         One conditional UPDATE decides, in the database, never in process memory: with
@@ -89,17 +92,25 @@ class HandoffsRepo:
         two processes in the same millisecond. Whoever's UPDATE matches the `offered`
         row first wins; the database re-checks the guard for the second one after the
         first commits, so it matches nothing.
+
+        The agent's duty is part of the same guard (unless `on_duty_only` is off, for
+        handoffs assigned to one person): an Accept sent by a tab that has not heard yet
+        of its agent going off duty (another tab, an admin) loses, with no separate read
+        before it.
         """
         now = self._clock()
+        guard = [
+            Handoff.id == handoff_id,
+            Handoff.state == _ACCEPT_FROM,
+            # A transfer card names one agent; others cannot take it.
+            or_(Handoff.target_agent_id.is_(None), Handoff.target_agent_id == agent_id),
+        ]
+        if on_duty_only:
+            guard.append(exists().where(Agent.id == agent_id, Agent.on_duty.is_(True)))
         won = (
             await self._session.scalars(
                 update(Handoff)
-                .where(
-                    Handoff.id == handoff_id,
-                    Handoff.state == _ACCEPT_FROM,
-                    # A transfer card names one agent; others cannot take it.
-                    or_(Handoff.target_agent_id.is_(None), Handoff.target_agent_id == agent_id),
-                )
+                .where(*guard)
                 .values(
                     state=_ACCEPT_TO,
                     accepted_by=agent_id,
@@ -127,6 +138,9 @@ class HandoffsRepo:
             raise NotFound("handoff", handoff_id)
         if lost.accepted_by is not None:
             raise AlreadyTaken(handoff_id, lost.accepted_by, lost.state)
+        if on_duty_only and lost.state is _ACCEPT_FROM and lost.target_agent_id in (
+                None, agent_id):
+            raise OffDuty(handoff_id, agent_id)
         if lost.state is _ACCEPT_FROM:
             raise NotOfferable(
                 handoff_id, lost.state, f"offered to agent {lost.target_agent_id} only"

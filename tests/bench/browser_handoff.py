@@ -97,7 +97,8 @@ async def run(calls: int, state_dir: Path) -> dict[str, Any]:
     async with (
         webrtc_pbx(installation, state_dir) as telephony,
         desk(telephony, state_dir) as product,
-        chromium_with_agent_voice(CHROMIUM, state_dir) as browser,agent_browser(browser) as context
+        chromium_with_agent_voice(CHROMIUM, state_dir) as browser,
+        agent_browser(browser) as context,
     ):
         page = await context.new_page()
         await on_duty_with_phone(page, product.origin, "alice")

@@ -65,9 +65,14 @@ async def test_an_agent_goes_on_duty_sees_a_card_accepts_it_and_a_taken_card_van
         "data-handoff-id", str(first.id))
     await page.screenshot(path=str(screenshots / "desk.png"))
 
+    accept_posts: list[str] = []
+    page.on("request", lambda r: accept_posts.append(r.url) if "/accept" in r.url else None)
     await first_card.get_by_role("button", name="Accept").click()
     await until(lambda: served.commands.accepted == [(first.id, alice.id)])
     await expect(first_card.locator(".status")).to_contain_text("Connecting")
+    # The click went over the page's open socket, not as a POST (no session read on the
+    # way to the caller).
+    assert accept_posts == []
 
     served.events.publish("cards", {"type": "taken", "handoff_id": second.id,
                                     "agent_id": bob.id})

@@ -376,6 +376,7 @@ async def test_returned_to_ai_carries_what_was_said_with_the_person(api: Api) ->
     agent_id = await new_agent(api.store)
     api.clock.advance(1)
     async with api.store.transaction() as tx:
+        await tx.agents.set_duty(agent_id, True)
         await tx.handoffs.accept(handoff.id, agent_id)
         await tx.handoffs.apply(handoff.id, HandoffEvent.DIAL_AGENT)
         await tx.handoffs.apply(handoff.id, HandoffEvent.AGENT_ANSWERED)

@@ -43,6 +43,7 @@ async def connected_call(served: Served, login: str) -> Handoff:
     handoff = await offer_card(served.store, served.events, caller_name="Jeanne Martin")
     agent = served.people[login]
     async with served.store.transaction() as tx:
+        await tx.agents.set_duty(agent.id, True)
         await tx.handoffs.accept(handoff.id, agent.id)
         await tx.handoffs.apply(handoff.id, HandoffEvent.DIAL_AGENT)
         handoff = await tx.handoffs.apply(handoff.id, HandoffEvent.AGENT_ANSWERED)

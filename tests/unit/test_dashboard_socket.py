@@ -1,5 +1,6 @@
 """The dashboard WebSocket over a real socket: handshake checks (R20), snapshot and
-numbered deltas, resume with since=, sign-out closing the socket, message floods (R23)."""
+numbered deltas, resume with since=, sign-out closing the socket, message floods (R23),
+and Accept asked over the socket."""
 
 from __future__ import annotations
 
@@ -184,3 +185,79 @@ async def test_an_oversized_frame_closes_the_socket(served: Served, browsers: Br
             if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
                 break
         assert ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+
+
+# ---- requests over the socket (Accept) ------------------------------------------------
+
+
+async def reply_to(ws: aiohttp.ClientWebSocketResponse, ref: int | None) -> dict[str, Any]:
+    while True:
+        message: dict[str, Any] = await ws.receive_json(timeout=5)
+        if message.get("type") == "reply" and message.get("ref") == ref:
+            return message
+
+
+async def test_accept_over_the_socket_answers_as_the_post_would(
+    served: Served, browsers: Browsers,
+) -> None:
+    alice, bob = await signed_in(browsers, "alice"), await signed_in(browsers, "bob")
+    for agent in (alice, bob):
+        await agent.post_json("/api/duty", {"on_duty": True})
+    handoff = await offer_card(served.store, served.events)
+    async with socket(alice, served) as alice_ws, socket(bob, served) as bob_ws:
+        await next_message(alice_ws)
+        await next_message(bob_ws)
+        await bob_ws.send_json({"type": "accept", "handoff_id": handoff.id, "ref": 7})
+        won = await reply_to(bob_ws, 7)
+        await alice_ws.send_json({"type": "accept", "handoff_id": handoff.id, "ref": 1})
+        lost = await reply_to(alice_ws, 1)
+    assert (won["status"], won["body"]) == (200, {"accepted": handoff.id})
+    assert served.commands.accepted == [(handoff.id, served.people["bob"].id)]
+    assert lost["status"] == 409
+    assert lost["body"]["error"] == "already_taken"
+    assert lost["body"]["taken_by"] == {"id": served.people["bob"].id, "display_name": "Bob"}
+
+
+async def test_accept_over_a_socket_opened_on_duty_is_refused_once_off_duty(
+    served: Served, browsers: Browsers,
+) -> None:
+    # The socket's viewer dates from its handshake: duty is judged by the accept itself.
+    agent = await signed_in(browsers, "alice")
+    await agent.post_json("/api/duty", {"on_duty": True})
+    handoff = await offer_card(served.store, served.events)
+    async with socket(agent, served) as ws:
+        await next_message(ws)
+        await agent.post_json("/api/duty", {"on_duty": False})
+        await ws.send_json({"type": "accept", "handoff_id": handoff.id, "ref": 1})
+        refused = await reply_to(ws, 1)
+    assert refused["status"] == 409
+    assert refused["body"]["error"] == "off_duty"
+    assert served.commands.accepted == []
+
+
+@pytest.mark.parametrize("request_text", [
+    "not json",
+    '["accept", 1]',
+    '{"type": "hangup_everyone", "ref": 3}',
+    '{"type": "accept", "handoff_id": "1", "ref": 3}',
+    '{"type": "accept", "handoff_id": true, "ref": 3}',
+    '{"type": "accept", "ref": 3}',
+])
+async def test_a_malformed_socket_request_gets_a_400_with_a_reason_and_the_socket_stays(
+    request_text: str, served: Served, browsers: Browsers,
+) -> None:
+    agent = await signed_in(browsers, "alice")
+    await agent.post_json("/api/duty", {"on_duty": True})
+    handoff = await offer_card(served.store, served.events)
+    async with socket(agent, served) as ws:
+        await next_message(ws)
+        await ws.send_str(request_text)
+        ref = 3 if '"ref": 3' in request_text else None
+        refused = await reply_to(ws, ref)
+        await ws.send_json({"type": "accept", "handoff_id": handoff.id, "ref": 4})
+        accepted = await reply_to(ws, 4)
+    assert refused["status"] == 400
+    assert refused["body"]["error"] == "bad_request"
+    assert refused["body"]["reason"]
+    assert accepted["status"] == 200
+    assert served.commands.accepted == [(handoff.id, served.people["alice"].id)]

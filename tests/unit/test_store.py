@@ -23,6 +23,7 @@ from handoff.store import (
     AlreadyTaken,
     NotFound,
     NotOfferable,
+    OffDuty,
     Store,
     create_store_engine,
     schema_is_current,
@@ -46,18 +47,21 @@ async def new_call(store: Store, *, answered: bool = True) -> Call:
     return call
 
 
-async def new_agents(store: Store, count: int, **duty: bool) -> list[Agent]:
+async def new_agents(
+    store: Store, count: int, *, on_duty: bool = True, login: str = "agent"
+) -> list[Agent]:
+    """Agents on duty and available (those who take cards), unless `on_duty` is off."""
     async with store.transaction() as tx:
         agents = [
             await tx.agents.create(
-                login=f"agent{n}",
-                display_name=f"Agent {n}",
-                sip_user=f"sb-agent-{n}",
+                login=f"{login}{n}",
+                display_name=f"{login.title()} {n}",
+                sip_user=f"sb-{login}-{n}",
                 sip_password=f"secret-{n}",
             )
             for n in range(count)
         ]
-        if duty.get("on_duty"):
+        if on_duty:
             agents = [await tx.agents.set_duty(agent.id, True) for agent in agents]
             agents = [await tx.agents.set_presence(a.id, Presence.AVAILABLE) for a in agents]
     return agents
@@ -400,7 +404,8 @@ async def test_a_handoff_assigned_to_one_agent_goes_through_every_step_to_connec
     store: Store,
 ) -> None:
     call = await new_call(store)
-    [agent] = await new_agents(store, 1)
+    # A supervisor taking over, an agent calling back: neither has to be on duty.
+    [agent] = await new_agents(store, 1, on_duty=False)
     async with store.transaction() as tx:
         handoff = await tx.handoffs.assign(call.id, agent.id, reason="call_back",
                                            summary="called back by agent0")
@@ -415,6 +420,19 @@ async def test_a_handoff_assigned_to_one_agent_goes_through_every_step_to_connec
         ("accepted", "dial_agent", "connecting"),
     ]
     assert agent.id in busy
+
+
+async def test_an_agent_off_duty_cannot_accept_and_the_card_stays_on_offer(
+    store: Store,
+) -> None:
+    # The tab may not know yet: its agent went off duty in another tab a moment ago.
+    call = await new_call(store)
+    [resting] = await new_agents(store, 1, on_duty=False)
+    [working] = await new_agents(store, 1, login="worker")
+    handoff = await offered_handoff(store, call)
+    with pytest.raises(OffDuty):
+        await accept(store, handoff.id, resting.id)
+    assert (await accept(store, handoff.id, working.id)).accepted_by == working.id
 
 
 async def test_accepting_an_unknown_handoff_is_not_found(store: Store) -> None:
@@ -498,7 +516,7 @@ async def test_open_handoffs_leave_out_finished_ones(store: Store) -> None:
 
 
 async def test_available_agents_are_on_duty_present_and_not_on_a_call(store: Store) -> None:
-    free, busy, away, off_duty = await new_agents(store, 4, on_duty=True)
+    free, busy, away, off_duty = await new_agents(store, 4)
     call = await new_call(store)
     handoff = await offered_handoff(store, call)
     await accept(store, handoff.id, busy.id)
@@ -511,7 +529,7 @@ async def test_available_agents_are_on_duty_present_and_not_on_a_call(store: Sto
 
 
 async def test_an_agent_is_free_again_once_the_handoff_is_over(store: Store) -> None:
-    [agent] = await new_agents(store, 1, on_duty=True)
+    [agent] = await new_agents(store, 1)
     call = await new_call(store)
     handoff = await offered_handoff(store, call)
     await accept(store, handoff.id, agent.id)

@@ -7,6 +7,7 @@ do their own work and say why when they refuse (4xx JSON with a reason).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -15,7 +16,7 @@ from aiohttp import WSMsgType, web
 from handoff.agents import AgentRole, Presence
 from handoff.call_control import AgentUnreachable, CallStateConflict
 from handoff.events import AGENTS_TOPIC, agent_changed_event
-from handoff.store import AlreadyTaken, NotFound, NotOfferable
+from handoff.store import AlreadyTaken, NotFound, NotOfferable, OffDuty
 from web.dashboard.board import AgentView
 from web.dashboard.guard import CSRF_FIELD, content_security_policy, json_error
 from web.dashboard.hub import Client, CloseCode, Resume
@@ -213,29 +214,45 @@ async def set_presence(request: web.Request) -> web.Response:
 
 async def accept_handoff(request: web.Request) -> web.Response:
     dashboard, viewer = request.app[DASHBOARD], request[VIEWER]
-    handoff_id = int(request.match_info["handoff_id"])
-    if not viewer.on_duty:
-        return json_error(409, "off_duty", "go on duty before accepting calls")
+    status, body = await accept_card(dashboard, viewer, int(request.match_info["handoff_id"]))
+    return web.json_response(body, status=status)
+
+
+async def accept_card(
+    dashboard: Dashboard, viewer: Viewer, handoff_id: int
+) -> tuple[int, dict[str, Any]]:
+    """The agent takes a card: (HTTP status, body), for the POST route and the socket alike.
+
+    Whether the agent is on duty is decided by the accept's own UPDATE, not by what the
+    viewer said when its session was read: a socket's viewer dates from its handshake.
+    """
     try:
-        await dashboard.commands.accept(handoff_id, viewer.agent_id)
+        # Shielded: a tab closing mid-accept must not cancel a dial half made.
+        await asyncio.shield(dashboard.commands.accept(handoff_id, viewer.agent_id))
+    except OffDuty:
+        return _refusal(409, "off_duty", "go on duty before accepting calls")
     except AlreadyTaken as exc:
         winner = await _agent_view(dashboard, exc.taken_by)
         name = winner.display_name if winner else f"agent {exc.taken_by}"
-        return json_error(409, "already_taken", f"{name} already took this call",
-                          taken_by={"id": exc.taken_by, "display_name": name})
+        return _refusal(409, "already_taken", f"{name} already took this call",
+                        taken_by={"id": exc.taken_by, "display_name": name})
     except NotOfferable as exc:
-        return json_error(409, "not_offerable", f"this card is {exc.state.value}",
-                          state=exc.state.value)
+        return _refusal(409, "not_offerable", f"this card is {exc.state.value}",
+                        state=exc.state.value)
     except NotFound:
-        return json_error(404, "not_found", "no such handoff, or its call has ended")
+        return _refusal(404, "not_found", "no such handoff, or its call has ended")
     except CallStateConflict as exc:
-        return json_error(409, "call_not_live", str(exc))
+        return _refusal(409, "call_not_live", str(exc))
     except AgentUnreachable:
         # The accept was rolled back, so the card is still on offer for the others.
-        return json_error(409, "phone_unreachable",
-                          "your phone could not be reached; is the softphone registered?")
+        return _refusal(409, "phone_unreachable",
+                        "your phone could not be reached; is the softphone registered?")
     log.info("agent %s accepted handoff %s", viewer.login, handoff_id)
-    return web.json_response({"accepted": handoff_id})
+    return 200, {"accepted": handoff_id}
+
+
+def _refusal(status: int, error: str, reason: str, **extra: Any) -> tuple[int, dict[str, Any]]:
+    return status, {"error": error, "reason": reason, **extra}
 
 
 async def _agent_view(dashboard: Dashboard, agent_id: int) -> AgentView | None:
@@ -296,7 +313,7 @@ async def live_updates(request: web.Request) -> web.StreamResponse:
     client = dashboard.hub.connect(agent_id=viewer.agent_id, role=viewer.role,
                                    session_hash=viewer.session_hash, resume=resume, raw=raw)
     try:
-        await client.serve(ws, _read(ws, client, viewer, options.ws_messages_per_10s),
+        await client.serve(ws, _read(ws, client, dashboard, viewer, options.ws_messages_per_10s),
                            options.hub.send_timeout_s)
         if not client.stopped:
             client.stop(CloseCode.GOING_AWAY, "")
@@ -307,9 +324,10 @@ async def live_updates(request: web.Request) -> web.StreamResponse:
 
 
 async def _read(
-    ws: web.WebSocketResponse, client: Client, viewer: Viewer, per_10s: int
+    ws: web.WebSocketResponse, client: Client, dashboard: Dashboard, viewer: Viewer,
+    per_10s: int,
 ) -> None:
-    """The page sends nothing the server needs; a tab flooding us is closed (R23)."""
+    """The page's requests, answered in order; a tab flooding us is closed (R23)."""
     loop = asyncio.get_running_loop()
     window_start, count = loop.time(), 0
     async for message in ws:
@@ -324,6 +342,40 @@ async def _read(
                         viewer.login, count)
             client.stop(CloseCode.POLICY, "too many messages")
             return
+        if message.type is WSMsgType.TEXT:
+            client.offer(await _answer(message.data, dashboard, viewer))
+
+
+# What a tab may ask over its socket: Accept, the one click where every millisecond is a
+# caller waiting. The socket was signed in and its Origin checked at the handshake, and it
+# is closed when its session or role ends, so a request on it needs no cookie, CSRF token
+# or session read: the click reaches the call controller a database round trip sooner than
+# a POST (which stays, for a tab whose socket is reconnecting).
+SOCKET_REQUEST_SHAPE = '{"type": "accept", "handoff_id": N, "ref": N}'
+
+
+async def _answer(text: str, dashboard: Dashboard, viewer: Viewer) -> str:
+    """The reply to one socket request: {"type": "reply", "ref", "status", "body"}, where
+    status and body are what the same request over HTTP would have got."""
+    try:
+        request = json.loads(text)
+    except ValueError:
+        request = None
+    ref = request.get("ref") if isinstance(request, dict) else None
+    if not _is_count(ref):
+        ref = None
+    if not isinstance(request, dict) or request.get("type") != "accept":
+        status, body = _refusal(400, "bad_request", f"a request is {SOCKET_REQUEST_SHAPE}")
+    elif not _is_count(request.get("handoff_id")):
+        status, body = _refusal(400, "bad_request", "handoff_id is a whole number above 0")
+    else:
+        status, body = await accept_card(dashboard, viewer, request["handoff_id"])
+    return json.dumps({"type": "reply", "ref": ref, "status": status, "body": body})
+
+
+def _is_count(value: object) -> bool:
+    # bool is an int to Python, and not a count to anyone.
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**53
 
 
 async def _close(ws: web.WebSocketResponse, request: web.Request, code: int, reason: str

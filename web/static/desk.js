@@ -359,13 +359,16 @@
     status.textContent = "Accepting…";
     // Armed before the request: the controller rings this phone before it replies.
     if (phone) phone.expect();
-    const result = await post(`/api/handoffs/${handoffId}/accept`, {});
+    const result = await ask({ type: "accept", handoff_id: handoffId },
+      `/api/handoffs/${handoffId}/accept`);
     if (phone) phone.mark("accept_replied");
     if (result.ok) {
       status.textContent = "Connecting you to the caller…";
       return;
     }
-    if (phone) phone.unexpect();
+    // No answer (the socket dropped): the Accept may have won, so the phone still takes
+    // the call if it comes within its window.
+    if (phone && result.status !== 0) phone.unexpect();
     status.textContent = result.body.reason || "Could not accept this call.";
     button.disabled = result.status === 409 && result.body.error === "already_taken";
   }
@@ -455,6 +458,39 @@
     window.dispatchEvent(new CustomEvent("switchboard:message", { detail: message }));
   }
 
+  // Accept is asked over the open socket: it was signed in at its handshake, so the click
+  // reaches the call controller without a cookie, a CSRF token or a session read on the
+  // way. While the socket is reconnecting the same request goes as a POST.
+  let liveSocket = null;
+  const waiting = new Map();
+  let nextRef = 1;
+
+  function ask(request, url) {
+    if (!liveSocket || liveSocket.readyState !== WebSocket.OPEN) return post(url, {});
+    const ref = nextRef++;
+    return new Promise((resolve) => {
+      waiting.set(ref, resolve);
+      liveSocket.send(JSON.stringify({ ...request, ref }));
+    });
+  }
+
+  function answered(reply) {
+    const resolve = waiting.get(reply.ref);
+    if (!resolve) return;
+    waiting.delete(reply.ref);
+    resolve({ ok: reply.status < 300, status: reply.status, body: reply.body || {} });
+  }
+
+  function unanswered() {
+    for (const resolve of waiting.values()) {
+      resolve({
+        ok: false, status: 0,
+        body: { reason: "The connection dropped before the server answered. If your phone rings, the call is yours." },
+      });
+    }
+    waiting.clear();
+  }
+
   let backoffMs = 500;
 
   function connect() {
@@ -465,6 +501,7 @@
     }
     const socket = new WebSocket(url);
     socket.addEventListener("open", () => {
+      liveSocket = socket;
       backoffMs = 500;
       liveBadge.dataset.state = "live";
       liveBadge.textContent = "live";
@@ -476,10 +513,16 @@
       } catch (_error) {
         return;
       }
+      if (message.type === "reply") {
+        answered(message);
+        return;
+      }
       onMessage(message);
       document.body.dataset.live = "yes";
     });
     socket.addEventListener("close", (event) => {
+      if (liveSocket === socket) liveSocket = null;
+      unanswered();
       document.body.dataset.live = "no";
       if (event.code === 4401) {
         window.location.assign("/login");
