@@ -348,9 +348,10 @@ async def _read(
 
 # What a tab may ask over its socket: Accept, the one click where every millisecond is a
 # caller waiting. The socket was signed in and its Origin checked at the handshake, and it
-# is closed when its session or role ends, so a request on it needs no cookie, CSRF token
-# or session read: the click reaches the call controller a database round trip sooner than
-# a POST (which stays, for a tab whose socket is reconnecting).
+# is closed when its role changes or its session ends (at once at sign-out, at the next
+# session check otherwise), so a request on it needs no cookie, CSRF token or session
+# read: the click reaches the call controller sooner than a POST would (the POST stays,
+# for a tab whose socket is reconnecting).
 SOCKET_REQUEST_SHAPE = '{"type": "accept", "handoff_id": N, "ref": N}'
 
 
