@@ -9,6 +9,8 @@ in between was. G.711 mu-law is done in NumPy (``audioop`` is deprecated).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import random
 import struct
 import time
@@ -25,6 +27,9 @@ AI_HZ = 1050.0
 AGENT_HZ = 1850.0
 SUPERVISOR_HZ = 2450.0  # the supervisor's desk phone (listen, whisper, barge tests)
 TONES = {"caller": CALLER_HZ, "ai": AI_HZ, "agent": AGENT_HZ, "supervisor": SUPERVISOR_HZ}
+
+# Linux: the kernel's arrival time (a struct timeval) of the last datagram read from a socket.
+SIOCGSTAMP = 0x8906
 
 _BIAS = 0x84
 _CLIP = 32635
@@ -104,7 +109,7 @@ class Received:
     """One packet as it arrived; what it holds is worked out only when asked, so the
     probe does no signal processing while a handoff is being timed."""
 
-    at: float  # time.monotonic() at arrival
+    at: float  # on the time.monotonic() line: when the kernel received it
     payload: bytes
     _who: str | None = None
     _voiced: bool | None = None
@@ -137,14 +142,33 @@ class RtpProbe(asyncio.DatagramProtocol):
     transport: asyncio.DatagramTransport | None = None
     _task: asyncio.Task[None] | None = None
     _ssrc: int = field(default_factory=lambda: random.getrandbits(32))
+    _fd: int = -1
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._fd = transport.get_extra_info("socket").fileno()
+        with contextlib.suppress(OSError):
+            # The first ask turns the socket's arrival stamps on (and has none to give).
+            fcntl.ioctl(self._fd, SIOCGSTAMP, bytes(16))
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if len(data) <= 12:
             return
-        self.received.append(Received(time.monotonic(), data[12:]))
+        self.received.append(Received(self._arrival(), data[12:]))
+
+    def _arrival(self) -> float:
+        """When the kernel received the datagram just read, on the time.monotonic() line.
+
+        Not the time this event loop got round to it: a loop busy for 20 ms (another
+        call's analysis, the garbage collector) would show as a gap the caller never had,
+        followed by two frames at once.
+        """
+        try:
+            stamp = fcntl.ioctl(self._fd, SIOCGSTAMP, bytes(16))
+        except OSError:
+            return time.monotonic()
+        seconds, microseconds = struct.unpack("@qq", stamp)
+        return float(seconds + microseconds / 1e6 - (time.time() - time.monotonic()))
 
     @property
     def port(self) -> int:
@@ -182,11 +206,15 @@ class RtpProbe(asyncio.DatagramProtocol):
         return None
 
     def longest_gap_ms(self, start: float, end: float) -> float:
-        """Longest stretch without audible audio (anyone's, or a mix) in [start, end]."""
-        voiced = [r.at for r in self.received if start <= r.at <= end and r.voiced]
-        if len(voiced) < 2:
+        """The longest stretch without audible audio (anyone's, or a mix) that ends in
+        [start, end], counted from the last audible frame before it: a silence already
+        running at `start` counts whole, one over before `start` does not."""
+        voiced = [r.at for r in self.received if r.at <= end and r.voiced]
+        earlier = [at for at in voiced if at < start]
+        points = earlier[-1:] + [at for at in voiced if at >= start]
+        if len(points) < 2:
             return float("inf")
-        return float(np.max(np.diff(voiced)) * 1000)
+        return float(np.max(np.diff(points)) * 1000)
 
 
 async def open_probe(send_hz: float | None) -> RtpProbe:

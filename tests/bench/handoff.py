@@ -5,7 +5,10 @@ and the agent send their own tone; for each call we measure, from what the calle
 side receives:
 
 - ``connect_ms``: from the Accept to the first frame of the agent's voice at the caller;
-- ``caller_gap_ms``: the longest silence the caller hears across the move;
+- ``caller_gap_ms``: the longest silence the caller hears across the move: from the
+  Accept (a silence already running then counts whole) to 0.4 s after the agent is
+  first heard, by when the AI has left. Only the move: a frame the AI engine sent late a
+  moment before the Accept is the engine's hiccup, not the handoff's;
 
 and we count ``caller_reinvites`` (in-dialog INVITEs the carrier receives on a caller's
 leg: must be 0, the caller's dialog is never touched), ``dropped_calls`` (callers who
@@ -93,7 +96,7 @@ async def one_handoff(r: Rig, ups: AgentUps) -> dict[str, Any]:
         heard = await r.wait_hears(placed, "agent", after=accepted_at)
         await asyncio.sleep(0.5)
         result["connect_ms"] = (heard - accepted_at) * 1000
-        result["caller_gap_ms"] = await r.gap_ms(placed, accepted_at - 0.3, heard + 0.4)
+        result["caller_gap_ms"] = await r.gap_ms(placed, accepted_at, heard + 0.4)
         result.update(steps(accepted_at, ups.ours.get(leg or ""), heard))
     except TimeoutError:
         result["connect_ms"] = None
@@ -139,7 +142,7 @@ async def one_queue_handoff(r: Rig, baseline: Baseline, ups: AgentUps) -> dict[s
         heard = await r.wait_hears(placed, "agent", after=accepted_at)
         await asyncio.sleep(0.5)
         result["connect_ms"] = (heard - accepted_at) * 1000
-        result["caller_gap_ms"] = await r.gap_ms(placed, accepted_at - 0.3, heard + 0.4)
+        result["caller_gap_ms"] = await r.gap_ms(placed, accepted_at, heard + 0.4)
         up = next((at for at in ups.queue if at >= accepted_at), None)
         result.update(steps(accepted_at, up, heard))
     except TimeoutError:

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tests.bench.audio import AI_HZ, FRAME, RATE, Received, RtpProbe, tone, ulaw_encode
 from tests.bench.handoff import AgentUps, report, steps, summary
 
 
@@ -52,3 +53,24 @@ def test_the_report_splits_connect_time_into_answer_and_media_path() -> None:
     assert out["heard_after_up_ms"]["p50"] == pytest.approx(18.0)
     assert (out["dropped_calls"], out["failed_handoffs"]) == (1, 1)
     assert steps(accepted, None, accepted + 0.03) == {}
+
+
+def heard(*frames: tuple[float, bool]) -> RtpProbe:
+    """A probe that received these frames: (arrival in s, audible or silent)."""
+    voice = ulaw_encode(tone(AI_HZ, FRAME / RATE))
+    silence = ulaw_encode(tone(AI_HZ, FRAME / RATE, amplitude=0.0))
+    probe = RtpProbe(None)
+    probe.received = [Received(at, voice if audible else silence) for at, audible in frames]
+    return probe
+
+
+def test_the_gap_across_a_move_counts_a_silence_running_into_it_but_not_one_before() -> None:
+    # Audible every 20 ms, except a lost frame at 0.10 (before the move at 0.20) and a
+    # silent one at 0.24 (during it).
+    probe = heard(*[(n * 0.02, n not in (5, 12)) for n in range(20)])
+    assert probe.longest_gap_ms(0.0, 0.4) == pytest.approx(40.0)
+    assert probe.longest_gap_ms(0.20, 0.4) == pytest.approx(40.0)  # the one at 0.24
+    only_before = [(n * 0.02, n != 5) for n in range(20)]
+    assert heard(*only_before).longest_gap_ms(0.20, 0.4) == pytest.approx(20.0)
+    # A silence already running when the move starts counts from its beginning.
+    assert heard((0.10, True), (0.26, True)).longest_gap_ms(0.20, 0.4) == pytest.approx(160.0)
