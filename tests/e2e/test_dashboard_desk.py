@@ -215,3 +215,29 @@ async def test_the_page_catches_up_after_its_socket_drops(page: Page, served: Se
     handoff = await offer_card(served.store, served.events, caller_name="While Away")
     await expect(page.locator(f'li.card[data-handoff-id="{handoff.id}"]')).to_contain_text(
         "While Away")
+
+
+async def test_an_accept_clicked_while_the_socket_is_down_goes_as_a_post(
+    page: Page, served: Served,
+) -> None:
+    alice = served.people["alice"]
+    await sign_in(page, served, "alice")
+    await page.check("#duty")
+    await expect(page.locator("body")).to_have_attribute("data-on-duty", "yes")
+    handoff = await offer_card(served.store, served.events, caller_name="Jeanne Martin")
+    card = page.locator(f'li.card[data-handoff-id="{handoff.id}"]')
+    await expect(card).to_contain_text("Jeanne Martin")
+
+    async def refuse(socket: Any) -> None:
+        await socket.close()
+
+    # The network between the tab and the server's socket is down; plain requests work.
+    await page.route_web_socket(re.compile(r"/ws(\?|$)"), refuse)
+    served.app[DASHBOARD].hub.drop_agent(alice.id, CloseCode.RESYNC, "test")
+    await expect(page.locator("body")).to_have_attribute("data-live", "no")
+    accept_posts: list[str] = []
+    page.on("request", lambda r: accept_posts.append(r.url) if "/accept" in r.url else None)
+    await card.get_by_role("button", name="Accept").click()
+    await until(lambda: served.commands.accepted == [(handoff.id, alice.id)])
+    await expect(card.locator(".status")).to_contain_text("Connecting")
+    assert accept_posts == [f"{served.origin}/api/handoffs/{handoff.id}/accept"]
