@@ -41,6 +41,7 @@ from handoff.settings import Settings
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from handoff.supervision import Supervision
 from pbx import runtime
+from pbx.ami import AmiClient
 from pbx.ari import AriClient
 from pbx.asterisk_config import (
     InboundRoute,
@@ -50,6 +51,7 @@ from pbx.asterisk_config import (
     spec_from_dict,
     spec_to_dict,
 )
+from pbx.security_events import SecurityEvents
 from pbx.test_caller import TestCaller
 from web.ai_api import API_PREFIX, hash_control_token, new_control_token, setup_ai_api
 from web.dashboard.access import Shape, own_auth, public
@@ -93,6 +95,8 @@ class Controller:
     """Filled in once Asterisk runs; the HTTP routes reach the live objects through it."""
 
     ari: AriClient | None = None
+    # AMI, for what ARI does not give: the PBX's security events.
+    ami: AmiClient | None = None
     control: CallControl | None = None
     receptionist: Receptionist | None = None
     supervision: Supervision | None = None
@@ -136,6 +140,7 @@ class Services:
     controller: Controller = field(default_factory=Controller)
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     demo_credentials: dict[str, str] = field(default_factory=dict)
+    security: SecurityEvents | None = None
 
 
 SERVICES = web.AppKey("services", Services)
@@ -391,8 +396,14 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
                                      events=services.hub, after_call=control.wrap_up)
     control.leave_alone(controller.callbacks.owned, adopt=controller.callbacks.adopt)
     ari.on_connect = control.reconcile
+    ami = AmiClient("127.0.0.1", pbx.spec.ports.ami, pbx.spec.ami_user, pbx.spec.ami_secret)
+    if services.security is not None:
+        ami.on_security(services.security.observe)
+    controller.ami = ami
     await receptionist.start()
     await ari.start()
+    # Calls do not wait for AMI: it only watches (it reconnects by itself).
+    await ami.start()
     await ari.wait_ready(30)
     print_banner(services)
     try:
@@ -403,6 +414,8 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
                 await service.close()
         controller.supervision = controller.callbacks = None
         await control.close()
+        await ami.close()
+        controller.ami = None
         await ari.close()
         await receptionist.close()
         controller.control = None
@@ -453,11 +466,14 @@ async def status(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     telephony, ari = services.telephony, services.controller.ari
     events = ari.status if ari is not None else "starting"
+    ami = services.controller.ami
     healthy = telephony.status in ("ok", "external") and events == "connected"
     body = {
         "status": "ok" if healthy else "degraded",
         "asterisk": telephony.installation.version if telephony.installation else None,
         "ari_events": events,
+        # Not part of "healthy": calls go on without it, only its watching stops.
+        "ami": ami.status if ami is not None else "starting",
         "calls": len(services.controller.control.calls) if services.controller.control else 0,
     }
     return web.json_response(body, status=200 if healthy else 503)
@@ -481,6 +497,7 @@ def build_app(settings: Settings) -> web.Application:
         lambda: float(len(services.controller.control.calls))
         if services.controller.control else 0.0
     )
+    services.security = SecurityEvents(registry)
     app.cleanup_ctx.extend([store_ctx, telephony_ctx, controller_ctx])
     # Every route is declared in the access policy; one that is not is refused.
     policy = route_policy(app)
