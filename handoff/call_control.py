@@ -282,6 +282,18 @@ class CallControl:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def phone_registered(self, sip_user: str) -> bool | None:
+        """Whether the agent's phone is registered and answering with the PBX (its PJSIP
+        endpoint is online); None when the PBX cannot say right now."""
+        try:
+            endpoint = await self.ari.endpoints.get("PJSIP", sip_user)
+        except AriNotFound:
+            return False
+        except AriError as exc:
+            log.warning("could not ask the PBX about %s's phone: %s", sip_user, exc)
+            return None
+        return endpoint.get("state") == "online"
+
     # ---- ARI events --------------------------------------------------------------------
 
     async def _on_stasis_start(self, event: Mapping[str, Any]) -> None:

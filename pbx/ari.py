@@ -423,6 +423,15 @@ class Application(TypedDict):
     events_disallowed: list[Any]
 
 
+class Endpoint(TypedDict):
+    technology: str
+    resource: str
+    # "online" once a phone's contact is registered and answers (or is not qualified
+    # yet), "offline" with no contact or only unreachable ones.
+    state: NotRequired[str]
+    channel_ids: list[str]
+
+
 class AsteriskInfo(TypedDict, total=False):
     build: dict[str, Any]
     system: dict[str, Any]
@@ -885,6 +894,12 @@ class Applications(_Resource):
         return cast(Application, await self._call("GET", f"/applications/{_seg(name)}"))
 
 
+class Endpoints(_Resource):
+    async def get(self, technology: str, resource: str) -> Endpoint:
+        return cast(Endpoint, await self._call(
+            "GET", f"/endpoints/{_seg(technology)}/{_seg(resource)}"))
+
+
 class AsteriskSystem(_Resource):
     async def info(self) -> AsteriskInfo:
         return cast(AsteriskInfo, await self._call("GET", "/asterisk/info"))
@@ -961,6 +976,7 @@ class AriClient:
         self.playbacks = Playbacks(self)
         self.recordings = Recordings(self)
         self.applications = Applications(self)
+        self.endpoints = Endpoints(self)
         self.asterisk = AsteriskSystem(self)
 
     # -- lifecycle

@@ -56,6 +56,8 @@ class FakeCommands:
     taken: dict[int, int] = field(default_factory=dict)
     # The call panel's commands, as (command, call id, arguments...).
     panel: list[tuple[object, ...]] = field(default_factory=list)
+    # Desk phones the PBX would report unregistered (by SIP user); the others are.
+    unregistered: set[str] = field(default_factory=set)
 
     async def accept(self, handoff_id: int, agent_id: int) -> None:
         if self.store is not None:
@@ -75,6 +77,9 @@ class FakeCommands:
     async def transfer(self, call_id: str, from_agent: int, to_agent: int, note: str) -> int:
         self.panel.append(("transfer", call_id, from_agent, to_agent, note))
         return 999
+
+    async def phone_registered(self, sip_user: str) -> bool | None:
+        return sip_user not in self.unregistered
 
 
 async def open_store(folder: Path) -> Store:

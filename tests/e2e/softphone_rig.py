@@ -46,6 +46,8 @@ REPO = Path(__file__).resolve().parents[2]
 BUILD_VENDOR = REPO / "web" / "static" / "build_vendor.sh"
 # The agents of these tests: WebRTC softphones with SIP credentials the PBX knows.
 AGENTS = {"alice": AgentRole.AGENT, "bob": AgentRole.AGENT, "sam": AgentRole.SUPERVISOR}
+# An agent with a SIP desk phone the PBX knows but which never registers (unplugged).
+DESK_PHONE_AGENTS = {"dora": AgentRole.AGENT}
 
 
 def sip_user(login: str) -> str:
@@ -111,8 +113,12 @@ async def webrtc_pbx(
         installation, f"{tag}-pbx", state_dir, ports=pbx_ports,
         trunks=(SipTrunk("carrier", "127.0.0.1", carrier_ports.sip),),
         routes=(InboundRoute("2000", "receptionist"),),
-        agents=tuple(SipAgent(sip_user(login), sip_password(login), "webrtc", login.title())
-                     for login in AGENTS),
+        agents=(
+            *(SipAgent(sip_user(login), sip_password(login), "webrtc", login.title())
+              for login in AGENTS),
+            *(SipAgent(sip_user(login), sip_password(login), "deskphone", login.title())
+              for login in DESK_PHONE_AGENTS),
+        ),
         rtp_timeout=rtp_timeout,
         # Measured on Asterisk 22: it never offers a loopback ICE host candidate (the
         # interface scan skips lo), so restricting ICE to 127.0.0.1 leaves a browser
@@ -183,9 +189,11 @@ async def desk(telephony: Telephony, folder: Path) -> AsyncIterator[Desk]:
             login: await tx.agents.create(
                 login=login, display_name=login.title(), role=role, password_hash=hashed,
                 sip_user=sip_user(login), sip_password=sip_password(login),
-                endpoint_kind=EndpointKind.WEBRTC,
+                endpoint_kind=kind,
             )
-            for login, role in AGENTS.items()
+            for kind, agents in ((EndpointKind.WEBRTC, AGENTS),
+                                 (EndpointKind.DESKPHONE, DESK_PHONE_AGENTS))
+            for login, role in agents.items()
         }
         await tx.assistants.create(
             name="receptionist", number_pattern="2000", adapter="audiosocket",

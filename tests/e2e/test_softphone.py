@@ -24,6 +24,7 @@ from handoff.events import CALLS_TOPIC, call_changed_event
 from handoff.handoffs import FailureReason, HandoffState
 from pbx import runtime
 from tests.bench.rig import FALLBACK_NUMBER
+from tests.dashboard_fixtures import PASSWORD
 from tests.e2e.softphone_rig import (
     Desk,
     Telephony,
@@ -407,6 +408,26 @@ async def test_going_on_duty_with_the_microphone_blocked_says_so_and_stays_off(
         await expect(page.locator("#duty")).not_to_be_checked()
         async with product.store.transaction() as tx:
             assert not (await tx.agents.get(product.people["alice"].id)).on_duty
+
+
+async def test_going_on_duty_with_an_unplugged_desk_phone_says_so_and_stays_off(
+    voiced_chromium: Browser, product: Desk,
+) -> None:
+    # Dora's desk phone is known to the PBX but has never registered: the PBX says it
+    # cannot ring, so a card she accepted would leave a caller waiting.
+    async with agent_browser(voiced_chromium) as context:
+        page = await context.new_page()
+        await page.goto(f"{product.origin}/")
+        await page.fill("#login", "dora")
+        await page.fill("#password", PASSWORD)
+        await page.click("button[type=submit]")
+        await expect(page.locator("body")).to_have_attribute("data-phone", "none")
+        await page.click("#duty")  # the page unticks it again: not check()
+        await expect(page.locator("#notice")).to_contain_text(
+            "Your desk phone (sb-dora) is not registered")
+        await expect(page.locator("#duty")).not_to_be_checked()
+        async with product.store.transaction() as tx:
+            assert not (await tx.agents.get(product.people["dora"].id)).on_duty
 
 
 async def test_a_call_back_from_the_contact_page_is_answered_by_the_desk_tab(

@@ -19,7 +19,7 @@ from handoff.events import AGENTS_TOPIC
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.store import AlreadyTaken
 from tests.bench.audio import FRAME, TONES, present
-from tests.bench.rig import LATE_VOICE_S, Rig, local_world, rig
+from tests.bench.rig import AGENT_SIP_USER, LATE_VOICE_S, Rig, local_world, rig
 from tests.integration.asterisk_helpers import Pair, ari
 
 pytestmark = pytest.mark.integration
@@ -396,3 +396,13 @@ async def test_an_agent_who_chooses_away_during_wrap_up_stays_away(
 
 async def _presence_is(r: Rig, presence: Presence) -> bool:
     return await _presence(r) is presence
+
+
+async def test_the_pbx_says_whether_a_desk_phone_can_ring(call_rig: Rig) -> None:
+    # Ada's desk phone answers the PBX's OPTIONS (it is online once qualified, a moment
+    # after start); a phone the PBX never heard of cannot ring.
+    async def ada_online() -> bool:
+        return await call_rig.control.phone_registered(AGENT_SIP_USER) is True
+
+    await wait_until(ada_online)
+    assert await call_rig.control.phone_registered("desk-nobody") is False

@@ -5,7 +5,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.dashboard_fixtures import Browser, Browsers, Served, offer_card
+from handoff.agents import EndpointKind
+from tests.dashboard_fixtures import (
+    PASSWORD,
+    Browser,
+    Browsers,
+    Served,
+    cheap_passwords,
+    offer_card,
+)
 from web.dashboard.routes import STATIC_DIR
 
 
@@ -35,6 +43,43 @@ async def test_duty_and_presence_refuse_malformed_bodies_with_a_reason(
         response = await agent.post_json(path, body)
         assert response.status == 400
         assert (await response.json())["reason"]
+
+
+async def desk_phone_agent(served: Served, login: str) -> None:
+    async with served.store.transaction() as tx:
+        await tx.agents.create(
+            login=login, display_name=login.title(), sip_user=f"sb-{login}",
+            sip_password="s3cret-desk", endpoint_kind=EndpointKind.DESKPHONE,
+            password_hash=cheap_passwords().hash(PASSWORD))
+
+
+async def test_a_desk_phone_the_pbx_reports_unregistered_keeps_its_agent_off_duty(
+    served: Served, browsers: Browsers,
+) -> None:
+    await desk_phone_agent(served, "dora")
+    served.commands.unregistered.add("sb-dora")
+    dora = await signed_in(browsers, "dora")
+    refused = await dora.post_json("/api/duty", {"on_duty": True})
+    assert refused.status == 409
+    body = await refused.json()
+    assert body["error"] == "phone_unregistered"
+    assert "sb-dora" in body["reason"]
+    async with served.store.transaction() as tx:
+        assert not (await tx.agents.by_login("dora")).on_duty  # type: ignore[union-attr]
+    # Plugged in and registered: on duty. Going off duty never asks.
+    served.commands.unregistered.clear()
+    assert (await dora.post_json("/api/duty", {"on_duty": True})).status == 200
+    served.commands.unregistered.add("sb-dora")
+    assert (await dora.post_json("/api/duty", {"on_duty": False})).status == 200
+
+
+async def test_a_browser_phone_agent_is_not_asked_about_a_desk_phone(
+    served: Served, browsers: Browsers,
+) -> None:
+    # The tab checks its own softphone's registration before it asks to go on duty.
+    served.commands.unregistered.add("sb-alice")
+    alice = await signed_in(browsers, "alice")
+    assert (await alice.post_json("/api/duty", {"on_duty": True})).status == 200
 
 
 async def test_accept_hands_the_card_to_the_call_controller(served: Served,

@@ -40,6 +40,9 @@ class Commands(Protocol):
 
     async def transfer(self, call_id: str, from_agent: int, to_agent: int, note: str) -> int: ...
 
+    # Going on duty with a desk phone: is it registered with the PBX (None: cannot tell)?
+    async def phone_registered(self, sip_user: str) -> bool | None: ...
+
 
 @dataclass(frozen=True)
 class SoftphoneSettings:

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from handoff.agents import AgentRole, Presence
+from handoff.agents import AgentRole, EndpointKind, Presence
 from handoff.call_control import AgentUnreachable, CallStateConflict
 from handoff.events import AGENTS_TOPIC, agent_changed_event
 from handoff.store import AlreadyTaken, NotFound, NotOfferable, OffDuty
@@ -185,6 +185,10 @@ async def set_duty(request: web.Request) -> web.Response:
     on_duty = (await json_body(request)).get("on_duty")
     if not isinstance(on_duty, bool):
         return json_error(400, "bad_request", "on_duty must be true or false")
+    if on_duty:
+        unplugged = await _unregistered_desk_phone(dashboard, viewer.agent_id)
+        if unplugged is not None:
+            return json_error(409, "phone_unregistered", unplugged)
     async with dashboard.store.transaction() as tx:
         agent = await tx.agents.set_duty(viewer.agent_id, on_duty)
         if on_duty and agent.presence is Presence.OFFLINE:
@@ -194,6 +198,23 @@ async def set_duty(request: web.Request) -> web.Response:
                               {"on_duty": on_duty})
     dashboard.events.publish(AGENTS_TOPIC, agent_changed_event(viewer.agent_id))
     return web.json_response({"me": AgentView.of(agent).to_json()})
+
+
+async def _unregistered_desk_phone(dashboard: Dashboard, agent_id: int) -> str | None:
+    """What is wrong with the agent's desk phone, if the PBX says it cannot ring.
+
+    A card accepted on a phone that cannot ring leaves a caller waiting. A browser phone
+    checks its own registration before the tab asks to go on duty; a desk phone cannot
+    speak for itself, so the PBX is asked. When the PBX cannot tell, duty is not refused.
+    """
+    async with dashboard.store.transaction() as tx:
+        agent = await tx.agents.get(agent_id)
+    if agent.endpoint_kind is not EndpointKind.DESKPHONE:
+        return None
+    if await dashboard.commands.phone_registered(agent.sip_user) is not False:
+        return None
+    return (f"Your desk phone ({agent.sip_user}) is not registered with the phone system: "
+            "check that it is plugged in and signed in, then try again.")
 
 
 async def set_presence(request: web.Request) -> web.Response:
