@@ -286,11 +286,14 @@ class CallControl:
         """Whether the agent's phone is registered and answering with the PBX (its PJSIP
         endpoint is online); None when the PBX cannot say right now."""
         try:
-            endpoint = await self.ari.endpoints.get("PJSIP", sip_user)
+            # An agent waits on this to go on duty: a PBX slow to answer does not hold
+            # them up (nor does it count against them).
+            async with asyncio.timeout(2.0):
+                endpoint = await self.ari.endpoints.get("PJSIP", sip_user)
         except AriNotFound:
             return False
-        except AriError as exc:
-            log.warning("could not ask the PBX about %s's phone: %s", sip_user, exc)
+        except (AriError, TimeoutError) as exc:
+            log.warning("could not ask the PBX about %s's phone: %r", sip_user, exc)
             return None
         return endpoint.get("state") == "online"
 
