@@ -36,6 +36,7 @@ from handoff.call_control import CallControl, Timing, call_key
 from handoff.callback import Callbacks
 from handoff.events import EventHub
 from handoff.metrics import SwitchboardMetrics
+from handoff.phone_watch import PhoneWatch
 from handoff.receptionist import Receptionist
 from handoff.settings import Settings
 from handoff.store import Store, create_store_engine, upgrade_to_head
@@ -404,15 +405,19 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     if services.security is not None:
         ami.on_security(services.security.observe)
     controller.ami = ami
+    phone_watch = PhoneWatch(services.store, services.hub, control.phone_registered)
     await receptionist.start()
     await ari.start()
     # Calls do not wait for AMI: it only watches (it reconnects by itself).
     await ami.start()
     await ari.wait_ready(30)
+    watching = asyncio.create_task(phone_watch.run(), name="phone watch")
     print_banner(services)
     try:
         yield
     finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
         for service in (controller.supervision, controller.callbacks):
             if service is not None:
                 await service.close()

@@ -85,8 +85,8 @@ class AgentsRepo:
     async def available(self, skills: Iterable[str] = ()) -> Sequence[Agent]:
         """On duty, present, not busy, and holding every skill asked for.
 
-        Whether the softphone is registered is Asterisk's knowledge; the caller filters
-        on that with what pbx reports.
+        Whether the phone is registered is Asterisk's knowledge: handoff.phone_watch sets
+        away the agents whose phone has been unregistered for a while.
         """
         wanted = set(skills)
         result = await self._session.scalars(

@@ -19,9 +19,11 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, BrowserContext, Dialog, Page, expect
 
+from handoff.agents import Presence
 from handoff.calls import CallDirection, CallOutcome, CallState, Speaker
 from handoff.events import CALLS_TOPIC, call_changed_event
 from handoff.handoffs import FailureReason, HandoffState
+from handoff.phone_watch import PhoneWatch
 from pbx import runtime
 from tests.bench.rig import FALLBACK_NUMBER
 from tests.dashboard_fixtures import PASSWORD
@@ -428,6 +430,31 @@ async def test_going_on_duty_with_an_unplugged_desk_phone_says_so_and_stays_off(
         await expect(page.locator("#duty")).not_to_be_checked()
         async with product.store.transaction() as tx:
             assert not (await tx.agents.get(product.people["dora"].id)).on_duty
+
+
+async def test_an_agent_who_closes_the_browser_on_duty_is_set_away_and_a_colleague_stays(
+    voiced_chromium: Browser, product: Desk,
+) -> None:
+    # Alice closes her browser without going off duty; Bob's desk stays open. Once her
+    # phone has been unregistered for two checks, the PBX's word sets her away.
+    watch = PhoneWatch(product.store, product.control.hub, product.control.phone_registered,
+                       grace_checks=2)
+    async with agent_browser(voiced_chromium) as alice, agent_browser(voiced_chromium) as bob:
+        alice_page, bob_page = await alice.new_page(), await bob.new_page()
+        await on_duty_with_phone(alice_page, product.origin, "alice")
+        await on_duty_with_phone(bob_page, product.origin, "bob")
+        assert await watch.check_once() == []
+        await alice.close()
+
+        async def alice_away() -> list[int]:
+            return await watch.check_once()
+
+        assert await until(alice_away, within=15, step=0.2) == [product.people["alice"].id]
+        async with product.store.transaction() as tx:
+            presences = {login: (await tx.agents.get(agent.id)).presence
+                         for login, agent in product.people.items()}
+        assert (presences["alice"], presences["bob"]) == (Presence.AWAY, Presence.AVAILABLE)
+        await expect(bob_page.locator("#duty")).to_be_checked()
 
 
 async def test_a_call_back_from_the_contact_page_is_answered_by_the_desk_tab(

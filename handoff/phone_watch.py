@@ -1,0 +1,93 @@
+"""Agents whose phone cannot ring stop getting calls.
+
+An agent who closes the browser without going off duty, or whose desk phone is
+unplugged, still looks available: every caller handed over waits on a card nobody will
+take, and a supervisor sees a team larger than it is. The PBX knows better (the phone's
+registration). Every ``every_s`` the watch asks it about each available agent; one whose
+phone has been unregistered at ``grace_checks`` checks in a row is set away, with a line
+in the audit log, and their desk and the supervisors see it at once. The grace lets a
+browser reload (the phone re-registers within a second or two) go unnoticed. Coming back
+is the agent's own choice: they set themselves available again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from handoff.agents import Presence
+from handoff.events import AGENTS_TOPIC, EventHub, agent_changed_event
+from handoff.store import Store
+
+log = logging.getLogger(__name__)
+
+# Who the audit log names for a change nobody clicked (as for the controller's own).
+SYSTEM = "controller"
+
+
+class PhoneWatch:
+    def __init__(
+        self,
+        store: Store,
+        events: EventHub,
+        phone_registered: Callable[[str], Awaitable[bool | None]],
+        *,
+        every_s: float = 10.0,
+        grace_checks: int = 2,
+    ) -> None:
+        self._store = store
+        self._events = events
+        self._phone_registered = phone_registered
+        self.every_s = every_s
+        self._grace_checks = grace_checks
+        self._unregistered: dict[int, int] = {}  # agent id -> checks in a row
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.every_s)
+            try:
+                await self.check_once()
+            except Exception:
+                # The database or the PBX is away for a moment: nobody is set away
+                # on a guess; the next check tries again.
+                log.exception("the phone check failed; retrying in %.0f s", self.every_s)
+
+    async def check_once(self) -> list[int]:
+        """One round: returns the agents set away."""
+        async with self._store.transaction() as tx:
+            available = list(await tx.agents.available())
+        due = []
+        for agent in available:
+            # Only a definite "not registered" counts; "cannot tell" resets nothing.
+            registered = await self._phone_registered(agent.sip_user)
+            if registered is None:
+                continue
+            if registered:
+                self._unregistered.pop(agent.id, None)
+                continue
+            checks = self._unregistered.get(agent.id, 0) + 1
+            self._unregistered[agent.id] = checks
+            if checks >= self._grace_checks:
+                due.append(agent.id)
+        still = {agent.id for agent in available}
+        for agent_id in list(self._unregistered):
+            if agent_id not in still:  # off duty, away or on a call meanwhile
+                del self._unregistered[agent_id]
+        return [agent_id for agent_id in due if await self._set_away(agent_id)]
+
+    async def _set_away(self, agent_id: int) -> bool:
+        self._unregistered.pop(agent_id, None)
+        async with self._store.transaction() as tx:
+            agent = await tx.agents.get(agent_id)
+            # The agent may have gone off duty or away by themselves since the read.
+            if not agent.on_duty or agent.presence is not Presence.AVAILABLE:
+                return False
+            await tx.agents.set_presence(agent_id, Presence.AWAY)
+            await tx.audit.record(SYSTEM, "presence_change", f"agent:{agent_id}",
+                                  {"presence": Presence.AWAY.value,
+                                   "why": "phone_unregistered", "sip_user": agent.sip_user})
+        log.warning("agent %s set away: their phone (%s) is not registered with the PBX",
+                    agent.login, agent.sip_user)
+        self._events.publish(AGENTS_TOPIC, agent_changed_event(agent_id))
+        return True
