@@ -455,6 +455,16 @@ async def test_an_agent_who_closes_the_browser_on_duty_is_set_away_and_a_colleag
                          for login, agent in product.people.items()}
         assert (presences["alice"], presences["bob"]) == (Presence.AWAY, Presence.AVAILABLE)
         await expect(bob_page.locator("#duty")).to_be_checked()
+    # Back at her desk, Alice is told why no calls come, and takes them again by choice.
+    async with agent_browser(voiced_chromium) as alice:
+        page = await alice.new_page()
+        await sign_in_with_phone(page, product.origin, "alice")
+        await expect(page.locator("#notice")).to_contain_text("You are away")
+        await page.select_option("#presence", "available")
+        await expect(page.locator("#notice")).to_have_text("")
+        async with product.store.transaction() as tx:
+            assert (await tx.agents.get(product.people["alice"].id)).presence is (
+                Presence.AVAILABLE)
 
 
 async def test_a_call_back_from_the_contact_page_is_answered_by_the_desk_tab(

@@ -49,12 +49,18 @@
 
   // ---- duty and presence --------------------------------------------------------------
 
+  // On duty but away (set by hand, or by the server when the phone stayed unregistered):
+  // no card reaches this desk, which an agent back at it may not guess.
+  const awayNote = "You are away: no calls reach you. Choose “available” to take calls.";
+
   function showMe(me) {
     if (!me) return;
     state.me = me;
     dutyBox.checked = me.on_duty;
     presenceSelect.value = me.presence;
     document.body.dataset.onDuty = me.on_duty ? "yes" : "no";
+    if (me.on_duty && me.presence === "away") say(awayNote);
+    else if (notice.textContent === awayNote) say("");
   }
 
   dutyBox.addEventListener("change", async () => {
