@@ -145,7 +145,6 @@ class Services:
     controller: Controller = field(default_factory=Controller)
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     demo_credentials: dict[str, str] = field(default_factory=dict)
-    security: SecurityEvents | None = None
 
 
 SERVICES = web.AppKey("services", Services)
@@ -402,8 +401,7 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     control.leave_alone(controller.callbacks.owned, adopt=controller.callbacks.adopt)
     ari.on_connect = control.reconcile
     ami = AmiClient("127.0.0.1", pbx.spec.ports.ami, pbx.spec.ami_user, pbx.spec.ami_secret)
-    if services.security is not None:
-        ami.on_security(services.security.observe)
+    ami.on_security(SecurityEvents(services.metrics).observe)
     controller.ami = ami
     phone_watch = PhoneWatch(services.store, services.hub, control.phone_registered)
     await receptionist.start()
@@ -506,7 +504,6 @@ def build_app(settings: Settings) -> web.Application:
         lambda: float(len(services.controller.control.calls))
         if services.controller.control else 0.0
     )
-    services.security = SecurityEvents(registry)
     app.cleanup_ctx.extend([store_ctx, telephony_ctx, controller_ctx])
     # Every route is declared in the access policy; one that is not is refused.
     policy = route_policy(app)

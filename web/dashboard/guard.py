@@ -157,5 +157,10 @@ async def add_security_headers(request: web.Request, response: web.StreamRespons
             response.headers.setdefault(name, value)
 
 
+def error_body(error: str, reason: str, **extra: Any) -> dict[str, Any]:
+    """A refusal's JSON: the same shape over HTTP and over the dashboard socket."""
+    return {"error": error, "reason": reason, **extra}
+
+
 def json_error(status: int, error: str, reason: str, **extra: Any) -> web.Response:
-    return web.json_response({"error": error, "reason": reason, **extra}, status=status)
+    return web.json_response(error_body(error, reason, **extra), status=status)

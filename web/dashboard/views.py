@@ -18,7 +18,7 @@ from handoff.call_control import AgentUnreachable, CallStateConflict
 from handoff.events import AGENTS_TOPIC, agent_changed_event
 from handoff.store import AlreadyTaken, NotFound, NotOfferable, OffDuty
 from web.dashboard.board import AgentView
-from web.dashboard.guard import CSRF_FIELD, content_security_policy, json_error
+from web.dashboard.guard import CSRF_FIELD, content_security_policy, error_body, json_error
 from web.dashboard.hub import Client, CloseCode, Resume
 from web.dashboard.ratelimit import address_key, login_key
 from web.dashboard.sessions import Viewer, new_token, tokens_match
@@ -273,7 +273,7 @@ async def accept_card(
 
 
 def _refusal(status: int, error: str, reason: str, **extra: Any) -> tuple[int, dict[str, Any]]:
-    return status, {"error": error, "reason": reason, **extra}
+    return status, error_body(error, reason, **extra)
 
 
 async def _agent_view(dashboard: Dashboard, agent_id: int) -> AgentView | None:
