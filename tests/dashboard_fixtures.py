@@ -235,3 +235,15 @@ async def browsers(served: Served) -> AsyncIterator[Browsers]:
     yield open_browser
     for browser in opened:
         await browser.close()
+
+
+async def signed_in(browsers: Browsers, login: str) -> Browser:
+    """A new browser profile, signed in as `login`."""
+    browser = browsers()
+    assert (await browser.login(login)).status == 303
+    return browser
+
+
+async def on_duty(*agents: Browser) -> None:
+    for agent in agents:
+        await agent.post_json("/api/duty", {"on_duty": True})

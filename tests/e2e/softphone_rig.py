@@ -263,14 +263,19 @@ async def agent_browser(browser: Browser, **options: Any) -> AsyncIterator[Brows
             await context.close()
 
 
-async def sign_in_with_phone(page: Page, origin: str, login: str) -> None:
-    """Sign in and wait until the softphone is registered with the PBX."""
+async def sign_in(page: Page, origin: str, login: str) -> None:
+    """Sign in; the desk is live (its socket has its snapshot)."""
     await page.goto(f"{origin}/")
     await page.fill("#login", login)
     await page.fill("#password", PASSWORD)
     await page.click("button[type=submit]")
     await expect(page).to_have_url(f"{origin}/")
     await expect(page.locator("body")).to_have_attribute("data-live", "yes")
+
+
+async def sign_in_with_phone(page: Page, origin: str, login: str) -> None:
+    """Sign in and wait until the softphone is registered with the PBX."""
+    await sign_in(page, origin, login)
     await expect(page.locator("#phone-status")).to_have_attribute(
         "data-state", "registered", timeout=15_000)
 

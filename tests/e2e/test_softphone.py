@@ -26,7 +26,6 @@ from handoff.handoffs import FailureReason, HandoffState
 from handoff.phone_watch import PhoneWatch
 from pbx import runtime
 from tests.bench.rig import FALLBACK_NUMBER
-from tests.dashboard_fixtures import PASSWORD
 from tests.e2e.softphone_rig import (
     Desk,
     Telephony,
@@ -35,6 +34,7 @@ from tests.e2e.softphone_rig import (
     chromium_with_agent_voice,
     desk,
     on_duty_with_phone,
+    sign_in,
     sign_in_with_phone,
     webrtc_pbx,
 )
@@ -405,11 +405,16 @@ async def test_going_on_duty_with_the_microphone_blocked_says_so_and_stays_off(
         """)
         page = await context.new_page()
         await sign_in_with_phone(page, product.origin, "alice")
-        await page.click("#duty")  # the page unticks it again: not check()
-        await expect(page.locator("#notice")).to_contain_text("blocks the microphone")
-        await expect(page.locator("#duty")).not_to_be_checked()
-        async with product.store.transaction() as tx:
-            assert not (await tx.agents.get(product.people["alice"].id)).on_duty
+        await duty_refused(page, product, "alice", "blocks the microphone")
+
+
+async def duty_refused(page: Page, product: Desk, login: str, says: str) -> None:
+    """Ticking duty is refused with a message, and the agent stays off duty."""
+    await page.click("#duty")  # the page unticks it again: not check()
+    await expect(page.locator("#notice")).to_contain_text(says)
+    await expect(page.locator("#duty")).not_to_be_checked()
+    async with product.store.transaction() as tx:
+        assert not (await tx.agents.get(product.people[login].id)).on_duty
 
 
 async def test_going_on_duty_with_an_unplugged_desk_phone_says_so_and_stays_off(
@@ -419,17 +424,9 @@ async def test_going_on_duty_with_an_unplugged_desk_phone_says_so_and_stays_off(
     # cannot ring, so a card she accepted would leave a caller waiting.
     async with agent_browser(voiced_chromium) as context:
         page = await context.new_page()
-        await page.goto(f"{product.origin}/")
-        await page.fill("#login", "dora")
-        await page.fill("#password", PASSWORD)
-        await page.click("button[type=submit]")
+        await sign_in(page, product.origin, "dora")
         await expect(page.locator("body")).to_have_attribute("data-phone", "none")
-        await page.click("#duty")  # the page unticks it again: not check()
-        await expect(page.locator("#notice")).to_contain_text(
-            "Your desk phone (sb-dora) is not registered")
-        await expect(page.locator("#duty")).not_to_be_checked()
-        async with product.store.transaction() as tx:
-            assert not (await tx.agents.get(product.people["dora"].id)).on_duty
+        await duty_refused(page, product, "dora", "Your desk phone (sb-dora) is not registered")
 
 
 async def test_an_agent_who_closes_the_browser_on_duty_is_set_away_and_a_colleague_stays(

@@ -21,6 +21,7 @@ from tests.dashboard_fixtures import (
     Served,
     cheap_passwords,
     open_store,
+    signed_in,
 )
 from web.dashboard import ROUTE_POLICY, ROUTES, Access, DashboardOptions, Shape, setup_dashboard
 from web.dashboard.access import MUTATING_METHODS, ROLE_RANK
@@ -29,13 +30,6 @@ from web.dashboard.routes import STATIC_PREFIX
 from web.dashboard.sessions import Cookies
 
 IDENTITIES: tuple[str | None, ...] = (None, "alice", "sam", "ada")  # anonymous, 3 roles
-
-
-async def signed_in(browsers: Browsers, login: str) -> Browser:
-    browser = browsers()
-    response = await browser.login(login)
-    assert response.status == 303
-    return browser
 
 
 async def audit_actions(served: Served) -> list[tuple[str, str]]:

@@ -8,19 +8,14 @@ from pathlib import Path
 from handoff.agents import EndpointKind
 from tests.dashboard_fixtures import (
     PASSWORD,
-    Browser,
     Browsers,
     Served,
     cheap_passwords,
     offer_card,
+    on_duty,
+    signed_in,
 )
 from web.dashboard.routes import STATIC_DIR
-
-
-async def signed_in(browsers: Browsers, login: str) -> Browser:
-    browser = browsers()
-    assert (await browser.login(login)).status == 303
-    return browser
 
 
 async def test_going_on_duty_makes_the_agent_available(served: Served,
@@ -96,8 +91,7 @@ async def test_the_loser_of_an_accept_race_hears_who_took_the_call(
     served: Served, browsers: Browsers,
 ) -> None:
     alice, bob = await signed_in(browsers, "alice"), await signed_in(browsers, "bob")
-    for agent in (alice, bob):
-        await agent.post_json("/api/duty", {"on_duty": True})
+    await on_duty(alice, bob)
     handoff = await offer_card(served.store, served.events)
     assert (await bob.post_json(f"/api/handoffs/{handoff.id}/accept", {})).status == 200
     lost = await alice.post_json(f"/api/handoffs/{handoff.id}/accept", {})

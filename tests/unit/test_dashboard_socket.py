@@ -10,15 +10,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.dashboard_fixtures import Browser, Browsers, Served, offer_card
+from tests.dashboard_fixtures import (
+    Browser,
+    Browsers,
+    Served,
+    offer_card,
+    on_duty,
+    signed_in,
+)
 from web.dashboard import DASHBOARD
 from web.dashboard.hub import CloseCode, revalidate_forever
-
-
-async def signed_in(browsers: Browsers, login: str) -> Browser:
-    browser = browsers()
-    assert (await browser.login(login)).status == 303
-    return browser
 
 
 def socket(browser: Browser, served: Served, query: str = "",
@@ -197,20 +198,23 @@ async def reply_to(ws: aiohttp.ClientWebSocketResponse, ref: int | None) -> dict
             return message
 
 
+async def ask_accept(ws: aiohttp.ClientWebSocketResponse, handoff_id: int, ref: int
+                     ) -> dict[str, Any]:
+    await ws.send_json({"type": "accept", "handoff_id": handoff_id, "ref": ref})
+    return await reply_to(ws, ref)
+
+
 async def test_accept_over_the_socket_answers_as_the_post_would(
     served: Served, browsers: Browsers,
 ) -> None:
     alice, bob = await signed_in(browsers, "alice"), await signed_in(browsers, "bob")
-    for agent in (alice, bob):
-        await agent.post_json("/api/duty", {"on_duty": True})
+    await on_duty(alice, bob)
     handoff = await offer_card(served.store, served.events)
     async with socket(alice, served) as alice_ws, socket(bob, served) as bob_ws:
         await next_message(alice_ws)
         await next_message(bob_ws)
-        await bob_ws.send_json({"type": "accept", "handoff_id": handoff.id, "ref": 7})
-        won = await reply_to(bob_ws, 7)
-        await alice_ws.send_json({"type": "accept", "handoff_id": handoff.id, "ref": 1})
-        lost = await reply_to(alice_ws, 1)
+        won = await ask_accept(bob_ws, handoff.id, 7)
+        lost = await ask_accept(alice_ws, handoff.id, 1)
     assert (won["status"], won["body"]) == (200, {"accepted": handoff.id})
     assert served.commands.accepted == [(handoff.id, served.people["bob"].id)]
     assert lost["status"] == 409
@@ -223,13 +227,12 @@ async def test_accept_over_a_socket_opened_on_duty_is_refused_once_off_duty(
 ) -> None:
     # The socket's viewer dates from its handshake: duty is judged by the accept itself.
     agent = await signed_in(browsers, "alice")
-    await agent.post_json("/api/duty", {"on_duty": True})
+    await on_duty(agent)
     handoff = await offer_card(served.store, served.events)
     async with socket(agent, served) as ws:
         await next_message(ws)
         await agent.post_json("/api/duty", {"on_duty": False})
-        await ws.send_json({"type": "accept", "handoff_id": handoff.id, "ref": 1})
-        refused = await reply_to(ws, 1)
+        refused = await ask_accept(ws, handoff.id, 1)
     assert refused["status"] == 409
     assert refused["body"]["error"] == "off_duty"
     assert served.commands.accepted == []
@@ -247,15 +250,14 @@ async def test_a_malformed_socket_request_gets_a_400_with_a_reason_and_the_socke
     request_text: str, served: Served, browsers: Browsers,
 ) -> None:
     agent = await signed_in(browsers, "alice")
-    await agent.post_json("/api/duty", {"on_duty": True})
+    await on_duty(agent)
     handoff = await offer_card(served.store, served.events)
     async with socket(agent, served) as ws:
         await next_message(ws)
         await ws.send_str(request_text)
         ref = 3 if '"ref": 3' in request_text else None
         refused = await reply_to(ws, ref)
-        await ws.send_json({"type": "accept", "handoff_id": handoff.id, "ref": 4})
-        accepted = await reply_to(ws, 4)
+        accepted = await ask_accept(ws, handoff.id, 4)
     assert refused["status"] == 400
     assert refused["body"]["error"] == "bad_request"
     assert refused["body"]["reason"]
