@@ -928,6 +928,8 @@ class CallControl:
             # No longer live.agent, so its StasisEnd is not mistaken for a lost agent.
             if old_leg:
                 await self._hangup(old_leg)
+        # The colleague's panel fills, and the first agent's desk is free for cards.
+        self.call_changed(live.call_id)
         log.info("call=%s transferred to agent %s via %s", live.call_id, transfer.to_agent,
                  transfer.leg)
 

@@ -8,6 +8,7 @@ works through `async with store.transaction() as tx: ...`.
 from handoff.store.calls_repo import CallLegs
 from handoff.store.engine import create_store_engine
 from handoff.store.errors import (
+    AgentBusy,
     AlreadyTaken,
     ConcurrentUpdate,
     NotFound,
@@ -19,6 +20,7 @@ from handoff.store.schema import schema_is_current, upgrade_to_head
 from handoff.store.transaction import Store, Transaction
 
 __all__ = [
+    "AgentBusy",
     "AlreadyTaken",
     "CallLegs",
     "ConcurrentUpdate",

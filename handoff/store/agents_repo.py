@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from handoff.agents import AgentRole, EndpointKind, Presence
 from handoff.handoffs import AGENT_BUSY_STATES
@@ -79,7 +80,7 @@ class AgentsRepo:
 
     async def busy_agent_ids(self) -> set[int]:
         """Agents who accepted a handoff that is not over: on, or joining, a call."""
-        result = await self._session.scalars(_busy_agent_ids())
+        result = await self._session.scalars(busy_agents_query())
         return {agent_id for agent_id in result if agent_id is not None}
 
     async def available(self, skills: Iterable[str] = ()) -> Sequence[Agent]:
@@ -94,7 +95,7 @@ class AgentsRepo:
             .where(
                 Agent.on_duty.is_(True),
                 Agent.presence == Presence.AVAILABLE,
-                Agent.id.not_in(_busy_agent_ids()),
+                Agent.id.not_in(busy_agents_query()),
             )
             .order_by(Agent.id),
             execution_options={"populate_existing": True},
@@ -121,7 +122,13 @@ class AgentsRepo:
         return result.one_or_none()
 
 
-def _busy_agent_ids() -> Select[int | None]:
-    return select(Handoff.accepted_by).where(
-        Handoff.state.in_(AGENT_BUSY_STATES), Handoff.accepted_by.is_not(None)
+def busy_agents_query() -> Select[int | None]:
+    """Agents who accepted a handoff that is not over: on, or joining, a call.
+
+    Over an alias of the handoffs table, so that it stays a self-contained subquery
+    inside a statement on handoffs (the accept's UPDATE) instead of correlating with it.
+    """
+    handoff = aliased(Handoff)
+    return select(handoff.accepted_by).where(
+        handoff.state.in_(AGENT_BUSY_STATES), handoff.accepted_by.is_not(None)
     )

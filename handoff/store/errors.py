@@ -46,6 +46,17 @@ class OffDuty(StoreError):
         self.agent_id = agent_id
 
 
+class AgentBusy(StoreError):
+    """The agent is on a call, has one being set up, or is in wrap-up: a second call
+    would ring their phone's second line while they talk to the first caller."""
+
+    def __init__(self, handoff_id: int, agent_id: int, why: str) -> None:
+        super().__init__(f"agent {agent_id} is {why} and cannot accept handoff {handoff_id}")
+        self.handoff_id = handoff_id
+        self.agent_id = agent_id
+        self.why = why
+
+
 class ConcurrentUpdate(StoreError):
     """The row kept changing under us; the event should be re-evaluated by its caller."""
 

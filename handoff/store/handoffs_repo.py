@@ -8,8 +8,10 @@ from datetime import datetime
 from sqlalchemy import exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from handoff.agents import Presence
 from handoff.handoffs import HANDOFF_LIFECYCLE, FailureReason, HandoffEvent, HandoffState
-from handoff.store.errors import AlreadyTaken, NotFound, NotOfferable, OffDuty
+from handoff.store.agents_repo import busy_agents_query
+from handoff.store.errors import AgentBusy, AlreadyTaken, NotFound, NotOfferable, OffDuty
 from handoff.store.models import Agent, Handoff
 from handoff.store.transitions import (
     Clock,
@@ -93,20 +95,33 @@ class HandoffsRepo:
         row first wins; the database re-checks the guard for the second one after the
         first commits, so it matches nothing.
 
-        The agent's duty is part of the same guard (unless `on_duty_only` is off, for
-        handoffs assigned to one person): an Accept sent by a tab that has not heard yet
-        of its agent going off duty (another tab, an admin) loses, with no separate read
-        before it.
+        The agent is part of the same guard. They must not be busy: on a call, or with
+        one being set up (a second accept would ring their phone's second line while
+        they talk to the first caller). For a card on offer (unless `on_duty_only` is
+        off, for handoffs assigned to one person: a take-over, a call-back made from
+        wrap-up) they must also be on duty and not in wrap-up: an Accept sent by a tab
+        that has not heard yet of its agent's change loses, with no separate read first.
         """
         now = self._clock()
+        # The same agent may accept two cards at once (two tabs, the socket and a POST):
+        # the two UPDATEs touch different handoff rows, so nothing in them would make
+        # the second wait for the first and see it. Writing the agent's own row first
+        # does: PostgreSQL holds the second transaction on that row lock until the first
+        # commits, and its next statement reads afresh; SQLite's first write takes the
+        # database's write lock before the transaction reads anything.
+        await self._session.execute(
+            update(Agent).where(Agent.id == agent_id).values(on_duty=Agent.on_duty)
+        )
+        able = [Agent.id == agent_id, Agent.id.not_in(busy_agents_query())]
+        if on_duty_only:
+            able += [Agent.on_duty.is_(True), Agent.presence != Presence.WRAP_UP]
         guard = [
             Handoff.id == handoff_id,
             Handoff.state == _ACCEPT_FROM,
             # A transfer card names one agent; others cannot take it.
             or_(Handoff.target_agent_id.is_(None), Handoff.target_agent_id == agent_id),
+            exists().where(*able),
         ]
-        if on_duty_only:
-            guard.append(exists().where(Agent.id == agent_id, Agent.on_duty.is_(True)))
         won = (
             await self._session.scalars(
                 update(Handoff)
@@ -127,6 +142,12 @@ class HandoffsRepo:
                 _ACCEPT_TO, call_id=won.call_id, handoff_id=handoff_id, at=now, flush=False,
             )
             return won
+        raise await self._why_not_accepted(handoff_id, agent_id, on_duty_only)
+
+    async def _why_not_accepted(
+        self, handoff_id: int, agent_id: int, on_duty_only: bool
+    ) -> Exception:
+        """What made an accept's UPDATE match nothing: the card, or else the agent."""
         lost = (
             await self._session.execute(
                 select(Handoff.state, Handoff.accepted_by, Handoff.target_agent_id).where(
@@ -135,17 +156,29 @@ class HandoffsRepo:
             )
         ).one_or_none()
         if lost is None:
-            raise NotFound("handoff", handoff_id)
+            return NotFound("handoff", handoff_id)
         if lost.accepted_by is not None:
-            raise AlreadyTaken(handoff_id, lost.accepted_by, lost.state)
-        if on_duty_only and lost.state is _ACCEPT_FROM and lost.target_agent_id in (
-                None, agent_id):
-            raise OffDuty(handoff_id, agent_id)
-        if lost.state is _ACCEPT_FROM:
-            raise NotOfferable(
+            return AlreadyTaken(handoff_id, lost.accepted_by, lost.state)
+        if lost.state is not _ACCEPT_FROM:
+            return NotOfferable(handoff_id, lost.state)
+        if lost.target_agent_id not in (None, agent_id):
+            return NotOfferable(
                 handoff_id, lost.state, f"offered to agent {lost.target_agent_id} only"
             )
-        raise NotOfferable(handoff_id, lost.state)
+        agent = (
+            await self._session.execute(
+                select(Agent.on_duty, Agent.presence,
+                       Agent.id.in_(busy_agents_query()).label("busy"))
+                .where(Agent.id == agent_id)
+            )
+        ).one_or_none()
+        if agent is None:
+            return NotFound("agent", agent_id)
+        if on_duty_only and not agent.on_duty:
+            return OffDuty(handoff_id, agent_id)
+        if agent.busy:
+            return AgentBusy(handoff_id, agent_id, "on a call")
+        return AgentBusy(handoff_id, agent_id, "in wrap-up")
 
     async def apply(
         self,

@@ -241,3 +241,32 @@ async def test_an_accept_clicked_while_the_socket_is_down_goes_as_a_post(
     await until(lambda: served.commands.accepted == [(handoff.id, alice.id)])
     await expect(card.locator(".status")).to_contain_text("Connecting")
     assert accept_posts == [f"{served.origin}/api/handoffs/{handoff.id}/accept"]
+
+
+async def test_an_agent_on_a_call_is_offered_no_card_until_the_call_is_over(
+    page: Page, served: Served,
+) -> None:
+    alice = served.people["alice"]
+    await sign_in(page, served, "alice")
+    await page.check("#duty")
+    await expect(page.locator("body")).to_have_attribute("data-on-duty", "yes")
+    mine = await offer_card(served.store, served.events, caller_name="Jeanne Martin")
+    waiting = await offer_card(served.store, served.events, caller_name="Paul Durand",
+                               caller_number="+33987654321")
+    waiting_card = page.locator(f'li.card[data-handoff-id="{waiting.id}"]')
+    await expect(waiting_card).to_be_visible()
+
+    await page.locator(f'li.card[data-handoff-id="{mine.id}"]').get_by_role(
+        "button", name="Accept").click()
+    await until(lambda: served.commands.accepted == [(mine.id, alice.id)])
+    served.events.publish("cards", {"type": "taken", "handoff_id": mine.id,
+                                    "agent_id": alice.id})
+    # Paul still waits for a person, but not for Alice, who is talking to Jeanne.
+    await expect(waiting_card).to_be_hidden()
+    await expect(page.locator("#busy-note")).to_contain_text("You are on a call")
+
+    async with served.store.transaction() as tx:
+        await tx.handoffs.apply(mine.id, HandoffEvent.CALLER_HUNG_UP)
+    served.events.publish("cards", {"type": "call_ended", "call_id": mine.call_id})
+    await expect(waiting_card).to_be_visible()
+    await expect(page.locator("#busy-note")).to_be_hidden()

@@ -51,7 +51,8 @@ def queued(client: Client) -> list[dict[str, Any]]:
 
 def new_hub(**limits: Any) -> DashboardHub:
     board = Board()
-    board.set_agent(AgentView(1, "alice", "Alice", AgentRole.AGENT, True, Presence.AVAILABLE))
+    board.set_agent(AgentView(1, "alice", "Alice", AgentRole.AGENT, True, Presence.AVAILABLE,
+                              False))
     return DashboardHub(board, limits=HubLimits(**limits), clock=lambda: T0)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from handoff.handoffs import HandoffEvent
 from tests.dashboard_fixtures import (
     Browser,
     Browsers,
@@ -263,3 +264,70 @@ async def test_a_malformed_socket_request_gets_a_400_with_a_reason_and_the_socke
     assert refused["body"]["reason"]
     assert accepted["status"] == 200
     assert served.commands.accepted == [(handoff.id, served.people["alice"].id)]
+
+
+async def test_one_agent_accepting_two_cards_at_once_from_two_tabs_gets_one_call(
+    served: Served, browsers: Browsers,
+) -> None:
+    # Two tabs of the same agent, each clicking Accept on a different card at once: the
+    # phone must ring for one caller only; the other card stays for the other agents.
+    first_tab, second_tab = await signed_in(browsers, "alice"), await signed_in(browsers, "alice")
+    await on_duty(first_tab)
+    card_a = await offer_card(served.store, served.events, caller_name="Jeanne")
+    card_b = await offer_card(served.store, served.events, caller_name="Paul",
+                              caller_number="+33987654321")
+    async with socket(first_tab, served) as ws_a, socket(second_tab, served) as ws_b:
+        await next_message(ws_a)
+        await next_message(ws_b)
+        replies = await asyncio.gather(ask_accept(ws_a, card_a.id, 1),
+                                       ask_accept(ws_b, card_b.id, 2))
+    assert sorted(reply["status"] for reply in replies) == [200, 409]
+    [refused] = [reply for reply in replies if reply["status"] == 409]
+    assert refused["body"]["error"] == "busy"
+    assert "already on a call" in refused["body"]["reason"]
+    assert len(served.commands.accepted) == 1
+
+
+async def test_one_agent_accepting_two_cards_by_socket_and_post_at_once_gets_one_call(
+    served: Served, browsers: Browsers,
+) -> None:
+    # A tab whose socket is reconnecting sends its Accept as a POST, while another tab's
+    # goes over its socket.
+    agent = await signed_in(browsers, "alice")
+    await on_duty(agent)
+    card_a = await offer_card(served.store, served.events, caller_name="Jeanne")
+    card_b = await offer_card(served.store, served.events, caller_name="Paul",
+                              caller_number="+33987654321")
+    async with socket(agent, served) as ws:
+        await next_message(ws)
+
+        async def by_post() -> dict[str, Any]:
+            response = await agent.post_json(f"/api/handoffs/{card_b.id}/accept", {})
+            return {"status": response.status, "body": await response.json()}
+
+        replies = await asyncio.gather(ask_accept(ws, card_a.id, 1), by_post())
+    assert sorted(reply["status"] for reply in replies) == [200, 409]
+    assert [r["body"]["error"] for r in replies if r["status"] == 409] == ["busy"]
+    assert len(served.commands.accepted) == 1
+
+
+async def test_a_desk_learns_its_agent_is_busy_when_a_card_is_taken_and_free_after(
+    served: Served, browsers: Browsers,
+) -> None:
+    agent = await signed_in(browsers, "alice")
+    await on_duty(agent)
+    alice = served.people["alice"].id
+    handoff = await offer_card(served.store, served.events)
+    async with socket(agent, served) as ws:
+        assert (await next_message(ws))["me"]["busy"] is False
+        assert (await ask_accept(ws, handoff.id, 1))["status"] == 200
+        served.events.publish("cards", {"type": "taken", "handoff_id": handoff.id,
+                                        "agent_id": alice})
+        while (changed := await next_message(ws, "agent_changed"))["agent"]["busy"] is False:
+            pass
+        assert changed["agent"]["id"] == alice
+        async with served.store.transaction() as tx:
+            await tx.handoffs.apply(handoff.id, HandoffEvent.CALLER_HUNG_UP)
+        served.events.publish("cards", {"type": "call_ended", "call_id": handoff.call_id})
+        freed = await next_message(ws, "agent_changed")
+    assert (freed["agent"]["id"], freed["agent"]["busy"]) == (alice, False)

@@ -20,6 +20,7 @@ from handoff.calls import CallEvent, CallOutcome, CallState, Speaker
 from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
 from handoff.states import InvalidTransition
 from handoff.store import (
+    AgentBusy,
     AlreadyTaken,
     NotFound,
     NotOfferable,
@@ -433,6 +434,87 @@ async def test_an_agent_off_duty_cannot_accept_and_the_card_stays_on_offer(
     with pytest.raises(OffDuty):
         await accept(store, handoff.id, resting.id)
     assert (await accept(store, handoff.id, working.id)).accepted_by == working.id
+
+
+async def test_an_agent_on_a_call_cannot_accept_a_second_card_which_stays_on_offer(
+    store: Store,
+) -> None:
+    ada, grace = await new_agents(store, 2)
+    first = await offered_handoff(store, await new_call(store))
+    second = await offered_handoff(store, await new_call(store))
+    await accept(store, first.id, ada.id)
+    with pytest.raises(AgentBusy) as refused:
+        await accept(store, second.id, ada.id)
+    assert refused.value.why == "on a call"
+    assert (await accept(store, second.id, grace.id)).accepted_by == grace.id
+
+
+async def test_an_agent_whose_call_is_set_up_or_connected_stays_busy_until_it_ends(
+    store: Store,
+) -> None:
+    [ada] = await new_agents(store, 1)
+    first = await offered_handoff(store, await new_call(store))
+    await accept(store, first.id, ada.id)
+    for event in (HandoffEvent.DIAL_AGENT, HandoffEvent.AGENT_ANSWERED):
+        async with store.transaction() as tx:
+            await tx.handoffs.apply(first.id, event)
+        second = await offered_handoff(store, await new_call(store))
+        with pytest.raises(AgentBusy):
+            await accept(store, second.id, ada.id)
+    async with store.transaction() as tx:
+        await tx.handoffs.apply(first.id, HandoffEvent.END)
+    assert (await accept(store, second.id, ada.id)).accepted_by == ada.id
+
+
+async def test_an_agent_in_wrap_up_takes_no_card_but_may_call_back(store: Store) -> None:
+    [ada] = await new_agents(store, 1)
+    async with store.transaction() as tx:
+        await tx.agents.set_presence(ada.id, Presence.WRAP_UP)
+    card = await offered_handoff(store, await new_call(store))
+    with pytest.raises(AgentBusy) as refused:
+        await accept(store, card.id, ada.id)
+    assert refused.value.why == "in wrap-up"
+    # Calling a customer back is what wrap-up is for; a call-back is assigned, not offered.
+    call_back = await new_call(store)
+    async with store.transaction() as tx:
+        assigned = await tx.handoffs.assign(call_back.id, ada.id, reason="call_back",
+                                            summary="called back")
+    assert assigned.accepted_by == ada.id
+
+
+async def test_an_agent_on_a_call_cannot_be_assigned_another(store: Store) -> None:
+    [ada] = await new_agents(store, 1)
+    await accept(store, (await offered_handoff(store, await new_call(store))).id, ada.id)
+    call_back = await new_call(store)
+    with pytest.raises(AgentBusy):
+        async with store.transaction() as tx:
+            await tx.handoffs.assign(call_back.id, ada.id, reason="call_back",
+                                     summary="called back")
+
+
+async def test_one_agent_accepting_many_cards_at_once_from_two_processes_wins_one(
+    store: Store, store_url: str, clock: FakeClock
+) -> None:
+    # Two tabs, or the socket and a POST, or two controller processes: the same agent's
+    # accepts of different cards arrive together; the phone must ring for one of them.
+    [ada] = await new_agents(store, 1)
+    cards = [await offered_handoff(store, await new_call(store)) for _ in range(RACERS // 5)]
+    other_process = create_store_engine(store_url)
+    try:
+        other = Store(other_process, clock)
+        outcomes = await asyncio.gather(
+            *(accept(store if n % 2 else other, card.id, ada.id)
+              for n, card in enumerate(cards)),
+            return_exceptions=True,
+        )
+    finally:
+        await other_process.dispose()
+    won = [o for o in outcomes if isinstance(o, Handoff)]
+    assert len(won) == 1, outcomes
+    assert all(isinstance(o, AgentBusy) for o in outcomes if o not in won), outcomes
+    async with store.transaction() as tx:
+        assert [h.id for h in await tx.handoffs.offered()] == sorted(
+            c.id for c in cards if c.id != won[0].id)
 
 
 async def test_accepting_an_unknown_handoff_is_not_found(store: Store) -> None:

@@ -75,7 +75,7 @@ async def create_agent(request: web.Request) -> web.Response:
         except Exception:
             log.exception("the PBX could not load agent %s's endpoint", login)
     return web.json_response({
-        "agent": AgentView.of(agent).to_json(),
+        "agent": AgentView.of(agent, busy_ids=()).to_json(),  # new: on no call yet
         "one_time_password": password,
         "sip": {"user": agent.sip_user, "password": sip_password},
         "endpoint_live": applied,

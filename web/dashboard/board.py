@@ -8,7 +8,7 @@ lets a reconnecting tab or a dropped slow client start again from a clean pictur
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -90,17 +90,21 @@ class AgentView:
     role: AgentRole
     on_duty: bool
     presence: Presence
+    # On a call, or with one being put through (HandoffsRepo.accept refuses them): their
+    # desk offers no cards until it is over.
+    busy: bool
 
     @classmethod
-    def of(cls, agent: Agent) -> AgentView:
+    def of(cls, agent: Agent, busy_ids: Collection[int]) -> AgentView:
+        """`busy_ids`: AgentsRepo.busy_agent_ids(), read in the same transaction."""
         return cls(agent.id, agent.login, agent.display_name, agent.role,
-                   agent.on_duty, agent.presence)
+                   agent.on_duty, agent.presence, agent.id in busy_ids)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id, "login": self.login, "display_name": self.display_name,
             "role": self.role.value, "on_duty": self.on_duty,
-            "presence": self.presence.value,
+            "presence": self.presence.value, "busy": self.busy,
         }
 
 

@@ -10,6 +10,7 @@ never overtake the "offered" of the same card.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -52,7 +53,8 @@ async def card_for(tx: Transaction, handoff: Handoff) -> Card:
 async def current_state(store: Store) -> tuple[list[Card], list[AgentView]]:
     async with store.transaction() as tx:
         cards = [await card_for(tx, handoff) for handoff in await tx.handoffs.offered()]
-        agents = [AgentView.of(agent) for agent in await tx.agents.all()]
+        busy = await tx.agents.busy_agent_ids()
+        agents = [AgentView.of(agent, busy) for agent in await tx.agents.all()]
     return cards, agents
 
 
@@ -128,8 +130,20 @@ class Feed:
             # The supervisor board lists every live call: it re-reads the list when one
             # starts, changes hands or ends (supervisors only; agents never see it).
             which = {"call_id": str(event["call_id"])} if "call_id" in event else {}
-            changes = [*changes, Change("board_changed", which, SUPERVISORS)]
+            changes = [*changes, Change("board_changed", which, SUPERVISORS),
+                       *await self._busy_changes()]
         self._publish(changes)
+
+    async def _busy_changes(self) -> list[Change]:
+        """Agents who became busy or free with this event (a card taken, a call over):
+        their desks stop or start offering cards."""
+        async with self._store.transaction() as tx:
+            busy = await tx.agents.busy_agent_ids()
+        changes: list[Change] = []
+        for agent in list(self._board.agents.values()):
+            if agent.busy != (agent.id in busy):
+                changes += self._board.set_agent(dataclasses.replace(agent, busy=not agent.busy))
+        return changes
 
     async def _offered(self, event: Event) -> list[Change]:
         handoff_id = int(event["handoff_id"])
@@ -184,6 +198,7 @@ class Feed:
     async def _load_agent(self, agent_id: int) -> AgentView | None:
         async with self._store.transaction() as tx:
             try:
-                return AgentView.of(await tx.agents.get(agent_id))
+                return AgentView.of(await tx.agents.get(agent_id),
+                                    await tx.agents.busy_agent_ids())
             except NotFound:
                 return None

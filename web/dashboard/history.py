@@ -20,7 +20,7 @@ from handoff.agents import AgentRole
 from handoff.callback import BadNumber, NoTrunk, check_number
 from handoff.calls import CallOutcome
 from handoff.recordings import NotARecording, cached_peaks
-from handoff.store import NotFound, Transaction
+from handoff.store import AgentBusy, NotFound, Transaction
 from handoff.store.history_repo import CallFilter, HistoryRow
 from pbx.ari import AriError
 from web.dashboard.access import ROLE_RANK, Shape
@@ -28,7 +28,7 @@ from web.dashboard.guard import json_error, refuse
 from web.dashboard.sessions import Viewer
 from web.dashboard.tools import tools_of, unavailable
 from web.dashboard.typedefs import DASHBOARD, VIEWER
-from web.dashboard.views import json_body, render
+from web.dashboard.views import busy_reason, json_body, render
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +223,8 @@ async def call_back(request: web.Request) -> web.Response:
                                              sip_user=agent.sip_user, actor=viewer.login)
     except NoTrunk as exc:
         return json_error(409, "no_trunk", str(exc))
+    except AgentBusy as exc:
+        return json_error(409, "busy", busy_reason(exc))
     except AriError as exc:
         return json_error(409, "phone_unreachable",
                           f"your phone could not be reached ({exc.status}); is it registered?")

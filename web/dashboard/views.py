@@ -16,7 +16,7 @@ from aiohttp import WSMsgType, web
 from handoff.agents import AgentRole, EndpointKind, Presence
 from handoff.call_control import AgentUnreachable, CallStateConflict
 from handoff.events import AGENTS_TOPIC, agent_changed_event
-from handoff.store import AlreadyTaken, NotFound, NotOfferable, OffDuty
+from handoff.store import AgentBusy, AlreadyTaken, NotFound, NotOfferable, OffDuty
 from web.dashboard.board import AgentView
 from web.dashboard.guard import CSRF_FIELD, content_security_policy, error_body, json_error
 from web.dashboard.hub import Client, CloseCode, Resume
@@ -173,7 +173,8 @@ async def supervisor_page(request: web.Request) -> web.Response:
 async def admin_page(request: web.Request) -> web.Response:
     dashboard = request.app[DASHBOARD]
     async with dashboard.store.transaction() as tx:
-        agents = [AgentView.of(agent) for agent in await tx.agents.all()]
+        busy = await tx.agents.busy_agent_ids()
+        agents = [AgentView.of(agent, busy) for agent in await tx.agents.all()]
     return render(request, "admin.html", agents=agents, roles=[r.value for r in AgentRole])
 
 
@@ -196,8 +197,9 @@ async def set_duty(request: web.Request) -> web.Response:
             agent = await tx.agents.set_presence(viewer.agent_id, Presence.AVAILABLE)
         await tx.audit.record(viewer.login, "duty_change", f"agent:{viewer.agent_id}",
                               {"on_duty": on_duty})
+        me = AgentView.of(agent, await tx.agents.busy_agent_ids())
     dashboard.events.publish(AGENTS_TOPIC, agent_changed_event(viewer.agent_id))
-    return web.json_response({"me": AgentView.of(agent).to_json()})
+    return web.json_response({"me": me.to_json()})
 
 
 async def _unregistered_desk_phone(dashboard: Dashboard, agent_id: int) -> str | None:
@@ -229,8 +231,9 @@ async def set_presence(request: web.Request) -> web.Response:
         agent = await tx.agents.set_presence(viewer.agent_id, presence)
         await tx.audit.record(viewer.login, "presence_change", f"agent:{viewer.agent_id}",
                               {"presence": presence.value})
+        me = AgentView.of(agent, await tx.agents.busy_agent_ids())
     dashboard.events.publish(AGENTS_TOPIC, agent_changed_event(viewer.agent_id))
-    return web.json_response({"me": AgentView.of(agent).to_json()})
+    return web.json_response({"me": me.to_json()})
 
 
 async def accept_handoff(request: web.Request) -> web.Response:
@@ -252,6 +255,8 @@ async def accept_card(
         await asyncio.shield(dashboard.commands.accept(handoff_id, viewer.agent_id))
     except OffDuty:
         return _refusal(409, "off_duty", "go on duty before accepting calls")
+    except AgentBusy as exc:
+        return _refusal(409, "busy", busy_reason(exc))
     except AlreadyTaken as exc:
         winner = await _agent_view(dashboard, exc.taken_by)
         name = winner.display_name if winner else f"agent {exc.taken_by}"
@@ -272,6 +277,12 @@ async def accept_card(
     return 200, {"accepted": handoff_id}
 
 
+def busy_reason(exc: AgentBusy) -> str:
+    if exc.why == "in wrap-up":
+        return "you are in wrap-up: choose Available to take calls again"
+    return "you are already on a call (or one is being put through to you)"
+
+
 def _refusal(status: int, error: str, reason: str, **extra: Any) -> tuple[int, dict[str, Any]]:
     return status, error_body(error, reason, **extra)
 
@@ -282,7 +293,7 @@ async def _agent_view(dashboard: Dashboard, agent_id: int) -> AgentView | None:
         return known
     async with dashboard.store.transaction() as tx:
         try:
-            return AgentView.of(await tx.agents.get(agent_id))
+            return AgentView.of(await tx.agents.get(agent_id), await tx.agents.busy_agent_ids())
         except NotFound:
             return None
 
@@ -308,10 +319,11 @@ async def set_role(request: web.Request) -> web.Response:
         agent = await tx.agents.set_role(agent_id, role)
         await tx.audit.record(viewer.login, "role_change", f"agent:{agent_id}",
                               {"from": before.role.value, "to": role.value})
+        view = AgentView.of(agent, await tx.agents.busy_agent_ids())
     # Their open tabs were sent what the old role could see: make them start afresh.
     dashboard.hub.drop_agent(agent_id, CloseCode.ROLE_CHANGED, "role changed")
     dashboard.events.publish(AGENTS_TOPIC, agent_changed_event(agent_id))
-    return web.json_response({"agent": AgentView.of(agent).to_json()})
+    return web.json_response({"agent": view.to_json()})
 
 
 # ---- the live channel ------------------------------------------------------------------

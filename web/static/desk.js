@@ -14,6 +14,7 @@
   const notice = document.getElementById("notice");
   const cardList = document.getElementById("cards");
   const noCards = document.getElementById("no-cards");
+  const busyNote = document.getElementById("busy-note");
 
   const state = { seq: null, epoch: null, cards: new Map(), me: null, clockOffsetMs: 0 };
 
@@ -61,6 +62,20 @@
     document.body.dataset.onDuty = me.on_duty ? "yes" : "no";
     if (me.on_duty && me.presence === "away") say(awayNote);
     else if (notice.textContent === awayNote) say("");
+    if (cardList) renderCards();
+  }
+
+  // An agent on a call, with one being put through, or in wrap-up is not offered cards
+  // (the server refuses their Accept too): a second call would ring their phone's
+  // second line while they talk to the first caller.
+  function whyNoCards() {
+    const me = state.me;
+    if (!me) return "";
+    if (me.busy) return "You are on a call: callers waiting for a person show here when it is over.";
+    if (me.on_duty && me.presence === "wrap_up") {
+      return "Wrap-up: callers waiting for a person show here when it ends, or when you choose “available”.";
+    }
+    return "";
   }
 
   dutyBox.addEventListener("change", async () => {
@@ -386,6 +401,10 @@
   }
 
   function renderCards() {
+    const busy = whyNoCards();
+    busyNote.textContent = busy;
+    busyNote.hidden = !busy;
+    cardList.hidden = Boolean(busy);
     const ordered = Array.from(state.cards.values()).sort(byUrgency);
     const existing = new Map();
     for (const node of Array.from(cardList.children)) existing.set(node.dataset.handoffId, node);
@@ -397,7 +416,7 @@
       const node = existing.get(String(card.handoff_id)) || cardElement(card);
       cardList.appendChild(node);
     }
-    noCards.hidden = ordered.length > 0;
+    noCards.hidden = ordered.length > 0 || Boolean(busy);
     showEmergencies(ordered.filter((card) => card.urgency === "emergency"));
   }
 
