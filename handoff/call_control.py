@@ -56,6 +56,12 @@ CALLBACK_NOTE = "Callback requested:"
 _DIALABLE = re.compile(r"^\+?[0-9]{2,20}$")
 _NO_ANSWER = {18, 19}
 _REJECTED = {17, 21}
+# The reason of the handoff asked for when the AI engine fails a caller twice.
+AI_FAILED_REASON = "ai_failed"
+# Said to a caller whom neither the AI nor a person can take (Asterisk's core sounds);
+# a callback request is on record for them.
+APOLOGY = ("sound:im-sorry", "sound:please-try-call-later")
+APOLOGY_MAX_S = 10.0
 
 
 def _parse_time(text: str) -> datetime | None:
@@ -160,6 +166,10 @@ class LiveCall:
     forward: str | None = None  # the leg to the assistant's fallback number
     forward_answered: bool = False
     callback_requested: bool = False
+    # AI legs that failed in this call (an engine that refused or dropped the stream):
+    # the first is replaced at once, the second puts the caller on hold for a person.
+    ai_failures: int = 0
+    on_hold: bool = False  # hold music in the call bridge: no AI and no person yet
     pbx_hangup: bool = False  # the caller's leg was ended by Asterisk, not by the caller
     caller_leaving: bool = False  # a hang-up of the caller's leg is on its way
     causes: dict[str, int] = field(default_factory=dict)  # Q.850 cause per ended leg
@@ -253,6 +263,8 @@ class CallControl:
         self._other_adopters: list[Callable[[], Awaitable[None]]] = []
         # Legs whose first words someone waits for (TALK_DETECT), by channel id.
         self._talking: dict[str, asyncio.Future[None]] = {}
+        # Playbacks someone waits to finish, by playback id.
+        self._playing: dict[str, asyncio.Future[None]] = {}
         for kind, handler in (
             ("StasisStart", self._on_stasis_start),
             ("ChannelStateChange", self._on_state_change),
@@ -260,6 +272,7 @@ class CallControl:
             ("ChannelDestroyed", self._on_leg_gone),
             ("StasisEnd", self._on_leg_gone),
             ("ChannelTalkingStarted", self._on_talking),
+            ("PlaybackFinished", self._on_playback_finished),
         ):
             ari.on(kind, handler)
 
@@ -339,7 +352,11 @@ class CallControl:
             # reports its first words at once finds the call with the AI.
             async with self.store.transaction() as tx:
                 await tx.calls.apply(live.call_id, CallEvent.ANSWER, bridge_id=live.bridge)
-            await self._join_ai(live, engine)
+            try:
+                await self._join_ai(live, engine)
+            except AriError as exc:
+                log.warning("call=%s: the AI leg could not be set up: %s", live.call_id, exc)
+                self._spawn(self._ai_lost(live), f"AI lost call={live.call_id}")
             async with self.store.transaction() as tx:
                 await tx.calls.set_legs(live.call_id, ai_channel_id=live.ai)
         self.hub.publish(
@@ -351,13 +368,108 @@ class CallControl:
         log.info("call=%s caller=%s with AI %s", live.call_id, caller, assistant)
 
     async def _join_ai(self, live: LiveCall, engine: AiEngine) -> None:
+        """A new AI leg in the call bridge (lock held). Raises AriError, leaving no leg
+        behind, when the engine cannot be reached or its leg is gone at once."""
         engine.expect_call(live.call_id)
         ai = live.new_leg_id("ai")
-        await self.ari.channels.external_media_audiosocket(
-            self.app, engine.address, live.call_id, channel_id=ai
-        )
-        await self._bridge_add(live.bridge, ai)
+        try:
+            await self.ari.channels.external_media_audiosocket(
+                self.app, engine.address, live.call_id, channel_id=ai
+            )
+            await self._bridge_add(live.bridge, ai)
+        except AriError:
+            await self._hangup(ai)
+            raise
         live.ai = ai
+        await self._unhold(live)
+
+    # ---- when the AI fails --------------------------------------------------------------
+
+    async def _ai_lost(self, live: LiveCall) -> None:
+        """The caller's AI leg failed (could not be set up, or ended on its own): the
+        caller must never be left in silence.
+
+        One new leg is tried at once: an engine busy for a moment or a dropped
+        connection usually takes the next one. If that fails too, the caller hears hold
+        music and a person is asked for (a handoff of reason ``ai_failed``); a card
+        already on offer simply goes on. Nobody to take it ends in the assistant's
+        fallback (see _give_up).
+        """
+        async with live.lock:
+            if live.ending or live.caller_leaving or live.ai is not None \
+                    or live.agent_answered or live.forward_answered:
+                return  # the call ended, or someone else is talking to the caller
+            live.ai_failures += 1
+            engine = self.engines.get(live.assistant)
+            if live.ai_failures == 1 and engine is not None:
+                try:
+                    await self._join_ai(live, engine)
+                except AriError as exc:
+                    live.ai_failures += 1
+                    log.warning("call=%s: the AI leg failed again at once: %s",
+                                live.call_id, exc)
+                else:
+                    async with self.store.transaction() as tx:
+                        await tx.calls.set_legs(live.call_id, ai_channel_id=live.ai)
+                    log.warning("call=%s: AI leg replaced by %s", live.call_id, live.ai)
+                    return
+            await self._hold(live)
+            async with self.store.transaction() as tx:
+                await tx.calls.set_legs(live.call_id, ai_channel_id=None)
+                state = (await tx.calls.get(live.call_id)).state
+        log.error("call=%s: the AI failed twice; the caller is on hold for a person",
+                  live.call_id)
+        self.call_changed(live.call_id)
+        if state is CallState.WITH_AI:
+            await self.request_handoff(
+                live.call_id, reason=AI_FAILED_REASON, priority="high",
+                summary="The AI stopped working during this call; the caller is on hold.",
+            )
+
+    async def _hold(self, live: LiveCall) -> None:
+        """Hold music in the call bridge while neither the AI nor a person has the caller
+        (lock held; recorded with the rest of the call)."""
+        if live.on_hold:
+            return
+        try:
+            await self.ari.bridges.start_moh(live.bridge)
+            live.on_hold = True
+        except AriError as exc:
+            log.error("call=%s: no hold music for the caller: %s", live.call_id, exc)
+
+    async def _unhold(self, live: LiveCall) -> None:
+        if not live.on_hold:
+            return
+        live.on_hold = False
+        with contextlib.suppress(AriError):
+            await self.ari.bridges.stop_moh(live.bridge)
+
+    async def _on_playback_finished(self, event: Mapping[str, Any]) -> None:
+        waiter = self._playing.pop(str(event["playback"]["id"]), None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _apologise_and_end(self, live: LiveCall) -> None:
+        """Neither the AI nor a person can take this caller: say sorry, then hang up.
+        The callback request on record is how the call centre gets back to them."""
+        playback = f"{live.caller}{SEP}apology"
+        finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._playing[playback] = finished
+        try:
+            async with live.lock:
+                if live.ending:
+                    return
+                await self._unhold(live)
+                await self.ari.bridges.play(live.bridge, APOLOGY, playback_id=playback)
+            async with asyncio.timeout(APOLOGY_MAX_S):
+                await finished
+        except (AriError, TimeoutError) as exc:
+            log.warning("call=%s: the apology was not played: %r", live.call_id, exc)
+        finally:
+            self._playing.pop(playback, None)
+        if not live.ending:
+            log.info("call=%s: nobody can take the caller; ending the call", live.call_id)
+            await self.end_call(live.call_id)
 
     async def _on_state_change(self, event: Mapping[str, Any]) -> None:
         channel = event["channel"]
@@ -394,6 +506,7 @@ class CallControl:
             ai, live.ai = live.ai, None
             if ai:
                 await self._hangup(ai)
+            await self._unhold(live)
             async with self.store.transaction() as tx:
                 await tx.calls.apply(live.call_id, CallEvent.FORWARD, ai_channel_id=None)
         log.info("call=%s forwarded to the fallback number", live.call_id)
@@ -514,6 +627,7 @@ class CallControl:
         ai, live.ai = live.ai, None
         if ai:
             await self._hangup(ai)
+        await self._unhold(live)
         assert live.handoff_id is not None
         async with self.store.transaction() as tx:
             await tx.handoffs.apply(live.handoff_id, HandoffEvent.AGENT_ANSWERED)
@@ -564,6 +678,9 @@ class CallControl:
                 await self.end_call(live.call_id)
             else:
                 live.callback_requested = True
+                if live.ai is None and not live.ending:
+                    # Nobody answered the fallback, and the AI had failed before.
+                    self._spawn(self._apologise_and_end(live), f"apology call={live.call_id}")
         elif channel_id == live.agent:
             await self._agent_gone(live, cause)
         elif live.transfer is not None and channel_id == live.transfer.leg:
@@ -572,6 +689,7 @@ class CallControl:
             log.warning("call=%s: AI leg %s ended unexpectedly (cause %s)",
                         live.call_id, channel_id, cause)
             live.ai = None
+            self._spawn(self._ai_lost(live), f"AI lost call={live.call_id}")
 
     # ---- handoff -------------------------------------------------------------------------
 
@@ -676,6 +794,9 @@ class CallControl:
                         f"{CALLBACK_NOTE} nobody could take the call ({reason.value}).",
                         call_id=live.call_id, contact_number=live.caller_number or None,
                     )
+                if live.ai is None:
+                    # The AI failed earlier: nobody is left to keep the caller company.
+                    self._spawn(self._apologise_and_end(live), f"apology call={live.call_id}")
         self.hub.publish("cards", {"type": "withdrawn", "handoff_id": handoff_id,
                                    "reason": reason.value})
         self.hub.publish(f"assistant:{live.assistant}",
@@ -990,14 +1111,26 @@ class CallControl:
                 async with self.store.transaction() as tx:
                     call = await tx.calls.get(live.call_id)
                 raise CallStateConflict(live.call_id, call.state, "no agent has this call")
-            await self._cancel_transfer(live)
             # The AI joins first, then the agent leaves: the caller never hears silence.
             if live.ai is None:
-                await self._join_ai(live, self.engines[live.assistant])
+                try:
+                    await self._join_ai(live, self.engines[live.assistant])
+                except AriError as exc:
+                    if event is HandoffEvent.RETURN_TO_AI:
+                        # The agent keeps the caller rather than hand them to nobody.
+                        raise CallStateConflict(
+                            live.call_id, CallState.WITH_AGENT,
+                            f"the AI cannot take the caller back now ({exc.status})",
+                        ) from exc
+                    # The agent vanished and the AI cannot come back: hold music while
+                    # the call is offered again.
+                    log.error("call=%s: the AI could not rejoin: %s", live.call_id, exc)
+                    await self._hold(live)
                 if event is HandoffEvent.RETURN_TO_AI and live.ai is not None:
                     # The agent stays until the AI's first words (an engine needs a
                     # moment to start talking on a new connection).
                     await self._until_voice_from(live.ai)
+            await self._cancel_transfer(live)
             agent, live.agent = live.agent, None
             if event is HandoffEvent.RETURN_TO_AI:
                 self.wrap_up(live.agent_id)
@@ -1054,6 +1187,8 @@ class CallControl:
                     else CallOutcome.FALLBACK_NUMBER if call.state is CallState.FORWARDED
                     else CallOutcome.COMPLETED_BY_AGENT if call.state is CallState.WITH_AGENT
                     else CallOutcome.ABANDONED if open_handoffs
+                    # The AI failed and nobody took over: the caller was not served.
+                    else CallOutcome.FAILED if live.ai is None and live.ai_failures > 1
                     else CallOutcome.CALLBACK_REQUESTED if live.callback_requested
                     else CallOutcome.COMPLETED_BY_AI
                 )
@@ -1160,7 +1295,11 @@ class CallControl:
         if needs_ai and engine is not None:
             # The AI engine went down with the old controller; the caller gets it back.
             async with live.lock:
-                await self._join_ai(live, engine)
+                try:
+                    await self._join_ai(live, engine)
+                except AriError as exc:
+                    log.warning("call=%s: the AI could not rejoin: %s", live.call_id, exc)
+                    self._spawn(self._ai_lost(live), f"AI lost call={live.call_id}")
                 async with self.store.transaction() as tx:
                     if row.state is CallState.WITH_AGENT:
                         # ...and the agent's leg went too: as when it vanishes mid-call,

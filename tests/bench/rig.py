@@ -119,23 +119,42 @@ async def asterisk_pair(
 
 
 class ToneEngine:
-    """An AI engine that says nothing but its tone on every call it gets."""
+    """An AI engine that says nothing but its tone on every call it gets.
+
+    It can also fail as real engines do: refuse the next connections (down, or too busy
+    to take a stream) and drop the ones it has (crashed mid-call).
+    """
 
     def __init__(self) -> None:
         self.server = AudioSocketServer(any_stream=self._speak)
         self.connections = 0
+        self.refusing = 0  # connections to refuse from now on; -1: every one
+        self._sessions: set[AudioSocketSession] = set()
 
     @property
     def address(self) -> str:
         return self.server.address
 
+    async def drop_calls(self) -> None:
+        """Hang up every stream the engine has, as a crashed engine's do."""
+        for session in list(self._sessions):
+            await session.hangup()
+
     async def _speak(self, session: AudioSocketSession) -> None:
         self.connections += 1
+        if self.refusing:
+            if self.refusing > 0:
+                self.refusing -= 1
+            return  # the server hangs the stream up at once
+        self._sessions.add(session)
         speaking = asyncio.create_task(session.play(tone(AI_HZ, 120.0).tobytes()))
-        async for _ in session.frames():
-            pass
-        speaking.cancel()
-        await asyncio.gather(speaking, return_exceptions=True)
+        try:
+            async for _ in session.frames():
+                pass
+        finally:
+            self._sessions.discard(session)
+            speaking.cancel()
+            await asyncio.gather(speaking, return_exceptions=True)
 
 
 @dataclass(frozen=True)
