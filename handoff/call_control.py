@@ -352,6 +352,14 @@ class CallControl:
             # reports its first words at once finds the call with the AI.
             async with self.store.transaction() as tx:
                 await tx.calls.apply(live.call_id, CallEvent.ANSWER, bridge_id=live.bridge)
+            # Announced before the AI leg is asked for: an engine refuses a stream whose
+            # call it has not heard of, and under load the announcement made after the
+            # leg arrived too late (callers were refused and left in silence).
+            self.hub.publish(
+                f"assistant:{assistant}",
+                {"type": "call_started", "call_id": live.call_id,
+                 "caller": {"number": number, "name": name or ""}},
+            )
             try:
                 await self._join_ai(live, engine)
             except AriError as exc:
@@ -359,11 +367,6 @@ class CallControl:
                 self._spawn(self._ai_lost(live), f"AI lost call={live.call_id}")
             async with self.store.transaction() as tx:
                 await tx.calls.set_legs(live.call_id, ai_channel_id=live.ai)
-        self.hub.publish(
-            f"assistant:{assistant}",
-            {"type": "call_started", "call_id": live.call_id,
-             "caller": {"number": number, "name": name or ""}},
-        )
         self.call_changed(live.call_id)
         log.info("call=%s caller=%s with AI %s", live.call_id, caller, assistant)
 
