@@ -119,6 +119,13 @@ class Supervision:
         if mode is Mode.WHISPER and not (live.agent and live.connected):
             raise SupervisionRefused(
                 "no_agent", "whisper needs an agent on the call; the AI has it now")
+        if mode is Mode.TAKE_OVER and live.agent_id != supervisor.agent_id:
+            async with self.store.transaction() as tx:
+                busy = supervisor.agent_id in await tx.agents.busy_agent_ids()
+            if busy:
+                # Before their phone rings: taking a second caller while talking to a
+                # first would leave one of them talking to nobody.
+                raise SupervisionRefused("busy", "you are on another call; end it first")
         key = (call_id, supervisor.agent_id)
         session = self.sessions.get(key)
         if session is None:
@@ -228,7 +235,6 @@ class Supervision:
             async with self.store.transaction() as tx:
                 call = await tx.calls.get(live.call_id)
                 pending = await tx.handoffs.get(live.handoff_id) if live.handoff_id else None
-                busy = await tx.agents.busy_agent_ids()
             if call.state not in (CallState.WITH_AI, CallState.HANDOFF_PENDING,
                                   CallState.WITH_AGENT):
                 raise SupervisionRefused("call_not_live", f"the call is {call.state.value}")
@@ -241,10 +247,6 @@ class Supervision:
                     "agent_joining", "a transfer is under way; try again in a moment")
             if live.agent_id == supervisor.agent_id:
                 raise SupervisionRefused("already_yours", "you already have this call")
-            if supervisor.agent_id in busy:
-                # Checked before the leg moves: the store would refuse the assignment
-                # anyway, but only after the supervisor had joined the caller.
-                raise SupervisionRefused("busy", "you are on another call")
             # Into the call bridge first: the caller hears the supervisor before the
             # previous party leaves, never a silence in between.
             await add_when_in_stasis(self.ari, live.bridge, session.leg)

@@ -230,3 +230,21 @@ async def test_take_over_of_an_ai_call_moves_the_caller_from_the_ai_to_the_super
     async with r.store.transaction() as tx:
         assert (await tx.calls.get(placed.call_id)).state is CallState.WITH_AGENT
     await end(r, placed)
+
+
+async def test_a_supervisor_on_a_call_is_refused_a_take_over_before_the_phone_rings(
+    sup_rig: tuple[Rig, Supervision],
+) -> None:
+    r, supervision = sup_rig
+    mine = await r.place_call()
+    await supervision.supervise(mine.call_id, await sam(r), Mode.TAKE_OVER)
+    await r.wait_hears(mine, "supervisor")
+    other = await r.place_call()
+    with pytest.raises(SupervisionRefused) as refused:
+        await supervision.supervise(other.call_id, await sam(r), Mode.TAKE_OVER)
+    assert refused.value.error == "busy"
+    assert len(r.world.supervisor_probes) == 1  # Sam's phone rang for his own call only
+    async with r.store.transaction() as tx:
+        assert (await tx.calls.get(other.call_id)).state is CallState.WITH_AI
+    await end(r, mine)
+    await end(r, other)
