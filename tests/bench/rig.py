@@ -66,7 +66,7 @@ class Pair:
 
 @contextlib.asynccontextmanager
 async def asterisk_pair(
-    installation: runtime.Installation, state_dir: Path, tag: str
+    installation: runtime.Installation, state_dir: Path, tag: str, rtp_timeout: int = 30
 ) -> AsyncIterator[Pair]:
     """A Switchboard PBX and a carrier Asterisk with a SIP trunk between them.
 
@@ -102,6 +102,7 @@ async def asterisk_pair(
             ),
             SipAgent(DESK_PHONE_SIP_USER, DESK_PHONE_PASSWORD, "deskphone", "Bea"),
         ),
+        rtp_timeout=rtp_timeout,
     )
     carrier = runtime.new_instance(
         installation,
