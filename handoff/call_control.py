@@ -56,6 +56,7 @@ CALLBACK_NOTE = "Callback requested:"
 _DIALABLE = re.compile(r"^\+?[0-9]{2,20}$")
 _NO_ANSWER = {18, 19}
 _REJECTED = {17, 21}
+_NORMAL_CLEARING = 16
 # The reason of the handoff asked for when the AI engine fails a caller twice.
 AI_FAILED_REASON = "ai_failed"
 # Said to a caller whom neither the AI nor a person can take (Asterisk's core sounds);
@@ -69,6 +70,21 @@ def _parse_time(text: str) -> datetime | None:
         return datetime.fromisoformat(text)
     except ValueError:
         return None
+
+
+def _phone_hung_up(event: Mapping[str, Any]) -> bool:
+    """Whether a ChannelHangupRequest is the leg's own phone ending the call normally.
+
+    What Asterisk 22 reports (observed on this PBX): a phone's BYE queues the hang-up
+    with no cause, or with its RFC 3326 Reason's cause (Q.850 16 from a phone that says
+    "normal clearing"); a refused INVITE carries the refusal's cause (408: 18, 480: 19,
+    503: 34). Hang-ups of Asterisk's own are soft, and their "cause" is its soft-hangup
+    flag, not a Q.850 cause: the RTP timeout's is 1 (its cause 44 comes only with
+    ChannelDestroyed), an ARI hang-up's 32. A browser closing the Desk hangs up with a
+    Reason of its own (softphone.js), so a closed tab is not an agent ending the call.
+    """
+    return not event.get("soft") and int(event.get("cause", _NORMAL_CLEARING)) == (
+        _NORMAL_CLEARING)
 
 
 def _unanswered(cause: int) -> FailureReason:
@@ -173,6 +189,7 @@ class LiveCall:
     pbx_hangup: bool = False  # the caller's leg was ended by Asterisk, not by the caller
     caller_leaving: bool = False  # a hang-up of the caller's leg is on its way
     causes: dict[str, int] = field(default_factory=dict)  # Q.850 cause per ended leg
+    hung_up_by_phone: set[str] = field(default_factory=set)  # agent legs ended by a BYE
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     # Clear from the agent's answer until the AI has left (the short overlap): commands
@@ -652,6 +669,9 @@ class CallControl:
         channel = str(event["channel"]["id"])
         if "cause" in event:
             live.causes[channel] = int(event["cause"])
+        if channel == live.agent and _phone_hung_up(event):
+            # Known only now: the StasisEnd that ends the leg for us carries no cause.
+            live.hung_up_by_phone.add(channel)
         if channel == live.caller:
             live.caller_leaving = True
         if channel == live.caller and event.get("soft") and not live.ending:
@@ -912,6 +932,7 @@ class CallControl:
             # Before the move completed, losing the agent is a failed attempt, not a
             # call the agent had; a move still waiting for its overlap stops here.
             answered, picked_up = live.connected, live.agent_answered
+            hung_up = live.agent in live.hung_up_by_phone
             live.agent = None
             live.agent_answered = live.connected = False
             handoff_id = live.handoff_id
@@ -930,8 +951,9 @@ class CallControl:
                     self._tell_ai_agent_vanished(live)
                 self._spawn(self._reoffer(live, handoff_id), f"reoffer {handoff_id}")
                 return
-            if live.agent_kind == "deskphone" and cause == 16:
-                # A desk phone hung up normally: the agent ended the call.
+            if hung_up:
+                # The agent put the phone down (a desk phone's handset, a softphone's
+                # hang-up): they ended the call, as End call on the desk does.
                 live.ending = True
         if live.ending:
             await self.end_call(live.call_id, CallOutcome.COMPLETED_BY_AGENT)

@@ -241,6 +241,25 @@ async def test_an_agent_gone_mid_call_gives_the_caller_back_to_the_ai_and_reoffe
     assert call.outcome is CallOutcome.ABANDONED
 
 
+async def test_an_agent_who_hangs_up_the_softphone_ends_the_call_as_end_call_does(
+    agent_context: BrowserContext, product: Desk,
+) -> None:
+    page = await agent_context.new_page()
+    caller, call_id, handoff_id = await on_duty_with_a_card(page, product)
+    await accept_and_talk(page, product, caller, handoff_id)
+    assert await until(lambda: _handoff_in(product, handoff_id, HandoffState.CONNECTED))
+
+    # The phone's own hang-up: a BYE with no Reason (a closing tab's says the phone is
+    # going away, and the caller goes back to the AI instead).
+    await page.evaluate("window.switchboardPhone.session.terminate()")
+    await expect(page.locator("#call")).to_be_hidden()
+    call = await until(lambda: _closed(product, call_id))
+    assert call.outcome is CallOutcome.COMPLETED_BY_AGENT
+    async with product.store.transaction() as tx:
+        attempts = list(await tx.handoffs.for_call(call_id))
+    assert [(h.id, h.state) for h in attempts] == [(handoff_id, HandoffState.COMPLETED)]
+
+
 async def test_a_call_outlives_a_dropped_sip_websocket_and_still_ends_cleanly(
     agent_context: BrowserContext, product: Desk,
 ) -> None:

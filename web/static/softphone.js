@@ -28,6 +28,11 @@
   // Asterisk will not use). The host candidates of all interfaces arrive within a few ms
   // of each other: answer this long after the first one, with what is there.
   const ICE_SETTLE_MS = 10;
+  // The BYE of a tab closing mid-call says the phone is going away (RFC 3326 Reason,
+  // Q.850 27 "destination out of order"): the PBX tells the controller, which gives the
+  // caller back to the AI and offers the call again. A BYE without it (or with 16,
+  // normal clearing) is the agent hanging up: the call ends, as with End call.
+  const PAGE_CLOSED_REASON = 'Reason: Q.850;cause=27;text="Desk page closed"';
 
   class Softphone {
     constructor(hooks) {
@@ -52,7 +57,9 @@
       // with the AI at once instead of after the PBX's media timeout (a crashed browser
       // or a dead network still ends that way).
       window.addEventListener("pagehide", () => {
-        if (this.session && !this.session.isEnded()) this.session.terminate();
+        if (this.session && !this.session.isEnded()) {
+          this.session.terminate({ extraHeaders: [PAGE_CLOSED_REASON] });
+        }
       });
       // Leaving the Desk (a click on History, a reload) would drop the caller: the
       // browser asks first while a call is up.

@@ -1,0 +1,197 @@
+"""An agent on a SIP desk phone: hanging up ends the call, a phone that vanishes does not.
+
+The agent's phone is tests.sip_phone: it registers itself, answers the PBX's INVITE and
+sends its own BYE, as a desk phone on a real floor does. The caller comes from the
+carrier Asterisk, the AI is the tone engine, the controller is the product's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from handoff.agents import EndpointKind, Presence
+from handoff.calls import CallOutcome, CallState
+from handoff.events import Subscription
+from handoff.handoffs import FailureReason, HandoffState
+from pbx import runtime
+from tests.bench.rig import (
+    DESK_PHONE_PASSWORD,
+    DESK_PHONE_SIP_USER,
+    Pair,
+    PlacedCall,
+    Rig,
+    asterisk_pair,
+    local_world,
+    rig,
+)
+from tests.integration.asterisk_helpers import assert_quiet
+from tests.sip_phone import Dialog, SipPhone
+
+pytestmark = pytest.mark.integration
+
+# The product gives desk phones the PBX's media timeout (30 s: a phone with silence
+# suppression may send little while its agent listens). This PBX notices a silent
+# phone after a few seconds, so the test of one does not wait half a minute.
+SHORT_RTP_TIMEOUT_S = 3
+
+
+@pytest_asyncio.fixture(scope="module")
+async def desk_pair(
+    installation: runtime.Installation, state_dir: Path
+) -> AsyncIterator[Pair]:
+    async with asterisk_pair(installation, state_dir, f"dp{os.getpid()}",
+                             rtp_timeout=SHORT_RTP_TIMEOUT_S) as started:
+        yield started
+
+
+@dataclass
+class Bea:
+    """Bea at her desk: on duty, her desk phone registered; Ada is off duty."""
+
+    r: Rig
+    phone: SipPhone
+    agent_id: int
+
+
+@pytest_asyncio.fixture
+async def bea(desk_pair: Pair, tmp_path: Path) -> AsyncIterator[Bea]:
+    async with (
+        local_world(desk_pair.carrier) as world,
+        rig(desk_pair.pbx, world, tmp_path / "switchboard.db") as r,
+    ):
+        async with r.store.transaction() as tx:
+            await tx.agents.set_duty(r.agent_id, False)
+            agent = await tx.agents.create(
+                login="bea", display_name="Bea", sip_user=DESK_PHONE_SIP_USER,
+                sip_password=DESK_PHONE_PASSWORD, endpoint_kind=EndpointKind.DESKPHONE)
+            await tx.agents.set_duty(agent.id, True)
+            await tx.agents.set_presence(agent.id, Presence.AVAILABLE)
+        pbx_sip = ("127.0.0.1", desk_pair.pbx.spec.ports.sip)
+        async with SipPhone(DESK_PHONE_SIP_USER, DESK_PHONE_PASSWORD, pbx_sip) as phone:
+            await until(lambda: r.control.phone_registered(DESK_PHONE_SIP_USER))
+            yield Bea(r, phone, agent.id)
+    await assert_quiet(desk_pair.pbx)
+    await assert_quiet(desk_pair.carrier)
+
+
+async def until(condition: Any, within: float = 10.0) -> Any:
+    deadline = time.monotonic() + within
+    while not (value := await condition()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+    return value
+
+
+async def bea_takes_a_call(bea: Bea) -> tuple[PlacedCall, int, Dialog]:
+    """A caller asks the AI for a person; Bea accepts, her phone answers, the AI leaves."""
+    r = bea.r
+    placed = await r.place_call()
+    await r.wait_hears(placed, "ai")
+    handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
+                                                 summary="wants a person")
+    await r.control.accept(handoff_id, bea.agent_id)
+    call = await bea.phone.wait_call()
+    await bea.phone.wait_hears(call, "caller")
+    await r.wait_hears(placed, "agent", after=time.monotonic())
+    await until(lambda: _handoff_is(r, handoff_id, HandoffState.CONNECTED))
+    return placed, handoff_id, call
+
+
+async def _handoff_is(r: Rig, handoff_id: int, state: HandoffState) -> bool:
+    async with r.store.transaction() as tx:
+        return (await tx.handoffs.get(handoff_id)).state is state
+
+
+async def _ended(r: Rig, call_id: str) -> Any:
+    async with r.store.transaction() as tx:
+        call = await tx.calls.get(call_id)
+    return call if call.state is CallState.ENDED else None
+
+
+def _drain(feed: Subscription) -> list[dict[str, Any]]:
+    events = []
+    while not feed.queue.empty():
+        events.append(feed.queue.get_nowait())
+    return events
+
+
+@pytest.mark.parametrize("reason", ["", "Q.850;cause=16"], ids=["plain_bye", "bye_with_reason"])
+async def test_an_agent_who_hangs_up_the_desk_phone_ends_the_call_as_completed_by_the_agent(
+    bea: Bea, reason: str,
+) -> None:
+    r = bea.r
+    placed, handoff_id, call = await bea_takes_a_call(bea)
+    async with r.control.hub.subscribe("cards", "assistant:receptionist") as feed:
+        await bea.phone.hang_up(call, reason=reason)  # the handset goes down: BYE
+        ended = await until(lambda: _ended(r, placed.call_id))
+        events = _drain(feed)
+    assert ended.outcome is CallOutcome.COMPLETED_BY_AGENT
+    async with r.store.transaction() as tx:
+        handoffs = list(await tx.handoffs.for_call(placed.call_id))
+    assert [(h.id, h.state) for h in handoffs] == [(handoff_id, HandoffState.COMPLETED)]
+    # Nobody is offered the call again, and the AI is not told the agent vanished.
+    assert [e["type"] for e in events if e["type"] in ("offered", "handoff_failed")] == []
+    assert bea.phone.invites == 1
+    assert call.ended_by == "phone"
+
+
+async def test_a_desk_phone_that_goes_silent_gives_the_caller_back_to_the_ai_and_reoffers(
+    bea: Bea,
+) -> None:
+    r = bea.r
+    placed, handoff_id, call = await bea_takes_a_call(bea)
+    gone = time.monotonic()
+    bea.phone.stop_media(call)  # its power or network went: no BYE, no more RTP
+    await r.wait_hears(placed, "ai", after=gone, timeout=SHORT_RTP_TIMEOUT_S + 15)
+    await asyncio.wait_for(call.ended.wait(), 5)
+    assert call.ended_by == "pbx"  # the PBX hung up the silent leg
+
+    async def attempts() -> Any:
+        async with r.store.transaction() as tx:
+            found = list(await tx.handoffs.for_call(placed.call_id))
+        return found if len(found) >= 2 else None
+
+    first, again = await until(attempts)
+    assert (first.id, first.state) == (handoff_id, HandoffState.FAILED)
+    assert first.failure_reason is FailureReason.AGENT_VANISHED
+    assert (again.state, again.attempt) == (HandoffState.OFFERED, 2)
+    assert again.priority > first.priority
+    await r.hang_up_caller(placed)
+    ended = await until(lambda: _ended(r, placed.call_id))
+    assert ended.outcome is CallOutcome.ABANDONED
+
+
+@pytest.mark.parametrize("status", [408, 480, 503])
+async def test_a_desk_phone_that_refuses_the_call_fails_the_handoff_and_the_ai_keeps_the_caller(
+    bea: Bea, status: int,
+) -> None:
+    r = bea.r
+    bea.phone.answer = status
+    placed = await r.place_call()
+    handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
+                                                 summary="wants a person")
+    await r.control.accept(handoff_id, bea.agent_id)
+
+    async def failed() -> Any:
+        async with r.store.transaction() as tx:
+            handoff = await tx.handoffs.get(handoff_id)
+        return handoff if handoff.state is HandoffState.FAILED else None
+
+    handoff = await until(failed)
+    assert handoff.failure_reason in (FailureReason.AGENT_NO_ANSWER,
+                                      FailureReason.AGENT_REJECTED,
+                                      FailureReason.AGENT_LEG_FAILED)
+    assert bea.phone.invites == 1
+    await r.wait_hears(placed, "ai", after=time.monotonic())
+    await r.hang_up_caller(placed)
+    ended = await until(lambda: _ended(r, placed.call_id))
+    assert ended.outcome is CallOutcome.ABANDONED  # the call was offered again
