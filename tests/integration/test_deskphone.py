@@ -1,4 +1,5 @@
-"""An agent on a SIP desk phone: hanging up ends the call, a phone that vanishes does not.
+"""An agent on a SIP desk phone: hanging up ends the call, a phone that vanishes does not,
+and an agent on a call is not rung for a second one.
 
 The agent's phone is tests.sip_phone: it registers itself, answers the PBX's INVITE and
 sends its own BYE, as a desk phone on a real floor does. The caller comes from the
@@ -22,6 +23,7 @@ from handoff.agents import EndpointKind, Presence
 from handoff.calls import CallOutcome, CallState
 from handoff.events import Subscription
 from handoff.handoffs import FailureReason, HandoffState
+from handoff.store import AgentBusy
 from pbx import runtime
 from tests.bench.rig import (
     DESK_PHONE_PASSWORD,
@@ -195,3 +197,29 @@ async def test_a_desk_phone_that_refuses_the_call_fails_the_handoff_and_the_ai_k
     await r.hang_up_caller(placed)
     ended = await until(lambda: _ended(r, placed.call_id))
     assert ended.outcome is CallOutcome.ABANDONED  # the call was offered again
+
+
+async def test_an_agent_on_a_desk_phone_call_is_refused_a_second_card_and_rung_once(
+    bea: Bea,
+) -> None:
+    # Before, the PBX dialled Bea again, her phone answered on its second line, and the
+    # second caller heard her talking to the first.
+    r = bea.r
+    first, _, _ = await bea_takes_a_call(bea)
+    async with r.store.transaction() as tx:  # Ada is free, so the next card is offered
+        await tx.agents.set_duty(r.agent_id, True)
+        await tx.agents.set_presence(r.agent_id, Presence.AVAILABLE)
+    second = await r.place_call()
+    await r.wait_hears(second, "ai")
+    handoff_id = await r.control.request_handoff(second.call_id, reason="caller_asked",
+                                                 summary="wants a person")
+    with pytest.raises(AgentBusy):
+        await r.control.accept(handoff_id, bea.agent_id)
+    refused_at = time.monotonic()
+    assert await _handoff_is(r, handoff_id, HandoffState.OFFERED)  # still for Ada
+    await asyncio.sleep(0.5)
+    assert bea.phone.invites == 1
+    assert await r.world.first_heard(second.caller, "agent", refused_at) is None
+    for placed in (first, second):
+        await r.hang_up_caller(placed)
+        await until(lambda placed=placed: _ended(r, placed.call_id))
