@@ -3,6 +3,22 @@
 from __future__ import annotations
 
 import enum
+from typing import Protocol
+
+# How long a card stays on offer before the assistant's fallback applies, unless the
+# assistant says otherwise.
+DEFAULT_ACCEPT_TIMEOUT_S = 30
+
+
+def accept_timeout_s(assistant: HasAcceptTimeout | None) -> float:
+    """The assistant's own offer timeout; the default for a call whose assistant has
+    since been removed."""
+    return float(assistant.accept_timeout_s if assistant else DEFAULT_ACCEPT_TIMEOUT_S)
+
+
+class HasAcceptTimeout(Protocol):
+    @property
+    def accept_timeout_s(self) -> int: ...
 
 
 class HandoffLevel(enum.StrEnum):

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from handoff.agents import Presence
-from handoff.assistants import FallbackKind
+from handoff.assistants import FallbackKind, accept_timeout_s
 from handoff.calls import CallDirection, CallEvent, CallOutcome, CallState
 from handoff.events import (
     AGENTS_TOPIC,
@@ -46,6 +46,8 @@ from handoff.handoffs import (
 from handoff.recordings import keep_recording
 from handoff.store import Store
 from handoff.store.errors import NotFound
+from handoff.store.models import Handoff
+from handoff.store.transitions import utc_now
 from pbx.ari import AriClient, AriError, AriNotFound, AriUnprocessable
 
 log = logging.getLogger(__name__)
@@ -743,7 +745,7 @@ class CallControl:
                 assistant = await tx.assistants.by_name(live.assistant)
                 nobody = not await tx.agents.available()
             live.handoff_id = handoff.id
-            timeout = float(assistant.accept_timeout_s) if assistant else 30.0
+            timeout = accept_timeout_s(assistant)
             if not nobody:
                 await self._stage_agents(live)
         if nobody:
@@ -1016,7 +1018,7 @@ class CallControl:
                 await tx.handoffs.apply(handoff.id, HandoffEvent.OFFER)
                 assistant = await tx.assistants.by_name(live.assistant)
             live.transfer = Transfer(handoff.id, to_agent)
-        timeout = float(assistant.accept_timeout_s) if assistant else 30.0
+        timeout = accept_timeout_s(assistant)
         self.hub.publish("cards", {"type": "offered", "call_id": call_id,
                                    "handoff_id": handoff.id})
         self._spawn(self._transfer_timeout(live, handoff.id, timeout),
@@ -1310,7 +1312,7 @@ class CallControl:
             live.callback_requested = any(n.text.startswith(CALLBACK_NOTE) for n in notes)
             if current is not None:
                 live.handoff_id = current.id
-                await self._resume_handoff(live, current.state)
+                await self._resume_handoff(live, current)
             needs_ai = live.agent is None and live.ai is None
             engine = self.engines.get(assistant)
         for handoff_id in cancelled:
@@ -1359,8 +1361,9 @@ class CallControl:
                                     failure_reason=FailureReason.CANCELLED)
         return cancelled
 
-    async def _resume_handoff(self, live: LiveCall, state: HandoffState) -> None:
+    async def _resume_handoff(self, live: LiveCall, handoff: Handoff) -> None:
         """Pick up a handoff where the previous controller left it (lock held)."""
+        state = handoff.state
         if state is HandoffState.CONNECTED:
             live.agent_answered = live.connected = True
             live.answered.set()
@@ -1380,8 +1383,12 @@ class CallControl:
             # else: it still rings; its ChannelStateChange or hang-up will come.
         elif state is HandoffState.OFFERED:
             assert live.handoff_id is not None
-            # The offer's clock restarts: the time already waited is not known here.
-            self._spawn(self._offer_timeout(live, live.handoff_id, 30.0), "offer timeout")
+            # The offer's clock goes on: the caller has been waiting since it was made.
+            async with self.store.transaction() as tx:
+                timeout = accept_timeout_s(await tx.assistants.by_name(live.assistant))
+            waited = (utc_now() - (handoff.offered_at or handoff.requested_at)).total_seconds()
+            self._spawn(self._offer_timeout(live, live.handoff_id, max(0.0, timeout - waited)),
+                        "offer timeout")
 
     async def _close_lost(self, call_id: str, pbx_restarted: bool) -> None:
         """The caller left while we were not listening: record how the call ended."""

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handoff.assistants import FallbackKind, HandoffLevel, HoldMode
+from handoff.assistants import DEFAULT_ACCEPT_TIMEOUT_S, FallbackKind, HandoffLevel, HoldMode
 from handoff.store.errors import NotFound
 from handoff.store.models import Assistant
 
@@ -25,7 +25,7 @@ class AssistantsRepo:
         control_token_hash: str,
         handoff_level: HandoffLevel = HandoffLevel.BALANCED,
         restricted_topics: Iterable[str] = (),
-        accept_timeout_s: int = 30,
+        accept_timeout_s: int = DEFAULT_ACCEPT_TIMEOUT_S,
         fallback_kind: FallbackKind = FallbackKind.AI_CALLBACK,
         fallback_number: str | None = None,
         hold_mode: HoldMode = HoldMode.AI,

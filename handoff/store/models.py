@@ -15,7 +15,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from handoff.agents import AgentRole, EndpointKind, Presence
-from handoff.assistants import FallbackKind, HandoffLevel, HoldMode
+from handoff.assistants import DEFAULT_ACCEPT_TIMEOUT_S, FallbackKind, HandoffLevel, HoldMode
 from handoff.calls import CallDirection, CallOutcome, CallState, Speaker
 from handoff.handoffs import FailureReason, HandoffState
 
@@ -114,7 +114,7 @@ class Assistant(Base):
         _enum_type(HandoffLevel), default=HandoffLevel.BALANCED
     )
     restricted_topics: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
-    accept_timeout_s: Mapped[int] = mapped_column(default=30)
+    accept_timeout_s: Mapped[int] = mapped_column(default=DEFAULT_ACCEPT_TIMEOUT_S)
     fallback_kind: Mapped[FallbackKind] = mapped_column(
         _enum_type(FallbackKind), default=FallbackKind.AI_CALLBACK
     )

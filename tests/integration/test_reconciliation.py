@@ -194,3 +194,28 @@ async def _reoffered(r: Rig, call_id: str) -> bool:
     async with r.store.transaction() as tx:
         attempts = list(await tx.handoffs.for_call(call_id))
     return len(attempts) == 2 and attempts[-1].state is HandoffState.OFFERED
+
+
+async def test_a_card_on_offer_at_a_restart_times_out_on_its_assistants_own_clock(
+    quiet_pair: Pair, world: World, tmp_path: Path
+) -> None:
+    # Sales gives a card 2 s before its outside line takes the caller; a restarted
+    # controller used 30 s whatever the assistant said.
+    db = tmp_path / "db.sqlite"
+    async with rig(quiet_pair.pbx, world, db, check_ledger=False) as first:
+        placed = await first.place_call("2100")
+        handoff_id = await first.control.request_handoff(placed.call_id,
+                                                         reason="caller_asked", summary="x")
+    async with rig(quiet_pair.pbx, world, db) as second:
+        async def timed_out() -> bool:
+            async with second.store.transaction() as tx:
+                return (await tx.handoffs.get(handoff_id)).state is HandoffState.TIMED_OUT
+
+        async def forwarded() -> bool:
+            return (await call_row(second, placed.call_id)).state is CallState.FORWARDED
+
+        await eventually(timed_out, timeout=10)
+        await eventually(forwarded, timeout=10)
+        await second.hang_up_caller(placed)
+        await eventually(lambda: _ended(second, placed.call_id))
+        assert (await call_row(second, placed.call_id)).outcome is CallOutcome.FALLBACK_NUMBER
