@@ -12,7 +12,7 @@ APT_RUN := mmdebstrap ca-certificates espeak-ng
 APT_TEST := postgresql chromium
 PYTEST_ARGS ?=
 
-.PHONY: run test setup setup-test lint typecheck clean
+.PHONY: run test setup setup-test lint typecheck screenshots clean
 
 run: setup
 	$(BIN)/switchboard run
@@ -34,6 +34,13 @@ lint: $(VENV)/.installed
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
+
+# The README's pictures, updated on purpose: the browser tests that take them write to
+# build/screenshots (a test run never changes the checkout); this copies them over.
+screenshots: setup setup-test
+	rm -rf build/screenshots
+	$(BIN)/pytest -q -m screenshots tests/e2e
+	cp build/screenshots/*.png tests/e2e/screenshots/
 
 # Install the Debian packages in $(PACKAGES) that are missing; nothing if all are there.
 .PHONY: apt

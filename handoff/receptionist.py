@@ -75,8 +75,12 @@ class PromptError(RuntimeError):
     pass
 
 
-def make_prompts(folder: Path, voice: str = "en-us") -> dict[str, Path]:
-    """Speak every prompt into ``folder`` as raw slin 8 kHz (what AudioSocket carries).
+def make_prompts(
+    folder: Path, voice: str = "en-us", texts: Mapping[str, str] = PROMPTS
+) -> dict[str, Path]:
+    """Speak every prompt (``texts``: the receptionist's, unless another voice of the demo
+    asks) into ``folder`` as raw slin 8 kHz, what AudioSocket carries and what Asterisk
+    plays as ``.sln``.
 
     Made once: a prompt whose file exists is kept, so a second `make run` costs nothing.
     The file name carries a digest of the text and voice, so editing a prompt makes a
@@ -85,7 +89,7 @@ def make_prompts(folder: Path, voice: str = "en-us") -> dict[str, Path]:
     espeak = shutil.which("espeak-ng")
     folder.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
-    for name, text in PROMPTS.items():
+    for name, text in texts.items():
         digest = hashlib.sha256(f"{voice}\n{text}".encode()).hexdigest()[:10]
         target = folder / f"{name}-{digest}.sln"
         out[name] = target

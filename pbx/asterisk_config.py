@@ -199,6 +199,9 @@ class InstanceSpec:
     routes: tuple[InboundRoute, ...] = ()
     queues: tuple[Queue, ...] = ()
     tls: TlsListener | None = None
+    # The demo carrier's test caller (pbx/test_caller.py): a dialplan that listens to the
+    # greeting, presses 0 and speaks; rendered only on the carrier that places test calls.
+    test_caller: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -324,6 +327,7 @@ def render(spec: InstanceSpec, template_dir: Path = TEMPLATE_DIR) -> dict[str, s
             for r in spec.routes
         ],
         "queues": spec.queues,
+        "test_caller": spec.test_caller,
     }
     out: dict[str, str] = {}
     for path in sorted(template_dir.glob("*.conf.j2")):

@@ -1,18 +1,38 @@
 """The demo carrier calls a number on the PBX: a test call anyone can place from the
-admin page, to see the whole flow (AI greeting, handoff card, supervisor board).
+admin page, to see the whole flow (AI greeting, handoff card, a person taking over).
 
-On the carrier the call runs the echo test of its ``agents`` context: the person at
-the dashboard hears the receptionist's prompts come back, which proves media both
-ways. It ends by itself after ``max_s`` if nobody ends it.
+On the carrier the call runs the ``test-caller`` dialplan (asterisk-config/
+extensions.conf.j2): it listens to the AI's greeting, presses 0 as a caller asking for a
+person would, then speaks its own words (spoken once by espeak-ng) until someone ends
+the call. The agent who takes the card therefore hears a caller, not their own echo.
+The call ends by itself after ``max_s`` if nobody ends it.
 """
 
 from __future__ import annotations
 
 import secrets
+import shutil
+from pathlib import Path
 
 from pbx.ari import AriClient
+from pbx.runtime import AsteriskInstance
 
 TEST_CALLER_ID = "Test Caller <+15550100000>"
+# What the agent hears once they have the call (spoken by espeak-ng at set-up).
+TEST_CALLER_WORDS = (
+    "Hello, this is the Switchboard test caller. I pressed zero to speak with a person, "
+    "and you took my call, so the handoff works. You can end the call from your desk."
+)
+# The dialplan's Playback path under the carrier's var/lib, without the .sln extension.
+SOUND = "sounds/test-caller"
+
+
+def install_voice(carrier: AsteriskInstance, spoken: Path) -> None:
+    """Put the test caller's words (raw slin 8 kHz) where the carrier's dialplan plays
+    them: inside the carrier's own tree, which the embedded Asterisk can see."""
+    target = carrier.host_path(f"{carrier.spec.dirs.varlib}/{SOUND}.sln")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(spoken, target)
 
 
 class TestCaller:
@@ -24,10 +44,10 @@ class TestCaller:
         self.trunk, self.number, self.max_s = trunk, number, max_s
 
     async def place(self) -> str:
-        # REST only (no event stream): the carrier's dialplan looks after the call.
+        # REST only (no event stream): the carrier's dialplan plays the caller's part.
         async with AriClient(self.ari_url, *self.auth) as ari:
             await ari.channels.originate(
-                f"PJSIP/{self.number}@{self.trunk}", extension="*43", context="agents",
+                f"PJSIP/{self.number}@{self.trunk}", extension="s", context="test-caller",
                 priority=1, caller_id=TEST_CALLER_ID, timeout=30,
                 channel_id=f"testcall-{secrets.token_hex(6)}",
                 variables={"TIMEOUT(absolute)": str(self.max_s)},

@@ -3,6 +3,7 @@ fake call controller; shared by the unit tests and the browser (e2e) tests."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -58,8 +59,15 @@ class FakeCommands:
     panel: list[tuple[object, ...]] = field(default_factory=list)
     # Desk phones the PBX would report unregistered (by SIP user); the others are.
     unregistered: set[str] = field(default_factory=set)
+    # Set by a test to hold accepts until it says go (as a slow dial would); every accept
+    # that arrived is in `asked`, held or not.
+    hold: asyncio.Event | None = None
+    asked: list[tuple[int, int]] = field(default_factory=list)
 
     async def accept(self, handoff_id: int, agent_id: int) -> None:
+        self.asked.append((handoff_id, agent_id))
+        if self.hold is not None:
+            await self.hold.wait()
         if self.store is not None:
             async with self.store.transaction() as tx:
                 await tx.handoffs.accept(handoff_id, agent_id)

@@ -37,7 +37,7 @@ from handoff.callback import Callbacks
 from handoff.events import EventHub
 from handoff.metrics import SwitchboardMetrics
 from handoff.phone_watch import PhoneWatch
-from handoff.receptionist import Receptionist
+from handoff.receptionist import Receptionist, make_prompts
 from handoff.settings import Settings
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from handoff.supervision import Supervision
@@ -53,7 +53,7 @@ from pbx.asterisk_config import (
     spec_to_dict,
 )
 from pbx.security_events import SecurityEvents
-from pbx.test_caller import TestCaller
+from pbx.test_caller import TEST_CALLER_WORDS, TestCaller, install_voice
 from web.ai_api import API_PREFIX, hash_control_token, new_control_token, setup_ai_api
 from web.dashboard.access import Shape, own_auth, public
 from web.dashboard.passwords import Passwords
@@ -250,13 +250,22 @@ async def start_telephony(services: Services) -> None:
     )
     await telephony.pbx.start()
     if carrier_ports is not None:
+        voice = await asyncio.to_thread(demo_caller_voice, settings)
         telephony.carrier = runtime.new_instance(
             install, instance_name("carrier", settings), settings.data_path, ports=carrier_ports,
-            ephemeral=False, app="carrier",
+            ephemeral=False, app="carrier", test_caller=True,
             trunks=(SipTrunk("switchboard", "127.0.0.1", pbx_ports.sip),),
         )
+        install_voice(telephony.carrier, voice)
         await telephony.carrier.start()
     telephony.status = "ok"
+
+
+def demo_caller_voice(settings: Settings) -> Path:
+    """The test caller's words, spoken once by espeak-ng next to the receptionist's
+    prompts (blocking the first time: call it at set-up, or via ``to_thread``)."""
+    spoken = make_prompts(settings.data_path / "prompts", texts={"test-caller": TEST_CALLER_WORDS})
+    return spoken["test-caller"]
 
 
 def instance_name(role: str, settings: Settings) -> str:

@@ -26,7 +26,7 @@ from pbx.asterisk_config import (
     render,
 )
 from web import doctor
-from web.app import DEMO_NUMBER, RECEPTIONIST, build_app
+from web.app import DEMO_NUMBER, RECEPTIONIST, build_app, demo_caller_voice
 from web.dashboard.passwords import Passwords
 
 DEFAULT_CONFIG = Path("switchboard.toml")
@@ -124,6 +124,8 @@ def cmd_setup(args: argparse.Namespace) -> int:
     # The reference receptionist's voice, spoken once by espeak-ng.
     prompts = make_prompts(settings.data_path / "prompts")
     print(f"Receptionist prompts: {len(prompts)} in {settings.data_path / 'prompts'}")
+    if settings.demo.enabled and settings.demo.test_caller:
+        print(f"Test caller's voice: {demo_caller_voice(settings)}")
     return 0
 
 

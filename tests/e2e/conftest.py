@@ -29,7 +29,16 @@ CHROMIUM_ARGS = [
     "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
 ]
-SCREENSHOTS = Path(__file__).with_name("screenshots")
+# Written under build/ (ignored by git), so a test run leaves the checkout as it was;
+# `make screenshots` copies them over the README's pictures in tests/e2e/screenshots.
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A test that takes a picture is one `make screenshots` runs (`-m screenshots`).
+    for item in items:
+        if "screenshots" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.screenshots)
 
 
 @pytest.fixture(scope="session")
@@ -72,5 +81,5 @@ async def page(context: BrowserContext) -> Page:
 
 @pytest.fixture
 def screenshots() -> Path:
-    SCREENSHOTS.mkdir(exist_ok=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS

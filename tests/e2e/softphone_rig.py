@@ -263,25 +263,27 @@ async def agent_browser(browser: Browser, **options: Any) -> AsyncIterator[Brows
             await context.close()
 
 
-async def sign_in(page: Page, origin: str, login: str) -> None:
+async def sign_in(page: Page, origin: str, login: str, password: str = PASSWORD) -> None:
     """Sign in; the desk is live (its socket has its snapshot)."""
     await page.goto(f"{origin}/")
     await page.fill("#login", login)
-    await page.fill("#password", PASSWORD)
+    await page.fill("#password", password)
     await page.click("button[type=submit]")
     await expect(page).to_have_url(f"{origin}/")
     await expect(page.locator("body")).to_have_attribute("data-live", "yes")
 
 
-async def sign_in_with_phone(page: Page, origin: str, login: str) -> None:
+async def sign_in_with_phone(page: Page, origin: str, login: str,
+                             password: str = PASSWORD) -> None:
     """Sign in and wait until the softphone is registered with the PBX."""
-    await sign_in(page, origin, login)
+    await sign_in(page, origin, login, password)
     await expect(page.locator("#phone-status")).to_have_attribute(
         "data-state", "registered", timeout=15_000)
 
 
-async def on_duty_with_phone(page: Page, origin: str, login: str) -> None:
+async def on_duty_with_phone(page: Page, origin: str, login: str,
+                             password: str = PASSWORD) -> None:
     """Signed in, the softphone registered, and on duty: cards reach this desk."""
-    await sign_in_with_phone(page, origin, login)
+    await sign_in_with_phone(page, origin, login, password)
     await page.check("#duty")
     await expect(page.locator("body")).to_have_attribute("data-on-duty", "yes")

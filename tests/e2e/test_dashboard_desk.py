@@ -80,6 +80,100 @@ async def test_an_agent_goes_on_duty_sees_a_card_accepts_it_and_a_taken_card_van
     await expect(page.locator("#notice")).to_contain_text("Bob took a call")
 
 
+# How long the desk keeps news (a colleague took a call) and a lost card (desk.js).
+NEWS_MS = 6000
+LOST_MS = 5000
+
+
+async def on_duty(page: Page, served: Served, login: str) -> None:
+    await sign_in(page, served, login)
+    await page.check("#duty")
+    await expect(page.locator("body")).to_have_attribute("data-on-duty", "yes")
+
+
+async def bob_wins(served: Served, handoff_id: int, *, tell: bool = True) -> None:
+    """Bob's Accept wins in the store, as the controller's conditional UPDATE decides; with
+    ``tell``, the controller's "taken" follows, which every desk hears."""
+    bob = served.people["bob"]
+    async with served.store.transaction() as tx:
+        await tx.agents.set_duty(bob.id, True)
+        await tx.handoffs.accept(handoff_id, bob.id)
+    if tell:
+        served.events.publish("cards", {"type": "taken", "handoff_id": handoff_id,
+                                        "agent_id": bob.id})
+
+
+async def test_news_on_the_desk_gives_way_to_the_next_card_and_after_a_moment(
+    page: Page, served: Served,
+) -> None:
+    await page.clock.install()  # time runs as usual until the test moves it on
+    await on_duty(page, served, "alice")
+    notice = page.locator("#notice")
+    first = await offer_card(served.store, served.events, caller_name="Jeanne Martin")
+    await expect(page.locator(f'li.card[data-handoff-id="{first.id}"]')).to_be_visible()
+    await bob_wins(served, first.id)
+    await expect(notice).to_have_text("Bob took a call.")
+
+    # A new caller waits: the news about the last one is not about them.
+    second = await offer_card(served.store, served.events, caller_name="Paul Durand")
+    await expect(page.locator(f'li.card[data-handoff-id="{second.id}"]')).to_be_visible()
+    await expect(notice).to_have_text("")
+
+    await bob_wins(served, second.id)
+    await expect(notice).to_have_text("Bob took a call.")
+    await page.clock.fast_forward(NEWS_MS)
+    await expect(notice).to_have_text("")
+
+    # A problem stays until the agent acts: it is not news.
+    await page.route("**/api/duty", lambda route: route.fulfill(
+        status=409, json={"error": "conflict", "reason": "Could not go off duty now."}))
+    await page.uncheck("#duty")
+    await expect(notice).to_have_text("Could not go off duty now.")
+    await page.clock.fast_forward(NEWS_MS)
+    await expect(notice).to_have_text("Could not go off duty now.")
+
+
+@pytest.mark.parametrize("first", ["card_removed", "refusal"])
+async def test_a_card_lost_to_a_colleague_says_who_took_it_then_goes(
+    first: str, page: Page, served: Served,
+) -> None:
+    replies: list[str] = []
+    page.on("websocket", lambda socket: socket.on(
+        "framereceived", lambda frame: replies.append(str(frame))
+        if '"reply"' in str(frame) else None))
+    await page.clock.install()
+    await on_duty(page, served, "alice")
+    handoff = await offer_card(served.store, served.events, caller_name="Jeanne Martin")
+    card = page.locator(f'li.card[data-handoff-id="{handoff.id}"]')
+    await expect(card).to_be_visible()
+    # Alice's Accept is on its way (held, as a slow dial would hold it) when Bob wins.
+    served.commands.hold = asyncio.Event()
+    await card.get_by_role("button", name="Accept").click()
+    await until(lambda: served.commands.asked == [(handoff.id, served.people["alice"].id)])
+    await expect(card.locator(".status")).to_have_text("Accepting…")
+    if first == "card_removed":
+        # The usual order: the winner's "taken" reaches her desk before her refusal.
+        await bob_wins(served, handoff.id)
+        await expect(card.locator(".status")).to_have_text("Bob already took this call")
+        served.commands.hold.set()
+    else:
+        await bob_wins(served, handoff.id, tell=False)
+        served.commands.hold.set()
+        await expect(card.locator(".status")).to_have_text("Bob already took this call")
+        served.events.publish("cards", {"type": "taken", "handoff_id": handoff.id,
+                                        "agent_id": served.people["bob"].id})
+    await expect(card.get_by_role("button", name="Accept")).to_be_disabled()
+    await expect(card).to_have_attribute("data-lost", "yes")
+    # Her refusal has reached the page too: the card still says who took it.
+    await until(lambda: any("already_taken" in reply for reply in replies))
+    await expect(card.locator(".status")).to_have_text("Bob already took this call")
+    await expect(page.locator("#notice")).not_to_contain_text("took a call")
+
+    await page.clock.fast_forward(LOST_MS)
+    await expect(card).to_have_count(0)
+    await expect(page.locator("#no-cards")).to_be_visible()
+
+
 async def test_an_emergency_card_comes_first_with_an_alert_until_it_is_gone(
     page: Page, served: Served, screenshots: Path,
 ) -> None:

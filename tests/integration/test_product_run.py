@@ -15,103 +15,25 @@ import base64
 import json
 import os
 import secrets
-import shutil
 import signal
-import socket
-import sys
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
-import pytest_asyncio
 
 from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffState
-from handoff.settings import load
 from handoff.store import Store, create_store_engine
 from handoff.store.models import Call
-from pbx import rootfs
 from pbx.test_caller import TestCaller
 from tests.bench.rig import World
 from tests.dashboard_fixtures import Browser
-from web.app import instance_name
+from tests.product_run import REPO, Product, product
+
+__all__ = ["product"]
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Product:
-    data: Path
-    port: int
-    proc: asyncio.subprocess.Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def argv(self, *command: str) -> list[str]:
-        return [
-            sys.executable, "-m", "web.cli",
-            "--set", f"data_dir={self.data}",
-            "--set", f"server.port={self.port}",
-            # Any free ports: the machine may run a Switchboard of its own.
-            "--set", "asterisk.http_port=0", "--set", "asterisk.sip_port=0",
-            "--set", "asterisk.ami_port=0",
-            *command,
-        ]
-
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            *self.argv("run"), cwd=REPO, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        assert self.proc.stdout is not None
-        banner = ""
-        async with asyncio.timeout(120):
-            while "Switchboard is running." not in banner:
-                line = await self.proc.stdout.readline()
-                if not line:
-                    raise AssertionError(f"switchboard run exited:\n{banner}")
-                banner += line.decode()
-        self._drain = asyncio.create_task(self._read_rest())
-        async with asyncio.timeout(30):
-            while not await self.healthy():
-                await asyncio.sleep(0.2)
-
-    async def _read_rest(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        while await self.proc.stdout.readline():
-            pass
-
-    async def healthy(self) -> bool:
-        try:
-            async with aiohttp.ClientSession() as session, session.get(
-                f"{self.url}/status"
-            ) as resp:
-                return resp.status == 200
-        except aiohttp.ClientError:
-            return False
-
-    def state(self) -> dict[str, object]:
-        return dict(json.loads((self.data / "run" / "switchboard.json").read_text()))
-
-    async def signal(self, sig: int) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        code = await asyncio.wait_for(self.proc.wait(), 60)
-        await self._drain
-        return code
 
 
 def asterisk_pids(marker: str) -> list[int]:
@@ -125,26 +47,6 @@ def asterisk_pids(marker: str) -> list[int]:
             if "asterisk" in cmdline and marker in cmdline:
                 pids.append(int(entry.name))
     return pids
-
-
-@pytest_asyncio.fixture
-async def product(tmp_path: Path) -> AsyncIterator[Product]:
-    running = Product(tmp_path / "data", free_port())
-    yield running
-    if running.proc is not None and running.proc.returncode is None:
-        await running.signal(signal.SIGINT)
-    elif (running.data / "run" / "switchboard.json").exists():
-        # The test failed after a kill -9: a last run re-attaches and stops everything.
-        await running.start()
-        await running.signal(signal.SIGINT)
-    # The product keeps its Asterisk trees per data folder; this one's folder is gone.
-    settings = load(environ={}, overrides={"data_dir": str(running.data)})
-    for role in ("pbx", "carrier"):
-        shutil.rmtree(
-            rootfs.default_cache_dir() / "asterisk-rootfs/srv/switchboard"
-            / instance_name(role, settings),
-            ignore_errors=True,
-        )
 
 
 async def eventually(check, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
@@ -269,9 +171,7 @@ async def test_run_kill_restart_and_stop_with_a_call_up(product: Product) -> Non
 
     # An admin adds an agent while the product runs: their phone can register at once
     # (the PBX reloaded its endpoints; nothing restarted).
-    passwd = await asyncio.create_subprocess_exec(
-        *product.argv("agent", "passwd", "admin"), cwd=REPO, stdout=asyncio.subprocess.PIPE)
-    admin_password = (await passwd.communicate())[0].decode().split(": ", 1)[1].strip()
+    admin_password = await product.new_password("admin")
     browser = Browser(product.url)
     try:
         assert (await browser.login("admin", admin_password)).status == 303

@@ -92,6 +92,13 @@ def test_dialplan_routes_only_configured_numbers_into_stasis() -> None:
     assert "_X." not in dialplan and "Dial(" not in dialplan
 
 
+def test_only_the_carrier_placing_test_calls_gets_the_test_caller_dialplan() -> None:
+    assert "[test-caller]" not in render(spec())["extensions.conf"]
+    dialplan = render(spec(test_caller=True))["extensions.conf"]
+    assert "[test-caller]" in dialplan and "SendDTMF(0)" in dialplan
+    assert "Playback(/srv/switchboard/unit/var/lib/sounds/test-caller)" in dialplan
+
+
 def test_trunk_is_identified_by_address_and_port() -> None:
     pjsip = render(spec())["pjsip.conf"]
     assert "match = 127.0.0.1:5070" in pjsip

@@ -89,7 +89,8 @@
 
   document.getElementById("test-call").addEventListener("click", guard(async () => {
     const placed = await sb.send("POST", "/api/admin/test-call", {});
-    status(`The carrier is calling ${placed.calling}.`);
+    status(`The test caller is calling ${placed.calling}: after the greeting it presses 0 ` +
+      "for a person, and its card goes to the agents on duty (go on duty on the Desk to take it).");
     loadAudit();
   }));
 

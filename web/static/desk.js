@@ -16,10 +16,33 @@
   const noCards = document.getElementById("no-cards");
   const busyNote = document.getElementById("busy-note");
 
-  const state = { seq: null, epoch: null, cards: new Map(), me: null, clockOffsetMs: 0 };
+  const state = {
+    seq: null, epoch: null, cards: new Map(), me: null, clockOffsetMs: 0,
+    // Handoffs whose Accept this tab has asked for and not yet heard back about.
+    accepting: new Set(),
+  };
+
+  // Two kinds of notice. A problem (duty refused, an action that failed) stays until the
+  // agent acts. News (a colleague took a call, the call ended) is true for a moment only:
+  // it gives way to the next card, the next call, or a few seconds, so it is never read
+  // as being about the caller now on screen.
+  const NEWS_MS = 6000;
+  let newsTimer = null;
 
   function say(text) {
+    clearTimeout(newsTimer);
+    notice.dataset.kind = text ? "problem" : "";
     notice.textContent = text || "";
+  }
+
+  function tell(news) {
+    say(news);
+    notice.dataset.kind = "news";
+    newsTimer = setTimeout(clearNews, NEWS_MS);
+  }
+
+  function clearNews() {
+    if (notice.dataset.kind === "news") say("");
   }
 
   async function post(url, body) {
@@ -265,6 +288,7 @@
       // cannot say (a controller restarted meanwhile).
       poll = setInterval(refresh, 10000);
       for (const node of cardList.querySelectorAll(".status")) node.textContent = "";
+      clearNews(); // what happened before this call is not about this caller
     }
 
     function changed(callId) {
@@ -284,7 +308,7 @@
       delete section.dataset.callId;
       document.body.dataset.inCall = "no";
       current = null;
-      say(cause && cause !== "Terminated" && cause !== "Bye" ? `The call ended (${cause}).` : "The call ended.");
+      tell(cause && cause !== "Terminated" && cause !== "Bye" ? `The call ended (${cause}).` : "The call ended.");
     }
 
     async function act(path, body, button) {
@@ -380,8 +404,10 @@
     status.textContent = "Accepting…";
     // Armed before the request: the controller rings this phone before it replies.
     if (phone) phone.expect();
+    state.accepting.add(handoffId);
     const result = await ask({ type: "accept", handoff_id: handoffId },
       `/api/handoffs/${handoffId}/accept`);
+    state.accepting.delete(handoffId);
     if (phone) phone.mark("accept_replied");
     if (result.ok) {
       status.textContent = "Connecting you to the caller…";
@@ -392,6 +418,30 @@
     if (phone && result.status !== 0) phone.unexpect();
     status.textContent = result.body.reason || "Could not accept this call.";
     button.disabled = result.status === 409 && result.body.error === "already_taken";
+    if (button.disabled) lose(handoffId);
+  }
+
+  // A card this tab was accepting when a colleague won it stays a moment, saying who took
+  // it, so the agent sees why their click came to nothing; then it goes. (The winner's
+  // card_removed usually overtakes the refusal of this tab's Accept.)
+  const LOST_MS = 5000;
+  const lostCards = new Set(); // handoff ids (as in data-handoff-id) still shown as lost
+
+  function lose(handoffId, line) {
+    const id = String(handoffId);
+    state.cards.delete(handoffId); // taken: no longer on offer, whatever comes next
+    const node = cardList && cardList.querySelector(`li.card[data-handoff-id="${id}"]`);
+    if (!node) return;
+    node.dataset.lost = "yes";
+    node.querySelector("button.accept").disabled = true;
+    if (line) node.querySelector(".status").textContent = line;
+    if (lostCards.has(id)) return;
+    lostCards.add(id);
+    setTimeout(() => {
+      lostCards.delete(id);
+      node.remove();
+      renderCards();
+    }, LOST_MS);
   }
 
   function byUrgency(a, b) {
@@ -411,12 +461,12 @@
     // Keep the nodes of cards still on offer, so an agent's half-finished click and its
     // status line survive other cards arriving.
     const keep = new Set(ordered.map((card) => String(card.handoff_id)));
-    for (const [id, node] of existing) if (!keep.has(id)) node.remove();
+    for (const [id, node] of existing) if (!keep.has(id) && !lostCards.has(id)) node.remove();
     for (const card of ordered) {
       const node = existing.get(String(card.handoff_id)) || cardElement(card);
       cardList.appendChild(node);
     }
-    noCards.hidden = ordered.length > 0 || Boolean(busy);
+    noCards.hidden = ordered.length + lostCards.size > 0 || Boolean(busy);
     showEmergencies(ordered.filter((card) => card.urgency === "emergency"));
   }
 
@@ -446,11 +496,16 @@
   const ops = {
     card_added(message) {
       state.cards.set(message.card.handoff_id, message.card);
+      clearNews(); // a new caller is waiting: older news is not about them
     },
     card_removed(message) {
       state.cards.delete(message.handoff_id);
-      if (message.taken_by && state.me && message.taken_by.id !== state.me.id) {
-        say(`${message.taken_by.display_name} took a call.`);
+      if (!message.taken_by || !state.me || message.taken_by.id === state.me.id) return;
+      const who = message.taken_by.display_name;
+      if (state.accepting.has(message.handoff_id)) {
+        lose(message.handoff_id, `${who} already took this call`); // as the refusal says it
+      } else if (!lostCards.has(String(message.handoff_id))) {
+        tell(`${who} took a call.`);
       }
     },
     agent_changed(message) {

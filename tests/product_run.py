@@ -1,0 +1,116 @@
+"""`switchboard run` as a user runs it, in its own process: shared by the integration
+test of the whole product and the browser tests that need the real thing (demo carrier,
+receptionist, dashboard and softphone together)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest_asyncio
+
+from handoff.settings import load
+from pbx import rootfs
+from tests.dashboard_fixtures import free_port
+from web.app import instance_name
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Product:
+    data: Path
+    port: int
+    proc: asyncio.subprocess.Process | None = None
+    _drain: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def argv(self, *command: str) -> list[str]:
+        return [
+            sys.executable, "-m", "web.cli",
+            "--set", f"data_dir={self.data}",
+            "--set", f"server.port={self.port}",
+            # Any free ports: the machine may run a Switchboard of its own.
+            "--set", "asterisk.http_port=0", "--set", "asterisk.sip_port=0",
+            "--set", "asterisk.ami_port=0",
+            *command,
+        ]
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv("run"), cwd=REPO, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        assert self.proc.stdout is not None
+        banner = ""
+        async with asyncio.timeout(120):
+            while "Switchboard is running." not in banner:
+                line = await self.proc.stdout.readline()
+                if not line:
+                    raise AssertionError(f"switchboard run exited:\n{banner}")
+                banner += line.decode()
+        self._drain = asyncio.create_task(self._read_rest())
+        async with asyncio.timeout(30):
+            while not await self.healthy():
+                await asyncio.sleep(0.2)
+
+    async def _read_rest(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while await self.proc.stdout.readline():
+            pass
+
+    async def healthy(self) -> bool:
+        try:
+            async with aiohttp.ClientSession() as session, session.get(
+                f"{self.url}/status"
+            ) as resp:
+                return resp.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    def state(self) -> dict[str, object]:
+        return dict(json.loads((self.data / "run" / "switchboard.json").read_text()))
+
+    async def new_password(self, login: str) -> str:
+        """A fresh dashboard password for ``login``, as an admin gets one from the CLI."""
+        passwd = await asyncio.create_subprocess_exec(
+            *self.argv("agent", "passwd", login), cwd=REPO, stdout=asyncio.subprocess.PIPE)
+        return (await passwd.communicate())[0].decode().split(": ", 1)[1].strip()
+
+    async def signal(self, sig: int) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = await asyncio.wait_for(self.proc.wait(), 60)
+        if self._drain is not None:
+            await self._drain
+        return code
+
+
+@pytest_asyncio.fixture
+async def product(tmp_path: Path) -> AsyncIterator[Product]:
+    running = Product(tmp_path / "data", free_port())
+    yield running
+    if running.proc is not None and running.proc.returncode is None:
+        await running.signal(signal.SIGINT)
+    elif (running.data / "run" / "switchboard.json").exists():
+        # The test failed after a kill -9: a last run re-attaches and stops everything.
+        await running.start()
+        await running.signal(signal.SIGINT)
+    # The product keeps its Asterisk trees per data folder; this one's folder is gone.
+    settings = load(environ={}, overrides={"data_dir": str(running.data)})
+    for role in ("pbx", "carrier"):
+        shutil.rmtree(
+            rootfs.default_cache_dir() / "asterisk-rootfs/srv/switchboard"
+            / instance_name(role, settings),
+            ignore_errors=True,
+        )
