@@ -97,6 +97,9 @@ async def bob_wins(served: Served, handoff_id: int, *, tell: bool = True) -> Non
     bob = served.people["bob"]
     async with served.store.transaction() as tx:
         await tx.agents.set_duty(bob.id, True)
+        for earlier in await tx.handoffs.open_handoffs():  # one call at a time: his last
+            if earlier.accepted_by == bob.id:               # caller has hung up
+                await tx.handoffs.apply(earlier.id, HandoffEvent.CALLER_HUNG_UP)
         await tx.handoffs.accept(handoff_id, bob.id)
     if tell:
         served.events.publish("cards", {"type": "taken", "handoff_id": handoff_id,

@@ -130,9 +130,11 @@ class Feed:
             # The supervisor board lists every live call: it re-reads the list when one
             # starts, changes hands or ends (supervisors only; agents never see it).
             which = {"call_id": str(event["call_id"])} if "call_id" in event else {}
-            changes = [*changes, Change("board_changed", which, SUPERVISORS),
-                       *await self._busy_changes()]
+            changes = [*changes, Change("board_changed", which, SUPERVISORS)]
+        # Published before anything else is awaited: the board already holds them.
         self._publish(changes)
+        if kind in BOARD_EVENTS:
+            self._publish(await self._busy_changes())
 
     async def _busy_changes(self) -> list[Change]:
         """Agents who became busy or free with this event (a card taken, a call over):
