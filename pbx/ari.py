@@ -17,8 +17,8 @@ channel, so one call leg's StasisStart, ChannelStateChange, ... StasisEnd) are h
 in arrival order by one worker; different channels are handled concurrently. A failing
 handler is logged and counted, never fatal.
 
-The event machinery (:class:`OrderedDispatcher`, :class:`Supervisor`) is shared with
-:mod:`pbx.ami`.
+The event machinery (dispatcher, link supervision, the reconnect loop) is
+:mod:`pbx.event_link`, shared with :mod:`pbx.ami`.
 """
 
 from __future__ import annotations
@@ -27,257 +27,20 @@ import asyncio
 import base64
 import json
 import logging
-import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, Literal, NotRequired, TypedDict, TypeVar, cast
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal, NotRequired, TypedDict, cast
 from urllib.parse import quote
 
 import aiohttp
 
+from pbx.event_link import (
+    ConnectHook,
+    DisconnectHook,
+    SupervisedClient,
+    cancel_and_wait,
+)
+
 log = logging.getLogger(__name__)
-
-# ---- shared event machinery (also used by pbx.ami) -----------------------------------
-
-E = TypeVar("E")
-Handler = Callable[[E], Awaitable[None]]
-Status = Literal["connected", "degraded", "closed"]
-
-ANY_EVENT = "*"
-"""Dispatch-table key of handlers that see every event (logging, metrics, ledgers)."""
-
-
-@dataclass
-class EventStats:
-    """Counters an operator looks at when calls misbehave; exported as metrics."""
-
-    delivered: int = 0
-    errors: int = 0
-    """Handler exceptions (and failed connect hooks); each one is logged."""
-    slow: int = 0
-    """Handler runs over the latency budget: the call's later events waited that long."""
-    bad_frames: int = 0
-    """Frames that were not a JSON event object; logged and skipped."""
-    connects: int = 0
-
-
-async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
-    """Cancel tasks and wait until they have finished, retrieving their outcome."""
-    pending = [task for task in tasks if not task.done()]
-    for task in pending:
-        task.cancel()
-    if pending:
-        await asyncio.wait(pending)
-    for task in pending:
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("task %s ended with %r while cancelled", task.get_name(), task.exception())
-
-
-class _Lane(Generic[E]):
-    """The queue and worker of one key (one channel, usually)."""
-
-    __slots__ = ("pending", "queue", "task")
-
-    def __init__(self, size: int) -> None:
-        self.queue: asyncio.Queue[tuple[E, tuple[str, ...]]] = asyncio.Queue(size)
-        self.pending = 0  # submitters waiting for room in a full queue
-        self.task: asyncio.Task[None] | None = None
-
-
-class OrderedDispatcher(Generic[E]):
-    """Dispatch table with per-key ordering, bounded queues and isolated handlers.
-
-    Why per key: a channel's events must be applied in the order Asterisk sent them
-    (a ChannelHangupRequest handled before the StasisStart of the same leg would leave
-    a ghost call), while one slow call must not hold up every other caller.
-
-    Why bounded and blocking rather than dropping: a lost StasisEnd or
-    ChannelDestroyed leaves a call open forever. When a key's queue is full the
-    submitter waits, which stops reading the socket; that shows up in the logs.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        stats: EventStats,
-        describe: Callable[[E], str],
-        queue_size: int = 1000,
-        budget: float = 0.2,
-        logger: logging.Logger = log,
-    ) -> None:
-        self._name = name
-        self._stats = stats
-        self._describe = describe
-        self._queue_size = queue_size
-        self._budget = budget
-        self._log = logger
-        self._table: dict[str, list[Handler[E]]] = {}
-        self._lanes: dict[str, _Lane[E]] = {}
-        self.backpressured = False
-        """True while a submitter waits for room: readers must not take silence for death."""
-
-    def add(self, kind: str, handler: Handler[E]) -> None:
-        self._table.setdefault(kind, []).append(handler)
-
-    def remove(self, kind: str, handler: Handler[E]) -> None:
-        handlers = self._table.get(kind, [])
-        if handler in handlers:
-            handlers.remove(handler)
-
-    def _handlers(self, kinds: Sequence[str]) -> list[Handler[E]]:
-        return [h for kind in (*kinds, ANY_EVENT) for h in self._table.get(kind, ())]
-
-    @property
-    def busy_keys(self) -> int:
-        return len(self._lanes)
-
-    async def submit(self, event: E, kinds: Sequence[str], key: str) -> None:
-        """Queue ``event`` behind earlier events of ``key``; waits if that queue is full."""
-        if not self._handlers(kinds):
-            return
-        lane = self._lanes.get(key)
-        if lane is None:
-            lane = self._lanes[key] = _Lane(self._queue_size)
-            lane.task = asyncio.create_task(self._drain(key, lane), name=f"{self._name}:{key}")
-        if lane.queue.full():
-            self.backpressured = True
-            self._log.warning(
-                "%s: %d events queued for %s; reading paused until its handlers catch up",
-                self._name,
-                lane.queue.qsize(),
-                key,
-            )
-        lane.pending += 1
-        try:
-            await lane.queue.put((event, tuple(kinds)))
-        finally:
-            lane.pending -= 1
-            self.backpressured = False
-
-    async def _drain(self, key: str, lane: _Lane[E]) -> None:
-        try:
-            while lane.pending or not lane.queue.empty():
-                event, kinds = await lane.queue.get()
-                for handler in self._handlers(kinds):
-                    await self._run(handler, event, kinds[0], key)
-        finally:
-            # No await between the emptiness check and this: a later event for the same
-            # key finds no lane and starts a fresh worker, so nothing is stranded.
-            if self._lanes.get(key) is lane:
-                del self._lanes[key]
-
-    async def _run(self, handler: Handler[E], event: E, kind: str, key: str) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            await handler(event)
-        except Exception:
-            self._stats.errors += 1
-            self._log.exception(
-                "%s: handler %s failed on %s (key %s); later events still flow",
-                self._name,
-                _callable_name(handler),
-                self._describe(event),
-                key,
-            )
-        else:
-            self._stats.delivered += 1
-        elapsed = loop.time() - started
-        if elapsed > self._budget:
-            self._stats.slow += 1
-            self._log.warning(
-                "%s: handler %s took %.0f ms on %s, over its %.0f ms budget; "
-                "later events of %s waited",
-                self._name,
-                _callable_name(handler),
-                elapsed * 1000,
-                self._describe(event),
-                self._budget * 1000,
-                key,
-            )
-
-    async def close(self) -> None:
-        lanes = list(self._lanes.values())
-        self._lanes.clear()
-        await cancel_and_wait(lane.task for lane in lanes if lane.task is not None)
-
-
-def _callable_name(func: Callable[..., Any]) -> str:
-    return str(getattr(func, "__qualname__", None) or repr(func))
-
-
-class Supervisor:
-    """Status, readiness, backoff and outage logging of one connection to Asterisk.
-
-    The outage is logged once when it starts and once when it ends (with its length
-    and the number of attempts), so a long Asterisk restart does not flood the log.
-    """
-
-    def __init__(
-        self,
-        what: str,
-        *,
-        backoff_initial: float = 0.1,
-        backoff_max: float = 5.0,
-        logger: logging.Logger = log,
-    ) -> None:
-        self.what = what
-        self.status: Status = "degraded"
-        self.ready = asyncio.Event()
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
-        self._delay = backoff_initial
-        self._log = logger
-        self._ever_up = False
-        self._outage_since: float | None = None
-        self._attempts = 0
-
-    def up(self) -> None:
-        self.status = "connected"
-        self._delay = self._backoff_initial
-        if self._outage_since is not None:
-            lasted = asyncio.get_running_loop().time() - self._outage_since
-            self._log.warning(
-                "%s restored after %.1f s and %d failed attempts",
-                self.what,
-                lasted,
-                self._attempts,
-            )
-        elif not self._ever_up:
-            self._log.info("%s connected", self.what)
-        self._ever_up = True
-        self._outage_since = None
-        self._attempts = 0
-        self.ready.set()
-
-    def down(self, reason: str) -> None:
-        self.ready.clear()
-        if self.status == "closed":
-            return
-        self.status = "degraded"
-        self._attempts += 1
-        if self._outage_since is None:
-            self._outage_since = asyncio.get_running_loop().time()
-            self._log.warning(
-                "%s %s: %s; retrying with backoff up to %.1f s",
-                self.what,
-                "lost" if self._ever_up else "unavailable",
-                reason,
-                self._backoff_max,
-            )
-        else:
-            self._log.debug("%s still down (attempt %d): %s", self.what, self._attempts, reason)
-
-    async def backoff(self) -> None:
-        # Jitter spreads the reconnects of several controllers after an Asterisk restart.
-        await asyncio.sleep(self._delay * random.uniform(0.5, 1.0))
-        self._delay = min(self._delay * 2, self._backoff_max)
-
-    def close(self) -> None:
-        self.status = "closed"
-        self.ready.clear()
-
 
 # ---- errors ----------------------------------------------------------------------------
 
@@ -444,8 +207,6 @@ Event = dict[str, Any]
 objects it concerns (``channel``, ``bridge``, ``playback``, ...)."""
 
 EventHandler = Callable[[Event], Awaitable[None]]
-ConnectHook = Callable[[], Awaitable[None]]
-DisconnectHook = Callable[[str], Awaitable[None]]
 
 HangupReason = Literal[
     "normal",
@@ -911,7 +672,7 @@ class AsteriskSystem(_Resource):
 # ---- the client -----------------------------------------------------------------------------
 
 
-class AriClient:
+class AriClient(SupervisedClient[Event]):
     """REST calls and the event stream of one or more Stasis apps on one Asterisk.
 
     Lifecycle: ``await client.start()`` (or ``async with``), register handlers with
@@ -941,35 +702,29 @@ class AriClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.apps: tuple[str, ...] = tuple(a for a in _csv(apps, "apps").split(",") if a)
+        super().__init__(
+            "ARI",
+            f"ARI events for {','.join(self.apps) or '-'} at {self.base_url}",
+            session="ARI event stream",
+            on_connect=on_connect,
+            on_disconnect=on_disconnect,
+            key=key,
+            describe=describe_event,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            connect_timeout=connect_timeout,
+            ping_interval=ping_interval,
+            pong_timeout=pong_timeout,
+            handler_budget=handler_budget,
+            queue_size=queue_size,
+            logger=log,
+        )
         token = base64.b64encode(f"{username}:{password}".encode()).decode()
         # aiohttp 3.14 deprecates auth=; the header is what ARI reads anyway.
         self._headers = {"Authorization": f"Basic {token}"}
-        self.on_connect = on_connect
-        """Runs after every (re)connect, before ready: reconcile with Asterisk here."""
-        self.on_disconnect = on_disconnect
-        """Runs when an established event stream is lost, with the reason."""
-        self._key = key
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
-        self._connect_timeout = connect_timeout
-        self._ping_interval = ping_interval
-        self._pong_timeout = pong_timeout
-        self.stats = EventStats()
-        self._dispatcher: OrderedDispatcher[Event] = OrderedDispatcher(
-            "ARI events",
-            stats=self.stats,
-            describe=describe_event,
-            queue_size=queue_size,
-            budget=handler_budget,
-        )
-        self._link = Supervisor(
-            f"ARI events for {','.join(self.apps) or '-'} at {self.base_url}",
-            backoff_initial=backoff_initial,
-            backoff_max=backoff_max,
-        )
         self._session: aiohttp.ClientSession | None = None
-        self._supervisor: asyncio.Task[None] | None = None
         self._pong: asyncio.Future[None] | None = None
-        self._closed = False
 
         self.channels = Channels(self)
         self.bridges = Bridges(self)
@@ -980,13 +735,6 @@ class AriClient:
         self.asterisk = AsteriskSystem(self)
 
     # -- lifecycle
-
-    async def __aenter__(self) -> AriClient:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     async def start(self) -> None:
         """Open the HTTP session and, if apps were given, start the event stream."""
@@ -1007,11 +755,6 @@ class AriClient:
         await self._dispatcher.close()
         if self._session is not None:
             await self._session.close()
-
-    @property
-    def status(self) -> Status:
-        """``connected`` when events flow and on_connect has run; ``degraded`` otherwise."""
-        return self._link.status
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         """Return once connected and reconciled (on_connect done); TimeoutError otherwise."""
@@ -1067,25 +810,7 @@ class AriClient:
 
     # -- the event stream
 
-    async def _supervise(self) -> None:
-        while True:
-            try:
-                was_up, reason = await self._session_once()
-            except Exception as exc:
-                # A bug here must not end the supervision: log it and reconnect.
-                log.exception("ARI event stream failed unexpectedly")
-                was_up, reason = self._link.status == "connected", f"internal error: {exc!r}"
-            self._link.down(reason)
-            if was_up and self.on_disconnect is not None:
-                try:
-                    await self.on_disconnect(reason)
-                except Exception:
-                    self.stats.errors += 1
-                    log.exception("ARI on_disconnect hook failed")
-            await self._link.backoff()
-
-    async def _session_once(self) -> tuple[bool, str]:
-        """One connection's life; returns whether it got up and why it ended."""
+    async def _session_once(self) -> str:
         url = self.base_url.replace("http", "ws", 1) + "/events"
         params = {"app": ",".join(self.apps), "subscribeAll": "false"}
         try:
@@ -1098,20 +823,17 @@ class AriClient:
                     timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=1.0),
                 )
         except aiohttp.WSServerHandshakeError as exc:
-            return False, f"handshake refused with HTTP {exc.status} {exc.message}"
+            return f"handshake refused with HTTP {exc.status} {exc.message}"
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return False, _explain(exc)
+            return _explain(exc)
         try:
-            if self.on_connect is not None:
-                try:
-                    await self.on_connect()
-                except Exception as exc:
-                    self.stats.errors += 1
-                    log.exception("ARI on_connect hook failed; reconnecting to retry it")
-                    return False, f"on_connect hook failed: {exc!r}"
-            self.stats.connects += 1
-            self._link.up()
-            return True, await self._pump(ws)
+            # Before ready and before the first frame is read: events of calls the
+            # hook reconciles wait in the socket until their state is known.
+            hook_failure = await self._run_connect_hook()
+            if hook_failure is not None:
+                return hook_failure
+            self._link_up()
+            return await self._pump(ws)
         finally:
             await ws.close()
 
@@ -1186,7 +908,6 @@ def _explain(exc: BaseException | None) -> str:
 
 
 __all__ = [
-    "ANY_EVENT",
     "Application",
     "AriBadRequest",
     "AriClient",
@@ -1202,12 +923,8 @@ __all__ = [
     "Channel",
     "Event",
     "EventHandler",
-    "EventStats",
     "LiveRecording",
-    "OrderedDispatcher",
     "Playback",
-    "Supervisor",
-    "cancel_and_wait",
     "describe_event",
     "error_for",
     "event_key",
