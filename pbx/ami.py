@@ -2,8 +2,9 @@
 
 panoramisk parses the protocol; this module owns everything around it:
 
-- the connection is supervised like the ARI event stream (capped jittered backoff,
-  status, outage logged once, a ping with a deadline to notice a dead Asterisk);
+- the connection is kept up by the same supervised loop as the ARI event stream
+  (:class:`pbx.event_link.SupervisedClient`: capped jittered backoff, status, outage
+  logged once), with a ping with a deadline to notice a dead Asterisk;
 - actions are never replayed after a reconnect: an Originate that may already have run
   must not run twice, so an action in flight when the link drops fails with
   :class:`AmiUnavailable` and the caller reconciles;
@@ -24,15 +25,7 @@ from typing import Any
 
 from panoramisk import Manager
 
-from pbx.ari import (
-    ConnectHook,
-    DisconnectHook,
-    EventStats,
-    OrderedDispatcher,
-    Status,
-    Supervisor,
-    cancel_and_wait,
-)
+from pbx.event_link import ConnectHook, DisconnectHook, SupervisedClient, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +115,7 @@ def describe_ami_event(event: AmiMessage) -> str:
     return " ".join(parts)
 
 
-class AmiClient:
+class AmiClient(SupervisedClient[AmiMessage]):
     """One AMI login kept up by a supervised loop.
 
     ``await start()`` (or ``async with``), :meth:`on` / :meth:`on_security` for events,
@@ -148,52 +141,39 @@ class AmiClient:
         handler_budget: float = 0.2,
         queue_size: int = 1000,
     ) -> None:
+        # on_connect runs after every login, before ready: re-read state events may have
+        # missed. on_disconnect runs when an established login is lost.
+        super().__init__(
+            "AMI",
+            f"AMI {username}@{host}:{port}",
+            session="AMI session",
+            on_connect=on_connect,
+            on_disconnect=on_disconnect,
+            key=key,
+            describe=describe_ami_event,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            connect_timeout=connect_timeout,
+            ping_interval=ping_interval,
+            pong_timeout=pong_timeout,
+            handler_budget=handler_budget,
+            queue_size=queue_size,
+            logger=log,
+        )
         self.host = host
         self.port = port
         self._username = username
         self._secret = secret
-        self.on_connect = on_connect
-        """Runs after every login, before ready: re-read state events may have missed."""
-        self.on_disconnect = on_disconnect
-        """Runs when an established login is lost, with the reason."""
-        self._key = key
         self._action_timeout = action_timeout
-        self._connect_timeout = connect_timeout
-        self._ping_interval = ping_interval
-        self._pong_timeout = pong_timeout
-        self.stats = EventStats()
-        self._dispatcher: OrderedDispatcher[AmiMessage] = OrderedDispatcher(
-            "AMI events",
-            stats=self.stats,
-            describe=describe_ami_event,
-            queue_size=queue_size,
-            budget=handler_budget,
-            logger=log,
-        )
-        self._link = Supervisor(
-            f"AMI {username}@{host}:{port}",
-            backoff_initial=backoff_initial,
-            backoff_max=backoff_max,
-            logger=log,
-        )
         self._manager: _Manager | None = None
         self._inflight: set[asyncio.Future[Any]] = set()
         self._intake: asyncio.Queue[AmiMessage] = asyncio.Queue()
         self._intake_limit = queue_size
         self._transport: asyncio.Transport | None = None
         self._reading_paused = False
-        self._supervisor: asyncio.Task[None] | None = None
         self._pump_task: asyncio.Task[None] | None = None
-        self._closed = False
         self._login_error: AmiLoginFailed | None = None
         self._login_outcome = asyncio.Condition()
-
-    async def __aenter__(self) -> AmiClient:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     async def start(self) -> None:
         if self._closed:
@@ -211,10 +191,6 @@ class AmiClient:
         await cancel_and_wait(tasks)
         await self._dispatcher.close()
 
-    @property
-    def status(self) -> Status:
-        return self._link.status
-
     async def wait_ready(self, timeout: float | None = None) -> None:
         """Return once logged in; :class:`AmiLoginFailed` if Asterisk refused the login."""
         async with asyncio.timeout(timeout), self._login_outcome:
@@ -227,22 +203,9 @@ class AmiClient:
     async def _settle_login(self, error: AmiLoginFailed | None) -> None:
         self._login_error = error
         if error is None:
-            self.stats.connects += 1
-            self._link.up()
+            self._link_up()
         async with self._login_outcome:
             self._login_outcome.notify_all()
-
-    async def _run_connect_hook(self) -> str | None:
-        """None if the hook ran (or there is none); else why the login is abandoned."""
-        if self.on_connect is None:
-            return None
-        try:
-            await self.on_connect()
-        except Exception as exc:
-            self.stats.errors += 1
-            log.exception("AMI on_connect hook failed; reconnecting to retry it")
-            return f"on_connect hook failed: {exc!r}"
-        return None
 
     # -- events
 
@@ -324,24 +287,6 @@ class AmiClient:
         self._inflight.clear()
 
     # -- connection
-
-    async def _supervise(self) -> None:
-        while True:
-            try:
-                reason = await self._session_once()
-            except Exception as exc:
-                # A bug here must not end the supervision: log it and reconnect.
-                log.exception("AMI session failed unexpectedly")
-                reason = f"internal error: {exc!r}"
-            was_up = self._link.status == "connected"
-            self._link.down(reason)
-            if was_up and self.on_disconnect is not None:
-                try:
-                    await self.on_disconnect(reason)
-                except Exception:
-                    self.stats.errors += 1
-                    log.exception("AMI on_disconnect hook failed")
-            await self._link.backoff()
 
     async def _session_once(self) -> str:
         loop = asyncio.get_running_loop()
