@@ -188,6 +188,9 @@ class LiveCall:
     # the first is replaced at once, the second puts the caller on hold for a person.
     ai_failures: int = 0
     on_hold: bool = False  # hold music in the call bridge: no AI and no person yet
+    # How the call ends, when the controller ends it for a reason of its own (the agent
+    # hung up, nobody can take the caller); otherwise it follows from the call's state.
+    outcome: CallOutcome | None = None
     pbx_hangup: bool = False  # the caller's leg was ended by Asterisk, not by the caller
     caller_leaving: bool = False  # a hang-up of the caller's leg is on its way
     causes: dict[str, int] = field(default_factory=dict)  # Q.850 cause per ended leg
@@ -474,6 +477,7 @@ class CallControl:
     async def _apologise_and_end(self, live: LiveCall) -> None:
         """Neither the AI nor a person can take this caller: say sorry, then hang up.
         The callback request on record is how the call centre gets back to them."""
+        live.outcome = CallOutcome.FAILED  # even if the caller hangs up during the apology
         playback = f"{live.caller}{SEP}apology"
         finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._playing[playback] = finished
@@ -1177,9 +1181,11 @@ class CallControl:
     # ---- the end of a call ---------------------------------------------------------------
 
     async def end_call(self, call_id: str, outcome: CallOutcome | None = None) -> None:
-        """Hang up the caller; the ChannelDestroyed that follows records the outcome."""
+        """Hang up the caller; the hang-up that follows records `outcome`, or else the
+        one the call's state implies."""
         live = self._live(call_id)
         live.ending = True
+        live.outcome = outcome or live.outcome
         await self._hangup(live.caller)
 
     async def _caller_gone(self, live: LiveCall, cause: int) -> None:
@@ -1211,11 +1217,10 @@ class CallControl:
                     await tx.handoffs.apply(handoff.id, event)
                 outcome = (
                     CallOutcome.PBX_RESTART if live.pbx_hangup
+                    else live.outcome if live.outcome is not None
                     else CallOutcome.FALLBACK_NUMBER if call.state is CallState.FORWARDED
                     else CallOutcome.COMPLETED_BY_AGENT if call.state is CallState.WITH_AGENT
                     else CallOutcome.ABANDONED if open_handoffs
-                    # The AI failed and nobody took over: the caller was not served.
-                    else CallOutcome.FAILED if live.ai is None and live.ai_failures > 1
                     else CallOutcome.CALLBACK_REQUESTED if live.callback_requested
                     else CallOutcome.COMPLETED_BY_AI
                 )

@@ -21,7 +21,6 @@ id, so the ARI client orders its events with the rest of the call's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 from collections.abc import Mapping
@@ -328,10 +327,16 @@ class Supervision:
             if leg:
                 await self._hangup(leg)
         await self._destroy(session.bridge)
-        with contextlib.suppress(Exception):
+        try:
             async with self.store.transaction() as tx:
                 await tx.audit.record(session.supervisor.login, "supervision_ended",
                                       f"call:{session.call_id}", {"why": why})
+        except Exception:
+            # The legs are gone either way; an audit line that could not be written is
+            # said loudly, never dropped without a word.
+            log.exception("call=%s supervisor=%s: the end of supervision (%s) could not be "
+                          "written to the audit log", session.call_id,
+                          session.supervisor.login, why)
         log.info("call=%s supervisor=%s: supervision ended (%s)", session.call_id,
                  session.supervisor.login, why)
         self.control.call_changed(session.call_id)

@@ -439,3 +439,14 @@ async def test_an_agent_on_a_call_is_refused_a_second_card_and_that_caller_keeps
     for placed in (first, second):
         await r.hang_up_caller(placed)
         await wait_until(lambda placed=placed: _ended(r, placed.call_id))  # type: ignore[misc]
+
+
+async def test_a_call_ended_by_the_controller_for_a_reason_records_that_outcome(
+    call_rig: Rig,
+) -> None:
+    r = call_rig
+    placed = await r.place_call()
+    await r.control.end_call(placed.call_id, CallOutcome.FAILED)
+    await wait_until(lambda: _ended(r, placed.call_id))
+    async with r.store.transaction() as tx:
+        assert (await tx.calls.get(placed.call_id)).outcome is CallOutcome.FAILED

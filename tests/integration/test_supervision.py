@@ -8,6 +8,7 @@ speak their own tones: what each party hears says who is connected to whom.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest_asyncio
 
 from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import HandoffState
+from handoff.store.audit_repo import AuditRepo
 from handoff.store.models import Agent
 from handoff.supervision import Mode, Supervision, SupervisionRefused, Supervisor
 from tests.bench.audio import FRAME, RtpProbe, present, ulaw_decode
@@ -248,3 +250,24 @@ async def test_a_supervisor_on_a_call_is_refused_a_take_over_before_the_phone_ri
         assert (await tx.calls.get(other.call_id)).state is CallState.WITH_AI
     await end(r, mine)
     await end(r, other)
+
+
+async def test_an_audit_line_that_cannot_be_written_at_the_end_of_supervision_is_logged(
+    sup_rig: tuple[Rig, Supervision], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    r, supervision = sup_rig
+    placed = await with_agent(r)
+    supervisor = await sam(r)
+    await supervision.supervise(placed.call_id, supervisor, Mode.LISTEN)
+
+    async def refuse(*_: object, **__: object) -> None:
+        raise RuntimeError("the database refused the write")
+
+    monkeypatch.setattr(AuditRepo, "record", refuse)
+    with caplog.at_level(logging.ERROR, logger="handoff.supervision"):
+        await supervision.stop(placed.call_id, supervisor)
+    assert "could not be written to the audit log" in caplog.text
+    assert not supervision.of_call(placed.call_id)  # the session ended all the same
+    monkeypatch.undo()
+    await end(r, placed)
