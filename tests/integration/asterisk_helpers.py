@@ -36,6 +36,20 @@ async def ari(instance: AsteriskInstance, method: str, path: str, **params: str)
             return resp.status, body
 
 
+async def add_to_bridge(instance: AsteriskInstance, bridge_id: str, channel: str,
+                        within: float = 2.0) -> None:
+    """addChannel, retried while Asterisk says a leg just created is not in Stasis yet
+    (422): an external media leg enters Stasis a moment after its POST returns."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        status, body = await ari(instance, "POST", f"/bridges/{bridge_id}/addChannel",
+                                 channel=channel)
+        if status == 204:
+            return
+        assert status == 422 and asyncio.get_running_loop().time() < deadline, (status, body)
+        await asyncio.sleep(0.01)
+
+
 @dataclass
 class EventListener:
     """Connects to ``/ari/events`` for one app and keeps every event it receives."""

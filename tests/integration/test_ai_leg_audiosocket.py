@@ -12,7 +12,7 @@ import pytest
 
 from pbx.audiosocket import AudioSocketServer, AudioSocketSession, Kind
 from tests.bench.audio import AI_HZ, FRAME, label, open_probe, tone
-from tests.integration.asterisk_helpers import EventListener, Pair, ari, of_type
+from tests.integration.asterisk_helpers import EventListener, Pair, add_to_bridge, ari, of_type
 
 pytestmark = pytest.mark.integration
 
@@ -74,8 +74,8 @@ async def test_ai_engine_hears_the_caller_and_gets_dtmf_over_audiosocket(
             format="slin",
             data=str(stream_id),
         )
-        await ari(pbx, "POST", f"/bridges/{bridge['id']}/addChannel", channel=caller)
-        await ari(pbx, "POST", f"/bridges/{bridge['id']}/addChannel", channel=ai_leg["id"])
+        await add_to_bridge(pbx, bridge["id"], caller)
+        await add_to_bridge(pbx, bridge["id"], ai_leg["id"])
 
         # The carrier side: the caller's phone is an RTP probe sending the caller tone.
         await carrier_events.wait_for(of_type("StasisStart", channel__id=outbound["id"]))
@@ -90,12 +90,7 @@ async def test_ai_engine_hears_the_caller_and_gets_dtmf_over_audiosocket(
         )
         rtp_port = int(phone["channelvars"]["UNICASTRTP_LOCAL_PORT"])
         caller_probe.start_sending(("127.0.0.1", rtp_port))
-        await ari(
-            carrier,
-            "POST",
-            f"/bridges/{phone_bridge['id']}/addChannel",
-            channel=f"{outbound['id']},{phone['id']}",
-        )
+        await add_to_bridge(carrier, phone_bridge["id"], f"{outbound['id']},{phone['id']}")
         # Both ways, waited for (bounded) rather than slept on: a loaded machine may take
         # a moment to get the media going; it must then flow.
         await until(lambda: heard.count("caller") > 20
