@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from handoff.call_control import add_when_in_stasis
 from handoff.calls import CallDirection, CallEvent, CallOutcome, CallState
 from handoff.events import CALLS_TOPIC, EventHub, call_changed_event
 from handoff.handoffs import FailureReason, HandoffEvent
+from handoff.live import add_when_in_stasis
 from handoff.recordings import HostPath, discard_recording, keep_recording
 from handoff.store import Store
 from pbx.ari import AriClient, AriError, AriNotFound

@@ -27,9 +27,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from handoff.call_control import CallControl, LiveCall, add_when_in_stasis, call_key
 from handoff.calls import CallEvent, CallState
 from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
+from handoff.live import CallControl, LiveCall, add_when_in_stasis, call_key
 from handoff.store.errors import NotFound
 from pbx.ari import AriError, AriNotFound
 
@@ -263,20 +263,14 @@ class Supervision:
                 await tx.handoffs.apply(mine.id, HandoffEvent.AGENT_ANSWERED)
                 await tx.calls.apply(live.call_id, CallEvent.TAKE_OVER,
                                      agent_channel_id=session.leg, ai_channel_id=None)
-            leaving = [leg for leg in (live.ai, live.agent) if leg]
-            leaving += [leg for leg, _ in live.staged.values()]
-            live.staged.clear()
-            # From here on the controller treats the supervisor's leg as the call's agent
-            # leg; the legs hung up below are no longer the call's, so their end is
-            # not taken for the agent vanishing.
-            live.ai, live.agent = None, session.leg
             if live.agent_id is not None and pending is not None \
                     and pending.state is HandoffState.CONNECTED:
                 self.control.wrap_up(live.agent_id)  # the replaced agent's part is over
-            live.agent_id, live.agent_kind = supervisor.agent_id, supervisor.endpoint_kind
-            live.agent_answered = live.connected = True
-            live.handoff_id = mine.id
-            live.answered.set()
+            # From here on the controller treats the supervisor's leg as the call's agent
+            # leg; the legs hung up below are no longer the call's, so their end is
+            # not taken for the agent vanishing.
+            leaving = live.taken_over(session.leg, supervisor.agent_id,
+                                      supervisor.endpoint_kind, mine.id)
             for leg in leaving:
                 await self._hangup(leg)
         # The leg now belongs to the call: this session's Snoop and bridge go.

@@ -33,9 +33,9 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from handoff.call_control import CallStateConflict
 from handoff.calls import CALL_LIFECYCLE, CallEvent, CallState, Speaker
 from handoff.events import CALLS_TOPIC, Event, EventHub, Subscription, call_changed_event
+from handoff.live import CallStateConflict
 from handoff.states import InvalidTransition
 from handoff.store import NotFound, Store, Transaction
 from handoff.store.models import Assistant, Call

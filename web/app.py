@@ -32,9 +32,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from handoff.agents import AgentRole, EndpointKind
 from handoff.assistants import FallbackKind
-from handoff.call_control import CallControl, Timing, call_key
 from handoff.callback import Callbacks
 from handoff.events import EventHub
+from handoff.live import CallControl, Timing, call_key
 from handoff.metrics import SwitchboardMetrics
 from handoff.phone_watch import PhoneWatch
 from handoff.receptionist import Receptionist, make_prompts

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from handoff.call_control import add_when_in_stasis
+from handoff.live import add_when_in_stasis
 from pbx.ami import AmiClient
 from pbx.ari import AriClient, AriError
 from pbx.runtime import AsteriskInstance

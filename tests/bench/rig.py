@@ -30,8 +30,8 @@ from typing import Any
 
 from handoff.agents import AgentRole, EndpointKind, Presence
 from handoff.assistants import FallbackKind
-from handoff.call_control import CallControl, LiveCall, Timing, add_when_in_stasis, call_key
 from handoff.events import EventHub
+from handoff.live import CallControl, LiveCall, Timing, add_when_in_stasis, call_key
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from pbx import runtime
 from pbx.ari import AriClient, AriError
@@ -225,8 +225,10 @@ class World:
             # Somebody answers the fallback line at once and speaks (the agent's tone).
             bridge, media, probe = await self._new_phone()
             await add_when_in_stasis(self.ari, bridge, channel["id"])
-            await self.ari.channels.answer(channel["id"])
+            # Counted before the answer: the PBX may report the leg up before the
+            # answer's HTTP reply reaches us.
             self.agent_probes.append(probe)
+            await self.ari.channels.answer(channel["id"])
             self._parts[channel["id"]] = (bridge, media)
             return
         exten = str(channel.get("dialplan", {}).get("exten", ""))
@@ -234,8 +236,10 @@ class World:
             # Sam's desk phone answers at once and speaks the supervisor's tone.
             bridge, media, probe = await self._new_phone(await open_probe(SUPERVISOR_HZ))
             await add_when_in_stasis(self.ari, bridge, channel["id"])
-            await self.ari.channels.answer(channel["id"])
+            # Counted before the answer: the PBX may report the leg up before the
+            # answer's HTTP reply reaches us.
             self.supervisor_probes.append(probe)
+            await self.ari.channels.answer(channel["id"])
             self._parts[channel["id"]] = (bridge, media)
             return
         if args[:2] == ["inbound", "agentphone"]:
@@ -252,8 +256,10 @@ class World:
                 bridge, media, probe = self._ready_phone or await self._new_phone()
                 self._ready_phone = None
             await add_when_in_stasis(self.ari, bridge, channel["id"])
-            await self.ari.channels.answer(channel["id"])
+            # Counted before the answer: the PBX may report the leg up before the
+            # answer's HTTP reply reaches us.
             self.agent_probes.append(probe)
+            await self.ari.channels.answer(channel["id"])
             self._parts[channel["id"]] = (bridge, media)
             return
         for number, outbound in self._outbound.items():

@@ -25,9 +25,9 @@ from aiohttp import web
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from handoff.agents import AgentRole, EndpointKind
-from handoff.call_control import CallControl, Timing, call_key
 from handoff.callback import Callbacks
 from handoff.events import EventHub
+from handoff.live import CallControl, Timing, call_key
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from handoff.store.models import Agent
 from handoff.supervision import Supervision

@@ -21,9 +21,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from handoff.agents import EndpointKind, Presence
-from handoff.call_control import AiEngine, CallControl, Timing, call_key
 from handoff.calls import CallState
 from handoff.events import EventHub
+from handoff.live import AiEngine, CallControl, Timing, call_key
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from pbx.ari import AriClient
 from tests.bench.rig import Pair, PlacedCall, Rig, local_world

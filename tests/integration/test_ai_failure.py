@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from handoff.call_control import AI_FAILED_REASON, CALLBACK_NOTE
 from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import HandoffState
+from handoff.live import AI_FAILED_REASON, CALLBACK_NOTE
 from tests.bench.rig import PlacedCall, Rig, World, local_world, rig
 from tests.integration.asterisk_helpers import Pair
 

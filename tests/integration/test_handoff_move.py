@@ -13,10 +13,10 @@ import pytest
 import pytest_asyncio
 
 from handoff.agents import Presence
-from handoff.call_control import CallStateConflict, Timing
 from handoff.calls import CallOutcome, CallState
 from handoff.events import AGENTS_TOPIC
 from handoff.handoffs import FailureReason, HandoffState
+from handoff.live import CallStateConflict, Timing
 from handoff.store import AgentBusy, AlreadyTaken
 from tests.bench.audio import FRAME, TONES, present
 from tests.bench.rig import AGENT_SIP_USER, LATE_VOICE_S, Rig, local_world, rig

@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from handoff.agents import AgentRole, EndpointKind
-from handoff.call_control import AgentNotAvailable, CallStateConflict
 from handoff.events import CALLS_TOPIC, call_changed_event
 from handoff.handoffs import AGENT_BUSY_STATES
+from handoff.live import AgentNotAvailable, CallStateConflict
 from handoff.store import NotFound, Transaction
 from handoff.store.models import Handoff
 from handoff.supervision import Session

@@ -22,7 +22,7 @@ from web.dashboard.sessions import Cookies, Sessions, SessionTimes, Viewer
 
 
 class Commands(Protocol):
-    """What the dashboard asks of the call controller (handoff.call_control.CallControl).
+    """What the dashboard asks of the call controller (handoff.live.CallControl).
 
     `accept` raises handoff.store.AlreadyTaken (with `.taken_by`) when another agent won,
     NotOfferable when the card was withdrawn or is targeted at someone else, NotFound

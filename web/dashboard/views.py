@@ -14,8 +14,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from handoff.agents import AgentRole, EndpointKind, Presence
-from handoff.call_control import AgentUnreachable, CallStateConflict
 from handoff.events import AGENTS_TOPIC, agent_changed_event
+from handoff.live import AgentUnreachable, CallStateConflict
 from handoff.store import AgentBusy, AlreadyTaken, NotFound, NotOfferable, OffDuty
 from web.dashboard.board import AgentView
 from web.dashboard.guard import CSRF_FIELD, content_security_policy, error_body, json_error

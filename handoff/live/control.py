@@ -1,0 +1,159 @@
+"""The live-call controller: built once, it owns the live calls and their flows.
+
+:class:`CallControl` is what the rest of the product holds (the dashboard, the AI API,
+supervision, call-backs): its public methods are the commands on live calls. Behind it
+each flow is a small object of its own module, and they reach each other through it:
+
+- :mod:`~handoff.live.routing`: the registry of live calls and where ARI events go;
+- :mod:`~handoff.live.lifecycle`: a call starts (answer, bridge, recording, AI) and ends;
+- :mod:`~handoff.live.ai`: the AI leg, and what happens when it fails;
+- :mod:`~handoff.live.offer`: a handoff offered, staged legs, timeouts, the fallback;
+- :mod:`~handoff.live.move`: accept, the agent's leg, the move, back to the AI;
+- :mod:`~handoff.live.transfer`: an agent hands the caller to a colleague;
+- :mod:`~handoff.live.reconcile`: after a restart, the ledger matched with Asterisk;
+- :mod:`~handoff.live.presence`: wrap-up, and whether an agent's phone can ring;
+- :mod:`~handoff.live.media`: waiting for a leg's audio, voice or playback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from handoff.calls import CallOutcome
+from handoff.events import CALLS_TOPIC, EventHub, call_changed_event
+from handoff.live.ai import AiLegs
+from handoff.live.call import LiveCall
+from handoff.live.flow import AiEngine, Timing
+from handoff.live.lifecycle import Lifecycle
+from handoff.live.media import Media
+from handoff.live.move import Moves
+from handoff.live.offer import Offers
+from handoff.live.presence import Presence
+from handoff.live.reconcile import Reconciler
+from handoff.live.routing import Registry, Router
+from handoff.live.transfer import Transfers
+from handoff.store import Store
+from handoff.store.errors import NotFound
+from pbx.ari import AriClient
+
+log = logging.getLogger(__name__)
+
+
+class CallControl:
+    def __init__(
+        self,
+        ari: AriClient,
+        store: Store,
+        hub: EventHub,
+        engines: Mapping[str, AiEngine],
+        *,
+        app: str = "switchboard",
+        fallback_trunk: str | None = None,
+        recordings: Path | None = None,
+        host_path: Callable[[str], Path] | None = None,
+        timing: Timing | None = None,
+    ) -> None:
+        self.ari = ari
+        self.store = store
+        self.hub = hub
+        self.engines = engines
+        self.app = app
+        self.fallback_trunk = fallback_trunk
+        self.recordings = recordings
+        self.host_path = host_path
+        self.timing = timing or Timing()
+        self.registry = Registry()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.media = Media(self)
+        self.lifecycle = Lifecycle(self)
+        self.ai = AiLegs(self)
+        self.offers = Offers(self)
+        self.moves = Moves(self)
+        self.transfers = Transfers(self)
+        self.presence = Presence(self)
+        self.reconciler = Reconciler(self)
+        self.router = Router(self)
+
+    @property
+    def calls(self) -> dict[str, LiveCall]:
+        """The live calls, by call id."""
+        return self.registry.by_id
+
+    # ---- background work -------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Background work is tracked: it is cancelled on close and its errors are logged."""
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("%s failed", name, exc_info=t.exception())
+
+        task.add_done_callback(done)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ---- commands ----------------------------------------------------------------------
+
+    def live(self, call_id: str) -> LiveCall:
+        live = self.calls.get(call_id)
+        if live is None:
+            raise NotFound("call", call_id)
+        return live
+
+    async def request_handoff(
+        self, call_id: str, *, reason: str, summary: str, topic: str | None = None,
+        priority: str = "normal", attempt: int = 1,
+    ) -> int:
+        """Open a handoff and offer it; the caller keeps the AI meanwhile."""
+        return await self.offers.request(call_id, reason=reason, summary=summary,
+                                         topic=topic, priority=priority, attempt=attempt)
+
+    async def accept(self, handoff_id: int, agent_id: int) -> None:
+        await self.moves.accept(handoff_id, agent_id)
+
+    async def transfer(self, call_id: str, from_agent: int, to_agent: int, note: str) -> int:
+        return await self.transfers.start(call_id, from_agent, to_agent, note)
+
+    async def return_to_ai(self, call_id: str) -> None:
+        await self.moves.return_to_ai(call_id)
+
+    async def end_call(self, call_id: str, outcome: CallOutcome | None = None) -> None:
+        await self.lifecycle.end(call_id, outcome)
+
+    async def settled(self, live: LiveCall) -> None:
+        await self.moves.settled(live)
+
+    async def phone_registered(self, sip_user: str) -> bool | None:
+        return await self.presence.phone_registered(sip_user)
+
+    def wrap_up(self, agent_id: int | None) -> None:
+        self.presence.wrap_up(agent_id)
+
+    def call_changed(self, call_id: str) -> None:
+        """Something the agent's call panel or the supervisor board shows has changed
+        (the call started, an agent connected or left, a transfer moved on)."""
+        self.hub.publish(CALLS_TOPIC, call_changed_event(call_id))
+
+    # ---- reconciliation ----------------------------------------------------------------
+
+    def leave_alone(
+        self, owned: Callable[[], Iterable[str]],
+        adopt: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """`owned()` names channels and bridges that are not calls' but are in use;
+        `adopt()`, run at the start of every reconciliation, lets their owner take up
+        what it had before a restart or a lost event socket."""
+        self.reconciler.leave_alone(owned, adopt)
+
+    async def reconcile(self) -> None:
+        await self.reconciler.reconcile()

@@ -1,0 +1,30 @@
+"""What a command on a live call can be refused with."""
+
+from __future__ import annotations
+
+from handoff.calls import CallState
+
+
+class CallStateConflict(Exception):
+    """The call is not in a state that allows the command (ended, with a person...)."""
+
+    def __init__(self, call_id: str, state: CallState, what: str) -> None:
+        super().__init__(f"call {call_id} is {state.value}: {what}")
+        self.call_id = call_id
+        self.state = state
+
+
+class AgentUnreachable(Exception):
+    """The winner's phone could not be dialled; the accept was rolled back."""
+
+    def __init__(self, agent_id: int, why: str) -> None:
+        super().__init__(f"agent {agent_id} could not be reached: {why}")
+        self.agent_id = agent_id
+
+
+class AgentNotAvailable(Exception):
+    """A transfer names an agent who is off duty, away or on another call."""
+
+    def __init__(self, agent_id: int) -> None:
+        super().__init__(f"agent {agent_id} is not available")
+        self.agent_id = agent_id

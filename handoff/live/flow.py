@@ -1,0 +1,58 @@
+"""What every flow of the controller shares: its timings, the AI engines' interface, and
+a base class that reaches the controller's parts and the other flows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from handoff.live.control import CallControl
+
+
+class AiEngine(Protocol):
+    """Where an assistant's AudioSocket audio goes, and how it learns a call is coming."""
+
+    @property
+    def address(self) -> str: ...
+
+    def expect_call(self, call_id: str) -> None: ...
+
+
+@dataclass
+class Timing:
+    ring_timeout_s: int = 20
+    # How many likely agents get a leg staged in the call bridge per offered handoff.
+    # Each is an idle, undialled channel: cheap, but not free, so bounded.
+    staged_agents: int = 4
+    # The AI leaves once the agent's voice reaches Asterisk, not at the 200 OK: a desk
+    # phone's first RTP packet trails its answer by a few ms, a browser's by 60-130 ms
+    # (ICE and DTLS come after the answer). Removing the AI before that left the caller
+    # in silence. It leaves this long after the agent's first packet arrived (one mixing
+    # frame and a margin: a short overlap is not noticeable, a hole in the audio is)...
+    ai_overlap_s: float = 0.04
+    # ...or after this long without any packet from the agent (a phone that suppresses
+    # silence sends nothing until its user speaks).
+    agent_media_wait_s: float = 1.5
+    # How often the agent leg's RTP counters are read while waiting.
+    agent_media_poll_s: float = 0.005
+    # After their part of a call, an available agent is in wrap-up this long (notes,
+    # follow-up) before the next card; 0: straight back to available. The product sets
+    # it from the desk.wrap_up_s setting (default 15 s).
+    wrap_up_s: float = 0.0
+
+
+class Flow:
+    """One flow of the live-call controller (offer, move, transfer...).
+
+    Flows share the controller's ARI client, store, event hub and timings, and call
+    each other through it (``self.ctl.moves``, ``self.ctl.offers``...), so each module
+    holds one flow and a newcomer can find a step of the call by its name.
+    """
+
+    def __init__(self, ctl: CallControl) -> None:
+        self.ctl = ctl
+        self.ari = ctl.ari
+        self.store = ctl.store
+        self.hub = ctl.hub
+        self.timing = ctl.timing

@@ -1,0 +1,91 @@
+"""How the channels and bridges of a call are named, in one place.
+
+Every leg and bridge the controller creates for a call gets an id that starts with the
+id of the channel that owns the call (the caller's, or a call-back's key), then ``~``,
+then its role: ``<caller>~bridge``, ``<caller>~ai~1a2b``, ``<caller>~agent~2c3d``. The
+ARI client orders events by that owner (:func:`call_key`), so all events of one call are
+handled one after the other while different calls run concurrently; and a leg found on
+Asterisk after a restart says which call it belongs to.
+
+The arguments a leg enters Stasis with say which service owns it
+(:class:`handoff.live.routing.StasisRouter`): ``inbound`` for a caller, ``agent``,
+``forward``, ``supervisor``, ``snoop``, ``callback``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from pbx.ari import AriClient, AriNotFound, AriUnprocessable
+
+SEP = "~"
+
+
+def owner_of(channel_or_bridge_id: str) -> str:
+    """The owning channel's id (the caller's, or a call-back's key) of any id we made."""
+    return channel_or_bridge_id.split(SEP, 1)[0]
+
+
+def bridge_of(owner: str) -> str:
+    """The id of the call's one bridge."""
+    return f"{owner}{SEP}bridge"
+
+
+def role_id(owner: str, role: str) -> str:
+    """The id of the one leg of its role in a call (a call-back's agent, its caller)."""
+    return f"{owner}{SEP}{role}"
+
+
+def new_leg_id(owner: str, role: str, number: int) -> str:
+    """A leg id unique across controller restarts too: an adopted call's earlier legs
+    keep their ids, so a counter alone could repeat one."""
+    return f"{owner}{SEP}{role}{SEP}{number}{secrets.token_hex(2)}"
+
+
+def call_key(event: Mapping[str, Any]) -> str:
+    """ARI ordering key: the owner's channel id, which prefixes every id of its call."""
+    for name in ("channel", "peer", "bridge"):
+        obj = event.get(name)
+        if isinstance(obj, dict) and isinstance(obj.get("id"), str):
+            return owner_of(str(obj["id"]))
+    for name in ("playback", "recording"):
+        obj = event.get(name)
+        if isinstance(obj, dict) and isinstance(obj.get("target_uri"), str):
+            return owner_of(str(obj["target_uri"]).split(":", 1)[-1])
+    return "global"
+
+
+async def add_when_in_stasis(
+    ari: AriClient, bridge_id: str, channel: str | list[str], within: float = 2.0
+) -> None:
+    """addChannel, retried while Asterisk says the new leg is not in Stasis yet (422).
+
+    A leg we just created (external media, a created agent leg) enters Stasis a moment
+    after the REST call returns; its StasisStart is queued behind the handler that is
+    creating it, so waiting for that event here would wait for ourselves.
+    """
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        try:
+            await ari.bridges.add_channel(bridge_id, channel)
+            return
+        except AriUnprocessable:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.002)
+
+
+async def hang_up(ari: AriClient, channel_id: str) -> None:
+    """Hang up a leg that may already be gone."""
+    with contextlib.suppress(AriNotFound):
+        await ari.channels.hangup(channel_id)
+
+
+async def destroy(ari: AriClient, bridge_id: str) -> None:
+    """Destroy a bridge that may already be gone."""
+    with contextlib.suppress(AriNotFound):
+        await ari.bridges.destroy(bridge_id)

@@ -1,0 +1,135 @@
+"""A call's start and end.
+
+The caller's channel enters the call bridge when the call is answered and stays there
+until the call ends; every change of who the caller talks to is a change of the *other*
+legs in that bridge. So the caller's SIP dialog is never touched: no re-INVITE, no
+transfer, no BYE until the call really ends. The end is the caller's leg going, whoever
+hung it up: then every other leg goes, and the call gets its one outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from handoff.calls import CallEvent, CallOutcome, CallState
+from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
+from handoff.live.call import LiveCall
+from handoff.live.flow import Flow
+from handoff.live.legs import add_when_in_stasis, bridge_of, destroy, hang_up
+from handoff.recordings import keep_recording
+from pbx.ari import AriError
+
+log = logging.getLogger(__name__)
+
+
+class Lifecycle(Flow):
+    async def start(self, channel: Mapping[str, Any], assistant: str) -> None:
+        """A caller reached an assistant's number: answer, bridge, record, bring the AI."""
+        caller = str(channel["id"])
+        engine = self.ctl.engines.get(assistant)
+        number = str(channel.get("caller", {}).get("number") or "")
+        name = str(channel.get("caller", {}).get("name") or "") or None
+        async with self.store.transaction() as tx:
+            record = await tx.assistants.by_name(assistant)
+            row = await tx.calls.create(
+                caller_number=number,
+                caller_name=name,
+                caller_channel_id=caller,
+                assistant_id=record.id if record else None,
+            )
+        live = LiveCall(row.id, assistant, caller, bridge_of(caller), number)
+        self.ctl.registry.add(live)
+        if engine is None or record is None:
+            # A number routed to an assistant that is not configured (both an engine and
+            # its row are needed, or a restarted controller could not bring the AI back).
+            log.error("call=%s: assistant %r is not configured; refusing the call",
+                      live.call_id, assistant)
+            await hang_up(self.ari, caller)
+            return
+        async with live.lock:
+            await self.ari.channels.answer(caller)
+            # The call bridge: the caller joins it now and stays until the end.
+            await self.ari.bridges.create(bridge_id=live.bridge, type="mixing")
+            await add_when_in_stasis(self.ari, live.bridge, caller)
+            live.recording = f"call-{live.call_id}"
+            await self.ari.bridges.record(live.bridge, live.recording, format="wav")
+            # Answered in the ledger before the AI hears the caller, so an engine that
+            # reports its first words at once finds the call with the AI.
+            async with self.store.transaction() as tx:
+                await tx.calls.apply(live.call_id, CallEvent.ANSWER, bridge_id=live.bridge)
+            # Announced before the AI leg is asked for: an engine refuses a stream whose
+            # call it has not heard of, and under load the announcement made after the
+            # leg arrived too late (callers were refused and left in silence).
+            self.hub.publish(
+                f"assistant:{assistant}",
+                {"type": "call_started", "call_id": live.call_id,
+                 "caller": {"number": number, "name": name or ""}},
+            )
+            try:
+                await self.ctl.ai.join(live, engine)
+            except AriError as exc:
+                log.warning("call=%s: the AI leg could not be set up: %s", live.call_id, exc)
+                self.ctl.spawn(self.ctl.ai.lost(live), f"AI lost call={live.call_id}")
+            async with self.store.transaction() as tx:
+                await tx.calls.set_legs(live.call_id, ai_channel_id=live.ai)
+        self.ctl.call_changed(live.call_id)
+        log.info("call=%s caller=%s with AI %s", live.call_id, caller, assistant)
+
+    async def end(self, call_id: str, outcome: CallOutcome | None = None) -> None:
+        """Hang up the caller; the hang-up that follows records `outcome`, or else the
+        one the call's state implies."""
+        live = self.ctl.live(call_id)
+        live.end(outcome)
+        await hang_up(self.ari, live.caller)
+
+    async def caller_gone(self, live: LiveCall, cause: int) -> None:
+        async with live.lock:
+            if live.closed:
+                return
+            live.close()
+            await self.ctl.offers.unstage(live)
+            # The transfer's handoff is closed with the others below; only its leg goes.
+            moving, live.transfer = live.transfer, None
+            for leg in (live.agent, live.ai, live.forward, moving.leg if moving else None):
+                if leg:
+                    await hang_up(self.ari, leg)
+            await destroy(self.ari, live.bridge)
+            talked_to: list[int | None] = []  # agents whose part of the call ends here
+            async with self.store.transaction() as tx:
+                call = await tx.calls.get(live.call_id)
+                open_handoffs = await tx.handoffs.open_for_call(live.call_id)
+                for handoff in open_handoffs:
+                    if live.pbx_hangup:
+                        await tx.handoffs.apply(handoff.id, HandoffEvent.FAIL,
+                                                failure_reason=FailureReason.PBX_RESTART)
+                        continue
+                    event = (HandoffEvent.CALLER_HUNG_UP if handoff.state is not
+                             HandoffState.CONNECTED else HandoffEvent.END)
+                    if event is HandoffEvent.END:
+                        talked_to.append(handoff.accepted_by)
+                    await tx.handoffs.apply(handoff.id, event)
+                outcome = (
+                    CallOutcome.PBX_RESTART if live.pbx_hangup
+                    else live.outcome if live.outcome is not None
+                    else CallOutcome.FALLBACK_NUMBER if call.state is CallState.FORWARDED
+                    else CallOutcome.COMPLETED_BY_AGENT if call.state is CallState.WITH_AGENT
+                    else CallOutcome.ABANDONED if open_handoffs
+                    else CallOutcome.CALLBACK_REQUESTED if live.callback_requested
+                    else CallOutcome.COMPLETED_BY_AI
+                )
+                end_cause = f"hung up by the PBX (cause {cause})" if live.pbx_hangup else str(cause)
+                await tx.calls.close(live.call_id, outcome, end_cause=end_cause)
+                if live.recording:
+                    await tx.calls.set_recording(live.call_id, self.keep_recording(live))
+        for agent_id in talked_to:
+            self.ctl.wrap_up(agent_id)
+        self.ctl.registry.remove(live)
+        self.hub.publish("cards", {"type": "call_ended", "call_id": live.call_id})
+        self.hub.publish(f"assistant:{live.assistant}",
+                         {"type": "call_ended", "call_id": live.call_id})
+        log.info("call=%s ended (cause %s)", live.call_id, cause)
+
+    def keep_recording(self, live: LiveCall) -> str:
+        return keep_recording(f"{live.recording}.wav", self.ctl.host_path, self.ctl.recordings)

@@ -1,0 +1,85 @@
+"""Waiting on what a leg sounds like: its first RTP packet, its first words, the end of a
+playback. Each wait is bounded (see Timing): a phone that suppresses silence, or an AI
+that says nothing, must not hold a call up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from handoff.live.flow import Flow
+from pbx.ari import AriError
+
+if TYPE_CHECKING:
+    from handoff.live.control import CallControl
+
+log = logging.getLogger(__name__)
+
+
+class Media(Flow):
+    def __init__(self, ctl: CallControl) -> None:
+        super().__init__(ctl)
+        # Legs whose first words someone waits for (TALK_DETECT), by channel id.
+        self._talking: dict[str, asyncio.Future[None]] = {}
+        # Playbacks someone waits to finish, by playback id.
+        self._playing: dict[str, asyncio.Future[None]] = {}
+
+    async def until_media_from(self, leg: str) -> None:
+        """Return once Asterisk has received RTP from `leg` (bounded; see Timing)."""
+        deadline = time.monotonic() + self.timing.agent_media_wait_s
+        while time.monotonic() < deadline:
+            try:
+                stats = await self.ari.channels.rtp_statistics(leg)
+            except AriError:
+                return  # the leg went (its hang-up is handled) or has no RTP instance
+            if int(stats.get("rxcount") or 0) > 0:
+                return
+            await asyncio.sleep(self.timing.agent_media_poll_s)
+        log.info("leg %s sent no audio within %.1f s of answering; the AI leaves anyway",
+                 leg, self.timing.agent_media_wait_s)
+
+    async def on_talking(self, event: Mapping[str, Any]) -> None:
+        waiter = self._talking.pop(str(event["channel"]["id"]), None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def until_voice_from(self, leg: str) -> None:
+        """Return once Asterisk hears `leg` speak (TALK_DETECT; bounded, see Timing).
+
+        For an AI leg, whose AudioSocket stream is not RTP: a rejoining AI needs a
+        moment before its first words, and the agent must not leave before them.
+        """
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._talking[leg] = waiter
+        try:
+            await self.ari.channels.set_variable(leg, "TALK_DETECT(set)", "")
+            async with asyncio.timeout(self.timing.agent_media_wait_s):
+                await waiter
+        except TimeoutError:
+            log.info("leg %s did not speak within %.1f s; going on",
+                     leg, self.timing.agent_media_wait_s)
+        except AriError:
+            pass  # the leg went: whoever waits finds out
+        finally:
+            self._talking.pop(leg, None)
+        with contextlib.suppress(AriError):
+            await self.ari.channels.set_variable(leg, "TALK_DETECT(remove)", "")
+
+    async def on_playback_finished(self, event: Mapping[str, Any]) -> None:
+        waiter = self._playing.pop(str(event["playback"]["id"]), None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def playback_finished(self, playback_id: str) -> asyncio.Future[None]:
+        """A future that completes when the playback `playback_id` (to be started by the
+        caller) finishes; :meth:`forget_playback` once it is no longer waited for."""
+        finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._playing[playback_id] = finished
+        return finished
+
+    def forget_playback(self, playback_id: str) -> None:
+        self._playing.pop(playback_id, None)

@@ -1,0 +1,259 @@
+"""The move: an agent accepts, their leg rings in the call bridge, answers, and the AI
+leaves once their voice flows; and the way back, when the agent hands the caller to the
+AI or their leg is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from handoff.calls import CallEvent, CallOutcome, CallState
+from handoff.handoffs import FailureReason, HandoffEvent
+from handoff.live.call import LiveCall
+from handoff.live.errors import AgentUnreachable, CallStateConflict
+from handoff.live.flow import Flow
+from handoff.live.legs import add_when_in_stasis, hang_up
+from pbx.ari import AriError
+
+log = logging.getLogger(__name__)
+
+# Q.850 causes with which an agent leg ends before answering.
+_NO_ANSWER = {18, 19}
+_REJECTED = {17, 21}
+
+
+def unanswered(cause: int) -> FailureReason:
+    """Why an agent leg that ended before answering failed, from its Q.850 cause."""
+    if cause in _NO_ANSWER:
+        return FailureReason.AGENT_NO_ANSWER
+    if cause in _REJECTED:
+        return FailureReason.AGENT_REJECTED
+    return FailureReason.AGENT_LEG_FAILED
+
+
+class Moves(Flow):
+    async def accept(self, handoff_id: int, agent_id: int) -> None:
+        """The winning agent's leg rings as soon as the database says who won.
+
+        Only one agent gets past ``tx.handoffs.accept`` (a conditional UPDATE); the
+        others get :class:`AlreadyTaken`. The leg is usually staged already (created and
+        in the call bridge since the offer), so winning costs one UPDATE and one dial:
+        the agent's first RTP packet is mixed to the caller, never dropped while an
+        addChannel is still in flight. The phone starts ringing before the transaction
+        commits; a dial that fails rolls the accept back and the card stays on offer.
+        """
+        calls = self.ctl.calls.values()
+        moving = next((c for c in calls
+                       if c.transfer is not None and c.transfer.handoff_id == handoff_id), None)
+        if moving is not None:
+            await self.ctl.transfers.accept(moving, handoff_id, agent_id)
+            return
+        live = next((c for c in calls if c.handoff_id == handoff_id), None)
+        if live is None:
+            # Not a handoff of a live call here: let the store say why (taken, withdrawn).
+            async with self.store.transaction() as tx:
+                await tx.handoffs.accept(handoff_id, agent_id)
+                raise CallStateConflict("?", CallState.ENDED, "the call is no longer live")
+        async with live.lock:
+            async with self.store.transaction() as tx:
+                handoff = await tx.handoffs.accept(handoff_id, agent_id)
+                staged = live.staged.pop(agent_id, None)
+                if staged is None:
+                    agent = await tx.agents.get(agent_id)
+                    kind = str(agent.endpoint_kind)
+                else:
+                    leg, kind = staged
+                try:
+                    if staged is None:
+                        leg = await self.create_agent_leg(live, agent.sip_user)
+                    await self.dial_agent(live, leg, agent_id)
+                except AriError as exc:
+                    raise AgentUnreachable(agent_id, str(exc)) from exc
+                live.agent_ringing(leg, agent_id, kind)
+                await tx.handoffs.apply(handoff.id, HandoffEvent.DIAL_AGENT)
+                # Known to the ledger while it rings, so a restarted controller finds it.
+                await tx.calls.set_legs(live.call_id, agent_channel_id=leg)
+            await self.ctl.offers.unstage(live)
+        self.hub.publish("cards", {"type": "taken", "handoff_id": handoff_id,
+                                   "agent_id": agent_id})
+
+    async def dial_agent(self, live: LiveCall, leg: str, agent_id: int) -> None:
+        """Ring an agent leg that is already in the call bridge; a leg that cannot ring
+        is hung up, so a failed accept leaves nothing behind in the bridge."""
+        try:
+            await self.ari.channels.dial(leg, caller=live.caller,
+                                         timeout=self.timing.ring_timeout_s)
+        except AriError as exc:
+            log.warning("call=%s: agent %s's leg %s could not be dialled: %s",
+                        live.call_id, agent_id, leg, exc)
+            await hang_up(self.ari, leg)
+            raise
+
+    async def create_agent_leg(self, live: LiveCall, sip_user: str) -> str:
+        """A new agent leg in the call bridge, not dialled yet (lock held)."""
+        leg = live.new_leg_id("agent")
+        try:
+            await self.ari.channels.create(
+                f"PJSIP/{sip_user}", self.ctl.app, app_args=["agent", live.call_id],
+                channel_id=leg, originator=live.caller,
+            )
+            await add_when_in_stasis(self.ari, live.bridge, leg)
+        except AriError:
+            await hang_up(self.ari, leg)
+            raise
+        return leg
+
+    async def agent_answered(self, live: LiveCall) -> None:
+        """The agent's leg is up: the AI leaves shortly and the call is the agent's.
+
+        The agent is already in the bridge (added before the dial), so their first words
+        reach the caller at once; the AI steps out once the agent's audio flows. That
+        runs as its own task, so this call's next events (the caller hanging up right
+        now, say) are not queued behind the wait.
+        """
+        async with live.lock:
+            if live.agent_answered or live.ending:
+                return
+            live.agent_picked_up()
+            self.ctl.spawn(self._complete_move(live), f"move call={live.call_id}")
+
+    async def _complete_move(self, live: LiveCall) -> None:
+        try:
+            if live.agent is not None:
+                await self.ctl.media.until_media_from(live.agent)
+            await asyncio.sleep(self.timing.ai_overlap_s)
+            async with live.lock:
+                if live.closed or live.caller_leaving or not live.agent_answered:
+                    # The caller hung up as the agent answered: they never talked. The
+                    # hang-up handler abandons the handoff and cleans up.
+                    return
+                await self.agent_connected(live)
+        finally:
+            live.move_settled.set()
+
+    async def settled(self, live: LiveCall) -> None:
+        """Wait out a move in progress (the agent answered, the AI is still leaving).
+
+        An agent who clicks "return to AI" or a supervisor who takes over in those few
+        tens of milliseconds gets their command carried out, not a refusal.
+        """
+        async with asyncio.timeout(
+                self.timing.agent_media_wait_s + self.timing.ai_overlap_s + 5):
+            await live.move_settled.wait()
+
+    async def agent_connected(self, live: LiveCall) -> None:
+        """The AI steps out; the ledger says the agent has the call (lock held)."""
+        live.agent_connected()
+        ai, live.ai = live.ai, None
+        if ai:
+            await hang_up(self.ari, ai)
+        await self.ctl.ai.unhold(live)
+        assert live.handoff_id is not None
+        async with self.store.transaction() as tx:
+            await tx.handoffs.apply(live.handoff_id, HandoffEvent.AGENT_ANSWERED)
+            await tx.calls.apply(
+                live.call_id, CallEvent.AGENT_CONNECTED, agent_channel_id=live.agent,
+                ai_channel_id=None,
+            )
+        self.hub.publish(
+            f"assistant:{live.assistant}",
+            {"type": "handoff_connected", "call_id": live.call_id, "agent": str(live.agent_id)},
+        )
+        self.ctl.call_changed(live.call_id)
+        log.info("call=%s agent=%s connected via %s", live.call_id, live.agent_id, live.agent)
+
+    async def agent_gone(self, live: LiveCall, cause: int) -> None:
+        async with live.lock:
+            if live.ending:
+                return
+            # Before the move completed, losing the agent is a failed attempt, not a
+            # call the agent had; a move still waiting for its overlap stops here.
+            hung_up = live.agent in live.hung_up_by_phone
+            answered, picked_up = live.agent_lost()
+            handoff_id = live.handoff_id
+            if not answered:
+                # The AI never left. An agent who picked up and was gone at once (a tab
+                # closed as the call arrived) vanished; other legs never answered.
+                reason = FailureReason.AGENT_VANISHED if picked_up else unanswered(cause)
+                if handoff_id is not None:
+                    async with self.store.transaction() as tx:
+                        await tx.handoffs.apply(handoff_id, HandoffEvent.FAIL,
+                                                failure_reason=reason)
+                log.info("call=%s: agent leg ended before the move (%s); re-offering",
+                         live.call_id, reason)
+                if picked_up:
+                    # The caller heard the agent for a moment: the AI says what happened.
+                    self._tell_ai_agent_vanished(live)
+                self.ctl.spawn(self.ctl.offers.reoffer(live, handoff_id),
+                               f"reoffer {handoff_id}")
+                return
+            if hung_up:
+                # The agent put the phone down (a desk phone's handset, a softphone's
+                # hang-up): they ended the call, as End call on the desk does.
+                live.end(CallOutcome.COMPLETED_BY_AGENT)
+        if live.ending:  # the agent hung up, or End call came meanwhile
+            await self.ctl.end_call(live.call_id, CallOutcome.COMPLETED_BY_AGENT)
+            return
+        # The agent's browser or network vanished mid-call: the caller goes back to the
+        # AI, which apologises, and the call is offered again with higher priority.
+        await self._back_to_ai(live, HandoffEvent.FAIL, FailureReason.AGENT_VANISHED)
+        self._tell_ai_agent_vanished(live)
+        self.ctl.spawn(self.ctl.offers.reoffer(live, handoff_id), f"reoffer {handoff_id}")
+
+    def _tell_ai_agent_vanished(self, live: LiveCall) -> None:
+        self.hub.publish(f"assistant:{live.assistant}",
+                         {"type": "handoff_failed", "call_id": live.call_id,
+                          "reason": FailureReason.AGENT_VANISHED.value})
+
+    async def return_to_ai(self, call_id: str) -> None:
+        """The agent hands the caller back to the AI (raises CallStateConflict if no
+        agent has the call)."""
+        live = self.ctl.live(call_id)
+        await self.settled(live)
+        await self._back_to_ai(live, HandoffEvent.RETURN_TO_AI, None)
+        self.hub.publish(f"assistant:{live.assistant}",
+                         {"type": "returned_to_ai", "call_id": call_id})
+
+    async def _back_to_ai(
+        self, live: LiveCall, event: HandoffEvent, reason: FailureReason | None
+    ) -> None:
+        async with live.lock:
+            if event is HandoffEvent.RETURN_TO_AI and not live.connected:
+                async with self.store.transaction() as tx:
+                    call = await tx.calls.get(live.call_id)
+                raise CallStateConflict(live.call_id, call.state, "no agent has this call")
+            # The AI joins first, then the agent leaves: the caller never hears silence.
+            if live.ai is None:
+                try:
+                    await self.ctl.ai.join(live, self.ctl.engines[live.assistant])
+                except AriError as exc:
+                    if event is HandoffEvent.RETURN_TO_AI:
+                        # The agent keeps the caller rather than hand them to nobody.
+                        raise CallStateConflict(
+                            live.call_id, CallState.WITH_AGENT,
+                            f"the AI cannot take the caller back now ({exc.status})",
+                        ) from exc
+                    # The agent vanished and the AI cannot come back: hold music while
+                    # the call is offered again.
+                    log.error("call=%s: the AI could not rejoin: %s", live.call_id, exc)
+                    await self.ctl.ai.hold(live)
+                if event is HandoffEvent.RETURN_TO_AI and live.ai is not None:
+                    # The agent stays until the AI's first words (an engine needs a
+                    # moment to start talking on a new connection).
+                    await self.ctl.media.until_voice_from(live.ai)
+            await self.ctl.transfers.cancel(live)
+            agent = live.agent
+            if event is HandoffEvent.RETURN_TO_AI:
+                self.ctl.wrap_up(live.agent_id)
+            live.agent_lost()
+            if agent:
+                await hang_up(self.ari, agent)
+            handoff_id, live.handoff_id = live.handoff_id, None
+            async with self.store.transaction() as tx:
+                if handoff_id is not None:
+                    await tx.handoffs.apply(handoff_id, event, failure_reason=reason)
+                call_event = (CallEvent.RETURN_TO_AI if event is HandoffEvent.RETURN_TO_AI
+                              else CallEvent.AGENT_LOST)
+                await tx.calls.apply(live.call_id, call_event, ai_channel_id=live.ai,
+                                     agent_channel_id=None)
+        self.ctl.call_changed(live.call_id)

@@ -1,0 +1,226 @@
+"""A handoff on offer: the card, the likely agents' legs staged in the call bridge, the
+offer's timeout, and the assistant's fallback when nobody takes the call (its outside
+number over the trunk, or the AI keeps the caller and a callback request is noted)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+from handoff.assistants import FallbackKind, accept_timeout_s
+from handoff.calls import CallEvent, CallState
+from handoff.handoffs import (
+    FailureReason,
+    HandoffEvent,
+    HandoffState,
+    handoff_priority,
+    reoffer_level,
+)
+from handoff.live.call import LiveCall
+from handoff.live.errors import CallStateConflict
+from handoff.live.flow import Flow
+from handoff.live.legs import add_when_in_stasis, hang_up
+from pbx.ari import AriError
+
+log = logging.getLogger(__name__)
+
+CALLBACK_NOTE = "Callback requested:"
+_DIALABLE = re.compile(r"^\+?[0-9]{2,20}$")
+
+
+class Offers(Flow):
+    async def request(
+        self,
+        call_id: str,
+        *,
+        reason: str,
+        summary: str,
+        topic: str | None = None,
+        priority: str = "normal",
+        attempt: int = 1,
+    ) -> int:
+        """Open a handoff and offer it; the caller keeps the AI meanwhile."""
+        live = self.ctl.live(call_id)
+        async with live.lock:
+            async with self.store.transaction() as tx:
+                call = await tx.calls.get(call_id)
+                if call.state not in (CallState.WITH_AI, CallState.HANDOFF_PENDING):
+                    raise CallStateConflict(call_id, call.state, "a handoff cannot start")
+                handoff = await tx.handoffs.request(
+                    call_id, reason=reason, summary=summary, topic=topic,
+                    priority=handoff_priority(priority, attempt), attempt=attempt,
+                )
+                if call.state is CallState.WITH_AI:
+                    await tx.calls.apply(call_id, CallEvent.REQUEST_HANDOFF)
+                await tx.handoffs.apply(handoff.id, HandoffEvent.OFFER)
+                assistant = await tx.assistants.by_name(live.assistant)
+                nobody = not await tx.agents.available()
+            live.handoff_id = handoff.id
+            timeout = accept_timeout_s(assistant)
+            if not nobody:
+                await self._stage_agents(live)
+        if nobody:
+            # Nobody is on duty: no card would ever be taken, so fall back right away.
+            self.ctl.spawn(self.give_up(live, handoff.id, FailureReason.NO_AGENTS),
+                           "no agents")
+            return handoff.id
+        self.hub.publish("cards", {"type": "offered", "call_id": call_id,
+                                   "handoff_id": handoff.id})
+        self.time_out(live, handoff.id, timeout)
+        return handoff.id
+
+    async def _stage_agents(self, live: LiveCall) -> None:
+        """Create the likely agents' legs now, undialled, and put them in the call bridge.
+
+        Creating a leg and bridging it are two ARI round trips that would otherwise sit
+        between the Accept click and the agent's phone ringing. An undialled channel is
+        silent and rings nobody; the losers' legs are hung up after the accept.
+        """
+        async with self.store.transaction() as tx:
+            candidates = list(await tx.agents.available())[: self.timing.staged_agents]
+        for agent in candidates:
+            if agent.id in live.staged:
+                continue
+            try:
+                leg = await self.ctl.moves.create_agent_leg(live, agent.sip_user)
+            except AriError as exc:
+                log.warning("call=%s: could not stage a leg for agent %s: %s",
+                            live.call_id, agent.id, exc)
+                continue
+            live.staged[agent.id] = (leg, str(agent.endpoint_kind))
+
+    async def unstage(self, live: LiveCall) -> None:
+        for agent_id, (leg, _) in list(live.staged.items()):
+            del live.staged[agent_id]
+            await hang_up(self.ari, leg)
+
+    def time_out(self, live: LiveCall, handoff_id: int, after_s: float) -> None:
+        """The card is withdrawn and the fallback applies after `after_s`, unless taken."""
+        self.ctl.spawn(self._offer_timeout(live, handoff_id, after_s),
+                       f"offer timeout {handoff_id}")
+
+    async def _offer_timeout(self, live: LiveCall, handoff_id: int, timeout: float) -> None:
+        await asyncio.sleep(timeout)
+        await self.give_up(live, handoff_id, FailureReason.TIMEOUT)
+
+    async def give_up(self, live: LiveCall, handoff_id: int, reason: FailureReason) -> None:
+        """Nobody took the call: the assistant's fallback applies.
+
+        Either a number over the trunk (the caller is bridged to it; the AI leaves when
+        it answers) or the AI keeps the caller and a callback request is recorded.
+        """
+        async with live.lock:
+            if live.ending:
+                return
+            async with self.store.transaction() as tx:
+                handoff = await tx.handoffs.get(handoff_id)
+                if handoff.state is not HandoffState.OFFERED:
+                    return
+                if reason is FailureReason.TIMEOUT:
+                    await tx.handoffs.apply(handoff_id, HandoffEvent.TIME_OUT)
+                else:
+                    await tx.handoffs.apply(handoff_id, HandoffEvent.FAIL, failure_reason=reason)
+                await tx.calls.apply(live.call_id, CallEvent.HANDOFF_FAILED)
+                assistant = await tx.assistants.by_name(live.assistant)
+            live.handoff_id = None
+            await self.unstage(live)
+            number = assistant.fallback_number if assistant else None
+            forwarded = False
+            if assistant and assistant.fallback_kind is FallbackKind.NUMBER and number:
+                forwarded = await self._forward(live, number)
+            if not forwarded:
+                live.callback_requested = True
+                async with self.store.transaction() as tx:
+                    await tx.notes.add(
+                        f"{CALLBACK_NOTE} nobody could take the call ({reason.value}).",
+                        call_id=live.call_id, contact_number=live.caller_number or None,
+                    )
+                if live.ai is None:
+                    # The AI failed earlier: nobody is left to keep the caller company.
+                    self.ctl.spawn(self.ctl.ai.apologise_and_end(live),
+                                   f"apology call={live.call_id}")
+        self.hub.publish("cards", {"type": "withdrawn", "handoff_id": handoff_id,
+                                   "reason": reason.value})
+        self.hub.publish(f"assistant:{live.assistant}",
+                         {"type": "handoff_failed", "call_id": live.call_id,
+                          "reason": reason.value,
+                          "fallback": "number" if forwarded else "callback"})
+
+    async def reoffer(self, live: LiveCall, previous: int | None) -> None:
+        """The attempt `previous` failed (the agent's leg): offer the call again, one step
+        more urgent."""
+        if live.ending or previous is None:
+            return
+        async with self.store.transaction() as tx:
+            old = await tx.handoffs.get(previous)
+            if live.handoff_id == previous:
+                live.handoff_id = None
+        await self.request(
+            live.call_id, reason=old.reason, summary=old.summary or "", topic=old.topic,
+            priority=reoffer_level(old.priority), attempt=old.attempt + 1,
+        )
+
+    # ---- the fallback number -------------------------------------------------------------
+
+    async def _forward(self, live: LiveCall, number: str) -> bool:
+        """Ring the fallback number over the trunk, bridged early like an agent leg.
+
+        The number comes from the assistant's settings, never from the caller, and is
+        checked to be a plain number so it cannot smuggle a second dial string.
+        """
+        trunk = self.ctl.fallback_trunk
+        if not _DIALABLE.match(number) or trunk is None:
+            log.error("call=%s: fallback %r not dialable (trunk %s)", live.call_id, number,
+                      trunk)
+            return False
+        leg = live.new_leg_id("forward")
+        try:
+            await self.ari.channels.create(
+                f"PJSIP/{number}@{trunk}", self.ctl.app,
+                app_args=["forward", live.call_id], channel_id=leg, originator=live.caller,
+            )
+            await add_when_in_stasis(self.ari, live.bridge, leg)
+            await self.ari.channels.dial(leg, caller=live.caller,
+                                         timeout=self.timing.ring_timeout_s)
+        except AriError as exc:
+            log.warning("call=%s: fallback number could not be dialled: %s", live.call_id, exc)
+            await hang_up(self.ari, leg)
+            return False
+        live.forward = leg
+        return True
+
+    async def forward_answered(self, live: LiveCall) -> None:
+        async with live.lock:
+            if live.ending or live.forward_answered:
+                return
+            live.forward_picked_up()
+        self.ctl.spawn(self._complete_forward(live), f"forward call={live.call_id}")
+
+    async def _complete_forward(self, live: LiveCall) -> None:
+        if live.forward is not None:
+            await self.ctl.media.until_media_from(live.forward)
+        await asyncio.sleep(self.timing.ai_overlap_s)
+        async with live.lock:
+            if live.closed or live.caller_leaving:
+                return
+            ai, live.ai = live.ai, None
+            if ai:
+                await hang_up(self.ari, ai)
+            await self.ctl.ai.unhold(live)
+            async with self.store.transaction() as tx:
+                await tx.calls.apply(live.call_id, CallEvent.FORWARD, ai_channel_id=None)
+        log.info("call=%s forwarded to the fallback number", live.call_id)
+
+    async def forward_gone(self, live: LiveCall) -> None:
+        """The fallback number's leg ended: after talking, the call is over; unanswered,
+        the caller stays with the AI and a callback request is noted."""
+        live.forward = None
+        if live.forward_answered:
+            # The fallback party hung up: the call is over for the caller too.
+            await self.ctl.end_call(live.call_id)
+            return
+        live.callback_requested = True
+        if live.ai is None and not live.ending:
+            # Nobody answered the fallback, and the AI had failed before.
+            self.ctl.spawn(self.ctl.ai.apologise_and_end(live), f"apology call={live.call_id}")

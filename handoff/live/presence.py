@@ -1,0 +1,59 @@
+"""What the live calls change about agents: wrap-up after their part of a call, and
+whether their phone can ring at all (asked of the PBX)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from handoff.agents import Presence as AgentPresence
+from handoff.events import AGENTS_TOPIC, agent_changed_event
+from handoff.live.flow import Flow
+from handoff.store.errors import NotFound
+from pbx.ari import AriError, AriNotFound
+
+log = logging.getLogger(__name__)
+
+
+class Presence(Flow):
+    async def phone_registered(self, sip_user: str) -> bool | None:
+        """Whether the agent's phone is registered and answering with the PBX (its PJSIP
+        endpoint is online); None when the PBX cannot say right now."""
+        try:
+            # An agent waits on this to go on duty: a PBX slow to answer does not hold
+            # them up (nor does it count against them).
+            async with asyncio.timeout(2.0):
+                endpoint = await self.ari.endpoints.get("PJSIP", sip_user)
+        except AriNotFound:
+            return False
+        except (AriError, TimeoutError) as exc:
+            log.warning("could not ask the PBX about %s's phone: %r", sip_user, exc)
+            return None
+        return endpoint.get("state") == "online"
+
+    def wrap_up(self, agent_id: int | None) -> None:
+        """The agent's part of a call is over: a short wrap-up before the next card."""
+        if agent_id is not None and self.timing.wrap_up_s > 0:
+            self.ctl.spawn(self._wrap_up_then_available(agent_id), f"wrap-up agent={agent_id}")
+
+    async def _wrap_up_then_available(self, agent_id: int) -> None:
+        # Only from "available": an agent who chose away (or went off duty) keeps that.
+        # Back to available only if still in wrap-up: the agent may have ended it early
+        # or chosen something else meanwhile. A controller restart in between leaves
+        # the agent in wrap-up until they choose (the desk shows it).
+        if not await self._move(agent_id, AgentPresence.AVAILABLE, AgentPresence.WRAP_UP):
+            return
+        await asyncio.sleep(self.timing.wrap_up_s)
+        await self._move(agent_id, AgentPresence.WRAP_UP, AgentPresence.AVAILABLE)
+
+    async def _move(self, agent_id: int, was: AgentPresence, becomes: AgentPresence) -> bool:
+        async with self.store.transaction() as tx:
+            try:
+                agent = await tx.agents.get(agent_id)
+            except NotFound:
+                return False
+            if agent.presence is not was or not agent.on_duty:
+                return False
+            await tx.agents.set_presence(agent_id, becomes)
+        self.hub.publish(AGENTS_TOPIC, agent_changed_event(agent_id))
+        return True

@@ -1,0 +1,151 @@
+"""An agent hands their caller on to a named colleague, with a note.
+
+The first agent stays with the caller while the colleague's card is on offer and while
+their phone rings: the caller is never left alone with hold music. The colleague's leg
+rings in the same call bridge, so the switch is the first agent's leg leaving it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from handoff.assistants import accept_timeout_s
+from handoff.calls import CallEvent, CallState
+from handoff.handoffs import FailureReason, HandoffEvent
+from handoff.live.call import LiveCall, Transfer
+from handoff.live.errors import AgentNotAvailable, AgentUnreachable, CallStateConflict
+from handoff.live.flow import Flow
+from handoff.live.legs import hang_up
+from handoff.live.move import unanswered
+from pbx.ari import AriError
+
+log = logging.getLogger(__name__)
+
+
+class Transfers(Flow):
+    async def start(self, call_id: str, from_agent: int, to_agent: int, note: str) -> int:
+        """Offer the call to one named colleague (a targeted card carrying `note`);
+        returns the new handoff's id."""
+        live = self.ctl.live(call_id)
+        await self.ctl.settled(live)
+        async with live.lock:
+            async with self.store.transaction() as tx:
+                call = await tx.calls.get(call_id)
+                if not live.connected or live.agent_id != from_agent \
+                        or call.state is not CallState.WITH_AGENT:
+                    raise CallStateConflict(call_id, call.state,
+                                            f"agent {from_agent} is not talking to the caller")
+                if live.transfer is not None:
+                    raise CallStateConflict(call_id, call.state, "a transfer is already on offer")
+                if to_agent == from_agent or to_agent not in {
+                        a.id for a in await tx.agents.available()}:
+                    raise AgentNotAvailable(to_agent)
+                current = await tx.handoffs.get(live.handoff_id) if live.handoff_id else None
+                handoff = await tx.handoffs.request(
+                    call_id, reason="transfer", note=note or None, target_agent_id=to_agent,
+                    summary=current.summary if current else None,
+                    topic=current.topic if current else None,
+                    priority=current.priority if current else 0,
+                )
+                await tx.handoffs.apply(handoff.id, HandoffEvent.OFFER)
+                assistant = await tx.assistants.by_name(live.assistant)
+            live.transfer = Transfer(handoff.id, to_agent)
+        timeout = accept_timeout_s(assistant)
+        self.hub.publish("cards", {"type": "offered", "call_id": call_id,
+                                   "handoff_id": handoff.id})
+        self.ctl.spawn(self._time_out(live, handoff.id, timeout),
+                       f"transfer timeout {handoff.id}")
+        self.ctl.call_changed(call_id)
+        log.info("call=%s: agent %s transfers to agent %s (handoff %s)",
+                 call_id, from_agent, to_agent, handoff.id)
+        return handoff.id
+
+    async def accept(self, live: LiveCall, handoff_id: int, agent_id: int) -> None:
+        async with live.lock:
+            transfer = live.transfer
+            async with self.store.transaction() as tx:
+                # The store judges the race (taken, withdrawn, someone else's card).
+                await tx.handoffs.accept(handoff_id, agent_id)
+                if transfer is None or transfer.handoff_id != handoff_id or live.ending:
+                    raise CallStateConflict(live.call_id, CallState.WITH_AGENT,
+                                            "the transfer was cancelled")
+                agent = await tx.agents.get(agent_id)
+                try:
+                    leg = await self.ctl.moves.create_agent_leg(live, agent.sip_user)
+                    await self.ctl.moves.dial_agent(live, leg, agent_id)
+                except AriError as exc:
+                    raise AgentUnreachable(agent_id, str(exc)) from exc
+                transfer.leg, transfer.kind = leg, str(agent.endpoint_kind)
+                await tx.handoffs.apply(handoff_id, HandoffEvent.DIAL_AGENT)
+        self.hub.publish("cards", {"type": "taken", "handoff_id": handoff_id,
+                                   "agent_id": agent_id})
+        self.ctl.call_changed(live.call_id)
+
+    async def complete(self, live: LiveCall) -> None:
+        """The colleague answered: their leg takes the call, the first agent's leaves
+        (once the colleague's voice flows: both agents are heard for a moment, never
+        neither)."""
+        if live.transfer is not None and live.transfer.leg is not None:
+            await self.ctl.media.until_media_from(live.transfer.leg)
+        async with live.lock:
+            transfer = live.transfer
+            if transfer is None or transfer.leg is None or live.closed or live.caller_leaving:
+                return
+            live.transfer = None
+            old_leg, old_handoff = live.agent, live.handoff_id
+            self.ctl.wrap_up(live.agent_id)
+            live.transferred(transfer)
+            async with self.store.transaction() as tx:
+                if old_handoff is not None:
+                    await tx.handoffs.apply(old_handoff, HandoffEvent.END)
+                await tx.handoffs.apply(transfer.handoff_id, HandoffEvent.AGENT_ANSWERED)
+                await tx.calls.apply(live.call_id, CallEvent.AGENT_CONNECTED,
+                                     agent_channel_id=transfer.leg)
+            # No longer live.agent, so its StasisEnd is not mistaken for a lost agent.
+            if old_leg:
+                await hang_up(self.ari, old_leg)
+        # The colleague's panel fills, and the first agent's desk is free for cards.
+        self.ctl.call_changed(live.call_id)
+        log.info("call=%s transferred to agent %s via %s", live.call_id, transfer.to_agent,
+                 transfer.leg)
+
+    async def failed(self, live: LiveCall, cause: int) -> None:
+        """The colleague's phone did not answer: the first agent simply keeps the caller."""
+        async with live.lock:
+            transfer, live.transfer = live.transfer, None
+            if transfer is None or live.ending:
+                return
+            async with self.store.transaction() as tx:
+                await tx.handoffs.apply(transfer.handoff_id, HandoffEvent.FAIL,
+                                        failure_reason=unanswered(cause))
+        self.ctl.call_changed(live.call_id)
+        log.info("call=%s: transfer %s failed (cause %s); the first agent keeps the call",
+                 live.call_id, transfer.handoff_id, cause)
+
+    async def _time_out(self, live: LiveCall, handoff_id: int, timeout: float) -> None:
+        await asyncio.sleep(timeout)
+        async with live.lock:
+            transfer = live.transfer
+            if transfer is None or transfer.handoff_id != handoff_id or transfer.leg:
+                return
+            live.transfer = None
+            async with self.store.transaction() as tx:
+                await tx.handoffs.apply(handoff_id, HandoffEvent.TIME_OUT)
+        self.hub.publish("cards", {"type": "withdrawn", "handoff_id": handoff_id,
+                                   "reason": FailureReason.TIMEOUT.value})
+        self.ctl.call_changed(live.call_id)
+
+    async def cancel(self, live: LiveCall) -> None:
+        """The first agent is leaving (back to the AI, or gone): a pending transfer of
+        their call makes no sense any more (lock held)."""
+        transfer, live.transfer = live.transfer, None
+        if transfer is None:
+            return
+        if transfer.leg:
+            await hang_up(self.ari, transfer.leg)
+        async with self.store.transaction() as tx:
+            await tx.handoffs.apply(transfer.handoff_id, HandoffEvent.FAIL,
+                                    failure_reason=FailureReason.CANCELLED)
+        self.hub.publish("cards", {"type": "withdrawn", "handoff_id": transfer.handoff_id,
+                                   "reason": FailureReason.CANCELLED.value})
