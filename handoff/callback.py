@@ -25,7 +25,7 @@ from typing import Any
 from handoff.calls import CallDirection, CallEvent, CallOutcome, CallState
 from handoff.events import CALLS_TOPIC, EventHub, call_changed_event
 from handoff.handoffs import FailureReason, HandoffEvent
-from handoff.live import add_when_in_stasis
+from handoff.live.legs import add_when_in_stasis, bridge_of, owner_of, role_id
 from handoff.recordings import HostPath, discard_recording, keep_recording
 from handoff.store import Store
 from pbx.ari import AriClient, AriError, AriNotFound
@@ -130,7 +130,8 @@ class Callbacks:
         if self.trunk is None:
             raise NoTrunk("no SIP trunk is configured for outgoing calls")
         key = PREFIX + secrets.token_hex(6)
-        cb = Callback(key, number, agent_id, f"{key}~agent", f"{key}~caller", f"{key}~bridge")
+        cb = Callback(key, number, agent_id, role_id(key, "agent"), role_id(key, "caller"),
+                      bridge_of(key))
         async with self.store.transaction() as tx:
             call = await tx.calls.create(
                 caller_number=number, caller_name=await tx.contacts.name_for(number),
@@ -187,7 +188,7 @@ class Callbacks:
             cb.connected.set()
             self._changed(cb)
             with contextlib.suppress(AriError):
-                await self.ari.playbacks.stop(f"{cb.key}~ringback")
+                await self.ari.playbacks.stop(role_id(cb.key, "ringback"))
             log.info("callback %s: %s answered; connected", cb.key, cb.number)
 
     async def _dial_caller(self, cb: Callback) -> None:
@@ -201,7 +202,7 @@ class Callbacks:
             )
             await self._add(cb.bridge, cb.caller_leg)
             await self.ari.channels.play(cb.agent_leg, "tone:ring",
-                                         playback_id=f"{cb.key}~ringback")
+                                         playback_id=role_id(cb.key, "ringback"))
             await self.ari.channels.dial(cb.caller_leg, caller=cb.agent_leg,
                                          timeout=self.ring_timeout_s)
         except AriError as exc:
@@ -270,12 +271,13 @@ class Callbacks:
             rows = list(await tx.calls.open_calls(CallDirection.OUTBOUND))
             handoffs = {row.id: list(await tx.handoffs.open_for_call(row.id)) for row in rows}
         for row in rows:
-            key = row.caller_channel_id.split("~", 1)[0]
+            key = owner_of(row.caller_channel_id)
             if key in self.active or not handoffs[row.id]:
                 continue
             handoff = handoffs[row.id][-1]
-            cb = Callback(key, row.caller_number, handoff.accepted_by or 0, f"{key}~agent",
-                          f"{key}~caller", f"{key}~bridge", call_id=row.id,
+            cb = Callback(key, row.caller_number, handoff.accepted_by or 0,
+                          role_id(key, "agent"), role_id(key, "caller"), bridge_of(key),
+                          call_id=row.id,
                           handoff_id=handoff.id)
             if row.state is CallState.WITH_AGENT:
                 cb.agent_answered.set()

@@ -10,7 +10,7 @@ import logging
 from handoff.calls import CallOutcome, CallState
 from handoff.live.call import LiveCall
 from handoff.live.flow import AiEngine, Flow
-from handoff.live.legs import SEP, add_when_in_stasis, hang_up
+from handoff.live.legs import add_when_in_stasis, hang_up, role_id
 from pbx.ari import AriError
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class AiLegs(Flow):
         """Neither the AI nor a person can take this caller: say sorry, then hang up.
         The callback request on record is how the call centre gets back to them."""
         live.outcome = CallOutcome.FAILED  # even if the caller hangs up during the apology
-        playback = f"{live.caller}{SEP}apology"
+        playback = role_id(live.caller, "apology")
         finished = self.ctl.media.playback_finished(playback)
         try:
             async with live.lock:
