@@ -160,7 +160,19 @@ def _checked_binary(path: Path) -> Installation:
 
 
 def _port_free(port: int, kind: int) -> bool:
+    """Whether Asterisk could bind ``port`` on loopback now.
+
+    For TCP that means nobody listens on it. Connections that ended a moment ago (a
+    browser's SIP WebSocket, the controller's ARI socket, closed by Asterisk as it
+    stopped) stay in TIME_WAIT on the port for a minute; Asterisk binds its HTTP and
+    AMI listeners with SO_REUSEADDR and starts fine over them, so the check does too.
+    Linux still refuses that bind while a socket listens on the port. UDP has no
+    TIME_WAIT, and SO_REUSEADDR there would let two phones' worth of sockets share a
+    port, so a UDP port is free only if a plain bind succeeds.
+    """
     with socket.socket(socket.AF_INET, kind) as sock:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
