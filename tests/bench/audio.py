@@ -192,6 +192,11 @@ class RtpProbe(asyncio.DatagramProtocol):
             next_at += 0.02
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
+    def stop_sending(self) -> None:
+        """Go quiet but keep receiving, as a phone whose network or power went does."""
+        if self._task is not None:
+            self._task.cancel()
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()

@@ -52,6 +52,9 @@ AGENT_PHONE_NUMBER = "7001"
 AGENT_SIP_USER = "desk-ada"  # Ada's desk phone: the agent of every benchmark call
 LATE_VOICE_S = 0.6
 SUPERVISOR_PHONE_NUMBER = "7002"  # Sam, the supervisor's desk phone
+# Bea's desk phone is a real SIP user agent (tests.sip_phone): it registers itself.
+DESK_PHONE_SIP_USER = "desk-bea"
+DESK_PHONE_PASSWORD = "desk-bea-secret"
 FALLBACK_NUMBER = "5001"  # the sales team's outside line, answered on the carrier
 
 
@@ -68,7 +71,8 @@ async def asterisk_pair(
     """A Switchboard PBX and a carrier Asterisk with a SIP trunk between them.
 
     The carrier also plays Ada's desk phone: the PBX reaches her at 7001 on the carrier;
-    and Sam's, the supervisor's, at 7002.
+    and Sam's, the supervisor's, at 7002. Bea's desk phone has no fixed contact: it is
+    reached wherever it registered from.
     """
     # Ports first, so that each side's trunk can name the other's SIP port.
     pbx_ports = runtime.allocate_ports(runtime.PortRequest())
@@ -96,6 +100,7 @@ async def asterisk_pair(
                 "desk-sam", "desk-sam-secret", "deskphone", "Sam",
                 contact=f"sip:{SUPERVISOR_PHONE_NUMBER}@127.0.0.1:{carrier_ports.sip}",
             ),
+            SipAgent(DESK_PHONE_SIP_USER, DESK_PHONE_PASSWORD, "deskphone", "Bea"),
         ),
     )
     carrier = runtime.new_instance(
