@@ -24,6 +24,26 @@ async def test_pbx_reports_asterisk_22_over_ari(pair: Pair) -> None:
     assert info["system"]["version"].startswith("22.")
 
 
+def boot_lines(log_file: Path) -> list[str]:
+    """The log of the instance's first start, up to "Asterisk Ready." (what later tests
+    do to the shared instance is not start-up)."""
+    lines = []
+    for line in log_file.read_text(errors="replace").splitlines():
+        lines.append(line)
+        if "Asterisk Ready." in line:
+            return lines
+    raise AssertionError(f"{log_file} never says Asterisk Ready.")
+
+
+async def test_asterisk_starts_without_an_error_in_its_log(pair: Pair) -> None:
+    # A new admin reads every ERROR at start as a fault: Asterisk finds every file it
+    # looks for at boot (cdr.conf, features.conf, ...) and loads no module that wants
+    # what the product does not have.
+    for instance in (pair.pbx, pair.carrier):
+        errors = [line for line in boot_lines(instance.log_file) if "ERROR[" in line]
+        assert errors == [], f"{instance.spec.name}:\n" + "\n".join(errors)
+
+
 async def test_ari_and_ami_listen_on_loopback_only(pair: Pair) -> None:
     out = await pair.pbx.cli("http show status")
     assert f"127.0.0.1:{pair.pbx.spec.ports.http}" in out

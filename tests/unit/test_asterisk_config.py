@@ -50,6 +50,16 @@ EXPECTED_FILES = {
     "indications.conf",
     "logger.conf",
     "queues.conf",
+    # Read by Asterisk's core or a loaded module at every boot; present so that a start
+    # logs no error about them.
+    "cdr.conf",
+    "cel.conf",
+    "features.conf",
+    "acl.conf",
+    "udptl.conf",
+    "ccss.conf",
+    "pjproject.conf",
+    "websocket_client.conf",
 }
 
 
