@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ import aiohttp
 
 from pbx.runtime import AsteriskInstance, basic_auth_header
 from tests.bench.rig import Pair
+from tests.sip_phone import SipError, SipMessage, _build, digest_authorization
 
 __all__ = ["Pair"]
 
@@ -122,3 +124,66 @@ async def assert_quiet(instance: AsteriskInstance, settle: float = 5.0) -> None:
                 await ari(instance, "DELETE", f"/bridges/{bridge['id']}")
             raise AssertionError(f"{instance.spec.name} left behind: {names}")
         await asyncio.sleep(0.1)
+
+
+class BrowserPhone:
+    """A browser softphone's SIP over WebSocket as JsSIP speaks it: REGISTER with digest
+    auth (its Contact an ``.invalid`` host, RFC 7118), and 200 to whatever the PBX asks
+    while the socket is open (its OPTIONS). Closing it is the tab going away."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.answers: asyncio.Queue[SipMessage] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def register(cls, session: aiohttp.ClientSession, instance: AsteriskInstance,
+                       user: str, password: str) -> BrowserPhone:
+        """Open the PBX's SIP WebSocket and register; returns once the PBX said 200."""
+        phone = cls(await session.ws_connect(
+            f"ws://127.0.0.1:{instance.spec.ports.http}/ws", protocols=("sip",)))
+        registrar, aor, host = "sip:127.0.0.1", f"sip:{user}@127.0.0.1", "browser.invalid"
+        call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+        authorization: list[tuple[str, str]] = []
+        for cseq in (1, 2):
+            branch = f"z9hG4bK{secrets.token_hex(8)}"
+            await phone.ws.send_str(_build(f"REGISTER {registrar} SIP/2.0", [
+                ("Via", f"SIP/2.0/WS {host};branch={branch}"), ("Max-Forwards", "70"),
+                ("From", f"<{aor}>;tag={tag}"), ("To", f"<{aor}>"), ("Call-ID", call_id),
+                ("CSeq", f"{cseq} REGISTER"), ("Expires", "120"),
+                ("Contact", f"<sip:{user}@{host};transport=ws>"), *authorization]).decode())
+            answer = await phone._final_answer(branch)
+            if answer.status == 401 and not authorization:
+                authorization = [("Authorization", digest_authorization(
+                    user, password, answer.all("www-authenticate"), "REGISTER", registrar))]
+                continue
+            if answer.status != 200:
+                await phone.close()
+                raise SipError("REGISTER", answer.status)
+            break
+        return phone
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await self._reader
+
+    async def _final_answer(self, branch: str) -> SipMessage:
+        while True:
+            message = await asyncio.wait_for(self.answers.get(), 10)
+            if message.branch == branch and message.status >= 200:
+                return message
+
+    async def _read(self) -> None:
+        async for frame in self.ws:
+            if frame.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                continue
+            message = SipMessage.parse(
+                frame.data.encode() if isinstance(frame.data, str) else frame.data)
+            if not message.is_request:
+                self.answers.put_nowait(message)
+                continue
+            to = message.get("to")
+            await self.ws.send_str(_build("SIP/2.0 200 OK", [
+                *(("Via", via) for via in message.all("via")), ("From", message.get("from")),
+                ("To", to if ";tag=" in to else f"{to};tag={secrets.token_hex(4)}"),
+                ("Call-ID", message.get("call-id")), ("CSeq", message.get("cseq"))]).decode())

@@ -13,7 +13,13 @@ import pytest
 
 from pbx import runtime
 from pbx.asterisk_config import InboundRoute, SipAgent
-from tests.integration.asterisk_helpers import EventListener, Pair, ari, of_type
+from tests.integration.asterisk_helpers import (
+    BrowserPhone,
+    EventListener,
+    Pair,
+    ari,
+    of_type,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -231,5 +237,43 @@ async def test_new_agents_and_numbers_are_live_without_a_restart(
         assert "agent-zoe" in endpoint and "Unavailable" in endpoint  # known, not registered
         assert "assistant sales" in await instance.cli("dialplan show 3100@from-trunk")
         assert instance.process.pid == pid and instance.running
+    finally:
+        await instance.stop()
+
+
+async def test_a_browser_phone_is_online_while_its_socket_is_open_and_never_pinged_after(
+    installation: runtime.Installation, state_dir: Path
+) -> None:
+    # Desk tabs that register their phone and close at once (a reload, a tab closed just
+    # after opening): Asterisk drops each contact as its WebSocket closes, and must not
+    # send an OPTIONS over the socket that just went ("Unsupported transport").
+    instance = runtime.new_instance(
+        installation, f"wsphone{os.getpid()}", state_dir,
+        agents=(SipAgent("web-ada", "web-ada-secret", "webrtc", "Ada"),),
+    )
+    await instance.start()
+
+    async def state() -> str:
+        _, endpoint = await ari(instance, "GET", "/endpoints/PJSIP/web-ada")
+        return str(endpoint["state"])
+
+    async def becomes(wanted: str) -> bool:
+        for _ in range(100):  # 10 s at most
+            if await state() == wanted:
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(20):
+                tab = await BrowserPhone.register(session, instance, "web-ada", "web-ada-secret")
+                await tab.close()
+            tab = await BrowserPhone.register(session, instance, "web-ada", "web-ada-secret")
+            assert await becomes("online")  # what the desk's phone check asks
+            await tab.close()
+            assert await becomes("offline")  # the contact went with the socket
+        errors = [line for line in instance.log_file.read_text().splitlines() if "ERROR[" in line]
+        assert errors == []
     finally:
         await instance.stop()
