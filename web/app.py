@@ -231,18 +231,23 @@ async def start_telephony(services: Services) -> None:
         runtime.PortRequest(
             http=ast.http_port, sip=ast.sip_port, ami=ast.ami_port,
             rtp_start=ast.rtp_start, rtp_end=ast.rtp_end,
-        )
+        ),
+        max_calls=ast.call_limit,
     )
     carrier_ports = None
     if settings.demo.enabled and settings.demo.test_caller:
         taken = frozenset({pbx_ports.http, pbx_ports.sip, pbx_ports.ami, pbx_ports.rtp_start})
-        carrier_ports = runtime.allocate_ports(runtime.PortRequest(), avoid=taken)
+        carrier_ports = runtime.allocate_ports(
+            runtime.PortRequest(rtp_start=settings.demo.rtp_start,
+                                rtp_end=settings.demo.rtp_end),
+            avoid=taken, max_calls=ast.call_limit,
+        )
     trunks = [SipTrunk(t.name, t.host, t.port, t.from_user) for t in settings.trunks]
     if carrier_ports is not None:
         trunks.append(SipTrunk(CARRIER_TRUNK, "127.0.0.1", carrier_ports.sip))
     telephony.pbx = runtime.new_instance(
         install, instance_name("pbx", settings), settings.data_path, ports=pbx_ports,
-        ephemeral=False,
+        ephemeral=False, max_calls=ast.call_limit,
         bind_address=ast.bind_address, media_address=ast.media_address,
         country=ast.country,
         tls=TlsListener(ast.tls_cert, ast.tls_key) if ast.tls_cert else None,
@@ -252,7 +257,7 @@ async def start_telephony(services: Services) -> None:
     if carrier_ports is not None:
         telephony.carrier = runtime.new_instance(
             install, instance_name("carrier", settings), settings.data_path, ports=carrier_ports,
-            ephemeral=False, app="carrier",
+            ephemeral=False, max_calls=ast.call_limit, app="carrier",
             trunks=(SipTrunk("switchboard", "127.0.0.1", pbx_ports.sip),),
         )
         await telephony.carrier.start()

@@ -24,6 +24,7 @@ from pbx.asterisk_config import (
     Ports,
     SipTrunk,
     render,
+    rtp_ports_for,
 )
 from web import doctor
 from web.app import DEMO_NUMBER, RECEPTIONIST, build_app
@@ -57,8 +58,9 @@ def _spec_from_settings(
             sip=ast.sip_port or 5060,
             ami=ast.ami_port or 5038,
             rtp_start=ast.rtp_start or 20000,
-            rtp_end=ast.rtp_end or 20099,
+            rtp_end=ast.rtp_end or 20000 + rtp_ports_for(ast.call_limit) - 1,
         ),
+        max_calls=ast.call_limit,
         ari_user="switchboard",
         ari_password=ari_password,
         ami_user="switchboard",

@@ -4,6 +4,7 @@ stopping leaves nothing behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -118,6 +119,60 @@ async def test_call_from_carrier_arrives_in_stasis_with_assistant_and_number(
         await ari(pbx, "DELETE", f"/channels/{channel}")
         await pbx_events.wait_for(of_type("StasisEnd", channel__id=channel))
         await carrier_events.wait_for(of_type("ChannelDestroyed", channel__id=outbound["id"]))
+
+
+async def test_the_pbx_takes_calls_up_to_its_limit_and_refuses_the_next_by_that_limit(
+    quiet_pair: Pair,
+) -> None:
+    # The RTP range used to be 100 ports on both sides: 50 streams, so the 51st caller
+    # was refused ("couldn't allocate a port for RTP instance") while maxcalls said 500.
+    # Each INVITE takes its RTP ports as its offer is answered, on the carrier and the
+    # PBX alike, so callers left ringing in Stasis are enough to show where it stops.
+    pbx, carrier = quiet_pair.pbx, quiet_pair.carrier
+    limit = pbx.spec.max_calls
+    assert limit > 50  # past the old ceiling (PAIR_MAX_CALLS)
+    async with (
+        EventListener(pbx, "switchboard") as pbx_events,
+        EventListener(carrier, "carrier") as carrier_events,
+    ):
+        placed: list[str] = []
+
+        async def place_call() -> str:
+            status, outbound = await ari(
+                carrier, "POST", "/channels", endpoint="PJSIP/2000@switchboard",
+                app="carrier", callerId=f"Caller <+1555010{len(placed):04d}>",
+            )
+            assert status == 200, f"call {len(placed) + 1}: {outbound}"
+            placed.append(outbound["id"])
+            return str(outbound["id"])
+
+        def arrived() -> int:
+            return sum(1 for e in pbx_events.events if e.get("type") == "StasisStart")
+
+        def log_lines(text: str) -> list[str]:
+            return [line for instance in (pbx, carrier)
+                    for line in instance.log_file.read_text().splitlines() if text in line]
+
+        try:
+            for _ in range(limit):
+                await place_call()
+            with contextlib.suppress(TimeoutError):
+                await pbx_events.wait_for(lambda _: arrived() >= limit, timeout=20)
+            no_port = log_lines("allocate a port for RTP")
+            assert arrived() == limit, f"{arrived()} of {limit} calls arrived: {no_port[:2]}"
+
+            # One more: refused by the call limit, which is what it is there for.
+            over = await place_call()
+            await carrier_events.wait_for(of_type("ChannelDestroyed", channel__id=over))
+            placed.remove(over)
+            assert arrived() == limit
+            assert log_lines(f"Maximum call limit of {limit} calls exceeded")
+            assert log_lines("allocate a port for RTP") == []
+        finally:
+            for outbound in placed:
+                await ari(carrier, "DELETE", f"/channels/{outbound}")
+            for outbound in placed:
+                await carrier_events.wait_for(of_type("ChannelDestroyed", channel__id=outbound))
 
 
 @pytest.mark.parametrize(
