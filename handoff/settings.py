@@ -28,6 +28,7 @@ from pbx.asterisk_config import (
     check_max_calls,
     check_name,
     check_port,
+    check_realm,
     check_rtp_range,
     default_max_calls,
 )
@@ -63,6 +64,9 @@ class AsteriskSettings:
     cache_dir: str = ""
     bind_address: str = "127.0.0.1"
     media_address: str = "127.0.0.1"
+    # The digest realm phones see in the PBX's challenges: the product's name unless the
+    # site has its own (a domain such as sip.example.com).
+    sip_realm: str = "switchboard"
     http_port: int = 8088
     sip_port: int = 5060
     ami_port: int = 5038
@@ -251,6 +255,7 @@ def validate(settings: Settings) -> None:
         ast = settings.asterisk
         check_host("asterisk.bind_address", ast.bind_address)
         check_host("asterisk.media_address", ast.media_address)
+        check_realm("asterisk.sip_realm", ast.sip_realm)
         for key in ("http_port", "sip_port", "ami_port"):
             port = getattr(ast, key)
             if port != 0:

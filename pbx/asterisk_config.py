@@ -29,6 +29,8 @@ _SECRET = re.compile(r"^[A-Za-z0-9_.~+/=-]{8,128}$")
 _PATTERN = re.compile(r"^(\+?[0-9]{1,20}|_\+?[0-9XZN\[\]\-]{1,30})$")
 _CONTACT = re.compile(r"^sip:[A-Za-z0-9_.+-]{1,64}@[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$")
 _HOST = re.compile(r"^[A-Za-z0-9.:-]{1,253}$")
+# A digest realm goes between quotes in every 401: a word or a domain name.
+_REALM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
 # How many calls an Asterisk takes at once, and the RTP ports that takes. Every RTP
@@ -96,6 +98,14 @@ def check_port(key: str, value: int) -> int:
 def check_host(key: str, value: str) -> str:
     if not _HOST.match(value):
         raise ConfigValueError(key, f"{value!r} is not a host name or address")
+    return value
+
+
+def check_realm(key: str, value: str) -> str:
+    if not _REALM.match(value):
+        raise ConfigValueError(
+            key, f"{value!r} must be a word or a domain name (letters, digits, '.', '-', '_')"
+        )
     return value
 
 
@@ -229,6 +239,8 @@ class InstanceSpec:
     app: str = "switchboard"
     bind_address: str = "127.0.0.1"
     media_address: str = "127.0.0.1"
+    # The digest realm phones are challenged with (and keep their credentials under).
+    sip_realm: str = "switchboard"
     # Networks Asterisk may offer ICE host candidates from; empty: every interface.
     # Asterisk 22 never offers loopback candidates, so restricting ICE to 127.0.0.1
     # leaves a WebRTC call with no media path at all (measured); restrict to a LAN
@@ -256,6 +268,7 @@ class InstanceSpec:
         check_secret("asterisk.ami_secret", self.ami_secret)
         check_host("asterisk.bind_address", self.bind_address)
         check_host("asterisk.media_address", self.media_address)
+        check_realm("asterisk.sip_realm", self.sip_realm)
         for key, port in (
             ("asterisk.http_port", self.ports.http),
             ("asterisk.sip_port", self.ports.sip),
@@ -347,6 +360,7 @@ def render(spec: InstanceSpec, template_dir: Path = TEMPLATE_DIR) -> dict[str, s
             "bind": spec.bind_address,
             "port": spec.ports.sip,
             "media_address": spec.media_address,
+            "realm": spec.sip_realm,
         },
         "ami": {
             "bind": "127.0.0.1",

@@ -249,7 +249,7 @@ async def start_telephony(services: Services) -> None:
         install, instance_name("pbx", settings), settings.data_path, ports=pbx_ports,
         ephemeral=False, max_calls=ast.call_limit,
         bind_address=ast.bind_address, media_address=ast.media_address,
-        country=ast.country,
+        sip_realm=ast.sip_realm, country=ast.country,
         tls=TlsListener(ast.tls_cert, ast.tls_key) if ast.tls_cert else None,
         trunks=tuple(trunks), routes=routes, agents=agents,
     )

@@ -67,6 +67,7 @@ def _spec_from_settings(
         ami_secret=ami_secret,
         bind_address=ast.bind_address,
         media_address=ast.media_address,
+        sip_realm=ast.sip_realm,
         country=ast.country,
         trunks=tuple(SipTrunk(t.name, t.host, t.port, t.from_user) for t in settings.trunks),
         routes=(InboundRoute(DEMO_NUMBER, RECEPTIONIST),),

@@ -17,7 +17,7 @@ import aiohttp
 
 from pbx.runtime import AsteriskInstance, basic_auth_header
 from tests.bench.rig import Pair
-from tests.sip_phone import SipError, SipMessage, _build, digest_authorization
+from tests.sip_phone import SipError, SipMessage, _build, _sdp, digest_authorization
 
 __all__ = ["Pair"]
 
@@ -187,3 +187,45 @@ class BrowserPhone:
                 *(("Via", via) for via in message.all("via")), ("From", message.get("from")),
                 ("To", to if ";tag=" in to else f"{to};tag={secrets.token_hex(4)}"),
                 ("Call-ID", message.get("call-id")), ("CSeq", message.get("cseq"))]).decode())
+
+
+async def sip_request(pbx: tuple[str, int], method: str, user: str, to: str = "") -> SipMessage:
+    """One REGISTER or INVITE (with a PCMU offer) from a fresh UDP port on 127.0.0.1, as
+    anyone who can reach the PBX's SIP port may send it: From ``user``, no credentials,
+    no retransmission (loopback loses nothing). Returns the PBX's final answer; a refused
+    INVITE is ACKed, as RFC 3261 has it."""
+    host, port = pbx
+    loop = asyncio.get_running_loop()
+    replies: asyncio.Queue[SipMessage] = asyncio.Queue()
+
+    class Sender(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            if data.strip():
+                replies.put_nowait(SipMessage.parse(data))
+
+    transport, _ = await loop.create_datagram_endpoint(
+        Sender, local_addr=("127.0.0.1", 0), remote_addr=(host, port))
+    try:
+        local = transport.get_extra_info("sockname")[1]
+        target = f"sip:{to or user}@{host}:{port}" if method == "INVITE" else f"sip:{host}:{port}"
+        tag, branch = secrets.token_hex(6), f"z9hG4bK{secrets.token_hex(8)}"
+        via = f"SIP/2.0/UDP 127.0.0.1:{local};branch={branch};rport"
+        common = [("Via", via), ("From", f"<sip:{user}@{host}>;tag={tag}"),
+                  ("Call-ID", f"{tag}@127.0.0.1")]
+        transport.sendto(_build(f"{method} {target} SIP/2.0", [
+            *common, ("To", f"<{target if method == 'INVITE' else f'sip:{user}@{host}'}>"),
+            ("CSeq", f"1 {method}"), ("Contact", f"<sip:{user}@127.0.0.1:{local}>"),
+            ("Max-Forwards", "70"), *([("Expires", "60")] if method == "REGISTER" else [])],
+            _sdp(local + 2) if method == "INVITE" else ""))
+        while True:
+            reply = await asyncio.wait_for(replies.get(), 10)
+            if reply.is_request or reply.branch != branch:
+                continue  # the PBX asking something of its own (an OPTIONS)
+            if reply.status >= 200:
+                break
+        if method == "INVITE" and reply.status >= 300:
+            transport.sendto(_build(f"ACK {target} SIP/2.0", [
+                *common, ("To", reply.get("to")), ("CSeq", "1 ACK"), ("Max-Forwards", "70")]))
+        return reply
+    finally:
+        transport.close()

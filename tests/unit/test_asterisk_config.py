@@ -110,6 +110,12 @@ def test_trunk_is_identified_by_address_and_port() -> None:
     assert "contact = sip:127.0.0.1:5070" in pjsip
 
 
+def test_the_digest_realm_is_the_sites_name() -> None:
+    assert "default_realm = switchboard" in render(spec())["pjsip.conf"]
+    site = render(spec(sip_realm="sip.example.com"))["pjsip.conf"]
+    assert "default_realm = sip.example.com" in site
+
+
 def test_webrtc_agent_gets_a_webrtc_endpoint_with_one_registration() -> None:
     pjsip = render(spec())["pjsip.conf"]
     assert "[agent-ada](webrtc-agent)" in pjsip
@@ -177,6 +183,7 @@ def test_wss_listener_only_when_a_certificate_is_given() -> None:
         ({"trunks": (SipTrunk("carrier", "127.0.0.1", 70000),)}, "trunks[0].port"),
         ({"ari_password": "x"}, "asterisk.ari_password"),
         ({"country": "xx"}, "asterisk.country"),
+        ({"sip_realm": 'site" nonce="x'}, "asterisk.sip_realm"),
         ({"ports": Ports(http=0, sip=1, ami=2, rtp_start=3, rtp_end=100)}, "asterisk.http_port"),
     ],
 )

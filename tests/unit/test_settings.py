@@ -123,3 +123,11 @@ def test_the_demo_carriers_rtp_range_is_settable_and_kept_apart_from_the_pbxs() 
 def test_a_call_limit_out_of_range_is_named() -> None:
     with pytest.raises(SettingsError, match=r"^asterisk\.max_calls: 999999"):
         load(environ={"SWITCHBOARD_ASTERISK__MAX_CALLS": "999999"})
+
+
+def test_the_sip_realm_is_the_products_name_unless_the_site_names_its_own() -> None:
+    assert load(environ={}).asterisk.sip_realm == "switchboard"
+    site = load(environ={"SWITCHBOARD_ASTERISK__SIP_REALM": "sip.example.com"})
+    assert site.asterisk.sip_realm == "sip.example.com"
+    with pytest.raises(SettingsError, match=r"^asterisk\.sip_realm: "):
+        load(environ={"SWITCHBOARD_ASTERISK__SIP_REALM": "my site"})
