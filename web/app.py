@@ -406,7 +406,8 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     control.leave_alone(controller.callbacks.owned, adopt=controller.callbacks.adopt)
     ari.on_connect = control.reconcile
     ami = AmiClient("127.0.0.1", pbx.spec.ports.ami, pbx.spec.ami_user, pbx.spec.ami_secret)
-    ami.on_security(SecurityEvents(services.metrics).observe)
+    security = SecurityEvents(services.metrics)
+    ami.on_security(security.observe)
     controller.ami = ami
     phone_watch = PhoneWatch(services.store, services.hub, control.phone_registered)
     await receptionist.start()
@@ -414,13 +415,15 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     # Calls do not wait for AMI: it only watches (it reconnects by itself).
     await ami.start()
     await ari.wait_ready(30)
-    watching = asyncio.create_task(phone_watch.run(), name="phone watch")
+    watching = [asyncio.create_task(phone_watch.run(), name="phone watch"),
+                asyncio.create_task(security.run(), name="security summaries")]
     print_banner(services)
     try:
         yield
     finally:
-        watching.cancel()
-        await asyncio.gather(watching, return_exceptions=True)
+        for task in watching:
+            task.cancel()
+        await asyncio.gather(*watching, return_exceptions=True)
         for service in (controller.supervision, controller.callbacks):
             if service is not None:
                 await service.close()
