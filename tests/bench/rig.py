@@ -86,7 +86,12 @@ async def asterisk_pair(
         state_dir,
         ports=pbx_ports,
         max_calls=max_calls,
-        trunks=(SipTrunk("carrier", "127.0.0.1", carrier_ports.sip),),
+        trunks=(
+            SipTrunk("carrier", "127.0.0.1", carrier_ports.sip),
+            # A second carrier line the PBX knows by its address (a documentation address:
+            # nothing here ever dials it or calls from it).
+            SipTrunk("backup", "192.0.2.10", 5060),
+        ),
         routes=(
             InboundRoute("2000", "receptionist"),
             InboundRoute("_21XX", "sales"),

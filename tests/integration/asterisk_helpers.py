@@ -15,11 +15,19 @@ from typing import Any
 
 import aiohttp
 
+from pbx.ami import AmiClient
 from pbx.runtime import AsteriskInstance, basic_auth_header
 from tests.bench.rig import Pair
 from tests.sip_phone import SipError, SipMessage, _build, _sdp, digest_authorization
 
 __all__ = ["Pair"]
+
+
+def ami_client(instance: AsteriskInstance, secret: str | None = None, **options: Any) -> AmiClient:
+    """The product's AMI client logged in as the instance's controller user."""
+    spec = instance.spec
+    return AmiClient("127.0.0.1", spec.ports.ami, spec.ami_user,
+                     spec.ami_secret if secret is None else secret, **options)
 
 
 def _headers(instance: AsteriskInstance) -> dict[str, str]:
@@ -189,11 +197,12 @@ class BrowserPhone:
                 ("Call-ID", message.get("call-id")), ("CSeq", message.get("cseq"))]).decode())
 
 
-async def sip_request(pbx: tuple[str, int], method: str, user: str, to: str = "") -> SipMessage:
-    """One REGISTER or INVITE (with a PCMU offer) from a fresh UDP port on 127.0.0.1, as
-    anyone who can reach the PBX's SIP port may send it: From ``user``, no credentials,
-    no retransmission (loopback loses nothing). Returns the PBX's final answer; a refused
-    INVITE is ACKed, as RFC 3261 has it."""
+async def sip_request(pbx: tuple[str, int], method: str, user: str, to: str = "",
+                      source: str = "127.0.0.1") -> SipMessage:
+    """One REGISTER or INVITE (with a PCMU offer) from a fresh UDP port on ``source`` (a
+    loopback address), as anyone who can reach the PBX's SIP port may send it: From
+    ``user``, no credentials, no retransmission (loopback loses nothing). Returns the
+    PBX's final answer; a refused INVITE is ACKed, as RFC 3261 has it."""
     host, port = pbx
     loop = asyncio.get_running_loop()
     replies: asyncio.Queue[SipMessage] = asyncio.Queue()
@@ -204,17 +213,17 @@ async def sip_request(pbx: tuple[str, int], method: str, user: str, to: str = ""
                 replies.put_nowait(SipMessage.parse(data))
 
     transport, _ = await loop.create_datagram_endpoint(
-        Sender, local_addr=("127.0.0.1", 0), remote_addr=(host, port))
+        Sender, local_addr=(source, 0), remote_addr=(host, port))
     try:
         local = transport.get_extra_info("sockname")[1]
         target = f"sip:{to or user}@{host}:{port}" if method == "INVITE" else f"sip:{host}:{port}"
         tag, branch = secrets.token_hex(6), f"z9hG4bK{secrets.token_hex(8)}"
-        via = f"SIP/2.0/UDP 127.0.0.1:{local};branch={branch};rport"
+        via = f"SIP/2.0/UDP {source}:{local};branch={branch};rport"
         common = [("Via", via), ("From", f"<sip:{user}@{host}>;tag={tag}"),
-                  ("Call-ID", f"{tag}@127.0.0.1")]
+                  ("Call-ID", f"{tag}@{source}")]
         transport.sendto(_build(f"{method} {target} SIP/2.0", [
             *common, ("To", f"<{target if method == 'INVITE' else f'sip:{user}@{host}'}>"),
-            ("CSeq", f"1 {method}"), ("Contact", f"<sip:{user}@127.0.0.1:{local}>"),
+            ("CSeq", f"1 {method}"), ("Contact", f"<sip:{user}@{source}:{local}>"),
             ("Max-Forwards", "70"), *([("Expires", "60")] if method == "REGISTER" else [])],
             _sdp(local + 2) if method == "INVITE" else ""))
         while True:
