@@ -22,7 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pbx.asterisk_config import ConfigValueError, check_host, check_name, check_port
+from pbx.asterisk_config import (
+    ConfigValueError,
+    check_host,
+    check_max_calls,
+    check_name,
+    check_port,
+    check_realm,
+    check_rtp_range,
+    default_max_calls,
+)
 
 ENV_PREFIX = "SWITCHBOARD_"
 ENV_SHORT = {"SWITCHBOARD_ASTERISK": "asterisk.source", "SWITCHBOARD_CACHE": "asterisk.cache_dir"}
@@ -55,14 +64,25 @@ class AsteriskSettings:
     cache_dir: str = ""
     bind_address: str = "127.0.0.1"
     media_address: str = "127.0.0.1"
+    # The digest realm phones see in the PBX's challenges: the product's name unless the
+    # site has its own (a domain such as sip.example.com).
+    sip_realm: str = "switchboard"
     http_port: int = 8088
     sip_port: int = 5060
     ami_port: int = 5038
+    # Simultaneous calls the PBX takes (Asterisk's maxcalls); 0: 50 per CPU core. The
+    # RTP range below must carry them: 6 ports a call (caller, agent, and a second agent
+    # or a supervisor, each an RTP and an RTCP port); 0: a free block that size.
+    max_calls: int = 0
     rtp_start: int = 0
     rtp_end: int = 0
     country: str = "us"
     tls_cert: str = ""
     tls_key: str = ""
+
+    @property
+    def call_limit(self) -> int:
+        return self.max_calls or default_max_calls()
 
 
 @dataclass(frozen=True)
@@ -79,6 +99,10 @@ class DemoSettings:
     # places test calls, demo agents and the reference receptionist.
     enabled: bool = True
     test_caller: bool = True
+    # The demo carrier's RTP ports: it places the calls the PBX takes, so its range must
+    # carry asterisk.max_calls too; 0: a free block that size.
+    rtp_start: int = 0
+    rtp_end: int = 0
 
 
 @dataclass(frozen=True)
@@ -231,15 +255,22 @@ def validate(settings: Settings) -> None:
         ast = settings.asterisk
         check_host("asterisk.bind_address", ast.bind_address)
         check_host("asterisk.media_address", ast.media_address)
+        check_realm("asterisk.sip_realm", ast.sip_realm)
         for key in ("http_port", "sip_port", "ami_port"):
             port = getattr(ast, key)
             if port != 0:
                 check_port(f"asterisk.{key}", port)
-        if ast.rtp_start or ast.rtp_end:
-            check_port("asterisk.rtp_start", ast.rtp_start)
-            check_port("asterisk.rtp_end", ast.rtp_end)
-            if ast.rtp_end - ast.rtp_start < 10:
-                raise ConfigValueError("asterisk.rtp_end", "must be at least rtp_start + 10")
+        if ast.max_calls:
+            check_max_calls("asterisk.max_calls", ast.max_calls)
+        for section, ports in (("asterisk", ast), ("demo", settings.demo)):
+            if ports.rtp_start or ports.rtp_end:
+                check_rtp_range(section, ports.rtp_start, ports.rtp_end,
+                                max_calls=ast.call_limit)
+        demo = settings.demo
+        if (ast.rtp_start and demo.rtp_start and demo.rtp_start <= ast.rtp_end
+                and ast.rtp_start <= demo.rtp_end):
+            raise ConfigValueError("demo.rtp_start", "the demo carrier's RTP ports overlap "
+                                   "the PBX's (asterisk.rtp_start-rtp_end)")
         if bool(ast.tls_cert) != bool(ast.tls_key):
             raise ConfigValueError("asterisk.tls_key", "tls_cert and tls_key go together")
         if ast.country not in ("us", "gb", "de", "fr"):

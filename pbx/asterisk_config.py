@@ -9,6 +9,7 @@ half-loaded Asterisk.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,30 @@ _SECRET = re.compile(r"^[A-Za-z0-9_.~+/=-]{8,128}$")
 _PATTERN = re.compile(r"^(\+?[0-9]{1,20}|_\+?[0-9XZN\[\]\-]{1,30})$")
 _CONTACT = re.compile(r"^sip:[A-Za-z0-9_.+-]{1,64}@[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$")
 _HOST = re.compile(r"^[A-Za-z0-9.:-]{1,253}$")
+# A digest realm goes between quotes in every 401: a word or a domain name.
+_REALM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+# How many calls an Asterisk takes at once, and the RTP ports that takes. Every RTP
+# stream takes an even port from rtp.conf's range and the odd one above it (RTCP), and a
+# call holds up to three streams on the PBX at once: the caller's leg, the agent's, and a
+# second agent's during a transfer or a supervisor listening in. The AI leg is
+# AudioSocket over TCP and takes no RTP port.
+RTP_STREAMS_PER_CALL = 3
+RTP_PORTS_PER_CALL = 2 * RTP_STREAMS_PER_CALL
+# Calls per CPU core when no limit is set: the 2-core reference machine took 75 to 100
+# simultaneous calls in issue 8's load run, so 100 there; a bigger box takes more.
+CALLS_PER_CORE = 50
+MAX_CALLS_CEILING = 5000  # 30,000 RTP ports: about all a host's UDP port space can lend
+
+
+def default_max_calls() -> int:
+    return CALLS_PER_CORE * (os.cpu_count() or 1)
+
+
+def rtp_ports_for(max_calls: int) -> int:
+    """The size of an RTP range that carries ``max_calls`` calls."""
+    return max_calls * RTP_PORTS_PER_CALL
 
 
 class ConfigValueError(ValueError):
@@ -74,6 +99,38 @@ def check_host(key: str, value: str) -> str:
     if not _HOST.match(value):
         raise ConfigValueError(key, f"{value!r} is not a host name or address")
     return value
+
+
+def check_realm(key: str, value: str) -> str:
+    if not _REALM.match(value):
+        raise ConfigValueError(
+            key, f"{value!r} must be a word or a domain name (letters, digits, '.', '-', '_')"
+        )
+    return value
+
+
+def check_max_calls(key: str, value: int) -> int:
+    if not 1 <= value <= MAX_CALLS_CEILING:
+        raise ConfigValueError(key, f"{value}: 1 to {MAX_CALLS_CEILING} simultaneous calls")
+    return value
+
+
+def check_rtp_range(section: str, start: int, end: int, *, max_calls: int) -> None:
+    """``section``.rtp_start-rtp_end must carry ``max_calls`` calls (asterisk.max_calls):
+    an Asterisk that runs out of RTP ports refuses the next call ("couldn't allocate a
+    port for RTP instance") while its call limit says it has room."""
+    check_port(f"{section}.rtp_start", start)
+    check_port(f"{section}.rtp_end", end)
+    first = start + start % 2  # Asterisk puts RTP on even ports only
+    calls = (end + 1 - first) // RTP_PORTS_PER_CALL
+    if calls < max_calls:
+        raise ConfigValueError(
+            f"{section}.rtp_end",
+            f"RTP ports {start}-{end} carry {max(calls, 0)} calls ({RTP_PORTS_PER_CALL} "
+            "ports each: caller, agent, and a second agent or a supervisor), but "
+            f"asterisk.max_calls is {max_calls}: end the range at "
+            f"{first + rtp_ports_for(max_calls) - 1} or lower asterisk.max_calls",
+        )
 
 
 @dataclass(frozen=True)
@@ -182,6 +239,8 @@ class InstanceSpec:
     app: str = "switchboard"
     bind_address: str = "127.0.0.1"
     media_address: str = "127.0.0.1"
+    # The digest realm phones are challenged with (and keep their credentials under).
+    sip_realm: str = "switchboard"
     # Networks Asterisk may offer ICE host candidates from; empty: every interface.
     # Asterisk 22 never offers loopback candidates, so restricting ICE to 127.0.0.1
     # leaves a WebRTC call with no media path at all (measured); restrict to a LAN
@@ -193,7 +252,7 @@ class InstanceSpec:
     # SIP WebSocket closes: only the RTP timeout notices (measured: 29.8 s with 30).
     # A live softphone sends a packet every 20 ms even when muted, so 5 s is safe.
     webrtc_rtp_timeout: int = 5
-    max_calls: int = 500
+    max_calls: int = field(default_factory=default_max_calls)
     trunks: tuple[SipTrunk, ...] = ()
     agents: tuple[SipAgent, ...] = ()
     routes: tuple[InboundRoute, ...] = ()
@@ -212,16 +271,16 @@ class InstanceSpec:
         check_secret("asterisk.ami_secret", self.ami_secret)
         check_host("asterisk.bind_address", self.bind_address)
         check_host("asterisk.media_address", self.media_address)
+        check_realm("asterisk.sip_realm", self.sip_realm)
         for key, port in (
             ("asterisk.http_port", self.ports.http),
             ("asterisk.sip_port", self.ports.sip),
             ("asterisk.ami_port", self.ports.ami),
-            ("asterisk.rtp_start", self.ports.rtp_start),
-            ("asterisk.rtp_end", self.ports.rtp_end),
         ):
             check_port(key, port)
-        if self.ports.rtp_end - self.ports.rtp_start < 10:
-            raise ConfigValueError("asterisk.rtp_end", "the RTP range needs at least 10 ports")
+        check_max_calls("asterisk.max_calls", self.max_calls)
+        check_rtp_range("asterisk", self.ports.rtp_start, self.ports.rtp_end,
+                        max_calls=self.max_calls)
         if self.country not in ("us", "gb", "de", "fr"):
             raise ConfigValueError("asterisk.country", f"{self.country!r}: one of us, gb, de, fr")
         seen: set[str] = set()
@@ -304,6 +363,7 @@ def render(spec: InstanceSpec, template_dir: Path = TEMPLATE_DIR) -> dict[str, s
             "bind": spec.bind_address,
             "port": spec.ports.sip,
             "media_address": spec.media_address,
+            "realm": spec.sip_realm,
         },
         "ami": {
             "bind": "127.0.0.1",

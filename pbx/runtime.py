@@ -31,7 +31,16 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from pbx import rootfs
-from pbx.asterisk_config import Dirs, InboundRoute, InstanceSpec, Ports, SipAgent, write_tree
+from pbx.asterisk_config import (
+    Dirs,
+    InboundRoute,
+    InstanceSpec,
+    Ports,
+    SipAgent,
+    default_max_calls,
+    rtp_ports_for,
+    write_tree,
+)
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +169,19 @@ def _checked_binary(path: Path) -> Installation:
 
 
 def _port_free(port: int, kind: int) -> bool:
+    """Whether Asterisk could bind ``port`` on loopback now.
+
+    For TCP that means nobody listens on it. Connections that ended a moment ago (a
+    browser's SIP WebSocket, the controller's ARI socket, closed by Asterisk as it
+    stopped) stay in TIME_WAIT on the port for a minute; Asterisk binds its HTTP and
+    AMI listeners with SO_REUSEADDR and starts fine over them, so the check does too.
+    Linux still refuses that bind while a socket listens on the port. UDP has no
+    TIME_WAIT, and SO_REUSEADDR there would let two phones' worth of sockets share a
+    port, so a UDP port is free only if a plain bind succeeds.
+    """
     with socket.socket(socket.AF_INET, kind) as sock:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -189,14 +210,19 @@ def claim_port(
     return wanted
 
 
-def free_rtp_range(size: int = 100) -> tuple[int, int]:
-    """A block of UDP ports no other instance uses; random so side-by-side runs differ."""
+def free_rtp_range(size: int, avoid: frozenset[int] = frozenset()) -> tuple[int, int]:
+    """A block of ``size`` UDP ports no other instance uses (nor holds a port of
+    ``avoid``), starting on an even port (RTP's); random so side-by-side runs differ."""
+    size += size % 2
     for _ in range(50):
-        start = random.randrange(20000, 50000, 2 * size)
-        probe = (start, start + size // 2, start + size - 1)
-        if all(_port_free(p, socket.SOCK_DGRAM) for p in probe):
-            return start, start + size - 1
-    raise AsteriskUnavailable("no free block of UDP ports for RTP between 20000 and 50000")
+        start = random.randrange(20000, max(20001, 50000 - size), 2 * size)
+        end = start + size - 1
+        probe = (start, start + size // 2, end)
+        if not any(start <= p <= end for p in avoid) and all(
+            _port_free(p, socket.SOCK_DGRAM) for p in probe
+        ):
+            return start, end
+    raise AsteriskUnavailable(f"no free block of {size} UDP ports for RTP from 20000 up")
 
 
 # ---- instances -----------------------------------------------------------------------
@@ -213,17 +239,19 @@ class PortRequest:
     rtp_end: int = 0
 
 
-def allocate_ports(req: PortRequest, avoid: frozenset[int] = frozenset()) -> Ports:
-    """Concrete ports for ``req``; ``avoid`` holds ports already given to another instance."""
+def allocate_ports(
+    req: PortRequest, avoid: frozenset[int] = frozenset(), max_calls: int = 0
+) -> Ports:
+    """Concrete ports for ``req``; ``avoid`` holds ports already given to another instance.
+    An RTP range not asked for is sized for ``max_calls`` (0: the machine's default)."""
     http = claim_port("asterisk.http_port", req.http, avoid=avoid)
     sip = claim_port("asterisk.sip_port", req.sip, socket.SOCK_DGRAM, avoid | {http})
     ami = claim_port("asterisk.ami_port", req.ami, avoid=avoid | {http, sip})
+    size = rtp_ports_for(max_calls or default_max_calls())
     if req.rtp_start:
-        rtp_start, rtp_end = req.rtp_start, req.rtp_end or req.rtp_start + 99
+        rtp_start, rtp_end = req.rtp_start, req.rtp_end or req.rtp_start + size - 1
     else:
-        rtp_start, rtp_end = free_rtp_range()
-        while any(rtp_start <= p <= rtp_end for p in avoid):
-            rtp_start, rtp_end = free_rtp_range()
+        rtp_start, rtp_end = free_rtp_range(size, avoid)
     return Ports(http=http, sip=sip, ami=ami, rtp_start=rtp_start, rtp_end=rtp_end)
 
 
@@ -487,16 +515,20 @@ def new_instance(
     install: Installation,
     name: str,
     state_dir: Path,
+    *,
     ports: Ports | PortRequest = PortRequest(),
     ephemeral: bool = True,
+    max_calls: int = 0,
     **spec_fields: object,
 ) -> AsteriskInstance:
-    """Prepare (not start) an instance named ``name`` with fresh secrets and free ports."""
+    """Prepare (not start) an instance named ``name`` with fresh secrets and free ports,
+    taking ``max_calls`` calls at once (0: the machine's default)."""
     if install.kind == "external":
         raise AsteriskUnavailable("an external Asterisk is configured; nothing to start")
     host_base, inside_base = instances_root(install, state_dir)
     host_root = host_base / name
-    concrete = ports if isinstance(ports, Ports) else allocate_ports(ports)
+    max_calls = max_calls or default_max_calls()
+    concrete = ports if isinstance(ports, Ports) else allocate_ports(ports, max_calls=max_calls)
     if ephemeral and host_root.exists():
         shutil.rmtree(host_root)
     host_root.mkdir(parents=True, exist_ok=True)
@@ -508,6 +540,7 @@ def new_instance(
         ari_password=new_secret(),
         ami_user="switchboard",
         ami_secret=new_secret(),
+        max_calls=max_calls,
         **spec_fields,  # type: ignore[arg-type]
     )
     return AsteriskInstance(install=install, spec=spec, host_root=host_root, ephemeral=ephemeral)

@@ -344,26 +344,7 @@ class SipPhone(asyncio.DatagramProtocol):
         self._send(_build(f"ACK {dialog.remote_target} SIP/2.0", [self._via(branch), *headers]))
 
     def _digest(self, challenges: list[str], method: str, uri: str) -> str:
-        """RFC 7616 digest with MD5, and qop=auth when offered (Asterisk offers it)."""
-        offers = [{k.lower(): v.strip('"') for k, v in
-                   re.findall(r'(\w+)\s*=\s*("[^"]*"|[^,\s]+)', c)} for c in challenges]
-        md5_offer = [o for o in offers if o.get("algorithm", "MD5").upper() == "MD5"]
-        if not md5_offer:
-            raise SipError(method, 401)
-        params, cnonce, nc = md5_offer[0], secrets.token_hex(8), "00000001"
-        realm, nonce, qop = params["realm"], params["nonce"], params.get("qop", "")
-
-        def md5(*parts: str) -> str:
-            return hashlib.md5(":".join(parts).encode()).hexdigest()
-
-        ha1, ha2 = md5(self.user, realm, self.password), md5(method, uri)
-        with_qop = "auth" in qop.split(",")
-        response = md5(ha1, nonce, nc, cnonce, "auth", ha2) if with_qop else md5(ha1, nonce, ha2)
-        fields = [f'username="{self.user}"', f'realm="{realm}"', f'nonce="{nonce}"',
-                  f'uri="{uri}"', f'response="{response}"', "algorithm=MD5",
-                  *([f"qop=auth, nc={nc}", f'cnonce="{cnonce}"'] if with_qop else []),
-                  *([f'opaque="{params["opaque"]}"'] if "opaque" in params else [])]
-        return "Digest " + ", ".join(fields)
+        return digest_authorization(self.user, self.password, challenges, method, uri)
 
     # ---- requests the PBX sends --------------------------------------------------------
 
@@ -501,3 +482,28 @@ def _build(start: str, headers: list[tuple[str, str]], body: str = "") -> bytes:
         lines.append("Content-Type: application/sdp")
     lines.append(f"Content-Length: {len(body.encode())}")
     return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+def digest_authorization(user: str, password: str, challenges: list[str], method: str,
+                         uri: str) -> str:
+    """The Authorization value answering a 401's challenges: RFC 7616 digest with MD5, and
+    qop=auth when offered (Asterisk offers it)."""
+    offers = [{k.lower(): v.strip('"') for k, v in
+               re.findall(r'(\w+)\s*=\s*("[^"]*"|[^,\s]+)', c)} for c in challenges]
+    md5_offer = [o for o in offers if o.get("algorithm", "MD5").upper() == "MD5"]
+    if not md5_offer:
+        raise SipError(method, 401)
+    params, cnonce, nc = md5_offer[0], secrets.token_hex(8), "00000001"
+    realm, nonce, qop = params["realm"], params["nonce"], params.get("qop", "")
+
+    def md5(*parts: str) -> str:
+        return hashlib.md5(":".join(parts).encode()).hexdigest()
+
+    ha1, ha2 = md5(user, realm, password), md5(method, uri)
+    with_qop = "auth" in qop.split(",")
+    response = md5(ha1, nonce, nc, cnonce, "auth", ha2) if with_qop else md5(ha1, nonce, ha2)
+    fields = [f'username="{user}"', f'realm="{realm}"', f'nonce="{nonce}"',
+              f'uri="{uri}"', f'response="{response}"', "algorithm=MD5",
+              *([f"qop=auth, nc={nc}", f'cnonce="{cnonce}"'] if with_qop else []),
+              *([f'opaque="{params["opaque"]}"'] if "opaque" in params else [])]
+    return "Digest " + ", ".join(fields)

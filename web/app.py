@@ -231,20 +231,25 @@ async def start_telephony(services: Services) -> None:
         runtime.PortRequest(
             http=ast.http_port, sip=ast.sip_port, ami=ast.ami_port,
             rtp_start=ast.rtp_start, rtp_end=ast.rtp_end,
-        )
+        ),
+        max_calls=ast.call_limit,
     )
     carrier_ports = None
     if settings.demo.enabled and settings.demo.test_caller:
         taken = frozenset({pbx_ports.http, pbx_ports.sip, pbx_ports.ami, pbx_ports.rtp_start})
-        carrier_ports = runtime.allocate_ports(runtime.PortRequest(), avoid=taken)
+        carrier_ports = runtime.allocate_ports(
+            runtime.PortRequest(rtp_start=settings.demo.rtp_start,
+                                rtp_end=settings.demo.rtp_end),
+            avoid=taken, max_calls=ast.call_limit,
+        )
     trunks = [SipTrunk(t.name, t.host, t.port, t.from_user) for t in settings.trunks]
     if carrier_ports is not None:
         trunks.append(SipTrunk(CARRIER_TRUNK, "127.0.0.1", carrier_ports.sip))
     telephony.pbx = runtime.new_instance(
         install, instance_name("pbx", settings), settings.data_path, ports=pbx_ports,
-        ephemeral=False,
+        ephemeral=False, max_calls=ast.call_limit,
         bind_address=ast.bind_address, media_address=ast.media_address,
-        country=ast.country,
+        sip_realm=ast.sip_realm, country=ast.country,
         tls=TlsListener(ast.tls_cert, ast.tls_key) if ast.tls_cert else None,
         trunks=tuple(trunks), routes=routes, agents=agents,
     )
@@ -253,7 +258,7 @@ async def start_telephony(services: Services) -> None:
         voice = await asyncio.to_thread(demo_caller_voice, settings)
         telephony.carrier = runtime.new_instance(
             install, instance_name("carrier", settings), settings.data_path, ports=carrier_ports,
-            ephemeral=False, app="carrier", test_caller=True,
+            ephemeral=False, max_calls=ast.call_limit, app="carrier", test_caller=True,
             trunks=(SipTrunk("switchboard", "127.0.0.1", pbx_ports.sip),),
         )
         install_voice(telephony.carrier, voice)
@@ -410,7 +415,8 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     control.leave_alone(controller.callbacks.owned, adopt=controller.callbacks.adopt)
     ari.on_connect = control.reconcile
     ami = AmiClient("127.0.0.1", pbx.spec.ports.ami, pbx.spec.ami_user, pbx.spec.ami_secret)
-    ami.on_security(SecurityEvents(services.metrics).observe)
+    security = SecurityEvents(services.metrics)
+    ami.on_security(security.observe)
     controller.ami = ami
     phone_watch = PhoneWatch(services.store, services.hub, control.phone_registered)
     await receptionist.start()
@@ -418,13 +424,15 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     # Calls do not wait for AMI: it only watches (it reconnects by itself).
     await ami.start()
     await ari.wait_ready(30)
-    watching = asyncio.create_task(phone_watch.run(), name="phone watch")
+    watching = [asyncio.create_task(phone_watch.run(), name="phone watch"),
+                asyncio.create_task(security.run(), name="security summaries")]
     print_banner(services)
     try:
         yield
     finally:
-        watching.cancel()
-        await asyncio.gather(watching, return_exceptions=True)
+        for task in watching:
+            task.cancel()
+        await asyncio.gather(*watching, return_exceptions=True)
         for service in (controller.supervision, controller.callbacks):
             if service is not None:
                 await service.close()

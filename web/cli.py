@@ -24,6 +24,7 @@ from pbx.asterisk_config import (
     Ports,
     SipTrunk,
     render,
+    rtp_ports_for,
 )
 from web import doctor
 from web.app import DEMO_NUMBER, RECEPTIONIST, build_app, demo_caller_voice
@@ -57,14 +58,16 @@ def _spec_from_settings(
             sip=ast.sip_port or 5060,
             ami=ast.ami_port or 5038,
             rtp_start=ast.rtp_start or 20000,
-            rtp_end=ast.rtp_end or 20099,
+            rtp_end=ast.rtp_end or 20000 + rtp_ports_for(ast.call_limit) - 1,
         ),
+        max_calls=ast.call_limit,
         ari_user="switchboard",
         ari_password=ari_password,
         ami_user="switchboard",
         ami_secret=ami_secret,
         bind_address=ast.bind_address,
         media_address=ast.media_address,
+        sip_realm=ast.sip_realm,
         country=ast.country,
         trunks=tuple(SipTrunk(t.name, t.host, t.port, t.from_user) for t in settings.trunks),
         routes=(InboundRoute(DEMO_NUMBER, RECEPTIONIST),),

@@ -66,24 +66,33 @@ class Pair:
 
 @contextlib.asynccontextmanager
 async def asterisk_pair(
-    installation: runtime.Installation, state_dir: Path, tag: str, rtp_timeout: int = 30
+    installation: runtime.Installation, state_dir: Path, tag: str, rtp_timeout: int = 30,
+    max_calls: int = 0,
 ) -> AsyncIterator[Pair]:
     """A Switchboard PBX and a carrier Asterisk with a SIP trunk between them.
 
     The carrier also plays Ada's desk phone: the PBX reaches her at 7001 on the carrier;
     and Sam's, the supervisor's, at 7002. Bea's desk phone has no fixed contact: it is
-    reached wherever it registered from.
+    reached wherever it registered from. Both take ``max_calls`` calls at once (0: the
+    machine's default).
     """
     # Ports first, so that each side's trunk can name the other's SIP port.
-    pbx_ports = runtime.allocate_ports(runtime.PortRequest())
+    pbx_ports = runtime.allocate_ports(runtime.PortRequest(), max_calls=max_calls)
     taken = frozenset({pbx_ports.http, pbx_ports.sip, pbx_ports.ami, pbx_ports.rtp_start})
-    carrier_ports = runtime.allocate_ports(runtime.PortRequest(), avoid=taken)
+    carrier_ports = runtime.allocate_ports(runtime.PortRequest(), avoid=taken,
+                                           max_calls=max_calls)
     pbx = runtime.new_instance(
         installation,
         f"{tag}-pbx",
         state_dir,
         ports=pbx_ports,
-        trunks=(SipTrunk("carrier", "127.0.0.1", carrier_ports.sip),),
+        max_calls=max_calls,
+        trunks=(
+            SipTrunk("carrier", "127.0.0.1", carrier_ports.sip),
+            # A second carrier line the PBX knows by its address (a documentation address:
+            # nothing here ever dials it or calls from it).
+            SipTrunk("backup", "192.0.2.10", 5060),
+        ),
         routes=(
             InboundRoute("2000", "receptionist"),
             InboundRoute("_21XX", "sales"),
@@ -109,6 +118,7 @@ async def asterisk_pair(
         f"{tag}-carrier",
         state_dir,
         ports=carrier_ports,
+        max_calls=max_calls,
         app="carrier",
         trunks=(SipTrunk("switchboard", "127.0.0.1", pbx_ports.sip),),
         routes=(InboundRoute("_5XXX", "fallback"), InboundRoute("_7XXX", "agentphone")),

@@ -8,16 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
+from pbx.ami import AmiClient
 from pbx.runtime import AsteriskInstance, basic_auth_header
 from tests.bench.rig import Pair
+from tests.sip_phone import SipError, SipMessage, _build, _sdp, digest_authorization
 
 __all__ = ["Pair"]
+
+
+def ami_client(instance: AsteriskInstance, secret: str | None = None, **options: Any) -> AmiClient:
+    """The product's AMI client logged in as the instance's controller user."""
+    spec = instance.spec
+    return AmiClient("127.0.0.1", spec.ports.ami, spec.ami_user,
+                     spec.ami_secret if secret is None else secret, **options)
 
 
 def _headers(instance: AsteriskInstance) -> dict[str, str]:
@@ -136,3 +146,109 @@ async def assert_quiet(instance: AsteriskInstance, settle: float = 5.0) -> None:
                 await ari(instance, "DELETE", f"/bridges/{bridge['id']}")
             raise AssertionError(f"{instance.spec.name} left behind: {names}")
         await asyncio.sleep(0.1)
+
+
+class BrowserPhone:
+    """A browser softphone's SIP over WebSocket as JsSIP speaks it: REGISTER with digest
+    auth (its Contact an ``.invalid`` host, RFC 7118), and 200 to whatever the PBX asks
+    while the socket is open (its OPTIONS). Closing it is the tab going away."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.answers: asyncio.Queue[SipMessage] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def register(cls, session: aiohttp.ClientSession, instance: AsteriskInstance,
+                       user: str, password: str) -> BrowserPhone:
+        """Open the PBX's SIP WebSocket and register; returns once the PBX said 200."""
+        phone = cls(await session.ws_connect(
+            f"ws://127.0.0.1:{instance.spec.ports.http}/ws", protocols=("sip",)))
+        registrar, aor, host = "sip:127.0.0.1", f"sip:{user}@127.0.0.1", "browser.invalid"
+        call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
+        authorization: list[tuple[str, str]] = []
+        for cseq in (1, 2):
+            branch = f"z9hG4bK{secrets.token_hex(8)}"
+            await phone.ws.send_str(_build(f"REGISTER {registrar} SIP/2.0", [
+                ("Via", f"SIP/2.0/WS {host};branch={branch}"), ("Max-Forwards", "70"),
+                ("From", f"<{aor}>;tag={tag}"), ("To", f"<{aor}>"), ("Call-ID", call_id),
+                ("CSeq", f"{cseq} REGISTER"), ("Expires", "120"),
+                ("Contact", f"<sip:{user}@{host};transport=ws>"), *authorization]).decode())
+            answer = await phone._final_answer(branch)
+            if answer.status == 401 and not authorization:
+                authorization = [("Authorization", digest_authorization(
+                    user, password, answer.all("www-authenticate"), "REGISTER", registrar))]
+                continue
+            if answer.status != 200:
+                await phone.close()
+                raise SipError("REGISTER", answer.status)
+            break
+        return phone
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await self._reader
+
+    async def _final_answer(self, branch: str) -> SipMessage:
+        while True:
+            message = await asyncio.wait_for(self.answers.get(), 10)
+            if message.branch == branch and message.status >= 200:
+                return message
+
+    async def _read(self) -> None:
+        async for frame in self.ws:
+            if frame.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                continue
+            message = SipMessage.parse(
+                frame.data.encode() if isinstance(frame.data, str) else frame.data)
+            if not message.is_request:
+                self.answers.put_nowait(message)
+                continue
+            to = message.get("to")
+            await self.ws.send_str(_build("SIP/2.0 200 OK", [
+                *(("Via", via) for via in message.all("via")), ("From", message.get("from")),
+                ("To", to if ";tag=" in to else f"{to};tag={secrets.token_hex(4)}"),
+                ("Call-ID", message.get("call-id")), ("CSeq", message.get("cseq"))]).decode())
+
+
+async def sip_request(pbx: tuple[str, int], method: str, user: str, to: str = "",
+                      source: str = "127.0.0.1") -> SipMessage:
+    """One REGISTER or INVITE (with a PCMU offer) from a fresh UDP port on ``source`` (a
+    loopback address), as anyone who can reach the PBX's SIP port may send it: From
+    ``user``, no credentials, no retransmission (loopback loses nothing). Returns the
+    PBX's final answer; a refused INVITE is ACKed, as RFC 3261 has it."""
+    host, port = pbx
+    loop = asyncio.get_running_loop()
+    replies: asyncio.Queue[SipMessage] = asyncio.Queue()
+
+    class Sender(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            if data.strip():
+                replies.put_nowait(SipMessage.parse(data))
+
+    transport, _ = await loop.create_datagram_endpoint(
+        Sender, local_addr=(source, 0), remote_addr=(host, port))
+    try:
+        local = transport.get_extra_info("sockname")[1]
+        target = f"sip:{to or user}@{host}:{port}" if method == "INVITE" else f"sip:{host}:{port}"
+        tag, branch = secrets.token_hex(6), f"z9hG4bK{secrets.token_hex(8)}"
+        via = f"SIP/2.0/UDP {source}:{local};branch={branch};rport"
+        common = [("Via", via), ("From", f"<sip:{user}@{host}>;tag={tag}"),
+                  ("Call-ID", f"{tag}@{source}")]
+        transport.sendto(_build(f"{method} {target} SIP/2.0", [
+            *common, ("To", f"<{target if method == 'INVITE' else f'sip:{user}@{host}'}>"),
+            ("CSeq", f"1 {method}"), ("Contact", f"<sip:{user}@{source}:{local}>"),
+            ("Max-Forwards", "70"), *([("Expires", "60")] if method == "REGISTER" else [])],
+            _sdp(local + 2) if method == "INVITE" else ""))
+        while True:
+            reply = await asyncio.wait_for(replies.get(), 10)
+            if reply.is_request or reply.branch != branch:
+                continue  # the PBX asking something of its own (an OPTIONS)
+            if reply.status >= 200:
+                break
+        if method == "INVITE" and reply.status >= 300:
+            transport.sendto(_build(f"ACK {target} SIP/2.0", [
+                *common, ("To", reply.get("to")), ("CSeq", "1 ACK"), ("Max-Forwards", "70")]))
+        return reply
+    finally:
+        transport.close()

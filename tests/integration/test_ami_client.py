@@ -5,27 +5,14 @@ in and read, but every action that reaches the shell or the config files is refu
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
-from pbx.ami import AmiActionRefused, AmiClient, AmiLoginFailed, AmiMessage
+from pbx.ami import AmiActionRefused, AmiLoginFailed, AmiMessage
 from pbx.ari import AriClient
-from pbx.runtime import AsteriskInstance
-from tests.integration.asterisk_helpers import Pair
+from tests.integration.asterisk_helpers import Pair, ami_client
 
 pytestmark = pytest.mark.integration
-
-
-def ami_client(instance: AsteriskInstance, secret: str | None = None, **options: Any) -> AmiClient:
-    spec = instance.spec
-    return AmiClient(
-        "127.0.0.1",
-        spec.ports.ami,
-        spec.ami_user,
-        spec.ami_secret if secret is None else secret,
-        **options,
-    )
 
 
 REFUSED_ACTIONS: list[dict[str, str]] = [

@@ -4,6 +4,7 @@ stopping leaves nothing behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -13,7 +14,13 @@ import pytest
 
 from pbx import runtime
 from pbx.asterisk_config import InboundRoute, SipAgent
-from tests.integration.asterisk_helpers import EventListener, Pair, ari, of_type
+from tests.integration.asterisk_helpers import (
+    BrowserPhone,
+    EventListener,
+    Pair,
+    ari,
+    of_type,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -22,6 +29,26 @@ async def test_pbx_reports_asterisk_22_over_ari(pair: Pair) -> None:
     status, info = await ari(pair.pbx, "GET", "/asterisk/info")
     assert status == 200
     assert info["system"]["version"].startswith("22.")
+
+
+def boot_lines(log_file: Path) -> list[str]:
+    """The log of the instance's first start, up to "Asterisk Ready." (what later tests
+    do to the shared instance is not start-up)."""
+    lines = []
+    for line in log_file.read_text(errors="replace").splitlines():
+        lines.append(line)
+        if "Asterisk Ready." in line:
+            return lines
+    raise AssertionError(f"{log_file} never says Asterisk Ready.")
+
+
+async def test_asterisk_starts_without_an_error_in_its_log(pair: Pair) -> None:
+    # A new admin reads every ERROR at start as a fault: Asterisk finds every file it
+    # looks for at boot (cdr.conf, features.conf, ...) and loads no module that wants
+    # what the product does not have.
+    for instance in (pair.pbx, pair.carrier):
+        errors = [line for line in boot_lines(instance.log_file) if "ERROR[" in line]
+        assert errors == [], f"{instance.spec.name}:\n" + "\n".join(errors)
 
 
 async def test_ari_and_ami_listen_on_loopback_only(pair: Pair) -> None:
@@ -92,6 +119,60 @@ async def test_call_from_carrier_arrives_in_stasis_with_assistant_and_number(
         await ari(pbx, "DELETE", f"/channels/{channel}")
         await pbx_events.wait_for(of_type("StasisEnd", channel__id=channel))
         await carrier_events.wait_for(of_type("ChannelDestroyed", channel__id=outbound["id"]))
+
+
+async def test_the_pbx_takes_calls_up_to_its_limit_and_refuses_the_next_by_that_limit(
+    quiet_pair: Pair,
+) -> None:
+    # The RTP range used to be 100 ports on both sides: 50 streams, so the 51st caller
+    # was refused ("couldn't allocate a port for RTP instance") while maxcalls said 500.
+    # Each INVITE takes its RTP ports as its offer is answered, on the carrier and the
+    # PBX alike, so callers left ringing in Stasis are enough to show where it stops.
+    pbx, carrier = quiet_pair.pbx, quiet_pair.carrier
+    limit = pbx.spec.max_calls
+    assert limit > 50  # past the old ceiling (PAIR_MAX_CALLS)
+    async with (
+        EventListener(pbx, "switchboard") as pbx_events,
+        EventListener(carrier, "carrier") as carrier_events,
+    ):
+        placed: list[str] = []
+
+        async def place_call() -> str:
+            status, outbound = await ari(
+                carrier, "POST", "/channels", endpoint="PJSIP/2000@switchboard",
+                app="carrier", callerId=f"Caller <+1555010{len(placed):04d}>",
+            )
+            assert status == 200, f"call {len(placed) + 1}: {outbound}"
+            placed.append(outbound["id"])
+            return str(outbound["id"])
+
+        def arrived() -> int:
+            return sum(1 for e in pbx_events.events if e.get("type") == "StasisStart")
+
+        def log_lines(text: str) -> list[str]:
+            return [line for instance in (pbx, carrier)
+                    for line in instance.log_file.read_text().splitlines() if text in line]
+
+        try:
+            for _ in range(limit):
+                await place_call()
+            with contextlib.suppress(TimeoutError):
+                await pbx_events.wait_for(lambda _: arrived() >= limit, timeout=20)
+            no_port = log_lines("allocate a port for RTP")
+            assert arrived() == limit, f"{arrived()} of {limit} calls arrived: {no_port[:2]}"
+
+            # One more: refused by the call limit, which is what it is there for.
+            over = await place_call()
+            await carrier_events.wait_for(of_type("ChannelDestroyed", channel__id=over))
+            placed.remove(over)
+            assert arrived() == limit
+            assert log_lines(f"Maximum call limit of {limit} calls exceeded")
+            assert log_lines("allocate a port for RTP") == []
+        finally:
+            for outbound in placed:
+                await ari(carrier, "DELETE", f"/channels/{outbound}")
+            for outbound in placed:
+                await carrier_events.wait_for(of_type("ChannelDestroyed", channel__id=outbound))
 
 
 @pytest.mark.parametrize(
@@ -211,5 +292,43 @@ async def test_new_agents_and_numbers_are_live_without_a_restart(
         assert "agent-zoe" in endpoint and "Unavailable" in endpoint  # known, not registered
         assert "assistant sales" in await instance.cli("dialplan show 3100@from-trunk")
         assert instance.process.pid == pid and instance.running
+    finally:
+        await instance.stop()
+
+
+async def test_a_browser_phone_is_online_while_its_socket_is_open_and_never_pinged_after(
+    installation: runtime.Installation, state_dir: Path
+) -> None:
+    # Desk tabs that register their phone and close at once (a reload, a tab closed just
+    # after opening): Asterisk drops each contact as its WebSocket closes, and must not
+    # send an OPTIONS over the socket that just went ("Unsupported transport").
+    instance = runtime.new_instance(
+        installation, f"wsphone{os.getpid()}", state_dir,
+        agents=(SipAgent("web-ada", "web-ada-secret", "webrtc", "Ada"),),
+    )
+    await instance.start()
+
+    async def state() -> str:
+        _, endpoint = await ari(instance, "GET", "/endpoints/PJSIP/web-ada")
+        return str(endpoint["state"])
+
+    async def becomes(wanted: str) -> bool:
+        for _ in range(100):  # 10 s at most
+            if await state() == wanted:
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(20):
+                tab = await BrowserPhone.register(session, instance, "web-ada", "web-ada-secret")
+                await tab.close()
+            tab = await BrowserPhone.register(session, instance, "web-ada", "web-ada-secret")
+            assert await becomes("online")  # what the desk's phone check asks
+            await tab.close()
+            assert await becomes("offline")  # the contact went with the socket
+        errors = [line for line in instance.log_file.read_text().splitlines() if "ERROR[" in line]
+        assert errors == []
     finally:
         await instance.stop()

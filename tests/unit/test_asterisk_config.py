@@ -18,6 +18,7 @@ from pbx.asterisk_config import (
     check_conf_syntax,
     render,
 )
+from pbx.runtime import PortRequest, allocate_ports
 
 
 def spec(**fields: object) -> InstanceSpec:
@@ -25,6 +26,7 @@ def spec(**fields: object) -> InstanceSpec:
         "name": "unit",
         "dirs": Dirs(root="/srv/switchboard/unit"),
         "ports": Ports(http=18088, sip=15060, ami=15038, rtp_start=30000, rtp_end=30099),
+        "max_calls": 16,  # what 100 RTP ports carry
         "ari_user": "switchboard",
         "ari_password": "ari-secret-123",
         "ami_user": "switchboard",
@@ -50,6 +52,16 @@ EXPECTED_FILES = {
     "indications.conf",
     "logger.conf",
     "queues.conf",
+    # Read by Asterisk's core or a loaded module at every boot; present so that a start
+    # logs no error about them.
+    "cdr.conf",
+    "cel.conf",
+    "features.conf",
+    "acl.conf",
+    "udptl.conf",
+    "ccss.conf",
+    "pjproject.conf",
+    "websocket_client.conf",
 }
 
 
@@ -105,6 +117,12 @@ def test_trunk_is_identified_by_address_and_port() -> None:
     assert "contact = sip:127.0.0.1:5070" in pjsip
 
 
+def test_the_digest_realm_is_the_sites_name() -> None:
+    assert "default_realm = switchboard" in render(spec())["pjsip.conf"]
+    site = render(spec(sip_realm="sip.example.com"))["pjsip.conf"]
+    assert "default_realm = sip.example.com" in site
+
+
 def test_webrtc_agent_gets_a_webrtc_endpoint_with_one_registration() -> None:
     pjsip = render(spec())["pjsip.conf"]
     assert "[agent-ada](webrtc-agent)" in pjsip
@@ -119,6 +137,38 @@ def test_ice_host_candidates_are_unrestricted_unless_networks_are_named() -> Non
     lan = render(spec(ice_permit=("10.20.0.0/16",)))["rtp.conf"]
     assert "ice_deny = 0.0.0.0/0" in lan
     assert "ice_permit = 10.20.0.0/16" in lan
+
+
+def rendered_limits(files: dict[str, str]) -> tuple[int, int, int]:
+    """(maxcalls, rtpstart, rtpend) as Asterisk reads them."""
+    def value(name: str, key: str) -> int:
+        found = re.search(rf"^{key} = (\d+)$", files[name], re.M)
+        assert found, f"{key} missing from {name}"
+        return int(found[1])
+
+    return (value("asterisk.conf", "maxcalls"), value("rtp.conf", "rtpstart"),
+            value("rtp.conf", "rtpend"))
+
+
+@pytest.mark.parametrize("max_calls", [1, 51, 100, 400])
+def test_the_call_limit_and_the_rtp_range_it_is_given_agree(max_calls: int) -> None:
+    # The 51st call failed with "couldn't allocate a port for RTP instance" while
+    # maxcalls said 500. A call holds up to three RTP streams on the PBX at once (the
+    # caller, the agent, and a second agent or a supervisor; the AI is AudioSocket),
+    # each an even port for RTP and the odd one above it for RTCP.
+    ports = allocate_ports(PortRequest(), max_calls=max_calls)
+    maxcalls, start, end = rendered_limits(render(spec(ports=ports, max_calls=max_calls)))
+    assert maxcalls == max_calls
+    even_ports = len(range(start + start % 2, end, 2))  # each with its RTCP port above
+    assert even_ports >= 3 * maxcalls
+
+
+def test_an_rtp_range_too_small_for_the_call_limit_is_refused_by_name() -> None:
+    with pytest.raises(ConfigValueError) as caught:
+        render(spec(max_calls=17))  # 30000-30099: 16 calls
+    assert caught.value.key == "asterisk.rtp_end"
+    assert "carry 16 calls" in str(caught.value)
+    assert "end the range at 30101 or lower asterisk.max_calls" in str(caught.value)
 
 
 def test_wss_listener_only_when_a_certificate_is_given() -> None:
@@ -140,6 +190,7 @@ def test_wss_listener_only_when_a_certificate_is_given() -> None:
         ({"trunks": (SipTrunk("carrier", "127.0.0.1", 70000),)}, "trunks[0].port"),
         ({"ari_password": "x"}, "asterisk.ari_password"),
         ({"country": "xx"}, "asterisk.country"),
+        ({"sip_realm": 'site" nonce="x'}, "asterisk.sip_realm"),
         ({"ports": Ports(http=0, sip=1, ami=2, rtp_start=3, rtp_end=100)}, "asterisk.http_port"),
     ],
 )

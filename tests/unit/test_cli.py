@@ -20,7 +20,7 @@ def test_config_check_names_an_unknown_key(capsys: pytest.CaptureFixture[str]) -
 
 def test_config_check_passes_with_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "check"]) == 0
-    assert "rendered 12 Asterisk files" in capsys.readouterr().out
+    assert "rendered 20 Asterisk files" in capsys.readouterr().out
 
 
 def test_config_render_needs_secrets_from_the_environment(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,40 @@ def test_allocated_ports_avoid_each_other() -> None:
     second = runtime.allocate_ports(runtime.PortRequest(), avoid=taken)
     assert not {second.http, second.sip, second.ami} & taken
     assert len({first.http, first.sip, first.ami}) == 3
+
+
+def _time_wait_on(port: int) -> bool:
+    """Whether a socket on 127.0.0.1:``port`` is in TIME_WAIT (state 06 in /proc/net/tcp)."""
+    local = f"0100007F:{port:04X}"
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return any(row.split()[1] == local and row.split()[3] == "06" for row in rows)
+
+
+def test_a_port_left_in_time_wait_is_free_but_a_listening_one_is_not() -> None:
+    # What Ctrl-C leaves: Asterisk closed its side of each browser's SIP WebSocket first,
+    # so those connections sit in TIME_WAIT on the HTTP port for a minute. Nothing
+    # listens there, and the next `switchboard run` must be able to start.
+    with socket.socket() as server:
+        # As Asterisk's HTTP server does (main/tcptls.c); its accepted connections, and
+        # so their TIME_WAIT remains, inherit the flag.
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()  # the server side closes first: its end goes to TIME_WAIT
+        client.close()
+    for _ in range(200):  # the peer's FIN crosses loopback: bounded wait, 2 s at most
+        if _time_wait_on(port):
+            break
+        time.sleep(0.01)
+    assert _time_wait_on(port), "no TIME_WAIT socket was left on the port"
+    assert runtime.allocate_ports(runtime.PortRequest(http=port)).http == port
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        taken = listener.getsockname()[1]
+        with pytest.raises(runtime.PortInUse, match=f"asterisk.http_port: TCP port {taken}"):
+            runtime.allocate_ports(runtime.PortRequest(http=taken))

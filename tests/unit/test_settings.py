@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,44 @@ def test_trunks_are_read_as_a_list(tmp_path: Path) -> None:
     file = write(tmp_path, "[[trunks]]\nname = 'itsp'\nhost = '192.0.2.10'\nport = 5080\n")
     settings = load(file, environ={})
     assert settings.trunks[0].name == "itsp" and settings.trunks[0].port == 5080
+
+
+def test_the_call_limit_defaults_to_what_the_machine_can_carry() -> None:
+    settings = load(environ={})
+    assert settings.asterisk.max_calls == 0
+    assert settings.asterisk.call_limit == 50 * (os.cpu_count() or 1)
+    assert load(environ={"SWITCHBOARD_ASTERISK__MAX_CALLS": "120"}).asterisk.call_limit == 120
+
+
+@pytest.mark.parametrize("section", ["asterisk", "demo"])
+def test_an_rtp_range_narrower_than_the_call_limit_stops_start_up_by_name(section: str) -> None:
+    # 100 ports were the old default: 16 calls at 6 ports each, not the 200 asked for.
+    with pytest.raises(SettingsError, match=rf"^{section}\.rtp_end: RTP ports 20000-20099 "
+                       r"carry 16 calls .* asterisk\.max_calls is 200: end the range at 21199"):
+        load(environ={"SWITCHBOARD_ASTERISK__MAX_CALLS": "200",
+                      f"SWITCHBOARD_{section.upper()}__RTP_START": "20000",
+                      f"SWITCHBOARD_{section.upper()}__RTP_END": "20099"})
+
+
+def test_the_demo_carriers_rtp_range_is_settable_and_kept_apart_from_the_pbxs() -> None:
+    env = {"SWITCHBOARD_ASTERISK__MAX_CALLS": "100",
+           "SWITCHBOARD_ASTERISK__RTP_START": "20000", "SWITCHBOARD_ASTERISK__RTP_END": "20599",
+           "SWITCHBOARD_DEMO__RTP_START": "30000", "SWITCHBOARD_DEMO__RTP_END": "30599"}
+    demo = load(environ=env).demo
+    assert (demo.rtp_start, demo.rtp_end) == (30000, 30599)
+    with pytest.raises(SettingsError, match=r"^demo\.rtp_start: .* overlap"):
+        load(environ={**env, "SWITCHBOARD_DEMO__RTP_START": "20400",
+                      "SWITCHBOARD_DEMO__RTP_END": "20999"})
+
+
+def test_a_call_limit_out_of_range_is_named() -> None:
+    with pytest.raises(SettingsError, match=r"^asterisk\.max_calls: 999999"):
+        load(environ={"SWITCHBOARD_ASTERISK__MAX_CALLS": "999999"})
+
+
+def test_the_sip_realm_is_the_products_name_unless_the_site_names_its_own() -> None:
+    assert load(environ={}).asterisk.sip_realm == "switchboard"
+    site = load(environ={"SWITCHBOARD_ASTERISK__SIP_REALM": "sip.example.com"})
+    assert site.asterisk.sip_realm == "sip.example.com"
+    with pytest.raises(SettingsError, match=r"^asterisk\.sip_realm: "):
+        load(environ={"SWITCHBOARD_ASTERISK__SIP_REALM": "my site"})
