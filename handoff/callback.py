@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from handoff.ari_api import AriApi
 from handoff.calls import CallDirection, CallEvent, CallOutcome, CallState
 from handoff.events import CALLS_TOPIC, EventHub, call_changed_event
 from handoff.handoffs import FailureReason, HandoffEvent
 from handoff.live.legs import add_when_in_stasis, bridge_of, owner_of, role_id
 from handoff.recordings import HostPath, discard_recording, keep_recording
 from handoff.store import Store
-from pbx.ari import AriClient, AriError, AriNotFound
+from pbx.ari import AriError, AriNotFound
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class Callback:
 
 class Callbacks:
     def __init__(
-        self, ari: AriClient, store: Store, *, trunk: str | None, app: str = "switchboard",
+        self, ari: AriApi, store: Store, *, trunk: str | None, app: str = "switchboard",
         ring_timeout_s: int = 30, recordings: Path | None = None,
         host_path: HostPath | None = None, events: EventHub | None = None,
         after_call: Callable[[int], None] | None = None,

@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from handoff.agents import AgentRole, EndpointKind
 from handoff.assistants import FallbackKind
 from handoff.callback import Callbacks
+from handoff.controller import build_controller
 from handoff.events import EventHub
 from handoff.live import CallControl, Timing, call_key
 from handoff.metrics import SwitchboardMetrics
@@ -399,7 +400,7 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.data_path / "prompts",
     )
     ari = AriClient(pbx.ari_url, *pbx.ari_auth, apps="switchboard", key=call_key)
-    control = CallControl(
+    live = build_controller(
         ari, services.store, services.hub, {RECEPTIONIST: receptionist},
         fallback_trunk=settings.trunks[0].name if settings.trunks else (
             CARRIER_TRUNK if telephony.carrier else None),
@@ -407,13 +408,9 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
         host_path=lambda rel: pbx.host_path(f"{pbx.spec.dirs.spool}/{rel}"),
         timing=Timing(wrap_up_s=float(settings.desk.wrap_up_s)),
     )
+    control = live.control
     controller.ari, controller.control, controller.receptionist = ari, control, receptionist
-    controller.supervision = Supervision(control)
-    controller.callbacks = Callbacks(ari, services.store, trunk=control.fallback_trunk,
-                                     recordings=control.recordings, host_path=control.host_path,
-                                     events=services.hub, after_call=control.wrap_up)
-    control.leave_alone(controller.callbacks.owned, adopt=controller.callbacks.adopt)
-    ari.on_connect = control.reconcile
+    controller.supervision, controller.callbacks = live.supervision, live.callbacks
     ami = AmiClient("127.0.0.1", pbx.spec.ports.ami, pbx.spec.ami_user, pbx.spec.ami_secret)
     security = SecurityEvents(services.metrics)
     ami.on_security(security.observe)
@@ -433,11 +430,8 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
         for task in watching:
             task.cancel()
         await asyncio.gather(*watching, return_exceptions=True)
-        for service in (controller.supervision, controller.callbacks):
-            if service is not None:
-                await service.close()
         controller.supervision = controller.callbacks = None
-        await control.close()
+        await live.close()
         await ami.close()
         controller.ami = None
         await ari.close()

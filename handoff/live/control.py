@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from handoff.ari_api import AriApi
 from handoff.calls import CallOutcome
 from handoff.events import CALLS_TOPIC, EventHub, call_changed_event
 from handoff.live.ai import AiLegs
@@ -38,7 +39,6 @@ from handoff.live.routing import Registry, Router
 from handoff.live.transfer import Transfers
 from handoff.store import Store
 from handoff.store.errors import NotFound
-from pbx.ari import AriClient
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 class CallControl:
     def __init__(
         self,
-        ari: AriClient,
+        ari: AriApi,
         store: Store,
         hub: EventHub,
         engines: Mapping[str, AiEngine],

@@ -20,7 +20,8 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from pbx.ari import AriClient, AriNotFound, AriUnprocessable
+from handoff.ari_api import AriApi
+from pbx.ari import AriNotFound, AriUnprocessable
 
 SEP = "~"
 
@@ -60,7 +61,7 @@ def call_key(event: Mapping[str, Any]) -> str:
 
 
 async def add_when_in_stasis(
-    ari: AriClient, bridge_id: str, channel: str | list[str], within: float = 2.0
+    ari: AriApi, bridge_id: str, channel: str | list[str], within: float = 2.0
 ) -> None:
     """addChannel, retried while Asterisk says the new leg is not in Stasis yet (422).
 
@@ -79,13 +80,13 @@ async def add_when_in_stasis(
             await asyncio.sleep(0.002)
 
 
-async def hang_up(ari: AriClient, channel_id: str) -> None:
+async def hang_up(ari: AriApi, channel_id: str) -> None:
     """Hang up a leg that may already be gone."""
     with contextlib.suppress(AriNotFound):
         await ari.channels.hangup(channel_id)
 
 
-async def destroy(ari: AriClient, bridge_id: str) -> None:
+async def destroy(ari: AriApi, bridge_id: str) -> None:
     """Destroy a bridge that may already be gone."""
     with contextlib.suppress(AriNotFound):
         await ari.bridges.destroy(bridge_id)

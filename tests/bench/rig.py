@@ -30,6 +30,7 @@ from typing import Any
 
 from handoff.agents import AgentRole, EndpointKind, Presence
 from handoff.assistants import FallbackKind
+from handoff.controller import LiveServices, build_controller
 from handoff.events import EventHub
 from handoff.live import CallControl, LiveCall, Timing, add_when_in_stasis, call_key
 from handoff.store import Store, create_store_engine, upgrade_to_head
@@ -371,6 +372,8 @@ class Rig:
     # Sam: a supervisor, off duty, reached at his desk phone (keyword-only, so subclasses
     # keep adding positional fields).
     supervisor_id: int = field(default=0, kw_only=True)
+    # Supervision and call-backs, built with the control as the product builds them.
+    live: LiveServices = field(kw_only=True)
 
     async def place_call(self, number: str = "2000", wait_ai: bool = True) -> PlacedCall:
         caller = await self.world.place_call(number)
@@ -475,25 +478,25 @@ async def rig(
         await tx.agents.set_duty(agent_id, True)
         await tx.agents.set_presence(agent_id, Presence.AVAILABLE)
     pbx_ari = AriClient(pbx.ari_url, *pbx.ari_auth, apps="switchboard", key=call_key)
-    control = CallControl(
+    live = build_controller(
         pbx_ari, store, EventHub(),
         {name: EngineAt(world_engine(world)) for name in ("receptionist", "sales")},
         fallback_trunk="carrier",
         recordings=db_path.parent / "recordings",
         host_path=lambda rel: pbx.host_path(f"{pbx.spec.dirs.spool}/{rel}"),
-        timing=timing,
+        timing=timing, supervisor_ring_timeout_s=5, callback_ring_timeout_s=5,
     )
-    pbx_ari.on_connect = control.reconcile
     await pbx_ari.start()
     await pbx_ari.wait_ready(10)
     try:
-        yield Rig(pbx, control, store, pbx_ari, world, agent_id, supervisor_id=supervisor_id)
+        yield Rig(pbx, live.control, store, pbx_ari, world, agent_id,
+                  supervisor_id=supervisor_id, live=live)
         if check_ledger:
             async with store.transaction() as tx:
                 still_open = [c.id for c in await tx.calls.open_calls()]
             assert not still_open, f"calls left without an outcome: {still_open}"
     finally:
-        await control.close()
+        await live.close()
         await pbx_ari.close()
         await engine.dispose()
 

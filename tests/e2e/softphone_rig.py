@@ -25,12 +25,11 @@ from aiohttp import web
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from handoff.agents import AgentRole, EndpointKind
-from handoff.callback import Callbacks
+from handoff.controller import build_controller
 from handoff.events import EventHub
 from handoff.live import CallControl, Timing, call_key
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from handoff.store.models import Agent
-from handoff.supervision import Supervision
 from pbx import runtime
 from pbx.ari import AriClient
 from pbx.asterisk_config import InboundRoute, SipAgent, SipTrunk
@@ -204,13 +203,10 @@ async def desk(telephony: Telephony, folder: Path) -> AsyncIterator[Desk]:
     hub = EventHub()
     ari = AriClient(telephony.pbx.ari_url, *telephony.pbx.ari_auth, apps="switchboard",
                     key=call_key)
-    control = CallControl(ari, store, hub, {"receptionist": EngineAt(world.engine.address)},
-                          timing=Timing())
-    callbacks = Callbacks(ari, store, trunk="carrier", ring_timeout_s=10, events=hub,
-                          after_call=control.wrap_up)
-    control.leave_alone(callbacks.owned, adopt=callbacks.adopt)  # as the product does
-    supervision = Supervision(control)
-    ari.on_connect = control.reconcile
+    live = build_controller(ari, store, hub, {"receptionist": EngineAt(world.engine.address)},
+                            fallback_trunk="carrier", timing=Timing(),
+                            callback_ring_timeout_s=10)
+    control, callbacks, supervision = live.control, live.callbacks, live.supervision
     await ari.start()
     await ari.wait_ready(10)
     port = free_port()
@@ -231,9 +227,7 @@ async def desk(telephony: Telephony, folder: Path) -> AsyncIterator[Desk]:
         await world.close()  # hangs up any caller a failed test left on the line
         await asyncio.sleep(0.5)
         await runner.cleanup()
-        await callbacks.close()
-        await supervision.close()
-        await control.close()
+        await live.close()
         await ari.close()
         await engine.dispose()
 

@@ -22,8 +22,9 @@ from aiohttp.test_utils import TestServer
 
 from handoff.agents import EndpointKind, Presence
 from handoff.calls import CallState
+from handoff.controller import build_controller
 from handoff.events import EventHub
-from handoff.live import AiEngine, CallControl, Timing, call_key
+from handoff.live import AiEngine, Timing, call_key
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from pbx.ari import AriClient
 from tests.bench.rig import Pair, PlacedCall, Rig, local_world
@@ -101,7 +102,8 @@ async def ai_rig(
     hub = EventHub()
     engines: dict[str, AiEngine] = {}  # filled once the engine knows the API's address
     pbx_ari = AriClient(pair.pbx.ari_url, *pair.pbx.ari_auth, apps="switchboard", key=call_key)
-    control = CallControl(pbx_ari, store, hub, engines, timing=timing)
+    live = build_controller(pbx_ari, store, hub, engines, timing=timing)
+    control = live.control
     app = web.Application()
     setup_ai_api(app, store=store, commands=control, hub=hub)
     server = TestServer(app, host="127.0.0.1")
@@ -115,7 +117,8 @@ async def ai_rig(
         stack.push_async_callback(ai.close)
         engines[ASSISTANT] = ai
         stack.push_async_callback(pbx_ari.close)
-        stack.push_async_callback(control.close)
+        stack.push_async_callback(live.close)
         await pbx_ari.start()
         await pbx_ari.wait_ready(10)
-        yield AiRig(pair.pbx, control, store, pbx_ari, world, agent.id, hub, api_base, token)
+        yield AiRig(pair.pbx, control, store, pbx_ari, world, agent.id, hub, api_base, token,
+                    live=live)

@@ -29,14 +29,7 @@ async def cb_rig(quiet_pair: Pair, tmp_path: Path) -> AsyncIterator[tuple[Rig, C
         local_world(quiet_pair.carrier) as world,
         rig(quiet_pair.pbx, world, tmp_path / "switchboard.db") as r,
     ):
-        callbacks = Callbacks(r.pbx_ari, r.store, trunk="carrier", ring_timeout_s=5,
-                              recordings=r.control.recordings, host_path=r.control.host_path,
-                              after_call=r.control.wrap_up)
-        r.control.leave_alone(callbacks.owned, adopt=callbacks.adopt)  # as the product does
-        try:
-            yield r, callbacks
-        finally:
-            await callbacks.close()
+        yield r, r.live.callbacks
 
 
 def voiced_agent_frames(probe: object, after: float) -> int:

@@ -34,11 +34,7 @@ async def sup_rig(quiet_pair: Pair, tmp_path: Path) -> AsyncIterator[tuple[Rig, 
         local_world(quiet_pair.carrier) as world,
         rig(quiet_pair.pbx, world, tmp_path / "switchboard.db") as r,
     ):
-        supervision = Supervision(r.control, ring_timeout_s=5)
-        try:
-            yield r, supervision
-        finally:
-            await supervision.close()
+        yield r, r.live.supervision
 
 
 async def sam(r: Rig) -> Supervisor:

@@ -1,0 +1,62 @@
+"""The live-call services wired together, once: the product and every test rig build
+them here, so a rig cannot drift from what the product runs.
+
+The call control owns the inbound calls; supervision and call-backs have legs of their
+own in the same Stasis app, so they are registered with its reconciliation (their legs
+are left alone, and call-backs are adopted after a restart); every (re)connect of the
+event stream reconciles before new commands are taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from handoff.ari_api import AriApi
+from handoff.callback import Callbacks
+from handoff.events import EventHub
+from handoff.live import AiEngine, CallControl, Timing
+from handoff.store import Store
+from handoff.supervision import Supervision
+
+
+@dataclass
+class LiveServices:
+    ari: AriApi
+    control: CallControl
+    supervision: Supervision
+    callbacks: Callbacks
+
+    async def close(self) -> None:
+        """Supervision and call-backs first (they end their own legs), then the calls'
+        background work. Asterisk and its calls stay up: a restart adopts them."""
+        await self.supervision.close()
+        await self.callbacks.close()
+        await self.control.close()
+
+
+def build_controller(
+    ari: AriApi,
+    store: Store,
+    hub: EventHub,
+    engines: Mapping[str, AiEngine],
+    *,
+    app: str = "switchboard",
+    fallback_trunk: str | None = None,
+    recordings: Path | None = None,
+    host_path: Callable[[str], Path] | None = None,
+    timing: Timing | None = None,
+    supervisor_ring_timeout_s: int = 30,
+    callback_ring_timeout_s: int = 30,
+) -> LiveServices:
+    """The call control, supervision and call-backs on one ARI client (not started)."""
+    control = CallControl(ari, store, hub, engines, app=app, fallback_trunk=fallback_trunk,
+                          recordings=recordings, host_path=host_path, timing=timing)
+    supervision = Supervision(control, ring_timeout_s=supervisor_ring_timeout_s)
+    callbacks = Callbacks(ari, store, trunk=fallback_trunk, app=app,
+                          ring_timeout_s=callback_ring_timeout_s, recordings=recordings,
+                          host_path=host_path, events=hub, after_call=control.wrap_up)
+    control.leave_alone(callbacks.owned, adopt=callbacks.adopt)
+    ari.on_connect = control.reconcile
+    return LiveServices(ari, control, supervision, callbacks)
