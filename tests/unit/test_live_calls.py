@@ -1,0 +1,325 @@
+"""The call flow step by step, on a fake ARI: the controller the product builds
+(handoff.controller.build_controller), a real store, and Asterisk's events as it sends
+them. The same flows run on a real Asterisk in tests/integration; these pin each step
+and each fault quickly."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from handoff.agents import EndpointKind, Presence
+from handoff.calls import CallOutcome, CallState
+from handoff.controller import LiveServices, build_controller
+from handoff.events import EventHub
+from handoff.handoffs import FailureReason, HandoffState
+from handoff.live import CallStateConflict, LiveCall, Party, Timing
+from handoff.live.call import ENDING, PARTY, Ending, EndingEvent, PartyEvent
+from handoff.states import InvalidTransition
+from handoff.store import AlreadyTaken, Store, create_store_engine, upgrade_to_head
+from tests.unit.fake_ari import FakeAri
+
+QUICK = Timing(ai_overlap_s=0.0, agent_media_wait_s=0.2, agent_media_poll_s=0.001,
+               ring_timeout_s=5)
+
+
+@dataclass(frozen=True)
+class Engine:
+    address: str = "127.0.0.1:9"
+
+    def expect_call(self, call_id: str) -> None:
+        return None
+
+
+@dataclass
+class Floor:
+    """The fake PBX, the controller on it, and two agents at their desk phones."""
+
+    ari: FakeAri
+    live: LiveServices
+    store: Store
+    hub: EventHub
+    ada: int
+    bob: int
+
+    async def call(self) -> tuple[str, LiveCall]:
+        """A caller reaches the receptionist and hears the AI: (channel, live call)."""
+        caller = await self.ari.caller_dials()
+        await eventually(lambda: _has_ai(self, caller))
+        live = next(c for c in self.live.control.calls.values() if c.caller == caller)
+        return caller, live
+
+    async def state(self, call_id: str) -> CallState:
+        async with self.store.transaction() as tx:
+            return (await tx.calls.get(call_id)).state
+
+    async def handoff_state(self, handoff_id: int) -> HandoffState:
+        async with self.store.transaction() as tx:
+            return (await tx.handoffs.get(handoff_id)).state
+
+    async def outcome(self, call_id: str) -> CallOutcome | None:
+        async with self.store.transaction() as tx:
+            return (await tx.calls.get(call_id)).outcome
+
+    async def handed_to_ada(self) -> tuple[str, LiveCall, int]:
+        caller, live = await self.call()
+        handoff_id = await self.live.control.request_handoff(
+            live.call_id, reason="caller_asked", summary="wants a person")
+        await self.live.control.accept(handoff_id, self.ada)
+        await eventually(lambda: _is(live.party, Party.AGENT))
+        return caller, live, handoff_id
+
+
+async def _has_ai(floor: Floor, caller: str) -> bool:
+    return any(c.caller == caller and c.ai for c in floor.live.control.calls.values())
+
+
+async def _is(value: object, expected: object) -> bool:
+    return value == expected
+
+
+async def eventually(predicate: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not await predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+async def floor(tmp_path: Path) -> AsyncIterator[Floor]:
+    engine = create_store_engine(f"sqlite:///{tmp_path}/calls.db")
+    await upgrade_to_head(engine)
+    store, hub, ari = Store(engine), EventHub(), FakeAri()
+    async with store.transaction() as tx:
+        await tx.assistants.create(name="receptionist", number_pattern="2000",
+                                   adapter="audiosocket",
+                                   control_token_hash=hashlib.sha256(b"t").hexdigest())
+        ids = []
+        for login in ("ada", "bob"):
+            agent = await tx.agents.create(login=login, display_name=login.title(),
+                                           sip_user=f"{login}-desk", sip_password="x",
+                                           endpoint_kind=EndpointKind.DESKPHONE)
+            await tx.agents.set_duty(agent.id, True)
+            await tx.agents.set_presence(agent.id, Presence.AVAILABLE)
+            ids.append(agent.id)
+    live = build_controller(ari, store, hub, {"receptionist": Engine()}, timing=QUICK)
+    try:
+        yield Floor(ari, live, store, hub, *ids)
+        await ari.idle()
+        # Every call the test made ended with an outcome, and left nothing on the PBX.
+        async with store.transaction() as tx:
+            assert not list(await tx.calls.open_calls())
+        assert not ari.chans and not ari.bridged, (ari.chans, ari.bridged)
+    finally:
+        await live.close()
+        await ari.close()
+        await engine.dispose()
+
+
+async def test_a_caller_is_answered_into_a_recorded_bridge_with_the_ai(floor: Floor) -> None:
+    caller, live = await floor.call()
+    assert floor.ari.bridged[live.bridge] == {caller, live.ai}
+    assert live.bridge in floor.ari.recording
+    assert await floor.state(live.call_id) is CallState.WITH_AI
+    await floor.ari.hang_up_phone(caller)
+    await eventually(lambda: _outcome_is(floor, live.call_id, CallOutcome.COMPLETED_BY_AI))
+
+
+async def _outcome_is(floor: Floor, call_id: str, outcome: CallOutcome) -> bool:
+    return await floor.outcome(call_id) is outcome
+
+
+async def test_an_accepted_card_rings_the_winner_and_the_ai_leaves_once_they_answer(
+    floor: Floor,
+) -> None:
+    caller, live, handoff_id = await floor.handed_to_ada()
+    [ada_leg] = floor.ari.legs("PJSIP/ada-desk")
+    assert live.agent == ada_leg and live.ai is None
+    assert floor.ari.bridged[live.bridge] == {caller, ada_leg}  # the AI's leg has gone
+    assert await floor.state(live.call_id) is CallState.WITH_AGENT
+    assert await floor.handoff_state(handoff_id) is HandoffState.CONNECTED
+    await floor.ari.hang_up_phone(caller)
+    await eventually(lambda: _outcome_is(floor, live.call_id, CallOutcome.COMPLETED_BY_AGENT))
+
+
+async def test_two_agents_accepting_at_once_ring_one_phone(floor: Floor) -> None:
+    caller, live = await floor.call()
+    handoff_id = await floor.live.control.request_handoff(live.call_id, reason="caller_asked",
+                                                          summary="x")
+    outcomes = await asyncio.gather(floor.live.control.accept(handoff_id, floor.ada),
+                                    floor.live.control.accept(handoff_id, floor.bob),
+                                    return_exceptions=True)
+    assert sorted(type(o).__name__ for o in outcomes) == ["AlreadyTaken", "NoneType"]
+    assert len(floor.ari.dialled) == 1
+    await floor.ari.hang_up_phone(caller)
+    await eventually(lambda: _outcome_is(floor, live.call_id, CallOutcome.COMPLETED_BY_AGENT))
+    with pytest.raises(AlreadyTaken):
+        await floor.live.control.accept(handoff_id, floor.bob)
+
+
+@pytest.mark.parametrize(("phone", "reason"), [
+    ("no_answer", FailureReason.AGENT_NO_ANSWER),
+    ("reject", FailureReason.AGENT_REJECTED),
+    ("busy", FailureReason.AGENT_REJECTED),
+])
+async def test_an_agent_phone_that_does_not_answer_fails_the_attempt_and_reoffers(
+    floor: Floor, phone: str, reason: FailureReason,
+) -> None:
+    floor.ari.phones["PJSIP/ada-desk"] = phone
+    caller, live = await floor.call()
+    first = await floor.live.control.request_handoff(live.call_id, reason="caller_asked",
+                                                     summary="x")
+    await floor.live.control.accept(first, floor.ada)
+
+    async def reoffered() -> bool:
+        return live.handoff_id not in (None, first)
+
+    await eventually(reoffered)
+    async with floor.store.transaction() as tx:
+        failed = await tx.handoffs.get(first)
+        again = await tx.handoffs.get(live.handoff_id or 0)
+    assert (failed.state, failed.failure_reason) == (HandoffState.FAILED, reason)
+    assert (again.state, again.attempt) == (HandoffState.OFFERED, 2)
+    assert live.ai is not None and live.party is Party.AI  # the AI kept the caller
+    await floor.ari.hang_up_phone(caller)
+    await eventually(lambda: _outcome_is(floor, live.call_id, CallOutcome.ABANDONED))
+
+
+@pytest.mark.parametrize("step", ["with_ai", "card_offered", "agent_ringing", "with_agent"])
+async def test_the_caller_hanging_up_at_any_step_ends_the_call_with_its_outcome(
+    floor: Floor, step: str,
+) -> None:
+    floor.ari.phones["PJSIP/ada-desk"] = "ring"
+    caller, live = await floor.call()
+    if step != "with_ai":
+        handoff_id = await floor.live.control.request_handoff(
+            live.call_id, reason="caller_asked", summary="x")
+    if step in ("agent_ringing", "with_agent"):
+        await floor.live.control.accept(handoff_id, floor.ada)
+    if step == "with_agent":
+        await floor.ari.answer_phone(floor.ari.dialled[-1])
+        await eventually(lambda: _is(live.party, Party.AGENT))
+    await floor.ari.hang_up_phone(caller)
+    expected = {"with_ai": CallOutcome.COMPLETED_BY_AI, "card_offered": CallOutcome.ABANDONED,
+                "agent_ringing": CallOutcome.ABANDONED,
+                "with_agent": CallOutcome.COMPLETED_BY_AGENT}[step]
+    await eventually(lambda: _outcome_is(floor, live.call_id, expected))
+    assert live.closed
+    if step != "with_ai":
+        expected_handoff = (HandoffState.COMPLETED if step == "with_agent"
+                            else HandoffState.ABANDONED)
+        assert await floor.handoff_state(handoff_id) is expected_handoff
+
+
+async def test_the_agent_hanging_up_their_phone_ends_the_call_as_completed(
+    floor: Floor,
+) -> None:
+    _, live, handoff_id = await floor.handed_to_ada()
+    assert live.agent is not None
+    await floor.ari.hang_up_phone(live.agent)
+    await eventually(lambda: _outcome_is(floor, live.call_id, CallOutcome.COMPLETED_BY_AGENT))
+    assert await floor.handoff_state(handoff_id) is HandoffState.COMPLETED
+
+
+async def test_an_agent_phone_lost_mid_call_gives_the_caller_back_to_the_ai_and_reoffers(
+    floor: Floor,
+) -> None:
+    caller, live, handoff_id = await floor.handed_to_ada()
+    assert live.agent is not None
+    await floor.ari.lose_phone(live.agent)
+
+    async def reoffered() -> bool:
+        return live.handoff_id not in (None, handoff_id)
+
+    await eventually(reoffered)
+    assert live.ai is not None and live.party is Party.AI
+    async with floor.store.transaction() as tx:
+        lost = await tx.handoffs.get(handoff_id)
+    assert lost.failure_reason is FailureReason.AGENT_VANISHED
+    await floor.ari.hang_up_phone(caller)
+    await eventually(lambda: _outcome_is(floor, live.call_id, CallOutcome.ABANDONED))
+
+
+async def test_return_to_ai_brings_a_new_ai_leg_before_the_agent_leaves(floor: Floor) -> None:
+    caller, live, handoff_id = await floor.handed_to_ada()
+    agent_leg = live.agent
+    await floor.live.control.return_to_ai(live.call_id)
+    assert live.ai is not None and live.agent is None and live.party is Party.AI
+    assert agent_leg not in floor.ari.chans
+    assert floor.ari.bridged[live.bridge] == {caller, live.ai}
+    assert await floor.state(live.call_id) is CallState.WITH_AI
+    assert await floor.handoff_state(handoff_id) is HandoffState.RETURNED_TO_AI
+    with pytest.raises(CallStateConflict):  # nobody left to hand back
+        await floor.live.control.return_to_ai(live.call_id)
+    await floor.ari.hang_up_phone(caller)
+    await eventually(lambda: _outcome_is(floor, live.call_id, CallOutcome.COMPLETED_BY_AI))
+
+
+async def test_a_transfer_moves_the_caller_to_the_colleague_when_their_phone_answers(
+    floor: Floor,
+) -> None:
+    floor.ari.phones["PJSIP/bob-desk"] = "ring"
+    caller, live, first = await floor.handed_to_ada()
+    ada_leg = live.agent
+    transfer = await floor.live.control.transfer(live.call_id, floor.ada, floor.bob, "VIP")
+    await floor.live.control.accept(transfer, floor.bob)
+    [bob_leg] = floor.ari.legs("PJSIP/bob-desk")
+    assert live.agent == ada_leg  # Ada keeps the caller while Bob's phone rings
+    await floor.ari.answer_phone(bob_leg)
+
+    async def moved() -> bool:
+        return live.agent == bob_leg and ada_leg not in floor.ari.chans
+
+    await eventually(moved)
+    assert live.agent_id == floor.bob and ada_leg not in floor.ari.chans
+    assert await floor.handoff_state(first) is HandoffState.COMPLETED
+    assert await floor.handoff_state(transfer) is HandoffState.CONNECTED
+    await floor.ari.hang_up_phone(caller)
+    await eventually(lambda: _outcome_is(floor, live.call_id, CallOutcome.COMPLETED_BY_AGENT))
+
+
+async def test_an_ai_leg_refused_once_is_replaced_and_twice_puts_the_caller_on_hold(
+    floor: Floor,
+) -> None:
+    floor.ari.ai_refusals = 2
+    caller = await floor.ari.caller_dials()
+
+    async def person_asked_for() -> bool:
+        return any(c.on_hold and c.handoff_id for c in floor.live.control.calls.values())
+
+    await eventually(person_asked_for)
+    [live] = floor.live.control.calls.values()
+    assert live.bridge in floor.ari.moh and live.ai is None and live.ai_failures == 2
+    async with floor.store.transaction() as tx:
+        [handoff] = await tx.handoffs.for_call(live.call_id)
+    assert handoff.reason == "ai_failed" and handoff.state is HandoffState.OFFERED
+    await floor.ari.hang_up_phone(caller)
+    await eventually(lambda: _outcome_is(floor, live.call_id, CallOutcome.ABANDONED))
+
+
+def test_the_live_call_lifecycles_refuse_what_makes_no_sense() -> None:
+    with pytest.raises(InvalidTransition):
+        PARTY.next_state(Party.AI, PartyEvent.CONNECT)  # connected without answering
+    with pytest.raises(InvalidTransition):
+        PARTY.next_state(Party.FORWARDED, PartyEvent.ANSWER)
+    assert ENDING.next_state(Ending.LEAVING, EndingEvent.END) is Ending.HANGING_UP
+    assert ENDING.next_state(Ending.CLOSED, EndingEvent.HANGUP_SEEN) is Ending.CLOSED
+
+
+async def test_each_change_of_a_live_call_is_logged_from_event_to(
+    floor: Floor, caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="handoff.states"):
+        caller, live, _ = await floor.handed_to_ada()
+        await floor.ari.hang_up_phone(caller)
+        await eventually(lambda: _is(live.closed, True))
+    lines = [r.getMessage() for r in caplog.records if f"call={live.call_id}" in r.getMessage()]
+    assert any("live party" in line and "ai -> answer -> agent_answered" in line
+               for line in lines), lines
+    assert any("live ending" in line and "-> close -> closed" in line for line in lines), lines
