@@ -24,7 +24,7 @@ from typing import Any
 
 from handoff.ari_api import AriApi
 from handoff.calls import CallDirection, CallEvent, CallOutcome, CallState
-from handoff.events import CALLS_TOPIC, EventHub, call_changed_event
+from handoff.events import CALLS_TOPIC, CallChanged, EventHub
 from handoff.handoffs import FailureReason, HandoffEvent
 from handoff.live.legs import add_when_in_stasis, bridge_of, owner_of, role_id
 from handoff.recordings import HostPath, discard_recording, keep_recording
@@ -160,7 +160,7 @@ class Callbacks:
 
     def _changed(self, cb: Callback) -> None:
         if self.events is not None:
-            self.events.publish(CALLS_TOPIC, call_changed_event(cb.call_id))
+            self.events.publish(CALLS_TOPIC, CallChanged(cb.call_id))
 
     async def close(self) -> None:
         for cb in list(self.active.values()):

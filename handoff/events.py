@@ -1,38 +1,239 @@
-"""A small publish/subscribe hub: what happened to calls, for whoever listens.
+"""What happened to calls, for whoever listens: the topics, the events, and the hub.
 
-AI engines (the control API's events WebSocket) and, later, dashboards subscribe to
-topics. Each subscriber has its own bounded queue: a slow or stalled listener loses
-its oldest events and is told so (``overflow``), it never delays the controller or the
-other listeners.
+The controller, supervision, the call-backs, the phone watch and the dashboard's own
+writes publish here; the dashboard feed, the metrics and the AI control API's events
+WebSocket listen. Every topic and every event kind is spelled once, below, so a
+producer, a consumer and a test cannot disagree on a spelling.
+
+An event is published typed (one frozen dataclass per kind) and delivered as its wire
+form, the plain dict an AI engine receives as JSON (``{"type": "call_ended", "call_id":
+...}``, plus the hub's ``topic``): that form is a public contract (README,
+``web/openapi/ai_control.json``), so a field added here is added to the contract.
+
+Each subscriber has its own bounded queue: a slow or stalled listener loses its oldest
+events and is told so (``overflow``), it never delays the controller or the other
+listeners.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
 
 log = logging.getLogger(__name__)
 
+# The wire form of an event, as subscribers receive it.
 Event = dict[str, Any]
 
+# ---- topics --------------------------------------------------------------------------------
+
+# Cards on the agents' desks: a handoff offered, taken or withdrawn, a call over. The
+# dashboards and the metrics listen.
+CARDS_TOPIC = "cards"
 # An agent's duty or presence changed (the dashboard's toggles, the controller's
-# wrap-up): every process serving dashboards, and the metrics, hear of it.
+# wrap-up, a desk phone gone): every process serving dashboards, and the metrics, hear
+# of it.
 AGENTS_TOPIC = "agents"
 # Something an agent's call panel shows changed (a transcript line, a note, a
 # transfer's state, the connection): the panels of that call reload it.
 CALLS_TOPIC = "calls"
+# Subscribing to it hears every topic (the metrics).
+ALL_TOPICS = "*"
+
+_ASSISTANT_PREFIX = "assistant:"
+_CALL_PREFIX = "call:"
 
 
-def agent_changed_event(agent_id: int) -> Event:
-    return {"type": "agent_changed", "agent_id": agent_id}
+def assistant_topic(assistant: str) -> str:
+    """What one assistant's AI engine hears on its events WebSocket: its calls starting,
+    going to a person, coming back, failing to, ending."""
+    return f"{_ASSISTANT_PREFIX}{assistant}"
 
 
-def call_changed_event(call_id: str) -> Event:
-    return {"type": "call_changed", "call_id": call_id}
+def assistant_of(topic: str) -> str | None:
+    """The assistant whose topic this is (None for any other topic)."""
+    return topic.removeprefix(_ASSISTANT_PREFIX) if topic.startswith(_ASSISTANT_PREFIX) else None
+
+
+def call_topic(call_id: str) -> str:
+    """One call's transcript as it is said."""
+    return f"{_CALL_PREFIX}{call_id}"
+
+
+# ---- events --------------------------------------------------------------------------------
+
+
+class EventType(enum.StrEnum):
+    # On CARDS_TOPIC (CALL_ENDED also on the call's assistant topic).
+    OFFERED = "offered"
+    TAKEN = "taken"
+    WITHDRAWN = "withdrawn"
+    CALL_ENDED = "call_ended"
+    # On the call's assistant topic.
+    CALL_STARTED = "call_started"
+    HANDOFF_CONNECTED = "handoff_connected"
+    HANDOFF_FAILED = "handoff_failed"
+    RETURNED_TO_AI = "returned_to_ai"
+    # On AGENTS_TOPIC and CALLS_TOPIC.
+    AGENT_CHANGED = "agent_changed"
+    CALL_CHANGED = "call_changed"
+    # On the call's own topic.
+    TRANSCRIPT = "transcript"
+    # The AI events WebSocket's own messages; the hub never carries them.
+    READY = "ready"
+    OVERFLOW = "overflow"
+
+
+class Fallback(enum.StrEnum):
+    """What happens to a caller nobody took (handoff_failed's ``fallback``)."""
+    NUMBER = "number"  # put through to the assistant's fallback number
+    CALLBACK = "callback"  # the AI keeps the caller; a call-back request is noted
+
+
+@dataclass(frozen=True)
+class TypedEvent:
+    """One kind of event; ``to_dict`` gives its wire form."""
+
+    kind: ClassVar[EventType]
+
+    def to_dict(self) -> Event:
+        # A field that defaults to None is optional on the wire: absent, never null.
+        optional = {f.name for f in fields(self) if f.default is None}
+        out: Event = {"type": self.kind.value}
+        for name, value in asdict(self).items():
+            if value is None and name in optional:
+                continue
+            # The wire carries plain strings, not the enums some producers hold.
+            out[name] = value.value if isinstance(value, enum.Enum) else value
+        return out
+
+
+@dataclass(frozen=True)
+class Offered(TypedEvent):
+    """A card is on the desks (a new handoff, a re-offer, a transfer to a colleague).
+    Thin on purpose: the dashboard reads the card itself from the store."""
+
+    kind: ClassVar[EventType] = EventType.OFFERED
+    call_id: str
+    handoff_id: int
+
+
+@dataclass(frozen=True)
+class Taken(TypedEvent):
+    """An agent accepted the card; their phone is being rung."""
+
+    kind: ClassVar[EventType] = EventType.TAKEN
+    handoff_id: int
+    agent_id: int
+
+
+@dataclass(frozen=True)
+class Withdrawn(TypedEvent):
+    """The card left the desks untaken: a FailureReason's value, or ``taken_over``."""
+
+    kind: ClassVar[EventType] = EventType.WITHDRAWN
+    handoff_id: int
+    reason: str
+
+
+# A supervisor took the call over while its card was still on offer.
+TAKEN_OVER = "taken_over"
+
+
+@dataclass(frozen=True)
+class CallEnded(TypedEvent):
+    kind: ClassVar[EventType] = EventType.CALL_ENDED
+    call_id: str
+
+
+@dataclass(frozen=True)
+class Caller:
+    number: str
+    name: str
+
+
+@dataclass(frozen=True)
+class CallStarted(TypedEvent):
+    """Announced before the AI leg is asked for: an engine serves only the streams of
+    calls it has heard of."""
+
+    kind: ClassVar[EventType] = EventType.CALL_STARTED
+    call_id: str
+    caller: Caller
+
+
+@dataclass(frozen=True)
+class HandoffConnected(TypedEvent):
+    """A person talks to the caller; the AI leg has left the call bridge."""
+
+    kind: ClassVar[EventType] = EventType.HANDOFF_CONNECTED
+    call_id: str
+    agent: str  # the agent's id, as a string on the wire
+
+
+@dataclass(frozen=True)
+class HandoffFailed(TypedEvent):
+    kind: ClassVar[EventType] = EventType.HANDOFF_FAILED
+    call_id: str
+    reason: str  # a FailureReason's value
+    # Only when the attempt is over (nobody took it); an agent's leg that dropped is
+    # followed by a new offer and says nothing here.
+    fallback: Fallback | None = None
+
+
+@dataclass(frozen=True)
+class ReturnedToAi(TypedEvent):
+    """The person handed the caller back; the events WebSocket adds the transcript of
+    the person's part."""
+
+    kind: ClassVar[EventType] = EventType.RETURNED_TO_AI
+    call_id: str
+
+
+@dataclass(frozen=True)
+class AgentChanged(TypedEvent):
+    kind: ClassVar[EventType] = EventType.AGENT_CHANGED
+    agent_id: int
+
+
+@dataclass(frozen=True)
+class CallChanged(TypedEvent):
+    kind: ClassVar[EventType] = EventType.CALL_CHANGED
+    call_id: str
+
+
+@dataclass(frozen=True)
+class TranscriptLine(TypedEvent):
+    kind: ClassVar[EventType] = EventType.TRANSCRIPT
+    call_id: str
+    speaker: str
+    text: str
+    at: str  # ISO 8601
+
+
+@dataclass(frozen=True)
+class Ready(TypedEvent):
+    """The events WebSocket's first message: the assistant's calls live now."""
+
+    kind: ClassVar[EventType] = EventType.READY
+    assistant: str
+    calls: list[str]
+
+
+@dataclass(frozen=True)
+class Overflow(TypedEvent):
+    """The engine read too slowly and lost this many events so far."""
+
+    kind: ClassVar[EventType] = EventType.OVERFLOW
+    dropped: int
+
+
+# ---- the hub -------------------------------------------------------------------------------
 
 
 # Compared by identity: the hub keeps subscriptions in a set, and two listeners of the
@@ -57,10 +258,13 @@ class EventHub:
     def __init__(self) -> None:
         self._subscriptions: set[Subscription] = set()
 
-    def publish(self, topic: str, event: Event) -> None:
+    def publish(self, topic: str, event: TypedEvent) -> None:
+        payload: Event | None = None
         for sub in self._subscriptions:
-            if topic in sub.topics or "*" in sub.topics:
-                sub.offer({"topic": topic, **event})
+            if topic in sub.topics or ALL_TOPICS in sub.topics:
+                if payload is None:
+                    payload = event.to_dict()
+                sub.offer({"topic": topic, **payload})
 
     @asynccontextmanager
     async def subscribe(self, *topics: str) -> AsyncIterator[Subscription]:

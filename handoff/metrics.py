@@ -1,7 +1,7 @@
 """Prometheus metrics from the domain's events.
 
 Built from the composition root's CollectorRegistry; ``run`` listens on the EventHub
-(the controller's "cards" and "assistant:<name>" topics, the dashboard's "agents") for
+(the controller's cards and per-assistant topics, the dashboard's agents topic) for
 as long as the app lives. Outcomes and handoff times are read from the ledger when a
 call ends, so each call and each handoff is counted exactly once, with the figures the
 history page shows.
@@ -15,7 +15,15 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from handoff.events import AGENTS_TOPIC, Event, EventHub
+from handoff.events import (
+    AGENTS_TOPIC,
+    ALL_TOPICS,
+    CARDS_TOPIC,
+    Event,
+    EventHub,
+    EventType,
+    assistant_of,
+)
 from handoff.store import NotFound, Store
 
 log = logging.getLogger(__name__)
@@ -53,7 +61,7 @@ class SwitchboardMetrics:
         clients.set_function(lambda: float(websocket_clients()))
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
-        async with self._events.subscribe("*") as sub:
+        async with self._events.subscribe(ALL_TOPICS) as sub:
             await self._count_on_duty()
             if ready is not None:
                 ready.set()
@@ -67,9 +75,10 @@ class SwitchboardMetrics:
 
     async def observe(self, event: Event) -> None:
         topic, kind = str(event.get("topic", "")), event.get("type")
-        if topic.startswith("assistant:") and kind == "call_started":
-            self.calls_started.labels(topic.split(":", 1)[1]).inc()
-        elif topic == "cards" and kind == "call_ended":
+        assistant = assistant_of(topic)
+        if assistant is not None and kind == EventType.CALL_STARTED:
+            self.calls_started.labels(assistant).inc()
+        elif topic == CARDS_TOPIC and kind == EventType.CALL_ENDED:
             await self._call_ended(str(event["call_id"]))
         elif topic == AGENTS_TOPIC:
             await self._count_on_duty()

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from handoff.agents import Presence
-from handoff.events import AGENTS_TOPIC, EventHub, agent_changed_event
+from handoff.events import AGENTS_TOPIC, AgentChanged, EventHub
 from handoff.store import Store
 
 log = logging.getLogger(__name__)
@@ -89,5 +89,5 @@ class PhoneWatch:
                                    "why": "phone_unregistered", "sip_user": agent.sip_user})
         log.warning("agent %s set away: their phone (%s) is not registered with the PBX",
                     agent.login, agent.sip_user)
-        self._events.publish(AGENTS_TOPIC, agent_changed_event(agent_id))
+        self._events.publish(AGENTS_TOPIC, AgentChanged(agent_id))
         return True

@@ -33,6 +33,7 @@ import aiohttp
 import numpy as np
 from scipy.signal import resample_poly
 
+from handoff.events import EventType, Fallback
 from pbx.audiosocket import SAMPLE_RATE, AudioSocketServer, AudioSocketSession, Kind
 
 log = logging.getLogger(__name__)
@@ -236,34 +237,34 @@ class Receptionist:
 
     async def _on_event(self, event: Mapping[str, Any]) -> None:
         kind = event.get("type")
-        if kind == "ready":
+        if kind == EventType.READY:
             for call_id in event.get("calls", []):
                 self._call(str(call_id)).announced.set()
             self._ready.set()
             return
-        if kind == "overflow":
+        if kind == EventType.OVERFLOW:
             log.warning("receptionist: %s events were lost", event.get("dropped"))
             return
         call_id = str(event.get("call_id", ""))
-        if kind == "call_started":
+        if kind == EventType.CALL_STARTED:
             self._call(call_id).announced.set()
-        elif kind == "call_ended":
+        elif kind == EventType.CALL_ENDED:
             ended = self._calls.pop(call_id, None)
             if ended is not None:
                 await self._hush(ended)
-        elif kind == "returned_to_ai":
+        elif kind == EventType.RETURNED_TO_AI:
             log.info("call=%s back with the receptionist (%d lines with the person)",
                      call_id, len(event.get("transcript") or []))
             self._prompt(call_id, "back")
-        elif kind == "handoff_failed":
+        elif kind == EventType.HANDOFF_FAILED:
             self._handoff_news(call_id)
             reason = str(event.get("reason", ""))
-            if event.get("fallback") == "number":
+            if event.get("fallback") == Fallback.NUMBER:
                 # The caller is being put through to the assistant's fallback number.
                 self._prompt(call_id, "connecting")
             else:
                 self._prompt(call_id, "nobody" if reason in _NOBODY_REASONS else "apology")
-        elif kind == "handoff_connected":
+        elif kind == EventType.HANDOFF_CONNECTED:
             # The AI leg has left the bridge; whatever it was going to say is moot.
             call = self._handoff_news(call_id)
             if call is not None:

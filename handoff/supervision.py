@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from handoff.calls import CallEvent, CallState
+from handoff.events import CARDS_TOPIC, TAKEN_OVER, HandoffConnected, Withdrawn, assistant_topic
 from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
 from handoff.live import CallControl, LiveCall, add_when_in_stasis, call_key
 from handoff.store.errors import NotFound
@@ -280,13 +281,9 @@ class Supervision:
             await self._hangup(session.snoop)
         await self._destroy(session.bridge)
         if pending is not None and pending.state is HandoffState.OFFERED:
-            self.control.hub.publish("cards", {"type": "withdrawn", "handoff_id": pending.id,
-                                               "reason": "taken_over"})
-        self.control.hub.publish(
-            f"assistant:{live.assistant}",
-            {"type": "handoff_connected", "call_id": live.call_id,
-             "agent": str(supervisor.agent_id)},
-        )
+            self.control.hub.publish(CARDS_TOPIC, Withdrawn(pending.id, TAKEN_OVER))
+        self.control.hub.publish(assistant_topic(live.assistant),
+                                 HandoffConnected(live.call_id, str(supervisor.agent_id)))
 
     # ---- ARI events --------------------------------------------------------------------
 

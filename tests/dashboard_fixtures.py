@@ -17,7 +17,7 @@ from argon2 import PasswordHasher
 
 from handoff.agents import AgentRole
 from handoff.calls import CallEvent
-from handoff.events import EventHub
+from handoff.events import CARDS_TOPIC, EventHub, Offered
 from handoff.handoffs import HandoffEvent, HandoffState
 from handoff.store import AlreadyTaken, Store, create_store_engine, upgrade_to_head
 from handoff.store.models import Agent, Handoff
@@ -125,8 +125,7 @@ async def offer_card(
                                             target_agent_id=target_agent_id)
         handoff = await tx.handoffs.apply(handoff.id, HandoffEvent.OFFER)
     if publish:
-        events.publish("cards", {"type": "offered", "call_id": call.id,
-                                 "handoff_id": handoff.id})
+        events.publish(CARDS_TOPIC, Offered(call.id, handoff.id))
     return handoff
 
 

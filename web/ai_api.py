@@ -34,7 +34,19 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 from handoff.calls import CALL_LIFECYCLE, CallEvent, CallState, Speaker
-from handoff.events import CALLS_TOPIC, Event, EventHub, Subscription, call_changed_event
+from handoff.events import (
+    CALLS_TOPIC,
+    CallChanged,
+    Event,
+    EventHub,
+    EventType,
+    Overflow,
+    Ready,
+    Subscription,
+    TranscriptLine,
+    assistant_topic,
+    call_topic,
+)
 from handoff.live import CallStateConflict
 from handoff.states import InvalidTransition
 from handoff.store import NotFound, Store, Transaction
@@ -412,11 +424,9 @@ async def post_transcript(request: web.Request) -> web.Response:
         )
     at = segment.at.isoformat()
     # The call panel shows the transcript live while the AI talks.
-    api.hub.publish(f"call:{req.call.id}", {
-        "type": "transcript", "call_id": req.call.id, "speaker": segment.speaker.value,
-        "text": segment.text, "at": at,
-    })
-    api.hub.publish(CALLS_TOPIC, call_changed_event(req.call.id))
+    api.hub.publish(call_topic(req.call.id),
+                    TranscriptLine(req.call.id, segment.speaker.value, segment.text, at))
+    api.hub.publish(CALLS_TOPIC, CallChanged(req.call.id))
     return web.json_response({"id": segment.id, "at": at}, status=201)
 
 
@@ -478,9 +488,9 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     log.info("assistant %s: events stream open", assistant.name)
     # Subscribe before taking the snapshot: a call that starts in between shows up twice
     # (harmless for the engine) rather than not at all.
-    async with api.hub.subscribe(f"assistant:{assistant.name}") as sub:
-        await ws.send_json({"type": "ready", "assistant": assistant.name,
-                            "calls": await _live_calls(api.store, assistant.id)})
+    async with api.hub.subscribe(assistant_topic(assistant.name)) as sub:
+        calls = await _live_calls(api.store, assistant.id)
+        await ws.send_json(Ready(assistant.name, calls).to_dict())
         tasks = [
             asyncio.create_task(_forward(sub, ws, api.store), name=f"ai events {assistant.name}"),
             asyncio.create_task(_drain(ws), name=f"ai events reader {assistant.name}"),
@@ -513,7 +523,7 @@ async def _forward(sub: Subscription, ws: web.WebSocketResponse, store: Store) -
         event = await sub.get()
         if sub.dropped > reported:
             reported = sub.dropped
-            await ws.send_json({"type": "overflow", "dropped": reported})
+            await ws.send_json(Overflow(reported).to_dict())
         await ws.send_json(await engine_event(store, event))
 
 
@@ -521,7 +531,7 @@ async def engine_event(store: Store, event: Event) -> Event:
     """A hub event as the engine sees it: no hub topic; a return to the AI carries what
     was said while the person had the call, so the AI can pick up from there."""
     out = {k: v for k, v in event.items() if k != "topic"}
-    if out.get("type") == "returned_to_ai" and "transcript" not in out:
+    if out.get("type") == EventType.RETURNED_TO_AI and "transcript" not in out:
         async with store.transaction() as tx:
             out["transcript"] = await human_part(tx, str(out["call_id"]))
     return out

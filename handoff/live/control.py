@@ -25,7 +25,7 @@ from typing import Any
 
 from handoff.ari_api import AriApi
 from handoff.calls import CallOutcome
-from handoff.events import CALLS_TOPIC, EventHub, call_changed_event
+from handoff.events import CALLS_TOPIC, CallChanged, EventHub
 from handoff.live.ai import AiLegs
 from handoff.live.call import LiveCall
 from handoff.live.flow import AiEngine, Timing
@@ -142,7 +142,7 @@ class CallControl:
     def call_changed(self, call_id: str) -> None:
         """Something the agent's call panel or the supervisor board shows has changed
         (the call started, an agent connected or left, a transfer moved on)."""
-        self.hub.publish(CALLS_TOPIC, call_changed_event(call_id))
+        self.hub.publish(CALLS_TOPIC, CallChanged(call_id))
 
     # ---- reconciliation ----------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from handoff.calls import CallEvent, CallOutcome, CallState
+from handoff.events import CARDS_TOPIC, CallEnded, Caller, CallStarted, assistant_topic
 from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
 from handoff.live.call import LiveCall
 from handoff.live.flow import Flow
@@ -62,11 +63,8 @@ class Lifecycle(Flow):
             # Announced before the AI leg is asked for: an engine refuses a stream whose
             # call it has not heard of, and under load the announcement made after the
             # leg arrived too late (callers were refused and left in silence).
-            self.hub.publish(
-                f"assistant:{assistant}",
-                {"type": "call_started", "call_id": live.call_id,
-                 "caller": {"number": number, "name": name or ""}},
-            )
+            self.hub.publish(assistant_topic(assistant),
+                             CallStarted(live.call_id, Caller(number, name or "")))
             try:
                 await self.ctl.ai.join(live, engine)
             except AriError as exc:
@@ -126,9 +124,8 @@ class Lifecycle(Flow):
         for agent_id in talked_to:
             self.ctl.wrap_up(agent_id)
         self.ctl.registry.remove(live)
-        self.hub.publish("cards", {"type": "call_ended", "call_id": live.call_id})
-        self.hub.publish(f"assistant:{live.assistant}",
-                         {"type": "call_ended", "call_id": live.call_id})
+        self.hub.publish(CARDS_TOPIC, CallEnded(live.call_id))
+        self.hub.publish(assistant_topic(live.assistant), CallEnded(live.call_id))
         log.info("call=%s ended (cause %s)", live.call_id, cause)
 
     def keep_recording(self, live: LiveCall) -> str:

@@ -8,6 +8,14 @@ import asyncio
 import logging
 
 from handoff.calls import CallEvent, CallOutcome, CallState
+from handoff.events import (
+    CARDS_TOPIC,
+    HandoffConnected,
+    HandoffFailed,
+    ReturnedToAi,
+    Taken,
+    assistant_topic,
+)
 from handoff.handoffs import FailureReason, HandoffEvent
 from handoff.live.call import LiveCall
 from handoff.live.errors import AgentUnreachable, CallStateConflict
@@ -74,8 +82,7 @@ class Moves(Flow):
                 # Known to the ledger while it rings, so a restarted controller finds it.
                 await tx.calls.set_legs(live.call_id, agent_channel_id=leg)
             await self.ctl.offers.unstage(live)
-        self.hub.publish("cards", {"type": "taken", "handoff_id": handoff_id,
-                                   "agent_id": agent_id})
+        self.hub.publish(CARDS_TOPIC, Taken(handoff_id, agent_id))
 
     async def dial_agent(self, live: LiveCall, leg: str, agent_id: int) -> None:
         """Ring an agent leg that is already in the call bridge; a leg that cannot ring
@@ -155,10 +162,8 @@ class Moves(Flow):
                 live.call_id, CallEvent.AGENT_CONNECTED, agent_channel_id=live.agent,
                 ai_channel_id=None,
             )
-        self.hub.publish(
-            f"assistant:{live.assistant}",
-            {"type": "handoff_connected", "call_id": live.call_id, "agent": str(live.agent_id)},
-        )
+        self.hub.publish(assistant_topic(live.assistant),
+                         HandoffConnected(live.call_id, str(live.agent_id)))
         self.ctl.call_changed(live.call_id)
         log.info("call=%s agent=%s connected via %s", live.call_id, live.agent_id, live.agent)
 
@@ -201,9 +206,8 @@ class Moves(Flow):
         self.ctl.spawn(self.ctl.offers.reoffer(live, handoff_id), f"reoffer {handoff_id}")
 
     def _tell_ai_agent_vanished(self, live: LiveCall) -> None:
-        self.hub.publish(f"assistant:{live.assistant}",
-                         {"type": "handoff_failed", "call_id": live.call_id,
-                          "reason": FailureReason.AGENT_VANISHED.value})
+        self.hub.publish(assistant_topic(live.assistant),
+                         HandoffFailed(live.call_id, FailureReason.AGENT_VANISHED))
 
     async def return_to_ai(self, call_id: str) -> None:
         """The agent hands the caller back to the AI (raises CallStateConflict if no
@@ -211,8 +215,7 @@ class Moves(Flow):
         live = self.ctl.live(call_id)
         await self.settled(live)
         await self._back_to_ai(live, HandoffEvent.RETURN_TO_AI, None)
-        self.hub.publish(f"assistant:{live.assistant}",
-                         {"type": "returned_to_ai", "call_id": call_id})
+        self.hub.publish(assistant_topic(live.assistant), ReturnedToAi(call_id))
 
     async def _back_to_ai(
         self, live: LiveCall, event: HandoffEvent, reason: FailureReason | None

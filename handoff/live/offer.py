@@ -10,6 +10,14 @@ import re
 
 from handoff.assistants import FallbackKind, accept_timeout_s
 from handoff.calls import CallEvent, CallState
+from handoff.events import (
+    CARDS_TOPIC,
+    Fallback,
+    HandoffFailed,
+    Offered,
+    Withdrawn,
+    assistant_topic,
+)
 from handoff.handoffs import (
     FailureReason,
     HandoffEvent,
@@ -65,8 +73,7 @@ class Offers(Flow):
             self.ctl.spawn(self.give_up(live, handoff.id, FailureReason.NO_AGENTS),
                            "no agents")
             return handoff.id
-        self.hub.publish("cards", {"type": "offered", "call_id": call_id,
-                                   "handoff_id": handoff.id})
+        self.hub.publish(CARDS_TOPIC, Offered(call_id, handoff.id))
         self.time_out(live, handoff.id, timeout)
         return handoff.id
 
@@ -140,12 +147,12 @@ class Offers(Flow):
                     # The AI failed earlier: nobody is left to keep the caller company.
                     self.ctl.spawn(self.ctl.ai.apologise_and_end(live),
                                    f"apology call={live.call_id}")
-        self.hub.publish("cards", {"type": "withdrawn", "handoff_id": handoff_id,
-                                   "reason": reason.value})
-        self.hub.publish(f"assistant:{live.assistant}",
-                         {"type": "handoff_failed", "call_id": live.call_id,
-                          "reason": reason.value,
-                          "fallback": "number" if forwarded else "callback"})
+        self.hub.publish(CARDS_TOPIC, Withdrawn(handoff_id, reason))
+        self.hub.publish(
+            assistant_topic(live.assistant),
+            HandoffFailed(live.call_id, reason,
+                          Fallback.NUMBER if forwarded else Fallback.CALLBACK),
+        )
 
     async def reoffer(self, live: LiveCall, previous: int | None) -> None:
         """The attempt `previous` failed (the agent's leg): offer the call again, one step

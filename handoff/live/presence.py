@@ -7,7 +7,7 @@ import asyncio
 import logging
 
 from handoff.agents import Presence as AgentPresence
-from handoff.events import AGENTS_TOPIC, agent_changed_event
+from handoff.events import AGENTS_TOPIC, AgentChanged
 from handoff.live.flow import Flow
 from handoff.store.errors import NotFound
 from pbx.ari import AriError, AriNotFound
@@ -55,5 +55,5 @@ class Presence(Flow):
             if agent.presence is not was or not agent.on_duty:
                 return False
             await tx.agents.set_presence(agent_id, becomes)
-        self.hub.publish(AGENTS_TOPIC, agent_changed_event(agent_id))
+        self.hub.publish(AGENTS_TOPIC, AgentChanged(agent_id))
         return True

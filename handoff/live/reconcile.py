@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from handoff.assistants import accept_timeout_s
 from handoff.calls import CallDirection, CallEvent, CallOutcome, CallState
+from handoff.events import CARDS_TOPIC, CallEnded, Withdrawn, assistant_topic
 from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
 from handoff.live.call import LiveCall, legs_of
 from handoff.live.flow import Flow
@@ -113,8 +114,7 @@ class Reconciler(Flow):
             needs_ai = live.agent is None and live.ai is None
             engine = self.ctl.engines.get(assistant)
         for handoff_id in cancelled:
-            self.hub.publish("cards", {"type": "withdrawn", "handoff_id": handoff_id,
-                                       "reason": FailureReason.CANCELLED.value})
+            self.hub.publish(CARDS_TOPIC, Withdrawn(handoff_id, FailureReason.CANCELLED))
         lost: int | None = None
         if needs_ai and engine is not None:
             # The AI engine went down with the old controller; the caller gets it back.
@@ -205,8 +205,7 @@ class Reconciler(Flow):
         live = self.ctl.calls.get(call_id)
         if live is not None:
             self.ctl.registry.remove(live)
-            self.hub.publish(f"assistant:{live.assistant}",
-                             {"type": "call_ended", "call_id": call_id})
-        self.hub.publish("cards", {"type": "call_ended", "call_id": call_id})
+            self.hub.publish(assistant_topic(live.assistant), CallEnded(call_id))
+        self.hub.publish(CARDS_TOPIC, CallEnded(call_id))
         log.info("call=%s closed on reconcile (%s)", call_id,
                  "Asterisk restarted" if pbx_restarted else "caller gone")

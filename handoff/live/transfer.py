@@ -12,6 +12,7 @@ import logging
 
 from handoff.assistants import accept_timeout_s
 from handoff.calls import CallEvent, CallState
+from handoff.events import CARDS_TOPIC, Offered, Taken, Withdrawn
 from handoff.handoffs import FailureReason, HandoffEvent
 from handoff.live.call import LiveCall, Transfer
 from handoff.live.errors import AgentNotAvailable, AgentUnreachable, CallStateConflict
@@ -52,8 +53,7 @@ class Transfers(Flow):
                 assistant = await tx.assistants.by_name(live.assistant)
             live.transfer = Transfer(handoff.id, to_agent)
         timeout = accept_timeout_s(assistant)
-        self.hub.publish("cards", {"type": "offered", "call_id": call_id,
-                                   "handoff_id": handoff.id})
+        self.hub.publish(CARDS_TOPIC, Offered(call_id, handoff.id))
         self.ctl.spawn(self._time_out(live, handoff.id, timeout),
                        f"transfer timeout {handoff.id}")
         self.ctl.call_changed(call_id)
@@ -78,8 +78,7 @@ class Transfers(Flow):
                     raise AgentUnreachable(agent_id, str(exc)) from exc
                 transfer.leg, transfer.kind = leg, str(agent.endpoint_kind)
                 await tx.handoffs.apply(handoff_id, HandoffEvent.DIAL_AGENT)
-        self.hub.publish("cards", {"type": "taken", "handoff_id": handoff_id,
-                                   "agent_id": agent_id})
+        self.hub.publish(CARDS_TOPIC, Taken(handoff_id, agent_id))
         self.ctl.call_changed(live.call_id)
 
     async def complete(self, live: LiveCall) -> None:
@@ -132,8 +131,7 @@ class Transfers(Flow):
             live.transfer = None
             async with self.store.transaction() as tx:
                 await tx.handoffs.apply(handoff_id, HandoffEvent.TIME_OUT)
-        self.hub.publish("cards", {"type": "withdrawn", "handoff_id": handoff_id,
-                                   "reason": FailureReason.TIMEOUT.value})
+        self.hub.publish(CARDS_TOPIC, Withdrawn(handoff_id, FailureReason.TIMEOUT))
         self.ctl.call_changed(live.call_id)
 
     async def cancel(self, live: LiveCall) -> None:
@@ -147,5 +145,4 @@ class Transfers(Flow):
         async with self.store.transaction() as tx:
             await tx.handoffs.apply(transfer.handoff_id, HandoffEvent.FAIL,
                                     failure_reason=FailureReason.CANCELLED)
-        self.hub.publish("cards", {"type": "withdrawn", "handoff_id": transfer.handoff_id,
-                                   "reason": FailureReason.CANCELLED.value})
+        self.hub.publish(CARDS_TOPIC, Withdrawn(transfer.handoff_id, FailureReason.CANCELLED))

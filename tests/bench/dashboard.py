@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from handoff.events import EventHub
+from handoff.events import CARDS_TOPIC, EventHub, Offered
 from tests.dashboard_fixtures import (
     PASSWORD,
     Browser,
@@ -192,8 +192,7 @@ async def measure(clients: int, rounds: int = ROUNDS) -> dict[str, Any]:
             for _ in range(rounds):
                 handoff = await offer_card(store, events, publish=False)
                 published[handoff.id] = time.monotonic()
-                events.publish("cards", {"type": "offered", "call_id": handoff.call_id,
-                                         "handoff_id": handoff.id})
+                events.publish(CARDS_TOPIC, Offered(handoff.call_id, handoff.id))
                 await asyncio.sleep(PAUSE_S)
             await asyncio.sleep(1.0)
             stalled_still_connected = len(hub.clients) > clients

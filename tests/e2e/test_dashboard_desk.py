@@ -15,6 +15,7 @@ from aiohttp import web
 from playwright.async_api import Page, expect
 
 from handoff.calls import CallOutcome
+from handoff.events import CARDS_TOPIC, CallEnded, Taken, Withdrawn
 from handoff.handoffs import HandoffEvent, handoff_priority
 from tests.dashboard_fixtures import PASSWORD, Served, free_port, offer_card
 from web.dashboard import DASHBOARD
@@ -74,8 +75,7 @@ async def test_an_agent_goes_on_duty_sees_a_card_accepts_it_and_a_taken_card_van
     # way to the caller).
     assert accept_posts == []
 
-    served.events.publish("cards", {"type": "taken", "handoff_id": second.id,
-                                    "agent_id": bob.id})
+    served.events.publish(CARDS_TOPIC, Taken(second.id, bob.id))
     await expect(second_card).to_have_count(0)
     await expect(page.locator("#notice")).to_contain_text("Bob took a call")
 
@@ -102,8 +102,7 @@ async def bob_wins(served: Served, handoff_id: int, *, tell: bool = True) -> Non
                 await tx.handoffs.apply(earlier.id, HandoffEvent.CALLER_HUNG_UP)
         await tx.handoffs.accept(handoff_id, bob.id)
     if tell:
-        served.events.publish("cards", {"type": "taken", "handoff_id": handoff_id,
-                                        "agent_id": bob.id})
+        served.events.publish(CARDS_TOPIC, Taken(handoff_id, bob.id))
 
 
 async def test_news_on_the_desk_gives_way_to_the_next_card_and_after_a_moment(
@@ -163,8 +162,7 @@ async def test_a_card_lost_to_a_colleague_says_who_took_it_then_goes(
         await bob_wins(served, handoff.id, tell=False)
         served.commands.hold.set()
         await expect(card.locator(".status")).to_have_text("Bob already took this call")
-        served.events.publish("cards", {"type": "taken", "handoff_id": handoff.id,
-                                        "agent_id": served.people["bob"].id})
+        served.events.publish(CARDS_TOPIC, Taken(handoff.id, served.people["bob"].id))
     await expect(card.get_by_role("button", name="Accept")).to_be_disabled()
     await expect(card).to_have_attribute("data-lost", "yes")
     # Her refusal has reached the page too: the card still says who took it.
@@ -200,8 +198,7 @@ async def test_an_emergency_card_comes_first_with_an_alert_until_it_is_gone(
     await expect(page).to_have_title(re.compile(r"^\(!\) Emergency"))
     await page.screenshot(path=str(screenshots / "desk-emergency.png"))
 
-    served.events.publish("cards", {"type": "withdrawn", "handoff_id": urgent.id,
-                                    "reason": "caller_hung_up"})
+    served.events.publish(CARDS_TOPIC, Withdrawn(urgent.id, "caller_hung_up"))
     await expect(card).to_have_count(0)
     await expect(page.locator("#emergency")).to_be_hidden()
     await expect(page).not_to_have_title(re.compile("Emergency"))
@@ -227,7 +224,7 @@ async def test_the_supervisor_board_follows_calls_as_they_start_and_end(
     async with served.store.transaction() as tx:
         await tx.handoffs.apply(handoff.id, HandoffEvent.CALLER_HUNG_UP)
         await tx.calls.close(handoff.call_id, CallOutcome.ABANDONED)
-    served.events.publish("cards", {"type": "call_ended", "call_id": handoff.call_id})
+    served.events.publish(CARDS_TOPIC, CallEnded(handoff.call_id))
     await expect(row).to_have_count(0, timeout=3_000)
     await expect(page.locator("#board-empty")).to_be_visible()
 
@@ -356,14 +353,13 @@ async def test_an_agent_on_a_call_is_offered_no_card_until_the_call_is_over(
     await page.locator(f'li.card[data-handoff-id="{mine.id}"]').get_by_role(
         "button", name="Accept").click()
     await until(lambda: served.commands.accepted == [(mine.id, alice.id)])
-    served.events.publish("cards", {"type": "taken", "handoff_id": mine.id,
-                                    "agent_id": alice.id})
+    served.events.publish(CARDS_TOPIC, Taken(mine.id, alice.id))
     # Paul still waits for a person, but not for Alice, who is talking to Jeanne.
     await expect(waiting_card).to_be_hidden()
     await expect(page.locator("#busy-note")).to_contain_text("You are on a call")
 
     async with served.store.transaction() as tx:
         await tx.handoffs.apply(mine.id, HandoffEvent.CALLER_HUNG_UP)
-    served.events.publish("cards", {"type": "call_ended", "call_id": mine.call_id})
+    served.events.publish(CARDS_TOPIC, CallEnded(mine.call_id))
     await expect(waiting_card).to_be_visible()
     await expect(page.locator("#busy-note")).to_be_hidden()

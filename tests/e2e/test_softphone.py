@@ -21,7 +21,7 @@ from playwright.async_api import Browser, BrowserContext, Dialog, Page, expect
 
 from handoff.agents import Presence
 from handoff.calls import CallDirection, CallOutcome, CallState, Speaker
-from handoff.events import CALLS_TOPIC, call_changed_event
+from handoff.events import CALLS_TOPIC, CallChanged
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.phone_watch import PhoneWatch
 from pbx import runtime
@@ -138,7 +138,7 @@ async def test_an_agent_accepts_a_live_call_in_the_browser_talks_mutes_and_ends_
     # panel at once, not at its next slow poll (10 s).
     async with product.store.transaction() as tx:
         await tx.transcripts.append(call_id, Speaker.SYSTEM, "Caller verified by SMS code")
-    product.control.hub.publish(CALLS_TOPIC, call_changed_event(call_id))
+    product.control.hub.publish(CALLS_TOPIC, CallChanged(call_id))
     await expect(page.locator("#call-transcript")).to_contain_text(
         "verified by SMS code", timeout=3000)
 

@@ -21,7 +21,7 @@ import pytest_asyncio
 
 from handoff.agents import EndpointKind, Presence
 from handoff.calls import CallOutcome, CallState
-from handoff.events import Subscription
+from handoff.events import CARDS_TOPIC, Subscription, assistant_topic
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.store import AgentBusy
 from pbx import runtime
@@ -132,7 +132,7 @@ async def test_an_agent_who_hangs_up_the_desk_phone_ends_the_call_as_completed_b
 ) -> None:
     r = bea.r
     placed, handoff_id, call = await bea_takes_a_call(bea)
-    async with r.control.hub.subscribe("cards", "assistant:receptionist") as feed:
+    async with r.control.hub.subscribe(CARDS_TOPIC, assistant_topic("receptionist")) as feed:
         await bea.phone.hang_up(call, reason=reason)  # the handset goes down: BYE
         ended = await until(lambda: _ended(r, placed.call_id))
         events = _drain(feed)

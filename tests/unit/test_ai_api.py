@@ -16,7 +16,19 @@ from aiohttp.test_utils import TestClient, TestServer
 from jsonschema import Draft202012Validator
 
 from handoff.calls import CallEvent, CallOutcome, CallState, Speaker
-from handoff.events import CALLS_TOPIC, EventHub, call_changed_event
+from handoff.events import (
+    CALLS_TOPIC,
+    CARDS_TOPIC,
+    CallChanged,
+    CallEnded,
+    Caller,
+    CallStarted,
+    EventHub,
+    Offered,
+    ReturnedToAi,
+    assistant_topic,
+    call_topic,
+)
 from handoff.handoffs import HandoffEvent
 from handoff.states import InvalidTransition
 from handoff.store import NotFound, Store, create_store_engine, upgrade_to_head
@@ -300,14 +312,14 @@ async def test_a_call_that_moved_on_under_the_request_is_409_not_500(api: Api) -
 
 async def test_a_transcript_line_is_stored_and_shown_live(api: Api) -> None:
     call_id = await api.new_call()
-    async with (api.hub.subscribe(f"call:{call_id}") as live,
+    async with (api.hub.subscribe(call_topic(call_id)) as live,
                 api.hub.subscribe(CALLS_TOPIC) as panels):
         status, body = await api.post(call_id, "transcript",
                                       {"speaker": "caller", "text": "[pressed 0]"})
         shown = await asyncio.wait_for(live.get(), 1)
         # The agent's call panel (and the supervisor board) hear of it too.
         pushed = await asyncio.wait_for(panels.get(), 1)
-        assert call_changed_event(call_id).items() <= pushed.items()
+        assert CallChanged(call_id).to_dict().items() <= pushed.items()
     assert status == 201 and isinstance(body["id"], int)
     assert shown["type"] == "transcript" and shown["text"] == "[pressed 0]"
     async with api.store.transaction() as tx:
@@ -358,10 +370,9 @@ async def test_the_events_stream_carries_this_assistants_events_only(api: Api) -
     async with api.client.ws_connect(f"{API_PREFIX}/events", headers=AUTH) as ws:
         ready = await ws.receive_json(timeout=2)
         assert ready == {"type": "ready", "assistant": "receptionist", "calls": [mine]}
-        api.hub.publish("assistant:sales", {"type": "call_started", "call_id": "theirs"})
-        api.hub.publish("cards", {"type": "offered", "call_id": mine})
-        api.hub.publish("assistant:receptionist", {"type": "call_started", "call_id": mine,
-                                                   "caller": {"number": "+1", "name": ""}})
+        api.hub.publish(assistant_topic("sales"), CallStarted("theirs", Caller("+2", "")))
+        api.hub.publish(CARDS_TOPIC, Offered(mine, 1))
+        api.hub.publish(assistant_topic("receptionist"), CallStarted(mine, Caller("+1", "")))
         assert await ws.receive_json(timeout=2) == {
             "type": "call_started", "call_id": mine, "caller": {"number": "+1", "name": ""}
         }
@@ -392,7 +403,7 @@ async def test_returned_to_ai_carries_what_was_said_with_the_person(api: Api) ->
 
     async with api.client.ws_connect(f"{API_PREFIX}/events", headers=AUTH) as ws:
         await ws.receive_json(timeout=2)  # ready
-        api.hub.publish("assistant:receptionist", {"type": "returned_to_ai", "call_id": call_id})
+        api.hub.publish(assistant_topic("receptionist"), ReturnedToAi(call_id))
         event = await ws.receive_json(timeout=2)
     assert event["type"] == "returned_to_ai"
     assert [(s["speaker"], s["text"]) for s in event["transcript"]] == [
@@ -405,7 +416,7 @@ async def test_a_slow_engine_is_told_how_many_events_it_lost(api: Api) -> None:
         await ws.receive_json(timeout=2)  # ready
         # Published without yielding: the stream's queue (256) overflows before it reads.
         for n in range(300):
-            api.hub.publish("assistant:receptionist", {"type": "call_ended", "call_id": str(n)})
+            api.hub.publish(assistant_topic("receptionist"), CallEnded(str(n)))
         assert await ws.receive_json(timeout=2) == {"type": "overflow", "dropped": 44}
         assert (await ws.receive_json(timeout=2))["call_id"] == "44"
 

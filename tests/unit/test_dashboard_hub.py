@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from handoff.agents import AgentRole, Presence
 from handoff.events import (
     AGENTS_TOPIC,
     CALLS_TOPIC,
+    CARDS_TOPIC,
+    AgentChanged,
+    CallChanged,
+    CallEnded,
     EventHub,
-    agent_changed_event,
-    call_changed_event,
+    EventType,
+    Offered,
+    Taken,
+    TypedEvent,
 )
 from handoff.store import Store
 from handoff.store.models import Agent
@@ -284,12 +291,11 @@ async def test_the_feed_builds_cards_from_the_store_and_follows_the_controllers_
         await _until(lambda: live.id in board.cards)
         assert board.cards[live.id].caller_name == "Late Caller"
         assert board.cards[live.id].summary == "Disputes an invoice"
-        events.publish("cards", {"type": "taken", "handoff_id": live.id,
-                                 "agent_id": winner.id})
+        events.publish(CARDS_TOPIC, Taken(live.id, winner.id))
         await _until(lambda: live.id not in board.cards)
         removed = [c for c in sent if c.op == "card_removed"]
         assert removed[-1].body["taken_by"] == {"id": winner.id, "display_name": "Bob"}
-        events.publish("cards", {"type": "call_ended", "call_id": before.call_id})
+        events.publish(CARDS_TOPIC, CallEnded(before.call_id))
         await _until(lambda: board.cards == {})
 
 
@@ -303,9 +309,9 @@ async def test_a_change_on_a_call_reaches_the_panel_of_the_agent_who_took_it(
         quiet = await offer_card(store, events)  # nobody took this one
         taken = await offer_card(store, events)
         await _until(lambda: taken.id in board.cards)
-        events.publish("cards", {"type": "taken", "handoff_id": taken.id, "agent_id": bob.id})
-        events.publish(CALLS_TOPIC, call_changed_event(quiet.call_id))
-        events.publish(CALLS_TOPIC, call_changed_event(taken.call_id))
+        events.publish(CARDS_TOPIC, Taken(taken.id, bob.id))
+        events.publish(CALLS_TOPIC, CallChanged(quiet.call_id))
+        events.publish(CALLS_TOPIC, CallChanged(taken.call_id))
         await _until(lambda: any(c.op == "call_changed" for c in sent))
         [change] = [c for c in sent if c.op == "call_changed"]
         assert change.body == {"call_id": taken.call_id}
@@ -313,8 +319,8 @@ async def test_a_change_on_a_call_reaches_the_panel_of_the_agent_who_took_it(
         assert not change.audience.includes(bob.id + 1, AgentRole.AGENT)  # another agent
         assert change.audience.includes(bob.id + 1, AgentRole.SUPERVISOR)
         # After the call, its changes go nowhere.
-        events.publish("cards", {"type": "call_ended", "call_id": taken.call_id})
-        events.publish(CALLS_TOPIC, call_changed_event(taken.call_id))
+        events.publish(CARDS_TOPIC, CallEnded(taken.call_id))
+        events.publish(CALLS_TOPIC, CallChanged(taken.call_id))
         await asyncio.sleep(0.2)
         assert len([c for c in sent if c.op == "call_changed"]) == 1
 
@@ -326,17 +332,17 @@ async def test_agents_on_calls_hear_when_a_colleague_comes_on_duty(store: Store)
     async with running_feed(store, events, board, sent.extend):
         taken = await offer_card(store, events)
         await _until(lambda: taken.id in board.cards)
-        events.publish("cards", {"type": "taken", "handoff_id": taken.id, "agent_id": bob.id})
+        events.publish(CARDS_TOPIC, Taken(taken.id, bob.id))
         async with store.transaction() as tx:
             await tx.agents.set_duty(carol.id, True)
             await tx.agents.set_presence(carol.id, Presence.AVAILABLE)
-        events.publish(AGENTS_TOPIC, agent_changed_event(carol.id))
+        events.publish(AGENTS_TOPIC, AgentChanged(carol.id))
         await _until(lambda: any(c.op == "colleagues_changed" for c in sent))
         [change] = [c for c in sent if c.op == "colleagues_changed"]
         assert change.audience.includes(bob.id, AgentRole.AGENT)
         assert not change.audience.includes(carol.id, AgentRole.AGENT)
         # The same picture again (nothing changed) sends nothing.
-        events.publish(AGENTS_TOPIC, agent_changed_event(carol.id))
+        events.publish(AGENTS_TOPIC, AgentChanged(carol.id))
         await asyncio.sleep(0.2)
         assert len([c for c in sent if c.op == "colleagues_changed"]) == 1
 
@@ -345,7 +351,7 @@ async def test_the_supervisor_board_hears_of_every_live_call_change(store: Store
     events, board = EventHub(), Board()
     sent: list[Change] = []
     async with running_feed(store, events, board, sent.extend):
-        events.publish(CALLS_TOPIC, call_changed_event("call-started"))  # no agent on it yet
+        events.publish(CALLS_TOPIC, CallChanged("call-started"))  # no agent on it yet
         await _until(lambda: any(c.op == "board_changed" for c in sent))
         [change] = [c for c in sent if c.op == "board_changed"]
         assert change.body == {"call_id": "call-started"}
@@ -357,10 +363,18 @@ async def test_the_supervisor_board_hears_of_every_live_call_change(store: Store
 async def test_a_bad_event_is_logged_and_the_feed_goes_on(store: Store) -> None:
     events, board = EventHub(), Board()
     async with running_feed(store, events, board, lambda _changes: None):
-        events.publish("cards", {"type": "offered"})  # no handoff id
-        events.publish("cards", {"type": "offered", "handoff_id": 424242})  # no such row
+        events.publish(CARDS_TOPIC, _OfferedWithoutIds())
+        events.publish(CARDS_TOPIC, Offered("no-such-call", 424242))  # no such row
         handoff = await offer_card(store, events)
         await _until(lambda: handoff.id in board.cards)
+
+
+@dataclasses.dataclass(frozen=True)
+class _OfferedWithoutIds(TypedEvent):
+    """An "offered" that lost its ids on the way: no producer sends one, the feed must
+    survive it anyway."""
+
+    kind: ClassVar[EventType] = EventType.OFFERED
 
 
 async def _until(condition: Any, within: float = 5.0) -> None:

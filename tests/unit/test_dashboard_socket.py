@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from handoff.events import CARDS_TOPIC, CallEnded, Taken
 from handoff.handoffs import HandoffEvent
 from tests.dashboard_fixtures import (
     Browser,
@@ -83,8 +84,7 @@ async def test_a_tab_gets_a_snapshot_then_numbered_deltas_as_cards_come_and_go(
             "priority": 0, "urgency": "normal", "attempt": 1, "waiting_since": None,
             "targeted": False, "note": "",
         }
-        served.events.publish("cards", {"type": "taken", "handoff_id": handoff.id,
-                                        "agent_id": served.people["bob"].id})
+        served.events.publish(CARDS_TOPIC, Taken(handoff.id, served.people["bob"].id))
         removed = await next_message(ws, "card_removed")
         assert removed["seq"] > added["seq"]
         assert removed["taken_by"] == {"id": served.people["bob"].id, "display_name": "Bob"}
@@ -321,13 +321,12 @@ async def test_a_desk_learns_its_agent_is_busy_when_a_card_is_taken_and_free_aft
     async with socket(agent, served) as ws:
         assert (await next_message(ws))["me"]["busy"] is False
         assert (await ask_accept(ws, handoff.id, 1))["status"] == 200
-        served.events.publish("cards", {"type": "taken", "handoff_id": handoff.id,
-                                        "agent_id": alice})
+        served.events.publish(CARDS_TOPIC, Taken(handoff.id, alice))
         while (changed := await next_message(ws, "agent_changed"))["agent"]["busy"] is False:
             pass
         assert changed["agent"]["id"] == alice
         async with served.store.transaction() as tx:
             await tx.handoffs.apply(handoff.id, HandoffEvent.CALLER_HUNG_UP)
-        served.events.publish("cards", {"type": "call_ended", "call_id": handoff.call_id})
+        served.events.publish(CARDS_TOPIC, CallEnded(handoff.call_id))
         freed = await next_message(ws, "agent_changed")
     assert (freed["agent"]["id"], freed["agent"]["busy"]) == (alice, False)

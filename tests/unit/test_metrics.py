@@ -8,7 +8,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from handoff.calls import CallOutcome
-from handoff.events import EventHub
+from handoff.events import CARDS_TOPIC, CallEnded, Caller, CallStarted, EventHub, assistant_topic
 from handoff.metrics import SwitchboardMetrics
 from tests.dashboard_fixtures import open_store
 from tests.tools_fixtures import finished_call
@@ -26,11 +26,11 @@ async def test_calls_handoffs_and_times_are_counted_once_per_call(tmp_path: Path
     task = asyncio.create_task(metrics.run(ready))
     try:
         await ready.wait()
-        events.publish("assistant:receptionist", {"type": "call_started", "call_id": "x"})
+        events.publish(assistant_topic("receptionist"), CallStarted("x", Caller("+1", "")))
         call_id = await finished_call(store, agent_id=agent.id)
         ai_call = await finished_call(store, outcome=CallOutcome.COMPLETED_BY_AI)
         for cid in (call_id, ai_call):
-            events.publish("cards", {"type": "call_ended", "call_id": cid})
+            events.publish(CARDS_TOPIC, CallEnded(cid))
         await asyncio.sleep(0.2)
 
         def value(name: str, **labels: str) -> float:

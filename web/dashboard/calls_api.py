@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from handoff.agents import AgentRole, EndpointKind
-from handoff.events import CALLS_TOPIC, call_changed_event
+from handoff.events import CALLS_TOPIC, CallChanged
 from handoff.handoffs import AGENT_BUSY_STATES
 from handoff.live import AgentNotAvailable, CallStateConflict
 from handoff.store import NotFound, Transaction
@@ -246,7 +246,7 @@ async def add_note(request: web.Request) -> web.Response:
         # Kept with the caller's number too, so the contact page shows it on later calls.
         note = await tx.notes.add(text.strip(), call_id=call_id, author_id=viewer.agent_id,
                                   contact_number=call.caller_number or None)
-    dashboard.events.publish(CALLS_TOPIC, call_changed_event(call_id))
+    dashboard.events.publish(CALLS_TOPIC, CallChanged(call_id))
     return web.json_response({"note": {"text": note.text, "at": note.at.isoformat(),
                                        "author": viewer.display_name}})
 

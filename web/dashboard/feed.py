@@ -15,15 +15,13 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-from handoff.events import AGENTS_TOPIC, CALLS_TOPIC, Event, EventHub
+from handoff.events import AGENTS_TOPIC, CALLS_TOPIC, CARDS_TOPIC, Event, EventHub, EventType
 from handoff.handoffs import HandoffState
 from handoff.store import NotFound, Store, Transaction
 from handoff.store.models import Handoff
 from web.dashboard.board import AgentView, Audience, Board, Card, Change
 
 log = logging.getLogger(__name__)
-
-CARDS_TOPIC = "cards"
 
 # A handler slower than this is logged: the feed is sequential, so a slow database
 # read delays every later card on every dashboard.
@@ -59,7 +57,8 @@ async def current_state(store: Store) -> tuple[list[Card], list[AgentView]]:
 
 
 # What changes the supervisor board's list of live calls.
-BOARD_EVENTS = frozenset({"offered", "taken", "withdrawn", "call_ended", "call_changed"})
+BOARD_EVENTS = frozenset({EventType.OFFERED, EventType.TAKEN, EventType.WITHDRAWN,
+                          EventType.CALL_ENDED, EventType.CALL_CHANGED})
 SUPERVISORS = Audience(frozenset())  # named agents: none; supervisors and admins see all
 
 
@@ -70,12 +69,12 @@ class Feed:
         self._board = board
         self._publish = publish
         self._handlers: Mapping[str, Handler] = {
-            "offered": self._offered,
-            "withdrawn": self._withdrawn,
-            "taken": self._taken,
-            "call_ended": self._call_ended,
-            "agent_changed": self._agent_changed,
-            "call_changed": self._call_changed,
+            EventType.OFFERED: self._offered,
+            EventType.WITHDRAWN: self._withdrawn,
+            EventType.TAKEN: self._taken,
+            EventType.CALL_ENDED: self._call_ended,
+            EventType.AGENT_CHANGED: self._agent_changed,
+            EventType.CALL_CHANGED: self._call_changed,
         }
         # Who took a card of each live call (the first agent and a transfer's colleague):
         # the audience of that call's panel updates. Empty after a restart: panels then

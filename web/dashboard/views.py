@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from handoff.agents import AgentRole, EndpointKind, Presence
-from handoff.events import AGENTS_TOPIC, agent_changed_event
+from handoff.events import AGENTS_TOPIC, AgentChanged
 from handoff.live import AgentUnreachable, CallStateConflict
 from handoff.store import AgentBusy, AlreadyTaken, NotFound, NotOfferable, OffDuty
 from web.dashboard.board import AgentView
@@ -147,7 +147,7 @@ async def logout(request: web.Request) -> web.Response:
             await tx.agents.set_presence(viewer.agent_id, Presence.OFFLINE)
             await tx.audit.record(viewer.login, "duty_change", f"agent:{viewer.agent_id}",
                                   {"on_duty": False, "why": "signed out"})
-    dashboard.events.publish(AGENTS_TOPIC, agent_changed_event(viewer.agent_id))
+    dashboard.events.publish(AGENTS_TOPIC, AgentChanged(viewer.agent_id))
     response = see_other("/login")
     dashboard.cookies.clear(response, dashboard.cookies.session)
     return response
@@ -198,7 +198,7 @@ async def set_duty(request: web.Request) -> web.Response:
         await tx.audit.record(viewer.login, "duty_change", f"agent:{viewer.agent_id}",
                               {"on_duty": on_duty})
         me = AgentView.of(agent, await tx.agents.busy_agent_ids())
-    dashboard.events.publish(AGENTS_TOPIC, agent_changed_event(viewer.agent_id))
+    dashboard.events.publish(AGENTS_TOPIC, AgentChanged(viewer.agent_id))
     return web.json_response({"me": me.to_json()})
 
 
@@ -232,7 +232,7 @@ async def set_presence(request: web.Request) -> web.Response:
         await tx.audit.record(viewer.login, "presence_change", f"agent:{viewer.agent_id}",
                               {"presence": presence.value})
         me = AgentView.of(agent, await tx.agents.busy_agent_ids())
-    dashboard.events.publish(AGENTS_TOPIC, agent_changed_event(viewer.agent_id))
+    dashboard.events.publish(AGENTS_TOPIC, AgentChanged(viewer.agent_id))
     return web.json_response({"me": me.to_json()})
 
 
@@ -322,7 +322,7 @@ async def set_role(request: web.Request) -> web.Response:
         view = AgentView.of(agent, await tx.agents.busy_agent_ids())
     # Their open tabs were sent what the old role could see: make them start afresh.
     dashboard.hub.drop_agent(agent_id, CloseCode.ROLE_CHANGED, "role changed")
-    dashboard.events.publish(AGENTS_TOPIC, agent_changed_event(agent_id))
+    dashboard.events.publish(AGENTS_TOPIC, AgentChanged(agent_id))
     return web.json_response({"agent": view.to_json()})
 
 

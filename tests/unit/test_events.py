@@ -1,0 +1,103 @@
+"""The events' wire form: what an AI engine, the dashboard feed and the metrics read.
+
+Spelled out here literally, not through the constructors, so renaming a kind or a field
+in handoff/events.py fails a test instead of silently changing the AI control API's
+public events WebSocket (web/openapi/ai_control.json)."""
+
+from __future__ import annotations
+
+import pytest
+
+from handoff.events import (
+    AGENTS_TOPIC,
+    CALLS_TOPIC,
+    CARDS_TOPIC,
+    TAKEN_OVER,
+    AgentChanged,
+    CallChanged,
+    CallEnded,
+    Caller,
+    CallStarted,
+    EventHub,
+    EventType,
+    Fallback,
+    HandoffConnected,
+    HandoffFailed,
+    Offered,
+    Overflow,
+    Ready,
+    ReturnedToAi,
+    Taken,
+    TranscriptLine,
+    TypedEvent,
+    Withdrawn,
+    assistant_of,
+    assistant_topic,
+    call_topic,
+)
+from handoff.handoffs import FailureReason
+
+WIRE: list[tuple[TypedEvent, dict[str, object]]] = [
+    (Offered("c1", 7), {"type": "offered", "call_id": "c1", "handoff_id": 7}),
+    (Taken(7, 3), {"type": "taken", "handoff_id": 7, "agent_id": 3}),
+    (Withdrawn(7, FailureReason.TIMEOUT),
+     {"type": "withdrawn", "handoff_id": 7, "reason": "timeout"}),
+    (Withdrawn(7, TAKEN_OVER), {"type": "withdrawn", "handoff_id": 7, "reason": "taken_over"}),
+    (CallEnded("c1"), {"type": "call_ended", "call_id": "c1"}),
+    (CallStarted("c1", Caller("+33123", "Jeanne")),
+     {"type": "call_started", "call_id": "c1", "caller": {"number": "+33123", "name": "Jeanne"}}),
+    (HandoffConnected("c1", "3"), {"type": "handoff_connected", "call_id": "c1", "agent": "3"}),
+    (HandoffFailed("c1", FailureReason.NO_AGENTS, Fallback.CALLBACK),
+     {"type": "handoff_failed", "call_id": "c1", "reason": "no_agents", "fallback": "callback"}),
+    (HandoffFailed("c1", FailureReason.TIMEOUT, Fallback.NUMBER),
+     {"type": "handoff_failed", "call_id": "c1", "reason": "timeout", "fallback": "number"}),
+    # An agent's leg that dropped: a new offer follows, so no fallback is named.
+    (HandoffFailed("c1", FailureReason.AGENT_VANISHED),
+     {"type": "handoff_failed", "call_id": "c1", "reason": "agent_vanished"}),
+    (ReturnedToAi("c1"), {"type": "returned_to_ai", "call_id": "c1"}),
+    (AgentChanged(3), {"type": "agent_changed", "agent_id": 3}),
+    (CallChanged("c1"), {"type": "call_changed", "call_id": "c1"}),
+    (TranscriptLine("c1", "caller", "[pressed 0]", "2025-03-01T09:00:00+00:00"),
+     {"type": "transcript", "call_id": "c1", "speaker": "caller", "text": "[pressed 0]",
+      "at": "2025-03-01T09:00:00+00:00"}),
+    (Ready("receptionist", ["c1", "c2"]),
+     {"type": "ready", "assistant": "receptionist", "calls": ["c1", "c2"]}),
+    (Overflow(44), {"type": "overflow", "dropped": 44}),
+]
+
+
+@pytest.mark.parametrize(("event", "wire"), WIRE, ids=[repr(e) for e, _ in WIRE])
+def test_each_event_keeps_its_wire_form(event: TypedEvent, wire: dict[str, object]) -> None:
+    out = event.to_dict()
+    assert out == wire
+    # Plain strings on the wire, not the enums a producer may hold: what json.dumps and
+    # an engine's comparison see is the same either way, a log line's repr is not.
+    assert all(type(v) is not FailureReason and type(v) is not Fallback for v in out.values())
+    assert type(out["type"]) is str
+
+
+def test_every_event_kind_has_its_constructor() -> None:
+    assert {e.kind for e, _ in WIRE} == set(EventType)
+
+
+def test_topics_are_spelled_as_subscribers_expect() -> None:
+    assert (CARDS_TOPIC, AGENTS_TOPIC, CALLS_TOPIC) == ("cards", "agents", "calls")
+    assert assistant_topic("sales") == "assistant:sales"
+    assert call_topic("c1") == "call:c1"
+    assert assistant_of(assistant_topic("front:desk")) == "front:desk"
+    assert assistant_of(CARDS_TOPIC) is None
+    assert assistant_of(call_topic("c1")) is None
+
+
+async def test_a_subscriber_gets_the_wire_form_with_its_topic() -> None:
+    hub = EventHub()
+    async with hub.subscribe(assistant_topic("receptionist")) as mine, hub.subscribe("*") as every:
+        hub.publish(CARDS_TOPIC, Offered("c1", 7))
+        hub.publish(assistant_topic("receptionist"), CallEnded("c1"))
+        assert await every.get() == {"topic": "cards", "type": "offered", "call_id": "c1",
+                                     "handoff_id": 7}
+        assert await every.get() == {"topic": "assistant:receptionist", "type": "call_ended",
+                                     "call_id": "c1"}
+        assert await mine.get() == {"topic": "assistant:receptionist", "type": "call_ended",
+                                    "call_id": "c1"}
+        assert mine.queue.empty()
