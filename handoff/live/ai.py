@@ -40,6 +40,15 @@ class AiLegs(Flow):
         live.ai = ai
         await self.unhold(live)
 
+    async def join_or_recover(self, live: LiveCall, engine: AiEngine) -> None:
+        """Bring the AI to the caller (lock held); a leg that cannot be set up is the AI
+        failing this caller, and :meth:`lost` takes it from there."""
+        try:
+            await self.join(live, engine)
+        except AriError as exc:
+            log.warning("call=%s: the AI leg could not be set up: %s", live.call_id, exc)
+            self.ctl.spawn(self.lost(live), f"AI lost call={live.call_id}")
+
     async def lost(self, live: LiveCall) -> None:
         """The caller's AI leg failed (could not be set up, or ended on its own): the
         caller must never be left in silence.

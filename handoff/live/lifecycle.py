@@ -20,7 +20,6 @@ from handoff.live.call import LiveCall
 from handoff.live.flow import Flow
 from handoff.live.legs import add_when_in_stasis, bridge_of, destroy, hang_up
 from handoff.recordings import keep_recording
-from pbx.ari import AriError
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +64,7 @@ class Lifecycle(Flow):
             # leg arrived too late (callers were refused and left in silence).
             self.hub.publish(assistant_topic(assistant),
                              CallStarted(live.call_id, Caller(number, name or "")))
-            try:
-                await self.ctl.ai.join(live, engine)
-            except AriError as exc:
-                log.warning("call=%s: the AI leg could not be set up: %s", live.call_id, exc)
-                self.ctl.spawn(self.ctl.ai.lost(live), f"AI lost call={live.call_id}")
+            await self.ctl.ai.join_or_recover(live, engine)
             async with self.store.transaction() as tx:
                 await tx.calls.set_legs(live.call_id, ai_channel_id=live.ai)
         self.ctl.call_changed(live.call_id)

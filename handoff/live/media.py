@@ -42,6 +42,13 @@ class Media(Flow):
         log.info("leg %s sent no audio within %.1f s of answering; the AI leaves anyway",
                  leg, self.timing.agent_media_wait_s)
 
+    async def until_heard(self, leg: str | None) -> None:
+        """Until a party who just answered is heard (its first packet), plus the short
+        overlap with the AI: a moment of both is not noticed, a hole in the audio is."""
+        if leg is not None:
+            await self.until_media_from(leg)
+        await asyncio.sleep(self.timing.ai_overlap_s)
+
     async def on_talking(self, event: Mapping[str, Any]) -> None:
         waiter = self._talking.pop(str(event["channel"]["id"]), None)
         if waiter is not None and not waiter.done():

@@ -126,9 +126,7 @@ class Moves(Flow):
 
     async def _complete_move(self, live: LiveCall) -> None:
         try:
-            if live.agent is not None:
-                await self.ctl.media.until_media_from(live.agent)
-            await asyncio.sleep(self.timing.ai_overlap_s)
+            await self.ctl.media.until_heard(live.agent)
             async with live.lock:
                 if live.closed or live.caller_leaving or not live.agent_answered:
                     # The caller hung up as the agent answered: they never talked. The

@@ -205,9 +205,7 @@ class Offers(Flow):
         self.ctl.spawn(self._complete_forward(live), f"forward call={live.call_id}")
 
     async def _complete_forward(self, live: LiveCall) -> None:
-        if live.forward is not None:
-            await self.ctl.media.until_media_from(live.forward)
-        await asyncio.sleep(self.timing.ai_overlap_s)
+        await self.ctl.media.until_heard(live.forward)
         async with live.lock:
             if live.closed or live.caller_leaving:
                 return

@@ -23,7 +23,6 @@ from handoff.live.legs import bridge_of, destroy, hang_up
 from handoff.live.offer import CALLBACK_NOTE
 from handoff.store.models import Call, Handoff
 from handoff.store.transitions import utc_now
-from pbx.ari import AriError
 
 if TYPE_CHECKING:
     from handoff.live.control import CallControl
@@ -119,11 +118,7 @@ class Reconciler(Flow):
         if needs_ai and engine is not None:
             # The AI engine went down with the old controller; the caller gets it back.
             async with live.lock:
-                try:
-                    await self.ctl.ai.join(live, engine)
-                except AriError as exc:
-                    log.warning("call=%s: the AI could not rejoin: %s", live.call_id, exc)
-                    self.ctl.spawn(self.ctl.ai.lost(live), f"AI lost call={live.call_id}")
+                await self.ctl.ai.join_or_recover(live, engine)
                 async with self.store.transaction() as tx:
                     if row.state is CallState.WITH_AGENT:
                         # ...and the agent's leg went too: as when it vanishes mid-call,
