@@ -26,10 +26,10 @@ from handoff.handoffs import FailureReason, HandoffState
 from handoff.store import Store, create_store_engine
 from handoff.store.models import Call
 from pbx.test_caller import TestCaller
-from tests.bench.rig import World
 from tests.dashboard_fixtures import Browser
 from tests.integration.asterisk_helpers import sip_request
 from tests.product_run import REPO, Product, product
+from web.bench.rig import World
 
 __all__ = ["product"]
 

@@ -174,7 +174,7 @@ async def measure(clients: int, rounds: int = ROUNDS) -> dict[str, Any]:
             cookie = browser.session_cookie()
             assert cookie is not None
             child = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "tests.bench.dashboard", "--tabs", origin, cookie,
+                sys.executable, "-m", "web.bench.dashboard", "--tabs", origin, cookie,
                 str(clients), cwd=ROOT, stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, limit=64 * 1024 * 1024,
             )
