@@ -34,7 +34,7 @@ import numpy as np
 from aiohttp import web
 
 from handoff.events import EventHub
-from tests.dashboard_fixtures import (
+from web.bench.dashboard_site import (
     PASSWORD,
     Browser,
     FakeCommands,

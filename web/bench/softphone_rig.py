@@ -35,8 +35,8 @@ from pbx import runtime
 from pbx.ari import AriClient
 from pbx.asterisk_config import InboundRoute, SipAgent, SipTrunk
 from pbx.runtime import AsteriskInstance
-from tests.dashboard_fixtures import PASSWORD, cheap_passwords, free_port
 from web.bench.audio import AGENT_HZ
+from web.bench.dashboard_site import PASSWORD, cheap_passwords, free_port
 from web.bench.rig import EngineAt, World
 from web.dashboard import DashboardOptions, setup_dashboard
 from web.dashboard.tools import Tools, setup_tools
