@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import os
 import secrets
@@ -156,6 +157,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.baseline:
             print("switchboard bench handoff: --baseline queue measures SIP desk phones; "
                   "run it without --agent browser", file=sys.stderr)
+            return 2
+        # Playwright is the benchmark's own dependency (the `bench` extra), not the server's.
+        if importlib.util.find_spec("playwright") is None:
+            print("switchboard bench handoff --agent browser drives Chromium with Playwright, "
+                  "which is not installed: pip install 'switchboard[bench]'", file=sys.stderr)
             return 2
         from web.bench import browser_handoff  # noqa: PLC0415
 

@@ -49,7 +49,6 @@ from web.dashboard.hub import HubLimits
 
 ROUNDS = 20
 PAUSE_S = 0.25  # between cards: a busy call centre, not a flood
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def _raise_fd_limit() -> None:
@@ -175,7 +174,7 @@ async def measure(clients: int, rounds: int = ROUNDS) -> dict[str, Any]:
             assert cookie is not None
             child = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "web.bench.dashboard", "--tabs", origin, cookie,
-                str(clients), cwd=ROOT, stdin=asyncio.subprocess.PIPE,
+                str(clients), stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, limit=64 * 1024 * 1024,
             )
             assert child.stdout is not None and child.stdin is not None
