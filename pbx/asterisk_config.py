@@ -260,7 +260,7 @@ class InstanceSpec:
     routes: tuple[InboundRoute, ...] = ()
     queues: tuple[Queue, ...] = ()
     tls: TlsListener | None = None
-    # The demo carrier's test caller (pbx/test_caller.py): a dialplan that listens to the
+    # The demo carrier's test caller (pbx/demo_caller.py): a dialplan that listens to the
     # greeting, presses 0 and speaks; rendered only on the carrier that places test calls.
     test_caller: bool = False
     extra: dict[str, str] = field(default_factory=dict)
