@@ -1,4 +1,8 @@
-"""Render the Asterisk configuration of one instance from ``asterisk-config/*.j2``.
+"""Render the Asterisk configuration of one instance from ``asterisk-config/*.conf.j2``.
+
+The templates are installed with this package as ``pbx/templates`` (a link to the
+top-level asterisk-config/ in a checkout), so an installed Switchboard renders the same
+files as a checkout does.
 
 Every instance (the PBX, a test carrier) gets its own tree with its own ports and
 freshly generated ARI/AMI secrets. Values that end up in Asterisk's config files are
@@ -16,8 +20,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
-
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "asterisk-config"
 
 # Asterisk object names, usernames and passwords go into .conf files verbatim; a
 # newline, ';' or ']' would let a value open a section of its own.
@@ -258,7 +260,7 @@ class InstanceSpec:
     routes: tuple[InboundRoute, ...] = ()
     queues: tuple[Queue, ...] = ()
     tls: TlsListener | None = None
-    # The demo carrier's test caller (pbx/test_caller.py): a dialplan that listens to the
+    # The demo carrier's test caller (pbx/demo_caller.py): a dialplan that listens to the
     # greeting, presses 0 and speaks; rendered only on the carrier that places test calls.
     test_caller: bool = False
     extra: dict[str, str] = field(default_factory=dict)
@@ -335,11 +337,11 @@ def _sanitize_display(text: str) -> str:
     return re.sub(r"[^\w .\'-]", "", text)[:40]
 
 
-def render(spec: InstanceSpec, template_dir: Path = TEMPLATE_DIR) -> dict[str, str]:
+def render(spec: InstanceSpec) -> dict[str, str]:
     """Return ``{file name: text}`` for every .conf of the instance."""
     spec.validate()
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template_dir)),
+        loader=jinja2.PackageLoader("pbx", "templates"),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -390,9 +392,8 @@ def render(spec: InstanceSpec, template_dir: Path = TEMPLATE_DIR) -> dict[str, s
         "test_caller": spec.test_caller,
     }
     out: dict[str, str] = {}
-    for path in sorted(template_dir.glob("*.conf.j2")):
-        name = path.name.removesuffix(".j2")
-        out[name] = env.get_template(path.name).render(context)
+    for template in env.list_templates(filter_func=lambda name: name.endswith(".conf.j2")):
+        out[template.removesuffix(".j2")] = env.get_template(template).render(context)
     for name, text in out.items():
         check_conf_syntax(name, text)
     return out

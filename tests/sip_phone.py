@@ -1,13 +1,13 @@
 """A SIP desk phone for tests: it registers, rings, answers, talks and hangs up itself.
 
-An Asterisk dialled over ARI (the carrier's "phones" in tests.bench.rig) is not a desk
+An Asterisk dialled over ARI (the carrier's "phones" in web.bench.rig) is not a desk
 phone: it never sends its own REGISTER or answers the PBX's OPTIONS, and its calls end
 when a test hangs them up over ARI, so the PBX sees a trunk's hang-up instead of the
 BYE a phone sends when its handset goes down. This user agent speaks SIP over UDP on
 127.0.0.1 as a standards-compliant desk phone does (RFC 3261 with digest auth, RFC 3264
 offer/answer, PCMU over RTP): REGISTER answering a 401 challenge, 200 to qualify, an
 INVITE answered with 180 then 200 (or refused with 408/480/503), its own BYE. Its
-speaker and microphone are tests.bench.audio's RTP probe: it sends a known tone in
+speaker and microphone are web.bench.audio's RTP probe: it sends a known tone in
 20 ms frames and labels every frame it hears.
 """
 
@@ -23,7 +23,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.bench.audio import AGENT_HZ, RtpProbe, open_probe
+from web.bench.audio import AGENT_HZ, RtpProbe, open_probe
 
 T1, T2 = 0.5, 4.0  # RFC 3261 retransmission timers (s)
 _COMPACT = {"i": "call-id", "f": "from", "t": "to", "v": "via", "m": "contact",
@@ -128,7 +128,7 @@ class Dialog:
     ended_by: str = ""  # "phone" (its BYE) or "pbx" (BYE, CANCEL or a refusal)
 
     def heard(self, who: str, after: float = 0.0) -> float | None:
-        """When the phone first heard `who`'s tone (tests.bench.audio.TONES) after `after`."""
+        """When the phone first heard `who`'s tone (web.bench.audio.TONES) after `after`."""
         return self.media.first(who, after) if self.media is not None else None
 
 

@@ -53,8 +53,8 @@ from pbx.asterisk_config import (
     spec_from_dict,
     spec_to_dict,
 )
+from pbx.demo_caller import DEMO_CALLER_WORDS, DemoCaller, install_voice
 from pbx.security_events import SecurityEvents
-from pbx.test_caller import TEST_CALLER_WORDS, TestCaller, install_voice
 from web.ai_api import API_PREFIX, hash_control_token, new_control_token, setup_ai_api
 from web.dashboard.access import Shape, own_auth, public
 from web.dashboard.passwords import Passwords
@@ -270,7 +270,7 @@ async def start_telephony(services: Services) -> None:
 def demo_caller_voice(settings: Settings) -> Path:
     """The test caller's words, spoken once by espeak-ng next to the receptionist's
     prompts (blocking the first time: call it at set-up, or via ``to_thread``)."""
-    spoken = make_prompts(settings.data_path / "prompts", texts={"test-caller": TEST_CALLER_WORDS})
+    spoken = make_prompts(settings.data_path / "prompts", texts={"test-caller": DEMO_CALLER_WORDS})
     return spoken["test-caller"]
 
 
@@ -535,7 +535,7 @@ def build_app(settings: Settings) -> web.Application:
         carrier = services.telephony.carrier
         if carrier is None:
             raise RuntimeError("the demo carrier is not running (demo.test_caller is off)")
-        return await TestCaller(carrier.ari_url, carrier.ari_auth, number=DEMO_NUMBER).place()
+        return await DemoCaller(carrier.ari_url, carrier.ari_auth, number=DEMO_NUMBER).place()
 
     async def endpoints_changed() -> None:
         """A new agent's phone can register at once: the PBX reloads its endpoints."""

@@ -19,13 +19,13 @@ from handoff.handoffs import HandoffState
 from handoff.receptionist import PROMPTS
 from handoff.store import Store, create_store_engine
 from handoff.store.models import Call, Handoff
-from tests.e2e.softphone_rig import (
+from tests.product_run import Product, product
+from web.bench.softphone_rig import (
     agent_browser,
     build_softphone_bundle,
     chromium_with_agent_voice,
     on_duty_with_phone,
 )
-from tests.product_run import Product, product
 
 __all__ = ["product"]
 

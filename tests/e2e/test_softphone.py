@@ -25,8 +25,10 @@ from handoff.events import CALLS_TOPIC, CallChanged
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.phone_watch import PhoneWatch
 from pbx import runtime
-from tests.bench.rig import FALLBACK_NUMBER
-from tests.e2e.softphone_rig import (
+from tests.integration.asterisk_helpers import assert_quiet
+from tests.tools_fixtures import finished_call
+from web.bench.rig import FALLBACK_NUMBER
+from web.bench.softphone_rig import (
     Desk,
     Telephony,
     agent_browser,
@@ -38,8 +40,6 @@ from tests.e2e.softphone_rig import (
     sign_in_with_phone,
     webrtc_pbx,
 )
-from tests.integration.asterisk_helpers import assert_quiet
-from tests.tools_fixtures import finished_call
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 log = logging.getLogger(__name__)

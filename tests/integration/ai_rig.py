@@ -1,7 +1,7 @@
 """Switchboard with its AI control API served over HTTP, and an AI engine of the test's
 choosing, on real Asterisk instances.
 
-The bench rig (:mod:`tests.bench.rig`) wires CallControl to an engine that takes any
+The bench rig (:mod:`web.bench.rig`) wires CallControl to an engine that takes any
 stream and never talks back; here the engine is a real client of the control API (the
 reference receptionist, or a test's own), so the API runs on 127.0.0.1 like in
 production and the engine is built once its address is known.
@@ -27,8 +27,8 @@ from handoff.events import EventHub
 from handoff.live import AiEngine, Timing, call_key
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from pbx.ari import AriClient
-from tests.bench.rig import Pair, PlacedCall, Rig, local_world
 from web.ai_api import API_PREFIX, hash_control_token, new_control_token, setup_ai_api
+from web.bench.rig import Pair, PlacedCall, Rig, local_world
 
 ASSISTANT = "receptionist"  # the assistant the test PBX routes 2000 to
 

@@ -17,8 +17,8 @@ import aiohttp
 
 from pbx.ami import AmiClient
 from pbx.runtime import AsteriskInstance, basic_auth_header
-from tests.bench.rig import Pair
 from tests.sip_phone import SipError, SipMessage, _build, _sdp, digest_authorization
+from web.bench.rig import Pair
 
 __all__ = ["Pair"]
 

@@ -15,8 +15,8 @@ import pytest
 import pytest_asyncio
 
 from pbx import runtime
-from tests.bench.rig import Pair, asterisk_pair
 from tests.integration.asterisk_helpers import assert_quiet
+from web.bench.rig import Pair, asterisk_pair
 
 pytestmark = pytest.mark.integration
 

@@ -16,10 +16,10 @@ import pytest_asyncio
 from handoff.calls import CallOutcome, CallState, Speaker
 from handoff.handoffs import HandoffState
 from pbx.audiosocket import AudioSocketServer, AudioSocketSession
-from tests.bench.audio import AI_HZ, tone
 from tests.integration.ai_rig import AiRig, ai_rig, wait_until
 from tests.integration.asterisk_helpers import Pair
 from web.ai_api import hash_control_token, new_control_token
+from web.bench.audio import AI_HZ, tone
 
 pytestmark = pytest.mark.integration
 

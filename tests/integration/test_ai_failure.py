@@ -16,8 +16,8 @@ import pytest_asyncio
 from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import HandoffState
 from handoff.live import AI_FAILED_REASON, CALLBACK_NOTE
-from tests.bench.rig import PlacedCall, Rig, World, local_world, rig
 from tests.integration.asterisk_helpers import Pair
+from web.bench.rig import PlacedCall, Rig, World, local_world, rig
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from pbx.audiosocket import AudioSocketServer, AudioSocketSession, Kind
-from tests.bench.audio import AI_HZ, FRAME, label, open_probe, tone
 from tests.integration.asterisk_helpers import EventListener, Pair, add_to_bridge, ari, of_type
+from web.bench.audio import AI_HZ, FRAME, label, open_probe, tone
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ from handoff.callback import BadNumber, Callbacks
 from handoff.calls import CallDirection, CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.store.history_repo import CallFilter
-from tests.bench.audio import FRAME, present, ulaw_decode
-from tests.bench.rig import AGENT_PHONE_NUMBER, FALLBACK_NUMBER, Rig, local_world, rig
 from tests.integration.asterisk_helpers import Pair
+from web.bench.audio import FRAME, present, ulaw_decode
+from web.bench.rig import AGENT_PHONE_NUMBER, FALLBACK_NUMBER, Rig, local_world, rig
 
 pytestmark = pytest.mark.integration
 

@@ -25,7 +25,9 @@ from handoff.events import CARDS_TOPIC, Subscription, assistant_topic
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.store import AgentBusy
 from pbx import runtime
-from tests.bench.rig import (
+from tests.integration.asterisk_helpers import assert_quiet
+from tests.sip_phone import Dialog, SipPhone
+from web.bench.rig import (
     DESK_PHONE_PASSWORD,
     DESK_PHONE_SIP_USER,
     Pair,
@@ -35,8 +37,6 @@ from tests.bench.rig import (
     local_world,
     rig,
 )
-from tests.integration.asterisk_helpers import assert_quiet
-from tests.sip_phone import Dialog, SipPhone
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,9 @@ from handoff.events import AGENTS_TOPIC
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.live import CallStateConflict, Timing
 from handoff.store import AgentBusy, AlreadyTaken
-from tests.bench.audio import FRAME, TONES, present
-from tests.bench.rig import AGENT_SIP_USER, LATE_VOICE_S, Rig, local_world, rig
 from tests.integration.asterisk_helpers import Pair, ari
+from web.bench.audio import FRAME, TONES, present
+from web.bench.rig import AGENT_SIP_USER, LATE_VOICE_S, Rig, local_world, rig
 
 pytestmark = pytest.mark.integration
 

@@ -25,11 +25,11 @@ from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.store import Store, create_store_engine
 from handoff.store.models import Call
-from pbx.test_caller import TestCaller
-from tests.bench.rig import World
+from pbx.demo_caller import DemoCaller
 from tests.dashboard_fixtures import Browser
 from tests.integration.asterisk_helpers import sip_request
 from tests.product_run import REPO, Product, product
+from web.bench.rig import World
 
 __all__ = ["product"]
 
@@ -146,7 +146,7 @@ async def test_run_kill_restart_and_stop_with_a_call_up(product: Product) -> Non
 
         # The admin's "place a test call": the demo carrier calls the receptionist; the
         # call ends by itself (absolute timeout) and is recorded like any other.
-        await TestCaller(world.ari_url, world.ari_auth, number="2000", max_s=3).place()
+        await DemoCaller(world.ari_url, world.ari_auth, number="2000", max_s=3).place()
 
         test_calls: list[str] = []
 

@@ -14,8 +14,8 @@ import pytest_asyncio
 from handoff.agents import Presence
 from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffState
-from tests.bench.rig import Rig, World, local_world, rig
 from tests.integration.asterisk_helpers import Pair, ari, assert_quiet
+from web.bench.rig import Rig, World, local_world, rig
 
 pytestmark = pytest.mark.integration
 

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from tests.bench.rig import DESK_PHONE_PASSWORD, DESK_PHONE_SIP_USER
 from tests.integration.asterisk_helpers import Pair, ari
 from tests.sip_phone import SipError, SipPhone
+from web.bench.rig import DESK_PHONE_PASSWORD, DESK_PHONE_SIP_USER
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,6 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from pbx.security_events import SecurityEvents
-from tests.bench.rig import DESK_PHONE_PASSWORD, DESK_PHONE_SIP_USER
 from tests.integration.asterisk_helpers import (
     EventListener,
     Pair,
@@ -18,6 +17,7 @@ from tests.integration.asterisk_helpers import (
     sip_request,
 )
 from tests.sip_phone import SipPhone
+from web.bench.rig import DESK_PHONE_PASSWORD, DESK_PHONE_SIP_USER
 
 pytestmark = pytest.mark.integration
 

@@ -21,9 +21,9 @@ from handoff.handoffs import HandoffState
 from handoff.store.audit_repo import AuditRepo
 from handoff.store.models import Agent
 from handoff.supervision import Mode, Supervision, SupervisionRefused, Supervisor
-from tests.bench.audio import FRAME, RtpProbe, present, ulaw_decode
-from tests.bench.rig import PlacedCall, Rig, local_world, rig
 from tests.integration.asterisk_helpers import Pair
+from web.bench.audio import FRAME, RtpProbe, present, ulaw_decode
+from web.bench.rig import PlacedCall, Rig, local_world, rig
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from tests.bench.audio import AI_HZ, FRAME, RATE, Received, RtpProbe, tone, ulaw_encode
-from tests.bench.handoff import AgentUps, report, steps, summary
+from web.bench.audio import AI_HZ, FRAME, RATE, Received, RtpProbe, tone, ulaw_encode
+from web.bench.handoff import AgentUps, report, steps, summary
 
 
 def test_summary_gives_p50_p99_and_max_and_nothing_for_no_values() -> None:

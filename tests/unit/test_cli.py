@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,16 @@ def test_config_render_needs_secrets_from_the_environment(
     assert main(["config", "render", "--out", str(tmp_path)]) == 2
     assert "SWITCHBOARD_ARI_PASSWORD must be set" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_browser_benchmark_without_playwright_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As on a server installed without the `bench` extra: Playwright cannot be imported.
+    monkeypatch.setitem(sys.modules, "playwright", None)
+    monkeypatch.delitem(sys.modules, "web.bench.browser_handoff", raising=False)
+    assert main(["bench", "handoff", "--agent", "browser", "--calls", "1"]) == 2
+    assert "pip install 'switchboard[bench]'" in capsys.readouterr().err
 
 
 def test_doctor_json_reports_each_part(

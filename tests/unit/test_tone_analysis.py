@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.bench.audio import (
+from web.bench.audio import (
     FRAME,
     TONES,
     label,

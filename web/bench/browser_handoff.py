@@ -27,8 +27,8 @@ from playwright.async_api import Page, expect
 from handoff.calls import CallState
 from handoff.handoffs import HandoffState
 from pbx import runtime
-from tests.bench.handoff import print_result, summary
-from tests.e2e.softphone_rig import (
+from web.bench.handoff import print_result, summary
+from web.bench.softphone_rig import (
     Desk,
     agent_browser,
     build_softphone_bundle,

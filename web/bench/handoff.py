@@ -36,9 +36,9 @@ from typing import Any
 from handoff.calls import CallState
 from handoff.handoffs import HandoffState
 from pbx import runtime
-from tests.bench.queue_baseline import Baseline
-from tests.bench.rig import AGENT_PHONE_NUMBER, AGENT_SIP_USER, Rig, asterisk_pair, rig
-from tests.bench.world_process import RemoteWorld
+from web.bench.queue_baseline import Baseline
+from web.bench.rig import AGENT_PHONE_NUMBER, AGENT_SIP_USER, Rig, asterisk_pair, rig
+from web.bench.world_process import RemoteWorld
 
 BASELINE_NUMBER = "2999"
 

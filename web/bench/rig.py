@@ -10,7 +10,7 @@
 
 Everything that is not Switchboard (the carrier's phones, the probes, the AI) is the
 :class:`World`. Tests run it in their own process; the benchmark runs it in a child
-process (:mod:`tests.bench.world_process`) so that the signal processing of the probes
+process (:mod:`web.bench.world_process`) so that the signal processing of the probes
 never competes with the controller it is timing. ``time.monotonic`` is the system's
 monotonic clock, so both processes stamp events on the same time line.
 """
@@ -39,7 +39,7 @@ from pbx.ari import AriClient, AriError
 from pbx.asterisk_config import InboundRoute, Queue, SipAgent, SipTrunk
 from pbx.audiosocket import AudioSocketServer, AudioSocketSession
 from pbx.runtime import AsteriskInstance
-from tests.bench.audio import (
+from web.bench.audio import (
     AGENT_HZ,
     AI_HZ,
     CALLER_HZ,

@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from tests.bench.rig import World
+from web.bench.rig import World
 
 OPS = {
     "place_call", "set_agent_phone", "first_heard", "gap_ms", "agent_heard_caller",
@@ -56,7 +56,7 @@ class RemoteWorld:
     @classmethod
     async def start(cls, ari_url: str, user: str, password: str) -> RemoteWorld:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.bench.world_process", ari_url, user, password,
+            sys.executable, "-m", "web.bench.world_process", ari_url, user, password,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )
         assert proc.stdout is not None

@@ -34,15 +34,16 @@ from pbx import runtime
 from pbx.ari import AriClient
 from pbx.asterisk_config import InboundRoute, SipAgent, SipTrunk
 from pbx.runtime import AsteriskInstance
-from tests.bench.audio import AGENT_HZ
-from tests.bench.rig import EngineAt, World
-from tests.dashboard_fixtures import PASSWORD, cheap_passwords, free_port
+from web.bench.audio import AGENT_HZ
+from web.bench.dashboard_site import PASSWORD, cheap_passwords, free_port
+from web.bench.rig import EngineAt, World
 from web.dashboard import DashboardOptions, setup_dashboard
+from web.dashboard.routes import STATIC_DIR
 from web.dashboard.tools import Tools, setup_tools
 from web.dashboard.typedefs import SoftphoneSettings
 
-REPO = Path(__file__).resolve().parents[2]
-BUILD_VENDOR = REPO / "web" / "static" / "build_vendor.sh"
+# Installed with the static files it builds the bundle into (package data).
+BUILD_VENDOR = STATIC_DIR / "build_vendor.sh"
 # The agents of these tests: WebRTC softphones with SIP credentials the PBX knows.
 AGENTS = {"alice": AgentRole.AGENT, "bob": AgentRole.AGENT, "sam": AgentRole.SUPERVISOR}
 # An agent with a SIP desk phone the PBX knows but which never registers (unplugged).
@@ -59,7 +60,7 @@ def sip_password(login: str) -> str:
 
 def build_softphone_bundle() -> None:
     """JsSIP bundled as `make setup` does it (idempotent: instant when already built)."""
-    subprocess.run(["bash", str(BUILD_VENDOR)], check=True, cwd=REPO)
+    subprocess.run(["bash", str(BUILD_VENDOR)], check=True)
 
 
 def agent_tone_wav(path: Path, seconds: float = 60.0, rate: int = 48000) -> Path:

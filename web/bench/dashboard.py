@@ -34,7 +34,7 @@ import numpy as np
 from aiohttp import web
 
 from handoff.events import CARDS_TOPIC, EventHub, Offered
-from tests.dashboard_fixtures import (
+from web.bench.dashboard_site import (
     PASSWORD,
     Browser,
     FakeCommands,
@@ -49,7 +49,6 @@ from web.dashboard.hub import HubLimits
 
 ROUNDS = 20
 PAUSE_S = 0.25  # between cards: a busy call centre, not a flood
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def _raise_fd_limit() -> None:
@@ -174,8 +173,8 @@ async def measure(clients: int, rounds: int = ROUNDS) -> dict[str, Any]:
             cookie = browser.session_cookie()
             assert cookie is not None
             child = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "tests.bench.dashboard", "--tabs", origin, cookie,
-                str(clients), cwd=ROOT, stdin=asyncio.subprocess.PIPE,
+                sys.executable, "-m", "web.bench.dashboard", "--tabs", origin, cookie,
+                str(clients), stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, limit=64 * 1024 * 1024,
             )
             assert child.stdout is not None and child.stdin is not None

@@ -1,5 +1,5 @@
-"""The demo carrier calls a number on the PBX: a test call anyone can place from the
-admin page, to see the whole flow (AI greeting, handoff card, a person taking over).
+"""The demo carrier's test caller: it calls a number on the PBX when the admin places a
+test call, to show the whole flow (AI greeting, handoff card, a person taking over).
 
 On the carrier the call runs the ``test-caller`` dialplan (asterisk-config/
 extensions.conf.j2): it listens to the AI's greeting, presses 0 as a caller asking for a
@@ -17,9 +17,9 @@ from pathlib import Path
 from pbx.ari import AriClient
 from pbx.runtime import AsteriskInstance
 
-TEST_CALLER_ID = "Test Caller <+15550100000>"
+DEMO_CALLER_ID = "Test Caller <+15550100000>"
 # What the agent hears once they have the call (spoken by espeak-ng at set-up).
-TEST_CALLER_WORDS = (
+DEMO_CALLER_WORDS = (
     "Hello, this is the Switchboard test caller. I pressed zero to speak with a person, "
     "and you took my call, so the handoff works. You can end the call from your desk."
 )
@@ -35,8 +35,8 @@ def install_voice(carrier: AsteriskInstance, spoken: Path) -> None:
     shutil.copyfile(spoken, target)
 
 
-class TestCaller:
-    __test__ = False  # a product class, not a pytest test class despite its name
+class DemoCaller:
+    """Places the test caller's call from the demo carrier (its ARI) to ``number``."""
 
     def __init__(self, ari_url: str, auth: tuple[str, str], *, trunk: str = "switchboard",
                  number: str = "2000", max_s: int = 300) -> None:
@@ -48,7 +48,7 @@ class TestCaller:
         async with AriClient(self.ari_url, *self.auth) as ari:
             await ari.channels.originate(
                 f"PJSIP/{self.number}@{self.trunk}", extension="s", context="test-caller",
-                priority=1, caller_id=TEST_CALLER_ID, timeout=30,
+                priority=1, caller_id=DEMO_CALLER_ID, timeout=30,
                 channel_id=f"testcall-{secrets.token_hex(6)}",
                 variables={"TIMEOUT(absolute)": str(self.max_s)},
             )
