@@ -1,8 +1,11 @@
-"""Who can take a call: agents, their roles, how their phone is reached, their presence."""
+"""Who can take a call: agents, their roles, how their phone is reached, their presence
+and its lifecycle (duty included)."""
 
 from __future__ import annotations
 
 import enum
+
+from handoff.states import StateMachine
 
 
 class AgentRole(enum.StrEnum):
@@ -25,3 +28,71 @@ class Presence(enum.StrEnum):
     AWAY = "away"
     # After a call, before the agent takes the next card (notes, dispositions).
     WRAP_UP = "wrap_up"
+
+
+class PresenceEvent(enum.StrEnum):
+    # The desk's duty switch; signing out everywhere, or choosing "offline", is going off.
+    GO_ON_DUTY = "go_on_duty"
+    GO_OFF_DUTY = "go_off_duty"
+    # The desk's presence menu.
+    CHOOSE_AVAILABLE = "choose_available"
+    CHOOSE_AWAY = "choose_away"
+    CHOOSE_WRAP_UP = "choose_wrap_up"
+    # The controller: the agent's part of a call is over, then their wrap-up time is.
+    WRAP_UP_BEGINS = "wrap_up_begins"
+    WRAP_UP_ENDS = "wrap_up_ends"
+    # The PBX has not seen the agent's phone registered for a while (handoff.phone_watch).
+    PHONE_LOST = "phone_lost"
+
+
+# Duty is folded into presence: off duty is exactly "offline", so an agent cannot be
+# offline on duty (no card reaches them, yet their Accept would be taken) nor available
+# off duty. The on_duty column is written with the presence, from this rule alone.
+ON_DUTY = (Presence.AVAILABLE, Presence.AWAY, Presence.WRAP_UP)
+
+PRESENCE: StateMachine[Presence, PresenceEvent] = StateMachine("presence", Presence.OFFLINE, {
+    # Coming on duty means reachable: routing only offers cards to the available.
+    (Presence.OFFLINE, PresenceEvent.GO_ON_DUTY): Presence.AVAILABLE,
+    # A second tab, or a click the socket had not caught up with, changes nothing.
+    **{(state, PresenceEvent.GO_ON_DUTY): state for state in ON_DUTY},
+    **{(state, PresenceEvent.GO_OFF_DUTY): Presence.OFFLINE for state in Presence},
+    # Only an agent on duty chooses: going on duty is where their phone is checked.
+    **{(state, PresenceEvent.CHOOSE_AVAILABLE): Presence.AVAILABLE for state in ON_DUTY},
+    **{(state, PresenceEvent.CHOOSE_AWAY): Presence.AWAY for state in ON_DUTY},
+    **{(state, PresenceEvent.CHOOSE_WRAP_UP): Presence.WRAP_UP for state in ON_DUTY},
+    # Only from available: an agent who chose away (or went off duty) keeps that. And
+    # back to available only if still in wrap-up: the agent may have ended it early or
+    # chosen something else meanwhile.
+    (Presence.AVAILABLE, PresenceEvent.WRAP_UP_BEGINS): Presence.WRAP_UP,
+    (Presence.WRAP_UP, PresenceEvent.WRAP_UP_ENDS): Presence.AVAILABLE,
+    # Only the available are offered cards, so only they are set away for a dead phone.
+    (Presence.AVAILABLE, PresenceEvent.PHONE_LOST): Presence.AWAY,
+})
+
+# Who the audit log names for a change nobody clicked (wrap-up, a phone gone quiet).
+CONTROLLER = "controller"
+
+
+def is_on_duty(presence: Presence) -> bool:
+    return presence is not Presence.OFFLINE
+
+
+def duty_event(on_duty: bool) -> PresenceEvent:
+    return PresenceEvent.GO_ON_DUTY if on_duty else PresenceEvent.GO_OFF_DUTY
+
+
+def choice_event(presence: Presence) -> PresenceEvent:
+    """The event of choosing `presence` in the desk's menu ("offline" is going off duty)."""
+    return {
+        Presence.OFFLINE: PresenceEvent.GO_OFF_DUTY,
+        Presence.AVAILABLE: PresenceEvent.CHOOSE_AVAILABLE,
+        Presence.AWAY: PresenceEvent.CHOOSE_AWAY,
+        Presence.WRAP_UP: PresenceEvent.CHOOSE_WRAP_UP,
+    }[presence]
+
+
+def audit_action(event: PresenceEvent) -> str:
+    """The audit log's name for a change: duty changes and presence changes, as before."""
+    if event in (PresenceEvent.GO_ON_DUTY, PresenceEvent.GO_OFF_DUTY):
+        return "duty_change"
+    return "presence_change"

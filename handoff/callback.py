@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import re
 import secrets
@@ -28,6 +29,7 @@ from handoff.events import CALLS_TOPIC, CallChanged, EventHub
 from handoff.handoffs import FailureReason, HandoffEvent
 from handoff.live.legs import add_when_in_stasis, bridge_of, owner_of, role_id
 from handoff.recordings import HostPath, discard_recording, keep_recording
+from handoff.states import StateMachine
 from handoff.store import Store
 from pbx.ari import AriError, AriNotFound
 
@@ -48,6 +50,35 @@ class NoTrunk(Exception):
     """No SIP trunk is configured: there is no way out to the caller's number."""
 
 
+class CallbackState(enum.StrEnum):
+    RINGING_AGENT = "ringing_agent"  # the agent's phone rings; nobody else is dialled
+    RINGING_CALLER = "ringing_caller"  # the agent is on the line, hearing ringback
+    CONNECTED = "connected"  # the person called answered: they talk
+    ENDED = "ended"
+
+
+class CallbackEvent(enum.StrEnum):
+    AGENT_ANSWERED = "agent_answered"
+    CALLER_ANSWERED = "caller_answered"
+    END = "end"  # either side hung up, a leg could not be dialled, or the agent ended it
+    RESUME = "resume"  # a restarted controller finds the call-back connected in the ledger
+
+
+CALLBACK: StateMachine[CallbackState, CallbackEvent] = StateMachine(
+    "callback", CallbackState.RINGING_AGENT, {
+        (CallbackState.RINGING_AGENT, CallbackEvent.AGENT_ANSWERED): CallbackState.RINGING_CALLER,
+        (CallbackState.RINGING_CALLER, CallbackEvent.CALLER_ANSWERED): CallbackState.CONNECTED,
+        # The ledger is written before the state moves: the call-back may have ended
+        # meanwhile (the person hung up as they answered). Late news changes nothing.
+        (CallbackState.ENDED, CallbackEvent.CALLER_ANSWERED): CallbackState.ENDED,
+        **{(state, CallbackEvent.END): CallbackState.ENDED
+           for state in (CallbackState.RINGING_AGENT, CallbackState.RINGING_CALLER,
+                         CallbackState.CONNECTED)},
+        (CallbackState.RINGING_AGENT, CallbackEvent.RESUME): CallbackState.CONNECTED,
+    },
+)
+
+
 def check_number(number: str) -> str:
     """The number as it may be dialled, or BadNumber with a reason a person can act on."""
     cleaned = re.sub(r"[\s().-]", "", number)
@@ -64,7 +95,7 @@ class Callback:
     agent_leg: str
     caller_leg: str
     bridge: str
-    state: str = "ringing_agent"  # ringing_agent, ringing_caller, connected, ended
+    state: CallbackState = CallbackState.RINGING_AGENT
     # The ledger: a call-back is an outbound call, with a handoff row that says which
     # agent had it (history, visibility and "busy" all read handoffs).
     call_id: str = ""
@@ -74,7 +105,12 @@ class Callback:
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.key, "number": self.number, "state": self.state}
+        return {"id": self.key, "number": self.number, "state": self.state.value}
+
+    def move(self, event: CallbackEvent) -> None:
+        """The only way the state changes: checked, and logged against the call."""
+        self.state = CALLBACK.transition(self.state, event, call_id=self.call_id,
+                                         ref=f"callback={self.key}")
 
 
 class Callbacks:
@@ -185,7 +221,7 @@ class Callbacks:
                 await tx.handoffs.apply(cb.handoff_id, HandoffEvent.AGENT_ANSWERED)
                 await tx.calls.apply(cb.call_id, CallEvent.CALLBACK_ANSWERED,
                                      bridge_id=cb.bridge, agent_channel_id=cb.agent_leg)
-            cb.state = "connected"
+            cb.move(CallbackEvent.CALLER_ANSWERED)
             cb.connected.set()
             self._changed(cb)
             with contextlib.suppress(AriError):
@@ -194,7 +230,7 @@ class Callbacks:
 
     async def _dial_caller(self, cb: Callback) -> None:
         """The agent picked up: they hear ringback while the caller's phone rings."""
-        cb.state = "ringing_caller"
+        cb.move(CallbackEvent.AGENT_ANSWERED)
         self._by_leg[cb.caller_leg] = cb
         try:
             await self.ari.channels.create(
@@ -219,7 +255,7 @@ class Callbacks:
     async def _finish(self, cb: Callback, why: str) -> None:
         if self.active.pop(cb.key, None) is None:
             return
-        cb.state = "ended"
+        cb.move(CallbackEvent.END)
         for leg in (cb.agent_leg, cb.caller_leg):
             self._by_leg.pop(leg, None)
             with contextlib.suppress(AriError):
@@ -265,7 +301,8 @@ class Callbacks:
         live_channels = set(app["channel_ids"])
         for cb in list(self.active.values()):
             # Known here, but a leg ended while the event socket was down.
-            needed = {cb.agent_leg} | ({cb.caller_leg} if cb.state != "ringing_agent" else set())
+            needed = {cb.agent_leg} | (
+                {cb.caller_leg} if cb.state is not CallbackState.RINGING_AGENT else set())
             if not needed <= live_channels:
                 await self._finish(cb, "ended while the event socket was down")
         async with self.store.transaction() as tx:
@@ -283,7 +320,7 @@ class Callbacks:
             if row.state is CallState.WITH_AGENT:
                 cb.agent_answered.set()
                 cb.connected.set()
-                cb.state = "connected"
+                cb.move(CallbackEvent.RESUME)
             self.active[key] = cb
             self._by_leg[cb.agent_leg] = self._by_leg[cb.caller_leg] = cb
             if not {cb.agent_leg, cb.caller_leg} <= live_channels:

@@ -16,14 +16,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from handoff.agents import Presence
+from handoff.agents import CONTROLLER, PresenceEvent
 from handoff.events import AGENTS_TOPIC, AgentChanged, EventHub
 from handoff.store import Store
+from handoff.store.models import Agent
 
 log = logging.getLogger(__name__)
-
-# Who the audit log names for a change nobody clicked (as for the controller's own).
-SYSTEM = "controller"
 
 
 class PhoneWatch:
@@ -69,25 +67,23 @@ class PhoneWatch:
             checks = self._unregistered.get(agent.id, 0) + 1
             self._unregistered[agent.id] = checks
             if checks >= self._grace_checks:
-                due.append(agent.id)
+                due.append(agent)
         still = {agent.id for agent in available}
         for agent_id in list(self._unregistered):
             if agent_id not in still:  # off duty, away or on a call meanwhile
                 del self._unregistered[agent_id]
-        return [agent_id for agent_id in due if await self._set_away(agent_id)]
+        return [agent.id for agent in due if await self._set_away(agent)]
 
-    async def _set_away(self, agent_id: int) -> bool:
-        self._unregistered.pop(agent_id, None)
+    async def _set_away(self, agent: Agent) -> bool:
+        self._unregistered.pop(agent.id, None)
         async with self._store.transaction() as tx:
-            agent = await tx.agents.get(agent_id)
-            # The agent may have gone off duty or away by themselves since the read.
-            if not agent.on_duty or agent.presence is not Presence.AVAILABLE:
-                return False
-            await tx.agents.set_presence(agent_id, Presence.AWAY)
-            await tx.audit.record(SYSTEM, "presence_change", f"agent:{agent_id}",
-                                  {"presence": Presence.AWAY.value,
-                                   "why": "phone_unregistered", "sip_user": agent.sip_user})
+            # Refused if the agent went off duty or away by themselves since the read.
+            change = await tx.agents.try_change_presence(
+                agent.id, PresenceEvent.PHONE_LOST, actor=CONTROLLER,
+                why="phone_unregistered", sip_user=agent.sip_user)
+        if change is None:
+            return False
         log.warning("agent %s set away: their phone (%s) is not registered with the PBX",
                     agent.login, agent.sip_user)
-        self._events.publish(AGENTS_TOPIC, AgentChanged(agent_id))
+        self._events.publish(AGENTS_TOPIC, AgentChanged(agent.id))
         return True

@@ -58,17 +58,19 @@ class StateMachine(Generic[S, E]):
         `ref` names the object inside the call when it is not the call itself
         (a handoff id), so one grep on the call id shows the whole story of the call.
         """
+        return self.transition_of(current, event, subject=f"call={call_id}{_ref_text(ref)}")
+
+    def transition_of(self, current: S, event: E, *, subject: str) -> S:
+        """Return the next state and log `from -> event -> to` against `subject`, for a
+        lifecycle that belongs to no call (an agent's presence: ``agent=7``)."""
         try:
             target = self.next_state(current, event)
         except InvalidTransition:
-            log.warning(
-                "%s call=%s%s: %s -> %s refused",
-                self.name, call_id, _ref_text(ref), current.value, event.value,
-            )
+            log.warning("%s %s: %s -> %s refused", self.name, subject, current.value, event.value)
             raise
         log.info(
-            "%s call=%s%s: %s -> %s -> %s",
-            self.name, call_id, _ref_text(ref), current.value, event.value, target.value,
+            "%s %s: %s -> %s -> %s",
+            self.name, subject, current.value, event.value, target.value,
         )
         return target
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from handoff.agents import Presence as AgentPresence
+from handoff.agents import CONTROLLER, PresenceEvent
 from handoff.events import AGENTS_TOPIC, AgentChanged
 from handoff.live.flow import Flow
-from handoff.store.errors import NotFound
 from pbx.ari import AriError, AriNotFound
 
 log = logging.getLogger(__name__)
@@ -37,23 +36,19 @@ class Presence(Flow):
             self.ctl.spawn(self._wrap_up_then_available(agent_id), f"wrap-up agent={agent_id}")
 
     async def _wrap_up_then_available(self, agent_id: int) -> None:
-        # Only from "available": an agent who chose away (or went off duty) keeps that.
-        # Back to available only if still in wrap-up: the agent may have ended it early
-        # or chosen something else meanwhile. A controller restart in between leaves
-        # the agent in wrap-up until they choose (the desk shows it).
-        if not await self._move(agent_id, AgentPresence.AVAILABLE, AgentPresence.WRAP_UP):
+        # The lifecycle (handoff.agents.PRESENCE) lets the wrap-up begin only from
+        # available, and end only if the agent is still in it: whatever they chose
+        # meanwhile stands. A controller restart in between leaves the agent in wrap-up
+        # until they choose (the desk shows it).
+        if not await self._move(agent_id, PresenceEvent.WRAP_UP_BEGINS):
             return
         await asyncio.sleep(self.timing.wrap_up_s)
-        await self._move(agent_id, AgentPresence.WRAP_UP, AgentPresence.AVAILABLE)
+        await self._move(agent_id, PresenceEvent.WRAP_UP_ENDS)
 
-    async def _move(self, agent_id: int, was: AgentPresence, becomes: AgentPresence) -> bool:
+    async def _move(self, agent_id: int, event: PresenceEvent) -> bool:
         async with self.store.transaction() as tx:
-            try:
-                agent = await tx.agents.get(agent_id)
-            except NotFound:
-                return False
-            if agent.presence is not was or not agent.on_duty:
-                return False
-            await tx.agents.set_presence(agent_id, becomes)
+            change = await tx.agents.try_change_presence(agent_id, event, actor=CONTROLLER)
+        if change is None:
+            return False
         self.hub.publish(AGENTS_TOPIC, AgentChanged(agent_id))
         return True

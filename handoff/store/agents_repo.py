@@ -2,21 +2,54 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from handoff.agents import AgentRole, EndpointKind, Presence
+from handoff.agents import (
+    CONTROLLER,
+    PRESENCE,
+    AgentRole,
+    EndpointKind,
+    Presence,
+    PresenceEvent,
+    audit_action,
+    choice_event,
+    duty_event,
+    is_on_duty,
+)
 from handoff.handoffs import AGENT_BUSY_STATES
+from handoff.states import InvalidTransition
+from handoff.store.audit_repo import AuditRepo
 from handoff.store.errors import NotFound
 from handoff.store.models import Agent, Handoff
+from handoff.store.transitions import apply_under_guard
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChange:
+    agent: Agent  # the row as written (or as found, when the event changed nothing)
+    was: Presence
+    event: PresenceEvent
+    now: Presence
+
+    @property
+    def changed(self) -> bool:
+        return self.now is not self.was
 
 
 class AgentsRepo:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, audit: AuditRepo) -> None:
         self._session = session
+        # Every duty or presence change leaves a line, in the same transaction.
+        self._audit = audit
 
     async def create(
         self,
@@ -66,11 +99,79 @@ class AgentsRepo:
         )
         return result.all()
 
-    async def set_duty(self, agent_id: int, on_duty: bool) -> Agent:
-        return await self._update(agent_id, on_duty=on_duty)
+    async def change_presence(
+        self, agent_id: int, event: PresenceEvent, *, actor: str, **detail: Any
+    ) -> PresenceChange:
+        """Apply `event` to the agent's presence (and so their duty) in this transaction.
 
-    async def set_presence(self, agent_id: int, presence: Presence) -> Agent:
-        return await self._update(agent_id, presence=presence)
+        The lifecycle (handoff.agents.PRESENCE) judges it against the presence the row
+        has; the row is written only if it still has that presence, else the event is
+        judged again against what the other writer left (the agent choosing away while
+        their wrap-up ends, from another process). The change is logged
+        `from -> event -> to` and audited under `actor` with `detail`. An event that
+        leaves the presence as it is (going on duty twice) writes nothing. Raises
+        InvalidTransition (nothing written) or NotFound.
+        """
+
+        async def write(current: Presence, target: Presence, agent: Agent) -> Agent | None:
+            if target is current:
+                return agent
+            return (await self._session.scalars(
+                update(Agent)
+                .where(Agent.id == agent_id, Agent.presence == current)
+                .values(presence=target, on_duty=is_on_duty(target))
+                .returning(Agent),
+                execution_options={"populate_existing": True},
+            )).one_or_none()
+
+        current, target, _, agent = await apply_under_guard(
+            PRESENCE, event, kind="agent", key=agent_id,
+            read=lambda: self._presence_of(agent_id), write=write)
+        change = PresenceChange(agent, current, event, target)
+        if not change.changed:
+            log.debug("presence agent=%s: %s -> %s changes nothing", agent_id,
+                      current.value, event.value)
+            return change
+        PRESENCE.transition_of(current, event, subject=f"agent={agent_id}")
+        await self._audit.record(actor, audit_action(event), f"agent:{agent_id}", {
+            "from": current.value, "event": event.value, "presence": target.value,
+            "on_duty": is_on_duty(target), **detail,
+        })
+        return change
+
+    async def _presence_of(self, agent_id: int) -> tuple[Presence, Agent] | None:
+        """The presence the guarded write is judged against (and the row, read fresh)."""
+        agent = await self._session.get(Agent, agent_id, populate_existing=True)
+        return None if agent is None else (agent.presence, agent)
+
+    async def try_change_presence(
+        self, agent_id: int, event: PresenceEvent, *, actor: str, **detail: Any
+    ) -> PresenceChange | None:
+        """change_presence for the controller's own moves (wrap-up, a lost phone), which
+        yield to whatever the agent chose: None when the lifecycle does not allow it now,
+        or the agent is gone."""
+        try:
+            return await self.change_presence(agent_id, event, actor=actor, **detail)
+        except (InvalidTransition, NotFound) as exc:
+            log.debug("presence agent=%s: %s not applied (%s)", agent_id, event.value, exc)
+            return None
+
+    async def set_duty(
+        self, agent_id: int, on_duty: bool, *, actor: str = CONTROLLER, **detail: Any
+    ) -> Agent:
+        """On or off duty (see change_presence): on duty from offline is available."""
+        change = await self.change_presence(agent_id, duty_event(on_duty), actor=actor,
+                                            **detail)
+        return change.agent
+
+    async def set_presence(
+        self, agent_id: int, presence: Presence, *, actor: str = CONTROLLER, **detail: Any
+    ) -> Agent:
+        """The presence an agent on duty chose (see change_presence); "offline" is going
+        off duty. InvalidTransition for any other choice off duty."""
+        change = await self.change_presence(agent_id, choice_event(presence), actor=actor,
+                                            **detail)
+        return change.agent
 
     async def set_password_hash(self, agent_id: int, password_hash: str | None) -> Agent:
         return await self._update(agent_id, password_hash=password_hash)

@@ -60,15 +60,16 @@ class Store:
 
     def _repos(self, session: AsyncSession) -> Transaction:
         clock = self._clock
+        audit = AuditRepo(session, clock)
         return Transaction(
             calls=CallsRepo(session, clock),
             handoffs=HandoffsRepo(session, clock),
-            agents=AgentsRepo(session),
+            agents=AgentsRepo(session, audit),
             assistants=AssistantsRepo(session),
             contacts=ContactsRepo(session),
             transcripts=TranscriptsRepo(session, clock),
             notes=NotesRepo(session, clock),
-            audit=AuditRepo(session, clock),
+            audit=audit,
             sessions=SessionsRepo(session, clock),
             history=HistoryRepo(session, clock),
         )

@@ -1,5 +1,6 @@
-"""Persisting lifecycle transitions: check with the state machine, write under a version
-guard, record `from -> event -> to` in the transitions table, all in one transaction."""
+"""Persisting lifecycle transitions: check with the state machine, write under a guard
+(a row version, or the state itself), record `from -> event -> to`, all in one
+transaction."""
 
 from __future__ import annotations
 
@@ -18,18 +19,53 @@ from handoff.store.models import Transition
 S = TypeVar("S", bound=enum.StrEnum)
 E = TypeVar("E", bound=enum.StrEnum)
 RowT = TypeVar("RowT")
+G = TypeVar("G")
 
 Clock = Callable[[], datetime]
 
 log = logging.getLogger(__name__)
 
-# Two writers racing on one call (controller and web process) settle in one or two
-# rounds; more than this means something is looping and must surface.
-MAX_VERSION_RETRIES = 5
+# Two writers racing on one row (controller and web process: a call's event, an agent's
+# click against their wrap-up) settle in one or two rounds; more than this means
+# something is looping and must surface.
+MAX_GUARD_RETRIES = 5
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+async def apply_under_guard(
+    machine: StateMachine[S, E],
+    event: E,
+    *,
+    kind: str,
+    key: object,
+    read: Callable[[], Awaitable[tuple[S, G] | None]],
+    write: Callable[[S, S, G], Awaitable[RowT | None]],
+) -> tuple[S, S, G, RowT]:
+    """Apply `event` to the row `key` of a lifecycle table: (from, to, guard, row).
+
+    `read` returns (state, guard) or None when the row is missing; `write` performs
+    `UPDATE ... WHERE id = key AND <guard still holds>` and returns the updated row, or
+    None when another writer got there first (a version moved on, a presence changed).
+    The event is then judged again against the state that writer left: a caller hanging
+    up while the agent leg is answering is valid from `connecting` but may not be from
+    whatever came next. Raises InvalidTransition (nothing written), NotFound, or
+    ConcurrentUpdate when the row keeps changing under us.
+    """
+    for _ in range(MAX_GUARD_RETRIES):
+        found = await read()
+        if found is None:
+            raise NotFound(kind, key)
+        current, guard = found
+        target = machine.next_state(current, event)
+        row = await write(current, target, guard)
+        if row is None:
+            log.debug("%s %s changed since it was read: judging %s again", kind, key, event.value)
+            continue
+        return current, target, guard, row
+    raise ConcurrentUpdate(kind, key)
 
 
 async def transition_with_version_guard(
@@ -44,30 +80,29 @@ async def transition_with_version_guard(
     handoff_id: int | None,
     at: datetime,
 ) -> RowT:
-    """Apply `event` to the row `key` of a lifecycle table.
+    """Apply `event` to a row of a call's lifecycle under its version guard, and record
+    the transition against the call.
 
     `read` returns (state, version, call id) or None when the row is missing; `write`
-    performs `UPDATE ... WHERE id = key AND version = <read version>` and returns the
-    updated row, or None when another writer got there first. The event is then judged
-    again against the state that writer left: a caller hanging up while the agent leg
-    is answering is valid from `connecting` but may not be from whatever came next.
+    performs `UPDATE ... WHERE id = key AND version = <read version>` (see
+    :func:`apply_under_guard`).
     """
-    for _ in range(MAX_VERSION_RETRIES):
+
+    async def read_versioned() -> tuple[S, tuple[int, str]] | None:
         found = await read()
-        if found is None:
-            raise NotFound(kind, key)
-        current, version, call_id = found
-        target = machine.next_state(current, event)
-        row = await write(current, target, version)
-        if row is None:
-            log.debug("%s %s call=%s: version %d is stale, re-reading", kind, key, call_id, version)
-            continue
-        await record_transition(
-            session, machine, current, event, target,
-            call_id=call_id, handoff_id=handoff_id, at=at,
-        )
-        return row
-    raise ConcurrentUpdate(kind, key)
+        return None if found is None else (found[0], (found[1], found[2]))
+
+    async def write_versioned(current: S, target: S, guard: tuple[int, str]) -> RowT | None:
+        return await write(current, target, guard[0])
+
+    current, target, (_, call_id), row = await apply_under_guard(
+        machine, event, kind=kind, key=key, read=read_versioned, write=write_versioned,
+    )
+    await record_transition(
+        session, machine, current, event, target,
+        call_id=call_id, handoff_id=handoff_id, at=at,
+    )
+    return row
 
 
 async def record_transition(

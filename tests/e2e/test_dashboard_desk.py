@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Page, expect
 
+from handoff.agents import Presence
 from handoff.calls import CallOutcome
 from handoff.events import CARDS_TOPIC, CallEnded, Taken, Withdrawn
 from handoff.handoffs import HandoffEvent, handoff_priority
@@ -363,3 +364,25 @@ async def test_an_agent_on_a_call_is_offered_no_card_until_the_call_is_over(
     served.events.publish(CARDS_TOPIC, CallEnded(mine.call_id))
     await expect(waiting_card).to_be_visible()
     await expect(page.locator("#busy-note")).to_be_hidden()
+
+
+async def test_the_presence_menu_off_duty_says_why_it_refuses_and_offline_goes_off_duty(
+    page: Page, served: Served,
+) -> None:
+    alice = served.people["alice"]
+    await sign_in(page, served, "alice")
+    presence = page.locator("#presence")
+    await presence.select_option("away")
+    await expect(page.locator("#notice")).to_have_text("Go on duty before choosing a presence.")
+    # The menu shows what the server has, not the choice it refused.
+    await expect(presence).to_have_value("offline")
+    async with served.store.transaction() as tx:
+        assert (await tx.agents.get(alice.id)).presence is Presence.OFFLINE
+
+    await page.check("#duty")
+    await expect(presence).to_have_value("available")
+    await presence.select_option("offline")
+    await expect(page.locator("body")).to_have_attribute("data-on-duty", "no")
+    await expect(page.locator("#duty")).not_to_be_checked()
+    async with served.store.transaction() as tx:
+        assert not (await tx.agents.get(alice.id)).on_duty

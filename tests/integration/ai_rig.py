@@ -20,7 +20,7 @@ from typing import Protocol
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from handoff.agents import EndpointKind, Presence
+from handoff.agents import EndpointKind
 from handoff.calls import CallState
 from handoff.controller import build_controller
 from handoff.events import EventHub
@@ -97,8 +97,8 @@ async def ai_rig(
             sip_password="desk-ada-secret", endpoint_kind=EndpointKind.DESKPHONE,
         )
         # Ada is at her desk: handoffs are offered to her (unless the test says otherwise).
+        # On duty from offline is available; off duty is offline.
         await tx.agents.set_duty(agent.id, agent_on_duty)
-        await tx.agents.set_presence(agent.id, Presence.AVAILABLE)
     hub = EventHub()
     engines: dict[str, AiEngine] = {}  # filled once the engine knows the API's address
     pbx_ari = AriClient(pair.pbx.ari_url, *pair.pbx.ari_auth, apps="switchboard", key=call_key)

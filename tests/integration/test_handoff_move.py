@@ -394,6 +394,29 @@ async def test_an_agent_who_chooses_away_during_wrap_up_stays_away(
         await wait_until(lambda: _ended(r, placed.call_id))
 
 
+async def test_the_wrap_up_is_audited_as_the_controllers_when_it_begins_and_when_it_ends(
+    quiet_pair: Pair, tmp_path: Path
+) -> None:
+    async with (
+        local_world(quiet_pair.carrier) as world,
+        rig(quiet_pair.pbx, world, tmp_path / "db.sqlite", Timing(wrap_up_s=0.5)) as r,
+    ):
+        placed = await r.place_call()
+        await r.hand_to_agent(placed, settled=True)
+        await r.control.end_call(placed.call_id)
+        await wait_until(lambda: _ended(r, placed.call_id))
+        await wait_until(lambda: _presence_is(r, Presence.WRAP_UP))
+        await wait_until(lambda: _presence_is(r, Presence.AVAILABLE))
+        async with r.store.transaction() as tx:
+            lines = [line for line in reversed(await tx.audit.recent())
+                     if line.action == "presence_change"]
+    assert [(line.actor, line.subject, line.detail["from"], line.detail["event"],
+             line.detail["presence"]) for line in lines] == [
+        ("controller", f"agent:{r.agent_id}", "available", "wrap_up_begins", "wrap_up"),
+        ("controller", f"agent:{r.agent_id}", "wrap_up", "wrap_up_ends", "available"),
+    ]
+
+
 async def _presence_is(r: Rig, presence: Presence) -> bool:
     return await _presence(r) is presence
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from handoff.agents import EndpointKind
+from handoff.agents import EndpointKind, Presence
 from tests.dashboard_fixtures import (
     PASSWORD,
     Browsers,
@@ -38,6 +38,58 @@ async def test_duty_and_presence_refuse_malformed_bodies_with_a_reason(
         response = await agent.post_json(path, body)
         assert response.status == 400
         assert (await response.json())["reason"]
+
+
+async def test_off_duty_is_offline_and_offline_in_the_menu_is_going_off_duty(
+    served: Served, browsers: Browsers,
+) -> None:
+    agent = await signed_in(browsers, "alice")
+    await agent.post_json("/api/duty", {"on_duty": True})
+    await agent.post_json("/api/presence", {"presence": "away"})
+    off = (await (await agent.post_json("/api/duty", {"on_duty": False})).json())["me"]
+    assert (off["on_duty"], off["presence"]) == (False, "offline")
+    # Back on duty the agent is reachable again, whatever they were before.
+    on = (await (await agent.post_json("/api/duty", {"on_duty": True})).json())["me"]
+    assert (on["on_duty"], on["presence"]) == (True, "available")
+    menu = await agent.post_json("/api/presence", {"presence": "offline"})
+    assert menu.status == 200
+    me = (await menu.json())["me"]
+    assert (me["on_duty"], me["presence"]) == (False, "offline")
+    async with served.store.transaction() as tx:
+        assert await tx.agents.available() == []
+
+
+async def test_off_duty_choosing_a_presence_is_refused_and_changes_nothing(
+    served: Served, browsers: Browsers,
+) -> None:
+    agent = await signed_in(browsers, "alice")
+    for presence in ("available", "away", "wrap_up"):
+        response = await agent.post_json("/api/presence", {"presence": presence})
+        assert response.status == 409
+        body = await response.json()
+        assert (body["error"], body["reason"]) == (
+            "off_duty", "Go on duty before choosing a presence.")
+    async with served.store.transaction() as tx:
+        alice = await tx.agents.get(served.people["alice"].id)
+        assert (alice.on_duty, alice.presence) == (False, Presence.OFFLINE)
+        assert [e.action for e in await tx.audit.recent()] == ["login"]
+
+
+async def test_each_duty_and_presence_change_is_audited_under_the_agent_from_event_to(
+    served: Served, browsers: Browsers,
+) -> None:
+    agent = await signed_in(browsers, "alice")
+    await agent.post_json("/api/duty", {"on_duty": True})
+    await agent.post_json("/api/presence", {"presence": "wrap_up"})
+    await agent.post_json("/api/presence", {"presence": "wrap_up"})  # a second tab
+    async with served.store.transaction() as tx:
+        lines = [(e.actor, e.action, e.detail) for e in reversed(await tx.audit.recent())]
+    assert lines[1:] == [
+        ("alice", "duty_change", {"from": "offline", "event": "go_on_duty",
+                                  "presence": "available", "on_duty": True}),
+        ("alice", "presence_change", {"from": "available", "event": "choose_wrap_up",
+                                      "presence": "wrap_up", "on_duty": True}),
+    ]
 
 
 async def desk_phone_agent(served: Served, login: str) -> None:

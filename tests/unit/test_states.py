@@ -6,6 +6,7 @@ from typing import TypeVar
 
 import pytest
 
+from handoff.callback import CALLBACK, Callback, CallbackEvent, CallbackState
 from handoff.calls import CALL_LIFECYCLE, CallEvent, CallState
 from handoff.handoffs import (
     HANDOFF_LIFECYCLE,
@@ -238,3 +239,50 @@ def test_a_call_offered_again_is_at_least_high_and_an_emergency_stays_one() -> N
     assert reoffer_level(handoff_priority("normal", 1)) == "high"
     assert reoffer_level(handoff_priority("high", 3)) == "high"
     assert reoffer_level(handoff_priority("emergency", 2)) == "emergency"
+
+
+# ---- call-backs ----------------------------------------------------------------------------
+
+
+def test_a_call_back_rings_the_agent_then_the_caller_then_connects_and_ends() -> None:
+    assert walk(CALLBACK, CallbackEvent.AGENT_ANSWERED, CallbackEvent.CALLER_ANSWERED,
+                CallbackEvent.END) is CallbackState.ENDED
+    assert reachable(CALLBACK) == set(CallbackState)
+
+
+def test_the_caller_is_never_connected_before_the_agent_answered() -> None:
+    with pytest.raises(InvalidTransition):
+        walk(CALLBACK, CallbackEvent.CALLER_ANSWERED)
+    assert CALLBACK.sources_of(CallbackEvent.AGENT_ANSWERED) == {CallbackState.RINGING_AGENT}
+
+
+def test_a_call_back_can_end_at_every_step_and_late_news_of_an_answer_changes_nothing() -> None:
+    for state in (CallbackState.RINGING_AGENT, CallbackState.RINGING_CALLER,
+                  CallbackState.CONNECTED):
+        assert CALLBACK.next_state(state, CallbackEvent.END) is CallbackState.ENDED
+    assert CALLBACK.events_from(CallbackState.ENDED) == {CallbackEvent.CALLER_ANSWERED}
+    assert CALLBACK.next_state(CallbackState.ENDED, CallbackEvent.CALLER_ANSWERED) is (
+        CallbackState.ENDED)
+
+
+def test_a_restarted_controller_resumes_a_call_back_the_ledger_says_is_connected() -> None:
+    assert CALLBACK.sources_of(CallbackEvent.RESUME) == {CallbackState.RINGING_AGENT}
+    assert walk(CALLBACK, CallbackEvent.RESUME) is CallbackState.CONNECTED
+
+
+def test_a_call_back_moves_only_by_its_lifecycle_logged_against_its_call(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cb = Callback("cb-1a2b", "+33123456789", 7, "cb-1a2b~agent", "cb-1a2b~caller",
+                  "cb-1a2b~bridge", call_id=CALL_ID)
+    with caplog.at_level(logging.INFO, logger="handoff.states"):
+        cb.move(CallbackEvent.AGENT_ANSWERED)
+        with pytest.raises(InvalidTransition):
+            cb.move(CallbackEvent.RESUME)
+    assert cb.to_json() == {"id": "cb-1a2b", "number": "+33123456789",
+                            "state": "ringing_caller"}
+    assert caplog.messages == [
+        f"callback call={CALL_ID} callback=cb-1a2b: ringing_agent -> agent_answered -> "
+        "ringing_caller",
+        f"callback call={CALL_ID} callback=cb-1a2b: ringing_caller -> resume refused",
+    ]

@@ -28,12 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import update
+
 from handoff.agents import AgentRole, EndpointKind, Presence
 from handoff.assistants import FallbackKind
 from handoff.controller import LiveServices, build_controller
 from handoff.events import EventHub
 from handoff.live import CallControl, LiveCall, Timing, add_when_in_stasis, call_key
 from handoff.store import Store, create_store_engine, upgrade_to_head
+from handoff.store.models import Agent
 from pbx import runtime
 from pbx.ari import AriClient, AriError
 from pbx.asterisk_config import InboundRoute, Queue, SipAgent, SipTrunk
@@ -474,9 +477,12 @@ async def rig(
                 accept_timeout_s=2, fallback_kind=FallbackKind.NUMBER,
                 fallback_number=FALLBACK_NUMBER,
             )
-        # Ada is at her desk: on duty and available, so handoffs are offered to her.
-        await tx.agents.set_duty(agent_id, True)
-        await tx.agents.set_presence(agent_id, Presence.AVAILABLE)
+    # Ada is at her desk: on duty and available, so handoffs are offered to her. Seated
+    # by a direct write, not as a change someone made on a desk: the audit log then holds
+    # only what the calls under test did (off duty <=> offline, handoff.agents.PRESENCE).
+    async with engine.begin() as connection:
+        await connection.execute(update(Agent).where(Agent.id == agent_id).values(
+            on_duty=True, presence=Presence.AVAILABLE))
     pbx_ari = AriClient(pbx.ari_url, *pbx.ari_auth, apps="switchboard", key=call_key)
     live = build_controller(
         pbx_ari, store, EventHub(),

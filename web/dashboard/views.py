@@ -16,6 +16,7 @@ from aiohttp import WSMsgType, web
 from handoff.agents import AgentRole, EndpointKind, Presence
 from handoff.events import AGENTS_TOPIC, AgentChanged
 from handoff.live import AgentUnreachable, CallStateConflict
+from handoff.states import InvalidTransition
 from handoff.store import AgentBusy, AlreadyTaken, NotFound, NotOfferable, OffDuty
 from web.dashboard.board import AgentView
 from web.dashboard.guard import CSRF_FIELD, content_security_policy, error_body, json_error
@@ -143,10 +144,8 @@ async def logout(request: web.Request) -> web.Response:
         await tx.audit.record(viewer.login, "logout", f"agent:{viewer.agent_id}")
         if others == 0 and viewer.on_duty:
             # Signed out everywhere: no card may be offered to a desk nobody sits at.
-            await tx.agents.set_duty(viewer.agent_id, False)
-            await tx.agents.set_presence(viewer.agent_id, Presence.OFFLINE)
-            await tx.audit.record(viewer.login, "duty_change", f"agent:{viewer.agent_id}",
-                                  {"on_duty": False, "why": "signed out"})
+            await tx.agents.set_duty(viewer.agent_id, False, actor=viewer.login,
+                                     why="signed out")
     dashboard.events.publish(AGENTS_TOPIC, AgentChanged(viewer.agent_id))
     response = see_other("/login")
     dashboard.cookies.clear(response, dashboard.cookies.session)
@@ -191,12 +190,8 @@ async def set_duty(request: web.Request) -> web.Response:
         if unplugged is not None:
             return json_error(409, "phone_unregistered", unplugged)
     async with dashboard.store.transaction() as tx:
-        agent = await tx.agents.set_duty(viewer.agent_id, on_duty)
-        if on_duty and agent.presence is Presence.OFFLINE:
-            # Coming on duty means reachable; routing only offers cards to AVAILABLE.
-            agent = await tx.agents.set_presence(viewer.agent_id, Presence.AVAILABLE)
-        await tx.audit.record(viewer.login, "duty_change", f"agent:{viewer.agent_id}",
-                              {"on_duty": on_duty})
+        # On duty from offline is available (handoff.agents.PRESENCE); off duty is offline.
+        agent = await tx.agents.set_duty(viewer.agent_id, on_duty, actor=viewer.login)
         me = AgentView.of(agent, await tx.agents.busy_agent_ids())
     dashboard.events.publish(AGENTS_TOPIC, AgentChanged(viewer.agent_id))
     return web.json_response({"me": me.to_json()})
@@ -228,9 +223,11 @@ async def set_presence(request: web.Request) -> web.Response:
         choices = ", ".join(p.value for p in Presence)
         return json_error(400, "bad_request", f"presence is one of {choices}")
     async with dashboard.store.transaction() as tx:
-        agent = await tx.agents.set_presence(viewer.agent_id, presence)
-        await tx.audit.record(viewer.login, "presence_change", f"agent:{viewer.agent_id}",
-                              {"presence": presence.value})
+        try:
+            agent = await tx.agents.set_presence(viewer.agent_id, presence, actor=viewer.login)
+        except InvalidTransition:
+            # Off duty is offline: going on duty is where the desk's phone is checked.
+            return json_error(409, "off_duty", "Go on duty before choosing a presence.")
         me = AgentView.of(agent, await tx.agents.busy_agent_ids())
     dashboard.events.publish(AGENTS_TOPIC, AgentChanged(viewer.agent_id))
     return web.json_response({"me": me.to_json()})

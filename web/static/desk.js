@@ -126,10 +126,16 @@
     }
   });
 
+  // "offline" in the menu is going off duty; off duty, the other choices are refused
+  // (going on duty is where the phone is checked) and the menu goes back to offline.
   presenceSelect.addEventListener("change", async () => {
     const result = await post("/api/presence", { presence: presenceSelect.value });
-    if (result.ok) showMe(result.body.me);
-    else say(result.body.reason || "Could not change presence.");
+    if (result.ok) {
+      showMe(result.body.me);
+    } else {
+      if (state.me) presenceSelect.value = state.me.presence;
+      say(result.body.reason || "Could not change presence.");
+    }
   });
 
   // ---- the softphone ------------------------------------------------------------------
