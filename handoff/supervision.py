@@ -67,7 +67,6 @@ class Supervisor:
     agent_id: int
     login: str
     sip_user: str
-    endpoint_kind: str = "webrtc"
 
 
 @dataclass
@@ -270,8 +269,7 @@ class Supervision:
             # From here on the controller treats the supervisor's leg as the call's agent
             # leg; the legs hung up below are no longer the call's, so their end is
             # not taken for the agent vanishing.
-            leaving = live.taken_over(session.leg, supervisor.agent_id,
-                                      supervisor.endpoint_kind, mine.id)
+            leaving = live.taken_over(session.leg, supervisor.agent_id, mine.id)
             for leg in leaving:
                 await self._hangup(leg)
         # The leg now belongs to the call: this session's Snoop and bridge go.

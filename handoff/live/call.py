@@ -100,7 +100,6 @@ class Transfer:
     handoff_id: int
     to_agent: int
     leg: str | None = None  # the colleague's leg, once they accepted and it rings
-    kind: str = "webrtc"
 
 
 @dataclass
@@ -113,7 +112,6 @@ class LiveCall:
     ai: str | None = None
     agent: str | None = None
     agent_id: int | None = None
-    agent_kind: str = "webrtc"
     handoff_id: int | None = None
     recording: str | None = None
     legs: int = 0
@@ -121,7 +119,7 @@ class LiveCall:
     ending_state: Ending = Ending.LIVE
     # Agent legs created (not dialled) and already in the bridge while a handoff is on
     # offer, by agent id: the winner's leg only needs a dial.
-    staged: dict[int, tuple[str, str]] = field(default_factory=dict)  # leg, endpoint kind
+    staged: dict[int, str] = field(default_factory=dict)
     # A transfer on offer or ringing: the first agent keeps talking to the caller until
     # the second agent's leg answers, then that leg replaces theirs in the same bridge.
     transfer: Transfer | None = None
@@ -169,9 +167,9 @@ class LiveCall:
     def _party(self, event: PartyEvent) -> None:
         self.party = PARTY.transition(self.party, event, call_id=self.call_id)
 
-    def agent_ringing(self, leg: str, agent_id: int, kind: str) -> None:
+    def agent_ringing(self, leg: str, agent_id: int) -> None:
         """An agent accepted: their leg rings (the AI keeps the caller meanwhile)."""
-        self.agent, self.agent_id, self.agent_kind = leg, agent_id, kind
+        self.agent, self.agent_id = leg, agent_id
         self.answered.clear()
 
     def agent_picked_up(self) -> None:
@@ -201,14 +199,14 @@ class LiveCall:
         self._party(PartyEvent.AGENT_LOST)
         return had
 
-    def taken_over(self, leg: str, agent_id: int, kind: str, handoff_id: int) -> list[str]:
+    def taken_over(self, leg: str, agent_id: int, handoff_id: int) -> list[str]:
         """A supervisor's leg has the caller now; returns the legs that must leave (the
         AI's, the agent's, staged ones), which from here on are not this call's."""
         leaving = [leg for leg in (self.ai, self.agent) if leg]
-        leaving += [staged for staged, _ in self.staged.values()]
+        leaving += self.staged.values()
         self.staged.clear()
         self.ai, self.agent = None, leg
-        self.agent_id, self.agent_kind, self.handoff_id = agent_id, kind, handoff_id
+        self.agent_id, self.handoff_id = agent_id, handoff_id
         self._party(PartyEvent.TAKE_OVER)
         self.answered.set()
         return leaving
@@ -216,8 +214,7 @@ class LiveCall:
     def transferred(self, transfer: Transfer) -> None:
         """The colleague's leg answered and takes the caller from the first agent."""
         assert transfer.leg is not None
-        self.agent, self.agent_id, self.agent_kind = (transfer.leg, transfer.to_agent,
-                                                      transfer.kind)
+        self.agent, self.agent_id = transfer.leg, transfer.to_agent
         self.handoff_id = transfer.handoff_id
         self._party(PartyEvent.TRANSFERRED)
         self.answered.set()
@@ -260,6 +257,6 @@ def legs_of(live: LiveCall) -> set[str]:
     """Every channel and bridge of a live call, including legs staged, ringing a
     colleague for a transfer, or forwarding to the fallback number."""
     legs = {live.caller, live.ai, live.agent, live.forward, live.bridge,
-            *(leg for leg, _ in live.staged.values()),
+            *live.staged.values(),
             live.transfer.leg if live.transfer else None}
     return {leg for leg in legs if leg}

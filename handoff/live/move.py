@@ -66,18 +66,15 @@ class Moves(Flow):
             async with self.store.transaction() as tx:
                 handoff = await tx.handoffs.accept(handoff_id, agent_id)
                 staged = live.staged.pop(agent_id, None)
-                if staged is None:
-                    agent = await tx.agents.get(agent_id)
-                    kind = str(agent.endpoint_kind)
-                else:
-                    leg, kind = staged
                 try:
                     if staged is None:
-                        leg = await self.create_agent_leg(live, agent.sip_user)
-                    await self.dial_agent(live, leg, agent_id)
+                        agent = await tx.agents.get(agent_id)
+                        staged = await self.create_agent_leg(live, agent.sip_user)
+                    await self.dial_agent(live, staged, agent_id)
                 except AriError as exc:
                     raise AgentUnreachable(agent_id, str(exc)) from exc
-                live.agent_ringing(leg, agent_id, kind)
+                leg = staged
+                live.agent_ringing(leg, agent_id)
                 await tx.handoffs.apply(handoff.id, HandoffEvent.DIAL_AGENT)
                 # Known to the ledger while it rings, so a restarted controller finds it.
                 await tx.calls.set_legs(live.call_id, agent_channel_id=leg)

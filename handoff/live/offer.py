@@ -95,10 +95,10 @@ class Offers(Flow):
                 log.warning("call=%s: could not stage a leg for agent %s: %s",
                             live.call_id, agent.id, exc)
                 continue
-            live.staged[agent.id] = (leg, str(agent.endpoint_kind))
+            live.staged[agent.id] = leg
 
     async def unstage(self, live: LiveCall) -> None:
-        for agent_id, (leg, _) in list(live.staged.items()):
+        for agent_id, leg in list(live.staged.items()):
             del live.staged[agent_id]
             await hang_up(self.ari, leg)
 

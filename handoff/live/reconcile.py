@@ -103,8 +103,7 @@ class Reconciler(Flow):
                 handoffs = [h for h in handoffs if h.id not in cancelled]
                 current = handoffs[-1] if handoffs else None
                 if current is not None and current.accepted_by is not None:
-                    agent = await tx.agents.get(current.accepted_by)
-                    live.agent_id, live.agent_kind = agent.id, str(agent.endpoint_kind)
+                    live.agent_id = current.accepted_by
                 notes = await tx.notes.for_call(row.id)
             live.callback_requested = any(n.text.startswith(CALLBACK_NOTE) for n in notes)
             if current is not None:

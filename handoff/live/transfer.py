@@ -76,7 +76,7 @@ class Transfers(Flow):
                     await self.ctl.moves.dial_agent(live, leg, agent_id)
                 except AriError as exc:
                     raise AgentUnreachable(agent_id, str(exc)) from exc
-                transfer.leg, transfer.kind = leg, str(agent.endpoint_kind)
+                transfer.leg = leg
                 await tx.handoffs.apply(handoff_id, HandoffEvent.DIAL_AGENT)
         self.hub.publish(CARDS_TOPIC, Taken(handoff_id, agent_id))
         self.ctl.call_changed(live.call_id)

@@ -40,7 +40,7 @@ async def sup_rig(quiet_pair: Pair, tmp_path: Path) -> AsyncIterator[tuple[Rig, 
 async def sam(r: Rig) -> Supervisor:
     async with r.store.transaction() as tx:
         row: Agent = await tx.agents.get(r.supervisor_id)
-    return Supervisor(row.id, row.login, row.sip_user, str(row.endpoint_kind))
+    return Supervisor(row.id, row.login, row.sip_user)
 
 
 def heard(probe: RtpProbe, after: float) -> dict[str, int]:

@@ -68,7 +68,7 @@ async def supervise(request: web.Request) -> web.Response:
         return unavailable("supervision")
     async with request.app[DASHBOARD].store.transaction() as tx:
         agent = await tx.agents.get(viewer.agent_id)
-    supervisor = Supervisor(agent.id, agent.login, agent.sip_user, str(agent.endpoint_kind))
+    supervisor = Supervisor(agent.id, agent.login, agent.sip_user)
     try:
         session = await supervision.supervise(call_id, supervisor, mode)
     except NotFound:
