@@ -15,6 +15,7 @@ import aiohttp
 
 from handoff.settings import Settings
 from pbx import rootfs, runtime
+from pbx.installation import redact_url
 
 
 @dataclass
@@ -111,7 +112,7 @@ def examine(settings: Settings) -> Report:
             report.asterisk = {"state": "missing", "reason": str(exc)}
             report.problems.append(str(exc))
     url = settings.database_url
-    db: dict[str, Any] = {"url": runtime.redact_url(url)}
+    db: dict[str, Any] = {"url": redact_url(url)}
     if url.startswith("sqlite"):
         path = Path(url.split(":///", 1)[1])
         db["kind"] = "sqlite"
