@@ -10,7 +10,6 @@ Finding an Asterisk to run is :mod:`pbx.installation`; the ports an instance tak
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import logging
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
+from pbx.ari import basic_auth_header
 from pbx.asterisk_config import (
     Dirs,
     InboundRoute,
@@ -45,18 +45,11 @@ __all__ = [
     "PortRequest",
     "allocate_ports",
     "attach",
-    "basic_auth_header",
     "instances_root",
     "locate",
     "new_instance",
     "new_secret",
 ]
-
-
-def basic_auth_header(user: str, password: str) -> dict[str, str]:
-    """ARI takes HTTP basic auth; aiohttp deprecates ``auth=``, so send the header."""
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
 
 
 

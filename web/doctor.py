@@ -15,6 +15,7 @@ import aiohttp
 
 from handoff.settings import Settings
 from pbx import rootfs, runtime
+from pbx.ari import basic_auth_header
 from pbx.installation import redact_url
 
 
@@ -48,7 +49,7 @@ def read_running(settings: Settings) -> dict[str, Any] | None:
 
 async def _ari_info(url: str, user: str, password: str) -> dict[str, Any] | None:
     timeout = aiohttp.ClientTimeout(total=3)
-    headers = runtime.basic_auth_header(user, password)
+    headers = basic_auth_header(user, password)
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,

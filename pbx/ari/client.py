@@ -41,6 +41,12 @@ ARI_LINK = LinkSettings()
 """The ARI event stream's defaults (a ping every 5 s)."""
 
 
+def basic_auth_header(user: str, password: str) -> dict[str, str]:
+    """ARI takes HTTP basic auth; aiohttp 3.14 deprecates ``auth=``, so send the header."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
 class AriClient(SupervisedClient[Event]):
     """REST calls and the event stream of one or more Stasis apps on one Asterisk.
 
@@ -66,9 +72,7 @@ class AriClient(SupervisedClient[Event]):
         super().__init__("ARI", f"ARI events for {','.join(self.apps) or '-'} at {self.base_url}",
                          session="ARI event stream", key=key, describe=describe_event,
                          defaults=ARI_LINK, logger=log, **options)
-        token = base64.b64encode(f"{username}:{password}".encode()).decode()
-        # aiohttp 3.14 deprecates auth=; the header is what ARI reads anyway.
-        self._headers = {"Authorization": f"Basic {token}"}
+        self._headers = basic_auth_header(username, password)
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._session: aiohttp.ClientSession | None = None
         self._pong: asyncio.Future[None] | None = None
