@@ -34,11 +34,18 @@ def state_file(settings: Settings) -> Path:
     return settings.data_path / "run" / "switchboard.json"
 
 
-def read_running(settings: Settings) -> dict[str, Any] | None:
-    path = state_file(settings)
+def read_state(settings: Settings) -> dict[str, Any] | None:
+    """What the state file says, if there is one to read (its run may be gone)."""
     try:
-        state: dict[str, Any] = json.loads(path.read_text())
+        state: dict[str, Any] = json.loads(state_file(settings).read_text())
     except (OSError, json.JSONDecodeError):
+        return None
+    return state
+
+
+def read_running(settings: Settings) -> dict[str, Any] | None:
+    state = read_state(settings)
+    if state is None:
         return None
     try:
         os.kill(int(state["pid"]), 0)

@@ -28,7 +28,7 @@ from pbx.asterisk_config import (
 )
 from pbx.demo_caller import install_voice
 from web.demo import CARRIER_TRUNK, demo_caller_voice
-from web.doctor import state_file
+from web.doctor import read_state, state_file
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +131,8 @@ async def reattach(
     settings: Settings, telephony: Telephony, install: runtime.Installation
 ) -> bool:
     """Take over the Asterisk instances a crashed run left behind, with their calls."""
-    path = state_file(settings)
-    try:
-        state: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    state = read_state(settings)
+    if state is None:
         return False
     try:
         pid = int(state["pid"])
