@@ -59,7 +59,6 @@ class Installation:
         raise AsteriskUnavailable("an external Asterisk is not started by Switchboard")
 
 
-
 def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password:

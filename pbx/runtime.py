@@ -52,7 +52,6 @@ __all__ = [
 ]
 
 
-
 def new_secret() -> str:
     return secrets.token_urlsafe(24)
 
