@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Generic, TypeVar
 
 S = TypeVar("S", bound=enum.StrEnum)
@@ -86,6 +86,16 @@ class StateMachine(Generic[S, E]):
 
     def is_terminal(self, state: S) -> bool:
         return state in self.terminal
+
+
+def from_each(sources: Iterable[S], event: E, target: S) -> dict[tuple[S, E], S]:
+    """Rows of a table: `event` leads to `target` from every state of `sources`."""
+    return {(state, event): target for state in sources}
+
+
+def stays(states: Iterable[S], event: E) -> dict[tuple[S, E], S]:
+    """Rows of a table: `event` is allowed in each of `states` and changes nothing."""
+    return {(state, event): state for state in states}
 
 
 def _ref_text(ref: str | None) -> str:

@@ -21,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from panoramisk import Manager
 
-from pbx.event_link import ConnectHook, DisconnectHook, SupervisedClient, cancel_and_wait
+from pbx.event_link import ClientOptions, LinkSettings, SupervisedClient, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,9 @@ AmiMessage = Mapping[str, Any]
 AmiHandler = Callable[[AmiMessage], Awaitable[None]]
 
 _SECURITY = "class:security"
+
+AMI_LINK = LinkSettings(ping_interval=10.0)
+"""The AMI login's defaults: as ARI's, but a ping every 10 s."""
 
 
 class AmiError(Exception):
@@ -129,37 +132,15 @@ class AmiClient(SupervisedClient[AmiMessage]):
         username: str,
         secret: str,
         *,
-        on_connect: ConnectHook | None = None,
-        on_disconnect: DisconnectHook | None = None,
         key: Callable[[AmiMessage], str] = ami_event_key,
         action_timeout: float = 10.0,
-        connect_timeout: float = 5.0,
-        ping_interval: float = 10.0,
-        pong_timeout: float = 5.0,
-        backoff_initial: float = 0.1,
-        backoff_max: float = 5.0,
-        handler_budget: float = 0.2,
-        queue_size: int = 1000,
+        **options: Unpack[ClientOptions],
     ) -> None:
         # on_connect runs after every login, before ready: re-read state events may have
         # missed. on_disconnect runs when an established login is lost.
-        super().__init__(
-            "AMI",
-            f"AMI {username}@{host}:{port}",
-            session="AMI session",
-            on_connect=on_connect,
-            on_disconnect=on_disconnect,
-            key=key,
-            describe=describe_ami_event,
-            backoff_initial=backoff_initial,
-            backoff_max=backoff_max,
-            connect_timeout=connect_timeout,
-            ping_interval=ping_interval,
-            pong_timeout=pong_timeout,
-            handler_budget=handler_budget,
-            queue_size=queue_size,
-            logger=log,
-        )
+        super().__init__("AMI", f"AMI {username}@{host}:{port}", session="AMI session",
+                         key=key, describe=describe_ami_event, defaults=AMI_LINK, logger=log,
+                         **options)
         self.host = host
         self.port = port
         self._username = username
@@ -168,7 +149,7 @@ class AmiClient(SupervisedClient[AmiMessage]):
         self._manager: _Manager | None = None
         self._inflight: set[asyncio.Future[Any]] = set()
         self._intake: asyncio.Queue[AmiMessage] = asyncio.Queue()
-        self._intake_limit = queue_size
+        self._intake_limit = self._settings.queue_size
         self._transport: asyncio.Transport | None = None
         self._reading_paused = False
         self._pump_task: asyncio.Task[None] | None = None
@@ -182,14 +163,8 @@ class AmiClient(SupervisedClient[AmiMessage]):
             self._pump_task = asyncio.create_task(self._pump(), name="AMI events intake")
             self._supervisor = asyncio.create_task(self._supervise(), name="AMI supervisor")
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._link.close()
-        tasks = [t for t in (self._supervisor, self._pump_task) if t is not None]
-        await cancel_and_wait(tasks)
-        await self._dispatcher.close()
+    def _tasks(self) -> list[asyncio.Task[Any]]:
+        return [t for t in (self._supervisor, self._pump_task) if t is not None]
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         """Return once logged in; :class:`AmiLoginFailed` if Asterisk refused the login."""
@@ -308,7 +283,7 @@ class AmiClient(SupervisedClient[AmiMessage]):
             log=log,
         )
         try:
-            async with asyncio.timeout(self._connect_timeout):
+            async with asyncio.timeout(self._settings.connect_timeout):
                 transport, protocol = await loop.create_connection(
                     manager.config["protocol_factory"], self.host, self.port
                 )
@@ -355,9 +330,9 @@ class AmiClient(SupervisedClient[AmiMessage]):
         # panoramisk's pinger never looks at the reply; a Ping with a deadline is how a
         # silent (black-holed) Asterisk is noticed.
         while True:
-            await asyncio.sleep(self._ping_interval)
+            await asyncio.sleep(self._settings.ping_interval)
             try:
-                await self._send(manager, {"Action": "Ping"}, self._pong_timeout)
+                await self._send(manager, {"Action": "Ping"}, self._settings.pong_timeout)
             except AmiUnavailable as exc:
                 if self._reading_paused:
                     continue  # we stopped reading, not Asterisk answering

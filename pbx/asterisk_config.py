@@ -65,30 +65,27 @@ class ConfigValueError(ValueError):
         self.key = key
 
 
-def check_name(key: str, value: str) -> str:
-    if not _NAME.match(value):
-        raise ConfigValueError(
-            key, f"{value!r} must start with a letter and hold only letters, digits, '-' or '_'"
-        )
+def _matching(pattern: re.Pattern[str], key: str, value: str, problem: str) -> str:
+    """``value`` if ``pattern`` accepts it; otherwise ``problem`` says what is wrong."""
+    if not pattern.match(value):
+        raise ConfigValueError(key, problem)
     return value
+
+
+def check_name(key: str, value: str) -> str:
+    return _matching(_NAME, key, value, f"{value!r} must start with a letter and hold only "
+                     "letters, digits, '-' or '_'")
 
 
 def check_secret(key: str, value: str) -> str:
-    if not _SECRET.match(value):
-        raise ConfigValueError(
-            key, "must be 8 to 128 characters of letters, digits and . _ ~ + / = -"
-        )
-    return value
+    return _matching(_SECRET, key, value,
+                     "must be 8 to 128 characters of letters, digits and . _ ~ + / = -")
 
 
 def check_pattern(key: str, value: str) -> str:
-    if not _PATTERN.match(value):
-        raise ConfigValueError(
-            key,
-            f"{value!r} is not a strict number pattern: use digits (e.g. 2000) or "
-            "_ with X, Z, N and [ranges] (e.g. _20XX); '.' and '!' are refused",
-        )
-    return value
+    return _matching(_PATTERN, key, value, f"{value!r} is not a strict number pattern: use "
+                     "digits (e.g. 2000) or _ with X, Z, N and [ranges] (e.g. _20XX); '.' and "
+                     "'!' are refused")
 
 
 def check_port(key: str, value: int) -> int:
@@ -98,17 +95,12 @@ def check_port(key: str, value: int) -> int:
 
 
 def check_host(key: str, value: str) -> str:
-    if not _HOST.match(value):
-        raise ConfigValueError(key, f"{value!r} is not a host name or address")
-    return value
+    return _matching(_HOST, key, value, f"{value!r} is not a host name or address")
 
 
 def check_realm(key: str, value: str) -> str:
-    if not _REALM.match(value):
-        raise ConfigValueError(
-            key, f"{value!r} must be a word or a domain name (letters, digits, '.', '-', '_')"
-        )
-    return value
+    return _matching(_REALM, key, value, f"{value!r} must be a word or a domain name "
+                     "(letters, digits, '.', '-', '_')")
 
 
 def check_max_calls(key: str, value: int) -> int:
@@ -175,6 +167,16 @@ class Queue:
     timeout: int = 20
 
 
+class _UnderRoot:
+    """A folder of an instance's tree, by its path below the tree's root."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __get__(self, dirs: Dirs, owner: type[Dirs]) -> str:
+        return f"{dirs.root}/{self.path}"
+
+
 @dataclass(frozen=True)
 class Dirs:
     """Directories as Asterisk sees them (inside the chroot for the embedded runtime)."""
@@ -186,25 +188,14 @@ class Dirs:
     # Asterisk reads them from its own place (e.g. /etc/asterisk in a container).
     etc_dir: str = ""
 
+    varlib = _UnderRoot("var/lib")
+    spool = _UnderRoot("var/spool")
+    run = _UnderRoot("var/run")
+    log = _UnderRoot("var/log")
+
     @property
     def etc(self) -> str:
         return self.etc_dir or f"{self.root}/etc"
-
-    @property
-    def varlib(self) -> str:
-        return f"{self.root}/var/lib"
-
-    @property
-    def spool(self) -> str:
-        return f"{self.root}/var/spool"
-
-    @property
-    def run(self) -> str:
-        return f"{self.root}/var/run"
-
-    @property
-    def log(self) -> str:
-        return f"{self.root}/var/log"
 
     def all(self) -> list[str]:
         return [self.etc, self.varlib, self.spool, self.run, self.log, f"{self.spool}/recording"]
@@ -296,8 +287,9 @@ class InstanceSpec:
         for i, agent in enumerate(self.agents):
             check_name(f"agents[{i}].sip_user", agent.name)
             check_secret(f"agents[{i}].sip_password", agent.password)
-            if agent.contact and not _CONTACT.match(agent.contact):
-                raise ConfigValueError(f"agents[{i}].contact", "expected sip:user@host:port")
+            if agent.contact:
+                _matching(_CONTACT, f"agents[{i}].contact", agent.contact,
+                          "expected sip:user@host:port")
             if agent.kind not in ("webrtc", "deskphone"):
                 raise ConfigValueError(f"agents[{i}].kind", "webrtc or deskphone")
             if agent.name in seen:

@@ -9,6 +9,8 @@ what hands its events on, whatever the protocol:
 - :class:`SupervisedClient`: the base of :class:`pbx.ari.AriClient` and
   :class:`pbx.ami.AmiClient`: the ``on_connect``/``on_disconnect`` hooks, the counters and
   the one supervised reconnect loop (a session, then down, on_disconnect, backoff);
+- :class:`LinkSettings`: the timeouts, backoff and queue bounds both clients take, each
+  with its own defaults;
 - :func:`cancel_and_wait`, and the handler, hook and status types.
 
 Log lines go to the logger each client passes in (``pbx.ari.client``, ``pbx.ami``), so an
@@ -18,12 +20,13 @@ operator filters by protocol, not by this module.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, Self, TypeVar
+from typing import Any, Generic, Literal, Self, TypedDict, TypeVar, Unpack
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,50 @@ class EventStats:
     bad_frames: int = 0
     """Frames that were not a JSON event object; logged and skipped."""
     connects: int = 0
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    """How a client keeps its event link up and hands its events on.
+
+    Each client has its own defaults (``ARI_LINK``, ``AMI_LINK``) and takes any of these
+    as keyword arguments of its constructor (:class:`ClientOptions`).
+    """
+
+    connect_timeout: float = 5.0
+    ping_interval: float = 5.0
+    pong_timeout: float = 5.0
+    """A ping unanswered this long means Asterisk, or the network to it, is dead."""
+    backoff_initial: float = 0.1
+    backoff_max: float = 5.0
+    handler_budget: float = 0.2
+    """A handler running longer is logged: later events of its key waited that long."""
+    queue_size: int = 1000
+    """Events queued per key (a channel) before the client stops reading its link."""
+
+    def but(self, options: LinkOptions) -> LinkSettings:
+        """These settings with the ones a caller gave instead."""
+        return dataclasses.replace(self, **options)
+
+
+class LinkOptions(TypedDict, total=False):
+    """:class:`LinkSettings` given by name."""
+
+    connect_timeout: float
+    ping_interval: float
+    pong_timeout: float
+    backoff_initial: float
+    backoff_max: float
+    handler_budget: float
+    queue_size: int
+
+
+class ClientOptions(LinkOptions, total=False):
+    """What the constructors of the ARI and AMI clients take by name besides their own:
+    the link's hooks (see :class:`SupervisedClient`) and any of its settings."""
+
+    on_connect: ConnectHook | None
+    on_disconnect: DisconnectHook | None
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
@@ -205,20 +252,13 @@ class LinkSupervisor:
     and the number of attempts), so a long Asterisk restart does not flood the log.
     """
 
-    def __init__(
-        self,
-        what: str,
-        *,
-        backoff_initial: float = 0.1,
-        backoff_max: float = 5.0,
-        logger: logging.Logger = log,
-    ) -> None:
+    def __init__(self, what: str, settings: LinkSettings, logger: logging.Logger = log) -> None:
         self.what = what
         self.status: Status = "degraded"
         self.ready = asyncio.Event()
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
-        self._delay = backoff_initial
+        self._backoff_initial = settings.backoff_initial
+        self._backoff_max = settings.backoff_max
+        self._delay = settings.backoff_initial
         self._log = logger
         self._ever_up = False
         self._outage_since: float | None = None
@@ -284,45 +324,36 @@ class SupervisedClient(ABC, Generic[E]):
         what: str,
         *,
         session: str,
-        on_connect: ConnectHook | None,
-        on_disconnect: DisconnectHook | None,
         key: Callable[[E], str],
         describe: Callable[[E], str],
-        backoff_initial: float,
-        backoff_max: float,
-        connect_timeout: float,
-        ping_interval: float,
-        pong_timeout: float,
-        handler_budget: float,
-        queue_size: int,
+        defaults: LinkSettings,
         logger: logging.Logger,
+        **options: Unpack[ClientOptions],
     ) -> None:
         """``label`` ("ARI") starts log lines, ``what`` names the link in outage lines,
-        ``session`` names one session in the line of an unexpected failure."""
-        self.on_connect = on_connect
+        ``session`` names one session in the line of an unexpected failure; ``options``
+        are what the client's own caller gave (hooks, and settings over ``defaults``)."""
+        self.on_connect = options.pop("on_connect", None)
         """Runs after every (re)connect, before ready: reconcile with Asterisk here (events
         sent while nobody listened are lost)."""
-        self.on_disconnect = on_disconnect
+        self.on_disconnect = options.pop("on_disconnect", None)
         """Runs when an established link is lost, with the reason."""
+        settings = defaults.but(options)  # the hooks taken out, settings are left
         self._label = label
         self._session_name = session
         self._key = key
         self._log = logger
         self.stats = EventStats()
+        self._settings = settings
         self._dispatcher: OrderedDispatcher[E] = OrderedDispatcher(
             f"{label} events",
             stats=self.stats,
             describe=describe,
-            queue_size=queue_size,
-            budget=handler_budget,
+            queue_size=settings.queue_size,
+            budget=settings.handler_budget,
             logger=logger,
         )
-        self._link = LinkSupervisor(
-            what, backoff_initial=backoff_initial, backoff_max=backoff_max, logger=logger
-        )
-        self._connect_timeout = connect_timeout
-        self._ping_interval = ping_interval
-        self._pong_timeout = pong_timeout
+        self._link = LinkSupervisor(what, settings, logger)
         self._supervisor: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -336,8 +367,23 @@ class SupervisedClient(ABC, Generic[E]):
     @abstractmethod
     async def start(self) -> None: ...
 
-    @abstractmethod
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Stop at once, even in the middle of a backoff; every task is awaited."""
+        if self._closed:
+            return
+        self._closed = True
+        self._link.close()
+        await cancel_and_wait(self._tasks())
+        await self._dispatcher.close()
+        await self._release()
+
+    def _tasks(self) -> list[asyncio.Task[Any]]:
+        """The tasks :meth:`close` ends before the dispatcher: the supervisor, and any a
+        subclass adds."""
+        return [self._supervisor] if self._supervisor is not None else []
+
+    async def _release(self) -> None:
+        """What a client holds besides its tasks, released last by :meth:`close`."""
 
     @property
     def status(self) -> Status:
@@ -388,10 +434,13 @@ class SupervisedClient(ABC, Generic[E]):
 
 __all__ = [
     "ANY_EVENT",
+    "ClientOptions",
     "ConnectHook",
     "DisconnectHook",
     "EventStats",
     "Handler",
+    "LinkOptions",
+    "LinkSettings",
     "LinkSupervisor",
     "OrderedDispatcher",
     "Status",

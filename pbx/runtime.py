@@ -1,36 +1,28 @@
-"""Find Asterisk, start an instance with its own configuration, and stop it cleanly.
+"""Start an Asterisk instance with its own configuration tree, re-attach to one a crashed
+controller left running, and stop it cleanly.
 
-Where Asterisk comes from, in this order:
-1. ``SWITCHBOARD_ASTERISK`` (or ``asterisk.source``): a path to an ``asterisk`` binary,
-   or the ARI URL of an Asterisk someone else runs (``http://user:pass@host:8088/ari``);
-2. ``asterisk`` >= 20 on PATH;
-3. the embedded runtime: Debian sid's Asterisk in a root file system built once into a
-   cache folder (see :mod:`pbx.rootfs`) and run with ``chroot``.
+Finding an Asterisk to run is :mod:`pbx.installation`; the ports an instance takes are
+:mod:`pbx.ports`. Both are named here too, as callers use them with an instance:
+``runtime.locate()``, ``runtime.allocate_ports(runtime.PortRequest())``,
+``runtime.new_instance(...)``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import logging
 import os
-import random
-import re
 import secrets
 import shutil
 import signal
-import socket
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-from urllib.parse import urlsplit
 
 import aiohttp
 
-from pbx import rootfs
+from pbx.ari import basic_auth_header
 from pbx.asterisk_config import (
     Dirs,
     InboundRoute,
@@ -38,221 +30,26 @@ from pbx.asterisk_config import (
     Ports,
     SipAgent,
     default_max_calls,
-    rtp_ports_for,
     write_tree,
 )
+from pbx.installation import AsteriskUnavailable, Installation, locate
+from pbx.ports import PortInUse, PortRequest, allocate_ports
 
 log = logging.getLogger(__name__)
 
-MIN_MAJOR = 20
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
-
-
-class AsteriskUnavailable(RuntimeError):
-    """Asterisk cannot be found, built or started; the message says what to do instead."""
-
-
-class PortInUse(AsteriskUnavailable):
-    def __init__(self, key: str, port: int, proto: str) -> None:
-        super().__init__(
-            f"{key}: {proto} port {port} on 127.0.0.1 is already in use by another program; "
-            f"stop it or choose another port (or 0 for any free port)"
-        )
-        self.key = key
-        self.port = port
-
-
-@dataclass(frozen=True)
-class Installation:
-    """An Asterisk we can use. ``kind`` says how it runs."""
-
-    kind: Literal["embedded", "binary", "external"]
-    version: str
-    binary: Path | None = None
-    root: rootfs.Rootfs | None = None
-    ari_url: str | None = None
-
-    @property
-    def where(self) -> str:
-        if self.kind == "embedded" and self.root:
-            return f"embedded Debian sid root file system at {self.root.path}"
-        if self.kind == "binary":
-            return f"{self.binary}"
-        return f"external instance at {redact_url(self.ari_url or '')}"
-
-    def command(self, *args: str) -> list[str]:
-        """Argv running the asterisk binary (inside the chroot for the embedded one)."""
-        if self.kind == "embedded" and self.root:
-            return ["chroot", str(self.root.path), "/usr/sbin/asterisk", *args]
-        if self.kind == "binary" and self.binary:
-            return [str(self.binary), *args]
-        raise AsteriskUnavailable("an external Asterisk is not started by Switchboard")
-
-
-def basic_auth_header(user: str, password: str) -> dict[str, str]:
-    """ARI takes HTTP basic auth; aiohttp deprecates ``auth=``, so send the header."""
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
-
-
-def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@")
-    return url
-
-
-def parse_version(text: str) -> tuple[int, int, int] | None:
-    match = re.search(r"Asterisk (?:certified/)?(\d+)\.(\d+)(?:\.(\d+))?", text)
-    if not match:
-        return None
-    return int(match[1]), int(match[2]), int(match[3] or 0)
-
-
-def _binary_version(argv: list[str]) -> str:
-    try:
-        out = subprocess.run(
-            [*argv, "-V"], capture_output=True, text=True, timeout=15, check=False
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise AsteriskUnavailable(f"cannot run {argv[-1]}: {exc}") from exc
-    return out
-
-
-def locate(
-    source: str = "auto",
-    cache_dir: Path | None = None,
-    mirror: str = DEFAULT_MIRROR,
-    build: bool = True,
-) -> Installation:
-    """Find an Asterisk to use, building the embedded one if allowed and needed."""
-    source = os.environ.get("SWITCHBOARD_ASTERISK", "") or source
-    if source.startswith(("http://", "https://")):
-        return Installation(kind="external", version="unknown", ari_url=source)
-    if source not in ("", "auto"):
-        path = Path(source)
-        if not (path.is_file() and os.access(path, os.X_OK)):
-            raise AsteriskUnavailable(
-                f"asterisk.source / SWITCHBOARD_ASTERISK: {source!r} is neither an executable "
-                "asterisk binary nor an http(s) ARI URL"
-            )
-        return _checked_binary(path)
-    on_path = shutil.which("asterisk")
-    if on_path:
-        try:
-            return _checked_binary(Path(on_path))
-        except AsteriskUnavailable as exc:
-            log.info("not using %s: %s", on_path, exc)
-    cache = cache_dir or rootfs.default_cache_dir()
-    try:
-        tree = rootfs.ensure(cache, mirror) if build else rootfs.find_built(cache, mirror)
-    except rootfs.RootfsError as exc:
-        raise AsteriskUnavailable(str(exc)) from exc
-    if tree is None:
-        raise AsteriskUnavailable(
-            f"no Asterisk found: none on PATH and the embedded one is not built yet in {cache} "
-            "(`make run` or `switchboard setup` builds it)"
-        )
-    version = _binary_version(["chroot", str(tree.path), "/usr/sbin/asterisk"])
-    return Installation(kind="embedded", version=version, root=tree, binary=tree.asterisk)
-
-
-def _checked_binary(path: Path) -> Installation:
-    version = _binary_version([str(path)])
-    parsed = parse_version(version)
-    if not parsed or parsed[0] < MIN_MAJOR:
-        raise AsteriskUnavailable(f"{path} reports {version!r}; Switchboard needs Asterisk >= 20")
-    return Installation(kind="binary", version=version, binary=path)
-
-
-# ---- ports ---------------------------------------------------------------------------
-
-
-def _port_free(port: int, kind: int) -> bool:
-    """Whether Asterisk could bind ``port`` on loopback now.
-
-    For TCP that means nobody listens on it. Connections that ended a moment ago (a
-    browser's SIP WebSocket, the controller's ARI socket, closed by Asterisk as it
-    stopped) stay in TIME_WAIT on the port for a minute; Asterisk binds its HTTP and
-    AMI listeners with SO_REUSEADDR and starts fine over them, so the check does too.
-    Linux still refuses that bind while a socket listens on the port. UDP has no
-    TIME_WAIT, and SO_REUSEADDR there would let two phones' worth of sockets share a
-    port, so a UDP port is free only if a plain bind succeeds.
-    """
-    with socket.socket(socket.AF_INET, kind) as sock:
-        if kind == socket.SOCK_STREAM:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(kind: int = socket.SOCK_STREAM, avoid: frozenset[int] = frozenset()) -> int:
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, kind) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in avoid:
-            return port
-    raise AsteriskUnavailable("no free port on 127.0.0.1")
-
-
-def claim_port(
-    key: str, wanted: int, kind: int = socket.SOCK_STREAM, avoid: frozenset[int] = frozenset()
-) -> int:
-    """``wanted`` if free (0 picks any free port); a taken port is reported by its key."""
-    if wanted == 0:
-        return free_port(kind, avoid)
-    if not _port_free(wanted, kind):
-        raise PortInUse(key, wanted, "TCP" if kind == socket.SOCK_STREAM else "UDP")
-    return wanted
-
-
-def free_rtp_range(size: int, avoid: frozenset[int] = frozenset()) -> tuple[int, int]:
-    """A block of ``size`` UDP ports no other instance uses (nor holds a port of
-    ``avoid``), starting on an even port (RTP's); random so side-by-side runs differ."""
-    size += size % 2
-    for _ in range(50):
-        start = random.randrange(20000, max(20001, 50000 - size), 2 * size)
-        end = start + size - 1
-        probe = (start, start + size // 2, end)
-        if not any(start <= p <= end for p in avoid) and all(
-            _port_free(p, socket.SOCK_DGRAM) for p in probe
-        ):
-            return start, end
-    raise AsteriskUnavailable(f"no free block of {size} UDP ports for RTP from 20000 up")
-
-
-# ---- instances -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PortRequest:
-    """Ports an instance should use; 0 means "any free port"."""
-
-    http: int = 0
-    sip: int = 0
-    ami: int = 0
-    rtp_start: int = 0
-    rtp_end: int = 0
-
-
-def allocate_ports(
-    req: PortRequest, avoid: frozenset[int] = frozenset(), max_calls: int = 0
-) -> Ports:
-    """Concrete ports for ``req``; ``avoid`` holds ports already given to another instance.
-    An RTP range not asked for is sized for ``max_calls`` (0: the machine's default)."""
-    http = claim_port("asterisk.http_port", req.http, avoid=avoid)
-    sip = claim_port("asterisk.sip_port", req.sip, socket.SOCK_DGRAM, avoid | {http})
-    ami = claim_port("asterisk.ami_port", req.ami, avoid=avoid | {http, sip})
-    size = rtp_ports_for(max_calls or default_max_calls())
-    if req.rtp_start:
-        rtp_start, rtp_end = req.rtp_start, req.rtp_end or req.rtp_start + size - 1
-    else:
-        rtp_start, rtp_end = free_rtp_range(size, avoid)
-    return Ports(http=http, sip=sip, ami=ami, rtp_start=rtp_start, rtp_end=rtp_end)
+__all__ = [
+    "AsteriskInstance",
+    "AsteriskUnavailable",
+    "Installation",
+    "PortInUse",
+    "PortRequest",
+    "allocate_ports",
+    "attach",
+    "instances_root",
+    "locate",
+    "new_instance",
+    "new_secret",
+]
 
 
 def new_secret() -> str:

@@ -19,7 +19,7 @@ import pytest_asyncio
 from handoff.settings import load
 from pbx import rootfs
 from tests.dashboard_fixtures import free_port
-from web.app import instance_name
+from web.telephony import instance_name
 
 REPO = Path(__file__).resolve().parents[1]
 

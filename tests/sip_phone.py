@@ -1,6 +1,6 @@
 """A SIP desk phone for tests: it registers, rings, answers, talks and hangs up itself.
 
-An Asterisk dialled over ARI (the carrier's "phones" in web.bench.rig) is not a desk
+An Asterisk dialled over ARI (the carrier's "phones" in web.bench.world) is not a desk
 phone: it never sends its own REGISTER or answers the PBX's OPTIONS, and its calls end
 when a test hangs them up over ARI, so the PBX sees a trunk's hang-up instead of the
 BYE a phone sends when its handset goes down. This user agent speaks SIP over UDP on

@@ -1,11 +1,12 @@
 """The composition root: builds every long-lived object once and hands it down.
 
 Start-up, in order (``cleanup_ctx``, so shutdown runs in reverse and always completes):
-1. the store: database engine, migrations, the demo set-up on first start;
-2. telephony: Asterisk with a configuration rendered from the store (assistants become
-   routes, agents become SIP endpoints), plus the demo carrier that places test calls.
-   An Asterisk left running by a controller that crashed is re-attached, not replaced:
-   the calls in it go on;
+1. the store: database engine, migrations, the demo set-up on first start
+   (:mod:`web.demo`);
+2. telephony (:mod:`web.telephony`): Asterisk with a configuration rendered from the
+   store (assistants become routes, agents become SIP endpoints), plus the demo carrier
+   that places test calls. An Asterisk left running by a controller that crashed is
+   re-attached, not replaced: the calls in it go on;
 3. the controller: the ARI client (reconciling on every connect), the call control and
    the built-in reference receptionist.
 
@@ -15,81 +16,45 @@ A crash of this process leaves Asterisk and its calls up; Ctrl-C / SIGTERM stop 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
-import os
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from handoff.agents import AgentRole, EndpointKind
-from handoff.assistants import FallbackKind
 from handoff.callback import Callbacks
 from handoff.controller import build_controller
 from handoff.events import EventHub
 from handoff.live import CallControl, Timing, call_key
 from handoff.metrics import SwitchboardMetrics
 from handoff.phone_watch import PhoneWatch
-from handoff.receptionist import Receptionist, make_prompts
+from handoff.receptionist import Receptionist
 from handoff.settings import Settings
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from handoff.supervision import Supervision
 from pbx import runtime
 from pbx.ami import AmiClient
 from pbx.ari import AriClient
-from pbx.asterisk_config import (
-    InboundRoute,
-    SipAgent,
-    SipTrunk,
-    TlsListener,
-    spec_from_dict,
-    spec_to_dict,
-)
-from pbx.demo_caller import DEMO_CALLER_WORDS, DemoCaller, install_voice
+from pbx.demo_caller import DemoCaller
 from pbx.security_events import SecurityEvents
 from web.ai_api import API_PREFIX, hash_control_token, new_control_token, setup_ai_api
 from web.dashboard.access import Shape, own_auth, public
-from web.dashboard.passwords import Passwords
 from web.dashboard.routes import route_policy, setup_dashboard
 from web.dashboard.tools import Tools, setup_tools
 from web.dashboard.typedefs import DASHBOARD, SoftphoneSettings
-from web.doctor import state_file
+from web.demo import CARRIER_TRUNK, DEMO_NUMBER, RECEPTIONIST, seed_demo
+from web.telephony import (
+    Telephony,
+    routes_and_agents,
+    start_telephony,
+    stop_telephony,
+    write_state,
+)
 
 log = logging.getLogger(__name__)
-
-CARRIER_TRUNK = "carrier"
-RECEPTIONIST = "receptionist"
-DEMO_NUMBER = "2000"
-DEMO_AGENTS = (("ada", "Ada Lovelace", AgentRole.AGENT), ("grace", "Grace Hopper",
-               AgentRole.AGENT), ("admin", "Admin", AgentRole.ADMIN))
-
-
-@dataclass
-class Telephony:
-    """What `run` started or re-attached: the PBX and, for the demo, the carrier."""
-
-    installation: runtime.Installation | None = None
-    pbx: runtime.AsteriskInstance | None = None
-    carrier: runtime.AsteriskInstance | None = None
-    adopted: bool = False
-    status: str = "starting"
-
-    def softphone_url(self) -> str | None:
-        """Where browser softphones register: the PBX's SIP WebSocket (wss with TLS)."""
-        if self.pbx is None:
-            return None
-        spec = self.pbx.spec
-        if spec.tls is not None:
-            return f"wss://{spec.bind_address}:{spec.tls.port}/ws"
-        return f"ws://{spec.bind_address}:{spec.ports.http}/ws"
 
 
 @dataclass
@@ -165,36 +130,6 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         await services.db.dispose()
 
 
-async def seed_demo(store: Store) -> dict[str, str]:
-    """The demo on an empty database: the receptionist at 2000 and three people.
-
-    Returns the dashboard passwords it created (printed once, stored only hashed).
-    """
-    created: dict[str, str] = {}
-    async with store.transaction() as tx:
-        if await tx.assistants.by_name(RECEPTIONIST) is None:
-            await tx.assistants.create(
-                name=RECEPTIONIST, number_pattern=DEMO_NUMBER, adapter="builtin",
-                control_token_hash=hash_control_token(new_control_token()),
-                accept_timeout_s=45, fallback_kind=FallbackKind.AI_CALLBACK,
-            )
-        for login, name, role in DEMO_AGENTS:
-            if await tx.agents.by_login(login) is not None:
-                continue
-            password = secrets.token_urlsafe(9)
-            await tx.agents.create(
-                login=login, display_name=name, role=role, sip_user=f"agent-{login}",
-                sip_password=secrets.token_urlsafe(18), endpoint_kind=EndpointKind.WEBRTC,
-                password_hash=hash_password(password),
-            )
-            created[login] = password
-    return created
-
-
-def hash_password(password: str) -> str:
-    return Passwords().hash(password)
-
-
 # ---- 2. telephony --------------------------------------------------------------------------
 
 
@@ -202,11 +137,11 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
     telephony = services.telephony
     try:
-        await start_telephony(services)
+        await start_telephony(services.settings, services.store, telephony)
     except BaseException:
         await stop_telephony(telephony)
         raise
-    state = write_state(services)
+    state = write_state(services.settings, telephony)
     try:
         yield
     finally:
@@ -214,169 +149,6 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
         await stop_telephony(telephony)
         if state is not None:
             state.unlink(missing_ok=True)
-
-
-async def start_telephony(services: Services) -> None:
-    settings, telephony = services.settings, services.telephony
-    ast = settings.asterisk
-    cache = Path(ast.cache_dir) if ast.cache_dir else None
-    install = await asyncio.to_thread(runtime.locate, ast.source, cache, ast.mirror)
-    telephony.installation = install
-    if install.kind == "external":
-        telephony.status = "external"
-        return
-    if await reattach(services, install):
-        return
-    routes, agents = await routes_and_agents(services.store)
-    pbx_ports = runtime.allocate_ports(
-        runtime.PortRequest(
-            http=ast.http_port, sip=ast.sip_port, ami=ast.ami_port,
-            rtp_start=ast.rtp_start, rtp_end=ast.rtp_end,
-        ),
-        max_calls=ast.call_limit,
-    )
-    carrier_ports = None
-    if settings.demo.enabled and settings.demo.test_caller:
-        taken = frozenset({pbx_ports.http, pbx_ports.sip, pbx_ports.ami, pbx_ports.rtp_start})
-        carrier_ports = runtime.allocate_ports(
-            runtime.PortRequest(rtp_start=settings.demo.rtp_start,
-                                rtp_end=settings.demo.rtp_end),
-            avoid=taken, max_calls=ast.call_limit,
-        )
-    trunks = [SipTrunk(t.name, t.host, t.port, t.from_user) for t in settings.trunks]
-    if carrier_ports is not None:
-        trunks.append(SipTrunk(CARRIER_TRUNK, "127.0.0.1", carrier_ports.sip))
-    telephony.pbx = runtime.new_instance(
-        install, instance_name("pbx", settings), settings.data_path, ports=pbx_ports,
-        ephemeral=False, max_calls=ast.call_limit,
-        bind_address=ast.bind_address, media_address=ast.media_address,
-        sip_realm=ast.sip_realm, country=ast.country,
-        tls=TlsListener(ast.tls_cert, ast.tls_key) if ast.tls_cert else None,
-        trunks=tuple(trunks), routes=routes, agents=agents,
-    )
-    await telephony.pbx.start()
-    if carrier_ports is not None:
-        voice = await asyncio.to_thread(demo_caller_voice, settings)
-        telephony.carrier = runtime.new_instance(
-            install, instance_name("carrier", settings), settings.data_path, ports=carrier_ports,
-            ephemeral=False, max_calls=ast.call_limit, app="carrier", test_caller=True,
-            trunks=(SipTrunk("switchboard", "127.0.0.1", pbx_ports.sip),),
-        )
-        install_voice(telephony.carrier, voice)
-        await telephony.carrier.start()
-    telephony.status = "ok"
-
-
-def demo_caller_voice(settings: Settings) -> Path:
-    """The test caller's words, spoken once by espeak-ng next to the receptionist's
-    prompts (blocking the first time: call it at set-up, or via ``to_thread``)."""
-    spoken = make_prompts(settings.data_path / "prompts", texts={"test-caller": DEMO_CALLER_WORDS})
-    return spoken["test-caller"]
-
-
-def instance_name(role: str, settings: Settings) -> str:
-    """One Asterisk tree per data folder: two installations (a demo and a test run)
-    on one machine never share a configuration or a spool."""
-    digest = hashlib.sha256(str(settings.data_path).encode()).hexdigest()[:8]
-    return f"{role}-{digest}"
-
-
-async def routes_and_agents(
-    store: Store,
-) -> tuple[tuple[InboundRoute, ...], tuple[SipAgent, ...]]:
-    """Assistants answer their numbers; every agent gets their SIP endpoint."""
-    async with store.transaction() as tx:
-        assistants = await tx.assistants.all()
-        agents = await tx.agents.all()
-    routes = tuple(InboundRoute(a.number_pattern, a.name) for a in assistants)
-    endpoints = tuple(
-        SipAgent(a.sip_user, a.sip_password,
-                 "webrtc" if a.endpoint_kind is EndpointKind.WEBRTC else "deskphone",
-                 a.display_name)
-        for a in agents
-    )
-    return routes, endpoints
-
-
-async def reattach(services: Services, install: runtime.Installation) -> bool:
-    """Take over the Asterisk instances a crashed run left behind, with their calls."""
-    path = state_file(services.settings)
-    try:
-        state: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    try:
-        pid = int(state["pid"])
-        os.kill(pid, 0)
-    except (KeyError, ValueError, ProcessLookupError):
-        pass  # the run that wrote it is gone: its Asterisk may be ours to take
-    except PermissionError:
-        return False
-    else:
-        if pid != os.getpid():
-            raise runtime.AsteriskUnavailable(
-                f"Switchboard already runs (pid {pid}); stop it first"
-            )
-    telephony = services.telephony
-    for role in ("pbx", "carrier"):
-        entry = state.get(f"{role}_instance")
-        if not entry:
-            continue
-        spec = spec_from_dict(entry["spec"])
-        instance = await runtime.attach(install, spec, Path(entry["host_root"]),
-                                        int(entry["pid"]))
-        setattr(telephony, role, instance)
-    if telephony.pbx is None:
-        if telephony.carrier is not None:
-            await telephony.carrier.stop()
-            telephony.carrier = None
-        return False
-    log.warning("re-attached to the running Asterisk (pid %s): its calls go on",
-                telephony.pbx.pid)
-    telephony.adopted = True
-    telephony.status = "ok"
-    return True
-
-
-async def stop_telephony(telephony: Telephony) -> None:
-    for instance in (telephony.carrier, telephony.pbx):
-        if instance is not None:
-            await instance.stop()
-
-
-def write_state(services: Services) -> Path | None:
-    """Tell `switchboard doctor`, the operator and a restarted run where things are."""
-    settings, telephony = services.settings, services.telephony
-    pbx, install = telephony.pbx, telephony.installation
-    if pbx is None or install is None:
-        return None
-    path = state_file(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state: dict[str, Any] = {
-        "pid": os.getpid(),
-        "dashboard_url": settings.origin,
-        "asterisk_kind": install.kind,
-        "asterisk_where": install.where,
-        "asterisk_pid": pbx.pid,
-        "ari_url": pbx.ari_url,
-        "ari_user": pbx.spec.ari_user,
-        "ari_password": pbx.spec.ari_password,
-        "sip": f"udp:{pbx.spec.bind_address}:{pbx.sip_port}",
-        "config_dir": str(pbx.host_root / "etc"),
-        "log": str(pbx.log_file),
-    }
-    for role, instance in (("pbx", pbx), ("carrier", telephony.carrier)):
-        if instance is not None:
-            state[f"{role}_instance"] = {
-                "spec": spec_to_dict(instance.spec),
-                "host_root": str(instance.host_root),
-                "pid": instance.pid,
-            }
-    # Holds the ARI secrets: readable by the owner only.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump(state, out, indent=2)
-    return path
 
 
 # ---- 3. the controller ---------------------------------------------------------------------

@@ -28,8 +28,9 @@ from pbx.asterisk_config import (
     rtp_ports_for,
 )
 from web import doctor
-from web.app import DEMO_NUMBER, RECEPTIONIST, build_app, demo_caller_voice
+from web.app import build_app
 from web.dashboard.passwords import Passwords
+from web.demo import DEMO_NUMBER, RECEPTIONIST, demo_caller_voice
 
 DEFAULT_CONFIG = Path("switchboard.toml")
 

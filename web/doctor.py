@@ -15,6 +15,8 @@ import aiohttp
 
 from handoff.settings import Settings
 from pbx import rootfs, runtime
+from pbx.ari import basic_auth_header
+from pbx.installation import redact_url
 
 
 @dataclass
@@ -32,11 +34,18 @@ def state_file(settings: Settings) -> Path:
     return settings.data_path / "run" / "switchboard.json"
 
 
-def read_running(settings: Settings) -> dict[str, Any] | None:
-    path = state_file(settings)
+def read_state(settings: Settings) -> dict[str, Any] | None:
+    """What the state file says, if there is one to read (its run may be gone)."""
     try:
-        state: dict[str, Any] = json.loads(path.read_text())
+        state: dict[str, Any] = json.loads(state_file(settings).read_text())
     except (OSError, json.JSONDecodeError):
+        return None
+    return state
+
+
+def read_running(settings: Settings) -> dict[str, Any] | None:
+    state = read_state(settings)
+    if state is None:
         return None
     try:
         os.kill(int(state["pid"]), 0)
@@ -47,7 +56,7 @@ def read_running(settings: Settings) -> dict[str, Any] | None:
 
 async def _ari_info(url: str, user: str, password: str) -> dict[str, Any] | None:
     timeout = aiohttp.ClientTimeout(total=3)
-    headers = runtime.basic_auth_header(user, password)
+    headers = basic_auth_header(user, password)
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
@@ -111,7 +120,7 @@ def examine(settings: Settings) -> Report:
             report.asterisk = {"state": "missing", "reason": str(exc)}
             report.problems.append(str(exc))
     url = settings.database_url
-    db: dict[str, Any] = {"url": runtime.redact_url(url)}
+    db: dict[str, Any] = {"url": redact_url(url)}
     if url.startswith("sqlite"):
         path = Path(url.split(":///", 1)[1])
         db["kind"] = "sqlite"

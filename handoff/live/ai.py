@@ -90,6 +90,14 @@ class AiLegs(Flow):
                 summary="The AI stopped working during this call; the caller is on hold.",
             )
 
+    async def leave(self, live: LiveCall) -> None:
+        """The AI steps out of the call bridge, hold music too: someone else has the
+        caller now (lock held)."""
+        ai, live.ai = live.ai, None
+        if ai:
+            await hang_up(self.ari, ai)
+        await self.unhold(live)
+
     async def hold(self, live: LiveCall) -> None:
         """Hold music in the call bridge while neither the AI nor a person has the caller
         (lock held; recorded with the rest of the call)."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from handoff.calls import CallOutcome
 from handoff.live.legs import new_leg_id
-from handoff.states import StateMachine
+from handoff.states import StateMachine, from_each, stays
 
 
 class Party(enum.StrEnum):
@@ -43,20 +43,17 @@ class PartyEvent(enum.StrEnum):
     RESUME = "resume"  # a restarted controller finds the agent talking to the caller
 
 
+_AI_OR_AGENT = (Party.AI, Party.AGENT_ANSWERED, Party.AGENT)  # not yet forwarded
+
 PARTY: StateMachine[Party, PartyEvent] = StateMachine("live party", Party.AI, {
     (Party.AI, PartyEvent.ANSWER): Party.AGENT_ANSWERED,
     (Party.AGENT_ANSWERED, PartyEvent.CONNECT): Party.AGENT,
     # A leg that never answered, or one already written off, leaves the AI where it is.
-    (Party.AI, PartyEvent.AGENT_LOST): Party.AI,
-    (Party.AGENT_ANSWERED, PartyEvent.AGENT_LOST): Party.AI,
-    (Party.AGENT, PartyEvent.AGENT_LOST): Party.AI,
-    (Party.AI, PartyEvent.TAKE_OVER): Party.AGENT,
-    (Party.AGENT, PartyEvent.TAKE_OVER): Party.AGENT,
+    **from_each(_AI_OR_AGENT, PartyEvent.AGENT_LOST, Party.AI),
+    **from_each((Party.AI, Party.AGENT), PartyEvent.TAKE_OVER, Party.AGENT),
     (Party.AGENT, PartyEvent.TRANSFERRED): Party.AGENT,
     (Party.AI, PartyEvent.FORWARD_ANSWERED): Party.FORWARDED,
-    (Party.AI, PartyEvent.RESUME): Party.AGENT,
-    (Party.AGENT_ANSWERED, PartyEvent.RESUME): Party.AGENT,
-    (Party.AGENT, PartyEvent.RESUME): Party.AGENT,
+    **from_each(_AI_OR_AGENT, PartyEvent.RESUME, Party.AGENT),
 })
 
 
@@ -76,20 +73,14 @@ class EndingEvent(enum.StrEnum):
 
 ENDING: StateMachine[Ending, EndingEvent] = StateMachine("live ending", Ending.LIVE, {
     (Ending.LIVE, EndingEvent.END): Ending.ENDING,
-    (Ending.ENDING, EndingEvent.END): Ending.ENDING,
     (Ending.LEAVING, EndingEvent.END): Ending.HANGING_UP,
-    (Ending.HANGING_UP, EndingEvent.END): Ending.HANGING_UP,
     (Ending.LIVE, EndingEvent.HANGUP_SEEN): Ending.LEAVING,
     (Ending.ENDING, EndingEvent.HANGUP_SEEN): Ending.HANGING_UP,
-    (Ending.LEAVING, EndingEvent.HANGUP_SEEN): Ending.LEAVING,
-    (Ending.HANGING_UP, EndingEvent.HANGUP_SEEN): Ending.HANGING_UP,
-    (Ending.LIVE, EndingEvent.CLOSE): Ending.CLOSED,
-    (Ending.ENDING, EndingEvent.CLOSE): Ending.CLOSED,
-    (Ending.LEAVING, EndingEvent.CLOSE): Ending.CLOSED,
-    (Ending.HANGING_UP, EndingEvent.CLOSE): Ending.CLOSED,
-    # Late news of a call already closed changes nothing.
-    (Ending.CLOSED, EndingEvent.END): Ending.CLOSED,
-    (Ending.CLOSED, EndingEvent.HANGUP_SEEN): Ending.CLOSED,
+    **from_each((Ending.LIVE, Ending.ENDING, Ending.LEAVING, Ending.HANGING_UP),
+                EndingEvent.CLOSE, Ending.CLOSED),
+    # The same news again changes nothing; nor does late news of a call already closed.
+    **stays((Ending.ENDING, Ending.HANGING_UP, Ending.CLOSED), EndingEvent.END),
+    **stays((Ending.LEAVING, Ending.HANGING_UP, Ending.CLOSED), EndingEvent.HANGUP_SEEN),
 })
 
 
@@ -172,11 +163,15 @@ class LiveCall:
         self.agent, self.agent_id = leg, agent_id
         self.answered.clear()
 
-    def agent_picked_up(self) -> None:
-        """The agent's phone answered; the move completes once their voice flows."""
+    def agent_picked_up(self) -> bool:
+        """The agent's phone answered; the move completes once their voice flows. False
+        when that changes nothing: an answer already seen, or a call being ended."""
+        if self.agent_answered or self.ending:
+            return False
         self._party(PartyEvent.ANSWER)
         self.answered.set()
         self.move_settled.clear()
+        return True
 
     def agent_connected(self) -> None:
         self._party(PartyEvent.CONNECT)
@@ -219,8 +214,13 @@ class LiveCall:
         self._party(PartyEvent.TRANSFERRED)
         self.answered.set()
 
-    def forward_picked_up(self) -> None:
+    def forward_picked_up(self) -> bool:
+        """The fallback number answered. False when that changes nothing: an answer
+        already seen, or a call being ended."""
+        if self.ending or self.forward_answered:
+            return False
         self._party(PartyEvent.FORWARD_ANSWERED)
+        return True
 
     # ---- the end -------------------------------------------------------------------------
 

@@ -116,10 +116,8 @@ class Moves(Flow):
         now, say) are not queued behind the wait.
         """
         async with live.lock:
-            if live.agent_answered or live.ending:
-                return
-            live.agent_picked_up()
-            self.ctl.spawn(self._complete_move(live), f"move call={live.call_id}")
+            if live.agent_picked_up():
+                self.ctl.spawn(self._complete_move(live), f"move call={live.call_id}")
 
     async def _complete_move(self, live: LiveCall) -> None:
         try:
@@ -146,10 +144,7 @@ class Moves(Flow):
     async def agent_connected(self, live: LiveCall) -> None:
         """The AI steps out; the ledger says the agent has the call (lock held)."""
         live.agent_connected()
-        ai, live.ai = live.ai, None
-        if ai:
-            await hang_up(self.ari, ai)
-        await self.ctl.ai.unhold(live)
+        await self.ctl.ai.leave(live)
         assert live.handoff_id is not None
         async with self.store.transaction() as tx:
             await tx.handoffs.apply(live.handoff_id, HandoffEvent.AGENT_ANSWERED)

@@ -199,20 +199,16 @@ class Offers(Flow):
 
     async def forward_answered(self, live: LiveCall) -> None:
         async with live.lock:
-            if live.ending or live.forward_answered:
-                return
-            live.forward_picked_up()
-        self.ctl.spawn(self._complete_forward(live), f"forward call={live.call_id}")
+            picked_up = live.forward_picked_up()
+        if picked_up:
+            self.ctl.spawn(self._complete_forward(live), f"forward call={live.call_id}")
 
     async def _complete_forward(self, live: LiveCall) -> None:
         await self.ctl.media.until_heard(live.forward)
         async with live.lock:
             if live.closed or live.caller_leaving:
                 return
-            ai, live.ai = live.ai, None
-            if ai:
-                await hang_up(self.ari, ai)
-            await self.ctl.ai.unhold(live)
+            await self.ctl.ai.leave(live)
             async with self.store.transaction() as tx:
                 await tx.calls.apply(live.call_id, CallEvent.FORWARD, ai_channel_id=None)
         log.info("call=%s forwarded to the fallback number", live.call_id)

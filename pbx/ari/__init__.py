@@ -28,7 +28,7 @@ The event machinery (dispatcher, link supervision, the reconnect loop) is
 :mod:`pbx.event_link`, shared with :mod:`pbx.ami`. Loggers are children of ``pbx.ari``.
 """
 
-from pbx.ari.client import AriClient
+from pbx.ari.client import AriClient, basic_auth_header
 from pbx.ari.errors import (
     AriBadRequest,
     AriConflict,
@@ -71,6 +71,7 @@ __all__ = [
     "EventHandler",
     "LiveRecording",
     "Playback",
+    "basic_auth_header",
     "describe_event",
     "error_for",
     "event_key",

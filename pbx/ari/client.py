@@ -15,7 +15,7 @@ import base64
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import aiohttp
 
@@ -33,14 +33,18 @@ from pbx.ari.resources import (
     _csv,
     _query,
 )
-from pbx.event_link import (
-    ConnectHook,
-    DisconnectHook,
-    SupervisedClient,
-    cancel_and_wait,
-)
+from pbx.event_link import ClientOptions, LinkSettings, SupervisedClient, cancel_and_wait
 
 log = logging.getLogger(__name__)
+
+ARI_LINK = LinkSettings()
+"""The ARI event stream's defaults (a ping every 5 s)."""
+
+
+def basic_auth_header(user: str, password: str) -> dict[str, str]:
+    """ARI takes HTTP basic auth; aiohttp 3.14 deprecates ``auth=``, so send the header."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
 
 
 class AriClient(SupervisedClient[Event]):
@@ -59,40 +63,16 @@ class AriClient(SupervisedClient[Event]):
         password: str,
         apps: str | Sequence[str] = (),
         *,
-        on_connect: ConnectHook | None = None,
-        on_disconnect: DisconnectHook | None = None,
         key: Callable[[Event], str] = event_key,
         request_timeout: float = 10.0,
-        connect_timeout: float = 5.0,
-        ping_interval: float = 5.0,
-        pong_timeout: float = 5.0,
-        backoff_initial: float = 0.1,
-        backoff_max: float = 5.0,
-        handler_budget: float = 0.2,
-        queue_size: int = 1000,
+        **options: Unpack[ClientOptions],
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.apps: tuple[str, ...] = tuple(a for a in _csv(apps, "apps").split(",") if a)
-        super().__init__(
-            "ARI",
-            f"ARI events for {','.join(self.apps) or '-'} at {self.base_url}",
-            session="ARI event stream",
-            on_connect=on_connect,
-            on_disconnect=on_disconnect,
-            key=key,
-            describe=describe_event,
-            backoff_initial=backoff_initial,
-            backoff_max=backoff_max,
-            connect_timeout=connect_timeout,
-            ping_interval=ping_interval,
-            pong_timeout=pong_timeout,
-            handler_budget=handler_budget,
-            queue_size=queue_size,
-            logger=log,
-        )
-        token = base64.b64encode(f"{username}:{password}".encode()).decode()
-        # aiohttp 3.14 deprecates auth=; the header is what ARI reads anyway.
-        self._headers = {"Authorization": f"Basic {token}"}
+        super().__init__("ARI", f"ARI events for {','.join(self.apps) or '-'} at {self.base_url}",
+                         session="ARI event stream", key=key, describe=describe_event,
+                         defaults=ARI_LINK, logger=log, **options)
+        self._headers = basic_auth_header(username, password)
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._session: aiohttp.ClientSession | None = None
         self._pong: asyncio.Future[None] | None = None
@@ -115,15 +95,7 @@ class AriClient(SupervisedClient[Event]):
         if self.apps and self._supervisor is None:
             self._supervisor = asyncio.create_task(self._supervise(), name="ARI events supervisor")
 
-    async def close(self) -> None:
-        """Stop at once, even in the middle of a backoff; every task is awaited."""
-        if self._closed:
-            return
-        self._closed = True
-        self._link.close()
-        if self._supervisor is not None:
-            await cancel_and_wait([self._supervisor])
-        await self._dispatcher.close()
+    async def _release(self) -> None:
         if self._session is not None:
             await self._session.close()
 
@@ -187,7 +159,7 @@ class AriClient(SupervisedClient[Event]):
         url = self.base_url.replace("http", "ws", 1) + "/events"
         params = {"app": ",".join(self.apps), "subscribeAll": "false"}
         try:
-            async with asyncio.timeout(self._connect_timeout):
+            async with asyncio.timeout(self._settings.connect_timeout):
                 ws = await self._http().ws_connect(
                     url,
                     params=params,
@@ -242,20 +214,21 @@ class AriClient(SupervisedClient[Event]):
         # TCP alone can take minutes to notice a dead peer (no RST through a black hole);
         # an unanswered ping within pong_timeout is the signal to reconnect.
         loop = asyncio.get_running_loop()
+        interval, pong_timeout = self._settings.ping_interval, self._settings.pong_timeout
         while True:
-            await asyncio.sleep(self._ping_interval)
+            await asyncio.sleep(interval)
             self._pong = loop.create_future()
             try:
                 await ws.ping(b"switchboard")
             except (aiohttp.ClientError, ConnectionError) as exc:
                 return f"ping failed: {_explain(exc)}"
             try:
-                async with asyncio.timeout(self._pong_timeout):
+                async with asyncio.timeout(pong_timeout):
                     await self._pong
             except TimeoutError:
                 if self._dispatcher.backpressured:
                     continue  # we stopped reading, not Asterisk answering
-                return f"no pong within {self._pong_timeout:.1f} s (Asterisk or network dead)"
+                return f"no pong within {pong_timeout:.1f} s (Asterisk or network dead)"
 
     async def _on_frame(self, data: str) -> None:
         try:

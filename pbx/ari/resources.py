@@ -5,7 +5,7 @@ comma lists and query strings that ARI expects."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Unpack, cast
 from urllib.parse import quote
 
 from pbx.ari.models import (
@@ -80,24 +80,27 @@ def _vars(variables: Mapping[str, str] | None) -> dict[str, Any] | None:
     return {"variables": dict(variables)} if variables else None
 
 
-def _new_leg(
-    endpoint: str,
-    app: str | None,
-    *,
-    app_args: Sequence[str],
-    channel_id: str | None,
-    other_channel_id: str | None,
-    originator: str | None,
-    formats: Sequence[str],
-) -> dict[str, Param]:
-    """The query both ways of making a leg share (``POST /channels`` and ``/create``)."""
+class NewLeg(TypedDict, total=False):
+    """What both ways of making a leg take (``POST /channels`` and ``/channels/create``)."""
+
+    app_args: Sequence[str]
+    channel_id: str | None
+    other_channel_id: str | None
+    originator: str | None
+    formats: Sequence[str]
+    variables: Mapping[str, str] | None
+
+
+def _new_leg(endpoint: str, app: str | None, leg: NewLeg) -> dict[str, Param]:
+    """The query of a new leg, either way it is made."""
+    app_args, formats = leg.get("app_args", ()), leg.get("formats", ())
     return {
         "endpoint": endpoint,
         "app": app,
         "appArgs": _csv(app_args, "app_args") if app_args else None,
-        "channelId": channel_id,
-        "otherChannelId": other_channel_id,
-        "originator": originator,
+        "channelId": leg.get("channel_id"),
+        "otherChannelId": leg.get("other_channel_id"),
+        "originator": leg.get("originator"),
         "formats": _csv(formats, "formats") if formats else None,
     }
 
@@ -183,55 +186,34 @@ class Channels(_MediaTarget[Channel]):
         endpoint: str,
         *,
         app: str | None = None,
-        app_args: Sequence[str] = (),
         extension: str | None = None,
         context: str | None = None,
         priority: int | None = None,
         caller_id: str | None = None,
         timeout: int | None = None,
-        channel_id: str | None = None,
-        other_channel_id: str | None = None,
-        originator: str | None = None,
-        formats: Sequence[str] = (),
-        variables: Mapping[str, str] | None = None,
+        **leg: Unpack[NewLeg],
     ) -> Channel:
         """Dial ``endpoint``; when it answers it enters ``app`` (or the dialplan)."""
-        leg = _new_leg(
-            endpoint, app, app_args=app_args, channel_id=channel_id,
-            other_channel_id=other_channel_id, originator=originator, formats=formats,
-        )
         params = {
-            **leg,
+            **_new_leg(endpoint, app, leg),
             "extension": extension,
             "context": context,
             "priority": priority,
             "callerId": caller_id,
             "timeout": timeout,
         }
-        return cast(Channel, await self._call("POST", "/channels", params, _vars(variables)))
+        body = _vars(leg.get("variables"))
+        return cast(Channel, await self._call("POST", "/channels", params, body))
 
-    async def create(
-        self,
-        endpoint: str,
-        app: str,
-        *,
-        app_args: Sequence[str] = (),
-        channel_id: str | None = None,
-        other_channel_id: str | None = None,
-        originator: str | None = None,
-        formats: Sequence[str] = (),
-        variables: Mapping[str, str] | None = None,
-    ) -> Channel:
+    async def create(self, endpoint: str, app: str, **leg: Unpack[NewLeg]) -> Channel:
         """Create a leg without dialling it, so it can be bridged before :meth:`dial`.
 
         With ``originator`` = the caller's channel, the agent leg inherits the caller's
         linkedid and codec preferences, and the app is subscribed to both.
         """
-        params = _new_leg(
-            endpoint, app, app_args=app_args, channel_id=channel_id,
-            other_channel_id=other_channel_id, originator=originator, formats=formats,
-        )
-        return cast(Channel, await self._call("POST", "/channels/create", params, _vars(variables)))
+        params = _new_leg(endpoint, app, leg)
+        body = _vars(leg.get("variables"))
+        return cast(Channel, await self._call("POST", "/channels/create", params, body))
 
     async def dial(
         self, channel_id: str, *, caller: str | None = None, timeout: int | None = None

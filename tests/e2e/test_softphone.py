@@ -27,7 +27,6 @@ from handoff.phone_watch import PhoneWatch
 from pbx import runtime
 from tests.integration.asterisk_helpers import assert_quiet
 from tests.tools_fixtures import finished_call
-from web.bench.rig import FALLBACK_NUMBER
 from web.bench.softphone_rig import (
     Desk,
     Telephony,
@@ -40,6 +39,7 @@ from web.bench.softphone_rig import (
     sign_in_with_phone,
     webrtc_pbx,
 )
+from web.bench.world import FALLBACK_NUMBER
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 log = logging.getLogger(__name__)

@@ -28,7 +28,8 @@ from handoff.live import AiEngine, Timing, call_key
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from pbx.ari import AriClient
 from web.ai_api import API_PREFIX, hash_control_token, new_control_token, setup_ai_api
-from web.bench.rig import Pair, PlacedCall, Rig, local_world
+from web.bench.rig import Pair, PlacedCall, Rig
+from web.bench.world import local_world
 
 ASSISTANT = "receptionist"  # the assistant the test PBX routes 2000 to
 

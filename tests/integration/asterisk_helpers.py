@@ -16,7 +16,8 @@ from typing import Any
 import aiohttp
 
 from pbx.ami import AmiClient
-from pbx.runtime import AsteriskInstance, basic_auth_header
+from pbx.ari import basic_auth_header
+from pbx.runtime import AsteriskInstance
 from tests.sip_phone import SipError, SipMessage, _build, _sdp, digest_authorization
 from web.bench.rig import Pair
 

@@ -17,7 +17,8 @@ from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import HandoffState
 from handoff.live import AI_FAILED_REASON, CALLBACK_NOTE
 from tests.integration.asterisk_helpers import Pair
-from web.bench.rig import PlacedCall, Rig, World, local_world, rig
+from web.bench.rig import PlacedCall, Rig, rig
+from web.bench.world import World, local_world
 
 pytestmark = pytest.mark.integration
 

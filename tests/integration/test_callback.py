@@ -18,7 +18,8 @@ from handoff.handoffs import FailureReason, HandoffState
 from handoff.store.history_repo import CallFilter
 from tests.integration.asterisk_helpers import Pair
 from web.bench.audio import FRAME, present, ulaw_decode
-from web.bench.rig import AGENT_PHONE_NUMBER, FALLBACK_NUMBER, Rig, local_world, rig
+from web.bench.rig import Rig, rig
+from web.bench.world import AGENT_PHONE_NUMBER, FALLBACK_NUMBER, local_world
 
 pytestmark = pytest.mark.integration
 

@@ -34,9 +34,9 @@ from web.bench.rig import (
     PlacedCall,
     Rig,
     asterisk_pair,
-    local_world,
     rig,
 )
+from web.bench.world import local_world
 
 pytestmark = pytest.mark.integration
 

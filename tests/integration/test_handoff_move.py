@@ -20,7 +20,8 @@ from handoff.live import CallStateConflict, Timing
 from handoff.store import AgentBusy, AlreadyTaken
 from tests.integration.asterisk_helpers import Pair, ari
 from web.bench.audio import FRAME, TONES, present
-from web.bench.rig import AGENT_SIP_USER, LATE_VOICE_S, Rig, local_world, rig
+from web.bench.rig import AGENT_SIP_USER, Rig, rig
+from web.bench.world import LATE_VOICE_S, local_world
 
 pytestmark = pytest.mark.integration
 

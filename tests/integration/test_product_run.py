@@ -29,7 +29,7 @@ from pbx.demo_caller import DemoCaller
 from tests.dashboard_fixtures import Browser
 from tests.integration.asterisk_helpers import sip_request
 from tests.product_run import REPO, Product, product
-from web.bench.rig import World
+from web.bench.world import World
 
 __all__ = ["product"]
 

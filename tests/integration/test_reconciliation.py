@@ -15,7 +15,8 @@ from handoff.agents import Presence
 from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffState
 from tests.integration.asterisk_helpers import Pair, ari, assert_quiet
-from web.bench.rig import Rig, World, local_world, rig
+from web.bench.rig import Rig, rig
+from web.bench.world import World, local_world
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,8 @@ from handoff.store.models import Agent
 from handoff.supervision import Mode, Supervision, SupervisionRefused, Supervisor
 from tests.integration.asterisk_helpers import Pair
 from web.bench.audio import FRAME, RtpProbe, present, ulaw_decode
-from web.bench.rig import PlacedCall, Rig, local_world, rig
+from web.bench.rig import PlacedCall, Rig, rig
+from web.bench.world import local_world
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pbx import rootfs, runtime
+from pbx import installation, rootfs, runtime
 
 MIRROR = "http://deb.debian.org/debian"
 
@@ -76,7 +76,7 @@ def test_explicit_old_binary_is_refused_with_version(clean_env: Path) -> None:
     ],
 )
 def test_version_parsing(text: str, expected: tuple[int, int, int] | None) -> None:
-    assert runtime.parse_version(text) == expected
+    assert installation.parse_version(text) == expected
 
 
 def test_half_built_tree_is_not_used(tmp_path: Path) -> None:

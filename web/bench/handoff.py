@@ -37,7 +37,8 @@ from handoff.calls import CallState
 from handoff.handoffs import HandoffState
 from pbx import runtime
 from web.bench.queue_baseline import Baseline
-from web.bench.rig import AGENT_PHONE_NUMBER, AGENT_SIP_USER, Rig, asterisk_pair, rig
+from web.bench.rig import AGENT_SIP_USER, Rig, asterisk_pair, rig
+from web.bench.world import AGENT_PHONE_NUMBER
 from web.bench.world_process import RemoteWorld
 
 BASELINE_NUMBER = "2999"

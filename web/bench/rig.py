@@ -1,18 +1,11 @@
 """A complete call on real Asterisk instances, for integration tests and benchmarks.
 
-- The **caller** is a channel the carrier Asterisk places into the PBX; on the carrier
-  side it is bridged with an RTP probe that sends the caller's tone and records what the
-  caller hears, with arrival times.
-- The **AI** is an AudioSocket engine that speaks the AI tone.
-- The **agent** is a desk phone: the PBX dials it at a fixed contact on the carrier,
-  where it answers at once and is bridged with an RTP probe sending the agent's tone.
-- The **controller** is the product's own CallControl with a real store.
-
-Everything that is not Switchboard (the carrier's phones, the probes, the AI) is the
-:class:`World`. Tests run it in their own process; the benchmark runs it in a child
-process (:mod:`web.bench.world_process`) so that the signal processing of the probes
-never competes with the controller it is timing. ``time.monotonic`` is the system's
-monotonic clock, so both processes stamp events on the same time line.
+- :func:`asterisk_pair`: a Switchboard PBX and a carrier Asterisk with a SIP trunk between
+  them;
+- the **controller** (:func:`rig`, :class:`Rig`) is the product's own CallControl with a
+  real store, built as the product builds it;
+- everything that is not Switchboard (the carrier's phones, the probes, the AI) is the
+  :class:`~web.bench.world.World` it calls through.
 """
 
 from __future__ import annotations
@@ -20,10 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
 import time
-import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,32 +25,24 @@ from handoff.agents import AgentRole, EndpointKind, Presence
 from handoff.assistants import FallbackKind
 from handoff.controller import LiveServices, build_controller
 from handoff.events import EventHub
-from handoff.live import CallControl, LiveCall, Timing, add_when_in_stasis, call_key
+from handoff.live import CallControl, LiveCall, Timing, call_key
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from handoff.store.models import Agent
 from pbx import runtime
-from pbx.ari import AriClient, AriError
+from pbx.ari import AriClient
 from pbx.asterisk_config import InboundRoute, Queue, SipAgent, SipTrunk
-from pbx.audiosocket import AudioSocketServer, AudioSocketSession
 from pbx.runtime import AsteriskInstance
-from web.bench.audio import (
-    AGENT_HZ,
-    AI_HZ,
-    CALLER_HZ,
-    SUPERVISOR_HZ,
-    RtpProbe,
-    open_probe,
-    tone,
+from web.bench.world import (
+    AGENT_PHONE_NUMBER,
+    FALLBACK_NUMBER,
+    SUPERVISOR_PHONE_NUMBER,
+    World,
 )
 
-AGENT_PHONE_NUMBER = "7001"
 AGENT_SIP_USER = "desk-ada"  # Ada's desk phone: the agent of every benchmark call
-LATE_VOICE_S = 0.6
-SUPERVISOR_PHONE_NUMBER = "7002"  # Sam, the supervisor's desk phone
 # Bea's desk phone is a real SIP user agent (tests.sip_phone): it registers itself.
 DESK_PHONE_SIP_USER = "desk-bea"
 DESK_PHONE_PASSWORD = "desk-bea-secret"
-FALLBACK_NUMBER = "5001"  # the sales team's outside line, answered on the carrier
 
 
 @dataclass
@@ -138,45 +121,6 @@ async def asterisk_pair(
         await pbx.stop()
 
 
-class ToneEngine:
-    """An AI engine that says nothing but its tone on every call it gets.
-
-    It can also fail as real engines do: refuse the next connections (down, or too busy
-    to take a stream) and drop the ones it has (crashed mid-call).
-    """
-
-    def __init__(self) -> None:
-        self.server = AudioSocketServer(any_stream=self._speak)
-        self.connections = 0
-        self.refusing = 0  # connections to refuse from now on; -1: every one
-        self._sessions: set[AudioSocketSession] = set()
-
-    @property
-    def address(self) -> str:
-        return self.server.address
-
-    async def drop_calls(self) -> None:
-        """Hang up every stream the engine has, as a crashed engine's do."""
-        for session in list(self._sessions):
-            await session.hangup()
-
-    async def _speak(self, session: AudioSocketSession) -> None:
-        self.connections += 1
-        if self.refusing:
-            if self.refusing > 0:
-                self.refusing -= 1
-            return  # the server hangs the stream up at once
-        self._sessions.add(session)
-        speaking = asyncio.create_task(session.play(tone(AI_HZ, 120.0).tobytes()))
-        try:
-            async for _ in session.frames():
-                pass
-        finally:
-            self._sessions.discard(session)
-            speaking.cancel()
-            await asyncio.gather(speaking, return_exceptions=True)
-
-
 @dataclass(frozen=True)
 class EngineAt:
     """The controller's view of an engine that takes any stream: just an address."""
@@ -185,181 +129,6 @@ class EngineAt:
 
     def expect_call(self, call_id: str) -> None:
         return None
-
-
-@dataclass
-class World:
-    """The carrier's phones (caller and agent), their probes, and the AI engine."""
-
-    ari_url: str  # the carrier Asterisk's
-    ari_auth: tuple[str, str]
-    agent_phone: str = "answer"  # what Ada's desk phone does: answer, ring or reject
-    engine: ToneEngine = field(default_factory=ToneEngine)
-    ari: AriClient = field(init=False)
-    probes: dict[str, RtpProbe] = field(default_factory=dict)  # caller number -> probe
-    agent_probes: list[RtpProbe] = field(default_factory=list)
-    supervisor_probes: list[RtpProbe] = field(default_factory=list)
-    _outbound: dict[str, str] = field(default_factory=dict)  # caller number -> channel
-    _parts: dict[str, tuple[str, str]] = field(default_factory=dict)  # leg -> (bridge, media)
-    _ready_phone: tuple[str, str, RtpProbe] | None = None
-    _placed: int = 0
-
-    async def start(self) -> str:
-        await self.engine.server.start()
-        self.ari = AriClient(self.ari_url, *self.ari_auth, apps="carrier")
-        self.ari.on("StasisStart", self._on_start)
-        self.ari.on("StasisEnd", self._on_end)
-        await self.ari.start()
-        await self.ari.wait_ready(10)
-        return self.engine.address
-
-    async def close(self) -> None:
-        # A test that failed half-way leaves its callers up: hang them up, so one
-        # failure does not leave channels that fail every test after it.
-        for outbound in self._outbound.values():
-            with contextlib.suppress(AriError):
-                await self.ari.channels.hangup(outbound)
-        for bridge, media in list(self._parts.values()):
-            await self._drop_phone(bridge, media)
-        if self._ready_phone is not None:
-            bridge, media, probe = self._ready_phone
-            await self._drop_phone(bridge, media)
-            self.agent_probes.append(probe)
-        await self.ari.close()
-        for probe in [*self.probes.values(), *self.agent_probes, *self.supervisor_probes]:
-            await probe.close()
-        await self.engine.server.close()
-
-    # ---- phones ------------------------------------------------------------------------
-
-    async def _on_start(self, event: Mapping[str, Any]) -> None:
-        channel = event["channel"]
-        args = event.get("args") or []
-        if args[:2] == ["inbound", "fallback"]:
-            # Somebody answers the fallback line at once and speaks (the agent's tone).
-            bridge, media, probe = await self._new_phone()
-            await add_when_in_stasis(self.ari, bridge, channel["id"])
-            # Counted before the answer: the PBX may report the leg up before the
-            # answer's HTTP reply reaches us.
-            self.agent_probes.append(probe)
-            await self.ari.channels.answer(channel["id"])
-            self._parts[channel["id"]] = (bridge, media)
-            return
-        exten = str(channel.get("dialplan", {}).get("exten", ""))
-        if args[:2] == ["inbound", "agentphone"] and exten == SUPERVISOR_PHONE_NUMBER:
-            # Sam's desk phone answers at once and speaks the supervisor's tone.
-            bridge, media, probe = await self._new_phone(await open_probe(SUPERVISOR_HZ))
-            await add_when_in_stasis(self.ari, bridge, channel["id"])
-            # Counted before the answer: the PBX may report the leg up before the
-            # answer's HTTP reply reaches us.
-            self.supervisor_probes.append(probe)
-            await self.ari.channels.answer(channel["id"])
-            self._parts[channel["id"]] = (bridge, media)
-            return
-        if args[:2] == ["inbound", "agentphone"]:
-            if self.agent_phone == "ring":
-                return  # let it ring
-            if self.agent_phone == "reject":
-                await self.ari.channels.hangup(channel["id"], reason="busy")
-                return
-            # A desk phone that answers at once: its speaker (probe) is already connected,
-            # so the agent's voice flows from the instant the call is answered.
-            if self.agent_phone == "late":
-                bridge, media, probe = await self._new_phone(send_after=LATE_VOICE_S)
-            else:
-                bridge, media, probe = self._ready_phone or await self._new_phone()
-                self._ready_phone = None
-            await add_when_in_stasis(self.ari, bridge, channel["id"])
-            # Counted before the answer: the PBX may report the leg up before the
-            # answer's HTTP reply reaches us.
-            self.agent_probes.append(probe)
-            await self.ari.channels.answer(channel["id"])
-            self._parts[channel["id"]] = (bridge, media)
-            return
-        for number, outbound in self._outbound.items():
-            if outbound == channel["id"]:
-                bridge, media, _ = await self._new_phone(self.probes[number])
-                await add_when_in_stasis(self.ari, bridge, channel["id"])
-                self._parts[channel["id"]] = (bridge, media)
-
-    async def prepare_agent_phone(self) -> None:
-        if self._ready_phone is None:
-            self._ready_phone = await self._new_phone()
-
-    async def _new_phone(
-        self, probe: RtpProbe | None = None, send_after: float = 0.0
-    ) -> tuple[str, str, RtpProbe]:
-        probe = probe or await open_probe(AGENT_HZ)
-        bridge = await self.ari.bridges.create(type="mixing")
-        media = await self.ari.channels.external_media_rtp("carrier", f"127.0.0.1:{probe.port}")
-        port = int(media["channelvars"]["UNICASTRTP_LOCAL_PORT"])
-        if send_after:
-            asyncio.get_running_loop().call_later(
-                send_after, probe.start_sending, ("127.0.0.1", port))
-        else:
-            probe.start_sending(("127.0.0.1", port))
-        await add_when_in_stasis(self.ari, bridge["id"], media["id"])
-        return bridge["id"], media["id"], probe
-
-    async def _drop_phone(self, bridge: str, media: str) -> None:
-        with contextlib.suppress(AriError):
-            await self.ari.channels.hangup(media)
-        with contextlib.suppress(AriError):
-            await self.ari.bridges.destroy(bridge)
-
-    async def _on_end(self, event: Mapping[str, Any]) -> None:
-        # When a call leg on the carrier ends, its phone (probe leg and bridge) goes too.
-        parts = self._parts.pop(event["channel"]["id"], None)
-        if parts is not None:
-            await self._drop_phone(*parts)
-
-    # ---- what the orchestrator asks ------------------------------------------------------
-
-    async def place_call(self, number: str = "2000") -> str:
-        """Call ``number`` from a new caller; returns the caller's number, unique per call."""
-        self._placed += 1
-        caller_number = f"+1555{os.getpid() % 1000:03d}{self._placed:04d}"
-        self.probes[caller_number] = await open_probe(CALLER_HZ)
-        outbound = f"caller-{uuid.uuid4().hex[:12]}"
-        self._outbound[caller_number] = outbound
-        await self.ari.channels.originate(
-            f"PJSIP/{number}@switchboard", app="carrier", channel_id=outbound,
-            caller_id=f"Test Caller <{caller_number}>",
-        )
-        return caller_number
-
-    async def set_agent_phone(self, mode: str) -> None:
-        # late: answers at once but its voice starts LATE_VOICE_S later (as a browser's
-        # does, after ICE and DTLS).
-        if mode not in ("answer", "ring", "reject", "late"):
-            raise ValueError(f"agent phone mode {mode!r}")
-        self.agent_phone = mode
-
-    async def first_heard(self, caller: str, who: str, after: float) -> float | None:
-        return self.probes[caller].first(who, after)
-
-    async def gap_ms(self, caller: str, start: float, end: float) -> float:
-        return self.probes[caller].longest_gap_ms(start, end)
-
-    async def frames(self, caller: str, start: float, end: float) -> list[tuple[float, str]]:
-        """What the caller heard between two instants: (arrival, who or '-' or '~')."""
-        return [
-            (r.at, r.who or ("~" if r.voiced else "-"))
-            for r in self.probes[caller].received
-            if start <= r.at <= end
-        ]
-
-    async def agent_heard_caller(self) -> bool:
-        return any(p.first("caller") is not None for p in self.agent_probes)
-
-    async def hang_up(self, caller: str) -> None:
-        await self.ari.channels.hangup(self._outbound[caller])
-
-    async def forget(self, caller: str) -> None:
-        """A finished call's probe is closed so long runs keep few sockets open."""
-        probe = self.probes.pop(caller, None)
-        if probe is not None:
-            await probe.close()
 
 
 @dataclass
@@ -510,12 +279,3 @@ async def rig(
 def world_engine(world: World | Any) -> str:
     return str(world.engine.address if isinstance(world, World) else world.engine_address)
 
-
-@contextlib.asynccontextmanager
-async def local_world(carrier: AsteriskInstance) -> AsyncIterator[World]:
-    world = World(carrier.ari_url, carrier.ari_auth)
-    await world.start()
-    try:
-        yield world
-    finally:
-        await world.close()

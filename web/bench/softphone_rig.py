@@ -36,7 +36,8 @@ from pbx.asterisk_config import InboundRoute, SipAgent, SipTrunk
 from pbx.runtime import AsteriskInstance
 from web.bench.audio import AGENT_HZ
 from web.bench.dashboard_site import PASSWORD, cheap_passwords, free_port
-from web.bench.rig import EngineAt, World
+from web.bench.rig import EngineAt
+from web.bench.world import World
 from web.dashboard import DashboardOptions, setup_dashboard
 from web.dashboard.routes import STATIC_DIR
 from web.dashboard.tools import Tools, setup_tools

@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from web.bench.rig import World
+from web.bench.world import World
 
 OPS = {
     "place_call", "set_agent_phone", "first_heard", "gap_ms", "agent_heard_caller",

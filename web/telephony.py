@@ -1,0 +1,206 @@
+"""Telephony: the Asterisk instances `run` starts (the PBX, its configuration rendered
+from the store, and the demo carrier that places test calls), or re-attaches to when a
+controller that crashed left them running with their calls; and the state file that
+tells `switchboard doctor`, the operator and the next run where they are."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from handoff.agents import EndpointKind
+from handoff.settings import Settings
+from handoff.store import Store
+from pbx import runtime
+from pbx.asterisk_config import (
+    InboundRoute,
+    SipAgent,
+    SipTrunk,
+    TlsListener,
+    spec_from_dict,
+    spec_to_dict,
+)
+from pbx.demo_caller import install_voice
+from web.demo import CARRIER_TRUNK, demo_caller_voice
+from web.doctor import read_state, state_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Telephony:
+    """What `run` started or re-attached: the PBX and, for the demo, the carrier."""
+
+    installation: runtime.Installation | None = None
+    pbx: runtime.AsteriskInstance | None = None
+    carrier: runtime.AsteriskInstance | None = None
+    adopted: bool = False
+    status: str = "starting"
+
+    def softphone_url(self) -> str | None:
+        """Where browser softphones register: the PBX's SIP WebSocket (wss with TLS)."""
+        if self.pbx is None:
+            return None
+        spec = self.pbx.spec
+        if spec.tls is not None:
+            return f"wss://{spec.bind_address}:{spec.tls.port}/ws"
+        return f"ws://{spec.bind_address}:{spec.ports.http}/ws"
+
+
+async def start_telephony(settings: Settings, store: Store, telephony: Telephony) -> None:
+    ast = settings.asterisk
+    cache = Path(ast.cache_dir) if ast.cache_dir else None
+    install = await asyncio.to_thread(runtime.locate, ast.source, cache, ast.mirror)
+    telephony.installation = install
+    if install.kind == "external":
+        telephony.status = "external"
+        return
+    if await reattach(settings, telephony, install):
+        return
+    routes, agents = await routes_and_agents(store)
+    pbx_ports = runtime.allocate_ports(
+        runtime.PortRequest(
+            http=ast.http_port, sip=ast.sip_port, ami=ast.ami_port,
+            rtp_start=ast.rtp_start, rtp_end=ast.rtp_end,
+        ),
+        max_calls=ast.call_limit,
+    )
+    carrier_ports = None
+    if settings.demo.enabled and settings.demo.test_caller:
+        taken = frozenset({pbx_ports.http, pbx_ports.sip, pbx_ports.ami, pbx_ports.rtp_start})
+        carrier_ports = runtime.allocate_ports(
+            runtime.PortRequest(rtp_start=settings.demo.rtp_start,
+                                rtp_end=settings.demo.rtp_end),
+            avoid=taken, max_calls=ast.call_limit,
+        )
+    trunks = [SipTrunk(t.name, t.host, t.port, t.from_user) for t in settings.trunks]
+    if carrier_ports is not None:
+        trunks.append(SipTrunk(CARRIER_TRUNK, "127.0.0.1", carrier_ports.sip))
+    telephony.pbx = runtime.new_instance(
+        install, instance_name("pbx", settings), settings.data_path, ports=pbx_ports,
+        ephemeral=False, max_calls=ast.call_limit,
+        bind_address=ast.bind_address, media_address=ast.media_address,
+        sip_realm=ast.sip_realm, country=ast.country,
+        tls=TlsListener(ast.tls_cert, ast.tls_key) if ast.tls_cert else None,
+        trunks=tuple(trunks), routes=routes, agents=agents,
+    )
+    await telephony.pbx.start()
+    if carrier_ports is not None:
+        voice = await asyncio.to_thread(demo_caller_voice, settings)
+        telephony.carrier = runtime.new_instance(
+            install, instance_name("carrier", settings), settings.data_path, ports=carrier_ports,
+            ephemeral=False, max_calls=ast.call_limit, app="carrier", test_caller=True,
+            trunks=(SipTrunk("switchboard", "127.0.0.1", pbx_ports.sip),),
+        )
+        install_voice(telephony.carrier, voice)
+        await telephony.carrier.start()
+    telephony.status = "ok"
+
+
+def instance_name(role: str, settings: Settings) -> str:
+    """One Asterisk tree per data folder: two installations (a demo and a test run)
+    on one machine never share a configuration or a spool."""
+    digest = hashlib.sha256(str(settings.data_path).encode()).hexdigest()[:8]
+    return f"{role}-{digest}"
+
+
+async def routes_and_agents(
+    store: Store,
+) -> tuple[tuple[InboundRoute, ...], tuple[SipAgent, ...]]:
+    """Assistants answer their numbers; every agent gets their SIP endpoint."""
+    async with store.transaction() as tx:
+        assistants = await tx.assistants.all()
+        agents = await tx.agents.all()
+    routes = tuple(InboundRoute(a.number_pattern, a.name) for a in assistants)
+    endpoints = tuple(
+        SipAgent(a.sip_user, a.sip_password,
+                 "webrtc" if a.endpoint_kind is EndpointKind.WEBRTC else "deskphone",
+                 a.display_name)
+        for a in agents
+    )
+    return routes, endpoints
+
+
+async def reattach(
+    settings: Settings, telephony: Telephony, install: runtime.Installation
+) -> bool:
+    """Take over the Asterisk instances a crashed run left behind, with their calls."""
+    state = read_state(settings)
+    if state is None:
+        return False
+    try:
+        pid = int(state["pid"])
+        os.kill(pid, 0)
+    except (KeyError, ValueError, ProcessLookupError):
+        pass  # the run that wrote it is gone: its Asterisk may be ours to take
+    except PermissionError:
+        return False
+    else:
+        if pid != os.getpid():
+            raise runtime.AsteriskUnavailable(
+                f"Switchboard already runs (pid {pid}); stop it first"
+            )
+    for role in ("pbx", "carrier"):
+        entry = state.get(f"{role}_instance")
+        if not entry:
+            continue
+        spec = spec_from_dict(entry["spec"])
+        instance = await runtime.attach(install, spec, Path(entry["host_root"]),
+                                        int(entry["pid"]))
+        setattr(telephony, role, instance)
+    if telephony.pbx is None:
+        if telephony.carrier is not None:
+            await telephony.carrier.stop()
+            telephony.carrier = None
+        return False
+    log.warning("re-attached to the running Asterisk (pid %s): its calls go on",
+                telephony.pbx.pid)
+    telephony.adopted = True
+    telephony.status = "ok"
+    return True
+
+
+async def stop_telephony(telephony: Telephony) -> None:
+    for instance in (telephony.carrier, telephony.pbx):
+        if instance is not None:
+            await instance.stop()
+
+
+def write_state(settings: Settings, telephony: Telephony) -> Path | None:
+    """Tell `switchboard doctor`, the operator and a restarted run where things are."""
+    pbx, install = telephony.pbx, telephony.installation
+    if pbx is None or install is None:
+        return None
+    path = state_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state: dict[str, Any] = {
+        "pid": os.getpid(),
+        "dashboard_url": settings.origin,
+        "asterisk_kind": install.kind,
+        "asterisk_where": install.where,
+        "asterisk_pid": pbx.pid,
+        "ari_url": pbx.ari_url,
+        "ari_user": pbx.spec.ari_user,
+        "ari_password": pbx.spec.ari_password,
+        "sip": f"udp:{pbx.spec.bind_address}:{pbx.sip_port}",
+        "config_dir": str(pbx.host_root / "etc"),
+        "log": str(pbx.log_file),
+    }
+    for role, instance in (("pbx", pbx), ("carrier", telephony.carrier)):
+        if instance is not None:
+            state[f"{role}_instance"] = {
+                "spec": spec_to_dict(instance.spec),
+                "host_root": str(instance.host_root),
+                "pid": instance.pid,
+            }
+    # Holds the ARI secrets: readable by the owner only.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(state, out, indent=2)
+    return path
