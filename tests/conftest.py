@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 
@@ -11,20 +12,23 @@ from tests.postgres_server import PostgresUnavailable, private_postgres
 from tests.store_fixtures import POSTGRES_URL_ENV
 
 
-@pytest.fixture(scope="session", autouse=True)
-def postgres_for_store_tests() -> Iterator[None]:
-    """Run the store tests on PostgreSQL as well: start a private server unless told one."""
-    if os.environ.get(POSTGRES_URL_ENV):
-        yield
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The PostgreSQL server the store tests also run on: SWITCHBOARD_TEST_POSTGRES_URL if
+    set, else a private server started on first use and stopped after the session.
+
+    Without one the PostgreSQL cases fail, saying why, in every run (a developer's as
+    well as CI's): the production store must pass the same tests, and a skip would hide
+    that it was not tried.
+    """
+    given = os.environ.get(POSTGRES_URL_ENV)
+    if given:
+        yield given
         return
-    try:
-        with private_postgres() as url:
-            os.environ[POSTGRES_URL_ENV] = url
-            try:
-                yield
-            finally:
-                os.environ.pop(POSTGRES_URL_ENV, None)
-    except PostgresUnavailable as exc:
-        # The PostgreSQL cases then fail (under CI) or skip with this reason.
-        print(f"\nPostgreSQL store tests cannot run: {exc}")
-        yield
+    with contextlib.ExitStack() as server:
+        try:
+            url = server.enter_context(private_postgres())
+        except PostgresUnavailable as exc:
+            raise pytest.fail.Exception(f"the PostgreSQL store tests cannot run: {exc}",
+                                        pytrace=False) from None
+        yield url

@@ -21,7 +21,7 @@ import secrets
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from web.bench.audio import AGENT_HZ, RtpProbe, open_probe
 
@@ -180,7 +180,9 @@ class SipPhone(asyncio.DatagramProtocol):
         await self.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        # A datagram endpoint's protocol is handed its datagram transport, though in
+        # Python 3.11 that class does not derive from asyncio.DatagramTransport.
+        self._transport = cast(asyncio.DatagramTransport, transport)
         self._local = transport.get_extra_info("sockname")[:2]
 
     async def close(self) -> None:

@@ -1,15 +1,14 @@
 """Database fixtures shared by the store tests: every test gets a fresh database built by
 the Alembic migrations (never `create_all`), on SQLite and on PostgreSQL.
 
-PostgreSQL runs when SWITCHBOARD_TEST_POSTGRES_URL points at a database the test role
-may create schemas in; each test gets its own schema, dropped afterwards. Without the
-variable the PostgreSQL cases are skipped, except under CI, where they fail: the
-production store must pass the same tests.
+PostgreSQL is the session's server (tests/conftest.py: SWITCHBOARD_TEST_POSTGRES_URL, or
+a private server it starts), on a database the test role may create schemas in; each
+test gets its own schema, dropped afterwards. Without a server the PostgreSQL cases
+fail with the reason: the production store must pass the same tests.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -44,15 +43,7 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIt
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/switchboard.db"
         return
-    base = os.environ.get(POSTGRES_URL_ENV)
-    if not base:
-        message = (
-            f"{POSTGRES_URL_ENV} is not set, so the PostgreSQL store tests cannot run "
-            "(e.g. postgresql://switchboard:switchboard@127.0.0.1:5432/switchboard_test)"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    base = str(request.getfixturevalue("postgres_url"))
     schema = f"test_{uuid.uuid4().hex[:12]}"
     admin = create_store_engine(base)
     async with admin.begin() as connection:

@@ -82,8 +82,8 @@ class FakeCallbacks:
         self.placed.append((number, agent_id, sip_user))
         return FakeCallback(f"cb-{len(self.placed)}", number)
 
-    def of_call(self, call_id: str) -> str | None:
-        return call_id if call_id in self.in_progress else None
+    def of_call(self, call_id: str) -> FakeCallback | None:
+        return FakeCallback(call_id, "") if call_id in self.in_progress else None
 
     async def end(self, call_id: str) -> bool:
         if call_id not in self.in_progress:
@@ -120,9 +120,8 @@ async def serve_with_tools(folder: Path) -> AsyncIterator[ToolServed]:
     app = web.Application()
     setup_dashboard(app, store=store, hub=events, commands=commands, origin=origin,
                     secure_cookies=False, options=DashboardOptions(passwords=passwords))
-    setup_tools(app, Tools(recordings=recordings, supervision=lambda: supervision,  # type: ignore[arg-type,return-value]
-                           callbacks=lambda: callbacks,  # type: ignore[arg-type,return-value]
-                           test_call=test_call))
+    setup_tools(app, Tools(recordings=recordings, supervision=lambda: supervision,
+                           callbacks=lambda: callbacks, test_call=test_call))
     runner = web.AppRunner(app, shutdown_timeout=2.0)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

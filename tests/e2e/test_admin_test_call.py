@@ -5,11 +5,8 @@ test caller speak, with their own microphone muted, so it is not an echo of them
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from playwright.async_api import Page, expect
@@ -20,6 +17,7 @@ from handoff.receptionist import PROMPTS
 from handoff.store import Store, create_store_engine
 from handoff.store.models import Call, Handoff
 from tests.product_run import Product, product
+from tests.waiting import until
 from web.bench.softphone_rig import (
     agent_browser,
     build_softphone_bundle,
@@ -36,9 +34,6 @@ TEST_CALLER_NUMBER = "+15550100000"
 # level; a muted microphone's echo and the PBX's silence add nothing.
 SPEECH_ENERGY = 0.002
 
-T = TypeVar("T")
-
-
 @pytest.fixture
 async def store(product: Product) -> AsyncIterator[Store]:
     engine = create_store_engine(f"sqlite:///{product.data / 'switchboard.db'}")
@@ -46,14 +41,6 @@ async def store(product: Product) -> AsyncIterator[Store]:
         yield Store(engine)
     finally:
         await engine.dispose()
-
-
-async def until(check: Callable[[], Awaitable[T]], within: float = 20.0) -> T:
-    deadline = time.monotonic() + within
-    while not (value := await check()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.2)
-    return value
 
 
 async def inbound_energy(page: Page) -> float:

@@ -19,6 +19,7 @@ from handoff.calls import CallOutcome
 from handoff.events import CARDS_TOPIC, CallEnded, Taken, Withdrawn
 from handoff.handoffs import HandoffEvent, handoff_priority
 from tests.dashboard_fixtures import PASSWORD, Served, free_port, offer_card
+from tests.waiting import until
 from web.dashboard import DASHBOARD
 from web.dashboard.hub import CloseCode
 
@@ -33,13 +34,6 @@ async def sign_in(page: Page, served: Served, login: str) -> None:
     await page.click("button[type=submit]")
     await expect(page).to_have_url(f"{served.origin}/")
     await expect(page.locator("body")).to_have_attribute("data-live", "yes")
-
-
-async def until(condition: Any, within: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.02)
 
 
 async def test_an_agent_goes_on_duty_sees_a_card_accepts_it_and_a_taken_card_vanishes(

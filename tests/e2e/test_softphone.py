@@ -12,9 +12,8 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Dialog, Page, expect
@@ -24,9 +23,11 @@ from handoff.calls import CallDirection, CallOutcome, CallState, Speaker
 from handoff.events import CALLS_TOPIC, CallChanged
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.phone_watch import PhoneWatch
+from handoff.store.models import Call, Handoff
 from pbx import runtime
 from tests.integration.asterisk_helpers import assert_quiet
 from tests.tools_fixtures import finished_call
+from tests.waiting import until
 from web.bench.softphone_rig import (
     Desk,
     Telephony,
@@ -73,16 +74,6 @@ async def product(telephony: Telephony, tmp_path: Path) -> AsyncIterator[Desk]:
 async def agent_context(voiced_chromium: Browser) -> AsyncIterator[BrowserContext]:
     async with agent_browser(voiced_chromium, viewport={"width": 1100, "height": 800}) as context:
         yield context
-
-
-async def until(condition: Any, within: float = 10.0, step: float = 0.1) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = await condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(step)
 
 
 async def on_duty_with_a_card(page: Page, product: Desk) -> tuple[str, str, int]:
@@ -149,7 +140,7 @@ async def test_an_agent_accepts_a_live_call_in_the_browser_talks_mutes_and_ends_
 
     await page.click("#call-mute")
     muted_at = time.monotonic()
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(1.5)  # what the caller hears meanwhile is checked: a window
     assert await product.count_heard(caller, "agent", muted_at + 0.5, muted_at + 1.5) == 0
     await page.click("#call-mute")
     await product.heard(caller, "agent", time.monotonic(), timeout=5)
@@ -166,7 +157,7 @@ async def test_an_agent_accepts_a_live_call_in_the_browser_talks_mutes_and_ends_
 
     page.once("dialog", stay)
     await page.close(run_before_unload=True)
-    await until(lambda: _true(asked == ["beforeunload"]))
+    await until(lambda: asked == ["beforeunload"])
     assert not page.is_closed()
     await product.heard(caller, "agent", time.monotonic(), timeout=5)
 
@@ -193,7 +184,8 @@ async def test_return_to_ai_gives_the_caller_back_to_the_ai_and_frees_the_agent(
     assert await until(lambda: _handoff_in(product, handoff_id, HandoffState.RETURNED_TO_AI))
     async with product.store.transaction() as tx:
         assert (await tx.calls.get(call_id)).state is CallState.WITH_AI
-    # The caller no longer hears the agent once the AI is back.
+    # The caller no longer hears the agent once the AI is back: a second listened to,
+    # after half a second for the agent's hang-up and the audio already on its way.
     await asyncio.sleep(0.5)
     settled = time.monotonic()
     await asyncio.sleep(1.0)
@@ -276,7 +268,7 @@ async def test_a_call_outlives_a_dropped_sip_websocket_and_still_ends_cleanly(
     await expect(page.locator("#phone-status")).to_have_attribute("data-state", "registered")
     # The media never used that socket: the caller keeps hearing the agent.
     after = time.monotonic()
-    await asyncio.sleep(2.0)
+    await asyncio.sleep(2.0)  # what the caller hears meanwhile is checked: a window
     assert await product.count_heard(caller, "agent", after, after + 2.0) > 50  # of 100
     # The PBX's BYE reaches the phone over its new socket: the panel closes at End.
     await page.click("#call-end")
@@ -567,23 +559,19 @@ async def _customer_heard_agent(product: Desk, after: float) -> bool:
     return any(probe.first("agent", after) is not None for probe in product.world.agent_probes)
 
 
-async def _latest_outbound(product: Desk) -> Any:
+async def _latest_outbound(product: Desk) -> Call | None:
     async with product.store.transaction() as tx:
         calls = [c for c in await tx.calls.open_calls() if c.direction is CallDirection.OUTBOUND]
     return calls[-1] if calls else None
 
 
-async def _accepted(product: Desk, handoff_id: int) -> Any:
+async def _accepted(product: Desk, handoff_id: int) -> Handoff | None:
     async with product.store.transaction() as tx:
         handoff = await tx.handoffs.get(handoff_id)
     return handoff if handoff.accepted_by is not None else None
 
 
-async def _true(value: bool) -> bool:
-    return value
-
-
-async def _positive(value: Any) -> bool:
+async def _positive(value: Awaitable[float]) -> bool:
     return float(await value) > 0
 
 
@@ -592,13 +580,13 @@ async def _handoff_in(product: Desk, handoff_id: int, state: HandoffState) -> bo
         return (await tx.handoffs.get(handoff_id)).state is state
 
 
-async def _closed(product: Desk, call_id: str) -> Any:
+async def _closed(product: Desk, call_id: str) -> Call | None:
     async with product.store.transaction() as tx:
         call = await tx.calls.get(call_id)
     return call if call.outcome is not None else None
 
 
-async def _attempts(product: Desk, call_id: str, count: int) -> Any:
+async def _attempts(product: Desk, call_id: str, count: int) -> list[Handoff] | None:
     async with product.store.transaction() as tx:
         attempts = list(await tx.handoffs.for_call(call_id))
     return attempts if len(attempts) >= count else None

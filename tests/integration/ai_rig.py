@@ -9,9 +9,7 @@ production and the engine is built once its address is known.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from handoff.events import EventHub
 from handoff.live import AiEngine, Timing, call_key
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from pbx.ari import AriClient
+from tests.waiting import until
 from web.ai_api import API_PREFIX, hash_control_token, new_control_token, setup_ai_api
 from web.bench.rig import Pair, PlacedCall, Rig
 from web.bench.world import local_world
@@ -55,7 +54,7 @@ class AiRig(Rig):
 
     async def hang_up(self, placed: PlacedCall) -> None:
         await self.hang_up_caller(placed)
-        await wait_until(lambda: self.call_state_is(placed.call_id, CallState.ENDED))
+        await until(lambda: self.call_state_is(placed.call_id, CallState.ENDED))
 
     async def call_state_is(self, call_id: str, state: CallState) -> bool:
         async with self.store.transaction() as tx:
@@ -64,14 +63,6 @@ class AiRig(Rig):
     async def transcript(self, call_id: str) -> list[tuple[str, str]]:
         async with self.store.transaction() as tx:
             return [(s.speaker.value, s.text) for s in await tx.transcripts.for_call(call_id)]
-
-
-async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager

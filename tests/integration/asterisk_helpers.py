@@ -47,6 +47,13 @@ async def ari(instance: AsteriskInstance, method: str, path: str, **params: str)
             return resp.status, body
 
 
+async def gone(instance: AsteriskInstance, path: str) -> bool:
+    """Whether Asterisk no longer knows the channel or bridge at `path` (a hang-up or a
+    destroy completes a moment after its request returns)."""
+    status, _ = await ari(instance, "GET", path)
+    return status == 404
+
+
 async def add_to_bridge(instance: AsteriskInstance, bridge_id: str, channel: str,
                         within: float = 2.0) -> None:
     """addChannel, retried while Asterisk says a leg just created is not in Stasis yet

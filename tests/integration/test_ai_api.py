@@ -16,8 +16,9 @@ import pytest_asyncio
 from handoff.calls import CallOutcome, CallState, Speaker
 from handoff.handoffs import HandoffState
 from pbx.audiosocket import AudioSocketServer, AudioSocketSession
-from tests.integration.ai_rig import AiRig, ai_rig, wait_until
+from tests.integration.ai_rig import AiRig, ai_rig
 from tests.integration.asterisk_helpers import Pair
+from tests.waiting import until
 from web.ai_api import hash_control_token, new_control_token
 from web.bench.audio import AI_HZ, tone
 
@@ -130,7 +131,7 @@ async def test_an_engine_works_a_call_from_start_to_end_through_the_api(desk: Ai
     assert [(s["speaker"], s["text"]) for s in back["transcript"]] == [
         ("agent", "Refund issued.")
     ]
-    await wait_until(lambda: _streams(engine, 2))
+    await until(lambda: _streams(engine, 2))
     assert engine.streams == [placed.call_id, placed.call_id]  # the AI leg came back
 
     status, _ = await engine.post(placed.call_id, "end", {"reason": "caller is satisfied"})

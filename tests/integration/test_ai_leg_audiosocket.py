@@ -5,24 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 
 import numpy as np
 import pytest
 
 from pbx.audiosocket import AudioSocketServer, AudioSocketSession, Kind
 from tests.integration.asterisk_helpers import EventListener, Pair, add_to_bridge, ari, of_type
+from tests.waiting import until
 from web.bench.audio import AI_HZ, FRAME, label, open_probe, tone
 
 pytestmark = pytest.mark.integration
-
-
-async def until(condition: Callable[[], bool], within: float,
-                why: Callable[[], str]) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, why()
-        await asyncio.sleep(0.05)
 
 
 async def test_ai_engine_hears_the_caller_and_gets_dtmf_over_audiosocket(
@@ -95,10 +87,12 @@ async def test_ai_engine_hears_the_caller_and_gets_dtmf_over_audiosocket(
         # a moment to get the media going; it must then flow.
         await until(lambda: heard.count("caller") > 20
                     and [r.who for r in caller_probe.received].count("ai") > 20, 10,
-                    lambda: f"AI heard {heard[-30:]}")
+                    why=lambda: f"AI heard {heard[-30:]}")
         await ari(carrier, "POST", f"/channels/{outbound['id']}/dtmf", dtmf="0")
-        await until(lambda: bool(digits), 5, lambda: "no DTMF reached the engine")
-        await asyncio.sleep(0.3)  # nothing more arrives
+        await until(lambda: bool(digits), 5, why="no DTMF reached the engine")
+        # Nothing more arrives (the digit is not delivered twice): AudioSocket marks no
+        # end of the digits, so the test listens for a while.
+        await asyncio.sleep(0.3)
         assert digits == ["0"]
 
         for channel in (caller, ai_leg["id"]):

@@ -17,7 +17,8 @@ from handoff.calls import CallDirection, CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.store.history_repo import CallFilter
 from tests.integration.asterisk_helpers import Pair
-from web.bench.audio import FRAME, present, ulaw_decode
+from tests.waiting import until
+from web.bench.audio import FRAME, RtpProbe, present, ulaw_decode
 from web.bench.rig import Rig, rig
 from web.bench.world import AGENT_PHONE_NUMBER, FALLBACK_NUMBER, local_world
 
@@ -33,9 +34,9 @@ async def cb_rig(quiet_pair: Pair, tmp_path: Path) -> AsyncIterator[tuple[Rig, C
         yield r, r.live.callbacks
 
 
-def voiced_agent_frames(probe: object, after: float) -> int:
+def voiced_agent_frames(probe: RtpProbe, after: float) -> int:
     count = 0
-    for packet in probe.received:  # type: ignore[attr-defined]
+    for packet in probe.received:
         if packet.at >= after and "agent" in present(ulaw_decode(packet.payload)[:FRAME]):
             count += 1
     return count
@@ -45,7 +46,7 @@ async def talking_both_ways(r: Rig) -> None:
     """For the next second, each side hears the other (both phones on the carrier speak
     the agent's tone)."""
     started = time.monotonic()
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.0)  # the second listened to
     ada, caller = r.world.agent_probes
     assert voiced_agent_frames(ada, started) > 20
     assert voiced_agent_frames(caller, started) > 20
@@ -103,7 +104,7 @@ async def test_a_call_back_is_a_call_in_the_ledger_and_in_the_agents_history(
     assert handoff.state is HandoffState.CONNECTED and handoff.accepted_by == r.agent_id
     async with r.store.transaction() as tx:
         assert r.agent_id in await tx.agents.busy_agent_ids()  # no card while on it
-    await asyncio.sleep(1.2)  # they talk
+    await asyncio.sleep(1.2)  # they talk: the recording checked below holds over a second
     await r.pbx_ari.channels.hangup(cb.caller_leg)  # the person hangs up
     await asyncio.wait_for(cb.ended.wait(), 5)
     async with r.store.transaction() as tx:
@@ -118,13 +119,11 @@ async def test_a_call_back_is_a_call_in_the_ledger_and_in_the_agents_history(
     assert [(row.call.id, row.agent.id if row.agent else None) for row in rows] == [
         (cb.call_id, r.agent_id)]
     # After the call, Ada wraps up before the next card, as after any call.
-    deadline = time.monotonic() + 5
-    while True:
+    async def wrapping_up() -> bool:
         async with r.store.transaction() as tx:
-            if (await tx.agents.get(r.agent_id)).presence is Presence.WRAP_UP:
-                break
-        assert time.monotonic() < deadline, "Ada never went into wrap-up"
-        await asyncio.sleep(0.05)
+            return (await tx.agents.get(r.agent_id)).presence is Presence.WRAP_UP
+
+    await until(wrapping_up, 5, why="Ada never went into wrap-up")
 
 
 async def test_a_call_back_nobody_answers_is_recorded_as_not_answered(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import wave
 from collections.abc import AsyncIterator
@@ -19,9 +20,10 @@ from handoff.handoffs import FailureReason, HandoffState
 from handoff.live import CallStateConflict, Timing
 from handoff.store import AgentBusy, AlreadyTaken
 from tests.integration.asterisk_helpers import Pair, ari
+from tests.waiting import until
 from web.bench.audio import FRAME, TONES, present
 from web.bench.rig import AGENT_SIP_USER, Rig, rig
-from web.bench.world import LATE_VOICE_S, local_world
+from web.bench.world import AGENT_PHONE_NUMBER, LATE_VOICE_S, local_world
 
 pytestmark = pytest.mark.integration
 
@@ -33,14 +35,6 @@ async def call_rig(quiet_pair: Pair, tmp_path: Path) -> AsyncIterator[Rig]:
         rig(quiet_pair.pbx, world, tmp_path / "switchboard.db") as r,
     ):
         yield r
-
-
-async def wait_until(predicate, timeout: float = 10) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 async def call_state(r: Rig, call_id: str) -> CallState:
@@ -63,6 +57,7 @@ async def test_caller_moves_from_ai_to_agent_without_silence_and_recording_keeps
     heard_agent = await r.wait_hears(placed, "agent", after=accepted_at)
     live = r.control.calls[placed.call_id]
     await asyncio.wait_for(live.answered.wait(), 5)
+    # What the caller hears for half a second after the move: the window checked below.
     await asyncio.sleep(0.5)
 
     # The caller heard the AI, then the agent, with no gap longer than ~one frame.
@@ -78,7 +73,7 @@ async def test_caller_moves_from_ai_to_agent_without_silence_and_recording_keeps
     assert await call_state(r, placed.call_id) is CallState.WITH_AGENT
 
     await r.hang_up_caller(placed)
-    await wait_until(lambda: _ended(r, placed.call_id))
+    await until(lambda: _ended(r, placed.call_id))
     async with r.store.transaction() as tx:
         call = await tx.calls.get(placed.call_id)
         handoff = await tx.handoffs.get(handoff_id)
@@ -119,7 +114,7 @@ async def test_return_to_ai_brings_the_ai_back_before_the_agent_leaves(call_rig:
     async with r.store.transaction() as tx:
         assert (await tx.handoffs.get(handoff_id)).state is HandoffState.RETURNED_TO_AI
     await r.hang_up_caller(placed)
-    await wait_until(lambda: _ended(r, placed.call_id))
+    await until(lambda: _ended(r, placed.call_id))
     async with r.store.transaction() as tx:
         assert (await tx.calls.get(placed.call_id)).outcome is CallOutcome.COMPLETED_BY_AI
 
@@ -130,7 +125,7 @@ async def test_caller_hangs_up_while_handoff_is_offered_abandons_it(call_rig: Ri
     handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
                                                  summary="x")
     await r.hang_up_caller(placed)
-    await wait_until(lambda: _ended(r, placed.call_id))
+    await until(lambda: _ended(r, placed.call_id))
     async with r.store.transaction() as tx:
         assert (await tx.handoffs.get(handoff_id)).state is HandoffState.ABANDONED
         assert (await tx.calls.get(placed.call_id)).outcome is CallOutcome.ABANDONED
@@ -145,9 +140,9 @@ async def test_caller_hangs_up_while_the_agent_rings_cancels_the_agent_leg(
     handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
                                                  summary="x")
     await r.control.accept(handoff_id, r.agent_id)
-    await asyncio.sleep(0.5)  # the desk phone rings, nobody answers
+    await until(lambda: _agent_phone_rings(r))  # nobody answers it
     await r.hang_up_caller(placed)
-    await wait_until(lambda: _ended(r, placed.call_id))
+    await until(lambda: _ended(r, placed.call_id))
     async with r.store.transaction() as tx:
         assert (await tx.handoffs.get(handoff_id)).state is HandoffState.ABANDONED
         assert (await tx.calls.get(placed.call_id)).outcome is CallOutcome.ABANDONED
@@ -177,7 +172,7 @@ async def test_agent_who_does_not_answer_leaves_the_caller_with_the_ai_and_reoff
             live = r.control.calls[placed.call_id]
             return live.handoff_id is not None and live.handoff_id != first
 
-        await wait_until(reoffered)
+        await until(reoffered)
         async with r.store.transaction() as tx:
             failed = await tx.handoffs.get(first)
             second = await tx.handoffs.get(r.control.calls[placed.call_id].handoff_id or 0)
@@ -189,7 +184,7 @@ async def test_agent_who_does_not_answer_leaves_the_caller_with_the_ai_and_reoff
         now = time.monotonic()
         await r.wait_hears(placed, "ai", after=now)
         await r.hang_up_caller(placed)
-        await wait_until(lambda: _ended(r, placed.call_id))
+        await until(lambda: _ended(r, placed.call_id))
 
 
 async def test_fifty_parallel_accepts_one_winner(call_rig: Rig) -> None:
@@ -213,7 +208,7 @@ async def test_fifty_parallel_accepts_one_winner(call_rig: Rig) -> None:
     _, bridges = await ari(r.pbx, "GET", "/bridges")
     assert len(bridges) == 1
     await r.hang_up_caller(placed)
-    await wait_until(lambda: _ended(r, placed.call_id))
+    await until(lambda: _ended(r, placed.call_id))
 
 
 async def test_nobody_accepting_in_time_forwards_the_caller_to_the_fallback_number(
@@ -228,14 +223,16 @@ async def test_nobody_accepting_in_time_forwards_the_caller_to_the_fallback_numb
     async def forwarded() -> bool:
         return await call_state(r, placed.call_id) is CallState.FORWARDED
 
-    await wait_until(forwarded)
+    await until(forwarded)
+    # What the caller hears once forwarded: the outside line, never the AI again (half a
+    # second of it).
     await asyncio.sleep(0.5)
     assert await r.world.first_heard(placed.caller, "ai", heard + 0.3) is None
     async with r.store.transaction() as tx:
         handoff = await tx.handoffs.get(handoff_id)
     assert handoff.state is HandoffState.TIMED_OUT
     await r.hang_up_caller(placed)
-    await wait_until(lambda: _ended(r, placed.call_id))
+    await until(lambda: _ended(r, placed.call_id))
     async with r.store.transaction() as tx:
         assert (await tx.calls.get(placed.call_id)).outcome is CallOutcome.FALLBACK_NUMBER
 
@@ -254,7 +251,7 @@ async def test_nobody_on_duty_keeps_the_ai_and_records_a_callback_request(
         async with r.store.transaction() as tx:
             return (await tx.handoffs.get(handoff_id)).state is HandoffState.FAILED
 
-    await wait_until(failed)
+    await until(failed)
     await r.wait_hears(placed, "ai", after=time.monotonic())
     async with r.store.transaction() as tx:
         handoff = await tx.handoffs.get(handoff_id)
@@ -262,7 +259,7 @@ async def test_nobody_on_duty_keeps_the_ai_and_records_a_callback_request(
     assert handoff.failure_reason is FailureReason.NO_AGENTS
     assert any("Callback requested" in n.text for n in notes)
     await r.hang_up_caller(placed)
-    await wait_until(lambda: _ended(r, placed.call_id))
+    await until(lambda: _ended(r, placed.call_id))
     async with r.store.transaction() as tx:
         assert (await tx.calls.get(placed.call_id)).outcome is CallOutcome.CALLBACK_REQUESTED
 
@@ -278,7 +275,7 @@ async def test_caller_hanging_up_as_the_agent_answers_abandons_the_handoff(
         placed = await r.place_call()
         handoff_id, _ = await r.hand_to_agent(placed)
         await r.hang_up_caller(placed)
-        await wait_until(lambda: _ended(r, placed.call_id))
+        await until(lambda: _ended(r, placed.call_id))
         async with r.store.transaction() as tx:
             assert (await tx.handoffs.get(handoff_id)).state is HandoffState.ABANDONED
             assert (await tx.calls.get(placed.call_id)).outcome is CallOutcome.ABANDONED
@@ -303,7 +300,7 @@ async def test_return_to_ai_during_the_overlap_waits_for_the_move_then_returns(
         returned_at = time.monotonic()
         await r.wait_hears(placed, "ai", after=returned_at)
         await r.hang_up_caller(placed)
-        await wait_until(lambda: _ended(r, placed.call_id))
+        await until(lambda: _ended(r, placed.call_id))
 
 
 async def test_return_to_ai_without_an_agent_is_a_conflict(call_rig: Rig) -> None:
@@ -313,7 +310,7 @@ async def test_return_to_ai_without_an_agent_is_a_conflict(call_rig: Rig) -> Non
         await r.control.return_to_ai(placed.call_id)
     assert await call_state(r, placed.call_id) is CallState.WITH_AI
     await r.hang_up_caller(placed)
-    await wait_until(lambda: _ended(r, placed.call_id))
+    await until(lambda: _ended(r, placed.call_id))
 
 
 async def test_the_ai_stays_until_the_agents_voice_arrives(
@@ -339,9 +336,9 @@ async def test_the_ai_stays_until_the_agents_voice_arrives(
         # Across the late start: the AI until the agent, no hole (the 600 ms of the old
         # behaviour, when the AI left at the 200 OK, would show here).
         assert await r.gap_ms(placed, accepted_at, heard + 0.3) < 150
-        await wait_until(lambda: _handoff_state_is(r, handoff_id, HandoffState.CONNECTED))
+        await until(lambda: _handoff_state_is(r, handoff_id, HandoffState.CONNECTED))
         await r.hang_up_caller(placed)
-        await wait_until(lambda: _ended(r, placed.call_id))
+        await until(lambda: _ended(r, placed.call_id))
 
 
 async def _handoff_state_is(r: Rig, handoff_id: int, state: HandoffState) -> bool:
@@ -365,12 +362,12 @@ async def test_after_the_call_the_agent_wraps_up_then_is_available_again(
         placed = await r.place_call()
         await r.hand_to_agent(placed, settled=True)
         await r.control.end_call(placed.call_id)
-        await wait_until(lambda: _ended(r, placed.call_id))
-        await wait_until(lambda: _presence_is(r, Presence.WRAP_UP))
+        await until(lambda: _ended(r, placed.call_id))
+        await until(lambda: _presence_is(r, Presence.WRAP_UP))
         # No card reaches an agent in wrap-up: a new caller's handoff finds nobody.
         async with r.store.transaction() as tx:
             assert r.agent_id not in {a.id for a in await tx.agents.available()}
-        await wait_until(lambda: _presence_is(r, Presence.AVAILABLE))
+        await until(lambda: _presence_is(r, Presence.AVAILABLE))
         # Dashboards heard both changes.
         seen = [(await agents_feed.get())["agent_id"] for _ in range(2)]
         assert seen == [r.agent_id, r.agent_id]
@@ -386,13 +383,16 @@ async def test_an_agent_who_chooses_away_during_wrap_up_stays_away(
         placed = await r.place_call()
         await r.hand_to_agent(placed, settled=True)
         await r.control.return_to_ai(placed.call_id)  # the agent's part ends this way too
-        await wait_until(lambda: _presence_is(r, Presence.WRAP_UP))
+        await until(lambda: _presence_is(r, Presence.WRAP_UP))
+        wrap_up = _wrap_up_timer(r)
         async with r.store.transaction() as tx:
             await tx.agents.set_presence(r.agent_id, Presence.AWAY)
-        await asyncio.sleep(1.5)
+        # The wrap-up runs out, and its end yields to what the agent chose.
+        done, _ = await asyncio.wait({wrap_up}, timeout=10)
+        assert done, "the wrap-up never ran out"
         assert await _presence(r) is Presence.AWAY
         await r.hang_up_caller(placed)
-        await wait_until(lambda: _ended(r, placed.call_id))
+        await until(lambda: _ended(r, placed.call_id))
 
 
 async def test_the_wrap_up_is_audited_as_the_controllers_when_it_begins_and_when_it_ends(
@@ -405,9 +405,9 @@ async def test_the_wrap_up_is_audited_as_the_controllers_when_it_begins_and_when
         placed = await r.place_call()
         await r.hand_to_agent(placed, settled=True)
         await r.control.end_call(placed.call_id)
-        await wait_until(lambda: _ended(r, placed.call_id))
-        await wait_until(lambda: _presence_is(r, Presence.WRAP_UP))
-        await wait_until(lambda: _presence_is(r, Presence.AVAILABLE))
+        await until(lambda: _ended(r, placed.call_id))
+        await until(lambda: _presence_is(r, Presence.WRAP_UP))
+        await until(lambda: _presence_is(r, Presence.AVAILABLE))
         async with r.store.transaction() as tx:
             lines = [line for line in reversed(await tx.audit.recent())
                      if line.action == "presence_change"]
@@ -422,13 +422,26 @@ async def _presence_is(r: Rig, presence: Presence) -> bool:
     return await _presence(r) is presence
 
 
+def _wrap_up_timer(r: Rig) -> asyncio.Task[object]:
+    """The controller's wrap-up for the rig's agent, while it runs (its task is named
+    after the agent)."""
+    [task] = [t for t in asyncio.all_tasks() if t.get_name() == f"wrap-up agent={r.agent_id}"]
+    return task
+
+
+async def _agent_phone_rings(r: Rig) -> bool:
+    """Ada's desk phone (on the carrier) has the call and has not answered it."""
+    return any(c["dialplan"]["exten"] == AGENT_PHONE_NUMBER and c["state"] == "Ring"
+               for c in await r.world.ari.channels.list())
+
+
 async def test_the_pbx_says_whether_a_desk_phone_can_ring(call_rig: Rig) -> None:
     # Ada's desk phone answers the PBX's OPTIONS (it is online once qualified, a moment
     # after start); a phone the PBX never heard of cannot ring.
     async def ada_online() -> bool:
         return await call_rig.control.phone_registered(AGENT_SIP_USER) is True
 
-    await wait_until(ada_online)
+    await until(ada_online)
     assert await call_rig.control.phone_registered("desk-nobody") is False
 
 
@@ -456,13 +469,14 @@ async def test_an_agent_on_a_call_is_refused_a_second_card_and_that_caller_keeps
         assert (await tx.handoffs.get(handoff_id)).state is HandoffState.OFFERED
     assert await call_state(r, second.call_id) is CallState.HANDOFF_PENDING
     refused_at = time.monotonic()
+    # What the new caller hears: the AI still, never the busy agent (half a second of it).
     await asyncio.sleep(0.5)
     assert await r.world.first_heard(second.caller, "agent", refused_at) is None
     assert await r.world.first_heard(second.caller, "ai", refused_at) is not None
 
     for placed in (first, second):
         await r.hang_up_caller(placed)
-        await wait_until(lambda placed=placed: _ended(r, placed.call_id))  # type: ignore[misc]
+        await until(functools.partial(_ended, r, placed.call_id))
 
 
 async def test_a_call_ended_by_the_controller_for_a_reason_records_that_outcome(
@@ -471,6 +485,6 @@ async def test_a_call_ended_by_the_controller_for_a_reason_records_that_outcome(
     r = call_rig
     placed = await r.place_call()
     await r.control.end_call(placed.call_id, CallOutcome.FAILED)
-    await wait_until(lambda: _ended(r, placed.call_id))
+    await until(lambda: _ended(r, placed.call_id))
     async with r.store.transaction() as tx:
         assert (await tx.calls.get(placed.call_id)).outcome is CallOutcome.FAILED

@@ -29,6 +29,7 @@ from pbx.demo_caller import DemoCaller
 from tests.dashboard_fixtures import Browser
 from tests.integration.asterisk_helpers import sip_request
 from tests.product_run import REPO, Product, product
+from tests.waiting import until
 from web.bench.world import World
 
 __all__ = ["product"]
@@ -47,14 +48,6 @@ def asterisk_pids(marker: str) -> list[int]:
             if "asterisk" in cmdline and marker in cmdline:
                 pids.append(int(entry.name))
     return pids
-
-
-async def eventually(check, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.1)
 
 
 async def test_run_kill_restart_and_stop_with_a_call_up(product: Product) -> None:
@@ -87,23 +80,24 @@ async def test_run_kill_restart_and_stop_with_a_call_up(product: Product) -> Non
                 rows = [c for c in await tx.calls.open_calls() if c.caller_number == caller]
             return rows[0] if rows else None
 
-        await eventually(lambda: _is(call_row, CallState.WITH_AI))
-        row = await call_row()
-        assert row is not None
-        call_id = row.id
+        async def with_ai() -> Call | None:
+            row = await call_row()
+            return row if row is not None and row.state is CallState.WITH_AI else None
+
+        call_id = (await until(with_ai)).id
 
         async def hears_voice(after: float) -> bool:
             frames = await world.frames(caller, after, time.monotonic())
             return sum(1 for _, who in frames if who != "-") > 25  # half a second of speech
 
         now = time.monotonic()
-        await eventually(lambda: hears_voice(now))
+        await until(lambda: hears_voice(now))
 
         async def transcript() -> list[tuple[str, str]]:
             async with store.transaction() as tx:
                 return [(str(t.speaker), t.text) for t in await tx.transcripts.for_call(call_id)]
 
-        await eventually(lambda: _truthy(transcript))
+        await until(transcript)
         assert (await transcript())[0][0] == "ai"  # the greeting, posted through the AI API
 
         # The caller presses 0: the receptionist asks for a person through the API.
@@ -114,16 +108,17 @@ async def test_run_kill_restart_and_stop_with_a_call_up(product: Product) -> Non
                 handoffs = await tx.handoffs.for_call(call_id)
             return bool(handoffs) and handoffs[0].state is HandoffState.FAILED
 
-        await eventually(handoff_failed)
+        await until(handoff_failed)
         async with store.transaction() as tx:
             handoff = (await tx.handoffs.for_call(call_id))[0]
         assert handoff.failure_reason is FailureReason.NO_AGENTS  # nobody is on duty
         assert ("caller", "[pressed 0]") in await transcript()
 
-        # kill -9: no clean-up at all. Asterisk and the caller's call stay up.
+        # kill -9: no clean-up at all. Asterisk and the caller's call stay up. signal()
+        # returns once the process is gone, so nothing can change the call's row now;
+        # that the call itself stayed up shows when the next run brings the AI back.
         await product.signal(signal.SIGKILL)
         assert asterisk_pids(pbx_marker)
-        await asyncio.sleep(1.0)
         row = await call_row()
         assert row is not None and row.state is not CallState.ENDED
 
@@ -131,7 +126,7 @@ async def test_run_kill_restart_and_stop_with_a_call_up(product: Product) -> Non
         await product.start()
         assert product.state()["asterisk_pid"] == state["asterisk_pid"]
         now = time.monotonic()
-        await eventually(lambda: hears_voice(now))
+        await until(lambda: hears_voice(now))
 
         await world.hang_up(caller)
 
@@ -139,7 +134,7 @@ async def test_run_kill_restart_and_stop_with_a_call_up(product: Product) -> Non
             async with store.transaction() as tx:
                 return (await tx.calls.get(call_id)).state is CallState.ENDED
 
-        await eventually(ended)
+        await until(ended)
         async with store.transaction() as tx:
             final = await tx.calls.get(call_id)
         assert final.outcome is CallOutcome.CALLBACK_REQUESTED
@@ -157,13 +152,13 @@ async def test_run_kill_restart_and_stop_with_a_call_up(product: Product) -> Non
                                   and c.state is CallState.WITH_AI)
             return bool(test_calls)
 
-        await eventually(test_call_answered)
+        await until(test_call_answered)
 
         async def test_call_ended() -> bool:
             async with store.transaction() as tx:
                 return (await tx.calls.get(test_calls[0])).state is CallState.ENDED
 
-        await eventually(test_call_ended)
+        await until(test_call_ended)
         async with store.transaction() as tx:
             test_call = await tx.calls.get(test_calls[0])
         # The test call's own recording (not the earlier call's) holds its seconds.
@@ -214,18 +209,10 @@ async def test_run_kill_restart_and_stop_with_a_call_up(product: Product) -> Non
     async def counted() -> bool:
         return await refusals() > before
 
-    await eventually(counted)
+    await until(counted)
 
     # Ctrl-C stops the product and both Asterisk instances.
     assert await product.signal(signal.SIGINT) == 0
     assert asterisk_pids(pbx_marker) == []
     assert not (product.data / "run" / "switchboard.json").exists()
 
-
-async def _is(row_of, state: CallState) -> bool:  # type: ignore[no-untyped-def]
-    row = await row_of()
-    return row is not None and row.state is state
-
-
-async def _truthy(get) -> bool:  # type: ignore[no-untyped-def]
-    return bool(await get())

@@ -3,7 +3,6 @@ every call continues or ends with a recorded outcome, and no leg or bridge is le
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,22 +13,16 @@ import pytest_asyncio
 from handoff.agents import Presence
 from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffState
-from tests.integration.asterisk_helpers import Pair, ari, assert_quiet
+from handoff.store.models import Call
+from tests.integration.asterisk_helpers import Pair, ari, assert_quiet, gone
+from tests.waiting import until
 from web.bench.rig import Rig, rig
 from web.bench.world import World, local_world
 
 pytestmark = pytest.mark.integration
 
 
-async def eventually(predicate, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
-async def call_row(r: Rig, call_id: str):  # type: ignore[no-untyped-def]
+async def call_row(r: Rig, call_id: str) -> Call:
     async with r.store.transaction() as tx:
         return await tx.calls.get(call_id)
 
@@ -48,13 +41,13 @@ async def test_event_socket_cut_mid_call_is_reconciled_and_the_call_goes_on(
         await r.hand_to_agent(placed)
         connects = r.pbx_ari.stats.connects
         await r.pbx.cli("ari shutdown websocket sessions")
-        await eventually(lambda: _async(r.pbx_ari.stats.connects > connects
-                                        and r.pbx_ari.status == "connected"))
+        await until(lambda: r.pbx_ari.stats.connects > connects
+                    and r.pbx_ari.status == "connected")
         cut_over = time.monotonic()
         await r.wait_hears(placed, "agent", after=cut_over)  # the human part goes on
         # Events flow again: the caller's hang-up is seen and closes the call properly.
         await r.hang_up_caller(placed)
-        await eventually(lambda: _ended(r, placed.call_id))
+        await until(lambda: _ended(r, placed.call_id))
         row = await call_row(r, placed.call_id)
         assert row.outcome is CallOutcome.COMPLETED_BY_AGENT
 
@@ -66,11 +59,12 @@ async def test_restarted_controller_adopts_live_calls_and_cleans_up_ended_ones(
     async with rig(quiet_pair.pbx, world, db, check_ledger=False) as first:
         staying = await first.place_call()
         leaving = await first.place_call()
+        leaving_leg = first.control.calls[leaving.call_id].caller
         handoff_id, _ = await first.hand_to_agent(staying)
     # The first controller is gone without hanging anything up (as after a crash).
-    # While nobody listens, one caller hangs up.
+    # While nobody listens, one caller hangs up: their leg leaves the PBX unnoticed.
     await first.hang_up_caller(leaving)
-    await asyncio.sleep(1.0)
+    await until(lambda: gone(quiet_pair.pbx, f"/channels/{leaving_leg}"))
     async with rig(quiet_pair.pbx, world, db) as second:
         assert staying.call_id in second.control.calls
         assert leaving.call_id not in second.control.calls
@@ -86,7 +80,7 @@ async def test_restarted_controller_adopts_live_calls_and_cleans_up_ended_ones(
         await second.control.return_to_ai(staying.call_id)
         await second.wait_hears(staying, "ai", after=time.monotonic())
         await second.hang_up_caller(staying)
-        await eventually(lambda: _ended(second, staying.call_id))
+        await until(lambda: _ended(second, staying.call_id))
         async with second.store.transaction() as tx:
             handoff = await tx.handoffs.get(handoff_id)
         assert handoff.state is HandoffState.RETURNED_TO_AI
@@ -105,7 +99,7 @@ async def test_asterisk_restart_ends_calls_as_pbx_restart_and_the_controller_rec
         else:
             await pair.pbx.kill()  # no events at all: only reconciliation can tell
             await pair.pbx.start()
-        await eventually(lambda: _ended(r, placed.call_id), timeout=30)
+        await until(lambda: _ended(r, placed.call_id), within=30)
         row = await call_row(r, placed.call_id)
         assert row.outcome is CallOutcome.PBX_RESTART
         async with r.store.transaction() as tx:
@@ -116,17 +110,13 @@ async def test_asterisk_restart_ends_calls_as_pbx_restart_and_the_controller_rec
         if how == "crash":
             await r.hang_up_caller(placed)
         # The controller took up its work again by itself: a new call is answered.
-        await eventually(lambda: _async(r.pbx_ari.status == "connected"), timeout=30)
+        await until(lambda: r.pbx_ari.status == "connected", within=30)
         again = await r.place_call()
         await r.wait_hears(again, "ai")
         await r.hang_up_caller(again)
-        await eventually(lambda: _ended(r, again.call_id))
+        await until(lambda: _ended(r, again.call_id))
     await assert_quiet(pair.pbx)
     await assert_quiet(pair.carrier)
-
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 async def _ended(r: Rig, call_id: str) -> bool:
@@ -160,7 +150,7 @@ async def test_a_transfer_under_way_at_a_restart_is_cancelled_and_the_agent_keep
         await second.control.return_to_ai(placed.call_id)
         await second.wait_hears(placed, "ai", after=time.monotonic())
         await second.hang_up_caller(placed)
-        await eventually(lambda: _ended(second, placed.call_id))
+        await until(lambda: _ended(second, placed.call_id))
 
 
 async def test_an_agent_leg_lost_during_a_restart_fails_the_attempt_and_reoffers(
@@ -175,7 +165,7 @@ async def test_an_agent_leg_lost_during_a_restart_fails_the_attempt_and_reoffers
     # While no controller runs, the agent's leg goes (her browser closed) and the AI
     # engine went with the old controller: the caller is alone in the bridge.
     await ari(quiet_pair.pbx, "DELETE", f"/channels/{agent_leg}")
-    await asyncio.sleep(0.5)
+    await until(lambda: gone(quiet_pair.pbx, f"/channels/{agent_leg}"))
     async with rig(quiet_pair.pbx, world, db) as second:
         await second.wait_hears(placed, "ai", after=time.monotonic())
         async with second.store.transaction() as tx:
@@ -183,12 +173,12 @@ async def test_an_agent_leg_lost_during_a_restart_fails_the_attempt_and_reoffers
             attempts = list(await tx.handoffs.for_call(placed.call_id))
         assert lost.state is HandoffState.FAILED
         assert lost.failure_reason is FailureReason.AGENT_VANISHED
-        await eventually(lambda: _reoffered(second, placed.call_id))
+        await until(lambda: _reoffered(second, placed.call_id))
         async with second.store.transaction() as tx:
             attempts = list(await tx.handoffs.for_call(placed.call_id))
         assert attempts[-1].attempt == 2 and attempts[-1].state is HandoffState.OFFERED
         await second.hang_up_caller(placed)
-        await eventually(lambda: _ended(second, placed.call_id))
+        await until(lambda: _ended(second, placed.call_id))
 
 
 async def _reoffered(r: Rig, call_id: str) -> bool:
@@ -215,8 +205,8 @@ async def test_a_card_on_offer_at_a_restart_times_out_on_its_assistants_own_cloc
         async def forwarded() -> bool:
             return (await call_row(second, placed.call_id)).state is CallState.FORWARDED
 
-        await eventually(timed_out, timeout=10)
-        await eventually(forwarded, timeout=10)
+        await until(timed_out, within=10)
+        await until(forwarded, within=10)
         await second.hang_up_caller(placed)
-        await eventually(lambda: _ended(second, placed.call_id))
+        await until(lambda: _ended(second, placed.call_id))
         assert (await call_row(second, placed.call_id)).outcome is CallOutcome.FALLBACK_NUMBER

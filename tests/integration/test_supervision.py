@@ -22,6 +22,7 @@ from handoff.store.audit_repo import AuditRepo
 from handoff.store.models import Agent
 from handoff.supervision import Mode, Supervision, SupervisionRefused, Supervisor
 from tests.integration.asterisk_helpers import Pair
+from tests.waiting import until
 from web.bench.audio import FRAME, RtpProbe, present, ulaw_decode
 from web.bench.rig import PlacedCall, Rig, rig
 from web.bench.world import local_world
@@ -68,10 +69,7 @@ async def with_agent(r: Rig) -> PlacedCall:
 
 async def end(r: Rig, placed: PlacedCall) -> None:
     await r.hang_up_caller(placed)
-    deadline = time.monotonic() + 10
-    while placed.call_id in r.control.calls:
-        assert time.monotonic() < deadline, "the call never ended"
-        await asyncio.sleep(0.05)
+    await until(lambda: placed.call_id not in r.control.calls, 10, why="the call never ended")
 
 
 async def audit_actions(r: Rig) -> list[str]:
@@ -86,7 +84,7 @@ async def test_listening_supervisor_hears_caller_and_agent_and_nobody_hears_them
     placed = await with_agent(r)
     await supervision.supervise(placed.call_id, await sam(r), Mode.LISTEN)
     started = time.monotonic()
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(1.5)  # what each side hears meanwhile is checked below
 
     [probe] = r.world.supervisor_probes
     got = heard(probe, started)
@@ -109,7 +107,7 @@ async def test_a_reconciliation_keeps_the_supervisor_listening(
     await supervision.supervise(placed.call_id, await sam(r), Mode.LISTEN)
     await r.control.reconcile()
     started = time.monotonic()
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.0)  # what each side hears meanwhile is checked below
     [probe] = r.world.supervisor_probes
     got = heard(probe, started)
     assert got.get("caller", 0) > 20 and got.get("agent", 0) > 20, got
@@ -125,7 +123,7 @@ async def test_listening_to_an_ai_call_hears_the_caller_and_the_ai(
     placed = await r.place_call()
     await supervision.supervise(placed.call_id, await sam(r), Mode.LISTEN)
     started = time.monotonic()
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(1.5)  # what each side hears meanwhile is checked below
     got = heard(r.world.supervisor_probes[0], started)
     assert got.get("caller", 0) > 20 and got.get("ai", 0) > 20, got
     await end(r, placed)
@@ -138,7 +136,7 @@ async def test_whisper_reaches_the_agent_but_not_the_caller(
     placed = await with_agent(r)
     await supervision.supervise(placed.call_id, await sam(r), Mode.WHISPER)
     started = time.monotonic()
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(1.5)  # what each side hears meanwhile is checked below
 
     [ada] = r.world.agent_probes
     assert heard(ada, started).get("supervisor", 0) > 20
@@ -171,7 +169,7 @@ async def test_barge_after_listen_puts_the_supervisor_on_the_call_for_everyone(
     await supervision.supervise(placed.call_id, supervisor, Mode.LISTEN)
     await supervision.supervise(placed.call_id, supervisor, Mode.BARGE)  # same phone call
     started = time.monotonic()
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(1.5)  # what each side hears meanwhile is checked below
 
     assert len(r.world.supervisor_probes) == 1  # the phone was not rung again
     assert await r.world.first_heard(placed.caller, "supervisor", started) is not None
@@ -191,7 +189,7 @@ async def test_take_over_replaces_the_agent_and_the_ledger_names_the_supervisor(
     await supervision.supervise(placed.call_id, await sam(r), Mode.TAKE_OVER)
     started = time.monotonic()
     await r.wait_hears(placed, "supervisor", after=started)
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(0.6)  # what each side hears meanwhile is checked below
     # Ada's leg is gone: from now on the caller hears only Sam.
     assert await r.world.first_heard(placed.caller, "agent", started + 0.4) is None
     assert heard(r.world.supervisor_probes[0], started).get("caller", 0) > 10
@@ -223,7 +221,7 @@ async def test_take_over_of_an_ai_call_moves_the_caller_from_the_ai_to_the_super
     await supervision.supervise(placed.call_id, await sam(r), Mode.TAKE_OVER)
     started = time.monotonic()
     heard_sam = await r.wait_hears(placed, "supervisor", after=started)
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(0.6)  # what each side hears meanwhile is checked below
     assert await r.world.first_heard(placed.caller, "ai", heard_sam + 0.3) is None
     assert await r.gap_ms(placed, started - 0.3, heard_sam + 0.3) < 150
     async with r.store.transaction() as tx:

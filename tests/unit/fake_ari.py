@@ -50,8 +50,13 @@ class FakeChannel:
     doomed: bool = False  # an AI leg whose engine refuses the stream
 
     def to_json(self) -> Channel:
-        return {"id": self.id, "name": self.name, "state": self.state,  # type: ignore[typeddict-item]
-                "caller": {"number": self.number, "name": self.caller_name}}
+        # As Asterisk describes a channel in Stasis; the controller reads id, name, state
+        # and caller.
+        return {"id": self.id, "name": self.name, "state": self.state,
+                "caller": {"number": self.number, "name": self.caller_name},
+                "connected": {"number": "", "name": ""}, "accountcode": "",
+                "dialplan": {"context": "default", "exten": "s", "priority": 1},
+                "creationtime": STARTED, "language": "en"}
 
 
 class FakeAri:
@@ -202,7 +207,7 @@ class _Channels:
 
     async def play(self, target_id: str, media: str | Sequence[str], *,
                    playback_id: str | None = None) -> Playback:
-        return await _play(self.ari, f"channel:{target_id}", playback_id)
+        return await _play(self.ari, f"channel:{target_id}", media, playback_id)
 
     async def rtp_statistics(self, channel_id: str) -> dict[str, Any]:
         channel = self.ari._get(channel_id)
@@ -245,7 +250,9 @@ class _Bridges:
                      type: BridgeType | Sequence[BridgeType] = "mixing") -> Bridge:
         bridge_id = bridge_id or f"bridge-{next(self.ari._ids)}"
         self.ari.bridged[bridge_id] = set()
-        return {"id": bridge_id, "channels": []}  # type: ignore[typeddict-item]
+        return {"id": bridge_id, "channels": [], "technology": "simple_bridge",
+                "bridge_type": type if isinstance(type, str) else ",".join(type),
+                "bridge_class": "stasis", "creator": "Stasis", "name": ""}
 
     async def destroy(self, bridge_id: str) -> None:
         if self.ari.bridged.pop(bridge_id, None) is None:
@@ -269,11 +276,12 @@ class _Bridges:
     async def record(self, target_id: str, name: str, *,
                      format: str = "wav") -> LiveRecording:
         self.ari.recording.add(target_id)
-        return {"name": name, "format": format, "state": "recording"}  # type: ignore[typeddict-item]
+        return {"name": name, "format": format, "state": "recording",
+                "target_uri": f"bridge:{target_id}"}
 
     async def play(self, target_id: str, media: str | Sequence[str], *,
                    playback_id: str | None = None) -> Playback:
-        return await _play(self.ari, f"bridge:{target_id}", playback_id)
+        return await _play(self.ari, f"bridge:{target_id}", media, playback_id)
 
     async def start_moh(self, target_id: str, moh_class: str | None = None) -> None:
         self.ari.moh.add(target_id)
@@ -282,11 +290,14 @@ class _Bridges:
         self.ari.moh.discard(target_id)
 
 
-async def _play(ari: FakeAri, target_uri: str, playback_id: str | None) -> Playback:
-    playback = {"id": playback_id or f"playback-{next(ari._ids)}", "target_uri": target_uri,
-                "state": "done"}
+async def _play(ari: FakeAri, target_uri: str, media: str | Sequence[str],
+                playback_id: str | None) -> Playback:
+    playback: Playback = {
+        "id": playback_id or f"playback-{next(ari._ids)}", "target_uri": target_uri,
+        "media_uri": media if isinstance(media, str) else media[0], "language": "en",
+        "state": "done"}
     await ari._emit({"type": "PlaybackFinished", "playback": playback})
-    return playback  # type: ignore[return-value]
+    return playback
 
 
 class _Playbacks:
@@ -299,8 +310,9 @@ class _Applications:
         self.ari = ari
 
     async def get(self, name: str) -> Application:
-        return {"name": name, "channel_ids": list(self.ari.chans),  # type: ignore[typeddict-item]
-                "bridge_ids": list(self.ari.bridged)}
+        return {"name": name, "channel_ids": list(self.ari.chans),
+                "bridge_ids": list(self.ari.bridged), "endpoint_ids": [], "device_names": [],
+                "events_allowed": [], "events_disallowed": []}
 
 
 class _Endpoints:
@@ -309,8 +321,8 @@ class _Endpoints:
 
     async def get(self, technology: str, resource: str) -> Endpoint:
         state = "online" if resource in self.ari.registered else "offline"
-        return {"technology": technology, "resource": resource,  # type: ignore[typeddict-item]
-                "state": state}
+        return {"technology": technology, "resource": resource, "state": state,
+                "channel_ids": []}
 
 
 class _Asterisk:

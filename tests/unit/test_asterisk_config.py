@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -21,8 +22,9 @@ from pbx.asterisk_config import (
 from pbx.runtime import PortRequest, allocate_ports
 
 
-def spec(**fields: object) -> InstanceSpec:
-    base: dict[str, object] = {
+def spec(**fields: Any) -> InstanceSpec:
+    """The unit PBX's spec, with `fields` changed (wrong values too: they are refused)."""
+    base: dict[str, Any] = {
         "name": "unit",
         "dirs": Dirs(root="/srv/switchboard/unit"),
         "ports": Ports(http=18088, sip=15060, ami=15038, rtp_start=30000, rtp_end=30099),
@@ -36,7 +38,7 @@ def spec(**fields: object) -> InstanceSpec:
         "routes": (InboundRoute("2000", "receptionist"), InboundRoute("_21XX", "sales")),
     }
     base.update(fields)
-    return InstanceSpec(**base)  # type: ignore[arg-type]
+    return InstanceSpec(**base)
 
 
 EXPECTED_FILES = {

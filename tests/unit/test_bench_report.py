@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,7 @@ async def test_the_queue_agent_is_the_member_channel_going_up() -> None:
 
 def test_the_report_splits_connect_time_into_answer_and_media_path() -> None:
     accepted = 100.0
-    results = [
+    results: list[dict[str, Any]] = [
         {"connect_ms": 30.0, "caller_gap_ms": 20.0, "dropped": False, "failed": False,
          **steps(accepted, accepted + 0.012, accepted + 0.030)},
         {"connect_ms": None, "dropped": True, "failed": True},  # never heard: no steps

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,7 @@ async def signed_in(site: ToolServed, login: str) -> Browser:
     return browser
 
 
-async def history(browser: Browser, query: str = "") -> tuple[int, dict]:  # type: ignore[type-arg]
+async def history(browser: Browser, query: str = "") -> tuple[int, dict[str, Any]]:
     async with browser.http.get(f"/api/history{query}") as response:
         return response.status, await response.json()
 

@@ -112,7 +112,8 @@ async def test_a_desk_phone_the_pbx_reports_unregistered_keeps_its_agent_off_dut
     assert body["error"] == "phone_unregistered"
     assert "sb-dora" in body["reason"]
     async with served.store.transaction() as tx:
-        assert not (await tx.agents.by_login("dora")).on_duty  # type: ignore[union-attr]
+        agent = await tx.agents.by_login("dora")
+    assert agent is not None and not agent.on_duty
     # Plugged in and registered: on duty. Going off duty never asks.
     served.commands.unregistered.clear()
     assert (await dora.post_json("/api/duty", {"on_duty": True})).status == 200

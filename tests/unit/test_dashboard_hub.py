@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -28,6 +29,7 @@ from handoff.events import (
 from handoff.store import Store
 from handoff.store.models import Agent
 from tests.dashboard_fixtures import offer_card
+from tests.waiting import until
 from web.dashboard.board import AgentView, Board, Card, Change
 from web.dashboard.feed import Feed
 from web.dashboard.hub import Client, CloseCode, DashboardHub, HubLimits, Resume
@@ -278,6 +280,16 @@ async def running_feed(
         await asyncio.gather(running, return_exceptions=True)
 
 
+async def all_applied(events: EventHub, sent: list[Change]) -> None:
+    """Return once the feed has applied every event published so far. It applies them one
+    at a time in the order published, so a marker published now shows last: a change to
+    a call nobody has, which only the supervisors' board hears of."""
+    marker = f"marker-{uuid.uuid4().hex}"
+    events.publish(CALLS_TOPIC, CallChanged(marker))
+    await until(lambda: any(c.op == "board_changed" and c.body == {"call_id": marker}
+                            for c in sent), 5)
+
+
 async def test_the_feed_builds_cards_from_the_store_and_follows_the_controllers_events(
     store: Store,
 ) -> None:
@@ -288,15 +300,15 @@ async def test_the_feed_builds_cards_from_the_store_and_follows_the_controllers_
     async with running_feed(store, events, board, sent.extend):
         assert list(board.cards) == [before.id]  # offered before we started: reconciled
         live = await offer_card(store, events, caller_name="Late Caller", priority=5)
-        await _until(lambda: live.id in board.cards)
+        await until(lambda: live.id in board.cards)
         assert board.cards[live.id].caller_name == "Late Caller"
         assert board.cards[live.id].summary == "Disputes an invoice"
         events.publish(CARDS_TOPIC, Taken(live.id, winner.id))
-        await _until(lambda: live.id not in board.cards)
+        await until(lambda: live.id not in board.cards)
         removed = [c for c in sent if c.op == "card_removed"]
         assert removed[-1].body["taken_by"] == {"id": winner.id, "display_name": "Bob"}
         events.publish(CARDS_TOPIC, CallEnded(before.call_id))
-        await _until(lambda: board.cards == {})
+        await until(lambda: board.cards == {})
 
 
 async def test_a_change_on_a_call_reaches_the_panel_of_the_agent_who_took_it(
@@ -308,11 +320,11 @@ async def test_a_change_on_a_call_reaches_the_panel_of_the_agent_who_took_it(
     async with running_feed(store, events, board, sent.extend):
         quiet = await offer_card(store, events)  # nobody took this one
         taken = await offer_card(store, events)
-        await _until(lambda: taken.id in board.cards)
+        await until(lambda: taken.id in board.cards)
         events.publish(CARDS_TOPIC, Taken(taken.id, bob.id))
         events.publish(CALLS_TOPIC, CallChanged(quiet.call_id))
         events.publish(CALLS_TOPIC, CallChanged(taken.call_id))
-        await _until(lambda: any(c.op == "call_changed" for c in sent))
+        await until(lambda: any(c.op == "call_changed" for c in sent))
         [change] = [c for c in sent if c.op == "call_changed"]
         assert change.body == {"call_id": taken.call_id}
         assert change.audience.includes(bob.id, AgentRole.AGENT)
@@ -321,7 +333,7 @@ async def test_a_change_on_a_call_reaches_the_panel_of_the_agent_who_took_it(
         # After the call, its changes go nowhere.
         events.publish(CARDS_TOPIC, CallEnded(taken.call_id))
         events.publish(CALLS_TOPIC, CallChanged(taken.call_id))
-        await asyncio.sleep(0.2)
+        await all_applied(events, sent)
         assert len([c for c in sent if c.op == "call_changed"]) == 1
 
 
@@ -331,19 +343,19 @@ async def test_agents_on_calls_hear_when_a_colleague_comes_on_duty(store: Store)
     bob, carol = await agents(store, "bob", "carol")
     async with running_feed(store, events, board, sent.extend):
         taken = await offer_card(store, events)
-        await _until(lambda: taken.id in board.cards)
+        await until(lambda: taken.id in board.cards)
         events.publish(CARDS_TOPIC, Taken(taken.id, bob.id))
         async with store.transaction() as tx:
             await tx.agents.set_duty(carol.id, True)
             await tx.agents.set_presence(carol.id, Presence.AVAILABLE)
         events.publish(AGENTS_TOPIC, AgentChanged(carol.id))
-        await _until(lambda: any(c.op == "colleagues_changed" for c in sent))
+        await until(lambda: any(c.op == "colleagues_changed" for c in sent))
         [change] = [c for c in sent if c.op == "colleagues_changed"]
         assert change.audience.includes(bob.id, AgentRole.AGENT)
         assert not change.audience.includes(carol.id, AgentRole.AGENT)
         # The same picture again (nothing changed) sends nothing.
         events.publish(AGENTS_TOPIC, AgentChanged(carol.id))
-        await asyncio.sleep(0.2)
+        await all_applied(events, sent)
         assert len([c for c in sent if c.op == "colleagues_changed"]) == 1
 
 
@@ -352,7 +364,7 @@ async def test_the_supervisor_board_hears_of_every_live_call_change(store: Store
     sent: list[Change] = []
     async with running_feed(store, events, board, sent.extend):
         events.publish(CALLS_TOPIC, CallChanged("call-started"))  # no agent on it yet
-        await _until(lambda: any(c.op == "board_changed" for c in sent))
+        await until(lambda: any(c.op == "board_changed" for c in sent))
         [change] = [c for c in sent if c.op == "board_changed"]
         assert change.body == {"call_id": "call-started"}
         assert change.audience.includes(7, AgentRole.SUPERVISOR)
@@ -366,7 +378,7 @@ async def test_a_bad_event_is_logged_and_the_feed_goes_on(store: Store) -> None:
         events.publish(CARDS_TOPIC, _OfferedWithoutIds())
         events.publish(CARDS_TOPIC, Offered("no-such-call", 424242))  # no such row
         handoff = await offer_card(store, events)
-        await _until(lambda: handoff.id in board.cards)
+        await until(lambda: handoff.id in board.cards)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -375,10 +387,3 @@ class _OfferedWithoutIds(TypedEvent):
     survive it anyway."""
 
     kind: ClassVar[EventType] = EventType.OFFERED
-
-
-async def _until(condition: Any, within: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition never became true"
-        await asyncio.sleep(0.01)

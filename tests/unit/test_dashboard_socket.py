@@ -20,6 +20,7 @@ from tests.dashboard_fixtures import (
     on_duty,
     signed_in,
 )
+from tests.waiting import until
 from web.dashboard import DASHBOARD
 from web.dashboard.hub import CloseCode, revalidate_forever
 
@@ -36,13 +37,6 @@ async def next_message(ws: aiohttp.ClientWebSocketResponse, op: str | None = Non
         message: dict[str, Any] = await ws.receive_json(timeout=5)
         if op is None or message.get("op") == op:
             return message
-
-
-async def until(condition: Any, within: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.01)
 
 
 async def test_a_handshake_without_a_session_is_refused_with_401(

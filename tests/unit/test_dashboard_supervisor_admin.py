@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -18,8 +18,12 @@ async def site(tmp_path: Path) -> AsyncIterator[ToolServed]:
         yield running
 
 
+# Signs a person in by login, in a browser of their own.
+AsLogin = Callable[[str], Awaitable[Browser]]
+
+
 @pytest.fixture
-async def as_login(site: ToolServed) -> AsyncIterator:  # type: ignore[type-arg]
+async def as_login(site: ToolServed) -> AsyncIterator[AsLogin]:
     opened: list[Browser] = []
 
     async def open_as(login: str) -> Browser:
@@ -34,7 +38,7 @@ async def as_login(site: ToolServed) -> AsyncIterator:  # type: ignore[type-arg]
 
 
 async def test_the_board_lists_live_calls_for_supervisors_only(
-    site: ToolServed, as_login,  # type: ignore[no-untyped-def]
+    site: ToolServed, as_login: AsLogin,
 ) -> None:
     handoff = await offer_card(site.store, site.events)
     supervisor = await as_login("sam")
@@ -49,7 +53,7 @@ async def test_the_board_lists_live_calls_for_supervisors_only(
 
 
 async def test_supervisor_commands_reach_supervision_with_their_phone(
-    site: ToolServed, as_login,  # type: ignore[no-untyped-def]
+    site: ToolServed, as_login: AsLogin,
 ) -> None:
     call_id = (await offer_card(site.store, site.events)).call_id
     supervisor = await as_login("sam")
@@ -65,7 +69,7 @@ async def test_supervisor_commands_reach_supervision_with_their_phone(
 
 
 async def test_supervisor_refusals_say_why(
-    site: ToolServed, as_login,  # type: ignore[no-untyped-def]
+    site: ToolServed, as_login: AsLogin,
 ) -> None:
     call_id = (await offer_card(site.store, site.events)).call_id
     supervisor = await as_login("sam")
@@ -84,7 +88,7 @@ async def test_supervisor_refusals_say_why(
 
 
 async def test_an_admin_creates_an_agent_who_signs_in_with_the_one_time_password(
-    site: ToolServed, as_login,  # type: ignore[no-untyped-def]
+    site: ToolServed, as_login: AsLogin,
 ) -> None:
     admin = await as_login("ada")
     created = await admin.post_json("/api/admin/agents", {
@@ -116,7 +120,7 @@ async def test_an_admin_creates_an_agent_who_signs_in_with_the_one_time_password
     {"login": "rob", "display_name": "Rob", "role": "root"},
 ])
 async def test_bad_new_agents_are_refused_with_a_reason(
-    site: ToolServed, as_login, body: dict,  # type: ignore[no-untyped-def,type-arg]
+    site: ToolServed, as_login: AsLogin, body: dict[str, str],
 ) -> None:
     admin = await as_login("ada")
     response = await admin.post_json("/api/admin/agents", body)
@@ -124,7 +128,7 @@ async def test_bad_new_agents_are_refused_with_a_reason(
 
 
 async def test_admin_apis_are_for_admins_only(
-    site: ToolServed, as_login,  # type: ignore[no-untyped-def]
+    site: ToolServed, as_login: AsLogin,
 ) -> None:
     supervisor = await as_login("sam")
     for method, path in (("GET", "/api/admin/assistants"), ("GET", "/api/admin/audit"),
@@ -136,7 +140,7 @@ async def test_admin_apis_are_for_admins_only(
 
 
 async def test_assistant_rules_are_validated_and_audited(
-    site: ToolServed, as_login,  # type: ignore[no-untyped-def]
+    site: ToolServed, as_login: AsLogin,
 ) -> None:
     async with site.store.transaction() as tx:
         assistant = await tx.assistants.create(
@@ -165,7 +169,7 @@ async def test_assistant_rules_are_validated_and_audited(
 
 
 async def test_place_a_test_call_asks_the_carrier_and_is_audited(
-    site: ToolServed, as_login,  # type: ignore[no-untyped-def]
+    site: ToolServed, as_login: AsLogin,
 ) -> None:
     admin = await as_login("ada")
     placed = await admin.post_json("/api/admin/test-call", {})

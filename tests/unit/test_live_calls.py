@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from handoff.live.call import ENDING, PARTY, Ending, EndingEvent, PartyEvent
 from handoff.states import InvalidTransition
 from handoff.store import AlreadyTaken, Store, create_store_engine, upgrade_to_head
 from tests.unit.fake_ari import FakeAri
+from tests.waiting import until
 
 QUICK = Timing(ai_overlap_s=0.0, agent_media_wait_s=0.2, agent_media_poll_s=0.001,
                ring_timeout_s=5)
@@ -51,7 +52,7 @@ class Floor:
     async def call(self) -> tuple[str, LiveCall]:
         """A caller reaches the receptionist and hears the AI: (channel, live call)."""
         caller = await self.ari.caller_dials()
-        await eventually(lambda: _has_ai(self, caller))
+        await until(lambda: _has_ai(self, caller))
         live = next(c for c in self.live.control.calls.values() if c.caller == caller)
         return caller, live
 
@@ -72,7 +73,7 @@ class Floor:
         handoff_id = await self.live.control.request_handoff(
             live.call_id, reason="caller_asked", summary="wants a person")
         await self.live.control.accept(handoff_id, self.ada)
-        await eventually(lambda: _is(live.party, Party.AGENT))
+        await until(lambda: _is(live.party, Party.AGENT))
         return caller, live, handoff_id
 
 
@@ -82,13 +83,6 @@ async def _has_ai(floor: Floor, caller: str) -> bool:
 
 async def _is(value: object, expected: object) -> bool:
     return value == expected
-
-
-async def eventually(predicate: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
 
 
 @pytest.fixture
@@ -128,7 +122,7 @@ async def test_a_caller_is_answered_into_a_recorded_bridge_with_the_ai(floor: Fl
     assert live.bridge in floor.ari.recording
     assert await floor.state(live.call_id) is CallState.WITH_AI
     await floor.ari.hang_up_phone(caller)
-    await eventually(lambda: _outcome_is(floor, live.call_id, CallOutcome.COMPLETED_BY_AI))
+    await until(lambda: _outcome_is(floor, live.call_id, CallOutcome.COMPLETED_BY_AI))
 
 
 async def _outcome_is(floor: Floor, call_id: str, outcome: CallOutcome) -> bool:
@@ -145,7 +139,7 @@ async def test_an_accepted_card_rings_the_winner_and_the_ai_leaves_once_they_ans
     assert await floor.state(live.call_id) is CallState.WITH_AGENT
     assert await floor.handoff_state(handoff_id) is HandoffState.CONNECTED
     await floor.ari.hang_up_phone(caller)
-    await eventually(lambda: _outcome_is(floor, live.call_id, CallOutcome.COMPLETED_BY_AGENT))
+    await until(lambda: _outcome_is(floor, live.call_id, CallOutcome.COMPLETED_BY_AGENT))
 
 
 async def test_two_agents_accepting_at_once_ring_one_phone(floor: Floor) -> None:
@@ -158,7 +152,7 @@ async def test_two_agents_accepting_at_once_ring_one_phone(floor: Floor) -> None
     assert sorted(type(o).__name__ for o in outcomes) == ["AlreadyTaken", "NoneType"]
     assert len(floor.ari.dialled) == 1
     await floor.ari.hang_up_phone(caller)
-    await eventually(lambda: _outcome_is(floor, live.call_id, CallOutcome.COMPLETED_BY_AGENT))
+    await until(lambda: _outcome_is(floor, live.call_id, CallOutcome.COMPLETED_BY_AGENT))
     with pytest.raises(AlreadyTaken):
         await floor.live.control.accept(handoff_id, floor.bob)
 
@@ -180,7 +174,7 @@ async def test_an_agent_phone_that_does_not_answer_fails_the_attempt_and_reoffer
     async def reoffered() -> bool:
         return live.handoff_id not in (None, first)
 
-    await eventually(reoffered)
+    await until(reoffered)
     async with floor.store.transaction() as tx:
         failed = await tx.handoffs.get(first)
         again = await tx.handoffs.get(live.handoff_id or 0)
@@ -188,7 +182,7 @@ async def test_an_agent_phone_that_does_not_answer_fails_the_attempt_and_reoffer
     assert (again.state, again.attempt) == (HandoffState.OFFERED, 2)
     assert live.ai is not None and live.party is Party.AI  # the AI kept the caller
     await floor.ari.hang_up_phone(caller)
-    await eventually(lambda: _outcome_is(floor, live.call_id, CallOutcome.ABANDONED))
+    await until(lambda: _outcome_is(floor, live.call_id, CallOutcome.ABANDONED))
 
 
 @pytest.mark.parametrize("step", ["with_ai", "card_offered", "agent_ringing", "with_agent"])
@@ -204,12 +198,12 @@ async def test_the_caller_hanging_up_at_any_step_ends_the_call_with_its_outcome(
         await floor.live.control.accept(handoff_id, floor.ada)
     if step == "with_agent":
         await floor.ari.answer_phone(floor.ari.dialled[-1])
-        await eventually(lambda: _is(live.party, Party.AGENT))
+        await until(lambda: _is(live.party, Party.AGENT))
     await floor.ari.hang_up_phone(caller)
     expected = {"with_ai": CallOutcome.COMPLETED_BY_AI, "card_offered": CallOutcome.ABANDONED,
                 "agent_ringing": CallOutcome.ABANDONED,
                 "with_agent": CallOutcome.COMPLETED_BY_AGENT}[step]
-    await eventually(lambda: _outcome_is(floor, live.call_id, expected))
+    await until(lambda: _outcome_is(floor, live.call_id, expected))
     assert live.closed
     if step != "with_ai":
         expected_handoff = (HandoffState.COMPLETED if step == "with_agent"
@@ -223,7 +217,7 @@ async def test_the_agent_hanging_up_their_phone_ends_the_call_as_completed(
     _, live, handoff_id = await floor.handed_to_ada()
     assert live.agent is not None
     await floor.ari.hang_up_phone(live.agent)
-    await eventually(lambda: _outcome_is(floor, live.call_id, CallOutcome.COMPLETED_BY_AGENT))
+    await until(lambda: _outcome_is(floor, live.call_id, CallOutcome.COMPLETED_BY_AGENT))
     assert await floor.handoff_state(handoff_id) is HandoffState.COMPLETED
 
 
@@ -237,13 +231,13 @@ async def test_an_agent_phone_lost_mid_call_gives_the_caller_back_to_the_ai_and_
     async def reoffered() -> bool:
         return live.handoff_id not in (None, handoff_id)
 
-    await eventually(reoffered)
+    await until(reoffered)
     assert live.ai is not None and live.party is Party.AI
     async with floor.store.transaction() as tx:
         lost = await tx.handoffs.get(handoff_id)
     assert lost.failure_reason is FailureReason.AGENT_VANISHED
     await floor.ari.hang_up_phone(caller)
-    await eventually(lambda: _outcome_is(floor, live.call_id, CallOutcome.ABANDONED))
+    await until(lambda: _outcome_is(floor, live.call_id, CallOutcome.ABANDONED))
 
 
 async def test_return_to_ai_brings_a_new_ai_leg_before_the_agent_leaves(floor: Floor) -> None:
@@ -258,7 +252,7 @@ async def test_return_to_ai_brings_a_new_ai_leg_before_the_agent_leaves(floor: F
     with pytest.raises(CallStateConflict):  # nobody left to hand back
         await floor.live.control.return_to_ai(live.call_id)
     await floor.ari.hang_up_phone(caller)
-    await eventually(lambda: _outcome_is(floor, live.call_id, CallOutcome.COMPLETED_BY_AI))
+    await until(lambda: _outcome_is(floor, live.call_id, CallOutcome.COMPLETED_BY_AI))
 
 
 async def test_a_transfer_moves_the_caller_to_the_colleague_when_their_phone_answers(
@@ -276,12 +270,12 @@ async def test_a_transfer_moves_the_caller_to_the_colleague_when_their_phone_ans
     async def moved() -> bool:
         return live.agent == bob_leg and ada_leg not in floor.ari.chans
 
-    await eventually(moved)
+    await until(moved)
     assert live.agent_id == floor.bob and ada_leg not in floor.ari.chans
     assert await floor.handoff_state(first) is HandoffState.COMPLETED
     assert await floor.handoff_state(transfer) is HandoffState.CONNECTED
     await floor.ari.hang_up_phone(caller)
-    await eventually(lambda: _outcome_is(floor, live.call_id, CallOutcome.COMPLETED_BY_AGENT))
+    await until(lambda: _outcome_is(floor, live.call_id, CallOutcome.COMPLETED_BY_AGENT))
 
 
 async def test_an_ai_leg_refused_once_is_replaced_and_twice_puts_the_caller_on_hold(
@@ -293,14 +287,14 @@ async def test_an_ai_leg_refused_once_is_replaced_and_twice_puts_the_caller_on_h
     async def person_asked_for() -> bool:
         return any(c.on_hold and c.handoff_id for c in floor.live.control.calls.values())
 
-    await eventually(person_asked_for)
+    await until(person_asked_for)
     [live] = floor.live.control.calls.values()
     assert live.bridge in floor.ari.moh and live.ai is None and live.ai_failures == 2
     async with floor.store.transaction() as tx:
         [handoff] = await tx.handoffs.for_call(live.call_id)
     assert handoff.reason == "ai_failed" and handoff.state is HandoffState.OFFERED
     await floor.ari.hang_up_phone(caller)
-    await eventually(lambda: _outcome_is(floor, live.call_id, CallOutcome.ABANDONED))
+    await until(lambda: _outcome_is(floor, live.call_id, CallOutcome.ABANDONED))
 
 
 def test_the_live_call_lifecycles_refuse_what_makes_no_sense() -> None:
@@ -318,7 +312,7 @@ async def test_each_change_of_a_live_call_is_logged_from_event_to(
     with caplog.at_level(logging.INFO, logger="handoff.states"):
         caller, live, _ = await floor.handed_to_ada()
         await floor.ari.hang_up_phone(caller)
-        await eventually(lambda: _is(live.closed, True))
+        await until(lambda: _is(live.closed, True))
     lines = [r.getMessage() for r in caplog.records if f"call={live.call_id}" in r.getMessage()]
     assert any("live party" in line and "ai -> answer -> agent_answered" in line
                for line in lines), lines

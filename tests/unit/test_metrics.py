@@ -12,6 +12,7 @@ from handoff.events import CARDS_TOPIC, CallEnded, Caller, CallStarted, EventHub
 from handoff.metrics import SwitchboardMetrics
 from tests.dashboard_fixtures import open_store
 from tests.tools_fixtures import finished_call
+from tests.waiting import until
 
 
 async def test_calls_handoffs_and_times_are_counted_once_per_call(tmp_path: Path) -> None:
@@ -31,11 +32,14 @@ async def test_calls_handoffs_and_times_are_counted_once_per_call(tmp_path: Path
         ai_call = await finished_call(store, outcome=CallOutcome.COMPLETED_BY_AI)
         for cid in (call_id, ai_call):
             events.publish(CARDS_TOPIC, CallEnded(cid))
-        await asyncio.sleep(0.2)
 
         def value(name: str, **labels: str) -> float:
             return registry.get_sample_value(name, labels) or 0.0
 
+        # The metrics count events one at a time in the order published: once a call
+        # started on another assistant after them is counted, all of them are.
+        events.publish(assistant_topic("marker"), CallStarted("y", Caller("+2", "")))
+        await until(lambda: value("switchboard_calls_started_total", assistant="marker"), 5)
         assert value("switchboard_calls_started_total", assistant="receptionist") == 1
         assert value("switchboard_calls_ended_total", outcome="completed_by_agent") == 1
         assert value("switchboard_calls_ended_total", outcome="completed_by_ai") == 1

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -104,7 +106,7 @@ def test_half_built_tree_is_rebuilt_not_used(
         return type("Done", (), {"returncode": 0, "stdout": "", "stderr": ""})()
 
     monkeypatch.setattr(rootfs, "preflight", lambda: None)
-    monkeypatch.setattr(rootfs.subprocess, "run", fake_mmdebstrap)
+    monkeypatch.setattr(subprocess, "run", fake_mmdebstrap)
     built = rootfs.ensure(tmp_path, MIRROR)
     assert len(calls) == 1
     assert rootfs.is_complete(built.path, MIRROR)
@@ -119,7 +121,7 @@ def test_unreachable_mirror_is_explained(tmp_path: Path, monkeypatch: pytest.Mon
         return type("Failed", (), {"returncode": 1, "stdout": "", "stderr": err})()
 
     monkeypatch.setattr(rootfs, "preflight", lambda: None)
-    monkeypatch.setattr(rootfs.subprocess, "run", failing)
+    monkeypatch.setattr(subprocess, "run", failing)
     with pytest.raises(rootfs.RootfsError, match="looks unreachable"):
         rootfs.ensure(tmp_path, "http://deb.example")
     assert not (tmp_path / "asterisk-rootfs.partial").exists()
@@ -134,7 +136,7 @@ def test_not_root_is_explained_with_alternatives(monkeypatch: pytest.MonkeyPatch
 
 def test_missing_mmdebstrap_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(rootfs.shutil, "which", lambda _: None)
+    monkeypatch.setattr(shutil, "which", lambda _: None)
     with pytest.raises(rootfs.RootfsError, match="apt-get install mmdebstrap"):
         rootfs.preflight()
 

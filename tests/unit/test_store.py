@@ -1,5 +1,5 @@
 """The store against a real database built by the Alembic migration (SQLite file, and
-PostgreSQL when SWITCHBOARD_TEST_POSTGRES_URL is set)."""
+PostgreSQL: the session's server, see tests/conftest.py)."""
 
 from __future__ import annotations
 

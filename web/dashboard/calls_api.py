@@ -22,12 +22,11 @@ from handoff.handoffs import AGENT_BUSY_STATES
 from handoff.live import AgentNotAvailable, CallStateConflict
 from handoff.store import NotFound, Transaction
 from handoff.store.models import Handoff
-from handoff.supervision import Session
 from web.dashboard.access import ROLE_RANK
 from web.dashboard.guard import json_error
 from web.dashboard.sessions import Viewer
 from web.dashboard.softphone import softphone_url
-from web.dashboard.tools import tools_of
+from web.dashboard.tools import SupervisorSession, tools_of
 from web.dashboard.typedefs import DASHBOARD, VIEWER, Commands, Dashboard
 from web.dashboard.views import json_body
 
@@ -180,7 +179,7 @@ async def current_call(request: web.Request) -> web.Response:
     return web.json_response({"call": body})
 
 
-def _supervising(request: web.Request, viewer: Viewer) -> Session | None:
+def _supervising(request: web.Request, viewer: Viewer) -> SupervisorSession | None:
     supervision = tools_of(request).supervision()
     if supervision is None:
         return None

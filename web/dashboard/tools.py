@@ -8,15 +8,54 @@ composition root; without it those handlers answer 503 as well.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from handoff.callback import Callbacks
-from handoff.supervision import Supervision
+from handoff.supervision import Mode, Supervisor
 from web.dashboard.guard import json_error
+
+
+class SupervisorSession(Protocol):
+    """A supervisor's phone on a live call (handoff.supervision.Session)."""
+
+    call_id: str
+    mode: Mode | None  # None while the supervisor's phone rings
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+class SupervisionService(Protocol):
+    """What the pages ask of supervision (handoff.supervision.Supervision)."""
+
+    async def supervise(
+        self, call_id: str, supervisor: Supervisor, mode: Mode
+    ) -> SupervisorSession: ...
+
+    def of_supervisor(self, agent_id: int) -> Sequence[SupervisorSession]: ...
+
+    async def stop(self, call_id: str, supervisor: Supervisor) -> None: ...
+
+
+class CallBack(Protocol):
+    """An agent's call-back under way (handoff.callback.Callback)."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+class CallbackService(Protocol):
+    """What the pages ask of call-backs (handoff.callback.Callbacks)."""
+
+    async def call_back(
+        self, number: str, *, agent_id: int, sip_user: str, actor: str
+    ) -> CallBack: ...
+
+    def of_call(self, call_id: str) -> CallBack | None: ...
+
+    async def end(self, call_id: str) -> bool: ...
 
 
 def _none() -> None:
@@ -28,8 +67,8 @@ class Tools:
     # Where the controller keeps finished recordings (calls.recording_path points there);
     # a recording path outside this folder is never served.
     recordings: Path | None = None
-    supervision: Callable[[], Supervision | None] = _none
-    callbacks: Callable[[], Callbacks | None] = _none
+    supervision: Callable[[], SupervisionService | None] = _none
+    callbacks: Callable[[], CallbackService | None] = _none
     # Makes the demo carrier call the receptionist; returns the number it called.
     test_call: Callable[[], Awaitable[str]] | None = None
     # Sign-up of a new agent adds a SIP endpoint: the PBX must learn it (None: it
