@@ -15,6 +15,7 @@ import random
 import struct
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -145,7 +146,9 @@ class RtpProbe(asyncio.DatagramProtocol):
     _fd: int = -1
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A UDP endpoint's transport; on Python 3.11 its class does not derive from
+        # DatagramTransport, so it is named here rather than checked.
+        self.transport = cast(asyncio.DatagramTransport, transport)
         self._fd = transport.get_extra_info("socket").fileno()
         with contextlib.suppress(OSError):
             # The first ask turns the socket's arrival stamps on (and has none to give).
