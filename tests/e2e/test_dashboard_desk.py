@@ -173,9 +173,7 @@ async def test_a_card_lost_to_a_colleague_says_who_took_it_then_goes(
 async def test_an_emergency_card_comes_first_with_an_alert_until_it_is_gone(
     page: Page, served: Served, screenshots: Path,
 ) -> None:
-    await sign_in(page, served, "alice")
-    await page.check("#duty")
-    await expect(page.locator("body")).to_have_attribute("data-on-duty", "yes")
+    await on_duty(page, served, "alice")
     routine = await offer_card(served.store, served.events, caller_name="Paul Durand",
                                summary="Moving house")
     await expect(page.locator(f'li.card[data-handoff-id="{routine.id}"]')).to_be_visible()
@@ -310,9 +308,7 @@ async def test_an_accept_clicked_while_the_socket_is_down_goes_as_a_post(
     page: Page, served: Served,
 ) -> None:
     alice = served.people["alice"]
-    await sign_in(page, served, "alice")
-    await page.check("#duty")
-    await expect(page.locator("body")).to_have_attribute("data-on-duty", "yes")
+    await on_duty(page, served, "alice")
     handoff = await offer_card(served.store, served.events, caller_name="Jeanne Martin")
     card = page.locator(f'li.card[data-handoff-id="{handoff.id}"]')
     await expect(card).to_contain_text("Jeanne Martin")
@@ -336,9 +332,7 @@ async def test_an_agent_on_a_call_is_offered_no_card_until_the_call_is_over(
     page: Page, served: Served,
 ) -> None:
     alice = served.people["alice"]
-    await sign_in(page, served, "alice")
-    await page.check("#duty")
-    await expect(page.locator("body")).to_have_attribute("data-on-duty", "yes")
+    await on_duty(page, served, "alice")
     mine = await offer_card(served.store, served.events, caller_name="Jeanne Martin")
     waiting = await offer_card(served.store, served.events, caller_name="Paul Durand",
                                caller_number="+33987654321")

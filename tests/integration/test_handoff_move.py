@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 import wave
 from collections.abc import AsyncIterator
@@ -18,7 +17,7 @@ from handoff.calls import CallOutcome, CallState
 from handoff.events import AGENTS_TOPIC
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.live import CallStateConflict, Timing
-from handoff.store import AgentBusy, AlreadyTaken
+from handoff.store import AlreadyTaken
 from tests.integration.asterisk_helpers import Pair, ari
 from tests.waiting import until
 from web.bench.audio import FRAME, TONES, present
@@ -443,40 +442,6 @@ async def test_the_pbx_says_whether_a_desk_phone_can_ring(call_rig: Rig) -> None
 
     await until(ada_online)
     assert await call_rig.control.phone_registered("desk-nobody") is False
-
-
-async def test_an_agent_on_a_call_is_refused_a_second_card_and_that_caller_keeps_the_ai(
-    call_rig: Rig,
-) -> None:
-    # Before, the PBX dialled Ada again, her phone answered on its second line, and the
-    # second caller heard her talking to the first.
-    r = call_rig
-    first = await r.place_call()
-    await r.hand_to_agent(first, settled=True)
-    async with r.store.transaction() as tx:  # Sam is free, so the next card is offered
-        await tx.agents.set_duty(r.supervisor_id, True)
-        await tx.agents.set_presence(r.supervisor_id, Presence.AVAILABLE)
-    second = await r.place_call()
-    await r.wait_hears(second, "ai")
-    handoff_id = await r.control.request_handoff(second.call_id, reason="caller_asked",
-                                                 summary="x")
-    with pytest.raises(AgentBusy):
-        await r.control.accept(handoff_id, r.agent_id)
-
-    _, channels = await ari(r.pbx, "GET", "/channels")
-    assert len([c for c in channels if c["name"].startswith(f"PJSIP/{AGENT_SIP_USER}-")]) == 1
-    async with r.store.transaction() as tx:
-        assert (await tx.handoffs.get(handoff_id)).state is HandoffState.OFFERED
-    assert await call_state(r, second.call_id) is CallState.HANDOFF_PENDING
-    refused_at = time.monotonic()
-    # What the new caller hears: the AI still, never the busy agent (half a second of it).
-    await asyncio.sleep(0.5)
-    assert await r.world.first_heard(second.caller, "agent", refused_at) is None
-    assert await r.world.first_heard(second.caller, "ai", refused_at) is not None
-
-    for placed in (first, second):
-        await r.hang_up_caller(placed)
-        await until(functools.partial(_ended, r, placed.call_id))
 
 
 async def test_a_call_ended_by_the_controller_for_a_reason_records_that_outcome(
