@@ -21,6 +21,7 @@ from tests.integration.asterisk_helpers import (
     ari,
     of_type,
 )
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -166,7 +167,9 @@ async def test_the_pbx_takes_calls_up_to_its_limit_and_refuses_the_next_by_that_
             await carrier_events.wait_for(of_type("ChannelDestroyed", channel__id=over))
             placed.remove(over)
             assert arrived() == limit
-            assert log_lines(f"Maximum call limit of {limit} calls exceeded")
+            # Asterisk's logger writes the refusal a moment after the channel went.
+            await until(lambda: log_lines(f"Maximum call limit of {limit} calls exceeded"),
+                        10, why="the refusal was not logged as the call limit")
             assert log_lines("allocate a port for RTP") == []
         finally:
             for outbound in placed:
