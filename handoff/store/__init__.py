@@ -11,9 +11,11 @@ from handoff.store.errors import (
     AgentBusy,
     AlreadyTaken,
     ConcurrentUpdate,
+    LastAdmin,
     NotFound,
     NotOfferable,
     OffDuty,
+    Removed,
     StoreError,
 )
 from handoff.store.schema import schema_is_current, upgrade_to_head
@@ -24,9 +26,11 @@ __all__ = [
     "AlreadyTaken",
     "CallLegs",
     "ConcurrentUpdate",
+    "LastAdmin",
     "NotFound",
     "NotOfferable",
     "OffDuty",
+    "Removed",
     "Store",
     "StoreError",
     "Transaction",

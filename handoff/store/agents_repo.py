@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -26,9 +26,9 @@ from handoff.agents import (
 from handoff.handoffs import AGENT_BUSY_STATES
 from handoff.states import InvalidTransition
 from handoff.store.audit_repo import AuditRepo
-from handoff.store.errors import NotFound
+from handoff.store.errors import LastAdmin, NotFound, Removed
 from handoff.store.models import Agent, Handoff
-from handoff.store.transitions import apply_under_guard
+from handoff.store.transitions import apply_under_guard, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +93,71 @@ class AgentsRepo:
     async def by_sip_user(self, sip_user: str) -> Agent | None:
         return await self._one_or_none(select(Agent).where(Agent.sip_user == sip_user))
 
-    async def all(self) -> Sequence[Agent]:
+    async def all(self, *, include_removed: bool = False) -> Sequence[Agent]:
+        """Everyone on the lists; with include_removed, also the removed people whose
+        names history still shows."""
+        query = select(Agent).order_by(Agent.id)
+        if not include_removed:
+            query = query.where(Agent.removed_at.is_(None))
         result = await self._session.scalars(
-            select(Agent).order_by(Agent.id), execution_options={"populate_existing": True}
+            query, execution_options={"populate_existing": True}
         )
         return result.all()
+
+    async def disable(self, agent_id: int, *, actor: str) -> Agent:
+        """No sign-in, no card, no SIP endpoint from now on; off duty at once.
+
+        The caller ends the person's sessions in the same transaction and has the PBX
+        re-render its endpoints. LastAdmin if nobody else could manage the installation.
+        """
+        agent = await self._live(agent_id)
+        if not agent.enabled:
+            return agent
+        await self._refuse_last_admin(agent)
+        await self.change_presence(agent_id, PresenceEvent.GO_OFF_DUTY, actor=actor,
+                                   why="disabled")
+        agent = await self._update(agent_id, disabled_at=utc_now())
+        await self._audit.record(actor, "agent_disabled", f"agent:{agent_id}",
+                                 {"login": agent.login})
+        return agent
+
+    async def enable(self, agent_id: int, *, actor: str) -> Agent:
+        """Back in: they sign in and go on duty themselves (Removed for the removed)."""
+        agent = await self._live(agent_id)
+        if agent.enabled:
+            return agent
+        agent = await self._update(agent_id, disabled_at=None)
+        await self._audit.record(actor, "agent_enabled", f"agent:{agent_id}",
+                                 {"login": agent.login})
+        return agent
+
+    async def remove(self, agent_id: int, *, actor: str) -> Agent:
+        """Disabled, and gone from the lists; the row stays so that their calls,
+        handoffs, notes and audit lines keep their name. The login stays taken, so a
+        name in the history never means two people."""
+        agent = await self.disable(agent_id, actor=actor)
+        agent = await self._update(agent_id, removed_at=utc_now())
+        await self._audit.record(actor, "agent_removed", f"agent:{agent_id}",
+                                 {"login": agent.login})
+        return agent
+
+    async def _live(self, agent_id: int) -> Agent:
+        agent = await self.get(agent_id)
+        if agent.removed_at is not None:
+            raise Removed(agent_id)
+        return agent
+
+    async def _refuse_last_admin(self, agent: Agent) -> None:
+        if agent.role is not AgentRole.ADMIN:
+            return
+        others = await self._session.scalar(
+            select(func.count()).select_from(Agent).where(
+                Agent.role == AgentRole.ADMIN, Agent.disabled_at.is_(None),
+                Agent.id != agent.id,
+            )
+        )
+        if not others:
+            raise LastAdmin(agent.id)
 
     async def change_presence(
         self, agent_id: int, event: PresenceEvent, *, actor: str, **detail: Any
@@ -196,6 +256,8 @@ class AgentsRepo:
             .where(
                 Agent.on_duty.is_(True),
                 Agent.presence == Presence.AVAILABLE,
+                # Disabling takes them off duty too; this holds against a racing Accept.
+                Agent.disabled_at.is_(None),
                 Agent.id.not_in(busy_agents_query()),
             )
             .order_by(Agent.id),

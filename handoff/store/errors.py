@@ -64,3 +64,20 @@ class ConcurrentUpdate(StoreError):
         super().__init__(f"{kind} {key!r} changed concurrently too many times")
         self.kind = kind
         self.key = key
+
+
+class LastAdmin(StoreError):
+    """Disabling, removing or demoting the last enabled admin would leave nobody able to
+    manage the installation (the CLI could still add one, but only from the server)."""
+
+    def __init__(self, agent_id: int) -> None:
+        super().__init__(f"agent {agent_id} is the last enabled admin: add another admin first")
+        self.agent_id = agent_id
+
+
+class Removed(StoreError):
+    """The person was removed: their row is kept for the history, nothing else."""
+
+    def __init__(self, agent_id: int) -> None:
+        super().__init__(f"agent {agent_id} was removed")
+        self.agent_id = agent_id

@@ -100,6 +100,14 @@ class Agent(Base):
     on_duty: Mapped[bool] = mapped_column(default=False)
     presence: Mapped[Presence] = mapped_column(_enum_type(Presence), default=Presence.OFFLINE)
     seat: Mapped[str | None] = mapped_column(sa.String(64))
+    # Set: no sign-in, no card, no SIP endpoint (handoff.store.agents_repo.disable).
+    disabled_at: Mapped[datetime | None]
+    # Set (with disabled_at): gone from every list; the row stays for the history.
+    removed_at: Mapped[datetime | None]
+
+    @property
+    def enabled(self) -> bool:
+        return self.disabled_at is None
 
 
 class Assistant(Base):
