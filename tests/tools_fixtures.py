@@ -99,6 +99,8 @@ class ToolServed(Served):
     supervision: FakeSupervision = field(default_factory=FakeSupervision)
     callbacks: FakeCallbacks = field(default_factory=FakeCallbacks)
     test_calls: list[str] = field(default_factory=list)
+    # One entry per time the admin page asked the PBX to reload its endpoints.
+    endpoint_reloads: list[str] = field(default_factory=list)
 
 
 async def serve_with_tools(folder: Path) -> AsyncIterator[ToolServed]:
@@ -112,23 +114,28 @@ async def serve_with_tools(folder: Path) -> AsyncIterator[ToolServed]:
     recordings = folder / "recordings"
     recordings.mkdir()
     supervision, callbacks, test_calls = FakeSupervision(), FakeCallbacks(), []
+    endpoint_reloads: list[str] = []
 
     async def test_call() -> str:
         test_calls.append("2000")
         return "2000"
 
+    async def endpoints_changed() -> None:
+        endpoint_reloads.append("reload")
+
     app = web.Application()
     setup_dashboard(app, store=store, hub=events, commands=commands, origin=origin,
                     secure_cookies=False, options=DashboardOptions(passwords=passwords))
     setup_tools(app, Tools(recordings=recordings, supervision=lambda: supervision,
-                           callbacks=lambda: callbacks, test_call=test_call))
+                           callbacks=lambda: callbacks, test_call=test_call,
+                           endpoints_changed=endpoints_changed))
     runner = web.AppRunner(app, shutdown_timeout=2.0)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         yield ToolServed(app, runner, origin, store, events, commands, people,
                          recordings=recordings, supervision=supervision, callbacks=callbacks,
-                         test_calls=test_calls)
+                         test_calls=test_calls, endpoint_reloads=endpoint_reloads)
     finally:
         await runner.cleanup()
         await store.engine.dispose()

@@ -48,9 +48,10 @@ from web.dashboard.typedefs import DASHBOARD, SoftphoneSettings
 from web.demo import CARRIER_TRUNK, DEMO_NUMBER, RECEPTIONIST, seed_demo
 from web.telephony import (
     Telephony,
-    routes_and_agents,
+    follow_directory,
     start_telephony,
     stop_telephony,
+    sync_directory,
     write_state,
 )
 
@@ -194,7 +195,9 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     await ami.start()
     await ari.wait_ready(30)
     watching = [asyncio.create_task(phone_watch.run(), name="phone watch"),
-                asyncio.create_task(security.run(), name="security summaries")]
+                asyncio.create_task(security.run(), name="security summaries"),
+                asyncio.create_task(follow_directory(services.store, telephony),
+                                    name="people and numbers")]
     print_banner(services)
     try:
         yield
@@ -310,12 +313,13 @@ def build_app(settings: Settings) -> web.Application:
         return await DemoCaller(carrier.ari_url, carrier.ari_auth, number=DEMO_NUMBER).place()
 
     async def endpoints_changed() -> None:
-        """A new agent's phone can register at once: the PBX reloads its endpoints."""
+        """A new agent's phone can register at once, a disabled one's no more: the PBX
+        reloads its endpoints."""
         pbx = services.telephony.pbx
         if pbx is None:
             # An external Asterisk's configuration is its admin's, not ours to rewrite.
             raise RuntimeError("this Asterisk is not run by Switchboard")
-        await pbx.apply_directory(*await routes_and_agents(services.store))
+        await sync_directory(services.store, pbx)
 
     setup_tools(app, Tools(
         recordings=settings.data_path / "recordings",

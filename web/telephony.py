@@ -113,7 +113,8 @@ def instance_name(role: str, settings: Settings) -> str:
 async def routes_and_agents(
     store: Store,
 ) -> tuple[tuple[InboundRoute, ...], tuple[SipAgent, ...]]:
-    """Assistants answer their numbers; every agent gets their SIP endpoint."""
+    """Assistants answer their numbers; every enabled agent gets their SIP endpoint (a
+    disabled one's is not rendered, so after the reload Asterisk refuses their REGISTER)."""
     async with store.transaction() as tx:
         assistants = await tx.assistants.all()
         agents = await tx.agents.all()
@@ -122,9 +123,41 @@ async def routes_and_agents(
         SipAgent(a.sip_user, a.sip_password,
                  "webrtc" if a.endpoint_kind is EndpointKind.WEBRTC else "deskphone",
                  a.display_name)
-        for a in agents
+        for a in agents if a.enabled
     )
     return routes, endpoints
+
+
+# How soon a running PBX takes a change the CLI wrote to the database (a person
+# disabled from the server's shell): the CLI does not talk to the running product.
+DIRECTORY_CHECK_S = 10.0
+
+
+async def sync_directory(store: Store, pbx: runtime.AsteriskInstance) -> bool:
+    """Give the PBX the endpoints and numbers the store has now, if they changed: a
+    disabled person's endpoint goes, so Asterisk refuses their phone's next REGISTER.
+    True if it reloaded."""
+    routes, agents = await routes_and_agents(store)
+    if (routes, agents) == (pbx.spec.routes, pbx.spec.agents):
+        return False
+    await pbx.apply_directory(routes, agents)
+    return True
+
+
+async def follow_directory(store: Store, telephony: Telephony,
+                           every_s: float = DIRECTORY_CHECK_S) -> None:
+    """Changes the admin page makes reach the PBX at once (endpoints_changed); those of
+    `switchboard user` reach it here, within every_s."""
+    while True:
+        await asyncio.sleep(every_s)
+        if telephony.pbx is None:
+            continue
+        try:
+            if await sync_directory(store, telephony.pbx):
+                log.info("the PBX took the people and numbers changed in the database")
+        except Exception:
+            log.exception("the PBX's endpoints could not be reloaded; retrying in %.0f s",
+                          every_s)
 
 
 async def reattach(

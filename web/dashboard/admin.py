@@ -4,8 +4,6 @@ the audit log. Every change is written to the audit log with the admin's login."
 from __future__ import annotations
 
 import logging
-import re
-import secrets
 from typing import Any
 
 from aiohttp import web
@@ -13,21 +11,34 @@ from aiohttp import web
 from handoff.agents import AgentRole, EndpointKind
 from handoff.assistants import FallbackKind, HandoffLevel
 from handoff.callback import BadNumber, check_number
-from handoff.store import NotFound
+from handoff.events import AGENTS_TOPIC, AgentChanged
+from handoff.store import LastAdmin, NotFound, Removed
 from handoff.store.models import Assistant, AuditEvent
+from web import people
 from web.dashboard.board import AgentView
 from web.dashboard.guard import json_error
+from web.dashboard.hub import CloseCode
 from web.dashboard.tools import tools_of, unavailable
 from web.dashboard.typedefs import DASHBOARD, VIEWER
 from web.dashboard.views import json_body
 
 log = logging.getLogger(__name__)
 
-# A login becomes part of the SIP user name (agent-<login>) and of pjsip.conf section
-# names: letters, digits and a few separators only.
-_LOGIN = re.compile(r"^[a-z][a-z0-9_.-]{1,31}$")
 MAX_TIMEOUT_S = 600
 AUDIT_PAGE = 200
+
+
+async def _reload_endpoints(request: web.Request, login: str) -> bool:
+    """Have the running PBX render its endpoints again; False if it could not."""
+    tools = tools_of(request)
+    if tools.endpoints_changed is None:
+        return False
+    try:
+        await tools.endpoints_changed()
+    except Exception:
+        log.exception("the PBX could not reload its endpoints after a change to %s", login)
+        return False
+    return True
 
 
 async def create_agent(request: web.Request) -> web.Response:
@@ -38,48 +49,54 @@ async def create_agent(request: web.Request) -> web.Response:
     """
     dashboard, viewer = request.app[DASHBOARD], request[VIEWER]
     body = await json_body(request)
-    login = str(body.get("login", "")).strip().lower()
-    name = str(body.get("display_name", "")).strip()
-    if not _LOGIN.match(login):
-        return json_error(400, "bad_request",
-                          "login is 2-32 lowercase letters, digits, '.', '_' or '-', "
-                          "starting with a letter")
-    if not name or len(name) > 128:
-        return json_error(400, "bad_request", "display_name is 1-128 characters")
     try:
         role = AgentRole(str(body.get("role", "agent")))
         kind = EndpointKind(str(body.get("endpoint_kind", "webrtc")))
     except ValueError:
         return json_error(400, "bad_request",
                           "role is agent, supervisor or admin; endpoint_kind webrtc or deskphone")
-    password = secrets.token_urlsafe(12)
-    sip_password = secrets.token_urlsafe(18)
-    async with dashboard.store.transaction() as tx:
-        if await tx.agents.by_login(login) is not None:
-            return json_error(409, "login_taken", f"there is already an agent {login!r}")
-        if await tx.agents.by_sip_user(f"agent-{login}") is not None:
-            return json_error(409, "login_taken", f"the SIP user agent-{login} is taken")
-        agent = await tx.agents.create(
-            login=login, display_name=name, role=role, sip_user=f"agent-{login}",
-            sip_password=sip_password, endpoint_kind=kind,
-            password_hash=dashboard.passwords.hash(password),
-        )
-        await tx.audit.record(viewer.login, "agent_created", f"agent:{agent.id}",
-                              {"login": login, "role": role.value, "endpoint": kind.value})
-    tools = tools_of(request)
-    applied = False
-    if tools.endpoints_changed is not None:
-        try:
-            await tools.endpoints_changed()
-            applied = True
-        except Exception:
-            log.exception("the PBX could not load agent %s's endpoint", login)
+    try:
+        async with dashboard.store.transaction() as tx:
+            new = await people.add(
+                tx, dashboard.passwords, login=str(body.get("login", "")),
+                display_name=str(body.get("display_name", "")), role=role,
+                endpoint_kind=kind, actor=viewer.login)
+    except people.PersonRefused as exc:
+        return json_error(409 if exc.error == "login_taken" else 400, exc.error, exc.reason)
+    applied = await _reload_endpoints(request, new.agent.login)
     return web.json_response({
-        "agent": AgentView.of(agent, busy_ids=()).to_json(),  # new: on no call yet
-        "one_time_password": password,
-        "sip": {"user": agent.sip_user, "password": sip_password},
+        "agent": AgentView.of(new.agent, busy_ids=()).to_json(),  # new: on no call yet
+        "one_time_password": new.password,
+        "sip": {"user": new.agent.sip_user, "password": new.sip_password},
         "endpoint_live": applied,
     }, status=201)
+
+
+async def change_agent(request: web.Request) -> web.Response:
+    """Disable, enable or remove a person. Disabling (and removing) ends their sessions
+    and closes their tabs at once, and the PBX stops accepting their phone's REGISTER."""
+    dashboard, viewer = request.app[DASHBOARD], request[VIEWER]
+    agent_id = int(request.match_info["agent_id"])
+    action = request.match_info["action"]
+    if agent_id == viewer.agent_id and action != "enable":
+        return json_error(409, "own_account", f"an admin cannot {action} their own account")
+    try:
+        async with dashboard.store.transaction() as tx:
+            agent = await people.CHANGES[action](tx, agent_id, actor=viewer.login)
+            busy = await tx.agents.busy_agent_ids()
+    except NotFound:
+        return json_error(404, "not_found", f"no agent {agent_id}")
+    except (LastAdmin, Removed) as exc:
+        return json_error(409, "last_admin" if isinstance(exc, LastAdmin) else "removed",
+                          str(exc))
+    if not agent.enabled:
+        dashboard.hub.drop_agent(agent_id, CloseCode.SIGNED_OUT, f"account {action}d")
+    dashboard.events.publish(AGENTS_TOPIC, AgentChanged(agent_id))
+    applied = await _reload_endpoints(request, agent.login)
+    return web.json_response({"agent": {**AgentView.of(agent, busy).to_json(),
+                                        "enabled": agent.enabled,
+                                        "removed": agent.removed_at is not None},
+                              "endpoint_live": applied})
 
 
 def assistant_json(a: Assistant) -> dict[str, Any]:

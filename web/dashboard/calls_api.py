@@ -144,7 +144,7 @@ async def current_call(request: web.Request) -> web.Response:
         call = await tx.calls.get(call_id)
         transcript = await tx.transcripts.for_call(call.id)
         notes = await tx.notes.for_call(call.id)
-        authors = {a.id: a.display_name for a in await tx.agents.all()}
+        authors = {a.id: a.display_name for a in await tx.agents.all(include_removed=True)}
         colleagues = ([] if held is None else
                       [a for a in await tx.agents.available() if a.id != viewer.agent_id])
         transfer = None if held is None else next(

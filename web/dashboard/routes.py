@@ -100,6 +100,8 @@ ROUTES: tuple[Route, ...] = (
           supervision_api.supervise, signed_in(SUPERVISOR)),
     # Admin (admin.py).
     Route("POST", "/api/admin/agents", admin.create_agent, signed_in(ADMIN)),
+    Route("POST", r"/api/admin/agents/{agent_id:\d+}/{action:disable|enable|remove}",
+          admin.change_agent, signed_in(ADMIN)),
     Route("GET", "/api/admin/assistants", admin.assistants, signed_in(ADMIN)),
     Route("POST", r"/api/admin/assistants/{assistant_id:\d+}", admin.update_assistant,
           signed_in(ADMIN)),

@@ -139,8 +139,9 @@ class Sessions:
             if found is None:
                 return None
             row, agent = found
-            if agent.password_hash is None:
-                # An admin disabled the account: its sessions end with it.
+            if agent.password_hash is None or not agent.enabled:
+                # An admin disabled the account (from another process, say the CLI):
+                # its sessions end with it.
                 await tx.sessions.delete(id_hash)
                 return None
             if now - row.last_seen_at >= TOUCH_EVERY:

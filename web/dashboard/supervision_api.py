@@ -32,7 +32,7 @@ async def live_calls(request: web.Request) -> web.Response:
             for s in (supervision.of_supervisor(viewer.agent_id) if supervision else ())}
     calls: list[dict[str, Any]] = []
     async with request.app[DASHBOARD].store.transaction() as tx:
-        names = {a.id: a.display_name for a in await tx.agents.all()}
+        names = {a.id: a.display_name for a in await tx.agents.all(include_removed=True)}
         assistants = {a.id: a.name for a in await tx.assistants.all()}
         for call in await tx.calls.open_calls():
             if call.state is CallState.NEW:

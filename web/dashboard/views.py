@@ -121,6 +121,13 @@ async def login(request: web.Request) -> web.Response:
         return _login_form(request, status=401, error="Wrong login or password.",
                            login=login_name)
     dashboard.throttle.succeeded(login_key(login_name))
+    if not agent.enabled:
+        # The right password, so saying why costs nothing and saves a call to the admin.
+        async with dashboard.store.transaction() as tx:
+            await tx.audit.record(agent.login, "login_refused", f"agent:{agent.id}",
+                                  {"address": request.remote or "", "why": "disabled"})
+        return _login_form(request, status=403, login=login_name,
+                           error="This account is disabled; ask an admin.")
     token, _ = await dashboard.sessions.start(
         agent.id, replacing=request.cookies.get(dashboard.cookies.session)
     )

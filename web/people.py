@@ -1,0 +1,98 @@
+"""People: adding, disabling, enabling and removing dashboard accounts.
+
+The admin page and the `switchboard user` command share these, so both check a login
+the same way, create the same SIP credentials and end the same sessions; each writes its
+audit lines under the acting admin's login (or "cli").
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from handoff.agents import AgentRole, EndpointKind
+from handoff.store import Transaction
+from handoff.store.models import Agent
+from web.dashboard.passwords import Passwords
+
+# A login becomes part of the SIP user name (agent-<login>) and of pjsip.conf section
+# names: letters, digits and a few separators only.
+_LOGIN = re.compile(r"^[a-z][a-z0-9_.-]{1,31}$")
+LOGIN_RULE = "login is 2-32 lowercase letters, digits, '.', '_' or '-', starting with a letter"
+
+
+class PersonRefused(Exception):
+    """Bad input or a clash: `error` is the API's error code, the message its reason."""
+
+    def __init__(self, error: str, reason: str) -> None:
+        super().__init__(reason)
+        self.error = error
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class NewPerson:
+    agent: Agent
+    # Shown once (the store keeps its hash): the admin hands it over.
+    password: str
+    # Kept readable in the store (Asterisk challenges REGISTER with it); shown for a
+    # desk phone's configuration.
+    sip_password: str
+
+
+def check_login(raw: str) -> str:
+    login = raw.strip().lower()
+    if not _LOGIN.match(login):
+        raise PersonRefused("bad_request", LOGIN_RULE)
+    return login
+
+
+async def add(
+    tx: Transaction, passwords: Passwords, *, login: str, display_name: str,
+    role: AgentRole, endpoint_kind: EndpointKind, actor: str,
+) -> NewPerson:
+    """A new person with generated SIP credentials and a one-time dashboard password."""
+    login = check_login(login)
+    name = display_name.strip()
+    if not name or len(name) > 128:
+        raise PersonRefused("bad_request", "display_name is 1-128 characters")
+    if await tx.agents.by_login(login) is not None:
+        raise PersonRefused("login_taken", f"there is already an agent {login!r}")
+    if await tx.agents.by_sip_user(f"agent-{login}") is not None:
+        raise PersonRefused("login_taken", f"the SIP user agent-{login} is taken")
+    password = secrets.token_urlsafe(12)
+    sip_password = secrets.token_urlsafe(18)
+    agent = await tx.agents.create(
+        login=login, display_name=name, role=role, sip_user=f"agent-{login}",
+        sip_password=sip_password, endpoint_kind=endpoint_kind,
+        password_hash=passwords.hash(password),
+    )
+    await tx.audit.record(actor, "agent_created", f"agent:{agent.id}",
+                          {"login": login, "role": role.value, "endpoint": endpoint_kind.value})
+    return NewPerson(agent, password, sip_password)
+
+
+async def disable(tx: Transaction, agent_id: int, *, actor: str) -> Agent:
+    """Off duty, no card, no endpoint (once the PBX re-renders), and every session
+    ended in the same transaction: the next request from any of their tabs is signed out."""
+    agent = await tx.agents.disable(agent_id, actor=actor)
+    await tx.sessions.delete_for_agent(agent_id)
+    return agent
+
+
+async def remove(tx: Transaction, agent_id: int, *, actor: str) -> Agent:
+    agent = await tx.agents.remove(agent_id, actor=actor)
+    await tx.sessions.delete_for_agent(agent_id)
+    return agent
+
+
+async def enable(tx: Transaction, agent_id: int, *, actor: str) -> Agent:
+    return await tx.agents.enable(agent_id, actor=actor)
+
+
+# What the admin page and the CLI call by name.
+CHANGES: dict[str, Callable[..., Awaitable[Agent]]] = {
+    "disable": disable, "enable": enable, "remove": remove,
+}
