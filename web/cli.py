@@ -9,13 +9,15 @@ import logging
 import os
 import secrets
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
+from handoff.agents import AgentRole, EndpointKind
 from handoff.receptionist import PromptError, make_prompts
 from handoff.settings import Settings, SettingsError, load
-from handoff.store import Store, create_store_engine, upgrade_to_head
+from handoff.store import LastAdmin, Removed, Store, create_store_engine, upgrade_to_head
 from pbx import runtime
 from pbx.asterisk_config import (
     ConfigValueError,
@@ -27,12 +29,20 @@ from pbx.asterisk_config import (
     render,
     rtp_ports_for,
 )
-from web import doctor
+from web import doctor, people
 from web.app import build_app
 from web.dashboard.passwords import Passwords
 from web.demo import DEMO_NUMBER, RECEPTIONIST, demo_caller_voice
+from web.telephony import DIRECTORY_CHECK_S
 
 DEFAULT_CONFIG = Path("switchboard.toml")
+# Who the audit log names for a change made on the server's command line.
+CLI_ACTOR = "cli"
+PHONES = {"browser": EndpointKind.WEBRTC, "desk": EndpointKind.DESKPHONE}
+# The CLI writes the database only; a running product's PBX notices within
+# web.telephony.DIRECTORY_CHECK_S (sessions end on the tabs' next request at once).
+RUNNING_PBX_NOTE = (f"a running Switchboard's PBX takes this within "
+                    f"{DIRECTORY_CHECK_S:.0f} s")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -173,33 +183,97 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return result
 
 
-def cmd_agent_passwd(args: argparse.Namespace) -> int:
+async def _on_store(settings: Settings, act: Callable[[Store], Awaitable[int]]) -> int:
+    """Run `act` on the installation's database (brought up to date first)."""
+    engine = create_store_engine(settings.database_url)
+    try:
+        await upgrade_to_head(engine)
+        return await act(Store(engine))
+    finally:
+        await engine.dispose()
+
+
+def _no_such(login: str) -> int:
+    print(f"switchboard: no agent with login {login!r}", file=sys.stderr)
+    return 2
+
+
+def cmd_user_passwd(args: argparse.Namespace) -> int:
     """A new dashboard password for ``login`` (printed once; stored only as a hash).
 
-    The way back in when the demo passwords printed at first start are lost, and how an
-    admin account is set up on a fresh installation.
+    The way back in when the demo passwords printed at first start are lost.
     """
-    settings = _settings(args)
 
-    async def reset() -> int:
-        engine = create_store_engine(settings.database_url)
+    async def reset(store: Store) -> int:
+        password = secrets.token_urlsafe(9)
+        async with store.transaction() as tx:
+            agent = await tx.agents.by_login(args.login)
+            if agent is None or agent.removed_at is not None:
+                return _no_such(args.login)
+            await tx.agents.set_password_hash(agent.id, Passwords().hash(password))
+            await tx.audit.record(CLI_ACTOR, "password_reset", f"agent:{agent.id}")
+        print(f"{args.login}: {password}")
+        return 0
+
+    return asyncio.run(_on_store(_settings(args), reset))
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    """A new person; prints their one-time password (and a desk phone's SIP account).
+
+    On a fresh installation with the demo off, the first admin comes from here.
+    """
+
+    async def add(store: Store) -> int:
         try:
-            await upgrade_to_head(engine)
-            store = Store(engine)
-            password = secrets.token_urlsafe(9)
+            async with store.transaction() as tx:
+                new = await people.add(
+                    tx, Passwords(), login=args.login, display_name=args.name or args.login,
+                    role=AgentRole(args.role), endpoint_kind=PHONES[args.phone],
+                    actor=CLI_ACTOR)
+        except people.PersonRefused as exc:
+            print(f"switchboard: {exc.reason}", file=sys.stderr)
+            return 2
+        print(f"{new.agent.login}: {new.password}")
+        if new.agent.endpoint_kind is EndpointKind.DESKPHONE:
+            print(f"desk phone SIP account: {new.agent.sip_user} / {new.sip_password}")
+        print(RUNNING_PBX_NOTE)
+        return 0
+
+    return asyncio.run(_on_store(_settings(args), add))
+
+
+def cmd_user_change(args: argparse.Namespace) -> int:
+    """disable, enable or remove a person (see web.people)."""
+
+    async def change(store: Store) -> int:
+        try:
             async with store.transaction() as tx:
                 agent = await tx.agents.by_login(args.login)
-                if agent is None:
-                    print(f"switchboard: no agent with login {args.login!r}", file=sys.stderr)
-                    return 2
-                await tx.agents.set_password_hash(agent.id, Passwords().hash(password))
-                await tx.audit.record("cli", "password_reset", f"agent:{agent.id}")
-            print(f"{args.login}: {password}")
-            return 0
-        finally:
-            await engine.dispose()
+                if agent is None or agent.removed_at is not None:
+                    return _no_such(args.login)
+                await people.CHANGES[args.user_command](tx, agent.id, actor=CLI_ACTOR)
+        except (LastAdmin, Removed) as exc:
+            print(f"switchboard: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.login}: {args.user_command}d")
+        print(RUNNING_PBX_NOTE)
+        return 0
 
-    return asyncio.run(reset())
+    return asyncio.run(_on_store(_settings(args), change))
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    async def listing(store: Store) -> int:
+        async with store.transaction() as tx:
+            everyone = await tx.agents.all()
+        for a in everyone:
+            phone = "desk" if a.endpoint_kind is EndpointKind.DESKPHONE else "browser"
+            state = "enabled" if a.enabled else "disabled"
+            print(f"{a.login}\t{a.role.value}\t{phone}\t{state}\t{a.display_name}")
+        return 0
+
+    return asyncio.run(_on_store(_settings(args), listing))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,11 +307,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="sip: a desk phone answering at once; browser: Chromium's WebRTC softphone",
     )
     handoff.set_defaults(func=cmd_bench)
-    agent = sub.add_parser("agent", help="dashboard accounts")
-    agent_sub = agent.add_subparsers(dest="agent_command", required=True)
-    passwd = agent_sub.add_parser("passwd", help="set a new password and print it once")
-    passwd.add_argument("login")
-    passwd.set_defaults(func=cmd_agent_passwd)
+    user = sub.add_parser("user", help="people: dashboard accounts and their phones")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    add = user_sub.add_parser("add", help="add a person and print their one-time password")
+    add.add_argument("login")
+    add.add_argument("--role", required=True, choices=[r.value for r in AgentRole])
+    add.add_argument("--phone", choices=sorted(PHONES), default="browser",
+                     help="browser: the dashboard's softphone; desk: a SIP desk phone")
+    add.add_argument("--name", help="display name (default: the login)")
+    add.set_defaults(func=cmd_user_add)
+    for action, what in (("disable", "no sign-in, sessions ended, SIP account refused"),
+                         ("enable", "allow a disabled person back in"),
+                         ("remove", "disable and drop from the lists; history stays")):
+        change = user_sub.add_parser(action, help=what)
+        change.add_argument("login")
+        change.set_defaults(func=cmd_user_change)
+    user_sub.add_parser("list", help="everyone not removed").set_defaults(func=cmd_user_list)
+    # `agent passwd` is the older name, kept for scripts that use it.
+    for parent in (user_sub, sub.add_parser("agent", help="older name of `user passwd`")
+                   .add_subparsers(dest="agent_command", required=True)):
+        passwd = parent.add_parser("passwd", help="set a new password and print it once")
+        passwd.add_argument("login")
+        passwd.set_defaults(func=cmd_user_passwd)
     dash = bench_sub.add_parser("dashboard", help="card delivery to many dashboard tabs")
     dash.add_argument("--clients", type=int, default=1000)
     dash.add_argument("--json", action="store_true")

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from handoff.agents import AgentRole, EndpointKind
 from handoff.store import Store, create_store_engine, upgrade_to_head
+from handoff.store.models import Agent
 from web.cli import main
 from web.dashboard.passwords import Passwords
 
@@ -82,3 +84,64 @@ def test_agent_passwd_sets_a_password_that_signs_in(
     assert verdict.ok
     assert main(["agent", "passwd", "nobody"]) == 2
     assert "no agent with login 'nobody'" in capsys.readouterr().err
+
+
+def _stored(url: str, login: str) -> Agent | None:
+    async def read() -> Agent | None:
+        engine = create_store_engine(url)
+        try:
+            async with Store(engine).transaction() as tx:
+                return await tx.agents.by_login(login)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
+
+
+def test_the_first_admin_of_a_fresh_install_comes_from_user_add(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A real installation: the demo is off, so nobody is seeded and the database is new.
+    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
+    url = f"sqlite:///{tmp_path / 'switchboard.db'}"
+    demo_off = ["--set", "demo.enabled=false"]
+    assert main([*demo_off, "user", "add", "admin", "--role", "admin"]) == 0
+    password = capsys.readouterr().out.splitlines()[0].split(": ", 1)[1]
+    admin = _stored(url, "admin")
+    assert admin is not None and admin.role is AgentRole.ADMIN and admin.enabled
+    assert asyncio.run(Passwords().verify(admin.password_hash, password)).ok
+    # A desk phone's person gets their SIP account printed for the phone's set-up.
+    assert main([*demo_off, "user", "add", "bea", "--role", "agent", "--phone", "desk",
+                 "--name", "Bea Desk"]) == 0
+    out = capsys.readouterr().out
+    bea = _stored(url, "bea")
+    assert bea is not None and bea.endpoint_kind is EndpointKind.DESKPHONE
+    assert f"desk phone SIP account: agent-bea / {bea.sip_password}" in out
+    assert main([*demo_off, "user", "add", "bea", "--role", "agent"]) == 2
+    assert "there is already an agent 'bea'" in capsys.readouterr().err
+    assert main([*demo_off, "user", "list"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "admin\tadmin\tbrowser\tenabled\tadmin", "bea\tagent\tdesk\tenabled\tBea Desk"]
+
+
+def test_user_disable_enable_remove_keep_an_admin_and_the_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
+    url = f"sqlite:///{tmp_path / 'switchboard.db'}"
+    assert main(["user", "add", "admin", "--role", "admin"]) == 0
+    assert main(["user", "add", "cy", "--role", "agent"]) == 0
+    capsys.readouterr()
+    assert main(["user", "disable", "admin"]) == 2
+    assert "last enabled admin" in capsys.readouterr().err
+    assert main(["user", "disable", "cy"]) == 0
+    cy = _stored(url, "cy")
+    assert cy is not None and not cy.enabled
+    assert main(["user", "enable", "cy"]) == 0
+    assert main(["user", "remove", "cy"]) == 0
+    capsys.readouterr()
+    assert main(["user", "list"]) == 0
+    assert "cy" not in capsys.readouterr().out
+    assert _stored(url, "cy") is not None  # the row stays for the history
+    assert main(["user", "enable", "cy"]) == 2
+    assert "no agent with login 'cy'" in capsys.readouterr().err
