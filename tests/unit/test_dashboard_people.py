@@ -13,6 +13,8 @@ import pytest
 from handoff.store.models import Agent
 from tests.dashboard_fixtures import Browser, Browsers, on_duty, signed_in
 from tests.tools_fixtures import ToolServed, serve_with_tools
+from web import people
+from web.dashboard import DASHBOARD
 from web.dashboard.hub import CloseCode
 
 
@@ -52,6 +54,9 @@ async def test_disabling_a_person_ends_their_sessions_and_sockets_at_once(
         assert response.status == 200
         body = await response.json()
         assert body["agent"]["enabled"] is False and body["endpoint_live"] is True
+        async with site.store.transaction() as tx:
+            # Gone, not merely refused when next presented.
+            assert await tx.sessions.count_for_agent(alice_id) == 0
         # Closed by the request itself, not by the periodic revalidation.
         closing = await ws.receive(timeout=5)
         while closing.type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
@@ -71,6 +76,9 @@ async def test_disabling_a_person_ends_their_sessions_and_sockets_at_once(
     async with admin.http.get("/api/admin/audit") as response:
         actions = [(e["actor"], e["action"]) for e in (await response.json())["events"]]
     assert ("ada", "agent_disabled") in actions and ("alice", "login_refused") in actions
+    async with admin.http.get("/admin") as page:
+        html = await page.text()
+    assert f'data-agent="{alice_id}" data-action="enable"' in html
     # Enabled again, she signs in.
     assert (await admin.post_json(f"/api/admin/agents/{alice_id}/enable", {})).status == 200
     back = Browser(site.origin)
@@ -105,3 +113,16 @@ async def test_people_changes_are_for_admins_only(
         f"/api/admin/agents/{site.people['alice'].id}/disable", {})
     assert response.status == 403
     assert (await _agent(site, "alice")).enabled
+
+
+async def test_a_session_that_raced_the_disable_proves_nothing(site: ToolServed) -> None:
+    # A sign-in whose password check passed just before the admin's disable committed
+    # gets a session row after the sessions were deleted: its first request ends it.
+    sessions = site.app[DASHBOARD].sessions
+    alice_id = site.people["alice"].id
+    async with site.store.transaction() as tx:
+        await people.disable(tx, alice_id, actor="ada")
+    token, _ = await sessions.start(alice_id)
+    assert await sessions.resolve(token) is None
+    async with site.store.transaction() as tx:
+        assert await tx.sessions.count_for_agent(alice_id) == 0

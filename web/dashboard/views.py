@@ -180,8 +180,11 @@ async def admin_page(request: web.Request) -> web.Response:
     dashboard = request.app[DASHBOARD]
     async with dashboard.store.transaction() as tx:
         busy = await tx.agents.busy_agent_ids()
-        agents = [AgentView.of(agent, busy) for agent in await tx.agents.all()]
-    return render(request, "admin.html", agents=agents, roles=[r.value for r in AgentRole])
+        everyone = await tx.agents.all()
+        agents = [AgentView.of(agent, busy) for agent in everyone]
+        disabled = {agent.id for agent in everyone if not agent.enabled}
+    return render(request, "admin.html", agents=agents, disabled=disabled,
+                  roles=[r.value for r in AgentRole])
 
 
 # ---- agent actions ---------------------------------------------------------------------

@@ -1,4 +1,4 @@
-// The admin page: roles, new agents (credentials shown once), assistants' handoff
+// The admin page: roles, new agents (credentials shown once), disabling people, assistants' handoff
 // rules, a test call, the audit log.
 "use strict";
 (() => {
@@ -13,6 +13,17 @@
                     { role: select.value });
       status("Role changed.");
       loadAudit();
+    }));
+  }
+
+  // Disable ends the person's sessions and their phone's registration at once; remove
+  // also drops them from this list (their calls and audit lines stay).
+  for (const button of document.querySelectorAll("button.account")) {
+    button.addEventListener("click", guard(async () => {
+      const action = button.dataset.action;
+      if (action === "remove" && !confirm("Remove this person? Their history stays.")) return;
+      await sb.send("POST", `/api/admin/agents/${button.dataset.agent}/${action}`, {});
+      location.reload();
     }));
   }
 
