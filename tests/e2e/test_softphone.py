@@ -102,6 +102,15 @@ async def accept_and_talk(page: Page, product: Desk, caller: str, handoff_id: in
     return heard - clicked
 
 
+async def talking_to_a_caller(page: Page, product: Desk) -> tuple[str, str, int]:
+    """On duty, a card accepted, the caller heard and the handoff connected: (caller,
+    call id, handoff id)."""
+    caller, call_id, handoff_id = await on_duty_with_a_card(page, product)
+    await accept_and_talk(page, product, caller, handoff_id)
+    assert await until(lambda: _handoff_in(product, handoff_id, HandoffState.CONNECTED))
+    return caller, call_id, handoff_id
+
+
 async def inbound_energy(page: Page) -> float:
     stats = await page.evaluate("window.switchboardPhone.stats()")
     return float(stats["inbound"]["energy"]) if stats and stats["inbound"] else 0.0
@@ -237,9 +246,7 @@ async def test_an_agent_who_hangs_up_the_softphone_ends_the_call_as_end_call_doe
     agent_context: BrowserContext, product: Desk,
 ) -> None:
     page = await agent_context.new_page()
-    caller, call_id, handoff_id = await on_duty_with_a_card(page, product)
-    await accept_and_talk(page, product, caller, handoff_id)
-    assert await until(lambda: _handoff_in(product, handoff_id, HandoffState.CONNECTED))
+    _, call_id, handoff_id = await talking_to_a_caller(page, product)
 
     # The phone's own hang-up: a BYE with no Reason (a closing tab's says the phone is
     # going away, and the caller goes back to the AI instead).
@@ -256,9 +263,7 @@ async def test_a_call_outlives_a_dropped_sip_websocket_and_still_ends_cleanly(
     agent_context: BrowserContext, product: Desk,
 ) -> None:
     page = await agent_context.new_page()
-    caller, call_id, handoff_id = await on_duty_with_a_card(page, product)
-    await accept_and_talk(page, product, caller, handoff_id)
-    assert await until(lambda: _handoff_in(product, handoff_id, HandoffState.CONNECTED))
+    caller, call_id, _ = await talking_to_a_caller(page, product)
 
     # A network blip: the softphone's SIP WebSocket drops (JsSIP's own socket, reached
     # through its internals) and JsSIP connects and registers again by itself.
