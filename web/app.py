@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -41,6 +41,7 @@ from pbx.ari import AriClient
 from pbx.demo_caller import DemoCaller
 from pbx.security_events import SecurityEvents
 from web.ai_api import API_PREFIX, hash_control_token, new_control_token, setup_ai_api
+from web.app_metrics import register_process_metrics
 from web.dashboard.access import Shape, own_auth, public
 from web.dashboard.routes import route_policy, setup_dashboard
 from web.dashboard.tools import Tools, setup_tools
@@ -282,13 +283,11 @@ def build_app(settings: Settings) -> web.Application:
     db = create_store_engine(settings.database_url)
     services = Services(settings=settings, db=db, store=Store(db))
     app[SERVICES] = services
-    registry = services.metrics
-    up = Gauge("switchboard_asterisk_up", "1 while the PBX answers", registry=registry)
-    up.set_function(lambda: 1.0 if services.telephony.status in ("ok", "external") else 0.0)
-    live = Gauge("switchboard_calls_live", "calls in progress", registry=registry)
-    live.set_function(
-        lambda: float(len(services.controller.control.calls))
-        if services.controller.control else 0.0
+    register_process_metrics(
+        services.metrics, telephony_status=lambda: services.telephony.status,
+        ari=lambda: services.controller.ari, ami=lambda: services.controller.ami,
+        calls_live=lambda: len(services.controller.control.calls)
+        if services.controller.control else 0,
     )
     app.cleanup_ctx.extend([store_ctx, telephony_ctx, controller_ctx])
     # Every route is declared in the access policy; one that is not is refused.
@@ -329,7 +328,7 @@ def build_app(settings: Settings) -> web.Application:
         endpoints_changed=endpoints_changed,
     ))
     app[METRICS] = SwitchboardMetrics(
-        registry, services.hub, services.store,
+        services.metrics, services.hub, services.store,
         websocket_clients=lambda: len(app[DASHBOARD].hub.clients),
     )
     app.cleanup_ctx.append(metrics_ctx)  # after store_ctx: it reads the agents table

@@ -14,6 +14,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -35,6 +36,23 @@ from web.bench.world import World
 __all__ = ["product"]
 
 pytestmark = pytest.mark.integration
+
+
+def grafana_metric_names() -> set[str]:
+    """The metrics the repository's Grafana dashboard queries."""
+    dashboard = json.loads((REPO / "web" / "grafana" / "switchboard.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    return {name for expr in exprs
+            for name in re.findall(r"\b(?:switchboard|process)_[a-z_]+\b", expr)}
+
+
+async def metric(product: Product, name: str) -> float | None:
+    """One unlabelled sample from the running product's /metrics."""
+    async with aiohttp.ClientSession() as http, http.get(f"{product.url}/metrics") as page:
+        for line in (await page.text()).splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split(" ", 1)[1])
+    return None
 
 
 def asterisk_pids(marker: str) -> list[int]:
@@ -210,6 +228,27 @@ async def test_run_kill_restart_and_stop_with_a_call_up(product: Product) -> Non
         return await refusals() > before
 
     await until(counted)
+
+    # Every figure the Grafana dashboard in the repository queries is on /metrics.
+    async with aiohttp.ClientSession() as http, http.get(f"{product.url}/metrics") as page:
+        exposed = await page.text()
+    missing = [name for name in grafana_metric_names()
+               if not re.search(rf"^(# (HELP|TYPE) )?{name}[{{ ]", exposed, re.MULTILINE)]
+    assert missing == []
+    assert await metric(product, "switchboard_asterisk_up") == 1
+
+    # The PBX dies under the running product: /metrics and /status say so within the
+    # ARI link's ping timeout, not at the next restart.
+    for pid in asterisk_pids(pbx_marker):
+        os.kill(pid, signal.SIGKILL)
+
+    async def pbx_down() -> bool:
+        return await metric(product, "switchboard_asterisk_up") == 0
+
+    await until(pbx_down)
+    async with aiohttp.ClientSession() as http, http.get(f"{product.url}/status") as page:
+        assert page.status == 503
+        assert (await page.json())["ari_events"] == "degraded"
 
     # Ctrl-C stops the product and both Asterisk instances.
     assert await product.signal(signal.SIGINT) == 0

@@ -10,9 +10,11 @@ from prometheus_client import CollectorRegistry
 from handoff.calls import CallOutcome
 from handoff.events import CARDS_TOPIC, CallEnded, Caller, CallStarted, EventHub, assistant_topic
 from handoff.metrics import SwitchboardMetrics
+from pbx.event_link import EventStats, Status
 from tests.dashboard_fixtures import open_store
 from tests.tools_fixtures import finished_call
 from tests.waiting import until
+from web.app_metrics import asterisk_up, register_process_metrics
 
 
 async def test_calls_handoffs_and_times_are_counted_once_per_call(tmp_path: Path) -> None:
@@ -52,3 +54,37 @@ async def test_calls_handoffs_and_times_are_counted_once_per_call(tmp_path: Path
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await store.engine.dispose()
+
+
+class Link:
+    def __init__(self, status: Status) -> None:
+        self.status = status
+        self.stats = EventStats(delivered=5, errors=1, connects=2)
+
+
+def test_asterisk_up_only_while_the_pbx_runs_and_its_ari_link_is_connected() -> None:
+    assert asterisk_up("ok", Link("connected")) == 1
+    assert asterisk_up("external", Link("connected")) == 1
+    assert asterisk_up("ok", Link("degraded")) == 0  # Asterisk died or is unreachable
+    assert asterisk_up("ok", None) == 0  # the controller is still starting
+    assert asterisk_up("stopping", Link("connected")) == 0
+
+
+def test_process_and_event_link_figures_are_on_the_registry() -> None:
+    registry = CollectorRegistry()
+    ari, ami = Link("connected"), Link("degraded")
+    register_process_metrics(registry, telephony_status=lambda: "ok", ari=lambda: ari,
+                             ami=lambda: ami, calls_live=lambda: 3)
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("switchboard_asterisk_up") == 1
+    assert value("switchboard_calls_live") == 3
+    assert value("switchboard_event_link_connected", link="ari") == 1
+    assert value("switchboard_event_link_connected", link="ami") == 0
+    assert value("switchboard_event_link_delivered_total", link="ari") == 5
+    assert value("switchboard_event_link_connects_total", link="ami") == 2
+    assert (value("process_resident_memory_bytes") or 0) > 0
+    ari.status = "degraded"
+    assert value("switchboard_asterisk_up") == 0
