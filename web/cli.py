@@ -29,7 +29,7 @@ from pbx.asterisk_config import (
     render,
     rtp_ports_for,
 )
-from web import doctor, people
+from web import backup, doctor, people
 from web.app import build_app
 from web.dashboard.passwords import Passwords
 from web.demo import DEMO_NUMBER, RECEPTIONIST, demo_caller_voice
@@ -45,10 +45,16 @@ RUNNING_PBX_NOTE = (f"a running Switchboard's PBX takes this within "
                     f"{DIRECTORY_CHECK_S:.0f} s")
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    file = args.config
+def _config_file(args: argparse.Namespace) -> Path | None:
+    """The settings file in use: --config, else ./switchboard.toml if there is one."""
+    file: Path | None = args.config
     if file is None and DEFAULT_CONFIG.exists():
         file = DEFAULT_CONFIG
+    return file
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    file = _config_file(args)
     overrides = {}
     for item in args.set or []:
         key, sep, value = item.partition("=")
@@ -122,6 +128,31 @@ def cmd_config_render(args: argparse.Namespace) -> int:
         (out / name).write_text(text)
     print(f"wrote Asterisk configuration to {out}")
     return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    out = Path(args.out) if args.out else backup.default_archive(settings)
+    summary = asyncio.run(backup.backup(settings, out, _config_file(args)))
+    print(_summary_text("backed up", summary))
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    summary = asyncio.run(backup.restore(settings, Path(args.archive)))
+    print(_summary_text("restored", summary))
+    if summary.settings_file:
+        print(f"the settings file it was taken with ({summary.settings_file}) is in "
+              f"{settings.data_path / 'restored-settings'}: compare it with yours")
+    return 0
+
+
+def _summary_text(verb: str, summary: backup.Summary) -> str:
+    rows = sum(summary.rows.values())
+    return (f"{verb} {summary.archive}: schema {summary.revision}, {rows} rows in "
+            f"{len(summary.rows)} tables ({summary.rows.get('calls', 0)} calls), "
+            f"{summary.recordings} recording files")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -333,6 +364,14 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--clients", type=int, default=1000)
     dash.add_argument("--json", action="store_true")
     dash.set_defaults(func=cmd_bench)
+    back = sub.add_parser("backup", help="write the database, recordings and settings "
+                          "file to one archive (the product may be running)")
+    back.add_argument("--out", help="archive path (default DATA_DIR/backups/switchboard-"
+                      "<time>.tar.gz)")
+    back.set_defaults(func=cmd_backup)
+    rest = sub.add_parser("restore", help="fill an empty installation from a backup")
+    rest.add_argument("archive")
+    rest.set_defaults(func=cmd_restore)
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     config_sub.add_parser(
@@ -363,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, ConfigValueError) as exc:
         print(f"switchboard: configuration error: {exc}", file=sys.stderr)
         return 2
+    except backup.BackupError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 1
     except (runtime.AsteriskUnavailable, PromptError) as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 3
