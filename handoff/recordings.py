@@ -8,14 +8,18 @@ recording replaced in place (same name, new content) gets new peaks.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import wave
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from handoff.store import Store
 
 # Enough columns for a wide screen; the page scales them to its canvas.
 DEFAULT_BUCKETS = 1000
@@ -58,6 +62,47 @@ def discard_recording(name: str, host_path: HostPath | None) -> None:
     spool = _spool(name, host_path)
     if spool is not None:
         spool.unlink(missing_ok=True)
+
+
+# Recordings a retention pass lets go per transaction: a long-unpruned archive is worked
+# through in slices, so the calls being written meanwhile never wait on one big delete.
+EXPIRY_BATCH = 200
+
+
+async def expire_recordings(
+    store: Store, recordings: Path, keep_days: int, now: datetime,
+) -> int:
+    """Delete the recordings of calls that ended more than keep_days before now (0: keep
+    them all); returns how many went. The call stays in the history without its
+    recording, and the audit log says how many went and up to when.
+
+    Only files inside the recordings folder are deleted, whatever a row says; a file
+    that is already gone is simply forgotten.
+    """
+    if keep_days <= 0:
+        return 0
+    cutoff = now - timedelta(days=keep_days)
+    gone = 0
+    while True:
+        async with store.transaction() as tx:
+            calls = await tx.calls.recorded_before(cutoff, EXPIRY_BATCH)
+            for call in calls:
+                await asyncio.to_thread(_delete_recording, call.recording_path or "",
+                                        recordings)
+                await tx.calls.forget_recording(call.id)
+            if calls:
+                await tx.audit.record("retention", "recordings_expired", str(len(calls)), {
+                    "keep_days": keep_days, "ended_before": cutoff.isoformat()})
+        gone += len(calls)
+        if len(calls) < EXPIRY_BATCH:
+            return gone
+
+
+def _delete_recording(recording_path: str, recordings: Path) -> None:
+    path = Path(recording_path)
+    if path.is_absolute() and path.resolve().is_relative_to(recordings.resolve()):
+        path.unlink(missing_ok=True)
+        path.with_name(path.stem + CACHE_SUFFIX).unlink(missing_ok=True)
 
 
 def compute_peaks(path: Path, buckets: int = DEFAULT_BUCKETS) -> dict[str, Any]:

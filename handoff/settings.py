@@ -113,6 +113,13 @@ class DeskSettings:
 
 
 @dataclass(frozen=True)
+class RecordingsSettings:
+    # Days a call's recording is kept after the call ended; 0 keeps them without limit.
+    # The call stays in the history; only its audio goes (checked every hour).
+    keep_days: int = 0
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: str = "var"
     log_level: str = "info"
@@ -121,6 +128,7 @@ class Settings:
     asterisk: AsteriskSettings = field(default_factory=AsteriskSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
     desk: DeskSettings = field(default_factory=DeskSettings)
+    recordings: RecordingsSettings = field(default_factory=RecordingsSettings)
     trunks: tuple[TrunkSettings, ...] = ()
 
     @property
@@ -283,6 +291,9 @@ def validate(settings: Settings) -> None:
         raise SettingsError(str(exc)) from exc
     if not 0 <= settings.desk.wrap_up_s <= 600:
         raise SettingsError(f"desk.wrap_up_s: {settings.desk.wrap_up_s}: 0 to 600 seconds")
+    if not 0 <= settings.recordings.keep_days <= 36500:
+        raise SettingsError(f"recordings.keep_days: {settings.recordings.keep_days}: 0 (keep "
+                            "them all) to 36500 days")
     if settings.log_level not in ("debug", "info", "warning", "error"):
         raise SettingsError(f"log_level: {settings.log_level!r}: debug, info, warning or error")
     url = settings.database.url

@@ -19,6 +19,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -32,6 +33,7 @@ from handoff.live import CallControl, Timing, call_key
 from handoff.metrics import SwitchboardMetrics
 from handoff.phone_watch import PhoneWatch
 from handoff.receptionist import Receptionist
+from handoff.recordings import expire_recordings
 from handoff.settings import Settings
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from handoff.supervision import Supervision
@@ -240,6 +242,36 @@ def print_banner(services: Services) -> None:
     print("\n".join(lines), flush=True)
 
 
+# How often recordings past their retention are deleted (recordings.keep_days).
+RETENTION_CHECK_S = 3600.0
+
+
+async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Recordings older than recordings.keep_days go, at start and every hour."""
+    services = app[SERVICES]
+    keep_days = services.settings.recordings.keep_days
+
+    async def prune() -> None:
+        while True:
+            try:
+                gone = await expire_recordings(
+                    services.store, services.settings.data_path / "recordings", keep_days,
+                    datetime.now(UTC))
+                if gone:
+                    log.info("deleted %d recordings older than %d days", gone, keep_days)
+            except Exception:
+                log.exception("recordings past their retention could not be deleted")
+            await asyncio.sleep(RETENTION_CHECK_S)
+
+    task = asyncio.create_task(prune(), name="recording retention") if keep_days else None
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
 async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     """The Prometheus counters follow the event hub for as long as the app runs."""
     task = asyncio.create_task(app[METRICS].run(), name="metrics")
@@ -332,4 +364,5 @@ def build_app(settings: Settings) -> web.Application:
         websocket_clients=lambda: len(app[DASHBOARD].hub.clients),
     )
     app.cleanup_ctx.append(metrics_ctx)  # after store_ctx: it reads the agents table
+    app.cleanup_ctx.append(retention_ctx)
     return app

@@ -82,6 +82,18 @@ class CallsRepo:
     async def set_recording(self, call_id: str, recording_path: str) -> Call:
         return await self._update(call_id, {"recording_path": recording_path})
 
+    async def recorded_before(self, cutoff: datetime, limit: int) -> Sequence[Call]:
+        """Ended calls whose recording is still on file and which ended before cutoff,
+        oldest first (the recordings a retention period lets go)."""
+        result = await self._session.scalars(
+            select(Call).where(Call.state == CallState.ENDED, Call.ended_at < cutoff,
+                               Call.recording_path.is_not(None))
+            .order_by(Call.ended_at).limit(limit))
+        return result.all()
+
+    async def forget_recording(self, call_id: str) -> Call:
+        return await self._update(call_id, {"recording_path": None})
+
     async def _update(self, call_id: str, values: dict[str, object]) -> Call:
         result = await self._session.scalars(
             update(Call)
