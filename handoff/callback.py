@@ -28,6 +28,7 @@ from handoff.calls import CallDirection, CallEvent, CallOutcome, CallState
 from handoff.events import CALLS_TOPIC, CallChanged, EventHub
 from handoff.handoffs import FailureReason, HandoffEvent
 from handoff.live.legs import add_when_in_stasis, bridge_of, owner_of, role_id
+from handoff.logs import mask_number
 from handoff.recordings import HostPath, discard_recording, keep_recording
 from handoff.states import StateMachine
 from handoff.store import Store
@@ -190,7 +191,7 @@ class Callbacks:
         except AriError:
             await self._finish(cb, "agent phone unreachable")
             raise
-        log.info("callback %s: ringing agent %s for %s", key, agent_id, number)
+        log.info("callback %s: ringing agent=%s for %s", key, agent_id, mask_number(number))
         self._changed(cb)
         return cb
 
@@ -226,7 +227,7 @@ class Callbacks:
             self._changed(cb)
             with contextlib.suppress(AriError):
                 await self.ari.playbacks.stop(role_id(cb.key, "ringback"))
-            log.info("callback %s: %s answered; connected", cb.key, cb.number)
+            log.info("callback %s: %s answered; connected", cb.key, mask_number(cb.number))
 
     async def _dial_caller(self, cb: Callback) -> None:
         """The agent picked up: they hear ringback while the caller's phone rings."""
@@ -243,7 +244,8 @@ class Callbacks:
             await self.ari.channels.dial(cb.caller_leg, caller=cb.agent_leg,
                                          timeout=self.ring_timeout_s)
         except AriError as exc:
-            log.warning("callback %s: %s could not be dialled: %s", cb.key, cb.number, exc)
+            log.warning("callback %s: %s could not be dialled: %s", cb.key, mask_number(cb.number),
+                        exc)
             await self._finish(cb, "caller unreachable")
 
     async def _on_leg_gone(self, event: Mapping[str, Any]) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from handoff.logs import LOG_FORMATS
 from pbx.asterisk_config import (
     ConfigValueError,
     check_host,
@@ -123,6 +124,9 @@ class RecordingsSettings:
 class Settings:
     data_dir: str = "var"
     log_level: str = "info"
+    # "text" for a terminal, "json" (one object per line, with call_id, handoff_id and
+    # agent fields) for a log collector.
+    log_format: str = "text"
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     asterisk: AsteriskSettings = field(default_factory=AsteriskSettings)
@@ -181,6 +185,7 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, str]:
         elif name.startswith(ENV_PREFIX) and name.removeprefix(ENV_PREFIX).lower() in (
             "data_dir",
             "log_level",
+            "log_format",
         ):
             out[name.removeprefix(ENV_PREFIX).lower()] = value
     return out
@@ -296,6 +301,8 @@ def validate(settings: Settings) -> None:
                             "them all) to 36500 days")
     if settings.log_level not in ("debug", "info", "warning", "error"):
         raise SettingsError(f"log_level: {settings.log_level!r}: debug, info, warning or error")
+    if settings.log_format not in LOG_FORMATS:
+        raise SettingsError(f"log_format: {settings.log_format!r}: text or json")
     url = settings.database.url
     if url and not url.startswith(("sqlite", "postgresql")):
         raise SettingsError(f"database.url: {url.split(':')[0]!r}: use sqlite or postgresql")

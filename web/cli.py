@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from handoff import logs
 from handoff.agents import AgentRole, EndpointKind
 from handoff.receptionist import PromptError, make_prompts
 from handoff.settings import Settings, SettingsError, load
@@ -177,7 +178,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    logging.getLogger().setLevel(settings.log_level.upper())
+    logs.configure(settings.log_level, settings.log_format)
     settings.data_path.mkdir(parents=True, exist_ok=True)
     web.run_app(
         build_app(settings),
@@ -393,9 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format=logs.TEXT_FORMAT)
     try:
         result: int = args.func(args)
         return result

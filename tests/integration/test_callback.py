@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import wave
 from collections.abc import AsyncIterator
@@ -53,8 +54,9 @@ async def talking_both_ways(r: Rig) -> None:
 
 
 async def test_call_back_rings_the_agent_then_connects_the_caller_over_the_trunk(
-    cb_rig: tuple[Rig, Callbacks],
+    cb_rig: tuple[Rig, Callbacks], caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="handoff.callback")
     r, callbacks = cb_rig
     # The caller to call back is the carrier's line 5001: it answers and speaks.
     cb = await callbacks.call_back(FALLBACK_NUMBER, agent_id=r.agent_id, sip_user="desk-ada",
@@ -70,6 +72,10 @@ async def test_call_back_rings_the_agent_then_connects_the_caller_over_the_trunk
     await r.pbx_ari.channels.hangup(cb.agent_leg)
     await asyncio.wait_for(cb.ended.wait(), 5)
     assert not callbacks.active
+    # The number called back is the caller's: logged masked, never in full.
+    said = [r.getMessage() for r in caplog.records if r.name == "handoff.callback"]
+    assert any("connected" in line for line in said)
+    assert not any(FALLBACK_NUMBER in line for line in said)
 
 
 async def test_a_reconciliation_leaves_a_call_back_in_progress_alone(
