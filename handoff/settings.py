@@ -294,9 +294,9 @@ def _put(raw: dict[str, Any], path: _Path, value: str) -> None:
         else:
             target = target.setdefault(part, [] if isinstance(below, int) else {})
         if not isinstance(target, list if isinstance(below, int) else dict):
-            raise SettingsError(f"{path.key}: the file sets {part!r} to something else "
-                                f"than the {'list' if isinstance(below, int) else 'table'} "
-                                f"expected (from {path.source})")
+            kind = "list" if isinstance(below, int) else "table"
+            raise SettingsError(f"{path.key}: the file's {part!r} is not the {kind} this "
+                                f"sets a value in (from {path.source})")
     target[path.parts[-1]] = stored
 
 
