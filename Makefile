@@ -23,8 +23,8 @@ test: setup setup-test lint typecheck
 setup: $(VENV)/.installed
 	@$(MAKE) --no-print-directory apt PACKAGES="$(APT_RUN)"
 	@command -v npm >/dev/null || $(MAKE) --no-print-directory apt PACKAGES="nodejs npm"
-	bash web/static/build_vendor.sh
-	$(BIN)/switchboard setup
+	@bash web/static/build_vendor.sh
+	@$(BIN)/switchboard setup
 
 setup-test: $(VENV)/.installed
 	@$(MAKE) --no-print-directory apt PACKAGES="$(APT_TEST)"
@@ -42,21 +42,31 @@ screenshots: setup setup-test
 	$(BIN)/pytest -q -m screenshots tests/e2e
 	cp build/screenshots/*.png tests/e2e/screenshots/
 
-# Install the Debian packages in $(PACKAGES) that are missing; nothing if all are there.
+# Long steps tell their progress in a few lines (each step, a count every 25 packages,
+# totals and errors) rather than silence or a line per package: pbx/setup_progress.py,
+# on the system's python3 (the virtual environment may not exist yet).
+PROGRESS := $(PYTHON) -m pbx.setup_progress
+
+# Install the Debian packages in $(PACKAGES) that are missing; nothing, and no line, if
+# all are there.
 .PHONY: apt
 apt:
 	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "Debian packages missing:$$missing (run as root, or install them)"; exit 1; fi; \
 	  echo "installing Debian packages:$$missing"; \
-	  apt-get update -qq; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  apt-get update 2>&1 | $(PROGRESS) apt-get \
+	    || { echo "apt-get update failed (its errors are above): check the network and /etc/apt/sources.list, then run make again"; exit 1; }; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing 2>&1 | $(PROGRESS) apt-get \
+	    || { echo "apt-get install$$missing failed (its errors are above): check the network and that these packages exist in your Debian or Ubuntu release, then run make again"; exit 1; }; \
 	fi
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || $(MAKE) --no-print-directory apt PACKAGES="python3-venv"
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@echo "installing the Python packages of pyproject.toml into $(VENV)"
+	@$(BIN)/pip install --disable-pip-version-check --progress-bar off -e '.[dev]' 2>&1 | $(PROGRESS) pip \
+	  || { echo "pip install failed (its errors are above): check the network or pip's package index (pip config list), then run make again"; exit 1; }
 	@touch $@
 
 clean:

@@ -7,7 +7,17 @@ otherwise.
 
 Environment: ``SWITCHBOARD_<SECTION>__<KEY>`` (e.g. ``SWITCHBOARD_SERVER__PORT=8081``),
 plus the two short forms ``SWITCHBOARD_ASTERISK`` (asterisk.source) and
-``SWITCHBOARD_CACHE`` (asterisk.cache_dir).
+``SWITCHBOARD_CACHE`` (asterisk.cache_dir). Lists, so a container needs no file:
+
+- a list of tables takes the entry's index after its name, one variable per key
+  (``SWITCHBOARD_TRUNKS__0__NAME=itsp``, ``SWITCHBOARD_TRUNKS__0__HOST=192.0.2.10``);
+  an index the file has changes that entry's keys, the next index adds one;
+- a list of values is comma-separated (``…__CODECS=ulaw,alaw``; empty: no values).
+
+Not one JSON value per list: a compose file then holds JSON inside YAML with two kinds
+of quoting, one secret (a trunk's password) cannot come from its own variable, and an
+error would name the whole list rather than the one variable that is wrong. The command
+line takes the same paths with dots (``--set trunks.0.host=192.0.2.11``).
 """
 
 from __future__ import annotations
@@ -156,7 +166,12 @@ def load(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Build validated settings from the layers; raises :class:`SettingsError`."""
+    """Build validated settings from the layers; raises :class:`SettingsError`.
+
+    A value from the environment or the command line that is wrong names where it came
+    from (``… (from SWITCHBOARD_SERVER__PORT)``): in a container the variable is what the
+    operator edits, not a key in a file they may not have.
+    """
     raw: dict[str, Any] = {}
     if file is not None:
         try:
@@ -165,43 +180,153 @@ def load(
             raise SettingsError(f"config file {file} does not exist") from exc
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"config file {file}: {exc}") from exc
-    for dotted, value in _env_layer(os.environ if environ is None else environ).items():
-        _put(raw, dotted, value, "environment")
-    for dotted, value in (overrides or {}).items():
-        _put(raw, dotted, value, "command line")
+    origins = apply_layers(Settings, raw, os.environ if environ is None else environ,
+                           overrides or {})
     settings: Settings = _build(Settings, raw, "")
-    validate(settings)
+    try:
+        validate(settings)
+    except SettingsError as exc:
+        key = str(exc).partition(": ")[0]
+        if key in origins:
+            raise SettingsError(f"{exc} (from {origins[key]})") from exc
+        raise
     return settings
 
 
-def _env_layer(environ: Mapping[str, str]) -> dict[str, str]:
-    out: dict[str, str] = {}
+def apply_layers(
+    root: type[Any], raw: dict[str, Any], environ: Mapping[str, str],
+    overrides: Mapping[str, str],
+) -> dict[str, str]:
+    """Lay the environment, then the command line, over ``raw`` (the file's tables) for
+    the settings tree ``root``; returns which variable or --set gave each key."""
+    origins: dict[str, str] = {}
+    for layer in (
+        _env_layer(root, environ),
+        [(_path(root, f"--set {dotted}", dotted.split(".")), value)
+         for dotted, value in overrides.items()],
+    ):
+        # Sorted so that list entries are placed in index order (trunks 0, 1, … 10),
+        # whatever order the environment lists them in.
+        for path, value in sorted(layer, key=lambda item: item[0].order):
+            _put(raw, path, value)
+            origins[path.key] = path.source
+    return origins
+
+
+@dataclass(frozen=True)
+class _Path:
+    """Where one environment variable or --set lands in the settings tree."""
+
+    source: str  # SWITCHBOARD_TRUNKS__0__HOST or --set trunks.0.host, for messages
+    parts: tuple[str | int, ...]  # ("trunks", 0, "host")
+    key: str  # trunks[0].host, as the file's errors name it
+    hint: Any  # the setting's type
+
+    @property
+    def order(self) -> tuple[tuple[int, int | str], ...]:
+        return tuple((0, p) if isinstance(p, int) else (1, p) for p in self.parts)
+
+
+def _env_layer(root: type[Any], environ: Mapping[str, str]) -> list[tuple[_Path, str]]:
+    """``SWITCHBOARD_<SECTION>__<KEY>``, and for a list of tables an index between
+    (``SWITCHBOARD_TRUNKS__0__HOST``). Other ``SWITCHBOARD_`` names without ``__``
+    belong to other tools (secrets for ``config render``, test and build knobs) unless
+    they name a top-level setting or a short form."""
+    top = {f.name for f in dataclasses.fields(root)}
+    out: list[tuple[_Path, str]] = []
     for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
         if name in ENV_SHORT:
-            out[ENV_SHORT[name]] = value
-        elif name.startswith(ENV_PREFIX) and "__" in name:
-            section, _, key = name.removeprefix(ENV_PREFIX).lower().partition("__")
-            out[f"{section}.{key}"] = value
-        elif name.startswith(ENV_PREFIX) and name.removeprefix(ENV_PREFIX).lower() in (
-            "data_dir",
-            "log_level",
-            "log_format",
-        ):
-            out[name.removeprefix(ENV_PREFIX).lower()] = value
+            out.append((_path(root, name, ENV_SHORT[name].split(".")), value))
+            continue
+        rest = name.removeprefix(ENV_PREFIX).lower()
+        if "__" in rest or rest in top:
+            out.append((_path(root, name, rest.split("__")), value))
     return out
 
 
-def _put(raw: dict[str, Any], dotted: str, value: str, layer: str) -> None:
-    parts = dotted.split(".")
-    if len(parts) > 2 or not all(parts):
-        raise SettingsError(f"{dotted} ({layer}): expected section.key or key")
-    target = raw
-    for part in parts[:-1]:
-        node = target.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise SettingsError(f"{dotted} ({layer}): {part} is not a section")
-        target = node
-    target[parts[-1]] = value
+def _path(root: type[Any], source: str, parts: list[str]) -> _Path:
+    """Follow ``parts`` through the settings' types; a wrong step names ``source``."""
+    hint: Any = root
+    key = ""
+    steps: list[str | int] = []
+    for part in parts:
+        item = _list_item(hint)
+        if item is not None and _is_table(item):
+            if not (part.isascii() and part.isdigit()):
+                raise SettingsError(f"{key}: a list of tables: give the entry's index first "
+                                    f"({_entry_example(key)}) (from {source})")
+            steps.append(int(part))
+            key, hint = f"{key}[{int(part)}]", item
+        elif _is_table(hint):
+            if part not in {f.name for f in dataclasses.fields(hint)}:
+                raise SettingsError(f"{_unknown(hint, f'{key}.' if key else '', part)} "
+                                    f"(from {source})")
+            steps.append(part)
+            key, hint = f"{key}.{part}" if key else part, typing.get_type_hints(hint)[part]
+        else:
+            raise SettingsError(f"{key}: a single setting, not a section (from {source})")
+    item = _list_item(hint)
+    if item is not None and _is_table(item):
+        raise SettingsError(f"{key}: a list of tables: set each entry's keys "
+                            f"({_entry_example(key)}) (from {source})")
+    if _is_table(hint):
+        raise SettingsError(f"{key}: a section: set its keys one by one "
+                            f"(SWITCHBOARD_{key.upper()}__<KEY>) (from {source})")
+    return _Path(source, tuple(steps), key, hint)
+
+
+def _entry_example(key: str) -> str:
+    return f"SWITCHBOARD_{key.upper()}__0__NAME, --set {key}.0.name"
+
+
+def _put(raw: dict[str, Any], path: _Path, value: str) -> None:
+    """Set one value from the environment or command line over the file's, keeping the
+    file's other entries: SWITCHBOARD_TRUNKS__0__HOST changes the first [[trunks]]
+    table's host, an index one past the last adds a table."""
+    item = _list_item(path.hint)
+    # A list of plain values is written with commas (ulaw,alaw); "" is an empty list.
+    stored: Any = ([v.strip() for v in value.split(",") if v.strip()]
+                   if item is not None else value)
+    try:
+        _convert(path.hint, stored, path.key)  # so a bad value names its variable now
+    except SettingsError as exc:
+        raise SettingsError(f"{exc} (from {path.source})") from None
+    target: Any = raw
+    for depth, part in enumerate(path.parts[:-1]):
+        below = path.parts[depth + 1]
+        if isinstance(part, int):
+            if part > len(target):
+                raise SettingsError(f"{path.key}: number the entries from 0 without gaps; "
+                                    f"there are {len(target)} before it (from {path.source})")
+            if part == len(target):
+                target.append({})
+            target = target[part]
+        else:
+            target = target.setdefault(part, [] if isinstance(below, int) else {})
+        if not isinstance(target, list if isinstance(below, int) else dict):
+            kind = "list" if isinstance(below, int) else "table"
+            raise SettingsError(f"{path.key}: the file's {part!r} is not the {kind} this "
+                                f"sets a value in (from {path.source})")
+    target[path.parts[-1]] = stored
+
+
+def _is_table(hint: Any) -> bool:
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
+
+
+def _list_item(hint: Any) -> Any:
+    """The item type of ``tuple[X, ...]``, else None."""
+    if typing.get_origin(hint) is not tuple:
+        return None
+    (item,) = [a for a in typing.get_args(hint) if a is not Ellipsis]
+    return item
+
+
+def _unknown(cls: type[Any], prefix: str, key: str) -> str:
+    known = ", ".join(sorted(f.name for f in dataclasses.fields(cls)))
+    return f"{prefix}{key}: unknown setting (known here: {known})"
 
 
 def _build(cls: type[Any], raw: Any, prefix: str) -> Any:
@@ -211,8 +336,7 @@ def _build(cls: type[Any], raw: Any, prefix: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in known:
-            hint = ", ".join(sorted(known))
-            raise SettingsError(f"{prefix}{key}: unknown setting (known here: {hint})")
+            raise SettingsError(_unknown(cls, prefix, key))
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name in raw:
@@ -221,15 +345,15 @@ def _build(cls: type[Any], raw: Any, prefix: str) -> Any:
 
 
 def _convert(hint: Any, value: Any, key: str) -> Any:
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+    if _is_table(hint):
         return _build(hint, value, key + ".")
-    origin = typing.get_origin(hint)
-    if origin is tuple:
-        (item,) = [a for a in typing.get_args(hint) if a is not Ellipsis]
+    item = _list_item(hint)
+    if item is not None:
         if not isinstance(value, list):
-            raise SettingsError(f"{key}: expected a list ([[{key}]] tables)")
+            form = f"[[{key}]] tables" if _is_table(item) else "[\"a\", \"b\"]"
+            raise SettingsError(f"{key}: expected a list ({form})")
         return tuple(_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is types.UnionType:
+    if typing.get_origin(hint) is types.UnionType:
         raise SettingsError(f"{key}: unsupported setting type")
     if hint is bool:
         if isinstance(value, bool):

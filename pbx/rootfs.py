@@ -16,9 +16,12 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from pbx.setup_progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +125,15 @@ def _build(cache_dir: Path, mirror: str) -> Rootfs:
         if stale.exists():
             log.warning("removing incomplete or outdated Asterisk tree %s", stale)
             shutil.rmtree(stale)
-    log.info("building the embedded Asterisk (Debian %s) into %s; once only", SUITE, final)
+    log.info("building the embedded Asterisk (Debian %s, about 350 MB from %s) into %s; "
+             "once only, a minute or two", SUITE, mirror, final)
+    started = time.monotonic()
     cmd = [
         "mmdebstrap",
         "--variant=apt",
         "--mode=root",
+        # apt's own lines (each package fetched and set up), summarised by Progress.
+        "--verbose",
         # The mirror may serve a snapshot whose Release file looks expired to this clock.
         '--aptopt=Acquire::Check-Valid-Until "false"',
         "--include=" + ",".join(PACKAGES),
@@ -134,16 +141,36 @@ def _build(cache_dir: Path, mirror: str) -> Rootfs:
         str(partial),
         mirror,
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    progress = Progress("mmdebstrap", log.info)
+    with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # ends when mmdebstrap closes its output
+            progress.line(line.rstrip())
     if proc.returncode != 0:
         shutil.rmtree(partial, ignore_errors=True)
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
-        hint = ""
-        if any(w in tail for w in ("Could not resolve", "Failed to fetch", "unable to connect")):
-            hint = f" The package mirror {mirror} looks unreachable; set asterisk.mirror."
-        raise RootfsError(f"mmdebstrap failed (exit {proc.returncode}).{hint}\n{tail}")
+        raise RootfsError(_failure(proc.returncode, progress.tail, mirror, cache_dir))
     # Name resolution inside the tree (res_resolver, PJSIP hostnames) reads /etc/hosts.
     shutil.copyfile("/etc/hosts", partial / "etc/hosts")
     (partial / MARKER).write_text(recipe_digest(mirror) + "\n")
     partial.rename(final)
+    log.info("built the embedded Asterisk in %.0f s", time.monotonic() - started)
     return Rootfs(final)
+
+
+def _failure(code: int, tail: Iterable[str], mirror: str, cache_dir: Path) -> str:
+    """What went wrong in the words of the step, and what to do about it."""
+    lines = list(tail)
+    text = "\n".join(lines)
+    if any(w in text for w in ("Could not resolve", "Failed to fetch", "unable to connect",
+                               "Temporary failure resolving", "Could not connect")):
+        what = (f"mmdebstrap failed fetching from {mirror}: check the network (and a proxy, "
+                "if one is needed), or set asterisk.mirror to a Debian mirror you can reach")
+    elif "No space left on device" in text:
+        what = (f"mmdebstrap ran out of disk space in {cache_dir}: free about 1 GB there, "
+                "or set SWITCHBOARD_CACHE to a folder with room")
+    else:
+        what = (f"mmdebstrap exited with status {code}; run it again, and if it fails the "
+                "same way install Asterisk >= 20 yourself (or set SWITCHBOARD_ASTERISK)")
+    shown = "\n".join(f"  {line}" for line in lines[-8:])
+    return f"building the embedded Asterisk failed: {what}.\nmmdebstrap's last lines:\n{shown}"

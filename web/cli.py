@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import json
 import logging
 import os
 import secrets
@@ -30,7 +31,7 @@ from pbx.asterisk_config import (
     render,
     rtp_ports_for,
 )
-from web import backup, doctor, people
+from web import backup, doctor, install_check, people
 from web.app import build_app
 from web.dashboard.passwords import Passwords
 from web.demo import DEMO_NUMBER, RECEPTIONIST, demo_caller_voice
@@ -94,15 +95,29 @@ def _spec_from_settings(
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    """Settings (file, environment, command line), then the database (web.install_check).
+
+    Exit 2: the settings are wrong; 1: the installation has an error; 0: it can run,
+    perhaps with warnings.
+    """
     # Render every template with the configured values (and placeholder secrets), so a
     # value Asterisk would reject is reported now, by name.
-    settings = _settings(args)
     placeholder = "placeholder-secret"
-    files = render(
-        _spec_from_settings(settings, Dirs(root="/srv/switchboard/check"), placeholder, placeholder)
-    )
-    print(f"settings ok; rendered {len(files)} Asterisk files: {', '.join(sorted(files))}")
-    return 0
+    try:
+        settings = _settings(args)
+        spec = _spec_from_settings(
+            settings, Dirs(root="/srv/switchboard/check"), placeholder, placeholder)
+        files = render(spec)
+    except (SettingsError, ConfigValueError) as exc:
+        if not args.json:
+            raise
+        print(json.dumps({"ok": False, "findings": [
+            {"check": "settings", "severity": "error", "message": str(exc)}]}, indent=2))
+        return 2
+    report = install_check.examine(settings, spec)
+    render_report = install_check.render_json if args.json else install_check.render_text
+    print(render_report(report, list(files)))
+    return 0 if report.ok else 1
 
 
 def cmd_config_render(args: argparse.Namespace) -> int:
@@ -375,9 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
     rest.set_defaults(func=cmd_restore)
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
-    config_sub.add_parser(
-        "check", help="validate settings and render Asterisk's files"
-    ).set_defaults(func=cmd_config_check)
+    config_check = config_sub.add_parser(
+        "check", help="validate the settings, Asterisk's files and the database; "
+        "exit 1 on an error, 0 with warnings only")
+    config_check.add_argument("--json", action="store_true", help="machine-readable output")
+    config_check.set_defaults(func=cmd_config_check)
     render_cmd = config_sub.add_parser(
         "render", help="write Asterisk's files for an externally run Asterisk (docker compose)"
     )

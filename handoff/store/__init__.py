@@ -18,7 +18,7 @@ from handoff.store.errors import (
     Removed,
     StoreError,
 )
-from handoff.store.schema import schema_is_current, upgrade_to_head
+from handoff.store.schema import migrations, pending_migrations, schema_is_current, upgrade_to_head
 from handoff.store.transaction import Store, Transaction
 
 __all__ = [
@@ -35,6 +35,8 @@ __all__ = [
     "StoreError",
     "Transaction",
     "create_store_engine",
+    "migrations",
+    "pending_migrations",
     "schema_is_current",
     "upgrade_to_head",
 ]

@@ -52,3 +52,22 @@ def _upgrade(connection: Connection) -> None:
 
 def _current_heads(connection: Connection) -> tuple[str, ...]:
     return MigrationContext.configure(connection).get_current_heads()
+
+
+def migrations() -> tuple[str, ...]:
+    """Every migration's revision, oldest first."""
+    script = ScriptDirectory.from_config(alembic_config())
+    return tuple(reversed([r.revision for r in script.walk_revisions()]))
+
+
+async def pending_migrations(engine: AsyncEngine) -> tuple[str, ...] | None:
+    """The migrations ``upgrade_to_head`` would apply, oldest first (every one on a
+    database without tables yet); None when the database is at a revision these
+    migrations do not know, written by a newer Switchboard. Reads only."""
+    async with engine.connect() as connection:
+        current = set(await connection.run_sync(_current_heads))
+    known = migrations()
+    if not current <= set(known):
+        return None
+    applied = max((known.index(r) + 1 for r in current), default=0)
+    return known[applied:]

@@ -21,7 +21,11 @@ def test_config_check_names_an_unknown_key(capsys: pytest.CaptureFixture[str]) -
     assert "asterisk.sip_prot: unknown setting" in capsys.readouterr().err
 
 
-def test_config_check_passes_with_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_check_passes_with_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A data folder of its own: the check reads the installation's database too.
+    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
     assert main(["config", "check"]) == 0
     assert "rendered 20 Asterisk files" in capsys.readouterr().out
 

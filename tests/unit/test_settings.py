@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from handoff.settings import SettingsError, load
+from handoff.settings import SettingsError, _build, apply_layers, load
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -132,3 +135,88 @@ def test_the_sip_realm_is_the_products_name_unless_the_site_names_its_own() -> N
     assert site.asterisk.sip_realm == "sip.example.com"
     with pytest.raises(SettingsError, match=r"^asterisk\.sip_realm: "):
         load(environ={"SWITCHBOARD_ASTERISK__SIP_REALM": "my site"})
+
+
+def test_trunks_come_from_the_environment_as_numbered_tables() -> None:
+    # Listed out of order, as an environment may be: entry 10 still comes last.
+    env = {f"SWITCHBOARD_TRUNKS__{i}__NAME": f"itsp{i}" for i in (10, 2, 0, 1, 9, 3, 4, 5, 6, 7, 8)}
+    env["SWITCHBOARD_TRUNKS__1__HOST"] = "192.0.2.11"
+    env["SWITCHBOARD_TRUNKS__1__PORT"] = "5080"
+    trunks = load(environ=env).trunks
+    assert [t.name for t in trunks] == [f"itsp{i}" for i in range(11)]
+    assert (trunks[1].host, trunks[1].port) == ("192.0.2.11", 5080)
+
+
+def test_the_environment_changes_the_files_trunk_and_adds_the_next(tmp_path: Path) -> None:
+    file = write(tmp_path, "[[trunks]]\nname = 'itsp'\nhost = '192.0.2.10'\nport = 5080\n")
+    trunks = load(file, environ={"SWITCHBOARD_TRUNKS__0__HOST": "192.0.2.20",
+                                 "SWITCHBOARD_TRUNKS__1__NAME": "backup"},
+                  overrides={"trunks.1.host": "192.0.2.30"}).trunks
+    assert [(t.name, t.host, t.port) for t in trunks] == [
+        ("itsp", "192.0.2.20", 5080), ("backup", "192.0.2.30", 5060)]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("SWITCHBOARD_TRUNKS__1__HOST", "192.0.2.1",
+         r"^trunks\[1\]\.host: number the entries from 0 without gaps"),
+        ("SWITCHBOARD_TRUNKS__HOST", "192.0.2.1", r"^trunks: a list of tables: give the "
+         r"entry's index first \(SWITCHBOARD_TRUNKS__0__NAME"),
+        ("SWITCHBOARD_TRUNKS", '[{"name": "itsp"}]', r"^trunks: a list of tables: set each"),
+        ("SWITCHBOARD_TRUNKS__0__HOTS", "192.0.2.1", r"^trunks\[0\]\.hots: unknown setting"),
+        ("SWITCHBOARD_TRUNKS__0__PORT", "x", r"^trunks\[0\]\.port: 'x' is not an integer"),
+        ("SWITCHBOARD_TRUNKS__0__NAME", "bad name", r"^trunks\[0\]\.name: 'bad name'"),
+        ("SWITCHBOARD_SERVER__PORT__HTTP", "1", r"^server\.port: a single setting"),
+        ("SWITCHBOARD_SERVER", "8080", r"^server: a section: set its keys one by one"),
+        ("SWITCHBOARD_SERVER__PORT", "0", r"^server\.port: 0 is not a port"),
+        ("SWITCHBOARD_DEMO__ENABLED", "maybe", r"^demo\.enabled: 'maybe' is not true or false"),
+    ],
+)
+def test_a_wrong_environment_variable_stops_start_up_naming_it(
+    variable: str, value: str, message: str
+) -> None:
+    with pytest.raises(SettingsError, match=message) as caught:
+        load(environ={variable: value})
+    assert str(caught.value).endswith(f"(from {variable})")
+
+
+def test_a_wrong_command_line_setting_names_its_set() -> None:
+    with pytest.raises(SettingsError, match=r"\(from --set trunks\.0\.port\)$"):
+        load(environ={}, overrides={"trunks.0.port": "x"})
+
+
+def test_other_tools_variables_are_left_alone() -> None:
+    # Secrets for `config render`, the tests' and the build's own knobs: no `__`, no setting.
+    assert load(environ={"SWITCHBOARD_ARI_PASSWORD": "x", "SWITCHBOARD_NPM_CACHE": "/n"})
+
+
+@dataclass(frozen=True)
+class _Carrier:
+    name: str = ""
+    codecs: tuple[str, ...] = ()
+    ports: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Site:
+    trunks: tuple[_Carrier, ...] = ()
+
+
+def test_a_list_of_values_is_comma_separated_in_the_environment_and_a_list_in_the_file(
+) -> None:
+    # Settings are one tree, and no setting is a list of values yet (trunk codecs will
+    # be): the same loading code on a tree of the same shapes.
+    raw: dict[str, Any] = tomllib.loads("[[trunks]]\nname = 'a'\ncodecs = ['g722']\n"
+                                        "[[trunks]]\nname = 'b'\ncodecs = ['g722']\n")
+    apply_layers(_Site, raw, {"SWITCHBOARD_TRUNKS__0__CODECS": " ulaw, alaw,",
+                              "SWITCHBOARD_TRUNKS__0__PORTS": "5060,5080",
+                              "SWITCHBOARD_TRUNKS__1__CODECS": ""}, {})
+    site = _build(_Site, raw, "")
+    assert site.trunks == (_Carrier("a", ("ulaw", "alaw"), (5060, 5080)), _Carrier("b", ()))
+    with pytest.raises(SettingsError, match=r"^trunks\[0\]\.ports\[1\]: 'x' is not an integer "
+                       r"\(from SWITCHBOARD_TRUNKS__0__PORTS\)$"):
+        apply_layers(_Site, {}, {"SWITCHBOARD_TRUNKS__0__PORTS": "1,x"}, {})
+    # In the file a list is a TOML array, not a string to split.
+    with pytest.raises(SettingsError, match=r"^trunks\[0\]\.codecs: expected a list"):
+        _build(_Site, tomllib.loads("[[trunks]]\ncodecs = 'ulaw,alaw'\n"), "")

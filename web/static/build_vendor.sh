@@ -36,9 +36,14 @@ if [[ ! -f "$cache/node_modules/jssip/package.json" \
       || "$(node -p "require('$cache/node_modules/jssip/package.json').version")" != "$JSSIP_VERSION" \
       || "$(node -p "require('$cache/node_modules/esbuild/package.json').version")" != "$ESBUILD_VERSION" ]]; then
   echo "fetching $wanted from npm into $cache"
-  # --no-save: the cache folder has no package.json of ours to keep up to date.
-  npm install --prefix "$cache" --no-save --no-audit --no-fund --loglevel=error \
-    "jssip@$JSSIP_VERSION" "esbuild@$ESBUILD_VERSION" >/dev/null
+  # --no-save: the cache folder has no package.json of ours to keep up to date. npm's
+  # few lines (what it added, any error) are shown as they come.
+  if ! npm install --prefix "$cache" --no-save --no-audit --no-fund --loglevel=error \
+      --progress=false "jssip@$JSSIP_VERSION" "esbuild@$ESBUILD_VERSION" 2>&1 | sed -u '/^$/d; s/^/  npm: /'; then
+    echo "build_vendor.sh: npm install failed (its errors are above): check the network or" \
+      "npm's registry (npm config get registry), then run make again" >&2
+    exit 1
+  fi
 fi
 
 entry="$(mktemp "$cache/entry-XXXXXX.js")"
@@ -46,9 +51,14 @@ trap 'rm -f "$entry" "$bundle.tmp"' EXIT
 echo 'window.JsSIP = require("jssip");' >"$entry"
 # Resolve `jssip` from the cache's node_modules; the output goes to a temporary file
 # first so an interrupted build never leaves half a bundle that looks finished.
-NODE_PATH="$cache/node_modules" "$cache/node_modules/.bin/esbuild" "$entry" \
+echo "bundling JsSIP for the softphone into $bundle"
+if ! NODE_PATH="$cache/node_modules" "$cache/node_modules/.bin/esbuild" "$entry" \
   --bundle --minify --format=iife --target=es2019 --log-level=warning \
-  --outfile="$bundle.tmp"
+  --outfile="$bundle.tmp"; then
+  echo "build_vendor.sh: esbuild could not bundle JsSIP (its errors are above): delete" \
+    "$cache and run make again" >&2
+  exit 1
+fi
 mv "$bundle.tmp" "$bundle"
 echo "$wanted" >"$stamp"
 echo "built $bundle ($(wc -c <"$bundle") bytes)"
