@@ -23,6 +23,7 @@ line takes the same paths with dots (``--set trunks.0.host=192.0.2.11``).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -75,9 +76,10 @@ class AsteriskSettings:
     cache_dir: str = ""
     bind_address: str = "127.0.0.1"
     media_address: str = "127.0.0.1"
-    # The digest realm phones see in the PBX's challenges: the product's name unless the
-    # site has its own (a domain such as sip.example.com).
-    sip_realm: str = "switchboard"
+    # The digest realm phones see in the PBX's challenges: a neutral word that names no
+    # software (a scanner learns nothing from it) unless the site has its own domain
+    # (sip.example.com).
+    sip_realm: str = "pbx"
     http_port: int = 8088
     sip_port: int = 5060
     ami_port: int = 5038
@@ -124,6 +126,17 @@ class DeskSettings:
 
 
 @dataclass(frozen=True)
+class SecuritySettings:
+    # An address that fails SIP authentication block_after times within block_window_s
+    # is refused by the PBX for block_for_s (web.sip_blocks); block_after = 0: never.
+    block_after: int = 20
+    block_window_s: int = 300
+    block_for_s: int = 3600
+    # Networks never blocked: an office's NAT address, a monitoring host (CIDR).
+    never_block: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class RecordingsSettings:
     # Days a call's recording is kept after the call ended; 0 keeps them without limit.
     # The call stays in the history; only its audio goes (checked every hour).
@@ -143,6 +156,7 @@ class Settings:
     demo: DemoSettings = field(default_factory=DemoSettings)
     desk: DeskSettings = field(default_factory=DeskSettings)
     recordings: RecordingsSettings = field(default_factory=RecordingsSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
     trunks: tuple[TrunkSettings, ...] = ()
 
     @property
@@ -418,6 +432,18 @@ def validate(settings: Settings) -> None:
             check_port(f"trunks[{i}].port", trunk.port)
     except ConfigValueError as exc:
         raise SettingsError(str(exc)) from exc
+    sec = settings.security
+    for key, value, top in (("block_after", sec.block_after, 10_000),
+                            ("block_window_s", sec.block_window_s, 86_400),
+                            ("block_for_s", sec.block_for_s, 30 * 86_400)):
+        if not 0 <= value <= top:
+            raise SettingsError(f"security.{key}: {value}: 0 to {top}")
+    for i, network in enumerate(sec.never_block):
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise SettingsError(f"security.never_block[{i}]: {network!r} is not an address "
+                                "or a network (10.0.0.0/8)") from None
     if not 0 <= settings.desk.wrap_up_s <= 600:
         raise SettingsError(f"desk.wrap_up_s: {settings.desk.wrap_up_s}: 0 to 600 seconds")
     if not 0 <= settings.recordings.keep_days <= 36500:

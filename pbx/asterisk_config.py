@@ -13,6 +13,7 @@ half-loaded Asterisk.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -96,6 +97,14 @@ def check_port(key: str, value: int) -> int:
 
 def check_host(key: str, value: str) -> str:
     return _matching(_HOST, key, value, f"{value!r} is not a host name or address")
+
+
+def check_ip(key: str, value: str) -> str:
+    """One IPv4 or IPv6 address, as an ACL line takes it."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ConfigValueError(key, f"{value!r} is not an IP address") from None
 
 
 def check_realm(key: str, value: str) -> str:
@@ -233,7 +242,7 @@ class InstanceSpec:
     bind_address: str = "127.0.0.1"
     media_address: str = "127.0.0.1"
     # The digest realm phones are challenged with (and keep their credentials under).
-    sip_realm: str = "switchboard"
+    sip_realm: str = "pbx"
     # Networks Asterisk may offer ICE host candidates from; empty: every interface.
     # Asterisk 22 never offers loopback candidates, so restricting ICE to 127.0.0.1
     # leaves a WebRTC call with no media path at all (measured); restrict to a LAN
@@ -251,6 +260,9 @@ class InstanceSpec:
     routes: tuple[InboundRoute, ...] = ()
     queues: tuple[Queue, ...] = ()
     tls: TlsListener | None = None
+    # Addresses refused before any authentication (PJSIP's ACL answers them 403): those
+    # that kept failing it (web.sip_blocks). Plain addresses, no ranges.
+    blocked: tuple[str, ...] = ()
     # The demo carrier's test caller (pbx/demo_caller.py): a dialplan that listens to the
     # greeting, presses 0 and speaks; rendered only on the carrier that places test calls.
     test_caller: bool = False
@@ -300,6 +312,8 @@ class InstanceSpec:
             check_name(f"assistants[{i}].name", route.assistant)
             if route.app:
                 check_name(f"assistants[{i}].app", route.app)
+        for i, address in enumerate(self.blocked):
+            check_ip(f"blocked[{i}]", address)
         for i, queue in enumerate(self.queues):
             check_name(f"queues[{i}].name", queue.name)
             for member in queue.members:
@@ -317,6 +331,7 @@ def spec_from_dict(data: dict[str, Any]) -> InstanceSpec:
     fields["ports"] = Ports(**fields["ports"])
     fields["tls"] = TlsListener(**fields["tls"]) if fields.get("tls") else None
     fields["ice_permit"] = tuple(fields.get("ice_permit", ()))
+    fields["blocked"] = tuple(fields.get("blocked", ()))
     for key, kind in (("trunks", SipTrunk), ("agents", SipAgent), ("routes", InboundRoute)):
         fields[key] = tuple(kind(**item) for item in fields.get(key, ()))
     fields["queues"] = tuple(
@@ -374,6 +389,7 @@ def render(spec: InstanceSpec) -> dict[str, str]:
             "webrtc_timeout": spec.webrtc_rtp_timeout,
         },
         "tls": spec.tls,
+        "blocked": spec.blocked,
         "trunks": spec.trunks,
         "agents": agents,
         "routes": [

@@ -115,6 +115,13 @@ class AsteriskInstance:
         await self.cli("module reload res_pjsip.so")
         await self.cli("dialplan reload")
 
+    async def apply_blocks(self, blocked: tuple[str, ...]) -> None:
+        """Refuse these addresses from now on (and no others): PJSIP reloads its ACL.
+        Calls and registrations of everyone else are untouched."""
+        self.spec = dataclasses.replace(self.spec, blocked=blocked)
+        self.render()
+        await self.cli("module reload res_pjsip.so")
+
     async def cli(self, command: str, timeout: float = 10) -> str:
         """Run one CLI command through the remote console; raises if Asterisk is not up."""
         proc = await asyncio.create_subprocess_exec(

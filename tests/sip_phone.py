@@ -141,8 +141,11 @@ class SipPhone(asyncio.DatagramProtocol):
     """
 
     def __init__(self, user: str, password: str, pbx: Address, *,
-                 tone_hz: float = AGENT_HZ, expires: int = 600) -> None:
+                 tone_hz: float = AGENT_HZ, expires: int = 600, host: str = "127.0.0.1") -> None:
         self.user, self.password, self.pbx = user, password, pbx
+        # The loopback address it sends from (127.0.0.0/8 is all local): another host to
+        # the PBX, as a phone elsewhere on the network would be.
+        self.host = host
         self.tone_hz, self.expires = tone_hz, expires
         self.answer: str | int = "answer"
         self.invites = 0  # INVITEs that started a call here (not re-INVITEs)
@@ -156,7 +159,7 @@ class SipPhone(asyncio.DatagramProtocol):
         self._unacked: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._registration: Dialog | None = None
-        self._local: Address = ("127.0.0.1", 0)
+        self._local: Address = (host, 0)
 
     @property
     def aor(self) -> str:
@@ -168,7 +171,7 @@ class SipPhone(asyncio.DatagramProtocol):
 
     async def __aenter__(self) -> SipPhone:
         await asyncio.get_running_loop().create_datagram_endpoint(
-            lambda: self, local_addr=("127.0.0.1", 0))
+            lambda: self, local_addr=(self.host, 0))
         try:
             await self.register()
         except BaseException:

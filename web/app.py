@@ -49,6 +49,7 @@ from web.dashboard.routes import route_policy, setup_dashboard
 from web.dashboard.tools import Tools, setup_tools
 from web.dashboard.typedefs import DASHBOARD, SoftphoneSettings
 from web.demo import CARRIER_TRUNK, DEMO_NUMBER, RECEPTIONIST, seed_demo
+from web.sip_blocks import BlockPolicy, SipBlocker
 from web.telephony import (
     Telephony,
     follow_directory,
@@ -72,6 +73,8 @@ class Controller:
     receptionist: Receptionist | None = None
     supervision: Supervision | None = None
     callbacks: Callbacks | None = None
+    # Blocks SIP scanners on the AMI security events (web.sip_blocks).
+    blocker: SipBlocker | None = None
 
     # The AI control API's CallCommands, delegated to the call control once it exists.
     async def request_handoff(
@@ -190,7 +193,14 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     ami = AmiClient("127.0.0.1", pbx.spec.ports.ami, pbx.spec.ami_user, pbx.spec.ami_secret)
     security = SecurityEvents(services.metrics)
     ami.on_security(security.observe)
-    controller.ami = ami
+    sec = settings.security
+    blocker = SipBlocker(
+        services.store,
+        BlockPolicy(sec.block_after, sec.block_window_s, sec.block_for_s, sec.never_block),
+        services.metrics, applied=lambda: pbx.spec.blocked, apply=pbx.apply_blocks,
+        exempt=lambda: [trunk.host for trunk in pbx.spec.trunks])
+    ami.on_security(blocker.observe)
+    controller.ami, controller.blocker = ami, blocker
     phone_watch = PhoneWatch(services.store, services.hub, control.phone_registered)
     await receptionist.start()
     await ari.start()
@@ -199,6 +209,8 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     await ari.wait_ready(30)
     watching = [asyncio.create_task(phone_watch.run(), name="phone watch"),
                 asyncio.create_task(security.run(), name="security summaries"),
+                # Also gives the PBX the blocks still in force from before a restart.
+                asyncio.create_task(blocker.run(), name="blocked SIP addresses"),
                 asyncio.create_task(follow_directory(services.store, telephony),
                                     name="people and numbers")]
     print_banner(services)
@@ -211,7 +223,7 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
         controller.supervision = controller.callbacks = None
         await live.close()
         await ami.close()
-        controller.ami = None
+        controller.ami = controller.blocker = None
         await ari.close()
         await receptionist.close()
         controller.control = None
@@ -352,12 +364,20 @@ def build_app(settings: Settings) -> web.Application:
             raise RuntimeError("this Asterisk is not run by Switchboard")
         await sync_directory(services.store, pbx)
 
+    async def blocks_changed() -> None:
+        """An admin lifted a block: the PBX answers that address again at once."""
+        blocker = services.controller.blocker
+        if blocker is None:
+            raise RuntimeError("the PBX is not running")
+        await blocker.refresh()
+
     setup_tools(app, Tools(
         recordings=settings.data_path / "recordings",
         supervision=lambda: services.controller.supervision,
         callbacks=lambda: services.controller.callbacks,
         test_call=test_call if settings.demo.enabled else None,
         endpoints_changed=endpoints_changed,
+        blocks_changed=blocks_changed,
     ))
     app[METRICS] = SwitchboardMetrics(
         services.metrics, services.hub, services.store,

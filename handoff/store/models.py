@@ -277,3 +277,20 @@ class DashboardSession(Base):
     created_at: Mapped[datetime]
     last_seen_at: Mapped[datetime]
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class SipBlock(Base):
+    """An address the PBX refuses for a while because it kept failing authentication
+    (a SIP scanner guessing accounts and passwords). Kept after it ends, for the record."""
+
+    __tablename__ = "sip_blocks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address: Mapped[str] = mapped_column(sa.String(64), index=True)
+    blocked_at: Mapped[datetime]
+    until: Mapped[datetime]
+    # Failed authentications counted in the window that led to the block.
+    failures: Mapped[int]
+    # An admin ended it early (their login), or None.
+    lifted_at: Mapped[datetime | None]
+    lifted_by: Mapped[str | None] = mapped_column(sa.String(64))

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from handoff.store.agents_repo import AgentsRepo
 from handoff.store.assistants_repo import AssistantsRepo
 from handoff.store.audit_repo import AuditRepo
+from handoff.store.blocks_repo import BlocksRepo
 from handoff.store.calls_repo import CallsRepo
 from handoff.store.contacts_repo import ContactsRepo
 from handoff.store.handoffs_repo import HandoffsRepo
@@ -38,6 +39,7 @@ class Transaction:
     audit: AuditRepo
     sessions: SessionsRepo
     history: HistoryRepo
+    blocks: BlocksRepo
 
 
 class Store:
@@ -72,4 +74,5 @@ class Store:
             audit=audit,
             sessions=SessionsRepo(session, clock),
             history=HistoryRepo(session, clock),
+            blocks=BlocksRepo(session, clock),
         )

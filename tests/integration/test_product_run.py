@@ -229,6 +229,28 @@ async def test_run_kill_restart_and_stop_with_a_call_up(product: Product) -> Non
 
     await until(counted)
 
+    # A scanner keeps guessing from one address: the product blocks it (the PBX answers
+    # 403 before any authentication), the admin page lists the block and lifts it.
+    scanner, sip = "127.0.0.9", ("127.0.0.1", int(pbx_spec["ports"]["sip"]))
+    answers: list[int] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(answers) < 500:
+        answers.append((await sip_request(sip, "REGISTER", f"guess{len(answers)}",
+                                          source=scanner)).status)
+        if answers[-1] == 403:
+            break
+    assert answers[-1] == 403, answers[-5:]
+    browser = Browser(product.url)
+    try:
+        assert (await browser.login("admin", admin_password)).status == 303
+        async with browser.http.get("/api/admin/sip-blocks") as listed:
+            assert [b["address"] for b in (await listed.json())["blocks"]] == [scanner]
+        lifted = await browser.post_json(f"/api/admin/sip-blocks/{scanner}/lift", {})
+        assert (await lifted.json())["applied"] is True
+    finally:
+        await browser.close()
+    assert (await sip_request(sip, "REGISTER", "guess", source=scanner)).status == 401
+
     # Every figure the Grafana dashboard in the repository queries is on /metrics.
     async with aiohttp.ClientSession() as http, http.get(f"{product.url}/metrics") as page:
         exposed = await page.text()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from pbx.security_events import SecurityEvents
+from tests.dashboard_fixtures import open_store
 from tests.integration.asterisk_helpers import (
     EventListener,
     Pair,
@@ -16,22 +19,38 @@ from tests.integration.asterisk_helpers import (
     of_type,
     sip_request,
 )
-from tests.sip_phone import SipPhone
+from tests.sip_phone import SipError, SipPhone
 from web.bench.rig import DESK_PHONE_PASSWORD, DESK_PHONE_SIP_USER
+from web.sip_blocks import BlockPolicy, SipBlocker
 
 pytestmark = pytest.mark.integration
 
 
-async def test_phones_are_challenged_in_the_sites_realm_not_the_softwares(
+async def test_the_pbxs_answers_name_no_software_and_tell_accounts_from_guesses_by_nothing(
     quiet_pair: Pair,
 ) -> None:
-    # The realm was "asterisk": every 401 told a scanner what runs behind the port.
+    # The realm was "asterisk" and every answer carried "Server: Switchboard": each 401
+    # told a scanner what runs behind the port.
     pbx = ("127.0.0.1", quiet_pair.pbx.sip_port)
+    shapes = set()
     for user in (DESK_PHONE_SIP_USER, "nobody-here"):  # a known account and a guess
-        reply = await sip_request(pbx, "REGISTER", user)
-        assert reply.status == 401, reply.start
-        challenges = reply.all("www-authenticate")
-        assert challenges and all('realm="switchboard"' in c for c in challenges), challenges
+        for method in ("REGISTER", "INVITE"):
+            reply = await sip_request(pbx, method, user, to="2000")
+            assert reply.status == 401, reply.start
+            challenges = reply.all("www-authenticate")
+            assert challenges and all('realm="pbx"' in c for c in challenges), challenges
+            assert not reply.all("server") and not reply.all("user-agent")
+            shapes.add((method, reply.start, tuple(sorted(reply.headers))))
+    assert len(shapes) == 2  # one per method: the same answer for an account and a guess
+    # With a password: a wrong one for a real account, any one for an account that does
+    # not exist. The same answer again.
+    refusals = []
+    for user in (DESK_PHONE_SIP_USER, "nobody-here"):
+        with pytest.raises(SipError) as refused:
+            async with SipPhone(user, "not-the-password", pbx, host="127.0.0.3"):
+                pass
+        refusals.append(refused.value.status)
+    assert refusals[0] == refusals[1] == 401
 
 
 def refusals(registry: CollectorRegistry, event: str) -> float:
@@ -88,3 +107,59 @@ async def test_the_real_trunk_and_an_authenticating_phone_still_get_in(quiet_pai
         call = await phone.call("*43")
         await phone.wait_hears(call, "agent")  # its own voice, echoed
         await phone.hang_up(call)
+
+
+async def register_status(sip: tuple[str, int], password: str, host: str) -> int:
+    """What the PBX answers a desk phone's REGISTER from ``host`` (200 if it got in)."""
+    try:
+        async with SipPhone(DESK_PHONE_SIP_USER, password, sip, host=host):
+            return 200
+    except SipError as refused:
+        return refused.status
+
+
+async def test_an_address_that_keeps_failing_is_blocked_until_an_admin_lifts_it(
+    quiet_pair: Pair, tmp_path: Path,
+) -> None:
+    pbx, scanner = quiet_pair.pbx, "127.0.0.9"
+    sip = ("127.0.0.1", pbx.sip_port)
+    store = await open_store(tmp_path)
+    registry = CollectorRegistry()
+    blocker = SipBlocker(
+        store, BlockPolicy(block_after=5, block_window_s=60, block_for_s=3600), registry,
+        applied=lambda: pbx.spec.blocked, apply=pbx.apply_blocks,
+        exempt=lambda: [trunk.host for trunk in pbx.spec.trunks])
+    try:
+        async with ami_client(pbx) as ami:
+            ami.on_security(blocker.observe)
+            await ami.wait_ready(10)
+            # A scanner guesses passwords as fast as it is answered, until it is refused.
+            answers: list[int] = []
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and len(answers) < 2000:
+                answers.append(await register_status(sip, f"guess-{len(answers)}", scanner))
+                if answers[-1] == 403:
+                    break
+            assert answers[-1] == 403, answers[-5:]
+            assert set(answers[:5]) == {401}  # the first five were heard out
+            # Blocked before authentication: the right password from there is refused too,
+            # while a phone elsewhere registers as before.
+            assert await register_status(sip, DESK_PHONE_PASSWORD, scanner) == 403
+            assert await register_status(sip, DESK_PHONE_PASSWORD, "127.0.0.4") == 200
+        async with store.transaction() as tx:
+            (block,) = await tx.blocks.active()
+            (line,) = await tx.audit.recent()
+        assert (block.address, block.failures) == (scanner, 5)
+        assert (line.actor, line.action, line.subject) == ("sip-guard", "sip_address_blocked",
+                                                           scanner)
+        assert registry.get_sample_value("switchboard_pbx_blocked_addresses") == 1
+
+        # The admin lifts it (the Admin page's POST does these two steps).
+        async with store.transaction() as tx:
+            assert await tx.blocks.lift(scanner, "ada") == 1
+        assert await blocker.refresh()
+        assert await register_status(sip, DESK_PHONE_PASSWORD, scanner) == 200
+        assert registry.get_sample_value("switchboard_pbx_blocked_addresses") == 0
+    finally:
+        await pbx.apply_blocks(())  # the PBX is shared with the tests that follow
+        await store.engine.dispose()

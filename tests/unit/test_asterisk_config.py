@@ -120,7 +120,7 @@ def test_trunk_is_identified_by_address_and_port() -> None:
 
 
 def test_the_digest_realm_is_the_sites_name() -> None:
-    assert "default_realm = switchboard" in render(spec())["pjsip.conf"]
+    assert "default_realm = pbx" in render(spec())["pjsip.conf"]
     site = render(spec(sip_realm="sip.example.com"))["pjsip.conf"]
     assert "default_realm = sip.example.com" in site
 

@@ -129,8 +129,8 @@ def test_a_call_limit_out_of_range_is_named() -> None:
         load(environ={"SWITCHBOARD_ASTERISK__MAX_CALLS": "999999"})
 
 
-def test_the_sip_realm_is_the_products_name_unless_the_site_names_its_own() -> None:
-    assert load(environ={}).asterisk.sip_realm == "switchboard"
+def test_the_sip_realm_names_no_software_unless_the_site_names_its_own() -> None:
+    assert load(environ={}).asterisk.sip_realm == "pbx"
     site = load(environ={"SWITCHBOARD_ASTERISK__SIP_REALM": "sip.example.com"})
     assert site.asterisk.sip_realm == "sip.example.com"
     with pytest.raises(SettingsError, match=r"^asterisk\.sip_realm: "):

@@ -74,6 +74,9 @@ class Tools:
     # Sign-up of a new agent adds a SIP endpoint: the PBX must learn it (None: it
     # learns it at its next start; the admin page says so).
     endpoints_changed: Callable[[], Awaitable[None]] | None = None
+    # A block on a SIP address was lifted: the PBX must answer it again (None: at its
+    # next start).
+    blocks_changed: Callable[[], Awaitable[None]] | None = None
 
 
 TOOLS = web.AppKey("dashboard_tools", Tools)

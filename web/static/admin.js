@@ -1,5 +1,5 @@
 // The admin page: roles, new agents (credentials shown once), disabling people, assistants' handoff
-// rules, a test call, the audit log.
+// rules, a test call, blocked SIP addresses, the audit log.
 "use strict";
 (() => {
   const status = (text) => sb.say("admin-status", text);
@@ -98,6 +98,27 @@
     }
   });
 
+  const loadBlocks = guard(async () => {
+    const data = await (await fetch("/api/admin/sip-blocks")).json();
+    const body = document.querySelector("#sip-blocks tbody");
+    body.replaceChildren();
+    for (const b of data.blocks) {
+      const tr = document.createElement("tr");
+      const lift = Object.assign(document.createElement("button"),
+        { type: "button", textContent: "Lift", className: "lift" });
+      lift.addEventListener("click", guard(async () => {
+        await sb.send("POST", `/api/admin/sip-blocks/${encodeURIComponent(b.address)}/lift`, {});
+        status(`${b.address} may register again.`);
+        loadBlocks();
+        loadAudit();
+      }));
+      cell(tr, b.address); cell(tr, String(b.failures));
+      cell(tr, new Date(b.blocked_at).toLocaleString());
+      cell(tr, new Date(b.until).toLocaleString()); cell(tr, lift);
+      body.appendChild(tr);
+    }
+  });
+
   document.getElementById("test-call").addEventListener("click", guard(async () => {
     const placed = await sb.send("POST", "/api/admin/test-call", {});
     status(`The test caller is calling ${placed.calling}: after the greeting it presses 0 ` +
@@ -106,5 +127,6 @@
   }));
 
   loadAssistants();
+  loadBlocks();
   loadAudit();
 })();
