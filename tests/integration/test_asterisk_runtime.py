@@ -70,8 +70,11 @@ async def test_wrong_ari_password_is_refused(pair: Pair) -> None:
         assert resp.status == 401
 
 
-async def test_reading_shell_through_ari_is_refused(pair: Pair) -> None:
-    """live_dangerously=no: ARI must not reach the shell through dialplan functions."""
+async def test_functions_that_reach_outside_asterisk_are_refused_to_ari(pair: Pair) -> None:
+    """live_dangerously = no: ARI may not call a function that reaches outside Asterisk.
+    The product loads none (no func_shell, no func_env), so SHELL() simply does not
+    exist; FILE() (func_env) is loaded here for this test only, to show that even a
+    loaded one is refused to ARI, while the PBX itself has it."""
     async with (
         EventListener(pair.pbx, "switchboard") as pbx_events,
         EventListener(pair.carrier, "carrier"),
@@ -82,12 +85,22 @@ async def test_reading_shell_through_ari_is_refused(pair: Pair) -> None:
         assert status == 200
         start = await pbx_events.wait_for(of_type("StasisStart"))
         channel = start["channel"]["id"]
-        status, body = await ari(
-            pair.pbx, "GET", f"/channels/{channel}/variable", variable="SHELL(id)"
-        )
-        assert status >= 400, body
-        await ari(pair.pbx, "DELETE", f"/channels/{channel}")
-        await pbx_events.wait_for(of_type("StasisEnd", channel__id=channel))
+        try:
+            status, body = await ari(
+                pair.pbx, "GET", f"/channels/{channel}/variable", variable="SHELL(id)")
+            assert status >= 400, body
+            assert "func_shell" not in await pair.pbx.cli("module show like func_shell")
+            await pair.pbx.cli("module load func_env.so")
+            try:
+                assert "FILE" in await pair.pbx.cli("core show function FILE")
+                status, body = await ari(pair.pbx, "GET", f"/channels/{channel}/variable",
+                                         variable="FILE(/etc/hostname)")
+                assert status >= 400, body
+            finally:
+                await pair.pbx.cli("module unload func_env.so")
+        finally:
+            await ari(pair.pbx, "DELETE", f"/channels/{channel}")
+            await pbx_events.wait_for(of_type("StasisEnd", channel__id=channel))
 
 
 async def test_call_from_carrier_arrives_in_stasis_with_assistant_and_number(
@@ -178,28 +191,54 @@ async def test_the_pbx_takes_calls_up_to_its_limit_and_refuses_the_next_by_that_
                 await carrier_events.wait_for(of_type("ChannelDestroyed", channel__id=outbound))
 
 
+def crafted_invite(pbx: runtime.AsteriskInstance, number: str) -> str:
+    """The carrier's dial string for an INVITE whose Request-URI user is ``number``, as
+    written, sent over its trunk: a number with ``&`` or ``/`` in it would otherwise be
+    taken apart by the carrier's own channel driver and never reach the PBX."""
+    return f"PJSIP/switchboard/sip:{number}@127.0.0.1:{pbx.sip_port}"
+
+
+# SIP answers as the carrier sees them: 404 Not Found is Q.850 1, 484 Address Incomplete
+# (a number that could still grow into one the PBX serves) is 28.
+REFUSED = {1: "404 Not Found", 28: "484 Address Incomplete"}
+
+
 @pytest.mark.parametrize(
     "number",
     ["2001", "500&PJSIP/carrier/0900123", "2000;x", "21"],
 )
 async def test_numbers_outside_strict_patterns_are_refused(quiet_pair: Pair, number: str) -> None:
-    """Nothing reaches Stasis or Dial for a number the PBX does not serve (toll fraud)."""
+    """Nothing reaches Stasis or Dial for a number the PBX does not serve (toll fraud):
+    the crafted INVITE itself arrives over the trunk, and the PBX refuses it."""
     pbx, carrier = quiet_pair.pbx, quiet_pair.carrier
     async with (
         EventListener(pbx, "switchboard") as pbx_events,
         EventListener(carrier, "carrier") as carrier_events,
     ):
-        status, outbound = await ari(
-            carrier, "POST", "/channels", endpoint=f"PJSIP/{number}@switchboard", app="carrier"
-        )
-        if status == 200:
-            destroyed = await carrier_events.wait_for(
-                of_type("ChannelDestroyed", channel__id=outbound["id"])
-            )
-            assert destroyed["cause"] != 16, destroyed  # never answered normally
+        status, outbound = await ari(carrier, "POST", "/channels",
+                                     endpoint=crafted_invite(pbx, number), app="carrier")
+        assert status == 200, outbound  # the INVITE went out: the PBX must answer it
+        destroyed = await carrier_events.wait_for(
+            of_type("ChannelDestroyed", channel__id=outbound["id"]))
+        assert destroyed["cause"] in REFUSED, destroyed
         assert not [e for e in pbx_events.events if e["type"] == "StasisStart"]
     _, channels = await ari(pbx, "GET", "/channels")
     assert channels == []
+
+
+async def test_a_served_number_sent_the_same_way_reaches_its_assistant(
+    quiet_pair: Pair,
+) -> None:
+    """The control for the test above: the same crafted path with a served number."""
+    pbx, carrier = quiet_pair.pbx, quiet_pair.carrier
+    async with EventListener(pbx, "switchboard") as pbx_events, EventListener(carrier, "carrier"):
+        status, _ = await ari(carrier, "POST", "/channels",
+                              endpoint=crafted_invite(pbx, "2000"), app="carrier")
+        assert status == 200
+        start = await pbx_events.wait_for(of_type("StasisStart"))
+        assert start["args"] == ["inbound", "receptionist", "2000"]
+        await ari(pbx, "DELETE", f"/channels/{start['channel']['id']}")
+        await pbx_events.wait_for(of_type("StasisEnd"))
 
 
 async def test_routes_with_patterns_pass_the_dialled_number(quiet_pair: Pair) -> None:
