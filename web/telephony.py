@@ -20,6 +20,7 @@ from handoff.store import Store
 from pbx import runtime
 from pbx.asterisk_config import (
     InboundRoute,
+    Ports,
     SipAgent,
     SipTrunk,
     TlsListener,
@@ -27,6 +28,7 @@ from pbx.asterisk_config import (
     spec_to_dict,
 )
 from pbx.demo_caller import install_voice
+from pbx.ports import claim_port
 from web.demo import CARRIER_TRUNK, demo_caller_voice
 from web.doctor import read_state, state_file
 
@@ -44,12 +46,15 @@ class Telephony:
     status: str = "starting"
 
     def softphone_url(self) -> str | None:
-        """Where browser softphones register: the PBX's SIP WebSocket (wss with TLS)."""
+        """Where browser softphones register: the PBX's SIP WebSocket (wss with TLS).
+
+        The TLS listener is on every address, so the page dials the host it was loaded
+        from (web.dashboard.softphone): the name its certificate covers."""
         if self.pbx is None:
             return None
         spec = self.pbx.spec
         if spec.tls is not None:
-            return f"wss://{spec.bind_address}:{spec.tls.port}/ws"
+            return f"wss://{spec.tls.bind}:{spec.tls.port}/ws"
         return f"ws://{spec.bind_address}:{spec.ports.http}/ws"
 
 
@@ -87,7 +92,7 @@ async def start_telephony(settings: Settings, store: Store, telephony: Telephony
         ephemeral=False, max_calls=ast.call_limit,
         bind_address=ast.bind_address, media_address=ast.media_address,
         sip_realm=ast.sip_realm, country=ast.country,
-        tls=TlsListener(ast.tls_cert, ast.tls_key) if ast.tls_cert else None,
+        tls=pbx_tls(settings, avoid=pbx_ports),
         trunks=tuple(trunks), routes=routes, agents=agents,
     )
     await telephony.pbx.start()
@@ -101,6 +106,17 @@ async def start_telephony(settings: Settings, store: Store, telephony: Telephony
         install_voice(telephony.carrier, voice)
         await telephony.carrier.start()
     telephony.status = "ok"
+
+
+def pbx_tls(settings: Settings, avoid: Ports) -> TlsListener | None:
+    """The PBX's WSS listener for softphones off this machine, on every address (agents
+    dial it from their own machines), with its own certificate or the dashboard's."""
+    certificate = settings.pbx_certificate
+    if certificate is None:
+        return None
+    port = claim_port("asterisk.tls_port", settings.asterisk.tls_port,
+                              avoid=frozenset({avoid.http, avoid.sip, avoid.ami}))
+    return TlsListener(*certificate, port=port)
 
 
 def instance_name(role: str, settings: Settings) -> str:

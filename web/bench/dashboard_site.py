@@ -134,10 +134,10 @@ _PAGE_CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 class Browser:
     """A cookie-keeping HTTP client standing in for one browser profile."""
 
-    def __init__(self, origin: str) -> None:
+    def __init__(self, origin: str, headers: dict[str, str] | None = None) -> None:
         self.origin = origin
         self.http = aiohttp.ClientSession(
-            base_url=origin, cookie_jar=aiohttp.CookieJar(unsafe=True)
+            base_url=origin, cookie_jar=aiohttp.CookieJar(unsafe=True), headers=headers
         )
         self.csrf = ""
 
