@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import json
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,7 @@ async def start_telephony(settings: Settings, store: Store, telephony: Telephony
         install, instance_name("pbx", settings), settings.data_path, ports=pbx_ports,
         ephemeral=False, max_calls=ast.call_limit,
         bind_address=ast.bind_address, media_address=ast.media_address,
+        ice_permit=ice_networks(ast.media_address),
         sip_realm=ast.sip_realm, country=ast.country,
         tls=pbx_tls(settings, avoid=pbx_ports),
         trunks=tuple(trunks), routes=routes, agents=agents,
@@ -117,6 +120,29 @@ def pbx_tls(settings: Settings, avoid: Ports) -> TlsListener | None:
     port = claim_port("asterisk.tls_port", settings.asterisk.tls_port,
                               avoid=frozenset({avoid.http, avoid.sip, avoid.ami}))
     return TlsListener(*certificate, port=port)
+
+
+def ice_networks(media_address: str) -> tuple[str, ...]:
+    """Where the PBX offers browsers ICE host candidates from: only media_address when it
+    is one of this host's own addresses on a network (a LAN), so an agent's browser is
+    not sent to a docker bridge or a second interface it cannot reach; every interface
+    otherwise (Asterisk never offers a loopback candidate, so restricting ICE to
+    127.0.0.1 would leave browsers on this machine no media path at all)."""
+    try:
+        address = ipaddress.ip_address(media_address)
+    except ValueError:
+        return ()
+    if address.is_loopback or address.is_unspecified:
+        return ()
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((media_address, 0))
+        except OSError:
+            # Not this host's (a NAT's public address): the host's own candidates, and
+            # the NAT must forward the RTP range to this host.
+            return ()
+    return (f"{address}/{address.max_prefixlen}",)
 
 
 def instance_name(role: str, settings: Settings) -> str:

@@ -11,6 +11,7 @@ for the host's address on the agents' network, the dashboard listening there.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -75,7 +76,9 @@ async def remote_product(machine: AgentMachine, tmp_path: Path) -> AsyncIterator
     running = Product(
         tmp_path / "data", free_port(), host=machine.host_address, ca=certificates.ca,
         settings=(f"server.tls_cert={certificates.cert}",
-                  f"server.tls_key={certificates.key}"),
+                  f"server.tls_key={certificates.key}",
+                  # The host's address on the agents' network, as a LAN installation has.
+                  f"asterisk.media_address={machine.host_address}"),
     )
     async with stopped_after(running):
         yield running
@@ -131,7 +134,8 @@ async def test_an_agent_on_another_machine_signs_in_over_https_and_takes_a_call_
                     assert f"wss://{machine.host_address}:" in policy
                     assert "ws://" not in policy.replace("wss://", "")
 
-                    await take_a_call_with_two_way_audio(page, world, store)
+                    await take_a_call_with_two_way_audio(page, world, store,
+                                                         machine.host_address)
 
                 async with agent_browser(browser) as context:
                     await throttled_by_the_agents_address(await context.new_page(), product)
@@ -147,7 +151,8 @@ async def test_an_agent_on_another_machine_signs_in_over_https_and_takes_a_call_
         await engine.dispose()
 
 
-async def take_a_call_with_two_way_audio(page: Page, world: World, store: Store) -> None:
+async def take_a_call_with_two_way_audio(page: Page, world: World, store: Store,
+                                         media_address: str) -> None:
     """A caller asks the receptionist for a person (0); Ada accepts; the caller hears
     her microphone's tone and her browser plays the caller's tone; she ends the call."""
     caller = await world.place_call("2000")
@@ -192,6 +197,12 @@ async def take_a_call_with_two_way_audio(page: Page, world: World, store: Store)
         return row.state is HandoffState.CONNECTED
 
     await until(connected)
+    # What the PBX told the browser: media at asterisk.media_address, and nowhere else.
+    sdp = await page.evaluate(
+        "window.switchboardPhone.session.connection.remoteDescription.sdp")
+    assert re.findall(r"^c=IN IP4 (\S+)", sdp, re.MULTILINE) == [media_address]
+    candidates = re.findall(r"^a=candidate:\S+ \d+ \S+ \d+ (\S+) ", sdp, re.MULTILINE)
+    assert candidates and set(candidates) == {media_address}
     await page.click("#call-end")
     await expect(page.locator("#call")).to_be_hidden()
 
