@@ -1,11 +1,17 @@
-"""A private CA and a server certificate it signs, made with the openssl commands the
-README gives an operator for a LAN, so the tests take the path the README describes."""
+"""A private CA and a server certificate it signs, made by running the README's own
+openssl commands for a LAN (its "A private CA for a LAN" block), so the tests take the
+path the README gives an operator, and the README cannot drift from it."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+# The address the README's example certificate is for.
+README_ADDRESS = "192.168.1.10"
 
 
 @dataclass(frozen=True)
@@ -15,28 +21,27 @@ class Certificates:
     key: Path  # its key (server.tls_key)
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    done = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=60, check=False)
-    if done.returncode != 0:
-        raise AssertionError(f"openssl {args[0]} failed: {done.stderr.strip()}")
+def readme_commands() -> str:
+    """The shell block after the README's "A private CA for a LAN"."""
+    text = README.read_text()
+    found = re.search(r"\*\*A private CA for a LAN\*\*.*?```sh\n(.*?)```", text, re.DOTALL)
+    assert found is not None, "README.md has no private CA block"
+    return found[1]
 
 
 def private_ca(folder: Path, *names: str) -> Certificates:
-    """A CA, and a certificate it signs for ``names`` (addresses or DNS names)."""
+    """A CA, and a certificate it signs for ``names`` (addresses or DNS names): the
+    README's commands, with its example address replaced by ``names``."""
     folder.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "3650",
-             "-subj", "/CN=Switchboard test CA", cwd=folder)
-    _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", "switchboard.key", "-out", "switchboard.csr",
-             "-subj", f"/CN={names[0]}", cwd=folder)
     alt = ",".join(f"IP:{n}" if n.replace(".", "").isdigit() or ":" in n else f"DNS:{n}"
                    for n in names)
-    (folder / "switchboard.ext").write_text(
-        f"subjectAltName = {alt}\nextendedKeyUsage = serverAuth\n")
-    _openssl("x509", "-req", "-in", "switchboard.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-             "-CAcreateserial", "-out", "switchboard.pem", "-days", "365",
-             "-extfile", "switchboard.ext", cwd=folder)
+    script = readme_commands()
+    assert f"IP:{README_ADDRESS}" in script and f"/CN={README_ADDRESS}" in script
+    script = script.replace(f"IP:{README_ADDRESS}", alt).replace(
+        f"/CN={README_ADDRESS}", f"/CN={names[0]}")
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=folder,
+                          capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise AssertionError(f"the README's openssl commands failed: {done.stderr.strip()}")
     return Certificates(folder / "ca.pem", folder / "switchboard.pem",
                         folder / "switchboard.key")
