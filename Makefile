@@ -9,7 +9,9 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 # Debian packages the product needs at run time, and those only the tests need.
 APT_RUN := mmdebstrap ca-certificates espeak-ng
-APT_TEST := postgresql chromium
+# libnss3-tools, iproute2 and openssl: the remote-agent browser test (a test CA in
+# Chromium's certificate store, a network namespace for the agent's machine).
+APT_TEST := postgresql chromium libnss3-tools iproute2 openssl
 PYTEST_ARGS ?=
 
 .PHONY: run test setup setup-test lint typecheck screenshots clean

@@ -151,6 +151,9 @@ class Receptionist:
     port: int = 0
     # How long a stream waits for its call to be announced on the events stream.
     grace_s: float = 3.0
+    # How the API's certificate is checked when it is served over https (True: the
+    # system's trust store; inside Switchboard: our own certificate, pinned).
+    ssl: aiohttp.Fingerprint | bool = True
     audio: AudioSocketServer = field(init=False)
     _http: aiohttp.ClientSession | None = field(default=None, init=False)
     _calls: dict[str, _Call] = field(default_factory=dict, init=False)
@@ -176,7 +179,8 @@ class Receptionist:
         Does not wait for the API: inside Switchboard the receptionist starts before the
         web server listens. :meth:`wait_ready` waits for the first ``ready``.
         """
-        self._http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"})
+        self._http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"},
+                                           connector=aiohttp.TCPConnector(ssl=self.ssl))
         await self.audio.start()
         self._events_task = asyncio.create_task(self._follow_events(), name="receptionist events")
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from handoff import tls
 from handoff.logs import LOG_FORMATS
 from pbx.asterisk_config import (
     ConfigValueError,
@@ -58,8 +59,17 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     # The browser origin the dashboard is served from, checked on every WebSocket
-    # handshake and state-changing request; empty means http://host:port.
+    # handshake and state-changing request; empty means http(s)://host:port.
     public_origin: str = ""
+    # HTTPS (PEM files, the chain after the certificate in tls_cert): agents' browsers
+    # grant the microphone only to secure pages. Without them, serve plain HTTP behind
+    # a reverse proxy that terminates TLS (public_origin then names the proxy).
+    tls_cert: str = ""
+    tls_key: str = ""
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed: the login throttle and the audit log then see the
+    # agent's own address. From any other peer those headers are ignored.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,8 +100,12 @@ class AsteriskSettings:
     rtp_start: int = 0
     rtp_end: int = 0
     country: str = "us"
+    # The PBX's WSS listener for browser softphones (SIP over secure WebSocket); empty:
+    # the dashboard's certificate (server.tls_cert) when it has one, else none.
     tls_cert: str = ""
     tls_key: str = ""
+    # 0: any free port.
+    tls_port: int = 8089
 
     @property
     def call_limit(self) -> int:
@@ -169,7 +183,27 @@ class Settings:
 
     @property
     def origin(self) -> str:
-        return self.server.public_origin or f"http://{self.server.host}:{self.server.port}"
+        scheme = "https" if self.server.tls_cert else "http"
+        return self.server.public_origin or f"{scheme}://{self.server.host}:{self.server.port}"
+
+    @property
+    def local_url(self) -> str:
+        """The dashboard's own listener as a client on this machine reaches it (the
+        receptionist's control API): not the public origin, which may be a proxy."""
+        scheme = "https" if self.server.tls_cert else "http"
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.server.host, self.server.host)
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.server.port}"
+
+    @property
+    def pbx_certificate(self) -> tuple[str, str] | None:
+        """(cert, key) of the PBX's WSS listener: its own, else the dashboard's (an https
+        page may not open a ws:// socket, so a dashboard on TLS needs a PBX on TLS)."""
+        ast, server = self.asterisk, self.server
+        if ast.tls_cert:
+            return ast.tls_cert, ast.tls_key
+        if server.tls_cert:
+            return server.tls_cert, server.tls_key
+        return None
 
 
 # ---- loading ------------------------------------------------------------------------
@@ -422,8 +456,7 @@ def validate(settings: Settings) -> None:
                 and ast.rtp_start <= demo.rtp_end):
             raise ConfigValueError("demo.rtp_start", "the demo carrier's RTP ports overlap "
                                    "the PBX's (asterisk.rtp_start-rtp_end)")
-        if bool(ast.tls_cert) != bool(ast.tls_key):
-            raise ConfigValueError("asterisk.tls_key", "tls_cert and tls_key go together")
+        _check_certificates(settings)
         if ast.country not in ("us", "gb", "de", "fr"):
             raise ConfigValueError("asterisk.country", f"{ast.country!r}: one of us, gb, de, fr")
         for i, trunk in enumerate(settings.trunks):
@@ -453,6 +486,29 @@ def validate(settings: Settings) -> None:
         raise SettingsError(f"log_level: {settings.log_level!r}: debug, info, warning or error")
     if settings.log_format not in LOG_FORMATS:
         raise SettingsError(f"log_format: {settings.log_format!r}: text or json")
+    for i, proxy in enumerate(settings.server.trusted_proxies):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise SettingsError(f"server.trusted_proxies[{i}]: {proxy!r} is not an address "
+                                "or a network (192.0.2.10, 10.0.0.0/8, ::1)") from None
     url = settings.database.url
     if url and not url.startswith(("sqlite", "postgresql")):
         raise SettingsError(f"database.url: {url.split(':')[0]!r}: use sqlite or postgresql")
+
+
+def _check_certificates(settings: Settings) -> None:
+    """Both files of a pair or neither; each readable, the key the certificate's."""
+    ast = settings.asterisk
+    for section, cert, key in (("server", settings.server.tls_cert, settings.server.tls_key),
+                               ("asterisk", ast.tls_cert, ast.tls_key)):
+        if bool(cert) != bool(key):
+            missing = "tls_key" if cert else "tls_cert"
+            raise ConfigValueError(f"{section}.{missing}", "tls_cert and tls_key go together")
+    if settings.server.tls_cert:
+        tls.server_context("server", settings.server.tls_cert, settings.server.tls_key)
+    # An Asterisk someone else runs reads its files on its own machine.
+    if ast.tls_cert and not ast.source.startswith(("http://", "https://")):
+        tls.server_context("asterisk", ast.tls_cert, ast.tls_key)
+    if ast.tls_port:
+        check_port("asterisk.tls_port", ast.tls_port)

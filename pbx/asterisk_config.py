@@ -340,6 +340,13 @@ def spec_from_dict(data: dict[str, Any]) -> InstanceSpec:
     return InstanceSpec(**fields)
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _sanitize_display(text: str) -> str:
     return re.sub(r"[^\w .\'-]", "", text)[:40]
 
@@ -372,6 +379,10 @@ def render(spec: InstanceSpec) -> dict[str, str]:
             "bind": spec.bind_address,
             "port": spec.ports.sip,
             "media_address": spec.media_address,
+            # Browsers on this machine (loopback) take any candidate; only a LAN address
+            # is worth telling them in the SDP.
+            "webrtc_media_address": "" if _is_loopback(spec.media_address)
+            else spec.media_address,
             "realm": spec.sip_realm,
         },
         "ami": {

@@ -29,6 +29,7 @@ from pbx.asterisk_config import (
     InstanceSpec,
     Ports,
     SipAgent,
+    TlsListener,
     default_max_calls,
     write_tree,
 )
@@ -336,9 +337,13 @@ def new_instance(
     if ephemeral and host_root.exists():
         shutil.rmtree(host_root)
     host_root.mkdir(parents=True, exist_ok=True)
+    dirs = Dirs(root=f"{inside_base}/{name}", **_module_dirs(install))
+    tls = spec_fields.pop("tls", None)
+    if isinstance(tls, TlsListener):
+        spec_fields["tls"] = _install_certificate(tls, host_root, dirs)
     spec = InstanceSpec(
         name=name,
-        dirs=Dirs(root=f"{inside_base}/{name}", **_module_dirs(install)),
+        dirs=dirs,
         ports=concrete,
         ari_user="switchboard",
         ari_password=new_secret(),
@@ -348,6 +353,20 @@ def new_instance(
         **spec_fields,  # type: ignore[arg-type]
     )
     return AsteriskInstance(install=install, spec=spec, host_root=host_root, ephemeral=ephemeral)
+
+
+def _install_certificate(tls: TlsListener, host_root: Path, dirs: Dirs) -> TlsListener:
+    """Copy the WSS listener's certificate and key into the instance's own tree: the
+    embedded Asterisk runs in its root file system and cannot open the operator's
+    paths. A renewed certificate is taken at the next start."""
+    keys = host_root / "etc" / "keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    for source, target in ((tls.cert, "tls-cert.pem"), (tls.key, "tls-key.pem")):
+        fd = os.open(keys / target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(Path(source).read_bytes())
+    inside = f"{dirs.root}/etc/keys"
+    return dataclasses.replace(tls, cert=f"{inside}/tls-cert.pem", key=f"{inside}/tls-key.pem")
 
 
 def _module_dirs(install: Installation) -> dict[str, str]:

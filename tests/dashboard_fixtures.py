@@ -28,6 +28,7 @@ from web.bench.dashboard_site import (
 )
 from web.dashboard import DashboardOptions, setup_dashboard
 from web.dashboard.typedefs import SoftphoneSettings
+from web.proxies import real_client
 
 __all__ = [
     "PASSWORD", "PEOPLE", "Browser", "Browsers", "FakeCommands", "Served", "browsers",
@@ -51,7 +52,7 @@ class Served:
 
 async def serve_dashboard(
     folder: Path, *, options: DashboardOptions | None = None,
-    softphone: SoftphoneSettings | None = None,
+    softphone: SoftphoneSettings | None = None, trusted_proxies: tuple[str, ...] = (),
 ) -> AsyncIterator[Served]:
     store = await open_store(folder)
     passwords = cheap_passwords()
@@ -60,7 +61,8 @@ async def serve_dashboard(
     commands = FakeCommands(events, store)
     port = free_port()
     origin = f"http://127.0.0.1:{port}"
-    app = web.Application()
+    # As the product's app has it (web.app.build_app): outermost, before the guard.
+    app = web.Application(middlewares=[real_client(trusted_proxies)])
     setup_dashboard(app, store=store, hub=events, commands=commands, origin=origin,
                     secure_cookies=False,
                     options=options or DashboardOptions(passwords=passwords),

@@ -5,9 +5,11 @@ receptionist, dashboard and softphone together)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -28,21 +30,35 @@ REPO = Path(__file__).resolve().parents[1]
 class Product:
     data: Path
     port: int
+    host: str = "127.0.0.1"
+    # More settings (section.key=value), e.g. the dashboard's certificate.
+    settings: tuple[str, ...] = ()
+    # Over HTTPS: the CA the test trusts, which signed the dashboard's certificate.
+    ca: Path | None = None
     proc: asyncio.subprocess.Process | None = None
     _drain: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ca else 'http'}://{self.host}:{self.port}"
+
+    def client_ssl(self) -> ssl.SSLContext | bool:
+        """What a browser of this installation trusts: its CA over HTTPS."""
+        return ssl.create_default_context(cafile=str(self.ca)) if self.ca else True
+
+    def client(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.client_ssl()))
 
     def argv(self, *command: str) -> list[str]:
         return [
             sys.executable, "-m", "web.cli",
             "--set", f"data_dir={self.data}",
+            "--set", f"server.host={self.host}",
             "--set", f"server.port={self.port}",
             # Any free ports: the machine may run a Switchboard of its own.
             "--set", "asterisk.http_port=0", "--set", "asterisk.sip_port=0",
-            "--set", "asterisk.ami_port=0",
+            "--set", "asterisk.ami_port=0", "--set", "asterisk.tls_port=0",
+            *(arg for setting in self.settings for arg in ("--set", setting)),
             *command,
         ]
 
@@ -71,9 +87,7 @@ class Product:
 
     async def healthy(self) -> bool:
         try:
-            async with aiohttp.ClientSession() as session, session.get(
-                f"{self.url}/status"
-            ) as resp:
+            async with self.client() as session, session.get(f"{self.url}/status") as resp:
                 return resp.status == 200
         except aiohttp.ClientError:
             return False
@@ -98,8 +112,21 @@ class Product:
 
 @pytest_asyncio.fixture
 async def product(tmp_path: Path) -> AsyncIterator[Product]:
-    running = Product(tmp_path / "data", free_port())
-    yield running
+    async with stopped_after(Product(tmp_path / "data", free_port())) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def stopped_after(running: Product) -> AsyncIterator[Product]:
+    """The product stopped after the test, its Asterisk instances and their trees gone,
+    however the test ended."""
+    try:
+        yield running
+    finally:
+        await _stop(running)
+
+
+async def _stop(running: Product) -> None:
     if running.proc is not None and running.proc.returncode is None:
         await running.signal(signal.SIGINT)
     elif (running.data / "run" / "switchboard.json").exists():

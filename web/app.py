@@ -16,6 +16,7 @@ A crash of this process leaves Asterisk and its calls up; Ctrl-C / SIGTERM stop 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from handoff import tls
 from handoff.callback import Callbacks
 from handoff.controller import build_controller
 from handoff.events import EventHub
@@ -49,6 +51,7 @@ from web.dashboard.routes import route_policy, setup_dashboard
 from web.dashboard.tools import Tools, setup_tools
 from web.dashboard.typedefs import DASHBOARD, SoftphoneSettings
 from web.demo import CARRIER_TRUNK, DEMO_NUMBER, RECEPTIONIST, seed_demo
+from web.proxies import real_client
 from web.sip_blocks import BlockPolicy, SipBlocker
 from web.telephony import (
     Telephony,
@@ -174,9 +177,13 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     token = new_control_token()
     async with services.store.transaction() as tx:
         await tx.assistants.set_control_token_hash(RECEPTIONIST, hash_control_token(token))
+    # Straight to our own listener: the public origin may be a proxy this host cannot
+    # reach, or a name its certificate covers that the local address is not.
     receptionist = await asyncio.to_thread(
-        Receptionist.from_folder, f"{settings.origin}{API_PREFIX}", token,
-        settings.data_path / "prompts",
+        functools.partial(
+            Receptionist.from_folder, f"{settings.local_url}{API_PREFIX}", token,
+            settings.data_path / "prompts",
+            ssl=tls.pinned(settings.server.tls_cert) if settings.server.tls_cert else True),
     )
     ari = AriClient(pbx.ari_url, *pbx.ari_auth, apps="switchboard", key=call_key)
     live = build_controller(
@@ -239,7 +246,7 @@ def print_banner(services: Services) -> None:
         lines += [
             f"  ARI         {pbx.ari_url} (loopback only)",
             f"  SIP         udp {pbx.spec.bind_address}:{pbx.sip_port}; WebRTC "
-            f"ws://{pbx.spec.bind_address}:{pbx.spec.ports.http}/ws",
+            f"{telephony.softphone_url()}",
             f"  Config      {pbx.host_root / 'etc'}",
             f"  Logs        {pbx.log_file}",
         ]
@@ -323,7 +330,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def build_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=256 * 1024)
+    app = web.Application(client_max_size=256 * 1024,
+                          middlewares=[real_client(settings.server.trusted_proxies)])
     db = create_store_engine(settings.database_url)
     services = Services(settings=settings, db=db, store=Store(db))
     app[SERVICES] = services

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from handoff import logs
+from handoff import logs, tls
 from handoff.agents import AgentRole, EndpointKind
 from handoff.receptionist import PromptError, make_prompts
 from handoff.settings import Settings, SettingsError, load
@@ -199,6 +199,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         build_app(settings),
         host=settings.server.host,
         port=settings.server.port,
+        # Agents on other machines: browsers grant the microphone to secure pages only.
+        ssl_context=(tls.server_context("server", server.tls_cert, server.tls_key)
+                     if (server := settings.server).tls_cert else None),
         print=None,
         access_log=None,
     )

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import json
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from handoff.store import Store
 from pbx import runtime
 from pbx.asterisk_config import (
     InboundRoute,
+    Ports,
     SipAgent,
     SipTrunk,
     TlsListener,
@@ -27,6 +30,7 @@ from pbx.asterisk_config import (
     spec_to_dict,
 )
 from pbx.demo_caller import install_voice
+from pbx.ports import claim_port
 from web.demo import CARRIER_TRUNK, demo_caller_voice
 from web.doctor import read_state, state_file
 
@@ -44,12 +48,15 @@ class Telephony:
     status: str = "starting"
 
     def softphone_url(self) -> str | None:
-        """Where browser softphones register: the PBX's SIP WebSocket (wss with TLS)."""
+        """Where browser softphones register: the PBX's SIP WebSocket (wss with TLS).
+
+        The TLS listener is on every address, so the page dials the host it was loaded
+        from (web.dashboard.softphone): the name its certificate covers."""
         if self.pbx is None:
             return None
         spec = self.pbx.spec
         if spec.tls is not None:
-            return f"wss://{spec.bind_address}:{spec.tls.port}/ws"
+            return f"wss://{spec.tls.bind}:{spec.tls.port}/ws"
         return f"ws://{spec.bind_address}:{spec.ports.http}/ws"
 
 
@@ -86,8 +93,9 @@ async def start_telephony(settings: Settings, store: Store, telephony: Telephony
         install, instance_name("pbx", settings), settings.data_path, ports=pbx_ports,
         ephemeral=False, max_calls=ast.call_limit,
         bind_address=ast.bind_address, media_address=ast.media_address,
+        ice_permit=ice_networks(ast.media_address),
         sip_realm=ast.sip_realm, country=ast.country,
-        tls=TlsListener(ast.tls_cert, ast.tls_key) if ast.tls_cert else None,
+        tls=pbx_tls(settings, avoid=pbx_ports),
         trunks=tuple(trunks), routes=routes, agents=agents,
     )
     await telephony.pbx.start()
@@ -101,6 +109,40 @@ async def start_telephony(settings: Settings, store: Store, telephony: Telephony
         install_voice(telephony.carrier, voice)
         await telephony.carrier.start()
     telephony.status = "ok"
+
+
+def pbx_tls(settings: Settings, avoid: Ports) -> TlsListener | None:
+    """The PBX's WSS listener for softphones off this machine, on every address (agents
+    dial it from their own machines), with its own certificate or the dashboard's."""
+    certificate = settings.pbx_certificate
+    if certificate is None:
+        return None
+    port = claim_port("asterisk.tls_port", settings.asterisk.tls_port,
+                              avoid=frozenset({avoid.http, avoid.sip, avoid.ami}))
+    return TlsListener(*certificate, port=port)
+
+
+def ice_networks(media_address: str) -> tuple[str, ...]:
+    """Where the PBX offers browsers ICE host candidates from: only media_address when it
+    is one of this host's own addresses on a network (a LAN), so an agent's browser is
+    not sent to a docker bridge or a second interface it cannot reach; every interface
+    otherwise (Asterisk never offers a loopback candidate, so restricting ICE to
+    127.0.0.1 would leave browsers on this machine no media path at all)."""
+    try:
+        address = ipaddress.ip_address(media_address)
+    except ValueError:
+        return ()
+    if address.is_loopback or address.is_unspecified:
+        return ()
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((media_address, 0))
+        except OSError:
+            # Not this host's (a NAT's public address): the host's own candidates, and
+            # the NAT must forward the RTP range to this host.
+            return ()
+    return (f"{address}/{address.max_prefixlen}",)
 
 
 def instance_name(role: str, settings: Settings) -> str:

@@ -20,6 +20,7 @@ from pbx.asterisk_config import (
     render,
 )
 from pbx.runtime import PortRequest, allocate_ports
+from web.telephony import ice_networks
 
 
 def spec(**fields: Any) -> InstanceSpec:
@@ -139,6 +140,24 @@ def test_ice_host_candidates_are_unrestricted_unless_networks_are_named() -> Non
     lan = render(spec(ice_permit=("10.20.0.0/16",)))["rtp.conf"]
     assert "ice_deny = 0.0.0.0/0" in lan
     assert "ice_permit = 10.20.0.0/16" in lan
+
+
+def webrtc_template(pjsip: str) -> str:
+    return pjsip.split("[webrtc-agent](!)", 1)[1].split("\n[", 1)[0]
+
+
+def test_browsers_on_other_machines_are_given_the_media_address_in_the_sdp() -> None:
+    # On loopback a browser takes whatever candidate the PBX offers: nothing to say.
+    assert "media_address" not in webrtc_template(render(spec())["pjsip.conf"])
+    lan = render(spec(media_address="10.77.0.1"))["pjsip.conf"]
+    assert "media_address = 10.77.0.1" in webrtc_template(lan)
+
+
+def test_ice_is_kept_to_the_media_address_only_when_it_is_this_hosts_own() -> None:
+    assert ice_networks("127.0.0.1") == ()  # Asterisk never offers loopback candidates
+    assert ice_networks("0.0.0.0") == ()
+    assert ice_networks("192.0.2.77") == ()  # a NAT's address: not on this host
+    assert ice_networks("pbx.example.com") == ()
 
 
 def rendered_limits(files: dict[str, str]) -> tuple[int, int, int]:

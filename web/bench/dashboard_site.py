@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,10 +135,12 @@ _PAGE_CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 class Browser:
     """A cookie-keeping HTTP client standing in for one browser profile."""
 
-    def __init__(self, origin: str) -> None:
+    def __init__(self, origin: str, headers: dict[str, str] | None = None,
+                 verify: ssl.SSLContext | bool = True) -> None:
         self.origin = origin
         self.http = aiohttp.ClientSession(
-            base_url=origin, cookie_jar=aiohttp.CookieJar(unsafe=True)
+            base_url=origin, cookie_jar=aiohttp.CookieJar(unsafe=True), headers=headers,
+            connector=aiohttp.TCPConnector(ssl=verify),
         )
         self.csrf = ""
 
