@@ -113,6 +113,14 @@ class DeskSettings:
 
 
 @dataclass(frozen=True)
+class RoutingSettings:
+    # A call to a number no enabled assistant answers (a disabled assistant's numbers
+    # too): "reject" refuses it (the carrier hears 404, unallocated number), or the name
+    # of the assistant that takes such calls. Either way the log names the number.
+    unknown_numbers: str = "reject"
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: str = "var"
     log_level: str = "info"
@@ -121,6 +129,7 @@ class Settings:
     asterisk: AsteriskSettings = field(default_factory=AsteriskSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
     desk: DeskSettings = field(default_factory=DeskSettings)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
     trunks: tuple[TrunkSettings, ...] = ()
 
     @property
@@ -279,6 +288,13 @@ def validate(settings: Settings) -> None:
             check_name(f"trunks[{i}].name", trunk.name)
             check_host(f"trunks[{i}].host", trunk.host)
             check_port(f"trunks[{i}].port", trunk.port)
+        unknown = settings.routing.unknown_numbers
+        if unknown != "reject":
+            try:
+                check_name("routing.unknown_numbers", unknown)
+            except ConfigValueError:
+                raise ConfigValueError("routing.unknown_numbers", f"{unknown!r}: 'reject' or "
+                                       "the name of the assistant that takes them") from None
     except ConfigValueError as exc:
         raise SettingsError(str(exc)) from exc
     if not 0 <= settings.desk.wrap_up_s <= 600:

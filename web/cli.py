@@ -29,7 +29,7 @@ from pbx.asterisk_config import (
     render,
     rtp_ports_for,
 )
-from web import doctor, people
+from web import cli_assistants, doctor, people
 from web.app import build_app
 from web.dashboard.passwords import Passwords
 from web.demo import DEMO_NUMBER, RECEPTIONIST, demo_caller_voice
@@ -323,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
         change.add_argument("login")
         change.set_defaults(func=cmd_user_change)
     user_sub.add_parser("list", help="everyone not removed").set_defaults(func=cmd_user_list)
+    cli_assistants.add_parser(sub, cli_assistants.Cli(
+        run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
+        actor=CLI_ACTOR, note=RUNNING_PBX_NOTE))
     # `agent passwd` is the older name, kept for scripts that use it.
     for parent in (user_sub, sub.add_parser("agent", help="older name of `user passwd`")
                    .add_subparsers(dest="agent_command", required=True)):

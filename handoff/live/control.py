@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,8 @@ from handoff.calls import CallOutcome
 from handoff.events import CALLS_TOPIC, CallChanged, EventHub
 from handoff.live.ai import AiLegs
 from handoff.live.call import LiveCall
-from handoff.live.flow import AiEngine, Timing
+from handoff.live.engines import Engines
+from handoff.live.flow import Timing
 from handoff.live.lifecycle import Lifecycle
 from handoff.live.media import Media
 from handoff.live.move import Moves
@@ -49,7 +50,7 @@ class CallControl:
         ari: AriApi,
         store: Store,
         hub: EventHub,
-        engines: Mapping[str, AiEngine],
+        engines: Engines,
         *,
         app: str = "switchboard",
         fallback_trunk: str | None = None,
