@@ -29,6 +29,10 @@ class Product:
     data: Path
     port: int
     proc: asyncio.subprocess.Process | None = None
+    # More settings for every command (--set KEY=VALUE each), e.g. routing's.
+    settings: list[str] = field(default_factory=list)
+    # What the running product printed and logged, line by line.
+    output: list[str] = field(default_factory=list)
     _drain: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -43,6 +47,7 @@ class Product:
             # Any free ports: the machine may run a Switchboard of its own.
             "--set", "asterisk.http_port=0", "--set", "asterisk.sip_port=0",
             "--set", "asterisk.ami_port=0",
+            *(arg for setting in self.settings for arg in ("--set", setting)),
             *command,
         ]
 
@@ -66,8 +71,8 @@ class Product:
 
     async def _read_rest(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
-        while await self.proc.stdout.readline():
-            pass
+        while line := await self.proc.stdout.readline():
+            self.output.append(line.decode(errors="replace"))
 
     async def healthy(self) -> bool:
         try:

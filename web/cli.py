@@ -185,6 +185,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 async def _on_store(settings: Settings, act: Callable[[Store], Awaitable[int]]) -> int:
     """Run `act` on the installation's database (brought up to date first)."""
+    # A fresh installation's first command may come before any `run`: the default
+    # SQLite database lives in the data folder.
+    settings.data_path.mkdir(parents=True, exist_ok=True)
     engine = create_store_engine(settings.database_url)
     try:
         await upgrade_to_head(engine)
