@@ -113,6 +113,9 @@ class Services:
     controller: Controller = field(default_factory=Controller)
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     demo_credentials: dict[str, str] = field(default_factory=dict)
+    # The admin page's changes and the periodic check apply one at a time: two at once
+    # would each give the receptionist a token and store only one of them.
+    directory_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def directory_changed(self) -> bool:
         """People or assistants changed in the store: the PBX renders its endpoints and
@@ -122,9 +125,10 @@ class Services:
         if pbx is None:
             # An external Asterisk's configuration is its admin's, not ours to rewrite.
             raise RuntimeError("this Asterisk is not run by Switchboard")
-        reloaded = await sync_directory(self.store, pbx)
-        receptionist = self.controller.receptionist
-        seated = receptionist is not None and await seat_builtin(self.store, receptionist)
+        async with self.directory_lock:
+            reloaded = await sync_directory(self.store, pbx)
+            receptionist = self.controller.receptionist
+            seated = receptionist is not None and await seat_builtin(self.store, receptionist)
         return reloaded or seated
 
 

@@ -6,6 +6,7 @@ each flow is a small object of its own module, and they reach each other through
 
 - :mod:`~handoff.live.routing`: the registry of live calls and where ARI events go;
 - :mod:`~handoff.live.lifecycle`: a call starts (answer, bridge, recording, AI) and ends;
+- :mod:`~handoff.live.engines`: which assistant and engine a call gets (from the store);
 - :mod:`~handoff.live.ai`: the AI leg, and what happens when it fails;
 - :mod:`~handoff.live.offer`: a handoff offered, staged legs, timeouts, the fallback;
 - :mod:`~handoff.live.move`: accept, the agent's leg, the move, back to the AI;
