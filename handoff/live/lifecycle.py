@@ -38,8 +38,9 @@ class Lifecycle(Flow):
         engine = self.ctl.engines.engine_of(record) if record is not None else None
         if record is None or engine is None:
             if record is not None:
-                log.error("call to %s refused: assistant %s has no engine to take it "
-                          "(the built-in receptionist is not running)", dialled, record.name)
+                log.error("call to %s refused: assistant %s has no engine to take it (no "
+                          "AudioSocket address, or the built-in receptionist is not running)",
+                          dialled, record.name)
             # Not answered: the carrier hears "unallocated number" (SIP 404), as for a
             # number this PBX does not serve. No call row: nobody was ever on the line.
             await hang_up(self.ari, caller, reason="unallocated")
