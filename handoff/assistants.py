@@ -42,6 +42,16 @@ class FallbackKind(enum.StrEnum):
     AI_CALLBACK = "ai_callback"
 
 
+class EngineKind(enum.StrEnum):
+    """Where an assistant's calls go for their AI part."""
+
+    # The reference receptionist inside Switchboard (one instance for every assistant
+    # that uses it); its control tokens are Switchboard's own.
+    BUILTIN = "builtin"
+    # An engine of the installation's own, reached over AudioSocket at host:port.
+    AUDIOSOCKET = "audiosocket"
+
+
 class HoldMode(enum.StrEnum):
     """What the caller hears while the handoff card rings."""
 

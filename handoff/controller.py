@@ -9,7 +9,7 @@ event stream reconciles before new commands are taken.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from handoff.ari_api import AriApi
 from handoff.callback import Callbacks
 from handoff.events import EventHub
 from handoff.live import AiEngine, CallControl, Timing
+from handoff.live.engines import REJECT, Engines
 from handoff.store import Store
 from handoff.supervision import Supervision
 
@@ -40,8 +41,9 @@ def build_controller(
     ari: AriApi,
     store: Store,
     hub: EventHub,
-    engines: Mapping[str, AiEngine],
+    builtin: AiEngine | None = None,
     *,
+    unknown_numbers: str = REJECT,
     app: str = "switchboard",
     fallback_trunk: str | None = None,
     recordings: Path | None = None,
@@ -50,7 +52,14 @@ def build_controller(
     supervisor_ring_timeout_s: int = 30,
     callback_ring_timeout_s: int = 30,
 ) -> LiveServices:
-    """The call control, supervision and call-backs on one ARI client (not started)."""
+    """The call control, supervision and call-backs on one ARI client (not started).
+
+    ``builtin`` takes the calls of assistants whose engine is the built-in one; every
+    other assistant's engine is its AudioSocket address in the store. A call to a number
+    no enabled assistant answers goes to the assistant ``unknown_numbers`` names, or is
+    refused ("reject").
+    """
+    engines = Engines(store, builtin, unknown_numbers)
     control = CallControl(ari, store, hub, engines, app=app, fallback_trunk=fallback_trunk,
                           recordings=recordings, host_path=host_path, timing=timing)
     supervision = Supervision(control, ring_timeout_s=supervisor_ring_timeout_s)

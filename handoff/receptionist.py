@@ -7,8 +7,12 @@ WebSocket, and it talks to Switchboard only through that HTTP API with the assis
 token. So it doubles as the living example of the contract in
 ``web/openapi/ai_control.json``.
 
-Which streams it serves: any AudioSocket connection whose call id was announced to this
-assistant (``ready`` or ``call_started``). Asterisk usually connects the AI leg before
+One receptionist serves every assistant whose engine is the built-in one: it holds each
+one's token (a *seat*: :meth:`Receptionist.serve`) and follows each one's events socket,
+and answers every call with the token of the assistant that announced it.
+
+Which streams it serves: any AudioSocket connection whose call id was announced to one
+of its assistants (``ready`` or ``call_started``). Asterisk usually connects the AI leg before
 the controller announces the call, so an unknown stream waits a short grace for its
 announcement and is refused if none comes: a stray connection never hears a prompt or
 gets to post into someone's transcript.
@@ -59,6 +63,8 @@ PROMPTS = {
 # failure (an agent's leg dropped) is followed by a new offer, so the AI apologises.
 _NOBODY_REASONS = frozenset({"timed_out", "timeout", "no_agents"})
 _PERSON_DIGIT = "0"
+# The seat of a receptionist built for one assistant (its token given at construction).
+SOLE_SEAT = "assistant"
 
 
 async def _settle(call_id: str, task: asyncio.Task[None] | None) -> None:
@@ -124,10 +130,23 @@ def to_slin8k(wav_path: Path) -> bytes:
 
 
 @dataclass
+class _Seat:
+    """One assistant the receptionist answers for: its token and its events stream."""
+
+    assistant: str
+    token: str
+    http: aiohttp.ClientSession
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
 class _Call:
     """What the receptionist knows of one call across its AudioSocket sessions."""
 
     call_id: str
+    # The assistant that announced the call: its token is the one the call's requests use.
+    seat: _Seat | None = None
     announced: asyncio.Event = field(default_factory=asyncio.Event)
     sessions: int = 0
     session: AudioSocketSession | None = None
@@ -145,6 +164,8 @@ class Receptionist:
     """One engine: an AudioSocket listener, an events WebSocket, a control-API client."""
 
     api_base: str  # e.g. http://127.0.0.1:8080/api/ai/v1
+    # Built for one assistant (a test's): its token, seated at start. Inside Switchboard
+    # it is empty and the product seats each built-in assistant with serve().
     token: str
     prompts: dict[str, bytes]
     host: str = "127.0.0.1"
@@ -155,10 +176,8 @@ class Receptionist:
     # system's trust store; inside Switchboard: our own certificate, pinned).
     ssl: aiohttp.Fingerprint | bool = True
     audio: AudioSocketServer = field(init=False)
-    _http: aiohttp.ClientSession | None = field(default=None, init=False)
+    _seats: dict[str, _Seat] = field(default_factory=dict, init=False)
     _calls: dict[str, _Call] = field(default_factory=dict, init=False)
-    _events_task: asyncio.Task[None] | None = field(default=None, init=False)
-    _ready: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     def __post_init__(self) -> None:
         self.audio = AudioSocketServer(self.host, self.port, any_stream=self._serve)
@@ -177,23 +196,52 @@ class Receptionist:
         """Listen for audio and start following the events stream.
 
         Does not wait for the API: inside Switchboard the receptionist starts before the
-        web server listens. :meth:`wait_ready` waits for the first ``ready``.
+        web server listens. :meth:`wait_ready` waits for every seat's first ``ready``.
         """
-        self._http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"},
-                                           connector=aiohttp.TCPConnector(ssl=self.ssl))
         await self.audio.start()
-        self._events_task = asyncio.create_task(self._follow_events(), name="receptionist events")
+        if self.token:
+            await self.serve(SOLE_SEAT, self.token)
+
+    async def serve(self, assistant: str, token: str) -> None:
+        """Answer ``assistant``'s calls with ``token`` (a new token replaces the old one:
+        its events stream is opened again with it)."""
+        seat = self._seats.get(assistant)
+        if seat is not None and seat.token == token:
+            return
+        await self.release(assistant)
+        seat = _Seat(assistant, token, aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {token}"},
+            connector=aiohttp.TCPConnector(ssl=self.ssl)))
+        seat.task = asyncio.create_task(self._follow_events(seat),
+                                        name=f"receptionist events {assistant}")
+        self._seats[assistant] = seat
+        log.info("receptionist: answering for assistant %s", assistant)
+
+    async def release(self, assistant: str) -> None:
+        """Stop answering for ``assistant`` (re-pointed at another engine, or removed)."""
+        seat = self._seats.pop(assistant, None)
+        if seat is None:
+            return
+        if seat.task is not None:
+            seat.task.cancel()
+            await asyncio.gather(seat.task, return_exceptions=True)
+        await seat.http.close()
+        log.info("receptionist: no longer answering for assistant %s", assistant)
+
+    @property
+    def tokens(self) -> dict[str, str]:
+        """The token it holds for each assistant it answers for."""
+        return {name: seat.token for name, seat in self._seats.items()}
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
-        await asyncio.wait_for(self._ready.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            for seat in list(self._seats.values()):
+                await seat.ready.wait()
 
     async def close(self) -> None:
-        if self._events_task is not None:
-            self._events_task.cancel()
-            await asyncio.gather(self._events_task, return_exceptions=True)
+        for assistant in list(self._seats):
+            await self.release(assistant)
         await self.audio.close()
-        if self._http is not None:
-            await self._http.close()
 
     @property
     def address(self) -> str:
@@ -205,53 +253,54 @@ class Receptionist:
 
     # ---- events ----------------------------------------------------------------------------
 
-    async def _follow_events(self) -> None:
+    async def _follow_events(self, seat: _Seat) -> None:
         """A supervised loop: reconnect with backoff; each (re)connect starts with
         ``ready``, which lists the live calls, so nothing is lost across an outage."""
-        assert self._http is not None
         delay, down = 0.2, False
         while True:
             try:
-                async with self._http.ws_connect(f"{self.api_base}/events",
-                                                 heartbeat=30.0) as ws:
+                async with seat.http.ws_connect(f"{self.api_base}/events",
+                                                heartbeat=30.0) as ws:
                     if down:
-                        log.info("receptionist: events stream is back")
+                        log.info("receptionist: %s's events stream is back", seat.assistant)
                     delay, down = 0.2, False
                     async for message in ws:
                         if message.type is aiohttp.WSMsgType.TEXT:
-                            await self._on_message(message.data)
+                            await self._on_message(seat, message.data)
             except (aiohttp.ClientError, OSError, ValueError) as exc:
                 if not down:
-                    log.warning("receptionist: events stream lost (%s); retrying", exc)
+                    log.warning("receptionist: %s's events stream lost (%s); retrying",
+                                seat.assistant, exc)
                 down = True
             else:
                 if not down:
-                    log.warning("receptionist: events stream closed by the server; retrying")
+                    log.warning("receptionist: %s's events stream closed by the server; "
+                                "retrying", seat.assistant)
                 down = True
-            self._ready.clear()
+            seat.ready.clear()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    async def _on_message(self, data: str) -> None:
+    async def _on_message(self, seat: _Seat, data: str) -> None:
         # One bad event is logged and skipped; the stream goes on for the other calls.
         try:
-            await self._on_event(json.loads(data))
+            await self._on_event(seat, json.loads(data))
         except Exception:
             log.exception("receptionist: event %.200s not handled", data)
 
-    async def _on_event(self, event: Mapping[str, Any]) -> None:
+    async def _on_event(self, seat: _Seat, event: Mapping[str, Any]) -> None:
         kind = event.get("type")
         if kind == EventType.READY:
             for call_id in event.get("calls", []):
-                self._call(str(call_id)).announced.set()
-            self._ready.set()
+                self._announced(seat, str(call_id))
+            seat.ready.set()
             return
         if kind == EventType.OVERFLOW:
             log.warning("receptionist: %s events were lost", event.get("dropped"))
             return
         call_id = str(event.get("call_id", ""))
         if kind == EventType.CALL_STARTED:
-            self._call(call_id).announced.set()
+            self._announced(seat, call_id)
         elif kind == EventType.CALL_ENDED:
             ended = self._calls.pop(call_id, None)
             if ended is not None:
@@ -273,6 +322,11 @@ class Receptionist:
             call = self._handoff_news(call_id)
             if call is not None:
                 call.pending = None
+
+    def _announced(self, seat: _Seat, call_id: str) -> None:
+        call = self._call(call_id)
+        call.seat = seat
+        call.announced.set()
 
     def _call(self, call_id: str) -> _Call:
         call = self._calls.get(call_id)
@@ -372,10 +426,17 @@ class Receptionist:
         Failures are logged, never raised: a refused transcript line must not cut the
         caller's audio.
         """
-        assert self._http is not None
+        call = self._calls.get(call_id)
+        seat = call.seat if call is not None else None
+        if seat is None or seat.http.closed:
+            # Its assistant was re-pointed at another engine or removed mid-call: the
+            # audio goes on, the reports stop.
+            log.warning("call=%s %s not sent: no assistant's token for this call",
+                        call_id, action)
+            return None
         url = f"{self.api_base}/calls/{call_id}/{action}"
         try:
-            async with self._http.post(url, json=dict(body)) as resp:
+            async with seat.http.post(url, json=dict(body)) as resp:
                 if resp.status >= 400:
                     log.warning("call=%s %s refused: %s %s", call_id, action, resp.status,
                                 await resp.text())

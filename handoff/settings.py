@@ -158,6 +158,14 @@ class RecordingsSettings:
 
 
 @dataclass(frozen=True)
+class RoutingSettings:
+    # A call to a number no enabled assistant answers (a disabled assistant's numbers
+    # too): "reject" refuses it (the carrier hears 404, unallocated number), or the name
+    # of the assistant that takes such calls. Either way the log names the number.
+    unknown_numbers: str = "reject"
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: str = "var"
     log_level: str = "info"
@@ -171,6 +179,7 @@ class Settings:
     desk: DeskSettings = field(default_factory=DeskSettings)
     recordings: RecordingsSettings = field(default_factory=RecordingsSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
     trunks: tuple[TrunkSettings, ...] = ()
 
     @property
@@ -463,6 +472,13 @@ def validate(settings: Settings) -> None:
             check_name(f"trunks[{i}].name", trunk.name)
             check_host(f"trunks[{i}].host", trunk.host)
             check_port(f"trunks[{i}].port", trunk.port)
+        unknown = settings.routing.unknown_numbers
+        if unknown != "reject":
+            try:
+                check_name("routing.unknown_numbers", unknown)
+            except ConfigValueError:
+                raise ConfigValueError("routing.unknown_numbers", f"{unknown!r}: 'reject' or "
+                                       "the name of the assistant that takes them") from None
     except ConfigValueError as exc:
         raise SettingsError(str(exc)) from exc
     sec = settings.security

@@ -266,6 +266,10 @@ class InstanceSpec:
     # The demo carrier's test caller (pbx/demo_caller.py): a dialplan that listens to the
     # greeting, presses 0 and speaks; rendered only on the carrier that places test calls.
     test_caller: bool = False
+    # Calls from a trunk to a number no route names go to the Stasis app as "unknown",
+    # so the controller applies its setting for them (a default assistant or a 404) and
+    # logs the number; off, Asterisk answers such calls 404 itself, unlogged.
+    route_unknown: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -409,6 +413,7 @@ def render(spec: InstanceSpec) -> dict[str, str]:
         ],
         "queues": spec.queues,
         "test_caller": spec.test_caller,
+        "route_unknown": spec.route_unknown,
     }
     out: dict[str, str] = {}
     for template in env.list_templates(filter_func=lambda name: name.endswith(".conf.j2")):

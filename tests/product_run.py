@@ -31,11 +31,14 @@ class Product:
     data: Path
     port: int
     host: str = "127.0.0.1"
-    # More settings (section.key=value), e.g. the dashboard's certificate.
-    settings: tuple[str, ...] = ()
     # Over HTTPS: the CA the test trusts, which signed the dashboard's certificate.
     ca: Path | None = None
     proc: asyncio.subprocess.Process | None = None
+    # More settings for every command (--set KEY=VALUE each), e.g. the dashboard's
+    # certificate, routing's.
+    settings: list[str] = field(default_factory=list)
+    # What the running product printed and logged, line by line.
+    output: list[str] = field(default_factory=list)
     _drain: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -82,8 +85,8 @@ class Product:
 
     async def _read_rest(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
-        while await self.proc.stdout.readline():
-            pass
+        while line := await self.proc.stdout.readline():
+            self.output.append(line.decode(errors="replace"))
 
     async def healthy(self) -> bool:
         try:

@@ -44,13 +44,14 @@ from pbx.ami import AmiClient
 from pbx.ari import AriClient
 from pbx.demo_caller import DemoCaller
 from pbx.security_events import SecurityEvents
-from web.ai_api import API_PREFIX, hash_control_token, new_control_token, setup_ai_api
+from web.ai_api import API_PREFIX, setup_ai_api
 from web.app_metrics import register_process_metrics
+from web.assistants import seat_builtin
 from web.dashboard.access import Shape, own_auth, public
 from web.dashboard.routes import route_policy, setup_dashboard
 from web.dashboard.tools import Tools, setup_tools
 from web.dashboard.typedefs import DASHBOARD, SoftphoneSettings
-from web.demo import CARRIER_TRUNK, DEMO_NUMBER, RECEPTIONIST, seed_demo
+from web.demo import CARRIER_TRUNK, DEMO_NUMBER, seed_demo
 from web.proxies import real_client
 from web.sip_blocks import BlockPolicy, SipBlocker
 from web.telephony import (
@@ -121,6 +122,23 @@ class Services:
     controller: Controller = field(default_factory=Controller)
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     demo_credentials: dict[str, str] = field(default_factory=dict)
+    # The admin page's changes and the periodic check apply one at a time: two at once
+    # would each give the receptionist a token and store only one of them.
+    directory_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def directory_changed(self) -> bool:
+        """People or assistants changed in the store: the PBX renders its endpoints and
+        numbers again (reloading, not restarting: calls go on) and the built-in
+        receptionist answers for the assistants now on it. True if anything changed."""
+        pbx = self.telephony.pbx
+        if pbx is None:
+            # An external Asterisk's configuration is its admin's, not ours to rewrite.
+            raise RuntimeError("this Asterisk is not run by Switchboard")
+        async with self.directory_lock:
+            reloaded = await sync_directory(self.store, pbx)
+            receptionist = self.controller.receptionist
+            seated = receptionist is not None and await seat_builtin(self.store, receptionist)
+        return reloaded or seated
 
 
 SERVICES = web.AppKey("services", Services)
@@ -174,20 +192,20 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
             "an external Asterisk is configured; running the controller against it is "
             "not supported yet (the docker compose deployment is a preview)"
         )
-    token = new_control_token()
-    async with services.store.transaction() as tx:
-        await tx.assistants.set_control_token_hash(RECEPTIONIST, hash_control_token(token))
-    # Straight to our own listener: the public origin may be a proxy this host cannot
-    # reach, or a name its certificate covers that the local address is not.
+    # One built-in receptionist for every assistant on the built-in engine: seated below
+    # with a fresh token for each (and again whenever the assistants change). Straight to
+    # our own listener: the public origin may be a proxy this host cannot reach, or a
+    # name its certificate covers that the local address is not.
     receptionist = await asyncio.to_thread(
         functools.partial(
-            Receptionist.from_folder, f"{settings.local_url}{API_PREFIX}", token,
+            Receptionist.from_folder, f"{settings.local_url}{API_PREFIX}", "",
             settings.data_path / "prompts",
             ssl=tls.pinned(settings.server.tls_cert) if settings.server.tls_cert else True),
     )
     ari = AriClient(pbx.ari_url, *pbx.ari_auth, apps="switchboard", key=call_key)
     live = build_controller(
-        ari, services.store, services.hub, {RECEPTIONIST: receptionist},
+        ari, services.store, services.hub, receptionist,
+        unknown_numbers=settings.routing.unknown_numbers,
         fallback_trunk=settings.trunks[0].name if settings.trunks else (
             CARRIER_TRUNK if telephony.carrier else None),
         recordings=settings.data_path / "recordings",
@@ -210,6 +228,7 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     controller.ami, controller.blocker = ami, blocker
     phone_watch = PhoneWatch(services.store, services.hub, control.phone_registered)
     await receptionist.start()
+    await seat_builtin(services.store, receptionist)
     await ari.start()
     # Calls do not wait for AMI: it only watches (it reconnects by itself).
     await ami.start()
@@ -218,8 +237,8 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
                 asyncio.create_task(security.run(), name="security summaries"),
                 # Also gives the PBX the blocks still in force from before a restart.
                 asyncio.create_task(blocker.run(), name="blocked SIP addresses"),
-                asyncio.create_task(follow_directory(services.store, telephony),
-                                    name="people and numbers")]
+                asyncio.create_task(follow_directory(services.directory_changed),
+                                    name="people and assistants")]
     print_banner(services)
     try:
         yield
@@ -364,13 +383,9 @@ def build_app(settings: Settings) -> web.Application:
         return await DemoCaller(carrier.ari_url, carrier.ari_auth, number=DEMO_NUMBER).place()
 
     async def endpoints_changed() -> None:
-        """A new agent's phone can register at once, a disabled one's no more: the PBX
-        reloads its endpoints."""
-        pbx = services.telephony.pbx
-        if pbx is None:
-            # An external Asterisk's configuration is its admin's, not ours to rewrite.
-            raise RuntimeError("this Asterisk is not run by Switchboard")
-        await sync_directory(services.store, pbx)
+        """A new agent's phone can register at once, a disabled one's no more; a new
+        assistant's number answers at once, with its engine."""
+        await services.directory_changed()
 
     async def blocks_changed() -> None:
         """An admin lifted a block: the PBX answers that address again at once."""

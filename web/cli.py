@@ -31,7 +31,7 @@ from pbx.asterisk_config import (
     render,
     rtp_ports_for,
 )
-from web import backup, doctor, install_check, people
+from web import backup, cli_assistants, doctor, install_check, people
 from web.app import build_app
 from web.dashboard.passwords import Passwords
 from web.demo import DEMO_NUMBER, RECEPTIONIST, demo_caller_voice
@@ -235,6 +235,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 async def _on_store(settings: Settings, act: Callable[[Store], Awaitable[int]]) -> int:
     """Run `act` on the installation's database (brought up to date first)."""
+    # A fresh installation's first command may come before any `run`: the default
+    # SQLite database lives in the data folder.
+    settings.data_path.mkdir(parents=True, exist_ok=True)
     engine = create_store_engine(settings.database_url)
     try:
         await upgrade_to_head(engine)
@@ -373,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
         change.add_argument("login")
         change.set_defaults(func=cmd_user_change)
     user_sub.add_parser("list", help="everyone not removed").set_defaults(func=cmd_user_list)
+    cli_assistants.add_parser(sub, cli_assistants.Cli(
+        run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
+        actor=CLI_ACTOR, note=RUNNING_PBX_NOTE))
     # `agent passwd` is the older name, kept for scripts that use it.
     for parent in (user_sub, sub.add_parser("agent", help="older name of `user passwd`")
                    .add_subparsers(dest="agent_command", required=True)):

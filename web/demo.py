@@ -7,7 +7,7 @@ import secrets
 from pathlib import Path
 
 from handoff.agents import AgentRole, EndpointKind
-from handoff.assistants import FallbackKind
+from handoff.assistants import EngineKind, FallbackKind
 from handoff.receptionist import make_prompts
 from handoff.settings import Settings
 from handoff.store import Store
@@ -31,7 +31,7 @@ async def seed_demo(store: Store) -> dict[str, str]:
     async with store.transaction() as tx:
         if await tx.assistants.by_name(RECEPTIONIST) is None:
             await tx.assistants.create(
-                name=RECEPTIONIST, number_pattern=DEMO_NUMBER, adapter="builtin",
+                name=RECEPTIONIST, numbers=[DEMO_NUMBER], engine=EngineKind.BUILTIN,
                 control_token_hash=hash_control_token(new_control_token()),
                 accept_timeout_s=45, fallback_kind=FallbackKind.AI_CALLBACK,
             )

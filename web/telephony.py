@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,7 @@ async def start_telephony(settings: Settings, store: Store, telephony: Telephony
         ice_permit=ice_networks(ast.media_address),
         sip_realm=ast.sip_realm, country=ast.country,
         tls=pbx_tls(settings, avoid=pbx_ports),
-        trunks=tuple(trunks), routes=routes, agents=agents,
+        trunks=tuple(trunks), routes=routes, agents=agents, route_unknown=True,
     )
     await telephony.pbx.start()
     if carrier_ports is not None:
@@ -155,12 +156,16 @@ def instance_name(role: str, settings: Settings) -> str:
 async def routes_and_agents(
     store: Store,
 ) -> tuple[tuple[InboundRoute, ...], tuple[SipAgent, ...]]:
-    """Assistants answer their numbers; every enabled agent gets their SIP endpoint (a
-    disabled one's is not rendered, so after the reload Asterisk refuses their REGISTER)."""
+    """Enabled assistants answer their numbers (a disabled one's fall to the catch-all,
+    where routing.unknown_numbers applies); every enabled agent gets their SIP endpoint
+    (a disabled one's is not rendered, so after the reload Asterisk refuses their
+    REGISTER)."""
     async with store.transaction() as tx:
-        assistants = await tx.assistants.all()
+        assistants = await tx.assistants.listed()
+        numbers = await tx.assistants.numbers()
         agents = await tx.agents.all()
-    routes = tuple(InboundRoute(a.number_pattern, a.name) for a in assistants)
+    routes = tuple(InboundRoute(pattern, a.name)
+                   for a in assistants if a.enabled for pattern in numbers.get(a.id, ()))
     endpoints = tuple(
         SipAgent(a.sip_user, a.sip_password,
                  "webrtc" if a.endpoint_kind is EndpointKind.WEBRTC else "deskphone",
@@ -186,20 +191,18 @@ async def sync_directory(store: Store, pbx: runtime.AsteriskInstance) -> bool:
     return True
 
 
-async def follow_directory(store: Store, telephony: Telephony,
+async def follow_directory(apply: Callable[[], Awaitable[bool]],
                            every_s: float = DIRECTORY_CHECK_S) -> None:
-    """Changes the admin page makes reach the PBX at once (endpoints_changed); those of
-    `switchboard user` reach it here, within every_s."""
+    """Changes the admin page makes apply at once (endpoints_changed); those of
+    `switchboard user` and `switchboard assistant` are applied here, within every_s."""
     while True:
         await asyncio.sleep(every_s)
-        if telephony.pbx is None:
-            continue
         try:
-            if await sync_directory(store, telephony.pbx):
-                log.info("the PBX took the people and numbers changed in the database")
+            if await apply():
+                log.info("took the people and assistants changed in the database")
         except Exception:
-            log.exception("the PBX's endpoints could not be reloaded; retrying in %.0f s",
-                          every_s)
+            log.exception("the people and assistants changed in the database could not be "
+                          "applied; retrying in %.0f s", every_s)
 
 
 async def reattach(

@@ -18,6 +18,7 @@ product holds; its module docstring maps the flows to their modules.
 from handoff.live.ai import AI_FAILED_REASON
 from handoff.live.call import LiveCall, Party, Transfer
 from handoff.live.control import CallControl
+from handoff.live.engines import REJECT, ExternalEngine
 from handoff.live.errors import AgentNotAvailable, AgentUnreachable, CallStateConflict
 from handoff.live.flow import AiEngine, Timing
 from handoff.live.legs import add_when_in_stasis, call_key
@@ -26,11 +27,13 @@ from handoff.live.offer import CALLBACK_NOTE
 __all__ = [
     "AI_FAILED_REASON",
     "CALLBACK_NOTE",
+    "REJECT",
     "AgentNotAvailable",
     "AgentUnreachable",
     "AiEngine",
     "CallControl",
     "CallStateConflict",
+    "ExternalEngine",
     "LiveCall",
     "Party",
     "Timing",

@@ -64,7 +64,7 @@ class AiLegs(Flow):
                     or live.agent_answered or live.forward_answered:
                 return  # the call ended, or someone else is talking to the caller
             live.ai_failures += 1
-            engine = self.ctl.engines.get(live.assistant)
+            engine = await self.ctl.engines.of(live.assistant)
             if live.ai_failures == 1 and engine is not None:
                 try:
                     await self.join(live, engine)

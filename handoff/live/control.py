@@ -6,6 +6,7 @@ each flow is a small object of its own module, and they reach each other through
 
 - :mod:`~handoff.live.routing`: the registry of live calls and where ARI events go;
 - :mod:`~handoff.live.lifecycle`: a call starts (answer, bridge, recording, AI) and ends;
+- :mod:`~handoff.live.engines`: which assistant and engine a call gets (from the store);
 - :mod:`~handoff.live.ai`: the AI leg, and what happens when it fails;
 - :mod:`~handoff.live.offer`: a handoff offered, staged legs, timeouts, the fallback;
 - :mod:`~handoff.live.move`: accept, the agent's leg, the move, back to the AI;
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ from handoff.calls import CallOutcome
 from handoff.events import CALLS_TOPIC, CallChanged, EventHub
 from handoff.live.ai import AiLegs
 from handoff.live.call import LiveCall
-from handoff.live.flow import AiEngine, Timing
+from handoff.live.engines import Engines
+from handoff.live.flow import Timing
 from handoff.live.lifecycle import Lifecycle
 from handoff.live.media import Media
 from handoff.live.move import Moves
@@ -49,7 +51,7 @@ class CallControl:
         ari: AriApi,
         store: Store,
         hub: EventHub,
-        engines: Mapping[str, AiEngine],
+        engines: Engines,
         *,
         app: str = "switchboard",
         fallback_trunk: str | None = None,

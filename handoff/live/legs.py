@@ -22,6 +22,7 @@ from typing import Any
 
 from handoff.ari_api import AriApi
 from pbx.ari import AriNotFound, AriUnprocessable
+from pbx.ari.resources import HangupReason
 
 SEP = "~"
 
@@ -80,10 +81,10 @@ async def add_when_in_stasis(
             await asyncio.sleep(0.002)
 
 
-async def hang_up(ari: AriApi, channel_id: str) -> None:
+async def hang_up(ari: AriApi, channel_id: str, reason: HangupReason = "normal") -> None:
     """Hang up a leg that may already be gone."""
     with contextlib.suppress(AriNotFound):
-        await ari.channels.hangup(channel_id)
+        await ari.channels.hangup(channel_id, reason)
 
 
 async def destroy(ari: AriApi, bridge_id: str) -> None:

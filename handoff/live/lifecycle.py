@@ -25,29 +25,38 @@ log = logging.getLogger(__name__)
 
 
 class Lifecycle(Flow):
-    async def start(self, channel: Mapping[str, Any], assistant: str) -> None:
-        """A caller reached an assistant's number: answer, bridge, record, bring the AI."""
+    async def start(self, channel: Mapping[str, Any], assistant: str | None,
+                    dialled: str) -> None:
+        """A caller reached a number: answer, bridge, record, bring the AI.
+
+        ``assistant`` is the one the dialplan routed ``dialled`` to (None: no assistant
+        answers that number). Which assistant takes the call, and its engine, are read
+        from the store now, so a change made while Switchboard runs applies to this call.
+        """
         caller = str(channel["id"])
-        engine = self.ctl.engines.get(assistant)
+        record = await self.ctl.engines.answering(assistant, dialled)
+        engine = self.ctl.engines.engine_of(record) if record is not None else None
+        if record is None or engine is None:
+            if record is not None:
+                log.error("call to %s refused: assistant %s has no engine to take it (no "
+                          "AudioSocket address, or the built-in receptionist is not running)",
+                          dialled, record.name)
+            # Not answered: the carrier hears "unallocated number" (SIP 404), as for a
+            # number this PBX does not serve. No call row: nobody was ever on the line.
+            await hang_up(self.ari, caller, reason="unallocated")
+            return
         number = str(channel.get("caller", {}).get("number") or "")
         name = str(channel.get("caller", {}).get("name") or "") or None
         async with self.store.transaction() as tx:
-            record = await tx.assistants.by_name(assistant)
             row = await tx.calls.create(
                 caller_number=number,
                 caller_name=name,
                 caller_channel_id=caller,
-                assistant_id=record.id if record else None,
+                assistant_id=record.id,
             )
+        assistant = record.name
         live = LiveCall(row.id, assistant, caller, bridge_of(caller), number)
         self.ctl.registry.add(live)
-        if engine is None or record is None:
-            # A number routed to an assistant that is not configured (both an engine and
-            # its row are needed, or a restarted controller could not bring the AI back).
-            log.error("call=%s: assistant %r is not configured; refusing the call",
-                      live.call_id, assistant)
-            await hang_up(self.ari, caller)
-            return
         async with live.lock:
             await self.ari.channels.answer(caller)
             # The call bridge: the caller joins it now and stays until the end.

@@ -218,7 +218,7 @@ class Moves(Flow):
             # The AI joins first, then the agent leaves: the caller never hears silence.
             if live.ai is None:
                 try:
-                    await self.ctl.ai.join(live, self.ctl.engines[live.assistant])
+                    await self.ctl.ai.join(live, await self.ctl.engines.required(live.assistant))
                 except AriError as exc:
                     if event is HandoffEvent.RETURN_TO_AI:
                         # The agent keeps the caller rather than hand them to nobody.

@@ -110,7 +110,7 @@ class Reconciler(Flow):
                 live.handoff_id = current.id
                 await self._resume_handoff(live, current)
             needs_ai = live.agent is None and live.ai is None
-            engine = self.ctl.engines.get(assistant)
+            engine = await self.ctl.engines.of(assistant)
         for handoff_id in cancelled:
             self.hub.publish(CARDS_TOPIC, Withdrawn(handoff_id, FailureReason.CANCELLED))
         lost: int | None = None

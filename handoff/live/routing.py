@@ -67,7 +67,8 @@ class Router:
 
     def __init__(self, ctl: CallControl) -> None:
         self.ctl = ctl
-        self._stasis: dict[str, StasisHandler] = {"inbound": self._inbound}
+        self._stasis: dict[str, StasisHandler] = {"inbound": self._inbound,
+                                                  "unknown": self._unknown}
         for kind, handler in (
             ("StasisStart", self._on_stasis_start),
             ("ChannelStateChange", self._on_state_change),
@@ -86,8 +87,13 @@ class Router:
             await handler(event["channel"], args[1:])
 
     async def _inbound(self, channel: Mapping[str, Any], args: list[str]) -> None:
+        """``inbound <assistant> <number>``: a number an assistant answers."""
         if args:
-            await self.ctl.lifecycle.start(channel, assistant=args[0])
+            await self.ctl.lifecycle.start(channel, args[0], _dialled(channel, args[1:]))
+
+    async def _unknown(self, channel: Mapping[str, Any], args: list[str]) -> None:
+        """``unknown <number>``: the dialplan's catch-all, a number no assistant answers."""
+        await self.ctl.lifecycle.start(channel, None, _dialled(channel, args))
 
     async def _on_state_change(self, event: Mapping[str, Any]) -> None:
         channel = event["channel"]
@@ -146,3 +152,8 @@ class Router:
                         live.call_id, channel_id, cause)
             live.ai = None
             self.ctl.spawn(self.ctl.ai.lost(live), f"AI lost call={live.call_id}")
+
+
+def _dialled(channel: Mapping[str, Any], args: list[str]) -> str:
+    """The number the caller dialled, as the dialplan passed it (digits and '+' only)."""
+    return args[0] if args else str(channel.get("dialplan", {}).get("exten", ""))

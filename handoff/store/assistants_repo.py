@@ -1,15 +1,23 @@
-"""Assistants: the AI voice agents, the numbers they answer, and their handoff rules."""
+"""Assistants: the AI voice agents, the numbers they answer, their engines and their
+handoff rules."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handoff.assistants import DEFAULT_ACCEPT_TIMEOUT_S, FallbackKind, HandoffLevel, HoldMode
-from handoff.store.errors import NotFound
-from handoff.store.models import Assistant
+from handoff.assistants import (
+    DEFAULT_ACCEPT_TIMEOUT_S,
+    EngineKind,
+    FallbackKind,
+    HandoffLevel,
+    HoldMode,
+)
+from handoff.store.errors import NotFound, Removed
+from handoff.store.models import Assistant, AssistantNumber
+from handoff.store.transitions import utc_now
 
 
 class AssistantsRepo:
@@ -20,9 +28,10 @@ class AssistantsRepo:
         self,
         *,
         name: str,
-        number_pattern: str,
-        adapter: str,
+        numbers: Iterable[str],
         control_token_hash: str,
+        engine: EngineKind = EngineKind.BUILTIN,
+        engine_address: str | None = None,
         handoff_level: HandoffLevel = HandoffLevel.BALANCED,
         restricted_topics: Iterable[str] = (),
         accept_timeout_s: int = DEFAULT_ACCEPT_TIMEOUT_S,
@@ -32,10 +41,11 @@ class AssistantsRepo:
     ) -> Assistant:
         if fallback_kind is FallbackKind.NUMBER and not fallback_number:
             raise ValueError(f"assistant {name!r}: fallback_kind=number needs fallback_number")
+        _check_engine(name, engine, engine_address)
         assistant = Assistant(
             name=name,
-            number_pattern=number_pattern,
-            adapter=adapter,
+            engine=engine,
+            engine_address=engine_address,
             control_token_hash=control_token_hash,
             handoff_level=handoff_level,
             restricted_topics=list(restricted_topics),
@@ -46,13 +56,8 @@ class AssistantsRepo:
         )
         self._session.add(assistant)
         await self._session.flush()
+        await self.set_numbers(assistant.id, numbers)
         return assistant
-
-    async def set_control_token_hash(self, name: str, token_hash: str) -> None:
-        """A built-in engine gets a fresh token at every start; only its hash is kept."""
-        await self._session.execute(
-            update(Assistant).where(Assistant.name == name).values(control_token_hash=token_hash)
-        )
 
     async def get(self, assistant_id: int) -> Assistant:
         assistant = await self._session.get(Assistant, assistant_id, populate_existing=True)
@@ -61,28 +66,124 @@ class AssistantsRepo:
         return assistant
 
     async def by_name(self, name: str) -> Assistant | None:
+        """Any assistant by name, removed ones included (their calls still name them)."""
         result = await self._session.scalars(
             select(Assistant).where(Assistant.name == name),
             execution_options={"populate_existing": True},
         )
         return result.one_or_none()
 
+    async def answering(self, name: str) -> Assistant | None:
+        """The assistant a new call to one of its numbers goes to: None if it does not
+        exist, is disabled or removed (the number is then treated as unknown)."""
+        assistant = await self.by_name(name)
+        return assistant if assistant is not None and assistant.enabled else None
+
     async def all(self) -> Sequence[Assistant]:
+        """Every assistant, removed ones included: the history names them."""
         result = await self._session.scalars(
             select(Assistant).order_by(Assistant.id),
             execution_options={"populate_existing": True},
         )
         return result.all()
 
+    async def listed(self) -> Sequence[Assistant]:
+        """The assistants an admin manages: all but the removed."""
+        return [a for a in await self.all() if a.removed_at is None]
+
+    # ---- numbers -------------------------------------------------------------------------
+
+    async def numbers(self) -> dict[int, list[str]]:
+        """Every assistant's numbers, by assistant id, each list in the order given."""
+        rows = await self._session.scalars(
+            select(AssistantNumber).order_by(AssistantNumber.id))
+        out: dict[int, list[str]] = {}
+        for row in rows:
+            out.setdefault(row.assistant_id, []).append(row.pattern)
+        return out
+
+    async def numbers_of(self, assistant_id: int) -> list[str]:
+        return (await self.numbers()).get(assistant_id, [])
+
+    async def owner_of(self, pattern: str) -> Assistant | None:
+        """The assistant that answers exactly ``pattern``, if any."""
+        row = await self._session.scalar(
+            select(AssistantNumber).where(AssistantNumber.pattern == pattern))
+        return None if row is None else await self.get(row.assistant_id)
+
+    async def set_numbers(self, assistant_id: int, numbers: Iterable[str]) -> None:
+        """Replace the assistant's numbers (a pattern another assistant answers fails on
+        the unique constraint: the caller checks with owner_of first, to say who)."""
+        await self._session.execute(
+            delete(AssistantNumber).where(AssistantNumber.assistant_id == assistant_id))
+        # Flushed before the new rows: a number kept across the edit is deleted and
+        # inserted again, and the unique constraint must not see it twice.
+        await self._session.flush()
+        for pattern in dict.fromkeys(numbers):
+            self._session.add(AssistantNumber(assistant_id=assistant_id, pattern=pattern))
+        await self._session.flush()
+
+    # ---- engine, token, rules ----------------------------------------------------------
+
+    async def set_engine(
+        self, assistant_id: int, engine: EngineKind, address: str | None
+    ) -> Assistant:
+        assistant = await self._live(assistant_id)
+        _check_engine(assistant.name, engine, address)
+        assistant.engine, assistant.engine_address = engine, address
+        await self._session.flush()
+        return assistant
+
+    async def set_control_token_hash(self, assistant_id: int, token_hash: str) -> None:
+        """The old token stops working with this commit: every request checks the hash."""
+        assistant = await self.get(assistant_id)
+        assistant.control_token_hash = token_hash
+        await self._session.flush()
+
     async def set_handoff_rules(
         self, assistant_id: int, *, handoff_level: HandoffLevel, accept_timeout_s: int,
         fallback_kind: FallbackKind, fallback_number: str | None,
     ) -> Assistant:
         """What an admin tunes on the admin page; takes effect with the next handoff."""
-        assistant = await self.get(assistant_id)
+        assistant = await self._live(assistant_id)
         assistant.handoff_level = handoff_level
         assistant.accept_timeout_s = accept_timeout_s
         assistant.fallback_kind = fallback_kind
         assistant.fallback_number = fallback_number
         await self._session.flush()
         return assistant
+
+    # ---- disable, enable, remove ---------------------------------------------------------
+
+    async def disable(self, assistant_id: int) -> Assistant:
+        assistant = await self._live(assistant_id)
+        if assistant.enabled:
+            assistant.disabled_at = utc_now()
+            await self._session.flush()
+        return assistant
+
+    async def enable(self, assistant_id: int) -> Assistant:
+        assistant = await self._live(assistant_id)
+        assistant.disabled_at = None
+        await self._session.flush()
+        return assistant
+
+    async def remove(self, assistant_id: int) -> Assistant:
+        """Disabled and gone from the lists; its numbers are free for another assistant.
+        The name stays taken, so a name in the history never means two assistants."""
+        assistant = await self.disable(assistant_id)
+        assistant.removed_at = utc_now()
+        await self.set_numbers(assistant_id, ())
+        return assistant
+
+    async def _live(self, assistant_id: int) -> Assistant:
+        assistant = await self.get(assistant_id)
+        if assistant.removed_at is not None:
+            raise Removed(assistant_id, "assistant")
+        return assistant
+
+
+def _check_engine(name: str, engine: EngineKind, address: str | None) -> None:
+    if (engine is EngineKind.AUDIOSOCKET) != bool(address):
+        raise ValueError(f"assistant {name!r}: an audiosocket engine, and only it, "
+                         "has an address (host:port)")

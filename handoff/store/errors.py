@@ -76,8 +76,10 @@ class LastAdmin(StoreError):
 
 
 class Removed(StoreError):
-    """The person was removed: their row is kept for the history, nothing else."""
+    """The person (or assistant) was removed: the row is kept for the history, nothing
+    else."""
 
-    def __init__(self, agent_id: int) -> None:
-        super().__init__(f"agent {agent_id} was removed")
-        self.agent_id = agent_id
+    def __init__(self, key: int, kind: str = "agent") -> None:
+        super().__init__(f"{kind} {key} was removed")
+        self.agent_id = key
+        self.kind = kind

@@ -15,7 +15,13 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from handoff.agents import AgentRole, EndpointKind, Presence
-from handoff.assistants import DEFAULT_ACCEPT_TIMEOUT_S, FallbackKind, HandoffLevel, HoldMode
+from handoff.assistants import (
+    DEFAULT_ACCEPT_TIMEOUT_S,
+    EngineKind,
+    FallbackKind,
+    HandoffLevel,
+    HoldMode,
+)
 from handoff.calls import CallDirection, CallOutcome, CallState, Speaker
 from handoff.handoffs import FailureReason, HandoffState
 
@@ -25,6 +31,8 @@ ENUM_LENGTH = 32
 # An ARI channel or bridge id ("1700000000.42" or a uuid we pass in).
 ARI_ID_LENGTH = 128
 PHONE_NUMBER_LENGTH = 64
+# host:port of an AI engine's AudioSocket listener (a DNS name may be long).
+ENGINE_ADDRESS_LENGTH = 300
 
 EnumT = TypeVar("EnumT", bound=enum.StrEnum)
 
@@ -114,10 +122,13 @@ class Assistant(Base):
     __tablename__ = "assistants"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # Also its Stasis argument and its events topic: it never changes (like a login).
     name: Mapped[str] = mapped_column(sa.String(64), unique=True)
-    # The dialled numbers this assistant answers, as a strict dialplan pattern.
-    number_pattern: Mapped[str] = mapped_column(sa.String(PHONE_NUMBER_LENGTH))
-    adapter: Mapped[str] = mapped_column(sa.String(64))
+    engine: Mapped[EngineKind] = mapped_column(
+        _enum_type(EngineKind), default=EngineKind.BUILTIN,
+        server_default=EngineKind.BUILTIN.value)
+    # host:port of an AudioSocket engine; None for the built-in one.
+    engine_address: Mapped[str | None] = mapped_column(sa.String(ENGINE_ADDRESS_LENGTH))
     handoff_level: Mapped[HandoffLevel] = mapped_column(
         _enum_type(HandoffLevel), default=HandoffLevel.BALANCED
     )
@@ -130,6 +141,29 @@ class Assistant(Base):
     hold_mode: Mapped[HoldMode] = mapped_column(_enum_type(HoldMode), default=HoldMode.AI)
     # Hash of the bearer token the AI engine uses on the control API.
     control_token_hash: Mapped[str] = mapped_column(sa.String(255))
+    # Set: its numbers are not answered (they get routing.unknown_numbers' treatment);
+    # calls already up go on.
+    disabled_at: Mapped[datetime | None]
+    # Set (with disabled_at): gone from the lists, its numbers free again, its token
+    # refused; the row stays for the calls that name it.
+    removed_at: Mapped[datetime | None]
+
+    @property
+    def enabled(self) -> bool:
+        return self.disabled_at is None
+
+
+class AssistantNumber(Base):
+    """A number (DID) an assistant answers, as a strict dialplan pattern. One assistant
+    per pattern: Asterisk refuses the same extension twice in a context."""
+
+    __tablename__ = "assistant_numbers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assistant_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("assistants.id", ondelete="CASCADE"), index=True
+    )
+    pattern: Mapped[str] = mapped_column(sa.String(PHONE_NUMBER_LENGTH), unique=True)
 
 
 class Contact(Base):

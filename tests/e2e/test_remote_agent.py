@@ -75,10 +75,10 @@ async def remote_product(machine: AgentMachine, tmp_path: Path) -> AsyncIterator
     certificates = private_ca(tmp_path / "ca", machine.host_address)
     running = Product(
         tmp_path / "data", free_port(), host=machine.host_address, ca=certificates.ca,
-        settings=(f"server.tls_cert={certificates.cert}",
+        settings=[f"server.tls_cert={certificates.cert}",
                   f"server.tls_key={certificates.key}",
                   # The host's address on the agents' network, as a LAN installation has.
-                  f"asterisk.media_address={machine.host_address}"),
+                  f"asterisk.media_address={machine.host_address}"],
     )
     async with stopped_after(running):
         yield running

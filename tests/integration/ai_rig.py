@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from handoff.agents import EndpointKind
+from handoff.assistants import EngineKind
 from handoff.calls import CallState
 from handoff.controller import build_controller
 from handoff.events import EventHub
@@ -45,6 +46,7 @@ class AiRig(Rig):
     hub: EventHub
     api_base: str
     token: str
+    ai: StartedEngine  # the engine the receptionist's number is answered by
 
     async def press(self, placed: PlacedCall, digits: str) -> None:
         """The caller presses keys on their phone (RFC 4733 over the trunk)."""
@@ -81,9 +83,11 @@ async def ai_rig(
     store = Store(engine)
     token = new_control_token()
     async with store.transaction() as tx:
-        await tx.assistants.create(name=ASSISTANT, number_pattern="2000",
-                                   adapter="audiosocket", accept_timeout_s=accept_timeout_s,
-                                   control_token_hash=hash_control_token(token))
+        # Pointed at the engine once it listens (below); its token works from now on.
+        assistant = await tx.assistants.create(
+            name=ASSISTANT, numbers=["2000"], engine=EngineKind.AUDIOSOCKET,
+            engine_address="127.0.0.1:1", accept_timeout_s=accept_timeout_s,
+            control_token_hash=hash_control_token(token))
         agent = await tx.agents.create(
             login="ada", display_name="Ada", sip_user="desk-ada",
             sip_password="desk-ada-secret", endpoint_kind=EndpointKind.DESKPHONE,
@@ -92,9 +96,8 @@ async def ai_rig(
         # On duty from offline is available; off duty is offline.
         await tx.agents.set_duty(agent.id, agent_on_duty)
     hub = EventHub()
-    engines: dict[str, AiEngine] = {}  # filled once the engine knows the API's address
     pbx_ari = AriClient(pair.pbx.ari_url, *pair.pbx.ari_auth, apps="switchboard", key=call_key)
-    live = build_controller(pbx_ari, store, hub, engines, timing=timing)
+    live = build_controller(pbx_ari, store, hub, timing=timing)
     control = live.control
     app = web.Application()
     setup_ai_api(app, store=store, commands=control, hub=hub)
@@ -107,10 +110,11 @@ async def ai_rig(
         api_base = str(server.make_url(API_PREFIX))
         ai = await make_engine(api_base, token)
         stack.push_async_callback(ai.close)
-        engines[ASSISTANT] = ai
+        async with store.transaction() as tx:
+            await tx.assistants.set_engine(assistant.id, EngineKind.AUDIOSOCKET, ai.address)
         stack.push_async_callback(pbx_ari.close)
         stack.push_async_callback(live.close)
         await pbx_ari.start()
         await pbx_ari.wait_ready(10)
         yield AiRig(pair.pbx, control, store, pbx_ari, world, agent.id, hub, api_base, token,
-                    live=live)
+                    ai, live=live)

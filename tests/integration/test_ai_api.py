@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from handoff.assistants import EngineKind
 from handoff.calls import CallOutcome, CallState, Speaker
 from handoff.handoffs import HandoffState
 from pbx.audiosocket import AudioSocketServer, AudioSocketSession
@@ -92,7 +93,7 @@ async def desk(quiet_pair: Pair, tmp_path: Path) -> AsyncIterator[AiRig]:
 
 
 def engine_of(r: AiRig) -> ThirdPartyEngine:
-    engine = r.control.engines["receptionist"]
+    engine = r.ai
     assert isinstance(engine, ThirdPartyEngine)
     return engine
 
@@ -152,7 +153,8 @@ async def test_another_assistants_token_cannot_touch_a_live_call(desk: AiRig) ->
     r, engine = desk, engine_of(desk)
     other = new_control_token()
     async with r.store.transaction() as tx:
-        await tx.assistants.create(name="sales", number_pattern="_21XX", adapter="audiosocket",
+        await tx.assistants.create(name="sales", numbers=["_21XX"],
+                                   engine=EngineKind.AUDIOSOCKET, engine_address="127.0.0.1:9",
                                    control_token_hash=hash_control_token(other))
     placed = await r.place_call()
     for action, body in (("transcript", {"speaker": "ai", "text": "hi"}), ("end", None)):

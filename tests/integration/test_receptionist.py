@@ -164,7 +164,7 @@ async def _heard_voice(r: AiRig, caller: str, since: float, seconds: float) -> b
 
 
 async def test_a_stream_for_a_call_nobody_announced_is_refused(desk: AiRig) -> None:
-    receptionist = desk.control.engines["receptionist"]
+    receptionist = desk.ai
     assert isinstance(receptionist, Receptionist)
     receptionist.grace_s = 0.2
     host, port = receptionist.address.rsplit(":", 1)

@@ -72,6 +72,8 @@ class FakeAri:
         self.moh: set[str] = set()
         self.recording: set[str] = set()
         self.dialled: list[str] = []  # legs dialled, in order
+        self.hangup_reasons: dict[str, str] = {}  # channels we hung up: the reason given
+        self.ai_addresses: list[str] = []  # where each AI leg was asked to connect
         # What each phone does when dialled, by endpoint ("PJSIP/<sip user>").
         self.phones: dict[str, str] = {}
         self.registered: set[str] = set()
@@ -95,11 +97,14 @@ class FakeAri:
 
     # ---- what the test does as the outside world ----------------------------------------
 
-    async def caller_dials(self, assistant: str = "receptionist",
-                           number: str = "+33123456789", name: str = "Jeanne") -> str:
-        """A caller reaches an assistant's number; returns their channel id."""
+    async def caller_dials(self, assistant: str | None = "receptionist",
+                           number: str = "+33123456789", name: str = "Jeanne",
+                           dialled: str = "2000") -> str:
+        """A caller reaches an assistant's number (None: a number the dialplan routes to
+        no assistant, its catch-all); returns their channel id."""
+        args = ["inbound", assistant, dialled] if assistant else ["unknown", dialled]
         channel = self._new(f"PJSIP/carrier-{next(self._ids):08x}", "Ring", number=number,
-                            caller_name=name, app_args=["inbound", assistant])
+                            caller_name=name, app_args=args)
         await self._emit({"type": "StasisStart", "channel": channel.to_json(),
                           "args": channel.app_args})
         return channel.id
@@ -203,6 +208,7 @@ class _Channels:
 
     async def hangup(self, channel_id: str, reason: HangupReason = "normal") -> None:
         self.ari._get(channel_id)
+        self.ari.hangup_reasons[channel_id] = reason
         await self.ari._gone(channel_id, {"soft": True, "cause": 32}, cause=16)
 
     async def play(self, target_id: str, media: str | Sequence[str], *,
@@ -233,6 +239,7 @@ class _Channels:
     async def external_media_audiosocket(self, app: str, external_host: str,
                                          session_uuid: str, *,
                                          channel_id: str | None = None) -> Channel:
+        self.ari.ai_addresses.append(external_host)
         channel = self.ari._new(f"AudioSocket/{external_host}-{session_uuid}", "Up",
                                 channel_id=channel_id)
         if self.ari.ai_refusals:

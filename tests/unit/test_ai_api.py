@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from jsonschema import Draft202012Validator
 
+from handoff.assistants import EngineKind
 from handoff.calls import CallEvent, CallOutcome, CallState, Speaker
 from handoff.events import (
     CALLS_TOPIC,
@@ -42,6 +44,7 @@ from web.ai_api import (
     new_control_token,
     setup_ai_api,
 )
+from web.ai_api.events import TOKEN_CHECK_S, TOKEN_REVOKED
 
 RECEPTIONIST_TOKEN = new_control_token()
 SALES_TOKEN = new_control_token()
@@ -114,7 +117,8 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     async with store.transaction() as tx:
         ids = {
             name: (await tx.assistants.create(
-                name=name, number_pattern=number, adapter="audiosocket",
+                name=name, numbers=[number], engine=EngineKind.AUDIOSOCKET,
+                engine_address="127.0.0.1:9",
                 control_token_hash=hash_control_token(token),
             )).id
             for name, number, token in (("receptionist", "2000", RECEPTIONIST_TOKEN),
@@ -426,3 +430,28 @@ async def new_agent(store: Store) -> int:
         agent = await tx.agents.create(login="ada", display_name="Ada", sip_user="ada",
                                        sip_password="secret-secret")
     return agent.id
+
+
+async def test_a_rotated_token_is_refused_at_once_and_closes_its_events_stream(
+    api: Api,
+) -> None:
+    call_id = await api.new_call()
+    async with api.client.ws_connect(f"{API_PREFIX}/events", headers=AUTH) as ws:
+        await ws.receive_json(timeout=2)  # ready
+        async with api.store.transaction() as tx:
+            await tx.assistants.set_control_token_hash(
+                api.assistants["receptionist"], hash_control_token("the new one"))
+        async with api.client.post(f"{API_PREFIX}/calls/{call_id}/transcript", headers=AUTH,
+                                   json={"speaker": "ai", "text": "hello"}) as resp:
+            assert resp.status == 401
+        # The open stream notices within TOKEN_CHECK_S (bounded wait, no fixed sleep).
+        closing = await ws.receive(timeout=5 * TOKEN_CHECK_S)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert ws.close_code == TOKEN_REVOKED
+
+
+async def test_a_removed_assistants_token_opens_nothing(api: Api) -> None:
+    async with api.store.transaction() as tx:
+        await tx.assistants.remove(api.assistants["receptionist"])
+    async with api.client.get(f"{API_PREFIX}/events", headers=AUTH) as resp:
+        assert resp.status == 401

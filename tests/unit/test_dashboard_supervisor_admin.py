@@ -144,8 +144,7 @@ async def test_assistant_rules_are_validated_and_audited(
 ) -> None:
     async with site.store.transaction() as tx:
         assistant = await tx.assistants.create(
-            name="receptionist", number_pattern="2000", adapter="builtin",
-            control_token_hash="x")
+            name="receptionist", numbers=["2000"], control_token_hash="x")
     admin = await as_login("ada")
     path = f"/api/admin/assistants/{assistant.id}"
     good = {"handoff_level": "quick", "accept_timeout_s": 20, "fallback_kind": "number",

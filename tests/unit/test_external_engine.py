@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from handoff.assistants import EngineKind
 from handoff.events import EventHub
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from tests.unit.test_ai_api import FakeCommands
@@ -90,7 +91,8 @@ async def control_api(tmp_path: Path) -> AsyncIterator[str]:
     await upgrade_to_head(db)
     store = Store(db)
     async with store.transaction() as tx:
-        await tx.assistants.create(name="sales", number_pattern="2100", adapter="audiosocket",
+        await tx.assistants.create(name="sales", numbers=["2100"], engine=EngineKind.AUDIOSOCKET,
+                                   engine_address="127.0.0.1:9092",
                                    control_token_hash=hash_control_token(TOKEN))
     app = web.Application()
     setup_ai_api(app, store=store, commands=FakeCommands(store), hub=EventHub())

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from handoff.agents import EndpointKind, Presence
+from handoff.assistants import EngineKind
 from handoff.calls import CallOutcome, CallState
 from handoff.controller import LiveServices, build_controller
 from handoff.events import EventHub
@@ -91,8 +92,8 @@ async def floor(tmp_path: Path) -> AsyncIterator[Floor]:
     await upgrade_to_head(engine)
     store, hub, ari = Store(engine), EventHub(), FakeAri()
     async with store.transaction() as tx:
-        await tx.assistants.create(name="receptionist", number_pattern="2000",
-                                   adapter="audiosocket",
+        await tx.assistants.create(name="receptionist", numbers=["2000"],
+                                   engine=EngineKind.AUDIOSOCKET, engine_address=Engine().address,
                                    control_token_hash=hashlib.sha256(b"t").hexdigest())
         ids = []
         for login in ("ada", "bob"):
@@ -102,7 +103,7 @@ async def floor(tmp_path: Path) -> AsyncIterator[Floor]:
             await tx.agents.set_duty(agent.id, True)
             await tx.agents.set_presence(agent.id, Presence.AVAILABLE)
             ids.append(agent.id)
-    live = build_controller(ari, store, hub, {"receptionist": Engine()}, timing=QUICK)
+    live = build_controller(ari, store, hub, timing=QUICK)
     try:
         yield Floor(ari, live, store, hub, *ids)
         await ari.idle()

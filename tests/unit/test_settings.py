@@ -76,6 +76,8 @@ def test_unknown_environment_key_is_named() -> None:
         ("[desk]\nwrap_up_s = -1\n", r"desk\.wrap_up_s: -1: 0 to 600 seconds"),
         ("[recordings]\nkeep_days = -5\n", r"recordings\.keep_days: -5: 0 \(keep them all\)"),
         ("[desk]\nwrap_up = 10\n", r"desk\.wrap_up"),
+        ("[routing]\nunknown_numbers = 'no body'\n",
+         r"routing\.unknown_numbers: 'no body': 'reject' or"),
         ("server = 3\n", r"server: expected a table"),
         ("[server\n", r"switchboard\.toml"),
     ],

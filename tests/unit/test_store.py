@@ -722,16 +722,14 @@ async def test_an_assistant_with_a_fallback_number_must_name_it(store: Store) ->
         async with store.transaction() as tx:
             await tx.assistants.create(
                 name="reception",
-                number_pattern="_100",
-                adapter="reference",
+                numbers=["_100"],
                 control_token_hash="h",
                 fallback_kind=FallbackKind.NUMBER,
             )
     async with store.transaction() as tx:
         assistant = await tx.assistants.create(
             name="reception",
-            number_pattern="_100",
-            adapter="reference",
+            numbers=["_100"],
             control_token_hash="h",
             handoff_level=HandoffLevel.QUICK,
             restricted_topics=["medical"],

@@ -62,7 +62,10 @@ async def assistant_of(request: web.Request) -> Assistant:
     # Every stored hash is compared, match or not, so the time taken says nothing about
     # which assistant (if any) came close.
     for assistant in assistants:
-        if hmac.compare_digest(assistant.control_token_hash.encode(), digest):
+        # A removed assistant's token is refused; a disabled one's still works for the
+        # calls it has up.
+        if hmac.compare_digest(assistant.control_token_hash.encode(), digest) \
+                and assistant.removed_at is None:
             found = assistant
     if found is None:
         raise ApiError(401, "the token is not valid", headers=challenge)

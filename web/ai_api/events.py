@@ -17,6 +17,7 @@ from handoff.events import (
     assistant_topic,
 )
 from handoff.store import Store, Transaction
+from handoff.store.models import Assistant
 from web.ai_api.calls import assistant_of
 from web.ai_api.state import AI_API
 
@@ -28,6 +29,12 @@ WS_MAX_INCOMING_BYTES = 64 * 1024
 # Pings keep NAT and proxies from dropping an idle socket between calls, and tell us
 # when an engine vanished without closing.
 WS_HEARTBEAT_S = 20.0
+# How often an open events socket checks that its token is still the assistant's: a
+# rotated token (from the admin page, or the CLI in another process) or a removed
+# assistant closes it within this long.
+TOKEN_CHECK_S = 1.0
+# The close code an engine sees then (the 4000s are the application's own).
+TOKEN_REVOKED = 4001
 
 
 # ---- events ----------------------------------------------------------------------------------
@@ -45,9 +52,12 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     async with api.hub.subscribe(assistant_topic(assistant.name)) as sub:
         calls = await _live_calls(api.store, assistant.id)
         await ws.send_json(Ready(assistant.name, calls).to_dict())
+        watch = asyncio.create_task(_token_revoked(api.store, assistant),
+                                    name=f"ai events token {assistant.name}")
         tasks = [
             asyncio.create_task(_forward(sub, ws, api.store), name=f"ai events {assistant.name}"),
             asyncio.create_task(_drain(ws), name=f"ai events reader {assistant.name}"),
+            watch,
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -55,6 +65,10 @@ async def events(request: web.Request) -> web.WebSocketResponse:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        if watch in done and not watch.cancelled() and watch.exception() is None:
+            log.warning("assistant %s: events stream closed, its token was replaced or the "
+                        "assistant removed", assistant.name)
+            await ws.close(code=TOKEN_REVOKED, message=b"token revoked")
         for task in done:
             if not task.cancelled() and task.exception() is not None:
                 log.error("assistant %s: events stream failed", assistant.name,
@@ -63,6 +77,16 @@ async def events(request: web.Request) -> web.WebSocketResponse:
     await ws.close()
     log.info("assistant %s: events stream closed", assistant.name)
     return ws
+
+
+async def _token_revoked(store: Store, assistant: Assistant) -> None:
+    """Returns once the token this socket was opened with no longer opens anything."""
+    while True:
+        await asyncio.sleep(TOKEN_CHECK_S)
+        async with store.transaction() as tx:
+            now = await tx.assistants.get(assistant.id)
+        if now.control_token_hash != assistant.control_token_hash or now.removed_at:
+            return
 
 
 async def _drain(ws: web.WebSocketResponse) -> None:

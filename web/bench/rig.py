@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import update
 
 from handoff.agents import AgentRole, EndpointKind, Presence
-from handoff.assistants import FallbackKind
+from handoff.assistants import EngineKind, FallbackKind
 from handoff.controller import LiveServices, build_controller
 from handoff.events import EventHub
 from handoff.live import CallControl, LiveCall, Timing, call_key
@@ -87,6 +87,7 @@ async def asterisk_pair(
             InboundRoute("2999", "baseline", app="baseline"),
         ),
         queues=(Queue("bench", (AGENT_SIP_USER,)),),
+        route_unknown=True,
         agents=(
             SipAgent(
                 AGENT_SIP_USER, "desk-ada-secret", "deskphone", "Ada",
@@ -119,16 +120,6 @@ async def asterisk_pair(
             await carrier.stop()
     finally:
         await pbx.stop()
-
-
-@dataclass(frozen=True)
-class EngineAt:
-    """The controller's view of an engine that takes any stream: just an address."""
-
-    address: str
-
-    def expect_call(self, call_id: str) -> None:
-        return None
 
 
 @dataclass
@@ -237,15 +228,21 @@ async def rig(
             # The receptionist keeps callers it cannot place and records a callback;
             # sales sends them to a fallback number on the carrier after two seconds.
             await tx.assistants.create(
-                name="receptionist", number_pattern="2000", adapter="audiosocket",
+                name="receptionist", numbers=["2000"], engine=EngineKind.AUDIOSOCKET,
+                engine_address=world_engine(world),
                 control_token_hash=hashlib.sha256(b"rig-token").hexdigest(),
             )
             await tx.assistants.create(
-                name="sales", number_pattern="_21XX", adapter="audiosocket",
+                name="sales", numbers=["_21XX"], engine=EngineKind.AUDIOSOCKET,
+                engine_address=world_engine(world),
                 control_token_hash=hashlib.sha256(b"rig-sales").hexdigest(),
                 accept_timeout_s=2, fallback_kind=FallbackKind.NUMBER,
                 fallback_number=FALLBACK_NUMBER,
             )
+        # Both answered by the world's engine: a rig after a restart has a new one.
+        for assistant in await tx.assistants.listed():
+            await tx.assistants.set_engine(assistant.id, EngineKind.AUDIOSOCKET,
+                                           world_engine(world))
     # Ada is at her desk: on duty and available, so handoffs are offered to her. Seated
     # by a direct write, not as a change someone made on a desk: the audit log then holds
     # only what the calls under test did (off duty <=> offline, handoff.agents.PRESENCE).
@@ -254,9 +251,7 @@ async def rig(
             on_duty=True, presence=Presence.AVAILABLE))
     pbx_ari = AriClient(pbx.ari_url, *pbx.ari_auth, apps="switchboard", key=call_key)
     live = build_controller(
-        pbx_ari, store, EventHub(),
-        {name: EngineAt(world_engine(world)) for name in ("receptionist", "sales")},
-        fallback_trunk="carrier",
+        pbx_ari, store, EventHub(), fallback_trunk="carrier",
         recordings=db_path.parent / "recordings",
         host_path=lambda rel: pbx.host_path(f"{pbx.spec.dirs.spool}/{rel}"),
         timing=timing, supervisor_ring_timeout_s=5, callback_ring_timeout_s=5,

@@ -25,6 +25,7 @@ from aiohttp import web
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from handoff.agents import AgentRole, EndpointKind
+from handoff.assistants import EngineKind
 from handoff.controller import build_controller
 from handoff.events import EventHub
 from handoff.live import CallControl, Timing, call_key
@@ -36,7 +37,6 @@ from pbx.asterisk_config import InboundRoute, SipAgent, SipTrunk
 from pbx.runtime import AsteriskInstance
 from web.bench.audio import AGENT_HZ
 from web.bench.dashboard_site import PASSWORD, cheap_passwords, free_port
-from web.bench.rig import EngineAt
 from web.bench.world import World
 from web.dashboard import DashboardOptions, setup_dashboard
 from web.dashboard.routes import STATIC_DIR
@@ -196,17 +196,18 @@ async def desk(telephony: Telephony, folder: Path) -> AsyncIterator[Desk]:
                                  (EndpointKind.DESKPHONE, DESK_PHONE_AGENTS))
             for login, role in agents.items()
         }
-        await tx.assistants.create(
-            name="receptionist", number_pattern="2000", adapter="audiosocket",
-            control_token_hash=hashlib.sha256(b"softphone-e2e").hexdigest(),
-        )
     world = World(telephony.carrier.ari_url, telephony.carrier.ari_auth)
     await world.start()
+    async with store.transaction() as tx:
+        await tx.assistants.create(
+            name="receptionist", numbers=["2000"], engine=EngineKind.AUDIOSOCKET,
+            engine_address=world.engine.address,
+            control_token_hash=hashlib.sha256(b"softphone-e2e").hexdigest(),
+        )
     hub = EventHub()
     ari = AriClient(telephony.pbx.ari_url, *telephony.pbx.ari_auth, apps="switchboard",
                     key=call_key)
-    live = build_controller(ari, store, hub, {"receptionist": EngineAt(world.engine.address)},
-                            fallback_trunk="carrier", timing=Timing(),
+    live = build_controller(ari, store, hub, fallback_trunk="carrier", timing=Timing(),
                             callback_ring_timeout_s=10)
     control, callbacks, supervision = live.control, live.callbacks, live.supervision
     await ari.start()

@@ -20,7 +20,15 @@ from aiohttp import hdrs, web
 from handoff.agents import AgentRole
 from handoff.events import EventHub
 from handoff.store import Store
-from web.dashboard import admin, calls_api, history, sip_blocks_api, supervision_api, views
+from web.dashboard import (
+    admin,
+    admin_assistants,
+    calls_api,
+    history,
+    sip_blocks_api,
+    supervision_api,
+    views,
+)
 from web.dashboard.access import RoutePolicy, Rule, Shape, public, signed_in
 from web.dashboard.board import Board
 from web.dashboard.feed import Feed
@@ -102,9 +110,15 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/admin/agents", admin.create_agent, signed_in(ADMIN)),
     Route("POST", r"/api/admin/agents/{agent_id:\d+}/{action:disable|enable|remove}",
           admin.change_agent, signed_in(ADMIN)),
-    Route("GET", "/api/admin/assistants", admin.assistants, signed_in(ADMIN)),
-    Route("POST", r"/api/admin/assistants/{assistant_id:\d+}", admin.update_assistant,
+    Route("GET", "/api/admin/assistants", admin_assistants.assistants, signed_in(ADMIN)),
+    Route("POST", "/api/admin/assistants", admin_assistants.create_assistant,
           signed_in(ADMIN)),
+    Route("POST", r"/api/admin/assistants/{assistant_id:\d+}",
+          admin_assistants.update_assistant, signed_in(ADMIN)),
+    Route("POST", r"/api/admin/assistants/{assistant_id:\d+}/token",
+          admin_assistants.rotate_token, signed_in(ADMIN)),
+    Route("POST", r"/api/admin/assistants/{assistant_id:\d+}/{action:disable|enable|remove}",
+          admin_assistants.change_assistant, signed_in(ADMIN)),
     Route("POST", "/api/admin/test-call", admin.test_call, signed_in(ADMIN)),
     Route("GET", "/api/admin/audit", admin.audit_log, signed_in(ADMIN)),
     Route("GET", "/api/admin/sip-blocks", sip_blocks_api.blocked_addresses, signed_in(ADMIN)),

@@ -1,5 +1,6 @@
-// The admin page: roles, new agents (credentials shown once), disabling people, assistants' handoff
-// rules, a test call, blocked SIP addresses, the audit log.
+// The admin page: roles, new agents (credentials shown once), disabling people, assistants (numbers,
+// engine, handoff rules, tokens shown once, disable and remove), a test call, blocked SIP addresses,
+// the audit log.
 "use strict";
 (() => {
   const status = (text) => sb.say("admin-status", text);
@@ -58,12 +59,44 @@
     return select;
   }
 
+  // A control token is in one response only (the server keeps its hash): show it once.
+  function showToken(name, token) {
+    const out = document.getElementById("assistant-token");
+    out.hidden = false;
+    out.textContent = `Control token of ${name}, shown once (the engine sends it as ` +
+      `Authorization: Bearer …):\n  ${token}\n`;
+  }
+  function button(text, onClick) {
+    const b = Object.assign(document.createElement("button"), { type: "button", textContent: text });
+    b.addEventListener("click", guard(onClick));
+    return b;
+  }
+  const numbersOf = (text) => text.split(/[\s,]+/).filter(Boolean);
+
+  document.getElementById("new-assistant").addEventListener("submit", guard(async (ev) => {
+    ev.preventDefault();
+    const form = ev.target;
+    const made = await sb.send("POST", "/api/admin/assistants", {
+      name: form.name.value, numbers: numbersOf(form.numbers.value), engine: form.engine.value,
+    });
+    if (made.token) showToken(made.assistant.name, made.token);
+    status(`${made.assistant.name} created` + (made.live ? "; its numbers answer now." : "."));
+    form.reset();
+    loadAssistants();
+    loadAudit();
+  }));
+
   const loadAssistants = guard(async () => {
     const data = await (await fetch("/api/admin/assistants")).json();
     const body = document.querySelector("#assistants tbody");
     body.replaceChildren();
     for (const a of data.assistants) {
       const tr = document.createElement("tr");
+      tr.dataset.assistant = a.name;
+      const numbers = Object.assign(document.createElement("input"),
+        { value: a.numbers.join(" "), className: "numbers", placeholder: "2100 _21XX" });
+      const engine = Object.assign(document.createElement("input"),
+        { value: a.engine, className: "engine", placeholder: "builtin or host:port" });
       const level = choice(data.handoff_levels, a.handoff_level);
       const timeout = Object.assign(document.createElement("input"),
         { type: "number", min: 5, max: 600, value: a.accept_timeout_s });
@@ -73,15 +106,34 @@
       const save = Object.assign(document.createElement("button"),
         { type: "button", textContent: "Save" });
       save.addEventListener("click", guard(async () => {
-        await sb.send("POST", `/api/admin/assistants/${a.id}`, {
+        const saved = await sb.send("POST", `/api/admin/assistants/${a.id}`, {
+          numbers: numbersOf(numbers.value), engine: engine.value,
           handoff_level: level.value, accept_timeout_s: Number(timeout.value),
           fallback_kind: kind.value, fallback_number: number.value,
         });
+        if (saved.token) showToken(a.name, saved.token);
         status(`${a.name} saved.`);
+        loadAssistants();
         loadAudit();
       }));
-      cell(tr, a.name); cell(tr, a.number_pattern); cell(tr, level); cell(tr, timeout);
-      cell(tr, kind); cell(tr, number); cell(tr, save);
+      const actions = document.createElement("span");
+      actions.append(save, button("New token", async () => {
+        if (!confirm(`A new token for ${a.name}? The old one stops working at once.`)) return;
+        showToken(a.name, (await sb.send("POST", `/api/admin/assistants/${a.id}/token`, {})).token);
+        loadAudit();
+      }));
+      const change = (action) => async () => {
+        if (action === "remove" && !confirm(`Remove ${a.name}? Its calls stay in the history.`)) return;
+        await sb.send("POST", `/api/admin/assistants/${a.id}/${action}`, {});
+        status(`${a.name} ${action}d.`);
+        loadAssistants();
+        loadAudit();
+      };
+      actions.append(a.enabled ? button("Disable", change("disable")) : button("Enable", change("enable")),
+                     button("Remove", change("remove")));
+      cell(tr, a.name); cell(tr, numbers); cell(tr, engine); cell(tr, level); cell(tr, timeout);
+      cell(tr, kind); cell(tr, number); cell(tr, a.enabled ? "enabled" : "disabled");
+      cell(tr, actions);
       body.appendChild(tr);
     }
   });

@@ -1,0 +1,60 @@
+"""The admin page's assistants in a real Chromium: create one with its numbers and
+engine (its token shown once), give it a new token, disable it."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.async_api import Dialog, Page, expect
+
+from tests.dashboard_fixtures import Served
+from tests.e2e.test_dashboard_desk import sign_in
+from web.ai_api import hash_control_token
+
+pytestmark = pytest.mark.e2e
+
+
+async def _stored_hash(served: Served) -> str:
+    async with served.store.transaction() as tx:
+        sales = await tx.assistants.by_name("sales")
+    assert sales is not None
+    return sales.control_token_hash
+
+
+def _shown_token(text: str) -> str:
+    return text.strip().splitlines()[-1].strip()
+
+
+async def test_an_admin_creates_an_assistant_rotates_its_token_and_disables_it(
+    page: Page, served: Served,
+) -> None:
+    await sign_in(page, served, "ada")
+    await page.goto(f"{served.origin}/admin")
+    form = page.locator("#new-assistant")
+    await form.locator("input[name=name]").fill("sales")
+    await form.locator("input[name=numbers]").fill("2100 _21XX")
+    await form.locator("input[name=engine]").fill("127.0.0.1:9092")
+    await form.locator("button[type=submit]").click()
+    shown = page.locator("#assistant-token")
+    await expect(shown).to_contain_text("Control token of sales, shown once")
+    first = _shown_token(await shown.inner_text())
+    assert await _stored_hash(served) == hash_control_token(first)
+    row = page.locator('#assistants tr[data-assistant="sales"]')
+    await expect(row.locator("input.numbers")).to_have_value("2100 _21XX")
+    await expect(row.locator("input.engine")).to_have_value("127.0.0.1:9092")
+
+    async def accept(dialog: Dialog) -> None:
+        await dialog.accept()
+
+    page.on("dialog", accept)
+    await row.get_by_role("button", name="New token").click()
+    await expect(shown).not_to_contain_text(first)
+    second = _shown_token(await shown.inner_text())
+    assert await _stored_hash(served) == hash_control_token(second)
+
+    await row.get_by_role("button", name="Disable").click()
+    await expect(row).to_contain_text("disabled")
+    await expect(row.get_by_role("button", name="Enable")).to_be_visible()
+    # A number that does not fit says why, in the page.
+    await row.locator("input.numbers").fill("_X.")
+    await row.get_by_role("button", name="Save").click()
+    await expect(page.locator("#admin-status")).to_contain_text("not a strict number pattern")

@@ -1,0 +1,121 @@
+"""`switchboard assistant`: add (the token printed once), edit, token, disable, enable,
+remove, list, each audited as "cli"; bad input refused with its reason, nothing written."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from handoff.assistants import EngineKind, FallbackKind, HandoffLevel
+from handoff.store import Store, create_store_engine
+from handoff.store.models import Assistant
+from web.ai_api import hash_control_token
+from web.cli import main
+
+
+def _read(url: str) -> tuple[dict[str, Assistant], dict[str, list[str]], list[tuple[str, str]]]:
+    """Every assistant by name, their numbers by name, and the audit lines (actor, action)."""
+
+    async def read() -> tuple[dict[str, Assistant], dict[str, list[str]],
+                              list[tuple[str, str]]]:
+        engine = create_store_engine(url)
+        try:
+            async with Store(engine).transaction() as tx:
+                everyone = {a.name: a for a in await tx.assistants.all()}
+                numbers = await tx.assistants.numbers()
+                audit = [(e.actor, e.action) for e in await tx.audit.recent(100)]
+            return everyone, {n: numbers.get(a.id, []) for n, a in everyone.items()}, audit
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
+
+
+@pytest.fixture
+def url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    # A real installation's database: no demo seeded.
+    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SWITCHBOARD_DEMO__ENABLED", "false")
+    return f"sqlite:///{tmp_path / 'switchboard.db'}"
+
+
+def _token(out: str) -> str:
+    return next(line for line in out.splitlines() if "token" in line).rsplit(" ", 1)[1]
+
+
+def test_an_assistant_is_added_with_its_numbers_engine_and_a_token_shown_once(
+    url: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["assistant", "add", "sales", "--number", "2100", "--number", "_21XX",
+                 "--engine", "127.0.0.1:9092", "--handoff-level", "quick",
+                 "--fallback-number", "+33 1 23 45 67 89"]) == 0
+    token = _token(capsys.readouterr().out)
+    assistants, numbers, audit = _read(url)
+    sales = assistants["sales"]
+    assert numbers["sales"] == ["2100", "_21XX"]
+    assert (sales.engine, sales.engine_address) == (EngineKind.AUDIOSOCKET, "127.0.0.1:9092")
+    assert sales.control_token_hash == hash_control_token(token)
+    assert sales.handoff_level is HandoffLevel.QUICK
+    assert (sales.fallback_kind, sales.fallback_number) == (FallbackKind.NUMBER, "+33123456789")
+    assert ("cli", "assistant_created") in audit
+    assert main(["assistant", "add", "desk", "--engine", "builtin"]) == 0
+    assert "held by the built-in receptionist" in capsys.readouterr().out
+    assert main(["assistant", "list"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "sales\t2100 _21XX\t127.0.0.1:9092\tenabled\tquick\t30s\t+33123456789",
+        "desk\t-\tbuiltin\tenabled\tbalanced\t30s\t-",
+    ]
+
+
+def test_edit_token_disable_enable_remove(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["assistant", "add", "sales", "--number", "2100",
+                 "--engine", "127.0.0.1:9092"]) == 0
+    first = _token(capsys.readouterr().out)
+    assert main(["assistant", "edit", "sales", "--number", "2101",
+                 "--engine", "127.0.0.1:9093", "--accept-timeout", "20"]) == 0
+    assert "token" not in capsys.readouterr().out  # same kind of engine: same token
+    assert main(["assistant", "token", "sales"]) == 0
+    second = _token(capsys.readouterr().out)
+    assistants, numbers, _ = _read(url)
+    assert numbers["sales"] == ["2101"] and assistants["sales"].accept_timeout_s == 20
+    assert assistants["sales"].engine_address == "127.0.0.1:9093"
+    assert assistants["sales"].control_token_hash == hash_control_token(second) != (
+        hash_control_token(first))
+    assert main(["assistant", "disable", "sales"]) == 0
+    assert not _read(url)[0]["sales"].enabled
+    assert main(["assistant", "enable", "sales"]) == 0
+    assert main(["assistant", "remove", "sales"]) == 0
+    capsys.readouterr()
+    assistants, numbers, audit = _read(url)
+    assert assistants["sales"].removed_at is not None and numbers["sales"] == []
+    assert [a for _, a in audit if a.startswith("assistant_")] == [
+        "assistant_removed", "assistant_enabled", "assistant_disabled",
+        "assistant_token_rotated", "assistant_changed", "assistant_created"]
+    assert all(actor == "cli" for actor, _ in audit)
+    assert main(["assistant", "list"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["assistant", "token", "sales"]) == 2
+    assert "no assistant 'sales'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "reason"), [
+    (["add", "sales", "--number", "_X.", "--engine", "builtin"], "not a strict number pattern"),
+    (["add", "sales", "--engine", "nowhere"], "host:port"),
+    (["add", "bad name", "--engine", "builtin"], "starts with a letter"),
+    (["add", "sales", "--engine", "builtin", "--accept-timeout", "1"], "5 to 600"),
+    (["add", "taken", "--engine", "builtin"], "already an assistant 'taken'"),
+    (["add", "sales", "--number", "2100", "--engine", "builtin"], "already answered by"),
+    (["token", "taken"], "built-in receptionist"),
+    (["edit", "nobody", "--number", "2200"], "no assistant 'nobody'"),
+])
+def test_bad_input_is_refused_with_its_reason_and_writes_nothing(
+    url: str, capsys: pytest.CaptureFixture[str], argv: list[str], reason: str,
+) -> None:
+    assert main(["assistant", "add", "taken", "--number", "2100", "--engine", "builtin"]) == 0
+    capsys.readouterr()
+    assert main(["assistant", *argv]) == 2
+    assert reason in capsys.readouterr().err
+    assistants, numbers, _ = _read(url)
+    assert list(assistants) == ["taken"] and numbers["taken"] == ["2100"]

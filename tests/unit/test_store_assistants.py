@@ -1,0 +1,115 @@
+"""Assistants in the store (handoff.store.assistants_repo, migration 0007): several
+numbers each and one assistant per number, an engine, disable and remove keeping the
+history; an older database's single number and adapter carried over."""
+
+from __future__ import annotations
+
+import pytest
+from alembic import command
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from handoff.assistants import EngineKind
+from handoff.store import Removed, Store, create_store_engine, upgrade_to_head
+from handoff.store.schema import alembic_config
+
+
+async def _add(store: Store, name: str, numbers: list[str],
+               address: str | None = "127.0.0.1:9") -> int:
+    async with store.transaction() as tx:
+        assistant = await tx.assistants.create(
+            name=name, numbers=numbers, control_token_hash=f"h-{name}",
+            engine=EngineKind.AUDIOSOCKET if address else EngineKind.BUILTIN,
+            engine_address=address)
+    return assistant.id
+
+
+async def test_an_assistant_answers_several_numbers_and_a_number_has_one_assistant(
+    store: Store,
+) -> None:
+    sales = await _add(store, "sales", ["2100", "_21XX"])
+    with pytest.raises(IntegrityError):
+        await _add(store, "other", ["2100"])
+    async with store.transaction() as tx:
+        # Replacing the list keeps a number it had (deleted and added in one go).
+        await tx.assistants.set_numbers(sales, ["_21XX", "2199"])
+        assert await tx.assistants.numbers_of(sales) == ["_21XX", "2199"]
+        owner = await tx.assistants.owner_of("2199")
+        assert owner is not None and owner.name == "sales"
+        assert await tx.assistants.owner_of("2100") is None
+
+
+async def test_an_engine_is_built_in_or_has_an_address(store: Store) -> None:
+    sales = await _add(store, "sales", ["2100"])
+    async with store.transaction() as tx:
+        with pytest.raises(ValueError, match="host:port"):
+            await tx.assistants.set_engine(sales, EngineKind.AUDIOSOCKET, None)
+        with pytest.raises(ValueError, match="host:port"):
+            await tx.assistants.set_engine(sales, EngineKind.BUILTIN, "127.0.0.1:9")
+        moved = await tx.assistants.set_engine(sales, EngineKind.BUILTIN, None)
+    assert moved.engine is EngineKind.BUILTIN and moved.engine_address is None
+
+
+async def test_a_disabled_assistant_answers_nothing_and_a_removed_one_frees_its_numbers(
+    store: Store,
+) -> None:
+    sales = await _add(store, "sales", ["2100"])
+    async with store.transaction() as tx:
+        await tx.assistants.disable(sales)
+        assert await tx.assistants.answering("sales") is None
+        await tx.assistants.enable(sales)
+        assert await tx.assistants.answering("sales") is not None
+        await tx.assistants.remove(sales)
+        call = await tx.calls.create(caller_number="+3310", caller_channel_id="1700.1",
+                                     assistant_id=sales)
+    async with store.transaction() as tx:
+        assert await tx.assistants.listed() == []
+        assert await tx.assistants.numbers() == {}
+        # The history still names it.
+        kept = await tx.assistants.by_name("sales")
+        assert kept is not None and (await tx.calls.get(call.id)).assistant_id == kept.id
+        with pytest.raises(Removed, match="assistant"):
+            await tx.assistants.enable(sales)
+    await _add(store, "sales2", ["2100"])  # the number is free again
+
+
+def _to_0006_with_a_receptionist(connection: Connection) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "0006")
+    connection.execute(text(
+        "INSERT INTO assistants (name, number_pattern, adapter, handoff_level, "
+        "restricted_topics, accept_timeout_s, fallback_kind, hold_mode, control_token_hash) "
+        "VALUES ('receptionist', '2000', 'builtin', 'balanced', '[]', 45, 'ai_callback', "
+        "'ai', 'h'), ('sales', '_21XX', 'audiosocket', 'quick', '[]', 30, 'ai_callback', "
+        "'ai', 'h2')"))
+    connection.execute(text(
+        "INSERT INTO calls (id, assistant_id, caller_number, caller_channel_id, state, "
+        "started_at, version) VALUES ('c1', 2, '+3311', '1700.1', 'ended', "
+        "'2025-01-01 00:00:00+00:00', 1)"))
+
+
+async def test_migration_0007_carries_each_number_and_engine_over(store_url: str) -> None:
+    engine = create_store_engine(store_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_to_0006_with_a_receptionist)
+        await upgrade_to_head(engine)
+        store = Store(engine)
+        async with store.transaction() as tx:
+            numbers = await tx.assistants.numbers()
+            by_name = {a.name: a for a in await tx.assistants.all()}
+        assert numbers == {by_name["receptionist"].id: ["2000"],
+                           by_name["sales"].id: ["_21XX"]}
+        assert by_name["receptionist"].engine is EngineKind.BUILTIN
+        # An external engine from before had no address: it is routed, and says so in
+        # `assistant list` until an admin gives it one.
+        assert by_name["sales"].engine is EngineKind.AUDIOSOCKET
+        assert by_name["receptionist"].accept_timeout_s == 45
+        assert all(a.enabled for a in by_name.values())
+        # The calls keep pointing at their assistant (no table was copied and dropped).
+        async with store.transaction() as tx:
+            assert (await tx.calls.get("c1")).assistant_id == by_name["sales"].id
+    finally:
+        await engine.dispose()

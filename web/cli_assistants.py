@@ -1,0 +1,161 @@
+"""`switchboard assistant`: assistants from the server's command line.
+
+Each command is one transaction on the installation's database, audited as "cli"
+(web.assistants does the checking and the audit lines, as for the admin page). The
+command line writes the database only: a running Switchboard applies the change within
+web.telephony.DIRECTORY_CHECK_S (its PBX reloads the dialplan; calls up go on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from handoff.assistants import EngineKind, FallbackKind, HandoffLevel
+from handoff.store import Removed, Store, Transaction
+from handoff.store.models import Assistant
+from web import assistants
+
+
+@dataclass(frozen=True)
+class Cli:
+    """What the `switchboard` command lends: a way to run on the installation's store,
+    who the audit log names, and what to say about a running Switchboard."""
+
+    run: Callable[[argparse.Namespace, Callable[[Store], Awaitable[int]]], int]
+    actor: str
+    note: str
+
+
+Act = Callable[[argparse.Namespace, Cli, Transaction, Assistant | None], Awaitable[int]]
+
+
+def _in_transaction(args: argparse.Namespace, cli: Cli, act: Act) -> int:
+    """``act(args, tx, the named assistant or None)`` in one transaction; a refusal is
+    printed with its reason (exit 2), and nothing is written."""
+
+    async def run(store: Store) -> int:
+        try:
+            async with store.transaction() as tx:
+                found = await tx.assistants.by_name(args.name) if "name" in args else None
+                if "name" in args and args.assistant_command != "add" and (
+                        found is None or found.removed_at is not None):
+                    print(f"switchboard: no assistant {args.name!r}", file=sys.stderr)
+                    return 2
+                return await act(args, cli, tx, found)
+        except (assistants.AssistantRefused, Removed) as exc:
+            print(f"switchboard: {getattr(exc, 'reason', exc)}", file=sys.stderr)
+            return 2
+
+    return cli.run(args, run)
+
+
+def _rules(args: argparse.Namespace, current: Assistant | None) -> assistants.Rules | None:
+    fallback = args.fallback_number
+    return assistants.rules_from({
+        "handoff_level": args.handoff_level, "accept_timeout_s": args.accept_timeout,
+        "fallback_number": fallback,
+        "fallback_kind": None if fallback is None else (
+            FallbackKind.NUMBER.value if fallback else FallbackKind.AI_CALLBACK.value),
+    }, current)
+
+
+def _print_issued(issued: assistants.Issued, cli: Cli) -> None:
+    a = issued.assistant
+    print(f"{a.name}: numbers {' '.join(issued.numbers) or '(none)'}; engine "
+          f"{a.engine_address or a.engine.value}")
+    if issued.token is not None:
+        print(f"control token (shown once): {issued.token}")
+    elif a.engine is EngineKind.BUILTIN:
+        print("control token: held by the built-in receptionist")
+    print(cli.note)
+
+
+async def _assistant_add(
+    args: argparse.Namespace, cli: Cli, tx: Transaction, _: Assistant | None,
+) -> int:
+    issued = await assistants.add(tx, name=args.name, numbers=args.number or [],
+                                  engine=args.engine, actor=cli.actor, rules=_rules(args, None))
+    _print_issued(issued, cli)
+    return 0
+
+
+async def _assistant_edit(
+    args: argparse.Namespace, cli: Cli, tx: Transaction, a: Assistant | None,
+) -> int:
+    assert a is not None
+    _print_issued(await assistants.edit(tx, a.id, actor=cli.actor, numbers=args.number,
+                                        engine=args.engine, rules=_rules(args, a)), cli)
+    return 0
+
+
+async def _assistant_token(
+    args: argparse.Namespace, cli: Cli, tx: Transaction, a: Assistant | None,
+) -> int:
+    assert a is not None
+    print(f"{a.name}: new control token (shown once; the old one no longer works): "
+          f"{await assistants.rotate_token(tx, a.id, actor=cli.actor)}")
+    return 0
+
+
+async def _assistant_change(
+    args: argparse.Namespace, cli: Cli, tx: Transaction, a: Assistant | None,
+) -> int:
+    assert a is not None
+    await assistants.CHANGES[args.assistant_command](tx, a.id, actor=cli.actor)
+    print(f"{a.name}: {args.assistant_command}d")
+    print(cli.note)
+    return 0
+
+
+async def _assistant_list(
+    args: argparse.Namespace, cli: Cli, tx: Transaction, _: Assistant | None,
+) -> int:
+    numbers = await tx.assistants.numbers()
+    for a in await tx.assistants.listed():
+        v = assistants.view(a, numbers.get(a.id, []))
+        state = "enabled" if a.enabled else "disabled"
+        print(f"{a.name}\t{' '.join(v['numbers']) or '-'}\t{v['engine']}\t{state}\t"
+              f"{v['handoff_level']}\t{v['accept_timeout_s']}s\t{v['fallback_number'] or '-'}")
+    return 0
+
+
+ACTS: dict[str, Act] = {
+    "add": _assistant_add, "edit": _assistant_edit, "token": _assistant_token,
+    "list": _assistant_list, **dict.fromkeys(assistants.CHANGES, _assistant_change),
+}
+
+
+def add_parser(sub: Any, cli: Cli) -> None:
+    """``switchboard assistant add|edit|token|disable|enable|remove|list``."""
+    parser = sub.add_parser("assistant", help="assistants: AI engines, their numbers, tokens")
+    commands = parser.add_subparsers(dest="assistant_command", required=True)
+    for action, what in (("add", "add an assistant and print its control token once"),
+                         ("edit", "change numbers (the list given replaces them), engine or "
+                                  "handoff rules")):
+        cmd = commands.add_parser(action, help=what)
+        cmd.add_argument("name")
+        cmd.add_argument("--number", action="append", metavar="N",
+                         help="a number it answers (digits, or _ with X, Z, N, [ranges]); "
+                              "repeat for several")
+        cmd.add_argument("--engine", required=action == "add", metavar="builtin|HOST:PORT",
+                         help="the built-in receptionist, or your engine's AudioSocket address")
+        cmd.add_argument("--handoff-level", choices=[h.value for h in HandoffLevel])
+        cmd.add_argument("--accept-timeout", type=int, metavar="S",
+                         help="seconds a card is offered before the fallback")
+        cmd.add_argument("--fallback-number", metavar="N",
+                         help="where callers go when nobody takes them ('' : the AI keeps "
+                              "them and a callback is noted)")
+    for action, what in (("token", "issue a new control token (printed once); the old one "
+                                   "stops working at once"),
+                         ("disable", "stop answering its numbers (calls up go on)"),
+                         ("enable", "answer its numbers again"),
+                         ("remove", "disable, free its numbers, refuse its token; history "
+                                    "stays")):
+        commands.add_parser(action, help=what).add_argument("name")
+    commands.add_parser("list", help="every assistant not removed")
+    parser.set_defaults(
+        func=lambda args: _in_transaction(args, cli, ACTS[args.assistant_command]))
