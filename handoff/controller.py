@@ -17,6 +17,7 @@ from handoff.ari_api import AriApi
 from handoff.callback import Callbacks
 from handoff.events import EventHub
 from handoff.live import AiEngine, CallControl, Timing
+from handoff.outbound import Outbound
 from handoff.store import Store
 from handoff.supervision import Supervision
 
@@ -43,18 +44,21 @@ def build_controller(
     engines: Mapping[str, AiEngine],
     *,
     app: str = "switchboard",
-    fallback_trunk: str | None = None,
+    outbound: Outbound | None = None,
     recordings: Path | None = None,
     host_path: Callable[[str], Path] | None = None,
     timing: Timing | None = None,
     supervisor_ring_timeout_s: int = 30,
     callback_ring_timeout_s: int = 30,
 ) -> LiveServices:
-    """The call control, supervision and call-backs on one ARI client (not started)."""
-    control = CallControl(ari, store, hub, engines, app=app, fallback_trunk=fallback_trunk,
+    """The call control, supervision and call-backs on one ARI client (not started).
+    Calls out (fallback numbers, call-backs) go through ``outbound``'s trunks; without
+    it every call out is refused."""
+    outbound = outbound or Outbound(store)
+    control = CallControl(ari, store, hub, engines, app=app, outbound=outbound,
                           recordings=recordings, host_path=host_path, timing=timing)
     supervision = Supervision(control, ring_timeout_s=supervisor_ring_timeout_s)
-    callbacks = Callbacks(ari, store, trunk=fallback_trunk, app=app,
+    callbacks = Callbacks(ari, store, outbound=outbound, app=app,
                           ring_timeout_s=callback_ring_timeout_s, recordings=recordings,
                           host_path=host_path, events=hub, after_call=control.wrap_up)
     control.leave_alone(callbacks.owned, adopt=callbacks.adopt)

@@ -33,6 +33,17 @@ _CONTACT = re.compile(r"^sip:[A-Za-z0-9_.+-]{1,64}@[A-Za-z0-9.-]{1,253}(:[0-9]{1
 _HOST = re.compile(r"^[A-Za-z0-9.:-]{1,253}$")
 # A digest realm goes between quotes in every 401: a word or a domain name.
 _REALM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# A carrier account's user name is often a number (4420...) or has dots or a '+'.
+_SIP_USER = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
+# Carriers hand out passwords with punctuation in them; what stays out is what pjsip.conf
+# would read as something else: whitespace, ';' (a comment), '[' ']' (a section), and
+# quotes and backslashes (escapes).
+_TRUNK_SECRET = re.compile(r"^[A-Za-z0-9_.~+/=!@#$%^&*()?,:{}<>|-]{6,128}$")
+# The From user of our requests to a trunk: the caller ID the carrier shows (a number),
+# or an account name some carriers expect there.
+_FROM_USER = re.compile(r"^(\+?[0-9]{3,15}|[A-Za-z][A-Za-z0-9_-]{0,39})$")
+# Codecs a trunk may offer; Debian's Asterisk has a translator for each.
+TRUNK_CODECS = ("ulaw", "alaw", "g722", "gsm", "opus")
 
 
 # How many calls an Asterisk takes at once, and the RTP ports that takes. Every RTP
@@ -88,6 +99,31 @@ def check_pattern(key: str, value: str) -> str:
                      "'!' are refused")
 
 
+def check_sip_user(key: str, value: str) -> str:
+    return _matching(_SIP_USER, key, value, f"{value!r} must be 1 to 64 letters, digits or "
+                     "'.', '_', '+', '-'")
+
+
+def check_trunk_secret(key: str, value: str) -> str:
+    # The value itself never goes into the message: it is a carrier's password.
+    return _matching(_TRUNK_SECRET, key, value, "must be 6 to 128 characters: letters, digits "
+                     "and _ . ~ + / = ! @ # $ % ^ & * ( ) ? , : { } < > | - (no spaces, "
+                     "quotes, ';' or brackets)")
+
+
+def check_from_user(key: str, value: str) -> str:
+    return _matching(_FROM_USER, key, value, f"{value!r} is neither a number (3 to 15 digits, "
+                     "an optional leading +) nor a name")
+
+
+def check_codecs(key: str, values: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [c for c in values if c not in TRUNK_CODECS]
+    if unknown or not values:
+        raise ConfigValueError(key, f"{', '.join(unknown) or 'none given'}: choose from "
+                               + ", ".join(TRUNK_CODECS))
+    return values
+
+
 def check_port(key: str, value: int) -> int:
     if not 1 <= value <= 65535:
         raise ConfigValueError(key, f"{value} is not a port number (1-65535)")
@@ -129,12 +165,54 @@ def check_rtp_range(section: str, start: int, end: int, *, max_calls: int) -> No
 
 @dataclass(frozen=True)
 class SipTrunk:
-    """A carrier (or a test carrier): recognised by address and port."""
+    """A carrier (or a test carrier): recognised by its address and port (``auth="ip"``),
+    or registering to it with a digest account (``auth="register"``), when calls from
+    the carrier are recognised by the ``line`` parameter our registration left in the
+    carrier's contact for us."""
 
     name: str
     host: str
     port: int = 5060
+    # The From user of our calls out: the caller ID the carrier shows.
     from_user: str = ""
+    auth: Literal["ip", "register"] = "ip"
+    username: str = ""
+    password: str = field(default="", repr=False)
+    codecs: tuple[str, ...] = ("ulaw", "alaw")
+    # OPTIONS every this many seconds, so a carrier that stops answering shows as
+    # unreachable; 0: never (a trunk nobody may send a packet to, as in tests).
+    qualify_s: int = 0
+
+    def check(self, key: str) -> None:
+        check_name(f"{key}.name", self.name)
+        check_host(f"{key}.host", self.host)
+        check_port(f"{key}.port", self.port)
+        if self.from_user:
+            check_from_user(f"{key}.caller_id", self.from_user)
+        check_codecs(f"{key}.codecs", self.codecs)
+        if not 0 <= self.qualify_s <= 3600:
+            raise ConfigValueError(f"{key}.qualify_s", f"{self.qualify_s}: 0 to 3600 seconds")
+        if self.auth == "register":
+            if not self.username or not self.password:
+                raise ConfigValueError(f"{key}.username", "a registering trunk needs a "
+                                       "username and a password")
+            check_sip_user(f"{key}.username", self.username)
+            check_trunk_secret(f"{key}.password", self.password)
+        elif self.auth == "ip":
+            if self.username or self.password:
+                raise ConfigValueError(f"{key}.auth", "a trunk recognised by its address "
+                                       "has no username or password (auth = register)")
+        else:
+            raise ConfigValueError(f"{key}.auth", f"{self.auth!r}: ip or register")
+
+
+@dataclass(frozen=True)
+class TrunkAccount:
+    """A PBX that registers to this Asterisk as its carrier (the test carrier's side of a
+    registering trunk): challenged on every request, reached only where it registered."""
+
+    username: str
+    password: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -247,6 +325,7 @@ class InstanceSpec:
     webrtc_rtp_timeout: int = 5
     max_calls: int = field(default_factory=default_max_calls)
     trunks: tuple[SipTrunk, ...] = ()
+    trunk_accounts: tuple[TrunkAccount, ...] = ()
     agents: tuple[SipAgent, ...] = ()
     routes: tuple[InboundRoute, ...] = ()
     queues: tuple[Queue, ...] = ()
@@ -278,12 +357,19 @@ class InstanceSpec:
             raise ConfigValueError("asterisk.country", f"{self.country!r}: one of us, gb, de, fr")
         seen: set[str] = set()
         for i, trunk in enumerate(self.trunks):
-            check_name(f"trunks[{i}].name", trunk.name)
-            check_host(f"trunks[{i}].host", trunk.host)
-            check_port(f"trunks[{i}].port", trunk.port)
-            if trunk.from_user:
-                check_name(f"trunks[{i}].from_user", trunk.from_user)
-            seen.add(trunk.name)
+            trunk.check(f"trunks[{i}]")
+            names = {trunk.name, f"{trunk.name}-auth"} if trunk.auth == "register" else {
+                trunk.name}
+            if names & seen:
+                raise ConfigValueError(f"trunks[{i}].name", f"{trunk.name!r} is used twice")
+            seen |= names
+        for i, account in enumerate(self.trunk_accounts):
+            check_name(f"trunk_accounts[{i}].username", account.username)
+            check_trunk_secret(f"trunk_accounts[{i}].password", account.password)
+            if account.username in seen:
+                raise ConfigValueError(f"trunk_accounts[{i}].username",
+                                       f"{account.username!r} is used twice")
+            seen.add(account.username)
         for i, agent in enumerate(self.agents):
             check_name(f"agents[{i}].sip_user", agent.name)
             check_secret(f"agents[{i}].sip_password", agent.password)
@@ -317,8 +403,11 @@ def spec_from_dict(data: dict[str, Any]) -> InstanceSpec:
     fields["ports"] = Ports(**fields["ports"])
     fields["tls"] = TlsListener(**fields["tls"]) if fields.get("tls") else None
     fields["ice_permit"] = tuple(fields.get("ice_permit", ()))
-    for key, kind in (("trunks", SipTrunk), ("agents", SipAgent), ("routes", InboundRoute)):
+    for key, kind in (("agents", SipAgent), ("routes", InboundRoute),
+                      ("trunk_accounts", TrunkAccount)):
         fields[key] = tuple(kind(**item) for item in fields.get(key, ()))
+    fields["trunks"] = tuple(SipTrunk(**{**t, "codecs": tuple(t.get("codecs", ("ulaw", "alaw")))})
+                             for t in fields.get("trunks", ()))
     fields["queues"] = tuple(
         Queue(**{**q, "members": tuple(q["members"])}) for q in fields.get("queues", ())
     )
@@ -375,6 +464,7 @@ def render(spec: InstanceSpec) -> dict[str, str]:
         },
         "tls": spec.tls,
         "trunks": spec.trunks,
+        "trunk_accounts": spec.trunk_accounts,
         "agents": agents,
         "routes": [
             {"pattern": r.pattern, "assistant": r.assistant, "app": r.app or spec.app}

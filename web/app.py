@@ -30,6 +30,7 @@ from handoff.controller import build_controller
 from handoff.events import EventHub
 from handoff.live import CallControl, Timing, call_key
 from handoff.metrics import SwitchboardMetrics
+from handoff.outbound import Outbound
 from handoff.phone_watch import PhoneWatch
 from handoff.receptionist import Receptionist
 from handoff.settings import Settings
@@ -45,7 +46,7 @@ from web.dashboard.access import Shape, own_auth, public
 from web.dashboard.routes import route_policy, setup_dashboard
 from web.dashboard.tools import Tools, setup_tools
 from web.dashboard.typedefs import DASHBOARD, SoftphoneSettings
-from web.demo import CARRIER_TRUNK, DEMO_NUMBER, RECEPTIONIST, seed_demo
+from web.demo import DEMO_NUMBER, RECEPTIONIST, seed_demo
 from web.telephony import (
     Telephony,
     follow_directory,
@@ -175,8 +176,8 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     ari = AriClient(pbx.ari_url, *pbx.ari_auth, apps="switchboard", key=call_key)
     live = build_controller(
         ari, services.store, services.hub, {RECEPTIONIST: receptionist},
-        fallback_trunk=settings.trunks[0].name if settings.trunks else (
-            CARRIER_TRUNK if telephony.carrier else None),
+        outbound=Outbound(services.store, country=settings.asterisk.country,
+                          settings_trunks=telephony.fixed_trunks),
         recordings=settings.data_path / "recordings",
         host_path=lambda rel: pbx.host_path(f"{pbx.spec.dirs.spool}/{rel}"),
         timing=Timing(wrap_up_s=float(settings.desk.wrap_up_s)),
@@ -319,7 +320,7 @@ def build_app(settings: Settings) -> web.Application:
         if pbx is None:
             # An external Asterisk's configuration is its admin's, not ours to rewrite.
             raise RuntimeError("this Asterisk is not run by Switchboard")
-        await sync_directory(services.store, pbx)
+        await sync_directory(services.store, pbx, services.telephony.fixed_trunks)
 
     setup_tools(app, Tools(
         recordings=settings.data_path / "recordings",

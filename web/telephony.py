@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 from handoff.agents import EndpointKind
 from handoff.settings import Settings
 from handoff.store import Store
+from handoff.store.trunks_repo import as_trunk
+from handoff.trunks import Trunk
 from pbx import runtime
 from pbx.asterisk_config import (
     InboundRoute,
@@ -42,6 +45,9 @@ class Telephony:
     carrier: runtime.AsteriskInstance | None = None
     adopted: bool = False
     status: str = "starting"
+    # The trunks that are not the store's: the settings file's, and the demo carrier's
+    # while it runs. Read-only on the admin page; tried first by calls out.
+    fixed_trunks: tuple[Trunk, ...] = ()
 
     def softphone_url(self) -> str | None:
         """Where browser softphones register: the PBX's SIP WebSocket (wss with TLS)."""
@@ -63,7 +69,6 @@ async def start_telephony(settings: Settings, store: Store, telephony: Telephony
         return
     if await reattach(settings, telephony, install):
         return
-    routes, agents = await routes_and_agents(store)
     pbx_ports = runtime.allocate_ports(
         runtime.PortRequest(
             http=ast.http_port, sip=ast.sip_port, ami=ast.ami_port,
@@ -79,16 +84,16 @@ async def start_telephony(settings: Settings, store: Store, telephony: Telephony
                                 rtp_end=settings.demo.rtp_end),
             avoid=taken, max_calls=ast.call_limit,
         )
-    trunks = [SipTrunk(t.name, t.host, t.port, t.from_user) for t in settings.trunks]
-    if carrier_ports is not None:
-        trunks.append(SipTrunk(CARRIER_TRUNK, "127.0.0.1", carrier_ports.sip))
+    telephony.fixed_trunks = fixed_trunks(
+        settings, carrier_ports.sip if carrier_ports is not None else None)
+    routes, agents, trunks = await directory(store, telephony.fixed_trunks)
     telephony.pbx = runtime.new_instance(
         install, instance_name("pbx", settings), settings.data_path, ports=pbx_ports,
         ephemeral=False, max_calls=ast.call_limit,
         bind_address=ast.bind_address, media_address=ast.media_address,
         sip_realm=ast.sip_realm, country=ast.country,
         tls=TlsListener(ast.tls_cert, ast.tls_key) if ast.tls_cert else None,
-        trunks=tuple(trunks), routes=routes, agents=agents,
+        trunks=trunks, routes=routes, agents=agents,
     )
     await telephony.pbx.start()
     if carrier_ports is not None:
@@ -108,6 +113,43 @@ def instance_name(role: str, settings: Settings) -> str:
     on one machine never share a configuration or a spool."""
     digest = hashlib.sha256(str(settings.data_path).encode()).hexdigest()[:8]
     return f"{role}-{digest}"
+
+
+# What the demo carrier answers and calls from: any national number (its test callers,
+# whoever an agent calls back). International and premium numbers stay refused.
+DEMO_CARRIER_PATTERNS = ("_X.", "_+X.")
+
+
+def fixed_trunks(settings: Settings, demo_carrier_port: int | None) -> tuple[Trunk, ...]:
+    """The settings file's trunks, then the demo carrier's (when it runs)."""
+    trunks = [t.trunk() for t in settings.trunks]
+    if demo_carrier_port is not None:
+        trunks.append(Trunk(CARRIER_TRUNK, "127.0.0.1", demo_carrier_port,
+                            patterns=DEMO_CARRIER_PATTERNS, source="demo"))
+    return tuple(trunks)
+
+
+async def stored_trunks(store: Store, fixed: Sequence[Trunk]) -> list[Trunk]:
+    """The store's trunks, without one whose name a fixed trunk has (the file wins)."""
+    async with store.transaction() as tx:
+        stored = [as_trunk(row) for row in await tx.trunks.all()]
+    taken = {t.name for t in fixed}
+    for trunk in stored:
+        if trunk.name in taken:
+            log.warning("trunk %s is in the settings file and the database: the file's is "
+                        "used", trunk.name)
+    return [t for t in stored if t.name not in taken]
+
+
+async def directory(
+    store: Store, fixed: Sequence[Trunk],
+) -> tuple[tuple[InboundRoute, ...], tuple[SipAgent, ...], tuple[SipTrunk, ...]]:
+    """Everything the PBX's configuration holds that can change while it runs: numbers,
+    agents' endpoints, and every enabled trunk (a disabled one is not rendered: its
+    registration ends and calls from it are refused)."""
+    routes, agents = await routes_and_agents(store)
+    trunks = tuple(t.sip() for t in [*fixed, *await stored_trunks(store, fixed)] if t.enabled)
+    return routes, agents, trunks
 
 
 async def routes_and_agents(
@@ -133,14 +175,19 @@ async def routes_and_agents(
 DIRECTORY_CHECK_S = 10.0
 
 
-async def sync_directory(store: Store, pbx: runtime.AsteriskInstance) -> bool:
-    """Give the PBX the endpoints and numbers the store has now, if they changed: a
-    disabled person's endpoint goes, so Asterisk refuses their phone's next REGISTER.
-    True if it reloaded."""
-    routes, agents = await routes_and_agents(store)
-    if (routes, agents) == (pbx.spec.routes, pbx.spec.agents):
+async def sync_directory(store: Store, pbx: runtime.AsteriskInstance,
+                         fixed: Sequence[Trunk] | None = None) -> bool:
+    """Give the PBX the endpoints, numbers and (given the ``fixed`` trunks) trunks the
+    store has now, if they changed: a disabled person's endpoint goes, so Asterisk
+    refuses their phone's next REGISTER; a trunk added registers. True if it reloaded."""
+    if fixed is None:
+        routes, agents = await routes_and_agents(store)
+        trunks = pbx.spec.trunks
+    else:
+        routes, agents, trunks = await directory(store, fixed)
+    if (routes, agents, trunks) == (pbx.spec.routes, pbx.spec.agents, pbx.spec.trunks):
         return False
-    await pbx.apply_directory(routes, agents)
+    await pbx.apply_directory(routes, agents, trunks)
     return True
 
 
@@ -153,8 +200,9 @@ async def follow_directory(store: Store, telephony: Telephony,
         if telephony.pbx is None:
             continue
         try:
-            if await sync_directory(store, telephony.pbx):
-                log.info("the PBX took the people and numbers changed in the database")
+            if await sync_directory(store, telephony.pbx, telephony.fixed_trunks):
+                log.info("the PBX took the people, numbers and trunks changed in the "
+                         "database")
         except Exception:
             log.exception("the PBX's endpoints could not be reloaded; retrying in %.0f s",
                           every_s)
@@ -192,6 +240,9 @@ async def reattach(
             await telephony.carrier.stop()
             telephony.carrier = None
         return False
+    carrier = telephony.carrier
+    telephony.fixed_trunks = fixed_trunks(
+        settings, carrier.spec.ports.sip if carrier is not None else None)
     log.warning("re-attached to the running Asterisk (pid %s): its calls go on",
                 telephony.pbx.pid)
     telephony.adopted = True

@@ -37,6 +37,7 @@ from handoff.live.presence import Presence
 from handoff.live.reconcile import Reconciler
 from handoff.live.routing import Registry, Router
 from handoff.live.transfer import Transfers
+from handoff.outbound import Outbound
 from handoff.store import Store
 from handoff.store.errors import NotFound
 
@@ -52,7 +53,7 @@ class CallControl:
         engines: Mapping[str, AiEngine],
         *,
         app: str = "switchboard",
-        fallback_trunk: str | None = None,
+        outbound: Outbound | None = None,
         recordings: Path | None = None,
         host_path: Callable[[str], Path] | None = None,
         timing: Timing | None = None,
@@ -62,7 +63,8 @@ class CallControl:
         self.hub = hub
         self.engines = engines
         self.app = app
-        self.fallback_trunk = fallback_trunk
+        # The trunks calls out go through (the assistant's fallback number).
+        self.outbound = outbound or Outbound(store)
         self.recordings = recordings
         self.host_path = host_path
         self.timing = timing or Timing()

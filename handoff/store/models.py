@@ -18,6 +18,7 @@ from handoff.agents import AgentRole, EndpointKind, Presence
 from handoff.assistants import DEFAULT_ACCEPT_TIMEOUT_S, FallbackKind, HandoffLevel, HoldMode
 from handoff.calls import CallDirection, CallOutcome, CallState, Speaker
 from handoff.handoffs import FailureReason, HandoffState
+from handoff.trunks import TrunkAuth
 
 # Short state names are stored as their lowercase values in a plain VARCHAR (no native
 # PostgreSQL ENUM type): adding a state then needs no ALTER TYPE migration.
@@ -130,6 +131,30 @@ class Assistant(Base):
     hold_mode: Mapped[HoldMode] = mapped_column(_enum_type(HoldMode), default=HoldMode.AI)
     # Hash of the bearer token the AI engine uses on the control API.
     control_token_hash: Mapped[str] = mapped_column(sa.String(255))
+
+
+class TrunkRecord(Base):
+    """A trunk the admin page or the CLI manages (handoff.trunks.Trunk is what the rest
+    of the product sees of it)."""
+
+    __tablename__ = "trunks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(40), unique=True)
+    host: Mapped[str] = mapped_column(sa.String(253))
+    port: Mapped[int]
+    auth: Mapped[TrunkAuth] = mapped_column(_enum_type(TrunkAuth))
+    # A registering trunk's digest account; empty for one recognised by address. The
+    # password is kept readable: Asterisk answers the carrier's challenges with it.
+    username: Mapped[str] = mapped_column(sa.String(64))
+    password: Mapped[str] = mapped_column(sa.String(128))
+    caller_id: Mapped[str] = mapped_column(sa.String(PHONE_NUMBER_LENGTH))
+    codecs: Mapped[list[str]] = mapped_column(sa.JSON)
+    patterns: Mapped[list[str]] = mapped_column(sa.JSON)
+    allow_international: Mapped[bool]
+    allow_premium: Mapped[bool]
+    enabled: Mapped[bool]
+    created_at: Mapped[datetime]
 
 
 class Contact(Base):

@@ -24,6 +24,7 @@ from handoff.store.notes_repo import NotesRepo
 from handoff.store.sessions_repo import SessionsRepo
 from handoff.store.transcripts_repo import TranscriptsRepo
 from handoff.store.transitions import Clock, utc_now
+from handoff.store.trunks_repo import TrunksRepo
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class Transaction:
     audit: AuditRepo
     sessions: SessionsRepo
     history: HistoryRepo
+    trunks: TrunksRepo
 
 
 class Store:
@@ -72,4 +74,5 @@ class Store:
             audit=audit,
             sessions=SessionsRepo(session, clock),
             history=HistoryRepo(session, clock),
+            trunks=TrunksRepo(session, clock),
         )

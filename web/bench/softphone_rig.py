@@ -36,7 +36,7 @@ from pbx.asterisk_config import InboundRoute, SipAgent, SipTrunk
 from pbx.runtime import AsteriskInstance
 from web.bench.audio import AGENT_HZ
 from web.bench.dashboard_site import PASSWORD, cheap_passwords, free_port
-from web.bench.rig import EngineAt
+from web.bench.rig import EngineAt, carrier_outbound
 from web.bench.world import World
 from web.dashboard import DashboardOptions, setup_dashboard
 from web.dashboard.routes import STATIC_DIR
@@ -206,7 +206,7 @@ async def desk(telephony: Telephony, folder: Path) -> AsyncIterator[Desk]:
     ari = AriClient(telephony.pbx.ari_url, *telephony.pbx.ari_auth, apps="switchboard",
                     key=call_key)
     live = build_controller(ari, store, hub, {"receptionist": EngineAt(world.engine.address)},
-                            fallback_trunk="carrier", timing=Timing(),
+                            outbound=carrier_outbound(store), timing=Timing(),
                             callback_ring_timeout_s=10)
     control, callbacks, supervision = live.control, live.callbacks, live.supervision
     await ari.start()
