@@ -112,7 +112,12 @@ def check_outbound_pattern(key: str, value: str) -> str:
     if body == "_":
         raise ConfigValueError(key, f"{value!r} allows every number: name the numbers, "
                                "e.g. _0[1-9]XXXXXXXX or _NXXNXXXXXX")
-    check_pattern(key, body)
+    try:
+        check_pattern(key, body)
+    except ConfigValueError:
+        raise ConfigValueError(key, f"{value!r} is not a strict number pattern: digits (e.g. "
+                               "0800123456) or _ with X, Z, N and [ranges], and '.' only at "
+                               "the end (e.g. _0[1-7]XXXXXXXX, _00331.)") from None
     return value
 
 

@@ -41,6 +41,7 @@ from pbx.ami import AmiClient
 from pbx.ari import AriClient
 from pbx.demo_caller import DemoCaller
 from pbx.security_events import SecurityEvents
+from pbx.trunk_status import TrunkStatus, endpoint_states
 from web.ai_api import API_PREFIX, hash_control_token, new_control_token, setup_ai_api
 from web.dashboard.access import Shape, own_auth, public
 from web.dashboard.routes import route_policy, setup_dashboard
@@ -55,6 +56,7 @@ from web.telephony import (
     sync_directory,
     write_state,
 )
+from web.trunk_watch import TrunkMetrics, TrunkWatch
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,7 @@ class Controller:
     receptionist: Receptionist | None = None
     supervision: Supervision | None = None
     callbacks: Callbacks | None = None
+    trunks: TrunkWatch | None = None
 
     # The AI control API's CallCommands, delegated to the call control once it exists.
     async def request_handoff(
@@ -189,6 +192,8 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     security = SecurityEvents(services.metrics)
     ami.on_security(security.observe)
     controller.ami = ami
+    controller.trunks = TrunkWatch(lambda: pbx.spec.trunks, ami, endpoint_states(ari),
+                                   pbx.log_file)
     phone_watch = PhoneWatch(services.store, services.hub, control.phone_registered)
     await receptionist.start()
     await ari.start()
@@ -198,7 +203,8 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     watching = [asyncio.create_task(phone_watch.run(), name="phone watch"),
                 asyncio.create_task(security.run(), name="security summaries"),
                 asyncio.create_task(follow_directory(services.store, telephony),
-                                    name="people and numbers")]
+                                    name="people and numbers"),
+                asyncio.create_task(controller.trunks.run(), name="trunk status")]
     print_banner(services)
     try:
         yield
@@ -209,7 +215,7 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
         controller.supervision = controller.callbacks = None
         await live.close()
         await ami.close()
-        controller.ami = None
+        controller.ami = controller.trunks = None
         await ari.close()
         await receptionist.close()
         controller.control = None
@@ -291,6 +297,11 @@ def build_app(settings: Settings) -> web.Application:
         lambda: float(len(services.controller.control.calls))
         if services.controller.control else 0.0
     )
+    def trunk_statuses() -> dict[str, TrunkStatus]:
+        watch = services.controller.trunks
+        return watch.statuses if watch is not None else {}
+
+    registry.register(TrunkMetrics(trunk_statuses))
     app.cleanup_ctx.extend([store_ctx, telephony_ctx, controller_ctx])
     # Every route is declared in the access policy; one that is not is refused.
     policy = route_policy(app)
@@ -328,6 +339,8 @@ def build_app(settings: Settings) -> web.Application:
         callbacks=lambda: services.controller.callbacks,
         test_call=test_call if settings.demo.enabled else None,
         endpoints_changed=endpoints_changed,
+        fixed_trunks=lambda: services.telephony.fixed_trunks,
+        trunk_statuses=trunk_statuses,
     ))
     app[METRICS] = SwitchboardMetrics(
         registry, services.hub, services.store,

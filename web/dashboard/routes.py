@@ -20,7 +20,7 @@ from aiohttp import hdrs, web
 from handoff.agents import AgentRole
 from handoff.events import EventHub
 from handoff.store import Store
-from web.dashboard import admin, calls_api, history, supervision_api, views
+from web.dashboard import admin, calls_api, history, supervision_api, trunks_api, views
 from web.dashboard.access import RoutePolicy, Rule, Shape, public, signed_in
 from web.dashboard.board import Board
 from web.dashboard.feed import Feed
@@ -107,6 +107,13 @@ ROUTES: tuple[Route, ...] = (
           signed_in(ADMIN)),
     Route("POST", "/api/admin/test-call", admin.test_call, signed_in(ADMIN)),
     Route("GET", "/api/admin/audit", admin.audit_log, signed_in(ADMIN)),
+    # Trunks (trunks_api.py): the stored ones change, the settings file's are listed.
+    Route("GET", "/api/admin/trunks", trunks_api.list_trunks, signed_in(ADMIN)),
+    Route("POST", "/api/admin/trunks", trunks_api.add_trunk, signed_in(ADMIN)),
+    Route("POST", r"/api/admin/trunks/{trunk_id:\d+}", trunks_api.change_trunk,
+          signed_in(ADMIN)),
+    Route("POST", r"/api/admin/trunks/{trunk_id:\d+}/remove", trunks_api.remove_trunk,
+          signed_in(ADMIN)),
     # The softphone and the call panel. The guard lets any agent in; each handler then
     # checks that the viewer is the agent on that call (or a supervisor).
     Route("GET", "/api/softphone", calls_api.softphone, signed_in(AGENT)),
