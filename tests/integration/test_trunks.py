@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -108,6 +109,10 @@ async def becomes(pbx: runtime.AsteriskInstance, state: TrunkState) -> TrunkStat
 
 @pytest_asyncio.fixture
 async def quiet_registering(registering_pair: Pair) -> AsyncIterator[Pair]:
+    # A test that changed the trunk has the PBX register again: the carrier knows where
+    # to call once that is through.
+    await until(lambda: registered_at(registering_pair.carrier),
+                why="the PBX never registered")
     yield registering_pair
     await assert_quiet(registering_pair.pbx)
     await assert_quiet(registering_pair.carrier)
@@ -162,6 +167,24 @@ async def test_a_call_from_the_registered_carrier_reaches_the_assistant(
     live = reg_rig.control.calls[placed.call_id]
     assert live.assistant == "receptionist" and live.ai is not None
     await reg_rig.wait_hears(placed, "ai")  # media flows both ways through the trunk
+    await reg_rig.hang_up_caller(placed)
+    await until(lambda: placed.call_id not in reg_rig.control.calls)
+
+
+async def test_a_trunk_changed_mid_call_keeps_the_call(reg_rig: Rig) -> None:
+    pbx = reg_rig.pbx
+    placed = await reg_rig.place_call("2000")
+    await reg_rig.wait_hears(placed, "ai")
+    before = pbx.spec.trunks
+    changed = (dataclasses.replace(before[0], from_user="+15550199", codecs=("ulaw",)),)
+    await pbx.apply_directory(pbx.spec.routes, pbx.spec.agents, changed)  # re-registers too
+    try:
+        # The caller goes on hearing the AI after the reload and the new registration.
+        await becomes(pbx, TrunkState.REGISTERED)
+        await reg_rig.wait_hears(placed, "ai", after=time.monotonic())
+        assert placed.call_id in reg_rig.control.calls
+    finally:
+        await pbx.apply_directory(pbx.spec.routes, pbx.spec.agents, before)
     await reg_rig.hang_up_caller(placed)
     await until(lambda: placed.call_id not in reg_rig.control.calls)
 
