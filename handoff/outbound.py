@@ -10,7 +10,6 @@ import logging
 from collections.abc import Sequence
 
 from handoff.store import Store
-from handoff.store.trunks_repo import as_trunk
 from handoff.trunks import OutboundRefused, Trunk, choose
 
 log = logging.getLogger(__name__)
@@ -27,9 +26,7 @@ class Outbound:
     async def trunks(self) -> list[Trunk]:
         """Every trunk, in the order calls out try them."""
         async with self.store.transaction() as tx:
-            stored = [as_trunk(row) for row in await tx.trunks.all()]
-        taken = {t.name for t in self.settings_trunks}
-        return [*self.settings_trunks, *(t for t in stored if t.name not in taken)]
+            return [trunk for trunk, _ in await tx.trunks.in_order(self.settings_trunks)]
 
     async def route(self, number: str, *, purpose: str, actor: str,
                     call_id: str | None = None) -> Trunk:

@@ -18,7 +18,6 @@ from typing import Any
 from handoff.agents import EndpointKind
 from handoff.settings import Settings
 from handoff.store import Store
-from handoff.store.trunks_repo import as_trunk
 from handoff.trunks import Trunk
 from pbx import runtime
 from pbx.asterisk_config import (
@@ -129,18 +128,6 @@ def fixed_trunks(settings: Settings, demo_carrier_port: int | None) -> tuple[Tru
     return tuple(trunks)
 
 
-async def stored_trunks(store: Store, fixed: Sequence[Trunk]) -> list[Trunk]:
-    """The store's trunks, without one whose name a fixed trunk has (the file wins)."""
-    async with store.transaction() as tx:
-        stored = [as_trunk(row) for row in await tx.trunks.all()]
-    taken = {t.name for t in fixed}
-    for trunk in stored:
-        if trunk.name in taken:
-            log.warning("trunk %s is in the settings file and the database: the file's is "
-                        "used", trunk.name)
-    return [t for t in stored if t.name not in taken]
-
-
 async def directory(
     store: Store, fixed: Sequence[Trunk],
 ) -> tuple[tuple[InboundRoute, ...], tuple[SipAgent, ...], tuple[SipTrunk, ...]]:
@@ -148,7 +135,8 @@ async def directory(
     agents' endpoints, and every enabled trunk (a disabled one is not rendered: its
     registration ends and calls from it are refused)."""
     routes, agents = await routes_and_agents(store)
-    trunks = tuple(t.sip() for t in [*fixed, *await stored_trunks(store, fixed)] if t.enabled)
+    async with store.transaction() as tx:
+        trunks = tuple(t.sip() for t, _ in await tx.trunks.in_order(fixed) if t.enabled)
     return routes, agents, trunks
 
 

@@ -151,9 +151,7 @@ class Listed:
 
 async def listing(tx: Transaction, fixed: Sequence[Trunk]) -> list[Listed]:
     """Every trunk in the order calls out try them: the fixed ones, then the store's."""
-    taken = {t.name for t in fixed}
-    stored = [Listed(as_trunk(r), r.id) for r in await tx.trunks.all() if r.name not in taken]
-    return [*(Listed(t, None) for t in fixed), *stored]
+    return [Listed(trunk, trunk_id) for trunk, trunk_id in await tx.trunks.in_order(fixed)]
 
 
 async def _check_name(tx: Transaction, name: str, fixed_names: Iterable[str],

@@ -35,6 +35,14 @@ class TrunksRepo:
         )
         return result.all()
 
+    async def in_order(self, fixed: Sequence[Trunk]) -> list[tuple[Trunk, int | None]]:
+        """Every trunk, in the order calls out try them, with its row id (None: not
+        stored): ``fixed`` (the settings file's, the demo's) first, then the stored ones
+        oldest first, without any whose name a fixed trunk has (the file wins)."""
+        taken = {t.name for t in fixed}
+        stored = [(as_trunk(row), row.id) for row in await self.all() if row.name not in taken]
+        return [*((t, None) for t in fixed), *stored]
+
     async def get(self, trunk_id: int) -> TrunkRecord:
         row = await self._session.get(TrunkRecord, trunk_id, populate_existing=True)
         if row is None:

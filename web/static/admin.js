@@ -97,9 +97,9 @@
       const tr = document.createElement("tr");
       tr.dataset.trunk = t.name;
       const how = t.auth === "register" ? `registers as ${t.username}` : "by address";
-      const status = t.status + (t.last_error ? `: ${t.last_error}` : "");
+      const state = t.status + (t.last_error ? `: ${t.last_error}` : "");
       cell(tr, t.name + (t.read_only ? ` (${t.source})` : ""));
-      cell(tr, `${t.host}:${t.port}`); cell(tr, how); cell(tr, status);
+      cell(tr, `${t.host}:${t.port}`); cell(tr, how); cell(tr, state);
       if (t.read_only) {
         for (const text of [t.caller_id, t.codecs.join(","), t.patterns.join(" "),
           t.allow_international ? "allowed" : "no", t.allow_premium ? "allowed" : "no",
