@@ -23,15 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from handoff.trunks import Trunk, TrunkAuth
-from pbx.asterisk_config import (
-    ConfigValueError,
-    check_host,
-    check_max_calls,
-    check_port,
-    check_realm,
-    check_rtp_range,
-    default_max_calls,
-)
+from pbx.asterisk_config import check_max_calls, check_rtp_range, default_max_calls
+from pbx.config_values import ConfigValueError, check_host, check_port, check_realm
 
 ENV_PREFIX = "SWITCHBOARD_"
 ENV_SHORT = {"SWITCHBOARD_ASTERISK": "asterisk.source", "SWITCHBOARD_CACHE": "asterisk.cache_dir"}

@@ -24,7 +24,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pbx.asterisk_config import ConfigValueError, SipTrunk, check_pattern
+from pbx.config_values import ConfigValueError, check_pattern
+from pbx.trunk_config import SipTrunk
 
 log = logging.getLogger(__name__)
 

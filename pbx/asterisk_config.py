@@ -21,30 +21,20 @@ from typing import Any, Literal
 
 import jinja2
 
-# Asterisk object names, usernames and passwords go into .conf files verbatim; a
-# newline, ';' or ']' would let a value open a section of its own.
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
-_SECRET = re.compile(r"^[A-Za-z0-9_.~+/=-]{8,128}$")
-# Dialplan patterns we accept for inbound numbers: digits, X/Z/N and [ranges], with
-# an optional leading '+'. No '.' or '!' wildcards: an open pattern plus a number
-# forwarded to Dial is how toll fraud starts.
-_PATTERN = re.compile(r"^(\+?[0-9]{1,20}|_\+?[0-9XZN\[\]\-]{1,30})$")
-_CONTACT = re.compile(r"^sip:[A-Za-z0-9_.+-]{1,64}@[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$")
-_HOST = re.compile(r"^[A-Za-z0-9.:-]{1,253}$")
-# A digest realm goes between quotes in every 401: a word or a domain name.
-_REALM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-# A carrier account's user name is often a number (4420...) or has dots or a '+'.
-_SIP_USER = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
-# Carriers hand out passwords with punctuation in them; what stays out is what pjsip.conf
-# would read as something else: whitespace, ';' (a comment), '[' ']' (a section), and
-# quotes and backslashes (escapes).
-_TRUNK_SECRET = re.compile(r"^[A-Za-z0-9_.~+/=!@#$%^&*()?,:{}<>|-]{6,128}$")
-# The From user of our requests to a trunk: the caller ID the carrier shows (a number),
-# or an account name some carriers expect there.
-_FROM_USER = re.compile(r"^(\+?[0-9]{3,15}|[A-Za-z][A-Za-z0-9_-]{0,39})$")
-# Codecs a trunk may offer; Debian's Asterisk has a translator for each.
-TRUNK_CODECS = ("ulaw", "alaw", "g722", "gsm", "opus")
+from pbx.config_values import (
+    ConfigValueError,
+    check_host,
+    check_name,
+    check_pattern,
+    check_port,
+    check_realm,
+    check_secret,
+    check_trunk_secret,
+    matching,
+)
+from pbx.trunk_config import SipTrunk, TrunkAccount
 
+_CONTACT = re.compile(r"^sip:[A-Za-z0-9_.+-]{1,64}@[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$")
 
 # How many calls an Asterisk takes at once, and the RTP ports that takes. Every RTP
 # stream takes an even port from rtp.conf's range and the odd one above it (RTCP), and a
@@ -66,77 +56,6 @@ def default_max_calls() -> int:
 def rtp_ports_for(max_calls: int) -> int:
     """The size of an RTP range that carries ``max_calls`` calls."""
     return max_calls * RTP_PORTS_PER_CALL
-
-
-class ConfigValueError(ValueError):
-    """A value cannot go into Asterisk's configuration; ``key`` names the setting."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
-
-
-def _matching(pattern: re.Pattern[str], key: str, value: str, problem: str) -> str:
-    """``value`` if ``pattern`` accepts it; otherwise ``problem`` says what is wrong."""
-    if not pattern.match(value):
-        raise ConfigValueError(key, problem)
-    return value
-
-
-def check_name(key: str, value: str) -> str:
-    return _matching(_NAME, key, value, f"{value!r} must start with a letter and hold only "
-                     "letters, digits, '-' or '_'")
-
-
-def check_secret(key: str, value: str) -> str:
-    return _matching(_SECRET, key, value,
-                     "must be 8 to 128 characters of letters, digits and . _ ~ + / = -")
-
-
-def check_pattern(key: str, value: str) -> str:
-    return _matching(_PATTERN, key, value, f"{value!r} is not a strict number pattern: use "
-                     "digits (e.g. 2000) or _ with X, Z, N and [ranges] (e.g. _20XX); '.' and "
-                     "'!' are refused")
-
-
-def check_sip_user(key: str, value: str) -> str:
-    return _matching(_SIP_USER, key, value, f"{value!r} must be 1 to 64 letters, digits or "
-                     "'.', '_', '+', '-'")
-
-
-def check_trunk_secret(key: str, value: str) -> str:
-    # The value itself never goes into the message: it is a carrier's password.
-    return _matching(_TRUNK_SECRET, key, value, "must be 6 to 128 characters: letters, digits "
-                     "and _ . ~ + / = ! @ # $ % ^ & * ( ) ? , : { } < > | - (no spaces, "
-                     "quotes, ';' or brackets)")
-
-
-def check_from_user(key: str, value: str) -> str:
-    return _matching(_FROM_USER, key, value, f"{value!r} is neither a number (3 to 15 digits, "
-                     "an optional leading +) nor a name")
-
-
-def check_codecs(key: str, values: tuple[str, ...]) -> tuple[str, ...]:
-    unknown = [c for c in values if c not in TRUNK_CODECS]
-    if unknown or not values:
-        raise ConfigValueError(key, f"{', '.join(unknown) or 'none given'}: choose from "
-                               + ", ".join(TRUNK_CODECS))
-    return values
-
-
-def check_port(key: str, value: int) -> int:
-    if not 1 <= value <= 65535:
-        raise ConfigValueError(key, f"{value} is not a port number (1-65535)")
-    return value
-
-
-def check_host(key: str, value: str) -> str:
-    return _matching(_HOST, key, value, f"{value!r} is not a host name or address")
-
-
-def check_realm(key: str, value: str) -> str:
-    return _matching(_REALM, key, value, f"{value!r} must be a word or a domain name "
-                     "(letters, digits, '.', '-', '_')")
 
 
 def check_max_calls(key: str, value: int) -> int:
@@ -161,58 +80,6 @@ def check_rtp_range(section: str, start: int, end: int, *, max_calls: int) -> No
             f"asterisk.max_calls is {max_calls}: end the range at "
             f"{first + rtp_ports_for(max_calls) - 1} or lower asterisk.max_calls",
         )
-
-
-@dataclass(frozen=True)
-class SipTrunk:
-    """A carrier (or a test carrier): recognised by its address and port (``auth="ip"``),
-    or registering to it with a digest account (``auth="register"``), when calls from
-    the carrier are recognised by the ``line`` parameter our registration left in the
-    carrier's contact for us."""
-
-    name: str
-    host: str
-    port: int = 5060
-    # The From user of our calls out: the caller ID the carrier shows.
-    from_user: str = ""
-    auth: Literal["ip", "register"] = "ip"
-    username: str = ""
-    password: str = field(default="", repr=False)
-    codecs: tuple[str, ...] = ("ulaw", "alaw")
-    # OPTIONS every this many seconds, so a carrier that stops answering shows as
-    # unreachable; 0: never (a trunk nobody may send a packet to, as in tests).
-    qualify_s: int = 0
-
-    def check(self, key: str) -> None:
-        check_name(f"{key}.name", self.name)
-        check_host(f"{key}.host", self.host)
-        check_port(f"{key}.port", self.port)
-        if self.from_user:
-            check_from_user(f"{key}.caller_id", self.from_user)
-        check_codecs(f"{key}.codecs", self.codecs)
-        if not 0 <= self.qualify_s <= 3600:
-            raise ConfigValueError(f"{key}.qualify_s", f"{self.qualify_s}: 0 to 3600 seconds")
-        if self.auth == "register":
-            if not self.username or not self.password:
-                raise ConfigValueError(f"{key}.username", "a registering trunk needs a "
-                                       "username and a password")
-            check_sip_user(f"{key}.username", self.username)
-            check_trunk_secret(f"{key}.password", self.password)
-        elif self.auth == "ip":
-            if self.username or self.password:
-                raise ConfigValueError(f"{key}.auth", "a trunk recognised by its address "
-                                       "has no username or password (auth = register)")
-        else:
-            raise ConfigValueError(f"{key}.auth", f"{self.auth!r}: ip or register")
-
-
-@dataclass(frozen=True)
-class TrunkAccount:
-    """A PBX that registers to this Asterisk as its carrier (the test carrier's side of a
-    registering trunk): challenged on every request, reached only where it registered."""
-
-    username: str
-    password: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -374,7 +241,7 @@ class InstanceSpec:
             check_name(f"agents[{i}].sip_user", agent.name)
             check_secret(f"agents[{i}].sip_password", agent.password)
             if agent.contact:
-                _matching(_CONTACT, f"agents[{i}].contact", agent.contact,
+                matching(_CONTACT, f"agents[{i}].contact", agent.contact,
                           "expected sip:user@host:port")
             if agent.kind not in ("webrtc", "deskphone"):
                 raise ConfigValueError(f"agents[{i}].kind", "webrtc or deskphone")

@@ -29,12 +29,12 @@ from pbx.asterisk_config import (
     InstanceSpec,
     Ports,
     SipAgent,
-    SipTrunk,
     default_max_calls,
     write_tree,
 )
 from pbx.installation import AsteriskUnavailable, Installation, locate
 from pbx.ports import PortInUse, PortRequest, allocate_ports
+from pbx.trunk_config import SipTrunk
 
 log = logging.getLogger(__name__)
 

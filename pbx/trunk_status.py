@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from pbx.ari import AriClient, AriNotFound
-from pbx.asterisk_config import SipTrunk
+from pbx.trunk_config import SipTrunk
 
 # Enough of the log's end to hold the last registration attempts of every trunk.
 LOG_TAIL_BYTES = 256 * 1024

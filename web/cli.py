@@ -20,15 +20,8 @@ from handoff.receptionist import PromptError, make_prompts
 from handoff.settings import Settings, SettingsError, load
 from handoff.store import LastAdmin, Removed, Store, create_store_engine, upgrade_to_head
 from pbx import runtime
-from pbx.asterisk_config import (
-    ConfigValueError,
-    Dirs,
-    InboundRoute,
-    InstanceSpec,
-    Ports,
-    render,
-    rtp_ports_for,
-)
+from pbx.asterisk_config import Dirs, InboundRoute, InstanceSpec, Ports, render, rtp_ports_for
+from pbx.config_values import ConfigValueError
 from web import doctor, people, trunks
 from web.app import build_app
 from web.dashboard.passwords import Passwords

@@ -20,15 +20,9 @@ from handoff.settings import Settings
 from handoff.store import Store
 from handoff.trunks import Trunk
 from pbx import runtime
-from pbx.asterisk_config import (
-    InboundRoute,
-    SipAgent,
-    SipTrunk,
-    TlsListener,
-    spec_from_dict,
-    spec_to_dict,
-)
+from pbx.asterisk_config import InboundRoute, SipAgent, TlsListener, spec_from_dict, spec_to_dict
 from pbx.demo_caller import install_voice
+from pbx.trunk_config import SipTrunk
 from web.demo import CARRIER_TRUNK, demo_caller_voice
 from web.doctor import read_state, state_file
 

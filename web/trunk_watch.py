@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 from pbx.ami import AmiError
 from pbx.ari import AriError
-from pbx.asterisk_config import SipTrunk
+from pbx.trunk_config import SipTrunk
 from pbx.trunk_status import (
     EndpointState,
     Registrations,

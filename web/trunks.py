@@ -19,7 +19,7 @@ from handoff.store import NotFound, Transaction
 from handoff.store.models import TrunkRecord
 from handoff.store.trunks_repo import as_trunk
 from handoff.trunks import Trunk, TrunkAuth
-from pbx.asterisk_config import ConfigValueError
+from pbx.config_values import ConfigValueError
 from pbx.trunk_status import TrunkStatus
 
 # What an admin may set; everything else of a Trunk is the product's.

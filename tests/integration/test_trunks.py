@@ -25,7 +25,8 @@ from handoff.store import Store
 from handoff.trunks import OutboundRefused
 from pbx import runtime
 from pbx.ari import AriClient
-from pbx.asterisk_config import InboundRoute, SipAgent, SipTrunk, TrunkAccount
+from pbx.asterisk_config import InboundRoute, SipAgent
+from pbx.trunk_config import SipTrunk, TrunkAccount
 from pbx.trunk_status import TrunkState, TrunkStatus, endpoint_states, read_statuses
 from tests.integration.asterisk_helpers import ami_client, ari, assert_quiet
 from tests.sip_phone import SipPhone

@@ -10,21 +10,20 @@ from typing import Any
 import pytest
 
 from pbx.asterisk_config import (
-    ConfigValueError,
     Dirs,
     InboundRoute,
     InstanceSpec,
     Ports,
     SipAgent,
-    SipTrunk,
     TlsListener,
-    TrunkAccount,
     check_conf_syntax,
     render,
     spec_from_dict,
     spec_to_dict,
 )
+from pbx.config_values import ConfigValueError
 from pbx.runtime import PortRequest, allocate_ports
+from pbx.trunk_config import SipTrunk, TrunkAccount
 
 
 def spec(**fields: Any) -> InstanceSpec:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from pbx.asterisk_config import SipTrunk
+from pbx.trunk_config import SipTrunk
 from pbx.trunk_status import (
     TrunkState,
     TrunkStatus,

@@ -15,7 +15,7 @@ from handoff.trunks import (
     classify,
     pattern_matches,
 )
-from pbx.asterisk_config import ConfigValueError
+from pbx.config_values import ConfigValueError
 from web import trunks
 
 

@@ -32,8 +32,9 @@ from handoff.store.models import Agent
 from handoff.trunks import Trunk
 from pbx import runtime
 from pbx.ari import AriClient
-from pbx.asterisk_config import InboundRoute, Queue, SipAgent, SipTrunk
+from pbx.asterisk_config import InboundRoute, Queue, SipAgent
 from pbx.runtime import AsteriskInstance
+from pbx.trunk_config import SipTrunk
 from web.bench.world import (
     AGENT_PHONE_NUMBER,
     FALLBACK_NUMBER,

@@ -32,8 +32,9 @@ from handoff.store import Store, create_store_engine, upgrade_to_head
 from handoff.store.models import Agent
 from pbx import runtime
 from pbx.ari import AriClient
-from pbx.asterisk_config import InboundRoute, SipAgent, SipTrunk
+from pbx.asterisk_config import InboundRoute, SipAgent
 from pbx.runtime import AsteriskInstance
+from pbx.trunk_config import SipTrunk
 from web.bench.audio import AGENT_HZ
 from web.bench.dashboard_site import PASSWORD, cheap_passwords, free_port
 from web.bench.rig import EngineAt, carrier_outbound

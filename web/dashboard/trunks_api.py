@@ -13,7 +13,7 @@ import logging
 from aiohttp import web
 
 from handoff.trunks import COUNTRIES
-from pbx.asterisk_config import TRUNK_CODECS
+from pbx.config_values import TRUNK_CODECS
 from web import trunks
 from web.dashboard.guard import json_error
 from web.dashboard.tools import tools_of
