@@ -1,4 +1,4 @@
-"""Call a caller back: the agent's phone first, then the caller over the trunk.
+"""Call a caller back: the agent's phone first, then the caller over a trunk.
 
 The agent's phone rings first, because the agent just clicked "Call back" and is waiting
 for it; only once they pick up is the caller dialled, and the agent hears ringback
@@ -7,7 +7,9 @@ phone still ringing on a desk), which is the one thing a callback must not do.
 
 The number is checked to be a plain number before it goes anywhere near a dial string:
 ``PJSIP/<number>@<trunk>`` with anything else in it (``&``, ``/``, ``@``) would let a
-crafted "number" dial a second destination or another trunk (toll fraud).
+crafted "number" dial a second destination or another trunk (toll fraud). Which trunk,
+if any, may carry it is asked before the agent's phone rings (handoff.outbound): a
+number no trunk allows is refused with the reason, and nothing is dialled at all.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from handoff.events import CALLS_TOPIC, CallChanged, EventHub
 from handoff.handoffs import FailureReason, HandoffEvent
 from handoff.live.legs import add_when_in_stasis, bridge_of, owner_of, role_id
 from handoff.logs import mask_number
+from handoff.outbound import Outbound
 from handoff.recordings import HostPath, discard_recording, keep_recording
 from handoff.states import StateMachine
 from handoff.store import Store
@@ -45,10 +48,6 @@ CALLBACK_REASON = "call_back"
 
 class BadNumber(ValueError):
     pass
-
-
-class NoTrunk(Exception):
-    """No SIP trunk is configured: there is no way out to the caller's number."""
 
 
 class CallbackState(enum.StrEnum):
@@ -96,6 +95,9 @@ class Callback:
     agent_leg: str
     caller_leg: str
     bridge: str
+    # The trunk the number goes out through (handoff.outbound); chosen before anything
+    # rings. Empty for a call-back adopted after a restart: it is past dialling.
+    trunk: str = ""
     state: CallbackState = CallbackState.RINGING_AGENT
     # The ledger: a call-back is an outbound call, with a handoff row that says which
     # agent had it (history, visibility and "busy" all read handoffs).
@@ -116,7 +118,7 @@ class Callback:
 
 class Callbacks:
     def __init__(
-        self, ari: AriApi, store: Store, *, trunk: str | None, app: str = "switchboard",
+        self, ari: AriApi, store: Store, *, outbound: Outbound, app: str = "switchboard",
         ring_timeout_s: int = 30, recordings: Path | None = None,
         host_path: HostPath | None = None, events: EventHub | None = None,
         after_call: Callable[[int], None] | None = None,
@@ -131,7 +133,7 @@ class Callbacks:
         # Call-backs are recorded like every call (see CallControl: the same folder).
         self.recordings = recordings
         self.host_path = host_path
-        self.trunk = trunk
+        self.outbound = outbound
         self.app = app
         self.ring_timeout_s = ring_timeout_s
         self.active: dict[str, Callback] = {}
@@ -161,15 +163,15 @@ class Callbacks:
                         actor: str) -> Callback:
         """Ring the agent's phone; the caller is dialled when the agent answers.
 
-        Returns as soon as the agent's phone rings. Raises BadNumber, NoTrunk, or
-        AriError when the agent's phone cannot be dialled.
+        Returns as soon as the agent's phone rings. Raises BadNumber, OutboundRefused
+        (no trunk may carry the number: nothing rang), or AriError when the agent's
+        phone cannot be dialled.
         """
         number = check_number(number)
-        if self.trunk is None:
-            raise NoTrunk("no SIP trunk is configured for outgoing calls")
+        trunk = await self.outbound.route(number, purpose="call_back", actor=actor)
         key = PREFIX + secrets.token_hex(6)
         cb = Callback(key, number, agent_id, role_id(key, "agent"), role_id(key, "caller"),
-                      bridge_of(key))
+                      bridge_of(key), trunk=trunk.name)
         async with self.store.transaction() as tx:
             call = await tx.calls.create(
                 caller_number=number, caller_name=await tx.contacts.name_for(number),
@@ -235,7 +237,7 @@ class Callbacks:
         self._by_leg[cb.caller_leg] = cb
         try:
             await self.ari.channels.create(
-                f"PJSIP/{cb.number}@{self.trunk}", self.app, app_args=["callback", cb.key],
+                f"PJSIP/{cb.number}@{cb.trunk}", self.app, app_args=["callback", cb.key],
                 channel_id=cb.caller_leg, originator=cb.agent_leg,
             )
             await self._add(cb.bridge, cb.caller_leg)

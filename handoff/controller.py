@@ -18,6 +18,7 @@ from handoff.callback import Callbacks
 from handoff.events import EventHub
 from handoff.live import AiEngine, CallControl, Timing
 from handoff.live.engines import REJECT, Engines
+from handoff.outbound import Outbound
 from handoff.store import Store
 from handoff.supervision import Supervision
 
@@ -45,7 +46,7 @@ def build_controller(
     *,
     unknown_numbers: str = REJECT,
     app: str = "switchboard",
-    fallback_trunk: str | None = None,
+    outbound: Outbound | None = None,
     recordings: Path | None = None,
     host_path: Callable[[str], Path] | None = None,
     timing: Timing | None = None,
@@ -54,16 +55,19 @@ def build_controller(
 ) -> LiveServices:
     """The call control, supervision and call-backs on one ARI client (not started).
 
+
     ``builtin`` takes the calls of assistants whose engine is the built-in one; every
     other assistant's engine is its AudioSocket address in the store. A call to a number
     no enabled assistant answers goes to the assistant ``unknown_numbers`` names, or is
-    refused ("reject").
+    refused ("reject"). Calls out (fallback numbers, call-backs) go through
+    ``outbound``'s trunks; without it every call out is refused.
     """
     engines = Engines(store, builtin, unknown_numbers)
-    control = CallControl(ari, store, hub, engines, app=app, fallback_trunk=fallback_trunk,
+    outbound = outbound or Outbound(store)
+    control = CallControl(ari, store, hub, engines, app=app, outbound=outbound,
                           recordings=recordings, host_path=host_path, timing=timing)
     supervision = Supervision(control, ring_timeout_s=supervisor_ring_timeout_s)
-    callbacks = Callbacks(ari, store, trunk=fallback_trunk, app=app,
+    callbacks = Callbacks(ari, store, outbound=outbound, app=app,
                           ring_timeout_s=callback_ring_timeout_s, recordings=recordings,
                           host_path=host_path, events=hub, after_call=control.wrap_up)
     control.leave_alone(callbacks.owned, adopt=callbacks.adopt)

@@ -35,16 +35,9 @@ from typing import Any
 
 from handoff import tls
 from handoff.logs import LOG_FORMATS
-from pbx.asterisk_config import (
-    ConfigValueError,
-    check_host,
-    check_max_calls,
-    check_name,
-    check_port,
-    check_realm,
-    check_rtp_range,
-    default_max_calls,
-)
+from handoff.trunks import Trunk, TrunkAuth
+from pbx.asterisk_config import check_max_calls, check_rtp_range, default_max_calls
+from pbx.config_values import ConfigValueError, check_host, check_name, check_port, check_realm
 
 ENV_PREFIX = "SWITCHBOARD_"
 ENV_SHORT = {"SWITCHBOARD_ASTERISK": "asterisk.source", "SWITCHBOARD_CACHE": "asterisk.cache_dir"}
@@ -114,10 +107,36 @@ class AsteriskSettings:
 
 @dataclass(frozen=True)
 class TrunkSettings:
+    """A ``[[trunks]]`` table: shown read-only on the admin page, tried before the
+    trunks the admin page and the CLI add (handoff.trunks)."""
+
     name: str = "carrier"
     host: str = "127.0.0.1"
     port: int = 5060
+    # "ip": the carrier is recognised by host:port; "register": we register to it with
+    # username and password (digest), and it challenges our calls with them too.
+    auth: str = "ip"
+    username: str = ""
+    password: str = field(default="", repr=False)
+    # The number the carrier shows for our calls out; from_user is its older name.
+    caller_id: str = ""
     from_user: str = ""
+    codecs: tuple[str, ...] = ("ulaw", "alaw")
+    # Numbers allowed out through this trunk (e.g. "_0[1-7]XXXXXXXX"); none: nothing
+    # goes out through it. International and premium-rate numbers also need these:
+    allow_international: bool = False
+    allow_premium: bool = False
+    patterns: tuple[str, ...] = ()
+    enabled: bool = True
+
+    def trunk(self) -> Trunk:
+        return Trunk(
+            name=self.name, host=self.host, port=self.port, auth=TrunkAuth(self.auth),
+            username=self.username, password=self.password,
+            caller_id=self.caller_id or self.from_user, codecs=self.codecs,
+            patterns=self.patterns, allow_international=self.allow_international,
+            allow_premium=self.allow_premium, enabled=self.enabled, source="settings",
+        )
 
 
 @dataclass(frozen=True)
@@ -468,10 +487,17 @@ def validate(settings: Settings) -> None:
         _check_certificates(settings)
         if ast.country not in ("us", "gb", "de", "fr"):
             raise ConfigValueError("asterisk.country", f"{ast.country!r}: one of us, gb, de, fr")
+        names: set[str] = set()
         for i, trunk in enumerate(settings.trunks):
-            check_name(f"trunks[{i}].name", trunk.name)
-            check_host(f"trunks[{i}].host", trunk.host)
-            check_port(f"trunks[{i}].port", trunk.port)
+            if trunk.auth not in tuple(TrunkAuth):
+                raise ConfigValueError(f"trunks[{i}].auth", f"{trunk.auth!r}: ip or register")
+            if trunk.caller_id and trunk.from_user:
+                raise ConfigValueError(f"trunks[{i}].from_user", "from_user is the older "
+                                       "name of caller_id: keep one")
+            trunk.trunk().check(f"trunks[{i}]")
+            if trunk.name in names:
+                raise ConfigValueError(f"trunks[{i}].name", f"{trunk.name!r} is used twice")
+            names.add(trunk.name)
         unknown = settings.routing.unknown_numbers
         if unknown != "reject":
             try:

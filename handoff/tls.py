@@ -16,7 +16,7 @@ from pathlib import Path
 
 import aiohttp
 
-from pbx.asterisk_config import ConfigValueError
+from pbx.config_values import ConfigValueError
 
 _PEM_CERTIFICATE = re.compile(
     rb"-----BEGIN CERTIFICATE-----\s+.+?-----END CERTIFICATE-----", re.DOTALL)

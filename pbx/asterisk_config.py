@@ -22,19 +22,21 @@ from typing import Any, Literal
 
 import jinja2
 
-# Asterisk object names, usernames and passwords go into .conf files verbatim; a
-# newline, ';' or ']' would let a value open a section of its own.
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
-_SECRET = re.compile(r"^[A-Za-z0-9_.~+/=-]{8,128}$")
-# Dialplan patterns we accept for inbound numbers: digits, X/Z/N and [ranges], with
-# an optional leading '+'. No '.' or '!' wildcards: an open pattern plus a number
-# forwarded to Dial is how toll fraud starts.
-_PATTERN = re.compile(r"^(\+?[0-9]{1,20}|_\+?[0-9XZN\[\]\-]{1,30})$")
-_CONTACT = re.compile(r"^sip:[A-Za-z0-9_.+-]{1,64}@[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$")
-_HOST = re.compile(r"^[A-Za-z0-9.:-]{1,253}$")
-# A digest realm goes between quotes in every 401: a word or a domain name.
-_REALM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+from pbx.config_values import (
+    ConfigValueError,
+    check_host,
+    check_ip,
+    check_name,
+    check_pattern,
+    check_port,
+    check_realm,
+    check_secret,
+    check_trunk_secret,
+    matching,
+)
+from pbx.trunk_config import SipTrunk, TrunkAccount
 
+_CONTACT = re.compile(r"^sip:[A-Za-z0-9_.+-]{1,64}@[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$")
 
 # How many calls an Asterisk takes at once, and the RTP ports that takes. Every RTP
 # stream takes an even port from rtp.conf's range and the odd one above it (RTCP), and a
@@ -56,60 +58,6 @@ def default_max_calls() -> int:
 def rtp_ports_for(max_calls: int) -> int:
     """The size of an RTP range that carries ``max_calls`` calls."""
     return max_calls * RTP_PORTS_PER_CALL
-
-
-class ConfigValueError(ValueError):
-    """A value cannot go into Asterisk's configuration; ``key`` names the setting."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
-
-
-def _matching(pattern: re.Pattern[str], key: str, value: str, problem: str) -> str:
-    """``value`` if ``pattern`` accepts it; otherwise ``problem`` says what is wrong."""
-    if not pattern.match(value):
-        raise ConfigValueError(key, problem)
-    return value
-
-
-def check_name(key: str, value: str) -> str:
-    return _matching(_NAME, key, value, f"{value!r} must start with a letter and hold only "
-                     "letters, digits, '-' or '_'")
-
-
-def check_secret(key: str, value: str) -> str:
-    return _matching(_SECRET, key, value,
-                     "must be 8 to 128 characters of letters, digits and . _ ~ + / = -")
-
-
-def check_pattern(key: str, value: str) -> str:
-    return _matching(_PATTERN, key, value, f"{value!r} is not a strict number pattern: use "
-                     "digits (e.g. 2000) or _ with X, Z, N and [ranges] (e.g. _20XX); '.' and "
-                     "'!' are refused")
-
-
-def check_port(key: str, value: int) -> int:
-    if not 1 <= value <= 65535:
-        raise ConfigValueError(key, f"{value} is not a port number (1-65535)")
-    return value
-
-
-def check_host(key: str, value: str) -> str:
-    return _matching(_HOST, key, value, f"{value!r} is not a host name or address")
-
-
-def check_ip(key: str, value: str) -> str:
-    """One IPv4 or IPv6 address, as an ACL line takes it."""
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise ConfigValueError(key, f"{value!r} is not an IP address") from None
-
-
-def check_realm(key: str, value: str) -> str:
-    return _matching(_REALM, key, value, f"{value!r} must be a word or a domain name "
-                     "(letters, digits, '.', '-', '_')")
 
 
 def check_max_calls(key: str, value: int) -> int:
@@ -134,16 +82,6 @@ def check_rtp_range(section: str, start: int, end: int, *, max_calls: int) -> No
             f"asterisk.max_calls is {max_calls}: end the range at "
             f"{first + rtp_ports_for(max_calls) - 1} or lower asterisk.max_calls",
         )
-
-
-@dataclass(frozen=True)
-class SipTrunk:
-    """A carrier (or a test carrier): recognised by address and port."""
-
-    name: str
-    host: str
-    port: int = 5060
-    from_user: str = ""
 
 
 @dataclass(frozen=True)
@@ -256,6 +194,7 @@ class InstanceSpec:
     webrtc_rtp_timeout: int = 5
     max_calls: int = field(default_factory=default_max_calls)
     trunks: tuple[SipTrunk, ...] = ()
+    trunk_accounts: tuple[TrunkAccount, ...] = ()
     agents: tuple[SipAgent, ...] = ()
     routes: tuple[InboundRoute, ...] = ()
     queues: tuple[Queue, ...] = ()
@@ -294,17 +233,24 @@ class InstanceSpec:
             raise ConfigValueError("asterisk.country", f"{self.country!r}: one of us, gb, de, fr")
         seen: set[str] = set()
         for i, trunk in enumerate(self.trunks):
-            check_name(f"trunks[{i}].name", trunk.name)
-            check_host(f"trunks[{i}].host", trunk.host)
-            check_port(f"trunks[{i}].port", trunk.port)
-            if trunk.from_user:
-                check_name(f"trunks[{i}].from_user", trunk.from_user)
-            seen.add(trunk.name)
+            trunk.check(f"trunks[{i}]")
+            names = {trunk.name, f"{trunk.name}-auth"} if trunk.auth == "register" else {
+                trunk.name}
+            if names & seen:
+                raise ConfigValueError(f"trunks[{i}].name", f"{trunk.name!r} is used twice")
+            seen |= names
+        for i, account in enumerate(self.trunk_accounts):
+            check_name(f"trunk_accounts[{i}].username", account.username)
+            check_trunk_secret(f"trunk_accounts[{i}].password", account.password)
+            if account.username in seen:
+                raise ConfigValueError(f"trunk_accounts[{i}].username",
+                                       f"{account.username!r} is used twice")
+            seen.add(account.username)
         for i, agent in enumerate(self.agents):
             check_name(f"agents[{i}].sip_user", agent.name)
             check_secret(f"agents[{i}].sip_password", agent.password)
             if agent.contact:
-                _matching(_CONTACT, f"agents[{i}].contact", agent.contact,
+                matching(_CONTACT, f"agents[{i}].contact", agent.contact,
                           "expected sip:user@host:port")
             if agent.kind not in ("webrtc", "deskphone"):
                 raise ConfigValueError(f"agents[{i}].kind", "webrtc or deskphone")
@@ -336,8 +282,11 @@ def spec_from_dict(data: dict[str, Any]) -> InstanceSpec:
     fields["tls"] = TlsListener(**fields["tls"]) if fields.get("tls") else None
     fields["ice_permit"] = tuple(fields.get("ice_permit", ()))
     fields["blocked"] = tuple(fields.get("blocked", ()))
-    for key, kind in (("trunks", SipTrunk), ("agents", SipAgent), ("routes", InboundRoute)):
+    for key, kind in (("agents", SipAgent), ("routes", InboundRoute),
+                      ("trunk_accounts", TrunkAccount)):
         fields[key] = tuple(kind(**item) for item in fields.get(key, ()))
+    fields["trunks"] = tuple(SipTrunk(**{**t, "codecs": tuple(t.get("codecs", ("ulaw", "alaw")))})
+                             for t in fields.get("trunks", ()))
     fields["queues"] = tuple(
         Queue(**{**q, "members": tuple(q["members"])}) for q in fields.get("queues", ())
     )
@@ -406,6 +355,7 @@ def render(spec: InstanceSpec) -> dict[str, str]:
         "tls": spec.tls,
         "blocked": spec.blocked,
         "trunks": spec.trunks,
+        "trunk_accounts": spec.trunk_accounts,
         "agents": agents,
         "routes": [
             {"pattern": r.pattern, "assistant": r.assistant, "app": r.app or spec.app}

@@ -35,6 +35,7 @@ from pbx.asterisk_config import (
 )
 from pbx.installation import AsteriskUnavailable, Installation, locate
 from pbx.ports import PortInUse, PortRequest, allocate_ports
+from pbx.trunk_config import SipTrunk
 
 log = logging.getLogger(__name__)
 
@@ -105,16 +106,27 @@ class AsteriskInstance:
         write_tree(self.spec, self.host_root)
 
     async def apply_directory(
-        self, routes: tuple[InboundRoute, ...], agents: tuple[SipAgent, ...]
+        self, routes: tuple[InboundRoute, ...], agents: tuple[SipAgent, ...],
+        trunks: tuple[SipTrunk, ...] | None = None,
     ) -> None:
-        """Take new or changed agents' SIP endpoints and assistants' numbers without a
-        restart: the tree is rendered again and Asterisk reloads PJSIP and the dialplan.
-        Calls in progress keep their channels and bridges; registered phones stay
-        registered (their contacts live in Asterisk's database)."""
-        self.spec = dataclasses.replace(self.spec, routes=routes, agents=agents)
+        """Take new or changed agents' SIP endpoints, assistants' numbers and trunks
+        (None: the same trunks) without a restart: the tree is rendered again and
+        Asterisk reloads PJSIP and the dialplan. Calls in progress keep their channels
+        and bridges; registered phones stay registered (their contacts live in
+        Asterisk's database); a trunk whose registration changed registers again."""
+        before = set(self.spec.trunks)
+        self.spec = dataclasses.replace(
+            self.spec, routes=routes, agents=agents,
+            trunks=self.spec.trunks if trunks is None else trunks)
         self.render()
         await self.cli("module reload res_pjsip.so")
         await self.cli("dialplan reload")
+        kept = {t.name for t in before}
+        for trunk in self.spec.trunks:
+            if trunk.auth == "register" and trunk.name in kept and trunk not in before:
+                # A registration whose own section did not change keeps its binding (and
+                # its old credentials) until it expires: a new password is tried now.
+                await self.cli(f"pjsip send register {trunk.name}")
 
     async def apply_blocks(self, blocked: tuple[str, ...]) -> None:
         """Refuse these addresses from now on (and no others): PJSIP reloads its ACL.

@@ -17,6 +17,8 @@ from handoff.events import EventHub
 from handoff.handoffs import HandoffEvent
 from handoff.store import NotFound, Store
 from handoff.supervision import Mode, SupervisionRefused, Supervisor
+from handoff.trunks import Trunk
+from pbx.trunk_status import TrunkStatus
 from tests.dashboard_fixtures import (
     FakeCommands,
     Served,
@@ -101,6 +103,13 @@ class ToolServed(Served):
     test_calls: list[str] = field(default_factory=list)
     # One entry per time the admin page asked the PBX to reload its endpoints.
     endpoint_reloads: list[str] = field(default_factory=list)
+    # What the PBX would report of each trunk (web.trunk_watch), set by a test.
+    trunk_statuses: dict[str, TrunkStatus] = field(default_factory=dict)
+
+
+# The settings file's trunk, beside those the admin page adds: listed, never changed.
+SETTINGS_TRUNK = Trunk("carrier", "192.0.2.1", caller_id="+15550100",
+                       patterns=("_NXXNXXXXXX",), source="settings")
 
 
 async def serve_with_tools(folder: Path) -> AsyncIterator[ToolServed]:
@@ -115,6 +124,7 @@ async def serve_with_tools(folder: Path) -> AsyncIterator[ToolServed]:
     recordings.mkdir()
     supervision, callbacks, test_calls = FakeSupervision(), FakeCallbacks(), []
     endpoint_reloads: list[str] = []
+    trunk_statuses: dict[str, TrunkStatus] = {}
 
     async def test_call() -> str:
         test_calls.append("2000")
@@ -128,14 +138,17 @@ async def serve_with_tools(folder: Path) -> AsyncIterator[ToolServed]:
                     secure_cookies=False, options=DashboardOptions(passwords=passwords))
     setup_tools(app, Tools(recordings=recordings, supervision=lambda: supervision,
                            callbacks=lambda: callbacks, test_call=test_call,
-                           endpoints_changed=endpoints_changed))
+                           endpoints_changed=endpoints_changed,
+                           fixed_trunks=lambda: (SETTINGS_TRUNK,),
+                           trunk_statuses=lambda: trunk_statuses))
     runner = web.AppRunner(app, shutdown_timeout=2.0)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         yield ToolServed(app, runner, origin, store, events, commands, people,
                          recordings=recordings, supervision=supervision, callbacks=callbacks,
-                         test_calls=test_calls, endpoint_reloads=endpoint_reloads)
+                         test_calls=test_calls, endpoint_reloads=endpoint_reloads,
+                         trunk_statuses=trunk_statuses)
     finally:
         await runner.cleanup()
         await store.engine.dispose()

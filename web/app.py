@@ -33,6 +33,7 @@ from handoff.controller import build_controller
 from handoff.events import EventHub
 from handoff.live import CallControl, Timing, call_key
 from handoff.metrics import SwitchboardMetrics
+from handoff.outbound import Outbound
 from handoff.phone_watch import PhoneWatch
 from handoff.receptionist import Receptionist
 from handoff.recordings import expire_recordings
@@ -44,6 +45,7 @@ from pbx.ami import AmiClient
 from pbx.ari import AriClient
 from pbx.demo_caller import DemoCaller
 from pbx.security_events import SecurityEvents
+from pbx.trunk_status import TrunkStatus, endpoint_states
 from web.ai_api import API_PREFIX, setup_ai_api
 from web.app_metrics import register_process_metrics
 from web.assistants import seat_builtin
@@ -51,7 +53,7 @@ from web.dashboard.access import Shape, own_auth, public
 from web.dashboard.routes import route_policy, setup_dashboard
 from web.dashboard.tools import Tools, setup_tools
 from web.dashboard.typedefs import DASHBOARD, SoftphoneSettings
-from web.demo import CARRIER_TRUNK, DEMO_NUMBER, seed_demo
+from web.demo import DEMO_NUMBER, seed_demo
 from web.proxies import real_client
 from web.sip_blocks import BlockPolicy, SipBlocker
 from web.telephony import (
@@ -62,6 +64,7 @@ from web.telephony import (
     sync_directory,
     write_state,
 )
+from web.trunk_watch import TrunkMetrics, TrunkWatch
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,7 @@ class Controller:
     callbacks: Callbacks | None = None
     # Blocks SIP scanners on the AMI security events (web.sip_blocks).
     blocker: SipBlocker | None = None
+    trunks: TrunkWatch | None = None
 
     # The AI control API's CallCommands, delegated to the call control once it exists.
     async def request_handoff(
@@ -135,7 +139,7 @@ class Services:
             # An external Asterisk's configuration is its admin's, not ours to rewrite.
             raise RuntimeError("this Asterisk is not run by Switchboard")
         async with self.directory_lock:
-            reloaded = await sync_directory(self.store, pbx)
+            reloaded = await sync_directory(self.store, pbx, self.telephony.fixed_trunks)
             receptionist = self.controller.receptionist
             seated = receptionist is not None and await seat_builtin(self.store, receptionist)
         return reloaded or seated
@@ -206,8 +210,8 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     live = build_controller(
         ari, services.store, services.hub, receptionist,
         unknown_numbers=settings.routing.unknown_numbers,
-        fallback_trunk=settings.trunks[0].name if settings.trunks else (
-            CARRIER_TRUNK if telephony.carrier else None),
+        outbound=Outbound(services.store, country=settings.asterisk.country,
+                          settings_trunks=telephony.fixed_trunks),
         recordings=settings.data_path / "recordings",
         host_path=lambda rel: pbx.host_path(f"{pbx.spec.dirs.spool}/{rel}"),
         timing=Timing(wrap_up_s=float(settings.desk.wrap_up_s)),
@@ -226,6 +230,8 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
         exempt=lambda: [trunk.host for trunk in pbx.spec.trunks])
     ami.on_security(blocker.observe)
     controller.ami, controller.blocker = ami, blocker
+    controller.trunks = TrunkWatch(lambda: pbx.spec.trunks, ami, endpoint_states(ari),
+                                   pbx.log_file)
     phone_watch = PhoneWatch(services.store, services.hub, control.phone_registered)
     await receptionist.start()
     await seat_builtin(services.store, receptionist)
@@ -238,7 +244,8 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
                 # Also gives the PBX the blocks still in force from before a restart.
                 asyncio.create_task(blocker.run(), name="blocked SIP addresses"),
                 asyncio.create_task(follow_directory(services.directory_changed),
-                                    name="people and assistants")]
+                                    name="people, assistants and trunks"),
+                asyncio.create_task(controller.trunks.run(), name="trunk status")]
     print_banner(services)
     try:
         yield
@@ -249,7 +256,7 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
         controller.supervision = controller.callbacks = None
         await live.close()
         await ami.close()
-        controller.ami = controller.blocker = None
+        controller.ami = controller.blocker = controller.trunks = None
         await ari.close()
         await receptionist.close()
         controller.control = None
@@ -360,6 +367,12 @@ def build_app(settings: Settings) -> web.Application:
         calls_live=lambda: len(services.controller.control.calls)
         if services.controller.control else 0,
     )
+
+    def trunk_statuses() -> dict[str, TrunkStatus]:
+        watch = services.controller.trunks
+        return watch.statuses if watch is not None else {}
+
+    services.metrics.register(TrunkMetrics(trunk_statuses))
     app.cleanup_ctx.extend([store_ctx, telephony_ctx, controller_ctx])
     # Every route is declared in the access policy; one that is not is refused.
     policy = route_policy(app)
@@ -401,6 +414,8 @@ def build_app(settings: Settings) -> web.Application:
         test_call=test_call if settings.demo.enabled else None,
         endpoints_changed=endpoints_changed,
         blocks_changed=blocks_changed,
+        fixed_trunks=lambda: services.telephony.fixed_trunks,
+        trunk_statuses=trunk_statuses,
     ))
     app[METRICS] = SwitchboardMetrics(
         services.metrics, services.hub, services.store,

@@ -21,7 +21,7 @@ from handoff.assistants import DEFAULT_ACCEPT_TIMEOUT_S, EngineKind, FallbackKin
 from handoff.callback import BadNumber, check_number
 from handoff.store import Store, Transaction
 from handoff.store.models import Assistant
-from pbx.asterisk_config import ConfigValueError, check_host, check_name, check_pattern, check_port
+from pbx.config_values import ConfigValueError, check_host, check_name, check_pattern, check_port
 from web.ai_api import hash_control_token, new_control_token
 from web.people import PersonRefused
 

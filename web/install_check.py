@@ -25,7 +25,8 @@ from handoff.agents import AgentRole
 from handoff.settings import Settings
 from handoff.store import Store, create_store_engine, migrations, pending_migrations
 from handoff.store.models import Agent, Assistant
-from pbx.asterisk_config import ConfigValueError, InboundRoute, InstanceSpec, SipAgent, render
+from pbx.asterisk_config import InboundRoute, InstanceSpec, SipAgent, render
+from pbx.config_values import ConfigValueError
 from pbx.installation import redact_url
 from web.telephony import routes_and_agents
 

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,18 +20,19 @@ from typing import Any
 from handoff.agents import EndpointKind
 from handoff.settings import Settings
 from handoff.store import Store
+from handoff.trunks import Trunk
 from pbx import runtime
 from pbx.asterisk_config import (
     InboundRoute,
     Ports,
     SipAgent,
-    SipTrunk,
     TlsListener,
     spec_from_dict,
     spec_to_dict,
 )
 from pbx.demo_caller import install_voice
 from pbx.ports import claim_port
+from pbx.trunk_config import SipTrunk
 from web.demo import CARRIER_TRUNK, demo_caller_voice
 from web.doctor import read_state, state_file
 
@@ -47,6 +48,9 @@ class Telephony:
     carrier: runtime.AsteriskInstance | None = None
     adopted: bool = False
     status: str = "starting"
+    # The trunks that are not the store's: the settings file's, and the demo carrier's
+    # while it runs. Read-only on the admin page; tried first by calls out.
+    fixed_trunks: tuple[Trunk, ...] = ()
 
     def softphone_url(self) -> str | None:
         """Where browser softphones register: the PBX's SIP WebSocket (wss with TLS).
@@ -71,7 +75,6 @@ async def start_telephony(settings: Settings, store: Store, telephony: Telephony
         return
     if await reattach(settings, telephony, install):
         return
-    routes, agents = await routes_and_agents(store)
     pbx_ports = runtime.allocate_ports(
         runtime.PortRequest(
             http=ast.http_port, sip=ast.sip_port, ami=ast.ami_port,
@@ -87,9 +90,9 @@ async def start_telephony(settings: Settings, store: Store, telephony: Telephony
                                 rtp_end=settings.demo.rtp_end),
             avoid=taken, max_calls=ast.call_limit,
         )
-    trunks = [SipTrunk(t.name, t.host, t.port, t.from_user) for t in settings.trunks]
-    if carrier_ports is not None:
-        trunks.append(SipTrunk(CARRIER_TRUNK, "127.0.0.1", carrier_ports.sip))
+    telephony.fixed_trunks = fixed_trunks(
+        settings, carrier_ports.sip if carrier_ports is not None else None)
+    routes, agents, trunks = await directory(store, telephony.fixed_trunks)
     telephony.pbx = runtime.new_instance(
         install, instance_name("pbx", settings), settings.data_path, ports=pbx_ports,
         ephemeral=False, max_calls=ast.call_limit,
@@ -97,7 +100,7 @@ async def start_telephony(settings: Settings, store: Store, telephony: Telephony
         ice_permit=ice_networks(ast.media_address),
         sip_realm=ast.sip_realm, country=ast.country,
         tls=pbx_tls(settings, avoid=pbx_ports),
-        trunks=tuple(trunks), routes=routes, agents=agents, route_unknown=True,
+        trunks=trunks, routes=routes, agents=agents, route_unknown=True,
     )
     await telephony.pbx.start()
     if carrier_ports is not None:
@@ -153,6 +156,32 @@ def instance_name(role: str, settings: Settings) -> str:
     return f"{role}-{digest}"
 
 
+# What the demo carrier answers and calls from: any national number (its test callers,
+# whoever an agent calls back). International and premium numbers stay refused.
+DEMO_CARRIER_PATTERNS = ("_X.", "_+X.")
+
+
+def fixed_trunks(settings: Settings, demo_carrier_port: int | None) -> tuple[Trunk, ...]:
+    """The settings file's trunks, then the demo carrier's (when it runs)."""
+    trunks = [t.trunk() for t in settings.trunks]
+    if demo_carrier_port is not None:
+        trunks.append(Trunk(CARRIER_TRUNK, "127.0.0.1", demo_carrier_port,
+                            patterns=DEMO_CARRIER_PATTERNS, source="demo"))
+    return tuple(trunks)
+
+
+async def directory(
+    store: Store, fixed: Sequence[Trunk],
+) -> tuple[tuple[InboundRoute, ...], tuple[SipAgent, ...], tuple[SipTrunk, ...]]:
+    """Everything the PBX's configuration holds that can change while it runs: numbers,
+    agents' endpoints, and every enabled trunk (a disabled one is not rendered: its
+    registration ends and calls from it are refused)."""
+    routes, agents = await routes_and_agents(store)
+    async with store.transaction() as tx:
+        trunks = tuple(t.sip() for t, _ in await tx.trunks.in_order(fixed) if t.enabled)
+    return routes, agents, trunks
+
+
 async def routes_and_agents(
     store: Store,
 ) -> tuple[tuple[InboundRoute, ...], tuple[SipAgent, ...]]:
@@ -180,26 +209,31 @@ async def routes_and_agents(
 DIRECTORY_CHECK_S = 10.0
 
 
-async def sync_directory(store: Store, pbx: runtime.AsteriskInstance) -> bool:
-    """Give the PBX the endpoints and numbers the store has now, if they changed: a
-    disabled person's endpoint goes, so Asterisk refuses their phone's next REGISTER.
-    True if it reloaded."""
-    routes, agents = await routes_and_agents(store)
-    if (routes, agents) == (pbx.spec.routes, pbx.spec.agents):
+async def sync_directory(store: Store, pbx: runtime.AsteriskInstance,
+                         fixed: Sequence[Trunk] | None = None) -> bool:
+    """Give the PBX the endpoints, numbers and (given the ``fixed`` trunks) trunks the
+    store has now, if they changed: a disabled person's endpoint goes, so Asterisk
+    refuses their phone's next REGISTER; a trunk added registers. True if it reloaded."""
+    if fixed is None:
+        routes, agents = await routes_and_agents(store)
+        trunks = pbx.spec.trunks
+    else:
+        routes, agents, trunks = await directory(store, fixed)
+    if (routes, agents, trunks) == (pbx.spec.routes, pbx.spec.agents, pbx.spec.trunks):
         return False
-    await pbx.apply_directory(routes, agents)
+    await pbx.apply_directory(routes, agents, trunks)
     return True
 
 
 async def follow_directory(apply: Callable[[], Awaitable[bool]],
                            every_s: float = DIRECTORY_CHECK_S) -> None:
     """Changes the admin page makes apply at once (endpoints_changed); those of
-    `switchboard user` and `switchboard assistant` are applied here, within every_s."""
+    `switchboard user`, `assistant` and `trunk` are applied here, within every_s."""
     while True:
         await asyncio.sleep(every_s)
         try:
             if await apply():
-                log.info("took the people and assistants changed in the database")
+                log.info("took the people, assistants and trunks changed in the database")
         except Exception:
             log.exception("the people and assistants changed in the database could not be "
                           "applied; retrying in %.0f s", every_s)
@@ -237,6 +271,9 @@ async def reattach(
             await telephony.carrier.stop()
             telephony.carrier = None
         return False
+    carrier = telephony.carrier
+    telephony.fixed_trunks = fixed_trunks(
+        settings, carrier.spec.ports.sip if carrier is not None else None)
     log.warning("re-attached to the running Asterisk (pid %s): its calls go on",
                 telephony.pbx.pid)
     telephony.adopted = True

@@ -39,6 +39,7 @@ from handoff.live.presence import Presence
 from handoff.live.reconcile import Reconciler
 from handoff.live.routing import Registry, Router
 from handoff.live.transfer import Transfers
+from handoff.outbound import Outbound
 from handoff.store import Store
 from handoff.store.errors import NotFound
 
@@ -54,7 +55,7 @@ class CallControl:
         engines: Engines,
         *,
         app: str = "switchboard",
-        fallback_trunk: str | None = None,
+        outbound: Outbound | None = None,
         recordings: Path | None = None,
         host_path: Callable[[str], Path] | None = None,
         timing: Timing | None = None,
@@ -64,7 +65,8 @@ class CallControl:
         self.hub = hub
         self.engines = engines
         self.app = app
-        self.fallback_trunk = fallback_trunk
+        # The trunks calls out go through (the assistant's fallback number).
+        self.outbound = outbound or Outbound(store)
         self.recordings = recordings
         self.host_path = host_path
         self.timing = timing or Timing()

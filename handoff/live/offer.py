@@ -29,6 +29,7 @@ from handoff.live.call import LiveCall
 from handoff.live.errors import CallStateConflict
 from handoff.live.flow import Flow
 from handoff.live.legs import add_when_in_stasis, hang_up
+from handoff.trunks import OutboundRefused
 from pbx.ari import AriError
 
 log = logging.getLogger(__name__)
@@ -171,20 +172,27 @@ class Offers(Flow):
     # ---- the fallback number -------------------------------------------------------------
 
     async def _forward(self, live: LiveCall, number: str) -> bool:
-        """Ring the fallback number over the trunk, bridged early like an agent leg.
+        """Ring the fallback number over the first trunk that allows it, bridged early
+        like an agent leg.
 
         The number comes from the assistant's settings, never from the caller, and is
-        checked to be a plain number so it cannot smuggle a second dial string.
+        checked to be a plain number so it cannot smuggle a second dial string; a number
+        no trunk allows is not dialled (the caller stays with the AI, a callback is
+        requested).
         """
-        trunk = self.ctl.fallback_trunk
-        if not _DIALABLE.match(number) or trunk is None:
-            log.error("call=%s: fallback %r not dialable (trunk %s)", live.call_id, number,
-                      trunk)
+        if not _DIALABLE.match(number):
+            log.error("call=%s: fallback %r is not a dialable number", live.call_id, number)
             return False
+        try:
+            trunk = await self.ctl.outbound.route(
+                number, purpose="fallback_number", actor=f"assistant:{live.assistant}",
+                call_id=live.call_id)
+        except OutboundRefused:
+            return False  # logged and audited; the caller stays with the AI
         leg = live.new_leg_id("forward")
         try:
             await self.ari.channels.create(
-                f"PJSIP/{number}@{trunk}", self.ctl.app,
+                f"PJSIP/{number}@{trunk.name}", self.ctl.app,
                 app_args=["forward", live.call_id], channel_id=leg, originator=live.caller,
             )
             await add_when_in_stasis(self.ari, live.bridge, leg)

@@ -24,6 +24,7 @@ from handoff.assistants import (
 )
 from handoff.calls import CallDirection, CallOutcome, CallState, Speaker
 from handoff.handoffs import FailureReason, HandoffState
+from handoff.trunks import TrunkAuth
 
 # Short state names are stored as their lowercase values in a plain VARCHAR (no native
 # PostgreSQL ENUM type): adding a state then needs no ALTER TYPE migration.
@@ -164,6 +165,30 @@ class AssistantNumber(Base):
         sa.ForeignKey("assistants.id", ondelete="CASCADE"), index=True
     )
     pattern: Mapped[str] = mapped_column(sa.String(PHONE_NUMBER_LENGTH), unique=True)
+
+
+class TrunkRecord(Base):
+    """A trunk the admin page or the CLI manages (handoff.trunks.Trunk is what the rest
+    of the product sees of it)."""
+
+    __tablename__ = "trunks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(40), unique=True)
+    host: Mapped[str] = mapped_column(sa.String(253))
+    port: Mapped[int]
+    auth: Mapped[TrunkAuth] = mapped_column(_enum_type(TrunkAuth))
+    # A registering trunk's digest account; empty for one recognised by address. The
+    # password is kept readable: Asterisk answers the carrier's challenges with it.
+    username: Mapped[str] = mapped_column(sa.String(64))
+    password: Mapped[str] = mapped_column(sa.String(128))
+    caller_id: Mapped[str] = mapped_column(sa.String(PHONE_NUMBER_LENGTH))
+    codecs: Mapped[list[str]] = mapped_column(sa.JSON)
+    patterns: Mapped[list[str]] = mapped_column(sa.JSON)
+    allow_international: Mapped[bool]
+    allow_premium: Mapped[bool]
+    enabled: Mapped[bool]
+    created_at: Mapped[datetime]
 
 
 class Contact(Base):

@@ -25,6 +25,7 @@ from handoff.store.notes_repo import NotesRepo
 from handoff.store.sessions_repo import SessionsRepo
 from handoff.store.transcripts_repo import TranscriptsRepo
 from handoff.store.transitions import Clock, utc_now
+from handoff.store.trunks_repo import TrunksRepo
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ class Transaction:
     sessions: SessionsRepo
     history: HistoryRepo
     blocks: BlocksRepo
+    trunks: TrunksRepo
 
 
 class Store:
@@ -75,4 +77,5 @@ class Store:
             sessions=SessionsRepo(session, clock),
             history=HistoryRepo(session, clock),
             blocks=BlocksRepo(session, clock),
+            trunks=TrunksRepo(session, clock),
         )

@@ -31,6 +31,7 @@ from tests.dashboard_fixtures import Browser
 from tests.integration.asterisk_helpers import sip_request
 from tests.product_run import REPO, Product, product
 from tests.waiting import until
+from web.bench.dashboard_site import free_port
 from web.bench.world import World
 
 __all__ = ["product"]
@@ -197,6 +198,26 @@ async def test_run_kill_restart_and_stop_with_a_call_up(product: Product) -> Non
             "endpoint_kind": "webrtc"})
         assert made.status == 201
         assert (await made.json())["endpoint_live"] is True
+        # And a trunk to a carrier that does not answer: the PBX takes it at once, and
+        # its status says so on the admin page and on /metrics, beside the demo
+        # carrier's, which answers.
+        silent = free_port()
+        trunk = await browser.post_json("/api/admin/trunks", {
+            "name": "acme", "host": "127.0.0.1", "port": silent, "patterns": "_0X."})
+        assert trunk.status == 201 and (await trunk.json())["pbx_live"] is True
+
+        async def trunk_states() -> bool:
+            # The demo carrier starts after the PBX: it answers from the next OPTIONS on.
+            async with browser.http.get("/api/admin/trunks") as listing:
+                states = {t["name"]: t["status"] for t in (await listing.json())["trunks"]}
+            return states == {"carrier": "reachable", "acme": "unreachable"}
+
+        await until(trunk_states, 40, step=0.5)
+        async with aiohttp.ClientSession() as http, http.get(f"{product.url}/metrics") as page:
+            metrics = await page.text()
+        assert 'switchboard_trunk_up{trunk="carrier"} 1.0' in metrics
+        assert 'switchboard_trunk_up{trunk="acme"} 0.0' in metrics
+        assert 'switchboard_trunk_state{state="unreachable",trunk="acme"} 1.0' in metrics
     finally:
         await browser.close()
     pbx = state["pbx_instance"]

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from pbx.asterisk_config import (
-    ConfigValueError,
     Dirs,
     InboundRoute,
     InstanceSpec,
     Ports,
     SipAgent,
-    SipTrunk,
     TlsListener,
     check_conf_syntax,
     render,
+    spec_from_dict,
+    spec_to_dict,
 )
+from pbx.config_values import ConfigValueError
 from pbx.runtime import PortRequest, allocate_ports
+from pbx.trunk_config import SipTrunk, TrunkAccount
 from web.telephony import ice_networks
 
 
@@ -236,3 +240,72 @@ def test_display_names_cannot_break_out_of_the_callerid() -> None:
 def test_syntax_check_catches_a_stray_line() -> None:
     with pytest.raises(ConfigValueError, match=r"x\.conf:2"):
         check_conf_syntax("x.conf", "[general]\nthis is not a setting\n")
+
+
+def section(conf: str, header: str, kind: str = "") -> str:
+    """The lines of the section ``header`` (of ``type = kind`` when names repeat)."""
+    for block in conf.split("\n\n"):
+        lines = [line for line in block.splitlines() if not line.startswith(";")]
+        if lines and lines[0] == header and (not kind or f"type = {kind}" in lines):
+            return "\n".join(lines)
+    raise AssertionError(f"no section {header} {kind}".strip())
+
+
+REGISTERING = SipTrunk("acme", "sip.acme.example", 5080, from_user="+442071234567",
+                       auth="register", username="4420123", password="s3cret!pass",
+                       codecs=("alaw", "g722"), qualify_s=30)
+
+
+def test_a_registering_trunk_registers_and_is_known_by_its_line_only() -> None:
+    pjsip = render(spec(trunks=(REGISTERING,)))["pjsip.conf"]
+    registration = section(pjsip, "[acme]", "registration")
+    for line in ("server_uri = sip:sip.acme.example:5080",
+                 "client_uri = sip:4420123@sip.acme.example:5080",
+                 "contact_user = 4420123", "line = yes", "endpoint = acme",
+                 "outbound_auth = acme-auth"):
+        assert line in registration
+    auth = section(pjsip, "[acme-auth]")
+    assert "username = 4420123" in auth and "password = s3cret!pass" in auth
+    endpoint = section(pjsip, "[acme](trunk-endpoint)")
+    # Challenged INVITEs are answered; the caller ID is the From user; its codecs only.
+    assert "outbound_auth = acme-auth" in endpoint
+    assert "from_user = +442071234567" in endpoint
+    assert "disallow = all\nallow = alaw,g722" in endpoint
+    assert "type = identify" not in pjsip  # no address leads to it
+    assert "qualify_frequency = 30" in section(pjsip, "[acme]", "aor")
+    assert "s3cret" not in repr(REGISTERING)
+
+
+def test_a_trunk_known_by_address_has_no_account() -> None:
+    pjsip = render(spec())["pjsip.conf"]
+    assert "type = registration" not in pjsip and "outbound_auth" not in pjsip
+    assert "qualify_frequency" not in section(pjsip, "[carrier]", "aor")  # tests: no OPTIONS
+
+
+def test_a_carrier_challenges_the_pbx_that_registers_to_it() -> None:
+    carrier = render(spec(trunks=(), agents=(),
+                          trunk_accounts=(TrunkAccount("switchboard", "pbx-secret"),)))
+    endpoint = section(carrier["pjsip.conf"], "[switchboard](trunk-endpoint)")
+    assert "identify_by = auth_username" in endpoint and "auth = switchboard" in endpoint
+    assert "max_contacts = 1" in section(carrier["pjsip.conf"], "[switchboard]", "aor")
+
+
+@pytest.mark.parametrize(("trunk", "key"), [
+    (replace(REGISTERING, password="pass;word"), "trunks[0].password"),
+    (replace(REGISTERING, password=""), "trunks[0].username"),
+    (replace(REGISTERING, username="a b"), "trunks[0].username"),
+    (replace(REGISTERING, codecs=()), "trunks[0].codecs"),
+    (replace(REGISTERING, from_user="+1 555"), "trunks[0].caller_id"),
+    (replace(REGISTERING, auth="ip"), "trunks[0].auth"),
+])
+def test_a_bad_trunk_is_refused_by_its_key(trunk: SipTrunk, key: str) -> None:
+    with pytest.raises(ConfigValueError) as caught:
+        render(spec(trunks=(trunk,)))
+    assert caught.value.key == key
+    assert "pass;word" not in str(caught.value)
+
+
+def test_a_registering_trunk_survives_the_state_file() -> None:
+    original = spec(trunks=(REGISTERING,))
+    again = spec_from_dict(json.loads(json.dumps(spec_to_dict(original))))
+    assert again.trunks == original.trunks

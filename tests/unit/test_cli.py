@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from handoff.agents import AgentRole, EndpointKind
 from handoff.store import Store, create_store_engine, upgrade_to_head
-from handoff.store.models import Agent
+from handoff.store.models import Agent, AuditEvent, TrunkRecord
 from web.cli import main
 from web.dashboard.passwords import Passwords
 
@@ -149,3 +150,66 @@ def test_user_disable_enable_remove_keep_an_admin_and_the_history(
     assert _stored(url, "cy") is not None  # the row stays for the history
     assert main(["user", "enable", "cy"]) == 2
     assert "no agent with login 'cy'" in capsys.readouterr().err
+
+
+def _trunks_and_audit(url: str) -> tuple[list[TrunkRecord], list[AuditEvent]]:
+    async def read() -> tuple[list[TrunkRecord], list[AuditEvent]]:
+        engine = create_store_engine(url)
+        try:
+            async with Store(engine).transaction() as tx:
+                return list(await tx.trunks.all()), list(await tx.audit.recent())
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
+
+
+def test_trunk_commands_add_change_list_and_remove_with_the_password_from_stdin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
+    url = f"sqlite:///{tmp_path / 'switchboard.db'}"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("s3cret-pass\n"))
+    assert main(["trunk", "add", "acme", "--host", "sip.acme.example", "--register",
+                 "--username", "4420", "--password-stdin", "--caller-id", "+15550100",
+                 "--allow", "_NXXNXXXXXX _1NXXNXXXXXX"]) == 0
+    assert "trunk acme: added" in capsys.readouterr().out
+    assert main(["trunk", "edit", "acme", "--international", "--codecs", "ulaw"]) == 0
+    capsys.readouterr()
+    assert main(["trunk", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert listed.split("\t")[:3] == ["acme", "store", "register"]
+    assert "international" in listed and "_NXXNXXXXXX,_1NXXNXXXXXX" in listed
+    [row], audit = _trunks_and_audit(url)
+    assert (row.password, row.codecs, row.allow_international) == ("s3cret-pass", ["ulaw"],
+                                                                    True)
+    assert [(e.actor, e.action, e.subject) for e in audit] == [
+        ("cli", "trunk_changed", "trunk:acme"), ("cli", "trunk_added", "trunk:acme")]
+    assert audit[1].detail["password"] == "changed"
+    assert main(["trunk", "remove", "acme"]) == 0
+    assert _trunks_and_audit(url)[0] == []
+    # The carrier's password went nowhere: not printed, not logged, not audited.
+    printed = capsys.readouterr()
+    assert "s3cret" not in printed.out + printed.err + caplog.text
+    assert "s3cret" not in str([e.detail for e in _trunks_and_audit(url)[1]])
+
+
+@pytest.mark.parametrize(("argv", "reason"), [
+    (["trunk", "add", "acme", "--host", "h", "--register", "--username", "u"],
+     "a registering trunk needs a username and a password"),
+    (["trunk", "add", "carrier", "--host", "h"], "'carrier' is a trunk of the settings file"),
+    (["trunk", "edit", "nope", "--premium"], "no stored trunk 'nope'"),
+    (["trunk", "add", "b", "--host", "h", "--allow", "_9X!"], "not a strict number pattern"),
+])
+def test_trunk_commands_refuse_bad_input_saying_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    argv: list[str], reason: str,
+) -> None:
+    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SWITCHBOARD_DEMO__ENABLED", "false")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    config = tmp_path / "sb.toml"
+    config.write_text("[[trunks]]\nname = 'carrier'\nhost = '192.0.2.1'\n")
+    assert main(["--config", str(config), *argv]) == 2
+    assert reason in capsys.readouterr().err

@@ -43,8 +43,9 @@ async def audit_actions(served: Served) -> list[tuple[str, str]]:
 def concrete(path: str, served: Served) -> str:
     return path.replace("{handoff_id}", "999999").replace(
         "{agent_id}", str(served.people["bob"].id)
-    ).replace("{assistant_id}", "999999").replace("{number}", "+33100000000").replace(
-        "{mode}", "listen").replace("{action}", "enable").replace("{address}", "192.0.2.1").replace(
+    ).replace("{assistant_id}", "999999").replace("{trunk_id}", "999999").replace(
+        "{number}", "+33100000000").replace("{address}", "192.0.2.1").replace(
+        "{mode}", "listen").replace("{action}", "enable").replace(
         # The after-call and supervisor routes take only a call id shaped like one.
         "{call_id}", "00000000-0000-0000-0000-000000000000"
         if path.startswith(("/calls/", "/api/supervisor/", "/api/calls/")) or path.endswith(

@@ -71,6 +71,14 @@ def test_unknown_environment_key_is_named() -> None:
         ("[asterisk]\ntls_cert = '/c.pem'\n", r"asterisk\.tls_key"),
         ("[[trunks]]\nname = 'bad name'\n", r"trunks\[0\]\.name"),
         ("[[trunks]]\nname = 'itsp'\nport = 'x'\n", r"trunks\[0\]\.port: 'x' is not an integer"),
+        ("[[trunks]]\nauth = 'token'\n", r"trunks\[0\]\.auth: 'token': ip or register"),
+        ("[[trunks]]\nauth = 'register'\nusername = 'u'\n",
+         r"trunks\[0\]\.username: a registering trunk needs a username and a password"),
+        ("[[trunks]]\npatterns = ['_X!']\n", r"trunks\[0\]\.patterns\[0\]"),
+        ("[[trunks]]\npatterns = '_X.'\n", r"trunks\[0\]\.patterns: expected a list"),
+        ("[[trunks]]\ncaller_id = '+15550100'\nfrom_user = 'acme'\n",
+         r"trunks\[0\]\.from_user: from_user is the older name of caller_id"),
+        ("[[trunks]]\n[[trunks]]\n", r"trunks\[1\]\.name: 'carrier' is used twice"),
         ("[database]\nurl = 'mysql://x'\n", r"database\.url: 'mysql'"),
         ("log_level = 'loud'\n", r"log_level: 'loud'"),
         ("[desk]\nwrap_up_s = -1\n", r"desk\.wrap_up_s: -1: 0 to 600 seconds"),
@@ -96,6 +104,18 @@ def test_trunks_are_read_as_a_list(tmp_path: Path) -> None:
     file = write(tmp_path, "[[trunks]]\nname = 'itsp'\nhost = '192.0.2.10'\nport = 5080\n")
     settings = load(file, environ={})
     assert settings.trunks[0].name == "itsp" and settings.trunks[0].port == 5080
+
+
+def test_a_registering_trunk_with_its_rules_comes_from_the_file(tmp_path: Path) -> None:
+    file = write(tmp_path, "[[trunks]]\nname = 'acme'\nhost = 'sip.acme.example'\n"
+                 "auth = 'register'\nusername = '4420'\npassword = 's3cret-pass'\n"
+                 "caller_id = '+442071234567'\ncodecs = ['alaw']\n"
+                 "patterns = ['_0[1-7]XXXXXXXXX']\nallow_international = true\n")
+    trunk = load(file, environ={}).trunks[0].trunk()
+    assert (trunk.name, trunk.auth.value, trunk.caller_id, trunk.codecs, trunk.source) == (
+        "acme", "register", "+442071234567", ("alaw",), "settings")
+    assert trunk.allow_international and not trunk.allow_premium
+    assert "s3cret" not in repr(load(file, environ={}))
 
 
 def test_the_call_limit_defaults_to_what_the_machine_can_carry() -> None:

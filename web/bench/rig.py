@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +26,15 @@ from handoff.assistants import EngineKind, FallbackKind
 from handoff.controller import LiveServices, build_controller
 from handoff.events import EventHub
 from handoff.live import CallControl, LiveCall, Timing, call_key
+from handoff.outbound import Outbound
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from handoff.store.models import Agent
+from handoff.trunks import Trunk
 from pbx import runtime
 from pbx.ari import AriClient
-from pbx.asterisk_config import InboundRoute, Queue, SipAgent, SipTrunk
+from pbx.asterisk_config import InboundRoute, Queue, SipAgent
 from pbx.runtime import AsteriskInstance
+from pbx.trunk_config import SipTrunk
 from web.bench.world import (
     AGENT_PHONE_NUMBER,
     FALLBACK_NUMBER,
@@ -43,6 +46,19 @@ AGENT_SIP_USER = "desk-ada"  # Ada's desk phone: the agent of every benchmark ca
 # Bea's desk phone is a real SIP user agent (tests.sip_phone): it registers itself.
 DESK_PHONE_SIP_USER = "desk-bea"
 DESK_PHONE_PASSWORD = "desk-bea-secret"
+
+
+# What the carrier answers, all national numbers: its outside lines (5xxx), the agents'
+# desk phones on it (7xxx) and its test callers (+1555..., World.place_call).
+CARRIER_PATTERNS = ("_5XXX", "_7XXX", "_+1555XXXXXXX")
+
+
+def carrier_outbound(store: Store, **trunk: Any) -> Outbound:
+    """Calls out go through the trunk "carrier" (the pair's), allowed CARRIER_PATTERNS;
+    ``trunk`` changes its other fields (a caller ID, a class allowed)."""
+    return Outbound(store, settings_trunks=(
+        Trunk(**{"name": "carrier", "host": "127.0.0.1", "patterns": CARRIER_PATTERNS,
+                 **trunk}),))
 
 
 @dataclass
@@ -199,8 +215,11 @@ async def rig(
     db_path: Path,
     timing: Timing | None = None,
     check_ledger: bool = True,
+    *,
+    outbound: Callable[[Store], Outbound] = carrier_outbound,
 ) -> AsyncIterator[Rig]:
-    """The controller wired to a started ``world`` (whose engine address it uses).
+    """The controller wired to a started ``world`` (whose engine address it uses); calls
+    out go through the trunks ``outbound`` gives for the rig's store.
 
     On a normal exit every call must have ended with an outcome (``check_ledger``);
     a test that leaves calls up on purpose, to adopt them later, turns that off.
@@ -251,7 +270,7 @@ async def rig(
             on_duty=True, presence=Presence.AVAILABLE))
     pbx_ari = AriClient(pbx.ari_url, *pbx.ari_auth, apps="switchboard", key=call_key)
     live = build_controller(
-        pbx_ari, store, EventHub(), fallback_trunk="carrier",
+        pbx_ari, store, EventHub(), outbound=outbound(store),
         recordings=db_path.parent / "recordings",
         host_path=lambda rel: pbx.host_path(f"{pbx.spec.dirs.spool}/{rel}"),
         timing=timing, supervisor_ring_timeout_s=5, callback_ring_timeout_s=5,

@@ -33,10 +33,12 @@ from handoff.store import Store, create_store_engine, upgrade_to_head
 from handoff.store.models import Agent
 from pbx import runtime
 from pbx.ari import AriClient
-from pbx.asterisk_config import InboundRoute, SipAgent, SipTrunk
+from pbx.asterisk_config import InboundRoute, SipAgent
 from pbx.runtime import AsteriskInstance
+from pbx.trunk_config import SipTrunk
 from web.bench.audio import AGENT_HZ
 from web.bench.dashboard_site import PASSWORD, cheap_passwords, free_port
+from web.bench.rig import carrier_outbound
 from web.bench.world import World
 from web.dashboard import DashboardOptions, setup_dashboard
 from web.dashboard.routes import STATIC_DIR
@@ -207,7 +209,7 @@ async def desk(telephony: Telephony, folder: Path) -> AsyncIterator[Desk]:
     hub = EventHub()
     ari = AriClient(telephony.pbx.ari_url, *telephony.pbx.ari_auth, apps="switchboard",
                     key=call_key)
-    live = build_controller(ari, store, hub, fallback_trunk="carrier", timing=Timing(),
+    live = build_controller(ari, store, hub, outbound=carrier_outbound(store), timing=Timing(),
                             callback_ring_timeout_s=10)
     control, callbacks, supervision = live.control, live.callbacks, live.supervision
     await ari.start()

@@ -17,11 +17,12 @@ from typing import Any
 from aiohttp import web
 
 from handoff.agents import AgentRole
-from handoff.callback import BadNumber, NoTrunk, check_number
+from handoff.callback import BadNumber, check_number
 from handoff.calls import CallOutcome
 from handoff.recordings import NotARecording, cached_peaks
 from handoff.store import AgentBusy, NotFound, Transaction
 from handoff.store.history_repo import CallFilter, HistoryRow
+from handoff.trunks import OutboundRefused
 from pbx.ari import AriError
 from web.dashboard.access import ROLE_RANK, Shape
 from web.dashboard.guard import json_error, refuse
@@ -221,8 +222,10 @@ async def call_back(request: web.Request) -> web.Response:
     try:
         callback = await callbacks.call_back(number, agent_id=agent.id,
                                              sip_user=agent.sip_user, actor=viewer.login)
-    except NoTrunk as exc:
-        return json_error(409, "no_trunk", str(exc))
+    except OutboundRefused as exc:
+        # No trunk may carry it (none configured, or the number is outside every
+        # trunk's patterns or classes): said as is, and already in the audit log.
+        return json_error(409, "outbound_refused", exc.reason)
     except AgentBusy as exc:
         return json_error(409, "busy", busy_reason(exc))
     except AriError as exc:

@@ -27,6 +27,7 @@ from web.dashboard import (
     history,
     sip_blocks_api,
     supervision_api,
+    trunks_api,
     views,
 )
 from web.dashboard.access import RoutePolicy, Rule, Shape, public, signed_in
@@ -124,6 +125,13 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/admin/sip-blocks", sip_blocks_api.blocked_addresses, signed_in(ADMIN)),
     Route("POST", r"/api/admin/sip-blocks/{address:[0-9a-fA-F.:]{2,45}}/lift",
           sip_blocks_api.lift_block, signed_in(ADMIN)),
+    # Trunks (trunks_api.py): the stored ones change, the settings file's are listed.
+    Route("GET", "/api/admin/trunks", trunks_api.list_trunks, signed_in(ADMIN)),
+    Route("POST", "/api/admin/trunks", trunks_api.add_trunk, signed_in(ADMIN)),
+    Route("POST", r"/api/admin/trunks/{trunk_id:\d+}", trunks_api.change_trunk,
+          signed_in(ADMIN)),
+    Route("POST", r"/api/admin/trunks/{trunk_id:\d+}/remove", trunks_api.remove_trunk,
+          signed_in(ADMIN)),
     # The softphone and the call panel. The guard lets any agent in; each handler then
     # checks that the viewer is the agent on that call (or a supervisor).
     Route("GET", "/api/softphone", calls_api.softphone, signed_in(AGENT)),

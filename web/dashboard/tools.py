@@ -8,7 +8,7 @@ composition root; without it those handlers answer 503 as well.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,6 +16,8 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from handoff.supervision import Mode, Supervisor
+from handoff.trunks import Trunk
+from pbx.trunk_status import TrunkStatus
 from web.dashboard.guard import json_error
 
 
@@ -62,6 +64,14 @@ def _none() -> None:
     return None
 
 
+def _no_trunks() -> tuple[Trunk, ...]:
+    return ()
+
+
+def _no_statuses() -> dict[str, TrunkStatus]:
+    return {}
+
+
 @dataclass(frozen=True)
 class Tools:
     # Where the controller keeps finished recordings (calls.recording_path points there);
@@ -77,6 +87,11 @@ class Tools:
     # A block on a SIP address was lifted: the PBX must answer it again (None: at its
     # next start).
     blocks_changed: Callable[[], Awaitable[None]] | None = None
+    # The trunks the store does not keep (the settings file's, the demo carrier's): shown
+    # read-only, and their names are not free for a stored trunk.
+    fixed_trunks: Callable[[], Sequence[Trunk]] = _no_trunks
+    # Each trunk's last known status, by name (web.trunk_watch).
+    trunk_statuses: Callable[[], Mapping[str, TrunkStatus]] = _no_statuses
 
 
 TOOLS = web.AppKey("dashboard_tools", Tools)

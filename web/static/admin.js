@@ -1,6 +1,6 @@
 // The admin page: roles, new agents (credentials shown once), disabling people, assistants (numbers,
-// engine, handoff rules, tokens shown once, disable and remove), a test call, blocked SIP addresses,
-// the audit log.
+// engine, handoff rules, tokens shown once, disable and remove), trunks (with their status), a test
+// call, blocked SIP addresses, the audit log.
 "use strict";
 (() => {
   const status = (text) => sb.say("admin-status", text);
@@ -138,6 +138,77 @@
     }
   });
 
+  // A trunk's password never comes back from the server: the field stays empty, and an
+  // empty field keeps the password there is.
+  const field = (props) => Object.assign(document.createElement("input"), props);
+  const loadTrunks = guard(async () => {
+    const data = await (await fetch("/api/admin/trunks")).json();
+    const body = document.querySelector("#trunks tbody");
+    body.replaceChildren();
+    for (const t of data.trunks) {
+      const tr = document.createElement("tr");
+      tr.dataset.trunk = t.name;
+      const how = t.auth === "register" ? `registers as ${t.username}` : "by address";
+      const state = t.status + (t.last_error ? `: ${t.last_error}` : "");
+      cell(tr, t.name + (t.read_only ? ` (${t.source})` : ""));
+      cell(tr, `${t.host}:${t.port}`); cell(tr, how); cell(tr, state);
+      if (t.read_only) {
+        for (const text of [t.caller_id, t.codecs.join(","), t.patterns.join(" "),
+          t.allow_international ? "allowed" : "no", t.allow_premium ? "allowed" : "no",
+          t.enabled ? "yes" : "no", "", ""]) cell(tr, text);
+        body.appendChild(tr);
+        continue;
+      }
+      const callerId = field({ value: t.caller_id, size: 14 });
+      const codecs = field({ value: t.codecs.join(","), size: 10 });
+      const patterns = field({ value: t.patterns.join(" "), size: 24 });
+      const intl = field({ type: "checkbox", checked: t.allow_international });
+      const premium = field({ type: "checkbox", checked: t.allow_premium });
+      const enabled = field({ type: "checkbox", checked: t.enabled });
+      const password = field({ type: "password", autocomplete: "new-password",
+        placeholder: t.password_set ? "unchanged" : "", disabled: t.auth !== "register" });
+      const save = Object.assign(document.createElement("button"),
+        { type: "button", textContent: "Save", className: "save" });
+      save.addEventListener("click", guard(async () => {
+        await sb.send("POST", `/api/admin/trunks/${t.id}`, {
+          caller_id: callerId.value, codecs: codecs.value, patterns: patterns.value,
+          allow_international: intl.checked, allow_premium: premium.checked,
+          enabled: enabled.checked, password: password.value,
+        });
+        status(`Trunk ${t.name} saved.`);
+        loadTrunks(); loadAudit();
+      }));
+      const remove = Object.assign(document.createElement("button"),
+        { type: "button", textContent: "Remove", className: "remove" });
+      remove.addEventListener("click", guard(async () => {
+        if (!confirm(`Remove trunk ${t.name}? Calls in progress go on.`)) return;
+        await sb.send("POST", `/api/admin/trunks/${t.id}/remove`, {});
+        loadTrunks(); loadAudit();
+      }));
+      for (const node of [callerId, codecs, patterns, intl, premium, enabled, password])
+        cell(tr, node);
+      const actions = document.createElement("span");
+      actions.append(save, " ", remove);
+      cell(tr, actions);
+      body.appendChild(tr);
+    }
+  });
+
+  document.getElementById("new-trunk").addEventListener("submit", guard(async (ev) => {
+    ev.preventDefault();
+    const form = ev.target;
+    await sb.send("POST", "/api/admin/trunks", {
+      name: form.name.value, host: form.host.value, port: Number(form.port.value),
+      auth: form.auth.value, username: form.username.value, password: form.password.value,
+      caller_id: form.caller_id.value, codecs: form.codecs.value,
+      patterns: form.patterns.value, allow_international: form.allow_international.checked,
+      allow_premium: form.allow_premium.checked,
+    });
+    status(`Trunk ${form.name.value} added.`);
+    form.reset();
+    loadTrunks(); loadAudit();
+  }));
+
   const loadAudit = guard(async () => {
     const data = await (await fetch("/api/admin/audit?limit=100")).json();
     const body = document.querySelector("#audit tbody");
@@ -179,6 +250,7 @@
   }));
 
   loadAssistants();
+  loadTrunks();
   loadBlocks();
   loadAudit();
 })();

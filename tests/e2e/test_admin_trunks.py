@@ -1,0 +1,64 @@
+"""The admin page's trunks in a real Chromium: the settings file's trunk read-only, a
+registering trunk added with the form, its status shown, a change saved, and a bad
+pattern refused with the server's reason on the page."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Page, expect
+
+from pbx.trunk_status import TrunkState, TrunkStatus
+from tests.e2e.test_history_recordings import sign_in
+from tests.tools_fixtures import ToolServed, serve_with_tools
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> AsyncIterator[ToolServed]:
+    async for running in serve_with_tools(tmp_path):
+        yield running
+
+
+async def test_an_admin_adds_a_registering_trunk_and_sees_its_status(
+    page: Page, site: ToolServed,
+) -> None:
+    await sign_in(page, site, "ada", "/admin")
+    rows = page.locator("#trunks tbody tr")
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text("carrier (settings)")
+    await expect(rows.first.locator("button")).to_have_count(0)  # read-only
+
+    site.trunk_statuses["acme"] = TrunkStatus(TrunkState.REGISTERED)
+    form = page.locator("#new-trunk")
+    await form.locator("[name=name]").fill("acme")
+    await form.locator("[name=host]").fill("sip.acme.example")
+    await form.locator("[name=auth]").select_option("register")
+    await form.locator("[name=username]").fill("4420")
+    await form.locator("[name=password]").fill("s3cret-pass")
+    await form.locator("[name=caller_id]").fill("+15550100")
+    await form.locator("[name=patterns]").fill("_NXXNXXXXXX")
+    await form.locator("button[type=submit]").click()
+    acme = page.locator('#trunks tr[data-trunk="acme"]')
+    await expect(acme).to_contain_text("registers as 4420")
+    await expect(acme).to_contain_text("registered")
+    # The password never comes back to the page.
+    assert "s3cret" not in await page.content()
+
+    patterns = acme.locator("td").nth(6).locator("input")
+    await patterns.fill("_9X!")
+    await acme.locator("button.save").click()
+    await expect(page.locator("#admin-status")).to_contain_text("not a strict number pattern")
+    await patterns.fill("_NXXNXXXXXX _1NXXNXXXXXX")
+    await acme.locator("td").nth(7).locator("input").check()  # international
+    await acme.locator("button.save").click()
+    await expect(page.locator("#admin-status")).to_have_text("Trunk acme saved.")
+    async with site.store.transaction() as tx:
+        row = await tx.trunks.by_name("acme")
+    assert row is not None
+    assert (row.patterns, row.allow_international, row.password) == (
+        ["_NXXNXXXXXX", "_1NXXNXXXXXX"], True, "s3cret-pass")
+    await expect(page.locator("#audit")).to_contain_text("trunk_changed")
