@@ -29,6 +29,11 @@ class Product:
     data: Path
     port: int
     proc: asyncio.subprocess.Process | None = None
+    # How `run` is started, when not as argv("run") from the clone (a systemd unit's
+    # ExecStart, with its environment and working folder).
+    run_command: list[str] | None = None
+    run_env: dict[str, str] | None = None
+    run_cwd: Path = REPO
     _drain: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -48,8 +53,8 @@ class Product:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            *self.argv("run"), cwd=REPO, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+            *(self.run_command or self.argv("run")), cwd=self.run_cwd, env=self.run_env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
         assert self.proc.stdout is not None
         banner = ""
