@@ -54,6 +54,10 @@ def keep_recording(name: str, host_path: HostPath | None, recordings: Path | Non
     if spool.exists():
         recordings.mkdir(parents=True, exist_ok=True)
         spool.replace(target)
+        if target.stat().st_uid != os.geteuid():
+            # Written by the account Asterisk runs as: the product's archive is the
+            # product's own, not that account's to change once the call is over.
+            os.chown(target, os.geteuid(), os.getegid())
     return str(target)
 
 

@@ -391,14 +391,24 @@ def check_conf_syntax(name: str, text: str) -> None:
             raise ConfigValueError(f"{name}:{lineno}", f"not a setting: {line!r}")
 
 
-def write_tree(spec: InstanceSpec, host_root: Path) -> dict[str, str]:
-    """Render and write the tree; ``host_root`` is where ``spec.dirs.root`` lives on the host."""
+def write_tree(spec: InstanceSpec, host_root: Path, group: int | None = None) -> dict[str, str]:
+    """Render and write the tree; ``host_root`` is where ``spec.dirs.root`` lives on the host.
+
+    The files hold the ARI/AMI secrets: readable by their owner only, or also by
+    ``group`` (the unprivileged account Asterisk runs as), which may read them but not
+    change them.
+    """
     files = render(spec)
     for inside in spec.dirs.all():
         (host_root / Path(inside).relative_to(spec.dirs.root)).mkdir(parents=True, exist_ok=True)
     etc = host_root / "etc"
+    if group is not None:
+        os.chown(etc, -1, group)
+        etc.chmod(0o750)
     for name, text in files.items():
         target = etc / name
         target.write_text(text)
-        target.chmod(0o600)  # holds the ARI/AMI secrets
+        if group is not None:
+            os.chown(target, -1, group)
+        target.chmod(0o600 if group is None else 0o640)
     return files

@@ -10,8 +10,10 @@ Where Asterisk comes from, in this order:
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -57,6 +59,34 @@ class Installation:
         if self.kind == "binary" and self.binary:
             return [str(self.binary), *args]
         raise AsteriskUnavailable("an external Asterisk is not started by Switchboard")
+
+    def daemon_account(self) -> rootfs.Account | None:
+        """The unprivileged account Asterisk drops to once it has read asterisk.conf
+        (its ``-U``/``-G``), so a flaw reached over SIP or RTP gets no root; None when
+        Switchboard itself is not root: Asterisk then runs as Switchboard's own user.
+
+        Embedded: the root file system's ``asterisk`` account (ids the host gives nobody
+        else); a binary: the host's ``asterisk`` account, which Debian's package creates;
+        without one, Asterisk is not started as root: the error says what to do.
+        """
+        if os.geteuid() != 0:
+            return None
+        if self.kind == "embedded" and self.root:
+            try:
+                return self.root.daemon_account()
+            except rootfs.RootfsError as exc:
+                raise AsteriskUnavailable(str(exc)) from exc
+        try:
+            user = pwd.getpwnam(rootfs.DAEMON_ACCOUNT)
+        except KeyError:
+            raise AsteriskUnavailable(
+                f"{self.binary} would run as root: this host has no {rootfs.DAEMON_ACCOUNT!r} "
+                "account for it to drop to. Create one (`adduser --system --group --home "
+                "/var/lib/asterisk asterisk`; Debian's asterisk package does), or run "
+                "Switchboard as an unprivileged user (Asterisk then runs as that user)"
+            ) from None
+        group = grp.getgrgid(user.pw_gid).gr_name
+        return rootfs.Account(user.pw_name, group, user.pw_uid, user.pw_gid)
 
 
 def redact_url(url: str) -> str:

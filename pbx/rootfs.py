@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import grp
 import hashlib
 import logging
 import os
+import pwd
 import shutil
 import subprocess
 import time
@@ -35,10 +37,40 @@ PACKAGES = (
 )
 SUITE = "sid"
 MARKER = ".switchboard-rootfs"
+# The account Debian's asterisk package creates; Asterisk drops to it after start-up.
+DAEMON_ACCOUNT = "asterisk"
+# Where a free id is looked for when the tree's account collides with a host account.
+# Host packages take system ids from the bottom of Debian's range (100 upwards), so
+# the top stays free longest.
+SYSTEM_IDS = range(999, 99, -1)
 
 
 class RootfsError(RuntimeError):
     """The embedded Asterisk cannot be built or used; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Account:
+    """A user and its group, by name (as Asterisk's -U/-G take them) and by number (as
+    the host's kernel and file system see them)."""
+
+    user: str
+    group: str
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True)
+class HostIds:
+    """Who owns which ids on the host: ``{uid: user name}``, ``{gid: group name}``."""
+
+    users: dict[int, str]
+    groups: dict[int, str]
+
+    @classmethod
+    def read(cls) -> HostIds:
+        return cls({p.pw_uid: p.pw_name for p in pwd.getpwall()},
+                   {g.gr_gid: g.gr_name for g in grp.getgrall()})
 
 
 @dataclass(frozen=True)
@@ -52,6 +84,88 @@ class Rootfs:
     def host_path(self, inside: str) -> Path:
         """Where a path seen by the chrooted Asterisk lives on the host."""
         return self.path / inside.lstrip("/")
+
+    def daemon_account(self, host: HostIds | None = None) -> Account:
+        """The tree's ``asterisk`` account, with ids the host gives nobody else.
+
+        The chroot separates files, not processes: a uid is one account for the kernel,
+        so Asterisk with the package's id (101) would be the host's postgres (say), able
+        to signal it and own its files. The tree's account therefore takes the host's own
+        ``asterisk`` ids if there is such an account, else keeps its ids if the host
+        does not use them, else moves to a free system id (the tree's files follow).
+        """
+        host = host or HostIds.read()
+        passwd, group = self.path / "etc/passwd", self.path / "etc/group"
+        users, groups = _id_table(passwd), _id_table(group)
+        if DAEMON_ACCOUNT not in users or DAEMON_ACCOUNT not in groups:
+            raise RootfsError(
+                f"the embedded Asterisk's tree {self.path} has no {DAEMON_ACCOUNT!r} account "
+                f"to run Asterisk as; remove that folder and run `switchboard setup` to "
+                "build it again")
+        uid, gid = users[DAEMON_ACCOUNT], groups[DAEMON_ACCOUNT]
+        host_uid = next((u for u, n in host.users.items() if n == DAEMON_ACCOUNT), None)
+        host_gid = next((g for g, n in host.groups.items() if n == DAEMON_ACCOUNT), None)
+        others = {i for n, i in users.items() if n != DAEMON_ACCOUNT} | \
+            {i for n, i in groups.items() if n != DAEMON_ACCOUNT}
+        if host_uid is not None and host_gid is not None and \
+                not {host_uid, host_gid} & others:
+            want = (host_uid, host_gid)
+        elif host.users.get(uid, DAEMON_ACCOUNT) == DAEMON_ACCOUNT and \
+                host.groups.get(gid, DAEMON_ACCOUNT) == DAEMON_ACCOUNT:
+            want = (uid, gid)
+        else:
+            taken = {*host.users, *host.groups, *users.values(), *groups.values()}
+            free = next((i for i in SYSTEM_IDS if i not in taken), None)
+            if free is None:
+                raise RootfsError("no free system id (100-999) on this host for the "
+                                  "embedded Asterisk's account")
+            want = (free, free)
+        if want != (uid, gid):
+            log.info("the embedded Asterisk's account %s moves from %s:%s to %s:%s, ids "
+                     "no other account on this host has", DAEMON_ACCOUNT, uid, gid, *want)
+            _set_ids(passwd, DAEMON_ACCOUNT, {2: want[0], 3: want[1]})
+            _set_ids(group, DAEMON_ACCOUNT, {2: want[1]})
+            _chown_tree(self.path, (uid, gid), want)
+        return Account(DAEMON_ACCOUNT, DAEMON_ACCOUNT, *want)
+
+
+def _id_table(path: Path) -> dict[str, int]:
+    """``{name: id}`` of an /etc/passwd or /etc/group file (the id is the third field)."""
+    table = {}
+    for line in path.read_text().splitlines():
+        fields = line.split(":")
+        if len(fields) > 2 and fields[2].isdigit():
+            table[fields[0]] = int(fields[2])
+    return table
+
+
+def _set_ids(path: Path, name: str, values: dict[int, int]) -> None:
+    """Change ``name``'s numeric fields in an /etc/passwd or /etc/group file; the file is
+    replaced whole, so an Asterisk starting meanwhile reads the old or the new one."""
+    lines = []
+    for line in path.read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == name:
+            for index, value in values.items():
+                fields[index] = str(value)
+        lines.append(":".join(fields))
+    partial = path.with_name(path.name + ".switchboard")
+    partial.write_text("\n".join(lines) + "\n")
+    partial.chmod(path.stat().st_mode)
+    partial.replace(path)
+
+
+def _chown_tree(root: Path, old: tuple[int, int], new: tuple[int, int]) -> None:
+    """What the package gave its account (its /etc/asterisk, /var/lib/asterisk ...) and
+    earlier instance trees follow the account's new ids."""
+    for folder, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            path = os.path.join(folder, name)
+            st = os.lstat(path)
+            uid = new[0] if st.st_uid == old[0] else -1
+            gid = new[1] if st.st_gid == old[1] else -1
+            if uid != -1 or gid != -1:
+                os.lchown(path, uid, gid)
 
 
 def recipe_digest(mirror: str) -> str:

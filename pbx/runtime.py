@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import secrets
@@ -35,6 +36,7 @@ from pbx.asterisk_config import (
 )
 from pbx.installation import AsteriskUnavailable, Installation, locate
 from pbx.ports import PortInUse, PortRequest, allocate_ports
+from pbx.rootfs import Account
 from pbx.trunk_config import SipTrunk
 
 log = logging.getLogger(__name__)
@@ -102,8 +104,27 @@ class AsteriskInstance:
             return "/" + str(host.resolve().relative_to(self.install.root.path))
         return str(host)
 
+    @functools.cached_property
+    def account(self) -> Account | None:
+        """Who Asterisk runs as once started (None: the controller's own user)."""
+        return self.install.daemon_account()
+
     def render(self) -> None:
-        write_tree(self.spec, self.host_root)
+        write_tree(self.spec, self.host_root, self.account.gid if self.account else None)
+
+    def _hand_over_state(self) -> None:
+        """Asterisk's own folders (its database, spool and recordings, logs, and the run
+        folder with the remote console's socket) belong to the account it runs as; a
+        tree an older, root-run Asterisk left behind is handed over whole. The
+        controller (root) still moves recordings out and talks to the console."""
+        if self.account is None:
+            return
+        dirs = self.spec.dirs
+        for inside in (dirs.varlib, dirs.spool, dirs.run, dirs.log):
+            top = self.host_root / Path(inside).relative_to(dirs.root)
+            for folder, _, files in os.walk(top):
+                for path in (folder, *(os.path.join(folder, name) for name in files)):
+                    os.lchown(path, self.account.uid, self.account.gid)
 
     async def apply_directory(
         self, routes: tuple[InboundRoute, ...], agents: tuple[SipAgent, ...],
@@ -155,10 +176,12 @@ class AsteriskInstance:
 
     async def start(self, timeout: float = 60) -> None:
         self.render()
+        self._hand_over_state()
+        drop = ["-U", self.account.user, "-G", self.account.group] if self.account else []
         log_path = self.host_root / "var/log/console.log"
         with open(log_path, "ab") as console:  # noqa: ASYNC230 - once, at start-up
             self.process = await asyncio.create_subprocess_exec(
-                *self.install.command("-C", self.conf_inside, "-f", "-n", "-vvv"),
+                *self.install.command(*drop, "-C", self.conf_inside, "-f", "-n", "-vvv"),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=console,
                 stderr=console,

@@ -39,6 +39,11 @@ class Product:
     settings: list[str] = field(default_factory=list)
     # What the running product printed and logged, line by line.
     output: list[str] = field(default_factory=list)
+    # How `run` is started, when not as argv("run") from the clone (a systemd unit's
+    # ExecStart, with its environment and working folder).
+    run_command: list[str] | None = None
+    run_env: dict[str, str] | None = None
+    run_cwd: Path = REPO
     _drain: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -67,8 +72,8 @@ class Product:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            *self.argv("run"), cwd=REPO, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+            *(self.run_command or self.argv("run")), cwd=self.run_cwd, env=self.run_env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
         assert self.proc.stdout is not None
         banner = ""

@@ -24,7 +24,7 @@ from handoff.store import LastAdmin, Removed, Store, create_store_engine, upgrad
 from pbx import runtime
 from pbx.asterisk_config import Dirs, InboundRoute, InstanceSpec, Ports, render, rtp_ports_for
 from pbx.config_values import ConfigValueError
-from web import backup, cli_assistants, doctor, install_check, people, trunks
+from web import backup, cli_assistants, doctor, install_check, people, systemd, trunks
 from web.app import build_app
 from web.dashboard.passwords import Passwords
 from web.demo import DEMO_NUMBER, RECEPTIONIST, demo_caller_voice
@@ -136,6 +136,18 @@ def cmd_config_render(args: argparse.Namespace) -> int:
     for name, text in render(spec).items():
         (out / name).write_text(text)
     print(f"wrote Asterisk configuration to {out}")
+    return 0
+
+
+def cmd_systemd_render(args: argparse.Namespace) -> int:
+    try:
+        systemd.refuse_secrets(args.set or [])
+        unit = systemd.build_unit(_settings(args), _config_file(args), args.set or [], args.user)
+    except systemd.UnitRefused as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 2
+    for path in systemd.write_units(unit, args.out):
+        print(f"wrote {path}")
     return 0
 
 
@@ -500,6 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     render_cmd.add_argument("--modules", default="/usr/lib/asterisk/modules")
     render_cmd.add_argument("--data", default="/var/lib/asterisk")
     render_cmd.set_defaults(func=cmd_config_render)
+    systemd.add_parser(sub).set_defaults(func=cmd_systemd_render)
     return parser
 
 

@@ -11,6 +11,7 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,6 +23,13 @@ from tests.sip_phone import SipError, SipMessage, _build, _sdp, digest_authoriza
 from web.bench.rig import Pair
 
 __all__ = ["Pair"]
+
+
+def process_ids(pid: int) -> dict[str, list[int]]:
+    """The real, effective, saved and file-system uids and gids of a running process."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {line.split(":")[0]: [int(v) for v in line.split()[1:]]
+            for line in status if line.startswith(("Uid:", "Gid:"))}
 
 
 def ami_client(instance: AsteriskInstance, secret: str | None = None, **options: Any) -> AmiClient:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import socket
+import stat
 from pathlib import Path
 
 import aiohttp
@@ -20,6 +22,7 @@ from tests.integration.asterisk_helpers import (
     Pair,
     ari,
     of_type,
+    process_ids,
 )
 from tests.waiting import until
 
@@ -30,6 +33,28 @@ async def test_pbx_reports_asterisk_22_over_ari(pair: Pair) -> None:
     status, info = await ari(pair.pbx, "GET", "/asterisk/info")
     assert status == 200
     assert info["system"]["version"].startswith("22.")
+
+
+async def test_asterisk_runs_as_an_unprivileged_account_of_its_own(pair: Pair) -> None:
+    # A flaw reached over SIP or RTP gets Asterisk's account, not root; and no other
+    # host service's (the chroot separates files, not processes). The controller, root,
+    # still drives it through the remote console.
+    for instance in (pair.pbx, pair.carrier):
+        account = instance.account
+        assert account is not None and instance.pid is not None
+        ids = process_ids(instance.pid)
+        assert ids == {"Uid": [account.uid] * 4, "Gid": [account.gid] * 4}
+        assert account.uid != 0 and account.gid != 0
+        with contextlib.suppress(KeyError):
+            assert pwd.getpwuid(account.uid).pw_name == "asterisk"
+        # It owns what it writes (recordings, the console's socket); it reads its
+        # configuration, with the ARI/AMI secrets, and cannot change it.
+        for folder in ("var/spool/recording", "var/run", "var/log", "var/lib"):
+            assert (instance.host_root / folder).stat().st_uid == account.uid, folder
+        conf = (instance.host_root / "etc/pjsip.conf").stat()
+        assert (conf.st_uid, conf.st_gid) == (0, account.gid)
+        assert stat.S_IMODE(conf.st_mode) == 0o640
+        assert "System uptime" in await instance.cli("core show uptime")
 
 
 def boot_lines(log_file: Path) -> list[str]:

@@ -28,7 +28,7 @@ from handoff.store import Store, create_store_engine
 from handoff.store.models import Call
 from pbx.demo_caller import DemoCaller
 from tests.dashboard_fixtures import Browser
-from tests.integration.asterisk_helpers import sip_request
+from tests.integration.asterisk_helpers import process_ids, sip_request
 from tests.product_run import REPO, Product, product
 from tests.waiting import until
 from web.bench.dashboard_site import free_port
@@ -144,6 +144,8 @@ async def test_run_kill_restart_and_stop_with_a_call_up(product: Product) -> Non
         # A new run re-attaches to that Asterisk, adopts the call, brings the AI back.
         await product.start()
         assert product.state()["asterisk_pid"] == state["asterisk_pid"]
+        # The Asterisk it re-attached to still runs as its own account, not root.
+        assert 0 not in process_ids(int(str(state["asterisk_pid"])))["Uid"]
         now = time.monotonic()
         await until(lambda: hears_voice(now))
 
@@ -183,6 +185,8 @@ async def test_run_kill_restart_and_stop_with_a_call_up(product: Product) -> Non
         # The test call's own recording (not the earlier call's) holds its seconds.
         assert test_call.recording_path and test_call.recording_path != final.recording_path
         assert os.path.getsize(test_call.recording_path) > 8000  # noqa: ASYNC240
+        # Asterisk's account wrote it; once moved out it is the product's own.
+        assert os.stat(test_call.recording_path).st_uid == os.geteuid()
     finally:
         await world.close()
         await engine.dispose()
