@@ -375,7 +375,9 @@ def new_instance(
     dirs = Dirs(root=f"{inside_base}/{name}", **_module_dirs(install))
     tls = spec_fields.pop("tls", None)
     if isinstance(tls, TlsListener):
-        spec_fields["tls"] = _install_certificate(tls, host_root, dirs)
+        account = install.daemon_account()
+        spec_fields["tls"] = _install_certificate(tls, host_root, dirs,
+                                                  account.gid if account else None)
     spec = InstanceSpec(
         name=name,
         dirs=dirs,
@@ -390,16 +392,25 @@ def new_instance(
     return AsteriskInstance(install=install, spec=spec, host_root=host_root, ephemeral=ephemeral)
 
 
-def _install_certificate(tls: TlsListener, host_root: Path, dirs: Dirs) -> TlsListener:
+def _install_certificate(tls: TlsListener, host_root: Path, dirs: Dirs,
+                         group: int | None) -> TlsListener:
     """Copy the WSS listener's certificate and key into the instance's own tree: the
     embedded Asterisk runs in its root file system and cannot open the operator's
-    paths. A renewed certificate is taken at the next start."""
+    paths. A renewed certificate is taken at the next start. Asterisk reads them after
+    it dropped root (res_http loads after the switch to its account), so they belong to
+    its group, readable and no more, like its configuration."""
     keys = host_root / "etc" / "keys"
     keys.mkdir(parents=True, exist_ok=True)
+    if group is not None:
+        os.chown(keys, -1, group)
+        keys.chmod(0o750)
     for source, target in ((tls.cert, "tls-cert.pem"), (tls.key, "tls-key.pem")):
         fd = os.open(keys / target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(Path(source).read_bytes())
+        if group is not None:
+            os.chown(keys / target, -1, group)
+            (keys / target).chmod(0o640)
     inside = f"{dirs.root}/etc/keys"
     return dataclasses.replace(tls, cert=f"{inside}/tls-cert.pem", key=f"{inside}/tls-key.pem")
 

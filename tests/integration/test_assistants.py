@@ -170,7 +170,7 @@ async def test_assistants_change_while_switchboard_runs_and_calls_go_on(
         out = await _cli(product, "assistant", "add", "support", "--number", "2200",
                          "--engine", "builtin")
         assert "held by the built-in receptionist" in out
-        await until(lambda: it.logged("took the people and assistants changed"), 30)
+        await until(lambda: it.logged("took the people, assistants and trunks changed"), 30)
         fourth = await it.world.place_call("2200")
         supported = await until(lambda: it.call_of(fourth))
         assert await it.assistant_of(supported) == "support"
