@@ -22,9 +22,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from handoff.agents import AgentRole
+from handoff.assistants import EngineKind
 from handoff.settings import Settings
 from handoff.store import Store, create_store_engine, migrations, pending_migrations
 from handoff.store.models import Agent, Assistant
+from handoff.trunks import Trunk
 from pbx.asterisk_config import InboundRoute, InstanceSpec, SipAgent, render
 from pbx.config_values import ConfigValueError
 from pbx.installation import redact_url
@@ -55,6 +57,10 @@ class Database:
     # What the PBX would be given: the numbers assistants answer, enabled people's phones.
     routes: tuple[InboundRoute, ...] = ()
     endpoints: tuple[SipAgent, ...] = ()
+    # Every assistant's numbers, by assistant id.
+    numbers: dict[int, list[str]] = field(default_factory=dict)
+    # Every trunk, the settings file's and the stored ones, in the order calls out try them.
+    trunks: Sequence[Trunk] = ()
 
 
 @dataclass(frozen=True)
@@ -77,9 +83,7 @@ class Report:
 
 
 Check = Callable[[Installation], Iterator[tuple[Severity, str]]]
-# The checks, in the order they are reported. Where the models for them land, this is
-# where "assistants without numbers" and "trunks without allowed patterns" go (reading
-# installation.database and installation.settings.trunks).
+# The checks, in the order they are reported.
 CHECKS: dict[str, Check] = {}
 
 
@@ -126,15 +130,16 @@ def _read_database(settings: Settings, report: Report) -> Database | None:
                 "`switchboard run` or `switchboard user add` creates it")
         return None
     try:
-        return asyncio.run(_read(url, shown, finding))
+        return asyncio.run(_read(url, shown, finding,
+                                 [t.trunk() for t in settings.trunks]))
     except (SQLAlchemyError, OSError) as exc:
         finding(Severity.ERROR, f"cannot be read: {exc.__class__.__name__}: "
                 f"{str(exc).strip().splitlines()[0]}")
         return None
 
 
-async def _read(url: str, shown: str,
-                finding: Callable[[Severity, str], None]) -> Database | None:
+async def _read(url: str, shown: str, finding: Callable[[Severity, str], None],
+                settings_trunks: Sequence[Trunk]) -> Database | None:
     engine = create_store_engine(url)
     try:
         pending = await pending_migrations(engine)
@@ -151,9 +156,11 @@ async def _read(url: str, shown: str,
         store = Store(engine)
         async with store.transaction() as tx:
             agents = await tx.agents.all()
-            assistants = await tx.assistants.all()
+            assistants = await tx.assistants.listed()
+            numbers = await tx.assistants.numbers()
+            trunks = [t for t, _ in await tx.trunks.in_order(settings_trunks)]
         routes, endpoints = await routes_and_agents(store)
-        return Database(shown, agents, assistants, routes, endpoints)
+        return Database(shown, agents, assistants, routes, endpoints, numbers, trunks)
     finally:
         await engine.dispose()
 
@@ -240,3 +247,70 @@ def render_json(report: Report, files: Sequence[str]) -> str:
             "url": db.url, "people": len(db.agents), "assistants": len(db.assistants)},
         "findings": [dataclasses.asdict(f) for f in report.findings],
     }, indent=2)
+
+
+@check("assistants_without_numbers")
+def _assistants_without_numbers(installation: Installation) -> Iterator[tuple[Severity, str]]:
+    db = installation.database
+    if db is None:
+        return
+    default = installation.settings.routing.unknown_numbers
+    for assistant in db.assistants:
+        if assistant.enabled and not db.numbers.get(assistant.id) and assistant.name != default:
+            # Nothing routes to it: it answers no call unless it takes the unknown ones.
+            yield Severity.WARNING, (
+                f"assistant {assistant.name} answers no number: `switchboard assistant "
+                f"edit {assistant.name} --number N`, or set routing.unknown_numbers = "
+                f"\"{assistant.name}\" for it to take the numbers nobody answers")
+
+
+@check("assistants_without_engines")
+def _assistants_without_engines(installation: Installation) -> Iterator[tuple[Severity, str]]:
+    db = installation.database
+    for assistant in db.assistants if db else ():
+        if (assistant.enabled and assistant.engine is EngineKind.AUDIOSOCKET
+                and not assistant.engine_address):
+            yield Severity.ERROR, (
+                f"assistant {assistant.name} has no engine address: its calls are refused; "
+                f"`switchboard assistant edit {assistant.name} --engine HOST:PORT`")
+
+
+@check("unknown_numbers_assistant")
+def _unknown_numbers_assistant(installation: Installation) -> Iterator[tuple[Severity, str]]:
+    db = installation.database
+    default = installation.settings.routing.unknown_numbers
+    if db is None or default == "reject":
+        return
+    if not any(a.name == default and a.enabled for a in db.assistants):
+        yield Severity.ERROR, (
+            f"routing.unknown_numbers names {default!r}, which is no enabled assistant: "
+            "calls to numbers nobody answers would be refused; add it, enable it, or set "
+            "\"reject\"")
+
+
+@check("trunks_without_allowed_patterns")
+def _trunks_without_allowed_patterns(
+    installation: Installation,
+) -> Iterator[tuple[Severity, str]]:
+    db = installation.database
+    trunks = db.trunks if db else [t.trunk() for t in installation.settings.trunks]
+    for trunk in trunks:
+        if trunk.enabled and not trunk.patterns:
+            # A trunk with no patterns lets nothing out (toll fraud is refused by
+            # default), so fallback numbers and call-backs cannot use it.
+            where = ("the settings file" if trunk.source == "settings"
+                     else f"`switchboard trunk edit {trunk.name} --allow PATTERN`")
+            yield Severity.WARNING, (
+                f"trunk {trunk.name} allows no number out: fallback numbers and call-backs "
+                f"cannot use it (give it patterns in {where})")
+
+
+@check("no_trunks")
+def _no_trunks(installation: Installation) -> Iterator[tuple[Severity, str]]:
+    db = installation.database
+    # The demo's carrier is its trunk; a real installation has only those it was given.
+    if db is None or installation.settings.demo.enabled:
+        return
+    if not any(t.enabled for t in db.trunks):
+        yield Severity.WARNING, ("no trunk: no call can come in or go out; add one with "
+                                 "`switchboard trunk add` or [[trunks]] in the settings")

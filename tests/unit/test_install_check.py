@@ -114,7 +114,8 @@ async def test_people_who_cannot_work_are_named_and_an_error_fails_the_check(
     assert report["database"]["people"] == 2
     assert findings(report) == [
         ("error", "pbx_configuration"), ("error", "agents_without_phones"),
-        ("warning", "people_without_passwords"), ("warning", "nobody_to_sign_in")]
+        ("warning", "people_without_passwords"), ("warning", "nobody_to_sign_in"),
+        ("warning", "no_trunks")]
     messages = [f["message"] for f in report["findings"]]
     assert "agents[1].sip_password" in messages[0]
     assert messages[1].startswith("bob has no SIP account")
@@ -131,12 +132,13 @@ async def test_a_persons_sip_account_clashing_with_a_trunk_from_the_environment_
         main, [*DEMO_OFF, "user", "add", "bea", "--role", "agent", "--phone", "desk"]) == 0
     capsys.readouterr()
     code, report = await check(capsys, *DEMO_OFF)
-    assert (code, findings(report)) == (0, [])
+    assert (code, findings(report)) == (0, [("warning", "no_trunks")])
     # A trunk named like bea's SIP account: two PJSIP endpoints would share one name.
     monkeypatch.setenv("SWITCHBOARD_TRUNKS__0__NAME", "agent-bea")
     code, report = await check(capsys, *DEMO_OFF)
     assert code == 1
-    assert findings(report) == [("error", "pbx_configuration")]
+    assert findings(report) == [("error", "pbx_configuration"),
+                                ("warning", "trunks_without_allowed_patterns")]
     assert "'agent-bea' is used twice" in report["findings"][0]["message"]
 
 
@@ -151,7 +153,7 @@ async def test_the_text_report_ends_with_the_verdict(
     assert out[0].startswith("settings ok; rendered 20 Asterisk files")
     assert out[1].endswith("switchboard.db: 1 person, 0 assistants")
     assert out[2].startswith("warning  nobody_to_sign_in: nobody can manage")
-    assert out[-1] == "installation ok (1 warning)"
+    assert out[-1] == "installation ok (2 warnings)"
 
 
 def test_wrong_settings_in_json_are_a_finding_and_exit_2(
@@ -161,3 +163,32 @@ def test_wrong_settings_in_json_are_a_finding_and_exit_2(
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is False
     assert report["findings"][0]["message"].startswith("server.port: 0 is not a port")
+
+
+async def test_assistants_without_numbers_or_engines_and_trunks_that_let_nothing_out(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for argv in (["user", "add", "admin", "--role", "admin"],
+                 ["assistant", "add", "idle", "--engine", "127.0.0.1:9092"],
+                 ["assistant", "add", "sales", "--number", "2100", "--engine", "builtin"],
+                 ["trunk", "add", "itsp", "--host", "192.0.2.10"]):
+        assert await asyncio.to_thread(main, [*DEMO_OFF, *argv]) == 0, argv
+    capsys.readouterr()
+    code, report = await check(capsys, *DEMO_OFF)
+    assert code == 0
+    assert findings(report) == [("warning", "assistants_without_numbers"),
+                                ("warning", "trunks_without_allowed_patterns")]
+    assert "assistant idle answers no number" in report["findings"][0]["message"]
+    assert "trunk itsp allows no number out" in report["findings"][1]["message"]
+    # The assistant that takes the numbers nobody answers needs none of its own; one
+    # that is not there is an error.
+    code, report = await check(capsys, *DEMO_OFF, "--set", "routing.unknown_numbers=idle")
+    assert findings(report) == [("warning", "trunks_without_allowed_patterns")]
+    code, report = await check(capsys, *DEMO_OFF, "--set", "routing.unknown_numbers=nobody")
+    assert code == 1
+    assert ("error", "unknown_numbers_assistant") in findings(report)
+    assert await asyncio.to_thread(
+        main, [*DEMO_OFF, "trunk", "edit", "itsp", "--allow", "_0[1-9]XXXXXXXX"]) == 0
+    capsys.readouterr()
+    code, report = await check(capsys, *DEMO_OFF, "--set", "routing.unknown_numbers=idle")
+    assert (code, findings(report)) == (0, [])
