@@ -199,6 +199,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logs.configure(settings.log_level, settings.log_format)
+    logging.getLogger("alembic").setLevel(logging.NOTSET)
     settings.data_path.mkdir(parents=True, exist_ok=True)
     web.run_app(
         build_app(settings),
@@ -519,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=logs.TEXT_FORMAT)
+    # A command's own output is what it prints; the migrations it runs on a new
+    # database are not news to the person who typed it (`run` logs them).
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         result: int = args.func(args)
         return result
