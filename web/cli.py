@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import importlib.util
 import json
 import logging
@@ -24,11 +23,11 @@ from handoff.store import LastAdmin, Removed, Store, create_store_engine, upgrad
 from pbx import runtime
 from pbx.asterisk_config import Dirs, InboundRoute, InstanceSpec, Ports, render, rtp_ports_for
 from pbx.config_values import ConfigValueError
-from web import backup, cli_assistants, doctor, install_check, people, systemd, trunks
+from web import backup, cli_assistants, cli_trunks, doctor, install_check, people, systemd
 from web.app import build_app
 from web.dashboard.passwords import Passwords
 from web.demo import DEMO_NUMBER, RECEPTIONIST, demo_caller_voice
-from web.telephony import DIRECTORY_CHECK_S, fixed_trunks
+from web.telephony import DIRECTORY_CHECK_S
 
 DEFAULT_CONFIG = Path("switchboard.toml")
 # Who the audit log names for a change made on the server's command line.
@@ -335,97 +334,6 @@ def cmd_user_list(args: argparse.Namespace) -> int:
     return asyncio.run(_on_store(_settings(args), listing))
 
 
-def _trunk_changes(args: argparse.Namespace) -> dict[str, object]:
-    """The options given, as web.trunks takes them; the password from stdin (never the
-    command line: every user of the machine can read a process's arguments)."""
-    changes: dict[str, object] = {
-        "name": args.rename if args.trunk_command == "edit" else args.name,
-        "host": args.host, "port": args.port, "caller_id": args.caller_id,
-        "codecs": args.codecs, "patterns": args.allow, "username": args.username,
-        "allow_international": args.international, "allow_premium": args.premium,
-        "enabled": args.enabled,
-        "auth": "register" if args.register else ("ip" if args.register is False else None),
-    }
-    if args.password_stdin:
-        changes["password"] = sys.stdin.readline().rstrip("\n")
-    elif args.register and sys.stdin.isatty():
-        changes["password"] = getpass.getpass(f"{args.name}'s password at the carrier: ")
-    return changes
-
-
-def cmd_trunk(args: argparse.Namespace) -> int:
-    """add, edit or remove a stored trunk (web.trunks), or list every trunk."""
-    settings = _settings(args)
-    fixed = fixed_trunks(settings, None)
-    names = [t.name for t in fixed]
-
-    async def act(store: Store) -> int:
-        async with store.transaction() as tx:
-            if args.trunk_command == "list":
-                for item in await trunks.listing(tx, fixed):
-                    shown = trunks.view(item.trunk)
-                    classes = [c for c in ("international", "premium")
-                               if shown[f"allow_{c}"]]
-                    print("\t".join([
-                        shown["name"], shown["source"], shown["auth"],
-                        f"{shown['host']}:{shown['port']}", shown["caller_id"] or "-",
-                        ",".join(shown["patterns"]) or "(no patterns: nothing goes out)",
-                        "+".join(classes) or "national only",
-                        "enabled" if shown["enabled"] else "disabled"]))
-                return 0
-            if args.trunk_command == "add":
-                await trunks.add(tx, _trunk_changes(args), actor=CLI_ACTOR, fixed_names=names)
-            elif args.trunk_command == "edit":
-                await trunks.edit(tx, await trunks.id_of(tx, args.name), _trunk_changes(args),
-                                  actor=CLI_ACTOR, fixed_names=names)
-            else:
-                await trunks.remove(tx, await trunks.id_of(tx, args.name), actor=CLI_ACTOR)
-        done = {"add": "added", "edit": "changed", "remove": "removed"}[args.trunk_command]
-        print(f"trunk {args.name}: {done}")
-        print(RUNNING_PBX_NOTE)
-        return 0
-
-    try:
-        return asyncio.run(_on_store(settings, act))
-    except trunks.TrunkRefused as exc:
-        print(f"switchboard: {exc.reason}", file=sys.stderr)
-        return 2
-
-
-def _add_trunk_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    trunk = sub.add_parser("trunk", help="trunks to carriers (the settings file's are listed "
-                           "too, and changed in the file)")
-    trunk_sub = trunk.add_subparsers(dest="trunk_command", required=True)
-    for action, what in (("add", "add a trunk"), ("edit", "change the options given")):
-        cmd = trunk_sub.add_parser(action, help=what)
-        cmd.add_argument("name")
-        cmd.add_argument("--host", required=action == "add")
-        cmd.add_argument("--port", type=int)
-        cmd.add_argument("--register", action=argparse.BooleanOptionalAction,
-                         help="register to the carrier with --username and a password "
-                         "(--no-register: recognised by its address)")
-        cmd.add_argument("--username")
-        cmd.add_argument("--password-stdin", action="store_true",
-                         help="read the password from the first line of stdin")
-        cmd.add_argument("--caller-id", help="the number the carrier shows for calls out")
-        cmd.add_argument("--codecs", help="e.g. ulaw,alaw")
-        cmd.add_argument("--allow", help="number patterns allowed out, e.g. "
-                         "'_0[1-7]XXXXXXXX _+331XXXXXXXX'")
-        cmd.add_argument("--international", action=argparse.BooleanOptionalAction,
-                         help="allow international numbers (toll fraud: think twice)")
-        cmd.add_argument("--premium", action=argparse.BooleanOptionalAction,
-                         help="allow premium-rate numbers")
-        cmd.add_argument("--enabled", action=argparse.BooleanOptionalAction)
-        if action == "edit":
-            cmd.add_argument("--rename", help="a new name")
-        cmd.set_defaults(func=cmd_trunk)
-    remove = trunk_sub.add_parser("remove", help="remove a stored trunk")
-    remove.add_argument("name")
-    remove.set_defaults(func=cmd_trunk)
-    trunk_sub.add_parser("list", help="every trunk, in the order calls out try them") \
-        .set_defaults(func=cmd_trunk)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
     parser.add_argument(
@@ -482,7 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
         passwd = parent.add_parser("passwd", help="set a new password and print it once")
         passwd.add_argument("login")
         passwd.set_defaults(func=cmd_user_passwd)
-    _add_trunk_parser(sub)
+    cli_trunks.add_parser(sub, cli_assistants.Cli(
+        run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
+        actor=CLI_ACTOR, note=RUNNING_PBX_NOTE), settings=_settings)
     dash = bench_sub.add_parser("dashboard", help="card delivery to many dashboard tabs")
     dash.add_argument("--clients", type=int, default=1000)
     dash.add_argument("--json", action="store_true")
