@@ -165,6 +165,11 @@ class CallStarted(TypedEvent):
     kind: ClassVar[EventType] = EventType.CALL_STARTED
     call_id: str
     caller: Caller
+    # The assistant's handoff level (a HandoffLevel's value), so the engine's prompt can
+    # follow what the server will enforce, and the names of its restricted topics, which
+    # the engine reports as a handoff request's `topic`.
+    handoff_level: str
+    restricted_topics: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

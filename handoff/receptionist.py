@@ -1,10 +1,12 @@
 """The reference receptionist: the built-in AI engine that needs no cloud and no model.
 
 It greets with prompts spoken by espeak-ng (made once at set-up), listens for DTMF and
-treats 0 as "a person, please". It works exactly like an external AI engine: its audio
-arrives over AudioSocket, it learns about calls from the control API's events
-WebSocket, and it talks to Switchboard only through that HTTP API with the assistant's
-token. So it doubles as the living example of the contract in
+treats 0 as "a person, please", and acts on the server's answer as an engine should: an
+AI-only assistant's refusal is said to the caller, an AI-first one's asks the caller to
+confirm (a keypad cannot say what the call is about). It works exactly like an
+external AI engine: its audio arrives over AudioSocket, it learns about calls from the
+control API's events WebSocket, and it talks to Switchboard only through that HTTP API
+with the assistant's token. So it doubles as the living example of the contract in
 ``web/openapi/ai_control.json``.
 
 One receptionist serves every assistant whose engine is the built-in one: it holds each
@@ -38,6 +40,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from handoff.events import EventType, Fallback
+from handoff.policy import Refusal
 from pbx.audiosocket import SAMPLE_RATE, AudioSocketServer, AudioSocketSession, Kind
 
 log = logging.getLogger(__name__)
@@ -57,12 +60,27 @@ PROMPTS = {
         "I am sorry, nobody is available right now. "
         "We have noted your number and will call you back."
     ),
+    # The assistant is AI only: its handoff requests are refused (handoff_not_allowed).
+    "unavailable": (
+        "I am sorry, a person is not available on this line. "
+        "I will do my best to help you myself."
+    ),
+    # The assistant is AI first (problem_required): a keypad cannot say what the call is
+    # about, so the caller is asked to confirm instead, and the next 0 says so.
+    "ask_first": (
+        "A person helps best when they know what your call is about, and I can only hear "
+        "your keys. Press zero again and I will connect you anyway."
+    ),
 }
 
 # handoff_failed reasons after which nobody will come: the caller is told so. Any other
 # failure (an agent's leg dropped) is followed by a new offer, so the AI apologises.
 _NOBODY_REASONS = frozenset({"timed_out", "timeout", "no_agents"})
 _PERSON_DIGIT = "0"
+# What the keypad receptionist can tell an AI-first assistant's policy once the caller
+# has pressed 0 a second time after being asked: that they insist, and why nothing more.
+_INSISTS = ("The caller pressed 0 again after being asked what the call is about: they "
+            "want a person, and the keypad receptionist cannot ask them more.")
 # The seat of a receptionist built for one assistant (its token given at construction).
 SOLE_SEAT = "assistant"
 
@@ -157,6 +175,8 @@ class _Call:
     # Bumped by every handoff outcome, so a "connecting" that would come after the
     # outcome (the event can overtake the HTTP answer) is not said.
     handoff_news: int = 0
+    # An AI-first assistant refused the first 0 and the caller was asked to confirm.
+    asked_first: bool = False
 
 
 @dataclass
@@ -390,13 +410,18 @@ class Receptionist:
             return
         await self._hush(call)
         news = call.handoff_news
-        status = await self._post(
-            call.call_id, "handoff",
-            {"reason": "caller_asked",
-             "summary": "The caller pressed 0 to speak with a person."},
-        )
+        ask = {"reason": "caller_asked",
+               "summary": "The caller pressed 0 to speak with a person."}
+        if call.asked_first:
+            ask["problem"] = _INSISTS
+        status, code = await self._ask(call.call_id, "handoff", ask)
         if status == 202 and call.handoff_news == news:
             self._speak(call, "connecting")
+        elif code == Refusal.NOT_ALLOWED:
+            self._speak(call, "unavailable")
+        elif code == Refusal.PROBLEM_REQUIRED:
+            call.asked_first = True
+            self._speak(call, "ask_first")
 
     def _speak(self, call: _Call, name: str) -> None:
         """Start saying a prompt, cutting off the one in progress (one voice per call)."""
@@ -426,6 +451,12 @@ class Receptionist:
         Failures are logged, never raised: a refused transcript line must not cut the
         caller's audio.
         """
+        return (await self._ask(call_id, action, body))[0]
+
+    async def _ask(
+        self, call_id: str, action: str, body: Mapping[str, str]
+    ) -> tuple[int | None, str | None]:
+        """As _post, with the refusal's ``code`` (the handoff level's answer), if any."""
         call = self._calls.get(call_id)
         seat = call.seat if call is not None else None
         if seat is None or seat.http.closed:
@@ -433,15 +464,20 @@ class Receptionist:
             # audio goes on, the reports stop.
             log.warning("call=%s %s not sent: no assistant's token for this call",
                         call_id, action)
-            return None
+            return None, None
         url = f"{self.api_base}/calls/{call_id}/{action}"
         try:
             async with seat.http.post(url, json=dict(body)) as resp:
-                if resp.status >= 400:
-                    log.warning("call=%s %s refused: %s %s", call_id, action, resp.status,
-                                await resp.text())
-                return resp.status
+                if resp.status < 400:
+                    return resp.status, None
+                text = await resp.text()
+                log.warning("call=%s %s refused: %s %s", call_id, action, resp.status, text)
+                try:
+                    code = json.loads(text).get("code")
+                except (ValueError, AttributeError):
+                    code = None
+                return resp.status, code if isinstance(code, str) else None
         except aiohttp.ClientError as exc:
             log.warning("call=%s %s failed: %s", call_id, action, exc)
-            return None
+            return None, None
 

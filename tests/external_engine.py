@@ -108,7 +108,7 @@ class Engine:
         status, body = await self.post(call_id, "handoff", {
             "reason": "caller_asked", "summary": f"The caller wants a person ({why})."})
         self.show({"type": "asked", "call_id": call_id, "status": status, **body})
-        if status == 202:  # else 409: one is already open, or a person has the call
+        if status == 202:  # 409: one is open, or a person has it; 422: see body["code"]
             self.handoffs[call_id] = body["handoff_id"]
 
     async def post(self, call_id: str, action: str, body: object) -> tuple[int, Any]:

@@ -21,6 +21,7 @@ from handoff.assistants import DEFAULT_ACCEPT_TIMEOUT_S, EngineKind, FallbackKin
 from handoff.callback import BadNumber, check_number
 from handoff.store import Store, Transaction
 from handoff.store.models import Assistant
+from handoff.topics import BadTopics, Topic, check_topics, topics_of
 from pbx.config_values import ConfigValueError, check_host, check_name, check_pattern, check_port
 from web.ai_api import hash_control_token, new_control_token
 from web.people import PersonRefused
@@ -113,6 +114,24 @@ def check_rules(level: str, timeout: object, fallback_kind: str, number: str | N
     return Rules(handoff_level, timeout, kind, number)
 
 
+def parse_topics(raw: object) -> list[Topic]:
+    """An admin's restricted topics, checked (names, phrases): the admin page sends
+    ``[{"name", "phrases"}]``, the command line its ``NAME=phrase,phrase`` arguments."""
+    if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+        raw = [_topic_argument(item) for item in raw]
+    try:
+        return check_topics(raw)
+    except BadTopics as exc:
+        raise AssistantRefused("bad_topic", str(exc)) from None
+
+
+def _topic_argument(text: str) -> dict[str, Any]:
+    name, sep, phrases = text.partition("=")
+    if not sep:
+        raise AssistantRefused("bad_topic", f"{text!r}: a topic is NAME=phrase,phrase")
+    return {"name": name, "phrases": [p for p in phrases.split(",") if p.strip()]}
+
+
 def rules_from(given: Mapping[str, object], current: Assistant | None) -> Rules | None:
     """The handoff rules ``given`` names, each key it leaves out keeping its current (or
     default) value; None if it names none of them."""
@@ -147,7 +166,7 @@ def _token_for(engine: Engine) -> tuple[str | None, str]:
 
 async def add(
     tx: Transaction, *, name: str, numbers: Iterable[str], engine: str, actor: str,
-    rules: Rules | None = None,
+    rules: Rules | None = None, topics: Sequence[Topic] = (),
 ) -> Issued:
     try:
         name = check_name("name", name.strip())
@@ -167,19 +186,23 @@ async def add(
                  "fallback_kind": rules.fallback_kind, "fallback_number": rules.fallback_number}
     assistant = await tx.assistants.create(
         name=name, numbers=patterns, engine=kind.kind, engine_address=kind.address,
-        control_token_hash=token_hash, **extra)
-    await tx.audit.record(actor, "assistant_created", f"assistant:{assistant.id}",
-                          {"name": name, "numbers": patterns, "engine": str(kind)})
+        control_token_hash=token_hash, restricted_topics=topics, **extra)
+    detail: dict[str, Any] = {"name": name, "numbers": patterns, "engine": str(kind)}
+    if topics:
+        detail["restricted_topics"] = [t.to_json() for t in topics]
+    await tx.audit.record(actor, "assistant_created", f"assistant:{assistant.id}", detail)
     return Issued(assistant, patterns, token)
 
 
 async def edit(
     tx: Transaction, assistant_id: int, *, actor: str, numbers: Iterable[str] | None = None,
     engine: str | None = None, rules: Rules | None = None,
+    topics: Sequence[Topic] | None = None,
 ) -> Issued:
-    """Change what is given. A call already up keeps its AI leg; the next call takes the
-    new numbers and engine. Moving to an external engine issues a token (returned once),
-    moving to the built-in one cuts the external engine's token off."""
+    """Change what is given (``topics`` replaces the restricted topics). A call already
+    up keeps its AI leg; the next call takes the new numbers and engine. Moving to an
+    external engine issues a token (returned once), moving to the built-in one cuts the
+    external engine's token off."""
     before = await tx.assistants.get(assistant_id)
     if before.removed_at is not None:
         raise AssistantRefused("removed", f"assistant {before.name} was removed")
@@ -209,6 +232,14 @@ async def edit(
             fallback_number=rules.fallback_number), was)
         changed.update({k: [old_rules[k], after[k]] for k in RULE_KEYS
                         if old_rules[k] != after[k]})
+    if topics is not None:
+        was_topics = [t.to_json() for t in topics_of(before)]
+        now_topics = [t.to_json() for t in topics]
+        if now_topics != was_topics:
+            await tx.assistants.set_restricted_topics(assistant_id, topics)
+            # The whole rule before and after: the audit log is where a disputed
+            # handoff is traced back to the phrase an admin wrote.
+            changed["restricted_topics"] = [was_topics, now_topics]
     await tx.audit.record(actor, "assistant_changed", f"assistant:{assistant_id}", changed)
     assistant = await tx.assistants.get(assistant_id)
     return Issued(assistant, await tx.assistants.numbers_of(assistant_id), token)
@@ -270,7 +301,8 @@ def view(a: Assistant, numbers: Sequence[str]) -> dict[str, Any]:
             "engine": a.engine_address or a.engine.value,
             "enabled": a.enabled, "handoff_level": a.handoff_level.value,
             "accept_timeout_s": a.accept_timeout_s, "fallback_kind": a.fallback_kind.value,
-            "fallback_number": a.fallback_number or ""}
+            "fallback_number": a.fallback_number or "",
+            "restricted_topics": [t.to_json() for t in topics_of(a)]}
 
 
 # ---- the built-in receptionist -------------------------------------------------------

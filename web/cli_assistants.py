@@ -17,6 +17,7 @@ from typing import Any
 from handoff.assistants import EngineKind, FallbackKind, HandoffLevel
 from handoff.store import Removed, Store, Transaction
 from handoff.store.models import Assistant
+from handoff.topics import Topic, topics_of
 from web import assistants
 
 
@@ -63,10 +64,22 @@ def _rules(args: argparse.Namespace, current: Assistant | None) -> assistants.Ru
     }, current)
 
 
+def _topics(args: argparse.Namespace) -> list[Topic] | None:
+    """--topic NAME=phrase,phrase (repeated: the list given replaces the topics), or
+    --no-topics; None when neither is given."""
+    if args.no_topics:
+        if args.topic:
+            raise assistants.AssistantRefused("bad_topic", "--topic or --no-topics, not both")
+        return []
+    return None if args.topic is None else assistants.parse_topics(args.topic)
+
+
 def _print_issued(issued: assistants.Issued, cli: Cli) -> None:
     a = issued.assistant
     print(f"{a.name}: numbers {' '.join(issued.numbers) or '(none)'}; engine "
-          f"{a.engine_address or a.engine.value}")
+          f"{a.engine_address or a.engine.value}; handoff level {a.handoff_level.value}")
+    for topic in topics_of(a):
+        print(f"  restricted topic {topic.name}: {', '.join(topic.phrases)}")
     if issued.token is not None:
         print(f"control token (shown once): {issued.token}")
     elif a.engine is EngineKind.BUILTIN:
@@ -78,7 +91,8 @@ async def _assistant_add(
     args: argparse.Namespace, cli: Cli, tx: Transaction, _: Assistant | None,
 ) -> int:
     issued = await assistants.add(tx, name=args.name, numbers=args.number or [],
-                                  engine=args.engine, actor=cli.actor, rules=_rules(args, None))
+                                  engine=args.engine, actor=cli.actor, rules=_rules(args, None),
+                                  topics=_topics(args) or [])
     _print_issued(issued, cli)
     return 0
 
@@ -88,7 +102,8 @@ async def _assistant_edit(
 ) -> int:
     assert a is not None
     _print_issued(await assistants.edit(tx, a.id, actor=cli.actor, numbers=args.number,
-                                        engine=args.engine, rules=_rules(args, a)), cli)
+                                        engine=args.engine, rules=_rules(args, a),
+                                        topics=_topics(args)), cli)
     return 0
 
 
@@ -118,8 +133,10 @@ async def _assistant_list(
     for a in await tx.assistants.listed():
         v = assistants.view(a, numbers.get(a.id, []))
         state = "enabled" if a.enabled else "disabled"
+        topics = " ".join(t["name"] for t in v["restricted_topics"]) or "-"
         print(f"{a.name}\t{' '.join(v['numbers']) or '-'}\t{v['engine']}\t{state}\t"
-              f"{v['handoff_level']}\t{v['accept_timeout_s']}s\t{v['fallback_number'] or '-'}")
+              f"{v['handoff_level']}\t{v['accept_timeout_s']}s\t{v['fallback_number'] or '-'}\t"
+              f"{topics}")
     return 0
 
 
@@ -149,6 +166,12 @@ def add_parser(sub: Any, cli: Cli) -> None:
         cmd.add_argument("--fallback-number", metavar="N",
                          help="where callers go when nobody takes them ('' : the AI keeps "
                               "them and a callback is noted)")
+        cmd.add_argument("--topic", action="append", metavar="NAME=PHRASE,PHRASE",
+                         help="a restricted topic and the phrases that bring it up (a caller "
+                              "who says one gets a person whatever the handoff level); "
+                              "repeat for several: the topics given replace the list")
+        cmd.add_argument("--no-topics", action="store_true",
+                         help="remove every restricted topic")
     for action, what in (("token", "issue a new control token (printed once); the old one "
                                    "stops working at once"),
                          ("disable", "stop answering its numbers (calls up go on)"),

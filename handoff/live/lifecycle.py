@@ -20,6 +20,7 @@ from handoff.live.call import LiveCall
 from handoff.live.flow import Flow
 from handoff.live.legs import add_when_in_stasis, bridge_of, destroy, hang_up
 from handoff.recordings import keep_recording
+from handoff.topics import topics_of
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,9 @@ class Lifecycle(Flow):
             # Announced before the AI leg is asked for: an engine refuses a stream whose
             # call it has not heard of, and under load the announcement made after the
             # leg arrived too late (callers were refused and left in silence).
-            self.hub.publish(assistant_topic(assistant),
-                             CallStarted(live.call_id, Caller(number, name or "")))
+            self.hub.publish(assistant_topic(assistant), CallStarted(
+                live.call_id, Caller(number, name or ""), record.handoff_level.value,
+                [t.name for t in topics_of(record)]))
             await self.ctl.ai.join_or_recover(live, engine)
             async with self.store.transaction() as tx:
                 await tx.calls.set_legs(live.call_id, ai_channel_id=live.ai)

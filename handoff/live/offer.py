@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 CALLBACK_NOTE = "Callback requested:"
 _DIALABLE = re.compile(r"^\+?[0-9]{2,20}$")
+_ON_OFFER = frozenset({HandoffState.REQUESTED, HandoffState.OFFERED})
 
 
 class Offers(Flow):
@@ -56,6 +57,10 @@ class Offers(Flow):
                 call = await tx.calls.get(call_id)
                 if call.state not in (CallState.WITH_AI, CallState.HANDOFF_PENDING):
                     raise CallStateConflict(call_id, call.state, "a handoff cannot start")
+                # One card per caller: two asks that raced (the engine's, and the policy's
+                # on the caller's words) must not put the caller on the desks twice.
+                if any(h.state in _ON_OFFER for h in await tx.handoffs.open_for_call(call_id)):
+                    raise CallStateConflict(call_id, call.state, "a handoff is already open")
                 handoff = await tx.handoffs.request(
                     call_id, reason=reason, summary=summary, topic=topic,
                     priority=handoff_priority(priority, attempt), attempt=attempt,

@@ -18,6 +18,7 @@ from handoff.assistants import (
 from handoff.store.errors import NotFound, Removed
 from handoff.store.models import Assistant, AssistantNumber
 from handoff.store.transitions import utc_now
+from handoff.topics import Topic
 
 
 class AssistantsRepo:
@@ -33,7 +34,7 @@ class AssistantsRepo:
         engine: EngineKind = EngineKind.BUILTIN,
         engine_address: str | None = None,
         handoff_level: HandoffLevel = HandoffLevel.BALANCED,
-        restricted_topics: Iterable[str] = (),
+        restricted_topics: Iterable[Topic] = (),
         accept_timeout_s: int = DEFAULT_ACCEPT_TIMEOUT_S,
         fallback_kind: FallbackKind = FallbackKind.AI_CALLBACK,
         fallback_number: str | None = None,
@@ -48,7 +49,7 @@ class AssistantsRepo:
             engine_address=engine_address,
             control_token_hash=control_token_hash,
             handoff_level=handoff_level,
-            restricted_topics=list(restricted_topics),
+            restricted_topics=[t.to_json() for t in restricted_topics],
             accept_timeout_s=accept_timeout_s,
             fallback_kind=fallback_kind,
             fallback_number=fallback_number,
@@ -150,6 +151,15 @@ class AssistantsRepo:
         assistant.accept_timeout_s = accept_timeout_s
         assistant.fallback_kind = fallback_kind
         assistant.fallback_number = fallback_number
+        await self._session.flush()
+        return assistant
+
+    async def set_restricted_topics(self, assistant_id: int, topics: Iterable[Topic]) -> Assistant:
+        """Replace the topics; the next caller line and handoff request are judged by them."""
+        assistant = await self._live(assistant_id)
+        # A new list, not the old one changed in place: the JSON column is written only
+        # when the attribute is assigned.
+        assistant.restricted_topics = [t.to_json() for t in topics]
         await self._session.flush()
         return assistant
 

@@ -133,7 +133,9 @@ class Assistant(Base):
     handoff_level: Mapped[HandoffLevel] = mapped_column(
         _enum_type(HandoffLevel), default=HandoffLevel.BALANCED
     )
-    restricted_topics: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    # [{"name": "billing", "phrases": ["billing dispute", "refund"]}, ...] in the admin's
+    # order (handoff.topics): read with the assistant on every caller line, so no join.
+    restricted_topics: Mapped[list[dict[str, Any]]] = mapped_column(sa.JSON, default=list)
     accept_timeout_s: Mapped[int] = mapped_column(default=DEFAULT_ACCEPT_TIMEOUT_S)
     fallback_kind: Mapped[FallbackKind] = mapped_column(
         _enum_type(FallbackKind), default=FallbackKind.AI_CALLBACK

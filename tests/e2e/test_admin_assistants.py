@@ -1,5 +1,6 @@
 """The admin page's assistants in a real Chromium: create one with its numbers and
-engine (its token shown once), give it a new token, disable it."""
+engine (its token shown once), give it a new token, disable it; write its restricted
+topics."""
 
 from __future__ import annotations
 
@@ -58,3 +59,29 @@ async def test_an_admin_creates_an_assistant_rotates_its_token_and_disables_it(
     await row.locator("input.numbers").fill("_X.")
     await row.get_by_role("button", name="Save").click()
     await expect(page.locator("#admin-status")).to_contain_text("not a strict number pattern")
+
+
+async def test_an_admin_writes_restricted_topics_one_a_line(page: Page, served: Served) -> None:
+    await sign_in(page, served, "ada")
+    await page.goto(f"{served.origin}/admin")
+    form = page.locator("#new-assistant")
+    await form.locator("input[name=name]").fill("sales")
+    await form.locator("input[name=engine]").fill("builtin")
+    await form.locator("button[type=submit]").click()
+    row = page.locator('#assistants tr[data-assistant="sales"]')
+    topics = row.locator("textarea.topics")
+    await topics.fill("billing=billing dispute, refund\n\nplainte = réclamation\n")
+    await row.get_by_role("button", name="Save").click()
+    await expect(page.locator("#admin-status")).to_contain_text("sales saved")
+    # Shown back as stored: one a line, phrases after the name.
+    await expect(row.locator("textarea.topics")).to_have_value(
+        "billing=billing dispute, refund\nplainte=réclamation")
+    async with served.store.transaction() as tx:
+        sales = await tx.assistants.by_name("sales")
+    assert sales is not None and sales.restricted_topics == [
+        {"name": "billing", "phrases": ["billing dispute", "refund"]},
+        {"name": "plainte", "phrases": ["réclamation"]}]
+    # A line that is not a topic says why, in the page.
+    await row.locator("textarea.topics").fill("Billing Dispute")
+    await row.get_by_role("button", name="Save").click()
+    await expect(page.locator("#admin-status")).to_contain_text("a topic is NAME=phrase,phrase")

@@ -103,7 +103,8 @@ async def test_an_engine_works_a_call_from_start_to_end_through_the_api(desk: Ai
     placed = await r.place_call()
     started = await engine.next_event()
     assert started == {"type": "call_started", "call_id": placed.call_id,
-                       "caller": {"number": placed.caller, "name": "Test Caller"}}
+                       "caller": {"number": placed.caller, "name": "Test Caller"},
+                       "handoff_level": "balanced", "restricted_topics": []}
     assert engine.streams == [placed.call_id]  # the AudioSocket stream carries the call id
 
     status, _ = await engine.post(placed.call_id, "transcript",

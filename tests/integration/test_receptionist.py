@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from handoff.assistants import FallbackKind, HandoffLevel
 from handoff.calls import CallState
 from handoff.handoffs import HandoffState
 from handoff.receptionist import PROMPTS, Receptionist, make_prompts
 from pbx.audiosocket import Kind, encode
-from tests.integration.ai_rig import AiRig, EngineMaker, ai_rig
+from tests.integration.ai_rig import ASSISTANT, AiRig, EngineMaker, ai_rig
 from tests.integration.asterisk_helpers import Pair
 from tests.waiting import until
 
@@ -175,3 +176,43 @@ async def test_a_stream_for_a_call_nobody_announced_is_refused(desk: AiRig) -> N
     data = await asyncio.wait_for(reader.read(), 3)
     assert data in (b"", encode(Kind.HANGUP))
     writer.close()
+
+
+async def _level(r: AiRig, level: HandoffLevel) -> None:
+    async with r.store.transaction() as tx:
+        assistant = await tx.assistants.by_name(ASSISTANT)
+        assert assistant is not None
+        await tx.assistants.set_handoff_rules(
+            assistant.id, handoff_level=level, accept_timeout_s=30,
+            fallback_kind=FallbackKind.AI_CALLBACK, fallback_number=None)
+
+
+async def test_under_ai_only_0_says_a_person_is_not_available(desk: AiRig) -> None:
+    r = desk
+    await _level(r, HandoffLevel.AI_ONLY)
+    placed = await r.place_call()
+    await until(lambda: has_line(r, placed.call_id, said("greeting")))
+    await r.press(placed, "0")
+    await until(lambda: has_line(r, placed.call_id, said("unavailable")))
+    async with r.store.transaction() as tx:
+        assert list(await tx.handoffs.for_call(placed.call_id)) == []
+    assert await r.call_state_is(placed.call_id, CallState.WITH_AI)
+    await r.hang_up(placed)
+
+
+async def test_under_ai_first_0_asks_first_and_a_second_0_gets_a_person(desk: AiRig) -> None:
+    r = desk
+    await _level(r, HandoffLevel.AI_FIRST)
+    placed = await r.place_call()
+    await until(lambda: has_line(r, placed.call_id, said("greeting")))
+    await r.press(placed, "0")
+    await until(lambda: has_line(r, placed.call_id, said("ask_first")))
+    async with r.store.transaction() as tx:
+        assert list(await tx.handoffs.for_call(placed.call_id)) == []
+    await r.press(placed, "0")
+    await until(lambda: has_line(r, placed.call_id, said("connecting")))
+    async with r.store.transaction() as tx:
+        (handoff,) = await tx.handoffs.for_call(placed.call_id)
+    assert handoff.state is HandoffState.OFFERED
+    assert handoff.summary is not None and "Problem: The caller pressed 0 again" in handoff.summary
+    await r.hang_up(placed)

@@ -1,22 +1,17 @@
 """The AI engine control API: tokens, validation against the OpenAPI file, call states,
-and the events stream, with a real SQLite store and a fake call controller."""
+and the events stream, with a real SQLite store and a fake call controller
+(tests/ai_api_fixtures.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from jsonschema import Draft202012Validator
 
-from handoff.assistants import EngineKind
 from handoff.calls import CallEvent, CallOutcome, CallState, Speaker
 from handoff.events import (
     CALLS_TOPIC,
@@ -25,7 +20,6 @@ from handoff.events import (
     CallEnded,
     Caller,
     CallStarted,
-    EventHub,
     Offered,
     ReturnedToAi,
     assistant_topic,
@@ -33,108 +27,16 @@ from handoff.events import (
 )
 from handoff.handoffs import HandoffEvent
 from handoff.states import InvalidTransition
-from handoff.store import NotFound, Store, create_store_engine, upgrade_to_head
-from tests.store_fixtures import FakeClock
+from handoff.store import NotFound, Store
+from tests.ai_api_fixtures import AUTH, Api
 from web.ai_api import (
     API_PREFIX,
     MAX_BODY_BYTES,
     SPEC_PATH,
     ControlApiSpec,
     hash_control_token,
-    new_control_token,
-    setup_ai_api,
 )
 from web.ai_api.events import TOKEN_CHECK_S, TOKEN_REVOKED
-
-RECEPTIONIST_TOKEN = new_control_token()
-SALES_TOKEN = new_control_token()
-AUTH = {"Authorization": f"Bearer {RECEPTIONIST_TOKEN}"}
-
-
-@dataclass
-class FakeCommands:
-    """Does to the store what CallControl does, without Asterisk."""
-
-    store: Store
-    handoffs: list[dict[str, Any]] = field(default_factory=list)
-    ended: list[str] = field(default_factory=list)
-    fail_with: Exception | None = None
-
-    async def request_handoff(
-        self, call_id: str, *, reason: str, summary: str, topic: str | None = None,
-        priority: str = "normal",
-    ) -> int:
-        if self.fail_with is not None:
-            raise self.fail_with
-        self.handoffs.append({"call_id": call_id, "reason": reason, "summary": summary,
-                              "topic": topic, "priority": priority})
-        async with self.store.transaction() as tx:
-            handoff = await tx.handoffs.request(call_id, reason=reason, summary=summary,
-                                                topic=topic)
-            await tx.calls.apply(call_id, CallEvent.REQUEST_HANDOFF)
-            await tx.handoffs.apply(handoff.id, HandoffEvent.OFFER)
-        return handoff.id
-
-    async def end_call(self, call_id: str) -> None:
-        if self.fail_with is not None:
-            raise self.fail_with
-        self.ended.append(call_id)
-
-
-@dataclass
-class Api:
-    client: TestClient[web.Request, web.Application]
-    store: Store
-    commands: FakeCommands
-    hub: EventHub
-    clock: FakeClock
-    assistants: dict[str, int]
-
-    async def new_call(self, assistant: str = "receptionist",
-                       *events: CallEvent) -> str:
-        async with self.store.transaction() as tx:
-            call = await tx.calls.create(caller_number="+15550100", caller_channel_id="c.1",
-                                         assistant_id=self.assistants[assistant])
-            for event in (CallEvent.ANSWER, *events):
-                await tx.calls.apply(call.id, event)
-        return call.id
-
-    async def post(self, call_id: str, action: str, body: object = None, *,
-                   headers: dict[str, str] | None = None, data: Any = None) -> tuple[int, Any]:
-        kwargs: dict[str, Any] = {"data": data} if data is not None else {"json": body}
-        async with self.client.post(f"{API_PREFIX}/calls/{call_id}/{action}",
-                                    headers=AUTH if headers is None else headers,
-                                    **kwargs) as resp:
-            return resp.status, await resp.json()
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    engine = create_store_engine(f"sqlite:///{tmp_path}/switchboard.db")
-    await upgrade_to_head(engine)
-    clock = FakeClock()
-    store = Store(engine, clock)
-    async with store.transaction() as tx:
-        ids = {
-            name: (await tx.assistants.create(
-                name=name, numbers=[number], engine=EngineKind.AUDIOSOCKET,
-                engine_address="127.0.0.1:9",
-                control_token_hash=hash_control_token(token),
-            )).id
-            for name, number, token in (("receptionist", "2000", RECEPTIONIST_TOKEN),
-                                        ("sales", "_21XX", SALES_TOKEN))
-        }
-    commands, hub = FakeCommands(store), EventHub()
-    app = web.Application()
-    setup_ai_api(app, store=store, commands=commands, hub=hub)
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    try:
-        yield Api(client, store, commands, hub, clock, ids)
-    finally:
-        await client.close()
-        await engine.dispose()
-
 
 # ---- the contract itself ------------------------------------------------------------------
 
@@ -206,8 +108,8 @@ async def test_a_value_outside_the_enum_lists_the_allowed_ones(api: Api) -> None
 
 async def test_an_extra_property_is_refused_by_name(api: Api) -> None:
     details = await invalid(api, "handoff", {"reason": "policy", "summary": "s", "urgent": True})
-    assert details == {"body.urgent": "is not allowed here (allowed: priority, reason, summary, "
-                                      "topic)"}
+    assert details == {"body.urgent": "is not allowed here (allowed: priority, problem, reason, "
+                                      "summary, topic)"}
 
 
 async def test_a_too_long_text_says_how_long_without_echoing_it(api: Api) -> None:
@@ -374,11 +276,14 @@ async def test_the_events_stream_carries_this_assistants_events_only(api: Api) -
     async with api.client.ws_connect(f"{API_PREFIX}/events", headers=AUTH) as ws:
         ready = await ws.receive_json(timeout=2)
         assert ready == {"type": "ready", "assistant": "receptionist", "calls": [mine]}
-        api.hub.publish(assistant_topic("sales"), CallStarted("theirs", Caller("+2", "")))
+        api.hub.publish(assistant_topic("sales"),
+                        CallStarted("theirs", Caller("+2", ""), "balanced"))
         api.hub.publish(CARDS_TOPIC, Offered(mine, 1))
-        api.hub.publish(assistant_topic("receptionist"), CallStarted(mine, Caller("+1", "")))
+        api.hub.publish(assistant_topic("receptionist"),
+                        CallStarted(mine, Caller("+1", ""), "balanced"))
         assert await ws.receive_json(timeout=2) == {
-            "type": "call_started", "call_id": mine, "caller": {"number": "+1", "name": ""}
+            "type": "call_started", "call_id": mine, "caller": {"number": "+1", "name": ""},
+            "handoff_level": "balanced", "restricted_topics": [],
         }
 
 

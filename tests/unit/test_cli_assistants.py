@@ -64,9 +64,43 @@ def test_an_assistant_is_added_with_its_numbers_engine_and_a_token_shown_once(
     assert "held by the built-in receptionist" in capsys.readouterr().out
     assert main(["assistant", "list"]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "sales\t2100 _21XX\t127.0.0.1:9092\tenabled\tquick\t30s\t+33123456789",
-        "desk\t-\tbuiltin\tenabled\tbalanced\t30s\t-",
+        "sales\t2100 _21XX\t127.0.0.1:9092\tenabled\tquick\t30s\t+33123456789\t-",
+        "desk\t-\tbuiltin\tenabled\tbalanced\t30s\t-\t-",
     ]
+
+
+def test_restricted_topics_are_set_replaced_and_cleared_from_the_command_line(
+    url: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["assistant", "add", "sales", "--number", "2100", "--engine", "builtin",
+                 "--topic", "billing=billing dispute, refund",
+                 "--topic", "plainte=réclamation"]) == 0
+    out = capsys.readouterr().out
+    assert "restricted topic billing: billing dispute, refund" in out
+    sales = _read(url)[0]["sales"]
+    assert sales.restricted_topics == [
+        {"name": "billing", "phrases": ["billing dispute", "refund"]},
+        {"name": "plainte", "phrases": ["réclamation"]}]
+    # The topics given replace the list, as --number does the numbers.
+    assert main(["assistant", "edit", "sales", "--topic", "medical=doctor"]) == 0
+    assert _read(url)[0]["sales"].restricted_topics == [
+        {"name": "medical", "phrases": ["doctor"]}]
+    assert main(["assistant", "list"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("\tmedical")
+    # Bad input says why and changes nothing.
+    for bad, why in ((["--topic", "Billing Dispute=bill"], "a topic's name is"),
+                     (["--topic", "billing"], "a topic is NAME=phrase,phrase"),
+                     (["--topic", "billing=,"], "needs 1 to 50 phrases"),
+                     (["--topic", "billing=!!"], "is not a phrase"),
+                     (["--topic", "a=x", "--topic", "a=y"], "given twice")):
+        assert main(["assistant", "edit", "sales", *bad]) == 2
+        assert why in capsys.readouterr().err
+    assert _read(url)[0]["sales"].restricted_topics == [
+        {"name": "medical", "phrases": ["doctor"]}]
+    assert main(["assistant", "edit", "sales", "--no-topics"]) == 0
+    assistants, _, audit = _read(url)
+    assert assistants["sales"].restricted_topics == []
+    assert audit.count(("cli", "assistant_changed")) == 2
 
 
 def test_edit_token_disable_enable_remove(url: str, capsys: pytest.CaptureFixture[str]) -> None:

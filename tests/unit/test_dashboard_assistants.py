@@ -176,3 +176,31 @@ async def test_assistants_are_for_admins_with_the_sessions_csrf_token(
     assert forged.status == 403
     async with site.store.transaction() as tx:
         assert await tx.assistants.listed() == []
+
+
+async def test_an_admin_sets_restricted_topics_and_the_audit_log_keeps_the_rule(
+    site: ToolServed, browsers: Browsers,
+) -> None:
+    admin = await signed_in(browsers, "ada")
+    made = await (await admin.post_json("/api/admin/assistants", {
+        "name": "sales", "numbers": ["2100"], "engine": "builtin",
+        "restricted_topics": [{"name": "billing", "phrases": ["billing dispute"]}]})).json()
+    assert made["assistant"]["restricted_topics"] == [
+        {"name": "billing", "phrases": ["billing dispute"]}]
+    path = f"/api/admin/assistants/{made['assistant']['id']}"
+    # The page sends the lines as written (NAME=phrase, phrase), as the command line does.
+    edited = await admin.post_json(path, {"restricted_topics": [
+        "billing=billing dispute, refund", "plainte=réclamation"]})
+    assert edited.status == 200
+    after = [{"name": "billing", "phrases": ["billing dispute", "refund"]},
+             {"name": "plainte", "phrases": ["réclamation"]}]
+    assert (await edited.json())["assistant"]["restricted_topics"] == after
+    assert ("ada", "assistant_changed", {"restricted_topics": [
+        [{"name": "billing", "phrases": ["billing dispute"]}], after]}) in await _audit(admin)
+    # A bad topic is refused with the reason, and nothing changes.
+    refused = await admin.post_json(path, {"restricted_topics": ["Billing=refund"]})
+    assert refused.status == 400
+    assert (await refused.json())["error"] == "bad_topic"
+    async with site.store.transaction() as tx:
+        sales = await tx.assistants.by_name("sales")
+    assert sales is not None and sales.restricted_topics == after

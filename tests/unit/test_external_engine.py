@@ -24,7 +24,7 @@ from aiohttp.test_utils import TestServer
 from handoff.assistants import EngineKind
 from handoff.events import EventHub
 from handoff.store import Store, create_store_engine, upgrade_to_head
-from tests.unit.test_ai_api import FakeCommands
+from tests.ai_api_fixtures import FakeCommands
 from web.ai_api import API_PREFIX, hash_control_token, new_control_token, setup_ai_api
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,15 +15,17 @@ from pathlib import Path
 import pytest
 
 from handoff.agents import EndpointKind, Presence
-from handoff.assistants import EngineKind
+from handoff.assistants import EngineKind, FallbackKind, HandoffLevel
 from handoff.calls import CallOutcome, CallState
 from handoff.controller import LiveServices, build_controller
-from handoff.events import EventHub
+from handoff.events import EventHub, assistant_topic
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.live import CallStateConflict, LiveCall, Party, Timing
 from handoff.live.call import ENDING, PARTY, Ending, EndingEvent, PartyEvent
+from handoff.policy import HandoffPolicy
 from handoff.states import InvalidTransition
 from handoff.store import AlreadyTaken, Store, create_store_engine, upgrade_to_head
+from handoff.topics import Topic
 from tests.unit.fake_ari import FakeAri
 from tests.waiting import until
 
@@ -318,3 +320,48 @@ async def test_each_change_of_a_live_call_is_logged_from_event_to(
     assert any("live party" in line and "ai -> answer -> agent_answered" in line
                for line in lines), lines
     assert any("live ending" in line and "-> close -> closed" in line for line in lines), lines
+
+
+async def test_the_engine_learns_the_level_and_topics_and_a_callers_topic_gets_a_person(
+    floor: Floor,
+) -> None:
+    async with floor.store.transaction() as tx:
+        receptionist = await tx.assistants.by_name("receptionist")
+        assert receptionist is not None
+        await tx.assistants.set_handoff_rules(
+            receptionist.id, handoff_level=HandoffLevel.AI_ONLY, accept_timeout_s=30,
+            fallback_kind=FallbackKind.AI_CALLBACK, fallback_number=None)
+        await tx.assistants.set_restricted_topics(
+            receptionist.id, [Topic("billing", ("billing dispute",))])
+    async with floor.hub.subscribe(assistant_topic("receptionist")) as engine_hears:
+        caller, live = await floor.call()
+        started = await engine_hears.get()
+    assert (started["type"], started["handoff_level"], started["restricted_topics"]) == (
+        "call_started", "ai_only", ["billing"])
+
+    policy = HandoffPolicy(floor.store, floor.live.control)
+    async with floor.store.transaction() as tx:
+        receptionist = await tx.assistants.get(receptionist.id)
+    forced = await policy.caller_said(receptionist, live.call_id, "It's a BILLING dispute.")
+    assert forced is not None
+    async with floor.store.transaction() as tx:
+        handoff = await tx.handoffs.get(forced.handoff_id)
+    assert (handoff.state, handoff.reason, handoff.topic) == (
+        HandoffState.OFFERED, "restricted_topic", "billing")
+    assert await floor.state(live.call_id) is CallState.HANDOFF_PENDING
+    await floor.ari.hang_up_phone(caller)
+    await until(lambda: _outcome_is(floor, live.call_id, CallOutcome.ABANDONED))
+
+
+async def test_two_asks_for_a_person_at_once_put_one_card_on_the_desks(floor: Floor) -> None:
+    caller, live = await floor.call()
+    outcomes = await asyncio.gather(
+        floor.live.control.request_handoff(live.call_id, reason="caller_asked", summary="x"),
+        floor.live.control.request_handoff(live.call_id, reason="restricted_topic",
+                                           summary="y", topic="billing"),
+        return_exceptions=True)
+    assert sorted(type(o).__name__ for o in outcomes) == ["CallStateConflict", "int"]
+    async with floor.store.transaction() as tx:
+        assert len(await tx.handoffs.for_call(live.call_id)) == 1
+    await floor.ari.hang_up_phone(caller)
+    await until(lambda: _outcome_is(floor, live.call_id, CallOutcome.ABANDONED))

@@ -29,7 +29,8 @@ async def test_calls_handoffs_and_times_are_counted_once_per_call(tmp_path: Path
     task = asyncio.create_task(metrics.run(ready))
     try:
         await ready.wait()
-        events.publish(assistant_topic("receptionist"), CallStarted("x", Caller("+1", "")))
+        events.publish(assistant_topic("receptionist"),
+                       CallStarted("x", Caller("+1", ""), "balanced"))
         call_id = await finished_call(store, agent_id=agent.id)
         ai_call = await finished_call(store, outcome=CallOutcome.COMPLETED_BY_AI)
         for cid in (call_id, ai_call):
@@ -40,7 +41,7 @@ async def test_calls_handoffs_and_times_are_counted_once_per_call(tmp_path: Path
 
         # The metrics count events one at a time in the order published: once a call
         # started on another assistant after them is counted, all of them are.
-        events.publish(assistant_topic("marker"), CallStarted("y", Caller("+2", "")))
+        events.publish(assistant_topic("marker"), CallStarted("y", Caller("+2", ""), "balanced"))
         await until(lambda: value("switchboard_calls_started_total", assistant="marker"), 5)
         assert value("switchboard_calls_started_total", assistant="receptionist") == 1
         assert value("switchboard_calls_ended_total", outcome="completed_by_agent") == 1

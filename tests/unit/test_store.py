@@ -31,6 +31,7 @@ from handoff.store import (
     upgrade_to_head,
 )
 from handoff.store.models import Agent, Base, Call, Handoff
+from handoff.topics import Topic
 from tests.store_fixtures import FakeClock
 
 RACERS = 50
@@ -732,7 +733,7 @@ async def test_an_assistant_with_a_fallback_number_must_name_it(store: Store) ->
             numbers=["_100"],
             control_token_hash="h",
             handoff_level=HandoffLevel.QUICK,
-            restricted_topics=["medical"],
+            restricted_topics=[Topic("medical", ("doctor",))],
         )
         call = await tx.calls.create(
             caller_number="+3313", caller_channel_id="1700.5", assistant_id=assistant.id
@@ -740,4 +741,4 @@ async def test_an_assistant_with_a_fallback_number_must_name_it(store: Store) ->
         by_name = await tx.assistants.by_name("reception")
     assert by_name is not None
     assert call.assistant_id == by_name.id == assistant.id
-    assert assistant.restricted_topics == ["medical"]
+    assert assistant.restricted_topics == [{"name": "medical", "phrases": ["doctor"]}]

@@ -1,6 +1,6 @@
-"""Assistants in the store (handoff.store.assistants_repo, migration 0007): several
+"""Assistants in the store (handoff.store.assistants_repo, migrations 0007 and 0010): several
 numbers each and one assistant per number, an engine, disable and remove keeping the
-history; an older database's single number and adapter carried over."""
+history; an older database's single number, adapter and restricted topics carried over."""
 
 from __future__ import annotations
 
@@ -111,5 +111,36 @@ async def test_migration_0007_carries_each_number_and_engine_over(store_url: str
         # The calls keep pointing at their assistant (no table was copied and dropped).
         async with store.transaction() as tx:
             assert (await tx.calls.get("c1")).assistant_id == by_name["sales"].id
+    finally:
+        await engine.dispose()
+
+
+def _to_0009_with_old_topics(connection: Connection) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "0009")
+    connection.execute(text(
+        "INSERT INTO assistants (name, handoff_level, restricted_topics, accept_timeout_s, "
+        "fallback_kind, hold_mode, control_token_hash, engine) VALUES "
+        "('sales', 'ai_only', :topics, 30, 'ai_callback', 'ai', 'h', 'builtin'), "
+        "('desk', 'quick', '[]', 30, 'ai_callback', 'ai', 'h2', 'builtin')"),
+        {"topics": '["Billing dispute", "Dossier médical"]'})
+
+
+async def test_migration_0010_makes_each_old_topic_a_name_with_its_words_as_a_phrase(
+    store_url: str,
+) -> None:
+    engine = create_store_engine(store_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_to_0009_with_old_topics)
+        await upgrade_to_head(engine)
+        async with Store(engine).transaction() as tx:
+            by_name = {a.name: a for a in await tx.assistants.all()}
+        # What the admin wrote starts acting as it reads, under a name an engine can send.
+        assert by_name["sales"].restricted_topics == [
+            {"name": "billing_dispute", "phrases": ["Billing dispute"]},
+            {"name": "dossier_medical", "phrases": ["Dossier médical"]}]
+        assert by_name["desk"].restricted_topics == []
     finally:
         await engine.dispose()

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import WSCloseCode, web
 
 from handoff.events import EventHub
+from handoff.policy import HandoffPolicy
 from handoff.store import Store
 from web.ai_api.calls import MAX_BODY_BYTES, end_call, post_transcript, request_handoff
 from web.ai_api.contract import SPEC_PATH, ApiError, ControlApiSpec, Problem
@@ -43,7 +44,8 @@ def setup_ai_api(
     """Mount the control API under ``/api/ai/v1`` on ``app`` (a sub-application, so its
     JSON error handling never touches the dashboard's pages)."""
     api = web.Application(middlewares=[_errors_as_json])
-    api[AI_API] = AiApi(store, commands, hub, spec or ControlApiSpec.load())
+    api[AI_API] = AiApi(store, commands, hub, spec or ControlApiSpec.load(),
+                        HandoffPolicy(store, commands))
     api.router.add_post("/calls/{call_id}/transcript", post_transcript)
     api.router.add_post("/calls/{call_id}/handoff", request_handoff)
     api.router.add_post("/calls/{call_id}/end", end_call)

@@ -21,6 +21,7 @@ from handoff.events import (
     call_topic,
 )
 from handoff.live import CallStateConflict
+from handoff.policy import HandoffRefused
 from handoff.states import InvalidTransition
 from handoff.store import NotFound, Store
 from handoff.store.models import Assistant, Call
@@ -131,7 +132,15 @@ async def post_transcript(request: web.Request) -> web.Response:
     api.hub.publish(call_topic(req.call.id),
                     TranscriptLine(req.call.id, segment.speaker.value, segment.text, at))
     api.hub.publish(CALLS_TOPIC, CallChanged(req.call.id))
-    return web.json_response({"id": segment.id, "at": at}, status=201)
+    out: dict[str, Any] = {"id": segment.id, "at": at}
+    if segment.speaker is Speaker.CALLER:
+        # What the caller says is the server's to judge too: a restricted topic brings a
+        # person whatever the assistant's level and whatever its engine makes of it.
+        forced = await api.policy.caller_said(req.assistant, req.call.id, segment.text)
+        if forced is not None:
+            out["restricted_topic"] = {"topic": forced.hit.topic,
+                                       "handoff_id": forced.handoff_id}
+    return web.json_response(out, status=201)
 
 
 async def request_handoff(request: web.Request) -> web.Response:
@@ -141,10 +150,16 @@ async def request_handoff(request: web.Request) -> web.Response:
     api = request.app[AI_API]
     body = req.body
     try:
-        handoff_id = await api.commands.request_handoff(
-            req.call.id, reason=body["reason"], summary=body["summary"],
+        handoff_id = await api.policy.engine_asks(
+            req.assistant, req.call.id, reason=body["reason"], summary=body["summary"],
             topic=body.get("topic"), priority=body.get("priority", "normal"),
+            problem=body.get("problem"),
         )
+    except HandoffRefused as exc:
+        log.info("call=%s: handoff refused to assistant %s (%s, level %s)",
+                 req.call.id, req.assistant.name, exc.code.value, exc.level.value)
+        raise ApiError(422, f"no handoff: {exc.message}", code=exc.code.value,
+                       extra={"handoff_level": exc.level.value}) from None
     except (NotFound, InvalidTransition, CallStateConflict):
         # The call moved on between our check and the controller's lock (it ended, or
         # a second request won): answer from what the store says now.
@@ -152,7 +167,7 @@ async def request_handoff(request: web.Request) -> web.Response:
     async with api.store.transaction() as tx:
         handoff = await tx.handoffs.get(handoff_id)
     log.info("call=%s handoff=%s requested by assistant %s (%s)",
-             req.call.id, handoff_id, req.assistant.name, body["reason"])
+             req.call.id, handoff_id, req.assistant.name, handoff.reason)
     return web.json_response({"handoff_id": handoff_id, "state": handoff.state.value},
                              status=202)
 

@@ -45,6 +45,8 @@ class ApiError(Exception):
         details: Iterable[Problem] = (),
         *,
         state: str | None = None,
+        code: str | None = None,
+        extra: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(error)
@@ -52,14 +54,19 @@ class ApiError(Exception):
         self.error = error
         self.details = list(details)
         self.state = state
+        self.code = code
+        self.extra = dict(extra or {})
         self.headers = dict(headers or {})
 
     def response(self) -> web.Response:
         body: dict[str, Any] = {"error": self.error}
+        if self.code is not None:
+            body["code"] = self.code
         if self.details:
             body["details"] = [{"path": p.path, "message": p.message} for p in self.details]
         if self.state is not None:
             body["state"] = self.state
+        body.update(self.extra)
         return web.json_response(body, status=self.status, headers=self.headers)
 
 

@@ -12,6 +12,7 @@ from aiohttp import web
 from handoff.events import (
     EventHub,
 )
+from handoff.policy import HandoffPolicy
 from handoff.store import Store
 from web.ai_api.contract import ControlApiSpec
 
@@ -41,6 +42,9 @@ class AiApi:
     commands: CallCommands
     hub: EventHub
     spec: ControlApiSpec
+    # The assistant's handoff level and restricted topics, between its engine and
+    # the controller.
+    policy: HandoffPolicy
     # Open event sockets, closed on shutdown so a restart does not wait for heartbeats.
     sockets: weakref.WeakSet[web.WebSocketResponse] = field(default_factory=weakref.WeakSet)
 

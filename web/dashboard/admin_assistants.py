@@ -12,6 +12,7 @@ from aiohttp import web
 
 from handoff.assistants import FallbackKind, HandoffLevel
 from handoff.store import NotFound, Removed
+from handoff.topics import Topic
 from web import assistants as a
 from web.dashboard.admin import reload_directory
 from web.dashboard.guard import json_error
@@ -36,6 +37,11 @@ def _numbers(body: dict[str, Any]) -> list[str] | None:
     return raw
 
 
+def _topics(body: dict[str, Any]) -> list[Topic] | None:
+    raw = body.get("restricted_topics")
+    return None if raw is None else a.parse_topics(raw)
+
+
 def _issued(issued: a.Issued, applied: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"assistant": a.view(issued.assistant, issued.numbers),
                            "live": applied}
@@ -58,10 +64,11 @@ async def create_assistant(request: web.Request) -> web.Response:
     try:
         numbers = _numbers(body) or []
         rules = a.rules_from(body, None)
+        topics = _topics(body) or []
         async with request.app[DASHBOARD].store.transaction() as tx:
             issued = await a.add(tx, name=str(body.get("name", "")), numbers=numbers,
                                  engine=str(body.get("engine", "")), actor=viewer.login,
-                                 rules=rules)
+                                 rules=rules, topics=topics)
     except a.AssistantRefused as exc:
         return _refused(exc)
     applied = await reload_directory(request, f"assistant {issued.assistant.name}")
@@ -69,16 +76,18 @@ async def create_assistant(request: web.Request) -> web.Response:
 
 
 async def update_assistant(request: web.Request) -> web.Response:
-    """Any of numbers, engine and the handoff rules; what is not given stays."""
+    """Any of numbers, engine, the handoff rules and the restricted topics; what is not
+    given stays."""
     viewer, body = request[VIEWER], await json_body(request)
     assistant_id = int(request.match_info["assistant_id"])
     engine = body.get("engine")
     try:
-        numbers = _numbers(body)
+        numbers, topics = _numbers(body), _topics(body)
         async with request.app[DASHBOARD].store.transaction() as tx:
             rules = a.rules_from(body, await tx.assistants.get(assistant_id))
             issued = await a.edit(tx, assistant_id, actor=viewer.login, numbers=numbers,
-                                  engine=None if engine is None else str(engine), rules=rules)
+                                  engine=None if engine is None else str(engine), rules=rules,
+                                  topics=topics)
     except NotFound:
         return json_error(404, "not_found", f"no assistant {assistant_id}")
     except a.AssistantRefused as exc:

@@ -1,6 +1,6 @@
 // The admin page: roles, new agents (credentials shown once), disabling people, assistants (numbers,
-// engine, handoff rules, tokens shown once, disable and remove), trunks (with their status), a test
-// call, blocked SIP addresses, the audit log.
+// engine, handoff rules, restricted topics, tokens shown once, disable and remove), trunks (with
+// their status), a test call, blocked SIP addresses, the audit log.
 "use strict";
 (() => {
   const status = (text) => sb.say("admin-status", text);
@@ -72,6 +72,10 @@
     return b;
   }
   const numbersOf = (text) => text.split(/[\s,]+/).filter(Boolean);
+  // Restricted topics as the command line writes them, one a line: NAME=phrase, phrase.
+  // The server parses and checks the lines (web.assistants.parse_topics).
+  const topicsText = (topics) => topics.map((t) => `${t.name}=${t.phrases.join(", ")}`).join("\n");
+  const topicLines = (text) => text.split("\n").map((l) => l.trim()).filter(Boolean);
 
   document.getElementById("new-assistant").addEventListener("submit", guard(async (ev) => {
     ev.preventDefault();
@@ -103,6 +107,9 @@
       const kind = choice(data.fallback_kinds, a.fallback_kind);
       const number = Object.assign(document.createElement("input"),
         { type: "tel", value: a.fallback_number, placeholder: "+33…" });
+      const topics = Object.assign(document.createElement("textarea"),
+        { value: topicsText(a.restricted_topics), className: "topics", rows: 2,
+          placeholder: "billing=billing dispute, refund" });
       const save = Object.assign(document.createElement("button"),
         { type: "button", textContent: "Save" });
       save.addEventListener("click", guard(async () => {
@@ -110,6 +117,7 @@
           numbers: numbersOf(numbers.value), engine: engine.value,
           handoff_level: level.value, accept_timeout_s: Number(timeout.value),
           fallback_kind: kind.value, fallback_number: number.value,
+          restricted_topics: topicLines(topics.value),
         });
         if (saved.token) showToken(a.name, saved.token);
         status(`${a.name} saved.`);
@@ -132,7 +140,8 @@
       actions.append(a.enabled ? button("Disable", change("disable")) : button("Enable", change("enable")),
                      button("Remove", change("remove")));
       cell(tr, a.name); cell(tr, numbers); cell(tr, engine); cell(tr, level); cell(tr, timeout);
-      cell(tr, kind); cell(tr, number); cell(tr, a.enabled ? "enabled" : "disabled");
+      cell(tr, kind); cell(tr, number); cell(tr, topics);
+      cell(tr, a.enabled ? "enabled" : "disabled");
       cell(tr, actions);
       body.appendChild(tr);
     }
