@@ -43,6 +43,8 @@ class PresenceEvent(enum.StrEnum):
     WRAP_UP_ENDS = "wrap_up_ends"
     # The PBX has not seen the agent's phone registered for a while (handoff.phone_watch).
     PHONE_LOST = "phone_lost"
+    # The agent let a queue's cards pass untaken too many times in a row (handoff.queues).
+    MISSED_OFFERS = "missed_offers"
 
 
 # Duty is folded into presence: off duty is exactly "offline", so an agent cannot be
@@ -65,8 +67,10 @@ PRESENCE: StateMachine[Presence, PresenceEvent] = StateMachine("presence", Prese
     # chosen something else meanwhile.
     (Presence.AVAILABLE, PresenceEvent.WRAP_UP_BEGINS): Presence.WRAP_UP,
     (Presence.WRAP_UP, PresenceEvent.WRAP_UP_ENDS): Presence.AVAILABLE,
-    # Only the available are offered cards, so only they are set away for a dead phone.
+    # Only the available are offered cards, so only they are set away for a dead phone,
+    # or for a run of cards they did not take.
     (Presence.AVAILABLE, PresenceEvent.PHONE_LOST): Presence.AWAY,
+    (Presence.AVAILABLE, PresenceEvent.MISSED_OFFERS): Presence.AWAY,
 })
 
 # Who the audit log names for a change nobody clicked (wrap-up, a phone gone quiet).

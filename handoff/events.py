@@ -143,6 +143,9 @@ class Withdrawn(TypedEvent):
 
 # A supervisor took the call over while its card was still on offer.
 TAKEN_OVER = "taken_over"
+# A queue's card left the member it was given to when their ring window passed (it is
+# offered to the next member at once: an "offered" follows).
+MOVED_ON = "moved_on"
 
 
 @dataclass(frozen=True)

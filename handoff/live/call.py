@@ -86,10 +86,10 @@ ENDING: StateMachine[Ending, EndingEvent] = StateMachine("live ending", Ending.L
 
 @dataclass
 class Transfer:
-    """An agent handing their caller on to a named colleague, with a note."""
+    """An agent handing their caller on to a named colleague, or a queue, with a note."""
 
     handoff_id: int
-    to_agent: int
+    to_agent: int | None  # None for a queue, until one of its members accepted
     leg: str | None = None  # the colleague's leg, once they accepted and it rings
 
 
@@ -208,7 +208,7 @@ class LiveCall:
 
     def transferred(self, transfer: Transfer) -> None:
         """The colleague's leg answered and takes the caller from the first agent."""
-        assert transfer.leg is not None
+        assert transfer.leg is not None and transfer.to_agent is not None
         self.agent, self.agent_id = transfer.leg, transfer.to_agent
         self.handoff_id = transfer.handoff_id
         self._party(PartyEvent.TRANSFERRED)

@@ -9,6 +9,7 @@ each flow is a small object of its own module, and they reach each other through
 - :mod:`~handoff.live.engines`: which assistant and engine a call gets (from the store);
 - :mod:`~handoff.live.ai`: the AI leg, and what happens when it fails;
 - :mod:`~handoff.live.offer`: a handoff offered, staged legs, timeouts, the fallback;
+- :mod:`~handoff.live.queues`: a queue's card offered member by member (ring windows);
 - :mod:`~handoff.live.move`: accept, the agent's leg, the move, back to the AI;
 - :mod:`~handoff.live.transfer`: an agent hands the caller to a colleague;
 - :mod:`~handoff.live.reconcile`: after a restart, the ledger matched with Asterisk;
@@ -36,6 +37,7 @@ from handoff.live.media import Media
 from handoff.live.move import Moves
 from handoff.live.offer import Offers
 from handoff.live.presence import Presence
+from handoff.live.queues import Queues
 from handoff.live.reconcile import Reconciler
 from handoff.live.routing import Registry, Router
 from handoff.live.transfer import Transfers
@@ -76,6 +78,7 @@ class CallControl:
         self.lifecycle = Lifecycle(self)
         self.ai = AiLegs(self)
         self.offers = Offers(self)
+        self.queues = Queues(self)
         self.moves = Moves(self)
         self.transfers = Transfers(self)
         self.presence = Presence(self)
@@ -127,6 +130,11 @@ class CallControl:
 
     async def transfer(self, call_id: str, from_agent: int, to_agent: int, note: str) -> int:
         return await self.transfers.start(call_id, from_agent, to_agent, note)
+
+    async def transfer_to_queue(self, call_id: str, from_agent: int, queue_id: int,
+                                note: str) -> int:
+        """Hand the caller to a queue's members (QueueNotAvailable when none can come)."""
+        return await self.transfers.start(call_id, from_agent, None, note, to_queue=queue_id)
 
     async def return_to_ai(self, call_id: str) -> None:
         await self.moves.return_to_ai(call_id)

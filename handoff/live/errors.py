@@ -28,3 +28,13 @@ class AgentNotAvailable(Exception):
     def __init__(self, agent_id: int) -> None:
         super().__init__(f"agent {agent_id} is not available")
         self.agent_id = agent_id
+
+
+class QueueNotAvailable(Exception):
+    """A transfer names a queue that is removed, or none of whose members can take a
+    call now or soon (all off duty or away)."""
+
+    def __init__(self, queue: str, why: str) -> None:
+        super().__init__(f"queue {queue}: {why}")
+        self.queue = queue
+        self.why = why

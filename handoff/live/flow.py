@@ -40,6 +40,9 @@ class Timing:
     # follow-up) before the next card; 0: straight back to available. The product sets
     # it from the desk.wrap_up_s setting (default 15 s).
     wrap_up_s: float = 0.0
+    # How often a queued card that waits for a free member looks again, besides every
+    # agent, card and call event of this process (a change made by another process).
+    queue_poll_s: float = 1.0
 
 
 class Flow:

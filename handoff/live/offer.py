@@ -29,6 +29,7 @@ from handoff.live.call import LiveCall
 from handoff.live.errors import CallStateConflict
 from handoff.live.flow import Flow
 from handoff.live.legs import add_when_in_stasis, hang_up
+from handoff.store.models import Handoff, QueueRecord
 from handoff.trunks import OutboundRefused
 from pbx.ari import AriError
 
@@ -61,39 +62,64 @@ class Offers(Flow):
                 # on the caller's words) must not put the caller on the desks twice.
                 if any(h.state in _ON_OFFER for h in await tx.handoffs.open_for_call(call_id)):
                     raise CallStateConflict(call_id, call.state, "a handoff is already open")
+                assistant = await tx.assistants.by_name(live.assistant)
+                queue = await tx.queues.route(assistant, topic)
                 handoff = await tx.handoffs.request(
                     call_id, reason=reason, summary=summary, topic=topic,
                     priority=handoff_priority(priority, attempt), attempt=attempt,
+                    queue_id=queue.id if queue else None,
                 )
                 if call.state is CallState.WITH_AI:
                     await tx.calls.apply(call_id, CallEvent.REQUEST_HANDOFF)
-                await tx.handoffs.apply(handoff.id, HandoffEvent.OFFER)
-                assistant = await tx.assistants.by_name(live.assistant)
-                nobody = not await tx.agents.available()
+                handoff = await tx.handoffs.apply(handoff.id, HandoffEvent.OFFER)
+                if queue is None:
+                    likely = [a.id for a in await tx.agents.available()]
+                    nobody = not likely
+                else:
+                    # A queue's caller waits while a member is free or will be soon.
+                    nobody = not await tx.queues.reachable_members(queue.id)
+                    likely = [] if queue.strategy.assigns else [
+                        c.agent_id for c in await tx.queues.candidates(queue.id, handoff.id)]
+                    if not nobody and not queue.strategy.assigns:
+                        await tx.queues.offer(handoff, None)  # to every member
             live.handoff_id = handoff.id
-            timeout = accept_timeout_s(assistant)
             if not nobody:
-                await self._stage_agents(live)
+                await self.stage(live, likely)
         if nobody:
             # Nobody is on duty: no card would ever be taken, so fall back right away.
             self.ctl.spawn(self.give_up(live, handoff.id, FailureReason.NO_AGENTS),
                            "no agents")
             return handoff.id
-        self.hub.publish(CARDS_TOPIC, Offered(call_id, handoff.id))
-        self.time_out(live, handoff.id, timeout)
+        self.keep_offering(live, handoff, queue, accept_timeout_s(assistant))
         return handoff.id
 
-    async def _stage_agents(self, live: LiveCall) -> None:
-        """Create the likely agents' legs now, undialled, and put them in the call bridge.
+    def keep_offering(self, live: LiveCall, handoff: Handoff, queue: QueueRecord | None,
+                      accept_timeout: float, waited_s: float = 0.0) -> None:
+        """The card on offer until taken or until the caller has waited long enough: the
+        queue's maximum wait (the assistant's accept timeout without a queue), of which
+        `waited_s` already passed (a restarted controller picking the card up)."""
+        if queue is not None and queue.strategy.assigns:
+            self.ctl.queues.watch(
+                live, handoff.id, queue.id, max(0.0, queue.max_wait_s - waited_s),
+                lambda: self.give_up(live, handoff.id, FailureReason.TIMEOUT))
+            return
+        self.hub.publish(CARDS_TOPIC, Offered(live.call_id, handoff.id))
+        wait = queue.max_wait_s if queue is not None else accept_timeout
+        self.time_out(live, handoff.id, max(0.0, wait - waited_s))
+
+    async def stage(self, live: LiveCall, agent_ids: list[int]) -> None:
+        """Create the likely agents' legs now, undialled, and put them in the call bridge
+        (lock held).
 
         Creating a leg and bridging it are two ARI round trips that would otherwise sit
         between the Accept click and the agent's phone ringing. An undialled channel is
         silent and rings nobody; the losers' legs are hung up after the accept.
         """
+        wanted = agent_ids[: self.timing.staged_agents]
         async with self.store.transaction() as tx:
-            candidates = list(await tx.agents.available())[: self.timing.staged_agents]
+            candidates = [await tx.agents.get(agent_id) for agent_id in wanted]
         for agent in candidates:
-            if agent.id in live.staged:
+            if agent.id in live.staged or live.ending:
                 continue
             try:
                 leg = await self.ctl.moves.create_agent_leg(live, agent.sip_user)
@@ -103,10 +129,12 @@ class Offers(Flow):
                 continue
             live.staged[agent.id] = leg
 
-    async def unstage(self, live: LiveCall) -> None:
+    async def unstage(self, live: LiveCall, agent_ids: list[int] | None = None) -> None:
+        """Hang up the staged legs (of `agent_ids` only: a queue's card moved on)."""
         for agent_id, leg in list(live.staged.items()):
-            del live.staged[agent_id]
-            await hang_up(self.ari, leg)
+            if agent_ids is None or agent_id in agent_ids:
+                del live.staged[agent_id]
+                await hang_up(self.ari, leg)
 
     def time_out(self, live: LiveCall, handoff_id: int, after_s: float) -> None:
         """The card is withdrawn and the fallback applies after `after_s`, unless taken."""

@@ -176,8 +176,10 @@ class Reconciler(Flow):
             # The offer's clock goes on: the caller has been waiting since it was made.
             async with self.store.transaction() as tx:
                 timeout = accept_timeout_s(await tx.assistants.by_name(live.assistant))
+                queue = (await tx.queues.get(handoff.queue_id)
+                         if handoff.queue_id is not None else None)
             waited = (utc_now() - (handoff.offered_at or handoff.requested_at)).total_seconds()
-            self.ctl.offers.time_out(live, live.handoff_id, max(0.0, timeout - waited))
+            self.ctl.offers.keep_offering(live, handoff, queue, timeout, waited)
 
     async def _close_lost(self, call_id: str, pbx_restarted: bool) -> None:
         """The caller left while we were not listening: record how the call ended."""

@@ -1,4 +1,4 @@
-"""An agent hands their caller on to a named colleague, with a note.
+"""An agent hands their caller on to a named colleague, or to a queue, with a note.
 
 The first agent stays with the caller while the colleague's card is on offer and while
 their phone rings: the caller is never left alone with hold music. The colleague's leg
@@ -15,19 +15,27 @@ from handoff.calls import CallEvent, CallState
 from handoff.events import CARDS_TOPIC, Offered, Taken, Withdrawn
 from handoff.handoffs import FailureReason, HandoffEvent
 from handoff.live.call import LiveCall, Transfer
-from handoff.live.errors import AgentNotAvailable, AgentUnreachable, CallStateConflict
+from handoff.live.errors import (
+    AgentNotAvailable,
+    AgentUnreachable,
+    CallStateConflict,
+    QueueNotAvailable,
+)
 from handoff.live.flow import Flow
 from handoff.live.legs import hang_up
 from handoff.live.move import unanswered
+from handoff.store import NotFound, Transaction
+from handoff.store.models import QueueRecord
 from pbx.ari import AriError
 
 log = logging.getLogger(__name__)
 
 
 class Transfers(Flow):
-    async def start(self, call_id: str, from_agent: int, to_agent: int, note: str) -> int:
-        """Offer the call to one named colleague (a targeted card carrying `note`);
-        returns the new handoff's id."""
+    async def start(self, call_id: str, from_agent: int, to_agent: int | None, note: str,
+                    *, to_queue: int | None = None) -> int:
+        """Offer the call to one named colleague (a targeted card carrying `note`), or to
+        a queue's members by its strategy; returns the new handoff's id."""
         live = self.ctl.live(call_id)
         await self.ctl.settled(live)
         async with live.lock:
@@ -39,27 +47,50 @@ class Transfers(Flow):
                                             f"agent {from_agent} is not talking to the caller")
                 if live.transfer is not None:
                     raise CallStateConflict(call_id, call.state, "a transfer is already on offer")
-                if to_agent == from_agent or to_agent not in {
-                        a.id for a in await tx.agents.available()}:
-                    raise AgentNotAvailable(to_agent)
+                queue = None if to_queue is None else await self._queue(tx, to_queue)
+                if queue is None and (to_agent is None or to_agent == from_agent or to_agent
+                                      not in {a.id for a in await tx.agents.available()}):
+                    raise AgentNotAvailable(to_agent or 0)
                 current = await tx.handoffs.get(live.handoff_id) if live.handoff_id else None
                 handoff = await tx.handoffs.request(
-                    call_id, reason="transfer", note=note or None, target_agent_id=to_agent,
+                    call_id, reason="transfer", note=note or None,
+                    target_agent_id=None if queue else to_agent,
                     summary=current.summary if current else None,
                     topic=current.topic if current else None,
                     priority=current.priority if current else 0,
+                    queue_id=queue.id if queue else None,
                 )
-                await tx.handoffs.apply(handoff.id, HandoffEvent.OFFER)
+                handoff = await tx.handoffs.apply(handoff.id, HandoffEvent.OFFER)
+                if queue is not None and not queue.strategy.assigns:
+                    await tx.queues.offer(handoff, None)
                 assistant = await tx.assistants.by_name(live.assistant)
-            live.transfer = Transfer(handoff.id, to_agent)
-        timeout = accept_timeout_s(assistant)
-        self.hub.publish(CARDS_TOPIC, Offered(call_id, handoff.id))
-        self.ctl.spawn(self._time_out(live, handoff.id, timeout),
-                       f"transfer timeout {handoff.id}")
+            live.transfer = Transfer(handoff.id, None if queue else to_agent)
+        if queue is not None and queue.strategy.assigns:
+            # The first agent is busy (on this call): the queue never offers it to them.
+            self.ctl.queues.watch(live, handoff.id, queue.id, queue.max_wait_s,
+                                  lambda: self._time_out(live, handoff.id, 0.0))
+        else:
+            timeout = queue.max_wait_s if queue else accept_timeout_s(assistant)
+            self.hub.publish(CARDS_TOPIC, Offered(call_id, handoff.id))
+            self.ctl.spawn(self._time_out(live, handoff.id, timeout),
+                           f"transfer timeout {handoff.id}")
         self.ctl.call_changed(call_id)
-        log.info("call=%s: agent %s transfers to agent %s (handoff %s)",
-                 call_id, from_agent, to_agent, handoff.id)
+        log.info("call=%s: agent %s transfers to %s (handoff %s)", call_id, from_agent,
+                 f"queue {queue.name}" if queue else f"agent {to_agent}", handoff.id)
         return handoff.id
+
+    @staticmethod
+    async def _queue(tx: Transaction, queue_id: int) -> QueueRecord:
+        """The queue a transfer goes to, if it can take the caller now or soon."""
+        try:
+            queue = await tx.queues.get(queue_id)
+        except NotFound:
+            raise QueueNotAvailable(str(queue_id), "no such queue") from None
+        if queue.removed_at is not None:
+            raise QueueNotAvailable(queue.name, "removed")
+        if not await tx.queues.reachable_members(queue.id):
+            raise QueueNotAvailable(queue.name, "none of its members is on duty and present")
+        return queue
 
     async def accept(self, live: LiveCall, handoff_id: int, agent_id: int) -> None:
         async with live.lock:
@@ -76,7 +107,7 @@ class Transfers(Flow):
                     await self.ctl.moves.dial_agent(live, leg, agent_id)
                 except AriError as exc:
                     raise AgentUnreachable(agent_id, str(exc)) from exc
-                transfer.leg = leg
+                transfer.leg, transfer.to_agent = leg, agent_id
                 await tx.handoffs.apply(handoff_id, HandoffEvent.DIAL_AGENT)
         self.hub.publish(CARDS_TOPIC, Taken(handoff_id, agent_id))
         self.ctl.call_changed(live.call_id)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handoff.agents import Presence
 from handoff.handoffs import HANDOFF_LIFECYCLE, FailureReason, HandoffEvent, HandoffState
+from handoff.queues import OfferOutcome, Strategy
 from handoff.store.agents_repo import busy_agents_query
 from handoff.store.errors import AgentBusy, AlreadyTaken, NotFound, NotOfferable, OffDuty
-from handoff.store.models import Agent, Handoff
+from handoff.store.models import Agent, Handoff, QueueMember, QueueRecord
+from handoff.store.queues_repo import QueuesRepo
 from handoff.store.transitions import (
     Clock,
     record_transition,
@@ -35,6 +38,8 @@ class HandoffsRepo:
     def __init__(self, session: AsyncSession, clock: Clock) -> None:
         self._session = session
         self._clock = clock
+        # A queued card's offers end with it (taken, or gone otherwise).
+        self._queues = QueuesRepo(session, clock)
 
     async def request(
         self,
@@ -47,6 +52,7 @@ class HandoffsRepo:
         note: str | None = None,
         target_agent_id: int | None = None,
         attempt: int = 1,
+        queue_id: int | None = None,
     ) -> Handoff:
         handoff = Handoff(
             call_id=call_id,
@@ -60,6 +66,7 @@ class HandoffsRepo:
             requested_at=self._clock(),
             attempt=attempt,
             version=1,
+            queue_id=queue_id,
         )
         self._session.add(handoff)
         await self._session.flush()
@@ -118,8 +125,12 @@ class HandoffsRepo:
         guard = [
             Handoff.id == handoff_id,
             Handoff.state == _ACCEPT_FROM,
-            # A transfer card names one agent; others cannot take it.
-            or_(Handoff.target_agent_id.is_(None), Handoff.target_agent_id == agent_id),
+            # A transfer card, or a queue's card assigned to one member, names one agent;
+            # others cannot take it. A queue's card for everyone is its members' (an
+            # offer_all queue's); one waiting for its next member is nobody's yet.
+            or_(Handoff.target_agent_id == agent_id,
+                and_(Handoff.target_agent_id.is_(None),
+                     or_(Handoff.queue_id.is_(None), _offered_to_members(agent_id)))),
             exists().where(*able),
         ]
         won = (
@@ -141,6 +152,8 @@ class HandoffsRepo:
                 self._session, HANDOFF_LIFECYCLE, _ACCEPT_FROM, HandoffEvent.ACCEPT,
                 _ACCEPT_TO, call_id=won.call_id, handoff_id=handoff_id, at=now, flush=False,
             )
+            if won.queue_id is not None:
+                await self._queues.close_offers(handoff_id, OfferOutcome.ACCEPTED)
             return won
         raise await self._why_not_accepted(handoff_id, agent_id, on_duty_only)
 
@@ -150,9 +163,8 @@ class HandoffsRepo:
         """What made an accept's UPDATE match nothing: the card, or else the agent."""
         lost = (
             await self._session.execute(
-                select(Handoff.state, Handoff.accepted_by, Handoff.target_agent_id).where(
-                    Handoff.id == handoff_id
-                )
+                select(Handoff.state, Handoff.accepted_by, Handoff.target_agent_id,
+                       Handoff.queue_id).where(Handoff.id == handoff_id)
             )
         ).one_or_none()
         if lost is None:
@@ -165,6 +177,14 @@ class HandoffsRepo:
             return NotOfferable(
                 handoff_id, lost.state, f"offered to agent {lost.target_agent_id} only"
             )
+        if lost.target_agent_id is None and lost.queue_id is not None:
+            queue = await self._queues.get(lost.queue_id)
+            if queue.strategy.assigns:
+                return NotOfferable(handoff_id, lost.state,
+                                    f"queue {queue.name} gives it to one member at a time")
+            if not await self._queues.is_member(queue.id, agent_id):
+                return NotOfferable(handoff_id, lost.state,
+                                    f"for the members of queue {queue.name}")
         agent = (
             await self._session.execute(
                 select(Agent.on_duty, Agent.presence,
@@ -218,11 +238,14 @@ class HandoffsRepo:
             )
             return result.one_or_none()
 
-        return await transition_with_version_guard(
+        handoff = await transition_with_version_guard(
             self._session, HANDOFF_LIFECYCLE, event,
             kind="handoff", key=handoff_id, read=read, write=write,
             handoff_id=handoff_id, at=now,
         )
+        if handoff.queue_id is not None and HANDOFF_LIFECYCLE.is_terminal(handoff.state):
+            await self._queues.close_offers(handoff_id, OfferOutcome.WITHDRAWN)
+        return handoff
 
     async def open_for_call(self, call_id: str) -> Sequence[Handoff]:
         result = await self._session.scalars(
@@ -260,6 +283,16 @@ class HandoffsRepo:
             execution_options={"populate_existing": True},
         )
         return result.all()
+
+
+def _offered_to_members(agent_id: int) -> Any:
+    """The handoff's queue offers its cards to every member, and the agent is one."""
+    return and_(
+        exists().where(QueueRecord.id == Handoff.queue_id,
+                       QueueRecord.strategy == Strategy.OFFER_ALL),
+        exists().where(QueueMember.queue_id == Handoff.queue_id,
+                       QueueMember.agent_id == agent_id),
+    )
 
 
 def _changes(

@@ -24,6 +24,7 @@ from handoff.assistants import (
 )
 from handoff.calls import CallDirection, CallOutcome, CallState, Speaker
 from handoff.handoffs import FailureReason, HandoffState
+from handoff.queues import OfferOutcome, Strategy
 from handoff.trunks import TrunkAuth
 
 # Short state names are stored as their lowercase values in a plain VARCHAR (no native
@@ -142,6 +143,9 @@ class Assistant(Base):
     )
     fallback_number: Mapped[str | None] = mapped_column(sa.String(PHONE_NUMBER_LENGTH))
     hold_mode: Mapped[HoldMode] = mapped_column(_enum_type(HoldMode), default=HoldMode.AI)
+    # Its calls' cards go to this queue's members, unless their topic has a queue of its
+    # own; None: to every available agent.
+    queue_id: Mapped[int | None] = mapped_column(sa.ForeignKey("queues.id"))
     # Hash of the bearer token the AI engine uses on the control API.
     control_token_hash: Mapped[str] = mapped_column(sa.String(255))
     # Set: its numbers are not answered (they get routing.unknown_numbers' treatment);
@@ -261,6 +265,68 @@ class Handoff(Base):
     failure_reason: Mapped[FailureReason | None] = mapped_column(_enum_type(FailureReason))
     attempt: Mapped[int] = mapped_column(default=1)
     version: Mapped[int] = mapped_column(default=1)
+    # The queue whose members it is offered to (its strategy, ring window, maximum
+    # wait); None: every available agent, as without queues.
+    queue_id: Mapped[int | None] = mapped_column(sa.ForeignKey("queues.id"), index=True)
+
+
+class QueueRecord(Base):
+    """A queue an admin defines (handoff.queues): who takes its cards, and how."""
+
+    __tablename__ = "queues"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Like an assistant's: it never changes, and stays taken once removed.
+    name: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    strategy: Mapped[Strategy] = mapped_column(_enum_type(Strategy))
+    # How long one member has an assigned card before it moves on (a no-answer).
+    ring_s: Mapped[int]
+    # How long a caller waits in the queue before the assistant's fallback applies.
+    max_wait_s: Mapped[int]
+    # A card taken within this many seconds counts as answered within service level.
+    service_level_s: Mapped[int]
+    # Offers missed in a row that set a member away (0: never).
+    no_answer_limit: Mapped[int]
+    # The topic names (handoff.topics) whose cards come here, whatever the assistant.
+    topics: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    created_at: Mapped[datetime]
+    # Set: gone from the lists and from routing; the row stays for the figures.
+    removed_at: Mapped[datetime | None]
+
+
+class QueueMember(Base):
+    __tablename__ = "queue_members"
+
+    queue_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("queues.id", ondelete="CASCADE"), primary_key=True)
+    agent_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True, index=True)
+    # The member's place in the list: round robin's order, and ties broken.
+    position: Mapped[int]
+    # 1-5: how good the member is at this queue's work (skills-weighted picks the best).
+    level: Mapped[int]
+
+
+class QueueOffer(Base):
+    """One offer of a queued card: to whom (None: every member), when, how it ended.
+    What the floor view counts: offers, accepts, no-answers, and (with the handoff's
+    times) waits and the service level."""
+
+    __tablename__ = "queue_offers"
+    __table_args__ = (sa.Index("ix_queue_offers_queue_offered", "queue_id", "offered_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    queue_id: Mapped[int] = mapped_column(sa.ForeignKey("queues.id"))
+    handoff_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("handoffs.id", ondelete="CASCADE"), index=True)
+    call_id: Mapped[str] = mapped_column(sa.ForeignKey("calls.id", ondelete="CASCADE"))
+    agent_id: Mapped[int | None] = mapped_column(sa.ForeignKey("agents.id"), index=True)
+    offered_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    outcome: Mapped[OfferOutcome | None] = mapped_column(_enum_type(OfferOutcome))
+    # This no-answer was the one too many: the member was set away for it (their run
+    # of misses starts again after it).
+    set_away: Mapped[bool] = mapped_column(default=False)
 
 
 class TranscriptSegment(Base):

@@ -22,6 +22,7 @@ from handoff.store.contacts_repo import ContactsRepo
 from handoff.store.handoffs_repo import HandoffsRepo
 from handoff.store.history_repo import HistoryRepo
 from handoff.store.notes_repo import NotesRepo
+from handoff.store.queues_repo import QueuesRepo
 from handoff.store.sessions_repo import SessionsRepo
 from handoff.store.transcripts_repo import TranscriptsRepo
 from handoff.store.transitions import Clock, utc_now
@@ -42,6 +43,7 @@ class Transaction:
     history: HistoryRepo
     blocks: BlocksRepo
     trunks: TrunksRepo
+    queues: QueuesRepo
 
 
 class Store:
@@ -78,4 +80,5 @@ class Store:
             history=HistoryRepo(session, clock),
             blocks=BlocksRepo(session, clock),
             trunks=TrunksRepo(session, clock),
+            queues=QueuesRepo(session, clock),
         )

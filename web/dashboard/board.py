@@ -39,11 +39,15 @@ class Card:
     target_agent_id: int | None = None
     # What the transferring agent wrote for their colleague.
     note: str = ""
+    # A queue's card for no one in particular: the members who may see it (an
+    # offer_all queue's members; nobody while an assigning queue looks for its next
+    # member); None: everyone, as without queues.
+    members: frozenset[int] | None = None
 
     @classmethod
     def of(
         cls, handoff: Handoff, call: Call, *, contact_name: str | None,
-        waiting_since: datetime | None = None,
+        waiting_since: datetime | None = None, members: frozenset[int] | None = None,
     ) -> Card:
         return cls(
             handoff_id=handoff.id,
@@ -58,6 +62,7 @@ class Card:
             waiting_since=waiting_since or handoff.requested_at,
             target_agent_id=handoff.target_agent_id,
             note=handoff.note or "",
+            members=members,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -124,9 +129,11 @@ EVERYONE = Audience()
 
 
 def audience_of(card: Card) -> Audience:
-    if card.target_agent_id is None:
-        return EVERYONE
-    return Audience(frozenset({card.target_agent_id}))
+    if card.target_agent_id is not None:
+        return Audience(frozenset({card.target_agent_id}))
+    if card.members is not None:
+        return Audience(card.members)
+    return EVERYONE
 
 
 @dataclass(frozen=True, slots=True)

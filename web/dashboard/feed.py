@@ -45,7 +45,19 @@ async def card_for(tx: Transaction, handoff: Handoff) -> Card:
         first = earlier
         if earlier.attempt == 1:
             break
-    return Card.of(handoff, call, contact_name=contact_name, waiting_since=first.requested_at)
+    return Card.of(handoff, call, contact_name=contact_name, waiting_since=first.requested_at,
+                   members=await _queue_members(tx, handoff))
+
+
+async def _queue_members(tx: Transaction, handoff: Handoff) -> frozenset[int] | None:
+    """Who sees a queue's card that no one holds (handoff.queues): an offer_all queue's
+    members; nobody but supervisors while an assigning queue finds its next member."""
+    if handoff.queue_id is None or handoff.target_agent_id is not None:
+        return None
+    queue = await tx.queues.get(handoff.queue_id)
+    if queue.strategy.assigns:
+        return frozenset()
+    return frozenset(m.agent_id for m in await tx.queues.members(queue.id))
 
 
 async def current_state(store: Store) -> tuple[list[Card], list[AgentView]]:
