@@ -106,6 +106,10 @@ class Controller:
     async def transfer(self, call_id: str, from_agent: int, to_agent: int, note: str) -> int:
         return await self._control().transfer(call_id, from_agent, to_agent, note)
 
+    async def transfer_to_queue(self, call_id: str, from_agent: int, queue_id: int,
+                                note: str) -> int:
+        return await self._control().transfer_to_queue(call_id, from_agent, queue_id, note)
+
     async def phone_registered(self, sip_user: str) -> bool | None:
         # While the controller starts nobody can tell: going on duty is not held up.
         return None if self.control is None else await self.control.phone_registered(sip_user)

@@ -23,7 +23,16 @@ from handoff.store import LastAdmin, Removed, Store, create_store_engine, upgrad
 from pbx import runtime
 from pbx.asterisk_config import Dirs, InboundRoute, InstanceSpec, Ports, render, rtp_ports_for
 from pbx.config_values import ConfigValueError
-from web import backup, cli_assistants, cli_trunks, doctor, install_check, people, systemd
+from web import (
+    backup,
+    cli_assistants,
+    cli_queues,
+    cli_trunks,
+    doctor,
+    install_check,
+    people,
+    systemd,
+)
 from web.app import build_app
 from web.dashboard.passwords import Passwords
 from web.demo import DEMO_NUMBER, RECEPTIONIST, demo_caller_voice
@@ -393,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_trunks.add_parser(sub, cli_assistants.Cli(
         run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
         actor=CLI_ACTOR, note=RUNNING_PBX_NOTE), settings=_settings)
+    cli_queues.add_parser(sub, cli_assistants.Cli(
+        run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
+        actor=CLI_ACTOR, note=RUNNING_PBX_NOTE))
     dash = bench_sub.add_parser("dashboard", help="card delivery to many dashboard tabs")
     dash.add_argument("--clients", type=int, default=1000)
     dash.add_argument("--json", action="store_true")

@@ -19,7 +19,12 @@ from handoff.live.ai import AI_FAILED_REASON
 from handoff.live.call import LiveCall, Party, Transfer
 from handoff.live.control import CallControl
 from handoff.live.engines import REJECT, ExternalEngine
-from handoff.live.errors import AgentNotAvailable, AgentUnreachable, CallStateConflict
+from handoff.live.errors import (
+    AgentNotAvailable,
+    AgentUnreachable,
+    CallStateConflict,
+    QueueNotAvailable,
+)
 from handoff.live.flow import AiEngine, Timing
 from handoff.live.legs import add_when_in_stasis, call_key
 from handoff.live.offer import CALLBACK_NOTE
@@ -36,6 +41,7 @@ __all__ = [
     "ExternalEngine",
     "LiveCall",
     "Party",
+    "QueueNotAvailable",
     "Timing",
     "Transfer",
     "add_when_in_stasis",

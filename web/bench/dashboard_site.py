@@ -85,6 +85,11 @@ class FakeCommands:
         self.panel.append(("transfer", call_id, from_agent, to_agent, note))
         return 999
 
+    async def transfer_to_queue(self, call_id: str, from_agent: int, queue_id: int,
+                                note: str) -> int:
+        self.panel.append(("transfer_to_queue", call_id, from_agent, queue_id, note))
+        return 998
+
     async def phone_registered(self, sip_user: str) -> bool | None:
         return sip_user not in self.unregistered
 

@@ -19,7 +19,7 @@ from aiohttp import web
 from handoff.agents import AgentRole, EndpointKind
 from handoff.events import CALLS_TOPIC, CallChanged
 from handoff.handoffs import AGENT_BUSY_STATES
-from handoff.live import AgentNotAvailable, CallStateConflict
+from handoff.live import AgentNotAvailable, CallStateConflict, QueueNotAvailable
 from handoff.store import NotFound, Transaction
 from handoff.store.models import Handoff
 from web.dashboard.access import ROLE_RANK
@@ -256,9 +256,13 @@ async def transfer(request: web.Request) -> web.Response:
         return checked
     dashboard, viewer, call_id, seat = checked
     body = await json_body(request)
-    to_agent, note = body.get("to_agent_id"), body.get("note", "")
-    if not isinstance(to_agent, int) or isinstance(to_agent, bool) or not isinstance(note, str):
-        return json_error(400, "bad_request", "to_agent_id is an agent id; note is text")
+    to_agent, to_queue = body.get("to_agent_id"), body.get("to_queue_id")
+    note = body.get("note", "")
+    target = to_agent if to_queue is None else to_queue
+    if (to_agent is None) == (to_queue is None) or not isinstance(target, int) \
+            or isinstance(target, bool) or not isinstance(note, str):
+        return json_error(400, "bad_request",
+                          "to_agent_id is an agent id, or to_queue_id a queue id; note is text")
     if len(note) > MAX_NOTE_LENGTH:
         return json_error(400, "bad_request", f"a note is at most {MAX_NOTE_LENGTH} characters")
     if seat.handoff is None or seat.handoff.accepted_by is None:
@@ -267,12 +271,19 @@ async def transfer(request: web.Request) -> web.Response:
     if _is_call_back(request):
         return json_error(409, "call_back", "a call-back is not transferred; call again later")
     try:
-        handoff_id = await dashboard.commands.transfer(
-            call_id, seat.handoff.accepted_by, to_agent, note.strip())
+        if to_queue is None:
+            handoff_id = await dashboard.commands.transfer(
+                call_id, seat.handoff.accepted_by, target, note.strip())
+        else:
+            handoff_id = await dashboard.commands.transfer_to_queue(
+                call_id, seat.handoff.accepted_by, target, note.strip())
+    except QueueNotAvailable as exc:
+        return json_error(409, "queue_not_available", str(exc))
     except (NotFound, CallStateConflict, AgentNotAvailable) as exc:
         return _refusal(exc)
     await _audit(dashboard, viewer, "transfer", call_id,
-                 {"to_agent": to_agent, "handoff": handoff_id})
+                 {"to_queue" if to_queue is not None else "to_agent": target,
+                  "handoff": handoff_id})
     return web.json_response({"transfer": handoff_id})
 
 

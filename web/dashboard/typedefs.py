@@ -40,6 +40,11 @@ class Commands(Protocol):
 
     async def transfer(self, call_id: str, from_agent: int, to_agent: int, note: str) -> int: ...
 
+    # A transfer to a queue's members; raises handoff.live.QueueNotAvailable when the
+    # queue is removed or none of its members is present.
+    async def transfer_to_queue(self, call_id: str, from_agent: int, queue_id: int,
+                                note: str) -> int: ...
+
     # Going on duty with a desk phone: is it registered with the PBX (None: cannot tell)?
     async def phone_registered(self, sip_user: str) -> bool | None: ...
 
