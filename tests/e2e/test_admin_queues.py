@@ -1,0 +1,57 @@
+"""The admin page's queues in a real Chromium: a queue added with the form, its members'
+levels and strategy changed and saved, a bad level refused with the server's reason on
+the page, and the queue removed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Page, expect
+
+from handoff.queues import Strategy
+from tests.e2e.test_history_recordings import sign_in
+from tests.tools_fixtures import ToolServed, serve_with_tools
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> AsyncIterator[ToolServed]:
+    async for running in serve_with_tools(tmp_path):
+        yield running
+
+
+async def test_an_admin_adds_changes_and_removes_a_queue_on_the_page(
+    page: Page, site: ToolServed,
+) -> None:
+    await sign_in(page, site, "ada", "/admin")
+    form = page.locator("#new-queue")
+    await form.locator("[name=name]").fill("support")
+    await form.locator("[name=strategy]").select_option("round_robin")
+    await form.locator("[name=members]").fill("alice:4 bob")
+    await form.locator("button[type=submit]").click()
+    support = page.locator('#queues tr[data-queue="support"]')
+    await expect(support.locator("input.members")).to_have_value("alice:4 bob:3")
+    await expect(support).to_contain_text("0/0 answered")
+
+    await support.locator("input.members").fill("bob:9")
+    await support.locator("button.save").click()
+    await expect(page.locator("#admin-status")).to_contain_text("a level is 1 to 5")
+    await support.locator("input.members").fill("bob:5 alice:2")
+    await support.locator("select").select_option("skills_weighted")
+    await support.locator("input.ring_s").fill("8")
+    await support.locator("button.save").click()
+    await expect(page.locator("#admin-status")).to_have_text("Queue support saved.")
+    async with site.store.transaction() as tx:
+        queue = await tx.queues.by_name("support")
+        assert queue is not None
+        members = [(m.login, m.level) for m in await tx.queues.members(queue.id)]
+    assert (queue.strategy, queue.ring_s, members) == (
+        Strategy.SKILLS_WEIGHTED, 8, [("bob", 5), ("alice", 2)])
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    await support.locator("button.remove").click()
+    await expect(page.locator("#admin-status")).to_have_text("Queue support removed.")
+    await expect(page.locator("#queues tbody tr")).to_have_count(0)
