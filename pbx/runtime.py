@@ -37,6 +37,7 @@ from pbx.asterisk_config import (
 from pbx.installation import AsteriskUnavailable, Installation, locate
 from pbx.ports import PortInUse, PortRequest, allocate_ports
 from pbx.rootfs import Account
+from pbx.spool import HostSpool
 from pbx.trunk_config import SipTrunk
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,10 @@ class AsteriskInstance:
         if self.install.root:
             return self.install.root.host_path(inside)
         return Path(inside)
+
+    def spool(self) -> HostSpool:
+        """Its recordings, moved out of its spool on this host."""
+        return HostSpool(lambda rel: self.host_path(f"{self.spec.dirs.spool}/{rel}"))
 
     def inside_path(self, host: Path) -> str:
         if self.install.root:

@@ -213,7 +213,7 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
         outbound=Outbound(services.store, country=settings.asterisk.country,
                           settings_trunks=telephony.fixed_trunks),
         recordings=settings.data_path / "recordings",
-        host_path=lambda rel: pbx.host_path(f"{pbx.spec.dirs.spool}/{rel}"),
+        spool=pbx.spool(),
         timing=Timing(wrap_up_s=float(settings.desk.wrap_up_s)),
     )
     control = live.control
