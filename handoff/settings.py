@@ -99,6 +99,19 @@ class AsteriskSettings:
     tls_key: str = ""
     # 0: any free port.
     tls_port: int = 8089
+    # An Asterisk Switchboard does not start (source = its ARI URL): the folder
+    # Switchboard writes that Asterisk's configuration to (shared with it, e.g. a
+    # volume), and the folders as that Asterisk sees them: where it reads the files, its
+    # own state (database, spool, logs), its modules and its sounds (astdatadir).
+    config_dir: str = ""
+    etc_dir: str = "/etc/asterisk"
+    state_dir: str = "/var/lib/switchboard-asterisk"
+    modules_dir: str = "/usr/lib/asterisk/modules"
+    share_dir: str = "/var/lib/asterisk"
+
+    @property
+    def external(self) -> bool:
+        return self.source.startswith(("http://", "https://"))
 
     @property
     def call_limit(self) -> int:
@@ -550,7 +563,7 @@ def _check_certificates(settings: Settings) -> None:
     if settings.server.tls_cert:
         tls.server_context("server", settings.server.tls_cert, settings.server.tls_key)
     # An Asterisk someone else runs reads its files on its own machine.
-    if ast.tls_cert and not ast.source.startswith(("http://", "https://")):
+    if ast.tls_cert and not ast.external:
         tls.server_context("asterisk", ast.tls_cert, ast.tls_key)
     if ast.tls_port:
         check_port("asterisk.tls_port", ast.tls_port)

@@ -272,7 +272,7 @@ async def rig(
     live = build_controller(
         pbx_ari, store, EventHub(), outbound=outbound(store),
         recordings=db_path.parent / "recordings",
-        host_path=lambda rel: pbx.host_path(f"{pbx.spec.dirs.spool}/{rel}"),
+        spool=pbx.spool(),
         timing=timing, supervisor_ring_timeout_s=5, callback_ring_timeout_s=5,
     )
     await pbx_ari.start()
