@@ -9,9 +9,17 @@ import logging
 from handoff.agents import CONTROLLER, PresenceEvent
 from handoff.events import AGENTS_TOPIC, AgentChanged
 from handoff.live.flow import Flow
+from handoff.live.reconcile import pbx_started
+from handoff.store.transitions import utc_now
 from pbx.ari import AriError, AriNotFound
 
 log = logging.getLogger(__name__)
+
+# After an Asterisk restart a desk phone's binding is back (it lives in Asterisk's
+# database), but its endpoint reads offline until the PBX's first OPTIONS to it, up to
+# qualify_frequency later (30 s, deskphone-aor in pjsip.conf.j2). Until then "offline"
+# says nothing about the phone.
+FIRST_QUALIFY_S = 30.0
 
 
 class Presence(Flow):
@@ -23,12 +31,18 @@ class Presence(Flow):
             # them up (nor does it count against them).
             async with asyncio.timeout(2.0):
                 endpoint = await self.ari.endpoints.get("PJSIP", sip_user)
+                if endpoint.get("state") == "online":
+                    return True
+                info = await self.ari.asterisk.info()
         except AriNotFound:
             return False
         except (AriError, TimeoutError) as exc:
             log.warning("could not ask the PBX about %s's phone: %r", sip_user, exc)
             return None
-        return endpoint.get("state") == "online"
+        started = pbx_started(info)
+        if started is not None and (utc_now() - started).total_seconds() < FIRST_QUALIFY_S:
+            return None
+        return False
 
     def wrap_up(self, agent_id: int | None) -> None:
         """The agent's part of a call is over: a short wrap-up before the next card."""
