@@ -28,6 +28,7 @@ import os
 import tomllib
 import types
 import typing
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,6 +170,10 @@ class DeskSettings:
     # Seconds an available agent spends in wrap-up after their part of a call (notes,
     # follow-up) before the next card; 0 turns it off. The agent can end it early.
     wrap_up_s: int = 15
+    # The zone every page shows times in (an IANA name, e.g. "Europe/Paris"): a call
+    # centre's people read the clock on the wall, wherever the server is. Empty: the
+    # server's own zone (/etc/localtime).
+    time_zone: str = ""
 
 
 @dataclass(frozen=True)
@@ -532,6 +537,13 @@ def validate(settings: Settings) -> None:
         except ValueError:
             raise SettingsError(f"security.never_block[{i}]: {network!r} is not an address "
                                 "or a network (10.0.0.0/8)") from None
+    if settings.desk.time_zone:
+        try:
+            zoneinfo.ZoneInfo(settings.desk.time_zone)
+        except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+            raise SettingsError(f"desk.time_zone: {settings.desk.time_zone!r} is not a time "
+                                "zone (an IANA name such as Europe/Paris, or empty for the "
+                                "server's)") from None
     if not 0 <= settings.desk.wrap_up_s <= 600:
         raise SettingsError(f"desk.wrap_up_s: {settings.desk.wrap_up_s}: 0 to 600 seconds")
     if not 0 <= settings.recordings.keep_days <= 36500:

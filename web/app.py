@@ -53,7 +53,8 @@ from web.assistants import seat_builtin
 from web.dashboard.access import Shape, own_auth, public
 from web.dashboard.routes import route_policy, setup_dashboard
 from web.dashboard.tools import Tools, setup_tools
-from web.dashboard.typedefs import DASHBOARD, SoftphoneSettings
+from web.dashboard.typedefs import DASHBOARD, DashboardOptions, SoftphoneSettings
+from web.dashboard.words import Site
 from web.demo import DEMO_NUMBER, seed_demo
 from web.proxies import real_client
 from web.sip_blocks import BlockPolicy, SipBlocker
@@ -409,6 +410,8 @@ def build_app(settings: Settings) -> web.Application:
         app, store=services.store, hub=services.hub, commands=services.controller,
         origin=settings.origin, secure_cookies=settings.origin.startswith("https://"),
         softphone=SoftphoneSettings(services.telephony.softphone_url),
+        options=DashboardOptions(site=Site.of(settings.desk.time_zone,
+                                              settings.asterisk.country)),
     )
 
     async def test_call() -> str:

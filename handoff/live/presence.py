@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 from handoff.agents import CONTROLLER, PresenceEvent
 from handoff.events import AGENTS_TOPIC, AgentChanged
@@ -54,14 +55,18 @@ class Presence(Flow):
         # available, and end only if the agent is still in it: whatever they chose
         # meanwhile stands. A controller restart in between leaves the agent in wrap-up
         # until they choose (the desk shows it).
-        if not await self._move(agent_id, PresenceEvent.WRAP_UP_BEGINS):
+        # When it ends goes with the change (its audit line): the desk counts down to it.
+        ends_at = utc_now() + timedelta(seconds=self.timing.wrap_up_s)
+        if not await self._move(agent_id, PresenceEvent.WRAP_UP_BEGINS,
+                                ends_at=ends_at.isoformat()):
             return
         await asyncio.sleep(self.timing.wrap_up_s)
         await self._move(agent_id, PresenceEvent.WRAP_UP_ENDS)
 
-    async def _move(self, agent_id: int, event: PresenceEvent) -> bool:
+    async def _move(self, agent_id: int, event: PresenceEvent, **detail: str) -> bool:
         async with self.store.transaction() as tx:
-            change = await tx.agents.try_change_presence(agent_id, event, actor=CONTROLLER)
+            change = await tx.agents.try_change_presence(agent_id, event, actor=CONTROLLER,
+                                                         **detail)
         if change is None:
             return False
         self.hub.publish(AGENTS_TOPIC, AgentChanged(agent_id))

@@ -136,6 +136,8 @@ async def test_an_agent_accepts_a_live_call_in_the_browser_talks_mutes_and_ends_
     await expect(page.locator("#call-caller")).to_contain_text("Test Caller")
     await expect(page.locator("#call-transcript")).to_contain_text("my parcel must follow")
     await expect(page.locator("#call-timer")).not_to_have_text("0:00", timeout=5000)
+    # The top bar says the call, whatever the presence menu (what the agent returns to).
+    await expect(page.locator("#my-state")).to_have_text("On a call")
 
     # A line added to the transcript (as the AI control API does) is pushed to the
     # panel at once, not at its next slow poll (10 s).
@@ -175,6 +177,10 @@ async def test_an_agent_accepts_a_live_call_in_the_browser_talks_mutes_and_ends_
 
     await page.click("#call-end")
     await expect(page.locator("#call")).to_be_hidden()
+    # A normal end is news, not an error: not in the red problems are shown in.
+    notice = page.locator("#notice")
+    await expect(notice).to_have_text("The call ended.")
+    assert await notice.evaluate("node => getComputedStyle(node).color") != "rgb(198, 40, 40)"
     call = await until(lambda: _closed(product, call_id))
     assert call.outcome is CallOutcome.COMPLETED_BY_AGENT
     async with product.store.transaction() as tx:

@@ -23,6 +23,7 @@ from handoff.store import Store
 from web.dashboard import (
     admin,
     admin_assistants,
+    audit,
     calls_api,
     history,
     sip_blocks_api,
@@ -46,6 +47,7 @@ from web.dashboard.typedefs import (
     DashboardOptions,
     SoftphoneSettings,
 )
+from web.dashboard.words import template_globals
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,8 @@ ROUTES: tuple[Route, ...] = (
           supervision_api.supervise, signed_in(SUPERVISOR)),
     # Admin (admin.py).
     Route("POST", "/api/admin/agents", admin.create_agent, signed_in(ADMIN)),
+    Route("POST", r"/api/admin/agents/{agent_id:\d+}/takes-calls", admin.set_takes_calls,
+          signed_in(ADMIN)),
     Route("POST", r"/api/admin/agents/{agent_id:\d+}/{action:disable|enable|remove}",
           admin.change_agent, signed_in(ADMIN)),
     Route("GET", "/api/admin/assistants", admin_assistants.assistants, signed_in(ADMIN)),
@@ -121,7 +125,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", r"/api/admin/assistants/{assistant_id:\d+}/{action:disable|enable|remove}",
           admin_assistants.change_assistant, signed_in(ADMIN)),
     Route("POST", "/api/admin/test-call", admin.test_call, signed_in(ADMIN)),
-    Route("GET", "/api/admin/audit", admin.audit_log, signed_in(ADMIN)),
+    Route("GET", "/api/admin/audit", audit.audit_log, signed_in(ADMIN)),
     Route("GET", "/api/admin/sip-blocks", sip_blocks_api.blocked_addresses, signed_in(ADMIN)),
     Route("POST", r"/api/admin/sip-blocks/{address:[0-9a-fA-F.:]{2,45}}/lift",
           sip_blocks_api.lift_block, signed_in(ADMIN)),
@@ -208,6 +212,7 @@ def setup_dashboard(
         ),
         softphone=softphone,
     )
+    dashboard.templates.globals.update(template_globals(options.site))
     app[DASHBOARD] = dashboard
     policy = route_policy(app)
     for route in ROUTES:
