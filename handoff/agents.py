@@ -73,6 +73,34 @@ PRESENCE: StateMachine[Presence, PresenceEvent] = StateMachine("presence", Prese
     (Presence.AVAILABLE, PresenceEvent.MISSED_OFFERS): Presence.AWAY,
 })
 
+class AgentState(enum.StrEnum):
+    """What an agent is doing, as every view says it (board, admin table, metrics): the
+    presence they chose, except that a call in progress comes first."""
+
+    ON_CALL = "on_call"
+    WRAP_UP = "wrap_up"
+    AVAILABLE = "available"
+    AWAY = "away"
+    OFF_DUTY = "off_duty"
+
+
+def agent_state(presence: Presence, on_call: bool) -> AgentState:
+    """`on_call`: the agent accepted a handoff that is not over (AgentsRepo.busy_agent_ids).
+
+    Presence alone says "available" while the agent talks to a caller (it is what they
+    come back to), and an agent who goes off duty mid-call is still on that call until
+    it ends: the call decides.
+    """
+    if on_call:
+        return AgentState.ON_CALL
+    return {
+        Presence.OFFLINE: AgentState.OFF_DUTY,
+        Presence.AVAILABLE: AgentState.AVAILABLE,
+        Presence.AWAY: AgentState.AWAY,
+        Presence.WRAP_UP: AgentState.WRAP_UP,
+    }[presence]
+
+
 # Who the audit log names for a change nobody clicked (wrap-up, a phone gone quiet).
 CONTROLLER = "controller"
 

@@ -32,10 +32,11 @@ from handoff.handoffs import FailureReason, HandoffEvent
 from handoff.live.legs import add_when_in_stasis, bridge_of, owner_of, role_id
 from handoff.logs import mask_number
 from handoff.outbound import Outbound
-from handoff.recordings import HostPath, discard_recording, keep_recording
+from handoff.recordings import discard_recording, keep_recording
 from handoff.states import StateMachine
 from handoff.store import Store
 from pbx.ari import AriError, AriNotFound
+from pbx.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ class Callbacks:
     def __init__(
         self, ari: AriApi, store: Store, *, outbound: Outbound, app: str = "switchboard",
         ring_timeout_s: int = 30, recordings: Path | None = None,
-        host_path: HostPath | None = None, events: EventHub | None = None,
+        spool: Spool | None = None, events: EventHub | None = None,
         after_call: Callable[[int], None] | None = None,
     ) -> None:
         self.ari = ari
@@ -132,7 +133,7 @@ class Callbacks:
         self.after_call = after_call
         # Call-backs are recorded like every call (see CallControl: the same folder).
         self.recordings = recordings
-        self.host_path = host_path
+        self.spool = spool
         self.outbound = outbound
         self.app = app
         self.ring_timeout_s = ring_timeout_s
@@ -285,14 +286,17 @@ class Callbacks:
             handoff_end, failure, outcome = (HandoffEvent.FAIL, FailureReason.AGENT_NO_ANSWER,
                                              CallOutcome.FAILED)
         name = f"call-{cb.call_id}.wav"
+        # Taken before the transaction: from an Asterisk on another host it is a download.
+        if cb.connected.is_set():
+            kept: str | None = await keep_recording(name, self.spool, self.recordings)
+        else:
+            kept = None
+            await discard_recording(name, self.spool)  # only ringback: nobody talked
         async with self.store.transaction() as tx:
             await tx.handoffs.apply(cb.handoff_id, handoff_end, failure_reason=failure)
             await tx.calls.close(cb.call_id, outcome, end_cause=why[:64])
-            if cb.connected.is_set():
-                await tx.calls.set_recording(
-                    cb.call_id, keep_recording(name, self.host_path, self.recordings))
-            else:
-                discard_recording(name, self.host_path)  # only ringback: nobody talked
+            if kept is not None:
+                await tx.calls.set_recording(cb.call_id, kept)
 
     async def adopt(self) -> None:
         """After a (re)connect or a restart: take up the call-backs the ledger has open.

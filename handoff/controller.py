@@ -9,7 +9,6 @@ event stream reconciles before new commands are taken.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from handoff.live.engines import REJECT, Engines
 from handoff.outbound import Outbound
 from handoff.store import Store
 from handoff.supervision import Supervision
+from pbx.spool import Spool
 
 
 @dataclass
@@ -48,7 +48,7 @@ def build_controller(
     app: str = "switchboard",
     outbound: Outbound | None = None,
     recordings: Path | None = None,
-    host_path: Callable[[str], Path] | None = None,
+    spool: Spool | None = None,
     timing: Timing | None = None,
     supervisor_ring_timeout_s: int = 30,
     callback_ring_timeout_s: int = 30,
@@ -65,11 +65,11 @@ def build_controller(
     engines = Engines(store, builtin, unknown_numbers)
     outbound = outbound or Outbound(store)
     control = CallControl(ari, store, hub, engines, app=app, outbound=outbound,
-                          recordings=recordings, host_path=host_path, timing=timing)
+                          recordings=recordings, spool=spool, timing=timing)
     supervision = Supervision(control, ring_timeout_s=supervisor_ring_timeout_s)
     callbacks = Callbacks(ari, store, outbound=outbound, app=app,
                           ring_timeout_s=callback_ring_timeout_s, recordings=recordings,
-                          host_path=host_path, events=hub, after_call=control.wrap_up)
+                          spool=spool, events=hub, after_call=control.wrap_up)
     control.leave_alone(callbacks.owned, adopt=callbacks.adopt)
     ari.on_connect = control.reconcile
     return LiveServices(ari, control, supervision, callbacks)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter as Counter_
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from handoff.agents import AgentState, agent_state
 from handoff.events import (
     AGENTS_TOPIC,
     ALL_TOPICS,
@@ -56,13 +58,17 @@ class SwitchboardMetrics:
             buckets=SECONDS_BUCKETS, registry=registry)
         self.agents_on_duty = Gauge("switchboard_agents_on_duty", "agents on duty",
                                     registry=registry)
+        # The state the boards show (handoff.agents.agent_state): an agent talking to a
+        # caller counts as on a call, not as the "available" their presence still says.
+        self.agents = Gauge("switchboard_agents", "agents by state", ["state"],
+                            registry=registry)
         clients = Gauge("switchboard_dashboard_websocket_clients",
                         "dashboard tabs connected", registry=registry)
         clients.set_function(lambda: float(websocket_clients()))
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         async with self._events.subscribe(ALL_TOPICS) as sub:
-            await self._count_on_duty()
+            await self._count_agents()
             if ready is not None:
                 ready.set()
             while True:
@@ -80,8 +86,10 @@ class SwitchboardMetrics:
             self.calls_started.labels(assistant).inc()
         elif topic == CARDS_TOPIC and kind == EventType.CALL_ENDED:
             await self._call_ended(str(event["call_id"]))
-        elif topic == AGENTS_TOPIC:
-            await self._count_on_duty()
+            await self._count_agents()
+        elif topic in (AGENTS_TOPIC, CARDS_TOPIC):
+            # A card taken, withdrawn or re-offered puts an agent on, or off, a call.
+            await self._count_agents()
 
     async def _call_ended(self, call_id: str) -> None:
         async with self._store.transaction() as tx:
@@ -100,6 +108,11 @@ class SwitchboardMetrics:
                 self.time_to_connect.observe(
                     (handoff.connected_at - handoff.accepted_at).total_seconds())
 
-    async def _count_on_duty(self) -> None:
+    async def _count_agents(self) -> None:
         async with self._store.transaction() as tx:
-            self.agents_on_duty.set(sum(1 for a in await tx.agents.all() if a.on_duty))
+            agents = [a for a in await tx.agents.all() if a.enabled]
+            busy = await tx.agents.busy_agent_ids()
+        self.agents_on_duty.set(sum(1 for a in agents if a.on_duty))
+        states = Counter_(agent_state(a.presence, a.id in busy) for a in agents)
+        for state in AgentState:
+            self.agents.labels(state.value).set(states[state])

@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import wave
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from handoff.store import Store
+from pbx.spool import Spool
 
 # Enough columns for a wide screen; the page scales them to its canvas.
 DEFAULT_BUCKETS = 1000
@@ -30,42 +30,25 @@ class NotARecording(ValueError):
     pass
 
 
-# Where Asterisk writes a recording (`bridges/{id}/record`), relative to its spool folder;
-# `host_path` maps that to this host (inside the embedded Asterisk's root file system).
-HostPath = Callable[[str], Path]
-
-
-def _spool(name: str, host_path: HostPath | None) -> Path | None:
-    return host_path(f"recording/{name}") if host_path is not None else None
-
-
-def keep_recording(name: str, host_path: HostPath | None, recordings: Path | None) -> str:
+async def keep_recording(name: str, spool: Spool | None, recordings: Path | None) -> str:
     """Move a finished recording out of Asterisk's spool into our data folder.
 
-    Asterisk (embedded: inside its chroot) only writes into its own tree; the product
-    keeps recordings in its data folder so a rebuilt Asterisk never takes them along.
-    Returns the path to store (the bare name when there is nowhere to move it: the file
-    stays with Asterisk).
+    Asterisk only writes into its own tree (embedded: inside its chroot; an Asterisk
+    someone else runs: on its own host); the product keeps recordings in its data
+    folder so a rebuilt Asterisk never takes them along. Returns the path to store (the
+    bare name when there is nowhere to move it: the file stays with Asterisk).
     """
-    spool = _spool(name, host_path)
     if recordings is None or spool is None:
         return name
     target = recordings / name
-    if spool.exists():
-        recordings.mkdir(parents=True, exist_ok=True)
-        spool.replace(target)
-        if target.stat().st_uid != os.geteuid():
-            # Written by the account Asterisk runs as: the product's archive is the
-            # product's own, not that account's to change once the call is over.
-            os.chown(target, os.geteuid(), os.getegid())
+    await spool.take(name, target)
     return str(target)
 
 
-def discard_recording(name: str, host_path: HostPath | None) -> None:
+async def discard_recording(name: str, spool: Spool | None) -> None:
     """Delete a recording nobody needs from Asterisk's spool (if it is reachable)."""
-    spool = _spool(name, host_path)
     if spool is not None:
-        spool.unlink(missing_ok=True)
+        await spool.discard(name)
 
 
 # Recordings a retention pass lets go per transaction: a long-unpruned archive is worked

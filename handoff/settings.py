@@ -28,6 +28,7 @@ import os
 import tomllib
 import types
 import typing
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,19 @@ class AsteriskSettings:
     tls_key: str = ""
     # 0: any free port.
     tls_port: int = 8089
+    # An Asterisk Switchboard does not start (source = its ARI URL): the folder
+    # Switchboard writes that Asterisk's configuration to (shared with it, e.g. a
+    # volume), and the folders as that Asterisk sees them: where it reads the files, its
+    # own state (database, spool, logs), its modules and its sounds (astdatadir).
+    config_dir: str = ""
+    etc_dir: str = "/etc/asterisk"
+    state_dir: str = "/var/lib/switchboard-asterisk"
+    modules_dir: str = "/usr/lib/asterisk/modules"
+    share_dir: str = "/var/lib/asterisk"
+
+    @property
+    def external(self) -> bool:
+        return self.source.startswith(("http://", "https://"))
 
     @property
     def call_limit(self) -> int:
@@ -156,6 +170,10 @@ class DeskSettings:
     # Seconds an available agent spends in wrap-up after their part of a call (notes,
     # follow-up) before the next card; 0 turns it off. The agent can end it early.
     wrap_up_s: int = 15
+    # The zone every page shows times in (an IANA name, e.g. "Europe/Paris"): a call
+    # centre's people read the clock on the wall, wherever the server is. Empty: the
+    # server's own zone (/etc/localtime).
+    time_zone: str = ""
 
 
 @dataclass(frozen=True)
@@ -519,6 +537,13 @@ def validate(settings: Settings) -> None:
         except ValueError:
             raise SettingsError(f"security.never_block[{i}]: {network!r} is not an address "
                                 "or a network (10.0.0.0/8)") from None
+    if settings.desk.time_zone:
+        try:
+            zoneinfo.ZoneInfo(settings.desk.time_zone)
+        except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+            raise SettingsError(f"desk.time_zone: {settings.desk.time_zone!r} is not a time "
+                                "zone (an IANA name such as Europe/Paris, or empty for the "
+                                "server's)") from None
     if not 0 <= settings.desk.wrap_up_s <= 600:
         raise SettingsError(f"desk.wrap_up_s: {settings.desk.wrap_up_s}: 0 to 600 seconds")
     if not 0 <= settings.recordings.keep_days <= 36500:
@@ -550,7 +575,7 @@ def _check_certificates(settings: Settings) -> None:
     if settings.server.tls_cert:
         tls.server_context("server", settings.server.tls_cert, settings.server.tls_key)
     # An Asterisk someone else runs reads its files on its own machine.
-    if ast.tls_cert and not ast.source.startswith(("http://", "https://")):
+    if ast.tls_cert and not ast.external:
         tls.server_context("asterisk", ast.tls_cert, ast.tls_key)
     if ast.tls_port:
         check_port("asterisk.tls_port", ast.tls_port)

@@ -52,6 +52,14 @@ class CountryPlan:
     premium_short: tuple[str, ...] = ()
     # Numbers in the country code that are abroad all the same (NANP islands).
     abroad: tuple[str, ...] = ()
+    # What the pages show as an example where a number or a pattern is typed: a fictional
+    # number as this country writes it, and the patterns allowing its landlines out.
+    example: str = ""
+    pattern_example: str = ""
+
+    @property
+    def example_number(self) -> str:
+        return f"+{self.code}{self.example}"
 
 
 COUNTRIES: dict[str, CountryPlan] = {
@@ -59,16 +67,20 @@ COUNTRIES: dict[str, CountryPlan] = {
     # international, and are the classic destination of "one ring" and PBX fraud.
     "us": CountryPlan("1", "011", premium=("900", "976"), abroad=(
         "242", "246", "264", "268", "284", "345", "441", "473", "649", "658", "664",
-        "721", "758", "767", "784", "809", "829", "849", "868", "869", "876")),
+        "721", "758", "767", "784", "809", "829", "849", "868", "869", "876"),
+        example="2025550123", pattern_example="_NXXNXXXXXX _1NXXNXXXXXX"),
     # 09: premium rate; 087x: revenue sharing; 070: "personal" numbers that forward
     # anywhere at the caller's cost; 118xxx (dialled as is): directory enquiries. (0118
     # is Reading, a town.)
     "gb": CountryPlan("44", "00", premium=("9", "871", "872", "873", "70"),
-                      premium_short=("118",)),
+                      premium_short=("118",), example="2079460123",
+                      pattern_example="_0[1-3]XXXXXXXXX _+44[1-3]XXXXXXXXX"),
     # 0900: premium rate; 0137: mass calling (televoting); 118xy: directory enquiries.
-    "de": CountryPlan("49", "00", premium=("900", "137"), premium_short=("118",)),
+    "de": CountryPlan("49", "00", premium=("900", "137"), premium_short=("118",),
+                      example="30901820", pattern_example="_0[2-9]XXXXXX. _+49[2-9]XXXXXX."),
     # 089x: "numéros surtaxés"; 118xyz: directory enquiries.
-    "fr": CountryPlan("33", "00", premium=("89",), premium_short=("118",)),
+    "fr": CountryPlan("33", "00", premium=("89",), premium_short=("118",),
+                      example="123456789", pattern_example="_0[1-7]XXXXXXXX _+33[1-7]XXXXXXXX"),
 }
 
 

@@ -398,17 +398,33 @@ def write_tree(spec: InstanceSpec, host_root: Path, group: int | None = None) ->
     ``group`` (the unprivileged account Asterisk runs as), which may read them but not
     change them.
     """
-    files = render(spec)
     for inside in spec.dirs.all():
         (host_root / Path(inside).relative_to(spec.dirs.root)).mkdir(parents=True, exist_ok=True)
     etc = host_root / "etc"
     if group is not None:
         os.chown(etc, -1, group)
         etc.chmod(0o750)
+    return write_files(spec, etc, group)
+
+
+def write_files(spec: InstanceSpec, folder: Path, group: int | None = None) -> dict[str, str]:
+    """Render every .conf into ``folder`` (readable by ``group`` too if given). Each
+    file is replaced whole (written aside, then renamed): an Asterisk reloading at that
+    moment reads the old file or the new one, never half of one."""
+    files = render(spec)
     for name, text in files.items():
-        target = etc / name
-        target.write_text(text)
+        target = folder / name
+        partial = folder / f".{name}.part"
+        partial.write_text(text)
         if group is not None:
-            os.chown(target, -1, group)
-        target.chmod(0o600 if group is None else 0o640)
+            os.chown(partial, -1, group)
+        partial.chmod(0o600 if group is None else 0o640)
+        partial.replace(target)
     return files
+
+
+def required_modules(modules_conf: str) -> list[str]:
+    """The modules a rendered modules.conf ``require``s: what the product cannot run
+    without, and what an Asterisk it did not start is checked for."""
+    return [line.split("=", 1)[1].strip() for line in modules_conf.splitlines()
+            if line.startswith("require")]

@@ -37,7 +37,8 @@ from pbx.asterisk_config import (
 from pbx.installation import AsteriskUnavailable, Installation, locate
 from pbx.ports import PortInUse, PortRequest, allocate_ports
 from pbx.rootfs import Account
-from pbx.trunk_config import SipTrunk
+from pbx.spool import HostSpool
+from pbx.trunk_config import SipTrunk, to_register_again
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,17 @@ class AsteriskInstance:
         return self.spec.ari_user, self.spec.ari_password
 
     @property
+    def ami_host(self) -> str:
+        return "127.0.0.1"  # manager.conf binds AMI to loopback
+
+    @property
     def sip_port(self) -> int:
         return self.spec.ports.sip
+
+    @property
+    def config_dir(self) -> Path:
+        """Its configuration files, on this host."""
+        return self.host_root / "etc"
 
     @property
     def log_file(self) -> Path:
@@ -98,6 +108,10 @@ class AsteriskInstance:
         if self.install.root:
             return self.install.root.host_path(inside)
         return Path(inside)
+
+    def spool(self) -> HostSpool:
+        """Its recordings, moved out of its spool on this host."""
+        return HostSpool(lambda rel: self.host_path(f"{self.spec.dirs.spool}/{rel}"))
 
     def inside_path(self, host: Path) -> str:
         if self.install.root:
@@ -135,19 +149,15 @@ class AsteriskInstance:
         Asterisk reloads PJSIP and the dialplan. Calls in progress keep their channels
         and bridges; registered phones stay registered (their contacts live in
         Asterisk's database); a trunk whose registration changed registers again."""
-        before = set(self.spec.trunks)
+        before = self.spec.trunks
         self.spec = dataclasses.replace(
             self.spec, routes=routes, agents=agents,
             trunks=self.spec.trunks if trunks is None else trunks)
         self.render()
         await self.cli("module reload res_pjsip.so")
         await self.cli("dialplan reload")
-        kept = {t.name for t in before}
-        for trunk in self.spec.trunks:
-            if trunk.auth == "register" and trunk.name in kept and trunk not in before:
-                # A registration whose own section did not change keeps its binding (and
-                # its old credentials) until it expires: a new password is tried now.
-                await self.cli(f"pjsip send register {trunk.name}")
+        for trunk in to_register_again(before, self.spec.trunks):
+            await self.cli(f"pjsip send register {trunk.name}")
 
     async def apply_blocks(self, blocked: tuple[str, ...]) -> None:
         """Refuse these addresses from now on (and no others): PJSIP reloads its ACL.

@@ -69,3 +69,12 @@ class TrunkAccount:
 
     username: str
     password: str = field(repr=False)
+
+
+def to_register_again(before: tuple[SipTrunk, ...],
+                      after: tuple[SipTrunk, ...]) -> list[SipTrunk]:
+    """Registering trunks kept by name whose settings changed: a registration whose own
+    section did not change keeps its binding (and its old credentials) until it
+    expires after a reload, so a new password is tried at once only if asked."""
+    kept = {t.name for t in before}
+    return [t for t in after if t.auth == "register" and t.name in kept and t not in before]

@@ -120,10 +120,11 @@ def judge(trunk: SipTrunk, registration: str | None, endpoint: str,
 
 async def read_statuses(trunks: Sequence[SipTrunk], ami: Registrations,
                         endpoint_state: EndpointState,
-                        log_file: Path) -> dict[str, TrunkStatus]:
-    """Every trunk's status now."""
+                        log_file: Path | None) -> dict[str, TrunkStatus]:
+    """Every trunk's status now (without the carrier's last SIP answer when Asterisk's
+    log is on another host: ``log_file`` None)."""
     registered = await registrations(ami) if any(t.auth == "register" for t in trunks) else {}
-    failures = registration_errors(log_file) if registered else {}
+    failures = registration_errors(log_file) if registered and log_file else {}
     out = {}
     for trunk in trunks:
         out[trunk.name] = judge(trunk, registered.get(trunk.name),

@@ -41,9 +41,10 @@ from handoff.settings import Settings
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from handoff.supervision import Supervision
 from pbx import runtime
-from pbx.ami import AmiClient
+from pbx.ami import AmiClient, AmiLoginFailed
 from pbx.ari import AriClient
 from pbx.demo_caller import DemoCaller
+from pbx.external import ExternalAsterisk
 from pbx.security_events import SecurityEvents
 from pbx.trunk_status import TrunkStatus, endpoint_states
 from web.ai_api import API_PREFIX, setup_ai_api
@@ -52,7 +53,8 @@ from web.assistants import seat_builtin
 from web.dashboard.access import Shape, own_auth, public
 from web.dashboard.routes import route_policy, setup_dashboard
 from web.dashboard.tools import Tools, setup_tools
-from web.dashboard.typedefs import DASHBOARD, SoftphoneSettings
+from web.dashboard.typedefs import DASHBOARD, DashboardOptions, SoftphoneSettings
+from web.dashboard.words import Site
 from web.demo import DEMO_NUMBER, seed_demo
 from web.proxies import real_client
 from web.sip_blocks import BlockPolicy, SipBlocker
@@ -140,8 +142,7 @@ class Services:
         receptionist answers for the assistants now on it. True if anything changed."""
         pbx = self.telephony.pbx
         if pbx is None:
-            # An external Asterisk's configuration is its admin's, not ours to rewrite.
-            raise RuntimeError("this Asterisk is not run by Switchboard")
+            raise RuntimeError("the PBX is not running")
         async with self.directory_lock:
             reloaded = await sync_directory(self.store, pbx, self.telephony.fixed_trunks)
             receptionist = self.controller.receptionist
@@ -195,11 +196,7 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, telephony, controller = services.settings, services.telephony, services.controller
     pbx = telephony.pbx
     if pbx is None:
-        # An external Asterisk (docker compose): ARI from SWITCHBOARD_ASTERISK.
-        raise runtime.AsteriskUnavailable(
-            "an external Asterisk is configured; running the controller against it is "
-            "not supported yet (the docker compose deployment is a preview)"
-        )
+        raise runtime.AsteriskUnavailable("no PBX to control: telephony did not start")
     # One built-in receptionist for every assistant on the built-in engine: seated below
     # with a fresh token for each (and again whenever the assistants change). Straight to
     # our own listener: the public origin may be a proxy this host cannot reach, or a
@@ -217,13 +214,14 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
         outbound=Outbound(services.store, country=settings.asterisk.country,
                           settings_trunks=telephony.fixed_trunks),
         recordings=settings.data_path / "recordings",
-        host_path=lambda rel: pbx.host_path(f"{pbx.spec.dirs.spool}/{rel}"),
+        # Moved on this host, or (an Asterisk someone else runs) fetched through ARI.
+        spool=pbx.spool(),
         timing=Timing(wrap_up_s=float(settings.desk.wrap_up_s)),
     )
     control = live.control
     controller.ari, controller.control, controller.receptionist = ari, control, receptionist
     controller.supervision, controller.callbacks = live.supervision, live.callbacks
-    ami = AmiClient("127.0.0.1", pbx.spec.ports.ami, pbx.spec.ami_user, pbx.spec.ami_secret)
+    ami = AmiClient(pbx.ami_host, pbx.spec.ports.ami, pbx.spec.ami_user, pbx.spec.ami_secret)
     security = SecurityEvents(services.metrics)
     ami.on_security(security.observe)
     sec = settings.security
@@ -242,6 +240,8 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     await ari.start()
     # Calls do not wait for AMI: it only watches (it reconnects by itself).
     await ami.start()
+    if isinstance(pbx, ExternalAsterisk):
+        await ami_checked(ami, pbx)
     await ari.wait_ready(30)
     watching = [asyncio.create_task(phone_watch.run(), name="phone watch"),
                 asyncio.create_task(security.run(), name="security summaries"),
@@ -266,6 +266,28 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
         controller.control = None
 
 
+async def ami_checked(ami: AmiClient, pbx: ExternalAsterisk) -> None:
+    """An Asterisk someone else runs: its AMI account must be the one rendered (trunks'
+    new passwords are sent over it, and scanners are blocked from its security events);
+    a wrong secret stops start-up naming the variable."""
+    try:
+        await ami.wait_ready(15)
+    except AmiLoginFailed:
+        raise runtime.AsteriskUnavailable(
+            f"the Asterisk's AMI at {pbx.ami_host}:{pbx.spec.ports.ami} refused user "
+            f"{pbx.spec.ami_user!r}: its manager.conf holds another secret than "
+            "SWITCHBOARD_AMI_SECRET") from None
+    except TimeoutError:
+        raise runtime.AsteriskUnavailable(
+            f"no AMI answers at {pbx.ami_host}:{pbx.spec.ports.ami} (asterisk.ami_port; "
+            "the host is asterisk.source's)") from None
+
+    async def register(trunk: str) -> None:
+        await ami.send_action({"Action": "PJSIPRegister", "Registration": trunk})
+
+    pbx.register = register
+
+
 def print_banner(services: Services) -> None:
     settings, telephony = services.settings, services.telephony
     pbx, install = telephony.pbx, telephony.installation
@@ -274,12 +296,14 @@ def print_banner(services: Services) -> None:
         lines.append(f"  Asterisk    {install.version} ({install.where})")
     if pbx is not None:
         lines += [
-            f"  ARI         {pbx.ari_url} (loopback only)",
-            f"  SIP         udp {pbx.spec.bind_address}:{pbx.sip_port}; WebRTC "
+            f"  ARI         {pbx.ari_url}"
+            f"{'' if isinstance(pbx, ExternalAsterisk) else ' (loopback only)'}",
+            f"  SIP         udp {pbx.spec.bind_address}:{pbx.spec.ports.sip}; WebRTC "
             f"{telephony.softphone_url()}",
-            f"  Config      {pbx.host_root / 'etc'}",
-            f"  Logs        {pbx.log_file}",
+            f"  Config      {pbx.config_dir}",
         ]
+        if pbx.log_file is not None:
+            lines.append(f"  Logs        {pbx.log_file}")
     if telephony.adopted:
         lines.append("  (re-attached to the Asterisk a previous run left running)")
     if telephony.carrier is not None:
@@ -390,6 +414,8 @@ def build_app(settings: Settings) -> web.Application:
         app, store=services.store, hub=services.hub, commands=services.controller,
         origin=settings.origin, secure_cookies=settings.origin.startswith("https://"),
         softphone=SoftphoneSettings(services.telephony.softphone_url),
+        options=DashboardOptions(site=Site.of(settings.desk.time_zone,
+                                              settings.asterisk.country)),
     )
 
     async def test_call() -> str:

@@ -7,7 +7,6 @@ import asyncio
 import importlib.util
 import json
 import logging
-import os
 import secrets
 import sys
 from collections.abc import Awaitable, Callable
@@ -21,7 +20,7 @@ from handoff.receptionist import PromptError, make_prompts
 from handoff.settings import Settings, SettingsError, load
 from handoff.store import LastAdmin, Removed, Store, create_store_engine, upgrade_to_head
 from pbx import runtime
-from pbx.asterisk_config import Dirs, InboundRoute, InstanceSpec, Ports, render, rtp_ports_for
+from pbx.asterisk_config import Dirs, InboundRoute, InstanceSpec, render, write_files
 from pbx.config_values import ConfigValueError
 from web import (
     backup,
@@ -36,7 +35,8 @@ from web import (
 from web.app import build_app
 from web.dashboard.passwords import Passwords
 from web.demo import DEMO_NUMBER, RECEPTIONIST, demo_caller_voice
-from web.telephony import DIRECTORY_CHECK_S
+from web.external import Credentials, credentials, pbx_spec
+from web.telephony import DIRECTORY_CHECK_S, external_spec, fixed_trunks
 
 DEFAULT_CONFIG = Path("switchboard.toml")
 # Who the audit log names for a change made on the server's command line.
@@ -67,34 +67,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load(file, overrides=overrides)
 
 
-def _spec_from_settings(
-    settings: Settings, dirs: Dirs, ari_password: str, ami_secret: str
-) -> InstanceSpec:
-    ast = settings.asterisk
-    return InstanceSpec(
-        name="pbx",
-        dirs=dirs,
-        ports=Ports(
-            http=ast.http_port or 8088,
-            sip=ast.sip_port or 5060,
-            ami=ast.ami_port or 5038,
-            rtp_start=ast.rtp_start or 20000,
-            rtp_end=ast.rtp_end or 20000 + rtp_ports_for(ast.call_limit) - 1,
-        ),
-        max_calls=ast.call_limit,
-        ari_user="switchboard",
-        ari_password=ari_password,
-        ami_user="switchboard",
-        ami_secret=ami_secret,
-        bind_address=ast.bind_address,
-        media_address=ast.media_address,
-        sip_realm=ast.sip_realm,
-        country=ast.country,
-        trunks=tuple(t.trunk().sip() for t in settings.trunks),
-        routes=(InboundRoute(DEMO_NUMBER, RECEPTIONIST),),
-    )
-
-
 def cmd_config_check(args: argparse.Namespace) -> int:
     """Settings (file, environment, command line), then the database (web.install_check).
 
@@ -106,8 +78,10 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     placeholder = "placeholder-secret"
     try:
         settings = _settings(args)
-        spec = _spec_from_settings(
-            settings, Dirs(root="/srv/switchboard/check"), placeholder, placeholder)
+        spec = pbx_spec(settings, Dirs(root="/srv/switchboard/check"),
+                        Credentials("switchboard", placeholder, placeholder),
+                        routes=(InboundRoute(DEMO_NUMBER, RECEPTIONIST),),
+                        route_unknown=False)
         files = render(spec)
     except (SettingsError, ConfigValueError) as exc:
         if not args.json:
@@ -122,28 +96,36 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_config_render(args: argparse.Namespace) -> int:
-    """Write Asterisk's files for an Asterisk Switchboard does not start (docker compose).
-
-    The ARI and AMI secrets come from the environment so they never sit in the repo.
-    """
+    """Write every file an Asterisk Switchboard does not start needs (docker compose, a
+    distribution's package): from the settings and the store (assistants' numbers and
+    the catch-all, agents, trunks, TLS, blocked addresses), the secrets from the
+    environment so they never sit in a settings file or the repo. `run` writes the same
+    files to asterisk.config_dir again whenever they change (web.external)."""
     settings = _settings(args)
-    secrets = {}
-    for var in ("SWITCHBOARD_ARI_PASSWORD", "SWITCHBOARD_AMI_SECRET"):
-        value = os.environ.get(var, "")
-        if not value:
-            raise SettingsError(f"{var} must be set to render a configuration for deployment")
-        secrets[var] = value
-    out = Path(args.out)
+    account = credentials(settings)
+    out = Path(args.out or settings.asterisk.config_dir)
+    if not str(out) or str(out) == ".":
+        raise SettingsError("config render: give --out DIR, or set asterisk.config_dir")
+    fixed = fixed_trunks(settings, None)
+    holder: list[InstanceSpec] = []
+
+    async def from_store(store: Store) -> int:
+        holder.append(await external_spec(settings, store, account, fixed))
+        return 0
+
+    asyncio.run(_on_store(settings, from_store))
     out.mkdir(parents=True, exist_ok=True)
-    spec = _spec_from_settings(
-        settings,
-        Dirs(root=args.root, modules=args.modules, data=args.data, etc_dir=args.etc),
-        secrets["SWITCHBOARD_ARI_PASSWORD"],
-        secrets["SWITCHBOARD_AMI_SECRET"],
-    )
-    for name, text in render(spec).items():
-        (out / name).write_text(text)
-    print(f"wrote Asterisk configuration to {out}")
+    files = write_files(holder[0], out)
+    print(f"wrote {len(files)} Asterisk files to {out}")
+    if args.state_folders:
+        # Asterisk creates none of its folders: without var/lib its database cannot open
+        # and it exits at once ("ASTdb initialization failed").
+        dirs = holder[0].dirs
+        for inside in dirs.all():
+            if Path(inside).is_relative_to(dirs.root):
+                (Path(args.state_folders) / Path(inside).relative_to(dirs.root)).mkdir(
+                    parents=True, exist_ok=True)
+        print(f"made Asterisk's state folders under {args.state_folders}")
     return 0
 
 
@@ -427,13 +409,13 @@ def build_parser() -> argparse.ArgumentParser:
     render_cmd = config_sub.add_parser(
         "render", help="write Asterisk's files for an externally run Asterisk (docker compose)"
     )
-    render_cmd.add_argument("--out", required=True, help="folder to write the .conf files to")
-    render_cmd.add_argument(
-        "--root", default="/var/lib/switchboard-asterisk", help="Asterisk's state folder there"
-    )
-    render_cmd.add_argument("--etc", default="/etc/asterisk", help="where Asterisk reads them")
-    render_cmd.add_argument("--modules", default="/usr/lib/asterisk/modules")
-    render_cmd.add_argument("--data", default="/var/lib/asterisk")
+    # Asterisk's own folders are settings (asterisk.etc_dir, state_dir, modules_dir,
+    # share_dir), not options: `run` renders the same files again with them.
+    render_cmd.add_argument("--out", help="folder to write the .conf files to (default: "
+                            "asterisk.config_dir)")
+    render_cmd.add_argument("--state-folders", metavar="DIR",
+                            help="also make Asterisk's state folders (database, spool, "
+                            "logs) in DIR: asterisk.state_dir as this machine mounts it")
     render_cmd.set_defaults(func=cmd_config_render)
     systemd.add_parser(sub).set_defaults(func=cmd_systemd_render)
     return parser

@@ -200,11 +200,16 @@ def _people_without_passwords(installation: Installation) -> Iterator[tuple[Seve
                                      f"`switchboard user passwd {agent.login}`")
 
 
+def _real_installation(installation: Installation) -> Database | None:
+    """The database of an installation that has only what it was given (the demo adds
+    its people, its carrier and its assistant at start); None for the demo."""
+    return None if installation.settings.demo.enabled else installation.database
+
+
 @check("nobody_to_sign_in")
 def _nobody_to_sign_in(installation: Installation) -> Iterator[tuple[Severity, str]]:
-    db = installation.database
-    # The demo adds its people at start; a real installation has only those it was given.
-    if db is None or installation.settings.demo.enabled:
+    db = _real_installation(installation)
+    if db is None:
         return
     enabled = [a for a in db.agents if a.enabled]
     if not any(a.role is AgentRole.ADMIN for a in enabled):
@@ -307,10 +312,7 @@ def _trunks_without_allowed_patterns(
 
 @check("no_trunks")
 def _no_trunks(installation: Installation) -> Iterator[tuple[Severity, str]]:
-    db = installation.database
-    # The demo's carrier is its trunk; a real installation has only those it was given.
-    if db is None or installation.settings.demo.enabled:
-        return
-    if not any(t.enabled for t in db.trunks):
+    db = _real_installation(installation)
+    if db is not None and not any(t.enabled for t in db.trunks):
         yield Severity.WARNING, ("no trunk: no call can come in or go out; add one with "
                                  "`switchboard trunk add` or [[trunks]] in the settings")

@@ -51,7 +51,7 @@ def check_login(raw: str) -> str:
 
 async def add(
     tx: Transaction, passwords: Passwords, *, login: str, display_name: str,
-    role: AgentRole, endpoint_kind: EndpointKind, actor: str,
+    role: AgentRole, endpoint_kind: EndpointKind, actor: str, takes_calls: bool = True,
 ) -> NewPerson:
     """A new person with generated SIP credentials and a one-time dashboard password."""
     login = check_login(login)
@@ -67,10 +67,11 @@ async def add(
     agent = await tx.agents.create(
         login=login, display_name=name, role=role, sip_user=f"agent-{login}",
         sip_password=sip_password, endpoint_kind=endpoint_kind,
-        password_hash=passwords.hash(password),
+        password_hash=passwords.hash(password), takes_calls=takes_calls,
     )
     await tx.audit.record(actor, "agent_created", f"agent:{agent.id}",
-                          {"login": login, "role": role.value, "endpoint": endpoint_kind.value})
+                          {"login": login, "role": role.value, "endpoint": endpoint_kind.value,
+                           "takes_calls": takes_calls})
     return NewPerson(agent, password, sip_password)
 
 

@@ -1,7 +1,8 @@
 """Telephony: the Asterisk instances `run` starts (the PBX, its configuration rendered
 from the store, and the demo carrier that places test calls), or re-attaches to when a
-controller that crashed left them running with their calls; and the state file that
-tells `switchboard doctor`, the operator and the next run where they are."""
+controller that crashed left them running with their calls, or the Asterisk someone
+else runs (asterisk.source = its ARI URL: web.external); and the state file that tells
+`switchboard doctor`, the operator and the next run where they are."""
 
 from __future__ import annotations
 
@@ -13,17 +14,18 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from handoff.agents import EndpointKind
-from handoff.settings import Settings
+from handoff.settings import Settings, SettingsError
 from handoff.store import Store
 from handoff.trunks import Trunk
 from pbx import runtime
 from pbx.asterisk_config import (
     InboundRoute,
+    InstanceSpec,
     Ports,
     SipAgent,
     TlsListener,
@@ -31,10 +33,12 @@ from pbx.asterisk_config import (
     spec_to_dict,
 )
 from pbx.demo_caller import install_voice
+from pbx.external import ExternalAsterisk, split_ari_url
 from pbx.ports import claim_port
 from pbx.trunk_config import SipTrunk
 from web.demo import CARRIER_TRUNK, demo_caller_voice
 from web.doctor import read_state, state_file
+from web.external import Credentials, credentials, external_dirs, pbx_spec
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ class Telephony:
     """What `run` started or re-attached: the PBX and, for the demo, the carrier."""
 
     installation: runtime.Installation | None = None
-    pbx: runtime.AsteriskInstance | None = None
+    pbx: runtime.AsteriskInstance | ExternalAsterisk | None = None
     carrier: runtime.AsteriskInstance | None = None
     adopted: bool = False
     status: str = "starting"
@@ -71,7 +75,13 @@ async def start_telephony(settings: Settings, store: Store, telephony: Telephony
     install = await asyncio.to_thread(runtime.locate, ast.source, cache, ast.mirror)
     telephony.installation = install
     if install.kind == "external":
-        telephony.status = "external"
+        if settings.demo.test_caller:
+            log.info("demo.test_caller: no demo carrier beside an Asterisk Switchboard "
+                     "does not start")
+        telephony.fixed_trunks = fixed_trunks(settings, None)
+        telephony.pbx = await connect_external(settings, store, telephony.fixed_trunks)
+        telephony.installation = replace(install, version=telephony.pbx.version)
+        telephony.status = "ok"
         return
     if await reattach(settings, telephony, install):
         return
@@ -182,6 +192,45 @@ async def directory(
     return routes, agents, trunks
 
 
+async def external_spec(settings: Settings, store: Store, account: Credentials,
+                        fixed: Sequence[Trunk]) -> InstanceSpec:
+    """The configuration of an Asterisk Switchboard does not start, every file's content
+    from the store too: assistants' numbers (and the catch-all for the others), enabled
+    agents, trunks, and the addresses blocked now (`config render` and `run` alike)."""
+    routes, agents, trunks = await directory(store, fixed)
+    async with store.transaction() as tx:
+        blocked = tuple(sorted({b.address for b in await tx.blocks.active()}))
+    return pbx_spec(settings, external_dirs(settings), account, routes=routes,
+                    agents=agents, trunks=trunks, blocked=blocked)
+
+
+async def connect_external(settings: Settings, store: Store,
+                           fixed: Sequence[Trunk]) -> ExternalAsterisk:
+    """The Asterisk at asterisk.source, checked (version, modules), given the store's
+    configuration in asterisk.config_dir and reloaded, then checked to have taken it."""
+    ast = settings.asterisk
+    if not ast.config_dir:
+        raise SettingsError(
+            "asterisk.config_dir: must be set for an Asterisk Switchboard does not start: "
+            "the folder (a shared volume) Switchboard writes that Asterisk's configuration "
+            "to, so people, numbers and trunks added later reach it without a restart")
+    url, host, _, _ = split_ari_url(ast.source)
+    spec = await external_spec(settings, store, credentials(settings), fixed)
+    pbx = ExternalAsterisk(spec=spec, config_dir=Path(ast.config_dir), ari_url=url,
+                           ami_host=host)
+    try:
+        await pbx.check()
+        pbx.write()
+        await pbx.reload()
+        await pbx.check_taken()
+    except BaseException:
+        await pbx.stop()
+        raise
+    log.info("using %s at %s; its configuration is written to %s", pbx.version, url,
+             ast.config_dir)
+    return pbx
+
+
 async def routes_and_agents(
     store: Store,
 ) -> tuple[tuple[InboundRoute, ...], tuple[SipAgent, ...]]:
@@ -209,7 +258,7 @@ async def routes_and_agents(
 DIRECTORY_CHECK_S = 10.0
 
 
-async def sync_directory(store: Store, pbx: runtime.AsteriskInstance,
+async def sync_directory(store: Store, pbx: runtime.AsteriskInstance | ExternalAsterisk,
                          fixed: Sequence[Trunk] | None = None) -> bool:
     """Give the PBX the endpoints, numbers and (given the ``fixed`` trunks) trunks the
     store has now, if they changed: a disabled person's endpoint goes, so Asterisk
@@ -294,6 +343,7 @@ def write_state(settings: Settings, telephony: Telephony) -> Path | None:
         return None
     path = state_file(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
+    external = isinstance(pbx, ExternalAsterisk)
     state: dict[str, Any] = {
         "pid": os.getpid(),
         "dashboard_url": settings.origin,
@@ -303,12 +353,13 @@ def write_state(settings: Settings, telephony: Telephony) -> Path | None:
         "ari_url": pbx.ari_url,
         "ari_user": pbx.spec.ari_user,
         "ari_password": pbx.spec.ari_password,
-        "sip": f"udp:{pbx.spec.bind_address}:{pbx.sip_port}",
-        "config_dir": str(pbx.host_root / "etc"),
-        "log": str(pbx.log_file),
+        "sip": f"udp:{pbx.spec.bind_address}:{pbx.spec.ports.sip}",
+        "config_dir": str(pbx.config_dir),
+        "log": str(pbx.log_file or ""),
     }
-    for role, instance in (("pbx", pbx), ("carrier", telephony.carrier)):
-        if instance is not None:
+    # Only an Asterisk Switchboard started is re-attached to (or stopped) by a next run.
+    for role, instance in (("pbx", None if external else pbx), ("carrier", telephony.carrier)):
+        if isinstance(instance, runtime.AsteriskInstance):
             state[f"{role}_instance"] = {
                 "spec": spec_to_dict(instance.spec),
                 "host_root": str(instance.host_root),

@@ -33,7 +33,7 @@ TRUNK_CHECK_S = 5.0
 
 class TrunkWatch:
     def __init__(self, trunks: Callable[[], Sequence[SipTrunk]], ami: Registrations,
-                 endpoint_state: EndpointState, log_file: Path) -> None:
+                 endpoint_state: EndpointState, log_file: Path | None) -> None:
         self.trunks = trunks
         self.ami = ami
         self.endpoint_state = endpoint_state

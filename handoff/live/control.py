@@ -44,6 +44,7 @@ from handoff.live.transfer import Transfers
 from handoff.outbound import Outbound
 from handoff.store import Store
 from handoff.store.errors import NotFound
+from pbx.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class CallControl:
         app: str = "switchboard",
         outbound: Outbound | None = None,
         recordings: Path | None = None,
-        host_path: Callable[[str], Path] | None = None,
+        spool: Spool | None = None,
         timing: Timing | None = None,
     ) -> None:
         self.ari = ari
@@ -70,7 +71,7 @@ class CallControl:
         # The trunks calls out go through (the assistant's fallback number).
         self.outbound = outbound or Outbound(store)
         self.recordings = recordings
-        self.host_path = host_path
+        self.spool = spool
         self.timing = timing or Timing()
         self.registry = Registry()
         self._tasks: set[asyncio.Task[None]] = set()

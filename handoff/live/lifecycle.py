@@ -101,6 +101,9 @@ class Lifecycle(Flow):
                     await hang_up(self.ari, leg)
             await destroy(self.ari, live.bridge)
             talked_to: list[int | None] = []  # agents whose part of the call ends here
+            # Taken before the transaction: from an Asterisk on another host (its ARI
+            # stored recordings) it is a download, not a rename.
+            kept = await self.keep_recording(live) if live.recording else None
             async with self.store.transaction() as tx:
                 call = await tx.calls.get(live.call_id)
                 open_handoffs = await tx.handoffs.open_for_call(live.call_id)
@@ -125,8 +128,8 @@ class Lifecycle(Flow):
                 )
                 end_cause = f"hung up by the PBX (cause {cause})" if live.pbx_hangup else str(cause)
                 await tx.calls.close(live.call_id, outcome, end_cause=end_cause)
-                if live.recording:
-                    await tx.calls.set_recording(live.call_id, self.keep_recording(live))
+                if kept is not None:
+                    await tx.calls.set_recording(live.call_id, kept)
         for agent_id in talked_to:
             self.ctl.wrap_up(agent_id)
         self.ctl.registry.remove(live)
@@ -134,5 +137,6 @@ class Lifecycle(Flow):
         self.hub.publish(assistant_topic(live.assistant), CallEnded(live.call_id))
         log.info("call=%s ended (cause %s)", live.call_id, cause)
 
-    def keep_recording(self, live: LiveCall) -> str:
-        return keep_recording(f"{live.recording}.wav", self.ctl.host_path, self.ctl.recordings)
+    async def keep_recording(self, live: LiveCall) -> str:
+        return await keep_recording(f"{live.recording}.wav", self.ctl.spool,
+                                    self.ctl.recordings)

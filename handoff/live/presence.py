@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 from handoff.agents import CONTROLLER, PresenceEvent
 from handoff.events import AGENTS_TOPIC, AgentChanged
 from handoff.live.flow import Flow
+from handoff.live.reconcile import pbx_started
+from handoff.store.transitions import utc_now
 from pbx.ari import AriError, AriNotFound
 
 log = logging.getLogger(__name__)
+
+# After an Asterisk restart a desk phone's binding is back (it lives in Asterisk's
+# database), but its endpoint reads offline until the PBX's first OPTIONS to it, up to
+# qualify_frequency later (30 s, deskphone-aor in pjsip.conf.j2). Until then "offline"
+# says nothing about the phone.
+FIRST_QUALIFY_S = 30.0
 
 
 class Presence(Flow):
@@ -23,12 +32,18 @@ class Presence(Flow):
             # them up (nor does it count against them).
             async with asyncio.timeout(2.0):
                 endpoint = await self.ari.endpoints.get("PJSIP", sip_user)
+                if endpoint.get("state") == "online":
+                    return True
+                info = await self.ari.asterisk.info()
         except AriNotFound:
             return False
         except (AriError, TimeoutError) as exc:
             log.warning("could not ask the PBX about %s's phone: %r", sip_user, exc)
             return None
-        return endpoint.get("state") == "online"
+        started = pbx_started(info)
+        if started is not None and (utc_now() - started).total_seconds() < FIRST_QUALIFY_S:
+            return None
+        return False
 
     def wrap_up(self, agent_id: int | None) -> None:
         """The agent's part of a call is over: a short wrap-up before the next card."""
@@ -40,14 +55,18 @@ class Presence(Flow):
         # available, and end only if the agent is still in it: whatever they chose
         # meanwhile stands. A controller restart in between leaves the agent in wrap-up
         # until they choose (the desk shows it).
-        if not await self._move(agent_id, PresenceEvent.WRAP_UP_BEGINS):
+        # When it ends goes with the change (its audit line): the desk counts down to it.
+        ends_at = utc_now() + timedelta(seconds=self.timing.wrap_up_s)
+        if not await self._move(agent_id, PresenceEvent.WRAP_UP_BEGINS,
+                                ends_at=ends_at.isoformat()):
             return
         await asyncio.sleep(self.timing.wrap_up_s)
         await self._move(agent_id, PresenceEvent.WRAP_UP_ENDS)
 
-    async def _move(self, agent_id: int, event: PresenceEvent) -> bool:
+    async def _move(self, agent_id: int, event: PresenceEvent, **detail: str) -> bool:
         async with self.store.transaction() as tx:
-            change = await tx.agents.try_change_presence(agent_id, event, actor=CONTROLLER)
+            change = await tx.agents.try_change_presence(agent_id, event, actor=CONTROLLER,
+                                                         **detail)
         if change is None:
             return False
         self.hub.publish(AGENTS_TOPIC, AgentChanged(agent_id))

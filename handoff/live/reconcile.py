@@ -9,7 +9,7 @@ with an outcome, and legs or bridges that belong to no open call are removed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +30,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _parse_time(text: str) -> datetime | None:
+def pbx_started(info: Mapping[str, Any]) -> datetime | None:
+    """When the PBX last started, from ARI's /asterisk/info (None if it does not say)."""
     try:
-        return datetime.fromisoformat(text)
+        return datetime.fromisoformat(str(info.get("status", {}).get("startup_time", "")))
     except ValueError:
         return None
 
@@ -62,7 +63,7 @@ class Reconciler(Flow):
         live_channels = set(app["channel_ids"])
         live_bridges = set(app["bridge_ids"])
         info = await self.ari.asterisk.info()
-        pbx_started = _parse_time(str(info.get("status", {}).get("startup_time", "")))
+        started = pbx_started(info)
         async with self.store.transaction() as tx:
             # Call-backs (outbound) are the Callbacks' to reconcile.
             open_calls = list(await tx.calls.open_calls(CallDirection.INBOUND))
@@ -74,7 +75,7 @@ class Reconciler(Flow):
                                          live_channels)
                 kept |= legs_of(live)
             else:
-                restarted = pbx_started is not None and pbx_started > row.started_at
+                restarted = started is not None and started > row.started_at
                 await self._close_lost(row.id, restarted)
         for owned in self._other_owners:
             kept |= set(owned())

@@ -63,6 +63,7 @@ class AgentsRepo:
         skills: Iterable[str] = (),
         password_hash: str | None = None,
         seat: str | None = None,
+        takes_calls: bool = True,
     ) -> Agent:
         agent = Agent(
             login=login,
@@ -74,6 +75,7 @@ class AgentsRepo:
             skills=list(skills),
             password_hash=password_hash,
             seat=seat,
+            takes_calls=takes_calls,
             on_duty=False,
             presence=Presence.OFFLINE,
         )
@@ -238,6 +240,16 @@ class AgentsRepo:
 
     async def set_role(self, agent_id: int, role: AgentRole) -> Agent:
         return await self._update(agent_id, role=role)
+
+    async def set_takes_calls(self, agent_id: int, takes_calls: bool, *, actor: str) -> Agent:
+        """Whether the person takes calls; one who stops goes off duty with it, so no
+        card is offered to a desk that has no duty switch any more."""
+        agent = await self._update(agent_id, takes_calls=takes_calls)
+        await self._audit.record(actor, "takes_calls_change", f"agent:{agent_id}",
+                                 {"takes_calls": takes_calls})
+        if not takes_calls and agent.on_duty:
+            agent = await self.set_duty(agent_id, False, actor=actor, why="takes no calls")
+        return agent
 
     async def busy_agent_ids(self) -> set[int]:
         """Agents who accepted a handoff that is not over: on, or joining, a call."""

@@ -107,6 +107,9 @@ class Agent(Base):
         _enum_type(EndpointKind), default=EndpointKind.WEBRTC
     )
     skills: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    # False: a supervisor or admin who only supervises and administers: no duty, no
+    # cards, no presence on their desk (their phone still rings for supervision).
+    takes_calls: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
     on_duty: Mapped[bool] = mapped_column(default=False)
     presence: Mapped[Presence] = mapped_column(_enum_type(Presence), default=Presence.OFFLINE)
     seat: Mapped[str | None] = mapped_column(sa.String(64))

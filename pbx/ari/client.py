@@ -134,16 +134,8 @@ class AriClient(SupervisedClient[Event]):
 
         ``params`` go in the query string (None left out), ``body`` is sent as JSON.
         """
-        if self._closed:
-            raise AriUnavailable(0, method, path, "the ARI client is closed")
-        try:
-            async with self._http().request(
-                method, self.base_url + path, params=_query(params or {}), json=body
-            ) as resp:
-                text = await resp.text()
-                status, reason = resp.status, resp.reason or ""
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise AriUnavailable(0, method, path, _explain(exc)) from exc
+        status, reason, raw = await self._exchange(method, path, params, body)
+        text = raw.decode(errors="replace")
         data: Any
         try:
             data = json.loads(text) if text else None
@@ -152,6 +144,31 @@ class AriClient(SupervisedClient[Event]):
         if status >= 400:
             raise error_for(status, method, path, data, reason)
         return data
+
+    async def download(self, path: str) -> bytes:
+        """The body of a GET as it came (a stored recording's audio), or an AriError."""
+        status, reason, raw = await self._exchange("GET", path, None, None)
+        if status >= 400:
+            text = raw.decode(errors="replace")
+            try:
+                data: Any = json.loads(text) if text else None
+            except json.JSONDecodeError:
+                data = text
+            raise error_for(status, "GET", path, data, reason)
+        return raw
+
+    async def _exchange(
+        self, method: str, path: str, params: Mapping[str, Param] | None, body: Any,
+    ) -> tuple[int, str, bytes]:
+        if self._closed:
+            raise AriUnavailable(0, method, path, "the ARI client is closed")
+        try:
+            async with self._http().request(
+                method, self.base_url + path, params=_query(params or {}), json=body
+            ) as resp:
+                return resp.status, resp.reason or "", await resp.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise AriUnavailable(0, method, path, _explain(exc)) from exc
 
     # -- the event stream
 

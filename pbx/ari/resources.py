@@ -109,6 +109,7 @@ class _Resource:
     def __init__(self, client: AriClient) -> None:
         # One way to Asterisk for every resource: the client's session and typed errors.
         self._call = client.request
+        self._download = client.download
 
 
 class _MediaTarget(_Resource, Generic[T]):
@@ -414,6 +415,13 @@ class Recordings(_Resource):
         """Stop and discard the file."""
         await self._call("DELETE", f"/recordings/live/{_seg(name)}")
 
+    async def stored_file(self, name: str) -> bytes:
+        """A finished recording's audio, from Asterisk's spool on whatever host it runs."""
+        return await self._download(f"/recordings/stored/{_seg(name)}/file")
+
+    async def delete_stored(self, name: str) -> None:
+        await self._call("DELETE", f"/recordings/stored/{_seg(name)}")
+
 
 class Applications(_Resource):
     async def list(self) -> list[Application]:
@@ -436,3 +444,12 @@ class AsteriskSystem(_Resource):
 
     async def ping(self) -> dict[str, str]:
         return cast(dict[str, str], await self._call("GET", "/asterisk/ping"))
+
+    async def modules(self) -> list[dict[str, Any]]:
+        """Every module Asterisk knows: ``name`` (res_pjsip.so), ``status`` (Running)."""
+        return cast(list[dict[str, Any]], await self._call("GET", "/asterisk/modules"))
+
+    async def reload_module(self, name: str) -> None:
+        """What `module reload NAME` does on the CLI, through ARI's own user: no AMI
+        command or system class is needed to make Asterisk read its files again."""
+        await self._call("PUT", f"/asterisk/modules/{_seg(name)}")

@@ -61,4 +61,4 @@ async def test_an_admin_adds_a_registering_trunk_and_sees_its_status(
     assert row is not None
     assert (row.patterns, row.allow_international, row.password) == (
         ["_NXXNXXXXXX", "_1NXXNXXXXXX"], True, "s3cret-pass")
-    await expect(page.locator("#audit")).to_contain_text("trunk_changed")
+    await expect(page.locator("#audit")).to_contain_text("changed trunk acme")

@@ -212,7 +212,7 @@ async def test_the_supervisor_board_follows_calls_as_they_start_and_end(
     handoff = await offer_card(served.store, served.events, caller_name="Jeanne Martin")
     row = page.locator(f'#live-calls tr[data-call="{handoff.call_id}"]')
     await expect(row).to_contain_text("Jeanne Martin", timeout=3_000)
-    await expect(row).to_contain_text("handoff pending")
+    await expect(row).to_contain_text("Waiting for a person")
 
     async with served.store.transaction() as tx:
         await tx.handoffs.apply(handoff.id, HandoffEvent.CALLER_HUNG_UP)

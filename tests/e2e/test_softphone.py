@@ -9,6 +9,7 @@ they are talking to, frame by frame.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Dialog, Page, expect
+from playwright.async_api import Error as PlaywrightError
 
 from handoff.agents import Presence
 from handoff.calls import CallDirection, CallOutcome, CallState, Speaker
@@ -25,6 +27,7 @@ from handoff.handoffs import FailureReason, HandoffState
 from handoff.phone_watch import PhoneWatch
 from handoff.store.models import Call, Handoff
 from pbx import runtime
+from pbx.asterisk_config import InstanceSpec
 from tests.integration.asterisk_helpers import assert_quiet
 from tests.tools_fixtures import finished_call
 from tests.waiting import until
@@ -133,6 +136,8 @@ async def test_an_agent_accepts_a_live_call_in_the_browser_talks_mutes_and_ends_
     await expect(page.locator("#call-caller")).to_contain_text("Test Caller")
     await expect(page.locator("#call-transcript")).to_contain_text("my parcel must follow")
     await expect(page.locator("#call-timer")).not_to_have_text("0:00", timeout=5000)
+    # The top bar says the call, whatever the presence menu (what the agent returns to).
+    await expect(page.locator("#my-state")).to_have_text("On a call")
 
     # A line added to the transcript (as the AI control API does) is pushed to the
     # panel at once, not at its next slow poll (10 s).
@@ -172,6 +177,10 @@ async def test_an_agent_accepts_a_live_call_in_the_browser_talks_mutes_and_ends_
 
     await page.click("#call-end")
     await expect(page.locator("#call")).to_be_hidden()
+    # A normal end is news, not an error: not in the red problems are shown in.
+    notice = page.locator("#notice")
+    await expect(notice).to_have_text("The call ended.")
+    assert await notice.evaluate("node => getComputedStyle(node).color") != "rgb(198, 40, 40)"
     call = await until(lambda: _closed(product, call_id))
     assert call.outcome is CallOutcome.COMPLETED_BY_AGENT
     async with product.store.transaction() as tx:
@@ -205,8 +214,13 @@ async def test_return_to_ai_gives_the_caller_back_to_the_ai_and_frees_the_agent(
     assert call.outcome is CallOutcome.COMPLETED_BY_AI  # the AI had the caller at the end
 
 
+# R9's bound: the PBX's media timeout for browser phones (webrtc_rtp_timeout, counted
+# from the agent's last packet), plus a second for the AI leg to rejoin and be heard.
+AGENT_GONE_BOUND_S = InstanceSpec.webrtc_rtp_timeout + 1.0
+
+
 @pytest.mark.parametrize("how", ["tab_closed_as_it_connected", "tab_closed_mid_call",
-                                 "network_gone_mid_call"])
+                                 "network_gone_mid_call", "tab_crashed_mid_call"])
 async def test_an_agent_gone_mid_call_gives_the_caller_back_to_the_ai_and_reoffers(
     how: str, agent_context: BrowserContext, product: Desk,
 ) -> None:
@@ -222,11 +236,18 @@ async def test_an_agent_gone_mid_call_gives_the_caller_back_to_the_ai_and_reoffe
         # No BYE and no more media, as when the agent's network dies: the PBX's media
         # timeout for browser phones ends the leg.
         await page.evaluate("window.switchboardPhone.session.connection.close()")
+    elif how == "tab_crashed_mid_call":
+        # The tab's process dies (killed, out of memory): no script runs, so no BYE;
+        # its socket closes under it and its media stop.
+        cdp = await agent_context.new_cdp_session(page)
+        with contextlib.suppress(PlaywrightError, TimeoutError):
+            await asyncio.wait_for(cdp.send("Page.crash"), 5)
     else:
         await page.close()  # the softphone hangs up on its way out
     back = await product.heard(caller, "ai", gone, timeout=20)
     print(f"\n{how} -> caller hears the AI again: {(back - gone) * 1000:.0f} ms")
     log.warning("%s -> caller hears the AI again: %.0f ms", how, (back - gone) * 1000)
+    assert back - gone <= AGENT_GONE_BOUND_S, f"{back - gone:.1f} s"
 
     # The AI rejoins before the ledger is written (the caller must not wait for it).
     attempts = await until(lambda: _attempts(product, call_id, 2))

@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 
 from pbx import runtime
+from tests.faults import Baseline, back_to
 from tests.integration.asterisk_helpers import assert_quiet
 from web.bench.rig import Pair, asterisk_pair
 
@@ -51,3 +52,13 @@ async def quiet_pair(pair: Pair) -> AsyncIterator[Pair]:
     yield pair
     await assert_quiet(pair.pbx)
     await assert_quiet(pair.carrier)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def no_leaks(pair: Pair) -> AsyncIterator[None]:
+    """R13 for a whole module: this process's descriptors, threads and tasks are back to
+    what they were before its first test (the shared pair started first, so it is part
+    of the baseline). A module opts in with ``pytest.mark.usefixtures("no_leaks")``."""
+    before = Baseline.now()
+    yield
+    await back_to(before)

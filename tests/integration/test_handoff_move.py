@@ -6,6 +6,7 @@ import asyncio
 import time
 import wave
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -415,6 +416,10 @@ async def test_the_wrap_up_is_audited_as_the_controllers_when_it_begins_and_when
         ("controller", f"agent:{r.agent_id}", "available", "wrap_up_begins", "wrap_up"),
         ("controller", f"agent:{r.agent_id}", "wrap_up", "wrap_up_ends", "available"),
     ]
+    # The beginning says when it ends (the desk counts down to it), and it ends no sooner.
+    began, ended = (line.at.replace(tzinfo=line.at.tzinfo or UTC) for line in lines)
+    ends_at = datetime.fromisoformat(lines[0].detail["ends_at"])
+    assert began < ends_at <= ended
 
 
 async def _presence_is(r: Rig, presence: Presence) -> bool:

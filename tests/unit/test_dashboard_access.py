@@ -324,7 +324,10 @@ async def test_role_matrix_every_route_answers_as_the_policy_says(
                                  method=method)
             cell = (identity, method, path, response.status)
             if expected == "open":
-                assert response.status not in (401, 403), cell
+                # Let through, and answered: a 500 is no answer (a route that crashes
+                # on a request its role may send is a fault, not an access decision).
+                # A 503 is one: what the route needs (the PBX) is not running here.
+                assert response.status not in (401, 403, 500), cell
             elif expected == "login_page":
                 assert response.status == 303, cell
                 assert response.headers["Location"].startswith("/login"), cell

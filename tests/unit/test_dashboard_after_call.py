@@ -107,7 +107,7 @@ async def test_history_page_renders_rows_and_asks_anonymous_visitors_to_sign_in(
     await browser.login("alice")
     async with browser.http.get("/history") as response:
         page = await response.text()
-    assert response.status == 200 and "+33999999999" in page and "completed by agent" in page
+    assert response.status == 200 and "+33999999999" in page and "Handled by a person" in page
 
 
 async def test_a_conversation_is_open_while_something_is_pending_and_resolves_by_hand(

@@ -75,7 +75,8 @@ async def test_a_tab_gets_a_snapshot_then_numbered_deltas_as_cards_come_and_go(
             "handoff_id": handoff.id, "call_id": handoff.call_id,
             "caller_number": "+33123456789", "caller_name": "Jeanne Martin",
             "summary": "Disputes an invoice", "reason": "caller_request", "topic": "billing",
-            "priority": 0, "urgency": "normal", "attempt": 1, "waiting_since": None,
+            "why": "Asked for a person · Billing", "priority": 0, "urgency": "normal",
+            "attempt": 1, "waiting_since": None,
             "targeted": False, "note": "",
         }
         served.events.publish(CARDS_TOPIC, Taken(handoff.id, served.people["bob"].id))

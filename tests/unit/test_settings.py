@@ -82,6 +82,8 @@ def test_unknown_environment_key_is_named() -> None:
         ("[database]\nurl = 'mysql://x'\n", r"database\.url: 'mysql'"),
         ("log_level = 'loud'\n", r"log_level: 'loud'"),
         ("[desk]\nwrap_up_s = -1\n", r"desk\.wrap_up_s: -1: 0 to 600 seconds"),
+        ("[desk]\ntime_zone = 'Mars/Olympus'\n",
+         r"desk\.time_zone: 'Mars/Olympus' is not a time zone"),
         ("[recordings]\nkeep_days = -5\n", r"recordings\.keep_days: -5: 0 \(keep them all\)"),
         ("[desk]\nwrap_up = 10\n", r"desk\.wrap_up"),
         ("[routing]\nunknown_numbers = 'no body'\n",

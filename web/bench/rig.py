@@ -217,9 +217,12 @@ async def rig(
     check_ledger: bool = True,
     *,
     outbound: Callable[[Store], Outbound] = carrier_outbound,
+    ari_url: str | None = None,
 ) -> AsyncIterator[Rig]:
     """The controller wired to a started ``world`` (whose engine address it uses); calls
-    out go through the trunks ``outbound`` gives for the rig's store.
+    out go through the trunks ``outbound`` gives for the rig's store. ``ari_url``: where
+    the controller reaches the PBX's ARI, when not directly (through a path a fault
+    drill cuts).
 
     On a normal exit every call must have ended with an outcome (``check_ledger``);
     a test that leaves calls up on purpose, to adopt them later, turns that off.
@@ -268,11 +271,12 @@ async def rig(
     async with engine.begin() as connection:
         await connection.execute(update(Agent).where(Agent.id == agent_id).values(
             on_duty=True, presence=Presence.AVAILABLE))
-    pbx_ari = AriClient(pbx.ari_url, *pbx.ari_auth, apps="switchboard", key=call_key)
+    pbx_ari = AriClient(ari_url or pbx.ari_url, *pbx.ari_auth, apps="switchboard",
+                        key=call_key)
     live = build_controller(
         pbx_ari, store, EventHub(), outbound=outbound(store),
         recordings=db_path.parent / "recordings",
-        host_path=lambda rel: pbx.host_path(f"{pbx.spec.dirs.spool}/{rel}"),
+        spool=pbx.spool(),
         timing=timing, supervisor_ring_timeout_s=5, callback_ring_timeout_s=5,
     )
     await pbx_ari.start()

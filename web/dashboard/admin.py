@@ -1,17 +1,16 @@
-"""The admin API: agents (with SIP credentials), a test call, the audit log (assistants:
-admin_assistants.py). Every change is written to the audit log with the admin's login."""
+"""The admin API: agents (with SIP credentials), a test call (assistants:
+admin_assistants.py; the audit log: audit.py). Every change is written to the audit log
+with the admin's login."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from aiohttp import web
 
 from handoff.agents import AgentRole, EndpointKind
 from handoff.events import AGENTS_TOPIC, AgentChanged
 from handoff.store import LastAdmin, NotFound, Removed
-from handoff.store.models import AuditEvent
 from web import people
 from web.dashboard.board import AgentView
 from web.dashboard.guard import json_error
@@ -21,9 +20,6 @@ from web.dashboard.typedefs import DASHBOARD, VIEWER
 from web.dashboard.views import json_body
 
 log = logging.getLogger(__name__)
-
-AUDIT_PAGE = 200
-
 
 async def reload_directory(request: web.Request, login: str) -> bool:
     """Have the running PBX render its endpoints and numbers again (and the built-in
@@ -53,12 +49,15 @@ async def create_agent(request: web.Request) -> web.Response:
     except ValueError:
         return json_error(400, "bad_request",
                           "role is agent, supervisor or admin; endpoint_kind webrtc or deskphone")
+    takes_calls = body.get("takes_calls", True)
+    if not isinstance(takes_calls, bool):
+        return json_error(400, "bad_request", "takes_calls must be true or false")
     try:
         async with dashboard.store.transaction() as tx:
             new = await people.add(
                 tx, dashboard.passwords, login=str(body.get("login", "")),
                 display_name=str(body.get("display_name", "")), role=role,
-                endpoint_kind=kind, actor=viewer.login)
+                endpoint_kind=kind, actor=viewer.login, takes_calls=takes_calls)
     except people.PersonRefused as exc:
         return json_error(409 if exc.error == "login_taken" else 400, exc.error, exc.reason)
     applied = await reload_directory(request, new.agent.login)
@@ -97,6 +96,24 @@ async def change_agent(request: web.Request) -> web.Response:
                               "endpoint_live": applied})
 
 
+async def set_takes_calls(request: web.Request) -> web.Response:
+    """Whether a person takes calls: a supervisor or admin who does not gets no duty
+    switch; one who stops goes off duty at once."""
+    dashboard, viewer = request.app[DASHBOARD], request[VIEWER]
+    agent_id = int(request.match_info["agent_id"])
+    takes_calls = (await json_body(request)).get("takes_calls")
+    if not isinstance(takes_calls, bool):
+        return json_error(400, "bad_request", "takes_calls must be true or false")
+    try:
+        async with dashboard.store.transaction() as tx:
+            agent = await tx.agents.set_takes_calls(agent_id, takes_calls, actor=viewer.login)
+            busy = await tx.agents.busy_agent_ids()
+    except NotFound:
+        return json_error(404, "not_found", f"no agent {agent_id}")
+    dashboard.events.publish(AGENTS_TOPIC, AgentChanged(agent_id))
+    return web.json_response({"agent": AgentView.of(agent, busy).to_json()})
+
+
 async def test_call(request: web.Request) -> web.Response:
     viewer = request[VIEWER]
     place = tools_of(request).test_call
@@ -110,17 +127,3 @@ async def test_call(request: web.Request) -> web.Response:
     async with request.app[DASHBOARD].store.transaction() as tx:
         await tx.audit.record(viewer.login, "test_call", f"number:{number}")
     return web.json_response({"calling": number}, status=202)
-
-
-def audit_json(e: AuditEvent) -> dict[str, Any]:
-    return {"id": e.id, "at": e.at.isoformat(), "actor": e.actor, "action": e.action,
-            "subject": e.subject, "detail": e.detail}
-
-
-async def audit_log(request: web.Request) -> web.Response:
-    raw = request.query.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= AUDIT_PAGE:
-        return json_error(400, "bad_request", f"limit is 1 to {AUDIT_PAGE}")
-    async with request.app[DASHBOARD].store.transaction() as tx:
-        events = [audit_json(e) for e in await tx.audit.recent(int(raw))]
-    return web.json_response({"events": events})

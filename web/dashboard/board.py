@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from handoff.agents import AgentRole, Presence
+from handoff.agents import AgentRole, AgentState, Presence, agent_state
 from handoff.handoffs import urgency
 from handoff.store.models import Agent, Call, Handoff
 from web.dashboard.access import ROLE_RANK
+from web.dashboard.words import why
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,8 @@ class Card:
             "summary": self.summary,
             "reason": self.reason,
             "topic": self.topic,
+            # What the card says: "Asked for a person · Billing" (web.dashboard.words).
+            "why": why(self.reason, self.topic),
             "priority": self.priority,
             "urgency": urgency(self.priority),
             "attempt": self.attempt,
@@ -98,18 +101,33 @@ class AgentView:
     # On a call, or with one being put through (HandoffsRepo.accept refuses them): their
     # desk offers no cards until it is over.
     busy: bool
+    # False: supervises or administers only; their desk has no duty switch.
+    takes_calls: bool = True
+    # When the controller ends the wrap-up it began after the agent's call (the desk
+    # counts down to it); None for a wrap-up the agent chose, which lasts until they
+    # choose again.
+    wrap_up_until: datetime | None = None
 
     @classmethod
-    def of(cls, agent: Agent, busy_ids: Collection[int]) -> AgentView:
+    def of(cls, agent: Agent, busy_ids: Collection[int], *,
+           wrap_up_until: datetime | None = None) -> AgentView:
         """`busy_ids`: AgentsRepo.busy_agent_ids(), read in the same transaction."""
         return cls(agent.id, agent.login, agent.display_name, agent.role,
-                   agent.on_duty, agent.presence, agent.id in busy_ids)
+                   agent.on_duty, agent.presence, agent.id in busy_ids,
+                   agent.takes_calls,
+                   wrap_up_until if agent.presence is Presence.WRAP_UP else None)
+
+    @property
+    def state(self) -> AgentState:
+        return agent_state(self.presence, self.busy)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id, "login": self.login, "display_name": self.display_name,
             "role": self.role.value, "on_duty": self.on_duty,
             "presence": self.presence.value, "busy": self.busy,
+            "state": self.state.value, "takes_calls": self.takes_calls,
+            "wrap_up_until": self.wrap_up_until.isoformat() if self.wrap_up_until else None,
         }
 
 

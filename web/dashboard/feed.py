@@ -10,15 +10,18 @@ never overtake the "offered" of the same card.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from datetime import datetime
 
+from handoff.agents import Presence, PresenceEvent, audit_action
 from handoff.events import AGENTS_TOPIC, CALLS_TOPIC, CARDS_TOPIC, Event, EventHub, EventType
 from handoff.handoffs import HandoffState
 from handoff.store import NotFound, Store, Transaction
-from handoff.store.models import Handoff
+from handoff.store.models import Agent, Handoff
 from web.dashboard.board import AgentView, Audience, Board, Card, Change
 
 log = logging.getLogger(__name__)
@@ -60,11 +63,25 @@ async def _queue_members(tx: Transaction, handoff: Handoff) -> frozenset[int] | 
     return frozenset(m.agent_id for m in await tx.queues.members(queue.id))
 
 
+async def agent_view(tx: Transaction, agent: Agent, busy_ids: Collection[int]) -> AgentView:
+    """The agent as the boards show them, with when their wrap-up ends if the controller
+    timed it (the end is in the audit line of its beginning, so a restarted process
+    counts down to the same moment)."""
+    until = None
+    if agent.presence is Presence.WRAP_UP:
+        began = await tx.audit.last(f"agent:{agent.id}", audit_action(
+            PresenceEvent.WRAP_UP_BEGINS))
+        if began is not None and began.detail.get("event") == PresenceEvent.WRAP_UP_BEGINS:
+            with contextlib.suppress(TypeError, ValueError):
+                until = datetime.fromisoformat(str(began.detail.get("ends_at")))
+    return AgentView.of(agent, busy_ids, wrap_up_until=until)
+
+
 async def current_state(store: Store) -> tuple[list[Card], list[AgentView]]:
     async with store.transaction() as tx:
         cards = [await card_for(tx, handoff) for handoff in await tx.handoffs.offered()]
         busy = await tx.agents.busy_agent_ids()
-        agents = [AgentView.of(agent, busy) for agent in await tx.agents.all()]
+        agents = [await agent_view(tx, agent, busy) for agent in await tx.agents.all()]
     return cards, agents
 
 
@@ -211,7 +228,7 @@ class Feed:
     async def _load_agent(self, agent_id: int) -> AgentView | None:
         async with self._store.transaction() as tx:
             try:
-                return AgentView.of(await tx.agents.get(agent_id),
-                                    await tx.agents.busy_agent_ids())
+                return await agent_view(tx, await tx.agents.get(agent_id),
+                                        await tx.agents.busy_agent_ids())
             except NotFound:
                 return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from web.dashboard.sessions import Viewer
 from web.dashboard.tools import tools_of, unavailable
 from web.dashboard.typedefs import DASHBOARD, VIEWER
 from web.dashboard.views import busy_reason, json_body, render
+from web.dashboard.words import Site
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,9 @@ class BadFilter(ValueError):
     pass
 
 
-def parse_filter(query: dict[str, str], viewer: Viewer) -> CallFilter:
-    """The history filters from a query string; BadFilter says which one is wrong."""
+def parse_filter(query: dict[str, str], viewer: Viewer, site: Site) -> CallFilter:
+    """The history filters from a query string (dates are the site's days); BadFilter
+    says which one is wrong."""
     outcome = None
     if query.get("outcome"):
         try:
@@ -63,13 +64,8 @@ def parse_filter(query: dict[str, str], viewer: Viewer) -> CallFilter:
         if not query["agent"].isdigit():
             raise BadFilter("agent is an agent id")
         agent_id = int(query["agent"])
-    since = until = None
     try:
-        if query.get("from"):
-            since = datetime.combine(date.fromisoformat(query["from"]), datetime.min.time(), UTC)
-        if query.get("to"):
-            until = datetime.combine(date.fromisoformat(query["to"]), datetime.min.time(),
-                                     UTC) + timedelta(days=1)
+        since, until = site.day_range(query.get("from"), query.get("to"))
     except ValueError:
         raise BadFilter("from and to are dates (YYYY-MM-DD)") from None
     number = query.get("number", "").strip()
@@ -98,7 +94,7 @@ def row_json(row: HistoryRow) -> dict[str, Any]:
 
 async def _history(request: web.Request) -> tuple[CallFilter, list[HistoryRow]]:
     viewer = request[VIEWER]
-    where = parse_filter(dict(request.query), viewer)
+    where = parse_filter(dict(request.query), viewer, request.app[DASHBOARD].options.site)
     offset = int(request.query["offset"]) if request.query.get("offset", "").isdigit() else 0
     async with request.app[DASHBOARD].store.transaction() as tx:
         rows = await tx.history.calls(where, offset=offset)
@@ -150,8 +146,8 @@ async def contact_page(request: web.Request) -> web.Response:
             notes = await tx.notes.for_call(row.call.id)
             calls.append({**row_json(row),
                           "transcript": [(s.speaker.value, s.text) for s in segments],
-                          "notes": [(n.at.isoformat(timespec="minutes"), n.text) for n in notes]})
-        contact_notes = [(n.at.isoformat(timespec="minutes"), n.text)
+                          "notes": [(n.at.isoformat(), n.text) for n in notes]})
+        contact_notes = [(n.at.isoformat(), n.text)
                          for n in await tx.notes.for_contact(number) if n.call_id is None]
     return render(request, "contact.html", number=number, conversation=conversation,
                   calls=calls, contact_notes=contact_notes)

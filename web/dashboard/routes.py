@@ -24,6 +24,7 @@ from web.dashboard import (
     admin,
     admin_assistants,
     admin_queues,
+    audit,
     calls_api,
     history,
     sip_blocks_api,
@@ -47,6 +48,7 @@ from web.dashboard.typedefs import (
     DashboardOptions,
     SoftphoneSettings,
 )
+from web.dashboard.words import template_globals
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,8 @@ ROUTES: tuple[Route, ...] = (
           supervision_api.supervise, signed_in(SUPERVISOR)),
     # Admin (admin.py).
     Route("POST", "/api/admin/agents", admin.create_agent, signed_in(ADMIN)),
+    Route("POST", r"/api/admin/agents/{agent_id:\d+}/takes-calls", admin.set_takes_calls,
+          signed_in(ADMIN)),
     Route("POST", r"/api/admin/agents/{agent_id:\d+}/{action:disable|enable|remove}",
           admin.change_agent, signed_in(ADMIN)),
     Route("GET", "/api/admin/assistants", admin_assistants.assistants, signed_in(ADMIN)),
@@ -128,7 +132,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", r"/api/admin/queues/{queue_id:\d+}/remove", admin_queues.remove_queue,
           signed_in(ADMIN)),
     Route("POST", "/api/admin/test-call", admin.test_call, signed_in(ADMIN)),
-    Route("GET", "/api/admin/audit", admin.audit_log, signed_in(ADMIN)),
+    Route("GET", "/api/admin/audit", audit.audit_log, signed_in(ADMIN)),
     Route("GET", "/api/admin/sip-blocks", sip_blocks_api.blocked_addresses, signed_in(ADMIN)),
     Route("POST", r"/api/admin/sip-blocks/{address:[0-9a-fA-F.:]{2,45}}/lift",
           sip_blocks_api.lift_block, signed_in(ADMIN)),
@@ -215,6 +219,7 @@ def setup_dashboard(
         ),
         softphone=softphone,
     )
+    dashboard.templates.globals.update(template_globals(options.site))
     app[DASHBOARD] = dashboard
     policy = route_policy(app)
     for route in ROUTES:

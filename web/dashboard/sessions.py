@@ -49,13 +49,15 @@ class Viewer:
     role: AgentRole
     on_duty: bool
     presence: Presence
+    # False: no duty switch or presence in their top bar (they supervise or administer).
+    takes_calls: bool = True
 
     @classmethod
     def of(cls, session_hash: str, csrf_token: str, agent: Agent) -> Viewer:
         return cls(
             session_hash=session_hash, csrf_token=csrf_token, agent_id=agent.id,
             login=agent.login, display_name=agent.display_name, role=agent.role,
-            on_duty=agent.on_duty, presence=agent.presence,
+            on_duty=agent.on_duty, presence=agent.presence, takes_calls=agent.takes_calls,
         )
 
 

@@ -16,11 +16,14 @@ log = logging.getLogger(__name__)
 
 
 async def blocked_addresses(request: web.Request) -> web.Response:
-    async with request.app[DASHBOARD].store.transaction() as tx:
+    dashboard = request.app[DASHBOARD]
+    when = dashboard.options.site.when
+    async with dashboard.store.transaction() as tx:
         blocks = await tx.blocks.active()
     return web.json_response({"blocks": [
         {"address": b.address, "blocked_at": b.blocked_at.isoformat(),
-         "until": b.until.isoformat(), "failures": b.failures} for b in blocks]})
+         "until": b.until.isoformat(), "failures": b.failures,
+         "blocked_when": when(b.blocked_at), "until_when": when(b.until)} for b in blocks]})
 
 
 async def lift_block(request: web.Request) -> web.Response:

@@ -26,7 +26,7 @@ _WITH_AGENT = (HandoffState.ACCEPTED, HandoffState.CONNECTING, HandoffState.CONN
 
 
 async def live_calls(request: web.Request) -> web.Response:
-    viewer = request[VIEWER]
+    viewer, site = request[VIEWER], request.app[DASHBOARD].options.site
     supervision = tools_of(request).supervision()
     mine = {s.call_id: s.mode.value if s.mode else None
             for s in (supervision.of_supervisor(viewer.agent_id) if supervision else ())}
@@ -51,6 +51,7 @@ async def live_calls(request: web.Request) -> web.Response:
                 "direction": call.direction.value,
                 "assistant": assistants.get(call.assistant_id or -1, ""),
                 "answered_at": (call.answered_at or call.started_at).isoformat(),
+                "answered_when": site.when(call.answered_at or call.started_at),
                 "agent": agent,
                 "supervising": mine.get(call.id),
             })

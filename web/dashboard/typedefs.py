@@ -19,6 +19,7 @@ from web.dashboard.hub import DashboardHub, HubLimits
 from web.dashboard.passwords import Passwords
 from web.dashboard.ratelimit import LoginThrottle
 from web.dashboard.sessions import Cookies, Sessions, SessionTimes, Viewer
+from web.dashboard.words import Site
 
 
 class Commands(Protocol):
@@ -78,6 +79,9 @@ class DashboardOptions:
     ws_messages_per_10s: int = 20
     passwords: Passwords | None = None
     clock: Callable[[], datetime] = utc_now
+    # The zone pages show times in and the country whose numbers people type
+    # (desk.time_zone, asterisk.country).
+    site: Site = field(default_factory=Site.of)
 
 
 @dataclass

@@ -19,12 +19,14 @@ from handoff.live import AgentUnreachable, CallStateConflict
 from handoff.states import InvalidTransition
 from handoff.store import AgentBusy, AlreadyTaken, NotFound, NotOfferable, OffDuty
 from web.dashboard.board import AgentView
+from web.dashboard.feed import agent_view
 from web.dashboard.guard import CSRF_FIELD, content_security_policy, error_body, json_error
 from web.dashboard.hub import Client, CloseCode, Resume
 from web.dashboard.ratelimit import address_key, login_key
 from web.dashboard.sessions import Viewer, new_token, tokens_match
 from web.dashboard.softphone import softphone_url, websocket_origin
 from web.dashboard.typedefs import DASHBOARD, VIEWER, Dashboard
+from web.dashboard.words import ACTIONS
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +165,7 @@ async def logout(request: web.Request) -> web.Response:
 
 
 async def desk_page(request: web.Request) -> web.Response:
-    response = render(request, "desk.html", presences=[p.value for p in Presence])
+    response = render(request, "desk.html")
     phone = softphone_url(request)
     if phone is not None:
         # The softphone's SIP WebSocket goes to the PBX, another origin than ours.
@@ -178,13 +180,15 @@ async def supervisor_page(request: web.Request) -> web.Response:
 
 async def admin_page(request: web.Request) -> web.Response:
     dashboard = request.app[DASHBOARD]
+    # As the feed builds them, so the table starts from the picture its socket's
+    # agent_changed deltas then keep up to date.
     async with dashboard.store.transaction() as tx:
         busy = await tx.agents.busy_agent_ids()
         everyone = await tx.agents.all()
-        agents = [AgentView.of(agent, busy) for agent in everyone]
-        disabled = {agent.id for agent in everyone if not agent.enabled}
+        agents = [await agent_view(tx, agent, busy) for agent in everyone]
+    disabled = {agent.id for agent in everyone if not agent.enabled}
     return render(request, "admin.html", agents=agents, disabled=disabled,
-                  roles=[r.value for r in AgentRole])
+                  roles=[r.value for r in AgentRole], actions=ACTIONS)
 
 
 # ---- agent actions ---------------------------------------------------------------------
@@ -195,6 +199,9 @@ async def set_duty(request: web.Request) -> web.Response:
     on_duty = (await json_body(request)).get("on_duty")
     if not isinstance(on_duty, bool):
         return json_error(400, "bad_request", "on_duty must be true or false")
+    if on_duty and not await _takes_calls(dashboard, viewer.agent_id):
+        return json_error(409, "takes_no_calls",
+                          "You take no calls (an admin can change that on the Admin page).")
     if on_duty:
         unplugged = await _unregistered_desk_phone(dashboard, viewer.agent_id)
         if unplugged is not None:
@@ -205,6 +212,11 @@ async def set_duty(request: web.Request) -> web.Response:
         me = AgentView.of(agent, await tx.agents.busy_agent_ids())
     dashboard.events.publish(AGENTS_TOPIC, AgentChanged(viewer.agent_id))
     return web.json_response({"me": me.to_json()})
+
+
+async def _takes_calls(dashboard: Dashboard, agent_id: int) -> bool:
+    async with dashboard.store.transaction() as tx:
+        return (await tx.agents.get(agent_id)).takes_calls
 
 
 async def _unregistered_desk_phone(dashboard: Dashboard, agent_id: int) -> str | None:

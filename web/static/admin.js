@@ -4,6 +4,9 @@
 "use strict";
 (() => {
   const status = (text) => sb.say("admin-status", text);
+  const words = window.sbWords;
+  // Examples in the numbering of asterisk.country (web/dashboard/words.py).
+  const placeholders = JSON.parse(document.getElementById("people").dataset.placeholders);
   const guard = (fn) => async (...args) => {
     try { await fn(...args); } catch (e) { status(e.message); }
   };
@@ -16,6 +19,51 @@
       loadAudit();
     }));
   }
+
+  // Someone who stops taking calls goes off duty at once and loses their duty switch.
+  for (const box of document.querySelectorAll("input.takes-calls")) {
+    box.addEventListener("change", guard(async () => {
+      try {
+        await sb.send("POST", `/api/admin/agents/${box.dataset.agent}/takes-calls`,
+                      { takes_calls: box.checked });
+      } catch (e) {
+        box.checked = !box.checked;
+        throw e;
+      }
+      status(box.checked ? "They take calls now." : "They take no calls now.");
+      loadAudit();
+    }));
+  }
+
+  // Each person's state follows the page's socket (desk.js): the snapshot, then every
+  // agent_changed delta (duty, presence, a call taken or over), as the desk sees them.
+  function stateText(cell) {
+    const said = words.say("agent_states", cell.dataset.state);
+    const until = cell.dataset.until ? Date.parse(cell.dataset.until) : NaN;
+    if (cell.dataset.state !== "wrap_up" || Number.isNaN(until)) return said;
+    return `${said} (${words.clock((until - Date.now()) / 1000)} left)`;
+  }
+  function showAgent(agent) {
+    const cell = document.querySelector(`#agents tr[data-agent="${agent.id}"] td.agent-state`);
+    if (!cell) return;
+    cell.dataset.state = agent.state;
+    if (agent.wrap_up_until) cell.dataset.until = agent.wrap_up_until;
+    else delete cell.dataset.until;
+    cell.textContent = stateText(cell);
+    const box = document.querySelector(`input.takes-calls[data-agent="${agent.id}"]`);
+    if (box) box.checked = agent.takes_calls;
+  }
+  window.addEventListener("switchboard:message", (event) => {
+    const message = event.detail;
+    if (message.type === "snapshot") (message.agents || []).forEach(showAgent);
+    else if (message.type === "delta" && message.op === "agent_changed") showAgent(message.agent);
+  });
+  setInterval(() => {
+    for (const cell of document.querySelectorAll('#agents td.agent-state[data-until]')) {
+      cell.textContent = stateText(cell);
+    }
+  }, 1000);
+  for (const cell of document.querySelectorAll("#agents td.agent-state")) cell.textContent = stateText(cell);
 
   // Disable ends the person's sessions and their phone's registration at once; remove
   // also drops them from this list (their calls and audit lines stay).
@@ -34,6 +82,7 @@
     const made = await sb.send("POST", "/api/admin/agents", {
       login: form.login.value, display_name: form.display_name.value,
       role: form.role.value, endpoint_kind: form.endpoint_kind.value,
+      takes_calls: form.takes_calls.checked,
     });
     const out = document.getElementById("credentials");
     out.hidden = false;
@@ -53,7 +102,7 @@
   function choice(values, current) {
     const select = document.createElement("select");
     for (const value of values) {
-      const option = new Option(value.replace(/_/g, " "), value, false, value === current);
+      const option = new Option(words.say("choices", value), value, false, value === current);
       select.appendChild(option);
     }
     return select;
@@ -106,7 +155,7 @@
         { type: "number", min: 5, max: 600, value: a.accept_timeout_s });
       const kind = choice(data.fallback_kinds, a.fallback_kind);
       const number = Object.assign(document.createElement("input"),
-        { type: "tel", value: a.fallback_number, placeholder: "+33…" });
+        { type: "tel", value: a.fallback_number, placeholder: placeholders.number });
       const topics = Object.assign(document.createElement("textarea"),
         { value: topicsText(a.restricted_topics), className: "topics", rows: 2,
           placeholder: "billing=billing dispute, refund" });
@@ -218,16 +267,29 @@
     loadTrunks(); loadAudit();
   }));
 
+  // Filtered on the server (person, action, the site's days); a bad filter is refused
+  // with its reason, and the lines shown stay those of the last good one.
+  const auditFilter = document.getElementById("audit-filter");
   const loadAudit = guard(async () => {
-    const data = await (await fetch("/api/admin/audit?limit=100")).json();
+    const query = new URLSearchParams({ limit: "100" });
+    for (const [name, value] of new FormData(auditFilter)) if (value) query.set(name, value);
+    const response = await fetch(`/api/admin/audit?${query}`);
+    const data = await response.json();
+    if (!response.ok) throw new Error(data.reason || `the audit log could not be read (${response.status})`);
     const body = document.querySelector("#audit tbody");
     body.replaceChildren();
     for (const e of data.events) {
       const tr = document.createElement("tr");
-      cell(tr, new Date(e.at).toLocaleString()); cell(tr, e.actor); cell(tr, e.action);
-      cell(tr, e.subject); cell(tr, JSON.stringify(e.detail));
+      tr.dataset.action = e.action;
+      const when = Object.assign(document.createElement("time"), { dateTime: e.at, textContent: e.when });
+      cell(tr, when); cell(tr, e.said);
       body.appendChild(tr);
     }
+  });
+  auditFilter.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    status("");
+    loadAudit();
   });
 
   const loadBlocks = guard(async () => {
@@ -245,8 +307,7 @@
         loadAudit();
       }));
       cell(tr, b.address); cell(tr, String(b.failures));
-      cell(tr, new Date(b.blocked_at).toLocaleString());
-      cell(tr, new Date(b.until).toLocaleString()); cell(tr, lift);
+      cell(tr, b.blocked_when); cell(tr, b.until_when); cell(tr, lift);
       body.appendChild(tr);
     }
   });

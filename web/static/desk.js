@@ -15,6 +15,8 @@
   const cardList = document.getElementById("cards");
   const noCards = document.getElementById("no-cards");
   const busyNote = document.getElementById("busy-note");
+  const myState = document.getElementById("my-state");
+  const words = window.sbWords;
 
   const state = {
     seq: null, epoch: null, cards: new Map(), me: null, clockOffsetMs: 0,
@@ -80,12 +82,36 @@
   function showMe(me) {
     if (!me) return;
     state.me = me;
-    dutyBox.checked = me.on_duty;
-    presenceSelect.value = me.presence;
+    // Someone who takes no calls has no duty switch or presence menu (base.html).
+    if (dutyBox) dutyBox.checked = me.on_duty;
+    if (presenceSelect) presenceSelect.value = me.presence;
     document.body.dataset.onDuty = me.on_duty ? "yes" : "no";
+    document.body.dataset.agentState = me.state;
     if (me.on_duty && me.presence === "away") say(awayNote);
     else if (notice.textContent === awayNote) say("");
+    showState();
     if (cardList) renderCards();
+  }
+
+  // Seconds left of a wrap-up the controller timed after the agent's call; null for one
+  // the agent chose (it lasts until they choose again).
+  function wrapUpLeft() {
+    const me = state.me;
+    if (!me || me.state !== "wrap_up" || !me.wrap_up_until) return null;
+    return Math.max(0, (Date.parse(me.wrap_up_until) - Date.now() - state.clockOffsetMs) / 1000);
+  }
+
+  // Beside the presence menu, what the menu cannot say: on a call (the presence stays
+  // what the agent comes back to), or how long the wrap-up still runs.
+  function showState() {
+    if (!myState || !state.me) return;
+    const left = wrapUpLeft();
+    let text = "";
+    if (state.me.state === "on_call") text = words.say("agent_states", "on_call");
+    else if (left !== null) text = `${words.say("agent_states", "wrap_up")}: ${words.clock(left)} left`;
+    myState.textContent = text;
+    myState.hidden = !text;
+    myState.dataset.state = state.me.state;
   }
 
   // An agent on a call, with one being put through, or in wrap-up is not offered cards
@@ -96,12 +122,15 @@
     if (!me) return "";
     if (me.busy) return "You are on a call: callers waiting for a person show here when it is over.";
     if (me.on_duty && me.presence === "wrap_up") {
-      return "Wrap-up: callers waiting for a person show here when it ends, or when you choose “available”.";
+      const left = wrapUpLeft();
+      const ends = left === null ? "when you choose “available”"
+        : `in ${words.clock(left)}, or when you choose “available”`;
+      return `Wrap-up: callers waiting for a person show here ${ends}.`;
     }
     return "";
   }
 
-  dutyBox.addEventListener("change", async () => {
+  if (dutyBox) dutyBox.addEventListener("change", async () => {
     const wanted = dutyBox.checked;
     dutyBox.disabled = true;
     if (wanted && phone) {
@@ -128,7 +157,7 @@
 
   // "offline" in the menu is going off duty; off duty, the other choices are refused
   // (going on duty is where the phone is checked) and the menu goes back to offline.
-  presenceSelect.addEventListener("change", async () => {
+  if (presenceSelect) presenceSelect.addEventListener("change", async () => {
     const result = await post("/api/presence", { presence: presenceSelect.value });
     if (result.ok) {
       showMe(result.body.me);
@@ -190,7 +219,8 @@
     const section = document.getElementById("call");
     if (!section) return { open() {}, close() {}, changed() {}, colleaguesChanged() {} };
     const $ = (id) => document.getElementById(id);
-    const speakers = { caller: "Caller", ai: "AI", agent: "You", system: "—" };
+    // On the agent's own panel, the agent's lines are theirs.
+    const speaker = (code) => (code === "agent" ? "You" : words.say("speakers", code));
     const NO_COLLEAGUE = "No colleague is available to take a transfer.";
     let current = null; // the call as /api/calls/current last said
     let timer = null;
@@ -214,7 +244,7 @@
       $("call-no-transcript").hidden = call.transcript.length > 0;
       transcript.replaceChildren(...call.transcript.map((line) => {
         const item = el("li", "line");
-        item.appendChild(el("span", "speaker", speakers[line.speaker] || line.speaker));
+        item.appendChild(el("span", "speaker", speaker(line.speaker)));
         item.appendChild(document.createTextNode(line.text));
         return item;
       }));
@@ -244,7 +274,8 @@
       const transferButton = $("transfer-form").querySelector("button");
       transferButton.disabled = call.colleagues.length === 0 || call.transfer !== null;
       if (call.transfer) {
-        $("transfer-status").textContent = `Transferring to ${call.transfer.to} (${call.transfer.state})…`;
+        $("transfer-status").textContent =
+          `Transferring to ${call.transfer.to} (${words.say("handoff_states", call.transfer.state)})…`;
       } else if (call.colleagues.length === 0) {
         $("transfer-status").textContent = NO_COLLEAGUE;
       } else if ($("transfer-status").dataset.pending === "yes") {
@@ -384,7 +415,8 @@
     item.dataset.urgent = card.urgency !== "normal" ? "yes" : "no";
     item.dataset.urgency = card.urgency;
     const head = el("div", "head");
-    if (card.urgency === "emergency") head.appendChild(el("span", "badge", "Emergency"));
+    // "Emergency", "Urgent": a normal card says nothing about its urgency.
+    if (card.urgency !== "normal") head.appendChild(el("span", "badge", words.say("urgencies", card.urgency)));
     head.appendChild(el("span", "caller", card.caller_name || card.caller_number));
     if (card.caller_name) head.appendChild(el("span", "number", card.caller_number));
     const waiting = el("span", "waiting", "");
@@ -392,8 +424,7 @@
     waiting.textContent = waitingText(Number(waiting.dataset.since));
     head.appendChild(waiting);
     item.appendChild(head);
-    const why = card.topic ? `${card.reason} · ${card.topic}` : card.reason;
-    item.appendChild(el("div", "reason", card.priority > 0 ? `${why} · priority ${card.priority}` : why));
+    item.appendChild(el("div", "reason", card.why));
     if (card.summary) item.appendChild(el("p", "summary", card.summary));
     if (card.targeted && card.note) item.appendChild(el("p", "note", `Note: ${card.note}`));
     const accept = el("button", "accept", "Accept");
@@ -492,9 +523,12 @@
   }
 
   setInterval(() => {
+    showState();
+    if (!cardList) return;
     for (const node of cardList.querySelectorAll(".waiting")) {
       node.textContent = waitingText(Number(node.dataset.since));
     }
+    if (wrapUpLeft() !== null) renderCards(); // the busy note counts down too
   }, 1000);
 
   // ---- the live socket ----------------------------------------------------------------

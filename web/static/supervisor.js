@@ -9,6 +9,17 @@
   const MODES = [["listen", "Listen"], ["whisper", "Whisper"], ["barge", "Barge"],
                  ["take_over", "Take over"]];
   const busy = new Set();
+  const words = window.sbWords;
+
+  // Why a button is greyed out, said on hover (title) and to screen readers
+  // (aria-describedby): a button that does nothing without saying why looks broken.
+  function whyNot(call, mode) {
+    if (busy.has(call.id)) return "Your last request on this call is still under way.";
+    // A call-back is the agent's own call: not supervised through the call bridge.
+    if (call.direction === "outbound") return "A call-back is the agent's own call: it cannot be supervised.";
+    if (mode === "whisper" && !call.agent) return "Whisper speaks to the agent only, and this call is with the AI.";
+    return "";
+  }
 
   function row(call) {
     const tr = document.createElement("tr");
@@ -18,23 +29,31 @@
       call.caller_name ? `${call.caller_name} (${call.caller_number})` : call.caller_number,
       (call.agent ? call.agent.display_name : `AI${call.assistant ? ` (${call.assistant})` : ""}`)
         + (call.direction === "outbound" ? " · call-back" : ""),
-      call.state.replace(/_/g, " ") + (call.supervising ? ` · you: ${call.supervising}` : ""),
-      new Date(call.answered_at).toLocaleTimeString(),
+      words.say("call_states", call.state)
+        + (call.supervising ? ` · you: ${words.say("modes", call.supervising)}` : ""),
+      call.answered_when,
     ];
     for (const text of cells) {
       const td = document.createElement("td");
       td.textContent = text;
       tr.appendChild(td);
     }
+    tr.children[2].dataset.state = call.state;
     const actions = document.createElement("td");
     for (const [mode, label] of MODES) {
       const button = document.createElement("button");
       button.type = "button";
       button.textContent = label;
       button.dataset.mode = mode;
-      // A call-back is the agent's own call: not supervised through the call bridge.
-      button.disabled = busy.has(call.id) || (mode === "whisper" && !call.agent)
-        || call.direction === "outbound";
+      const why = whyNot(call, mode);
+      button.disabled = Boolean(why);
+      if (why) {
+        const said = Object.assign(document.createElement("span"),
+          { id: `why-${call.id}-${mode}`, className: "why", textContent: why, hidden: true });
+        button.title = why;
+        button.setAttribute("aria-describedby", said.id);
+        actions.appendChild(said);
+      }
       button.addEventListener("click", () => act(call.id, mode));
       actions.appendChild(button);
     }

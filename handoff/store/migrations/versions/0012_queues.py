@@ -1,8 +1,8 @@
 """Queues: members with a level, a strategy, a ring window, a maximum wait, a service
 level; assistants' default queues and the queue of each handoff; one row per offer.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-04
 
 Existing assistants get no queue, so their cards go on reaching every available agent
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0011"
-down_revision: str | None = "0010"
+revision: str = "0012"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

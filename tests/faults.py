@@ -1,0 +1,213 @@
+"""The fault harness: what the reliability cases (issue 16, R1-R25) break, on real parts.
+
+Asterisk (an :class:`~pbx.runtime.AsteriskInstance` the test owns):
+
+- :func:`paused`: SIGSTOP, then SIGCONT however the block ends. A real black hole: the
+  process keeps every socket open and answers nothing, with no RST and no FIN, as a hung
+  host or a firewall's DROP does. Its SIP, RTP, ARI and AMI go silent together.
+- :func:`restart_in_place`: a real ``core restart now``: Asterisk hangs up every channel
+  and re-executes itself (same PID, same configuration tree); returns once it is fully
+  booted and ARI answers. :meth:`AsteriskInstance.kill` + ``start()`` is the crash, and
+  :meth:`AsteriskInstance.restart` the stop-and-start, of the same instance.
+
+One path to Asterisk (ARI's HTTP and events socket, AMI):
+
+- :class:`TcpPath`: a relay on loopback that the client under test connects through.
+  ``cut()`` closes every connection both ways (the client sees the socket end at once,
+  as when a proxy dies); ``black_hole()`` forwards nothing more, in either direction,
+  while keeping the sockets open (the kernel still accepts what the client sends, as a
+  DROP leaves a client's retransmissions to time out), until ``restore()`` lets the
+  held bytes through. Why a relay and not iptables in a network namespace: ARI and AMI
+  listen on 127.0.0.1 by design, and moving them onto a veth address would change the
+  configuration under test; iptables is not on the test machines either, and ``tc`` on
+  ``lo`` would slow every other engineer's tests sharing the machine. SIP and RTP are
+  black-holed by pausing the far end's process (the carrier Asterisk for a caller's
+  side, a test desk phone's task for an agent's): what the PBX sees is the same.
+
+The controller (``switchboard run`` in its own process, :class:`tests.product_run.Product`):
+
+- :func:`kill_controller_at`: kill -9 once the product's own ledger shows a named point
+  of a handoff (offered, ringing the agent, connected). Each is a state the flow rests in
+  until someone acts (an agent clicks, a phone answers, a caller hangs up), so the kill
+  lands in it, not a few milliseconds later.
+
+What a test leaves behind:
+
+- :class:`Baseline`: descriptors, threads and asyncio tasks of this process, taken
+  before an integration module and required back afterwards (R13); the channels,
+  bridges and open ledger rows are checked per test (``quiet_pair``, ``rig``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pbx.runtime import AsteriskInstance, AsteriskUnavailable
+from tests.integration.asterisk_helpers import ari
+from tests.product_run import Product
+from tests.waiting import until
+
+
+@contextlib.asynccontextmanager
+async def paused(instance: AsteriskInstance) -> AsyncIterator[float]:
+    """Asterisk frozen (SIGSTOP) for the block; yields when it was frozen (monotonic)."""
+    pid = instance.pid
+    assert pid is not None and instance.running, f"{instance.spec.name} is not running"
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield time.monotonic()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+async def restart_in_place(instance: AsteriskInstance, within: float = 60) -> None:
+    """``core restart now`` and back: fully booted, ARI answering, the same process."""
+    pid = instance.pid
+    # The console's own connection goes with the restart: its answer may never come.
+    with contextlib.suppress(AsteriskUnavailable, TimeoutError):
+        await instance.cli("core restart now", timeout=5)
+
+    async def booted() -> bool:
+        try:
+            out = await instance.cli("core waitfullybooted", timeout=5)
+            status, _ = await ari(instance, "GET", "/asterisk/info")
+        except (AsteriskUnavailable, TimeoutError, OSError):
+            return False
+        return "fully booted" in out and status == 200
+
+    await until(booted, within, step=0.2, why=f"{instance.spec.name} did not come back")
+    assert instance.pid == pid and instance.running, "core restart now replaced the process"
+
+
+@dataclass
+class TcpPath:
+    """A loopback relay in front of one TCP port of Asterisk, which a test can cut or
+    black-hole (see the module's docstring)."""
+
+    target_port: int
+    port: int = 0
+    accepted: int = 0
+    """Connections the client opened through the path (each reconnect adds one)."""
+    _flowing: asyncio.Event = field(default_factory=asyncio.Event)
+    _server: asyncio.Server | None = None
+    _links: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def __aenter__(self) -> TcpPath:
+        self._flowing.set()
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        self._flowing.set()
+        await self._close_links()
+        await self._server.wait_closed()
+
+    def url(self, scheme: str = "http", path: str = "/ari") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    async def cut(self) -> None:
+        """End every connection now; new ones pass again."""
+        await self._close_links()
+
+    def black_hole(self) -> None:
+        """Nothing passes either way, on connections open now and new ones."""
+        self._flowing.clear()
+
+    def restore(self) -> None:
+        self._flowing.set()
+
+    async def _close_links(self) -> None:
+        links = list(self._links)
+        for link in links:
+            link.cancel()
+        await asyncio.gather(*links, return_exceptions=True)
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._links.add(task)
+        server_w: asyncio.StreamWriter | None = None
+        try:
+            await self._flowing.wait()  # a new connection gets no answer, not a refusal
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+            await asyncio.gather(self._pump(client_r, server_w), self._pump(server_r, client_w))
+        except OSError:
+            pass  # Asterisk refused the connection: the client sees its socket end
+        finally:
+            self._links.discard(task)
+            for writer in (client_w, server_w):
+                if writer is not None:
+                    writer.close()
+
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        # Either side's end (or reset) closes the other's, so the pair ends together.
+        with contextlib.suppress(OSError):
+            while data := await src.read(65536):
+                await self._flowing.wait()  # held, as a DROP holds a retransmitting sender
+                dst.write(data)
+                await dst.drain()
+        dst.close()
+
+
+async def kill_controller_at(product: Product, point: Callable[[], Awaitable[object]],
+                             name: str, within: float = 30) -> None:
+    """kill -9 the product once ``point`` (a look at its ledger) holds."""
+    await until(point, within, why=f"the handoff never reached {name}")
+    await product.signal(signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """This process's descriptors, threads and asyncio tasks at one moment."""
+
+    fds: dict[int, str]
+    threads: frozenset[str]
+    tasks: frozenset[str]
+
+    @classmethod
+    def now(cls) -> Baseline:
+        fds = {}
+        for entry in Path("/proc/self/fd").iterdir():
+            with contextlib.suppress(OSError):
+                fds[int(entry.name)] = os.readlink(entry)
+        current = asyncio.current_task()
+        # The loop's default executor keeps its worker threads (asyncio_N) for the next
+        # to_thread; a pool that grew to its bound is not a leak.
+        threads = frozenset(f"{t.name}#{t.ident}" for t in threading.enumerate()
+                            if not t.name.startswith("asyncio_"))
+        return cls(fds, threads, frozenset(f"{t.get_name()}@{id(t):x}"
+                                           for t in asyncio.all_tasks() if t is not current))
+
+    def leaks_since(self, before: Baseline) -> list[str]:
+        """What is here now and was not then; descriptors are counted (a number closed
+        and opened again for something else is no leak), the new ones named."""
+        leaks = [f"thread {t}" for t in self.threads - before.threads]
+        leaks += [f"task {t}" for t in self.tasks - before.tasks]
+        if len(self.fds) > len(before.fds):
+            leaks += [f"fd {fd} -> {target}" for fd, target in self.fds.items()
+                      if before.fds.get(fd) != target]
+        return leaks
+
+
+async def back_to(before: Baseline, within: float = 15) -> None:
+    """Wait until nothing opened since ``before`` is left; fail listing what is."""
+    leaks: list[str] = []
+
+    def settled() -> bool:
+        nonlocal leaks
+        leaks = Baseline.now().leaks_since(before)
+        return not leaks
+
+    await until(settled, within, step=0.1, why=lambda: f"left behind: {leaks}")
