@@ -11,11 +11,16 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from handoff.agents import AgentRole, EndpointKind
 from handoff.store import Transaction
 from handoff.store.models import Agent
-from web.dashboard.passwords import Passwords
+
+if TYPE_CHECKING:
+    # Only a type here: importing the dashboard package from this module, which the
+    # dashboard's own admin views import, would be a cycle.
+    from web.dashboard.passwords import Passwords
 
 # A login becomes part of the SIP user name (agent-<login>) and of pjsip.conf section
 # names: letters, digits and a few separators only.

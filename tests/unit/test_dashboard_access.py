@@ -44,6 +44,7 @@ def concrete(path: str, served: Served) -> str:
     return path.replace("{handoff_id}", "999999").replace(
         "{agent_id}", str(served.people["bob"].id)
     ).replace("{assistant_id}", "999999").replace("{trunk_id}", "999999").replace(
+        "{queue_id}", "999999").replace(
         "{number}", "+33100000000").replace("{address}", "192.0.2.1").replace(
         "{mode}", "listen").replace("{action}", "enable").replace(
         # The after-call and supervisor routes take only a call id shaped like one.

@@ -46,7 +46,7 @@ class Names:
         kind, _, key = subject.partition(":")
         if kind == "agent" and key.isdigit():
             return self.by_id.get(int(key), f"person {key}")
-        if kind in ("number", "trunk"):
+        if kind in ("number", "trunk", "queue"):
             return key
         if kind == "call":
             return "a call"
@@ -121,6 +121,10 @@ SENTENCES: Mapping[str, Sentence] = {
     "trunk_changed": lambda who, whom, d, _n:
         f"{who} changed trunk {whom}: {', '.join(k.replace('_', ' ') for k in d) or 'nothing'}",
     "trunk_removed": lambda who, whom, _d, _n: f"{who} removed trunk {whom}",
+    "queue_added": lambda who, whom, _d, _n: f"{who} added queue {whom}",
+    "queue_changed": lambda who, whom, d, _n:
+        f"{who} changed queue {whom}: {', '.join(k.replace('_', ' ') for k in d) or 'nothing'}",
+    "queue_removed": lambda who, whom, _d, _n: f"{who} removed queue {whom}",
     "sip_address_blocked": lambda _w, whom, d, _n:
         f"{whom} was blocked after {d.get('failures', 'many')} failed SIP sign-ins",
     "sip_block_lifted": lambda who, whom, _d, _n: f"{who} lifted the block on {whom}",
