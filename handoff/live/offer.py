@@ -29,6 +29,7 @@ from handoff.live.call import LiveCall
 from handoff.live.errors import CallStateConflict
 from handoff.live.flow import Flow
 from handoff.live.legs import add_when_in_stasis, hang_up
+from handoff.store import Transaction
 from handoff.store.models import Handoff, QueueRecord
 from handoff.trunks import OutboundRefused
 from pbx.ari import AriError
@@ -164,19 +165,21 @@ class Offers(Flow):
                     await tx.handoffs.apply(handoff_id, HandoffEvent.FAIL, failure_reason=reason)
                 await tx.calls.apply(live.call_id, CallEvent.HANDOFF_FAILED)
                 assistant = await tx.assistants.by_name(live.assistant)
+                number = assistant.fallback_number if assistant else None
+                to_number = bool(assistant and number
+                                 and assistant.fallback_kind is FallbackKind.NUMBER)
+                if not to_number:
+                    # With the failure, in one transaction: a controller killed between
+                    # the two would leave a failed handoff and no callback request.
+                    await self._note_callback(tx, live, reason)
             live.handoff_id = None
             await self.unstage(live)
-            number = assistant.fallback_number if assistant else None
-            forwarded = False
-            if assistant and assistant.fallback_kind is FallbackKind.NUMBER and number:
-                forwarded = await self._forward(live, number)
+            forwarded = bool(number) and to_number and await self._forward(live, str(number))
             if not forwarded:
                 live.callback_requested = True
-                async with self.store.transaction() as tx:
-                    await tx.notes.add(
-                        f"{CALLBACK_NOTE} nobody could take the call ({reason.value}).",
-                        call_id=live.call_id, contact_number=live.caller_number or None,
-                    )
+                if to_number:  # the fallback number could not be dialled
+                    async with self.store.transaction() as tx:
+                        await self._note_callback(tx, live, reason)
                 if live.ai is None:
                     # The AI failed earlier: nobody is left to keep the caller company.
                     self.ctl.spawn(self.ctl.ai.apologise_and_end(live),
@@ -187,6 +190,11 @@ class Offers(Flow):
             HandoffFailed(live.call_id, reason,
                           Fallback.NUMBER if forwarded else Fallback.CALLBACK),
         )
+
+    @staticmethod
+    async def _note_callback(tx: Transaction, live: LiveCall, reason: FailureReason) -> None:
+        await tx.notes.add(f"{CALLBACK_NOTE} nobody could take the call ({reason.value}).",
+                           call_id=live.call_id, contact_number=live.caller_number or None)
 
     async def reoffer(self, live: LiveCall, previous: int | None) -> None:
         """The attempt `previous` failed (the agent's leg): offer the call again, one step

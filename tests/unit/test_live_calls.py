@@ -22,6 +22,7 @@ from handoff.events import EventHub, assistant_topic
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.live import CallStateConflict, LiveCall, Party, Timing
 from handoff.live.call import ENDING, PARTY, Ending, EndingEvent, PartyEvent
+from handoff.live.offer import CALLBACK_NOTE
 from handoff.policy import HandoffPolicy
 from handoff.states import InvalidTransition
 from handoff.store import AlreadyTaken, Store, create_store_engine, upgrade_to_head
@@ -365,3 +366,36 @@ async def test_two_asks_for_a_person_at_once_put_one_card_on_the_desks(floor: Fl
         assert len(await tx.handoffs.for_call(live.call_id)) == 1
     await floor.ari.hang_up_phone(caller)
     await until(lambda: _outcome_is(floor, live.call_id, CallOutcome.ABANDONED))
+
+
+async def test_a_card_nobody_took_has_its_callback_request_in_the_failures_transaction(
+    floor: Floor, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A controller killed right after the failure was written (here: the staged legs'
+    # clean-up never returns) must not leave a failed handoff without its callback
+    # request: after a restart that caller would be lost.
+    caller, live = await floor.call()
+    handoff_id = await floor.live.control.request_handoff(
+        live.call_id, reason="caller_asked", summary="wants a person")
+
+    class Killed(BaseException):
+        pass
+
+    async def killed(_live: LiveCall) -> None:
+        raise Killed
+
+    monkeypatch.setattr(floor.live.control.offers, "unstage", killed)
+    with pytest.raises(Killed):
+        await floor.live.control.offers.give_up(live, handoff_id, FailureReason.TIMEOUT)
+    async with floor.store.transaction() as tx:
+        assert (await tx.handoffs.get(handoff_id)).state is HandoffState.TIMED_OUT
+        notes = [n.text for n in await tx.notes.for_call(live.call_id)]
+    # What a restarted controller reads back (handoff.live.reconcile): the request.
+    assert any(text.startswith(CALLBACK_NOTE) for text in notes), notes
+    monkeypatch.undo()
+    await floor.ari.hang_up_phone(caller)
+    await until(lambda: _ended(floor, live.call_id))
+
+
+async def _ended(floor: Floor, call_id: str) -> bool:
+    return await floor.state(call_id) is CallState.ENDED
