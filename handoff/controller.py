@@ -10,6 +10,7 @@ event stream reconciles before new commands are taken.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import tzinfo
 from pathlib import Path
 
 from handoff.ari_api import AriApi
@@ -52,6 +53,7 @@ def build_controller(
     timing: Timing | None = None,
     supervisor_ring_timeout_s: int = 30,
     callback_ring_timeout_s: int = 30,
+    zone: tzinfo | None = None,
 ) -> LiveServices:
     """The call control, supervision and call-backs on one ARI client (not started).
 
@@ -60,9 +62,10 @@ def build_controller(
     other assistant's engine is its AudioSocket address in the store. A call to a number
     no enabled assistant answers goes to the assistant ``unknown_numbers`` names, or is
     refused ("reject"). Calls out (fallback numbers, call-backs) go through
-    ``outbound``'s trunks; without it every call out is refused.
+    ``outbound``'s trunks; without it every call out is refused. Business hours are read
+    in ``zone`` (desk.time_zone; None: the server's own).
     """
-    engines = Engines(store, builtin, unknown_numbers)
+    engines = Engines(store, builtin, unknown_numbers, zone=zone)
     outbound = outbound or Outbound(store)
     control = CallControl(ari, store, hub, engines, app=app, outbound=outbound,
                           recordings=recordings, spool=spool, timing=timing)

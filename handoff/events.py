@@ -173,6 +173,10 @@ class CallStarted(TypedEvent):
     # the engine reports as a handoff request's `topic`.
     handoff_level: str
     restricted_topics: list[str] = field(default_factory=list)
+    # The call came outside the assistant's business hours: its fallback applies at once
+    # (an outside number rings, or a call-back request is noted), so the engine can tell
+    # the caller so rather than promise a person.
+    out_of_hours: bool = False
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import zoneinfo
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -217,6 +218,8 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
         # Moved on this host, or (an Asterisk someone else runs) fetched through ARI.
         spool=pbx.spool(),
         timing=Timing(wrap_up_s=float(settings.desk.wrap_up_s)),
+        # Business hours are the site's: the zone its people read times in.
+        zone=zoneinfo.ZoneInfo(settings.desk.time_zone) if settings.desk.time_zone else None,
     )
     control = live.control
     controller.ari, controller.control, controller.receptionist = ari, control, receptionist

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import tzinfo
 
 from handoff.assistants import EngineKind
+from handoff.hours import Clock, Hours, server_zone, utc_clock
 from handoff.live.flow import AiEngine
 from handoff.store import Store
 from handoff.store.models import Assistant
@@ -46,11 +48,19 @@ class NoEngine(AriError):
 
 class Engines:
     def __init__(self, store: Store, builtin: AiEngine | None,
-                 unknown_numbers: str = REJECT) -> None:
+                 unknown_numbers: str = REJECT, *, zone: tzinfo | None = None,
+                 clock: Clock = utc_clock) -> None:
         self.store = store
         # The reference receptionist: one instance for every assistant that uses it.
         self.builtin = builtin
         self.unknown_numbers = unknown_numbers
+        # Business hours are read in the site's zone (desk.time_zone, else the server's).
+        self.zone = zone or server_zone()
+        self.clock = clock
+
+    def open_now(self, assistant: Assistant) -> bool:
+        """Whether the assistant's hours have it staffed at this moment."""
+        return Hours.of(assistant).is_open(self.clock(), self.zone)
 
     def engine_of(self, assistant: Assistant) -> AiEngine | None:
         if assistant.engine is EngineKind.BUILTIN:

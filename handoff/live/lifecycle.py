@@ -56,6 +56,8 @@ class Lifecycle(Flow):
                 assistant_id=record.id,
             )
         assistant = record.name
+        # Checked per call against the store, so an admin's new hours apply at once.
+        out_of_hours = not self.ctl.engines.open_now(record)
         live = LiveCall(row.id, assistant, caller, bridge_of(caller), number)
         self.ctl.registry.add(live)
         async with live.lock:
@@ -74,12 +76,16 @@ class Lifecycle(Flow):
             # leg arrived too late (callers were refused and left in silence).
             self.hub.publish(assistant_topic(assistant), CallStarted(
                 live.call_id, Caller(number, name or ""), record.handoff_level.value,
-                [t.name for t in topics_of(record)]))
+                [t.name for t in topics_of(record)], out_of_hours))
             await self.ctl.ai.join_or_recover(live, engine)
             async with self.store.transaction() as tx:
                 await tx.calls.set_legs(live.call_id, ai_channel_id=live.ai)
         self.ctl.call_changed(live.call_id)
         log.info("call=%s caller=%s with AI %s", live.call_id, caller, assistant)
+        if out_of_hours:
+            log.info("call=%s to %s out of its business hours: fallback", live.call_id,
+                     assistant)
+            await self.ctl.offers.out_of_hours(live, record)
 
     async def end(self, call_id: str, outcome: CallOutcome | None = None) -> None:
         """Hang up the caller; the hang-up that follows records `outcome`, or else the

@@ -30,7 +30,7 @@ from handoff.live.errors import CallStateConflict
 from handoff.live.flow import Flow
 from handoff.live.legs import add_when_in_stasis, hang_up
 from handoff.store import Transaction
-from handoff.store.models import Handoff, QueueRecord
+from handoff.store.models import Assistant, Handoff, QueueRecord
 from handoff.trunks import OutboundRefused
 from pbx.ari import AriError
 
@@ -152,6 +152,7 @@ class Offers(Flow):
         Either a number over the trunk (the caller is bridged to it; the AI leaves when
         it answers) or the AI keeps the caller and a callback request is recorded.
         """
+        why = f"nobody could take the call ({reason.value})"
         async with live.lock:
             if live.ending:
                 return
@@ -171,19 +172,11 @@ class Offers(Flow):
                 if not to_number:
                     # With the failure, in one transaction: a controller killed between
                     # the two would leave a failed handoff and no callback request.
-                    await self._note_callback(tx, live, reason)
+                    await self._note_callback(tx, live, why)
             live.handoff_id = None
             await self.unstage(live)
-            forwarded = bool(number) and to_number and await self._forward(live, str(number))
-            if not forwarded:
-                live.callback_requested = True
-                if to_number:  # the fallback number could not be dialled
-                    async with self.store.transaction() as tx:
-                        await self._note_callback(tx, live, reason)
-                if live.ai is None:
-                    # The AI failed earlier: nobody is left to keep the caller company.
-                    self.ctl.spawn(self.ctl.ai.apologise_and_end(live),
-                                   f"apology call={live.call_id}")
+            forwarded = await self._fall_back(live, str(number) if to_number else None,
+                                              why, noted=not to_number)
         self.hub.publish(CARDS_TOPIC, Withdrawn(handoff_id, reason))
         self.hub.publish(
             assistant_topic(live.assistant),
@@ -191,9 +184,37 @@ class Offers(Flow):
                           Fallback.NUMBER if forwarded else Fallback.CALLBACK),
         )
 
+    async def out_of_hours(self, live: LiveCall, assistant: Assistant) -> None:
+        """The call came outside the assistant's business hours: its fallback applies at
+        once, with no card (nobody is there to take one). The AI keeps the caller company
+        meanwhile, and told the engine in call_started, so it says so."""
+        number = assistant.fallback_number
+        to_number = bool(number) and assistant.fallback_kind is FallbackKind.NUMBER
+        async with live.lock:
+            if not live.ending:
+                await self._fall_back(live, number if to_number else None,
+                                      "called out of hours", noted=False)
+
+    async def _fall_back(self, live: LiveCall, number: str | None, why: str, *,
+                         noted: bool) -> bool:
+        """The fallback itself, under the call's lock: ring ``number`` (the caller is
+        bridged to it; the AI leaves when it answers), or, without one or when it cannot
+        be dialled, the AI keeps the caller and a callback request is noted (unless
+        ``noted`` already). True: the number rings."""
+        if number and await self._forward(live, number):
+            return True
+        live.callback_requested = True
+        if not noted:
+            async with self.store.transaction() as tx:
+                await self._note_callback(tx, live, why)
+        if live.ai is None:
+            # The AI failed earlier: nobody is left to keep the caller company.
+            self.ctl.spawn(self.ctl.ai.apologise_and_end(live), f"apology call={live.call_id}")
+        return False
+
     @staticmethod
-    async def _note_callback(tx: Transaction, live: LiveCall, reason: FailureReason) -> None:
-        await tx.notes.add(f"{CALLBACK_NOTE} nobody could take the call ({reason.value}).",
+    async def _note_callback(tx: Transaction, live: LiveCall, why: str) -> None:
+        await tx.notes.add(f"{CALLBACK_NOTE} {why}.",
                            call_id=live.call_id, contact_number=live.caller_number or None)
 
     async def reoffer(self, live: LiveCall, previous: int | None) -> None:

@@ -15,6 +15,7 @@ from handoff.assistants import (
     HandoffLevel,
     HoldMode,
 )
+from handoff.hours import Hours
 from handoff.store.errors import NotFound, Removed
 from handoff.store.models import Assistant, AssistantNumber
 from handoff.store.transitions import utc_now
@@ -160,6 +161,14 @@ class AssistantsRepo:
         # A new list, not the old one changed in place: the JSON column is written only
         # when the attribute is assigned.
         assistant.restricted_topics = [t.to_json() for t in topics]
+        await self._session.flush()
+        return assistant
+
+    async def set_hours(self, assistant_id: int, hours: Hours) -> Assistant:
+        """Replace the weekly spans and holidays; the next call is judged by them."""
+        assistant = await self._live(assistant_id)
+        assistant.hours = hours.span_texts()
+        assistant.holidays = hours.holiday_texts()
         await self._session.flush()
         return assistant
 

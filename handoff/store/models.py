@@ -146,6 +146,11 @@ class Assistant(Base):
     )
     fallback_number: Mapped[str | None] = mapped_column(sa.String(PHONE_NUMBER_LENGTH))
     hold_mode: Mapped[HoldMode] = mapped_column(_enum_type(HoldMode), default=HoldMode.AI)
+    # Business hours (handoff.hours), in the site's zone: weekly spans as the admin wrote
+    # them, normalised ("mon-fri 09:00-17:00"), and ISO holiday dates. Both empty: always
+    # open. Read at the start of every call, so a change applies to the next one.
+    hours: Mapped[list[str]] = mapped_column(sa.JSON, default=list, server_default="[]")
+    holidays: Mapped[list[str]] = mapped_column(sa.JSON, default=list, server_default="[]")
     # Its calls' cards go to this queue's members, unless their topic has a queue of its
     # own; None: to every available agent.
     queue_id: Mapped[int | None] = mapped_column(sa.ForeignKey("queues.id"))

@@ -104,7 +104,8 @@ async def test_an_engine_works_a_call_from_start_to_end_through_the_api(desk: Ai
     started = await engine.next_event()
     assert started == {"type": "call_started", "call_id": placed.call_id,
                        "caller": {"number": placed.caller, "name": "Test Caller"},
-                       "handoff_level": "balanced", "restricted_topics": []}
+                       "handoff_level": "balanced", "restricted_topics": [],
+                       "out_of_hours": False}
     assert engine.streams == [placed.call_id]  # the AudioSocket stream carries the call id
 
     status, _ = await engine.post(placed.call_id, "transcript",

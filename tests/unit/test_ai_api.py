@@ -283,7 +283,7 @@ async def test_the_events_stream_carries_this_assistants_events_only(api: Api) -
                         CallStarted(mine, Caller("+1", ""), "balanced"))
         assert await ws.receive_json(timeout=2) == {
             "type": "call_started", "call_id": mine, "caller": {"number": "+1", "name": ""},
-            "handoff_level": "balanced", "restricted_topics": [],
+            "handoff_level": "balanced", "restricted_topics": [], "out_of_hours": False,
         }
 
 

@@ -15,13 +15,13 @@ import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from pathlib import Path
 from typing import Any, Final
 
 from handoff.agents import AgentRole, AgentState, Presence, agent_state
 from handoff.assistants import FallbackKind, HandoffLevel
 from handoff.calls import CallOutcome, CallState, Speaker
 from handoff.handoffs import HandoffState
+from handoff.hours import server_zone
 from handoff.supervision import Mode
 from handoff.trunks import COUNTRIES, CountryPlan
 
@@ -192,14 +192,6 @@ WORDS: Final[Mapping[str, Mapping[str, str]]] = {
 # ---- the site: its zone and its country -----------------------------------------------
 
 TIME_FORMAT = "%Y-%m-%d %H:%M"
-
-
-def server_zone() -> tzinfo:
-    """The server's own zone, with its summer time rules (not just today's offset)."""
-    try:
-        return zoneinfo.ZoneInfo.from_file(Path("/etc/localtime").open("rb"), "localtime")
-    except (OSError, ValueError):
-        return UTC
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,33 @@
+"""Business hours: an assistant's weekly spans and holiday dates (handoff.hours).
+
+Revision ID: 0014
+Revises: 0012
+Create Date: 2026-12-01
+
+Additive only, frozen like 0001: plain column types, no model imports. Every assistant
+there has no spans and no holidays: always open, as before these columns.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0014"
+# 0013 is another branch's; the lead relinks this one after it when both are merged.
+down_revision: str | None = "0012"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.add_column("assistants", sa.Column("hours", sa.JSON(), nullable=False,
+                                          server_default="[]"))
+    op.add_column("assistants", sa.Column("holidays", sa.JSON(), nullable=False,
+                                          server_default="[]"))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("assistants") as batch:
+        batch.drop_column("holidays")
+        batch.drop_column("hours")
