@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from handoff.assistants import DEFAULT_ACCEPT_TIMEOUT_S, EngineKind, FallbackKind, HandoffLevel
 from handoff.callback import BadNumber, check_number
+from handoff.hours import BadHours, Hours
 from handoff.store import Store, Transaction
 from handoff.store.models import Assistant
 from handoff.topics import BadTopics, Topic, check_topics, topics_of
@@ -132,6 +133,26 @@ def _topic_argument(text: str) -> dict[str, Any]:
     return {"name": name, "phrases": [p for p in phrases.split(",") if p.strip()]}
 
 
+def hours_from(given: Mapping[str, object], current: Assistant | None) -> Hours | None:
+    """The business hours ``given`` names (``hours``: weekly spans such as "mon-fri
+    09:00-17:00"; ``holidays``: YYYY-MM-DD dates), the one it leaves out keeping its
+    current value; None if it names neither. Empty lists: always open."""
+    if given.get("hours") is None and given.get("holidays") is None:
+        return None
+    merged = []
+    for key in ("hours", "holidays"):
+        raw = given.get(key)
+        if raw is None:
+            raw = getattr(current, key, None) or []
+        if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+            raise AssistantRefused("bad_hours", f"{key} is a list of strings")
+        merged.append(raw)
+    try:
+        return Hours.parse(*merged)
+    except BadHours as exc:
+        raise AssistantRefused("bad_hours", str(exc)) from None
+
+
 def rules_from(given: Mapping[str, object], current: Assistant | None) -> Rules | None:
     """The handoff rules ``given`` names, each key it leaves out keeping its current (or
     default) value; None if it names none of them."""
@@ -166,7 +187,7 @@ def _token_for(engine: Engine) -> tuple[str | None, str]:
 
 async def add(
     tx: Transaction, *, name: str, numbers: Iterable[str], engine: str, actor: str,
-    rules: Rules | None = None, topics: Sequence[Topic] = (),
+    rules: Rules | None = None, topics: Sequence[Topic] = (), hours: Hours | None = None,
 ) -> Issued:
     try:
         name = check_name("name", name.strip())
@@ -190,6 +211,9 @@ async def add(
     detail: dict[str, Any] = {"name": name, "numbers": patterns, "engine": str(kind)}
     if topics:
         detail["restricted_topics"] = [t.to_json() for t in topics]
+    if hours is not None and not hours.always_open:
+        assistant = await tx.assistants.set_hours(assistant.id, hours)
+        detail.update(hours=hours.span_texts(), holidays=hours.holiday_texts())
     await tx.audit.record(actor, "assistant_created", f"assistant:{assistant.id}", detail)
     return Issued(assistant, patterns, token)
 
@@ -197,9 +221,10 @@ async def add(
 async def edit(
     tx: Transaction, assistant_id: int, *, actor: str, numbers: Iterable[str] | None = None,
     engine: str | None = None, rules: Rules | None = None,
-    topics: Sequence[Topic] | None = None,
+    topics: Sequence[Topic] | None = None, hours: Hours | None = None,
 ) -> Issued:
-    """Change what is given (``topics`` replaces the restricted topics). A call already
+    """Change what is given (``topics`` replaces the restricted topics, ``hours`` the
+    business hours and holidays; the next call is judged by them). A call already
     up keeps its AI leg; the next call takes the new numbers and engine. Moving to an
     external engine issues a token (returned once), moving to the built-in one cuts the
     external engine's token off."""
@@ -240,6 +265,13 @@ async def edit(
             # The whole rule before and after: the audit log is where a disputed
             # handoff is traced back to the phrase an admin wrote.
             changed["restricted_topics"] = [was_topics, now_topics]
+    if hours is not None:
+        was_hours = {"hours": list(before.hours or []), "holidays": list(before.holidays or [])}
+        now_hours = {"hours": hours.span_texts(), "holidays": hours.holiday_texts()}
+        if now_hours != was_hours:
+            await tx.assistants.set_hours(assistant_id, hours)
+            changed.update({k: [was_hours[k], now_hours[k]] for k in now_hours
+                            if was_hours[k] != now_hours[k]})
     await tx.audit.record(actor, "assistant_changed", f"assistant:{assistant_id}", changed)
     assistant = await tx.assistants.get(assistant_id)
     return Issued(assistant, await tx.assistants.numbers_of(assistant_id), token)
@@ -302,7 +334,8 @@ def view(a: Assistant, numbers: Sequence[str]) -> dict[str, Any]:
             "enabled": a.enabled, "handoff_level": a.handoff_level.value,
             "accept_timeout_s": a.accept_timeout_s, "fallback_kind": a.fallback_kind.value,
             "fallback_number": a.fallback_number or "",
-            "restricted_topics": [t.to_json() for t in topics_of(a)]}
+            "restricted_topics": [t.to_json() for t in topics_of(a)],
+            "hours": list(a.hours or []), "holidays": list(a.holidays or [])}
 
 
 # ---- the built-in receptionist -------------------------------------------------------

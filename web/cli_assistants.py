@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from handoff.assistants import EngineKind, FallbackKind, HandoffLevel
+from handoff.hours import Hours
 from handoff.store import Removed, Store, Transaction
 from handoff.store.models import Assistant
 from handoff.topics import Topic, topics_of
@@ -74,12 +75,26 @@ def _topics(args: argparse.Namespace) -> list[Topic] | None:
     return None if args.topic is None else assistants.parse_topics(args.topic)
 
 
+def _hours(args: argparse.Namespace, current: Assistant | None) -> Hours | None:
+    """--hours SPAN and --holiday DATE (each repeated: the ones given replace the list),
+    or --always-open; None when none is given."""
+    if args.always_open:
+        if args.hours or args.holiday:
+            raise assistants.AssistantRefused("bad_hours",
+                                              "--hours/--holiday or --always-open, not both")
+        return Hours()
+    return assistants.hours_from({"hours": args.hours, "holidays": args.holiday}, current)
+
+
 def _print_issued(issued: assistants.Issued, cli: Cli) -> None:
     a = issued.assistant
     print(f"{a.name}: numbers {' '.join(issued.numbers) or '(none)'}; engine "
           f"{a.engine_address or a.engine.value}; handoff level {a.handoff_level.value}")
     for topic in topics_of(a):
         print(f"  restricted topic {topic.name}: {', '.join(topic.phrases)}")
+    if a.hours or a.holidays:
+        print(f"  open {'; '.join(a.hours) or 'every day'}"
+              + (f"; closed {' '.join(a.holidays)}" if a.holidays else ""))
     if issued.token is not None:
         print(f"control token (shown once): {issued.token}")
     elif a.engine is EngineKind.BUILTIN:
@@ -92,7 +107,7 @@ async def _assistant_add(
 ) -> int:
     issued = await assistants.add(tx, name=args.name, numbers=args.number or [],
                                   engine=args.engine, actor=cli.actor, rules=_rules(args, None),
-                                  topics=_topics(args) or [])
+                                  topics=_topics(args) or [], hours=_hours(args, None))
     _print_issued(issued, cli)
     return 0
 
@@ -103,7 +118,7 @@ async def _assistant_edit(
     assert a is not None
     _print_issued(await assistants.edit(tx, a.id, actor=cli.actor, numbers=args.number,
                                         engine=args.engine, rules=_rules(args, a),
-                                        topics=_topics(args)), cli)
+                                        topics=_topics(args), hours=_hours(args, a)), cli)
     return 0
 
 
@@ -172,6 +187,14 @@ def add_parser(sub: Any, cli: Cli) -> None:
                               "repeat for several: the topics given replace the list")
         cmd.add_argument("--no-topics", action="store_true",
                          help="remove every restricted topic")
+        cmd.add_argument("--hours", action="append", metavar="'DAYS HH:MM-HH:MM'",
+                         help="business hours in the site's zone, e.g. 'mon-fri 09:00-17:00'; "
+                              "out of them the fallback applies at once; repeat for several: "
+                              "the spans given replace the list")
+        cmd.add_argument("--holiday", action="append", metavar="YYYY-MM-DD",
+                         help="a date closed all day; repeat for several (replaces the list)")
+        cmd.add_argument("--always-open", action="store_true",
+                         help="no business hours and no holidays")
     for action, what in (("token", "issue a new control token (printed once); the old one "
                                    "stops working at once"),
                          ("disable", "stop answering its numbers (calls up go on)"),

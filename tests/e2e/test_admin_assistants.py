@@ -85,3 +85,33 @@ async def test_an_admin_writes_restricted_topics_one_a_line(page: Page, served: 
     await row.locator("textarea.topics").fill("Billing Dispute")
     await row.get_by_role("button", name="Save").click()
     await expect(page.locator("#admin-status")).to_contain_text("a topic is NAME=phrase,phrase")
+
+
+async def test_an_admin_writes_business_hours_and_holidays_one_a_line(
+    page: Page, served: Served,
+) -> None:
+    await sign_in(page, served, "ada")
+    await page.goto(f"{served.origin}/admin")
+    form = page.locator("#new-assistant")
+    await form.locator("input[name=name]").fill("sales")
+    await form.locator("input[name=engine]").fill("builtin")
+    await form.locator("button[type=submit]").click()
+    row = page.locator('#assistants tr[data-assistant="sales"]')
+    await row.locator("textarea.hours").fill("Mon-Fri 9:00-17:00\n2026-12-25\n\nsat 10:00-12:00")
+    await row.get_by_role("button", name="Save").click()
+    await expect(page.locator("#admin-status")).to_contain_text("sales saved")
+    # Shown back as stored: the spans in one spelling, then the holidays.
+    await expect(row.locator("textarea.hours")).to_have_value(
+        "mon-fri 09:00-17:00\nsat 10:00-12:00\n2026-12-25")
+    async with served.store.transaction() as tx:
+        sales = await tx.assistants.by_name("sales")
+    assert sales is not None
+    assert (sales.hours, sales.holidays) == (
+        ["mon-fri 09:00-17:00", "sat 10:00-12:00"], ["2026-12-25"])
+    # A span that runs past midnight says how to write it, in the page; nothing changes.
+    await row.locator("textarea.hours").fill("fri 22:00-06:00")
+    await row.get_by_role("button", name="Save").click()
+    await expect(page.locator("#admin-status")).to_contain_text("two spans")
+    async with served.store.transaction() as tx:
+        sales = await tx.assistants.by_name("sales")
+    assert sales is not None and sales.hours == ["mon-fri 09:00-17:00", "sat 10:00-12:00"]

@@ -153,3 +153,28 @@ def test_bad_input_is_refused_with_its_reason_and_writes_nothing(
     assert reason in capsys.readouterr().err
     assistants, numbers, _ = _read(url)
     assert list(assistants) == ["taken"] and numbers["taken"] == ["2100"]
+
+
+def test_business_hours_are_set_replaced_and_cleared_from_the_command_line(
+    url: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["assistant", "add", "sales", "--number", "2100", "--engine", "builtin",
+                 "--hours", "Mon-Fri 9:00-17:00", "--holiday", "2026-12-25"]) == 0
+    assert "open mon-fri 09:00-17:00; closed 2026-12-25" in capsys.readouterr().out
+    sales = _read(url)[0]["sales"]
+    assert (sales.hours, sales.holidays) == (["mon-fri 09:00-17:00"], ["2026-12-25"])
+    # The spans given replace the list; the holidays not given stay.
+    assert main(["assistant", "edit", "sales", "--hours", "sat 10:00-12:00"]) == 0
+    sales = _read(url)[0]["sales"]
+    assert (sales.hours, sales.holidays) == (["sat 10:00-12:00"], ["2026-12-25"])
+    # Bad input says why and changes nothing.
+    for bad, why in ((["--hours", "fri 22:00-06:00"], "two spans"),
+                     (["--holiday", "25/12/2026"], "YYYY-MM-DD"),
+                     (["--hours", "mon 09:00-10:00", "--always-open"], "not both")):
+        assert main(["assistant", "edit", "sales", *bad]) == 2
+        assert why in capsys.readouterr().err
+    assert _read(url)[0]["sales"].hours == ["sat 10:00-12:00"]
+    assert main(["assistant", "edit", "sales", "--always-open"]) == 0
+    assistants, _, audit = _read(url)
+    assert (assistants["sales"].hours, assistants["sales"].holidays) == ([], [])
+    assert audit.count(("cli", "assistant_changed")) == 2

@@ -204,3 +204,27 @@ async def test_an_admin_sets_restricted_topics_and_the_audit_log_keeps_the_rule(
     async with site.store.transaction() as tx:
         sales = await tx.assistants.by_name("sales")
     assert sales is not None and sales.restricted_topics == after
+
+
+async def test_an_admin_sets_business_hours_and_the_audit_log_keeps_them(
+    site: ToolServed, browsers: Browsers,
+) -> None:
+    admin = await signed_in(browsers, "ada")
+    made = await (await admin.post_json("/api/admin/assistants", {
+        "name": "sales", "numbers": ["2100"], "engine": "builtin",
+        "hours": ["mon-fri 09:00-17:00"]})).json()
+    assert (made["assistant"]["hours"], made["assistant"]["holidays"]) == (
+        ["mon-fri 09:00-17:00"], [])
+    path = f"/api/admin/assistants/{made['assistant']['id']}"
+    edited = await admin.post_json(path, {"holidays": ["2026-12-25"]})
+    assert edited.status == 200
+    assert (await edited.json())["assistant"]["hours"] == ["mon-fri 09:00-17:00"]
+    assert ("ada", "assistant_changed", {"holidays": [[], ["2026-12-25"]]}) in \
+        await _audit(admin)
+    # Hours that cannot be read are refused with the reason, and nothing changes.
+    refused = await admin.post_json(path, {"hours": ["mon 17:00-09:00"]})
+    assert refused.status == 400
+    assert (await refused.json())["error"] == "bad_hours"
+    async with site.store.transaction() as tx:
+        sales = await tx.assistants.by_name("sales")
+    assert sales is not None and sales.hours == ["mon-fri 09:00-17:00"]

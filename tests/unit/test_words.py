@@ -126,6 +126,9 @@ def line(actor: str, action: str, subject: str, **detail: object) -> AuditEvent:
     (line("ada", "transfer", "call:abc", to_agent=4), "Ada Lovelace transferred a call to Sam"),
     (line("sip-guard", "sip_address_blocked", "198.51.100.4", failures=20),
      "198.51.100.4 was blocked after 20 failed SIP sign-ins"),
+    (line("ada", "assistant_changed", "assistant:2",
+          hours=[[], ["mon-fri 09:00-17:00"]], holidays=[[], ["2026-12-25"]]),
+     "Ada Lovelace changed an assistant: hours, holidays"),
     # An action this version has no sentence for (a newer version wrote it): words still.
     (line("policy", "queue_overflowed", "queue:sales"), "Policy: queue overflowed (sales)"),
 ])

@@ -65,10 +65,11 @@ async def create_assistant(request: web.Request) -> web.Response:
         numbers = _numbers(body) or []
         rules = a.rules_from(body, None)
         topics = _topics(body) or []
+        hours = a.hours_from(body, None)
         async with request.app[DASHBOARD].store.transaction() as tx:
             issued = await a.add(tx, name=str(body.get("name", "")), numbers=numbers,
                                  engine=str(body.get("engine", "")), actor=viewer.login,
-                                 rules=rules, topics=topics)
+                                 rules=rules, topics=topics, hours=hours)
     except a.AssistantRefused as exc:
         return _refused(exc)
     applied = await reload_directory(request, f"assistant {issued.assistant.name}")
@@ -76,18 +77,19 @@ async def create_assistant(request: web.Request) -> web.Response:
 
 
 async def update_assistant(request: web.Request) -> web.Response:
-    """Any of numbers, engine, the handoff rules and the restricted topics; what is not
-    given stays."""
+    """Any of numbers, engine, the handoff rules, the restricted topics and the business
+    hours; what is not given stays."""
     viewer, body = request[VIEWER], await json_body(request)
     assistant_id = int(request.match_info["assistant_id"])
     engine = body.get("engine")
     try:
         numbers, topics = _numbers(body), _topics(body)
         async with request.app[DASHBOARD].store.transaction() as tx:
-            rules = a.rules_from(body, await tx.assistants.get(assistant_id))
+            current = await tx.assistants.get(assistant_id)
+            rules, hours = a.rules_from(body, current), a.hours_from(body, current)
             issued = await a.edit(tx, assistant_id, actor=viewer.login, numbers=numbers,
                                   engine=None if engine is None else str(engine), rules=rules,
-                                  topics=topics)
+                                  topics=topics, hours=hours)
     except NotFound:
         return json_error(404, "not_found", f"no assistant {assistant_id}")
     except a.AssistantRefused as exc:

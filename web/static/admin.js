@@ -159,14 +159,23 @@
       const topics = Object.assign(document.createElement("textarea"),
         { value: topicsText(a.restricted_topics), className: "topics", rows: 2,
           placeholder: "billing=billing dispute, refund" });
+      // Business hours one span a line ("mon-fri 09:00-17:00"), then holidays, each a
+      // YYYY-MM-DD line: the server sorts one from the other and checks them
+      // (web.assistants.hours_from). Empty: always open.
+      const hours = Object.assign(document.createElement("textarea"),
+        { value: [...a.hours, ...a.holidays].join("\n"), className: "hours", rows: 2,
+          placeholder: "mon-fri 09:00-17:00\n2026-12-25" });
       const save = Object.assign(document.createElement("button"),
         { type: "button", textContent: "Save" });
       save.addEventListener("click", guard(async () => {
+        const lines = topicLines(hours.value);
+        const isDate = (l) => /^\d{4}-\d{2}-\d{2}$/.test(l);
         const saved = await sb.send("POST", `/api/admin/assistants/${a.id}`, {
           numbers: numbersOf(numbers.value), engine: engine.value,
           handoff_level: level.value, accept_timeout_s: Number(timeout.value),
           fallback_kind: kind.value, fallback_number: number.value,
           restricted_topics: topicLines(topics.value),
+          hours: lines.filter((l) => !isDate(l)), holidays: lines.filter(isDate),
         });
         if (saved.token) showToken(a.name, saved.token);
         status(`${a.name} saved.`);
@@ -189,7 +198,7 @@
       actions.append(a.enabled ? button("Disable", change("disable")) : button("Enable", change("enable")),
                      button("Remove", change("remove")));
       cell(tr, a.name); cell(tr, numbers); cell(tr, engine); cell(tr, level); cell(tr, timeout);
-      cell(tr, kind); cell(tr, number); cell(tr, topics);
+      cell(tr, kind); cell(tr, number); cell(tr, topics); cell(tr, hours);
       cell(tr, a.enabled ? "enabled" : "disabled");
       cell(tr, actions);
       body.appendChild(tr);
