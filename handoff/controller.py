@@ -21,7 +21,7 @@ from handoff.live.engines import REJECT, Engines
 from handoff.outbound import Outbound
 from handoff.store import Store
 from handoff.supervision import Supervision
-from pbx.spool import Spool
+from pbx.spool import SoundFolder, Spool
 
 
 @dataclass
@@ -54,6 +54,7 @@ def build_controller(
     supervisor_ring_timeout_s: int = 30,
     callback_ring_timeout_s: int = 30,
     zone: tzinfo | None = None,
+    sounds: SoundFolder | None = None,
 ) -> LiveServices:
     """The call control, supervision and call-backs on one ARI client (not started).
 
@@ -63,12 +64,14 @@ def build_controller(
     no enabled assistant answers goes to the assistant ``unknown_numbers`` names, or is
     refused ("reject"). Calls out (fallback numbers, call-backs) go through
     ``outbound``'s trunks; without it every call out is refused. Business hours are read
-    in ``zone`` (desk.time_zone; None: the server's own).
+    in ``zone`` (desk.time_zone; None: the server's own). A number's menu prompt is spoken
+into ``sounds`` (None: a beep, when this host cannot write Asterisk's folders).
     """
     engines = Engines(store, builtin, unknown_numbers, zone=zone)
     outbound = outbound or Outbound(store)
     control = CallControl(ari, store, hub, engines, app=app, outbound=outbound,
-                          recordings=recordings, spool=spool, timing=timing)
+                          recordings=recordings, spool=spool, timing=timing,
+                          sounds=sounds)
     supervision = Supervision(control, ring_timeout_s=supervisor_ring_timeout_s)
     callbacks = Callbacks(ari, store, outbound=outbound, app=app,
                           ring_timeout_s=callback_ring_timeout_s, recordings=recordings,

@@ -23,25 +23,19 @@ gets to post into someone's transcript.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
-import shutil
-import subprocess
-import tempfile
-import wave
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import numpy as np
-from scipy.signal import resample_poly
 
 from handoff.events import EventType, Fallback
 from handoff.policy import Refusal
-from pbx.audiosocket import SAMPLE_RATE, AudioSocketServer, AudioSocketSession, Kind
+from handoff.prompts import speak
+from pbx.audiosocket import AudioSocketServer, AudioSocketSession, Kind
 
 log = logging.getLogger(__name__)
 
@@ -96,55 +90,12 @@ async def _settle(call_id: str, task: asyncio.Task[None] | None) -> None:
         log.warning("call=%s: prompt failed: %r", call_id, result)
 
 
-class PromptError(RuntimeError):
-    pass
-
-
 def make_prompts(
     folder: Path, voice: str = "en-us", texts: Mapping[str, str] = PROMPTS
 ) -> dict[str, Path]:
-    """Speak every prompt (``texts``: the receptionist's, unless another voice of the demo
-    asks) into ``folder`` as raw slin 8 kHz, what AudioSocket carries and what Asterisk
-    plays as ``.sln``.
-
-    Made once: a prompt whose file exists is kept, so a second `make run` costs nothing.
-    The file name carries a digest of the text and voice, so editing a prompt makes a
-    new file instead of playing the old words.
-    """
-    espeak = shutil.which("espeak-ng")
-    folder.mkdir(parents=True, exist_ok=True)
-    out: dict[str, Path] = {}
-    for name, text in texts.items():
-        digest = hashlib.sha256(f"{voice}\n{text}".encode()).hexdigest()[:10]
-        target = folder / f"{name}-{digest}.sln"
-        out[name] = target
-        if target.exists():
-            continue
-        if espeak is None:
-            raise PromptError("espeak-ng is not installed; `apt-get install espeak-ng`")
-        with tempfile.TemporaryDirectory() as tmp:
-            wav = Path(tmp) / "prompt.wav"
-            subprocess.run(
-                [espeak, "-v", voice, "-s", "160", "-w", str(wav), text],
-                check=True,
-                capture_output=True,
-            )
-            partial = target.with_suffix(".part")
-            partial.write_bytes(to_slin8k(wav))
-            # Renamed into place, so an interrupted set-up never leaves half a prompt.
-            partial.replace(target)
-    return out
-
-
-def to_slin8k(wav_path: Path) -> bytes:
-    with wave.open(str(wav_path)) as wav:
-        rate = wav.getframerate()
-        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype=np.int16)
-    if rate != SAMPLE_RATE:
-        g = np.gcd(rate, SAMPLE_RATE)
-        resampled = resample_poly(samples.astype(np.float64), SAMPLE_RATE // g, rate // g)
-        samples = np.clip(resampled, -32768, 32767).astype(np.int16)
-    return samples.tobytes()
+    """The receptionist's prompts (``texts``: another voice of the demo may ask for its
+    own), spoken once into ``folder`` (handoff.prompts.speak)."""
+    return speak(folder, texts, voice)
 
 
 @dataclass

@@ -37,7 +37,7 @@ from pbx.asterisk_config import (
 from pbx.installation import AsteriskUnavailable, Installation, locate
 from pbx.ports import PortInUse, PortRequest, allocate_ports
 from pbx.rootfs import Account
-from pbx.spool import HostSpool
+from pbx.spool import HostSpool, SoundFolder
 from pbx.trunk_config import SipTrunk, to_register_again
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,11 @@ class AsteriskInstance:
     def spool(self) -> HostSpool:
         """Its recordings, moved out of its spool on this host."""
         return HostSpool(lambda rel: self.host_path(f"{self.spec.dirs.spool}/{rel}"))
+
+    def sound_folder(self) -> SoundFolder:
+        """Where the controller speaks its prompts (a number's menu) for this Asterisk."""
+        inside = f"{self.spec.dirs.varlib}/sounds/switchboard"
+        return SoundFolder(self.host_path(inside), inside)
 
     def inside_path(self, host: Path) -> str:
         if self.install.root:

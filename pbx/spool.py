@@ -35,6 +35,19 @@ class Spool(Protocol):
     async def discard(self, name: str) -> None: ...
 
 
+@dataclass(frozen=True)
+class SoundFolder:
+    """A folder Asterisk plays sounds from (the product's own prompts): where it is on
+    this host, and its name as Asterisk sees it (inside the embedded runtime's root)."""
+
+    host: Path
+    inside: str
+
+    def media(self, stem: str) -> str:
+        """The ARI media URI of ``<stem>.sln`` in this folder."""
+        return f"sound:{self.inside}/{stem}"
+
+
 HostPath = Callable[[str], Path]
 """A path relative to Asterisk's spool folder, mapped to this host."""
 

@@ -220,6 +220,9 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
         timing=Timing(wrap_up_s=float(settings.desk.wrap_up_s)),
         # Business hours are the site's: the zone its people read times in.
         zone=zoneinfo.ZoneInfo(settings.desk.time_zone) if settings.desk.time_zone else None,
+        # A number's menu prompt is spoken into the Asterisk's own sounds; one someone
+        # else runs has folders this host cannot write, and plays a beep instead.
+        sounds=None if isinstance(pbx, ExternalAsterisk) else pbx.sound_folder(),
     )
     control = live.control
     controller.ari, controller.control, controller.receptionist = ari, control, receptionist

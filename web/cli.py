@@ -16,7 +16,8 @@ from aiohttp import web
 
 from handoff import logs, tls
 from handoff.agents import AgentRole, EndpointKind
-from handoff.receptionist import PromptError, make_prompts
+from handoff.prompts import PromptError
+from handoff.receptionist import make_prompts
 from handoff.settings import Settings, SettingsError, load
 from handoff.store import LastAdmin, Removed, Store, create_store_engine, upgrade_to_head
 from pbx import runtime

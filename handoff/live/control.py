@@ -7,6 +7,7 @@ each flow is a small object of its own module, and they reach each other through
 - :mod:`~handoff.live.routing`: the registry of live calls and where ARI events go;
 - :mod:`~handoff.live.lifecycle`: a call starts (answer, bridge, recording, AI) and ends;
 - :mod:`~handoff.live.engines`: which assistant and engine a call gets (from the store);
+- :mod:`~handoff.live.menu`: a number's DTMF menu before the AI;
 - :mod:`~handoff.live.ai`: the AI leg, and what happens when it fails;
 - :mod:`~handoff.live.offer`: a handoff offered, staged legs, timeouts, the fallback;
 - :mod:`~handoff.live.queues`: a queue's card offered member by member (ring windows);
@@ -34,6 +35,7 @@ from handoff.live.engines import Engines
 from handoff.live.flow import Timing
 from handoff.live.lifecycle import Lifecycle
 from handoff.live.media import Media
+from handoff.live.menu import Menus
 from handoff.live.move import Moves
 from handoff.live.offer import Offers
 from handoff.live.presence import Presence
@@ -44,7 +46,7 @@ from handoff.live.transfer import Transfers
 from handoff.outbound import Outbound
 from handoff.store import Store
 from handoff.store.errors import NotFound
-from pbx.spool import Spool
+from pbx.spool import SoundFolder, Spool
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ class CallControl:
         recordings: Path | None = None,
         spool: Spool | None = None,
         timing: Timing | None = None,
+        sounds: SoundFolder | None = None,
     ) -> None:
         self.ari = ari
         self.store = store
@@ -73,11 +76,14 @@ class CallControl:
         self.recordings = recordings
         self.spool = spool
         self.timing = timing or Timing()
+        # Where the controller's own prompts (a number's menu) go for Asterisk to play.
+        self.sounds = sounds
         self.registry = Registry()
         self._tasks: set[asyncio.Task[None]] = set()
         self.media = Media(self)
         self.lifecycle = Lifecycle(self)
         self.ai = AiLegs(self)
+        self.menus = Menus(self)
         self.offers = Offers(self)
         self.queues = Queues(self)
         self.moves = Moves(self)

@@ -43,6 +43,9 @@ class Timing:
     # How often a queued card that waits for a free member looks again, besides every
     # agent, card and call event of this process (a change made by another process).
     queue_poll_s: float = 1.0
+    # How long a DTMF menu waits for a key, the prompt included, before it says it again
+    # (once), then lets the menu's own assistant answer.
+    menu_wait_s: float = 12.0
 
 
 class Flow:

@@ -17,12 +17,17 @@ from handoff.calls import CallEvent, CallOutcome, CallState
 from handoff.events import CARDS_TOPIC, CallEnded, Caller, CallStarted, assistant_topic
 from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
 from handoff.live.call import LiveCall
-from handoff.live.flow import Flow
+from handoff.live.flow import AiEngine, Flow
 from handoff.live.legs import add_when_in_stasis, bridge_of, destroy, hang_up
+from handoff.menus import Choice, Menu
 from handoff.recordings import keep_recording
+from handoff.store.models import Assistant
 from handoff.topics import topics_of
 
 log = logging.getLogger(__name__)
+
+# The reason on the card of a caller who chose a queue in a number's menu.
+MENU_REASON = "menu"
 
 
 class Lifecycle(Flow):
@@ -55,10 +60,7 @@ class Lifecycle(Flow):
                 caller_channel_id=caller,
                 assistant_id=record.id,
             )
-        assistant = record.name
-        # Checked per call against the store, so an admin's new hours apply at once.
-        out_of_hours = not self.ctl.engines.open_now(record)
-        live = LiveCall(row.id, assistant, caller, bridge_of(caller), number)
+        live = LiveCall(row.id, record.name, caller, bridge_of(caller), number)
         self.ctl.registry.add(live)
         async with live.lock:
             await self.ari.channels.answer(caller)
@@ -71,17 +73,70 @@ class Lifecycle(Flow):
             # reports its first words at once finds the call with the AI.
             async with self.store.transaction() as tx:
                 await tx.calls.apply(live.call_id, CallEvent.ANSWER, bridge_id=live.bridge)
+        menu, who = Menu.of(record), Caller(number, name or "")
+        if not menu.active:
+            await self._with_ai(live, record, engine, who)
+            return
+        # A task of its own: the caller's keys and hang-up are events of this call, which
+        # ARI hands over in order, after this StasisStart's handler returns.
+        self.ctl.spawn(self._menu_first(live, menu, record, engine, who),
+                       f"menu call={live.call_id}")
+
+    async def _menu_first(self, live: LiveCall, menu: Menu, record: Assistant,
+                          engine: AiEngine, who: Caller) -> None:
+        queue_id = None
+        # Outside the call's lock: the caller may hang up in the menu.
+        choice = await self.ctl.menus.choose(live, menu)
+        if live.ending:
+            return
+        if choice is not None:
+            record, engine, queue_id = await self._chosen(live, choice, record, engine)
+        await self._with_ai(live, record, engine, who)
+        if queue_id is not None and not live.ending:
+            await self.ctl.offers.request(
+                live.call_id, reason=MENU_REASON, summary="Chose this queue in the menu",
+                queue_id=queue_id)
+
+    async def _chosen(self, live: LiveCall, choice: Choice, record: Assistant,
+                      engine: AiEngine) -> tuple[Assistant, AiEngine, int | None]:
+        """What a menu key leads to: another assistant (its AI, hours and rules take the
+        call) or a queue (the menu's own AI keeps the caller while its members get the
+        card). One that has gone since the menu was written: the menu's own assistant."""
+        if choice.kind == "queue":
+            async with self.store.transaction() as tx:
+                queue = await tx.queues.by_name(choice.name)
+            if queue is None:
+                log.warning("call=%s: menu queue %s is gone", live.call_id, choice.name)
+            return record, engine, queue.id if queue is not None else None
+        chosen = await self.ctl.engines.answering(choice.name, f"menu of {record.name}")
+        chosen_engine = self.ctl.engines.engine_of(chosen) if chosen is not None else None
+        if chosen is None or chosen_engine is None:
+            log.warning("call=%s: menu assistant %s cannot answer", live.call_id, choice.name)
+            return record, engine, None
+        live.assistant = chosen.name
+        async with self.store.transaction() as tx:
+            await tx.calls.set_assistant(live.call_id, chosen.id)
+        return chosen, chosen_engine, None
+
+    async def _with_ai(self, live: LiveCall, record: Assistant, engine: AiEngine,
+                       who: Caller) -> None:
+        assistant = record.name
+        # Checked per call against the store, so an admin's new hours apply at once.
+        out_of_hours = not self.ctl.engines.open_now(record)
+        async with live.lock:
+            if live.ending:
+                return
             # Announced before the AI leg is asked for: an engine refuses a stream whose
             # call it has not heard of, and under load the announcement made after the
             # leg arrived too late (callers were refused and left in silence).
             self.hub.publish(assistant_topic(assistant), CallStarted(
-                live.call_id, Caller(number, name or ""), record.handoff_level.value,
+                live.call_id, who, record.handoff_level.value,
                 [t.name for t in topics_of(record)], out_of_hours))
             await self.ctl.ai.join_or_recover(live, engine)
             async with self.store.transaction() as tx:
                 await tx.calls.set_legs(live.call_id, ai_channel_id=live.ai)
         self.ctl.call_changed(live.call_id)
-        log.info("call=%s caller=%s with AI %s", live.call_id, caller, assistant)
+        log.info("call=%s caller=%s with AI %s", live.call_id, live.caller, assistant)
         if out_of_hours:
             log.info("call=%s to %s out of its business hours: fallback", live.call_id,
                      assistant)

@@ -51,8 +51,10 @@ class Offers(Flow):
         topic: str | None = None,
         priority: str = "normal",
         attempt: int = 1,
+        queue_id: int | None = None,
     ) -> int:
-        """Open a handoff and offer it; the caller keeps the AI meanwhile."""
+        """Open a handoff and offer it; the caller keeps the AI meanwhile. ``queue_id``:
+        that queue's (the caller chose it in a menu), not the topic's or assistant's."""
         live = self.ctl.live(call_id)
         async with live.lock:
             async with self.store.transaction() as tx:
@@ -64,7 +66,8 @@ class Offers(Flow):
                 if any(h.state in _ON_OFFER for h in await tx.handoffs.open_for_call(call_id)):
                     raise CallStateConflict(call_id, call.state, "a handoff is already open")
                 assistant = await tx.assistants.by_name(live.assistant)
-                queue = await tx.queues.route(assistant, topic)
+                queue = (await tx.queues.get(queue_id) if queue_id is not None
+                         else await tx.queues.route(assistant, topic))
                 handoff = await tx.handoffs.request(
                     call_id, reason=reason, summary=summary, topic=topic,
                     priority=handoff_priority(priority, attempt), attempt=attempt,

@@ -77,6 +77,7 @@ class Router:
             ("StasisEnd", self._on_leg_gone),
             ("ChannelTalkingStarted", ctl.media.on_talking),
             ("PlaybackFinished", ctl.media.on_playback_finished),
+            ("ChannelDtmfReceived", ctl.menus.on_dtmf),
         ):
             ctl.ari.on(kind, handler)
 

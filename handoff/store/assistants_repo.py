@@ -16,6 +16,7 @@ from handoff.assistants import (
     HoldMode,
 )
 from handoff.hours import Hours
+from handoff.menus import Menu
 from handoff.store.errors import NotFound, Removed
 from handoff.store.models import Assistant, AssistantNumber
 from handoff.store.transitions import utc_now
@@ -169,6 +170,13 @@ class AssistantsRepo:
         assistant = await self._live(assistant_id)
         assistant.hours = hours.span_texts()
         assistant.holidays = hours.holiday_texts()
+        await self._session.flush()
+        return assistant
+
+    async def set_menu(self, assistant_id: int, menu: Menu) -> Assistant:
+        """Replace the DTMF menu; the next call to its numbers hears it."""
+        assistant = await self._live(assistant_id)
+        assistant.menu = menu.to_json()
         await self._session.flush()
         return assistant
 

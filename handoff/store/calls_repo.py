@@ -79,6 +79,10 @@ class CallsRepo:
         controller restart, for instance)."""
         return await self._update(call_id, dict(legs))
 
+    async def set_assistant(self, call_id: str, assistant_id: int) -> Call:
+        """The assistant a caller chose in a number's menu takes the call."""
+        return await self._update(call_id, {"assistant_id": assistant_id})
+
     async def set_recording(self, call_id: str, recording_path: str) -> Call:
         return await self._update(call_id, {"recording_path": recording_path})
 

@@ -151,6 +151,9 @@ class Assistant(Base):
     # open. Read at the start of every call, so a change applies to the next one.
     hours: Mapped[list[str]] = mapped_column(sa.JSON, default=list, server_default="[]")
     holidays: Mapped[list[str]] = mapped_column(sa.JSON, default=list, server_default="[]")
+    # A DTMF menu before the AI (handoff.menus): {"prompt", "options": ["1=assistant:sales",
+    # ...]}; empty: the AI answers at once.
+    menu: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict, server_default="{}")
     # Its calls' cards go to this queue's members, unless their topic has a queue of its
     # own; None: to every available agent.
     queue_id: Mapped[int | None] = mapped_column(sa.ForeignKey("queues.id"))

@@ -155,6 +155,11 @@ class FakeAri:
             raise AriNotFound(404, "GET", f"/channels/{channel_id}", "Channel not found")
         return channel
 
+    async def press(self, channel: str, digit: str) -> None:
+        """The phone on ``channel`` sends a DTMF key."""
+        await self._emit({"type": "ChannelDtmfReceived", "channel": {"id": channel},
+                          "digit": digit})
+
     async def _emit(self, event: dict[str, Any]) -> None:
         await self._dispatcher.submit(event, (event["type"],), call_key(event))
 

@@ -278,6 +278,7 @@ async def rig(
         recordings=db_path.parent / "recordings",
         spool=pbx.spool(),
         timing=timing, supervisor_ring_timeout_s=5, callback_ring_timeout_s=5,
+        sounds=pbx.sound_folder(),
     )
     await pbx_ari.start()
     await pbx_ari.wait_ready(10)

@@ -224,6 +224,10 @@ class World:
         )
         return caller_number
 
+    async def press(self, caller: str, keys: str) -> None:
+        """The caller presses ``keys`` on their keypad (RFC 4733 over the trunk)."""
+        await self.ari.channels.send_dtmf(self._outbound[caller], keys)
+
     async def set_agent_phone(self, mode: str) -> None:
         # late: answers at once but its voice starts LATE_VOICE_S later (as a browser's
         # does, after ICE and DTLS).
