@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from handoff.assistants import DEFAULT_ACCEPT_TIMEOUT_S, EngineKind, FallbackKind, HandoffLevel
 from handoff.callback import BadNumber, check_number
 from handoff.hours import BadHours, Hours
+from handoff.menus import BadMenu, Menu
 from handoff.store import Store, Transaction
 from handoff.store.models import Assistant
 from handoff.topics import BadTopics, Topic, check_topics, topics_of
@@ -153,6 +154,41 @@ def hours_from(given: Mapping[str, object], current: Assistant | None) -> Hours 
         raise AssistantRefused("bad_hours", str(exc)) from None
 
 
+def menu_from(given: Mapping[str, object], current: Assistant | None) -> Menu | None:
+    """The DTMF menu ``given`` names (``menu_prompt``: what callers hear; ``menu``:
+    ``KEY=assistant:NAME`` or ``KEY=queue:NAME`` lines), the one it leaves out keeping
+    its current value; None if it names neither. No lines: no menu."""
+    if given.get("menu_prompt") is None and given.get("menu") is None:
+        return None
+    now = Menu.of(current) if current is not None else Menu()
+    prompt, lines = given.get("menu_prompt"), given.get("menu")
+    if lines is None:
+        lines = now.lines()
+    if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
+        raise AssistantRefused("bad_menu", "menu is a list of KEY=assistant:NAME or "
+                               "KEY=queue:NAME lines")
+    try:
+        return Menu.parse(str(now.prompt if prompt is None else prompt), lines)
+    except BadMenu as exc:
+        raise AssistantRefused("bad_menu", str(exc)) from None
+
+
+async def _menu_leads_somewhere(tx: Transaction, menu: Menu, name: str) -> None:
+    """Each key leads to an assistant or queue there is, and not back to this menu."""
+    for key, choice in menu.options:
+        if choice.kind == "queue":
+            found = await tx.queues.by_name(choice.name) is not None
+        else:
+            target = await tx.assistants.by_name(choice.name)
+            found = target is not None and target.removed_at is None
+            if choice.name == name:
+                raise AssistantRefused("bad_menu", f"key {key} leads back to this menu's "
+                                       "own assistant, which answers anyway without a key")
+        if not found:
+            raise AssistantRefused("bad_menu", f"key {key}: there is no {choice.kind} "
+                                   f"{choice.name!r}")
+
+
 def rules_from(given: Mapping[str, object], current: Assistant | None) -> Rules | None:
     """The handoff rules ``given`` names, each key it leaves out keeping its current (or
     default) value; None if it names none of them."""
@@ -188,6 +224,7 @@ def _token_for(engine: Engine) -> tuple[str | None, str]:
 async def add(
     tx: Transaction, *, name: str, numbers: Iterable[str], engine: str, actor: str,
     rules: Rules | None = None, topics: Sequence[Topic] = (), hours: Hours | None = None,
+    menu: Menu | None = None,
 ) -> Issued:
     try:
         name = check_name("name", name.strip())
@@ -214,6 +251,10 @@ async def add(
     if hours is not None and not hours.always_open:
         assistant = await tx.assistants.set_hours(assistant.id, hours)
         detail.update(hours=hours.span_texts(), holidays=hours.holiday_texts())
+    if menu is not None and menu.active:
+        await _menu_leads_somewhere(tx, menu, name)
+        assistant = await tx.assistants.set_menu(assistant.id, menu)
+        detail["menu"] = menu.to_json()
     await tx.audit.record(actor, "assistant_created", f"assistant:{assistant.id}", detail)
     return Issued(assistant, patterns, token)
 
@@ -222,6 +263,7 @@ async def edit(
     tx: Transaction, assistant_id: int, *, actor: str, numbers: Iterable[str] | None = None,
     engine: str | None = None, rules: Rules | None = None,
     topics: Sequence[Topic] | None = None, hours: Hours | None = None,
+    menu: Menu | None = None,
 ) -> Issued:
     """Change what is given (``topics`` replaces the restricted topics, ``hours`` the
     business hours and holidays; the next call is judged by them). A call already
@@ -272,6 +314,11 @@ async def edit(
             await tx.assistants.set_hours(assistant_id, hours)
             changed.update({k: [was_hours[k], now_hours[k]] for k in now_hours
                             if was_hours[k] != now_hours[k]})
+    if menu is not None and menu.to_json() != (before.menu or {}):
+        await _menu_leads_somewhere(tx, menu, before.name)
+        was_menu = dict(before.menu or {})
+        await tx.assistants.set_menu(assistant_id, menu)
+        changed["menu"] = [was_menu, menu.to_json()]
     await tx.audit.record(actor, "assistant_changed", f"assistant:{assistant_id}", changed)
     assistant = await tx.assistants.get(assistant_id)
     return Issued(assistant, await tx.assistants.numbers_of(assistant_id), token)
@@ -335,7 +382,8 @@ def view(a: Assistant, numbers: Sequence[str]) -> dict[str, Any]:
             "accept_timeout_s": a.accept_timeout_s, "fallback_kind": a.fallback_kind.value,
             "fallback_number": a.fallback_number or "",
             "restricted_topics": [t.to_json() for t in topics_of(a)],
-            "hours": list(a.hours or []), "holidays": list(a.holidays or [])}
+            "hours": list(a.hours or []), "holidays": list(a.holidays or []),
+            "menu_prompt": Menu.of(a).prompt, "menu": Menu.of(a).lines()}
 
 
 # ---- the built-in receptionist -------------------------------------------------------

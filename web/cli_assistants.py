@@ -16,6 +16,7 @@ from typing import Any
 
 from handoff.assistants import EngineKind, FallbackKind, HandoffLevel
 from handoff.hours import Hours
+from handoff.menus import Menu
 from handoff.store import Removed, Store, Transaction
 from handoff.store.models import Assistant
 from handoff.topics import Topic, topics_of
@@ -86,12 +87,25 @@ def _hours(args: argparse.Namespace, current: Assistant | None) -> Hours | None:
     return assistants.hours_from({"hours": args.hours, "holidays": args.holiday}, current)
 
 
+def _menu(args: argparse.Namespace, current: Assistant | None) -> Menu | None:
+    """--menu-prompt TEXT and --menu KEY=assistant:NAME|KEY=queue:NAME (repeated: the
+    keys given replace the menu's), or --no-menu; None when none is given."""
+    if args.no_menu:
+        if args.menu or args.menu_prompt:
+            raise assistants.AssistantRefused("bad_menu", "--menu or --no-menu, not both")
+        return Menu()
+    return assistants.menu_from({"menu_prompt": args.menu_prompt, "menu": args.menu}, current)
+
+
 def _print_issued(issued: assistants.Issued, cli: Cli) -> None:
     a = issued.assistant
     print(f"{a.name}: numbers {' '.join(issued.numbers) or '(none)'}; engine "
           f"{a.engine_address or a.engine.value}; handoff level {a.handoff_level.value}")
     for topic in topics_of(a):
         print(f"  restricted topic {topic.name}: {', '.join(topic.phrases)}")
+    menu = Menu.of(a)
+    if menu.active:
+        print(f"  menu \"{menu.prompt}\": {', '.join(menu.lines())}")
     if a.hours or a.holidays:
         print(f"  open {'; '.join(a.hours) or 'every day'}"
               + (f"; closed {' '.join(a.holidays)}" if a.holidays else ""))
@@ -107,7 +121,8 @@ async def _assistant_add(
 ) -> int:
     issued = await assistants.add(tx, name=args.name, numbers=args.number or [],
                                   engine=args.engine, actor=cli.actor, rules=_rules(args, None),
-                                  topics=_topics(args) or [], hours=_hours(args, None))
+                                  topics=_topics(args) or [], hours=_hours(args, None),
+                                  menu=_menu(args, None))
     _print_issued(issued, cli)
     return 0
 
@@ -118,7 +133,8 @@ async def _assistant_edit(
     assert a is not None
     _print_issued(await assistants.edit(tx, a.id, actor=cli.actor, numbers=args.number,
                                         engine=args.engine, rules=_rules(args, a),
-                                        topics=_topics(args), hours=_hours(args, a)), cli)
+                                        topics=_topics(args), hours=_hours(args, a),
+                                        menu=_menu(args, a)), cli)
     return 0
 
 
@@ -195,6 +211,13 @@ def add_parser(sub: Any, cli: Cli) -> None:
                          help="a date closed all day; repeat for several (replaces the list)")
         cmd.add_argument("--always-open", action="store_true",
                          help="no business hours and no holidays")
+        cmd.add_argument("--menu-prompt", metavar="TEXT",
+                         help="what callers hear before the AI, e.g. 'Press 1 for sales'")
+        cmd.add_argument("--menu", action="append", metavar="KEY=assistant:NAME|queue:NAME",
+                         help="a key of the DTMF menu and where it leads; repeat for several "
+                              "(the keys given replace the menu's)")
+        cmd.add_argument("--no-menu", action="store_true",
+                         help="no menu: the AI answers at once")
     for action, what in (("token", "issue a new control token (printed once); the old one "
                                    "stops working at once"),
                          ("disable", "stop answering its numbers (calls up go on)"),

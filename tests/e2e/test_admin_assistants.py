@@ -115,3 +115,28 @@ async def test_an_admin_writes_business_hours_and_holidays_one_a_line(
     async with served.store.transaction() as tx:
         sales = await tx.assistants.by_name("sales")
     assert sales is not None and sales.hours == ["mon-fri 09:00-17:00", "sat 10:00-12:00"]
+
+
+async def test_an_admin_writes_a_dtmf_menu_one_key_a_line(page: Page, served: Served) -> None:
+    await sign_in(page, served, "ada")
+    await page.goto(f"{served.origin}/admin")
+    form = page.locator("#new-assistant")
+    for name in ("sales", "front"):
+        await form.locator("input[name=name]").fill(name)
+        await form.locator("input[name=engine]").fill("builtin")
+        await form.locator("button[type=submit]").click()
+        await expect(page.locator(f'#assistants tr[data-assistant="{name}"]')).to_be_visible()
+    row = page.locator('#assistants tr[data-assistant="front"]')
+    await row.locator("input.menu-prompt").fill("Press 1 for sales.")
+    await row.locator("textarea.menu").fill("1 = assistant:sales\n")
+    await row.get_by_role("button", name="Save").click()
+    await expect(page.locator("#admin-status")).to_contain_text("front saved")
+    await expect(row.locator("textarea.menu")).to_have_value("1=assistant:sales")
+    async with served.store.transaction() as tx:
+        front = await tx.assistants.by_name("front")
+    assert front is not None and front.menu == {"prompt": "Press 1 for sales.",
+                                                "options": ["1=assistant:sales"]}
+    # A key that leads nowhere says why, in the page.
+    await row.locator("textarea.menu").fill("2=queue:billing")
+    await row.get_by_role("button", name="Save").click()
+    await expect(page.locator("#admin-status")).to_contain_text("there is no queue 'billing'")

@@ -178,3 +178,26 @@ def test_business_hours_are_set_replaced_and_cleared_from_the_command_line(
     assistants, _, audit = _read(url)
     assert (assistants["sales"].hours, assistants["sales"].holidays) == ([], [])
     assert audit.count(("cli", "assistant_changed")) == 2
+
+
+def test_a_dtmf_menu_is_set_checked_and_removed_from_the_command_line(
+    url: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["assistant", "add", "sales", "--number", "2100", "--engine", "builtin"]) == 0
+    assert main(["assistant", "add", "front", "--number", "2000", "--engine", "builtin",
+                 "--menu-prompt", "Press 1 for sales.", "--menu", "1=assistant:sales"]) == 0
+    assert 'menu "Press 1 for sales.": 1=assistant:sales' in capsys.readouterr().out
+    assert _read(url)[0]["front"].menu == {"prompt": "Press 1 for sales.",
+                                           "options": ["1=assistant:sales"]}
+    # Bad input says why and changes nothing.
+    for bad, why in ((["--menu", "1=sales"], "KEY=assistant:NAME"),
+                     (["--menu", "2=queue:billing"], "there is no queue 'billing'"),
+                     (["--menu", "1=assistant:front"], "leads back to this menu"),
+                     (["--menu", "1=assistant:sales", "--no-menu"], "not both")):
+        assert main(["assistant", "edit", "front", *bad]) == 2
+        assert why in capsys.readouterr().err
+    assert _read(url)[0]["front"].menu["options"] == ["1=assistant:sales"]
+    assert main(["assistant", "edit", "front", "--no-menu"]) == 0
+    assistants, _, audit = _read(url)
+    assert assistants["front"].menu == {}
+    assert audit.count(("cli", "assistant_changed")) == 1

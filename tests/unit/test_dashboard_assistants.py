@@ -228,3 +228,29 @@ async def test_an_admin_sets_business_hours_and_the_audit_log_keeps_them(
     async with site.store.transaction() as tx:
         sales = await tx.assistants.by_name("sales")
     assert sales is not None and sales.hours == ["mon-fri 09:00-17:00"]
+
+
+async def test_an_admin_sets_a_dtmf_menu_and_the_audit_log_keeps_it(
+    site: ToolServed, browsers: Browsers,
+) -> None:
+    admin = await signed_in(browsers, "ada")
+    await admin.post_json("/api/admin/assistants", {
+        "name": "sales", "numbers": ["2100"], "engine": "builtin"})
+    made = await (await admin.post_json("/api/admin/assistants", {
+        "name": "front", "numbers": ["2000"], "engine": "builtin"})).json()
+    path = f"/api/admin/assistants/{made['assistant']['id']}"
+    edited = await admin.post_json(path, {"menu_prompt": "Press 1 for sales.",
+                                          "menu": ["1 = assistant:sales"]})
+    assert edited.status == 200
+    shown = (await edited.json())["assistant"]
+    assert (shown["menu_prompt"], shown["menu"]) == ("Press 1 for sales.", ["1=assistant:sales"])
+    assert ("ada", "assistant_changed", {"menu": [
+        {}, {"prompt": "Press 1 for sales.", "options": ["1=assistant:sales"]}]}) in \
+        await _audit(admin)
+    # A key that leads nowhere is refused with the reason, and nothing changes.
+    refused = await admin.post_json(path, {"menu": ["2=assistant:nobody"]})
+    assert refused.status == 400
+    assert (await refused.json())["error"] == "bad_menu"
+    async with site.store.transaction() as tx:
+        front = await tx.assistants.by_name("front")
+    assert front is not None and front.menu["options"] == ["1=assistant:sales"]

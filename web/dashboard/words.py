@@ -39,6 +39,7 @@ REASONS: Final[Mapping[str, str]] = {
     "transfer": "Transferred by a colleague",
     "ai_failed": "The AI stopped working",
     "call_back": "Call-back",
+    "menu": "Chose this queue in the menu",
 }
 
 # handoff.handoffs.urgency(): a normal card says nothing about it.

@@ -165,6 +165,15 @@
       const hours = Object.assign(document.createElement("textarea"),
         { value: [...a.hours, ...a.holidays].join("\n"), className: "hours", rows: 2,
           placeholder: "mon-fri 09:00-17:00\n2026-12-25" });
+      // A DTMF menu before the AI: what callers hear, then one key a line
+      // (1=assistant:sales, 2=queue:billing); no lines, no menu (web.assistants.menu_from).
+      const menuPrompt = Object.assign(document.createElement("input"),
+        { value: a.menu_prompt, className: "menu-prompt", placeholder: "Press 1 for sales" });
+      const menu = Object.assign(document.createElement("textarea"),
+        { value: a.menu.join("\n"), className: "menu", rows: 2,
+          placeholder: "1=assistant:sales\n2=queue:billing" });
+      const menuCell = document.createElement("span");
+      menuCell.append(menuPrompt, menu);
       const save = Object.assign(document.createElement("button"),
         { type: "button", textContent: "Save" });
       save.addEventListener("click", guard(async () => {
@@ -176,6 +185,7 @@
           fallback_kind: kind.value, fallback_number: number.value,
           restricted_topics: topicLines(topics.value),
           hours: lines.filter((l) => !isDate(l)), holidays: lines.filter(isDate),
+          menu_prompt: menuPrompt.value, menu: topicLines(menu.value),
         });
         if (saved.token) showToken(a.name, saved.token);
         status(`${a.name} saved.`);
@@ -199,6 +209,7 @@
                      button("Remove", change("remove")));
       cell(tr, a.name); cell(tr, numbers); cell(tr, engine); cell(tr, level); cell(tr, timeout);
       cell(tr, kind); cell(tr, number); cell(tr, topics); cell(tr, hours);
+      cell(tr, menuCell);
       cell(tr, a.enabled ? "enabled" : "disabled");
       cell(tr, actions);
       body.appendChild(tr);
