@@ -52,6 +52,36 @@ class EngineKind(enum.StrEnum):
     AUDIOSOCKET = "audiosocket"
 
 
+class Moment(enum.StrEnum):
+    """When a person joins the caller, and the assistant may have the caller told so."""
+
+    HANDOVER = "handover"  # the agent who accepted the card
+    TAKEOVER = "takeover"  # a supervisor taking the call over
+    TRANSFER = "transfer"  # a colleague an agent handed the caller to
+
+
+# An announcement is a sentence or two, said while the person is already on the line.
+ANNOUNCEMENT_MAX = 300
+
+
+def check_announcements(raw: dict[str, str]) -> dict[str, str]:
+    """Each moment's words (missing or empty: silence), or ValueError saying why."""
+    out: dict[str, str] = {}
+    for moment, text in raw.items():
+        try:
+            Moment(moment)
+        except ValueError:
+            raise ValueError(f"{moment!r}: an announcement is for one of "
+                             + ", ".join(m.value for m in Moment)) from None
+        words = " ".join(str(text).split())
+        if len(words) > ANNOUNCEMENT_MAX:
+            raise ValueError(f"the {moment} announcement is {ANNOUNCEMENT_MAX} characters "
+                             "at most")
+        if words:
+            out[moment] = words
+    return {m.value: out[m.value] for m in Moment if m.value in out}
+
+
 class HoldMode(enum.StrEnum):
     """What the caller hears while the handoff card rings."""
 

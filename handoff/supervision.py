@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from handoff.assistants import Moment
 from handoff.calls import CallEvent, CallState
 from handoff.events import CARDS_TOPIC, TAKEN_OVER, HandoffConnected, Withdrawn, assistant_topic
 from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
@@ -282,6 +283,7 @@ class Supervision:
             self.control.hub.publish(CARDS_TOPIC, Withdrawn(pending.id, TAKEN_OVER))
         self.control.hub.publish(assistant_topic(live.assistant),
                                  HandoffConnected(live.call_id, str(supervisor.agent_id)))
+        self.control.announcements.say(live, Moment.TAKEOVER)
 
     # ---- ARI events --------------------------------------------------------------------
 

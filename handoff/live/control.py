@@ -8,6 +8,7 @@ each flow is a small object of its own module, and they reach each other through
 - :mod:`~handoff.live.lifecycle`: a call starts (answer, bridge, recording, AI) and ends;
 - :mod:`~handoff.live.engines`: which assistant and engine a call gets (from the store);
 - :mod:`~handoff.live.menu`: a number's DTMF menu before the AI;
+- :mod:`~handoff.live.announce`: what the caller is told when a person joins;
 - :mod:`~handoff.live.ai`: the AI leg, and what happens when it fails;
 - :mod:`~handoff.live.offer`: a handoff offered, staged legs, timeouts, the fallback;
 - :mod:`~handoff.live.queues`: a queue's card offered member by member (ring windows);
@@ -30,6 +31,7 @@ from handoff.ari_api import AriApi
 from handoff.calls import CallOutcome
 from handoff.events import CALLS_TOPIC, CallChanged, EventHub
 from handoff.live.ai import AiLegs
+from handoff.live.announce import Announcements
 from handoff.live.call import LiveCall
 from handoff.live.engines import Engines
 from handoff.live.flow import Timing
@@ -84,6 +86,7 @@ class CallControl:
         self.lifecycle = Lifecycle(self)
         self.ai = AiLegs(self)
         self.menus = Menus(self)
+        self.announcements = Announcements(self)
         self.offers = Offers(self)
         self.queues = Queues(self)
         self.moves = Moves(self)

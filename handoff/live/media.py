@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import subprocess
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from handoff.live.flow import Flow
+from handoff.prompts import PromptError, speak
 from pbx.ari import AriError
 
 if TYPE_CHECKING:
@@ -27,6 +29,20 @@ class Media(Flow):
         self._talking: dict[str, asyncio.Future[None]] = {}
         # Playbacks someone waits to finish, by playback id.
         self._playing: dict[str, asyncio.Future[None]] = {}
+
+    async def prompt(self, name: str, text: str) -> str | None:
+        """``text`` spoken by espeak-ng (once: the file is kept) into the Asterisk's own
+        sounds, as a media URI; None when this host cannot write them (an Asterisk it
+        does not run) or espeak-ng fails, which the log says."""
+        sounds = self.ctl.sounds
+        if sounds is None:
+            return None
+        try:
+            made = await asyncio.to_thread(speak, sounds.host, {name: text})
+        except (PromptError, OSError, subprocess.CalledProcessError) as exc:
+            log.error("prompt %s could not be spoken: %s", name, exc)
+            return None
+        return sounds.media(made[name].stem)
 
     async def until_media_from(self, leg: str) -> None:
         """Return once Asterisk has received RTP from `leg` (bounded; see Timing)."""

@@ -22,7 +22,6 @@ from handoff.live.call import LiveCall
 from handoff.live.flow import Flow
 from handoff.live.legs import role_id
 from handoff.menus import Choice, Menu
-from handoff.prompts import PromptError, speak
 from pbx.ari import AriError
 
 if TYPE_CHECKING:
@@ -58,7 +57,8 @@ class Menus(Flow):
         # A caller who hangs up in the menu never reached anyone.
         live.outcome = CallOutcome.ABANDONED
         try:
-            media = await self._prompt(live, menu)
+            media = await self.ctl.media.prompt(f"menu-{live.assistant}",
+                                                menu.prompt) or NO_PROMPT
             for round_ in range(ROUNDS):
                 if live.ending:
                     return None
@@ -97,16 +97,3 @@ class Menus(Flow):
         with contextlib.suppress(AriError):
             await self.ari.playbacks.stop(playback)
         return None
-
-    async def _prompt(self, live: LiveCall, menu: Menu) -> str:
-        sounds = self.ctl.sounds
-        if sounds is None:
-            return NO_PROMPT
-        try:
-            name = f"menu-{live.assistant}"
-            made = await asyncio.to_thread(speak, sounds.host, {name: menu.prompt})
-            return sounds.media(made[name].stem)
-        except (PromptError, OSError) as exc:
-            log.error("call=%s: the menu prompt could not be spoken (%s); a beep instead",
-                      live.call_id, exc)
-            return NO_PROMPT

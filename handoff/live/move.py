@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from handoff.assistants import Moment
 from handoff.calls import CallEvent, CallOutcome, CallState
 from handoff.events import (
     CARDS_TOPIC,
@@ -155,6 +156,7 @@ class Moves(Flow):
         self.hub.publish(assistant_topic(live.assistant),
                          HandoffConnected(live.call_id, str(live.agent_id)))
         self.ctl.call_changed(live.call_id)
+        self.ctl.announcements.say(live, Moment.HANDOVER)
         log.info("call=%s agent=%s connected via %s", live.call_id, live.agent_id, live.agent)
 
     async def agent_gone(self, live: LiveCall, cause: int) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from handoff.assistants import accept_timeout_s
+from handoff.assistants import Moment, accept_timeout_s
 from handoff.calls import CallEvent, CallState
 from handoff.events import CARDS_TOPIC, Offered, Taken, Withdrawn
 from handoff.handoffs import FailureReason, HandoffEvent
@@ -137,6 +137,7 @@ class Transfers(Flow):
                 await hang_up(self.ari, old_leg)
         # The colleague's panel fills, and the first agent's desk is free for cards.
         self.ctl.call_changed(live.call_id)
+        self.ctl.announcements.say(live, Moment.TRANSFER)
         log.info("call=%s transferred to agent %s via %s", live.call_id, transfer.to_agent,
                  transfer.leg)
 

@@ -180,6 +180,15 @@ class AssistantsRepo:
         await self._session.flush()
         return assistant
 
+    async def set_announcements(self, assistant_id: int,
+                                announcements: dict[str, str]) -> Assistant:
+        """What the caller is told when a person joins (checked by
+        handoff.assistants.check_announcements); the next such moment says it."""
+        assistant = await self._live(assistant_id)
+        assistant.announcements = dict(announcements)
+        await self._session.flush()
+        return assistant
+
     # ---- disable, enable, remove ---------------------------------------------------------
 
     async def disable(self, assistant_id: int) -> Assistant:

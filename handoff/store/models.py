@@ -154,6 +154,11 @@ class Assistant(Base):
     # A DTMF menu before the AI (handoff.menus): {"prompt", "options": ["1=assistant:sales",
     # ...]}; empty: the AI answers at once.
     menu: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict, server_default="{}")
+    # What the caller is told when a person joins (handoff.assistants.Moment: handover,
+    # takeover, transfer): {"handover": "You are now speaking with ..."}; a moment not
+    # there: silence, the person simply speaks.
+    announcements: Mapped[dict[str, str]] = mapped_column(sa.JSON, default=dict,
+                                                          server_default="{}")
     # Its calls' cards go to this queue's members, unless their topic has a queue of its
     # own; None: to every available agent.
     queue_id: Mapped[int | None] = mapped_column(sa.ForeignKey("queues.id"))

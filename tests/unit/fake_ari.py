@@ -71,6 +71,8 @@ class FakeAri:
         self.bridged: dict[str, set[str]] = {}
         self.moh: set[str] = set()
         self.recording: set[str] = set()
+        # What was played, in order: (target URI, first media URI).
+        self.played: list[tuple[str, str]] = []
         self.dialled: list[str] = []  # legs dialled, in order
         self.hangup_reasons: dict[str, str] = {}  # channels we hung up: the reason given
         self.ai_addresses: list[str] = []  # where each AI leg was asked to connect
@@ -304,6 +306,7 @@ class _Bridges:
 
 async def _play(ari: FakeAri, target_uri: str, media: str | Sequence[str],
                 playback_id: str | None) -> Playback:
+    ari.played.append((target_uri, media if isinstance(media, str) else media[0]))
     playback: Playback = {
         "id": playback_id or f"playback-{next(ari._ids)}", "target_uri": target_uri,
         "media_uri": media if isinstance(media, str) else media[0], "language": "en",

@@ -1,12 +1,14 @@
 """Business hours: an assistant's weekly spans and holiday dates (handoff.hours), and a
-DTMF menu before its AI (handoff.menus).
+DTMF menu before its AI (handoff.menus), and what the caller is told when a person joins
+(handoff.assistants.Moment).
 
 Revision ID: 0014
 Revises: 0012
 Create Date: 2026-12-01
 
 Additive only, frozen like 0001: plain column types, no model imports. Every assistant
-there has no spans and no holidays (always open) and no menu, as before these columns.
+there has no spans and no holidays (always open), no menu and no announcements
+(silence), as before these columns.
 """
 
 from collections.abc import Sequence
@@ -28,10 +30,13 @@ def upgrade() -> None:
                                           server_default="[]"))
     op.add_column("assistants", sa.Column("menu", sa.JSON(), nullable=False,
                                           server_default="{}"))
+    op.add_column("assistants", sa.Column("announcements", sa.JSON(), nullable=False,
+                                          server_default="{}"))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("assistants") as batch:
+        batch.drop_column("announcements")
         batch.drop_column("menu")
         batch.drop_column("holidays")
         batch.drop_column("hours")
