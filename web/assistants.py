@@ -17,7 +17,14 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from handoff.assistants import DEFAULT_ACCEPT_TIMEOUT_S, EngineKind, FallbackKind, HandoffLevel
+from handoff.assistants import (
+    DEFAULT_ACCEPT_TIMEOUT_S,
+    EngineKind,
+    FallbackKind,
+    HandoffLevel,
+    Moment,
+    check_announcements,
+)
 from handoff.callback import BadNumber, check_number
 from handoff.hours import BadHours, Hours
 from handoff.menus import BadMenu, Menu
@@ -189,6 +196,27 @@ async def _menu_leads_somewhere(tx: Transaction, menu: Menu, name: str) -> None:
                                    f"{choice.name!r}")
 
 
+def announcements_from(given: Mapping[str, object]) -> dict[str, str] | None:
+    """What the caller is told when a person joins (``announcements``: the page's
+    ``{moment: words}``, or the command line's ``MOMENT=words`` lines; the moments given
+    replace them all, one left out is silence); None if not given."""
+    raw = given.get("announcements")
+    if raw is None:
+        return None
+    if isinstance(raw, list) and all(isinstance(line, str) for line in raw):
+        pairs = [line.partition("=") for line in raw if line.strip()]
+        if any(not sep for _, sep, _ in pairs):
+            raise AssistantRefused("bad_announcement", "an announcement is MOMENT=words")
+        raw = {moment.strip(): words for moment, _, words in pairs}
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise AssistantRefused("bad_announcement", "announcements are words by moment: "
+                               + ", ".join(m.value for m in Moment))
+    try:
+        return check_announcements(raw)
+    except ValueError as exc:
+        raise AssistantRefused("bad_announcement", str(exc)) from None
+
+
 def rules_from(given: Mapping[str, object], current: Assistant | None) -> Rules | None:
     """The handoff rules ``given`` names, each key it leaves out keeping its current (or
     default) value; None if it names none of them."""
@@ -224,7 +252,7 @@ def _token_for(engine: Engine) -> tuple[str | None, str]:
 async def add(
     tx: Transaction, *, name: str, numbers: Iterable[str], engine: str, actor: str,
     rules: Rules | None = None, topics: Sequence[Topic] = (), hours: Hours | None = None,
-    menu: Menu | None = None,
+    menu: Menu | None = None, announcements: dict[str, str] | None = None,
 ) -> Issued:
     try:
         name = check_name("name", name.strip())
@@ -255,6 +283,9 @@ async def add(
         await _menu_leads_somewhere(tx, menu, name)
         assistant = await tx.assistants.set_menu(assistant.id, menu)
         detail["menu"] = menu.to_json()
+    if announcements:
+        assistant = await tx.assistants.set_announcements(assistant.id, announcements)
+        detail["announcements"] = announcements
     await tx.audit.record(actor, "assistant_created", f"assistant:{assistant.id}", detail)
     return Issued(assistant, patterns, token)
 
@@ -263,7 +294,7 @@ async def edit(
     tx: Transaction, assistant_id: int, *, actor: str, numbers: Iterable[str] | None = None,
     engine: str | None = None, rules: Rules | None = None,
     topics: Sequence[Topic] | None = None, hours: Hours | None = None,
-    menu: Menu | None = None,
+    menu: Menu | None = None, announcements: dict[str, str] | None = None,
 ) -> Issued:
     """Change what is given (``topics`` replaces the restricted topics, ``hours`` the
     business hours and holidays; the next call is judged by them). A call already
@@ -319,6 +350,10 @@ async def edit(
         was_menu = dict(before.menu or {})
         await tx.assistants.set_menu(assistant_id, menu)
         changed["menu"] = [was_menu, menu.to_json()]
+    if announcements is not None and announcements != (before.announcements or {}):
+        was_said = dict(before.announcements or {})
+        await tx.assistants.set_announcements(assistant_id, announcements)
+        changed["announcements"] = [was_said, announcements]
     await tx.audit.record(actor, "assistant_changed", f"assistant:{assistant_id}", changed)
     assistant = await tx.assistants.get(assistant_id)
     return Issued(assistant, await tx.assistants.numbers_of(assistant_id), token)
@@ -383,7 +418,8 @@ def view(a: Assistant, numbers: Sequence[str]) -> dict[str, Any]:
             "fallback_number": a.fallback_number or "",
             "restricted_topics": [t.to_json() for t in topics_of(a)],
             "hours": list(a.hours or []), "holidays": list(a.holidays or []),
-            "menu_prompt": Menu.of(a).prompt, "menu": Menu.of(a).lines()}
+            "menu_prompt": Menu.of(a).prompt, "menu": Menu.of(a).lines(),
+            "announcements": dict(a.announcements or {})}
 
 
 # ---- the built-in receptionist -------------------------------------------------------

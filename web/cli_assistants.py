@@ -97,6 +97,17 @@ def _menu(args: argparse.Namespace, current: Assistant | None) -> Menu | None:
     return assistants.menu_from({"menu_prompt": args.menu_prompt, "menu": args.menu}, current)
 
 
+def _announcements(args: argparse.Namespace) -> dict[str, str] | None:
+    """--announce MOMENT=words (repeated: the moments given replace them all), or
+    --no-announcements; None when neither is given."""
+    if args.no_announcements:
+        if args.announce:
+            raise assistants.AssistantRefused("bad_announcement",
+                                              "--announce or --no-announcements, not both")
+        return {}
+    return assistants.announcements_from({"announcements": args.announce})
+
+
 def _print_issued(issued: assistants.Issued, cli: Cli) -> None:
     a = issued.assistant
     print(f"{a.name}: numbers {' '.join(issued.numbers) or '(none)'}; engine "
@@ -106,6 +117,8 @@ def _print_issued(issued: assistants.Issued, cli: Cli) -> None:
     menu = Menu.of(a)
     if menu.active:
         print(f"  menu \"{menu.prompt}\": {', '.join(menu.lines())}")
+    for moment, words in (a.announcements or {}).items():
+        print(f"  at {moment}: \"{words}\"")
     if a.hours or a.holidays:
         print(f"  open {'; '.join(a.hours) or 'every day'}"
               + (f"; closed {' '.join(a.holidays)}" if a.holidays else ""))
@@ -122,7 +135,8 @@ async def _assistant_add(
     issued = await assistants.add(tx, name=args.name, numbers=args.number or [],
                                   engine=args.engine, actor=cli.actor, rules=_rules(args, None),
                                   topics=_topics(args) or [], hours=_hours(args, None),
-                                  menu=_menu(args, None))
+                                  menu=_menu(args, None),
+                                  announcements=_announcements(args))
     _print_issued(issued, cli)
     return 0
 
@@ -134,7 +148,8 @@ async def _assistant_edit(
     _print_issued(await assistants.edit(tx, a.id, actor=cli.actor, numbers=args.number,
                                         engine=args.engine, rules=_rules(args, a),
                                         topics=_topics(args), hours=_hours(args, a),
-                                        menu=_menu(args, a)), cli)
+                                        menu=_menu(args, a),
+                                        announcements=_announcements(args)), cli)
     return 0
 
 
@@ -218,6 +233,12 @@ def add_parser(sub: Any, cli: Cli) -> None:
                               "(the keys given replace the menu's)")
         cmd.add_argument("--no-menu", action="store_true",
                          help="no menu: the AI answers at once")
+        cmd.add_argument("--announce", action="append", metavar="MOMENT=WORDS",
+                         help="what the caller is told when a person joins, at handover, "
+                              "takeover or transfer; repeat for several (the moments given "
+                              "replace them all; one left out is silence)")
+        cmd.add_argument("--no-announcements", action="store_true",
+                         help="silence at every moment: the person simply speaks")
     for action, what in (("token", "issue a new control token (printed once); the old one "
                                    "stops working at once"),
                          ("disable", "stop answering its numbers (calls up go on)"),

@@ -140,3 +140,26 @@ async def test_an_admin_writes_a_dtmf_menu_one_key_a_line(page: Page, served: Se
     await row.locator("textarea.menu").fill("2=queue:billing")
     await row.get_by_role("button", name="Save").click()
     await expect(page.locator("#admin-status")).to_contain_text("there is no queue 'billing'")
+
+
+async def test_an_admin_writes_announcements_one_moment_a_line(
+    page: Page, served: Served,
+) -> None:
+    await sign_in(page, served, "ada")
+    await page.goto(f"{served.origin}/admin")
+    form = page.locator("#new-assistant")
+    await form.locator("input[name=name]").fill("sales")
+    await form.locator("input[name=engine]").fill("builtin")
+    await form.locator("button[type=submit]").click()
+    row = page.locator('#assistants tr[data-assistant="sales"]')
+    await row.locator("textarea.announcements").fill(
+        "transfer = One moment, please.\nhandover=You are now speaking with a person.")
+    await row.get_by_role("button", name="Save").click()
+    await expect(page.locator("#admin-status")).to_contain_text("sales saved")
+    # Shown back in the moments' order.
+    await expect(row.locator("textarea.announcements")).to_have_value(
+        "handover=You are now speaking with a person.\ntransfer=One moment, please.")
+    await row.locator("textarea.announcements").fill("hold=music")
+    await row.get_by_role("button", name="Save").click()
+    await expect(page.locator("#admin-status")).to_contain_text(
+        "one of handover, takeover, transfer")

@@ -201,3 +201,22 @@ def test_a_dtmf_menu_is_set_checked_and_removed_from_the_command_line(
     assistants, _, audit = _read(url)
     assert assistants["front"].menu == {}
     assert audit.count(("cli", "assistant_changed")) == 1
+
+
+def test_announcements_are_set_replaced_and_silenced_from_the_command_line(
+    url: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["assistant", "add", "sales", "--number", "2100", "--engine", "builtin",
+                 "--announce", "handover=You are now speaking with a person."]) == 0
+    assert 'at handover: "You are now speaking with a person."' in capsys.readouterr().out
+    assert main(["assistant", "edit", "sales", "--announce", "transfer=One moment."]) == 0
+    assert _read(url)[0]["sales"].announcements == {"transfer": "One moment."}
+    for bad, why in ((["--announce", "hold=music"], "one of handover, takeover, transfer"),
+                     (["--announce", "handover"], "MOMENT=words"),
+                     (["--announce", "handover=x", "--no-announcements"], "not both")):
+        assert main(["assistant", "edit", "sales", *bad]) == 2
+        assert why in capsys.readouterr().err
+    assert main(["assistant", "edit", "sales", "--no-announcements"]) == 0
+    assistants, _, audit = _read(url)
+    assert assistants["sales"].announcements == {}
+    assert audit.count(("cli", "assistant_changed")) == 2

@@ -254,3 +254,24 @@ async def test_an_admin_sets_a_dtmf_menu_and_the_audit_log_keeps_it(
     async with site.store.transaction() as tx:
         front = await tx.assistants.by_name("front")
     assert front is not None and front.menu["options"] == ["1=assistant:sales"]
+
+
+async def test_an_admin_sets_announcements_and_the_audit_log_keeps_them(
+    site: ToolServed, browsers: Browsers,
+) -> None:
+    admin = await signed_in(browsers, "ada")
+    made = await (await admin.post_json("/api/admin/assistants", {
+        "name": "sales", "numbers": ["2100"], "engine": "builtin"})).json()
+    path = f"/api/admin/assistants/{made['assistant']['id']}"
+    edited = await admin.post_json(path, {"announcements": ["takeover=A supervisor joins."]})
+    assert edited.status == 200
+    assert (await edited.json())["assistant"]["announcements"] == {
+        "takeover": "A supervisor joins."}
+    assert ("ada", "assistant_changed", {"announcements": [
+        {}, {"takeover": "A supervisor joins."}]}) in await _audit(admin)
+    refused = await admin.post_json(path, {"announcements": {"hold": "music"}})
+    assert refused.status == 400
+    assert (await refused.json())["error"] == "bad_announcement"
+    async with site.store.transaction() as tx:
+        sales = await tx.assistants.by_name("sales")
+    assert sales is not None and sales.announcements == {"takeover": "A supervisor joins."}

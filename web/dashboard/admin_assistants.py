@@ -69,7 +69,8 @@ async def create_assistant(request: web.Request) -> web.Response:
         async with request.app[DASHBOARD].store.transaction() as tx:
             issued = await a.add(tx, name=str(body.get("name", "")), numbers=numbers,
                                  engine=str(body.get("engine", "")), actor=viewer.login,
-                                 rules=rules, topics=topics, hours=hours, menu=menu)
+                                 rules=rules, topics=topics, hours=hours, menu=menu,
+                                 announcements=a.announcements_from(body))
     except a.AssistantRefused as exc:
         return _refused(exc)
     applied = await reload_directory(request, f"assistant {issued.assistant.name}")
@@ -78,7 +79,7 @@ async def create_assistant(request: web.Request) -> web.Response:
 
 async def update_assistant(request: web.Request) -> web.Response:
     """Any of numbers, engine, the handoff rules, the restricted topics, the business
-    hours and the DTMF menu; what is not given stays."""
+    hours, the DTMF menu and the announcements; what is not given stays."""
     viewer, body = request[VIEWER], await json_body(request)
     assistant_id = int(request.match_info["assistant_id"])
     engine = body.get("engine")
@@ -89,7 +90,8 @@ async def update_assistant(request: web.Request) -> web.Response:
             rules, hours = a.rules_from(body, current), a.hours_from(body, current)
             issued = await a.edit(tx, assistant_id, actor=viewer.login, numbers=numbers,
                                   engine=None if engine is None else str(engine), rules=rules,
-                                  topics=topics, hours=hours, menu=a.menu_from(body, current))
+                                  topics=topics, hours=hours, menu=a.menu_from(body, current),
+                                  announcements=a.announcements_from(body))
     except NotFound:
         return json_error(404, "not_found", f"no assistant {assistant_id}")
     except a.AssistantRefused as exc:

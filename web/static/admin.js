@@ -172,6 +172,12 @@
       const menu = Object.assign(document.createElement("textarea"),
         { value: a.menu.join("\n"), className: "menu", rows: 2,
           placeholder: "1=assistant:sales\n2=queue:billing" });
+      // What the caller is told when a person joins, one moment a line:
+      // handover=You are now speaking with a person. No line for a moment: silence.
+      const said = Object.assign(document.createElement("textarea"),
+        { value: Object.entries(a.announcements).map(([m, w]) => `${m}=${w}`).join("\n"),
+          className: "announcements", rows: 2,
+          placeholder: "handover=You are now speaking with a person." });
       const menuCell = document.createElement("span");
       menuCell.append(menuPrompt, menu);
       const save = Object.assign(document.createElement("button"),
@@ -186,6 +192,7 @@
           restricted_topics: topicLines(topics.value),
           hours: lines.filter((l) => !isDate(l)), holidays: lines.filter(isDate),
           menu_prompt: menuPrompt.value, menu: topicLines(menu.value),
+          announcements: topicLines(said.value),
         });
         if (saved.token) showToken(a.name, saved.token);
         status(`${a.name} saved.`);
@@ -209,7 +216,7 @@
                      button("Remove", change("remove")));
       cell(tr, a.name); cell(tr, numbers); cell(tr, engine); cell(tr, level); cell(tr, timeout);
       cell(tr, kind); cell(tr, number); cell(tr, topics); cell(tr, hours);
-      cell(tr, menuCell);
+      cell(tr, menuCell); cell(tr, said);
       cell(tr, a.enabled ? "enabled" : "disabled");
       cell(tr, actions);
       body.appendChild(tr);
