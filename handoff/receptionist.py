@@ -44,6 +44,12 @@ PROMPTS = {
         "Hello, you have reached the Switchboard demo. I am the virtual receptionist. "
         "Press zero at any time to speak with a person."
     ),
+    # The call came outside the assistant's business hours (call_started's out_of_hours):
+    # its fallback already applies, so no person is promised.
+    "closed": (
+        "Hello, you have reached the Switchboard demo. We are closed right now. "
+        "We have noted your call, and someone will get back to you."
+    ),
     "connecting": "Of course. Please stay on the line, I am connecting you to a person.",
     "back": "You are back with the virtual receptionist. How else can I help?",
     "apology": (
@@ -126,6 +132,7 @@ class _Call:
     # Bumped by every handoff outcome, so a "connecting" that would come after the
     # outcome (the event can overtake the HTTP answer) is not said.
     handoff_news: int = 0
+    out_of_hours: bool = False
     # An AI-first assistant refused the first 0 and the caller was asked to confirm.
     asked_first: bool = False
 
@@ -271,6 +278,7 @@ class Receptionist:
             return
         call_id = str(event.get("call_id", ""))
         if kind == EventType.CALL_STARTED:
+            self._call(call_id).out_of_hours = bool(event.get("out_of_hours"))
             self._announced(seat, call_id)
         elif kind == EventType.CALL_ENDED:
             ended = self._calls.pop(call_id, None)
@@ -338,7 +346,8 @@ class Receptionist:
         first = call.sessions == 1
         # The first stream of a call is the greeting; a later one is the AI rejoining
         # after a person had the call, and the event that says why picks the words.
-        prompt, call.pending = ("greeting" if first else call.pending), None
+        greeting = "closed" if call.out_of_hours else "greeting"
+        prompt, call.pending = (greeting if first else call.pending), None
         if prompt is not None:
             self._speak(call, prompt)
         try:

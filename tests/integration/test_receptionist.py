@@ -8,6 +8,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import pytest_asyncio
 from handoff.assistants import FallbackKind, HandoffLevel
 from handoff.calls import CallState
 from handoff.handoffs import HandoffState
+from handoff.hours import Hours
 from handoff.receptionist import PROMPTS, Receptionist, make_prompts
 from pbx.audiosocket import Kind, encode
 from tests.integration.ai_rig import ASSISTANT, AiRig, EngineMaker, ai_rig
@@ -215,4 +217,28 @@ async def test_under_ai_first_0_asks_first_and_a_second_0_gets_a_person(desk: Ai
         (handoff,) = await tx.handoffs.for_call(placed.call_id)
     assert handoff.state is HandoffState.OFFERED
     assert handoff.summary is not None and "Problem: The caller pressed 0 again" in handoff.summary
+    await r.hang_up(placed)
+
+
+async def test_out_of_hours_the_receptionist_says_it_is_closed_and_notes_the_call(
+    desk: AiRig,
+) -> None:
+    r = desk
+    await _level(r, HandoffLevel.BALANCED)  # its fallback: a call-back request
+    today = datetime.now(UTC).date()
+    async with r.store.transaction() as tx:
+        assistant = await tx.assistants.by_name(ASSISTANT)
+        assert assistant is not None
+        await tx.assistants.set_hours(assistant.id, Hours.parse(
+            [], [(today + timedelta(days=d)).isoformat() for d in (-1, 0, 1)]))
+    placed = await r.place_call()
+    await until(lambda: has_line(r, placed.call_id, said("closed")))
+    assert not await has_line(r, placed.call_id, said("greeting"))
+
+    async def noted() -> bool:
+        async with r.store.transaction() as tx:
+            return [n.text for n in await tx.notes.for_call(placed.call_id)] == [
+                "Callback requested: called out of hours."]
+
+    await until(noted)
     await r.hang_up(placed)
