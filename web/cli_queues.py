@@ -28,6 +28,8 @@ def _changes(args: argparse.Namespace) -> dict[str, Any]:
         "members": None if args.member is None else " ".join(args.member),
         "assistants": None if args.assistant is None else " ".join(args.assistant),
         "topics": None if args.topic is None else " ".join(args.topic),
+        "hours": [] if args.always_open else args.hours,
+        "holidays": [] if args.always_open else args.holiday,
     }
 
 
@@ -97,6 +99,14 @@ def add_parser(sub: Any, cli: Cli) -> None:
                          help="seconds a caller waits before the assistant's fallback")
         cmd.add_argument("--service-level", type=int, metavar="S",
                          help="a card taken within this many seconds meets the service level")
+        cmd.add_argument("--hours", action="append", metavar="'DAYS HH:MM-HH:MM'",
+                         help="business hours in the site's zone, e.g. 'mon-fri 09:00-17:00'; "
+                              "out of them the queue takes no card and the fallback applies; "
+                              "repeat for several (the spans given replace the list)")
+        cmd.add_argument("--holiday", action="append", metavar="YYYY-MM-DD",
+                         help="a date closed all day; repeat for several (replaces the list)")
+        cmd.add_argument("--always-open", action="store_true",
+                         help="no business hours and no holidays")
         cmd.add_argument("--away-after", type=int, metavar="N",
                          help="missed offers in a row that set a member away (0: never)")
     commands.add_parser("remove", help="take it out of routing; its figures stay") \

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from handoff.hours import BadHours, Hours
 from handoff.queues import (
     DEFAULT_MAX_WAIT_S,
     DEFAULT_NO_ANSWER_LIMIT,
@@ -32,7 +33,7 @@ NAME_RULE = "a queue's name is 1-40 lowercase letters, digits, '_' or '-', start
 # (key, lowest, highest): whole seconds, or a count.
 LIMITS = {"ring_s": (1, 600), "max_wait_s": (1, 3600), "service_level_s": (1, 3600),
           "no_answer_limit": (0, 50)}
-EDITABLE = ("strategy", *LIMITS, "members", "assistants", "topics")
+EDITABLE = ("strategy", *LIMITS, "members", "assistants", "topics", "hours", "holidays")
 
 
 class QueueRefused(PersonRefused):
@@ -46,6 +47,9 @@ class Settings:
     max_wait_s: int = DEFAULT_MAX_WAIT_S
     service_level_s: int = DEFAULT_SERVICE_LEVEL_S
     no_answer_limit: int = DEFAULT_NO_ANSWER_LIMIT
+    # Business hours (handoff.hours): weekly spans and holiday dates, normalised.
+    hours: tuple[str, ...] = ()
+    holidays: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,15 @@ def _count(value: Any, key: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise QueueRefused("bad_request", f"{key}: a whole number, {low} to {high}")
     return value
+
+
+def _lines(value: Any, key: str) -> list[str]:
+    """Spans or dates, as a list (the API) or one a line (the page, the command line)."""
+    if isinstance(value, str):
+        return [line for line in value.splitlines() if line.strip()]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise QueueRefused("bad_hours", f"{key} is a list of strings, or one a line")
 
 
 def parse_members(value: Any) -> tuple[tuple[str, int], ...]:
@@ -122,6 +135,13 @@ def build(changes: Mapping[str, Any], base: Settings, routing: Routing
     for key in LIMITS:
         if key in given:
             settings[key] = _count(given[key], key)
+    if "hours" in given or "holidays" in given:
+        try:
+            hours = Hours.parse(_lines(given.get("hours", base.hours), "hours"),
+                                _lines(given.get("holidays", base.holidays), "holidays"))
+        except BadHours as exc:
+            raise QueueRefused("bad_hours", str(exc)) from None
+        settings.update(hours=tuple(hours.span_texts()), holidays=tuple(hours.holiday_texts()))
     new_routing = routing
     if "members" in given:
         new_routing = replace(new_routing, members=parse_members(given["members"]))
@@ -143,7 +163,7 @@ def build(changes: Mapping[str, Any], base: Settings, routing: Routing
 
 def settings_of(row: QueueRecord) -> Settings:
     return Settings(row.strategy, row.ring_s, row.max_wait_s, row.service_level_s,
-                    row.no_answer_limit)
+                    row.no_answer_limit, tuple(row.hours or ()), tuple(row.holidays or ()))
 
 
 async def routing_of(tx: Transaction, row: QueueRecord) -> Routing:
@@ -164,7 +184,8 @@ async def view(tx: Transaction, row: QueueRecord) -> dict[str, Any]:
 
 
 def _plain(settings: Settings) -> dict[str, Any]:
-    return {k: v.value if isinstance(v, Strategy) else v for k, v in asdict(settings).items()}
+    return {k: v.value if isinstance(v, Strategy) else list(v) if isinstance(v, tuple) else v
+            for k, v in asdict(settings).items()}
 
 
 def _routing_plain(routing: Routing) -> dict[str, Any]:

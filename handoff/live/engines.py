@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import tzinfo
 
 from handoff.assistants import EngineKind
-from handoff.hours import Clock, Hours, server_zone, utc_clock
+from handoff.hours import Clock, HasHours, Hours, server_zone, utc_clock
 from handoff.live.flow import AiEngine
 from handoff.store import Store
 from handoff.store.models import Assistant
@@ -58,9 +58,9 @@ class Engines:
         self.zone = zone or server_zone()
         self.clock = clock
 
-    def open_now(self, assistant: Assistant) -> bool:
-        """Whether the assistant's hours have it staffed at this moment."""
-        return Hours.of(assistant).is_open(self.clock(), self.zone)
+    def open_now(self, record: HasHours) -> bool:
+        """Whether an assistant's or a queue's hours have it staffed at this moment."""
+        return Hours.of(record).is_open(self.clock(), self.zone)
 
     def engine_of(self, assistant: Assistant) -> AiEngine | None:
         if assistant.engine is EngineKind.BUILTIN:

@@ -79,6 +79,10 @@ class Offers(Flow):
                 if queue is None:
                     likely = [a.id for a in await tx.agents.available()]
                     nobody = not likely
+                elif not self.ctl.engines.open_now(queue):
+                    # Out of the queue's hours nobody is there to come: the fallback now.
+                    log.info("call=%s: queue %s is out of its hours", call_id, queue.name)
+                    likely, nobody = [], True
                 else:
                     # A queue's caller waits while a member is free or will be soon.
                     nobody = not await tx.queues.reachable_members(queue.id)

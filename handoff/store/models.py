@@ -305,6 +305,10 @@ class QueueRecord(Base):
     no_answer_limit: Mapped[int]
     # The topic names (handoff.topics) whose cards come here, whatever the assistant.
     topics: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    # Business hours (handoff.hours), as an assistant's: out of them the queue takes no
+    # card and the assistant's fallback applies at once. Both empty: always open.
+    hours: Mapped[list[str]] = mapped_column(sa.JSON, default=list, server_default="[]")
+    holidays: Mapped[list[str]] = mapped_column(sa.JSON, default=list, server_default="[]")
     created_at: Mapped[datetime]
     # Set: gone from the lists and from routing; the row stays for the figures.
     removed_at: Mapped[datetime | None]

@@ -55,3 +55,25 @@ async def test_an_admin_adds_changes_and_removes_a_queue_on_the_page(
     await support.locator("button.remove").click()
     await expect(page.locator("#admin-status")).to_have_text("Queue support removed.")
     await expect(page.locator("#queues tbody tr")).to_have_count(0)
+
+
+async def test_an_admin_writes_a_queues_business_hours_one_a_line(
+    page: Page, site: ToolServed,
+) -> None:
+    await sign_in(page, site, "ada", "/admin")
+    form = page.locator("#new-queue")
+    await form.locator("[name=name]").fill("support")
+    await form.locator("button[type=submit]").click()
+    support = page.locator('#queues tr[data-queue="support"]')
+    await support.locator("textarea.hours").fill("2026-12-25\nMon-Fri 9:00-17:00")
+    await support.locator("button.save").click()
+    await expect(page.locator("#admin-status")).to_have_text("Queue support saved.")
+    await expect(support.locator("textarea.hours")).to_have_value(
+        "mon-fri 09:00-17:00\n2026-12-25")
+    await support.locator("textarea.hours").fill("sat 12:00-10:00")
+    await support.locator("button.save").click()
+    await expect(page.locator("#admin-status")).to_contain_text("two spans")
+    async with site.store.transaction() as tx:
+        queue = await tx.queues.by_name("support")
+    assert queue is not None
+    assert (queue.hours, queue.holidays) == (["mon-fri 09:00-17:00"], ["2026-12-25"])

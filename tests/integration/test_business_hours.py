@@ -1,6 +1,7 @@
 """Business hours on real Asterisk: a carrier's caller rings the sales number on a
 holiday, and the controller puts them through to sales' fallback number at once, with
-no card offered to the agent who is on duty."""
+no card offered to the agent who is on duty; a card for a queue closed today does the
+same."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 import pytest_asyncio
 
 from handoff.calls import CallOutcome, CallState
+from handoff.handoffs import FailureReason, HandoffState
 from handoff.hours import Hours
+from handoff.queues import Strategy
 from tests.integration.asterisk_helpers import Pair
 from tests.waiting import until
 from web.bench.rig import Rig, rig
@@ -66,3 +69,40 @@ async def test_a_call_on_a_holiday_goes_straight_to_the_fallback_number(
         handoffs = await tx.handoffs.for_call(placed.call_id)
     assert call.outcome is CallOutcome.FALLBACK_NUMBER
     assert handoffs == []  # nobody was offered a card: the office is closed
+
+
+async def test_a_card_for_a_closed_queue_puts_the_caller_through_to_the_fallback_number(
+    call_rig: Rig,
+) -> None:
+    r = call_rig
+    today = datetime.now(UTC).date()
+    async with r.store.transaction() as tx:
+        sales = await tx.assistants.by_name("sales")
+        assert sales is not None
+        desk = await tx.queues.create(
+            name="sales-desk", strategy=Strategy.OFFER_ALL, ring_s=20, max_wait_s=60,
+            service_level_s=20, no_answer_limit=3,
+            holidays=[(today + timedelta(days=d)).isoformat() for d in (-1, 0, 1)])
+        await tx.queues.set_members(desk.id, [(r.agent_id, 3)])
+        await tx.queues.set_assistants(desk.id, [sales.id])
+    placed = await r.place_call("2100")  # sales itself is open: the AI answers
+    handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
+                                                 summary="x")
+
+    async def forwarded() -> bool:
+        async with r.store.transaction() as tx:
+            return (await tx.calls.get(placed.call_id)).state is CallState.FORWARDED
+
+    # Ada is at her desk, but her queue is closed today: no card, the outside line.
+    await until(forwarded)
+    async with r.store.transaction() as tx:
+        handoff = await tx.handoffs.get(handoff_id)
+    assert (handoff.state, handoff.failure_reason) == (HandoffState.FAILED,
+                                                       FailureReason.NO_AGENTS)
+    await r.hang_up_caller(placed)
+
+    async def ended() -> bool:
+        async with r.store.transaction() as tx:
+            return (await tx.calls.get(placed.call_id)).outcome is CallOutcome.FALLBACK_NUMBER
+
+    await until(ended)

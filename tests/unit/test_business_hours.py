@@ -12,8 +12,10 @@ import pytest
 from handoff.assistants import FallbackKind, HandoffLevel
 from handoff.calls import CallOutcome
 from handoff.events import assistant_topic
+from handoff.handoffs import HandoffState
 from handoff.hours import BadHours, Hours
 from handoff.live.offer import CALLBACK_NOTE
+from handoff.queues import Strategy
 from tests.unit.test_live_calls import Floor, _outcome_is, floor  # noqa: F401
 from tests.waiting import until
 
@@ -121,3 +123,34 @@ async def test_a_call_out_of_hours_gets_the_fallback_and_new_hours_apply_to_the_
         assert not await tx.notes.for_call(live.call_id)
     await floor.ari.hang_up_phone(caller)
     await until(lambda: _outcome_is(floor, live.call_id, CallOutcome.COMPLETED_BY_AI))
+
+
+async def test_a_card_for_a_queue_out_of_its_hours_gets_the_fallback_at_once(
+    floor: Floor,  # noqa: F811
+) -> None:
+    async with floor.store.transaction() as tx:
+        queue = await tx.queues.create(name="desk", strategy=Strategy.OFFER_ALL, ring_s=20,
+                                       max_wait_s=60, service_level_s=20, no_answer_limit=3,
+                                       hours=WEEKDAYS.span_texts())
+        await tx.queues.set_members(queue.id, [(floor.ada, 3)])
+        receptionist = await tx.assistants.by_name("receptionist")
+        assert receptionist is not None
+        await tx.queues.set_assistants(queue.id, [receptionist.id])
+    floor.live.control.engines.zone = PARIS
+    floor.live.control.engines.clock = lambda: _at("2026-12-01 20:00")  # Tuesday evening
+    caller, live = await floor.call()
+    handoff_id = await floor.live.control.request_handoff(live.call_id, reason="caller_asked",
+                                                          summary="x")
+
+    async def failed() -> bool:
+        return await floor.handoff_state(handoff_id) is HandoffState.FAILED
+
+    await until(failed)  # Ada is on duty, but her queue is closed: no card rings
+    assert live.callback_requested
+    # In its hours, the same queue offers the card.
+    floor.live.control.engines.clock = lambda: _at("2026-12-02 10:00")
+    again = await floor.live.control.request_handoff(live.call_id, reason="caller_asked",
+                                                     summary="x")
+    assert await floor.handoff_state(again) is HandoffState.OFFERED
+    await floor.ari.hang_up_phone(caller)
+    await until(lambda: _outcome_is(floor, live.call_id, CallOutcome.ABANDONED))

@@ -84,3 +84,20 @@ def test_a_bad_queue_is_refused_with_its_reason_and_nothing_written(
     assert _read(url)[0] == {}
     assert main(["queue", "edit", "nosuch", "--ring", "5"]) == 2
     assert "no queue 'nosuch'" in capsys.readouterr().err
+
+
+def test_a_queues_business_hours_are_set_checked_and_cleared_from_the_command_line(
+    url: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["queue", "add", "support", "--hours", "Mon-Fri 9:00-17:00",
+                 "--holiday", "2026-12-25"]) == 0
+    support = _read(url)[0]["support"]
+    assert (support["hours"], support["holidays"]) == (["mon-fri 09:00-17:00"], ["2026-12-25"])
+    capsys.readouterr()
+    assert main(["queue", "edit", "support", "--hours", "fri 22:00-06:00"]) == 2
+    assert "two spans" in capsys.readouterr().err
+    assert _read(url)[0]["support"]["hours"] == ["mon-fri 09:00-17:00"]
+    assert main(["queue", "edit", "support", "--always-open"]) == 0
+    listed, audit = _read(url)
+    assert (listed["support"]["hours"], listed["support"]["holidays"]) == ([], [])
+    assert ("cli", "queue_changed", "queue:support") in audit

@@ -1,4 +1,5 @@
-"""Business hours: an assistant's weekly spans and holiday dates (handoff.hours), and a
+"""Business hours: an assistant's and a queue's weekly spans and holiday dates
+(handoff.hours), and a
 DTMF menu before its AI (handoff.menus), and what the caller is told when a person joins
 (handoff.assistants.Moment).
 
@@ -32,9 +33,16 @@ def upgrade() -> None:
                                           server_default="{}"))
     op.add_column("assistants", sa.Column("announcements", sa.JSON(), nullable=False,
                                           server_default="{}"))
+    op.add_column("queues", sa.Column("hours", sa.JSON(), nullable=False,
+                                      server_default="[]"))
+    op.add_column("queues", sa.Column("holidays", sa.JSON(), nullable=False,
+                                      server_default="[]"))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("queues") as batch:
+        batch.drop_column("holidays")
+        batch.drop_column("hours")
     with op.batch_alter_table("assistants") as batch:
         batch.drop_column("announcements")
         batch.drop_column("menu")
