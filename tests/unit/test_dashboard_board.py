@@ -6,6 +6,7 @@ from __future__ import annotations
 from handoff.calls import Speaker
 from handoff.queues import Strategy
 from tests.dashboard_fixtures import Browsers, Served, offer_card, on_duty, signed_in
+from web.bench import board as board_bench
 
 
 async def add_queue(served: Served, name: str, *logins: str) -> int:
@@ -83,3 +84,10 @@ async def test_the_floor_lists_waiting_callers_and_each_queues_figures(
     agent = await signed_in(browsers, "alice")
     async with agent.http.get("/api/supervisor/floor") as response:
         assert response.status == 403
+
+
+async def test_the_board_benchmark_delivers_every_line_and_new_call_to_every_tab() -> None:
+    result = await board_bench.measure(calls=3, tabs=2, rounds=2)
+    assert (result["lines"], result["new_calls"], result["missing"]) == (6, 1, 0)
+    assert set(result["transcript_line"]) == {"p50_ms", "p99_ms", "max_ms"}
+    assert result["new_row_p50_ms"] is not None
