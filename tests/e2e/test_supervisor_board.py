@@ -130,4 +130,5 @@ async def test_the_wallboard_and_the_waiting_list_show_a_waiting_caller(
     await expect(waiting).to_contain_text("Queued Caller")
     await expect(waiting).to_contain_text("Sales")
     await expect(waiting).to_have_attribute("data-urgency", "emergency")
+    await expect(waiting.locator("td").nth(2)).to_have_text("Emergency")
     await expect(page.locator("#waiting-empty")).to_be_hidden()

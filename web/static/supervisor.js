@@ -191,7 +191,8 @@
     for (const content of [
       card.caller_name ? `${card.caller_name} (${card.caller_number})` : card.caller_number,
       card.why,
-      words.say("urgencies", card.urgency),
+      // A card's badge says nothing for a normal caller; a column of priorities does.
+      words.say("urgencies", card.urgency) || "Normal",
       card.queue,
       clock(card.waiting_since),
     ]) tr.appendChild(cell(content));
