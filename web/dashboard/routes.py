@@ -31,6 +31,7 @@ from web.dashboard import (
     supervision_api,
     trunks_api,
     views,
+    wallboard,
 )
 from web.dashboard.access import RoutePolicy, Rule, Shape, public, signed_in
 from web.dashboard.board import Board
@@ -106,6 +107,9 @@ ROUTES: tuple[Route, ...] = (
           signed_in(AGENT)),
     # The supervisor board (supervision_api.py).
     Route("GET", "/api/supervisor/calls", supervision_api.live_calls, signed_in(SUPERVISOR)),
+    Route("GET", r"/api/supervisor/calls/{call_id:[0-9a-f-]{36}}/transcript",
+          supervision_api.transcript, signed_in(SUPERVISOR)),
+    Route("GET", "/api/supervisor/floor", wallboard.floor, signed_in(SUPERVISOR)),
     Route("POST", r"/api/supervisor/calls/{call_id:[0-9a-f-]{36}}/stop", supervision_api.stop,
           signed_in(SUPERVISOR)),
     Route("POST", r"/api/supervisor/calls/{call_id:[0-9a-f-]{36}}/{mode:[a-z_]{1,16}}",
