@@ -134,6 +134,8 @@ ACTIONS: Final[Mapping[str, str]] = {
     "queue_added": "Queue added",
     "queue_changed": "Queue changed",
     "queue_removed": "Queue removed",
+    "pause_reason_added": "Pause reason added",
+    "pause_reason_removed": "Pause reason removed",
     "sip_address_blocked": "Address blocked",
     "sip_block_lifted": "Block lifted",
     "test_call": "Test call",

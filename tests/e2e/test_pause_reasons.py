@@ -1,0 +1,53 @@
+"""Pause reasons on the desk in a real Chromium: the agent chooses "Away: Lunch" in the
+presence menu, the desk says how long the pause has lasted, the Admin page's table shows
+the reason live, and "Available" ends the pause."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.async_api import Page, expect
+
+from handoff.agents import Presence
+from tests.dashboard_fixtures import Served
+from tests.e2e.test_dashboard_desk import sign_in
+from tests.e2e.test_states_words import sign_in as sign_in_at
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_an_agent_chooses_a_pause_reason_on_the_desk_and_the_admin_table_shows_it(
+    page: Page, served: Served,
+) -> None:
+    async with served.store.transaction() as tx:
+        lunch = await tx.pause_reasons.add("Lunch", productive=False)
+        await tx.pause_reasons.add("Training", productive=True)
+    alice = served.people["alice"]
+    admin_page = await page.context.browser.new_page()  # type: ignore[union-attr]
+    await sign_in_at(admin_page, served, "ada", "/admin")
+    table_state = admin_page.locator(f'#agents tr[data-agent="{alice.id}"] td.agent-state')
+
+    await sign_in(page, served, "alice")
+    await page.check("#duty")
+    presence = page.locator("#presence")
+    await expect(presence).to_have_value("available")
+    await presence.select_option(label="Away: Lunch")
+    await expect(page.locator("#my-state")).to_have_text(re.compile(r"^Away: Lunch · 0:\d\d$"))
+    async with served.store.transaction() as tx:
+        agent = await tx.agents.get(alice.id)
+    assert (agent.presence, agent.pause_reason_id) == (Presence.AWAY, lunch.id)
+    await expect(table_state).to_have_text(
+        re.compile(r"^Away: Lunch, not productive \(0:\d\d\)$"))
+
+    # A reload shows the pause the server has, reason included.
+    await page.reload()
+    await expect(page.locator("body")).to_have_attribute("data-live", "yes")
+    await expect(presence).to_have_value(f"away:{lunch.id}")
+
+    await presence.select_option("available")
+    await expect(page.locator("#my-state")).to_be_hidden()
+    await expect(table_state).to_have_text("Available")
+    async with served.store.transaction() as tx:
+        assert (await tx.agents.get(alice.id)).pause_reason_id is None
+    await admin_page.close()
