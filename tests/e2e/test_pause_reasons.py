@@ -51,3 +51,28 @@ async def test_an_agent_chooses_a_pause_reason_on_the_desk_and_the_admin_table_s
     async with served.store.transaction() as tx:
         assert (await tx.agents.get(alice.id)).pause_reason_id is None
     await admin_page.close()
+
+
+async def test_an_admin_adds_and_removes_pause_reasons_on_the_page(
+    page: Page, served: Served,
+) -> None:
+    await sign_in_at(page, served, "ada", "/admin")
+    form = page.locator("#new-pause-reason")
+    await form.locator("[name=name]").fill("Formation")
+    await form.locator("[name=productive]").select_option("true")
+    await form.locator("button[type=submit]").click()
+    formation = page.locator('#pause-reasons tr[data-reason="Formation"]')
+    await expect(formation).to_contain_text("Productive")
+    # The server's reason for a refusal shows on the page; nothing is added.
+    await form.locator("[name=name]").fill("formation")
+    await form.locator("button[type=submit]").click()
+    await expect(page.locator("#admin-status")).to_contain_text(
+        "there is already a pause reason 'Formation'")
+    await expect(page.locator("#pause-reasons tbody tr")).to_have_count(1)
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    await formation.locator("button.remove").click()
+    await expect(page.locator("#admin-status")).to_have_text("Pause reason Formation removed.")
+    await expect(page.locator("#pause-reasons tbody tr")).to_have_count(0)
+    async with served.store.transaction() as tx:
+        assert await tx.pause_reasons.listed() == []
