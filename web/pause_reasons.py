@@ -8,15 +8,18 @@ offers the reasons listed at the moment it is loaded.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from handoff.store import NotFound, Transaction
-from handoff.store.models import PauseReason
+from handoff.store.models import Disposition, PauseReason
 from web.people import PersonRefused
 
 MAX_NAME = 40
-NAME_RULE = f"a pause reason's name is 1-{MAX_NAME} characters, with no control characters"
+
+
+def name_rule(kind: str) -> str:
+    return f"a {kind}'s name is 1-{MAX_NAME} characters, with no control characters"
 
 
 class PauseReasonRefused(PersonRefused):
@@ -27,28 +30,32 @@ def view(row: PauseReason) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "productive": row.productive}
 
 
-def _name(value: object) -> str:
+def checked_name(value: object, kind: str = "pause reason") -> str:
+    """A name for the admin's lists (pause reasons, dispositions): people's words
+    ("Lunch", "Formation"), shown on every desk and the board: any script, but nothing
+    that could break a line or a table cell."""
     name = str(value or "").strip()
-    # People's words ("Lunch", "Formation"), shown on every desk and the board: any
-    # script, but nothing that could break a line or a table cell.
     if not 0 < len(name) <= MAX_NAME or any(
             unicodedata.category(ch).startswith("C") for ch in name):
-        raise PauseReasonRefused("bad_request", NAME_RULE)
+        raise PauseReasonRefused("bad_request", name_rule(kind))
     return name
 
 
+def clash(rows: Iterable[PauseReason | Disposition], name: str, kind: str) -> None:
+    """"Lunch" and "lunch" would read as one on the board and two in the figures."""
+    for row in rows:
+        if row.name.casefold() == name.casefold():
+            raise PauseReasonRefused("name_taken", f"there is already a {kind} {row.name!r} "
+                                     f"(a removed {kind}'s name stays taken)")
+
+
 async def add(tx: Transaction, changes: Mapping[str, Any], *, actor: str) -> PauseReason:
-    name = _name(changes.get("name"))
+    name = checked_name(changes.get("name"))
     productive = changes.get("productive")
     if not isinstance(productive, bool):
         raise PauseReasonRefused("bad_request", "productive is true (work off the phone, "
                                  "such as training) or false (a break)")
-    # "Lunch" and "lunch" would read as one reason on the board and two in the figures.
-    taken = [r for r in await tx.pause_reasons.listed(include_removed=True)
-             if r.name.casefold() == name.casefold()]
-    if taken:
-        raise PauseReasonRefused("name_taken", f"there is already a pause reason "
-                                 f"{taken[0].name!r} (a removed reason's name stays taken)")
+    clash(await tx.pause_reasons.listed(include_removed=True), name, "pause reason")
     row = await tx.pause_reasons.add(name, productive=productive)
     await tx.audit.record(actor, "pause_reason_added", f"pause_reason:{name}",
                           {"productive": productive})

@@ -106,6 +106,19 @@ class PauseReason(Base):
     removed_at: Mapped[datetime | None]
 
 
+class Disposition(Base):
+    """How a call ended for the business ("Sale", "Complaint logged"), as an admin names
+    them: the agent picks one at wrap-up and it is kept on the call."""
+
+    __tablename__ = "dispositions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime]
+    # Set: no longer offered; calls that have it keep it.
+    removed_at: Mapped[datetime | None]
+
+
 class Agent(Base):
     __tablename__ = "agents"
 
@@ -259,6 +272,8 @@ class Call(Base):
     answered_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
     version: Mapped[int] = mapped_column(default=1)
+    # What the agent who handled it picked at wrap-up (None: none yet).
+    disposition_id: Mapped[int | None] = mapped_column(sa.ForeignKey("dispositions.id"))
 
 
 class Handoff(Base):
@@ -312,6 +327,10 @@ class QueueRecord(Base):
     no_answer_limit: Mapped[int]
     # The topic names (handoff.topics) whose cards come here, whatever the assistant.
     topics: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
+    # True: an agent who took one of its calls picks a disposition before they are
+    # available again.
+    disposition_required: Mapped[bool] = mapped_column(default=False,
+                                                       server_default=sa.false())
     created_at: Mapped[datetime]
     # Set: gone from the lists and from routing; the row stays for the figures.
     removed_at: Mapped[datetime | None]

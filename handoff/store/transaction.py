@@ -22,8 +22,8 @@ from handoff.store.contacts_repo import ContactsRepo
 from handoff.store.handoffs_repo import HandoffsRepo
 from handoff.store.history_repo import HistoryRepo
 from handoff.store.notes_repo import NotesRepo
-from handoff.store.pause_reasons_repo import PauseReasonsRepo
 from handoff.store.queues_repo import QueuesRepo
+from handoff.store.reasons_repo import DispositionsRepo, PauseReasonsRepo
 from handoff.store.sessions_repo import SessionsRepo
 from handoff.store.transcripts_repo import TranscriptsRepo
 from handoff.store.transitions import Clock, utc_now
@@ -46,6 +46,7 @@ class Transaction:
     trunks: TrunksRepo
     queues: QueuesRepo
     pause_reasons: PauseReasonsRepo
+    dispositions: DispositionsRepo
 
 
 class Store:
@@ -84,4 +85,5 @@ class Store:
             trunks=TrunksRepo(session, clock),
             queues=QueuesRepo(session, clock),
             pause_reasons=PauseReasonsRepo(session, clock),
+            dispositions=DispositionsRepo(session, clock),
         )

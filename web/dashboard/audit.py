@@ -46,7 +46,7 @@ class Names:
         kind, _, key = subject.partition(":")
         if kind == "agent" and key.isdigit():
             return self.by_id.get(int(key), f"person {key}")
-        if kind in ("number", "trunk", "queue", "pause_reason"):
+        if kind in ("number", "trunk", "queue", "pause_reason", "disposition"):
             return key
         if kind == "call":
             return "a call"
@@ -132,6 +132,10 @@ SENTENCES: Mapping[str, Sentence] = {
         f"{who} added pause reason {whom} "
         f"({'productive' if d.get('productive') else 'not productive'})",
     "pause_reason_removed": lambda who, whom, _d, _n: f"{who} removed pause reason {whom}",
+    "disposition_added": lambda who, whom, _d, _n: f"{who} added disposition {whom}",
+    "disposition_removed": lambda who, whom, _d, _n: f"{who} removed disposition {whom}",
+    "disposition_set": lambda who, _s, d, _n:
+        f"{who} gave a call the disposition {d.get('disposition', '')}",
     "sip_address_blocked": lambda _w, whom, d, _n:
         f"{whom} was blocked after {d.get('failures', 'many')} failed SIP sign-ins",
     "sip_block_lifted": lambda who, whom, _d, _n: f"{who} lifted the block on {whom}",

@@ -251,6 +251,11 @@ async def set_presence(request: web.Request) -> web.Response:
     if reason_id is not None and presence is not Presence.AWAY:
         return json_error(400, "bad_request", "a pause reason goes with away only")
     async with dashboard.store.transaction() as tx:
+        if presence is Presence.AVAILABLE and await tx.dispositions.owed_by(viewer.agent_id):
+            # Their queue requires one: the figures need it before the next caller.
+            # (The controller's wrap-up limit still makes them available without it.)
+            return json_error(409, "disposition_needed",
+                              "Pick a disposition for your last call first.")
         try:
             reason = None if reason_id is None else await pause_reasons.live(tx, reason_id)
             agent = await tx.agents.set_presence(viewer.agent_id, presence, actor=viewer.login,
