@@ -84,17 +84,23 @@ class DispositionsRepo(_NamedRows[Disposition]):
             raise NotFound("call", call_id)
         return call
 
-    async def owed_by(self, agent_id: int) -> Call | None:
-        """The agent's last call, if it came through a queue that requires a disposition
-        and has none yet (a call they are still on owes nothing yet)."""
+    async def undisposed(self, agent_id: int) -> tuple[Call, bool] | None:
+        """The agent's last call, over and with no disposition yet, and whether its
+        queue requires one (a call they are still on is not over: None)."""
         last = (await self._session.scalars(
             select(Handoff).where(Handoff.accepted_by == agent_id,
                                   Handoff.connected_at.is_not(None))
             .order_by(Handoff.connected_at.desc(), Handoff.id.desc()).limit(1))).first()
-        if last is None or last.queue_id is None or last.state in AGENT_BUSY_STATES:
+        if last is None or last.state in AGENT_BUSY_STATES:
             return None
-        queue = await self._session.get(QueueRecord, last.queue_id)
         call = await self._session.get(Call, last.call_id, populate_existing=True)
-        if queue is None or not queue.disposition_required or call is None:
+        if call is None or call.disposition_id is not None:
             return None
-        return None if call.disposition_id is not None else call
+        queue = None if last.queue_id is None else await self._session.get(
+            QueueRecord, last.queue_id)
+        return call, queue is not None and queue.disposition_required
+
+    async def owed_by(self, agent_id: int) -> Call | None:
+        """The agent's last call, if its queue requires a disposition it lacks."""
+        found = await self.undisposed(agent_id)
+        return found[0] if found is not None and found[1] else None

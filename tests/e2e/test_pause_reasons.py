@@ -1,6 +1,7 @@
-"""Pause reasons on the desk in a real Chromium: the agent chooses "Away: Lunch" in the
-presence menu, the desk says how long the pause has lasted, the Admin page's table shows
-the reason live, and "Available" ends the pause."""
+"""Pause reasons and dispositions in a real Chromium: the agent chooses "Away: Lunch" in
+the presence menu, the desk says how long the pause has lasted, the Admin page's table
+shows the reason live, and "Available" ends the pause; the admin adds and removes
+reasons on the Admin page; in wrap-up the agent picks the last call's disposition."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import pytest
 from playwright.async_api import Page, expect
 
 from handoff.agents import Presence
+from handoff.events import AGENTS_TOPIC, AgentChanged
+from handoff.handoffs import HandoffEvent
 from tests.dashboard_fixtures import Served
 from tests.e2e.test_dashboard_desk import sign_in
 from tests.e2e.test_states_words import sign_in as sign_in_at
+from tests.unit.test_call_panel import connected_call
 
 pytestmark = pytest.mark.e2e
 
@@ -76,3 +80,29 @@ async def test_an_admin_adds_and_removes_pause_reasons_on_the_page(
     await expect(page.locator("#pause-reasons tbody tr")).to_have_count(0)
     async with served.store.transaction() as tx:
         assert await tx.pause_reasons.listed() == []
+
+
+async def test_an_agent_in_wrap_up_picks_the_disposition_of_their_last_call_on_the_desk(
+    page: Page, served: Served,
+) -> None:
+    async with served.store.transaction() as tx:
+        sale = await tx.dispositions.add("Sale")
+        await tx.dispositions.add("Complaint")
+    handoff = await connected_call(served, "alice")
+    alice = served.people["alice"]
+    await sign_in(page, served, "alice")
+    await page.check("#duty")
+    form = page.locator("#disposition-form")
+    # As the controller ends her part of the call and begins her wrap-up.
+    async with served.store.transaction() as tx:
+        await tx.handoffs.apply(handoff.id, HandoffEvent.END)
+        await tx.agents.set_presence(alice.id, Presence.WRAP_UP)
+    served.events.publish(AGENTS_TOPIC, AgentChanged(alice.id))
+    await expect(form).to_be_visible()
+    await expect(page.locator("#disposition-caller")).to_have_text("Jeanne Martin")
+    await page.select_option("#disposition-choice", label="Sale")
+    await form.locator("button[type=submit]").click()
+    await expect(page.locator("#notice")).to_have_text("Disposition saved.")
+    await expect(form).to_be_hidden()
+    async with served.store.transaction() as tx:
+        assert (await tx.calls.get(handoff.call_id)).disposition_id == sale.id

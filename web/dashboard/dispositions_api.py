@@ -20,10 +20,15 @@ def _refused(exc: PauseReasonRefused) -> web.Response:
 
 
 async def list_dispositions(request: web.Request) -> web.Response:
-    """For admins (the Admin page) and agents (the desk's wrap-up menu) alike."""
+    """For admins (the Admin page) and agents (the desk's wrap-up menu) alike, with the
+    viewer's last call that has none yet (the desk offers to pick for it)."""
     async with request.app[DASHBOARD].store.transaction() as tx:
         rows = [dispositions.view(r) for r in await tx.dispositions.listed()]
-    return web.json_response({"dispositions": rows})
+        found = await tx.dispositions.undisposed(request[VIEWER].agent_id)
+    pending = None if found is None else {
+        "call_id": found[0].id, "required": found[1],
+        "caller": found[0].caller_name or found[0].caller_number}
+    return web.json_response({"dispositions": rows, "pending": pending})
 
 
 async def add_disposition(request: web.Request) -> web.Response:

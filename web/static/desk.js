@@ -86,12 +86,55 @@
     if (dutyBox) dutyBox.checked = me.on_duty;
     if (presenceSelect) presenceSelect.value = menuValue(me);
     document.body.dataset.onDuty = me.on_duty ? "yes" : "no";
+    const wasState = document.body.dataset.agentState;
     document.body.dataset.agentState = me.state;
+    if (me.state !== wasState) offerDisposition();
     if (me.on_duty && me.presence === "away") say(awayNote);
     else if (notice.textContent === awayNote) say("");
     showState();
     if (cardList) renderCards();
   }
+
+  // ---- disposition at wrap-up -----------------------------------------------------------
+
+  // After a call, in wrap-up, the agent says how it ended; a queue that requires it
+  // keeps them from "available" until they do (the server refuses and says why).
+  const dispositionForm = document.getElementById("disposition-form");
+  let pendingCall = null;
+
+  async function offerDisposition() {
+    if (!dispositionForm) return;
+    let data = null;
+    try {
+      const response = await fetch("/api/dispositions", { credentials: "same-origin" });
+      if (response.ok) data = await response.json();
+    } catch (_error) {
+      data = null;
+    }
+    const me = state.me;
+    pendingCall = data && data.pending && data.dispositions.length && me && me.state === "wrap_up"
+      ? data.pending.call_id : null;
+    dispositionForm.hidden = !pendingCall;
+    if (!pendingCall) return;
+    document.getElementById("disposition-caller").textContent = data.pending.caller;
+    document.getElementById("disposition-choice").replaceChildren(...data.dispositions.map(
+      (d) => new Option(d.name, String(d.id))));
+  }
+
+  if (dispositionForm) dispositionForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!pendingCall) return;
+    const chosen = Number(document.getElementById("disposition-choice").value);
+    const result = await post(`/api/calls/${encodeURIComponent(pendingCall)}/disposition`,
+      { disposition_id: chosen });
+    if (!result.ok) {
+      say(result.body.reason || "Could not save the disposition.");
+      return;
+    }
+    dispositionForm.hidden = true;
+    pendingCall = null;
+    tell("Disposition saved.");
+  });
 
   // The menu's entry for the agent's presence: away with the reason they chose when this
   // page offers it (a reason removed since, or a page without reasons, shows plain away).
