@@ -65,7 +65,7 @@ async def test_an_admin_adds_and_removes_pause_reasons_on_the_page(
     await form.locator("[name=name]").fill("Formation")
     await form.locator("[name=productive]").select_option("true")
     await form.locator("button[type=submit]").click()
-    formation = page.locator('#pause-reasons tr[data-reason="Formation"]')
+    formation = page.locator('#pause-reasons tr[data-name="Formation"]')
     await expect(formation).to_contain_text("Productive")
     # The server's reason for a refusal shows on the page; nothing is added.
     await form.locator("[name=name]").fill("formation")
@@ -80,6 +80,14 @@ async def test_an_admin_adds_and_removes_pause_reasons_on_the_page(
     await expect(page.locator("#pause-reasons tbody tr")).to_have_count(0)
     async with served.store.transaction() as tx:
         assert await tx.pause_reasons.listed() == []
+
+    dispositions = page.locator("#new-disposition")
+    await dispositions.locator("[name=name]").fill("Vente")
+    await dispositions.locator("button[type=submit]").click()
+    await expect(page.locator("#admin-status")).to_have_text("Disposition Vente added.")
+    await expect(page.locator('#dispositions tr[data-name="Vente"]')).to_be_visible()
+    async with served.store.transaction() as tx:
+        assert [d.name for d in await tx.dispositions.listed()] == ["Vente"]
 
 
 async def test_an_agent_in_wrap_up_picks_the_disposition_of_their_last_call_on_the_desk(
