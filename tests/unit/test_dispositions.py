@@ -111,6 +111,9 @@ async def test_an_agent_picks_a_disposition_for_a_call_they_handled_only(
     assert (await alice.post_json(url, {"disposition_id": sale})).status == 200
     async with site.store.transaction() as tx:
         assert (await tx.calls.get(handoff.call_id)).disposition_id == sale
+    nowhere = await admin.post_json("/api/calls/00000000-0000-0000-0000-000000000000/"
+                                    "disposition", {"disposition_id": sale})
+    assert nowhere.status == 404
     [line] = await audit(admin, "disposition_set")
     assert (line["actor"], line["detail"]) == ("alice", {"disposition": "Sale"})
     assert line["said"].endswith("gave a call the disposition Sale")

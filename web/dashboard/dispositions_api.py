@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from handoff.store import NotFound
 from web import dispositions
 from web.dashboard.guard import json_error
 from web.dashboard.history import sees_all
@@ -62,4 +63,7 @@ async def pick_disposition(request: web.Request) -> web.Response:
                                     actor=viewer.login)
     except PauseReasonRefused as exc:
         return _refused(exc)
+    except NotFound:
+        # Only a supervisor or admin gets here with a call that does not exist.
+        return json_error(404, "not_found", f"no call {call_id}")
     return web.json_response({"call_id": call_id, "disposition_id": body["disposition_id"]})
