@@ -25,6 +25,7 @@ from pbx.config_values import ConfigValueError
 from web import (
     backup,
     cli_assistants,
+    cli_pause_reasons,
     cli_queues,
     cli_trunks,
     doctor,
@@ -389,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
         run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
         actor=CLI_ACTOR, note=RUNNING_PBX_NOTE), settings=_settings)
     cli_queues.add_parser(sub, cli_assistants.Cli(
+        run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
+        actor=CLI_ACTOR, note=RUNNING_PBX_NOTE))
+    cli_pause_reasons.add_parser(sub, cli_assistants.Cli(
         run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
         actor=CLI_ACTOR, note=RUNNING_PBX_NOTE))
     dash = bench_sub.add_parser("dashboard", help="card delivery to many dashboard tabs")

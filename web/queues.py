@@ -32,7 +32,7 @@ NAME_RULE = "a queue's name is 1-40 lowercase letters, digits, '_' or '-', start
 # (key, lowest, highest): whole seconds, or a count.
 LIMITS = {"ring_s": (1, 600), "max_wait_s": (1, 3600), "service_level_s": (1, 3600),
           "no_answer_limit": (0, 50)}
-EDITABLE = ("strategy", *LIMITS, "members", "assistants", "topics")
+EDITABLE = ("strategy", *LIMITS, "disposition_required", "members", "assistants", "topics")
 
 
 class QueueRefused(PersonRefused):
@@ -46,6 +46,8 @@ class Settings:
     max_wait_s: int = DEFAULT_MAX_WAIT_S
     service_level_s: int = DEFAULT_SERVICE_LEVEL_S
     no_answer_limit: int = DEFAULT_NO_ANSWER_LIMIT
+    # Its agents pick a disposition (web.dispositions) before they are available again.
+    disposition_required: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,10 @@ def build(changes: Mapping[str, Any], base: Settings, routing: Routing
     for key in LIMITS:
         if key in given:
             settings[key] = _count(given[key], key)
+    if "disposition_required" in given:
+        if not isinstance(given["disposition_required"], bool):
+            raise QueueRefused("bad_request", "disposition_required is true or false")
+        settings["disposition_required"] = given["disposition_required"]
     new_routing = routing
     if "members" in given:
         new_routing = replace(new_routing, members=parse_members(given["members"]))
@@ -143,7 +149,7 @@ def build(changes: Mapping[str, Any], base: Settings, routing: Routing
 
 def settings_of(row: QueueRecord) -> Settings:
     return Settings(row.strategy, row.ring_s, row.max_wait_s, row.service_level_s,
-                    row.no_answer_limit)
+                    row.no_answer_limit, row.disposition_required)
 
 
 async def routing_of(tx: Transaction, row: QueueRecord) -> Routing:

@@ -60,9 +60,11 @@ class QueuesRepo:
 
     async def create(self, *, name: str, strategy: Strategy, ring_s: int, max_wait_s: int,
                      service_level_s: int, no_answer_limit: int,
+                     disposition_required: bool = False,
                      topics: Iterable[str] = ()) -> QueueRecord:
         row = QueueRecord(name=name, strategy=strategy, ring_s=ring_s, max_wait_s=max_wait_s,
                           service_level_s=service_level_s, no_answer_limit=no_answer_limit,
+                          disposition_required=disposition_required,
                           topics=list(topics), created_at=self._clock())
         self._session.add(row)
         await self._session.flush()

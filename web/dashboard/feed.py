@@ -72,9 +72,9 @@ async def _queue_members(tx: Transaction, handoff: Handoff) -> frozenset[int] | 
 
 
 async def agent_view(tx: Transaction, agent: Agent, busy_ids: Collection[int]) -> AgentView:
-    """The agent as the boards show them, with when their wrap-up ends if the controller
-    timed it (the end is in the audit line of its beginning, so a restarted process
-    counts down to the same moment)."""
+    """The agent as the boards show them, with their pause reason, and when their
+    wrap-up ends if the controller timed it (the end is in the audit line of its
+    beginning, so a restarted process counts down to the same moment)."""
     until = None
     if agent.presence is Presence.WRAP_UP:
         began = await tx.audit.last(f"agent:{agent.id}", audit_action(
@@ -82,7 +82,10 @@ async def agent_view(tx: Transaction, agent: Agent, busy_ids: Collection[int]) -
         if began is not None and began.detail.get("event") == PresenceEvent.WRAP_UP_BEGINS:
             with contextlib.suppress(TypeError, ValueError):
                 until = datetime.fromisoformat(str(began.detail.get("ends_at")))
-    return AgentView.of(agent, busy_ids, wrap_up_until=until)
+    reason = None
+    if agent.pause_reason_id is not None:
+        reason = await tx.pause_reasons.get(agent.pause_reason_id)
+    return AgentView.of(agent, busy_ids, wrap_up_until=until, pause_reason=reason)
 
 
 async def current_state(store: Store) -> tuple[list[Card], list[AgentView]]:

@@ -37,8 +37,11 @@
       const topics = field({ value: q.topics.join(" "), size: 12, className: "topics" });
       const numbers = ["ring_s", "max_wait_s", "service_level_s", "no_answer_limit"].map(
         (key) => field({ type: "number", value: q[key], min: key === "no_answer_limit" ? 0 : 1, className: key, style: "width: 5em" }));
+      // Its agents pick a disposition before they are available again.
+      const required = field({ type: "checkbox", checked: q.disposition_required, className: "disposition_required" });
+      required.setAttribute("aria-label", `${q.name}: disposition required`);
       cell(tr, q.name);
-      for (const node of [strategy, members, assistants, topics, ...numbers]) cell(tr, node);
+      for (const node of [strategy, members, assistants, topics, ...numbers, required]) cell(tr, node);
       cell(tr, figures(q.stats));
       const actions = document.createElement("span");
       actions.append(button("Save", "save", async () => {
@@ -46,7 +49,7 @@
         await sb.send("POST", `/api/admin/queues/${q.id}`, {
           strategy: strategy.value, members: members.value, assistants: assistants.value,
           topics: topics.value, ring_s: ring, max_wait_s: wait, service_level_s: level,
-          no_answer_limit: away,
+          no_answer_limit: away, disposition_required: required.checked,
         });
         status(`Queue ${q.name} saved.`);
         loadQueues();
