@@ -42,6 +42,11 @@ AGENTS_TOPIC = "agents"
 # Something an agent's call panel shows changed (a transcript line, a note, a
 # transfer's state, the connection): the panels of that call reload it.
 CALLS_TOPIC = "calls"
+# Every line of every live call's transcript as it is said (TranscriptLine): the
+# supervisor board shows the AI's conversations as they grow, so a supervisor can read
+# one and take the call over from there. One topic for all calls, because the board
+# watches them all; a call's own topic (call_topic) serves whoever follows one call.
+TRANSCRIPTS_TOPIC = "transcripts"
 # Subscribing to it hears every topic (the metrics).
 ALL_TOPICS = "*"
 
@@ -82,7 +87,7 @@ class EventType(enum.StrEnum):
     # On AGENTS_TOPIC and CALLS_TOPIC.
     AGENT_CHANGED = "agent_changed"
     CALL_CHANGED = "call_changed"
-    # On the call's own topic.
+    # On the call's own topic and on TRANSCRIPTS_TOPIC.
     TRANSCRIPT = "transcript"
     # The AI events WebSocket's own messages; the hub never carries them.
     READY = "ready"
@@ -226,6 +231,14 @@ class TranscriptLine(TypedEvent):
     speaker: str
     text: str
     at: str  # ISO 8601
+
+
+def publish_transcript_line(hub: EventHub, line: TranscriptLine) -> None:
+    """A line was stored for a call: whoever follows that call, the supervisor board,
+    and the panels of the agents on it (they reload what they show) hear of it."""
+    hub.publish(call_topic(line.call_id), line)
+    hub.publish(TRANSCRIPTS_TOPIC, line)
+    hub.publish(CALLS_TOPIC, CallChanged(line.call_id))
 
 
 @dataclass(frozen=True)

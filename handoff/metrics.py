@@ -62,6 +62,11 @@ class SwitchboardMetrics:
         # caller counts as on a call, not as the "available" their presence still says.
         self.agents = Gauge("switchboard_agents", "agents by state", ["state"],
                             registry=registry)
+        # Agents away, by the reason they chose ("" for none, such as a lost phone),
+        # and whether it is work off the phone: the floor's productive and unproductive
+        # pauses.
+        self.agents_paused = Gauge("switchboard_agents_paused", "agents away, by reason",
+                                   ["reason", "productive"], registry=registry)
         clients = Gauge("switchboard_dashboard_websocket_clients",
                         "dashboard tabs connected", registry=registry)
         clients.set_function(lambda: float(websocket_clients()))
@@ -112,7 +117,18 @@ class SwitchboardMetrics:
         async with self._store.transaction() as tx:
             agents = [a for a in await tx.agents.all() if a.enabled]
             busy = await tx.agents.busy_agent_ids()
+            reasons = await tx.pause_reasons.listed(include_removed=True)
         self.agents_on_duty.set(sum(1 for a in agents if a.on_duty))
         states = Counter_(agent_state(a.presence, a.id in busy) for a in agents)
         for state in AgentState:
             self.agents.labels(state.value).set(states[state])
+        paused = Counter_(a.pause_reason_id for a in agents
+                          if agent_state(a.presence, a.id in busy) is AgentState.AWAY)
+        # Every reason offered shows, at 0 when nobody chose it; a removed one while
+        # someone is still away for it.
+        self.agents_paused.clear()
+        self.agents_paused.labels("", "false").set(paused[None])
+        for reason in reasons:
+            if reason.removed_at is None or paused[reason.id]:
+                self.agents_paused.labels(reason.name, str(reason.productive).lower()).set(
+                    paused[reason.id])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from handoff.logs import mask_number
 from handoff.store import Store
 from handoff.trunks import OutboundRefused, Trunk, choose
 
@@ -35,13 +36,15 @@ class Outbound:
         try:
             trunk = choose(await self.trunks(), number, self.country)
         except OutboundRefused as refused:
-            log.warning("call=%s: %s to %s refused: %s", call_id, purpose, number,
-                        refused.reason)
+            # A call-back's number is a caller's: masked in the log, whole in the audit
+            # line (the admin who reads that may see it).
+            log.warning("call=%s: %s to %s refused: %s", call_id, purpose,
+                        mask_number(number), refused.reason)
             async with self.store.transaction() as tx:
                 await tx.audit.record(actor, "outbound_refused", f"number:{number}",
                                       {"purpose": purpose, "reason": refused.reason,
                                        **({"call": call_id} if call_id else {})})
             raise
-        log.info("call=%s: %s to %s goes out through trunk %s", call_id, purpose, number,
-                 trunk.name)
+        log.info("call=%s: %s to %s goes out through trunk %s", call_id, purpose,
+                 mask_number(number), trunk.name)
         return trunk

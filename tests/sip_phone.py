@@ -229,6 +229,15 @@ class SipPhone(asyncio.DatagramProtocol):
         """The next call this phone answered (its ACK arrived)."""
         return await asyncio.wait_for(self.calls.get(), timeout)
 
+    def pick_up(self) -> int:
+        """The handset lifted on every call ringing here (``answer = "ring"``) now;
+        returns how many."""
+        ringing = list(self._ringing.values())
+        self._ringing.clear()
+        for invite, addr, dialog in ringing:
+            self._spawn(self._pick_up(invite, addr, dialog))
+        return len(ringing)
+
     async def call(self, number: str, timeout: float = 10.0) -> Dialog:
         """Place a call to `number` at the PBX; returns it answered and ACKed."""
         media = await open_probe(self.tone_hz)

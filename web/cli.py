@@ -26,6 +26,7 @@ from pbx.config_values import ConfigValueError
 from web import (
     backup,
     cli_assistants,
+    cli_pause_reasons,
     cli_queues,
     cli_trunks,
     doctor,
@@ -207,6 +208,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     # Imported when asked: the benchmarks' rigs and probes are nothing a server needs.
+    if args.bench_command == "dashboard" and args.board:
+        from web.bench import board as bench_board  # noqa: PLC0415
+
+        return int(bench_board.main(args.calls, args.json))
     if args.bench_command == "dashboard":
         from web.bench import dashboard as bench_dashboard  # noqa: PLC0415
 
@@ -388,8 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
     cli_queues.add_parser(sub, cli_assistants.Cli(
         run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
         actor=CLI_ACTOR, note=RUNNING_PBX_NOTE))
+    cli_pause_reasons.add_parser(sub, cli_assistants.Cli(
+        run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
+        actor=CLI_ACTOR, note=RUNNING_PBX_NOTE))
     dash = bench_sub.add_parser("dashboard", help="card delivery to many dashboard tabs")
     dash.add_argument("--clients", type=int, default=1000)
+    dash.add_argument("--board", action="store_true",
+                      help="the supervisor board's update delay with live calls and "
+                      "their transcripts flowing")
+    dash.add_argument("--calls", type=int, default=50, help="live calls for --board")
     dash.add_argument("--json", action="store_true")
     dash.set_defaults(func=cmd_bench)
     back = sub.add_parser("backup", help="write the database, recordings and settings "

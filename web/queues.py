@@ -33,7 +33,8 @@ NAME_RULE = "a queue's name is 1-40 lowercase letters, digits, '_' or '-', start
 # (key, lowest, highest): whole seconds, or a count.
 LIMITS = {"ring_s": (1, 600), "max_wait_s": (1, 3600), "service_level_s": (1, 3600),
           "no_answer_limit": (0, 50)}
-EDITABLE = ("strategy", *LIMITS, "members", "assistants", "topics", "hours", "holidays")
+EDITABLE = ("strategy", *LIMITS, "disposition_required", "members", "assistants", "topics",
+            "hours", "holidays")
 
 
 class QueueRefused(PersonRefused):
@@ -47,6 +48,8 @@ class Settings:
     max_wait_s: int = DEFAULT_MAX_WAIT_S
     service_level_s: int = DEFAULT_SERVICE_LEVEL_S
     no_answer_limit: int = DEFAULT_NO_ANSWER_LIMIT
+    # Its agents pick a disposition (web.dispositions) before they are available again.
+    disposition_required: bool = False
     # Business hours (handoff.hours): weekly spans and holiday dates, normalised.
     hours: tuple[str, ...] = ()
     holidays: tuple[str, ...] = ()
@@ -142,6 +145,10 @@ def build(changes: Mapping[str, Any], base: Settings, routing: Routing
         except BadHours as exc:
             raise QueueRefused("bad_hours", str(exc)) from None
         settings.update(hours=tuple(hours.span_texts()), holidays=tuple(hours.holiday_texts()))
+    if "disposition_required" in given:
+        if not isinstance(given["disposition_required"], bool):
+            raise QueueRefused("bad_request", "disposition_required is true or false")
+        settings["disposition_required"] = given["disposition_required"]
     new_routing = routing
     if "members" in given:
         new_routing = replace(new_routing, members=parse_members(given["members"]))
@@ -163,7 +170,8 @@ def build(changes: Mapping[str, Any], base: Settings, routing: Routing
 
 def settings_of(row: QueueRecord) -> Settings:
     return Settings(row.strategy, row.ring_s, row.max_wait_s, row.service_level_s,
-                    row.no_answer_limit, tuple(row.hours or ()), tuple(row.holidays or ()))
+                    row.no_answer_limit, row.disposition_required,
+                    tuple(row.hours or ()), tuple(row.holidays or ()))
 
 
 async def routing_of(tx: Transaction, row: QueueRecord) -> Routing:

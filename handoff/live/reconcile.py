@@ -110,7 +110,11 @@ class Reconciler(Flow):
             if current is not None:
                 live.handoff_id = current.id
                 await self._resume_handoff(live, current)
-            needs_ai = live.agent is None and live.ai is None
+            # The AI's leg went with the old controller. The caller is alone unless a
+            # person has picked up: an agent's phone that still rings leaves them in
+            # silence for up to the ring window, so the AI comes back for that too (and
+            # steps out as usual once the agent answers).
+            needs_ai = live.ai is None and (live.agent is None or not live.agent_answered)
             engine = await self.ctl.engines.of(assistant)
         for handoff_id in cancelled:
             self.hub.publish(CARDS_TOPIC, Withdrawn(handoff_id, FailureReason.CANCELLED))

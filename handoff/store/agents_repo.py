@@ -27,8 +27,8 @@ from handoff.handoffs import AGENT_BUSY_STATES
 from handoff.states import InvalidTransition
 from handoff.store.audit_repo import AuditRepo
 from handoff.store.errors import LastAdmin, NotFound, Removed
-from handoff.store.models import Agent, Handoff
-from handoff.store.transitions import apply_under_guard, utc_now
+from handoff.store.models import Agent, Handoff, PauseReason
+from handoff.store.transitions import Clock, apply_under_guard, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,9 @@ class PresenceChange:
 
 
 class AgentsRepo:
-    def __init__(self, session: AsyncSession, audit: AuditRepo) -> None:
+    def __init__(self, session: AsyncSession, audit: AuditRepo, clock: Clock = utc_now) -> None:
         self._session = session
+        self._clock = clock
         # Every duty or presence change leaves a line, in the same transaction.
         self._audit = audit
 
@@ -162,7 +163,8 @@ class AgentsRepo:
             raise LastAdmin(agent.id)
 
     async def change_presence(
-        self, agent_id: int, event: PresenceEvent, *, actor: str, **detail: Any
+        self, agent_id: int, event: PresenceEvent, *, actor: str,
+        pause_reason: PauseReason | None = None, **detail: Any
     ) -> PresenceChange:
         """Apply `event` to the agent's presence (and so their duty) in this transaction.
 
@@ -173,15 +175,29 @@ class AgentsRepo:
         `from -> event -> to` and audited under `actor` with `detail`. An event that
         leaves the presence as it is (going on duty twice) writes nothing. Raises
         InvalidTransition (nothing written) or NotFound.
+
+        `pause_reason` goes with an agent's choice of away (ValueError with any other
+        event); every other change clears the reason. Choosing another reason while away
+        is a change too: a new pause, with its own start and audit line.
         """
+        if pause_reason is not None and event is not PresenceEvent.CHOOSE_AWAY:
+            raise ValueError(f"a pause reason goes with {PresenceEvent.CHOOSE_AWAY}")
+        reason_id = None if pause_reason is None else pause_reason.id
+        reason_changed = False
 
         async def write(current: Presence, target: Presence, agent: Agent) -> Agent | None:
-            if target is current:
+            nonlocal reason_changed
+            # Only a choice of away changes the reason: a second tab going on duty while
+            # away leaves the pause as it is.
+            reason_changed = (event is PresenceEvent.CHOOSE_AWAY
+                              and agent.pause_reason_id != reason_id)
+            if target is current and not reason_changed:
                 return agent
             return (await self._session.scalars(
                 update(Agent)
                 .where(Agent.id == agent_id, Agent.presence == current)
-                .values(presence=target, on_duty=is_on_duty(target))
+                .values(presence=target, on_duty=is_on_duty(target),
+                        pause_reason_id=reason_id, presence_since=self._clock())
                 .returning(Agent),
                 execution_options={"populate_existing": True},
             )).one_or_none()
@@ -190,11 +206,16 @@ class AgentsRepo:
             PRESENCE, event, kind="agent", key=agent_id,
             read=lambda: self._presence_of(agent_id), write=write)
         change = PresenceChange(agent, current, event, target)
-        if not change.changed:
+        if not change.changed and not reason_changed:
             log.debug("presence agent=%s: %s -> %s changes nothing", agent_id,
                       current.value, event.value)
             return change
         PRESENCE.transition_of(current, event, subject=f"agent={agent_id}")
+        if pause_reason is not None:
+            # The name as it was chosen, and whether it counts as work: the floor's
+            # figures read pauses from these lines.
+            detail = {"pause_reason": pause_reason.name,
+                      "productive": pause_reason.productive, **detail}
         await self._audit.record(actor, audit_action(event), f"agent:{agent_id}", {
             "from": current.value, "event": event.value, "presence": target.value,
             "on_duty": is_on_duty(target), **detail,
@@ -227,12 +248,14 @@ class AgentsRepo:
         return change.agent
 
     async def set_presence(
-        self, agent_id: int, presence: Presence, *, actor: str = CONTROLLER, **detail: Any
+        self, agent_id: int, presence: Presence, *, actor: str = CONTROLLER,
+        pause_reason: PauseReason | None = None, **detail: Any
     ) -> Agent:
-        """The presence an agent on duty chose (see change_presence); "offline" is going
-        off duty. InvalidTransition for any other choice off duty."""
+        """The presence an agent on duty chose (see change_presence), away with a reason
+        or without; "offline" is going off duty. InvalidTransition for any other choice
+        off duty."""
         change = await self.change_presence(agent_id, choice_event(presence), actor=actor,
-                                            **detail)
+                                            pause_reason=pause_reason, **detail)
         return change.agent
 
     async def set_password_hash(self, agent_id: int, password_hash: str | None) -> Agent:

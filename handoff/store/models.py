@@ -90,6 +90,35 @@ class Base(DeclarativeBase):
     )
 
 
+class PauseReason(Base):
+    """Why an agent is away, as an admin names it (a break, a meeting, training): the
+    board shows it with the pause's duration, and productive pauses (work off the phone)
+    are told apart from the rest in the figures, as call-centre consoles do."""
+
+    __tablename__ = "pause_reasons"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Stays taken once removed, so an old audit line's reason still names one thing.
+    name: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    productive: Mapped[bool]
+    created_at: Mapped[datetime]
+    # Set: no longer offered on the desk; agents already paused for it keep it.
+    removed_at: Mapped[datetime | None]
+
+
+class Disposition(Base):
+    """How a call ended for the business ("Sale", "Complaint logged"), as an admin names
+    them: the agent picks one at wrap-up and it is kept on the call."""
+
+    __tablename__ = "dispositions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime]
+    # Set: no longer offered; calls that have it keep it.
+    removed_at: Mapped[datetime | None]
+
+
 class Agent(Base):
     __tablename__ = "agents"
 
@@ -112,6 +141,10 @@ class Agent(Base):
     takes_calls: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
     on_duty: Mapped[bool] = mapped_column(default=False)
     presence: Mapped[Presence] = mapped_column(_enum_type(Presence), default=Presence.OFFLINE)
+    # When the presence (or the pause reason) last changed: the board's "away 12 min".
+    presence_since: Mapped[datetime | None]
+    # The reason an agent away chose (None: away without one, or not away).
+    pause_reason_id: Mapped[int | None] = mapped_column(sa.ForeignKey("pause_reasons.id"))
     seat: Mapped[str | None] = mapped_column(sa.String(64))
     # Set: no sign-in, no card, no SIP endpoint (handoff.store.agents_repo.disable).
     disabled_at: Mapped[datetime | None]
@@ -252,6 +285,8 @@ class Call(Base):
     answered_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
     version: Mapped[int] = mapped_column(default=1)
+    # What the agent who handled it picked at wrap-up (None: none yet).
+    disposition_id: Mapped[int | None] = mapped_column(sa.ForeignKey("dispositions.id"))
 
 
 class Handoff(Base):
@@ -309,6 +344,10 @@ class QueueRecord(Base):
     # card and the assistant's fallback applies at once. Both empty: always open.
     hours: Mapped[list[str]] = mapped_column(sa.JSON, default=list, server_default="[]")
     holidays: Mapped[list[str]] = mapped_column(sa.JSON, default=list, server_default="[]")
+    # True: an agent who took one of its calls picks a disposition before they are
+    # available again.
+    disposition_required: Mapped[bool] = mapped_column(default=False,
+                                                       server_default=sa.false())
     created_at: Mapped[datetime]
     # Set: gone from the lists and from routing; the row stays for the figures.
     removed_at: Mapped[datetime | None]

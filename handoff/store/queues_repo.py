@@ -60,10 +60,12 @@ class QueuesRepo:
 
     async def create(self, *, name: str, strategy: Strategy, ring_s: int, max_wait_s: int,
                      service_level_s: int, no_answer_limit: int,
+                     disposition_required: bool = False,
                      topics: Iterable[str] = (), hours: Iterable[str] = (),
                      holidays: Iterable[str] = ()) -> QueueRecord:
         row = QueueRecord(name=name, strategy=strategy, ring_s=ring_s, max_wait_s=max_wait_s,
                           service_level_s=service_level_s, no_answer_limit=no_answer_limit,
+                          disposition_required=disposition_required,
                           topics=list(topics), hours=list(hours), holidays=list(holidays),
                           created_at=self._clock())
         self._session.add(row)
@@ -291,18 +293,22 @@ class QueuesRepo:
 
     # ---- figures -------------------------------------------------------------------------
 
-    async def stats(self, queue_id: int) -> QueueStats:
+    async def stats(self, queue_id: int, *, since: datetime | None = None) -> QueueStats:
+        """The queue's figures; `since`: over the cards queued from that moment on only
+        (the wallboard's "today", from the site's midnight)."""
         queue = await self.get(queue_id)
-        handoffs = (await self._session.scalars(
-            select(Handoff).where(Handoff.queue_id == queue_id))).all()
+        query = select(Handoff).where(Handoff.queue_id == queue_id)
+        offers = select(func.count()).select_from(QueueOffer).where(
+            QueueOffer.queue_id == queue_id, QueueOffer.outcome == OfferOutcome.NO_ANSWER)
+        if since is not None:
+            query = query.where(Handoff.requested_at >= since)
+            offers = offers.where(QueueOffer.offered_at >= since)
+        handoffs = (await self._session.scalars(query)).all()
         waits = [(h.accepted_at - h.requested_at).total_seconds()
                  for h in handoffs if h.accepted_at is not None]
         over = [h for h in handoffs if h.accepted_at is None
                 and HANDOFF_LIFECYCLE.is_terminal(h.state)]
-        no_answers = await self._session.scalar(
-            select(func.count()).select_from(QueueOffer).where(
-                QueueOffer.queue_id == queue_id,
-                QueueOffer.outcome == OfferOutcome.NO_ANSWER)) or 0
+        no_answers = await self._session.scalar(offers) or 0
         return QueueStats(
             entered=len(handoffs), answered=len(waits),
             within_service_level=sum(within_service_level(w, queue.service_level_s)

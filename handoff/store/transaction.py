@@ -23,6 +23,7 @@ from handoff.store.handoffs_repo import HandoffsRepo
 from handoff.store.history_repo import HistoryRepo
 from handoff.store.notes_repo import NotesRepo
 from handoff.store.queues_repo import QueuesRepo
+from handoff.store.reasons_repo import DispositionsRepo, PauseReasonsRepo
 from handoff.store.sessions_repo import SessionsRepo
 from handoff.store.transcripts_repo import TranscriptsRepo
 from handoff.store.transitions import Clock, utc_now
@@ -44,6 +45,8 @@ class Transaction:
     blocks: BlocksRepo
     trunks: TrunksRepo
     queues: QueuesRepo
+    pause_reasons: PauseReasonsRepo
+    dispositions: DispositionsRepo
 
 
 class Store:
@@ -70,7 +73,7 @@ class Store:
         return Transaction(
             calls=CallsRepo(session, clock),
             handoffs=HandoffsRepo(session, clock),
-            agents=AgentsRepo(session, audit),
+            agents=AgentsRepo(session, audit, clock),
             assistants=AssistantsRepo(session),
             contacts=ContactsRepo(session),
             transcripts=TranscriptsRepo(session, clock),
@@ -81,4 +84,6 @@ class Store:
             blocks=BlocksRepo(session, clock),
             trunks=TrunksRepo(session, clock),
             queues=QueuesRepo(session, clock),
+            pause_reasons=PauseReasonsRepo(session, clock),
+            dispositions=DispositionsRepo(session, clock),
         )

@@ -42,14 +42,15 @@ async def test_an_admin_adds_changes_and_removes_a_queue_on_the_page(
     await support.locator("input.members").fill("bob:5 alice:2")
     await support.locator("select").select_option("skills_weighted")
     await support.locator("input.ring_s").fill("8")
+    await support.locator("input.disposition_required").check()
     await support.locator("button.save").click()
     await expect(page.locator("#admin-status")).to_have_text("Queue support saved.")
     async with site.store.transaction() as tx:
         queue = await tx.queues.by_name("support")
         assert queue is not None
         members = [(m.login, m.level) for m in await tx.queues.members(queue.id)]
-    assert (queue.strategy, queue.ring_s, members) == (
-        Strategy.SKILLS_WEIGHTED, 8, [("bob", 5), ("alice", 2)])
+    assert (queue.strategy, queue.ring_s, queue.disposition_required, members) == (
+        Strategy.SKILLS_WEIGHTED, 8, True, [("bob", 5), ("alice", 2)])
 
     page.once("dialog", lambda dialog: dialog.accept())
     await support.locator("button.remove").click()

@@ -16,6 +16,7 @@ from handoff.calls import CallEvent, CallOutcome, CallState, Speaker
 from handoff.events import (
     CALLS_TOPIC,
     CARDS_TOPIC,
+    TRANSCRIPTS_TOPIC,
     CallChanged,
     CallEnded,
     Caller,
@@ -219,13 +220,17 @@ async def test_a_call_that_moved_on_under_the_request_is_409_not_500(api: Api) -
 async def test_a_transcript_line_is_stored_and_shown_live(api: Api) -> None:
     call_id = await api.new_call()
     async with (api.hub.subscribe(call_topic(call_id)) as live,
-                api.hub.subscribe(CALLS_TOPIC) as panels):
+                api.hub.subscribe(CALLS_TOPIC) as panels,
+                api.hub.subscribe(TRANSCRIPTS_TOPIC) as board):
         status, body = await api.post(call_id, "transcript",
                                       {"speaker": "caller", "text": "[pressed 0]"})
         shown = await asyncio.wait_for(live.get(), 1)
-        # The agent's call panel (and the supervisor board) hear of it too.
+        # The agent's call panel hears of it, and the supervisor board gets the line.
         pushed = await asyncio.wait_for(panels.get(), 1)
         assert CallChanged(call_id).to_dict().items() <= pushed.items()
+        on_board = await asyncio.wait_for(board.get(), 1)
+    assert {k: on_board[k] for k in ("type", "call_id", "speaker", "text")} == {
+        "type": "transcript", "call_id": call_id, "speaker": "caller", "text": "[pressed 0]"}
     assert status == 201 and isinstance(body["id"], int)
     assert shown["type"] == "transcript" and shown["text"] == "[pressed 0]"
     async with api.store.transaction() as tx:

@@ -3,6 +3,7 @@ SQLite store (reliability cases R21, R22, R23, R24)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -41,16 +42,15 @@ async def audit_actions(served: Served) -> list[tuple[str, str]]:
 
 
 def concrete(path: str, served: Served) -> str:
-    return path.replace("{handoff_id}", "999999").replace(
-        "{agent_id}", str(served.people["bob"].id)
-    ).replace("{assistant_id}", "999999").replace("{trunk_id}", "999999").replace(
-        "{queue_id}", "999999").replace(
+    path = path.replace("{agent_id}", str(served.people["bob"].id)).replace(
         "{number}", "+33100000000").replace("{address}", "192.0.2.1").replace(
-        "{mode}", "listen").replace("{action}", "enable").replace(
-        # The after-call and supervisor routes take only a call id shaped like one.
-        "{call_id}", "00000000-0000-0000-0000-000000000000"
-        if path.startswith(("/calls/", "/api/supervisor/", "/api/calls/")) or path.endswith(
-            ("/recording.wav", "/peaks")) else "{call_id}")
+        "{mode}", "listen").replace("{action}", "enable")
+    # The after-call and supervisor routes take only a call id shaped like one.
+    if path.startswith(("/calls/", "/api/supervisor/", "/api/calls/")) or path.endswith(
+            ("/recording.wav", "/peaks")):
+        path = path.replace("{call_id}", "00000000-0000-0000-0000-000000000000")
+    # Any other row's id: one that does not exist.
+    return re.sub(r"\{(?!call_id)\w+_id\}", "999999", path)
 
 
 def declared_routes(served: Served) -> list[tuple[str, str, Access, Shape, AgentRole | None]]:

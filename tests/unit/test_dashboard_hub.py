@@ -24,7 +24,9 @@ from handoff.events import (
     EventType,
     Offered,
     Taken,
+    TranscriptLine,
     TypedEvent,
+    publish_transcript_line,
 )
 from handoff.store import Store
 from handoff.store.models import Agent
@@ -309,6 +311,27 @@ async def test_the_feed_builds_cards_from_the_store_and_follows_the_controllers_
         assert removed[-1].body["taken_by"] == {"id": winner.id, "display_name": "Bob"}
         events.publish(CARDS_TOPIC, CallEnded(before.call_id))
         await until(lambda: board.cards == {})
+
+
+async def test_a_transcript_line_reaches_the_supervisors_board_and_no_agent(
+    store: Store,
+) -> None:
+    events, board = EventHub(), Board()
+    sent: list[Change] = []
+    [bob] = await agents(store, "bob")
+    async with running_feed(store, events, board, sent.extend):
+        call = await offer_card(store, events)
+        line = TranscriptLine(call.call_id, "ai", "Let me find a person for you.",
+                              "2026-12-01T21:00:00+00:00")
+        publish_transcript_line(events, line)
+        await until(lambda: any(c.op == "transcript_line" for c in sent))
+    [change] = [c for c in sent if c.op == "transcript_line"]
+    assert change.body == {"call_id": call.call_id, "speaker": "ai",
+                           "text": "Let me find a person for you.",
+                           "at": "2026-12-01T21:00:00+00:00"}
+    assert change.audience.includes(7, AgentRole.SUPERVISOR)
+    assert change.audience.includes(7, AgentRole.ADMIN)
+    assert not change.audience.includes(bob.id, AgentRole.AGENT)
 
 
 async def test_a_change_on_a_call_reaches_the_panel_of_the_agent_who_took_it(

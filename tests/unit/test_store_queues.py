@@ -89,3 +89,28 @@ async def test_an_assigned_card_moves_on_and_misses_in_a_row_reach_the_limit(
     assert (stats.entered, stats.answered, stats.within_service_level, stats.not_answered,
             stats.no_answers, stats.waiting) == (2, 1, 1, 1, 2, 0)
     assert stats.service_level == 0.5
+
+
+async def test_todays_figures_leave_out_the_cards_queued_before(
+    store: Store, clock: FakeClock,
+) -> None:
+    [ada] = await new_agents(store, 1)
+    queue = await _queue(store, Strategy.OFFER_ALL, [ada.id])
+    yesterday = await _queued(store, queue)
+    async with store.transaction() as tx:
+        await tx.handoffs.apply(yesterday.id, HandoffEvent.CALLER_HUNG_UP)
+    midnight = clock.advance(24 * 3600)
+    clock.advance(60)
+    today = await _queued(store, queue)
+    async with store.transaction() as tx:
+        await tx.queues.offer(today, None)
+        clock.advance(5)
+        await tx.handoffs.accept(today.id, ada.id)
+        since_midnight = await tx.queues.stats(queue.id, since=midnight)
+        ever = await tx.queues.stats(queue.id)
+    # Today one card, taken in 5 s: a service level of 100 %; the abandoned one of
+    # yesterday counts only over all time.
+    assert (since_midnight.entered, since_midnight.answered,
+            since_midnight.not_answered) == (1, 1, 0)
+    assert since_midnight.service_level == 1.0
+    assert (ever.entered, ever.not_answered, ever.service_level) == (2, 1, 0.5)

@@ -14,12 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from handoff.calls import CALL_LIFECYCLE, CallEvent, CallState, Speaker
-from handoff.events import (
-    CALLS_TOPIC,
-    CallChanged,
-    TranscriptLine,
-    call_topic,
-)
+from handoff.events import TranscriptLine, publish_transcript_line
 from handoff.live import CallStateConflict
 from handoff.policy import HandoffRefused
 from handoff.states import InvalidTransition
@@ -128,10 +123,9 @@ async def post_transcript(request: web.Request) -> web.Response:
             req.call.id, Speaker(req.body["speaker"]), req.body["text"]
         )
     at = segment.at.isoformat()
-    # The call panel shows the transcript live while the AI talks.
-    api.hub.publish(call_topic(req.call.id),
-                    TranscriptLine(req.call.id, segment.speaker.value, segment.text, at))
-    api.hub.publish(CALLS_TOPIC, CallChanged(req.call.id))
+    # The call panel and the supervisor board show the transcript live while the AI talks.
+    publish_transcript_line(api.hub, TranscriptLine(req.call.id, segment.speaker.value,
+                                                    segment.text, at))
     out: dict[str, Any] = {"id": segment.id, "at": at}
     if segment.speaker is Speaker.CALLER:
         # What the caller says is the server's to judge too: a restricted topic brings a

@@ -116,6 +116,7 @@ async def offer_card(
     store: Store, events: EventHub, *, caller_name: str = "Jeanne Martin",
     caller_number: str = "+33123456789", summary: str = "Disputes an invoice",
     priority: int = 0, target_agent_id: int | None = None, publish: bool = True,
+    queue_id: int | None = None,
 ) -> Handoff:
     """A live call whose caller asked for a person, as the controller leaves it, and the
     "offered" event it publishes."""
@@ -126,7 +127,8 @@ async def offer_card(
         await tx.calls.apply(call.id, CallEvent.REQUEST_HANDOFF)
         handoff = await tx.handoffs.request(call.id, reason="caller_request", topic="billing",
                                             priority=priority, summary=summary,
-                                            target_agent_id=target_agent_id)
+                                            target_agent_id=target_agent_id,
+                                            queue_id=queue_id)
         handoff = await tx.handoffs.apply(handoff.id, HandoffEvent.OFFER)
     if publish:
         events.publish(CARDS_TOPIC, Offered(call.id, handoff.id))

@@ -46,7 +46,7 @@ class Names:
         kind, _, key = subject.partition(":")
         if kind == "agent" and key.isdigit():
             return self.by_id.get(int(key), f"person {key}")
-        if kind in ("number", "trunk", "queue"):
+        if kind in ("number", "trunk", "queue", "pause_reason", "disposition"):
             return key
         if kind == "call":
             return "a call"
@@ -70,6 +70,9 @@ def _presence(who: str, whom: str, d: dict[str, Any], _n: Names) -> str:
     if event == PresenceEvent.PHONE_LOST:
         return f"{whom} was set away: their phone stopped answering"
     state = word(PRESENCES, d.get("presence")).lower()
+    if d.get("pause_reason"):
+        kind = "productive" if d.get("productive") else "not productive"
+        state = f"{state}: {d['pause_reason']} ({kind})"
     return f"{who} chose {state}" if who == whom else f"{who} set {whom} {state}"
 
 
@@ -125,6 +128,14 @@ SENTENCES: Mapping[str, Sentence] = {
     "queue_changed": lambda who, whom, d, _n:
         f"{who} changed queue {whom}: {', '.join(k.replace('_', ' ') for k in d) or 'nothing'}",
     "queue_removed": lambda who, whom, _d, _n: f"{who} removed queue {whom}",
+    "pause_reason_added": lambda who, whom, d, _n:
+        f"{who} added pause reason {whom} "
+        f"({'productive' if d.get('productive') else 'not productive'})",
+    "pause_reason_removed": lambda who, whom, _d, _n: f"{who} removed pause reason {whom}",
+    "disposition_added": lambda who, whom, _d, _n: f"{who} added disposition {whom}",
+    "disposition_removed": lambda who, whom, _d, _n: f"{who} removed disposition {whom}",
+    "disposition_set": lambda who, _s, d, _n:
+        f"{who} gave a call the disposition {d.get('disposition', '')}",
     "sip_address_blocked": lambda _w, whom, d, _n:
         f"{whom} was blocked after {d.get('failures', 'many')} failed SIP sign-ins",
     "sip_block_lifted": lambda who, whom, _d, _n: f"{who} lifted the block on {whom}",

@@ -15,7 +15,7 @@ from typing import Any
 
 from handoff.agents import AgentRole, AgentState, Presence, agent_state
 from handoff.handoffs import urgency
-from handoff.store.models import Agent, Call, Handoff
+from handoff.store.models import Agent, Call, Handoff, PauseReason
 from web.dashboard.access import ROLE_RANK
 from web.dashboard.words import why
 
@@ -107,15 +107,28 @@ class AgentView:
     # counts down to it); None for a wrap-up the agent chose, which lasts until they
     # choose again.
     wrap_up_until: datetime | None = None
+    # Since when the presence (or the pause reason) holds: the board counts the pause's
+    # duration from it. None for a presence from before it was kept (migration 0013).
+    presence_since: datetime | None = None
+    # Why an agent away is away, as the admin named it, and whether it is work off the
+    # phone (productive) or a break.
+    pause_reason: str | None = None
+    pause_productive: bool | None = None
 
     @classmethod
     def of(cls, agent: Agent, busy_ids: Collection[int], *,
-           wrap_up_until: datetime | None = None) -> AgentView:
-        """`busy_ids`: AgentsRepo.busy_agent_ids(), read in the same transaction."""
+           wrap_up_until: datetime | None = None,
+           pause_reason: PauseReason | None = None) -> AgentView:
+        """`busy_ids`: AgentsRepo.busy_agent_ids(), read in the same transaction;
+        `pause_reason`: the row of agent.pause_reason_id (feed.agent_view reads it)."""
+        paused = pause_reason if agent.presence is Presence.AWAY else None
         return cls(agent.id, agent.login, agent.display_name, agent.role,
                    agent.on_duty, agent.presence, agent.id in busy_ids,
                    agent.takes_calls,
-                   wrap_up_until if agent.presence is Presence.WRAP_UP else None)
+                   wrap_up_until if agent.presence is Presence.WRAP_UP else None,
+                   agent.presence_since,
+                   None if paused is None else paused.name,
+                   None if paused is None else paused.productive)
 
     @property
     def state(self) -> AgentState:
@@ -128,6 +141,8 @@ class AgentView:
             "presence": self.presence.value, "busy": self.busy,
             "state": self.state.value, "takes_calls": self.takes_calls,
             "wrap_up_until": self.wrap_up_until.isoformat() if self.wrap_up_until else None,
+            "presence_since": self.presence_since.isoformat() if self.presence_since else None,
+            "pause_reason": self.pause_reason, "pause_productive": self.pause_productive,
         }
 
 

@@ -9,7 +9,7 @@ by guessing its id.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,7 +21,7 @@ from handoff.events import CALLS_TOPIC, CallChanged
 from handoff.handoffs import AGENT_BUSY_STATES
 from handoff.live import AgentNotAvailable, CallStateConflict, QueueNotAvailable
 from handoff.store import NotFound, Transaction
-from handoff.store.models import Handoff
+from handoff.store.models import Handoff, TranscriptSegment
 from web.dashboard.access import ROLE_RANK
 from web.dashboard.guard import json_error
 from web.dashboard.sessions import Viewer
@@ -33,6 +33,13 @@ from web.dashboard.views import json_body
 log = logging.getLogger(__name__)
 
 MAX_NOTE_LENGTH = 2000
+
+
+def transcript_json(segments: Iterable[TranscriptSegment]) -> list[dict[str, str]]:
+    """A transcript as the panel and the supervisor board read it (and as the board's
+    transcript_line deltas carry each new line)."""
+    return [{"speaker": s.speaker.value, "text": s.text, "at": s.at.isoformat()}
+            for s in segments]
 
 
 # ---- the softphone ---------------------------------------------------------------------
@@ -166,8 +173,7 @@ async def current_call(request: web.Request) -> web.Response:
         "note": held.note or "" if held else "",
         # The timer counts the human part: from the moment this agent was connected.
         "connected_at": held.connected_at.isoformat() if held and held.connected_at else None,
-        "transcript": [{"speaker": s.speaker.value, "text": s.text, "at": s.at.isoformat()}
-                       for s in transcript],
+        "transcript": transcript_json(transcript),
         "notes": [{"text": n.text, "at": n.at.isoformat(),
                    "author": authors.get(n.author_id or -1, "")} for n in notes],
         "colleagues": [{"id": a.id, "display_name": a.display_name} for a in colleagues],

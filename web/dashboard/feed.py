@@ -18,7 +18,15 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import datetime
 
 from handoff.agents import Presence, PresenceEvent, audit_action
-from handoff.events import AGENTS_TOPIC, CALLS_TOPIC, CARDS_TOPIC, Event, EventHub, EventType
+from handoff.events import (
+    AGENTS_TOPIC,
+    CALLS_TOPIC,
+    CARDS_TOPIC,
+    TRANSCRIPTS_TOPIC,
+    Event,
+    EventHub,
+    EventType,
+)
 from handoff.handoffs import HandoffState
 from handoff.store import NotFound, Store, Transaction
 from handoff.store.models import Agent, Handoff
@@ -64,9 +72,9 @@ async def _queue_members(tx: Transaction, handoff: Handoff) -> frozenset[int] | 
 
 
 async def agent_view(tx: Transaction, agent: Agent, busy_ids: Collection[int]) -> AgentView:
-    """The agent as the boards show them, with when their wrap-up ends if the controller
-    timed it (the end is in the audit line of its beginning, so a restarted process
-    counts down to the same moment)."""
+    """The agent as the boards show them, with their pause reason, and when their
+    wrap-up ends if the controller timed it (the end is in the audit line of its
+    beginning, so a restarted process counts down to the same moment)."""
     until = None
     if agent.presence is Presence.WRAP_UP:
         began = await tx.audit.last(f"agent:{agent.id}", audit_action(
@@ -74,7 +82,10 @@ async def agent_view(tx: Transaction, agent: Agent, busy_ids: Collection[int]) -
         if began is not None and began.detail.get("event") == PresenceEvent.WRAP_UP_BEGINS:
             with contextlib.suppress(TypeError, ValueError):
                 until = datetime.fromisoformat(str(began.detail.get("ends_at")))
-    return AgentView.of(agent, busy_ids, wrap_up_until=until)
+    reason = None
+    if agent.pause_reason_id is not None:
+        reason = await tx.pause_reasons.get(agent.pause_reason_id)
+    return AgentView.of(agent, busy_ids, wrap_up_until=until, pause_reason=reason)
 
 
 async def current_state(store: Store) -> tuple[list[Card], list[AgentView]]:
@@ -104,6 +115,7 @@ class Feed:
             EventType.CALL_ENDED: self._call_ended,
             EventType.AGENT_CHANGED: self._agent_changed,
             EventType.CALL_CHANGED: self._call_changed,
+            EventType.TRANSCRIPT: self._transcript,
         }
         # Who took a card of each live call (the first agent and a transfer's colleague):
         # the audience of that call's panel updates. Empty after a restart: panels then
@@ -116,7 +128,8 @@ class Feed:
         self._publish(self._board.replace(cards, agents))
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
-        async with self._events.subscribe(CARDS_TOPIC, AGENTS_TOPIC, CALLS_TOPIC) as sub:
+        async with self._events.subscribe(CARDS_TOPIC, AGENTS_TOPIC, CALLS_TOPIC,
+                                          TRANSCRIPTS_TOPIC) as sub:
             # Subscribed first, then loaded: an event published in between is applied
             # on top of the loaded state (every handler is idempotent), never lost.
             await self.reconcile()
@@ -205,6 +218,15 @@ class Feed:
             return []
         return [Change("call_changed", {"call_id": str(event["call_id"])},
                        Audience(frozenset(agents)))]
+
+    async def _transcript(self, event: Event) -> list[Change]:
+        # The line itself goes to the board (no store read: the AI talks several times a
+        # second across fifty calls, and the sequential feed must keep up). Supervisors
+        # only: an agent reads the transcript of their own call, in their panel.
+        return [Change("transcript_line", {
+            "call_id": str(event["call_id"]), "speaker": str(event["speaker"]),
+            "text": str(event["text"]), "at": str(event["at"]),
+        }, SUPERVISORS)]
 
     async def _call_ended(self, event: Event) -> list[Change]:
         self._agents_of_call.pop(str(event["call_id"]), None)

@@ -23,14 +23,17 @@ from handoff.store import Store
 from web.dashboard import (
     admin,
     admin_assistants,
+    admin_pause_reasons,
     admin_queues,
     audit,
     calls_api,
+    dispositions_api,
     history,
     sip_blocks_api,
     supervision_api,
     trunks_api,
     views,
+    wallboard,
 )
 from web.dashboard.access import RoutePolicy, Rule, Shape, public, signed_in
 from web.dashboard.board import Board
@@ -106,6 +109,9 @@ ROUTES: tuple[Route, ...] = (
           signed_in(AGENT)),
     # The supervisor board (supervision_api.py).
     Route("GET", "/api/supervisor/calls", supervision_api.live_calls, signed_in(SUPERVISOR)),
+    Route("GET", r"/api/supervisor/calls/{call_id:[0-9a-f-]{36}}/transcript",
+          supervision_api.transcript, signed_in(SUPERVISOR)),
+    Route("GET", "/api/supervisor/floor", wallboard.floor, signed_in(SUPERVISOR)),
     Route("POST", r"/api/supervisor/calls/{call_id:[0-9a-f-]{36}}/stop", supervision_api.stop,
           signed_in(SUPERVISOR)),
     Route("POST", r"/api/supervisor/calls/{call_id:[0-9a-f-]{36}}/{mode:[a-z_]{1,16}}",
@@ -131,6 +137,20 @@ ROUTES: tuple[Route, ...] = (
           signed_in(ADMIN)),
     Route("POST", r"/api/admin/queues/{queue_id:\d+}/remove", admin_queues.remove_queue,
           signed_in(ADMIN)),
+    Route("GET", "/api/admin/pause-reasons", admin_pause_reasons.list_reasons,
+          signed_in(ADMIN)),
+    Route("POST", "/api/admin/pause-reasons", admin_pause_reasons.add_reason,
+          signed_in(ADMIN)),
+    Route("POST", r"/api/admin/pause-reasons/{reason_id:\d+}/remove",
+          admin_pause_reasons.remove_reason, signed_in(ADMIN)),
+    Route("POST", "/api/admin/dispositions", dispositions_api.add_disposition,
+          signed_in(ADMIN)),
+    Route("POST", r"/api/admin/dispositions/{disposition_id:\d+}/remove",
+          dispositions_api.remove_disposition, signed_in(ADMIN)),
+    # The desk's wrap-up: the list, and the pick for a call the agent handled.
+    Route("GET", "/api/dispositions", dispositions_api.list_dispositions, signed_in(AGENT)),
+    Route("POST", r"/api/calls/{call_id:[0-9a-f-]{36}}/disposition",
+          dispositions_api.pick_disposition, signed_in(AGENT)),
     Route("POST", "/api/admin/test-call", admin.test_call, signed_in(ADMIN)),
     Route("GET", "/api/admin/audit", audit.audit_log, signed_in(ADMIN)),
     Route("GET", "/api/admin/sip-blocks", sip_blocks_api.blocked_addresses, signed_in(ADMIN)),

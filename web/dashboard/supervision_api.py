@@ -16,9 +16,11 @@ from handoff.calls import CallState
 from handoff.handoffs import HandoffState
 from handoff.store import NotFound
 from handoff.supervision import Mode, SupervisionRefused, Supervisor, SupervisorUnreachable
+from web.dashboard.calls_api import transcript_json
 from web.dashboard.guard import json_error
 from web.dashboard.tools import tools_of, unavailable
 from web.dashboard.typedefs import DASHBOARD, VIEWER
+from web.dashboard.words import topic_name
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,10 @@ async def live_calls(request: web.Request) -> web.Response:
         for call in await tx.calls.open_calls():
             if call.state is CallState.NEW:
                 continue
-            agent = None
-            for handoff in await tx.handoffs.open_for_call(call.id):
+            agent, topic = None, None
+            for handoff in await tx.handoffs.for_call(call.id):
+                # What the call is about: the latest attempt's topic (a transfer's, say).
+                topic = handoff.topic or topic
                 if handoff.state in _WITH_AGENT and handoff.accepted_by is not None:
                     agent = {"id": handoff.accepted_by,
                              "display_name": names.get(handoff.accepted_by, "?"),
@@ -50,12 +54,28 @@ async def live_calls(request: web.Request) -> web.Response:
                 "state": call.state.value,
                 "direction": call.direction.value,
                 "assistant": assistants.get(call.assistant_id or -1, ""),
+                "topic": topic,
+                "topic_name": topic_name(topic),
                 "answered_at": (call.answered_at or call.started_at).isoformat(),
                 "answered_when": site.when(call.answered_at or call.started_at),
                 "agent": agent,
                 "supervising": mine.get(call.id),
             })
     return web.json_response({"calls": calls})
+
+
+async def transcript(request: web.Request) -> web.Response:
+    """A live call's transcript so far, when a supervisor opens it on the board; the
+    lines said after come as transcript_line deltas on the page's socket."""
+    call_id = request.match_info["call_id"]
+    async with request.app[DASHBOARD].store.transaction() as tx:
+        try:
+            call = await tx.calls.get(call_id)
+        except NotFound:
+            return json_error(404, "not_found", "no such call")
+        segments = await tx.transcripts.for_call(call.id)
+    return web.json_response({"call_id": call.id, "state": call.state.value,
+                              "lines": transcript_json(segments)})
 
 
 async def supervise(request: web.Request) -> web.Response:

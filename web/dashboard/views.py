@@ -18,6 +18,7 @@ from handoff.events import AGENTS_TOPIC, AgentChanged
 from handoff.live import AgentUnreachable, CallStateConflict
 from handoff.states import InvalidTransition
 from handoff.store import AgentBusy, AlreadyTaken, NotFound, NotOfferable, OffDuty
+from web import pause_reasons
 from web.dashboard.board import AgentView
 from web.dashboard.feed import agent_view
 from web.dashboard.guard import CSRF_FIELD, content_security_policy, error_body, json_error
@@ -165,7 +166,9 @@ async def logout(request: web.Request) -> web.Response:
 
 
 async def desk_page(request: web.Request) -> web.Response:
-    response = render(request, "desk.html")
+    async with request.app[DASHBOARD].store.transaction() as tx:
+        reasons = [pause_reasons.view(r) for r in await tx.pause_reasons.listed()]
+    response = render(request, "desk.html", pause_reasons=reasons)
     phone = softphone_url(request)
     if phone is not None:
         # The softphone's SIP WebSocket goes to the PBX, another origin than ours.
@@ -209,7 +212,7 @@ async def set_duty(request: web.Request) -> web.Response:
     async with dashboard.store.transaction() as tx:
         # On duty from offline is available (handoff.agents.PRESENCE); off duty is offline.
         agent = await tx.agents.set_duty(viewer.agent_id, on_duty, actor=viewer.login)
-        me = AgentView.of(agent, await tx.agents.busy_agent_ids())
+        me = await agent_view(tx, agent, await tx.agents.busy_agent_ids())
     dashboard.events.publish(AGENTS_TOPIC, AgentChanged(viewer.agent_id))
     return web.json_response({"me": me.to_json()})
 
@@ -238,19 +241,31 @@ async def _unregistered_desk_phone(dashboard: Dashboard, agent_id: int) -> str |
 
 async def set_presence(request: web.Request) -> web.Response:
     dashboard, viewer = request.app[DASHBOARD], request[VIEWER]
-    value = (await json_body(request)).get("presence")
+    body = await json_body(request)
     try:
-        presence = Presence(str(value))
+        presence = Presence(str(body.get("presence")))
     except ValueError:
         choices = ", ".join(p.value for p in Presence)
         return json_error(400, "bad_request", f"presence is one of {choices}")
+    reason_id = body.get("pause_reason_id")
+    if reason_id is not None and presence is not Presence.AWAY:
+        return json_error(400, "bad_request", "a pause reason goes with away only")
     async with dashboard.store.transaction() as tx:
+        if presence is Presence.AVAILABLE and await tx.dispositions.owed_by(viewer.agent_id):
+            # Their queue requires one: the figures need it before the next caller.
+            # (The controller's wrap-up limit still makes them available without it.)
+            return json_error(409, "disposition_needed",
+                              "Pick a disposition for your last call first.")
         try:
-            agent = await tx.agents.set_presence(viewer.agent_id, presence, actor=viewer.login)
+            reason = None if reason_id is None else await pause_reasons.live(tx, reason_id)
+            agent = await tx.agents.set_presence(viewer.agent_id, presence, actor=viewer.login,
+                                                 pause_reason=reason)
+        except pause_reasons.PauseReasonRefused as exc:
+            return json_error(404 if exc.error == "not_found" else 400, exc.error, exc.reason)
         except InvalidTransition:
             # Off duty is offline: going on duty is where the desk's phone is checked.
             return json_error(409, "off_duty", "Go on duty before choosing a presence.")
-        me = AgentView.of(agent, await tx.agents.busy_agent_ids())
+        me = await agent_view(tx, agent, await tx.agents.busy_agent_ids())
     dashboard.events.publish(AGENTS_TOPIC, AgentChanged(viewer.agent_id))
     return web.json_response({"me": me.to_json()})
 
@@ -312,7 +327,8 @@ async def _agent_view(dashboard: Dashboard, agent_id: int) -> AgentView | None:
         return known
     async with dashboard.store.transaction() as tx:
         try:
-            return AgentView.of(await tx.agents.get(agent_id), await tx.agents.busy_agent_ids())
+            return await agent_view(tx, await tx.agents.get(agent_id),
+                                    await tx.agents.busy_agent_ids())
         except NotFound:
             return None
 

@@ -37,18 +37,32 @@
 
   // Each person's state follows the page's socket (desk.js): the snapshot, then every
   // agent_changed delta (duty, presence, a call taken or over), as the desk sees them.
+  // An agent away for a reason reads "Away: Lunch, not productive (12:03)": how long
+  // this pause has lasted, counted from the server's presence_since.
   function stateText(cell) {
     const said = words.say("agent_states", cell.dataset.state);
+    if (cell.dataset.state === "away" && cell.dataset.reason) {
+      const kind = cell.dataset.productive === "true" ? "productive" : "not productive";
+      const since = cell.dataset.since ? Date.parse(cell.dataset.since) : NaN;
+      const took = Number.isNaN(since) ? "" : ` (${words.clock((Date.now() - since) / 1000)})`;
+      return `${said}: ${cell.dataset.reason}, ${kind}${took}`;
+    }
     const until = cell.dataset.until ? Date.parse(cell.dataset.until) : NaN;
     if (cell.dataset.state !== "wrap_up" || Number.isNaN(until)) return said;
     return `${said} (${words.clock((until - Date.now()) / 1000)} left)`;
+  }
+  function keep(cell, key, value) {
+    if (value === null || value === undefined) delete cell.dataset[key];
+    else cell.dataset[key] = String(value);
   }
   function showAgent(agent) {
     const cell = document.querySelector(`#agents tr[data-agent="${agent.id}"] td.agent-state`);
     if (!cell) return;
     cell.dataset.state = agent.state;
-    if (agent.wrap_up_until) cell.dataset.until = agent.wrap_up_until;
-    else delete cell.dataset.until;
+    keep(cell, "until", agent.wrap_up_until);
+    keep(cell, "reason", agent.pause_reason);
+    keep(cell, "productive", agent.pause_productive);
+    keep(cell, "since", agent.presence_since);
     cell.textContent = stateText(cell);
     const box = document.querySelector(`input.takes-calls[data-agent="${agent.id}"]`);
     if (box) box.checked = agent.takes_calls;
@@ -59,7 +73,8 @@
     else if (message.type === "delta" && message.op === "agent_changed") showAgent(message.agent);
   });
   setInterval(() => {
-    for (const cell of document.querySelectorAll('#agents td.agent-state[data-until]')) {
+    for (const cell of document.querySelectorAll(
+      '#agents td.agent-state[data-until], #agents td.agent-state[data-reason]')) {
       cell.textContent = stateText(cell);
     }
   }, 1000);

@@ -84,13 +84,64 @@
     state.me = me;
     // Someone who takes no calls has no duty switch or presence menu (base.html).
     if (dutyBox) dutyBox.checked = me.on_duty;
-    if (presenceSelect) presenceSelect.value = me.presence;
+    if (presenceSelect) presenceSelect.value = menuValue(me);
     document.body.dataset.onDuty = me.on_duty ? "yes" : "no";
+    const wasState = document.body.dataset.agentState;
     document.body.dataset.agentState = me.state;
+    if (me.state !== wasState) offerDisposition();
     if (me.on_duty && me.presence === "away") say(awayNote);
     else if (notice.textContent === awayNote) say("");
     showState();
     if (cardList) renderCards();
+  }
+
+  // ---- disposition at wrap-up -----------------------------------------------------------
+
+  // After a call, in wrap-up, the agent says how it ended; a queue that requires it
+  // keeps them from "available" until they do (the server refuses and says why).
+  const dispositionForm = document.getElementById("disposition-form");
+  let pendingCall = null;
+
+  async function offerDisposition() {
+    if (!dispositionForm) return;
+    let data = null;
+    try {
+      const response = await fetch("/api/dispositions", { credentials: "same-origin" });
+      if (response.ok) data = await response.json();
+    } catch (_error) {
+      data = null;
+    }
+    const me = state.me;
+    pendingCall = data && data.pending && data.dispositions.length && me && me.state === "wrap_up"
+      ? data.pending.call_id : null;
+    dispositionForm.hidden = !pendingCall;
+    if (!pendingCall) return;
+    document.getElementById("disposition-caller").textContent = data.pending.caller;
+    document.getElementById("disposition-choice").replaceChildren(...data.dispositions.map(
+      (d) => new Option(d.name, String(d.id))));
+  }
+
+  if (dispositionForm) dispositionForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!pendingCall) return;
+    const chosen = Number(document.getElementById("disposition-choice").value);
+    const result = await post(`/api/calls/${encodeURIComponent(pendingCall)}/disposition`,
+      { disposition_id: chosen });
+    if (!result.ok) {
+      say(result.body.reason || "Could not save the disposition.");
+      return;
+    }
+    dispositionForm.hidden = true;
+    pendingCall = null;
+    tell("Disposition saved.");
+  });
+
+  // The menu's entry for the agent's presence: away with the reason they chose when this
+  // page offers it (a reason removed since, or a page without reasons, shows plain away).
+  function menuValue(me) {
+    if (me.presence !== "away" || !me.pause_reason || !presenceSelect) return me.presence;
+    const option = Array.from(presenceSelect.options).find((o) => o.dataset.reason === me.pause_reason);
+    return option ? option.value : me.presence;
   }
 
   // Seconds left of a wrap-up the controller timed after the agent's call; null for one
@@ -109,9 +160,18 @@
     let text = "";
     if (state.me.state === "on_call") text = words.say("agent_states", "on_call");
     else if (left !== null) text = `${words.say("agent_states", "wrap_up")}: ${words.clock(left)} left`;
+    else if (state.me.state === "away" && state.me.pause_reason) text = pauseText(state.me);
     myState.textContent = text;
     myState.hidden = !text;
     myState.dataset.state = state.me.state;
+  }
+
+  // How long the agent has been away for their reason, as the Admin page's table says it.
+  function pauseText(me) {
+    const since = me.presence_since ? Date.parse(me.presence_since) : NaN;
+    const took = Number.isNaN(since) ? ""
+      : ` · ${words.clock((Date.now() + state.clockOffsetMs - since) / 1000)}`;
+    return `${words.say("agent_states", "away")}: ${me.pause_reason}${took}`;
   }
 
   // An agent on a call, with one being put through, or in wrap-up is not offered cards
@@ -158,11 +218,15 @@
   // "offline" in the menu is going off duty; off duty, the other choices are refused
   // (going on duty is where the phone is checked) and the menu goes back to offline.
   if (presenceSelect) presenceSelect.addEventListener("change", async () => {
-    const result = await post("/api/presence", { presence: presenceSelect.value });
+    const option = presenceSelect.selectedOptions[0];
+    const reason = option && option.dataset.reasonId;
+    const result = await post("/api/presence", reason
+      ? { presence: "away", pause_reason_id: Number(reason) }
+      : { presence: presenceSelect.value });
     if (result.ok) {
       showMe(result.body.me);
     } else {
-      if (state.me) presenceSelect.value = state.me.presence;
+      if (state.me) presenceSelect.value = menuValue(state.me);
       say(result.body.reason || "Could not change presence.");
     }
   });

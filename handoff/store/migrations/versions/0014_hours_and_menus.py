@@ -4,7 +4,7 @@ DTMF menu before its AI (handoff.menus), and what the caller is told when a pers
 (handoff.assistants.Moment).
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-01
 
 Additive only, frozen like 0001: plain column types, no model imports. Every assistant
@@ -19,7 +19,7 @@ from alembic import op
 
 revision: str = "0014"
 # 0013 is another branch's; the lead relinks this one after it when both are merged.
-down_revision: str | None = "0012"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
