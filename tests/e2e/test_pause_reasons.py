@@ -100,6 +100,11 @@ async def test_an_agent_in_wrap_up_picks_the_disposition_of_their_last_call_on_t
     alice = served.people["alice"]
     await sign_in(page, served, "alice")
     await page.check("#duty")
+    # On duty for the server too before the wrap-up is set: a duty change still on its
+    # way would land after it and make her available.
+    await expect(page.locator("body")).to_have_attribute("data-on-duty", "yes")
+    async with served.store.transaction() as tx:
+        assert (await tx.agents.get(alice.id)).on_duty
     form = page.locator("#disposition-form")
     # As the controller ends her part of the call and begins her wrap-up.
     async with served.store.transaction() as tx:
