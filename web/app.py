@@ -17,12 +17,14 @@ An Asterisk started here that dies on its own is started again (:mod:`web.asteri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import zoneinfo
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -353,24 +355,27 @@ async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
             await asyncio.gather(task, return_exceptions=True)
 
 
-async def keeper_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Started last, stopped first: the shutdown's own stop of Asterisk is not a death."""
-    task = asyncio.create_task(app[KEEPER].run(), name="asterisk keeper")
+@contextlib.asynccontextmanager
+async def running(work: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """``work`` as a task for the block: cancelled and awaited however the block ends."""
+    task = asyncio.create_task(work, name=name)
     try:
         yield
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def keeper_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Started last, stopped first: the shutdown's own stop of Asterisk is not a death."""
+    async with running(app[KEEPER].run(), "asterisk keeper"):
+        yield
 
 
 async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     """The Prometheus counters follow the event hub for as long as the app runs."""
-    task = asyncio.create_task(app[METRICS].run(), name="metrics")
-    try:
+    async with running(app[METRICS].run(), "metrics"):
         yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 METRICS = web.AppKey("metrics", SwitchboardMetrics)
