@@ -37,6 +37,7 @@ from handoff.settings_layers import SettingsError, _build, apply_layers
 from handoff.trunks import Trunk, TrunkAuth
 from pbx.asterisk_config import check_max_calls, check_rtp_range, default_max_calls
 from pbx.config_values import ConfigValueError, check_host, check_name, check_port, check_realm
+from pbx.kamailio_config import EdgeNode, EdgeSpec
 
 __all__ = ["Settings", "SettingsError", "_build", "apply_layers", "load", "validate"]
 
@@ -196,6 +197,37 @@ class RoutingSettings:
 
 
 @dataclass(frozen=True)
+class ClusterNodeSettings:
+    """A ``[[cluster.nodes]]`` table: one Asterisk node behind the edge."""
+
+    name: str = "node"
+    sip_host: str = "127.0.0.1"
+    sip_port: int = 5060
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    # Kamailio, the SIP edge carriers send their calls to: it dispatches each call to a
+    # node that answers OPTIONS (pbx.kamailio_config). No nodes: no cluster, one box.
+    edge_address: str = "127.0.0.1"
+    edge_port: int = 5060
+    # Where Kamailio reads its rendered files and keeps its control socket.
+    edge_config_dir: str = "/etc/kamailio"
+    edge_run_dir: str = "/run/kamailio"
+    # Seconds between OPTIONS to each node: about how long a dead node still gets calls.
+    probe_interval_s: int = 2
+    nodes: tuple[ClusterNodeSettings, ...] = ()
+
+    def edge(self) -> EdgeSpec:
+        return EdgeSpec(
+            listen_address=self.edge_address, port=self.edge_port,
+            nodes=tuple(EdgeNode(n.name, n.sip_host, n.sip_port) for n in self.nodes),
+            config_dir=self.edge_config_dir, run_dir=self.edge_run_dir,
+            probe_interval_s=self.probe_interval_s,
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: str = "var"
     log_level: str = "info"
@@ -211,6 +243,7 @@ class Settings:
     security: SecuritySettings = field(default_factory=SecuritySettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     trunks: tuple[TrunkSettings, ...] = ()
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
     @property
     def data_path(self) -> Path:
@@ -318,6 +351,8 @@ def validate(settings: Settings) -> None:
             if trunk.name in names:
                 raise ConfigValueError(f"trunks[{i}].name", f"{trunk.name!r} is used twice")
             names.add(trunk.name)
+        if settings.cluster.nodes:
+            settings.cluster.edge().validate()
         unknown = settings.routing.unknown_numbers
         if unknown != "reject":
             try:

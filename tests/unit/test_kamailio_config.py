@@ -1,0 +1,116 @@
+"""Kamailio's files for the cluster's SIP edge, rendered from the [cluster] settings and
+checked by Kamailio itself (`kamailio -c`: the real binary, no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from handoff.settings import SettingsError, load
+from pbx import kamailio_config
+from pbx.kamailio_config import EdgeNode, EdgeSpec
+from web.cli import main
+
+CLUSTER = """
+[cluster]
+edge_address = "192.0.2.1"
+edge_port = 5070
+edge_config_dir = "{folder}"
+edge_run_dir = "{folder}/run"
+probe_interval_s = 1
+
+[[cluster.nodes]]
+name = "node-a"
+sip_host = "192.0.2.11"
+
+[[cluster.nodes]]
+name = "node-b"
+sip_host = "192.0.2.12"
+sip_port = 5062
+"""
+
+
+def settings_file(tmp_path: Path, text: str = CLUSTER) -> Path:
+    file = tmp_path / "switchboard.toml"
+    file.write_text(text.replace("{folder}", str(tmp_path / "edge")))
+    return file
+
+
+def test_the_edge_is_rendered_from_the_cluster_settings(tmp_path: Path) -> None:
+    settings = load(settings_file(tmp_path), environ={})
+    files = kamailio_config.render(settings.cluster.edge())
+
+    config, nodes = files["kamailio.cfg"], files["dispatcher.list"]
+    assert "listen=udp:192.0.2.1:5070\nlisten=tcp:192.0.2.1:5070\n" in config
+    assert f'modparam("dispatcher", "list_file", "{tmp_path}/edge/dispatcher.list")' in config
+    assert 'modparam("dispatcher", "ds_ping_interval", 1)' in config
+    assert f'"binrpc", "unix:{tmp_path}/edge/run/kamailio_ctl"' in config
+    assert 'ds_select_dst("1", "4")' in config  # round robin over the answering nodes
+    assert [line for line in nodes.splitlines() if not line.startswith("#")] == [
+        "1 sip:192.0.2.11:5060 0 0 duid=node-a",
+        "1 sip:192.0.2.12:5062 0 0 duid=node-b",
+    ]
+
+
+def test_the_rendered_edge_is_accepted_by_kamailio(tmp_path: Path) -> None:
+    spec = EdgeSpec("127.0.0.1", 5070, (EdgeNode("node-a", "127.0.0.1", 5071),
+                                        EdgeNode("node-b", "127.0.0.1", 5072)),
+                    config_dir=str(tmp_path), run_dir=str(tmp_path))
+    kamailio_config.write_files(spec, tmp_path)
+    kamailio_config.check_syntax(tmp_path / "kamailio.cfg")
+
+    # The check is Kamailio's, not a formality: a function no loaded module has is
+    # refused, with Kamailio's words.
+    broken = tmp_path / "broken.cfg"
+    broken.write_text((tmp_path / "kamailio.cfg").read_text()
+                      .replace("ds_select_dst(", "ds_select_dest("))
+    with pytest.raises(ValueError, match=r"kamailio refuses .*find command ds_select_dest"):
+        kamailio_config.check_syntax(broken)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[cluster]\nedge_adress = '127.0.0.1'\n", r"cluster\.edge_adress: unknown setting"),
+    ("[[cluster.nodes]]\nname = 'a'\nsip_hots = 'x'\n",
+     r"cluster\.nodes\[0\]\.sip_hots: unknown setting"),
+    ("[cluster]\nedge_address = 'edge.example.com'\n[[cluster.nodes]]\nname = 'a'\n",
+     r"cluster\.edge_address: 'edge.example.com' is not an IP address"),
+    ("[[cluster.nodes]]\nname = 'a'\nsip_port = 5061\n[[cluster.nodes]]\nname = 'a'\n"
+     "sip_port = 5062\n", r"cluster\.nodes\[1\]\.name: 'a' is used twice"),
+    ("[[cluster.nodes]]\nname = 'a'\n",
+     r"cluster\.nodes\[0\]\.sip_port: 127\.0\.0\.1:5060 is the edge's own listener"),
+    ("[[cluster.nodes]]\nname = 'a b'\nsip_port = 5061\n", r"cluster\.nodes\[0\]\.name"),
+    ("[cluster]\nedge_config_dir = 'etc'\n[[cluster.nodes]]\nname = 'a'\nsip_port = 5061\n",
+     r"cluster\.edge_config_dir: 'etc': an absolute path"),
+    ("[cluster]\nprobe_interval_s = 0\n[[cluster.nodes]]\nname = 'a'\nsip_port = 5061\n",
+     r"cluster\.probe_interval_s: 0: 1 to 60 seconds"),
+])
+def test_wrong_cluster_settings_stop_start_up_by_name(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load(settings_file(tmp_path, text), environ={})
+
+
+def test_nodes_come_from_the_environment_too(tmp_path: Path) -> None:
+    settings = load(settings_file(tmp_path), environ={
+        "SWITCHBOARD_CLUSTER__NODES__2__NAME": "node-c",
+        "SWITCHBOARD_CLUSTER__NODES__2__SIP_HOST": "192.0.2.13",
+    })
+    assert [n.name for n in settings.cluster.edge().nodes] == ["node-a", "node-b", "node-c"]
+
+
+def test_config_edge_writes_checked_files_and_refuses_without_nodes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert main(["--config", str(settings_file(tmp_path)), "config", "edge",
+                 "--out", str(out)]) == 0
+    assert "kamailio -c accepts it" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["dispatcher.list", "kamailio.cfg"]
+
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    assert main(["--config", str(empty), "config", "edge", "--out", str(tmp_path / "no")]) == 2
+    assert "cluster.nodes: no nodes" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
