@@ -9,6 +9,7 @@ import pytest
 
 from handoff.settings import SettingsError, load
 from pbx import kamailio_config
+from pbx.edge import NodeState, parse_dispatcher_list
 from pbx.kamailio_config import EdgeNode, EdgeSpec
 from web.cli import main
 
@@ -114,3 +115,39 @@ def test_config_edge_writes_checked_files_and_refuses_without_nodes(
     assert main(["--config", str(empty), "config", "edge", "--out", str(tmp_path / "no")]) == 2
     assert "cluster.nodes: no nodes" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
+
+
+def test_the_edges_answer_about_its_nodes_is_read() -> None:
+    # kamcmd dispatcher.list, as Kamailio 5.6 answers it (attributes trimmed).
+    answer = """{
+	NRSETS: 1
+	RECORDS: {
+		SET: {
+			ID: 1
+			TARGETS: {
+				DEST: {
+					URI: sip:127.0.0.1:5072
+					FLAGS: IP
+					PRIORITY: 0
+					ATTRS: {
+						BODY: duid=node-b
+						DUID: node-b
+					}
+				}
+				DEST: {
+					URI: sip:127.0.0.1:5071
+					FLAGS: AP
+					PRIORITY: 0
+					ATTRS: {
+						BODY: duid=node-a
+						DUID: node-a
+					}
+				}
+			}
+		}
+	}
+}"""
+    assert parse_dispatcher_list(answer) == [
+        NodeState("sip:127.0.0.1:5072", "node-b", active=False),
+        NodeState("sip:127.0.0.1:5071", "node-a", active=True),
+    ]

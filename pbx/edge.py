@@ -1,0 +1,124 @@
+"""Kamailio, the cluster's SIP edge, as a process: started from its rendered files,
+asked over its control socket which nodes it dispatches to, stopped.
+
+Kamailio is Debian's package, run as it is (no build, no root file system): the edge
+holds no call state of its own beyond a transaction, so it needs nothing of
+Switchboard's but its files (:mod:`pbx.kamailio_config`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from pbx.kamailio_config import CONFIG_FILE, EdgeSpec, KamailioUnavailable, find_binary, write_files
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """One node as the edge's dispatcher sees it."""
+
+    uri: str
+    name: str
+    # Active: new calls go to it. Inactive: it did not answer an OPTIONS probe or an
+    # INVITE; it is probed until it answers again.
+    active: bool
+
+
+def parse_dispatcher_list(text: str) -> list[NodeState]:
+    """``kamcmd dispatcher.list``'s answer: a DEST block per node, whose FLAGS start with
+    A (active), I (inactive) or D (disabled by hand), then P while it is probed."""
+    nodes: list[NodeState] = []
+    for block in re.split(r"\bDEST:", text)[1:]:
+        uri = re.search(r"URI:\s*(\S+)", block)
+        flags = re.search(r"FLAGS:\s*(\S+)", block)
+        duid = re.search(r"DUID:\s*(\S+)", block)
+        if uri and flags:
+            nodes.append(NodeState(uri.group(1), duid.group(1) if duid else "",
+                                   flags.group(1).startswith("A")))
+    return nodes
+
+
+class Edge:
+    """A Kamailio process serving ``spec``, its files written to ``folder`` (which must be
+    ``spec.config_dir`` as this machine sees it)."""
+
+    def __init__(self, spec: EdgeSpec, folder: Path, binary: str | None = None) -> None:
+        self.spec = spec
+        self.folder = folder
+        self.binary = binary or find_binary()
+        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def log_file(self) -> Path:
+        return self.folder / "kamailio.log"
+
+    def _write(self) -> None:
+        write_files(self.spec, self.folder)
+        Path(self.spec.run_dir).mkdir(parents=True, exist_ok=True)
+
+    async def start(self, timeout: float = 15) -> None:
+        self._write()  # a few small files, once, at start-up
+        with open(self.log_file, "ab") as out:  # noqa: ASYNC230 - once, at start-up
+            self.process = await asyncio.create_subprocess_exec(
+                # -DD: stay in the foreground, a child of ours; -E: log to our file.
+                self.binary, "-DD", "-E", "-f", str(self.folder / CONFIG_FILE),
+                "-Y", self.spec.run_dir,
+                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                start_new_session=True,
+            )
+        log.info("starting the SIP edge pid=%s sip=%s:%s", self.process.pid,
+                 self.spec.listen_address, self.spec.port)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if self.process.returncode is not None:
+                raise KamailioUnavailable(f"the SIP edge exited at start:\n{self._tail()}")
+            with contextlib.suppress(KamailioUnavailable):
+                await self.nodes()
+                return
+            if loop.time() > deadline:
+                await self.stop()
+                raise KamailioUnavailable(
+                    f"the SIP edge did not answer within {timeout:.0f} s:\n{self._tail()}")
+            await asyncio.sleep(0.1)
+
+    async def nodes(self) -> list[NodeState]:
+        """The dispatcher's nodes and whether each gets new calls, asked over the control
+        socket (Kamailio's kamcmd)."""
+        kamcmd = shutil.which("kamcmd") or "/usr/sbin/kamcmd"
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                kamcmd, "-s", f"unix:{self.spec.control_socket}", "dispatcher.list",
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE)
+        except FileNotFoundError as exc:
+            raise KamailioUnavailable("kamcmd is not installed (Debian: kamailio)") from exc
+        out, err = await asyncio.wait_for(proc.communicate(), 5)
+        if proc.returncode != 0:
+            raise KamailioUnavailable(f"the edge's control socket: {(out + err).decode()}")
+        return parse_dispatcher_list(out.decode())
+
+    async def stop(self, timeout: float = 10) -> None:
+        process, self.process = self.process, None
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+    def _tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_file.read_text().splitlines()[-lines:])
+        except OSError:
+            return ""
