@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
@@ -279,9 +279,15 @@ class Subscription:
         return await self.queue.get()
 
 
+# Where this process's events go besides its own subscribers: the other nodes of a
+# cluster (handoff.shared_events), as (topic, wire form).
+Relay = Callable[[str, Event], None]
+
+
 class EventHub:
     def __init__(self) -> None:
         self._subscriptions: set[Subscription] = set()
+        self._relay: Relay | None = None
 
     def publish(self, topic: str, event: TypedEvent) -> None:
         payload: Event | None = None
@@ -290,6 +296,20 @@ class EventHub:
                 if payload is None:
                     payload = event.to_dict()
                 sub.offer({"topic": topic, **payload})
+        if self._relay is not None:
+            self._relay(topic, payload if payload is not None else event.to_dict())
+
+    def deliver(self, topic: str, payload: Event) -> None:
+        """An event another node published (its wire form): to the subscribers of its
+        topic here, never relayed on. Not to those of every topic (the metrics): each
+        node counts what it did itself, so that the nodes' figures add up."""
+        for sub in self._subscriptions:
+            if topic in sub.topics:
+                sub.offer({"topic": topic, **payload})
+
+    def relay_to(self, relay: Relay | None) -> None:
+        """Send every event published here to ``relay`` too (None: stop)."""
+        self._relay = relay
 
     @asynccontextmanager
     async def subscribe(self, *topics: str) -> AsyncIterator[Subscription]:
