@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,62 @@ def parse_dispatcher_list(text: str) -> list[NodeState]:
             nodes.append(NodeState(uri.group(1), duid.group(1) if duid else "",
                                    flags.group(1).startswith("A")))
     return nodes
+
+
+@dataclass(frozen=True)
+class SipAnswer:
+    status: int
+    # The Server or User-Agent header, if the node names its software (Switchboard's
+    # Asterisk does not, to scanners).
+    software: str
+
+
+async def sip_options(host: str, port: int, timeout: float = 2.0) -> SipAnswer | None:
+    """One SIP OPTIONS over UDP to ``host:port``, as the edge's probe asks it; the first
+    answer, or None when nothing answered within ``timeout`` (sent again every 0.5 s,
+    SIP's T1, as a lost datagram would be). Any answer, even a refusal (401, 403), says
+    the node's SIP stack is up."""
+    loop = asyncio.get_running_loop()
+    answered: asyncio.Future[bytes] = loop.create_future()
+
+    class Probe(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            if not answered.done() and not data.startswith(b"SIP/2.0 1"):
+                answered.set_result(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Probe, remote_addr=(host, port))
+    try:
+        local_host, local_port = transport.get_extra_info("sockname")[:2]
+        request = "\r\n".join((
+            f"OPTIONS sip:{host}:{port} SIP/2.0",
+            f"Via: SIP/2.0/UDP {local_host}:{local_port};branch=z9hG4bK{secrets.token_hex(8)}"
+            ";rport",
+            "Max-Forwards: 70",
+            f"From: <sip:doctor@{local_host}>;tag={secrets.token_hex(4)}",
+            f"To: <sip:{host}:{port}>",
+            f"Call-ID: {secrets.token_hex(12)}@{local_host}",
+            "CSeq: 1 OPTIONS",
+            "Content-Length: 0", "", "")).encode()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            transport.sendto(request)
+            with contextlib.suppress(TimeoutError):
+                data = await asyncio.wait_for(asyncio.shield(answered),
+                                              min(0.5, deadline - loop.time()))
+                return _answer(data)
+        return None
+    finally:
+        transport.close()
+
+
+def _answer(data: bytes) -> SipAnswer | None:
+    lines = data.decode(errors="replace").split("\r\n")
+    status = re.match(r"SIP/2\.0 (\d{3})", lines[0])
+    if status is None:
+        return None
+    software = next((line.split(":", 1)[1].strip() for line in lines[1:]
+                     if line.lower().startswith(("server:", "user-agent:"))), "")
+    return SipAnswer(int(status[1]), software)
 
 
 class Edge:

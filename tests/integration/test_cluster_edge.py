@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from handoff.settings import ClusterNodeSettings, ClusterSettings, Settings
 from pbx import runtime
 from pbx.asterisk_config import InboundRoute, Ports
 from pbx.edge import Edge
@@ -33,6 +34,7 @@ from pbx.trunk_config import SipTrunk
 from tests.faults import paused
 from tests.integration.asterisk_helpers import EventListener, ari, assert_quiet, of_type
 from tests.waiting import until
+from web.doctor import Report, examine_cluster
 
 # Calls at once on each Asterisk here: a few, so each takes a small RTP range.
 MAX_CALLS = 10
@@ -94,6 +96,18 @@ async def cluster(installation: runtime.Installation, state_dir: Path,
         yield Cluster(edge, carrier, nodes)
 
 
+async def examine(cluster: Cluster) -> Report:
+    """`switchboard doctor`'s cluster part, with the settings this cluster was made from."""
+    spec = cluster.edge.spec
+    settings = Settings(cluster=ClusterSettings(
+        edge_address=spec.listen_address, edge_port=spec.port,
+        edge_config_dir=spec.config_dir, edge_run_dir=spec.run_dir,
+        nodes=tuple(ClusterNodeSettings(n.name, n.host, n.port) for n in spec.nodes)))
+    report = Report()
+    await examine_cluster(settings, report)
+    return report
+
+
 async def active_nodes(edge: Edge) -> set[str]:
     return {node.name for node in await edge.nodes() if node.active}
 
@@ -150,6 +164,13 @@ async def test_calls_spread_over_the_nodes_and_skip_a_silent_node_until_it_answe
         # Round robin: four calls, two on each node.
         spread = [await calls.place() for _ in range(4)]
         assert sorted(spread) == ["node-a", "node-a", "node-b", "node-b"], spread
+        doctor = await examine(cluster)
+        assert doctor.cluster["edge"]["state"] == "running"
+        assert doctor.cluster["edge"]["version"].startswith("kamailio 5.")
+        assert [(n["name"], n["reachable"], n["in_dispatch"])
+                for n in doctor.cluster["nodes"]] == [("node-a", True, True),
+                                                      ("node-b", True, True)]
+        assert doctor.problems == []
 
         # A node that stops answering (frozen): the edge's OPTIONS probe notices and new
         # calls go to the other node only; thawed, it answers a probe and is back.
@@ -160,6 +181,10 @@ async def test_calls_spread_over_the_nodes_and_skip_a_silent_node_until_it_answe
             print(f"\nthe edge's probes took a silent node out of the dispatch "
                   f"{time.monotonic() - frozen_at:.2f} s after it froze")
             assert [await calls.place(within=3) for _ in range(3)] == [other] * 3
+            doctor = await examine(cluster)
+            silent = next(n for n in doctor.cluster["nodes"] if n["name"] == frozen)
+            assert (silent["reachable"], silent["in_dispatch"]) == (False, False)
+            assert any(frozen in problem for problem in doctor.problems)
         thawed_at = time.monotonic()
         await until(lambda: _equal(active_nodes(cluster.edge), {"node-a", "node-b"}), 10,
                     why=f"thawed {frozen} never came back into the dispatch")

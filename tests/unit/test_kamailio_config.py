@@ -12,6 +12,7 @@ from pbx import kamailio_config
 from pbx.edge import NodeState, parse_dispatcher_list
 from pbx.kamailio_config import EdgeNode, EdgeSpec
 from web.cli import main
+from web.doctor import Report, render_text
 
 CLUSTER = """
 [cluster]
@@ -151,3 +152,25 @@ def test_the_edges_answer_about_its_nodes_is_read() -> None:
         NodeState("sip:127.0.0.1:5072", "node-b", active=False),
         NodeState("sip:127.0.0.1:5071", "node-a", active=True),
     ]
+
+
+def test_doctor_says_per_node_whether_it_answers_and_takes_calls() -> None:
+    report = Report(asterisk={"state": "running", "version": "22.1.0"},
+                    database={"kind": "postgresql", "url": "postgresql://…"},
+                    dashboard={"state": "running"}, browser={"chromium": None}, tools={})
+    report.cluster = {
+        "edge": {"state": "running", "version": "kamailio 5.6.3 (x86_64/linux)",
+                 "listen": "192.0.2.1:5060"},
+        "nodes": [
+            {"name": "node-a", "sip": "sip:192.0.2.11:5060", "reachable": True,
+             "sip_status": 200, "version": "22.1.0", "in_dispatch": True},
+            {"name": "node-b", "sip": "sip:192.0.2.12:5060", "reachable": False,
+             "sip_status": None, "version": None, "in_dispatch": False},
+        ],
+    }
+    lines = render_text(report).splitlines()
+    assert "Edge       running: kamailio 5.6.3 (x86_64/linux) on 192.0.2.1:5060" in lines
+    assert ("Node       node-a sip:192.0.2.11:5060: answers SIP (200), in the dispatch, "
+            "version 22.1.0") in lines
+    assert ("Node       node-b sip:192.0.2.12:5060: silent, out of the dispatch, "
+            "version unknown") in lines
