@@ -92,6 +92,9 @@ class EventType(enum.StrEnum):
     # The AI events WebSocket's own messages; the hub never carries them.
     READY = "ready"
     OVERFLOW = "overflow"
+    # From the hub itself, on a shared topic: another node's events may have been missed
+    # (EventHub.lost); subscribers read the store afresh.
+    RESYNC = "resync"
 
 
 class Fallback(enum.StrEnum):
@@ -258,6 +261,13 @@ class Overflow(TypedEvent):
     dropped: int
 
 
+@dataclass(frozen=True)
+class Resync(TypedEvent):
+    """Events of this topic from other nodes may have been missed (EventHub.lost)."""
+
+    kind: ClassVar[EventType] = EventType.RESYNC
+
+
 # ---- the hub -------------------------------------------------------------------------------
 
 
@@ -306,6 +316,17 @@ class EventHub:
         for sub in self._subscriptions:
             if topic in sub.topics:
                 sub.offer({"topic": topic, **payload})
+
+    def lost(self, topics: frozenset[str]) -> None:
+        """Other nodes' events on ``topics`` may have been missed (the link to them was
+        down): each subscriber of one of them counts it as a loss, as if its queue had
+        overflowed, and is woken by a ``resync`` event to rebuild its picture from the
+        store now rather than at its next event."""
+        for sub in self._subscriptions:
+            missed = sub.topics & topics
+            if missed:
+                sub.dropped += 1
+                sub.offer({"topic": min(missed), **Resync().to_dict()})
 
     def relay_to(self, relay: Relay | None) -> None:
         """Send every event published here to ``relay`` too (None: stop)."""

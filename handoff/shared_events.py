@@ -13,8 +13,9 @@ Who wins a card is not decided here: Accept is one conditional UPDATE in that sa
 database (handoff.store.handoffs_repo), so two agents on two nodes cannot both win.
 
 A notification is delivered only to connections listening at the time: events another
-node sent while this one was disconnected are lost, and a node's boards are then only
-as fresh as their next reconciliation.
+node sent while this one was disconnected are lost. On reconnecting, the hub's
+subscribers are told so (EventHub.lost) and the dashboard feed rebuilds its board from
+the store.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class SharedEvents:
         self._unsent: str | None = None
         self.link = LinkSupervisor("shared events (PostgreSQL LISTEN/NOTIFY)", LINK, log)
         self.sent = self.received = self.dropped = 0
+        self._was_up = False
 
     def _relay(self, topic: str, payload: Event) -> None:
         if topic not in SHARED_TOPICS:
@@ -114,12 +116,20 @@ class SharedEvents:
         # The postgres extra: only a PostgreSQL store needs it (SQLite is one box).
         import psycopg  # noqa: PLC0415
 
+        # Named, so that pg_stat_activity tells which node's link a connection is.
+        name = f"switchboard {self.node}"
         async with (
-            await psycopg.AsyncConnection.connect(self._url, autocommit=True) as listener,
-            await psycopg.AsyncConnection.connect(self._url, autocommit=True) as sender,
+            await psycopg.AsyncConnection.connect(self._url, autocommit=True,
+                                                  application_name=name) as listener,
+            await psycopg.AsyncConnection.connect(self._url, autocommit=True,
+                                                  application_name=name) as sender,
         ):
             await listener.execute(f"LISTEN {self.channel}")
             self.link.up()
+            if self._was_up:
+                # Listening again: what the others sent meanwhile never reached us.
+                self._hub.lost(SHARED_TOPICS)
+            self._was_up = True
             if ready is not None:
                 ready.set()
             tasks = [asyncio.create_task(self._listen(listener), name="shared events in"),

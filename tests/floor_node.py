@@ -36,7 +36,7 @@ class NodeCommands(FakeCommands):
 async def serve(database_url: str, port: int) -> None:
     engine = create_store_engine(database_url)
     store, hub = Store(engine), EventHub()
-    shared = SharedEvents(hub, database_url)
+    shared = SharedEvents(hub, database_url, node=f"web-{port}")
     listening = asyncio.Event()
     link = asyncio.create_task(shared.run(listening), name="shared events")
     app = web.Application(middlewares=[real_client(())])

@@ -147,6 +147,20 @@ async def test_a_card_raised_on_one_node_shows_on_every_nodes_desks_and_one_agen
             assert taken["handoff_id"] == handoff.id
             assert lost["body"]["taken_by"]["id"] == taken["agent_id"]
             assert winner["body"] == {"accepted": handoff.id}
+
+            # The web nodes' database links drop (a PostgreSQL fail-over, a network cut)
+            # and a card is raised before they listen again: its notification never
+            # reaches them, yet it shows on the free agent's desk once they reconnect.
+            async with engine.begin() as connection:
+                cut = await connection.scalar(text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name LIKE 'switchboard web-%'"))
+            assert cut == 4  # each node's listening and sending connections
+            second = await offer_card(Store(engine), controller_hub,
+                                      caller_number="+33198765432")
+            free = alice if lost is replies[0] else bob
+            while (await free.op("card_added"))["card"]["handoff_id"] != second.id:
+                pass  # the rebuilt board's cards, the second one among them
     finally:
         link.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -26,6 +26,7 @@ from handoff.events import (
     Offered,
     Overflow,
     Ready,
+    Resync,
     ReturnedToAi,
     Taken,
     TranscriptLine,
@@ -65,6 +66,7 @@ WIRE: list[tuple[TypedEvent, dict[str, object]]] = [
     (Ready("receptionist", ["c1", "c2"]),
      {"type": "ready", "assistant": "receptionist", "calls": ["c1", "c2"]}),
     (Overflow(44), {"type": "overflow", "dropped": 44}),
+    (Resync(), {"type": "resync"}),
 ]
 
 

@@ -42,3 +42,13 @@ def test_each_schema_of_a_database_is_a_floor_of_its_own() -> None:
     assert channel_for("postgresql+psycopg://u:p@h/db") == CHANNEL
     assert channel_for("postgresql://u@h/db?options=-csearch_path%3DSite_B") == (
         f"{CHANNEL}_site_b")
+
+
+async def test_a_lost_link_wakes_the_floors_subscribers_to_read_the_store_afresh() -> None:
+    hub = EventHub()
+    async with hub.subscribe(CARDS_TOPIC) as cards, hub.subscribe(ALL_TOPICS) as everything:
+        hub.lost(frozenset({CARDS_TOPIC}))
+        assert (cards.dropped, await cards.get()) == (1, {"topic": CARDS_TOPIC,
+                                                          "type": "resync"})
+        # The metrics lost nothing of their own node's.
+        assert (everything.dropped, everything.queue.empty()) == (0, True)
