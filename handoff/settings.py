@@ -216,14 +216,17 @@ class ClusterSettings:
     edge_run_dir: str = "/run/kamailio"
     # Seconds between OPTIONS to each node: about how long a dead node still gets calls.
     probe_interval_s: int = 2
+    # Where calls may come from (your carriers' SIP servers: addresses or networks);
+    # the edge refuses anyone else's.
+    carriers: tuple[str, ...] = ()
     nodes: tuple[ClusterNodeSettings, ...] = ()
 
     def edge(self) -> EdgeSpec:
         return EdgeSpec(
             listen_address=self.edge_address, port=self.edge_port,
             nodes=tuple(EdgeNode(n.name, n.sip_host, n.sip_port) for n in self.nodes),
-            config_dir=self.edge_config_dir, run_dir=self.edge_run_dir,
-            probe_interval_s=self.probe_interval_s,
+            carriers=self.carriers, config_dir=self.edge_config_dir,
+            run_dir=self.edge_run_dir, probe_interval_s=self.probe_interval_s,
         )
 
 

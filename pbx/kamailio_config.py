@@ -10,6 +10,7 @@ Kamailio itself (``kamailio -c``) whether it would load the result.
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -44,6 +45,9 @@ class EdgeSpec:
     listen_address: str
     port: int
     nodes: tuple[EdgeNode, ...]
+    # Addresses or networks (CIDR) new calls are taken from: the carriers' SIP servers.
+    # Anyone else's INVITE is refused at the edge, as a node refuses an unknown trunk.
+    carriers: tuple[str, ...] = ()
     # Where Kamailio reads its files and keeps its control socket, as it sees them.
     config_dir: str = "/etc/kamailio"
     run_dir: str = "/run/kamailio"
@@ -81,6 +85,17 @@ class EdgeSpec:
                 raise ConfigValueError(f"{key}.nodes[{i}].sip_port", f"{node.host}:{node.port} "
                                        "is the edge's own listener or another node's")
             places.add((node.host, node.port))
+        if not self.carriers:
+            raise ConfigValueError(f"{key}.carriers", "none: list the addresses or "
+                                   "networks the edge takes calls from (your carriers' SIP "
+                                   "servers)")
+        for i, carrier in enumerate(self.carriers):
+            try:
+                ipaddress.ip_network(carrier, strict=False)
+            except ValueError:
+                raise ConfigValueError(f"{key}.carriers[{i}]", f"{carrier!r} is not an "
+                                       "address or a network (198.51.100.7, "
+                                       "203.0.113.0/24)") from None
 
     @property
     def control_socket(self) -> str:
@@ -99,6 +114,7 @@ def render(spec: EdgeSpec) -> dict[str, str]:
         autoescape=False,
     )
     config = env.get_template(f"{CONFIG_FILE}.j2").render(
+        carriers=[str(ipaddress.ip_network(c, strict=False)) for c in spec.carriers],
         listen_address=spec.listen_address, port=spec.port, transports=spec.transports,
         children=spec.children, control_socket=spec.control_socket,
         no_answer_ms=spec.no_answer_ms, probe_interval_s=spec.probe_interval_s,

@@ -11,8 +11,10 @@ SIGSTOP, the black hole a hung host or a firewall's DROP makes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import secrets
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -85,7 +87,8 @@ async def cluster(installation: runtime.Installation, state_dir: Path,
     folder = tmp_path_factory.mktemp("edge")
     spec = EdgeSpec("127.0.0.1", port, tuple(
         EdgeNode(name, "127.0.0.1", node.spec.ports.sip) for name, node in nodes.items()),
-        config_dir=str(folder), run_dir=str(folder / "run"), probe_interval_s=1)
+        carriers=("127.0.0.1",), config_dir=str(folder), run_dir=str(folder / "run"),
+        probe_interval_s=1)
     edge = Edge(spec, folder)
     async with contextlib.AsyncExitStack() as stack:
         for instance in (*nodes.values(), carrier):
@@ -101,11 +104,39 @@ async def examine(cluster: Cluster) -> Report:
     spec = cluster.edge.spec
     settings = Settings(cluster=ClusterSettings(
         edge_address=spec.listen_address, edge_port=spec.port,
-        edge_config_dir=spec.config_dir, edge_run_dir=spec.run_dir,
+        edge_config_dir=spec.config_dir, edge_run_dir=spec.run_dir, carriers=spec.carriers,
         nodes=tuple(ClusterNodeSettings(n.name, n.host, n.port) for n in spec.nodes)))
     report = Report()
     await examine_cluster(settings, report)
     return report
+
+
+async def invite_from(source: str, edge: EdgeSpec) -> int:
+    """An INVITE to 2000 sent to the edge from ``source`` (a loopback address of no
+    carrier); the status of the edge's final answer."""
+    loop = asyncio.get_running_loop()
+    final: asyncio.Future[int] = loop.create_future()
+
+    class Phone(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            status = int(data.split(b" ", 2)[1])
+            if status >= 200 and not final.done():
+                final.set_result(status)
+
+    transport, _ = await loop.create_datagram_endpoint(
+        Phone, local_addr=(source, 0), remote_addr=(edge.listen_address, edge.port))
+    try:
+        port = transport.get_extra_info("sockname")[1]
+        transport.sendto("\r\n".join((
+            f"INVITE sip:2000@{edge.listen_address}:{edge.port} SIP/2.0",
+            f"Via: SIP/2.0/UDP {source}:{port};branch=z9hG4bK{secrets.token_hex(8)};rport",
+            "Max-Forwards: 70", f"From: <sip:scanner@{source}>;tag=1",
+            f"To: <sip:2000@{edge.listen_address}>", f"Call-ID: {secrets.token_hex(8)}",
+            "CSeq: 1 INVITE", f"Contact: <sip:scanner@{source}:{port}>",
+            "Content-Length: 0", "", "")).encode())
+        return await asyncio.wait_for(final, 5)
+    finally:
+        transport.close()
 
 
 async def active_nodes(edge: Edge) -> set[str]:
@@ -171,6 +202,10 @@ async def test_calls_spread_over_the_nodes_and_skip_a_silent_node_until_it_answe
                 for n in doctor.cluster["nodes"]] == [("node-a", True, True),
                                                       ("node-b", True, True)]
         assert doctor.problems == []
+        # Someone who is not a carrier is refused at the edge; no node hears of it.
+        assert await invite_from("127.0.0.2", cluster.edge.spec) == 403
+        await until(lambda: "refused a call from 127.0.0.2: not a carrier"
+                    in cluster.edge.log_file.read_text(), 5, why="the edge did not say why")
 
         # A node that stops answering (frozen): the edge's OPTIONS probe notices and new
         # calls go to the other node only; thawed, it answers a probe and is back.

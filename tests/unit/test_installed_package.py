@@ -35,7 +35,8 @@ code = main(["config", "render", "--out", sys.argv[3]])
 import web.bench.browser_handoff, web.bench.dashboard, web.bench.handoff
 import handoff, pbx, web
 from pbx.kamailio_config import EdgeNode, EdgeSpec, render
-edge = render(EdgeSpec("127.0.0.1", 5070, (EdgeNode("node-a", "127.0.0.1", 5071),)))
+edge = render(EdgeSpec("127.0.0.1", 5070, (EdgeNode("node-a", "127.0.0.1", 5071),),
+                   carriers=("127.0.0.1",)))
 print(json.dumps({
     "edge_files": sorted(edge),
     "code": code,

@@ -21,6 +21,7 @@ edge_port = 5070
 edge_config_dir = "{folder}"
 edge_run_dir = "{folder}/run"
 probe_interval_s = 1
+carriers = ["198.51.100.7", "203.0.113.0/24"]
 
 [[cluster.nodes]]
 name = "node-a"
@@ -49,6 +50,8 @@ def test_the_edge_is_rendered_from_the_cluster_settings(tmp_path: Path) -> None:
     assert 'modparam("dispatcher", "ds_ping_interval", 1)' in config
     assert f'"binrpc", "unix:{tmp_path}/edge/run/kamailio_ctl"' in config
     assert 'ds_select_dst("1", "4")' in config  # round robin over the answering nodes
+    assert ('if (!(is_in_subnet("$si", "198.51.100.7/32") || '
+            'is_in_subnet("$si", "203.0.113.0/24"))) {') in config
     assert [line for line in nodes.splitlines() if not line.startswith("#")] == [
         "1 sip:192.0.2.11:5060 0 0 duid=node-a",
         "1 sip:192.0.2.12:5062 0 0 duid=node-b",
@@ -58,7 +61,8 @@ def test_the_edge_is_rendered_from_the_cluster_settings(tmp_path: Path) -> None:
 def test_the_rendered_edge_is_accepted_by_kamailio(tmp_path: Path) -> None:
     spec = EdgeSpec("127.0.0.1", 5070, (EdgeNode("node-a", "127.0.0.1", 5071),
                                         EdgeNode("node-b", "127.0.0.1", 5072)),
-                    config_dir=str(tmp_path), run_dir=str(tmp_path))
+                    carriers=("127.0.0.1", "192.0.2.0/24"), config_dir=str(tmp_path),
+                    run_dir=str(tmp_path))
     kamailio_config.write_files(spec, tmp_path)
     kamailio_config.check_syntax(tmp_path / "kamailio.cfg")
 
@@ -86,6 +90,10 @@ def test_the_rendered_edge_is_accepted_by_kamailio(tmp_path: Path) -> None:
      r"cluster\.edge_config_dir: 'etc': an absolute path"),
     ("[cluster]\nprobe_interval_s = 0\n[[cluster.nodes]]\nname = 'a'\nsip_port = 5061\n",
      r"cluster\.probe_interval_s: 0: 1 to 60 seconds"),
+    ("[[cluster.nodes]]\nname = 'a'\nsip_port = 5061\n", r"cluster\.carriers: none"),
+    ("[cluster]\ncarriers = ['198.51.100.7', 'carrier.example.com']\n[[cluster.nodes]]\n"
+     "name = 'a'\nsip_port = 5061\n",
+     r"cluster\.carriers\[1\]: 'carrier.example.com' is not an address or a network"),
 ])
 def test_wrong_cluster_settings_stop_start_up_by_name(
     tmp_path: Path, text: str, message: str
