@@ -3,6 +3,7 @@ checked by Kamailio itself (`kamailio -c`: the real binary, no network)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,15 @@ def test_doctor_says_per_node_whether_it_answers_and_takes_calls() -> None:
             "version 22.1.0") in lines
     assert ("Node       node-b sip:192.0.2.12:5060: silent, out of the dispatch, "
             "version unknown") in lines
+
+
+def test_config_check_has_kamailio_check_the_edge_and_says_a_cluster_needs_postgresql(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
+    assert main(["--config", str(settings_file(tmp_path)), "config", "check", "--json"]) == 0
+    # One finding only: the warning; Kamailio accepted the edge's files.
+    [finding] = [f for f in json.loads(capsys.readouterr().out)["findings"]
+                 if f["check"] == "cluster_edge"]
+    assert finding["severity"] == "warning"
+    assert "the store is SQLite" in finding["message"]
