@@ -158,7 +158,13 @@ class Edge:
                 stderr=asyncio.subprocess.PIPE)
         except FileNotFoundError as exc:
             raise KamailioUnavailable("kamcmd is not installed (Debian: kamailio)") from exc
-        out, err = await asyncio.wait_for(proc.communicate(), 5)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), 5)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise KamailioUnavailable("the edge's control socket did not answer in 5 s") \
+                from None
         if proc.returncode != 0:
             raise KamailioUnavailable(f"the edge's control socket: {(out + err).decode()}")
         return parse_dispatcher_list(out.decode())

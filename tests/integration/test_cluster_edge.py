@@ -188,8 +188,7 @@ async def test_calls_spread_over_the_nodes_and_skip_a_silent_node_until_it_answe
                      for name, node in cluster.nodes.items()}
         carrier = await stack.enter_async_context(EventListener(cluster.carrier, "carrier"))
         calls = Calls(cluster, listeners, carrier)
-        await until(lambda: active_nodes(cluster.edge), 10, why="no node answers OPTIONS")
-        await until(lambda: _equal(active_nodes(cluster.edge), {"node-a", "node-b"}), 10,
+        await until(lambda: dispatching(cluster.edge, {"node-a", "node-b"}), 10,
                     why="both nodes never answered the edge's OPTIONS")
 
         # Round robin: four calls, two on each node.
@@ -202,7 +201,7 @@ async def test_calls_spread_over_the_nodes_and_skip_a_silent_node_until_it_answe
                 for n in doctor.cluster["nodes"]] == [("node-a", True, True),
                                                       ("node-b", True, True)]
         assert doctor.problems == []
-        # Someone who is not a carrier is refused at the edge; no node hears of it.
+        # Someone who is not a carrier is refused at the edge itself (its log says so).
         assert await invite_from("127.0.0.2", cluster.edge.spec) == 403
         await until(lambda: "refused a call from 127.0.0.2: not a carrier"
                     in cluster.edge.log_file.read_text(), 5, why="the edge did not say why")
@@ -211,7 +210,7 @@ async def test_calls_spread_over_the_nodes_and_skip_a_silent_node_until_it_answe
         # calls go to the other node only; thawed, it answers a probe and is back.
         frozen, other = _next_and_other(spread)
         async with paused(cluster.nodes[frozen]) as frozen_at:
-            await until(lambda: _equal(active_nodes(cluster.edge), {other}), 10,
+            await until(lambda: dispatching(cluster.edge, {other}), 10,
                         why=f"the edge kept dispatching to frozen {frozen}")
             print(f"\nthe edge's probes took a silent node out of the dispatch "
                   f"{time.monotonic() - frozen_at:.2f} s after it froze")
@@ -221,7 +220,7 @@ async def test_calls_spread_over_the_nodes_and_skip_a_silent_node_until_it_answe
             assert (silent["reachable"], silent["in_dispatch"]) == (False, False)
             assert any(frozen in problem for problem in doctor.problems)
         thawed_at = time.monotonic()
-        await until(lambda: _equal(active_nodes(cluster.edge), {"node-a", "node-b"}), 10,
+        await until(lambda: dispatching(cluster.edge, {"node-a", "node-b"}), 10,
                     why=f"thawed {frozen} never came back into the dispatch")
         print(f"and took it back {time.monotonic() - thawed_at:.2f} s after it thawed")
         spread = [await calls.place() for _ in range(2)]
@@ -235,7 +234,7 @@ async def test_calls_spread_over_the_nodes_and_skip_a_silent_node_until_it_answe
             print(f"a call sent to a node frozen a moment before reached the other "
                   f"{time.monotonic() - frozen_at:.2f} s after the freeze")
             assert await active_nodes(cluster.edge) == {other}
-        await until(lambda: _equal(active_nodes(cluster.edge), {"node-a", "node-b"}), 10,
+        await until(lambda: dispatching(cluster.edge, {"node-a", "node-b"}), 10,
                     why=f"thawed {frozen} never came back into the dispatch")
         # The edge gave up on the INVITE the frozen node held; if the node still took
         # it when it woke, that leg is ended here (nothing is left behind).
@@ -245,8 +244,9 @@ async def test_calls_spread_over_the_nodes_and_skip_a_silent_node_until_it_answe
         await assert_quiet(instance)
 
 
-async def _equal(got: Any, want: set[str]) -> bool:
-    return bool(await got == want)
+async def dispatching(edge: Edge, nodes: set[str]) -> bool:
+    """Whether the edge sends new calls to these nodes and no others."""
+    return await active_nodes(edge) == nodes
 
 
 def _next_and_other(spread: list[str]) -> tuple[str, str]:
