@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import logging
+import os
+import pwd
 import re
 import secrets
 import shutil
@@ -20,6 +23,8 @@ from pathlib import Path
 from pbx.kamailio_config import CONFIG_FILE, EdgeSpec, KamailioUnavailable, find_binary, write_files
 
 log = logging.getLogger(__name__)
+
+ACCOUNT = "kamailio"
 
 
 @dataclass(frozen=True)
@@ -117,17 +122,31 @@ class Edge:
     def log_file(self) -> Path:
         return self.folder / "kamailio.log"
 
-    def _write(self) -> None:
+    def _write(self) -> list[str]:
+        """Its files, its run folder, and the options that drop it to its account."""
         write_files(self.spec, self.folder)
-        Path(self.spec.run_dir).mkdir(parents=True, exist_ok=True)
+        run_dir = Path(self.spec.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() != 0:
+            return []
+        # Started by root, Kamailio reads its files and binds its ports as root, then
+        # runs as Debian's `kamailio` account, which owns only its run folder (the
+        # control socket).
+        try:
+            user, group = pwd.getpwnam(ACCOUNT), grp.getgrnam(ACCOUNT)
+        except KeyError as exc:
+            raise KamailioUnavailable(f"no {ACCOUNT} account to run the edge as (Debian's "
+                                      "kamailio package makes one)") from exc
+        os.chown(run_dir, user.pw_uid, group.gr_gid)
+        return ["-u", ACCOUNT, "-g", ACCOUNT]
 
     async def start(self, timeout: float = 15) -> None:
-        self._write()  # a few small files, once, at start-up
+        drop = self._write()  # a few small files, once, at start-up
         with open(self.log_file, "ab") as out:  # noqa: ASYNC230 - once, at start-up
             self.process = await asyncio.create_subprocess_exec(
                 # -DD: stay in the foreground, a child of ours; -E: log to our file.
                 self.binary, "-DD", "-E", "-f", str(self.folder / CONFIG_FILE),
-                "-Y", self.spec.run_dir,
+                "-Y", self.spec.run_dir, *drop,
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
                 start_new_session=True,
             )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import secrets
 import socket
 import time
@@ -34,7 +35,13 @@ from pbx.ports import _port_free, free_port
 from pbx.runtime import AsteriskInstance
 from pbx.trunk_config import SipTrunk
 from tests.faults import paused
-from tests.integration.asterisk_helpers import EventListener, ari, assert_quiet, of_type
+from tests.integration.asterisk_helpers import (
+    EventListener,
+    ari,
+    assert_quiet,
+    of_type,
+    process_ids,
+)
 from tests.waiting import until
 from web.doctor import Report, examine_cluster
 
@@ -201,6 +208,10 @@ async def test_calls_spread_over_the_nodes_and_skip_a_silent_node_until_it_answe
                 for n in doctor.cluster["nodes"]] == [("node-a", True, True),
                                                       ("node-b", True, True)]
         assert doctor.problems == []
+        if os.geteuid() == 0:  # started by root, the edge runs as its own account
+            assert cluster.edge.process is not None
+            uid = pwd.getpwnam("kamailio").pw_uid
+            assert process_ids(cluster.edge.process.pid)["Uid"] == [uid] * 4
         # Someone who is not a carrier is refused at the edge itself (its log says so).
         assert await invite_from("127.0.0.2", cluster.edge.spec) == 403
         await until(lambda: "refused a call from 127.0.0.2: not a carrier"
