@@ -48,6 +48,9 @@ CHANNEL = "switchboard_floor"
 SHARED_TOPICS = frozenset({CARDS_TOPIC, AGENTS_TOPIC, CALLS_TOPIC, TRANSCRIPTS_TOPIC})
 # PostgreSQL refuses a NOTIFY payload of 8000 bytes or more.
 PAYLOAD_LIMIT = 7900
+# A transcript line too long for one notification is cut to this many characters: at
+# most 12 bytes each once escaped, well inside the limit.
+SHORT_LINE = 600
 LINK = LinkSettings(backoff_initial=0.2, backoff_max=5.0)
 
 
@@ -80,11 +83,12 @@ class SharedEvents:
     def _relay(self, topic: str, payload: Event) -> None:
         if topic not in SHARED_TOPICS:
             return
-        text = json.dumps({"node": self.node, "topic": topic, "event": payload},
-                          separators=(",", ":"))
-        if len(text.encode()) > PAYLOAD_LIMIT:
-            # Only a transcript line can be this long; the other nodes' boards read it
-            # from the store at their next reload.
+        text = self._encode(topic, payload)
+        if len(text) > PAYLOAD_LIMIT and isinstance(payload.get("text"), str):
+            # Only a transcript line can be this long: the other nodes' boards show its
+            # beginning (the whole line is in the store, for the call's panel).
+            text = self._encode(topic, {**payload, "text": payload["text"][:SHORT_LINE] + "…"})
+        if len(text) > PAYLOAD_LIMIT:
             log.warning("call=%s: %s event too long to share (%d bytes)",
                         payload.get("call_id"), payload.get("type"), len(text))
             self.dropped += 1
@@ -94,6 +98,11 @@ class SharedEvents:
             self._outbox.get_nowait()
             self.dropped += 1
         self._outbox.put_nowait(text)
+
+    def _encode(self, topic: str, payload: Event) -> str:
+        # ASCII only (non-ASCII escaped): its length is its size in bytes.
+        return json.dumps({"node": self.node, "topic": topic, "event": payload},
+                          separators=(",", ":"))
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         self._hub.relay_to(self._relay)

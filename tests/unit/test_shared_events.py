@@ -3,16 +3,21 @@ PostgreSQL side is proved by tests/integration/test_shared_floor.py."""
 
 from __future__ import annotations
 
+import json
+
 from handoff.events import (
     ALL_TOPICS,
     CARDS_TOPIC,
+    TRANSCRIPTS_TOPIC,
     CallEnded,
     Event,
     EventHub,
     Offered,
+    TranscriptLine,
     assistant_topic,
+    publish_transcript_line,
 )
-from handoff.shared_events import CHANNEL, SharedEvents, channel_for
+from handoff.shared_events import CHANNEL, SHORT_LINE, SharedEvents, channel_for
 
 
 async def test_what_a_node_publishes_is_relayed_and_what_it_hears_is_not_relayed_back() -> None:
@@ -52,3 +57,14 @@ async def test_a_lost_link_wakes_the_floors_subscribers_to_read_the_store_afresh
                                                           "type": "resync"})
         # The metrics lost nothing of their own node's.
         assert (everything.dropped, everything.queue.empty()) == (0, True)
+
+
+def test_a_transcript_line_too_long_for_one_notification_is_shared_cut() -> None:
+    hub = EventHub()
+    shared = SharedEvents(hub, "postgresql://u@127.0.0.1/db")
+    hub.relay_to(shared._relay)
+    said = "é" * 5000  # 30 000 bytes once escaped
+    publish_transcript_line(hub, TranscriptLine("c1", "caller", said, "2025-03-01T09:00:00"))
+    line = json.loads(shared._outbox.get_nowait())
+    assert line["event"]["text"] == said[:SHORT_LINE] + "…"
+    assert line["topic"] == TRANSCRIPTS_TOPIC
