@@ -12,13 +12,13 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import jinja2
 from aiohttp import hdrs, web
 
 from handoff.agents import AgentRole
 from handoff.events import EventHub
+from handoff.settings import check_origin
 from handoff.store import Store
 from web.dashboard import (
     admin,
@@ -184,17 +184,6 @@ def route_policy(app: web.Application) -> RoutePolicy:
     return app[ROUTE_POLICY]
 
 
-def check_origin(origin: str) -> str:
-    parts = urlsplit(origin)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") \
-            or parts.query or parts.fragment:
-        raise ValueError(
-            f"server.public_origin must look like https://desk.example.com[:port], "
-            f"got {origin!r}"
-        )
-    return f"{parts.scheme}://{parts.netloc}"
-
-
 def setup_dashboard(
     app: web.Application,
     *,
@@ -215,7 +204,7 @@ def setup_dashboard(
     works without a phone (cards, but no audio).
     """
     options = options or DashboardOptions()
-    origin = check_origin(origin)
+    origin = check_origin(origin)  # also checked at start-up (handoff.settings)
     if origin.startswith("https://") and not secure_cookies:
         raise ValueError("the dashboard is served over https: secure_cookies must be true")
     board = Board()
