@@ -27,7 +27,7 @@ from handoff.handoffs import AGENT_BUSY_STATES
 from handoff.states import InvalidTransition
 from handoff.store.audit_repo import AuditRepo
 from handoff.store.errors import LastAdmin, NotFound, Removed
-from handoff.store.models import Agent, Handoff, PauseReason
+from handoff.store.models import Agent, AgentStateChange, Handoff, PauseReason
 from handoff.store.transitions import Clock, apply_under_guard, utc_now
 
 log = logging.getLogger(__name__)
@@ -220,6 +220,12 @@ class AgentsRepo:
             "from": current.value, "event": event.value, "presence": target.value,
             "on_duty": is_on_duty(target), **detail,
         })
+        # The state's history, from the moment the row says it started: the figures'
+        # wrap-up and pause time (per reason) are the spans between these rows.
+        self._session.add(AgentStateChange(
+            agent_id=agent_id, at=agent.presence_since or self._clock(), state=target,
+            pause_reason_id=reason_id))
+        await self._session.flush()
         return change
 
     async def _presence_of(self, agent_id: int) -> tuple[Presence, Agent] | None:

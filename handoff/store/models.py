@@ -427,6 +427,21 @@ class AuditEvent(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
 
 
+class AgentStateChange(Base):
+    """One row per change of an agent's presence (AgentsRepo.change_presence), in the
+    same transaction as the change: the state they went into, from `at` until the next
+    row. What the figures read wrap-up and pause time from (a pause by its reason)."""
+
+    __tablename__ = "agent_state_changes"
+    __table_args__ = (sa.Index("ix_agent_state_changes_agent_at", "agent_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agent_id: Mapped[int] = mapped_column(sa.ForeignKey("agents.id", ondelete="CASCADE"))
+    at: Mapped[datetime]
+    state: Mapped[Presence] = mapped_column(_enum_type(Presence))
+    pause_reason_id: Mapped[int | None] = mapped_column(sa.ForeignKey("pause_reasons.id"))
+
+
 class Transition(Base):
     """One row per state change of a call or a handoff: the persisted `from -> event -> to`."""
 
