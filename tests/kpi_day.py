@@ -2,7 +2,7 @@
 known times, so every figure has an answer worked out by hand (tests/unit/test_kpis.py
 states them; the browser test reads the same day off the page).
 
-The day, in the site's time (two assistants, two queues, three agents):
+The day, in the site's time (two assistants, two queues, four agents):
 
   00:30 sales    AI alone                                   contained (site day, not UTC's)
   09:05 sales    AI alone                                   contained
@@ -23,7 +23,8 @@ The day, in the site's time (two assistants, two queues, three agents):
 Presence: Alice available 08:55, wrap-up 09:25:10-09:26:10, lunch 12:00-13:00,
 wrap-up 14:36:42-14:38:12, off duty 17:00. Bob away for training since 23:00 the day
 before until 00:20, wrap-up 10:05:32-10:06:02, away (no reason) 15:00-15:10, away for
-lunch from 23:50 (until the day ends). Carol available 09:00, off duty 10:00.
+lunch from 23:50 (until the day ends). Carol available 09:00, off duty 10:00. Dave
+went off duty the evening before and stayed off: he is nobody's figure.
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ async def script_day(store: Store, zone: tzinfo, *, alice: int, bob: int,
         training = await tx.pause_reasons.add("Training", productive=True)
         carol = await tx.agents.create(login="carol", display_name="Carol",
                                        sip_user="sb-carol", sip_password="sip-carol")
+        dave = await tx.agents.create(login="dave", display_name="Dave",
+                                      sip_user="sb-dave", sip_password="sip-dave")
     billing, general = queues["billing"].id, queues["general"].id
 
     rows: list[object] = []
@@ -161,6 +164,8 @@ async def script_day(store: Store, zone: tzinfo, *, alice: int, bob: int,
     state(bob, "23:50:00", Presence.AWAY, lunch.id)
     state(carol.id, "09:00:00", Presence.AVAILABLE)
     state(carol.id, "10:00:00", Presence.OFFLINE)
+    state(dave.id, "09:00:00", Presence.AVAILABLE, days=-1)
+    state(dave.id, "17:00:00", Presence.OFFLINE, days=-1)
 
     # The rows as the controller and the desks would have left them, times and all.
     async with AsyncSession(store.engine) as session, session.begin():

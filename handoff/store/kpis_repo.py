@@ -128,10 +128,12 @@ class KpisRepo:
         until = min(where.until, self._clock())
         spans = await self._state_spans(where, until)
         # Under an assistant or queue filter, the agents who took its calls; otherwise
-        # also those who were on duty without taking one.
+        # also those who were on duty without taking one (not everyone who was ever
+        # off duty before the range began).
         ids = set(handled)
         if where.assistant_id is None and where.queue_id is None:
-            ids |= set(spans)
+            ids |= {agent_id for agent_id, spent in spans.items()
+                    if any(state is not Presence.OFFLINE for state, _ in spent)}
         if where.agent_id is not None:
             ids &= {where.agent_id}
         if not ids:
@@ -158,7 +160,9 @@ class KpisRepo:
     async def _state_spans(self, where: KpiFilter, until: datetime) -> dict[
             int, dict[tuple[Presence, int | None], float]]:
         """Each agent's time per (state, pause reason) in the range: the changes in it,
-        and the last one before it (the state the range opened in)."""
+        and the last one before it (the state the range opened in). An agent's changes
+        are numbered in the order they were made: each is a guarded write of their row,
+        so the next waits for the one before to commit."""
         in_range = select(AgentStateChange).where(
             AgentStateChange.at >= where.since, AgentStateChange.at < until)
         opening = select(AgentStateChange).where(AgentStateChange.id.in_(
