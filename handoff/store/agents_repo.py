@@ -212,8 +212,9 @@ class AgentsRepo:
             return change
         PRESENCE.transition_of(current, event, subject=f"agent={agent_id}")
         if pause_reason is not None:
-            # The name as it was chosen, and whether it counts as work: the floor's
-            # figures read pauses from these lines.
+            # The name as it was chosen, and whether it counts as work, for the audit
+            # log's reader (the figures read the pause's span from agent_state_changes,
+            # written below).
             detail = {"pause_reason": pause_reason.name,
                       "productive": pause_reason.productive, **detail}
         await self._audit.record(actor, audit_action(event), f"agent:{agent_id}", {
