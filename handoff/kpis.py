@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from handoff.agents import Presence
+from handoff.agents import AgentState
 
 # The time-to-accept distribution's bars: upper bounds in seconds (the last is open).
 ACCEPT_BUCKETS_S: tuple[int, ...] = (5, 10, 20, 30, 60)
@@ -136,16 +136,16 @@ def percentile(values: Sequence[float], p: int) -> float | None:
 @dataclass(frozen=True, slots=True)
 class StateChange:
     at: datetime
-    state: Presence
+    state: AgentState
     pause_reason_id: int | None
 
 
 def state_spans(changes: Iterable[StateChange], since: datetime,
-                until: datetime) -> dict[tuple[Presence, int | None], float]:
+                until: datetime) -> dict[tuple[AgentState, int | None], float]:
     """Seconds spent in each (state, pause reason) within [since, until), from one
     agent's changes in time order: each state lasts until the next change (the last
     until `until`). The change before `since`, if given, is the state at its start."""
-    spent: dict[tuple[Presence, int | None], float] = {}
+    spent: dict[tuple[AgentState, int | None], float] = {}
     ordered = sorted(changes, key=lambda c: c.at)
     for change, after in zip(ordered, [*ordered[1:], None], strict=True):
         start = max(change.at, since)

@@ -35,7 +35,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handoff.agents import Presence
+from handoff.agents import AgentState
 from handoff.calls import CallDirection, CallOutcome, CallState
 from handoff.handoffs import HandoffState
 from handoff.queues import Strategy
@@ -142,30 +142,30 @@ async def script_day(store: Store, zone: tzinfo, *, alice: int, bob: int,
     call("16:50:00", sales.id, None)
     call("00:10:00", sales.id, done, days=1)
 
-    def state(agent: int, clock: str, presence: Presence, reason: int | None = None,
+    def state(agent: int, clock: str, entered: AgentState, reason: int | None = None,
               days: int = 0) -> None:
-        rows.append(AgentStateChange(agent_id=agent, at=at(clock, days), state=presence,
+        rows.append(AgentStateChange(agent_id=agent, at=at(clock, days), state=entered.value,
                                      pause_reason_id=reason))
 
-    state(alice, "08:55:00", Presence.AVAILABLE)
-    state(alice, "09:25:10", Presence.WRAP_UP)
-    state(alice, "09:26:10", Presence.AVAILABLE)
-    state(alice, "12:00:00", Presence.AWAY, lunch.id)
-    state(alice, "13:00:00", Presence.AVAILABLE)
-    state(alice, "14:36:42", Presence.WRAP_UP)
-    state(alice, "14:38:12", Presence.AVAILABLE)
-    state(alice, "17:00:00", Presence.OFFLINE)
-    state(bob, "23:00:00", Presence.AWAY, training.id, days=-1)
-    state(bob, "00:20:00", Presence.AVAILABLE)
-    state(bob, "10:05:32", Presence.WRAP_UP)
-    state(bob, "10:06:02", Presence.AVAILABLE)
-    state(bob, "15:00:00", Presence.AWAY)
-    state(bob, "15:10:00", Presence.AVAILABLE)
-    state(bob, "23:50:00", Presence.AWAY, lunch.id)
-    state(carol.id, "09:00:00", Presence.AVAILABLE)
-    state(carol.id, "10:00:00", Presence.OFFLINE)
-    state(dave.id, "09:00:00", Presence.AVAILABLE, days=-1)
-    state(dave.id, "17:00:00", Presence.OFFLINE, days=-1)
+    state(alice, "08:55:00", AgentState.AVAILABLE)
+    state(alice, "09:25:10", AgentState.WRAP_UP)
+    state(alice, "09:26:10", AgentState.AVAILABLE)
+    state(alice, "12:00:00", AgentState.AWAY, lunch.id)
+    state(alice, "13:00:00", AgentState.AVAILABLE)
+    state(alice, "14:36:42", AgentState.WRAP_UP)
+    state(alice, "14:38:12", AgentState.AVAILABLE)
+    state(alice, "17:00:00", AgentState.OFF_DUTY)
+    state(bob, "23:00:00", AgentState.AWAY, training.id, days=-1)
+    state(bob, "00:20:00", AgentState.AVAILABLE)
+    state(bob, "10:05:32", AgentState.WRAP_UP)
+    state(bob, "10:06:02", AgentState.AVAILABLE)
+    state(bob, "15:00:00", AgentState.AWAY)
+    state(bob, "15:10:00", AgentState.AVAILABLE)
+    state(bob, "23:50:00", AgentState.AWAY, lunch.id)
+    state(carol.id, "09:00:00", AgentState.AVAILABLE)
+    state(carol.id, "10:00:00", AgentState.OFF_DUTY)
+    state(dave.id, "09:00:00", AgentState.AVAILABLE, days=-1)
+    state(dave.id, "17:00:00", AgentState.OFF_DUTY, days=-1)
 
     # The rows as the controller and the desks would have left them, times and all.
     async with AsyncSession(store.engine) as session, session.begin():

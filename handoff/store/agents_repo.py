@@ -18,6 +18,7 @@ from handoff.agents import (
     EndpointKind,
     Presence,
     PresenceEvent,
+    agent_state,
     audit_action,
     choice_event,
     duty_event,
@@ -211,23 +212,27 @@ class AgentsRepo:
                       current.value, event.value)
             return change
         PRESENCE.transition_of(current, event, subject=f"agent={agent_id}")
+        # The floor's figures (time away per reason, time in wrap-up) are read from
+        # these rows; written with the change, so a change never goes uncounted.
+        self._session.add(AgentStateChange(
+            agent_id=agent_id, at=change.agent.presence_since or self._clock(),
+            state=agent_state(target, on_call=False).value, pause_reason_id=reason_id))
         if pause_reason is not None:
-            # The name as it was chosen, and whether it counts as work, for the audit
-            # log's reader (the figures read the pause's span from agent_state_changes,
-            # written below).
+            # The name as it was chosen, and whether it counts as work: the floor's
+            # figures read pauses from these lines.
             detail = {"pause_reason": pause_reason.name,
                       "productive": pause_reason.productive, **detail}
         await self._audit.record(actor, audit_action(event), f"agent:{agent_id}", {
             "from": current.value, "event": event.value, "presence": target.value,
             "on_duty": is_on_duty(target), **detail,
         })
-        # The state's history, from the moment the row says it started: the figures'
-        # wrap-up and pause time (per reason) are the spans between these rows.
-        self._session.add(AgentStateChange(
-            agent_id=agent_id, at=agent.presence_since or self._clock(), state=target,
-            pause_reason_id=reason_id))
-        await self._session.flush()
         return change
+
+    async def state_changes(self, agent_id: int) -> Sequence[AgentStateChange]:
+        """The agent's state changes, oldest first (each lasts until the next)."""
+        return (await self._session.scalars(
+            select(AgentStateChange).where(AgentStateChange.agent_id == agent_id)
+            .order_by(AgentStateChange.at, AgentStateChange.id))).all()
 
     async def _presence_of(self, agent_id: int) -> tuple[Presence, Agent] | None:
         """The presence the guarded write is judged against (and the row, read fresh)."""

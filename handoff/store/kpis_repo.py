@@ -10,7 +10,7 @@ from datetime import datetime, tzinfo
 from sqlalchemy import ColumnElement, and_, case, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handoff.agents import Presence
+from handoff.agents import AgentState
 from handoff.calls import CallDirection, CallOutcome
 from handoff.handoffs import HandoffState
 from handoff.kpis import AgentFigures, KpiFilter, Kpis, QueueFigures, StateChange, state_spans
@@ -133,7 +133,7 @@ class KpisRepo:
         ids = set(handled)
         if where.assistant_id is None and where.queue_id is None:
             ids |= {agent_id for agent_id, spent in spans.items()
-                    if any(state is not Presence.OFFLINE for state, _ in spent)}
+                    if any(state is not AgentState.OFF_DUTY for state, _ in spent)}
         if where.agent_id is not None:
             ids &= {where.agent_id}
         if not ids:
@@ -147,18 +147,18 @@ class KpisRepo:
             spent = spans.get(agent_id, {})
             pauses: dict[str, float] = {}
             for (state, reason_id), seconds in spent.items():
-                if state is Presence.AWAY:
+                if state is AgentState.AWAY:
                     name = reasons.get(reason_id, "") if reason_id is not None else ""
                     pauses[name] = pauses.get(name, 0.0) + seconds
             figures.append(AgentFigures(
                 agent_id, names.get(agent_id, f"#{agent_id}"), handled[agent_id],
                 talk[agent_id],
-                sum(s for (state, _), s in spent.items() if state is Presence.WRAP_UP),
+                sum(s for (state, _), s in spent.items() if state is AgentState.WRAP_UP),
                 pauses))
         return sorted(figures, key=lambda a: (a.name.casefold(), a.agent_id))
 
     async def _state_spans(self, where: KpiFilter, until: datetime) -> dict[
-            int, dict[tuple[Presence, int | None], float]]:
+            int, dict[tuple[AgentState, int | None], float]]:
         """Each agent's time per (state, pause reason) in the range: the changes in it,
         and the last one before it (the state the range opened in). An agent's changes
         are numbered in the order they were made: each is a guarded write of their row,
@@ -175,6 +175,6 @@ class KpisRepo:
         for query in (opening, in_range):
             for row in (await self._session.scalars(query)).all():
                 changes[row.agent_id].append(
-                    StateChange(row.at, row.state, row.pause_reason_id))
+                    StateChange(row.at, AgentState(row.state), row.pause_reason_id))
         return {agent_id: state_spans(rows, where.since, until)
                 for agent_id, rows in changes.items()}

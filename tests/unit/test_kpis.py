@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from handoff.agents import Presence, PresenceEvent
+from handoff.agents import AgentState, Presence, PresenceEvent
 from handoff.kpis import KpiFilter, Kpis, StateChange, percentile, state_spans
 from handoff.store import Store
 from tests.kpi_day import DAY, Day, script_day
@@ -150,9 +150,9 @@ def test_percentiles_are_a_wait_someone_had() -> None:
 
 def test_a_state_holds_until_the_next_change_and_is_cut_at_the_ranges_ends() -> None:
     t0 = datetime(2026, 3, 10, tzinfo=UTC)
-    changes = [StateChange(t0 - timedelta(hours=1), Presence.AWAY, 3),
-               StateChange(t0 + timedelta(minutes=10), Presence.AVAILABLE, None),
-               StateChange(t0 + timedelta(minutes=50), Presence.WRAP_UP, None)]
+    changes = [StateChange(t0 - timedelta(hours=1), AgentState.AWAY, 3),
+               StateChange(t0 + timedelta(minutes=10), AgentState.AVAILABLE, None),
+               StateChange(t0 + timedelta(minutes=50), AgentState.WRAP_UP, None)]
     assert state_spans(changes, t0, t0 + timedelta(hours=1)) == {
-        (Presence.AWAY, 3): 600, (Presence.AVAILABLE, None): 2400,
-        (Presence.WRAP_UP, None): 600}
+        (AgentState.AWAY, 3): 600, (AgentState.AVAILABLE, None): 2400,
+        (AgentState.WRAP_UP, None): 600}

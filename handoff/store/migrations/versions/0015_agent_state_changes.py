@@ -6,7 +6,8 @@ Revision ID: 0015
 Revises: 0014
 Create Date: 2026-12-01
 
-The same table the policy branch adds (the lead keeps one copy). The history starts
+The same table as the policy branch's 0015 (agent_state_changes there, with its queue
+and call columns): the lead keeps that one. The history starts
 empty: an agent's time before this migration is not counted. Frozen like 0001: plain
 column types, no model imports.
 """
@@ -28,6 +29,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("agent_id", sa.Integer(), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        # available, away, wrap_up or off_duty (handoff.agents.AgentState)
         sa.Column("state", sa.String(32), nullable=False),
         sa.Column("pause_reason_id", sa.Integer(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_agent_state_changes"),
@@ -38,8 +40,10 @@ def upgrade() -> None:
     )
     op.create_index("ix_agent_state_changes_agent_at", "agent_state_changes",
                     ["agent_id", "at"])
+    op.create_index("ix_agent_state_changes_at", "agent_state_changes", ["at"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_agent_state_changes_agent_at", "agent_state_changes")
+    op.drop_index("ix_agent_state_changes_at", table_name="agent_state_changes")
+    op.drop_index("ix_agent_state_changes_agent_at", table_name="agent_state_changes")
     op.drop_table("agent_state_changes")
