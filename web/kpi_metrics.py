@@ -4,11 +4,16 @@ Prometheus alert on containment or service level sees what the supervisor's page
 
 A scrape cannot wait on the database inside prometheus_client's collect(), so the
 /metrics handler awaits ``refresh`` first and the collector reports what it found.
+/metrics is open to anyone who can reach it (a load balancer, Prometheus), so the
+figures are read at most every REFRESH_EVERY_S, however often it is asked, and scrapes
+at the same moment share one read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
@@ -22,19 +27,32 @@ from web.dashboard.words import Site
 
 log = logging.getLogger(__name__)
 
+# Under Prometheus' usual 15 s scrape: every scrape still gets figures this fresh.
+REFRESH_EVERY_S = 10.0
+
 
 class KpiMetrics(Collector):
-    def __init__(self, store: Store, site: Site,
-                 now: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, store: Store, site: Site, now: Callable[[], datetime] = utc_now, *,
+                 every_s: float = REFRESH_EVERY_S) -> None:
         self._store = store
         self._site = site
         self._now = now
+        self._every_s = every_s
+        self._lock = asyncio.Lock()
+        self._read_at: float | None = None
         self._overall: Kpis | None = None
         self._assistants: dict[str, Kpis] = {}
 
     async def refresh(self) -> None:
         """Read today's figures; on a database error the last ones stay (and it is
         logged): the rest of /metrics is still worth serving."""
+        async with self._lock:
+            fresh = self._read_at is not None and (
+                time.monotonic() - self._read_at < self._every_s)
+            if not fresh:
+                await self._read()
+
+    async def _read(self) -> None:
         today = self._site.local(self._now()).date()
         since = self._site.day_start(today)
         until = self._site.day_start(today + timedelta(days=1))
@@ -50,6 +68,7 @@ class KpiMetrics(Collector):
             log.exception("today's key figures could not be read for /metrics")
             return
         self._overall, self._assistants = overall, assistants
+        self._read_at = time.monotonic()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         def family(name: str, help_text: str, *labels: str) -> GaugeMetricFamily:

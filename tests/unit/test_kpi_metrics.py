@@ -50,3 +50,26 @@ async def test_a_quiet_day_has_counts_at_zero_and_no_ratio(store: Store, day: Da
                                      {"assistant": "sales"}) is None
     assert registry.get_sample_value("switchboard_kpi_today_service_level_ratio",
                                      {"queue": "billing"}) is None
+
+
+async def test_scrapes_close_together_share_one_read_of_the_store(
+    store: Store, day: Day,
+) -> None:
+    registry = CollectorRegistry()
+    kpis = KpiMetrics(store, SITE, now=lambda: EVENING, every_s=3600)
+    registry.register(kpis)
+    await kpis.refresh()
+    async with store.transaction() as tx:  # a new assistant: its figures wait
+        await tx.assistants.create(name="late", numbers=["2300"], control_token_hash="z")
+    await kpis.refresh()
+    assert registry.get_sample_value("switchboard_kpi_today_calls", {"assistant": "late"}) \
+        is None
+    # Without the wait, the second read sees it.
+    fresh = CollectorRegistry()
+    again = KpiMetrics(store, SITE, now=lambda: EVENING, every_s=0)
+    fresh.register(again)
+    await again.refresh()
+    async with store.transaction() as tx:
+        await tx.assistants.create(name="later", numbers=["2400"], control_token_hash="w")
+    await again.refresh()
+    assert fresh.get_sample_value("switchboard_kpi_today_calls", {"assistant": "later"}) == 0
