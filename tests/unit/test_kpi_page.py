@@ -36,6 +36,11 @@ async def test_the_csv_has_every_figure_of_the_page(store: Store, day: Day) -> N
         ("requests for a person", "Restricted topic", "1"),
         ("time to accept p50 (s)", "", "12"),
         ("time to accept p90 (s)", "", "30"),
+        ("taken", "≤ 5 s after the offer", "1"), ("taken", "≤ 10 s after the offer", "1"),
+        ("taken", "≤ 20 s after the offer", "2"), ("taken", "≤ 30 s after the offer", "1"),
+        ("taken", "≤ 60 s after the offer", "0"), ("taken", "> 60 s after the offer", "0"),
+        *[("requests for a person by hour", f"{hour:02d}:00", str(n)) for hour, n in
+          enumerate([0] * 9 + [1, 2, 1, 0, 0, 1, 0, 1] + [0] * 7)],
         ("abandoned while waiting", "", "1"),
         ("abandoned while waiting (%)", "", "16.7"),
         ("service level (%)", "", "57.1"),

@@ -88,6 +88,13 @@ def figure_rows(kpis: Kpis, chosen: Mapping[str, str]) -> list[tuple[str, str, s
     rows += [
         ("time to accept p50 (s)", "", seconds(kpis.accept_p50_s)),
         ("time to accept p90 (s)", "", seconds(kpis.accept_p90_s)),
+    ]
+    # The charts' figures too: the picture's bars are numbers a spreadsheet can redraw.
+    rows += [("taken", f"{label} after the offer", str(n))
+             for label, n in kpis.accept_distribution()]
+    rows += [("requests for a person by hour", f"{hour:02d}:00", str(n))
+             for hour, n in enumerate(kpis.requests_per_hour)]
+    rows += [
         ("abandoned while waiting", "", str(kpis.abandoned)),
         ("abandoned while waiting (%)", "", percent(kpis.abandoned_share)),
         ("service level (%)", "", percent(kpis.service_level)),
