@@ -156,6 +156,24 @@ class Agent(Base):
         return self.disabled_at is None
 
 
+class AgentStateChange(Base):
+    """One change of an agent's state, as it happened: the state entered, and the pause
+    reason with an away. A state lasts until the agent's next row, so the floor's figures
+    (time away per reason, productive or not; time in wrap-up) are sums over these rows,
+    not a parse of the audit log. Written with the change itself (AgentsRepo)."""
+
+    __tablename__ = "agent_state_changes"
+    __table_args__ = (sa.Index("ix_agent_state_changes_agent_at", "agent_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agent_id: Mapped[int] = mapped_column(sa.ForeignKey("agents.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(index=True)
+    # available, away, wrap_up or off_duty (handoff.agents.AgentState); on a call is the
+    # handoffs' to tell.
+    state: Mapped[str] = mapped_column(sa.String(32))
+    pause_reason_id: Mapped[int | None] = mapped_column(sa.ForeignKey("pause_reasons.id"))
+
+
 class Assistant(Base):
     __tablename__ = "assistants"
 

@@ -21,6 +21,7 @@ from handoff.store.calls_repo import CallsRepo
 from handoff.store.contacts_repo import ContactsRepo
 from handoff.store.handoffs_repo import HandoffsRepo
 from handoff.store.history_repo import HistoryRepo
+from handoff.store.kpis_repo import KpisRepo
 from handoff.store.notes_repo import NotesRepo
 from handoff.store.queues_repo import QueuesRepo
 from handoff.store.reasons_repo import DispositionsRepo, PauseReasonsRepo
@@ -47,6 +48,7 @@ class Transaction:
     queues: QueuesRepo
     pause_reasons: PauseReasonsRepo
     dispositions: DispositionsRepo
+    kpis: KpisRepo
 
 
 class Store:
@@ -86,4 +88,5 @@ class Store:
             queues=QueuesRepo(session, clock),
             pause_reasons=PauseReasonsRepo(session, clock),
             dispositions=DispositionsRepo(session, clock),
+            kpis=KpisRepo(session, clock),
         )

@@ -29,6 +29,7 @@ from web.dashboard import (
     calls_api,
     dispositions_api,
     history,
+    kpis,
     sip_blocks_api,
     supervision_api,
     trunks_api,
@@ -116,6 +117,9 @@ ROUTES: tuple[Route, ...] = (
           signed_in(SUPERVISOR)),
     Route("POST", r"/api/supervisor/calls/{call_id:[0-9a-f-]{36}}/{mode:[a-z_]{1,16}}",
           supervision_api.supervise, signed_in(SUPERVISOR)),
+    # Key figures (kpis.py): the page and its CSV, the same figures.
+    Route("GET", "/kpis", kpis.kpis_page, signed_in(SUPERVISOR, Shape.PAGE)),
+    Route("GET", "/kpis.csv", kpis.kpis_csv, signed_in(SUPERVISOR)),
     # Admin (admin.py).
     Route("POST", "/api/admin/agents", admin.create_agent, signed_in(ADMIN)),
     Route("POST", r"/api/admin/agents/{agent_id:\d+}/takes-calls", admin.set_takes_calls,
