@@ -206,10 +206,14 @@ class HandoffsRepo:
         event: HandoffEvent,
         *,
         failure_reason: FailureReason | None = None,
+        agent_channel_id: str | None = None,
+        media_at: datetime | None = None,
     ) -> Handoff:
         """Any lifecycle event except ACCEPT (see `accept`), guarded by the row version.
 
-        FAIL needs a `failure_reason`; CALLER_HUNG_UP and TIME_OUT imply theirs.
+        FAIL needs a `failure_reason`; CALLER_HUNG_UP and TIME_OUT imply theirs. The
+        agent's leg (as it is rung) and when its audio first reached Asterisk (as it
+        connects) are kept when given: the handoff's quality record.
         """
         if event is HandoffEvent.ACCEPT:
             raise ValueError("accept a handoff with accept(), which names the agent")
@@ -229,6 +233,10 @@ class HandoffsRepo:
             current: HandoffState, target: HandoffState, version: int
         ) -> Handoff | None:
             changes = _changes(target, failure_reason, now)
+            if agent_channel_id is not None:
+                changes["agent_channel_id"] = agent_channel_id
+            if media_at is not None:
+                changes["media_at"] = media_at
             result = await self._session.scalars(
                 update(Handoff)
                 .where(Handoff.id == handoff_id, Handoff.version == version)
