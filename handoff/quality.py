@@ -33,7 +33,7 @@ QOS_RTT = "RTPAUDIOQOSRTT"
 QOS_VARIABLES = (QOS, QOS_JITTER, QOS_LOSS, QOS_RTT)
 
 NO_AUDIO = "no audio came from this leg"
-NO_RTCP = "the far end sent no RTCP report (a phone without RTCP, or a leg under 5 s)"
+NO_RTCP = "no RTCP report from the far end (a phone without RTCP, or a line under 5 s)"
 
 
 class BadQuality(ValueError):
