@@ -24,7 +24,7 @@ from tests.e2e.test_softphone import (
     voiced_chromium,
 )
 from tests.waiting import until
-from web.bench.softphone_rig import Desk
+from web.bench.softphone_rig import Desk, agent_browser, sign_in
 
 __all__ = ["agent_context", "product", "telephony", "voiced_chromium"]
 
@@ -106,3 +106,18 @@ async def test_a_recording_marks_the_ai_and_the_agents_parts_and_a_line_plays_fr
     await expect(page.locator('.quality tr[data-leg="agent"] .rtt')).to_contain_text("ms")
     await expect(page.locator('.quality tr[data-leg="caller"] .loss')).to_contain_text("%")
     await page.screenshot(path=str(screenshots / "recording-parts.png"), full_page=True)
+
+    # The caller's page shows the same record under the call.
+    await page.goto(f"{product.origin}/contacts/{caller}")
+    await expect(page.locator('.past-call .quality tr[data-leg="agent"] .rtt')).to_contain_text(
+        "ms")
+    # Access stays as it was: Bob did not handle the call, so it is not there for him.
+    browser = agent_context.browser
+    assert browser is not None
+    async with agent_browser(browser) as bobs:
+        bob = await bobs.new_page()
+        await sign_in(bob, product.origin, "bob")
+        response = await bob.goto(f"{product.origin}/calls/{call_id}/recording")
+        assert response is not None and response.status == 404
+        response = await bob.goto(f"{product.origin}/api/calls/{call_id}/recording.wav")
+        assert response is not None and response.status == 404

@@ -58,6 +58,11 @@ def test_a_transfer_and_a_take_over_follow_on_without_the_ai_between() -> None:
     ]
 
 
+def test_a_call_back_answered_at_once_has_no_ai_part() -> None:
+    assert marks(parts_of(call(20), [person(1, 0.3, 20)], NAMES)) == [
+        ("person", 0.3, 20, "Ada answers")]
+
+
 def test_attempts_that_never_reached_a_person_make_no_part() -> None:
     failed = Handoff(id=9, reason="caller_request", offered_at=at(3), ended_at=at(8))
     assert marks(parts_of(call(12), [failed], NAMES)) == [("ai", 0, 12, "The AI answers")]

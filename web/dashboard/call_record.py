@@ -53,20 +53,17 @@ def parts_of(call: Call, handoffs: Sequence[Handoff], names: Mapping[int, str]) 
     at = 0.0
     for handoff in people:
         assert handoff.connected_at is not None
-        start = _offset(handoff.connected_at, zero)
-        stop = _offset(handoff.ended_at, zero) if handoff.ended_at else end
-        name = names.get(handoff.accepted_by or -1, "someone")
-        if start - at >= SAME_MOMENT_S or not parts:
-            parts.append(Part("ai", "AI", at, start,
-                              "The AI answers" if not parts else "Back to the AI"))
-            mark = f"{name} takes over" if handoff.reason == TAKE_OVER_REASON \
-                else f"{name} answers"
-        else:
-            mark = f"Transferred to {name}" if handoff.reason == TRANSFER_REASON \
-                else f"{name} takes over"
         # A transfer's first agent talks until the colleague's voice flows: the
         # colleague's part starts where theirs ends, not before.
-        start = max(start, at)
+        start = max(_offset(handoff.connected_at, zero), at)
+        stop = _offset(handoff.ended_at, zero) if handoff.ended_at else end
+        name = names.get(handoff.accepted_by or -1, "someone")
+        if start - at >= SAME_MOMENT_S:
+            parts.append(Part("ai", "AI", at, start,
+                              "Back to the AI" if parts else "The AI answers"))
+        mark = (f"Transferred to {name}" if handoff.reason == TRANSFER_REASON
+                else f"{name} takes over" if handoff.reason == TAKE_OVER_REASON
+                else f"{name} answers")
         parts.append(Part("person", name, start, stop if stop is not None else start, mark))
         at = parts[-1].end_s
     if end is not None and (end - at >= SAME_MOMENT_S or not parts):
