@@ -22,7 +22,7 @@ import pytest_asyncio
 
 from handoff.agents import EndpointKind, Presence
 from handoff.calls import CallOutcome, CallState
-from handoff.events import CARDS_TOPIC, Subscription, assistant_topic
+from handoff.events import CARDS_TOPIC, QUALITY_TOPIC, Subscription, assistant_topic
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.quality import NO_RTCP
 from handoff.store import AgentBusy
@@ -141,6 +141,9 @@ async def test_an_agent_who_hangs_up_the_desk_phone_ends_the_call_as_completed_b
     assert [e["type"] for e in events if e["type"] in ("offered", "handoff_failed")] == []
     assert bea.phone.invites == 1
     assert call.ended_by == "phone"
+    # Asterisk wrote the line's figures as the phone's BYE came: they are Bea's.
+    legs = await until(lambda: _legs_recorded(r, placed.call_id))
+    assert legs["agent"].handoff_id == handoff_id and legs["agent"].packets_received > 0
 
 
 async def test_a_desk_phone_that_goes_silent_gives_the_caller_back_to_the_ai_and_reoffers(
@@ -245,11 +248,15 @@ async def test_a_handoff_to_a_desk_phone_records_each_legs_jitter_loss_and_round
     # answers one of the PBX's comes some 5-10 s into the call.
     await until(lambda: _round_trip_timed(r, caller_leg), 30,
                 why="no round trip timed on the caller's leg")
-    await r.hang_up_caller(placed)
-    await until(lambda: _ended(r, placed.call_id))
-    # The agent's leg reports as the PBX hangs it up, after the call has ended.
-    legs = await until(lambda: _legs_recorded(r, placed.call_id),
-                       why="the caller's and the agent's legs were not both recorded")
+    async with r.control.hub.subscribe(QUALITY_TOPIC) as feed:
+        await r.hang_up_caller(placed)
+        await until(lambda: _ended(r, placed.call_id))
+        # The agent's leg reports as the PBX hangs it up, after the call has ended.
+        legs = await until(lambda: _legs_recorded(r, placed.call_id),
+                           why="the caller's and the agent's legs were not both recorded")
+        # ...and the metrics hear of each line.
+        events = [await asyncio.wait_for(feed.get(), 5) for _ in range(2)]
+    assert sorted(e["leg"] for e in events) == ["agent", "caller"]
     caller, agent = legs["caller"], legs["agent"]
     assert (caller.handoff_id, agent.handoff_id) == (None, handoff_id)
     for leg in (caller, agent):
