@@ -73,17 +73,19 @@ class HandoffsRepo:
         return handoff
 
     async def assign(
-        self, call_id: str, agent_id: int, *, reason: str, summary: str, attempt: int = 1
+        self, call_id: str, agent_id: int, *, reason: str, summary: str, attempt: int = 1,
+        agent_channel_id: str | None = None,
     ) -> Handoff:
         """A handoff given straight to one agent, with no card on offer (a supervisor's
         take-over, an agent's call-back): through the lifecycle's own steps, recorded
-        like any other, up to `connecting` (the agent's leg rings)."""
+        like any other, up to `connecting` (the agent's leg, when known, rings)."""
         handoff = await self.request(call_id, reason=reason, summary=summary,
                                      target_agent_id=agent_id, attempt=attempt)
         await self.apply(handoff.id, HandoffEvent.OFFER)
         # A supervisor takes over, an agent calls back: neither needs to be on duty.
         await self.accept(handoff.id, agent_id, on_duty_only=False)
-        return await self.apply(handoff.id, HandoffEvent.DIAL_AGENT)
+        return await self.apply(handoff.id, HandoffEvent.DIAL_AGENT,
+                                agent_channel_id=agent_channel_id)
 
     async def get(self, handoff_id: int) -> Handoff:
         handoff = await self._session.get(Handoff, handoff_id, populate_existing=True)

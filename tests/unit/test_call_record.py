@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from handoff.calls import Speaker
+from handoff.calls import CallDirection, Speaker
 from handoff.store.models import Call, Handoff, LegQualityRecord, TranscriptSegment
 from web.dashboard.call_record import Part, lines_of, parts_of, quality_of
 
@@ -91,3 +91,10 @@ def test_a_handoffs_quality_has_its_times_and_its_agents_line() -> None:
     assert handoff["leg"]["rtt_ms"] is None
     assert handoff["leg"]["why_absent"].startswith("no RTCP report from the far end")
     assert quality["caller"]["rtt_ms"] == 5.0 and quality["caller"]["why_absent"] is None
+
+
+def test_a_call_backs_recording_counts_from_its_start_while_the_phones_ring() -> None:
+    back = Call(id="c", started_at=at(-10), answered_at=at(0), ended_at=at(20),
+                direction=CallDirection.OUTBOUND)
+    line = TranscriptSegment(at=at(1), speaker=Speaker.AGENT, text="Hello, it's Ada")
+    assert lines_of(back, [line])[0]["at_s"] == 11.0

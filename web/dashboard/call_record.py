@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from handoff.calls import CallDirection
 from handoff.store.models import Call, Handoff, LegQualityRecord, TranscriptSegment
 from handoff.store.quality_repo import AGENT, CALLER, figures_of
 
@@ -41,6 +42,10 @@ def _offset(moment: datetime, zero: datetime) -> float:
 
 
 def recording_zero(call: Call) -> datetime:
+    """Where the recording starts: an inbound call's bridge records from the answer; a
+    call-back's from its start, while the agent's phone and then the caller's ring."""
+    if call.direction is CallDirection.OUTBOUND:
+        return call.started_at
     return call.answered_at or call.started_at
 
 
