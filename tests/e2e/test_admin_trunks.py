@@ -62,3 +62,17 @@ async def test_an_admin_adds_a_registering_trunk_and_sees_its_status(
     assert (row.patterns, row.allow_international, row.password) == (
         ["_NXXNXXXXXX", "_1NXXNXXXXXX"], True, "s3cret-pass")
     await expect(page.locator("#audit")).to_contain_text("changed trunk acme")
+
+
+async def test_the_admin_sections_are_one_click_away(page: Page, site: ToolServed) -> None:
+    await page.set_viewport_size({"width": 1280, "height": 800})
+    await sign_in(page, site, "ada", "/admin")
+    sections = page.get_by_role("navigation", name="Admin sections")
+    trunks = page.get_by_role("heading", name="Trunks")
+    await expect(trunks).not_to_be_in_viewport()
+    await sections.get_by_role("link", name="Trunks").click()
+    await expect(trunks).to_be_in_viewport()
+    # The list stays in view at the top, so the next section is one click away too.
+    await expect(sections).to_be_in_viewport()
+    await sections.get_by_role("link", name="Audit log").click()
+    await expect(page.get_by_role("heading", name="Audit log")).to_be_in_viewport()
