@@ -170,6 +170,10 @@ async def test_a_desk_phone_that_goes_silent_gives_the_caller_back_to_the_ai_and
     await r.hang_up_caller(placed)
     ended = await until(lambda: _ended(r, placed.call_id))
     assert ended.outcome is CallOutcome.ABANDONED
+    # The silent phone's line has its figures too (what it sent before it went
+    # silent): Asterisk wrote them as its media timeout ended the leg.
+    legs = await until(lambda: _legs_recorded(r, placed.call_id))
+    assert legs["agent"].handoff_id == handoff_id
 
 
 @pytest.mark.parametrize("status", [408, 480, 503])
