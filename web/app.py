@@ -62,6 +62,7 @@ from web.dashboard.tools import Tools, setup_tools
 from web.dashboard.typedefs import DASHBOARD, DashboardOptions, SoftphoneSettings
 from web.dashboard.words import Site
 from web.demo import DEMO_NUMBER, seed_demo
+from web.kpi_metrics import KpiMetrics
 from web.proxies import real_client
 from web.sip_blocks import BlockPolicy, SipBlocker
 from web.telephony import (
@@ -389,6 +390,7 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 METRICS = web.AppKey("metrics", SwitchboardMetrics)
+KPI_METRICS = web.AppKey("kpi_metrics", KpiMetrics)
 KEEPER = web.AppKey("keeper", AsteriskKeeper)
 
 
@@ -415,6 +417,8 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    # Today's key figures are read from the store now, for this scrape.
+    await request.app[KPI_METRICS].refresh()
     data = generate_latest(request.app[SERVICES].metrics)
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -439,6 +443,9 @@ def build_app(settings: Settings) -> web.Application:
         return watch.statuses if watch is not None else {}
 
     services.metrics.register(TrunkMetrics(trunk_statuses))
+    site = Site.of(settings.desk.time_zone, settings.asterisk.country)
+    app[KPI_METRICS] = KpiMetrics(services.store, site)
+    services.metrics.register(app[KPI_METRICS])
     app.cleanup_ctx.extend([store_ctx, shared_events_ctx, telephony_ctx, controller_ctx])
     # Every route is declared in the access policy; one that is not is refused.
     policy = route_policy(app)
@@ -452,8 +459,7 @@ def build_app(settings: Settings) -> web.Application:
         app, store=services.store, hub=services.hub, commands=services.controller,
         origin=settings.origin, secure_cookies=settings.origin.startswith("https://"),
         softphone=SoftphoneSettings(services.telephony.softphone_url),
-        options=DashboardOptions(site=Site.of(settings.desk.time_zone,
-                                              settings.asterisk.country)),
+        options=DashboardOptions(site=site),
     )
 
     async def test_call() -> str:
