@@ -315,7 +315,9 @@ class Callbacks:
             if not needed <= live_channels:
                 await self._finish(cb, "ended while the event socket was down")
         async with self.store.transaction() as tx:
-            rows = list(await tx.calls.open_calls(CallDirection.OUTBOUND))
+            # In a cluster, only those of this node's Asterisk.
+            rows = list(await tx.calls.open_calls(CallDirection.OUTBOUND,
+                                                  node=self.store.node))
             handoffs = {row.id: list(await tx.handoffs.open_for_call(row.id)) for row in rows}
         for row in rows:
             key = owner_of(row.caller_channel_id)

@@ -56,6 +56,9 @@ class CallOutcome(enum.StrEnum):
     FALLBACK_NUMBER = "fallback_number"
     CALLBACK_REQUESTED = "callback_requested"
     PBX_RESTART = "pbx_restart"
+    # The cluster node holding the call was lost (its lease expired): a surviving
+    # controller recorded the end, since none could reach the caller's leg any more.
+    PBX_LOST = "pbx_lost"
     FAILED = "failed"
     # A call-back the person called did not answer.
     NOT_ANSWERED = "not_answered"

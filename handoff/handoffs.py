@@ -50,6 +50,8 @@ class FailureReason(enum.StrEnum):
     AGENT_VANISHED = "agent_vanished"
     CALLER_HUNG_UP = "caller_hung_up"
     PBX_RESTART = "pbx_restart"
+    # The cluster node holding the call was lost (handoff.nodes).
+    PBX_LOST = "pbx_lost"
     NO_AGENTS = "no_agents"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"

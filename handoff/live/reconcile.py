@@ -26,6 +26,7 @@ from handoff.store.transitions import utc_now
 
 if TYPE_CHECKING:
     from handoff.live.control import CallControl
+    from handoff.store import Transaction
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,9 @@ class Reconciler(Flow):
         started = pbx_started(info)
         async with self.store.transaction() as tx:
             # Call-backs (outbound) are the Callbacks' to reconcile.
-            open_calls = list(await tx.calls.open_calls(CallDirection.INBOUND))
+            # In a cluster, only this node's: the others' callers are in their Asterisk.
+            open_calls = list(await tx.calls.open_calls(CallDirection.INBOUND,
+                                                        node=self.store.node))
             names = {a.id: a.name for a in await tx.assistants.all()}
         kept: set[str] = set()
         for row in open_calls:
@@ -190,19 +193,15 @@ class Reconciler(Flow):
         """The caller left while we were not listening: record how the call ended."""
         async with self.store.transaction() as tx:
             call = await tx.calls.get(call_id)
-            for handoff in await tx.handoffs.open_for_call(call_id):
-                if pbx_restarted:
-                    await tx.handoffs.apply(handoff.id, HandoffEvent.FAIL,
-                                            failure_reason=FailureReason.PBX_RESTART)
-                else:
-                    await tx.handoffs.apply(handoff.id, HandoffEvent.CALLER_HUNG_UP)
             outcome = (
                 CallOutcome.PBX_RESTART if pbx_restarted
                 else CallOutcome.COMPLETED_BY_AGENT if call.state is CallState.WITH_AGENT
                 else CallOutcome.COMPLETED_BY_AI
             )
-            await tx.calls.close(call_id, outcome, end_cause="pbx_restart" if pbx_restarted
-                                 else "ended while the controller was away")
+            await close_unheard(
+                tx, call_id, outcome,
+                "pbx_restart" if pbx_restarted else "ended while the controller was away",
+                FailureReason.PBX_RESTART if pbx_restarted else None)
         live = self.ctl.calls.get(call_id)
         if live is not None:
             self.ctl.registry.remove(live)
@@ -210,3 +209,16 @@ class Reconciler(Flow):
         self.hub.publish(CARDS_TOPIC, CallEnded(call_id))
         log.info("call=%s closed on reconcile (%s)", call_id,
                  "Asterisk restarted" if pbx_restarted else "caller gone")
+
+
+async def close_unheard(tx: Transaction, call_id: str, outcome: CallOutcome, end_cause: str,
+                        failure: FailureReason | None) -> None:
+    """A call that ended where no controller heard it end gets its outcome: its open
+    handoffs fail with ``failure`` (the PBX took the call down), or, without one, the
+    caller is taken to have hung up. The agents they held are free again."""
+    for handoff in await tx.handoffs.open_for_call(call_id):
+        if failure is not None:
+            await tx.handoffs.apply(handoff.id, HandoffEvent.FAIL, failure_reason=failure)
+        else:
+            await tx.handoffs.apply(handoff.id, HandoffEvent.CALLER_HUNG_UP)
+    await tx.calls.close(call_id, outcome, end_cause=end_cause)

@@ -25,9 +25,10 @@ class CallLegs(TypedDict, total=False):
 
 
 class CallsRepo:
-    def __init__(self, session: AsyncSession, clock: Clock) -> None:
+    def __init__(self, session: AsyncSession, clock: Clock, node: str | None = None) -> None:
         self._session = session
         self._clock = clock
+        self._node = node
 
     async def create(
         self,
@@ -49,6 +50,7 @@ class CallsRepo:
             state=CALL_LIFECYCLE.initial,
             started_at=self._clock(),
             version=1,
+            node=self._node,
         )
         self._session.add(call)
         await self._session.flush()
@@ -111,12 +113,16 @@ class CallsRepo:
             raise NotFound("call", call_id)
         return call
 
-    async def open_calls(self, direction: CallDirection | None = None) -> Sequence[Call]:
+    async def open_calls(self, direction: CallDirection | None = None, *,
+                         node: str | None = None) -> Sequence[Call]:
         """Calls not yet ended: after a restart each is matched against the channels and
-        bridges Asterisk still reports, and closed if its caller is gone."""
+        bridges Asterisk still reports, and closed if its caller is gone. ``node``: only
+        the calls that node's Asterisk holds (another node's channels are not in ours)."""
         query = select(Call).where(Call.state != CallState.ENDED)
         if direction is not None:
             query = query.where(Call.direction == direction)
+        if node is not None:
+            query = query.where(Call.node == node)
         result = await self._session.scalars(
             query.order_by(Call.started_at), execution_options={"populate_existing": True})
         return result.all()

@@ -32,6 +32,8 @@ from handoff.trunks import TrunkAuth
 ENUM_LENGTH = 32
 # An ARI channel or bridge id ("1700000000.42" or a uuid we pass in).
 ARI_ID_LENGTH = 128
+# A cluster node's name (cluster.node).
+NODE_NAME_LENGTH = 64
 PHONE_NUMBER_LENGTH = 64
 # host:port of an AI engine's AudioSocket listener (a DNS name may be long).
 ENGINE_ADDRESS_LENGTH = 300
@@ -305,6 +307,23 @@ class Call(Base):
     version: Mapped[int] = mapped_column(default=1)
     # What the agent who handled it picked at wrap-up (None: none yet).
     disposition_id: Mapped[int | None] = mapped_column(sa.ForeignKey("dispositions.id"))
+    # The cluster node whose Asterisk holds the caller's leg (None: a single box). Only
+    # that node's controller can reach the call; a survivor ends it if the node is lost.
+    node: Mapped[str | None] = mapped_column(sa.String(NODE_NAME_LENGTH), index=True)
+
+
+class Node(Base):
+    """A cluster node's lease: its controller renews it every few seconds; once it has
+    expired, one surviving controller takes over the node's open calls (lost_at, lost_to)
+    (handoff.nodes)."""
+
+    __tablename__ = "nodes"
+
+    name: Mapped[str] = mapped_column(sa.String(NODE_NAME_LENGTH), primary_key=True)
+    renewed_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    lost_at: Mapped[datetime | None]
+    lost_to: Mapped[str | None] = mapped_column(sa.String(NODE_NAME_LENGTH))
 
 
 class Handoff(Base):

@@ -23,6 +23,7 @@ from handoff.store.contacts_repo import ContactsRepo
 from handoff.store.handoffs_repo import HandoffsRepo
 from handoff.store.history_repo import HistoryRepo
 from handoff.store.kpis_repo import KpisRepo
+from handoff.store.nodes_repo import NodesRepo
 from handoff.store.notes_repo import NotesRepo
 from handoff.store.quality_repo import QualityRepo
 from handoff.store.queues_repo import QueuesRepo
@@ -52,6 +53,7 @@ class Transaction:
     dispositions: DispositionsRepo
     kpis: KpisRepo
     quality: QualityRepo
+    nodes: NodesRepo
 
 
 class Store:
@@ -61,9 +63,13 @@ class Store:
     transaction ends, but changing them changes nothing; write through a repository.
     """
 
-    def __init__(self, engine: AsyncEngine, clock: Clock = utc_now) -> None:
+    def __init__(self, engine: AsyncEngine, clock: Clock = utc_now, *,
+                 node: str | None = None) -> None:
         self.engine = engine
         self._clock = clock
+        # The cluster node this process controls (cluster.node): the calls it opens are
+        # stamped with it, and after a restart it reconciles only those (None: one box).
+        self.node = node
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     def now(self) -> datetime:
@@ -80,7 +86,7 @@ class Store:
         clock = self._clock
         audit = AuditRepo(session, clock)
         return Transaction(
-            calls=CallsRepo(session, clock),
+            calls=CallsRepo(session, clock, self.node),
             handoffs=HandoffsRepo(session, clock),
             agents=AgentsRepo(session, audit, clock),
             assistants=AssistantsRepo(session),
@@ -97,4 +103,5 @@ class Store:
             dispositions=DispositionsRepo(session, clock),
             kpis=KpisRepo(session, clock),
             quality=QualityRepo(session, clock),
+            nodes=NodesRepo(session, clock),
         )

@@ -52,6 +52,7 @@ OUTCOMES: Final[Mapping[str, str]] = {
     CallOutcome.FALLBACK_NUMBER: "Forwarded to the fallback number",
     CallOutcome.CALLBACK_REQUESTED: "Call-back requested",
     CallOutcome.PBX_RESTART: "Cut off by a phone system restart",
+    CallOutcome.PBX_LOST: "Cut off: its phone system node was lost",
     CallOutcome.FAILED: "Failed",
     CallOutcome.NOT_ANSWERED: "Not answered",
 }

@@ -1,0 +1,115 @@
+"""Nodes' leases on the real store (SQLite and PostgreSQL): a node keeps its calls while
+it renews, and exactly one survivor ends them as ``pbx_lost`` once its lease expired."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from handoff.calls import CallOutcome, CallState
+from handoff.controller import build_controller
+from handoff.events import CARDS_TOPIC, EventHub, EventType
+from handoff.handoffs import FailureReason, HandoffState
+from handoff.nodes import NodeLease
+from handoff.store import Store
+from handoff.store.models import Handoff
+from tests.store_fixtures import FakeClock
+from tests.unit.fake_ari import FakeAri
+from web.bench.dashboard_site import offer_card
+
+LEASE_S = 9.0
+
+
+def node_store(engine: AsyncEngine, clock: FakeClock, name: str) -> Store:
+    return Store(engine, clock, node=name)
+
+
+async def taken_card(store: Store, hub: EventHub, number: str) -> Handoff:
+    """A call on ``store``'s node whose card an agent has accepted: that agent is busy."""
+    handoff = await offer_card(store, hub, caller_number=number, publish=False)
+    async with store.transaction() as tx:
+        agent = await tx.agents.create(login=f"a{number[-4:]}", display_name="Ada",
+                                       sip_user=f"sip{number[-4:]}", sip_password="x")
+        await tx.agents.set_duty(agent.id, True)
+        return await tx.handoffs.accept(handoff.id, agent.id)
+
+
+async def test_a_node_keeps_its_calls_while_it_renews_and_one_survivor_ends_them_once_it_lapses(
+    engine: AsyncEngine, clock: FakeClock,
+) -> None:
+    a, b, c = (node_store(engine, clock, name) for name in ("node-a", "node-b", "node-c"))
+    hub = EventHub()
+    returned: list[str] = []
+
+    async def came_back() -> None:
+        returned.append("hung up what was left")
+
+    leases = {
+        name: NodeLease(store, hub, lease_s=LEASE_S,
+                        taken_over=came_back if name == "node-a" else None)
+        for name, store in (("node-a", a), ("node-b", b), ("node-c", c))
+    }
+    for lease in leases.values():
+        await lease.hold()
+    on_a = await taken_card(a, hub, "+33100000001")
+    on_b = await taken_card(b, hub, "+33100000002")
+    async with a.transaction() as tx:
+        assert (await tx.calls.get(on_a.call_id)).node == "node-a"
+        assert [call.id for call in await tx.calls.open_calls(node="node-b")] == [on_b.call_id]
+        assert len(await tx.calls.open_calls()) == 2  # a single box's view: every call
+
+    # A renewal before the lease runs out: nobody may take node A's calls.
+    clock.advance(LEASE_S - 1)
+    await leases["node-a"].hold()
+    clock.advance(LEASE_S - 1)
+    await leases["node-b"].hold()
+    await leases["node-c"].hold()
+    assert await leases["node-b"].take_over() == []
+
+    # Node A stops renewing; once its lease has run out, B and C look at the same time.
+    clock.advance(2)
+    async with hub.subscribe(CARDS_TOPIC) as cards:
+        ended = await asyncio.gather(leases["node-b"].take_over(),
+                                     leases["node-c"].take_over())
+        assert sorted(ended, key=len) == [[], [on_a.call_id]]
+        news = await cards.get()
+        assert (news["type"], news["call_id"]) == (EventType.CALL_ENDED, on_a.call_id)
+    async with a.transaction() as tx:
+        call = await tx.calls.get(on_a.call_id)
+        assert (call.state, call.outcome, call.end_cause) == (
+            CallState.ENDED, CallOutcome.PBX_LOST, "node node-a lost")
+        handoff = await tx.handoffs.get(on_a.id)
+        assert (handoff.state, handoff.failure_reason) == (HandoffState.FAILED,
+                                                           FailureReason.PBX_LOST)
+        # A's agent is free again; B's call and its agent are untouched.
+        assert await tx.agents.busy_agent_ids() == {on_b.accepted_by}
+        assert (await tx.calls.get(on_b.call_id)).state is not CallState.ENDED
+        lost = {node.name: node.lost_to for node in await tx.nodes.all()}
+        assert lost["node-a"] in {"node-b", "node-c"} and lost["node-b"] is None
+
+    # A's controller comes back: it learns its calls were taken, once.
+    await leases["node-a"].hold()
+    assert returned == ["hung up what was left"]
+    await leases["node-a"].hold()
+    assert returned == ["hung up what was left"]
+    assert await leases["node-b"].take_over() == []
+
+
+async def test_a_restarted_controller_reconciles_only_its_own_nodes_calls(
+    engine: AsyncEngine, clock: FakeClock,
+) -> None:
+    """Node B's controller restarts while node A holds a call: B's Asterisk does not have
+    A's caller, yet the call is not B's to close."""
+    a, b = node_store(engine, clock, "node-a"), node_store(engine, clock, "node-b")
+    on_a = await offer_card(a, EventHub(), publish=False)
+    ari = FakeAri()
+    live = build_controller(ari, b, EventHub())
+    try:
+        await live.control.reconcile()
+    finally:
+        await live.close()
+        await ari.close()
+    async with a.transaction() as tx:
+        assert (await tx.calls.get(on_a.call_id)).state is CallState.HANDOFF_PENDING
+        assert (await tx.handoffs.get(on_a.id)).state is HandoffState.OFFERED
