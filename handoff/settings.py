@@ -221,6 +221,13 @@ class ClusterSettings:
     # the edge refuses anyone else's.
     carriers: tuple[str, ...] = ()
     nodes: tuple[ClusterNodeSettings, ...] = ()
+    # The node `switchboard run` is on this machine (one of nodes' names): its
+    # controller holds the node's lease in the shared database and names its calls
+    # with it; empty: not a node of a cluster.
+    node: str = ""
+    # Seconds a node's calls are kept after its controller last renewed its lease
+    # (renewed every third of it); past that a surviving node ends them as pbx_lost.
+    lease_s: int = 10
 
     def edge(self) -> EdgeSpec:
         return EdgeSpec(
@@ -229,6 +236,18 @@ class ClusterSettings:
             carriers=self.carriers, config_dir=self.edge_config_dir,
             run_dir=self.edge_run_dir, probe_interval_s=self.probe_interval_s,
         )
+
+
+def _check_node(cluster: ClusterSettings) -> None:
+    if not cluster.node:
+        return
+    check_name("cluster.node", cluster.node)
+    names = [node.name for node in cluster.nodes]
+    if names and cluster.node not in names:
+        raise ConfigValueError("cluster.node", f"{cluster.node!r} is none of cluster.nodes' "
+                               f"names ({', '.join(names)})")
+    if not 3 <= cluster.lease_s <= 300:
+        raise ConfigValueError("cluster.lease_s", f"{cluster.lease_s}: 3 to 300 seconds")
 
 
 @dataclass(frozen=True)
@@ -358,6 +377,7 @@ def validate(settings: Settings) -> None:
             names.add(trunk.name)
         if settings.cluster.nodes:
             settings.cluster.edge().validate()
+        _check_node(settings.cluster)
         unknown = settings.routing.unknown_numbers
         if unknown != "reject":
             try:

@@ -37,6 +37,7 @@ from handoff.controller import build_controller
 from handoff.events import EventHub
 from handoff.live import CallControl, Timing, call_key
 from handoff.metrics import SwitchboardMetrics
+from handoff.nodes import NodeLease
 from handoff.outbound import Outbound
 from handoff.phone_watch import PhoneWatch
 from handoff.receptionist import Receptionist
@@ -92,6 +93,8 @@ class Controller:
     # Blocks SIP scanners on the AMI security events (web.sip_blocks).
     blocker: SipBlocker | None = None
     trunks: TrunkWatch | None = None
+    # A node of a cluster (cluster.node): phones register to one node or another.
+    cluster_node: bool = False
 
     # The AI control API's CallCommands, delegated to the call control once it exists.
     async def request_handoff(
@@ -121,7 +124,18 @@ class Controller:
 
     async def phone_registered(self, sip_user: str) -> bool | None:
         # While the controller starts nobody can tell: going on duty is not held up.
-        return None if self.control is None else await self.control.phone_registered(sip_user)
+        registered = None if self.control is None else await self.control.phone_registered(
+            sip_user)
+        # On a cluster's node, a phone unknown to this node's Asterisk may be registered
+        # to another node's, which this one cannot ask (each node's ARI is its own): not
+        # a definite "unregistered", so nobody is set away or kept off duty on it.
+        return None if registered is False and self.cluster_node else registered
+
+    async def hang_up_taken_over(self) -> None:
+        # Before the controller runs nothing is ours yet: its reconciliation finds
+        # those calls ended in the ledger and removes their legs as leftovers.
+        if self.control is not None:
+            await self.control.hang_up_taken_over()
 
     def _control(self) -> CallControl:
         if self.control is None:
@@ -141,6 +155,8 @@ class Services:
     demo_credentials: dict[str, str] = field(default_factory=dict)
     # The events shared with the other nodes on the same PostgreSQL; None on SQLite.
     shared_events: SharedEvents | None = None
+    # This node's lease, on a node of a cluster (cluster.node); None on a single box.
+    lease: NodeLease | None = None
     # The admin page's changes and the periodic check apply one at a time: two at once
     # would each give the receptionist a token and store only one of them.
     directory_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -248,7 +264,7 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     controller.ami, controller.blocker = ami, blocker
     controller.trunks = TrunkWatch(lambda: pbx.spec.trunks, ami, endpoint_states(ari),
                                    pbx.log_file)
-    phone_watch = PhoneWatch(services.store, services.hub, control.phone_registered)
+    phone_watch = PhoneWatch(services.store, services.hub, controller.phone_registered)
     await receptionist.start()
     await seat_builtin(services.store, receptionist)
     await ari.start()
@@ -383,6 +399,18 @@ async def shared_events_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def lease_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Before the controller: the node's lease is held before it reconciles, so no
+    surviving node takes the calls it is about to adopt."""
+    lease = app[SERVICES].lease
+    if lease is None:
+        yield
+        return
+    await lease.hold()
+    async with running(lease.run(), "node lease"):
+        yield
+
+
 async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     """The Prometheus counters follow the event hub for as long as the app runs."""
     async with running(app[METRICS].run(), "metrics"):
@@ -403,7 +431,7 @@ async def status(request: web.Request) -> web.Response:
     events = ari.status if ari is not None else "starting"
     ami = services.controller.ami
     healthy = telephony.status in ("ok", "external") and events == "connected"
-    body = {
+    body: dict[str, object] = {
         "status": "ok" if healthy else "degraded",
         "asterisk": telephony.installation.version if telephony.installation else None,
         "ari_events": events,
@@ -413,6 +441,8 @@ async def status(request: web.Request) -> web.Response:
     }
     if services.shared_events is not None:  # not "healthy" either: other nodes' desks lag
         body["shared_events"] = services.shared_events.link.status
+    if services.lease is not None:
+        body["node"] = {"name": services.lease.name, "lease": services.lease.link.status}
     return web.json_response(body, status=200 if healthy else 503)
 
 
@@ -427,9 +457,15 @@ def build_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=256 * 1024,
                           middlewares=[real_client(settings.server.trusted_proxies)])
     db = create_store_engine(settings.database_url)
-    services = Services(settings=settings, db=db, store=Store(db))
+    node = settings.cluster.node
+    services = Services(settings=settings, db=db, store=Store(db, node=node or None))
     if db.url.get_backend_name() == "postgresql":
-        services.shared_events = SharedEvents(services.hub, settings.database_url)
+        services.shared_events = SharedEvents(services.hub, settings.database_url, node=node)
+    if node:
+        services.controller.cluster_node = True
+        services.lease = NodeLease(services.store, services.hub,
+                                   lease_s=settings.cluster.lease_s,
+                                   taken_over=services.controller.hang_up_taken_over)
     app[SERVICES] = services
     register_process_metrics(
         services.metrics, telephony_status=lambda: services.telephony.status,
@@ -446,7 +482,8 @@ def build_app(settings: Settings) -> web.Application:
     site = Site.of(settings.desk.time_zone, settings.asterisk.country)
     app[KPI_METRICS] = KpiMetrics(services.store, site)
     services.metrics.register(app[KPI_METRICS])
-    app.cleanup_ctx.extend([store_ctx, shared_events_ctx, telephony_ctx, controller_ctx])
+    app.cleanup_ctx.extend([store_ctx, shared_events_ctx, telephony_ctx, lease_ctx,
+                            controller_ctx])
     # Every route is declared in the access policy; one that is not is refused.
     policy = route_policy(app)
     app.router.add_get("/status", status)

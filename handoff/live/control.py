@@ -182,3 +182,6 @@ class CallControl:
 
     async def reconcile(self) -> None:
         await self.reconciler.reconcile()
+
+    async def hang_up_taken_over(self) -> None:
+        await self.reconciler.hang_up_taken_over()

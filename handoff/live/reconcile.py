@@ -91,6 +91,27 @@ class Reconciler(Flow):
         log.info("reconciled: %d calls adopted, %d closed",
                  len(self.ctl.calls), len(open_calls) - len(self.ctl.calls))
 
+    async def hang_up_taken_over(self) -> None:
+        """This node's lease lapsed and a surviving node ended its calls in the ledger
+        (pbx_lost, their agents freed): what is left of them here is hung up, so no
+        caller stays on a line nobody answers for."""
+        async with self.store.transaction() as tx:
+            ended = [live for live in list(self.ctl.calls.values())
+                     if (await tx.calls.get(live.call_id)).state is CallState.ENDED]
+        for live in ended:
+            async with live.lock:
+                if live.closed:
+                    continue
+                live.close()  # the ledger has its outcome: the hang-up records nothing
+                await self.ctl.offers.unstage(live)
+                for leg in (live.agent, live.ai, live.forward, live.caller):
+                    if leg:
+                        await hang_up(self.ari, leg)
+                await destroy(self.ari, live.bridge)
+            self.ctl.registry.remove(live)
+            log.warning("call=%s was ended by another node while this node's lease had "
+                        "lapsed: hung up", live.call_id)
+
     async def _adopt(self, row: Call, assistant: str, live_channels: set[str]) -> LiveCall:
         live = self.ctl.calls.get(row.id)
         if live is None:

@@ -16,6 +16,7 @@ from handoff.store import Store
 from handoff.store.models import Handoff
 from tests.store_fixtures import FakeClock
 from tests.unit.fake_ari import FakeAri
+from web.app import Controller
 from web.bench.dashboard_site import offer_card
 
 LEASE_S = 9.0
@@ -113,3 +114,20 @@ async def test_a_restarted_controller_reconciles_only_its_own_nodes_calls(
     async with a.transaction() as tx:
         assert (await tx.calls.get(on_a.call_id)).state is CallState.HANDOFF_PENDING
         assert (await tx.handoffs.get(on_a.id)).state is HandoffState.OFFERED
+
+
+async def test_a_clusters_node_takes_a_phone_its_asterisk_lacks_for_one_on_another_node(
+) -> None:
+    """Bea's desk phone registers to node A: node B's Asterisk does not have it, which
+    must not set her away nor keep her off duty (a single box's PBX knows every phone)."""
+
+    class Pbx:
+        async def phone_registered(self, sip_user: str) -> bool | None:
+            return sip_user == "desk-here"
+
+    controller = Controller()
+    controller.control = Pbx()  # type: ignore[assignment]
+    assert await controller.phone_registered("desk-elsewhere") is False
+    controller.cluster_node = True
+    assert await controller.phone_registered("desk-elsewhere") is None
+    assert await controller.phone_registered("desk-here") is True
