@@ -11,13 +11,17 @@ from handoff.calls import CallOutcome, CallState
 from handoff.controller import build_controller
 from handoff.events import CARDS_TOPIC, EventHub, EventType
 from handoff.handoffs import FailureReason, HandoffState
+from handoff.live.reconcile import close_unheard
 from handoff.nodes import NodeLease
 from handoff.store import Store
 from handoff.store.models import Handoff
 from tests.store_fixtures import FakeClock
 from tests.unit.fake_ari import FakeAri
+from tests.unit.test_live_calls import Floor, floor
 from web.app import Controller
 from web.bench.dashboard_site import offer_card
+
+__all__ = ["floor"]
 
 LEASE_S = 9.0
 
@@ -131,3 +135,19 @@ async def test_a_clusters_node_takes_a_phone_its_asterisk_lacks_for_one_on_anoth
     controller.cluster_node = True
     assert await controller.phone_registered("desk-elsewhere") is None
     assert await controller.phone_registered("desk-here") is True
+
+
+async def test_a_node_whose_calls_a_survivor_ended_hangs_up_what_is_left_of_them(
+    floor: Floor,
+) -> None:
+    """This node's lease lapsed (its database link was cut) and another node ended its
+    call as pbx_lost; told so on renewing, it hangs up the caller, records nothing more,
+    and leaves no leg or bridge behind (the fixture checks)."""
+    caller, live = await floor.call()
+    async with floor.store.transaction() as tx:
+        await close_unheard(tx, live.call_id, CallOutcome.PBX_LOST, "node node-a lost",
+                            FailureReason.PBX_LOST)
+    await floor.live.control.hang_up_taken_over()
+    assert caller not in floor.ari.chans
+    assert live.call_id not in floor.live.control.calls
+    assert await floor.outcome(live.call_id) is CallOutcome.PBX_LOST
