@@ -12,8 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from sqlalchemy.exc import SQLAlchemyError
 
 from handoff.settings import Settings
+from handoff.store import Store, create_store_engine
+from handoff.store.models import Node
+from handoff.store.transitions import utc_now
 from pbx import rootfs, runtime
 from pbx.ari import basic_auth_header
 from pbx.edge import Edge, NodeState, sip_options
@@ -101,6 +105,7 @@ async def examine_cluster(settings: Settings, report: Report) -> None:
     except KamailioUnavailable:
         edge["state"] = "not running here" if kamailio else "kamailio not installed"
     answers = await asyncio.gather(*(sip_options(n.host, n.port) for n in spec.nodes))
+    leases = await node_leases(settings)
     here = settings.asterisk
     nodes = []
     for node, answer in zip(spec.nodes, answers, strict=True):
@@ -113,6 +118,7 @@ async def examine_cluster(settings: Settings, report: Report) -> None:
             "version": (report.asterisk.get("version") if this_machine
                         else answer.software if answer and answer.software else None),
             "in_dispatch": state.active if state else None,
+            "lease": _lease(node.name, leases, report),
         })
         if answer is None:
             report.problems.append(f"cluster node {node.name} ({node.uri}) does not answer "
@@ -121,6 +127,40 @@ async def examine_cluster(settings: Settings, report: Report) -> None:
             report.problems.append(f"the edge sends no calls to cluster node {node.name}: it "
                                    "missed the edge's OPTIONS")
     report.cluster = {"edge": edge, "nodes": nodes}
+
+
+async def node_leases(settings: Settings) -> dict[str, Node] | None:
+    """The nodes' leases in the shared database; None when it cannot tell (the nodes
+    share no PostgreSQL, or it does not answer)."""
+    if not settings.database_url.startswith("postgresql"):
+        return None
+    engine = create_store_engine(settings.database_url)
+    try:
+        async with asyncio.timeout(5), Store(engine).transaction() as tx:
+            return {node.name: node for node in await tx.nodes.all()}
+    except (TimeoutError, OSError, SQLAlchemyError):
+        return None
+    finally:
+        await engine.dispose()
+
+
+def _lease(name: str, leases: dict[str, Node] | None, report: Report) -> dict[str, Any]:
+    if leases is None:
+        return {"state": "unknown"}
+    node = leases.get(name)
+    if node is None:
+        return {"state": "never held"}
+    if node.lost_at is not None:
+        report.problems.append(f"cluster node {name} was lost: {node.lost_to} ended its calls "
+                               f"(pbx_lost) at {node.lost_at:%Y-%m-%d %H:%M:%S} UTC; it "
+                               "renews its lease again once its controller runs")
+        return {"state": "lost", "taken_over_by": node.lost_to,
+                "lost_at": node.lost_at.isoformat()}
+    left = (node.expires_at - utc_now()).total_seconds()
+    if left <= 0:
+        report.problems.append(f"cluster node {name}'s lease expired {-left:.0f} s ago: its "
+                               "controller is down or cut off from the database")
+    return {"state": "held" if left > 0 else "expired", "expires_in_s": round(left, 1)}
 
 
 def examine(settings: Settings) -> Report:
@@ -219,7 +259,8 @@ def render_text(report: Report) -> str:
             dispatch = {True: ", in the dispatch", False: ", out of the dispatch",
                         None: ""}[node["in_dispatch"]]
             lines.append(f"Node       {node['name']} {node['sip']}: {answer}{dispatch}, "
-                         f"version {node['version'] or 'unknown'}")
+                         f"version {node['version'] or 'unknown'}, "
+                         f"lease {node['lease']['state']}")
     for problem in report.problems:
         lines.append(f"PROBLEM    {problem}")
     return "\n".join(lines)

@@ -27,6 +27,7 @@ import pytest
 from handoff.agents import EndpointKind
 from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffState
+from handoff.settings import ClusterNodeSettings, ClusterSettings, DatabaseSettings, Settings
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from handoff.store.models import Call
 from handoff.trunks import Trunk
@@ -44,6 +45,7 @@ from tests.sip_phone import SipPhone
 from tests.waiting import until
 from web.bench.dashboard_site import PASSWORD, Browser, cheap_passwords
 from web.bench.world import World
+from web.doctor import Report, examine_cluster
 
 __all__ = ["database"]
 
@@ -221,9 +223,17 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         for row in await rows(store, [c.id for c in [*on_b, *after]]):
             assert row.state is not CallState.ENDED, (row.caller_number, row.end_cause)
             assert not await _hung_up(world, row.caller_number)
-        async with store.transaction() as tx:
-            lost = {n.name: n.lost_to for n in await tx.nodes.all()}
-        assert lost["node-a"] == "node-b"
+        # `switchboard doctor` on a node tells which node holds its lease and which was lost.
+        report = Report()
+        await examine_cluster(Settings(database=DatabaseSettings(url=database),
+                                       cluster=ClusterSettings(nodes=tuple(
+                                           ClusterNodeSettings(n.name, n.host, n.port)
+                                           for n in edge.spec.nodes))), report)
+        leases = {n["name"]: n["lease"] for n in report.cluster["nodes"]}
+        assert leases["node-b"]["state"] == "held"
+        assert (leases["node-a"]["state"], leases["node-a"]["taken_over_by"]) == ("lost",
+                                                                                "node-b")
+        assert any("node-a was lost: node-b ended its calls" in p for p in report.problems)
         for call in [*on_b, *after]:
             await world.hang_up(call.caller_number)
         await until(lambda: _all_ended(store, [c.id for c in [*on_b, *after]]), 15,

@@ -172,17 +172,19 @@ def test_doctor_says_per_node_whether_it_answers_and_takes_calls() -> None:
                  "listen": "192.0.2.1:5060"},
         "nodes": [
             {"name": "node-a", "sip": "sip:192.0.2.11:5060", "reachable": True,
-             "sip_status": 200, "version": "22.1.0", "in_dispatch": True},
+             "sip_status": 200, "version": "22.1.0", "in_dispatch": True,
+             "lease": {"state": "held", "expires_in_s": 8.2}},
             {"name": "node-b", "sip": "sip:192.0.2.12:5060", "reachable": False,
-             "sip_status": None, "version": None, "in_dispatch": False},
+             "sip_status": None, "version": None, "in_dispatch": False,
+             "lease": {"state": "lost", "taken_over_by": "node-a"}},
         ],
     }
     lines = render_text(report).splitlines()
     assert "Edge       running: kamailio 5.6.3 (x86_64/linux) on 192.0.2.1:5060" in lines
     assert ("Node       node-a sip:192.0.2.11:5060: answers SIP (200), in the dispatch, "
-            "version 22.1.0") in lines
+            "version 22.1.0, lease held") in lines
     assert ("Node       node-b sip:192.0.2.12:5060: silent, out of the dispatch, "
-            "version unknown") in lines
+            "version unknown, lease lost") in lines
 
 
 def test_config_check_has_kamailio_check_the_edge_and_says_a_cluster_needs_postgresql(
