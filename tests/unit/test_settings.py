@@ -88,6 +88,10 @@ def test_unknown_environment_key_is_named() -> None:
         ("[desk]\nwrap_up = 10\n", r"desk\.wrap_up"),
         ("[routing]\nunknown_numbers = 'no body'\n",
          r"routing\.unknown_numbers: 'no body': 'reject' or"),
+        ("[cluster]\nnode = 'node-c'\ncarriers = ['192.0.2.9']\n[[cluster.nodes]]\n"
+         "name = 'node-a'\nsip_port = 5070\n",
+         r"cluster\.node: 'node-c' is none of cluster\.nodes' names"),
+        ("[cluster]\nnode = 'node-a'\nlease_s = 1\n", r"cluster\.lease_s: 1: 3 to 300"),
         ("server = 3\n", r"server: expected a table"),
         ("[server\n", r"switchboard\.toml"),
     ],
