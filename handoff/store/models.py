@@ -156,6 +156,24 @@ class Agent(Base):
         return self.disabled_at is None
 
 
+class AgentStateChange(Base):
+    """One change of an agent's state, as it happened: the state entered, and the pause
+    reason with an away. A state lasts until the agent's next row, so the floor's figures
+    (time away per reason, productive or not; time in wrap-up) are sums over these rows,
+    not a parse of the audit log. Written with the change itself (AgentsRepo)."""
+
+    __tablename__ = "agent_state_changes"
+    __table_args__ = (sa.Index("ix_agent_state_changes_agent_at", "agent_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agent_id: Mapped[int] = mapped_column(sa.ForeignKey("agents.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(index=True)
+    # available, away, wrap_up or off_duty (handoff.agents.AgentState); on a call is the
+    # handoffs' to tell.
+    state: Mapped[str] = mapped_column(sa.String(32))
+    pause_reason_id: Mapped[int | None] = mapped_column(sa.ForeignKey("pause_reasons.id"))
+
+
 class Assistant(Base):
     __tablename__ = "assistants"
 
@@ -285,6 +303,9 @@ class Call(Base):
     answered_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
     version: Mapped[int] = mapped_column(default=1)
+    # When the caller began leaving a voicemail (the assistant's fallback): the message
+    # is the call's recording from there on. None: no voicemail.
+    voicemail_at: Mapped[datetime | None]
     # What the agent who handled it picked at wrap-up (None: none yet).
     disposition_id: Mapped[int | None] = mapped_column(sa.ForeignKey("dispositions.id"))
 
@@ -344,6 +365,8 @@ class QueueRecord(Base):
     # card and the assistant's fallback applies at once. Both empty: always open.
     hours: Mapped[list[str]] = mapped_column(sa.JSON, default=list, server_default="[]")
     holidays: Mapped[list[str]] = mapped_column(sa.JSON, default=list, server_default="[]")
+    # The wrap-up time limit after one of its calls (None: the desk.wrap_up_s setting).
+    wrap_up_s: Mapped[int | None]
     # True: an agent who took one of its calls picks a disposition before they are
     # available again.
     disposition_required: Mapped[bool] = mapped_column(default=False,
