@@ -9,6 +9,7 @@ hung it up: then every other leg goes, and the call gets its one outcome.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +18,7 @@ from handoff.calls import CallEvent, CallOutcome, CallState
 from handoff.events import CARDS_TOPIC, CallEnded, Caller, CallStarted, assistant_topic
 from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
 from handoff.live.call import LiveCall
+from handoff.live.errors import OutOfHours
 from handoff.live.flow import AiEngine, Flow
 from handoff.live.legs import add_when_in_stasis, bridge_of, destroy, hang_up
 from handoff.menus import Choice, Menu
@@ -93,9 +95,11 @@ class Lifecycle(Flow):
             record, engine, queue_id = await self._chosen(live, choice, record, engine)
         await self._with_ai(live, record, engine, who)
         if queue_id is not None and not live.ending:
-            await self.ctl.offers.request(
-                live.call_id, reason=MENU_REASON, summary="Chose this queue in the menu",
-                queue_id=queue_id)
+            # The menu's assistant closed: its fallback applies already, no card.
+            with contextlib.suppress(OutOfHours):
+                await self.ctl.offers.request(
+                    live.call_id, reason=MENU_REASON, summary="Chose this queue in the menu",
+                    queue_id=queue_id)
 
     async def _chosen(self, live: LiveCall, choice: Choice, record: Assistant,
                       engine: AiEngine) -> tuple[Assistant, AiEngine, int | None]:

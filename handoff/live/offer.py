@@ -5,6 +5,7 @@ number over the trunk, or the AI keeps the caller and a callback request is note
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 
@@ -26,7 +27,7 @@ from handoff.handoffs import (
     reoffer_level,
 )
 from handoff.live.call import LiveCall
-from handoff.live.errors import CallStateConflict
+from handoff.live.errors import CallStateConflict, OutOfHours
 from handoff.live.flow import Flow
 from handoff.live.legs import add_when_in_stasis, hang_up
 from handoff.store import Transaction
@@ -54,8 +55,25 @@ class Offers(Flow):
         queue_id: int | None = None,
     ) -> int:
         """Open a handoff and offer it; the caller keeps the AI meanwhile. ``queue_id``:
-        that queue's (the caller chose it in a menu), not the topic's or assistant's."""
+        that queue's (the caller chose it in a menu), not the topic's or assistant's.
+
+        Out of the assistant's business hours no card is opened: nobody is there to take
+        it. Its fallback applies instead (already, if the call came out of hours), and
+        OutOfHours says so to whoever asked.
+        """
         live = self.ctl.live(call_id)
+        async with self.store.transaction() as tx:
+            closed = await tx.assistants.by_name(live.assistant)
+        if closed is not None and not self.ctl.engines.open_now(closed):
+            log.info("call=%s: a person asked for out of %s's hours: its fallback instead",
+                     call_id, closed.name)
+            if not await self.out_of_hours(live, closed) and live.ai is None \
+                    and live.forward is None and not live.ending:
+                # Applied before, and the AI has failed since: nobody is left to keep
+                # the caller company (the call-back is noted already).
+                self.ctl.spawn(self.ctl.ai.apologise_and_end(live),
+                               f"apology call={live.call_id}")
+            raise OutOfHours(call_id, closed.name)
         async with live.lock:
             async with self.store.transaction() as tx:
                 call = await tx.calls.get(call_id)
@@ -191,16 +209,22 @@ class Offers(Flow):
                           Fallback.NUMBER if forwarded else Fallback.CALLBACK),
         )
 
-    async def out_of_hours(self, live: LiveCall, assistant: Assistant) -> None:
+    async def out_of_hours(self, live: LiveCall, assistant: Assistant) -> bool:
         """The call came outside the assistant's business hours: its fallback applies at
         once, with no card (nobody is there to take one). The AI keeps the caller company
-        meanwhile, and told the engine in call_started, so it says so."""
+        meanwhile, and told the engine in call_started, so it says so. False: it had
+        applied already (or the call is ending)."""
         number = assistant.fallback_number
         to_number = bool(number) and assistant.fallback_kind is FallbackKind.NUMBER
         async with live.lock:
-            if not live.ending:
-                await self._fall_back(live, number if to_number else None,
-                                      "called out of hours", noted=False)
+            # Once per call: a caller who asks for a person later in the same call (the
+            # receptionist's 0) must not get a second call-back note or a second ring.
+            if live.ending or live.out_of_hours:
+                return False
+            live.out_of_hours = True
+            await self._fall_back(live, number if to_number else None,
+                                  "called out of hours", noted=False)
+            return True
 
     async def _fall_back(self, live: LiveCall, number: str | None, why: str, *,
                          noted: bool) -> bool:
@@ -233,10 +257,12 @@ class Offers(Flow):
             old = await tx.handoffs.get(previous)
             if live.handoff_id == previous:
                 live.handoff_id = None
-        await self.request(
-            live.call_id, reason=old.reason, summary=old.summary or "", topic=old.topic,
-            priority=reoffer_level(old.priority), attempt=old.attempt + 1,
-        )
+        # Closed since: the caller has the AI and the assistant's fallback instead.
+        with contextlib.suppress(OutOfHours):
+            await self.request(
+                live.call_id, reason=old.reason, summary=old.summary or "", topic=old.topic,
+                priority=reoffer_level(old.priority), attempt=old.attempt + 1,
+            )
 
     # ---- the fallback number -------------------------------------------------------------
 
