@@ -15,7 +15,7 @@ from sqlalchemy import Exists, Select, and_, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handoff.calls import CallOutcome, CallState
-from handoff.store.models import Agent, Call, Contact, Handoff
+from handoff.store.models import Agent, Call, Contact, Disposition, Handoff
 from handoff.store.transitions import Clock
 
 # Outcomes after which the caller is still owed something: a call back.
@@ -40,6 +40,8 @@ class CallFilter:
 class HistoryRow:
     call: Call
     agent: Agent | None  # who handled it, None: the AI (or nobody) did
+    # What the agent picked at wrap-up, by name (None: none picked).
+    disposition: str | None = None
 
     @property
     def duration_s(self) -> int | None:
@@ -83,9 +85,10 @@ class HistoryRepo:
         handler = select(Handoff.call_id, Handoff.accepted_by).join(
             last, Handoff.id == last.c.handoff_id).subquery()
         query = (
-            select(Call, Agent)
+            select(Call, Agent, Disposition.name)
             .outerjoin(handler, handler.c.call_id == Call.id)
             .outerjoin(Agent, Agent.id == handler.c.accepted_by)
+            .outerjoin(Disposition, Disposition.id == Call.disposition_id)
             .where(Call.state == CallState.ENDED)
         )
         if where.outcome is not None:
@@ -105,7 +108,8 @@ class HistoryRepo:
         query = query.order_by(Call.started_at.desc(), Call.id).limit(
             min(limit, MAX_ROWS)).offset(offset)
         result = await self._session.execute(query)
-        return [HistoryRow(call, agent) for call, agent in result.all()]
+        return [HistoryRow(call, agent, disposition)
+                for call, agent, disposition in result.all()]
 
     async def call(self, call_id: str) -> HistoryRow | None:
         last = _handler_ids().where(Handoff.call_id == call_id).subquery()
@@ -114,7 +118,11 @@ class HistoryRepo:
             .join(last, Handoff.id == last.c.handoff_id)
         )).scalar_one_or_none()
         call = await self._session.get(Call, call_id, populate_existing=True)
-        return None if call is None else HistoryRow(call, found)
+        if call is None:
+            return None
+        disposition = None if call.disposition_id is None else await self._session.get(
+            Disposition, call.disposition_id)
+        return HistoryRow(call, found, disposition.name if disposition else None)
 
     async def handled(self, call_id: str, agent_id: int) -> bool:
         """Whether the agent talked to the caller on this call (any part of it)."""

@@ -89,6 +89,7 @@ def row_json(row: HistoryRow) -> dict[str, Any]:
         "outcome": call.outcome.value if call.outcome else None,
         "direction": call.direction.value,  # outbound: an agent's call-back
         "recording": bool(call.recording_path),
+        "disposition": row.disposition,  # the agent's pick at wrap-up, or None
     }
 
 
