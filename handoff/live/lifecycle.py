@@ -14,6 +14,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from handoff.assistants import FallbackKind
 from handoff.calls import CallEvent, CallOutcome, CallState
 from handoff.events import CARDS_TOPIC, CallEnded, Caller, CallStarted, assistant_topic
 from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
@@ -127,20 +128,25 @@ class Lifecycle(Flow):
         assistant = record.name
         # Checked per call against the store, so an admin's new hours apply at once.
         out_of_hours = not self.ctl.engines.open_now(record)
+        # Closed, with a voicemail: the caller hears its prompt at once, no AI first.
+        no_ai = out_of_hours and record.fallback_kind is FallbackKind.VOICEMAIL
         async with live.lock:
             if live.ending:
                 return
-            # Announced before the AI leg is asked for: an engine refuses a stream whose
-            # call it has not heard of, and under load the announcement made after the
-            # leg arrived too late (callers were refused and left in silence).
-            self.hub.publish(assistant_topic(assistant), CallStarted(
-                live.call_id, who, record.handoff_level.value,
-                [t.name for t in topics_of(record)], out_of_hours))
-            await self.ctl.ai.join_or_recover(live, engine)
-            async with self.store.transaction() as tx:
-                await tx.calls.set_legs(live.call_id, ai_channel_id=live.ai)
+            if not no_ai:
+                # Announced before the AI leg is asked for: an engine refuses a stream
+                # whose call it has not heard of, and under load the announcement made
+                # after the leg arrived too late (callers were refused and left in
+                # silence).
+                self.hub.publish(assistant_topic(assistant), CallStarted(
+                    live.call_id, who, record.handoff_level.value,
+                    [t.name for t in topics_of(record)], out_of_hours))
+                await self.ctl.ai.join_or_recover(live, engine)
+                async with self.store.transaction() as tx:
+                    await tx.calls.set_legs(live.call_id, ai_channel_id=live.ai)
         self.ctl.call_changed(live.call_id)
-        log.info("call=%s caller=%s with AI %s", live.call_id, live.caller, assistant)
+        if not no_ai:
+            log.info("call=%s caller=%s with AI %s", live.call_id, live.caller, assistant)
         if out_of_hours:
             log.info("call=%s to %s out of its business hours: fallback", live.call_id,
                      assistant)

@@ -1,6 +1,7 @@
 """A handoff on offer: the card, the likely agents' legs staged in the call bridge, the
 offer's timeout, and the assistant's fallback when nobody takes the call (its outside
-number over the trunk, or the AI keeps the caller and a callback request is noted)."""
+number over the trunk, or a callback request is noted while the AI keeps the caller or
+the caller leaves a voicemail)."""
 
 from __future__ import annotations
 
@@ -192,8 +193,8 @@ class Offers(Flow):
                 await tx.calls.apply(live.call_id, CallEvent.HANDOFF_FAILED)
                 assistant = await tx.assistants.by_name(live.assistant)
                 number = assistant.fallback_number if assistant else None
-                to_number = bool(assistant and number
-                                 and assistant.fallback_kind is FallbackKind.NUMBER)
+                kind = assistant.fallback_kind if assistant else FallbackKind.AI_CALLBACK
+                to_number = bool(number) and kind is FallbackKind.NUMBER
                 if not to_number:
                     # With the failure, in one transaction: a controller killed between
                     # the two would leave a failed handoff and no callback request.
@@ -201,12 +202,14 @@ class Offers(Flow):
             live.handoff_id = None
             await self.unstage(live)
             forwarded = await self._fall_back(live, str(number) if to_number else None,
-                                              why, noted=not to_number)
+                                              why, noted=not to_number,
+                                              voicemail=kind is FallbackKind.VOICEMAIL)
         self.hub.publish(CARDS_TOPIC, Withdrawn(handoff_id, reason))
         self.hub.publish(
             assistant_topic(live.assistant),
             HandoffFailed(live.call_id, reason,
-                          Fallback.NUMBER if forwarded else Fallback.CALLBACK),
+                          Fallback.NUMBER if forwarded else Fallback.VOICEMAIL
+                          if live.voicemail else Fallback.CALLBACK),
         )
 
     async def out_of_hours(self, live: LiveCall, assistant: Assistant) -> bool:
@@ -223,21 +226,25 @@ class Offers(Flow):
                 return False
             live.out_of_hours = True
             await self._fall_back(live, number if to_number else None,
-                                  "called out of hours", noted=False)
+                                  "called out of hours", noted=False,
+                                  voicemail=assistant.fallback_kind is FallbackKind.VOICEMAIL)
             return True
 
     async def _fall_back(self, live: LiveCall, number: str | None, why: str, *,
-                         noted: bool) -> bool:
+                         noted: bool, voicemail: bool = False) -> bool:
         """The fallback itself, under the call's lock: ring ``number`` (the caller is
         bridged to it; the AI leaves when it answers), or, without one or when it cannot
-        be dialled, the AI keeps the caller and a callback request is noted (unless
-        ``noted`` already). True: the number rings."""
+        be dialled, a callback request is noted (unless ``noted`` already) while the AI
+        keeps the caller, or the caller leaves a ``voicemail``. True: the number rings."""
         if number and await self._forward(live, number):
             return True
         live.callback_requested = True
         if not noted:
             async with self.store.transaction() as tx:
                 await self._note_callback(tx, live, why)
+        if voicemail:
+            await self.ctl.voicemail.take(live)
+            return False
         if live.ai is None:
             # The AI failed earlier: nobody is left to keep the caller company.
             self.ctl.spawn(self.ctl.ai.apologise_and_end(live), f"apology call={live.call_id}")
