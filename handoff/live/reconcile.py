@@ -107,6 +107,8 @@ class Reconciler(Flow):
                     live.agent_id = current.accepted_by
                 notes = await tx.notes.for_call(row.id)
             live.callback_requested = any(n.text.startswith(CALLBACK_NOTE) for n in notes)
+            if row.voicemail_at is not None:
+                self.ctl.voicemail.resume(live, row.voicemail_at)
             if current is not None:
                 live.handoff_id = current.id
                 await self._resume_handoff(live, current)
@@ -114,7 +116,8 @@ class Reconciler(Flow):
             # person has picked up: an agent's phone that still rings leaves them in
             # silence for up to the ring window, so the AI comes back for that too (and
             # steps out as usual once the agent answers).
-            needs_ai = live.ai is None and (live.agent is None or not live.agent_answered)
+            needs_ai = live.ai is None and (live.agent is None or not live.agent_answered) \
+                and not live.voicemail
             engine = await self.ctl.engines.of(assistant)
         for handoff_id in cancelled:
             self.hub.publish(CARDS_TOPIC, Withdrawn(handoff_id, FailureReason.CANCELLED))

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import datetime
 
 from handoff.calls import CallOutcome
 from handoff.live.call import LiveCall
 from handoff.live.flow import Flow
 from handoff.live.legs import role_id
 from handoff.store import NotFound
+from handoff.store.transitions import utc_now
 from pbx.ari import AriError
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,17 @@ class Voicemail(Flow):
         async with self.store.transaction() as tx:
             await tx.calls.voicemail_begins(live.call_id)
         self.ctl.call_changed(live.call_id)
-        await asyncio.sleep(self.timing.voicemail_max_s)
+        await self._bounded(live, self.timing.voicemail_max_s)
+
+    def resume(self, live: LiveCall, began: datetime) -> None:
+        """A restarted controller adopts a caller in the middle of their message: no AI
+        comes back over it, and what is left of its bound still ends it."""
+        live.voicemail = live.callback_requested = True
+        left = self.timing.voicemail_max_s - (utc_now() - began).total_seconds()
+        self.ctl.spawn(self._bounded(live, max(0.0, left)), f"voicemail call={live.call_id}")
+
+    async def _bounded(self, live: LiveCall, seconds: float) -> None:
+        await asyncio.sleep(seconds)
         if not (live.caller_leaving or live.ending):
             log.info("call=%s: the voicemail reached its %.0f s; ending the call",
                      live.call_id, self.timing.voicemail_max_s)

@@ -226,3 +226,32 @@ async def test_nobody_in_time_the_caller_leaves_a_voicemail_and_hangs_up(
     assert (handoff.state, handoff.failure_reason) == (HandoffState.FAILED,
                                                        FailureReason.NO_AGENTS)
     assert call.voicemail_at is not None and call.recording_path
+
+
+async def test_a_restarted_controller_lets_the_caller_finish_their_voicemail(
+    quiet_pair: Pair, tmp_path: Path,
+) -> None:
+    db = tmp_path / "switchboard.db"
+    async with local_world(quiet_pair.carrier) as world:
+        async with rig(quiet_pair.pbx, world, db, Timing(voicemail_max_s=60),
+                       check_ledger=False) as first:
+            await _voicemail_fallback(first, closed=True)
+            placed = await first.place_call("2000", wait_ai=False)
+            call_id = await _call_of(first, placed)
+            await _voicemail_began(first, call_id)
+        # The controller is gone mid-message (as after a crash); Asterisk keeps the caller.
+        async with rig(quiet_pair.pbx, world, db, Timing(voicemail_max_s=3)) as second:
+            assert call_id in second.control.calls
+            # No AI comes back over the message, and its bound still ends the call.
+
+            async def ended() -> bool:
+                async with second.store.transaction() as tx:
+                    return (await tx.calls.get(call_id)).outcome is not None
+
+            await until(ended, 20, why="the adopted voicemail never ended")
+            async with second.store.transaction() as tx:
+                call = await tx.calls.get(call_id)
+    assert call.outcome is CallOutcome.CALLBACK_REQUESTED
+    assert call.ai_channel_id is None
+    heard = _message(call)
+    assert heard["caller"] > 25 and heard["ai"] == 0, heard
