@@ -63,6 +63,10 @@ class Offers(Flow):
         OutOfHours says so to whoever asked.
         """
         live = self.ctl.live(call_id)
+        if live.voicemail:
+            # The fallback has the caller: a card now would cut their message short.
+            raise CallStateConflict(call_id, CallState.WITH_AI,
+                                    "the caller is leaving a voicemail")
         async with self.store.transaction() as tx:
             closed = await tx.assistants.by_name(live.assistant)
         if closed is not None and not self.ctl.engines.open_now(closed):

@@ -21,7 +21,7 @@ from handoff.assistants import FallbackKind
 from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.hours import Hours
-from handoff.live import Timing
+from handoff.live import CallStateConflict, Timing
 from handoff.queues import Strategy
 from handoff.store.models import Call
 from tests.integration.asterisk_helpers import Pair
@@ -212,6 +212,9 @@ async def test_nobody_in_time_the_caller_leaves_a_voicemail_and_hangs_up(
     await _voicemail_began(r, placed.call_id)
     live = r.control.calls[placed.call_id]
     assert live.ai is None  # the AI stepped out for the message
+    # An engine asking again now would cut the message short with a card: refused.
+    with pytest.raises(CallStateConflict):
+        await r.control.request_handoff(placed.call_id, reason="caller_asked", summary="x")
     await r.hang_up_caller(placed)
 
     async def ended() -> bool:
