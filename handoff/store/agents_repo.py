@@ -273,6 +273,9 @@ class AgentsRepo:
     async def set_password_hash(self, agent_id: int, password_hash: str | None) -> Agent:
         return await self._update(agent_id, password_hash=password_hash)
 
+    async def set_display_name(self, agent_id: int, display_name: str) -> Agent:
+        return await self._update(agent_id, display_name=display_name)
+
     async def set_role(self, agent_id: int, role: AgentRole) -> Agent:
         return await self._update(agent_id, role=role)
 
