@@ -39,8 +39,15 @@ from pbx.ari import AriError
 log = logging.getLogger(__name__)
 
 CALLBACK_NOTE = "Callback requested:"
+# Why a call-back is noted for a call that came out of hours: also how a restarted
+# controller knows that fallback applied already (handoff.live.reconcile).
+OUT_OF_HOURS = "called out of hours"
 _DIALABLE = re.compile(r"^\+?[0-9]{2,20}$")
 _ON_OFFER = frozenset({HandoffState.REQUESTED, HandoffState.OFFERED})
+
+
+def callback_note(why: str) -> str:
+    return f"{CALLBACK_NOTE} {why}."
 
 
 class Offers(Flow):
@@ -230,7 +237,7 @@ class Offers(Flow):
                 return False
             live.out_of_hours = True
             await self._fall_back(live, number if to_number else None,
-                                  "called out of hours", noted=False,
+                                  OUT_OF_HOURS, noted=False,
                                   voicemail=assistant.fallback_kind is FallbackKind.VOICEMAIL)
             return True
 
@@ -256,7 +263,7 @@ class Offers(Flow):
 
     @staticmethod
     async def _note_callback(tx: Transaction, live: LiveCall, why: str) -> None:
-        await tx.notes.add(f"{CALLBACK_NOTE} {why}.",
+        await tx.notes.add(callback_note(why),
                            call_id=live.call_id, contact_number=live.caller_number or None)
 
     async def reoffer(self, live: LiveCall, previous: int | None) -> None:

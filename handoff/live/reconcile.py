@@ -20,7 +20,7 @@ from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
 from handoff.live.call import LiveCall, legs_of
 from handoff.live.flow import Flow
 from handoff.live.legs import bridge_of, destroy, hang_up
-from handoff.live.offer import CALLBACK_NOTE
+from handoff.live.offer import CALLBACK_NOTE, OUT_OF_HOURS, callback_note
 from handoff.store.models import Call, Handoff
 from handoff.store.transitions import utc_now
 
@@ -107,6 +107,8 @@ class Reconciler(Flow):
                     live.agent_id = current.accepted_by
                 notes = await tx.notes.for_call(row.id)
             live.callback_requested = any(n.text.startswith(CALLBACK_NOTE) for n in notes)
+            # Its out-of-hours fallback applied before the restart: not a second time.
+            live.out_of_hours = any(n.text == callback_note(OUT_OF_HOURS) for n in notes)
             if row.voicemail_at is not None:
                 self.ctl.voicemail.resume(live, row.voicemail_at)
             if current is not None:

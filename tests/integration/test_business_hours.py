@@ -21,7 +21,7 @@ from handoff.assistants import FallbackKind
 from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.hours import Hours
-from handoff.live import CallStateConflict, Timing
+from handoff.live import CallStateConflict, OutOfHours, Timing
 from handoff.queues import Strategy
 from handoff.store.models import Call
 from tests.integration.asterisk_helpers import Pair
@@ -258,3 +258,38 @@ async def test_a_restarted_controller_lets_the_caller_finish_their_voicemail(
     assert call.ai_channel_id is None
     heard = _message(call)
     assert heard["caller"] > 25 and heard["ai"] == 0, heard
+
+
+async def test_after_a_restart_a_person_asked_for_out_of_hours_notes_no_second_call_back(
+    quiet_pair: Pair, tmp_path: Path,
+) -> None:
+    db = tmp_path / "switchboard.db"
+    today = datetime.now(UTC).date()
+    async with local_world(quiet_pair.carrier) as world:
+        async with rig(quiet_pair.pbx, world, db, check_ledger=False) as first:
+            async with first.store.transaction() as tx:
+                receptionist = await tx.assistants.by_name("receptionist")
+                assert receptionist is not None  # its fallback: a call-back request
+                await tx.assistants.set_hours(receptionist.id, Hours.parse(
+                    [], [(today + timedelta(days=d)).isoformat() for d in (-1, 0, 1)]))
+            placed = await first.place_call("2000")
+
+            async def noted() -> bool:
+                async with first.store.transaction() as tx:
+                    return bool(await tx.notes.for_call(placed.call_id))
+
+            await until(noted)
+        async with rig(quiet_pair.pbx, world, db) as second:
+            with pytest.raises(OutOfHours):
+                await second.control.request_handoff(placed.call_id, reason="caller_asked",
+                                                     summary="x")
+            async with second.store.transaction() as tx:
+                notes = [n.text for n in await tx.notes.for_call(placed.call_id)]
+            assert notes == ["Callback requested: called out of hours."]
+            await second.hang_up_caller(placed)
+
+            async def ended() -> bool:
+                async with second.store.transaction() as tx:
+                    return (await tx.calls.get(placed.call_id)).outcome is not None
+
+            await until(ended)
