@@ -165,6 +165,9 @@ class DeskSettings:
     # Seconds an available agent spends in wrap-up after their part of a call (notes,
     # follow-up) before the next card; 0 turns it off. The agent can end it early.
     wrap_up_s: int = 15
+    # The longest voicemail a caller may leave (an assistant whose fallback is voicemail)
+    # before the call is ended for them.
+    voicemail_max_s: int = 120
     # The zone every page shows times in (an IANA name, e.g. "Europe/Paris"): a call
     # centre's people read the clock on the wall, wherever the server is. Empty: the
     # server's own zone (/etc/localtime).
@@ -388,6 +391,9 @@ def validate(settings: Settings) -> None:
                                 "server's)") from None
     if not 0 <= settings.desk.wrap_up_s <= 600:
         raise SettingsError(f"desk.wrap_up_s: {settings.desk.wrap_up_s}: 0 to 600 seconds")
+    if not 5 <= settings.desk.voicemail_max_s <= 600:
+        raise SettingsError(f"desk.voicemail_max_s: {settings.desk.voicemail_max_s}: 5 to "
+                            "600 seconds")
     if not 0 <= settings.recordings.keep_days <= 36500:
         raise SettingsError(f"recordings.keep_days: {settings.recordings.keep_days}: 0 (keep "
                             "them all) to 36500 days")

@@ -225,7 +225,8 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
         recordings=settings.data_path / "recordings",
         # Moved on this host, or (an Asterisk someone else runs) fetched through ARI.
         spool=pbx.spool(),
-        timing=Timing(wrap_up_s=float(settings.desk.wrap_up_s)),
+        timing=Timing(wrap_up_s=float(settings.desk.wrap_up_s),
+                      voicemail_max_s=float(settings.desk.voicemail_max_s)),
         # Business hours are the site's: the zone its people read times in.
         zone=zoneinfo.ZoneInfo(settings.desk.time_zone) if settings.desk.time_zone else None,
         # A number's menu prompt is spoken into the Asterisk's own sounds; one someone

@@ -25,7 +25,7 @@ from pbx.config_values import ConfigValueError
 from web import (
     backup,
     cli_assistants,
-    cli_pause_reasons,
+    cli_lists,
     cli_queues,
     cli_trunks,
     doctor,
@@ -436,9 +436,10 @@ def build_parser() -> argparse.ArgumentParser:
     cli_queues.add_parser(sub, cli_assistants.Cli(
         run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
         actor=CLI_ACTOR, note=RUNNING_PBX_NOTE))
-    cli_pause_reasons.add_parser(sub, cli_assistants.Cli(
-        run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
-        actor=CLI_ACTOR, note=RUNNING_PBX_NOTE))
+    for named_list in (cli_lists.PAUSE_REASONS, cli_lists.DISPOSITIONS):
+        cli_lists.add_parser(sub, cli_assistants.Cli(
+            run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
+            actor=CLI_ACTOR, note=RUNNING_PBX_NOTE), named_list)
     dash = bench_sub.add_parser("dashboard", help="card delivery to many dashboard tabs")
     dash.add_argument("--clients", type=int, default=1000)
     dash.add_argument("--board", action="store_true",
