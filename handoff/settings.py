@@ -163,6 +163,10 @@ class DeskSettings:
     # Seconds an available agent spends in wrap-up after their part of a call (notes,
     # follow-up) before the next card; 0 turns it off. The agent can end it early.
     wrap_up_s: int = 15
+    # Browser-phone agents keep one call to their phone open while on duty, parked
+    # between calls, so Accept is a bridge move rather than a new WebRTC call
+    # (handoff.live.lines). false: every Accept rings the browser, as desk phones do.
+    open_line: bool = True
     # The zone every page shows times in (an IANA name, e.g. "Europe/Paris"): a call
     # centre's people read the clock on the wall, wherever the server is. Empty: the
     # server's own zone (/etc/localtime).

@@ -79,6 +79,7 @@ class Session:
     bridge: str  # the supervision bridge: the supervisor's leg and the Snoop leg
     mode: Mode | None = None
     snoop: str | None = None
+    target: str | None = None  # the leg the Snoop is on (the agent's, to whisper)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def to_json(self) -> dict[str, Any]:
@@ -99,6 +100,7 @@ class Supervision:
         self.ari.on("ChannelDestroyed", self._on_leg_gone)
         # A lost event socket must not cost a supervisor the call they are listening to.
         control.leave_alone(self.owned)
+        control.lines.on_parked(self._leg_parked)
 
     def owned(self) -> set[str]:
         """The supervisors' legs, snoops and bridges, and legs still ringing."""
@@ -214,7 +216,7 @@ class Supervision:
                 whisper="out" if mode is Mode.WHISPER else "none",
                 app_args=["snoop", live.call_id], snoop_id=snoop,
             )
-            session.snoop = snoop
+            session.snoop, session.target = snoop, target
             # addChannel moves the supervisor's leg out of the call bridge if it barged.
             await add_when_in_stasis(self.ari, session.bridge, [snoop, session.leg])
         session.mode = mode
@@ -272,7 +274,8 @@ class Supervision:
             # not taken for the agent vanishing.
             leaving = live.taken_over(session.leg, supervisor.agent_id, mine.id)
             for leg in leaving:
-                await self._hangup(leg)
+                # The agent's open line goes back to its holding bridge; others hang up.
+                await self.control.lines.release(leg)
         # The leg now belongs to the call: this session's Snoop and bridge go.
         self.sessions.pop((session.call_id, supervisor.agent_id), None)
         session.mode = Mode.TAKE_OVER
@@ -309,6 +312,14 @@ class Supervision:
                 await self._end(session, "the call ended")
             elif channel_id == session.snoop:
                 # The snooped agent left the call (returned to the AI, transferred).
+                await self._end(session, "the supervised leg left")
+
+    async def _leg_parked(self, leg: str) -> None:
+        """An agent's open line left the call for its holding bridge (back to the AI, a
+        transfer): it does not hang up, so its Snoop does not end by itself; a whisper
+        to that agent is over."""
+        for session in list(self.sessions.values()):
+            if session.target == leg and session.snoop:
                 await self._end(session, "the supervised leg left")
 
     async def _end(self, session: Session, why: str) -> None:

@@ -213,6 +213,9 @@ async def set_duty(request: web.Request) -> web.Response:
         # On duty from offline is available (handoff.agents.PRESENCE); off duty is offline.
         agent = await tx.agents.set_duty(viewer.agent_id, on_duty, actor=viewer.login)
         me = await agent_view(tx, agent, await tx.agents.busy_agent_ids())
+    if not on_duty:
+        # Off duty hangs up the agent's open line (the tab asks for one on duty).
+        await dashboard.commands.close_line(agent.id, agent.sip_user)
     dashboard.events.publish(AGENTS_TOPIC, AgentChanged(viewer.agent_id))
     return web.json_response({"me": me.to_json()})
 

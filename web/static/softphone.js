@@ -6,6 +6,11 @@
 // only while it expects one and refuses any other with 486 Busy.
 // Only one tab of an agent holds the phone (a Web Lock, released by the browser when
 // the tab dies); another tab says so and can move the phone to itself.
+//
+// The open line (when the server gives one): on duty, the tab asks the PBX to call it
+// once and answers by itself; that call stays up for the shift, parked between callers,
+// and an Accept moves it into the caller's bridge with no new INVITE here. A line lost
+// (a reload, a network blip, the PBX's media timeout) is asked for again by itself.
 "use strict";
 
 (function () {
@@ -33,10 +38,16 @@
   // caller back to the AI and offers the call again. A BYE without it (or with 16,
   // normal clearing) is the agent hanging up: the call ends, as with End call.
   const PAGE_CLOSED_REASON = 'Reason: Q.850;cause=27;text="Desk page closed"';
+  // A lost line is asked for again after this long, doubling up to the maximum: a PBX
+  // that refuses for a while is not hammered, a blip is over in a second.
+  const LINE_RETRY_MS = 1000;
+  const LINE_RETRY_MAX_MS = 15000;
 
   class Softphone {
     constructor(hooks) {
-      this.hooks = hooks; // onState(state, text), onCall(session), onCallEnded(cause)
+      // onState(state, text), onCall(session), onCallEnded(cause); for the open line
+      // onLine(state) and requestLine() (the desk's POST /api/line: { ok, status, body }).
+      this.hooks = hooks;
       this.state = "starting";
       this.reason = "";
       this.ua = null;
@@ -51,6 +62,17 @@
       this.remoteAudio = new Audio();
       this.remoteAudio.autoplay = true;
       this.releaseLock = null;
+      // The open line: whether this server gives one, whether the desk wants it (on
+      // duty), its state ("off", "opening", "open", "down") and whether a caller is on
+      // it now (the desk says: the server moved it into a call).
+      this.lineMode = false;
+      this.onDuty = false;
+      this.lineState = "off";
+      this.lineOnCall = false;
+      this._lineRetryMs = LINE_RETRY_MS;
+      this._lineTimer = null;
+      // INVITEs that reached this phone: an Accept on an open line brings none.
+      this.invites = 0;
       this.channel = "BroadcastChannel" in window ? new BroadcastChannel(CHANNEL_NAME) : null;
       if (this.channel) this.channel.onmessage = (event) => this._onTabMessage(event.data);
       // A tab closed (or reloaded) mid-call hangs up on its way out: the caller is back
@@ -64,7 +86,7 @@
       // Leaving the Desk (a click on History, a reload) would drop the caller: the
       // browser asks first while a call is up.
       window.addEventListener("beforeunload", (event) => {
-        if (this.session && !this.session.isEnded()) event.preventDefault();
+        if (this.onCall) event.preventDefault();
       });
     }
 
@@ -81,6 +103,8 @@
       }
       if (config === null) return; // no softphone here: state already says why
       this.config = config;
+      this.lineMode = Boolean(config.open_line);
+      if (this.lineMode) this._setLine(this.onDuty ? "down" : "off");
       // The DTLS certificate, made once: otherwise every answer waits for a new key pair.
       this.certificates = await makeCertificates();
       if (!window.JsSIP) {
@@ -134,11 +158,13 @@
         return;
       }
       if (!message || message.type !== "take" || !this.releaseLock) return;
-      if (this.session) {
+      if (this.onCall) {
         // Never drop a caller mid-sentence because another tab was opened.
         this.channel.postMessage({ type: "busy" });
         return;
       }
+      // An idle open line goes with the phone: the other tab asks for its own.
+      if (this.session) this.session.terminate({ extraHeaders: [PAGE_CLOSED_REASON] });
       this._stopUa();
       const release = this.releaseLock;
       this.releaseLock = null;
@@ -185,6 +211,7 @@
       ua.on("registered", () => {
         this._set("registered", "Phone ready");
         this._rejoinCall();
+        this._lineNeeded();
       });
       ua.on("unregistered", () => {
         if (this.ua === ua) this._set("unregistered", "The phone is not registered.");
@@ -220,12 +247,14 @@
     // ---- calls ------------------------------------------------------------------------
 
     // Called when the agent clicks Accept, before the request goes out: the INVITE can
-    // overtake the HTTP answer, because the controller dials before it replies.
+    // overtake the HTTP answer, because the controller dials before it replies. With
+    // the open line up no INVITE comes: the line moves into the call.
     expect() {
       this._clickedAt = performance.now();
       // Wall-clock time of the click, so a measurement outside the page (the caller's
       // side, on the same machine) can start from the agent's click itself.
       this.marks = { clicked_at_epoch_ms: performance.timeOrigin + this._clickedAt };
+      if (this.lineReady) return;
       const mic = navigator.mediaDevices.getUserMedia(MIC_CONSTRAINTS);
       mic.catch(() => undefined); // judged when the call arrives
       this.expecting = { until: Date.now() + EXPECT_WINDOW_MS, mic };
@@ -241,14 +270,21 @@
     async _onSession(event) {
       const session = event.session;
       if (event.originator !== "remote") return;
-      const expecting = this.expecting;
+      this.invites += 1;
+      const line = this.expectingLine;
+      const expecting = line || this.expecting;
       if (this.session || !expecting || Date.now() > expecting.until) {
         // Not the call an Accept asked for: a stray or malicious INVITE never reaches
         // the agent's ears (and a second call never interrupts the first).
         session.terminate({ status_code: 486, reason_phrase: "Busy Here" });
         return;
       }
-      this.expecting = null;
+      if (line) {
+        this.expectingLine = null;
+        session.isLine = true;
+      } else {
+        this.expecting = null;
+      }
       this.session = session;
       this.mark("invite");
       session.on("peerconnection", (pcEvent) => this._attachRemote(pcEvent.peerconnection));
@@ -259,7 +295,11 @@
       });
       session.on("accepted", () => this.mark("answer_sent"));
       session.on("confirmed", () => this.mark("ack"));
-      session.on("confirmed", () => this.hooks.onCall(session));
+      if (line) {
+        session.on("confirmed", () => this._setLine("open"));
+      } else {
+        session.on("confirmed", () => this.hooks.onCall(session));
+      }
       session.on("ended", (e) => this._ended(session, e.cause));
       session.on("failed", (e) => this._ended(session, e.cause));
       let stream;
@@ -320,7 +360,100 @@
       stopStream(this.localStream);
       this.localStream = null;
       this.remoteAudio.srcObject = null;
+      if (session.isLine) {
+        const onCall = this.lineOnCall;
+        this.lineOnCall = false;
+        this._setLine(this.lineWanted ? "down" : "off");
+        if (onCall) this.hooks.onCallEnded(cause);
+        this._lineLater();
+        return;
+      }
       this.hooks.onCallEnded(cause);
+    }
+
+    // A caller is on the phone now: a ringing call, or the open line moved into a call.
+    get onCall() {
+      if (!this.session || this.session.isEnded()) return false;
+      return !this.session.isLine || this.lineOnCall;
+    }
+
+    // ---- the open line ------------------------------------------------------------------
+
+    // The line is idle and up: an Accept needs nothing more from this tab.
+    get lineReady() {
+      return this.lineMode && this.lineState === "open" && !this.lineOnCall;
+    }
+
+    get lineWanted() {
+      return this.lineMode && this.onDuty;
+    }
+
+    // The desk says whether it wants a line (on duty) ...
+    wantLine(onDuty) {
+      if (onDuty === this.onDuty) return;
+      this.onDuty = onDuty;
+      if (this.lineWanted) {
+        this._lineNeeded();
+      } else {
+        clearTimeout(this._lineTimer);
+        this.expectingLine = null;
+        // The server hangs the line up when the agent goes off duty.
+        if (!this.session) this._setLine("off");
+      }
+    }
+
+    // ... and whether the server has put the line into a call (or taken it back).
+    setLineOnCall(onCall) {
+      if (!this.session || !this.session.isLine) return;
+      this.lineOnCall = onCall;
+      // A caller must hear the agent: whatever the last call left muted is undone.
+      if (onCall) this.setMuted(false);
+      this._setLine("open");
+    }
+
+    async _lineNeeded() {
+      if (!this.lineWanted || this.session || this.expectingLine) return;
+      if (this.state !== "registered") return; // asked again once it registers
+      clearTimeout(this._lineTimer);
+      this._setLine(this.lineState === "down" ? "down" : "opening");
+      const mic = navigator.mediaDevices.getUserMedia(MIC_CONSTRAINTS);
+      mic.catch(() => undefined);
+      this.expectingLine = { until: Date.now() + EXPECT_WINDOW_MS, mic };
+      const reply = await this.hooks.requestLine();
+      if (reply.ok) {
+        this._lineRetryMs = LINE_RETRY_MS;
+        // The PBX's call follows and _onSession answers it; one that never comes (the
+        // PBX could not reach this tab) is asked for again.
+        this._lineTimer = setTimeout(() => {
+          if (!this.expectingLine) return;
+          this.expectingLine = null;
+          this._setLine("down");
+          this._lineLater();
+        }, EXPECT_WINDOW_MS);
+        return;
+      }
+      this.expectingLine = null;
+      mic.then((stream) => stopStream(stream), () => undefined);
+      if (reply.status === 409 && reply.body.error === "line_refused") {
+        // Turned off on the server (or the phone cannot be called): Accept rings.
+        this.lineMode = false;
+        this._setLine("off");
+        return;
+      }
+      this._setLine("down");
+      this._lineLater();
+    }
+
+    _lineLater() {
+      if (!this.lineWanted) return;
+      clearTimeout(this._lineTimer);
+      this._lineTimer = setTimeout(() => this._lineNeeded(), this._lineRetryMs);
+      this._lineRetryMs = Math.min(this._lineRetryMs * 2, LINE_RETRY_MAX_MS);
+    }
+
+    _setLine(lineState) {
+      this.lineState = lineState;
+      if (this.hooks.onLine) this.hooks.onLine(lineState);
     }
 
     // Mute keeps the call and the RTP stream (the caller's line stays up); only the
