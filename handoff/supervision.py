@@ -171,9 +171,22 @@ class Supervision:
     async def _dial_supervisor(self, live: LiveCall, supervisor: Supervisor) -> Session:
         """Ring the supervisor's phone into their own supervision bridge; wait for answer.
 
+        A supervisor on duty with an open line is not rung: their line moves into the
+        supervision bridge (and goes back to its holding bridge when they leave).
         The call's lock is not held while it rings: the call goes on meanwhile.
         """
-        bridge, leg = live.new_leg_id("supbridge"), live.new_leg_id("supervisor")
+        bridge = live.new_leg_id("supbridge")
+        line = self.control.lines.take(supervisor.agent_id)
+        if line is not None:
+            try:
+                await self.ari.bridges.create(bridge_id=bridge, type="mixing")
+                await self.ari.bridges.add_channel(bridge, line)
+            except AriError as exc:
+                await self.control.lines.release(line)
+                await self._destroy(bridge)
+                raise SupervisorUnreachable(str(exc)) from exc
+            return Session(live.call_id, live.caller, supervisor, line, bridge)
+        leg = live.new_leg_id("supervisor")
         answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._ringing[leg] = answered
         try:
@@ -325,9 +338,13 @@ class Supervision:
     async def _end(self, session: Session, why: str) -> None:
         if self.sessions.pop((session.call_id, session.supervisor.agent_id), None) is None:
             return
-        for leg in (session.snoop, session.leg):
-            if leg:
-                await self._hangup(leg)
+        if session.snoop:
+            await self._hangup(session.snoop)
+        # The supervisor's open line goes back to its holding bridge; a rung leg hangs up.
+        try:
+            await self.control.lines.release(session.leg)
+        except AriError as exc:
+            log.warning("could not let go of %s: %s", session.leg, exc)
         await self._destroy(session.bridge)
         try:
             async with self.store.transaction() as tx:

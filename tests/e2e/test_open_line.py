@@ -22,8 +22,16 @@ from handoff.handoffs import HandoffState
 from handoff.live.lines import Line, LineState
 from handoff.phone_watch import PhoneWatch
 from pbx import runtime
-from tests.e2e.test_softphone import _closed, _handoff_in, _positive, inbound_energy
+from tests.e2e.test_softphone import (
+    _closed,
+    _customer_heard_agent,
+    _handoff_in,
+    _latest_outbound,
+    _positive,
+    inbound_energy,
+)
 from tests.integration.asterisk_helpers import ari, assert_quiet
+from tests.tools_fixtures import finished_call
 from tests.waiting import until
 from web.bench.softphone_rig import (
     Desk,
@@ -35,6 +43,7 @@ from web.bench.softphone_rig import (
     on_duty_with_phone,
     webrtc_pbx,
 )
+from web.bench.world import FALLBACK_NUMBER
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -204,6 +213,69 @@ async def test_a_transfer_goes_to_the_colleague_on_their_open_line(
         call = await until(lambda: _closed(product, call_id))
         assert call.outcome is CallOutcome.COMPLETED_BY_AGENT
         assert await until(lambda: _idle_line(product, "bob")) == bob_line
+
+
+async def test_a_supervisor_whispers_on_their_own_line_until_the_agents_line_is_parked(
+    agent_context: BrowserContext, voiced_chromium: Browser, product: Desk,
+    telephony: Telephony,
+) -> None:
+    alice_page = await agent_context.new_page()
+    alice_line = await with_open_line(alice_page, product, "alice")
+    caller, call_id, handoff_id = await a_card(alice_page, product)
+    await accept(alice_page, product, caller, handoff_id)
+    async with agent_browser(voiced_chromium) as sam_context:
+        # Sam supervises from a desk on duty: his open line joins, nothing rings.
+        sam_desk = await sam_context.new_page()
+        sam_line = await with_open_line(sam_desk, product, "sam")
+        board = await sam_context.new_page()
+        await board.goto(f"{product.origin}/supervisor")
+        row = board.locator(f'#live-calls tr[data-call="{call_id}"]')
+        await row.get_by_role("button", name="Whisper").click()
+        await expect(sam_desk.locator("#call")).to_be_visible()
+        await expect(sam_desk.locator("#call-role")).to_have_text("Supervising (whisper)")
+        await until(lambda: _positive(inbound_energy(sam_desk)))  # Sam hears the call
+        assert await invites(sam_desk) == 1
+        taken = product.control.lines.of(sam_line.agent_id)
+        assert taken is not None and taken.state is LineState.ON_CALL
+
+        # Alice hands the caller back to the AI: her line is parked, so the whisper to
+        # her is over; Sam's line goes back to his holding bridge too.
+        await alice_page.click("#call-return")
+        await product.heard(caller, "ai", time.monotonic(), timeout=10)
+        await expect(sam_desk.locator("#call")).to_be_hidden()
+        assert await until(lambda: _idle_line(product, "sam")) == sam_line
+        assert await until(lambda: _idle_line(product, "alice")) == alice_line
+        assert await in_bridge(product, telephony, sam_line.bridge, sam_line.leg)
+    await product.control.end_call(call_id)
+    await until(lambda: _closed(product, call_id))
+
+
+async def test_a_call_back_borrows_the_phone_and_the_line_comes_back_after_it(
+    agent_context: BrowserContext, product: Desk,
+) -> None:
+    alice = product.people["alice"]
+    desk_tab = await agent_context.new_page()
+    line = await with_open_line(desk_tab, product, "alice")
+    await finished_call(product.store, number=FALLBACK_NUMBER, agent_id=alice.id)
+    contact_tab = await agent_context.new_page()
+    await contact_tab.goto(f"{product.origin}/contacts/{FALLBACK_NUMBER}")
+
+    # A call-back rings the phone itself: the idle line makes way for it.
+    clicked = time.monotonic()
+    await contact_tab.click("#call-back")
+    await expect(desk_tab.locator("#call")).to_be_visible()
+    await expect(desk_tab.locator("#call-caller")).to_have_text(FALLBACK_NUMBER)
+    await until(lambda: _customer_heard_agent(product, clicked))
+    assert await invites(desk_tab) == 2
+    call = await until(lambda: _latest_outbound(product))
+    await desk_tab.click("#call-end")
+    await expect(desk_tab.locator("#call")).to_be_hidden()
+    await until(lambda: _closed(product, call.id))
+    # Then the desk asks for its line again by itself.
+    await expect(desk_tab.locator("#line-status")).to_have_attribute("data-line", "open")
+    again = await until(lambda: _idle_line(product, "alice"))
+    assert again.leg != line.leg
+    assert await invites(desk_tab) == 3
 
 
 async def test_a_reloaded_desk_opens_its_line_again_and_takes_the_next_call_on_it(

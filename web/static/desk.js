@@ -401,6 +401,12 @@
       }
       if (body && body.call) {
         fill(body.call);
+      } else if (body && current && current.supervising && phone && phone.session
+                 && phone.session.isLine && phone.lineOnCall) {
+        // Supervising on the open line: no call ends here when the supervisor leaves,
+        // the line just goes back to its holding bridge.
+        phone.setLineOnCall(false);
+        close("Bye");
       } else if (!section.hidden && !current) {
         // On a call the server did not show us yet (or could not answer): the panel
         // would otherwise stay blank until the slow poll; ask again shortly.

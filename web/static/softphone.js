@@ -145,6 +145,18 @@
         // Another page of this agent starts a call that will ring this phone (a
         // call-back from the contact page): answer it as an Accept's call is answered.
         if (!this.releaseLock || this.state !== "registered") return; // not the phone tab
+        if (this.lineReady && message.line) {
+          // Supervision takes the idle open line itself: no call will ring here.
+          this.lineOnCall = true;
+          this.hooks.onCall(this.session);
+          this.channel.postMessage({ type: "armed", id: message.id });
+          return;
+        }
+        if (this.lineReady) {
+          // A call-back rings the phone itself: the idle line makes way for it, and is
+          // asked for again once that call is over.
+          this.session.terminate({ extraHeaders: [PAGE_CLOSED_REASON] });
+        }
         if (this.session) {
           this.channel.postMessage({ type: "busy", id: message.id });
           return;
@@ -155,6 +167,12 @@
       }
       if (message && message.type === "disarm") {
         if (this.releaseLock && !this.session) this.unexpect();
+        if (this.releaseLock && this.session && this.session.isLine && this.lineOnCall) {
+          // The supervision that was to take the line did not start.
+          this.lineOnCall = false;
+          this.hooks.onCallEnded("Canceled");
+        }
+        if (this.releaseLock) this._lineNeeded();
         return;
       }
       if (!message || message.type !== "take" || !this.releaseLock) return;
@@ -369,6 +387,7 @@
         return;
       }
       this.hooks.onCallEnded(cause);
+      this._lineNeeded(); // a call-back that borrowed the phone gives the line back
     }
 
     // A caller is on the phone now: a ringing call, or the open line moved into a call.
@@ -412,7 +431,9 @@
     }
 
     async _lineNeeded() {
-      if (!this.lineWanted || this.session || this.expectingLine) return;
+      // Not while a call is expected here (a call-back rings this phone).
+      const expected = this.expecting && Date.now() <= this.expecting.until;
+      if (!this.lineWanted || this.session || this.expectingLine || expected) return;
       if (this.state !== "registered") return; // asked again once it registers
       clearTimeout(this._lineTimer);
       this._setLine(this.lineState === "down" ? "down" : "opening");
@@ -529,7 +550,7 @@
   // For pages without the phone (the contact page's call-back): ask the tab holding this
   // agent's phone to answer the call about to ring it. Resolves "armed", "busy" (that
   // phone is on a call) or "none" (no tab holds a registered phone).
-  Softphone.armPhoneTab = function armPhoneTab(timeoutMs = 700) {
+  Softphone.armPhoneTab = function armPhoneTab(timeoutMs = 700, line = false) {
     if (!("BroadcastChannel" in window)) return Promise.resolve("none");
     const channel = new BroadcastChannel(CHANNEL_NAME);
     const id = Math.random().toString(36).slice(2);
@@ -546,17 +567,18 @@
           done(message.type);
         }
       };
-      channel.postMessage({ type: "arm", id });
+      channel.postMessage({ type: "arm", id, line });
     });
   };
 
   // For a page that starts a call to the agent's own phone (a call-back, supervision):
-  // a desk phone just rings; a browser phone's tab is asked to answer it. Resolves
-  // { browser, problem }: `problem` says why the call must not be started.
-  Softphone.readyForOwnCall = async function readyForOwnCall() {
+  // a desk phone just rings; a browser phone's tab is asked to answer it. `line`: the
+  // server takes the agent's open line for it if there is one (supervision does).
+  // Resolves { browser, problem }: `problem` says why the call must not be started.
+  Softphone.readyForOwnCall = async function readyForOwnCall(line = false) {
     const browser = (await fetch("/api/softphone", { credentials: "same-origin" })).ok;
     if (!browser) return { browser, problem: null };
-    const phone = await Softphone.armPhoneTab();
+    const phone = await Softphone.armPhoneTab(700, line);
     if (phone === "none") {
       return { browser, problem: "Your browser phone is in the Desk: open the Desk in another tab first." };
     }
