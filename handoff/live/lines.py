@@ -228,16 +228,17 @@ class Lines(Flow):
 
     async def _on_leg_gone(self, event: Mapping[str, Any]) -> None:
         leg = str(event["channel"]["id"])
-        line = self._by_leg(leg)
-        if line is None:
+        if not is_line_leg(leg):
             return
-        self._lines.pop(line.agent_id, None)
-        await destroy(self.ari, line.bridge)
         cause = int(event.get("cause", 0))
-        log.info("agent=%s: line %s is down (%s, cause %s)", line.agent_id, leg,
-                 line.state, cause)
-        if line.state is not LineState.ON_CALL:
-            return
+        line = self._by_leg(leg)
+        if line is not None:
+            self._lines.pop(line.agent_id, None)
+            await destroy(self.ari, line.bridge)
+            log.info("agent=%s: line %s is down (%s, cause %s)", line.agent_id, leg,
+                     line.state, cause)
+        # A line on a call (also one a restarted controller adopted with its call, and
+        # no longer knows as a line): its call's events are not ordered with it.
         live = self._call_of(leg)
         if live is None:
             return

@@ -61,10 +61,8 @@ async def test_a_line_lost_mid_call_gives_the_caller_to_the_ai_and_reads_as_a_de
     leg = await open_line(desks)
     caller, live, handoff_id = await desks.handed_to_ada()
     await desks.ari.lose_phone(leg)
+    assert await until(lambda: _failed(desks, handoff_id)) is FailureReason.AGENT_VANISHED
     await until(lambda: live.ai is not None and live.party is Party.AI)
-    async with desks.store.transaction() as tx:
-        handoff = await tx.handoffs.get(handoff_id)
-    assert handoff.failure_reason is FailureReason.AGENT_VANISHED
     # Until her tab asks again, her phone cannot take a call: the phone watch's answer.
     assert await desks.live.control.phone_registered("ada-desk") is False
     await desks.ari.hang_up_phone(caller)
@@ -91,6 +89,20 @@ async def test_with_open_lines_off_no_line_is_opened(desks: Floor) -> None:
     assert desks.ari.dialled == []
 
 
+async def _failed(desks: Floor, handoff_id: int) -> FailureReason | None:
+    async with desks.store.transaction() as tx:
+        return (await tx.handoffs.get(handoff_id)).failure_reason
+
+
 def _idle(desks: Floor) -> Line | None:
     line = desks.live.control.lines.of(desks.ada)
     return line if line is not None and line.state is LineState.IDLE else None
+
+
+async def test_a_reconnected_event_stream_leaves_the_lines_alone(desks: Floor) -> None:
+    leg = await open_line(desks)
+    # Reconciliation hangs up what belongs to no call; a parked line is nobody's call.
+    await desks.live.control.reconcile()
+    line = _idle(desks)
+    assert line is not None and line.leg == leg and leg in desks.ari.chans
+    await desks.live.control.close_line(desks.ada, "ada-desk")
