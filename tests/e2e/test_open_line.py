@@ -9,6 +9,7 @@ hears 450 Hz from nobody, 1050 Hz from the AI and 1850 Hz from the agent's micro
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from handoff.handoffs import HandoffState
 from handoff.live.lines import Line, LineState
 from handoff.phone_watch import PhoneWatch
 from pbx import runtime
+from pbx.asterisk_config import InstanceSpec
 from tests.e2e.test_softphone import (
     _closed,
     _customer_heard_agent,
@@ -46,6 +48,8 @@ from web.bench.softphone_rig import (
 from web.bench.world import FALLBACK_NUMBER
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+WEBRTC_RTP_TIMEOUT_S = InstanceSpec.webrtc_rtp_timeout
 
 
 @pytest.fixture(scope="module")
@@ -276,6 +280,24 @@ async def test_a_call_back_borrows_the_phone_and_the_line_comes_back_after_it(
     again = await until(lambda: _idle_line(product, "alice"))
     assert again.leg != line.leg
     assert await invites(desk_tab) == 3
+
+
+async def test_a_muted_line_outlives_the_pbxs_media_timeout_and_is_unmuted_for_the_call(
+    agent_context: BrowserContext, product: Desk,
+) -> None:
+    page = await agent_context.new_page()
+    line = await with_open_line(page, product, "alice")
+    # Muted, the browser still sends a (silent) G.711 packet every 20 ms: the PBX's RTP
+    # timeout (5 s for browsers, pjsip.conf) must not take the parked line for a dead tab.
+    await page.evaluate("window.switchboardPhone.setMuted(true)")
+    await asyncio.sleep(2 * WEBRTC_RTP_TIMEOUT_S)  # a window: nothing must happen in it
+    assert _idle_line(product, "alice") == line
+    await expect(page.locator("#line-status")).to_have_attribute("data-line", "open")
+    # The next caller hears her: a call on the line starts unmuted.
+    caller, call_id, handoff_id = await a_card(page, product)
+    await accept(page, product, caller, handoff_id)
+    await page.click("#call-end")
+    await until(lambda: _closed(product, call_id))
 
 
 async def test_a_reloaded_desk_opens_its_line_again_and_takes_the_next_call_on_it(
