@@ -22,12 +22,12 @@ from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import HandoffState
 from handoff.live.lines import Line, LineState
 from handoff.phone_watch import PhoneWatch
+from handoff.store.models import Handoff
 from pbx import runtime
 from pbx.asterisk_config import InstanceSpec
 from tests.e2e.test_softphone import (
     _closed,
     _customer_heard_agent,
-    _handoff_in,
     _latest_outbound,
     _positive,
     inbound_energy,
@@ -99,13 +99,14 @@ async def a_card(page: Page, product: Desk) -> tuple[str, str, int]:
 
 
 async def accept(page: Page, product: Desk, caller: str, handoff_id: int) -> None:
-    """Accept; the caller hears the agent and the agent's panel opens."""
+    """Accept; the caller hears the agent and the agent's panel shows the call (its
+    buttons act on the call the panel has read)."""
     clicked = time.monotonic()
     await page.locator(f'li.card[data-handoff-id="{handoff_id}"]').get_by_role(
         "button", name="Accept").click()
     await product.heard(caller, "agent", clicked, timeout=15)
-    await expect(page.locator("#call")).to_be_visible()
-    await until(lambda: _handoff_in(product, handoff_id, HandoffState.CONNECTED))
+    handoff = await until(lambda: _connected(product, handoff_id))
+    await expect(page.locator("#call")).to_have_attribute("data-call-id", handoff.call_id)
 
 
 async def invites(page: Page) -> int:
@@ -398,6 +399,12 @@ async def test_with_open_lines_turned_off_accept_rings_the_browser(
         await page.click("#call-end")
         await until(lambda: _closed(product, call_id))
     await assert_quiet(telephony.pbx)
+
+
+async def _connected(product: Desk, handoff_id: int) -> Handoff | None:
+    async with product.store.transaction() as tx:
+        handoff = await tx.handoffs.get(handoff_id)
+    return handoff if handoff.state is HandoffState.CONNECTED else None
 
 
 def _idle_line(product: Desk, login: str) -> Line | None:

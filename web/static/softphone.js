@@ -38,10 +38,6 @@
   // caller back to the AI and offers the call again. A BYE without it (or with 16,
   // normal clearing) is the agent hanging up: the call ends, as with End call.
   const PAGE_CLOSED_REASON = 'Reason: Q.850;cause=27;text="Desk page closed"';
-  // A lost line is asked for again after this long, doubling up to the maximum: a PBX
-  // that refuses for a while is not hammered, a blip is over in a second.
-  const LINE_RETRY_MS = 1000;
-  const LINE_RETRY_MAX_MS = 15000;
 
   class Softphone {
     constructor(hooks) {
@@ -69,7 +65,7 @@
       this.onDuty = false;
       this.lineState = "off";
       this.lineOnCall = false;
-      this._lineRetryMs = LINE_RETRY_MS;
+      this._lineRetryMs = 0;
       this._lineTimer = null;
       // INVITEs that reached this phone: an Accept on an open line brings none.
       this.invites = 0;
@@ -396,85 +392,22 @@
       return !this.session.isLine || this.lineOnCall;
     }
 
-    // ---- the open line ------------------------------------------------------------------
+    // ---- the open line (openline.js adds the rest; pages without it have none) ---------
 
-    // The line is idle and up: an Accept needs nothing more from this tab.
     get lineReady() {
-      return this.lineMode && this.lineState === "open" && !this.lineOnCall;
+      return false;
     }
 
     get lineWanted() {
-      return this.lineMode && this.onDuty;
+      return false;
     }
 
-    // The desk says whether it wants a line (on duty) ...
-    wantLine(onDuty) {
-      if (onDuty === this.onDuty) return;
-      this.onDuty = onDuty;
-      if (this.lineWanted) {
-        this._lineNeeded();
-      } else {
-        clearTimeout(this._lineTimer);
-        this.expectingLine = null;
-        // The server hangs the line up when the agent goes off duty.
-        if (!this.session) this._setLine("off");
-      }
-    }
+    _lineNeeded() {}
 
-    // ... and whether the server has put the line into a call (or taken it back).
-    setLineOnCall(onCall) {
-      if (!this.session || !this.session.isLine) return;
-      this.lineOnCall = onCall;
-      // A caller must hear the agent: whatever the last call left muted is undone.
-      if (onCall) this.setMuted(false);
-      this._setLine("open");
-    }
-
-    async _lineNeeded() {
-      // Not while a call is expected here (a call-back rings this phone).
-      const expected = this.expecting && Date.now() <= this.expecting.until;
-      if (!this.lineWanted || this.session || this.expectingLine || expected) return;
-      if (this.state !== "registered") return; // asked again once it registers
-      clearTimeout(this._lineTimer);
-      this._setLine(this.lineState === "down" ? "down" : "opening");
-      const mic = navigator.mediaDevices.getUserMedia(MIC_CONSTRAINTS);
-      mic.catch(() => undefined);
-      this.expectingLine = { until: Date.now() + EXPECT_WINDOW_MS, mic };
-      const reply = await this.hooks.requestLine();
-      if (reply.ok) {
-        this._lineRetryMs = LINE_RETRY_MS;
-        // The PBX's call follows and _onSession answers it; one that never comes (the
-        // PBX could not reach this tab) is asked for again.
-        this._lineTimer = setTimeout(() => {
-          if (!this.expectingLine) return;
-          this.expectingLine = null;
-          this._setLine("down");
-          this._lineLater();
-        }, EXPECT_WINDOW_MS);
-        return;
-      }
-      this.expectingLine = null;
-      mic.then((stream) => stopStream(stream), () => undefined);
-      if (reply.status === 409 && reply.body.error === "line_refused") {
-        // Turned off on the server (or the phone cannot be called): Accept rings.
-        this.lineMode = false;
-        this._setLine("off");
-        return;
-      }
-      this._setLine("down");
-      this._lineLater();
-    }
-
-    _lineLater() {
-      if (!this.lineWanted) return;
-      clearTimeout(this._lineTimer);
-      this._lineTimer = setTimeout(() => this._lineNeeded(), this._lineRetryMs);
-      this._lineRetryMs = Math.min(this._lineRetryMs * 2, LINE_RETRY_MAX_MS);
-    }
+    _lineLater() {}
 
     _setLine(lineState) {
       this.lineState = lineState;
-      if (this.hooks.onLine) this.hooks.onLine(lineState);
     }
 
     // Mute keeps the call and the RTP stream (the caller's line stays up); only the
@@ -595,5 +528,7 @@
     channel.close();
   };
 
+  // What openline.js shares with this file.
+  Softphone.shared = { EXPECT_WINDOW_MS, MIC_CONSTRAINTS, stopStream };
   window.Softphone = Softphone;
 })();
