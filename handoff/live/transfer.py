@@ -116,7 +116,8 @@ class Transfers(Flow):
                         self.ctl.lines.put_back(line)
                     raise AgentUnreachable(agent_id, str(exc)) from exc
                 transfer.leg, transfer.to_agent = leg, agent_id
-                await tx.handoffs.apply(handoff_id, HandoffEvent.DIAL_AGENT)
+                await tx.handoffs.apply(handoff_id, HandoffEvent.DIAL_AGENT,
+                                        agent_channel_id=leg)
         if line is not None:
             self.ctl.spawn(self.complete(live), f"transfer call={live.call_id}")
         self.hub.publish(CARDS_TOPIC, Taken(handoff_id, agent_id))
@@ -126,8 +127,9 @@ class Transfers(Flow):
         """The colleague answered: their leg takes the call, the first agent's leaves
         (once the colleague's voice flows: both agents are heard for a moment, never
         neither)."""
+        media_at = None
         if live.transfer is not None and live.transfer.leg is not None:
-            await self.ctl.media.until_media_from(live.transfer.leg)
+            media_at = await self.ctl.media.until_media_from(live.transfer.leg)
         async with live.lock:
             transfer = live.transfer
             if transfer is None or transfer.leg is None or live.closed or live.caller_leaving:
@@ -139,7 +141,8 @@ class Transfers(Flow):
             async with self.store.transaction() as tx:
                 if old_handoff is not None:
                     await tx.handoffs.apply(old_handoff, HandoffEvent.END)
-                await tx.handoffs.apply(transfer.handoff_id, HandoffEvent.AGENT_ANSWERED)
+                await tx.handoffs.apply(transfer.handoff_id, HandoffEvent.AGENT_ANSWERED,
+                                        media_at=media_at)
                 await tx.calls.apply(live.call_id, CallEvent.AGENT_CONNECTED,
                                      agent_channel_id=transfer.leg)
             # No longer live.agent, so its StasisEnd is not mistaken for a lost agent;
