@@ -10,6 +10,7 @@ from handoff.handoffs import FailureReason, HandoffState
 from handoff.live import LineRefused, Party
 from handoff.live.lines import Line, LineState
 from tests.unit.test_live_calls import Floor, floor  # noqa: F401 (the fixture below uses it)
+from tests.unit.test_quality import DESK_PHONE
 from tests.waiting import until
 
 
@@ -97,6 +98,22 @@ async def _failed(desks: Floor, handoff_id: int) -> FailureReason | None:
 def _idle(desks: Floor) -> Line | None:
     line = desks.live.control.lines.of(desks.ada)
     return line if line is not None and line.state is LineState.IDLE else None
+
+
+async def test_a_line_ending_files_no_quality_under_its_last_handoff(desks: Floor) -> None:
+    leg = await open_line(desks)
+    caller, live, _ = await desks.handed_to_ada()
+    await desks.ari.hang_up_phone(caller)
+    await until(lambda: _idle(desks))
+    # Off duty: Asterisk writes the line's figures as it ends, those of a whole shift.
+    channel = desks.ari.chans[leg].to_json()
+    for variable, value in DESK_PHONE.items():
+        await desks.ari._emit({"type": "ChannelVarset", "channel": channel,
+                               "variable": variable, "value": value})
+    await desks.live.control.close_line(desks.ada, "ada-desk")
+    await desks.ari.idle()
+    async with desks.store.transaction() as tx:
+        assert [q.leg for q in await tx.quality.for_call(live.call_id)] == []
 
 
 async def test_a_reconnected_event_stream_leaves_the_lines_alone(desks: Floor) -> None:
