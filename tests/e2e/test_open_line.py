@@ -316,6 +316,10 @@ async def test_a_reloaded_desk_opens_its_line_again_and_takes_the_next_call_on_i
     assert product.control.calls[call_id].agent == after.leg
     await page.click("#call-end")
     await until(lambda: _closed(product, call_id))
+    # "Offline" in the presence menu is off duty too: the line is hung up.
+    await page.select_option("#presence", "offline")
+    await expect(page.locator("#line-status")).to_be_hidden()
+    assert await until(lambda: product.control.lines.of(after.agent_id) is None)
 
 
 async def test_a_dropped_sip_websocket_keeps_the_line_and_a_dropped_line_reopens(

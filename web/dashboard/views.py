@@ -269,6 +269,9 @@ async def set_presence(request: web.Request) -> web.Response:
             # Off duty is offline: going on duty is where the desk's phone is checked.
             return json_error(409, "off_duty", "Go on duty before choosing a presence.")
         me = await agent_view(tx, agent, await tx.agents.busy_agent_ids())
+    if presence is Presence.OFFLINE:
+        # Offline is off duty: the open line is hung up, as by the duty switch.
+        await dashboard.commands.close_line(agent.id, agent.sip_user)
     dashboard.events.publish(AGENTS_TOPIC, AgentChanged(viewer.agent_id))
     return web.json_response({"me": me.to_json()})
 

@@ -40,7 +40,9 @@
       } else {
         clearTimeout(this._lineTimer);
         this.expectingLine = null;
-        // The server hangs the line up when the agent goes off duty.
+        // The server hangs the line up when the agent goes off duty; off duty some other
+        // way (an admin disabled them), an idle line is hung up here.
+        if (this.session && this.session.isLine && !this.lineOnCall) this.session.terminate();
         if (!this.session) this._setLine("off");
       }
     },
