@@ -55,6 +55,7 @@ def build_controller(
     callback_ring_timeout_s: int = 30,
     zone: tzinfo | None = None,
     sounds: SoundFolder | None = None,
+    open_lines: bool = True,
 ) -> LiveServices:
     """The call control, supervision and call-backs on one ARI client (not started).
 
@@ -66,12 +67,14 @@ def build_controller(
     ``outbound``'s trunks; without it every call out is refused. Business hours are read
     in ``zone`` (desk.time_zone; None: the server's own). A number's menu prompt is spoken
 into ``sounds`` (None: a beep, when this host cannot write Asterisk's folders).
+    ``open_lines``: browser-phone agents get an open line while on duty (False: every
+    Accept rings their phone).
     """
     engines = Engines(store, builtin, unknown_numbers, zone=zone)
     outbound = outbound or Outbound(store)
     control = CallControl(ari, store, hub, engines, app=app, outbound=outbound,
                           recordings=recordings, spool=spool, timing=timing,
-                          sounds=sounds)
+                          sounds=sounds, open_lines=open_lines)
     supervision = Supervision(control, ring_timeout_s=supervisor_ring_timeout_s)
     callbacks = Callbacks(ari, store, outbound=outbound, app=app,
                           ring_timeout_s=callback_ring_timeout_s, recordings=recordings,

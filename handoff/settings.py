@@ -168,6 +168,10 @@ class DeskSettings:
     # The longest voicemail a caller may leave (an assistant whose fallback is voicemail)
     # before the call is ended for them.
     voicemail_max_s: int = 120
+    # Browser-phone agents keep one call to their phone open while on duty, parked
+    # between calls, so Accept is a bridge move rather than a new WebRTC call
+    # (handoff.live.lines). false: every Accept rings the browser, as desk phones do.
+    open_line: bool = True
     # The zone every page shows times in (an IANA name, e.g. "Europe/Paris"): a call
     # centre's people read the clock on the wall, wherever the server is. Empty: the
     # server's own zone (/etc/localtime).

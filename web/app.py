@@ -92,6 +92,8 @@ class Controller:
     # Blocks SIP scanners on the AMI security events (web.sip_blocks).
     blocker: SipBlocker | None = None
     trunks: TrunkWatch | None = None
+    # desk.open_line, for the tabs (the controller refuses lines too when it is off).
+    open_lines_setting: bool = True
 
     # The AI control API's CallCommands, delegated to the call control once it exists.
     async def request_handoff(
@@ -122,6 +124,17 @@ class Controller:
     async def phone_registered(self, sip_user: str) -> bool | None:
         # While the controller starts nobody can tell: going on duty is not held up.
         return None if self.control is None else await self.control.phone_registered(sip_user)
+
+    @property
+    def open_lines(self) -> bool:
+        return self.open_lines_setting
+
+    async def open_line(self, agent_id: int, sip_user: str) -> str:
+        return await self._control().open_line(agent_id, sip_user)
+
+    async def close_line(self, agent_id: int, sip_user: str) -> None:
+        if self.control is not None:
+            await self.control.close_line(agent_id, sip_user)
 
     def _control(self) -> CallControl:
         if self.control is None:
@@ -227,6 +240,7 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
         spool=pbx.spool(),
         timing=Timing(wrap_up_s=float(settings.desk.wrap_up_s),
                       voicemail_max_s=float(settings.desk.voicemail_max_s)),
+        open_lines=settings.desk.open_line,
         # Business hours are the site's: the zone its people read times in.
         zone=zoneinfo.ZoneInfo(settings.desk.time_zone) if settings.desk.time_zone else None,
         # A number's menu prompt is spoken into the Asterisk's own sounds; one someone
@@ -235,6 +249,7 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     control = live.control
     controller.ari, controller.control, controller.receptionist = ari, control, receptionist
+    controller.open_lines_setting = settings.desk.open_line
     controller.supervision, controller.callbacks = live.supervision, live.callbacks
     ami = AmiClient(pbx.ami_host, pbx.spec.ports.ami, pbx.spec.ami_user, pbx.spec.ami_secret)
     security = SecurityEvents(services.metrics)
@@ -431,6 +446,7 @@ def build_app(settings: Settings) -> web.Application:
     services = Services(settings=settings, db=db, store=Store(db))
     if db.url.get_backend_name() == "postgresql":
         services.shared_events = SharedEvents(services.hub, settings.database_url)
+    services.controller.open_lines_setting = settings.desk.open_line
     app[SERVICES] = services
     register_process_metrics(
         services.metrics, telephony_status=lambda: services.telephony.status,

@@ -237,6 +237,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from web.bench import dashboard as bench_dashboard  # noqa: PLC0415
 
         return int(bench_dashboard.main(args.clients, args.json))
+    if args.agent != "browser" and args.line is not None:
+        print("switchboard bench handoff: --line is for --agent browser (a desk phone rings)",
+              file=sys.stderr)
+        return 2
     if args.agent == "browser":
         if args.baseline:
             print("switchboard bench handoff: --baseline queue measures SIP desk phones; "
@@ -249,7 +253,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             return 2
         from web.bench import browser_handoff  # noqa: PLC0415
 
-        return int(browser_handoff.main(args.calls, args.json))
+        return int(browser_handoff.main(args.calls, args.json, args.line or "both"))
     from web.bench import handoff as bench_handoff  # noqa: PLC0415
 
     result: int = bench_handoff.main(args.calls, args.json, args.baseline)
@@ -399,6 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     handoff.add_argument(
         "--agent", choices=["sip", "browser"], default="sip",
         help="sip: a desk phone answering at once; browser: Chromium's WebRTC softphone",
+    )
+    handoff.add_argument(
+        "--line", choices=["open", "ring", "both"],
+        help="with --agent browser: the agent's open line (Accept is a bridge move), the "
+             "ringing softphone, or both in one run (the default)",
     )
     handoff.set_defaults(func=cmd_bench)
     user = sub.add_parser("user", help="people: dashboard accounts and their phones")

@@ -167,9 +167,13 @@ class Lifecycle(Flow):
             await self.ctl.offers.unstage(live)
             # The transfer's handoff is closed with the others below; only its leg goes.
             moving, live.transfer = live.transfer, None
-            for leg in (live.agent, live.ai, live.forward, moving.leg if moving else None):
+            for leg in (live.ai, live.forward):
                 if leg:
                     await hang_up(self.ari, leg)
+            # The agents' legs: an open line goes back to its holding bridge.
+            for leg in (live.agent, moving.leg if moving else None):
+                if leg:
+                    await self.ctl.lines.release(leg)
             await destroy(self.ari, live.bridge)
             talked_to: list[int | None] = []  # agents whose part of the call ends here
             # Taken before the transaction: from an Asterisk on another host (its ARI

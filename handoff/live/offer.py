@@ -157,7 +157,8 @@ class Offers(Flow):
         async with self.store.transaction() as tx:
             candidates = [await tx.agents.get(agent_id) for agent_id in wanted]
         for agent in candidates:
-            if agent.id in live.staged or live.ending:
+            if agent.id in live.staged or live.ending or self.ctl.lines.idle(agent.id):
+                # An agent with an open line needs no leg: their line moves in.
                 continue
             try:
                 leg = await self.ctl.moves.create_agent_leg(live, agent.sip_user)

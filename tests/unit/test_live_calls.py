@@ -78,13 +78,12 @@ class Floor:
             live.call_id, reason="caller_asked", summary="wants a person")
         await self.live.control.accept(handoff_id, self.ada)
         await until(lambda: _is(live.party, Party.AGENT))
-        # The live party changes as the AI starts to leave; the ledger follows once it
-        # has (Moves.agent_connected): a loaded machine shows the moment in between.
-        async def in_the_ledger() -> bool:
-            return await self.state(live.call_id) is CallState.WITH_AGENT
-
-        await until(in_the_ledger)
+        # The party changes as the AI starts to leave; the ledger says so a moment later.
+        await until(lambda: self._with_agent(live.call_id))
         return caller, live, handoff_id
+
+    async def _with_agent(self, call_id: str) -> bool:
+        return await self.state(call_id) is CallState.WITH_AGENT
 
 
 async def _has_ai(floor: Floor, caller: str) -> bool:
