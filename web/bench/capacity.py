@@ -8,7 +8,8 @@ controller's. Once a step's calls are all up, each step is held for a window and
 
 - CPU in % of one core, from each process's own utime+stime in /proc (meaningful on a
   busy machine, unlike wall-clock figures): the product's Asterisk (and per call), the
-  controller (this process), the rig (carrier Asterisk and the World's process);
+  controller (this process), the rig (carrier Asterisk and the World's process, also
+  each apart);
 - the controller's event-loop lag p99 (a 10 ms timer's overshoot);
 - the callers' AI stream: packets lost (of 50 a second) and late (over 40 ms after the
   one before), and how much of it was the AI's voice;
@@ -217,10 +218,13 @@ async def run(steps: list[int], window_s: float, recording: str,
         results: list[dict[str, Any]] = []
         try:
             async with rig(pair.pbx, world, state_dir / "bench.db") as r:
+                # The rig apart too: the carrier's Asterisk, and the World's one process
+                # (phones' probes and the AI engine), which may be what runs out first.
                 ramp = Ramp(r, world, {"pbx": [pair.pbx.pid or 0],
                                        "controller": [os.getpid()],
-                                       "rig": [pair.carrier.pid or 0, world.pid]}, window_s,
-                            recording)
+                                       "rig": [pair.carrier.pid or 0, world.pid],
+                                       "rig_carrier": [pair.carrier.pid or 0],
+                                       "rig_world": [world.pid]}, window_s, recording)
                 ramp.lag.start()
                 try:
                     for target in steps:
