@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
@@ -96,12 +96,17 @@ class EventType(enum.StrEnum):
     # The AI events WebSocket's own messages; the hub never carries them.
     READY = "ready"
     OVERFLOW = "overflow"
+    # From the hub itself, on a shared topic: another node's events may have been missed
+    # (EventHub.lost); subscribers read the store afresh.
+    RESYNC = "resync"
 
 
 class Fallback(enum.StrEnum):
     """What happens to a caller nobody took (handoff_failed's ``fallback``)."""
     NUMBER = "number"  # put through to the assistant's fallback number
     CALLBACK = "callback"  # the AI keeps the caller; a call-back request is noted
+    # The AI leaves; the caller leaves a message, noted as a call-back request.
+    VOICEMAIL = "voicemail"
 
 
 @dataclass(frozen=True)
@@ -275,6 +280,13 @@ class Overflow(TypedEvent):
     dropped: int
 
 
+@dataclass(frozen=True)
+class Resync(TypedEvent):
+    """Events of this topic from other nodes may have been missed (EventHub.lost)."""
+
+    kind: ClassVar[EventType] = EventType.RESYNC
+
+
 # ---- the hub -------------------------------------------------------------------------------
 
 
@@ -296,9 +308,15 @@ class Subscription:
         return await self.queue.get()
 
 
+# Where this process's events go besides its own subscribers: the other nodes of a
+# cluster (handoff.shared_events), as (topic, wire form).
+Relay = Callable[[str, Event], None]
+
+
 class EventHub:
     def __init__(self) -> None:
         self._subscriptions: set[Subscription] = set()
+        self._relay: Relay | None = None
 
     def publish(self, topic: str, event: TypedEvent) -> None:
         payload: Event | None = None
@@ -307,6 +325,31 @@ class EventHub:
                 if payload is None:
                     payload = event.to_dict()
                 sub.offer({"topic": topic, **payload})
+        if self._relay is not None:
+            self._relay(topic, payload if payload is not None else event.to_dict())
+
+    def deliver(self, topic: str, payload: Event) -> None:
+        """An event another node published (its wire form): to the subscribers of its
+        topic here, never relayed on. Not to those of every topic (the metrics): each
+        node counts what it did itself, so that the nodes' figures add up."""
+        for sub in self._subscriptions:
+            if topic in sub.topics:
+                sub.offer({"topic": topic, **payload})
+
+    def lost(self, topics: frozenset[str]) -> None:
+        """Other nodes' events on ``topics`` may have been missed (the link to them was
+        down): each subscriber of one of them counts it as a loss, as if its queue had
+        overflowed, and is woken by a ``resync`` event to rebuild its picture from the
+        store now rather than at its next event."""
+        for sub in self._subscriptions:
+            missed = sub.topics & topics
+            if missed:
+                sub.dropped += 1
+                sub.offer({"topic": min(missed), **Resync().to_dict()})
+
+    def relay_to(self, relay: Relay | None) -> None:
+        """Send every event published here to ``relay`` too (None: stop)."""
+        self._relay = relay
 
     @asynccontextmanager
     async def subscribe(self, *topics: str) -> AsyncIterator[Subscription]:

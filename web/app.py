@@ -42,6 +42,7 @@ from handoff.phone_watch import PhoneWatch
 from handoff.receptionist import Receptionist
 from handoff.recordings import expire_recordings
 from handoff.settings import Settings
+from handoff.shared_events import SharedEvents
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from handoff.supervision import Supervision
 from pbx import runtime
@@ -138,6 +139,8 @@ class Services:
     controller: Controller = field(default_factory=Controller)
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     demo_credentials: dict[str, str] = field(default_factory=dict)
+    # The events shared with the other nodes on the same PostgreSQL; None on SQLite.
+    shared_events: SharedEvents | None = None
     # The admin page's changes and the periodic check apply one at a time: two at once
     # would each give the receptionist a token and store only one of them.
     directory_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -222,7 +225,8 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
         recordings=settings.data_path / "recordings",
         # Moved on this host, or (an Asterisk someone else runs) fetched through ARI.
         spool=pbx.spool(),
-        timing=Timing(wrap_up_s=float(settings.desk.wrap_up_s)),
+        timing=Timing(wrap_up_s=float(settings.desk.wrap_up_s),
+                      voicemail_max_s=float(settings.desk.voicemail_max_s)),
         # Business hours are the site's: the zone its people read times in.
         zone=zoneinfo.ZoneInfo(settings.desk.time_zone) if settings.desk.time_zone else None,
         # A number's menu prompt is spoken into the Asterisk's own sounds; one someone
@@ -375,6 +379,13 @@ async def keeper_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def shared_events_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Before the controller, so that other nodes sharing the store see its first card."""
+    shared = app[SERVICES].shared_events
+    async with running(shared.run(), "shared events") if shared else contextlib.nullcontext():
+        yield
+
+
 async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     """The Prometheus counters follow the event hub for as long as the app runs."""
     async with running(app[METRICS].run(), "metrics"):
@@ -403,6 +414,8 @@ async def status(request: web.Request) -> web.Response:
         "ami": ami.status if ami is not None else "starting",
         "calls": len(services.controller.control.calls) if services.controller.control else 0,
     }
+    if services.shared_events is not None:  # not "healthy" either: other nodes' desks lag
+        body["shared_events"] = services.shared_events.link.status
     return web.json_response(body, status=200 if healthy else 503)
 
 
@@ -418,6 +431,8 @@ def build_app(settings: Settings) -> web.Application:
                           middlewares=[real_client(settings.server.trusted_proxies)])
     db = create_store_engine(settings.database_url)
     services = Services(settings=settings, db=db, store=Store(db))
+    if db.url.get_backend_name() == "postgresql":
+        services.shared_events = SharedEvents(services.hub, settings.database_url)
     app[SERVICES] = services
     register_process_metrics(
         services.metrics, telephony_status=lambda: services.telephony.status,
@@ -434,7 +449,7 @@ def build_app(settings: Settings) -> web.Application:
     site = Site.of(settings.desk.time_zone, settings.asterisk.country)
     app[KPI_METRICS] = KpiMetrics(services.store, site)
     services.metrics.register(app[KPI_METRICS])
-    app.cleanup_ctx.extend([store_ctx, telephony_ctx, controller_ctx])
+    app.cleanup_ctx.extend([store_ctx, shared_events_ctx, telephony_ctx, controller_ctx])
     # Every route is declared in the access policy; one that is not is refused.
     policy = route_policy(app)
     app.router.add_get("/status", status)

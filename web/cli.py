@@ -19,13 +19,13 @@ from handoff.prompts import PromptError
 from handoff.receptionist import make_prompts
 from handoff.settings import Settings, SettingsError, load
 from handoff.store import LastAdmin, Removed, Store, create_store_engine, upgrade_to_head
-from pbx import runtime
+from pbx import kamailio_config, runtime
 from pbx.asterisk_config import Dirs, InboundRoute, InstanceSpec, render, write_files
 from pbx.config_values import ConfigValueError
 from web import (
     backup,
     cli_assistants,
-    cli_pause_reasons,
+    cli_lists,
     cli_queues,
     cli_trunks,
     doctor,
@@ -127,6 +127,28 @@ def cmd_config_render(args: argparse.Namespace) -> int:
                 (Path(args.state_folders) / Path(inside).relative_to(dirs.root)).mkdir(
                     parents=True, exist_ok=True)
         print(f"made Asterisk's state folders under {args.state_folders}")
+    return 0
+
+
+def cmd_config_edge(args: argparse.Namespace) -> int:
+    """Write Kamailio's files for the SIP edge in front of the cluster's nodes, and ask
+    Kamailio whether it would load them when it is installed here."""
+    settings = _settings(args)
+    if not settings.cluster.nodes:
+        raise SettingsError("cluster.nodes: no nodes, so no edge to render "
+                            "(add [[cluster.nodes]] tables)")
+    out = Path(args.out or settings.cluster.edge_config_dir)
+    kamailio_config.write_files(settings.cluster.edge(), out)
+    print(f"wrote {kamailio_config.CONFIG_FILE} and {kamailio_config.LIST_FILE} to {out}")
+    try:
+        kamailio_config.check_syntax(out / kamailio_config.CONFIG_FILE)
+    except kamailio_config.KamailioUnavailable as exc:
+        print(f"not checked: {exc}")
+        return 0
+    except ValueError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 1
+    print("kamailio -c accepts it")
     return 0
 
 
@@ -433,9 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     cli_queues.add_parser(sub, cli_assistants.Cli(
         run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
         actor=CLI_ACTOR, note=RUNNING_PBX_NOTE))
-    cli_pause_reasons.add_parser(sub, cli_assistants.Cli(
-        run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
-        actor=CLI_ACTOR, note=RUNNING_PBX_NOTE))
+    for named_list in (cli_lists.PAUSE_REASONS, cli_lists.DISPOSITIONS):
+        cli_lists.add_parser(sub, cli_assistants.Cli(
+            run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
+            actor=CLI_ACTOR, note=RUNNING_PBX_NOTE), named_list)
     dash = bench_sub.add_parser("dashboard", help="card delivery to many dashboard tabs")
     dash.add_argument("--clients", type=int, default=1000)
     dash.add_argument("--board", action="store_true",
@@ -470,6 +493,11 @@ def build_parser() -> argparse.ArgumentParser:
                             help="also make Asterisk's state folders (database, spool, "
                             "logs) in DIR: asterisk.state_dir as this machine mounts it")
     render_cmd.set_defaults(func=cmd_config_render)
+    edge_cmd = config_sub.add_parser(
+        "edge", help="write Kamailio's files for the cluster's SIP edge ([cluster])")
+    edge_cmd.add_argument("--out", help="folder to write them to (default: "
+                          "cluster.edge_config_dir)")
+    edge_cmd.set_defaults(func=cmd_config_edge)
     systemd.add_parser(sub).set_defaults(func=cmd_systemd_render)
     return parser
 

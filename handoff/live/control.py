@@ -47,6 +47,7 @@ from handoff.live.queues import Queues
 from handoff.live.reconcile import Reconciler
 from handoff.live.routing import Registry, Router
 from handoff.live.transfer import Transfers
+from handoff.live.voicemail import Voicemail
 from handoff.outbound import Outbound
 from handoff.store import Store
 from handoff.store.errors import NotFound
@@ -95,6 +96,7 @@ class CallControl:
         self.lifecycle = Lifecycle(self)
         self.ai = AiLegs(self)
         self.menus = Menus(self)
+        self.voicemail = Voicemail(self)
         self.announcements = Announcements(self)
         self.offers = Offers(self)
         self.queues = Queues(self)

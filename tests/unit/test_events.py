@@ -27,6 +27,7 @@ from handoff.events import (
     Offered,
     Overflow,
     Ready,
+    Resync,
     ReturnedToAi,
     Taken,
     TranscriptLine,
@@ -73,6 +74,7 @@ WIRE: list[tuple[TypedEvent, dict[str, object]]] = [
     (Ready("receptionist", ["c1", "c2"]),
      {"type": "ready", "assistant": "receptionist", "calls": ["c1", "c2"]}),
     (Overflow(44), {"type": "overflow", "dropped": 44}),
+    (Resync(), {"type": "resync"}),
 ]
 
 
