@@ -12,7 +12,9 @@ controller's. Once a step's calls are all up, each step is held for a window and
   each apart);
 - the controller's event-loop lag p99 (a 10 ms timer's overshoot);
 - the callers' AI stream: packets lost (of 50 a second) and late (over 40 ms after the
-  one before), and how much of it was the AI's voice;
+  one before), and how much of it was the AI's voice; and how far short of 50 a second
+  the PBX's own count of packets sent to its callers fell (so a loss is placed on the
+  PBX's side of the trunk or on the rig's);
 - answer time (from the call placed to the caller hearing the AI) and its p50/p99;
 - dropped calls (ended before the benchmark hung them up) and silent ones (that never
   heard the AI, or heard it in under half the window);
@@ -40,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from pbx import runtime
-from pbx.ari import AriConflict
+from pbx.ari import AriConflict, AriError
 from web.bench.handoff import summary
 from web.bench.rig import PlacedCall, Rig, asterisk_pair, rig
 from web.bench.world_process import RemoteWorld
@@ -164,15 +166,30 @@ class Ramp:
     rss_before: int = field(default_factory=lambda: rss_kib(os.getpid()))
 
 
+async def pbx_sent(r: Rig, up: list[PlacedCall]) -> list[int]:
+    """How many RTP packets the PBX has sent each caller so far (its txcount)."""
+    counts = []
+    for placed in up:
+        live = r.control.calls.get(placed.call_id)
+        try:
+            stats = await r.pbx_ari.channels.rtp_statistics(live.caller) if live else {}
+        except AriError:
+            stats = {}
+        counts.append(int(stats.get("txcount") or 0))
+    return counts
+
+
 async def step(ramp: Ramp, target: int) -> dict[str, Any]:
     r, world, pids, calls, lag = ramp.r, ramp.world, ramp.pids, ramp.calls, ramp.lag
     answers_before, silent_before = len(calls.answer_ms), calls.silent
     await place(ramp, target - len(calls.up) - calls.silent)
+    sent_before = await pbx_sent(r, calls.up)
     ticks = {who: sum(cpu_ticks(p) for p in group) for who, group in pids.items()}
     lag.take()
     start = time.monotonic()
     await asyncio.sleep(ramp.window_s)  # the measured window: calls talking, nothing else
     end = time.monotonic()
+    sent = sum(await pbx_sent(r, calls.up)) - sum(sent_before)
     cpu = {who: round((sum(cpu_ticks(p) for p in group) - ticks[who]) / TICK
                       / (end - start) * 100, 1) for who, group in pids.items()}
     lags = lag.take()
@@ -195,6 +212,9 @@ async def step(ramp: Ramp, target: int) -> dict[str, Any]:
         "cpu_pct_of_core": {**cpu, "pbx_per_call": round(cpu["pbx"] / max(n, 1), 2)},
         "loop_lag_ms": summary(lags),
         "ai_packets_lost": max(0, expected * n - packets),
+        # Where the loss is: the packets the PBX sent its callers in the window (its own
+        # RTP counters), against the FRAMES_PER_S a call that the callers' phones expect.
+        "pbx_packets_sent_short": max(0, expected * n - sent),
         "ai_packets_late": late,
         "ai_voice_share": round(ai_sampled / sampled, 3) if sampled else None,
         "answer_ms": summary(calls.answer_ms[answers_before:]),
