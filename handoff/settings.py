@@ -40,6 +40,9 @@ from pbx.asterisk_config import check_max_calls, check_rtp_range, default_max_ca
 from pbx.config_values import ConfigValueError, check_host, check_name, check_port, check_realm
 from pbx.kamailio_config import EdgeNode, EdgeSpec
 
+# routing.max_active_calls' default: see RoutingSettings.
+ACTIVE_CALLS_PER_CORE = 20
+
 __all__ = ["Settings", "SettingsError", "_build", "apply_layers", "load", "validate"]
 
 
@@ -202,6 +205,13 @@ class RoutingSettings:
     # too): "reject" refuses it (the carrier hears 404, unallocated number), or the name
     # of the assistant that takes such calls. Either way the log names the number.
     unknown_numbers: str = "reject"
+    # Calls the controller holds at once (callers with the AI, in a menu or with a
+    # person); the next caller is refused at once with SIP 503, so the carrier can try
+    # elsewhere, rather than answered into the silence of an overloaded box. 0: 20 per
+    # CPU core, about where one box stopped being clean with recorded AI calls (issue 14:
+    # 25 clean, 50 late and missing frames, on 2 cores). `switchboard bench capacity`
+    # (never more than asterisk.max_calls) finds this machine's knee.
+    max_active_calls: int = 0
 
 
 @dataclass(frozen=True)
@@ -255,6 +265,12 @@ class Settings:
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     trunks: tuple[TrunkSettings, ...] = ()
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+
+    @property
+    def active_call_limit(self) -> int:
+        """routing.max_active_calls, or its default within what Asterisk lets in."""
+        return self.routing.max_active_calls or min(
+            ACTIVE_CALLS_PER_CORE * (os.cpu_count() or 1), self.asterisk.call_limit)
 
     @property
     def data_path(self) -> Path:
@@ -340,6 +356,13 @@ def validate(settings: Settings) -> None:
                 check_port(f"asterisk.{key}", port)
         if ast.max_calls:
             check_max_calls("asterisk.max_calls", ast.max_calls)
+        if settings.routing.max_active_calls:
+            check_max_calls("routing.max_active_calls", settings.routing.max_active_calls)
+        if settings.routing.max_active_calls > ast.call_limit:
+            # Asterisk's own ceiling would refuse first, unseen by the log and metrics.
+            raise ConfigValueError(
+                "routing.max_active_calls", f"{settings.routing.max_active_calls} calls is "
+                f"more than asterisk.max_calls lets in ({ast.call_limit})")
         for section, ports in (("asterisk", ast), ("demo", settings.demo)):
             if ports.rtp_start or ports.rtp_end:
                 check_rtp_range(section, ports.rtp_start, ports.rtp_end,

@@ -246,6 +246,8 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
         # A number's menu prompt is spoken into the Asterisk's own sounds; one someone
         # else runs has folders this host cannot write, and plays a beep instead.
         sounds=None if isinstance(pbx, ExternalAsterisk) else pbx.sound_folder(),
+        call_limit=settings.active_call_limit,
+        on_refused=lambda why: app[METRICS].calls_refused.labels(why).inc(),
     )
     control = live.control
     controller.ari, controller.control, controller.receptionist = ari, control, receptionist

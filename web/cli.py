@@ -237,6 +237,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from web.bench import dashboard as bench_dashboard  # noqa: PLC0415
 
         return int(bench_dashboard.main(args.clients, args.json))
+    if args.bench_command == "capacity":
+        from web.bench import capacity as bench_capacity  # noqa: PLC0415
+
+        return int(bench_capacity.main(args.steps, args.max, args.window, args.recording,
+                                       args.json))
     if args.agent != "browser" and args.line is not None:
         print("switchboard bench handoff: --line is for --agent browser (a desk phone rings)",
               file=sys.stderr)
@@ -410,6 +415,20 @@ def build_parser() -> argparse.ArgumentParser:
              "ringing softphone, or both in one run (the default)",
     )
     handoff.set_defaults(func=cmd_bench)
+    capacity = bench_sub.add_parser(
+        "capacity", help="concurrent recorded AI calls, ramped in steps until the knee")
+    capacity.add_argument("--steps", type=int, nargs="+",
+                          help="concurrent calls of each step (default 25 50 100 150 200 "
+                          "300 400)")
+    capacity.add_argument("--max", type=int, help="stop after the step of this many calls")
+    capacity.add_argument("--window", type=float, default=10.0,
+                          help="seconds each step is measured once its calls are up")
+    capacity.add_argument("--recording", default="bridge",
+                          choices=["bridge", "none", "mixmonitor", "snoop"],
+                          help="how each call is recorded (not bridge: swapped from outside "
+                          "once the call is up, to see where the PBX's CPU goes)")
+    capacity.add_argument("--json", action="store_true")
+    capacity.set_defaults(func=cmd_bench)
     user = sub.add_parser("user", help="people: dashboard accounts and their phones")
     user_sub = user.add_subparsers(dest="user_command", required=True)
     add = user_sub.add_parser("add", help="add a person and print their one-time password")

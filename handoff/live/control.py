@@ -73,6 +73,8 @@ class CallControl:
         timing: Timing | None = None,
         sounds: SoundFolder | None = None,
         open_lines: bool = True,
+        call_limit: int = 0,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self.ari = ari
         self.store = store
@@ -86,6 +88,10 @@ class CallControl:
         self.timing = timing or Timing()
         # Where the controller's own prompts (a number's menu) go for Asterisk to play.
         self.sounds = sounds
+        # Calls held at once before the next caller is refused (0: no limit), and who
+        # counts a caller refused (for the metrics), with why: "full" or "unallocated".
+        self.call_limit = call_limit
+        self.on_refused = on_refused
         self.registry = Registry()
         self._tasks: set[asyncio.Task[None]] = set()
         self.media = Media(self)
@@ -124,6 +130,10 @@ class CallControl:
                 log.error("%s failed", name, exc_info=t.exception())
 
         task.add_done_callback(done)
+
+    def refused(self, why: str) -> None:
+        if self.on_refused is not None:
+            self.on_refused(why)
 
     async def close(self) -> None:
         await self.lines.shut()

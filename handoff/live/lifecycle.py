@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handoff.assistants import FallbackKind
 from handoff.calls import CallEvent, CallOutcome, CallState
@@ -27,6 +27,9 @@ from handoff.recordings import keep_recording
 from handoff.store.models import Assistant
 from handoff.topics import topics_of
 
+if TYPE_CHECKING:
+    from handoff.live.control import CallControl
+
 log = logging.getLogger(__name__)
 
 # The reason on the card of a caller who chose a queue in a number's menu.
@@ -34,6 +37,16 @@ MENU_REASON = "menu"
 
 
 class Lifecycle(Flow):
+    def __init__(self, ctl: CallControl) -> None:
+        super().__init__(ctl)
+        # Callers let in whose call is not in the registry yet: counted at once, so a
+        # burst of callers arriving together cannot all pass the limit at once.
+        self._starting = 0
+
+    def full(self) -> bool:
+        limit = self.ctl.call_limit
+        return bool(limit) and len(self.ctl.registry.by_id) + self._starting >= limit
+
     async def start(self, channel: Mapping[str, Any], assistant: str | None,
                     dialled: str) -> None:
         """A caller reached a number: answer, bridge, record, bring the AI.
@@ -43,6 +56,23 @@ class Lifecycle(Flow):
         from the store now, so a change made while Switchboard runs applies to this call.
         """
         caller = str(channel["id"])
+        if self.full():
+            # Before the answer and the store: a box at its limit turns the caller away
+            # at once, as congestion (SIP 503), so the carrier can try another route,
+            # rather than answering into an AI that cannot keep up.
+            log.warning("call to %s refused: %d calls up, the limit "
+                        "(routing.max_active_calls)", dialled, self.ctl.call_limit)
+            self.ctl.refused("full")
+            await hang_up(self.ari, caller, reason="congestion")
+            return
+        self._starting += 1
+        try:
+            await self._start(caller, channel, assistant, dialled)
+        finally:
+            self._starting -= 1
+
+    async def _start(self, caller: str, channel: Mapping[str, Any], assistant: str | None,
+                     dialled: str) -> None:
         record = await self.ctl.engines.answering(assistant, dialled)
         engine = self.ctl.engines.engine_of(record) if record is not None else None
         if record is None or engine is None:
@@ -52,6 +82,7 @@ class Lifecycle(Flow):
                           dialled, record.name)
             # Not answered: the carrier hears "unallocated number" (SIP 404), as for a
             # number this PBX does not serve. No call row: nobody was ever on the line.
+            self.ctl.refused("unallocated")
             await hang_up(self.ari, caller, reason="unallocated")
             return
         number = str(channel.get("caller", {}).get("number") or "")
