@@ -31,7 +31,8 @@ class ChannelsApi(Protocol):
 
     async def create(self, endpoint: str, app: str, *, app_args: Sequence[str] = (),
                      channel_id: str | None = None,
-                     originator: str | None = None) -> Channel: ...
+                     originator: str | None = None,
+                     formats: Sequence[str] = ()) -> Channel: ...
 
     async def dial(self, channel_id: str, *, caller: str | None = None,
                    timeout: int | None = None) -> None: ...

@@ -9,6 +9,7 @@ event stream reconciles before new commands are taken.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import tzinfo
 from pathlib import Path
@@ -55,6 +56,9 @@ def build_controller(
     callback_ring_timeout_s: int = 30,
     zone: tzinfo | None = None,
     sounds: SoundFolder | None = None,
+    open_lines: bool = True,
+    call_limit: int = 0,
+    on_refused: Callable[[str], None] | None = None,
 ) -> LiveServices:
     """The call control, supervision and call-backs on one ARI client (not started).
 
@@ -66,12 +70,17 @@ def build_controller(
     ``outbound``'s trunks; without it every call out is refused. Business hours are read
     in ``zone`` (desk.time_zone; None: the server's own). A number's menu prompt is spoken
 into ``sounds`` (None: a beep, when this host cannot write Asterisk's folders).
+    ``open_lines``: browser-phone agents get an open line while on duty (False: every
+    Accept rings their phone).
+    Past ``call_limit`` calls at once (0: no limit) a new caller is refused as congestion;
+    ``on_refused`` hears of every caller refused, with why.
     """
     engines = Engines(store, builtin, unknown_numbers, zone=zone)
     outbound = outbound or Outbound(store)
     control = CallControl(ari, store, hub, engines, app=app, outbound=outbound,
                           recordings=recordings, spool=spool, timing=timing,
-                          sounds=sounds)
+                          sounds=sounds, open_lines=open_lines, call_limit=call_limit,
+                          on_refused=on_refused)
     supervision = Supervision(control, ring_timeout_s=supervisor_ring_timeout_s)
     callbacks = Callbacks(ari, store, outbound=outbound, app=app,
                           ring_timeout_s=callback_ring_timeout_s, recordings=recordings,

@@ -105,6 +105,8 @@ class Fallback(enum.StrEnum):
     """What happens to a caller nobody took (handoff_failed's ``fallback``)."""
     NUMBER = "number"  # put through to the assistant's fallback number
     CALLBACK = "callback"  # the AI keeps the caller; a call-back request is noted
+    # The AI leaves; the caller leaves a message, noted as a call-back request.
+    VOICEMAIL = "voicemail"
 
 
 @dataclass(frozen=True)

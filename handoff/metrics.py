@@ -49,6 +49,10 @@ class SwitchboardMetrics:
         self._store = store
         self.calls_started = Counter("switchboard_calls_started", "calls answered",
                                      ["assistant"], registry=registry)
+        # Callers turned away before an answer: "full" (routing.max_active_calls reached,
+        # SIP 503) or "unallocated" (a number nobody answers, SIP 404).
+        self.calls_refused = Counter("switchboard_calls_refused", "callers refused, by why",
+                                     ["reason"], registry=registry)
         self.calls_ended = Counter("switchboard_calls_ended", "calls ended, by outcome",
                                    ["outcome"], registry=registry)
         self.handoffs = Counter("switchboard_handoffs", "handoff attempts ended, by outcome",

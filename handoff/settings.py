@@ -40,6 +40,9 @@ from pbx.asterisk_config import check_max_calls, check_rtp_range, default_max_ca
 from pbx.config_values import ConfigValueError, check_host, check_name, check_port, check_realm
 from pbx.kamailio_config import EdgeNode, EdgeSpec
 
+# routing.max_active_calls' default: see RoutingSettings.
+ACTIVE_CALLS_PER_CORE = 20
+
 __all__ = ["Settings", "SettingsError", "_build", "apply_layers", "load", "validate"]
 
 
@@ -165,6 +168,13 @@ class DeskSettings:
     # Seconds an available agent spends in wrap-up after their part of a call (notes,
     # follow-up) before the next card; 0 turns it off. The agent can end it early.
     wrap_up_s: int = 15
+    # The longest voicemail a caller may leave (an assistant whose fallback is voicemail)
+    # before the call is ended for them.
+    voicemail_max_s: int = 120
+    # Browser-phone agents keep one call to their phone open while on duty, parked
+    # between calls, so Accept is a bridge move rather than a new WebRTC call
+    # (handoff.live.lines). false: every Accept rings the browser, as desk phones do.
+    open_line: bool = True
     # The zone every page shows times in (an IANA name, e.g. "Europe/Paris"): a call
     # centre's people read the clock on the wall, wherever the server is. Empty: the
     # server's own zone (/etc/localtime).
@@ -195,6 +205,13 @@ class RoutingSettings:
     # too): "reject" refuses it (the carrier hears 404, unallocated number), or the name
     # of the assistant that takes such calls. Either way the log names the number.
     unknown_numbers: str = "reject"
+    # Calls the controller holds at once (callers with the AI, in a menu or with a
+    # person); the next caller is refused at once with SIP 503, so the carrier can try
+    # elsewhere, rather than answered into the silence of an overloaded box. 0: 20 per
+    # CPU core, about where one box stopped being clean with recorded AI calls (issue 14:
+    # 25 clean, 50 late and missing frames, on 2 cores). `switchboard bench capacity`
+    # (never more than asterisk.max_calls) finds this machine's knee.
+    max_active_calls: int = 0
 
 
 @dataclass(frozen=True)
@@ -267,6 +284,12 @@ class Settings:
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     trunks: tuple[TrunkSettings, ...] = ()
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+
+    @property
+    def active_call_limit(self) -> int:
+        """routing.max_active_calls, or its default within what Asterisk lets in."""
+        return self.routing.max_active_calls or min(
+            ACTIVE_CALLS_PER_CORE * (os.cpu_count() or 1), self.asterisk.call_limit)
 
     @property
     def data_path(self) -> Path:
@@ -352,6 +375,13 @@ def validate(settings: Settings) -> None:
                 check_port(f"asterisk.{key}", port)
         if ast.max_calls:
             check_max_calls("asterisk.max_calls", ast.max_calls)
+        if settings.routing.max_active_calls:
+            check_max_calls("routing.max_active_calls", settings.routing.max_active_calls)
+        if settings.routing.max_active_calls > ast.call_limit:
+            # Asterisk's own ceiling would refuse first, unseen by the log and metrics.
+            raise ConfigValueError(
+                "routing.max_active_calls", f"{settings.routing.max_active_calls} calls is "
+                f"more than asterisk.max_calls lets in ({ast.call_limit})")
         for section, ports in (("asterisk", ast), ("demo", settings.demo)):
             if ports.rtp_start or ports.rtp_end:
                 check_rtp_range(section, ports.rtp_start, ports.rtp_end,
@@ -408,6 +438,9 @@ def validate(settings: Settings) -> None:
                                 "server's)") from None
     if not 0 <= settings.desk.wrap_up_s <= 600:
         raise SettingsError(f"desk.wrap_up_s: {settings.desk.wrap_up_s}: 0 to 600 seconds")
+    if not 5 <= settings.desk.voicemail_max_s <= 600:
+        raise SettingsError(f"desk.voicemail_max_s: {settings.desk.voicemail_max_s}: 5 to "
+                            "600 seconds")
     if not 0 <= settings.recordings.keep_days <= 36500:
         raise SettingsError(f"recordings.keep_days: {settings.recordings.keep_days}: 0 (keep "
                             "them all) to 36500 days")

@@ -79,6 +79,7 @@ class Session:
     bridge: str  # the supervision bridge: the supervisor's leg and the Snoop leg
     mode: Mode | None = None
     snoop: str | None = None
+    target: str | None = None  # the leg the Snoop is on (the agent's, to whisper)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def to_json(self) -> dict[str, Any]:
@@ -99,6 +100,7 @@ class Supervision:
         self.ari.on("ChannelDestroyed", self._on_leg_gone)
         # A lost event socket must not cost a supervisor the call they are listening to.
         control.leave_alone(self.owned)
+        control.lines.on_parked(self._leg_parked)
 
     def owned(self) -> set[str]:
         """The supervisors' legs, snoops and bridges, and legs still ringing."""
@@ -169,9 +171,22 @@ class Supervision:
     async def _dial_supervisor(self, live: LiveCall, supervisor: Supervisor) -> Session:
         """Ring the supervisor's phone into their own supervision bridge; wait for answer.
 
+        A supervisor on duty with an open line is not rung: their line moves into the
+        supervision bridge (and goes back to its holding bridge when they leave).
         The call's lock is not held while it rings: the call goes on meanwhile.
         """
-        bridge, leg = live.new_leg_id("supbridge"), live.new_leg_id("supervisor")
+        bridge = live.new_leg_id("supbridge")
+        line = self.control.lines.take(supervisor.agent_id)
+        if line is not None:
+            try:
+                await self.ari.bridges.create(bridge_id=bridge, type="mixing")
+                await self.ari.bridges.add_channel(bridge, line)
+            except AriError as exc:
+                await self.control.lines.release(line)
+                await self._destroy(bridge)
+                raise SupervisorUnreachable(str(exc)) from exc
+            return Session(live.call_id, live.caller, supervisor, line, bridge)
+        leg = live.new_leg_id("supervisor")
         answered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._ringing[leg] = answered
         try:
@@ -214,7 +229,7 @@ class Supervision:
                 whisper="out" if mode is Mode.WHISPER else "none",
                 app_args=["snoop", live.call_id], snoop_id=snoop,
             )
-            session.snoop = snoop
+            session.snoop, session.target = snoop, target
             # addChannel moves the supervisor's leg out of the call bridge if it barged.
             await add_when_in_stasis(self.ari, session.bridge, [snoop, session.leg])
         session.mode = mode
@@ -273,7 +288,8 @@ class Supervision:
             # not taken for the agent vanishing.
             leaving = live.taken_over(session.leg, supervisor.agent_id, mine.id)
             for leg in leaving:
-                await self._hangup(leg)
+                # The agent's open line goes back to its holding bridge; others hang up.
+                await self.control.lines.release(leg)
         # The leg now belongs to the call: this session's Snoop and bridge go.
         self.sessions.pop((session.call_id, supervisor.agent_id), None)
         session.mode = Mode.TAKE_OVER
@@ -312,12 +328,24 @@ class Supervision:
                 # The snooped agent left the call (returned to the AI, transferred).
                 await self._end(session, "the supervised leg left")
 
+    async def _leg_parked(self, leg: str) -> None:
+        """An agent's open line left the call for its holding bridge (back to the AI, a
+        transfer): it does not hang up, so its Snoop does not end by itself; a whisper
+        to that agent is over."""
+        for session in list(self.sessions.values()):
+            if session.target == leg and session.snoop:
+                await self._end(session, "the supervised leg left")
+
     async def _end(self, session: Session, why: str) -> None:
         if self.sessions.pop((session.call_id, session.supervisor.agent_id), None) is None:
             return
-        for leg in (session.snoop, session.leg):
-            if leg:
-                await self._hangup(leg)
+        if session.snoop:
+            await self._hangup(session.snoop)
+        # The supervisor's open line goes back to its holding bridge; a rung leg hangs up.
+        try:
+            await self.control.lines.release(session.leg)
+        except AriError as exc:
+            log.warning("could not let go of %s: %s", session.leg, exc)
         await self._destroy(session.bridge)
         try:
             async with self.store.transaction() as tx:

@@ -100,6 +100,15 @@ class Product:
         except aiohttp.ClientError:
             return False
 
+    async def metric(self, name: str) -> float | None:
+        """One sample from the running product's /metrics, by its name and labels as
+        written there (``switchboard_asterisk_up``, ``x_total{reason="full"}``)."""
+        async with self.client() as http, http.get(f"{self.url}/metrics") as page:
+            for line in (await page.text()).splitlines():
+                if line.startswith(f"{name} "):
+                    return float(line.split(" ", 1)[1])
+        return None
+
     def state(self) -> dict[str, object]:
         return dict(json.loads((self.data / "run" / "switchboard.json").read_text()))
 

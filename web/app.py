@@ -95,6 +95,8 @@ class Controller:
     trunks: TrunkWatch | None = None
     # A node of a cluster (cluster.node): phones register to one node or another.
     cluster_node: bool = False
+    # desk.open_line, for the tabs (the controller refuses lines too when it is off).
+    open_lines_setting: bool = True
 
     # The AI control API's CallCommands, delegated to the call control once it exists.
     async def request_handoff(
@@ -136,6 +138,17 @@ class Controller:
         # those calls ended in the ledger and removes their legs as leftovers.
         if self.control is not None:
             await self.control.hang_up_taken_over()
+
+    @property
+    def open_lines(self) -> bool:
+        return self.open_lines_setting
+
+    async def open_line(self, agent_id: int, sip_user: str) -> str:
+        return await self._control().open_line(agent_id, sip_user)
+
+    async def close_line(self, agent_id: int, sip_user: str) -> None:
+        if self.control is not None:
+            await self.control.close_line(agent_id, sip_user)
 
     def _control(self) -> CallControl:
         if self.control is None:
@@ -241,15 +254,20 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
         recordings=settings.data_path / "recordings",
         # Moved on this host, or (an Asterisk someone else runs) fetched through ARI.
         spool=pbx.spool(),
-        timing=Timing(wrap_up_s=float(settings.desk.wrap_up_s)),
+        timing=Timing(wrap_up_s=float(settings.desk.wrap_up_s),
+                      voicemail_max_s=float(settings.desk.voicemail_max_s)),
+        open_lines=settings.desk.open_line,
         # Business hours are the site's: the zone its people read times in.
         zone=zoneinfo.ZoneInfo(settings.desk.time_zone) if settings.desk.time_zone else None,
         # A number's menu prompt is spoken into the Asterisk's own sounds; one someone
         # else runs has folders this host cannot write, and plays a beep instead.
         sounds=None if isinstance(pbx, ExternalAsterisk) else pbx.sound_folder(),
+        call_limit=settings.active_call_limit,
+        on_refused=lambda why: app[METRICS].calls_refused.labels(why).inc(),
     )
     control = live.control
     controller.ari, controller.control, controller.receptionist = ari, control, receptionist
+    controller.open_lines_setting = settings.desk.open_line
     controller.supervision, controller.callbacks = live.supervision, live.callbacks
     ami = AmiClient(pbx.ami_host, pbx.spec.ports.ami, pbx.spec.ami_user, pbx.spec.ami_secret)
     security = SecurityEvents(services.metrics)
@@ -466,6 +484,7 @@ def build_app(settings: Settings) -> web.Application:
         services.lease = NodeLease(services.store, services.hub,
                                    lease_s=settings.cluster.lease_s,
                                    taken_over=services.controller.hang_up_taken_over)
+    services.controller.open_lines_setting = settings.desk.open_line
     app[SERVICES] = services
     register_process_metrics(
         services.metrics, telephony_status=lambda: services.telephony.status,

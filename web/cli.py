@@ -25,7 +25,7 @@ from pbx.config_values import ConfigValueError
 from web import (
     backup,
     cli_assistants,
-    cli_pause_reasons,
+    cli_lists,
     cli_queues,
     cli_trunks,
     doctor,
@@ -237,6 +237,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from web.bench import dashboard as bench_dashboard  # noqa: PLC0415
 
         return int(bench_dashboard.main(args.clients, args.json))
+    if args.bench_command == "capacity":
+        from web.bench import capacity as bench_capacity  # noqa: PLC0415
+
+        return int(bench_capacity.main(args.steps, args.max, args.window, args.recording,
+                                       args.json))
+    if args.agent != "browser" and args.line is not None:
+        print("switchboard bench handoff: --line is for --agent browser (a desk phone rings)",
+              file=sys.stderr)
+        return 2
     if args.agent == "browser":
         if args.baseline:
             print("switchboard bench handoff: --baseline queue measures SIP desk phones; "
@@ -249,7 +258,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             return 2
         from web.bench import browser_handoff  # noqa: PLC0415
 
-        return int(browser_handoff.main(args.calls, args.json))
+        return int(browser_handoff.main(args.calls, args.json, args.line or "both"))
     from web.bench import handoff as bench_handoff  # noqa: PLC0415
 
     result: int = bench_handoff.main(args.calls, args.json, args.baseline)
@@ -400,7 +409,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--agent", choices=["sip", "browser"], default="sip",
         help="sip: a desk phone answering at once; browser: Chromium's WebRTC softphone",
     )
+    handoff.add_argument(
+        "--line", choices=["open", "ring", "both"],
+        help="with --agent browser: the agent's open line (Accept is a bridge move), the "
+             "ringing softphone, or both in one run (the default)",
+    )
     handoff.set_defaults(func=cmd_bench)
+    capacity = bench_sub.add_parser(
+        "capacity", help="concurrent recorded AI calls, ramped in steps until the knee")
+    capacity.add_argument("--steps", type=int, nargs="+",
+                          help="concurrent calls of each step (default 25 50 100 150 200 "
+                          "300 400)")
+    capacity.add_argument("--max", type=int, help="stop after the step of this many calls")
+    capacity.add_argument("--window", type=float, default=10.0,
+                          help="seconds each step is measured once its calls are up")
+    capacity.add_argument("--recording", default="bridge",
+                          choices=["bridge", "none", "mixmonitor", "snoop"],
+                          help="how each call is recorded (not bridge: swapped from outside "
+                          "once the call is up, to see where the PBX's CPU goes)")
+    capacity.add_argument("--json", action="store_true")
+    capacity.set_defaults(func=cmd_bench)
     user = sub.add_parser("user", help="people: dashboard accounts and their phones")
     user_sub = user.add_subparsers(dest="user_command", required=True)
     add = user_sub.add_parser("add", help="add a person and print their one-time password")
@@ -436,9 +464,10 @@ def build_parser() -> argparse.ArgumentParser:
     cli_queues.add_parser(sub, cli_assistants.Cli(
         run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
         actor=CLI_ACTOR, note=RUNNING_PBX_NOTE))
-    cli_pause_reasons.add_parser(sub, cli_assistants.Cli(
-        run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
-        actor=CLI_ACTOR, note=RUNNING_PBX_NOTE))
+    for named_list in (cli_lists.PAUSE_REASONS, cli_lists.DISPOSITIONS):
+        cli_lists.add_parser(sub, cli_assistants.Cli(
+            run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
+            actor=CLI_ACTOR, note=RUNNING_PBX_NOTE), named_list)
     dash = bench_sub.add_parser("dashboard", help="card delivery to many dashboard tabs")
     dash.add_argument("--clients", type=int, default=1000)
     dash.add_argument("--board", action="store_true",

@@ -23,10 +23,12 @@ from handoff.live.errors import (
     AgentNotAvailable,
     AgentUnreachable,
     CallStateConflict,
+    OutOfHours,
     QueueNotAvailable,
 )
 from handoff.live.flow import AiEngine, Timing
 from handoff.live.legs import add_when_in_stasis, call_key
+from handoff.live.lines import LineRefused
 from handoff.live.offer import CALLBACK_NOTE
 
 __all__ = [
@@ -39,7 +41,9 @@ __all__ = [
     "CallControl",
     "CallStateConflict",
     "ExternalEngine",
+    "LineRefused",
     "LiveCall",
+    "OutOfHours",
     "Party",
     "QueueNotAvailable",
     "Timing",

@@ -13,6 +13,7 @@ each flow is a small object of its own module, and they reach each other through
 - :mod:`~handoff.live.offer`: a handoff offered, staged legs, timeouts, the fallback;
 - :mod:`~handoff.live.queues`: a queue's card offered member by member (ring windows);
 - :mod:`~handoff.live.move`: accept, the agent's leg, the move, back to the AI;
+- :mod:`~handoff.live.lines`: an agent's open line, parked between calls;
 - :mod:`~handoff.live.transfer`: an agent hands the caller to a colleague;
 - :mod:`~handoff.live.reconcile`: after a restart, the ledger matched with Asterisk;
 - :mod:`~handoff.live.presence`: wrap-up, and whether an agent's phone can ring;
@@ -37,6 +38,7 @@ from handoff.live.call import LiveCall
 from handoff.live.engines import Engines
 from handoff.live.flow import Timing
 from handoff.live.lifecycle import Lifecycle
+from handoff.live.lines import Lines
 from handoff.live.media import Media
 from handoff.live.menu import Menus
 from handoff.live.move import Moves
@@ -47,6 +49,7 @@ from handoff.live.queues import Queues
 from handoff.live.reconcile import Reconciler
 from handoff.live.routing import Registry, Router
 from handoff.live.transfer import Transfers
+from handoff.live.voicemail import Voicemail
 from handoff.outbound import Outbound
 from handoff.store import Store
 from handoff.store.errors import NotFound
@@ -69,6 +72,9 @@ class CallControl:
         spool: Spool | None = None,
         timing: Timing | None = None,
         sounds: SoundFolder | None = None,
+        open_lines: bool = True,
+        call_limit: int = 0,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self.ari = ari
         self.store = store
@@ -82,6 +88,10 @@ class CallControl:
         self.timing = timing or Timing()
         # Where the controller's own prompts (a number's menu) go for Asterisk to play.
         self.sounds = sounds
+        # Calls held at once before the next caller is refused (0: no limit), and who
+        # counts a caller refused (for the metrics), with why: "full" or "unallocated".
+        self.call_limit = call_limit
+        self.on_refused = on_refused
         self.registry = Registry()
         self._tasks: set[asyncio.Task[None]] = set()
         self.media = Media(self)
@@ -89,14 +99,18 @@ class CallControl:
         self.lifecycle = Lifecycle(self)
         self.ai = AiLegs(self)
         self.menus = Menus(self)
+        self.voicemail = Voicemail(self)
         self.announcements = Announcements(self)
         self.offers = Offers(self)
         self.queues = Queues(self)
         self.moves = Moves(self)
+        # Browser-phone agents' lines, open for the shift (False: every Accept rings).
+        self.lines = Lines(self, enabled=open_lines)
         self.transfers = Transfers(self)
         self.presence = Presence(self)
         self.reconciler = Reconciler(self)
         self.router = Router(self)
+        self.leave_alone(self.lines.owned)
 
     @property
     def calls(self) -> dict[str, LiveCall]:
@@ -117,7 +131,12 @@ class CallControl:
 
         task.add_done_callback(done)
 
+    def refused(self, why: str) -> None:
+        if self.on_refused is not None:
+            self.on_refused(why)
+
     async def close(self) -> None:
+        await self.lines.shut()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -159,7 +178,24 @@ class CallControl:
         await self.moves.settled(live)
 
     async def phone_registered(self, sip_user: str) -> bool | None:
+        # An agent whose open line dropped cannot be put through until their tab opens
+        # it again: to the phone watch that is a phone that cannot ring (away after
+        # its grace, as for an unregistered phone).
+        if self.lines.down(sip_user):
+            return False
         return await self.presence.phone_registered(sip_user)
+
+    @property
+    def open_lines(self) -> bool:
+        return self.lines.enabled
+
+    async def open_line(self, agent_id: int, sip_user: str) -> str:
+        """Call the agent's phone for their open line; returns its state (LineRefused
+        when lines are turned off or the phone cannot be called)."""
+        return (await self.lines.open(agent_id, sip_user)).state.value
+
+    async def close_line(self, agent_id: int, sip_user: str) -> None:
+        await self.lines.close(agent_id, sip_user)
 
     def wrap_up(self, agent_id: int | None) -> None:
         self.presence.wrap_up(agent_id)

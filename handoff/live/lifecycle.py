@@ -9,20 +9,26 @@ hung it up: then every other leg goes, and the call gets its one outcome.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from handoff.assistants import FallbackKind
 from handoff.calls import CallEvent, CallOutcome, CallState
 from handoff.events import CARDS_TOPIC, CallEnded, Caller, CallStarted, assistant_topic
 from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
 from handoff.live.call import LiveCall
+from handoff.live.errors import OutOfHours
 from handoff.live.flow import AiEngine, Flow
 from handoff.live.legs import add_when_in_stasis, bridge_of, destroy, hang_up
 from handoff.menus import Choice, Menu
 from handoff.recordings import keep_recording
 from handoff.store.models import Assistant
 from handoff.topics import topics_of
+
+if TYPE_CHECKING:
+    from handoff.live.control import CallControl
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +37,16 @@ MENU_REASON = "menu"
 
 
 class Lifecycle(Flow):
+    def __init__(self, ctl: CallControl) -> None:
+        super().__init__(ctl)
+        # Callers let in whose call is not in the registry yet: counted at once, so a
+        # burst of callers arriving together cannot all pass the limit at once.
+        self._starting = 0
+
+    def full(self) -> bool:
+        limit = self.ctl.call_limit
+        return bool(limit) and len(self.ctl.registry.by_id) + self._starting >= limit
+
     async def start(self, channel: Mapping[str, Any], assistant: str | None,
                     dialled: str) -> None:
         """A caller reached a number: answer, bridge, record, bring the AI.
@@ -40,6 +56,23 @@ class Lifecycle(Flow):
         from the store now, so a change made while Switchboard runs applies to this call.
         """
         caller = str(channel["id"])
+        if self.full():
+            # Before the answer and the store: a box at its limit turns the caller away
+            # at once, as congestion (SIP 503), so the carrier can try another route,
+            # rather than answering into an AI that cannot keep up.
+            log.warning("call to %s refused: %d calls up, the limit "
+                        "(routing.max_active_calls)", dialled, self.ctl.call_limit)
+            self.ctl.refused("full")
+            await hang_up(self.ari, caller, reason="congestion")
+            return
+        self._starting += 1
+        try:
+            await self._start(caller, channel, assistant, dialled)
+        finally:
+            self._starting -= 1
+
+    async def _start(self, caller: str, channel: Mapping[str, Any], assistant: str | None,
+                     dialled: str) -> None:
         record = await self.ctl.engines.answering(assistant, dialled)
         engine = self.ctl.engines.engine_of(record) if record is not None else None
         if record is None or engine is None:
@@ -49,6 +82,7 @@ class Lifecycle(Flow):
                           dialled, record.name)
             # Not answered: the carrier hears "unallocated number" (SIP 404), as for a
             # number this PBX does not serve. No call row: nobody was ever on the line.
+            self.ctl.refused("unallocated")
             await hang_up(self.ari, caller, reason="unallocated")
             return
         number = str(channel.get("caller", {}).get("number") or "")
@@ -93,9 +127,11 @@ class Lifecycle(Flow):
             record, engine, queue_id = await self._chosen(live, choice, record, engine)
         await self._with_ai(live, record, engine, who)
         if queue_id is not None and not live.ending:
-            await self.ctl.offers.request(
-                live.call_id, reason=MENU_REASON, summary="Chose this queue in the menu",
-                queue_id=queue_id)
+            # The menu's assistant closed: its fallback applies already, no card.
+            with contextlib.suppress(OutOfHours):
+                await self.ctl.offers.request(
+                    live.call_id, reason=MENU_REASON, summary="Chose this queue in the menu",
+                    queue_id=queue_id)
 
     async def _chosen(self, live: LiveCall, choice: Choice, record: Assistant,
                       engine: AiEngine) -> tuple[Assistant, AiEngine, int | None]:
@@ -123,20 +159,25 @@ class Lifecycle(Flow):
         assistant = record.name
         # Checked per call against the store, so an admin's new hours apply at once.
         out_of_hours = not self.ctl.engines.open_now(record)
+        # Closed, with a voicemail: the caller hears its prompt at once, no AI first.
+        no_ai = out_of_hours and record.fallback_kind is FallbackKind.VOICEMAIL
         async with live.lock:
             if live.ending:
                 return
-            # Announced before the AI leg is asked for: an engine refuses a stream whose
-            # call it has not heard of, and under load the announcement made after the
-            # leg arrived too late (callers were refused and left in silence).
-            self.hub.publish(assistant_topic(assistant), CallStarted(
-                live.call_id, who, record.handoff_level.value,
-                [t.name for t in topics_of(record)], out_of_hours))
-            await self.ctl.ai.join_or_recover(live, engine)
-            async with self.store.transaction() as tx:
-                await tx.calls.set_legs(live.call_id, ai_channel_id=live.ai)
+            if not no_ai:
+                # Announced before the AI leg is asked for: an engine refuses a stream
+                # whose call it has not heard of, and under load the announcement made
+                # after the leg arrived too late (callers were refused and left in
+                # silence).
+                self.hub.publish(assistant_topic(assistant), CallStarted(
+                    live.call_id, who, record.handoff_level.value,
+                    [t.name for t in topics_of(record)], out_of_hours))
+                await self.ctl.ai.join_or_recover(live, engine)
+                async with self.store.transaction() as tx:
+                    await tx.calls.set_legs(live.call_id, ai_channel_id=live.ai)
         self.ctl.call_changed(live.call_id)
-        log.info("call=%s caller=%s with AI %s", live.call_id, live.caller, assistant)
+        if not no_ai:
+            log.info("call=%s caller=%s with AI %s", live.call_id, live.caller, assistant)
         if out_of_hours:
             log.info("call=%s to %s out of its business hours: fallback", live.call_id,
                      assistant)
@@ -157,9 +198,13 @@ class Lifecycle(Flow):
             await self.ctl.offers.unstage(live)
             # The transfer's handoff is closed with the others below; only its leg goes.
             moving, live.transfer = live.transfer, None
-            for leg in (live.agent, live.ai, live.forward, moving.leg if moving else None):
+            for leg in (live.ai, live.forward):
                 if leg:
                     await hang_up(self.ari, leg)
+            # The agents' legs: an open line goes back to its holding bridge.
+            for leg in (live.agent, moving.leg if moving else None):
+                if leg:
+                    await self.ctl.lines.release(leg)
             await destroy(self.ari, live.bridge)
             talked_to: list[int | None] = []  # agents whose part of the call ends here
             # Taken before the transaction: from an Asterisk on another host (its ARI

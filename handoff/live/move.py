@@ -23,6 +23,7 @@ from handoff.live.call import LiveCall
 from handoff.live.errors import AgentUnreachable, CallStateConflict
 from handoff.live.flow import Flow
 from handoff.live.legs import add_when_in_stasis, hang_up
+from handoff.store import Transaction
 from pbx.ari import AriError
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Moves(Flow):
         the agent's first RTP packet is mixed to the caller, never dropped while an
         addChannel is still in flight. The phone starts ringing before the transaction
         commits; a dial that fails rolls the accept back and the card stays on offer.
+        An agent with an open line is not rung at all: their line moves into the call.
         """
         calls = self.ctl.calls.values()
         moving = next((c for c in calls
@@ -67,22 +69,45 @@ class Moves(Flow):
         async with live.lock:
             async with self.store.transaction() as tx:
                 handoff = await tx.handoffs.accept(handoff_id, agent_id)
-                staged = live.staged.pop(agent_id, None)
-                try:
-                    if staged is None:
-                        agent = await tx.agents.get(agent_id)
-                        staged = await self.create_agent_leg(live, agent.sip_user)
-                    await self.dial_agent(live, staged, agent_id)
-                except AriError as exc:
-                    raise AgentUnreachable(agent_id, str(exc)) from exc
-                leg = staged
-                live.agent_ringing(leg, agent_id)
+                line = self.ctl.lines.take(agent_id)
+                if line is not None:
+                    leg = await self.bring_line(live, line, agent_id)
+                else:
+                    leg = await self._ring(tx, live, agent_id)
                 await tx.handoffs.apply(handoff.id, HandoffEvent.DIAL_AGENT,
                                         agent_channel_id=leg)
                 # Known to the ledger while it rings, so a restarted controller finds it.
                 await tx.calls.set_legs(live.call_id, agent_channel_id=leg)
             await self.ctl.offers.unstage(live)
         self.hub.publish(CARDS_TOPIC, Taken(handoff_id, agent_id))
+
+    async def _ring(self, tx: Transaction, live: LiveCall, agent_id: int) -> str:
+        """The ringing path: the agent's staged (or new) leg is dialled."""
+        staged = live.staged.pop(agent_id, None)
+        try:
+            if staged is None:
+                agent = await tx.agents.get(agent_id)
+                staged = await self.create_agent_leg(live, agent.sip_user)
+            await self.dial_agent(live, staged, agent_id)
+        except AriError as exc:
+            raise AgentUnreachable(agent_id, str(exc)) from exc
+        live.agent_ringing(staged, agent_id)
+        return staged
+
+    async def bring_line(self, live: LiveCall, line: str, agent_id: int) -> str:
+        """The open-line path: the agent's line, up and idle in their holding bridge,
+        moves into the call bridge (one addChannel: it departs the holding bridge and
+        joins the call's), and the move completes as when a rung phone answers, with
+        no SIP, ICE or DTLS work while the caller waits (lock held)."""
+        try:
+            await self.ari.bridges.add_channel(live.bridge, line)
+        except AriError as exc:
+            self.ctl.lines.put_back(line)
+            raise AgentUnreachable(agent_id, str(exc)) from exc
+        live.agent_ringing(line, agent_id)
+        if live.agent_picked_up():
+            self.ctl.spawn(self._complete_move(live), f"move call={live.call_id}")
+        return line
 
     async def dial_agent(self, live: LiveCall, leg: str, agent_id: int) -> None:
         """Ring an agent leg that is already in the call bridge; a leg that cannot ring
@@ -246,7 +271,8 @@ class Moves(Flow):
                 self.ctl.wrap_up(live.agent_id)
             live.agent_lost()
             if agent:
-                await hang_up(self.ari, agent)
+                # A line goes back to its holding bridge; a rung leg is hung up.
+                await self.ctl.lines.release(agent)
             handoff_id, live.handoff_id = live.handoff_id, None
             async with self.store.transaction() as tx:
                 if handoff_id is not None:

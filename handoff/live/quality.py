@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from handoff.events import QUALITY_TOPIC, LegQualityRecorded
 from handoff.live.flow import Flow
+from handoff.live.lines import is_line_leg
 from handoff.quality import QOS_RTT, QOS_VARIABLES, BadQuality, LegQuality
 
 if TYPE_CHECKING:
@@ -35,6 +36,10 @@ class LegQualities(Flow):
         if variable not in QOS_VARIABLES or not isinstance(channel, Mapping):
             return
         leg = str(channel["id"])
+        if is_line_leg(leg):
+            # An open line's figures come when it ends, at the end of a shift: they
+            # cover every call it served, not the last handoff it would be filed under.
+            return
         found = self._pending.setdefault(leg, {})
         found[str(variable)] = str(event.get("value", ""))
         if variable != QOS_RTT:

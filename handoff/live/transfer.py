@@ -22,7 +22,6 @@ from handoff.live.errors import (
     QueueNotAvailable,
 )
 from handoff.live.flow import Flow
-from handoff.live.legs import hang_up
 from handoff.live.move import unanswered
 from handoff.store import NotFound, Transaction
 from handoff.store.models import QueueRecord
@@ -102,14 +101,25 @@ class Transfers(Flow):
                     raise CallStateConflict(live.call_id, CallState.WITH_AGENT,
                                             "the transfer was cancelled")
                 agent = await tx.agents.get(agent_id)
+                line = self.ctl.lines.take(agent_id)
                 try:
-                    leg = await self.ctl.moves.create_agent_leg(live, agent.sip_user)
-                    await self.ctl.moves.dial_agent(live, leg, agent_id)
+                    if line is not None:
+                        # The colleague's open line joins the call bridge: already up,
+                        # so the switch completes at once (see complete).
+                        leg = line
+                        await self.ari.bridges.add_channel(live.bridge, leg)
+                    else:
+                        leg = await self.ctl.moves.create_agent_leg(live, agent.sip_user)
+                        await self.ctl.moves.dial_agent(live, leg, agent_id)
                 except AriError as exc:
+                    if line is not None:
+                        self.ctl.lines.put_back(line)
                     raise AgentUnreachable(agent_id, str(exc)) from exc
                 transfer.leg, transfer.to_agent = leg, agent_id
                 await tx.handoffs.apply(handoff_id, HandoffEvent.DIAL_AGENT,
                                         agent_channel_id=leg)
+        if line is not None:
+            self.ctl.spawn(self.complete(live), f"transfer call={live.call_id}")
         self.hub.publish(CARDS_TOPIC, Taken(handoff_id, agent_id))
         self.ctl.call_changed(live.call_id)
 
@@ -135,9 +145,10 @@ class Transfers(Flow):
                                         media_at=media_at)
                 await tx.calls.apply(live.call_id, CallEvent.AGENT_CONNECTED,
                                      agent_channel_id=transfer.leg)
-            # No longer live.agent, so its StasisEnd is not mistaken for a lost agent.
+            # No longer live.agent, so its StasisEnd is not mistaken for a lost agent;
+            # an open line goes back to its holding bridge.
             if old_leg:
-                await hang_up(self.ari, old_leg)
+                await self.ctl.lines.release(old_leg)
         # The colleague's panel fills, and the first agent's desk is free for cards.
         self.ctl.call_changed(live.call_id)
         self.ctl.announcements.say(live, Moment.TRANSFER)
@@ -176,7 +187,7 @@ class Transfers(Flow):
         if transfer is None:
             return
         if transfer.leg:
-            await hang_up(self.ari, transfer.leg)
+            await self.ctl.lines.release(transfer.leg)
         async with self.store.transaction() as tx:
             await tx.handoffs.apply(transfer.handoff_id, HandoffEvent.FAIL,
                                     failure_reason=FailureReason.CANCELLED)

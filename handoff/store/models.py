@@ -305,6 +305,9 @@ class Call(Base):
     answered_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
     version: Mapped[int] = mapped_column(default=1)
+    # When the caller began leaving a voicemail (the assistant's fallback): the message
+    # is the call's recording from there on. None: no voicemail.
+    voicemail_at: Mapped[datetime | None]
     # What the agent who handled it picked at wrap-up (None: none yet).
     disposition_id: Mapped[int | None] = mapped_column(sa.ForeignKey("dispositions.id"))
     # The cluster node whose Asterisk holds the caller's leg (None: a single box). Only
@@ -409,6 +412,8 @@ class QueueRecord(Base):
     # card and the assistant's fallback applies at once. Both empty: always open.
     hours: Mapped[list[str]] = mapped_column(sa.JSON, default=list, server_default="[]")
     holidays: Mapped[list[str]] = mapped_column(sa.JSON, default=list, server_default="[]")
+    # The wrap-up time limit after one of its calls (None: the desk.wrap_up_s setting).
+    wrap_up_s: Mapped[int | None]
     # True: an agent who took one of its calls picks a disposition before they are
     # available again.
     disposition_required: Mapped[bool] = mapped_column(default=False,

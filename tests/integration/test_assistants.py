@@ -2,7 +2,8 @@
 carrier: a new assistant's number answers without a restart; its token is cut off at
 once when rotated (HTTP and events socket); its numbers and engine change under a call
 that goes on, and the new number answers; an unknown number is refused (404) with a log
-line, or goes to the default assistant; the CLI's changes are taken within its check."""
+line, or goes to the default assistant; the CLI's changes are taken within its check; a
+box at its routing.max_active_calls refuses the next caller as congestion."""
 
 from __future__ import annotations
 
@@ -181,10 +182,12 @@ async def test_assistants_change_while_switchboard_runs_and_calls_go_on(
         assert product.state()["asterisk_pid"] == pid
 
 
-async def test_unknown_and_disabled_numbers_go_to_the_default_assistant_when_set(
+async def test_unknown_numbers_go_to_the_default_assistant_and_a_full_box_refuses(
     product: Product,
 ) -> None:
     product.settings.append("routing.unknown_numbers=receptionist")
+    # This box takes one call at a time.
+    product.settings.append("routing.max_active_calls=1")
     # Set up before the start, from the command line: sales exists but is disabled.
     await _cli(product, "assistant", "add", "sales", "--number", "2100", "--engine", "builtin")
     await _cli(product, "assistant", "disable", "sales")
@@ -194,6 +197,19 @@ async def test_unknown_and_disabled_numbers_go_to_the_default_assistant_when_set
             call = await until(partial(it.call_of, caller))
             assert await it.assistant_of(call) == "receptionist"
             await until(partial(it.hears, caller, "~", 0.0))
+            if number == "2999":
+                # Full: the next caller is refused at once as congestion (SIP 503: the
+                # carrier's leg ends with Q.850 34), never answered, logged and
+                # counted; the call up goes on.
+                over = await it.world.place_call("2000")
+                assert await until(partial(it.refused, over)) == 34
+                await until(lambda: it.logged("call to 2000 refused: 1 calls up, the limit "
+                                              "(routing.max_active_calls)"))
+                assert await product.metric(
+                    'switchboard_calls_refused_total{reason="full"}') == 1
+                async with it.store.transaction() as tx:
+                    assert [c.caller_number for c in await tx.calls.open_calls()] == [caller]
+                assert await it.call_of(caller) is not None
             await it.world.hang_up(caller)
             await until(partial(it.ended, caller))
         assert it.logged("call to 2999 (no assistant answers it): routing.unknown_numbers "

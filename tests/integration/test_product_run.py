@@ -47,15 +47,6 @@ def grafana_metric_names() -> set[str]:
             for name in re.findall(r"\b(?:switchboard|process)_[a-z_]+\b", expr)}
 
 
-async def metric(product: Product, name: str) -> float | None:
-    """One unlabelled sample from the running product's /metrics."""
-    async with aiohttp.ClientSession() as http, http.get(f"{product.url}/metrics") as page:
-        for line in (await page.text()).splitlines():
-            if line.startswith(f"{name} "):
-                return float(line.split(" ", 1)[1])
-    return None
-
-
 def asterisk_pids(marker: str) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -282,7 +273,7 @@ async def test_run_kill_restart_and_stop_with_a_call_up(product: Product) -> Non
     missing = [name for name in grafana_metric_names()
                if not re.search(rf"^(# (HELP|TYPE) )?{name}[{{ ]", exposed, re.MULTILINE)]
     assert missing == []
-    assert await metric(product, "switchboard_asterisk_up") == 1
+    assert await product.metric("switchboard_asterisk_up") == 1
 
     # The PBX dies under the running product: /metrics and /status say so at once, not
     # at the next restart, and the product starts it again by itself (web.asterisk_keeper;
@@ -291,7 +282,7 @@ async def test_run_kill_restart_and_stop_with_a_call_up(product: Product) -> Non
         os.kill(pid, signal.SIGKILL)
 
     async def pbx_down() -> bool:
-        return await metric(product, "switchboard_asterisk_up") == 0
+        return await product.metric("switchboard_asterisk_up") == 0
 
     async def status_degraded() -> bool:
         async with aiohttp.ClientSession() as http, http.get(f"{product.url}/status") as page:
@@ -301,7 +292,7 @@ async def test_run_kill_restart_and_stop_with_a_call_up(product: Product) -> Non
     await until(status_degraded)
 
     async def pbx_up() -> bool:
-        return await metric(product, "switchboard_asterisk_up") == 1
+        return await product.metric("switchboard_asterisk_up") == 1
 
     await until(pbx_up, within=90)
 

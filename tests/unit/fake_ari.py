@@ -190,7 +190,8 @@ class _Channels:
 
     async def create(self, endpoint: str, app: str, *, app_args: Sequence[str] = (),
                      channel_id: str | None = None,
-                     originator: str | None = None) -> Channel:
+                     originator: str | None = None,
+                     formats: Sequence[str] = ()) -> Channel:
         channel = self.ari._new(f"{endpoint}-{next(self.ari._ids):08x}", "Down",
                                 channel_id=channel_id, app_args=app_args)
         await self.ari._started(channel)

@@ -38,6 +38,19 @@ async def signed_in(served: Served, opened: list[Browser], login: str) -> Browse
     return browser
 
 
+async def test_a_line_is_asked_for_on_duty_only_and_refused_where_lines_are_off(
+    with_phone: Served, browsers_of: list[Browser],
+) -> None:
+    alice = await signed_in(with_phone, browsers_of, "alice")
+    response = await alice.post_json("/api/line", {})
+    assert (response.status, (await response.json())["error"]) == (409, "off_duty")
+    assert (await alice.post_json("/api/duty", {"on_duty": True})).status == 200
+    # This server gives no open lines (the commands say so): the tab's Accept rings.
+    response = await alice.post_json("/api/line", {})
+    assert (response.status, (await response.json())["error"]) == (409, "line_refused")
+    assert (await alice.post_json("/api/line", {}, csrf="")).status == 403
+
+
 async def connected_call(served: Served, login: str) -> Handoff:
     """A call an agent took: the handoff is connected, the call is with the agent."""
     handoff = await offer_card(served.store, served.events, caller_name="Jeanne Martin")
@@ -63,7 +76,7 @@ async def test_the_softphone_gets_its_own_agents_sip_credentials_only(
         body = await response.json()
     assert body == {"websocket_url": PBX_WS, "sip_uri": "sip:sb-alice@127.0.0.1",
                     "sip_user": "sb-alice", "password": "sip-alice",
-                    "display_name": "Alice"}
+                    "display_name": "Alice", "open_line": False}
     anonymous = Browser(with_phone.origin)
     browsers_of.append(anonymous)
     async with anonymous.http.get("/api/softphone") as response:

@@ -32,7 +32,7 @@ sys.path.append(sys.argv[2])
 from web.cli import main
 imported_playwright = "playwright" in sys.modules
 code = main(["config", "render", "--out", sys.argv[3]])
-import web.bench.browser_handoff, web.bench.dashboard, web.bench.handoff
+import web.bench.browser_handoff, web.bench.capacity, web.bench.dashboard, web.bench.handoff
 import handoff, pbx, web
 from pbx.kamailio_config import EdgeNode, EdgeSpec, render
 edge = render(EdgeSpec("127.0.0.1", 5070, (EdgeNode("node-a", "127.0.0.1", 5071),),

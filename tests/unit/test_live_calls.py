@@ -78,7 +78,12 @@ class Floor:
             live.call_id, reason="caller_asked", summary="wants a person")
         await self.live.control.accept(handoff_id, self.ada)
         await until(lambda: _is(live.party, Party.AGENT))
+        # The party changes as the AI starts to leave; the ledger says so a moment later.
+        await until(lambda: self._with_agent(live.call_id))
         return caller, live, handoff_id
+
+    async def _with_agent(self, call_id: str) -> bool:
+        return await self.state(call_id) is CallState.WITH_AGENT
 
 
 async def _has_ai(floor: Floor, caller: str) -> bool:
@@ -399,3 +404,26 @@ async def test_a_card_nobody_took_has_its_callback_request_in_the_failures_trans
 
 async def _ended(floor: Floor, call_id: str) -> bool:
     return await floor.state(call_id) is CallState.ENDED
+
+
+async def test_a_burst_past_the_call_limit_is_refused_as_congestion_before_any_answer(
+    floor: Floor,
+) -> None:
+    control, refusals = floor.live.control, list[str]()
+    control.call_limit, control.on_refused = 2, refusals.append
+    # Four callers at once: each StasisStart runs on its own lane, all before any call
+    # is in the registry. Two get the AI; two are refused, never answered, no call row.
+    callers = await asyncio.gather(*(floor.ari.caller_dials() for _ in range(4)))
+    await floor.ari.idle()
+    taken = [c for c in callers if c not in floor.ari.hangup_reasons]
+    assert len(taken) == 2 and refusals == ["full", "full"]
+    assert {floor.ari.hangup_reasons[c] for c in callers if c not in taken} == {"congestion"}
+    async with floor.store.transaction() as tx:
+        assert sorted(c.caller_channel_id for c in await tx.calls.open_calls()) == sorted(taken)
+    # One hangs up: the next caller is let in.
+    await floor.ari.hang_up_phone(taken[0])
+    await floor.ari.idle()
+    later = await floor.ari.caller_dials()
+    await until(lambda: _has_ai(floor, later))
+    for caller in (taken[1], later):
+        await floor.ari.hang_up_phone(caller)

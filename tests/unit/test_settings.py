@@ -152,6 +152,19 @@ def test_the_demo_carriers_rtp_range_is_settable_and_kept_apart_from_the_pbxs() 
                       "SWITCHBOARD_DEMO__RTP_END": "20999"})
 
 
+def test_the_controllers_call_limit_stays_within_what_asterisk_lets_in() -> None:
+    cores = os.cpu_count() or 1
+    assert load(environ={}).active_call_limit == 20 * cores
+    # Asterisk's ceiling lowered: the default follows it...
+    assert load(environ={"SWITCHBOARD_ASTERISK__MAX_CALLS": "10"}).active_call_limit == 10
+    assert load(environ={"SWITCHBOARD_ROUTING__MAX_ACTIVE_CALLS": "7"}).active_call_limit == 7
+    # ...and a limit set above it is named: Asterisk would refuse first, unseen.
+    with pytest.raises(SettingsError, match=r"^routing\.max_active_calls: 11 calls is more "
+                       r"than asterisk\.max_calls lets in \(10\)"):
+        load(environ={"SWITCHBOARD_ASTERISK__MAX_CALLS": "10",
+                      "SWITCHBOARD_ROUTING__MAX_ACTIVE_CALLS": "11"})
+
+
 def test_a_call_limit_out_of_range_is_named() -> None:
     with pytest.raises(SettingsError, match=r"^asterisk\.max_calls: 999999"):
         load(environ={"SWITCHBOARD_ASTERISK__MAX_CALLS": "999999"})

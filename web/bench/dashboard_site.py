@@ -19,6 +19,7 @@ from handoff.agents import AgentRole
 from handoff.calls import CallEvent
 from handoff.events import CARDS_TOPIC, EventHub, Offered
 from handoff.handoffs import HandoffEvent, HandoffState
+from handoff.live import LineRefused
 from handoff.store import AlreadyTaken, Store, create_store_engine, upgrade_to_head
 from handoff.store.models import Agent, Handoff
 from web.dashboard import Passwords
@@ -92,6 +93,15 @@ class FakeCommands:
 
     async def phone_registered(self, sip_user: str) -> bool | None:
         return sip_user not in self.unregistered
+
+    # No PBX here: no open lines (the desk's Accept path is the ringing one).
+    open_lines: bool = False
+
+    async def open_line(self, agent_id: int, sip_user: str) -> str:
+        raise LineRefused("no phone system in this rig")
+
+    async def close_line(self, agent_id: int, sip_user: str) -> None:
+        return None
 
 
 async def open_store(folder: Path) -> Store:

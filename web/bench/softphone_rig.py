@@ -181,7 +181,11 @@ class Desk:
 
 
 @contextlib.asynccontextmanager
-async def desk(telephony: Telephony, folder: Path) -> AsyncIterator[Desk]:
+async def desk(telephony: Telephony, folder: Path, *, open_line: bool = False
+               ) -> AsyncIterator[Desk]:
+    """The product on `telephony` with a fresh store. `open_line`: browser agents keep an
+    open line (the product's default); off, every Accept rings the browser, the path
+    the tests of ringing, the benchmark's ``--line ring`` and desk phones take."""
     engine = create_store_engine(f"sqlite:///{folder}/desk.db")
     await upgrade_to_head(engine)
     store = Store(engine)
@@ -215,7 +219,7 @@ async def desk(telephony: Telephony, folder: Path) -> AsyncIterator[Desk]:
     recordings.mkdir(exist_ok=True)
     live = build_controller(ari, store, hub, outbound=carrier_outbound(store), timing=Timing(),
                             callback_ring_timeout_s=10, recordings=recordings,
-                            spool=telephony.pbx.spool())
+                            spool=telephony.pbx.spool(), open_lines=open_line)
     control, callbacks, supervision = live.control, live.callbacks, live.supervision
     await ari.start()
     await ari.wait_ready(10)

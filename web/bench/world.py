@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -172,11 +173,13 @@ class World:
             await self.ari.channels.answer(channel["id"])
             self._parts[channel["id"]] = (bridge, media)
             return
-        for number, outbound in self._outbound.items():
-            if outbound == channel["id"]:
-                bridge, media, _ = await self._new_phone(self.probes[number])
-                await add_when_in_stasis(self.ari, bridge, channel["id"])
-                self._parts[channel["id"]] = (bridge, media)
+        # Found before any await: callers placed meanwhile (a capacity ramp places
+        # many at once) add to the table.
+        number = next((n for n, o in self._outbound.items() if o == channel["id"]), None)
+        if number is not None:
+            bridge, media, _ = await self._new_phone(self.probes[number])
+            await add_when_in_stasis(self.ari, bridge, channel["id"])
+            self._parts[channel["id"]] = (bridge, media)
 
     async def prepare_agent_phone(self) -> None:
         if self._ready_phone is None:
@@ -248,6 +251,16 @@ class World:
             for r in self.probes[caller].received
             if start <= r.at <= end
         ]
+
+    async def stream_stats(self, caller: str, start: float, end: float) -> dict[str, int]:
+        """What reached the caller between two instants, for a capacity run: packets,
+        those that came more than a frame late (over 40 ms after the one before), and
+        the AI's voice in every 10th packet (cheap enough for hundreds of callers)."""
+        arrivals = [r for r in self.probes[caller].received if start <= r.at <= end]
+        late = sum(1 for a, b in itertools.pairwise(arrivals) if b.at - a.at > 0.040)
+        sampled = arrivals[::10]
+        return {"packets": len(arrivals), "late": late, "sampled": len(sampled),
+                "ai_sampled": sum(1 for r in sampled if r.who == "ai")}
 
     async def agent_heard_caller(self) -> bool:
         return any(p.first("caller") is not None for p in self.agent_probes)

@@ -16,7 +16,7 @@ from web.bench.world import World
 
 OPS = {
     "place_call", "set_agent_phone", "first_heard", "gap_ms", "agent_heard_caller",
-    "hang_up", "forget", "prepare_agent_phone", "frames",
+    "hang_up", "forget", "prepare_agent_phone", "frames", "stream_stats",
 }
 
 
@@ -49,6 +49,7 @@ class RemoteWorld:
 
     def __init__(self, proc: asyncio.subprocess.Process, engine_address: str) -> None:
         self._proc = proc
+        self.pid = proc.pid  # its CPU is the rig's, not the controller's
         self.engine_address = engine_address
         self._next = 0
         self._lock = asyncio.Lock()
@@ -94,6 +95,9 @@ class RemoteWorld:
 
     async def frames(self, caller: str, start: float, end: float) -> list[tuple[float, str]]:
         return [(float(at), str(who)) for at, who in await self._call("frames", caller, start, end)]
+
+    async def stream_stats(self, caller: str, start: float, end: float) -> dict[str, int]:
+        return dict(await self._call("stream_stats", caller, start, end))
 
     async def hang_up(self, caller: str) -> None:
         await self._call("hang_up", caller)

@@ -19,7 +19,7 @@ from aiohttp import web
 from handoff.agents import AgentRole, EndpointKind
 from handoff.events import CALLS_TOPIC, CallChanged
 from handoff.handoffs import AGENT_BUSY_STATES
-from handoff.live import AgentNotAvailable, CallStateConflict, QueueNotAvailable
+from handoff.live import AgentNotAvailable, CallStateConflict, LineRefused, QueueNotAvailable
 from handoff.store import NotFound, Transaction
 from handoff.store.models import Handoff, TranscriptSegment
 from web.dashboard.access import ROLE_RANK
@@ -68,7 +68,28 @@ async def softphone(request: web.Request) -> web.Response:
         "sip_user": agent.sip_user,
         "password": agent.sip_password,
         "display_name": agent.display_name,
+        # The tab keeps an open line while on duty (handoff.live.lines).
+        "open_line": dashboard.commands.open_lines,
     })
+
+
+async def open_line(request: web.Request) -> web.Response:
+    """The agent's tab asks for its open line: the PBX calls the browser phone, which
+    answers by itself. Asked on going on duty, and again whenever the tab has lost its
+    line (a reload, a network blip); an idle line the PBX still has is replaced."""
+    dashboard, viewer = request.app[DASHBOARD], request[VIEWER]
+    async with dashboard.store.transaction() as tx:
+        agent = await tx.agents.get(viewer.agent_id)
+    if agent.endpoint_kind is not EndpointKind.WEBRTC:
+        return json_error(409, "desk_phone", "your calls ring your desk phone")
+    if not agent.on_duty:
+        # Off duty the line would ring for nothing: nobody is putting calls through.
+        return json_error(409, "off_duty", "go on duty first")
+    try:
+        state = await dashboard.commands.open_line(agent.id, agent.sip_user)
+    except LineRefused as exc:
+        return json_error(409, "line_refused", str(exc))
+    return web.json_response({"line": state})
 
 
 # ---- who is on which call --------------------------------------------------------------

@@ -90,6 +90,9 @@ def row_json(row: HistoryRow) -> dict[str, Any]:
         "outcome": call.outcome.value if call.outcome else None,
         "direction": call.direction.value,  # outbound: an agent's call-back
         "recording": bool(call.recording_path),
+        "disposition": row.disposition,  # the agent's pick at wrap-up, or None
+        # The caller left a message: the recording holds it from this moment on.
+        "voicemail_at": call.voicemail_at.isoformat() if call.voicemail_at else None,
     }
 
 
@@ -253,7 +256,7 @@ async def _recording(request: web.Request) -> Path | web.Response:
             call = await tx.calls.get(call_id)
         except NotFound:
             return json_error(404, "not_found", "no such call")
-        if not sees_all(viewer) and not await tx.history.handled(call_id, viewer.agent_id):
+        if not sees_all(viewer) and not await tx.history.may_hear(call_id, viewer.agent_id):
             return json_error(404, "not_found", "no such call among those you handled")
     folder = tools_of(request).recordings
     if not call.recording_path or folder is None:

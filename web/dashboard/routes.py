@@ -174,6 +174,7 @@ ROUTES: tuple[Route, ...] = (
     # The softphone and the call panel. The guard lets any agent in; each handler then
     # checks that the viewer is the agent on that call (or a supervisor).
     Route("GET", "/api/softphone", calls_api.softphone, signed_in(AGENT)),
+    Route("POST", "/api/line", calls_api.open_line, signed_in(AGENT)),
     Route("GET", "/api/calls/current", calls_api.current_call, signed_in(AGENT)),
     Route("POST", "/api/calls/{call_id}/end", calls_api.end_call, signed_in(AGENT)),
     Route("POST", "/api/calls/{call_id}/notes", calls_api.add_note, signed_in(AGENT)),

@@ -213,6 +213,9 @@ async def set_duty(request: web.Request) -> web.Response:
         # On duty from offline is available (handoff.agents.PRESENCE); off duty is offline.
         agent = await tx.agents.set_duty(viewer.agent_id, on_duty, actor=viewer.login)
         me = await agent_view(tx, agent, await tx.agents.busy_agent_ids())
+    if not on_duty:
+        # Off duty hangs up the agent's open line (the tab asks for one on duty).
+        await dashboard.commands.close_line(agent.id, agent.sip_user)
     dashboard.events.publish(AGENTS_TOPIC, AgentChanged(viewer.agent_id))
     return web.json_response({"me": me.to_json()})
 
@@ -266,6 +269,9 @@ async def set_presence(request: web.Request) -> web.Response:
             # Off duty is offline: going on duty is where the desk's phone is checked.
             return json_error(409, "off_duty", "Go on duty before choosing a presence.")
         me = await agent_view(tx, agent, await tx.agents.busy_agent_ids())
+    if presence is Presence.OFFLINE:
+        # Offline is off duty: the open line is hung up, as by the duty switch.
+        await dashboard.commands.close_line(agent.id, agent.sip_user)
     dashboard.events.publish(AGENTS_TOPIC, AgentChanged(viewer.agent_id))
     return web.json_response({"me": me.to_json()})
 

@@ -107,6 +107,7 @@ CHOICES: Final[Mapping[str, str]] = {
     HandoffLevel.AI_ONLY: "AI only", HandoffLevel.QUICK: "Quick",
     HandoffLevel.BALANCED: "Balanced", HandoffLevel.AI_FIRST: "AI first",
     FallbackKind.NUMBER: "Forward to a number", FallbackKind.AI_CALLBACK: "AI takes a call-back",
+    FallbackKind.VOICEMAIL: "Voicemail (a call-back with the message)",
 }
 
 # The audit log's actions, as its filter lists them.

@@ -92,6 +92,10 @@
     if (me.on_duty && me.presence === "away") say(awayNote);
     else if (notice.textContent === awayNote) say("");
     showState();
+    if (phone) {
+      phone.wantLine(me.on_duty);
+      lineOnCall(me.busy);
+    }
     if (cardList) renderCards();
   }
 
@@ -181,6 +185,10 @@
     const me = state.me;
     if (!me) return "";
     if (me.busy) return "You are on a call: callers waiting for a person show here when it is over.";
+    if (phone && phone.lineWanted && phone.lineState !== "open") {
+      // A card taken now would have no line to move into the call.
+      return "Your line is opening: callers waiting for a person show here once it is up.";
+    }
     if (me.on_duty && me.presence === "wrap_up") {
       const left = wrapUpLeft();
       const ends = left === null ? "when you choose “available”"
@@ -266,11 +274,41 @@
     document.body.dataset.phone = phoneState;
   }
 
+  // The open line's state, next to the phone's: the agent sees that calls can reach them.
+  const lineStatus = document.getElementById("line-status");
+  const lineLabels = {
+    opening: "Line: opening…",
+    open: "Line: open",
+    down: "Line: down, reopening…",
+  };
+
+  function showLine(lineState) {
+    if (lineStatus) {
+      lineStatus.hidden = lineState === "off";
+      lineStatus.dataset.state = lineState === "open" ? "registered" : lineState === "down" ? "error" : lineState;
+      lineStatus.dataset.line = lineState;
+      lineStatus.textContent = lineLabels[lineState] || "";
+    }
+    document.body.dataset.line = lineState;
+    if (cardList) renderCards();
+  }
+
+  // With an open line no call rings this tab: the server moving the line into a caller's
+  // bridge (or back) shows as the agent becoming busy (or free).
+  function lineOnCall(busy) {
+    if (!phone || !phone.session || !phone.session.isLine || busy === phone.lineOnCall) return;
+    phone.setLineOnCall(busy);
+    if (busy) callPanel.open(phone.session);
+    else callPanel.close("Bye");
+  }
+
   const phone = window.Softphone && phoneStatus
     ? new window.Softphone({
       onState: showPhone,
       onCall: (session) => callPanel.open(session),
       onCallEnded: (cause) => callPanel.close(cause),
+      onLine: showLine,
+      requestLine: () => post("/api/line", {}).catch(() => ({ ok: false, status: 0, body: {} })),
     })
     : null;
   // Tests and the agent's own diagnostics reach the phone here.
@@ -363,6 +401,12 @@
       }
       if (body && body.call) {
         fill(body.call);
+      } else if (body && current && current.supervising && phone && phone.session
+                 && phone.session.isLine && phone.lineOnCall) {
+        // Supervising on the open line: no call ends here when the supervisor leaves,
+        // the line just goes back to its holding bridge.
+        phone.setLineOnCall(false);
+        close("Bye");
       } else if (!section.hidden && !current) {
         // On a call the server did not show us yet (or could not answer): the panel
         // would otherwise stay blank until the slow poll; ask again shortly.

@@ -6,6 +6,11 @@
 // only while it expects one and refuses any other with 486 Busy.
 // Only one tab of an agent holds the phone (a Web Lock, released by the browser when
 // the tab dies); another tab says so and can move the phone to itself.
+//
+// The open line (when the server gives one): on duty, the tab asks the PBX to call it
+// once and answers by itself; that call stays up for the shift, parked between callers,
+// and an Accept moves it into the caller's bridge with no new INVITE here. A line lost
+// (a reload, a network blip, the PBX's media timeout) is asked for again by itself.
 "use strict";
 
 (function () {
@@ -36,7 +41,9 @@
 
   class Softphone {
     constructor(hooks) {
-      this.hooks = hooks; // onState(state, text), onCall(session), onCallEnded(cause)
+      // onState(state, text), onCall(session), onCallEnded(cause); for the open line
+      // onLine(state) and requestLine() (the desk's POST /api/line: { ok, status, body }).
+      this.hooks = hooks;
       this.state = "starting";
       this.reason = "";
       this.ua = null;
@@ -51,6 +58,17 @@
       this.remoteAudio = new Audio();
       this.remoteAudio.autoplay = true;
       this.releaseLock = null;
+      // The open line: whether this server gives one, whether the desk wants it (on
+      // duty), its state ("off", "opening", "open", "down") and whether a caller is on
+      // it now (the desk says: the server moved it into a call).
+      this.lineMode = false;
+      this.onDuty = false;
+      this.lineState = "off";
+      this.lineOnCall = false;
+      this._lineRetryMs = 0;
+      this._lineTimer = null;
+      // INVITEs that reached this phone: an Accept on an open line brings none.
+      this.invites = 0;
       this.channel = "BroadcastChannel" in window ? new BroadcastChannel(CHANNEL_NAME) : null;
       if (this.channel) this.channel.onmessage = (event) => this._onTabMessage(event.data);
       // A tab closed (or reloaded) mid-call hangs up on its way out: the caller is back
@@ -64,7 +82,7 @@
       // Leaving the Desk (a click on History, a reload) would drop the caller: the
       // browser asks first while a call is up.
       window.addEventListener("beforeunload", (event) => {
-        if (this.session && !this.session.isEnded()) event.preventDefault();
+        if (this.onCall) event.preventDefault();
       });
     }
 
@@ -81,6 +99,8 @@
       }
       if (config === null) return; // no softphone here: state already says why
       this.config = config;
+      this.lineMode = Boolean(config.open_line);
+      if (this.lineMode) this._setLine(this.onDuty ? "down" : "off");
       // The DTLS certificate, made once: otherwise every answer waits for a new key pair.
       this.certificates = await makeCertificates();
       if (!window.JsSIP) {
@@ -121,6 +141,18 @@
         // Another page of this agent starts a call that will ring this phone (a
         // call-back from the contact page): answer it as an Accept's call is answered.
         if (!this.releaseLock || this.state !== "registered") return; // not the phone tab
+        if (this.lineReady && message.line) {
+          // Supervision takes the idle open line itself: no call will ring here.
+          this.lineOnCall = true;
+          this.hooks.onCall(this.session);
+          this.channel.postMessage({ type: "armed", id: message.id });
+          return;
+        }
+        if (this.lineReady) {
+          // A call-back rings the phone itself: the idle line makes way for it, and is
+          // asked for again once that call is over.
+          this.session.terminate({ extraHeaders: [PAGE_CLOSED_REASON] });
+        }
         if (this.session) {
           this.channel.postMessage({ type: "busy", id: message.id });
           return;
@@ -131,14 +163,22 @@
       }
       if (message && message.type === "disarm") {
         if (this.releaseLock && !this.session) this.unexpect();
+        if (this.releaseLock && this.session && this.session.isLine && this.lineOnCall) {
+          // The supervision that was to take the line did not start.
+          this.lineOnCall = false;
+          this.hooks.onCallEnded("Canceled");
+        }
+        if (this.releaseLock) this._lineNeeded();
         return;
       }
       if (!message || message.type !== "take" || !this.releaseLock) return;
-      if (this.session) {
+      if (this.onCall) {
         // Never drop a caller mid-sentence because another tab was opened.
         this.channel.postMessage({ type: "busy" });
         return;
       }
+      // An idle open line goes with the phone: the other tab asks for its own.
+      if (this.session) this.session.terminate({ extraHeaders: [PAGE_CLOSED_REASON] });
       this._stopUa();
       const release = this.releaseLock;
       this.releaseLock = null;
@@ -185,6 +225,7 @@
       ua.on("registered", () => {
         this._set("registered", "Phone ready");
         this._rejoinCall();
+        this._lineNeeded();
       });
       ua.on("unregistered", () => {
         if (this.ua === ua) this._set("unregistered", "The phone is not registered.");
@@ -220,12 +261,14 @@
     // ---- calls ------------------------------------------------------------------------
 
     // Called when the agent clicks Accept, before the request goes out: the INVITE can
-    // overtake the HTTP answer, because the controller dials before it replies.
+    // overtake the HTTP answer, because the controller dials before it replies. With
+    // the open line up no INVITE comes: the line moves into the call.
     expect() {
       this._clickedAt = performance.now();
       // Wall-clock time of the click, so a measurement outside the page (the caller's
       // side, on the same machine) can start from the agent's click itself.
       this.marks = { clicked_at_epoch_ms: performance.timeOrigin + this._clickedAt };
+      if (this.lineReady) return;
       const mic = navigator.mediaDevices.getUserMedia(MIC_CONSTRAINTS);
       mic.catch(() => undefined); // judged when the call arrives
       this.expecting = { until: Date.now() + EXPECT_WINDOW_MS, mic };
@@ -241,14 +284,21 @@
     async _onSession(event) {
       const session = event.session;
       if (event.originator !== "remote") return;
-      const expecting = this.expecting;
+      this.invites += 1;
+      const line = this.expectingLine;
+      const expecting = line || this.expecting;
       if (this.session || !expecting || Date.now() > expecting.until) {
         // Not the call an Accept asked for: a stray or malicious INVITE never reaches
         // the agent's ears (and a second call never interrupts the first).
         session.terminate({ status_code: 486, reason_phrase: "Busy Here" });
         return;
       }
-      this.expecting = null;
+      if (line) {
+        this.expectingLine = null;
+        session.isLine = true;
+      } else {
+        this.expecting = null;
+      }
       this.session = session;
       this.mark("invite");
       session.on("peerconnection", (pcEvent) => this._attachRemote(pcEvent.peerconnection));
@@ -259,7 +309,11 @@
       });
       session.on("accepted", () => this.mark("answer_sent"));
       session.on("confirmed", () => this.mark("ack"));
-      session.on("confirmed", () => this.hooks.onCall(session));
+      if (line) {
+        session.on("confirmed", () => this._setLine("open"));
+      } else {
+        session.on("confirmed", () => this.hooks.onCall(session));
+      }
       session.on("ended", (e) => this._ended(session, e.cause));
       session.on("failed", (e) => this._ended(session, e.cause));
       let stream;
@@ -320,7 +374,40 @@
       stopStream(this.localStream);
       this.localStream = null;
       this.remoteAudio.srcObject = null;
+      if (session.isLine) {
+        const onCall = this.lineOnCall;
+        this.lineOnCall = false;
+        this._setLine(this.lineWanted ? "down" : "off");
+        if (onCall) this.hooks.onCallEnded(cause);
+        this._lineLater();
+        return;
+      }
       this.hooks.onCallEnded(cause);
+      this._lineNeeded(); // a call-back that borrowed the phone gives the line back
+    }
+
+    // A caller is on the phone now: a ringing call, or the open line moved into a call.
+    get onCall() {
+      if (!this.session || this.session.isEnded()) return false;
+      return !this.session.isLine || this.lineOnCall;
+    }
+
+    // ---- the open line (openline.js adds the rest; pages without it have none) ---------
+
+    get lineReady() {
+      return false;
+    }
+
+    get lineWanted() {
+      return false;
+    }
+
+    _lineNeeded() {}
+
+    _lineLater() {}
+
+    _setLine(lineState) {
+      this.lineState = lineState;
     }
 
     // Mute keeps the call and the RTP stream (the caller's line stays up); only the
@@ -396,7 +483,7 @@
   // For pages without the phone (the contact page's call-back): ask the tab holding this
   // agent's phone to answer the call about to ring it. Resolves "armed", "busy" (that
   // phone is on a call) or "none" (no tab holds a registered phone).
-  Softphone.armPhoneTab = function armPhoneTab(timeoutMs = 700) {
+  Softphone.armPhoneTab = function armPhoneTab(timeoutMs = 700, line = false) {
     if (!("BroadcastChannel" in window)) return Promise.resolve("none");
     const channel = new BroadcastChannel(CHANNEL_NAME);
     const id = Math.random().toString(36).slice(2);
@@ -413,17 +500,18 @@
           done(message.type);
         }
       };
-      channel.postMessage({ type: "arm", id });
+      channel.postMessage({ type: "arm", id, line });
     });
   };
 
   // For a page that starts a call to the agent's own phone (a call-back, supervision):
-  // a desk phone just rings; a browser phone's tab is asked to answer it. Resolves
-  // { browser, problem }: `problem` says why the call must not be started.
-  Softphone.readyForOwnCall = async function readyForOwnCall() {
+  // a desk phone just rings; a browser phone's tab is asked to answer it. `line`: the
+  // server takes the agent's open line for it if there is one (supervision does).
+  // Resolves { browser, problem }: `problem` says why the call must not be started.
+  Softphone.readyForOwnCall = async function readyForOwnCall(line = false) {
     const browser = (await fetch("/api/softphone", { credentials: "same-origin" })).ok;
     if (!browser) return { browser, problem: null };
-    const phone = await Softphone.armPhoneTab();
+    const phone = await Softphone.armPhoneTab(700, line);
     if (phone === "none") {
       return { browser, problem: "Your browser phone is in the Desk: open the Desk in another tab first." };
     }
@@ -440,5 +528,7 @@
     channel.close();
   };
 
+  // What openline.js shares with this file.
+  Softphone.shared = { EXPECT_WINDOW_MS, MIC_CONSTRAINTS, stopStream };
   window.Softphone = Softphone;
 })();

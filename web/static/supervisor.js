@@ -236,7 +236,7 @@
       const ringing = mode !== "stop" && !(row && row.dataset.supervising);
       if (ringing) {
         // A browser phone lives in the Desk tab, which answers only calls it is told of.
-        const phone = await window.Softphone.readyForOwnCall();
+        const phone = await window.Softphone.readyForOwnCall(true);
         if (phone.problem) {
           sb.say("board-status", phone.problem);
           return;

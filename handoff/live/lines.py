@@ -1,0 +1,267 @@
+"""The agent's open line: a browser-phone agent's leg, set up once when they go on duty.
+
+Setting up a WebRTC call (INVITE, microphone, ICE, DTLS) takes a browser 100-250 ms,
+none of it about the caller. So an agent on duty keeps one call to their phone up for
+the whole shift, parked in a holding bridge of its own: a holding bridge mixes nothing,
+so nobody hears the agent's microphone there, and it is not the call bridge, so nothing
+is recorded. Accept is then one bridge operation (addChannel moves the leg out of the
+holding bridge into the call's); when the agent's part of the call is over the leg goes
+back to the holding bridge instead of hanging up. Going off duty hangs it up.
+
+The tab asks for the line (going on duty, after a reload, after its line dropped): it
+is the only one that knows whether it still has its end of the call, so a request for
+a line replaces an idle one the PBX still has. A line's ids start with ``line-<agent>``,
+not with a caller's channel id: the line outlives every call it serves, so its events
+are ordered per line, and this flow hands them to the call the leg is in.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from handoff.live.flow import Flow
+from handoff.live.legs import SEP, add_when_in_stasis, destroy, hang_up
+from handoff.states import StateMachine
+from pbx.ari import AriError
+
+if TYPE_CHECKING:
+    from handoff.live.call import LiveCall
+    from handoff.live.control import CallControl
+
+log = logging.getLogger(__name__)
+
+LINE_PREFIX = "line-"
+
+
+class LineState(enum.StrEnum):
+    RINGING = "ringing"  # the PBX calls the tab; it answers by itself
+    IDLE = "idle"  # up, in the agent's holding bridge
+    ON_CALL = "on_call"  # in a call's bridge
+
+
+class LineEvent(enum.StrEnum):
+    ANSWERED = "answered"
+    TAKEN = "taken"  # an Accept (or a transfer, or a supervisor) moves it into a call
+    PARKED = "parked"  # back in the holding bridge
+
+
+LINE: StateMachine[LineState, LineEvent] = StateMachine("open line", LineState.RINGING, {
+    (LineState.RINGING, LineEvent.ANSWERED): LineState.IDLE,
+    (LineState.IDLE, LineEvent.TAKEN): LineState.ON_CALL,
+    (LineState.ON_CALL, LineEvent.PARKED): LineState.IDLE,
+})
+
+
+@dataclass
+class Line:
+    agent_id: int
+    sip_user: str
+    leg: str
+    bridge: str  # the agent's own holding bridge
+    state: LineState = LineState.RINGING
+    closing: bool = False  # off duty during a call: hung up when the call lets go of it
+
+    def move(self, event: LineEvent) -> None:
+        self.state = LINE.transition_of(self.state, event, subject=f"agent={self.agent_id} line")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"state": self.state.value, "leg": self.leg}
+
+
+def is_line_leg(channel_id: str) -> bool:
+    return channel_id.startswith(LINE_PREFIX)
+
+
+class LineRefused(Exception):
+    """Open lines are turned off here, or the agent cannot have one now."""
+
+
+class Lines(Flow):
+    def __init__(self, ctl: CallControl, *, enabled: bool = True) -> None:
+        super().__init__(ctl)
+        self.enabled = enabled
+        self._lines: dict[int, Line] = {}
+        # Agents whose tab asked for a line and did not go off duty, by SIP user: while
+        # such an agent has no line it is down (a reload, a network blip), and the phone
+        # watch counts that as a phone that cannot ring.
+        self._wanted: dict[str, int] = {}
+        # Told when a line leaves a call for its holding bridge (supervision's whisper
+        # on that leg must stop: the agent is no longer on the call).
+        self._parked_listeners: list[Callable[[str], Awaitable[None]]] = []
+        for kind, handler in (("ChannelStateChange", self._on_state_change),
+                              ("StasisEnd", self._on_leg_gone),
+                              ("ChannelDestroyed", self._on_leg_gone)):
+            ctl.ari.on(kind, handler)
+
+    # ---- what others ask -----------------------------------------------------------------
+
+    def of(self, agent_id: int) -> Line | None:
+        return self._lines.get(agent_id)
+
+    def idle(self, agent_id: int) -> bool:
+        line = self._lines.get(agent_id)
+        return line is not None and line.state is LineState.IDLE and not line.closing
+
+    def owned(self) -> set[str]:
+        """Every line's leg and holding bridge: no call's, and not leftovers."""
+        return {i for line in self._lines.values() for i in (line.leg, line.bridge)}
+
+    def down(self, sip_user: str) -> bool:
+        """The agent wants a line and has none: their desk cannot take a call now."""
+        agent_id = self._wanted.get(sip_user)
+        return agent_id is not None and agent_id not in self._lines
+
+    def on_parked(self, listener: Callable[[str], Awaitable[None]]) -> None:
+        self._parked_listeners.append(listener)
+
+    # ---- the tab's requests ----------------------------------------------------------------
+
+    async def open(self, agent_id: int, sip_user: str) -> Line:
+        """Call the agent's phone for a line (their tab answers it by itself).
+
+        An idle or ringing line the PBX still has is replaced: the tab asks only when it
+        has no line of its own. A line on a call is left alone (the call is the agent's).
+        """
+        if not self.enabled:
+            raise LineRefused("open lines are turned off on this server")
+        self._wanted[sip_user] = agent_id
+        old = self._lines.get(agent_id)
+        if old is not None:
+            if old.state is LineState.ON_CALL:
+                return old
+            await self._hang_up(old)
+        token = secrets.token_hex(3)
+        owner = f"{LINE_PREFIX}{agent_id}-{token}"
+        line = Line(agent_id, sip_user, f"{owner}{SEP}leg", f"{owner}{SEP}hold")
+        self._lines[agent_id] = line
+        try:
+            await self.ari.bridges.create(bridge_id=line.bridge, type="holding")
+            # No caller to take codecs from: the callers' own (G.711), as a rung leg
+            # gets them from its originator, so a line costs no Opus transcoding.
+            await self.ari.channels.create(f"PJSIP/{sip_user}", self.ctl.app,
+                                           app_args=["line", str(agent_id)],
+                                           channel_id=line.leg, formats=["ulaw"])
+            # Parked before it rings: its first packets have somewhere to go.
+            await add_when_in_stasis(self.ari, line.bridge, line.leg)
+            await self.ari.channels.dial(line.leg, timeout=self.timing.ring_timeout_s)
+        except AriError as exc:
+            log.warning("agent=%s: the line to %s could not be opened: %s",
+                        agent_id, sip_user, exc)
+            await self._hang_up(line)
+            raise LineRefused(f"the phone could not be called: {exc}") from exc
+        log.info("agent=%s: opening a line to %s via %s", agent_id, sip_user, line.leg)
+        return line
+
+    async def close(self, agent_id: int, sip_user: str) -> None:
+        """Off duty: the line is hung up (after the call, if it is on one)."""
+        self._wanted.pop(sip_user, None)
+        line = self._lines.get(agent_id)
+        if line is None:
+            return
+        if line.state is LineState.ON_CALL:
+            line.closing = True
+            return
+        await self._hang_up(line)
+
+    # ---- the calls' side ---------------------------------------------------------------------
+
+    def take(self, agent_id: int) -> str | None:
+        """The agent's idle line for a call (now on it), or None: ring their phone."""
+        line = self._lines.get(agent_id)
+        if line is None or not self.idle(agent_id):
+            return None
+        line.move(LineEvent.TAKEN)
+        return line.leg
+
+    def put_back(self, leg: str) -> None:
+        """A take whose bridge move failed: the line is still parked."""
+        line = self._by_leg(leg)
+        if line is not None and line.state is LineState.ON_CALL:
+            line.move(LineEvent.PARKED)
+
+    async def release(self, leg: str) -> None:
+        """The call lets go of an agent's leg: a line goes back to its holding bridge,
+        any other leg is hung up."""
+        line = self._by_leg(leg)
+        if line is None:
+            await hang_up(self.ari, leg)
+            return
+        if line.closing:
+            await self._hang_up(line)
+            return
+        try:
+            await self.ari.bridges.add_channel(line.bridge, leg)
+        except AriError as exc:
+            # The leg is going (its end is handled by _on_leg_gone) or the holding
+            # bridge is gone: either way the line cannot be kept.
+            log.warning("agent=%s: line %s could not be parked: %s", line.agent_id, leg, exc)
+            await self._hang_up(line)
+            return
+        line.move(LineEvent.PARKED)
+        log.info("agent=%s: line %s back in its holding bridge", line.agent_id, leg)
+        for listener in self._parked_listeners:
+            await listener(leg)
+
+    async def shut(self) -> None:
+        """The controller stops: every line is hung up (tabs open them again)."""
+        for line in list(self._lines.values()):
+            await self._hang_up(line)
+        for kind, handler in (("ChannelStateChange", self._on_state_change),
+                              ("StasisEnd", self._on_leg_gone),
+                              ("ChannelDestroyed", self._on_leg_gone)):
+            self.ari.off(kind, handler)
+
+    # ---- ARI events --------------------------------------------------------------------------
+
+    async def _on_state_change(self, event: Mapping[str, Any]) -> None:
+        channel = event["channel"]
+        line = self._by_leg(str(channel["id"]))
+        if line is not None and channel.get("state") == "Up" \
+                and line.state is LineState.RINGING:
+            line.move(LineEvent.ANSWERED)
+            log.info("agent=%s: line %s is open", line.agent_id, line.leg)
+
+    async def _on_leg_gone(self, event: Mapping[str, Any]) -> None:
+        leg = str(event["channel"]["id"])
+        if not is_line_leg(leg):
+            return
+        cause = int(event.get("cause", 0))
+        line = self._by_leg(leg)
+        if line is not None:
+            self._lines.pop(line.agent_id, None)
+            await destroy(self.ari, line.bridge)
+            log.info("agent=%s: line %s is down (%s, cause %s)", line.agent_id, leg,
+                     line.state, cause)
+        # A line on a call (also one a restarted controller adopted with its call, and
+        # no longer knows as a line): its call's events are not ordered with it.
+        live = self._call_of(leg)
+        if live is None:
+            return
+        if live.agent == leg:
+            # As a rung leg that vanishes mid-call: the caller goes back to the AI.
+            await self.ctl.moves.agent_gone(live, cause)
+        elif live.transfer is not None and live.transfer.leg == leg:
+            await self.ctl.transfers.failed(live, cause)
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _by_leg(self, leg: str) -> Line | None:
+        if not is_line_leg(leg):
+            return None
+        return next((line for line in self._lines.values() if line.leg == leg), None)
+
+    def _call_of(self, leg: str) -> LiveCall | None:
+        return next((live for live in self.ctl.calls.values()
+                     if leg in (live.agent, live.transfer.leg if live.transfer else None)),
+                    None)
+
+    async def _hang_up(self, line: Line) -> None:
+        if self._lines.get(line.agent_id) is line:
+            del self._lines[line.agent_id]
+        await hang_up(self.ari, line.leg)
+        await destroy(self.ari, line.bridge)

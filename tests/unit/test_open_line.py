@@ -1,0 +1,125 @@
+"""The open line step by step on the fake ARI (handoff.live.lines): parked, moved into a
+call by Accept, parked again, lost mid-call, turned off. tests/e2e/test_open_line.py runs
+the same with Chromium on a real Asterisk."""
+
+from __future__ import annotations
+
+import pytest
+
+from handoff.handoffs import FailureReason, HandoffState
+from handoff.live import LineRefused, Party
+from handoff.live.lines import Line, LineState
+from tests.unit.test_live_calls import Floor, floor  # noqa: F401 (the fixture below uses it)
+from tests.unit.test_quality import DESK_PHONE
+from tests.waiting import until
+
+
+@pytest.fixture
+def desks(floor: Floor) -> Floor:  # noqa: F811 (the imported fixture)
+    """test_live_calls' floor: the fake PBX, the controller, Ada and Bob at their phones."""
+    return floor
+
+
+async def open_line(desks: Floor) -> str:
+    """Ada's line: the PBX calls her phone, which answers; returns its leg."""
+    await desks.live.control.open_line(desks.ada, "ada-desk")
+    line = await until(lambda: _idle(desks))
+    assert desks.ari.bridged[line.bridge] == {line.leg}
+    return line.leg
+
+
+async def test_accept_moves_the_line_into_the_call_and_the_end_parks_it(desks: Floor) -> None:
+    leg = await open_line(desks)
+    dialled = list(desks.ari.dialled)
+    caller, live, handoff_id = await desks.handed_to_ada()
+    # One bridge move: Ada's line is in the call bridge, and nothing else was dialled.
+    assert live.agent == leg
+    assert leg in desks.ari.bridged[live.bridge]
+    assert desks.ari.dialled == dialled
+    assert await desks.handoff_state(handoff_id) is HandoffState.CONNECTED
+
+    await desks.ari.hang_up_phone(caller)
+    line = await until(lambda: _idle(desks))
+    assert line.leg == leg and desks.ari.bridged[line.bridge] == {leg}
+    # Off duty hangs it up; nothing is left on the PBX (the fixture checks).
+    await desks.live.control.close_line(desks.ada, "ada-desk")
+    assert desks.live.control.lines.of(desks.ada) is None
+
+
+async def test_return_to_ai_parks_the_line(desks: Floor) -> None:
+    leg = await open_line(desks)
+    caller, live, _ = await desks.handed_to_ada()
+    await desks.live.control.return_to_ai(live.call_id)
+    assert live.party is Party.AI and live.ai is not None
+    assert (await until(lambda: _idle(desks))).leg == leg
+    await desks.ari.hang_up_phone(caller)
+    await desks.live.control.close_line(desks.ada, "ada-desk")
+
+
+async def test_a_line_lost_mid_call_gives_the_caller_to_the_ai_and_reads_as_a_dead_phone(
+    desks: Floor,
+) -> None:
+    leg = await open_line(desks)
+    caller, live, handoff_id = await desks.handed_to_ada()
+    await desks.ari.lose_phone(leg)
+    assert await until(lambda: _failed(desks, handoff_id)) is FailureReason.AGENT_VANISHED
+    await until(lambda: live.ai is not None and live.party is Party.AI)
+    # Until her tab asks again, her phone cannot take a call: the phone watch's answer.
+    assert await desks.live.control.phone_registered("ada-desk") is False
+    await desks.ari.hang_up_phone(caller)
+    await desks.live.control.close_line(desks.ada, "ada-desk")
+    assert not desks.live.control.lines.down("ada-desk")  # off duty: no line wanted
+
+
+async def test_off_duty_during_a_call_hangs_the_line_up_when_the_call_ends(
+    desks: Floor,
+) -> None:
+    leg = await open_line(desks)
+    caller, _, _ = await desks.handed_to_ada()
+    await desks.live.control.close_line(desks.ada, "ada-desk")
+    assert leg in desks.ari.chans  # the caller is not dropped
+    await desks.ari.hang_up_phone(caller)
+    await until(lambda: leg not in desks.ari.chans)
+    assert desks.live.control.lines.of(desks.ada) is None
+
+
+async def test_with_open_lines_off_no_line_is_opened(desks: Floor) -> None:
+    desks.live.control.lines.enabled = False
+    with pytest.raises(LineRefused):
+        await desks.live.control.open_line(desks.ada, "ada-desk")
+    assert desks.ari.dialled == []
+
+
+async def _failed(desks: Floor, handoff_id: int) -> FailureReason | None:
+    async with desks.store.transaction() as tx:
+        return (await tx.handoffs.get(handoff_id)).failure_reason
+
+
+def _idle(desks: Floor) -> Line | None:
+    line = desks.live.control.lines.of(desks.ada)
+    return line if line is not None and line.state is LineState.IDLE else None
+
+
+async def test_a_line_ending_files_no_quality_under_its_last_handoff(desks: Floor) -> None:
+    leg = await open_line(desks)
+    caller, live, _ = await desks.handed_to_ada()
+    await desks.ari.hang_up_phone(caller)
+    await until(lambda: _idle(desks))
+    # Off duty: Asterisk writes the line's figures as it ends, those of a whole shift.
+    channel = desks.ari.chans[leg].to_json()
+    for variable, value in DESK_PHONE.items():
+        await desks.ari._emit({"type": "ChannelVarset", "channel": channel,
+                               "variable": variable, "value": value})
+    await desks.live.control.close_line(desks.ada, "ada-desk")
+    await desks.ari.idle()
+    async with desks.store.transaction() as tx:
+        assert [q.leg for q in await tx.quality.for_call(live.call_id)] == []
+
+
+async def test_a_reconnected_event_stream_leaves_the_lines_alone(desks: Floor) -> None:
+    leg = await open_line(desks)
+    # Reconciliation hangs up what belongs to no call; a parked line is nobody's call.
+    await desks.live.control.reconcile()
+    line = _idle(desks)
+    assert line is not None and line.leg == leg and leg in desks.ari.chans
+    await desks.live.control.close_line(desks.ada, "ada-desk")

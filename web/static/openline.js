@@ -1,0 +1,106 @@
+// The agent's open line, for the Desk's softphone (softphone.js, loaded before this).
+//
+// On duty, the tab asks the server for its line (POST /api/line, through the desk's
+// requestLine hook): the PBX calls this phone once, _onSession answers it by itself, and
+// the call stays up for the shift, parked between callers. An Accept then moves it into
+// the caller's bridge with no new INVITE here. A line lost (a reload, a network blip,
+// the PBX's media timeout) is asked for again by itself, with a growing pause.
+"use strict";
+
+(function () {
+  const Softphone = window.Softphone;
+  if (!Softphone) return;
+  const { EXPECT_WINDOW_MS, MIC_CONSTRAINTS, stopStream } = Softphone.shared;
+  // A lost line is asked for again after this long, doubling up to the maximum: a PBX
+  // that refuses for a while is not hammered, a blip is over in a second.
+  const LINE_RETRY_MS = 1000;
+  const LINE_RETRY_MAX_MS = 15000;
+
+  Object.defineProperties(Softphone.prototype, {
+    // The line is idle and up: an Accept needs nothing more from this tab.
+    lineReady: {
+      get() {
+        return this.lineMode && this.lineState === "open" && !this.lineOnCall;
+      },
+    },
+    lineWanted: {
+      get() {
+        return this.lineMode && this.onDuty;
+      },
+    },
+  });
+
+  Object.assign(Softphone.prototype, {
+    // The desk says whether it wants a line (on duty) ...
+    wantLine(onDuty) {
+      if (onDuty === this.onDuty) return;
+      this.onDuty = onDuty;
+      if (this.lineWanted) {
+        this._lineNeeded();
+      } else {
+        clearTimeout(this._lineTimer);
+        this.expectingLine = null;
+        // The server hangs the line up when the agent goes off duty; off duty some other
+        // way (an admin disabled them), an idle line is hung up here.
+        if (this.session && this.session.isLine && !this.lineOnCall) this.session.terminate();
+        if (!this.session) this._setLine("off");
+      }
+    },
+
+    // ... and whether the server has put the line into a call (or taken it back).
+    setLineOnCall(onCall) {
+      if (!this.session || !this.session.isLine) return;
+      this.lineOnCall = onCall;
+      // A caller must hear the agent: whatever the last call left muted is undone.
+      if (onCall) this.setMuted(false);
+      this._setLine("open");
+    },
+
+    async _lineNeeded() {
+      // Not while a call is expected here (a call-back rings this phone).
+      const expected = this.expecting && Date.now() <= this.expecting.until;
+      if (!this.lineWanted || this.session || this.expectingLine || expected) return;
+      if (this.state !== "registered") return; // asked again once it registers
+      clearTimeout(this._lineTimer);
+      this._setLine(this.lineState === "down" ? "down" : "opening");
+      const mic = navigator.mediaDevices.getUserMedia(MIC_CONSTRAINTS);
+      mic.catch(() => undefined);
+      this.expectingLine = { until: Date.now() + EXPECT_WINDOW_MS, mic };
+      const reply = await this.hooks.requestLine();
+      if (reply.ok) {
+        this._lineRetryMs = LINE_RETRY_MS;
+        // The PBX's call follows and _onSession answers it; one that never comes (the
+        // PBX could not reach this tab) is asked for again.
+        this._lineTimer = setTimeout(() => {
+          if (!this.expectingLine) return;
+          this.expectingLine = null;
+          this._setLine("down");
+          this._lineLater();
+        }, EXPECT_WINDOW_MS);
+        return;
+      }
+      this.expectingLine = null;
+      mic.then((stream) => stopStream(stream), () => undefined);
+      if (reply.status === 409 && reply.body.error === "line_refused") {
+        // Turned off on the server (or the phone cannot be called): Accept rings.
+        this.lineMode = false;
+        this._setLine("off");
+        return;
+      }
+      this._setLine("down");
+      this._lineLater();
+    },
+
+    _lineLater() {
+      if (!this.lineWanted) return;
+      clearTimeout(this._lineTimer);
+      this._lineTimer = setTimeout(() => this._lineNeeded(), this._lineRetryMs || LINE_RETRY_MS);
+      this._lineRetryMs = Math.min((this._lineRetryMs || LINE_RETRY_MS) * 2, LINE_RETRY_MAX_MS);
+    },
+
+    _setLine(lineState) {
+      this.lineState = lineState;
+      if (this.hooks.onLine) this.hooks.onLine(lineState);
+    },
+  });
+})();
