@@ -244,6 +244,9 @@ def _tell_why(failed: type[BaseException] | None, nodes: dict[str, Product]) -> 
     if failed is not None:
         for name, node in nodes.items():
             print(f"--- {name}'s last lines:\n{''.join(node.output[-60:])}")
+            with contextlib.suppress(OSError, KeyError):
+                log = Path(str(node.state()["log"])).read_text().splitlines()[-40:]
+                print(f"--- {name}'s Asterisk:\n" + "\n".join(log))
 
 
 async def _hung_up(world: World, caller: str) -> bool:
