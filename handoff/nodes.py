@@ -59,7 +59,6 @@ class NodeLease:
     async def hold(self) -> None:
         """Renew once: before the controller reconciles, so that a survivor cannot take
         the calls it is about to adopt."""
-        taken_by = None
         async with self._store.transaction() as tx:
             taken_by = await tx.nodes.renew(self.name, self.lease)
         self.link.up()
