@@ -17,9 +17,9 @@ from web.dashboard.access import RoutePolicy
 from web.dashboard.board import Board
 from web.dashboard.hub import DashboardHub, HubLimits
 from web.dashboard.passwords import Passwords
-from web.dashboard.ratelimit import LoginThrottle
 from web.dashboard.sessions import Cookies, Sessions, SessionTimes, Viewer
 from web.dashboard.words import Site
+from web.ratelimit import LoginThrottle
 
 
 class Commands(Protocol):
@@ -67,6 +67,8 @@ class DashboardOptions:
     sessions: SessionTimes = field(default_factory=SessionTimes)
     hub: HubLimits = field(default_factory=HubLimits)
     login_failures: int = 5
+    # Failed sign-ins from one address, any logins, before it is refused (ratelimit).
+    address_failures: int = 50
     login_window_s: float = 300.0
     # How often open sockets are checked against the session table.
     revalidate_every_s: float = 30.0
