@@ -1,9 +1,11 @@
-"""The controller's links to a real Asterisk carry garbage (R4 of issue 16): garbage is
-counted on /metrics and skipped, later events and calls go on. The faults are the
-harness's (tests.faults.TcpPath)."""
+"""The controller's links to a real Asterisk carry garbage, or drop under an action (R4,
+R5 of issue 16): garbage is counted on /metrics and skipped, later events and calls go on;
+an action whose link drops fails at once with a clear error, is never replayed, and the
+client reconnects by itself. The faults are the harness's (tests.faults.TcpPath)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +16,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from handoff.calls import CallOutcome, CallState
-from pbx.ami import AmiMessage
+from pbx.ami import AmiMessage, AmiUnavailable
+from pbx.event_link import EventStats
 from tests.faults import TcpPath
 from tests.integration.asterisk_helpers import Pair, ami_client
 from tests.waiting import until
@@ -115,3 +118,43 @@ async def test_garbage_on_the_ami_link_is_counted_and_later_events_still_flow(
         assert figures["bad_frames{ami}"] == 2
         assert figures["connected{ami}"] == 1 and figures["errors{ami}"] == 0
         assert ami.stats.connects == 1
+
+
+# ---- R5: AMI drops mid-action ---------------------------------------------------------------
+
+
+async def test_an_ami_action_whose_link_drops_fails_at_once_and_is_never_replayed(
+    quiet_pair: Pair,
+) -> None:
+    heard: list[str] = []
+
+    async def on_user_event(event: AmiMessage) -> None:
+        heard.append(str(event["UserEvent"]))
+
+    # A long action timeout: an action that fails must fail because the link dropped,
+    # not because its wait ran out.
+    async with TcpPath(quiet_pair.pbx.spec.ports.ami) as path, \
+            ami_client(quiet_pair.pbx, port=path.port, action_timeout=120) as ami:
+        ami.on("UserEvent", on_user_event)
+        await ami.wait_ready(10)
+        stats: EventStats = ami.stats
+        path.black_hole()
+        sent = path.sent
+        # UserEvent is no query: run twice, it is seen twice. Had it reached Asterisk,
+        # or were it replayed after the reconnect, it would be heard.
+        action = asyncio.create_task(
+            ami.send_action({"Action": "UserEvent", "UserEvent": "lost-with-the-link"}))
+        await until(lambda: path.sent > sent, why="the action never left the client")
+        await path.cut()
+        with pytest.raises(AmiUnavailable, match="link dropped before the answer"):
+            await asyncio.wait_for(action, 30)
+        # While the link is down, an action fails at once too, saying so.
+        with pytest.raises(AmiUnavailable):
+            await asyncio.wait_for(ami.send_action({"Action": "Ping"}), 30)
+        path.restore()
+        await until(lambda: ami.status == "connected" and stats.connects == 2, within=30)
+        await ami.send_action({"Action": "UserEvent", "UserEvent": "after-the-reconnect"})
+        # AMI's events come in order: a replay would be heard before this one.
+        await until(lambda: heard, within=10)
+        assert heard == ["after-the-reconnect"]
+        assert path.accepted == 2
