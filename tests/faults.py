@@ -10,6 +10,12 @@ Asterisk (an :class:`~pbx.runtime.AsteriskInstance` the test owns):
   booted and ARI answers. :meth:`AsteriskInstance.kill` + ``start()`` is the crash, and
   :meth:`AsteriskInstance.restart` the stop-and-start, of the same instance.
 
+A browser (Chromium, whose pid :func:`chromium_pid` finds by a marker in its arguments):
+
+- :func:`frozen_tree`: SIGSTOP a process and every process under it (Chromium's
+  renderers and network service), SIGCONT however the block ends. The tab's sockets
+  stay open and its kernel still acknowledges: a laptop put to sleep, a hung page.
+
 One path to Asterisk (ARI's HTTP and events socket, AMI):
 
 - :class:`TcpPath`: a relay on loopback that the client under test connects through.
@@ -48,7 +54,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +74,51 @@ async def paused(instance: AsteriskInstance) -> AsyncIterator[float]:
         yield time.monotonic()
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+def chromium_pid(marker: str) -> int:
+    """The Chromium started with ``marker`` among its arguments: its browser process (its
+    renderers, GPU and network service are children, each with a ``--type=``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                argv = (entry / "cmdline").read_bytes()
+                if marker.encode() in argv and b"--type=" not in argv:
+                    found.append(int(entry.name))
+    assert len(found) == 1, f"one browser process with {marker} expected, found {found}"
+    return found[0]
+
+
+def _tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                # ppid is the 2nd field after the command's ")" (the name may hold spaces).
+                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+@contextlib.contextmanager
+def frozen_tree(root: int) -> Iterator[float]:
+    """``root`` and its descendants frozen (SIGSTOP) for the block; yields when."""
+    pids = _tree(root)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        yield time.monotonic()
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
 
 async def restart_in_place(instance: AsteriskInstance, within: float = 60) -> None:
