@@ -33,7 +33,13 @@ from pbx.asterisk_config import (
     required_modules,
     write_files,
 )
-from pbx.installation import MIN_MAJOR, AsteriskUnavailable, parse_version, redact_url
+from pbx.installation import (
+    MIN_MAJOR,
+    AsteriskUnavailable,
+    AsteriskUnreachable,
+    parse_version,
+    redact_url,
+)
 from pbx.spool import AriSpool
 from pbx.trunk_config import SipTrunk, to_register_again
 
@@ -119,7 +125,7 @@ class ExternalAsterisk:
                     "SWITCHBOARD_ARI_PASSWORD (or asterisk.source's)") from None
             except AriUnavailable as exc:
                 if loop.time() >= deadline:
-                    raise AsteriskUnavailable(
+                    raise AsteriskUnreachable(
                         f"no Asterisk answers ARI at {redact_url(self.ari_url)} "
                         f"({exc}) after {wait_s:.0f} s (asterisk.source)") from exc
             await asyncio.sleep(1.0)

@@ -1,6 +1,8 @@
 """The composition root: builds every long-lived object once and hands it down.
 
-Start-up, in order (``cleanup_ctx``, so shutdown runs in reverse and always completes):
+The HTTP server listens at once; start-up runs beside it (:mod:`web.startup`: /status
+says 503 and what it waits for, each stage retried while what it needs is away), in
+order, and shutdown leaves the stages in reverse wherever start-up got to:
 1. the store: database engine, migrations, the demo set-up on first start
    (:mod:`web.demo`);
 2. telephony (:mod:`web.telephony`): Asterisk with a configuration rendered from the
@@ -22,6 +24,7 @@ import zoneinfo
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import cast
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -59,6 +62,14 @@ from web.dashboard.words import Site
 from web.demo import DEMO_NUMBER, seed_demo
 from web.proxies import real_client
 from web.sip_blocks import BlockPolicy, SipBlocker
+from web.startup import (
+    START_STAGES,
+    Stage,
+    StageContext,
+    Startup,
+    background_start,
+    while_starting,
+)
 from web.telephony import (
     Telephony,
     follow_directory,
@@ -133,6 +144,7 @@ class Services:
     controller: Controller = field(default_factory=Controller)
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     demo_credentials: dict[str, str] = field(default_factory=dict)
+    startup: Startup = field(default_factory=Startup)
     # The admin page's changes and the periodic check apply one at a time: two at once
     # would each give the receptionist a token and store only one of them.
     directory_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -241,23 +253,26 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     controller.trunks = TrunkWatch(lambda: pbx.spec.trunks, ami, endpoint_states(ari),
                                    pbx.log_file)
     phone_watch = PhoneWatch(services.store, services.hub, control.phone_registered)
-    await receptionist.start()
-    await seat_builtin(services.store, receptionist)
-    await ari.start()
-    # Calls do not wait for AMI: it only watches (it reconnects by itself).
-    await ami.start()
-    if isinstance(pbx, ExternalAsterisk):
-        await ami_checked(ami, pbx)
-    await ari.wait_ready(30)
-    watching = [asyncio.create_task(phone_watch.run(), name="phone watch"),
-                asyncio.create_task(security.run(), name="security summaries"),
-                # Also gives the PBX the blocks still in force from before a restart.
-                asyncio.create_task(blocker.run(), name="blocked SIP addresses"),
-                asyncio.create_task(follow_directory(services.directory_changed),
-                                    name="people, assistants and trunks"),
-                asyncio.create_task(controller.trunks.run(), name="trunk status")]
-    print_banner(services)
+    watching: list[asyncio.Task[None]] = []
+    # A failure on the way up (ARI not ready in time) leaves nothing running either:
+    # start-up tries this stage again from scratch.
     try:
+        await receptionist.start()
+        await seat_builtin(services.store, receptionist)
+        await ari.start()
+        # Calls do not wait for AMI: it only watches (it reconnects by itself).
+        await ami.start()
+        if isinstance(pbx, ExternalAsterisk):
+            await ami_checked(ami, pbx)
+        await ari.wait_ready(30)
+        watching += [asyncio.create_task(phone_watch.run(), name="phone watch"),
+                     asyncio.create_task(security.run(), name="security summaries"),
+                     # Also gives the PBX the blocks still in force from before a restart.
+                     asyncio.create_task(blocker.run(), name="blocked SIP addresses"),
+                     asyncio.create_task(follow_directory(services.directory_changed),
+                                         name="people, assistants and trunks"),
+                     asyncio.create_task(controller.trunks.run(), name="trunk status")]
+        print_banner(services)
         yield
     finally:
         for task in watching:
@@ -372,9 +387,12 @@ async def status(request: web.Request) -> web.Response:
     telephony, ari = services.telephony, services.controller.ari
     events = ari.status if ari is not None else "starting"
     ami = services.controller.ami
-    healthy = telephony.status in ("ok", "external") and events == "connected"
+    startup = services.startup
+    healthy = startup.up and telephony.status in ("ok", "external") and events == "connected"
     body = {
-        "status": "ok" if healthy else "degraded",
+        "status": "ok" if healthy else "starting" if not startup.up else "degraded",
+        # While starting: "database" or "asterisk", and why it is not there yet.
+        **({} if startup.up else startup.status()),
         "asterisk": telephony.installation.version if telephony.installation else None,
         "ari_events": events,
         # Not part of "healthy": calls go on without it, only its watching stops.
@@ -390,10 +408,12 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def build_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=256 * 1024,
-                          middlewares=[real_client(settings.server.trusted_proxies)])
     db = create_store_engine(settings.database_url)
     services = Services(settings=settings, db=db, store=Store(db))
+    app = web.Application(client_max_size=256 * 1024, middlewares=[
+        real_client(settings.server.trusted_proxies),
+        while_starting(services.startup, frozenset({"/status", "/metrics"})),
+    ])
     app[SERVICES] = services
     register_process_metrics(
         services.metrics, telephony_status=lambda: services.telephony.status,
@@ -407,7 +427,6 @@ def build_app(settings: Settings) -> web.Application:
         return watch.statuses if watch is not None else {}
 
     services.metrics.register(TrunkMetrics(trunk_statuses))
-    app.cleanup_ctx.extend([store_ctx, telephony_ctx, controller_ctx])
     # Every route is declared in the access policy; one that is not is refused.
     policy = route_policy(app)
     app.router.add_get("/status", status)
@@ -457,6 +476,16 @@ def build_app(settings: Settings) -> web.Application:
         services.metrics, services.hub, services.store,
         websocket_clients=lambda: len(app[DASHBOARD].hub.clients),
     )
-    app.cleanup_ctx.append(metrics_ctx)  # after store_ctx: it reads the agents table
-    app.cleanup_ctx.append(retention_ctx)
+    # What the sub-systems set up to run with the app (the dashboard's feed) reads the
+    # store: it becomes a stage too, after the controller as before.
+    # (aiohttp types a cleanup context as either kind; the dashboard's is a generator.)
+    theirs = cast(list[StageContext], list(app.cleanup_ctx))
+    app.cleanup_ctx.clear()
+    stages: list[Stage] = [
+        ("database", store_ctx), ("asterisk", telephony_ctx), ("asterisk", controller_ctx),
+        *(("database", ctx) for ctx in theirs),
+        ("database", metrics_ctx), ("database", retention_ctx),
+    ]
+    app[START_STAGES] = stages
+    app.cleanup_ctx.append(background_start(services.startup, stages))
     return app
