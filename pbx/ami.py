@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Unpack
@@ -77,6 +78,9 @@ class _Everything:
 _EOL = "\r\n"
 _NOT_A_MESSAGE = "no Event or Response header"
 _BODY_RESPONSES = ("Response: Follows", "Response: Fail")  # a command's output follows
+# A header line: a name, a colon, then the value (Asterisk writes "Value:" with nothing
+# after it for an empty one).
+_HEADER = re.compile(r"[^\s:]+:")
 
 
 class _Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
@@ -105,10 +109,11 @@ class _Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
             if message is None:
                 self.factory.bad_block(block, _NOT_A_MESSAGE)
                 continue
-            if not block.startswith(_BODY_RESPONSES) and any(
-                    ": " not in line for line in block.split(_EOL)
-                    if not line.startswith("Asterisk Call Manager/")):
-                self.factory.bad_block(block, "lines that are not headers")
+            stray = [] if block.startswith(_BODY_RESPONSES) else [
+                line for line in block.split(_EOL)
+                if not _HEADER.match(line) and not line.startswith("Asterisk Call Manager/")]
+            if stray:
+                self.factory.bad_block(" / ".join(stray), "lines that are not headers")
             self.handle_message(message)
 
 
