@@ -34,11 +34,13 @@ Stage = tuple[str, StageContext]
 START_STAGES = web.AppKey("start_stages", list[Stage])
 """The stages the app brings up, in order (web.app.build_app)."""
 
-# Away, not wrong: worth another try. A refused connection (PostgreSQL down), a psycopg
-# OperationalError (its wrapping of the same), an Asterisk that does not answer ARI yet.
+# Away, not wrong: worth another try. A refused or reset connection, a psycopg
+# OperationalError (its wrapping of the same: PostgreSQL down), an Asterisk that does
+# not answer ARI yet, ARI not ready in time. Any other OSError (a folder it may not
+# write, a port taken) is a setting to fix, and stops start-up.
 RETRYABLE: tuple[type[BaseException], ...] = (
-    OSError, TimeoutError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
-    AsteriskUnreachable,
+    ConnectionError, TimeoutError, sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError, AsteriskUnreachable,
 )
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 10.0

@@ -329,7 +329,8 @@ async def _started_before_its_asterisk(product: Product, outside: OutsideAsteris
     async with aiohttp.ClientSession() as http, http.get(f"{product.url}/login") as page:
         assert page.status == 503
     await outside.start()
-    await until(product.healthy, 120, step=0.5, why="it did not come up once Asterisk did")
+    await until(product.healthy, 120, step=0.5,
+                why=lambda: "it did not come up once Asterisk did:\n" + "".join(product.output))
     assert "Switchboard is running." in "".join(product.output)
     assert await product.signal(signal.SIGINT) == 0
     await outside.stop()
