@@ -231,6 +231,9 @@ def setup_dashboard(
         throttle=LoginThrottle(failures=options.login_failures,
                                address_failures=options.address_failures,
                                window_s=options.login_window_s),
+        handshakes=LoginThrottle(failures=options.ws_refused_per_minute,
+                                 address_failures=options.ws_refused_per_minute,
+                                 window_s=60.0),
         board=board,
         hub=DashboardHub(board, limits=options.hub, clock=options.clock),
         templates=jinja2.Environment(

@@ -79,6 +79,9 @@ class DashboardOptions:
     ws_max_message_bytes: int = 4096
     # Messages a tab may send per 10 s before it is closed (it needs none today).
     ws_messages_per_10s: int = 20
+    # Socket handshakes refused (no session) per address and minute before that
+    # address's sessionless handshakes are answered 429 (web.dashboard.guard).
+    ws_refused_per_minute: int = 30
     passwords: Passwords | None = None
     clock: Callable[[], datetime] = utc_now
     # The zone pages show times in and the country whose numbers people type
@@ -99,6 +102,8 @@ class Dashboard:
     sessions: Sessions
     passwords: Passwords
     throttle: LoginThrottle
+    # Refused socket handshakes, per address (guard).
+    handshakes: LoginThrottle
     board: Board
     hub: DashboardHub
     templates: jinja2.Environment
