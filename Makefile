@@ -12,7 +12,8 @@ APT_RUN := mmdebstrap ca-certificates espeak-ng
 # libnss3-tools, iproute2 and openssl: the remote-agent browser test (a test CA in
 # Chromium's certificate store, a network namespace for the agent's machine).
 # docker-compose: `docker-compose config` validates docker-compose.yml (no engine runs).
-APT_TEST := postgresql chromium libnss3-tools iproute2 openssl docker-compose
+# kamailio: the cluster's SIP edge (its rendered configuration, the dispatch tests).
+APT_TEST := postgresql chromium libnss3-tools iproute2 openssl docker-compose kamailio
 PYTEST_ARGS ?=
 
 .PHONY: run test setup setup-test lint typecheck screenshots clean

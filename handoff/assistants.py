@@ -40,6 +40,9 @@ class FallbackKind(enum.StrEnum):
     NUMBER = "number"
     # The AI keeps the call and records a callback request.
     AI_CALLBACK = "ai_callback"
+    # The caller leaves a message (a prompt, a beep, the call's recording from there):
+    # a callback request with the message to play.
+    VOICEMAIL = "voicemail"
 
 
 class EngineKind(enum.StrEnum):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
@@ -47,6 +47,8 @@ CALLS_TOPIC = "calls"
 # one and take the call over from there. One topic for all calls, because the board
 # watches them all; a call's own topic (call_topic) serves whoever follows one call.
 TRANSCRIPTS_TOPIC = "transcripts"
+# A leg's figures were recorded as it ended (LegQualityRecorded): the metrics listen.
+QUALITY_TOPIC = "quality"
 # Subscribing to it hears every topic (the metrics).
 ALL_TOPICS = "*"
 
@@ -89,15 +91,22 @@ class EventType(enum.StrEnum):
     CALL_CHANGED = "call_changed"
     # On the call's own topic and on TRANSCRIPTS_TOPIC.
     TRANSCRIPT = "transcript"
+    # On QUALITY_TOPIC.
+    LEG_QUALITY = "leg_quality"
     # The AI events WebSocket's own messages; the hub never carries them.
     READY = "ready"
     OVERFLOW = "overflow"
+    # From the hub itself, on a shared topic: another node's events may have been missed
+    # (EventHub.lost); subscribers read the store afresh.
+    RESYNC = "resync"
 
 
 class Fallback(enum.StrEnum):
     """What happens to a caller nobody took (handoff_failed's ``fallback``)."""
     NUMBER = "number"  # put through to the assistant's fallback number
     CALLBACK = "callback"  # the AI keeps the caller; a call-back request is noted
+    # The AI leaves; the caller leaves a message, noted as a call-back request.
+    VOICEMAIL = "voicemail"
 
 
 @dataclass(frozen=True)
@@ -233,6 +242,19 @@ class TranscriptLine(TypedEvent):
     at: str  # ISO 8601
 
 
+@dataclass(frozen=True)
+class LegQualityRecorded(TypedEvent):
+    """A caller's or agent's leg ended and Asterisk's figures for it were recorded
+    (handoff.quality.LegQuality; a figure Asterisk could not measure is absent)."""
+
+    kind: ClassVar[EventType] = EventType.LEG_QUALITY
+    call_id: str
+    leg: str  # "caller" or "agent"
+    jitter_ms: float | None = None
+    loss_pct: float | None = None
+    rtt_ms: float | None = None
+
+
 def publish_transcript_line(hub: EventHub, line: TranscriptLine) -> None:
     """A line was stored for a call: whoever follows that call, the supervisor board,
     and the panels of the agents on it (they reload what they show) hear of it."""
@@ -258,6 +280,13 @@ class Overflow(TypedEvent):
     dropped: int
 
 
+@dataclass(frozen=True)
+class Resync(TypedEvent):
+    """Events of this topic from other nodes may have been missed (EventHub.lost)."""
+
+    kind: ClassVar[EventType] = EventType.RESYNC
+
+
 # ---- the hub -------------------------------------------------------------------------------
 
 
@@ -279,9 +308,15 @@ class Subscription:
         return await self.queue.get()
 
 
+# Where this process's events go besides its own subscribers: the other nodes of a
+# cluster (handoff.shared_events), as (topic, wire form).
+Relay = Callable[[str, Event], None]
+
+
 class EventHub:
     def __init__(self) -> None:
         self._subscriptions: set[Subscription] = set()
+        self._relay: Relay | None = None
 
     def publish(self, topic: str, event: TypedEvent) -> None:
         payload: Event | None = None
@@ -290,6 +325,31 @@ class EventHub:
                 if payload is None:
                     payload = event.to_dict()
                 sub.offer({"topic": topic, **payload})
+        if self._relay is not None:
+            self._relay(topic, payload if payload is not None else event.to_dict())
+
+    def deliver(self, topic: str, payload: Event) -> None:
+        """An event another node published (its wire form): to the subscribers of its
+        topic here, never relayed on. Not to those of every topic (the metrics): each
+        node counts what it did itself, so that the nodes' figures add up."""
+        for sub in self._subscriptions:
+            if topic in sub.topics:
+                sub.offer({"topic": topic, **payload})
+
+    def lost(self, topics: frozenset[str]) -> None:
+        """Other nodes' events on ``topics`` may have been missed (the link to them was
+        down): each subscriber of one of them counts it as a loss, as if its queue had
+        overflowed, and is woken by a ``resync`` event to rebuild its picture from the
+        store now rather than at its next event."""
+        for sub in self._subscriptions:
+            missed = sub.topics & topics
+            if missed:
+                sub.dropped += 1
+                sub.offer({"topic": min(missed), **Resync().to_dict()})
+
+    def relay_to(self, relay: Relay | None) -> None:
+        """Send every event published here to ``relay`` too (None: stop)."""
+        self._relay = relay
 
     @asynccontextmanager
     async def subscribe(self, *topics: str) -> AsyncIterator[Subscription]:

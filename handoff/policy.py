@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from handoff.assistants import HandoffLevel
 from handoff.calls import CallState
-from handoff.live.errors import CallStateConflict
+from handoff.live.errors import CallStateConflict, OutOfHours
 from handoff.states import InvalidTransition
 from handoff.store import NotFound, Store
 from handoff.store.models import Assistant
@@ -54,6 +54,8 @@ class Refusal(enum.StrEnum):
     NOT_ALLOWED = "handoff_not_allowed"
     # The assistant is AI first: ask the caller what the call is about first.
     PROBLEM_REQUIRED = "problem_required"
+    # Out of the assistant's business hours nobody can come; its fallback applies.
+    OUT_OF_HOURS = "out_of_hours"
 
 
 class HandoffRefused(Exception):
@@ -163,6 +165,10 @@ class HandoffPolicy:
                 call_id, reason=RESTRICTED_TOPIC, summary=summary, topic=hit.topic)
         except (NotFound, InvalidTransition, CallStateConflict):
             # The call moved on meanwhile (it ended, or a handoff opened): nothing to force.
+            return None
+        except OutOfHours:
+            log.info("call=%s: caller spoke of restricted topic %s out of hours: the "
+                     "assistant's fallback applies", call_id, hit.topic)
             return None
         await self._audit(assistant, call_id, handoff_id, hit, "caller")
         log.info("call=%s handoff=%s forced: caller said %r (restricted topic %s)",

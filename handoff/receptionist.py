@@ -379,6 +379,8 @@ class Receptionist:
             self._speak(call, "connecting")
         elif code == Refusal.NOT_ALLOWED:
             self._speak(call, "unavailable")
+        elif code == Refusal.OUT_OF_HOURS:
+            self._speak(call, "closed")
         elif code == Refusal.PROBLEM_REQUIRED:
             call.asked_first = True
             self._speak(call, "ask_first")

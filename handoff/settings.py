@@ -25,6 +25,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+import urllib.parse
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from handoff.settings_layers import SettingsError, _build, apply_layers
 from handoff.trunks import Trunk, TrunkAuth
 from pbx.asterisk_config import check_max_calls, check_rtp_range, default_max_calls
 from pbx.config_values import ConfigValueError, check_host, check_name, check_port, check_realm
+from pbx.kamailio_config import EdgeNode, EdgeSpec
 
 __all__ = ["Settings", "SettingsError", "_build", "apply_layers", "load", "validate"]
 
@@ -163,6 +165,9 @@ class DeskSettings:
     # Seconds an available agent spends in wrap-up after their part of a call (notes,
     # follow-up) before the next card; 0 turns it off. The agent can end it early.
     wrap_up_s: int = 15
+    # The longest voicemail a caller may leave (an assistant whose fallback is voicemail)
+    # before the call is ended for them.
+    voicemail_max_s: int = 120
     # The zone every page shows times in (an IANA name, e.g. "Europe/Paris"): a call
     # centre's people read the clock on the wall, wherever the server is. Empty: the
     # server's own zone (/etc/localtime).
@@ -196,6 +201,40 @@ class RoutingSettings:
 
 
 @dataclass(frozen=True)
+class ClusterNodeSettings:
+    """A ``[[cluster.nodes]]`` table: one Asterisk node behind the edge."""
+
+    name: str = "node"
+    sip_host: str = "127.0.0.1"
+    sip_port: int = 5060
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    # Kamailio, the SIP edge carriers send their calls to: it dispatches each call to a
+    # node that answers OPTIONS (pbx.kamailio_config). No nodes: no cluster, one box.
+    edge_address: str = "127.0.0.1"
+    edge_port: int = 5060
+    # Where Kamailio reads its rendered files and keeps its control socket.
+    edge_config_dir: str = "/etc/kamailio"
+    edge_run_dir: str = "/run/kamailio"
+    # Seconds between OPTIONS to each node: about how long a dead node still gets calls.
+    probe_interval_s: int = 2
+    # Where calls may come from (your carriers' SIP servers: addresses or networks);
+    # the edge refuses anyone else's.
+    carriers: tuple[str, ...] = ()
+    nodes: tuple[ClusterNodeSettings, ...] = ()
+
+    def edge(self) -> EdgeSpec:
+        return EdgeSpec(
+            listen_address=self.edge_address, port=self.edge_port,
+            nodes=tuple(EdgeNode(n.name, n.sip_host, n.sip_port) for n in self.nodes),
+            carriers=self.carriers, config_dir=self.edge_config_dir,
+            run_dir=self.edge_run_dir, probe_interval_s=self.probe_interval_s,
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: str = "var"
     log_level: str = "info"
@@ -211,6 +250,7 @@ class Settings:
     security: SecuritySettings = field(default_factory=SecuritySettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     trunks: tuple[TrunkSettings, ...] = ()
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
     @property
     def data_path(self) -> Path:
@@ -223,7 +263,8 @@ class Settings:
     @property
     def origin(self) -> str:
         scheme = "https" if self.server.tls_cert else "http"
-        return self.server.public_origin or f"{scheme}://{self.server.host}:{self.server.port}"
+        return (self.server.public_origin.rstrip("/")
+                or f"{scheme}://{self.server.host}:{self.server.port}")
 
     @property
     def local_url(self) -> str:
@@ -318,6 +359,8 @@ def validate(settings: Settings) -> None:
             if trunk.name in names:
                 raise ConfigValueError(f"trunks[{i}].name", f"{trunk.name!r} is used twice")
             names.add(trunk.name)
+        if settings.cluster.nodes:
+            settings.cluster.edge().validate()
         unknown = settings.routing.unknown_numbers
         if unknown != "reject":
             try:
@@ -348,6 +391,9 @@ def validate(settings: Settings) -> None:
                                 "server's)") from None
     if not 0 <= settings.desk.wrap_up_s <= 600:
         raise SettingsError(f"desk.wrap_up_s: {settings.desk.wrap_up_s}: 0 to 600 seconds")
+    if not 5 <= settings.desk.voicemail_max_s <= 600:
+        raise SettingsError(f"desk.voicemail_max_s: {settings.desk.voicemail_max_s}: 5 to "
+                            "600 seconds")
     if not 0 <= settings.recordings.keep_days <= 36500:
         raise SettingsError(f"recordings.keep_days: {settings.recordings.keep_days}: 0 (keep "
                             "them all) to 36500 days")
@@ -361,9 +407,38 @@ def validate(settings: Settings) -> None:
         except ValueError:
             raise SettingsError(f"server.trusted_proxies[{i}]: {proxy!r} is not an address "
                                 "or a network (192.0.2.10, 10.0.0.0/8, ::1)") from None
+    _check_origin(settings.server)
     url = settings.database.url
     if url and not url.startswith(("sqlite", "postgresql")):
         raise SettingsError(f"database.url: {url.split(':')[0]!r}: use sqlite or postgresql")
+
+
+def check_origin(origin: str) -> str:
+    """``origin`` as browsers send it in Origin (scheme://host[:port], no slash)."""
+    parts = urllib.parse.urlsplit(origin)
+    if (parts.scheme not in ("http", "https") or not parts.hostname
+            or parts.path not in ("", "/") or parts.query or parts.fragment):
+        raise ValueError(f"server.public_origin: {origin!r}: a scheme, a host and perhaps a "
+                         "port, nothing more (https://desk.example.com:8443)")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _check_origin(server: ServerSettings) -> None:
+    """The dashboard accepts a WebSocket and a form only from its own origin (web.dashboard
+    .guard), which is what agents' browsers send. Listening on every address, there is no
+    one address to derive it from: browsers would send http://10.0.0.5:8080 and be
+    refused, a dashboard that signs in and then does nothing, with nothing said why."""
+    origin = server.public_origin
+    if origin:
+        try:
+            check_origin(origin)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+    elif server.host in ("0.0.0.0", "::", "[::]"):
+        raise SettingsError(f"server.public_origin: required when server.host is "
+                            f"{server.host!r}: the address agents' browsers open "
+                            "(https://desk.example.com:8443); the dashboard refuses requests "
+                            "from any other origin. Or set server.host to that address.")
 
 
 def _check_certificates(settings: Settings) -> None:

@@ -13,18 +13,20 @@ order, and shutdown leaves the stages in reverse wherever start-up got to:
    the built-in reference receptionist.
 
 A crash of this process leaves Asterisk and its calls up; Ctrl-C / SIGTERM stop all.
+An Asterisk started here that dies on its own is started again (:mod:`web.asterisk_keeper`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import zoneinfo
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -42,6 +44,7 @@ from handoff.phone_watch import PhoneWatch
 from handoff.receptionist import Receptionist
 from handoff.recordings import expire_recordings
 from handoff.settings import Settings
+from handoff.shared_events import SharedEvents
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from handoff.supervision import Supervision
 from pbx import runtime
@@ -54,12 +57,14 @@ from pbx.trunk_status import TrunkStatus, endpoint_states
 from web.ai_api import API_PREFIX, setup_ai_api
 from web.app_metrics import register_process_metrics
 from web.assistants import seat_builtin
+from web.asterisk_keeper import AsteriskKeeper, KeeperMetrics
 from web.dashboard.access import Shape, own_auth, public
 from web.dashboard.routes import route_policy, setup_dashboard
 from web.dashboard.tools import Tools, setup_tools
 from web.dashboard.typedefs import DASHBOARD, DashboardOptions, SoftphoneSettings
 from web.dashboard.words import Site
 from web.demo import DEMO_NUMBER, seed_demo
+from web.kpi_metrics import KpiMetrics
 from web.proxies import real_client
 from web.sip_blocks import BlockPolicy, SipBlocker
 from web.startup import (
@@ -144,6 +149,8 @@ class Services:
     controller: Controller = field(default_factory=Controller)
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     demo_credentials: dict[str, str] = field(default_factory=dict)
+    # The events shared with the other nodes on the same PostgreSQL; None on SQLite.
+    shared_events: SharedEvents | None = None
     startup: Startup = field(default_factory=Startup)
     # The admin page's changes and the periodic check apply one at a time: two at once
     # would each give the receptionist a token and store only one of them.
@@ -229,7 +236,8 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
         recordings=settings.data_path / "recordings",
         # Moved on this host, or (an Asterisk someone else runs) fetched through ARI.
         spool=pbx.spool(),
-        timing=Timing(wrap_up_s=float(settings.desk.wrap_up_s)),
+        timing=Timing(wrap_up_s=float(settings.desk.wrap_up_s),
+                      voicemail_max_s=float(settings.desk.voicemail_max_s)),
         # Business hours are the site's: the zone its people read times in.
         zone=zoneinfo.ZoneInfo(settings.desk.time_zone) if settings.desk.time_zone else None,
         # A number's menu prompt is spoken into the Asterisk's own sounds; one someone
@@ -366,9 +374,10 @@ async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
             await asyncio.gather(task, return_exceptions=True)
 
 
-async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The Prometheus counters follow the event hub for as long as the app runs."""
-    task = asyncio.create_task(app[METRICS].run(), name="metrics")
+@contextlib.asynccontextmanager
+async def running(work: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """``work`` as a task for the block: cancelled and awaited however the block ends."""
+    task = asyncio.create_task(work, name=name)
     try:
         yield
     finally:
@@ -376,7 +385,28 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def keeper_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Started last, stopped first: the shutdown's own stop of Asterisk is not a death."""
+    async with running(app[KEEPER].run(), "asterisk keeper"):
+        yield
+
+
+async def shared_events_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Before the controller, so that other nodes sharing the store see its first card."""
+    shared = app[SERVICES].shared_events
+    async with running(shared.run(), "shared events") if shared else contextlib.nullcontext():
+        yield
+
+
+async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The Prometheus counters follow the event hub for as long as the app runs."""
+    async with running(app[METRICS].run(), "metrics"):
+        yield
+
+
 METRICS = web.AppKey("metrics", SwitchboardMetrics)
+KPI_METRICS = web.AppKey("kpi_metrics", KpiMetrics)
+KEEPER = web.AppKey("keeper", AsteriskKeeper)
 
 
 # ---- handlers ---------------------------------------------------------------------------
@@ -399,10 +429,16 @@ async def status(request: web.Request) -> web.Response:
         "ami": ami.status if ami is not None else "starting",
         "calls": len(services.controller.control.calls) if services.controller.control else 0,
     }
+    if services.shared_events is not None:  # not "healthy" either: other nodes' desks lag
+        body["shared_events"] = services.shared_events.link.status
     return web.json_response(body, status=200 if healthy else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
+    # Today's key figures are read from the store now, for this scrape (once it is up:
+    # while start-up waits for the database, the process's own figures still answer).
+    if request.app[SERVICES].startup.up:
+        await request.app[KPI_METRICS].refresh()
     data = generate_latest(request.app[SERVICES].metrics)
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -410,6 +446,8 @@ async def metrics(request: web.Request) -> web.Response:
 def build_app(settings: Settings) -> web.Application:
     db = create_store_engine(settings.database_url)
     services = Services(settings=settings, db=db, store=Store(db))
+    if db.url.get_backend_name() == "postgresql":
+        services.shared_events = SharedEvents(services.hub, settings.database_url)
     app = web.Application(client_max_size=256 * 1024, middlewares=[
         real_client(settings.server.trusted_proxies),
         while_starting(services.startup, frozenset({"/status", "/metrics"})),
@@ -427,6 +465,9 @@ def build_app(settings: Settings) -> web.Application:
         return watch.statuses if watch is not None else {}
 
     services.metrics.register(TrunkMetrics(trunk_statuses))
+    site = Site.of(settings.desk.time_zone, settings.asterisk.country)
+    app[KPI_METRICS] = KpiMetrics(services.store, site)
+    services.metrics.register(app[KPI_METRICS])
     # Every route is declared in the access policy; one that is not is refused.
     policy = route_policy(app)
     app.router.add_get("/status", status)
@@ -439,8 +480,7 @@ def build_app(settings: Settings) -> web.Application:
         app, store=services.store, hub=services.hub, commands=services.controller,
         origin=settings.origin, secure_cookies=settings.origin.startswith("https://"),
         softphone=SoftphoneSettings(services.telephony.softphone_url),
-        options=DashboardOptions(site=Site.of(settings.desk.time_zone,
-                                              settings.asterisk.country)),
+        options=DashboardOptions(site=site),
     )
 
     async def test_call() -> str:
@@ -476,15 +516,26 @@ def build_app(settings: Settings) -> web.Application:
         services.metrics, services.hub, services.store,
         websocket_clients=lambda: len(app[DASHBOARD].hub.clients),
     )
+    def started_here() -> list[runtime.AsteriskInstance]:
+        telephony = services.telephony
+        return [instance for instance in (telephony.pbx, telephony.carrier)
+                if isinstance(instance, runtime.AsteriskInstance)]
+
+    app[KEEPER] = AsteriskKeeper(
+        started_here, restarted=lambda _: write_state(settings, services.telephony))
+    services.metrics.register(KeeperMetrics(app[KEEPER]))
     # What the sub-systems set up to run with the app (the dashboard's feed) reads the
     # store: it becomes a stage too, after the controller as before.
     # (aiohttp types a cleanup context as either kind; the dashboard's is a generator.)
     theirs = cast(list[StageContext], list(app.cleanup_ctx))
     app.cleanup_ctx.clear()
     stages: list[Stage] = [
-        ("database", store_ctx), ("asterisk", telephony_ctx), ("asterisk", controller_ctx),
+        ("database", store_ctx), ("database", shared_events_ctx),
+        ("asterisk", telephony_ctx), ("asterisk", controller_ctx),
         *(("database", ctx) for ctx in theirs),
         ("database", metrics_ctx), ("database", retention_ctx),
+        # Started last, stopped first (its own docstring).
+        ("asterisk", keeper_ctx),
     ]
     app[START_STAGES] = stages
     app.cleanup_ctx.append(background_start(services.startup, stages))

@@ -8,7 +8,6 @@ import importlib.util
 import json
 import logging
 import os
-import secrets
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -22,13 +21,13 @@ from handoff.prompts import PromptError
 from handoff.receptionist import make_prompts
 from handoff.settings import Settings, SettingsError, load
 from handoff.store import LastAdmin, Removed, Store, create_store_engine, upgrade_to_head
-from pbx import runtime
+from pbx import kamailio_config, runtime
 from pbx.asterisk_config import Dirs, InboundRoute, InstanceSpec, render, write_files
 from pbx.config_values import ConfigValueError
 from web import (
     backup,
     cli_assistants,
-    cli_pause_reasons,
+    cli_lists,
     cli_queues,
     cli_trunks,
     doctor,
@@ -130,6 +129,28 @@ def cmd_config_render(args: argparse.Namespace) -> int:
                 (Path(args.state_folders) / Path(inside).relative_to(dirs.root)).mkdir(
                     parents=True, exist_ok=True)
         print(f"made Asterisk's state folders under {args.state_folders}")
+    return 0
+
+
+def cmd_config_edge(args: argparse.Namespace) -> int:
+    """Write Kamailio's files for the SIP edge in front of the cluster's nodes, and ask
+    Kamailio whether it would load them when it is installed here."""
+    settings = _settings(args)
+    if not settings.cluster.nodes:
+        raise SettingsError("cluster.nodes: no nodes, so no edge to render "
+                            "(add [[cluster.nodes]] tables)")
+    out = Path(args.out or settings.cluster.edge_config_dir)
+    kamailio_config.write_files(settings.cluster.edge(), out)
+    print(f"wrote {kamailio_config.CONFIG_FILE} and {kamailio_config.LIST_FILE} to {out}")
+    try:
+        kamailio_config.check_syntax(out / kamailio_config.CONFIG_FILE)
+    except kamailio_config.KamailioUnavailable as exc:
+        print(f"not checked: {exc}")
+        return 0
+    except ValueError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 1
+    print("kamailio -c accepts it")
     return 0
 
 
@@ -269,13 +290,12 @@ def cmd_user_passwd(args: argparse.Namespace) -> int:
     """
 
     async def reset(store: Store) -> int:
-        password = secrets.token_urlsafe(9)
         async with store.transaction() as tx:
             agent = await tx.agents.by_login(args.login)
             if agent is None or agent.removed_at is not None:
                 return _no_such(args.login)
-            await tx.agents.set_password_hash(agent.id, Passwords().hash(password))
-            await tx.audit.record(CLI_ACTOR, "password_reset", f"agent:{agent.id}")
+            _, password = await people.new_password(tx, Passwords(), agent.id,
+                                                    actor=CLI_ACTOR)
         print(f"{args.login}: {password}")
         return 0
 
@@ -325,6 +345,25 @@ def cmd_user_change(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(_on_store(_settings(args), change))
+
+
+def cmd_user_rename(args: argparse.Namespace) -> int:
+    """A person's display name (the login stays: phones and scripts keep working)."""
+
+    async def rename(store: Store) -> int:
+        try:
+            async with store.transaction() as tx:
+                agent = await tx.agents.by_login(args.login)
+                if agent is None or agent.removed_at is not None:
+                    return _no_such(args.login)
+                await people.rename(tx, agent.id, args.name, actor=CLI_ACTOR)
+        except people.PersonRefused as exc:
+            print(f"switchboard: {exc.reason}", file=sys.stderr)
+            return 2
+        print(f"{args.login}: now {args.name.strip()!r}")
+        return 0
+
+    return asyncio.run(_on_store(_settings(args), rename))
 
 
 def cmd_user_list(args: argparse.Namespace) -> int:
@@ -386,6 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
         change = user_sub.add_parser(action, help=what)
         change.add_argument("login")
         change.set_defaults(func=cmd_user_change)
+    rename = user_sub.add_parser("rename", help="change a person's display name")
+    rename.add_argument("login")
+    rename.add_argument("name")
+    rename.set_defaults(func=cmd_user_rename)
     user_sub.add_parser("list", help="everyone not removed").set_defaults(func=cmd_user_list)
     cli_assistants.add_parser(sub, cli_assistants.Cli(
         run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
@@ -402,9 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
     cli_queues.add_parser(sub, cli_assistants.Cli(
         run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
         actor=CLI_ACTOR, note=RUNNING_PBX_NOTE))
-    cli_pause_reasons.add_parser(sub, cli_assistants.Cli(
-        run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
-        actor=CLI_ACTOR, note=RUNNING_PBX_NOTE))
+    for named_list in (cli_lists.PAUSE_REASONS, cli_lists.DISPOSITIONS):
+        cli_lists.add_parser(sub, cli_assistants.Cli(
+            run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
+            actor=CLI_ACTOR, note=RUNNING_PBX_NOTE), named_list)
     dash = bench_sub.add_parser("dashboard", help="card delivery to many dashboard tabs")
     dash.add_argument("--clients", type=int, default=1000)
     dash.add_argument("--board", action="store_true",
@@ -439,6 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
                             help="also make Asterisk's state folders (database, spool, "
                             "logs) in DIR: asterisk.state_dir as this machine mounts it")
     render_cmd.set_defaults(func=cmd_config_render)
+    edge_cmd = config_sub.add_parser(
+        "edge", help="write Kamailio's files for the cluster's SIP edge ([cluster])")
+    edge_cmd.add_argument("--out", help="folder to write them to (default: "
+                          "cluster.edge_config_dir)")
+    edge_cmd.set_defaults(func=cmd_config_edge)
     systemd.add_parser(sub).set_defaults(func=cmd_systemd_render)
     return parser
 

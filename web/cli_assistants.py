@@ -57,12 +57,14 @@ def _in_transaction(args: argparse.Namespace, cli: Cli, act: Act) -> int:
 
 
 def _rules(args: argparse.Namespace, current: Assistant | None) -> assistants.Rules | None:
+    """--fallback KIND says what applies; --fallback-number alone means a number (''
+    alone: the AI takes a call-back), as before --fallback existed."""
     fallback = args.fallback_number
+    kind = args.fallback or (None if fallback is None else (
+        FallbackKind.NUMBER.value if fallback else FallbackKind.AI_CALLBACK.value))
     return assistants.rules_from({
         "handoff_level": args.handoff_level, "accept_timeout_s": args.accept_timeout,
-        "fallback_number": fallback,
-        "fallback_kind": None if fallback is None else (
-            FallbackKind.NUMBER.value if fallback else FallbackKind.AI_CALLBACK.value),
+        "fallback_number": fallback, "fallback_kind": kind,
     }, current)
 
 
@@ -181,7 +183,8 @@ async def _assistant_list(
         state = "enabled" if a.enabled else "disabled"
         topics = " ".join(t["name"] for t in v["restricted_topics"]) or "-"
         print(f"{a.name}\t{' '.join(v['numbers']) or '-'}\t{v['engine']}\t{state}\t"
-              f"{v['handoff_level']}\t{v['accept_timeout_s']}s\t{v['fallback_number'] or '-'}\t"
+              f"{v['handoff_level']}\t{v['accept_timeout_s']}s\t{v['fallback_kind']}\t"
+              f"{v['fallback_number'] or '-'}\t"
               f"{topics}")
     return 0
 
@@ -209,6 +212,11 @@ def add_parser(sub: Any, cli: Cli) -> None:
         cmd.add_argument("--handoff-level", choices=[h.value for h in HandoffLevel])
         cmd.add_argument("--accept-timeout", type=int, metavar="S",
                          help="seconds a card is offered before the fallback")
+        cmd.add_argument("--fallback", choices=[f.value for f in FallbackKind],
+                         help="what applies when nobody can take the caller (out of hours, "
+                              "nobody free, nobody in time): a number (--fallback-number), "
+                              "the AI takes a call-back, or a voicemail, which appears as a "
+                              "call-back with the message to play")
         cmd.add_argument("--fallback-number", metavar="N",
                          help="where callers go when nobody takes them ('' : the AI keeps "
                               "them and a callback is noted)")

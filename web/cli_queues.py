@@ -24,7 +24,7 @@ def _changes(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "name": args.name, "strategy": args.strategy, "ring_s": args.ring,
         "max_wait_s": args.max_wait, "service_level_s": args.service_level,
-        "no_answer_limit": args.away_after,
+        "no_answer_limit": args.away_after, "wrap_up_s": args.wrap_up,
         "members": None if args.member is None else " ".join(args.member),
         "assistants": None if args.assistant is None else " ".join(args.assistant),
         "topics": None if args.topic is None else " ".join(args.topic),
@@ -39,7 +39,8 @@ def _line(shown: dict[str, Any]) -> str:
     return "\t".join([
         shown["name"], shown["strategy"],
         f"ring {shown['ring_s']}s, wait {shown['max_wait_s']}s, "
-        f"service level {shown['service_level_s']}s, away after {shown['no_answer_limit']}",
+        f"service level {shown['service_level_s']}s, away after {shown['no_answer_limit']}, "
+        "wrap-up " + ("default" if shown["wrap_up_s"] is None else f"{shown['wrap_up_s']}s"),
         " ".join(f"{m['login']}:{m['level']}" for m in shown["members"]) or "(no members)",
         "assistants " + (" ".join(shown["assistants"]) or "-"),
         "topics " + (" ".join(shown["topics"]) or "-"),
@@ -99,6 +100,9 @@ def add_parser(sub: Any, cli: Cli) -> None:
                          help="seconds a caller waits before the assistant's fallback")
         cmd.add_argument("--service-level", type=int, metavar="S",
                          help="a card taken within this many seconds meets the service level")
+        cmd.add_argument("--wrap-up", metavar="S|default",
+                         help="seconds of wrap-up after one of its calls (0: none), instead "
+                              "of the desk.wrap_up_s setting; 'default' goes back to it")
         cmd.add_argument("--hours", action="append", metavar="'DAYS HH:MM-HH:MM'",
                          help="business hours in the site's zone, e.g. 'mon-fri 09:00-17:00'; "
                               "out of them the queue takes no card and the fallback applies; "

@@ -12,7 +12,7 @@ from typing import Any
 
 from handoff.store import NotFound, Transaction
 from handoff.store.models import Call, Disposition
-from web.pause_reasons import PauseReasonRefused, checked_name, clash
+from web.pause_reasons import PauseReasonRefused, checked_name, clash, id_named
 
 KIND = "disposition"
 
@@ -57,3 +57,7 @@ async def pick(tx: Transaction, call_id: str, disposition_id: object, *, actor: 
     await tx.audit.record(actor, "disposition_set", f"call:{call_id}",
                           {"disposition": row.name})
     return call
+
+
+async def id_of(tx: Transaction, name: str) -> int:
+    return await id_named(tx.dispositions, name, KIND)

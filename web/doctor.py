@@ -16,7 +16,9 @@ import aiohttp
 from handoff.settings import Settings
 from pbx import rootfs, runtime
 from pbx.ari import basic_auth_header
+from pbx.edge import Edge, NodeState, sip_options
 from pbx.installation import redact_url
+from pbx.kamailio_config import KamailioUnavailable
 
 
 @dataclass
@@ -26,6 +28,8 @@ class Report:
     browser: dict[str, Any] = field(default_factory=dict)
     dashboard: dict[str, Any] = field(default_factory=dict)
     tools: dict[str, Any] = field(default_factory=dict)
+    # [cluster]: the SIP edge and each node (empty without nodes).
+    cluster: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
 
@@ -78,6 +82,45 @@ def _version_of(argv: list[str]) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return (out.stdout or out.stderr).strip().splitlines()[0] if out.returncode == 0 else None
+
+
+async def examine_cluster(settings: Settings, report: Report) -> None:
+    """The edge (Kamailio's version; which nodes its dispatcher sends calls to, when its
+    control socket is on this machine) and every node: whether its SIP answers an
+    OPTIONS from here, and its version where it can be known. A node's ARI listens on
+    its own loopback, so only this machine's node tells its version (report.asterisk);
+    the others' SIP names no software."""
+    spec = settings.cluster.edge()
+    kamailio = await asyncio.to_thread(_version_of, ["kamailio", "-v"])
+    edge: dict[str, Any] = {"listen": f"{spec.listen_address}:{spec.port}",
+                            "version": kamailio.removeprefix("version: ") if kamailio else None}
+    dispatch: dict[str, NodeState] = {}
+    try:
+        dispatch = {state.name: state for state in await Edge(spec, Path(spec.config_dir)).nodes()}
+        edge["state"] = "running"
+    except KamailioUnavailable:
+        edge["state"] = "not running here" if kamailio else "kamailio not installed"
+    answers = await asyncio.gather(*(sip_options(n.host, n.port) for n in spec.nodes))
+    here = settings.asterisk
+    nodes = []
+    for node, answer in zip(spec.nodes, answers, strict=True):
+        this_machine = node.port == here.sip_port and node.host in (here.bind_address,
+                                                                    "127.0.0.1")
+        state = dispatch.get(node.name)
+        nodes.append({
+            "name": node.name, "sip": node.uri,
+            "reachable": answer is not None, "sip_status": answer.status if answer else None,
+            "version": (report.asterisk.get("version") if this_machine
+                        else answer.software if answer and answer.software else None),
+            "in_dispatch": state.active if state else None,
+        })
+        if answer is None:
+            report.problems.append(f"cluster node {node.name} ({node.uri}) does not answer "
+                                   "SIP OPTIONS")
+        elif state is not None and not state.active:
+            report.problems.append(f"the edge sends no calls to cluster node {node.name}: it "
+                                   "missed the edge's OPTIONS")
+    report.cluster = {"edge": edge, "nodes": nodes}
 
 
 def examine(settings: Settings) -> Report:
@@ -143,6 +186,8 @@ def examine(settings: Settings) -> Report:
             else rootfs.default_cache_dir()
         ),
     }
+    if settings.cluster.nodes:
+        asyncio.run(examine_cluster(settings, report))
     return report
 
 
@@ -166,6 +211,15 @@ def render_text(report: Report) -> str:
             f"{k}={'yes' if v is True else 'no' if v is False else v}" for k, v in tools.items()
         )
     )
+    if report.cluster:
+        edge = report.cluster["edge"]
+        lines.append(f"Edge       {edge['state']}: {edge['version'] or ''} on {edge['listen']}")
+        for node in report.cluster["nodes"]:
+            answer = f"answers SIP ({node['sip_status']})" if node["reachable"] else "silent"
+            dispatch = {True: ", in the dispatch", False: ", out of the dispatch",
+                        None: ""}[node["in_dispatch"]]
+            lines.append(f"Node       {node['name']} {node['sip']}: {answer}{dispatch}, "
+                         f"version {node['version'] or 'unknown'}")
     for problem in report.problems:
         lines.append(f"PROBLEM    {problem}")
     return "\n".join(lines)

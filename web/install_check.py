@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import enum
 import json
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from handoff.trunks import Trunk
 from pbx.asterisk_config import InboundRoute, InstanceSpec, SipAgent, render
 from pbx.config_values import ConfigValueError
 from pbx.installation import redact_url
+from pbx.kamailio_config import CONFIG_FILE, KamailioUnavailable, check_syntax, write_files
 from web.telephony import routes_and_agents
 
 
@@ -177,6 +179,26 @@ def _pbx_configuration(installation: Installation) -> Iterator[tuple[Severity, s
     except ConfigValueError as exc:
         yield Severity.ERROR, (f"the database's numbers or people make a configuration "
                                f"Asterisk would refuse: {exc}")
+
+
+@check("cluster_edge")
+def _cluster_edge(installation: Installation) -> Iterator[tuple[Severity, str]]:
+    settings = installation.settings
+    if not settings.cluster.nodes:
+        return
+    if make_url(settings.database_url).get_backend_name() != "postgresql":
+        yield Severity.WARNING, ("cluster.nodes are set but the store is SQLite: each node "
+                                 "keeps its own cards and people (set database.url to the "
+                                 "PostgreSQL they all share)")
+    # Kamailio's own check of the files `config edge` would write.
+    with tempfile.TemporaryDirectory(prefix="switchboard-edge-") as folder:
+        write_files(settings.cluster.edge(), Path(folder))
+        try:
+            check_syntax(Path(folder) / CONFIG_FILE)
+        except KamailioUnavailable as exc:
+            yield Severity.WARNING, f"the edge's files are not checked here: {exc}"
+        except ValueError as exc:
+            yield Severity.ERROR, str(exc)
 
 
 @check("agents_without_phones")

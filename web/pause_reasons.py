@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from handoff.store import NotFound, Transaction
 from handoff.store.models import Disposition, PauseReason
@@ -83,8 +83,17 @@ async def live(tx: Transaction, reason_id: object) -> PauseReason:
     return row
 
 
-async def id_of(tx: Transaction, name: str) -> int:
-    row = await tx.pause_reasons.by_name(name)
+class _Named(Protocol):
+    async def by_name(self, name: str) -> PauseReason | Disposition | None: ...
+
+
+async def id_named(rows: _Named, name: str, kind: str) -> int:
+    """The id of the listed row called ``name`` (the command line names rows)."""
+    row = await rows.by_name(name)
     if row is None or row.removed_at is not None:
-        raise PauseReasonRefused("not_found", f"no pause reason {name!r}")
+        raise PauseReasonRefused("not_found", f"no {kind} {name!r}")
     return row.id
+
+
+async def id_of(tx: Transaction, name: str) -> int:
+    return await id_named(tx.pause_reasons, name, "pause reason")

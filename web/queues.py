@@ -33,8 +33,12 @@ NAME_RULE = "a queue's name is 1-40 lowercase letters, digits, '_' or '-', start
 # (key, lowest, highest): whole seconds, or a count.
 LIMITS = {"ring_s": (1, 600), "max_wait_s": (1, 3600), "service_level_s": (1, 3600),
           "no_answer_limit": (0, 50)}
-EDITABLE = ("strategy", *LIMITS, "disposition_required", "members", "assistants", "topics",
-            "hours", "holidays")
+# A queue's own wrap-up time limit; without one, the desk.wrap_up_s setting applies.
+WRAP_UP_LIMITS = (0, 600)
+# What clears a queue's own wrap-up limit (the API's "", the command line's word).
+WRAP_UP_DEFAULT = "default"
+EDITABLE = ("strategy", *LIMITS, "wrap_up_s", "disposition_required", "members",
+            "assistants", "topics", "hours", "holidays")
 
 
 class QueueRefused(PersonRefused):
@@ -48,6 +52,8 @@ class Settings:
     max_wait_s: int = DEFAULT_MAX_WAIT_S
     service_level_s: int = DEFAULT_SERVICE_LEVEL_S
     no_answer_limit: int = DEFAULT_NO_ANSWER_LIMIT
+    # Seconds of wrap-up after one of its calls (0: none); None: desk.wrap_up_s.
+    wrap_up_s: int | None = None
     # Its agents pick a disposition (web.dispositions) before they are available again.
     disposition_required: bool = False
     # Business hours (handoff.hours): weekly spans and holiday dates, normalised.
@@ -82,6 +88,19 @@ def _count(value: Any, key: str) -> int:
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise QueueRefused("bad_request", f"{key}: a whole number, {low} to {high}")
+    return value
+
+
+def _wrap_up(value: Any) -> int | None:
+    """A queue's wrap-up limit: whole seconds, or "" / "default" for the site's setting."""
+    if isinstance(value, str) and value.strip().lower() in ("", WRAP_UP_DEFAULT):
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    low, high = WRAP_UP_LIMITS
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise QueueRefused("bad_request", f"wrap_up_s: a whole number of seconds, {low} to "
+                           f"{high}, or {WRAP_UP_DEFAULT!r} for the desk.wrap_up_s setting")
     return value
 
 
@@ -138,6 +157,8 @@ def build(changes: Mapping[str, Any], base: Settings, routing: Routing
     for key in LIMITS:
         if key in given:
             settings[key] = _count(given[key], key)
+    if "wrap_up_s" in given:
+        settings["wrap_up_s"] = _wrap_up(given["wrap_up_s"])
     if "hours" in given or "holidays" in given:
         try:
             hours = Hours.parse(_lines(given.get("hours", base.hours), "hours"),
@@ -170,7 +191,7 @@ def build(changes: Mapping[str, Any], base: Settings, routing: Routing
 
 def settings_of(row: QueueRecord) -> Settings:
     return Settings(row.strategy, row.ring_s, row.max_wait_s, row.service_level_s,
-                    row.no_answer_limit, row.disposition_required,
+                    row.no_answer_limit, row.wrap_up_s, row.disposition_required,
                     tuple(row.hours or ()), tuple(row.holidays or ()))
 
 

@@ -23,6 +23,7 @@ from handoff.live.errors import (
     AgentNotAvailable,
     AgentUnreachable,
     CallStateConflict,
+    OutOfHours,
     QueueNotAvailable,
 )
 from handoff.live.flow import AiEngine, Timing
@@ -40,6 +41,7 @@ __all__ = [
     "CallStateConflict",
     "ExternalEngine",
     "LiveCall",
+    "OutOfHours",
     "Party",
     "QueueNotAvailable",
     "Timing",

@@ -9,6 +9,7 @@ import logging
 
 from handoff.calls import CallOutcome, CallState
 from handoff.live.call import LiveCall
+from handoff.live.errors import OutOfHours
 from handoff.live.flow import AiEngine, Flow
 from handoff.live.legs import add_when_in_stasis, hang_up, role_id
 from pbx.ari import AriError
@@ -85,10 +86,13 @@ class AiLegs(Flow):
                   live.call_id)
         self.ctl.call_changed(live.call_id)
         if state is CallState.WITH_AI:
-            await self.ctl.request_handoff(
-                live.call_id, reason=AI_FAILED_REASON, priority="high",
-                summary="The AI stopped working during this call; the caller is on hold.",
-            )
+            # Out of hours nobody comes: the fallback (or the apology, without one) has
+            # the caller instead.
+            with contextlib.suppress(OutOfHours):
+                await self.ctl.request_handoff(
+                    live.call_id, reason=AI_FAILED_REASON, priority="high",
+                    summary="The AI stopped working during this call; the caller is on hold.",
+                )
 
     async def leave(self, live: LiveCall) -> None:
         """The AI steps out of the call bridge, hold music too: someone else has the

@@ -116,6 +116,10 @@ class LiveCall:
     transfer: Transfer | None = None
     forward: str | None = None  # the leg to the assistant's fallback number
     callback_requested: bool = False
+    # The assistant's out-of-hours fallback has been applied to this call (once).
+    out_of_hours: bool = False
+    # The caller is leaving a voicemail (the assistant's fallback): no AI, no card.
+    voicemail: bool = False
     # AI legs that failed in this call (an engine that refused or dropped the stream):
     # the first is replaced at once, the second puts the caller on hold for a person.
     ai_failures: int = 0

@@ -14,6 +14,17 @@ class CallStateConflict(Exception):
         self.state = state
 
 
+class OutOfHours(Exception):
+    """The call's assistant is out of its business hours: nobody is there to take a card,
+    so none is opened; the assistant's fallback applies instead."""
+
+    def __init__(self, call_id: str, assistant: str) -> None:
+        super().__init__(f"call {call_id}: assistant {assistant} is out of its business "
+                         "hours; its fallback applies")
+        self.call_id = call_id
+        self.assistant = assistant
+
+
 class AgentUnreachable(Exception):
     """The winner's phone could not be dialled; the accept was rolled back."""
 

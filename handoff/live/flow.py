@@ -46,6 +46,9 @@ class Timing:
     # How long a DTMF menu waits for a key, the prompt included, before it says it again
     # (once), then lets the menu's own assistant answer.
     menu_wait_s: float = 12.0
+    # The longest voicemail a caller may leave before the call is ended for them. The
+    # product sets it from desk.voicemail_max_s.
+    voicemail_max_s: float = 120.0
 
 
 class Flow:

@@ -9,14 +9,17 @@ hung it up: then every other leg goes, and the call gets its one outcome.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
 
+from handoff.assistants import FallbackKind
 from handoff.calls import CallEvent, CallOutcome, CallState
 from handoff.events import CARDS_TOPIC, CallEnded, Caller, CallStarted, assistant_topic
 from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
 from handoff.live.call import LiveCall
+from handoff.live.errors import OutOfHours
 from handoff.live.flow import AiEngine, Flow
 from handoff.live.legs import add_when_in_stasis, bridge_of, destroy, hang_up
 from handoff.menus import Choice, Menu
@@ -93,9 +96,11 @@ class Lifecycle(Flow):
             record, engine, queue_id = await self._chosen(live, choice, record, engine)
         await self._with_ai(live, record, engine, who)
         if queue_id is not None and not live.ending:
-            await self.ctl.offers.request(
-                live.call_id, reason=MENU_REASON, summary="Chose this queue in the menu",
-                queue_id=queue_id)
+            # The menu's assistant closed: its fallback applies already, no card.
+            with contextlib.suppress(OutOfHours):
+                await self.ctl.offers.request(
+                    live.call_id, reason=MENU_REASON, summary="Chose this queue in the menu",
+                    queue_id=queue_id)
 
     async def _chosen(self, live: LiveCall, choice: Choice, record: Assistant,
                       engine: AiEngine) -> tuple[Assistant, AiEngine, int | None]:
@@ -123,20 +128,25 @@ class Lifecycle(Flow):
         assistant = record.name
         # Checked per call against the store, so an admin's new hours apply at once.
         out_of_hours = not self.ctl.engines.open_now(record)
+        # Closed, with a voicemail: the caller hears its prompt at once, no AI first.
+        no_ai = out_of_hours and record.fallback_kind is FallbackKind.VOICEMAIL
         async with live.lock:
             if live.ending:
                 return
-            # Announced before the AI leg is asked for: an engine refuses a stream whose
-            # call it has not heard of, and under load the announcement made after the
-            # leg arrived too late (callers were refused and left in silence).
-            self.hub.publish(assistant_topic(assistant), CallStarted(
-                live.call_id, who, record.handoff_level.value,
-                [t.name for t in topics_of(record)], out_of_hours))
-            await self.ctl.ai.join_or_recover(live, engine)
-            async with self.store.transaction() as tx:
-                await tx.calls.set_legs(live.call_id, ai_channel_id=live.ai)
+            if not no_ai:
+                # Announced before the AI leg is asked for: an engine refuses a stream
+                # whose call it has not heard of, and under load the announcement made
+                # after the leg arrived too late (callers were refused and left in
+                # silence).
+                self.hub.publish(assistant_topic(assistant), CallStarted(
+                    live.call_id, who, record.handoff_level.value,
+                    [t.name for t in topics_of(record)], out_of_hours))
+                await self.ctl.ai.join_or_recover(live, engine)
+                async with self.store.transaction() as tx:
+                    await tx.calls.set_legs(live.call_id, ai_channel_id=live.ai)
         self.ctl.call_changed(live.call_id)
-        log.info("call=%s caller=%s with AI %s", live.call_id, live.caller, assistant)
+        if not no_ai:
+            log.info("call=%s caller=%s with AI %s", live.call_id, live.caller, assistant)
         if out_of_hours:
             log.info("call=%s to %s out of its business hours: fallback", live.call_id,
                      assistant)

@@ -1,10 +1,12 @@
 """A handoff on offer: the card, the likely agents' legs staged in the call bridge, the
 offer's timeout, and the assistant's fallback when nobody takes the call (its outside
-number over the trunk, or the AI keeps the caller and a callback request is noted)."""
+number over the trunk, or a callback request is noted while the AI keeps the caller or
+the caller leaves a voicemail)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 
@@ -26,7 +28,7 @@ from handoff.handoffs import (
     reoffer_level,
 )
 from handoff.live.call import LiveCall
-from handoff.live.errors import CallStateConflict
+from handoff.live.errors import CallStateConflict, OutOfHours
 from handoff.live.flow import Flow
 from handoff.live.legs import add_when_in_stasis, hang_up
 from handoff.store import Transaction
@@ -37,8 +39,15 @@ from pbx.ari import AriError
 log = logging.getLogger(__name__)
 
 CALLBACK_NOTE = "Callback requested:"
+# Why a call-back is noted for a call that came out of hours: also how a restarted
+# controller knows that fallback applied already (handoff.live.reconcile).
+OUT_OF_HOURS = "called out of hours"
 _DIALABLE = re.compile(r"^\+?[0-9]{2,20}$")
 _ON_OFFER = frozenset({HandoffState.REQUESTED, HandoffState.OFFERED})
+
+
+def callback_note(why: str) -> str:
+    return f"{CALLBACK_NOTE} {why}."
 
 
 class Offers(Flow):
@@ -54,8 +63,29 @@ class Offers(Flow):
         queue_id: int | None = None,
     ) -> int:
         """Open a handoff and offer it; the caller keeps the AI meanwhile. ``queue_id``:
-        that queue's (the caller chose it in a menu), not the topic's or assistant's."""
+        that queue's (the caller chose it in a menu), not the topic's or assistant's.
+
+        Out of the assistant's business hours no card is opened: nobody is there to take
+        it. Its fallback applies instead (already, if the call came out of hours), and
+        OutOfHours says so to whoever asked.
+        """
         live = self.ctl.live(call_id)
+        if live.voicemail:
+            # The fallback has the caller: a card now would cut their message short.
+            raise CallStateConflict(call_id, CallState.WITH_AI,
+                                    "the caller is leaving a voicemail")
+        async with self.store.transaction() as tx:
+            closed = await tx.assistants.by_name(live.assistant)
+        if closed is not None and not self.ctl.engines.open_now(closed):
+            log.info("call=%s: a person asked for out of %s's hours: its fallback instead",
+                     call_id, closed.name)
+            if not await self.out_of_hours(live, closed) and live.ai is None \
+                    and live.forward is None and not live.ending:
+                # Applied before, and the AI has failed since: nobody is left to keep
+                # the caller company (the call-back is noted already).
+                self.ctl.spawn(self.ctl.ai.apologise_and_end(live),
+                               f"apology call={live.call_id}")
+            raise OutOfHours(call_id, closed.name)
         async with live.lock:
             async with self.store.transaction() as tx:
                 call = await tx.calls.get(call_id)
@@ -174,8 +204,8 @@ class Offers(Flow):
                 await tx.calls.apply(live.call_id, CallEvent.HANDOFF_FAILED)
                 assistant = await tx.assistants.by_name(live.assistant)
                 number = assistant.fallback_number if assistant else None
-                to_number = bool(assistant and number
-                                 and assistant.fallback_kind is FallbackKind.NUMBER)
+                kind = assistant.fallback_kind if assistant else FallbackKind.AI_CALLBACK
+                to_number = bool(number) and kind is FallbackKind.NUMBER
                 if not to_number:
                     # With the failure, in one transaction: a controller killed between
                     # the two would leave a failed handoff and no callback request.
@@ -183,37 +213,49 @@ class Offers(Flow):
             live.handoff_id = None
             await self.unstage(live)
             forwarded = await self._fall_back(live, str(number) if to_number else None,
-                                              why, noted=not to_number)
+                                              why, noted=not to_number,
+                                              voicemail=kind is FallbackKind.VOICEMAIL)
         self.hub.publish(CARDS_TOPIC, Withdrawn(handoff_id, reason))
         self.hub.publish(
             assistant_topic(live.assistant),
             HandoffFailed(live.call_id, reason,
-                          Fallback.NUMBER if forwarded else Fallback.CALLBACK),
+                          Fallback.NUMBER if forwarded else Fallback.VOICEMAIL
+                          if live.voicemail else Fallback.CALLBACK),
         )
 
-    async def out_of_hours(self, live: LiveCall, assistant: Assistant) -> None:
+    async def out_of_hours(self, live: LiveCall, assistant: Assistant) -> bool:
         """The call came outside the assistant's business hours: its fallback applies at
         once, with no card (nobody is there to take one). The AI keeps the caller company
-        meanwhile, and told the engine in call_started, so it says so."""
+        meanwhile, and told the engine in call_started, so it says so. False: it had
+        applied already (or the call is ending)."""
         number = assistant.fallback_number
         to_number = bool(number) and assistant.fallback_kind is FallbackKind.NUMBER
         async with live.lock:
-            if not live.ending:
-                await self._fall_back(live, number if to_number else None,
-                                      "called out of hours", noted=False)
+            # Once per call: a caller who asks for a person later in the same call (the
+            # receptionist's 0) must not get a second call-back note or a second ring.
+            if live.ending or live.out_of_hours:
+                return False
+            live.out_of_hours = True
+            await self._fall_back(live, number if to_number else None,
+                                  OUT_OF_HOURS, noted=False,
+                                  voicemail=assistant.fallback_kind is FallbackKind.VOICEMAIL)
+            return True
 
     async def _fall_back(self, live: LiveCall, number: str | None, why: str, *,
-                         noted: bool) -> bool:
+                         noted: bool, voicemail: bool = False) -> bool:
         """The fallback itself, under the call's lock: ring ``number`` (the caller is
         bridged to it; the AI leaves when it answers), or, without one or when it cannot
-        be dialled, the AI keeps the caller and a callback request is noted (unless
-        ``noted`` already). True: the number rings."""
+        be dialled, a callback request is noted (unless ``noted`` already) while the AI
+        keeps the caller, or the caller leaves a ``voicemail``. True: the number rings."""
         if number and await self._forward(live, number):
             return True
         live.callback_requested = True
         if not noted:
             async with self.store.transaction() as tx:
                 await self._note_callback(tx, live, why)
+        if voicemail:
+            await self.ctl.voicemail.take(live)
+            return False
         if live.ai is None:
             # The AI failed earlier: nobody is left to keep the caller company.
             self.ctl.spawn(self.ctl.ai.apologise_and_end(live), f"apology call={live.call_id}")
@@ -221,7 +263,7 @@ class Offers(Flow):
 
     @staticmethod
     async def _note_callback(tx: Transaction, live: LiveCall, why: str) -> None:
-        await tx.notes.add(f"{CALLBACK_NOTE} {why}.",
+        await tx.notes.add(callback_note(why),
                            call_id=live.call_id, contact_number=live.caller_number or None)
 
     async def reoffer(self, live: LiveCall, previous: int | None) -> None:
@@ -233,10 +275,12 @@ class Offers(Flow):
             old = await tx.handoffs.get(previous)
             if live.handoff_id == previous:
                 live.handoff_id = None
-        await self.request(
-            live.call_id, reason=old.reason, summary=old.summary or "", topic=old.topic,
-            priority=reoffer_level(old.priority), attempt=old.attempt + 1,
-        )
+        # Closed since: the caller has the AI and the assistant's fallback instead.
+        with contextlib.suppress(OutOfHours):
+            await self.request(
+                live.call_id, reason=old.reason, summary=old.summary or "", topic=old.topic,
+                priority=reoffer_level(old.priority), attempt=old.attempt + 1,
+            )
 
     # ---- the fallback number -------------------------------------------------------------
 

@@ -47,20 +47,30 @@ class Presence(Flow):
 
     def wrap_up(self, agent_id: int | None) -> None:
         """The agent's part of a call is over: a short wrap-up before the next card."""
-        if agent_id is not None and self.timing.wrap_up_s > 0:
+        if agent_id is not None:
             self.ctl.spawn(self._wrap_up_then_available(agent_id), f"wrap-up agent={agent_id}")
 
     async def _wrap_up_then_available(self, agent_id: int) -> None:
+        # After-call work differs by the queue's work (a sale's order form, a support
+        # ticket): the limit is the one of the queue the call came from, else the site's.
+        async with self.store.transaction() as tx:
+            queue = await tx.queues.of_last_call(agent_id)
+        limit = (float(queue.wrap_up_s) if queue is not None and queue.wrap_up_s is not None
+                 else self.timing.wrap_up_s)
+        if limit <= 0:
+            return
         # The lifecycle (handoff.agents.PRESENCE) lets the wrap-up begin only from
         # available, and end only if the agent is still in it: whatever they chose
         # meanwhile stands. A controller restart in between leaves the agent in wrap-up
         # until they choose (the desk shows it).
         # When it ends goes with the change (its audit line): the desk counts down to it.
-        ends_at = utc_now() + timedelta(seconds=self.timing.wrap_up_s)
-        if not await self._move(agent_id, PresenceEvent.WRAP_UP_BEGINS,
-                                ends_at=ends_at.isoformat()):
+        ends_at = utc_now() + timedelta(seconds=limit)
+        detail = {"ends_at": ends_at.isoformat()}
+        if queue is not None:
+            detail["queue"] = queue.name
+        if not await self._move(agent_id, PresenceEvent.WRAP_UP_BEGINS, **detail):
             return
-        await asyncio.sleep(self.timing.wrap_up_s)
+        await asyncio.sleep(limit)
         await self._move(agent_id, PresenceEvent.WRAP_UP_ENDS)
 
     async def _move(self, agent_id: int, event: PresenceEvent, **detail: str) -> bool:

@@ -20,7 +20,7 @@ from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
 from handoff.live.call import LiveCall, legs_of
 from handoff.live.flow import Flow
 from handoff.live.legs import bridge_of, destroy, hang_up
-from handoff.live.offer import CALLBACK_NOTE
+from handoff.live.offer import CALLBACK_NOTE, OUT_OF_HOURS, callback_note
 from handoff.store.models import Call, Handoff
 from handoff.store.transitions import utc_now
 
@@ -107,6 +107,10 @@ class Reconciler(Flow):
                     live.agent_id = current.accepted_by
                 notes = await tx.notes.for_call(row.id)
             live.callback_requested = any(n.text.startswith(CALLBACK_NOTE) for n in notes)
+            # Its out-of-hours fallback applied before the restart: not a second time.
+            live.out_of_hours = any(n.text == callback_note(OUT_OF_HOURS) for n in notes)
+            if row.voicemail_at is not None:
+                self.ctl.voicemail.resume(live, row.voicemail_at)
             if current is not None:
                 live.handoff_id = current.id
                 await self._resume_handoff(live, current)
@@ -114,7 +118,8 @@ class Reconciler(Flow):
             # person has picked up: an agent's phone that still rings leaves them in
             # silence for up to the ring window, so the AI comes back for that too (and
             # steps out as usual once the agent answers).
-            needs_ai = live.ai is None and (live.agent is None or not live.agent_answered)
+            needs_ai = live.ai is None and (live.agent is None or not live.agent_answered) \
+                and not live.voicemail
             engine = await self.ctl.engines.of(assistant)
         for handoff_id in cancelled:
             self.hub.publish(CARDS_TOPIC, Withdrawn(handoff_id, FailureReason.CANCELLED))

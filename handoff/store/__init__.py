@@ -6,7 +6,7 @@ works through `async with store.transaction() as tx: ...`.
 """
 
 from handoff.store.calls_repo import CallLegs
-from handoff.store.engine import create_store_engine
+from handoff.store.engine import create_store_engine, libpq_url
 from handoff.store.errors import (
     AgentBusy,
     AlreadyTaken,
@@ -35,6 +35,7 @@ __all__ = [
     "StoreError",
     "Transaction",
     "create_store_engine",
+    "libpq_url",
     "migrations",
     "pending_migrations",
     "schema_is_current",

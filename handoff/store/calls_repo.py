@@ -83,6 +83,10 @@ class CallsRepo:
         """The assistant a caller chose in a number's menu takes the call."""
         return await self._update(call_id, {"assistant_id": assistant_id})
 
+    async def voicemail_begins(self, call_id: str) -> Call:
+        """The caller is leaving a message from now on (the call's recording holds it)."""
+        return await self._update(call_id, {"voicemail_at": self._clock()})
+
     async def set_recording(self, call_id: str, recording_path: str) -> Call:
         return await self._update(call_id, {"recording_path": recording_path})
 

@@ -29,6 +29,12 @@ def async_url(url: str | URL) -> URL:
     return parsed if driver is None else parsed.set(drivername=driver)
 
 
+def libpq_url(url: str | URL) -> str:
+    """The PostgreSQL URL as libpq (psycopg's own connect) takes it, password included:
+    `postgresql+psycopg://u:p@h/db` -> `postgresql://u:p@h/db`."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def create_store_engine(url: str | URL, *, echo: bool = False) -> AsyncEngine:
     """An async engine for SQLite (aiosqlite) or PostgreSQL (psycopg 3).
 

@@ -2,7 +2,10 @@
 
 Who *handled* a call is the agent of its last handoff that reached an agent
 (``connected_at`` set): the person the caller last talked to. An agent's own view of
-history is the calls they handled; supervisors and admins pass ``handled_by=None``.
+history is the calls they handled, and the voicemails left for them (a call-back to
+make): those of an assistant whose default queue they are a member of, or of one
+without a queue, whose cards go to every agent. Supervisors and admins pass
+``handled_by=None``.
 """
 
 from __future__ import annotations
@@ -11,11 +14,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Exists, Select, and_, exists, func, select
+from sqlalchemy import ColumnElement, Exists, Select, and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handoff.calls import CallOutcome, CallState
-from handoff.store.models import Agent, Call, Contact, Handoff
+from handoff.store.models import (
+    Agent,
+    Assistant,
+    Call,
+    Contact,
+    Disposition,
+    Handoff,
+    QueueMember,
+)
 from handoff.store.transitions import Clock
 
 # Outcomes after which the caller is still owed something: a call back.
@@ -33,13 +44,16 @@ class CallFilter:
     until: datetime | None = None
     number: str | None = None  # a part of the caller's number
     caller_number: str | None = None  # exactly this number (a contact's page)
-    handled_by: int | None = None  # visibility: only calls this agent handled
+    # Visibility: only the calls this agent handled, and voicemails left for them.
+    handled_by: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class HistoryRow:
     call: Call
     agent: Agent | None  # who handled it, None: the AI (or nobody) did
+    # What the agent picked at wrap-up, by name (None: none picked).
+    disposition: str | None = None
 
     @property
     def duration_s(self) -> int | None:
@@ -83,9 +97,10 @@ class HistoryRepo:
         handler = select(Handoff.call_id, Handoff.accepted_by).join(
             last, Handoff.id == last.c.handoff_id).subquery()
         query = (
-            select(Call, Agent)
+            select(Call, Agent, Disposition.name)
             .outerjoin(handler, handler.c.call_id == Call.id)
             .outerjoin(Agent, Agent.id == handler.c.accepted_by)
+            .outerjoin(Disposition, Disposition.id == Call.disposition_id)
             .where(Call.state == CallState.ENDED)
         )
         if where.outcome is not None:
@@ -101,11 +116,12 @@ class HistoryRepo:
         if where.caller_number is not None:
             query = query.where(Call.caller_number == where.caller_number)
         if where.handled_by is not None:
-            query = query.where(self._handled_by(where.handled_by))
+            query = query.where(self._visible_to(where.handled_by))
         query = query.order_by(Call.started_at.desc(), Call.id).limit(
             min(limit, MAX_ROWS)).offset(offset)
         result = await self._session.execute(query)
-        return [HistoryRow(call, agent) for call, agent in result.all()]
+        return [HistoryRow(call, agent, disposition)
+                for call, agent, disposition in result.all()]
 
     async def call(self, call_id: str) -> HistoryRow | None:
         last = _handler_ids().where(Handoff.call_id == call_id).subquery()
@@ -114,7 +130,11 @@ class HistoryRepo:
             .join(last, Handoff.id == last.c.handoff_id)
         )).scalar_one_or_none()
         call = await self._session.get(Call, call_id, populate_existing=True)
-        return None if call is None else HistoryRow(call, found)
+        if call is None:
+            return None
+        disposition = None if call.disposition_id is None else await self._session.get(
+            Disposition, call.disposition_id)
+        return HistoryRow(call, found, disposition.name if disposition else None)
 
     async def handled(self, call_id: str, agent_id: int) -> bool:
         """Whether the agent talked to the caller on this call (any part of it)."""
@@ -123,10 +143,19 @@ class HistoryRepo:
                 Call.id == call_id, self._handled_by(agent_id))
         ))
 
-    async def handled_number(self, number: str, agent_id: int) -> bool:
+    async def may_hear(self, call_id: str, agent_id: int) -> bool:
+        """Whether the agent may see the call and play its recording: they handled it,
+        or it is a voicemail left for them."""
         return bool(await self._session.scalar(
             select(func.count()).select_from(Call).where(
-                Call.caller_number == number, self._handled_by(agent_id))
+                Call.id == call_id, self._visible_to(agent_id))
+        ))
+
+    async def handled_number(self, number: str, agent_id: int) -> bool:
+        """Whether the agent may see the number's page (and call it back)."""
+        return bool(await self._session.scalar(
+            select(func.count()).select_from(Call).where(
+                Call.caller_number == number, self._visible_to(agent_id))
         ))
 
     async def conversation(self, number: str) -> Conversation:
@@ -171,6 +200,17 @@ class HistoryRepo:
             contact = Contact(number=number, name="", follow_up=False)
             self._session.add(contact)
         return contact
+
+    @staticmethod
+    def _visible_to(agent_id: int) -> ColumnElement[bool]:
+        # A voicemail is a call-back to make: those who would have got its card hear it.
+        for_them = or_(
+            exists().where(Assistant.id == Call.assistant_id, Assistant.queue_id.is_(None)),
+            exists().where(Assistant.id == Call.assistant_id,
+                           QueueMember.queue_id == Assistant.queue_id,
+                           QueueMember.agent_id == agent_id))
+        return or_(HistoryRepo._handled_by(agent_id),
+                   and_(Call.voicemail_at.is_not(None), for_them))
 
     @staticmethod
     def _handled_by(agent_id: int) -> Exists:

@@ -156,6 +156,24 @@ class Agent(Base):
         return self.disabled_at is None
 
 
+class AgentStateChange(Base):
+    """One change of an agent's state, as it happened: the state entered, and the pause
+    reason with an away. A state lasts until the agent's next row, so the floor's figures
+    (time away per reason, productive or not; time in wrap-up) are sums over these rows,
+    not a parse of the audit log. Written with the change itself (AgentsRepo)."""
+
+    __tablename__ = "agent_state_changes"
+    __table_args__ = (sa.Index("ix_agent_state_changes_agent_at", "agent_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agent_id: Mapped[int] = mapped_column(sa.ForeignKey("agents.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(index=True)
+    # available, away, wrap_up or off_duty (handoff.agents.AgentState); on a call is the
+    # handoffs' to tell.
+    state: Mapped[str] = mapped_column(sa.String(32))
+    pause_reason_id: Mapped[int | None] = mapped_column(sa.ForeignKey("pause_reasons.id"))
+
+
 class Assistant(Base):
     __tablename__ = "assistants"
 
@@ -268,7 +286,7 @@ class Call(Base):
     )
     caller_number: Mapped[str] = mapped_column(sa.String(PHONE_NUMBER_LENGTH), index=True)
     caller_name: Mapped[str | None] = mapped_column(sa.String(128))
-    caller_channel_id: Mapped[str] = mapped_column(sa.String(ARI_ID_LENGTH))
+    caller_channel_id: Mapped[str] = mapped_column(sa.String(ARI_ID_LENGTH), index=True)
     # Outbound: a call-back; the "caller" columns then describe the person called.
     direction: Mapped[CallDirection] = mapped_column(
         _enum_type(CallDirection), default=CallDirection.INBOUND,
@@ -285,6 +303,9 @@ class Call(Base):
     answered_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
     version: Mapped[int] = mapped_column(default=1)
+    # When the caller began leaving a voicemail (the assistant's fallback): the message
+    # is the call's recording from there on. None: no voicemail.
+    voicemail_at: Mapped[datetime | None]
     # What the agent who handled it picked at wrap-up (None: none yet).
     disposition_id: Mapped[int | None] = mapped_column(sa.ForeignKey("dispositions.id"))
 
@@ -319,6 +340,34 @@ class Handoff(Base):
     # The queue whose members it is offered to (its strategy, ring window, maximum
     # wait); None: every available agent, as without queues.
     queue_id: Mapped[int | None] = mapped_column(sa.ForeignKey("queues.id"), index=True)
+    # The agent's leg once it rings: its figures (LegQualityRecord) find this handoff by it.
+    agent_channel_id: Mapped[str | None] = mapped_column(sa.String(ARI_ID_LENGTH), index=True)
+    # When Asterisk first received the agent's audio: accepted_at to this is the
+    # connect time (None: no packet came within Timing.agent_media_wait_s).
+    media_at: Mapped[datetime | None]
+
+
+class LegQualityRecord(Base):
+    """How one leg of a call sounded, as Asterisk measured it when the leg ended
+    (handoff.quality.LegQuality): the caller's leg (handoff_id None) or an agent's."""
+
+    __tablename__ = "leg_quality"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    handoff_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("handoffs.id", ondelete="CASCADE"), index=True)
+    leg: Mapped[str] = mapped_column(sa.String(ENUM_LENGTH))  # "caller" or "agent"
+    channel_id: Mapped[str] = mapped_column(sa.String(ARI_ID_LENGTH))
+    ended_at: Mapped[datetime]
+    packets_received: Mapped[int]
+    jitter_ms: Mapped[float | None] = mapped_column(sa.Float)
+    jitter_max_ms: Mapped[float | None] = mapped_column(sa.Float)
+    loss_pct: Mapped[float | None] = mapped_column(sa.Float)
+    rtt_ms: Mapped[float | None] = mapped_column(sa.Float)
+    far_jitter_ms: Mapped[float | None] = mapped_column(sa.Float)
+    far_loss_pct: Mapped[float | None] = mapped_column(sa.Float)
 
 
 class QueueRecord(Base):
@@ -344,6 +393,8 @@ class QueueRecord(Base):
     # card and the assistant's fallback applies at once. Both empty: always open.
     hours: Mapped[list[str]] = mapped_column(sa.JSON, default=list, server_default="[]")
     holidays: Mapped[list[str]] = mapped_column(sa.JSON, default=list, server_default="[]")
+    # The wrap-up time limit after one of its calls (None: the desk.wrap_up_s setting).
+    wrap_up_s: Mapped[int | None]
     # True: an agent who took one of its calls picks a disposition before they are
     # available again.
     disposition_required: Mapped[bool] = mapped_column(default=False,

@@ -51,6 +51,16 @@ class QueueStats:
         return self.within_service_level / over if over else None
 
 
+async def last_connected(session: AsyncSession, agent_id: int) -> Handoff | None:
+    """The agent's last handoff that reached them (their last call, or the one they are
+    on): what their wrap-up and disposition follow."""
+    return (await session.scalars(
+        select(Handoff).where(Handoff.accepted_by == agent_id,
+                              Handoff.connected_at.is_not(None))
+        .order_by(Handoff.connected_at.desc(), Handoff.id.desc()).limit(1),
+        execution_options={"populate_existing": True})).first()
+
+
 class QueuesRepo:
     def __init__(self, session: AsyncSession, clock: Clock) -> None:
         self._session = session
@@ -60,12 +70,12 @@ class QueuesRepo:
 
     async def create(self, *, name: str, strategy: Strategy, ring_s: int, max_wait_s: int,
                      service_level_s: int, no_answer_limit: int,
-                     disposition_required: bool = False,
+                     wrap_up_s: int | None = None, disposition_required: bool = False,
                      topics: Iterable[str] = (), hours: Iterable[str] = (),
                      holidays: Iterable[str] = ()) -> QueueRecord:
         row = QueueRecord(name=name, strategy=strategy, ring_s=ring_s, max_wait_s=max_wait_s,
                           service_level_s=service_level_s, no_answer_limit=no_answer_limit,
-                          disposition_required=disposition_required,
+                          wrap_up_s=wrap_up_s, disposition_required=disposition_required,
                           topics=list(topics), hours=list(hours), holidays=list(holidays),
                           created_at=self._clock())
         self._session.add(row)
@@ -103,6 +113,12 @@ class QueuesRepo:
         cards go to every available agent again."""
         await self.set_assistants(queue_id, [])
         return await self.update(queue_id, removed_at=self._clock(), topics=[])
+
+    async def of_last_call(self, agent_id: int) -> QueueRecord | None:
+        """The queue the agent's last call came from (None: no queue's)."""
+        last = await last_connected(self._session, agent_id)
+        return None if last is None or last.queue_id is None else await self.get(
+            last.queue_id)
 
     async def members(self, queue_id: int) -> list[Member]:
         rows = await self._session.execute(
@@ -304,18 +320,24 @@ class QueuesRepo:
             query = query.where(Handoff.requested_at >= since)
             offers = offers.where(QueueOffer.offered_at >= since)
         handoffs = (await self._session.scalars(query)).all()
-        waits = [(h.accepted_at - h.requested_at).total_seconds()
-                 for h in handoffs if h.accepted_at is not None]
-        over = [h for h in handoffs if h.accepted_at is None
-                and HANDOFF_LIFECYCLE.is_terminal(h.state)]
         no_answers = await self._session.scalar(offers) or 0
-        return QueueStats(
-            entered=len(handoffs), answered=len(waits),
-            within_service_level=sum(within_service_level(w, queue.service_level_s)
-                                     for w in waits),
-            not_answered=len(over), waiting=len(handoffs) - len(waits) - len(over),
-            no_answers=int(no_answers),
-            average_wait_s=sum(waits) / len(waits) if waits else None)
+        return queue_stats(handoffs, queue.service_level_s, no_answers=int(no_answers))
+
+
+def queue_stats(handoffs: Sequence[Handoff], service_level_s: int, *,
+                no_answers: int = 0) -> QueueStats:
+    """A queue's figures over its cards `handoffs`: the wallboard's today and the KPI
+    page's range (handoff.store.kpis_repo) count them the same way."""
+    waits = [(h.accepted_at - h.requested_at).total_seconds()
+             for h in handoffs if h.accepted_at is not None]
+    over = [h for h in handoffs if h.accepted_at is None
+            and HANDOFF_LIFECYCLE.is_terminal(h.state)]
+    return QueueStats(
+        entered=len(handoffs), answered=len(waits),
+        within_service_level=sum(within_service_level(w, service_level_s) for w in waits),
+        not_answered=len(over), waiting=len(handoffs) - len(waits) - len(over),
+        no_answers=no_answers,
+        average_wait_s=sum(waits) / len(waits) if waits else None)
 
 
 def _aware(value: Any) -> datetime | None:

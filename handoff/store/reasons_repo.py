@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from handoff.handoffs import AGENT_BUSY_STATES
 from handoff.store.errors import NotFound
-from handoff.store.models import Call, Disposition, Handoff, PauseReason, QueueRecord
+from handoff.store.models import Call, Disposition, PauseReason, QueueRecord
+from handoff.store.queues_repo import last_connected
 from handoff.store.transitions import Clock
 
 RowT = TypeVar("RowT", PauseReason, Disposition)
@@ -87,10 +88,7 @@ class DispositionsRepo(_NamedRows[Disposition]):
     async def undisposed(self, agent_id: int) -> tuple[Call, bool] | None:
         """The agent's last call, over and with no disposition yet, and whether its
         queue requires one (a call they are still on is not over: None)."""
-        last = (await self._session.scalars(
-            select(Handoff).where(Handoff.accepted_by == agent_id,
-                                  Handoff.connected_at.is_not(None))
-            .order_by(Handoff.connected_at.desc(), Handoff.id.desc()).limit(1))).first()
+        last = await last_connected(self._session, agent_id)
         if last is None or last.state in AGENT_BUSY_STATES:
             return None
         call = await self._session.get(Call, last.call_id, populate_existing=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import Dialog, Page, expect
 
+from handoff.assistants import FallbackKind
 from tests.dashboard_fixtures import Served
 from tests.e2e.test_dashboard_desk import sign_in
 from web.ai_api import hash_control_token
@@ -163,3 +164,23 @@ async def test_an_admin_writes_announcements_one_moment_a_line(
     await row.get_by_role("button", name="Save").click()
     await expect(page.locator("#admin-status")).to_contain_text(
         "one of handover, takeover, transfer")
+
+
+async def test_an_admin_chooses_a_voicemail_as_the_fallback(page: Page, served: Served) -> None:
+    await sign_in(page, served, "ada")
+    await page.goto(f"{served.origin}/admin")
+    form = page.locator("#new-assistant")
+    await form.locator("input[name=name]").fill("sales")
+    await form.locator("input[name=engine]").fill("builtin")
+    await form.locator("button[type=submit]").click()
+    row = page.locator('#assistants tr[data-assistant="sales"]')
+    fallback = row.locator("select").nth(1)  # the handoff level's, then the fallback's
+    await expect(fallback.locator("option[value=voicemail]")).to_have_text(
+        "Voicemail (a call-back with the message)")
+    await fallback.select_option("voicemail")
+    await row.get_by_role("button", name="Save").click()
+    await expect(page.locator("#admin-status")).to_contain_text("sales saved")
+    await expect(row.locator("select").nth(1)).to_have_value("voicemail")
+    async with served.store.transaction() as tx:
+        sales = await tx.assistants.by_name("sales")
+    assert sales is not None and sales.fallback_kind is FallbackKind.VOICEMAIL

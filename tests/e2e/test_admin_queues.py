@@ -78,3 +78,33 @@ async def test_an_admin_writes_a_queues_business_hours_one_a_line(
         queue = await tx.queues.by_name("support")
     assert queue is not None
     assert (queue.hours, queue.holidays) == (["mon-fri 09:00-17:00"], ["2026-12-25"])
+
+
+async def test_an_admin_gives_a_queue_its_own_wrap_up_time_and_takes_it_back(
+    page: Page, site: ToolServed,
+) -> None:
+    await sign_in(page, site, "ada", "/admin")
+    form = page.locator("#new-queue")
+    await form.locator("[name=name]").fill("orders")
+    await form.locator("button[type=submit]").click()
+    orders = page.locator('#queues tr[data-queue="orders"]')
+    wrap_up = orders.locator("input.wrap_up_s")
+    await expect(wrap_up).to_have_value("")  # the site's setting
+    await wrap_up.fill("45")
+    await orders.locator("button.save").click()
+    await expect(page.locator("#admin-status")).to_have_text("Queue orders saved.")
+    await expect(wrap_up).to_have_value("45")
+
+    async def limit() -> int | None:
+        async with site.store.transaction() as tx:
+            queue = await tx.queues.by_name("orders")
+        assert queue is not None
+        return queue.wrap_up_s
+
+    assert await limit() == 45
+    await page.evaluate("sb.say('admin-status', '')")  # the next save says so afresh
+    await wrap_up.fill("")
+    await orders.locator("button.save").click()
+    await expect(page.locator("#admin-status")).to_have_text("Queue orders saved.")
+    await expect(wrap_up).to_have_value("")
+    assert await limit() is None

@@ -22,6 +22,7 @@ import pytest
 
 from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffState
+from handoff.receptionist import PROMPTS
 from handoff.store import Store, create_store_engine
 from tests.faults import kill_controller_at
 from tests.integration.test_external_asterisk import (
@@ -227,4 +228,75 @@ async def test_kill_9_of_the_controller_mid_handoff(product: Product, point: str
         await until(pbx_empty, 15, step=0.2, why="a channel or bridge was left in the PBX")
     finally:
         await desk.close()
+        await engine.dispose()
+
+
+async def test_kill_9_of_the_controller_while_the_caller_is_in_the_menu(
+    product: Product,
+) -> None:
+    """The caller hears the number's menu when the controller dies; Asterisk keeps them in
+    the call bridge. The restarted controller cannot know where the menu was: the menu's
+    own assistant answers, as when no key comes, and the call ends with its outcome."""
+    await product.start()
+    await cli(product, "queue", "add", "desk")
+    await cli(product, "assistant", "edit", "receptionist", "--menu-prompt",
+              "Press one for the desk.", "--menu", "1=queue:desk")
+    state = product.state()
+    pbx, carrier = state["pbx_instance"], state["carrier_instance"]
+    assert isinstance(pbx, dict) and isinstance(carrier, dict)
+    pbx_ari = f"http://127.0.0.1:{pbx['spec']['ports']['http']}/ari"
+    pbx_auth = (pbx["spec"]["ari_user"], pbx["spec"]["ari_password"])
+    carrier_spec = carrier["spec"]
+    engine = create_store_engine(f"sqlite:///{product.data / 'switchboard.db'}")
+    store = Store(engine)
+    world = World(f"http://127.0.0.1:{carrier_spec['ports']['http']}/ari",
+                  (carrier_spec["ari_user"], carrier_spec["ari_password"]))
+    await world.start()
+    try:
+        caller = await world.place_call("2000")
+        placed = time.monotonic()
+
+        async def in_the_menu() -> bool:
+            # Answered and recorded, no AI yet, and the caller hears a voice: the menu's
+            # prompt, the only voice in the call bridge.
+            row = await open_call(store, caller, CallState.WITH_AI)
+            return (row is not None and row.ai_channel_id is None
+                    and await hears_voice(world, caller, placed))
+
+        await kill_controller_at(product, in_the_menu, "the menu")
+        call_id = (await open_call(store, caller, CallState.WITH_AI) or pytest.fail()).id
+        await product.start()
+
+        async def greeted() -> bool:
+            async with store.transaction() as tx:
+                lines = [s.text for s in await tx.transcripts.for_call(call_id)]
+            return PROMPTS["greeting"] in lines
+
+        await until(greeted, 30, step=0.2,
+                    why="the caller was left in the menu's silence after the restart")
+
+        async def with_the_ai() -> bool:
+            async with store.transaction() as tx:
+                row = await tx.calls.get(call_id)
+            _, bridge = await ari(pbx_ari, pbx_auth, "GET", f"/bridges/{row.bridge_id}")
+            return (row.ai_channel_id is not None
+                    and {row.caller_channel_id, row.ai_channel_id} <= set(bridge["channels"]))
+
+        await until(with_the_ai, 15, step=0.2, why="the AI is not in the call bridge")
+        await until(lambda: hears_voice(world, caller, time.monotonic() - 1), 30, step=0.2,
+                    why="the caller does not hear the receptionist")
+        await world.hang_up(caller)
+        await until(lambda: ended(store, call_id), 20, step=0.2, why="the call never ended")
+        async with store.transaction() as tx:
+            call = await tx.calls.get(call_id)
+        assert call.outcome is CallOutcome.COMPLETED_BY_AI, call
+
+        async def pbx_empty() -> bool:
+            left = [(await ari(pbx_ari, pbx_auth, "GET", what))[1]
+                    for what in ("/channels", "/bridges")]
+            return left == [[], []]
+
+        await until(pbx_empty, 15, step=0.2, why="a channel or bridge was left in the PBX")
+    finally:
+        await world.close()
         await engine.dispose()

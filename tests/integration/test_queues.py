@@ -22,6 +22,7 @@ from handoff.agents import EndpointKind, Presence
 from handoff.assistants import FallbackKind, HandoffLevel
 from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffState
+from handoff.live import Timing
 from handoff.queues import OfferOutcome, Strategy
 from handoff.store import NotOfferable
 from handoff.store.models import Handoff, QueueRecord
@@ -271,3 +272,44 @@ async def test_a_transfer_to_a_queue_reaches_its_free_member(floor: Floor) -> No
     assert (stats.entered, stats.answered, stats.waiting) == (1, 1, 0)
     await r.hang_up_caller(placed)
     await floor.ended(placed)
+
+    async def lines() -> set[tuple[str, int | None]] | None:
+        async with r.store.transaction() as tx:
+            rows = await tx.quality.for_call(placed.call_id)
+        return {(row.leg, row.handoff_id) for row in rows} if len(rows) == 3 else None
+
+    # Each person's line has its quality record under their own handoff.
+    assert await until(lines) == {("caller", None), ("agent", first), ("agent", transfer)}
+
+async def test_the_agent_wraps_up_for_the_time_of_the_queue_the_call_came_from(
+    quiet_pair: Pair, tmp_path: Path,
+) -> None:
+    # The site gives no wrap-up at all; the queue gives its agents one second.
+    async with (
+        local_world(quiet_pair.carrier) as world,
+        rig(quiet_pair.pbx, world, tmp_path / "switchboard.db", Timing(wrap_up_s=0)) as r,
+    ):
+        async with r.store.transaction() as tx:
+            receptionist = await tx.assistants.by_name("receptionist")
+            assert receptionist is not None
+            queue = await tx.queues.create(
+                name="orders", strategy=Strategy.OFFER_ALL, ring_s=5, max_wait_s=60,
+                service_level_s=20, no_answer_limit=3, wrap_up_s=1)
+            await tx.queues.set_members(queue.id, [(r.agent_id, 3)])
+            await tx.queues.set_assistants(queue.id, [receptionist.id])
+        placed = await r.place_call()
+        handoff_id, _ = await r.hand_to_agent(placed, settled=True)
+        async with r.store.transaction() as tx:
+            assert (await tx.handoffs.get(handoff_id)).queue_id == queue.id
+        await r.hang_up_caller(placed)
+
+        async def presence_is(presence: Presence) -> bool:
+            async with r.store.transaction() as tx:
+                return (await tx.agents.get(r.agent_id)).presence is presence
+
+        await until(lambda: presence_is(Presence.WRAP_UP), why="Ada never wrapped up")
+        await until(lambda: presence_is(Presence.AVAILABLE), why="her wrap-up never ended")
+        async with r.store.transaction() as tx:
+            began = [line for line in await tx.audit.recent()
+                     if line.detail.get("event") == "wrap_up_begins"]
+        assert [line.detail["queue"] for line in began] == ["orders"]

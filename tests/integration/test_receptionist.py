@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 
 from handoff.assistants import FallbackKind, HandoffLevel
-from handoff.calls import CallState
+from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import HandoffState
 from handoff.hours import Hours
 from handoff.receptionist import PROMPTS, Receptionist, make_prompts
@@ -242,3 +242,36 @@ async def test_out_of_hours_the_receptionist_says_it_is_closed_and_notes_the_cal
 
     await until(noted)
     await r.hang_up(placed)
+
+
+async def test_out_of_hours_0_opens_no_card_and_the_fallback_stands(desk: AiRig) -> None:
+    r = desk
+    await _level(r, HandoffLevel.BALANCED)  # its fallback: a call-back request
+    today = datetime.now(UTC).date()
+    async with r.store.transaction() as tx:
+        assistant = await tx.assistants.by_name(ASSISTANT)
+        assert assistant is not None
+        await tx.assistants.set_hours(assistant.id, Hours.parse(
+            [], [(today + timedelta(days=d)).isoformat() for d in (-1, 0, 1)]))
+    placed = await r.place_call()
+    await until(lambda: has_line(r, placed.call_id, said("closed")))
+    # An agent is on duty, but the office is closed: the caller insists on a person.
+    await r.press(placed, "0")
+    await until(lambda: has_line(r, placed.call_id, ("caller", "[pressed 0]")))
+
+    async def told_closed_again() -> bool:
+        return (await r.transcript(placed.call_id)).count(said("closed")) == 2
+
+    await until(told_closed_again, why="the receptionist did not say it is closed")
+    async with r.store.transaction() as tx:
+        assert list(await tx.handoffs.for_call(placed.call_id)) == []  # no card, nobody rung
+        notes = [n.text for n in await tx.notes.for_call(placed.call_id)]
+    assert notes == ["Callback requested: called out of hours."]  # once
+    assert await r.call_state_is(placed.call_id, CallState.WITH_AI)
+    await r.hang_up(placed)
+
+    async def called_back_later() -> bool:
+        async with r.store.transaction() as tx:
+            return (await tx.calls.get(placed.call_id)).outcome is CallOutcome.CALLBACK_REQUESTED
+
+    await until(called_back_later)

@@ -64,9 +64,27 @@ def test_an_assistant_is_added_with_its_numbers_engine_and_a_token_shown_once(
     assert "held by the built-in receptionist" in capsys.readouterr().out
     assert main(["assistant", "list"]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "sales\t2100 _21XX\t127.0.0.1:9092\tenabled\tquick\t30s\t+33123456789\t-",
-        "desk\t-\tbuiltin\tenabled\tbalanced\t30s\t-\t-",
+        "sales\t2100 _21XX\t127.0.0.1:9092\tenabled\tquick\t30s\tnumber\t+33123456789\t-",
+        "desk\t-\tbuiltin\tenabled\tbalanced\t30s\tai_callback\t-\t-",
     ]
+
+
+def test_a_voicemail_fallback_is_chosen_from_the_command_line(
+    url: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["assistant", "add", "sales", "--number", "2100", "--engine", "builtin",
+                 "--fallback", "voicemail"]) == 0
+    assert _read(url)[0]["sales"].fallback_kind is FallbackKind.VOICEMAIL
+    # A number fallback still needs its number, and nothing changes without it.
+    assert main(["assistant", "edit", "sales", "--fallback", "number"]) == 2
+    assert "a number fallback needs fallback_number" in capsys.readouterr().err
+    assert _read(url)[0]["sales"].fallback_kind is FallbackKind.VOICEMAIL
+    assert main(["assistant", "edit", "sales", "--fallback-number", "0123456789"]) == 0
+    assert _read(url)[0]["sales"].fallback_kind is FallbackKind.NUMBER
+    assert main(["assistant", "edit", "sales", "--fallback", "voicemail"]) == 0
+    capsys.readouterr()
+    assert main(["assistant", "list"]) == 0
+    assert "\tvoicemail\t0123456789\t" in capsys.readouterr().out
 
 
 def test_restricted_topics_are_set_replaced_and_cleared_from_the_command_line(

@@ -101,3 +101,17 @@ def test_a_queues_business_hours_are_set_checked_and_cleared_from_the_command_li
     listed, audit = _read(url)
     assert (listed["support"]["hours"], listed["support"]["holidays"]) == ([], [])
     assert ("cli", "queue_changed", "queue:support") in audit
+
+
+def test_a_queue_has_its_own_wrap_up_time_or_the_sites_and_a_bad_one_is_refused(
+    url: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["queue", "add", "orders", "--member", "ada", "--wrap-up", "45"]) == 0
+    assert "wrap-up 45s" in capsys.readouterr().out
+    assert main(["queue", "edit", "orders", "--wrap-up", "601"]) == 2
+    assert "wrap_up_s: a whole number of seconds, 0 to 600" in capsys.readouterr().err
+    assert _read(url)[0]["orders"]["wrap_up_s"] == 45  # nothing written
+    assert main(["queue", "edit", "orders", "--wrap-up", "default"]) == 0
+    listed, _ = _read(url)
+    assert listed["orders"]["wrap_up_s"] is None
+    assert "wrap-up default" in capsys.readouterr().out

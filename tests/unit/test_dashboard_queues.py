@@ -59,9 +59,14 @@ async def test_an_admin_adds_changes_and_removes_a_queue_and_each_change_is_audi
     assert sales["members"] == [{"login": "alice", "level": 5}, {"login": "bob", "level": 3}]
     assert (sales["assistants"], sales["topics"]) == (["receptionist"], ["billing"])
     assert sales["stats"]["entered"] == 0 and sales["stats"]["service_level"] is None
+    assert sales["wrap_up_s"] is None  # the site's setting
     changed = await admin.post_json(f"/api/admin/queues/{sales['id']}",
                                     {"strategy": "round_robin", "members": "bob:2 alice:4"})
     assert changed.status == 200
+    timed = await admin.post_json(f"/api/admin/queues/{sales['id']}", {"wrap_up_s": 30})
+    assert timed.status == 200 and (await listed(admin))["sales"]["wrap_up_s"] == 30
+    back = await admin.post_json(f"/api/admin/queues/{sales['id']}", {"wrap_up_s": ""})
+    assert back.status == 200 and (await listed(admin))["sales"]["wrap_up_s"] is None
     assert (await listed(admin))["sales"]["members"] == [
         {"login": "bob", "level": 2}, {"login": "alice", "level": 4}]
     removed = await admin.post_json(f"/api/admin/queues/{sales['id']}/remove", {})
@@ -70,10 +75,12 @@ async def test_an_admin_adds_changes_and_removes_a_queue_and_each_change_is_audi
         receptionist = await tx.assistants.by_name("receptionist")
     assert receptionist is not None and receptionist.queue_id is None  # back to everyone
     lines = await audit(admin)
-    assert [(a, b, c) for a, b, c, _ in lines[:3]] == [
+    assert [(a, b, c) for a, b, c, _ in lines[:5]] == [
         ("ada", "queue_removed", "queue:sales"), ("ada", "queue_changed", "queue:sales"),
+        ("ada", "queue_changed", "queue:sales"), ("ada", "queue_changed", "queue:sales"),
         ("ada", "queue_added", "queue:sales")]
-    assert lines[1][3] == {"strategy": ["skills_weighted", "round_robin"],
+    assert lines[1][3] == {"wrap_up_s": [30, None]}
+    assert lines[3][3] == {"strategy": ["skills_weighted", "round_robin"],
                            "members": [["alice:5", "bob:3"], ["bob:2", "alice:4"]]}
 
 
@@ -84,6 +91,7 @@ async def test_an_admin_adds_changes_and_removes_a_queue_and_each_change_is_audi
     ({**SALES, "members": "bob bob:2"}, (400, "bad_member"), "listed twice"),
     ({**SALES, "assistants": "nobody"}, (400, "bad_assistant"), "no assistant 'nobody'"),
     ({**SALES, "ring_s": 0}, (400, "bad_request"), "ring_s: a whole number, 1 to 600"),
+    ({**SALES, "wrap_up_s": -1}, (400, "bad_request"), "wrap_up_s: a whole number of seconds"),
     ({**SALES, "topics": "Billing!"}, (400, "bad_topic"), "a topic name is"),
     ({**SALES, "name": "Sales Team"}, (400, "bad_request"), "a queue's name is"),
     ({**SALES, "colour": "red"}, (400, "bad_request"), "unknown field(s) colour"),

@@ -4,6 +4,7 @@ keeps its agent out of "available" until they pick; bad input refused with a rea
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,14 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from handoff.calls import CallOutcome
 from handoff.handoffs import HandoffEvent
+from handoff.store import Store, create_store_engine
 from handoff.store.models import Handoff
 from tests.dashboard_fixtures import Browser, Browsers, signed_in
 from tests.tools_fixtures import ToolServed, serve_with_tools
 from tests.unit.test_call_panel import connected_call
+from web.cli import main
 
 
 @pytest.fixture
@@ -146,3 +150,65 @@ async def test_a_queue_that_requires_a_disposition_keeps_its_agent_in_wrap_up_un
                                   {"disposition_id": sale})).status == 200
     freed = await alice.post_json("/api/presence", {"presence": "available"})
     assert freed.status == 200 and (await freed.json())["me"]["presence"] == "available"
+
+
+async def test_a_calls_disposition_shows_in_the_history_and_on_its_callers_page(
+    site: ToolServed, browsers: Browsers,
+) -> None:
+    admin = await signed_in(browsers, "ada")
+    sale = await added(admin, "Sale")
+    handoff = await connected_call(site, "alice")
+    async with site.store.transaction() as tx:
+        await tx.handoffs.apply(handoff.id, HandoffEvent.END)
+        call = await tx.calls.close(handoff.call_id, CallOutcome.COMPLETED_BY_AGENT,
+                                    end_cause="16")
+    alice = await signed_in(browsers, "alice")
+
+    async def in_history() -> Any:
+        async with alice.http.get("/api/history") as response:
+            (row,) = (await response.json())["calls"]
+        return row["disposition"]
+
+    assert await in_history() is None  # not picked yet
+    assert (await alice.post_json(f"/api/calls/{handoff.call_id}/disposition",
+                                  {"disposition_id": sale})).status == 200
+    assert await in_history() == "Sale"
+    for page in ("/history", f"/contacts/{call.caller_number}"):
+        async with admin.http.get(page) as response:
+            assert response.status == 200
+            assert 'class="disposition">Sale<' in await response.text()
+
+
+def test_dispositions_from_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SWITCHBOARD_DEMO__ENABLED", "false")
+    assert main(["disposition", "add", "Sale"]) == 0
+    assert main(["disposition", "add", "Réclamation"]) == 0
+    capsys.readouterr()
+    assert main(["disposition", "list"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["Réclamation", "Sale"]
+    assert main(["disposition", "add", "sale"]) == 2
+    assert "already a disposition 'Sale'" in capsys.readouterr().err
+    assert main(["disposition", "add", "a\tb"]) == 2
+    assert main(["disposition", "remove", "Nothing"]) == 2
+    assert "no disposition 'Nothing'" in capsys.readouterr().err
+    assert main(["disposition", "remove", "Sale"]) == 0
+    capsys.readouterr()
+    assert main(["disposition", "list"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["Réclamation"]
+
+    async def audited() -> list[tuple[str, str, str]]:
+        engine = create_store_engine(f"sqlite:///{tmp_path / 'switchboard.db'}")
+        try:
+            async with Store(engine).transaction() as tx:
+                return [(e.actor, e.action, e.subject) for e in await tx.audit.recent(100)
+                        if e.action.startswith("disposition")]
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(audited()) == [
+        ("cli", "disposition_removed", "disposition:Sale"),
+        ("cli", "disposition_added", "disposition:Réclamation"),
+        ("cli", "disposition_added", "disposition:Sale")]

@@ -23,9 +23,11 @@ from handoff.events import (
     Fallback,
     HandoffConnected,
     HandoffFailed,
+    LegQualityRecorded,
     Offered,
     Overflow,
     Ready,
+    Resync,
     ReturnedToAi,
     Taken,
     TranscriptLine,
@@ -62,9 +64,17 @@ WIRE: list[tuple[TypedEvent, dict[str, object]]] = [
     (TranscriptLine("c1", "caller", "[pressed 0]", "2025-03-01T09:00:00+00:00"),
      {"type": "transcript", "call_id": "c1", "speaker": "caller", "text": "[pressed 0]",
       "at": "2025-03-01T09:00:00+00:00"}),
+    (LegQualityRecorded("c1", "caller", 1.4, 0.0, 5.2),
+     {"type": "leg_quality", "call_id": "c1", "leg": "caller", "jitter_ms": 1.4,
+      "loss_pct": 0.0, "rtt_ms": 5.2}),
+    # A phone that sends no RTCP: no round trip, absent rather than null.
+    (LegQualityRecorded("c1", "agent", 0.8, 0.5),
+     {"type": "leg_quality", "call_id": "c1", "leg": "agent", "jitter_ms": 0.8,
+      "loss_pct": 0.5}),
     (Ready("receptionist", ["c1", "c2"]),
      {"type": "ready", "assistant": "receptionist", "calls": ["c1", "c2"]}),
     (Overflow(44), {"type": "overflow", "dropped": 44}),
+    (Resync(), {"type": "resync"}),
 ]
 
 

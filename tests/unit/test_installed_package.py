@@ -1,6 +1,6 @@
 """Switchboard installed as a package (`pip install .`, not editable) works without the
-checkout: it renders Asterisk's configuration from the templates it installed, and its
-benchmarks import without the tests."""
+checkout: it renders Asterisk's (and the cluster edge's) configuration from the templates
+it installed, and its benchmarks import without the tests."""
 
 from __future__ import annotations
 
@@ -34,7 +34,11 @@ imported_playwright = "playwright" in sys.modules
 code = main(["config", "render", "--out", sys.argv[3]])
 import web.bench.browser_handoff, web.bench.dashboard, web.bench.handoff
 import handoff, pbx, web
+from pbx.kamailio_config import EdgeNode, EdgeSpec, render
+edge = render(EdgeSpec("127.0.0.1", 5070, (EdgeNode("node-a", "127.0.0.1", 5071),),
+                   carriers=("127.0.0.1",)))
 print(json.dumps({
+    "edge_files": sorted(edge),
     "code": code,
     "files": {m.__name__: m.__file__ for m in (pbx, handoff, web, web.bench.handoff)},
     "imported_playwright": imported_playwright,
@@ -81,6 +85,8 @@ def test_an_installed_switchboard_renders_asterisks_configuration_without_the_ch
         assert Path(file).is_relative_to(target), f"{module} came from {file}"
     assert not result["tests_importable"]
     assert not result["imported_playwright"]
+    # The cluster edge's template is installed too.
+    assert result["edge_files"] == ["dispatcher.list", "kamailio.cfg"]
 
     # The same files, to the byte, as the checkout renders with the same settings (the
     # defaults: no settings file, no SWITCHBOARD_ variables but the secrets).

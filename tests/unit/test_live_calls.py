@@ -78,6 +78,12 @@ class Floor:
             live.call_id, reason="caller_asked", summary="wants a person")
         await self.live.control.accept(handoff_id, self.ada)
         await until(lambda: _is(live.party, Party.AGENT))
+        # The live party changes as the AI starts to leave; the ledger follows once it
+        # has (Moves.agent_connected): a loaded machine shows the moment in between.
+        async def in_the_ledger() -> bool:
+            return await self.state(live.call_id) is CallState.WITH_AGENT
+
+        await until(in_the_ledger)
         return caller, live, handoff_id
 
 

@@ -59,6 +59,35 @@ async def test_an_agent_away_for_a_reason_keeps_it_until_they_choose_again(
         ("away", "Lunch", False), ("away", "Training", True), ("available", None, None)]
 
 
+async def test_every_state_change_is_a_row_with_its_pause_reason_for_the_floor_figures(
+    store: Store, clock: FakeClock,
+) -> None:
+    [agent] = await new_agents(store, 1)  # on duty: one row, "available"
+    async with store.transaction() as tx:
+        lunch = await tx.pause_reasons.add("Lunch", productive=False)
+    clock.advance(60)
+    async with store.transaction() as tx:
+        await tx.agents.set_presence(agent.id, Presence.AWAY, actor="agent0",
+                                     pause_reason=lunch)
+        # Nothing changes: no row (a second tab going on duty while away).
+        await tx.agents.set_duty(agent.id, True, actor="agent0")
+    lunch_began = clock.now
+    clock.advance(30)
+    async with store.transaction() as tx:
+        await tx.agents.set_presence(agent.id, Presence.AWAY, actor="agent0")
+        await tx.agents.change_presence(agent.id, PresenceEvent.CHOOSE_AVAILABLE,
+                                        actor="agent0")
+        await tx.agents.change_presence(agent.id, PresenceEvent.WRAP_UP_BEGINS,
+                                        actor="controller")
+        await tx.agents.set_duty(agent.id, False, actor="agent0")
+        rows = await tx.agents.state_changes(agent.id)
+    assert [(r.state, r.pause_reason_id) for r in rows] == [
+        ("available", None), ("away", lunch.id), ("away", None), ("available", None),
+        ("wrap_up", None), ("off_duty", None)]
+    # The lunch lasted from its row to the next: the figures need no audit line.
+    assert (rows[1].at, rows[2].at) == (lunch_began, clock.now)
+
+
 async def test_a_pause_reason_goes_with_choosing_away_only(store: Store) -> None:
     [agent] = await new_agents(store, 1)
     async with store.transaction() as tx:

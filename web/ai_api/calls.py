@@ -15,8 +15,8 @@ from aiohttp import web
 
 from handoff.calls import CALL_LIFECYCLE, CallEvent, CallState, Speaker
 from handoff.events import TranscriptLine, publish_transcript_line
-from handoff.live import CallStateConflict
-from handoff.policy import HandoffRefused
+from handoff.live import CallStateConflict, OutOfHours
+from handoff.policy import HandoffRefused, Refusal
 from handoff.states import InvalidTransition
 from handoff.store import NotFound, Store
 from handoff.store.models import Assistant, Call
@@ -164,6 +164,12 @@ async def request_handoff(request: web.Request) -> web.Response:
                  req.call.id, req.assistant.name, exc.code.value, exc.level.value)
         raise ApiError(422, f"no handoff: {exc.message}", code=exc.code.value,
                        extra={"handoff_level": exc.level.value}) from None
+    except OutOfHours:
+        raise ApiError(422, "no handoff: the assistant is out of its business hours, so "
+                       "nobody can take the call; its fallback applies instead (its number "
+                       "rings, or a call-back is noted): tell the caller",
+                       code=Refusal.OUT_OF_HOURS.value,
+                       extra={"handoff_level": req.assistant.handoff_level.value}) from None
     except (NotFound, InvalidTransition, CallStateConflict):
         # The call moved on between our check and the controller's lock (it ended, or
         # a second request won): answer from what the store says now.

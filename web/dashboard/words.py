@@ -106,6 +106,7 @@ CHOICES: Final[Mapping[str, str]] = {
     HandoffLevel.AI_ONLY: "AI only", HandoffLevel.QUICK: "Quick",
     HandoffLevel.BALANCED: "Balanced", HandoffLevel.AI_FIRST: "AI first",
     FallbackKind.NUMBER: "Forward to a number", FallbackKind.AI_CALLBACK: "AI takes a call-back",
+    FallbackKind.VOICEMAIL: "Voicemail (a call-back with the message)",
 }
 
 # The audit log's actions, as its filter lists them.
@@ -123,6 +124,7 @@ ACTIONS: Final[Mapping[str, str]] = {
     "agent_enabled": "Person enabled",
     "agent_removed": "Person removed",
     "password_reset": "Password reset",
+    "agent_renamed": "Person renamed",
     "assistant_created": "Assistant added",
     "assistant_changed": "Assistant changed",
     "assistant_token_rotated": "Assistant token",

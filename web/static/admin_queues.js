@@ -37,6 +37,10 @@
       const topics = field({ value: q.topics.join(" "), size: 12, className: "topics" });
       const numbers = ["ring_s", "max_wait_s", "service_level_s", "no_answer_limit"].map(
         (key) => field({ type: "number", value: q[key], min: key === "no_answer_limit" ? 0 : 1, className: key, style: "width: 5em" }));
+      // Its own wrap-up limit after a call; empty: the site's setting applies.
+      const wrapUp = field({ type: "number", value: q.wrap_up_s ?? "", min: 0, max: 600, placeholder: "default",
+        className: "wrap_up_s", style: "width: 5em" });
+      wrapUp.setAttribute("aria-label", `${q.name}: wrap-up seconds`);
       // Its agents pick a disposition before they are available again.
       const required = field({ type: "checkbox", checked: q.disposition_required, className: "disposition_required" });
       required.setAttribute("aria-label", `${q.name}: disposition required`);
@@ -45,7 +49,7 @@
         { value: [...q.hours, ...q.holidays].join("\n"), className: "hours", rows: 2,
           placeholder: "mon-fri 09:00-17:00\n2026-12-25" });
       cell(tr, q.name);
-      for (const node of [strategy, members, assistants, topics, ...numbers, required, hours]) cell(tr, node);
+      for (const node of [strategy, members, assistants, topics, ...numbers, wrapUp, required, hours]) cell(tr, node);
       cell(tr, figures(q.stats));
       const actions = document.createElement("span");
       actions.append(button("Save", "save", async () => {
@@ -56,6 +60,7 @@
           strategy: strategy.value, members: members.value, assistants: assistants.value,
           topics: topics.value, ring_s: ring, max_wait_s: wait, service_level_s: level,
           no_answer_limit: away, disposition_required: required.checked,
+          wrap_up_s: wrapUp.value.trim() === "" ? "" : Number(wrapUp.value),
           hours: lines.filter((l) => !isDate(l)), holidays: lines.filter(isDate),
         });
         status(`Queue ${q.name} saved.`);

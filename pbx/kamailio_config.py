@@ -1,0 +1,160 @@
+"""Kamailio, the SIP edge in front of several Asterisk nodes: its files, rendered.
+
+Carriers' calls arrive at the edge and its dispatcher sends each to one of the nodes,
+round robin over those that answer OPTIONS. Like Asterisk's files
+(:mod:`pbx.asterisk_config`), Kamailio's are rendered from Switchboard's settings
+(``[cluster]``) and every value is checked first, so a wrong one is reported by the
+setting's name rather than as a proxy that refuses to start. :func:`check_syntax` asks
+Kamailio itself (``kamailio -c``) whether it would load the result.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from pbx.config_values import ConfigValueError, check_host, check_ip, check_name, check_port
+
+CONFIG_FILE = "kamailio.cfg"
+LIST_FILE = "dispatcher.list"
+# The dispatcher's set every node is in: one pool of equal nodes for now.
+NODE_SET = 1
+
+
+@dataclass(frozen=True)
+class EdgeNode:
+    """One Asterisk node behind the edge: where its SIP listener is."""
+
+    name: str
+    host: str
+    port: int = 5060
+
+    @property
+    def uri(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"sip:{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class EdgeSpec:
+    listen_address: str
+    port: int
+    nodes: tuple[EdgeNode, ...]
+    # Addresses or networks (CIDR) new calls are taken from: the carriers' SIP servers.
+    # Anyone else's INVITE is refused at the edge, as a node refuses an unknown trunk.
+    carriers: tuple[str, ...] = ()
+    # Where Kamailio reads its files and keeps its control socket, as it sees them.
+    config_dir: str = "/etc/kamailio"
+    run_dir: str = "/run/kamailio"
+    # Seconds between OPTIONS probes to every node: about how long a dead node still
+    # gets new calls (each of which then tries the next node after no_answer_ms).
+    probe_interval_s: int = 2
+    no_answer_ms: int = 2000
+    transports: tuple[str, ...] = ("udp", "tcp")
+    children: int = 4
+
+    def validate(self, key: str = "cluster") -> None:
+        check_ip(f"{key}.edge_address", self.listen_address)
+        check_port(f"{key}.edge_port", self.port)
+        for folder_key, folder in (("edge_config_dir", self.config_dir),
+                                   ("edge_run_dir", self.run_dir)):
+            # Both go between quotes in kamailio.cfg.
+            if not folder.startswith("/") or any(c in folder for c in '"\n\\'):
+                raise ConfigValueError(f"{key}.{folder_key}", f"{folder!r}: an absolute "
+                                       "path without quotes or backslashes")
+        if not 1 <= self.probe_interval_s <= 60:
+            raise ConfigValueError(f"{key}.probe_interval_s",
+                                   f"{self.probe_interval_s}: 1 to 60 seconds")
+        if not self.nodes:
+            raise ConfigValueError(f"{key}.nodes", "the edge needs at least one node")
+        names: set[str] = set()
+        places: set[tuple[str, int]] = {(self.listen_address, self.port)}
+        for i, node in enumerate(self.nodes):
+            check_name(f"{key}.nodes[{i}].name", node.name)
+            check_host(f"{key}.nodes[{i}].sip_host", node.host)
+            check_port(f"{key}.nodes[{i}].sip_port", node.port)
+            if node.name in names:
+                raise ConfigValueError(f"{key}.nodes[{i}].name", f"{node.name!r} is used twice")
+            names.add(node.name)
+            if (node.host, node.port) in places:
+                raise ConfigValueError(f"{key}.nodes[{i}].sip_port", f"{node.host}:{node.port} "
+                                       "is the edge's own listener or another node's")
+            places.add((node.host, node.port))
+        if not self.carriers:
+            raise ConfigValueError(f"{key}.carriers", "none: list the addresses or "
+                                   "networks the edge takes calls from (your carriers' SIP "
+                                   "servers)")
+        for i, carrier in enumerate(self.carriers):
+            try:
+                ipaddress.ip_network(carrier, strict=False)
+            except ValueError:
+                raise ConfigValueError(f"{key}.carriers[{i}]", f"{carrier!r} is not an "
+                                       "address or a network (198.51.100.7, "
+                                       "203.0.113.0/24)") from None
+
+    @property
+    def control_socket(self) -> str:
+        return f"{self.run_dir}/kamailio_ctl"
+
+
+def render(spec: EdgeSpec) -> dict[str, str]:
+    """``{file name: text}``: Kamailio's configuration and the dispatcher's node list."""
+    spec.validate()
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("pbx", "kamailio"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    config = env.get_template(f"{CONFIG_FILE}.j2").render(
+        carriers=[str(ipaddress.ip_network(c, strict=False)) for c in spec.carriers],
+        listen_address=spec.listen_address, port=spec.port, transports=spec.transports,
+        children=spec.children, control_socket=spec.control_socket,
+        no_answer_ms=spec.no_answer_ms, probe_interval_s=spec.probe_interval_s,
+        list_file=f"{spec.config_dir}/{LIST_FILE}",
+    )
+    # setid destination flags priority attrs: duid names the node in kamcmd's listing.
+    nodes = "".join(f"{NODE_SET} {node.uri} 0 0 duid={node.name}\n" for node in spec.nodes)
+    return {CONFIG_FILE: config,
+            LIST_FILE: f"# Switchboard's nodes, rendered from [cluster] nodes.\n{nodes}"}
+
+
+def write_files(spec: EdgeSpec, folder: Path) -> dict[str, str]:
+    files = render(spec)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return files
+
+
+class KamailioUnavailable(RuntimeError):
+    """No ``kamailio`` binary on this machine."""
+
+
+def find_binary() -> str:
+    found = shutil.which("kamailio") or next(
+        (p for p in ("/usr/sbin/kamailio", "/usr/local/sbin/kamailio") if Path(p).exists()),
+        None)
+    if found is None:
+        raise KamailioUnavailable("kamailio is not installed (Debian: apt install kamailio)")
+    return found
+
+
+def check_syntax(config: Path, binary: str | None = None, timeout: float = 30) -> None:
+    """Kamailio's own check of ``config`` (``kamailio -c``): modules found, every
+    function and parameter known. Raises ValueError with Kamailio's complaints."""
+    done = subprocess.run(
+        [binary or find_binary(), "-c", "-f", str(config)],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+    if done.returncode != 0:
+        complaints = [line.strip() for line in (done.stdout + done.stderr).splitlines()
+                      if "ERROR" in line or "CRITICAL" in line]
+        raise ValueError(f"kamailio refuses {config}: " + "; ".join(complaints[:6]))

@@ -1,0 +1,273 @@
+"""The cluster's SIP edge on real parts: Kamailio (Debian's) in front of two Asterisk
+nodes, a carrier Asterisk calling through it.
+
+Everything is on 127.0.0.1, each Asterisk on its own ports, not in network namespaces:
+ARI and AMI bind 127.0.0.1 by design, so a node's Asterisk in a namespace of its own
+would be out of reach of its controller (and of this test) in the root namespace unless
+the controller moved in with it. What the edge decides on (which node answers OPTIONS,
+which INVITE times out) does not depend on the nodes' addresses: a node is frozen with
+SIGSTOP, the black hole a hung host or a firewall's DROP makes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pwd
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from handoff.settings import ClusterNodeSettings, ClusterSettings, Settings
+from pbx import runtime
+from pbx.asterisk_config import InboundRoute, Ports
+from pbx.edge import Edge
+from pbx.kamailio_config import EdgeNode, EdgeSpec
+from pbx.ports import _port_free, free_port
+from pbx.runtime import AsteriskInstance
+from pbx.trunk_config import SipTrunk
+from tests.faults import paused
+from tests.integration.asterisk_helpers import (
+    EventListener,
+    ari,
+    assert_quiet,
+    of_type,
+    process_ids,
+)
+from tests.waiting import until
+from web.doctor import Report, examine_cluster
+
+# Calls at once on each Asterisk here: a few, so each takes a small RTP range.
+MAX_CALLS = 10
+
+
+def edge_port(avoid: frozenset[int]) -> int:
+    """A port free for both of the edge's transports (UDP and TCP)."""
+    for _ in range(50):
+        port = free_port(socket.SOCK_DGRAM, avoid)
+        if _port_free(port, socket.SOCK_STREAM):
+            return port
+    raise AssertionError("no port free for both UDP and TCP on 127.0.0.1")
+
+
+@dataclass
+class Cluster:
+    edge: Edge
+    carrier: AsteriskInstance
+    nodes: dict[str, AsteriskInstance]
+
+
+@pytest_asyncio.fixture(scope="module")
+async def cluster(installation: runtime.Installation, state_dir: Path,
+                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
+    tag = f"c{os.getpid()}"
+    taken: set[int] = set()
+
+    def ports() -> Ports:
+        got = runtime.allocate_ports(runtime.PortRequest(), avoid=frozenset(taken),
+                                     max_calls=MAX_CALLS)
+        taken.update({got.http, got.sip, got.ami, *range(got.rtp_start, got.rtp_end + 1)})
+        return got
+
+    port = edge_port(frozenset(taken))
+    taken.add(port)
+    # Each node knows the edge as its one trunk (by address and port, as any carrier),
+    # so calls the edge relays are taken like a carrier's.
+    nodes = {
+        name: runtime.new_instance(
+            installation, f"{tag}-{name}", state_dir, ports=ports(), max_calls=MAX_CALLS,
+            trunks=(SipTrunk("edge", "127.0.0.1", port),),
+            routes=(InboundRoute("2000", "receptionist"),))
+        for name in ("node-a", "node-b")
+    }
+    carrier = runtime.new_instance(
+        installation, f"{tag}-carrier", state_dir, ports=ports(), max_calls=MAX_CALLS,
+        app="carrier", trunks=(SipTrunk("switchboard", "127.0.0.1", port),))
+    folder = tmp_path_factory.mktemp("edge")
+    spec = EdgeSpec("127.0.0.1", port, tuple(
+        EdgeNode(name, "127.0.0.1", node.spec.ports.sip) for name, node in nodes.items()),
+        carriers=("127.0.0.1",), config_dir=str(folder), run_dir=str(folder / "run"),
+        probe_interval_s=1)
+    edge = Edge(spec, folder)
+    async with contextlib.AsyncExitStack() as stack:
+        for instance in (*nodes.values(), carrier):
+            await instance.start()
+            stack.push_async_callback(instance.stop)
+        await edge.start()
+        stack.push_async_callback(edge.stop)
+        yield Cluster(edge, carrier, nodes)
+
+
+async def examine(cluster: Cluster) -> Report:
+    """`switchboard doctor`'s cluster part, with the settings this cluster was made from."""
+    spec = cluster.edge.spec
+    settings = Settings(cluster=ClusterSettings(
+        edge_address=spec.listen_address, edge_port=spec.port,
+        edge_config_dir=spec.config_dir, edge_run_dir=spec.run_dir, carriers=spec.carriers,
+        nodes=tuple(ClusterNodeSettings(n.name, n.host, n.port) for n in spec.nodes)))
+    report = Report()
+    await examine_cluster(settings, report)
+    return report
+
+
+async def invite_from(source: str, edge: EdgeSpec) -> int:
+    """An INVITE to 2000 sent to the edge from ``source`` (a loopback address of no
+    carrier); the status of the edge's final answer."""
+    loop = asyncio.get_running_loop()
+    final: asyncio.Future[int] = loop.create_future()
+
+    class Phone(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            status = int(data.split(b" ", 2)[1])
+            if status >= 200 and not final.done():
+                final.set_result(status)
+
+    transport, _ = await loop.create_datagram_endpoint(
+        Phone, local_addr=(source, 0), remote_addr=(edge.listen_address, edge.port))
+    try:
+        port = transport.get_extra_info("sockname")[1]
+        transport.sendto("\r\n".join((
+            f"INVITE sip:2000@{edge.listen_address}:{edge.port} SIP/2.0",
+            f"Via: SIP/2.0/UDP {source}:{port};branch=z9hG4bK{secrets.token_hex(8)};rport",
+            "Max-Forwards: 70", f"From: <sip:scanner@{source}>;tag=1",
+            f"To: <sip:2000@{edge.listen_address}>", f"Call-ID: {secrets.token_hex(8)}",
+            "CSeq: 1 INVITE", f"Contact: <sip:scanner@{source}:{port}>",
+            "Content-Length: 0", "", "")).encode())
+        return await asyncio.wait_for(final, 5)
+    finally:
+        transport.close()
+
+
+async def active_nodes(edge: Edge) -> set[str]:
+    return {node.name for node in await edge.nodes() if node.active}
+
+
+class Calls:
+    """The carrier's calls through the edge, and which node each reached."""
+
+    def __init__(self, cluster: Cluster, listeners: dict[str, EventListener],
+                 carrier: EventListener) -> None:
+        self.cluster, self.listeners, self.carrier = cluster, listeners, carrier
+        self.placed = 0
+
+    async def place(self, within: float = 10) -> str:
+        """One call to 2000, answered by the node it reached and hung up there (its BYE
+        back through the edge); returns the node's name."""
+        self.placed += 1
+        caller = f"+1555{os.getpid() % 1000:03d}{self.placed:04d}"
+        status, leg = await ari(self.cluster.carrier, "POST", "/channels",
+                                endpoint="PJSIP/2000@switchboard", app="carrier",
+                                callerId=f"Test <{caller}>")
+        assert status == 200, leg
+
+        def reached() -> tuple[str, dict[str, Any]] | None:
+            for name, listener in self.listeners.items():
+                for event in listener.events:
+                    if of_type("StasisStart", channel__caller__number=caller)(event):
+                        return name, event
+            return None
+
+        name, start = await until(reached, within, why=f"the call from {caller} reached "
+                                  "no node")
+        node = self.cluster.nodes[name]
+        channel = start["channel"]["id"]
+        assert (await ari(node, "POST", f"/channels/{channel}/answer"))[0] == 204
+        # The carrier's leg enters its app once the node's 200 came back through the edge.
+        await self.carrier.wait_for(of_type("StasisStart", channel__id=leg["id"]))
+        assert (await ari(node, "DELETE", f"/channels/{channel}"))[0] == 204
+        await self.carrier.wait_for(of_type("StasisEnd", channel__id=leg["id"]))
+        return name
+
+
+async def test_calls_spread_over_the_nodes_and_skip_a_silent_node_until_it_answers(
+    cluster: Cluster,
+) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        listeners = {name: await stack.enter_async_context(EventListener(node, "switchboard"))
+                     for name, node in cluster.nodes.items()}
+        carrier = await stack.enter_async_context(EventListener(cluster.carrier, "carrier"))
+        calls = Calls(cluster, listeners, carrier)
+        await until(lambda: dispatching(cluster.edge, {"node-a", "node-b"}), 10,
+                    why="both nodes never answered the edge's OPTIONS")
+
+        # Round robin: four calls, two on each node.
+        spread = [await calls.place() for _ in range(4)]
+        assert sorted(spread) == ["node-a", "node-a", "node-b", "node-b"], spread
+        doctor = await examine(cluster)
+        assert doctor.cluster["edge"]["state"] == "running"
+        assert doctor.cluster["edge"]["version"].startswith("kamailio 5.")
+        assert [(n["name"], n["reachable"], n["in_dispatch"])
+                for n in doctor.cluster["nodes"]] == [("node-a", True, True),
+                                                      ("node-b", True, True)]
+        assert doctor.problems == []
+        if os.geteuid() == 0:  # started by root, the edge runs as its own account
+            assert cluster.edge.process is not None
+            uid = pwd.getpwnam("kamailio").pw_uid
+            assert process_ids(cluster.edge.process.pid)["Uid"] == [uid] * 4
+        # Someone who is not a carrier is refused at the edge itself (its log says so).
+        assert await invite_from("127.0.0.2", cluster.edge.spec) == 403
+        await until(lambda: "refused a call from 127.0.0.2: not a carrier"
+                    in cluster.edge.log_file.read_text(), 5, why="the edge did not say why")
+
+        # A node that stops answering (frozen): the edge's OPTIONS probe notices and new
+        # calls go to the other node only; thawed, it answers a probe and is back.
+        frozen, other = _next_and_other(spread)
+        async with paused(cluster.nodes[frozen]) as frozen_at:
+            await until(lambda: dispatching(cluster.edge, {other}), 10,
+                        why=f"the edge kept dispatching to frozen {frozen}")
+            print(f"\nthe edge's probes took a silent node out of the dispatch "
+                  f"{time.monotonic() - frozen_at:.2f} s after it froze")
+            assert [await calls.place(within=3) for _ in range(3)] == [other] * 3
+            doctor = await examine(cluster)
+            silent = next(n for n in doctor.cluster["nodes"] if n["name"] == frozen)
+            assert (silent["reachable"], silent["in_dispatch"]) == (False, False)
+            assert any(frozen in problem for problem in doctor.problems)
+        thawed_at = time.monotonic()
+        await until(lambda: dispatching(cluster.edge, {"node-a", "node-b"}), 10,
+                    why=f"thawed {frozen} never came back into the dispatch")
+        print(f"and took it back {time.monotonic() - thawed_at:.2f} s after it thawed")
+        spread = [await calls.place() for _ in range(2)]
+        assert sorted(spread) == ["node-a", "node-b"], spread
+
+        # A call sent to a node that froze before any probe noticed is not lost: its
+        # INVITE, never answered, goes on to the other node, and the node is taken out.
+        frozen, other = _next_and_other(spread)
+        async with paused(cluster.nodes[frozen]) as frozen_at:
+            assert await calls.place(within=15) == other
+            print(f"a call sent to a node frozen a moment before reached the other "
+                  f"{time.monotonic() - frozen_at:.2f} s after the freeze")
+            assert await active_nodes(cluster.edge) == {other}
+        await until(lambda: dispatching(cluster.edge, {"node-a", "node-b"}), 10,
+                    why=f"thawed {frozen} never came back into the dispatch")
+        # The edge gave up on the INVITE the frozen node held; if the node still took
+        # it when it woke, that leg is ended here (nothing is left behind).
+        await _hang_up_all(cluster.nodes[frozen])
+
+    for instance in (*cluster.nodes.values(), cluster.carrier):
+        await assert_quiet(instance)
+
+
+async def dispatching(edge: Edge, nodes: set[str]) -> bool:
+    """Whether the edge sends new calls to these nodes and no others."""
+    return await active_nodes(edge) == nodes
+
+
+def _next_and_other(spread: list[str]) -> tuple[str, str]:
+    """After an even number of calls alternating over two nodes, the node round robin
+    picks next (the one the first of them went to), and the other."""
+    nxt = spread[0]
+    return nxt, "node-b" if nxt == "node-a" else "node-a"
+
+
+async def _hang_up_all(node: AsteriskInstance) -> None:
+    _, channels = await ari(node, "GET", "/channels")
+    for channel in channels:
+        await ari(node, "DELETE", f"/channels/{channel['id']}")
