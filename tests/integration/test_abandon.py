@@ -8,7 +8,7 @@ hung up first and that every leg of the call ended."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import pytest
@@ -80,6 +80,18 @@ async def test_a_caller_who_hangs_up_at_each_step_is_recorded_as_asterisk_saw_it
                 return (await tx.calls.get(placed.call_id)).state is CallState.ENDED
 
         await until(ended)
+        # The controller lets the call go once its end is handled, the agent's wrap-up
+        # (if any) started by then (a task that moves her presence, then waits).
+        await until(lambda: not r.control.calls)
+        wrapping_up = any(t.get_name() == f"wrap-up agent={r.agent_id}"
+                          for t in asyncio.all_tasks())
+
+        async def presence() -> Presence:
+            async with r.store.transaction() as tx:
+                return (await tx.agents.get(r.agent_id)).presence
+
+        if step == "talking":
+            await until(lambda: _is(presence(), Presence.WRAP_UP))
         legs = {caller_leg} | ({agent_leg} if agent_leg else set())
         await until(lambda: legs <= {str(h["Uniqueid"]) for h in hangups},
                     why=lambda: f"Asterisk reported no end for {legs}")
@@ -106,7 +118,12 @@ async def test_a_caller_who_hangs_up_at_each_step_is_recorded_as_asterisk_saw_it
     # The agent: free for the next caller at once when she never had this one; in
     # wrap-up (notes, a disposition) once she has talked to them.
     assert not busy
+    assert wrapping_up is (step == "talking")
     expected = Presence.WRAP_UP if step == "talking" else Presence.AVAILABLE
     assert ada.presence is expected, (step, ada.presence)
     assert agent_state(ada.presence, busy) is (
         AgentState.WRAP_UP if step == "talking" else AgentState.AVAILABLE)
+
+
+async def _is(value: Awaitable[Presence], expected: Presence) -> bool:
+    return await value is expected
