@@ -20,10 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Unpack
 
 from panoramisk import Manager
+from panoramisk.ami_protocol import AMIProtocol
+from panoramisk.message import Message
 
 from pbx.event_link import ClientOptions, LinkSettings, SupervisedClient, cancel_and_wait
 
@@ -71,6 +75,48 @@ class _Everything:
         return True
 
 
+_EOL = "\r\n"
+_NOT_A_MESSAGE = "no Event or Response header"
+_BODY_RESPONSES = ("Response: Follows", "Response: Fail")  # a command's output follows
+# A header line: a name, a colon, then the value (Asterisk writes "Value:" with nothing
+# after it for an empty one).
+_HEADER = re.compile(r"[^\s:]+:")
+
+
+class _Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
+    """panoramisk's protocol, but a block that is not an AMI message, or a message with
+    lines that are not headers, is counted and logged instead of skipped in silence: a
+    proxy or a broken module corrupting the link shows on /metrics (R4). What parses is
+    handled as panoramisk would (a Hangup with one bad line is still a Hangup)."""
+
+    factory: _Manager
+    version: str | None
+    queue: deque[str]
+
+    def data_received(self, data: bytes) -> None:
+        text = data.decode("ascii", "ignore")
+        if self.version is None and text.startswith("Asterisk Call Manager/"):
+            self.version = text.partition(_EOL)[0].partition("/")[2].strip()
+        if self.queue:
+            text = self.queue.popleft() + text
+        blocks = text.split(_EOL + _EOL)
+        self.queue.append(blocks.pop(-1))  # the start of a message still arriving
+        # strip(): Asterisk sometimes ends a message with one EOL only.
+        for block in (b.strip() for b in blocks):
+            if not block:
+                continue
+            message = Message.from_line(block)
+            if message is None:
+                self.factory.bad_block(block, _NOT_A_MESSAGE)
+                continue
+            stray = [] if block.startswith(_BODY_RESPONSES) else [
+                line for line in block.split(_EOL)
+                if not _HEADER.match(line) and not line.startswith("Asterisk Call Manager/")]
+            if stray:
+                self.factory.bad_block(" / ".join(stray), "lines that are not headers")
+            self.handle_message(message)
+
+
 class _Manager(Manager):  # type: ignore[misc]  # panoramisk is untyped
     """panoramisk's Manager with its own reconnect, ping and dispatch handed to us."""
 
@@ -78,11 +124,13 @@ class _Manager(Manager):  # type: ignore[misc]  # panoramisk is untyped
         self,
         on_lost: Callable[[str], None],
         on_event: Callable[[AmiMessage], None],
+        on_bad_block: Callable[[str, str], None],
         **config: Any,
     ) -> None:
-        super().__init__(**config)
+        super().__init__(protocol_factory=_Protocol, **config)
         self._on_lost = on_lost
         self._on_event = on_event
+        self.bad_block = on_bad_block
 
     def connection_lost(self, exc: object) -> None:
         # No reconnect timer here (panoramisk's would outlive close()): the supervisor
@@ -205,6 +253,11 @@ class AmiClient(SupervisedClient[AmiMessage]):
             self._reading_paused = True
             self._transport.pause_reading()
 
+    def _bad_block(self, block: str, why: str) -> None:
+        self.stats.bad_frames += 1
+        log.warning("AMI: a block with %s (%s): %r", why,
+                    "skipped" if why == _NOT_A_MESSAGE else "its headers kept", block[:200])
+
     async def _pump(self) -> None:
         while True:
             event = await self._intake.get()
@@ -276,6 +329,7 @@ class AmiClient(SupervisedClient[AmiMessage]):
         manager = _Manager(
             on_lost,
             self._on_event,
+            self._bad_block,
             host=self.host,
             port=self.port,
             loop=loop,

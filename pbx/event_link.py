@@ -51,7 +51,11 @@ class EventStats:
     slow: int = 0
     """Handler runs over the latency budget: the call's later events waited that long."""
     bad_frames: int = 0
-    """Frames that were not a JSON event object; logged and skipped."""
+    """Frames that were not an event (ARI: not a JSON event object; AMI: a block without
+    an Event or Response header, or with lines that are not headers); each is logged."""
+    unknown_events: int = 0
+    """Events of a type the protocol does not define (ARI), passed on all the same: a
+    newer Asterisk's, or garbage that happens to be JSON."""
     connects: int = 0
 
 

@@ -22,7 +22,6 @@ from pbx.ari import (
     AriConflict,
     AriError,
     AriUnauthorized,
-    AriUnavailable,
     AsteriskInfo,
 )
 from pbx.asterisk_config import (
@@ -33,7 +32,13 @@ from pbx.asterisk_config import (
     required_modules,
     write_files,
 )
-from pbx.installation import MIN_MAJOR, AsteriskUnavailable, parse_version, redact_url
+from pbx.installation import (
+    MIN_MAJOR,
+    AsteriskUnavailable,
+    AsteriskUnreachable,
+    parse_version,
+    redact_url,
+)
 from pbx.spool import AriSpool
 from pbx.trunk_config import SipTrunk, to_register_again
 
@@ -117,9 +122,13 @@ class ExternalAsterisk:
                     f"the Asterisk at {redact_url(self.ari_url)} refused ARI user "
                     f"{self.spec.ari_user!r}: its ari.conf holds another password than "
                     "SWITCHBOARD_ARI_PASSWORD (or asterisk.source's)") from None
-            except AriUnavailable as exc:
+            except AriError as exc:
+                # A booting Asterisk (both containers start together) answers its HTTP
+                # port before ARI is up: 404 until res_ari has its routes, 503 "Asterisk
+                # not booted" until the core has. Like no answer at all, worth waiting
+                # for; only a refused password (above) is known to be wrong.
                 if loop.time() >= deadline:
-                    raise AsteriskUnavailable(
+                    raise AsteriskUnreachable(
                         f"no Asterisk answers ARI at {redact_url(self.ari_url)} "
                         f"({exc}) after {wait_s:.0f} s (asterisk.source)") from exc
             await asyncio.sleep(1.0)

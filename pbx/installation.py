@@ -34,6 +34,11 @@ class AsteriskUnavailable(RuntimeError):
     """Asterisk cannot be found, built or started; the message says what to do instead."""
 
 
+class AsteriskUnreachable(AsteriskUnavailable):
+    """Nobody answers where Asterisk should be (yet): not a wrong setting, so worth
+    another try (web.startup retries it)."""
+
+
 @dataclass(frozen=True)
 class Installation:
     """An Asterisk we can use. ``kind`` says how it runs."""

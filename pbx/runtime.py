@@ -34,7 +34,7 @@ from pbx.asterisk_config import (
     default_max_calls,
     write_tree,
 )
-from pbx.installation import AsteriskUnavailable, Installation, locate
+from pbx.installation import AsteriskUnavailable, AsteriskUnreachable, Installation, locate
 from pbx.ports import PortInUse, PortRequest, allocate_ports
 from pbx.rootfs import Account
 from pbx.spool import HostSpool, SoundFolder
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "AsteriskInstance",
     "AsteriskUnavailable",
+    "AsteriskUnreachable",
     "Installation",
     "PortInUse",
     "PortRequest",

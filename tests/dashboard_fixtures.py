@@ -6,7 +6,7 @@ them from here."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -65,7 +65,8 @@ async def serve_dashboard(
     app = web.Application(middlewares=[real_client(trusted_proxies)])
     setup_dashboard(app, store=store, hub=events, commands=commands, origin=origin,
                     secure_cookies=False,
-                    options=options or DashboardOptions(passwords=passwords),
+                    options=replace(options, passwords=options.passwords or passwords)
+                    if options else DashboardOptions(passwords=passwords),
                     softphone=softphone)
     runner = web.AppRunner(app, shutdown_timeout=2.0)
     await runner.setup()

@@ -10,6 +10,12 @@ Asterisk (an :class:`~pbx.runtime.AsteriskInstance` the test owns):
   booted and ARI answers. :meth:`AsteriskInstance.kill` + ``start()`` is the crash, and
   :meth:`AsteriskInstance.restart` the stop-and-start, of the same instance.
 
+A browser (Chromium, whose pid :func:`chromium_pid` finds by a marker in its arguments):
+
+- :func:`frozen_tree`: SIGSTOP a process and every process under it (Chromium's
+  renderers and network service), SIGCONT however the block ends. The tab's sockets
+  stay open and its kernel still acknowledges: a laptop put to sleep, a hung page.
+
 One path to Asterisk (ARI's HTTP and events socket, AMI):
 
 - :class:`TcpPath`: a relay on loopback that the client under test connects through.
@@ -17,12 +23,14 @@ One path to Asterisk (ARI's HTTP and events socket, AMI):
   as when a proxy dies); ``black_hole()`` forwards nothing more, in either direction,
   while keeping the sockets open (the kernel still accepts what the client sends, as a
   DROP leaves a client's retransmissions to time out), until ``restore()`` lets the
-  held bytes through. Why a relay and not iptables in a network namespace: ARI and AMI
-  listen on 127.0.0.1 by design, and moving them onto a veth address would change the
-  configuration under test; iptables is not on the test machines either, and ``tc`` on
-  ``lo`` would slow every other engineer's tests sharing the machine. SIP and RTP are
-  black-holed by pausing the far end's process (the carrier Asterisk for a caller's
-  side, a test desk phone's task for an agent's): what the PBX sees is the same.
+  held bytes through. ``inject()`` slips bytes of the test's own into what Asterisk
+  sends (garbage on the link, R4), between two of Asterisk's messages. Why a relay and
+  not iptables in a network namespace: ARI and AMI listen on 127.0.0.1 by design, and
+  moving them onto a veth address would change the configuration under test; iptables
+  is not on the test machines either, and ``tc`` on ``lo`` would slow every other
+  engineer's tests sharing the machine. SIP and RTP are black-holed by pausing the far
+  end's process (the carrier Asterisk for a caller's side, a test desk phone's task for
+  an agent's): what the PBX sees is the same.
 
 The controller (``switchboard run`` in its own process, :class:`tests.product_run.Product`):
 
@@ -46,7 +54,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +74,51 @@ async def paused(instance: AsteriskInstance) -> AsyncIterator[float]:
         yield time.monotonic()
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+def chromium_pid(marker: str) -> int:
+    """The Chromium started with ``marker`` among its arguments: its browser process (its
+    renderers, GPU and network service are children, each with a ``--type=``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                argv = (entry / "cmdline").read_bytes()
+                if marker.encode() in argv and b"--type=" not in argv:
+                    found.append(int(entry.name))
+    assert len(found) == 1, f"one browser process with {marker} expected, found {found}"
+    return found[0]
+
+
+def _tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                # ppid is the 2nd field after the command's ")" (the name may hold spaces).
+                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+@contextlib.contextmanager
+def frozen_tree(root: int) -> Iterator[float]:
+    """``root`` and its descendants frozen (SIGSTOP) for the block; yields when."""
+    pids = _tree(root)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        yield time.monotonic()
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
 
 async def restart_in_place(instance: AsteriskInstance, within: float = 60) -> None:
@@ -96,9 +149,12 @@ class TcpPath:
     port: int = 0
     accepted: int = 0
     """Connections the client opened through the path (each reconnect adds one)."""
+    sent: int = 0
+    """Bytes the client sent into the path, held ones included (an action on its way)."""
     _flowing: asyncio.Event = field(default_factory=asyncio.Event)
     _server: asyncio.Server | None = None
     _links: set[asyncio.Task[None]] = field(default_factory=set)
+    _to_client: dict[asyncio.Task[None], _Downstream] = field(default_factory=dict)
 
     async def __aenter__(self) -> TcpPath:
         self._flowing.set()
@@ -127,6 +183,15 @@ class TcpPath:
     def restore(self) -> None:
         self._flowing.set()
 
+    async def inject(self, data: bytes, *, into: str = "", boundary: bytes = b"") -> None:
+        """Send ``data`` to the client as if Asterisk had, on every open connection whose
+        first request contains ``into`` (b"GET /ari/events" picks the event socket out of
+        the REST ones). It goes out once what Asterisk sent so far ends with ``boundary``
+        (AMI: a blank line), so it never lands inside one of Asterisk's messages."""
+        targets = [d for d in self._to_client.values() if into.encode() in d.first_request]
+        assert targets, f"no open connection through the path asked for {into!r}"
+        await asyncio.gather(*(d.inject(data, boundary) for d in targets))
+
     async def _close_links(self) -> None:
         links = list(self._links)
         for link in links:
@@ -142,23 +207,63 @@ class TcpPath:
         try:
             await self._flowing.wait()  # a new connection gets no answer, not a refusal
             server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
-            await asyncio.gather(self._pump(client_r, server_w), self._pump(server_r, client_w))
+            down = self._to_client[task] = _Downstream(client_w)
+            await asyncio.gather(self._pump(client_r, server_w, first=down),
+                                 self._pump(server_r, client_w, down=down))
         except OSError:
             pass  # Asterisk refused the connection: the client sees its socket end
         finally:
             self._links.discard(task)
+            self._to_client.pop(task, None)
             for writer in (client_w, server_w):
                 if writer is not None:
                     writer.close()
 
-    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *,
+                    first: _Downstream | None = None, down: _Downstream | None = None) -> None:
         # Either side's end (or reset) closes the other's, so the pair ends together.
         with contextlib.suppress(OSError):
             while data := await src.read(65536):
+                if first is not None:
+                    self.sent += len(data)
                 await self._flowing.wait()  # held, as a DROP holds a retransmitting sender
-                dst.write(data)
-                await dst.drain()
+                if first is not None and not first.first_request:
+                    first.first_request = data[:200]
+                if down is not None:
+                    await down.forward(data)
+                else:
+                    dst.write(data)
+                    await dst.drain()
         dst.close()
+
+
+@dataclass
+class _Downstream:
+    """What Asterisk sends one client through a :class:`TcpPath`, and what a test slips
+    in between its messages."""
+
+    writer: asyncio.StreamWriter
+    first_request: bytes = b""
+    tail: bytes = b""
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def forward(self, data: bytes) -> None:
+        async with self._lock:
+            self.writer.write(data)
+            self.tail = (self.tail + data)[-16:]
+            await self.writer.drain()
+
+    async def inject(self, data: bytes, boundary: bytes, within: float = 10) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            async with self._lock:  # not in the middle of forwarding one of Asterisk's
+                if self.tail.endswith(boundary):
+                    self.writer.write(data)
+                    await self.writer.drain()
+                    return
+            assert loop.time() < deadline, "Asterisk's stream never reached a boundary"
+            await asyncio.sleep(0.01)
 
 
 async def kill_controller_at(product: Product, point: Callable[[], Awaitable[object]],

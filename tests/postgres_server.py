@@ -39,8 +39,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def private_postgres() -> Iterator[str]:
-    """Yield the URL of a fresh database on a server that lives for this block."""
+def private_postgres(port: int | None = None) -> Iterator[str]:
+    """Yield the URL of a fresh database on a server that lives for this block (on
+    ``port``, when a test must know it before the server runs)."""
     bin_dir = _bin_dir()
     folder = Path(tempfile.mkdtemp(prefix="switchboard-pg-"))
     # The server refuses to run as root; it runs as Debian's `postgres` user then.
@@ -49,7 +50,7 @@ def private_postgres() -> Iterator[str]:
         user = pwd.getpwnam("postgres")
         os.chown(folder, user.pw_uid, user.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = folder / "data", _free_port()
+    data, port = folder / "data", port or _free_port()
 
     def run(*argv: str) -> None:
         proc = subprocess.run([*as_user, *argv], capture_output=True, text=True, check=False)

@@ -70,12 +70,21 @@ class Product:
             *command,
         ]
 
-    async def start(self) -> None:
+    async def launch(self) -> None:
+        """Start `run` and return at once: its output is collected in ``output``."""
+        await self._spawn()
+        self._drain = asyncio.create_task(self._read_rest())
+
+    async def _spawn(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
             *(self.run_command or self.argv("run")), cwd=self.run_cwd, env=self.run_env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
-        assert self.proc.stdout is not None
+
+    async def start(self) -> None:
+        """Start `run` and return once its banner is out and /status says ok."""
+        await self._spawn()
+        assert self.proc is not None and self.proc.stdout is not None
         banner = ""
         async with asyncio.timeout(120):
             while "Switchboard is running." not in banner:

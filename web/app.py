@@ -1,6 +1,8 @@
 """The composition root: builds every long-lived object once and hands it down.
 
-Start-up, in order (``cleanup_ctx``, so shutdown runs in reverse and always completes):
+The HTTP server listens at once; start-up runs beside it (:mod:`web.startup`: /status
+says 503 and what it waits for, each stage retried while what it needs is away), in
+order, and shutdown leaves the stages in reverse wherever start-up got to:
 1. the store: database engine, migrations, the demo set-up on first start
    (:mod:`web.demo`);
 2. telephony (:mod:`web.telephony`): Asterisk with a configuration rendered from the
@@ -24,7 +26,7 @@ import zoneinfo
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -66,6 +68,14 @@ from web.demo import DEMO_NUMBER, seed_demo
 from web.kpi_metrics import KpiMetrics
 from web.proxies import real_client
 from web.sip_blocks import BlockPolicy, SipBlocker
+from web.startup import (
+    START_STAGES,
+    Stage,
+    StageContext,
+    Startup,
+    background_start,
+    while_starting,
+)
 from web.telephony import (
     Telephony,
     follow_directory,
@@ -170,6 +180,7 @@ class Services:
     shared_events: SharedEvents | None = None
     # This node's lease, on a node of a cluster (cluster.node); None on a single box.
     lease: NodeLease | None = None
+    startup: Startup = field(default_factory=Startup)
     # The admin page's changes and the periodic check apply one at a time: two at once
     # would each give the receptionist a token and store only one of them.
     directory_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -283,23 +294,26 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     controller.trunks = TrunkWatch(lambda: pbx.spec.trunks, ami, endpoint_states(ari),
                                    pbx.log_file)
     phone_watch = PhoneWatch(services.store, services.hub, controller.phone_registered)
-    await receptionist.start()
-    await seat_builtin(services.store, receptionist)
-    await ari.start()
-    # Calls do not wait for AMI: it only watches (it reconnects by itself).
-    await ami.start()
-    if isinstance(pbx, ExternalAsterisk):
-        await ami_checked(ami, pbx)
-    await ari.wait_ready(30)
-    watching = [asyncio.create_task(phone_watch.run(), name="phone watch"),
-                asyncio.create_task(security.run(), name="security summaries"),
-                # Also gives the PBX the blocks still in force from before a restart.
-                asyncio.create_task(blocker.run(), name="blocked SIP addresses"),
-                asyncio.create_task(follow_directory(services.directory_changed),
-                                    name="people, assistants and trunks"),
-                asyncio.create_task(controller.trunks.run(), name="trunk status")]
-    print_banner(services)
+    watching: list[asyncio.Task[None]] = []
+    # A failure on the way up (ARI not ready in time) leaves nothing running either:
+    # start-up tries this stage again from scratch.
     try:
+        await receptionist.start()
+        await seat_builtin(services.store, receptionist)
+        await ari.start()
+        # Calls do not wait for AMI: it only watches (it reconnects by itself).
+        await ami.start()
+        if isinstance(pbx, ExternalAsterisk):
+            await ami_checked(ami, pbx)
+        await ari.wait_ready(30)
+        watching += [asyncio.create_task(phone_watch.run(), name="phone watch"),
+                     asyncio.create_task(security.run(), name="security summaries"),
+                     # Also gives the PBX the blocks still in force from before a restart.
+                     asyncio.create_task(blocker.run(), name="blocked SIP addresses"),
+                     asyncio.create_task(follow_directory(services.directory_changed),
+                                         name="people, assistants and trunks"),
+                     asyncio.create_task(controller.trunks.run(), name="trunk status")]
+        print_banner(services)
         yield
     finally:
         for task in watching:
@@ -448,9 +462,12 @@ async def status(request: web.Request) -> web.Response:
     telephony, ari = services.telephony, services.controller.ari
     events = ari.status if ari is not None else "starting"
     ami = services.controller.ami
-    healthy = telephony.status in ("ok", "external") and events == "connected"
+    startup = services.startup
+    healthy = startup.up and telephony.status in ("ok", "external") and events == "connected"
     body: dict[str, object] = {
-        "status": "ok" if healthy else "degraded",
+        "status": "ok" if healthy else "starting" if not startup.up else "degraded",
+        # While starting: "database" or "asterisk", and why it is not there yet.
+        **({} if startup.up else startup.status()),
         "asterisk": telephony.installation.version if telephony.installation else None,
         "ari_events": events,
         # Not part of "healthy": calls go on without it, only its watching stops.
@@ -465,15 +482,15 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    # Today's key figures are read from the store now, for this scrape.
-    await request.app[KPI_METRICS].refresh()
+    # Today's key figures are read from the store now, for this scrape (once it is up:
+    # while start-up waits for the database, the process's own figures still answer).
+    if request.app[SERVICES].startup.up:
+        await request.app[KPI_METRICS].refresh()
     data = generate_latest(request.app[SERVICES].metrics)
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def build_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=256 * 1024,
-                          middlewares=[real_client(settings.server.trusted_proxies)])
     db = create_store_engine(settings.database_url)
     node = settings.cluster.node
     services = Services(settings=settings, db=db, store=Store(db, node=node or None))
@@ -485,6 +502,10 @@ def build_app(settings: Settings) -> web.Application:
                                    lease_s=settings.cluster.lease_s,
                                    taken_over=services.controller.hang_up_taken_over)
     services.controller.open_lines_setting = settings.desk.open_line
+    app = web.Application(client_max_size=256 * 1024, middlewares=[
+        real_client(settings.server.trusted_proxies),
+        while_starting(services.startup, frozenset({"/status", "/metrics"})),
+    ])
     app[SERVICES] = services
     register_process_metrics(
         services.metrics, telephony_status=lambda: services.telephony.status,
@@ -501,8 +522,6 @@ def build_app(settings: Settings) -> web.Application:
     site = Site.of(settings.desk.time_zone, settings.asterisk.country)
     app[KPI_METRICS] = KpiMetrics(services.store, site)
     services.metrics.register(app[KPI_METRICS])
-    app.cleanup_ctx.extend([store_ctx, shared_events_ctx, telephony_ctx, lease_ctx,
-                            controller_ctx])
     # Every route is declared in the access policy; one that is not is refused.
     policy = route_policy(app)
     app.router.add_get("/status", status)
@@ -551,9 +570,6 @@ def build_app(settings: Settings) -> web.Application:
         services.metrics, services.hub, services.store,
         websocket_clients=lambda: len(app[DASHBOARD].hub.clients),
     )
-    app.cleanup_ctx.append(metrics_ctx)  # after store_ctx: it reads the agents table
-    app.cleanup_ctx.append(retention_ctx)
-
     def started_here() -> list[runtime.AsteriskInstance]:
         telephony = services.telephony
         return [instance for instance in (telephony.pbx, telephony.carrier)
@@ -562,5 +578,19 @@ def build_app(settings: Settings) -> web.Application:
     app[KEEPER] = AsteriskKeeper(
         started_here, restarted=lambda _: write_state(settings, services.telephony))
     services.metrics.register(KeeperMetrics(app[KEEPER]))
-    app.cleanup_ctx.append(keeper_ctx)
+    # What the sub-systems set up to run with the app (the dashboard's feed) reads the
+    # store: it becomes a stage too, after the controller as before.
+    # (aiohttp types a cleanup context as either kind; the dashboard's is a generator.)
+    theirs = cast(list[StageContext], list(app.cleanup_ctx))
+    app.cleanup_ctx.clear()
+    stages: list[Stage] = [
+        ("database", store_ctx), ("database", shared_events_ctx),
+        ("asterisk", telephony_ctx), ("database", lease_ctx), ("asterisk", controller_ctx),
+        *(("database", ctx) for ctx in theirs),
+        ("database", metrics_ctx), ("database", retention_ctx),
+        # Started last, stopped first (its own docstring).
+        ("asterisk", keeper_ctx),
+    ]
+    app[START_STAGES] = stages
+    app.cleanup_ctx.append(background_start(services.startup, stages))
     return app

@@ -59,7 +59,9 @@ class EventLinkCollector(Collector):
                 ("delivered", "events handed to their handlers"),
                 ("errors", "handler failures (each one is logged)"),
                 ("slow", "handler runs over the latency budget (a call's events waited)"),
-                ("bad_frames", "frames that were not an event, skipped"),
+                ("bad_frames", "frames that were not an event, or had lines that were not "
+                               "headers (AMI); each is logged"),
+                ("unknown_events", "events of a type ARI does not define, passed on"),
                 ("connects", "connections made, the first included: more is reconnects"),
             )
         }

@@ -7,6 +7,8 @@ import asyncio
 import importlib.util
 import json
 import logging
+import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -33,7 +35,7 @@ from web import (
     people,
     systemd,
 )
-from web.app import build_app
+from web.app import SERVICES, build_app
 from web.dashboard.passwords import Passwords
 from web.demo import DEMO_NUMBER, RECEPTIONIST, demo_caller_voice
 from web.external import Credentials, credentials, pbx_spec
@@ -214,8 +216,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     logs.configure(settings.log_level, settings.log_format)
     logging.getLogger("alembic").setLevel(logging.NOTSET)
     settings.data_path.mkdir(parents=True, exist_ok=True)
+    app = build_app(settings)
+    startup = app[SERVICES].startup
+    # A fatal start-up error (a wrong setting, not a database or Asterisk still away)
+    # stops the server as Ctrl-C does, then is reported as if start-up had raised it.
+    startup.stop = lambda: os.kill(os.getpid(), signal.SIGINT)
     web.run_app(
-        build_app(settings),
+        app,
         host=settings.server.host,
         port=settings.server.port,
         # Agents on other machines: browsers grant the microphone to secure pages only.
@@ -224,6 +231,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print=None,
         access_log=None,
     )
+    if startup.fatal is not None:
+        raise startup.fatal
     return 0
 
 

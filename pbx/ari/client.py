@@ -20,7 +20,7 @@ from typing import Any, Unpack
 import aiohttp
 
 from pbx.ari.errors import AriUnavailable, error_for
-from pbx.ari.models import Event, EventHandler, describe_event, event_key
+from pbx.ari.models import ARI_EVENT_TYPES, Event, EventHandler, describe_event, event_key
 from pbx.ari.resources import (
     Applications,
     AsteriskSystem,
@@ -76,6 +76,7 @@ class AriClient(SupervisedClient[Event]):
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._session: aiohttp.ClientSession | None = None
         self._pong: asyncio.Future[None] | None = None
+        self._unknown_seen: set[str] = set()  # event types logged once already
 
         self.channels = Channels(self)
         self.bridges = Bridges(self)
@@ -256,7 +257,14 @@ class AriClient(SupervisedClient[Event]):
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             self._bad_frame(data[:200], "not an event object")
             return
-        await self._dispatcher.submit(event, (event["type"],), self._key(event))
+        kind = event["type"]
+        if kind not in ARI_EVENT_TYPES:
+            self.stats.unknown_events += 1
+            if kind not in self._unknown_seen and len(self._unknown_seen) < 100:
+                self._unknown_seen.add(kind)
+                log.warning("ARI events: a type ARI does not define, passed on (logged once "
+                            "per type): %s", data[:200])
+        await self._dispatcher.submit(event, (kind,), self._key(event))
 
     def _bad_frame(self, sample: str, why: str) -> None:
         self.stats.bad_frames += 1

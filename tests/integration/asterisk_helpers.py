@@ -32,10 +32,12 @@ def process_ids(pid: int) -> dict[str, list[int]]:
             for line in status if line.startswith(("Uid:", "Gid:"))}
 
 
-def ami_client(instance: AsteriskInstance, secret: str | None = None, **options: Any) -> AmiClient:
-    """The product's AMI client logged in as the instance's controller user."""
+def ami_client(instance: AsteriskInstance, secret: str | None = None, *,
+               port: int | None = None, **options: Any) -> AmiClient:
+    """The product's AMI client logged in as the instance's controller user (through
+    ``port``, a :class:`tests.faults.TcpPath` in front of AMI, when given)."""
     spec = instance.spec
-    return AmiClient("127.0.0.1", spec.ports.ami, spec.ami_user,
+    return AmiClient("127.0.0.1", port or spec.ports.ami, spec.ami_user,
                      spec.ami_secret if secret is None else secret, **options)
 
 

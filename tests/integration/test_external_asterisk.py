@@ -172,6 +172,7 @@ async def _scenario(product: Product, env: dict[str, str], outside: OutsideAster
     assert "exten => 2100,1" in conf["extensions.conf"]
     assert "exten => _[+0-9].,1,Stasis(switchboard,unknown" in conf["extensions.conf"]
     assert env["SWITCHBOARD_AMI_SECRET"] in conf["manager.conf"]
+    await _started_before_its_asterisk(product, outside)
     # The operator's Asterisk lacks one module the product relies on (the ACL that
     # refuses blocked addresses).
     modules = outside.config_dir / "modules.conf"
@@ -311,3 +312,25 @@ async def ended(store: Store, call_id: str) -> bool:
 
 async def degraded(product: Product) -> bool:
     return (await status(product)).get("status") == "degraded"
+
+
+async def _started_before_its_asterisk(product: Product, outside: OutsideAsterisk) -> None:
+    """R25: compose starts both containers at once; Switchboard may be first. It listens
+    at once, /status says 503 and that it waits for Asterisk, and it comes up by itself
+    once Asterisk answers."""
+    await product.launch()
+
+    async def waiting() -> dict[str, Any] | None:
+        body = await status(product)
+        return body if body.get("waiting_for") == "asterisk" else None
+
+    body = await until(waiting, 60, step=0.2, why="/status never said it waits for Asterisk")
+    assert body["status"] == "starting" and body["reason"]
+    async with aiohttp.ClientSession() as http, http.get(f"{product.url}/login") as page:
+        assert page.status == 503
+    await outside.start()
+    await until(product.healthy, 120, step=0.5,
+                why=lambda: "it did not come up once Asterisk did:\n" + "".join(product.output))
+    assert "Switchboard is running." in "".join(product.output)
+    assert await product.signal(signal.SIGINT) == 0
+    await outside.stop()

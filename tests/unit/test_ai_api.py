@@ -29,7 +29,7 @@ from handoff.events import (
 from handoff.handoffs import HandoffEvent
 from handoff.states import InvalidTransition
 from handoff.store import NotFound, Store
-from tests.ai_api_fixtures import AUTH, Api
+from tests.ai_api_fixtures import AUTH, SALES_TOKEN, Api
 from web.ai_api import (
     API_PREFIX,
     MAX_BODY_BYTES,
@@ -38,6 +38,7 @@ from web.ai_api import (
     hash_control_token,
 )
 from web.ai_api.events import TOKEN_CHECK_S, TOKEN_REVOKED
+from web.ai_api.state import TOKEN_FAILURES, TOKEN_WINDOW_S
 
 # ---- the contract itself ------------------------------------------------------------------
 
@@ -365,3 +366,36 @@ async def test_a_removed_assistants_token_opens_nothing(api: Api) -> None:
         await tx.assistants.remove(api.assistants["receptionist"])
     async with api.client.get(f"{API_PREFIX}/events", headers=AUTH) as resp:
         assert resp.status == 401
+
+
+# ---- throttling (R23) ------------------------------------------------------------------------
+
+
+async def test_wrong_tokens_from_one_address_are_throttled_but_its_other_engines_keep_working(
+    api: Api,
+) -> None:
+    """Two engines on one host share its address: one retrying a stale token gets 429
+    (with Retry-After), on the commands and the events socket's handshake alike; the
+    other's valid token still works, on both."""
+    call_id = await api.new_call()
+    stale = {"Authorization": "Bearer a-token-rotated-away"}
+    line = {"speaker": "ai", "text": "hi"}
+    for _ in range(TOKEN_FAILURES):
+        status, _ = await api.post(call_id, "transcript", line, headers=stale)
+        assert status == 401
+    async with api.client.post(f"{API_PREFIX}/calls/{call_id}/transcript", json=line,
+                               headers=stale) as resp:
+        assert resp.status == 429
+        assert 0 < int(resp.headers["Retry-After"]) <= TOKEN_WINDOW_S
+        assert "too many wrong tokens" in (await resp.json())["error"]
+    async with api.client.get(f"{API_PREFIX}/events", headers=stale) as resp:
+        assert resp.status == 429
+    status, _ = await api.post(call_id, "transcript", line)
+    assert status == 201
+    async with api.client.ws_connect(f"{API_PREFIX}/events", headers=AUTH) as ws:
+        assert (await ws.receive_json(timeout=2))["type"] == "ready"
+    # The sales engine had not spoken before the block; its token is valid all the same.
+    sales_call = await api.new_call("sales")
+    status, _ = await api.post(sales_call, "transcript", line,
+                               headers={"Authorization": f"Bearer {SALES_TOKEN}"})
+    assert status == 201

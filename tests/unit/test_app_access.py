@@ -5,6 +5,7 @@ real SQLite store. Asterisk is left out (its two start-up steps are taken away),
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from handoff.settings import load
 from tests.dashboard_fixtures import Browser, free_port
 from web.ai_api import API_PREFIX
 from web.app import SERVICES, build_app, controller_ctx, telephony_ctx
+from web.startup import START_STAGES
 
 CALL = "00000000-0000-0000-0000-000000000000"
 # Every AI API route, with a body its handler would take from a real engine.
@@ -31,11 +33,12 @@ async def product(tmp_path: Path) -> AsyncIterator[tuple[str, dict[str, str]]]:
     settings = load(environ={}, overrides={"data_dir": str(tmp_path),
                                            "server.port": str(port)})
     app = build_app(settings)
-    for step in (telephony_ctx, controller_ctx):
-        app.cleanup_ctx.remove(step)
+    app[START_STAGES][:] = [(waits_for, stage) for waits_for, stage in app[START_STAGES]
+                            if stage not in (telephony_ctx, controller_ctx)]
     runner = web.AppRunner(app, shutdown_timeout=2.0)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    await asyncio.wait_for(app[SERVICES].startup.settled.wait(), 30)
     try:
         yield settings.origin, app[SERVICES].demo_credentials
     finally:

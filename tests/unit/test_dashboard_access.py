@@ -26,9 +26,9 @@ from tests.dashboard_fixtures import (
 )
 from web.dashboard import ROUTE_POLICY, ROUTES, Access, DashboardOptions, Shape, setup_dashboard
 from web.dashboard.access import MUTATING_METHODS, ROLE_RANK
-from web.dashboard.ratelimit import LoginThrottle
 from web.dashboard.routes import STATIC_PREFIX
 from web.dashboard.sessions import Cookies
+from web.ratelimit import LoginThrottle, address_key, login_key
 
 IDENTITIES: tuple[str | None, ...] = (None, "alice", "sam", "ada")  # anonymous, 3 roles
 
@@ -178,18 +178,36 @@ async def test_five_failed_sign_ins_then_429_with_retry_after_even_with_the_pass
     assert 0 < int(blocked.headers["Retry-After"]) <= 300
 
 
-def test_the_throttle_counts_per_login_and_per_address_and_forgets_after_the_window() -> None:
+async def test_one_persons_failed_sign_ins_do_not_lock_out_a_colleague_at_the_same_address(
+    browsers: Browsers,
+) -> None:
+    # An office behind one NAT: every agent's sign-in comes from the same address.
+    bob, alice = browsers(), browsers()
+    for _ in range(5):
+        assert (await bob.login("bob", "guess")).status == 401
+    assert (await bob.login("bob")).status == 429
+    assert (await alice.login("alice")).status == 303
+
+
+def test_the_throttle_counts_per_login_at_an_address_and_per_address_and_forgets() -> None:
     now = [0.0]
-    throttle = LoginThrottle(failures=5, window_s=300, clock=lambda: now[0])
-    for n in range(5):
-        throttle.failed(f"login:user{n}", "address:10.0.0.9")
-    # Five different logins from one address: the address is blocked, not the logins.
-    assert throttle.retry_after("login:other", "address:10.0.0.9") == 300
-    assert throttle.retry_after("login:user1", "address:10.0.0.10") is None
+    throttle = LoginThrottle(failures=5, address_failures=20, window_s=300,
+                             clock=lambda: now[0])
+    office, home = "10.0.0.9", "10.0.0.10"
+    for _ in range(5):
+        throttle.failed(login_key("bob", office), address_key(office))
+    # Bob from the office is blocked; Bob at home and Alice in the office are not.
+    assert throttle.retry_after(login_key("bob", office), address_key(office)) == 300
+    assert throttle.retry_after(login_key("bob", home), address_key(home)) is None
+    assert throttle.retry_after(login_key("alice", office), address_key(office)) is None
+    # A sweep of many logins from one address blocks the address, whoever tries next.
+    for n in range(15):
+        throttle.failed(login_key(f"user{n}", office), address_key(office))
+    assert throttle.retry_after(login_key("alice", office), address_key(office)) == 300
     now[0] = 299.5
-    assert throttle.retry_after("address:10.0.0.9") == 1
+    assert throttle.retry_after(address_key(office)) == 1
     now[0] = 300.0
-    assert throttle.retry_after("address:10.0.0.9") is None
+    assert throttle.retry_after(login_key("bob", office), address_key(office)) is None
 
 
 def test_the_throttle_stays_bounded_under_an_address_sweep() -> None:

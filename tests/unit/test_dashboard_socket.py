@@ -159,6 +159,29 @@ async def test_a_session_deleted_elsewhere_closes_its_socket_at_the_next_check(
         assert ws.close_code == CloseCode.SIGNED_OUT
 
 
+async def test_sessionless_handshakes_from_one_address_get_429_but_a_signed_in_colleague_connects(
+    served: Served, browsers: Browsers,
+) -> None:
+    # R23: a script opening sockets with no session, behind the office's one address.
+    limit = served.app[DASHBOARD].options.ws_refused_per_minute
+    script = browsers()
+    for _ in range(limit):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            async with socket(script, served):
+                pass
+        assert refused.value.status == 401
+    with pytest.raises(aiohttp.WSServerHandshakeError) as throttled:
+        async with socket(script, served):
+            pass
+    assert throttled.value.status == 429
+    assert throttled.value.headers is not None
+    assert 0 < int(throttled.value.headers["Retry-After"]) <= 60
+    # Alice, signed in at the same address, opens her desk's socket as usual.
+    alice = await signed_in(browsers, "alice")
+    async with socket(alice, served) as ws:
+        assert (await next_message(ws))["type"] == "snapshot"
+
+
 async def test_a_tab_flooding_the_socket_is_closed(served: Served, browsers: Browsers) -> None:
     agent = await signed_in(browsers, "alice")
     async with socket(agent, served) as ws:

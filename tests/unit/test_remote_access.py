@@ -21,7 +21,7 @@ from handoff.store.models import AuditEvent
 from tests.certificates import Certificates, private_ca
 from tests.dashboard_fixtures import PASSWORD, Browser, Served, free_port, serve_dashboard
 from web.app import build_app
-from web.dashboard.typedefs import DASHBOARD
+from web.dashboard.typedefs import DASHBOARD, DashboardOptions
 from web.proxies import forwarded, real_client
 
 AGENT = "203.0.113.7"  # the agent's machine, as the proxy reports it
@@ -137,15 +137,18 @@ async def test_a_browser_that_trusts_the_ca_gets_the_page_and_the_receptionist_i
 
 @pytest.fixture
 async def behind_proxy(tmp_path: Path) -> AsyncIterator[Served]:
-    """The dashboard behind a proxy on this machine (127.0.0.1 is the trusted proxy)."""
-    async for running in serve_dashboard(tmp_path, trusted_proxies=("127.0.0.0/8",)):
+    """The dashboard behind a proxy on this machine (127.0.0.1 is the trusted proxy); an
+    address is blocked after five failed sign-ins, whatever the logins."""
+    async for running in serve_dashboard(tmp_path, trusted_proxies=("127.0.0.0/8",),
+                                         options=DashboardOptions(address_failures=5)):
         yield running
 
 
 @pytest.fixture
 async def elsewhere_proxy(tmp_path: Path) -> AsyncIterator[Served]:
     """The dashboard trusting a proxy on another machine: a loopback peer is not it."""
-    async for running in serve_dashboard(tmp_path, trusted_proxies=("192.0.2.10",)):
+    async for running in serve_dashboard(tmp_path, trusted_proxies=("192.0.2.10",),
+                                         options=DashboardOptions(address_failures=5)):
         yield running
 
 

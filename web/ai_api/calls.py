@@ -23,6 +23,7 @@ from handoff.store.models import Assistant, Call
 from web.ai_api.contract import ApiError
 from web.ai_api.state import AI_API
 from web.ai_api.tokens import hash_control_token
+from web.ratelimit import address_key
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,15 @@ async def assistant_of(request: web.Request) -> Assistant:
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "send the assistant's token: Authorization: Bearer <token>",
                        headers=challenge)
-    digest = hash_control_token(token.strip()).encode()
-    async with request.app[AI_API].store.transaction() as tx:
+    api = request.app[AI_API]
+    address = address_key(request.remote)
+    digest = hash_control_token(token.strip())
+    retry_after = api.throttle.retry_after(address)
+    if retry_after is not None and digest not in api.known_good:
+        # Refused before the store is read: a flood of wrong tokens costs us nothing.
+        raise ApiError(429, f"too many wrong tokens from this address; retry in {retry_after} s",
+                       headers={"Retry-After": str(retry_after)})
+    async with api.store.transaction() as tx:
         assistants = await tx.assistants.all()
     found = None
     # Every stored hash is compared, match or not, so the time taken says nothing about
@@ -60,10 +68,12 @@ async def assistant_of(request: web.Request) -> Assistant:
     for assistant in assistants:
         # A removed assistant's token is refused; a disabled one's still works for the
         # calls it has up.
-        if hmac.compare_digest(assistant.control_token_hash.encode(), digest) \
+        if hmac.compare_digest(assistant.control_token_hash.encode(), digest.encode()) \
                 and assistant.removed_at is None:
             found = assistant
+    api.known_good = {a.control_token_hash for a in assistants if a.removed_at is None}
     if found is None:
+        api.throttle.failed(address)
         raise ApiError(401, "the token is not valid", headers=challenge)
     return found
 

@@ -15,6 +15,7 @@ from handoff.events import (
 from handoff.policy import HandoffPolicy
 from handoff.store import Store
 from web.ai_api.contract import ControlApiSpec
+from web.ratelimit import LoginThrottle
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,20 @@ class AiApi:
     policy: HandoffPolicy
     # Open event sockets, closed on shutdown so a restart does not wait for heartbeats.
     sockets: weakref.WeakSet[web.WebSocketResponse] = field(default_factory=weakref.WeakSet)
+    # Wrong tokens per address (the HTTP commands and the events socket's handshake):
+    # a token is 32 random bytes, so this is not about guessing but about an engine
+    # left retrying a stale token in a tight loop, or a flood, each costing a store read.
+    throttle: LoginThrottle = field(default_factory=lambda: LoginThrottle(
+        failures=TOKEN_FAILURES, address_failures=TOKEN_FAILURES, window_s=TOKEN_WINDOW_S))
+    # The valid token hashes as of the last store read: a blocked address still reaches
+    # the store with one of these, so an engine beside the one retrying a stale token
+    # (several engines on one host share its address) keeps working.
+    known_good: set[str] = field(default_factory=set)
+
+
+# Wrong tokens one address may send in a window before it is answered 429.
+TOKEN_FAILURES = 20
+TOKEN_WINDOW_S = 60.0
 
 
 AI_API = web.AppKey("ai_api", AiApi)

@@ -154,8 +154,10 @@ class Rig:
     # Supervision and call-backs, built with the control as the product builds them.
     live: LiveServices = field(kw_only=True)
 
-    async def place_call(self, number: str = "2000", wait_ai: bool = True) -> PlacedCall:
-        caller = await self.world.place_call(number)
+    async def place_call(self, number: str = "2000", wait_ai: bool = True,
+                         **sent: str) -> PlacedCall:
+        """A call to ``number``; ``sent``: World.place_call's caller_name, caller_number."""
+        caller = await self.world.place_call(number, **sent)
         placed = PlacedCall(caller)
         if wait_ai:
             placed.call_id = await self._wait_call_with_ai(caller)

@@ -214,16 +214,18 @@ class World:
 
     # ---- what the orchestrator asks ------------------------------------------------------
 
-    async def place_call(self, number: str = "2000") -> str:
-        """Call ``number`` from a new caller; returns the caller's number, unique per call."""
+    async def place_call(self, number: str = "2000", *, caller_name: str = "Test Caller",
+                         caller_number: str | None = None) -> str:
+        """Call ``number`` from a new caller; returns the caller's number, unique per call
+        (pass one of your own, and a name, to send what a carrier would)."""
         self._placed += 1
-        caller_number = f"+1555{os.getpid() % 1000:03d}{self._placed:04d}"
+        caller_number = caller_number or f"+1555{os.getpid() % 1000:03d}{self._placed:04d}"
         self.probes[caller_number] = await open_probe(CALLER_HZ)
         outbound = f"caller-{uuid.uuid4().hex[:12]}"
         self._outbound[caller_number] = outbound
         await self.ari.channels.originate(
             f"PJSIP/{number}@switchboard", app="carrier", channel_id=outbound,
-            caller_id=f"Test Caller <{caller_number}>",
+            caller_id=f"{caller_name} <{caller_number}>",
         )
         return caller_number
 

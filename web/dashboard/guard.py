@@ -18,6 +18,7 @@ from aiohttp import hdrs, web
 from web.dashboard.access import MUTATING_METHODS, Access, Rule, Shape
 from web.dashboard.sessions import Viewer, tokens_match
 from web.dashboard.typedefs import DASHBOARD, ROUTE_POLICY, VIEWER, Dashboard
+from web.ratelimit import address_key
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +112,23 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         # Browsers do not apply the same-origin policy to WebSockets, and would attach
         # the agent's cookie to a handshake started by any page: refuse other origins.
         return refuse(403, "cross_origin", "WebSocket from another origin", rule.shape)
+    handshake = rule.shape is Shape.WEBSOCKET
+    address = address_key(request.remote)
+    if handshake and not request.cookies.get(dashboard.cookies.session):
+        # An address that keeps opening sockets with no session at all is answered 429,
+        # before any lookup; a colleague behind the same address who is signed in
+        # sends a session, so is never held up by it (R23).
+        retry_after = dashboard.handshakes.retry_after(address)
+        if retry_after is not None:
+            return refuse(429, "too_many_handshakes",
+                          f"too many refused sockets from this address; retry in "
+                          f"{retry_after} s", headers={"Retry-After": str(retry_after)})
     viewer = await _viewer(request, dashboard, rule)
     if rule.access is Access.SESSION:
         refusal = _judge(request, rule, viewer)
         if refusal is not None:
+            if handshake:
+                dashboard.handshakes.failed(address)
             return refusal
     if request.method in MUTATING_METHODS:
         if cross_site(request, dashboard.origin):

@@ -42,7 +42,6 @@ from web.dashboard.feed import Feed
 from web.dashboard.guard import add_security_headers, guard
 from web.dashboard.hub import DashboardHub, revalidate_forever
 from web.dashboard.passwords import Passwords
-from web.dashboard.ratelimit import LoginThrottle
 from web.dashboard.sessions import Cookies, Sessions
 from web.dashboard.typedefs import (
     DASHBOARD,
@@ -53,6 +52,7 @@ from web.dashboard.typedefs import (
     SoftphoneSettings,
 )
 from web.dashboard.words import template_globals
+from web.ratelimit import LoginThrottle
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,11 @@ def setup_dashboard(
         sessions=Sessions(store, times=options.sessions, clock=options.clock),
         passwords=options.passwords or Passwords(),
         throttle=LoginThrottle(failures=options.login_failures,
+                               address_failures=options.address_failures,
                                window_s=options.login_window_s),
+        handshakes=LoginThrottle(failures=options.ws_refused_per_minute,
+                                 address_failures=options.ws_refused_per_minute,
+                                 window_s=60.0),
         board=board,
         hub=DashboardHub(board, limits=options.hub, clock=options.clock),
         templates=jinja2.Environment(

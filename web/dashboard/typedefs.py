@@ -17,9 +17,9 @@ from web.dashboard.access import RoutePolicy
 from web.dashboard.board import Board
 from web.dashboard.hub import DashboardHub, HubLimits
 from web.dashboard.passwords import Passwords
-from web.dashboard.ratelimit import LoginThrottle
 from web.dashboard.sessions import Cookies, Sessions, SessionTimes, Viewer
 from web.dashboard.words import Site
+from web.ratelimit import LoginThrottle
 
 
 class Commands(Protocol):
@@ -77,6 +77,8 @@ class DashboardOptions:
     sessions: SessionTimes = field(default_factory=SessionTimes)
     hub: HubLimits = field(default_factory=HubLimits)
     login_failures: int = 5
+    # Failed sign-ins from one address, any logins, before it is refused (ratelimit).
+    address_failures: int = 50
     login_window_s: float = 300.0
     # How often open sockets are checked against the session table.
     revalidate_every_s: float = 30.0
@@ -87,6 +89,9 @@ class DashboardOptions:
     ws_max_message_bytes: int = 4096
     # Messages a tab may send per 10 s before it is closed (it needs none today).
     ws_messages_per_10s: int = 20
+    # Socket handshakes refused (no session) per address and minute before that
+    # address's sessionless handshakes are answered 429 (web.dashboard.guard).
+    ws_refused_per_minute: int = 30
     passwords: Passwords | None = None
     clock: Callable[[], datetime] = utc_now
     # The zone pages show times in and the country whose numbers people type
@@ -107,6 +112,8 @@ class Dashboard:
     sessions: Sessions
     passwords: Passwords
     throttle: LoginThrottle
+    # Refused socket handshakes, per address (guard).
+    handshakes: LoginThrottle
     board: Board
     hub: DashboardHub
     templates: jinja2.Environment

@@ -23,11 +23,11 @@ from web.dashboard.board import AgentView
 from web.dashboard.feed import agent_view
 from web.dashboard.guard import CSRF_FIELD, content_security_policy, error_body, json_error
 from web.dashboard.hub import Client, CloseCode, Resume
-from web.dashboard.ratelimit import address_key, login_key
 from web.dashboard.sessions import Viewer, new_token, tokens_match
 from web.dashboard.softphone import softphone_url, websocket_origin
 from web.dashboard.typedefs import DASHBOARD, VIEWER, Dashboard
 from web.dashboard.words import ACTIONS
+from web.ratelimit import address_key, login_key
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ async def login(request: web.Request) -> web.Response:
     if not tokens_match(request.cookies.get(dashboard.cookies.login, ""), token or None):
         return _login_form(request, status=403, error="The form expired; please sign in again.",
                            login=login_name)
-    keys = (login_key(login_name), address_key(request.remote))
+    keys = (login_key(login_name, request.remote), address_key(request.remote))
     retry_after = dashboard.throttle.retry_after(*keys)
     if retry_after is not None:
         # Refused before the password is checked: guessing on does not even cost us a hash.
@@ -123,7 +123,7 @@ async def login(request: web.Request) -> web.Response:
                                   {"address": request.remote or ""})
         return _login_form(request, status=401, error="Wrong login or password.",
                            login=login_name)
-    dashboard.throttle.succeeded(login_key(login_name))
+    dashboard.throttle.succeeded(keys[0])
     if not agent.enabled:
         # The right password, so saying why costs nothing and saves a call to the admin.
         async with dashboard.store.transaction() as tx:

@@ -1,4 +1,11 @@
-"""Login throttling: a few failures per login and per source address, then 429.
+"""Throttling of failed sign-ins (the dashboard) and wrong tokens (the AI API): a few
+failures per login from one address, more per address, then 429.
+
+Why two limits: people behind one office NAT or one reverse proxy share an address, so
+one agent mistyping a password five times must not lock every colleague out (R23). A
+login guessed from one address is blocked after a few tries (``failures``); an address
+guessing many logins (a sweep) only after many more (``address_failures``), enough to
+cover a floor of colleagues who each mistype once or twice.
 
 Counted in this process's memory: a restart forgets the count, and several web
 processes each count their own. That bounds guessing to a handful of tries per window
@@ -19,11 +26,13 @@ class LoginThrottle:
         self,
         *,
         failures: int = 5,
+        address_failures: int = 50,
         window_s: float = 300.0,
         max_keys: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.failures = failures
+        self.address_failures = address_failures
         self.window_s = window_s
         self._max_keys = max_keys
         self._clock = clock
@@ -37,7 +46,7 @@ class LoginThrottle:
         wait = 0.0
         for key in keys:
             times = self._recent(key, now)
-            if len(times) >= self.failures:
+            if len(times) >= self._limit(key):
                 wait = max(wait, times[0] + self.window_s - now)
         return max(1, math.ceil(wait)) if wait > 0 else None
 
@@ -56,18 +65,26 @@ class LoginThrottle:
         address guessing many logins stays throttled)."""
         self._failed.pop(key, None)
 
+    def _limit(self, key: str) -> int:
+        return self.address_failures if key.startswith(ADDRESS_PREFIX) else self.failures
+
     def _recent(self, key: str, now: float) -> deque[float]:
         times = self._failed.get(key)
         if times is None:
-            return deque(maxlen=self.failures)
+            return deque(maxlen=self._limit(key))
         while times and times[0] <= now - self.window_s:
             times.popleft()
         return times
 
 
-def login_key(login: str) -> str:
-    return "login:" + login.strip().casefold()[:64]
+ADDRESS_PREFIX = "address:"
+
+
+def login_key(login: str, address: str | None) -> str:
+    """One login tried from one address: a colleague at the same address, or the same
+    person at home, counts apart."""
+    return f"login:{login.strip().casefold()[:64]}@{address or 'unknown'}"
 
 
 def address_key(address: str | None) -> str:
-    return "address:" + (address or "unknown")
+    return ADDRESS_PREFIX + (address or "unknown")
