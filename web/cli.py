@@ -366,6 +366,25 @@ def cmd_user_rename(args: argparse.Namespace) -> int:
     return asyncio.run(_on_store(_settings(args), rename))
 
 
+def cmd_user_open_line(args: argparse.Namespace) -> int:
+    """Whether a person's auto-answering desk phone keeps an open line on duty."""
+
+    async def change(store: Store) -> int:
+        try:
+            async with store.transaction() as tx:
+                agent = await tx.agents.by_login(args.login)
+                if agent is None or agent.removed_at is not None:
+                    return _no_such(args.login)
+                await people.set_open_line(tx, agent.id, args.state == "on", actor=CLI_ACTOR)
+        except people.PersonRefused as exc:
+            print(f"switchboard: {exc.reason}", file=sys.stderr)
+            return 2
+        print(f"{args.login}: open line {args.state} (from their next duty on)")
+        return 0
+
+    return asyncio.run(_on_store(_settings(args), change))
+
+
 def cmd_user_list(args: argparse.Namespace) -> int:
     async def listing(store: Store) -> int:
         async with store.transaction() as tx:
@@ -449,6 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
     rename.add_argument("name")
     rename.set_defaults(func=cmd_user_rename)
     user_sub.add_parser("list", help="everyone not removed").set_defaults(func=cmd_user_list)
+    line = user_sub.add_parser(
+        "open-line", help="a desk phone that auto-answers (Call-Info answer-after=0) "
+        "keeps an open line on duty (on), or rings for each call (off, the default)")
+    line.add_argument("login")
+    line.add_argument("state", choices=["on", "off"])
+    line.set_defaults(func=cmd_user_open_line)
     cli_assistants.add_parser(sub, cli_assistants.Cli(
         run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
         actor=CLI_ACTOR, note=RUNNING_PBX_NOTE))

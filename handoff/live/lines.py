@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LINE_PREFIX = "line-"
+# A desk phone is asked to answer the line's INVITE by itself, as intercom and paging
+# calls ask it (Polycom, Yealink, Snom, Grandstream read answer-after; the URI is not
+# looked at): without it the phone would ring at the desk at the start of every shift.
+AUTO_ANSWER = {"PJSIP_HEADER(add,Call-Info)": "<sip:switchboard>;answer-after=0"}
 
 
 class LineState(enum.StrEnum):
@@ -121,8 +125,9 @@ class Lines(Flow):
 
     # ---- the tab's requests ----------------------------------------------------------------
 
-    async def open(self, agent_id: int, sip_user: str) -> Line:
-        """Call the agent's phone for a line (their tab answers it by itself).
+    async def open(self, agent_id: int, sip_user: str, *, desk_phone: bool = False) -> Line:
+        """Call the agent's phone for a line (their tab answers it by itself; a desk
+        phone does when asked to in the INVITE's Call-Info).
 
         An idle or ringing line the PBX still has is replaced: the tab asks only when it
         has no line of its own. A line on a call is left alone (the call is the agent's).
@@ -145,7 +150,8 @@ class Lines(Flow):
             # gets them from its originator, so a line costs no Opus transcoding.
             await self.ari.channels.create(f"PJSIP/{sip_user}", self.ctl.app,
                                            app_args=["line", str(agent_id)],
-                                           channel_id=line.leg, formats=["ulaw"])
+                                           channel_id=line.leg, formats=["ulaw"],
+                                           variables=AUTO_ANSWER if desk_phone else None)
             # Parked before it rings: its first packets have somewhere to go.
             await add_when_in_stasis(self.ari, line.bridge, line.leg)
             await self.ari.channels.dial(line.leg, timeout=self.timing.ring_timeout_s)

@@ -167,6 +167,24 @@ def test_user_rename_keeps_the_login(
     assert main(["user", "rename", "nobody", "X"]) == 2
 
 
+def test_user_open_line_is_for_desk_phones_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
+    url = f"sqlite:///{tmp_path / 'switchboard.db'}"
+    assert main(["user", "add", "cy", "--role", "agent", "--phone", "desk"]) == 0
+    assert main(["user", "add", "di", "--role", "agent"]) == 0
+    assert main(["user", "open-line", "cy", "on"]) == 0
+    cy = _stored(url, "cy")
+    assert cy is not None and cy.open_line
+    capsys.readouterr()
+    assert main(["user", "open-line", "di", "on"]) == 2
+    assert "browser phone" in capsys.readouterr().err
+    assert main(["user", "open-line", "cy", "off"]) == 0
+    cy = _stored(url, "cy")
+    assert cy is not None and not cy.open_line
+
+
 def _trunks_and_audit(url: str) -> tuple[list[TrunkRecord], list[AuditEvent]]:
     async def read() -> tuple[list[TrunkRecord], list[AuditEvent]]:
         engine = create_store_engine(url)
