@@ -191,6 +191,11 @@ async def test_an_auto_answering_desk_phone_set_to_an_open_line_is_called_for_on
     alice_id = served.people["alice"].id
     changed = await admin.post_json(f"/api/admin/agents/{dora_id}/open-line", {"open_line": True})
     assert changed.status == 200
+    async with admin.http.get("/admin") as page:
+        html = await page.text()
+    # The option is offered for desk phones only, ticked for Dora.
+    assert f'class="open-line" data-agent="{dora_id}" checked' in html
+    assert f'class="open-line" data-agent="{alice_id}"' not in html
     # A browser phone's line is the server's setting, not a person's option.
     refused = await admin.post_json(f"/api/admin/agents/{alice_id}/open-line",
                                     {"open_line": True})
