@@ -211,6 +211,12 @@ async def test_an_auto_answering_desk_phone_set_to_an_open_line_is_called_for_on
         desk = await signed_in(browsers, login)
         assert (await desk.post_json("/api/duty", {"on_duty": True})).status == 200
     assert served.commands.panel == [("open_line", "sb-dora", True)]
+    # Taken off duty by an admin (she no longer takes calls): no tab hangs a desk
+    # phone's line up, the server does.
+    served.commands.panel.clear()
+    assert (await admin.post_json(f"/api/admin/agents/{dora_id}/takes-calls",
+                                  {"takes_calls": False})).status == 200
+    assert served.commands.panel == [("close_line", "sb-dora")]
 
 
 async def _agent(served: Served, login: str) -> Agent:

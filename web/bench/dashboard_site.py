@@ -106,7 +106,8 @@ class FakeCommands:
         return "ringing"
 
     async def close_line(self, agent_id: int, sip_user: str) -> None:
-        return None
+        if self.open_lines:
+            self.panel.append(("close_line", sip_user))
 
 
 async def open_store(folder: Path) -> Store:

@@ -150,6 +150,9 @@ async def set_takes_calls(request: web.Request) -> web.Response:
             busy = await tx.agents.busy_agent_ids()
     except NotFound:
         return json_error(404, "not_found", f"no agent {agent_id}")
+    if not agent.on_duty:
+        # Off duty with it: a desk phone's open line is hung up (a tab hangs up its own).
+        await dashboard.commands.close_line(agent.id, agent.sip_user)
     dashboard.events.publish(AGENTS_TOPIC, AgentChanged(agent_id))
     return web.json_response({"agent": AgentView.of(agent, busy).to_json()})
 

@@ -152,10 +152,14 @@ async def logout(request: web.Request) -> web.Response:
     dashboard.hub.drop_session(viewer.session_hash)
     async with dashboard.store.transaction() as tx:
         await tx.audit.record(viewer.login, "logout", f"agent:{viewer.agent_id}")
+        off = None
         if others == 0 and viewer.on_duty:
             # Signed out everywhere: no card may be offered to a desk nobody sits at.
-            await tx.agents.set_duty(viewer.agent_id, False, actor=viewer.login,
-                                     why="signed out")
+            off = await tx.agents.set_duty(viewer.agent_id, False, actor=viewer.login,
+                                           why="signed out")
+    if off is not None:
+        # A desk phone's open line goes with the duty (a browser's tab is closing anyway).
+        await dashboard.commands.close_line(off.id, off.sip_user)
     dashboard.events.publish(AGENTS_TOPIC, AgentChanged(viewer.agent_id))
     response = see_other("/login")
     dashboard.cookies.clear(response, dashboard.cookies.session)
