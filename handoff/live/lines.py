@@ -1,4 +1,5 @@
-"""The agent's open line: a browser-phone agent's leg, set up once when they go on duty.
+"""The agent's open line: a browser-phone agent's leg (or an auto-answering desk
+phone's, as a per-agent option), set up once when they go on duty.
 
 Setting up a WebRTC call (INVITE, microphone, ICE, DTLS) takes a browser 100-250 ms,
 none of it about the caller. So an agent on duty keeps one call to their phone up for
@@ -7,6 +8,10 @@ so nobody hears the agent's microphone there, and it is not the call bridge, so 
 is recorded. Accept is then one bridge operation (addChannel moves the leg out of the
 holding bridge into the call's); when the agent's part of the call is over the leg goes
 back to the holding bridge instead of hanging up. Going off duty hangs it up.
+
+A desk phone has no tab: going on duty asks for its line, and a line it hung up stays
+down until the next duty (its agent gets no cards, and is set away after the phone
+check's grace, as for a phone that cannot ring).
 
 The tab asks for the line (going on duty, after a reload, after its line dropped): it
 is the only one that knows whether it still has its end of the call, so a request for
