@@ -242,9 +242,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         return int(bench_capacity.main(args.steps, args.max, args.window, args.recording,
                                        args.json))
-    if args.agent != "browser" and args.line is not None:
-        print("switchboard bench handoff: --line is for --agent browser (a desk phone rings)",
-              file=sys.stderr)
+    if args.agent != "browser" and (args.line is not None or args.soak is not None):
+        print("switchboard bench handoff: --line and --soak are for --agent browser "
+              "(a desk phone rings)", file=sys.stderr)
         return 2
     if args.agent == "browser":
         if args.baseline:
@@ -256,6 +256,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print("switchboard bench handoff --agent browser drives Chromium with Playwright, "
                   "which is not installed: pip install 'switchboard[bench]'", file=sys.stderr)
             return 2
+        if args.soak is not None:
+            if args.line != "open" or args.soak <= 0 or args.every <= 0:
+                print("switchboard bench handoff: --soak holds one open line: give it "
+                      "--line open, and minutes and --every seconds above 0", file=sys.stderr)
+                return 2
+            from web.bench import line_soak  # noqa: PLC0415
+
+            return int(line_soak.main(args.soak, args.every, args.json))
         from web.bench import browser_handoff  # noqa: PLC0415
 
         return int(browser_handoff.main(args.calls, args.json, args.line or "both"))
@@ -433,6 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --agent browser: the agent's open line (Accept is a bridge move), the "
              "ringing softphone, or both in one run (the default)",
     )
+    handoff.add_argument(
+        "--soak", type=float, nargs="?", const=20.0, metavar="MINUTES",
+        help="with --agent browser --line open: hold one line this long (default 20 min), "
+             "a handoff every --every seconds; reports drops, re-opens and refreshes seen")
+    handoff.add_argument("--every", type=float, default=30.0, metavar="SECONDS",
+                         help="with --soak: seconds between handoffs (default 30)")
     handoff.set_defaults(func=cmd_bench)
     capacity = bench_sub.add_parser(
         "capacity", help="concurrent recorded AI calls, ramped in steps until the knee")

@@ -50,6 +50,17 @@ def test_browser_benchmark_without_playwright_says_how_to_get_it(
     assert "pip install 'switchboard[bench]'" in capsys.readouterr().err
 
 
+def test_a_soak_holds_an_open_line_and_is_refused_otherwise(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    for args in (["--line", "ring", "--soak", "3"], ["--line", "open", "--soak", "0"],
+                 ["--line", "open", "--soak", "3", "--every", "-1"]):
+        assert main(["bench", "handoff", "--agent", "browser", *args]) == 2
+        assert "--soak holds one open line" in capsys.readouterr().err
+    assert main(["bench", "handoff", "--soak"]) == 2  # a desk phone has no line to hold
+    assert "--line and --soak are for --agent browser" in capsys.readouterr().err
+
+
 def test_doctor_json_reports_each_part(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
