@@ -315,6 +315,22 @@ async def test_an_auto_answering_desk_phone_keeps_an_open_line_and_accept_is_a_b
     await until(lambda: _ended(r, placed.call_id))
     await until(lambda: _line_is(r, bea.agent_id, LineState.IDLE))
     assert not line_call.ended.is_set() and bea.phone.invites == 1
+    # The next caller: Bea puts the handset down to end the call, as on the ringing
+    # path. The call is hers, completed (not offered again), and her line comes back.
+    placed = await r.place_call()
+    await r.wait_hears(placed, "ai")
+    handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
+                                                 summary="wants a person")
+    await r.control.accept(handoff_id, bea.agent_id)
+    await r.wait_hears(placed, "agent", after=time.monotonic())
+    await until(lambda: _handoff_is(r, handoff_id, HandoffState.CONNECTED))
+    await bea.phone.hang_up(line_call)
+    ended = await until(lambda: _ended(r, placed.call_id))
+    assert ended.outcome is CallOutcome.COMPLETED_BY_AGENT
+    assert await _handoff_is(r, handoff_id, HandoffState.COMPLETED)
+    line_call = await bea.phone.wait_call()  # called again; it answers by itself
+    assert AUTO_ANSWER.search(line_call.call_info) and bea.phone.invites == 2
+    await until(lambda: _line_is(r, bea.agent_id, LineState.IDLE))
     # Off duty hangs it up.
     await r.control.close_line(bea.agent_id, DESK_PHONE_SIP_USER)
     await asyncio.wait_for(line_call.ended.wait(), 5)
