@@ -11,8 +11,8 @@ back to the holding bridge instead of hanging up. Going off duty hangs it up.
 
 A desk phone has no tab: going on duty asks for its line. Its handset put down on a
 call ends the call (as on the ringing path) and the line is called again; an idle line
-it hung up stays down until the next duty (its agent gets no cards, and is set away
-after the phone check's grace, as for a phone that cannot ring).
+it hung up stays down until the next duty (an Accept meanwhile rings the phone, and the
+phone check sets the agent away after its grace, as for a phone that cannot ring).
 
 The tab asks for the line (going on duty, after a reload, after its line dropped): it
 is the only one that knows whether it still has its end of the call, so a request for

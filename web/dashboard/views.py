@@ -231,9 +231,10 @@ async def set_duty(request: web.Request) -> web.Response:
 
 async def _open_desk_line(dashboard: Dashboard, agent_id: int, sip_user: str) -> None:
     """On duty calls an auto-answering desk phone for its open line (a browser's tab
-    asks for its own). Duty stands if it cannot: a line that failed is down, so the desk
-    gets no card and the phone watch sets the agent away after its grace, as for a phone
-    that cannot ring; with lines off, or the controller still starting, Accept rings."""
+    asks for its own). Duty stands if it cannot: a line that failed is down, so the phone
+    watch sets the agent away after its grace, as for a phone that cannot ring (an
+    Accept meanwhile rings the phone); with lines off, or the controller still starting,
+    Accept rings."""
     if not dashboard.commands.open_lines:
         return
     try:
