@@ -337,7 +337,7 @@ async def test_an_auto_answering_desk_phone_keeps_an_open_line_and_accept_is_a_b
     assert line_call.ended_by == "pbx" and r.control.lines.of(bea.agent_id) is None
 
 
-async def test_a_desk_phone_that_hangs_up_its_open_line_is_down_until_it_is_reopened(
+async def test_a_desk_phone_that_hangs_up_its_idle_open_line_is_down_until_off_duty(
     bea: Bea,
 ) -> None:
     r = bea.r
