@@ -9,7 +9,7 @@ first, so the fake cannot silently fall behind.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from pbx.ari import (
@@ -32,7 +32,8 @@ class ChannelsApi(Protocol):
     async def create(self, endpoint: str, app: str, *, app_args: Sequence[str] = (),
                      channel_id: str | None = None,
                      originator: str | None = None,
-                     formats: Sequence[str] = ()) -> Channel: ...
+                     formats: Sequence[str] = (),
+                     variables: Mapping[str, str] | None = None) -> Channel: ...
 
     async def dial(self, channel_id: str, *, caller: str | None = None,
                    timeout: int | None = None) -> None: ...

@@ -29,6 +29,8 @@ T1, T2 = 0.5, 4.0  # RFC 3261 retransmission timers (s)
 _COMPACT = {"i": "call-id", "f": "from", "t": "to", "v": "via", "m": "contact",
             "l": "content-length", "c": "content-type"}
 Address = tuple[str, int]
+# Call-Info's auto-answer parameter (as Polycom, Yealink and Snom read it): 0 s.
+AUTO_ANSWER = re.compile(r";\s*answer-after\s*=\s*0\b", re.IGNORECASE)
 
 
 class SipError(Exception):
@@ -126,6 +128,7 @@ class Dialog:
     confirmed: asyncio.Event = field(default_factory=asyncio.Event)  # 2xx and its ACK
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     ended_by: str = ""  # "phone" (its BYE) or "pbx" (BYE, CANCEL or a refusal)
+    call_info: str = ""  # the INVITE's Call-Info (an auto-answer request)
 
     def heard(self, who: str, after: float = 0.0) -> float | None:
         """When the phone first heard `who`'s tone (web.bench.audio.TONES) after `after`."""
@@ -138,6 +141,8 @@ class SipPhone(asyncio.DatagramProtocol):
 
     ``answer`` says what it does with the next INVITE: "answer" (180, then 200 with
     PCMU), "ring" (180 until the PBX gives up), or a final status such as 480 or 503.
+    With ``auto_answer`` it answers an INVITE whose Call-Info says answer-after=0 at
+    once whatever ``answer`` says, as a phone set to take intercom calls does.
     """
 
     def __init__(self, user: str, password: str, pbx: Address, *,
@@ -148,6 +153,7 @@ class SipPhone(asyncio.DatagramProtocol):
         self.host = host
         self.tone_hz, self.expires = tone_hz, expires
         self.answer: str | int = "answer"
+        self.auto_answer = False
         self.invites = 0  # INVITEs that started a call here (not re-INVITEs)
         self.calls: asyncio.Queue[Dialog] = asyncio.Queue()  # answered and ACKed
         self.dialogs: dict[str, Dialog] = {}  # by Call-ID
@@ -395,9 +401,12 @@ class SipPhone(asyncio.DatagramProtocol):
         self.invites += 1
         dialog = Dialog(invite.get("call-id"), _uri(invite.get("to")), _uri(invite.get("from")),
                         _uri(invite.get("contact")), remote_tag=_tag(invite.get("from")),
-                        route=invite.all("record-route"))
+                        route=invite.all("record-route"), call_info=invite.get("call-info"))
         self.dialogs[dialog.call_id] = dialog
         self._reply(invite, addr, 100)
+        if self.auto_answer and AUTO_ANSWER.search(dialog.call_info):
+            self._spawn(self._pick_up(invite, addr, dialog))  # no ringing: it answers
+            return
         self._reply(invite, addr, 180, dialog)
         if self.answer == "ring":
             self._ringing[invite.branch] = (invite, addr, dialog)

@@ -153,8 +153,9 @@ class Controller:
     def open_lines(self) -> bool:
         return self.open_lines_setting
 
-    async def open_line(self, agent_id: int, sip_user: str) -> str:
-        return await self._control().open_line(agent_id, sip_user)
+    async def open_line(self, agent_id: int, sip_user: str, *, desk_phone: bool = False
+                        ) -> str:
+        return await self._control().open_line(agent_id, sip_user, desk_phone=desk_phone)
 
     async def close_line(self, agent_id: int, sip_user: str) -> None:
         if self.control is not None:

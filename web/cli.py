@@ -251,9 +251,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         return int(bench_capacity.main(args.steps, args.max, args.window, args.recording,
                                        args.json))
-    if args.agent != "browser" and args.line is not None:
-        print("switchboard bench handoff: --line is for --agent browser (a desk phone rings)",
-              file=sys.stderr)
+    if args.agent != "browser" and (args.line is not None or args.soak is not None):
+        print("switchboard bench handoff: --line and --soak are for --agent browser "
+              "(a desk phone rings)", file=sys.stderr)
         return 2
     if args.agent == "browser":
         if args.baseline:
@@ -265,6 +265,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print("switchboard bench handoff --agent browser drives Chromium with Playwright, "
                   "which is not installed: pip install 'switchboard[bench]'", file=sys.stderr)
             return 2
+        if args.soak is not None:
+            if args.line != "open" or args.soak <= 0 or args.every <= 0:
+                print("switchboard bench handoff: --soak holds one open line: give it "
+                      "--line open, and minutes and --every seconds above 0", file=sys.stderr)
+                return 2
+            from web.bench import line_soak  # noqa: PLC0415
+
+            return int(line_soak.main(args.soak, args.every, args.json))
         from web.bench import browser_handoff  # noqa: PLC0415
 
         return int(browser_handoff.main(args.calls, args.json, args.line or "both"))
@@ -375,6 +383,25 @@ def cmd_user_rename(args: argparse.Namespace) -> int:
     return asyncio.run(_on_store(_settings(args), rename))
 
 
+def cmd_user_open_line(args: argparse.Namespace) -> int:
+    """Whether a person's auto-answering desk phone keeps an open line on duty."""
+
+    async def change(store: Store) -> int:
+        try:
+            async with store.transaction() as tx:
+                agent = await tx.agents.by_login(args.login)
+                if agent is None or agent.removed_at is not None:
+                    return _no_such(args.login)
+                await people.set_open_line(tx, agent.id, args.state == "on", actor=CLI_ACTOR)
+        except people.PersonRefused as exc:
+            print(f"switchboard: {exc.reason}", file=sys.stderr)
+            return 2
+        print(f"{args.login}: open line {args.state} (from their next duty on)")
+        return 0
+
+    return asyncio.run(_on_store(_settings(args), change))
+
+
 def cmd_user_list(args: argparse.Namespace) -> int:
     async def listing(store: Store) -> int:
         async with store.transaction() as tx:
@@ -423,6 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --agent browser: the agent's open line (Accept is a bridge move), the "
              "ringing softphone, or both in one run (the default)",
     )
+    handoff.add_argument(
+        "--soak", type=float, nargs="?", const=20.0, metavar="MINUTES",
+        help="with --agent browser --line open: hold one line this long (default 20 min), "
+             "a handoff every --every seconds; reports drops, re-opens and refreshes seen")
+    handoff.add_argument("--every", type=float, default=30.0, metavar="SECONDS",
+                         help="with --soak: seconds between handoffs (default 30)")
     handoff.set_defaults(func=cmd_bench)
     capacity = bench_sub.add_parser(
         "capacity", help="concurrent recorded AI calls, ramped in steps until the knee")
@@ -458,6 +491,12 @@ def build_parser() -> argparse.ArgumentParser:
     rename.add_argument("name")
     rename.set_defaults(func=cmd_user_rename)
     user_sub.add_parser("list", help="everyone not removed").set_defaults(func=cmd_user_list)
+    line = user_sub.add_parser(
+        "open-line", help="a desk phone that auto-answers (Call-Info answer-after=0) "
+        "keeps an open line on duty (on), or rings for each call (off, the default)")
+    line.add_argument("login")
+    line.add_argument("state", choices=["on", "off"])
+    line.set_defaults(func=cmd_user_open_line)
     cli_assistants.add_parser(sub, cli_assistants.Cli(
         run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
         actor=CLI_ACTOR, note=RUNNING_PBX_NOTE))

@@ -99,6 +99,22 @@ async def rename(tx: Transaction, agent_id: int, display_name: str, *, actor: st
     return agent
 
 
+async def set_open_line(tx: Transaction, agent_id: int, open_line: bool, *,
+                        actor: str) -> Agent:
+    """Whether a person's desk phone keeps an open line on duty. Only for a SIP desk
+    phone that auto-answers on request (Call-Info answer-after=0): one that does not
+    would ring at the desk each time the line opens. Browser phones keep one by the
+    server's desk.open_line."""
+    agent = await tx.agents.get(agent_id)
+    if agent.removed_at is not None:
+        raise PersonRefused("removed", f"{agent.login} was removed")
+    if agent.endpoint_kind is not EndpointKind.DESKPHONE:
+        raise PersonRefused("not_a_desk_phone",
+                            f"{agent.login} has a browser phone: its open line is the "
+                            "server's desk.open_line setting")
+    return await tx.agents.set_open_line(agent_id, open_line, actor=actor)
+
+
 async def new_password(
     tx: Transaction, passwords: Passwords, agent_id: int, *, actor: str,
 ) -> tuple[Agent, str]:

@@ -189,10 +189,11 @@ class CallControl:
     def open_lines(self) -> bool:
         return self.lines.enabled
 
-    async def open_line(self, agent_id: int, sip_user: str) -> str:
+    async def open_line(self, agent_id: int, sip_user: str, *, desk_phone: bool = False
+                        ) -> str:
         """Call the agent's phone for their open line; returns its state (LineRefused
         when lines are turned off or the phone cannot be called)."""
-        return (await self.lines.open(agent_id, sip_user)).state.value
+        return (await self.lines.open(agent_id, sip_user, desk_phone=desk_phone)).state.value
 
     async def close_line(self, agent_id: int, sip_user: str) -> None:
         await self.lines.close(agent_id, sip_user)

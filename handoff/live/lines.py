@@ -1,4 +1,5 @@
-"""The agent's open line: a browser-phone agent's leg, set up once when they go on duty.
+"""The agent's open line: a browser-phone agent's leg (or an auto-answering desk
+phone's, as a per-agent option), set up once when they go on duty.
 
 Setting up a WebRTC call (INVITE, microphone, ICE, DTLS) takes a browser 100-250 ms,
 none of it about the caller. So an agent on duty keeps one call to their phone up for
@@ -7,6 +8,11 @@ so nobody hears the agent's microphone there, and it is not the call bridge, so 
 is recorded. Accept is then one bridge operation (addChannel moves the leg out of the
 holding bridge into the call's); when the agent's part of the call is over the leg goes
 back to the holding bridge instead of hanging up. Going off duty hangs it up.
+
+A desk phone has no tab: going on duty asks for its line. Its handset put down on a
+call ends the call (as on the ringing path) and the line is called again; an idle line
+it hung up stays down until the next duty (an Accept meanwhile rings the phone, and the
+phone check sets the agent away after its grace, as for a phone that cannot ring).
 
 The tab asks for the line (going on duty, after a reload, after its line dropped): it
 is the only one that knows whether it still has its end of the call, so a request for
@@ -17,6 +23,7 @@ are ordered per line, and this flow hands them to the call the leg is in.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import secrets
@@ -26,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from handoff.live.flow import Flow
 from handoff.live.legs import SEP, add_when_in_stasis, destroy, hang_up
+from handoff.live.routing import phone_hung_up
 from handoff.states import StateMachine
 from pbx.ari import AriError
 
@@ -36,6 +44,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LINE_PREFIX = "line-"
+# A desk phone is asked to answer the line's INVITE by itself, as intercom and paging
+# calls ask it (Polycom, Yealink, Snom, Grandstream read answer-after; the URI is not
+# looked at): without it the phone would ring at the desk at the start of every shift.
+AUTO_ANSWER = {"PJSIP_HEADER(add,Call-Info)": "<sip:switchboard>;answer-after=0"}
 
 
 class LineState(enum.StrEnum):
@@ -65,6 +77,10 @@ class Line:
     bridge: str  # the agent's own holding bridge
     state: LineState = LineState.RINGING
     closing: bool = False  # off duty during a call: hung up when the call lets go of it
+    desk_phone: bool = False  # a desk phone's, answered on Call-Info (no tab behind it)
+    # The desk phone's handset went down on a call: the agent ended the call, as on the
+    # ringing path, and stays on duty, so the line is called again once it is gone.
+    reopen: bool = False
 
     def move(self, event: LineEvent) -> None:
         self.state = LINE.transition_of(self.state, event, subject=f"agent={self.agent_id} line")
@@ -93,9 +109,7 @@ class Lines(Flow):
         # Told when a line leaves a call for its holding bridge (supervision's whisper
         # on that leg must stop: the agent is no longer on the call).
         self._parked_listeners: list[Callable[[str], Awaitable[None]]] = []
-        for kind, handler in (("ChannelStateChange", self._on_state_change),
-                              ("StasisEnd", self._on_leg_gone),
-                              ("ChannelDestroyed", self._on_leg_gone)):
+        for kind, handler in self._handlers():
             ctl.ari.on(kind, handler)
 
     # ---- what others ask -----------------------------------------------------------------
@@ -121,8 +135,9 @@ class Lines(Flow):
 
     # ---- the tab's requests ----------------------------------------------------------------
 
-    async def open(self, agent_id: int, sip_user: str) -> Line:
-        """Call the agent's phone for a line (their tab answers it by itself).
+    async def open(self, agent_id: int, sip_user: str, *, desk_phone: bool = False) -> Line:
+        """Call the agent's phone for a line (their tab answers it by itself; a desk
+        phone does when asked to in the INVITE's Call-Info).
 
         An idle or ringing line the PBX still has is replaced: the tab asks only when it
         has no line of its own. A line on a call is left alone (the call is the agent's).
@@ -137,7 +152,8 @@ class Lines(Flow):
             await self._hang_up(old)
         token = secrets.token_hex(3)
         owner = f"{LINE_PREFIX}{agent_id}-{token}"
-        line = Line(agent_id, sip_user, f"{owner}{SEP}leg", f"{owner}{SEP}hold")
+        line = Line(agent_id, sip_user, f"{owner}{SEP}leg", f"{owner}{SEP}hold",
+                    desk_phone=desk_phone)
         self._lines[agent_id] = line
         try:
             await self.ari.bridges.create(bridge_id=line.bridge, type="holding")
@@ -145,7 +161,8 @@ class Lines(Flow):
             # gets them from its originator, so a line costs no Opus transcoding.
             await self.ari.channels.create(f"PJSIP/{sip_user}", self.ctl.app,
                                            app_args=["line", str(agent_id)],
-                                           channel_id=line.leg, formats=["ulaw"])
+                                           channel_id=line.leg, formats=["ulaw"],
+                                           variables=AUTO_ANSWER if desk_phone else None)
             # Parked before it rings: its first packets have somewhere to go.
             await add_when_in_stasis(self.ari, line.bridge, line.leg)
             await self.ari.channels.dial(line.leg, timeout=self.timing.ring_timeout_s)
@@ -211,9 +228,7 @@ class Lines(Flow):
         """The controller stops: every line is hung up (tabs open them again)."""
         for line in list(self._lines.values()):
             await self._hang_up(line)
-        for kind, handler in (("ChannelStateChange", self._on_state_change),
-                              ("StasisEnd", self._on_leg_gone),
-                              ("ChannelDestroyed", self._on_leg_gone)):
+        for kind, handler in self._handlers():
             self.ari.off(kind, handler)
 
     # ---- ARI events --------------------------------------------------------------------------
@@ -225,6 +240,17 @@ class Lines(Flow):
                 and line.state is LineState.RINGING:
             line.move(LineEvent.ANSWERED)
             log.info("agent=%s: line %s is open", line.agent_id, line.leg)
+
+    async def _on_hangup_request(self, event: Mapping[str, Any]) -> None:
+        line = self._by_leg(str(event["channel"]["id"]))
+        if line is None or not line.desk_phone or line.state is not LineState.ON_CALL:
+            return
+        live = self._call_of(line.leg)
+        if live is not None and live.agent == line.leg and phone_hung_up(event):
+            # As the call's router marks a rung desk phone's BYE (it does not see line
+            # legs): the call ends as completed by the agent, not re-offered.
+            live.hung_up_by_phone.add(line.leg)
+            line.reopen = True
 
     async def _on_leg_gone(self, event: Mapping[str, Any]) -> None:
         leg = str(event["channel"]["id"])
@@ -243,12 +269,27 @@ class Lines(Flow):
         if live is None:
             return
         if live.agent == leg:
-            # As a rung leg that vanishes mid-call: the caller goes back to the AI.
+            # As a rung leg that vanishes mid-call: the caller goes back to the AI (or,
+            # a desk phone's handset put down, the call ends as the agent's).
             await self.ctl.moves.agent_gone(live, cause)
+            if line is not None and line.reopen and line.sip_user in self._wanted:
+                self.ctl.spawn(self._reopen(line), f"reopen line agent={line.agent_id}")
         elif live.transfer is not None and live.transfer.leg == leg:
             await self.ctl.transfers.failed(live, cause)
 
     # ---- helpers -----------------------------------------------------------------------------
+
+    def _handlers(self) -> tuple[tuple[str, Callable[[Mapping[str, Any]], Awaitable[None]]],
+                                 ...]:
+        return (("ChannelStateChange", self._on_state_change),
+                ("ChannelHangupRequest", self._on_hangup_request),
+                ("StasisEnd", self._on_leg_gone),
+                ("ChannelDestroyed", self._on_leg_gone))
+
+    async def _reopen(self, line: Line) -> None:
+        # Refused: down, so no cards and away after the phone check's grace (logged).
+        with contextlib.suppress(LineRefused):
+            await self.open(line.agent_id, line.sip_user, desk_phone=True)
 
     def _by_leg(self, leg: str) -> Line | None:
         if not is_line_leg(leg):

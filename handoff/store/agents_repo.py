@@ -289,6 +289,14 @@ class AgentsRepo:
             agent = await self.set_duty(agent_id, False, actor=actor, why="takes no calls")
         return agent
 
+    async def set_open_line(self, agent_id: int, open_line: bool, *, actor: str) -> Agent:
+        """Whether the person's desk phone keeps an open line on duty (from their next
+        duty on; the line they have, or the ringing, stays as it is until then)."""
+        agent = await self._update(agent_id, open_line=open_line)
+        await self._audit.record(actor, "open_line_change", f"agent:{agent_id}",
+                                 {"open_line": open_line})
+        return agent
+
     async def busy_agent_ids(self) -> set[int]:
         """Agents who accepted a handoff that is not over: on, or joining, a call."""
         result = await self._session.scalars(busy_agents_query())

@@ -141,6 +141,9 @@ class Agent(Base):
     # False: a supervisor or admin who only supervises and administers: no duty, no
     # cards, no presence on their desk (their phone still rings for supervision).
     takes_calls: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
+    # A SIP desk phone that auto-answers on request (Call-Info answer-after=0) keeps an
+    # open line on duty, as a browser phone does (handoff.live.lines); false: it rings.
+    open_line: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     on_duty: Mapped[bool] = mapped_column(default=False)
     presence: Mapped[Presence] = mapped_column(_enum_type(Presence), default=Presence.OFFLINE)
     # When the presence (or the pause reason) last changed: the board's "away 12 min".

@@ -24,13 +24,14 @@ from handoff.agents import EndpointKind, Presence
 from handoff.calls import CallOutcome, CallState
 from handoff.events import CARDS_TOPIC, QUALITY_TOPIC, Subscription, assistant_topic
 from handoff.handoffs import FailureReason, HandoffState
+from handoff.live.lines import LineState
 from handoff.quality import NO_RTCP
 from handoff.store import AgentBusy
 from handoff.store.models import Call, Handoff, LegQualityRecord
 from handoff.store.quality_repo import figures_of
 from pbx import runtime
 from tests.integration.asterisk_helpers import assert_quiet
-from tests.sip_phone import Dialog, SipPhone
+from tests.sip_phone import AUTO_ANSWER, Dialog, SipPhone
 from tests.waiting import until
 from web.bench.rig import (
     DESK_PHONE_PASSWORD,
@@ -280,3 +281,83 @@ async def test_a_handoff_to_a_desk_phone_records_each_legs_jitter_loss_and_round
     assert handoff.offered_at and handoff.accepted_at and handoff.media_at
     assert handoff.offered_at <= handoff.accepted_at <= handoff.media_at
     assert handoff.connected_at and handoff.media_at <= handoff.connected_at
+
+
+async def _line_is(r: Rig, agent_id: int, state: LineState) -> bool:
+    line = r.control.lines.of(agent_id)
+    return line is not None and line.state is state
+
+
+async def test_an_auto_answering_desk_phone_keeps_an_open_line_and_accept_is_a_bridge_move(
+    bea: Bea,
+) -> None:
+    r = bea.r
+    bea.phone.auto_answer = True
+    bea.phone.answer = "ring"  # only an INVITE asking it to answer by itself is answered
+    # On duty with the open-line option: the PBX calls the phone once, asking it (in the
+    # INVITE's Call-Info) to answer by itself; it does, and the leg parks.
+    await r.control.open_line(bea.agent_id, DESK_PHONE_SIP_USER, desk_phone=True)
+    line_call = await bea.phone.wait_call()
+    assert AUTO_ANSWER.search(line_call.call_info)
+    await until(lambda: _line_is(r, bea.agent_id, LineState.IDLE))
+    # Accept moves the parked leg into the call: no new INVITE at the phone.
+    placed = await r.place_call()
+    await r.wait_hears(placed, "ai")
+    handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
+                                                 summary="wants a person")
+    await r.control.accept(handoff_id, bea.agent_id)
+    await r.wait_hears(placed, "agent", after=time.monotonic())
+    await bea.phone.wait_hears(line_call, "caller")
+    await until(lambda: _handoff_is(r, handoff_id, HandoffState.CONNECTED))
+    assert bea.phone.invites == 1
+    # The caller hangs up: the line goes back to its holding bridge, still up.
+    await r.hang_up_caller(placed)
+    await until(lambda: _ended(r, placed.call_id))
+    await until(lambda: _line_is(r, bea.agent_id, LineState.IDLE))
+    assert not line_call.ended.is_set() and bea.phone.invites == 1
+    # The next caller: Bea puts the handset down to end the call, as on the ringing
+    # path. The call is hers, completed (not offered again), and her line comes back.
+    placed = await r.place_call()
+    await r.wait_hears(placed, "ai")
+    handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
+                                                 summary="wants a person")
+    await r.control.accept(handoff_id, bea.agent_id)
+    await r.wait_hears(placed, "agent", after=time.monotonic())
+    await until(lambda: _handoff_is(r, handoff_id, HandoffState.CONNECTED))
+    await bea.phone.hang_up(line_call)
+    ended = await until(lambda: _ended(r, placed.call_id))
+    assert ended.outcome is CallOutcome.COMPLETED_BY_AGENT
+    assert await _handoff_is(r, handoff_id, HandoffState.COMPLETED)
+    line_call = await bea.phone.wait_call()  # called again; it answers by itself
+    assert AUTO_ANSWER.search(line_call.call_info) and bea.phone.invites == 2
+    await until(lambda: _line_is(r, bea.agent_id, LineState.IDLE))
+    # Off duty hangs it up.
+    await r.control.close_line(bea.agent_id, DESK_PHONE_SIP_USER)
+    await asyncio.wait_for(line_call.ended.wait(), 5)
+    assert line_call.ended_by == "pbx" and r.control.lines.of(bea.agent_id) is None
+
+
+async def test_a_desk_phone_that_hangs_up_its_idle_open_line_is_down_until_off_duty(
+    bea: Bea,
+) -> None:
+    r = bea.r
+    bea.phone.auto_answer = True
+    await r.control.open_line(bea.agent_id, DESK_PHONE_SIP_USER, desk_phone=True)
+    line_call = await bea.phone.wait_call()
+    await until(lambda: _line_is(r, bea.agent_id, LineState.IDLE))
+    await bea.phone.hang_up(line_call)  # the agent's own BYE
+    await until(lambda: r.control.lines.of(bea.agent_id) is None)
+    # Down: to the phone watch a phone that cannot ring (away after its grace).
+    assert await r.control.phone_registered(DESK_PHONE_SIP_USER) is False
+    await r.control.close_line(bea.agent_id, DESK_PHONE_SIP_USER)
+    assert await r.control.phone_registered(DESK_PHONE_SIP_USER) is True
+
+
+async def test_a_desk_phone_without_the_open_line_still_rings_and_is_asked_no_auto_answer(
+    bea: Bea,
+) -> None:
+    bea.phone.auto_answer = True  # it would answer by itself if asked
+    placed, _, call = await bea_takes_a_call(bea)
+    assert call.call_info == "" and bea.phone.invites == 1
+    await bea.phone.hang_up(call)
+    await until(lambda: _ended(bea.r, placed.call_id))

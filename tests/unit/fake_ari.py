@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,7 +191,8 @@ class _Channels:
     async def create(self, endpoint: str, app: str, *, app_args: Sequence[str] = (),
                      channel_id: str | None = None,
                      originator: str | None = None,
-                     formats: Sequence[str] = ()) -> Channel:
+                     formats: Sequence[str] = (),
+                     variables: Mapping[str, str] | None = None) -> Channel:
         channel = self.ari._new(f"{endpoint}-{next(self.ari._ids):08x}", "Down",
                                 channel_id=channel_id, app_args=app_args)
         await self.ari._started(channel)

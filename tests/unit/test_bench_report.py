@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from web.bench import line_soak
 from web.bench.audio import AI_HZ, FRAME, RATE, Received, RtpProbe, tone, ulaw_encode
 from web.bench.handoff import AgentUps, report, steps, summary
 
@@ -75,3 +76,28 @@ def test_the_gap_across_a_move_counts_a_silence_running_into_it_but_not_one_befo
     assert heard(*only_before).longest_gap_ms(0.20, 0.4) == pytest.approx(20.0)
     # A silence already running when the move starts counts from its beginning.
     assert heard((0.10, True), (0.26, True)).longest_gap_ms(0.20, 0.4) == pytest.approx(160.0)
+
+
+def test_the_soak_reports_handoffs_drops_reopens_and_the_refreshes_it_saw() -> None:
+    results: list[dict[str, Any]] = [
+        {"connect_ms": 25.0, "caller_gap_ms": 20.0, "dropped": False, "failed": False},
+        {"connect_ms": 31.0, "caller_gap_ms": 22.0, "dropped": False, "failed": False},
+        {"connect_ms": None, "dropped": True, "failed": True},
+    ]
+    # The tab saw two lines (one re-open): neither INVITE asked for a session timer.
+    seen = {"lines": [{"session_expires": None, "timer_running": False}] * 2, "refreshes": 0}
+    out = line_soak.report(results, ["TimeoutError: no card"], seen, invites=2,
+                           legs={"line-1-a;leg", "line-1-b;leg"}, minutes=3.0, every_s=30.0,
+                           held_s=181.04, line_at_end="idle", stopped_early=False)
+    assert (out["handoffs"], out["handoffs_done"], out["dropped_calls"],
+            out["failed_handoffs"]) == (4, 2, 1, 2)
+    assert out["errors"] == ["TimeoutError: no card"] and out["held_s"] == 181.0
+    assert out["connect_ms"]["p50"] == pytest.approx(28.0)
+    assert out["line_reopens"] == {"invites_at_the_tab_after_the_first": 1,
+                                   "line_legs_held": 2}
+    assert out["session_refreshes"] == {
+        "session_expires_in_the_line_invite": [None, None],
+        "jssip_session_timer_running": [False, False],
+        "reinvites_or_updates_at_the_tab": 0,
+    }
+    assert out["line_at_end"] == "idle"

@@ -50,6 +50,17 @@ def test_browser_benchmark_without_playwright_says_how_to_get_it(
     assert "pip install 'switchboard[bench]'" in capsys.readouterr().err
 
 
+def test_a_soak_holds_an_open_line_and_is_refused_otherwise(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    for args in (["--line", "ring", "--soak", "3"], ["--line", "open", "--soak", "0"],
+                 ["--line", "open", "--soak", "3", "--every", "-1"]):
+        assert main(["bench", "handoff", "--agent", "browser", *args]) == 2
+        assert "--soak holds one open line" in capsys.readouterr().err
+    assert main(["bench", "handoff", "--soak"]) == 2  # a desk phone has no line to hold
+    assert "--line and --soak are for --agent browser" in capsys.readouterr().err
+
+
 def test_doctor_json_reports_each_part(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -165,6 +176,24 @@ def test_user_rename_keeps_the_login(
     assert main(["user", "rename", "cy", "  "]) == 2
     assert "display_name is 1-128 characters" in capsys.readouterr().err
     assert main(["user", "rename", "nobody", "X"]) == 2
+
+
+def test_user_open_line_is_for_desk_phones_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
+    url = f"sqlite:///{tmp_path / 'switchboard.db'}"
+    assert main(["user", "add", "cy", "--role", "agent", "--phone", "desk"]) == 0
+    assert main(["user", "add", "di", "--role", "agent"]) == 0
+    assert main(["user", "open-line", "cy", "on"]) == 0
+    cy = _stored(url, "cy")
+    assert cy is not None and cy.open_line
+    capsys.readouterr()
+    assert main(["user", "open-line", "di", "on"]) == 2
+    assert "browser phone" in capsys.readouterr().err
+    assert main(["user", "open-line", "cy", "off"]) == 0
+    cy = _stored(url, "cy")
+    assert cy is not None and not cy.open_line
 
 
 def _trunks_and_audit(url: str) -> tuple[list[TrunkRecord], list[AuditEvent]]:

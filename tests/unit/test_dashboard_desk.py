@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from handoff.agents import EndpointKind, Presence
+from handoff.store.models import Agent
 from tests.dashboard_fixtures import (
     PASSWORD,
     Browsers,
@@ -177,3 +178,49 @@ def test_templates_never_switch_autoescape_off() -> None:
     templates = Path(STATIC_DIR).parent / "templates"
     for template in templates.glob("*.html"):
         assert not re.search(r"\|\s*safe|autoescape\s+false", template.read_text()), template
+
+
+async def test_an_auto_answering_desk_phone_set_to_an_open_line_is_called_for_one_on_duty(
+    served: Served, browsers: Browsers,
+) -> None:
+    await desk_phone_agent(served, "dora")
+    await desk_phone_agent(served, "dina")
+    served.commands.open_lines = True
+    admin = await signed_in(browsers, "ada")
+    dora_id = (await _agent(served, "dora")).id
+    alice_id = served.people["alice"].id
+    changed = await admin.post_json(f"/api/admin/agents/{dora_id}/open-line", {"open_line": True})
+    assert changed.status == 200
+    async with admin.http.get("/admin") as page:
+        html = await page.text()
+    # The option is offered for desk phones only, ticked for Dora.
+    assert f'class="open-line" data-agent="{dora_id}" checked' in html
+    assert f'class="open-line" data-agent="{alice_id}"' not in html
+    # A browser phone's line is the server's setting, not a person's option.
+    refused = await admin.post_json(f"/api/admin/agents/{alice_id}/open-line",
+                                    {"open_line": True})
+    assert refused.status == 409 and (await refused.json())["error"] == "not_a_desk_phone"
+    bad = await admin.post_json(f"/api/admin/agents/{dora_id}/open-line", {"open_line": "on"})
+    assert bad.status == 400
+    async with admin.http.get("/api/admin/audit?action=open_line_change") as response:
+        [line] = (await response.json())["events"]
+    assert line["said"] == "Ada gave Dora's desk phone an open line"
+    # On duty, Dora's phone is called for her line, asked to answer by itself; Dina's
+    # (without the option) keeps the ringing path: nothing is called.
+    for login in ("dora", "dina"):
+        desk = await signed_in(browsers, login)
+        assert (await desk.post_json("/api/duty", {"on_duty": True})).status == 200
+    assert served.commands.panel == [("open_line", "sb-dora", True)]
+    # Taken off duty by an admin (she no longer takes calls): no tab hangs a desk
+    # phone's line up, the server does.
+    served.commands.panel.clear()
+    assert (await admin.post_json(f"/api/admin/agents/{dora_id}/takes-calls",
+                                  {"takes_calls": False})).status == 200
+    assert served.commands.panel == [("close_line", "sb-dora")]
+
+
+async def _agent(served: Served, login: str) -> Agent:
+    async with served.store.transaction() as tx:
+        agent = await tx.agents.by_login(login)
+    assert agent is not None
+    return agent

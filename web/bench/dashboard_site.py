@@ -94,14 +94,20 @@ class FakeCommands:
     async def phone_registered(self, sip_user: str) -> bool | None:
         return sip_user not in self.unregistered
 
-    # No PBX here: no open lines (the desk's Accept path is the ringing one).
+    # No PBX here: no open lines (the desk's Accept path is the ringing one), unless a
+    # test turns them on to see which phones are called for one (in `panel`).
     open_lines: bool = False
 
-    async def open_line(self, agent_id: int, sip_user: str) -> str:
-        raise LineRefused("no phone system in this rig")
+    async def open_line(self, agent_id: int, sip_user: str, *, desk_phone: bool = False
+                        ) -> str:
+        if not self.open_lines:
+            raise LineRefused("no phone system in this rig")
+        self.panel.append(("open_line", sip_user, desk_phone))
+        return "ringing"
 
     async def close_line(self, agent_id: int, sip_user: str) -> None:
-        return None
+        if self.open_lines:
+            self.panel.append(("close_line", sip_user))
 
 
 async def open_store(folder: Path) -> Store:

@@ -150,6 +150,29 @@ async def set_takes_calls(request: web.Request) -> web.Response:
             busy = await tx.agents.busy_agent_ids()
     except NotFound:
         return json_error(404, "not_found", f"no agent {agent_id}")
+    if not agent.on_duty:
+        # Off duty with it: a desk phone's open line is hung up (a tab hangs up its own).
+        await dashboard.commands.close_line(agent.id, agent.sip_user)
+    dashboard.events.publish(AGENTS_TOPIC, AgentChanged(agent_id))
+    return web.json_response({"agent": AgentView.of(agent, busy).to_json()})
+
+
+async def set_open_line(request: web.Request) -> web.Response:
+    """Whether a person's auto-answering desk phone keeps an open line on duty (from
+    their next duty on)."""
+    dashboard, viewer = request.app[DASHBOARD], request[VIEWER]
+    agent_id = int(request.match_info["agent_id"])
+    open_line = (await json_body(request)).get("open_line")
+    if not isinstance(open_line, bool):
+        return json_error(400, "bad_request", "open_line must be true or false")
+    try:
+        async with dashboard.store.transaction() as tx:
+            agent = await people.set_open_line(tx, agent_id, open_line, actor=viewer.login)
+            busy = await tx.agents.busy_agent_ids()
+    except NotFound:
+        return json_error(404, "not_found", f"no agent {agent_id}")
+    except people.PersonRefused as exc:
+        return json_error(409, exc.error, exc.reason)
     dashboard.events.publish(AGENTS_TOPIC, AgentChanged(agent_id))
     return web.json_response({"agent": AgentView.of(agent, busy).to_json()})
 

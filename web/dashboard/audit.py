@@ -106,6 +106,9 @@ SENTENCES: Mapping[str, Sentence] = {
         f"(was {word(ROLES, d.get('from')).lower()})",
     "takes_calls_change": lambda who, whom, d, _n:
         f"{who} set {whom} to {'take calls' if d.get('takes_calls') else 'take no calls'}",
+    "open_line_change": lambda who, whom, d, _n:
+        f"{who} gave {whom}'s desk phone "
+        f"{'an open line' if d.get('open_line') else 'the ringing path'}",
     "agent_created": lambda who, whom, d, _n:
         f"{who} added {whom} ({word(ROLES, d.get('role')).lower()})",
     "agent_disabled": lambda who, whom, _d, _n: f"{who} disabled {whom}",

@@ -124,6 +124,8 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/admin/agents", admin.create_agent, signed_in(ADMIN)),
     Route("POST", r"/api/admin/agents/{agent_id:\d+}/takes-calls", admin.set_takes_calls,
           signed_in(ADMIN)),
+    Route("POST", r"/api/admin/agents/{agent_id:\d+}/open-line", admin.set_open_line,
+          signed_in(ADMIN)),
     Route("POST", r"/api/admin/agents/{agent_id:\d+}/name", admin.rename_agent,
           signed_in(ADMIN)),
     Route("POST", r"/api/admin/agents/{agent_id:\d+}/password", admin.reset_password,

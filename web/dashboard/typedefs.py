@@ -49,13 +49,15 @@ class Commands(Protocol):
     # Going on duty with a desk phone: is it registered with the PBX (None: cannot tell)?
     async def phone_registered(self, sip_user: str) -> bool | None: ...
 
-    # The open line of a browser-phone agent (handoff.live.lines): whether this server
-    # gives them one; call their phone for it (returns its state; raises
-    # handoff.live.LineRefused); hang it up when they go off duty.
+    # The open line of a browser-phone agent, or of a desk phone that auto-answers
+    # (handoff.live.lines): whether this server gives them one; call their phone for it
+    # (returns its state; raises handoff.live.LineRefused); hang it up when they go off
+    # duty.
     @property
     def open_lines(self) -> bool: ...
 
-    async def open_line(self, agent_id: int, sip_user: str) -> str: ...
+    async def open_line(self, agent_id: int, sip_user: str, *, desk_phone: bool = False
+                        ) -> str: ...
 
     async def close_line(self, agent_id: int, sip_user: str) -> None: ...
 

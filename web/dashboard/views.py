@@ -15,7 +15,7 @@ from aiohttp import WSMsgType, web
 
 from handoff.agents import AgentRole, EndpointKind, Presence
 from handoff.events import AGENTS_TOPIC, AgentChanged
-from handoff.live import AgentUnreachable, CallStateConflict
+from handoff.live import AgentUnreachable, CallStateConflict, LineRefused
 from handoff.states import InvalidTransition
 from handoff.store import AgentBusy, AlreadyTaken, NotFound, NotOfferable, OffDuty
 from web import pause_reasons
@@ -152,10 +152,14 @@ async def logout(request: web.Request) -> web.Response:
     dashboard.hub.drop_session(viewer.session_hash)
     async with dashboard.store.transaction() as tx:
         await tx.audit.record(viewer.login, "logout", f"agent:{viewer.agent_id}")
+        off = None
         if others == 0 and viewer.on_duty:
             # Signed out everywhere: no card may be offered to a desk nobody sits at.
-            await tx.agents.set_duty(viewer.agent_id, False, actor=viewer.login,
-                                     why="signed out")
+            off = await tx.agents.set_duty(viewer.agent_id, False, actor=viewer.login,
+                                           why="signed out")
+    if off is not None:
+        # A desk phone's open line goes with the duty (a browser's tab is closing anyway).
+        await dashboard.commands.close_line(off.id, off.sip_user)
     dashboard.events.publish(AGENTS_TOPIC, AgentChanged(viewer.agent_id))
     response = see_other("/login")
     dashboard.cookies.clear(response, dashboard.cookies.session)
@@ -190,8 +194,11 @@ async def admin_page(request: web.Request) -> web.Response:
         everyone = await tx.agents.all()
         agents = [await agent_view(tx, agent, busy) for agent in everyone]
     disabled = {agent.id for agent in everyone if not agent.enabled}
+    # Desk phones' open-line option (browser phones have the server's desk.open_line).
+    desk_lines = {agent.id: agent.open_line for agent in everyone
+                  if agent.endpoint_kind is EndpointKind.DESKPHONE}
     return render(request, "admin.html", agents=agents, disabled=disabled,
-                  roles=[r.value for r in AgentRole], actions=ACTIONS)
+                  desk_lines=desk_lines, roles=[r.value for r in AgentRole], actions=ACTIONS)
 
 
 # ---- agent actions ---------------------------------------------------------------------
@@ -216,8 +223,24 @@ async def set_duty(request: web.Request) -> web.Response:
     if not on_duty:
         # Off duty hangs up the agent's open line (the tab asks for one on duty).
         await dashboard.commands.close_line(agent.id, agent.sip_user)
+    elif agent.endpoint_kind is EndpointKind.DESKPHONE and agent.open_line:
+        await _open_desk_line(dashboard, agent.id, agent.sip_user)
     dashboard.events.publish(AGENTS_TOPIC, AgentChanged(viewer.agent_id))
     return web.json_response({"me": me.to_json()})
+
+
+async def _open_desk_line(dashboard: Dashboard, agent_id: int, sip_user: str) -> None:
+    """On duty calls an auto-answering desk phone for its open line (a browser's tab
+    asks for its own). Duty stands if it cannot: a line that failed is down, so the phone
+    watch sets the agent away after its grace, as for a phone that cannot ring (an
+    Accept meanwhile rings the phone); with lines off, or the controller still starting,
+    Accept rings."""
+    if not dashboard.commands.open_lines:
+        return
+    try:
+        await dashboard.commands.open_line(agent_id, sip_user, desk_phone=True)
+    except (LineRefused, web.HTTPServiceUnavailable) as exc:
+        log.warning("agent=%s: no open line to desk phone %s: %s", agent_id, sip_user, exc)
 
 
 async def _takes_calls(dashboard: Dashboard, agent_id: int) -> bool:

@@ -120,6 +120,7 @@ ACTIONS: Final[Mapping[str, str]] = {
     "presence_change": "Presence",
     "role_change": "Role changed",
     "takes_calls_change": "Takes calls",
+    "open_line_change": "Desk phone open line",
     "agent_created": "Person added",
     "agent_disabled": "Person disabled",
     "agent_enabled": "Person enabled",

@@ -20,6 +20,22 @@
     }));
   }
 
+  // A desk phone that auto-answers keeps an open line from its agent's next duty on.
+  for (const box of document.querySelectorAll("input.open-line")) {
+    box.addEventListener("change", guard(async () => {
+      try {
+        await sb.send("POST", `/api/admin/agents/${box.dataset.agent}/open-line`,
+                      { open_line: box.checked });
+      } catch (e) {
+        box.checked = !box.checked;
+        throw e;
+      }
+      status(box.checked ? "Their desk phone keeps an open line from their next duty on."
+                         : "Their desk phone rings for each call from their next duty on.");
+      loadAudit();
+    }));
+  }
+
   // Someone who stops taking calls goes off duty at once and loses their duty switch.
   for (const box of document.querySelectorAll("input.takes-calls")) {
     box.addEventListener("change", guard(async () => {
