@@ -1,8 +1,8 @@
 """Whether an agent's SIP desk phone keeps an open line on duty (it auto-answers the
 PBX's call on a Call-Info answer-after=0 header).
 
-Revision ID: 0018
-Revises: 0017
+Revision ID: 0019
+Revises: 0018
 Create Date: 2026-12-02
 
 Additive only, frozen like 0001: plain column types, no model imports. Everyone there
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0018"
-down_revision: str | None = "0017"
+revision: str = "0019"
+down_revision: str | None = "0018"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
