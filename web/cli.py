@@ -20,7 +20,15 @@ from handoff.agents import AgentRole, EndpointKind
 from handoff.prompts import PromptError
 from handoff.receptionist import make_prompts
 from handoff.settings import Settings, SettingsError, load
-from handoff.store import LastAdmin, Removed, Store, create_store_engine, upgrade_to_head
+from handoff.store import (
+    LastAdmin,
+    Removed,
+    Store,
+    Transaction,
+    create_store_engine,
+    upgrade_to_head,
+)
+from handoff.store.models import Agent
 from pbx import kamailio_config, runtime
 from pbx.asterisk_config import Dirs, InboundRoute, InstanceSpec, render, write_files
 from pbx.config_values import ConfigValueError
@@ -300,23 +308,41 @@ def _no_such(login: str) -> int:
     return 2
 
 
+def _on_person(args: argparse.Namespace,
+               act: Callable[[Transaction, Agent], Awaitable[str]]) -> int:
+    """``act`` on the person ``args.login`` names (not a removed one), then print what it
+    says; a refusal (the last admin, a removed person, a bad value) is printed, exit 2."""
+
+    async def on_person(store: Store) -> int:
+        try:
+            async with store.transaction() as tx:
+                agent = await tx.agents.by_login(args.login)
+                if agent is None or agent.removed_at is not None:
+                    return _no_such(args.login)
+                said = await act(tx, agent)
+        except (LastAdmin, Removed) as exc:
+            print(f"switchboard: {exc}", file=sys.stderr)
+            return 2
+        except people.PersonRefused as exc:
+            print(f"switchboard: {exc.reason}", file=sys.stderr)
+            return 2
+        print(said)
+        return 0
+
+    return asyncio.run(_on_store(_settings(args), on_person))
+
+
 def cmd_user_passwd(args: argparse.Namespace) -> int:
     """A new dashboard password for ``login`` (printed once; stored only as a hash).
 
     The way back in when the demo passwords printed at first start are lost.
     """
 
-    async def reset(store: Store) -> int:
-        async with store.transaction() as tx:
-            agent = await tx.agents.by_login(args.login)
-            if agent is None or agent.removed_at is not None:
-                return _no_such(args.login)
-            _, password = await people.new_password(tx, Passwords(), agent.id,
-                                                    actor=CLI_ACTOR)
-        print(f"{args.login}: {password}")
-        return 0
+    async def reset(tx: Transaction, agent: Agent) -> str:
+        _, password = await people.new_password(tx, Passwords(), agent.id, actor=CLI_ACTOR)
+        return f"{args.login}: {password}"
 
-    return asyncio.run(_on_store(_settings(args), reset))
+    return _on_person(args, reset)
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
@@ -347,59 +373,31 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 def cmd_user_change(args: argparse.Namespace) -> int:
     """disable, enable or remove a person (see web.people)."""
 
-    async def change(store: Store) -> int:
-        try:
-            async with store.transaction() as tx:
-                agent = await tx.agents.by_login(args.login)
-                if agent is None or agent.removed_at is not None:
-                    return _no_such(args.login)
-                await people.CHANGES[args.user_command](tx, agent.id, actor=CLI_ACTOR)
-        except (LastAdmin, Removed) as exc:
-            print(f"switchboard: {exc}", file=sys.stderr)
-            return 2
-        print(f"{args.login}: {args.user_command}d")
-        print(RUNNING_PBX_NOTE)
-        return 0
+    async def change(tx: Transaction, agent: Agent) -> str:
+        await people.CHANGES[args.user_command](tx, agent.id, actor=CLI_ACTOR)
+        return f"{args.login}: {args.user_command}d\n{RUNNING_PBX_NOTE}"
 
-    return asyncio.run(_on_store(_settings(args), change))
+    return _on_person(args, change)
 
 
 def cmd_user_rename(args: argparse.Namespace) -> int:
     """A person's display name (the login stays: phones and scripts keep working)."""
 
-    async def rename(store: Store) -> int:
-        try:
-            async with store.transaction() as tx:
-                agent = await tx.agents.by_login(args.login)
-                if agent is None or agent.removed_at is not None:
-                    return _no_such(args.login)
-                await people.rename(tx, agent.id, args.name, actor=CLI_ACTOR)
-        except people.PersonRefused as exc:
-            print(f"switchboard: {exc.reason}", file=sys.stderr)
-            return 2
-        print(f"{args.login}: now {args.name.strip()!r}")
-        return 0
+    async def rename(tx: Transaction, agent: Agent) -> str:
+        await people.rename(tx, agent.id, args.name, actor=CLI_ACTOR)
+        return f"{args.login}: now {args.name.strip()!r}"
 
-    return asyncio.run(_on_store(_settings(args), rename))
+    return _on_person(args, rename)
 
 
 def cmd_user_open_line(args: argparse.Namespace) -> int:
     """Whether a person's auto-answering desk phone keeps an open line on duty."""
 
-    async def change(store: Store) -> int:
-        try:
-            async with store.transaction() as tx:
-                agent = await tx.agents.by_login(args.login)
-                if agent is None or agent.removed_at is not None:
-                    return _no_such(args.login)
-                await people.set_open_line(tx, agent.id, args.state == "on", actor=CLI_ACTOR)
-        except people.PersonRefused as exc:
-            print(f"switchboard: {exc.reason}", file=sys.stderr)
-            return 2
-        print(f"{args.login}: open line {args.state} (from their next duty on)")
-        return 0
+    async def change(tx: Transaction, agent: Agent) -> str:
+        await people.set_open_line(tx, agent.id, args.state == "on", actor=CLI_ACTOR)
+        return f"{args.login}: open line {args.state} (from their next duty on)"
 
-    return asyncio.run(_on_store(_settings(args), change))
+    return _on_person(args, change)
 
 
 def cmd_user_list(args: argparse.Namespace) -> int:
