@@ -274,6 +274,11 @@ class SipPhone(asyncio.DatagramProtocol):
         if dialog.media is not None:
             dialog.media.stop_sending()
 
+    def resume_media(self, dialog: Dialog) -> None:
+        """Send RTP again where it went before: a phone whose network came back."""
+        if dialog.media is not None and dialog.media.remote is not None:
+            dialog.media.start_sending(dialog.media.remote)
+
     async def wait_hears(self, dialog: Dialog, who: str, after: float = 0.0,
                          timeout: float = 5.0) -> float:
         deadline = time.monotonic() + timeout
