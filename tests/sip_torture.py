@@ -305,9 +305,10 @@ class SipProbe:
             "Call-ID": call_id}), lambda m: m.get("call-id") == call_id)
 
     async def authenticated_invite(self, user: str, password: str, to: str,
-                                   body: str) -> SipMessage:
+                                   body: str, *, keep: bool = False) -> SipMessage:
         """An INVITE as ``user`` (answering the PBX's challenge) carrying ``body``; a call
-        it set up is ended at once (ACK, BYE). Returns the final answer."""
+        it set up is ACKed and ended at once (BYE), or kept until :meth:`hang_up`.
+        Returns the final answer."""
         t, call_id, tag = self.target, secrets.token_hex(8), secrets.token_hex(4)
         uri = f"sip:{to}@{t.host}:{t.port}"
         base = {"From": f"<sip:{user}@{t.host}>;tag={tag}", "To": f"<{uri}>",
@@ -322,11 +323,17 @@ class SipProbe:
             answer = await self.answer_to(invite(t, uri=uri, body=body, override={
                 **base, "CSeq": "2 INVITE", "Authorization": authorization}),
                 lambda m: m.get("call-id") == call_id and m.cseq[0] == 2)
-        if answer.status < 300:  # set up after all: ACK it and hang up
+        if answer.status < 300:
             await self.send(_in_dialog(answer, "ACK", uri))
-            await self.answer_to(_in_dialog(answer, "BYE", uri),
-                                 lambda m: m.get("call-id") == call_id and m.cseq[1] == "BYE")
+            if not keep:
+                await self.hang_up(answer)
         return answer
+
+    async def hang_up(self, answer: SipMessage) -> None:
+        """BYE in the dialog ``answer`` (a 2xx) set up; returns once it is answered."""
+        call_id = answer.get("call-id")
+        await self.answer_to(_in_dialog(answer, "BYE", self.target.uri),
+                             lambda m: m.get("call-id") == call_id and m.cseq[1] == "BYE")
 
 
 def _ack_for(response: SipMessage) -> bytes:
