@@ -1,0 +1,170 @@
+"""The faults the reliability cases (issue 16) inject, shared by the tests' harness
+(tests/faults.py, which documents each) and the fault soak (`switchboard bench faults`):
+Asterisk frozen or restarted in place, a TCP path to it cut or black-holed, and what this
+process holds (descriptors, threads, tasks) to tell a leak from a baseline."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from pbx.ari import basic_auth_header
+from pbx.runtime import AsteriskInstance, AsteriskUnavailable
+from web.bench.waiting import until
+
+
+async def ari_get(instance: AsteriskInstance, path: str) -> tuple[int, Any]:
+    """One ARI GET over plain HTTP (not the client under test): (status, JSON body)."""
+    async with (
+        aiohttp.ClientSession(headers=basic_auth_header(*instance.ari_auth)) as session,
+        session.get(f"{instance.ari_url}{path}", timeout=aiohttp.ClientTimeout(total=5)) as resp,
+    ):
+        return resp.status, await resp.json() if resp.status == 200 else None
+
+
+@contextlib.asynccontextmanager
+async def paused(instance: AsteriskInstance) -> AsyncIterator[float]:
+    """Asterisk frozen (SIGSTOP) for the block; yields when it was frozen (monotonic)."""
+    pid = instance.pid
+    assert pid is not None and instance.running, f"{instance.spec.name} is not running"
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield time.monotonic()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+async def restart_in_place(instance: AsteriskInstance, within: float = 60) -> None:
+    """``core restart now`` and back: fully booted, ARI answering, the same process."""
+    pid = instance.pid
+    # The console's own connection goes with the restart: its answer may never come.
+    with contextlib.suppress(AsteriskUnavailable, TimeoutError):
+        await instance.cli("core restart now", timeout=5)
+
+    async def booted() -> bool:
+        try:
+            out = await instance.cli("core waitfullybooted", timeout=5)
+            status, _ = await ari_get(instance, "/asterisk/info")
+        except (AsteriskUnavailable, TimeoutError, OSError, aiohttp.ClientError):
+            return False
+        return "fully booted" in out and status == 200
+
+    await until(booted, within, step=0.2, why=f"{instance.spec.name} did not come back")
+    assert instance.pid == pid and instance.running, "core restart now replaced the process"
+
+
+@dataclass
+class TcpPath:
+    """A loopback relay in front of one TCP port of Asterisk, which a test can cut or
+    black-hole (see the module's docstring)."""
+
+    target_port: int
+    port: int = 0
+    accepted: int = 0
+    """Connections the client opened through the path (each reconnect adds one)."""
+    _flowing: asyncio.Event = field(default_factory=asyncio.Event)
+    _server: asyncio.Server | None = None
+    _links: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def __aenter__(self) -> TcpPath:
+        self._flowing.set()
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        self._flowing.set()
+        await self._close_links()
+        await self._server.wait_closed()
+
+    def url(self, scheme: str = "http", path: str = "/ari") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    async def cut(self) -> None:
+        """End every connection now; new ones pass again."""
+        await self._close_links()
+
+    def black_hole(self) -> None:
+        """Nothing passes either way, on connections open now and new ones."""
+        self._flowing.clear()
+
+    def restore(self) -> None:
+        self._flowing.set()
+
+    async def _close_links(self) -> None:
+        links = list(self._links)
+        for link in links:
+            link.cancel()
+        await asyncio.gather(*links, return_exceptions=True)
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._links.add(task)
+        server_w: asyncio.StreamWriter | None = None
+        try:
+            await self._flowing.wait()  # a new connection gets no answer, not a refusal
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+            await asyncio.gather(self._pump(client_r, server_w), self._pump(server_r, client_w))
+        except OSError:
+            pass  # Asterisk refused the connection: the client sees its socket end
+        finally:
+            self._links.discard(task)
+            for writer in (client_w, server_w):
+                if writer is not None:
+                    writer.close()
+
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        # Either side's end (or reset) closes the other's, so the pair ends together.
+        with contextlib.suppress(OSError):
+            while data := await src.read(65536):
+                await self._flowing.wait()  # held, as a DROP holds a retransmitting sender
+                dst.write(data)
+                await dst.drain()
+        dst.close()
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """This process's descriptors, threads and asyncio tasks at one moment."""
+
+    fds: dict[int, str]
+    threads: frozenset[str]
+    tasks: frozenset[str]
+
+    @classmethod
+    def now(cls) -> Baseline:
+        fds = {}
+        for entry in Path("/proc/self/fd").iterdir():
+            with contextlib.suppress(OSError):
+                fds[int(entry.name)] = os.readlink(entry)
+        current = asyncio.current_task()
+        # The loop's default executor keeps its worker threads (asyncio_N) for the next
+        # to_thread; a pool that grew to its bound is not a leak.
+        threads = frozenset(f"{t.name}#{t.ident}" for t in threading.enumerate()
+                            if not t.name.startswith("asyncio_"))
+        return cls(fds, threads, frozenset(f"{t.get_name()}@{id(t):x}"
+                                           for t in asyncio.all_tasks() if t is not current))
+
+    def leaks_since(self, before: Baseline) -> list[str]:
+        """What is here now and was not then; descriptors are counted (a number closed
+        and opened again for something else is no leak), the new ones named."""
+        leaks = [f"thread {t}" for t in self.threads - before.threads]
+        leaks += [f"task {t}" for t in self.tasks - before.tasks]
+        if len(self.fds) > len(before.fds):
+            leaks += [f"fd {fd} -> {target}" for fd, target in self.fds.items()
+                      if before.fds.get(fd) != target]
+        return leaks
