@@ -1,42 +1,17 @@
-"""Bea, an agent on a real SIP desk phone (tests.sip_phone), seated at a rig's PBX: the
-shared set-up of the desk-phone tests and of the media-loss cases (R10 of issue 16)."""
+"""Bea, an agent on a real SIP desk phone, seated at a rig's PBX (web.bench.rig, where the
+fault soak seats her too): the shared steps of the desk-phone tests and of the
+media-loss cases (R10 of issue 16)."""
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-from handoff.agents import EndpointKind, Presence
 from handoff.handoffs import HandoffState
-from tests.sip_phone import Dialog, SipPhone
+from tests.sip_phone import Dialog
 from tests.waiting import until
-from web.bench.rig import DESK_PHONE_PASSWORD, DESK_PHONE_SIP_USER, PlacedCall, Rig
+from web.bench.rig import Bea, PlacedCall, Rig, bea_at_her_desk
 
-
-@dataclass
-class Bea:
-    """Bea at her desk: on duty, her desk phone registered; Ada is off duty."""
-
-    r: Rig
-    phone: SipPhone
-    agent_id: int
-
-
-@contextlib.asynccontextmanager
-async def bea_at_her_desk(r: Rig) -> AsyncIterator[Bea]:
-    async with r.store.transaction() as tx:
-        await tx.agents.set_duty(r.agent_id, False)
-        agent = await tx.agents.create(
-            login="bea", display_name="Bea", sip_user=DESK_PHONE_SIP_USER,
-            sip_password=DESK_PHONE_PASSWORD, endpoint_kind=EndpointKind.DESKPHONE)
-        await tx.agents.set_duty(agent.id, True)
-        await tx.agents.set_presence(agent.id, Presence.AVAILABLE)
-    pbx_sip = ("127.0.0.1", r.pbx.spec.ports.sip)
-    async with SipPhone(DESK_PHONE_SIP_USER, DESK_PHONE_PASSWORD, pbx_sip) as phone:
-        await until(lambda: r.control.phone_registered(DESK_PHONE_SIP_USER))
-        yield Bea(r, phone, agent.id)
+__all__ = ["Bea", "bea_at_her_desk", "bea_takes_a_call", "handoff_is"]
 
 
 async def bea_takes_a_call(bea: Bea) -> tuple[PlacedCall, int, Dialog]:

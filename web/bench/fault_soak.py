@@ -12,14 +12,17 @@ moments, a fault (web.bench.faults):
   memory dropped, nothing hung up), and a new one on the same store adopting what
   Asterisk still has. (The product's own process killed with -9 is R6's test.)
 - ``event_socket_cut``: the controller's ARI connection cut, as when a proxy dies;
-- ``agent_phone_drop``: the agent's phone drops the call while she talks.
+- ``agent_phone_vanish``: a caller is handed to Bea, whose real SIP desk phone
+  (web.bench.sip_phone) then goes silent while she talks, with no BYE (its power or
+  network gone): the PBX notices by its media timeout (30 s for a desk phone) and gives
+  the caller back to the AI.
 
 Reported: calls placed; calls with an outcome in the ledger (the target is all; a call
 the PBX refused while it restarted has no row and is counted apart); calls whose caller
 heard silence longer than 2 s, and how many of those overlapped a fault; what was left
 (channels and bridges on either Asterisk, open call rows, this process's descriptors,
 threads and tasks); per fault kind, the recovery time: from the fault's end until a new
-caller is heard by the AI (for a dropped agent phone: until its caller hears the AI
+caller is heard by the AI (for a vanished agent phone: until its caller hears the AI
 again).
 """
 
@@ -42,24 +45,26 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from handoff.store import create_store_engine
+from handoff.agents import Presence
+from handoff.store import AgentBusy, create_store_engine
 from handoff.store.models import Call
 from pbx import runtime
 from pbx.ari import AriError
 from web.bench.faults import Baseline, TcpPath, ari_get, paused, restart_in_place
 from web.bench.handoff import monotonic_of, summary
-from web.bench.rig import Pair, Rig, asterisk_pair, rig
+from web.bench.rig import Bea, Pair, Rig, asterisk_pair, bea_at_her_desk, rig
 from web.bench.waiting import until
-from web.bench.world import AGENT_PHONE_NUMBER, World, local_world
+from web.bench.world import World, local_world
 
 FAULT_KINDS = ("asterisk_restart", "asterisk_pause", "controller_kill", "event_socket_cut",
-               "agent_phone_drop")
+               "agent_phone_vanish")
 SILENCE_MS = 2000.0  # longer than this, a caller takes the line for dead
 PAUSE_S = 3.0  # the frozen PBX: well under the 30 s media timeout of the caller's leg
 CALL_EVERY_S = 2.0
 TALK_S = (4.0, 12.0)
 FAULT_EVERY_S = (20.0, 40.0)
 RECOVERY_BOUND_S = 60.0
+PROBE_S = 5.0  # a recovery probe's caller gives up on hearing the AI after this
 
 
 @dataclass
@@ -94,6 +99,7 @@ class Soak:
     _stack: contextlib.AsyncExitStack | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _engine: AsyncEngine | None = None
+    bea: Bea | None = None  # the agent whose desk phone vanishes
 
     # ---- the controller, which a fault may kill ------------------------------------------
 
@@ -111,14 +117,14 @@ class Soak:
 
     # ---- callers ---------------------------------------------------------------------------
 
-    async def call(self, hold: bool = True) -> CallRecord:
+    async def call(self, hold: bool = True, within: float = 15) -> CallRecord:
         record = CallRecord(placed_at=time.monotonic())
         self.calls.append(record)
         try:
             record.caller = await self.world.place_call("2000")
             record.heard_ai_at = await until(
                 lambda: self.world.first_heard(record.caller, "ai", record.placed_at),
-                within=15, step=0.05)
+                within=within, step=0.05)
         except (AriError, AssertionError) as exc:
             record.error = f"never heard the AI: {exc}"[:120]
             if record.caller:  # a caller who hears nothing hangs up
@@ -136,18 +142,29 @@ class Soak:
         with contextlib.suppress(AriError):  # gone already (a restart ended it)
             await self.world.hang_up(record.caller)
 
-    async def _hand_over(self, caller: str) -> str:
+    async def _hand_over(self, caller: str, patience: float = 0.0,
+                         agent_id: int | None = None) -> str:
+        """The caller asks for a person and the agent (Ada unless named) accepts, trying
+        for ``patience`` seconds while she is busy with another caller."""
         r = self._rig
         if r is None:
             return "no controller"
+        agent_id = r.agent_id if agent_id is None else agent_id
         try:
             call_id = await self._call_id(caller)
             handoff_id = await r.control.request_handoff(call_id, reason="caller_asked",
                                                          summary="fault soak")
-            await r.control.accept(handoff_id, r.agent_id)
+            give_up = time.monotonic() + patience
+            while True:
+                try:
+                    await r.control.accept(handoff_id, agent_id)
+                    return "connected"
+                except AgentBusy:
+                    if time.monotonic() > give_up:
+                        raise
+                    await asyncio.sleep(0.5)  # her current call or wrap-up ends
         except Exception as exc:  # busy agent, call gone, controller restarting: counted
             return type(exc).__name__
-        return "connected"
 
     async def _call_id(self, caller: str) -> str:
         rows = await self._rows(caller)
@@ -209,48 +226,59 @@ class Soak:
             elif kind == "event_socket_cut":
                 assert self._path is not None
                 await self._path.cut()
-            elif kind == "agent_phone_drop":
-                dropped = await self._drop_agent_phone()
+            elif kind == "agent_phone_vanish":
+                dropped = await self._agent_phone_vanishes()
         except Exception as exc:
             record.error = f"{type(exc).__name__}: {exc}"[:160]
         record.ended = time.monotonic()
         record.recovery_s = await self._recovery(record, dropped)
         return record
 
-    async def _drop_agent_phone(self) -> CallRecord:
-        """A caller handed to Ada, then her phone drops the call (its leg on the carrier
-        hangs up while the caller stays)."""
+    async def _agent_phone_vanishes(self) -> CallRecord:
+        """A caller handed to Bea, whose real desk phone then goes silent mid-call: no
+        more RTP, no BYE, as when its power or network goes."""
+        assert self.bea is not None and self._rig is not None
+        with contextlib.suppress(Exception):  # back at her desk after the last time
+            async with self._rig.store.transaction() as tx:
+                await tx.agents.set_presence(self.bea.agent_id, Presence.AVAILABLE)
         record = await self.call(hold=False)
-        record.handoff = await self._hand_over(record.caller)
-        if record.handoff != "connected":
-            raise RuntimeError(f"no call reached the agent ({record.handoff})")
-
-        async def agent_leg() -> str | None:
-            for channel in await self.world.ari.channels.list():
-                if channel.get("dialplan", {}).get("exten") == AGENT_PHONE_NUMBER:
-                    return str(channel["id"])
-            return None
-
-        leg = await until(agent_leg, within=10)
-        await self.world.ari.channels.hangup(leg)
+        try:
+            record.handoff = await self._hand_over(record.caller, patience=30,
+                                                   agent_id=self.bea.agent_id)
+            if record.handoff != "connected":
+                raise RuntimeError(f"no call reached the agent ({record.handoff})")
+            dialog = await self.bea.phone.wait_call(10)
+            # She talks: her phone answered and the AI has left the call.
+            live = self._rig.control.calls[await self._call_id(record.caller)]
+            await asyncio.wait_for(self._rig.control.settled(live), 10)
+            self.bea.phone.stop_media(dialog)
+        except BaseException:
+            self._spawn(self._finish(record))  # the caller still hangs up in the end
+            raise
         return record
 
     async def _recovery(self, fault: FaultRecord, dropped: CallRecord | None) -> float | None:
         try:
             if dropped is not None:  # the caller is given back to the AI
-                await until(lambda: self.world.first_heard(dropped.caller, "ai", fault.ended),
-                            within=RECOVERY_BOUND_S, step=0.05)
-                recovered = time.monotonic()
-                self._spawn(self._finish(dropped))
-            else:  # a new caller reaches the AI
-                probe = await self.call(hold=False)
-                if probe.heard_ai_at is None:
-                    await until(self._serving, within=RECOVERY_BOUND_S, step=0.2)
-                    probe = await self.call(hold=False)
-                self._spawn(self._finish(probe))
-                if probe.heard_ai_at is None:
-                    return None
-                recovered = probe.heard_ai_at
+                try:
+                    recovered = await until(
+                        lambda: self.world.first_heard(dropped.caller, "ai", fault.ended),
+                        within=RECOVERY_BOUND_S, step=0.05)
+                finally:
+                    self._spawn(self._finish(dropped))
+            else:  # a new caller reaches the AI: tried once the controller's link is up
+                # again, and again every few seconds until one does
+                deadline = fault.ended + RECOVERY_BOUND_S
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    await until(self._serving, within=left, step=0.05)
+                    probe = await self.call(hold=False, within=PROBE_S)
+                    self._spawn(self._finish(probe))
+                    if probe.heard_ai_at is not None:
+                        recovered = probe.heard_ai_at
+                        break
         except AssertionError:
             return None
         return round(recovered - fault.ended, 2)
@@ -362,7 +390,12 @@ async def run(minutes: float, state_dir: Path, seed: int) -> dict[str, Any]:
         async with local_world(pair.carrier) as world:
             soak = Soak(pair, world, state_dir / "soak.db", random.Random(seed))
             await soak.start_controller()
+            seated = contextlib.AsyncExitStack()
             try:
+                assert soak._rig is not None
+                # Bea's phone outlives the controllers the faults kill: it is hers.
+                soak.bea = await seated.enter_async_context(
+                    bea_at_her_desk(soak._rig, alone=False))
                 deadline = time.monotonic() + minutes * 60
                 await asyncio.gather(soak.traffic(deadline), soak.fault_loop(deadline))
                 await asyncio.gather(*soak._tasks, return_exceptions=True)
@@ -378,6 +411,7 @@ async def run(minutes: float, state_dir: Path, seed: int) -> dict[str, Any]:
                 outcomes, open_rows, no_row = await soak.outcomes()
                 silent = await soak.silences()
             finally:
+                await seated.aclose()
                 await soak.close()
             for record in soak.calls:
                 if record.caller:
