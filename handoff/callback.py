@@ -178,7 +178,8 @@ class Callbacks:
                 caller_number=number, caller_name=await tx.contacts.name_for(number),
                 caller_channel_id=cb.caller_leg, direction=CallDirection.OUTBOUND)
             handoff = await tx.handoffs.assign(call.id, agent_id, reason=CALLBACK_REASON,
-                                               summary=f"called back by {actor}")
+                                               summary=f"called back by {actor}",
+                                               agent_channel_id=cb.agent_leg)
             await tx.audit.record(actor, "call_back", f"number:{number}",
                                   {"agent_id": agent_id, "callback": key, "call": call.id})
         cb.call_id, cb.handoff_id = call.id, handoff.id

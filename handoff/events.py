@@ -47,6 +47,8 @@ CALLS_TOPIC = "calls"
 # one and take the call over from there. One topic for all calls, because the board
 # watches them all; a call's own topic (call_topic) serves whoever follows one call.
 TRANSCRIPTS_TOPIC = "transcripts"
+# A leg's figures were recorded as it ended (LegQualityRecorded): the metrics listen.
+QUALITY_TOPIC = "quality"
 # Subscribing to it hears every topic (the metrics).
 ALL_TOPICS = "*"
 
@@ -89,6 +91,8 @@ class EventType(enum.StrEnum):
     CALL_CHANGED = "call_changed"
     # On the call's own topic and on TRANSCRIPTS_TOPIC.
     TRANSCRIPT = "transcript"
+    # On QUALITY_TOPIC.
+    LEG_QUALITY = "leg_quality"
     # The AI events WebSocket's own messages; the hub never carries them.
     READY = "ready"
     OVERFLOW = "overflow"
@@ -231,6 +235,19 @@ class TranscriptLine(TypedEvent):
     speaker: str
     text: str
     at: str  # ISO 8601
+
+
+@dataclass(frozen=True)
+class LegQualityRecorded(TypedEvent):
+    """A caller's or agent's leg ended and Asterisk's figures for it were recorded
+    (handoff.quality.LegQuality; a figure Asterisk could not measure is absent)."""
+
+    kind: ClassVar[EventType] = EventType.LEG_QUALITY
+    call_id: str
+    leg: str  # "caller" or "agent"
+    jitter_ms: float | None = None
+    loss_pct: float | None = None
+    rtt_ms: float | None = None
 
 
 def publish_transcript_line(hub: EventHub, line: TranscriptLine) -> None:

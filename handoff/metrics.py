@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 # From the click to the agent's phone answering: well under a second when staged legs
 # work, up to the ring timeout when the phone is slow to pick up.
 SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+# A leg's jitter and round trip: a few ms on a LAN; past 30 ms of jitter and 300 ms of
+# round trip people start talking over each other.
+DELAY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.15, 0.3, 0.5, 1.0)
+# Lost packets, as a fraction: under 1 % is not heard, over 5 % is.
+LOSS_BUCKETS = (0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 class SwitchboardMetrics:
@@ -54,8 +59,10 @@ class SwitchboardMetrics:
             buckets=SECONDS_BUCKETS, registry=registry)
         self.time_to_connect = Histogram(
             "switchboard_handoff_time_to_connect_seconds",
-            "from the accept to the agent talking to the caller",
+            "from the accept to the agent's audio reaching Asterisk (to the AI leaving, "
+            "when none came)",
             buckets=SECONDS_BUCKETS, registry=registry)
+        self.legs = LegQualityMetrics(registry)
         self.agents_on_duty = Gauge("switchboard_agents_on_duty", "agents on duty",
                                     registry=registry)
         # The state the boards show (handoff.agents.agent_state): an agent talking to a
@@ -89,6 +96,8 @@ class SwitchboardMetrics:
         assistant = assistant_of(topic)
         if assistant is not None and kind == EventType.CALL_STARTED:
             self.calls_started.labels(assistant).inc()
+        elif kind == EventType.LEG_QUALITY:
+            self.legs.observe(event)
         elif topic == CARDS_TOPIC and kind == EventType.CALL_ENDED:
             await self._call_ended(str(event["call_id"]))
             await self._count_agents()
@@ -109,9 +118,10 @@ class SwitchboardMetrics:
             if handoff.offered_at and handoff.accepted_at:
                 self.time_to_accept.observe(
                     (handoff.accepted_at - handoff.offered_at).total_seconds())
-            if handoff.accepted_at and handoff.connected_at:
+            connected = handoff.media_at or handoff.connected_at
+            if handoff.accepted_at and connected:
                 self.time_to_connect.observe(
-                    (handoff.connected_at - handoff.accepted_at).total_seconds())
+                    (connected - handoff.accepted_at).total_seconds())
 
     async def _count_agents(self) -> None:
         async with self._store.transaction() as tx:
@@ -132,3 +142,37 @@ class SwitchboardMetrics:
             if reason.removed_at is None or paused[reason.id]:
                 self.agents_paused.labels(reason.name, str(reason.productive).lower()).set(
                     paused[reason.id])
+
+
+class LegQualityMetrics:
+    """Each caller's and agent's leg as Asterisk measured it when it ended
+    (LegQualityRecorded), by leg; a leg whose far end sent no RTCP is counted apart
+    rather than as a 0 ms round trip."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.jitter = Histogram(
+            "switchboard_leg_jitter_seconds",
+            "mean interarrival jitter of a leg's audio at Asterisk, per leg ended",
+            ["leg"], buckets=DELAY_BUCKETS, registry=registry)
+        self.loss = Histogram(
+            "switchboard_leg_loss_ratio", "a leg's packets lost on their way to Asterisk",
+            ["leg"], buckets=LOSS_BUCKETS, registry=registry)
+        self.rtt = Histogram(
+            "switchboard_leg_rtt_seconds",
+            "mean round-trip time from the far end's RTCP reports, per leg ended",
+            ["leg"], buckets=DELAY_BUCKETS, registry=registry)
+        self.no_rtt = Counter(
+            "switchboard_leg_rtt_absent",
+            "legs ended without a round trip timed (their far end sent no RTCP)",
+            ["leg"], registry=registry)
+
+    def observe(self, event: Event) -> None:
+        leg = str(event.get("leg", ""))
+        if event.get("jitter_ms") is not None:
+            self.jitter.labels(leg).observe(float(event["jitter_ms"]) / 1000)
+        if event.get("loss_pct") is not None:
+            self.loss.labels(leg).observe(float(event["loss_pct"]) / 100)
+        if event.get("rtt_ms") is not None:
+            self.rtt.labels(leg).observe(float(event["rtt_ms"]) / 1000)
+        else:
+            self.no_rtt.labels(leg).inc()

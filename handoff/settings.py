@@ -25,6 +25,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+import urllib.parse
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -223,7 +224,8 @@ class Settings:
     @property
     def origin(self) -> str:
         scheme = "https" if self.server.tls_cert else "http"
-        return self.server.public_origin or f"{scheme}://{self.server.host}:{self.server.port}"
+        return (self.server.public_origin.rstrip("/")
+                or f"{scheme}://{self.server.host}:{self.server.port}")
 
     @property
     def local_url(self) -> str:
@@ -361,9 +363,38 @@ def validate(settings: Settings) -> None:
         except ValueError:
             raise SettingsError(f"server.trusted_proxies[{i}]: {proxy!r} is not an address "
                                 "or a network (192.0.2.10, 10.0.0.0/8, ::1)") from None
+    _check_origin(settings.server)
     url = settings.database.url
     if url and not url.startswith(("sqlite", "postgresql")):
         raise SettingsError(f"database.url: {url.split(':')[0]!r}: use sqlite or postgresql")
+
+
+def check_origin(origin: str) -> str:
+    """``origin`` as browsers send it in Origin (scheme://host[:port], no slash)."""
+    parts = urllib.parse.urlsplit(origin)
+    if (parts.scheme not in ("http", "https") or not parts.hostname
+            or parts.path not in ("", "/") or parts.query or parts.fragment):
+        raise ValueError(f"server.public_origin: {origin!r}: a scheme, a host and perhaps a "
+                         "port, nothing more (https://desk.example.com:8443)")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _check_origin(server: ServerSettings) -> None:
+    """The dashboard accepts a WebSocket and a form only from its own origin (web.dashboard
+    .guard), which is what agents' browsers send. Listening on every address, there is no
+    one address to derive it from: browsers would send http://10.0.0.5:8080 and be
+    refused, a dashboard that signs in and then does nothing, with nothing said why."""
+    origin = server.public_origin
+    if origin:
+        try:
+            check_origin(origin)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+    elif server.host in ("0.0.0.0", "::", "[::]"):
+        raise SettingsError(f"server.public_origin: required when server.host is "
+                            f"{server.host!r}: the address agents' browsers open "
+                            "(https://desk.example.com:8443); the dashboard refuses requests "
+                            "from any other origin. Or set server.host to that address.")
 
 
 def _check_certificates(settings: Settings) -> None:

@@ -260,6 +260,7 @@ class Supervision:
                     live.call_id, supervisor.agent_id, reason=SUPERVISOR_REASON,
                     summary="taken over by a supervisor",
                     attempt=(pending.attempt + 1) if pending else 1,
+                    agent_channel_id=session.leg,
                 )
                 await tx.handoffs.apply(mine.id, HandoffEvent.AGENT_ANSWERED)
                 await tx.calls.apply(live.call_id, CallEvent.TAKE_OVER,

@@ -73,6 +73,10 @@ class AsteriskInstance:
     # Set when this process attached to an Asterisk an earlier controller started (it
     # outlives a controller crash, and the calls in it must go on).
     adopted_pid: int | None = None
+    # True from a successful start (or adoption) until stop(): a process gone while this
+    # holds died on its own (a crash, kill -9, an OOM kill), and web.asterisk_keeper
+    # starts it again. kill() leaves it set: that is how a crash looks.
+    wanted: bool = False
 
     @property
     def conf_inside(self) -> str:
@@ -190,6 +194,7 @@ class AsteriskInstance:
         return text
 
     async def start(self, timeout: float = 60) -> None:
+        self.adopted_pid = None  # from now on it is our own child
         self.render()
         self._hand_over_state()
         drop = ["-U", self.account.user, "-G", self.account.group] if self.account else []
@@ -218,6 +223,7 @@ class AsteriskInstance:
             raise AsteriskUnavailable(
                 f"Asterisk {self.spec.name} failed to start: {reason}\n{tail}"
             ) from exc
+        self.wanted = True
 
     async def _wait_booted(self) -> None:
         assert self.process is not None
@@ -253,6 +259,7 @@ class AsteriskInstance:
 
     async def stop(self, timeout: float = 10) -> None:
         """Graceful ``core stop now``, then SIGTERM, then SIGKILL; removes an ephemeral tree."""
+        self.wanted = False
         if self.process is None and self.adopted_pid is not None:
             await self._stop_adopted(self.adopted_pid, timeout)
         proc = self.process
@@ -338,7 +345,8 @@ async def attach(
     if not _alive(pid):
         return None
     instance = AsteriskInstance(
-        install=install, spec=spec, host_root=host_root, ephemeral=False, adopted_pid=pid
+        install=install, spec=spec, host_root=host_root, ephemeral=False, adopted_pid=pid,
+        wanted=True,
     )
     try:
         await asyncio.wait_for(instance._wait_ari(), 3)

@@ -11,17 +11,20 @@ Start-up, in order (``cleanup_ctx``, so shutdown runs in reverse and always comp
    the built-in reference receptionist.
 
 A crash of this process leaves Asterisk and its calls up; Ctrl-C / SIGTERM stop all.
+An Asterisk started here that dies on its own is started again (:mod:`web.asterisk_keeper`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import zoneinfo
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -51,12 +54,14 @@ from pbx.trunk_status import TrunkStatus, endpoint_states
 from web.ai_api import API_PREFIX, setup_ai_api
 from web.app_metrics import register_process_metrics
 from web.assistants import seat_builtin
+from web.asterisk_keeper import AsteriskKeeper, KeeperMetrics
 from web.dashboard.access import Shape, own_auth, public
 from web.dashboard.routes import route_policy, setup_dashboard
 from web.dashboard.tools import Tools, setup_tools
 from web.dashboard.typedefs import DASHBOARD, DashboardOptions, SoftphoneSettings
 from web.dashboard.words import Site
 from web.demo import DEMO_NUMBER, seed_demo
+from web.kpi_metrics import KpiMetrics
 from web.proxies import real_client
 from web.sip_blocks import BlockPolicy, SipBlocker
 from web.telephony import (
@@ -351,9 +356,10 @@ async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
             await asyncio.gather(task, return_exceptions=True)
 
 
-async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The Prometheus counters follow the event hub for as long as the app runs."""
-    task = asyncio.create_task(app[METRICS].run(), name="metrics")
+@contextlib.asynccontextmanager
+async def running(work: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """``work`` as a task for the block: cancelled and awaited however the block ends."""
+    task = asyncio.create_task(work, name=name)
     try:
         yield
     finally:
@@ -361,7 +367,21 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def keeper_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Started last, stopped first: the shutdown's own stop of Asterisk is not a death."""
+    async with running(app[KEEPER].run(), "asterisk keeper"):
+        yield
+
+
+async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The Prometheus counters follow the event hub for as long as the app runs."""
+    async with running(app[METRICS].run(), "metrics"):
+        yield
+
+
 METRICS = web.AppKey("metrics", SwitchboardMetrics)
+KPI_METRICS = web.AppKey("kpi_metrics", KpiMetrics)
+KEEPER = web.AppKey("keeper", AsteriskKeeper)
 
 
 # ---- handlers ---------------------------------------------------------------------------
@@ -385,6 +405,8 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    # Today's key figures are read from the store now, for this scrape.
+    await request.app[KPI_METRICS].refresh()
     data = generate_latest(request.app[SERVICES].metrics)
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -407,6 +429,9 @@ def build_app(settings: Settings) -> web.Application:
         return watch.statuses if watch is not None else {}
 
     services.metrics.register(TrunkMetrics(trunk_statuses))
+    site = Site.of(settings.desk.time_zone, settings.asterisk.country)
+    app[KPI_METRICS] = KpiMetrics(services.store, site)
+    services.metrics.register(app[KPI_METRICS])
     app.cleanup_ctx.extend([store_ctx, telephony_ctx, controller_ctx])
     # Every route is declared in the access policy; one that is not is refused.
     policy = route_policy(app)
@@ -420,8 +445,7 @@ def build_app(settings: Settings) -> web.Application:
         app, store=services.store, hub=services.hub, commands=services.controller,
         origin=settings.origin, secure_cookies=settings.origin.startswith("https://"),
         softphone=SoftphoneSettings(services.telephony.softphone_url),
-        options=DashboardOptions(site=Site.of(settings.desk.time_zone,
-                                              settings.asterisk.country)),
+        options=DashboardOptions(site=site),
     )
 
     async def test_call() -> str:
@@ -459,4 +483,14 @@ def build_app(settings: Settings) -> web.Application:
     )
     app.cleanup_ctx.append(metrics_ctx)  # after store_ctx: it reads the agents table
     app.cleanup_ctx.append(retention_ctx)
+
+    def started_here() -> list[runtime.AsteriskInstance]:
+        telephony = services.telephony
+        return [instance for instance in (telephony.pbx, telephony.carrier)
+                if isinstance(instance, runtime.AsteriskInstance)]
+
+    app[KEEPER] = AsteriskKeeper(
+        started_here, restarted=lambda _: write_state(settings, services.telephony))
+    services.metrics.register(KeeperMetrics(app[KEEPER]))
+    app.cleanup_ctx.append(keeper_ctx)
     return app

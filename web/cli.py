@@ -7,7 +7,6 @@ import asyncio
 import importlib.util
 import json
 import logging
-import secrets
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -264,13 +263,12 @@ def cmd_user_passwd(args: argparse.Namespace) -> int:
     """
 
     async def reset(store: Store) -> int:
-        password = secrets.token_urlsafe(9)
         async with store.transaction() as tx:
             agent = await tx.agents.by_login(args.login)
             if agent is None or agent.removed_at is not None:
                 return _no_such(args.login)
-            await tx.agents.set_password_hash(agent.id, Passwords().hash(password))
-            await tx.audit.record(CLI_ACTOR, "password_reset", f"agent:{agent.id}")
+            _, password = await people.new_password(tx, Passwords(), agent.id,
+                                                    actor=CLI_ACTOR)
         print(f"{args.login}: {password}")
         return 0
 
@@ -320,6 +318,25 @@ def cmd_user_change(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(_on_store(_settings(args), change))
+
+
+def cmd_user_rename(args: argparse.Namespace) -> int:
+    """A person's display name (the login stays: phones and scripts keep working)."""
+
+    async def rename(store: Store) -> int:
+        try:
+            async with store.transaction() as tx:
+                agent = await tx.agents.by_login(args.login)
+                if agent is None or agent.removed_at is not None:
+                    return _no_such(args.login)
+                await people.rename(tx, agent.id, args.name, actor=CLI_ACTOR)
+        except people.PersonRefused as exc:
+            print(f"switchboard: {exc.reason}", file=sys.stderr)
+            return 2
+        print(f"{args.login}: now {args.name.strip()!r}")
+        return 0
+
+    return asyncio.run(_on_store(_settings(args), rename))
 
 
 def cmd_user_list(args: argparse.Namespace) -> int:
@@ -381,6 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
         change = user_sub.add_parser(action, help=what)
         change.add_argument("login")
         change.set_defaults(func=cmd_user_change)
+    rename = user_sub.add_parser("rename", help="change a person's display name")
+    rename.add_argument("login")
+    rename.add_argument("name")
+    rename.set_defaults(func=cmd_user_rename)
     user_sub.add_parser("list", help="everyone not removed").set_defaults(func=cmd_user_list)
     cli_assistants.add_parser(sub, cli_assistants.Cli(
         run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),

@@ -1,4 +1,5 @@
-"""People: adding, disabling, enabling and removing dashboard accounts.
+"""People: adding, renaming, disabling, enabling and removing dashboard accounts, and
+their new passwords.
 
 The admin page and the `switchboard user` command share these, so both check a login
 the same way, create the same SIP credentials and end the same sessions; each writes its
@@ -54,15 +55,20 @@ def check_login(raw: str) -> str:
     return login
 
 
+def check_display_name(raw: str) -> str:
+    name = raw.strip()
+    if not name or len(name) > 128:
+        raise PersonRefused("bad_request", "display_name is 1-128 characters")
+    return name
+
+
 async def add(
     tx: Transaction, passwords: Passwords, *, login: str, display_name: str,
     role: AgentRole, endpoint_kind: EndpointKind, actor: str, takes_calls: bool = True,
 ) -> NewPerson:
     """A new person with generated SIP credentials and a one-time dashboard password."""
     login = check_login(login)
-    name = display_name.strip()
-    if not name or len(name) > 128:
-        raise PersonRefused("bad_request", "display_name is 1-128 characters")
+    name = check_display_name(display_name)
     if await tx.agents.by_login(login) is not None:
         raise PersonRefused("login_taken", f"there is already an agent {login!r}")
     if await tx.agents.by_sip_user(f"agent-{login}") is not None:
@@ -78,6 +84,35 @@ async def add(
                           {"login": login, "role": role.value, "endpoint": endpoint_kind.value,
                            "takes_calls": takes_calls})
     return NewPerson(agent, password, sip_password)
+
+
+async def rename(tx: Transaction, agent_id: int, display_name: str, *, actor: str) -> Agent:
+    """The name cards, boards and the audit log show; the login (and the SIP user made
+    from it) stays, so phones and scripts keep working."""
+    name = check_display_name(display_name)
+    before = await tx.agents.get(agent_id)
+    if before.removed_at is not None:
+        raise PersonRefused("removed", f"{before.login} was removed")
+    old = before.display_name
+    agent = await tx.agents.set_display_name(agent_id, name)
+    await tx.audit.record(actor, "agent_renamed", f"agent:{agent_id}", {"from": old, "to": name})
+    return agent
+
+
+async def new_password(
+    tx: Transaction, passwords: Passwords, agent_id: int, *, actor: str,
+) -> tuple[Agent, str]:
+    """A new dashboard password, returned once (the store keeps its hash). Every session
+    of the person ends in the same transaction: whoever knew the old password, and any
+    browser signed in with it, is out."""
+    agent = await tx.agents.get(agent_id)
+    if agent.removed_at is not None:
+        raise PersonRefused("removed", f"{agent.login} was removed")
+    password = secrets.token_urlsafe(12)
+    agent = await tx.agents.set_password_hash(agent_id, passwords.hash(password))
+    await tx.sessions.delete_for_agent(agent_id)
+    await tx.audit.record(actor, "password_reset", f"agent:{agent_id}")
+    return agent, password
 
 
 async def disable(tx: Transaction, agent_id: int, *, actor: str) -> Agent:

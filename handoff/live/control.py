@@ -16,7 +16,8 @@ each flow is a small object of its own module, and they reach each other through
 - :mod:`~handoff.live.transfer`: an agent hands the caller to a colleague;
 - :mod:`~handoff.live.reconcile`: after a restart, the ledger matched with Asterisk;
 - :mod:`~handoff.live.presence`: wrap-up, and whether an agent's phone can ring;
-- :mod:`~handoff.live.media`: waiting for a leg's audio, voice or playback.
+- :mod:`~handoff.live.media`: waiting for a leg's audio, voice or playback;
+- :mod:`~handoff.live.quality`: each leg's jitter, loss and round-trip time as it ends.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from handoff.live.menu import Menus
 from handoff.live.move import Moves
 from handoff.live.offer import Offers
 from handoff.live.presence import Presence
+from handoff.live.quality import LegQualities
 from handoff.live.queues import Queues
 from handoff.live.reconcile import Reconciler
 from handoff.live.routing import Registry, Router
@@ -83,6 +85,7 @@ class CallControl:
         self.registry = Registry()
         self._tasks: set[asyncio.Task[None]] = set()
         self.media = Media(self)
+        self.quality = LegQualities(self)
         self.lifecycle = Lifecycle(self)
         self.ai = AiLegs(self)
         self.menus = Menus(self)

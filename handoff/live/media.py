@@ -10,6 +10,7 @@ import logging
 import subprocess
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from handoff.live.flow import Flow
@@ -44,26 +45,29 @@ class Media(Flow):
             return None
         return sounds.media(made[name].stem)
 
-    async def until_media_from(self, leg: str) -> None:
-        """Return once Asterisk has received RTP from `leg` (bounded; see Timing)."""
+    async def until_media_from(self, leg: str) -> datetime | None:
+        """Return once Asterisk has received RTP from `leg` (bounded; see Timing): when
+        it first had some (on the ledger's clock), or None if none came or the leg went."""
         deadline = time.monotonic() + self.timing.agent_media_wait_s
         while time.monotonic() < deadline:
             try:
                 stats = await self.ari.channels.rtp_statistics(leg)
             except AriError:
-                return  # the leg went (its hang-up is handled) or has no RTP instance
+                return None  # the leg went (its hang-up is handled) or has no RTP instance
             if int(stats.get("rxcount") or 0) > 0:
-                return
+                return self.store.now()
             await asyncio.sleep(self.timing.agent_media_poll_s)
         log.info("leg %s sent no audio within %.1f s of answering; the AI leaves anyway",
                  leg, self.timing.agent_media_wait_s)
+        return None
 
-    async def until_heard(self, leg: str | None) -> None:
+    async def until_heard(self, leg: str | None) -> datetime | None:
         """Until a party who just answered is heard (its first packet), plus the short
-        overlap with the AI: a moment of both is not noticed, a hole in the audio is."""
-        if leg is not None:
-            await self.until_media_from(leg)
+        overlap with the AI: a moment of both is not noticed, a hole in the audio is.
+        Returns when the first packet reached Asterisk (None: none came)."""
+        heard = await self.until_media_from(leg) if leg is not None else None
         await asyncio.sleep(self.timing.ai_overlap_s)
+        return heard
 
     async def on_talking(self, event: Mapping[str, Any]) -> None:
         waiter = self._talking.pop(str(event["channel"]["id"]), None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 
 from handoff.assistants import Moment
 from handoff.calls import CallEvent, CallOutcome, CallState
@@ -76,7 +77,8 @@ class Moves(Flow):
                     raise AgentUnreachable(agent_id, str(exc)) from exc
                 leg = staged
                 live.agent_ringing(leg, agent_id)
-                await tx.handoffs.apply(handoff.id, HandoffEvent.DIAL_AGENT)
+                await tx.handoffs.apply(handoff.id, HandoffEvent.DIAL_AGENT,
+                                        agent_channel_id=leg)
                 # Known to the ledger while it rings, so a restarted controller finds it.
                 await tx.calls.set_legs(live.call_id, agent_channel_id=leg)
             await self.ctl.offers.unstage(live)
@@ -122,13 +124,13 @@ class Moves(Flow):
 
     async def _complete_move(self, live: LiveCall) -> None:
         try:
-            await self.ctl.media.until_heard(live.agent)
+            media_at = await self.ctl.media.until_heard(live.agent)
             async with live.lock:
                 if live.closed or live.caller_leaving or not live.agent_answered:
                     # The caller hung up as the agent answered: they never talked. The
                     # hang-up handler abandons the handoff and cleans up.
                     return
-                await self.agent_connected(live)
+                await self.agent_connected(live, media_at)
         finally:
             live.move_settled.set()
 
@@ -142,13 +144,15 @@ class Moves(Flow):
                 self.timing.agent_media_wait_s + self.timing.ai_overlap_s + 5):
             await live.move_settled.wait()
 
-    async def agent_connected(self, live: LiveCall) -> None:
-        """The AI steps out; the ledger says the agent has the call (lock held)."""
+    async def agent_connected(self, live: LiveCall, media_at: datetime | None = None) -> None:
+        """The AI steps out; the ledger says the agent has the call (lock held), and when
+        the agent's audio first reached Asterisk (the end of the connect time)."""
         live.agent_connected()
         await self.ctl.ai.leave(live)
         assert live.handoff_id is not None
         async with self.store.transaction() as tx:
-            await tx.handoffs.apply(live.handoff_id, HandoffEvent.AGENT_ANSWERED)
+            await tx.handoffs.apply(live.handoff_id, HandoffEvent.AGENT_ANSWERED,
+                                    media_at=media_at)
             await tx.calls.apply(
                 live.call_id, CallEvent.AGENT_CONNECTED, agent_channel_id=live.agent,
                 ai_channel_id=None,

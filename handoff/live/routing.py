@@ -81,6 +81,8 @@ class Router:
             ("ChannelTalkingStarted", ctl.media.on_talking),
             ("PlaybackFinished", ctl.media.on_playback_finished),
             ("ChannelDtmfReceived", ctl.menus.on_dtmf),
+            ("ChannelVarset", ctl.quality.on_varset),
+            ("StasisEnd", ctl.quality.forget),
         ):
             ctl.ari.on(kind, handler)
 

@@ -108,7 +108,8 @@ class Transfers(Flow):
                 except AriError as exc:
                     raise AgentUnreachable(agent_id, str(exc)) from exc
                 transfer.leg, transfer.to_agent = leg, agent_id
-                await tx.handoffs.apply(handoff_id, HandoffEvent.DIAL_AGENT)
+                await tx.handoffs.apply(handoff_id, HandoffEvent.DIAL_AGENT,
+                                        agent_channel_id=leg)
         self.hub.publish(CARDS_TOPIC, Taken(handoff_id, agent_id))
         self.ctl.call_changed(live.call_id)
 
@@ -116,8 +117,9 @@ class Transfers(Flow):
         """The colleague answered: their leg takes the call, the first agent's leaves
         (once the colleague's voice flows: both agents are heard for a moment, never
         neither)."""
+        media_at = None
         if live.transfer is not None and live.transfer.leg is not None:
-            await self.ctl.media.until_media_from(live.transfer.leg)
+            media_at = await self.ctl.media.until_media_from(live.transfer.leg)
         async with live.lock:
             transfer = live.transfer
             if transfer is None or transfer.leg is None or live.closed or live.caller_leaving:
@@ -129,7 +131,8 @@ class Transfers(Flow):
             async with self.store.transaction() as tx:
                 if old_handoff is not None:
                     await tx.handoffs.apply(old_handoff, HandoffEvent.END)
-                await tx.handoffs.apply(transfer.handoff_id, HandoffEvent.AGENT_ANSWERED)
+                await tx.handoffs.apply(transfer.handoff_id, HandoffEvent.AGENT_ANSWERED,
+                                        media_at=media_at)
                 await tx.calls.apply(live.call_id, CallEvent.AGENT_CONNECTED,
                                      agent_channel_id=transfer.leg)
             # No longer live.agent, so its StasisEnd is not mistaken for a lost agent.

@@ -18,6 +18,7 @@ from handoff.agents import (
     EndpointKind,
     Presence,
     PresenceEvent,
+    agent_state,
     audit_action,
     choice_event,
     duty_event,
@@ -27,7 +28,7 @@ from handoff.handoffs import AGENT_BUSY_STATES
 from handoff.states import InvalidTransition
 from handoff.store.audit_repo import AuditRepo
 from handoff.store.errors import LastAdmin, NotFound, Removed
-from handoff.store.models import Agent, Handoff, PauseReason
+from handoff.store.models import Agent, AgentStateChange, Handoff, PauseReason
 from handoff.store.transitions import Clock, apply_under_guard, utc_now
 
 log = logging.getLogger(__name__)
@@ -211,6 +212,11 @@ class AgentsRepo:
                       current.value, event.value)
             return change
         PRESENCE.transition_of(current, event, subject=f"agent={agent_id}")
+        # The floor's figures (time away per reason, time in wrap-up) are read from
+        # these rows; written with the change, so a change never goes uncounted.
+        self._session.add(AgentStateChange(
+            agent_id=agent_id, at=change.agent.presence_since or self._clock(),
+            state=agent_state(target, on_call=False).value, pause_reason_id=reason_id))
         if pause_reason is not None:
             # The name as it was chosen, and whether it counts as work: the floor's
             # figures read pauses from these lines.
@@ -221,6 +227,12 @@ class AgentsRepo:
             "on_duty": is_on_duty(target), **detail,
         })
         return change
+
+    async def state_changes(self, agent_id: int) -> Sequence[AgentStateChange]:
+        """The agent's state changes, oldest first (each lasts until the next)."""
+        return (await self._session.scalars(
+            select(AgentStateChange).where(AgentStateChange.agent_id == agent_id)
+            .order_by(AgentStateChange.at, AgentStateChange.id))).all()
 
     async def _presence_of(self, agent_id: int) -> tuple[Presence, Agent] | None:
         """The presence the guarded write is judged against (and the row, read fresh)."""
@@ -260,6 +272,9 @@ class AgentsRepo:
 
     async def set_password_hash(self, agent_id: int, password_hash: str | None) -> Agent:
         return await self._update(agent_id, password_hash=password_hash)
+
+    async def set_display_name(self, agent_id: int, display_name: str) -> Agent:
+        return await self._update(agent_id, display_name=display_name)
 
     async def set_role(self, agent_id: int, role: AgentRole) -> Agent:
         return await self._update(agent_id, role=role)

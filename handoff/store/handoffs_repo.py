@@ -73,17 +73,19 @@ class HandoffsRepo:
         return handoff
 
     async def assign(
-        self, call_id: str, agent_id: int, *, reason: str, summary: str, attempt: int = 1
+        self, call_id: str, agent_id: int, *, reason: str, summary: str, attempt: int = 1,
+        agent_channel_id: str | None = None,
     ) -> Handoff:
         """A handoff given straight to one agent, with no card on offer (a supervisor's
         take-over, an agent's call-back): through the lifecycle's own steps, recorded
-        like any other, up to `connecting` (the agent's leg rings)."""
+        like any other, up to `connecting` (the agent's leg, when known, rings)."""
         handoff = await self.request(call_id, reason=reason, summary=summary,
                                      target_agent_id=agent_id, attempt=attempt)
         await self.apply(handoff.id, HandoffEvent.OFFER)
         # A supervisor takes over, an agent calls back: neither needs to be on duty.
         await self.accept(handoff.id, agent_id, on_duty_only=False)
-        return await self.apply(handoff.id, HandoffEvent.DIAL_AGENT)
+        return await self.apply(handoff.id, HandoffEvent.DIAL_AGENT,
+                                agent_channel_id=agent_channel_id)
 
     async def get(self, handoff_id: int) -> Handoff:
         handoff = await self._session.get(Handoff, handoff_id, populate_existing=True)
@@ -206,10 +208,14 @@ class HandoffsRepo:
         event: HandoffEvent,
         *,
         failure_reason: FailureReason | None = None,
+        agent_channel_id: str | None = None,
+        media_at: datetime | None = None,
     ) -> Handoff:
         """Any lifecycle event except ACCEPT (see `accept`), guarded by the row version.
 
-        FAIL needs a `failure_reason`; CALLER_HUNG_UP and TIME_OUT imply theirs.
+        FAIL needs a `failure_reason`; CALLER_HUNG_UP and TIME_OUT imply theirs. The
+        agent's leg (as it is rung) and when its audio first reached Asterisk (as it
+        connects) are kept when given: the handoff's quality record.
         """
         if event is HandoffEvent.ACCEPT:
             raise ValueError("accept a handoff with accept(), which names the agent")
@@ -229,6 +235,10 @@ class HandoffsRepo:
             current: HandoffState, target: HandoffState, version: int
         ) -> Handoff | None:
             changes = _changes(target, failure_reason, now)
+            if agent_channel_id is not None:
+                changes["agent_channel_id"] = agent_channel_id
+            if media_at is not None:
+                changes["media_at"] = media_at
             result = await self._session.scalars(
                 update(Handoff)
                 .where(Handoff.id == handoff_id, Handoff.version == version)

@@ -156,6 +156,24 @@ class Agent(Base):
         return self.disabled_at is None
 
 
+class AgentStateChange(Base):
+    """One change of an agent's state, as it happened: the state entered, and the pause
+    reason with an away. A state lasts until the agent's next row, so the floor's figures
+    (time away per reason, productive or not; time in wrap-up) are sums over these rows,
+    not a parse of the audit log. Written with the change itself (AgentsRepo)."""
+
+    __tablename__ = "agent_state_changes"
+    __table_args__ = (sa.Index("ix_agent_state_changes_agent_at", "agent_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agent_id: Mapped[int] = mapped_column(sa.ForeignKey("agents.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(index=True)
+    # available, away, wrap_up or off_duty (handoff.agents.AgentState); on a call is the
+    # handoffs' to tell.
+    state: Mapped[str] = mapped_column(sa.String(32))
+    pause_reason_id: Mapped[int | None] = mapped_column(sa.ForeignKey("pause_reasons.id"))
+
+
 class Assistant(Base):
     __tablename__ = "assistants"
 
@@ -268,7 +286,7 @@ class Call(Base):
     )
     caller_number: Mapped[str] = mapped_column(sa.String(PHONE_NUMBER_LENGTH), index=True)
     caller_name: Mapped[str | None] = mapped_column(sa.String(128))
-    caller_channel_id: Mapped[str] = mapped_column(sa.String(ARI_ID_LENGTH))
+    caller_channel_id: Mapped[str] = mapped_column(sa.String(ARI_ID_LENGTH), index=True)
     # Outbound: a call-back; the "caller" columns then describe the person called.
     direction: Mapped[CallDirection] = mapped_column(
         _enum_type(CallDirection), default=CallDirection.INBOUND,
@@ -319,6 +337,34 @@ class Handoff(Base):
     # The queue whose members it is offered to (its strategy, ring window, maximum
     # wait); None: every available agent, as without queues.
     queue_id: Mapped[int | None] = mapped_column(sa.ForeignKey("queues.id"), index=True)
+    # The agent's leg once it rings: its figures (LegQualityRecord) find this handoff by it.
+    agent_channel_id: Mapped[str | None] = mapped_column(sa.String(ARI_ID_LENGTH), index=True)
+    # When Asterisk first received the agent's audio: accepted_at to this is the
+    # connect time (None: no packet came within Timing.agent_media_wait_s).
+    media_at: Mapped[datetime | None]
+
+
+class LegQualityRecord(Base):
+    """How one leg of a call sounded, as Asterisk measured it when the leg ended
+    (handoff.quality.LegQuality): the caller's leg (handoff_id None) or an agent's."""
+
+    __tablename__ = "leg_quality"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    handoff_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("handoffs.id", ondelete="CASCADE"), index=True)
+    leg: Mapped[str] = mapped_column(sa.String(ENUM_LENGTH))  # "caller" or "agent"
+    channel_id: Mapped[str] = mapped_column(sa.String(ARI_ID_LENGTH))
+    ended_at: Mapped[datetime]
+    packets_received: Mapped[int]
+    jitter_ms: Mapped[float | None] = mapped_column(sa.Float)
+    jitter_max_ms: Mapped[float | None] = mapped_column(sa.Float)
+    loss_pct: Mapped[float | None] = mapped_column(sa.Float)
+    rtt_ms: Mapped[float | None] = mapped_column(sa.Float)
+    far_jitter_ms: Mapped[float | None] = mapped_column(sa.Float)
+    far_loss_pct: Mapped[float | None] = mapped_column(sa.Float)
 
 
 class QueueRecord(Base):

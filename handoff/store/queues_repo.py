@@ -304,18 +304,24 @@ class QueuesRepo:
             query = query.where(Handoff.requested_at >= since)
             offers = offers.where(QueueOffer.offered_at >= since)
         handoffs = (await self._session.scalars(query)).all()
-        waits = [(h.accepted_at - h.requested_at).total_seconds()
-                 for h in handoffs if h.accepted_at is not None]
-        over = [h for h in handoffs if h.accepted_at is None
-                and HANDOFF_LIFECYCLE.is_terminal(h.state)]
         no_answers = await self._session.scalar(offers) or 0
-        return QueueStats(
-            entered=len(handoffs), answered=len(waits),
-            within_service_level=sum(within_service_level(w, queue.service_level_s)
-                                     for w in waits),
-            not_answered=len(over), waiting=len(handoffs) - len(waits) - len(over),
-            no_answers=int(no_answers),
-            average_wait_s=sum(waits) / len(waits) if waits else None)
+        return queue_stats(handoffs, queue.service_level_s, no_answers=int(no_answers))
+
+
+def queue_stats(handoffs: Sequence[Handoff], service_level_s: int, *,
+                no_answers: int = 0) -> QueueStats:
+    """A queue's figures over its cards `handoffs`: the wallboard's today and the KPI
+    page's range (handoff.store.kpis_repo) count them the same way."""
+    waits = [(h.accepted_at - h.requested_at).total_seconds()
+             for h in handoffs if h.accepted_at is not None]
+    over = [h for h in handoffs if h.accepted_at is None
+            and HANDOFF_LIFECYCLE.is_terminal(h.state)]
+    return QueueStats(
+        entered=len(handoffs), answered=len(waits),
+        within_service_level=sum(within_service_level(w, service_level_s) for w in waits),
+        not_answered=len(over), waiting=len(handoffs) - len(waits) - len(over),
+        no_answers=no_answers,
+        average_wait_s=sum(waits) / len(waits) if waits else None)
 
 
 def _aware(value: Any) -> datetime | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -21,7 +22,9 @@ from handoff.store.calls_repo import CallsRepo
 from handoff.store.contacts_repo import ContactsRepo
 from handoff.store.handoffs_repo import HandoffsRepo
 from handoff.store.history_repo import HistoryRepo
+from handoff.store.kpis_repo import KpisRepo
 from handoff.store.notes_repo import NotesRepo
+from handoff.store.quality_repo import QualityRepo
 from handoff.store.queues_repo import QueuesRepo
 from handoff.store.reasons_repo import DispositionsRepo, PauseReasonsRepo
 from handoff.store.sessions_repo import SessionsRepo
@@ -47,6 +50,8 @@ class Transaction:
     queues: QueuesRepo
     pause_reasons: PauseReasonsRepo
     dispositions: DispositionsRepo
+    kpis: KpisRepo
+    quality: QualityRepo
 
 
 class Store:
@@ -60,6 +65,10 @@ class Store:
         self.engine = engine
         self._clock = clock
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    def now(self) -> datetime:
+        """The time on the ledger's clock, for a moment noted outside a transaction."""
+        return self._clock()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
@@ -86,4 +95,6 @@ class Store:
             queues=QueuesRepo(session, clock),
             pause_reasons=PauseReasonsRepo(session, clock),
             dispositions=DispositionsRepo(session, clock),
+            kpis=KpisRepo(session, clock),
+            quality=QualityRepo(session, clock),
         )

@@ -80,9 +80,15 @@ async def say(engine: aiohttp.ClientSession, call_id: str, speaker: str, text: s
 
 
 async def test_the_transcript_grows_on_the_board_as_lines_are_posted(
-    page: Page, site: Served, engine: aiohttp.ClientSession,
+    page: Page, site: Served, engine: aiohttp.ClientSession, screenshots: Path,
 ) -> None:
-    handoff = await offer_card(site.store, site.events, caller_name="Jeanne Martin")
+    async with site.store.transaction() as tx:  # the wallboard strip, for the picture
+        queue = await tx.queues.create(name="Billing", strategy=Strategy.LONGEST_IDLE,
+                                       ring_s=15, max_wait_s=120, service_level_s=20,
+                                       no_answer_limit=3)
+        await tx.queues.set_members(queue.id, [(site.people["alice"].id, 3)])
+    handoff = await offer_card(site.store, site.events, caller_name="Jeanne Martin",
+                               queue_id=queue.id)
     await of_the_receptionist(site, handoff.call_id)
     await say(engine, handoff.call_id, "ai", "Hello, how can I help?")
     await sign_in(page, site, "sam", "/supervisor")
@@ -105,6 +111,7 @@ async def test_the_transcript_grows_on_the_board_as_lines_are_posted(
     await expect(lines).to_have_count(3)
     await say(engine, handoff.call_id, "caller", "Thank you.")
     await expect(lines).to_have_count(4)
+    await page.screenshot(path=str(screenshots / "board.png"), full_page=True)
 
 
 async def test_the_wallboard_and_the_waiting_list_show_a_waiting_caller(

@@ -78,6 +78,16 @@ async def test_call_back_rings_the_agent_then_connects_the_caller_over_the_trunk
     assert not any(FALLBACK_NUMBER in line for line in said)
 
 
+    async def lines() -> set[tuple[str, bool]] | None:
+        async with r.store.transaction() as tx:
+            rows = await tx.quality.for_call(cb.call_id)
+        return {(row.leg, row.handoff_id == cb.handoff_id) for row in rows} \
+            if len(rows) == 2 else None
+
+    # Both lines have their quality record: the agent's under the call-back's handoff.
+    assert await until(lines) == {("caller", False), ("agent", True)}
+
+
 async def test_a_reconciliation_leaves_a_call_back_in_progress_alone(
     cb_rig: tuple[Rig, Callbacks],
 ) -> None:

@@ -21,10 +21,12 @@ import pytest_asyncio
 
 from handoff.agents import Presence
 from handoff.calls import CallOutcome, CallState
-from handoff.events import CARDS_TOPIC, Subscription, assistant_topic
+from handoff.events import CARDS_TOPIC, QUALITY_TOPIC, Subscription, assistant_topic
 from handoff.handoffs import FailureReason, HandoffState
+from handoff.quality import NO_RTCP
 from handoff.store import AgentBusy
-from handoff.store.models import Call, Handoff
+from handoff.store.models import Call, Handoff, LegQualityRecord
+from handoff.store.quality_repo import figures_of
 from pbx import runtime
 from tests.integration.asterisk_helpers import assert_quiet
 from tests.integration.desk_agent import Bea, bea_at_her_desk, bea_takes_a_call, handoff_is
@@ -97,6 +99,9 @@ async def test_an_agent_who_hangs_up_the_desk_phone_ends_the_call_as_completed_b
     assert [e["type"] for e in events if e["type"] in ("offered", "handoff_failed")] == []
     assert bea.phone.invites == 1
     assert call.ended_by == "phone"
+    # Asterisk wrote the line's figures as the phone's BYE came: they are Bea's.
+    legs = await until(lambda: _legs_recorded(r, placed.call_id))
+    assert legs["agent"].handoff_id == handoff_id and legs["agent"].packets_received > 0
 
 
 async def test_a_desk_phone_that_goes_silent_gives_the_caller_back_to_the_ai_and_reoffers(
@@ -123,6 +128,10 @@ async def test_a_desk_phone_that_goes_silent_gives_the_caller_back_to_the_ai_and
     await r.hang_up_caller(placed)
     ended = await until(lambda: _ended(r, placed.call_id))
     assert ended.outcome is CallOutcome.ABANDONED
+    # The silent phone's line has its figures too (what it sent before it went
+    # silent): Asterisk wrote them as its media timeout ended the leg.
+    legs = await until(lambda: _legs_recorded(r, placed.call_id))
+    assert legs["agent"].handoff_id == handoff_id
 
 
 @pytest.mark.parametrize("status", [408, 480, 503])
@@ -178,3 +187,54 @@ async def test_an_agent_on_a_desk_phone_call_is_refused_a_second_card_and_rung_o
     for placed in (first, second):
         await r.hang_up_caller(placed)
         await until(functools.partial(_ended, r, placed.call_id))
+
+
+async def _round_trip_timed(r: Rig, leg: str) -> bool:
+    stats = await r.pbx_ari.channels.rtp_statistics(leg)
+    return float(stats.get("maxrtt") or 0) > 0
+
+
+async def _legs_recorded(r: Rig, call_id: str) -> dict[str, LegQualityRecord] | None:
+    async with r.store.transaction() as tx:
+        rows = await tx.quality.for_call(call_id)
+    return {row.leg: row for row in rows} if len(rows) == 2 else None
+
+
+async def test_a_handoff_to_a_desk_phone_records_each_legs_jitter_loss_and_round_trip(
+    bea: Bea,
+) -> None:
+    r = bea.r
+    placed, handoff_id, _ = await bea_takes_a_call(bea)
+    caller_leg = r.control.calls[placed.call_id].caller
+    # The carrier's Asterisk sends RTCP on the caller's leg; its first report that
+    # answers one of the PBX's comes some 5-10 s into the call.
+    await until(lambda: _round_trip_timed(r, caller_leg), 30,
+                why="no round trip timed on the caller's leg")
+    async with r.control.hub.subscribe(QUALITY_TOPIC) as feed:
+        await r.hang_up_caller(placed)
+        await until(lambda: _ended(r, placed.call_id))
+        # The agent's leg reports as the PBX hangs it up, after the call has ended.
+        legs = await until(lambda: _legs_recorded(r, placed.call_id),
+                           why="the caller's and the agent's legs were not both recorded")
+        # ...and the metrics hear of each line.
+        events = [await asyncio.wait_for(feed.get(), 5) for _ in range(2)]
+    assert sorted(e["leg"] for e in events) == ["agent", "caller"]
+    caller, agent = legs["caller"], legs["agent"]
+    assert (caller.handoff_id, agent.handoff_id) == (None, handoff_id)
+    for leg in (caller, agent):
+        # Real RTP flowed both ways for seconds, every 20 ms.
+        assert leg.packets_received > 100
+        assert leg.jitter_ms is not None and 0 <= leg.jitter_ms < 1000
+        assert leg.jitter_max_ms is not None and leg.jitter_ms <= leg.jitter_max_ms < 1000
+        assert leg.loss_pct is not None and 0 <= leg.loss_pct <= 100
+    assert caller.rtt_ms is not None and 0 < caller.rtt_ms < 1000
+    assert caller.far_loss_pct is not None and 0 <= caller.far_loss_pct <= 100
+    # The test desk phone sends no RTCP: nothing to time a round trip with, and the
+    # record says so rather than showing 0 ms.
+    assert (agent.rtt_ms, agent.far_jitter_ms, agent.far_loss_pct) == (None, None, None)
+    assert figures_of(agent).why_absent == NO_RTCP
+    async with r.store.transaction() as tx:
+        handoff = await tx.handoffs.get(handoff_id)
+    assert handoff.offered_at and handoff.accepted_at and handoff.media_at
+    assert handoff.offered_at <= handoff.accepted_at <= handoff.media_at
+    assert handoff.connected_at and handoff.media_at <= handoff.connected_at

@@ -271,3 +271,11 @@ async def test_a_transfer_to_a_queue_reaches_its_free_member(floor: Floor) -> No
     assert (stats.entered, stats.answered, stats.waiting) == (1, 1, 0)
     await r.hang_up_caller(placed)
     await floor.ended(placed)
+
+    async def lines() -> set[tuple[str, int | None]] | None:
+        async with r.store.transaction() as tx:
+            rows = await tx.quality.for_call(placed.call_id)
+        return {(row.leg, row.handoff_id) for row in rows} if len(rows) == 3 else None
+
+    # Each person's line has its quality record under their own handoff.
+    assert await until(lines) == {("caller", None), ("agent", first), ("agent", transfer)}

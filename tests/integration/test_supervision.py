@@ -211,6 +211,14 @@ async def test_take_over_replaces_the_agent_and_the_ledger_names_the_supervisor(
     async with r.store.transaction() as tx:
         assert (await tx.calls.get(placed.call_id)).outcome is CallOutcome.COMPLETED_BY_AGENT
 
+    async def lines() -> set[tuple[str, int | None]] | None:
+        async with r.store.transaction() as tx:
+            rows = await tx.quality.for_call(placed.call_id)
+        return {(row.leg, row.handoff_id) for row in rows} if len(rows) == 3 else None
+
+    # The agent's line and then the supervisor's, each under its own handoff.
+    assert await until(lines) == {("caller", None), ("agent", first_handoff), ("agent", mine.id)}
+
 
 async def test_take_over_of_an_ai_call_moves_the_caller_from_the_ai_to_the_supervisor(
     sup_rig: tuple[Rig, Supervision],

@@ -57,7 +57,11 @@ async def test_status_metrics_and_the_ai_api_answer_every_role_as_designed(
             assert (await status.json())["ari_events"] == "starting"
         async with browser.http.get("/metrics") as metrics:
             assert metrics.status == 200
-            assert "switchboard_asterisk_up" in await metrics.text()
+            scraped = await metrics.text()
+            assert "switchboard_asterisk_up" in scraped
+            # Today's key figures, read from the store for the scrape (the demo's
+            # receptionist has taken no call yet).
+            assert 'switchboard_kpi_today_calls{assistant="receptionist"} 0.0' in scraped
         # The AI API takes an assistant's token and nothing else: no dashboard session
         # of any role opens it, nor a made-up token.
         for method, path, body in AI_ROUTES:

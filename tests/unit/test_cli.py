@@ -152,6 +152,21 @@ def test_user_disable_enable_remove_keep_an_admin_and_the_history(
     assert "no agent with login 'cy'" in capsys.readouterr().err
 
 
+def test_user_rename_keeps_the_login(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
+    url = f"sqlite:///{tmp_path / 'switchboard.db'}"
+    assert main(["user", "add", "cy", "--role", "agent"]) == 0
+    assert main(["user", "rename", "cy", "Cyrille Dubois"]) == 0
+    cy = _stored(url, "cy")
+    assert cy is not None and cy.display_name == "Cyrille Dubois" and cy.sip_user == "agent-cy"
+    capsys.readouterr()
+    assert main(["user", "rename", "cy", "  "]) == 2
+    assert "display_name is 1-128 characters" in capsys.readouterr().err
+    assert main(["user", "rename", "nobody", "X"]) == 2
+
+
 def _trunks_and_audit(url: str) -> tuple[list[TrunkRecord], list[AuditEvent]]:
     async def read() -> tuple[list[TrunkRecord], list[AuditEvent]]:
         engine = create_store_engine(url)

@@ -126,3 +126,55 @@ async def test_a_session_that_raced_the_disable_proves_nothing(site: ToolServed)
     assert await sessions.resolve(token) is None
     async with site.store.transaction() as tx:
         assert await tx.sessions.count_for_agent(alice_id) == 0
+
+
+async def test_an_admin_renames_a_person_and_gives_them_a_new_password(
+    site: ToolServed, browsers: Browsers,
+) -> None:
+    admin = await signed_in(browsers, "ada")
+    alice = await signed_in(browsers, "alice")
+    alice_id, ada_id = site.people["alice"].id, site.people["ada"].id
+
+    renamed = await admin.post_json(f"/api/admin/agents/{alice_id}/name",
+                                    {"display_name": "  Alice Martin "})
+    assert renamed.status == 200
+    assert (await renamed.json())["agent"]["display_name"] == "Alice Martin"
+    agent = await _agent(site, "alice")
+    assert agent.display_name == "Alice Martin" and agent.login == "alice"
+    for bad in ({"display_name": " "}, {"display_name": "x" * 129}, {"display_name": 7}, {}):
+        refused = await admin.post_json(f"/api/admin/agents/{alice_id}/name", bad)
+        assert refused.status == 400, bad
+    assert (await admin.post_json("/api/admin/agents/9999/name",
+                                  {"display_name": "Nobody"})).status == 404
+
+    async with _socket(alice, site) as ws:
+        await ws.receive_json(timeout=5)
+        made = await admin.post_json(f"/api/admin/agents/{alice_id}/password", {})
+        assert made.status == 200
+        password = (await made.json())["one_time_password"]
+        closing = await ws.receive(timeout=5)
+        while closing.type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+            closing = await ws.receive(timeout=5)
+        assert ws.close_code == CloseCode.SIGNED_OUT
+    # Her open session ended with the old password; only the new one signs in.
+    async with alice.http.get("/api/history", allow_redirects=False) as me:
+        assert me.status == 401
+    again = Browser(site.origin)
+    try:
+        assert (await again.login("alice")).status == 401
+        assert (await again.login("alice", password)).status == 303
+    finally:
+        await again.close()
+    own = await admin.post_json(f"/api/admin/agents/{ada_id}/password", {})
+    assert own.status == 409 and (await own.json())["error"] == "own_account"
+
+    async with admin.http.get("/api/admin/audit") as response:
+        lines = [(e["actor"], e["action"], e["detail"])
+                 for e in (await response.json())["events"]]
+    assert ("ada", "agent_renamed", {"from": "Alice", "to": "Alice Martin"}) in lines
+    assert ("ada", "password_reset", {}) in lines
+    supervisor = await signed_in(browsers, "sam")
+    for path, body in (("name", {"display_name": "Mallory"}), ("password", {})):
+        forbidden = await supervisor.post_json(f"/api/admin/agents/{alice_id}/{path}", body)
+        assert forbidden.status == 403
+    assert (await _agent(site, "alice")).display_name == "Alice Martin"

@@ -8,7 +8,16 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from handoff.calls import CallOutcome
-from handoff.events import CARDS_TOPIC, CallEnded, Caller, CallStarted, EventHub, assistant_topic
+from handoff.events import (
+    CARDS_TOPIC,
+    QUALITY_TOPIC,
+    CallEnded,
+    Caller,
+    CallStarted,
+    EventHub,
+    LegQualityRecorded,
+    assistant_topic,
+)
 from handoff.metrics import SwitchboardMetrics
 from pbx.event_link import EventStats, Status
 from tests.dashboard_fixtures import open_store
@@ -51,6 +60,36 @@ async def test_calls_handoffs_and_times_are_counted_once_per_call(tmp_path: Path
         assert value("switchboard_handoff_time_to_connect_seconds_count") == 1
         assert value("switchboard_agents_on_duty") == 1
         assert value("switchboard_dashboard_websocket_clients") == 7
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.engine.dispose()
+
+
+async def test_each_legs_jitter_loss_and_round_trip_go_to_histograms_by_leg(
+    tmp_path: Path,
+) -> None:
+    store = await open_store(tmp_path)
+    registry, events = CollectorRegistry(), EventHub()
+    ready = asyncio.Event()
+    task = asyncio.create_task(SwitchboardMetrics(registry, events, store).run(ready))
+    try:
+        await ready.wait()
+        events.publish(QUALITY_TOPIC, LegQualityRecorded("c", "caller", 1.5, 0.5, 5.0))
+        # A desk phone without RTCP: jitter and loss, no round trip.
+        events.publish(QUALITY_TOPIC, LegQualityRecorded("c", "agent", 0.8, 0.0, None))
+
+        def value(name: str, **labels: str) -> float:
+            return registry.get_sample_value(name, labels) or 0.0
+
+        await until(lambda: value("switchboard_leg_rtt_absent_total", leg="agent"), 5)
+        assert value("switchboard_leg_jitter_seconds_sum", leg="caller") == 0.0015
+        assert value("switchboard_leg_jitter_seconds_count", leg="agent") == 1
+        assert value("switchboard_leg_loss_ratio_bucket", leg="caller", le="0.005") == 1
+        assert value("switchboard_leg_loss_ratio_bucket", leg="caller", le="0.001") == 0
+        assert value("switchboard_leg_rtt_seconds_sum", leg="caller") == 0.005
+        assert value("switchboard_leg_rtt_seconds_count", leg="agent") == 0
+        assert value("switchboard_leg_rtt_absent_total", leg="caller") == 0
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -244,3 +244,29 @@ def test_a_list_of_values_is_comma_separated_in_the_environment_and_a_list_in_th
     # In the file a list is a TOML array, not a string to split.
     with pytest.raises(SettingsError, match=r"^trunks\[0\]\.codecs: expected a list"):
         _build(_Site, tomllib.loads("[[trunks]]\ncodecs = 'ulaw,alaw'\n"), "")
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    # Every address: no origin to derive; browsers would be refused with nothing said.
+    ({"server.host": "0.0.0.0"},
+     r"server\.public_origin: required when server\.host is '0\.0\.0\.0'"),
+    ({"server.host": "::"}, r"server\.public_origin: required"),
+    ({"server.public_origin": "desk.example.com"}, r"server\.public_origin: 'desk\.example\.com'"),
+    ({"server.public_origin": "https://desk.example.com/switchboard"},
+     r"a scheme, a host and perhaps a port"),
+])
+def test_an_origin_browsers_cannot_match_stops_start_up(
+    overrides: dict[str, str], message: str,
+) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load(environ={}, overrides=overrides)
+
+
+def test_every_address_with_its_public_origin_is_fine() -> None:
+    settings = load(environ={}, overrides={
+        "server.host": "0.0.0.0", "server.public_origin": "https://desk.example.com:8443"})
+    assert settings.origin == "https://desk.example.com:8443"
+    # What a browser sends as Origin has no slash at the end, however it was written.
+    trailing = load(environ={}, overrides={"server.public_origin": "https://desk.example.com/"})
+    assert trailing.origin == "https://desk.example.com"
+    assert settings.local_url.startswith("http://127.0.0.1:")

@@ -209,8 +209,13 @@ async def desk(telephony: Telephony, folder: Path) -> AsyncIterator[Desk]:
     hub = EventHub()
     ari = AriClient(telephony.pbx.ari_url, *telephony.pbx.ari_auth, apps="switchboard",
                     key=call_key)
+    # Recordings are kept as the product keeps them: out of Asterisk's spool, into the
+    # folder the recording pages serve.
+    recordings = folder / "recordings"
+    recordings.mkdir(exist_ok=True)
     live = build_controller(ari, store, hub, outbound=carrier_outbound(store), timing=Timing(),
-                            callback_ring_timeout_s=10)
+                            callback_ring_timeout_s=10, recordings=recordings,
+                            spool=telephony.pbx.spool())
     control, callbacks, supervision = live.control, live.callbacks, live.supervision
     await ari.start()
     await ari.wait_ready(10)
@@ -222,7 +227,8 @@ async def desk(telephony: Telephony, folder: Path) -> AsyncIterator[Desk]:
         options=DashboardOptions(passwords=passwords),
         softphone=SoftphoneSettings(lambda: telephony.websocket_url),
     )
-    setup_tools(app, Tools(callbacks=lambda: callbacks, supervision=lambda: supervision))
+    setup_tools(app, Tools(callbacks=lambda: callbacks, supervision=lambda: supervision,
+                           recordings=recordings))
     runner = web.AppRunner(app, shutdown_timeout=2.0)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

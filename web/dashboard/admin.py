@@ -96,6 +96,46 @@ async def change_agent(request: web.Request) -> web.Response:
                               "endpoint_live": applied})
 
 
+async def rename_agent(request: web.Request) -> web.Response:
+    """A person's display name, as cards, boards and the audit log show it."""
+    dashboard, viewer = request.app[DASHBOARD], request[VIEWER]
+    agent_id = int(request.match_info["agent_id"])
+    name = (await json_body(request)).get("display_name")
+    if not isinstance(name, str):
+        return json_error(400, "bad_request", "display_name must be a text")
+    try:
+        async with dashboard.store.transaction() as tx:
+            agent = await people.rename(tx, agent_id, name, actor=viewer.login)
+            busy = await tx.agents.busy_agent_ids()
+    except NotFound:
+        return json_error(404, "not_found", f"no agent {agent_id}")
+    except people.PersonRefused as exc:
+        return json_error(409 if exc.error == "removed" else 400, exc.error, exc.reason)
+    dashboard.events.publish(AGENTS_TOPIC, AgentChanged(agent_id))
+    return web.json_response({"agent": AgentView.of(agent, busy).to_json()})
+
+
+async def reset_password(request: web.Request) -> web.Response:
+    """A new dashboard password, in this response only; the person's sessions end and
+    their open tabs close at once. Not for one's own account: it would sign out the admin
+    asking (`switchboard user passwd` does it from the server)."""
+    dashboard, viewer = request.app[DASHBOARD], request[VIEWER]
+    agent_id = int(request.match_info["agent_id"])
+    if agent_id == viewer.agent_id:
+        return json_error(409, "own_account", "an admin cannot reset their own password here: "
+                          "`switchboard user passwd` on the server does")
+    try:
+        async with dashboard.store.transaction() as tx:
+            agent, password = await people.new_password(tx, dashboard.passwords, agent_id,
+                                                        actor=viewer.login)
+    except NotFound:
+        return json_error(404, "not_found", f"no agent {agent_id}")
+    except people.PersonRefused as exc:
+        return json_error(409, exc.error, exc.reason)
+    dashboard.hub.drop_agent(agent_id, CloseCode.SIGNED_OUT, "password reset")
+    return web.json_response({"login": agent.login, "one_time_password": password})
+
+
 async def set_takes_calls(request: web.Request) -> web.Response:
     """Whether a person takes calls: a supervisor or admin who does not gets no duty
     switch; one who stops goes off duty at once."""

@@ -112,6 +112,8 @@ SENTENCES: Mapping[str, Sentence] = {
     "agent_enabled": lambda who, whom, _d, _n: f"{who} enabled {whom}",
     "agent_removed": lambda who, whom, _d, _n: f"{who} removed {whom}",
     "password_reset": lambda who, whom, _d, _n: f"{who} reset {whom}'s password",
+    "agent_renamed": lambda who, _whom, d, _n:
+        f"{who} renamed {d.get('from', 'someone')} to {d.get('to', '?')}",
     "assistant_created": lambda who, _s, d, _n: f"{who} added assistant {d.get('name', '')}",
     "assistant_changed": lambda who, _s, d, _n:
         f"{who} changed an assistant: {', '.join(k.replace('_', ' ') for k in d) or 'nothing'}",

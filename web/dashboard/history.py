@@ -24,6 +24,7 @@ from handoff.store.history_repo import CallFilter, HistoryRow
 from handoff.trunks import OutboundRefused
 from pbx.ari import AriError
 from web.dashboard.access import ROLE_RANK, Shape
+from web.dashboard.call_record import lines_of, parts_json, parts_of, quality_of
 from web.dashboard.guard import json_error, refuse
 from web.dashboard.sessions import Viewer
 from web.dashboard.tools import tools_of, unavailable
@@ -141,16 +142,28 @@ async def contact_page(request: web.Request) -> web.Response:
         rows = await tx.history.calls(where, limit=500)
         conversation = await tx.history.conversation(number)
         calls = []
+        names = await _names(tx)
         for row in rows:
             segments = await tx.transcripts.for_call(row.call.id)
             notes = await tx.notes.for_call(row.call.id)
             calls.append({**row_json(row),
                           "transcript": [(s.speaker.value, s.text) for s in segments],
-                          "notes": [(n.at.isoformat(), n.text) for n in notes]})
+                          "notes": [(n.at.isoformat(), n.text) for n in notes],
+                          "quality": await _quality(tx, row.call.id, names)})
         contact_notes = [(n.at.isoformat(), n.text)
                          for n in await tx.notes.for_contact(number) if n.call_id is None]
     return render(request, "contact.html", number=number, conversation=conversation,
                   calls=calls, contact_notes=contact_notes)
+
+
+async def _names(tx: Transaction) -> dict[int, str]:
+    return {a.id: a.display_name for a in await tx.history.agents()}
+
+
+async def _quality(tx: Transaction, call_id: str, names: dict[int, str]) -> dict[str, Any]:
+    """The call's handoffs' quality records (web.dashboard.call_record.quality_of)."""
+    return quality_of(await tx.handoffs.for_call(call_id), await tx.quality.for_call(call_id),
+                      names)
 
 
 async def set_follow_up(request: web.Request) -> web.Response:
@@ -267,8 +280,15 @@ async def recording_page(request: web.Request) -> web.Response:
     call_id = request.match_info["call_id"]
     async with request.app[DASHBOARD].store.transaction() as tx:
         row = await tx.history.call(call_id)
-    assert row is not None
-    return render(request, "recording.html", call=row_json(row))
+        assert row is not None
+        names = await _names(tx)
+        handoffs = await tx.handoffs.for_call(call_id)
+        lines = lines_of(row.call, await tx.transcripts.for_call(call_id))
+        quality = await _quality(tx, call_id, names)
+    # Who had the caller when, and where each line was said: the page marks the parts
+    # on the waveform and a click on a line plays from there.
+    return render(request, "recording.html", call=row_json(row), lines=lines,
+                  quality=quality, parts=parts_json(parts_of(row.call, handoffs, names)))
 
 
 async def recording_audio(request: web.Request) -> web.StreamResponse:

@@ -12,13 +12,13 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import jinja2
 from aiohttp import hdrs, web
 
 from handoff.agents import AgentRole
 from handoff.events import EventHub
+from handoff.settings import check_origin
 from handoff.store import Store
 from web.dashboard import (
     admin,
@@ -29,6 +29,7 @@ from web.dashboard import (
     calls_api,
     dispositions_api,
     history,
+    kpis,
     sip_blocks_api,
     supervision_api,
     trunks_api,
@@ -116,9 +117,16 @@ ROUTES: tuple[Route, ...] = (
           signed_in(SUPERVISOR)),
     Route("POST", r"/api/supervisor/calls/{call_id:[0-9a-f-]{36}}/{mode:[a-z_]{1,16}}",
           supervision_api.supervise, signed_in(SUPERVISOR)),
+    # Key figures (kpis.py): the page and its CSV, the same figures.
+    Route("GET", "/kpis", kpis.kpis_page, signed_in(SUPERVISOR, Shape.PAGE)),
+    Route("GET", "/kpis.csv", kpis.kpis_csv, signed_in(SUPERVISOR)),
     # Admin (admin.py).
     Route("POST", "/api/admin/agents", admin.create_agent, signed_in(ADMIN)),
     Route("POST", r"/api/admin/agents/{agent_id:\d+}/takes-calls", admin.set_takes_calls,
+          signed_in(ADMIN)),
+    Route("POST", r"/api/admin/agents/{agent_id:\d+}/name", admin.rename_agent,
+          signed_in(ADMIN)),
+    Route("POST", r"/api/admin/agents/{agent_id:\d+}/password", admin.reset_password,
           signed_in(ADMIN)),
     Route("POST", r"/api/admin/agents/{agent_id:\d+}/{action:disable|enable|remove}",
           admin.change_agent, signed_in(ADMIN)),
@@ -184,17 +192,6 @@ def route_policy(app: web.Application) -> RoutePolicy:
     return app[ROUTE_POLICY]
 
 
-def check_origin(origin: str) -> str:
-    parts = urlsplit(origin)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") \
-            or parts.query or parts.fragment:
-        raise ValueError(
-            f"server.public_origin must look like https://desk.example.com[:port], "
-            f"got {origin!r}"
-        )
-    return f"{parts.scheme}://{parts.netloc}"
-
-
 def setup_dashboard(
     app: web.Application,
     *,
@@ -215,7 +212,7 @@ def setup_dashboard(
     works without a phone (cards, but no audio).
     """
     options = options or DashboardOptions()
-    origin = check_origin(origin)
+    origin = check_origin(origin)  # also checked at start-up (handoff.settings)
     if origin.startswith("https://") and not secure_cookies:
         raise ValueError("the dashboard is served over https: secure_cookies must be true")
     board = Board()

@@ -123,6 +123,7 @@ ACTIONS: Final[Mapping[str, str]] = {
     "agent_enabled": "Person enabled",
     "agent_removed": "Person removed",
     "password_reset": "Password reset",
+    "agent_renamed": "Person renamed",
     "assistant_created": "Assistant added",
     "assistant_changed": "Assistant changed",
     "assistant_token_rotated": "Assistant token",

@@ -66,6 +66,9 @@
     cell.textContent = stateText(cell);
     const box = document.querySelector(`input.takes-calls[data-agent="${agent.id}"]`);
     if (box) box.checked = agent.takes_calls;
+    // Renamed by another admin (or the CLI): unless this admin is typing in it.
+    const name = document.querySelector(`input.display-name[data-agent="${agent.id}"]`);
+    if (name && agent.display_name && document.activeElement !== name) name.value = agent.display_name;
   }
   window.addEventListener("switchboard:message", (event) => {
     const message = event.detail;
@@ -88,6 +91,30 @@
       if (action === "remove" && !confirm("Remove this person? Their history stays.")) return;
       await sb.send("POST", `/api/admin/agents/${button.dataset.agent}/${action}`, {});
       location.reload();
+    }));
+  }
+
+  // The login stays (phones and scripts use it); the name is what cards and boards say.
+  for (const input of document.querySelectorAll("input.display-name")) {
+    input.addEventListener("change", guard(async () => {
+      const saved = await sb.send("POST", `/api/admin/agents/${input.dataset.agent}/name`,
+                                  { display_name: input.value });
+      input.value = saved.agent.display_name;
+      loadAudit();
+    }));
+  }
+
+  // A new password is in one response only; the person's sessions end with it.
+  for (const button of document.querySelectorAll("button.new-password")) {
+    button.addEventListener("click", guard(async () => {
+      const login = button.dataset.login;
+      if (!confirm(`A new password for ${login}? They are signed out everywhere.`)) return;
+      const made = await sb.send("POST", `/api/admin/agents/${button.dataset.agent}/password`, {});
+      const out = document.getElementById("credentials");
+      out.hidden = false;
+      out.textContent = `New dashboard password for ${made.login}, shown once:\n` +
+        `  ${made.one_time_password}\n`;
+      loadAudit();
     }));
   }
 
