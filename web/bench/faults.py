@@ -121,6 +121,10 @@ class TcpPath:
             await asyncio.gather(self._pump(client_r, server_w), self._pump(server_r, client_w))
         except OSError:
             pass  # Asterisk refused the connection: the client sees its socket end
+        except asyncio.CancelledError:
+            # cut(): the connection's end is this task's normal end. Left as a
+            # cancellation, asyncio's server callback logs it as an error.
+            pass
         finally:
             self._links.discard(task)
             for writer in (client_w, server_w):
