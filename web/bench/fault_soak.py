@@ -100,6 +100,7 @@ class Soak:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _engine: AsyncEngine | None = None
     bea: Bea | None = None  # the agent whose desk phone vanishes
+    _stores: list[AsyncEngine] = field(default_factory=list)  # each controller's
 
     # ---- the controller, which a fault may kill ------------------------------------------
 
@@ -109,6 +110,7 @@ class Soak:
         self._rig = await stack.enter_async_context(rig(
             self.pair.pbx, self.world, self.db, check_ledger=False, ari_url=path.url()))
         self._stack, self._path = stack, path
+        self._stores.append(self._rig.store.engine)
 
     async def stop_controller(self) -> None:
         stack, self._stack, self._rig = self._stack, None, None
@@ -184,8 +186,11 @@ class Soak:
 
     async def close(self) -> None:
         await self.stop_controller()
-        if self._engine is not None:
-            await self._engine.dispose()
+        # A caller's request that was under way when its controller was killed may
+        # have opened a connection on that controller's engine after the kill: in a
+        # real kill -9 it goes with the process, here it is closed now.
+        for engine in [*self._stores, *([self._engine] if self._engine else [])]:
+            await engine.dispose()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
