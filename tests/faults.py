@@ -48,222 +48,22 @@ What a test leaves behind:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import signal
-import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
-from pbx.runtime import AsteriskInstance, AsteriskUnavailable
-from tests.integration.asterisk_helpers import ari
 from tests.product_run import Product
 from tests.waiting import until
+from web.bench.faults import (
+    Baseline,
+    TcpPath,
+    chromium_pid,
+    frozen_tree,
+    paused,
+    restart_in_place,
+)
 
-
-@contextlib.asynccontextmanager
-async def paused(instance: AsteriskInstance) -> AsyncIterator[float]:
-    """Asterisk frozen (SIGSTOP) for the block; yields when it was frozen (monotonic)."""
-    pid = instance.pid
-    assert pid is not None and instance.running, f"{instance.spec.name} is not running"
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield time.monotonic()
-    finally:
-        os.kill(pid, signal.SIGCONT)
-
-
-def chromium_pid(marker: str) -> int:
-    """The Chromium started with ``marker`` among its arguments: its browser process (its
-    renderers, GPU and network service are children, each with a ``--type=``)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                argv = (entry / "cmdline").read_bytes()
-                if marker.encode() in argv and b"--type=" not in argv:
-                    found.append(int(entry.name))
-    assert len(found) == 1, f"one browser process with {marker} expected, found {found}"
-    return found[0]
-
-
-def _tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                # ppid is the 2nd field after the command's ")" (the name may hold spaces).
-                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
-                children.setdefault(ppid, []).append(int(entry.name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, ()))
-    return tree
-
-
-@contextlib.contextmanager
-def frozen_tree(root: int) -> Iterator[float]:
-    """``root`` and its descendants frozen (SIGSTOP) for the block; yields when."""
-    pids = _tree(root)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGSTOP)
-    try:
-        yield time.monotonic()
-    finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
-
-
-async def restart_in_place(instance: AsteriskInstance, within: float = 60) -> None:
-    """``core restart now`` and back: fully booted, ARI answering, the same process."""
-    pid = instance.pid
-    # The console's own connection goes with the restart: its answer may never come.
-    with contextlib.suppress(AsteriskUnavailable, TimeoutError):
-        await instance.cli("core restart now", timeout=5)
-
-    async def booted() -> bool:
-        try:
-            out = await instance.cli("core waitfullybooted", timeout=5)
-            status, _ = await ari(instance, "GET", "/asterisk/info")
-        except (AsteriskUnavailable, TimeoutError, OSError):
-            return False
-        return "fully booted" in out and status == 200
-
-    await until(booted, within, step=0.2, why=f"{instance.spec.name} did not come back")
-    assert instance.pid == pid and instance.running, "core restart now replaced the process"
-
-
-@dataclass
-class TcpPath:
-    """A loopback relay in front of one TCP port of Asterisk, which a test can cut or
-    black-hole (see the module's docstring)."""
-
-    target_port: int
-    port: int = 0
-    accepted: int = 0
-    """Connections the client opened through the path (each reconnect adds one)."""
-    sent: int = 0
-    """Bytes the client sent into the path, held ones included (an action on its way)."""
-    _flowing: asyncio.Event = field(default_factory=asyncio.Event)
-    _server: asyncio.Server | None = None
-    _links: set[asyncio.Task[None]] = field(default_factory=set)
-    _to_client: dict[asyncio.Task[None], _Downstream] = field(default_factory=dict)
-
-    async def __aenter__(self) -> TcpPath:
-        self._flowing.set()
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        self._flowing.set()
-        await self._close_links()
-        await self._server.wait_closed()
-
-    def url(self, scheme: str = "http", path: str = "/ari") -> str:
-        return f"{scheme}://127.0.0.1:{self.port}{path}"
-
-    async def cut(self) -> None:
-        """End every connection now; new ones pass again."""
-        await self._close_links()
-
-    def black_hole(self) -> None:
-        """Nothing passes either way, on connections open now and new ones."""
-        self._flowing.clear()
-
-    def restore(self) -> None:
-        self._flowing.set()
-
-    async def inject(self, data: bytes, *, into: str = "", boundary: bytes = b"") -> None:
-        """Send ``data`` to the client as if Asterisk had, on every open connection whose
-        first request contains ``into`` (b"GET /ari/events" picks the event socket out of
-        the REST ones). It goes out once what Asterisk sent so far ends with ``boundary``
-        (AMI: a blank line), so it never lands inside one of Asterisk's messages."""
-        targets = [d for d in self._to_client.values() if into.encode() in d.first_request]
-        assert targets, f"no open connection through the path asked for {into!r}"
-        await asyncio.gather(*(d.inject(data, boundary) for d in targets))
-
-    async def _close_links(self) -> None:
-        links = list(self._links)
-        for link in links:
-            link.cancel()
-        await asyncio.gather(*links, return_exceptions=True)
-
-    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        self.accepted += 1
-        task = asyncio.current_task()
-        assert task is not None
-        self._links.add(task)
-        server_w: asyncio.StreamWriter | None = None
-        try:
-            await self._flowing.wait()  # a new connection gets no answer, not a refusal
-            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
-            down = self._to_client[task] = _Downstream(client_w)
-            await asyncio.gather(self._pump(client_r, server_w, first=down),
-                                 self._pump(server_r, client_w, down=down))
-        except OSError:
-            pass  # Asterisk refused the connection: the client sees its socket end
-        finally:
-            self._links.discard(task)
-            self._to_client.pop(task, None)
-            for writer in (client_w, server_w):
-                if writer is not None:
-                    writer.close()
-
-    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *,
-                    first: _Downstream | None = None, down: _Downstream | None = None) -> None:
-        # Either side's end (or reset) closes the other's, so the pair ends together.
-        with contextlib.suppress(OSError):
-            while data := await src.read(65536):
-                if first is not None:
-                    self.sent += len(data)
-                await self._flowing.wait()  # held, as a DROP holds a retransmitting sender
-                if first is not None and not first.first_request:
-                    first.first_request = data[:200]
-                if down is not None:
-                    await down.forward(data)
-                else:
-                    dst.write(data)
-                    await dst.drain()
-        dst.close()
-
-
-@dataclass
-class _Downstream:
-    """What Asterisk sends one client through a :class:`TcpPath`, and what a test slips
-    in between its messages."""
-
-    writer: asyncio.StreamWriter
-    first_request: bytes = b""
-    tail: bytes = b""
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    async def forward(self, data: bytes) -> None:
-        async with self._lock:
-            self.writer.write(data)
-            self.tail = (self.tail + data)[-16:]
-            await self.writer.drain()
-
-    async def inject(self, data: bytes, boundary: bytes, within: float = 10) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while True:
-            async with self._lock:  # not in the middle of forwarding one of Asterisk's
-                if self.tail.endswith(boundary):
-                    self.writer.write(data)
-                    await self.writer.drain()
-                    return
-            assert loop.time() < deadline, "Asterisk's stream never reached a boundary"
-            await asyncio.sleep(0.01)
+__all__ = ["Baseline", "TcpPath", "back_to", "chromium_pid", "frozen_tree", "kill_controller_at",
+           "paused", "restart_in_place"]
 
 
 async def kill_controller_at(product: Product, point: Callable[[], Awaitable[object]],
@@ -271,39 +71,6 @@ async def kill_controller_at(product: Product, point: Callable[[], Awaitable[obj
     """kill -9 the product once ``point`` (a look at its ledger) holds."""
     await until(point, within, why=f"the handoff never reached {name}")
     await product.signal(signal.SIGKILL)
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """This process's descriptors, threads and asyncio tasks at one moment."""
-
-    fds: dict[int, str]
-    threads: frozenset[str]
-    tasks: frozenset[str]
-
-    @classmethod
-    def now(cls) -> Baseline:
-        fds = {}
-        for entry in Path("/proc/self/fd").iterdir():
-            with contextlib.suppress(OSError):
-                fds[int(entry.name)] = os.readlink(entry)
-        current = asyncio.current_task()
-        # The loop's default executor keeps its worker threads (asyncio_N) for the next
-        # to_thread; a pool that grew to its bound is not a leak.
-        threads = frozenset(f"{t.name}#{t.ident}" for t in threading.enumerate()
-                            if not t.name.startswith("asyncio_"))
-        return cls(fds, threads, frozenset(f"{t.get_name()}@{id(t):x}"
-                                           for t in asyncio.all_tasks() if t is not current))
-
-    def leaks_since(self, before: Baseline) -> list[str]:
-        """What is here now and was not then; descriptors are counted (a number closed
-        and opened again for something else is no leak), the new ones named."""
-        leaks = [f"thread {t}" for t in self.threads - before.threads]
-        leaks += [f"task {t}" for t in self.tasks - before.tasks]
-        if len(self.fds) > len(before.fds):
-            leaks += [f"fd {fd} -> {target}" for fd, target in self.fds.items()
-                      if before.fds.get(fd) != target]
-        return leaks
 
 
 async def back_to(before: Baseline, within: float = 15) -> None:

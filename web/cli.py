@@ -259,6 +259,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         return int(bench_capacity.main(args.steps, args.max, args.window, args.recording,
                                        args.json))
+    if args.bench_command == "faults":
+        from web.bench import fault_soak  # noqa: PLC0415
+
+        return int(fault_soak.main(args.minutes, args.json, args.seed))
     if args.agent != "browser" and (args.line is not None or args.soak is not None):
         print("switchboard bench handoff: --line and --soak are for --agent browser "
               "(a desk phone rings)", file=sys.stderr)
@@ -522,6 +526,12 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--calls", type=int, default=50, help="live calls for --board")
     dash.add_argument("--json", action="store_true")
     dash.set_defaults(func=cmd_bench)
+    faults = bench_sub.add_parser("faults", help="calls and handoffs while Asterisk restarts, "
+                                  "freezes, the controller dies, links and phones drop")
+    faults.add_argument("--minutes", type=float, default=10.0)
+    faults.add_argument("--seed", type=int, help="the faults' random order and moments")
+    faults.add_argument("--json", action="store_true")
+    faults.set_defaults(func=cmd_bench)
     back = sub.add_parser("backup", help="write the database, recordings and settings "
                           "file to one archive (the product may be running)")
     back.add_argument("--out", help="archive path (default DATA_DIR/backups/switchboard-"

@@ -128,6 +128,9 @@ class LiveCall:
     # hung up, nobody can take the caller); otherwise it follows from the call's state.
     outcome: CallOutcome | None = None
     pbx_hangup: bool = False  # the caller's leg was ended by Asterisk, not by the caller
+    # The caller's line went silent past the media timeout and the PBX ended the leg: the
+    # caller is gone as if they had hung up (no network to say so), Asterisk is not.
+    line_lost: bool = False
     causes: dict[str, int] = field(default_factory=dict)  # Q.850 cause per ended leg
     hung_up_by_phone: set[str] = field(default_factory=set)  # agent legs ended by a BYE
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)

@@ -232,7 +232,9 @@ class Lifecycle(Flow):
                     else CallOutcome.CALLBACK_REQUESTED if live.callback_requested
                     else CallOutcome.COMPLETED_BY_AI
                 )
-                end_cause = f"hung up by the PBX (cause {cause})" if live.pbx_hangup else str(cause)
+                end_cause = (f"hung up by the PBX (cause {cause})" if live.pbx_hangup
+                             else f"caller's line lost: no media (cause {cause})"
+                             if live.line_lost else str(cause))
                 await tx.calls.close(live.call_id, outcome, end_cause=end_cause)
                 if kept is not None:
                     await tx.calls.set_recording(live.call_id, kept)

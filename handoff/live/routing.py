@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _NORMAL_CLEARING = 16
+# A soft hang-up's "cause" is Asterisk's soft-hangup flag (see phone_hung_up): this one
+# is a channel driver's own, which PJSIP raises when the RTP timeout runs out.
+SOFTHANGUP_DEV = 1
 
 StasisHandler = Callable[[Mapping[str, Any], list[str]], Awaitable[None]]
 
@@ -121,13 +124,18 @@ class Router:
             # Known only now: the StasisEnd that ends the leg for us carries no cause.
             live.hung_up_by_phone.add(channel)
         if channel == live.caller:
-            pbx_hangup = bool(event.get("soft")) and not live.ending
+            ours = live.ending
             live.hangup_seen()
-            if pbx_hangup:
-                # A soft hang-up we did not ask for comes from Asterisk itself: a
-                # shutdown or restart (or an administrator's `channel request hangup`),
-                # not the caller.
-                live.pbx_hangup = True
+            if event.get("soft") and not ours:
+                # A soft hang-up we did not ask for comes from Asterisk itself. Its
+                # flag tells which part: the caller's channel driver gave up on the
+                # line (PJSIP's RTP timeout: the caller's network or carrier went
+                # silent), or Asterisk is going down (a shutdown or restart, or an
+                # administrator's `channel request hangup`).
+                if int(event.get("cause", 0)) == SOFTHANGUP_DEV:
+                    live.line_lost = True
+                else:
+                    live.pbx_hangup = True
 
     async def _on_leg_gone(self, event: Mapping[str, Any]) -> None:
         """StasisEnd or ChannelDestroyed, whichever comes first, ends a leg for us.

@@ -13,14 +13,13 @@ import functools
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
-from handoff.agents import EndpointKind, Presence
+from handoff.agents import Presence
 from handoff.calls import CallOutcome, CallState
 from handoff.events import CARDS_TOPIC, QUALITY_TOPIC, Subscription, assistant_topic
 from handoff.handoffs import FailureReason, HandoffState
@@ -31,13 +30,12 @@ from handoff.store.models import Call, Handoff, LegQualityRecord
 from handoff.store.quality_repo import figures_of
 from pbx import runtime
 from tests.integration.asterisk_helpers import assert_quiet
-from tests.sip_phone import AUTO_ANSWER, Dialog, SipPhone
+from tests.integration.desk_agent import Bea, bea_at_her_desk, bea_takes_a_call, handoff_is
+from tests.sip_phone import AUTO_ANSWER
 from tests.waiting import until
 from web.bench.rig import (
-    DESK_PHONE_PASSWORD,
     DESK_PHONE_SIP_USER,
     Pair,
-    PlacedCall,
     Rig,
     asterisk_pair,
     rig,
@@ -61,54 +59,16 @@ async def desk_pair(
         yield started
 
 
-@dataclass
-class Bea:
-    """Bea at her desk: on duty, her desk phone registered; Ada is off duty."""
-
-    r: Rig
-    phone: SipPhone
-    agent_id: int
-
-
 @pytest_asyncio.fixture
 async def bea(desk_pair: Pair, tmp_path: Path) -> AsyncIterator[Bea]:
     async with (
         local_world(desk_pair.carrier) as world,
         rig(desk_pair.pbx, world, tmp_path / "switchboard.db") as r,
+        bea_at_her_desk(r) as seated,
     ):
-        async with r.store.transaction() as tx:
-            await tx.agents.set_duty(r.agent_id, False)
-            agent = await tx.agents.create(
-                login="bea", display_name="Bea", sip_user=DESK_PHONE_SIP_USER,
-                sip_password=DESK_PHONE_PASSWORD, endpoint_kind=EndpointKind.DESKPHONE)
-            await tx.agents.set_duty(agent.id, True)
-            await tx.agents.set_presence(agent.id, Presence.AVAILABLE)
-        pbx_sip = ("127.0.0.1", desk_pair.pbx.spec.ports.sip)
-        async with SipPhone(DESK_PHONE_SIP_USER, DESK_PHONE_PASSWORD, pbx_sip) as phone:
-            await until(lambda: r.control.phone_registered(DESK_PHONE_SIP_USER))
-            yield Bea(r, phone, agent.id)
+        yield seated
     await assert_quiet(desk_pair.pbx)
     await assert_quiet(desk_pair.carrier)
-
-
-async def bea_takes_a_call(bea: Bea) -> tuple[PlacedCall, int, Dialog]:
-    """A caller asks the AI for a person; Bea accepts, her phone answers, the AI leaves."""
-    r = bea.r
-    placed = await r.place_call()
-    await r.wait_hears(placed, "ai")
-    handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
-                                                 summary="wants a person")
-    await r.control.accept(handoff_id, bea.agent_id)
-    call = await bea.phone.wait_call()
-    await bea.phone.wait_hears(call, "caller")
-    await r.wait_hears(placed, "agent", after=time.monotonic())
-    await until(lambda: _handoff_is(r, handoff_id, HandoffState.CONNECTED))
-    return placed, handoff_id, call
-
-
-async def _handoff_is(r: Rig, handoff_id: int, state: HandoffState) -> bool:
-    async with r.store.transaction() as tx:
-        return (await tx.handoffs.get(handoff_id)).state is state
 
 
 async def _ended(r: Rig, call_id: str) -> Call | None:
@@ -221,7 +181,7 @@ async def test_an_agent_on_a_desk_phone_call_is_refused_a_second_card_and_rung_o
     with pytest.raises(AgentBusy):
         await r.control.accept(handoff_id, bea.agent_id)
     refused_at = time.monotonic()
-    assert await _handoff_is(r, handoff_id, HandoffState.OFFERED)  # still for Ada
+    assert await handoff_is(r, handoff_id, HandoffState.OFFERED)  # still for Ada
     # Something that must not happen (a second INVITE to her phone, her voice reaching
     # the new caller): nothing signals its absence, so the test watches for a while.
     await asyncio.sleep(0.5)
@@ -308,7 +268,7 @@ async def test_an_auto_answering_desk_phone_keeps_an_open_line_and_accept_is_a_b
     await r.control.accept(handoff_id, bea.agent_id)
     await r.wait_hears(placed, "agent", after=time.monotonic())
     await bea.phone.wait_hears(line_call, "caller")
-    await until(lambda: _handoff_is(r, handoff_id, HandoffState.CONNECTED))
+    await until(lambda: handoff_is(r, handoff_id, HandoffState.CONNECTED))
     assert bea.phone.invites == 1
     # The caller hangs up: the line goes back to its holding bridge, still up.
     await r.hang_up_caller(placed)
@@ -323,11 +283,11 @@ async def test_an_auto_answering_desk_phone_keeps_an_open_line_and_accept_is_a_b
                                                  summary="wants a person")
     await r.control.accept(handoff_id, bea.agent_id)
     await r.wait_hears(placed, "agent", after=time.monotonic())
-    await until(lambda: _handoff_is(r, handoff_id, HandoffState.CONNECTED))
+    await until(lambda: handoff_is(r, handoff_id, HandoffState.CONNECTED))
     await bea.phone.hang_up(line_call)
     ended = await until(lambda: _ended(r, placed.call_id))
     assert ended.outcome is CallOutcome.COMPLETED_BY_AGENT
-    assert await _handoff_is(r, handoff_id, HandoffState.COMPLETED)
+    assert await handoff_is(r, handoff_id, HandoffState.COMPLETED)
     line_call = await bea.phone.wait_call()  # called again; it answers by itself
     assert AUTO_ANSWER.search(line_call.call_info) and bea.phone.invites == 2
     await until(lambda: _line_is(r, bea.agent_id, LineState.IDLE))

@@ -141,6 +141,37 @@ async def test_a_call_that_ends_while_the_event_socket_is_down_is_closed_on_reco
         await until(lambda: _ended(r, staying.call_id))
 
 
+async def test_a_call_that_arrives_while_the_controller_is_away_waits_for_it(
+    quiet_pair: Pair, world: World, tmp_path: Path,
+) -> None:
+    # Found by the fault soak: with the controller's socket gone, Asterisk has no app to
+    # hand a new call to, and Stasis() failed at once: the caller was turned away and
+    # the call never reached the ledger. The dialplan now waits for the app to return.
+    async with TcpPath(quiet_pair.pbx.spec.ports.http) as path, \
+            rig(quiet_pair.pbx, world, tmp_path / "db.sqlite", ari_url=path.url()) as r:
+        path.black_hole()  # it cannot reconnect until restored
+        await path.cut()
+
+        async def app_gone() -> bool:
+            _, apps = await ari(quiet_pair.pbx, "GET", "/applications")
+            return "switchboard" not in [app["name"] for app in apps]
+
+        await until(app_gone)
+        placed = await r.place_call(wait_ai=False)
+        # Asterisk has the call, in the dialplan, and no app to give it to...
+        await until(lambda: _carrier_leg_up(quiet_pair, placed.caller), within=10)
+        path.restore()  # ...until the controller is back
+        placed.call_id = await r._wait_call_with_ai(placed.caller, timeout=15)
+        await r.wait_hears(placed, "ai")
+        await r.hang_up_caller(placed)
+        await until(lambda: _ended(r, placed.call_id))
+
+
+async def _carrier_leg_up(pair: Pair, caller: str) -> bool:
+    _, channels = await ari(pair.pbx, "GET", "/channels")
+    return any(c["caller"]["number"] == caller for c in channels)
+
+
 # ---- R1: Asterisk restarts ---------------------------------------------------------------
 
 

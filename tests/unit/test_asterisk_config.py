@@ -133,7 +133,7 @@ def test_the_digest_realm_is_the_sites_name() -> None:
 def test_webrtc_agent_gets_a_webrtc_endpoint_with_one_registration() -> None:
     pjsip = render(spec())["pjsip.conf"]
     assert "[agent-ada](webrtc-agent)" in pjsip
-    assert "webrtc = yes" in pjsip
+    assert "media_encryption = dtls" in pjsip  # (test_call_panel_pbx: the whole of it)
     assert "max_contacts = 1" in pjsip
 
 

@@ -143,6 +143,9 @@ class RtpProbe(asyncio.DatagramProtocol):
     transport: asyncio.DatagramTransport | None = None
     _task: asyncio.Task[None] | None = None
     _ssrc: int = field(default_factory=lambda: random.getrandbits(32))
+    _seq: int = field(default_factory=lambda: random.getrandbits(16))
+    _ts: int = field(default_factory=lambda: random.getrandbits(32))
+    _stopped_at: float | None = None
     _fd: int = -1
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -186,12 +189,18 @@ class RtpProbe(asyncio.DatagramProtocol):
         assert self.transport is not None and self.remote is not None
         frames = tone_frames(self.send_hz) if self.send_hz else [np.zeros(FRAME, np.int16)]
         payloads = [ulaw_encode(f) for f in frames]
-        seq, ts, n = random.getrandbits(16), random.getrandbits(32), 0
+        if self._stopped_at is not None:
+            # Sending again after a loss, as a phone whose network came back: the same
+            # stream (SSRC, next sequence number), its clock moved on by the time lost.
+            self._ts += round((time.monotonic() - self._stopped_at) * RATE)
+            self._stopped_at = None
+        n = 0
         next_at = time.monotonic()
         while True:
-            header = struct.pack("!BBHII", 0x80, 0, seq & 0xFFFF, ts & 0xFFFFFFFF, self._ssrc)
+            header = struct.pack("!BBHII", 0x80, 0, self._seq & 0xFFFF,
+                                 self._ts & 0xFFFFFFFF, self._ssrc)
             self.transport.sendto(header + payloads[n % len(payloads)], self.remote)
-            seq, ts, n = seq + 1, ts + FRAME, n + 1
+            self._seq, self._ts, n = self._seq + 1, self._ts + FRAME, n + 1
             next_at += 0.02
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
@@ -199,6 +208,7 @@ class RtpProbe(asyncio.DatagramProtocol):
         """Go quiet but keep receiving, as a phone whose network or power went does."""
         if self._task is not None:
             self._task.cancel()
+            self._stopped_at = time.monotonic()
 
     async def close(self) -> None:
         if self._task is not None:

@@ -35,6 +35,8 @@ from pbx.ari import AriClient
 from pbx.asterisk_config import InboundRoute, Queue, SipAgent
 from pbx.runtime import AsteriskInstance
 from pbx.trunk_config import SipTrunk
+from web.bench.sip_phone import SipPhone
+from web.bench.waiting import until
 from web.bench.world import (
     AGENT_PHONE_NUMBER,
     FALLBACK_NUMBER,
@@ -295,6 +297,33 @@ async def rig(
         await live.close()
         await pbx_ari.close()
         await engine.dispose()
+
+
+@dataclass
+class Bea:
+    """Bea at her desk: on duty, her real SIP desk phone (web.bench.sip_phone) registered."""
+
+    r: Rig
+    phone: SipPhone
+    agent_id: int
+
+
+@contextlib.asynccontextmanager
+async def bea_at_her_desk(r: Rig, *, alone: bool = True) -> AsyncIterator[Bea]:
+    """Bea seated at the rig's PBX; ``alone``: Ada goes off duty, so only Bea is offered
+    calls."""
+    async with r.store.transaction() as tx:
+        if alone:
+            await tx.agents.set_duty(r.agent_id, False)
+        agent = await tx.agents.create(
+            login="bea", display_name="Bea", sip_user=DESK_PHONE_SIP_USER,
+            sip_password=DESK_PHONE_PASSWORD, endpoint_kind=EndpointKind.DESKPHONE)
+        await tx.agents.set_duty(agent.id, True)
+        await tx.agents.set_presence(agent.id, Presence.AVAILABLE)
+    pbx_sip = ("127.0.0.1", r.pbx.spec.ports.sip)
+    async with SipPhone(DESK_PHONE_SIP_USER, DESK_PHONE_PASSWORD, pbx_sip) as phone:
+        await until(lambda: r.control.phone_registered(DESK_PHONE_SIP_USER))
+        yield Bea(r, phone, agent.id)
 
 
 def world_engine(world: World | Any) -> str:
