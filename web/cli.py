@@ -43,10 +43,11 @@ from web import (
     people,
     systemd,
 )
-from web.app import SERVICES, build_app
+from web.app import build_app
 from web.dashboard.passwords import Passwords
 from web.demo import DEMO_NUMBER, RECEPTIONIST, demo_caller_voice
 from web.external import Credentials, credentials, pbx_spec
+from web.services import SERVICES
 from web.telephony import DIRECTORY_CHECK_S, external_spec, fixed_trunks
 
 DEFAULT_CONFIG = Path("switchboard.toml")

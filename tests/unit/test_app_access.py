@@ -15,7 +15,8 @@ from aiohttp import web
 from handoff.settings import load
 from tests.dashboard_fixtures import Browser, free_port
 from web.ai_api import API_PREFIX
-from web.app import SERVICES, build_app, controller_ctx, telephony_ctx
+from web.app import build_app, controller_ctx, telephony_ctx
+from web.services import SERVICES
 from web.startup import START_STAGES
 
 CALL = "00000000-0000-0000-0000-000000000000"

@@ -18,8 +18,8 @@ from handoff.store.models import Handoff
 from tests.store_fixtures import FakeClock
 from tests.unit.fake_ari import FakeAri
 from tests.unit.test_live_calls import Floor, floor
-from web.app import Controller
 from web.bench.dashboard_site import offer_card
+from web.services import Controller
 
 __all__ = ["floor"]
 
