@@ -310,6 +310,14 @@ async def throttled_by_the_agents_address(page: Page, product: Product) -> None:
 # not the length, is the case, as in tests/integration/test_media_loss.py).
 BLIP_S = 2.5
 
+# Every phone state the desk shows from now on, in order.
+RECORD_PHONE_STATES = """() => {
+  const status = document.getElementById("phone-status");
+  window.phoneStatesShown = [];
+  new MutationObserver(() => window.phoneStatesShown.push(status.dataset.state))
+    .observe(status, { attributes: true, attributeFilter: ["data-state"] });
+}"""
+
 
 async def test_a_browser_agents_network_losing_media_then_its_sip_websocket(
     machine: AgentMachine, remote_product: Product, ledger: Store, callers: World,
@@ -371,6 +379,7 @@ async def test_a_browser_agents_network_losing_media_then_its_sip_websocket(
             assert port is not None
             phone = page.locator("#phone-status")
             assert await endpoint_state(pbx, config["sip_user"]) == "online"
+            await page.evaluate(RECORD_PHONE_STATES)
             with link.cut_off(Traffic.tcp(port)):
                 await expect(phone).to_have_attribute("data-state", "reconnecting")
                 # The PBX dropped her registration with the socket: nothing can
@@ -385,6 +394,10 @@ async def test_a_browser_agents_network_losing_media_then_its_sip_websocket(
             await expect(phone).to_have_attribute("data-state", "registered", timeout=30_000)
             await until(lambda: endpoint_is(pbx, config["sip_user"], "online"), 10,
                         why="the REGISTER after the cut never reached the PBX")
+            # Reconnecting all along, then ready: never an error nor "not registered"
+            # (JsSIP drops its registration with the socket and says so).
+            shown = await page.evaluate("window.phoneStatesShown")
+            assert list(dict.fromkeys(shown)) == ["reconnecting", "registered"], shown
             after = time.monotonic()
             await until(lambda: world.first_heard(caller, "agent", after), 10)
             # The PBX's BYE for End reaches the tab over its new socket.
