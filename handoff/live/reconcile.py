@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from handoff.assistants import accept_timeout_s
+from handoff.assistants import FallbackKind, accept_timeout_s
 from handoff.calls import CallDirection, CallEvent, CallOutcome, CallState
 from handoff.events import CARDS_TOPIC, CallEnded, Withdrawn, assistant_topic
 from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
@@ -135,6 +135,12 @@ class Reconciler(Flow):
             live.out_of_hours = any(n.text == callback_note(OUT_OF_HOURS) for n in notes)
             if row.voicemail_at is not None:
                 self.ctl.voicemail.resume(live, row.voicemail_at)
+            elif (live.callback_requested and current is None and live.agent is None
+                  and await self._falls_back_to_voicemail(assistant)):
+                # The fallback had sent the caller to voicemail (its call-back is noted)
+                # but the beep had not sounded: the prompt again, not the AI back over a
+                # message the caller is about to leave.
+                await self.ctl.voicemail.take(live)
             if current is not None:
                 live.handoff_id = current.id
                 await self._resume_handoff(live, current)
@@ -171,6 +177,11 @@ class Reconciler(Flow):
         log.info("call=%s adopted (caller %s, ai %s, agent %s)",
                  live.call_id, live.caller, live.ai, live.agent)
         return live
+
+    async def _falls_back_to_voicemail(self, assistant: str) -> bool:
+        async with self.store.transaction() as tx:
+            found = await tx.assistants.by_name(assistant)
+        return found is not None and found.fallback_kind is FallbackKind.VOICEMAIL
 
     @staticmethod
     async def _cancel_interrupted_transfer(tx: Any, handoffs: list[Handoff]) -> list[int]:

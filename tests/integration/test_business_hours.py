@@ -231,8 +231,9 @@ async def test_nobody_in_time_the_caller_leaves_a_voicemail_and_hangs_up(
     assert call.voicemail_at is not None and call.recording_path
 
 
+@pytest.mark.parametrize("stopped", ["mid_message", "mid_prompt"])
 async def test_a_restarted_controller_lets_the_caller_finish_their_voicemail(
-    quiet_pair: Pair, tmp_path: Path,
+    quiet_pair: Pair, tmp_path: Path, stopped: str,
 ) -> None:
     db = tmp_path / "switchboard.db"
     async with local_world(quiet_pair.carrier) as world:
@@ -241,11 +242,23 @@ async def test_a_restarted_controller_lets_the_caller_finish_their_voicemail(
             await _voicemail_fallback(first, closed=True)
             placed = await first.place_call("2000", wait_ai=False)
             call_id = await _call_of(first, placed)
-            await _voicemail_began(first, call_id)
+            if stopped == "mid_message":
+                await _voicemail_began(first, call_id)
+            else:
+                # Gone while the prompt plays: the fallback chose voicemail, no beep yet.
+                def in_voicemail() -> bool:
+                    live = first.control.calls.get(call_id)
+                    return live is not None and live.voicemail
+
+                await until(in_voicemail, why="the fallback never sent the caller to voicemail")
+                async with first.store.transaction() as tx:
+                    assert (await tx.calls.get(call_id)).voicemail_at is None
         # The controller is gone mid-message (as after a crash); Asterisk keeps the caller.
         async with rig(quiet_pair.pbx, world, db, Timing(voicemail_max_s=3)) as second:
             assert call_id in second.control.calls
-            # No AI comes back over the message, and its bound still ends the call.
+            # No AI comes back over the message (mid-prompt: the prompt again, then the
+            # beep), and its bound still ends the call.
+            await _voicemail_began(second, call_id)
 
             async def ended() -> bool:
                 async with second.store.transaction() as tx:
