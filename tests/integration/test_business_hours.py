@@ -79,6 +79,45 @@ async def test_a_call_on_a_holiday_goes_straight_to_the_fallback_number(
     assert handoffs == []  # nobody was offered a card: the office is closed
 
 
+async def test_a_restarted_controller_leaves_the_caller_with_the_fallback_number(
+    quiet_pair: Pair, tmp_path: Path,
+) -> None:
+    db = tmp_path / "switchboard.db"
+    today = datetime.now(UTC).date()
+    async with local_world(quiet_pair.carrier) as world:
+        async with rig(quiet_pair.pbx, world, db, check_ledger=False) as first:
+            async with first.store.transaction() as tx:
+                sales = await tx.assistants.by_name("sales")
+                assert sales is not None
+                await tx.assistants.set_hours(sales.id, Hours.parse(
+                    [], [(today + timedelta(days=d)).isoformat() for d in (-1, 0, 1)]))
+            placed = await first.place_call("2100")
+
+            async def forwarded() -> bool:
+                async with first.store.transaction() as tx:
+                    return (await tx.calls.get(placed.call_id)).state is CallState.FORWARDED
+
+            await until(forwarded)
+            forward = first.control.calls[placed.call_id].forward
+            assert forward is not None
+        # The controller is gone (as after a crash); Asterisk keeps the conversation.
+        async with rig(quiet_pair.pbx, world, db) as second:
+            live = second.control.calls[placed.call_id]
+            # Adopted as it was: the fallback party keeps the caller, no AI over them.
+            assert (live.forward, live.forward_answered, live.ai) == (forward, True, None)
+            await second.wait_hears(placed, "agent", after=time.monotonic(), timeout=10)
+            await second.hang_up_caller(placed)
+
+            async def ended() -> bool:
+                async with second.store.transaction() as tx:
+                    return (await tx.calls.get(placed.call_id)).outcome is not None
+
+            await until(ended)
+            async with second.store.transaction() as tx:
+                call = await tx.calls.get(placed.call_id)
+    assert call.outcome is CallOutcome.FALLBACK_NUMBER
+
+
 async def test_a_card_for_a_closed_queue_puts_the_caller_through_to_the_fallback_number(
     call_rig: Rig,
 ) -> None:
