@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     capacity.add_argument("--window", type=float, default=10.0,
                           help="seconds each step is measured once its calls are up")
     capacity.add_argument("--recording", default="bridge",
-                          choices=["bridge", "none", "mixmonitor", "snoop"],
+                          choices=["bridge", "none", "mixmonitor", "snoop", "legs"],
                           help="how each call is recorded (not bridge: swapped from outside "
                           "once the call is up, to see where the PBX's CPU goes)")
     capacity.add_argument("--json", action="store_true")
