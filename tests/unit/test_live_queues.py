@@ -176,7 +176,8 @@ async def test_round_robin_gives_the_card_to_one_member_and_moves_on_when_it_pas
     # Only Ada may take it while it is hers; her leg is staged in the call bridge.
     with pytest.raises(NotOfferable):
         await floor.live.control.accept(handoff_id, floor.bob)
-    assert list(live.staged) == [floor.ada]
+    # Her leg is staged just after the offer is written: on a loaded box, a moment later.
+    await until(lambda: list(live.staged) == [floor.ada], 2, why=lambda: str(live.staged))
 
     async def held_by_bob() -> bool:
         return await floor.held_by(handoff_id) == floor.bob
