@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from handoff.agents import EndpointKind, Presence
 from handoff.assistants import EngineKind, FallbackKind, HandoffLevel
@@ -26,6 +27,7 @@ from handoff.live.offer import CALLBACK_NOTE
 from handoff.policy import HandoffPolicy
 from handoff.states import InvalidTransition
 from handoff.store import AlreadyTaken, Store, create_store_engine, upgrade_to_head
+from handoff.store.models import Call
 from handoff.topics import Topic
 from pbx.ari import Event
 from tests.unit.fake_ari import FakeAri
@@ -473,3 +475,18 @@ async def test_a_slow_handler_holds_up_only_its_own_calls_events_which_stay_in_o
     delayed = [r.getMessage() for r in caplog.records if " delayed: " in r.getMessage()]
     assert any(f"call={slow.call_id}" in line and "ChannelHangupRequest" in line
                for line in delayed)
+
+
+async def test_a_caller_who_hangs_up_while_being_answered_is_abandoned_without_an_error(
+    floor: Floor,
+) -> None:
+    # The hang-up reaches Asterisk before the controller's answer does (the events that
+    # say so are queued behind this StasisStart): the answer finds no channel.
+    caller = await floor.ari.caller_dials()
+    await floor.ari.hang_up_phone(caller)
+    await floor.ari.idle()
+    assert floor.ari.stats.errors == 0
+    async with floor.store.engine.connect() as connection:
+        outcomes = list(await connection.scalars(
+            select(Call.outcome).where(Call.caller_channel_id == caller)))
+    assert outcomes == [CallOutcome.ABANDONED]
