@@ -9,7 +9,8 @@ one call, reach the controller interleaved.
 
 The calls at once are bounded (AT_ONCE): on this 2-core machine, shared with the rest of
 the suite, `switchboard bench capacity` carried 25 recorded AI calls cleanly and lost
-media past 35-50, so 200 concurrent media calls would test the box, not the dispatch.
+media past 35-50, so 200 concurrent media calls would test the box, not the dispatch;
+the test asserts the peak of calls up together that it claims (PEAK_CLAIMED).
 The callers' phones and the AI engine run in a process of their own (as in that bench),
 so their media work does not load the controller's event loop under test.
 """
@@ -67,6 +68,9 @@ async def big_pair(installation: runtime.Installation, state_dir: Path) -> Async
 
 @dataclass
 class Floor:
+    """The rig, Ada (the one agent: her calls follow one another) and the peak of calls
+    up together, read each time a call reaches the AI."""
+
     r: Rig
     ada: asyncio.Lock = field(default_factory=asyncio.Lock)  # one agent, one call at a time
     peak: int = 0
