@@ -43,7 +43,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leaks")]
 
 CALLS = 200
 AT_ONCE = 30  # calls placed and not yet ended, at most (see the module's docstring)
-PEAK_CLAIMED = 20  # calls up together at some moment, at least (28 of 30 reached here)
+PEAK_CLAIMED = 20  # calls up together at some moment, at least (28-30 reached here)
 RAMP_S = 10.0  # the callers arrive spread over this long
 # The handler budget, generous for a loaded shared machine: the point is that no handler
 # ever blocks (on a phone ringing, a card on offer, an AI or Asterisk that does not
