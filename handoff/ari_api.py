@@ -9,7 +9,7 @@ first, so the fake cannot silently fall behind.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from pbx.ari import (
@@ -121,3 +121,5 @@ class AriApi(Protocol):
     def on(self, event_type: str, handler: EventHandler) -> EventHandler: ...
 
     def off(self, event_type: str, handler: EventHandler) -> None: ...
+
+    def label_keys(self, label: Callable[[str], str]) -> None: ...

@@ -55,6 +55,8 @@ What a test leaves behind:
 - :class:`Baseline`: descriptors, threads and asyncio tasks of this process, taken
   before an integration module and required back afterwards (R13); the channels,
   bridges and open ledger rows are checked per test (``quiet_pair``, ``rig``).
+
+What the links counted: :func:`scraped`, their figures as /metrics serves them.
 """
 
 from __future__ import annotations
@@ -62,8 +64,12 @@ from __future__ import annotations
 import signal
 from collections.abc import Awaitable, Callable
 
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.product_run import Product
 from tests.waiting import until
+from web.app_metrics import EventLink, register_process_metrics
 from web.bench.faults import (
     Baseline,
     Direction,
@@ -79,7 +85,24 @@ from web.bench.faults import (
 
 __all__ = ["Baseline", "Direction", "FaultUnavailable", "LinkFaults", "TcpPath", "Traffic",
            "back_to", "chromium_pid", "frozen_tree", "kill_controller_at", "paused",
-           "restart_in_place"]
+           "restart_in_place", "scraped"]
+
+
+def scraped(ari: EventLink | None = None, ami: EventLink | None = None) -> dict[str, float]:
+    """The event links' counters as /metrics serves them (the same collectors, rendered
+    and parsed back), as ``{"bad_frames{ari}": 2.0, "handling_delayed{ari,StasisStart}":
+    1.0, ...}``."""
+    registry = CollectorRegistry()
+    register_process_metrics(registry, telephony_status=lambda: "ok", ari=lambda: ari,
+                             ami=lambda: ami, calls_live=lambda: 0)
+    figures = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for sample in family.samples:
+            if sample.name.startswith("switchboard_event_"):
+                name = sample.name.removeprefix("switchboard_event_").removeprefix("link_")
+                labels = ",".join(sample.labels.values())
+                figures[f"{name.removesuffix('_total')}{{{labels}}}"] = sample.value
+    return figures
 
 
 async def kill_controller_at(product: Product, point: Callable[[], Awaitable[object]],

@@ -32,6 +32,7 @@ from handoff.store.models import Agent
 from handoff.trunks import Trunk
 from pbx import runtime
 from pbx.ari import AriClient
+from pbx.ari.client import ARI_LINK
 from pbx.asterisk_config import InboundRoute, Queue, SipAgent
 from pbx.runtime import AsteriskInstance
 from pbx.trunk_config import SipTrunk
@@ -222,11 +223,12 @@ async def rig(
     *,
     outbound: Callable[[Store], Outbound] = carrier_outbound,
     ari_url: str | None = None,
+    handler_budget: float = ARI_LINK.handler_budget,
 ) -> AsyncIterator[Rig]:
     """The controller wired to a started ``world`` (whose engine address it uses); calls
     out go through the trunks ``outbound`` gives for the rig's store. ``ari_url``: where
     the controller reaches the PBX's ARI, when not directly (through a path a fault
-    drill cuts).
+    drill cuts). ``handler_budget``: the ARI events' (pbx.event_link.LinkSettings).
 
     On a normal exit every call must have ended with an outcome (``check_ledger``);
     a test that leaves calls up on purpose, to adopt them later, turns that off.
@@ -276,7 +278,7 @@ async def rig(
         await connection.execute(update(Agent).where(Agent.id == agent_id).values(
             on_duty=True, presence=Presence.AVAILABLE))
     pbx_ari = AriClient(ari_url or pbx.ari_url, *pbx.ari_auth, apps="switchboard",
-                        key=call_key)
+                        key=call_key, handler_budget=handler_budget)
     live = build_controller(
         pbx_ari, store, EventHub(), outbound=outbound(store),
         recordings=db_path.parent / "recordings",
