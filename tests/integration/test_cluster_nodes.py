@@ -6,7 +6,9 @@ two nodes, the product's own controllers answer them with the built-in reception
 Bea's SIP desk phone is registered to node A and Cid's to node B. On 127.0.0.1 with
 ports of their own, not in network namespaces (tests/integration/test_cluster_edge.py
 says why). First node A's controller alone is killed (its Asterisk keeps the calls):
-node B ends them once A's lease runs out, and A's controller, back after that, hangs
+A refuses new calls at once and the edge sends them to node B; A's controller, back
+within its lease, adopts its calls. Killed again, for longer: node B ends them once A's
+lease runs out, and A's controller, back after that, hangs
 up what is left of them. Then the whole of node A (its Asterisk and its controller) is
 killed with SIGKILL: new calls go to node B, which ends A's calls as pbx_lost.
 """
@@ -52,6 +54,7 @@ __all__ = ["database"]
 pytestmark = pytest.mark.integration
 
 LEASE_S = 3
+ADOPT_LEASE_S = 60
 MAX_CALLS = 10
 
 
@@ -112,9 +115,12 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
     sip = {name: free_port(socket.SOCK_DGRAM, frozenset({port, *taken}))
            for name in ("node-a", "node-b")}
     assert len({port, *sip.values()}) == 3
+    # Node A's first lease outlasts its controller's restart (the calls are adopted);
+    # from then on both nodes' leases are short, for the losses.
     nodes = {name: Product(tmp_path / name, free_port(), settings=[
         f"database.url={database}", f"asterisk.sip_port={sip[name]}",
-        "demo.test_caller=false", f"cluster.node={name}", f"cluster.lease_s={LEASE_S}",
+        "demo.test_caller=false", f"cluster.node={name}",
+        f"cluster.lease_s={ADOPT_LEASE_S if name == 'node-a' else LEASE_S}",
     ]) for name in sip}
     a, b = nodes["node-a"], nodes["node-b"]
     folder = tmp_path / "edge"
@@ -178,8 +184,29 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
                                why="no card for Cid")
         await until(lambda: _cards(cid_desk, {cid_card}), 10, why="Cid's desk lacks the card")
 
-        # Node A's controller alone is killed: its Asterisk keeps the callers, but no
-        # controller holds them. Node B ends them once A's lease has run out.
+        # Node A's controller is lost for a moment (its Asterisk lives on, and answers the
+        # edge's OPTIONS): A refuses new calls at once (503) and the edge sends them to
+        # node B, instead of leaving them to wait in A's dialplan for an app that is
+        # gone. Back within its lease, A's controller adopts its calls: Bea's caller
+        # still hears her, and the caller waiting for a person is still offered to Cid.
+        await a.signal(signal.SIGKILL)
+        during = [await place_with_ai(world, store, within=15) for _ in range(2)]
+        assert [c.node for c in during] == ["node-b", "node-b"]
+        on_b += during
+        a.settings[a.settings.index(f"cluster.lease_s={ADOPT_LEASE_S}")] = (
+            f"cluster.lease_s={LEASE_S}")
+        await a.start()
+        back = time.monotonic()
+        await until(lambda: _heard(world, on_a[0].caller_number, "agent", back), 15,
+                    step=0.2, why="Bea's caller no longer hears her once A is back")
+        assert not await _all_lost(store, [on_a[0].id]) and not await _all_lost(
+            store, [on_a[1].id])
+        assert await _handoff_is(store, bea_card, HandoffState.CONNECTED)
+        assert await _handoff_is(store, cid_card, HandoffState.OFFERED)
+        await until(lambda: _cards(cid_desk, {cid_card}), 10, why="Cid's card went")
+
+        # Node A's controller alone is killed for good: its Asterisk keeps the callers,
+        # but no controller holds them. Node B ends them once A's lease has run out.
         assert a.proc is not None
         await a.signal(signal.SIGKILL)
         killed = time.monotonic()
@@ -256,6 +283,12 @@ async def _hung_up(world: World, caller: str) -> bool:
     except AriError as exc:
         return exc.status == 404
     return False
+
+
+async def _heard(world: World, caller: str, who: str, since: float) -> bool:
+    """Whether ``caller`` heard ``who``'s tone (a second of it) since ``since``."""
+    frames = await world.frames(caller, since, time.monotonic())
+    return sum(1 for _, label in frames if label == who) > 50
 
 
 async def _dispatching(edge: Edge, names: set[str]) -> bool:
