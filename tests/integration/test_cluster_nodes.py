@@ -20,33 +20,41 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from handoff.agents import EndpointKind
-from handoff.calls import CallOutcome, CallState
+from handoff.calls import CallState
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.settings import ClusterNodeSettings, ClusterSettings, DatabaseSettings, Settings
 from handoff.store import Store, create_store_engine, upgrade_to_head
-from handoff.store.models import Call
 from handoff.trunks import Trunk
 from pbx import runtime
-from pbx.ari import AriError
 from pbx.edge import Edge
 from pbx.kamailio_config import EdgeNode, EdgeSpec
 from pbx.ports import free_port
-from pbx.trunk_config import SipTrunk
-from tests.integration.test_cluster_edge import active_nodes, edge_port
+from tests.integration.test_cluster_edge import active_nodes
 from tests.integration.test_controller_kill import board
-from tests.integration.test_external_asterisk import database, hears_voice, offered
+from tests.integration.test_external_asterisk import database
 from tests.product_run import Product, stopped_after
 from tests.sip_phone import SipPhone
 from tests.waiting import until
+from web.bench.cluster import (
+    all_ended,
+    all_lost,
+    ask_for_person,
+    carrier_world,
+    edge_port,
+    handoff_is,
+    heard,
+    hung_up,
+    offered,
+    place_with_ai,
+    rows,
+)
 from web.bench.dashboard_site import PASSWORD, Browser, cheap_passwords
-from web.bench.world import World
 from web.doctor import Report, examine_cluster
 
 __all__ = ["database"]
@@ -55,56 +63,6 @@ pytestmark = pytest.mark.integration
 
 LEASE_S = 3
 ADOPT_LEASE_S = 60
-MAX_CALLS = 10
-
-
-@contextlib.asynccontextmanager
-async def carrier_world(installation: runtime.Installation, state_dir: Path,
-                        edge: int) -> AsyncIterator[World]:
-    """A carrier Asterisk whose one trunk is the edge, and the callers it places."""
-    carrier = runtime.new_instance(
-        installation, f"n{os.getpid()}-carrier", state_dir, max_calls=MAX_CALLS,
-        ports=runtime.allocate_ports(runtime.PortRequest(), max_calls=MAX_CALLS),
-        app="carrier", trunks=(SipTrunk("switchboard", "127.0.0.1", edge),))
-    await carrier.start()
-    world = World(carrier.ari_url, carrier.ari_auth)
-    try:
-        await world.start()
-        yield world
-    finally:
-        await world.close()
-        await carrier.stop()
-
-
-async def calls_of(store: Store, callers: list[str]) -> dict[str, Call]:
-    """The ledger's row of each of these callers' calls (the last, if several)."""
-    async with store.transaction() as tx:
-        rows = await tx.calls.open_calls()
-    return {row.caller_number: row for row in rows if row.caller_number in callers}
-
-
-async def rows(store: Store, call_ids: list[str]) -> list[Call]:
-    async with store.transaction() as tx:
-        return [await tx.calls.get(call_id) for call_id in call_ids]
-
-
-async def place_with_ai(world: World, store: Store, within: float = 20) -> Call:
-    """A call through the edge, answered by a node's receptionist: its ledger row."""
-    caller = await world.place_call("2000")
-
-    async def with_ai() -> Call | None:
-        row = (await calls_of(store, [caller])).get(caller)
-        return row if row is not None and row.state is CallState.WITH_AI else None
-
-    return await until(with_ai, within, step=0.1, why=f"the call from {caller} never "
-                       "reached a node's AI")
-
-
-async def ask_for_person(world: World, call: Call) -> None:
-    """The caller presses 0 once the receptionist speaks (it listens from then on)."""
-    await until(lambda: hears_voice(world, call.caller_number, 0), 20, step=0.2,
-                why=f"{call.caller_number} never heard the receptionist")
-    await world.press(call.caller_number, "0")
 
 
 async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls_go_there(
@@ -177,11 +135,20 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
                                why="no card for Bea")
         accepted = await bea_desk_a.post_json(f"/api/handoffs/{bea_card}/accept", {})
         assert accepted.status == 200, await accepted.text()
-        await until(lambda: _handoff_is(store, bea_card, HandoffState.CONNECTED), 20,
+        await until(lambda: handoff_is(store, bea_card, HandoffState.CONNECTED), 20,
                     step=0.2, why="Bea never talked to the caller")
         await ask_for_person(world, on_a[1])
         cid_card = await until(lambda: offered(store, on_a[1].id), 20, step=0.2,
                                why="no card for Cid")
+        # Node B's receptionist is heard too, while A's runs: its request for a person
+        # raises a card (each node's receptionist holds a token of its own; with one
+        # stored token the two nodes replaced each other's, and B's was refused 401).
+        await ask_for_person(world, on_b[0])
+        await until(lambda: offered(store, on_b[0].id), 20, step=0.2,
+                    why="node B's receptionist never got a card raised")
+        await world.hang_up(on_b[0].caller_number)
+        await until(lambda: all_ended(store, [on_b[0].id]), 15, why="B's caller never left")
+        on_b = on_b[1:]
         await until(lambda: _cards(cid_desk, {cid_card}), 10, why="Cid's desk lacks the card")
 
         # Node A's controller is lost for a moment (its Asterisk lives on, and answers the
@@ -197,12 +164,12 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
             f"cluster.lease_s={LEASE_S}")
         await a.start()
         back = time.monotonic()
-        await until(lambda: _heard(world, on_a[0].caller_number, "agent", back), 15,
+        await until(lambda: heard(world, on_a[0].caller_number, back, "agent"), 15,
                     step=0.2, why="Bea's caller no longer hears her once A is back")
-        assert not await _all_lost(store, [on_a[0].id]) and not await _all_lost(
+        assert not await all_lost(store, [on_a[0].id]) and not await all_lost(
             store, [on_a[1].id])
-        assert await _handoff_is(store, bea_card, HandoffState.CONNECTED)
-        assert await _handoff_is(store, cid_card, HandoffState.OFFERED)
+        assert await handoff_is(store, bea_card, HandoffState.CONNECTED)
+        assert await handoff_is(store, cid_card, HandoffState.OFFERED)
         await until(lambda: _cards(cid_desk, {cid_card}), 10, why="Cid's card went")
 
         # Node A's controller alone is killed for good: its Asterisk keeps the callers,
@@ -210,7 +177,7 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         assert a.proc is not None
         await a.signal(signal.SIGKILL)
         killed = time.monotonic()
-        await until(lambda: _all_lost(store, [c.id for c in on_a]), LEASE_S + 10, step=0.1,
+        await until(lambda: all_lost(store, [c.id for c in on_a]), LEASE_S + 10, step=0.1,
                     why="node B never ended node A's calls")
         print(f"\nnode A's controller killed: its calls had their outcome after "
               f"{time.monotonic() - killed:.2f} s (lease {LEASE_S} s)")
@@ -219,7 +186,7 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         # over, so it hangs up the callers its Asterisk still held.
         await a.start()
         for call in on_a:
-            await until(lambda c=call: _hung_up(world, c.caller_number),  # type: ignore[misc]
+            await until(lambda c=call: hung_up(world, c.caller_number),  # type: ignore[misc]
                         15, why="node A kept a caller whose call was ended as pbx_lost")
 
         # New calls spread over both nodes again; then the whole of node A dies.
@@ -239,7 +206,7 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         assert [c.node for c in after] == ["node-b", "node-b"]
         # Node A is all gone: nothing of it for a later run to stop.
         (a.data / "run" / "switchboard.json").unlink()
-        await until(lambda: _all_lost(store, [c.id for c in on_a]), LEASE_S + 10, step=0.1,
+        await until(lambda: all_lost(store, [c.id for c in on_a]), LEASE_S + 10, step=0.1,
                     why="node B never ended the dead node's calls")
         print(f"node A killed (Asterisk and controller): new calls succeeded after "
               f"{recovered:.2f} s, its calls had their outcome after "
@@ -249,7 +216,7 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         # for a person meanwhile), their callers still on the line.
         for row in await rows(store, [c.id for c in [*on_b, *after]]):
             assert row.state is not CallState.ENDED, (row.caller_number, row.end_cause)
-            assert not await _hung_up(world, row.caller_number)
+            assert not await hung_up(world, row.caller_number)
         # `switchboard doctor` on a node tells which node holds its lease and which was lost.
         report = Report()
         await examine_cluster(Settings(database=DatabaseSettings(url=database),
@@ -263,7 +230,7 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         assert any("node-a was lost: node-b ended its calls" in p for p in report.problems)
         for call in [*on_b, *after]:
             await world.hang_up(call.caller_number)
-        await until(lambda: _all_ended(store, [c.id for c in [*on_b, *after]]), 15,
+        await until(lambda: all_ended(store, [c.id for c in [*on_b, *after]]), 15,
                     why="node B's calls never ended")
 
 
@@ -276,40 +243,12 @@ def _tell_why(failed: type[BaseException] | None, nodes: dict[str, Product]) -> 
                 print(f"--- {name}'s Asterisk:\n" + "\n".join(log))
 
 
-async def _hung_up(world: World, caller: str) -> bool:
-    """Whether the carrier's leg of ``caller``'s call is gone (the node hung it up)."""
-    try:
-        await world.ari.channels.get(world._outbound[caller])
-    except AriError as exc:
-        return exc.status == 404
-    return False
-
-
-async def _heard(world: World, caller: str, who: str, since: float) -> bool:
-    """Whether ``caller`` heard ``who``'s tone (a second of it) since ``since``."""
-    frames = await world.frames(caller, since, time.monotonic())
-    return sum(1 for _, label in frames if label == who) > 50
-
-
 async def _dispatching(edge: Edge, names: set[str]) -> bool:
     return await active_nodes(edge) == names
 
 
-async def _handoff_is(store: Store, handoff_id: int, state: HandoffState) -> bool:
-    async with store.transaction() as tx:
-        return (await tx.handoffs.get(handoff_id)).state is state
-
-
 async def _cards(desk: Browser, expected: set[int]) -> bool:
     return {card["handoff_id"] for card in (await board(desk))["cards"]} == expected
-
-
-async def _all_lost(store: Store, call_ids: list[str]) -> bool:
-    return all(row.outcome is CallOutcome.PBX_LOST for row in await rows(store, call_ids))
-
-
-async def _all_ended(store: Store, call_ids: list[str]) -> bool:
-    return all(row.state is CallState.ENDED for row in await rows(store, call_ids))
 
 
 async def _floor_is_clear(store: Store, desk: Browser, handoffs: list[int]) -> None:
