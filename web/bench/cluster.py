@@ -31,8 +31,11 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.engine import make_url
 
 from handoff.agents import EndpointKind
 from handoff.calls import CallOutcome, CallState
@@ -46,6 +49,7 @@ from pbx.edge import Edge
 from pbx.kamailio_config import EdgeNode, EdgeSpec
 from pbx.ports import _port_free, free_port
 from pbx.trunk_config import SipTrunk
+from web.bench.cluster_hosts import HOST_ADDRESS, PREFIX, NodeHost, cluster_hosts, kill_host
 from web.bench.dashboard_site import PASSWORD, Browser, cheap_passwords
 from web.bench.postgres_server import private_postgres
 from web.bench.product_run import Product, stopped_after
@@ -54,6 +58,7 @@ from web.bench.waiting import until
 from web.bench.world import World
 
 MAX_CALLS = 10
+NODES = ("node-a", "node-b")
 PROBE_S = 1
 CROSS_NODE_TODO = ("TODO: a cross-node handoff (a caller on one node, the agent's phone "
                    "on another) is the xnode work, not on this branch; measure it with "
@@ -68,14 +73,70 @@ def edge_port(avoid: frozenset[int]) -> int:
     raise RuntimeError("no port free for both UDP and TCP on 127.0.0.1")
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where the cluster's parts listen. ``host``: the edge, the carrier, PostgreSQL and
+    the agents' phones. Each node: on a host of its own (``hosts``, a namespace each:
+    web.bench.cluster_hosts), or on 127.0.0.1 with ports of its own."""
+
+    host: str = "127.0.0.1"
+    hosts: dict[str, NodeHost] | None = None
+
+    def address(self, node: str) -> str:
+        return self.hosts[node].address if self.hosts else "127.0.0.1"
+
+    def sip_ports(self, names: tuple[str, ...], avoid: frozenset[int]) -> dict[str, int]:
+        """Each node's SIP port: 5060 on a host of its own, any free one on 127.0.0.1."""
+        ports: dict[str, int] = {}
+        for name in names:
+            ports[name] = 5060 if self.hosts else free_port(
+                socket.SOCK_DGRAM, avoid | set(ports.values()))
+        return ports
+
+    def node(self, name: str, folder: Path, database: str, sip: int,
+             settings: tuple[str, ...] = ()) -> Product:
+        """``switchboard run`` for node ``name`` (on its host), on the shared database."""
+        address = self.address(name)
+        url = make_url(database)
+        if self.hosts:
+            url = url.set(host=self.host)  # PostgreSQL, as the node's host reaches it
+        # On its own host the node's Asterisk listens on every address there: its SIP
+        # on the bridge for the edge, ARI and AMI on its loopback for its controller
+        # (the embedded Asterisk's HTTP, ARI's too, binds where SIP does).
+        bind = "0.0.0.0" if self.hosts else address
+        product = Product(folder / name, free_port(), host=address, settings=[
+            f"database.url={url.render_as_string(hide_password=False)}",
+            f"asterisk.sip_port={sip}", f"asterisk.bind_address={bind}",
+            f"asterisk.media_address={address}", "demo.test_caller=false",
+            f"cluster.node={name}", *settings])
+        if self.hosts:
+            product.run_prefix = self.hosts[name].argv()
+        return product
+
+    async def kill(self, name: str, node: Product) -> None:
+        """Node ``name``'s host gone: its Asterisk and its controller killed (SIGKILL),
+        on a host of its own every process there and its link down; nothing of it is
+        left for a later stop."""
+        if self.hosts:
+            kill_host(self.hosts[name])
+        else:
+            pbx_pid = node.state()["asterisk_pid"]
+            assert isinstance(pbx_pid, int)
+            os.killpg(pbx_pid, signal.SIGKILL)
+        await node.signal(signal.SIGKILL)
+        (node.data / "run" / "switchboard.json").unlink()
+
+
 @contextlib.asynccontextmanager
 async def carrier_world(installation: runtime.Installation, state_dir: Path,
-                        edge: int) -> AsyncIterator[World]:
-    """A carrier Asterisk whose one trunk is the edge, and the callers it places."""
+                        edge: int, host: str = "127.0.0.1") -> AsyncIterator[World]:
+    """A carrier Asterisk on ``host`` whose one trunk is the edge there, and the callers
+    it places."""
     carrier = runtime.new_instance(
         installation, f"n{os.getpid()}-carrier", state_dir, max_calls=MAX_CALLS,
         ports=runtime.allocate_ports(runtime.PortRequest(), max_calls=MAX_CALLS),
-        app="carrier", trunks=(SipTrunk("switchboard", "127.0.0.1", edge),))
+        app="carrier", bind_address=host, media_address=host,
+        trunks=(SipTrunk("switchboard", host, edge),))
     await carrier.start()
     world = World(carrier.ari_url, carrier.ari_auth)
     try:
@@ -168,46 +229,39 @@ async def connect(world: World, store: Store, call: Call, desk: Browser) -> int:
     return card
 
 
-async def kill_node(node: Product) -> None:
-    """A node's host gone: its Asterisk and its controller killed (SIGKILL), nothing of
-    it left for a later stop."""
-    pbx_pid = node.state()["asterisk_pid"]
-    assert isinstance(pbx_pid, int)
-    os.killpg(pbx_pid, signal.SIGKILL)
-    await node.signal(signal.SIGKILL)
-    (node.data / "run" / "switchboard.json").unlink()
+def edge_for(layout: Layout, folder: Path, port: int, sip: dict[str, int]) -> Edge:
+    """Kamailio on the layout's host, dispatching to the nodes, probing every second."""
+    folder.mkdir(parents=True, exist_ok=True)
+    nodes = tuple(EdgeNode(name, layout.address(name), sip[name]) for name in sip)
+    return Edge(EdgeSpec(layout.host, port, nodes, carriers=(layout.host,),
+                         config_dir=str(folder), run_dir=str(folder / "run"),
+                         probe_interval_s=PROBE_S), folder)
 
 
 async def measure(folder: Path, calls_per_node: int = 2, lease_s: int = 5) -> dict[str, Any]:
+    """The run, each node on a host of its own (a network namespace)."""
     installation = await asyncio.to_thread(runtime.locate)
-    with private_postgres() as database:
-        return await _run(database, installation, folder, calls_per_node, lease_s)
+    with cluster_hosts(NODES) as hosts, private_postgres(
+            also_on=HOST_ADDRESS, network=f"{HOST_ADDRESS}/{PREFIX}") as database:
+        return await _run(database, installation, folder, calls_per_node, lease_s=lease_s,
+                          layout=Layout(HOST_ADDRESS, hosts))
 
 
 async def _run(database: str, installation: runtime.Installation, folder: Path,
-               calls_per_node: int, lease_s: int) -> dict[str, Any]:
+               calls_per_node: int, *, lease_s: int, layout: Layout) -> dict[str, Any]:
     port = edge_port(frozenset())
-    sip: dict[str, int] = {}
-    for name in ("node-a", "node-b"):
-        sip[name] = free_port(socket.SOCK_DGRAM, frozenset({port, *sip.values()}))
-    nodes = {name: Product(folder / name, free_port(), settings=[
-        f"database.url={database}", f"asterisk.sip_port={sip[name]}",
-        "demo.test_caller=false", f"cluster.node={name}", f"cluster.lease_s={lease_s}",
-    ]) for name in sip}
+    sip = layout.sip_ports(NODES, frozenset({port}))
+    nodes = {name: layout.node(name, folder, database, sip[name],
+                               (f"cluster.lease_s={lease_s}",)) for name in NODES}
     a, b = nodes["node-a"], nodes["node-b"]
-    edge_dir = folder / "edge"
-    edge_dir.mkdir(parents=True)
-    edge = Edge(EdgeSpec("127.0.0.1", port, tuple(EdgeNode(name, "127.0.0.1", sip[name])
-                                                  for name in sip),
-                         carriers=("127.0.0.1",), config_dir=str(edge_dir),
-                         run_dir=str(edge_dir / "run"), probe_interval_s=PROBE_S), edge_dir)
+    edge = edge_for(layout, folder / "edge", port, sip)
     engine = create_store_engine(database)
     store = Store(engine)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(engine.dispose)
         await upgrade_to_head(engine)
         async with store.transaction() as tx:
-            await tx.trunks.create(Trunk(name="edge", host="127.0.0.1", port=port))
+            await tx.trunks.create(Trunk(name="edge", host=layout.host, port=port))
             for login in ("bea", "cid"):
                 await tx.agents.create(
                     login=login, display_name=login.title(), sip_user=f"desk-{login}",
@@ -220,12 +274,13 @@ async def _run(database: str, installation: runtime.Installation, folder: Path,
         await edge.start()
         stack.push_async_callback(edge.stop)
         world = await stack.enter_async_context(
-            carrier_world(installation, folder / "carrier", port))
+            carrier_world(installation, folder / "carrier", port, layout.host))
         # Each agent's desk phone: one account on each node.
         for login in ("bea", "cid"):
-            for node_port in sip.values():
+            for name, node_port in sip.items():
                 await stack.enter_async_context(SipPhone(
-                    f"desk-{login}", f"{login}-sip-secret", ("127.0.0.1", node_port)))
+                    f"desk-{login}", f"{login}-sip-secret", (layout.address(name), node_port),
+                    host=layout.host))
         desks: dict[tuple[str, str], Browser] = {}
         for login, node_name in (("bea", "node-a"), ("cid", "node-b"), ("bea", "node-b")):
             desk = Browser(nodes[node_name].url)
@@ -244,7 +299,7 @@ async def _run(database: str, installation: runtime.Installation, folder: Path,
         await connect(world, store, on["node-a"][0], desks["bea", "node-a"])
         await connect(world, store, on["node-b"][0], desks["cid", "node-b"])
 
-        await kill_node(a)
+        await layout.kill("node-a", a)
         killed = time.monotonic()
         new_call, lost_s, bea_free_s = await asyncio.gather(
             _first_new_call(world, store, killed), _lost(store, on["node-a"], killed,
@@ -272,7 +327,7 @@ async def _run(database: str, installation: runtime.Installation, folder: Path,
             "calls_before_kill": {name: len(on[name]) for name in sip},
             "lease_s": lease_s,
             "edge_probe_interval_s": PROBE_S,
-            "killed": "node-a (Asterisk and controller, SIGKILL)",
+            "killed": "node-a's host: every process in its namespace (SIGKILL), its link down",
             "calls_lost_on_surviving_nodes": survivors_lost,
             "survivor_agent_call_still_heard": still_heard,
             "new_calls_succeed_after_s": round(new_call[0], 2),

@@ -40,9 +40,12 @@ def _free_port() -> int:
 
 
 @contextmanager
-def private_postgres(port: int | None = None) -> Iterator[str]:
+def private_postgres(port: int | None = None, *, also_on: str = "",
+                     network: str = "") -> Iterator[str]:
     """Yield the URL of a fresh database on a server that lives for this block (on
-    ``port``, when a test must know it before the server runs)."""
+    ``port``, when a test must know it before the server runs). With ``also_on`` it
+    listens on that address too, and trusts ``network`` (CIDR) there: the cluster's
+    nodes, each in a namespace of its own, reach it over their link."""
     bin_dir = _bin_dir()
     folder = Path(tempfile.mkdtemp(prefix="switchboard-pg-"))
     # The server refuses to run as root; it runs as Debian's `postgres` user then.
@@ -60,9 +63,14 @@ def private_postgres(port: int | None = None) -> Iterator[str]:
 
     run(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "switchboard",
         "--no-sync")
+    listen = "127.0.0.1"
+    if also_on:
+        listen += f",{also_on}"
+        with (data / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {network} trust\n")
     run(
         str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(folder / "server.log"),
-        "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off",
+        "-o", f"-p {port} -k {folder} -c listen_addresses={listen} -c fsync=off",
         "start",
     )
     try:

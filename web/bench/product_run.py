@@ -43,6 +43,9 @@ class Product:
     run_command: list[str] | None = None
     run_env: dict[str, str] | None = None
     run_cwd: Path = REPO
+    # What `run` is started through (its settings as they are then): e.g. `ip netns exec
+    # NS`, for a cluster node on a host of its own.
+    run_prefix: list[str] = field(default_factory=list)
     _drain: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -76,7 +79,8 @@ class Product:
 
     async def _spawn(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            *(self.run_command or self.argv("run")), cwd=self.run_cwd, env=self.run_env,
+            *(self.run_command or [*self.run_prefix, *self.argv("run")]), cwd=self.run_cwd,
+            env=self.run_env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
 
