@@ -209,6 +209,10 @@ class InstanceSpec:
     # so the controller applies its setting for them (a default assistant or a 404) and
     # logs the number; off, Asterisk answers such calls 404 itself, unlogged.
     route_unknown: bool = False
+    # A node of a cluster behind the SIP edge: a call that finds no controller's app is
+    # refused 503 at once (the edge tries the next node), rather than waiting up to 10 s
+    # for a controller that may be gone.
+    refuse_without_app: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -364,6 +368,7 @@ def render(spec: InstanceSpec) -> dict[str, str]:
         "queues": spec.queues,
         "test_caller": spec.test_caller,
         "route_unknown": spec.route_unknown,
+        "refuse_without_app": spec.refuse_without_app,
     }
     out: dict[str, str] = {}
     for template in env.list_templates(filter_func=lambda name: name.endswith(".conf.j2")):

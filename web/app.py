@@ -408,7 +408,9 @@ def build_app(settings: Settings) -> web.Application:
     policy.declare("GET", "/status", public(Shape.API))
     app.router.add_get("/metrics", metrics)
     policy.declare("GET", "/metrics", public(Shape.API))
-    setup_ai_api(app, store=services.store, commands=services.controller, hub=services.hub)
+    setup_ai_api(app, store=services.store, commands=services.controller, hub=services.hub,
+                 seats=lambda: services.controller.receptionist.tokens
+                 if services.controller.receptionist is not None else {})
     policy.declare_prefix(API_PREFIX, own_auth())  # assistant bearer tokens
     setup_dashboard(
         app, store=services.store, hub=services.hub, commands=services.controller,

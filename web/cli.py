@@ -253,6 +253,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         return int(bench_capacity.main(args.steps, args.max, args.window, args.recording,
                                        args.json))
+    if args.bench_command == "cluster":
+        from web.bench import cluster as bench_cluster  # noqa: PLC0415
+
+        return int(bench_cluster.main(args.calls, args.json, args.lease))
     if args.bench_command == "faults":
         from web.bench import fault_soak  # noqa: PLC0415
 
@@ -368,6 +372,14 @@ def build_parser() -> argparse.ArgumentParser:
     cli_queues.add_parser(sub, on_store)
     for named_list in (cli_lists.PAUSE_REASONS, cli_lists.DISPOSITIONS):
         cli_lists.add_parser(sub, on_store, named_list)
+    cluster = bench_sub.add_parser(
+        "cluster", help="two nodes behind Kamailio on one PostgreSQL, one killed mid-run")
+    cluster.add_argument("--calls", type=int, default=2,
+                         help="calls on each node before the kill (at least 1)")
+    cluster.add_argument("--lease", type=int, default=5,
+                         help="the nodes' cluster.lease_s (3 to 300)")
+    cluster.add_argument("--json", action="store_true")
+    cluster.set_defaults(func=cmd_bench)
     dash = bench_sub.add_parser("dashboard", help="card delivery to many dashboard tabs")
     dash.add_argument("--clients", type=int, default=1000)
     dash.add_argument("--board", action="store_true",

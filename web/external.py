@@ -109,4 +109,7 @@ def pbx_spec(
         agents=agents,
         blocked=blocked,
         route_unknown=route_unknown,
+        # A cluster node refuses calls its controller is not there for (the edge
+        # sends them on).
+        refuse_without_app=bool(settings.cluster.node),
     )

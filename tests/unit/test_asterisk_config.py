@@ -111,6 +111,18 @@ def test_dialplan_routes_only_configured_numbers_into_stasis() -> None:
     assert "_X." not in dialplan and "Dial(" not in dialplan
 
 
+def test_a_cluster_node_refuses_a_call_its_controller_is_not_there_for() -> None:
+    """A single box waits for its controller's app; a cluster node answers 503 at once
+    (Hangup(34), before any answer) so the edge sends the call to the next node."""
+    alone = render(spec(route_unknown=True))["extensions.conf"]
+    assert "Wait(0.5)" in alone and "Hangup(34)" not in alone
+    node = render(spec(route_unknown=True, refuse_without_app=True))["extensions.conf"]
+    assert "Wait(0.5)" not in node and "STASIS_TRIES" not in node
+    for exten in ("exten => 2000,1,", "exten => _[+0-9].,1,"):
+        block = node.split(exten, 1)[1].split("exten =>", 1)[0]
+        assert block.index("Stasis(") < block.index("Hangup(34)") < block.index("(done)")
+
+
 def test_only_the_carrier_placing_test_calls_gets_the_test_caller_dialplan() -> None:
     assert "[test-caller]" not in render(spec())["extensions.conf"]
     dialplan = render(spec(test_caller=True))["extensions.conf"]

@@ -50,6 +50,15 @@ def test_browser_benchmark_without_playwright_says_how_to_get_it(
     assert "pip install 'switchboard[bench]'" in capsys.readouterr().err
 
 
+def test_the_cluster_benchmark_refuses_no_calls_or_a_lease_out_of_range(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Refused before anything starts (no namespace, no PostgreSQL, no node).
+    for args in (["--calls", "0"], ["--lease", "2"], ["--lease", "301"]):
+        assert main(["bench", "cluster", *args]) == 2
+        assert "--calls is at least 1 and --lease 3 to 300" in capsys.readouterr().err
+
+
 def test_a_soak_holds_an_open_line_and_is_refused_otherwise(
     capsys: pytest.CaptureFixture[str]
 ) -> None:
