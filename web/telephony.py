@@ -111,6 +111,7 @@ async def start_telephony(settings: Settings, store: Store, telephony: Telephony
         sip_realm=ast.sip_realm, country=ast.country,
         tls=pbx_tls(settings, avoid=pbx_ports),
         trunks=trunks, routes=routes, agents=agents, route_unknown=True,
+        peers=settings.cluster.peers(),
     )
     await telephony.pbx.start()
     if carrier_ports is not None:
