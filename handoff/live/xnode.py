@@ -68,6 +68,7 @@ class NodeLeg:
     """On the agent's node: a node leg and what it is bridged with."""
 
     handoff_id: int
+    agent_id: int
     leg: str  # from the caller's node
     bridge: str
     agent: str = ""  # the agent's open line, or the leg that rings their phone
@@ -205,7 +206,7 @@ class NodeLegs(Flow):
             log.warning("node leg %s for %s: no such handoff accepted here", leg, args)
             await hang_up(self.ari, leg, "unallocated")
             return
-        node = NodeLeg(handoff.id, leg, f"{leg}{SEP}bridge")
+        node = NodeLeg(handoff.id, agent.id, leg, f"{leg}{SEP}bridge")
         self._legs[leg] = node
         try:
             await self.ari.bridges.create(bridge_id=node.bridge, type="mixing")
@@ -273,6 +274,11 @@ class NodeLegs(Flow):
         node.cause = int(event.get("cause", node.cause))
         if phone_hung_up(event):
             node.hung_up_by_phone = True
+            line = self.ctl.lines.of(node.agent_id)
+            if node.line and line is not None and line.leg == node.agent and line.desk_phone:
+                # A desk phone's handset put down on its line: the line is called
+                # again once gone, as after a call of this node's (handoff.live.lines).
+                line.reopen = True
 
     async def _on_leg_gone(self, event: Mapping[str, Any]) -> None:
         channel_id = str(event["channel"]["id"])

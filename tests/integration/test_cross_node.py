@@ -7,7 +7,9 @@ controller, a carrier Asterisk placing the calls, and Cid's SIP desk phone regis
 to node B only. Cid takes the card on node B's desk; node A's controller calls node B
 for him; both directions are heard; Cid gives the caller back to the AI from node B's
 desk; the caller hangs up and node A records the call, its recording holding Cid's
-voice too. Nothing is left on either node.
+voice too. Then Cid's desk phone keeps an open line on node B: Accept moves it into the
+node leg's bridge there, and Cid putting the handset down ends the call as his. Nothing
+is left on either node.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from handoff.agents import EndpointKind
 from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import HandoffState
 from handoff.store import Store, create_store_engine, upgrade_to_head
+from handoff.store.models import Call
 from handoff.trunks import Trunk
 from pbx import runtime
 from pbx.edge import Edge
@@ -76,7 +79,7 @@ async def test_a_caller_on_node_a_is_handed_to_an_agent_whose_phone_is_on_node_b
     settings = cluster_file(tmp_path, port, sip)
     nodes = {name: Product(tmp_path / name, free_port(), settings=[
         f"database.url={database}", f"asterisk.sip_port={sip[name]}",
-        "demo.test_caller=false", f"cluster.node={name}",
+        "demo.test_caller=false", f"cluster.node={name}", "desk.wrap_up_s=0",
     ]) for name in NODES}
     for node in nodes.values():
         node.run_command = node.argv("--config", str(settings), "run")
@@ -94,7 +97,7 @@ async def test_a_caller_on_node_a_is_handed_to_an_agent_whose_phone_is_on_node_b
         await upgrade_to_head(engine)
         async with store.transaction() as tx:
             await tx.trunks.create(Trunk(name="edge", host="127.0.0.1", port=port))
-            await tx.agents.create(
+            cid = await tx.agents.create(
                 login="cid", display_name="Cid", sip_user="desk-cid",
                 sip_password="cid-sip-secret", endpoint_kind=EndpointKind.DESKPHONE,
                 password_hash=cheap_passwords().hash(PASSWORD))
@@ -116,19 +119,8 @@ async def test_a_caller_on_node_a_is_handed_to_an_agent_whose_phone_is_on_node_b
         await until(lambda: _dispatching(edge, set(NODES)), 15,
                     why="the nodes never answered the edge's OPTIONS")
 
-        # The edge deals calls round robin: of two calls, one is on node A.
-        calls = [await place_with_ai(world, store) for _ in range(2)]
-        assert sorted(c.node or "" for c in calls) == list(NODES)
-        call = next(c for c in calls if c.node == "node-a")
-        other = next(c for c in calls if c.node == "node-b")
-        await world.hang_up(other.caller_number)
-        await ask_for_person(world, call)
-        card = await until(lambda: offered(store, call.id), 20, step=0.2, why="no card")
-        await until(lambda: _cards(desk, {card}), 10, why="node B's desk lacks the card")
-
-        accepted_at = time.monotonic()
-        accepted = await desk.post_json(f"/api/handoffs/{card}/accept", {})
-        assert accepted.status == 200, await accepted.text()
+        # The ringing path: Cid's phone is called through node B.
+        call, card, accepted_at = await _accepted_on_node_b(world, store, desk)
         dialog = await phone.wait_call(20)
         await until(lambda: _handoff_is(store, card, HandoffState.CONNECTED), 20, step=0.2,
                     why="Cid never talked to the caller")
@@ -157,15 +149,63 @@ async def test_a_caller_on_node_a_is_handed_to_an_agent_whose_phone_is_on_node_b
         # The caller hangs up: node A records the call once, and its recording (on node
         # A, of the call's one bridge) holds the caller and Cid.
         await world.hang_up(call.caller_number)
-        await until(lambda: _ended(store, [call.id, other.id]), 15, why="the calls never ended")
+        await until(lambda: _ended(store, [call.id]), 15, why="the call never ended")
         [row] = await rows(store, [call.id])
         assert row.outcome is CallOutcome.COMPLETED_BY_AI
         assert row.recording_path and row.recording_path.startswith(str(a.data))
         heard = recorded_parties(Path(row.recording_path))
         assert heard["caller"] > 10 and heard["agent"] > 10, heard
+
+        # The open line: the admin gives Cid's desk phone one; on duty again, node B
+        # calls it and it answers by itself. Accept moves that line into the node leg's
+        # bridge on node B: no new INVITE at the phone.
+        async with store.transaction() as tx:
+            await tx.agents.set_open_line(cid.id, True, actor="admin")
+        phone.auto_answer, phone.answer = True, "ring"
+        for on_duty in (False, True):
+            assert (await desk.post_json("/api/duty", {"on_duty": on_duty})).status == 200
+        line = await phone.wait_call(10)
+        invites = phone.invites
+        call, card, accepted_at = await _accepted_on_node_b(world, store, desk)
+        await until(lambda: _handoff_is(store, card, HandoffState.CONNECTED), 20, step=0.2,
+                    why="Cid's line never took the caller")
+        await until(lambda: _heard(world, call.caller_number, "agent", accepted_at), 10,
+                    why="the caller never heard Cid's line")
+        await phone.wait_hears(line, "caller", after=accepted_at, timeout=10)
+        assert phone.invites == invites
+        # Cid puts the handset down: node B's BYE on the node leg says normal clearing,
+        # so node A ends the call as Cid's (not offered again); node B calls his line again.
+        await phone.hang_up(line)
+        await until(lambda: _ended(store, [call.id]), 15, why="the call never ended")
+        [row] = await rows(store, [call.id])
+        assert row.outcome is CallOutcome.COMPLETED_BY_AGENT
+        assert await _handoff_is(store, card, HandoffState.COMPLETED)
+        line = await phone.wait_call(10)
+        assert (await desk.post_json("/api/duty", {"on_duty": False})).status == 200
+        async with asyncio.timeout(10):
+            await line.ended.wait()  # off duty hangs the line up
         for node in (a, b):
             await until(lambda n=node: _quiet(n), 10,  # type: ignore[misc]
                         why="a channel or bridge was left on a node")
+
+
+async def _accepted_on_node_b(world: World, store: Store,
+                               desk: Browser) -> tuple[Call, int, float]:
+    """A caller on node A asks for a person and Cid takes the card on node B's desk: the
+    call, its card, and when he clicked. The edge deals calls round robin: of two calls
+    in a row one is on node A (the other hangs up)."""
+    call = await place_with_ai(world, store)
+    if call.node != "node-a":
+        await world.hang_up(call.caller_number)
+        call = await place_with_ai(world, store)
+    assert call.node == "node-a"
+    await ask_for_person(world, call)
+    card = await until(lambda: offered(store, call.id), 20, step=0.2, why="no card")
+    await until(lambda: _cards(desk, {card}), 10, why="node B's desk lacks the card")
+    accepted_at = time.monotonic()
+    accepted = await desk.post_json(f"/api/handoffs/{card}/accept", {})
+    assert accepted.status == 200, await accepted.text()
+    return call, card, accepted_at
 
 
 async def _heard(world: World, caller: str, who: str, after: float) -> bool:
