@@ -52,7 +52,6 @@ from pbx.security_events import SecurityEvents
 from pbx.trunk_status import TrunkStatus, endpoint_states
 from web.ai_api import API_PREFIX, setup_ai_api
 from web.app_metrics import register_process_metrics
-from web.assistants import seat_builtin
 from web.asterisk_keeper import AsteriskKeeper, KeeperMetrics
 from web.dashboard.access import Shape, own_auth, public
 from web.dashboard.routes import route_policy, setup_dashboard
@@ -179,7 +178,7 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
     # start-up tries this stage again from scratch.
     try:
         await receptionist.start()
-        await seat_builtin(services.store, receptionist)
+        await services.seat_builtin(receptionist)
         await ari.start()
         # Calls do not wait for AMI: it only watches (it reconnects by itself).
         await ami.start()
@@ -408,7 +407,8 @@ def build_app(settings: Settings) -> web.Application:
     policy.declare("GET", "/status", public(Shape.API))
     app.router.add_get("/metrics", metrics)
     policy.declare("GET", "/metrics", public(Shape.API))
-    setup_ai_api(app, store=services.store, commands=services.controller, hub=services.hub)
+    setup_ai_api(app, store=services.store, commands=services.controller, hub=services.hub,
+                 builtin_tokens=services.builtin_tokens)
     policy.declare_prefix(API_PREFIX, own_auth())  # assistant bearer tokens
     setup_dashboard(
         app, store=services.store, hub=services.hub, commands=services.controller,

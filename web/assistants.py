@@ -436,12 +436,18 @@ class Seats(Protocol):
     async def release(self, assistant: str) -> None: ...
 
 
-async def seat_builtin(store: Store, receptionist: Seats) -> bool:
+async def seat_builtin(store: Store, receptionist: Seats,
+                       local: dict[str, str] | None = None) -> bool:
     """Have the receptionist answer for exactly the assistants on the built-in engine
     (not removed), each with a token whose hash the store holds. True if it changed.
 
     A hash the receptionist's token does not match (an assistant just created or
-    switched to the built-in engine, or a start after a restart) gets a fresh token."""
+    switched to the built-in engine, or a start after a restart) gets a fresh token.
+
+    With ``local`` (a cluster node: every node runs a receptionist of its own on the
+    shared store), the tokens are kept there, by hash, for this process's AI API, and
+    the store is not written: each node writing its own hash into the one shared row
+    took the other node's token away, and its calls' handoffs were refused (401)."""
     held = receptionist.tokens
     changed = False
     async with store.transaction() as tx:
@@ -449,10 +455,18 @@ async def seat_builtin(store: Store, receptionist: Seats) -> bool:
         fresh: dict[str, str] = {}
         for a in builtin:
             token = held.get(a.name)
-            if token is None or hash_control_token(token) != a.control_token_hash:
+            if local is not None:
+                if token is None or local.get(hash_control_token(token)) != a.name:
+                    token = new_control_token()
+                    local[hash_control_token(token)] = a.name
+            elif token is None or hash_control_token(token) != a.control_token_hash:
                 token = new_control_token()
                 await tx.assistants.set_control_token_hash(a.id, hash_control_token(token))
             fresh[a.name] = token
+    if local is not None:
+        kept = {hash_control_token(token) for token in fresh.values()}
+        for digest in set(local) - kept:
+            del local[digest]
     for name in set(held) - set(fresh):
         await receptionist.release(name)
         changed = True

@@ -22,7 +22,7 @@ from handoff.store import Store
 from handoff.supervision import Supervision
 from pbx.ami import AmiClient
 from pbx.ari import AriClient
-from web.assistants import seat_builtin
+from web.assistants import Seats, seat_builtin
 from web.sip_blocks import SipBlocker
 from web.startup import Startup
 from web.telephony import Telephony, sync_directory
@@ -122,6 +122,8 @@ class Services:
     # This node's lease, on a node of a cluster (cluster.node); None on a single box.
     lease: NodeLease | None = None
     startup: Startup = field(default_factory=Startup)
+    # The built-in receptionist's tokens on a cluster node (web.ai_api.state.AiApi).
+    builtin_tokens: dict[str, str] = field(default_factory=dict)
     # The admin page's changes and the periodic check apply one at a time: two at once
     # would each give the receptionist a token and store only one of them.
     directory_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -136,8 +138,14 @@ class Services:
         async with self.directory_lock:
             reloaded = await sync_directory(self.store, pbx, self.telephony.fixed_trunks)
             receptionist = self.controller.receptionist
-            seated = receptionist is not None and await seat_builtin(self.store, receptionist)
+            seated = receptionist is not None and await self.seat_builtin(receptionist)
         return reloaded or seated
+
+    async def seat_builtin(self, receptionist: Seats) -> bool:
+        # On a cluster node the receptionist's tokens stay in this process (one shared
+        # row cannot hold every node's): this node's AI API knows them.
+        return await seat_builtin(self.store, receptionist,
+                                  self.builtin_tokens if self.store.node else None)
 
 
 SERVICES = web.AppKey("services", Services)

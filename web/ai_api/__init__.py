@@ -40,12 +40,14 @@ def setup_ai_api(
     commands: CallCommands,
     hub: EventHub,
     spec: ControlApiSpec | None = None,
+    builtin_tokens: dict[str, str] | None = None,
 ) -> None:
     """Mount the control API under ``/api/ai/v1`` on ``app`` (a sub-application, so its
     JSON error handling never touches the dashboard's pages)."""
     api = web.Application(middlewares=[_errors_as_json])
     api[AI_API] = AiApi(store, commands, hub, spec or ControlApiSpec.load(),
-                        HandoffPolicy(store, commands))
+                        HandoffPolicy(store, commands),
+                        builtin_tokens=builtin_tokens if builtin_tokens is not None else {})
     api.router.add_post("/calls/{call_id}/transcript", post_transcript)
     api.router.add_post("/calls/{call_id}/handoff", request_handoff)
     api.router.add_post("/calls/{call_id}/end", end_call)

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from handoff.assistants import EngineKind
 from handoff.calls import CALL_LIFECYCLE, CallEvent, CallState, Speaker
 from handoff.events import TranscriptLine, publish_transcript_line
 from handoff.live import CallStateConflict, OutOfHours
@@ -71,6 +72,10 @@ async def assistant_of(request: web.Request) -> Assistant:
         if hmac.compare_digest(assistant.control_token_hash.encode(), digest.encode()) \
                 and assistant.removed_at is None:
             found = assistant
+    name = api.builtin_tokens.get(digest)
+    if found is None and name is not None:
+        found = next((a for a in assistants if a.name == name and a.removed_at is None
+                      and a.engine is EngineKind.BUILTIN), None)
     api.known_good = {a.control_token_hash for a in assistants if a.removed_at is None}
     if found is None:
         api.throttle.failed(address)

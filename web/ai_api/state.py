@@ -57,6 +57,11 @@ class AiApi:
     # the store with one of these, so an engine beside the one retrying a stale token
     # (several engines on one host share its address) keeps working.
     known_good: set[str] = field(default_factory=set)
+    # On a cluster node: the tokens of this process's built-in receptionist, by hash, to
+    # the assistant each answers for (web.assistants.seat_builtin). Never stored: each
+    # node's receptionist calls its own node's API, and one hash in the shared row
+    # could hold only one node's token.
+    builtin_tokens: dict[str, str] = field(default_factory=dict)
 
 
 # Wrong tokens one address may send in a window before it is answered 429.
