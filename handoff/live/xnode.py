@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from handoff.calls import CallState
 from handoff.events import CARDS_TOPIC, NODES_TOPIC, EventType, NodeAccepted, NodeCommand, Taken
-from handoff.handoffs import FailureReason, HandoffEvent
+from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
 from handoff.live.errors import CallStateConflict
 from handoff.live.flow import Flow
 from handoff.live.legs import SEP, add_when_in_stasis, destroy, hang_up
@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 _UNANSWERED: dict[int, HangupReason] = {17: "busy", 18: "no_answer", 19: "no_answer",
                                         21: "rejected"}
 COMMANDS = ("return_to_ai", "end_call")
+_BEING_ACCEPTED = frozenset({HandoffState.ACCEPTED, HandoffState.CONNECTING})
 
 
 def peer_endpoint(node: str) -> str:
@@ -203,7 +204,11 @@ class NodeLegs(Flow):
                 handoff = await tx.handoffs.get(int(args[0]))
                 agent = await tx.agents.get(handoff.accepted_by or 0)
         except (IndexError, ValueError, NotFound):
-            log.warning("node leg %s for %s: no such handoff accepted here", leg, args)
+            handoff = None
+        if handoff is None or handoff.state not in _BEING_ACCEPTED:
+            # A stale or unknown handoff (the caller gone, the card failed meanwhile):
+            # nobody's phone rings for it.
+            log.warning("node leg %s for %s: no handoff being accepted", leg, args)
             await hang_up(self.ari, leg, "unallocated")
             return
         node = NodeLeg(handoff.id, agent.id, leg, f"{leg}{SEP}bridge")
