@@ -146,6 +146,9 @@ class NodeLegs(Flow):
         async with self.hub.subscribe(NODES_TOPIC) as requests:
             while True:
                 event = await requests.get()
+                if event.get("type") == EventType.RESYNC:
+                    self.ctl.spawn(self._missed(), "node requests missed")
+                    continue
                 if event.get("node") != self.node:
                     continue
                 if event.get("type") == EventType.NODE_ACCEPTED:
@@ -156,6 +159,25 @@ class NodeLegs(Flow):
                         and event.get("command") in COMMANDS:
                     self.ctl.spawn(self._command(str(event["call_id"]), str(event["command"])),
                                    f"{event['command']} call={event['call_id']}")
+
+    async def _missed(self) -> None:
+        """This node's link to the others was down: a card of a call here may have been
+        won on another node meanwhile, and the word that this node should call it lost.
+        Its agent would stay busy and its caller wait for nobody: the attempt fails
+        (the agent is free again) and the call is offered again."""
+        for live in list(self.ctl.calls.values()):
+            async with live.lock:
+                handoff_id = live.handoff_id
+                if handoff_id is None or live.agent is not None or live.ending:
+                    continue
+                async with self.store.transaction() as tx:
+                    if (await tx.handoffs.get(handoff_id)).state is not HandoffState.ACCEPTED:
+                        continue
+                    await tx.handoffs.apply(handoff_id, HandoffEvent.FAIL,
+                                            failure_reason=FailureReason.AGENT_LEG_FAILED)
+            log.warning("call=%s: handoff %s was accepted on another node while this one "
+                        "was not listening; offered again", live.call_id, handoff_id)
+            self.ctl.spawn(self.ctl.offers.reoffer(live, handoff_id), f"reoffer {handoff_id}")
 
     async def _command(self, call_id: str, command: str) -> None:
         if command == "return_to_ai":
@@ -173,6 +195,8 @@ class NodeLegs(Flow):
             if live.ending or live.agent is not None or live.handoff_id != handoff_id:
                 return
             async with self.store.transaction() as tx:
+                if (await tx.handoffs.get(handoff_id)).state is not HandoffState.ACCEPTED:
+                    return  # failed meanwhile (this node missed the word: _missed)
                 endpoint = (f"{handoff_id}@{peer_endpoint(via)}" if via != self.node
                             else (await tx.agents.get(agent_id)).sip_user)
             try:

@@ -17,7 +17,7 @@ from handoff.agents import EndpointKind, Presence
 from handoff.assistants import EngineKind
 from handoff.calls import CallState
 from handoff.controller import LiveServices, build_controller
-from handoff.events import EventHub
+from handoff.events import NODES_TOPIC, EventHub
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.live import LiveCall
 from handoff.store import Store, create_store_engine, upgrade_to_head
@@ -59,20 +59,13 @@ async def nodes(tmp_path: Path) -> AsyncIterator[Nodes]:
     await upgrade_to_head(engine)
     hub, a, b = EventHub(), FakeAri(), FakeAri()
     store_a, store_b = Store(engine, node="node-a"), Store(engine, node="node-b")
-    async with store_a.transaction() as tx:
-        await tx.assistants.create(name="receptionist", numbers=["2000"],
-                                   engine=EngineKind.AUDIOSOCKET, engine_address=Engine().address,
-                                   control_token_hash=hashlib.sha256(b"t").hexdigest())
-        ada = await tx.agents.create(login="ada", display_name="Ada", sip_user="ada-desk",
-                                     sip_password="x", endpoint_kind=EndpointKind.DESKPHONE)
-        await tx.agents.set_duty(ada.id, True)
-        await tx.agents.set_presence(ada.id, Presence.AVAILABLE)
+    ada = await _seated(store_a)
     b.registered.add("ada-desk")
     # One hub: in one process it carries what PostgreSQL's NOTIFY carries between nodes.
     live_a = build_controller(a, store_a, hub, timing=QUICK)
     live_b = build_controller(b, store_b, hub, timing=QUICK)
     try:
-        yield Nodes(a, b, live_a, live_b, store_a, ada.id)
+        yield Nodes(a, b, live_a, live_b, store_a, ada)
         for ari in (a, b):
             await ari.idle()
             assert not ari.chans and not ari.bridged, (ari.chans, ari.bridged)
@@ -81,6 +74,19 @@ async def nodes(tmp_path: Path) -> AsyncIterator[Nodes]:
             await live.close()
             await ari.close()
         await engine.dispose()
+
+
+async def _seated(store: Store) -> int:
+    """The receptionist, and Ada on duty at her desk phone: her id."""
+    async with store.transaction() as tx:
+        await tx.assistants.create(name="receptionist", numbers=["2000"],
+                                   engine=EngineKind.AUDIOSOCKET, engine_address=Engine().address,
+                                   control_token_hash=hashlib.sha256(b"t").hexdigest())
+        ada = await tx.agents.create(login="ada", display_name="Ada", sip_user="ada-desk",
+                                     sip_password="x", endpoint_kind=EndpointKind.DESKPHONE)
+        await tx.agents.set_duty(ada.id, True)
+        await tx.agents.set_presence(ada.id, Presence.AVAILABLE)
+    return ada.id
 
 
 async def _dialled(ari: FakeAri, prefix: str) -> str | None:
@@ -142,3 +148,41 @@ async def _over(nodes: Nodes, handoff_id: int) -> bool:
 
 async def _is(value: Awaitable[object], expected: object) -> bool:
     return bool(await value == expected)
+
+
+async def test_a_card_won_on_node_b_while_node_a_was_not_listening_is_offered_again(
+    tmp_path: Path,
+) -> None:
+    engine = create_store_engine(f"sqlite:///{tmp_path}/calls.db")
+    await upgrade_to_head(engine)
+    # Two hubs never joined: node B's word that Ada won the card never reaches node A,
+    # as when node A's link to the shared events was down.
+    hub_a, a = EventHub(), FakeAri()
+    store_a, store_b = Store(engine, node="node-a"), Store(engine, node="node-b")
+    ada = await _seated(store_a)
+    live_a = build_controller(a, store_a, hub_a, timing=QUICK)
+    try:
+        caller = await a.caller_dials()
+        live = await until(lambda: _with_ai(live_a, caller))
+        first = await live_a.control.request_handoff(live.call_id, reason="caller_asked",
+                                                     summary="wants a person")
+        async with store_b.transaction() as tx:  # node B's accept, as its controller does
+            await tx.handoffs.accept(first, ada)
+        # Node A listens again: its hub says node events may have been missed.
+        hub_a.lost(frozenset({NODES_TOPIC}))
+        await until(lambda: _failed_as(store_a, first, FailureReason.AGENT_LEG_FAILED))
+        again = await until(lambda: live.handoff_id if live.handoff_id != first else None)
+        async with store_a.transaction() as tx:
+            assert (await tx.handoffs.get(again)).state is HandoffState.OFFERED
+            assert ada not in await tx.agents.busy_agent_ids()  # Ada is free again
+        await a.hang_up_phone(caller)
+        await a.idle()
+    finally:
+        await live_a.close()
+        await a.close()
+        await engine.dispose()
+
+
+async def _failed_as(store: Store, handoff_id: int, reason: FailureReason) -> bool:
+    async with store.transaction() as tx:
+        return (await tx.handoffs.get(handoff_id)).failure_reason is reason
