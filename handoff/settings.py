@@ -36,7 +36,7 @@ from handoff import tls
 from handoff.logs import LOG_FORMATS
 from handoff.settings_layers import SettingsError, _build, apply_layers
 from handoff.trunks import Trunk, TrunkAuth
-from pbx.asterisk_config import check_max_calls, check_rtp_range, default_max_calls
+from pbx.asterisk_config import NodePeer, check_max_calls, check_rtp_range, default_max_calls
 from pbx.config_values import ConfigValueError, check_host, check_name, check_port, check_realm
 from pbx.kamailio_config import EdgeNode, EdgeSpec
 
@@ -253,6 +253,14 @@ class ClusterSettings:
             carriers=self.carriers, config_dir=self.edge_config_dir,
             run_dir=self.edge_run_dir, probe_interval_s=self.probe_interval_s,
         )
+
+    def peers(self) -> tuple[NodePeer, ...]:
+        """The other nodes, which this node's Asterisk has a trunk to (a handoff whose
+        agent is on another node than its caller): none off a cluster."""
+        if not self.node:
+            return ()
+        return tuple(NodePeer(n.name, n.sip_host, n.sip_port) for n in self.nodes
+                     if n.name != self.node)
 
 
 def _check_node(cluster: ClusterSettings) -> None:

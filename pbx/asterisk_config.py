@@ -106,6 +106,22 @@ class InboundRoute:
 
 
 @dataclass(frozen=True)
+class NodePeer:
+    """Another node of the cluster: its Asterisk's SIP address. A handoff whose caller
+    is on one node and whose agent is on the other crosses between them on a SIP leg
+    (handoff.live.xnode), recognised by address alone, as a carrier's trunk is."""
+
+    name: str
+    host: str
+    port: int = 5060
+
+    @property
+    def endpoint(self) -> str:
+        # Prefixed: a node's name must not collide with a trunk's or an agent's.
+        return f"peer-{self.name}"
+
+
+@dataclass(frozen=True)
 class Queue:
     """A classic app_queue queue, entered from the ``queues`` context by its name."""
 
@@ -198,6 +214,9 @@ class InstanceSpec:
     agents: tuple[SipAgent, ...] = ()
     routes: tuple[InboundRoute, ...] = ()
     queues: tuple[Queue, ...] = ()
+    # The cluster's other nodes (cluster.nodes but this one's): a trunk to each, whose
+    # calls in go to the controller as node legs of handoffs accepted there.
+    peers: tuple[NodePeer, ...] = ()
     tls: TlsListener | None = None
     # Addresses refused before any authentication (PJSIP's ACL answers them 403): those
     # that kept failing it (web.sip_blocks). Plain addresses, no ranges.
@@ -250,6 +269,13 @@ class InstanceSpec:
                 raise ConfigValueError(f"trunk_accounts[{i}].username",
                                        f"{account.username!r} is used twice")
             seen.add(account.username)
+        for i, peer in enumerate(self.peers):
+            check_name(f"peers[{i}].name", peer.name)
+            check_host(f"peers[{i}].host", peer.host)
+            check_port(f"peers[{i}].port", peer.port)
+            if peer.endpoint in seen:
+                raise ConfigValueError(f"peers[{i}].name", f"{peer.endpoint!r} is used twice")
+            seen.add(peer.endpoint)
         for i, agent in enumerate(self.agents):
             check_name(f"agents[{i}].sip_user", agent.name)
             check_secret(f"agents[{i}].sip_password", agent.password)
@@ -294,6 +320,7 @@ def spec_from_dict(data: dict[str, Any]) -> InstanceSpec:
     fields["queues"] = tuple(
         Queue(**{**q, "members": tuple(q["members"])}) for q in fields.get("queues", ())
     )
+    fields["peers"] = tuple(NodePeer(**p) for p in fields.get("peers", ()))
     return InstanceSpec(**fields)
 
 
@@ -360,6 +387,7 @@ def render(spec: InstanceSpec) -> dict[str, str]:
         "blocked": spec.blocked,
         "trunks": spec.trunks,
         "trunk_accounts": spec.trunk_accounts,
+        "peers": spec.peers,
         "agents": agents,
         "routes": [
             {"pattern": r.pattern, "assistant": r.assistant, "app": r.app or spec.app}

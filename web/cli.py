@@ -261,6 +261,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from web.bench import fault_soak  # noqa: PLC0415
 
         return int(fault_soak.main(args.minutes, args.json, args.seed))
+    if args.cross_node and (args.agent == "browser" or args.baseline):
+        print("switchboard bench handoff: --cross-node measures SIP desk phones, without "
+              "--baseline", file=sys.stderr)
+        return 2
     if args.agent != "browser" and (args.line is not None or args.soak is not None):
         print("switchboard bench handoff: --line and --soak are for --agent browser "
               "(a desk phone rings)", file=sys.stderr)
@@ -288,7 +292,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return int(browser_handoff.main(args.calls, args.json, args.line or "both"))
     from web.bench import handoff as bench_handoff  # noqa: PLC0415
 
-    result: int = bench_handoff.main(args.calls, args.json, args.baseline)
+    result: int = bench_handoff.main(args.calls, args.json, args.baseline, args.cross_node)
     return result
 
 
@@ -336,6 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     handoff.add_argument(
         "--baseline", choices=["queue"], help="also measure the classic way in the same run"
     )
+    handoff.add_argument(
+        "--cross-node", action="store_true",
+        help="every other call accepted on a second node, reached through a SIP leg "
+             "between the nodes: both kinds reported, and what the leg adds")
     handoff.add_argument(
         "--agent", choices=["sip", "browser"], default="sip",
         help="sip: a desk phone answering at once; browser: Chromium's WebRTC softphone",

@@ -101,6 +101,7 @@ def pbx_spec(
         media_address=ast.media_address,
         sip_realm=ast.sip_realm,
         country=ast.country,
+        peers=settings.cluster.peers(),
         # Paths as that Asterisk sees them (its certificate, on its host).
         tls=(TlsListener(*certificate, port=ast.tls_port or 8089)
              if certificate is not None else None),

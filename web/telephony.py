@@ -112,6 +112,7 @@ async def start_telephony(settings: Settings, store: Store, telephony: Telephony
         tls=pbx_tls(settings, avoid=pbx_ports),
         trunks=trunks, routes=routes, agents=agents, route_unknown=True,
         refuse_without_app=bool(settings.cluster.node),
+        peers=settings.cluster.peers(),
     )
     await telephony.pbx.start()
     if carrier_ports is not None:

@@ -93,6 +93,10 @@ class Router:
             ctl.ari.on(kind, handler)
         ctl.ari.label_keys(ctl.registry.label)
 
+    def on_stasis(self, first_arg: str, handler: StasisHandler) -> None:
+        """Legs that enter the app with ``first_arg`` go to ``handler`` (with the rest)."""
+        self._stasis[first_arg] = handler
+
     async def _on_stasis_start(self, event: Mapping[str, Any]) -> None:
         args = [str(arg) for arg in event.get("args") or []]
         handler = self._stasis.get(args[0]) if args else None

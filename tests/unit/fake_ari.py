@@ -223,6 +223,9 @@ class _Channels:
     async def answer(self, channel_id: str) -> None:
         self.ari._get(channel_id).state = "Up"
 
+    async def ring(self, channel_id: str) -> None:
+        self.ari._get(channel_id)
+
     async def hangup(self, channel_id: str, reason: HangupReason = "normal") -> None:
         self.ari._get(channel_id)
         self.ari.hangup_reasons[channel_id] = reason

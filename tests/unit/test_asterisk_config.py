@@ -13,6 +13,7 @@ from pbx.asterisk_config import (
     Dirs,
     InboundRoute,
     InstanceSpec,
+    NodePeer,
     Ports,
     SipAgent,
     TlsListener,
@@ -321,3 +322,25 @@ def test_a_registering_trunk_survives_the_state_file() -> None:
     original = spec(trunks=(REGISTERING,))
     again = spec_from_dict(json.loads(json.dumps(spec_to_dict(original))))
     assert again.trunks == original.trunks
+
+
+def test_a_cluster_node_has_a_trunk_to_each_other_node_into_its_own_context() -> None:
+    """handoff.live.xnode: the other node calls for a handoff by its id; only the peer's
+    address and port reach the from-node context, and nothing is dialled from it."""
+    alone = render(spec())
+    assert "[from-node]" not in alone["extensions.conf"]
+    peered = spec(peers=(NodePeer("node-b", "192.0.2.12", 5062),))
+    files = render(peered)
+    pjsip = files["pjsip.conf"]
+    assert "[peer-node-b](trunk-endpoint)" in pjsip
+    assert "match = 192.0.2.12:5062" in pjsip and "contact = sip:192.0.2.12:5062" in pjsip
+    endpoint = pjsip.split("[peer-node-b](trunk-endpoint)")[1].split("\n\n")[0]
+    assert "context = from-node" in endpoint
+    dialplan = files["extensions.conf"].split("[from-node]")[1].split("\n[")[0]
+    # _X!: a handoff's id may have one digit (_X. needs two).
+    assert "exten => _X!,1," in dialplan and "Dial(" not in dialplan
+    assert "Stasis(switchboard,xnode,${FILTER(0-9,${EXTEN})})" in dialplan
+    assert spec_from_dict(json.loads(json.dumps(spec_to_dict(peered)))).peers == peered.peers
+    with pytest.raises(ConfigValueError) as caught:
+        render(spec(peers=(NodePeer("node-b", "192.0.2.12"), NodePeer("node-b", "192.0.2.13"))))
+    assert caught.value.key == "peers[1].name"

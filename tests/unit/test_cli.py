@@ -70,6 +70,14 @@ def test_a_soak_holds_an_open_line_and_is_refused_otherwise(
     assert "--line and --soak are for --agent browser" in capsys.readouterr().err
 
 
+def test_the_cross_node_benchmark_measures_desk_phones_alone(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    for args in (["--agent", "browser"], ["--baseline", "queue"]):
+        assert main(["bench", "handoff", "--cross-node", *args]) == 2
+        assert "--cross-node measures SIP desk phones" in capsys.readouterr().err
+
+
 def test_doctor_json_reports_each_part(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -224,18 +224,21 @@ async def rig(
     outbound: Callable[[Store], Outbound] = carrier_outbound,
     ari_url: str | None = None,
     handler_budget: float = ARI_LINK.handler_budget,
+    node: str | None = None,
 ) -> AsyncIterator[Rig]:
     """The controller wired to a started ``world`` (whose engine address it uses); calls
     out go through the trunks ``outbound`` gives for the rig's store. ``ari_url``: where
     the controller reaches the PBX's ARI, when not directly (through a path a fault
     drill cuts). ``handler_budget``: the ARI events' (pbx.event_link.LinkSettings).
+    ``node``: the cluster node the controller is (its calls are stamped
+    with it, and other nodes' controllers on the same hub may hand it their agents).
 
     On a normal exit every call must have ended with an outcome (``check_ledger``);
     a test that leaves calls up on purpose, to adopt them later, turns that off.
     """
     engine = create_store_engine(f"sqlite:///{db_path}")
     await upgrade_to_head(engine)
-    store = Store(engine)
+    store = Store(engine, node=node)
     async with store.transaction() as tx:
         agent = await tx.agents.by_sip_user(AGENT_SIP_USER)
         if agent is None:
