@@ -7,8 +7,9 @@ acting admin's login, or "cli"). A token is returned once and only its hash is s
 
 An assistant on the built-in engine has no token anyone is shown: the running
 product's receptionist holds it (:func:`seat_builtin` issues a fresh one whenever the
-stored hash is not the one it holds), so switching an assistant to the built-in engine
-also cuts off the token its external engine had.
+stored hash is not the one it holds, unless another node's receptionist on the same
+database holds it already), so switching an assistant to the built-in engine also cuts
+off the token its external engine had.
 """
 
 from __future__ import annotations
@@ -450,8 +451,15 @@ async def seat_builtin(store: Store, receptionist: Seats) -> bool:
         for a in builtin:
             token = held.get(a.name)
             if token is None or hash_control_token(token) != a.control_token_hash:
-                token = new_control_token()
-                await tx.assistants.set_control_token_hash(a.id, hash_control_token(token))
+                shared = a.builtin_token
+                if shared is not None and hash_control_token(shared) == a.control_token_hash:
+                    # Another node of the cluster seated it: the same token, or each
+                    # node's fresh one would revoke the other's.
+                    token = shared
+                else:
+                    token = new_control_token()
+                    await tx.assistants.set_control_token_hash(
+                        a.id, hash_control_token(token), builtin_token=token)
             fresh[a.name] = token
     for name in set(held) - set(fresh):
         await receptionist.release(name)

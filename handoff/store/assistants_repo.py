@@ -137,10 +137,13 @@ class AssistantsRepo:
         await self._session.flush()
         return assistant
 
-    async def set_control_token_hash(self, assistant_id: int, token_hash: str) -> None:
-        """The old token stops working with this commit: every request checks the hash."""
+    async def set_control_token_hash(self, assistant_id: int, token_hash: str,
+                                     builtin_token: str | None = None) -> None:
+        """The old token stops working with this commit: every request checks the hash.
+        ``builtin_token``: the token itself, when the built-in receptionist holds it."""
         assistant = await self.get(assistant_id)
         assistant.control_token_hash = token_hash
+        assistant.builtin_token = builtin_token
         await self._session.flush()
 
     async def set_handoff_rules(

@@ -220,6 +220,11 @@ class Assistant(Base):
     queue_id: Mapped[int | None] = mapped_column(sa.ForeignKey("queues.id"))
     # Hash of the bearer token the AI engine uses on the control API.
     control_token_hash: Mapped[str] = mapped_column(sa.String(255))
+    # On the built-in engine, the token itself (web.assistants.seat_builtin): the nodes
+    # of a cluster share this row, and each node's receptionist must hold a token its
+    # hash matches; one fresh token per node would cut off the others' at every check.
+    # As secret as the agents' SIP passwords beside it. None for an external engine.
+    builtin_token: Mapped[str | None] = mapped_column(sa.String(255))
     # Set: its numbers are not answered (they get routing.unknown_numbers' treatment);
     # calls already up go on.
     disabled_at: Mapped[datetime | None]

@@ -1,6 +1,7 @@
-"""Assistants in the store (handoff.store.assistants_repo, migrations 0007 and 0010): several
-numbers each and one assistant per number, an engine, disable and remove keeping the
-history; an older database's single number, adapter and restricted topics carried over."""
+"""Assistants in the store (handoff.store.assistants_repo, migrations 0007, 0010 and 0020):
+several numbers each and one assistant per number, an engine, disable and remove keeping
+the history; an older database's single number, adapter and restricted topics carried
+over; the built-in receptionist's one token for every node on the database."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from sqlalchemy.exc import IntegrityError
 from handoff.assistants import EngineKind
 from handoff.store import Removed, Store, create_store_engine, upgrade_to_head
 from handoff.store.schema import alembic_config
+from web.ai_api.tokens import hash_control_token
+from web.assistants import seat_builtin
 
 
 async def _add(store: Store, name: str, numbers: list[str],
@@ -144,3 +147,36 @@ async def test_migration_0010_makes_each_old_topic_a_name_with_its_words_as_a_ph
         assert by_name["desk"].restricted_topics == []
     finally:
         await engine.dispose()
+
+
+class _Receptionist:
+    """A node's built-in receptionist, as web.assistants.seat_builtin seats it."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, str] = {}
+
+    async def serve(self, assistant: str, token: str) -> None:
+        self.tokens[assistant] = token
+
+    async def release(self, assistant: str) -> None:
+        self.tokens.pop(assistant, None)
+
+
+async def test_two_nodes_receptionists_serve_a_built_in_assistant_with_one_token(
+    store: Store,
+) -> None:
+    # Two nodes of a cluster on one database: each seats the built-in receptionist, then
+    # checks again (as each does every few seconds). Neither's token revokes the other's.
+    await _add(store, "receptionist", ["2000"], address=None)
+    node_a, node_b = _Receptionist(), _Receptionist()
+    assert await seat_builtin(store, node_a)
+    assert await seat_builtin(store, node_b)
+    assert not await seat_builtin(store, node_a)
+    assert node_a.tokens == node_b.tokens
+    async with store.transaction() as tx:
+        (assistant,) = await tx.assistants.listed()
+    assert assistant.control_token_hash == hash_control_token(node_a.tokens["receptionist"])
+    # A token rotated for an engine of its own is not kept in the clear.
+    async with store.transaction() as tx:
+        await tx.assistants.set_control_token_hash(assistant.id, "h-rotated")
+        assert (await tx.assistants.get(assistant.id)).builtin_token is None
