@@ -246,6 +246,15 @@ class ClusterSettings:
     # (renewed every third of it); past that a surviving node ends them as pbx_lost.
     lease_s: int = 10
 
+    @property
+    def phones_edge(self) -> str:
+        """On a node of a cluster, the edge ("host:port") agents' desk phones register
+        to and the node reaches them through; empty on a single box."""
+        if not self.node:
+            return ""
+        host = f"[{self.edge_address}]" if ":" in self.edge_address else self.edge_address
+        return f"{host}:{self.edge_port}"
+
     def edge(self) -> EdgeSpec:
         return EdgeSpec(
             listen_address=self.edge_address, port=self.edge_port,

@@ -124,19 +124,21 @@ class Edge:
 
     def _write(self) -> list[str]:
         """Its files, its run folder, and the options that drop it to its account."""
-        write_files(self.spec, self.folder)
         run_dir = Path(self.spec.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() != 0:
+            write_files(self.spec, self.folder)
             return []
         # Started by root, Kamailio reads its files and binds its ports as root, then
         # runs as Debian's `kamailio` account, which owns only its run folder (the
-        # control socket).
+        # control socket) and may read its files (kamailio.cfg holds the phones'
+        # passwords), not change them.
         try:
             user, group = pwd.getpwnam(ACCOUNT), grp.getgrnam(ACCOUNT)
         except KeyError as exc:
             raise KamailioUnavailable(f"no {ACCOUNT} account to run the edge as (Debian's "
                                       "kamailio package makes one)") from exc
+        write_files(self.spec, self.folder, group.gr_gid)
         os.chown(run_dir, user.pw_uid, group.gr_gid)
         return ["-u", ACCOUNT, "-g", ACCOUNT]
 

@@ -109,4 +109,5 @@ def pbx_spec(
         agents=agents,
         blocked=blocked,
         route_unknown=route_unknown,
+        agents_edge=settings.cluster.phones_edge,
     )

@@ -111,6 +111,7 @@ async def start_telephony(settings: Settings, store: Store, telephony: Telephony
         sip_realm=ast.sip_realm, country=ast.country,
         tls=pbx_tls(settings, avoid=pbx_ports),
         trunks=trunks, routes=routes, agents=agents, route_unknown=True,
+        agents_edge=settings.cluster.phones_edge,
     )
     await telephony.pbx.start()
     if carrier_ports is not None:
@@ -229,6 +230,14 @@ async def connect_external(settings: Settings, store: Store,
     log.info("using %s at %s; its configuration is written to %s", pbx.version, url,
              ast.config_dir)
     return pbx
+
+
+def through_edge(telephony: Telephony, sip_user: str) -> bool:
+    """Whether this SIP user's phone registers to the cluster's edge (a desk phone on a
+    node), not to this node's Asterisk."""
+    pbx = telephony.pbx
+    return pbx is not None and any(agent.name == sip_user and pbx.spec.through_edge(agent)
+                                   for agent in pbx.spec.agents)
 
 
 async def routes_and_agents(

@@ -3,12 +3,15 @@ one PostgreSQL, each its own embedded Asterisk and controller, node names and le
 
 Real parts throughout: Kamailio (Debian's) dispatches a carrier Asterisk's calls to the
 two nodes, the product's own controllers answer them with the built-in receptionist,
-Bea's SIP desk phone is registered to node A and Cid's to node B. On 127.0.0.1 with
+Bea's and Cid's SIP desk phones are registered to the edge, which each node calls them
+through. On 127.0.0.1 with
 ports of their own, not in network namespaces (tests/integration/test_cluster_edge.py
 says why). First node A's controller alone is killed (its Asterisk keeps the calls):
 node B ends them once A's lease runs out, and A's controller, back after that, hangs
 up what is left of them. Then the whole of node A (its Asterisk and its controller) is
-killed with SIGKILL: new calls go to node B, which ends A's calls as pbx_lost.
+killed with SIGKILL: new calls go to node B, which ends A's calls as pbx_lost, and
+Bea, who took her first call on node A, takes the next on node B with the same
+registration (her phone never registers again).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from handoff.trunks import Trunk
 from pbx import runtime
 from pbx.ari import AriError
 from pbx.edge import Edge
-from pbx.kamailio_config import EdgeNode, EdgeSpec
+from pbx.kamailio_config import EdgeNode, EdgePhone, EdgeSpec
 from pbx.ports import free_port
 from pbx.trunk_config import SipTrunk
 from tests.integration.test_cluster_edge import active_nodes, edge_port
@@ -51,7 +54,7 @@ __all__ = ["database"]
 
 pytestmark = pytest.mark.integration
 
-LEASE_S = 3
+LEASE_S = 6
 MAX_CALLS = 10
 
 
@@ -115,6 +118,7 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
     nodes = {name: Product(tmp_path / name, free_port(), settings=[
         f"database.url={database}", f"asterisk.sip_port={sip[name]}",
         "demo.test_caller=false", f"cluster.node={name}", f"cluster.lease_s={LEASE_S}",
+        "cluster.edge_address=127.0.0.1", f"cluster.edge_port={port}",
     ]) for name in sip}
     a, b = nodes["node-a"], nodes["node-b"]
     folder = tmp_path / "edge"
@@ -122,7 +126,9 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
     edge = Edge(EdgeSpec("127.0.0.1", port, tuple(EdgeNode(name, "127.0.0.1", sip[name])
                                                   for name in sip),
                          carriers=("127.0.0.1",), config_dir=str(folder),
-                         run_dir=str(folder / "run"), probe_interval_s=1), folder)
+                         run_dir=str(folder / "run"), probe_interval_s=1,
+                         phones=tuple(EdgePhone(f"desk-{login}", f"{login}-sip-secret")
+                                      for login in ("bea", "cid"))), folder)
     engine = create_store_engine(database)
     store = Store(engine)
     desks: list[Browser] = []
@@ -145,10 +151,12 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         await edge.start()
         stack.push_async_callback(edge.stop)
         world = await stack.enter_async_context(carrier_world(installation, state_dir, port))
+        # Both desk phones register to the edge (digest against their agents' SIP
+        # passwords), once for the whole test.
         bea_phone = await stack.enter_async_context(SipPhone(
-            "desk-bea", "bea-sip-secret", ("127.0.0.1", sip["node-a"])))
+            "desk-bea", "bea-sip-secret", ("127.0.0.1", port)))
         await stack.enter_async_context(SipPhone(
-            "desk-cid", "cid-sip-secret", ("127.0.0.1", sip["node-b"])))
+            "desk-cid", "cid-sip-secret", ("127.0.0.1", port)))
         bea_phone.answer = "answer"
         for login, node in (("bea", a), ("cid", b)):
             desk = Browser(node.url)
@@ -218,6 +226,21 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
               f"{recovered:.2f} s, its calls had their outcome after "
               f"{time.monotonic() - killed:.2f} s")
         assert await active_nodes(edge) == {"node-b"}
+        # Bea, whose first call was on node A, signs in to node B's desk and takes a
+        # call there: node B rings the phone she registered to the edge at the start.
+        bea_desk_b = Browser(b.url)
+        stack.push_async_callback(bea_desk_b.close)
+        assert (await bea_desk_b.login("bea")).status == 303
+        assert (await bea_desk_b.post_json("/api/duty", {"on_duty": True})).status == 200
+        await ask_for_person(world, after[0])
+        card = await until(lambda: offered(store, after[0].id), 20, step=0.2,
+                           why="no card on node B")
+        accepted = await bea_desk_b.post_json(f"/api/handoffs/{card}/accept", {})
+        assert accepted.status == 200, await accepted.text()
+        await until(lambda: _handoff_is(store, card, HandoffState.CONNECTED), 20,
+                    step=0.2, why="Bea's phone, registered to the edge, never took node B's "
+                    "call")
+        assert bea_phone.invites == 2
         # Nothing lost on the survivor: its calls go on (its receptionist may have asked
         # for a person meanwhile), their callers still on the line.
         for row in await rows(store, [c.id for c in [*on_b, *after]]):

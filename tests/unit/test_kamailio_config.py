@@ -4,6 +4,7 @@ checked by Kamailio itself (`kamailio -c`: the real binary, no network)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from handoff.settings import SettingsError, load
 from pbx import kamailio_config
 from pbx.edge import NodeState, parse_dispatcher_list
-from pbx.kamailio_config import EdgeNode, EdgeSpec
+from pbx.kamailio_config import EdgeNode, EdgePhone, EdgeSpec
 from web.cli import main
 from web.doctor import Report, render_text
 
@@ -197,3 +198,25 @@ def test_config_check_has_kamailio_check_the_edge_and_says_a_cluster_needs_postg
                  if f["check"] == "cluster_edge"]
     assert finding["severity"] == "warning"
     assert "the store is SQLite" in finding["message"]
+
+
+def test_desk_phones_register_to_the_edge_with_their_agents_sip_passwords(
+    tmp_path: Path,
+) -> None:
+    spec = EdgeSpec("192.0.2.1", 5060, (EdgeNode("node-a", "192.0.2.11"),),
+                    carriers=("198.51.100.7",), config_dir=str(tmp_path), realm="example",
+                    phones=(EdgePhone("desk-bea", "bea-sip-secret"),))
+    files = kamailio_config.write_files(spec, tmp_path)
+    config = files["kamailio.cfg"]
+    assert '$sht(phones=>desk-bea) = "bea-sip-secret";' in config
+    assert 'auth_challenge("example", "0")' in config
+    # Only the nodes' requests to an agent are looked up in the registrations.
+    assert 'if (ds_is_from_list("1") && uri == myself && $rU != $null) {' in config
+    # The passwords are for the edge's account only (the owner here).
+    assert (tmp_path / "kamailio.cfg").stat().st_mode & 0o077 == 0
+    kamailio_config.check_syntax(tmp_path / "kamailio.cfg")
+    for phone, key in ((EdgePhone("desk bea", "bea-sip-secret"), "phones[0].sip_user"),
+                       (EdgePhone("desk-bea", 'sec"ret-quote'), "phones[0].sip_password")):
+        with pytest.raises(ValueError, match=re.escape(key)):
+            kamailio_config.render(EdgeSpec("192.0.2.1", 5060, spec.nodes,
+                                            carriers=spec.carriers, phones=(phone,)))
