@@ -108,6 +108,42 @@ def _answer(data: bytes) -> SipAnswer | None:
     return SipAnswer(int(status[1]), software)
 
 
+async def control(spec: EdgeSpec, *command: str) -> str:
+    """One command to the running edge over its control socket (Kamailio's kamcmd); its
+    answer. KamailioUnavailable when nothing answers there."""
+    kamcmd = shutil.which("kamcmd") or "/usr/sbin/kamcmd"
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            kamcmd, "-s", f"unix:{spec.control_socket}", *command,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+    except FileNotFoundError as exc:
+        raise KamailioUnavailable("kamcmd is not installed (Debian: kamailio)") from exc
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 5)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise KamailioUnavailable("the edge's control socket did not answer in 5 s") from None
+    if proc.returncode != 0:
+        raise KamailioUnavailable(f"the edge's control socket: {(out + err).decode()}")
+    return out.decode()
+
+
+async def take_phones(spec: EdgeSpec) -> tuple[int, int]:
+    """Give the running edge the phones' accounts ``spec`` names, without a restart (a
+    restart would lose every registration: they live in its memory). Returns (accounts
+    set, accounts removed); a removed account's phone is refused at its next REGISTER."""
+    held = set(re.findall(r"^\s*name:\s*(\S+)\s*$",
+                          await control(spec, "htable.dump", "phones"), re.MULTILINE))
+    for phone in spec.phones:
+        await control(spec, "htable.sets", "phones", phone.user, phone.password)
+    gone = held - {phone.user for phone in spec.phones}
+    for user in sorted(gone):
+        await control(spec, "htable.delete", "phones", user)
+    return len(spec.phones), len(gone)
+
+
 class Edge:
     """A Kamailio process serving ``spec``, its files written to ``folder`` (which must be
     ``spec.config_dir`` as this machine sees it)."""
@@ -171,24 +207,7 @@ class Edge:
     async def nodes(self) -> list[NodeState]:
         """The dispatcher's nodes and whether each gets new calls, asked over the control
         socket (Kamailio's kamcmd)."""
-        kamcmd = shutil.which("kamcmd") or "/usr/sbin/kamcmd"
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                kamcmd, "-s", f"unix:{self.spec.control_socket}", "dispatcher.list",
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE)
-        except FileNotFoundError as exc:
-            raise KamailioUnavailable("kamcmd is not installed (Debian: kamailio)") from exc
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), 5)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise KamailioUnavailable("the edge's control socket did not answer in 5 s") \
-                from None
-        if proc.returncode != 0:
-            raise KamailioUnavailable(f"the edge's control socket: {(out + err).decode()}")
-        return parse_dispatcher_list(out.decode())
+        return parse_dispatcher_list(await control(self.spec, "dispatcher.list"))
 
     async def stop(self, timeout: float = 10) -> None:
         process, self.process = self.process, None

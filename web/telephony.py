@@ -34,6 +34,7 @@ from pbx.asterisk_config import (
 )
 from pbx.demo_caller import install_voice
 from pbx.external import ExternalAsterisk, split_ari_url
+from pbx.kamailio_config import EdgePhone
 from pbx.ports import claim_port
 from pbx.trunk_config import SipTrunk
 from web.demo import CARRIER_TRUNK, demo_caller_voice
@@ -260,6 +261,13 @@ async def routes_and_agents(
         for a in agents if a.enabled
     )
     return routes, endpoints
+
+
+async def edge_phones(store: Store) -> tuple[EdgePhone, ...]:
+    """The desk phones' accounts a cluster's edge registers: every enabled agent's on a
+    desk phone (a browser registers to a node's WebSocket)."""
+    _, endpoints = await routes_and_agents(store)
+    return tuple(EdgePhone(a.name, a.password) for a in endpoints if a.kind == "deskphone")
 
 
 # How soon a running PBX takes a change the CLI wrote to the database (a person

@@ -22,6 +22,7 @@ import signal
 import socket
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from handoff.store.models import Call
 from handoff.trunks import Trunk
 from pbx import runtime
 from pbx.ari import AriError
-from pbx.edge import Edge
+from pbx.edge import Edge, take_phones
 from pbx.kamailio_config import EdgeNode, EdgePhone, EdgeSpec
 from pbx.ports import free_port
 from pbx.trunk_config import SipTrunk
@@ -44,7 +45,7 @@ from tests.integration.test_cluster_edge import active_nodes, edge_port
 from tests.integration.test_controller_kill import board
 from tests.integration.test_external_asterisk import database, hears_voice, offered
 from tests.product_run import Product, stopped_after
-from tests.sip_phone import SipPhone
+from tests.sip_phone import SipError, SipPhone
 from tests.waiting import until
 from web.bench.dashboard_site import PASSWORD, Browser, cheap_passwords
 from web.bench.world import World
@@ -157,6 +158,16 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
             "desk-bea", "bea-sip-secret", ("127.0.0.1", port)))
         await stack.enter_async_context(SipPhone(
             "desk-cid", "cid-sip-secret", ("127.0.0.1", port)))
+        # A person added meanwhile: refused until the running edge is given the accounts
+        # again (`switchboard config edge`), which keeps every registration it has.
+        dan = ("desk-dan", "dan-sip-secret", ("127.0.0.1", port))
+        with pytest.raises(SipError):
+            async with SipPhone(*dan):
+                pass
+        assert await take_phones(replace(edge.spec, phones=(
+            *edge.spec.phones, EdgePhone("desk-dan", "dan-sip-secret")))) == (3, 0)
+        async with SipPhone(*dan) as dan_phone:
+            assert dan_phone.registered
         bea_phone.answer = "answer"
         for login, node in (("bea", a), ("cid", b)):
             desk = Browser(node.url)

@@ -3,13 +3,16 @@ checked by Kamailio itself (`kamailio -c`: the real binary, no network)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
 
 import pytest
 
+from handoff.agents import EndpointKind
 from handoff.settings import SettingsError, load
+from handoff.store import Store, create_store_engine, upgrade_to_head
 from pbx import kamailio_config
 from pbx.edge import NodeState, parse_dispatcher_list
 from pbx.kamailio_config import EdgeNode, EdgePhone, EdgeSpec
@@ -17,6 +20,8 @@ from web.cli import main
 from web.doctor import Report, render_text
 
 CLUSTER = """
+data_dir = "{folder}-data"
+
 [cluster]
 edge_address = "192.0.2.1"
 edge_port = 5070
@@ -116,16 +121,38 @@ def test_config_edge_writes_checked_files_and_refuses_without_nodes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
+    asyncio.run(_agents(f"sqlite:///{tmp_path}/edge-data/switchboard.db"))
     assert main(["--config", str(settings_file(tmp_path)), "config", "edge",
                  "--out", str(out)]) == 0
-    assert "kamailio -c accepts it" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "(1 desk phones)" in printed and "kamailio -c accepts it" in printed
     assert sorted(p.name for p in out.iterdir()) == ["dispatcher.list", "kamailio.cfg"]
+    # The enabled desk phone's account, not the browser's (it registers to a node).
+    config = (out / "kamailio.cfg").read_text()
+    assert '$sht(phones=>desk-bea) = "bea-sip-secret";' in config
+    assert "web-ada" not in config
 
     empty = tmp_path / "empty.toml"
     empty.write_text("")
     assert main(["--config", str(empty), "config", "edge", "--out", str(tmp_path / "no")]) == 2
     assert "cluster.nodes: no nodes" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
+
+
+async def _agents(url: str) -> None:
+    """Bea on a desk phone, Ada on a browser, in the installation's database."""
+    Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True)
+    engine = create_store_engine(url)
+    try:
+        await upgrade_to_head(engine)
+        async with Store(engine).transaction() as tx:
+            for login, user, kind in (("bea", "desk-bea", EndpointKind.DESKPHONE),
+                                      ("ada", "web-ada", EndpointKind.WEBRTC)):
+                await tx.agents.create(login=login, display_name=login.title(),
+                                       sip_user=user, sip_password=f"{login}-sip-secret",
+                                       endpoint_kind=kind, password_hash="x")
+    finally:
+        await engine.dispose()
 
 
 def test_the_edges_answer_about_its_nodes_is_read() -> None:
