@@ -78,6 +78,13 @@ class EdgeSpec:
     # so a phone keeps one set of credentials whoever challenges it).
     phones: tuple[EdgePhone, ...] = ()
     realm: str = "pbx"
+    # A sender whose REGISTER fails the digest block_after times (each within
+    # block_window_s of the last) is refused for block_for_s; 0: never. Not the networks
+    # in never_block. (security.block_*, which a node's Asterisk applies too.)
+    block_after: int = 20
+    block_window_s: int = 300
+    block_for_s: int = 3600
+    never_block: tuple[str, ...] = ()
 
     def validate(self, key: str = "cluster") -> None:
         check_ip(f"{key}.edge_address", self.listen_address)
@@ -146,7 +153,9 @@ def render(spec: EdgeSpec) -> dict[str, str]:
         children=spec.children, control_socket=spec.control_socket,
         no_answer_ms=spec.no_answer_ms, probe_interval_s=spec.probe_interval_s,
         list_file=f"{spec.config_dir}/{LIST_FILE}", node_set=NODE_SET,
-        phones=spec.phones, realm=spec.realm,
+        phones=spec.phones, realm=spec.realm, block_after=spec.block_after,
+        block_window_s=spec.block_window_s, block_for_s=spec.block_for_s,
+        never_block=[str(ipaddress.ip_network(n, strict=False)) for n in spec.never_block],
     )
     # setid destination flags priority attrs: duid names the node in kamcmd's listing.
     nodes = "".join(f"{NODE_SET} {node.uri} 0 0 duid={node.name}\n" for node in spec.nodes)

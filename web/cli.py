@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 
 from aiohttp import web
@@ -159,8 +158,7 @@ def cmd_config_edge(args: argparse.Namespace) -> int:
         return 0
 
     asyncio.run(_on_store(settings, from_store))
-    spec = replace(settings.cluster.edge(), phones=tuple(phones),
-                   realm=settings.asterisk.sip_realm)
+    spec = settings.edge(tuple(phones))
     kamailio_config.write_files(spec, out)
     print(f"wrote {kamailio_config.CONFIG_FILE} and {kamailio_config.LIST_FILE} to {out} "
           f"({len(phones)} desk phones)")

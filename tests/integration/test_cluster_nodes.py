@@ -56,6 +56,8 @@ __all__ = ["database"]
 pytestmark = pytest.mark.integration
 
 LEASE_S = 6
+# Failed sign-ins at the edge before the sender is blocked.
+GUESSES = 3
 MAX_CALLS = 10
 
 
@@ -129,7 +131,8 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
                          carriers=("127.0.0.1",), config_dir=str(folder),
                          run_dir=str(folder / "run"), probe_interval_s=1,
                          phones=tuple(EdgePhone(f"desk-{login}", f"{login}-sip-secret")
-                                      for login in ("bea", "cid"))), folder)
+                                      for login in ("bea", "cid")), block_after=GUESSES),
+                folder)
     engine = create_store_engine(database)
     store = Store(engine)
     desks: list[Browser] = []
@@ -168,6 +171,19 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
             *edge.spec.phones, EdgePhone("desk-dan", "dan-sip-secret")))) == (3, 0)
         async with SipPhone(*dan) as dan_phone:
             assert dan_phone.registered
+        # Someone guessing Bea's password from another address is refused, then blocked:
+        # even her right password is refused from there, not from her phone's address.
+        for guess in range(GUESSES):
+            with pytest.raises(SipError) as wrong:
+                async with SipPhone("desk-bea", f"guess-{guess}-xyz", ("127.0.0.1", port),
+                                    host="127.0.0.9"):
+                    pass
+            assert wrong.value.status == (401 if guess < GUESSES - 1 else 403)
+        with pytest.raises(SipError) as blocked:
+            async with SipPhone("desk-bea", "bea-sip-secret", ("127.0.0.1", port),
+                                host="127.0.0.9"):
+                pass
+        assert blocked.value.status == 403
         bea_phone.answer = "answer"
         for login, node in (("bea", a), ("cid", b)):
             desk = Browser(node.url)

@@ -232,13 +232,17 @@ def test_desk_phones_register_to_the_edge_with_their_agents_sip_passwords(
 ) -> None:
     spec = EdgeSpec("192.0.2.1", 5060, (EdgeNode("node-a", "192.0.2.11"),),
                     carriers=("198.51.100.7",), config_dir=str(tmp_path), realm="example",
-                    phones=(EdgePhone("desk-bea", "bea-sip-secret"),))
+                    phones=(EdgePhone("desk-bea", "bea-sip-secret"),), block_after=5,
+                    never_block=("203.0.113.9",))
     files = kamailio_config.write_files(spec, tmp_path)
     config = files["kamailio.cfg"]
     assert '$sht(phones=>desk-bea) = "bea-sip-secret";' in config
     assert 'auth_challenge("example", "0")' in config
     # Only the nodes' requests to an agent are looked up in the registrations.
     assert 'if (ds_is_from_list("1") && uri == myself && $rU != $null) {' in config
+    # A password guesser is counted and refused, but not from a network never blocked.
+    assert 'if ($au != $null && !is_in_subnet("$si", "203.0.113.9/32")) {' in config
+    assert "if ($sht(failed=>$si) >= 5) {" in config
     # The passwords are for the edge's account only (the owner here).
     assert (tmp_path / "kamailio.cfg").stat().st_mode & 0o077 == 0
     kamailio_config.check_syntax(tmp_path / "kamailio.cfg")
