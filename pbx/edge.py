@@ -144,6 +144,12 @@ async def take_phones(spec: EdgeSpec) -> tuple[int, int]:
     return len(spec.phones), len(gone)
 
 
+async def registered_phones(spec: EdgeSpec) -> list[str]:
+    """The SIP users whose phone is registered to the running edge now."""
+    return sorted(re.findall(r"^\s*AoR:\s*(\S+)\s*$",
+                             await control(spec, "ul.dump", "brief"), re.MULTILINE))
+
+
 class Edge:
     """A Kamailio process serving ``spec``, its files written to ``folder`` (which must be
     ``spec.config_dir`` as this machine sees it)."""

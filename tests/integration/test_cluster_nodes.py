@@ -276,10 +276,15 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         # `switchboard doctor` on a node tells which node holds its lease and which was lost.
         report = Report()
         await examine_cluster(Settings(database=DatabaseSettings(url=database),
-                                       cluster=ClusterSettings(nodes=tuple(
-                                           ClusterNodeSettings(n.name, n.host, n.port)
-                                           for n in edge.spec.nodes))), report)
+                                       cluster=ClusterSettings(
+                                           edge_address="127.0.0.1", edge_port=port,
+                                           edge_run_dir=edge.spec.run_dir,
+                                           nodes=tuple(
+                                               ClusterNodeSettings(n.name, n.host, n.port)
+                                               for n in edge.spec.nodes))), report)
         leases = {n["name"]: n["lease"] for n in report.cluster["nodes"]}
+        # And which desk phones the edge can ring: none was lost with node A.
+        assert report.cluster["edge"]["registered_phones"] == ["desk-bea", "desk-cid"]
         assert leases["node-b"]["state"] == "held"
         assert (leases["node-a"]["state"], leases["node-a"]["taken_over_by"]) == ("lost",
                                                                                 "node-b")
