@@ -261,6 +261,7 @@ class ClusterSettings:
             nodes=tuple(EdgeNode(n.name, n.sip_host, n.sip_port) for n in self.nodes),
             carriers=self.carriers, config_dir=self.edge_config_dir,
             run_dir=self.edge_run_dir, probe_interval_s=self.probe_interval_s,
+            lease_s=self.lease_s,
         )
 
 

@@ -85,6 +85,9 @@ class EdgeSpec:
     block_window_s: int = 300
     block_for_s: int = 3600
     never_block: tuple[str, ...] = ()
+    # cluster.lease_s: a node silent this long is lost, and the edge hangs up the calls
+    # it held with agents' phones.
+    lease_s: int = 10
 
     def validate(self, key: str = "cluster") -> None:
         check_ip(f"{key}.edge_address", self.listen_address)
@@ -156,6 +159,7 @@ def render(spec: EdgeSpec) -> dict[str, str]:
         phones=spec.phones, realm=spec.realm, block_after=spec.block_after,
         block_window_s=spec.block_window_s, block_for_s=spec.block_for_s,
         never_block=[str(ipaddress.ip_network(n, strict=False)) for n in spec.never_block],
+        lease_s=spec.lease_s,
     )
     # setid destination flags priority attrs: duid names the node in kamcmd's listing.
     nodes = "".join(f"{NODE_SET} {node.uri} 0 0 duid={node.name}\n" for node in spec.nodes)

@@ -131,7 +131,8 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
                          carriers=("127.0.0.1",), config_dir=str(folder),
                          run_dir=str(folder / "run"), probe_interval_s=1,
                          phones=tuple(EdgePhone(f"desk-{login}", f"{login}-sip-secret")
-                                      for login in ("bea", "cid")), block_after=GUESSES),
+                                      for login in ("bea", "cid")), block_after=GUESSES,
+                         lease_s=LEASE_S),
                 folder)
     engine = create_store_engine(database)
     store = Store(engine)
@@ -235,6 +236,14 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         assert sorted(c.node or "" for c in more) == ["node-a", "node-b"]
         on_a = [c for c in more if c.node == "node-a"]
         on_b += [c for c in more if c.node == "node-b"]
+        # Bea talks to node A's caller when it dies.
+        await ask_for_person(world, on_a[0])
+        bea_card = await until(lambda: offered(store, on_a[0].id), 20, step=0.2,
+                               why="no card for node A's second caller")
+        accepted = await bea_desk_a.post_json(f"/api/handoffs/{bea_card}/accept", {})
+        assert accepted.status == 200, await accepted.text()
+        await until(lambda: _handoff_is(store, bea_card, HandoffState.CONNECTED), 20,
+                    step=0.2, why="Bea never talked to node A's second caller")
         pbx_pid = a.state()["asterisk_pid"]
         assert isinstance(pbx_pid, int)
         os.killpg(pbx_pid, signal.SIGKILL)
@@ -253,7 +262,11 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
               f"{recovered:.2f} s, its calls had their outcome after "
               f"{time.monotonic() - killed:.2f} s")
         assert await active_nodes(edge) == {"node-b"}
-        # Bea, whose first call was on node A, signs in to node B's desk and takes a
+        # A dead node sends no BYE: the edge hangs up Bea's phone's call with it once
+        # node A has been silent for its lease, as node B ends that call.
+        await until(lambda: _phone_idle(bea_phone), LEASE_S + 10, step=0.2,
+                    why="Bea's desk phone stayed in its call with the dead node")
+        # Bea, whose call was on node A, signs in to node B's desk and takes a
         # call there: node B rings the phone she registered to the edge at the start.
         bea_desk_b = Browser(b.url)
         stack.push_async_callback(bea_desk_b.close)
@@ -267,7 +280,7 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         await until(lambda: _handoff_is(store, card, HandoffState.CONNECTED), 20,
                     step=0.2, why="Bea's phone, registered to the edge, never took node B's "
                     "call")
-        assert bea_phone.invites == 2
+        assert bea_phone.invites == 3
         # Nothing lost on the survivor: its calls go on (its receptionist may have asked
         # for a person meanwhile), their callers still on the line.
         for row in await rows(store, [c.id for c in [*on_b, *after]]):
@@ -311,6 +324,10 @@ async def _hung_up(world: World, caller: str) -> bool:
     except AriError as exc:
         return exc.status == 404
     return False
+
+
+async def _phone_idle(phone: SipPhone) -> bool:
+    return all(dialog.ended.is_set() for dialog in phone.dialogs.values())
 
 
 async def _dispatching(edge: Edge, names: set[str]) -> bool:
