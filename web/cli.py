@@ -16,19 +16,14 @@ from pathlib import Path
 from aiohttp import web
 
 from handoff import logs, tls
-from handoff.agents import AgentRole, EndpointKind
 from handoff.prompts import PromptError
 from handoff.receptionist import make_prompts
 from handoff.settings import Settings, SettingsError, load
 from handoff.store import (
-    LastAdmin,
-    Removed,
     Store,
-    Transaction,
     create_store_engine,
     upgrade_to_head,
 )
-from handoff.store.models import Agent
 from pbx import kamailio_config, runtime
 from pbx.asterisk_config import Dirs, InboundRoute, InstanceSpec, render, write_files
 from pbx.config_values import ConfigValueError
@@ -37,15 +32,14 @@ from web import (
     backup,
     cli_assistants,
     cli_lists,
+    cli_people,
     cli_queues,
     cli_trunks,
     doctor,
     install_check,
-    people,
     systemd,
 )
 from web.app import build_app
-from web.dashboard.passwords import Passwords
 from web.demo import DEMO_NUMBER, RECEPTIONIST, demo_caller_voice
 from web.external import Credentials, credentials, pbx_spec
 from web.services import SERVICES
@@ -54,7 +48,6 @@ from web.telephony import DIRECTORY_CHECK_S, edge_phones, external_spec, fixed_t
 DEFAULT_CONFIG = Path("switchboard.toml")
 # Who the audit log names for a change made on the server's command line.
 CLI_ACTOR = "cli"
-PHONES = {"browser": EndpointKind.WEBRTC, "desk": EndpointKind.DESKPHONE}
 # The CLI writes the database only; a running product's PBX notices within
 # web.telephony.DIRECTORY_CHECK_S (sessions end on the tabs' next request at once).
 RUNNING_PBX_NOTE = (f"a running Switchboard's PBX takes this within "
@@ -326,116 +319,6 @@ async def _on_store(settings: Settings, act: Callable[[Store], Awaitable[int]]) 
         await engine.dispose()
 
 
-def _no_such(login: str) -> int:
-    print(f"switchboard: no agent with login {login!r}", file=sys.stderr)
-    return 2
-
-
-def _on_person(args: argparse.Namespace,
-               act: Callable[[Transaction, Agent], Awaitable[str]]) -> int:
-    """``act`` on the person ``args.login`` names (not a removed one), then print what it
-    says; a refusal (the last admin, a removed person, a bad value) is printed, exit 2."""
-
-    async def on_person(store: Store) -> int:
-        try:
-            async with store.transaction() as tx:
-                agent = await tx.agents.by_login(args.login)
-                if agent is None or agent.removed_at is not None:
-                    return _no_such(args.login)
-                said = await act(tx, agent)
-        except (LastAdmin, Removed) as exc:
-            print(f"switchboard: {exc}", file=sys.stderr)
-            return 2
-        except people.PersonRefused as exc:
-            print(f"switchboard: {exc.reason}", file=sys.stderr)
-            return 2
-        print(said)
-        return 0
-
-    return asyncio.run(_on_store(_settings(args), on_person))
-
-
-def cmd_user_passwd(args: argparse.Namespace) -> int:
-    """A new dashboard password for ``login`` (printed once; stored only as a hash).
-
-    The way back in when the demo passwords printed at first start are lost.
-    """
-
-    async def reset(tx: Transaction, agent: Agent) -> str:
-        _, password = await people.new_password(tx, Passwords(), agent.id, actor=CLI_ACTOR)
-        return f"{args.login}: {password}"
-
-    return _on_person(args, reset)
-
-
-def cmd_user_add(args: argparse.Namespace) -> int:
-    """A new person; prints their one-time password (and a desk phone's SIP account).
-
-    On a fresh installation with the demo off, the first admin comes from here.
-    """
-
-    async def add(store: Store) -> int:
-        try:
-            async with store.transaction() as tx:
-                new = await people.add(
-                    tx, Passwords(), login=args.login, display_name=args.name or args.login,
-                    role=AgentRole(args.role), endpoint_kind=PHONES[args.phone],
-                    actor=CLI_ACTOR)
-        except people.PersonRefused as exc:
-            print(f"switchboard: {exc.reason}", file=sys.stderr)
-            return 2
-        print(f"{new.agent.login}: {new.password}")
-        if new.agent.endpoint_kind is EndpointKind.DESKPHONE:
-            print(f"desk phone SIP account: {new.agent.sip_user} / {new.sip_password}")
-        print(RUNNING_PBX_NOTE)
-        return 0
-
-    return asyncio.run(_on_store(_settings(args), add))
-
-
-def cmd_user_change(args: argparse.Namespace) -> int:
-    """disable, enable or remove a person (see web.people)."""
-
-    async def change(tx: Transaction, agent: Agent) -> str:
-        await people.CHANGES[args.user_command](tx, agent.id, actor=CLI_ACTOR)
-        return f"{args.login}: {args.user_command}d\n{RUNNING_PBX_NOTE}"
-
-    return _on_person(args, change)
-
-
-def cmd_user_rename(args: argparse.Namespace) -> int:
-    """A person's display name (the login stays: phones and scripts keep working)."""
-
-    async def rename(tx: Transaction, agent: Agent) -> str:
-        await people.rename(tx, agent.id, args.name, actor=CLI_ACTOR)
-        return f"{args.login}: now {args.name.strip()!r}"
-
-    return _on_person(args, rename)
-
-
-def cmd_user_open_line(args: argparse.Namespace) -> int:
-    """Whether a person's auto-answering desk phone keeps an open line on duty."""
-
-    async def change(tx: Transaction, agent: Agent) -> str:
-        await people.set_open_line(tx, agent.id, args.state == "on", actor=CLI_ACTOR)
-        return f"{args.login}: open line {args.state} (from their next duty on)"
-
-    return _on_person(args, change)
-
-
-def cmd_user_list(args: argparse.Namespace) -> int:
-    async def listing(store: Store) -> int:
-        async with store.transaction() as tx:
-            everyone = await tx.agents.all()
-        for a in everyone:
-            phone = "desk" if a.endpoint_kind is EndpointKind.DESKPHONE else "browser"
-            state = "enabled" if a.enabled else "disabled"
-            print(f"{a.login}\t{a.role.value}\t{phone}\t{state}\t{a.display_name}")
-        return 0
-
-    return asyncio.run(_on_store(_settings(args), listing))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
     parser.add_argument(
@@ -445,6 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", metavar="SECTION.KEY=VALUE", help="override one setting"
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    # What the commands on the installation's database (people, assistants, trunks,
+    # queues, the named lists) share: its store, the audit log's actor, the note.
+    on_store = cli_assistants.Cli(
+        run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
+        actor=CLI_ACTOR, note=RUNNING_PBX_NOTE)
     sub.add_parser("run", help="start Asterisk, the controller and the dashboard").set_defaults(
         func=cmd_run
     )
@@ -492,51 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "once the call is up, to see where the PBX's CPU goes)")
     capacity.add_argument("--json", action="store_true")
     capacity.set_defaults(func=cmd_bench)
-    user = sub.add_parser("user", help="people: dashboard accounts and their phones")
-    user_sub = user.add_subparsers(dest="user_command", required=True)
-    add = user_sub.add_parser("add", help="add a person and print their one-time password")
-    add.add_argument("login")
-    add.add_argument("--role", required=True, choices=[r.value for r in AgentRole])
-    add.add_argument("--phone", choices=sorted(PHONES), default="browser",
-                     help="browser: the dashboard's softphone; desk: a SIP desk phone")
-    add.add_argument("--name", help="display name (default: the login)")
-    add.set_defaults(func=cmd_user_add)
-    for action, what in (("disable", "no sign-in, sessions ended, SIP account refused"),
-                         ("enable", "allow a disabled person back in"),
-                         ("remove", "disable and drop from the lists; history stays")):
-        change = user_sub.add_parser(action, help=what)
-        change.add_argument("login")
-        change.set_defaults(func=cmd_user_change)
-    rename = user_sub.add_parser("rename", help="change a person's display name")
-    rename.add_argument("login")
-    rename.add_argument("name")
-    rename.set_defaults(func=cmd_user_rename)
-    user_sub.add_parser("list", help="everyone not removed").set_defaults(func=cmd_user_list)
-    line = user_sub.add_parser(
-        "open-line", help="a desk phone that auto-answers (Call-Info answer-after=0) "
-        "keeps an open line on duty (on), or rings for each call (off, the default)")
-    line.add_argument("login")
-    line.add_argument("state", choices=["on", "off"])
-    line.set_defaults(func=cmd_user_open_line)
-    cli_assistants.add_parser(sub, cli_assistants.Cli(
-        run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
-        actor=CLI_ACTOR, note=RUNNING_PBX_NOTE))
-    # `agent passwd` is the older name, kept for scripts that use it.
-    for parent in (user_sub, sub.add_parser("agent", help="older name of `user passwd`")
-                   .add_subparsers(dest="agent_command", required=True)):
-        passwd = parent.add_parser("passwd", help="set a new password and print it once")
-        passwd.add_argument("login")
-        passwd.set_defaults(func=cmd_user_passwd)
-    cli_trunks.add_parser(sub, cli_assistants.Cli(
-        run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
-        actor=CLI_ACTOR, note=RUNNING_PBX_NOTE), settings=_settings)
-    cli_queues.add_parser(sub, cli_assistants.Cli(
-        run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
-        actor=CLI_ACTOR, note=RUNNING_PBX_NOTE))
+    cli_people.add_parser(sub, on_store)
+    cli_assistants.add_parser(sub, on_store)
+    cli_trunks.add_parser(sub, on_store, settings=_settings)
+    cli_queues.add_parser(sub, on_store)
     for named_list in (cli_lists.PAUSE_REASONS, cli_lists.DISPOSITIONS):
-        cli_lists.add_parser(sub, cli_assistants.Cli(
-            run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
-            actor=CLI_ACTOR, note=RUNNING_PBX_NOTE), named_list)
+        cli_lists.add_parser(sub, on_store, named_list)
     dash = bench_sub.add_parser("dashboard", help="card delivery to many dashboard tabs")
     dash.add_argument("--clients", type=int, default=1000)
     dash.add_argument("--board", action="store_true",

@@ -1,4 +1,4 @@
-"""Assistants in the store (handoff.store.assistants_repo, migrations 0007, 0010 and 0020):
+"""Assistants in the store (handoff.store.assistants_repo, migrations 0007, 0010 and 0021):
 several numbers each and one assistant per number, an engine, disable and remove keeping
 the history; an older database's single number, adapter and restricted topics carried
 over; the built-in receptionist's one token for every node on the database."""

@@ -1,8 +1,8 @@
 """The built-in receptionist's token for an assistant on the built-in engine, kept so
 that every node of a cluster on this database serves it with the same token.
 
-Revision ID: 0020
-Revises: 0019
+Revision ID: 0021
+Revises: 0020
 Create Date: 2026-12-02
 
 Additive only, frozen like 0001: plain column types, no model imports. Empty for every
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0020"
-down_revision: str | None = "0019"
+revision: str = "0021"
+down_revision: str | None = "0020"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
