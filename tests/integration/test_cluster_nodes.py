@@ -191,7 +191,10 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
             desks.append(desk)
             stack.push_async_callback(desk.close)
             assert (await desk.login(login)).status == 303
-            assert (await desk.post_json("/api/duty", {"on_duty": True})).status == 200
+            # Each node learns a phone registered to the edge at its next qualify (5 s):
+            # until then it refuses duty, as for a phone that is not registered.
+            await until(lambda d=desk: _on_duty(d), 15, step=0.5,  # type: ignore[misc]
+                        why=f"{login} could not go on duty")
         bea_desk_a, cid_desk = desks
         await until(lambda: _dispatching(edge, {"node-a", "node-b"}), 15,
                     why="the nodes never answered the edge's OPTIONS")
@@ -324,6 +327,10 @@ async def _hung_up(world: World, caller: str) -> bool:
     except AriError as exc:
         return exc.status == 404
     return False
+
+
+async def _on_duty(desk: Browser) -> bool:
+    return (await desk.post_json("/api/duty", {"on_duty": True})).status == 200
 
 
 async def _phone_idle(phone: SipPhone) -> bool:

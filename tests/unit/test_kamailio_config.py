@@ -242,7 +242,7 @@ def test_desk_phones_register_to_the_edge_with_their_agents_sip_passwords(
     # Only the nodes' requests to an agent are looked up in the registrations.
     assert 'if (ds_is_from_list("1") && uri == myself && $rU != $null) {' in config
     # A phone's call with a node that went silent is hung up after the node's lease.
-    assert 'dlg_set_timeout_by_profile("node", "$ru", "10");' in config
+    assert 'dlg_set_timeout_by_profile("node", "$var(node)", "10");' in config
     # A password guesser is counted and refused, but not from a network never blocked.
     assert 'if ($au != $null && !is_in_subnet("$si", "203.0.113.9/32")) {' in config
     assert "if ($sht(failed=>$si) >= 5) {" in config
