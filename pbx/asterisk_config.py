@@ -232,7 +232,16 @@ class InstanceSpec:
     # refused 503 at once (the edge tries the next node), rather than waiting up to 10 s
     # for a controller that may be gone.
     refuse_without_app: bool = False
+    # On a cluster's node: the SIP edge (Kamailio, "host:port") agents' desk phones
+    # register to. Each desk phone's AoR here is then the agent's address of record at
+    # the edge, so the node calls the phone through the edge whichever node it last
+    # spoke to, and qualifies it there (pbx.kamailio_config). Empty: phones register here.
+    agents_edge: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+
+    def through_edge(self, agent: SipAgent) -> bool:
+        """Whether this agent's phone is reached (and its state read) through the edge."""
+        return bool(self.agents_edge) and agent.kind == "deskphone" and not agent.contact
 
     def validate(self) -> None:
         check_name("asterisk.app", self.app)
@@ -292,6 +301,10 @@ class InstanceSpec:
             check_name(f"assistants[{i}].name", route.assistant)
             if route.app:
                 check_name(f"assistants[{i}].app", route.app)
+        if self.agents_edge:
+            edge_host, _, edge_port = self.agents_edge.rpartition(":")
+            check_host("cluster.edge_address", edge_host.strip("[]"))
+            check_port("cluster.edge_port", int(edge_port) if edge_port.isdigit() else -1)
         for i, address in enumerate(self.blocked):
             check_ip(f"blocked[{i}]", address)
         for i, queue in enumerate(self.queues):
@@ -347,9 +360,10 @@ def render(spec: InstanceSpec) -> dict[str, str]:
         autoescape=False,
     )
     agents = [
-        SipAgent(
-            a.name, a.password, a.kind, _sanitize_display(a.display_name or a.name), a.contact
-        )
+        {"name": a.name, "password": a.password, "kind": a.kind,
+         "display_name": _sanitize_display(a.display_name or a.name),
+         "contact": f"sip:{a.name}@{spec.agents_edge}" if spec.through_edge(a) else a.contact,
+         "edge": spec.through_edge(a)}
         for a in spec.agents
     ]
     context = {

@@ -75,6 +75,7 @@ from web.telephony import (
     follow_directory,
     start_telephony,
     stop_telephony,
+    through_edge,
     write_state,
 )
 from web.trunk_watch import TrunkMetrics, TrunkWatch
@@ -378,6 +379,8 @@ def build_app(settings: Settings) -> web.Application:
         services.shared_events = SharedEvents(services.hub, settings.database_url, node=node)
     if node:
         services.controller.cluster_node = True
+        services.controller.through_edge = lambda user: through_edge(services.telephony,
+                                                                     user)
         services.lease = NodeLease(services.store, services.hub,
                                    lease_s=settings.cluster.lease_s,
                                    taken_over=services.controller.hang_up_taken_over)

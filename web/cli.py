@@ -27,6 +27,7 @@ from handoff.store import (
 from pbx import kamailio_config, runtime
 from pbx.asterisk_config import Dirs, InboundRoute, InstanceSpec, render, write_files
 from pbx.config_values import ConfigValueError
+from pbx.edge import take_phones
 from web import (
     backup,
     cli_assistants,
@@ -42,7 +43,7 @@ from web.app import build_app
 from web.demo import DEMO_NUMBER, RECEPTIONIST, demo_caller_voice
 from web.external import Credentials, credentials, pbx_spec
 from web.services import SERVICES
-from web.telephony import DIRECTORY_CHECK_S, external_spec, fixed_trunks
+from web.telephony import DIRECTORY_CHECK_S, edge_phones, external_spec, fixed_trunks
 
 DEFAULT_CONFIG = Path("switchboard.toml")
 # Who the audit log names for a change made on the server's command line.
@@ -135,15 +136,25 @@ def cmd_config_render(args: argparse.Namespace) -> int:
 
 
 def cmd_config_edge(args: argparse.Namespace) -> int:
-    """Write Kamailio's files for the SIP edge in front of the cluster's nodes, and ask
-    Kamailio whether it would load them when it is installed here."""
+    """Write Kamailio's files for the SIP edge in front of the cluster's nodes (with the
+    desk phones' accounts from the database), ask Kamailio whether it would load them
+    when it is installed here, and give a running edge here the accounts as they are."""
     settings = _settings(args)
     if not settings.cluster.nodes:
         raise SettingsError("cluster.nodes: no nodes, so no edge to render "
                             "(add [[cluster.nodes]] tables)")
     out = Path(args.out or settings.cluster.edge_config_dir)
-    kamailio_config.write_files(settings.cluster.edge(), out)
-    print(f"wrote {kamailio_config.CONFIG_FILE} and {kamailio_config.LIST_FILE} to {out}")
+    phones: list[kamailio_config.EdgePhone] = []
+
+    async def from_store(store: Store) -> int:
+        phones.extend(await edge_phones(store))
+        return 0
+
+    asyncio.run(_on_store(settings, from_store))
+    spec = settings.edge(tuple(phones))
+    kamailio_config.write_files(spec, out)
+    print(f"wrote {kamailio_config.CONFIG_FILE} and {kamailio_config.LIST_FILE} to {out} "
+          f"({len(phones)} desk phones)")
     try:
         kamailio_config.check_syntax(out / kamailio_config.CONFIG_FILE)
     except kamailio_config.KamailioUnavailable as exc:
@@ -153,6 +164,13 @@ def cmd_config_edge(args: argparse.Namespace) -> int:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 1
     print("kamailio -c accepts it")
+    if Path(spec.control_socket).exists():
+        try:
+            taken, removed = asyncio.run(take_phones(spec))
+        except kamailio_config.KamailioUnavailable as exc:
+            print(f"the running edge did not take the accounts: {exc}")
+        else:
+            print(f"the running edge took {taken} desk phones' accounts ({removed} removed)")
     return 0
 
 

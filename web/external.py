@@ -113,4 +113,5 @@ def pbx_spec(
         # A cluster node refuses calls its controller is not there for (the edge
         # sends them on).
         refuse_without_app=bool(settings.cluster.node),
+        agents_edge=settings.cluster.phones_edge,
     )

@@ -150,6 +150,22 @@ def test_webrtc_agent_gets_a_webrtc_endpoint_with_one_registration() -> None:
     assert "max_contacts = 1" in pjsip
 
 
+def test_on_a_cluster_node_a_desk_phone_is_the_agent_at_the_edge_a_browser_is_not() -> None:
+    agents = (SipAgent("agent-ada", "sip-secret-1", "webrtc", "Ada"),
+              SipAgent("desk-bea", "sip-secret-2", "deskphone", "Bea"))
+    alone = render(spec(agents=agents))["pjsip.conf"]
+    assert "[desk-bea](deskphone-aor)" in alone and "edge-aor)" not in alone
+    pjsip = render(spec(agents=agents, agents_edge="192.0.2.1:5060"))["pjsip.conf"]
+    # The node calls and qualifies the desk phone at its address of record at the edge.
+    assert "[desk-bea](edge-aor)\ncontact = sip:desk-bea@192.0.2.1:5060\n" in pjsip
+    edge_aor = pjsip.split("[edge-aor](!,agent-aor)")[1].split("\n[")[0]
+    assert "qualify_frequency = 5" in edge_aor
+    # A browser still registers to the node it opened its WebSocket to.
+    assert "[agent-ada](webrtc-aor)\n\n" in pjsip
+    with pytest.raises(ConfigValueError, match=r"cluster\.edge_port"):
+        render(spec(agents=agents, agents_edge="192.0.2.1:x"))
+
+
 def test_ice_host_candidates_are_unrestricted_unless_networks_are_named() -> None:
     rtp = render(spec())["rtp.conf"]
     assert "ice_deny" not in rtp and "ice_permit" not in rtp
