@@ -252,7 +252,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from web.bench import capacity as bench_capacity  # noqa: PLC0415
 
         return int(bench_capacity.main(args.steps, args.max, args.window, args.recording,
-                                       args.json))
+                                       args.json, chart_path=args.chart))
     if args.bench_command == "faults":
         from web.bench import fault_soak  # noqa: PLC0415
 
@@ -361,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="how each call is recorded (not bridge: swapped from outside "
                           "once the call is up, to see where the PBX's CPU goes)")
     capacity.add_argument("--json", action="store_true")
+    capacity.add_argument("--chart", type=Path, metavar="FILE.svg",
+                          help="also draw the run, step by step, as an SVG picture")
     capacity.set_defaults(func=cmd_bench)
     cli_people.add_parser(sub, on_store)
     cli_assistants.add_parser(sub, on_store)

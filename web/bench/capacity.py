@@ -12,16 +12,24 @@ controller's. Once a step's calls are all up, each step is held for a window and
   each apart);
 - the controller's event-loop lag p99 (a 10 ms timer's overshoot);
 - the callers' AI stream: packets lost (of 50 a second) and late (over 40 ms after the
-  one before), and how much of it was the AI's voice; and how far short of 50 a second
-  the PBX's own count of packets sent to its callers fell (so a loss is placed on the
-  PBX's side of the trunk or on the rig's);
+  one before), the longest gap between two packets, and how much of it was the AI's
+  voice (every packet judged, in one NumPy pass per caller);
+- where the stream's packets went missing, link by link, so that the product's loss is
+  told from the rig's: short of 50 a second in the PBX's own count of packets sent to
+  its callers (the product), lost on the trunk (the carrier's count received), lost
+  between the carrier and the callers' phones (the rig); the kernel's count of
+  datagrams each process did not read in time (its UDP sockets' drops); the callers'
+  legs as the PBX saw them (packets lost each way, worst jitter) and the worst jitter
+  the carrier saw on the PBX's stream;
 - answer time (from the call placed to the caller hearing the AI) and its p50/p99;
 - dropped calls (ended before the benchmark hung them up) and silent ones (that never
   heard the AI, or heard it in under half the window);
 - the controller's memory per 100 calls (its RSS growth since before the first call).
 
-It stops at the knee: the first step with a dropped or silent call or a loop lag p99
-over 50 ms (or at ``--max``). Handoffs during the ramp are not run yet.
+It stops at the knee: the first step with a dropped or silent call, a caller's gap over
+60 ms, or a loop lag p99 over 50 ms (or at ``--max``); the step's ``knee`` says which.
+Handoffs during the ramp are not run yet. ``--chart FILE.svg`` draws the steps as one
+SVG picture (the dashboard's chart code).
 
 ``--recording`` measures where the PBX's cost goes, by changing each call from outside
 once it is up: ``bridge`` as the product records (a recorder in the call's bridge, so a
@@ -34,11 +42,13 @@ three-member softmix bridge), ``none`` (the recorder stopped: a two-party bridge
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import tempfile
 import time
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +58,12 @@ from pbx.ari.resources import Direction
 from web.bench.handoff import summary
 from web.bench.rig import PlacedCall, Rig, asterisk_pair, rig
 from web.bench.world_process import RemoteWorld
+from web.dashboard.charts import FONT, TEXT, column_chart
 
 RECORDINGS = ("bridge", "none", "mixmonitor", "snoop", "legs")
 DEFAULT_STEPS = (25, 50, 100, 150, 200, 300, 400)
 KNEE_LOOP_LAG_MS = 50.0
+KNEE_GAP_MS = 60.0  # a caller's longest silence between two packets
 FRAMES_PER_S = 50  # 20 ms packets
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -157,10 +169,12 @@ async def place(ramp: Ramp, count: int, at_once: int = 10) -> None:
     gate = asyncio.Semaphore(at_once)
 
     async def one() -> None:
-        async with gate:
-            placed_at = time.monotonic()
-            placed = await r.place_call(wait_ai=False)
         try:
+            async with gate:
+                placed_at = time.monotonic()
+                # Bounded, as the step is: an originate a starved carrier never answers
+                # counts as a caller who heard nothing.
+                placed = await asyncio.wait_for(r.place_call(wait_ai=False), 15)
             heard = await r.wait_hears(placed, "ai", after=placed_at, timeout=15)
         except TimeoutError:
             calls.silent += 1
@@ -188,34 +202,74 @@ class Ramp:
     rss_before: int = field(default_factory=lambda: rss_kib(os.getpid()))
 
 
-async def pbx_sent(r: Rig, up: list[PlacedCall]) -> list[int]:
-    """How many RTP packets the PBX has sent each caller so far (its txcount)."""
-    counts = []
+def udp_drops(pids: list[int]) -> int:
+    """Datagrams the kernel dropped at these processes' UDP sockets (their receive buffer
+    full: the process did not read them in time), from /proc/net/udp's per-socket count."""
+    inodes: set[str] = set()
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+    dropped = 0
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[9] in inodes:
+            dropped += int(fields[-1])
+    return dropped
+
+
+PBX_COUNTERS = ("txcount", "rxcount", "rxploss", "txploss")
+
+
+async def pbx_counts(r: Rig, up: list[PlacedCall]) -> dict[str, float]:
+    """The PBX's own RTP counters on its callers' legs, summed (``txcount``: packets it
+    sent the callers; ``rxploss``: the callers' packets it found missing; ``txploss``:
+    its packets the carrier reported missing over RTCP), and the worst ``rxjitter``."""
+    totals: dict[str, float] = dict.fromkeys(PBX_COUNTERS, 0)
+    totals["rxjitter_max_ms"] = 0.0
     for placed in up:
         live = r.control.calls.get(placed.call_id)
         try:
             stats = await r.pbx_ari.channels.rtp_statistics(live.caller) if live else {}
         except AriError:
             stats = {}
-        counts.append(int(stats.get("txcount") or 0))
-    return counts
+        for key in PBX_COUNTERS:
+            totals[key] += int(stats.get(key) or 0)
+        # Asterisk reports jitter in seconds.
+        totals["rxjitter_max_ms"] = max(totals["rxjitter_max_ms"],
+                                        float(stats.get("rxjitter") or 0) * 1000)
+    return totals
+
+
+async def counts(ramp: Ramp) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
+    """Both sides' packet counters at (nearly) one instant, and the kernel's drops."""
+    up = ramp.calls.up
+    pbx, rig_side = await asyncio.gather(
+        pbx_counts(ramp.r, up), ramp.world.rig_counts([p.caller for p in up]))
+    drops = {who: udp_drops(group) for who, group in ramp.pids.items()
+             if who in ("pbx", "rig_carrier", "rig_world")}
+    return pbx, rig_side, drops
 
 
 async def step(ramp: Ramp, target: int) -> dict[str, Any]:
     r, world, pids, calls, lag = ramp.r, ramp.world, ramp.pids, ramp.calls, ramp.lag
     answers_before, silent_before = len(calls.answer_ms), calls.silent
     await place(ramp, target - len(calls.up) - calls.silent)
-    sent_before = await pbx_sent(r, calls.up)
+    pbx_before, rig_before, drops_before = await counts(ramp)
     ticks = {who: sum(cpu_ticks(p) for p in group) for who, group in pids.items()}
     lag.take()
     start = time.monotonic()
     await asyncio.sleep(ramp.window_s)  # the measured window: calls talking, nothing else
     end = time.monotonic()
-    sent = sum(await pbx_sent(r, calls.up)) - sum(sent_before)
     cpu = {who: round((sum(cpu_ticks(p) for p in group) - ticks[who]) / TICK
                       / (end - start) * 100, 1) for who, group in pids.items()}
+    pbx_after, rig_after, drops_after = await counts(ramp)
     lags = lag.take()
     packets = late = weak = sampled = ai_sampled = 0
+    gaps: list[float] = []
     expected = round((end - start) * FRAMES_PER_S)
     for placed in calls.up:
         stats = await world.stream_stats(placed.caller, start, end)
@@ -223,29 +277,53 @@ async def step(ramp: Ramp, target: int) -> dict[str, Any]:
         late += stats["late"]
         sampled += stats["sampled"]
         ai_sampled += stats["ai_sampled"]
+        if stats["gap_max_ms"] is not None:
+            gaps.append(stats["gap_max_ms"])
         if stats["ai_sampled"] * 2 < stats["sampled"] or stats["packets"] * 2 < expected:
             weak += 1
     dropped = sum(1 for placed in calls.up if placed.call_id not in r.control.calls)
     n = len(calls.up)
     lag_p99 = summary(lags)["p99"] or 0.0
+    gap_max = max(gaps, default=0.0)
+    pbx = {k: pbx_after[k] - pbx_before[k] for k in PBX_COUNTERS}
+    rig_side = {k: rig_after[k] - rig_before[k] for k in rig_after}
+    silent = calls.silent - silent_before + weak
+    knee = [reason for reason, hit in (
+        (f"{dropped} calls dropped", dropped),
+        (f"{silent} calls silent", silent),
+        (f"loop lag p99 {lag_p99} ms", lag_p99 > KNEE_LOOP_LAG_MS),
+        (f"a caller's gap {gap_max} ms", gap_max > KNEE_GAP_MS)) if hit]
     return {
         "calls": target,
         "up": n,
         "cpu_pct_of_core": {**cpu, "pbx_per_call": round(cpu["pbx"] / max(n, 1), 2)},
         "loop_lag_ms": summary(lags),
         "ai_packets_lost": max(0, expected * n - packets),
-        # Where the loss is: the packets the PBX sent its callers in the window (its own
-        # RTP counters), against the FRAMES_PER_S a call that the callers' phones expect.
-        "pbx_packets_sent_short": max(0, expected * n - sent),
         "ai_packets_late": late,
         "ai_voice_share": round(ai_sampled / sampled, 3) if sampled else None,
+        # Where the AI's packets to the callers went missing in the window, link by link:
+        # the PBX's own count against the FRAMES_PER_S a call that a phone expects
+        # (product), then the trunk into the carrier, then the carrier's relay to the
+        # phone and the phone's socket (the rig's; udp_drops tells which process was late).
+        "ai_packets_short": {
+            "pbx_sent": max(0, expected * n - int(pbx["txcount"])),
+            "trunk": int(pbx["txcount"] - rig_side["carrier_received"]),
+            "carrier_to_phone": int(rig_side["carrier_received"] - rig_side["phone_received"]),
+        },
+        # The call as the PBX saw it on its callers' legs: the callers' packets it missed,
+        # its own the carrier reported lost (RTCP), the worst inbound jitter.
+        "pbx_leg_quality": {"rx_lost": int(pbx["rxploss"]), "tx_lost": int(pbx["txploss"]),
+                            "rx_jitter_max_ms": round(pbx_after["rxjitter_max_ms"], 1)},
+        "carrier_rx_jitter_max_ms": rig_after["carrier_rx_jitter_max_ms"],
+        # Datagrams the kernel dropped because a process did not read its socket in time.
+        "udp_drops": {who: drops_after[who] - drops_before[who] for who in drops_after},
+        "caller_gap_max_ms": round(gap_max, 1),
         "answer_ms": summary(calls.answer_ms[answers_before:]),
         "dropped_calls": dropped,
-        "silent_calls": calls.silent - silent_before + weak,
+        "silent_calls": silent,
         "controller_mib_per_100_calls": round(
             (rss_kib(os.getpid()) - ramp.rss_before) / 1024 / max(n, 1) * 100, 1),
-        "knee": bool(dropped or calls.silent - silent_before or weak
-                     or lag_p99 > KNEE_LOOP_LAG_MS),
+        "knee": knee,  # why this step is the knee (empty: it is not)
     }
 
 
@@ -293,11 +371,48 @@ async def hang_up_all(r: Rig, calls: Calls) -> None:
         await asyncio.sleep(0.1)
 
 
+def chart(result: dict[str, Any]) -> str:
+    """The run as one SVG picture: a panel of columns per figure, step by step, drawn by
+    the dashboard's own chart code (web.dashboard.charts)."""
+    steps = result["steps"]
+    roles = (("pbx", "pbx"), ("controller", "ctl"), ("rig_carrier", "carrier"),
+             ("rig_world", "world"))
+    panels = [
+        ("CPU, % of one core: product's Asterisk, controller, carrier, rig's phones and AI",
+         [(f"{s['calls']} {short}", s["cpu_pct_of_core"][who]) for s in steps
+          for who, short in roles]),
+        ("Product's Asterisk per call, % of one core",
+         [(str(s["calls"]), s["cpu_pct_of_core"]["pbx_per_call"]) for s in steps]),
+        ("AI packets short per call in the window, by link (pbx, trunk, carrier to phone)",
+         [(f"{s['calls']} {link.split('_')[0]}", round(short / max(s["up"], 1), 1))
+          for s in steps for link, short in s["ai_packets_short"].items()]),
+        ("Caller's longest gap between packets, ms (knee over 60)",
+         [(str(s["calls"]), s["caller_gap_max_ms"]) for s in steps]),
+        ("Controller's loop lag p99, ms (knee over 50)",
+         [(str(s["calls"]), s["loop_lag_ms"]["p99"] or 0.0) for s in steps]),
+    ]
+    width, height, heading = 720, 200, 22
+    parts = []
+    for i, (title, bars) in enumerate(panels):
+        top = i * (height + heading)
+        parts.append(f'<text x="8" y="{top + 16}" {FONT} fill="{TEXT}">{escape(title)}</text>')
+        panel = column_chart(bars, title=title, width=width, height=height)
+        parts.append(str(panel).replace("<svg ", f'<svg x="0" y="{top + heading}" ', 1))
+    total = len(panels) * (height + heading)
+    knee = result["knee_calls"] or "not reached"
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {total}" '
+            f'width="{width}" height="{total}"><title>switchboard bench capacity: knee '
+            f'{knee}</title><rect width="100%" height="100%" fill="white"/>'
+            + "".join(parts) + "</svg>\n")
+
+
 def main(steps: list[int] | None, most: int | None, window_s: float, recording: str,
-         as_json: bool) -> int:
+         as_json: bool, *, chart_path: Path | None = None) -> int:
     chosen = [s for s in (steps or DEFAULT_STEPS) if most is None or s <= most]
     with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as tmp:
         result = asyncio.run(run(chosen, window_s, recording, Path(tmp)))
+    if chart_path is not None:
+        chart_path.write_text(chart(result))
     if as_json:
         print(json.dumps(result, indent=2))
     else:

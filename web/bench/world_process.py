@@ -17,6 +17,7 @@ from web.bench.world import World
 OPS = {
     "place_call", "set_agent_phone", "first_heard", "gap_ms", "agent_heard_caller",
     "hang_up", "forget", "prepare_agent_phone", "frames", "stream_stats",
+    "rig_counts",
 }
 
 
@@ -96,8 +97,11 @@ class RemoteWorld:
     async def frames(self, caller: str, start: float, end: float) -> list[tuple[float, str]]:
         return [(float(at), str(who)) for at, who in await self._call("frames", caller, start, end)]
 
-    async def stream_stats(self, caller: str, start: float, end: float) -> dict[str, int]:
+    async def stream_stats(self, caller: str, start: float, end: float) -> dict[str, Any]:
         return dict(await self._call("stream_stats", caller, start, end))
+
+    async def rig_counts(self, callers: list[str]) -> dict[str, float]:
+        return dict(await self._call("rig_counts", callers))
 
     async def hang_up(self, caller: str) -> None:
         await self._call("hang_up", caller)
