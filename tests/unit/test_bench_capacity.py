@@ -23,7 +23,7 @@ from web.bench.audio import (
     ulaw_encode,
     voiced_by,
 )
-from web.bench.capacity import chart, udp_drops
+from web.bench.capacity import chart, over_window, udp_drops
 from web.bench.world import World
 
 
@@ -68,7 +68,7 @@ def test_the_chart_is_one_svg_with_a_panel_per_figure() -> None:
     def a_step(calls: int) -> dict[str, Any]:
         return {"calls": calls, "up": calls,
                 "cpu_pct_of_core": {"pbx": 30.0, "controller": 5.0, "rig_carrier": 10.0,
-                                    "rig_world": 20.0, "pbx_per_call": 1.2},
+                                    "rig_world": 20.0, "rig_ai": 9.0, "pbx_per_call": 1.2},
                 "ai_packets_short": {"pbx_sent": 0, "trunk": 4, "carrier_to_phone": 500},
                 "caller_gap_max_ms": 24.1, "loop_lag_ms": {"p99": 3.0}}
 
@@ -80,4 +80,13 @@ def test_the_chart_is_one_svg_with_a_panel_per_figure() -> None:
     assert len(panels) == 5
     bars = [r.get("data-label") for r in root.iter("{http://www.w3.org/2000/svg}rect")
             if r.get("class") == "bar"]
-    assert "25 pbx" in bars and "50 world" in bars and "50 carrier" in bars
+    assert "25 pbx" in bars and "50 phones" in bars and "50 ai" in bars and "50 carrier" in bars
+
+
+def test_a_counter_read_late_is_scaled_to_the_window_not_counted_as_loss() -> None:
+    # Two legs sending 50 packets a second; the second leg's counter was read 1 s late
+    # at the end of a 10 s window (a slow ARI reply): it grew by 550, not 500.
+    before = {"a": {"txcount": 100, "at": 0.0}, "b": {"txcount": 100, "at": 0.0}}
+    after = {"a": {"txcount": 600, "at": 10.0}, "b": {"txcount": 650, "at": 11.0},
+             "gone": {"txcount": 9, "at": 10.0}}  # a leg not read before counts nothing
+    assert over_window(before, after, "txcount", 10.0) == 1000.0

@@ -47,6 +47,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -224,33 +225,51 @@ def udp_drops(pids: list[int]) -> int:
 PBX_COUNTERS = ("txcount", "rxcount", "rxploss", "txploss")
 
 
-async def pbx_counts(r: Rig, up: list[PlacedCall]) -> dict[str, float]:
-    """The PBX's own RTP counters on its callers' legs, summed (``txcount``: packets it
-    sent the callers; ``rxploss``: the callers' packets it found missing; ``txploss``:
-    its packets the carrier reported missing over RTCP), and the worst ``rxjitter``."""
-    totals: dict[str, float] = dict.fromkeys(PBX_COUNTERS, 0)
-    totals["rxjitter_max_ms"] = 0.0
+async def pbx_counts(r: Rig, up: list[PlacedCall]) -> dict[str, dict[str, float]]:
+    """The PBX's own RTP counters on each caller's leg (``txcount``: packets it sent the
+    caller; ``rxploss``: the caller's packets it found missing; ``txploss``: its packets
+    the carrier reported missing over RTCP; ``rxjitter`` in ms), by caller, each read
+    stamped with its instant (``at``: the middle of the request)."""
+    read: dict[str, dict[str, float]] = {}
     for placed in up:
         live = r.control.calls.get(placed.call_id)
+        asked = time.monotonic()
         try:
             stats = await r.pbx_ari.channels.rtp_statistics(live.caller) if live else {}
         except AriError:
-            stats = {}
-        for key in PBX_COUNTERS:
-            totals[key] += int(stats.get(key) or 0)
+            continue
+        at = (asked + time.monotonic()) / 2
+        read[placed.caller] = {key: int(stats.get(key) or 0) for key in PBX_COUNTERS}
         # Asterisk reports jitter in seconds.
-        totals["rxjitter_max_ms"] = max(totals["rxjitter_max_ms"],
-                                        float(stats.get("rxjitter") or 0) * 1000)
-    return totals
+        read[placed.caller] |= {"rxjitter": float(stats.get("rxjitter") or 0) * 1000,
+                                "at": at}
+    return read
 
 
-async def counts(ramp: Ramp) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
-    """Both sides' packet counters at (nearly) one instant, and the kernel's drops."""
+def over_window(before: Mapping[str, Mapping[str, float]],
+                after: Mapping[str, Mapping[str, float]], key: str, window_s: float,
+                at: str = "at") -> float:
+    """A counter's growth over the window, summed over callers, each caller's counter
+    scaled from the interval between its own two reads to the window: the reads of a
+    hundred legs take a while, and another process's reads of the next link another."""
+    total = 0.0
+    for caller, end in after.items():
+        start = before.get(caller)
+        if start is not None and end[at] > start[at]:
+            total += (end[key] - start[key]) * window_s / (end[at] - start[at])
+    return total
+
+
+Counts = tuple[dict[str, dict[str, float]], dict[str, dict[str, float]], dict[str, int]]
+
+
+async def counts(ramp: Ramp) -> Counts:
+    """Both sides' packet counters at about one time, and the kernel's drops so far."""
     up = ramp.calls.up
     pbx, rig_side = await asyncio.gather(
         pbx_counts(ramp.r, up), ramp.world.rig_counts([p.caller for p in up]))
     drops = {who: udp_drops(group) for who, group in ramp.pids.items()
-             if who in ("pbx", "rig_carrier", "rig_world")}
+             if who in ("pbx", "rig_carrier", "rig_world", "rig_ai")}
     return pbx, rig_side, drops
 
 
@@ -285,8 +304,9 @@ async def step(ramp: Ramp, target: int) -> dict[str, Any]:
     n = len(calls.up)
     lag_p99 = summary(lags)["p99"] or 0.0
     gap_max = max(gaps, default=0.0)
-    pbx = {k: pbx_after[k] - pbx_before[k] for k in PBX_COUNTERS}
-    rig_side = {k: rig_after[k] - rig_before[k] for k in rig_after}
+    window = end - start
+    pbx = {k: over_window(pbx_before, pbx_after, k, window) for k in PBX_COUNTERS}
+    carrier_received = over_window(rig_before, rig_after, "carrier_received", window)
     silent = calls.silent - silent_before + weak
     knee = [reason for reason, hit in (
         (f"{dropped} calls dropped", dropped),
@@ -306,15 +326,18 @@ async def step(ramp: Ramp, target: int) -> dict[str, Any]:
         # (product), then the trunk into the carrier, then the carrier's relay to the
         # phone and the phone's socket (the rig's; udp_drops tells which process was late).
         "ai_packets_short": {
-            "pbx_sent": max(0, expected * n - int(pbx["txcount"])),
-            "trunk": int(pbx["txcount"] - rig_side["carrier_received"]),
-            "carrier_to_phone": int(rig_side["carrier_received"] - rig_side["phone_received"]),
+            "pbx_sent": max(0, round(expected * n - pbx["txcount"])),
+            "trunk": round(pbx["txcount"] - carrier_received),
+            "carrier_to_phone": round(carrier_received - packets),
         },
         # The call as the PBX saw it on its callers' legs: the callers' packets it missed,
         # its own the carrier reported lost (RTCP), the worst inbound jitter.
-        "pbx_leg_quality": {"rx_lost": int(pbx["rxploss"]), "tx_lost": int(pbx["txploss"]),
-                            "rx_jitter_max_ms": round(pbx_after["rxjitter_max_ms"], 1)},
-        "carrier_rx_jitter_max_ms": rig_after["carrier_rx_jitter_max_ms"],
+        "pbx_leg_quality": {
+            "rx_lost": round(pbx["rxploss"]), "tx_lost": round(pbx["txploss"]),
+            "rx_jitter_max_ms": round(max((c["rxjitter"] for c in pbx_after.values()),
+                                          default=0.0), 1)},
+        "carrier_rx_jitter_max_ms": round(max((c["rx_jitter"] for c in rig_after.values()),
+                                              default=0.0), 1),
         # Datagrams the kernel dropped because a process did not read its socket in time.
         "udp_drops": {who: drops_after[who] - drops_before[who] for who in drops_after},
         "caller_gap_max_ms": round(gap_max, 1),
@@ -328,28 +351,31 @@ async def step(ramp: Ramp, target: int) -> dict[str, Any]:
 
 
 async def run(steps: list[int], window_s: float, recording: str,
-              state_dir: Path) -> dict[str, Any]:
+              state_dir: Path, past_knee: bool = False) -> dict[str, Any]:
     installation = await asyncio.to_thread(runtime.locate)
     most = max(steps)
     # The carrier holds two channels a caller (the call and its phone's RTP probe).
     async with asterisk_pair(installation, state_dir, f"capacity{os.getpid()}",
                              max_calls=2 * most + 20) as pair:
-        world = await RemoteWorld.start(pair.carrier.ari_url, *pair.carrier.ari_auth)
+        world = await RemoteWorld.start(pair.carrier.ari_url, *pair.carrier.ari_auth,
+                                        engine_process=True)
         results: list[dict[str, Any]] = []
         try:
             async with rig(pair.pbx, world, state_dir / "bench.db") as r:
-                # The rig apart too: the carrier's Asterisk, and the World's one process
-                # (phones' probes and the AI engine), which may be what runs out first.
+                # The rig apart too: the carrier's Asterisk, the World's process (the
+                # callers' phones) and the AI engine's, each of which may run out first.
+                ai = world.engine_pid or 0
                 ramp = Ramp(r, world, {"pbx": [pair.pbx.pid or 0],
                                        "controller": [os.getpid()],
-                                       "rig": [pair.carrier.pid or 0, world.pid],
+                                       "rig": [pair.carrier.pid or 0, world.pid, ai],
                                        "rig_carrier": [pair.carrier.pid or 0],
-                                       "rig_world": [world.pid]}, window_s, recording)
+                                       "rig_world": [world.pid],
+                                       "rig_ai": [ai]}, window_s, recording)
                 ramp.lag.start()
                 try:
                     for target in steps:
                         results.append(await step(ramp, target))
-                        if results[-1]["knee"]:
+                        if results[-1]["knee"] and not past_knee:
                             break
                 finally:
                     await ramp.lag.stop()
@@ -376,9 +402,9 @@ def chart(result: dict[str, Any]) -> str:
     the dashboard's own chart code (web.dashboard.charts)."""
     steps = result["steps"]
     roles = (("pbx", "pbx"), ("controller", "ctl"), ("rig_carrier", "carrier"),
-             ("rig_world", "world"))
+             ("rig_world", "phones"), ("rig_ai", "ai"))
     panels = [
-        ("CPU, % of one core: product's Asterisk, controller, carrier, rig's phones and AI",
+        ("CPU, % of one core: product's Asterisk, controller, carrier, callers' phones, AI",
          [(f"{s['calls']} {short}", s["cpu_pct_of_core"][who]) for s in steps
           for who, short in roles]),
         ("Product's Asterisk per call, % of one core",
@@ -407,10 +433,10 @@ def chart(result: dict[str, Any]) -> str:
 
 
 def main(steps: list[int] | None, most: int | None, window_s: float, recording: str,
-         as_json: bool, *, chart_path: Path | None = None) -> int:
+         as_json: bool, *, chart_path: Path | None = None, past_knee: bool = False) -> int:
     chosen = [s for s in (steps or DEFAULT_STEPS) if most is None or s <= most]
     with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as tmp:
-        result = asyncio.run(run(chosen, window_s, recording, Path(tmp)))
+        result = asyncio.run(run(chosen, window_s, recording, Path(tmp), past_knee))
     if chart_path is not None:
         chart_path.write_text(chart(result))
     if as_json:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -271,30 +272,28 @@ class World:
                 "sampled": len(arrivals),
                 "ai_sampled": voiced_by(AI_HZ, [r.payload for r in arrivals])}
 
-    async def rig_counts(self, callers: list[str]) -> dict[str, float]:
-        """RTP packets on the carrier's side of the callers' calls, summed: received from
-        the PBX on the trunk, and received by the callers' phones (the probes). Against
-        the PBX's own count of packets sent, it places a loss on the trunk or in the rig
-        past it (the carrier's relay to the phone, whose externalMedia leg keeps no RTP
-        statistics, and the phone's socket: the kernel's drops there tell those apart), and
-        the worst jitter of the PBX's stream as the carrier received it."""
-        totals: dict[str, float] = {"carrier_received": 0, "phone_received": 0,
-                                   "carrier_rx_jitter_max_ms": 0.0}
+    async def rig_counts(self, callers: list[str]) -> dict[str, dict[str, float]]:
+        """Each caller's RTP packets received by the carrier from the PBX on the trunk
+        (``carrier_received``, read at ``at``: the middle of the request) and the jitter
+        of that stream as the carrier saw it (``rx_jitter``, ms). Against the PBX's own
+        count of packets sent it places a loss on the trunk; against what the phone got,
+        in the rig past it (the carrier's relay, or the phone's socket: the kernel's
+        drops tell those apart)."""
+        read: dict[str, dict[str, float]] = {}
         for caller in callers:
-            outbound, probe = self._outbound.get(caller), self.probes.get(caller)
-            if outbound is None or probe is None:
+            outbound = self._outbound.get(caller)
+            if outbound is None:
                 continue
-            with contextlib.suppress(AriError):
+            asked = time.monotonic()
+            try:
                 stats = await self.ari.channels.rtp_statistics(outbound)
-                totals["carrier_received"] += int(stats.get("rxcount") or 0)
-                # How unevenly the PBX's packets arrived at the carrier (Asterisk's
-                # figure, in seconds): a gap the phone hears but the trunk did not is
-                # the rig's.
-                totals["carrier_rx_jitter_max_ms"] = max(
-                    totals["carrier_rx_jitter_max_ms"],
-                    round(float(stats.get("rxjitter") or 0) * 1000, 1))
-            totals["phone_received"] += len(probe.received)
-        return totals
+            except AriError:
+                continue
+            read[caller] = {"carrier_received": int(stats.get("rxcount") or 0),
+                            "at": (asked + time.monotonic()) / 2,
+                            # Asterisk's figure is in seconds.
+                            "rx_jitter": float(stats.get("rxjitter") or 0) * 1000}
+        return read
 
     async def agent_heard_caller(self) -> bool:
         return any(p.first("caller") is not None for p in self.agent_probes)

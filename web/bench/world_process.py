@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from web.bench.world import World
+from web.bench.world import ToneEngine, World
 
 OPS = {
     "place_call", "set_agent_phone", "first_heard", "gap_ms", "agent_heard_caller",
@@ -45,25 +45,54 @@ async def serve(ari_url: str, user: str, password: str) -> None:
         await world.close()
 
 
+async def serve_engine() -> None:
+    """The AI engine alone (a capacity run's: its CPU then counts apart from the phones',
+    and neither process has to carry both on one core)."""
+    engine = ToneEngine()
+    await engine.server.start()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    print(json.dumps({"engine": engine.address}), flush=True)
+    try:
+        await reader.read()  # until the parent closes our stdin (or is gone)
+    finally:
+        await engine.server.close()
+
+
 class RemoteWorld:
     """The parent's handle on a World running in a child process."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, engine_address: str) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, engine_address: str,
+                 engine: asyncio.subprocess.Process | None = None) -> None:
         self._proc = proc
         self.pid = proc.pid  # its CPU is the rig's, not the controller's
         self.engine_address = engine_address
+        self._engine = engine
+        self.engine_pid = engine.pid if engine else None
         self._next = 0
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def start(cls, ari_url: str, user: str, password: str) -> RemoteWorld:
+    async def start(cls, ari_url: str, user: str, password: str, *,
+                    engine_process: bool = False) -> RemoteWorld:
+        """``engine_process``: the AI engine in a process of its own (its address given
+        to the controller), not in the World's."""
+        engine = None
+        if engine_process:
+            engine = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "web.bench.world_process", "--engine",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "web.bench.world_process", ari_url, user, password,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )
         assert proc.stdout is not None
         hello = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
-        return cls(proc, hello["engine"])
+        if engine is not None:
+            assert engine.stdout is not None
+            hello = json.loads(await asyncio.wait_for(engine.stdout.readline(), 30))
+        return cls(proc, hello["engine"], engine)
 
     async def _call(self, op: str, *args: Any) -> Any:
         assert self._proc.stdin is not None and self._proc.stdout is not None
@@ -100,7 +129,7 @@ class RemoteWorld:
     async def stream_stats(self, caller: str, start: float, end: float) -> dict[str, Any]:
         return dict(await self._call("stream_stats", caller, start, end))
 
-    async def rig_counts(self, callers: list[str]) -> dict[str, float]:
+    async def rig_counts(self, callers: list[str]) -> dict[str, dict[str, float]]:
         return dict(await self._call("rig_counts", callers))
 
     async def hang_up(self, caller: str) -> None:
@@ -116,12 +145,18 @@ class RemoteWorld:
         assert self._proc.stdin is not None
         self._proc.stdin.write(b'{"op": "quit"}\n')
         await self._proc.stdin.drain()
-        try:
-            await asyncio.wait_for(self._proc.wait(), 10)
-        except TimeoutError:
-            self._proc.kill()
-            await self._proc.wait()
+        if self._engine is not None:
+            assert self._engine.stdin is not None
+            self._engine.stdin.close()
+        for proc in (self._proc, self._engine):
+            if proc is None:
+                continue
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(*sys.argv[1:4]))
+    asyncio.run(serve_engine() if sys.argv[1] == "--engine" else serve(*sys.argv[1:4]))
