@@ -47,7 +47,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -173,11 +173,12 @@ async def place(ramp: Ramp, count: int, at_once: int = 10) -> None:
         try:
             async with gate:
                 placed_at = time.monotonic()
-                # Bounded, as the step is: an originate a starved carrier never answers
-                # counts as a caller who heard nothing.
-                placed = await asyncio.wait_for(r.place_call(wait_ai=False), 15)
+                # Bounded by the carrier's ARI request timeout (10 s), not cancelled
+                # here: a request to the World's process cut off half-way would leave
+                # its reply to be read as the next one's.
+                placed = await r.place_call(wait_ai=False)
             heard = await r.wait_hears(placed, "ai", after=placed_at, timeout=15)
-        except TimeoutError:
+        except (TimeoutError, RuntimeError):  # RuntimeError: the World's originate failed
             calls.silent += 1
             return
         calls.answer_ms.append((heard - placed_at) * 1000)
@@ -350,15 +351,16 @@ async def step(ramp: Ramp, target: int) -> dict[str, Any]:
     }
 
 
-async def run(steps: list[int], window_s: float, recording: str,
-              state_dir: Path, past_knee: bool = False) -> dict[str, Any]:
+async def run(steps: list[int], window_s: float, recording: str, state_dir: Path, *,
+              past_knee: bool = False,
+              on_step: Callable[[dict[str, Any]], None] = lambda _: None) -> dict[str, Any]:
     installation = await asyncio.to_thread(runtime.locate)
     most = max(steps)
     # The carrier holds two channels a caller (the call and its phone's RTP probe).
     async with asterisk_pair(installation, state_dir, f"capacity{os.getpid()}",
                              max_calls=2 * most + 20) as pair:
         world = await RemoteWorld.start(pair.carrier.ari_url, *pair.carrier.ari_auth,
-                                        engine_process=True)
+                                        engine_process=True, ahead=True)
         results: list[dict[str, Any]] = []
         try:
             async with rig(pair.pbx, world, state_dir / "bench.db") as r:
@@ -374,7 +376,16 @@ async def run(steps: list[int], window_s: float, recording: str,
                 ramp.lag.start()
                 try:
                     for target in steps:
-                        results.append(await step(ramp, target))
+                        try:
+                            results.append(await step(ramp, target))
+                        except (AriError, RuntimeError) as exc:
+                            # A step the rig or the PBX could not even set up is past
+                            # any knee: said as it is, with the steps before it kept.
+                            results.append({"calls": target, "error": str(exc),
+                                            "knee": [f"could not run: {exc}"]})
+                            on_step(results[-1])
+                            break
+                        on_step(results[-1])
                         if results[-1]["knee"] and not past_knee:
                             break
                 finally:
@@ -435,14 +446,21 @@ def chart(result: dict[str, Any]) -> str:
 def main(steps: list[int] | None, most: int | None, window_s: float, recording: str,
          as_json: bool, *, chart_path: Path | None = None, past_knee: bool = False) -> int:
     chosen = [s for s in (steps or DEFAULT_STEPS) if most is None or s <= most]
+
+    def on_step(result: dict[str, Any]) -> None:
+        # Each step as it ends: a long ramp on a busy machine shows its progress, and a
+        # run cut short keeps what it measured.
+        if not as_json:
+            print(json.dumps(result), flush=True)
+
     with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as tmp:
-        result = asyncio.run(run(chosen, window_s, recording, Path(tmp), past_knee))
+        result = asyncio.run(run(chosen, window_s, recording, Path(tmp), past_knee=past_knee,
+                                 on_step=on_step))
+    measured = {**result, "steps": [s for s in result["steps"] if "error" not in s]}
     if chart_path is not None:
-        chart_path.write_text(chart(result))
+        chart_path.write_text(chart(measured))
     if as_json:
         print(json.dumps(result, indent=2))
     else:
-        for s in result["steps"]:
-            print(json.dumps(s))
         print(f"knee: {result['knee_calls'] or 'not reached'}")
     return 0

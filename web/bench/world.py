@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import time
 import uuid
@@ -46,6 +47,13 @@ AGENT_PHONE_NUMBER = "7001"  # Ada's desk phone on the carrier
 LATE_VOICE_S = 0.6
 SUPERVISOR_PHONE_NUMBER = "7002"  # Sam, the supervisor's desk phone
 FALLBACK_NUMBER = "5001"  # the sales team's outside line, answered on the carrier
+
+
+@functools.cache
+def ai_voice() -> bytes:
+    """Two minutes of the AI's tone, made once: a copy per call (1.9 MB) made a capacity
+    run's engine hold hundreds of MB."""
+    return bytes(tone(AI_HZ, 120.0).tobytes())
 
 
 class ToneEngine:
@@ -77,7 +85,7 @@ class ToneEngine:
                 self.refusing -= 1
             return  # the server hangs the stream up at once
         self._sessions.add(session)
-        speaking = asyncio.create_task(session.play(tone(AI_HZ, 120.0).tobytes()))
+        speaking = asyncio.create_task(session.play(ai_voice()))
         try:
             async for _ in session.frames():
                 pass
