@@ -3,13 +3,14 @@
 Concurrent calls ramp up in steps (25, 50, 100, 150, 200, ... or ``--steps``) on a real
 PBX and a carrier Asterisk: each caller is answered, recorded as the product records, and
 talks to an AI over AudioSocket. The AI engine and the callers' phones (the World) run in
-a child process, so neither their CPU nor their signal processing is counted as the
-controller's. Once a step's calls are all up, each step is held for a window and reports:
+child processes of their own, so neither their CPU nor their signal processing is counted
+as the controller's. Once a step's calls are all up, each step is held for a window and reports:
 
 - CPU in % of one core, from each process's own utime+stime in /proc (meaningful on a
   busy machine, unlike wall-clock figures): the product's Asterisk (and per call), the
-  controller (this process), the rig (carrier Asterisk and the World's process, also
-  each apart);
+  controller (this process), the rig (the carrier Asterisk, the callers' phones' process
+  and the AI engine's, also each apart; the rig's two processes run at nice -10, so
+  that on a busy machine their loss is not the product's);
 - the controller's event-loop lag p99 (a 10 ms timer's overshoot);
 - the callers' AI stream: packets lost (of 50 a second) and late (over 40 ms after the
   one before), the longest gap between two packets, and how much of it was the AI's
@@ -118,6 +119,7 @@ class Calls:
     up: list[PlacedCall] = field(default_factory=list)
     answer_ms: list[float] = field(default_factory=list)
     silent: int = 0  # never heard the AI
+    unheard: list[PlacedCall] = field(default_factory=list)  # placed, never heard the AI
 
 
 async def record_as(ramp: Ramp, call_id: str) -> None:
@@ -177,9 +179,14 @@ async def place(ramp: Ramp, count: int, at_once: int = 10) -> None:
                 # here: a request to the World's process cut off half-way would leave
                 # its reply to be read as the next one's.
                 placed = await r.place_call(wait_ai=False)
-            heard = await r.wait_hears(placed, "ai", after=placed_at, timeout=15)
-        except (TimeoutError, RuntimeError):  # RuntimeError: the World's originate failed
+        except RuntimeError:  # the World's originate failed: no call to hang up
             calls.silent += 1
+            return
+        try:
+            heard = await r.wait_hears(placed, "ai", after=placed_at, timeout=15)
+        except TimeoutError:
+            calls.silent += 1
+            calls.unheard.append(placed)  # still up, maybe: hung up with the others
             return
         calls.answer_ms.append((heard - placed_at) * 1000)
         placed.call_id = next((c.call_id for c in r.control.calls.values()
@@ -402,6 +409,11 @@ async def run(steps: list[int], window_s: float, recording: str, state_dir: Path
 async def hang_up_all(r: Rig, calls: Calls) -> None:
     for placed in calls.up:
         if placed.call_id in r.control.calls:
+            await r.hang_up_caller(placed)
+    # A caller who never heard the AI may still be up on the PBX (answered late, or
+    # waiting for it): the carrier hangs it up, so every call ends with an outcome.
+    for placed in calls.unheard:
+        with contextlib.suppress(RuntimeError):  # already gone on the carrier
             await r.hang_up_caller(placed)
     deadline = time.monotonic() + 60
     while r.control.calls and time.monotonic() < deadline:
