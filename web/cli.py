@@ -270,7 +270,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from web.bench import capacity as bench_capacity  # noqa: PLC0415
 
         return int(bench_capacity.main(args.steps, args.max, args.window, args.recording,
-                                       args.json))
+                                       args.json, chart_path=args.chart,
+                                       past_knee=args.past_knee))
     if args.bench_command == "cluster":
         from web.bench import cluster as bench_cluster  # noqa: PLC0415
 
@@ -391,6 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="how each call is recorded (not bridge: swapped from outside "
                           "once the call is up, to see where the PBX's CPU goes)")
     capacity.add_argument("--json", action="store_true")
+    capacity.add_argument("--chart", type=Path, metavar="FILE.svg",
+                          help="also draw the run, step by step, as an SVG picture")
+    capacity.add_argument("--past-knee", action="store_true",
+                          help="run every step, not only up to the knee (where the CPU goes "
+                          "beyond it)")
     capacity.set_defaults(func=cmd_bench)
     cli_people.add_parser(sub, on_store)
     cli_assistants.add_parser(sub, on_store)

@@ -3,25 +3,34 @@
 Concurrent calls ramp up in steps (25, 50, 100, 150, 200, ... or ``--steps``) on a real
 PBX and a carrier Asterisk: each caller is answered, recorded as the product records, and
 talks to an AI over AudioSocket. The AI engine and the callers' phones (the World) run in
-a child process, so neither their CPU nor their signal processing is counted as the
-controller's. Once a step's calls are all up, each step is held for a window and reports:
+child processes of their own, so neither their CPU nor their signal processing is counted
+as the controller's. Once a step's calls are all up, each step is held for a window and reports:
 
 - CPU in % of one core, from each process's own utime+stime in /proc (meaningful on a
   busy machine, unlike wall-clock figures): the product's Asterisk (and per call), the
-  controller (this process), the rig (carrier Asterisk and the World's process, also
-  each apart);
+  controller (this process), the rig (the carrier Asterisk, the callers' phones' process
+  and the AI engine's, also each apart; the rig's two processes run at nice -10, so
+  that on a busy machine their loss is not the product's);
 - the controller's event-loop lag p99 (a 10 ms timer's overshoot);
 - the callers' AI stream: packets lost (of 50 a second) and late (over 40 ms after the
-  one before), and how much of it was the AI's voice; and how far short of 50 a second
-  the PBX's own count of packets sent to its callers fell (so a loss is placed on the
-  PBX's side of the trunk or on the rig's);
+  one before), the longest gap between two packets, and how much of it was the AI's
+  voice (every packet judged, in one NumPy pass per caller);
+- where the stream's packets went missing, link by link, so that the product's loss is
+  told from the rig's: short of 50 a second in the PBX's own count of packets sent to
+  its callers (the product), lost on the trunk (the carrier's count received), lost
+  between the carrier and the callers' phones (the rig); the kernel's count of
+  datagrams each process did not read in time (its UDP sockets' drops); the callers'
+  legs as the PBX saw them (packets lost each way, worst jitter) and the worst jitter
+  the carrier saw on the PBX's stream;
 - answer time (from the call placed to the caller hearing the AI) and its p50/p99;
 - dropped calls (ended before the benchmark hung them up) and silent ones (that never
   heard the AI, or heard it in under half the window);
 - the controller's memory per 100 calls (its RSS growth since before the first call).
 
-It stops at the knee: the first step with a dropped or silent call or a loop lag p99
-over 50 ms (or at ``--max``). Handoffs during the ramp are not run yet.
+It stops at the knee: the first step with a dropped or silent call, a caller's gap over
+60 ms, or a loop lag p99 over 50 ms (or at ``--max``); the step's ``knee`` says which.
+Handoffs during the ramp are not run yet. ``--chart FILE.svg`` draws the steps as one
+SVG picture (the dashboard's chart code).
 
 ``--recording`` measures where the PBX's cost goes, by changing each call from outside
 once it is up: ``bridge`` as the product records (a recorder in the call's bridge, so a
@@ -34,11 +43,14 @@ three-member softmix bridge), ``none`` (the recorder stopped: a two-party bridge
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +60,12 @@ from pbx.ari.resources import Direction
 from web.bench.handoff import summary
 from web.bench.rig import PlacedCall, Rig, asterisk_pair, rig
 from web.bench.world_process import RemoteWorld
+from web.dashboard.charts import FONT, TEXT, column_chart
 
 RECORDINGS = ("bridge", "none", "mixmonitor", "snoop", "legs")
 DEFAULT_STEPS = (25, 50, 100, 150, 200, 300, 400)
 KNEE_LOOP_LAG_MS = 50.0
+KNEE_GAP_MS = 60.0  # a caller's longest silence between two packets
 FRAMES_PER_S = 50  # 20 ms packets
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -105,6 +119,7 @@ class Calls:
     up: list[PlacedCall] = field(default_factory=list)
     answer_ms: list[float] = field(default_factory=list)
     silent: int = 0  # never heard the AI
+    unheard: list[PlacedCall] = field(default_factory=list)  # placed, never heard the AI
 
 
 async def record_as(ramp: Ramp, call_id: str) -> None:
@@ -157,13 +172,21 @@ async def place(ramp: Ramp, count: int, at_once: int = 10) -> None:
     gate = asyncio.Semaphore(at_once)
 
     async def one() -> None:
-        async with gate:
-            placed_at = time.monotonic()
-            placed = await r.place_call(wait_ai=False)
+        try:
+            async with gate:
+                placed_at = time.monotonic()
+                # Bounded by the carrier's ARI request timeout (10 s), not cancelled
+                # here: a request to the World's process cut off half-way would leave
+                # its reply to be read as the next one's.
+                placed = await r.place_call(wait_ai=False)
+        except RuntimeError:  # the World's originate failed: no call to hang up
+            calls.silent += 1
+            return
         try:
             heard = await r.wait_hears(placed, "ai", after=placed_at, timeout=15)
         except TimeoutError:
             calls.silent += 1
+            calls.unheard.append(placed)  # still up, maybe: hung up with the others
             return
         calls.answer_ms.append((heard - placed_at) * 1000)
         placed.call_id = next((c.call_id for c in r.control.calls.values()
@@ -188,34 +211,92 @@ class Ramp:
     rss_before: int = field(default_factory=lambda: rss_kib(os.getpid()))
 
 
-async def pbx_sent(r: Rig, up: list[PlacedCall]) -> list[int]:
-    """How many RTP packets the PBX has sent each caller so far (its txcount)."""
-    counts = []
+def udp_drops(pids: list[int]) -> int:
+    """Datagrams the kernel dropped at these processes' UDP sockets (their receive buffer
+    full: the process did not read them in time), from /proc/net/udp's per-socket count."""
+    inodes: set[str] = set()
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+    dropped = 0
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[9] in inodes:
+            dropped += int(fields[-1])
+    return dropped
+
+
+PBX_COUNTERS = ("txcount", "rxcount", "rxploss", "txploss")
+
+
+async def pbx_counts(r: Rig, up: list[PlacedCall]) -> dict[str, dict[str, float]]:
+    """The PBX's own RTP counters on each caller's leg (``txcount``: packets it sent the
+    caller; ``rxploss``: the caller's packets it found missing; ``txploss``: its packets
+    the carrier reported missing over RTCP; ``rxjitter`` in ms), by caller, each read
+    stamped with its instant (``at``: the middle of the request)."""
+    read: dict[str, dict[str, float]] = {}
     for placed in up:
         live = r.control.calls.get(placed.call_id)
+        asked = time.monotonic()
         try:
             stats = await r.pbx_ari.channels.rtp_statistics(live.caller) if live else {}
         except AriError:
-            stats = {}
-        counts.append(int(stats.get("txcount") or 0))
-    return counts
+            continue
+        at = (asked + time.monotonic()) / 2
+        read[placed.caller] = {key: int(stats.get(key) or 0) for key in PBX_COUNTERS}
+        # Asterisk reports jitter in seconds.
+        read[placed.caller] |= {"rxjitter": float(stats.get("rxjitter") or 0) * 1000,
+                                "at": at}
+    return read
+
+
+def over_window(before: Mapping[str, Mapping[str, float]],
+                after: Mapping[str, Mapping[str, float]], key: str, window_s: float,
+                at: str = "at") -> float:
+    """A counter's growth over the window, summed over callers, each caller's counter
+    scaled from the interval between its own two reads to the window: the reads of a
+    hundred legs take a while, and another process's reads of the next link another."""
+    total = 0.0
+    for caller, end in after.items():
+        start = before.get(caller)
+        if start is not None and end[at] > start[at]:
+            total += (end[key] - start[key]) * window_s / (end[at] - start[at])
+    return total
+
+
+Counts = tuple[dict[str, dict[str, float]], dict[str, dict[str, float]], dict[str, int]]
+
+
+async def counts(ramp: Ramp) -> Counts:
+    """Both sides' packet counters at about one time, and the kernel's drops so far."""
+    up = ramp.calls.up
+    pbx, rig_side = await asyncio.gather(
+        pbx_counts(ramp.r, up), ramp.world.rig_counts([p.caller for p in up]))
+    drops = {who: udp_drops(group) for who, group in ramp.pids.items()
+             if who in ("pbx", "rig_carrier", "rig_world", "rig_ai")}
+    return pbx, rig_side, drops
 
 
 async def step(ramp: Ramp, target: int) -> dict[str, Any]:
     r, world, pids, calls, lag = ramp.r, ramp.world, ramp.pids, ramp.calls, ramp.lag
     answers_before, silent_before = len(calls.answer_ms), calls.silent
     await place(ramp, target - len(calls.up) - calls.silent)
-    sent_before = await pbx_sent(r, calls.up)
+    pbx_before, rig_before, drops_before = await counts(ramp)
     ticks = {who: sum(cpu_ticks(p) for p in group) for who, group in pids.items()}
     lag.take()
     start = time.monotonic()
     await asyncio.sleep(ramp.window_s)  # the measured window: calls talking, nothing else
     end = time.monotonic()
-    sent = sum(await pbx_sent(r, calls.up)) - sum(sent_before)
     cpu = {who: round((sum(cpu_ticks(p) for p in group) - ticks[who]) / TICK
                       / (end - start) * 100, 1) for who, group in pids.items()}
+    pbx_after, rig_after, drops_after = await counts(ramp)
     lags = lag.take()
     packets = late = weak = sampled = ai_sampled = 0
+    gaps: list[float] = []
     expected = round((end - start) * FRAMES_PER_S)
     for placed in calls.up:
         stats = await world.stream_stats(placed.caller, start, end)
@@ -223,55 +304,96 @@ async def step(ramp: Ramp, target: int) -> dict[str, Any]:
         late += stats["late"]
         sampled += stats["sampled"]
         ai_sampled += stats["ai_sampled"]
+        if stats["gap_max_ms"] is not None:
+            gaps.append(stats["gap_max_ms"])
         if stats["ai_sampled"] * 2 < stats["sampled"] or stats["packets"] * 2 < expected:
             weak += 1
     dropped = sum(1 for placed in calls.up if placed.call_id not in r.control.calls)
     n = len(calls.up)
     lag_p99 = summary(lags)["p99"] or 0.0
+    gap_max = max(gaps, default=0.0)
+    window = end - start
+    pbx = {k: over_window(pbx_before, pbx_after, k, window) for k in PBX_COUNTERS}
+    carrier_received = over_window(rig_before, rig_after, "carrier_received", window)
+    silent = calls.silent - silent_before + weak
+    knee = [reason for reason, hit in (
+        (f"{dropped} calls dropped", dropped),
+        (f"{silent} calls silent", silent),
+        (f"loop lag p99 {lag_p99} ms", lag_p99 > KNEE_LOOP_LAG_MS),
+        (f"a caller's gap {gap_max} ms", gap_max > KNEE_GAP_MS)) if hit]
     return {
         "calls": target,
         "up": n,
         "cpu_pct_of_core": {**cpu, "pbx_per_call": round(cpu["pbx"] / max(n, 1), 2)},
         "loop_lag_ms": summary(lags),
         "ai_packets_lost": max(0, expected * n - packets),
-        # Where the loss is: the packets the PBX sent its callers in the window (its own
-        # RTP counters), against the FRAMES_PER_S a call that the callers' phones expect.
-        "pbx_packets_sent_short": max(0, expected * n - sent),
         "ai_packets_late": late,
         "ai_voice_share": round(ai_sampled / sampled, 3) if sampled else None,
+        # Where the AI's packets to the callers went missing in the window, link by link:
+        # the PBX's own count against the FRAMES_PER_S a call that a phone expects
+        # (product), then the trunk into the carrier, then the carrier's relay to the
+        # phone and the phone's socket (the rig's; udp_drops tells which process was late).
+        "ai_packets_short": {
+            "pbx_sent": max(0, round(expected * n - pbx["txcount"])),
+            "trunk": round(pbx["txcount"] - carrier_received),
+            "carrier_to_phone": round(carrier_received - packets),
+        },
+        # The call as the PBX saw it on its callers' legs: the callers' packets it missed,
+        # its own the carrier reported lost (RTCP), the worst inbound jitter.
+        "pbx_leg_quality": {
+            "rx_lost": round(pbx["rxploss"]), "tx_lost": round(pbx["txploss"]),
+            "rx_jitter_max_ms": round(max((c["rxjitter"] for c in pbx_after.values()),
+                                          default=0.0), 1)},
+        "carrier_rx_jitter_max_ms": round(max((c["rx_jitter"] for c in rig_after.values()),
+                                              default=0.0), 1),
+        # Datagrams the kernel dropped because a process did not read its socket in time.
+        "udp_drops": {who: drops_after[who] - drops_before[who] for who in drops_after},
+        "caller_gap_max_ms": round(gap_max, 1),
         "answer_ms": summary(calls.answer_ms[answers_before:]),
         "dropped_calls": dropped,
-        "silent_calls": calls.silent - silent_before + weak,
+        "silent_calls": silent,
         "controller_mib_per_100_calls": round(
             (rss_kib(os.getpid()) - ramp.rss_before) / 1024 / max(n, 1) * 100, 1),
-        "knee": bool(dropped or calls.silent - silent_before or weak
-                     or lag_p99 > KNEE_LOOP_LAG_MS),
+        "knee": knee,  # why this step is the knee (empty: it is not)
     }
 
 
-async def run(steps: list[int], window_s: float, recording: str,
-              state_dir: Path) -> dict[str, Any]:
+async def run(steps: list[int], window_s: float, recording: str, state_dir: Path, *,
+              past_knee: bool = False,
+              on_step: Callable[[dict[str, Any]], None] = lambda _: None) -> dict[str, Any]:
     installation = await asyncio.to_thread(runtime.locate)
     most = max(steps)
     # The carrier holds two channels a caller (the call and its phone's RTP probe).
     async with asterisk_pair(installation, state_dir, f"capacity{os.getpid()}",
                              max_calls=2 * most + 20) as pair:
-        world = await RemoteWorld.start(pair.carrier.ari_url, *pair.carrier.ari_auth)
+        world = await RemoteWorld.start(pair.carrier.ari_url, *pair.carrier.ari_auth,
+                                        engine_process=True, ahead=True)
         results: list[dict[str, Any]] = []
         try:
             async with rig(pair.pbx, world, state_dir / "bench.db") as r:
-                # The rig apart too: the carrier's Asterisk, and the World's one process
-                # (phones' probes and the AI engine), which may be what runs out first.
+                # The rig apart too: the carrier's Asterisk, the World's process (the
+                # callers' phones) and the AI engine's, each of which may run out first.
+                ai = world.engine_pid or 0
                 ramp = Ramp(r, world, {"pbx": [pair.pbx.pid or 0],
                                        "controller": [os.getpid()],
-                                       "rig": [pair.carrier.pid or 0, world.pid],
+                                       "rig": [pair.carrier.pid or 0, world.pid, ai],
                                        "rig_carrier": [pair.carrier.pid or 0],
-                                       "rig_world": [world.pid]}, window_s, recording)
+                                       "rig_world": [world.pid],
+                                       "rig_ai": [ai]}, window_s, recording)
                 ramp.lag.start()
                 try:
                     for target in steps:
-                        results.append(await step(ramp, target))
-                        if results[-1]["knee"]:
+                        try:
+                            results.append(await step(ramp, target))
+                        except (AriError, RuntimeError) as exc:
+                            # A step the rig or the PBX could not even set up is past
+                            # any knee: said as it is, with the steps before it kept.
+                            results.append({"calls": target, "error": str(exc),
+                                            "knee": [f"could not run: {exc}"]})
+                            on_step(results[-1])
+                            break
+                        on_step(results[-1])
+                        if results[-1]["knee"] and not past_knee:
                             break
                 finally:
                     await ramp.lag.stop()
@@ -288,20 +410,69 @@ async def hang_up_all(r: Rig, calls: Calls) -> None:
     for placed in calls.up:
         if placed.call_id in r.control.calls:
             await r.hang_up_caller(placed)
+    # A caller who never heard the AI may still be up on the PBX (answered late, or
+    # waiting for it): the carrier hangs it up, so every call ends with an outcome.
+    for placed in calls.unheard:
+        with contextlib.suppress(RuntimeError):  # already gone on the carrier
+            await r.hang_up_caller(placed)
     deadline = time.monotonic() + 60
     while r.control.calls and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
 
 
+def chart(result: dict[str, Any]) -> str:
+    """The run as one SVG picture: a panel of columns per figure, step by step, drawn by
+    the dashboard's own chart code (web.dashboard.charts)."""
+    steps = result["steps"]
+    roles = (("pbx", "pbx"), ("controller", "ctl"), ("rig_carrier", "carrier"),
+             ("rig_world", "phones"), ("rig_ai", "ai"))
+    panels = [
+        ("CPU, % of one core: product's Asterisk, controller, carrier, callers' phones, AI",
+         [(f"{s['calls']} {short}", s["cpu_pct_of_core"][who]) for s in steps
+          for who, short in roles]),
+        ("Product's Asterisk per call, % of one core",
+         [(str(s["calls"]), s["cpu_pct_of_core"]["pbx_per_call"]) for s in steps]),
+        ("AI packets short per call in the window, by link (pbx, trunk, carrier to phone)",
+         [(f"{s['calls']} {link.split('_')[0]}", round(short / max(s["up"], 1), 1))
+          for s in steps for link, short in s["ai_packets_short"].items()]),
+        ("Caller's longest gap between packets, ms (knee over 60)",
+         [(str(s["calls"]), s["caller_gap_max_ms"]) for s in steps]),
+        ("Controller's loop lag p99, ms (knee over 50)",
+         [(str(s["calls"]), s["loop_lag_ms"]["p99"] or 0.0) for s in steps]),
+    ]
+    width, height, heading = 720, 200, 22
+    parts = []
+    for i, (title, bars) in enumerate(panels):
+        top = i * (height + heading)
+        parts.append(f'<text x="8" y="{top + 16}" {FONT} fill="{TEXT}">{escape(title)}</text>')
+        panel = column_chart(bars, title=title, width=width, height=height)
+        parts.append(str(panel).replace("<svg ", f'<svg x="0" y="{top + heading}" ', 1))
+    total = len(panels) * (height + heading)
+    knee = result["knee_calls"] or "not reached"
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {total}" '
+            f'width="{width}" height="{total}"><title>switchboard bench capacity: knee '
+            f'{knee}</title><rect width="100%" height="100%" fill="white"/>'
+            + "".join(parts) + "</svg>\n")
+
+
 def main(steps: list[int] | None, most: int | None, window_s: float, recording: str,
-         as_json: bool) -> int:
+         as_json: bool, *, chart_path: Path | None = None, past_knee: bool = False) -> int:
     chosen = [s for s in (steps or DEFAULT_STEPS) if most is None or s <= most]
+
+    def on_step(result: dict[str, Any]) -> None:
+        # Each step as it ends: a long ramp on a busy machine shows its progress, and a
+        # run cut short keeps what it measured.
+        if not as_json:
+            print(json.dumps(result), flush=True)
+
     with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as tmp:
-        result = asyncio.run(run(chosen, window_s, recording, Path(tmp)))
+        result = asyncio.run(run(chosen, window_s, recording, Path(tmp), past_knee=past_knee,
+                                 on_step=on_step))
+    measured = {**result, "steps": [s for s in result["steps"] if "error" not in s]}
+    if chart_path is not None:
+        chart_path.write_text(chart(measured))
     if as_json:
         print(json.dumps(result, indent=2))
     else:
-        for s in result["steps"]:
-            print(json.dumps(s))
         print(f"knee: {result['knee_calls'] or 'not reached'}")
     return 0

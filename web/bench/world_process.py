@@ -11,16 +11,23 @@ of a many-call run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import sys
 from typing import Any
 
+<<<<<<< HEAD
 from pbx.event_link import cancel_and_wait
 from web.bench.world import World
+=======
+from web.bench.world import ToneEngine, World
+>>>>>>> knee
 
 OPS = {
     "place_call", "set_agent_phone", "first_heard", "gap_ms", "agent_heard_caller",
     "hang_up", "forget", "prepare_agent_phone", "frames", "stream_stats",
+    "rig_counts",
 }
 
 
@@ -45,6 +52,7 @@ async def serve(ari_url: str, user: str, password: str) -> None:
         await world.close()
 
 
+<<<<<<< HEAD
 async def _answer(world: World, request: dict[str, Any]) -> None:
     reply: dict[str, Any] = {"id": request["id"]}
     try:
@@ -55,28 +63,59 @@ async def _answer(world: World, request: dict[str, Any]) -> None:
         reply["error"] = f"{type(exc).__name__}: {exc}"
     # One write of one line, with no await in it: replies never interleave.
     print(json.dumps(reply), flush=True)
+=======
+async def serve_engine() -> None:
+    """The AI engine alone (a capacity run's: its CPU then counts apart from the phones',
+    and neither process has to carry both on one core)."""
+    engine = ToneEngine()
+    await engine.server.start()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    print(json.dumps({"engine": engine.address}), flush=True)
+    try:
+        await reader.read()  # until the parent closes our stdin (or is gone)
+    finally:
+        await engine.server.close()
+>>>>>>> knee
 
 
 class RemoteWorld:
     """The parent's handle on a World running in a child process."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, engine_address: str) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, engine_address: str,
+                 engine: asyncio.subprocess.Process | None = None) -> None:
         self._proc = proc
         self.pid = proc.pid  # its CPU is the rig's, not the controller's
         self.engine_address = engine_address
+        self._engine = engine
+        self.engine_pid = engine.pid if engine else None
         self._next = 0
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._replies = asyncio.create_task(self._read_replies(), name="world replies")
 
     @classmethod
-    async def start(cls, ari_url: str, user: str, password: str) -> RemoteWorld:
+    async def start(cls, ari_url: str, user: str, password: str, *,
+                    engine_process: bool = False, ahead: bool = False) -> RemoteWorld:
+        """``engine_process``: the AI engine in a process of its own (its address given
+        to the controller), not in the World's; ``ahead``: both scheduled ahead of the
+        product (:func:`ahead_of_the_product`)."""
+        flags = ["--ahead"] if ahead else []
+        engine = None
+        if engine_process:
+            engine = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "web.bench.world_process", "--engine", *flags,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "web.bench.world_process", ari_url, user, password,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            *flags, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )
         assert proc.stdout is not None
         hello = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
-        return cls(proc, hello["engine"])
+        if engine is not None:
+            assert engine.stdout is not None
+            hello = json.loads(await asyncio.wait_for(engine.stdout.readline(), 30))
+        return cls(proc, hello["engine"], engine)
 
     async def _read_replies(self) -> None:
         assert self._proc.stdout is not None
@@ -124,8 +163,11 @@ class RemoteWorld:
     async def frames(self, caller: str, start: float, end: float) -> list[tuple[float, str]]:
         return [(float(at), str(who)) for at, who in await self._call("frames", caller, start, end)]
 
-    async def stream_stats(self, caller: str, start: float, end: float) -> dict[str, int]:
+    async def stream_stats(self, caller: str, start: float, end: float) -> dict[str, Any]:
         return dict(await self._call("stream_stats", caller, start, end))
+
+    async def rig_counts(self, callers: list[str]) -> dict[str, dict[str, float]]:
+        return dict(await self._call("rig_counts", callers))
 
     async def hang_up(self, caller: str) -> None:
         await self._call("hang_up", caller)
@@ -140,13 +182,41 @@ class RemoteWorld:
         assert self._proc.stdin is not None
         self._proc.stdin.write(b'{"op": "quit"}\n')
         await self._proc.stdin.drain()
+<<<<<<< HEAD
         try:
             await asyncio.wait_for(self._proc.wait(), 10)
         except TimeoutError:
             self._proc.kill()
             await self._proc.wait()
         await cancel_and_wait([self._replies])
+=======
+        if self._engine is not None:
+            assert self._engine.stdin is not None
+            self._engine.stdin.close()
+        for proc in (self._proc, self._engine):
+            if proc is None:
+                continue
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+RIG_NICE = -10
+
+
+def ahead_of_the_product() -> None:
+    """A capacity run's rig processes are scheduled ahead of everything else (given the
+    right): on a busy machine a phone's process that waits its turn lets the kernel drop
+    its RTP (a full socket buffer), and that loss would be counted as the product's."""
+    with contextlib.suppress(PermissionError):
+        os.setpriority(os.PRIO_PROCESS, 0, RIG_NICE)
+>>>>>>> knee
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(*sys.argv[1:4]))
+    if "--ahead" in sys.argv:
+        sys.argv.remove("--ahead")
+        ahead_of_the_product()
+    asyncio.run(serve_engine() if sys.argv[1] == "--engine" else serve(*sys.argv[1:4]))
