@@ -23,6 +23,7 @@ from handoff.live.call import LiveCall
 from handoff.live.errors import AgentUnreachable, CallStateConflict
 from handoff.live.flow import Flow
 from handoff.live.legs import add_when_in_stasis, hang_up
+from handoff.live.timeline import mark
 from handoff.store import Transaction
 from pbx.ari import AriError
 
@@ -67,8 +68,10 @@ class Moves(Flow):
                 await tx.handoffs.accept(handoff_id, agent_id)
                 raise CallStateConflict("?", CallState.ENDED, "the call is no longer live")
         async with live.lock:
+            mark("locked")
             async with self.store.transaction() as tx:
                 handoff = await tx.handoffs.accept(handoff_id, agent_id)
+                mark("won")
                 line = self.ctl.lines.take(agent_id)
                 if line is not None:
                     leg = await self.bring_line(live, line, agent_id)
@@ -78,6 +81,7 @@ class Moves(Flow):
                                         agent_channel_id=leg)
                 # Known to the ledger while it rings, so a restarted controller finds it.
                 await tx.calls.set_legs(live.call_id, agent_channel_id=leg)
+            mark("committed")
             await self.ctl.offers.unstage(live)
         self.hub.publish(CARDS_TOPIC, Taken(handoff_id, agent_id))
 
@@ -100,7 +104,9 @@ class Moves(Flow):
         joins the call's), and the move completes as when a rung phone answers, with
         no SIP, ICE or DTLS work while the caller waits (lock held)."""
         try:
+            mark("ari_sent")
             await self.ari.bridges.add_channel(live.bridge, line)
+            mark("ari_answered")
         except AriError as exc:
             self.ctl.lines.put_back(line)
             raise AgentUnreachable(agent_id, str(exc)) from exc
@@ -113,8 +119,10 @@ class Moves(Flow):
         """Ring an agent leg that is already in the call bridge; a leg that cannot ring
         is hung up, so a failed accept leaves nothing behind in the bridge."""
         try:
+            mark("ari_sent")
             await self.ari.channels.dial(leg, caller=live.caller,
                                          timeout=self.timing.ring_timeout_s)
+            mark("ari_answered")
         except AriError as exc:
             log.warning("call=%s: agent %s's leg %s could not be dialled: %s",
                         live.call_id, agent_id, leg, exc)

@@ -29,6 +29,7 @@ from handoff.assistants import EngineKind
 from handoff.controller import build_controller
 from handoff.events import EventHub
 from handoff.live import CallControl, Timing, call_key
+from handoff.live.timeline import AcceptTimelines
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from handoff.store.models import Agent
 from pbx import runtime
@@ -43,7 +44,7 @@ from web.bench.world import World
 from web.dashboard import DashboardOptions, setup_dashboard
 from web.dashboard.routes import STATIC_DIR
 from web.dashboard.tools import Tools, setup_tools
-from web.dashboard.typedefs import SoftphoneSettings
+from web.dashboard.typedefs import DASHBOARD, SoftphoneSettings
 
 # Installed with the static files it builds the bundle into (package data).
 BUILD_VENDOR = STATIC_DIR / "build_vendor.sh"
@@ -155,6 +156,8 @@ class Desk:
     control: CallControl
     world: World
     people: dict[str, Agent]
+    # The dashboard's record of where each Accept's time went (handoff.live.timeline).
+    timelines: AcceptTimelines
 
     async def place_call(self, timeout: float = 10) -> tuple[str, str]:
         """A caller on the line with the AI: (caller number, call id)."""
@@ -237,7 +240,7 @@ async def desk(telephony: Telephony, folder: Path, *, open_line: bool = False
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        yield Desk(origin, store, control, world, people)
+        yield Desk(origin, store, control, world, people, app[DASHBOARD].timelines)
     finally:
         await world.close()  # hangs up any caller a failed test left on the line
         await asyncio.sleep(0.5)
