@@ -101,8 +101,13 @@ class Moves(Flow):
     async def bring_line(self, live: LiveCall, line: str, agent_id: int) -> str:
         """The open-line path: the agent's line, up and idle in their holding bridge,
         moves into the call bridge (one addChannel: it departs the holding bridge and
-        joins the call's), and the move completes as when a rung phone answers, with
-        no SIP, ICE or DTLS work while the caller waits (lock held)."""
+        joins the call's), with no SIP, ICE or DTLS work while the caller waits (lock
+        held, the accept's transaction open).
+
+        The line has been sending the agent's audio since the shift began, so there is
+        no late first word to wait for (the overlap a rung phone gets): the AI steps out
+        at once, and the caller hears the agent alone from the next mix rather than the
+        AI talking over them. The ledger follows once the accept has committed."""
         try:
             mark("ari_sent")
             await self.ari.bridges.add_channel(live.bridge, line)
@@ -112,7 +117,11 @@ class Moves(Flow):
             raise AgentUnreachable(agent_id, str(exc)) from exc
         live.agent_ringing(line, agent_id)
         if live.agent_picked_up():
-            self.ctl.spawn(self._complete_move(live), f"move call={live.call_id}")
+            live.agent_connected()
+            await self.ctl.ai.leave(live)
+            mark("ai_left")
+            self.ctl.spawn(self._line_connected(live, self.store.now()),
+                           f"move call={live.call_id}")
         return line
 
     async def dial_agent(self, live: LiveCall, leg: str, agent_id: int) -> None:
@@ -177,11 +186,28 @@ class Moves(Flow):
                 self.timing.agent_media_wait_s + self.timing.ai_overlap_s + 5):
             await live.move_settled.wait()
 
+    async def _line_connected(self, live: LiveCall, media_at: datetime) -> None:
+        """An open line's move, in the ledger (its AI left already, in bring_line)."""
+        try:
+            async with live.lock:
+                if live.closed or live.caller_leaving or not live.connected:
+                    # The caller hung up, or the line dropped, as it moved in: their
+                    # handlers closed the handoff.
+                    return
+                await self._connected(live, media_at)
+        finally:
+            live.move_settled.set()
+
     async def agent_connected(self, live: LiveCall, media_at: datetime | None = None) -> None:
         """The AI steps out; the ledger says the agent has the call (lock held), and when
         the agent's audio first reached Asterisk (the end of the connect time)."""
         live.agent_connected()
         await self.ctl.ai.leave(live)
+        await self._connected(live, media_at)
+
+    async def _connected(self, live: LiveCall, media_at: datetime | None) -> None:
+        """The agent has the caller: the ledger, the AI's engine and the desks are told
+        (lock held)."""
         assert live.handoff_id is not None
         async with self.store.transaction() as tx:
             await tx.handoffs.apply(live.handoff_id, HandoffEvent.AGENT_ANSWERED,
