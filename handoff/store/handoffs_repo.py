@@ -114,13 +114,18 @@ class HandoffsRepo:
         now = self._clock()
         # The same agent may accept two cards at once (two tabs, the socket and a POST):
         # the two UPDATEs touch different handoff rows, so nothing in them would make
-        # the second wait for the first and see it. Writing the agent's own row first
-        # does: PostgreSQL holds the second transaction on that row lock until the first
-        # commits, and its next statement reads afresh; SQLite's first write takes the
-        # database's write lock before the transaction reads anything.
-        await self._session.execute(
-            update(Agent).where(Agent.id == agent_id).values(on_duty=Agent.on_duty)
-        )
+        # the second wait for the first and see it. On PostgreSQL, writing the agent's
+        # own row first does: the second transaction waits on that row lock until the
+        # first commits, and its next statement reads afresh. SQLite needs no such write:
+        # the handoff's UPDATE below, the transaction's first statement, takes the
+        # database's write lock before it reads anything, so the second accept's UPDATE
+        # waits for the first's commit and then sees its agent busy. Skipping it there
+        # takes a statement (three round trips to the driver's thread) off the path an
+        # open line's Accept waits on before the caller hears the agent.
+        if self._session.get_bind().dialect.name != "sqlite":
+            await self._session.execute(
+                update(Agent).where(Agent.id == agent_id).values(on_duty=Agent.on_duty)
+            )
         able = [Agent.id == agent_id, Agent.id.not_in(busy_agents_query())]
         if on_duty_only:
             able += [Agent.on_duty.is_(True), Agent.presence != Presence.WRAP_UP]
