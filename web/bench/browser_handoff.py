@@ -194,7 +194,8 @@ async def run(calls: int, state_dir: Path, line: str = "both") -> dict[str, Any]
         for way in ways:
             folder = state_dir / way
             folder.mkdir()
-            async with desk(telephony, folder, open_line=way == "open") as product:
+            async with desk(telephony, folder, open_line=way == "open",
+                            world_apart=True) as product:
                 figures[way] = await one_way(product, browser, way, calls)
     return {
         "benchmark": "handoff",
