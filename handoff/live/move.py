@@ -5,6 +5,7 @@ AI or their leg is lost."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import datetime
 
@@ -223,6 +224,12 @@ class Moves(Flow):
         log.info("call=%s agent=%s connected via %s", live.call_id, live.agent_id, live.agent)
 
     async def agent_gone(self, live: LiveCall, cause: int) -> None:
+        if live.connected and not live.move_settled.is_set():
+            # An open line lost as it moved in: the AI left at once (bring_line) and the
+            # ledger's connect is on its way. It goes first, so the loss reads as one of
+            # a call the agent had: the AI comes back and the call is offered again.
+            with contextlib.suppress(TimeoutError):
+                await self.settled(live)
         async with live.lock:
             if live.ending:
                 return
