@@ -9,11 +9,12 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 # Debian packages the product needs at run time, and those only the tests need.
 APT_RUN := mmdebstrap ca-certificates espeak-ng
-# libnss3-tools, iproute2 and openssl: the remote-agent browser test (a test CA in
-# Chromium's certificate store, a network namespace for the agent's machine).
+# libnss3-tools, iproute2, nftables and openssl: the remote-agent browser tests (a test
+# CA in Chromium's certificate store, a network namespace for the agent's machine, its
+# link cut or black-holed by nft inside that namespace).
 # docker-compose: `docker-compose config` validates docker-compose.yml (no engine runs).
 # kamailio: the cluster's SIP edge (its rendered configuration, the dispatch tests).
-APT_TEST := postgresql chromium libnss3-tools iproute2 openssl docker-compose kamailio
+APT_TEST := postgresql chromium libnss3-tools iproute2 nftables openssl docker-compose kamailio
 PYTEST_ARGS ?=
 
 .PHONY: run test setup setup-test lint typecheck screenshots clean

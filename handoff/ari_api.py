@@ -9,7 +9,7 @@ first, so the fake cannot silently fall behind.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from pbx.ari import (
@@ -39,6 +39,8 @@ class ChannelsApi(Protocol):
                    timeout: int | None = None) -> None: ...
 
     async def answer(self, channel_id: str) -> None: ...
+
+    async def ring(self, channel_id: str) -> None: ...
 
     async def hangup(self, channel_id: str, reason: HangupReason = "normal") -> None: ...
 
@@ -121,3 +123,5 @@ class AriApi(Protocol):
     def on(self, event_type: str, handler: EventHandler) -> EventHandler: ...
 
     def off(self, event_type: str, handler: EventHandler) -> None: ...
+
+    def label_keys(self, label: Callable[[str], str]) -> None: ...

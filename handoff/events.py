@@ -49,6 +49,10 @@ CALLS_TOPIC = "calls"
 TRANSCRIPTS_TOPIC = "transcripts"
 # A leg's figures were recorded as it ended (LegQualityRecorded): the metrics listen.
 QUALITY_TOPIC = "quality"
+# One node of a cluster asks another (handoff.live.xnode): a card of a call the other
+# node holds was accepted here, or an agent here gave a command on such a call. Every
+# node's controller listens for those addressed to it; nobody else does.
+NODES_TOPIC = "nodes"
 # Subscribing to it hears every topic (the metrics).
 ALL_TOPICS = "*"
 
@@ -96,6 +100,9 @@ class EventType(enum.StrEnum):
     # The AI events WebSocket's own messages; the hub never carries them.
     READY = "ready"
     OVERFLOW = "overflow"
+    # On NODES_TOPIC.
+    NODE_ACCEPTED = "node_accepted"
+    NODE_COMMAND = "node_command"
     # From the hub itself, on a shared topic: another node's events may have been missed
     # (EventHub.lost); subscribers read the store afresh.
     RESYNC = "resync"
@@ -153,6 +160,29 @@ class Withdrawn(TypedEvent):
     kind: ClassVar[EventType] = EventType.WITHDRAWN
     handoff_id: int
     reason: str
+
+
+@dataclass(frozen=True)
+class NodeAccepted(TypedEvent):
+    """An agent whose phone is on node ``via`` won the card of a call ``node`` holds:
+    ``node`` calls ``via`` for the agent (handoff.live.xnode)."""
+
+    kind: ClassVar[EventType] = EventType.NODE_ACCEPTED
+    node: str
+    handoff_id: int
+    agent_id: int
+    via: str
+
+
+@dataclass(frozen=True)
+class NodeCommand(TypedEvent):
+    """An agent on another node's desk gave a command (``return_to_ai``, ``end_call``)
+    on a call ``node`` holds: only that node's controller can move its legs."""
+
+    kind: ClassVar[EventType] = EventType.NODE_COMMAND
+    node: str
+    call_id: str
+    command: str
 
 
 # A supervisor took the call over while its card was still on offer.

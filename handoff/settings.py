@@ -28,7 +28,7 @@ import tomllib
 import urllib.parse
 import zoneinfo
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,9 @@ from handoff import tls
 from handoff.logs import LOG_FORMATS
 from handoff.settings_layers import SettingsError, _build, apply_layers
 from handoff.trunks import Trunk, TrunkAuth
-from pbx.asterisk_config import check_max_calls, check_rtp_range, default_max_calls
+from pbx.asterisk_config import NodePeer, check_max_calls, check_rtp_range, default_max_calls
 from pbx.config_values import ConfigValueError, check_host, check_name, check_port, check_realm
-from pbx.kamailio_config import EdgeNode, EdgeSpec
+from pbx.kamailio_config import EdgeNode, EdgePhone, EdgeSpec
 
 # routing.max_active_calls' default: see RoutingSettings.
 ACTIVE_CALLS_PER_CORE = 20
@@ -246,13 +246,31 @@ class ClusterSettings:
     # (renewed every third of it); past that a surviving node ends them as pbx_lost.
     lease_s: int = 10
 
+    @property
+    def phones_edge(self) -> str:
+        """On a node of a cluster, the edge ("host:port") agents' desk phones register
+        to and the node reaches them through; empty on a single box."""
+        if not self.node:
+            return ""
+        host = f"[{self.edge_address}]" if ":" in self.edge_address else self.edge_address
+        return f"{host}:{self.edge_port}"
+
     def edge(self) -> EdgeSpec:
         return EdgeSpec(
             listen_address=self.edge_address, port=self.edge_port,
             nodes=tuple(EdgeNode(n.name, n.sip_host, n.sip_port) for n in self.nodes),
             carriers=self.carriers, config_dir=self.edge_config_dir,
             run_dir=self.edge_run_dir, probe_interval_s=self.probe_interval_s,
+            lease_s=self.lease_s,
         )
+
+    def peers(self) -> tuple[NodePeer, ...]:
+        """The other nodes, which this node's Asterisk has a trunk to (a handoff whose
+        agent is on another node than its caller): none off a cluster."""
+        if not self.node:
+            return ()
+        return tuple(NodePeer(n.name, n.sip_host, n.sip_port) for n in self.nodes
+                     if n.name != self.node)
 
 
 def _check_node(cluster: ClusterSettings) -> None:
@@ -312,6 +330,14 @@ class Settings:
         scheme = "https" if self.server.tls_cert else "http"
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.server.host, self.server.host)
         return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.server.port}"
+
+    def edge(self, phones: tuple[EdgePhone, ...] = ()) -> EdgeSpec:
+        """The cluster's edge with these desk phones' accounts, challenging them in the
+        nodes' realm and blocking password guessers as the nodes do (security.block_*)."""
+        sec = self.security
+        return replace(self.cluster.edge(), phones=phones, realm=self.asterisk.sip_realm,
+                       block_after=sec.block_after, block_window_s=sec.block_window_s,
+                       block_for_s=sec.block_for_s, never_block=sec.never_block)
 
     @property
     def pbx_certificate(self) -> tuple[str, str] | None:

@@ -33,6 +33,7 @@ from handoff.events import (
     AGENTS_TOPIC,
     CALLS_TOPIC,
     CARDS_TOPIC,
+    NODES_TOPIC,
     TRANSCRIPTS_TOPIC,
     Event,
     EventHub,
@@ -43,9 +44,10 @@ from pbx.event_link import LinkSettings, LinkSupervisor, cancel_and_wait
 log = logging.getLogger(__name__)
 
 CHANNEL = "switchboard_floor"
-# What the desks and boards of every node show; an assistant's own topic stays on the
-# node whose AI engine holds the call.
-SHARED_TOPICS = frozenset({CARDS_TOPIC, AGENTS_TOPIC, CALLS_TOPIC, TRANSCRIPTS_TOPIC})
+# What the desks and boards of every node show, and what one node's controller asks of
+# another's; an assistant's own topic stays on the node whose AI engine holds the call.
+SHARED_TOPICS = frozenset({CARDS_TOPIC, AGENTS_TOPIC, CALLS_TOPIC, TRANSCRIPTS_TOPIC,
+                           NODES_TOPIC})
 # PostgreSQL refuses a NOTIFY payload of 8000 bytes or more.
 PAYLOAD_LIMIT = 7900
 # A transcript line too long for one notification is cut to this many characters: at

@@ -87,6 +87,30 @@ class StateMachine(Generic[S, E]):
     def is_terminal(self, state: S) -> bool:
         return state in self.terminal
 
+    def path_errors(self, steps: Iterable[tuple[str, str, str]], *,
+                    finished: bool = True) -> list[str]:
+        """Why ``steps`` (``from, event, to`` as a log or the ledger has them, oldest
+        first) are not a path of this lifecycle: each must leave the state the one before
+        reached (the first, the initial state) by a transition of the table, and with
+        ``finished`` the last must reach a terminal state. Empty when they are one: no
+        step was lost, invented or applied out of order."""
+        table = {(s.value, e.value): t.value for (s, e), t in self._table.items()}
+        errors: list[str] = []
+        state = self.initial.value
+        for number, (source, event, target) in enumerate(steps, 1):
+            if source != state:
+                errors.append(f"step {number} leaves {source!r}, not {state!r}")
+            allowed = table.get((source, event))
+            if allowed is None:
+                errors.append(f"step {number}: no transition from {source!r} on {event!r}")
+            elif allowed != target:
+                errors.append(f"step {number}: {source!r} on {event!r} leads to "
+                              f"{allowed!r}, not {target!r}")
+            state = target
+        if finished and state not in {s.value for s in self.terminal}:
+            errors.append(f"ends in {state!r}, not a terminal state")
+        return errors
+
 
 def from_each(sources: Iterable[S], event: E, target: S) -> dict[tuple[S, E], S]:
     """Rows of a table: `event` leads to `target` from every state of `sources`."""

@@ -106,6 +106,22 @@ class InboundRoute:
 
 
 @dataclass(frozen=True)
+class NodePeer:
+    """Another node of the cluster: its Asterisk's SIP address. A handoff whose caller
+    is on one node and whose agent is on the other crosses between them on a SIP leg
+    (handoff.live.xnode), recognised by address alone, as a carrier's trunk is."""
+
+    name: str
+    host: str
+    port: int = 5060
+
+    @property
+    def endpoint(self) -> str:
+        # Prefixed: a node's name must not collide with a trunk's or an agent's.
+        return f"peer-{self.name}"
+
+
+@dataclass(frozen=True)
 class Queue:
     """A classic app_queue queue, entered from the ``queues`` context by its name."""
 
@@ -198,6 +214,9 @@ class InstanceSpec:
     agents: tuple[SipAgent, ...] = ()
     routes: tuple[InboundRoute, ...] = ()
     queues: tuple[Queue, ...] = ()
+    # The cluster's other nodes (cluster.nodes but this one's): a trunk to each, whose
+    # calls in go to the controller as node legs of handoffs accepted there.
+    peers: tuple[NodePeer, ...] = ()
     tls: TlsListener | None = None
     # Addresses refused before any authentication (PJSIP's ACL answers them 403): those
     # that kept failing it (web.sip_blocks). Plain addresses, no ranges.
@@ -209,7 +228,20 @@ class InstanceSpec:
     # so the controller applies its setting for them (a default assistant or a 404) and
     # logs the number; off, Asterisk answers such calls 404 itself, unlogged.
     route_unknown: bool = False
+    # A node of a cluster behind the SIP edge: a call that finds no controller's app is
+    # refused 503 at once (the edge tries the next node), rather than waiting up to 10 s
+    # for a controller that may be gone.
+    refuse_without_app: bool = False
+    # On a cluster's node: the SIP edge (Kamailio, "host:port") agents' desk phones
+    # register to. Each desk phone's AoR here is then the agent's address of record at
+    # the edge, so the node calls the phone through the edge whichever node it last
+    # spoke to, and qualifies it there (pbx.kamailio_config). Empty: phones register here.
+    agents_edge: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+
+    def through_edge(self, agent: SipAgent) -> bool:
+        """Whether this agent's phone is reached (and its state read) through the edge."""
+        return bool(self.agents_edge) and agent.kind == "deskphone" and not agent.contact
 
     def validate(self) -> None:
         check_name("asterisk.app", self.app)
@@ -246,6 +278,13 @@ class InstanceSpec:
                 raise ConfigValueError(f"trunk_accounts[{i}].username",
                                        f"{account.username!r} is used twice")
             seen.add(account.username)
+        for i, peer in enumerate(self.peers):
+            check_name(f"peers[{i}].name", peer.name)
+            check_host(f"peers[{i}].host", peer.host)
+            check_port(f"peers[{i}].port", peer.port)
+            if peer.endpoint in seen:
+                raise ConfigValueError(f"peers[{i}].name", f"{peer.endpoint!r} is used twice")
+            seen.add(peer.endpoint)
         for i, agent in enumerate(self.agents):
             check_name(f"agents[{i}].sip_user", agent.name)
             check_secret(f"agents[{i}].sip_password", agent.password)
@@ -262,6 +301,10 @@ class InstanceSpec:
             check_name(f"assistants[{i}].name", route.assistant)
             if route.app:
                 check_name(f"assistants[{i}].app", route.app)
+        if self.agents_edge:
+            edge_host, _, edge_port = self.agents_edge.rpartition(":")
+            check_host("cluster.edge_address", edge_host.strip("[]"))
+            check_port("cluster.edge_port", int(edge_port) if edge_port.isdigit() else -1)
         for i, address in enumerate(self.blocked):
             check_ip(f"blocked[{i}]", address)
         for i, queue in enumerate(self.queues):
@@ -290,6 +333,7 @@ def spec_from_dict(data: dict[str, Any]) -> InstanceSpec:
     fields["queues"] = tuple(
         Queue(**{**q, "members": tuple(q["members"])}) for q in fields.get("queues", ())
     )
+    fields["peers"] = tuple(NodePeer(**p) for p in fields.get("peers", ()))
     return InstanceSpec(**fields)
 
 
@@ -316,9 +360,10 @@ def render(spec: InstanceSpec) -> dict[str, str]:
         autoescape=False,
     )
     agents = [
-        SipAgent(
-            a.name, a.password, a.kind, _sanitize_display(a.display_name or a.name), a.contact
-        )
+        {"name": a.name, "password": a.password, "kind": a.kind,
+         "display_name": _sanitize_display(a.display_name or a.name),
+         "contact": f"sip:{a.name}@{spec.agents_edge}" if spec.through_edge(a) else a.contact,
+         "edge": spec.through_edge(a)}
         for a in spec.agents
     ]
     context = {
@@ -356,6 +401,7 @@ def render(spec: InstanceSpec) -> dict[str, str]:
         "blocked": spec.blocked,
         "trunks": spec.trunks,
         "trunk_accounts": spec.trunk_accounts,
+        "peers": spec.peers,
         "agents": agents,
         "routes": [
             {"pattern": r.pattern, "assistant": r.assistant, "app": r.app or spec.app}
@@ -364,6 +410,7 @@ def render(spec: InstanceSpec) -> dict[str, str]:
         "queues": spec.queues,
         "test_caller": spec.test_caller,
         "route_unknown": spec.route_unknown,
+        "refuse_without_app": spec.refuse_without_app,
     }
     out: dict[str, str] = {}
     for template in env.list_templates(filter_func=lambda name: name.endswith(".conf.j2")):

@@ -108,6 +108,48 @@ def _answer(data: bytes) -> SipAnswer | None:
     return SipAnswer(int(status[1]), software)
 
 
+async def control(spec: EdgeSpec, *command: str) -> str:
+    """One command to the running edge over its control socket (Kamailio's kamcmd); its
+    answer. KamailioUnavailable when nothing answers there."""
+    kamcmd = shutil.which("kamcmd") or "/usr/sbin/kamcmd"
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            kamcmd, "-s", f"unix:{spec.control_socket}", *command,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+    except FileNotFoundError as exc:
+        raise KamailioUnavailable("kamcmd is not installed (Debian: kamailio)") from exc
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 5)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise KamailioUnavailable("the edge's control socket did not answer in 5 s") from None
+    if proc.returncode != 0:
+        raise KamailioUnavailable(f"the edge's control socket: {(out + err).decode()}")
+    return out.decode()
+
+
+async def take_phones(spec: EdgeSpec) -> tuple[int, int]:
+    """Give the running edge the phones' accounts ``spec`` names, without a restart (a
+    restart would lose every registration: they live in its memory). Returns (accounts
+    set, accounts removed); a removed account's phone is refused at its next REGISTER."""
+    held = set(re.findall(r"^\s*name:\s*(\S+)\s*$",
+                          await control(spec, "htable.dump", "phones"), re.MULTILINE))
+    for phone in spec.phones:
+        await control(spec, "htable.sets", "phones", phone.user, phone.password)
+    gone = held - {phone.user for phone in spec.phones}
+    for user in sorted(gone):
+        await control(spec, "htable.delete", "phones", user)
+    return len(spec.phones), len(gone)
+
+
+async def registered_phones(spec: EdgeSpec) -> list[str]:
+    """The SIP users whose phone is registered to the running edge now."""
+    return sorted(re.findall(r"^\s*AoR:\s*(\S+)\s*$",
+                             await control(spec, "ul.dump", "brief"), re.MULTILINE))
+
+
 class Edge:
     """A Kamailio process serving ``spec``, its files written to ``folder`` (which must be
     ``spec.config_dir`` as this machine sees it)."""
@@ -124,19 +166,21 @@ class Edge:
 
     def _write(self) -> list[str]:
         """Its files, its run folder, and the options that drop it to its account."""
-        write_files(self.spec, self.folder)
         run_dir = Path(self.spec.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() != 0:
+            write_files(self.spec, self.folder)
             return []
         # Started by root, Kamailio reads its files and binds its ports as root, then
         # runs as Debian's `kamailio` account, which owns only its run folder (the
-        # control socket).
+        # control socket) and may read its files (kamailio.cfg holds the phones'
+        # passwords), not change them.
         try:
             user, group = pwd.getpwnam(ACCOUNT), grp.getgrnam(ACCOUNT)
         except KeyError as exc:
             raise KamailioUnavailable(f"no {ACCOUNT} account to run the edge as (Debian's "
                                       "kamailio package makes one)") from exc
+        write_files(self.spec, self.folder, group.gr_gid)
         os.chown(run_dir, user.pw_uid, group.gr_gid)
         return ["-u", ACCOUNT, "-g", ACCOUNT]
 
@@ -169,24 +213,7 @@ class Edge:
     async def nodes(self) -> list[NodeState]:
         """The dispatcher's nodes and whether each gets new calls, asked over the control
         socket (Kamailio's kamcmd)."""
-        kamcmd = shutil.which("kamcmd") or "/usr/sbin/kamcmd"
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                kamcmd, "-s", f"unix:{self.spec.control_socket}", "dispatcher.list",
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE)
-        except FileNotFoundError as exc:
-            raise KamailioUnavailable("kamcmd is not installed (Debian: kamailio)") from exc
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), 5)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise KamailioUnavailable("the edge's control socket did not answer in 5 s") \
-                from None
-        if proc.returncode != 0:
-            raise KamailioUnavailable(f"the edge's control socket: {(out + err).decode()}")
-        return parse_dispatcher_list(out.decode())
+        return parse_dispatcher_list(await control(self.spec, "dispatcher.list"))
 
     async def stop(self, timeout: float = 10) -> None:
         process, self.process = self.process, None

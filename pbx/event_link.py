@@ -20,6 +20,7 @@ operator filters by protocol, not by this module.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import random
@@ -48,8 +49,9 @@ class EventStats:
     delivered: int = 0
     errors: int = 0
     """Handler exceptions (and failed connect hooks); each one is logged."""
-    slow: int = 0
-    """Handler runs over the latency budget: the call's later events waited that long."""
+    delayed: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    """Events, by type, that waited longer than the handler budget before their handlers
+    started, or whose handlers ran longer than it; each one is logged."""
     bad_frames: int = 0
     """Frames that were not an event (ARI: not a JSON event object; AMI: a block without
     an Event or Response header, or with lines that are not headers); each is logged."""
@@ -73,8 +75,11 @@ class LinkSettings:
     """A ping unanswered this long means Asterisk, or the network to it, is dead."""
     backoff_initial: float = 0.1
     backoff_max: float = 5.0
-    handler_budget: float = 0.2
-    """A handler running longer is logged: later events of its key waited that long."""
+    handler_budget: float = 0.25
+    """How long an event may wait for its turn, and how long its handlers may run, before
+    it counts as delayed (and is logged): past a quarter of a second a person notices, a
+    caller's key answered late or a card still ringing after its caller hung up. A
+    handler that runs longer holds up the later events of its key (its call)."""
     queue_size: int = 1000
     """Events queued per key (a channel) before the client stops reading its link."""
 
@@ -121,7 +126,8 @@ class _Lane(Generic[E]):
     __slots__ = ("pending", "queue", "task")
 
     def __init__(self, size: int) -> None:
-        self.queue: asyncio.Queue[tuple[E, tuple[str, ...]]] = asyncio.Queue(size)
+        # Each event with its kinds and the loop time it arrived at (its wait is measured).
+        self.queue: asyncio.Queue[tuple[E, tuple[str, ...], float]] = asyncio.Queue(size)
         self.pending = 0  # submitters waiting for room in a full queue
         self.task: asyncio.Task[None] | None = None
 
@@ -136,6 +142,11 @@ class OrderedDispatcher(Generic[E]):
     Why bounded and blocking rather than dropping: a lost StasisEnd or
     ChannelDestroyed leaves a call open forever. When a key's queue is full the
     submitter waits, which stops reading the socket; that shows up in the logs.
+
+    Why a budget: an event is counted as delayed (``EventStats.delayed``, by type) and
+    logged with its key when it waited longer than ``budget`` behind the earlier events
+    of its key, or when its handlers ran longer than that. ``label`` names a key in that
+    line (the controller turns a caller's channel into ``call=<id>``).
     """
 
     def __init__(
@@ -152,10 +163,11 @@ class OrderedDispatcher(Generic[E]):
         self._stats = stats
         self._describe = describe
         self._queue_size = queue_size
-        self._budget = budget
+        self.budget = budget
         self._log = logger
         self._table: dict[str, list[Handler[E]]] = {}
         self._lanes: dict[str, _Lane[E]] = {}
+        self.label: Callable[[str], str] = _key_text
         self.backpressured = False
         """True while a submitter waits for room: readers must not take silence for death."""
 
@@ -192,24 +204,33 @@ class OrderedDispatcher(Generic[E]):
             )
         lane.pending += 1
         try:
-            await lane.queue.put((event, tuple(kinds)))
+            await lane.queue.put((event, tuple(kinds), asyncio.get_running_loop().time()))
         finally:
             lane.pending -= 1
             self.backpressured = False
 
     async def _drain(self, key: str, lane: _Lane[E]) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while lane.pending or not lane.queue.empty():
-                event, kinds = await lane.queue.get()
+                event, kinds, arrived = await lane.queue.get()
+                # Named before the handlers run: the call a StasisEnd ends is gone after.
+                label = self.label(key)
+                started = loop.time()
+                slowest: tuple[float, Handler[E] | None] = (0.0, None)
                 for handler in self._handlers(kinds):
-                    await self._run(handler, event, kinds[0], key)
+                    ran = await self._run(handler, event, key)
+                    if ran > slowest[0]:
+                        slowest = (ran, handler)
+                self._check_budget(event, kinds[0], label, started - arrived, slowest)
         finally:
             # No await between the emptiness check and this: a later event for the same
             # key finds no lane and starts a fresh worker, so nothing is stranded.
             if self._lanes.get(key) is lane:
                 del self._lanes[key]
 
-    async def _run(self, handler: Handler[E], event: E, kind: str, key: str) -> None:
+    async def _run(self, handler: Handler[E], event: E, key: str) -> float:
+        """Run one handler, isolated; returns how long it ran."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
@@ -225,24 +246,34 @@ class OrderedDispatcher(Generic[E]):
             )
         else:
             self._stats.delivered += 1
-        elapsed = loop.time() - started
-        if elapsed > self._budget:
-            self._stats.slow += 1
-            self._log.warning(
-                "%s: handler %s took %.0f ms on %s, over its %.0f ms budget; "
-                "later events of %s waited",
-                self._name,
-                _callable_name(handler),
-                elapsed * 1000,
-                self._describe(event),
-                self._budget * 1000,
-                key,
-            )
+        return loop.time() - started
+
+    def _check_budget(self, event: E, kind: str, label: str, waited: float,
+                      slowest: tuple[float, Handler[E] | None]) -> None:
+        ran, handler = slowest
+        if waited <= self.budget and ran <= self.budget:
+            return
+        self._stats.delayed[kind] += 1
+        self._log.warning(
+            "%s: %s (%s) delayed: waited %.0f ms for its turn, handler %s ran %.0f ms; "
+            "over the %.0f ms budget",
+            self._name,
+            self._describe(event),
+            label,
+            waited * 1000,
+            "-" if handler is None else _callable_name(handler),
+            ran * 1000,
+            self.budget * 1000,
+        )
 
     async def close(self) -> None:
         lanes = list(self._lanes.values())
         self._lanes.clear()
         await cancel_and_wait(lane.task for lane in lanes if lane.task is not None)
+
+
+def _key_text(key: str) -> str:
+    return f"key {key}"
 
 
 def _callable_name(func: Callable[..., Any]) -> str:
@@ -360,6 +391,11 @@ class SupervisedClient(ABC, Generic[E]):
         self._link = LinkSupervisor(what, settings, logger)
         self._supervisor: asyncio.Task[None] | None = None
         self._closed = False
+
+    def label_keys(self, label: Callable[[str], str]) -> None:
+        """Name the events' ordering keys by ``label`` in the log lines of delayed events
+        (the controller names the call a caller's channel key belongs to)."""
+        self._dispatcher.label = label
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -11,6 +11,7 @@ Kamailio itself (``kamailio -c``) whether it would load the result.
 from __future__ import annotations
 
 import ipaddress
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -18,7 +19,15 @@ from pathlib import Path
 
 import jinja2
 
-from pbx.config_values import ConfigValueError, check_host, check_ip, check_name, check_port
+from pbx.config_values import (
+    ConfigValueError,
+    check_host,
+    check_ip,
+    check_name,
+    check_port,
+    check_realm,
+    check_secret,
+)
 
 CONFIG_FILE = "kamailio.cfg"
 LIST_FILE = "dispatcher.list"
@@ -41,6 +50,14 @@ class EdgeNode:
 
 
 @dataclass(frozen=True)
+class EdgePhone:
+    """An agent's SIP account, as the edge's registrar checks a phone's REGISTER."""
+
+    user: str
+    password: str
+
+
+@dataclass(frozen=True)
 class EdgeSpec:
     listen_address: str
     port: int
@@ -57,6 +74,20 @@ class EdgeSpec:
     no_answer_ms: int = 2000
     transports: tuple[str, ...] = ("udp", "tcp")
     children: int = 4
+    # Agents' desk phones register here (asterisk.sip_realm: the realm the nodes name,
+    # so a phone keeps one set of credentials whoever challenges it).
+    phones: tuple[EdgePhone, ...] = ()
+    realm: str = "pbx"
+    # A sender whose REGISTER fails the digest block_after times (each within
+    # block_window_s of the last) is refused for block_for_s; 0: never. Not the networks
+    # in never_block. (security.block_*, which a node's Asterisk applies too.)
+    block_after: int = 20
+    block_window_s: int = 300
+    block_for_s: int = 3600
+    never_block: tuple[str, ...] = ()
+    # cluster.lease_s: a node silent this long is lost, and the edge hangs up the calls
+    # it held with agents' phones.
+    lease_s: int = 10
 
     def validate(self, key: str = "cluster") -> None:
         check_ip(f"{key}.edge_address", self.listen_address)
@@ -85,6 +116,12 @@ class EdgeSpec:
                 raise ConfigValueError(f"{key}.nodes[{i}].sip_port", f"{node.host}:{node.port} "
                                        "is the edge's own listener or another node's")
             places.add((node.host, node.port))
+        check_realm("asterisk.sip_realm", self.realm)
+        for i, phone in enumerate(self.phones):
+            # The same rules as a node's endpoint: letters, digits and a few marks, so
+            # nothing in them breaks out of kamailio.cfg's quotes.
+            check_name(f"phones[{i}].sip_user", phone.user)
+            check_secret(f"phones[{i}].sip_password", phone.password)
         if not self.carriers:
             raise ConfigValueError(f"{key}.carriers", "none: list the addresses or "
                                    "networks the edge takes calls from (your carriers' SIP "
@@ -118,7 +155,11 @@ def render(spec: EdgeSpec) -> dict[str, str]:
         listen_address=spec.listen_address, port=spec.port, transports=spec.transports,
         children=spec.children, control_socket=spec.control_socket,
         no_answer_ms=spec.no_answer_ms, probe_interval_s=spec.probe_interval_s,
-        list_file=f"{spec.config_dir}/{LIST_FILE}",
+        list_file=f"{spec.config_dir}/{LIST_FILE}", node_set=NODE_SET,
+        phones=spec.phones, realm=spec.realm, block_after=spec.block_after,
+        block_window_s=spec.block_window_s, block_for_s=spec.block_for_s,
+        never_block=[str(ipaddress.ip_network(n, strict=False)) for n in spec.never_block],
+        lease_s=spec.lease_s,
     )
     # setid destination flags priority attrs: duid names the node in kamcmd's listing.
     nodes = "".join(f"{NODE_SET} {node.uri} 0 0 duid={node.name}\n" for node in spec.nodes)
@@ -126,11 +167,19 @@ def render(spec: EdgeSpec) -> dict[str, str]:
             LIST_FILE: f"# Switchboard's nodes, rendered from [cluster] nodes.\n{nodes}"}
 
 
-def write_files(spec: EdgeSpec, folder: Path) -> dict[str, str]:
+def write_files(spec: EdgeSpec, folder: Path, group: int | None = None) -> dict[str, str]:
+    """Every file into ``folder``: readable by their owner only, or also by ``group``
+    (Kamailio's account), since kamailio.cfg holds the phones' passwords. Each file is
+    replaced whole (written aside, then renamed)."""
     files = render(spec)
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
-        (folder / name).write_text(text)
+        partial = folder / f".{name}.part"
+        partial.write_text(text)
+        if group is not None:
+            os.chown(partial, -1, group)
+        partial.chmod(0o600 if group is None else 0o640)
+        partial.replace(folder / name)
     return files
 
 

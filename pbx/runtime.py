@@ -85,7 +85,12 @@ class AsteriskInstance:
 
     @property
     def ari_url(self) -> str:
-        return f"http://127.0.0.1:{self.spec.ports.http}/ari"
+        # ARI is Asterisk's HTTP server, which listens where SIP does (bind_address):
+        # on loopback when that is every address, else on that address alone.
+        host = self.spec.bind_address
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.spec.ports.http}/ari"
 
     @property
     def ari_auth(self) -> tuple[str, str]:

@@ -33,6 +33,7 @@ class AgentMachine:
     namespace: str
     host_address: str  # where the agent's machine reaches the product
     address: str  # the agent's machine's own address
+    link: str = AGENT_LINK  # its end of the veth, inside the namespace (where faults go)
 
     def chromium(self, chromium: Path, home: Path) -> Path:
         """A launcher Playwright starts as its browser: Chromium inside the namespace,

@@ -75,6 +75,7 @@ from web.telephony import (
     follow_directory,
     start_telephony,
     stop_telephony,
+    through_edge,
     write_state,
 )
 from web.trunk_watch import TrunkMetrics, TrunkWatch
@@ -378,6 +379,8 @@ def build_app(settings: Settings) -> web.Application:
         services.shared_events = SharedEvents(services.hub, settings.database_url, node=node)
     if node:
         services.controller.cluster_node = True
+        services.controller.through_edge = lambda user: through_edge(services.telephony,
+                                                                     user)
         services.lease = NodeLease(services.store, services.hub,
                                    lease_s=settings.cluster.lease_s,
                                    taken_over=services.controller.hang_up_taken_over)
@@ -408,7 +411,9 @@ def build_app(settings: Settings) -> web.Application:
     policy.declare("GET", "/status", public(Shape.API))
     app.router.add_get("/metrics", metrics)
     policy.declare("GET", "/metrics", public(Shape.API))
-    setup_ai_api(app, store=services.store, commands=services.controller, hub=services.hub)
+    setup_ai_api(app, store=services.store, commands=services.controller, hub=services.hub,
+                 seats=lambda: services.controller.receptionist.tokens
+                 if services.controller.receptionist is not None else {})
     policy.declare_prefix(API_PREFIX, own_auth())  # assistant bearer tokens
     setup_dashboard(
         app, store=services.store, hub=services.hub, commands=services.controller,

@@ -58,21 +58,29 @@ class EventLinkCollector(Collector):
             for field, help_text in (
                 ("delivered", "events handed to their handlers"),
                 ("errors", "handler failures (each one is logged)"),
-                ("slow", "handler runs over the latency budget (a call's events waited)"),
                 ("bad_frames", "frames that were not an event, or had lines that were not "
                                "headers (AMI); each is logged"),
                 ("unknown_events", "events of a type ARI does not define, passed on"),
                 ("connects", "connections made, the first included: more is reconnects"),
             )
         }
+        # By event type: which of a call's events were late tells where to look (a slow
+        # StasisStart is the call's set-up, a slow StasisEnd its wrap-up and recording).
+        delayed = CounterMetricFamily(
+            "switchboard_event_handling_delayed",
+            "events that waited for their turn, or whose handlers ran, longer than the "
+            "handler budget (each one is logged with its call)", labels=["link", "event"])
         for name, link in self._links().items():
             if link is None:
                 continue
             connected.add_metric([name], 1.0 if link.status == "connected" else 0.0)
             for field, family in counters.items():
                 family.add_metric([name], float(getattr(link.stats, field)))
+            for event, count in sorted(link.stats.delayed.items()):
+                delayed.add_metric([name, event], float(count))
         yield connected
         yield from counters.values()
+        yield delayed
 
 
 def register_process_metrics(

@@ -5,10 +5,11 @@ The admin page and the `switchboard assistant` command share these, so both chec
 name, a number and an engine the same way and write the same audit lines (under the
 acting admin's login, or "cli"). A token is returned once and only its hash is stored.
 
-An assistant on the built-in engine has no token anyone is shown: the running
-product's receptionist holds it (:func:`seat_builtin` issues a fresh one whenever the
-stored hash is not the one it holds), so switching an assistant to the built-in engine
-also cuts off the token its external engine had.
+An assistant on the built-in engine has no token anyone is shown: each running
+product's receptionist holds one of its own, never stored, which that process's API
+accepts for the assistants on the built-in engine (:func:`seat_builtin`). The stored
+hash of such an assistant is of a token nobody holds, so switching an assistant to the
+built-in engine also cuts off the token its external engine had.
 """
 
 from __future__ import annotations
@@ -438,21 +439,16 @@ class Seats(Protocol):
 
 async def seat_builtin(store: Store, receptionist: Seats) -> bool:
     """Have the receptionist answer for exactly the assistants on the built-in engine
-    (not removed), each with a token whose hash the store holds. True if it changed.
+    (not removed), each with a token of this process's own (it keeps the one it holds;
+    a new seat gets a fresh one). True if it changed.
 
-    A hash the receptionist's token does not match (an assistant just created or
-    switched to the built-in engine, or a start after a restart) gets a fresh token."""
+    Nothing is stored: this process's API accepts its receptionist's tokens (AiApi.seats),
+    so the receptionists of several nodes on one database never replace each other's."""
     held = receptionist.tokens
     changed = False
     async with store.transaction() as tx:
         builtin = [a for a in await tx.assistants.listed() if a.engine is EngineKind.BUILTIN]
-        fresh: dict[str, str] = {}
-        for a in builtin:
-            token = held.get(a.name)
-            if token is None or hash_control_token(token) != a.control_token_hash:
-                token = new_control_token()
-                await tx.assistants.set_control_token_hash(a.id, hash_control_token(token))
-            fresh[a.name] = token
+    fresh = {a.name: held.get(a.name) or new_control_token() for a in builtin}
     for name in set(held) - set(fresh):
         await receptionist.release(name)
         changed = True

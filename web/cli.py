@@ -16,44 +16,38 @@ from pathlib import Path
 from aiohttp import web
 
 from handoff import logs, tls
-from handoff.agents import AgentRole, EndpointKind
 from handoff.prompts import PromptError
 from handoff.receptionist import make_prompts
 from handoff.settings import Settings, SettingsError, load
 from handoff.store import (
-    LastAdmin,
-    Removed,
     Store,
-    Transaction,
     create_store_engine,
     upgrade_to_head,
 )
-from handoff.store.models import Agent
 from pbx import kamailio_config, runtime
 from pbx.asterisk_config import Dirs, InboundRoute, InstanceSpec, render, write_files
 from pbx.config_values import ConfigValueError
+from pbx.edge import take_phones
 from web import (
     backup,
     cli_assistants,
     cli_lists,
+    cli_people,
     cli_queues,
     cli_trunks,
     doctor,
     install_check,
-    people,
     systemd,
 )
 from web.app import build_app
-from web.dashboard.passwords import Passwords
 from web.demo import DEMO_NUMBER, RECEPTIONIST, demo_caller_voice
 from web.external import Credentials, credentials, pbx_spec
 from web.services import SERVICES
-from web.telephony import DIRECTORY_CHECK_S, external_spec, fixed_trunks
+from web.telephony import DIRECTORY_CHECK_S, edge_phones, external_spec, fixed_trunks
 
 DEFAULT_CONFIG = Path("switchboard.toml")
 # Who the audit log names for a change made on the server's command line.
 CLI_ACTOR = "cli"
-PHONES = {"browser": EndpointKind.WEBRTC, "desk": EndpointKind.DESKPHONE}
 # The CLI writes the database only; a running product's PBX notices within
 # web.telephony.DIRECTORY_CHECK_S (sessions end on the tabs' next request at once).
 RUNNING_PBX_NOTE = (f"a running Switchboard's PBX takes this within "
@@ -142,15 +136,25 @@ def cmd_config_render(args: argparse.Namespace) -> int:
 
 
 def cmd_config_edge(args: argparse.Namespace) -> int:
-    """Write Kamailio's files for the SIP edge in front of the cluster's nodes, and ask
-    Kamailio whether it would load them when it is installed here."""
+    """Write Kamailio's files for the SIP edge in front of the cluster's nodes (with the
+    desk phones' accounts from the database), ask Kamailio whether it would load them
+    when it is installed here, and give a running edge here the accounts as they are."""
     settings = _settings(args)
     if not settings.cluster.nodes:
         raise SettingsError("cluster.nodes: no nodes, so no edge to render "
                             "(add [[cluster.nodes]] tables)")
     out = Path(args.out or settings.cluster.edge_config_dir)
-    kamailio_config.write_files(settings.cluster.edge(), out)
-    print(f"wrote {kamailio_config.CONFIG_FILE} and {kamailio_config.LIST_FILE} to {out}")
+    phones: list[kamailio_config.EdgePhone] = []
+
+    async def from_store(store: Store) -> int:
+        phones.extend(await edge_phones(store))
+        return 0
+
+    asyncio.run(_on_store(settings, from_store))
+    spec = settings.edge(tuple(phones))
+    kamailio_config.write_files(spec, out)
+    print(f"wrote {kamailio_config.CONFIG_FILE} and {kamailio_config.LIST_FILE} to {out} "
+          f"({len(phones)} desk phones)")
     try:
         kamailio_config.check_syntax(out / kamailio_config.CONFIG_FILE)
     except kamailio_config.KamailioUnavailable as exc:
@@ -160,6 +164,13 @@ def cmd_config_edge(args: argparse.Namespace) -> int:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 1
     print("kamailio -c accepts it")
+    if Path(spec.control_socket).exists():
+        try:
+            taken, removed = asyncio.run(take_phones(spec))
+        except kamailio_config.KamailioUnavailable as exc:
+            print(f"the running edge did not take the accounts: {exc}")
+        else:
+            print(f"the running edge took {taken} desk phones' accounts ({removed} removed)")
     return 0
 
 
@@ -260,10 +271,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         return int(bench_capacity.main(args.steps, args.max, args.window, args.recording,
                                        args.json))
+    if args.bench_command == "cluster":
+        from web.bench import cluster as bench_cluster  # noqa: PLC0415
+
+        return int(bench_cluster.main(args.calls, args.json, args.lease))
     if args.bench_command == "faults":
         from web.bench import fault_soak  # noqa: PLC0415
 
         return int(fault_soak.main(args.minutes, args.json, args.seed))
+    if args.cross_node and (args.agent == "browser" or args.baseline):
+        print("switchboard bench handoff: --cross-node measures SIP desk phones, without "
+              "--baseline", file=sys.stderr)
+        return 2
     if args.agent != "browser" and (args.line is not None or args.soak is not None):
         print("switchboard bench handoff: --line and --soak are for --agent browser "
               "(a desk phone rings)", file=sys.stderr)
@@ -291,7 +310,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return int(browser_handoff.main(args.calls, args.json, args.line or "both"))
     from web.bench import handoff as bench_handoff  # noqa: PLC0415
 
-    result: int = bench_handoff.main(args.calls, args.json, args.baseline)
+    result: int = bench_handoff.main(args.calls, args.json, args.baseline, args.cross_node)
     return result
 
 
@@ -308,116 +327,6 @@ async def _on_store(settings: Settings, act: Callable[[Store], Awaitable[int]]) 
         await engine.dispose()
 
 
-def _no_such(login: str) -> int:
-    print(f"switchboard: no agent with login {login!r}", file=sys.stderr)
-    return 2
-
-
-def _on_person(args: argparse.Namespace,
-               act: Callable[[Transaction, Agent], Awaitable[str]]) -> int:
-    """``act`` on the person ``args.login`` names (not a removed one), then print what it
-    says; a refusal (the last admin, a removed person, a bad value) is printed, exit 2."""
-
-    async def on_person(store: Store) -> int:
-        try:
-            async with store.transaction() as tx:
-                agent = await tx.agents.by_login(args.login)
-                if agent is None or agent.removed_at is not None:
-                    return _no_such(args.login)
-                said = await act(tx, agent)
-        except (LastAdmin, Removed) as exc:
-            print(f"switchboard: {exc}", file=sys.stderr)
-            return 2
-        except people.PersonRefused as exc:
-            print(f"switchboard: {exc.reason}", file=sys.stderr)
-            return 2
-        print(said)
-        return 0
-
-    return asyncio.run(_on_store(_settings(args), on_person))
-
-
-def cmd_user_passwd(args: argparse.Namespace) -> int:
-    """A new dashboard password for ``login`` (printed once; stored only as a hash).
-
-    The way back in when the demo passwords printed at first start are lost.
-    """
-
-    async def reset(tx: Transaction, agent: Agent) -> str:
-        _, password = await people.new_password(tx, Passwords(), agent.id, actor=CLI_ACTOR)
-        return f"{args.login}: {password}"
-
-    return _on_person(args, reset)
-
-
-def cmd_user_add(args: argparse.Namespace) -> int:
-    """A new person; prints their one-time password (and a desk phone's SIP account).
-
-    On a fresh installation with the demo off, the first admin comes from here.
-    """
-
-    async def add(store: Store) -> int:
-        try:
-            async with store.transaction() as tx:
-                new = await people.add(
-                    tx, Passwords(), login=args.login, display_name=args.name or args.login,
-                    role=AgentRole(args.role), endpoint_kind=PHONES[args.phone],
-                    actor=CLI_ACTOR)
-        except people.PersonRefused as exc:
-            print(f"switchboard: {exc.reason}", file=sys.stderr)
-            return 2
-        print(f"{new.agent.login}: {new.password}")
-        if new.agent.endpoint_kind is EndpointKind.DESKPHONE:
-            print(f"desk phone SIP account: {new.agent.sip_user} / {new.sip_password}")
-        print(RUNNING_PBX_NOTE)
-        return 0
-
-    return asyncio.run(_on_store(_settings(args), add))
-
-
-def cmd_user_change(args: argparse.Namespace) -> int:
-    """disable, enable or remove a person (see web.people)."""
-
-    async def change(tx: Transaction, agent: Agent) -> str:
-        await people.CHANGES[args.user_command](tx, agent.id, actor=CLI_ACTOR)
-        return f"{args.login}: {args.user_command}d\n{RUNNING_PBX_NOTE}"
-
-    return _on_person(args, change)
-
-
-def cmd_user_rename(args: argparse.Namespace) -> int:
-    """A person's display name (the login stays: phones and scripts keep working)."""
-
-    async def rename(tx: Transaction, agent: Agent) -> str:
-        await people.rename(tx, agent.id, args.name, actor=CLI_ACTOR)
-        return f"{args.login}: now {args.name.strip()!r}"
-
-    return _on_person(args, rename)
-
-
-def cmd_user_open_line(args: argparse.Namespace) -> int:
-    """Whether a person's auto-answering desk phone keeps an open line on duty."""
-
-    async def change(tx: Transaction, agent: Agent) -> str:
-        await people.set_open_line(tx, agent.id, args.state == "on", actor=CLI_ACTOR)
-        return f"{args.login}: open line {args.state} (from their next duty on)"
-
-    return _on_person(args, change)
-
-
-def cmd_user_list(args: argparse.Namespace) -> int:
-    async def listing(store: Store) -> int:
-        async with store.transaction() as tx:
-            everyone = await tx.agents.all()
-        for a in everyone:
-            phone = "desk" if a.endpoint_kind is EndpointKind.DESKPHONE else "browser"
-            state = "enabled" if a.enabled else "disabled"
-            print(f"{a.login}\t{a.role.value}\t{phone}\t{state}\t{a.display_name}")
-        return 0
-
-    return asyncio.run(_on_store(_settings(args), listing))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
     parser.add_argument(
@@ -427,6 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", metavar="SECTION.KEY=VALUE", help="override one setting"
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    # What the commands on the installation's database (people, assistants, trunks,
+    # queues, the named lists) share: its store, the audit log's actor, the note.
+    on_store = cli_assistants.Cli(
+        run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
+        actor=CLI_ACTOR, note=RUNNING_PBX_NOTE)
     sub.add_parser("run", help="start Asterisk, the controller and the dashboard").set_defaults(
         func=cmd_run
     )
@@ -444,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
     handoff.add_argument(
         "--baseline", choices=["queue"], help="also measure the classic way in the same run"
     )
+    handoff.add_argument(
+        "--cross-node", action="store_true",
+        help="every other call accepted on a second node, reached through a SIP leg "
+             "between the nodes: both kinds reported, and what the leg adds")
     handoff.add_argument(
         "--agent", choices=["sip", "browser"], default="sip",
         help="sip: a desk phone answering at once; browser: Chromium's WebRTC softphone",
@@ -469,56 +387,25 @@ def build_parser() -> argparse.ArgumentParser:
     capacity.add_argument("--window", type=float, default=10.0,
                           help="seconds each step is measured once its calls are up")
     capacity.add_argument("--recording", default="bridge",
-                          choices=["bridge", "none", "mixmonitor", "snoop"],
+                          choices=["bridge", "none", "mixmonitor", "snoop", "legs"],
                           help="how each call is recorded (not bridge: swapped from outside "
                           "once the call is up, to see where the PBX's CPU goes)")
     capacity.add_argument("--json", action="store_true")
     capacity.set_defaults(func=cmd_bench)
-    user = sub.add_parser("user", help="people: dashboard accounts and their phones")
-    user_sub = user.add_subparsers(dest="user_command", required=True)
-    add = user_sub.add_parser("add", help="add a person and print their one-time password")
-    add.add_argument("login")
-    add.add_argument("--role", required=True, choices=[r.value for r in AgentRole])
-    add.add_argument("--phone", choices=sorted(PHONES), default="browser",
-                     help="browser: the dashboard's softphone; desk: a SIP desk phone")
-    add.add_argument("--name", help="display name (default: the login)")
-    add.set_defaults(func=cmd_user_add)
-    for action, what in (("disable", "no sign-in, sessions ended, SIP account refused"),
-                         ("enable", "allow a disabled person back in"),
-                         ("remove", "disable and drop from the lists; history stays")):
-        change = user_sub.add_parser(action, help=what)
-        change.add_argument("login")
-        change.set_defaults(func=cmd_user_change)
-    rename = user_sub.add_parser("rename", help="change a person's display name")
-    rename.add_argument("login")
-    rename.add_argument("name")
-    rename.set_defaults(func=cmd_user_rename)
-    user_sub.add_parser("list", help="everyone not removed").set_defaults(func=cmd_user_list)
-    line = user_sub.add_parser(
-        "open-line", help="a desk phone that auto-answers (Call-Info answer-after=0) "
-        "keeps an open line on duty (on), or rings for each call (off, the default)")
-    line.add_argument("login")
-    line.add_argument("state", choices=["on", "off"])
-    line.set_defaults(func=cmd_user_open_line)
-    cli_assistants.add_parser(sub, cli_assistants.Cli(
-        run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
-        actor=CLI_ACTOR, note=RUNNING_PBX_NOTE))
-    # `agent passwd` is the older name, kept for scripts that use it.
-    for parent in (user_sub, sub.add_parser("agent", help="older name of `user passwd`")
-                   .add_subparsers(dest="agent_command", required=True)):
-        passwd = parent.add_parser("passwd", help="set a new password and print it once")
-        passwd.add_argument("login")
-        passwd.set_defaults(func=cmd_user_passwd)
-    cli_trunks.add_parser(sub, cli_assistants.Cli(
-        run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
-        actor=CLI_ACTOR, note=RUNNING_PBX_NOTE), settings=_settings)
-    cli_queues.add_parser(sub, cli_assistants.Cli(
-        run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
-        actor=CLI_ACTOR, note=RUNNING_PBX_NOTE))
+    cli_people.add_parser(sub, on_store)
+    cli_assistants.add_parser(sub, on_store)
+    cli_trunks.add_parser(sub, on_store, settings=_settings)
+    cli_queues.add_parser(sub, on_store)
     for named_list in (cli_lists.PAUSE_REASONS, cli_lists.DISPOSITIONS):
-        cli_lists.add_parser(sub, cli_assistants.Cli(
-            run=lambda args, act: asyncio.run(_on_store(_settings(args), act)),
-            actor=CLI_ACTOR, note=RUNNING_PBX_NOTE), named_list)
+        cli_lists.add_parser(sub, on_store, named_list)
+    cluster = bench_sub.add_parser(
+        "cluster", help="two nodes behind Kamailio on one PostgreSQL, one killed mid-run")
+    cluster.add_argument("--calls", type=int, default=2,
+                         help="calls on each node before the kill (at least 1)")
+    cluster.add_argument("--lease", type=int, default=5,
+                         help="the nodes' cluster.lease_s (3 to 300)")
+    cluster.add_argument("--json", action="store_true")
+    cluster.set_defaults(func=cmd_bench)
     dash = bench_sub.add_parser("dashboard", help="card delivery to many dashboard tabs")
     dash.add_argument("--clients", type=int, default=1000)
     dash.add_argument("--board", action="store_true",

@@ -20,7 +20,7 @@ from handoff.store.models import Node
 from handoff.store.transitions import utc_now
 from pbx import rootfs, runtime
 from pbx.ari import basic_auth_header
-from pbx.edge import Edge, NodeState, sip_options
+from pbx.edge import Edge, NodeState, registered_phones, sip_options
 from pbx.installation import redact_url
 from pbx.kamailio_config import KamailioUnavailable
 
@@ -89,8 +89,9 @@ def _version_of(argv: list[str]) -> str | None:
 
 
 async def examine_cluster(settings: Settings, report: Report) -> None:
-    """The edge (Kamailio's version; which nodes its dispatcher sends calls to, when its
-    control socket is on this machine) and every node: whether its SIP answers an
+    """The edge (Kamailio's version; which nodes its dispatcher sends calls to and which
+    desk phones are registered to it, when its control socket is on this machine) and
+    every node: whether its SIP answers an
     OPTIONS from here, and its version where it can be known. A node's ARI listens on
     its own loopback, so only this machine's node tells its version (report.asterisk);
     the others' SIP names no software."""
@@ -102,6 +103,8 @@ async def examine_cluster(settings: Settings, report: Report) -> None:
     try:
         dispatch = {state.name: state for state in await Edge(spec, Path(spec.config_dir)).nodes()}
         edge["state"] = "running"
+        # The agents' desk phones it can ring now (they register to it, not to a node).
+        edge["registered_phones"] = await registered_phones(spec)
     except KamailioUnavailable:
         edge["state"] = "not running here" if kamailio else "kamailio not installed"
     answers = await asyncio.gather(*(sip_options(n.host, n.port) for n in spec.nodes))
@@ -254,6 +257,10 @@ def render_text(report: Report) -> str:
     if report.cluster:
         edge = report.cluster["edge"]
         lines.append(f"Edge       {edge['state']}: {edge['version'] or ''} on {edge['listen']}")
+        if "registered_phones" in edge:
+            phones = edge["registered_phones"]
+            lines.append(f"Phones     {len(phones)} desk phones registered to the edge"
+                         + (f": {', '.join(phones)}" if phones else ""))
         for node in report.cluster["nodes"]:
             answer = f"answers SIP ({node['sip_status']})" if node["reachable"] else "silent"
             dispatch = {True: ", in the dispatch", False: ", out of the dispatch",

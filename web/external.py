@@ -101,6 +101,7 @@ def pbx_spec(
         media_address=ast.media_address,
         sip_realm=ast.sip_realm,
         country=ast.country,
+        peers=settings.cluster.peers(),
         # Paths as that Asterisk sees them (its certificate, on its host).
         tls=(TlsListener(*certificate, port=ast.tls_port or 8089)
              if certificate is not None else None),
@@ -109,4 +110,8 @@ def pbx_spec(
         agents=agents,
         blocked=blocked,
         route_unknown=route_unknown,
+        # A cluster node refuses calls its controller is not there for (the edge
+        # sends them on).
+        refuse_without_app=bool(settings.cluster.node),
+        agents_edge=settings.cluster.phones_edge,
     )

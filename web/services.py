@@ -5,6 +5,7 @@ holds the live objects once Asterisk runs and answers "starting" (503) before.""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -43,8 +44,12 @@ class Controller:
     # Blocks SIP scanners on the AMI security events (web.sip_blocks).
     blocker: SipBlocker | None = None
     trunks: TrunkWatch | None = None
-    # A node of a cluster (cluster.node): phones register to one node or another.
+    # A node of a cluster (cluster.node): browsers register to one node or another,
+    # desk phones to the edge.
     cluster_node: bool = False
+    # Whether a SIP user's phone is reached through the cluster's edge (its state, as
+    # this node's Asterisk reads it, is the edge's: web.telephony.through_edge).
+    through_edge: Callable[[str], bool] = lambda sip_user: False
     # desk.open_line, for the tabs (the controller refuses lines too when it is off).
     open_lines_setting: bool = True
 
@@ -78,10 +83,14 @@ class Controller:
         # While the controller starts nobody can tell: going on duty is not held up.
         registered = None if self.control is None else await self.control.phone_registered(
             sip_user)
-        # On a cluster's node, a phone unknown to this node's Asterisk may be registered
-        # to another node's, which this one cannot ask (each node's ARI is its own): not
-        # a definite "unregistered", so nobody is set away or kept off duty on it.
-        return None if registered is False and self.cluster_node else registered
+        # On a cluster's node, a browser phone unknown to this node's Asterisk may be
+        # registered to another node's, which this one cannot ask (each node's ARI is its
+        # own): not a definite "unregistered", so nobody is set away or kept off duty on
+        # it. A desk phone registers to the edge, which every node asks alike: its
+        # "unregistered" is definite, and no node's loss makes it so.
+        if registered is False and self.cluster_node and not self.through_edge(sip_user):
+            return None
+        return registered
 
     async def hang_up_taken_over(self) -> None:
         # Before the controller runs nothing is ours yet: its reconciliation finds

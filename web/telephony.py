@@ -34,6 +34,7 @@ from pbx.asterisk_config import (
 )
 from pbx.demo_caller import install_voice
 from pbx.external import ExternalAsterisk, split_ari_url
+from pbx.kamailio_config import EdgePhone
 from pbx.ports import claim_port
 from pbx.trunk_config import SipTrunk
 from web.demo import CARRIER_TRUNK, demo_caller_voice
@@ -111,6 +112,9 @@ async def start_telephony(settings: Settings, store: Store, telephony: Telephony
         sip_realm=ast.sip_realm, country=ast.country,
         tls=pbx_tls(settings, avoid=pbx_ports),
         trunks=trunks, routes=routes, agents=agents, route_unknown=True,
+        refuse_without_app=bool(settings.cluster.node),
+        peers=settings.cluster.peers(),
+        agents_edge=settings.cluster.phones_edge,
     )
     await telephony.pbx.start()
     if carrier_ports is not None:
@@ -231,6 +235,14 @@ async def connect_external(settings: Settings, store: Store,
     return pbx
 
 
+def through_edge(telephony: Telephony, sip_user: str) -> bool:
+    """Whether this SIP user's phone registers to the cluster's edge (a desk phone on a
+    node), not to this node's Asterisk."""
+    pbx = telephony.pbx
+    return pbx is not None and any(agent.name == sip_user and pbx.spec.through_edge(agent)
+                                   for agent in pbx.spec.agents)
+
+
 async def routes_and_agents(
     store: Store,
 ) -> tuple[tuple[InboundRoute, ...], tuple[SipAgent, ...]]:
@@ -251,6 +263,13 @@ async def routes_and_agents(
         for a in agents if a.enabled
     )
     return routes, endpoints
+
+
+async def edge_phones(store: Store) -> tuple[EdgePhone, ...]:
+    """The desk phones' accounts a cluster's edge registers: every enabled agent's on a
+    desk phone (a browser registers to a node's WebSocket)."""
+    _, endpoints = await routes_and_agents(store)
+    return tuple(EdgePhone(a.name, a.password) for a in endpoints if a.kind == "deskphone")
 
 
 # How soon a running PBX takes a change the CLI wrote to the database (a person

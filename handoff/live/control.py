@@ -50,6 +50,7 @@ from handoff.live.reconcile import Reconciler
 from handoff.live.routing import Registry, Router
 from handoff.live.transfer import Transfers
 from handoff.live.voicemail import Voicemail
+from handoff.live.xnode import NodeLegs
 from handoff.outbound import Outbound
 from handoff.store import Store
 from handoff.store.errors import NotFound
@@ -111,6 +112,11 @@ class CallControl:
         self.reconciler = Reconciler(self)
         self.router = Router(self)
         self.leave_alone(self.lines.owned)
+        # Handoffs across the nodes of a cluster (the caller here, the agent on another).
+        self.xnode = NodeLegs(self)
+        self.router.on_stasis("xnode", self.xnode.arrived)
+        if store.node:
+            self.spawn(self.xnode.listen(), "other nodes' requests")
 
     @property
     def calls(self) -> dict[str, LiveCall]:
@@ -169,9 +175,14 @@ class CallControl:
         return await self.transfers.start(call_id, from_agent, None, note, to_queue=queue_id)
 
     async def return_to_ai(self, call_id: str) -> None:
+        if call_id not in self.calls and await self.xnode.relay(call_id, "return_to_ai"):
+            return  # another node's call (an agent here on it): that node carries it out
         await self.moves.return_to_ai(call_id)
 
     async def end_call(self, call_id: str, outcome: CallOutcome | None = None) -> None:
+        if call_id not in self.calls and outcome is None \
+                and await self.xnode.relay(call_id, "end_call"):
+            return
         await self.lifecycle.end(call_id, outcome)
 
     async def settled(self, live: LiveCall) -> None:

@@ -32,6 +32,13 @@ def owner_of(channel_or_bridge_id: str) -> str:
     return channel_or_bridge_id.split(SEP, 1)[0]
 
 
+def role_of(channel_or_bridge_id: str) -> str:
+    """The role an id we made names (``bridge``, ``ai``, ``agent``, ``forward``…); empty
+    for an id we did not make (a caller's own channel)."""
+    parts = channel_or_bridge_id.split(SEP)
+    return parts[1] if len(parts) > 1 else ""
+
+
 def bridge_of(owner: str) -> str:
     """The id of the call's one bridge."""
     return f"{owner}{SEP}bridge"

@@ -26,6 +26,7 @@ from handoff.menus import Choice, Menu
 from handoff.recordings import keep_recording
 from handoff.store.models import Assistant
 from handoff.topics import topics_of
+from pbx.ari import AriError, AriNotFound
 
 if TYPE_CHECKING:
     from handoff.live.control import CallControl
@@ -96,17 +97,17 @@ class Lifecycle(Flow):
             )
         live = LiveCall(row.id, record.name, caller, bridge_of(caller), number)
         self.ctl.registry.add(live)
-        async with live.lock:
-            await self.ari.channels.answer(caller)
-            # The call bridge: the caller joins it now and stays until the end.
-            await self.ari.bridges.create(bridge_id=live.bridge, type="mixing")
-            await add_when_in_stasis(self.ari, live.bridge, caller)
-            live.recording = f"call-{live.call_id}"
-            await self.ari.bridges.record(live.bridge, live.recording, format="wav")
-            # Answered in the ledger before the AI hears the caller, so an engine that
-            # reports its first words at once finds the call with the AI.
-            async with self.store.transaction() as tx:
-                await tx.calls.apply(live.call_id, CallEvent.ANSWER, bridge_id=live.bridge)
+        try:
+            await self._answer(live)
+        except AriError:
+            if await self._still_there(caller):
+                raise
+            # The caller hung up (or the carrier cancelled) while being answered: their
+            # hang-up is queued behind this event and closes the call; they reached
+            # nobody.
+            live.outcome = CallOutcome.ABANDONED
+            log.info("call=%s caller=%s hung up while being answered", live.call_id, caller)
+            return
         menu, who = Menu.of(record), Caller(number, name or "")
         if not menu.active:
             await self._with_ai(live, record, engine, who)
@@ -115,6 +116,26 @@ class Lifecycle(Flow):
         # ARI hands over in order, after this StasisStart's handler returns.
         self.ctl.spawn(self._menu_first(live, menu, record, engine, who),
                        f"menu call={live.call_id}")
+
+    async def _answer(self, live: LiveCall) -> None:
+        async with live.lock:
+            await self.ari.channels.answer(live.caller)
+            # The call bridge: the caller joins it now and stays until the end.
+            await self.ari.bridges.create(bridge_id=live.bridge, type="mixing")
+            await add_when_in_stasis(self.ari, live.bridge, live.caller)
+            live.recording = f"call-{live.call_id}"
+            await self.ari.bridges.record(live.bridge, live.recording, format="wav")
+            # Answered in the ledger before the AI hears the caller, so an engine that
+            # reports its first words at once finds the call with the AI.
+            async with self.store.transaction() as tx:
+                await tx.calls.apply(live.call_id, CallEvent.ANSWER, bridge_id=live.bridge)
+
+    async def _still_there(self, channel: str) -> bool:
+        try:
+            await self.ari.channels.get(channel)
+        except AriNotFound:
+            return False
+        return True
 
     async def _menu_first(self, live: LiveCall, menu: Menu, record: Assistant,
                           engine: AiEngine, who: Caller) -> None:

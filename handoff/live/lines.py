@@ -266,16 +266,15 @@ class Lines(Flow):
         # A line on a call (also one a restarted controller adopted with its call, and
         # no longer knows as a line): its call's events are not ordered with it.
         live = self._call_of(leg)
-        if live is None:
-            return
-        if live.agent == leg:
+        if live is not None and live.agent == leg:
             # As a rung leg that vanishes mid-call: the caller goes back to the AI (or,
             # a desk phone's handset put down, the call ends as the agent's).
             await self.ctl.moves.agent_gone(live, cause)
-            if line is not None and line.reopen and line.sip_user in self._wanted:
-                self.ctl.spawn(self._reopen(line), f"reopen line agent={line.agent_id}")
-        elif live.transfer is not None and live.transfer.leg == leg:
+        elif live is not None and live.transfer is not None and live.transfer.leg == leg:
             await self.ctl.transfers.failed(live, cause)
+        if line is not None and line.reopen and line.sip_user in self._wanted:
+            # Also after another node's call (handoff.live.xnode), never live here.
+            self.ctl.spawn(self._reopen(line), f"reopen line agent={line.agent_id}")
 
     # ---- helpers -----------------------------------------------------------------------------
 

@@ -64,10 +64,10 @@ class Moves(Flow):
             return
         live = next((c for c in calls if c.handoff_id == handoff_id), None)
         if live is None:
-            # Not a handoff of a live call here: let the store say why (taken, withdrawn).
-            async with self.store.transaction() as tx:
-                await tx.handoffs.accept(handoff_id, agent_id)
-                raise CallStateConflict("?", CallState.ENDED, "the call is no longer live")
+            # Not a live call here: another node's (the agent is reached through a leg
+            # between the nodes), or the store says why (taken, withdrawn).
+            await self.ctl.xnode.accept(handoff_id, agent_id)
+            return
         async with live.lock:
             mark("locked")
             async with self.store.transaction() as tx:

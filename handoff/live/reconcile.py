@@ -13,13 +13,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from handoff.assistants import accept_timeout_s
+from handoff.assistants import FallbackKind, accept_timeout_s
 from handoff.calls import CallDirection, CallEvent, CallOutcome, CallState
 from handoff.events import CARDS_TOPIC, CallEnded, Withdrawn, assistant_topic
 from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
 from handoff.live.call import LiveCall, legs_of
 from handoff.live.flow import Flow
-from handoff.live.legs import bridge_of, destroy, hang_up
+from handoff.live.legs import bridge_of, destroy, hang_up, owner_of, role_of
 from handoff.live.offer import CALLBACK_NOTE, OUT_OF_HOURS, callback_note
 from handoff.store.models import Call, Handoff
 from handoff.store.transitions import utc_now
@@ -122,6 +122,12 @@ class Reconciler(Flow):
         async with live.lock:
             live.ai = row.ai_channel_id if row.ai_channel_id in live_channels else None
             live.agent = row.agent_channel_id if row.agent_channel_id in live_channels else None
+            # The fallback number's leg is in no column: its id names the call and role.
+            live.forward = next((c for c in live_channels if owner_of(c) == live.caller
+                                 and role_of(c) == "forward"), None)
+            forward_up = live.forward is not None and (
+                row.state is CallState.FORWARDED
+                or (await self.ari.channels.get(live.forward))["state"] == "Up")
             async with self.store.transaction() as tx:
                 handoffs = list(await tx.handoffs.open_for_call(row.id))
                 cancelled = await self._cancel_interrupted_transfer(tx, handoffs)
@@ -135,6 +141,12 @@ class Reconciler(Flow):
             live.out_of_hours = any(n.text == callback_note(OUT_OF_HOURS) for n in notes)
             if row.voicemail_at is not None:
                 self.ctl.voicemail.resume(live, row.voicemail_at)
+            elif (live.callback_requested and current is None and live.agent is None
+                  and await self._falls_back_to_voicemail(assistant)):
+                # The fallback had sent the caller to voicemail (its call-back is noted)
+                # but the beep had not sounded: the prompt again, not the AI back over a
+                # message the caller is about to leave.
+                await self.ctl.voicemail.take(live)
             if current is not None:
                 live.handoff_id = current.id
                 await self._resume_handoff(live, current)
@@ -143,7 +155,7 @@ class Reconciler(Flow):
             # silence for up to the ring window, so the AI comes back for that too (and
             # steps out as usual once the agent answers).
             needs_ai = live.ai is None and (live.agent is None or not live.agent_answered) \
-                and not live.voicemail
+                and not live.voicemail and not forward_up
             engine = await self.ctl.engines.of(assistant)
         for handoff_id in cancelled:
             self.hub.publish(CARDS_TOPIC, Withdrawn(handoff_id, FailureReason.CANCELLED))
@@ -168,9 +180,22 @@ class Reconciler(Flow):
                         await tx.calls.set_legs(live.call_id, ai_channel_id=live.ai)
         if lost is not None:
             self.ctl.spawn(self.ctl.offers.reoffer(live, lost), f"reoffer call={live.call_id}")
+        if forward_up:
+            # The caller talks to the fallback number (or it answered while nobody
+            # listened): that conversation goes on; a leg still ringing is left to ring,
+            # and its answer or hang-up comes as an event like any other.
+            if row.state is CallState.FORWARDED:
+                live.forward_picked_up()
+            else:
+                await self.ctl.offers.forward_answered(live)
         log.info("call=%s adopted (caller %s, ai %s, agent %s)",
                  live.call_id, live.caller, live.ai, live.agent)
         return live
+
+    async def _falls_back_to_voicemail(self, assistant: str) -> bool:
+        async with self.store.transaction() as tx:
+            found = await tx.assistants.by_name(assistant)
+        return found is not None and found.fallback_kind is FallbackKind.VOICEMAIL
 
     @staticmethod
     async def _cancel_interrupted_transfer(tx: Any, handoffs: list[Handoff]) -> list[int]:

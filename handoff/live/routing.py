@@ -49,6 +49,12 @@ class Registry:
         """The call whose leg, bridge or playback the event is about, if it is ours."""
         return self._by_caller.get(call_key(event))
 
+    def label(self, key: str) -> str:
+        """How a log line names an ARI ordering key (a caller's channel id): by its call,
+        so a delayed event is found with the rest of that call's story."""
+        live = self._by_caller.get(key)
+        return f"call={live.call_id} caller={key}" if live else f"channel {key}"
+
 
 def phone_hung_up(event: Mapping[str, Any]) -> bool:
     """Whether a ChannelHangupRequest is the leg's own phone ending the call normally.
@@ -85,6 +91,11 @@ class Router:
             ("StasisEnd", ctl.quality.forget),
         ):
             ctl.ari.on(kind, handler)
+        ctl.ari.label_keys(ctl.registry.label)
+
+    def on_stasis(self, first_arg: str, handler: StasisHandler) -> None:
+        """Legs that enter the app with ``first_arg`` go to ``handler`` (with the rest)."""
+        self._stasis[first_arg] = handler
 
     async def _on_stasis_start(self, event: Mapping[str, Any]) -> None:
         args = [str(arg) for arg in event.get("args") or []]

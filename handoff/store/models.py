@@ -304,7 +304,7 @@ class Call(Base):
     # Asterisk's hangup cause text (e.g. "Normal Clearing") or ours ("pbx_restart").
     end_cause: Mapped[str | None] = mapped_column(sa.String(64))
     recording_path: Mapped[str | None] = mapped_column(sa.String(512))
-    started_at: Mapped[datetime]
+    started_at: Mapped[datetime] = mapped_column(index=True)  # history and KPI ranges
     answered_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
     version: Mapped[int] = mapped_column(default=1)
@@ -350,7 +350,7 @@ class Handoff(Base):
     note: Mapped[str | None] = mapped_column(sa.Text)
     # Set for a transfer to a named agent: only that agent's card can accept.
     target_agent_id: Mapped[int | None] = mapped_column(sa.ForeignKey("agents.id"))
-    requested_at: Mapped[datetime]
+    requested_at: Mapped[datetime] = mapped_column(index=True)  # KPI and queue ranges
     offered_at: Mapped[datetime | None]
     accepted_at: Mapped[datetime | None]
     accepted_by: Mapped[int | None] = mapped_column(sa.ForeignKey("agents.id"), index=True)

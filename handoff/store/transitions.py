@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from handoff.calls import CALL_LIFECYCLE
+from handoff.handoffs import HANDOFF_LIFECYCLE
 from handoff.states import StateMachine
 from handoff.store.errors import ConcurrentUpdate, NotFound
 from handoff.store.models import Transition
@@ -138,3 +140,28 @@ async def record_transition(
     )
     if flush:
         await session.flush()
+
+
+# The lifecycles whose transitions the ledger records against a call, by machine name.
+_RECORDED: dict[str, StateMachine[Any, Any]] = {
+    machine.name: machine for machine in (CALL_LIFECYCLE, HANDOFF_LIFECYCLE)}
+
+
+def history_errors(history: Iterable[Transition], *, finished: bool = True) -> list[str]:
+    """Why a call's recorded transitions (``CallsRepo.history``: the call's and its
+    handoffs', oldest first) are not each a valid path of its lifecycle; empty when they
+    are. With ``finished`` the call and every handoff must have reached their end."""
+    paths: dict[tuple[str, int | None], list[tuple[str, str, str]]] = {}
+    for step in history:
+        paths.setdefault((step.machine, step.handoff_id), []).append(
+            (step.from_state, step.event, step.to_state))
+    errors = []
+    for (name, handoff_id), steps in paths.items():
+        machine = _RECORDED.get(name)
+        subject = name if handoff_id is None else f"{name} {handoff_id}"
+        if machine is None:
+            errors.append(f"{subject}: no lifecycle of that name")
+            continue
+        errors += [f"{subject}: {error}" for error in machine.path_errors(steps,
+                                                                          finished=finished)]
+    return errors

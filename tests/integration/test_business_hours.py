@@ -42,36 +42,54 @@ async def call_rig(quiet_pair: Pair, tmp_path: Path) -> AsyncIterator[Rig]:
         yield r
 
 
+def _today_everywhere() -> list[str]:
+    """Today wherever the site is: yesterday, today and tomorrow in UTC cover every zone's
+    today."""
+    today = datetime.now(UTC).date()
+    return [(today + timedelta(days=d)).isoformat() for d in (-1, 0, 1)]
+
+
+async def _closed_today(r: Rig, name: str, hours: list[str] | None = None) -> None:
+    """Today is a holiday for the assistant ``name`` (open ``hours`` on other days)."""
+    async with r.store.transaction() as tx:
+        assistant = await tx.assistants.by_name(name)
+        assert assistant is not None
+        await tx.assistants.set_hours(assistant.id,
+                                      Hours.parse(hours or [], _today_everywhere()))
+
+
+async def _forwarded(r: Rig, call_id: str) -> None:
+    async def forwarded() -> bool:
+        async with r.store.transaction() as tx:
+            return (await tx.calls.get(call_id)).state is CallState.FORWARDED
+
+    await until(forwarded, why="the call never reached the fallback number")
+
+
+async def _ended(r: Rig, call_id: str, within: float = 20,
+                 why: str = "the call never ended") -> Call:
+    async def ended() -> Call | None:
+        async with r.store.transaction() as tx:
+            call = await tx.calls.get(call_id)
+        return call if call.outcome is not None else None
+
+    return await until(ended, within, why=why)
+
+
 async def test_a_call_on_a_holiday_goes_straight_to_the_fallback_number(
     call_rig: Rig,
 ) -> None:
     r = call_rig
-    # Today is a holiday wherever the site is: yesterday, today and tomorrow in UTC
-    # cover every zone's today.
-    today = datetime.now(UTC).date()
-    holidays = [(today + timedelta(days=d)).isoformat() for d in (-1, 0, 1)]
-    async with r.store.transaction() as tx:
-        sales = await tx.assistants.by_name("sales")
-        assert sales is not None
-        await tx.assistants.set_hours(sales.id, Hours.parse(["mon-sun 00:00-24:00"],
-                                                            holidays))
+    await _closed_today(r, "sales", ["mon-sun 00:00-24:00"])
     start = time.monotonic()
     placed = await r.place_call("2100")  # sales: its fallback is a number on the carrier
 
-    async def forwarded() -> bool:
-        async with r.store.transaction() as tx:
-            return (await tx.calls.get(placed.call_id)).state is CallState.FORWARDED
-
-    await until(forwarded)
+    await _forwarded(r, placed.call_id)
     # The fallback line answers and speaks (the world plays the agent's tone on it).
     await r.wait_hears(placed, "agent", after=start, timeout=10)
     await r.hang_up_caller(placed)
 
-    async def ended() -> bool:
-        async with r.store.transaction() as tx:
-            return (await tx.calls.get(placed.call_id)).outcome is not None
-
-    await until(ended)
+    await _ended(r, placed.call_id)
     async with r.store.transaction() as tx:
         call = await tx.calls.get(placed.call_id)
         handoffs = await tx.handoffs.for_call(placed.call_id)
@@ -79,55 +97,70 @@ async def test_a_call_on_a_holiday_goes_straight_to_the_fallback_number(
     assert handoffs == []  # nobody was offered a card: the office is closed
 
 
+async def test_a_restarted_controller_leaves_the_caller_with_the_fallback_number(
+    quiet_pair: Pair, tmp_path: Path,
+) -> None:
+    db = tmp_path / "switchboard.db"
+    async with local_world(quiet_pair.carrier) as world:
+        async with rig(quiet_pair.pbx, world, db, check_ledger=False) as first:
+            await _closed_today(first, "sales")
+            placed = await first.place_call("2100")
+
+            await _forwarded(first, placed.call_id)
+            forward = first.control.calls[placed.call_id].forward
+            assert forward is not None
+        # The controller is gone (as after a crash); Asterisk keeps the conversation.
+        async with rig(quiet_pair.pbx, world, db) as second:
+            live = second.control.calls[placed.call_id]
+            # Adopted as it was: the fallback party keeps the caller, no AI over them.
+            assert (live.forward, live.forward_answered, live.ai) == (forward, True, None)
+            await second.wait_hears(placed, "agent", after=time.monotonic(), timeout=10)
+            await second.hang_up_caller(placed)
+
+            await _ended(second, placed.call_id)
+            async with second.store.transaction() as tx:
+                call = await tx.calls.get(placed.call_id)
+    assert call.outcome is CallOutcome.FALLBACK_NUMBER
+
+
 async def test_a_card_for_a_closed_queue_puts_the_caller_through_to_the_fallback_number(
     call_rig: Rig,
 ) -> None:
     r = call_rig
-    today = datetime.now(UTC).date()
     async with r.store.transaction() as tx:
         sales = await tx.assistants.by_name("sales")
         assert sales is not None
         desk = await tx.queues.create(
             name="sales-desk", strategy=Strategy.OFFER_ALL, ring_s=20, max_wait_s=60,
             service_level_s=20, no_answer_limit=3,
-            holidays=[(today + timedelta(days=d)).isoformat() for d in (-1, 0, 1)])
+            holidays=_today_everywhere())
         await tx.queues.set_members(desk.id, [(r.agent_id, 3)])
         await tx.queues.set_assistants(desk.id, [sales.id])
     placed = await r.place_call("2100")  # sales itself is open: the AI answers
     handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
                                                  summary="x")
 
-    async def forwarded() -> bool:
-        async with r.store.transaction() as tx:
-            return (await tx.calls.get(placed.call_id)).state is CallState.FORWARDED
-
     # Ada is at her desk, but her queue is closed today: no card, the outside line.
-    await until(forwarded)
+    await _forwarded(r, placed.call_id)
     async with r.store.transaction() as tx:
         handoff = await tx.handoffs.get(handoff_id)
     assert (handoff.state, handoff.failure_reason) == (HandoffState.FAILED,
                                                        FailureReason.NO_AGENTS)
     await r.hang_up_caller(placed)
 
-    async def ended() -> bool:
-        async with r.store.transaction() as tx:
-            return (await tx.calls.get(placed.call_id)).outcome is CallOutcome.FALLBACK_NUMBER
-
-    await until(ended)
+    assert (await _ended(r, placed.call_id)).outcome is CallOutcome.FALLBACK_NUMBER
 
 
 async def _voicemail_fallback(r: Rig, *, closed: bool) -> None:
     """The receptionist's fallback is a voicemail; ``closed``: today is a holiday."""
-    today = datetime.now(UTC).date()
     async with r.store.transaction() as tx:
         receptionist = await tx.assistants.by_name("receptionist")
         assert receptionist is not None
         await tx.assistants.set_handoff_rules(
             receptionist.id, handoff_level=receptionist.handoff_level, accept_timeout_s=5,
             fallback_kind=FallbackKind.VOICEMAIL, fallback_number=None)
-        if closed:
-            await tx.assistants.set_hours(receptionist.id, Hours.parse(
-                [], [(today + timedelta(days=d)).isoformat() for d in (-1, 0, 1)]))
+    if closed:
+        await _closed_today(r, "receptionist")
 
 
 async def _call_of(r: Rig, placed: PlacedCall) -> str:
@@ -180,11 +213,7 @@ async def test_out_of_hours_the_caller_leaves_a_voicemail_that_becomes_a_call_ba
         await _voicemail_began(r, call_id)
         # The caller talks past the bound: the call is ended for them.
 
-        async def ended() -> bool:
-            async with r.store.transaction() as tx:
-                return (await tx.calls.get(call_id)).outcome is not None
-
-        await until(ended, 20, why="the voicemail never reached its bound")
+        await _ended(r, call_id, 20, why="the voicemail never reached its bound")
         async with r.store.transaction() as tx:
             call = await tx.calls.get(call_id)
             handoffs = await tx.handoffs.for_call(call_id)
@@ -217,11 +246,7 @@ async def test_nobody_in_time_the_caller_leaves_a_voicemail_and_hangs_up(
         await r.control.request_handoff(placed.call_id, reason="caller_asked", summary="x")
     await r.hang_up_caller(placed)
 
-    async def ended() -> bool:
-        async with r.store.transaction() as tx:
-            return (await tx.calls.get(placed.call_id)).outcome is not None
-
-    await until(ended)
+    await _ended(r, placed.call_id)
     async with r.store.transaction() as tx:
         call = await tx.calls.get(placed.call_id)
         (handoff,) = await tx.handoffs.for_call(placed.call_id)
@@ -231,8 +256,9 @@ async def test_nobody_in_time_the_caller_leaves_a_voicemail_and_hangs_up(
     assert call.voicemail_at is not None and call.recording_path
 
 
+@pytest.mark.parametrize("stopped", ["mid_message", "mid_prompt"])
 async def test_a_restarted_controller_lets_the_caller_finish_their_voicemail(
-    quiet_pair: Pair, tmp_path: Path,
+    quiet_pair: Pair, tmp_path: Path, stopped: str,
 ) -> None:
     db = tmp_path / "switchboard.db"
     async with local_world(quiet_pair.carrier) as world:
@@ -241,17 +267,25 @@ async def test_a_restarted_controller_lets_the_caller_finish_their_voicemail(
             await _voicemail_fallback(first, closed=True)
             placed = await first.place_call("2000", wait_ai=False)
             call_id = await _call_of(first, placed)
-            await _voicemail_began(first, call_id)
+            if stopped == "mid_message":
+                await _voicemail_began(first, call_id)
+            else:
+                # Gone while the prompt plays: the fallback chose voicemail, no beep yet.
+                def in_voicemail() -> bool:
+                    live = first.control.calls.get(call_id)
+                    return live is not None and live.voicemail
+
+                await until(in_voicemail, why="the fallback never sent the caller to voicemail")
+                async with first.store.transaction() as tx:
+                    assert (await tx.calls.get(call_id)).voicemail_at is None
         # The controller is gone mid-message (as after a crash); Asterisk keeps the caller.
         async with rig(quiet_pair.pbx, world, db, Timing(voicemail_max_s=3)) as second:
             assert call_id in second.control.calls
-            # No AI comes back over the message, and its bound still ends the call.
+            # No AI comes back over the message (mid-prompt: the prompt again, then the
+            # beep), and its bound still ends the call.
+            await _voicemail_began(second, call_id)
 
-            async def ended() -> bool:
-                async with second.store.transaction() as tx:
-                    return (await tx.calls.get(call_id)).outcome is not None
-
-            await until(ended, 20, why="the adopted voicemail never ended")
+            await _ended(second, call_id, 20, why="the adopted voicemail never ended")
             async with second.store.transaction() as tx:
                 call = await tx.calls.get(call_id)
     assert call.outcome is CallOutcome.CALLBACK_REQUESTED
@@ -264,14 +298,9 @@ async def test_after_a_restart_a_person_asked_for_out_of_hours_notes_no_second_c
     quiet_pair: Pair, tmp_path: Path,
 ) -> None:
     db = tmp_path / "switchboard.db"
-    today = datetime.now(UTC).date()
     async with local_world(quiet_pair.carrier) as world:
         async with rig(quiet_pair.pbx, world, db, check_ledger=False) as first:
-            async with first.store.transaction() as tx:
-                receptionist = await tx.assistants.by_name("receptionist")
-                assert receptionist is not None  # its fallback: a call-back request
-                await tx.assistants.set_hours(receptionist.id, Hours.parse(
-                    [], [(today + timedelta(days=d)).isoformat() for d in (-1, 0, 1)]))
+            await _closed_today(first, "receptionist")  # its fallback: a call-back request
             placed = await first.place_call("2000")
 
             async def noted() -> bool:
@@ -288,8 +317,4 @@ async def test_after_a_restart_a_person_asked_for_out_of_hours_notes_no_second_c
             assert notes == ["Callback requested: called out of hours."]
             await second.hang_up_caller(placed)
 
-            async def ended() -> bool:
-                async with second.store.transaction() as tx:
-                    return (await tx.calls.get(placed.call_id)).outcome is not None
-
-            await until(ended)
+            await _ended(second, placed.call_id)

@@ -16,7 +16,6 @@ import contextlib
 import os
 import pwd
 import secrets
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ from pbx import runtime
 from pbx.asterisk_config import InboundRoute, Ports
 from pbx.edge import Edge
 from pbx.kamailio_config import EdgeNode, EdgeSpec
-from pbx.ports import _port_free, free_port
 from pbx.runtime import AsteriskInstance
 from pbx.trunk_config import SipTrunk
 from tests.faults import paused
@@ -43,19 +41,11 @@ from tests.integration.asterisk_helpers import (
     process_ids,
 )
 from tests.waiting import until
+from web.bench.cluster import edge_port
 from web.doctor import Report, examine_cluster
 
 # Calls at once on each Asterisk here: a few, so each takes a small RTP range.
 MAX_CALLS = 10
-
-
-def edge_port(avoid: frozenset[int]) -> int:
-    """A port free for both of the edge's transports (UDP and TCP)."""
-    for _ in range(50):
-        port = free_port(socket.SOCK_DGRAM, avoid)
-        if _port_free(port, socket.SOCK_STREAM):
-            return port
-    raise AssertionError("no port free for both UDP and TCP on 127.0.0.1")
 
 
 @dataclass

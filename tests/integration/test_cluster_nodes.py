@@ -3,126 +3,91 @@ one PostgreSQL, each its own embedded Asterisk and controller, node names and le
 
 Real parts throughout: Kamailio (Debian's) dispatches a carrier Asterisk's calls to the
 two nodes, the product's own controllers answer them with the built-in receptionist,
-Bea's SIP desk phone is registered to node A and Cid's to node B. On 127.0.0.1 with
-ports of their own, not in network namespaces (tests/integration/test_cluster_edge.py
-says why). First node A's controller alone is killed (its Asterisk keeps the calls):
-node B ends them once A's lease runs out, and A's controller, back after that, hangs
-up what is left of them. Then the whole of node A (its Asterisk and its controller) is
-killed with SIGKILL: new calls go to node B, which ends A's calls as pbx_lost.
+Bea's SIP desk phone is registered to node A and Cid's to node B. Each node is a host
+of its own (a network namespace: web.bench.cluster_hosts) holding its Asterisk and its
+`switchboard run`; the edge, the carrier, the phones and PostgreSQL are on this host's
+address on the bridge. First node A's controller alone is killed (its Asterisk keeps the calls):
+A refuses new calls at once and the edge sends them to node B; A's controller, back
+within its lease, adopts its calls. Killed again, for longer: node B ends them once A's
+lease runs out, and A's controller, back after that, hangs
+up what is left of them. Then node A's host dies (every process in its namespace killed
+with SIGKILL, its link down): new calls go to node B, which ends A's calls as pbx_lost.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from handoff.agents import EndpointKind
-from handoff.calls import CallOutcome, CallState
+from handoff.calls import CallState
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.settings import ClusterNodeSettings, ClusterSettings, DatabaseSettings, Settings
 from handoff.store import Store, create_store_engine, upgrade_to_head
-from handoff.store.models import Call
 from handoff.trunks import Trunk
 from pbx import runtime
-from pbx.ari import AriError
 from pbx.edge import Edge
-from pbx.kamailio_config import EdgeNode, EdgeSpec
-from pbx.ports import free_port
-from pbx.trunk_config import SipTrunk
-from tests.integration.test_cluster_edge import active_nodes, edge_port
+from tests.integration.test_cluster_edge import active_nodes
 from tests.integration.test_controller_kill import board
-from tests.integration.test_external_asterisk import database, hears_voice, offered
 from tests.product_run import Product, stopped_after
 from tests.sip_phone import SipPhone
 from tests.waiting import until
+from web.bench.cluster import (
+    NODES,
+    Layout,
+    all_ended,
+    all_lost,
+    ask_for_person,
+    carrier_world,
+    edge_for,
+    edge_port,
+    handoff_is,
+    heard,
+    hung_up,
+    offered,
+    place_with_ai,
+    rows,
+)
+from web.bench.cluster_hosts import HOST_ADDRESS, PREFIX, cluster_hosts
 from web.bench.dashboard_site import PASSWORD, Browser, cheap_passwords
-from web.bench.world import World
+from web.bench.postgres_server import private_postgres
 from web.doctor import Report, examine_cluster
-
-__all__ = ["database"]
 
 pytestmark = pytest.mark.integration
 
-LEASE_S = 3
-MAX_CALLS = 10
+# 6 s: under this machine's load a 3 s lease lapsed on a live node (a renewal every 1 s)
+LEASE_S = 6
+ADOPT_LEASE_S = 60
 
 
-@contextlib.asynccontextmanager
-async def carrier_world(installation: runtime.Installation, state_dir: Path,
-                        edge: int) -> AsyncIterator[World]:
-    """A carrier Asterisk whose one trunk is the edge, and the callers it places."""
-    carrier = runtime.new_instance(
-        installation, f"n{os.getpid()}-carrier", state_dir, max_calls=MAX_CALLS,
-        ports=runtime.allocate_ports(runtime.PortRequest(), max_calls=MAX_CALLS),
-        app="carrier", trunks=(SipTrunk("switchboard", "127.0.0.1", edge),))
-    await carrier.start()
-    world = World(carrier.ari_url, carrier.ari_auth)
-    try:
-        await world.start()
-        yield world
-    finally:
-        await world.close()
-        await carrier.stop()
-
-
-async def calls_of(store: Store, callers: list[str]) -> dict[str, Call]:
-    """The ledger's row of each of these callers' calls (the last, if several)."""
-    async with store.transaction() as tx:
-        rows = await tx.calls.open_calls()
-    return {row.caller_number: row for row in rows if row.caller_number in callers}
-
-
-async def rows(store: Store, call_ids: list[str]) -> list[Call]:
-    async with store.transaction() as tx:
-        return [await tx.calls.get(call_id) for call_id in call_ids]
-
-
-async def place_with_ai(world: World, store: Store, within: float = 20) -> Call:
-    """A call through the edge, answered by a node's receptionist: its ledger row."""
-    caller = await world.place_call("2000")
-
-    async def with_ai() -> Call | None:
-        row = (await calls_of(store, [caller])).get(caller)
-        return row if row is not None and row.state is CallState.WITH_AI else None
-
-    return await until(with_ai, within, step=0.1, why=f"the call from {caller} never "
-                       "reached a node's AI")
-
-
-async def ask_for_person(world: World, call: Call) -> None:
-    """The caller presses 0 once the receptionist speaks (it listens from then on)."""
-    await until(lambda: hears_voice(world, call.caller_number, 0), 20, step=0.2,
-                why=f"{call.caller_number} never heard the receptionist")
-    await world.press(call.caller_number, "0")
+@pytest.fixture
+def hosts() -> Iterator[tuple[Layout, str]]:
+    """Each node's host (a namespace on a bridge), and PostgreSQL reachable from them."""
+    with cluster_hosts(NODES) as nodes, private_postgres(
+            also_on=HOST_ADDRESS, network=f"{HOST_ADDRESS}/{PREFIX}") as database:
+        yield Layout(HOST_ADDRESS, nodes), database
 
 
 async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls_go_there(
-    database: str, installation: runtime.Installation, state_dir: Path, tmp_path: Path,
+    hosts: tuple[Layout, str], installation: runtime.Installation, state_dir: Path,
+    tmp_path: Path,
 ) -> None:
-    taken: set[int] = set()
-    port = edge_port(frozenset(taken))
-    sip = {name: free_port(socket.SOCK_DGRAM, frozenset({port, *taken}))
-           for name in ("node-a", "node-b")}
-    assert len({port, *sip.values()}) == 3
-    nodes = {name: Product(tmp_path / name, free_port(), settings=[
-        f"database.url={database}", f"asterisk.sip_port={sip[name]}",
-        "demo.test_caller=false", f"cluster.node={name}", f"cluster.lease_s={LEASE_S}",
-    ]) for name in sip}
+    layout, database = hosts
+    port = edge_port(frozenset())
+    sip = layout.sip_ports(NODES, frozenset({port}))
+    # Node A's first lease outlasts its controller's restart (the calls are adopted);
+    # from then on both nodes' leases are short, for the losses.
+    nodes = {name: layout.node(name, tmp_path, database, sip[name], (
+        f"cluster.lease_s={ADOPT_LEASE_S if name == 'node-a' else LEASE_S}",))
+        for name in NODES}
     a, b = nodes["node-a"], nodes["node-b"]
-    folder = tmp_path / "edge"
-    folder.mkdir()
-    edge = Edge(EdgeSpec("127.0.0.1", port, tuple(EdgeNode(name, "127.0.0.1", sip[name])
-                                                  for name in sip),
-                         carriers=("127.0.0.1",), config_dir=str(folder),
-                         run_dir=str(folder / "run"), probe_interval_s=1), folder)
+    edge = edge_for(layout, tmp_path / "edge", port, sip)
     engine = create_store_engine(database)
     store = Store(engine)
     desks: list[Browser] = []
@@ -132,7 +97,7 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         # start one after the other (the first seeds the demo's receptionist).
         await upgrade_to_head(engine)
         async with store.transaction() as tx:
-            await tx.trunks.create(Trunk(name="edge", host="127.0.0.1", port=port))
+            await tx.trunks.create(Trunk(name="edge", host=layout.host, port=port))
             for login in ("bea", "cid"):
                 await tx.agents.create(
                     login=login, display_name=login.title(), sip_user=f"desk-{login}",
@@ -144,11 +109,14 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         stack.push(lambda failed, *_: _tell_why(failed, nodes))
         await edge.start()
         stack.push_async_callback(edge.stop)
-        world = await stack.enter_async_context(carrier_world(installation, state_dir, port))
+        world = await stack.enter_async_context(
+            carrier_world(installation, state_dir, port, layout.host))
         bea_phone = await stack.enter_async_context(SipPhone(
-            "desk-bea", "bea-sip-secret", ("127.0.0.1", sip["node-a"])))
+            "desk-bea", "bea-sip-secret", (layout.address("node-a"), sip["node-a"]),
+            host=layout.host))
         await stack.enter_async_context(SipPhone(
-            "desk-cid", "cid-sip-secret", ("127.0.0.1", sip["node-b"])))
+            "desk-cid", "cid-sip-secret", (layout.address("node-b"), sip["node-b"]),
+            host=layout.host))
         bea_phone.answer = "answer"
         for login, node in (("bea", a), ("cid", b)):
             desk = Browser(node.url)
@@ -160,8 +128,7 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         await until(lambda: _dispatching(edge, {"node-a", "node-b"}), 15,
                     why="the nodes never answered the edge's OPTIONS")
 
-        # Calls on both nodes; on node A Bea talks to one caller, another waits for a
-        # person (Cid's card, on the desk node B serves).
+        # Calls on both nodes; on node A Bea talks to one caller.
         calls = [await place_with_ai(world, store) for _ in range(4)]
         assert sorted(c.node or "" for c in calls) == ["node-a", "node-a", "node-b", "node-b"]
         on_a = [c for c in calls if c.node == "node-a"]
@@ -171,19 +138,49 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
                                why="no card for Bea")
         accepted = await bea_desk_a.post_json(f"/api/handoffs/{bea_card}/accept", {})
         assert accepted.status == 200, await accepted.text()
-        await until(lambda: _handoff_is(store, bea_card, HandoffState.CONNECTED), 20,
+        await until(lambda: handoff_is(store, bea_card, HandoffState.CONNECTED), 20,
                     step=0.2, why="Bea never talked to the caller")
+        # Node B's receptionist is heard too, while A's runs: its request for a person
+        # raises a card (each node's receptionist holds a token of its own; with one
+        # stored token the two nodes replaced each other's, and B's was refused 401).
+        await ask_for_person(world, on_b[0])
+        await until(lambda: offered(store, on_b[0].id), 20, step=0.2,
+                    why="node B's receptionist never got a card raised")
+        await world.hang_up(on_b[0].caller_number)
+        await until(lambda: all_ended(store, [on_b[0].id]), 15, why="B's caller never left")
+        on_b = on_b[1:]
+
+        # Node A's controller is lost for a moment (its Asterisk lives on, and answers the
+        # edge's OPTIONS): A refuses new calls at once (503) and the edge sends them to
+        # node B, instead of leaving them to wait in A's dialplan for an app that is
+        # gone. Back within its lease, A's controller adopts its calls: Bea's caller
+        # still hears her, and the other caller is still with the AI, which hears them.
+        await a.signal(signal.SIGKILL)
+        during = [await place_with_ai(world, store, within=15) for _ in range(2)]
+        assert [c.node for c in during] == ["node-b", "node-b"]
+        on_b += during
+        a.settings[a.settings.index(f"cluster.lease_s={ADOPT_LEASE_S}")] = (
+            f"cluster.lease_s={LEASE_S}")
+        await a.start()
+        back = time.monotonic()
+        await until(lambda: heard(world, on_a[0].caller_number, back, "agent"), 15,
+                    step=0.2, why="Bea's caller no longer hears her once A is back")
+        assert not await all_lost(store, [on_a[0].id]) and not await all_lost(
+            store, [on_a[1].id])
+        assert await handoff_is(store, bea_card, HandoffState.CONNECTED)
+        # That caller asks for a person: A's controller, back, raises the card (Cid's,
+        # on the desk node B serves).
         await ask_for_person(world, on_a[1])
         cid_card = await until(lambda: offered(store, on_a[1].id), 20, step=0.2,
                                why="no card for Cid")
         await until(lambda: _cards(cid_desk, {cid_card}), 10, why="Cid's desk lacks the card")
 
-        # Node A's controller alone is killed: its Asterisk keeps the callers, but no
-        # controller holds them. Node B ends them once A's lease has run out.
+        # Node A's controller alone is killed for good: its Asterisk keeps the callers,
+        # but no controller holds them. Node B ends them once A's lease has run out.
         assert a.proc is not None
         await a.signal(signal.SIGKILL)
         killed = time.monotonic()
-        await until(lambda: _all_lost(store, [c.id for c in on_a]), LEASE_S + 10, step=0.1,
+        await until(lambda: all_lost(store, [c.id for c in on_a]), LEASE_S + 10, step=0.1,
                     why="node B never ended node A's calls")
         print(f"\nnode A's controller killed: its calls had their outcome after "
               f"{time.monotonic() - killed:.2f} s (lease {LEASE_S} s)")
@@ -192,29 +189,25 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         # over, so it hangs up the callers its Asterisk still held.
         await a.start()
         for call in on_a:
-            await until(lambda c=call: _hung_up(world, c.caller_number),  # type: ignore[misc]
+            await until(lambda c=call: hung_up(world, c.caller_number),  # type: ignore[misc]
                         15, why="node A kept a caller whose call was ended as pbx_lost")
 
-        # New calls spread over both nodes again; then the whole of node A dies.
+        # New calls spread over both nodes again; then node A's host dies: every process
+        # in its namespace killed, its link down.
         more = [await place_with_ai(world, store) for _ in range(2)]
         assert sorted(c.node or "" for c in more) == ["node-a", "node-b"]
         on_a = [c for c in more if c.node == "node-a"]
         on_b += [c for c in more if c.node == "node-b"]
-        pbx_pid = a.state()["asterisk_pid"]
-        assert isinstance(pbx_pid, int)
-        os.killpg(pbx_pid, signal.SIGKILL)
-        await a.signal(signal.SIGKILL)
+        await layout.kill("node-a", a)
         killed = time.monotonic()
         # Two new calls: round robin sends one of them to the dead node first, unless the
         # edge's probe noticed already; it goes on to node B once A sent nothing back.
         after = [await place_with_ai(world, store, within=15) for _ in range(2)]
         recovered = time.monotonic() - killed
         assert [c.node for c in after] == ["node-b", "node-b"]
-        # Node A is all gone: nothing of it for a later run to stop.
-        (a.data / "run" / "switchboard.json").unlink()
-        await until(lambda: _all_lost(store, [c.id for c in on_a]), LEASE_S + 10, step=0.1,
+        await until(lambda: all_lost(store, [c.id for c in on_a]), LEASE_S + 10, step=0.1,
                     why="node B never ended the dead node's calls")
-        print(f"node A killed (Asterisk and controller): new calls succeeded after "
+        print(f"node A's host killed: new calls succeeded after "
               f"{recovered:.2f} s, its calls had their outcome after "
               f"{time.monotonic() - killed:.2f} s")
         assert await active_nodes(edge) == {"node-b"}
@@ -222,7 +215,7 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         # for a person meanwhile), their callers still on the line.
         for row in await rows(store, [c.id for c in [*on_b, *after]]):
             assert row.state is not CallState.ENDED, (row.caller_number, row.end_cause)
-            assert not await _hung_up(world, row.caller_number)
+            assert not await hung_up(world, row.caller_number)
         # `switchboard doctor` on a node tells which node holds its lease and which was lost.
         report = Report()
         await examine_cluster(Settings(database=DatabaseSettings(url=database),
@@ -236,7 +229,7 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         assert any("node-a was lost: node-b ended its calls" in p for p in report.problems)
         for call in [*on_b, *after]:
             await world.hang_up(call.caller_number)
-        await until(lambda: _all_ended(store, [c.id for c in [*on_b, *after]]), 15,
+        await until(lambda: all_ended(store, [c.id for c in [*on_b, *after]]), 15,
                     why="node B's calls never ended")
 
 
@@ -249,34 +242,12 @@ def _tell_why(failed: type[BaseException] | None, nodes: dict[str, Product]) -> 
                 print(f"--- {name}'s Asterisk:\n" + "\n".join(log))
 
 
-async def _hung_up(world: World, caller: str) -> bool:
-    """Whether the carrier's leg of ``caller``'s call is gone (the node hung it up)."""
-    try:
-        await world.ari.channels.get(world._outbound[caller])
-    except AriError as exc:
-        return exc.status == 404
-    return False
-
-
 async def _dispatching(edge: Edge, names: set[str]) -> bool:
     return await active_nodes(edge) == names
 
 
-async def _handoff_is(store: Store, handoff_id: int, state: HandoffState) -> bool:
-    async with store.transaction() as tx:
-        return (await tx.handoffs.get(handoff_id)).state is state
-
-
 async def _cards(desk: Browser, expected: set[int]) -> bool:
     return {card["handoff_id"] for card in (await board(desk))["cards"]} == expected
-
-
-async def _all_lost(store: Store, call_ids: list[str]) -> bool:
-    return all(row.outcome is CallOutcome.PBX_LOST for row in await rows(store, call_ids))
-
-
-async def _all_ended(store: Store, call_ids: list[str]) -> bool:
-    return all(row.state is CallState.ENDED for row in await rows(store, call_ids))
 
 
 async def _floor_is_clear(store: Store, desk: Browser, handoffs: list[int]) -> None:

@@ -29,13 +29,13 @@ from tests.integration.test_external_asterisk import (
     ari,
     connected,
     ended,
-    hears_voice,
-    offered,
     open_call,
 )
 from tests.product_run import REPO, Product, product
 from tests.sip_phone import SipPhone
 from tests.waiting import until
+from web.bench.cluster import heard as hears_voice
+from web.bench.cluster import offered
 from web.bench.dashboard_site import Browser
 from web.bench.world import World
 

@@ -46,6 +46,8 @@ from tests.outside_asterisk import OutsideAsterisk
 from tests.product_run import REPO, Product, stopped_after
 from tests.sip_phone import SipPhone
 from tests.waiting import until
+from web.bench.cluster import heard as hears_voice
+from web.bench.cluster import offered
 from web.bench.dashboard_site import free_port
 from web.bench.world import World
 
@@ -289,17 +291,6 @@ async def open_call(store: Store, caller: str, state: CallState) -> Call | None:
         rows = [c for c in await tx.calls.open_calls()
                 if c.caller_number == caller and c.state is state]
     return rows[0] if rows else None
-
-
-async def hears_voice(world: World, caller: str, after: float) -> bool:
-    frames = await world.frames(caller, after, time.monotonic())
-    return sum(1 for _, who in frames if who != "-") > 25
-
-
-async def offered(store: Store, call_id: str) -> int | None:
-    async with store.transaction() as tx:
-        handoffs = await tx.handoffs.for_call(call_id)
-    return next((h.id for h in handoffs if h.state is HandoffState.OFFERED), None)
 
 
 async def connected(store: Store, handoff_id: int) -> bool:

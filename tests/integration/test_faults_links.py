@@ -12,16 +12,13 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from handoff.calls import CallOutcome, CallState
 from pbx.ami import AmiMessage, AmiUnavailable
 from pbx.event_link import EventStats
-from tests.faults import TcpPath
+from tests.faults import TcpPath, scraped
 from tests.integration.asterisk_helpers import Pair, ami_client
 from tests.waiting import until
-from web.app_metrics import EventLink, register_process_metrics
 from web.bench.rig import rig
 from web.bench.world import World, local_world
 
@@ -32,21 +29,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_leaks")]
 async def world(quiet_pair: Pair) -> AsyncIterator[World]:
     async with local_world(quiet_pair.carrier) as w:
         yield w
-
-
-def scraped(ari: EventLink | None = None, ami: EventLink | None = None) -> dict[str, float]:
-    """The event links' counters as /metrics serves them (the same collectors, rendered
-    and parsed back), as ``{"bad_frames{ari}": 2.0, ...}``."""
-    registry = CollectorRegistry()
-    register_process_metrics(registry, telephony_status=lambda: "ok", ari=lambda: ari,
-                             ami=lambda: ami, calls_live=lambda: 0)
-    figures = {}
-    for family in text_string_to_metric_families(generate_latest(registry).decode()):
-        for sample in family.samples:
-            if sample.name.startswith("switchboard_event_link_"):
-                name = sample.name.removeprefix("switchboard_event_link_").removesuffix("_total")
-                figures[f"{name}{{{sample.labels['link']}}}"] = sample.value
-    return figures
 
 
 def ws_text(payload: bytes) -> bytes:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,8 +65,9 @@ class FakeAri:
     def __init__(self, app: str = "switchboard") -> None:
         self.app = app
         self.on_connect: ConnectHook | None = None
+        self.stats = EventStats()
         self._dispatcher: OrderedDispatcher[dict[str, Any]] = OrderedDispatcher(
-            "fake ARI events", stats=EventStats(), describe=describe_event, budget=5.0)
+            "fake ARI events", stats=self.stats, describe=describe_event, budget=5.0)
         self.chans: dict[str, FakeChannel] = {}
         self.bridged: dict[str, set[str]] = {}
         self.moh: set[str] = set()
@@ -96,6 +97,13 @@ class FakeAri:
 
     def off(self, event_type: str, handler: EventHandler) -> None:
         self._dispatcher.remove(event_type, handler)
+
+    def label_keys(self, label: Callable[[str], str]) -> None:
+        self._dispatcher.label = label
+
+    def set_budget(self, seconds: float) -> None:
+        """The handler budget (5 s here unless a test looks at delayed events)."""
+        self._dispatcher.budget = seconds
 
     # ---- what the test does as the outside world ----------------------------------------
 
@@ -214,6 +222,9 @@ class _Channels:
 
     async def answer(self, channel_id: str) -> None:
         self.ari._get(channel_id).state = "Up"
+
+    async def ring(self, channel_id: str) -> None:
+        self.ari._get(channel_id)
 
     async def hangup(self, channel_id: str, reason: HangupReason = "normal") -> None:
         self.ari._get(channel_id)

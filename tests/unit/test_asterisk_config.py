@@ -13,6 +13,7 @@ from pbx.asterisk_config import (
     Dirs,
     InboundRoute,
     InstanceSpec,
+    NodePeer,
     Ports,
     SipAgent,
     TlsListener,
@@ -111,6 +112,18 @@ def test_dialplan_routes_only_configured_numbers_into_stasis() -> None:
     assert "_X." not in dialplan and "Dial(" not in dialplan
 
 
+def test_a_cluster_node_refuses_a_call_its_controller_is_not_there_for() -> None:
+    """A single box waits for its controller's app; a cluster node answers 503 at once
+    (Hangup(34), before any answer) so the edge sends the call to the next node."""
+    alone = render(spec(route_unknown=True))["extensions.conf"]
+    assert "Wait(0.5)" in alone and "Hangup(34)" not in alone
+    node = render(spec(route_unknown=True, refuse_without_app=True))["extensions.conf"]
+    assert "Wait(0.5)" not in node and "STASIS_TRIES" not in node
+    for exten in ("exten => 2000,1,", "exten => _[+0-9].,1,"):
+        block = node.split(exten, 1)[1].split("exten =>", 1)[0]
+        assert block.index("Stasis(") < block.index("Hangup(34)") < block.index("(done)")
+
+
 def test_only_the_carrier_placing_test_calls_gets_the_test_caller_dialplan() -> None:
     assert "[test-caller]" not in render(spec())["extensions.conf"]
     dialplan = render(spec(test_caller=True))["extensions.conf"]
@@ -135,6 +148,22 @@ def test_webrtc_agent_gets_a_webrtc_endpoint_with_one_registration() -> None:
     assert "[agent-ada](webrtc-agent)" in pjsip
     assert "media_encryption = dtls" in pjsip  # (test_call_panel_pbx: the whole of it)
     assert "max_contacts = 1" in pjsip
+
+
+def test_on_a_cluster_node_a_desk_phone_is_the_agent_at_the_edge_a_browser_is_not() -> None:
+    agents = (SipAgent("agent-ada", "sip-secret-1", "webrtc", "Ada"),
+              SipAgent("desk-bea", "sip-secret-2", "deskphone", "Bea"))
+    alone = render(spec(agents=agents))["pjsip.conf"]
+    assert "[desk-bea](deskphone-aor)" in alone and "edge-aor)" not in alone
+    pjsip = render(spec(agents=agents, agents_edge="192.0.2.1:5060"))["pjsip.conf"]
+    # The node calls and qualifies the desk phone at its address of record at the edge.
+    assert "[desk-bea](edge-aor)\ncontact = sip:desk-bea@192.0.2.1:5060\n" in pjsip
+    edge_aor = pjsip.split("[edge-aor](!,agent-aor)")[1].split("\n[")[0]
+    assert "qualify_frequency = 5" in edge_aor
+    # A browser still registers to the node it opened its WebSocket to.
+    assert "[agent-ada](webrtc-aor)\n\n" in pjsip
+    with pytest.raises(ConfigValueError, match=r"cluster\.edge_port"):
+        render(spec(agents=agents, agents_edge="192.0.2.1:x"))
 
 
 def test_ice_host_candidates_are_unrestricted_unless_networks_are_named() -> None:
@@ -309,3 +338,25 @@ def test_a_registering_trunk_survives_the_state_file() -> None:
     original = spec(trunks=(REGISTERING,))
     again = spec_from_dict(json.loads(json.dumps(spec_to_dict(original))))
     assert again.trunks == original.trunks
+
+
+def test_a_cluster_node_has_a_trunk_to_each_other_node_into_its_own_context() -> None:
+    """handoff.live.xnode: the other node calls for a handoff by its id; only the peer's
+    address and port reach the from-node context, and nothing is dialled from it."""
+    alone = render(spec())
+    assert "[from-node]" not in alone["extensions.conf"]
+    peered = spec(peers=(NodePeer("node-b", "192.0.2.12", 5062),))
+    files = render(peered)
+    pjsip = files["pjsip.conf"]
+    assert "[peer-node-b](trunk-endpoint)" in pjsip
+    assert "match = 192.0.2.12:5062" in pjsip and "contact = sip:192.0.2.12:5062" in pjsip
+    endpoint = pjsip.split("[peer-node-b](trunk-endpoint)")[1].split("\n\n")[0]
+    assert "context = from-node" in endpoint
+    dialplan = files["extensions.conf"].split("[from-node]")[1].split("\n[")[0]
+    # _X!: a handoff's id may have one digit (_X. needs two).
+    assert "exten => _X!,1," in dialplan and "Dial(" not in dialplan
+    assert "Stasis(switchboard,xnode,${FILTER(0-9,${EXTEN})})" in dialplan
+    assert spec_from_dict(json.loads(json.dumps(spec_to_dict(peered)))).peers == peered.peers
+    with pytest.raises(ConfigValueError) as caught:
+        render(spec(peers=(NodePeer("node-b", "192.0.2.12"), NodePeer("node-b", "192.0.2.13"))))
+    assert caught.value.key == "peers[1].name"

@@ -50,6 +50,15 @@ def test_browser_benchmark_without_playwright_says_how_to_get_it(
     assert "pip install 'switchboard[bench]'" in capsys.readouterr().err
 
 
+def test_the_cluster_benchmark_refuses_no_calls_or_a_lease_out_of_range(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Refused before anything starts (no namespace, no PostgreSQL, no node).
+    for args in (["--calls", "0"], ["--lease", "2"], ["--lease", "301"]):
+        assert main(["bench", "cluster", *args]) == 2
+        assert "--calls is at least 1 and --lease 3 to 300" in capsys.readouterr().err
+
+
 def test_a_soak_holds_an_open_line_and_is_refused_otherwise(
     capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -59,6 +68,14 @@ def test_a_soak_holds_an_open_line_and_is_refused_otherwise(
         assert "--soak holds one open line" in capsys.readouterr().err
     assert main(["bench", "handoff", "--soak"]) == 2  # a desk phone has no line to hold
     assert "--line and --soak are for --agent browser" in capsys.readouterr().err
+
+
+def test_the_cross_node_benchmark_measures_desk_phones_alone(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    for args in (["--agent", "browser"], ["--baseline", "queue"]):
+        assert main(["bench", "handoff", "--cross-node", *args]) == 2
+        assert "--cross-node measures SIP desk phones" in capsys.readouterr().err
 
 
 def test_doctor_json_reports_each_part(

@@ -24,6 +24,8 @@ from handoff.events import (
     HandoffConnected,
     HandoffFailed,
     LegQualityRecorded,
+    NodeAccepted,
+    NodeCommand,
     Offered,
     Overflow,
     Ready,
@@ -75,6 +77,12 @@ WIRE: list[tuple[TypedEvent, dict[str, object]]] = [
      {"type": "ready", "assistant": "receptionist", "calls": ["c1", "c2"]}),
     (Overflow(44), {"type": "overflow", "dropped": 44}),
     (Resync(), {"type": "resync"}),
+    # Between the nodes of a cluster only (handoff.live.xnode); no engine hears them.
+    (NodeAccepted("node-a", 7, 3, "node-b"),
+     {"type": "node_accepted", "node": "node-a", "handoff_id": 7, "agent_id": 3,
+      "via": "node-b"}),
+    (NodeCommand("node-a", "c1", "return_to_ai"),
+     {"type": "node_command", "node": "node-a", "call_id": "c1", "command": "return_to_ai"}),
 ]
 
 

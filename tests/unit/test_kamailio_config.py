@@ -3,19 +3,25 @@ checked by Kamailio itself (`kamailio -c`: the real binary, no network)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from handoff.agents import EndpointKind
 from handoff.settings import SettingsError, load
+from handoff.store import Store, create_store_engine, upgrade_to_head
 from pbx import kamailio_config
 from pbx.edge import NodeState, parse_dispatcher_list
-from pbx.kamailio_config import EdgeNode, EdgeSpec
+from pbx.kamailio_config import EdgeNode, EdgePhone, EdgeSpec
 from web.cli import main
 from web.doctor import Report, render_text
 
 CLUSTER = """
+data_dir = "{folder}-data"
+
 [cluster]
 edge_address = "192.0.2.1"
 edge_port = 5070
@@ -115,16 +121,38 @@ def test_config_edge_writes_checked_files_and_refuses_without_nodes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
+    asyncio.run(_agents(f"sqlite:///{tmp_path}/edge-data/switchboard.db"))
     assert main(["--config", str(settings_file(tmp_path)), "config", "edge",
                  "--out", str(out)]) == 0
-    assert "kamailio -c accepts it" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "(1 desk phones)" in printed and "kamailio -c accepts it" in printed
     assert sorted(p.name for p in out.iterdir()) == ["dispatcher.list", "kamailio.cfg"]
+    # The enabled desk phone's account, not the browser's (it registers to a node).
+    config = (out / "kamailio.cfg").read_text()
+    assert '$sht(phones=>desk-bea) = "bea-sip-secret";' in config
+    assert "web-ada" not in config
 
     empty = tmp_path / "empty.toml"
     empty.write_text("")
     assert main(["--config", str(empty), "config", "edge", "--out", str(tmp_path / "no")]) == 2
     assert "cluster.nodes: no nodes" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
+
+
+async def _agents(url: str) -> None:
+    """Bea on a desk phone, Ada on a browser, in the installation's database."""
+    Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True)
+    engine = create_store_engine(url)
+    try:
+        await upgrade_to_head(engine)
+        async with Store(engine).transaction() as tx:
+            for login, user, kind in (("bea", "desk-bea", EndpointKind.DESKPHONE),
+                                      ("ada", "web-ada", EndpointKind.WEBRTC)):
+                await tx.agents.create(login=login, display_name=login.title(),
+                                       sip_user=user, sip_password=f"{login}-sip-secret",
+                                       endpoint_kind=kind, password_hash="x")
+    finally:
+        await engine.dispose()
 
 
 def test_the_edges_answer_about_its_nodes_is_read() -> None:
@@ -169,7 +197,7 @@ def test_doctor_says_per_node_whether_it_answers_and_takes_calls() -> None:
                     dashboard={"state": "running"}, browser={"chromium": None}, tools={})
     report.cluster = {
         "edge": {"state": "running", "version": "kamailio 5.6.3 (x86_64/linux)",
-                 "listen": "192.0.2.1:5060"},
+                 "listen": "192.0.2.1:5060", "registered_phones": ["desk-bea", "desk-cid"]},
         "nodes": [
             {"name": "node-a", "sip": "sip:192.0.2.11:5060", "reachable": True,
              "sip_status": 200, "version": "22.1.0", "in_dispatch": True,
@@ -181,6 +209,7 @@ def test_doctor_says_per_node_whether_it_answers_and_takes_calls() -> None:
     }
     lines = render_text(report).splitlines()
     assert "Edge       running: kamailio 5.6.3 (x86_64/linux) on 192.0.2.1:5060" in lines
+    assert "Phones     2 desk phones registered to the edge: desk-bea, desk-cid" in lines
     assert ("Node       node-a sip:192.0.2.11:5060: answers SIP (200), in the dispatch, "
             "version 22.1.0, lease held") in lines
     assert ("Node       node-b sip:192.0.2.12:5060: silent, out of the dispatch, "
@@ -197,3 +226,31 @@ def test_config_check_has_kamailio_check_the_edge_and_says_a_cluster_needs_postg
                  if f["check"] == "cluster_edge"]
     assert finding["severity"] == "warning"
     assert "the store is SQLite" in finding["message"]
+
+
+def test_desk_phones_register_to_the_edge_with_their_agents_sip_passwords(
+    tmp_path: Path,
+) -> None:
+    spec = EdgeSpec("192.0.2.1", 5060, (EdgeNode("node-a", "192.0.2.11"),),
+                    carriers=("198.51.100.7",), config_dir=str(tmp_path), realm="example",
+                    phones=(EdgePhone("desk-bea", "bea-sip-secret"),), block_after=5,
+                    never_block=("203.0.113.9",))
+    files = kamailio_config.write_files(spec, tmp_path)
+    config = files["kamailio.cfg"]
+    assert '$sht(phones=>desk-bea) = "bea-sip-secret";' in config
+    assert 'auth_challenge("example", "0")' in config
+    # Only the nodes' requests to an agent are looked up in the registrations.
+    assert 'if (ds_is_from_list("1") && uri == myself && $rU != $null) {' in config
+    # A phone's call with a node that went silent is hung up after the node's lease.
+    assert 'dlg_set_timeout_by_profile("node", "$var(node)", "10");' in config
+    # A password guesser is counted and refused, but not from a network never blocked.
+    assert 'if ($au != $null && !is_in_subnet("$si", "203.0.113.9/32")) {' in config
+    assert "if ($sht(failed=>$si) >= 5) {" in config
+    # The passwords are for the edge's account only (the owner here).
+    assert (tmp_path / "kamailio.cfg").stat().st_mode & 0o077 == 0
+    kamailio_config.check_syntax(tmp_path / "kamailio.cfg")
+    for phone, key in ((EdgePhone("desk bea", "bea-sip-secret"), "phones[0].sip_user"),
+                       (EdgePhone("desk-bea", 'sec"ret-quote'), "phones[0].sip_password")):
+        with pytest.raises(ValueError, match=re.escape(key)):
+            kamailio_config.render(EdgeSpec("192.0.2.1", 5060, spec.nodes,
+                                            carriers=spec.carriers, phones=(phone,)))

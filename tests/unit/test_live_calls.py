@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from handoff.agents import EndpointKind, Presence
 from handoff.assistants import EngineKind, FallbackKind, HandoffLevel
@@ -20,13 +21,15 @@ from handoff.calls import CallOutcome, CallState
 from handoff.controller import LiveServices, build_controller
 from handoff.events import EventHub, assistant_topic
 from handoff.handoffs import FailureReason, HandoffState
-from handoff.live import CallStateConflict, LiveCall, Party, Timing
+from handoff.live import CallStateConflict, LiveCall, Party, Timing, call_key
 from handoff.live.call import ENDING, PARTY, Ending, EndingEvent, PartyEvent
 from handoff.live.offer import CALLBACK_NOTE
 from handoff.policy import HandoffPolicy
 from handoff.states import InvalidTransition
 from handoff.store import AlreadyTaken, Store, create_store_engine, upgrade_to_head
+from handoff.store.models import Call
 from handoff.topics import Topic
+from pbx.ari import Event
 from tests.unit.fake_ari import FakeAri
 from tests.waiting import until
 
@@ -427,3 +430,63 @@ async def test_a_burst_past_the_call_limit_is_refused_as_congestion_before_any_a
     await until(lambda: _has_ai(floor, later))
     for caller in (taken[1], later):
         await floor.ari.hang_up_phone(caller)
+
+
+async def test_a_slow_handler_holds_up_only_its_own_calls_events_which_stay_in_order(
+    floor: Floor, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # R12's dispatch rule: a call's events (all its legs') are handled one after the
+    # other, other calls' at the same time; an event that waits or runs past the budget
+    # is counted by type and logged with its call.
+    floor.ari.set_budget(0.05)
+    (slow_caller, slow), (quick_caller, quick) = await floor.call(), await floor.call()
+    held, release = asyncio.Event(), asyncio.Event()
+    handled: list[str] = []  # the slow call's events, as its handlers finish
+
+    async def hold(event: Event) -> None:
+        if event["channel"]["id"] == slow_caller:
+            held.set()
+            await release.wait()
+            await asyncio.sleep(0.1)  # past the budget on any machine
+
+    async def record(event: Event) -> None:
+        if call_key(event) == slow_caller:
+            handled.append(f"{event['type']} {event.get('channel', {}).get('id')}")
+
+    floor.ari.on("ChannelDtmfReceived", hold)
+    floor.ari.on("*", record)
+    await floor.ari.press(slow_caller, "5")
+    async with asyncio.timeout(5):
+        await held.wait()
+    # Queued behind the held key press: the caller's hang-up, then the legs it takes.
+    await floor.ari.hang_up_phone(slow_caller)
+    # The other call is not held up: its caller hangs up and it ends meanwhile.
+    await floor.ari.hang_up_phone(quick_caller)
+    await until(lambda: _outcome_is(floor, quick.call_id, CallOutcome.COMPLETED_BY_AI))
+    assert slow.call_id in floor.live.control.calls
+    assert await floor.state(slow.call_id) is CallState.WITH_AI
+    release.set()
+    await until(lambda: _outcome_is(floor, slow.call_id, CallOutcome.COMPLETED_BY_AI))
+    assert handled[:3] == [f"ChannelDtmfReceived {slow_caller}",
+                           f"ChannelHangupRequest {slow_caller}", f"StasisEnd {slow_caller}"]
+    # The key press ran long; the hang-up waited behind it: both counted and logged.
+    assert floor.ari.stats.delayed["ChannelDtmfReceived"] == 1
+    assert floor.ari.stats.delayed["ChannelHangupRequest"] >= 1
+    delayed = [r.getMessage() for r in caplog.records if " delayed: " in r.getMessage()]
+    assert any(f"call={slow.call_id}" in line and "ChannelHangupRequest" in line
+               for line in delayed)
+
+
+async def test_a_caller_who_hangs_up_while_being_answered_is_abandoned_without_an_error(
+    floor: Floor,
+) -> None:
+    # The hang-up reaches Asterisk before the controller's answer does (the events that
+    # say so are queued behind this StasisStart): the answer finds no channel.
+    caller = await floor.ari.caller_dials()
+    await floor.ari.hang_up_phone(caller)
+    await floor.ari.idle()
+    assert floor.ari.stats.errors == 0
+    async with floor.store.engine.connect() as connection:
+        outcomes = list(await connection.scalars(
+            select(Call.outcome).where(Call.caller_channel_id == caller)))
+    assert outcomes == [CallOutcome.ABANDONED]

@@ -167,19 +167,22 @@ async def floor(tmp_path: Path) -> AsyncIterator[Floor]:
 async def test_round_robin_gives_the_card_to_one_member_and_moves_on_when_it_passes(
     floor: Floor,
 ) -> None:
-    await floor.queue(Strategy.ROUND_ROBIN, [(floor.ada, 3), (floor.bob, 3), (floor.cyd, 3)])
+    # A ring window long enough that a loaded machine still checks Ada's turn inside it.
+    await floor.queue(Strategy.ROUND_ROBIN, [(floor.ada, 3), (floor.bob, 3), (floor.cyd, 3)],
+                      ring_s=3)
     caller, live = await floor.call()
     handoff_id = await floor.ask(live)
     assert await until(lambda: floor.held_by(handoff_id)) == floor.ada
     # Only Ada may take it while it is hers; her leg is staged in the call bridge.
     with pytest.raises(NotOfferable):
         await floor.live.control.accept(handoff_id, floor.bob)
-    assert list(live.staged) == [floor.ada]
+    # Her leg is staged just after the offer is written: on a loaded box, a moment later.
+    await until(lambda: list(live.staged) == [floor.ada], 2, why=lambda: str(live.staged))
 
     async def held_by_bob() -> bool:
         return await floor.held_by(handoff_id) == floor.bob
 
-    await until(held_by_bob, 5)  # Ada's ring window passed: a no-answer, then Bob
+    await until(held_by_bob, 10)  # Ada's ring window passed: a no-answer, then Bob
     assert list(live.staged) == [floor.bob]
     await floor.live.control.accept(handoff_id, floor.bob)
     await until(lambda: live.party is Party.AGENT)

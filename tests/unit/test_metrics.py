@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from handoff.calls import CallOutcome
 from handoff.events import (
@@ -125,6 +125,15 @@ def test_process_and_event_link_figures_are_on_the_registry() -> None:
     assert value("switchboard_event_link_connected", link="ami") == 0
     assert value("switchboard_event_link_delivered_total", link="ari") == 5
     assert value("switchboard_event_link_connects_total", link="ami") == 2
+    # Delayed events by type: the family is served before any (the Grafana panel's
+    # query finds it), each type once it has one.
+    assert "# TYPE switchboard_event_handling_delayed_total counter" in (
+        generate_latest(registry).decode())
+    assert value("switchboard_event_handling_delayed_total", link="ari",
+                 event="StasisStart") is None
+    ari.stats.delayed["StasisStart"] += 2
+    assert value("switchboard_event_handling_delayed_total", link="ari",
+                 event="StasisStart") == 2
     assert (value("process_resident_memory_bytes") or 0) > 0
     ari.status = "degraded"
     assert value("switchboard_asterisk_up") == 0

@@ -122,8 +122,9 @@ async def test_a_restarted_controller_reconciles_only_its_own_nodes_calls(
 
 async def test_a_clusters_node_takes_a_phone_its_asterisk_lacks_for_one_on_another_node(
 ) -> None:
-    """Bea's desk phone registers to node A: node B's Asterisk does not have it, which
-    must not set her away nor keep her off duty (a single box's PBX knows every phone)."""
+    """Bea's browser phone registers to node A: node B's Asterisk does not have it, which
+    must not set her away nor keep her off duty (a single box's PBX knows every phone).
+    A desk phone registers to the edge, which every node asks."""
 
     class Pbx:
         async def phone_registered(self, sip_user: str) -> bool | None:
@@ -135,6 +136,10 @@ async def test_a_clusters_node_takes_a_phone_its_asterisk_lacks_for_one_on_anoth
     controller.cluster_node = True
     assert await controller.phone_registered("desk-elsewhere") is None
     assert await controller.phone_registered("desk-here") is True
+    # A desk phone registered to the edge is asked of the edge (by every node alike):
+    # its "unregistered" is definite.
+    controller.through_edge = lambda sip_user: sip_user.startswith("desk-")
+    assert await controller.phone_registered("desk-elsewhere") is False
 
 
 async def test_a_node_whose_calls_a_survivor_ended_hangs_up_what_is_left_of_them(

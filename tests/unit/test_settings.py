@@ -287,3 +287,15 @@ def test_every_address_with_its_public_origin_is_fine() -> None:
     trailing = load(environ={}, overrides={"server.public_origin": "https://desk.example.com/"})
     assert trailing.origin == "https://desk.example.com"
     assert settings.local_url.startswith("http://127.0.0.1:")
+
+
+def test_a_cluster_node_peers_with_every_other_node(tmp_path: Path) -> None:
+    text = ("[cluster]\nnode = 'node-a'\ncarriers = ['192.0.2.9']\n"
+            + "".join(f"[[cluster.nodes]]\nname = 'node-{n}'\nsip_host = '192.0.2.1{i}'\n"
+                      for i, n in enumerate("abc")))
+    settings = load(write(tmp_path, text), environ={})
+    assert [(p.name, p.host, p.port) for p in settings.cluster.peers()] == [
+        ("node-b", "192.0.2.11", 5060), ("node-c", "192.0.2.12", 5060)]
+    # Not a node (one box, or the edge's own machine): no trunk to any.
+    alone = load(write(tmp_path, text.replace("node = 'node-a'\n", "")), environ={})
+    assert alone.cluster.peers() == ()

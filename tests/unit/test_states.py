@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import pytest
@@ -17,6 +18,8 @@ from handoff.handoffs import (
     urgency,
 )
 from handoff.states import InvalidTransition, StateMachine
+from handoff.store.models import Transition
+from handoff.store.transitions import history_errors
 
 CALL_ID = "9b2f6c1e-call"
 
@@ -286,3 +289,37 @@ def test_a_call_back_moves_only_by_its_lifecycle_logged_against_its_call(
         "ringing_caller",
         f"callback call={CALL_ID} callback=cb-1a2b: ringing_caller -> resume refused",
     ]
+
+
+def test_a_log_is_a_path_only_if_each_step_leaves_where_the_last_arrived_by_the_table() -> None:
+    talked = [("new", "answer", "with_ai"), ("with_ai", "request_handoff", "handoff_pending"),
+              ("handoff_pending", "agent_connected", "with_agent"), ("with_agent", "end", "ended")]
+    assert CALL_LIFECYCLE.path_errors(talked) == []
+    # A step lost, one the table does not have, a wrong target, a call left open.
+    assert CALL_LIFECYCLE.path_errors([talked[0], talked[2], talked[3]]) == [
+        "step 2 leaves 'handoff_pending', not 'with_ai'"]
+    assert CALL_LIFECYCLE.path_errors([("new", "end", "ended"), ("ended", "answer", "with_ai")]
+                                      ) == ["step 2: no transition from 'ended' on 'answer'",
+                                            "ends in 'with_ai', not a terminal state"]
+    assert CALL_LIFECYCLE.path_errors([("new", "answer", "with_agent")], finished=False) == [
+        "step 1: 'new' on 'answer' leads to 'with_ai', not 'with_agent'"]
+    assert CALL_LIFECYCLE.path_errors(talked[:2]) == [
+        "ends in 'handoff_pending', not a terminal state"]
+
+
+def test_a_calls_history_is_checked_per_lifecycle_the_call_and_each_handoff() -> None:
+    def step(machine: str, handoff_id: int | None, source: str, event: str,
+             target: str) -> Transition:
+        return Transition(call_id=CALL_ID, handoff_id=handoff_id, machine=machine,
+                          from_state=source, event=event, to_state=target, at=datetime.now(UTC))
+
+    history = [step("call", None, "new", "answer", "with_ai"),
+               step("call", None, "with_ai", "request_handoff", "handoff_pending"),
+               step("handoff", 1, "requested", "offer", "offered"),
+               step("handoff", 1, "offered", "caller_hung_up", "abandoned"),
+               step("handoff", 2, "requested", "offer", "offered"),
+               step("call", None, "handoff_pending", "end", "ended")]
+    assert history_errors(history) == ["handoff 2: ends in 'offered', not a terminal state"]
+    assert history_errors(history[:4], finished=False) == []
+    assert history_errors([step("presence", None, "offline", "x", "y")]) == [
+        "presence: no lifecycle of that name"]

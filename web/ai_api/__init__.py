@@ -15,7 +15,7 @@ commands on a call), ``events`` (the events WebSocket), ``tokens`` (assistant to
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import WSCloseCode, web
 
@@ -40,12 +40,15 @@ def setup_ai_api(
     commands: CallCommands,
     hub: EventHub,
     spec: ControlApiSpec | None = None,
+    seats: Callable[[], Mapping[str, str]] | None = None,
 ) -> None:
     """Mount the control API under ``/api/ai/v1`` on ``app`` (a sub-application, so its
     JSON error handling never touches the dashboard's pages)."""
     api = web.Application(middlewares=[_errors_as_json])
     api[AI_API] = AiApi(store, commands, hub, spec or ControlApiSpec.load(),
                         HandoffPolicy(store, commands))
+    if seats is not None:
+        api[AI_API].seats = seats
     api.router.add_post("/calls/{call_id}/transcript", post_transcript)
     api.router.add_post("/calls/{call_id}/handoff", request_handoff)
     api.router.add_post("/calls/{call_id}/end", end_call)

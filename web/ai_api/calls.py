@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from handoff.assistants import EngineKind
 from handoff.calls import CALL_LIFECYCLE, CallEvent, CallState, Speaker
 from handoff.events import TranscriptLine, publish_transcript_line
 from handoff.live import CallStateConflict, OutOfHours
@@ -63,15 +64,20 @@ async def assistant_of(request: web.Request) -> Assistant:
     async with api.store.transaction() as tx:
         assistants = await tx.assistants.all()
     found = None
+    seats = {name: hash_control_token(held) for name, held in api.seats().items()}
     # Every stored hash is compared, match or not, so the time taken says nothing about
-    # which assistant (if any) came close.
+    # which assistant (if any) came close. An assistant on the built-in engine is also
+    # answered with the token this process's receptionist holds for it (never stored).
     for assistant in assistants:
         # A removed assistant's token is refused; a disabled one's still works for the
         # calls it has up.
-        if hmac.compare_digest(assistant.control_token_hash.encode(), digest.encode()) \
-                and assistant.removed_at is None:
+        seat = seats.get(assistant.name, "") if assistant.engine is EngineKind.BUILTIN else ""
+        stored = hmac.compare_digest(assistant.control_token_hash.encode(), digest.encode())
+        seated = hmac.compare_digest(seat.encode(), digest.encode())
+        if (stored or seated) and assistant.removed_at is None:
             found = assistant
     api.known_good = {a.control_token_hash for a in assistants if a.removed_at is None}
+    api.known_good |= set(seats.values())
     if found is None:
         api.throttle.failed(address)
         raise ApiError(401, "the token is not valid", headers=challenge)

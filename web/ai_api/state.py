@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -57,6 +58,11 @@ class AiApi:
     # the store with one of these, so an engine beside the one retrying a stale token
     # (several engines on one host share its address) keeps working.
     known_good: set[str] = field(default_factory=set)
+    # The tokens this process's built-in receptionist holds, by assistant: accepted for
+    # assistants on the built-in engine only, and never stored. Each node of a cluster
+    # runs its own receptionist on its own calls; with one stored token each node's
+    # seating replaced the other's, and its receptionist's requests were refused (401).
+    seats: Callable[[], Mapping[str, str]] = field(default=lambda: {})
 
 
 # Wrong tokens one address may send in a window before it is answered 429.

@@ -235,10 +235,10 @@ class RtpProbe(asyncio.DatagramProtocol):
         return float(np.max(np.diff(points)) * 1000)
 
 
-async def open_probe(send_hz: float | None) -> RtpProbe:
+async def open_probe(send_hz: float | None, host: str = "127.0.0.1") -> RtpProbe:
     loop = asyncio.get_running_loop()
     _, probe = await loop.create_datagram_endpoint(
-        lambda: RtpProbe(send_hz), local_addr=("127.0.0.1", 0)
+        lambda: RtpProbe(send_hz), local_addr=(host, 0)
     )
     return probe
 

@@ -26,8 +26,9 @@ over 50 ms (or at ``--max``). Handoffs during the ramp are not run yet.
 ``--recording`` measures where the PBX's cost goes, by changing each call from outside
 once it is up: ``bridge`` as the product records (a recorder in the call's bridge, so a
 three-member softmix bridge), ``none`` (the recorder stopped: a two-party bridge),
-``mixmonitor`` (MixMonitor on the caller's channel, from the console, instead of the recorder)
-and ``snoop`` (an ARI snoop on the caller, spy both, recorded, instead of the recorder).
+``mixmonitor`` (MixMonitor on the caller's channel, from the console, instead of the recorder),
+``snoop`` (an ARI snoop on the caller, spy both, recorded, instead of the recorder) and
+``legs`` (two snoops, each recording one party's own voice: the caller's and the AI's).
 """
 
 from __future__ import annotations
@@ -42,12 +43,13 @@ from pathlib import Path
 from typing import Any
 
 from pbx import runtime
-from pbx.ari import AriConflict, AriError
+from pbx.ari import AriClient, AriConflict, AriError
+from pbx.ari.resources import Direction
 from web.bench.handoff import summary
 from web.bench.rig import PlacedCall, Rig, asterisk_pair, rig
 from web.bench.world_process import RemoteWorld
 
-RECORDINGS = ("bridge", "none", "mixmonitor", "snoop")
+RECORDINGS = ("bridge", "none", "mixmonitor", "snoop", "legs")
 DEFAULT_STEPS = (25, 50, 100, 150, 200, 300, 400)
 KNEE_LOOP_LAG_MS = 50.0
 FRAMES_PER_S = 50  # 20 ms packets
@@ -117,16 +119,36 @@ async def record_as(ramp: Ramp, call_id: str) -> None:
         name = (await ari.channels.get(live.caller))["name"]
         await ramp.r.pbx.cli(f"mixmonitor start {name} bench-{call_id}.wav")
     elif ramp.recording == "snoop":
-        snoop = await ari.channels.snoop(live.caller, "switchboard", spy="both",
-                                         app_args=["bench"])
-        # The snoop leg enters Stasis a moment after the reply; until then ARI says 409.
-        for _ in range(100):
-            try:
-                await ari.channels.record(snoop["id"], f"bench-{call_id}")
-                return
-            except AriConflict:
-                await asyncio.sleep(0.02)
-        raise TimeoutError(f"snoop on {live.caller} never entered Stasis")
+        await record_snoop(ari, live.caller, "both", f"bench-{call_id}")
+    elif ramp.recording == "legs":
+        # Each party's own voice, from its own channel: what the caller says and what
+        # the AI says, to be mixed after the call. One source per recorded direction, so
+        # the audiohook's translator never sees two RTP streams (see record_snoop).
+        await record_snoop(ari, live.caller, "in", f"bench-{call_id}-caller")
+        if live.ai is not None:
+            await record_snoop(ari, live.ai, "in", f"bench-{call_id}-ai")
+
+
+async def record_snoop(ari: AriClient, leg: str, spy: Direction, name: str) -> None:
+    """Record a snoop on ``leg`` (``spy``: in, out or both) as ``name``.
+
+    What the caller hears ("out", and so "both") is not recorded reliably on Debian's
+    Asterisk 22.10.1: every party's frames written to the caller pass one translator of
+    the caller's audiohooks (G.711 to linear), and that build's translator drops a frame
+    whose sequence number is not ahead of the last one it took. After a handoff the
+    agent's RTP stream starts at a random number, behind the mixer's frames (numbered 0)
+    in half the calls, and then none of the agent reaches any snoop or MixMonitor on the
+    caller. A leg's own voice ("in") is one stream, so it is recorded whole.
+    """
+    snoop = await ari.channels.snoop(leg, "switchboard", spy=spy, app_args=["bench"])
+    # The snoop leg enters Stasis a moment after the reply; until then ARI says 409.
+    for _ in range(100):
+        try:
+            await ari.channels.record(snoop["id"], name)
+            return
+        except AriConflict:
+            await asyncio.sleep(0.02)
+    raise TimeoutError(f"snoop on {leg} never entered Stasis")
 
 
 async def place(ramp: Ramp, count: int, at_once: int = 10) -> None:

@@ -1,18 +1,21 @@
 """The faults the reliability cases (issue 16) inject, shared by the tests' harness
 (tests/faults.py, which documents each) and the fault soak (`switchboard bench faults`):
 Asterisk frozen or restarted in place, a browser's processes frozen, a TCP path to it cut,
-black-holed or fed bytes of the test's own, and what this process holds (descriptors,
-threads, tasks) to tell a leak from a baseline."""
+black-holed or fed bytes of the test's own, the link of a network namespace (an agent's
+PC) cut or black-holed per protocol, port and direction, and what this process holds
+(descriptors, threads, tasks) to tell a leak from a baseline."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import os
 import signal
+import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,6 +240,180 @@ class _Downstream:
                     return
             assert loop.time() < deadline, "Asterisk's stream never reached a boundary"
             await asyncio.sleep(0.01)
+
+
+class Direction(enum.StrEnum):
+    """Which way a link fault stops packets, seen from inside the namespace."""
+
+    OUT = "out"  # what the namespace sends (the agent's PC to the PBX)
+    IN = "in"  # what it receives (the PBX to the agent's PC)
+    BOTH = "both"
+
+    @property
+    def ways(self) -> tuple[Direction, ...]:
+        return (Direction.OUT, Direction.IN) if self is Direction.BOTH else (self,)
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """One kind of packet on the link: a protocol and, optionally, the far end's ports
+    (the PBX's WSS port; None: every port, as all of a browser's media is UDP)."""
+
+    protocol: str  # "tcp" or "udp"
+    ports: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.protocol not in ("tcp", "udp"):
+            raise ValueError(f"a link fault is tcp or udp, not {self.protocol!r}")
+
+    @classmethod
+    def tcp(cls, port: int) -> Traffic:
+        return cls("tcp", (port, port))
+
+    @classmethod
+    def udp(cls) -> Traffic:
+        return cls("udp")
+
+    def match(self, way: Direction) -> str:
+        """The nft expression for these packets going ``way``."""
+        if self.ports is None:
+            return f"meta l4proto {self.protocol}"
+        low, high = self.ports
+        # Out, the far end's port is the destination; in, it is the source.
+        side = "dport" if way is Direction.OUT else "sport"
+        return f"{self.protocol} {side} {low if low == high else f'{low}-{high}'}"
+
+
+class FaultUnavailable(RuntimeError):
+    """This machine cannot make the fault (a tool or a privilege is missing)."""
+
+
+class LinkFaults:
+    """Cuts and black holes on the one link of a network namespace, by nftables inside it.
+
+    The rules live in the namespace's own tables, of fixed names, on that link only: the
+    host and every other engineer's tests on the machine see nothing of them. Entering
+    removes whatever a killed run left there; leaving removes them however the block
+    ended.
+
+    - ``black_hole(traffic, direction)``: dropped at the link itself (nft's netdev
+      ingress and egress hooks), as on a dead Wi-Fi: packets vanish and the sender's
+      own stack says nothing (a DROP in the OUTPUT chain would fail its sends with
+      EPERM), so it learns only from its timers (the PBX's media timeout, TCP's
+      retransmissions).
+    - ``cut(traffic, direction)``: rejected, with a TCP reset or an ICMP port
+      unreachable. For TCP the connections open now are reset too (``ss -K`` in the
+      namespace, which sends the PBX a reset as it closes the socket), as when a NAT
+      box or a VPN drops its state: both ends see their socket end at once, and a new
+      connection is refused until ``restore()``.
+    - ``restore()``: every fault lifted; the connections a cut ended stay ended.
+    """
+
+    DROPS = "netdev sb_faults"
+    REJECTS = "inet sb_faults"
+
+    def __init__(self, namespace: str, link: str) -> None:
+        self.namespace = namespace
+        self.link = link
+
+    def __enter__(self) -> LinkFaults:
+        self._remove()
+        self._nft(f"""
+            table {self.DROPS} {{
+              chain egress {{ type filter hook egress device "{self.link}" priority 0; }}
+              chain ingress {{ type filter hook ingress device "{self.link}" priority 0; }}
+            }}
+            table {self.REJECTS} {{
+              chain output {{ type filter hook output priority 0; }}
+              chain input {{ type filter hook input priority 0; }}
+            }}""")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._remove()
+
+    def black_hole(self, traffic: Traffic, direction: Direction = Direction.BOTH) -> None:
+        self._nft("\n".join(
+            f"add rule {self.DROPS} {'egress' if way is Direction.OUT else 'ingress'} "
+            f"{traffic.match(way)} drop" for way in direction.ways))
+
+    def cut(self, traffic: Traffic, direction: Direction = Direction.BOTH) -> None:
+        rules = []
+        if traffic.protocol == "tcp":
+            # The resets the cut itself sends must pass it, or the PBX never hears of it.
+            rules.append(f"insert rule {self.REJECTS} output tcp flags & rst == rst accept")
+            self._reset_connections(traffic)
+            answer = "reject with tcp reset"
+        else:
+            answer = "reject"
+        for way in direction.ways:
+            chain, on = ("output", "oifname") if way is Direction.OUT else ("input", "iifname")
+            rules.append(f'add rule {self.REJECTS} {chain} {on} "{self.link}" '
+                         f"{traffic.match(way)} {answer}")
+        self._nft("\n".join(rules))
+
+    def restore(self) -> None:
+        self._nft(f"flush table {self.DROPS}\nflush table {self.REJECTS}")
+
+    @contextlib.contextmanager
+    def black_holed(self, traffic: Traffic, direction: Direction = Direction.BOTH
+                    ) -> Iterator[float]:
+        """Black-holed for the block; yields when it began (monotonic)."""
+        self.black_hole(traffic, direction)
+        try:
+            yield time.monotonic()
+        finally:
+            self.restore()
+
+    @contextlib.contextmanager
+    def cut_off(self, traffic: Traffic, direction: Direction = Direction.BOTH
+                ) -> Iterator[float]:
+        """Cut for the block; yields when it began (monotonic)."""
+        self.cut(traffic, direction)
+        try:
+            yield time.monotonic()
+        finally:
+            self.restore()
+
+    def tables(self) -> str:
+        """What of the harness is in the namespace now (nothing outside a block)."""
+        listed = self._run(["nft", "list", "tables"], what="nft").stdout
+        return "\n".join(line for line in listed.splitlines() if "sb_faults" in line)
+
+    def _reset_connections(self, traffic: Traffic) -> None:
+        assert traffic.ports is not None, "a TCP cut names the far end's ports"
+        low, high = traffic.ports
+        self._run(["ss", "-K", "-t", "-n", "state", "established",
+                   f"( dport >= :{low} and dport <= :{high} )"], what="ss")
+
+    def _remove(self) -> None:
+        for table in (self.DROPS, self.REJECTS):
+            done = self._run(["nft", "delete", "table", *table.split()], what="nft",
+                             check=False)
+            if done.returncode != 0 and "No such file" not in done.stderr:
+                raise FaultUnavailable(f"nft delete table {table} in {self.namespace}: "
+                                       f"{done.stderr.strip()}")
+
+    def _nft(self, script: str) -> None:
+        self._run(["nft", "-f", "-"], what="nft", stdin=script)
+
+    def _run(self, argv: Sequence[str], *, what: str, check: bool = True, stdin: str = ""
+             ) -> subprocess.CompletedProcess[str]:
+        try:
+            done = subprocess.run(["ip", "netns", "exec", self.namespace, *argv],
+                                  input=stdin, capture_output=True, text=True, timeout=30,
+                                  check=False)
+        except FileNotFoundError as exc:
+            raise FaultUnavailable("`ip` is missing: apt-get install iproute2") from exc
+        if "exec of" in done.stderr and "No such file" in done.stderr:
+            package = "nftables" if what == "nft" else "iproute2"
+            raise FaultUnavailable(f"`{argv[0]}` is missing: apt-get install {package} "
+                                   "(`make setup-test` does it)")
+        if check and done.returncode != 0:
+            raise FaultUnavailable(f"{' '.join(argv)} in {self.namespace}: "
+                                   f"{done.stderr.strip()} (it needs root or CAP_NET_ADMIN, "
+                                   "and a kernel with nftables' netdev egress hook: 5.16+)")
+        return done
 
 
 @dataclass(frozen=True)

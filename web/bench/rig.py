@@ -32,6 +32,7 @@ from handoff.store.models import Agent
 from handoff.trunks import Trunk
 from pbx import runtime
 from pbx.ari import AriClient
+from pbx.ari.client import ARI_LINK
 from pbx.asterisk_config import InboundRoute, Queue, SipAgent
 from pbx.runtime import AsteriskInstance
 from pbx.trunk_config import SipTrunk
@@ -222,18 +223,22 @@ async def rig(
     *,
     outbound: Callable[[Store], Outbound] = carrier_outbound,
     ari_url: str | None = None,
+    handler_budget: float = ARI_LINK.handler_budget,
+    node: str | None = None,
 ) -> AsyncIterator[Rig]:
     """The controller wired to a started ``world`` (whose engine address it uses); calls
     out go through the trunks ``outbound`` gives for the rig's store. ``ari_url``: where
     the controller reaches the PBX's ARI, when not directly (through a path a fault
-    drill cuts).
+    drill cuts). ``handler_budget``: the ARI events' (pbx.event_link.LinkSettings).
+    ``node``: the cluster node the controller is (its calls are stamped
+    with it, and other nodes' controllers on the same hub may hand it their agents).
 
     On a normal exit every call must have ended with an outcome (``check_ledger``);
     a test that leaves calls up on purpose, to adopt them later, turns that off.
     """
     engine = create_store_engine(f"sqlite:///{db_path}")
     await upgrade_to_head(engine)
-    store = Store(engine)
+    store = Store(engine, node=node)
     async with store.transaction() as tx:
         agent = await tx.agents.by_sip_user(AGENT_SIP_USER)
         if agent is None:
@@ -276,7 +281,7 @@ async def rig(
         await connection.execute(update(Agent).where(Agent.id == agent_id).values(
             on_duty=True, presence=Presence.AVAILABLE))
     pbx_ari = AriClient(ari_url or pbx.ari_url, *pbx.ari_auth, apps="switchboard",
-                        key=call_key)
+                        key=call_key, handler_budget=handler_budget)
     live = build_controller(
         pbx_ari, store, EventHub(), outbound=outbound(store),
         recordings=db_path.parent / "recordings",

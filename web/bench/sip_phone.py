@@ -95,10 +95,10 @@ def _uri(value: str) -> str:
     return found[1] if found else value.split(";", maxsplit=1)[0].strip()
 
 
-def _sdp(port: int) -> str:
+def _sdp(port: int, host: str = "127.0.0.1") -> str:
     session = secrets.randbelow(10**9)
-    return (f"v=0\r\no=- {session} {session} IN IP4 127.0.0.1\r\ns=desk phone\r\n"
-            f"c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n"
+    return (f"v=0\r\no=- {session} {session} IN IP4 {host}\r\ns=desk phone\r\n"
+            f"c=IN IP4 {host}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n"
             "a=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n")
 
 
@@ -149,8 +149,8 @@ class SipPhone(asyncio.DatagramProtocol):
     def __init__(self, user: str, password: str, pbx: Address, *,
                  tone_hz: float = AGENT_HZ, expires: int = 600, host: str = "127.0.0.1") -> None:
         self.user, self.password, self.pbx = user, password, pbx
-        # The loopback address it sends from (127.0.0.0/8 is all local): another host to
-        # the PBX, as a phone elsewhere on the network would be.
+        # The address it sends from, its RTP too (127.0.0.0/8 is all local): another host
+        # to the PBX, as a phone elsewhere on the network would be.
         self.host = host
         self.tone_hz, self.expires = tone_hz, expires
         self.answer: str | int = "answer"
@@ -247,11 +247,11 @@ class SipPhone(asyncio.DatagramProtocol):
 
     async def call(self, number: str, timeout: float = 10.0) -> Dialog:
         """Place a call to `number` at the PBX; returns it answered and ACKed."""
-        media = await open_probe(self.tone_hz)
+        media = await open_probe(self.tone_hz, self.host)
         target = f"sip:{number}@{self.pbx[0]}:{self.pbx[1]}"
         dialog = Dialog(secrets.token_hex(8), self.aor, target, target, media=media)
         self.dialogs[dialog.call_id] = dialog
-        response = await self._request("INVITE", dialog, body=_sdp(media.port),
+        response = await self._request("INVITE", dialog, body=_sdp(media.port, self.host),
                                        timeout=timeout)
         if response.status >= 300:
             self._end(dialog, "pbx")
@@ -402,7 +402,7 @@ class SipPhone(asyncio.DatagramProtocol):
             if dialog is None or dialog.media is None:
                 self._reply(invite, addr, 481)
             else:
-                self._final(invite, addr, 200, dialog, _sdp(dialog.media.port))
+                self._final(invite, addr, 200, dialog, _sdp(dialog.media.port, self.host))
             return
         self.invites += 1
         dialog = Dialog(invite.get("call-id"), _uri(invite.get("to")), _uri(invite.get("from")),
@@ -428,9 +428,9 @@ class SipPhone(asyncio.DatagramProtocol):
             self._final(invite, addr, 488, dialog)
             self._end(dialog, "pbx")
             return
-        dialog.media = await open_probe(self.tone_hz)
+        dialog.media = await open_probe(self.tone_hz, self.host)
         dialog.answered = True
-        self._final(invite, addr, 200, dialog, _sdp(dialog.media.port))
+        self._final(invite, addr, 200, dialog, _sdp(dialog.media.port, self.host))
         dialog.media.start_sending(remote)  # the handset is up: the agent speaks
 
     def _on_ack(self, ack: SipMessage, addr: Address) -> None:

@@ -178,7 +178,13 @@ class World:
         number = next((n for n, o in self._outbound.items() if o == channel["id"]), None)
         if number is not None:
             bridge, media, _ = await self._new_phone(self.probes[number])
-            await add_when_in_stasis(self.ari, bridge, channel["id"])
+            try:
+                await add_when_in_stasis(self.ari, bridge, channel["id"])
+            except AriError:
+                # The caller hung up as the call was answered: nobody would end this
+                # phone later (the leg's StasisEnd, queued behind, finds no parts).
+                await self._drop_phone(bridge, media)
+                return
             self._parts[channel["id"]] = (bridge, media)
 
     async def prepare_agent_phone(self) -> None:

@@ -2,7 +2,10 @@
 
 The child owns the carrier's phones, the RTP probes and the AI engine; the parent owns
 the controller being measured. Requests are ``{"id", "op", "args"}``; replies are
-``{"id", "result"}`` or ``{"id", "error"}``.
+``{"id", "result"}`` or ``{"id", "error"}``. Requests run concurrently and their replies
+come as each is done (by id): one slow request (a call placed while the carrier is
+busy) must not hold up every other caller's, or the rig, not the product, sets the pace
+of a many-call run.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import sys
 from typing import Any
 
+from pbx.event_link import cancel_and_wait
 from web.bench.world import World
 
 OPS = {
@@ -27,21 +31,30 @@ async def serve(ari_url: str, user: str, password: str) -> None:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     print(json.dumps({"engine": address}), flush=True)
+    running: set[asyncio.Task[None]] = set()
     try:
         while line := await reader.readline():
             request = json.loads(line)
             if request["op"] == "quit":
                 break
-            reply: dict[str, Any] = {"id": request["id"]}
-            try:
-                if request["op"] not in OPS:
-                    raise ValueError(f"unknown op {request['op']!r}")
-                reply["result"] = await getattr(world, request["op"])(*request["args"])
-            except Exception as exc:  # reported to the parent, which raises it there
-                reply["error"] = f"{type(exc).__name__}: {exc}"
-            print(json.dumps(reply), flush=True)
+            task = asyncio.create_task(_answer(world, request))
+            running.add(task)
+            task.add_done_callback(running.discard)
     finally:
+        await asyncio.gather(*running, return_exceptions=True)
         await world.close()
+
+
+async def _answer(world: World, request: dict[str, Any]) -> None:
+    reply: dict[str, Any] = {"id": request["id"]}
+    try:
+        if request["op"] not in OPS:
+            raise ValueError(f"unknown op {request['op']!r}")
+        reply["result"] = await getattr(world, request["op"])(*request["args"])
+    except Exception as exc:  # reported to the parent, which raises it there
+        reply["error"] = f"{type(exc).__name__}: {exc}"
+    # One write of one line, with no await in it: replies never interleave.
+    print(json.dumps(reply), flush=True)
 
 
 class RemoteWorld:
@@ -52,7 +65,8 @@ class RemoteWorld:
         self.pid = proc.pid  # its CPU is the rig's, not the controller's
         self.engine_address = engine_address
         self._next = 0
-        self._lock = asyncio.Lock()
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._replies = asyncio.create_task(self._read_replies(), name="world replies")
 
     @classmethod
     async def start(cls, ari_url: str, user: str, password: str) -> RemoteWorld:
@@ -64,15 +78,29 @@ class RemoteWorld:
         hello = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
         return cls(proc, hello["engine"])
 
+    async def _read_replies(self) -> None:
+        assert self._proc.stdout is not None
+        try:
+            while line := await self._proc.stdout.readline():
+                reply = json.loads(line)
+                waiting = self._waiting.pop(reply["id"], None)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(reply)
+        finally:
+            for waiting in self._waiting.values():
+                if not waiting.done():
+                    waiting.set_exception(RuntimeError("world: the process ended"))
+            self._waiting.clear()
+
     async def _call(self, op: str, *args: Any) -> Any:
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        async with self._lock:
-            self._next += 1
-            self._proc.stdin.write(
-                (json.dumps({"id": self._next, "op": op, "args": args}) + "\n").encode()
-            )
-            await self._proc.stdin.drain()
-            reply = json.loads(await self._proc.stdout.readline())
+        assert self._proc.stdin is not None
+        self._next += 1
+        reply_to = self._waiting[self._next] = asyncio.get_running_loop().create_future()
+        self._proc.stdin.write(
+            (json.dumps({"id": self._next, "op": op, "args": args}) + "\n").encode()
+        )
+        await self._proc.stdin.drain()
+        reply = await reply_to
         if "error" in reply:
             raise RuntimeError(f"world: {op}: {reply['error']}")
         return reply["result"]
@@ -117,6 +145,7 @@ class RemoteWorld:
         except TimeoutError:
             self._proc.kill()
             await self._proc.wait()
+        await cancel_and_wait([self._replies])
 
 
 if __name__ == "__main__":

@@ -191,11 +191,29 @@ def why(reason: str, topic: str | None) -> str:
     return " · ".join(part for part in (word(REASONS, reason), topic_name(topic)) if part)
 
 
+# The desk's browser phone and open line in its top bar (the states softphone.js and
+# openline.js name). A phone state missing here is shown by the reason the phone gave
+# (an error, another tab holding the phone). "reconnecting": its SIP WebSocket dropped
+# (a network blip); a call goes on meanwhile, and JsSIP connects and registers again.
+PHONE_STATES: Final[Mapping[str, str]] = {
+    "starting": "Phone: starting…",
+    "registering": "Phone: connecting…",
+    "reconnecting": "Phone: reconnecting…",
+    "registered": "Phone: ready",
+    "none": "No browser phone on this desk",
+}
+
+LINE_STATES: Final[Mapping[str, str]] = {
+    "opening": "Line: opening…",
+    "open": "Line: open",
+    "down": "Line: down, reopening…",
+}
+
 # What the page scripts look up themselves (base.html sends it once).
 WORDS: Final[Mapping[str, Mapping[str, str]]] = {
     "urgencies": URGENCIES, "call_states": CALL_STATES, "agent_states": AGENT_STATES,
     "handoff_states": HANDOFF_STATES, "roles": ROLES, "speakers": SPEAKERS, "modes": MODES,
-    "choices": CHOICES,
+    "choices": CHOICES, "phone_states": PHONE_STATES, "line_states": LINE_STATES,
 }
 
 

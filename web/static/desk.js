@@ -243,12 +243,6 @@
 
   const phoneStatus = document.getElementById("phone-status");
   const phoneTake = document.getElementById("phone-take");
-  const phoneLabels = {
-    starting: "Phone: starting…",
-    registering: "Phone: connecting…",
-    registered: "Phone: ready",
-    none: "No browser phone on this desk",
-  };
 
   // While this tab holds the phone, leaving it would take the phone away (no more
   // calls, or the one going on dropped): the other pages open in a new tab instead.
@@ -269,25 +263,22 @@
     if (!phoneStatus) return;
     keepThisTab(phoneState === "registered");
     phoneStatus.dataset.state = phoneState;
-    phoneStatus.textContent = phoneLabels[phoneState] || `Phone: ${reason || phoneState}`;
+    phoneStatus.textContent = words.has("phone_states", phoneState)
+      ? words.say("phone_states", phoneState) : `Phone: ${reason || phoneState}`;
     phoneTake.hidden = phoneState !== "elsewhere";
     document.body.dataset.phone = phoneState;
   }
 
   // The open line's state, next to the phone's: the agent sees that calls can reach them.
   const lineStatus = document.getElementById("line-status");
-  const lineLabels = {
-    opening: "Line: opening…",
-    open: "Line: open",
-    down: "Line: down, reopening…",
-  };
 
   function showLine(lineState) {
     if (lineStatus) {
       lineStatus.hidden = lineState === "off";
       lineStatus.dataset.state = lineState === "open" ? "registered" : lineState === "down" ? "error" : lineState;
       lineStatus.dataset.line = lineState;
-      lineStatus.textContent = lineLabels[lineState] || "";
+      lineStatus.textContent = words.has("line_states", lineState)
+        ? words.say("line_states", lineState) : "";
     }
     document.body.dataset.line = lineState;
     if (cardList) renderCards();

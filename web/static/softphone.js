@@ -58,6 +58,7 @@
       this.remoteAudio = new Audio();
       this.remoteAudio.autoplay = true;
       this.releaseLock = null;
+      this._socketUp = false; // the SIP WebSocket, as JsSIP last said
       // The open line: whether this server gives one, whether the desk wants it (on
       // duty), its state ("off", "opening", "open", "down") and whether a caller is on
       // it now (the desk says: the server moved it into a call).
@@ -227,16 +228,26 @@
         this._rejoinCall();
         this._lineNeeded();
       });
+      ua.on("connected", () => {
+        if (this.ua === ua) this._socketUp = true;
+      });
       ua.on("unregistered", () => {
-        if (this.ua === ua) this._set("unregistered", "The phone is not registered.");
+        // A dropped socket takes the registration with it (JsSIP says so right after
+        // "disconnected"): the phone is reconnecting, and registers once it is back.
+        if (this.ua === ua && this._socketUp) {
+          this._set("unregistered", "The phone is not registered.");
+        }
       });
       ua.on("registrationFailed", (event) => {
         this._set("error", `The phone could not register (${event.cause}).`);
       });
       ua.on("disconnected", () => {
         if (this.ua !== ua) return;
+        // A network blip, not a fault to fix: a call in progress keeps its media (which
+        // never used this socket) and JsSIP connects and registers again by itself.
         this._lostSignalling = true;
-        this._set("error", "The phone lost its connection; retrying…");
+        this._socketUp = false;
+        this._set("reconnecting", "The phone lost its connection; reconnecting…");
       });
       ua.on("newRTCSession", (event) => this._onSession(event));
       ua.start();
@@ -310,7 +321,12 @@
       session.on("accepted", () => this.mark("answer_sent"));
       session.on("confirmed", () => this.mark("ack"));
       if (line) {
-        session.on("confirmed", () => this._setLine("open"));
+        // Open once media flows, not at the SIP answer alone: a network that passes the
+        // signalling but drops UDP (ICE and DTLS never get through) leaves a line that
+        // would take the next caller into silence until the PBX's media timeout.
+        session.on("confirmed", () => this._lineUp(session));
+        session.on("peerconnection", (pcEvent) => pcEvent.peerconnection.addEventListener(
+          "connectionstatechange", () => this._lineUp(session)));
       } else {
         session.on("confirmed", () => this.hooks.onCall(session));
       }
@@ -329,6 +345,14 @@
       const pcConfig = { ...PC_CONFIG };
       if (this.certificates) pcConfig.certificates = this.certificates;
       session.answer({ mediaStream: stream, pcConfig });
+    }
+
+    _lineUp(session) {
+      const pc = session.connection;
+      if (this.session === session && session.isEstablished() && pc
+          && pc.connectionState === "connected" && this.lineState !== "open") {
+        this._setLine("open");
+      }
     }
 
     mark(step, firstOnly) {

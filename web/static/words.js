@@ -14,6 +14,10 @@ window.sbWords = (() => {
       const spelled = String(code).replace(/_/g, " ");
       return spelled.charAt(0).toUpperCase() + spelled.slice(1);
     },
+    // Whether the map has words for a code (else a page shows what it has instead).
+    has(table, code) {
+      return Object.prototype.hasOwnProperty.call(tables[table] || {}, code);
+    },
     // "0:42": what is left of a wrap-up, how long a call has lasted.
     clock(seconds) {
       const s = Math.max(0, Math.floor(seconds));
