@@ -5,6 +5,7 @@ AI or their leg is lost."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import datetime
 
@@ -23,6 +24,7 @@ from handoff.live.call import LiveCall
 from handoff.live.errors import AgentUnreachable, CallStateConflict
 from handoff.live.flow import Flow
 from handoff.live.legs import add_when_in_stasis, hang_up
+from handoff.live.timeline import mark
 from handoff.store import Transaction
 from pbx.ari import AriError
 
@@ -67,8 +69,10 @@ class Moves(Flow):
             await self.ctl.xnode.accept(handoff_id, agent_id)
             return
         async with live.lock:
+            mark("locked")
             async with self.store.transaction() as tx:
                 handoff = await tx.handoffs.accept(handoff_id, agent_id)
+                mark("won")
                 line = self.ctl.lines.take(agent_id)
                 if line is not None:
                     leg = await self.bring_line(live, line, agent_id)
@@ -78,6 +82,7 @@ class Moves(Flow):
                                         agent_channel_id=leg)
                 # Known to the ledger while it rings, so a restarted controller finds it.
                 await tx.calls.set_legs(live.call_id, agent_channel_id=leg)
+            mark("committed")
             await self.ctl.offers.unstage(live)
         self.hub.publish(CARDS_TOPIC, Taken(handoff_id, agent_id))
 
@@ -97,24 +102,37 @@ class Moves(Flow):
     async def bring_line(self, live: LiveCall, line: str, agent_id: int) -> str:
         """The open-line path: the agent's line, up and idle in their holding bridge,
         moves into the call bridge (one addChannel: it departs the holding bridge and
-        joins the call's), and the move completes as when a rung phone answers, with
-        no SIP, ICE or DTLS work while the caller waits (lock held)."""
+        joins the call's), with no SIP, ICE or DTLS work while the caller waits (lock
+        held, the accept's transaction open).
+
+        The line has been sending the agent's audio since the shift began, so there is
+        no late first word to wait for (the overlap a rung phone gets): the AI steps out
+        at once, and the caller hears the agent alone from the next mix rather than the
+        AI talking over them. The ledger follows once the accept has committed."""
         try:
+            mark("ari_sent")
             await self.ari.bridges.add_channel(live.bridge, line)
+            mark("ari_answered")
         except AriError as exc:
             self.ctl.lines.put_back(line)
             raise AgentUnreachable(agent_id, str(exc)) from exc
         live.agent_ringing(line, agent_id)
         if live.agent_picked_up():
-            self.ctl.spawn(self._complete_move(live), f"move call={live.call_id}")
+            live.agent_connected()
+            await self.ctl.ai.leave(live)
+            mark("ai_left")
+            self.ctl.spawn(self._line_connected(live, self.store.now()),
+                           f"move call={live.call_id}")
         return line
 
     async def dial_agent(self, live: LiveCall, leg: str, agent_id: int) -> None:
         """Ring an agent leg that is already in the call bridge; a leg that cannot ring
         is hung up, so a failed accept leaves nothing behind in the bridge."""
         try:
+            mark("ari_sent")
             await self.ari.channels.dial(leg, caller=live.caller,
                                          timeout=self.timing.ring_timeout_s)
+            mark("ari_answered")
         except AriError as exc:
             log.warning("call=%s: agent %s's leg %s could not be dialled: %s",
                         live.call_id, agent_id, leg, exc)
@@ -169,11 +187,28 @@ class Moves(Flow):
                 self.timing.agent_media_wait_s + self.timing.ai_overlap_s + 5):
             await live.move_settled.wait()
 
+    async def _line_connected(self, live: LiveCall, media_at: datetime) -> None:
+        """An open line's move, in the ledger (its AI left already, in bring_line)."""
+        try:
+            async with live.lock:
+                if live.closed or live.caller_leaving or not live.connected:
+                    # The caller hung up, or the line dropped, as it moved in: their
+                    # handlers closed the handoff.
+                    return
+                await self._connected(live, media_at)
+        finally:
+            live.move_settled.set()
+
     async def agent_connected(self, live: LiveCall, media_at: datetime | None = None) -> None:
         """The AI steps out; the ledger says the agent has the call (lock held), and when
         the agent's audio first reached Asterisk (the end of the connect time)."""
         live.agent_connected()
         await self.ctl.ai.leave(live)
+        await self._connected(live, media_at)
+
+    async def _connected(self, live: LiveCall, media_at: datetime | None) -> None:
+        """The agent has the caller: the ledger, the AI's engine and the desks are told
+        (lock held)."""
         assert live.handoff_id is not None
         async with self.store.transaction() as tx:
             await tx.handoffs.apply(live.handoff_id, HandoffEvent.AGENT_ANSWERED,
@@ -189,6 +224,12 @@ class Moves(Flow):
         log.info("call=%s agent=%s connected via %s", live.call_id, live.agent_id, live.agent)
 
     async def agent_gone(self, live: LiveCall, cause: int) -> None:
+        if live.connected and not live.move_settled.is_set():
+            # An open line lost as it moved in: the AI left at once (bring_line) and the
+            # ledger's connect is on its way. It goes first, so the loss reads as one of
+            # a call the agent had: the AI comes back and the call is offered again.
+            with contextlib.suppress(TimeoutError):
+                await self.settled(live)
         async with live.lock:
             if live.ending:
                 return

@@ -43,7 +43,7 @@ from web.bench.softphone_rig import (
     sign_in_with_phone,
     webrtc_pbx,
 )
-from web.bench.world import FALLBACK_NUMBER
+from web.bench.world import FALLBACK_NUMBER, World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 log = logging.getLogger(__name__)
@@ -582,6 +582,7 @@ async def test_a_supervisor_listens_from_the_desk_tab_and_leaves_the_call_going_
 
 
 async def _customer_heard_agent(product: Desk, after: float) -> bool:
+    assert isinstance(product.world, World)  # the tests' world is in-process
     return any(probe.first("agent", after) is not None for probe in product.world.agent_probes)
 
 

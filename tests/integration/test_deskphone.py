@@ -265,10 +265,21 @@ async def test_an_auto_answering_desk_phone_keeps_an_open_line_and_accept_is_a_b
     await r.wait_hears(placed, "ai")
     handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
                                                  summary="wants a person")
+    live = r.control.live(placed.call_id)
+    ai_leg = live.ai
     await r.control.accept(handoff_id, bea.agent_id)
+    # The line was sending already: the AI is out of the call's bridge by the time the
+    # Accept returns (no overlap to wait for), so the caller hears Bea, not the AI over her.
+    members = (await r.pbx_ari.bridges.get(live.bridge))["channels"]
+    assert live.ai is None and ai_leg not in members and live.agent in members
     await r.wait_hears(placed, "agent", after=time.monotonic())
     await bea.phone.wait_hears(line_call, "caller")
+    # The ledger follows: the handoff connected, the call with Bea, both legs named.
     await until(lambda: handoff_is(r, handoff_id, HandoffState.CONNECTED))
+    async with r.store.transaction() as tx:
+        call = await tx.calls.get(placed.call_id)
+    assert (call.state, call.agent_channel_id, call.ai_channel_id) == (
+        CallState.WITH_AGENT, live.agent, None)
     assert bea.phone.invites == 1
     # The caller hangs up: the line goes back to its holding bridge, still up.
     await r.hang_up_caller(placed)

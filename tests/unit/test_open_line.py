@@ -4,10 +4,13 @@ the same with Chromium on a real Asterisk."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import datetime
+
 import pytest
 
 from handoff.handoffs import FailureReason, HandoffState
-from handoff.live import LineRefused, Party
+from handoff.live import LineRefused, LiveCall, Party
 from handoff.live.lines import Line, LineState
 from tests.unit.test_live_calls import Floor, floor  # noqa: F401 (the fixture below uses it)
 from tests.unit.test_quality import DESK_PHONE
@@ -69,6 +72,47 @@ async def test_a_line_lost_mid_call_gives_the_caller_to_the_ai_and_reads_as_a_de
     await desks.ari.hang_up_phone(caller)
     await desks.live.control.close_line(desks.ada, "ada-desk")
     assert not desks.live.control.lines.down("ada-desk")  # off duty: no line wanted
+
+
+async def test_a_line_lost_as_it_moves_in_gives_the_caller_back_to_the_ai(
+    desks: Floor, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The AI leaves as soon as the line is in the call's bridge; the ledger's connect
+    # follows. A line lost in between must still bring the AI back and re-offer the call.
+    leg = await open_line(desks)
+    moves = desks.live.control.moves
+    gate, done = asyncio.Event(), asyncio.Event()
+    line_connected, settled, agent_gone = moves._line_connected, moves.settled, moves.agent_gone
+
+    async def held_ledger(live: LiveCall, media_at: datetime) -> None:
+        await gate.wait()  # the ledger's connect waits until the loss is being handled
+        await line_connected(live, media_at)
+
+    async def waiting_for_the_move(live: LiveCall) -> None:
+        gate.set()
+        await settled(live)
+
+    async def handled(live: LiveCall, cause: int) -> None:
+        try:
+            await agent_gone(live, cause)
+        finally:
+            gate.set()
+            done.set()
+
+    monkeypatch.setattr(moves, "_line_connected", held_ledger)
+    monkeypatch.setattr(moves, "settled", waiting_for_the_move)
+    monkeypatch.setattr(moves, "agent_gone", handled)
+    caller, live = await desks.call()
+    handoff_id = await desks.live.control.request_handoff(
+        live.call_id, reason="caller_asked", summary="wants a person")
+    await desks.live.control.accept(handoff_id, desks.ada)
+    assert live.ai is None  # out already; the ledger has not said so yet
+    await desks.ari.lose_phone(leg)
+    await asyncio.wait_for(done.wait(), 5)
+    assert await until(lambda: _failed(desks, handoff_id)) is FailureReason.AGENT_VANISHED
+    await until(lambda: live.ai is not None and live.party is Party.AI)
+    await desks.ari.hang_up_phone(caller)
+    await desks.live.control.close_line(desks.ada, "ada-desk")
 
 
 async def test_off_duty_during_a_call_hangs_the_line_up_when_the_call_ends(

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import event as sql_event
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -516,6 +517,30 @@ async def test_one_agent_accepting_many_cards_at_once_from_two_processes_wins_on
     async with store.transaction() as tx:
         assert [h.id for h in await tx.handoffs.offered()] == sorted(
             c.id for c in cards if c.id != won[0].id)
+
+
+async def test_an_accept_on_sqlite_is_decided_by_its_one_conditional_update(
+    store: Store, engine: AsyncEngine
+) -> None:
+    # An open line's caller waits on what the accept does before the bridge move: on
+    # SQLite the handoff's UPDATE alone (its write lock already orders two accepts of one
+    # agent); PostgreSQL writes the agent's row first, for its row lock.
+    [ada] = await new_agents(store, 1)
+    card = await offered_handoff(store, await new_call(store))
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]).split()[0])
+
+    sql_event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        async with store.transaction() as tx:
+            won = await tx.handoffs.accept(card.id, ada.id)
+            decided = list(statements)
+    finally:
+        sql_event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert won.accepted_by == ada.id
+    assert decided == (["UPDATE"] if engine.dialect.name == "sqlite" else ["UPDATE", "UPDATE"])
 
 
 async def test_accepting_an_unknown_handoff_is_not_found(store: Store) -> None:

@@ -35,6 +35,7 @@ from playwright.async_api import Browser, Page, expect
 
 from handoff.calls import CallState
 from handoff.handoffs import HandoffState
+from handoff.live.timeline import STAGES
 from pbx import runtime
 from web.bench.handoff import print_result, summary
 from web.bench.softphone_rig import (
@@ -107,6 +108,10 @@ async def one_browser_handoff(page: Page, product: Desk) -> dict[str, Any]:
     result["click_dispatch_ms"] = clicked_wall_ms - (before_click + wall_minus_monotonic) * 1000
     result["agent_hears_ms"] = (None if agent_heard_wall_ms is None
                                 else float(agent_heard_wall_ms) - clicked_wall_ms)
+    # The server's own stamps along the Accept (same process, same monotonic clock).
+    server = product.timelines.of(handoff_id) or {}
+    result["server"] = {stage: (at + wall_minus_monotonic) * 1000 - clicked_wall_ms
+                        for stage, at in server.items()}
     if heard is not None:
         await asyncio.sleep(0.5)  # the gap is counted to 0.4 s after the agent is heard
         clicked = clicked_wall_ms / 1000 - wall_minus_monotonic
@@ -148,6 +153,17 @@ async def one_way(product: Desk, browser: Browser, line: str, calls: int
         step: summary([float(r["marks"][step]) for r in results if step in r["marks"]])
         for step in STEPS
     }
+    # The Accept's path end to end, each stage's p50 in ms after the click: the tab's
+    # send, the server's stages (handoff.live.timeline), the tab's reply, the caller
+    # hearing the agent. What lies between ari_answered and caller_hears is Asterisk's
+    # (the bridge's mixing tick, the trunk, the caller's side).
+    path = {"accept_sent": [float(r["marks"]["accept_sent"]) for r in results
+                            if "accept_sent" in r["marks"]]}
+    for stage in STAGES:
+        path[stage] = [r["server"][stage] for r in results if stage in r["server"]]
+    path["accept_replied"] = [float(r["marks"]["accept_replied"]) for r in results
+                              if "accept_replied" in r["marks"]]
+    path["caller_hears"] = connects
     return {
         "connect_ms": summary(connects),
         "agent_hears_ms": summary([r["agent_hears_ms"] for r in results
@@ -155,6 +171,8 @@ async def one_way(product: Desk, browser: Browser, line: str, calls: int
         "caller_gap_ms": summary([r["caller_gap_ms"] for r in results
                                   if "caller_gap_ms" in r]),
         "steps_ms_after_click": steps,
+        "accept_path_p50_ms_after_click": {
+            stage: summary(values)["p50"] for stage, values in path.items() if values},
         # Playwright's own checks before the click reached the page (not counted above).
         "click_dispatch_ms": summary([r["click_dispatch_ms"] for r in results]),
         # INVITEs that reached the tab: 1 for an open line's whole run, one per call rung.
@@ -176,7 +194,8 @@ async def run(calls: int, state_dir: Path, line: str = "both") -> dict[str, Any]
         for way in ways:
             folder = state_dir / way
             folder.mkdir()
-            async with desk(telephony, folder, open_line=way == "open") as product:
+            async with desk(telephony, folder, open_line=way == "open",
+                            world_apart=True) as product:
                 figures[way] = await one_way(product, browser, way, calls)
     return {
         "benchmark": "handoff",

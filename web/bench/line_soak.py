@@ -144,7 +144,7 @@ async def run(minutes: float, every_s: float, state_dir: Path) -> dict[str, Any]
     async with (
         webrtc_pbx(installation, state_dir) as telephony,
         chromium_with_agent_voice(CHROMIUM, state_dir) as browser,
-        desk(telephony, state_dir, open_line=True) as product,
+        desk(telephony, state_dir, open_line=True, world_apart=True) as product,
         agent_browser(browser) as context,
     ):
         page = await context.new_page()

@@ -29,6 +29,7 @@ from handoff.assistants import EngineKind
 from handoff.controller import build_controller
 from handoff.events import EventHub
 from handoff.live import CallControl, Timing, call_key
+from handoff.live.timeline import AcceptTimelines
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from handoff.store.models import Agent
 from pbx import runtime
@@ -40,10 +41,11 @@ from web.bench.audio import AGENT_HZ
 from web.bench.dashboard_site import PASSWORD, cheap_passwords, free_port
 from web.bench.rig import carrier_outbound
 from web.bench.world import World
+from web.bench.world_process import RemoteWorld
 from web.dashboard import DashboardOptions, setup_dashboard
 from web.dashboard.routes import STATIC_DIR
 from web.dashboard.tools import Tools, setup_tools
-from web.dashboard.typedefs import SoftphoneSettings
+from web.dashboard.typedefs import DASHBOARD, SoftphoneSettings
 
 # Installed with the static files it builds the bundle into (package data).
 BUILD_VENDOR = STATIC_DIR / "build_vendor.sh"
@@ -153,8 +155,10 @@ class Desk:
     origin: str
     store: Store
     control: CallControl
-    world: World
+    world: World | RemoteWorld
     people: dict[str, Agent]
+    # The dashboard's record of where each Accept's time went (handoff.live.timeline).
+    timelines: AcceptTimelines
 
     async def place_call(self, timeout: float = 10) -> tuple[str, str]:
         """A caller on the line with the AI: (caller number, call id)."""
@@ -181,11 +185,15 @@ class Desk:
 
 
 @contextlib.asynccontextmanager
-async def desk(telephony: Telephony, folder: Path, *, open_line: bool = False
-               ) -> AsyncIterator[Desk]:
+async def desk(telephony: Telephony, folder: Path, *, open_line: bool = False,
+               world_apart: bool = False) -> AsyncIterator[Desk]:
     """The product on `telephony` with a fresh store. `open_line`: browser agents keep an
     open line (the product's default); off, every Accept rings the browser, the path
-    the tests of ringing, the benchmark's ``--line ring`` and desk phones take."""
+    the tests of ringing, the benchmark's ``--line ring`` and desk phones take.
+    `world_apart`: the caller's side (phones, probes, the AI engine) runs in a child
+    process, as the benchmarks want it: its audio work at 50 frames a second per party
+    must not queue in front of the controller being timed, which in production has its
+    own process too."""
     engine = create_store_engine(f"sqlite:///{folder}/desk.db")
     await upgrade_to_head(engine)
     store = Store(engine)
@@ -202,12 +210,17 @@ async def desk(telephony: Telephony, folder: Path, *, open_line: bool = False
                                  (EndpointKind.DESKPHONE, DESK_PHONE_AGENTS))
             for login, role in agents.items()
         }
-    world = World(telephony.carrier.ari_url, telephony.carrier.ari_auth)
-    await world.start()
+    world: World | RemoteWorld
+    if world_apart:
+        world = await RemoteWorld.start(telephony.carrier.ari_url, *telephony.carrier.ari_auth)
+        engine_address = world.engine_address
+    else:
+        world = World(telephony.carrier.ari_url, telephony.carrier.ari_auth)
+        engine_address = await world.start()
     async with store.transaction() as tx:
         await tx.assistants.create(
             name="receptionist", numbers=["2000"], engine=EngineKind.AUDIOSOCKET,
-            engine_address=world.engine.address,
+            engine_address=engine_address,
             control_token_hash=hashlib.sha256(b"softphone-e2e").hexdigest(),
         )
     hub = EventHub()
@@ -237,7 +250,7 @@ async def desk(telephony: Telephony, folder: Path, *, open_line: bool = False
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        yield Desk(origin, store, control, world, people)
+        yield Desk(origin, store, control, world, people, app[DASHBOARD].timelines)
     finally:
         await world.close()  # hangs up any caller a failed test left on the line
         await asyncio.sleep(0.5)

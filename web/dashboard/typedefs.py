@@ -11,6 +11,7 @@ import jinja2
 from aiohttp import web
 
 from handoff.events import EventHub
+from handoff.live.timeline import AcceptTimelines
 from handoff.store import Store
 from handoff.store.transitions import utc_now
 from web.dashboard.access import RoutePolicy
@@ -121,6 +122,8 @@ class Dashboard:
     templates: jinja2.Environment
     # None: this installation has no browser softphones (desk phones only, or tests).
     softphone: SoftphoneSettings | None = None
+    # Where the last Accepts' time went, stage by stage (handoff.live.timeline).
+    timelines: AcceptTimelines = field(default_factory=AcceptTimelines)
 
 
 DASHBOARD = web.AppKey("dashboard", Dashboard)

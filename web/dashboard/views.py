@@ -314,8 +314,9 @@ async def accept_card(
     viewer said when its session was read: a socket's viewer dates from its handshake.
     """
     try:
-        # Shielded: a tab closing mid-accept must not cancel a dial half made.
-        await asyncio.shield(dashboard.commands.accept(handoff_id, viewer.agent_id))
+        with dashboard.timelines.timing(handoff_id):
+            # Shielded: a tab closing mid-accept must not cancel a dial half made.
+            await asyncio.shield(dashboard.commands.accept(handoff_id, viewer.agent_id))
     except OffDuty:
         return _refusal(409, "off_duty", "go on duty before accepting calls")
     except AgentBusy as exc:

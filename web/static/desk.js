@@ -541,8 +541,10 @@
     // Armed before the request: the controller rings this phone before it replies.
     if (phone) phone.expect();
     state.accepting.add(handoffId);
-    const result = await ask({ type: "accept", handoff_id: handoffId },
+    const asked = ask({ type: "accept", handoff_id: handoffId },
       `/api/handoffs/${handoffId}/accept`);
+    if (phone) phone.mark("accept_sent"); // on the socket (or the POST under way)
+    const result = await asked;
     state.accepting.delete(handoffId);
     if (phone) phone.mark("accept_replied");
     if (result.ok) {
