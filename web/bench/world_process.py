@@ -17,12 +17,8 @@ import os
 import sys
 from typing import Any
 
-<<<<<<< HEAD
 from pbx.event_link import cancel_and_wait
-from web.bench.world import World
-=======
 from web.bench.world import ToneEngine, World
->>>>>>> knee
 
 OPS = {
     "place_call", "set_agent_phone", "first_heard", "gap_ms", "agent_heard_caller",
@@ -52,7 +48,6 @@ async def serve(ari_url: str, user: str, password: str) -> None:
         await world.close()
 
 
-<<<<<<< HEAD
 async def _answer(world: World, request: dict[str, Any]) -> None:
     reply: dict[str, Any] = {"id": request["id"]}
     try:
@@ -63,7 +58,8 @@ async def _answer(world: World, request: dict[str, Any]) -> None:
         reply["error"] = f"{type(exc).__name__}: {exc}"
     # One write of one line, with no await in it: replies never interleave.
     print(json.dumps(reply), flush=True)
-=======
+
+
 async def serve_engine() -> None:
     """The AI engine alone (a capacity run's: its CPU then counts apart from the phones',
     and neither process has to carry both on one core)."""
@@ -77,7 +73,6 @@ async def serve_engine() -> None:
         await reader.read()  # until the parent closes our stdin (or is gone)
     finally:
         await engine.server.close()
->>>>>>> knee
 
 
 class RemoteWorld:
@@ -182,14 +177,6 @@ class RemoteWorld:
         assert self._proc.stdin is not None
         self._proc.stdin.write(b'{"op": "quit"}\n')
         await self._proc.stdin.drain()
-<<<<<<< HEAD
-        try:
-            await asyncio.wait_for(self._proc.wait(), 10)
-        except TimeoutError:
-            self._proc.kill()
-            await self._proc.wait()
-        await cancel_and_wait([self._replies])
-=======
         if self._engine is not None:
             assert self._engine.stdin is not None
             self._engine.stdin.close()
@@ -201,6 +188,7 @@ class RemoteWorld:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+        await cancel_and_wait([self._replies])
 
 
 RIG_NICE = -10
@@ -212,7 +200,6 @@ def ahead_of_the_product() -> None:
     its RTP (a full socket buffer), and that loss would be counted as the product's."""
     with contextlib.suppress(PermissionError):
         os.setpriority(os.PRIO_PROCESS, 0, RIG_NICE)
->>>>>>> knee
 
 
 if __name__ == "__main__":
