@@ -46,7 +46,7 @@ from handoff.trunks import Trunk
 from pbx import runtime
 from pbx.ari import AriError
 from pbx.edge import Edge
-from pbx.kamailio_config import EdgeNode, EdgeSpec
+from pbx.kamailio_config import EdgeNode, EdgePhone, EdgeSpec
 from pbx.ports import _port_free, free_port
 from pbx.trunk_config import SipTrunk
 from web.bench.cluster_hosts import HOST_ADDRESS, PREFIX, NodeHost, cluster_hosts, kill_host
@@ -59,6 +59,7 @@ from web.bench.world import World
 
 MAX_CALLS = 10
 NODES = ("node-a", "node-b")
+AGENTS = ("bea", "cid")
 PROBE_S = 1
 CROSS_NODE_TODO = ("TODO: a cross-node handoff (a caller on one node, the agent's phone "
                    "on another) is the xnode work, not on this branch; measure it with "
@@ -93,9 +94,12 @@ class Layout:
                 socket.SOCK_DGRAM, avoid | set(ports.values()))
         return ports
 
-    def node(self, name: str, folder: Path, database: str, sip: int,
-             settings: tuple[str, ...] = ()) -> Product:
-        """``switchboard run`` for node ``name`` (on its host), on the shared database."""
+    def node(self, name: str, folder: Path, database: str, sip: dict[str, int], *,
+             edge: int, settings: tuple[str, ...] = ()) -> Product:
+        """``switchboard run`` for node ``name`` (on its host), on the shared database.
+        Its settings file names the edge and every node: the node reaches agents' desk
+        phones through the edge they register to, and the other nodes on its trunks to
+        them (a cross-node handoff)."""
         address = self.address(name)
         url = make_url(database)
         if self.hosts:
@@ -106,12 +110,28 @@ class Layout:
         bind = "0.0.0.0" if self.hosts else address
         product = Product(folder / name, free_port(), host=address, settings=[
             f"database.url={url.render_as_string(hide_password=False)}",
-            f"asterisk.sip_port={sip}", f"asterisk.bind_address={bind}",
+            f"asterisk.sip_port={sip[name]}", f"asterisk.bind_address={bind}",
             f"asterisk.media_address={address}", "demo.test_caller=false",
             f"cluster.node={name}", *settings])
+        product.config = self.cluster_file(folder, edge, sip)
         if self.hosts:
             product.run_prefix = self.hosts[name].argv()
         return product
+
+    def cluster_file(self, folder: Path, edge: int, sip: dict[str, int]) -> Path:
+        """The ``[cluster]`` settings every node reads: the edge and each node's SIP
+        address."""
+        nodes = "".join(f'\n[[cluster.nodes]]\nname = "{name}"\n'
+                        f'sip_host = "{self.address(name)}"\nsip_port = {port}\n'
+                        for name, port in sip.items())
+        path = folder / "cluster.toml"
+        path.write_text(f'[cluster]\nedge_address = "{self.host}"\nedge_port = {edge}\n'
+                        f'carriers = ["{self.host}"]\n{nodes}')
+        return path
+
+    def on_host(self, name: str, *command: str) -> list[str]:
+        """``command`` run on node ``name``'s host."""
+        return self.hosts[name].argv(*command) if self.hosts else list(command)
 
     async def kill(self, name: str, node: Product) -> None:
         """Node ``name``'s host gone: its Asterisk and its controller killed (SIGKILL),
@@ -229,13 +249,17 @@ async def connect(world: World, store: Store, call: Call, desk: Browser) -> int:
     return card
 
 
-def edge_for(layout: Layout, folder: Path, port: int, sip: dict[str, int]) -> Edge:
-    """Kamailio on the layout's host, dispatching to the nodes, probing every second."""
+def edge_for(layout: Layout, folder: Path, port: int, sip: dict[str, int], *,
+             phones: tuple[EdgePhone, ...] = (), lease_s: int = 10,
+             block_after: int = 20) -> Edge:
+    """Kamailio on the layout's host, dispatching to the nodes, probing every second,
+    the registrar of the agents' desk phones (``phones``)."""
     folder.mkdir(parents=True, exist_ok=True)
     nodes = tuple(EdgeNode(name, layout.address(name), sip[name]) for name in sip)
     return Edge(EdgeSpec(layout.host, port, nodes, carriers=(layout.host,),
                          config_dir=str(folder), run_dir=str(folder / "run"),
-                         probe_interval_s=PROBE_S), folder)
+                         probe_interval_s=PROBE_S, phones=phones, block_after=block_after,
+                         lease_s=lease_s), folder)
 
 
 async def measure(folder: Path, calls_per_node: int = 2, lease_s: int = 5) -> dict[str, Any]:
@@ -251,10 +275,13 @@ async def _run(database: str, installation: runtime.Installation, folder: Path,
                calls_per_node: int, *, lease_s: int, layout: Layout) -> dict[str, Any]:
     port = edge_port(frozenset())
     sip = layout.sip_ports(NODES, frozenset({port}))
-    nodes = {name: layout.node(name, folder, database, sip[name],
-                               (f"cluster.lease_s={lease_s}",)) for name in NODES}
+    nodes = {name: layout.node(name, folder, database, sip, edge=port, settings=(
+                               f"cluster.lease_s={lease_s}", "desk.wrap_up_s=0"))
+             for name in NODES}
     a, b = nodes["node-a"], nodes["node-b"]
-    edge = edge_for(layout, folder / "edge", port, sip)
+    edge = edge_for(layout, folder / "edge", port, sip, phones=tuple(
+        EdgePhone(f"desk-{login}", f"{login}-sip-secret") for login in AGENTS),
+        lease_s=lease_s)
     engine = create_store_engine(database)
     store = Store(engine)
     async with contextlib.AsyncExitStack() as stack:
@@ -262,7 +289,7 @@ async def _run(database: str, installation: runtime.Installation, folder: Path,
         await upgrade_to_head(engine)
         async with store.transaction() as tx:
             await tx.trunks.create(Trunk(name="edge", host=layout.host, port=port))
-            for login in ("bea", "cid"):
+            for login in AGENTS:
                 await tx.agents.create(
                     login=login, display_name=login.title(), sip_user=f"desk-{login}",
                     sip_password=f"{login}-sip-secret", endpoint_kind=EndpointKind.DESKPHONE,
@@ -275,12 +302,11 @@ async def _run(database: str, installation: runtime.Installation, folder: Path,
         stack.push_async_callback(edge.stop)
         world = await stack.enter_async_context(
             carrier_world(installation, folder / "carrier", port, layout.host))
-        # Each agent's desk phone: one account on each node.
-        for login in ("bea", "cid"):
-            for name, node_port in sip.items():
-                await stack.enter_async_context(SipPhone(
-                    f"desk-{login}", f"{login}-sip-secret", (layout.address(name), node_port),
-                    host=layout.host))
+        # Each agent's desk phone registers to the edge, once: every node rings it there.
+        for login in AGENTS:
+            await stack.enter_async_context(SipPhone(
+                f"desk-{login}", f"{login}-sip-secret", (layout.host, port),
+                host=layout.host))
         desks: dict[tuple[str, str], Browser] = {}
         for login, node_name in (("bea", "node-a"), ("cid", "node-b"), ("bea", "node-b")):
             desk = Browser(nodes[node_name].url)
@@ -288,8 +314,11 @@ async def _run(database: str, installation: runtime.Installation, folder: Path,
             if (await desk.login(login)).status != 303:
                 raise RuntimeError(f"{login} could not sign in on {node_name}")
             desks[login, node_name] = desk
-        for login in ("bea", "cid"):
-            await desks[login, "node-b"].post_json("/api/duty", {"on_duty": True})
+        # A node learns a phone registered to the edge at its next qualify (5 s): until
+        # then it refuses duty, as for a phone that is not registered.
+        for login in AGENTS:
+            await until(lambda d=desks[login, "node-b"]: _on_duty(d),  # type: ignore[misc]
+                        15, step=0.5, why=f"{login} could not go on duty")
         await until(lambda: _dispatching(edge, set(sip)), 15, step=0.2,
                     why="the nodes never answered the edge's OPTIONS")
 
@@ -346,6 +375,10 @@ def _tell_why(failed: type[BaseException] | None, nodes: dict[str, Product]) -> 
     if failed is not None:
         for name, node in nodes.items():
             print(f"--- {name}'s last lines:\n{''.join(node.output[-60:])}", file=sys.stderr)
+
+
+async def _on_duty(desk: Browser) -> bool:
+    return (await desk.post_json("/api/duty", {"on_duty": True})).status == 200
 
 
 async def _dispatching(edge: Edge, names: set[str]) -> bool:
