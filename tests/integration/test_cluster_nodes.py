@@ -181,7 +181,7 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         dialog = await cid_phone.wait_call(20)
         await until(lambda: handoff_is(store, card, HandoffState.CONNECTED), 20, step=0.2,
                     why="Cid never talked to node A's caller")
-        await until(lambda: _heard(world, call.caller_number, "agent", accepted_at), 10,
+        await until(lambda: world.first_heard(call.caller_number, "agent", accepted_at), 10,
                     why="the caller never heard Cid")
         await cid_phone.wait_hears(dialog, "caller", timeout=10)
         [row] = await rows(store, [call.id])
@@ -222,7 +222,7 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         call, card, accepted_at = await _accepted_on_node_b(world, store, cid_desk)
         await until(lambda: handoff_is(store, card, HandoffState.CONNECTED), 20, step=0.2,
                     why="Cid's line never took node A's caller")
-        await until(lambda: _heard(world, call.caller_number, "agent", accepted_at), 10,
+        await until(lambda: world.first_heard(call.caller_number, "agent", accepted_at), 10,
                     why="the caller never heard Cid's line")
         await cid_phone.wait_hears(line, "caller", after=accepted_at, timeout=10)
         assert cid_phone.invites == invites
@@ -437,10 +437,6 @@ async def _accepted_on_node_b(world: World, store: Store,
     accepted = await desk.post_json(f"/api/handoffs/{card}/accept", {})
     assert accepted.status == 200, await accepted.text()
     return call, card, accepted_at
-
-
-async def _heard(world: World, caller: str, who: str, after: float) -> bool:
-    return world.probes[caller].first(who, after) is not None
 
 
 async def _quiet(layout: Layout, name: str, node: Product) -> bool:

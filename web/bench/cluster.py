@@ -3,12 +3,14 @@
 Real parts throughout, as in tests/integration/test_cluster_nodes.py: a private
 PostgreSQL (Debian's), Kamailio (Debian's) dispatching a carrier Asterisk's calls, two
 `switchboard run` nodes (each its embedded Asterisk and controller, the built-in
-receptionist answering), SIP desk phones for the agents. Each agent's desk phone has an
-account on every node (as a desk phone with two SIP lines does), because phones do not
-register through the edge yet: an agent is reachable wherever the call is.
+receptionist answering), SIP desk phones for the agents, registered to the edge once:
+every node rings them there, so an agent is reachable wherever the call is.
 
-The run: calls spread over both nodes, an agent talking to a caller on each; then node
-A dies whole (its Asterisk and its controller, SIGKILL). What it reports:
+The run: first handoffs across nodes, each measured against one on a single node in the
+same run (a caller on node A or node B, the agent taking the card on node B's desk; on A
+that is node A calling node B on its node trunk: handoff.live.xnode). Then calls spread
+over both nodes, an agent talking to a caller on each; then node A dies whole (its
+Asterisk and its controller, SIGKILL). What it reports:
 
 - calls lost on the surviving node (its callers hung up or its calls ended): target 0;
 - seconds until a new call reaches a node's AI again (the edge's probe or its 2 s
@@ -16,7 +18,8 @@ A dies whole (its Asterisk and its controller, SIGKILL). What it reports:
 - seconds until the dead node's calls have their outcome (pbx_lost, the lease);
 - seconds until the agent who was talking on the dead node is free again, and whether
   a handoff to her then connects on the survivor;
-- the cross-node connect cost: not measured here (see ``CROSS_NODE_TODO``).
+- the cross-node connect cost: from the Accept to the agent's first voice at the
+  caller (as `switchboard bench handoff` counts it), across nodes and on one node.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from pbx.ports import _port_free, free_port
 from pbx.trunk_config import SipTrunk
 from web.bench.cluster_hosts import HOST_ADDRESS, PREFIX, NodeHost, cluster_hosts, kill_host
 from web.bench.dashboard_site import PASSWORD, Browser, cheap_passwords
+from web.bench.handoff import summary
 from web.bench.postgres_server import private_postgres
 from web.bench.product_run import Product, stopped_after
 from web.bench.sip_phone import SipPhone
@@ -61,9 +65,8 @@ MAX_CALLS = 10
 NODES = ("node-a", "node-b")
 AGENTS = ("bea", "cid")
 PROBE_S = 1
-CROSS_NODE_TODO = ("TODO: a cross-node handoff (a caller on one node, the agent's phone "
-                   "on another) is the xnode work, not on this branch; measure it with "
-                   "`switchboard bench handoff --cross-node` once it is merged")
+# Handoffs of each kind (across nodes, on one node) timed before the kill.
+CONNECT_ROUNDS = 3
 
 def edge_port(avoid: frozenset[int]) -> int:
     """A port free for both of the edge's transports (UDP and TCP)."""
@@ -322,6 +325,8 @@ async def _run(database: str, installation: runtime.Installation, folder: Path,
         await until(lambda: _dispatching(edge, set(sip)), 15, step=0.2,
                     why="the nodes never answered the edge's OPTIONS")
 
+        cross, same = await _connect_costs(world, store, desks["cid", "node-b"])
+
         calls = [await place_with_ai(world, store) for _ in range(2 * calls_per_node)]
         on = {name: [c for c in calls if c.node == name] for name in sip}
         # An agent talking on each node: Bea to a caller on A, Cid to one on B.
@@ -364,8 +369,9 @@ async def _run(database: str, installation: runtime.Installation, folder: Path,
             "lost_calls_ended_pbx_lost_after_s": round(lost_s, 2),
             "agents_reachable_after_s": round(bea_free_s, 2),
             "agent_reached_on_survivor": confirmed,
-            "cross_node_connect_ms": None,
-            "cross_node_todo": CROSS_NODE_TODO,
+            "cross_node_connect_ms": summary(cross),
+            "same_node_connect_ms": summary(same),
+            "connect_rounds": CONNECT_ROUNDS,
         }
     raise AssertionError("unreachable")  # pragma: no cover (mypy: the stack may swallow)
 
@@ -400,6 +406,54 @@ async def _new_calls(world: World, store: Store, since: float) -> list[tuple[flo
     raise TimeoutError("new calls did not reach a node's AI after the kill (5 tried)")
 
 
+async def _connect_costs(world: World, store: Store,
+                         desk: Browser) -> tuple[list[float], list[float]]:
+    """Handoffs taken at ``desk`` (node B's): callers the edge sent to node A (across
+    nodes) and to node B (on one node), CONNECT_ROUNDS each; each one's milliseconds from
+    the Accept to the agent's first voice at the caller."""
+    timed: dict[str, list[float]] = {name: [] for name in NODES}
+    for _ in range(4 * CONNECT_ROUNDS):
+        if all(len(done) >= CONNECT_ROUNDS for done in timed.values()):
+            break
+        call = await place_with_ai(world, store)
+        if call.node in timed and len(timed[call.node]) < CONNECT_ROUNDS:
+            timed[call.node].append(await _timed_handoff(world, store, call, desk))
+        else:
+            await world.hang_up(call.caller_number)
+            await until(lambda c=call: all_ended(store, [c.id]), 15,  # type: ignore[misc]
+                        why="a caller's call never ended")
+    if any(len(done) < CONNECT_ROUNDS for done in timed.values()):
+        raise RuntimeError(f"the edge never sent {CONNECT_ROUNDS} calls to each node")
+    return timed["node-a"], timed["node-b"]
+
+
+async def _timed_handoff(world: World, store: Store, call: Call, desk: Browser) -> float:
+    """The caller asks for a person, the agent at ``desk`` accepts, talks, and the caller
+    hangs up: the Accept's milliseconds to the agent's first voice at the caller."""
+    await ask_for_person(world, call)
+    card = await until(lambda: offered(store, call.id), 20, step=0.1,
+                       why=f"no card for {call.id}")
+    accepted_at = time.monotonic()
+    accepted = await desk.post_json(f"/api/handoffs/{card}/accept", {})
+    if accepted.status != 200:
+        raise RuntimeError(f"accept of card {card}: {accepted.status}")
+    heard_at = await until(lambda: world.first_heard(call.caller_number, "agent", accepted_at),
+                           20, step=0.05, why=f"the caller of {call.id} never heard the agent")
+    await until(lambda: handoff_is(store, card, HandoffState.CONNECTED), 20, step=0.2,
+                why=f"handoff {card} never connected")
+    await world.hang_up(call.caller_number)
+    await until(lambda: all_ended(store, [call.id]), 15, why=f"{call.id} never ended")
+    await until(lambda: _not_busy(store, "cid"), 15, why="the agent stayed busy")
+    return (heard_at - accepted_at) * 1000
+
+
+async def _not_busy(store: Store, login: str) -> bool:
+    async with store.transaction() as tx:
+        agent = await tx.agents.by_login(login)
+        assert agent is not None
+        return agent.id not in await tx.agents.busy_agent_ids()
+
+
 async def _lost(store: Store, calls: list[Call], since: float, lease_s: int) -> float:
     await until(lambda: all_lost(store, [c.id for c in calls]), lease_s + 15, step=0.1,
                 why="the dead node's calls never had their outcome")
@@ -408,13 +462,7 @@ async def _lost(store: Store, calls: list[Call], since: float, lease_s: int) -> 
 
 async def _free(store: Store, login: str, since: float, lease_s: int) -> float:
     """Seconds until ``login`` is no longer busy with a call of the dead node."""
-    async def free() -> bool:
-        async with store.transaction() as tx:
-            agent = await tx.agents.by_login(login)
-            assert agent is not None
-            return agent.id not in await tx.agents.busy_agent_ids()
-
-    await until(free, lease_s + 15, step=0.1,
+    await until(lambda: _not_busy(store, login), lease_s + 15, step=0.1,
                 why=f"{login} stayed busy with a dead node's call")
     return time.monotonic() - since
 
@@ -432,7 +480,10 @@ def _print(result: dict[str, Any]) -> None:
     reached = "connected" if result["agent_reached_on_survivor"] else "FAILED"
     print(f"  its agent reachable again after: {result['agents_reachable_after_s']} s "
           f"(a handoff to her on the survivor: {reached})")
-    print(f"  cross-node connect cost: not measured\n    {result['cross_node_todo']}")
+    cross, same = result["cross_node_connect_ms"], result["same_node_connect_ms"]
+    print(f"  connect, accept to the agent's voice ({result['connect_rounds']} each): "
+          f"across nodes p50 {cross['p50']} ms (max {cross['max']}), on one node p50 "
+          f"{same['p50']} ms (max {same['max']})")
 
 
 def main(calls_per_node: int, as_json: bool, lease_s: int) -> int:
