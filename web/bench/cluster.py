@@ -238,18 +238,20 @@ async def hung_up(world: World, caller: str) -> bool:
     return False
 
 
-async def connect(world: World, store: Store, call: Call, desk: Browser) -> int:
+async def connect(world: World, store: Store, call: Call,
+                  desk: Browser) -> tuple[int, float]:
     """The caller asks for a person and the agent at ``desk`` takes the card: the
-    handoff, once the agent talks to the caller."""
+    handoff, once the agent talks to the caller, and when the agent accepted."""
     await ask_for_person(world, call)
-    card = await until(lambda: offered(store, call.id), 20, step=0.2,
+    card = await until(lambda: offered(store, call.id), 20, step=0.1,
                        why=f"no card for {call.id}")
+    accepted_at = time.monotonic()
     accepted = await desk.post_json(f"/api/handoffs/{card}/accept", {})
     if accepted.status != 200:
         raise RuntimeError(f"accept of card {card}: {accepted.status}")
     await until(lambda: handoff_is(store, card, HandoffState.CONNECTED), 20, step=0.2,
                 why=f"handoff {card} never connected")
-    return card
+    return card, accepted_at
 
 
 def edge_for(layout: Layout, folder: Path, port: int, sip: dict[str, int], *,
@@ -428,19 +430,11 @@ async def _connect_costs(world: World, store: Store,
 
 
 async def _timed_handoff(world: World, store: Store, call: Call, desk: Browser) -> float:
-    """The caller asks for a person, the agent at ``desk`` accepts, talks, and the caller
-    hangs up: the Accept's milliseconds to the agent's first voice at the caller."""
-    await ask_for_person(world, call)
-    card = await until(lambda: offered(store, call.id), 20, step=0.1,
-                       why=f"no card for {call.id}")
-    accepted_at = time.monotonic()
-    accepted = await desk.post_json(f"/api/handoffs/{card}/accept", {})
-    if accepted.status != 200:
-        raise RuntimeError(f"accept of card {card}: {accepted.status}")
+    """A handoff (``connect``) whose caller then hangs up: the Accept's milliseconds to
+    the agent's first voice at the caller."""
+    _, accepted_at = await connect(world, store, call, desk)
     heard_at = await until(lambda: world.first_heard(call.caller_number, "agent", accepted_at),
-                           20, step=0.05, why=f"the caller of {call.id} never heard the agent")
-    await until(lambda: handoff_is(store, card, HandoffState.CONNECTED), 20, step=0.2,
-                why=f"handoff {card} never connected")
+                           10, step=0.05, why=f"the caller of {call.id} never heard the agent")
     await world.hang_up(call.caller_number)
     await until(lambda: all_ended(store, [call.id]), 15, why=f"{call.id} never ended")
     await until(lambda: _not_busy(store, "cid"), 15, why="the agent stayed busy")
