@@ -28,6 +28,7 @@ import contextlib
 import json
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -183,7 +184,8 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
                     why="Cid never talked to node A's caller")
         # A second of Cid at the caller (through node A's bridge, which is recorded).
         await until(lambda: heard(world, call.caller_number, accepted_at, "agent"), 10,
-                    step=0.2, why="the caller never heard Cid")
+                    step=0.2, why=lambda: "the caller never heard Cid: "
+                    + _what_heard(world, call.caller_number, accepted_at))
         await cid_phone.wait_hears(dialog, "caller", timeout=10)
         [row] = await rows(store, [call.id])
         # On node A the agent's leg is the node leg to node B (named after the caller's).
@@ -455,3 +457,9 @@ async def _quiet(layout: Layout, name: str, node: Product) -> bool:
         assert proc.returncode == 0, f"ARI of {name}: curl {proc.returncode}"
         held += json.loads(out)
     return not held
+
+
+def _what_heard(world: World, caller: str, since: float) -> str:
+    """How many 20 ms frames of whom ``caller`` heard since ``since`` (a failure's why)."""
+    return str(Counter(r.who or ("~" if r.voiced else "-")
+                       for r in world.probes[caller].received if r.at >= since))
