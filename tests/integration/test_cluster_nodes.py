@@ -3,40 +3,54 @@ one PostgreSQL, each its own embedded Asterisk and controller, node names and le
 
 Real parts throughout: Kamailio (Debian's) dispatches a carrier Asterisk's calls to the
 two nodes, the product's own controllers answer them with the built-in receptionist,
-Bea's SIP desk phone is registered to node A and Cid's to node B. Each node is a host
-of its own (a network namespace: web.bench.cluster_hosts) holding its Asterisk and its
-`switchboard run`; the edge, the carrier, the phones and PostgreSQL are on this host's
-address on the bridge. First node A's controller alone is killed (its Asterisk keeps the calls):
+and Bea's and Cid's SIP desk phones register to the edge (its registrar), which each
+node rings them through. Each node is a host of its own (a network namespace:
+web.bench.cluster_hosts) holding its Asterisk and its `switchboard run`; the edge, the
+carrier, the phones and PostgreSQL are on this host's address on the bridge.
+
+First a handoff across nodes: a caller on node A, Cid taking the card on node B's desk,
+node A calling node B on its node trunk (handoff.live.xnode); Cid gives the caller back
+to the AI from B's desk, and node A's recording holds him. Then the same with Cid's
+open line held on node B. Then node A's controller alone is killed (its Asterisk keeps the calls):
 A refuses new calls at once and the edge sends them to node B; A's controller, back
 within its lease, adopts its calls. Killed again, for longer: node B ends them once A's
 lease runs out, and A's controller, back after that, hangs
 up what is left of them. Then node A's host dies (every process in its namespace killed
-with SIGKILL, its link down): new calls go to node B, which ends A's calls as pbx_lost.
+with SIGKILL, its link down): new calls go to node B, which ends A's calls as pbx_lost,
+the edge hangs up Bea's phone's call with dead node A, and Bea takes node B's next
+caller on the same registration (her phone never registers again).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from handoff.agents import EndpointKind
-from handoff.calls import CallState
+from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.settings import ClusterNodeSettings, ClusterSettings, DatabaseSettings, Settings
 from handoff.store import Store, create_store_engine, upgrade_to_head
+from handoff.store.models import Call
 from handoff.trunks import Trunk
 from pbx import runtime
-from pbx.edge import Edge
+from pbx.edge import Edge, take_phones
+from pbx.kamailio_config import EdgePhone
 from tests.integration.test_cluster_edge import active_nodes
 from tests.integration.test_controller_kill import board
+from tests.integration.test_handoff_move import recorded_parties
 from tests.product_run import Product, stopped_after
-from tests.sip_phone import SipPhone
+from tests.sip_phone import SipError, SipPhone
 from tests.waiting import until
 from web.bench.cluster import (
     NODES,
@@ -57,6 +71,7 @@ from web.bench.cluster import (
 from web.bench.cluster_hosts import HOST_ADDRESS, PREFIX, cluster_hosts
 from web.bench.dashboard_site import PASSWORD, Browser, cheap_passwords
 from web.bench.postgres_server import private_postgres
+from web.bench.world import World
 from web.doctor import Report, examine_cluster
 
 pytestmark = pytest.mark.integration
@@ -64,6 +79,8 @@ pytestmark = pytest.mark.integration
 # 6 s: under this machine's load a 3 s lease lapsed on a live node (a renewal every 1 s)
 LEASE_S = 6
 ADOPT_LEASE_S = 60
+# Failed sign-ins at the edge before the sender is blocked.
+GUESSES = 3
 
 
 @pytest.fixture
@@ -83,11 +100,13 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
     sip = layout.sip_ports(NODES, frozenset({port}))
     # Node A's first lease outlasts its controller's restart (the calls are adopted);
     # from then on both nodes' leases are short, for the losses.
-    nodes = {name: layout.node(name, tmp_path, database, sip[name], (
-        f"cluster.lease_s={ADOPT_LEASE_S if name == 'node-a' else LEASE_S}",))
-        for name in NODES}
+    nodes = {name: layout.node(name, tmp_path, database, sip, edge=port, settings=(
+        f"cluster.lease_s={ADOPT_LEASE_S if name == 'node-a' else LEASE_S}",
+        "desk.wrap_up_s=0")) for name in NODES}
     a, b = nodes["node-a"], nodes["node-b"]
-    edge = edge_for(layout, tmp_path / "edge", port, sip)
+    edge = edge_for(layout, tmp_path / "edge", port, sip, phones=tuple(
+        EdgePhone(f"desk-{login}", f"{login}-sip-secret") for login in ("bea", "cid")),
+        lease_s=LEASE_S, block_after=GUESSES)
     engine = create_store_engine(database)
     store = Store(engine)
     desks: list[Browser] = []
@@ -103,6 +122,8 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
                     login=login, display_name=login.title(), sip_user=f"desk-{login}",
                     sip_password=f"{login}-sip-secret", endpoint_kind=EndpointKind.DESKPHONE,
                     password_hash=cheap_passwords().hash(PASSWORD))
+            cid = await tx.agents.by_login("cid")
+            assert cid is not None
         for node in (a, b):
             await stack.enter_async_context(stopped_after(node))
             await node.start()
@@ -111,22 +132,122 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         stack.push_async_callback(edge.stop)
         world = await stack.enter_async_context(
             carrier_world(installation, state_dir, port, layout.host))
+        # Both desk phones register to the edge (digest against their agents' SIP
+        # passwords), once for the whole test.
+        at_edge = (layout.host, port)
         bea_phone = await stack.enter_async_context(SipPhone(
-            "desk-bea", "bea-sip-secret", (layout.address("node-a"), sip["node-a"]),
-            host=layout.host))
-        await stack.enter_async_context(SipPhone(
-            "desk-cid", "cid-sip-secret", (layout.address("node-b"), sip["node-b"]),
-            host=layout.host))
-        bea_phone.answer = "answer"
+            "desk-bea", "bea-sip-secret", at_edge, host=layout.host))
+        cid_phone = await stack.enter_async_context(SipPhone(
+            "desk-cid", "cid-sip-secret", at_edge, host=layout.host))
+        bea_phone.answer = cid_phone.answer = "answer"
+        # A person added meanwhile: refused until the running edge is given the accounts
+        # again (`switchboard config edge`), which keeps every registration it has.
+        dan = ("desk-dan", "dan-sip-secret", at_edge)
+        with pytest.raises(SipError):
+            async with SipPhone(*dan, host=layout.host):
+                pass
+        assert await take_phones(replace(edge.spec, phones=(
+            *edge.spec.phones, EdgePhone("desk-dan", "dan-sip-secret")))) == (3, 0)
+        async with SipPhone(*dan, host=layout.host) as dan_phone:
+            assert dan_phone.registered
+        # Someone guessing Bea's password from another address is refused, then blocked:
+        # even her right password is refused from there, not from her phone's address.
+        for guess in range(GUESSES):
+            with pytest.raises(SipError) as wrong:
+                async with SipPhone("desk-bea", f"guess-{guess}-xyz", at_edge,
+                                    host="127.0.0.9"):
+                    pass
+            assert wrong.value.status == (401 if guess < GUESSES - 1 else 403)
+        with pytest.raises(SipError) as blocked:
+            async with SipPhone("desk-bea", "bea-sip-secret", at_edge, host="127.0.0.9"):
+                pass
+        assert blocked.value.status == 403
         for login, node in (("bea", a), ("cid", b)):
             desk = Browser(node.url)
             desks.append(desk)
             stack.push_async_callback(desk.close)
             assert (await desk.login(login)).status == 303
-            assert (await desk.post_json("/api/duty", {"on_duty": True})).status == 200
+            # Each node learns a phone registered to the edge at its next qualify (5 s):
+            # until then it refuses duty, as for a phone that is not registered.
+            await until(lambda d=desk: _on_duty(d), 15, step=0.5,  # type: ignore[misc]
+                        why=f"{login} could not go on duty")
         bea_desk_a, cid_desk = desks
         await until(lambda: _dispatching(edge, {"node-a", "node-b"}), 15,
                     why="the nodes never answered the edge's OPTIONS")
+
+        # Across nodes: a caller on node A, Cid taking the card on node B's desk. Node B
+        # rings his phone (through the edge) and node A calls node B on its node trunk
+        # for him; both directions are heard, through both nodes.
+        call, card, accepted_at = await _accepted_on_node_b(world, store, cid_desk)
+        dialog = await cid_phone.wait_call(20)
+        await until(lambda: handoff_is(store, card, HandoffState.CONNECTED), 20, step=0.2,
+                    why="Cid never talked to node A's caller")
+        # A second of Cid at the caller (through node A's bridge, which is recorded).
+        await until(lambda: heard(world, call.caller_number, accepted_at, "agent"), 10,
+                    step=0.2, why=lambda: "the caller never heard Cid: "
+                    + _what_heard(world, call.caller_number, accepted_at))
+        await cid_phone.wait_hears(dialog, "caller", timeout=10)
+        [row] = await rows(store, [call.id])
+        # On node A the agent's leg is the node leg to node B (named after the caller's).
+        assert row.state is CallState.WITH_AGENT
+        assert row.agent_channel_id and row.agent_channel_id.startswith(
+            row.caller_channel_id or "?")
+        # Cid gives the caller back to the AI from node B's desk: node A carries it out,
+        # the node leg goes and Cid's phone is hung up.
+        returned = await cid_desk.post_json(f"/api/calls/{call.id}/return-to-ai", {})
+        assert returned.status == 200, await returned.text()
+        await until(lambda: handoff_is(store, card, HandoffState.RETURNED_TO_AI), 15,
+                    step=0.2, why="the caller never went back to the AI")
+        async with asyncio.timeout(10):
+            await dialog.ended.wait()
+        assert dialog.ended_by == "pbx"
+        [row] = await rows(store, [call.id])
+        assert row.state is CallState.WITH_AI
+        # The caller hangs up: node A records the call once, its recording (of the
+        # call's one bridge, on node A) holding the caller and Cid.
+        await world.hang_up(call.caller_number)
+        await until(lambda: all_ended(store, [call.id]), 15, why="the call never ended")
+        [row] = await rows(store, [call.id])
+        assert row.outcome is CallOutcome.COMPLETED_BY_AI
+        assert row.recording_path and row.recording_path.startswith(str(a.data))
+        parties = recorded_parties(Path(row.recording_path))
+        assert parties["caller"] > 10 and parties["agent"] > 10, parties
+
+        # Cid's desk phone with an open line, held on node B: Accept moves that line into
+        # the node leg's bridge there, no new INVITE at his phone.
+        async with store.transaction() as tx:
+            await tx.agents.set_open_line(cid.id, True, actor="admin")
+        cid_phone.auto_answer, cid_phone.answer = True, "ring"
+        for on_duty in (False, True):
+            assert (await cid_desk.post_json("/api/duty", {"on_duty": on_duty})).status == 200
+        line = await cid_phone.wait_call(10)
+        invites = cid_phone.invites
+        call, card, accepted_at = await _accepted_on_node_b(world, store, cid_desk)
+        await until(lambda: handoff_is(store, card, HandoffState.CONNECTED), 20, step=0.2,
+                    why="Cid's line never took node A's caller")
+        await until(lambda: world.first_heard(call.caller_number, "agent", accepted_at), 10,
+                    why="the caller never heard Cid's line")
+        await cid_phone.wait_hears(line, "caller", after=accepted_at, timeout=10)
+        assert cid_phone.invites == invites
+        # Cid puts the handset down: node B's BYE on the node leg says normal clearing,
+        # so node A ends the call as Cid's (not offered again); node B calls his line again.
+        await cid_phone.hang_up(line)
+        await until(lambda: all_ended(store, [call.id]), 15, why="the call never ended")
+        [row] = await rows(store, [call.id])
+        assert row.outcome is CallOutcome.COMPLETED_BY_AGENT
+        assert await handoff_is(store, card, HandoffState.COMPLETED)
+        line = await cid_phone.wait_call(10)
+        assert (await cid_desk.post_json("/api/duty", {"on_duty": False})).status == 200
+        async with asyncio.timeout(10):
+            await line.ended.wait()  # off duty hangs the line up
+        for name, node in nodes.items():
+            await until(lambda n=name, p=node: _quiet(layout, n, p),  # type: ignore[misc]
+                        10, why=f"a channel or bridge was left on {name}")
+        # Cid back on duty with his phone rung per call, for what follows.
+        async with store.transaction() as tx:
+            await tx.agents.set_open_line(cid.id, False, actor="admin")
+        cid_phone.auto_answer, cid_phone.answer = False, "answer"
+        assert (await cid_desk.post_json("/api/duty", {"on_duty": True})).status == 200
 
         # Calls on both nodes; on node A Bea talks to one caller.
         calls = [await place_with_ai(world, store) for _ in range(4)]
@@ -198,6 +319,14 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         assert sorted(c.node or "" for c in more) == ["node-a", "node-b"]
         on_a = [c for c in more if c.node == "node-a"]
         on_b += [c for c in more if c.node == "node-b"]
+        # Bea talks to node A's caller when it dies.
+        await ask_for_person(world, on_a[0])
+        bea_card = await until(lambda: offered(store, on_a[0].id), 20, step=0.2,
+                               why="no card for node A's second caller")
+        accepted = await bea_desk_a.post_json(f"/api/handoffs/{bea_card}/accept", {})
+        assert accepted.status == 200, await accepted.text()
+        await until(lambda: handoff_is(store, bea_card, HandoffState.CONNECTED), 20,
+                    step=0.2, why="Bea never talked to node A's second caller")
         await layout.kill("node-a", a)
         killed = time.monotonic()
         # Two new calls: round robin sends one of them to the dead node first, unless the
@@ -210,6 +339,24 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         print(f"node A's host killed: new calls succeeded after "
               f"{recovered:.2f} s, its calls had their outcome after "
               f"{time.monotonic() - killed:.2f} s")
+        # A dead node sends no BYE: the edge hangs up Bea's phone's call with it once
+        # node A has been silent for its lease, as node B ends that call.
+        await until(lambda: _phone_idle(bea_phone), LEASE_S + 10, step=0.2,
+                    why="Bea's desk phone stayed in its call with the dead node")
+        # Bea, whose call was on node A, signs in to node B's desk and takes a call
+        # there: node B rings the phone she registered to the edge at the start.
+        bea_desk_b = Browser(b.url)
+        stack.push_async_callback(bea_desk_b.close)
+        assert (await bea_desk_b.login("bea")).status == 303
+        assert (await bea_desk_b.post_json("/api/duty", {"on_duty": True})).status == 200
+        await ask_for_person(world, after[0])
+        card = await until(lambda: offered(store, after[0].id), 20, step=0.2,
+                           why="no card on node B")
+        accepted = await bea_desk_b.post_json(f"/api/handoffs/{card}/accept", {})
+        assert accepted.status == 200, await accepted.text()
+        await until(lambda: handoff_is(store, card, HandoffState.CONNECTED), 20, step=0.2,
+                    why="Bea's phone, registered to the edge, never took node B's call")
+        assert bea_phone.invites == 3
         assert await active_nodes(edge) == {"node-b"}
         # Nothing lost on the survivor: its calls go on (its receptionist may have asked
         # for a person meanwhile), their callers still on the line.
@@ -219,14 +366,19 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         # `switchboard doctor` on a node tells which node holds its lease and which was lost.
         report = Report()
         await examine_cluster(Settings(database=DatabaseSettings(url=database),
-                                       cluster=ClusterSettings(nodes=tuple(
-                                           ClusterNodeSettings(n.name, n.host, n.port)
-                                           for n in edge.spec.nodes))), report)
+                                       cluster=ClusterSettings(
+                                           edge_address=layout.host, edge_port=port,
+                                           edge_run_dir=edge.spec.run_dir,
+                                           nodes=tuple(
+                                               ClusterNodeSettings(n.name, n.host, n.port)
+                                               for n in edge.spec.nodes))), report)
         leases = {n["name"]: n["lease"] for n in report.cluster["nodes"]}
         assert leases["node-b"]["state"] == "held"
         assert (leases["node-a"]["state"], leases["node-a"]["taken_over_by"]) == ("lost",
                                                                                 "node-b")
         assert any("node-a was lost: node-b ended its calls" in p for p in report.problems)
+        # And which desk phones the edge can ring: none was lost with node A.
+        assert report.cluster["edge"]["registered_phones"] == ["desk-bea", "desk-cid"]
         for call in [*on_b, *after]:
             await world.hang_up(call.caller_number)
         await until(lambda: all_ended(store, [c.id for c in [*on_b, *after]]), 15,
@@ -261,3 +413,53 @@ async def _floor_is_clear(store: Store, desk: Browser, handoffs: list[int]) -> N
         assert await tx.agents.busy_agent_ids() == set()
     snapshot: dict[str, Any] = await board(desk)
     assert snapshot["cards"] == []
+
+
+async def _on_duty(desk: Browser) -> bool:
+    return (await desk.post_json("/api/duty", {"on_duty": True})).status == 200
+
+
+async def _phone_idle(phone: SipPhone) -> bool:
+    return all(dialog.ended.is_set() for dialog in phone.dialogs.values())
+
+
+async def _accepted_on_node_b(world: World, store: Store,
+                              desk: Browser) -> tuple[Call, int, float]:
+    """A caller on node A asks for a person and Cid takes the card on node B's desk: the
+    call, its card, and when he clicked. The edge deals calls round robin: of two calls
+    in a row one is on node A (the other hangs up)."""
+    call = await place_with_ai(world, store)
+    if call.node != "node-a":
+        await world.hang_up(call.caller_number)
+        call = await place_with_ai(world, store)
+    assert call.node == "node-a"
+    await ask_for_person(world, call)
+    card = await until(lambda: offered(store, call.id), 20, step=0.2, why="no card")
+    await until(lambda: _cards(desk, {card}), 10, why="node B's desk lacks the card")
+    accepted_at = time.monotonic()
+    accepted = await desk.post_json(f"/api/handoffs/{card}/accept", {})
+    assert accepted.status == 200, await accepted.text()
+    return call, card, accepted_at
+
+
+async def _quiet(layout: Layout, name: str, node: Product) -> bool:
+    """The node's Asterisk holds no channel and no bridge (asked on its host: its ARI
+    listens on that host's loopback)."""
+    state: dict[str, Any] = node.state()
+    held: list[Any] = []
+    for what in ("channels", "bridges"):
+        proc = await asyncio.create_subprocess_exec(
+            *layout.on_host(name, "curl", "-sf", "-u",
+                            f"{state['ari_user']}:{state['ari_password']}",
+                            f"{state['ari_url']}/{what}"),
+            stdout=asyncio.subprocess.PIPE)
+        out = (await proc.communicate())[0]
+        assert proc.returncode == 0, f"ARI of {name}: curl {proc.returncode}"
+        held += json.loads(out)
+    return not held
+
+
+def _what_heard(world: World, caller: str, since: float) -> str:
+    """How many 20 ms frames of whom ``caller`` heard since ``since`` (a failure's why)."""
+    return str(Counter(r.who or ("~" if r.voiced else "-")
+                       for r in world.probes[caller].received if r.at >= since))

@@ -1,6 +1,6 @@
 """A handoff across nodes on two fake PBXs (handoff.live.xnode): what each node's
 controller does with the leg between them, and what that leg's end tells the caller's
-node. tests/integration/test_cross_node.py runs the whole on two real nodes; here, the
+node. tests/integration/test_cluster_nodes.py runs the whole on two real nodes; here, the
 cases it does not: the agent's leg vanishing on node B, and a node leg for a handoff
 that is no longer being accepted."""
 

@@ -3,12 +3,14 @@
 Real parts throughout, as in tests/integration/test_cluster_nodes.py: a private
 PostgreSQL (Debian's), Kamailio (Debian's) dispatching a carrier Asterisk's calls, two
 `switchboard run` nodes (each its embedded Asterisk and controller, the built-in
-receptionist answering), SIP desk phones for the agents. Each agent's desk phone has an
-account on every node (as a desk phone with two SIP lines does), because phones do not
-register through the edge yet: an agent is reachable wherever the call is.
+receptionist answering), SIP desk phones for the agents, registered to the edge once:
+every node rings them there, so an agent is reachable wherever the call is.
 
-The run: calls spread over both nodes, an agent talking to a caller on each; then node
-A dies whole (its Asterisk and its controller, SIGKILL). What it reports:
+The run: first handoffs across nodes, each measured against one on a single node in the
+same run (a caller on node A or node B, the agent taking the card on node B's desk; on A
+that is node A calling node B on its node trunk: handoff.live.xnode). Then calls spread
+over both nodes, an agent talking to a caller on each; then node A dies whole (its
+Asterisk and its controller, SIGKILL). What it reports:
 
 - calls lost on the surviving node (its callers hung up or its calls ended): target 0;
 - seconds until a new call reaches a node's AI again (the edge's probe or its 2 s
@@ -16,7 +18,8 @@ A dies whole (its Asterisk and its controller, SIGKILL). What it reports:
 - seconds until the dead node's calls have their outcome (pbx_lost, the lease);
 - seconds until the agent who was talking on the dead node is free again, and whether
   a handoff to her then connects on the survivor;
-- the cross-node connect cost: not measured here (see ``CROSS_NODE_TODO``).
+- the cross-node connect cost: from the Accept to the agent's first voice at the
+  caller (as `switchboard bench handoff` counts it), across nodes and on one node.
 """
 
 from __future__ import annotations
@@ -46,11 +49,12 @@ from handoff.trunks import Trunk
 from pbx import runtime
 from pbx.ari import AriError
 from pbx.edge import Edge
-from pbx.kamailio_config import EdgeNode, EdgeSpec
+from pbx.kamailio_config import EdgeNode, EdgePhone, EdgeSpec
 from pbx.ports import _port_free, free_port
 from pbx.trunk_config import SipTrunk
 from web.bench.cluster_hosts import HOST_ADDRESS, PREFIX, NodeHost, cluster_hosts, kill_host
 from web.bench.dashboard_site import PASSWORD, Browser, cheap_passwords
+from web.bench.handoff import summary
 from web.bench.postgres_server import private_postgres
 from web.bench.product_run import Product, stopped_after
 from web.bench.sip_phone import SipPhone
@@ -59,10 +63,10 @@ from web.bench.world import World
 
 MAX_CALLS = 10
 NODES = ("node-a", "node-b")
+AGENTS = ("bea", "cid")
 PROBE_S = 1
-CROSS_NODE_TODO = ("TODO: a cross-node handoff (a caller on one node, the agent's phone "
-                   "on another) is the xnode work, not on this branch; measure it with "
-                   "`switchboard bench handoff --cross-node` once it is merged")
+# Handoffs of each kind (across nodes, on one node) timed before the kill.
+CONNECT_ROUNDS = 3
 
 def edge_port(avoid: frozenset[int]) -> int:
     """A port free for both of the edge's transports (UDP and TCP)."""
@@ -93,9 +97,12 @@ class Layout:
                 socket.SOCK_DGRAM, avoid | set(ports.values()))
         return ports
 
-    def node(self, name: str, folder: Path, database: str, sip: int,
-             settings: tuple[str, ...] = ()) -> Product:
-        """``switchboard run`` for node ``name`` (on its host), on the shared database."""
+    def node(self, name: str, folder: Path, database: str, sip: dict[str, int], *,
+             edge: int, settings: tuple[str, ...] = ()) -> Product:
+        """``switchboard run`` for node ``name`` (on its host), on the shared database.
+        Its settings file names the edge and every node: the node reaches agents' desk
+        phones through the edge they register to, and the other nodes on its trunks to
+        them (a cross-node handoff)."""
         address = self.address(name)
         url = make_url(database)
         if self.hosts:
@@ -106,12 +113,28 @@ class Layout:
         bind = "0.0.0.0" if self.hosts else address
         product = Product(folder / name, free_port(), host=address, settings=[
             f"database.url={url.render_as_string(hide_password=False)}",
-            f"asterisk.sip_port={sip}", f"asterisk.bind_address={bind}",
+            f"asterisk.sip_port={sip[name]}", f"asterisk.bind_address={bind}",
             f"asterisk.media_address={address}", "demo.test_caller=false",
             f"cluster.node={name}", *settings])
+        product.config = self.cluster_file(folder, edge, sip)
         if self.hosts:
             product.run_prefix = self.hosts[name].argv()
         return product
+
+    def cluster_file(self, folder: Path, edge: int, sip: dict[str, int]) -> Path:
+        """The ``[cluster]`` settings every node reads: the edge and each node's SIP
+        address."""
+        nodes = "".join(f'\n[[cluster.nodes]]\nname = "{name}"\n'
+                        f'sip_host = "{self.address(name)}"\nsip_port = {port}\n'
+                        for name, port in sip.items())
+        path = folder / "cluster.toml"
+        path.write_text(f'[cluster]\nedge_address = "{self.host}"\nedge_port = {edge}\n'
+                        f'carriers = ["{self.host}"]\n{nodes}')
+        return path
+
+    def on_host(self, name: str, *command: str) -> list[str]:
+        """``command`` run on node ``name``'s host."""
+        return self.hosts[name].argv(*command) if self.hosts else list(command)
 
     async def kill(self, name: str, node: Product) -> None:
         """Node ``name``'s host gone: its Asterisk and its controller killed (SIGKILL),
@@ -215,27 +238,33 @@ async def hung_up(world: World, caller: str) -> bool:
     return False
 
 
-async def connect(world: World, store: Store, call: Call, desk: Browser) -> int:
+async def connect(world: World, store: Store, call: Call,
+                  desk: Browser) -> tuple[int, float]:
     """The caller asks for a person and the agent at ``desk`` takes the card: the
-    handoff, once the agent talks to the caller."""
+    handoff, once the agent talks to the caller, and when the agent accepted."""
     await ask_for_person(world, call)
-    card = await until(lambda: offered(store, call.id), 20, step=0.2,
+    card = await until(lambda: offered(store, call.id), 20, step=0.1,
                        why=f"no card for {call.id}")
+    accepted_at = time.monotonic()
     accepted = await desk.post_json(f"/api/handoffs/{card}/accept", {})
     if accepted.status != 200:
         raise RuntimeError(f"accept of card {card}: {accepted.status}")
     await until(lambda: handoff_is(store, card, HandoffState.CONNECTED), 20, step=0.2,
                 why=f"handoff {card} never connected")
-    return card
+    return card, accepted_at
 
 
-def edge_for(layout: Layout, folder: Path, port: int, sip: dict[str, int]) -> Edge:
-    """Kamailio on the layout's host, dispatching to the nodes, probing every second."""
+def edge_for(layout: Layout, folder: Path, port: int, sip: dict[str, int], *,
+             phones: tuple[EdgePhone, ...] = (), lease_s: int = 10,
+             block_after: int = 20) -> Edge:
+    """Kamailio on the layout's host, dispatching to the nodes, probing every second,
+    the registrar of the agents' desk phones (``phones``)."""
     folder.mkdir(parents=True, exist_ok=True)
     nodes = tuple(EdgeNode(name, layout.address(name), sip[name]) for name in sip)
     return Edge(EdgeSpec(layout.host, port, nodes, carriers=(layout.host,),
                          config_dir=str(folder), run_dir=str(folder / "run"),
-                         probe_interval_s=PROBE_S), folder)
+                         probe_interval_s=PROBE_S, phones=phones, block_after=block_after,
+                         lease_s=lease_s), folder)
 
 
 async def measure(folder: Path, calls_per_node: int = 2, lease_s: int = 5) -> dict[str, Any]:
@@ -251,10 +280,13 @@ async def _run(database: str, installation: runtime.Installation, folder: Path,
                calls_per_node: int, *, lease_s: int, layout: Layout) -> dict[str, Any]:
     port = edge_port(frozenset())
     sip = layout.sip_ports(NODES, frozenset({port}))
-    nodes = {name: layout.node(name, folder, database, sip[name],
-                               (f"cluster.lease_s={lease_s}",)) for name in NODES}
+    nodes = {name: layout.node(name, folder, database, sip, edge=port, settings=(
+                               f"cluster.lease_s={lease_s}", "desk.wrap_up_s=0"))
+             for name in NODES}
     a, b = nodes["node-a"], nodes["node-b"]
-    edge = edge_for(layout, folder / "edge", port, sip)
+    edge = edge_for(layout, folder / "edge", port, sip, phones=tuple(
+        EdgePhone(f"desk-{login}", f"{login}-sip-secret") for login in AGENTS),
+        lease_s=lease_s)
     engine = create_store_engine(database)
     store = Store(engine)
     async with contextlib.AsyncExitStack() as stack:
@@ -262,7 +294,7 @@ async def _run(database: str, installation: runtime.Installation, folder: Path,
         await upgrade_to_head(engine)
         async with store.transaction() as tx:
             await tx.trunks.create(Trunk(name="edge", host=layout.host, port=port))
-            for login in ("bea", "cid"):
+            for login in AGENTS:
                 await tx.agents.create(
                     login=login, display_name=login.title(), sip_user=f"desk-{login}",
                     sip_password=f"{login}-sip-secret", endpoint_kind=EndpointKind.DESKPHONE,
@@ -275,12 +307,11 @@ async def _run(database: str, installation: runtime.Installation, folder: Path,
         stack.push_async_callback(edge.stop)
         world = await stack.enter_async_context(
             carrier_world(installation, folder / "carrier", port, layout.host))
-        # Each agent's desk phone: one account on each node.
-        for login in ("bea", "cid"):
-            for name, node_port in sip.items():
-                await stack.enter_async_context(SipPhone(
-                    f"desk-{login}", f"{login}-sip-secret", (layout.address(name), node_port),
-                    host=layout.host))
+        # Each agent's desk phone registers to the edge, once: every node rings it there.
+        for login in AGENTS:
+            await stack.enter_async_context(SipPhone(
+                f"desk-{login}", f"{login}-sip-secret", (layout.host, port),
+                host=layout.host))
         desks: dict[tuple[str, str], Browser] = {}
         for login, node_name in (("bea", "node-a"), ("cid", "node-b"), ("bea", "node-b")):
             desk = Browser(nodes[node_name].url)
@@ -288,10 +319,15 @@ async def _run(database: str, installation: runtime.Installation, folder: Path,
             if (await desk.login(login)).status != 303:
                 raise RuntimeError(f"{login} could not sign in on {node_name}")
             desks[login, node_name] = desk
-        for login in ("bea", "cid"):
-            await desks[login, "node-b"].post_json("/api/duty", {"on_duty": True})
+        # A node learns a phone registered to the edge at its next qualify (5 s): until
+        # then it refuses duty, as for a phone that is not registered.
+        for login in AGENTS:
+            await until(lambda d=desks[login, "node-b"]: _on_duty(d),  # type: ignore[misc]
+                        15, step=0.5, why=f"{login} could not go on duty")
         await until(lambda: _dispatching(edge, set(sip)), 15, step=0.2,
                     why="the nodes never answered the edge's OPTIONS")
+
+        cross, same = await _connect_costs(world, store, desks["cid", "node-b"])
 
         calls = [await place_with_ai(world, store) for _ in range(2 * calls_per_node)]
         on = {name: [c for c in calls if c.node == name] for name in sip}
@@ -335,8 +371,9 @@ async def _run(database: str, installation: runtime.Installation, folder: Path,
             "lost_calls_ended_pbx_lost_after_s": round(lost_s, 2),
             "agents_reachable_after_s": round(bea_free_s, 2),
             "agent_reached_on_survivor": confirmed,
-            "cross_node_connect_ms": None,
-            "cross_node_todo": CROSS_NODE_TODO,
+            "cross_node_connect_ms": summary(cross),
+            "same_node_connect_ms": summary(same),
+            "connect_rounds": CONNECT_ROUNDS,
         }
     raise AssertionError("unreachable")  # pragma: no cover (mypy: the stack may swallow)
 
@@ -346,6 +383,10 @@ def _tell_why(failed: type[BaseException] | None, nodes: dict[str, Product]) -> 
     if failed is not None:
         for name, node in nodes.items():
             print(f"--- {name}'s last lines:\n{''.join(node.output[-60:])}", file=sys.stderr)
+
+
+async def _on_duty(desk: Browser) -> bool:
+    return (await desk.post_json("/api/duty", {"on_duty": True})).status == 200
 
 
 async def _dispatching(edge: Edge, names: set[str]) -> bool:
@@ -367,6 +408,46 @@ async def _new_calls(world: World, store: Store, since: float) -> list[tuple[flo
     raise TimeoutError("new calls did not reach a node's AI after the kill (5 tried)")
 
 
+async def _connect_costs(world: World, store: Store,
+                         desk: Browser) -> tuple[list[float], list[float]]:
+    """Handoffs taken at ``desk`` (node B's): callers the edge sent to node A (across
+    nodes) and to node B (on one node), CONNECT_ROUNDS each; each one's milliseconds from
+    the Accept to the agent's first voice at the caller."""
+    timed: dict[str, list[float]] = {name: [] for name in NODES}
+    for _ in range(4 * CONNECT_ROUNDS):
+        if all(len(done) >= CONNECT_ROUNDS for done in timed.values()):
+            break
+        call = await place_with_ai(world, store)
+        if call.node in timed and len(timed[call.node]) < CONNECT_ROUNDS:
+            timed[call.node].append(await _timed_handoff(world, store, call, desk))
+        else:
+            await world.hang_up(call.caller_number)
+            await until(lambda c=call: all_ended(store, [c.id]), 15,  # type: ignore[misc]
+                        why="a caller's call never ended")
+    if any(len(done) < CONNECT_ROUNDS for done in timed.values()):
+        raise RuntimeError(f"the edge never sent {CONNECT_ROUNDS} calls to each node")
+    return timed["node-a"], timed["node-b"]
+
+
+async def _timed_handoff(world: World, store: Store, call: Call, desk: Browser) -> float:
+    """A handoff (``connect``) whose caller then hangs up: the Accept's milliseconds to
+    the agent's first voice at the caller."""
+    _, accepted_at = await connect(world, store, call, desk)
+    heard_at = await until(lambda: world.first_heard(call.caller_number, "agent", accepted_at),
+                           10, step=0.05, why=f"the caller of {call.id} never heard the agent")
+    await world.hang_up(call.caller_number)
+    await until(lambda: all_ended(store, [call.id]), 15, why=f"{call.id} never ended")
+    await until(lambda: _not_busy(store, "cid"), 15, why="the agent stayed busy")
+    return (heard_at - accepted_at) * 1000
+
+
+async def _not_busy(store: Store, login: str) -> bool:
+    async with store.transaction() as tx:
+        agent = await tx.agents.by_login(login)
+        assert agent is not None
+        return agent.id not in await tx.agents.busy_agent_ids()
+
+
 async def _lost(store: Store, calls: list[Call], since: float, lease_s: int) -> float:
     await until(lambda: all_lost(store, [c.id for c in calls]), lease_s + 15, step=0.1,
                 why="the dead node's calls never had their outcome")
@@ -375,13 +456,7 @@ async def _lost(store: Store, calls: list[Call], since: float, lease_s: int) -> 
 
 async def _free(store: Store, login: str, since: float, lease_s: int) -> float:
     """Seconds until ``login`` is no longer busy with a call of the dead node."""
-    async def free() -> bool:
-        async with store.transaction() as tx:
-            agent = await tx.agents.by_login(login)
-            assert agent is not None
-            return agent.id not in await tx.agents.busy_agent_ids()
-
-    await until(free, lease_s + 15, step=0.1,
+    await until(lambda: _not_busy(store, login), lease_s + 15, step=0.1,
                 why=f"{login} stayed busy with a dead node's call")
     return time.monotonic() - since
 
@@ -399,7 +474,10 @@ def _print(result: dict[str, Any]) -> None:
     reached = "connected" if result["agent_reached_on_survivor"] else "FAILED"
     print(f"  its agent reachable again after: {result['agents_reachable_after_s']} s "
           f"(a handoff to her on the survivor: {reached})")
-    print(f"  cross-node connect cost: not measured\n    {result['cross_node_todo']}")
+    cross, same = result["cross_node_connect_ms"], result["same_node_connect_ms"]
+    print(f"  connect, accept to the agent's voice ({result['connect_rounds']} each): "
+          f"across nodes p50 {cross['p50']} ms (max {cross['max']}), on one node p50 "
+          f"{same['p50']} ms (max {same['max']})")
 
 
 def main(calls_per_node: int, as_json: bool, lease_s: int) -> int:

@@ -46,6 +46,8 @@ class Product:
     # What `run` is started through (its settings as they are then): e.g. `ip netns exec
     # NS`, for a cluster node on a host of its own.
     run_prefix: list[str] = field(default_factory=list)
+    # A settings file (--config) under the --set ones: tables, e.g. a cluster's nodes.
+    config: Path | None = None
     _drain: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -62,6 +64,7 @@ class Product:
     def argv(self, *command: str) -> list[str]:
         return [
             sys.executable, "-m", "web.cli",
+            *(("--config", str(self.config)) if self.config else ()),
             "--set", f"data_dir={self.data}",
             "--set", f"server.host={self.host}",
             "--set", f"server.port={self.port}",
