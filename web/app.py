@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import logging
 import zoneinfo
 from collections.abc import AsyncIterator, Coroutine
@@ -231,6 +232,19 @@ async def ami_checked(ami: AmiClient, pbx: ExternalAsterisk) -> None:
     pbx.register = register
 
 
+def _ari_reach(pbx: runtime.AsteriskInstance | ExternalAsterisk) -> str:
+    """Who can reach the ARI port Switchboard started: Asterisk's HTTP listens where SIP
+    does (asterisk.bind_address), so only a loopback bind keeps it on this machine."""
+    if isinstance(pbx, ExternalAsterisk):
+        return ""
+    try:
+        loopback = ipaddress.ip_address(pbx.spec.bind_address).is_loopback
+    except ValueError:
+        loopback = False
+    return (" (loopback only)" if loopback else
+            f" (and on {pbx.spec.bind_address}: keep its port firewalled to this machine)")
+
+
 def print_banner(services: Services) -> None:
     settings, telephony = services.settings, services.telephony
     pbx, install = telephony.pbx, telephony.installation
@@ -239,8 +253,7 @@ def print_banner(services: Services) -> None:
         lines.append(f"  Asterisk    {install.version} ({install.where})")
     if pbx is not None:
         lines += [
-            f"  ARI         {pbx.ari_url}"
-            f"{'' if isinstance(pbx, ExternalAsterisk) else ' (loopback only)'}",
+            f"  ARI         {pbx.ari_url}{_ari_reach(pbx)}",
             f"  SIP         udp {pbx.spec.bind_address}:{pbx.spec.ports.sip}; WebRTC "
             f"{telephony.softphone_url()}",
             f"  Config      {pbx.config_dir}",

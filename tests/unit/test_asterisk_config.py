@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,8 +24,10 @@ from pbx.asterisk_config import (
     spec_to_dict,
 )
 from pbx.config_values import ConfigValueError
-from pbx.runtime import PortRequest, allocate_ports
+from pbx.installation import Installation
+from pbx.runtime import AsteriskInstance, PortRequest, allocate_ports
 from pbx.trunk_config import SipTrunk, TrunkAccount
+from web.app import _ari_reach
 from web.telephony import ice_networks
 
 
@@ -360,3 +363,16 @@ def test_a_cluster_node_has_a_trunk_to_each_other_node_into_its_own_context() ->
     with pytest.raises(ConfigValueError) as caught:
         render(spec(peers=(NodePeer("node-b", "192.0.2.12"), NodePeer("node-b", "192.0.2.13"))))
     assert caught.value.key == "peers[1].name"
+
+
+@pytest.mark.parametrize(("bind", "said"), [
+    ("127.0.0.1", " (loopback only)"),
+    ("0.0.0.0", " (and on 0.0.0.0: keep its port firewalled to this machine)"),
+    ("10.78.0.2", " (and on 10.78.0.2: keep its port firewalled to this machine)"),
+])
+def test_the_banner_says_where_the_started_asterisks_ari_listens(bind: str, said: str) -> None:
+    # Asterisk's HTTP (ARI) listens where SIP does: a cluster node binding its node's
+    # address was told "loopback only".
+    pbx = AsteriskInstance(Installation(kind="embedded", version="22"), spec(bind_address=bind),
+                           Path("/"))
+    assert _ari_reach(pbx) == said
