@@ -37,6 +37,12 @@ class PersonRefused(Exception):
         self.error = error
         self.reason = reason
 
+    @property
+    def status(self) -> int:
+        """The HTTP status: a bad value is the request's fault (400); anything else
+        (a login taken, a removed person, a phone that cannot) clashes with what is (409)."""
+        return 400 if self.error == "bad_request" else 409
+
 
 @dataclass(frozen=True, slots=True)
 class NewPerson:

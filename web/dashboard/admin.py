@@ -5,12 +5,14 @@ with the admin's login."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from handoff.agents import AgentRole, EndpointKind
 from handoff.events import AGENTS_TOPIC, AgentChanged
-from handoff.store import LastAdmin, NotFound, Removed
+from handoff.store import LastAdmin, NotFound, Removed, Transaction
+from handoff.store.models import Agent
 from web import people
 from web.dashboard.board import AgentView
 from web.dashboard.guard import json_error
@@ -59,7 +61,7 @@ async def create_agent(request: web.Request) -> web.Response:
                 display_name=str(body.get("display_name", "")), role=role,
                 endpoint_kind=kind, actor=viewer.login, takes_calls=takes_calls)
     except people.PersonRefused as exc:
-        return json_error(409 if exc.error == "login_taken" else 400, exc.error, exc.reason)
+        return json_error(exc.status, exc.error, exc.reason)
     applied = await reload_directory(request, new.agent.login)
     return web.json_response({
         "agent": AgentView.of(new.agent, busy_ids=()).to_json(),  # new: on no call yet
@@ -96,23 +98,32 @@ async def change_agent(request: web.Request) -> web.Response:
                               "endpoint_live": applied})
 
 
-async def rename_agent(request: web.Request) -> web.Response:
-    """A person's display name, as cards, boards and the audit log show it."""
+async def _person_changed(
+    request: web.Request, change: Callable[[Transaction, int, str], Awaitable[Agent]],
+) -> web.Response:
+    """``change`` (a web.people change) to the person the URL names, as the viewer; every
+    desk hears of it and the answer is the person as the Admin page lists them."""
     dashboard, viewer = request.app[DASHBOARD], request[VIEWER]
     agent_id = int(request.match_info["agent_id"])
-    name = (await json_body(request)).get("display_name")
-    if not isinstance(name, str):
-        return json_error(400, "bad_request", "display_name must be a text")
     try:
         async with dashboard.store.transaction() as tx:
-            agent = await people.rename(tx, agent_id, name, actor=viewer.login)
+            agent = await change(tx, agent_id, viewer.login)
             busy = await tx.agents.busy_agent_ids()
     except NotFound:
         return json_error(404, "not_found", f"no agent {agent_id}")
     except people.PersonRefused as exc:
-        return json_error(409 if exc.error == "removed" else 400, exc.error, exc.reason)
+        return json_error(exc.status, exc.error, exc.reason)
     dashboard.events.publish(AGENTS_TOPIC, AgentChanged(agent_id))
     return web.json_response({"agent": AgentView.of(agent, busy).to_json()})
+
+
+async def rename_agent(request: web.Request) -> web.Response:
+    """A person's display name, as cards, boards and the audit log show it."""
+    name = (await json_body(request)).get("display_name")
+    if not isinstance(name, str):
+        return json_error(400, "bad_request", "display_name must be a text")
+    return await _person_changed(
+        request, lambda tx, agent_id, actor: people.rename(tx, agent_id, name, actor=actor))
 
 
 async def reset_password(request: web.Request) -> web.Response:
@@ -131,7 +142,7 @@ async def reset_password(request: web.Request) -> web.Response:
     except NotFound:
         return json_error(404, "not_found", f"no agent {agent_id}")
     except people.PersonRefused as exc:
-        return json_error(409, exc.error, exc.reason)
+        return json_error(exc.status, exc.error, exc.reason)
     dashboard.hub.drop_agent(agent_id, CloseCode.SIGNED_OUT, "password reset")
     return web.json_response({"login": agent.login, "one_time_password": password})
 
@@ -160,21 +171,11 @@ async def set_takes_calls(request: web.Request) -> web.Response:
 async def set_open_line(request: web.Request) -> web.Response:
     """Whether a person's auto-answering desk phone keeps an open line on duty (from
     their next duty on)."""
-    dashboard, viewer = request.app[DASHBOARD], request[VIEWER]
-    agent_id = int(request.match_info["agent_id"])
     open_line = (await json_body(request)).get("open_line")
     if not isinstance(open_line, bool):
         return json_error(400, "bad_request", "open_line must be true or false")
-    try:
-        async with dashboard.store.transaction() as tx:
-            agent = await people.set_open_line(tx, agent_id, open_line, actor=viewer.login)
-            busy = await tx.agents.busy_agent_ids()
-    except NotFound:
-        return json_error(404, "not_found", f"no agent {agent_id}")
-    except people.PersonRefused as exc:
-        return json_error(409, exc.error, exc.reason)
-    dashboard.events.publish(AGENTS_TOPIC, AgentChanged(agent_id))
-    return web.json_response({"agent": AgentView.of(agent, busy).to_json()})
+    return await _person_changed(request, lambda tx, agent_id, actor: people.set_open_line(
+        tx, agent_id, open_line, actor=actor))
 
 
 async def test_call(request: web.Request) -> web.Response:
