@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from handoff.calls import CallOutcome, CallState
-from pbx.ami import AmiMessage, AmiUnavailable
+from pbx.ami import AmiClient, AmiMessage, AmiUnavailable
 from pbx.event_link import EventStats
 from tests.faults import TcpPath, scraped
 from tests.integration.asterisk_helpers import Pair, ami_client
@@ -70,17 +70,23 @@ async def test_garbage_and_unknown_types_on_the_ari_socket_are_counted_and_calls
         assert r.pbx_ari.stats.connects == 1
 
 
-async def test_garbage_on_the_ami_link_is_counted_and_later_events_still_flow(
-    quiet_pair: Pair,
-) -> None:
+def user_events_heard(ami: AmiClient) -> list[str]:
+    """The names of the UserEvents ``ami`` hears from now on, in order."""
     heard: list[str] = []
 
     async def on_user_event(event: AmiMessage) -> None:
         heard.append(str(event["UserEvent"]))
 
+    ami.on("UserEvent", on_user_event)
+    return heard
+
+
+async def test_garbage_on_the_ami_link_is_counted_and_later_events_still_flow(
+    quiet_pair: Pair,
+) -> None:
     async with TcpPath(quiet_pair.pbx.spec.ports.ami) as path, \
             ami_client(quiet_pair.pbx, port=path.port) as ami:
-        ami.on("UserEvent", on_user_event)
+        heard = user_events_heard(ami)
         await ami.wait_ready(10)
         assert scraped(ami=ami)["bad_frames{ami}"] == 0
         for block in (
@@ -108,16 +114,11 @@ async def test_garbage_on_the_ami_link_is_counted_and_later_events_still_flow(
 async def test_an_ami_action_whose_link_drops_fails_at_once_and_is_never_replayed(
     quiet_pair: Pair,
 ) -> None:
-    heard: list[str] = []
-
-    async def on_user_event(event: AmiMessage) -> None:
-        heard.append(str(event["UserEvent"]))
-
     # A long action timeout: an action that fails must fail because the link dropped,
     # not because its wait ran out.
     async with TcpPath(quiet_pair.pbx.spec.ports.ami) as path, \
             ami_client(quiet_pair.pbx, port=path.port, action_timeout=120) as ami:
-        ami.on("UserEvent", on_user_event)
+        heard = user_events_heard(ami)
         await ami.wait_ready(10)
         stats: EventStats = ami.stats
         path.black_hole()
