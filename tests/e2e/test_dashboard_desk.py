@@ -124,8 +124,10 @@ async def test_news_on_the_desk_gives_way_to_the_next_card_and_after_a_moment(
     # A problem stays until the agent acts: it is not news.
     await page.route("**/api/duty", lambda route: route.fulfill(
         status=409, json={"error": "conflict", "reason": "Could not go off duty now."}))
-    await page.uncheck("#duty")
+    # A click, not uncheck(): the refusal may put the tick back before Playwright looks.
+    await page.locator("#duty").click()
     await expect(notice).to_have_text("Could not go off duty now.")
+    await expect(page.locator("#duty")).to_be_checked()
     await page.clock.fast_forward(NEWS_MS)
     await expect(notice).to_have_text("Could not go off duty now.")
 

@@ -265,7 +265,11 @@ async def test_a_transfer_to_a_queue_reaches_its_free_member(floor: Floor) -> No
         return live.agent_id == floor.sam and live.transfer is None
 
     await until(moved)
-    assert ada_leg not in {c["id"] for c in await r.pbx_ari.channels.list()}
+
+    async def ada_left() -> bool:  # her leg is released just after the move is recorded
+        return ada_leg not in {c["id"] for c in await r.pbx_ari.channels.list()}
+
+    await until(ada_left)
     async with r.store.transaction() as tx:
         assert (await tx.handoffs.get(first)).state is HandoffState.COMPLETED
         stats = await tx.queues.stats(queue.id)
