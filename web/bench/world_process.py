@@ -23,7 +23,7 @@ from web.bench.world import ToneEngine, World
 OPS = {
     "place_call", "set_agent_phone", "first_heard", "gap_ms", "agent_heard_caller",
     "hang_up", "forget", "prepare_agent_phone", "frames", "stream_stats",
-    "rig_counts",
+    "rig_counts", "open_desk_phones", "close_desk_phones", "desk_heard_caller",
 }
 
 
@@ -166,6 +166,16 @@ class RemoteWorld:
 
     async def hang_up(self, caller: str) -> None:
         await self._call("hang_up", caller)
+
+    async def open_desk_phones(self, host: str, port: int, users: list[list[str]]) -> None:
+        await self._call("open_desk_phones", host, port, users)
+
+    async def close_desk_phones(self) -> None:
+        await self._call("close_desk_phones")
+
+    async def desk_heard_caller(self, user: str, after: float) -> float | None:
+        result = await self._call("desk_heard_caller", user, after)
+        return None if result is None else float(result)
 
     async def forget(self, caller: str) -> None:
         await self._call("forget", caller)
