@@ -48,6 +48,7 @@ SETTLE_S = 0.4  # after the new voice is first heard, the old one has left by th
 # again. Enough agents that a tick finds an idle line at the rate asked.
 TURN_S = TALK_S + 2.0
 SPARE_AGENTS = 2
+HEARD_WITHIN_S = 5.0  # a voice not heard by then is a failed move
 ERRORS_KEPT = 5  # per step: what went wrong, said, without a run's worth of repeats
 
 
@@ -148,14 +149,14 @@ class Handoffs:
                                                          summary="capacity")
             accepted_at = time.monotonic()
             await r.control.accept(handoff_id, agent.agent_id)
-            heard = await r.wait_hears(placed, "agent", after=accepted_at)
+            heard = await heard_after(r, placed, "agent", accepted_at)
             result["connect_ms"] = (heard - accepted_at) * 1000
             await asyncio.sleep(TALK_S)  # the call with the agent, not a wait for anything
             result["caller_gap_ms"] = await r.gap_ms(placed, accepted_at, heard + SETTLE_S)
             heard_caller = await r.world.desk_heard_caller(agent.sip_user, accepted_at)
             returned_at = time.monotonic()
             await r.control.return_to_ai(call_id)
-            back = await r.wait_hears(placed, "ai", after=returned_at)
+            back = await heard_after(r, placed, "ai", returned_at)
             await asyncio.sleep(max(0.0, back + SETTLE_S - time.monotonic()))
             result["back_gap_ms"] = await r.gap_ms(placed, returned_at, back + SETTLE_S)
             if heard_caller is None:
@@ -199,6 +200,15 @@ class Handoffs:
             self._ticker.cancel()
             await asyncio.gather(self._ticker, return_exceptions=True)
         await asyncio.gather(*self._running, return_exceptions=True)
+
+
+async def heard_after(r: Rig, placed: PlacedCall, who: str, after: float) -> float:
+    """When the caller first heard ``who`` after ``after``, waited for in the phones'
+    process: polled from here, the wait would be counted as the controller's CPU."""
+    at = await r.world.wait_heard(placed.caller, who, after, HEARD_WITHIN_S)
+    if at is None:
+        raise TimeoutError(f"the caller never heard {who}")
+    return float(at)
 
 
 def move_gap_ms(handoffs: dict[str, Any]) -> float:

@@ -265,6 +265,17 @@ class World:
     async def first_heard(self, caller: str, who: str, after: float) -> float | None:
         return self.probes[caller].first(who, after)
 
+    async def wait_heard(self, caller: str, who: str, after: float, within: float) -> float | None:
+        """When the caller first heard ``who`` after ``after``, waited for here up to
+        ``within`` s (None: not by then): one request for a process that measures its own
+        CPU, rather than one every poll."""
+        deadline = time.monotonic() + within
+        while (at := self.probes[caller].first(who, after)) is None:
+            if time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(0.02)  # arrival times are stamped as packets come in
+        return at
+
     async def gap_ms(self, caller: str, start: float, end: float) -> float:
         return self.probes[caller].longest_gap_ms(start, end)
 

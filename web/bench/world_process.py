@@ -21,7 +21,7 @@ from pbx.event_link import cancel_and_wait
 from web.bench.world import ToneEngine, World
 
 OPS = {
-    "place_call", "set_agent_phone", "first_heard", "gap_ms", "agent_heard_caller",
+    "place_call", "set_agent_phone", "first_heard", "wait_heard", "gap_ms", "agent_heard_caller",
     "hang_up", "forget", "prepare_agent_phone", "frames", "stream_stats",
     "rig_counts", "open_desk_phones", "close_desk_phones", "desk_heard_caller",
 }
@@ -153,6 +153,11 @@ class RemoteWorld:
 
     async def first_heard(self, caller: str, who: str, after: float) -> float | None:
         result = await self._call("first_heard", caller, who, after)
+        return None if result is None else float(result)
+
+    async def wait_heard(self, caller: str, who: str, after: float, within: float
+                         ) -> float | None:
+        result = await self._call("wait_heard", caller, who, after, within)
         return None if result is None else float(result)
 
     async def gap_ms(self, caller: str, start: float, end: float) -> float:
