@@ -16,6 +16,7 @@ import contextlib
 import os
 import pwd
 import secrets
+import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,10 +26,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from handoff.settings import ClusterNodeSettings, ClusterSettings, Settings
+from handoff.settings import ClusterNodeSettings, ClusterSettings, Settings, load
 from pbx import runtime
 from pbx.asterisk_config import InboundRoute, Ports
-from pbx.edge import Edge
+from pbx.edge import Edge, sip_options
 from pbx.kamailio_config import EdgeNode, EdgeSpec
 from pbx.runtime import AsteriskInstance
 from pbx.trunk_config import SipTrunk
@@ -40,7 +41,9 @@ from tests.integration.asterisk_helpers import (
     of_type,
     process_ids,
 )
+from tests.systemd_unit import as_systemd_starts_it, unit_settings
 from tests.waiting import until
+from web import systemd
 from web.bench.cluster import edge_port
 from web.doctor import Report, examine_cluster
 
@@ -204,8 +207,10 @@ async def test_calls_spread_over_the_nodes_and_skip_a_silent_node_until_it_answe
             assert process_ids(cluster.edge.process.pid)["Uid"] == [uid] * 4
         # Someone who is not a carrier is refused at the edge itself (its log says so).
         assert await invite_from("127.0.0.2", cluster.edge.spec) == 403
+        log_file = cluster.edge.log_file
+        assert log_file is not None
         await until(lambda: "refused a call from 127.0.0.2: not a carrier"
-                    in cluster.edge.log_file.read_text(), 5, why="the edge did not say why")
+                    in log_file.read_text(), 5, why="the edge did not say why")
 
         # A node that stops answering (frozen): the edge's OPTIONS probe notices and new
         # calls go to the other node only; thawed, it answers a probe and is back.
@@ -261,3 +266,62 @@ async def _hang_up_all(node: AsteriskInstance) -> None:
     _, channels = await ari(node, "GET", "/channels")
     for channel in channels:
         await ari(node, "DELETE", f"/channels/{channel['id']}")
+
+
+async def test_switchboard_edge_run_serves_the_edge_as_its_unit_runs_it_until_sigterm(
+    tmp_path: Path,
+) -> None:
+    port = edge_port(frozenset())
+    config = tmp_path / "switchboard.toml"
+    config.write_text("\n".join((
+        f'data_dir = "{tmp_path / "data"}"', "[cluster]", 'edge_address = "127.0.0.1"',
+        f"edge_port = {port}", f'edge_config_dir = "{tmp_path / "etc"}"',
+        f'edge_run_dir = "{tmp_path / "run"}"', 'carriers = ["127.0.0.1"]',
+        # A node nobody runs: the edge probes it and sends it nothing.
+        "[[cluster.nodes]]", 'name = "node-a"', 'sip_host = "127.0.0.1"',
+        f"sip_port = {edge_port(frozenset({port}))}", "")))
+    unit = systemd.build_edge_unit(load(config), config, [], "root")
+    [unit_file] = systemd.write_units(unit, tmp_path / "units")
+    argv, env, cwd = as_systemd_starts_it(unit_settings(unit_file))
+    out = tmp_path / "edge.log"
+    with out.open("wb") as log:
+        command = await asyncio.create_subprocess_exec(
+            *argv, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=log,
+            stderr=log)
+    rendered = str(tmp_path / "etc" / "kamailio.cfg")
+    try:
+        # Up when it answers a carrier's keep-alive on the edge's port.
+        answer = await until(lambda: sip_options("127.0.0.1", port), 60,
+                             why=lambda: f"the edge never answered OPTIONS:\n{out.read_text()}")
+        assert answer.status == 200
+        kamailio = _processes_reading(rendered)
+        assert kamailio, "no Kamailio runs the rendered file"
+        uid = pwd.getpwnam("kamailio").pw_uid  # it dropped root after binding its port
+        assert all(process_ids(pid)["Uid"] == [uid] * 4 for pid in kamailio)
+        assert "the SIP edge runs: kamailio" in out.read_text()
+
+        # systemctl stop (KillMode=mixed): SIGTERM to the command alone, which stops
+        # Kamailio and exits 0 with nothing of it left.
+        command.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(command.wait(), 30) == 0, out.read_text()
+        await until(lambda: not _processes_reading(rendered), 5,
+                    why="a Kamailio process outlived the edge's stop")
+        assert await sip_options("127.0.0.1", port, timeout=1) is None
+    finally:
+        if command.returncode is None:
+            command.kill()
+            await command.wait()
+        for pid in _processes_reading(rendered):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _processes_reading(config: str) -> list[int]:
+    """The Kamailio processes (main and children) started with this configuration file."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            if proc.name.isdigit() and args[0].endswith(b"kamailio") and config.encode() in args:
+                found.append(int(proc.name))
+    return found
