@@ -298,7 +298,9 @@ async def test_switchboard_edge_run_serves_the_edge_as_its_unit_runs_it_until_si
         assert kamailio, "no Kamailio runs the rendered file"
         uid = pwd.getpwnam("kamailio").pw_uid  # it dropped root after binding its port
         assert all(process_ids(pid)["Uid"] == [uid] * 4 for pid in kamailio)
-        assert "the SIP edge runs: kamailio" in out.read_text()
+        # Its banner follows once its control socket answers, maybe after the OPTIONS.
+        await until(lambda: "the SIP edge runs: kamailio" in out.read_text(), 10,
+                    why=lambda: f"the command never said the edge runs:\n{out.read_text()}")
 
         # systemctl stop (KillMode=mixed): SIGTERM to the command alone, which stops
         # Kamailio and exits 0 with nothing of it left.
