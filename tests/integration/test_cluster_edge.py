@@ -28,9 +28,9 @@ import pytest_asyncio
 
 from handoff.settings import ClusterNodeSettings, ClusterSettings, Settings, load
 from pbx import runtime
-from pbx.asterisk_config import InboundRoute, Ports
-from pbx.edge import Edge, sip_options
-from pbx.kamailio_config import EdgeNode, EdgeSpec
+from pbx.asterisk_config import InboundRoute, Ports, SipAgent
+from pbx.edge import Edge, registered_phones, sip_options
+from pbx.kamailio_config import EdgeNode, EdgePhone, EdgeSpec
 from pbx.runtime import AsteriskInstance
 from pbx.trunk_config import SipTrunk
 from tests.faults import paused
@@ -41,6 +41,7 @@ from tests.integration.asterisk_helpers import (
     of_type,
     process_ids,
 )
+from tests.sip_phone import Dialog, SipPhone
 from tests.systemd_unit import as_systemd_starts_it, unit_settings
 from tests.waiting import until
 from web import systemd
@@ -49,6 +50,8 @@ from web.doctor import Report, examine_cluster
 
 # Calls at once on each Asterisk here: a few, so each takes a small RTP range.
 MAX_CALLS = 10
+# Bea's desk phone's SIP account, at the edge and on every node.
+BEA = ("desk-bea", "bea-sip-secret")
 
 
 @dataclass
@@ -73,12 +76,14 @@ async def cluster(installation: runtime.Installation, state_dir: Path,
     port = edge_port(frozenset(taken))
     taken.add(port)
     # Each node knows the edge as its one trunk (by address and port, as any carrier),
-    # so calls the edge relays are taken like a carrier's.
+    # so calls the edge relays are taken like a carrier's; Bea's desk phone registers
+    # to the edge, and each node reaches it there.
     nodes = {
         name: runtime.new_instance(
             installation, f"{tag}-{name}", state_dir, ports=ports(), max_calls=MAX_CALLS,
             trunks=(SipTrunk("edge", "127.0.0.1", port),),
-            routes=(InboundRoute("2000", "receptionist"),))
+            routes=(InboundRoute("2000", "receptionist"),),
+            agents=(SipAgent(*BEA, "deskphone", "Bea"),), agents_edge=f"127.0.0.1:{port}")
         for name in ("node-a", "node-b")
     }
     carrier = runtime.new_instance(
@@ -88,7 +93,7 @@ async def cluster(installation: runtime.Installation, state_dir: Path,
     spec = EdgeSpec("127.0.0.1", port, tuple(
         EdgeNode(name, "127.0.0.1", node.spec.ports.sip) for name, node in nodes.items()),
         carriers=("127.0.0.1",), config_dir=str(folder), run_dir=str(folder / "run"),
-        probe_interval_s=1)
+        probe_interval_s=1, phones=(EdgePhone(*BEA),))
     edge = Edge(spec, folder)
     async with contextlib.AsyncExitStack() as stack:
         for instance in (*nodes.values(), carrier):
@@ -248,6 +253,62 @@ async def test_calls_spread_over_the_nodes_and_skip_a_silent_node_until_it_answe
 
     for instance in (*cluster.nodes.values(), cluster.carrier):
         await assert_quiet(instance)
+
+
+async def test_a_desk_phone_on_tcp_registers_at_the_edge_and_each_node_rings_it_there(
+    cluster: Cluster,
+) -> None:
+    spec = cluster.edge.spec
+    async with contextlib.AsyncExitStack() as stack:
+        listeners = {name: await stack.enter_async_context(EventListener(node, "switchboard"))
+                     for name, node in cluster.nodes.items()}
+        # One TCP connection, kept, from behind NAT: the phone names a private address
+        # and listens on no port, so the edge reaches it down that connection or not at
+        # all.
+        phone = await stack.enter_async_context(SipPhone(
+            *BEA, (spec.listen_address, spec.port), transport="tcp", nat_address="192.0.2.50"))
+        assert await registered_phones(spec) == [BEA[0]]
+        # Each node's qualify of the agent at the edge (every 5 s) finds her registered.
+        await until(lambda: _online_on_every_node(cluster, BEA[0]), 15,
+                    why="a node never saw Bea's phone registered at the edge")
+
+        # Node A rings her; she answers and puts the handset down (her BYE goes up her
+        # connection, and the edge takes it to node A).
+        node_a, node_b = cluster.nodes["node-a"], cluster.nodes["node-b"]
+        call, channel = await _ring(node_a, listeners["node-a"], phone)
+        await phone.hang_up(call)
+        await listeners["node-a"].wait_for(of_type("StasisEnd", channel__id=channel))
+        # Node B rings her; B hangs up (its BYE reaches her down the same connection).
+        call, channel = await _ring(node_b, listeners["node-b"], phone)
+        assert (await ari(node_b, "DELETE", f"/channels/{channel}"))[0] == 204
+        await asyncio.wait_for(call.ended.wait(), 10)
+        assert call.ended_by == "pbx"
+        assert phone.invites == 2 and phone.connected.is_set()
+
+    # Put away, the phone unregistered over its connection.
+    assert await registered_phones(spec) == []
+    for instance in cluster.nodes.values():
+        await assert_quiet(instance)
+
+
+async def _ring(node: AsteriskInstance, listener: EventListener,
+                phone: SipPhone) -> tuple[Dialog, str]:
+    """A call from ``node`` to Bea's desk phone, answered there: the phone's side of it
+    and the node's channel."""
+    status, channel = await ari(node, "POST", "/channels", endpoint=f"PJSIP/{BEA[0]}",
+                                app="switchboard")
+    assert status == 200, channel
+    dialog = await phone.wait_call()
+    await listener.wait_for(of_type("StasisStart", channel__id=channel["id"]))
+    return dialog, channel["id"]
+
+
+async def _online_on_every_node(cluster: Cluster, endpoint: str) -> bool:
+    for node in cluster.nodes.values():
+        status, found = await ari(node, "GET", f"/endpoints/PJSIP/{endpoint}")
+        if status != 200 or found["state"] != "online":
+            return False
+    return True
 
 
 async def dispatching(edge: Edge, nodes: set[str]) -> bool:
