@@ -165,17 +165,8 @@ def cmd_config_edge(args: argparse.Namespace) -> int:
 
 
 def cmd_edge_run(args: argparse.Namespace) -> int:
-    """Run Kamailio as the cluster's SIP edge in the foreground until SIGTERM
-    (web.edge_run)."""
-    spec = _edge_spec(args)
-    try:
-        return asyncio.run(edge_run.serve(spec))
-    except kamailio_config.KamailioUnavailable as exc:
-        print(f"switchboard: {exc}", file=sys.stderr)
-        return 3
-    except ValueError as exc:  # kamailio -c refuses the rendered files
-        print(f"switchboard: {exc}", file=sys.stderr)
-        return edge_run.REFUSED
+    """Run Kamailio as the cluster's SIP edge in the foreground until SIGTERM."""
+    return edge_run.main(_edge_spec(args))
 
 
 def _edge_spec(args: argparse.Namespace) -> kamailio_config.EdgeSpec:

@@ -18,13 +18,31 @@ import sys
 from pathlib import Path
 
 from pbx.edge import Edge
-from pbx.kamailio_config import EdgeSpec
+from pbx.kamailio_config import EdgeSpec, KamailioUnavailable
 
 log = logging.getLogger(__name__)
 
 # The exit status of an edge whose Kamailio refuses its rendered files: as a wrong
 # setting, starting again would only repeat it (the unit's RestartPreventExitStatus).
 REFUSED = 2
+# No Kamailio to run (not installed, no account for it), or it would not start: as
+# `switchboard run` without an Asterisk.
+UNAVAILABLE = 3
+
+
+def main(spec: EdgeSpec) -> int:
+    """`switchboard edge run`: its exit status, and why on stderr when it is not 0."""
+    try:
+        return asyncio.run(serve(spec))
+    except KamailioUnavailable as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return UNAVAILABLE
+    except ValueError as exc:  # kamailio -c refuses the rendered files
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return REFUSED
+    except OSError as exc:  # its folders: not writable here (not root?), not folders
+        print(f"switchboard: the edge's files or run folder: {exc}", file=sys.stderr)
+        return 1
 
 
 async def serve(spec: EdgeSpec) -> int:

@@ -271,6 +271,13 @@ def test_edge_run_says_why_it_cannot_start_kamailio_and_starts_nothing(
     assert "kamailio refuses" in err and "nosuch" in err
     assert not (tmp_path / "edge" / "run" / "kamailio_ctl").exists()
 
+    # A run folder that cannot be made (here: under a file) is named, not a traceback.
+    (tmp_path / "a-file").write_text("")
+    assert main([*edge_run[:2], "--set", f"cluster.edge_run_dir={tmp_path}/a-file/run",
+                 *edge_run[2:]]) == 1
+    err = capsys.readouterr().err
+    assert "the edge's files or run folder: [Errno 20] Not a directory" in err
+
     def missing() -> str:
         raise kamailio_config.KamailioUnavailable(
             "kamailio is not installed (Debian: apt install kamailio)")
