@@ -345,38 +345,65 @@ async def test_switchboard_edge_run_serves_the_edge_as_its_unit_runs_it_until_si
     [unit_file] = systemd.write_units(unit, tmp_path / "units")
     argv, env, cwd = as_systemd_starts_it(unit_settings(unit_file))
     out = tmp_path / "edge.log"
-    with out.open("wb") as log:
-        command = await asyncio.create_subprocess_exec(
-            *argv, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=log,
-            stderr=log)
     rendered = str(tmp_path / "etc" / "kamailio.cfg")
-    try:
+    commands: list[asyncio.subprocess.Process] = []
+
+    async def start() -> asyncio.subprocess.Process:
+        """The unit's command, started as systemd starts it; once the edge serves."""
+        with out.open("ab") as log:
+            command = await asyncio.create_subprocess_exec(
+                *argv, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=log,
+                stderr=log)
+        commands.append(command)
         # Up when it answers a carrier's keep-alive on the edge's port.
         answer = await until(lambda: sip_options("127.0.0.1", port), 60,
                              why=lambda: f"the edge never answered OPTIONS:\n{out.read_text()}")
         assert answer.status == 200
+        # Its banner follows once its control socket answers, maybe after the OPTIONS.
+        await until(lambda: out.read_text().count("the SIP edge runs: kamailio")
+                    == len(commands), 10,
+                    why=lambda: f"the command never said the edge runs:\n{out.read_text()}")
+        return command
+
+    try:
+        command = await start()
         kamailio = _processes_reading(rendered)
         assert kamailio, "no Kamailio runs the rendered file"
         uid = pwd.getpwnam("kamailio").pw_uid  # it dropped root after binding its port
         assert all(process_ids(pid)["Uid"] == [uid] * 4 for pid in kamailio)
-        # Its banner follows once its control socket answers, maybe after the OPTIONS.
-        await until(lambda: "the SIP edge runs: kamailio" in out.read_text(), 10,
-                    why=lambda: f"the command never said the edge runs:\n{out.read_text()}")
 
-        # systemctl stop (KillMode=mixed): SIGTERM to the command alone, which stops
-        # Kamailio and exits 0 with nothing of it left.
+        # Kamailio's main process dies: the command says so and exits 1, for systemd to
+        # start it again, and leaves none of Kamailio's children holding the port.
+        [main] = [pid for pid in kamailio if _parent(pid) == command.pid]
+        os.kill(main, signal.SIGKILL)
+        assert await asyncio.wait_for(command.wait(), 30) == 1, out.read_text()
+        assert "the SIP edge (kamailio) exited by itself" in out.read_text()
+        await until(lambda: not _processes_reading(rendered), 5,
+                    why="Kamailio's children outlived its main process")
+
+        # Started again; then systemctl stop (KillMode=mixed): SIGTERM to the command
+        # alone, which stops Kamailio and exits 0 with nothing of it left.
+        command = await start()
         command.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(command.wait(), 30) == 0, out.read_text()
         await until(lambda: not _processes_reading(rendered), 5,
                     why="a Kamailio process outlived the edge's stop")
         assert await sip_options("127.0.0.1", port, timeout=1) is None
     finally:
-        if command.returncode is None:
-            command.kill()
-            await command.wait()
+        for command in commands:
+            if command.returncode is None:
+                command.kill()
+                await command.wait()
         for pid in _processes_reading(rendered):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _parent(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        # /proc/PID/stat: "pid (name) state ppid ...", the name in parentheses.
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    return 0
 
 
 def _processes_reading(config: str) -> list[int]:
