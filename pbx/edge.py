@@ -233,8 +233,9 @@ class Edge:
         return parse_dispatcher_list(await control(self.spec, "dispatcher.list"))
 
     async def stop(self, timeout: float = 10) -> None:
-        """SIGTERM: Kamailio's main process ends its children and exits. Whatever of its
-        group is still there after ``timeout`` (a child stuck) is killed."""
+        """SIGTERM: Kamailio's main process ends its children and exits (killed if it has
+        not within ``timeout``). Then whatever of its group is left is killed: the
+        children of a main process that died by itself, or a child that hung."""
         process, self.process = self.process, None
         if process is None:
             return
