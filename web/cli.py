@@ -283,7 +283,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         return int(bench_capacity.main(args.steps, args.max, args.window, args.recording,
                                        args.json, chart_path=args.chart,
-                                       past_knee=args.past_knee))
+                                       past_knee=args.past_knee,
+                                       handoff_rate=args.handoff_rate))
     if args.bench_command == "cluster":
         from web.bench import cluster as bench_cluster  # noqa: PLC0415
 
@@ -409,6 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
     capacity.add_argument("--past-knee", action="store_true",
                           help="run every step, not only up to the knee (where the CPU goes "
                           "beyond it)")
+    capacity.add_argument("--handoff-rate", type=float, default=2.0, metavar="PER_S",
+                          help="handoffs a second throughout the ramp, to agents whose desk "
+                          "phones keep an open line, each handed back to the AI (default 2; "
+                          "0: none)")
     capacity.set_defaults(func=cmd_bench)
     cli_people.add_parser(sub, on_store)
     cli_assistants.add_parser(sub, on_store)
