@@ -37,7 +37,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from handoff.live.flow import Flow
@@ -94,6 +94,8 @@ class Line:
     # The desk phone's handset went down on a call: the agent ended the call, as on the
     # ringing path, and stays on duty, so the line is called again once it is gone.
     reopen: bool = False
+    # Set once its audio is heard or waited for in vain (see Lines.settled).
+    checked: asyncio.Event = field(default_factory=asyncio.Event)
 
     def move(self, event: LineEvent) -> None:
         self.state = LINE.transition_of(self.state, event, subject=f"agent={self.agent_id} line")
@@ -191,6 +193,20 @@ class Lines(Flow):
             return False
         line = self._lines.get(agent_id)
         return line is None or not line.heard
+
+    async def settled(self, agent_id: int) -> None:
+        """Until the agent's line, if its audio is being waited for, is heard or given up.
+
+        Returns at once for any other line: an Accept on an idle line waits for nothing.
+        The tab shows its line open when ICE and DTLS are done, and its first packet
+        reaches the PBX a few ms later: an Accept clicked in between takes the line
+        instead of ringing a phone that is busy with it.
+        """
+        line = self._lines.get(agent_id)
+        if line is not None and line.state is LineState.ANSWERED:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.timing.line_media_wait_s):
+                    await line.checked.wait()
 
     def on_parked(self, listener: Callable[[str], Awaitable[None]]) -> None:
         self._parked_listeners.append(listener)
@@ -310,11 +326,18 @@ class Lines(Flow):
     async def _until_heard(self, line: Line) -> None:
         """Idle (ready for Accept) once the agent's audio reaches Asterisk; hung up if it
         does not within the bound: its end (_on_leg_gone) counts it as carrying none."""
-        heard = await self.ctl.media.until_media_from(
-            line.leg, within=self.timing.line_media_wait_s, step=self.timing.line_media_poll_s)
+        try:
+            heard = await self.ctl.media.until_media_from(
+                line.leg, within=self.timing.line_media_wait_s,
+                step=self.timing.line_media_poll_s)
+            await self._verdict(line, heard is not None)
+        finally:
+            line.checked.set()
+
+    async def _verdict(self, line: Line, heard: bool) -> None:
         if self._lines.get(line.agent_id) is not line or line.state is not LineState.ANSWERED:
             return  # replaced, closed or gone meanwhile
-        if heard is None:
+        if not heard:
             try:
                 await self.ari.channels.hangup(line.leg)
             except AriNotFound:

@@ -257,3 +257,26 @@ async def test_a_tab_asking_again_after_a_deaf_line_is_told_when_to(
     await desks.live.control.open_line(desks.ada, "ada-desk")
     await until(lambda: _idle(desks))
     await desks.live.control.close_line(desks.ada, "ada-desk")
+
+
+async def test_an_accept_as_the_lines_first_audio_is_on_its_way_takes_the_line(
+    desks: Floor, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The tab shows its line open once ICE and DTLS are done; the PBX hears its first
+    # packet a moment later. An Accept in that moment waits for it, not a ring.
+    Outage(desks, monkeypatch)
+    desks.ari.phones["PJSIP/ada-desk"] = "deaf"  # its first packet not there yet
+    await desks.live.control.open_line(desks.ada, "ada-desk")
+    line = await answered(desks)
+    caller, live = await desks.call()
+    handoff_id = await desks.live.control.request_handoff(
+        live.call_id, reason="caller_asked", summary="wants a person")
+    accepting = asyncio.create_task(desks.live.control.accept(handoff_id, desks.ada))
+    await asyncio.sleep(0.05)  # a window: the Accept must still be waiting in it
+    assert not accepting.done() and live.agent is None
+    desks.ari.chans[line.leg].deaf = False  # its audio arrives
+    await accepting
+    assert live.agent == line.leg and line.leg in desks.ari.bridged[live.bridge]
+    await desks.ari.hang_up_phone(caller)
+    await until(lambda: _idle(desks))
+    await desks.live.control.close_line(desks.ada, "ada-desk")
