@@ -28,7 +28,7 @@ from handoff.live.errors import (
 )
 from handoff.live.flow import AiEngine, Timing
 from handoff.live.legs import add_when_in_stasis, call_key
-from handoff.live.lines import LineRefused
+from handoff.live.lines import LineBackoff, LineRefused
 from handoff.live.offer import CALLBACK_NOTE
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "CallControl",
     "CallStateConflict",
     "ExternalEngine",
+    "LineBackoff",
     "LineRefused",
     "LiveCall",
     "OutOfHours",

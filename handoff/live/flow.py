@@ -36,6 +36,18 @@ class Timing:
     agent_media_wait_s: float = 1.5
     # How often the agent leg's RTP counters are read while waiting.
     agent_media_poll_s: float = 0.005
+    # An open line is ready for Accept once the agent's audio reaches Asterisk, not at
+    # its SIP answer: a network that passes the signalling and drops RTP answers lines
+    # that are deaf. A desk phone sends within milliseconds, a browser after ICE and DTLS
+    # (about 100 ms; seconds on a loaded box); a line with no audio by then is hung up
+    # and opened again (the browsers' own RTP timeout is as long: pjsip.conf).
+    line_media_wait_s: float = 5.0
+    line_media_poll_s: float = 0.02  # one packet's time: nobody waits on it at Accept
+    # A line that never carried audio is opened again after this long, doubling with
+    # each one that fails in a row up to the maximum; a line heard starts again at the
+    # first. A network outage then costs the PBX a line attempt a minute, not every 6 s.
+    line_retry_s: float = 1.0
+    line_retry_max_s: float = 60.0
     # After their part of a call, an available agent is in wrap-up this long (notes,
     # follow-up) before the next card; 0: straight back to available. The product sets
     # it from the desk.wrap_up_s setting (default 15 s).

@@ -9,6 +9,13 @@ is recorded. Accept is then one bridge operation (addChannel moves the leg out o
 holding bridge into the call's); when the agent's part of the call is over the leg goes
 back to the holding bridge instead of hanging up. Going off duty hangs it up.
 
+A line is ready for Accept only once the agent's audio reaches Asterisk (its first RTP
+packet), not at its SIP answer: a network that passes the signalling and drops the media
+(a firewall, a VPN half up) answers lines that are deaf, and an Accept would move the
+caller into silence. One whose audio never comes is hung up and opened again; lines that
+never carry audio are opened again less and less often (see Timing), so an outage costs
+the PBX a call a minute per agent rather than one every few seconds.
+
 A desk phone has no tab: going on duty asks for its line. Its handset put down on a
 call ends the call (as on the ringing path) and the line is called again; an idle line
 it hung up stays down until the next duty (an Accept meanwhile rings the phone, and the
@@ -23,23 +30,26 @@ are ordered per line, and this flow hands them to the call the leg is in.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from handoff.live.flow import Flow
 from handoff.live.legs import SEP, add_when_in_stasis, destroy, hang_up
 from handoff.live.routing import phone_hung_up
 from handoff.states import StateMachine
-from pbx.ari import AriError
+from pbx.ari import AriError, AriNotFound
 
 if TYPE_CHECKING:
     from handoff.live.call import LiveCall
     from handoff.live.control import CallControl
+    from handoff.live.flow import Timing
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +62,21 @@ AUTO_ANSWER = {"PJSIP_HEADER(add,Call-Info)": "<sip:switchboard>;answer-after=0"
 
 class LineState(enum.StrEnum):
     RINGING = "ringing"  # the PBX calls the tab; it answers by itself
-    IDLE = "idle"  # up, in the agent's holding bridge
+    ANSWERED = "answered"  # up as far as SIP goes; the agent's audio not heard yet
+    IDLE = "idle"  # up and heard, in the agent's holding bridge
     ON_CALL = "on_call"  # in a call's bridge
 
 
 class LineEvent(enum.StrEnum):
     ANSWERED = "answered"
+    HEARD = "heard"  # its first RTP reached Asterisk: the path a caller's audio takes
     TAKEN = "taken"  # an Accept (or a transfer, or a supervisor) moves it into a call
     PARKED = "parked"  # back in the holding bridge
 
 
 LINE: StateMachine[LineState, LineEvent] = StateMachine("open line", LineState.RINGING, {
-    (LineState.RINGING, LineEvent.ANSWERED): LineState.IDLE,
+    (LineState.RINGING, LineEvent.ANSWERED): LineState.ANSWERED,
+    (LineState.ANSWERED, LineEvent.HEARD): LineState.IDLE,
     (LineState.IDLE, LineEvent.TAKEN): LineState.ON_CALL,
     (LineState.ON_CALL, LineEvent.PARKED): LineState.IDLE,
 })
@@ -81,9 +94,16 @@ class Line:
     # The desk phone's handset went down on a call: the agent ended the call, as on the
     # ringing path, and stays on duty, so the line is called again once it is gone.
     reopen: bool = False
+    # Set once its audio is heard or waited for in vain (see Lines.settled).
+    checked: asyncio.Event = field(default_factory=asyncio.Event)
 
     def move(self, event: LineEvent) -> None:
         self.state = LINE.transition_of(self.state, event, subject=f"agent={self.agent_id} line")
+
+    @property
+    def heard(self) -> bool:
+        """The agent's audio has reached Asterisk on this line: it can carry a call."""
+        return self.state in (LineState.IDLE, LineState.ON_CALL)
 
     def to_json(self) -> dict[str, Any]:
         return {"state": self.state.value, "leg": self.leg}
@@ -97,11 +117,51 @@ class LineRefused(Exception):
     """Open lines are turned off here, or the agent cannot have one now."""
 
 
+class LineBackoff(LineRefused):
+    """The agent's last lines carried no audio: the next one waits (``retry_after_s``)."""
+
+    def __init__(self, agent_id: int, retry_after_s: float) -> None:
+        super().__init__(f"the last lines to agent {agent_id} carried no audio: "
+                         f"the next one in {retry_after_s:.1f} s")
+        self.retry_after_s = retry_after_s
+
+
+class Reopening:
+    """When each agent's next line may be called: after one that never carried audio
+    (never answered, or answered deaf), Timing's line_retry_s, doubling with each failure
+    in a row up to line_retry_max_s; a line heard starts again from nothing."""
+
+    def __init__(self, timing: Timing, clock: Callable[[], float]) -> None:
+        self.timing, self.clock = timing, clock
+        self._failures: dict[int, int] = {}
+        self._not_before: dict[int, float] = {}
+
+    def failed(self, agent_id: int) -> float:
+        """One more line of the agent's carried no audio: the pause before the next."""
+        failures = self._failures.get(agent_id, 0)
+        pause = min(self.timing.line_retry_max_s, self.timing.line_retry_s * 2.0 ** failures)
+        self._failures[agent_id] = failures + 1
+        self._not_before[agent_id] = self.clock() + pause
+        return pause
+
+    def heard(self, agent_id: int) -> None:
+        self._failures.pop(agent_id, None)
+        self._not_before.pop(agent_id, None)
+
+    def wait_s(self, agent_id: int) -> float:
+        """How long until the agent's next line may be called (0: now)."""
+        return max(0.0, self._not_before.get(agent_id, 0.0) - self.clock())
+
+
 class Lines(Flow):
-    def __init__(self, ctl: CallControl, *, enabled: bool = True) -> None:
+    def __init__(self, ctl: CallControl, *, enabled: bool = True,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         super().__init__(ctl)
         self.enabled = enabled
         self._lines: dict[int, Line] = {}
+        self.reopening = Reopening(self.timing, clock)
+        self.sleep = sleep  # a test passes its own, as it does the clock
         # Agents whose tab asked for a line and did not go off duty, by SIP user: while
         # such an agent has no line it is down (a reload, a network blip), and the phone
         # watch counts that as a phone that cannot ring.
@@ -126,9 +186,27 @@ class Lines(Flow):
         return {i for line in self._lines.values() for i in (line.leg, line.bridge)}
 
     def down(self, sip_user: str) -> bool:
-        """The agent wants a line and has none: their desk cannot take a call now."""
+        """The agent wants a line and has none that carries audio (none, still ringing,
+        or answered and deaf): their desk cannot take a call now."""
         agent_id = self._wanted.get(sip_user)
-        return agent_id is not None and agent_id not in self._lines
+        if agent_id is None:
+            return False
+        line = self._lines.get(agent_id)
+        return line is None or not line.heard
+
+    async def settled(self, agent_id: int) -> None:
+        """Until the agent's line, if its audio is being waited for, is heard or given up.
+
+        Returns at once for any other line: an Accept on an idle line waits for nothing.
+        The tab shows its line open when ICE and DTLS are done, and its first packet
+        reaches the PBX a few ms later: an Accept clicked in between takes the line
+        instead of ringing a phone that is busy with it.
+        """
+        line = self._lines.get(agent_id)
+        if line is not None and line.state is LineState.ANSWERED:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.timing.line_media_wait_s):
+                    await line.checked.wait()
 
     def on_parked(self, listener: Callable[[str], Awaitable[None]]) -> None:
         self._parked_listeners.append(listener)
@@ -141,10 +219,13 @@ class Lines(Flow):
 
         An idle or ringing line the PBX still has is replaced: the tab asks only when it
         has no line of its own. A line on a call is left alone (the call is the agent's).
+        After lines that carried no audio the next waits its turn (LineBackoff).
         """
         if not self.enabled:
             raise LineRefused("open lines are turned off on this server")
         self._wanted[sip_user] = agent_id
+        if (wait := self.reopening.wait_s(agent_id)) > 0:
+            raise LineBackoff(agent_id, wait)
         old = self._lines.get(agent_id)
         if old is not None:
             if old.state is LineState.ON_CALL:
@@ -177,6 +258,7 @@ class Lines(Flow):
     async def close(self, agent_id: int, sip_user: str) -> None:
         """Off duty: the line is hung up (after the call, if it is on one)."""
         self._wanted.pop(sip_user, None)
+        self.reopening.heard(agent_id)  # the next duty starts afresh
         line = self._lines.get(agent_id)
         if line is None:
             return
@@ -239,7 +321,34 @@ class Lines(Flow):
         if line is not None and channel.get("state") == "Up" \
                 and line.state is LineState.RINGING:
             line.move(LineEvent.ANSWERED)
-            log.info("agent=%s: line %s is open", line.agent_id, line.leg)
+            self.ctl.spawn(self._until_heard(line), f"line media agent={line.agent_id}")
+
+    async def _until_heard(self, line: Line) -> None:
+        """Idle (ready for Accept) once the agent's audio reaches Asterisk; hung up if it
+        does not within the bound: its end (_on_leg_gone) counts it as carrying none."""
+        try:
+            heard = await self.ctl.media.until_media_from(
+                line.leg, within=self.timing.line_media_wait_s,
+                step=self.timing.line_media_poll_s)
+            await self._verdict(line, heard is not None)
+        finally:
+            line.checked.set()
+
+    async def _verdict(self, line: Line, heard: bool) -> None:
+        if self._lines.get(line.agent_id) is not line or line.state is not LineState.ANSWERED:
+            return  # replaced, closed or gone meanwhile
+        if not heard:
+            try:
+                await self.ari.channels.hangup(line.leg)
+            except AriNotFound:
+                return  # it went by itself (the PBX's RTP timeout): _on_leg_gone has it
+            log.warning("agent=%s: line %s answered but no audio reached the PBX within "
+                        "%.1f s (media blocked on the way?): hung up", line.agent_id,
+                        line.leg, self.timing.line_media_wait_s)
+            return
+        line.move(LineEvent.HEARD)
+        self.reopening.heard(line.agent_id)
+        log.info("agent=%s: line %s is open", line.agent_id, line.leg)
 
     async def _on_hangup_request(self, event: Mapping[str, Any]) -> None:
         line = self._by_leg(str(event["channel"]["id"]))
@@ -258,11 +367,19 @@ class Lines(Flow):
             return
         cause = int(event.get("cause", 0))
         line = self._by_leg(leg)
+        deaf = False
         if line is not None:
             self._lines.pop(line.agent_id, None)
             await destroy(self.ari, line.bridge)
             log.info("agent=%s: line %s is down (%s, cause %s)", line.agent_id, leg,
                      line.state, cause)
+            if not line.heard and line.sip_user in self._wanted:
+                # It never carried audio (not answered, or answered deaf): the next
+                # waits, longer after each such line in a row.
+                pause = self.reopening.failed(line.agent_id)
+                deaf = line.state is LineState.ANSWERED
+                log.info("agent=%s: the next line in %.1f s at the earliest",
+                         line.agent_id, pause)
         # A line on a call (also one a restarted controller adopted with its call, and
         # no longer knows as a line): its call's events are not ordered with it.
         live = self._call_of(leg)
@@ -272,8 +389,12 @@ class Lines(Flow):
             await self.ctl.moves.agent_gone(live, cause)
         elif live is not None and live.transfer is not None and live.transfer.leg == leg:
             await self.ctl.transfers.failed(live, cause)
-        if line is not None and line.reopen and line.sip_user in self._wanted:
-            # Also after another node's call (handoff.live.xnode), never live here.
+        if line is not None and (line.reopen or (line.desk_phone and deaf)) \
+                and line.sip_user in self._wanted:
+            # Also after another node's call (handoff.live.xnode), never live here. A
+            # desk phone's line answered deaf is called again too (it answers by itself:
+            # only its media failed); one that did not answer stays down, as one that
+            # rang at the desk each time would be rung again and again.
             self.ctl.spawn(self._reopen(line), f"reopen line agent={line.agent_id}")
 
     # ---- helpers -----------------------------------------------------------------------------
@@ -286,6 +407,9 @@ class Lines(Flow):
                 ("ChannelDestroyed", self._on_leg_gone))
 
     async def _reopen(self, line: Line) -> None:
+        await self.sleep(self.reopening.wait_s(line.agent_id))
+        if self._wanted.get(line.sip_user) != line.agent_id or line.agent_id in self._lines:
+            return  # off duty meanwhile, or a line opened since (on duty again)
         # Refused: down, so no cards and away after the phone check's grace (logged).
         with contextlib.suppress(LineRefused):
             await self.open(line.agent_id, line.sip_user, desk_phone=True)

@@ -45,10 +45,13 @@ class Media(Flow):
             return None
         return sounds.media(made[name].stem)
 
-    async def until_media_from(self, leg: str) -> datetime | None:
-        """Return once Asterisk has received RTP from `leg` (bounded; see Timing): when
-        it first had some (on the ledger's clock), or None if none came or the leg went."""
-        deadline = time.monotonic() + self.timing.agent_media_wait_s
+    async def until_media_from(self, leg: str, *, within: float | None = None,
+                               step: float | None = None) -> datetime | None:
+        """Return once Asterisk has received RTP from `leg` (bounded: `within`, by default
+        the agent's wait in Timing; read every `step`): when it first had some (on the
+        ledger's clock), or None if none came or the leg went."""
+        within = self.timing.agent_media_wait_s if within is None else within
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             try:
                 stats = await self.ari.channels.rtp_statistics(leg)
@@ -56,9 +59,8 @@ class Media(Flow):
                 return None  # the leg went (its hang-up is handled) or has no RTP instance
             if int(stats.get("rxcount") or 0) > 0:
                 return self.store.now()
-            await asyncio.sleep(self.timing.agent_media_poll_s)
-        log.info("leg %s sent no audio within %.1f s of answering; the AI leaves anyway",
-                 leg, self.timing.agent_media_wait_s)
+            await asyncio.sleep(self.timing.agent_media_poll_s if step is None else step)
+        log.info("leg %s sent no audio within %.1f s of answering", leg, within)
         return None
 
     async def until_heard(self, leg: str | None) -> datetime | None:

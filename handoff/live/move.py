@@ -56,6 +56,7 @@ class Moves(Flow):
         commits; a dial that fails rolls the accept back and the card stays on offer.
         An agent with an open line is not rung at all: their line moves into the call.
         """
+        await self.ctl.lines.settled(agent_id)  # at once unless the line is just opening
         calls = self.ctl.calls.values()
         moving = next((c for c in calls
                        if c.transfer is not None and c.transfer.handoff_id == handoff_id), None)

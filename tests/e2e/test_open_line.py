@@ -358,12 +358,18 @@ async def test_while_the_line_is_down_no_card_shows_and_the_agent_is_set_away(
     assert await watch.check_once() == []
 
     async def refused(route: Route) -> None:
-        await route.fulfill(status=503, json={"error": "down", "reason": "test"})
+        # As the server answers while her last lines carried no audio (an outage).
+        await route.fulfill(status=503, headers={"Retry-After": "3"}, json={
+            "error": "line_backoff", "reason": "test", "retry_after_s": 3})
 
-    # The line drops and the PBX cannot give her another for now.
+    # The line drops and the PBX cannot give her another for now: the tab asks again
+    # when the server says, and the desk says when that is.
     await page.route("**/api/line", refused)
     await ari(telephony.pbx, "DELETE", f"/channels/{line.leg}")
-    await expect(page.locator("#line-status")).to_have_attribute("data-line", "down")
+    status = page.locator("#line-status")
+    await expect(status).to_have_attribute("data-line", "down")
+    await expect(status).to_have_attribute("data-retry-s", "3")
+    await expect(status).to_have_text("Line: down, next try in 3 s")
     _, call_id = await product.place_call()
     handoff_id = await product.control.request_handoff(
         call_id, reason="caller_request", summary="Nobody should see this yet")

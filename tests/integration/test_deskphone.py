@@ -308,6 +308,41 @@ async def test_an_auto_answering_desk_phone_keeps_an_open_line_and_accept_is_a_b
     assert line_call.ended_by == "pbx" and r.control.lines.of(bea.agent_id) is None
 
 
+async def test_a_desk_phone_line_answered_without_audio_is_not_used_and_is_called_again(
+    bea: Bea,
+) -> None:
+    r = bea.r
+    bea.phone.auto_answer = True
+    bea.phone.answer = "ring"
+    bea.phone.sends_media = False  # its network passes SIP and drops the RTP
+    await r.control.open_line(bea.agent_id, DESK_PHONE_SIP_USER, desk_phone=True)
+    deaf = await bea.phone.wait_call()
+    await until(lambda: _line_answered(r, bea.agent_id))
+    # Up as far as SIP goes, but no audio has reached the PBX: not ready, so an Accept
+    # would ring her phone rather than move a caller into silence, and to the phone
+    # watch her desk cannot take a call.
+    line = r.control.lines.of(bea.agent_id)
+    assert line is not None and line.state is LineState.ANSWERED
+    assert not r.control.lines.idle(bea.agent_id)
+    assert await r.control.phone_registered(DESK_PHONE_SIP_USER) is False
+    bea.phone.sends_media = True  # the network back (for the calls it answers next)
+    # Hung up for its silence (by the PBX's media timeout or the controller's bound,
+    # whichever comes first), and called again by itself; heard this time.
+    await asyncio.wait_for(deaf.ended.wait(), 15)
+    again = await bea.phone.wait_call(timeout=15)
+    assert AUTO_ANSWER.search(again.call_info) and bea.phone.invites == 2
+    await until(lambda: _line_is(r, bea.agent_id, LineState.IDLE))
+    assert await r.control.phone_registered(DESK_PHONE_SIP_USER) is True
+    await r.control.close_line(bea.agent_id, DESK_PHONE_SIP_USER)
+    await asyncio.wait_for(again.ended.wait(), 5)
+
+
+async def _line_answered(r: Rig, agent_id: int) -> bool:
+    """The line is past ringing (answered; idle too, where audio is not waited for)."""
+    line = r.control.lines.of(agent_id)
+    return line is not None and line.state is not LineState.RINGING
+
+
 async def test_a_desk_phone_that_hangs_up_its_idle_open_line_is_down_until_off_duty(
     bea: Bea,
 ) -> None:

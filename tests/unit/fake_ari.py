@@ -48,6 +48,7 @@ class FakeChannel:
     app_args: list[str] = field(default_factory=list)
     bridge: str | None = None
     doomed: bool = False  # an AI leg whose engine refuses the stream
+    deaf: bool = False  # answered, but none of its RTP reaches Asterisk
 
     def to_json(self) -> Channel:
         # As Asterisk describes a channel in Stasis; the controller reads id, name, state
@@ -213,7 +214,9 @@ class _Channels:
         endpoint = channel.name.rsplit("-", 1)[0]
         behaviour = self.ari.phones.get(endpoint, "answer")
         channel.state = "Ringing"
-        if behaviour == "answer":
+        if behaviour in ("answer", "deaf"):
+            # deaf: the SIP gets through and its media does not (a firewall dropping RTP).
+            channel.deaf = behaviour == "deaf"
             await self.ari.answer_phone(channel_id)
         elif behaviour in ("reject", "busy", "no_answer"):
             # The phone's refusal: 603 Decline / 486 Busy / a ring timeout.
@@ -237,7 +240,7 @@ class _Channels:
 
     async def rtp_statistics(self, channel_id: str) -> dict[str, Any]:
         channel = self.ari._get(channel_id)
-        return {"rxcount": 1 if channel.state == "Up" else 0}
+        return {"rxcount": 1 if channel.state == "Up" and not channel.deaf else 0}
 
     async def set_variable(self, channel_id: str, variable: str,
                            value: str | None) -> None:

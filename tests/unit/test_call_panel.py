@@ -9,6 +9,7 @@ import pytest
 
 from handoff.calls import CallEvent, Speaker
 from handoff.handoffs import HandoffEvent
+from handoff.live import LineBackoff
 from handoff.store.models import Handoff
 from tests.dashboard_fixtures import Browser, Served, offer_card, serve_dashboard
 from web.dashboard.typedefs import SoftphoneSettings
@@ -49,6 +50,13 @@ async def test_a_line_is_asked_for_on_duty_only_and_refused_where_lines_are_off(
     response = await alice.post_json("/api/line", {})
     assert (response.status, (await response.json())["error"]) == (409, "line_refused")
     assert (await alice.post_json("/api/line", {}, csrf="")).status == 403
+    # Her last lines carried no audio: the tab is told when to ask again.
+    with_phone.commands.open_lines = True
+    with_phone.commands.line_refused = LineBackoff(with_phone.people["alice"].id, 3.2)
+    response = await alice.post_json("/api/line", {})
+    body = await response.json()
+    assert (response.status, body["error"], body["retry_after_s"]) == (503, "line_backoff", 4)
+    assert response.headers["Retry-After"] == "4"
 
 
 async def connected_call(served: Served, login: str) -> Handoff:

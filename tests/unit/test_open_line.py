@@ -10,7 +10,7 @@ from datetime import datetime
 import pytest
 
 from handoff.handoffs import FailureReason, HandoffState
-from handoff.live import LineRefused, LiveCall, Party
+from handoff.live import LineBackoff, LineRefused, LiveCall, Party
 from handoff.live.lines import Line, LineState
 from tests.unit.test_live_calls import Floor, floor  # noqa: F401 (the fixture below uses it)
 from tests.unit.test_quality import DESK_PHONE
@@ -166,4 +166,117 @@ async def test_a_reconnected_event_stream_leaves_the_lines_alone(desks: Floor) -
     await desks.live.control.reconcile()
     line = _idle(desks)
     assert line is not None and line.leg == leg and leg in desks.ari.chans
+    await desks.live.control.close_line(desks.ada, "ada-desk")
+
+
+class Outage:
+    """The controller's clock and pauses for a line's reopening, under the test's hand:
+    each pause is recorded and moves the clock on at once (no real waiting)."""
+
+    def __init__(self, desks: Floor, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 0.0
+        self.pauses: list[float] = []
+        lines = desks.live.control.lines
+        monkeypatch.setattr(lines.reopening, "clock", lambda: self.now)
+        monkeypatch.setattr(lines, "sleep", self.sleep)
+        # The test ends each deaf line itself (as the PBX's RTP timeout does) unless
+        # it says otherwise: the controller's own bound does not race it.
+        monkeypatch.setattr(desks.live.control.timing, "line_media_wait_s", 30.0)
+
+    async def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+async def answered(desks: Floor, not_leg: str = "") -> Line:
+    """Ada's newest line, answered (as far as SIP goes)."""
+    def new() -> Line | None:
+        line = desks.live.control.lines.of(desks.ada)
+        return line if line is not None and line.leg != not_leg \
+            and line.state is not LineState.RINGING else None
+    return await until(new)
+
+
+async def test_a_desk_phones_line_answered_deaf_is_not_used_and_is_called_again_less_often(
+    desks: Floor, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    outage = Outage(desks, monkeypatch)
+    lines = desks.live.control.lines
+    desks.ari.phones["PJSIP/ada-desk"] = "deaf"  # SIP gets through, RTP does not
+    await desks.live.control.open_line(desks.ada, "ada-desk", desk_phone=True)
+    line = await answered(desks)
+    # Answered is not ready: no Accept moves a caller onto it (it would ring her phone
+    # instead), and to the phone watch her desk cannot take a call.
+    assert line.state is LineState.ANSWERED and not lines.idle(desks.ada)
+    assert lines.take(desks.ada) is None
+    assert lines.down("ada-desk")
+    # The outage lasts: each deaf line ends at the PBX's RTP timeout, and the next is
+    # called after a pause that doubles, up to a minute.
+    for _ in range(8):
+        await desks.ari.lose_phone(line.leg)
+        line = await answered(desks, not_leg=line.leg)
+    assert outage.pauses == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+    # The network back: the next line is heard, and ready for Accept.
+    desks.ari.phones["PJSIP/ada-desk"] = "answer"
+    await desks.ari.lose_phone(line.leg)
+    line = await until(lambda: _idle(desks))
+    assert not lines.down("ada-desk")
+    # A line heard starts the count again: the next deaf one (ended by the controller's
+    # own bound this time, hanging it up) is followed by the first pause.
+    await desks.live.control.close_line(desks.ada, "ada-desk")
+    monkeypatch.setattr(desks.live.control.timing, "line_media_wait_s", 0.05)
+    desks.ari.phones["PJSIP/ada-desk"] = "deaf"
+    await desks.live.control.open_line(desks.ada, "ada-desk", desk_phone=True)
+    deaf = (await answered(desks)).leg
+    await until(lambda: deaf in desks.ari.hangup_reasons)
+    await until(lambda: len(outage.pauses) == 10)
+    assert outage.pauses[-2:] == [60.0, 1.0]
+    monkeypatch.setattr(desks.live.control.timing, "line_media_wait_s", 30.0)
+    await desks.live.control.close_line(desks.ada, "ada-desk")
+    await desks.ari.idle()
+    assert desks.live.control.lines.of(desks.ada) is None
+
+
+async def test_a_tab_asking_again_after_a_deaf_line_is_told_when_to(
+    desks: Floor, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    outage = Outage(desks, monkeypatch)
+    desks.ari.phones["PJSIP/ada-desk"] = "deaf"
+    await desks.live.control.open_line(desks.ada, "ada-desk")
+    await desks.ari.lose_phone((await answered(desks)).leg)
+    await until(lambda: desks.live.control.lines.of(desks.ada) is None)
+    # The tab asks at once: refused with the time to wait (no call to its phone).
+    dialled = list(desks.ari.dialled)
+    with pytest.raises(LineBackoff) as refused:
+        await desks.live.control.open_line(desks.ada, "ada-desk")
+    assert refused.value.retry_after_s == 1.0 and desks.ari.dialled == dialled
+    assert outage.pauses == []  # a tab's line is the tab's to ask for again
+    outage.now += 1.0
+    desks.ari.phones["PJSIP/ada-desk"] = "answer"
+    await desks.live.control.open_line(desks.ada, "ada-desk")
+    await until(lambda: _idle(desks))
+    await desks.live.control.close_line(desks.ada, "ada-desk")
+
+
+async def test_an_accept_as_the_lines_first_audio_is_on_its_way_takes_the_line(
+    desks: Floor, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The tab shows its line open once ICE and DTLS are done; the PBX hears its first
+    # packet a moment later. An Accept in that moment waits for it, not a ring.
+    Outage(desks, monkeypatch)
+    desks.ari.phones["PJSIP/ada-desk"] = "deaf"  # its first packet not there yet
+    await desks.live.control.open_line(desks.ada, "ada-desk")
+    line = await answered(desks)
+    caller, live = await desks.call()
+    handoff_id = await desks.live.control.request_handoff(
+        live.call_id, reason="caller_asked", summary="wants a person")
+    accepting = asyncio.create_task(desks.live.control.accept(handoff_id, desks.ada))
+    await asyncio.sleep(0.05)  # a window: the Accept must still be waiting in it
+    assert not accepting.done() and live.agent is None
+    desks.ari.chans[line.leg].deaf = False  # its audio arrives
+    await accepting
+    assert live.agent == line.leg and line.leg in desks.ari.bridged[live.bridge]
+    await desks.ari.hang_up_phone(caller)
+    await until(lambda: _idle(desks))
     await desks.live.control.close_line(desks.ada, "ada-desk")

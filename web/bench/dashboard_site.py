@@ -97,11 +97,14 @@ class FakeCommands:
     # No PBX here: no open lines (the desk's Accept path is the ringing one), unless a
     # test turns them on to see which phones are called for one (in `panel`).
     open_lines: bool = False
+    line_refused: LineRefused | None = None  # what the next line asked for meets
 
     async def open_line(self, agent_id: int, sip_user: str, *, desk_phone: bool = False
                         ) -> str:
         if not self.open_lines:
             raise LineRefused("no phone system in this rig")
+        if self.line_refused is not None:
+            raise self.line_refused
         self.panel.append(("open_line", sip_user, desk_phone))
         return "ringing"
 

@@ -84,7 +84,9 @@ class SipPhone(asyncio.DatagramProtocol, asyncio.Protocol):
     ``answer`` says what it does with the next INVITE: "answer" (180, then 200 with
     PCMU), "ring" (180 until the PBX gives up), or a final status such as 480 or 503.
     With ``auto_answer`` it answers an INVITE whose Call-Info says answer-after=0 at
-    once whatever ``answer`` says, as a phone set to take intercom calls does.
+    once whatever ``answer`` says, as a phone set to take intercom calls does. With
+    ``sends_media`` False it answers and sends no RTP, as a phone behind a network that
+    passes SIP and drops the media (its calls' media can be started by resume_media).
     """
 
     def __init__(self, user: str, password: str, pbx: Address, *,
@@ -99,6 +101,7 @@ class SipPhone(asyncio.DatagramProtocol, asyncio.Protocol):
         self.tone_hz, self.expires = tone_hz, expires
         self.answer: str | int = "answer"
         self.auto_answer = False
+        self.sends_media = True
         self.invites = 0  # INVITEs that started a call here (not re-INVITEs)
         self.calls: asyncio.Queue[Dialog] = asyncio.Queue()  # answered and ACKed
         self.dialogs: dict[str, Dialog] = {}  # by Call-ID
@@ -401,7 +404,9 @@ class SipPhone(asyncio.DatagramProtocol, asyncio.Protocol):
         dialog.media = await open_probe(self.tone_hz, self.host)
         dialog.answered = True
         self._final(invite, addr, 200, dialog, _sdp(dialog.media.port, self.host))
-        dialog.media.start_sending(remote)  # the handset is up: the agent speaks
+        dialog.media.remote = remote  # where resume_media sends
+        if self.sends_media:
+            dialog.media.start_sending(remote)  # the handset is up: the agent speaks
 
     def _on_ack(self, ack: SipMessage, addr: Address) -> None:
         task = self._unacked.pop((ack.get("call-id"), ack.cseq[0]), None)

@@ -9,6 +9,7 @@ by guessing its id.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,13 @@ from aiohttp import web
 from handoff.agents import AgentRole, EndpointKind
 from handoff.events import CALLS_TOPIC, CallChanged
 from handoff.handoffs import AGENT_BUSY_STATES
-from handoff.live import AgentNotAvailable, CallStateConflict, LineRefused, QueueNotAvailable
+from handoff.live import (
+    AgentNotAvailable,
+    CallStateConflict,
+    LineBackoff,
+    LineRefused,
+    QueueNotAvailable,
+)
 from handoff.store import NotFound, Transaction
 from handoff.store.models import Handoff, TranscriptSegment
 from web.dashboard.access import ROLE_RANK
@@ -87,6 +94,13 @@ async def open_line(request: web.Request) -> web.Response:
         return json_error(409, "off_duty", "go on duty first")
     try:
         state = await dashboard.commands.open_line(agent.id, agent.sip_user)
+    except LineBackoff as exc:
+        # Its last lines carried no audio (an outage between the tab and the PBX): the
+        # tab asks again when told, and the desk says the line is down meanwhile.
+        retry_after = max(1, math.ceil(exc.retry_after_s))
+        refused = json_error(503, "line_backoff", str(exc), retry_after_s=retry_after)
+        refused.headers["Retry-After"] = str(retry_after)
+        return refused
     except LineRefused as exc:
         return json_error(409, "line_refused", str(exc))
     return web.json_response({"line": state})

@@ -207,6 +207,7 @@ LINE_STATES: Final[Mapping[str, str]] = {
     "opening": "Line: opening…",
     "open": "Line: open",
     "down": "Line: down, reopening…",
+    "down_retry": "Line: down, next try in {s} s",  # desk.js puts the seconds in
 }
 
 # What the page scripts look up themselves (base.html sends it once).

@@ -272,13 +272,18 @@
   // The open line's state, next to the phone's: the agent sees that calls can reach them.
   const lineStatus = document.getElementById("line-status");
 
-  function showLine(lineState) {
+  // retryS: down, and asked for again in that many seconds (longer after each line that
+  // carried no audio: the network between this desk and the PBX drops the media).
+  function showLine(lineState, retryS = 0) {
     if (lineStatus) {
       lineStatus.hidden = lineState === "off";
       lineStatus.dataset.state = lineState === "open" ? "registered" : lineState === "down" ? "error" : lineState;
       lineStatus.dataset.line = lineState;
-      lineStatus.textContent = words.has("line_states", lineState)
-        ? words.say("line_states", lineState) : "";
+      const waiting = lineState === "down" && retryS > 0;
+      lineStatus.dataset.retryS = waiting ? String(retryS) : "";
+      lineStatus.textContent = waiting
+        ? words.say("line_states", "down_retry").replace("{s}", String(retryS))
+        : words.has("line_states", lineState) ? words.say("line_states", lineState) : "";
     }
     document.body.dataset.line = lineState;
     if (cardList) renderCards();

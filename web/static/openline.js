@@ -4,7 +4,10 @@
 // requestLine hook): the PBX calls this phone once, _onSession answers it by itself, and
 // the call stays up for the shift, parked between callers. An Accept then moves it into
 // the caller's bridge with no new INVITE here. A line lost (a reload, a network blip,
-// the PBX's media timeout) is asked for again by itself, with a growing pause.
+// the PBX's media timeout) is asked for again by itself, with a growing pause that only
+// a line carrying audio resets: a network that passes SIP and drops the media answers
+// every line and loses each one, and the pause must grow through that too. The server
+// keeps its own count of such lines and says when to ask again (503 line_backoff).
 "use strict";
 
 (function () {
@@ -68,7 +71,6 @@
       this.expectingLine = { until: Date.now() + EXPECT_WINDOW_MS, mic };
       const reply = await this.hooks.requestLine();
       if (reply.ok) {
-        this._lineRetryMs = LINE_RETRY_MS;
         // The PBX's call follows and _onSession answers it; one that never comes (the
         // PBX could not reach this tab) is asked for again.
         this._lineTimer = setTimeout(() => {
@@ -88,19 +90,35 @@
         return;
       }
       this._setLine("down");
+      if (reply.status === 503 && reply.body.error === "line_backoff") {
+        // The server's turn for this agent's next line: asked for no sooner.
+        this._lineLater(1000 * Number(reply.body.retry_after_s || 1));
+        return;
+      }
       this._lineLater();
     },
 
-    _lineLater() {
-      if (!this.lineWanted) return;
-      clearTimeout(this._lineTimer);
-      this._lineTimer = setTimeout(() => this._lineNeeded(), this._lineRetryMs || LINE_RETRY_MS);
-      this._lineRetryMs = Math.min((this._lineRetryMs || LINE_RETRY_MS) * 2, LINE_RETRY_MAX_MS);
+    // The line carries audio (softphone.js's _lineUp): the next loss is a blip again.
+    _lineOpened() {
+      this._lineRetryMs = LINE_RETRY_MS;
     },
 
-    _setLine(lineState) {
+    _lineLater(afterMs) {
+      if (!this.lineWanted) return;
+      clearTimeout(this._lineTimer);
+      const pause = afterMs || this._lineRetryMs || LINE_RETRY_MS;
+      this._lineTimer = setTimeout(() => this._lineNeeded(), pause);
+      if (!afterMs) {
+        this._lineRetryMs = Math.min((this._lineRetryMs || LINE_RETRY_MS) * 2, LINE_RETRY_MAX_MS);
+      }
+      // The desk says when: an agent who sees "next try in 30 s" knows it is the network.
+      this._setLine(this.lineState, Math.ceil(pause / 1000));
+    },
+
+    // retryS: the line is down and asked for again in that many seconds.
+    _setLine(lineState, retryS = 0) {
       this.lineState = lineState;
-      if (this.hooks.onLine) this.hooks.onLine(lineState);
+      if (this.hooks.onLine) this.hooks.onLine(lineState, retryS);
     },
   });
 })();

@@ -42,7 +42,7 @@
   class Softphone {
     constructor(hooks) {
       // onState(state, text), onCall(session), onCallEnded(cause); for the open line
-      // onLine(state) and requestLine() (the desk's POST /api/line: { ok, status, body }).
+      // onLine(state, retryS) and requestLine() (the desk's POST /api/line: { ok, status, body }).
       this.hooks = hooks;
       this.state = "starting";
       this.reason = "";
@@ -351,6 +351,7 @@
       const pc = session.connection;
       if (this.session === session && session.isEstablished() && pc
           && pc.connectionState === "connected" && this.lineState !== "open") {
+        this._lineOpened();
         this._setLine("open");
       }
     }
@@ -429,6 +430,8 @@
     _lineNeeded() {}
 
     _lineLater() {}
+
+    _lineOpened() {}
 
     _setLine(lineState) {
       this.lineState = lineState;
