@@ -560,7 +560,7 @@ async def test_an_accept_on_sqlite_is_decided_by_its_one_conditional_update(
         assert decided == ["UPDATE", "UPDATE"]
 
 
-async def test_an_accept_rolled_back_leaves_the_card_on_offer_and_a_late_read_sees_it(
+async def test_an_accept_rolled_back_leaves_the_card_on_offer_for_the_next_agent(
     store: Store,
 ) -> None:
     # The ringing path's dial fails after the UPDATE: the transaction rolls back, and
