@@ -9,7 +9,6 @@ from typing import Any
 
 from sqlalchemy import Integer, and_, bindparam, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.dml import ReturningUpdate
 
 from handoff.agents import Presence
 from handoff.handoffs import HANDOFF_LIFECYCLE, FailureReason, HandoffEvent, HandoffState
@@ -17,6 +16,7 @@ from handoff.queues import OfferOutcome, Strategy
 from handoff.store.agents_repo import busy_agents_query
 from handoff.store.errors import AgentBusy, AlreadyTaken, NotFound, NotOfferable, OffDuty
 from handoff.store.models import Agent, Handoff, QueueMember, QueueRecord
+from handoff.store.one_call import OneCallUpdate
 from handoff.store.queues_repo import QueuesRepo
 from handoff.store.transitions import (
     Clock,
@@ -128,13 +128,8 @@ class HandoffsRepo:
             await self._session.execute(
                 update(Agent).where(Agent.id == agent_id).values(on_duty=Agent.on_duty)
             )
-        won = (
-            await self._session.scalars(
-                _accept_statement(on_duty_only),
-                {"agent_id": agent_id, "handoff_id": handoff_id, "now": now},
-                execution_options={"populate_existing": True},
-            )
-        ).one_or_none()
+        won = await _accept_statement(on_duty_only).first(
+            self._session, {"agent_id": agent_id, "handoff_id": handoff_id, "now": now})
         if won is not None:
             await record_transition(
                 self._session, HANDOFF_LIFECYCLE, _ACCEPT_FROM, HandoffEvent.ACCEPT,
@@ -282,11 +277,12 @@ class HandoffsRepo:
 
 
 @functools.cache
-def _accept_statement(on_duty_only: bool) -> ReturningUpdate[Handoff]:
+def _accept_statement(on_duty_only: bool) -> OneCallUpdate[Handoff]:
     """The accept's conditional UPDATE (see HandoffsRepo.accept), built once per kind
     with its values as parameters: building it (subqueries, an alias) cost the Python
     side milliseconds per Accept, spent before an open line can move while the caller
-    waits; built once, each Accept only binds its agent, card and time.
+    waits; built once, each Accept only binds its agent, card and time, and on SQLite
+    it is one call to the driver (handoff.store.one_call).
     """
     agent_id = bindparam("agent_id", type_=Integer)
     able = [Agent.id == agent_id, Agent.id.not_in(busy_agents_query())]
@@ -303,7 +299,7 @@ def _accept_statement(on_duty_only: bool) -> ReturningUpdate[Handoff]:
                  or_(Handoff.queue_id.is_(None), _offered_to_members(agent_id)))),
         exists().where(*able),
     ]
-    return (
+    return OneCallUpdate(
         update(Handoff)
         .where(*guard)
         .values(
@@ -312,7 +308,8 @@ def _accept_statement(on_duty_only: bool) -> ReturningUpdate[Handoff]:
             accepted_at=bindparam("now", type_=Handoff.__table__.c.accepted_at.type),
             version=Handoff.version + 1,
         )
-        .returning(Handoff)
+        .returning(Handoff),
+        Handoff,
     )
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from typing import Any
 
+import aiosqlite
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -520,27 +522,62 @@ async def test_one_agent_accepting_many_cards_at_once_from_two_processes_wins_on
 
 
 async def test_an_accept_on_sqlite_is_decided_by_its_one_conditional_update(
-    store: Store, engine: AsyncEngine
+    store: Store, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # An open line's caller waits on what the accept does before the bridge move: on
     # SQLite the handoff's UPDATE alone (its write lock already orders two accepts of one
-    # agent); PostgreSQL writes the agent's row first, for its row lock.
+    # agent), sent as one call to the driver's thread rather than SQLAlchemy's four (a
+    # cursor, the statement, its rows, closing); PostgreSQL writes the agent's row first,
+    # for its row lock.
     [ada] = await new_agents(store, 1)
     card = await offered_handoff(store, await new_call(store))
     statements: list[str] = []
+    driver_calls: list[str] = []
 
     def count(*args: object) -> None:
         statements.append(str(args[2]).split()[0])
 
+    real_call: Any = aiosqlite.Connection._execute
+
+    async def counted_call(self: aiosqlite.Connection, fn: Any, *args: Any, **kw: Any) -> Any:
+        driver_calls.append(getattr(fn, "__name__", repr(fn)))
+        return await real_call(self, fn, *args, **kw)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted_call)
     sql_event.listen(engine.sync_engine, "before_cursor_execute", count)
     try:
         async with store.transaction() as tx:
             won = await tx.handoffs.accept(card.id, ada.id)
-            decided = list(statements)
+            decided, calls = list(statements), list(driver_calls)
     finally:
         sql_event.remove(engine.sync_engine, "before_cursor_execute", count)
     assert won.accepted_by == ada.id
-    assert decided == (["UPDATE"] if engine.dialect.name == "sqlite" else ["UPDATE", "UPDATE"])
+    assert (won.state, won.version) == (HandoffState.ACCEPTED, card.version + 1)
+    assert won.accepted_at is not None and won.accepted_at.tzinfo is not None
+    if engine.dialect.name == "sqlite":
+        assert len(calls) == 1, calls
+    else:
+        assert decided == ["UPDATE", "UPDATE"]
+
+
+async def test_an_accept_rolled_back_leaves_the_card_on_offer_for_the_next_agent(
+    store: Store,
+) -> None:
+    # The ringing path's dial fails after the UPDATE: the transaction rolls back, and
+    # the UPDATE sent straight to SQLite's driver goes with it.
+    [ada, bob] = await new_agents(store, 2)
+    card = await offered_handoff(store, await new_call(store))
+    with pytest.raises(RuntimeError, match="dial failed"):
+        async with store.transaction() as tx:
+            await tx.handoffs.accept(card.id, ada.id)
+            assert (await tx.handoffs.get(card.id)).accepted_by == ada.id
+            raise RuntimeError("dial failed")
+    async with store.transaction() as tx:
+        assert [h.id for h in await tx.handoffs.offered()] == [card.id]
+        assert await tx.handoffs.accept(card.id, bob.id) is not None
+        steps = [t.event for t in await tx.calls.history(card.call_id)
+                 if t.handoff_id == card.id]
+    assert steps == ["offer", "accept"]
 
 
 async def test_accepting_an_unknown_handoff_is_not_found(store: Store) -> None:

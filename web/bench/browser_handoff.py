@@ -166,6 +166,12 @@ async def one_way(product: Desk, browser: Browser, line: str, calls: int
     path["caller_hears"] = connects
     return {
         "connect_ms": summary(connects),
+        # From the ARI move's answer (an open line in the call's bridge; a rung phone's
+        # dial asked) to the caller hearing the agent: an open line's part that is not
+        # the product's (the agent's next frame, the bridge's mixing tick, the trunk).
+        "heard_after_move_ms": summary([
+            r["connect_ms"] - r["server"]["ari_answered"] for r in results
+            if r["connect_ms"] is not None and "ari_answered" in r["server"]]),
         "agent_hears_ms": summary([r["agent_hears_ms"] for r in results
                                    if r["agent_hears_ms"] is not None]),
         "caller_gap_ms": summary([r["caller_gap_ms"] for r in results
