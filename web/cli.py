@@ -137,8 +137,9 @@ def cmd_config_render(args: argparse.Namespace) -> int:
 
 def cmd_config_edge(args: argparse.Namespace) -> int:
     """Write Kamailio's files for the SIP edge in front of the cluster's nodes (with the
-    desk phones' accounts from the database), ask Kamailio whether it would load them
-    when it is installed here, and give a running edge here the accounts as they are."""
+    phones' accounts from the database: desk phones, and browsers when it has their
+    WebSocket), ask Kamailio whether it would load them when it is installed here, and
+    give a running edge here the accounts as they are."""
     settings = _settings(args)
     if not settings.cluster.nodes:
         raise SettingsError("cluster.nodes: no nodes, so no edge to render "
@@ -147,14 +148,14 @@ def cmd_config_edge(args: argparse.Namespace) -> int:
     phones: list[kamailio_config.EdgePhone] = []
 
     async def from_store(store: Store) -> int:
-        phones.extend(await edge_phones(store))
+        phones.extend(await edge_phones(store, browsers=bool(settings.cluster.edge_wss_port)))
         return 0
 
     asyncio.run(_on_store(settings, from_store))
     spec = settings.edge(tuple(phones))
     kamailio_config.write_files(spec, out)
     print(f"wrote {kamailio_config.CONFIG_FILE} and {kamailio_config.LIST_FILE} to {out} "
-          f"({len(phones)} desk phones)")
+          f"({len(phones)} phones' accounts)")
     try:
         kamailio_config.check_syntax(out / kamailio_config.CONFIG_FILE)
     except kamailio_config.KamailioUnavailable as exc:
@@ -170,7 +171,7 @@ def cmd_config_edge(args: argparse.Namespace) -> int:
         except kamailio_config.KamailioUnavailable as exc:
             print(f"the running edge did not take the accounts: {exc}")
         else:
-            print(f"the running edge took {taken} desk phones' accounts ({removed} removed)")
+            print(f"the running edge took {taken} phones' accounts ({removed} removed)")
     return 0
 
 

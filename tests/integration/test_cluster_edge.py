@@ -16,32 +16,38 @@ import contextlib
 import os
 import pwd
 import secrets
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
 from handoff.settings import ClusterNodeSettings, ClusterSettings, Settings
 from pbx import runtime
-from pbx.asterisk_config import InboundRoute, Ports
+from pbx.asterisk_config import InboundRoute, Ports, SipAgent
 from pbx.edge import Edge
-from pbx.kamailio_config import EdgeNode, EdgeSpec
+from pbx.kamailio_config import EdgeNode, EdgePhone, EdgeSpec
+from pbx.ports import free_port
 from pbx.runtime import AsteriskInstance
 from pbx.trunk_config import SipTrunk
+from tests.certificates import private_ca
 from tests.faults import paused
 from tests.integration.asterisk_helpers import (
+    BrowserPhone,
     EventListener,
     ari,
     assert_quiet,
     of_type,
     process_ids,
 )
+from tests.sip_phone import SipError, SipMessage
 from tests.waiting import until
-from web.bench.cluster import edge_port
+from web.bench.cluster import edge_folder, edge_port
 from web.doctor import Report, examine_cluster
 
 # Calls at once on each Asterisk here: a few, so each takes a small RTP range.
@@ -53,6 +59,12 @@ class Cluster:
     edge: Edge
     carrier: AsteriskInstance
     nodes: dict[str, AsteriskInstance]
+    # The CA of the edge's WebSocket certificate: what agents' browsers trust.
+    ca: Path
+
+
+# A browser agent, registered to the edge over its WebSocket.
+BROWSER = SipAgent("web-dee", "dee-sip-secret", "webrtc", "Dee")
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -68,32 +80,38 @@ async def cluster(installation: runtime.Installation, state_dir: Path,
         return got
 
     port = edge_port(frozenset(taken))
-    taken.add(port)
+    wss_port = free_port(avoid=frozenset(taken | {port}))
+    taken |= {port, wss_port}
     # Each node knows the edge as its one trunk (by address and port, as any carrier),
-    # so calls the edge relays are taken like a carrier's.
+    # so calls the edge relays are taken like a carrier's; and reaches the browser agent
+    # at the edge, where it registers.
     nodes = {
         name: runtime.new_instance(
             installation, f"{tag}-{name}", state_dir, ports=ports(), max_calls=MAX_CALLS,
             trunks=(SipTrunk("edge", "127.0.0.1", port),),
-            routes=(InboundRoute("2000", "receptionist"),))
+            routes=(InboundRoute("2000", "receptionist"),), agents=(BROWSER,),
+            agents_edge=f"127.0.0.1:{port}", browsers_at_edge=True)
         for name in ("node-a", "node-b")
     }
     carrier = runtime.new_instance(
         installation, f"{tag}-carrier", state_dir, ports=ports(), max_calls=MAX_CALLS,
         app="carrier", trunks=(SipTrunk("switchboard", "127.0.0.1", port),))
-    folder = tmp_path_factory.mktemp("edge")
-    spec = EdgeSpec("127.0.0.1", port, tuple(
-        EdgeNode(name, "127.0.0.1", node.spec.ports.sip) for name, node in nodes.items()),
-        carriers=("127.0.0.1",), config_dir=str(folder), run_dir=str(folder / "run"),
-        probe_interval_s=1)
-    edge = Edge(spec, folder)
+    certificates = private_ca(tmp_path_factory.mktemp("ca"), "127.0.0.1")
     async with contextlib.AsyncExitStack() as stack:
+        folder = stack.enter_context(edge_folder())
+        spec = EdgeSpec("127.0.0.1", port, tuple(
+            EdgeNode(name, "127.0.0.1", node.spec.ports.sip) for name, node in nodes.items()),
+            carriers=("127.0.0.1",), config_dir=str(folder), run_dir=str(folder / "run"),
+            probe_interval_s=1, phones=(EdgePhone(BROWSER.name, BROWSER.password),),
+            wss_port=wss_port, tls_cert=str(certificates.cert),
+            tls_key=str(certificates.key))
+        edge = Edge(spec, folder)
         for instance in (*nodes.values(), carrier):
             await instance.start()
             stack.push_async_callback(instance.stop)
         await edge.start()
         stack.push_async_callback(edge.stop)
-        yield Cluster(edge, carrier, nodes)
+        yield Cluster(edge, carrier, nodes, certificates.ca)
 
 
 async def examine(cluster: Cluster) -> Report:
@@ -243,6 +261,70 @@ async def test_calls_spread_over_the_nodes_and_skip_a_silent_node_until_it_answe
 
     for instance in (*cluster.nodes.values(), cluster.carrier):
         await assert_quiet(instance)
+
+
+async def test_a_browser_registers_over_the_edges_websocket_and_every_node_calls_it_there(
+    cluster: Cluster,
+) -> None:
+    spec = cluster.edge.spec
+    trusted = ssl.create_default_context(cafile=str(cluster.ca))
+    url = f"wss://127.0.0.1:{spec.wss_port}/"
+    async with aiohttp.ClientSession() as session:
+        # Only over TLS: a WebSocket on the SIP port's TCP listener is refused.
+        with pytest.raises(aiohttp.WSServerHandshakeError) as plain:
+            await session.ws_connect(f"ws://127.0.0.1:{spec.port}/", protocols=("sip",))
+        assert plain.value.status == 403
+        # The same accounts and realm as the desk phones: a wrong password is refused.
+        with pytest.raises(SipError):
+            await BrowserPhone.register(session, url, BROWSER.name, "not-dees-secret",
+                                        ssl=trusted)
+        tab = await BrowserPhone.register(session, url, BROWSER.name, BROWSER.password,
+                                          ssl=trusted)
+        try:
+            # Each node reads the browser registered at its next qualify, answered by the
+            # edge from the browser's binding.
+            for node in cluster.nodes.values():
+                await until(lambda n=node: _endpoint_is(n, BROWSER.name, "online"),  # type: ignore[misc]
+                            15, step=0.2, why=f"{node.spec.name} never saw the browser")
+            # Each node calls it at the edge, which sends the INVITE down the browser's
+            # WebSocket; the browser's answer (busy) goes back to that node.
+            for node in cluster.nodes.values():
+                async with EventListener(node, "switchboard") as events:
+                    status, leg = await ari(node, "POST", "/channels",
+                                            endpoint=f"PJSIP/{BROWSER.name}", app="switchboard")
+                    assert status == 200, leg
+                    invite = await _next_request(tab, "INVITE")
+                    # The edge records its route on both sides: the browser's in-dialog
+                    # requests go back through it, over the WebSocket and then UDP.
+                    routes = invite.all("record-route")
+                    assert any("transport=ws" in r for r in routes), routes
+                    assert len(routes) == 2, routes
+                    destroyed = await events.wait_for(
+                        of_type("ChannelDestroyed", channel__id=leg["id"]))
+                    assert destroyed["cause"] == 17, destroyed  # the browser's 486
+        finally:
+            await tab.close()
+        # The tab closed its socket: its binding went with it, so every node reads the
+        # browser unregistered at its next qualify, not at the registration's expiry.
+        for node in cluster.nodes.values():
+            await until(lambda n=node: _endpoint_is(n, BROWSER.name, "offline"),  # type: ignore[misc]
+                        15, step=0.2, why=f"{node.spec.name} still saw the closed tab")
+    for instance in cluster.nodes.values():
+        await assert_quiet(instance)
+
+
+async def _endpoint_is(node: AsteriskInstance, name: str, state: str) -> bool:
+    _, endpoint = await ari(node, "GET", f"/endpoints/PJSIP/{name}")
+    return bool(endpoint["state"] == state)
+
+
+async def _next_request(phone: BrowserPhone, method: str) -> SipMessage:
+    """The next ``method`` request the browser is sent (an OPTIONS may come first)."""
+    async with asyncio.timeout(10):
+        while True:
+            request = await phone.requests.get()
+            if request.start.startswith(f"{method} "):
+                return request
 
 
 async def dispatching(edge: Edge, nodes: set[str]) -> bool:

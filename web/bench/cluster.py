@@ -33,7 +33,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -252,6 +252,16 @@ async def connect(world: World, store: Store, call: Call,
     await until(lambda: handoff_is(store, card, HandoffState.CONNECTED), 20, step=0.2,
                 why=f"handoff {card} never connected")
     return card, accepted_at
+
+
+@contextlib.contextmanager
+def edge_folder() -> Iterator[Path]:
+    """A folder for the edge's files that Kamailio's account reaches once it dropped root:
+    it loads the browsers' certificate only then, and pytest's and tempfile's folders
+    are root's alone. Removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="switchboard-edge-") as folder:
+        os.chmod(folder, 0o711)  # entered, not listed: its files are 0640
+        yield Path(folder)
 
 
 def edge_for(layout: Layout, folder: Path, port: int, sip: dict[str, int], *,
