@@ -30,7 +30,7 @@ import pytest_asyncio
 from handoff.settings import ClusterNodeSettings, ClusterSettings, Settings
 from pbx import runtime
 from pbx.asterisk_config import InboundRoute, Ports, SipAgent
-from pbx.edge import Edge
+from pbx.edge import Edge, registered_phones
 from pbx.kamailio_config import EdgeNode, EdgePhone, EdgeSpec
 from pbx.ports import free_port
 from pbx.runtime import AsteriskInstance
@@ -305,12 +305,19 @@ async def test_a_browser_registers_over_the_edges_websocket_and_every_node_calls
         finally:
             await tab.close()
         # The tab closed its socket: its binding went with it, so every node reads the
-        # browser unregistered at its next qualify, not at the registration's expiry.
+        # browser unregistered at its next qualify, not at the registration's expiry,
+        # and `switchboard doctor` no longer lists it.
         for node in cluster.nodes.values():
             await until(lambda n=node: _endpoint_is(n, BROWSER.name, "offline"),  # type: ignore[misc]
                         15, step=0.2, why=f"{node.spec.name} still saw the closed tab")
+        await until(lambda: _not_listed(spec, BROWSER.name), 15, step=0.2,
+                    why="the edge still listed the closed tab's binding")
     for instance in cluster.nodes.values():
         await assert_quiet(instance)
+
+
+async def _not_listed(spec: EdgeSpec, user: str) -> bool:
+    return user not in await registered_phones(spec)
 
 
 async def _endpoint_is(node: AsteriskInstance, name: str, state: str) -> bool:
