@@ -121,12 +121,6 @@ class EdgeSpec:
                 # TCP's listener is on the same address: one port cannot be both.
                 raise ConfigValueError(f"{key}.edge_wss_port", f"{self.wss_port} is the "
                                        "edge's SIP port (edge_port)")
-            if not (self.tls_cert and self.tls_key):
-                missing = "edge_tls_key" if self.tls_cert else "edge_tls_cert"
-                raise ConfigValueError(f"{key}.{missing}", "browsers' WebSocket at the "
-                                       "edge (edge_wss_port) needs a certificate and its key "
-                                       "(edge_tls_cert and edge_tls_key, or the dashboard's: "
-                                       "server.tls_cert and tls_key)")
         if not 1 <= self.probe_interval_s <= 60:
             raise ConfigValueError(f"{key}.probe_interval_s",
                                    f"{self.probe_interval_s}: 1 to 60 seconds")
@@ -206,6 +200,13 @@ def tls_files(spec: EdgeSpec) -> dict[str, bytes]:
     if not spec.wss_port:
         return {}
     cert_key, key_key = "cluster.edge_tls_cert", "cluster.edge_tls_key"
+    # Checked here, on the edge's machine, not with the settings: a node's settings name
+    # the edge's WebSocket (its browsers register there) but need no certificate.
+    if not (spec.tls_cert and spec.tls_key):
+        raise ConfigValueError(key_key if spec.tls_cert else cert_key, "browsers' WebSocket "
+                               "at the edge (edge_wss_port) needs a certificate and its key "
+                               "(edge_tls_cert and edge_tls_key, or the dashboard's: "
+                               "server.tls_cert and tls_key)")
     check_certificate(cert_key, spec.tls_cert, key_key, spec.tls_key)
     return {TLS_CERT_FILE: read_file(cert_key, spec.tls_cert),
             TLS_KEY_FILE: read_file(key_key, spec.tls_key)}

@@ -104,8 +104,6 @@ def test_the_rendered_edge_is_accepted_by_kamailio(tmp_path: Path) -> None:
      r"cluster\.carriers\[1\]: 'carrier.example.com' is not an address or a network"),
     # Browsers' WebSocket at the edge: a certificate (its own or the dashboard's), a port
     # of its own, a name browsers can dial.
-    ("[cluster]\nedge_wss_port = 5070\n[[cluster.nodes]]\nname = 'a'\nsip_port = 5061\n",
-     r"cluster\.edge_tls_cert: browsers' WebSocket at the edge .* needs a certificate"),
     ("[cluster]\nedge_wss_port = 5060\nedge_tls_cert = '/c.pem'\nedge_tls_key = '/c.key'\n"
      "[[cluster.nodes]]\nname = 'a'\nsip_port = 5061\n",
      r"cluster\.edge_wss_port: 5060 is the edge's SIP port"),
@@ -186,6 +184,13 @@ def test_browsers_register_to_the_edge_over_wss_with_the_dashboards_certificate(
     assert main(["--config", str(settings_file(tmp_path, wrong)), "config", "edge",
                  "--out", str(tmp_path / "wrong")]) == 2
     assert "cluster.edge_tls_key: " in capsys.readouterr().err
+    # None at all: a node needs none (its browsers only dial the edge), the edge does.
+    bare = CLUSTER.replace("[cluster]\n", "[cluster]\nedge_wss_port = 8443\n")
+    assert load(settings_file(tmp_path, bare), environ={}).cluster.edge_wss_port == 8443
+    assert main(["--config", str(settings_file(tmp_path, bare)), "config", "edge",
+                 "--out", str(tmp_path / "bare")]) == 2
+    assert re.search(r"cluster\.edge_tls_cert: browsers' WebSocket at the edge .* needs a "
+                     "certificate", capsys.readouterr().err)
 
 
 async def _agents(url: str) -> None:
