@@ -17,10 +17,18 @@ import pwd
 import re
 import secrets
 import shutil
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from pbx.kamailio_config import CONFIG_FILE, EdgeSpec, KamailioUnavailable, find_binary, write_files
+from pbx.kamailio_config import (
+    CONFIG_FILE,
+    EdgeSpec,
+    KamailioUnavailable,
+    check_syntax,
+    find_binary,
+    write_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,17 +160,17 @@ async def registered_phones(spec: EdgeSpec) -> list[str]:
 
 class Edge:
     """A Kamailio process serving ``spec``, its files written to ``folder`` (which must be
-    ``spec.config_dir`` as this machine sees it)."""
+    ``spec.config_dir`` as this machine sees it). Its log goes to kamailio.log there, or
+    with ``to_stderr`` to this process's stderr (`switchboard edge run`: the service's
+    journal)."""
 
-    def __init__(self, spec: EdgeSpec, folder: Path, binary: str | None = None) -> None:
+    def __init__(self, spec: EdgeSpec, folder: Path, binary: str | None = None,
+                 to_stderr: bool = False) -> None:
         self.spec = spec
         self.folder = folder
         self.binary = binary or find_binary()
+        self.log_file = None if to_stderr else folder / "kamailio.log"
         self.process: asyncio.subprocess.Process | None = None
-
-    @property
-    def log_file(self) -> Path:
-        return self.folder / "kamailio.log"
 
     def _write(self) -> list[str]:
         """Its files, its run folder, and the options that drop it to its account."""
@@ -185,13 +193,20 @@ class Edge:
         return ["-u", ACCOUNT, "-g", ACCOUNT]
 
     async def start(self, timeout: float = 15) -> None:
+        """Write its files, have Kamailio check them (ValueError with its complaints: it
+        is not started), start it, and return once its control socket answers."""
         drop = self._write()  # a few small files, once, at start-up
-        with open(self.log_file, "ab") as out:  # noqa: ASYNC230 - once, at start-up
+        await asyncio.to_thread(check_syntax, self.folder / CONFIG_FILE, self.binary)
+        with contextlib.ExitStack() as files:
+            out = (None if self.log_file is None
+                   else files.enter_context(open(self.log_file, "ab")))  # noqa: ASYNC230
             self.process = await asyncio.create_subprocess_exec(
-                # -DD: stay in the foreground, a child of ours; -E: log to our file.
+                # -DD: stay in the foreground, a child of ours; -E: log to stderr (ours,
+                # or the log file).
                 self.binary, "-DD", "-E", "-f", str(self.folder / CONFIG_FILE),
                 "-Y", self.spec.run_dir, *drop,
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                # Its own process group: a Ctrl-C at a terminal reaches us, and we stop it.
                 start_new_session=True,
             )
         log.info("starting the SIP edge pid=%s sip=%s:%s", self.process.pid,
@@ -200,14 +215,16 @@ class Edge:
         deadline = loop.time() + timeout
         while True:
             if self.process.returncode is not None:
-                raise KamailioUnavailable(f"the SIP edge exited at start:\n{self._tail()}")
+                raise KamailioUnavailable(
+                    f"the SIP edge exited at start (status {self.process.returncode}): "
+                    + self._tail())
             with contextlib.suppress(KamailioUnavailable):
                 await self.nodes()
                 return
             if loop.time() > deadline:
                 await self.stop()
                 raise KamailioUnavailable(
-                    f"the SIP edge did not answer within {timeout:.0f} s:\n{self._tail()}")
+                    f"the SIP edge did not answer within {timeout:.0f} s: {self._tail()}")
             await asyncio.sleep(0.1)
 
     async def nodes(self) -> list[NodeState]:
@@ -216,18 +233,28 @@ class Edge:
         return parse_dispatcher_list(await control(self.spec, "dispatcher.list"))
 
     async def stop(self, timeout: float = 10) -> None:
+        """SIGTERM: Kamailio's main process ends its children and exits (killed if it has
+        not within ``timeout``). Then whatever of its group is left is killed: the
+        children of a main process that died by itself, or a child that hung."""
         process, self.process = self.process, None
-        if process is None or process.returncode is not None:
+        if process is None:
             return
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), timeout)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), timeout)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        # Its children are in its group (start_new_session): none may hold the SIP port
+        # or the control socket after a stop.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
     def _tail(self, lines: int = 15) -> str:
+        if self.log_file is None:
+            return "its log above says why"
         try:
-            return "\n".join(self.log_file.read_text().splitlines()[-lines:])
+            return "\n" + "\n".join(self.log_file.read_text().splitlines()[-lines:])
         except OSError:
             return ""

@@ -36,6 +36,7 @@ from web import (
     cli_queues,
     cli_trunks,
     doctor,
+    edge_run,
     install_check,
     systemd,
 )
@@ -140,22 +141,11 @@ def cmd_config_edge(args: argparse.Namespace) -> int:
     phones' accounts from the database: desk phones, and browsers when it has their
     WebSocket), ask Kamailio whether it would load them when it is installed here, and
     give a running edge here the accounts as they are."""
-    settings = _settings(args)
-    if not settings.cluster.nodes:
-        raise SettingsError("cluster.nodes: no nodes, so no edge to render "
-                            "(add [[cluster.nodes]] tables)")
-    out = Path(args.out or settings.cluster.edge_config_dir)
-    phones: list[kamailio_config.EdgePhone] = []
-
-    async def from_store(store: Store) -> int:
-        phones.extend(await edge_phones(store, browsers=bool(settings.cluster.edge_wss_port)))
-        return 0
-
-    asyncio.run(_on_store(settings, from_store))
-    spec = settings.edge(tuple(phones))
+    spec = _edge_spec(args)
+    out = Path(args.out or spec.config_dir)
     kamailio_config.write_files(spec, out)
     print(f"wrote {kamailio_config.CONFIG_FILE} and {kamailio_config.LIST_FILE} to {out} "
-          f"({len(phones)} phones' accounts)")
+          f"({len(spec.phones)} phones' accounts)")
     try:
         kamailio_config.check_syntax(out / kamailio_config.CONFIG_FILE)
     except kamailio_config.KamailioUnavailable as exc:
@@ -175,10 +165,33 @@ def cmd_config_edge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_edge_run(args: argparse.Namespace) -> int:
+    """Run Kamailio as the cluster's SIP edge in the foreground until SIGTERM."""
+    return edge_run.main(_edge_spec(args))
+
+
+def _edge_spec(args: argparse.Namespace) -> kamailio_config.EdgeSpec:
+    """The edge the settings describe, with the phones' accounts from the database (the
+    browsers' too when it has their WebSocket)."""
+    settings = _settings(args)
+    if not settings.cluster.nodes:
+        raise SettingsError("cluster.nodes: no nodes, so no edge to render "
+                            "(add [[cluster.nodes]] tables)")
+    phones: list[kamailio_config.EdgePhone] = []
+
+    async def from_store(store: Store) -> int:
+        phones.extend(await edge_phones(store, browsers=bool(settings.cluster.edge_wss_port)))
+        return 0
+
+    asyncio.run(_on_store(settings, from_store))
+    return settings.edge(tuple(phones))
+
+
 def cmd_systemd_render(args: argparse.Namespace) -> int:
     try:
         systemd.refuse_secrets(args.set or [])
-        unit = systemd.build_unit(_settings(args), _config_file(args), args.set or [], args.user)
+        build = systemd.build_edge_unit if args.edge else systemd.build_unit
+        unit = build(_settings(args), _config_file(args), args.set or [], args.user)
     except systemd.UnitRefused as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 2
@@ -272,7 +285,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         return int(bench_capacity.main(args.steps, args.max, args.window, args.recording,
                                        args.json, chart_path=args.chart,
-                                       past_knee=args.past_knee))
+                                       past_knee=args.past_knee,
+                                       handoff_rate=args.handoff_rate))
     if args.bench_command == "cluster":
         from web.bench import cluster as bench_cluster  # noqa: PLC0415
 
@@ -398,6 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
     capacity.add_argument("--past-knee", action="store_true",
                           help="run every step, not only up to the knee (where the CPU goes "
                           "beyond it)")
+    capacity.add_argument("--handoff-rate", type=float, default=2.0, metavar="PER_S",
+                          help="handoffs a second throughout the ramp, to agents whose desk "
+                          "phones keep an open line, each handed back to the AI (default 2; "
+                          "0: none)")
     capacity.set_defaults(func=cmd_bench)
     cli_people.add_parser(sub, on_store)
     cli_assistants.add_parser(sub, on_store)
@@ -458,6 +476,11 @@ def build_parser() -> argparse.ArgumentParser:
     edge_cmd.add_argument("--out", help="folder to write them to (default: "
                           "cluster.edge_config_dir)")
     edge_cmd.set_defaults(func=cmd_config_edge)
+    edge = sub.add_parser("edge", help="the cluster's SIP edge (Kamailio), on its machine")
+    edge_sub = edge.add_subparsers(dest="edge_command", required=True)
+    edge_sub.add_parser(
+        "run", help="render the edge's files and run Kamailio in the foreground, as its "
+        "own account, until SIGTERM").set_defaults(func=cmd_edge_run)
     systemd.add_parser(sub).set_defaults(func=cmd_systemd_render)
     return parser
 

@@ -1,4 +1,5 @@
-"""`switchboard systemd render`: the systemd unit that runs Switchboard on bare metal.
+"""`switchboard systemd render`: the systemd unit that runs Switchboard on bare metal,
+and with ``--edge`` the unit of a cluster's SIP edge (`switchboard edge run`).
 
 One unit, ``switchboard.service``, and no unit for Asterisk: the product starts its
 Asterisk itself (a configuration rendered with fresh secrets and the people and numbers
@@ -17,6 +18,12 @@ CAP_DAC_OVERRIDE, which together are root in all but name, so that unit says
 unprivileged. With an Asterisk binary of the host's or an external one, the unit runs
 as an unprivileged user (``--user``), with no capability at all (but one to bind a
 dashboard port below 1024), and so does the Asterisk it starts.
+
+The edge's unit, ``switchboard-edge.service``, runs Kamailio on the edge's machine.
+Root writes its files (readable by the ``kamailio`` group: they hold the desk phones'
+passwords) and hands it its run folder; Kamailio binds its port and drops to its own
+account. ``KillMode=mixed``: a stop signals the command alone, which stops Kamailio
+and its children; anything of it still there after the stop timeout is killed.
 """
 
 from __future__ import annotations
@@ -28,9 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from handoff.settings import Settings
-from pbx import runtime
+from pbx import kamailio_config, runtime
 
 UNIT = "switchboard.service"
+EDGE_UNIT = "switchboard-edge.service"
 # What the controller needs as root for the embedded Asterisk (see the module's doc);
 # CAP_KILL stops the Asterisk it re-attached to, which runs as another account;
 # CAP_SYS_NICE and CAP_SYS_RESOURCE let Asterisk raise its priority and file limits,
@@ -39,6 +47,13 @@ ROOT_CAPABILITIES = (
     "CAP_SYS_CHROOT", "CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_FOWNER",
     "CAP_DAC_OVERRIDE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_NET_ADMIN",
     "CAP_SYS_NICE", "CAP_SYS_RESOURCE",
+)
+# What `switchboard edge run` needs as root (see the module's doc): CAP_SETUID/SETGID
+# for Kamailio to drop to its account, CAP_CHOWN for its files and run folder, CAP_KILL
+# to stop it once it runs as that account, CAP_SYS_RESOURCE for its file limit.
+EDGE_CAPABILITIES = (
+    "CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_FOWNER", "CAP_DAC_OVERRIDE", "CAP_KILL",
+    "CAP_NET_BIND_SERVICE", "CAP_SYS_RESOURCE",
 )
 # Each call holds sockets in Asterisk (RTP and RTCP per leg, the AI's AudioSocket), and
 # Asterisk inherits this limit from the controller.
@@ -61,7 +76,13 @@ class Unit:
     workdir: Path
     user: str
     cache_dir: Path | None  # the embedded Asterisk's tree, as `switchboard setup` built it
+    # What it listens on (the dashboard, or the SIP edge): below 1024, it may bind it.
     server_port: int
+    edge: bool = False  # the cluster's SIP edge (`switchboard edge run`), not a node
+
+    @property
+    def name(self) -> str:
+        return EDGE_UNIT if self.edge else UNIT
 
     def text(self) -> str:
         root = self.user == "root"
@@ -69,7 +90,9 @@ class Unit:
             "# Rendered by `switchboard systemd render`; render it again after moving the",
             "# clone or its virtual environment (README: Bare metal (systemd)).",
             "[Unit]",
-            "Description=Switchboard: calls answered by an AI and handed to people",
+            ("Description=Switchboard's SIP edge: Kamailio in front of the cluster's nodes"
+             if self.edge else
+             "Description=Switchboard: calls answered by an AI and handed to people"),
             "Wants=network-online.target",
             "After=network-online.target postgresql.service",
             # A setting that stops start-up does not fix itself: a few tries, then
@@ -89,7 +112,9 @@ class Unit:
             "ExecStart=" + " ".join(_quoted(arg) for arg in self.command),
             # A crashed controller comes back and re-attaches to its Asterisk and the
             # calls in it; only the controller gets the stop signal, and it stops Asterisk.
-            "KillMode=process",
+            # The edge's command stops its Kamailio too; a crashed one leaves a Kamailio
+            # holding the SIP port, which the restart could not bind: systemd kills it.
+            "KillMode=mixed" if self.edge else "KillMode=process",
             "Restart=always",
             "RestartSec=2",
             # 2: a configuration error (restarting would only repeat it).
@@ -99,7 +124,8 @@ class Unit:
             "NoNewPrivileges=yes",
         ]
         if root:
-            lines.append("CapabilityBoundingSet=" + " ".join(ROOT_CAPABILITIES))
+            lines.append("CapabilityBoundingSet=" + " ".join(
+                EDGE_CAPABILITIES if self.edge else ROOT_CAPABILITIES))
         elif self.server_port < 1024:
             lines += ["CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
                       "AmbientCapabilities=CAP_NET_BIND_SERVICE"]
@@ -148,13 +174,8 @@ def build_unit(settings: Settings, config: Path | None, overrides: list[str],
             "start (Asterisk itself then drops to its own account). Render with --user root, "
             "or install Asterisk >= 20 on the host (or set asterisk.source) to run "
             "Switchboard as an unprivileged user")
-    command = switchboard_command()
-    if config is not None:
-        command += ["--config", str(config.resolve())]
-    for item in overrides:
-        command += ["--set", item]
     return Unit(
-        command=[*command, "run"],
+        command=[*_command(config, overrides), "run"],
         workdir=Path.cwd(),
         user=user,
         cache_dir=install.root.path.parent if install.root else None,
@@ -162,9 +183,34 @@ def build_unit(settings: Settings, config: Path | None, overrides: list[str],
     )
 
 
+def build_edge_unit(settings: Settings, config: Path | None, overrides: list[str],
+                    user: str) -> Unit:
+    """The unit running `switchboard edge run` with this settings file and these --set."""
+    if not settings.cluster.nodes:
+        raise UnitRefused("cluster.nodes: no nodes, so no edge to run (add "
+                          "[[cluster.nodes]] tables)")
+    try:
+        kamailio_config.find_binary()
+    except kamailio_config.KamailioUnavailable as exc:
+        raise UnitRefused(f"{exc}: the edge's unit runs it") from None
+    return Unit(command=[*_command(config, overrides), "edge", "run"], workdir=Path.cwd(),
+                user=user, cache_dir=None, server_port=settings.cluster.edge_port,
+                edge=True)
+
+
+def _command(config: Path | None, overrides: list[str]) -> list[str]:
+    """`switchboard` with the settings file and the --set it was rendered with."""
+    command = switchboard_command()
+    if config is not None:
+        command += ["--config", str(config.resolve())]
+    for item in overrides:
+        command += ["--set", item]
+    return command
+
+
 def write_units(unit: Unit, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    path = out / UNIT
+    path = out / unit.name
     path.write_text(unit.text())
     return [path]
 
@@ -181,4 +227,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         "--user", default="root",
         help="account the unit runs as (root for the embedded Asterisk, whose chroot needs "
         "it; Asterisk itself drops to its own account)")
+    render.add_argument(
+        "--edge", action="store_true",
+        help=f"write {EDGE_UNIT} instead, running `switchboard edge run` (the cluster's "
+        "SIP edge, on its own machine; as root, Kamailio drops to its own account)")
     return render

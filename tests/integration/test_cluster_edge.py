@@ -16,6 +16,7 @@ import contextlib
 import os
 import pwd
 import secrets
+import signal
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -27,10 +28,10 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from handoff.settings import ClusterNodeSettings, ClusterSettings, Settings
+from handoff.settings import ClusterNodeSettings, ClusterSettings, Settings, load
 from pbx import runtime
 from pbx.asterisk_config import InboundRoute, Ports, SipAgent
-from pbx.edge import Edge, registered_phones
+from pbx.edge import Edge, registered_phones, sip_options
 from pbx.kamailio_config import EdgeNode, EdgePhone, EdgeSpec
 from pbx.ports import free_port
 from pbx.runtime import AsteriskInstance
@@ -45,13 +46,17 @@ from tests.integration.asterisk_helpers import (
     of_type,
     process_ids,
 )
-from tests.sip_phone import SipError, SipMessage
+from tests.sip_phone import Dialog, SipError, SipMessage, SipPhone
+from tests.systemd_unit import as_systemd_starts_it, unit_settings
 from tests.waiting import until
+from web import systemd
 from web.bench.cluster import edge_folder, edge_port
 from web.doctor import Report, examine_cluster
 
 # Calls at once on each Asterisk here: a few, so each takes a small RTP range.
 MAX_CALLS = 10
+# Bea's desk phone's SIP account, at the edge and on every node.
+BEA = ("desk-bea", "bea-sip-secret")
 
 
 @dataclass
@@ -83,13 +88,14 @@ async def cluster(installation: runtime.Installation, state_dir: Path,
     wss_port = free_port(avoid=frozenset(taken | {port}))
     taken |= {port, wss_port}
     # Each node knows the edge as its one trunk (by address and port, as any carrier),
-    # so calls the edge relays are taken like a carrier's; and reaches the browser agent
-    # at the edge, where it registers.
+    # so calls the edge relays are taken like a carrier's; Bea's desk phone and Dee's
+    # browser register to the edge, and each node reaches them there.
     nodes = {
         name: runtime.new_instance(
             installation, f"{tag}-{name}", state_dir, ports=ports(), max_calls=MAX_CALLS,
             trunks=(SipTrunk("edge", "127.0.0.1", port),),
-            routes=(InboundRoute("2000", "receptionist"),), agents=(BROWSER,),
+            routes=(InboundRoute("2000", "receptionist"),),
+            agents=(SipAgent(*BEA, "deskphone", "Bea"), BROWSER),
             agents_edge=f"127.0.0.1:{port}", browsers_at_edge=True)
         for name in ("node-a", "node-b")
     }
@@ -102,7 +108,8 @@ async def cluster(installation: runtime.Installation, state_dir: Path,
         spec = EdgeSpec("127.0.0.1", port, tuple(
             EdgeNode(name, "127.0.0.1", node.spec.ports.sip) for name, node in nodes.items()),
             carriers=("127.0.0.1",), config_dir=str(folder), run_dir=str(folder / "run"),
-            probe_interval_s=1, phones=(EdgePhone(BROWSER.name, BROWSER.password),),
+            probe_interval_s=1,
+            phones=(EdgePhone(*BEA), EdgePhone(BROWSER.name, BROWSER.password)),
             wss_port=wss_port, tls_cert=str(certificates.cert),
             tls_key=str(certificates.key))
         edge = Edge(spec, folder)
@@ -222,8 +229,10 @@ async def test_calls_spread_over_the_nodes_and_skip_a_silent_node_until_it_answe
             assert process_ids(cluster.edge.process.pid)["Uid"] == [uid] * 4
         # Someone who is not a carrier is refused at the edge itself (its log says so).
         assert await invite_from("127.0.0.2", cluster.edge.spec) == 403
+        log_file = cluster.edge.log_file
+        assert log_file is not None
         await until(lambda: "refused a call from 127.0.0.2: not a carrier"
-                    in cluster.edge.log_file.read_text(), 5, why="the edge did not say why")
+                    in log_file.read_text(), 5, why="the edge did not say why")
 
         # A node that stops answering (frozen): the edge's OPTIONS probe notices and new
         # calls go to the other node only; thawed, it answers a probe and is back.
@@ -283,9 +292,8 @@ async def test_a_browser_registers_over_the_edges_websocket_and_every_node_calls
         try:
             # Each node reads the browser registered at its next qualify, answered by the
             # edge from the browser's binding.
-            for node in cluster.nodes.values():
-                await until(lambda n=node: _endpoint_is(n, BROWSER.name, "online"),  # type: ignore[misc]
-                            15, step=0.2, why=f"{node.spec.name} never saw the browser")
+            await until(lambda: _on_every_node(cluster, BROWSER.name, "online"), 15,
+                        step=0.2, why="a node never saw the browser")
             # Each node calls it at the edge, which sends the INVITE down the browser's
             # WebSocket; the browser's answer (busy) goes back to that node.
             for node in cluster.nodes.values():
@@ -307,22 +315,52 @@ async def test_a_browser_registers_over_the_edges_websocket_and_every_node_calls
         # The tab closed its socket: its binding went with it, so every node reads the
         # browser unregistered at its next qualify, not at the registration's expiry,
         # and `switchboard doctor` no longer lists it.
-        for node in cluster.nodes.values():
-            await until(lambda n=node: _endpoint_is(n, BROWSER.name, "offline"),  # type: ignore[misc]
-                        15, step=0.2, why=f"{node.spec.name} still saw the closed tab")
+        await until(lambda: _on_every_node(cluster, BROWSER.name, "offline"), 15, step=0.2,
+                    why="a node still saw the closed tab")
         await until(lambda: _not_listed(spec, BROWSER.name), 15, step=0.2,
                     why="the edge still listed the closed tab's binding")
     for instance in cluster.nodes.values():
         await assert_quiet(instance)
 
 
+async def test_a_desk_phone_on_tcp_registers_at_the_edge_and_each_node_rings_it_there(
+    cluster: Cluster,
+) -> None:
+    spec = cluster.edge.spec
+    async with contextlib.AsyncExitStack() as stack:
+        listeners = {name: await stack.enter_async_context(EventListener(node, "switchboard"))
+                     for name, node in cluster.nodes.items()}
+        # One TCP connection, kept, from behind NAT: the phone names a private address
+        # and listens on no port, so the edge reaches it down that connection or not at
+        # all.
+        phone = await stack.enter_async_context(SipPhone(
+            *BEA, (spec.listen_address, spec.port), transport="tcp", nat_address="192.0.2.50"))
+        assert await registered_phones(spec) == [BEA[0]]
+        # Each node's qualify of the agent at the edge (every 5 s) finds her registered.
+        await until(lambda: _on_every_node(cluster, BEA[0], "online"), 15,
+                    why="a node never saw Bea's phone registered at the edge")
+
+        # Node A rings her; she answers and puts the handset down (her BYE goes up her
+        # connection, and the edge takes it to node A).
+        node_a, node_b = cluster.nodes["node-a"], cluster.nodes["node-b"]
+        call, channel = await _ring(node_a, listeners["node-a"], phone)
+        await phone.hang_up(call)
+        await listeners["node-a"].wait_for(of_type("StasisEnd", channel__id=channel))
+        # Node B rings her; B hangs up (its BYE reaches her down the same connection).
+        call, channel = await _ring(node_b, listeners["node-b"], phone)
+        assert (await ari(node_b, "DELETE", f"/channels/{channel}"))[0] == 204
+        await asyncio.wait_for(call.ended.wait(), 10)
+        assert call.ended_by == "pbx"
+        assert phone.invites == 2 and phone.connected.is_set()
+
+    # Put away, the phone unregistered over its connection.
+    assert await registered_phones(spec) == []
+    for instance in cluster.nodes.values():
+        await assert_quiet(instance)
+
+
 async def _not_listed(spec: EdgeSpec, user: str) -> bool:
     return user not in await registered_phones(spec)
-
-
-async def _endpoint_is(node: AsteriskInstance, name: str, state: str) -> bool:
-    _, endpoint = await ari(node, "GET", f"/endpoints/PJSIP/{name}")
-    return bool(endpoint["state"] == state)
 
 
 async def _next_request(phone: BrowserPhone, method: str) -> SipMessage:
@@ -332,6 +370,27 @@ async def _next_request(phone: BrowserPhone, method: str) -> SipMessage:
             request = await phone.requests.get()
             if request.start.startswith(f"{method} "):
                 return request
+
+
+async def _ring(node: AsteriskInstance, listener: EventListener,
+                phone: SipPhone) -> tuple[Dialog, str]:
+    """A call from ``node`` to Bea's desk phone, answered there: the phone's side of it
+    and the node's channel."""
+    status, channel = await ari(node, "POST", "/channels", endpoint=f"PJSIP/{BEA[0]}",
+                                app="switchboard")
+    assert status == 200, channel
+    dialog = await phone.wait_call()
+    await listener.wait_for(of_type("StasisStart", channel__id=channel["id"]))
+    return dialog, channel["id"]
+
+
+async def _on_every_node(cluster: Cluster, endpoint: str, state: str) -> bool:
+    """Whether every node reads the agent's endpoint in ``state`` (online, offline)."""
+    for node in cluster.nodes.values():
+        status, found = await ari(node, "GET", f"/endpoints/PJSIP/{endpoint}")
+        if status != 200 or found["state"] != state:
+            return False
+    return True
 
 
 async def dispatching(edge: Edge, nodes: set[str]) -> bool:
@@ -350,3 +409,91 @@ async def _hang_up_all(node: AsteriskInstance) -> None:
     _, channels = await ari(node, "GET", "/channels")
     for channel in channels:
         await ari(node, "DELETE", f"/channels/{channel['id']}")
+
+
+async def test_switchboard_edge_run_serves_the_edge_as_its_unit_runs_it_until_sigterm(
+    tmp_path: Path,
+) -> None:
+    port = edge_port(frozenset())
+    config = tmp_path / "switchboard.toml"
+    config.write_text("\n".join((
+        f'data_dir = "{tmp_path / "data"}"', "[cluster]", 'edge_address = "127.0.0.1"',
+        f"edge_port = {port}", f'edge_config_dir = "{tmp_path / "etc"}"',
+        f'edge_run_dir = "{tmp_path / "run"}"', 'carriers = ["127.0.0.1"]',
+        # A node nobody runs: the edge probes it and sends it nothing.
+        "[[cluster.nodes]]", 'name = "node-a"', 'sip_host = "127.0.0.1"',
+        f"sip_port = {edge_port(frozenset({port}))}", "")))
+    unit = systemd.build_edge_unit(load(config), config, [], "root")
+    [unit_file] = systemd.write_units(unit, tmp_path / "units")
+    argv, env, cwd = as_systemd_starts_it(unit_settings(unit_file))
+    out = tmp_path / "edge.log"
+    rendered = str(tmp_path / "etc" / "kamailio.cfg")
+    commands: list[asyncio.subprocess.Process] = []
+
+    async def start() -> asyncio.subprocess.Process:
+        """The unit's command, started as systemd starts it; once the edge serves."""
+        with out.open("ab") as log:
+            command = await asyncio.create_subprocess_exec(
+                *argv, env=env, cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=log,
+                stderr=log)
+        commands.append(command)
+        # Up when it answers a carrier's keep-alive on the edge's port.
+        answer = await until(lambda: sip_options("127.0.0.1", port), 60,
+                             why=lambda: f"the edge never answered OPTIONS:\n{out.read_text()}")
+        assert answer.status == 200
+        # Its banner follows once its control socket answers, maybe after the OPTIONS.
+        await until(lambda: out.read_text().count("the SIP edge runs: kamailio")
+                    == len(commands), 10,
+                    why=lambda: f"the command never said the edge runs:\n{out.read_text()}")
+        return command
+
+    try:
+        command = await start()
+        kamailio = _processes_reading(rendered)
+        assert kamailio, "no Kamailio runs the rendered file"
+        uid = pwd.getpwnam("kamailio").pw_uid  # it dropped root after binding its port
+        assert all(process_ids(pid)["Uid"] == [uid] * 4 for pid in kamailio)
+
+        # Kamailio's main process dies: the command says so and exits 1, for systemd to
+        # start it again, and leaves none of Kamailio's children holding the port.
+        [main] = [pid for pid in kamailio if _parent(pid) == command.pid]
+        os.kill(main, signal.SIGKILL)
+        assert await asyncio.wait_for(command.wait(), 30) == 1, out.read_text()
+        assert "the SIP edge (kamailio) exited by itself" in out.read_text()
+        await until(lambda: not _processes_reading(rendered), 5,
+                    why="Kamailio's children outlived its main process")
+
+        # Started again; then systemctl stop (KillMode=mixed): SIGTERM to the command
+        # alone, which stops Kamailio and exits 0 with nothing of it left.
+        command = await start()
+        command.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(command.wait(), 30) == 0, out.read_text()
+        await until(lambda: not _processes_reading(rendered), 5,
+                    why="a Kamailio process outlived the edge's stop")
+        assert await sip_options("127.0.0.1", port, timeout=1) is None
+    finally:
+        for command in commands:
+            if command.returncode is None:
+                command.kill()
+                await command.wait()
+        for pid in _processes_reading(rendered):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _parent(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        # /proc/PID/stat: "pid (name) state ppid ...", the name in parentheses.
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    return 0
+
+
+def _processes_reading(config: str) -> list[int]:
+    """The Kamailio processes (main and children) started with this configuration file."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            if proc.name.isdigit() and args[0].endswith(b"kamailio") and config.encode() in args:
+                found.append(int(proc.name))
+    return found

@@ -132,8 +132,11 @@ async def test_round_robin_moves_a_missed_card_on_and_sets_away_a_member_at_the_
                   if e.detail.get("event") == "missed_offers"]
     assert (line.actor, line.subject, line.detail["queue"]) == (
         "controller", f"agent:{floor.bea}", queue.name)
-    channels = {c["id"] for c in await r.pbx_ari.channels.list()}
-    assert bea_leg not in channels  # her staged leg left the bridge with the card
+
+    async def bea_leg_left() -> bool:  # her staged leg leaves the bridge with the card
+        return bea_leg not in {c["id"] for c in await r.pbx_ari.channels.list()}
+
+    await until(bea_leg_left)
     with pytest.raises(NotOfferable):
         await r.control.accept(handoff_id, floor.bea)  # too late: the card is Sam's
     asked = time.monotonic()

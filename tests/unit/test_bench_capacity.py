@@ -23,7 +23,9 @@ from web.bench.audio import (
     ulaw_encode,
     voiced_by,
 )
-from web.bench.capacity import chart, over_window, udp_drops
+from web.bench.capacity import over_window, udp_drops
+from web.bench.capacity_chart import chart
+from web.bench.capacity_handoffs import desk_phones
 from web.bench.world import World
 
 
@@ -70,17 +72,20 @@ def test_the_chart_is_one_svg_with_a_panel_per_figure() -> None:
                 "cpu_pct_of_core": {"pbx": 30.0, "controller": 5.0, "rig_carrier": 10.0,
                                     "rig_world": 20.0, "rig_ai": 9.0, "pbx_per_call": 1.2},
                 "ai_packets_short": {"pbx_sent": 0, "trunk": 4, "carrier_to_phone": 500},
-                "caller_gap_max_ms": 24.1, "loop_lag_ms": {"p99": 3.0}}
+                "caller_gap_max_ms": 24.1, "loop_lag_ms": {"p99": 3.0},
+                "handoffs": {"connect_ms": {"p99": 41.0}, "caller_gap_ms": {"max": 24.0},
+                             "back_gap_ms": {"max": 62.5}}}
 
     svg = chart({"knee_calls": 50, "steps": [a_step(25), a_step(50)]})
     root = ET.fromstring(svg)  # well-formed
     title = root.find("{http://www.w3.org/2000/svg}title")
     assert title is not None and (title.text or "").endswith("knee 50")
     panels = root.findall("{http://www.w3.org/2000/svg}svg")
-    assert len(panels) == 5
-    bars = [r.get("data-label") for r in root.iter("{http://www.w3.org/2000/svg}rect")
-            if r.get("class") == "bar"]
-    assert "25 pbx" in bars and "50 phones" in bars and "50 ai" in bars and "50 carrier" in bars
+    assert len(panels) == 6  # the handoffs' panel too: the steps ran some
+    bars = {r.get("data-label"): r.get("data-value")
+            for r in root.iter("{http://www.w3.org/2000/svg}rect") if r.get("class") == "bar"}
+    assert {"25 pbx", "50 phones", "50 ai", "50 carrier", "50 connect"} <= bars.keys()
+    assert bars["50 gap"] == "62.5"  # the longer of the two moves': back to the AI
 
 
 def test_a_counter_read_late_is_scaled_to_the_window_not_counted_as_loss() -> None:
@@ -90,3 +95,11 @@ def test_a_counter_read_late_is_scaled_to_the_window_not_counted_as_loss() -> No
     after = {"a": {"txcount": 600, "at": 10.0}, "b": {"txcount": 650, "at": 11.0},
              "gone": {"txcount": 9, "at": 10.0}}  # a leg not read before counts nothing
     assert over_window(before, after, "txcount", 10.0) == 1000.0
+
+
+def test_the_agents_desk_phones_follow_the_handoff_rate_and_none_at_zero() -> None:
+    # At 0 the PBX knows no extra phone and the run seats nobody (no handoffs reported).
+    assert desk_phones(0) == ()
+    two_a_second = desk_phones(2)
+    assert len({p.name for p in two_a_second}) == len(two_a_second) > len(desk_phones(0.5))
+    assert all(p.kind == "deskphone" and not p.contact for p in two_a_second)  # they register

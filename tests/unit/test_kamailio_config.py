@@ -13,7 +13,7 @@ import pytest
 from handoff.agents import EndpointKind
 from handoff.settings import SettingsError, load
 from handoff.store import Store, create_store_engine, upgrade_to_head
-from pbx import kamailio_config
+from pbx import edge, kamailio_config
 from pbx.edge import NodeState, parse_dispatcher_list
 from pbx.kamailio_config import EdgeNode, EdgePhone, EdgeSpec
 from tests.certificates import private_ca
@@ -308,3 +308,34 @@ def test_desk_phones_register_to_the_edge_with_their_agents_sip_passwords(
         with pytest.raises(ValueError, match=re.escape(key)):
             kamailio_config.render(EdgeSpec("192.0.2.1", 5060, spec.nodes,
                                             carriers=spec.carriers, phones=(phone,)))
+
+
+def test_edge_run_says_why_it_cannot_start_kamailio_and_starts_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    edge_run = ["--config", str(settings_file(tmp_path)), "edge", "run"]
+    # Files Kamailio refuses (a module it does not have): its own check says so, by
+    # Kamailio's words, and it is not started (a configuration error: not retried).
+    rendered = kamailio_config.render
+    monkeypatch.setattr(kamailio_config, "render", lambda spec: {
+        name: text.replace('loadmodule "tm.so"', 'loadmodule "tm.so"\nloadmodule "nosuch.so"')
+        for name, text in rendered(spec).items()})
+    assert main(edge_run) == 2
+    err = capsys.readouterr().err
+    assert "kamailio refuses" in err and "nosuch" in err
+    assert not (tmp_path / "edge" / "run" / "kamailio_ctl").exists()
+
+    # A run folder that cannot be made (here: under a file) is named, not a traceback.
+    (tmp_path / "a-file").write_text("")
+    assert main([*edge_run[:2], "--set", f"cluster.edge_run_dir={tmp_path}/a-file/run",
+                 *edge_run[2:]]) == 1
+    err = capsys.readouterr().err
+    assert "the edge's files or run folder: [Errno 20] Not a directory" in err
+
+    def missing() -> str:
+        raise kamailio_config.KamailioUnavailable(
+            "kamailio is not installed (Debian: apt install kamailio)")
+
+    monkeypatch.setattr(edge, "find_binary", missing)
+    assert main(edge_run) == 3
+    assert "kamailio is not installed" in capsys.readouterr().err

@@ -125,3 +125,36 @@ def test_a_secret_on_the_command_line_is_refused(
     err = capsys.readouterr().err
     assert "every user of the machine can read" in err and "hunter22" not in err
     assert not unit.exists()
+
+
+def test_the_edge_unit_runs_edge_run_and_a_stop_reaches_kamailio_through_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = tmp_path / "switchboard.toml"
+    config.write_text('[cluster]\ncarriers = ["198.51.100.7"]\n'
+                      '[[cluster.nodes]]\nname = "node-a"\nsip_host = "192.0.2.11"\n')
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "units"
+    assert cli.main(["--config", str(config), "systemd", "render", "--edge",
+                     "--out", str(out)]) == 0
+    assert [p.name for p in out.iterdir()] == [systemd.EDGE_UNIT]  # no node's unit here
+    verify(out / systemd.EDGE_UNIT)
+    service = unit_settings(out / systemd.EDGE_UNIT)
+    assert service["ExecStart"] == [
+        f"{Path(sys.prefix).absolute()}/bin/switchboard --config {config} edge run"]
+    assert service["User"] == ["root"]  # Kamailio drops to its own account
+    # The stop signal goes to the command, which stops Kamailio; what is left is killed.
+    assert (service["KillMode"], service["Restart"]) == (["mixed"], ["always"])
+    assert service["RestartPreventExitStatus"] == ["2"]  # files Kamailio refuses
+    assert service["CapabilityBoundingSet"] == [" ".join(systemd.EDGE_CAPABILITIES)]
+
+
+def test_an_edge_unit_without_nodes_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    assert cli.main(["--config", str(empty), "systemd", "render", "--edge",
+                     "--out", str(tmp_path / "units")]) == 2
+    assert "cluster.nodes: no nodes" in capsys.readouterr().err
+    assert not (tmp_path / "units").exists()

@@ -24,12 +24,16 @@ as the controller's. Once a step's calls are all up, each step is held for a win
   the carrier saw on the PBX's stream;
 - answer time (from the call placed to the caller hearing the AI) and its p50/p99;
 - dropped calls (ended before the benchmark hung them up) and silent ones (that never
-  heard the AI, or heard it in under half the window);
+  heard the AI, or heard a voice, the AI's or an agent's, in under half the window);
+- handoffs, ``--handoff-rate`` a second throughout the ramp (web.bench.capacity_handoffs:
+  to agents whose desk phones keep an open line, each handed back to the AI after a
+  moment): done, failed, and skipped for want of an idle line, the connect time's
+  p50/p99 and the longest silence a caller heard across the moves;
 - the controller's memory per 100 calls (its RSS growth since before the first call).
 
 It stops at the knee: the first step with a dropped or silent call, a caller's gap over
-60 ms, or a loop lag p99 over 50 ms (or at ``--max``); the step's ``knee`` says which.
-Handoffs during the ramp are not run yet. ``--chart FILE.svg`` draws the steps as one
+60 ms (in the stream, or across a handoff's move), or a loop lag p99 over 50 ms (or at
+``--max``); the step's ``knee`` says which. ``--chart FILE.svg`` draws the steps as one
 SVG picture (the dashboard's chart code).
 
 ``--recording`` measures where the PBX's cost goes, by changing each call from outside
@@ -50,20 +54,21 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from html import escape
 from pathlib import Path
 from typing import Any
 
 from pbx import runtime
 from pbx.ari import AriClient, AriConflict, AriError
 from pbx.ari.resources import Direction
+from web.bench.capacity_chart import chart
+from web.bench.capacity_handoffs import Handoffs, desk_phones, move_gap_ms, seat
 from web.bench.handoff import summary
 from web.bench.rig import PlacedCall, Rig, asterisk_pair, rig
 from web.bench.world_process import RemoteWorld
-from web.dashboard.charts import FONT, TEXT, column_chart
 
 RECORDINGS = ("bridge", "none", "mixmonitor", "snoop", "legs")
 DEFAULT_STEPS = (25, 50, 100, 150, 200, 300, 400)
+DEFAULT_HANDOFF_RATE = 2.0  # a second, throughout the ramp (issue 14's target load)
 KNEE_LOOP_LAG_MS = 50.0
 KNEE_GAP_MS = 60.0  # a caller's longest silence between two packets
 FRAMES_PER_S = 50  # 20 ms packets
@@ -208,6 +213,7 @@ class Ramp:
     recording: str = "bridge"
     calls: Calls = field(default_factory=Calls)
     lag: LoopLag = field(default_factory=LoopLag)
+    handoffs: Handoffs | None = None
     rss_before: int = field(default_factory=lambda: rss_kib(os.getpid()))
 
 
@@ -306,7 +312,9 @@ async def step(ramp: Ramp, target: int) -> dict[str, Any]:
         ai_sampled += stats["ai_sampled"]
         if stats["gap_max_ms"] is not None:
             gaps.append(stats["gap_max_ms"])
-        if stats["ai_sampled"] * 2 < stats["sampled"] or stats["packets"] * 2 < expected:
+        # A caller with an agent for a while hears a voice too, only not the AI's.
+        voiced = stats["ai_sampled"] + stats["agent_sampled"]
+        if voiced * 2 < stats["sampled"] or stats["packets"] * 2 < expected:
             weak += 1
     dropped = sum(1 for placed in calls.up if placed.call_id not in r.control.calls)
     n = len(calls.up)
@@ -316,11 +324,16 @@ async def step(ramp: Ramp, target: int) -> dict[str, Any]:
     pbx = {k: over_window(pbx_before, pbx_after, k, window) for k in PBX_COUNTERS}
     carrier_received = over_window(rig_before, rig_after, "carrier_received", window)
     silent = calls.silent - silent_before + weak
+    # The handoffs finished since the last step's end: while its calls came and in its
+    # window.
+    handoffs = ramp.handoffs.take() if ramp.handoffs is not None else None
+    move_gap = move_gap_ms(handoffs) if handoffs is not None else 0.0
     knee = [reason for reason, hit in (
         (f"{dropped} calls dropped", dropped),
         (f"{silent} calls silent", silent),
         (f"loop lag p99 {lag_p99} ms", lag_p99 > KNEE_LOOP_LAG_MS),
-        (f"a caller's gap {gap_max} ms", gap_max > KNEE_GAP_MS)) if hit]
+        (f"a caller's gap {gap_max} ms", gap_max > KNEE_GAP_MS),
+        (f"a caller's gap across a handoff {move_gap} ms", move_gap > KNEE_GAP_MS)) if hit]
     return {
         "calls": target,
         "up": n,
@@ -354,21 +367,25 @@ async def step(ramp: Ramp, target: int) -> dict[str, Any]:
         "silent_calls": silent,
         "controller_mib_per_100_calls": round(
             (rss_kib(os.getpid()) - ramp.rss_before) / 1024 / max(n, 1) * 100, 1),
+        **({"handoffs": handoffs} if handoffs is not None else {}),
         "knee": knee,  # why this step is the knee (empty: it is not)
     }
 
 
 async def run(steps: list[int], window_s: float, recording: str, state_dir: Path, *,
-              past_knee: bool = False,
+              past_knee: bool = False, handoff_rate: float = DEFAULT_HANDOFF_RATE,
               on_step: Callable[[dict[str, Any]], None] = lambda _: None) -> dict[str, Any]:
     installation = await asyncio.to_thread(runtime.locate)
     most = max(steps)
+    phones = desk_phones(handoff_rate)
     # The carrier holds two channels a caller (the call and its phone's RTP probe).
     async with asterisk_pair(installation, state_dir, f"capacity{os.getpid()}",
-                             max_calls=2 * most + 20) as pair:
+                             max_calls=2 * most + 20 + len(phones),
+                             desk_phones=phones) as pair:
         world = await RemoteWorld.start(pair.carrier.ari_url, *pair.carrier.ari_auth,
                                         engine_process=True, ahead=True)
         results: list[dict[str, Any]] = []
+        tail: dict[str, Any] = {}
         try:
             async with rig(pair.pbx, world, state_dir / "bench.db") as r:
                 # The rig apart too: the carrier's Asterisk, the World's process (the
@@ -380,7 +397,12 @@ async def run(steps: list[int], window_s: float, recording: str, state_dir: Path
                                        "rig_carrier": [pair.carrier.pid or 0],
                                        "rig_world": [world.pid],
                                        "rig_ai": [ai]}, window_s, recording)
+                if phones:
+                    ramp.handoffs = Handoffs(r, ramp.calls.up, await seat(r, phones),
+                                             handoff_rate)
                 ramp.lag.start()
+                if ramp.handoffs is not None:
+                    ramp.handoffs.start()
                 try:
                     for target in steps:
                         try:
@@ -397,13 +419,19 @@ async def run(steps: list[int], window_s: float, recording: str, state_dir: Path
                             break
                 finally:
                     await ramp.lag.stop()
+                    if ramp.handoffs is not None:
+                        await ramp.handoffs.stop()
+                        # Those under way as the last step ended, finished since.
+                        tail = ramp.handoffs.take()
                     await hang_up_all(r, ramp.calls)
         finally:
             await world.close()
     knee = next((s["calls"] for s in results if s["knee"]), None)
+    ended = {"handoffs_after_the_last_step": tail} if tail else {}
     return {"benchmark": "capacity", "asterisk": installation.version,
             "cores": os.cpu_count(), "window_s": window_s, "recording": recording,
-            "knee_calls": knee, "steps": results}
+            "handoff_rate_per_s": handoff_rate if phones else 0.0,
+            "desk_agents": len(phones), "knee_calls": knee, "steps": results, **ended}
 
 
 async def hang_up_all(r: Rig, calls: Calls) -> None:
@@ -420,43 +448,11 @@ async def hang_up_all(r: Rig, calls: Calls) -> None:
         await asyncio.sleep(0.1)
 
 
-def chart(result: dict[str, Any]) -> str:
-    """The run as one SVG picture: a panel of columns per figure, step by step, drawn by
-    the dashboard's own chart code (web.dashboard.charts)."""
-    steps = result["steps"]
-    roles = (("pbx", "pbx"), ("controller", "ctl"), ("rig_carrier", "carrier"),
-             ("rig_world", "phones"), ("rig_ai", "ai"))
-    panels = [
-        ("CPU, % of one core: product's Asterisk, controller, carrier, callers' phones, AI",
-         [(f"{s['calls']} {short}", s["cpu_pct_of_core"][who]) for s in steps
-          for who, short in roles]),
-        ("Product's Asterisk per call, % of one core",
-         [(str(s["calls"]), s["cpu_pct_of_core"]["pbx_per_call"]) for s in steps]),
-        ("AI packets short per call in the window, by link (pbx, trunk, carrier to phone)",
-         [(f"{s['calls']} {link.split('_')[0]}", round(short / max(s["up"], 1), 1))
-          for s in steps for link, short in s["ai_packets_short"].items()]),
-        ("Caller's longest gap between packets, ms (knee over 60)",
-         [(str(s["calls"]), s["caller_gap_max_ms"]) for s in steps]),
-        ("Controller's loop lag p99, ms (knee over 50)",
-         [(str(s["calls"]), s["loop_lag_ms"]["p99"] or 0.0) for s in steps]),
-    ]
-    width, height, heading = 720, 200, 22
-    parts = []
-    for i, (title, bars) in enumerate(panels):
-        top = i * (height + heading)
-        parts.append(f'<text x="8" y="{top + 16}" {FONT} fill="{TEXT}">{escape(title)}</text>')
-        panel = column_chart(bars, title=title, width=width, height=height)
-        parts.append(str(panel).replace("<svg ", f'<svg x="0" y="{top + heading}" ', 1))
-    total = len(panels) * (height + heading)
-    knee = result["knee_calls"] or "not reached"
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {total}" '
-            f'width="{width}" height="{total}"><title>switchboard bench capacity: knee '
-            f'{knee}</title><rect width="100%" height="100%" fill="white"/>'
-            + "".join(parts) + "</svg>\n")
-
-
 def main(steps: list[int] | None, most: int | None, window_s: float, recording: str,
-         as_json: bool, *, chart_path: Path | None = None, past_knee: bool = False) -> int:
+         as_json: bool, *, chart_path: Path | None = None, past_knee: bool = False,
+         handoff_rate: float = DEFAULT_HANDOFF_RATE) -> int:
+    if handoff_rate < 0:
+        raise SystemExit("--handoff-rate: handoffs a second, 0 or more")
     chosen = [s for s in (steps or DEFAULT_STEPS) if most is None or s <= most]
 
     def on_step(result: dict[str, Any]) -> None:
@@ -467,7 +463,7 @@ def main(steps: list[int] | None, most: int | None, window_s: float, recording: 
 
     with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as tmp:
         result = asyncio.run(run(chosen, window_s, recording, Path(tmp), past_knee=past_knee,
-                                 on_step=on_step))
+                                 handoff_rate=handoff_rate, on_step=on_step))
     measured = {**result, "steps": [s for s in result["steps"] if "error" not in s]}
     if chart_path is not None:
         chart_path.write_text(chart(measured))

@@ -73,14 +73,14 @@ class Pair:
 @contextlib.asynccontextmanager
 async def asterisk_pair(
     installation: runtime.Installation, state_dir: Path, tag: str, rtp_timeout: int = 30,
-    max_calls: int = 0,
+    max_calls: int = 0, *, desk_phones: tuple[SipAgent, ...] = (),
 ) -> AsyncIterator[Pair]:
     """A Switchboard PBX and a carrier Asterisk with a SIP trunk between them.
 
     The carrier also plays Ada's desk phone: the PBX reaches her at 7001 on the carrier;
     and Sam's, the supervisor's, at 7002. Bea's desk phone has no fixed contact: it is
-    reached wherever it registered from. Both take ``max_calls`` calls at once (0: the
-    machine's default).
+    reached wherever it registered from, as are ``desk_phones`` (more agents' desk
+    phones). Both take ``max_calls`` calls at once (0: the machine's default).
     """
     # Ports first, so that each side's trunk can name the other's SIP port.
     pbx_ports = runtime.allocate_ports(runtime.PortRequest(), max_calls=max_calls)
@@ -117,6 +117,7 @@ async def asterisk_pair(
                 contact=f"sip:{SUPERVISOR_PHONE_NUMBER}@127.0.0.1:{carrier_ports.sip}",
             ),
             SipAgent(DESK_PHONE_SIP_USER, DESK_PHONE_PASSWORD, "deskphone", "Bea"),
+            *desk_phones,
         ),
         rtp_timeout=rtp_timeout,
     )

@@ -4,112 +4,44 @@ hangs up itself.
 An Asterisk dialled over ARI (the carrier's "phones" in web.bench.world) is not a desk
 phone: it never sends its own REGISTER or answers the PBX's OPTIONS, and its calls end
 when a test hangs them up over ARI, so the PBX sees a trunk's hang-up instead of the
-BYE a phone sends when its handset goes down. This user agent speaks SIP over UDP on
-127.0.0.1 as a standards-compliant desk phone does (RFC 3261 with digest auth, RFC 3264
-offer/answer, PCMU over RTP): REGISTER answering a 401 challenge, 200 to qualify, an
-INVITE answered with 180 then 200 (or refused with 408/480/503), its own BYE. Its
-speaker and microphone are web.bench.audio's RTP probe: it sends a known tone in
-20 ms frames and labels every frame it hears.
+BYE a phone sends when its handset goes down. This user agent speaks SIP over UDP (or
+over one TCP connection it keeps) on 127.0.0.1 as a standards-compliant desk phone does
+(RFC 3261 with digest auth, RFC 3264 offer/answer, PCMU over RTP): REGISTER answering a
+401 challenge, 200 to qualify, an INVITE answered with 180 then 200 (or refused with
+408/480/503), its own BYE. Its speaker and microphone are web.bench.audio's RTP probe:
+it sends a known tone in 20 ms frames and labels every frame it hears. Its messages are
+web.bench.sip_message's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import re
 import secrets
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from web.bench.audio import AGENT_HZ, RtpProbe, open_probe
+from web.bench.sip_message import (
+    _REASONS,
+    Address,
+    MessageStream,
+    SipError,
+    SipMessage,
+    _build,
+    _media_of,
+    _sdp,
+    _tag,
+    _uri,
+    digest_authorization,
+)
 
 T1, T2 = 0.5, 4.0  # RFC 3261 retransmission timers (s)
-_COMPACT = {"i": "call-id", "f": "from", "t": "to", "v": "via", "m": "contact",
-            "l": "content-length", "c": "content-type"}
-Address = tuple[str, int]
 # Call-Info's auto-answer parameter (as Polycom, Yealink and Snom read it): 0 s.
 AUTO_ANSWER = re.compile(r";\s*answer-after\s*=\s*0\b", re.IGNORECASE)
-
-
-class SipError(Exception):
-    """The PBX answered a request of the phone with a failure."""
-
-    def __init__(self, method: str, status: int) -> None:
-        super().__init__(f"{method} answered {status}")
-        self.status = status
-
-
-@dataclass
-class SipMessage:
-    start: str  # the request line or the status line
-    headers: dict[str, list[str]]  # by lower-case full name, values in order
-    body: bytes = b""
-
-    @classmethod
-    def parse(cls, data: bytes) -> SipMessage:
-        head, _, body = data.partition(b"\r\n\r\n")
-        lines = head.decode("utf-8", "replace").split("\r\n")
-        message = cls(lines[0], {})
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            name = name.strip().lower()
-            message.headers.setdefault(_COMPACT.get(name, name), []).append(value.strip())
-        message.body = body[: int(message.get("content-length") or len(body))]
-        return message
-
-    def all(self, name: str) -> list[str]:
-        return self.headers.get(name, [])
-
-    def get(self, name: str) -> str:
-        return self.all(name)[0] if name in self.headers else ""
-
-    @property
-    def is_request(self) -> bool:
-        return not self.start.startswith("SIP/2.0")
-
-    @property
-    def status(self) -> int:
-        return 0 if self.is_request else int(self.start.split()[1])
-
-    @property
-    def cseq(self) -> tuple[int, str]:
-        number, method = self.get("cseq").split()
-        return int(number), method
-
-    @property
-    def branch(self) -> str:
-        found = re.search(r";\s*branch=([^;,\s]+)", self.get("via"))
-        return found[1] if found else ""
-
-
-def _tag(value: str) -> str:
-    found = re.search(r";\s*tag=([^;>\s]+)", value)
-    return found[1] if found else ""
-
-
-def _uri(value: str) -> str:
-    found = re.search(r"<([^>]+)>", value)
-    return found[1] if found else value.split(";", maxsplit=1)[0].strip()
-
-
-def _sdp(port: int, host: str = "127.0.0.1") -> str:
-    session = secrets.randbelow(10**9)
-    return (f"v=0\r\no=- {session} {session} IN IP4 {host}\r\ns=desk phone\r\n"
-            f"c=IN IP4 {host}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n"
-            "a=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n")
-
-
-def _media_of(sdp: bytes) -> tuple[Address, list[int]]:
-    """Where the other side wants its RTP, and the payload types it offers."""
-    text = sdp.decode("utf-8", "replace")
-    host = re.search(r"^c=IN IP4 (\S+)", text, re.M)
-    audio = re.search(r"^m=audio (\d+) RTP/\w+((?: \d+)+)", text, re.M)
-    if host is None or audio is None:
-        return ("", 0), []
-    return (host[1], int(audio[1])), [int(pt) for pt in audio[2].split()]
 
 
 @dataclass
@@ -136,9 +68,18 @@ class Dialog:
         return self.media.first(who, after) if self.media is not None else None
 
 
-class SipPhone(asyncio.DatagramProtocol):
-    """A desk phone registered as `user` with the PBX at `pbx` (its UDP SIP address).
-    Its binding (`expires`) outlives any test, so it does not renew it.
+class SipPhone(asyncio.DatagramProtocol, asyncio.Protocol):
+    """A desk phone registered as `user` with the PBX at `pbx` (its SIP address). Its
+    binding (`expires`) outlives any test, so it does not renew it.
+
+    Over ``transport="tcp"`` it opens one connection to the PBX and keeps it: its
+    REGISTER, its calls and the calls to it all go down that connection (RFC 3261 18:
+    a request or response is sent back on the connection it came on), as a desk phone
+    behind NAT on TCP does. It listens on no port, so the PBX reaches it only through
+    that connection; once the connection is gone, so is the phone. With ``nat_address``
+    its Contact and Via name that address and port 5060 (a private address behind NAT,
+    where nothing reaches it), so only a registrar that answers where the requests came
+    from reaches it.
 
     ``answer`` says what it does with the next INVITE: "answer" (180, then 200 with
     PCMU), "ring" (180 until the PBX gives up), or a final status such as 480 or 503.
@@ -147,8 +88,11 @@ class SipPhone(asyncio.DatagramProtocol):
     """
 
     def __init__(self, user: str, password: str, pbx: Address, *,
-                 tone_hz: float = AGENT_HZ, expires: int = 600, host: str = "127.0.0.1") -> None:
+                 tone_hz: float = AGENT_HZ, expires: int = 600, host: str = "127.0.0.1",
+                 transport: Literal["udp", "tcp"] = "udp", nat_address: str = "") -> None:
         self.user, self.password, self.pbx = user, password, pbx
+        self.tcp = transport == "tcp"
+        self.nat_address = nat_address
         # The address it sends from, its RTP too (127.0.0.0/8 is all local): another host
         # to the PBX, as a phone elsewhere on the network would be.
         self.host = host
@@ -159,7 +103,9 @@ class SipPhone(asyncio.DatagramProtocol):
         self.calls: asyncio.Queue[Dialog] = asyncio.Queue()  # answered and ACKed
         self.dialogs: dict[str, Dialog] = {}  # by Call-ID
         self.registered = False
-        self._transport: asyncio.DatagramTransport | None = None
+        self._transport: asyncio.DatagramTransport | asyncio.Transport | None = None
+        self._stream = MessageStream()  # over TCP: what came in, cut into messages
+        self.connected = asyncio.Event()  # over TCP: until the connection is lost
         self._clients: dict[str, asyncio.Queue[SipMessage]] = {}  # by our Via branch
         self._answers: dict[tuple[str, str], bytes] = {}  # (branch, method): final reply
         self._ringing: dict[str, tuple[SipMessage, Address, Dialog]] = {}  # by branch
@@ -174,11 +120,20 @@ class SipPhone(asyncio.DatagramProtocol):
 
     @property
     def contact(self) -> str:
-        return f"sip:{self.user}@{self._local[0]}:{self._local[1]}"
+        return (f"sip:{self.user}@{self._sent_by}" + (";transport=tcp" if self.tcp else ""))
+
+    @property
+    def _sent_by(self) -> str:
+        """Where the phone says it is: its socket, or behind NAT its private address."""
+        return (f"{self.nat_address}:5060" if self.nat_address
+                else f"{self._local[0]}:{self._local[1]}")
 
     async def __aenter__(self) -> SipPhone:
-        await asyncio.get_running_loop().create_datagram_endpoint(
-            lambda: self, local_addr=(self.host, 0))
+        loop = asyncio.get_running_loop()
+        if self.tcp:
+            await loop.create_connection(lambda: self, *self.pbx, local_addr=(self.host, 0))
+        else:
+            await loop.create_datagram_endpoint(lambda: self, local_addr=(self.host, 0))
         try:
             await self.register()
         except BaseException:
@@ -192,8 +147,12 @@ class SipPhone(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A datagram endpoint's protocol is handed its datagram transport, though in
         # Python 3.11 that class does not derive from asyncio.DatagramTransport.
-        self._transport = cast(asyncio.DatagramTransport, transport)
+        self._transport = cast(asyncio.DatagramTransport | asyncio.Transport, transport)
         self._local = transport.get_extra_info("sockname")[:2]
+        self.connected.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connected.clear()
 
     async def close(self) -> None:
         """Hang up what is still up, then unregister, as a phone being unplugged
@@ -309,7 +268,8 @@ class SipPhone(asyncio.DatagramProtocol):
                 ("User-Agent", "switchboard-test-deskphone")]
 
     def _via(self, branch: str) -> tuple[str, str]:
-        return ("Via", f"SIP/2.0/UDP {self._local[0]}:{self._local[1]};rport;branch={branch}")
+        return ("Via", f"SIP/2.0/{'TCP' if self.tcp else 'UDP'} {self._sent_by};rport;"
+                f"branch={branch}")
 
     async def _request(self, method: str, dialog: Dialog, body: str = "",
                        extra: list[tuple[str, str]] | None = None,
@@ -332,17 +292,20 @@ class SipPhone(asyncio.DatagramProtocol):
 
     async def _transaction(self, method: str, uri: str, headers: list[tuple[str, str]],
                            body: str, timeout: float) -> SipMessage:
-        """One client transaction over UDP: retransmitted (T1 doubling to T2) until a
-        response comes; a final INVITE failure is ACKed on the same branch."""
+        """One client transaction: over UDP retransmitted (T1 doubling to T2) until a
+        response comes, over TCP sent once (RFC 3261 17.1: the connection is reliable);
+        a final INVITE failure is ACKed on the same branch."""
         branch = f"z9hG4bK{secrets.token_hex(8)}"
         data = _build(f"{method} {uri} SIP/2.0", [self._via(branch), *headers], body)
         responses: asyncio.Queue[SipMessage] = asyncio.Queue()
         self._clients[branch] = responses
         deadline, interval, provisional = time.monotonic() + timeout, T1, False
+        sent = False
         try:
             while (left := deadline - time.monotonic()) > 0:
-                if not provisional:
+                if not provisional and not (sent and self.tcp):
                     self._send(data)
+                    sent = True
                 try:
                     response = await asyncio.wait_for(
                         responses.get(), left if provisional else min(interval, left))
@@ -375,6 +338,13 @@ class SipPhone(asyncio.DatagramProtocol):
     # ---- requests the PBX sends --------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
+        self._received(data, addr)
+
+    def data_received(self, data: bytes) -> None:
+        for message in self._stream.feed(data):
+            self._received(message, self.pbx)
+
+    def _received(self, data: bytes, addr: Address) -> None:
         if not data.strip():
             return  # a keep-alive
         message = SipMessage.parse(data)
@@ -496,43 +466,11 @@ class SipPhone(asyncio.DatagramProtocol):
             dialog.ended.set()
 
     def _send(self, data: bytes, addr: Address | None = None) -> None:
-        if self._transport is not None:
-            self._transport.sendto(data, addr or self.pbx)
+        if self._transport is None:
+            return
+        if self.tcp:  # everything goes down the one connection, whoever it answers
+            cast(asyncio.Transport, self._transport).write(data)
+        else:
+            cast(asyncio.DatagramTransport, self._transport).sendto(data, addr or self.pbx)
 
 
-_REASONS = {100: "Trying", 180: "Ringing", 200: "OK", 408: "Request Timeout",
-            480: "Temporarily Unavailable", 481: "Call Does Not Exist",
-            487: "Request Terminated", 488: "Not Acceptable Here", 503: "Service Unavailable"}
-
-
-def _build(start: str, headers: list[tuple[str, str]], body: str = "") -> bytes:
-    lines = [start, *(f"{name}: {value}" for name, value in headers)]
-    if body:
-        lines.append("Content-Type: application/sdp")
-    lines.append(f"Content-Length: {len(body.encode())}")
-    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
-
-
-def digest_authorization(user: str, password: str, challenges: list[str], method: str,
-                         uri: str) -> str:
-    """The Authorization value answering a 401's challenges: RFC 7616 digest with MD5, and
-    qop=auth when offered (Asterisk offers it)."""
-    offers = [{k.lower(): v.strip('"') for k, v in
-               re.findall(r'(\w+)\s*=\s*("[^"]*"|[^,\s]+)', c)} for c in challenges]
-    md5_offer = [o for o in offers if o.get("algorithm", "MD5").upper() == "MD5"]
-    if not md5_offer:
-        raise SipError(method, 401)
-    params, cnonce, nc = md5_offer[0], secrets.token_hex(8), "00000001"
-    realm, nonce, qop = params["realm"], params["nonce"], params.get("qop", "")
-
-    def md5(*parts: str) -> str:
-        return hashlib.md5(":".join(parts).encode()).hexdigest()
-
-    ha1, ha2 = md5(user, realm, password), md5(method, uri)
-    with_qop = "auth" in qop.split(",")
-    response = md5(ha1, nonce, nc, cnonce, "auth", ha2) if with_qop else md5(ha1, nonce, ha2)
-    fields = [f'username="{user}"', f'realm="{realm}"', f'nonce="{nonce}"',
-              f'uri="{uri}"', f'response="{response}"', "algorithm=MD5",
-              *([f"qop=auth, nc={nc}", f'cnonce="{cnonce}"'] if with_qop else []),
-              *([f'opaque="{params["opaque"]}"'] if "opaque" in params else [])]
-    return "Digest " + ", ".join(fields)

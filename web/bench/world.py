@@ -42,6 +42,7 @@ from web.bench.audio import (
     tone,
     voiced_by,
 )
+from web.bench.sip_phone import SipPhone
 
 AGENT_PHONE_NUMBER = "7001"  # Ada's desk phone on the carrier
 LATE_VOICE_S = 0.6
@@ -110,6 +111,9 @@ class World:
     _outbound: dict[str, str] = field(default_factory=dict)  # caller number -> channel
     _parts: dict[str, tuple[str, str]] = field(default_factory=dict)  # leg -> (bridge, media)
     _ready_phone: tuple[str, str, RtpProbe] | None = None
+    # Agents' own SIP desk phones registered with the PBX (a capacity run's open lines),
+    # by SIP user: they answer the line's INVITE by itself and send the agent's tone.
+    desk_phones: dict[str, SipPhone] = field(default_factory=dict)
     _placed: int = 0
 
     async def start(self) -> str:
@@ -134,6 +138,7 @@ class World:
             await self._drop_phone(bridge, media)
             self.agent_probes.append(probe)
         await self.ari.close()
+        await self.close_desk_phones()
         for probe in [*self.probes.values(), *self.agent_probes, *self.supervisor_probes]:
             await probe.close()
         await self.engine.server.close()
@@ -260,6 +265,17 @@ class World:
     async def first_heard(self, caller: str, who: str, after: float) -> float | None:
         return self.probes[caller].first(who, after)
 
+    async def wait_heard(self, caller: str, who: str, after: float, within: float) -> float | None:
+        """When the caller first heard ``who`` after ``after``, waited for here up to
+        ``within`` s (None: not by then): one request for a process that measures its own
+        CPU, rather than one every poll."""
+        deadline = time.monotonic() + within
+        while (at := self.probes[caller].first(who, after)) is None:
+            if time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(0.02)  # arrival times are stamped as packets come in
+        return at
+
     async def gap_ms(self, caller: str, start: float, end: float) -> float:
         return self.probes[caller].longest_gap_ms(start, end)
 
@@ -274,17 +290,20 @@ class World:
     async def stream_stats(self, caller: str, start: float, end: float) -> dict[str, Any]:
         """What reached the caller between two instants, for a capacity run: packets,
         those that came more than a frame late (over 40 ms after the one before), the
-        longest interval between two packets, and how many carried the AI's voice.
+        longest interval between two packets, and how many carried the AI's voice and
+        how many an agent's (a caller handed to an agent hears them for a while).
 
         Every packet is judged, in one NumPy pass per caller (no per-frame Python work,
         cheap enough for hundreds of callers)."""
         arrivals = [r for r in self.probes[caller].received if start <= r.at <= end]
+        payloads = [r.payload for r in arrivals]
         at = np.array([r.at for r in arrivals])
         steps = np.diff(at) if len(at) > 1 else np.zeros(0)
         return {"packets": len(arrivals), "late": int(np.sum(steps > 0.040)),
                 "gap_max_ms": round(float(steps.max()) * 1000, 1) if len(steps) else None,
                 "sampled": len(arrivals),
-                "ai_sampled": voiced_by(AI_HZ, [r.payload for r in arrivals])}
+                "ai_sampled": voiced_by(AI_HZ, payloads),
+                "agent_sampled": voiced_by(AGENT_HZ, payloads)}
 
     async def rig_counts(self, callers: list[str]) -> dict[str, dict[str, float]]:
         """Each caller's RTP packets received by the carrier from the PBX on the trunk
@@ -308,6 +327,29 @@ class World:
                             # Asterisk's figure is in seconds.
                             "rx_jitter": float(stats.get("rxjitter") or 0) * 1000}
         return read
+
+    async def open_desk_phones(self, host: str, port: int, users: list[list[str]]) -> None:
+        """Desk phones for ``users`` ([SIP user, password]) registered with the PBX at
+        ``host``:``port``, each answering by itself an INVITE that asks it to (an open
+        line's) and refusing any other with 480: a rung call would ring out its whole
+        timeout at a desk nobody watches, where a refusal fails the handoff at once."""
+        for user, password in users:
+            phone = SipPhone(user, password, (host, port))
+            phone.auto_answer, phone.answer = True, 480
+            await phone.__aenter__()
+            self.desk_phones[user] = phone
+
+    async def close_desk_phones(self) -> None:
+        for phone in self.desk_phones.values():
+            await phone.close()
+        self.desk_phones.clear()
+
+    async def desk_heard_caller(self, user: str, after: float) -> float | None:
+        """When the desk phone's current call (its line) first heard the caller's
+        voice after ``after``."""
+        heard = [d.heard("caller", after) for d in self.desk_phones[user].dialogs.values()
+                 if d.confirmed.is_set() and not d.ended.is_set()]
+        return min((at for at in heard if at is not None), default=None)
 
     async def agent_heard_caller(self) -> bool:
         return any(p.first("caller") is not None for p in self.agent_probes)
