@@ -32,6 +32,7 @@ from web.trunk_watch import TrunkWatch
 # How long this node may take to read a phone registered to the cluster's edge: its next
 # qualify of it there (edge-aor in pjsip.conf.j2: every 5 s, 2 s to answer).
 EDGE_QUALIFY_S = 7.0
+EDGE_RETRY_S = 0.5
 
 
 @dataclass
@@ -115,15 +116,12 @@ class Controller:
         # phone at the edge is before this node read it reachable there (its next
         # qualify): Asterisk refuses to call it until then. Called again meanwhile, so
         # the line is not refused (the tab's line off for the shift).
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + EDGE_QUALIFY_S
-        while True:
+        for _ in range(int(EDGE_QUALIFY_S / EDGE_RETRY_S)):
             try:
                 return await control.open_line(agent_id, sip_user, desk_phone=desk_phone)
             except LineRefused:
-                if loop.time() > deadline:
-                    raise
-            await asyncio.sleep(0.5)
+                await asyncio.sleep(EDGE_RETRY_S)
+        return await control.open_line(agent_id, sip_user, desk_phone=desk_phone)
 
     async def close_line(self, agent_id: int, sip_user: str) -> None:
         if self.control is not None:
