@@ -13,8 +13,10 @@ APT_RUN := mmdebstrap ca-certificates espeak-ng
 # CA in Chromium's certificate store, a network namespace for the agent's machine, its
 # link cut or black-holed by nft inside that namespace).
 # docker-compose: `docker-compose config` validates docker-compose.yml (no engine runs).
-# kamailio: the cluster's SIP edge (its rendered configuration, the dispatch tests).
-APT_TEST := postgresql chromium libnss3-tools iproute2 nftables openssl docker-compose kamailio
+# kamailio: the cluster's SIP edge (its rendered configuration, the dispatch tests), with
+# its websocket and tls modules (browsers register to it over WSS).
+APT_TEST := postgresql chromium libnss3-tools iproute2 nftables openssl docker-compose kamailio \
+	kamailio-websocket-modules kamailio-tls-modules
 PYTEST_ARGS ?=
 
 .PHONY: run test setup setup-test lint typecheck screenshots clean

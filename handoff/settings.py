@@ -245,6 +245,15 @@ class ClusterSettings:
     # Seconds a node's calls are kept after its controller last renewed its lease
     # (renewed every third of it); past that a surviving node ends them as pbx_lost.
     lease_s: int = 10
+    # Browser softphones register to the edge too, over secure WebSocket on this TCP
+    # port of edge_address (0: none there; a browser registers to its node's Asterisk).
+    # edge_wss_host: the name browsers dial, which the certificate names (empty:
+    # edge_address). The certificate and key (PEM): empty, the dashboard's
+    # (server.tls_cert and tls_key). Read on the edge's machine only (`config edge`).
+    edge_wss_port: int = 0
+    edge_wss_host: str = ""
+    edge_tls_cert: str = ""
+    edge_tls_key: str = ""
 
     @property
     def phones_edge(self) -> str:
@@ -255,13 +264,23 @@ class ClusterSettings:
         host = f"[{self.edge_address}]" if ":" in self.edge_address else self.edge_address
         return f"{host}:{self.edge_port}"
 
+    @property
+    def browsers_edge(self) -> str:
+        """On a node of a cluster whose edge has a WebSocket, where agents' browsers
+        register (wss://host:port); empty otherwise (they register to this node)."""
+        if not self.node or not self.edge_wss_port:
+            return ""
+        host = self.edge_wss_host or self.edge_address
+        return f"wss://{f'[{host}]' if ':' in host else host}:{self.edge_wss_port}"
+
     def edge(self) -> EdgeSpec:
         return EdgeSpec(
             listen_address=self.edge_address, port=self.edge_port,
             nodes=tuple(EdgeNode(n.name, n.sip_host, n.sip_port) for n in self.nodes),
             carriers=self.carriers, config_dir=self.edge_config_dir,
             run_dir=self.edge_run_dir, probe_interval_s=self.probe_interval_s,
-            lease_s=self.lease_s,
+            lease_s=self.lease_s, wss_port=self.edge_wss_port, tls_cert=self.edge_tls_cert,
+            tls_key=self.edge_tls_key,
         )
 
     def peers(self) -> tuple[NodePeer, ...]:
@@ -332,12 +351,17 @@ class Settings:
         return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.server.port}"
 
     def edge(self, phones: tuple[EdgePhone, ...] = ()) -> EdgeSpec:
-        """The cluster's edge with these desk phones' accounts, challenging them in the
-        nodes' realm and blocking password guessers as the nodes do (security.block_*)."""
-        sec = self.security
-        return replace(self.cluster.edge(), phones=phones, realm=self.asterisk.sip_realm,
+        """The cluster's edge with these phones' accounts, challenging them in the nodes'
+        realm and blocking password guessers as the nodes do (security.block_*); its
+        browsers' WebSocket with its own certificate or else the dashboard's (the name
+        agents open the desk by is often the one they reach the edge by)."""
+        sec, cluster = self.security, self.cluster
+        spec = replace(cluster.edge(), phones=phones, realm=self.asterisk.sip_realm,
                        block_after=sec.block_after, block_window_s=sec.block_window_s,
                        block_for_s=sec.block_for_s, never_block=sec.never_block)
+        if cluster.edge_wss_port and not cluster.edge_tls_cert:
+            spec = replace(spec, tls_cert=self.server.tls_cert, tls_key=self.server.tls_key)
+        return spec
 
     @property
     def pbx_certificate(self) -> tuple[str, str] | None:
@@ -432,8 +456,10 @@ def validate(settings: Settings) -> None:
                 raise ConfigValueError(f"trunks[{i}].name", f"{trunk.name!r} is used twice")
             names.add(trunk.name)
         if settings.cluster.nodes:
-            settings.cluster.edge().validate()
+            settings.edge().validate()
         _check_node(settings.cluster)
+        if settings.cluster.edge_wss_host:
+            check_host("cluster.edge_wss_host", settings.cluster.edge_wss_host)
         unknown = settings.routing.unknown_numbers
         if unknown != "reject":
             try:
@@ -518,10 +544,14 @@ def _check_certificates(settings: Settings) -> None:
     """Both files of a pair or neither; each readable, the key the certificate's."""
     ast = settings.asterisk
     for section, cert, key in (("server", settings.server.tls_cert, settings.server.tls_key),
-                               ("asterisk", ast.tls_cert, ast.tls_key)):
+                               ("asterisk", ast.tls_cert, ast.tls_key),
+                               ("cluster", settings.cluster.edge_tls_cert,
+                                settings.cluster.edge_tls_key)):
+        prefix = "edge_" if section == "cluster" else ""
         if bool(cert) != bool(key):
-            missing = "tls_key" if cert else "tls_cert"
-            raise ConfigValueError(f"{section}.{missing}", "tls_cert and tls_key go together")
+            missing = f"{prefix}tls_key" if cert else f"{prefix}tls_cert"
+            raise ConfigValueError(f"{section}.{missing}",
+                                   f"{prefix}tls_cert and {prefix}tls_key go together")
     if settings.server.tls_cert:
         tls.server_context("server", settings.server.tls_cert, settings.server.tls_key)
     # An Asterisk someone else runs reads its files on its own machine.

@@ -10,34 +10,18 @@ once agents connect.
 from __future__ import annotations
 
 import hashlib
-import re
 import ssl
-from pathlib import Path
 
 import aiohttp
 
-from pbx.config_values import ConfigValueError
-
-_PEM_CERTIFICATE = re.compile(
-    rb"-----BEGIN CERTIFICATE-----\s+.+?-----END CERTIFICATE-----", re.DOTALL)
+from pbx.config_values import check_certificate, first_certificate
 
 
 def server_context(section: str, cert: str, key: str) -> ssl.SSLContext:
     """A TLS server context presenting ``cert`` (PEM, the chain after the certificate)
     with ``key``; raises :class:`ConfigValueError` naming ``section.tls_cert`` or
     ``section.tls_key``."""
-    _first_certificate(section, cert)
-    if b"ENCRYPTED" in _read(f"{section}.tls_key", key):
-        # Neither aiohttp nor Asterisk can ask anyone for a passphrase at start-up.
-        raise ConfigValueError(f"{section}.tls_key", f"{key} is protected by a passphrase; "
-                               "give the key without one (openssl pkey -in KEY -out NEW)")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(cert, key, password=lambda: b"")
-    except ssl.SSLError as exc:
-        raise ConfigValueError(f"{section}.tls_key", f"{key} is not the private key of "
-                               f"{cert} ({exc.reason or exc})") from None
-    return context
+    return check_certificate(f"{section}.tls_cert", cert, f"{section}.tls_key", key)
 
 
 def pinned(cert: str) -> aiohttp.Fingerprint:
@@ -48,20 +32,6 @@ def pinned(cert: str) -> aiohttp.Fingerprint:
     the system's trust store; pinning the one certificate needs neither and trusts
     nothing else.
     """
-    der = ssl.PEM_cert_to_DER_cert(_first_certificate("server", cert))
+    der = ssl.PEM_cert_to_DER_cert(first_certificate("server.tls_cert", cert))
     return aiohttp.Fingerprint(hashlib.sha256(der).digest())
 
-
-def _first_certificate(section: str, cert: str) -> str:
-    found = _PEM_CERTIFICATE.search(_read(f"{section}.tls_cert", cert))
-    if found is None:
-        raise ConfigValueError(f"{section}.tls_cert", f"{cert} holds no PEM certificate "
-                               "(-----BEGIN CERTIFICATE-----)")
-    return found.group().decode("ascii")
-
-
-def _read(key: str, path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigValueError(key, f"{path} cannot be read ({exc.strerror or exc})") from None

@@ -237,11 +237,15 @@ class InstanceSpec:
     # the edge, so the node calls the phone through the edge whichever node it last
     # spoke to, and qualifies it there (pbx.kamailio_config). Empty: phones register here.
     agents_edge: str = ""
+    # The edge also has browsers' WebSocket (cluster.edge_wss_port): browser phones
+    # register there too, and their AoR here is the edge's as a desk phone's is.
+    browsers_at_edge: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     def through_edge(self, agent: SipAgent) -> bool:
         """Whether this agent's phone is reached (and its state read) through the edge."""
-        return bool(self.agents_edge) and agent.kind == "deskphone" and not agent.contact
+        return bool(self.agents_edge) and not agent.contact and (
+            agent.kind == "deskphone" or self.browsers_at_edge)
 
     def validate(self) -> None:
         check_name("asterisk.app", self.app)

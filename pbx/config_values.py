@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
+from pathlib import Path
 
 # Asterisk object names, usernames and passwords go into .conf files verbatim; a
 # newline, ';' or ']' would let a value open a section of its own.
@@ -111,3 +113,41 @@ def check_ip(key: str, value: str) -> str:
 def check_realm(key: str, value: str) -> str:
     return matching(_REALM, key, value, f"{value!r} must be a word or a domain name "
                      "(letters, digits, '.', '-', '_')")
+
+
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\s+.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
+def check_certificate(cert_key: str, cert: str, key_key: str, key: str) -> ssl.SSLContext:
+    """A TLS server context presenting ``cert`` (PEM, the chain after the certificate)
+    with ``key``; a file that cannot be read, holds no certificate, or a key that is not
+    the certificate's or has a passphrase (no server can ask anyone for one at start-up)
+    raises :class:`ConfigValueError` naming the setting (``cert_key`` or ``key_key``)."""
+    first_certificate(cert_key, cert)
+    if b"ENCRYPTED" in read_file(key_key, key):
+        raise ConfigValueError(key_key, f"{key} is protected by a passphrase; give the key "
+                               "without one (openssl pkey -in KEY -out NEW)")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except ssl.SSLError as exc:
+        raise ConfigValueError(key_key, f"{key} is not the private key of {cert} "
+                               f"({exc.reason or exc})") from None
+    return context
+
+
+def first_certificate(cert_key: str, cert: str) -> str:
+    """The first PEM certificate in the file ``cert`` (setting ``cert_key``)."""
+    found = _PEM_CERTIFICATE.search(read_file(cert_key, cert))
+    if found is None:
+        raise ConfigValueError(cert_key, f"{cert} holds no PEM certificate "
+                               "(-----BEGIN CERTIFICATE-----)")
+    return found.group().decode("ascii")
+
+
+def read_file(key: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigValueError(key, f"{path} cannot be read ({exc.strerror or exc})") from None

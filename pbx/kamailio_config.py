@@ -21,16 +21,23 @@ import jinja2
 
 from pbx.config_values import (
     ConfigValueError,
+    check_certificate,
     check_host,
     check_ip,
     check_name,
     check_port,
     check_realm,
     check_secret,
+    read_file,
 )
 
 CONFIG_FILE = "kamailio.cfg"
 LIST_FILE = "dispatcher.list"
+# Copies of the browsers' WebSocket certificate and key, beside kamailio.cfg: Kamailio
+# reads them as its own account (after dropping root, or started as it by systemd), which
+# may not read the originals (a key is its owner's alone).
+TLS_CERT_FILE = "edge-tls.pem"
+TLS_KEY_FILE = "edge-tls.key"
 # The dispatcher's set every node is in: one pool of equal nodes for now.
 NODE_SET = 1
 
@@ -88,16 +95,32 @@ class EdgeSpec:
     # cluster.lease_s: a node silent this long is lost, and the edge hangs up the calls
     # it held with agents' phones.
     lease_s: int = 10
+    # Browser softphones register here over secure WebSocket (RFC 7118) on this TCP
+    # port, with this certificate (PEM, the chain after it) and key; 0: no WebSocket at
+    # the edge, browsers register to their node's Asterisk.
+    wss_port: int = 0
+    tls_cert: str = ""
+    tls_key: str = ""
 
     def validate(self, key: str = "cluster") -> None:
         check_ip(f"{key}.edge_address", self.listen_address)
         check_port(f"{key}.edge_port", self.port)
-        for folder_key, folder in (("edge_config_dir", self.config_dir),
-                                   ("edge_run_dir", self.run_dir)):
-            # Both go between quotes in kamailio.cfg.
-            if not folder.startswith("/") or any(c in folder for c in '"\n\\'):
-                raise ConfigValueError(f"{key}.{folder_key}", f"{folder!r}: an absolute "
+        for path_key, path in (("edge_config_dir", self.config_dir),
+                               ("edge_run_dir", self.run_dir),
+                               ("edge_tls_cert", self.tls_cert),
+                               ("edge_tls_key", self.tls_key)):
+            # Each goes between quotes in kamailio.cfg.
+            if path_key.startswith("edge_tls") and not path:
+                continue
+            if not path.startswith("/") or any(c in path for c in '"\n\\'):
+                raise ConfigValueError(f"{key}.{path_key}", f"{path!r}: an absolute "
                                        "path without quotes or backslashes")
+        if self.wss_port:
+            check_port(f"{key}.edge_wss_port", self.wss_port)
+            if self.wss_port == self.port:
+                # TCP's listener is on the same address: one port cannot be both.
+                raise ConfigValueError(f"{key}.edge_wss_port", f"{self.wss_port} is the "
+                                       "edge's SIP port (edge_port)")
         if not 1 <= self.probe_interval_s <= 60:
             raise ConfigValueError(f"{key}.probe_interval_s",
                                    f"{self.probe_interval_s}: 1 to 60 seconds")
@@ -105,6 +128,8 @@ class EdgeSpec:
             raise ConfigValueError(f"{key}.nodes", "the edge needs at least one node")
         names: set[str] = set()
         places: set[tuple[str, int]] = {(self.listen_address, self.port)}
+        if self.wss_port:
+            places.add((self.listen_address, self.wss_port))
         for i, node in enumerate(self.nodes):
             check_name(f"{key}.nodes[{i}].name", node.name)
             check_host(f"{key}.nodes[{i}].sip_host", node.host)
@@ -159,7 +184,9 @@ def render(spec: EdgeSpec) -> dict[str, str]:
         phones=spec.phones, realm=spec.realm, block_after=spec.block_after,
         block_window_s=spec.block_window_s, block_for_s=spec.block_for_s,
         never_block=[str(ipaddress.ip_network(n, strict=False)) for n in spec.never_block],
-        lease_s=spec.lease_s,
+        lease_s=spec.lease_s, wss_port=spec.wss_port,
+        tls_cert=f"{spec.config_dir}/{TLS_CERT_FILE}",
+        tls_key=f"{spec.config_dir}/{TLS_KEY_FILE}",
     )
     # setid destination flags priority attrs: duid names the node in kamcmd's listing.
     nodes = "".join(f"{NODE_SET} {node.uri} 0 0 duid={node.name}\n" for node in spec.nodes)
@@ -167,15 +194,35 @@ def render(spec: EdgeSpec) -> dict[str, str]:
             LIST_FILE: f"# Switchboard's nodes, rendered from [cluster] nodes.\n{nodes}"}
 
 
+def tls_files(spec: EdgeSpec) -> dict[str, bytes]:
+    """The browsers' WebSocket certificate and key, as the edge's copies hold them (none
+    without a WebSocket), checked first as the dashboard's are (pbx.config_values)."""
+    if not spec.wss_port:
+        return {}
+    cert_key, key_key = "cluster.edge_tls_cert", "cluster.edge_tls_key"
+    # Checked here, on the edge's machine, not with the settings: a node's settings name
+    # the edge's WebSocket (its browsers register there) but need no certificate.
+    if not (spec.tls_cert and spec.tls_key):
+        raise ConfigValueError(key_key if spec.tls_cert else cert_key, "browsers' WebSocket "
+                               "at the edge (edge_wss_port) needs a certificate and its key "
+                               "(edge_tls_cert and edge_tls_key, or the dashboard's: "
+                               "server.tls_cert and tls_key)")
+    check_certificate(cert_key, spec.tls_cert, key_key, spec.tls_key)
+    return {TLS_CERT_FILE: read_file(cert_key, spec.tls_cert),
+            TLS_KEY_FILE: read_file(key_key, spec.tls_key)}
+
+
 def write_files(spec: EdgeSpec, folder: Path, group: int | None = None) -> dict[str, str]:
     """Every file into ``folder``: readable by their owner only, or also by ``group``
-    (Kamailio's account), since kamailio.cfg holds the phones' passwords. Each file is
-    replaced whole (written aside, then renamed)."""
+    (Kamailio's account), since kamailio.cfg holds the phones' passwords (and the
+    certificate's copy its key). Each file is replaced whole (written aside, then
+    renamed). Returns the rendered text files."""
     files = render(spec)
     folder.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
+    contents = {name: text.encode() for name, text in files.items()} | tls_files(spec)
+    for name, data in contents.items():
         partial = folder / f".{name}.part"
-        partial.write_text(text)
+        partial.write_bytes(data)
         if group is not None:
             os.chown(partial, -1, group)
         partial.chmod(0o600 if group is None else 0o640)

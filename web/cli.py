@@ -138,13 +138,14 @@ def cmd_config_render(args: argparse.Namespace) -> int:
 
 def cmd_config_edge(args: argparse.Namespace) -> int:
     """Write Kamailio's files for the SIP edge in front of the cluster's nodes (with the
-    desk phones' accounts from the database), ask Kamailio whether it would load them
-    when it is installed here, and give a running edge here the accounts as they are."""
+    phones' accounts from the database: desk phones, and browsers when it has their
+    WebSocket), ask Kamailio whether it would load them when it is installed here, and
+    give a running edge here the accounts as they are."""
     spec = _edge_spec(args)
     out = Path(args.out or spec.config_dir)
     kamailio_config.write_files(spec, out)
     print(f"wrote {kamailio_config.CONFIG_FILE} and {kamailio_config.LIST_FILE} to {out} "
-          f"({len(spec.phones)} desk phones)")
+          f"({len(spec.phones)} phones' accounts)")
     try:
         kamailio_config.check_syntax(out / kamailio_config.CONFIG_FILE)
     except kamailio_config.KamailioUnavailable as exc:
@@ -160,7 +161,7 @@ def cmd_config_edge(args: argparse.Namespace) -> int:
         except kamailio_config.KamailioUnavailable as exc:
             print(f"the running edge did not take the accounts: {exc}")
         else:
-            print(f"the running edge took {taken} desk phones' accounts ({removed} removed)")
+            print(f"the running edge took {taken} phones' accounts ({removed} removed)")
     return 0
 
 
@@ -170,7 +171,8 @@ def cmd_edge_run(args: argparse.Namespace) -> int:
 
 
 def _edge_spec(args: argparse.Namespace) -> kamailio_config.EdgeSpec:
-    """The edge the settings describe, with the desk phones' accounts from the database."""
+    """The edge the settings describe, with the phones' accounts from the database (the
+    browsers' too when it has their WebSocket)."""
     settings = _settings(args)
     if not settings.cluster.nodes:
         raise SettingsError("cluster.nodes: no nodes, so no edge to render "
@@ -178,7 +180,7 @@ def _edge_spec(args: argparse.Namespace) -> kamailio_config.EdgeSpec:
     phones: list[kamailio_config.EdgePhone] = []
 
     async def from_store(store: Store) -> int:
-        phones.extend(await edge_phones(store))
+        phones.extend(await edge_phones(store, browsers=bool(settings.cluster.edge_wss_port)))
         return 0
 
     asyncio.run(_on_store(settings, from_store))

@@ -114,4 +114,5 @@ def pbx_spec(
         # sends them on).
         refuse_without_app=bool(settings.cluster.node),
         agents_edge=settings.cluster.phones_edge,
+        browsers_at_edge=bool(settings.cluster.browsers_edge),
     )

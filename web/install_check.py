@@ -31,7 +31,8 @@ from handoff.trunks import Trunk
 from pbx.asterisk_config import InboundRoute, InstanceSpec, SipAgent, render
 from pbx.config_values import ConfigValueError
 from pbx.installation import redact_url
-from pbx.kamailio_config import CONFIG_FILE, KamailioUnavailable, check_syntax, write_files
+from pbx.kamailio_config import CONFIG_FILE, KamailioUnavailable, check_syntax, tls_files
+from pbx.kamailio_config import render as render_edge
 from web.telephony import routes_and_agents
 
 
@@ -190,9 +191,17 @@ def _cluster_edge(installation: Installation) -> Iterator[tuple[Severity, str]]:
         yield Severity.WARNING, ("cluster.nodes are set but the store is SQLite: each node "
                                  "keeps its own cards and people (set database.url to the "
                                  "PostgreSQL they all share)")
+    edge = settings.edge()
+    if edge.wss_port and not settings.cluster.node:
+        # The edge's machine (no node here): the browsers' certificate `config edge`
+        # copies for Kamailio. A node's settings name it too, but it is not on the node.
+        try:
+            tls_files(edge)
+        except ConfigValueError as exc:
+            yield Severity.ERROR, f"the edge's WebSocket: {exc}"
     # Kamailio's own check of the files `config edge` would write.
     with tempfile.TemporaryDirectory(prefix="switchboard-edge-") as folder:
-        write_files(settings.cluster.edge(), Path(folder))
+        (Path(folder) / CONFIG_FILE).write_text(render_edge(edge)[CONFIG_FILE])
         try:
             check_syntax(Path(folder) / CONFIG_FILE)
         except KamailioUnavailable as exc:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from handoff.callback import Callbacks
 from handoff.events import EventHub
-from handoff.live import CallControl
+from handoff.live import CallControl, LineRefused
 from handoff.nodes import NodeLease
 from handoff.receptionist import Receptionist
 from handoff.settings import Settings
@@ -28,6 +28,11 @@ from web.sip_blocks import SipBlocker
 from web.startup import Startup
 from web.telephony import Telephony, sync_directory
 from web.trunk_watch import TrunkWatch
+
+# How long this node may take to read a phone registered to the cluster's edge: its next
+# qualify of it there (edge-aor in pjsip.conf.j2: every 5 s, 2 s to answer).
+EDGE_QUALIFY_S = 7.0
+EDGE_RETRY_S = 0.5
 
 
 @dataclass
@@ -104,7 +109,19 @@ class Controller:
 
     async def open_line(self, agent_id: int, sip_user: str, *, desk_phone: bool = False
                         ) -> str:
-        return await self._control().open_line(agent_id, sip_user, desk_phone=desk_phone)
+        control = self._control()
+        if not (self.open_lines_setting and self.through_edge(sip_user)):
+            return await control.open_line(agent_id, sip_user, desk_phone=desk_phone)
+        # A browser's tab asks for its line as soon as its phone registered, which for a
+        # phone at the edge is before this node read it reachable there (its next
+        # qualify): Asterisk refuses to call it until then. Called again meanwhile, so
+        # the line is not refused (the tab's line off for the shift).
+        for _ in range(int(EDGE_QUALIFY_S / EDGE_RETRY_S)):
+            try:
+                return await control.open_line(agent_id, sip_user, desk_phone=desk_phone)
+            except LineRefused:
+                await asyncio.sleep(EDGE_RETRY_S)
+        return await control.open_line(agent_id, sip_user, desk_phone=desk_phone)
 
     async def close_line(self, agent_id: int, sip_user: str) -> None:
         if self.control is not None:

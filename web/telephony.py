@@ -56,14 +56,20 @@ class Telephony:
     # The trunks that are not the store's: the settings file's, and the demo carrier's
     # while it runs. Read-only on the admin page; tried first by calls out.
     fixed_trunks: tuple[Trunk, ...] = ()
+    # A cluster's node whose edge has browsers' WebSocket: where browsers register
+    # (cluster.browsers_edge), so any node reaches them there; empty: this PBX.
+    browsers_edge: str = ""
 
     def softphone_url(self) -> str | None:
-        """Where browser softphones register: the PBX's SIP WebSocket (wss with TLS).
+        """Where browser softphones register: the cluster's edge when it takes them, else
+        the PBX's SIP WebSocket (wss with TLS).
 
         The TLS listener is on every address, so the page dials the host it was loaded
         from (web.dashboard.softphone): the name its certificate covers."""
         if self.pbx is None:
             return None
+        if self.browsers_edge:
+            return self.browsers_edge
         spec = self.pbx.spec
         if spec.tls is not None:
             return f"wss://{spec.tls.bind}:{spec.tls.port}/ws"
@@ -72,6 +78,7 @@ class Telephony:
 
 async def start_telephony(settings: Settings, store: Store, telephony: Telephony) -> None:
     ast = settings.asterisk
+    telephony.browsers_edge = settings.cluster.browsers_edge
     cache = Path(ast.cache_dir) if ast.cache_dir else None
     install = await asyncio.to_thread(runtime.locate, ast.source, cache, ast.mirror)
     telephony.installation = install
@@ -115,6 +122,7 @@ async def start_telephony(settings: Settings, store: Store, telephony: Telephony
         refuse_without_app=bool(settings.cluster.node),
         peers=settings.cluster.peers(),
         agents_edge=settings.cluster.phones_edge,
+        browsers_at_edge=bool(settings.cluster.browsers_edge),
     )
     await telephony.pbx.start()
     if carrier_ports is not None:
@@ -237,7 +245,7 @@ async def connect_external(settings: Settings, store: Store,
 
 def through_edge(telephony: Telephony, sip_user: str) -> bool:
     """Whether this SIP user's phone registers to the cluster's edge (a desk phone on a
-    node), not to this node's Asterisk."""
+    node, or a browser when the edge has its WebSocket), not to this node's Asterisk."""
     pbx = telephony.pbx
     return pbx is not None and any(agent.name == sip_user and pbx.spec.through_edge(agent)
                                    for agent in pbx.spec.agents)
@@ -265,11 +273,13 @@ async def routes_and_agents(
     return routes, endpoints
 
 
-async def edge_phones(store: Store) -> tuple[EdgePhone, ...]:
-    """The desk phones' accounts a cluster's edge registers: every enabled agent's on a
-    desk phone (a browser registers to a node's WebSocket)."""
+async def edge_phones(store: Store, browsers: bool = False) -> tuple[EdgePhone, ...]:
+    """The phones' accounts a cluster's edge registers: every enabled agent's on a desk
+    phone, and with ``browsers`` (the edge's WebSocket) every browser phone's too (else a
+    browser registers to a node's WebSocket)."""
     _, endpoints = await routes_and_agents(store)
-    return tuple(EdgePhone(a.name, a.password) for a in endpoints if a.kind == "deskphone")
+    return tuple(EdgePhone(a.name, a.password) for a in endpoints
+                 if a.kind == "deskphone" or browsers)
 
 
 # How soon a running PBX takes a change the CLI wrote to the database (a person

@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from ssl import SSLContext
 from typing import Any
 
 import aiohttp
@@ -169,19 +170,26 @@ async def assert_quiet(instance: AsteriskInstance, settle: float = 5.0) -> None:
 class BrowserPhone:
     """A browser softphone's SIP over WebSocket as JsSIP speaks it: REGISTER with digest
     auth (its Contact an ``.invalid`` host, RFC 7118), and 200 to whatever the PBX asks
-    while the socket is open (its OPTIONS). Closing it is the tab going away."""
+    while the socket is open (its OPTIONS), but 486 to a call (a stand-in with no media
+    to answer it with). Closing it is the tab going away."""
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
         self.answers: asyncio.Queue[SipMessage] = asyncio.Queue()
+        # The requests it was sent, in order (ACKs included).
+        self.requests: asyncio.Queue[SipMessage] = asyncio.Queue()
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def register(cls, session: aiohttp.ClientSession, instance: AsteriskInstance,
-                       user: str, password: str) -> BrowserPhone:
-        """Open the PBX's SIP WebSocket and register; returns once the PBX said 200."""
-        phone = cls(await session.ws_connect(
-            f"ws://127.0.0.1:{instance.spec.ports.http}/ws", protocols=("sip",)))
+    async def register(cls, session: aiohttp.ClientSession, instance: AsteriskInstance | str,
+                       user: str, password: str, ssl: SSLContext | None = None
+                       ) -> BrowserPhone:
+        """Open the PBX's SIP WebSocket (or the one at the URL ``instance``: the cluster's
+        edge) and register; returns once the registrar said 200."""
+        url = instance if isinstance(instance, str) else (
+            f"ws://127.0.0.1:{instance.spec.ports.http}/ws")
+        phone = cls(await session.ws_connect(url, protocols=("sip",),
+                                             ssl=ssl if ssl is not None else True))
         registrar, aor, host = "sip:127.0.0.1", f"sip:{user}@127.0.0.1", "browser.invalid"
         call_id, tag = secrets.token_hex(8), secrets.token_hex(4)
         authorization: list[tuple[str, str]] = []
@@ -222,8 +230,13 @@ class BrowserPhone:
             if not message.is_request:
                 self.answers.put_nowait(message)
                 continue
+            self.requests.put_nowait(message)
+            method = message.start.split()[0]
+            if method == "ACK":
+                continue
             to = message.get("to")
-            await self.ws.send_str(_build("SIP/2.0 200 OK", [
+            status = "486 Busy Here" if method == "INVITE" else "200 OK"
+            await self.ws.send_str(_build(f"SIP/2.0 {status}", [
                 *(("Via", via) for via in message.all("via")), ("From", message.get("from")),
                 ("To", to if ";tag=" in to else f"{to};tag={secrets.token_hex(4)}"),
                 ("Call-ID", message.get("call-id")), ("CSeq", message.get("cseq"))]).decode())

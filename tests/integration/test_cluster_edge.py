@@ -17,12 +17,14 @@ import os
 import pwd
 import secrets
 import signal
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
@@ -31,21 +33,24 @@ from pbx import runtime
 from pbx.asterisk_config import InboundRoute, Ports, SipAgent
 from pbx.edge import Edge, registered_phones, sip_options
 from pbx.kamailio_config import EdgeNode, EdgePhone, EdgeSpec
+from pbx.ports import free_port
 from pbx.runtime import AsteriskInstance
 from pbx.trunk_config import SipTrunk
+from tests.certificates import private_ca
 from tests.faults import paused
 from tests.integration.asterisk_helpers import (
+    BrowserPhone,
     EventListener,
     ari,
     assert_quiet,
     of_type,
     process_ids,
 )
-from tests.sip_phone import Dialog, SipPhone
+from tests.sip_phone import Dialog, SipError, SipMessage, SipPhone
 from tests.systemd_unit import as_systemd_starts_it, unit_settings
 from tests.waiting import until
 from web import systemd
-from web.bench.cluster import edge_port
+from web.bench.cluster import edge_folder, edge_port
 from web.doctor import Report, examine_cluster
 
 # Calls at once on each Asterisk here: a few, so each takes a small RTP range.
@@ -59,6 +64,12 @@ class Cluster:
     edge: Edge
     carrier: AsteriskInstance
     nodes: dict[str, AsteriskInstance]
+    # The CA of the edge's WebSocket certificate: what agents' browsers trust.
+    ca: Path
+
+
+# A browser agent, registered to the edge over its WebSocket.
+BROWSER = SipAgent("web-dee", "dee-sip-secret", "webrtc", "Dee")
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -74,34 +85,40 @@ async def cluster(installation: runtime.Installation, state_dir: Path,
         return got
 
     port = edge_port(frozenset(taken))
-    taken.add(port)
+    wss_port = free_port(avoid=frozenset(taken | {port}))
+    taken |= {port, wss_port}
     # Each node knows the edge as its one trunk (by address and port, as any carrier),
-    # so calls the edge relays are taken like a carrier's; Bea's desk phone registers
-    # to the edge, and each node reaches it there.
+    # so calls the edge relays are taken like a carrier's; Bea's desk phone and Dee's
+    # browser register to the edge, and each node reaches them there.
     nodes = {
         name: runtime.new_instance(
             installation, f"{tag}-{name}", state_dir, ports=ports(), max_calls=MAX_CALLS,
             trunks=(SipTrunk("edge", "127.0.0.1", port),),
             routes=(InboundRoute("2000", "receptionist"),),
-            agents=(SipAgent(*BEA, "deskphone", "Bea"),), agents_edge=f"127.0.0.1:{port}")
+            agents=(SipAgent(*BEA, "deskphone", "Bea"), BROWSER),
+            agents_edge=f"127.0.0.1:{port}", browsers_at_edge=True)
         for name in ("node-a", "node-b")
     }
     carrier = runtime.new_instance(
         installation, f"{tag}-carrier", state_dir, ports=ports(), max_calls=MAX_CALLS,
         app="carrier", trunks=(SipTrunk("switchboard", "127.0.0.1", port),))
-    folder = tmp_path_factory.mktemp("edge")
-    spec = EdgeSpec("127.0.0.1", port, tuple(
-        EdgeNode(name, "127.0.0.1", node.spec.ports.sip) for name, node in nodes.items()),
-        carriers=("127.0.0.1",), config_dir=str(folder), run_dir=str(folder / "run"),
-        probe_interval_s=1, phones=(EdgePhone(*BEA),))
-    edge = Edge(spec, folder)
+    certificates = private_ca(tmp_path_factory.mktemp("ca"), "127.0.0.1")
     async with contextlib.AsyncExitStack() as stack:
+        folder = stack.enter_context(edge_folder())
+        spec = EdgeSpec("127.0.0.1", port, tuple(
+            EdgeNode(name, "127.0.0.1", node.spec.ports.sip) for name, node in nodes.items()),
+            carriers=("127.0.0.1",), config_dir=str(folder), run_dir=str(folder / "run"),
+            probe_interval_s=1,
+            phones=(EdgePhone(*BEA), EdgePhone(BROWSER.name, BROWSER.password)),
+            wss_port=wss_port, tls_cert=str(certificates.cert),
+            tls_key=str(certificates.key))
+        edge = Edge(spec, folder)
         for instance in (*nodes.values(), carrier):
             await instance.start()
             stack.push_async_callback(instance.stop)
         await edge.start()
         stack.push_async_callback(edge.stop)
-        yield Cluster(edge, carrier, nodes)
+        yield Cluster(edge, carrier, nodes, certificates.ca)
 
 
 async def examine(cluster: Cluster) -> Report:
@@ -255,6 +272,57 @@ async def test_calls_spread_over_the_nodes_and_skip_a_silent_node_until_it_answe
         await assert_quiet(instance)
 
 
+async def test_a_browser_registers_over_the_edges_websocket_and_every_node_calls_it_there(
+    cluster: Cluster,
+) -> None:
+    spec = cluster.edge.spec
+    trusted = ssl.create_default_context(cafile=str(cluster.ca))
+    url = f"wss://127.0.0.1:{spec.wss_port}/"
+    async with aiohttp.ClientSession() as session:
+        # Only over TLS: a WebSocket on the SIP port's TCP listener is refused.
+        with pytest.raises(aiohttp.WSServerHandshakeError) as plain:
+            await session.ws_connect(f"ws://127.0.0.1:{spec.port}/", protocols=("sip",))
+        assert plain.value.status == 403
+        # The same accounts and realm as the desk phones: a wrong password is refused.
+        with pytest.raises(SipError):
+            await BrowserPhone.register(session, url, BROWSER.name, "not-dees-secret",
+                                        ssl=trusted)
+        tab = await BrowserPhone.register(session, url, BROWSER.name, BROWSER.password,
+                                          ssl=trusted)
+        try:
+            # Each node reads the browser registered at its next qualify, answered by the
+            # edge from the browser's binding.
+            await until(lambda: _on_every_node(cluster, BROWSER.name, "online"), 15,
+                        step=0.2, why="a node never saw the browser")
+            # Each node calls it at the edge, which sends the INVITE down the browser's
+            # WebSocket; the browser's answer (busy) goes back to that node.
+            for node in cluster.nodes.values():
+                async with EventListener(node, "switchboard") as events:
+                    status, leg = await ari(node, "POST", "/channels",
+                                            endpoint=f"PJSIP/{BROWSER.name}", app="switchboard")
+                    assert status == 200, leg
+                    invite = await _next_request(tab, "INVITE")
+                    # The edge records its route on both sides: the browser's in-dialog
+                    # requests go back through it, over the WebSocket and then UDP.
+                    routes = invite.all("record-route")
+                    assert any("transport=ws" in r for r in routes), routes
+                    assert len(routes) == 2, routes
+                    destroyed = await events.wait_for(
+                        of_type("ChannelDestroyed", channel__id=leg["id"]))
+                    assert destroyed["cause"] == 17, destroyed  # the browser's 486
+        finally:
+            await tab.close()
+        # The tab closed its socket: its binding went with it, so every node reads the
+        # browser unregistered at its next qualify, not at the registration's expiry,
+        # and `switchboard doctor` no longer lists it.
+        await until(lambda: _on_every_node(cluster, BROWSER.name, "offline"), 15, step=0.2,
+                    why="a node still saw the closed tab")
+        await until(lambda: _not_listed(spec, BROWSER.name), 15, step=0.2,
+                    why="the edge still listed the closed tab's binding")
+    for instance in cluster.nodes.values():
+        await assert_quiet(instance)
+
+
 async def test_a_desk_phone_on_tcp_registers_at_the_edge_and_each_node_rings_it_there(
     cluster: Cluster,
 ) -> None:
@@ -269,7 +337,7 @@ async def test_a_desk_phone_on_tcp_registers_at_the_edge_and_each_node_rings_it_
             *BEA, (spec.listen_address, spec.port), transport="tcp", nat_address="192.0.2.50"))
         assert await registered_phones(spec) == [BEA[0]]
         # Each node's qualify of the agent at the edge (every 5 s) finds her registered.
-        await until(lambda: _online_on_every_node(cluster, BEA[0]), 15,
+        await until(lambda: _on_every_node(cluster, BEA[0], "online"), 15,
                     why="a node never saw Bea's phone registered at the edge")
 
         # Node A rings her; she answers and puts the handset down (her BYE goes up her
@@ -291,6 +359,19 @@ async def test_a_desk_phone_on_tcp_registers_at_the_edge_and_each_node_rings_it_
         await assert_quiet(instance)
 
 
+async def _not_listed(spec: EdgeSpec, user: str) -> bool:
+    return user not in await registered_phones(spec)
+
+
+async def _next_request(phone: BrowserPhone, method: str) -> SipMessage:
+    """The next ``method`` request the browser is sent (an OPTIONS may come first)."""
+    async with asyncio.timeout(10):
+        while True:
+            request = await phone.requests.get()
+            if request.start.startswith(f"{method} "):
+                return request
+
+
 async def _ring(node: AsteriskInstance, listener: EventListener,
                 phone: SipPhone) -> tuple[Dialog, str]:
     """A call from ``node`` to Bea's desk phone, answered there: the phone's side of it
@@ -303,10 +384,11 @@ async def _ring(node: AsteriskInstance, listener: EventListener,
     return dialog, channel["id"]
 
 
-async def _online_on_every_node(cluster: Cluster, endpoint: str) -> bool:
+async def _on_every_node(cluster: Cluster, endpoint: str, state: str) -> bool:
+    """Whether every node reads the agent's endpoint in ``state`` (online, offline)."""
     for node in cluster.nodes.values():
         status, found = await ari(node, "GET", f"/endpoints/PJSIP/{endpoint}")
-        if status != 200 or found["state"] != "online":
+        if status != 200 or found["state"] != state:
             return False
     return True
 

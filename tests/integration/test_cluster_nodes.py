@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.async_api import async_playwright, expect
 
 from handoff.agents import EndpointKind
 from handoff.calls import CallOutcome, CallState
@@ -44,14 +45,18 @@ from handoff.store import Store, create_store_engine, upgrade_to_head
 from handoff.store.models import Call
 from handoff.trunks import Trunk
 from pbx import runtime
-from pbx.edge import Edge, take_phones
+from pbx.edge import Edge, registered_phones, take_phones
 from pbx.kamailio_config import EdgePhone
+from pbx.ports import free_port
+from tests.agent_machine import trust_ca
+from tests.certificates import private_ca
 from tests.integration.test_cluster_edge import active_nodes
 from tests.integration.test_controller_kill import board
 from tests.integration.test_handoff_move import recorded_parties
 from tests.product_run import Product, stopped_after
 from tests.sip_phone import SipError, SipPhone
 from tests.waiting import until
+from web.bench.browser_handoff import CHROMIUM
 from web.bench.cluster import (
     NODES,
     Layout,
@@ -59,6 +64,7 @@ from web.bench.cluster import (
     all_lost,
     ask_for_person,
     carrier_world,
+    edge_folder,
     edge_for,
     edge_port,
     handoff_is,
@@ -68,9 +74,16 @@ from web.bench.cluster import (
     place_with_ai,
     rows,
 )
-from web.bench.cluster_hosts import HOST_ADDRESS, PREFIX, cluster_hosts
+from web.bench.cluster_hosts import HOST_ADDRESS, PREFIX, NodeHost, cluster_hosts
 from web.bench.dashboard_site import PASSWORD, Browser, cheap_passwords
 from web.bench.postgres_server import private_postgres
+from web.bench.softphone_rig import (
+    agent_browser,
+    agent_tone_wav,
+    build_softphone_bundle,
+    chromium_args,
+    sign_in_with_phone,
+)
 from web.bench.world import World
 from web.doctor import Report, examine_cluster
 
@@ -81,32 +94,48 @@ LEASE_S = 6
 ADOPT_LEASE_S = 60
 # Failed sign-ins at the edge before the sender is blocked.
 GUESSES = 3
+# Dee's browser phone's account, and her PC: a host of its own on the nodes' network
+# (where Chromium sees none of this machine's links come and go: on a change it drops
+# every request in flight, ERR_NETWORK_CHANGED).
+DEE = EdgePhone("web-dee", "dee-sip-secret")
+AGENT_PC = "agent-pc"
 
 
 @pytest.fixture
 def hosts() -> Iterator[tuple[Layout, str]]:
     """Each node's host (a namespace on a bridge), and PostgreSQL reachable from them."""
-    with cluster_hosts(NODES) as nodes, private_postgres(
+    with cluster_hosts((*NODES, AGENT_PC)) as nodes, private_postgres(
             also_on=HOST_ADDRESS, network=f"{HOST_ADDRESS}/{PREFIX}") as database:
         yield Layout(HOST_ADDRESS, nodes), database
 
 
+@pytest.fixture
+def edge_dir() -> Iterator[Path]:
+    with edge_folder() as folder:
+        yield folder
+
+
 async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls_go_there(
     hosts: tuple[Layout, str], installation: runtime.Installation, state_dir: Path,
-    tmp_path: Path,
+    tmp_path: Path, edge_dir: Path,
 ) -> None:
     layout, database = hosts
     port = edge_port(frozenset())
     sip = layout.sip_ports(NODES, frozenset({port}))
+    # Browsers register to the edge over secure WebSocket (its certificate from a private
+    # CA, for the edge's address): every node tells them to.
+    wss = free_port(avoid=frozenset({port, *sip.values()}))
+    certificates = private_ca(tmp_path / "ca", layout.host)
     # Node A's first lease outlasts its controller's restart (the calls are adopted);
     # from then on both nodes' leases are short, for the losses.
     nodes = {name: layout.node(name, tmp_path, database, sip, edge=port, settings=(
         f"cluster.lease_s={ADOPT_LEASE_S if name == 'node-a' else LEASE_S}",
-        "desk.wrap_up_s=0")) for name in NODES}
+        "desk.wrap_up_s=0", f"cluster.edge_wss_port={wss}")) for name in NODES}
     a, b = nodes["node-a"], nodes["node-b"]
-    edge = edge_for(layout, tmp_path / "edge", port, sip, phones=tuple(
+    edge = edge_for(layout, edge_dir, port, sip, phones=tuple(
         EdgePhone(f"desk-{login}", f"{login}-sip-secret") for login in ("bea", "cid")),
-        lease_s=LEASE_S, block_after=GUESSES)
+        lease_s=LEASE_S, block_after=GUESSES, wss_port=wss,
+        tls=(str(certificates.cert), str(certificates.key)))
     engine = create_store_engine(database)
     store = Store(engine)
     desks: list[Browser] = []
@@ -124,6 +153,10 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
                     password_hash=cheap_passwords().hash(PASSWORD))
             cid = await tx.agents.by_login("cid")
             assert cid is not None
+        async with store.transaction() as tx:  # Dee, on a browser phone
+            await tx.agents.create(
+                login="dee", display_name="Dee", sip_user=DEE.user, sip_password=DEE.password,
+                endpoint_kind=EndpointKind.WEBRTC, password_hash=cheap_passwords().hash(PASSWORD))
         for node in (a, b):
             await stack.enter_async_context(stopped_after(node))
             await node.start()
@@ -248,6 +281,15 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
             await tx.agents.set_open_line(cid.id, False, actor="admin")
         cid_phone.auto_answer, cid_phone.answer = False, "answer"
         assert (await cid_desk.post_json("/api/duty", {"on_duty": True})).status == 200
+
+        started = time.monotonic()
+        assert layout.hosts is not None
+        await _dee_s_browser_through_the_edge(world, store, edge, b, ca=certificates.ca,
+                                              folder=tmp_path, pc=layout.hosts[AGENT_PC])
+        print(f"\nDee's browser through the edge: {time.monotonic() - started:.1f} s")
+        for name, node in nodes.items():
+            await until(lambda n=name, p=node: _quiet(layout, n, p),  # type: ignore[misc]
+                        10, why=f"a channel or bridge was left on {name}")
 
         # Calls on both nodes; on node A Bea talks to one caller.
         calls = [await place_with_ai(world, store) for _ in range(4)]
@@ -385,6 +427,68 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
                     why="node B's calls never ended")
 
 
+async def _dee_s_browser_through_the_edge(world: World, store: Store, edge: Edge,
+                                          node_b: Product, *, ca: Path, folder: Path,
+                                          pc: NodeHost) -> None:
+    """Dee's browser softphone (Chromium) registers to the edge over its WebSocket, not to
+    a node, and she takes a caller on node A from node B's desk: node B calls her open
+    line through the edge, node A calls node B for her on its node trunk, and the caller
+    hears her through both nodes; then she gives the caller back to the AI."""
+    # Dee's account given to the running edge, as `switchboard config edge` does after
+    # a person is added; the registrations it holds stay.
+    await take_phones(replace(edge.spec, phones=(*edge.spec.phones, DEE)))
+    home = folder / "dee-home"
+    home.mkdir()
+    trust_ca(home, ca)  # her machine trusts the call centre's CA, which signed the edge's
+    # Chromium on her PC (Playwright talks to it over pipes, which cross the namespace).
+    chromium = home / "chromium-on-dee-s-pc"
+    chromium.write_text(f'#!/bin/sh\nexec {" ".join(pc.argv())} env HOME={home} '
+                        f'{CHROMIUM} "$@"\n')
+    chromium.chmod(0o755)
+    build_softphone_bundle()
+    dee_desk = Browser(node_b.url)
+    async with async_playwright() as playwright, contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(dee_desk.close)
+        browser = await playwright.chromium.launch(
+            executable_path=str(chromium), headless=True,
+            # Node B's desk is plain HTTP on the nodes' network: a secure page for the
+            # microphone, as it would be behind the site's HTTPS.
+            args=[*chromium_args(agent_tone_wav(home / "dee.wav")),
+                  f"--unsafely-treat-insecure-origin-as-secure={node_b.url}"])
+        stack.push_async_callback(browser.close)
+        page = await (await stack.enter_async_context(agent_browser(browser))).new_page()
+        await sign_in_with_phone(page, node_b.url, "dee")
+        assert DEE.user in await registered_phones(edge.spec)
+        assert (await dee_desk.login("dee")).status == 303
+        await until(lambda: _on_duty(dee_desk), 15, step=0.5, why="Dee could not go on duty")
+        # Her tab asks for its open line at once: node B calls her phone at the edge once
+        # it read it registered there (its next qualify).
+        await expect(page.locator("#line-status")).to_have_attribute("data-line", "open",
+                                                                     timeout=20_000)
+        call, card = await _node_a_caller_asks_for_a_person(world, store)
+        accept = page.locator(f'li.card[data-handoff-id="{card}"]').get_by_role(
+            "button", name="Accept")
+        await expect(accept).to_be_enabled(timeout=15_000)
+        accepted_at = time.monotonic()
+        await accept.click()
+        await until(lambda: handoff_is(store, card, HandoffState.CONNECTED), 20, step=0.2,
+                    why="Dee's line never took node A's caller")
+        await until(lambda: heard(world, call.caller_number, accepted_at, "agent"), 15,
+                    step=0.2, why=lambda: "the caller never heard Dee: "
+                    + _what_heard(world, call.caller_number, accepted_at))
+        await page.click("#call-return")
+        await until(lambda: handoff_is(store, card, HandoffState.RETURNED_TO_AI), 15,
+                    step=0.2, why="the caller never went back to the AI")
+        [row] = await rows(store, [call.id])
+        assert row.state is CallState.WITH_AI
+        await world.hang_up(call.caller_number)
+        await until(lambda: all_ended(store, [call.id]), 15, why="the call never ended")
+        # Off duty, her line is hung up (through the edge) and the tab closes.
+        assert (await dee_desk.post_json("/api/duty", {"on_duty": False})).status == 200
+        await expect(page.locator("#line-status")).not_to_have_attribute(
+            "data-line", "open", timeout=15_000)
+
+
 def _tell_why(failed: type[BaseException] | None, nodes: dict[str, Product]) -> None:
     if failed is not None:
         for name, node in nodes.items():
@@ -423,18 +527,23 @@ async def _phone_idle(phone: SipPhone) -> bool:
     return all(dialog.ended.is_set() for dialog in phone.dialogs.values())
 
 
-async def _accepted_on_node_b(world: World, store: Store,
-                              desk: Browser) -> tuple[Call, int, float]:
-    """A caller on node A asks for a person and Cid takes the card on node B's desk: the
-    call, its card, and when he clicked. The edge deals calls round robin: of two calls
-    in a row one is on node A (the other hangs up)."""
+async def _node_a_caller_asks_for_a_person(world: World, store: Store) -> tuple[Call, int]:
+    """A caller on node A asks for a person: the call and its card. The edge deals calls
+    round robin: of two calls in a row one is on node A (the other hangs up)."""
     call = await place_with_ai(world, store)
     if call.node != "node-a":
         await world.hang_up(call.caller_number)
         call = await place_with_ai(world, store)
     assert call.node == "node-a"
     await ask_for_person(world, call)
-    card = await until(lambda: offered(store, call.id), 20, step=0.2, why="no card")
+    return call, await until(lambda: offered(store, call.id), 20, step=0.2, why="no card")
+
+
+async def _accepted_on_node_b(world: World, store: Store,
+                              desk: Browser) -> tuple[Call, int, float]:
+    """A caller on node A asks for a person and Cid takes the card on node B's desk: the
+    call, its card, and when he clicked."""
+    call, card = await _node_a_caller_asks_for_a_person(world, store)
     await until(lambda: _cards(desk, {card}), 10, why="node B's desk lacks the card")
     accepted_at = time.monotonic()
     accepted = await desk.post_json(f"/api/handoffs/{card}/accept", {})

@@ -169,6 +169,16 @@ def test_on_a_cluster_node_a_desk_phone_is_the_agent_at_the_edge_a_browser_is_no
         render(spec(agents=agents, agents_edge="192.0.2.1:x"))
 
 
+def test_with_the_edge_s_websocket_a_browser_is_the_agent_at_the_edge_too() -> None:
+    agents = (SipAgent("agent-ada", "sip-secret-1", "webrtc", "Ada"),)
+    pjsip = render(spec(agents=agents, agents_edge="192.0.2.1:5060",
+                        browsers_at_edge=True))["pjsip.conf"]
+    assert "[agent-ada](edge-aor)\ncontact = sip:agent-ada@192.0.2.1:5060\n" in pjsip
+    # Called through the edge on UDP, still a WebRTC endpoint (DTLS, ICE) for its media.
+    endpoint = pjsip.split("[agent-ada](webrtc-agent)")[1].split("\n[")[0]
+    assert "transport = transport-udp" in endpoint
+
+
 def test_ice_host_candidates_are_unrestricted_unless_networks_are_named() -> None:
     rtp = render(spec())["rtp.conf"]
     assert "ice_deny" not in rtp and "ice_permit" not in rtp

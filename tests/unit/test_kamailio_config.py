@@ -16,6 +16,7 @@ from handoff.store import Store, create_store_engine, upgrade_to_head
 from pbx import edge, kamailio_config
 from pbx.edge import NodeState, parse_dispatcher_list
 from pbx.kamailio_config import EdgeNode, EdgePhone, EdgeSpec
+from tests.certificates import private_ca
 from web.cli import main
 from web.doctor import Report, render_text
 
@@ -101,6 +102,19 @@ def test_the_rendered_edge_is_accepted_by_kamailio(tmp_path: Path) -> None:
     ("[cluster]\ncarriers = ['198.51.100.7', 'carrier.example.com']\n[[cluster.nodes]]\n"
      "name = 'a'\nsip_port = 5061\n",
      r"cluster\.carriers\[1\]: 'carrier.example.com' is not an address or a network"),
+    # Browsers' WebSocket at the edge: a certificate (its own or the dashboard's), a port
+    # of its own, a name browsers can dial.
+    ("[cluster]\nedge_wss_port = 5060\nedge_tls_cert = '/c.pem'\nedge_tls_key = '/c.key'\n"
+     "[[cluster.nodes]]\nname = 'a'\nsip_port = 5061\n",
+     r"cluster\.edge_wss_port: 5060 is the edge's SIP port"),
+    ("[cluster]\nedge_wss_port = 70000\n[[cluster.nodes]]\nname = 'a'\nsip_port = 5061\n",
+     r"cluster\.edge_wss_port: 70000 is not a port number"),
+    ("[cluster]\nedge_tls_cert = '/c.pem'\n", r"cluster\.edge_tls_key: edge_tls_cert and "
+     "edge_tls_key go together"),
+    ("[cluster]\nedge_wss_port = 5070\nedge_tls_cert = 'c.pem'\nedge_tls_key = '/c.key'\n"
+     "[[cluster.nodes]]\nname = 'a'\nsip_port = 5061\n",
+     r"cluster\.edge_tls_cert: 'c.pem': an absolute path"),
+    ("[cluster]\nedge_wss_host = 'edge example'\n", r"cluster\.edge_wss_host: 'edge example'"),
 ])
 def test_wrong_cluster_settings_stop_start_up_by_name(
     tmp_path: Path, text: str, message: str
@@ -125,7 +139,7 @@ def test_config_edge_writes_checked_files_and_refuses_without_nodes(
     assert main(["--config", str(settings_file(tmp_path)), "config", "edge",
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "(1 desk phones)" in printed and "kamailio -c accepts it" in printed
+    assert "(1 phones' accounts)" in printed and "kamailio -c accepts it" in printed
     assert sorted(p.name for p in out.iterdir()) == ["dispatcher.list", "kamailio.cfg"]
     # The enabled desk phone's account, not the browser's (it registers to a node).
     config = (out / "kamailio.cfg").read_text()
@@ -137,6 +151,46 @@ def test_config_edge_writes_checked_files_and_refuses_without_nodes(
     assert main(["--config", str(empty), "config", "edge", "--out", str(tmp_path / "no")]) == 2
     assert "cluster.nodes: no nodes" in capsys.readouterr().err
     assert not (tmp_path / "no").exists()
+
+
+def test_browsers_register_to_the_edge_over_wss_with_the_dashboards_certificate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    certificates = private_ca(tmp_path / "ca", "edge.example.com")
+    text = CLUSTER.replace("[cluster]\n", "[cluster]\nedge_wss_port = 8443\n"
+                           "edge_wss_host = 'edge.example.com'\nnode = 'node-a'\n") + (
+        f"\n[server]\ntls_cert = '{certificates.cert}'\ntls_key = '{certificates.key}'\n")
+    settings = load(settings_file(tmp_path, text), environ={})
+    # Where a node's desk tells the browser to register: the edge, by the name its
+    # certificate names.
+    assert settings.cluster.browsers_edge == "wss://edge.example.com:8443"
+    asyncio.run(_agents(f"sqlite:///{tmp_path}/edge-data/switchboard.db"))
+    out = tmp_path / "out"
+    assert main(["--config", str(settings_file(tmp_path, text)), "config", "edge",
+                 "--out", str(out)]) == 0
+    assert "kamailio -c accepts it" in capsys.readouterr().out
+    # Both phones' accounts: the browser registers here too. The certificate and key are
+    # copied beside kamailio.cfg, for Kamailio's own account to read.
+    config = (out / "kamailio.cfg").read_text()
+    assert '$sht(phones=>web-ada) = "ada-sip-secret";' in config
+    assert "listen=tls:192.0.2.1:8443\n" in config
+    assert f'modparam("tls", "private_key", "{tmp_path}/edge/edge-tls.key")' in config
+    assert (out / "edge-tls.key").read_bytes() == certificates.key.read_bytes()
+    assert (out / "edge-tls.key").stat().st_mode & 0o077 == 0
+    # A key that is not the certificate's stops `config edge` by the setting's name.
+    other = private_ca(tmp_path / "other", "edge.example.com")
+    wrong = text.replace("[cluster]\n", f"[cluster]\nedge_tls_cert = '{certificates.cert}'\n"
+                         f"edge_tls_key = '{other.key}'\n")
+    assert main(["--config", str(settings_file(tmp_path, wrong)), "config", "edge",
+                 "--out", str(tmp_path / "wrong")]) == 2
+    assert "cluster.edge_tls_key: " in capsys.readouterr().err
+    # None at all: a node needs none (its browsers only dial the edge), the edge does.
+    bare = CLUSTER.replace("[cluster]\n", "[cluster]\nedge_wss_port = 8443\n")
+    assert load(settings_file(tmp_path, bare), environ={}).cluster.edge_wss_port == 8443
+    assert main(["--config", str(settings_file(tmp_path, bare)), "config", "edge",
+                 "--out", str(tmp_path / "bare")]) == 2
+    assert re.search(r"cluster\.edge_tls_cert: browsers' WebSocket at the edge .* needs a "
+                     "certificate", capsys.readouterr().err)
 
 
 async def _agents(url: str) -> None:

@@ -33,7 +33,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -254,17 +254,31 @@ async def connect(world: World, store: Store, call: Call,
     return card, accepted_at
 
 
+@contextlib.contextmanager
+def edge_folder() -> Iterator[Path]:
+    """A folder for the edge's files that Kamailio's account reaches once it dropped root:
+    it loads the browsers' certificate only then, and pytest's and tempfile's folders
+    are root's alone. Removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="switchboard-edge-") as folder:
+        os.chmod(folder, 0o711)  # entered, not listed: its files are 0640
+        yield Path(folder)
+
+
 def edge_for(layout: Layout, folder: Path, port: int, sip: dict[str, int], *,
              phones: tuple[EdgePhone, ...] = (), lease_s: int = 10,
-             block_after: int = 20) -> Edge:
+             block_after: int = 20, wss_port: int = 0,
+             tls: tuple[str, str] = ("", "")) -> Edge:
     """Kamailio on the layout's host, dispatching to the nodes, probing every second,
-    the registrar of the agents' desk phones (``phones``)."""
+    the registrar of the agents' phones (``phones``): with ``wss_port`` browsers' too,
+    over secure WebSocket with the ``tls`` certificate and key (then ``folder`` must be
+    one Kamailio's account reaches: edge_folder)."""
     folder.mkdir(parents=True, exist_ok=True)
     nodes = tuple(EdgeNode(name, layout.address(name), sip[name]) for name in sip)
     return Edge(EdgeSpec(layout.host, port, nodes, carriers=(layout.host,),
                          config_dir=str(folder), run_dir=str(folder / "run"),
                          probe_interval_s=PROBE_S, phones=phones, block_after=block_after,
-                         lease_s=lease_s), folder)
+                         lease_s=lease_s, wss_port=wss_port, tls_cert=tls[0],
+                         tls_key=tls[1]), folder)
 
 
 async def measure(folder: Path, calls_per_node: int = 2, lease_s: int = 5) -> dict[str, Any]:
