@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from handoff.callback import Callbacks
 from handoff.events import EventHub
-from handoff.live import CallControl, LineRefused
+from handoff.live import CallControl, LineBackoff, LineRefused
 from handoff.nodes import NodeLease
 from handoff.receptionist import Receptionist
 from handoff.settings import Settings
@@ -57,6 +57,9 @@ class Controller:
     through_edge: Callable[[str], bool] = lambda sip_user: False
     # desk.open_line, for the tabs (the controller refuses lines too when it is off).
     open_lines_setting: bool = True
+    # How many times each agent's line was closed: an opening retried for a phone at
+    # the edge stops once its agent's line was closed meanwhile.
+    _line_closes: dict[int, int] = field(default_factory=dict)
 
     # The AI control API's CallCommands, delegated to the call control once it exists.
     async def request_handoff(
@@ -116,14 +119,22 @@ class Controller:
         # phone at the edge is before this node read it reachable there (its next
         # qualify): Asterisk refuses to call it until then. Called again meanwhile, so
         # the line is not refused (the tab's line off for the shift).
+        # A line closed meanwhile (the agent went off duty) is not asked for again, and
+        # a line in its back-off (LineBackoff) is the tab's to ask for later.
+        closes = self._line_closes.get(agent_id, 0)
         for _ in range(int(EDGE_QUALIFY_S / EDGE_RETRY_S)):
             try:
                 return await control.open_line(agent_id, sip_user, desk_phone=desk_phone)
+            except LineBackoff:
+                raise
             except LineRefused:
                 await asyncio.sleep(EDGE_RETRY_S)
+            if self._line_closes.get(agent_id, 0) != closes:
+                raise LineRefused("the line was closed while it was being opened")
         return await control.open_line(agent_id, sip_user, desk_phone=desk_phone)
 
     async def close_line(self, agent_id: int, sip_user: str) -> None:
+        self._line_closes[agent_id] = self._line_closes.get(agent_id, 0) + 1
         if self.control is not None:
             await self.control.close_line(agent_id, sip_user)
 
