@@ -29,6 +29,7 @@ from handoff.events import CARDS_TOPIC, CallEnded, EventHub
 from handoff.handoffs import FailureReason
 from handoff.live.reconcile import close_unheard
 from handoff.store import Store
+from handoff.store.errors import lock_not_available
 from pbx.event_link import LinkSettings, LinkSupervisor
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,14 @@ class NodeLease:
                     await self.take_over()
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # the database out of reach: try again next time
+                except Exception as exc:
+                    if lock_not_available(exc):
+                        # A lost node's last transaction still holds its rows (its host
+                        # died in it): the server drops it within seconds; claimed then.
+                        log.warning("node %s: a lost node's rows are still locked; its "
+                                    "calls are ended at the next look", self.name)
+                        continue
+                    # The database out of reach: try again next time.
                     self.link.down(f"{type(exc).__name__}: {exc}")
         finally:
             self.link.close()
@@ -87,7 +95,9 @@ class NodeLease:
         survivor claimed; returns those calls' ids."""
         ended: list[str] = []
         async with self._store.transaction() as tx:
-            lost = await tx.nodes.claim_lost(self.name)
+            # Not waiting on a lock longer than half a renewal period: this node's own
+            # lease must be renewed on time whatever the lost node left locked.
+            lost = await tx.nodes.claim_lost(self.name, wait=timedelta(seconds=self.every_s / 2))
             for node in lost:
                 calls = await tx.calls.open_calls(node=node)
                 for call in calls:
