@@ -159,7 +159,7 @@ class Lines(Flow):
             await self.ari.bridges.create(bridge_id=line.bridge, type="holding")
             # No caller to take codecs from: the callers' own (G.711), as a rung leg
             # gets them from its originator, so a line costs no Opus transcoding.
-            await self.ari.channels.create(f"PJSIP/{sip_user}", self.ctl.app,
+            await self.ari.channels.create(self.ctl.phones.dial(sip_user), self.ctl.app,
                                            app_args=["line", str(agent_id)],
                                            channel_id=line.leg, formats=["ulaw"],
                                            variables=AUTO_ANSWER if desk_phone else None)

@@ -27,9 +27,10 @@ import asyncio
 import contextlib
 import json
 import signal
+import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -177,11 +178,26 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
 
         # Across nodes: a caller on node A, Cid taking the card on node B's desk. Node B
         # rings his phone (through the edge) and node A calls node B on its node trunk
-        # for him; both directions are heard, through both nodes.
-        call, card, accepted_at = await _accepted_on_node_b(world, store, cid_desk)
+        # for him; both directions are heard, through both nodes. Meanwhile the nodes'
+        # qualifies of his phone go unanswered, as a loaded edge's late answers: both
+        # read it offline, yet it is registered at the edge, which rings it.
+        qualifies = contextlib.ExitStack()
+        stack.callback(qualifies.close)
+
+        async def qualifies_lost() -> None:
+            qualifies.enter_context(_options_dropped("desk-cid", port))
+            await until(lambda: _phone_reads(layout, nodes, "desk-cid", "offline"), 20,
+                        step=0.2, why="the nodes still read Cid's phone online")
+
+        call, card, accepted_at = await _accepted_on_node_b(world, store, cid_desk,
+                                                            qualifies_lost)
         dialog = await cid_phone.wait_call(20)
         await until(lambda: handoff_is(store, card, HandoffState.CONNECTED), 20, step=0.2,
                     why="Cid never talked to node A's caller")
+        qualifies.close()
+        # Online again before he is free for the next card (the phone watch).
+        await until(lambda: _phone_reads(layout, nodes, "desk-cid", "online"), 20,
+                    step=0.2, why="the nodes never read Cid's phone online again")
         # A second of Cid at the caller (through node A's bridge, which is recorded).
         await until(lambda: heard(world, call.caller_number, accepted_at, "agent"), 10,
                     step=0.2, why=lambda: "the caller never heard Cid: "
@@ -423,11 +439,14 @@ async def _phone_idle(phone: SipPhone) -> bool:
     return all(dialog.ended.is_set() for dialog in phone.dialogs.values())
 
 
-async def _accepted_on_node_b(world: World, store: Store,
-                              desk: Browser) -> tuple[Call, int, float]:
-    """A caller on node A asks for a person and Cid takes the card on node B's desk: the
-    call, its card, and when he clicked. The edge deals calls round robin: of two calls
-    in a row one is on node A (the other hangs up)."""
+async def _accepted_on_node_b(
+    world: World, store: Store, desk: Browser,
+    before_accept: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[Call, int, float]:
+    """A caller on node A asks for a person and Cid takes the card on node B's desk
+    (after ``before_accept``, with the card on his desk): the call, its card, and when
+    he clicked. The edge deals calls round robin: of two calls in a row one is on node
+    A (the other hangs up)."""
     call = await place_with_ai(world, store)
     if call.node != "node-a":
         await world.hang_up(call.caller_number)
@@ -436,6 +455,8 @@ async def _accepted_on_node_b(world: World, store: Store,
     await ask_for_person(world, call)
     card = await until(lambda: offered(store, call.id), 20, step=0.2, why="no card")
     await until(lambda: _cards(desk, {card}), 10, why="node B's desk lacks the card")
+    if before_accept is not None:
+        await before_accept()
     accepted_at = time.monotonic()
     accepted = await desk.post_json(f"/api/handoffs/{card}/accept", {})
     assert accepted.status == 200, await accepted.text()
@@ -443,20 +464,50 @@ async def _accepted_on_node_b(world: World, store: Store,
 
 
 async def _quiet(layout: Layout, name: str, node: Product) -> bool:
-    """The node's Asterisk holds no channel and no bridge (asked on its host: its ARI
-    listens on that host's loopback)."""
+    """The node's Asterisk holds no channel and no bridge."""
+    return not [*await _ari(layout, name, node, "channels"),
+                *await _ari(layout, name, node, "bridges")]
+
+
+async def _ari(layout: Layout, name: str, node: Product, what: str) -> Any:
+    """GET ``what`` of the node's ARI (asked on its host: ARI listens on its loopback)."""
     state: dict[str, Any] = node.state()
-    held: list[Any] = []
-    for what in ("channels", "bridges"):
-        proc = await asyncio.create_subprocess_exec(
-            *layout.on_host(name, "curl", "-sf", "-u",
-                            f"{state['ari_user']}:{state['ari_password']}",
-                            f"{state['ari_url']}/{what}"),
-            stdout=asyncio.subprocess.PIPE)
-        out = (await proc.communicate())[0]
-        assert proc.returncode == 0, f"ARI of {name}: curl {proc.returncode}"
-        held += json.loads(out)
-    return not held
+    proc = await asyncio.create_subprocess_exec(
+        *layout.on_host(name, "curl", "-sf", "-u",
+                        f"{state['ari_user']}:{state['ari_password']}",
+                        f"{state['ari_url']}/{what}"),
+        stdout=asyncio.subprocess.PIPE)
+    out = (await proc.communicate())[0]
+    assert proc.returncode == 0, f"ARI of {name}: curl {proc.returncode}"
+    return json.loads(out)
+
+
+async def _phone_reads(layout: Layout, nodes: dict[str, Product], sip_user: str,
+                       state: str) -> bool:
+    """Every node's Asterisk reads the agent's phone in ``state`` (online, offline)."""
+    states = [(await _ari(layout, name, node, f"endpoints/PJSIP/{sip_user}"))["state"]
+              for name, node in nodes.items()]
+    return states == [state] * len(nodes)
+
+
+@contextlib.contextmanager
+def _options_dropped(sip_user: str, edge: int) -> Iterator[None]:
+    """The nodes' OPTIONS to the agent's phone at the edge (their qualify) are dropped on
+    their way in; INVITEs and the rest still reach the edge. By nftables on this host,
+    in a table of a fixed name, removed first and after."""
+    prefix = f"OPTIONS sip:{sip_user}@".encode()
+    match = " ".join(f"@ih,{8 * at},{8 * len(chunk)} 0x{chunk.hex()}"
+                     for at in range(0, len(prefix), 16) for chunk in [prefix[at:at + 16]])
+    table = "inet sb_cluster_qualify"
+    subprocess.run(["nft", "delete", "table", *table.split()], capture_output=True,
+                   check=False)
+    subprocess.run(["nft", "-f", "-"], check=True, text=True, input=(
+        f"table {table} {{\n chain input {{\n type filter hook input priority 0;\n"
+        f" udp dport {edge} {match} drop\n }}\n}}\n"))
+    try:
+        yield
+    finally:
+        subprocess.run(["nft", "delete", "table", *table.split()], check=True)
 
 
 def _what_heard(world: World, caller: str, since: float) -> str:
