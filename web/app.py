@@ -399,7 +399,8 @@ def build_app(settings: Settings) -> web.Application:
                                                                      user)
         services.lease = NodeLease(services.store, services.hub,
                                    lease_s=settings.cluster.lease_s,
-                                   taken_over=services.controller.hang_up_taken_over)
+                                   taken_over=services.controller.hang_up_taken_over,
+                                   reopen_lines=services.controller.reopen_lines)
     services.controller.open_lines_setting = settings.desk.open_line
     app = web.Application(client_max_size=256 * 1024, middlewares=[
         real_client(settings.server.trusted_proxies),

@@ -172,11 +172,19 @@ class Lines(Flow):
             await self._hang_up(line)
             raise LineRefused(f"the phone could not be called: {exc}") from exc
         log.info("agent=%s: opening a line to %s via %s", agent_id, sip_user, line.leg)
+        if desk_phone and self.store.node:
+            # Where the line is, for a survivor to call the phone again if this node
+            # is lost (handoff.nodes: its Asterisk held the line's only leg).
+            async with self.store.transaction() as tx:
+                await tx.agents.hold_line(agent_id, self.store.node)
         return line
 
     async def close(self, agent_id: int, sip_user: str) -> None:
         """Off duty: the line is hung up (after the call, if it is on one)."""
         self._wanted.pop(sip_user, None)
+        if self.store.node:
+            async with self.store.transaction() as tx:
+                await tx.agents.drop_line(agent_id, self.store.node)
         line = self._lines.get(agent_id)
         if line is None:
             return
@@ -274,7 +282,7 @@ class Lines(Flow):
             await self.ctl.transfers.failed(live, cause)
         if line is not None and line.reopen and line.sip_user in self._wanted:
             # Also after another node's call (handoff.live.xnode), never live here.
-            self.ctl.spawn(self._reopen(line), f"reopen line agent={line.agent_id}")
+            self.reopen(line.agent_id, line.sip_user)
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -285,10 +293,15 @@ class Lines(Flow):
                 ("StasisEnd", self._on_leg_gone),
                 ("ChannelDestroyed", self._on_leg_gone))
 
-    async def _reopen(self, line: Line) -> None:
+    def reopen(self, agent_id: int, sip_user: str) -> None:
+        """Call a desk phone for its line again: its handset put down on a call, or the
+        node that held its line lost (this node survived it)."""
+        self.ctl.spawn(self._reopen(agent_id, sip_user), f"reopen line agent={agent_id}")
+
+    async def _reopen(self, agent_id: int, sip_user: str) -> None:
         # Refused: down, so no cards and away after the phone check's grace (logged).
         with contextlib.suppress(LineRefused):
-            await self.open(line.agent_id, line.sip_user, desk_phone=True)
+            await self.open(agent_id, sip_user, desk_phone=True)
 
     def _by_leg(self, leg: str) -> Line | None:
         if not is_line_leg(leg):

@@ -17,8 +17,9 @@ within its lease, adopts its calls. Killed again, for longer: node B ends them o
 lease runs out, and A's controller, back after that, hangs
 up what is left of them. Then node A's host dies (every process in its namespace killed
 with SIGKILL, its link down): new calls go to node B, which ends A's calls as pbx_lost,
-the edge hangs up Bea's phone's call with dead node A, and Bea takes node B's next
-caller on the same registration (her phone never registers again).
+the edge hangs up Bea's open line with dead node A, node B opens her line again, and
+she takes node B's next caller through it on the same registration (her phone never
+registers again).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from tests.integration.test_cluster_edge import active_nodes
 from tests.integration.test_controller_kill import board
 from tests.integration.test_handoff_move import recorded_parties
 from tests.product_run import Product, stopped_after
-from tests.sip_phone import SipError, SipPhone
+from tests.sip_phone import Dialog, SipError, SipPhone
 from tests.waiting import until
 from web.bench.cluster import (
     NODES,
@@ -329,13 +330,24 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
             await until(lambda c=call: hung_up(world, c.caller_number),  # type: ignore[misc]
                         15, why="node A kept a caller whose call was ended as pbx_lost")
 
+        # Bea's desk phone gets an open line, held on node A (her desk's node).
+        async with store.transaction() as tx:
+            bea = await tx.agents.by_login("bea")
+            assert bea is not None
+            await tx.agents.set_open_line(bea.id, True, actor="admin")
+        bea_phone.auto_answer = True
+        known = set(bea_phone.dialogs)
+        for on_duty in (False, True):
+            assert (await bea_desk_a.post_json("/api/duty", {"on_duty": on_duty})).status == 200
+        line_a = await until(lambda: _new_line(bea_phone, known), 10,
+                             why="node A never opened Bea's line")
         # New calls spread over both nodes again; then node A's host dies: every process
         # in its namespace killed, its link down.
         more = [await place_with_ai(world, store) for _ in range(2)]
         assert sorted(c.node or "" for c in more) == ["node-a", "node-b"]
         on_a = [c for c in more if c.node == "node-a"]
         on_b += [c for c in more if c.node == "node-b"]
-        # Bea talks to node A's caller when it dies.
+        # Bea talks to node A's caller through her line when it dies.
         await ask_for_person(world, on_a[0])
         bea_card = await until(lambda: offered(store, on_a[0].id), 20, step=0.2,
                                why="no card for node A's second caller")
@@ -355,24 +367,32 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         print(f"node A's host killed: new calls succeeded after "
               f"{recovered:.2f} s, its calls had their outcome after "
               f"{time.monotonic() - killed:.2f} s")
-        # A dead node sends no BYE: the edge hangs up Bea's phone's call with it once
-        # node A has been silent for its lease, as node B ends that call.
-        await until(lambda: _phone_idle(bea_phone), LEASE_S + 10, step=0.2,
+        # A dead node sends no BYE: the edge hangs up Bea's line with it once node A has
+        # been silent for its lease, as node B ends that call.
+        await until(line_a.ended.is_set, LEASE_S + 10, step=0.2,
                     why="Bea's desk phone stayed in its call with the dead node")
-        # Bea, whose call was on node A, signs in to node B's desk and takes a call
-        # there: node B rings the phone she registered to the edge at the start.
+        # She is still on duty and wants a line: node B, which took node A's calls, calls
+        # her phone for it (registered to the edge at the start, never again since).
+        line_b = await until(lambda: _new_line(bea_phone, known | {line_a.call_id}),
+                             LEASE_S + 10, step=0.2, why="node B never opened Bea's line")
+        assert "answer-after=0" in line_b.call_info
+        # She signs in to node B's desk (on duty already) and takes a call there through
+        # that line: no new INVITE at her phone.
+        invites = bea_phone.invites
         bea_desk_b = Browser(b.url)
         stack.push_async_callback(bea_desk_b.close)
         assert (await bea_desk_b.login("bea")).status == 303
-        assert (await bea_desk_b.post_json("/api/duty", {"on_duty": True})).status == 200
         await ask_for_person(world, after[0])
         card = await until(lambda: offered(store, after[0].id), 20, step=0.2,
                            why="no card on node B")
+        accepted_at = time.monotonic()
         accepted = await bea_desk_b.post_json(f"/api/handoffs/{card}/accept", {})
         assert accepted.status == 200, await accepted.text()
         await until(lambda: handoff_is(store, card, HandoffState.CONNECTED), 20, step=0.2,
-                    why="Bea's phone, registered to the edge, never took node B's call")
-        assert bea_phone.invites == 3
+                    why="Bea's line on node B never took node B's call")
+        await until(lambda: world.first_heard(after[0].caller_number, "agent", accepted_at),
+                    10, why="node B's caller never heard Bea's line")
+        assert bea_phone.invites == invites
         assert await active_nodes(edge) == {"node-b"}
         # Nothing lost on the survivor: its calls go on (its receptionist may have asked
         # for a person meanwhile), their callers still on the line.
@@ -435,8 +455,12 @@ async def _on_duty(desk: Browser) -> bool:
     return (await desk.post_json("/api/duty", {"on_duty": True})).status == 200
 
 
-async def _phone_idle(phone: SipPhone) -> bool:
-    return all(dialog.ended.is_set() for dialog in phone.dialogs.values())
+def _new_line(phone: SipPhone, known: set[str]) -> Dialog | None:
+    """A call the phone answered by itself (an open line) that is not one of ``known``."""
+    return next((dialog for call_id, dialog in phone.dialogs.items()
+                 if call_id not in known and dialog.confirmed.is_set()
+                 and not dialog.ended.is_set() and "answer-after" in dialog.call_info),
+                None)
 
 
 async def _accepted_on_node_b(
