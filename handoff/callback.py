@@ -29,7 +29,7 @@ from handoff.ari_api import AriApi
 from handoff.calls import CallDirection, CallEvent, CallOutcome, CallState
 from handoff.events import CALLS_TOPIC, CallChanged, EventHub
 from handoff.handoffs import FailureReason, HandoffEvent
-from handoff.live.legs import add_when_in_stasis, bridge_of, owner_of, role_id
+from handoff.live.legs import Phones, add_when_in_stasis, bridge_of, owner_of, role_id
 from handoff.logs import mask_number
 from handoff.outbound import Outbound
 from handoff.recordings import discard_recording, keep_recording
@@ -123,6 +123,7 @@ class Callbacks:
         ring_timeout_s: int = 30, recordings: Path | None = None,
         spool: Spool | None = None, events: EventHub | None = None,
         after_call: Callable[[int], None] | None = None,
+        phones: Phones | None = None,
     ) -> None:
         self.ari = ari
         self.store = store
@@ -137,6 +138,7 @@ class Callbacks:
         self.outbound = outbound
         self.app = app
         self.ring_timeout_s = ring_timeout_s
+        self.phones = phones or Phones()  # how the agent's phone is rung
         self.active: dict[str, Callback] = {}
         self._by_leg: dict[str, Callback] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -187,7 +189,7 @@ class Callbacks:
         self._by_leg[cb.agent_leg] = cb
         try:
             await self.ari.bridges.create(bridge_id=cb.bridge, type="mixing")
-            await self.ari.channels.create(f"PJSIP/{sip_user}", self.app,
+            await self.ari.channels.create(self.phones.dial(sip_user), self.app,
                                            app_args=["callback", key], channel_id=cb.agent_leg)
             await self._add(cb.bridge, cb.agent_leg)
             await self.ari.bridges.record(cb.bridge, f"call-{cb.call_id}", format="wav")

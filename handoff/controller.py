@@ -19,6 +19,7 @@ from handoff.callback import Callbacks
 from handoff.events import EventHub
 from handoff.live import AiEngine, CallControl, Timing
 from handoff.live.engines import REJECT, Engines
+from handoff.live.legs import Phones
 from handoff.outbound import Outbound
 from handoff.store import Store
 from handoff.supervision import Supervision
@@ -59,6 +60,7 @@ def build_controller(
     open_lines: bool = True,
     call_limit: int = 0,
     on_refused: Callable[[str], None] | None = None,
+    phones: Phones | None = None,
 ) -> LiveServices:
     """The call control, supervision and call-backs on one ARI client (not started).
 
@@ -73,18 +75,20 @@ into ``sounds`` (None: a beep, when this host cannot write Asterisk's folders).
     ``open_lines``: browser-phone agents get an open line while on duty (False: every
     Accept rings their phone).
     Past ``call_limit`` calls at once (0: no limit) a new caller is refused as congestion;
-    ``on_refused`` hears of every caller refused, with why.
+    ``on_refused`` hears of every caller refused, with why. ``phones``: how agents'
+    phones are rung (None: each at its PJSIP endpoint).
     """
     engines = Engines(store, builtin, unknown_numbers, zone=zone)
     outbound = outbound or Outbound(store)
     control = CallControl(ari, store, hub, engines, app=app, outbound=outbound,
                           recordings=recordings, spool=spool, timing=timing,
                           sounds=sounds, open_lines=open_lines, call_limit=call_limit,
-                          on_refused=on_refused)
+                          on_refused=on_refused, phones=phones)
     supervision = Supervision(control, ring_timeout_s=supervisor_ring_timeout_s)
     callbacks = Callbacks(ari, store, outbound=outbound, app=app,
                           ring_timeout_s=callback_ring_timeout_s, recordings=recordings,
-                          spool=spool, events=hub, after_call=control.wrap_up)
+                          spool=spool, events=hub, after_call=control.wrap_up,
+                          phones=control.phones)
     control.leave_alone(callbacks.owned, adopt=callbacks.adopt)
     ari.on_connect = control.reconcile
     return LiveServices(ari, control, supervision, callbacks)

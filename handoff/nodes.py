@@ -29,6 +29,7 @@ from handoff.events import CARDS_TOPIC, CallEnded, EventHub
 from handoff.handoffs import FailureReason
 from handoff.live.reconcile import close_unheard
 from handoff.store import Store
+from handoff.store.errors import lock_not_available
 from pbx.event_link import LinkSettings, LinkSupervisor
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,14 @@ DEFAULT_LEASE_S = 10.0
 class NodeLease:
     """Holds ``store.node``'s lease while :meth:`run` runs, and ends the calls of nodes
     whose lease expired. ``taken_over`` runs when this node learns, on renewing, that a
-    survivor ended its calls meanwhile (the controller hangs up what is left of them)."""
+    survivor ended its calls meanwhile (the controller hangs up what is left of them).
+    ``reopen_lines`` is given the desk phones (agent id, SIP user) whose open line a lost
+    node held and this one now calls again."""
 
     def __init__(self, store: Store, hub: EventHub, *, lease_s: float = DEFAULT_LEASE_S,
-                 taken_over: Callable[[], Awaitable[None]] | None = None) -> None:
+                 taken_over: Callable[[], Awaitable[None]] | None = None,
+                 reopen_lines: Callable[[list[tuple[int, str]]], Awaitable[None]] | None = None,
+                 ) -> None:
         if not store.node:
             raise ValueError("a node lease needs the store of a named node (cluster.node)")
         self.name = store.node
@@ -54,6 +59,7 @@ class NodeLease:
         self.lease = timedelta(seconds=lease_s)
         self.every_s = lease_s / 3
         self._taken_over = taken_over
+        self._reopen_lines = reopen_lines
         self.link = LinkSupervisor(f"node {self.name}'s lease", LinkSettings(), log)
 
     async def hold(self) -> None:
@@ -77,7 +83,14 @@ class NodeLease:
                     await self.take_over()
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # the database out of reach: try again next time
+                except Exception as exc:
+                    if lock_not_available(exc):
+                        # A lost node's last transaction still holds its rows (its host
+                        # died in it): the server drops it within seconds; claimed then.
+                        log.warning("node %s: a lost node's rows are still locked; its "
+                                    "calls are ended at the next look", self.name)
+                        continue
+                    # The database out of reach: try again next time.
                     self.link.down(f"{type(exc).__name__}: {exc}")
         finally:
             self.link.close()
@@ -86,17 +99,26 @@ class NodeLease:
         """End the open calls of every node whose lease expired and that no other
         survivor claimed; returns those calls' ids."""
         ended: list[str] = []
+        lines: list[tuple[int, str]] = []
         async with self._store.transaction() as tx:
-            lost = await tx.nodes.claim_lost(self.name)
+            # Not waiting on a lock longer than half a renewal period: this node's own
+            # lease must be renewed on time whatever the lost node left locked.
+            lost = await tx.nodes.claim_lost(self.name, wait=timedelta(seconds=self.every_s / 2))
             for node in lost:
                 calls = await tx.calls.open_calls(node=node)
                 for call in calls:
                     await close_unheard(tx, call.id, CallOutcome.PBX_LOST,
                                         f"node {node} lost", FailureReason.PBX_LOST)
                     ended.append(call.id)
+                # Its agents on duty keep their desk phones' open lines: called again
+                # from here (the lost node's Asterisk held the lines' only legs).
+                lines += [(agent.id, agent.sip_user)
+                          for agent in await tx.agents.take_lines(node, self.name)]
                 log.error("node %s lost (its lease expired): %s ended its %d open calls as "
                           "pbx_lost", node, self.name, len(calls))
         # After the commit: every node's boards drop the calls' cards and free their agents.
         for call_id in ended:
             self._hub.publish(CARDS_TOPIC, CallEnded(call_id))
+        if lines and self._reopen_lines is not None:
+            await self._reopen_lines(lines)
         return ended

@@ -192,7 +192,7 @@ class Supervision:
         try:
             await self.ari.bridges.create(bridge_id=bridge, type="mixing")
             await self.ari.channels.create(
-                f"PJSIP/{supervisor.sip_user}", self.control.app,
+                self.control.phones.dial(supervisor.sip_user), self.control.app,
                 app_args=["supervisor", live.call_id], channel_id=leg, originator=live.caller,
             )
             await add_when_in_stasis(self.ari, bridge, leg)

@@ -35,6 +35,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from handoff import tls
 from handoff.controller import build_controller
 from handoff.live import Timing, call_key
+from handoff.live.legs import Phones
 from handoff.metrics import SwitchboardMetrics
 from handoff.nodes import NodeLease
 from handoff.outbound import Outbound
@@ -157,6 +158,8 @@ async def controller_ctx(app: web.Application) -> AsyncIterator[None]:
         sounds=None if isinstance(pbx, ExternalAsterisk) else pbx.sound_folder(),
         call_limit=settings.active_call_limit,
         on_refused=lambda why: app[METRICS].calls_refused.labels(why).inc(),
+        # A cluster node's desk phones registered to the edge are rung there.
+        phones=Phones(settings.cluster.phones_edge, functools.partial(through_edge, telephony)),
     )
     control = live.control
     controller.ari, controller.control, controller.receptionist = ari, control, receptionist
@@ -396,7 +399,8 @@ def build_app(settings: Settings) -> web.Application:
                                                                      user)
         services.lease = NodeLease(services.store, services.hub,
                                    lease_s=settings.cluster.lease_s,
-                                   taken_over=services.controller.hang_up_taken_over)
+                                   taken_over=services.controller.hang_up_taken_over,
+                                   reopen_lines=services.controller.reopen_lines)
     services.controller.open_lines_setting = settings.desk.open_line
     app = web.Application(client_max_size=256 * 1024, middlewares=[
         real_client(settings.server.trusted_proxies),

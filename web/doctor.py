@@ -259,8 +259,8 @@ def render_text(report: Report) -> str:
         lines.append(f"Edge       {edge['state']}: {edge['version'] or ''} on {edge['listen']}")
         if "registered_phones" in edge:
             phones = edge["registered_phones"]
-            lines.append(f"Phones     {len(phones)} phones (desk and browser) registered to the edge"
-                         + (f": {', '.join(phones)}" if phones else ""))
+            lines.append(f"Phones     {len(phones)} phones (desk and browser) registered "
+                         "to the edge" + (f": {', '.join(phones)}" if phones else ""))
         for node in report.cluster["nodes"]:
             answer = f"answers SIP ({node['sip_status']})" if node["reachable"] else "silent"
             dispatch = {True: ", in the dispatch", False: ", out of the dispatch",

@@ -5,6 +5,7 @@ holds the live objects once Asterisk runs and answers "starting" (503) before.""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,6 +29,8 @@ from web.sip_blocks import SipBlocker
 from web.startup import Startup
 from web.telephony import Telephony, sync_directory
 from web.trunk_watch import TrunkWatch
+
+log = logging.getLogger(__name__)
 
 # How long this node may take to read a phone registered to the cluster's edge: its next
 # qualify of it there (edge-aor in pjsip.conf.j2: every 5 s, 2 s to answer).
@@ -105,6 +108,16 @@ class Controller:
         # those calls ended in the ledger and removes their legs as leftovers.
         if self.control is not None:
             await self.control.hang_up_taken_over()
+
+    async def reopen_lines(self, lines: list[tuple[int, str]]) -> None:
+        """A lost node's desk phones' open lines, called again from this node."""
+        if self.control is None or not self.open_lines_setting:
+            # Still starting, or lines off here: Accept rings those phones.
+            log.warning("open lines of %s not called again: no controller or lines off",
+                        [agent_id for agent_id, _ in lines])
+            return
+        for agent_id, sip_user in lines:
+            self.control.lines.reopen(agent_id, sip_user)
 
     @property
     def open_lines(self) -> bool:

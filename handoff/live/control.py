@@ -37,6 +37,7 @@ from handoff.live.announce import Announcements
 from handoff.live.call import LiveCall
 from handoff.live.engines import Engines
 from handoff.live.flow import Timing
+from handoff.live.legs import Phones
 from handoff.live.lifecycle import Lifecycle
 from handoff.live.lines import Lines
 from handoff.live.media import Media
@@ -76,6 +77,7 @@ class CallControl:
         open_lines: bool = True,
         call_limit: int = 0,
         on_refused: Callable[[str], None] | None = None,
+        phones: Phones | None = None,
     ) -> None:
         self.ari = ari
         self.store = store
@@ -93,6 +95,8 @@ class CallControl:
         # counts a caller refused (for the metrics), with why: "full" or "unallocated".
         self.call_limit = call_limit
         self.on_refused = on_refused
+        # How every leg to a phone (a rung agent, an open line, a supervisor) is made.
+        self.phones = phones or Phones()
         self.registry = Registry()
         self._tasks: set[asyncio.Task[None]] = set()
         self.media = Media(self)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from handoff.ari_api import AriApi
@@ -25,6 +26,27 @@ from pbx.ari import AriNotFound, AriUnprocessable
 from pbx.ari.resources import HangupReason
 
 SEP = "~"
+
+
+@dataclass(frozen=True)
+class Phones:
+    """How this PBX rings agents' phones (the endpoint of a channel to one).
+
+    On a cluster's node a desk phone registers to the SIP edge (``edge``, "host:port";
+    ``at_edge`` says whose phone does), and is called at its address of record there,
+    not through its AoR's contact: Asterisk dials an AoR's contact only while its latest
+    qualify was answered in time, and under load a late answer from the edge made a
+    node refuse a handoff ("Allocation failed") to a phone registered all along. The
+    edge knows its registrations: it rings the phone, or answers 480 when it is not
+    registered, as a phone that cannot ring. So every node reaches such a phone alike."""
+
+    edge: str = ""
+    at_edge: Callable[[str], bool] = lambda sip_user: False
+
+    def dial(self, sip_user: str) -> str:
+        if self.edge and self.at_edge(sip_user):
+            return f"PJSIP/{sip_user}/sip:{sip_user}@{self.edge}"
+        return f"PJSIP/{sip_user}"
 
 
 def owner_of(channel_or_bridge_id: str) -> str:

@@ -240,7 +240,7 @@ class Lines(Flow):
             await self.ari.bridges.create(bridge_id=line.bridge, type="holding")
             # No caller to take codecs from: the callers' own (G.711), as a rung leg
             # gets them from its originator, so a line costs no Opus transcoding.
-            await self.ari.channels.create(f"PJSIP/{sip_user}", self.ctl.app,
+            await self.ari.channels.create(self.ctl.phones.dial(sip_user), self.ctl.app,
                                            app_args=["line", str(agent_id)],
                                            channel_id=line.leg, formats=["ulaw"],
                                            variables=AUTO_ANSWER if desk_phone else None)
@@ -253,12 +253,20 @@ class Lines(Flow):
             await self._hang_up(line)
             raise LineRefused(f"the phone could not be called: {exc}") from exc
         log.info("agent=%s: opening a line to %s via %s", agent_id, sip_user, line.leg)
+        if desk_phone and self.store.node:
+            # Where the line is, for a survivor to call the phone again if this node
+            # is lost (handoff.nodes: its Asterisk held the line's only leg).
+            async with self.store.transaction() as tx:
+                await tx.agents.hold_line(agent_id, self.store.node)
         return line
 
     async def close(self, agent_id: int, sip_user: str) -> None:
         """Off duty: the line is hung up (after the call, if it is on one)."""
         self._wanted.pop(sip_user, None)
         self.reopening.heard(agent_id)  # the next duty starts afresh
+        if self.store.node:
+            async with self.store.transaction() as tx:
+                await tx.agents.drop_line(agent_id, self.store.node)
         line = self._lines.get(agent_id)
         if line is None:
             return
@@ -395,7 +403,7 @@ class Lines(Flow):
             # desk phone's line answered deaf is called again too (it answers by itself:
             # only its media failed); one that did not answer stays down, as one that
             # rang at the desk each time would be rung again and again.
-            self.ctl.spawn(self._reopen(line), f"reopen line agent={line.agent_id}")
+            self.reopen(line.agent_id, line.sip_user)
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -406,13 +414,20 @@ class Lines(Flow):
                 ("StasisEnd", self._on_leg_gone),
                 ("ChannelDestroyed", self._on_leg_gone))
 
-    async def _reopen(self, line: Line) -> None:
-        await self.sleep(self.reopening.wait_s(line.agent_id))
-        if self._wanted.get(line.sip_user) != line.agent_id or line.agent_id in self._lines:
+    def reopen(self, agent_id: int, sip_user: str) -> None:
+        """Call a desk phone for its line again (after its back-off): its handset put
+        down on a call, its line answered deaf, or the node that held its line lost
+        (this node survived it: the agent, on duty, wants a line here now)."""
+        self._wanted[sip_user] = agent_id
+        self.ctl.spawn(self._reopen(agent_id, sip_user), f"reopen line agent={agent_id}")
+
+    async def _reopen(self, agent_id: int, sip_user: str) -> None:
+        await self.sleep(self.reopening.wait_s(agent_id))
+        if self._wanted.get(sip_user) != agent_id or agent_id in self._lines:
             return  # off duty meanwhile, or a line opened since (on duty again)
         # Refused: down, so no cards and away after the phone check's grace (logged).
         with contextlib.suppress(LineRefused):
-            await self.open(line.agent_id, line.sip_user, desk_phone=True)
+            await self.open(agent_id, sip_user, desk_phone=True)
 
     def _by_leg(self, leg: str) -> Line | None:
         if not is_line_leg(leg):

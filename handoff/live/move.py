@@ -145,7 +145,7 @@ class Moves(Flow):
         leg = live.new_leg_id("agent")
         try:
             await self.ari.channels.create(
-                f"PJSIP/{sip_user}", self.ctl.app, app_args=["agent", live.call_id],
+                self.ctl.phones.dial(sip_user), self.ctl.app, app_args=["agent", live.call_id],
                 channel_id=leg, originator=live.caller,
             )
             await add_when_in_stasis(self.ari, live.bridge, leg)

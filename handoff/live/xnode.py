@@ -112,9 +112,11 @@ class NodeLegs(Flow):
                     or call.state is CallState.ENDED:
                 raise CallStateConflict(call.id, CallState.ENDED, "the call is no longer live")
             agent = await tx.agents.get(agent_id)
-        # Through this node if the agent is reachable here (their line, or their phone
-        # registered to this Asterisk); else their phone may be on the call's own node.
+        # Through this node if the agent is reachable here (their line, their phone at
+        # the edge, which any node rings, or registered to this Asterisk); else their
+        # phone may be on the call's own node.
         here = self.ctl.lines.of(agent_id) is not None \
+            or self.ctl.phones.at_edge(agent.sip_user) \
             or await self.ctl.presence.phone_registered(agent.sip_user) is True
         via = self.node if here else call.node
         self.hub.publish(CARDS_TOPIC, Taken(handoff_id, agent_id))
@@ -255,7 +257,7 @@ class NodeLegs(Flow):
                 node.agent = f"{leg}{SEP}agent"
                 await self.ari.channels.ring(leg)
                 await self.ari.channels.create(
-                    f"PJSIP/{agent.sip_user}", self.ctl.app, app_args=["xnode-agent"],
+                    self.ctl.phones.dial(agent.sip_user), self.ctl.app, app_args=["xnode-agent"],
                     channel_id=node.agent, originator=leg)
                 await add_when_in_stasis(self.ari, node.bridge, node.agent)
                 await self.ari.channels.dial(node.agent, caller=leg,

@@ -297,6 +297,29 @@ class AgentsRepo:
                                  {"open_line": open_line})
         return agent
 
+    async def hold_line(self, agent_id: int, node: str | None) -> None:
+        """``node`` holds the agent's desk phone's open line now (None: no node does)."""
+        await self._update(agent_id, line_node=node)
+
+    async def drop_line(self, agent_id: int, node: str) -> None:
+        """``node`` hung the agent's line up: no longer recorded, unless another node's
+        line replaced it meanwhile."""
+        await self._session.execute(update(Agent).where(
+            Agent.id == agent_id, Agent.line_node == node).values(line_node=None))
+
+    async def take_lines(self, lost: str, by: str) -> list[Agent]:
+        """The desk phones whose open line node ``lost`` held, now ``by``'s: those of
+        agents still on duty with an open line, to be called again. In the survivor's
+        claim of the node (NodesRepo.claim_lost), so one survivor calls each phone."""
+        held = list(await self._session.scalars(
+            update(Agent).where(Agent.line_node == lost).values(line_node=None)
+            .returning(Agent), execution_options={"populate_existing": True}))
+        wanted = [agent for agent in held if agent.on_duty and agent.open_line
+                  and agent.enabled and agent.endpoint_kind is EndpointKind.DESKPHONE]
+        for agent in wanted:
+            await self.hold_line(agent.id, by)
+        return wanted
+
     async def busy_agent_ids(self) -> set[int]:
         """Agents who accepted a handoff that is not over: on, or joining, a call."""
         result = await self._session.scalars(busy_agents_query())

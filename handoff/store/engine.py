@@ -21,6 +21,16 @@ _ASYNC_DRIVERS = {
 # wait this long only happens when something is badly stuck.
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
+# How soon PostgreSQL drops the connection of a client whose host died: a cluster node
+# lost mid-transaction sends no FIN, and the rows its transaction locked (its lease, its
+# calls) would stay locked until the server's TCP gave up on it (two hours idle, or some
+# 15 minutes of retransmissions when its last answer went unacknowledged), so no
+# survivor could end that node's calls. Probes and acknowledgements come from a live
+# host's kernel, however busy its controller is: only a dead host is dropped, within
+# about 5 s (2 s idle, then 3 probes 1 s apart; or 5 s of data unacknowledged).
+PG_DEAD_CLIENT = {"tcp_keepalives_idle": 2, "tcp_keepalives_interval": 1,
+                  "tcp_keepalives_count": 3, "tcp_user_timeout": 5000}
+
 
 def async_url(url: str | URL) -> URL:
     """The URL with an asyncio driver: `sqlite:///x.db` -> `sqlite+aiosqlite:///x.db`."""
@@ -47,7 +57,22 @@ def create_store_engine(url: str | URL, *, echo: bool = False) -> AsyncEngine:
         return engine
     # pre_ping: after a PostgreSQL fail-over the pool's old connections are dead; find
     # out before handing one to a call in progress rather than failing that call.
-    return create_async_engine(target, echo=echo, pool_pre_ping=True)
+    engine = create_async_engine(target, echo=echo, pool_pre_ping=True)
+    event.listen(engine.sync_engine, "connect", _configure_postgres_connection)
+    return engine
+
+
+def _configure_postgres_connection(dbapi_connection: Any,
+                                   _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # The server's side of this connection (ignored on a Unix socket).
+        for name, value in PG_DEAD_CLIENT.items():
+            cursor.execute(f"SET {name} = {value}")
+    finally:
+        cursor.close()
+    # Not left in a transaction of its own (psycopg opens one for the SETs).
+    dbapi_connection.commit()
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

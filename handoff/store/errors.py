@@ -9,6 +9,11 @@ class StoreError(Exception):
     pass
 
 
+def lock_not_available(exc: BaseException) -> bool:
+    """Whether ``exc`` is PostgreSQL giving up on a row lock (its lock_timeout)."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "55P03"
+
+
 class NotFound(StoreError):
     def __init__(self, kind: str, key: object) -> None:
         super().__init__(f"no {kind} {key!r}")

@@ -144,6 +144,9 @@ class Agent(Base):
     # A SIP desk phone that auto-answers on request (Call-Info answer-after=0) keeps an
     # open line on duty, as a browser phone does (handoff.live.lines); false: it rings.
     open_line: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    # The cluster node whose Asterisk holds that desk phone's open line (None: none held,
+    # or a single box): a survivor calls the phone again when that node is lost.
+    line_node: Mapped[str | None] = mapped_column(sa.String(64))
     on_duty: Mapped[bool] = mapped_column(default=False)
     presence: Mapped[Presence] = mapped_column(_enum_type(Presence), default=Presence.OFFLINE)
     # When the presence (or the pause reason) last changed: the board's "away 12 min".

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handoff.store.models import Node
@@ -44,10 +44,18 @@ class NodesRepo:
             .values(renewed_at=now, expires_at=now + lease, lost_at=None, lost_to=None))
         return taken_by
 
-    async def claim_lost(self, by: str) -> list[str]:
+    async def claim_lost(self, by: str, *, wait: timedelta | None = None) -> list[str]:
         """The nodes whose lease has expired and whose calls nobody has taken over yet,
         now ``by``'s to end. One conditional UPDATE: two survivors claiming at once get
-        each node once between them."""
+        each node once between them.
+
+        ``wait``: how long this transaction waits for a row another one locked (on
+        PostgreSQL; then it fails with :func:`~handoff.store.errors.lock_not_available`).
+        A node whose host died mid-transaction holds its locks until the server drops
+        its connection; a survivor waiting that long would miss its own renewals."""
+        if wait is not None and self._session.get_bind().dialect.name == "postgresql":
+            await self._session.execute(
+                text(f"SET LOCAL lock_timeout = {int(wait.total_seconds() * 1000)}"))
         now = self._clock()
         result = await self._session.scalars(
             update(Node)

@@ -263,7 +263,8 @@ def test_doctor_says_per_node_whether_it_answers_and_takes_calls() -> None:
     }
     lines = render_text(report).splitlines()
     assert "Edge       running: kamailio 5.6.3 (x86_64/linux) on 192.0.2.1:5060" in lines
-    assert "Phones     2 phones (desk and browser) registered to the edge: desk-bea, desk-cid" in lines
+    assert ("Phones     2 phones (desk and browser) registered to the edge: desk-bea, "
+            "desk-cid") in lines
     assert ("Node       node-a sip:192.0.2.11:5060: answers SIP (200), in the dispatch, "
             "version 22.1.0, lease held") in lines
     assert ("Node       node-b sip:192.0.2.12:5060: silent, out of the dispatch, "

@@ -4,8 +4,10 @@ it renews, and exactly one survivor ends them as ``pbx_lost`` once its lease exp
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from handoff.calls import CallOutcome, CallState
@@ -16,12 +18,14 @@ from handoff.live import LineBackoff, LineRefused
 from handoff.live.reconcile import close_unheard
 from handoff.nodes import NodeLease
 from handoff.store import Store
-from handoff.store.models import Handoff
+from handoff.store.models import Handoff, Node
+from handoff.store.transitions import utc_now
 from tests.store_fixtures import FakeClock
 from tests.unit.fake_ari import FakeAri
 from tests.unit.test_live_calls import Floor, floor
+from tests.waiting import until
+from web.app import running
 from web.bench.dashboard_site import offer_card
-from web.bench.waiting import until
 from web.services import EDGE_RETRY_S, Controller
 
 __all__ = ["floor"]
@@ -102,6 +106,49 @@ async def test_a_node_keeps_its_calls_while_it_renews_and_one_survivor_ends_them
     await leases["node-a"].hold()
     assert returned == ["hung up what was left"]
     assert await leases["node-b"].take_over() == []
+
+
+# Row locks that outlive their client are PostgreSQL's (SQLite's writers lock the file,
+# with a busy timeout): this case exists on PostgreSQL only.
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+async def test_a_survivor_keeps_renewing_while_a_lost_node_s_rows_stay_locked(
+    engine: AsyncEngine,
+) -> None:
+    """Node A's host died in a transaction that locked its lease's row (the server drops
+    such a connection only seconds later): node B's look at A gives up on the lock
+    instead of waiting, so B renews its own lease on time meanwhile (waiting, B would
+    look lost itself); once the row is free, B ends A's calls."""
+    a, b = Store(engine, node="node-a"), Store(engine, node="node-b")
+    async with a.transaction() as tx:
+        await tx.nodes.renew("node-a", timedelta(seconds=-1))  # lapsed already
+    on_a = await offer_card(a, EventHub(), publish=False)
+    survivor = NodeLease(b, EventHub(), lease_s=0.9)
+    await survivor.hold()
+
+    async def renewed_since(since: datetime) -> datetime | None:
+        async with b.transaction() as tx:
+            at = next(n.renewed_at for n in await tx.nodes.all() if n.name == "node-b")
+        return at if at > since else None
+
+    async with engine.connect() as dead, dead.begin():
+        # A's last transaction, never ended: its lease's row stays locked.
+        await dead.execute(select(Node).where(Node.name == "node-a").with_for_update())
+        locked_at = utc_now()
+        async with running(survivor.run(), "node-b's lease"):
+            # Twice: B's first look at A comes between these two renewals.
+            first = await until(lambda: renewed_since(locked_at), 10, step=0.05,
+                                why="node B never renewed")
+            await until(lambda: renewed_since(first), 10, step=0.05,
+                        why="node B stopped renewing while node A's row was locked")
+            async with b.transaction() as tx:
+                assert (await tx.calls.get(on_a.call_id)).state is not CallState.ENDED
+            await dead.rollback()  # the server dropped A's connection
+
+            async def ended() -> bool:
+                async with b.transaction() as tx:
+                    return (await tx.calls.get(on_a.call_id)).outcome is CallOutcome.PBX_LOST
+
+            await until(ended, 10, step=0.05, why="node B never ended node A's call")
 
 
 async def test_a_restarted_controller_reconciles_only_its_own_nodes_calls(

@@ -15,6 +15,7 @@ finds nothing in its way.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 BRIDGE = "sb-cluster0"
 HOST_ADDRESS = "10.78.0.1"  # the edge, the carrier and PostgreSQL
 PREFIX = 24
+LOCK = "/run/lock/switchboard-cluster-hosts"
 
 
 class HostsUnavailable(RuntimeError):
@@ -87,7 +89,16 @@ def _remove(nodes: dict[str, NodeHost]) -> list[str]:
 @contextlib.contextmanager
 def cluster_hosts(names: tuple[str, ...]) -> Iterator[dict[str, NodeHost]]:
     """The bridge (this namespace's address on it: HOST_ADDRESS) and one namespace per
-    node, up; all removed afterwards."""
+    node, up; all removed afterwards. A second run at the same time (a benchmark, a test
+    in another checkout) waits for this one: the names are fixed."""
+    with open(LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with _hosts(names) as nodes:
+            yield nodes
+
+
+@contextlib.contextmanager
+def _hosts(names: tuple[str, ...]) -> Iterator[dict[str, NodeHost]]:
     nodes = node_hosts(names)
     _remove(nodes)  # what a killed run left behind
     steps = [("link", "add", BRIDGE, "type", "bridge"),
