@@ -196,7 +196,9 @@ class Offers(Flow):
         """
         why = f"nobody could take the call ({reason.value})"
         async with live.lock:
-            if live.ending:
+            # A card that is no longer the call's (taken and handed back, withdrawn) has
+            # nothing left to time out: known here, without asking the store.
+            if live.ending or live.handoff_id != handoff_id:
                 return
             async with self.store.transaction() as tx:
                 handoff = await tx.handoffs.get(handoff_id)

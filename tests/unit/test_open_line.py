@@ -177,6 +177,38 @@ async def test_a_card_for_agents_on_open_lines_reads_each_table_once(desks: Floo
     await desks.live.control.close_line(desks.bob, "bob-desk")
 
 
+async def test_a_card_handed_back_before_its_offer_timeout_asks_the_store_nothing_then(
+    desks: Floor,
+) -> None:
+    async with desks.store.transaction() as tx:
+        receptionist = await tx.assistants.by_name("receptionist")
+        assert receptionist is not None
+        await tx.assistants.set_handoff_rules(
+            receptionist.id, handoff_level=receptionist.handoff_level, accept_timeout_s=1,
+            fallback_kind=receptionist.fallback_kind, fallback_number=None)
+    await open_line(desks)
+    caller, live, handoff_id = await desks.handed_to_ada()
+    await desks.live.control.return_to_ai(live.call_id)
+    await desks.ari.idle()
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    engine = desks.store.engine.sync_engine
+    sql_event.listen(engine, "before_cursor_execute", count)
+    try:
+        # The offer's timeout comes and goes: the card was over long before.
+        await until(lambda: not any(t.get_name() == f"offer timeout {handoff_id}"
+                                    for t in asyncio.all_tasks()))
+    finally:
+        sql_event.remove(engine, "before_cursor_execute", count)
+    assert not [s for s in statements if "handoffs.id = " in s], statements
+    assert await desks.handoff_state(handoff_id) is HandoffState.RETURNED_TO_AI
+    await desks.ari.hang_up_phone(caller)
+    await desks.live.control.close_line(desks.ada, "ada-desk")
+
+
 async def test_a_line_ending_files_no_quality_under_its_last_handoff(desks: Floor) -> None:
     leg = await open_line(desks)
     caller, live, _ = await desks.handed_to_ada()
