@@ -74,18 +74,19 @@ class Offers(Flow):
             # The fallback has the caller: a card now would cut their message short.
             raise CallStateConflict(call_id, CallState.WITH_AI,
                                     "the caller is leaving a voicemail")
+        # Read once for the card: its hours now, its queue and accept timeout below.
         async with self.store.transaction() as tx:
-            closed = await tx.assistants.by_name(live.assistant)
-        if closed is not None and not self.ctl.engines.open_now(closed):
+            assistant = await tx.assistants.by_name(live.assistant)
+        if assistant is not None and not self.ctl.engines.open_now(assistant):
             log.info("call=%s: a person asked for out of %s's hours: its fallback instead",
-                     call_id, closed.name)
-            if not await self.out_of_hours(live, closed) and live.ai is None \
+                     call_id, assistant.name)
+            if not await self.out_of_hours(live, assistant) and live.ai is None \
                     and live.forward is None and not live.ending:
                 # Applied before, and the AI has failed since: nobody is left to keep
                 # the caller company (the call-back is noted already).
                 self.ctl.spawn(self.ctl.ai.apologise_and_end(live),
                                f"apology call={live.call_id}")
-            raise OutOfHours(call_id, closed.name)
+            raise OutOfHours(call_id, assistant.name)
         async with live.lock:
             async with self.store.transaction() as tx:
                 call = await tx.calls.get(call_id)
@@ -95,7 +96,6 @@ class Offers(Flow):
                 # on the caller's words) must not put the caller on the desks twice.
                 if any(h.state in _ON_OFFER for h in await tx.handoffs.open_for_call(call_id)):
                     raise CallStateConflict(call_id, call.state, "a handoff is already open")
-                assistant = await tx.assistants.by_name(live.assistant)
                 queue = (await tx.queues.get(queue_id) if queue_id is not None
                          else await tx.queues.route(assistant, topic))
                 handoff = await tx.handoffs.request(
@@ -153,12 +153,16 @@ class Offers(Flow):
         between the Accept click and the agent's phone ringing. An undialled channel is
         silent and rings nobody; the losers' legs are hung up after the accept.
         """
-        wanted = agent_ids[: self.timing.staged_agents]
+        # An agent with an open line needs no leg: their line moves in. Told apart
+        # before the store is asked, so a card offered to open lines reads nobody.
+        wanted = [agent_id for agent_id in agent_ids[: self.timing.staged_agents]
+                  if agent_id not in live.staged and not self.ctl.lines.idle(agent_id)]
+        if not wanted or live.ending:
+            return
         async with self.store.transaction() as tx:
-            candidates = [await tx.agents.get(agent_id) for agent_id in wanted]
+            candidates = await tx.agents.of_ids(wanted)
         for agent in candidates:
             if agent.id in live.staged or live.ending or self.ctl.lines.idle(agent.id):
-                # An agent with an open line needs no leg: their line moves in.
                 continue
             try:
                 leg = await self.ctl.moves.create_agent_leg(live, agent.sip_user)
@@ -192,7 +196,9 @@ class Offers(Flow):
         """
         why = f"nobody could take the call ({reason.value})"
         async with live.lock:
-            if live.ending:
+            # A card that is no longer the call's (taken and handed back, withdrawn) has
+            # nothing left to time out: known here, without asking the store.
+            if live.ending or live.handoff_id != handoff_id:
                 return
             async with self.store.transaction() as tx:
                 handoff = await tx.handoffs.get(handoff_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -90,6 +91,18 @@ class AgentsRepo:
         if agent is None:
             raise NotFound("agent", agent_id)
         return agent
+
+    async def of_ids(self, agent_ids: Sequence[int]) -> list[Agent]:
+        """The agents of ``agent_ids`` that exist, in that order, read in one statement
+        (a card's likely agents are read together, not one round trip each)."""
+        if not agent_ids:
+            return []
+        result = await self._session.scalars(
+            select(Agent).where(Agent.id.in_(agent_ids)),
+            execution_options={"populate_existing": True},
+        )
+        found = {agent.id: agent for agent in result}
+        return [found[agent_id] for agent_id in agent_ids if agent_id in found]
 
     async def by_login(self, login: str) -> Agent | None:
         return await self._one_or_none(select(Agent).where(Agent.login == login))
@@ -333,17 +346,7 @@ class AgentsRepo:
         """
         wanted = set(skills)
         result = await self._session.scalars(
-            select(Agent)
-            .where(
-                Agent.on_duty.is_(True),
-                Agent.presence == Presence.AVAILABLE,
-                # Disabling takes them off duty too; this holds against a racing Accept.
-                Agent.disabled_at.is_(None),
-                Agent.id.not_in(busy_agents_query()),
-            )
-            .order_by(Agent.id),
-            execution_options={"populate_existing": True},
-        )
+            _available_statement(), execution_options={"populate_existing": True})
         # Skills live in a JSON list whose operators differ between SQLite and
         # PostgreSQL; the on-duty set is small, so the subset test runs here.
         return [agent for agent in result if wanted <= set(agent.skills)]
@@ -366,11 +369,32 @@ class AgentsRepo:
         return result.one_or_none()
 
 
+@functools.cache
+def _available_statement() -> Select[Agent]:
+    """Who may be offered a card (see AgentsRepo.available), built once: every card asks
+    it, and building it (the busy agents' subquery) and keying SQLAlchemy's statement
+    cache on the fresh object cost more than running it."""
+    return (
+        select(Agent)
+        .where(
+            Agent.on_duty.is_(True),
+            Agent.presence == Presence.AVAILABLE,
+            # Disabling takes them off duty too; this holds against a racing Accept.
+            Agent.disabled_at.is_(None),
+            Agent.id.not_in(busy_agents_query()),
+        )
+        .order_by(Agent.id)
+    )
+
+
+@functools.cache
 def busy_agents_query() -> Select[int | None]:
     """Agents who accepted a handoff that is not over: on, or joining, a call.
 
     Over an alias of the handoffs table, so that it stays a self-contained subquery
     inside a statement on handoffs (the accept's UPDATE) instead of correlating with it.
+    Built once (statements are immutable, so every user may share it): the alias alone
+    costs more to make than the query takes to run.
     """
     handoff = aliased(Handoff)
     return select(handoff.accepted_by).where(

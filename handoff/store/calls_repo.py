@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TypedDict, Unpack
 
-from sqlalchemy import select, update
+from sqlalchemy import String, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handoff.calls import CALL_LIFECYCLE, CallDirection, CallEvent, CallOutcome, CallState
@@ -142,11 +142,7 @@ class CallsRepo:
         now = self._clock()
 
         async def read() -> tuple[CallState, int, str] | None:
-            row = (
-                await self._session.execute(
-                    select(Call.state, Call.version).where(Call.id == call_id)
-                )
-            ).one_or_none()
+            row = (await self._session.execute(_STATE_OF_CALL, {"id": call_id})).one_or_none()
             return None if row is None else (row.state, row.version, call_id)
 
         async def write(current: CallState, target: CallState, version: int) -> Call | None:
@@ -164,6 +160,10 @@ class CallsRepo:
             self._session, CALL_LIFECYCLE, event,
             kind="call", key=call_id, read=read, write=write, handoff_id=None, at=now,
         )
+
+
+# A step's read of where the call stands, built once: every step of every call asks it.
+_STATE_OF_CALL = select(Call.state, Call.version).where(Call.id == bindparam("id", type_=String))
 
 
 def _timestamps(current: CallState, target: CallState, now: datetime) -> dict[str, object]:

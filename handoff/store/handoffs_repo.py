@@ -203,13 +203,8 @@ class HandoffsRepo:
         now = self._clock()
 
         async def read() -> tuple[HandoffState, int, str] | None:
-            row = (
-                await self._session.execute(
-                    select(Handoff.state, Handoff.version, Handoff.call_id).where(
-                        Handoff.id == handoff_id
-                    )
-                )
-            ).one_or_none()
+            row = (await self._session.execute(_STATE_OF_HANDOFF, {"id": handoff_id})
+                   ).one_or_none()
             return None if row is None else (row.state, row.version, row.call_id)
 
         async def write(
@@ -274,6 +269,12 @@ class HandoffsRepo:
             execution_options={"populate_existing": True},
         )
         return result.all()
+
+
+# A step's read of where the handoff stands, built once: every step of every handoff
+# asks it.
+_STATE_OF_HANDOFF = select(Handoff.state, Handoff.version, Handoff.call_id).where(
+    Handoff.id == bindparam("id", type_=Integer))
 
 
 @functools.cache

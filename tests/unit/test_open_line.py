@@ -5,9 +5,11 @@ the same with Chromium on a real Asterisk."""
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime
 
 import pytest
+from sqlalchemy import event as sql_event
 
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.live import LineBackoff, LineRefused, LiveCall, Party
@@ -142,6 +144,69 @@ async def _failed(desks: Floor, handoff_id: int) -> FailureReason | None:
 def _idle(desks: Floor) -> Line | None:
     line = desks.live.control.lines.of(desks.ada)
     return line if line is not None and line.state is LineState.IDLE else None
+
+
+async def test_a_card_for_agents_on_open_lines_reads_each_table_once(desks: Floor) -> None:
+    # Every handoff asks this of the store while the caller waits with the AI: who is
+    # free (one statement, however many agents) and the assistant's hours, queue and
+    # timeout (one read). Agents on open lines need no staged leg, so nobody is read
+    # again one by one.
+    await desks.live.control.open_line(desks.ada, "ada-desk")
+    await desks.live.control.open_line(desks.bob, "bob-desk")
+    lines = desks.live.control.lines
+    await until(lambda: lines.idle(desks.ada) and lines.idle(desks.bob))
+    caller, live = await desks.call()
+    await desks.ari.idle()
+    reads: list[str] = []
+
+    def count(*args: object) -> None:
+        if (read := re.match(r"SELECT\s.*?\sFROM\s+(\w+)", str(args[2]), re.S)) is not None:
+            reads.append(read[1])
+
+    engine = desks.store.engine.sync_engine
+    sql_event.listen(engine, "before_cursor_execute", count)
+    try:
+        await desks.live.control.request_handoff(live.call_id, reason="caller_asked",
+                                                 summary="wants a person")
+    finally:
+        sql_event.remove(engine, "before_cursor_execute", count)
+    assert live.staged == {}
+    assert (reads.count("agents"), reads.count("assistants")) == (1, 1), reads
+    await desks.ari.hang_up_phone(caller)
+    await desks.live.control.close_line(desks.ada, "ada-desk")
+    await desks.live.control.close_line(desks.bob, "bob-desk")
+
+
+async def test_a_card_handed_back_before_its_offer_timeout_asks_the_store_nothing_then(
+    desks: Floor,
+) -> None:
+    async with desks.store.transaction() as tx:
+        receptionist = await tx.assistants.by_name("receptionist")
+        assert receptionist is not None
+        await tx.assistants.set_handoff_rules(
+            receptionist.id, handoff_level=receptionist.handoff_level, accept_timeout_s=1,
+            fallback_kind=receptionist.fallback_kind, fallback_number=None)
+    await open_line(desks)
+    caller, live, handoff_id = await desks.handed_to_ada()
+    await desks.live.control.return_to_ai(live.call_id)
+    await desks.ari.idle()
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    engine = desks.store.engine.sync_engine
+    sql_event.listen(engine, "before_cursor_execute", count)
+    try:
+        # The offer's timeout comes and goes: the card was over long before.
+        await until(lambda: not any(t.get_name() == f"offer timeout {handoff_id}"
+                                    for t in asyncio.all_tasks()))
+    finally:
+        sql_event.remove(engine, "before_cursor_execute", count)
+    assert not [s for s in statements if "handoffs.id = " in s], statements
+    assert await desks.handoff_state(handoff_id) is HandoffState.RETURNED_TO_AI
+    await desks.ari.hang_up_phone(caller)
+    await desks.live.control.close_line(desks.ada, "ada-desk")
 
 
 async def test_a_line_ending_files_no_quality_under_its_last_handoff(desks: Floor) -> None:

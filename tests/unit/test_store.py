@@ -16,6 +16,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import Session
 
 from handoff.agents import Presence
 from handoff.assistants import FallbackKind, HandoffLevel
@@ -578,6 +579,47 @@ async def test_an_accept_rolled_back_leaves_the_card_on_offer_for_the_next_agent
         steps = [t.event for t in await tx.calls.history(card.call_id)
                  if t.handoff_id == card.id]
     assert steps == ["offer", "accept"]
+
+
+async def test_a_step_writes_its_ledger_line_without_the_orms_unit_of_work(
+    store: Store,
+) -> None:
+    # Every step of every call and handoff writes one transition row, several per
+    # handoff on the controller's one event loop: a plain INSERT, not an ORM flush.
+    call = await new_call(store)
+    flushes: list[object] = []
+
+    def flushed(session: object, *_: object) -> None:
+        flushes.append(session)
+
+    sql_event.listen(Session, "before_flush", flushed)
+    try:
+        async with store.transaction() as tx:
+            await tx.calls.apply(call.id, CallEvent.REQUEST_HANDOFF)
+    finally:
+        sql_event.remove(Session, "before_flush", flushed)
+    assert flushes == []
+    async with store.transaction() as tx:
+        last = (await tx.calls.history(call.id))[-1]
+    assert (last.from_state, last.event, last.to_state) == (
+        CallState.WITH_AI, CallEvent.REQUEST_HANDOFF, CallState.HANDOFF_PENDING)
+
+
+async def test_an_accept_and_the_steps_after_it_are_recorded_in_order(store: Store) -> None:
+    # The accept leaves its line for the commit; the steps after it in the same
+    # transaction write theirs at once, after it.
+    [ada] = await new_agents(store, 1)
+    call = await new_call(store)
+    card = await offered_handoff(store, call)
+    async with store.transaction() as tx:
+        await tx.handoffs.accept(card.id, ada.id)
+        await tx.handoffs.apply(card.id, HandoffEvent.DIAL_AGENT, agent_channel_id="leg")
+        await tx.handoffs.apply(card.id, HandoffEvent.AGENT_ANSWERED)
+        await tx.calls.apply(call.id, CallEvent.AGENT_CONNECTED)
+    async with store.transaction() as tx:
+        steps = [t.event for t in await tx.calls.history(call.id)][-4:]
+    assert steps == [HandoffEvent.ACCEPT, HandoffEvent.DIAL_AGENT,
+                     HandoffEvent.AGENT_ANSWERED, CallEvent.AGENT_CONNECTED]
 
 
 async def test_accepting_an_unknown_handoff_is_not_found(store: Store) -> None:
