@@ -137,4 +137,6 @@ async def test_a_callers_media_lost_past_the_timeout_ends_the_call_as_the_caller
             assert ended.outcome is CallOutcome.COMPLETED_BY_AI
         assert ended.end_cause is not None and "media" in ended.end_cause
     await assert_quiet(short_pair.pbx)
-    await assert_quiet(short_pair.carrier)
+    # The carrier was frozen when the PBX sent its BYE: it learns of it from a
+    # retransmission (up to 4 s apart) or its own media timeout, later on a loaded box.
+    await assert_quiet(short_pair.carrier, settle=15.0)

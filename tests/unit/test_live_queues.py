@@ -183,7 +183,8 @@ async def test_round_robin_gives_the_card_to_one_member_and_moves_on_when_it_pas
         return await floor.held_by(handoff_id) == floor.bob
 
     await until(held_by_bob, 10)  # Ada's ring window passed: a no-answer, then Bob
-    assert list(live.staged) == [floor.bob]
+    # Bob's leg is staged just after his offer is written, as Ada's was.
+    await until(lambda: list(live.staged) == [floor.bob], 2, why=lambda: str(live.staged))
     await floor.live.control.accept(handoff_id, floor.bob)
     await until(lambda: live.party is Party.AGENT)
     async with floor.store.transaction() as tx:
