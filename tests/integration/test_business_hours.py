@@ -291,7 +291,9 @@ async def test_a_restarted_controller_lets_the_caller_finish_their_voicemail(
     assert call.outcome is CallOutcome.CALLBACK_REQUESTED
     assert call.ai_channel_id is None
     heard = _message(call)
-    assert heard["caller"] > 25 and heard["ai"] == 0, heard
+    # An AI back over the message would be in every frame of it; a frame or two at its
+    # edges (the prompt's and the beep's onsets, the restart) can fool the tone detector.
+    assert heard["caller"] > 25 and heard["ai"] <= 2, heard
 
 
 async def test_after_a_restart_a_person_asked_for_out_of_hours_notes_no_second_call_back(
