@@ -19,7 +19,7 @@ from handoff.events import (
     Taken,
     assistant_topic,
 )
-from handoff.handoffs import FailureReason, HandoffEvent
+from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
 from handoff.live.call import LiveCall
 from handoff.live.errors import AgentUnreachable, CallStateConflict
 from handoff.live.flow import Flow
@@ -214,9 +214,11 @@ class Moves(Flow):
         async with self.store.transaction() as tx:
             await tx.handoffs.apply(live.handoff_id, HandoffEvent.AGENT_ANSWERED,
                                     media_at=media_at)
+            # A handoff's call waits for it (a transfer's is with the first agent and
+            # connects in handoff.live.transfer).
             await tx.calls.apply(
                 live.call_id, CallEvent.AGENT_CONNECTED, agent_channel_id=live.agent,
-                ai_channel_id=None,
+                ai_channel_id=None, seen=CallState.HANDOFF_PENDING,
             )
         self.hub.publish(assistant_topic(live.assistant),
                          HandoffConnected(live.call_id, str(live.agent_id)))
@@ -308,19 +310,23 @@ class Moves(Flow):
                     # moment to start talking on a new connection).
                     await self.ctl.media.until_voice_from(live.ai)
             await self.ctl.transfers.cancel(live)
-            agent = live.agent
-            if event is HandoffEvent.RETURN_TO_AI:
-                self.ctl.wrap_up(live.agent_id)
+            agent, agent_id = live.agent, live.agent_id
             live.agent_lost()
             if agent:
                 # A line goes back to its holding bridge; a rung leg is hung up.
                 await self.ctl.lines.release(agent)
             handoff_id, live.handoff_id = live.handoff_id, None
+            ended = None
             async with self.store.transaction() as tx:
                 if handoff_id is not None:
-                    await tx.handoffs.apply(handoff_id, event, failure_reason=reason)
+                    # The agent had the call: the handoff is connected.
+                    ended = await tx.handoffs.apply(handoff_id, event, failure_reason=reason,
+                                                    seen=HandoffState.CONNECTED)
                 call_event = (CallEvent.RETURN_TO_AI if event is HandoffEvent.RETURN_TO_AI
                               else CallEvent.AGENT_LOST)
                 await tx.calls.apply(live.call_id, call_event, ai_channel_id=live.ai,
                                      agent_channel_id=None)
+            if event is HandoffEvent.RETURN_TO_AI:
+                # The handoff just ended tells the wrap-up its queue: nothing to look up.
+                self.ctl.presence.wrap_up(agent_id, ended)
         self.ctl.call_changed(live.call_id)
