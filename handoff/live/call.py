@@ -133,6 +133,9 @@ class LiveCall:
     line_lost: bool = False
     causes: dict[str, int] = field(default_factory=dict)  # Q.850 cause per ended leg
     hung_up_by_phone: set[str] = field(default_factory=set)  # agent legs ended by a BYE
+    # The card on offer gives up after its timeout unless taken: cancelled when it is
+    # (the task holds the call until it ends).
+    offer_timeout: asyncio.Task[None] | None = None
     # The words of the call's assistant for its announcements, as its card's offer read
     # them: the handover's announcement says them without reading the assistant again
     # (and forgets them: a later moment reads the assistant anew). None: not read.

@@ -216,6 +216,7 @@ class Lifecycle(Flow):
             if live.closed:
                 return
             live.close()
+            self.ctl.offers.stop_timeout(live)
             await self.ctl.offers.unstage(live)
             # The transfer's handoff is closed with the others below; only its leg goes.
             moving, live.transfer = live.transfer, None

@@ -84,6 +84,7 @@ class Moves(Flow):
                 # Known to the ledger while it rings, so a restarted controller finds it.
                 await tx.calls.set_legs(live.call_id, agent_channel_id=leg)
             mark("committed")
+            self.ctl.offers.stop_timeout(live)
             await self.ctl.offers.unstage(live)
         self.hub.publish(CARDS_TOPIC, Taken(handoff_id, agent_id))
 

@@ -183,8 +183,17 @@ class Offers(Flow):
 
     def time_out(self, live: LiveCall, handoff_id: int, after_s: float) -> None:
         """The card is withdrawn and the fallback applies after `after_s`, unless taken."""
-        self.ctl.spawn(self._offer_timeout(live, handoff_id, after_s),
-                       f"offer timeout {handoff_id}")
+        self.stop_timeout(live)
+        live.offer_timeout = self.ctl.spawn(self._offer_timeout(live, handoff_id, after_s),
+                                            f"offer timeout {handoff_id}")
+
+    @staticmethod
+    def stop_timeout(live: LiveCall) -> None:
+        """The call's card was taken, or the caller left: its timeout has nothing left to
+        do (and would hold the call until it fired)."""
+        task, live.offer_timeout = live.offer_timeout, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
 
     async def _offer_timeout(self, live: LiveCall, handoff_id: int, timeout: float) -> None:
         await asyncio.sleep(timeout)

@@ -1,5 +1,6 @@
 """What one handoff asks of the store, on the fake ARI: an open line's card taken and
-handed back to the AI reads each thing once and writes each step once."""
+handed back to the AI reads each thing once and writes each step once; the card's
+offer timeout ends with the card."""
 
 from __future__ import annotations
 
@@ -53,3 +54,30 @@ async def test_an_open_lines_handoff_reads_each_row_once_and_writes_each_step_on
     assert await desks.handoff_state(handoff_id) is HandoffState.RETURNED_TO_AI
     await desks.ari.hang_up_phone(caller)
     await desks.live.control.close_line(desks.ada, "ada-desk")
+
+
+async def test_a_taken_cards_offer_timeout_ends_with_it(
+    desks: Floor,  # noqa: F811
+) -> None:
+    # The card waits up to the assistant's accept timeout (30 s); taken at once, its
+    # timeout has nothing left to do and must not hold the call until then.
+    await open_line(desks)
+    caller, live, handoff_id = await desks.handed_to_ada()
+    await until(lambda: not _pending(f"offer timeout {handoff_id}"), within=5,
+                why="the offer's timeout still waits after the card was taken")
+    assert live.offer_timeout is None
+    await desks.ari.hang_up_phone(caller)
+    await desks.live.control.close_line(desks.ada, "ada-desk")
+
+
+async def test_a_caller_who_leaves_while_the_card_waits_takes_its_timeout_along(
+    desks: Floor,  # noqa: F811
+) -> None:
+    caller, live = await desks.call()
+    handoff_id = await desks.live.control.request_handoff(
+        live.call_id, reason="caller_asked", summary="wants a person")
+    assert _pending(f"offer timeout {handoff_id}")
+    await desks.ari.hang_up_phone(caller)
+    await until(lambda: not _pending(f"offer timeout {handoff_id}"), within=5,
+                why="the offer's timeout outlived its caller")
+    assert await desks.handoff_state(handoff_id) is HandoffState.ABANDONED
