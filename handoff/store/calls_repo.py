@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from handoff.calls import CALL_LIFECYCLE, CallDirection, CallEvent, CallOutcome, CallState
 from handoff.store.errors import NotFound
 from handoff.store.models import Call, Transition
-from handoff.store.transitions import Clock, transition_in_place
+from handoff.store.transitions import Clock, transition_in_place, write_ledger
 
 
 class CallLegs(TypedDict, total=False):
@@ -139,6 +139,7 @@ class CallsRepo:
 
     async def history(self, call_id: str) -> Sequence[Transition]:
         """Every persisted transition of the call and of its handoffs, oldest first."""
+        await write_ledger(self._session)  # this transaction's steps too
         result = await self._session.scalars(
             select(Transition).where(Transition.call_id == call_id).order_by(Transition.id)
         )

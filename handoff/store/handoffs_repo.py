@@ -127,9 +127,9 @@ class HandoffsRepo:
         won = await _accept_statement(on_duty_only).first(
             self._session, {"agent_id": agent_id, "handoff_id": handoff_id, "now": now})
         if won is not None:
-            await record_transition(
+            record_transition(
                 self._session, HANDOFF_LIFECYCLE, _ACCEPT_FROM, HandoffEvent.ACCEPT,
-                _ACCEPT_TO, call_id=won.call_id, handoff_id=handoff_id, at=now, flush=False,
+                _ACCEPT_TO, call_id=won.call_id, handoff_id=handoff_id, at=now,
             )
             if won.queue_id is not None:
                 await self._queues.close_offers(handoff_id, OfferOutcome.ACCEPTED)

@@ -28,8 +28,10 @@ Clock = Callable[[], datetime]
 
 log = logging.getLogger(__name__)
 
-# The ledger's INSERT on the table itself (see record_transition).
+# The ledger's INSERT on the table itself (see write_ledger), and where a transaction's
+# lines wait for it (its session's info).
 _RECORD = insert(cast(Table, Transition.__table__))
+_LEDGER = "switchboard.ledger"
 
 # Two writers racing on one row (controller and web process: a call's event, an agent's
 # click against their wrap-up) settle in one or two rounds; more than this means
@@ -114,8 +116,8 @@ async def transition_in_place(
         target = machine.next_state(source, event)
         row = await write(source, target)
         if row is not None:
-            await record_transition(session, machine, source, event, target,
-                                    call_id=call_of(row), handoff_id=handoff_id, at=at)
+            record_transition(session, machine, source, event, target,
+                              call_id=call_of(row), handoff_id=handoff_id, at=at)
             return row
         log.debug("%s %s is not %s: judging %s against what it is", kind, key,
                   source.value, event.value)
@@ -123,7 +125,7 @@ async def transition_in_place(
     raise ConcurrentUpdate(kind, key)
 
 
-async def record_transition(
+def record_transition(
     session: AsyncSession,
     machine: StateMachine[S, E],
     current: S,
@@ -133,29 +135,29 @@ async def record_transition(
     call_id: str,
     handoff_id: int | None,
     at: datetime,
-    flush: bool = True,
 ) -> None:
-    """Log the transition (the row is already written) and persist it in the same
-    transaction, so the log and the state can never disagree.
-
-    ``flush=False`` leaves the INSERT to the next flush or the commit: one database
-    round trip less on a path someone is waiting on (an Accept click).
-    """
+    """Log the transition (the row is already written) and keep its ledger line for the
+    end of the transaction (:func:`write_ledger`), which persists it with the row: the
+    log and the state can never disagree."""
     ref = None if handoff_id is None else f"handoff={handoff_id}"
     machine.transition(current, event, call_id=call_id, ref=ref)
-    row = {"call_id": call_id, "handoff_id": handoff_id, "machine": machine.name,
-           "from_state": current.value, "event": event.value, "to_state": target.value,
-           "at": at}
-    if not flush:
-        session.add(Transition(**row))
-        return
-    if session.new:
-        # A transition left for the commit (an accept's) goes in first: the ledger's
-        # ids keep the order in which the call's steps happened.
-        await session.flush()
-    # A plain INSERT, not the ORM's unit of work: nothing reads the row back, and every
-    # step of every handoff writes one (the ORM's flush cost more than the write).
-    await session.execute(_RECORD, row)
+    session.info.setdefault(_LEDGER, []).append(
+        {"call_id": call_id, "handoff_id": handoff_id, "machine": machine.name,
+         "from_state": current.value, "event": event.value, "to_state": target.value,
+         "at": at})
+
+
+async def write_ledger(session: AsyncSession) -> None:
+    """The ledger lines of the transaction's steps so far, in their order, as one INSERT
+    (Store.transaction calls it before the commit; a read of the ledger first).
+
+    Most of a handoff's transactions take two steps (the handoff's and the call's): one
+    statement for both rather than one each, on the controller's one event loop. A plain
+    INSERT, not the ORM's unit of work: nothing reads the rows back.
+    """
+    lines = session.info.pop(_LEDGER, None)
+    if lines:
+        await session.execute(_RECORD, lines)
 
 
 # The lifecycles whose transitions the ledger records against a call, by machine name.

@@ -1,6 +1,7 @@
 """A lifecycle step of a call or a handoff as the store writes it: one conditional UPDATE
-(guarded by the state it leaves) and its ledger line, with no read first; a step that
-loses a race is refused as a read-first step was, on SQLite and on PostgreSQL."""
+(guarded by the state it leaves) with no read first, its ledger line written with the
+transaction's others; a step that loses a race is refused as a read-first step was, on
+SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -60,6 +61,8 @@ async def test_a_step_writes_its_row_with_one_conditional_update_and_reads_nothi
     assert (returned.state, call.state) == (HandoffState.RETURNED_TO_AI, CallState.WITH_AI)
     assert "SELECT" not in sent, sent
     assert sent.count("UPDATE") == 2, sent
+    # The two steps' ledger lines go in together, as the transaction ends.
+    assert sent.count("INSERT") == 1, sent
     async with store.transaction() as tx:
         steps = [(t.from_state, t.event, t.to_state)
                  for t in await tx.calls.history(handoff.call_id)][-2:]
