@@ -20,7 +20,7 @@ from handoff.events import (
     assistant_topic,
 )
 from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
-from handoff.live.call import LiveCall
+from handoff.live.call import LiveCall, Party
 from handoff.live.errors import AgentUnreachable, CallStateConflict
 from handoff.live.flow import Flow
 from handoff.live.legs import add_when_in_stasis, hang_up
@@ -109,8 +109,8 @@ class Moves(Flow):
 
         The line has been sending the agent's audio since the shift began, so there is
         no late first word to wait for (the overlap a rung phone gets): the AI steps out
-        at once, and the caller hears the agent alone from the next mix rather than the
-        AI talking over them. The ledger follows once the accept has committed."""
+        one mixing tick later (Timing.line_overlap_s), when the agent's first frame is
+        in the mix, rather than leave the caller a hole before it. The ledger follows."""
         try:
             mark("ari_sent")
             await self.ari.bridges.add_channel(live.bridge, line)
@@ -120,10 +120,7 @@ class Moves(Flow):
             raise AgentUnreachable(agent_id, str(exc)) from exc
         live.agent_ringing(line, agent_id)
         if live.agent_picked_up():
-            live.agent_connected()
-            await self.ctl.ai.leave(live)
-            mark("ai_left")
-            self.ctl.spawn(self._line_connected(live, self.store.now()),
+            self.ctl.spawn(self._line_moved_in(live, self.store.now()),
                            f"move call={live.call_id}")
         return line
 
@@ -189,8 +186,27 @@ class Moves(Flow):
                 self.timing.agent_media_wait_s + self.timing.ai_overlap_s + 5):
             await live.move_settled.wait()
 
+    async def _line_moved_in(self, live: LiveCall, media_at: datetime) -> None:
+        """An open line one tick into the call's bridge: the AI leaves, then the ledger.
+
+        Not under the call's lock, which the accept that moved the line holds until its
+        transaction commits (on a busy box, well past a tick). Nothing else changes the
+        call's parties meanwhile: commands wait for the move to settle, and a caller or
+        a line gone in the tick has its handler's say (checked here, with no await in
+        between, before the AI is sent away)."""
+        try:
+            await asyncio.sleep(self.timing.line_overlap_s)
+            if live.closed or live.caller_leaving or live.party is not Party.AGENT_ANSWERED:
+                return
+            live.agent_connected()
+            await self.ctl.ai.leave(live)
+            mark("ai_left")
+            await self._line_connected(live, media_at)
+        finally:
+            live.move_settled.set()
+
     async def _line_connected(self, live: LiveCall, media_at: datetime) -> None:
-        """An open line's move, in the ledger (its AI left already, in bring_line)."""
+        """An open line's move, in the ledger (its AI has left)."""
         try:
             async with live.lock:
                 if live.closed or live.caller_leaving or not live.connected:
