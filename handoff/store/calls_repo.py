@@ -7,13 +7,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TypedDict, Unpack
 
-from sqlalchemy import String, bindparam, select, update
+from sqlalchemy import String, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handoff.calls import CALL_LIFECYCLE, CallDirection, CallEvent, CallOutcome, CallState
 from handoff.store.errors import NotFound
 from handoff.store.models import Call, Transition
-from handoff.store.transitions import Clock, transition_in_place, write_ledger
+from handoff.store.transitions import Clock, transition_in_place, update_row, write_ledger
 
 
 class CallLegs(TypedDict, total=False):
@@ -111,14 +111,7 @@ class CallsRepo:
         return await self._update(call_id, {"recording_path": None})
 
     async def _update(self, call_id: str, values: dict[str, object]) -> Call:
-        result = await self._session.scalars(
-            update(Call)
-            .where(Call.id == call_id)
-            .values(**values, version=Call.version + 1)
-            .returning(Call),
-            execution_options={"populate_existing": True},
-        )
-        call = result.one_or_none()
+        call = await update_row(self._session, Call, call_id, values)
         if call is None:
             raise NotFound("call", call_id)
         return call
@@ -154,14 +147,8 @@ class CallsRepo:
 
         async def write(source: CallState, target: CallState) -> Call | None:
             changes = {**values, **_timestamps(source, target, now)}
-            result = await self._session.scalars(
-                update(Call)
-                .where(Call.id == call_id, Call.state == source)
-                .values(state=target, version=Call.version + 1, **changes)
-                .returning(Call),
-                execution_options={"populate_existing": True},
-            )
-            return result.one_or_none()
+            return await update_row(self._session, Call, call_id,
+                                    {"state": target, **changes}, source)
 
         return await transition_in_place(
             self._session, CALL_LIFECYCLE, event, kind="call", key=call_id, seen=seen,

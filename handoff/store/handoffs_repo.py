@@ -18,7 +18,12 @@ from handoff.store.errors import AgentBusy, AlreadyTaken, NotFound, NotOfferable
 from handoff.store.models import Agent, Handoff, QueueMember, QueueRecord
 from handoff.store.one_call import OneCallUpdate
 from handoff.store.queues_repo import QueuesRepo
-from handoff.store.transitions import Clock, record_transition, transition_in_place
+from handoff.store.transitions import (
+    Clock,
+    record_transition,
+    transition_in_place,
+    update_row,
+)
 
 # Read from the lifecycle table rather than restated, so the accept guard follows it.
 (_ACCEPT_FROM,) = HANDOFF_LIFECYCLE.sources_of(HandoffEvent.ACCEPT)
@@ -211,14 +216,8 @@ class HandoffsRepo:
                 changes["agent_channel_id"] = agent_channel_id
             if media_at is not None:
                 changes["media_at"] = media_at
-            result = await self._session.scalars(
-                update(Handoff)
-                .where(Handoff.id == handoff_id, Handoff.state == source)
-                .values(state=target, version=Handoff.version + 1, **changes)
-                .returning(Handoff),
-                execution_options={"populate_existing": True},
-            )
-            return result.one_or_none()
+            return await update_row(self._session, Handoff, handoff_id,
+                                    {"state": target, **changes}, source)
 
         handoff = await transition_in_place(
             self._session, HANDOFF_LIFECYCLE, event, kind="handoff", key=handoff_id,

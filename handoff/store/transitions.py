@@ -5,13 +5,15 @@ transaction."""
 from __future__ import annotations
 
 import enum
+import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from handoff.calls import CALL_LIFECYCLE
 from handoff.handoffs import HANDOFF_LIFECYCLE
@@ -123,6 +125,40 @@ async def transition_in_place(
                   source.value, event.value)
         source = None
     raise ConcurrentUpdate(kind, key)
+
+
+async def update_row(session: AsyncSession, entity: type[RowT], key: object,
+                     values: Mapping[str, object], source: object = None) -> RowT | None:
+    """``UPDATE <entity> SET <values>, version = version + 1 WHERE id = key [AND state =
+    source] RETURNING <entity>``: the row as it now is (in the session, as a fresh read
+    would be), or None when none matched.
+
+    The statement is built once per entity and set of columns written, its values bound
+    at each call: built anew, SQLAlchemy worked out its cache key from the whole of it
+    every time, for every step of every call on the controller's one event loop.
+    """
+    statement = _guarded_update(cast(type, entity), tuple(sorted(values)), source is not None)
+    params = {f"new_{name}": value for name, value in values.items()}
+    params["row_key"] = key
+    if source is not None:
+        params["from_state"] = source
+    result = await session.scalars(statement, params,
+                                   execution_options={"populate_existing": True})
+    return result.one_or_none()
+
+
+@functools.cache
+def _guarded_update(entity: type[Any], columns: tuple[str, ...],
+                    guarded: bool) -> ReturningUpdate[Any]:
+    table = cast(Table, entity.__table__)
+    where = [table.c.id == bindparam("row_key", type_=table.c.id.type)]
+    if guarded:
+        where.append(table.c.state == bindparam("from_state", type_=table.c.state.type))
+    return (update(entity).where(*where)
+            .values(version=table.c.version + 1,
+                    **{name: bindparam(f"new_{name}", type_=table.c[name].type)
+                       for name in columns})
+            .returning(entity))
 
 
 def record_transition(
