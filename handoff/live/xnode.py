@@ -175,6 +175,24 @@ class NodeLegs(Flow):
             log.warning("call=%s: handoff %s was accepted on another node while this one "
                         "was not listening; offered again", live.call_id, handoff_id)
             self.ctl.spawn(self.ctl.offers.reoffer(live, handoff_id), f"reoffer {handoff_id}")
+        for live in list(self.ctl.calls.values()):
+            # A transfer's card won meanwhile, as a card: the first agent keeps the caller
+            # (as when the colleague's phone does not answer), the colleague is free.
+            async with live.lock:
+                transfer = live.transfer
+                if transfer is None or transfer.leg or live.ending:
+                    continue
+                async with self.store.transaction() as tx:
+                    handoff = await tx.handoffs.get(transfer.handoff_id)
+                    if handoff.state is not HandoffState.ACCEPTED:
+                        continue
+                    await tx.handoffs.apply(handoff.id, HandoffEvent.FAIL,
+                                            failure_reason=FailureReason.AGENT_LEG_FAILED)
+                live.transfer = None
+            log.warning("call=%s: transfer %s was accepted on another node while this one "
+                        "was not listening; the first agent keeps the caller", live.call_id,
+                        handoff.id)
+            self.ctl.call_changed(live.call_id)
 
     async def _call_agent(self, handoff_id: int, agent_id: int, via: str) -> None:
         """The card of a call here was won on node ``via``: the agent's leg rings as on

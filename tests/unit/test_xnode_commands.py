@@ -15,7 +15,7 @@ import pytest
 
 from handoff.agents import EndpointKind, Presence
 from handoff.calls import CallOutcome, CallState
-from handoff.events import EventHub, EventType, TypedEvent
+from handoff.events import NODES_TOPIC, EventHub, EventType, TypedEvent
 from handoff.handoffs import HandoffState
 from handoff.live import AgentNotAvailable, CallStateConflict, LiveCall, NodeUnanswered
 from handoff.store import NotFound
@@ -140,6 +140,26 @@ async def test_a_transfer_asked_on_node_b_is_node_a_s_and_its_card_won_on_node_b
         await until(lambda: _handoff_in(nodes, transfer, HandoffState.CONNECTED))
         assert (live.agent, live.agent_id) == (leg, bob_id)
         assert await nodes.state(first) is HandoffState.COMPLETED  # Ada's part is over
+        await nodes.a.hang_up_phone(caller)
+
+
+async def test_a_transfer_s_card_won_on_node_b_while_node_a_was_not_listening_fails(
+    tmp_path: Path,
+) -> None:
+    hub = Lossy(EventType.NODE_ACCEPTED)  # the word that Bob won it never reaches node A
+    async with two_nodes(tmp_path, hub, TIMING) as nodes:
+        bob_id = await bob(nodes)
+        caller, live, first = await with_ada_on_a(nodes)
+        transfer = await nodes.live_a.control.transfer(live.call_id, nodes.ada, bob_id, "")
+        await nodes.live_b.control.accept(transfer, bob_id)
+        assert hub.dropped == [EventType.NODE_ACCEPTED]
+        # Node A listens again: its hub says node events may have been missed.
+        hub.lost(frozenset({NODES_TOPIC}))
+        await until(lambda: _handoff_in(nodes, transfer, HandoffState.FAILED))
+        assert live.transfer is None and live.agent_id == nodes.ada  # Ada keeps him
+        async with nodes.store.transaction() as tx:
+            assert bob_id not in await tx.agents.busy_agent_ids()
+        assert await nodes.state(first) is HandoffState.CONNECTED
         await nodes.a.hang_up_phone(caller)
 
 
