@@ -17,7 +17,13 @@ from handoff.agents import EndpointKind, Presence
 from handoff.calls import CallOutcome, CallState
 from handoff.events import NODES_TOPIC, EventHub, EventType, TypedEvent
 from handoff.handoffs import HandoffState
-from handoff.live import AgentNotAvailable, CallStateConflict, LiveCall, NodeUnanswered
+from handoff.live import (
+    AgentNotAvailable,
+    CallStateConflict,
+    LiveCall,
+    NodeUnanswered,
+    QueueNotAvailable,
+)
 from handoff.store import NotFound
 from handoff.supervision import Mode, Supervisor
 from tests.unit.test_live_calls import QUICK
@@ -118,6 +124,9 @@ async def test_a_transfer_asked_on_node_b_is_node_a_s_and_its_card_won_on_node_b
         b = nodes.live_b.control
         with pytest.raises(AgentNotAvailable):  # as on one node: not to herself
             await b.transfer(live.call_id, nodes.ada, nodes.ada, "")
+        with pytest.raises(QueueNotAvailable) as no_queue:  # nor to a queue not there
+            await b.transfer_to_queue(live.call_id, nodes.ada, 999, "")
+        assert no_queue.value.why == "no such queue"
         # The link loses node B's next request and node A's next reply: node B sends it
         # again, and node A carries it out once (a second transfer would be refused: one
         # is on offer already) and answers it again.
