@@ -11,11 +11,12 @@ exception, so its desk answers as on one node: 404 because the call just ended, 
 because the colleague is busy.
 
 A NOTIFY sent while a node's link to the database blips is lost, and PostgreSQL never
-sends it again. So the asking node sends a request again while no answer has come
-(RESENDS more times, Timing.node_resend_s apart), and the holding node carries out each
-request once: a copy of one under way is dropped, a copy of one answered gets the same
-answer again (that answer may be what was lost). With no answer within the bound
-(Timing.node_reply_s, more for a command that rings someone's phone) the asker gives up
+sends it again. So the asking node sends a request again every Timing.node_resend_s
+while no answer has come, and the holding node carries out each request once: a copy
+of one under way is dropped, a copy of one answered gets the same answer again (that
+answer may be what was lost; a holding node slow to carry it out is still asked again
+once it has). With no answer within the bound (Timing.node_reply_s, more for a command
+that rings someone's phone) the asker gives up
 with :class:`NodeUnanswered`, which the desk answers 503.
 """
 
@@ -44,9 +45,6 @@ from handoff.store.errors import NotFound
 
 log = logging.getLogger(__name__)
 
-# Sent again this many times while unanswered: three NOTIFYs a second apart outlast a
-# blip of one node's link (it reconnects within half a second: shared_events.LINK).
-RESENDS = 2
 # Request ids carried out here that are remembered, for copies that come late.
 _REMEMBERED = 512
 # A refusal the asking node cannot rebuild: the holding node failed to carry it out.
@@ -113,16 +111,15 @@ class NodeRequests:
         self._waiting[request.request_id] = answer
         deadline = loop.time() + within
         try:
-            for sent in range(RESENDS + 1):
-                if sent:
-                    log.warning("node %s has not answered %s (request %s) yet: sent again",
-                                node, command, request.request_id)
+            sent = 0
+            while not answer.done() and (left := deadline - loop.time()) > 0:
+                if sent == 1:
+                    log.warning("node %s has not answered %s (request %s) yet: sent again "
+                                "every %.1f s", node, command, request.request_id,
+                                self.timing.node_resend_s)
                 self.hub.publish(NODES_TOPIC, request)
-                left = deadline - loop.time()
-                wait_s = min(left, self.timing.node_resend_s) if sent < RESENDS else left
-                await asyncio.wait({answer}, timeout=max(0.0, wait_s))
-                if answer.done():
-                    break
+                sent += 1
+                await asyncio.wait({answer}, timeout=min(left, self.timing.node_resend_s))
         finally:
             self._waiting.pop(request.request_id, None)
         if not answer.done():
