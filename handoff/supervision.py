@@ -32,6 +32,7 @@ from handoff.calls import CallEvent, CallState
 from handoff.events import CARDS_TOPIC, TAKEN_OVER, HandoffConnected, Withdrawn, assistant_topic
 from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
 from handoff.live import CallControl, LiveCall, add_when_in_stasis, call_key
+from handoff.live.xnode import agent_on
 from handoff.store.errors import NotFound
 from pbx.ari import AriError, AriNotFound
 
@@ -68,6 +69,9 @@ class Supervisor:
     agent_id: int
     login: str
     sip_user: str
+    # Another node of the cluster that holds their open line (asked from there): they are
+    # reached through it, on the node trunk, rather than at their phone.
+    via: str = ""
 
 
 @dataclass
@@ -138,10 +142,12 @@ class Supervision:
             return await self._supervise_here(call_id, supervisor, mode)
         # Another node's call: that node rings the supervisor's phone (at the edge, which
         # any node rings) and carries the mode out; its answer waits for their phone.
+        line_here = self.control.lines.idle(supervisor.agent_id)
         done = await self.control.requests.ask(
             node, "supervise", {"call_id": call_id, "mode": mode.value,
                                 "agent_id": supervisor.agent_id, "login": supervisor.login,
-                                "sip_user": supervisor.sip_user},
+                                "sip_user": supervisor.sip_user,
+                                "via": self.store.node if line_here else ""},
             ringing_s=self.ring_timeout_s + 2)
         return RemoteSession(call_id, supervisor.agent_id, node, Mode(done["mode"]))
 
@@ -194,7 +200,8 @@ class Supervision:
         """A supervisor on another node's board, on a call held here: carried out here as
         if this node's board had asked (the audit names them, and this node)."""
         def asking(args: dict[str, Any]) -> Supervisor:
-            return Supervisor(int(args["agent_id"]), str(args["login"]), str(args["sip_user"]))
+            return Supervisor(int(args["agent_id"]), str(args["login"]), str(args["sip_user"]),
+                              via=str(args.get("via") or ""))
 
         async def supervise(args: dict[str, Any]) -> dict[str, Any]:
             session = await self._supervise_here(str(args["call_id"]), asking(args),
@@ -251,8 +258,12 @@ class Supervision:
         self._ringing[leg] = answered
         try:
             await self.ari.bridges.create(bridge_id=bridge, type="mixing")
+            # Their open line on another node is reached through that node (their phone
+            # is busy with it); anyone else at their phone, wherever it registered.
+            endpoint = (agent_on(supervisor.via, supervisor.agent_id) if supervisor.via
+                        else self.control.phones.dial(supervisor.sip_user))
             await self.ari.channels.create(
-                self.control.phones.dial(supervisor.sip_user), self.control.app,
+                endpoint, self.control.app,
                 app_args=["supervisor", live.call_id], channel_id=leg, originator=live.caller,
             )
             await add_when_in_stasis(self.ari, bridge, leg)

@@ -42,6 +42,7 @@ from handoff.live.flow import Flow
 from handoff.live.legs import SEP, add_when_in_stasis, destroy, hang_up
 from handoff.live.routing import phone_hung_up
 from handoff.store.errors import NotFound
+from handoff.store.models import Agent
 from pbx.ari import AriError
 from pbx.ari.resources import HangupReason
 from pbx.asterisk_config import NodePeer
@@ -62,6 +63,17 @@ _BEING_ACCEPTED = frozenset({HandoffState.ACCEPTED, HandoffState.CONNECTING})
 def peer_endpoint(node: str) -> str:
     """The PJSIP endpoint of the trunk to ``node`` (pbx.asterisk_config.NodePeer)."""
     return NodePeer(node, "127.0.0.1").endpoint
+
+
+# A node leg's number is a handoff's id, or, starting with this (ids have no leading
+# zero), an agent's: a supervisor reached on the node that holds their open line.
+AGENT_NUMBER = "0"
+
+
+def agent_on(node: str, agent_id: int) -> str:
+    """The endpoint that reaches an agent through ``node``: their open line there, or
+    else their phone, rung by that node."""
+    return f"PJSIP/{AGENT_NUMBER}{agent_id}@{peer_endpoint(node)}"
 
 
 @dataclass
@@ -245,21 +257,18 @@ class NodeLegs(Flow):
     # ---- the agent's node: the node leg arrives ---------------------------------------------
 
     async def arrived(self, channel: Mapping[str, Any], args: list[str]) -> None:
-        """``xnode <handoff id>``: the caller's node calls for the agent who won it here."""
+        """``xnode <handoff id>``: the caller's node calls for the agent who won it here;
+        ``xnode 0<agent id>``: for a supervisor whose open line is here."""
         leg = str(channel["id"])
-        try:
-            async with self.store.transaction() as tx:
-                handoff = await tx.handoffs.get(int(args[0]))
-                agent = await tx.agents.get(handoff.accepted_by or 0)
-        except (IndexError, ValueError, NotFound):
-            handoff = None
-        if handoff is None or handoff.state not in _BEING_ACCEPTED:
+        target = await self._target(args)
+        if target is None:
             # A stale or unknown handoff (the caller gone, the card failed meanwhile):
             # nobody's phone rings for it.
             log.warning("node leg %s for %s: no handoff being accepted", leg, args)
             await hang_up(self.ari, leg, "unallocated")
             return
-        node = NodeLeg(handoff.id, agent.id, leg, f"{leg}{SEP}bridge")
+        handoff_id, agent = target
+        node = NodeLeg(handoff_id, agent.id, leg, f"{leg}{SEP}bridge")
         self._legs[leg] = node
         try:
             # Media through B's own RTP stack (not native_rtp between the node leg and
@@ -286,13 +295,28 @@ class NodeLegs(Flow):
                                              timeout=self.timing.ring_timeout_s)
         except AriError as exc:
             log.warning("handoff=%s: node leg %s could not reach agent %s: %s",
-                        handoff.id, leg, agent.id, exc)
+                        handoff_id, leg, agent.id, exc)
             if node.line:
                 self.ctl.lines.put_back(node.agent)
             await self._let_go(node, "failure")
             return
-        log.info("handoff=%s: node leg %s to agent %s via %s", handoff.id, leg, agent.id,
+        log.info("handoff=%s: node leg %s to agent %s via %s", handoff_id, leg, agent.id,
                  "their open line" if node.line else "their phone")
+
+    async def _target(self, args: list[str]) -> tuple[int, Agent] | None:
+        """Whom a node leg is for: the handoff being accepted (0: a supervisor's leg)
+        and the agent; None for a handoff no longer being accepted, or nobody."""
+        number = args[0] if args else ""
+        try:
+            async with self.store.transaction() as tx:
+                if number.startswith(AGENT_NUMBER):
+                    return 0, await tx.agents.get(int(number))
+                handoff = await tx.handoffs.get(int(number))
+                if handoff.state not in _BEING_ACCEPTED:
+                    return None
+                return handoff.id, await tx.agents.get(handoff.accepted_by or 0)
+        except (ValueError, NotFound):
+            return None
 
     async def _answer(self, node: NodeLeg) -> None:
         node.answered = True

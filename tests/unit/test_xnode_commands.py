@@ -7,6 +7,7 @@ across two real nodes."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +25,7 @@ from handoff.live import (
     NodeUnanswered,
     QueueNotAvailable,
 )
+from handoff.live.lines import LineState
 from handoff.store import NotFound
 from handoff.supervision import Mode, Supervisor
 from tests.unit.test_live_calls import QUICK
@@ -220,6 +222,40 @@ async def test_a_supervisor_on_node_b_s_board_listens_then_takes_over_node_a_s_c
     await until(lambda: _ended(nodes, live.call_id))
     async with nodes.store.transaction() as tx:
         assert (await tx.calls.get(live.call_id)).outcome is CallOutcome.COMPLETED_BY_AGENT
+
+
+async def test_a_supervisor_whose_open_line_node_b_holds_is_reached_through_node_b(
+    nodes: Nodes,
+) -> None:
+    sue = Supervisor(await bob(nodes), "bob", "bob-desk")
+    lines_b = nodes.live_b.control.lines
+    await nodes.live_b.control.open_line(sue.agent_id, sue.sip_user, desk_phone=True)
+    await until(lambda: lines_b.idle(sue.agent_id) or None)
+    caller, live, _ = await with_ada_on_a(nodes)
+    # Bob's phone is busy with his line on node B: node A calls node B for him (the
+    # number names him, not a handoff), and node B moves his line onto that leg.
+    through_b = f"PJSIP/0{sue.agent_id}@peer-node-b"
+    nodes.a.phones[through_b] = "ring"
+    asked = asyncio.create_task(nodes.live_b.supervision.supervise(live.call_id, sue,
+                                                                   Mode.LISTEN))
+    out = await until(lambda: _dialled(nodes, through_b))
+    into_b = nodes.b._new("PJSIP/peer-node-a-00000001", "Ring",
+                          app_args=["xnode", f"0{sue.agent_id}"])
+    await nodes.b._started(into_b)
+    await until(lambda: nodes.b.chans[into_b.id].state == "Up" or None)
+    await nodes.a.answer_phone(out)  # node B's 200 OK reaches node A
+    assert (await asyncio.wait_for(asked, 10)).mode is Mode.LISTEN
+    line = lines_b.of(sue.agent_id)
+    assert line is not None and line.state is LineState.ON_CALL
+    assert [leg for leg in nodes.b.dialled
+            if nodes.b.chans[leg].name.startswith("PJSIP/bob-desk")] == [line.leg]
+    await nodes.live_b.supervision.stop(live.call_id, sue)
+    # Node A hangs the leg between the nodes up; node B parks Bob's line again.
+    await until(lambda: nodes.a.hangup_reasons.get(out) or None)
+    await nodes.b._gone(into_b.id, {"soft": False, "cause": 16}, cause=16)
+    await until(lambda: lines_b.idle(sue.agent_id) or None)
+    await nodes.live_b.control.close_line(sue.agent_id, sue.sip_user)
+    await nodes.a.hang_up_phone(caller)
 
 
 async def test_off_duty_on_node_b_hangs_up_a_desk_line_node_a_holds(nodes: Nodes) -> None:
