@@ -477,9 +477,9 @@ async def _commands_from_node_b_on_node_a_s_call(
     """Cid, on node B's desk, talks to a caller on node A and transfers him to Bea (her
     desk on node A, her desk phone at the edge); then Cid, made a supervisor, takes the
     caller over from node B's board. Node B asks node A each time and answers with node
-    A's answer (a transfer to himself refused 409, as on one node); node A rings their
-    phones at the edge, and the caller hears each of them. Last, Cid's desk phone's open
-    line is opened from node A's desk, and going off duty on node B's desk hangs it up."""
+    A's answer (a transfer to himself refused 409, as on one node); node A rings Bea at
+    the edge and reaches Cid on his open line through node B, and the caller hears each
+    of them. Last, off duty on one node's desk hangs up his line held on the other."""
     started = time.monotonic()
     async with store.transaction() as tx:
         bea, cid = await tx.agents.by_login("bea"), await tx.agents.by_login("cid")
@@ -508,19 +508,30 @@ async def _commands_from_node_b_on_node_a_s_call(
                 why="the caller never heard Bea")
     await bea_phone.wait_hears(with_bea, "caller", after=since, timeout=10)
 
+    # Cid, made a supervisor, on duty with his desk phone's open line held on node B.
     async with store.transaction() as tx:
         await tx.agents.set_role(cid.id, AgentRole.SUPERVISOR)
+        await tx.agents.set_open_line(cid.id, True, actor="admin")
+    cid_phone.auto_answer = True
+    # (Duty is refused while his node reads the phone offline.)
+    await until(lambda: _phone_reads(layout, nodes, "desk-cid", "online"), 20, step=0.2,
+                why="the nodes never read Cid's phone online again")
+    for on_duty in (False, True):
+        assert (await cid_desk.post_json("/api/duty", {"on_duty": on_duty})).status == 200
+    line_b = await cid_phone.wait_call(10)
+    invites = cid_phone.invites
+    # He takes the caller over from node B's board: node A calls node B for him, and
+    # node B moves his line onto that leg (no INVITE at his phone, busy with the line).
     taken = await cid_desk.post_json(f"/api/supervisor/calls/{call.id}/take_over", {})
     assert taken.status == 200, await taken.text()
-    supervising = await cid_phone.wait_call(10)  # node A rang him at the edge
+    assert cid_phone.invites == invites
     async with asyncio.timeout(10):
         await with_bea.ended.wait()
     since = time.monotonic()
     await until(lambda: heard(world, call.caller_number, since, "agent"), 10, step=0.2,
                 why="the caller never heard Cid take over")
-    await cid_phone.wait_hears(supervising, "caller", after=since, timeout=10)
+    await cid_phone.wait_hears(line_b, "caller", after=since, timeout=10)
     async with store.transaction() as tx:
-        await tx.agents.set_role(cid.id, AgentRole.AGENT)
         audit = [(e.actor, e.action, e.detail.get("node")) for e in await tx.audit.recent()
                  if e.subject == f"call:{call.id}" and e.action in ("transfer", "take_over")]
     assert sorted(audit) == [("cid", "take_over", "node-a"), ("cid", "transfer", None)]
@@ -528,31 +539,29 @@ async def _commands_from_node_b_on_node_a_s_call(
     await until(lambda: all_ended(store, [call.id]), 15, why="the call never ended")
     [row] = await rows(store, [call.id])
     assert row.outcome is CallOutcome.COMPLETED_BY_AGENT
-    async with asyncio.timeout(10):
-        await supervising.ended.wait()
+    assert not line_b.ended.is_set()  # back in its holding bridge on node B
 
-    # Cid's desk phone's open line, opened from node A's desk; off duty on node B's.
-    async with store.transaction() as tx:
-        await tx.agents.set_open_line(cid.id, True, actor="admin")
-    cid_phone.auto_answer = True
-    await until(lambda: _phone_reads(layout, nodes, "desk-cid", "online"), 20, step=0.2,
-                why="the nodes never read Cid's phone online again")
+    # Off duty on node A's desk hangs up the line node B holds; on duty there, node A
+    # opens one, which off duty on node B's desk hangs up.
     cid_desk_a = Browser(nodes["node-a"].url)
     try:
         assert (await cid_desk_a.login("cid")).status == 303
-        for on_duty in (False, True):
-            assert (await cid_desk_a.post_json("/api/duty", {"on_duty": on_duty})).status == 200
+        assert (await cid_desk_a.post_json("/api/duty", {"on_duty": False})).status == 200
+        async with asyncio.timeout(10):
+            await line_b.ended.wait()
+        assert (await cid_desk_a.post_json("/api/duty", {"on_duty": True})).status == 200
     finally:
         await cid_desk_a.close()
-    line = await cid_phone.wait_call(10)
+    line_a = await cid_phone.wait_call(10)
     async with store.transaction() as tx:
         assert (await tx.agents.get(cid.id)).line_node == "node-a"
     assert (await cid_desk.post_json("/api/duty", {"on_duty": False})).status == 200
     async with asyncio.timeout(10):
-        await line.ended.wait()  # node A hung it up, asked by node B
+        await line_a.ended.wait()  # node A hung it up, asked by node B
     async with store.transaction() as tx:
         assert (await tx.agents.get(cid.id)).line_node is None
         await tx.agents.set_open_line(cid.id, False, actor="admin")
+        await tx.agents.set_role(cid.id, AgentRole.AGENT)
     cid_phone.auto_answer = False
     assert (await cid_desk.post_json("/api/duty", {"on_duty": True})).status == 200
     for name, node in nodes.items():
