@@ -4,23 +4,14 @@ the page, and the queue removed."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 from playwright.async_api import Page, expect
 
 from handoff.queues import Strategy
 from tests.e2e.test_history_recordings import sign_in
-from tests.tools_fixtures import ToolServed, serve_with_tools
+from tests.tools_fixtures import ToolServed
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[ToolServed]:
-    async for running in serve_with_tools(tmp_path):
-        yield running
 
 
 async def test_an_admin_adds_changes_and_removes_a_queue_on_the_page(

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from tests.dashboard_fixtures import Served, serve_dashboard
+from tests.dashboard_fixtures import Served
 from tests.e2e.conftest import CHROMIUM_ARGS
 from tests.e2e.test_dashboard_desk import sign_in
 from tests.faults import chromium_pid, frozen_tree
@@ -28,10 +27,8 @@ HEARTBEAT_S = 2.0
 
 
 @pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[Served]:
-    async for running in serve_dashboard(tmp_path,
-                                         options=DashboardOptions(heartbeat_s=HEARTBEAT_S)):
-        yield running
+def dashboard_options() -> DashboardOptions:
+    return DashboardOptions(heartbeat_s=HEARTBEAT_S)
 
 
 def alices_tabs(served: Served) -> int:

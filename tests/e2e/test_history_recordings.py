@@ -3,7 +3,6 @@ recording's waveform drawn on a canvas from the server's peaks."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -11,15 +10,9 @@ from playwright.async_api import Page, expect
 
 from handoff.calls import CallOutcome
 from tests.dashboard_fixtures import PASSWORD
-from tests.tools_fixtures import ToolServed, finished_call, serve_with_tools, write_wav
+from tests.tools_fixtures import ToolServed, finished_call, write_wav
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[ToolServed]:
-    async for running in serve_with_tools(tmp_path):
-        yield running
 
 
 async def sign_in(page: Page, site: ToolServed, login: str, then: str) -> None:

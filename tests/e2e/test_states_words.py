@@ -5,9 +5,7 @@ zone, phone examples of the site's country, and no red for what went well."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from playwright.async_api import Page, expect
@@ -21,9 +19,7 @@ from tests.dashboard_fixtures import (
     PASSWORD,
     Browser,
     Served,
-    cheap_passwords,
     offer_card,
-    serve_dashboard,
 )
 from tests.tools_fixtures import finished_call
 from web.dashboard import DashboardOptions
@@ -39,10 +35,8 @@ URGENT_RED = "rgb(198, 40, 40)"
 
 
 @pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[Served]:
-    options = DashboardOptions(passwords=cheap_passwords(), site=Site.of(ZONE, "gb"))
-    async for running in serve_dashboard(tmp_path, options=options):
-        yield running
+def dashboard_options() -> DashboardOptions:
+    return DashboardOptions(site=Site.of(ZONE, "gb"))
 
 
 async def sign_in(page: Page, site: Served, login: str, path: str = "/") -> None:

@@ -16,19 +16,13 @@ from playwright.async_api import Page, expect
 from handoff.assistants import EngineKind
 from handoff.queues import Strategy
 from tests.ai_api_fixtures import FakeCommands
-from tests.dashboard_fixtures import PASSWORD, Served, free_port, offer_card, serve_dashboard
+from tests.dashboard_fixtures import PASSWORD, Served, free_port, offer_card
 from web.ai_api import API_PREFIX, hash_control_token, new_control_token, setup_ai_api
 
 pytestmark = pytest.mark.e2e
 
 TOKEN = new_control_token()
 CLOCK = re.compile(r"^\d+:\d{2}$")
-
-
-@pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[Served]:
-    async for running in serve_dashboard(tmp_path):
-        yield running
 
 
 @pytest.fixture

@@ -4,30 +4,17 @@ a trunk's password never sent back."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pbx.trunk_status import TrunkState, TrunkStatus
 from tests.dashboard_fixtures import Browser, Browsers, signed_in
-from tests.tools_fixtures import ToolServed, serve_with_tools
+from tests.tools_fixtures import ToolServed
 
 ACME = {"name": "acme", "host": "sip.acme.example", "auth": "register", "username": "4420",
         "password": "s3cret-pass", "caller_id": "+15550100", "codecs": "ulaw,alaw",
         "patterns": "_NXXNXXXXXX", "allow_international": False, "allow_premium": False}
-
-
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[ToolServed]:
-    async for running in serve_with_tools(tmp_path):
-        yield running
-
-
-@pytest.fixture
-def site(served: ToolServed) -> ToolServed:
-    return served
 
 
 async def listed(browser: Browser) -> dict[str, dict[str, Any]]:

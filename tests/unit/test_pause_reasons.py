@@ -5,7 +5,6 @@ counted by reason; bad input refused with a reason and nothing written."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from handoff.metrics import SwitchboardMetrics
 from handoff.store import Store, create_store_engine
 from tests.dashboard_fixtures import Browser, Browsers, signed_in
 from tests.store_fixtures import FakeClock
-from tests.tools_fixtures import ToolServed, serve_with_tools
+from tests.tools_fixtures import ToolServed
 from tests.unit.test_store import new_agents
 from web.cli import main
 
@@ -133,17 +132,6 @@ async def test_agents_away_are_counted_by_reason(store: Store) -> None:
 
 
 # ---- the Admin API and the desk ----------------------------------------------------------
-
-
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[ToolServed]:
-    async for running in serve_with_tools(tmp_path):
-        yield running
-
-
-@pytest.fixture
-def site(served: ToolServed) -> ToolServed:
-    return served
 
 
 async def listed(browser: Browser) -> dict[str, bool]:
