@@ -15,9 +15,9 @@ from playwright.async_api import async_playwright, expect
 
 from tests.dashboard_fixtures import Served
 from tests.e2e.conftest import CHROMIUM_ARGS
-from tests.e2e.test_dashboard_desk import sign_in
 from tests.faults import chromium_pid, frozen_tree
 from tests.waiting import until
+from web.bench.softphone_rig import sign_in
 from web.dashboard import DASHBOARD, DashboardOptions
 
 pytestmark = pytest.mark.e2e
@@ -46,7 +46,7 @@ async def test_a_frozen_tab_is_dropped_by_the_heartbeat_and_resyncs_when_it_wake
             executable_path=str(chromium_path), args=[*CHROMIUM_ARGS, marker], headless=True)
         try:
             page = await (await browser.new_context()).new_page()
-            await sign_in(page, served, "alice")
+            await sign_in(page, served.origin, "alice")
             await until(lambda: alices_tabs(served) == 1)
             with frozen_tree(chromium_pid(marker)) as frozen:
                 await until(lambda: alices_tabs(served) == 0, within=3 * HEARTBEAT_S + 10,
