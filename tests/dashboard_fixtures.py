@@ -6,7 +6,7 @@ them from here.
 Fixtures (the unit and e2e conftests import them): `served`, the dashboard alone;
 `site` (tests.tools_fixtures), with its after-call, supervisor and admin tools;
 `dashboard_options`, which a test module overrides to serve either with other options;
-`browsers`, on whichever of the two the test uses."""
+`dashboard`, whichever of the two the test uses, and `browsers` on it."""
 
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ from web.proxies import real_client
 
 __all__ = [
     "PASSWORD", "PEOPLE", "Browser", "Browsers", "FakeCommands", "Served", "browsers",
-    "cheap_passwords", "dashboard_options", "free_port", "offer_card", "on_duty", "open_store",
-    "seed_people", "serve_dashboard", "served", "signed_in",
+    "cheap_passwords", "dashboard", "dashboard_options", "free_port", "offer_card", "on_duty",
+    "open_store", "seed_people", "serve_dashboard", "served", "signed_in",
 ]
 
 
@@ -105,11 +105,19 @@ Browsers = Callable[[], Browser]
 
 
 @pytest.fixture
-async def browsers(request: pytest.FixtureRequest) -> AsyncIterator[Browsers]:
-    """Open as many independent browser profiles as a test needs, on the dashboard it
-    uses (`site` where it asks for the tools, else `served`); all closed after."""
-    dashboard: Served = request.getfixturevalue(
+def dashboard(request: pytest.FixtureRequest) -> Served:
+    """The dashboard the test uses: `site` where it asks for the tools, else `served`.
+    A plain function: pytest-asyncio sets an async fixture up from here, never from
+    inside another one's running loop."""
+    running: Served = request.getfixturevalue(
         "site" if "site" in request.fixturenames else "served")
+    return running
+
+
+@pytest.fixture
+async def browsers(dashboard: Served) -> AsyncIterator[Browsers]:
+    """Open as many independent browser profiles as a test needs, on `dashboard`; all
+    closed after."""
     opened: list[Browser] = []
 
     def open_browser() -> Browser:
