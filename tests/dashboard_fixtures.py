@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -37,7 +38,7 @@ from web.dashboard.typedefs import SoftphoneSettings
 from web.proxies import real_client
 
 __all__ = [
-    "PASSWORD", "PEOPLE", "Browser", "Browsers", "FakeCommands", "Served", "browsers",
+    "PASSWORD", "PEOPLE", "Browser", "Browsers", "FakeCommands", "Served", "audit", "browsers",
     "cheap_passwords", "dashboard", "dashboard_options", "free_port", "offer_card", "on_duty",
     "open_store", "seed_people", "serve_dashboard", "served", "signed_in",
 ]
@@ -135,6 +136,13 @@ async def signed_in(browsers: Browsers, login: str) -> Browser:
     browser = browsers()
     assert (await browser.login(login)).status == 303
     return browser
+
+
+async def audit(browser: Browser) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """The audit log as the admin page reads it: (actor, action, subject, detail)."""
+    async with browser.http.get("/api/admin/audit") as response:
+        return [(e["actor"], e["action"], e["subject"], e["detail"])
+                for e in (await response.json())["events"]]
 
 
 async def on_duty(*agents: Browser) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from handoff.assistants import EngineKind
-from tests.dashboard_fixtures import Browser, Browsers, signed_in
+from tests.dashboard_fixtures import Browser, Browsers, audit, signed_in
 from tests.tools_fixtures import ToolServed
 from tests.unit.test_call_panel import connected_call
 
@@ -31,12 +31,6 @@ async def listed(browser: Browser) -> dict[str, dict[str, Any]]:
     async with browser.http.get("/api/admin/queues") as response:
         assert response.status == 200
         return {q["name"]: q for q in (await response.json())["queues"]}
-
-
-async def audit(browser: Browser) -> list[tuple[str, str, str, dict[str, Any]]]:
-    async with browser.http.get("/api/admin/audit") as response:
-        return [(e["actor"], e["action"], e["subject"], e["detail"])
-                for e in (await response.json())["events"]]
 
 
 async def test_an_admin_adds_changes_and_removes_a_queue_and_each_change_is_audited(
