@@ -366,6 +366,18 @@ class Settings:
                 or f"{scheme}://{self.server.host}:{self.server.port}")
 
     @property
+    def origin_not_the_edge_s(self) -> str:
+        """On a node whose edge serves the dashboards, why its origin (set by hand) is
+        wrong; empty when it is the edge's, or there is no such edge."""
+        edge = self.cluster.dashboards_origin
+        if not (self.cluster.node and edge) or self.origin == edge:
+            return ""
+        return (f"the edge serves the dashboards at {edge}, but this node's origin is "
+                f"{self.origin} (server.public_origin): desks opened at the edge would be "
+                "refused their live updates and every change; leave public_origin empty "
+                "on a node, or set it to the edge's")
+
+    @property
     def trusted_proxies(self) -> tuple[str, ...]:
         """server.trusted_proxies, and on a node whose edge serves the dashboards the
         edge's address: every agent's request comes from there."""

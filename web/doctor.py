@@ -139,14 +139,9 @@ async def _dashboards(settings: Settings, report: Report) -> dict[str, Any]:
     """The edge's HTTPS address in front of the nodes' dashboards: the origin agents open,
     which must be this node's (its WebSocket and forms are refused from any other), and
     which nodes the edge serves desks from, when its HAProxy is on this machine."""
-    origin = settings.cluster.dashboards_origin
-    found: dict[str, Any] = {"origin": origin}
-    if settings.cluster.node and settings.origin != origin:
-        report.problems.append(
-            f"the edge serves the dashboards at {origin}, but this node's origin is "
-            f"{settings.origin} (server.public_origin): desks opened at the edge would be "
-            "refused their live updates and every change; leave public_origin empty on a "
-            "node, or set it to the edge's")
+    found: dict[str, Any] = {"origin": settings.cluster.dashboards_origin}
+    if settings.origin_not_the_edge_s:
+        report.problems.append(settings.origin_not_the_edge_s)
     try:
         found["serving"] = await nodes_up(settings.dashboards())
         for name, up in found["serving"].items():

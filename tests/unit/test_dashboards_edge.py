@@ -5,6 +5,7 @@ units: test_systemd_units; HAProxy in front of real nodes: test_cluster_nodes.""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -155,3 +156,25 @@ def test_edge_dashboards_refused_exits_2_and_starts_nothing(
     err = capsys.readouterr().err
     assert "haproxy refuses" in err and "nowhere.invalid" in err
     assert not (tmp_path / "run" / dashboards_edge.STATS_SOCKET).exists()
+
+
+def findings(capsys: pytest.CaptureFixture[str], config: Path) -> list[tuple[str, str]]:
+    assert main(["--config", str(config), "config", "check", "--json"]) in (0, 1)
+    return [(f["severity"], f["message"]) for f in json.loads(capsys.readouterr().out)[
+        "findings"] if f["check"] == "cluster_dashboards"]
+
+
+def test_config_check_has_haproxy_check_the_edge_s_file_and_a_node_s_origin(
+    tmp_path: Path, certificates: Certificates, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The edge's machine: HAProxy accepts what `edge dashboards` would write.
+    assert findings(capsys, settings_file(tmp_path, node="",
+                                          cluster=with_certificate(certificates))) == []
+    # Without a certificate for it, it would not start.
+    [(severity, message)] = findings(capsys, settings_file(tmp_path, node=""))
+    assert severity == "error" and "cluster.edge_tls_cert" in message
+    # A node whose origin is set to another address than the edge's.
+    [(severity, message)] = findings(capsys, settings_file(
+        tmp_path, server='public_origin = "https://old.example.com"'))
+    assert severity == "warning" and "this node's origin is https://old.example.com" in message
+    assert findings(capsys, settings_file(tmp_path)) == []
