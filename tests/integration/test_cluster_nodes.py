@@ -567,7 +567,7 @@ async def _commands_from_node_b_on_node_a_s_call(
 
     # Off duty on node A's desk hangs up the line node B holds; on duty there, node A
     # opens one, which off duty on node B's desk hangs up.
-    cid_desk_a = Browser(nodes["node-a"].url)
+    cid_desk_a = Browser(nodes["node-a"].url, served_at=bea_desk_a.origin)  # the edge's
     try:
         assert (await cid_desk_a.login("cid")).status == 303
         assert (await cid_desk_a.post_json("/api/duty", {"on_duty": False})).status == 200
