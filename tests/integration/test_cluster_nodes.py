@@ -39,7 +39,7 @@ from typing import Any
 import pytest
 from playwright.async_api import BrowserContext, Page, async_playwright, expect
 
-from handoff.agents import EndpointKind
+from handoff.agents import AgentRole, EndpointKind
 from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.settings import ClusterNodeSettings, ClusterSettings, DatabaseSettings, Settings
@@ -274,6 +274,9 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         assert row.recording_path and row.recording_path.startswith(str(a.data))
         parties = recorded_parties(Path(row.recording_path))
         assert parties["caller"] > 10 and parties["agent"] > 10, parties
+        await _commands_from_node_b_on_node_a_s_call(
+            world, store, layout, nodes, cid_desk=cid_desk, bea_desk_a=bea_desk_a,
+            cid_phone=cid_phone, bea_phone=bea_phone)
 
         # Cid's desk phone with an open line, held on node B: Accept moves that line into
         # the node leg's bridge there, no new INVITE at his phone.
@@ -489,6 +492,106 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         await until(lambda: _quiet(layout, "node-b", b), 15,
                     why="a channel or bridge was left on node B")
         print(f"Dee's desk back on node B: {time.monotonic() - started:.1f} s")
+
+
+async def _commands_from_node_b_on_node_a_s_call(
+    world: World, store: Store, layout: Layout, nodes: dict[str, Product], *,
+    cid_desk: Browser, bea_desk_a: Browser, cid_phone: SipPhone, bea_phone: SipPhone,
+) -> None:
+    """Cid, on node B's desk, talks to a caller on node A and transfers him to Bea (her
+    desk on node A, her desk phone at the edge); then Cid, made a supervisor, takes the
+    caller over from node B's board. Node B asks node A each time and answers with node
+    A's answer (a transfer to himself refused 409, as on one node); node A rings Bea at
+    the edge and reaches Cid on his open line through node B, and the caller hears each
+    of them. Last, off duty on one node's desk hangs up his line held on the other."""
+    started = time.monotonic()
+    async with store.transaction() as tx:
+        bea, cid = await tx.agents.by_login("bea"), await tx.agents.by_login("cid")
+    assert bea is not None and cid is not None
+    call, card, _ = await _accepted_on_node_b(world, store, cid_desk)
+    with_cid = await cid_phone.wait_call(20)
+    await until(lambda: handoff_is(store, card, HandoffState.CONNECTED), 20, step=0.2,
+                why="Cid never talked to node A's caller")
+    panel = f"/api/calls/{call.id}"
+    refused = await cid_desk.post_json(f"{panel}/transfer", {"to_agent_id": cid.id})
+    assert (refused.status, (await refused.json())["error"]) == (409, "agent_not_available")
+    asked = await cid_desk.post_json(f"{panel}/transfer",
+                                     {"to_agent_id": bea.id, "note": "wants Bea"})
+    assert asked.status == 200, await asked.text()
+    transfer = int((await asked.json())["transfer"])
+    await until(lambda: _cards(bea_desk_a, {transfer}), 10, why="Bea's desk lacks the card")
+    accepted = await bea_desk_a.post_json(f"/api/handoffs/{transfer}/accept", {})
+    assert accepted.status == 200, await accepted.text()
+    with_bea = await bea_phone.wait_call(20)
+    await until(lambda: handoff_is(store, transfer, HandoffState.CONNECTED), 20, step=0.2,
+                why="the transfer to Bea never connected")
+    async with asyncio.timeout(10):
+        await with_cid.ended.wait()  # Cid's part is over: his leg through node B goes
+    since = time.monotonic()
+    await until(lambda: heard(world, call.caller_number, since, "agent"), 10, step=0.2,
+                why="the caller never heard Bea")
+    await bea_phone.wait_hears(with_bea, "caller", after=since, timeout=10)
+
+    # Cid, made a supervisor, on duty with his desk phone's open line held on node B.
+    async with store.transaction() as tx:
+        await tx.agents.set_role(cid.id, AgentRole.SUPERVISOR)
+        await tx.agents.set_open_line(cid.id, True, actor="admin")
+    cid_phone.auto_answer = True
+    # (Duty is refused while his node reads the phone offline.)
+    await until(lambda: _phone_reads(layout, nodes, "desk-cid", "online"), 20, step=0.2,
+                why="the nodes never read Cid's phone online again")
+    for on_duty in (False, True):
+        assert (await cid_desk.post_json("/api/duty", {"on_duty": on_duty})).status == 200
+    line_b = await cid_phone.wait_call(10)
+    invites = cid_phone.invites
+    # He takes the caller over from node B's board: node A calls node B for him, and
+    # node B moves his line onto that leg (no INVITE at his phone, busy with the line).
+    taken = await cid_desk.post_json(f"/api/supervisor/calls/{call.id}/take_over", {})
+    assert taken.status == 200, await taken.text()
+    assert cid_phone.invites == invites
+    async with asyncio.timeout(10):
+        await with_bea.ended.wait()
+    since = time.monotonic()
+    await until(lambda: heard(world, call.caller_number, since, "agent"), 10, step=0.2,
+                why="the caller never heard Cid take over")
+    await cid_phone.wait_hears(line_b, "caller", after=since, timeout=10)
+    async with store.transaction() as tx:
+        audit = [(e.actor, e.action, e.detail.get("node")) for e in await tx.audit.recent()
+                 if e.subject == f"call:{call.id}" and e.action in ("transfer", "take_over")]
+    assert sorted(audit) == [("cid", "take_over", "node-a"), ("cid", "transfer", None)]
+    await world.hang_up(call.caller_number)
+    await until(lambda: all_ended(store, [call.id]), 15, why="the call never ended")
+    [row] = await rows(store, [call.id])
+    assert row.outcome is CallOutcome.COMPLETED_BY_AGENT
+    assert not line_b.ended.is_set()  # back in its holding bridge on node B
+
+    # Off duty on node A's desk hangs up the line node B holds; on duty there, node A
+    # opens one, which off duty on node B's desk hangs up.
+    cid_desk_a = Browser(nodes["node-a"].url, served_at=bea_desk_a.origin)  # the edge's
+    try:
+        assert (await cid_desk_a.login("cid")).status == 303
+        assert (await cid_desk_a.post_json("/api/duty", {"on_duty": False})).status == 200
+        async with asyncio.timeout(10):
+            await line_b.ended.wait()
+        assert (await cid_desk_a.post_json("/api/duty", {"on_duty": True})).status == 200
+    finally:
+        await cid_desk_a.close()
+    line_a = await cid_phone.wait_call(10)
+    async with store.transaction() as tx:
+        assert (await tx.agents.get(cid.id)).line_node == "node-a"
+    assert (await cid_desk.post_json("/api/duty", {"on_duty": False})).status == 200
+    async with asyncio.timeout(10):
+        await line_a.ended.wait()  # node A hung it up, asked by node B
+    async with store.transaction() as tx:
+        assert (await tx.agents.get(cid.id)).line_node is None
+        await tx.agents.set_open_line(cid.id, False, actor="admin")
+        await tx.agents.set_role(cid.id, AgentRole.AGENT)
+    cid_phone.auto_answer = False
+    assert (await cid_desk.post_json("/api/duty", {"on_duty": True})).status == 200
+    for name, node in nodes.items():
+        await until(lambda n=name, p=node: _quiet(layout, n, p),  # type: ignore[misc]
+                    10, why=f"a channel or bridge was left on {name}")
+    print(f"\ncommands from node B on node A's call: {time.monotonic() - started:.1f} s")
 
 
 def _dashboards_at_the_edge(layout: Layout, https: int, dashboards: dict[str, int],
