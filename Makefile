@@ -14,9 +14,10 @@ APT_RUN := mmdebstrap ca-certificates espeak-ng
 # link cut or black-holed by nft inside that namespace).
 # docker-compose: `docker-compose config` validates docker-compose.yml (no engine runs).
 # kamailio: the cluster's SIP edge (its rendered configuration, the dispatch tests), with
-# its websocket and tls modules (browsers register to it over WSS).
+# its websocket and tls modules (browsers register to it over WSS); haproxy: the edge's
+# HTTPS in front of the nodes' dashboards.
 APT_TEST := postgresql chromium libnss3-tools iproute2 nftables openssl docker-compose kamailio \
-	kamailio-websocket-modules kamailio-tls-modules
+	kamailio-websocket-modules kamailio-tls-modules haproxy
 PYTEST_ARGS ?=
 
 .PHONY: run test setup setup-test lint typecheck screenshots clean

@@ -50,8 +50,9 @@ TRANSCRIPTS_TOPIC = "transcripts"
 # A leg's figures were recorded as it ended (LegQualityRecorded): the metrics listen.
 QUALITY_TOPIC = "quality"
 # One node of a cluster asks another (handoff.live.xnode): a card of a call the other
-# node holds was accepted here, or an agent here gave a command on such a call. Every
-# node's controller listens for those addressed to it; nobody else does.
+# node holds was accepted here, or a person here gave a command on such a call (and the
+# other node's reply). Every node's controller listens for those addressed to it;
+# nobody else does.
 NODES_TOPIC = "nodes"
 # Subscribing to it hears every topic (the metrics).
 ALL_TOPICS = "*"
@@ -102,7 +103,8 @@ class EventType(enum.StrEnum):
     OVERFLOW = "overflow"
     # On NODES_TOPIC.
     NODE_ACCEPTED = "node_accepted"
-    NODE_COMMAND = "node_command"
+    NODE_REQUEST = "node_request"
+    NODE_REPLY = "node_reply"
     # From the hub itself, on a shared topic: another node's events may have been missed
     # (EventHub.lost); subscribers read the store afresh.
     RESYNC = "resync"
@@ -175,14 +177,30 @@ class NodeAccepted(TypedEvent):
 
 
 @dataclass(frozen=True)
-class NodeCommand(TypedEvent):
-    """An agent on another node's desk gave a command (``return_to_ai``, ``end_call``)
-    on a call ``node`` holds: only that node's controller can move its legs."""
+class NodeRequest(TypedEvent):
+    """A person on ``sender``'s desk or board gave a command (``command``, with its
+    ``args``) that only ``node``'s controller can carry out: a call, or an open line, its
+    Asterisk holds. ``node`` answers with a :class:`NodeReply` of the same
+    ``request_id`` (handoff.live.node_requests)."""
 
-    kind: ClassVar[EventType] = EventType.NODE_COMMAND
+    kind: ClassVar[EventType] = EventType.NODE_REQUEST
     node: str
-    call_id: str
+    request_id: str
+    sender: str
     command: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NodeReply(TypedEvent):
+    """What ``node``'s request came to on the node that carried it out: its ``result``,
+    or the ``refusal`` it met there (the same refusal the asking desk answers with)."""
+
+    kind: ClassVar[EventType] = EventType.NODE_REPLY
+    node: str
+    request_id: str
+    result: Any = None
+    refusal: dict[str, Any] | None = None
 
 
 # A supervisor took the call over while its card was still on offer.

@@ -38,6 +38,7 @@ from handoff.settings_layers import SettingsError, _build, apply_layers
 from handoff.trunks import Trunk, TrunkAuth
 from pbx.asterisk_config import NodePeer, check_max_calls, check_rtp_range, default_max_calls
 from pbx.config_values import ConfigValueError, check_host, check_name, check_port, check_realm
+from pbx.dashboards_edge import DashboardsSpec, NodeDashboard
 from pbx.kamailio_config import EdgeNode, EdgePhone, EdgeSpec
 
 # routing.max_active_calls' default: see RoutingSettings.
@@ -221,6 +222,10 @@ class ClusterNodeSettings:
     name: str = "node"
     sip_host: str = "127.0.0.1"
     sip_port: int = 5060
+    # Its dashboard, as the edge reaches it (cluster.edge_https_port): its server.host
+    # and server.port; empty host: sip_host.
+    dashboard_host: str = ""
+    dashboard_port: int = 8080
 
 
 @dataclass(frozen=True)
@@ -254,6 +259,11 @@ class ClusterSettings:
     edge_wss_host: str = ""
     edge_tls_cert: str = ""
     edge_tls_key: str = ""
+    # Agents' dashboards at the edge too: HTTPS on this TCP port of edge_address (0:
+    # none; each agent opens a node's dashboard), with the WebSocket's certificate,
+    # HAProxy in front of every node's dashboard (pbx.dashboards_edge). Agents open
+    # https://edge_wss_host:edge_https_port, which is every node's origin then.
+    edge_https_port: int = 0
 
     @property
     def phones_edge(self) -> str:
@@ -272,6 +282,15 @@ class ClusterSettings:
             return ""
         host = self.edge_wss_host or self.edge_address
         return f"wss://{f'[{host}]' if ':' in host else host}:{self.edge_wss_port}"
+
+    @property
+    def dashboards_origin(self) -> str:
+        """The origin agents open their desk at when the edge serves the dashboards
+        (https://host:port, the host the certificate names); empty otherwise."""
+        if not self.edge_https_port:
+            return ""
+        host = self.edge_wss_host or self.edge_address
+        return f"https://{f'[{host}]' if ':' in host else host}:{self.edge_https_port}"
 
     def edge(self) -> EdgeSpec:
         return EdgeSpec(
@@ -338,9 +357,47 @@ class Settings:
 
     @property
     def origin(self) -> str:
+        """The origin agents' browsers open the dashboard at: server.public_origin, else on
+        a node whose edge serves the dashboards the edge's (they reach it through there),
+        else this listener's."""
         scheme = "https" if self.server.tls_cert else "http"
         return (self.server.public_origin.rstrip("/")
+                or (self.cluster.dashboards_origin if self.cluster.node else "")
                 or f"{scheme}://{self.server.host}:{self.server.port}")
+
+    @property
+    def origin_not_the_edge_s(self) -> str:
+        """On a node whose edge serves the dashboards, why its origin (set by hand) is
+        wrong; empty when it is the edge's, or there is no such edge."""
+        edge = self.cluster.dashboards_origin
+        if not (self.cluster.node and edge) or self.origin == edge:
+            return ""
+        return (f"the edge serves the dashboards at {edge}, but this node's origin is "
+                f"{self.origin} (server.public_origin): desks opened at the edge would be "
+                "refused their live updates and every change; leave public_origin empty "
+                "on a node, or set it to the edge's")
+
+    @property
+    def trusted_proxies(self) -> tuple[str, ...]:
+        """server.trusted_proxies, and on a node whose edge serves the dashboards the
+        edge's address: every agent's request comes from there."""
+        cluster = self.cluster
+        edge = (cluster.edge_address,) if cluster.node and cluster.edge_https_port else ()
+        return (*self.server.trusted_proxies,
+                *(p for p in edge if p not in self.server.trusted_proxies))
+
+    def dashboards(self) -> DashboardsSpec:
+        """HAProxy on the edge in front of every node's dashboard, with the edge's
+        certificate or else the dashboard's (as the browsers' WebSocket there)."""
+        cluster = self.cluster
+        cert, key = ((cluster.edge_tls_cert, cluster.edge_tls_key) if cluster.edge_tls_cert
+                     else (self.server.tls_cert, self.server.tls_key))
+        return DashboardsSpec(
+            cluster.edge_address, cluster.edge_https_port,
+            tuple(NodeDashboard(n.name, n.dashboard_host or n.sip_host, n.dashboard_port)
+                  for n in cluster.nodes),
+            tls_cert=cert, tls_key=key, config_dir=cluster.edge_config_dir,
+            run_dir=cluster.edge_run_dir)
 
     @property
     def local_url(self) -> str:
@@ -457,6 +514,8 @@ def validate(settings: Settings) -> None:
             names.add(trunk.name)
         if settings.cluster.nodes:
             settings.edge().validate()
+            if settings.cluster.edge_https_port:
+                _check_dashboards(settings.cluster, settings.dashboards())
         _check_node(settings.cluster)
         if settings.cluster.edge_wss_host:
             check_host("cluster.edge_wss_host", settings.cluster.edge_wss_host)
@@ -506,7 +565,8 @@ def validate(settings: Settings) -> None:
         except ValueError:
             raise SettingsError(f"server.trusted_proxies[{i}]: {proxy!r} is not an address "
                                 "or a network (192.0.2.10, 10.0.0.0/8, ::1)") from None
-    _check_origin(settings.server)
+    _check_origin(settings.server, settings.cluster.dashboards_origin
+                  if settings.cluster.node else "")
     url = settings.database.url
     if url and not url.startswith(("sqlite", "postgresql")):
         raise SettingsError(f"database.url: {url.split(':')[0]!r}: use sqlite or postgresql")
@@ -522,7 +582,16 @@ def check_origin(origin: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _check_origin(server: ServerSettings) -> None:
+def _check_dashboards(cluster: ClusterSettings, spec: DashboardsSpec) -> None:
+    spec.validate()
+    taken = {cluster.edge_port: "edge_port", cluster.edge_wss_port: "edge_wss_port"}
+    if spec.port in taken:
+        # On the edge's one address: one TCP port cannot be two listeners.
+        raise ConfigValueError("cluster.edge_https_port", f"{spec.port} is the edge's "
+                               f"{taken[spec.port]} too")
+
+
+def _check_origin(server: ServerSettings, edge_origin: str) -> None:
     """The dashboard accepts a WebSocket and a form only from its own origin (web.dashboard
     .guard), which is what agents' browsers send. Listening on every address, there is no
     one address to derive it from: browsers would send http://10.0.0.5:8080 and be
@@ -533,7 +602,8 @@ def _check_origin(server: ServerSettings) -> None:
             check_origin(origin)
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
-    elif server.host in ("0.0.0.0", "::", "[::]"):
+    elif server.host in ("0.0.0.0", "::", "[::]") and not edge_origin:
+        # (A node whose edge serves the dashboards has the edge's origin.)
         raise SettingsError(f"server.public_origin: required when server.host is "
                             f"{server.host!r}: the address agents' browsers open "
                             "(https://desk.example.com:8443); the dashboard refuses requests "

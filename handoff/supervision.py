@@ -32,6 +32,7 @@ from handoff.calls import CallEvent, CallState
 from handoff.events import CARDS_TOPIC, TAKEN_OVER, HandoffConnected, Withdrawn, assistant_topic
 from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
 from handoff.live import CallControl, LiveCall, add_when_in_stasis, call_key
+from handoff.live.xnode import agent_on
 from handoff.store.errors import NotFound
 from pbx.ari import AriError, AriNotFound
 
@@ -68,6 +69,9 @@ class Supervisor:
     agent_id: int
     login: str
     sip_user: str
+    # Another node of the cluster that holds their open line (asked from there): they are
+    # reached through it, on the node trunk, rather than at their phone.
+    via: str = ""
 
 
 @dataclass
@@ -87,6 +91,20 @@ class Session:
                 "mode": self.mode.value if self.mode else None}
 
 
+@dataclass
+class RemoteSession:
+    """A supervisor here on a call another node holds: the session is that node's."""
+
+    call_id: str
+    supervisor_id: int
+    node: str
+    mode: Mode | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"call_id": self.call_id, "supervisor_id": self.supervisor_id,
+                "mode": self.mode.value if self.mode else None, "node": self.node}
+
+
 class Supervision:
     def __init__(self, control: CallControl, *, ring_timeout_s: int = 30) -> None:
         self.control = control
@@ -101,6 +119,7 @@ class Supervision:
         # A lost event socket must not cost a supervisor the call they are listening to.
         control.leave_alone(self.owned)
         control.lines.on_parked(self._leg_parked)
+        self._serve_other_nodes()
 
     def owned(self) -> set[str]:
         """The supervisors' legs, snoops and bridges, and legs still ringing."""
@@ -111,11 +130,29 @@ class Supervision:
 
     # ---- commands --------------------------------------------------------------------
 
-    async def supervise(self, call_id: str, supervisor: Supervisor, mode: Mode) -> Session:
+    async def supervise(self, call_id: str, supervisor: Supervisor, mode: Mode
+                        ) -> Session | RemoteSession:
         """Start supervising `call_id` in `mode`, or switch an existing session's mode.
 
-        Raises NotFound (no such live call), SupervisionRefused, SupervisorUnreachable.
+        Raises NotFound (no such live call), SupervisionRefused, SupervisorUnreachable;
+        NodeUnanswered when another node holds the call and did not answer.
         """
+        node = await self.control.xnode.elsewhere(call_id)
+        if node is None:
+            return await self._supervise_here(call_id, supervisor, mode)
+        # Another node's call: that node rings the supervisor's phone (at the edge, which
+        # any node rings) and carries the mode out; its answer waits for their phone.
+        line_here = self.control.lines.idle(supervisor.agent_id)
+        done = await self.control.requests.ask(
+            node, "supervise", {"call_id": call_id, "mode": mode.value,
+                                "agent_id": supervisor.agent_id, "login": supervisor.login,
+                                "sip_user": supervisor.sip_user,
+                                "via": self.store.node if line_here else ""},
+            ringing_s=self.ring_timeout_s + 2)
+        return RemoteSession(call_id, supervisor.agent_id, node, Mode(done["mode"]))
+
+    async def _supervise_here(self, call_id: str, supervisor: Supervisor, mode: Mode
+                              ) -> Session:
         live = self._live(call_id)
         await self.control.settled(live)
         if mode is Mode.WHISPER and not (live.agent and live.connected):
@@ -141,7 +178,8 @@ class Supervision:
         async with self.store.transaction() as tx:
             await tx.audit.record(supervisor.login, mode.value, f"call:{call_id}",
                                   {"leg": session.leg, "caller": live.caller_number,
-                                   "agent_id": live.agent_id})
+                                   "agent_id": live.agent_id,
+                                   **({"node": self.store.node} if self.store.node else {})})
         log.info("call=%s supervisor=%s %s via %s", call_id, supervisor.login, mode.value,
                  session.leg)
         self.control.call_changed(call_id)  # the board and the supervisor's panel show it
@@ -149,9 +187,38 @@ class Supervision:
 
     async def stop(self, call_id: str, supervisor: Supervisor) -> None:
         session = self.sessions.get((call_id, supervisor.agent_id))
+        if session is None and (node := await self.control.xnode.elsewhere(call_id)):
+            await self.control.requests.ask(node, "stop_supervising", {
+                "call_id": call_id, "agent_id": supervisor.agent_id,
+                "login": supervisor.login, "sip_user": supervisor.sip_user})
+            return
         if session is None:
             raise NotFound("supervision", f"{call_id}/{supervisor.agent_id}")
         await self._end(session, "stopped by the supervisor")
+
+    def _serve_other_nodes(self) -> None:
+        """A supervisor on another node's board, on a call held here: carried out here as
+        if this node's board had asked (the audit names them, and this node)."""
+        def asking(args: dict[str, Any]) -> Supervisor:
+            return Supervisor(int(args["agent_id"]), str(args["login"]), str(args["sip_user"]),
+                              via=str(args.get("via") or ""))
+
+        async def supervise(args: dict[str, Any]) -> dict[str, Any]:
+            session = await self._supervise_here(str(args["call_id"]), asking(args),
+                                                 Mode(str(args["mode"])))
+            return session.to_json()
+
+        async def stop(args: dict[str, Any]) -> None:
+            session = self.sessions.get((str(args["call_id"]), int(args["agent_id"])))
+            if session is None:
+                raise NotFound("supervision", f"{args['call_id']}/{args['agent_id']}")
+            await self._end(session, "stopped by the supervisor")
+
+        requests = self.control.requests
+        requests.handle("supervise", supervise)
+        requests.handle("stop_supervising", stop)
+        # Unreachable is a refusal too (its error says which): rebuilt as the base.
+        requests.refuses("supervision_refused", SupervisionRefused, lambda e: [e.error, e.reason])
 
     def of_call(self, call_id: str) -> list[Session]:
         return [s for (cid, _), s in self.sessions.items() if cid == call_id]
@@ -191,8 +258,12 @@ class Supervision:
         self._ringing[leg] = answered
         try:
             await self.ari.bridges.create(bridge_id=bridge, type="mixing")
+            # Their open line on another node is reached through that node (their phone
+            # is busy with it); anyone else at their phone, wherever it registered.
+            endpoint = (agent_on(supervisor.via, supervisor.agent_id) if supervisor.via
+                        else self.control.phones.dial(supervisor.sip_user))
             await self.ari.channels.create(
-                self.control.phones.dial(supervisor.sip_user), self.control.app,
+                endpoint, self.control.app,
                 app_args=["supervisor", live.call_id], channel_id=leg, originator=live.caller,
             )
             await add_when_in_stasis(self.ari, bridge, leg)

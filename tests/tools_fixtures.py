@@ -1,5 +1,6 @@
 """The dashboard with its after-call, supervisor and admin tools, for unit and e2e tests:
-the real app and store, fakes for the controller's live services."""
+the real app and store, fakes for the controller's live services. The `site` fixture
+serves it (the unit and e2e conftests import it)."""
 
 from __future__ import annotations
 
@@ -10,25 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiohttp import web
+import pytest
 
 from handoff.calls import CallEvent, CallOutcome
-from handoff.events import EventHub
 from handoff.handoffs import HandoffEvent
 from handoff.store import NotFound, Store
 from handoff.supervision import Mode, SupervisionRefused, Supervisor
 from handoff.trunks import Trunk
 from pbx.trunk_status import TrunkStatus
-from tests.dashboard_fixtures import (
-    FakeCommands,
-    Served,
-    cheap_passwords,
-    free_port,
-    open_store,
-    seed_people,
-)
-from web.dashboard import DashboardOptions, setup_dashboard
-from web.dashboard.tools import Tools, setup_tools
+from tests.dashboard_fixtures import Served, serve_dashboard
+from web.dashboard import DashboardOptions
+from web.dashboard.tools import Tools
 
 
 @dataclass
@@ -112,14 +105,9 @@ SETTINGS_TRUNK = Trunk("carrier", "192.0.2.1", caller_id="+15550100",
                        patterns=("_NXXNXXXXXX",), source="settings")
 
 
-async def serve_with_tools(folder: Path) -> AsyncIterator[ToolServed]:
-    store = await open_store(folder)
-    passwords = cheap_passwords()
-    people = await seed_people(store, passwords)
-    events = EventHub()
-    commands = FakeCommands(events, store)
-    port = free_port()
-    origin = f"http://127.0.0.1:{port}"
+async def serve_with_tools(
+    folder: Path, *, options: DashboardOptions | None = None,
+) -> AsyncIterator[ToolServed]:
     recordings = folder / "recordings"
     recordings.mkdir()
     supervision, callbacks, test_calls = FakeSupervision(), FakeCallbacks(), []
@@ -133,25 +121,22 @@ async def serve_with_tools(folder: Path) -> AsyncIterator[ToolServed]:
     async def endpoints_changed() -> None:
         endpoint_reloads.append("reload")
 
-    app = web.Application()
-    setup_dashboard(app, store=store, hub=events, commands=commands, origin=origin,
-                    secure_cookies=False, options=DashboardOptions(passwords=passwords))
-    setup_tools(app, Tools(recordings=recordings, supervision=lambda: supervision,
-                           callbacks=lambda: callbacks, test_call=test_call,
-                           endpoints_changed=endpoints_changed,
-                           fixed_trunks=lambda: (SETTINGS_TRUNK,),
-                           trunk_statuses=lambda: trunk_statuses))
-    runner = web.AppRunner(app, shutdown_timeout=2.0)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield ToolServed(app, runner, origin, store, events, commands, people,
-                         recordings=recordings, supervision=supervision, callbacks=callbacks,
-                         test_calls=test_calls, endpoint_reloads=endpoint_reloads,
-                         trunk_statuses=trunk_statuses)
-    finally:
-        await runner.cleanup()
-        await store.engine.dispose()
+    tools = Tools(recordings=recordings, supervision=lambda: supervision,
+                  callbacks=lambda: callbacks, test_call=test_call,
+                  endpoints_changed=endpoints_changed, fixed_trunks=lambda: (SETTINGS_TRUNK,),
+                  trunk_statuses=lambda: trunk_statuses)
+    async for served in serve_dashboard(folder, options=options, tools=tools):
+        yield ToolServed(**vars(served), recordings=recordings, supervision=supervision,
+                         callbacks=callbacks, test_calls=test_calls,
+                         endpoint_reloads=endpoint_reloads, trunk_statuses=trunk_statuses)
+
+
+@pytest.fixture
+async def site(
+    tmp_path: Path, dashboard_options: DashboardOptions | None,
+) -> AsyncIterator[ToolServed]:
+    async for running in serve_with_tools(tmp_path, options=dashboard_options):
+        yield running
 
 
 async def finished_call(

@@ -403,7 +403,7 @@ def build_app(settings: Settings) -> web.Application:
                                    reopen_lines=services.controller.reopen_lines)
     services.controller.open_lines_setting = settings.desk.open_line
     app = web.Application(client_max_size=256 * 1024, middlewares=[
-        real_client(settings.server.trusted_proxies),
+        real_client(settings.trusted_proxies),
         while_starting(services.startup, frozenset({"/status", "/metrics"})),
     ])
     app[SERVICES] = services

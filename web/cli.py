@@ -24,19 +24,18 @@ from handoff.store import (
     create_store_engine,
     upgrade_to_head,
 )
-from pbx import kamailio_config, runtime
+from pbx import runtime
 from pbx.asterisk_config import Dirs, InboundRoute, InstanceSpec, render, write_files
 from pbx.config_values import ConfigValueError
-from pbx.edge import take_phones
 from web import (
     backup,
     cli_assistants,
+    cli_edge,
     cli_lists,
     cli_people,
     cli_queues,
     cli_trunks,
     doctor,
-    edge_run,
     install_check,
     systemd,
 )
@@ -44,7 +43,7 @@ from web.app import build_app
 from web.demo import DEMO_NUMBER, RECEPTIONIST, demo_caller_voice
 from web.external import Credentials, credentials, pbx_spec
 from web.services import SERVICES
-from web.telephony import DIRECTORY_CHECK_S, edge_phones, external_spec, fixed_trunks
+from web.telephony import DIRECTORY_CHECK_S, external_spec, fixed_trunks
 
 DEFAULT_CONFIG = Path("switchboard.toml")
 # Who the audit log names for a change made on the server's command line.
@@ -136,67 +135,20 @@ def cmd_config_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_config_edge(args: argparse.Namespace) -> int:
-    """Write Kamailio's files for the SIP edge in front of the cluster's nodes (with the
-    phones' accounts from the database: desk phones, and browsers when it has their
-    WebSocket), ask Kamailio whether it would load them when it is installed here, and
-    give a running edge here the accounts as they are."""
-    spec = _edge_spec(args)
-    out = Path(args.out or spec.config_dir)
-    kamailio_config.write_files(spec, out)
-    print(f"wrote {kamailio_config.CONFIG_FILE} and {kamailio_config.LIST_FILE} to {out} "
-          f"({len(spec.phones)} phones' accounts)")
-    try:
-        kamailio_config.check_syntax(out / kamailio_config.CONFIG_FILE)
-    except kamailio_config.KamailioUnavailable as exc:
-        print(f"not checked: {exc}")
-        return 0
-    except ValueError as exc:
-        print(f"switchboard: {exc}", file=sys.stderr)
-        return 1
-    print("kamailio -c accepts it")
-    if Path(spec.control_socket).exists():
-        try:
-            taken, removed = asyncio.run(take_phones(spec))
-        except kamailio_config.KamailioUnavailable as exc:
-            print(f"the running edge did not take the accounts: {exc}")
-        else:
-            print(f"the running edge took {taken} phones' accounts ({removed} removed)")
-    return 0
-
-
-def cmd_edge_run(args: argparse.Namespace) -> int:
-    """Run Kamailio as the cluster's SIP edge in the foreground until SIGTERM."""
-    return edge_run.main(_edge_spec(args))
-
-
-def _edge_spec(args: argparse.Namespace) -> kamailio_config.EdgeSpec:
-    """The edge the settings describe, with the phones' accounts from the database (the
-    browsers' too when it has their WebSocket)."""
-    settings = _settings(args)
-    if not settings.cluster.nodes:
-        raise SettingsError("cluster.nodes: no nodes, so no edge to render "
-                            "(add [[cluster.nodes]] tables)")
-    phones: list[kamailio_config.EdgePhone] = []
-
-    async def from_store(store: Store) -> int:
-        phones.extend(await edge_phones(store, browsers=bool(settings.cluster.edge_wss_port)))
-        return 0
-
-    asyncio.run(_on_store(settings, from_store))
-    return settings.edge(tuple(phones))
-
-
 def cmd_systemd_render(args: argparse.Namespace) -> int:
     try:
         systemd.refuse_secrets(args.set or [])
         build = systemd.build_edge_unit if args.edge else systemd.build_unit
-        unit = build(_settings(args), _config_file(args), args.set or [], args.user)
+        settings, config = _settings(args), _config_file(args)
+        units = [build(settings, config, args.set or [], args.user)]
+        dashboards = (systemd.build_dashboards_unit(settings, config, args.set or [],
+                                                    args.user) if args.edge else None)
     except systemd.UnitRefused as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 2
-    for path in systemd.write_units(unit, args.out):
-        print(f"wrote {path}")
+    for unit in [*units, *([dashboards] if dashboards else [])]:
+        for path in systemd.write_units(unit, args.out):
+            print(f"wrote {path}")
     return 0
 
 
@@ -471,16 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="also make Asterisk's state folders (database, spool, "
                             "logs) in DIR: asterisk.state_dir as this machine mounts it")
     render_cmd.set_defaults(func=cmd_config_render)
-    edge_cmd = config_sub.add_parser(
-        "edge", help="write Kamailio's files for the cluster's SIP edge ([cluster])")
-    edge_cmd.add_argument("--out", help="folder to write them to (default: "
-                          "cluster.edge_config_dir)")
-    edge_cmd.set_defaults(func=cmd_config_edge)
-    edge = sub.add_parser("edge", help="the cluster's SIP edge (Kamailio), on its machine")
-    edge_sub = edge.add_subparsers(dest="edge_command", required=True)
-    edge_sub.add_parser(
-        "run", help="render the edge's files and run Kamailio in the foreground, as its "
-        "own account, until SIGTERM").set_defaults(func=cmd_edge_run)
+    cli_edge.add_parsers(sub, config_sub, settings=_settings, on_store=_on_store)
     systemd.add_parser(sub).set_defaults(func=cmd_systemd_render)
     return parser
 

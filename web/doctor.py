@@ -20,6 +20,7 @@ from handoff.store.models import Node
 from handoff.store.transitions import utc_now
 from pbx import rootfs, runtime
 from pbx.ari import basic_auth_header
+from pbx.dashboards_edge import HaproxyUnavailable, nodes_up
 from pbx.edge import Edge, NodeState, registered_phones, sip_options
 from pbx.installation import redact_url
 from pbx.kamailio_config import KamailioUnavailable
@@ -129,7 +130,27 @@ async def examine_cluster(settings: Settings, report: Report) -> None:
         elif state is not None and not state.active:
             report.problems.append(f"the edge sends no calls to cluster node {node.name}: it "
                                    "missed the edge's OPTIONS")
+    if settings.cluster.edge_https_port:
+        edge["dashboards"] = await _dashboards(settings, report)
     report.cluster = {"edge": edge, "nodes": nodes}
+
+
+async def _dashboards(settings: Settings, report: Report) -> dict[str, Any]:
+    """The edge's HTTPS address in front of the nodes' dashboards: the origin agents open,
+    which must be this node's (its WebSocket and forms are refused from any other), and
+    which nodes the edge serves desks from, when its HAProxy is on this machine."""
+    found: dict[str, Any] = {"origin": settings.cluster.dashboards_origin}
+    if settings.origin_not_the_edge_s:
+        report.problems.append(settings.origin_not_the_edge_s)
+    try:
+        found["serving"] = await nodes_up(settings.dashboards())
+        for name, up in found["serving"].items():
+            if not up:
+                report.problems.append(f"the edge serves no desks from cluster node {name}: "
+                                       "its dashboard's /status does not answer 200")
+    except HaproxyUnavailable:
+        found["serving"] = None  # not running here (the edge is another machine)
+    return found
 
 
 async def node_leases(settings: Settings) -> dict[str, Node] | None:

@@ -1,12 +1,21 @@
-"""`switchboard edge run`: the cluster's SIP edge (Kamailio) as a service of its own
-machine, the way `switchboard run` serves a node with its embedded Asterisk.
+"""`switchboard edge run` and `switchboard edge dashboards`: the cluster's edge as
+services of its own machine, the way `switchboard run` serves a node with its embedded
+Asterisk.
 
-The edge is not started by `switchboard run`: it is the one machine carriers and desk
-phones reach, in front of every node, so it lives and dies apart from any node. This
-renders its files from the settings and the database (the desk phones' accounts), has
-Kamailio check them, runs it in the foreground as its own account with its log on our
-stderr (the service's journal), and stops it on SIGTERM or Ctrl-C. A Kamailio that dies
-by itself ends the command with status 1, so a service manager starts both again.
+The edge is not started by `switchboard run`: it is the one machine carriers, desk
+phones and agents' browsers reach, in front of every node, so it lives and dies apart
+from any node. `edge run` renders Kamailio's files from the settings and the database
+(the phones' accounts); `edge dashboards` renders HAProxy's (every node's dashboard
+behind the edge's HTTPS port). Each has its program check them, runs it in the
+foreground (Kamailio as its own account, HAProxy dropping root once it holds its port
+and certificate) with its log on our stderr (the service's journal), and stops it on
+SIGTERM or Ctrl-C. A program that dies by itself ends its command with status 1, so a
+service manager starts it again.
+
+Two commands and two units, not one: Kamailio keeps the phones' registrations in its
+memory, so restarting it for a dashboard proxy that crashed (or took a new
+certificate) would lose every phone until its next REGISTER; and restarting HAProxy
+closes every desk's WebSocket, which the phones' proxy has no reason to cause.
 """
 
 from __future__ import annotations
@@ -15,29 +24,53 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Protocol
 
+from pbx.dashboards_edge import DashboardsEdge, DashboardsSpec, HaproxyUnavailable
 from pbx.edge import Edge
 from pbx.kamailio_config import EdgeSpec, KamailioUnavailable
 
 log = logging.getLogger(__name__)
 
-# The exit status of an edge whose Kamailio refuses its rendered files: as a wrong
-# setting, starting again would only repeat it (the unit's RestartPreventExitStatus).
+# The exit status of an edge whose Kamailio (or HAProxy) refuses its rendered files: as
+# a wrong setting, starting again would only repeat it (the unit's
+# RestartPreventExitStatus).
 REFUSED = 2
-# No Kamailio to run (not installed, no account for it), or it would not start: as
-# `switchboard run` without an Asterisk.
+# No Kamailio (HAProxy) to run (not installed, no account for it), or it would not
+# start: as `switchboard run` without an Asterisk.
 UNAVAILABLE = 3
+
+
+class Program(Protocol):
+    """A program of the edge's, run in the foreground (pbx.edge.Edge,
+    pbx.dashboards_edge.DashboardsEdge)."""
+
+    process: asyncio.subprocess.Process | None
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 def main(spec: EdgeSpec) -> int:
     """`switchboard edge run`: its exit status, and why on stderr when it is not 0."""
+    return _main(lambda: serve(spec))
+
+
+def dashboards_main(spec: DashboardsSpec) -> int:
+    """`switchboard edge dashboards`: its exit status, and why on stderr when not 0."""
+    return _main(lambda: serve_dashboards(spec))
+
+
+def _main(serving: Callable[[], Coroutine[None, None, int]]) -> int:
     try:
-        return asyncio.run(serve(spec))
-    except KamailioUnavailable as exc:
+        return asyncio.run(serving())
+    except (KamailioUnavailable, HaproxyUnavailable) as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return UNAVAILABLE
-    except ValueError as exc:  # kamailio -c refuses the rendered files
+    except ValueError as exc:  # kamailio -c or haproxy -c refuses the rendered files
         print(f"switchboard: {exc}", file=sys.stderr)
         return REFUSED
     except OSError as exc:  # its folders: not writable here (not root?), not folders
@@ -50,19 +83,43 @@ async def serve(spec: EdgeSpec) -> int:
     Raises KamailioUnavailable (not installed, no account, did not start) and
     ValueError (``kamailio -c`` refuses the files)."""
     edge = Edge(spec, Path(spec.config_dir), to_stderr=True)
+
+    def banner(pid: int) -> str:
+        return (f"the SIP edge runs: kamailio pid={pid}, SIP {'/'.join(spec.transports)} "
+                f"on {spec.listen_address}:{spec.port}, {len(spec.nodes)} nodes, "
+                f"{len(spec.phones)} desk phones, control socket {spec.control_socket}")
+
+    # Carriers' calls and phones' registrations reach nothing once it is gone.
+    return await supervise(edge, "the SIP edge (kamailio)", banner)
+
+
+async def serve_dashboards(spec: DashboardsSpec) -> int:
+    """HAProxy in front of the nodes' dashboards until SIGTERM or SIGINT (0) or until it
+    exits by itself (1). Raises HaproxyUnavailable and ValueError (``haproxy -c``
+    refuses its file, or a setting is wrong: nothing is started)."""
+    proxy = DashboardsEdge(spec, Path(spec.config_dir), to_stderr=True)
+
+    def banner(pid: int) -> str:
+        return (f"the dashboards' proxy runs: haproxy pid={pid}, HTTPS on "
+                f"{spec.listen_address}:{spec.port}, {len(spec.nodes)} nodes' dashboards, "
+                f"stats socket {spec.stats_socket}")
+
+    return await supervise(proxy, "the dashboards' proxy (haproxy)", banner)
+
+
+async def supervise(program: Program, what: str, banner: Callable[[int], str]) -> int:
+    """Start ``program``, and run it until SIGTERM or SIGINT (0) or until it exits by
+    itself (1)."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT)
     for signum in signals:
         loop.add_signal_handler(signum, stopping.set)
     try:
-        await edge.start()
-        process = edge.process
+        await program.start()
+        process = program.process
         assert process is not None
-        log.info("the SIP edge runs: kamailio pid=%s, SIP %s on %s:%s, %d nodes, %d desk "
-                 "phones, control socket %s", process.pid, "/".join(spec.transports),
-                 spec.listen_address, spec.port, len(spec.nodes), len(spec.phones),
-                 spec.control_socket)
+        log.info("%s", banner(process.pid))
         exited = asyncio.ensure_future(process.wait())
         asked = asyncio.ensure_future(stopping.wait())
         await asyncio.wait((exited, asked), return_when=asyncio.FIRST_COMPLETED)
@@ -70,14 +127,13 @@ async def serve(spec: EdgeSpec) -> int:
             waiter.cancel()
         await asyncio.gather(exited, asked, return_exceptions=True)
         if not stopping.is_set():
-            # Carriers' calls and phones' registrations now reach nothing: say so, and
-            # exit for the service manager to start the edge again.
-            print(f"switchboard: the SIP edge (kamailio) exited by itself (status "
+            # Say so, and exit for the service manager to start it again.
+            print(f"switchboard: {what} exited by itself (status "
                   f"{process.returncode}): its log above says why", file=sys.stderr)
             return 1
-        log.info("stopping the SIP edge pid=%s", process.pid)
+        log.info("stopping %s pid=%s", what, process.pid)
         return 0
     finally:
-        await edge.stop()
+        await program.stop()
         for signum in signals:
             loop.remove_signal_handler(signum)

@@ -28,6 +28,7 @@ from handoff.settings import Settings
 from handoff.store import Store, create_store_engine, migrations, pending_migrations
 from handoff.store.models import Agent, Assistant
 from handoff.trunks import Trunk
+from pbx import dashboards_edge
 from pbx.asterisk_config import InboundRoute, InstanceSpec, SipAgent, render
 from pbx.config_values import ConfigValueError
 from pbx.installation import redact_url
@@ -208,6 +209,29 @@ def _cluster_edge(installation: Installation) -> Iterator[tuple[Severity, str]]:
             yield Severity.WARNING, f"the edge's files are not checked here: {exc}"
         except ValueError as exc:
             yield Severity.ERROR, str(exc)
+
+
+@check("cluster_dashboards")
+def _cluster_dashboards(installation: Installation) -> Iterator[tuple[Severity, str]]:
+    """With the agents' desks at the edge (cluster.edge_https_port): on a node, that its
+    origin is the edge's; on the edge's machine, HAProxy's own check of the files
+    `switchboard edge dashboards` would write (its certificate included)."""
+    settings = installation.settings
+    if not (settings.cluster.nodes and settings.cluster.edge_https_port):
+        return
+    if settings.cluster.node:
+        if settings.origin_not_the_edge_s:
+            yield Severity.WARNING, settings.origin_not_the_edge_s
+        return
+    with tempfile.TemporaryDirectory(prefix="switchboard-dashboards-") as folder:
+        spec = dataclasses.replace(settings.dashboards(), config_dir=folder, run_dir=folder)
+        try:
+            dashboards_edge.write_files(spec, Path(folder))
+            dashboards_edge.check_syntax(Path(folder) / dashboards_edge.CONFIG_FILE)
+        except dashboards_edge.HaproxyUnavailable as exc:
+            yield Severity.WARNING, f"the edge's dashboards' file is not checked here: {exc}"
+        except ValueError as exc:  # a certificate missing, or haproxy -c refused it
+            yield Severity.ERROR, f"the desks at the edge: {exc}"
 
 
 @check("agents_without_phones")

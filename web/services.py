@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from handoff.callback import Callbacks
 from handoff.events import EventHub
-from handoff.live import CallControl, LineBackoff, LineRefused
+from handoff.live import CallControl
 from handoff.nodes import NodeLease
 from handoff.receptionist import Receptionist
 from handoff.settings import Settings
@@ -31,12 +31,6 @@ from web.telephony import Telephony, sync_directory
 from web.trunk_watch import TrunkWatch
 
 log = logging.getLogger(__name__)
-
-# How long this node may take to read a phone registered to the cluster's edge: its next
-# qualify of it there (edge-aor in pjsip.conf.j2: every 5 s, 2 s to answer).
-EDGE_QUALIFY_S = 7.0
-EDGE_RETRY_S = 0.5
-
 
 @dataclass
 class Controller:
@@ -60,9 +54,6 @@ class Controller:
     through_edge: Callable[[str], bool] = lambda sip_user: False
     # desk.open_line, for the tabs (the controller refuses lines too when it is off).
     open_lines_setting: bool = True
-    # How many times each agent's line was closed: an opening retried for a phone at
-    # the edge stops once its agent's line was closed meanwhile.
-    _line_closes: dict[int, int] = field(default_factory=dict)
 
     # The AI control API's CallCommands, delegated to the call control once it exists.
     async def request_handoff(
@@ -125,29 +116,12 @@ class Controller:
 
     async def open_line(self, agent_id: int, sip_user: str, *, desk_phone: bool = False
                         ) -> str:
-        control = self._control()
-        if not (self.open_lines_setting and self.through_edge(sip_user)):
-            return await control.open_line(agent_id, sip_user, desk_phone=desk_phone)
-        # A browser's tab asks for its line as soon as its phone registered, which for a
-        # phone at the edge is before this node read it reachable there (its next
-        # qualify): Asterisk refuses to call it until then. Called again meanwhile, so
-        # the line is not refused (the tab's line off for the shift).
-        # A line closed meanwhile (the agent went off duty) is not asked for again, and
-        # a line in its back-off (LineBackoff) is the tab's to ask for later.
-        closes = self._line_closes.get(agent_id, 0)
-        for _ in range(int(EDGE_QUALIFY_S / EDGE_RETRY_S)):
-            try:
-                return await control.open_line(agent_id, sip_user, desk_phone=desk_phone)
-            except LineBackoff:
-                raise
-            except LineRefused:
-                await asyncio.sleep(EDGE_RETRY_S)
-            if self._line_closes.get(agent_id, 0) != closes:
-                raise LineRefused("the line was closed while it was being opened")
-        return await control.open_line(agent_id, sip_user, desk_phone=desk_phone)
+        # A phone at the cluster's edge is called at its address of record there
+        # (handoff.live.legs.Phones), not at the contact this node's qualify found: a
+        # tab asking just after it registered is called at once.
+        return await self._control().open_line(agent_id, sip_user, desk_phone=desk_phone)
 
     async def close_line(self, agent_id: int, sip_user: str) -> None:
-        self._line_closes[agent_id] = self._line_closes.get(agent_id, 0) + 1
         if self.control is not None:
             await self.control.close_line(agent_id, sip_user)
 

@@ -19,10 +19,13 @@ unprivileged. With an Asterisk binary of the host's or an external one, the unit
 as an unprivileged user (``--user``), with no capability at all (but one to bind a
 dashboard port below 1024), and so does the Asterisk it starts.
 
-The edge's unit, ``switchboard-edge.service``, runs Kamailio on the edge's machine.
+The edge's unit, ``switchboard-edge.service``, runs Kamailio on the edge's machine, and
+``switchboard-edge-dashboards.service`` HAProxy there when the edge serves the nodes'
+dashboards (cluster.edge_https_port); both come from ``--edge``.
 Root writes its files (readable by the ``kamailio`` group: they hold the desk phones'
 passwords) and hands it its run folder; Kamailio binds its port and drops to its own
-account. ``KillMode=mixed``: a stop signals the command alone, which stops Kamailio
+account (HAProxy reads its file and certificate, binds its port and drops to its own).
+``KillMode=mixed``: a stop signals the command alone, which stops Kamailio (HAProxy)
 and its children; anything of it still there after the stop timeout is killed.
 """
 
@@ -35,10 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from handoff.settings import Settings
-from pbx import kamailio_config, runtime
+from pbx import dashboards_edge, kamailio_config, runtime
 
 UNIT = "switchboard.service"
 EDGE_UNIT = "switchboard-edge.service"
+# HAProxy in front of the nodes' dashboards (cluster.edge_https_port), a unit of its own
+# beside Kamailio's: web.edge_run says why.
+DASHBOARDS_UNIT = "switchboard-edge-dashboards.service"
 # What the controller needs as root for the embedded Asterisk (see the module's doc);
 # CAP_KILL stops the Asterisk it re-attached to, which runs as another account;
 # CAP_SYS_NICE and CAP_SYS_RESOURCE let Asterisk raise its priority and file limits,
@@ -79,10 +85,21 @@ class Unit:
     # What it listens on (the dashboard, or the SIP edge): below 1024, it may bind it.
     server_port: int
     edge: bool = False  # the cluster's SIP edge (`switchboard edge run`), not a node
+    # The edge's dashboards' proxy (`switchboard edge dashboards`); edge is set too.
+    dashboards: bool = False
 
     @property
     def name(self) -> str:
-        return EDGE_UNIT if self.edge else UNIT
+        return DASHBOARDS_UNIT if self.dashboards else EDGE_UNIT if self.edge else UNIT
+
+    @property
+    def description(self) -> str:
+        if self.dashboards:
+            return ("Switchboard's dashboards at the edge: HAProxy in front of the cluster's "
+                    "nodes")
+        if self.edge:
+            return "Switchboard's SIP edge: Kamailio in front of the cluster's nodes"
+        return "Switchboard: calls answered by an AI and handed to people"
 
     def text(self) -> str:
         root = self.user == "root"
@@ -90,9 +107,7 @@ class Unit:
             "# Rendered by `switchboard systemd render`; render it again after moving the",
             "# clone or its virtual environment (README: Bare metal (systemd)).",
             "[Unit]",
-            ("Description=Switchboard's SIP edge: Kamailio in front of the cluster's nodes"
-             if self.edge else
-             "Description=Switchboard: calls answered by an AI and handed to people"),
+            f"Description={self.description}",
             "Wants=network-online.target",
             "After=network-online.target postgresql.service",
             # A setting that stops start-up does not fix itself: a few tries, then
@@ -112,8 +127,9 @@ class Unit:
             "ExecStart=" + " ".join(_quoted(arg) for arg in self.command),
             # A crashed controller comes back and re-attaches to its Asterisk and the
             # calls in it; only the controller gets the stop signal, and it stops Asterisk.
-            # The edge's command stops its Kamailio too; a crashed one leaves a Kamailio
-            # holding the SIP port, which the restart could not bind: systemd kills it.
+            # The edge's command stops its Kamailio (HAProxy) too; a crashed one leaves a
+            # Kamailio holding the SIP port (an HAProxy the HTTPS port), which the restart
+            # could not bind: systemd kills it.
             "KillMode=mixed" if self.edge else "KillMode=process",
             "Restart=always",
             "RestartSec=2",
@@ -198,6 +214,22 @@ def build_edge_unit(settings: Settings, config: Path | None, overrides: list[str
                 edge=True)
 
 
+def build_dashboards_unit(settings: Settings, config: Path | None, overrides: list[str],
+                          user: str) -> Unit | None:
+    """The unit running `switchboard edge dashboards`, when the edge serves the nodes'
+    dashboards (cluster.edge_https_port); None when it does not. As root, HAProxy takes
+    its port and certificate and drops to its own account."""
+    if not settings.cluster.edge_https_port:
+        return None
+    try:
+        dashboards_edge.find_binary()
+    except dashboards_edge.HaproxyUnavailable as exc:
+        raise UnitRefused(f"{exc}: the dashboards' unit at the edge runs it") from None
+    return Unit(command=[*_command(config, overrides), "edge", "dashboards"],
+                workdir=Path.cwd(), user=user, cache_dir=None,
+                server_port=settings.cluster.edge_https_port, edge=True, dashboards=True)
+
+
 def _command(config: Path | None, overrides: list[str]) -> list[str]:
     """`switchboard` with the settings file and the --set it was rendered with."""
     command = switchboard_command()
@@ -230,5 +262,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     render.add_argument(
         "--edge", action="store_true",
         help=f"write {EDGE_UNIT} instead, running `switchboard edge run` (the cluster's "
-        "SIP edge, on its own machine; as root, Kamailio drops to its own account)")
+        "SIP edge, on its own machine; as root, Kamailio drops to its own account), and "
+        f"with cluster.edge_https_port {DASHBOARDS_UNIT}, running `switchboard edge "
+        "dashboards` (HAProxy, which drops to its own account too)")
     return render

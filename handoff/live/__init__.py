@@ -23,6 +23,7 @@ from handoff.live.errors import (
     AgentNotAvailable,
     AgentUnreachable,
     CallStateConflict,
+    NodeUnanswered,
     OutOfHours,
     QueueNotAvailable,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "LineBackoff",
     "LineRefused",
     "LiveCall",
+    "NodeUnanswered",
     "OutOfHours",
     "Party",
     "QueueNotAvailable",

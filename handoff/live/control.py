@@ -36,6 +36,7 @@ from handoff.live.ai import AiLegs
 from handoff.live.announce import Announcements
 from handoff.live.call import LiveCall
 from handoff.live.engines import Engines
+from handoff.live.errors import NodeUnanswered
 from handoff.live.flow import Timing
 from handoff.live.legs import Phones
 from handoff.live.lifecycle import Lifecycle
@@ -43,6 +44,7 @@ from handoff.live.lines import Lines
 from handoff.live.media import Media
 from handoff.live.menu import Menus
 from handoff.live.move import Moves
+from handoff.live.node_requests import NodeRequests
 from handoff.live.offer import Offers
 from handoff.live.presence import Presence
 from handoff.live.quality import LegQualities
@@ -116,9 +118,12 @@ class CallControl:
         self.reconciler = Reconciler(self)
         self.router = Router(self)
         self.leave_alone(self.lines.owned)
-        # Handoffs across the nodes of a cluster (the caller here, the agent on another).
+        # Handoffs across the nodes of a cluster (the caller here, the agent on another),
+        # and the commands a person on another node's desk gives on a call held here.
         self.xnode = NodeLegs(self)
         self.router.on_stasis("xnode", self.xnode.arrived)
+        self.requests = NodeRequests(hub, store.node or "", self.spawn, self.timing)
+        self._serve_other_nodes()
         if store.node:
             self.spawn(self.xnode.listen(), "other nodes' requests")
 
@@ -173,23 +178,55 @@ class CallControl:
         await self.moves.accept(handoff_id, agent_id)
 
     async def transfer(self, call_id: str, from_agent: int, to_agent: int, note: str) -> int:
+        if (node := await self.xnode.elsewhere(call_id)) is not None:
+            return int(await self.requests.ask(node, "transfer", {
+                "call_id": call_id, "from_agent": from_agent, "to_agent": to_agent,
+                "note": note}))
         return await self.transfers.start(call_id, from_agent, to_agent, note)
 
     async def transfer_to_queue(self, call_id: str, from_agent: int, queue_id: int,
                                 note: str) -> int:
         """Hand the caller to a queue's members (QueueNotAvailable when none can come)."""
+        if (node := await self.xnode.elsewhere(call_id)) is not None:
+            return int(await self.requests.ask(node, "transfer", {
+                "call_id": call_id, "from_agent": from_agent, "to_queue": queue_id,
+                "note": note}))
         return await self.transfers.start(call_id, from_agent, None, note, to_queue=queue_id)
 
     async def return_to_ai(self, call_id: str) -> None:
-        if call_id not in self.calls and await self.xnode.relay(call_id, "return_to_ai"):
-            return  # another node's call (an agent here on it): that node carries it out
+        if (node := await self.xnode.elsewhere(call_id)) is not None:
+            # Another node's call (an agent here on it): that node carries it out.
+            await self.requests.ask(node, "return_to_ai", {"call_id": call_id})
+            return
         await self.moves.return_to_ai(call_id)
 
     async def end_call(self, call_id: str, outcome: CallOutcome | None = None) -> None:
-        if call_id not in self.calls and outcome is None \
-                and await self.xnode.relay(call_id, "end_call"):
+        if outcome is None and (node := await self.xnode.elsewhere(call_id)) is not None:
+            await self.requests.ask(node, "end_call", {"call_id": call_id})
             return
         await self.lifecycle.end(call_id, outcome)
+
+    def _serve_other_nodes(self) -> None:
+        """What another node's desk may ask of this one: the same commands on a call held
+        here (never relayed on: this node holds it or says why not), and an open line's
+        end for an agent gone off duty there."""
+        def call_of(args: dict[str, Any]) -> str:
+            return str(args["call_id"])
+
+        async def transfer(args: dict[str, Any]) -> int:
+            to_agent, to_queue = args.get("to_agent"), args.get("to_queue")
+            return await self.transfers.start(
+                call_of(args), int(args["from_agent"]),
+                None if to_agent is None else int(to_agent), str(args.get("note", "")),
+                to_queue=None if to_queue is None else int(to_queue))
+
+        async def close_line(args: dict[str, Any]) -> None:
+            await self.lines.close(int(args["agent_id"]), str(args["sip_user"]))
+
+        self.requests.handle("return_to_ai", lambda a: self.moves.return_to_ai(call_of(a)))
+        self.requests.handle("end_call", lambda a: self.lifecycle.end(call_of(a)))
+        self.requests.handle("transfer", transfer)
+        self.requests.handle("close_line", close_line)
 
     async def settled(self, live: LiveCall) -> None:
         await self.moves.settled(live)
@@ -214,6 +251,21 @@ class CallControl:
 
     async def close_line(self, agent_id: int, sip_user: str) -> None:
         await self.lines.close(agent_id, sip_user)
+        if not self.store.node:
+            return
+        async with self.store.transaction() as tx:
+            held_on = (await tx.agents.get(agent_id)).line_node
+        if held_on and held_on != self.store.node:
+            # A desk phone's line held on another node (opened from a desk there, or
+            # called again by a survivor): only that node's Asterisk can hang it up.
+            try:
+                await self.requests.ask(held_on, "close_line",
+                                        {"agent_id": agent_id, "sip_user": sip_user})
+            except NodeUnanswered as exc:
+                # Off duty stands: no card reaches an agent off duty, and a lost node's
+                # lines end with it (handoff.nodes).
+                log.warning("agent=%s: the open line on %s was not hung up: %s",
+                            agent_id, held_on, exc)
 
     def wrap_up(self, agent_id: int | None) -> None:
         self.presence.wrap_up(agent_id)

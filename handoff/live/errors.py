@@ -12,6 +12,7 @@ class CallStateConflict(Exception):
         super().__init__(f"call {call_id} is {state.value}: {what}")
         self.call_id = call_id
         self.state = state
+        self.what = what
 
 
 class OutOfHours(Exception):
@@ -31,6 +32,7 @@ class AgentUnreachable(Exception):
     def __init__(self, agent_id: int, why: str) -> None:
         super().__init__(f"agent {agent_id} could not be reached: {why}")
         self.agent_id = agent_id
+        self.why = why
 
 
 class AgentNotAvailable(Exception):
@@ -48,4 +50,14 @@ class QueueNotAvailable(Exception):
     def __init__(self, queue: str, why: str) -> None:
         super().__init__(f"queue {queue}: {why}")
         self.queue = queue
+        self.why = why
+
+
+class NodeUnanswered(Exception):
+    """Another node of the cluster holds what the command is about (the call, the open
+    line) and did not answer in time, or could not carry it out."""
+
+    def __init__(self, node: str, why: str) -> None:
+        super().__init__(f"node {node} {why}")
+        self.node = node
         self.why = why

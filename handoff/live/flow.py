@@ -65,6 +65,11 @@ class Timing:
     # The longest voicemail a caller may leave before the call is ended for them. The
     # product sets it from desk.voicemail_max_s.
     voicemail_max_s: float = 120.0
+    # How long a desk waits for another node of a cluster to answer a command on a call
+    # it holds (handoff.live.node_requests), and how often the request is sent again
+    # meanwhile (a NOTIFY lost in a blip of the link is never sent again by PostgreSQL).
+    node_reply_s: float = 4.0
+    node_resend_s: float = 1.0
 
 
 class Flow:

@@ -123,6 +123,7 @@ class LineBackoff(LineRefused):
     def __init__(self, agent_id: int, retry_after_s: float) -> None:
         super().__init__(f"the last lines to agent {agent_id} carried no audio: "
                          f"the next one in {retry_after_s:.1f} s")
+        self.agent_id = agent_id
         self.retry_after_s = retry_after_s
 
 
@@ -381,6 +382,12 @@ class Lines(Flow):
             await destroy(self.ari, line.bridge)
             log.info("agent=%s: line %s is down (%s, cause %s)", line.agent_id, leg,
                      line.state, cause)
+            if line.desk_phone and self.store.node:
+                # No node holds it now (its handset put down, its network gone): a
+                # survivor of this node must not call it again, nor an off duty
+                # elsewhere ask this node for it. Called again, it is held again (open).
+                async with self.store.transaction() as tx:
+                    await tx.agents.drop_line(line.agent_id, self.store.node)
             if not line.heard and line.sip_user in self._wanted:
                 # It never carried audio (not answered, or answered deaf): the next
                 # waits, longer after each such line in a row.

@@ -13,7 +13,7 @@ import logging
 from handoff.assistants import Moment, accept_timeout_s
 from handoff.calls import CallEvent, CallState
 from handoff.events import CARDS_TOPIC, Offered, Taken, Withdrawn
-from handoff.handoffs import FailureReason, HandoffEvent
+from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
 from handoff.live.call import LiveCall, Transfer
 from handoff.live.errors import (
     AgentNotAvailable,
@@ -106,11 +106,10 @@ class Transfers(Flow):
                     if line is not None:
                         # The colleague's open line joins the call bridge: already up,
                         # so the switch completes at once (see complete).
+                        await self.ari.bridges.add_channel(live.bridge, line)
                         leg = line
-                        await self.ari.bridges.add_channel(live.bridge, leg)
                     else:
-                        leg = await self.ctl.moves.create_agent_leg(live, agent.sip_user)
-                        await self.ctl.moves.dial_agent(live, leg, agent_id)
+                        leg = await self._ring(live, agent_id, agent.sip_user)
                 except AriError as exc:
                     if line is not None:
                         self.ctl.lines.put_back(line)
@@ -122,6 +121,43 @@ class Transfers(Flow):
             self.ctl.spawn(self.complete(live), f"transfer call={live.call_id}")
         self.hub.publish(CARDS_TOPIC, Taken(handoff_id, agent_id))
         self.ctl.call_changed(live.call_id)
+
+    async def won_elsewhere(self, live: LiveCall, handoff_id: int, agent_id: int,
+                            endpoint: str) -> None:
+        """The colleague won the transfer's card on another node's desk (that node judged
+        the race and said so: handoff.live.xnode): their leg rings here as on an accept
+        here, dialling ``endpoint`` (that node, on its trunk, for their line or phone)."""
+        async with live.lock:
+            transfer = live.transfer
+            if transfer is None or transfer.handoff_id != handoff_id or transfer.leg \
+                    or live.ending:
+                # Cancelled meanwhile (the first agent left, the caller hung up): the
+                # card's end was written then; the colleague is free again.
+                log.info("call=%s: transfer %s won elsewhere after it was called off",
+                         live.call_id, handoff_id)
+                return
+            try:
+                leg = await self._ring(live, agent_id, endpoint)
+            except AriError as exc:
+                log.warning("call=%s: transfer %s to agent %s could not ring: %s",
+                            live.call_id, handoff_id, agent_id, exc)
+                live.transfer = None
+                async with self.store.transaction() as tx:
+                    await tx.handoffs.apply(handoff_id, HandoffEvent.FAIL,
+                                            failure_reason=FailureReason.AGENT_LEG_FAILED)
+                self.ctl.call_changed(live.call_id)
+                return  # the first agent keeps the caller, as when a phone does not answer
+            transfer.leg, transfer.to_agent = leg, agent_id
+            async with self.store.transaction() as tx:
+                await tx.handoffs.apply(handoff_id, HandoffEvent.DIAL_AGENT,
+                                        agent_channel_id=leg)
+        self.ctl.call_changed(live.call_id)
+
+    async def _ring(self, live: LiveCall, agent_id: int, endpoint: str) -> str:
+        """The colleague's leg, new in the call bridge and ringing (lock held)."""
+        leg = await self.ctl.moves.create_agent_leg(live, endpoint)
+        await self.ctl.moves.dial_agent(live, leg, agent_id)
+        return leg
 
     async def complete(self, live: LiveCall) -> None:
         """The colleague answered: their leg takes the call, the first agent's leaves
@@ -174,8 +210,10 @@ class Transfers(Flow):
             transfer = live.transfer
             if transfer is None or transfer.handoff_id != handoff_id or transfer.leg:
                 return
-            live.transfer = None
             async with self.store.transaction() as tx:
+                if (await tx.handoffs.get(handoff_id)).state is not HandoffState.OFFERED:
+                    return  # won on another node's desk, its leg not rung here yet
+                live.transfer = None
                 await tx.handoffs.apply(handoff_id, HandoffEvent.TIME_OUT)
         self.hub.publish(CARDS_TOPIC, Withdrawn(handoff_id, FailureReason.TIMEOUT))
         self.ctl.call_changed(live.call_id)

@@ -21,9 +21,10 @@ hung up with a cause A reads as it reads a phone's (RFC 3326 Reason in the BYE):
 clearing when the agent put the phone down (the call ends as the agent's), a failure
 when the agent's leg vanished (the caller goes back to the AI and is offered again).
 
-A command an agent gives on B's desk for a call on A (return to AI, end the call) goes
-to A the same way (:class:`NodeCommand`); its outcome is recorded by A, on the call's
-own row.
+A command a person gives on B's desk or board for a call on A (return to AI, end the
+call, transfer, supervision) goes to A the same way, and A's answer comes back
+(handoff.live.node_requests); its outcome is recorded by A, on the call's own row. A
+transfer's card won on B is A's to ring as any other card won there.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from handoff.calls import CallState
-from handoff.events import CARDS_TOPIC, NODES_TOPIC, EventType, NodeAccepted, NodeCommand, Taken
+from handoff.events import CARDS_TOPIC, NODES_TOPIC, EventType, NodeAccepted, Taken
 from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
 from handoff.live.errors import CallStateConflict
 from handoff.live.flow import Flow
 from handoff.live.legs import SEP, add_when_in_stasis, destroy, hang_up
 from handoff.live.routing import phone_hung_up
 from handoff.store.errors import NotFound
+from handoff.store.models import Agent
 from pbx.ari import AriError
 from pbx.ari.resources import HangupReason
 from pbx.asterisk_config import NodePeer
@@ -55,13 +57,23 @@ log = logging.getLogger(__name__)
 # anything else a failure.
 _UNANSWERED: dict[int, HangupReason] = {17: "busy", 18: "no_answer", 19: "no_answer",
                                         21: "rejected"}
-COMMANDS = ("return_to_ai", "end_call")
 _BEING_ACCEPTED = frozenset({HandoffState.ACCEPTED, HandoffState.CONNECTING})
 
 
 def peer_endpoint(node: str) -> str:
     """The PJSIP endpoint of the trunk to ``node`` (pbx.asterisk_config.NodePeer)."""
     return NodePeer(node, "127.0.0.1").endpoint
+
+
+# A node leg's number is a handoff's id, or, starting with this (ids have no leading
+# zero), an agent's: a supervisor reached on the node that holds their open line.
+AGENT_NUMBER = "0"
+
+
+def agent_on(node: str, agent_id: int) -> str:
+    """The endpoint that reaches an agent through ``node``: their open line there, or
+    else their phone, rung by that node."""
+    return f"PJSIP/{AGENT_NUMBER}{agent_id}@{peer_endpoint(node)}"
 
 
 @dataclass
@@ -124,22 +136,19 @@ class NodeLegs(Flow):
         log.info("call=%s (node %s): agent %s accepted on node %s; reached via %s",
                  call.id, call.node, agent_id, self.node, via)
 
-    async def relay(self, call_id: str, command: str) -> bool:
-        """A command on a call not live here: sent to the node that holds it (True), or
-        False when no other node holds it open (the caller's NotFound stands)."""
-        if not self.node:
-            return False
+    async def elsewhere(self, call_id: str) -> str | None:
+        """The other node that holds ``call_id`` open, if one does (None: the call is
+        this node's, ended, or unknown, and the command's own refusal stands)."""
+        if not self.node or call_id in self.ctl.calls:
+            return None
         try:
             async with self.store.transaction() as tx:
                 call = await tx.calls.get(call_id)
         except NotFound:
-            return False
+            return None
         if not call.node or call.node == self.node or call.state is CallState.ENDED:
-            return False
-        self.hub.publish(NODES_TOPIC, NodeCommand(call.node, call_id, command))
-        log.info("call=%s: %s sent to node %s, which holds the call", call_id, command,
-                 call.node)
-        return True
+            return None
+        return call.node
 
     # ---- the caller's node: what another node asks ----------------------------------------
 
@@ -157,10 +166,8 @@ class NodeLegs(Flow):
                     self.ctl.spawn(self._call_agent(int(event["handoff_id"]),
                                                     int(event["agent_id"]), str(event["via"])),
                                    f"node leg handoff={event['handoff_id']}")
-                elif event.get("type") == EventType.NODE_COMMAND \
-                        and event.get("command") in COMMANDS:
-                    self.ctl.spawn(self._command(str(event["call_id"]), str(event["command"])),
-                                   f"{event['command']} call={event['call_id']}")
+                elif event.get("type") in (EventType.NODE_REQUEST, EventType.NODE_REPLY):
+                    self.ctl.requests.heard(event)
 
     async def _missed(self) -> None:
         """This node's link to the others was down: a card of a call here may have been
@@ -180,27 +187,45 @@ class NodeLegs(Flow):
             log.warning("call=%s: handoff %s was accepted on another node while this one "
                         "was not listening; offered again", live.call_id, handoff_id)
             self.ctl.spawn(self.ctl.offers.reoffer(live, handoff_id), f"reoffer {handoff_id}")
-
-    async def _command(self, call_id: str, command: str) -> None:
-        if command == "return_to_ai":
-            await self.ctl.return_to_ai(call_id)
-        else:
-            await self.ctl.end_call(call_id)
+        for live in list(self.ctl.calls.values()):
+            # A transfer's card won meanwhile, as a card: the first agent keeps the caller
+            # (as when the colleague's phone does not answer), the colleague is free.
+            async with live.lock:
+                transfer = live.transfer
+                if transfer is None or transfer.leg or live.ending:
+                    continue
+                async with self.store.transaction() as tx:
+                    handoff = await tx.handoffs.get(transfer.handoff_id)
+                    if handoff.state is not HandoffState.ACCEPTED:
+                        continue
+                    await tx.handoffs.apply(handoff.id, HandoffEvent.FAIL,
+                                            failure_reason=FailureReason.AGENT_LEG_FAILED)
+                live.transfer = None
+            log.warning("call=%s: transfer %s was accepted on another node while this one "
+                        "was not listening; the first agent keeps the caller", live.call_id,
+                        handoff.id)
+            self.ctl.call_changed(live.call_id)
 
     async def _call_agent(self, handoff_id: int, agent_id: int, via: str) -> None:
         """The card of a call here was won on node ``via``: the agent's leg rings as on
         an accept here, through that node (or, reachable nowhere else, their phone)."""
+        moving = next((c for c in self.ctl.calls.values()
+                       if c.transfer is not None and c.transfer.handoff_id == handoff_id), None)
+        if moving is not None:
+            # A colleague won a transfer's card there: their leg rings as the transfer's.
+            await self.ctl.transfers.won_elsewhere(moving, handoff_id, agent_id,
+                                                   await self._endpoint(handoff_id, agent_id, via))
+            return
         live = next((c for c in self.ctl.calls.values() if c.handoff_id == handoff_id), None)
         if live is None:
             return  # the call ended meanwhile: its end closed the handoff
+        endpoint = await self._endpoint(handoff_id, agent_id, via)
         async with live.lock:
             if live.ending or live.agent is not None or live.handoff_id != handoff_id:
                 return
             async with self.store.transaction() as tx:
                 if (await tx.handoffs.get(handoff_id)).state is not HandoffState.ACCEPTED:
                     return  # failed meanwhile (this node missed the word: _missed)
-                endpoint = (f"{handoff_id}@{peer_endpoint(via)}" if via != self.node
-                            else (await tx.agents.get(agent_id)).sip_user)
             try:
                 leg = await self.ctl.moves.create_agent_leg(live, endpoint)
                 await self.ctl.moves.dial_agent(live, leg, agent_id)
@@ -220,24 +245,30 @@ class NodeLegs(Flow):
                 await tx.calls.set_legs(live.call_id, agent_channel_id=leg)
             await self.ctl.offers.unstage(live)
 
+    async def _endpoint(self, handoff_id: int, agent_id: int, via: str) -> str:
+        """What this node dials for an agent who won ``handoff_id`` on node ``via``: that
+        node, on its trunk (the number is the handoff), or, reachable nowhere else,
+        their phone."""
+        if via != self.node:
+            return f"{handoff_id}@{peer_endpoint(via)}"
+        async with self.store.transaction() as tx:
+            return (await tx.agents.get(agent_id)).sip_user
+
     # ---- the agent's node: the node leg arrives ---------------------------------------------
 
     async def arrived(self, channel: Mapping[str, Any], args: list[str]) -> None:
-        """``xnode <handoff id>``: the caller's node calls for the agent who won it here."""
+        """``xnode <handoff id>``: the caller's node calls for the agent who won it here;
+        ``xnode 0<agent id>``: for a supervisor whose open line is here."""
         leg = str(channel["id"])
-        try:
-            async with self.store.transaction() as tx:
-                handoff = await tx.handoffs.get(int(args[0]))
-                agent = await tx.agents.get(handoff.accepted_by or 0)
-        except (IndexError, ValueError, NotFound):
-            handoff = None
-        if handoff is None or handoff.state not in _BEING_ACCEPTED:
+        target = await self._target(args)
+        if target is None:
             # A stale or unknown handoff (the caller gone, the card failed meanwhile):
             # nobody's phone rings for it.
             log.warning("node leg %s for %s: no handoff being accepted", leg, args)
             await hang_up(self.ari, leg, "unallocated")
             return
-        node = NodeLeg(handoff.id, agent.id, leg, f"{leg}{SEP}bridge")
+        handoff_id, agent = target
+        node = NodeLeg(handoff_id, agent.id, leg, f"{leg}{SEP}bridge")
         self._legs[leg] = node
         try:
             # Media through B's own RTP stack (not native_rtp between the node leg and
@@ -264,13 +295,28 @@ class NodeLegs(Flow):
                                              timeout=self.timing.ring_timeout_s)
         except AriError as exc:
             log.warning("handoff=%s: node leg %s could not reach agent %s: %s",
-                        handoff.id, leg, agent.id, exc)
+                        handoff_id, leg, agent.id, exc)
             if node.line:
                 self.ctl.lines.put_back(node.agent)
             await self._let_go(node, "failure")
             return
-        log.info("handoff=%s: node leg %s to agent %s via %s", handoff.id, leg, agent.id,
+        log.info("handoff=%s: node leg %s to agent %s via %s", handoff_id, leg, agent.id,
                  "their open line" if node.line else "their phone")
+
+    async def _target(self, args: list[str]) -> tuple[int, Agent] | None:
+        """Whom a node leg is for: the handoff being accepted (0: a supervisor's leg)
+        and the agent; None for a handoff no longer being accepted, or nobody."""
+        number = args[0] if args else ""
+        try:
+            async with self.store.transaction() as tx:
+                if number.startswith(AGENT_NUMBER):
+                    return 0, await tx.agents.get(int(number))
+                handoff = await tx.handoffs.get(int(number))
+                if handoff.state not in _BEING_ACCEPTED:
+                    return None
+                return handoff.id, await tx.agents.get(handoff.accepted_by or 0)
+        except (ValueError, NotFound):
+            return None
 
     async def _answer(self, node: NodeLeg) -> None:
         node.answered = True

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
-from tests.dashboard_fixtures import browsers, served
+from tests.dashboard_fixtures import browsers, dashboard, dashboard_options, served
+from tests.tools_fixtures import site
 
-__all__ = ["browsers", "served"]
+__all__ = ["browsers", "dashboard", "dashboard_options", "served", "site"]
 
 CHROMIUM = Path(os.environ.get("SWITCHBOARD_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [

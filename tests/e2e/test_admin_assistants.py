@@ -9,8 +9,8 @@ from playwright.async_api import Dialog, Page, expect
 
 from handoff.assistants import FallbackKind
 from tests.dashboard_fixtures import Served
-from tests.e2e.test_dashboard_desk import sign_in
 from web.ai_api import hash_control_token
+from web.bench.softphone_rig import sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -29,8 +29,7 @@ def _shown_token(text: str) -> str:
 async def test_an_admin_creates_an_assistant_rotates_its_token_and_disables_it(
     page: Page, served: Served,
 ) -> None:
-    await sign_in(page, served, "ada")
-    await page.goto(f"{served.origin}/admin")
+    await sign_in(page, served.origin, "ada", path="/admin")
     form = page.locator("#new-assistant")
     await form.locator("input[name=name]").fill("sales")
     await form.locator("input[name=numbers]").fill("2100 _21XX")
@@ -63,8 +62,7 @@ async def test_an_admin_creates_an_assistant_rotates_its_token_and_disables_it(
 
 
 async def test_an_admin_writes_restricted_topics_one_a_line(page: Page, served: Served) -> None:
-    await sign_in(page, served, "ada")
-    await page.goto(f"{served.origin}/admin")
+    await sign_in(page, served.origin, "ada", path="/admin")
     form = page.locator("#new-assistant")
     await form.locator("input[name=name]").fill("sales")
     await form.locator("input[name=engine]").fill("builtin")
@@ -91,8 +89,7 @@ async def test_an_admin_writes_restricted_topics_one_a_line(page: Page, served: 
 async def test_an_admin_writes_business_hours_and_holidays_one_a_line(
     page: Page, served: Served,
 ) -> None:
-    await sign_in(page, served, "ada")
-    await page.goto(f"{served.origin}/admin")
+    await sign_in(page, served.origin, "ada", path="/admin")
     form = page.locator("#new-assistant")
     await form.locator("input[name=name]").fill("sales")
     await form.locator("input[name=engine]").fill("builtin")
@@ -119,8 +116,7 @@ async def test_an_admin_writes_business_hours_and_holidays_one_a_line(
 
 
 async def test_an_admin_writes_a_dtmf_menu_one_key_a_line(page: Page, served: Served) -> None:
-    await sign_in(page, served, "ada")
-    await page.goto(f"{served.origin}/admin")
+    await sign_in(page, served.origin, "ada", path="/admin")
     form = page.locator("#new-assistant")
     for name in ("sales", "front"):
         await form.locator("input[name=name]").fill(name)
@@ -146,8 +142,7 @@ async def test_an_admin_writes_a_dtmf_menu_one_key_a_line(page: Page, served: Se
 async def test_an_admin_writes_announcements_one_moment_a_line(
     page: Page, served: Served,
 ) -> None:
-    await sign_in(page, served, "ada")
-    await page.goto(f"{served.origin}/admin")
+    await sign_in(page, served.origin, "ada", path="/admin")
     form = page.locator("#new-assistant")
     await form.locator("input[name=name]").fill("sales")
     await form.locator("input[name=engine]").fill("builtin")
@@ -167,8 +162,7 @@ async def test_an_admin_writes_announcements_one_moment_a_line(
 
 
 async def test_an_admin_chooses_a_voicemail_as_the_fallback(page: Page, served: Served) -> None:
-    await sign_in(page, served, "ada")
-    await page.goto(f"{served.origin}/admin")
+    await sign_in(page, served.origin, "ada", path="/admin")
     form = page.locator("#new-assistant")
     await form.locator("input[name=name]").fill("sales")
     await form.locator("input[name=engine]").fill("builtin")

@@ -4,29 +4,20 @@ pattern refused with the server's reason on the page."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 from playwright.async_api import BrowserContext, Page, expect
 
 from pbx.trunk_status import TrunkState, TrunkStatus
-from tests.e2e.test_history_recordings import sign_in
-from tests.tools_fixtures import ToolServed, serve_with_tools
+from tests.tools_fixtures import ToolServed
+from web.bench.softphone_rig import sign_in
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[ToolServed]:
-    async for running in serve_with_tools(tmp_path):
-        yield running
 
 
 async def test_an_admin_adds_a_registering_trunk_and_sees_its_status(
     page: Page, site: ToolServed,
 ) -> None:
-    await sign_in(page, site, "ada", "/admin")
+    await sign_in(page, site.origin, "ada", path="/admin")
     rows = page.locator("#trunks tbody tr")
     await expect(rows).to_have_count(1)
     await expect(rows.first).to_contain_text("carrier (settings)")
@@ -66,7 +57,7 @@ async def test_an_admin_adds_a_registering_trunk_and_sees_its_status(
 
 async def test_the_admin_sections_are_one_click_away(page: Page, site: ToolServed) -> None:
     await page.set_viewport_size({"width": 1280, "height": 800})
-    await sign_in(page, site, "ada", "/admin")
+    await sign_in(page, site.origin, "ada", path="/admin")
     sections = page.get_by_role("navigation", name="Admin sections")
     trunks = page.get_by_role("heading", name="Trunks")
     await expect(trunks).not_to_be_in_viewport()
@@ -87,8 +78,8 @@ async def test_an_admin_renames_a_person_and_hands_out_a_new_password(
     assert hers is not None
     try:
         alice = await hers.new_page()
-        await sign_in(alice, site, "alice", "/")
-        await sign_in(page, site, "ada", "/admin")
+        await sign_in(alice, site.origin, "alice", path="/")
+        await sign_in(page, site.origin, "ada", path="/admin")
         name = page.get_by_label("Name of alice")
         await name.fill("Alice Martin")
         await name.press("Enter")

@@ -20,27 +20,18 @@ from handoff.events import CARDS_TOPIC, CallEnded, Taken, Withdrawn
 from handoff.handoffs import HandoffEvent, handoff_priority
 from tests.dashboard_fixtures import PASSWORD, Served, free_port, offer_card
 from tests.waiting import until
+from web.bench.softphone_rig import sign_in
 from web.dashboard import DASHBOARD
 from web.dashboard.hub import CloseCode
 
 pytestmark = pytest.mark.e2e
 
 
-async def sign_in(page: Page, served: Served, login: str) -> None:
-    await page.goto(f"{served.origin}/")
-    await expect(page).to_have_url(f"{served.origin}/login?next=/")
-    await page.fill("#login", login)
-    await page.fill("#password", PASSWORD)
-    await page.click("button[type=submit]")
-    await expect(page).to_have_url(f"{served.origin}/")
-    await expect(page.locator("body")).to_have_attribute("data-live", "yes")
-
-
 async def test_an_agent_goes_on_duty_sees_a_card_accepts_it_and_a_taken_card_vanishes(
     page: Page, served: Served, screenshots: Path,
 ) -> None:
     alice, bob = served.people["alice"], served.people["bob"]
-    await sign_in(page, served, "alice")
+    await sign_in(page, served.origin, "alice")
 
     await page.check("#duty")
     await expect(page.locator("body")).to_have_attribute("data-on-duty", "yes")
@@ -81,7 +72,7 @@ LOST_MS = 5000
 
 
 async def on_duty(page: Page, served: Served, login: str) -> None:
-    await sign_in(page, served, login)
+    await sign_in(page, served.origin, login)
     await page.check("#duty")
     await expect(page.locator("body")).to_have_attribute("data-on-duty", "yes")
 
@@ -260,7 +251,7 @@ async def test_the_browser_cannot_use_the_desk_signed_out_from_another_site_or_w
     await page.goto(f"{served.origin}/login")
     assert await page.evaluate(SOCKET_PROBE, socket_url) == "refused"  # signed out
 
-    await sign_in(page, served, "alice")
+    await sign_in(page, served.origin, "alice")
     assert await page.evaluate(SOCKET_PROBE, socket_url) == "opened"  # the genuine page
     # The dashboard's own page, signed in, but a request without the CSRF token.
     status = await page.evaluate("""async () => (await fetch("/api/duty", {
@@ -281,13 +272,13 @@ async def test_the_browser_cannot_use_the_desk_signed_out_from_another_site_or_w
 
 
 async def test_an_agent_opening_the_admin_page_gets_403(page: Page, served: Served) -> None:
-    await sign_in(page, served, "alice")
+    await sign_in(page, served.origin, "alice")
     response = await page.goto(f"{served.origin}/admin")
     assert response is not None and response.status == 403
 
 
 async def test_a_caller_name_made_of_markup_is_shown_as_text(page: Page, served: Served) -> None:
-    await sign_in(page, served, "alice")
+    await sign_in(page, served.origin, "alice")
     evil = '<img src=x onerror="window.pwned=1">'
     handoff = await offer_card(served.store, served.events, caller_name=evil)
     card = page.locator(f'li.card[data-handoff-id="{handoff.id}"]')
@@ -297,7 +288,7 @@ async def test_a_caller_name_made_of_markup_is_shown_as_text(page: Page, served:
 
 
 async def test_the_page_catches_up_after_its_socket_drops(page: Page, served: Served) -> None:
-    await sign_in(page, served, "alice")
+    await sign_in(page, served.origin, "alice")
     # Her tab is dropped as a too-slow one would be; the page reconnects with since=.
     served.app[DASHBOARD].hub.drop_agent(served.people["alice"].id, CloseCode.RESYNC, "test")
     await expect(page.locator("body")).to_have_attribute("data-live", "no")
@@ -360,7 +351,7 @@ async def test_the_presence_menu_off_duty_says_why_it_refuses_and_offline_goes_o
     page: Page, served: Served,
 ) -> None:
     alice = served.people["alice"]
-    await sign_in(page, served, "alice")
+    await sign_in(page, served.origin, "alice")
     presence = page.locator("#presence")
     await presence.select_option("away")
     await expect(page.locator("#notice")).to_have_text("Go on duty before choosing a presence.")

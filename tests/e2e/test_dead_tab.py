@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from tests.dashboard_fixtures import Served, serve_dashboard
+from tests.dashboard_fixtures import Served
 from tests.e2e.conftest import CHROMIUM_ARGS
-from tests.e2e.test_dashboard_desk import sign_in
 from tests.faults import chromium_pid, frozen_tree
 from tests.waiting import until
+from web.bench.softphone_rig import sign_in
 from web.dashboard import DASHBOARD, DashboardOptions
 
 pytestmark = pytest.mark.e2e
@@ -28,10 +27,8 @@ HEARTBEAT_S = 2.0
 
 
 @pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[Served]:
-    async for running in serve_dashboard(tmp_path,
-                                         options=DashboardOptions(heartbeat_s=HEARTBEAT_S)):
-        yield running
+def dashboard_options() -> DashboardOptions:
+    return DashboardOptions(heartbeat_s=HEARTBEAT_S)
 
 
 def alices_tabs(served: Served) -> int:
@@ -49,7 +46,7 @@ async def test_a_frozen_tab_is_dropped_by_the_heartbeat_and_resyncs_when_it_wake
             executable_path=str(chromium_path), args=[*CHROMIUM_ARGS, marker], headless=True)
         try:
             page = await (await browser.new_context()).new_page()
-            await sign_in(page, served, "alice")
+            await sign_in(page, served.origin, "alice")
             await until(lambda: alices_tabs(served) == 1)
             with frozen_tree(chromium_pid(marker)) as frozen:
                 await until(lambda: alices_tabs(served) == 0, within=3 * HEARTBEAT_S + 10,

@@ -3,31 +3,16 @@ recording's waveform drawn on a canvas from the server's peaks."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Page, expect
 
 from handoff.calls import CallOutcome
-from tests.dashboard_fixtures import PASSWORD
-from tests.tools_fixtures import ToolServed, finished_call, serve_with_tools, write_wav
+from tests.tools_fixtures import ToolServed, finished_call, write_wav
+from web.bench.softphone_rig import sign_in
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[ToolServed]:
-    async for running in serve_with_tools(tmp_path):
-        yield running
-
-
-async def sign_in(page: Page, site: ToolServed, login: str, then: str) -> None:
-    await page.goto(f"{site.origin}{then}")
-    await page.fill("#login", login)
-    await page.fill("#password", PASSWORD)
-    await page.click("button[type=submit]")
-    await expect(page).to_have_url(f"{site.origin}{then}")
 
 
 async def test_history_filters_and_a_recording_plays_with_its_waveform(
@@ -40,7 +25,7 @@ async def test_history_filters_and_a_recording_plays_with_its_waveform(
     await finished_call(site.store, number="+44700900123",
                         outcome=CallOutcome.CALLBACK_REQUESTED)
     await finished_call(site.store, number="+33600000001", agent_id=site.people["bob"].id)
-    await sign_in(page, site, "sam", "/history")
+    await sign_in(page, site.origin, "sam", path="/history")
 
     rows = page.locator("table.calls tbody tr")
     await expect(rows).to_have_count(3)
@@ -79,7 +64,7 @@ async def test_an_agent_marks_a_conversation_resolved_from_the_contact_page(
     number = "+33611223344"
     await finished_call(site.store, number=number, agent_id=site.people["alice"].id,
                         outcome=CallOutcome.ABANDONED)
-    await sign_in(page, site, "alice", f"/contacts/{number}")
+    await sign_in(page, site.origin, "alice", path=f"/contacts/{number}")
     state = page.locator("#conversation-state")
     await expect(state).to_have_text("open")
     await page.click("#resolve")

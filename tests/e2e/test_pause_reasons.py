@@ -14,9 +14,8 @@ from handoff.agents import Presence
 from handoff.events import AGENTS_TOPIC, AgentChanged
 from handoff.handoffs import HandoffEvent
 from tests.dashboard_fixtures import Served
-from tests.e2e.test_dashboard_desk import sign_in
-from tests.e2e.test_states_words import sign_in as sign_in_at
 from tests.unit.test_call_panel import connected_call
+from web.bench.softphone_rig import sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -29,10 +28,10 @@ async def test_an_agent_chooses_a_pause_reason_on_the_desk_and_the_admin_table_s
         await tx.pause_reasons.add("Training", productive=True)
     alice = served.people["alice"]
     admin_page = await page.context.browser.new_page()  # type: ignore[union-attr]
-    await sign_in_at(admin_page, served, "ada", "/admin")
+    await sign_in(admin_page, served.origin, "ada", path="/admin")
     table_state = admin_page.locator(f'#agents tr[data-agent="{alice.id}"] td.agent-state')
 
-    await sign_in(page, served, "alice")
+    await sign_in(page, served.origin, "alice")
     await page.check("#duty")
     presence = page.locator("#presence")
     await expect(presence).to_have_value("available")
@@ -60,7 +59,7 @@ async def test_an_agent_chooses_a_pause_reason_on_the_desk_and_the_admin_table_s
 async def test_an_admin_adds_and_removes_pause_reasons_on_the_page(
     page: Page, served: Served,
 ) -> None:
-    await sign_in_at(page, served, "ada", "/admin")
+    await sign_in(page, served.origin, "ada", path="/admin")
     form = page.locator("#new-pause-reason")
     await form.locator("[name=name]").fill("Formation")
     await form.locator("[name=productive]").select_option("true")
@@ -98,7 +97,7 @@ async def test_an_agent_in_wrap_up_picks_the_disposition_of_their_last_call_on_t
         await tx.dispositions.add("Complaint")
     handoff = await connected_call(served, "alice")
     alice = served.people["alice"]
-    await sign_in(page, served, "alice")
+    await sign_in(page, served.origin, "alice")
     await page.check("#duty")
     # On duty for the server too before the wrap-up is set: a duty change still on its
     # way would land after it and make her available.

@@ -5,9 +5,7 @@ zone, phone examples of the site's country, and no red for what went well."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from playwright.async_api import Page, expect
@@ -18,14 +16,12 @@ from handoff.events import AGENTS_TOPIC, CARDS_TOPIC, AgentChanged, CallEnded, T
 from handoff.handoffs import HandoffEvent
 from handoff.store.transitions import utc_now
 from tests.dashboard_fixtures import (
-    PASSWORD,
     Browser,
     Served,
-    cheap_passwords,
     offer_card,
-    serve_dashboard,
 )
 from tests.tools_fixtures import finished_call
+from web.bench.softphone_rig import sign_in
 from web.dashboard import DashboardOptions
 from web.dashboard.words import Site
 
@@ -39,19 +35,8 @@ URGENT_RED = "rgb(198, 40, 40)"
 
 
 @pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[Served]:
-    options = DashboardOptions(passwords=cheap_passwords(), site=Site.of(ZONE, "gb"))
-    async for running in serve_dashboard(tmp_path, options=options):
-        yield running
-
-
-async def sign_in(page: Page, site: Served, login: str, path: str = "/") -> None:
-    await page.goto(f"{site.origin}{path}")
-    await page.fill("#login", login)
-    await page.fill("#password", PASSWORD)
-    await page.click("button[type=submit]")
-    await expect(page).to_have_url(f"{site.origin}{path}")
-    await expect(page.locator("body")).to_have_attribute("data-live", "yes")
+def dashboard_options() -> DashboardOptions:
+    return DashboardOptions(site=Site.of(ZONE, "gb"))
 
 
 async def agent_browser(site: Served, login: str) -> Browser:
@@ -63,7 +48,7 @@ async def agent_browser(site: Served, login: str) -> Browser:
 async def test_the_admin_table_shows_an_agent_on_a_call_live_and_counts_down_wrap_up(
     page: Page, site: Served,
 ) -> None:
-    await sign_in(page, site, "ada", "/admin")
+    await sign_in(page, site.origin, "ada", path="/admin")
     alice_id = site.people["alice"].id
     state = page.locator(f'#agents tr[data-agent="{alice_id}"] td.agent-state')
     await expect(state).to_have_text("Off duty")
@@ -113,7 +98,7 @@ async def test_the_admin_table_shows_an_agent_on_a_call_live_and_counts_down_wra
 async def test_someone_who_takes_no_calls_gets_no_duty_switch(page: Page, site: Served) -> None:
     async with site.store.transaction() as tx:
         await tx.agents.set_takes_calls(site.people["sam"].id, False, actor="ada")
-    await sign_in(page, site, "sam", "/supervisor")
+    await sign_in(page, site.origin, "sam", path="/supervisor")
     await expect(page.locator("#duty")).to_have_count(0)
     await expect(page.locator("#presence")).to_have_count(0)
     await expect(page.locator(".topbar .who")).to_have_text("Sam (Supervisor)")
@@ -123,7 +108,7 @@ async def test_a_greyed_out_whisper_says_why_and_the_board_speaks_words(
     page: Page, site: Served,
 ) -> None:
     handoff = await offer_card(site.store, site.events, caller_name="Jeanne Martin")
-    await sign_in(page, site, "sam", "/supervisor")
+    await sign_in(page, site.origin, "sam", path="/supervisor")
     row = page.locator(f'#live-calls tr[data-call="{handoff.call_id}"]')
     await expect(row).to_contain_text("Waiting for a person")
     whisper = row.get_by_role("button", name="Whisper")
@@ -151,7 +136,7 @@ async def test_times_are_in_one_format_in_the_sites_zone_and_a_good_end_is_not_r
         call.started_at = datetime(2026, 1, 12, 10, 0, tzinfo=UTC)
         await tx.notes.add("Wants a paper invoice", contact_number="+33111111111",
                            author_id=alice_id)
-    await sign_in(page, site, "sam", "/history")
+    await sign_in(page, site.origin, "sam", path="/history")
     row = page.locator(f'tr[data-call="{handled}"]')
     # 10:00 UTC is 15:30 in Kolkata.
     await expect(row.locator("time")).to_have_text("2026-01-12 15:30")
@@ -173,7 +158,7 @@ async def test_times_are_in_one_format_in_the_sites_zone_and_a_good_end_is_not_r
 
 
 async def test_news_on_the_desk_is_not_red_but_a_problem_is(page: Page, site: Served) -> None:
-    await sign_in(page, site, "alice")
+    await sign_in(page, site.origin, "alice")
     await page.check("#duty")
     await expect(page.locator("body")).to_have_attribute("data-on-duty", "yes")
     handoff = await offer_card(site.store, site.events, caller_name="Paul Durand")
@@ -193,7 +178,7 @@ async def test_news_on_the_desk_is_not_red_but_a_problem_is(page: Page, site: Se
 async def test_the_admin_page_gives_phone_examples_of_the_sites_country(
     page: Page, site: Served,
 ) -> None:
-    await sign_in(page, site, "ada", "/admin")
+    await sign_in(page, site.origin, "ada", path="/admin")
     form = page.locator("#new-trunk")
     await expect(form.locator("input[name=caller_id]")).to_have_attribute(
         "placeholder", "caller ID, e.g. +442079460123")

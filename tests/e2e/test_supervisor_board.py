@@ -16,19 +16,14 @@ from playwright.async_api import Page, expect
 from handoff.assistants import EngineKind
 from handoff.queues import Strategy
 from tests.ai_api_fixtures import FakeCommands
-from tests.dashboard_fixtures import PASSWORD, Served, free_port, offer_card, serve_dashboard
+from tests.dashboard_fixtures import Served, free_port, offer_card
 from web.ai_api import API_PREFIX, hash_control_token, new_control_token, setup_ai_api
+from web.bench.softphone_rig import sign_in
 
 pytestmark = pytest.mark.e2e
 
 TOKEN = new_control_token()
 CLOCK = re.compile(r"^\d+:\d{2}$")
-
-
-@pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[Served]:
-    async for running in serve_dashboard(tmp_path):
-        yield running
 
 
 @pytest.fixture
@@ -52,15 +47,6 @@ async def engine(site: Served) -> AsyncIterator[aiohttp.ClientSession]:
             yield client
     finally:
         await runner.cleanup()
-
-
-async def sign_in(page: Page, site: Served, login: str, path: str) -> None:
-    await page.goto(f"{site.origin}{path}")
-    await page.fill("#login", login)
-    await page.fill("#password", PASSWORD)
-    await page.click("button[type=submit]")
-    await expect(page).to_have_url(f"{site.origin}{path}")
-    await expect(page.locator("body")).to_have_attribute("data-live", "yes")
 
 
 async def of_the_receptionist(site: Served, call_id: str) -> None:
@@ -91,7 +77,7 @@ async def test_the_transcript_grows_on_the_board_as_lines_are_posted(
                                queue_id=queue.id)
     await of_the_receptionist(site, handoff.call_id)
     await say(engine, handoff.call_id, "ai", "Hello, how can I help?")
-    await sign_in(page, site, "sam", "/supervisor")
+    await sign_in(page, site.origin, "sam", path="/supervisor")
     row = page.locator(f'#live-calls tr[data-call="{handoff.call_id}"]')
     await expect(row.locator("td").nth(5)).to_have_text("receptionist · Billing")
     await expect(row.locator("td").nth(4)).to_have_text(CLOCK)  # the duration counts
@@ -121,7 +107,7 @@ async def test_the_wallboard_and_the_waiting_list_show_a_waiting_caller(
         queue = await tx.queues.create(name="Sales", strategy=Strategy.OFFER_ALL, ring_s=15,
                                        max_wait_s=120, service_level_s=20, no_answer_limit=3)
         await tx.queues.set_members(queue.id, [(site.people["alice"].id, 3)])
-    await sign_in(page, site, "sam", "/supervisor")
+    await sign_in(page, site.origin, "sam", path="/supervisor")
     sales = page.locator('#wallboard .queue[data-queue="Sales"]')
     await expect(sales.locator('[data-figure="waiting"]')).to_have_text("0")
     await expect(page.locator("#waiting-empty")).to_be_visible()

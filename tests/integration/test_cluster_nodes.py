@@ -31,15 +31,15 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import BrowserContext, Page, async_playwright, expect
 
-from handoff.agents import EndpointKind
+from handoff.agents import AgentRole, EndpointKind
 from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.settings import ClusterNodeSettings, ClusterSettings, DatabaseSettings, Settings
@@ -47,11 +47,12 @@ from handoff.store import Store, create_store_engine, upgrade_to_head
 from handoff.store.models import Call
 from handoff.trunks import Trunk
 from pbx import runtime
+from pbx.dashboards_edge import DashboardsEdge, DashboardsSpec, NodeDashboard, nodes_up
 from pbx.edge import Edge, registered_phones, take_phones
 from pbx.kamailio_config import EdgePhone
 from pbx.ports import free_port
 from tests.agent_machine import trust_ca
-from tests.certificates import private_ca
+from tests.certificates import Certificates, private_ca
 from tests.integration.test_cluster_edge import active_nodes
 from tests.integration.test_controller_kill import board
 from tests.integration.test_handoff_move import recorded_parties
@@ -130,11 +131,17 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
     # CA, for the edge's address): every node tells them to.
     wss = free_port(avoid=frozenset({port, *sip.values()}))
     certificates = private_ca(tmp_path / "ca", layout.host)
+    # Agents open their desks at the edge's HTTPS address too (HAProxy in front of both
+    # nodes' dashboards, on the same certificate): that is every node's origin.
+    https = free_port(avoid=frozenset({port, wss, *sip.values()}))
+    dashboards = {name: free_port() for name in NODES}
+    at_the_edge = f"https://{layout.host}:{https}"
     # Node A's first lease outlasts its controller's restart (the calls are adopted);
     # from then on both nodes' leases are short, for the losses.
     nodes = {name: layout.node(name, tmp_path, database, sip, edge=port, settings=(
         f"cluster.lease_s={ADOPT_LEASE_S if name == 'node-a' else LEASE_S}",
-        "desk.wrap_up_s=0", f"cluster.edge_wss_port={wss}")) for name in NODES}
+        "desk.wrap_up_s=0", f"cluster.edge_wss_port={wss}",
+        f"cluster.edge_https_port={https}"), dashboards=dashboards) for name in NODES}
     a, b = nodes["node-a"], nodes["node-b"]
     edge = edge_for(layout, edge_dir, port, sip, phones=tuple(
         EdgePhone(f"desk-{login}", f"{login}-sip-secret") for login in ("bea", "cid")),
@@ -167,6 +174,10 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         stack.push(lambda failed, *_: _tell_why(failed, nodes))
         await edge.start()
         stack.push_async_callback(edge.stop)
+        proxy = _dashboards_at_the_edge(layout, https, dashboards, certificates, edge=edge,
+                                        folder=tmp_path / "dashboards")
+        await proxy.start()
+        stack.push_async_callback(proxy.stop)
         world = await stack.enter_async_context(
             carrier_world(installation, state_dir, port, layout.host))
         # Both desk phones register to the edge (digest against their agents' SIP
@@ -200,7 +211,7 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
                 pass
         assert blocked.value.status == 403
         for login, node in (("bea", a), ("cid", b)):
-            desk = Browser(node.url)
+            desk = Browser(node.url, served_at=at_the_edge)
             desks.append(desk)
             stack.push_async_callback(desk.close)
             assert (await desk.login(login)).status == 303
@@ -263,6 +274,9 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         assert row.recording_path and row.recording_path.startswith(str(a.data))
         parties = recorded_parties(Path(row.recording_path))
         assert parties["caller"] > 10 and parties["agent"] > 10, parties
+        await _commands_from_node_b_on_node_a_s_call(
+            world, store, layout, nodes, cid_desk=cid_desk, bea_desk_a=bea_desk_a,
+            cid_phone=cid_phone, bea_phone=bea_phone)
 
         # Cid's desk phone with an open line, held on node B: Accept moves that line into
         # the node leg's bridge there, no new INVITE at his phone.
@@ -302,15 +316,6 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
             await tx.agents.set_open_line(cid.id, False, actor="admin")
         cid_phone.auto_answer, cid_phone.answer = False, "answer"
         assert (await cid_desk.post_json("/api/duty", {"on_duty": True})).status == 200
-
-        started = time.monotonic()
-        assert layout.hosts is not None
-        await _dee_s_browser_through_the_edge(world, store, edge, b, ca=certificates.ca,
-                                              folder=tmp_path, pc=layout.hosts[AGENT_PC])
-        print(f"\nDee's browser through the edge: {time.monotonic() - started:.1f} s")
-        for name, node in nodes.items():
-            await until(lambda n=name, p=node: _quiet(layout, n, p),  # type: ignore[misc]
-                        10, why=f"a channel or bridge was left on {name}")
 
         # Calls on both nodes; on node A Bea talks to one caller.
         calls = [await place_with_ai(world, store) for _ in range(4)]
@@ -376,6 +381,15 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
             await until(lambda c=call: hung_up(world, c.caller_number),  # type: ignore[misc]
                         15, why="node A kept a caller whose call was ended as pbx_lost")
 
+        # Dee opens her desk at the edge, served by node A, and stays on duty there.
+        started = time.monotonic()
+        assert layout.hosts is not None
+        dee_page, dee_browser = await stack.enter_async_context(_dee_s_desk_at_the_edge(
+            edge, proxy, store, a, ca=certificates.ca, folder=tmp_path,
+            pc=layout.hosts[AGENT_PC]))
+        await _dee_takes_node_b_s_caller_from_node_a(world, store, dee_page, dee_browser)
+        print(f"\nDee's desk at the edge: {time.monotonic() - started:.1f} s")
+
         # Bea's desk phone gets an open line, held on node A (her desk's node).
         async with store.transaction() as tx:
             bea = await tx.agents.by_login("bea")
@@ -425,7 +439,7 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         # She signs in to node B's desk (on duty already) and takes a call there through
         # that line: no new INVITE at her phone.
         invites = bea_phone.invites
-        bea_desk_b = Browser(b.url)
+        bea_desk_b = Browser(b.url, served_at=at_the_edge)
         stack.push_async_callback(bea_desk_b.close)
         assert (await bea_desk_b.login("bea")).status == 303
         await ask_for_person(world, after[0])
@@ -451,6 +465,7 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
                                        cluster=ClusterSettings(
                                            edge_address=layout.host, edge_port=port,
                                            edge_run_dir=edge.spec.run_dir,
+                                           edge_https_port=https,
                                            nodes=tuple(
                                                ClusterNodeSettings(n.name, n.host, n.port)
                                                for n in edge.spec.nodes))), report)
@@ -459,21 +474,169 @@ async def test_a_lost_node_s_calls_end_as_pbx_lost_on_the_survivor_and_new_calls
         assert (leases["node-a"]["state"], leases["node-a"]["taken_over_by"]) == ("lost",
                                                                                 "node-b")
         assert any("node-a was lost: node-b ended its calls" in p for p in report.problems)
+        # Which nodes the edge serves desks from: node A's dashboard is gone.
+        assert report.cluster["edge"]["dashboards"]["serving"] == {"node-a": False,
+                                                                   "node-b": True}
         # And which desk phones the edge can ring: none was lost with node A.
-        assert report.cluster["edge"]["registered_phones"] == ["desk-bea", "desk-cid"]
+        assert report.cluster["edge"]["registered_phones"] == ["desk-bea", "desk-cid",
+                                                               "web-dee"]
         for call in [*on_b, *after]:
             await world.hang_up(call.caller_number)
         await until(lambda: all_ended(store, [c.id for c in [*on_b, *after]]), 15,
                     why="node B's calls never ended")
+        started = time.monotonic()
+        await _dee_s_desk_comes_back_on_node_b(world, store, dee_page, dee_browser, b)
+        # Off duty, Bea's and Dee's lines are hung up: nothing is left on node B.
+        for desk in (bea_desk_b, dee_browser.desk):
+            assert (await desk.post_json("/api/duty", {"on_duty": False})).status == 200
+        await until(lambda: _quiet(layout, "node-b", b), 15,
+                    why="a channel or bridge was left on node B")
+        print(f"Dee's desk back on node B: {time.monotonic() - started:.1f} s")
 
 
-async def _dee_s_browser_through_the_edge(world: World, store: Store, edge: Edge,
-                                          node_b: Product, *, ca: Path, folder: Path,
-                                          pc: NodeHost) -> None:
-    """Dee's browser softphone (Chromium) registers to the edge over its WebSocket, not to
-    a node, and she takes a caller on node A from node B's desk: node B calls her open
-    line through the edge, node A calls node B for her on its node trunk, and the caller
-    hears her through both nodes; then she gives the caller back to the AI."""
+async def _commands_from_node_b_on_node_a_s_call(
+    world: World, store: Store, layout: Layout, nodes: dict[str, Product], *,
+    cid_desk: Browser, bea_desk_a: Browser, cid_phone: SipPhone, bea_phone: SipPhone,
+) -> None:
+    """Cid, on node B's desk, talks to a caller on node A and transfers him to Bea (her
+    desk on node A, her desk phone at the edge); then Cid, made a supervisor, takes the
+    caller over from node B's board. Node B asks node A each time and answers with node
+    A's answer (a transfer to himself refused 409, as on one node); node A rings Bea at
+    the edge and reaches Cid on his open line through node B, and the caller hears each
+    of them. Last, off duty on one node's desk hangs up his line held on the other."""
+    started = time.monotonic()
+    async with store.transaction() as tx:
+        bea, cid = await tx.agents.by_login("bea"), await tx.agents.by_login("cid")
+    assert bea is not None and cid is not None
+    call, card, _ = await _accepted_on_node_b(world, store, cid_desk)
+    with_cid = await cid_phone.wait_call(20)
+    await until(lambda: handoff_is(store, card, HandoffState.CONNECTED), 20, step=0.2,
+                why="Cid never talked to node A's caller")
+    panel = f"/api/calls/{call.id}"
+    refused = await cid_desk.post_json(f"{panel}/transfer", {"to_agent_id": cid.id})
+    assert (refused.status, (await refused.json())["error"]) == (409, "agent_not_available")
+    asked = await cid_desk.post_json(f"{panel}/transfer",
+                                     {"to_agent_id": bea.id, "note": "wants Bea"})
+    assert asked.status == 200, await asked.text()
+    transfer = int((await asked.json())["transfer"])
+    await until(lambda: _cards(bea_desk_a, {transfer}), 10, why="Bea's desk lacks the card")
+    accepted = await bea_desk_a.post_json(f"/api/handoffs/{transfer}/accept", {})
+    assert accepted.status == 200, await accepted.text()
+    with_bea = await bea_phone.wait_call(20)
+    await until(lambda: handoff_is(store, transfer, HandoffState.CONNECTED), 20, step=0.2,
+                why="the transfer to Bea never connected")
+    async with asyncio.timeout(10):
+        await with_cid.ended.wait()  # Cid's part is over: his leg through node B goes
+    since = time.monotonic()
+    await until(lambda: heard(world, call.caller_number, since, "agent"), 10, step=0.2,
+                why="the caller never heard Bea")
+    await bea_phone.wait_hears(with_bea, "caller", after=since, timeout=10)
+
+    # Cid, made a supervisor, on duty with his desk phone's open line held on node B.
+    async with store.transaction() as tx:
+        await tx.agents.set_role(cid.id, AgentRole.SUPERVISOR)
+        await tx.agents.set_open_line(cid.id, True, actor="admin")
+    cid_phone.auto_answer = True
+    # (Duty is refused while his node reads the phone offline.)
+    await until(lambda: _phone_reads(layout, nodes, "desk-cid", "online"), 20, step=0.2,
+                why="the nodes never read Cid's phone online again")
+    for on_duty in (False, True):
+        assert (await cid_desk.post_json("/api/duty", {"on_duty": on_duty})).status == 200
+    line_b = await cid_phone.wait_call(10)
+    invites = cid_phone.invites
+    # He takes the caller over from node B's board: node A calls node B for him, and
+    # node B moves his line onto that leg (no INVITE at his phone, busy with the line).
+    taken = await cid_desk.post_json(f"/api/supervisor/calls/{call.id}/take_over", {})
+    assert taken.status == 200, await taken.text()
+    assert cid_phone.invites == invites
+    async with asyncio.timeout(10):
+        await with_bea.ended.wait()
+    since = time.monotonic()
+    await until(lambda: heard(world, call.caller_number, since, "agent"), 10, step=0.2,
+                why="the caller never heard Cid take over")
+    await cid_phone.wait_hears(line_b, "caller", after=since, timeout=10)
+    async with store.transaction() as tx:
+        audit = [(e.actor, e.action, e.detail.get("node")) for e in await tx.audit.recent()
+                 if e.subject == f"call:{call.id}" and e.action in ("transfer", "take_over")]
+    assert sorted(audit) == [("cid", "take_over", "node-a"), ("cid", "transfer", None)]
+    await world.hang_up(call.caller_number)
+    await until(lambda: all_ended(store, [call.id]), 15, why="the call never ended")
+    [row] = await rows(store, [call.id])
+    assert row.outcome is CallOutcome.COMPLETED_BY_AGENT
+    assert not line_b.ended.is_set()  # back in its holding bridge on node B
+
+    # Off duty on node A's desk hangs up the line node B holds; on duty there, node A
+    # opens one, which off duty on node B's desk hangs up.
+    cid_desk_a = Browser(nodes["node-a"].url, served_at=bea_desk_a.origin)  # the edge's
+    try:
+        assert (await cid_desk_a.login("cid")).status == 303
+        assert (await cid_desk_a.post_json("/api/duty", {"on_duty": False})).status == 200
+        async with asyncio.timeout(10):
+            await line_b.ended.wait()
+        assert (await cid_desk_a.post_json("/api/duty", {"on_duty": True})).status == 200
+    finally:
+        await cid_desk_a.close()
+    line_a = await cid_phone.wait_call(10)
+    async with store.transaction() as tx:
+        assert (await tx.agents.get(cid.id)).line_node == "node-a"
+    assert (await cid_desk.post_json("/api/duty", {"on_duty": False})).status == 200
+    async with asyncio.timeout(10):
+        await line_a.ended.wait()  # node A hung it up, asked by node B
+    async with store.transaction() as tx:
+        assert (await tx.agents.get(cid.id)).line_node is None
+        await tx.agents.set_open_line(cid.id, False, actor="admin")
+        await tx.agents.set_role(cid.id, AgentRole.AGENT)
+    cid_phone.auto_answer = False
+    assert (await cid_desk.post_json("/api/duty", {"on_duty": True})).status == 200
+    for name, node in nodes.items():
+        await until(lambda n=name, p=node: _quiet(layout, n, p),  # type: ignore[misc]
+                    10, why=f"a channel or bridge was left on {name}")
+    print(f"\ncommands from node B on node A's call: {time.monotonic() - started:.1f} s")
+
+
+def _dashboards_at_the_edge(layout: Layout, https: int, dashboards: dict[str, int],
+                            certificates: Certificates, *, edge: Edge, folder: Path
+                            ) -> DashboardsEdge:
+    """HAProxy on the edge's host (as `switchboard edge dashboards` runs it) in front of
+    both nodes' dashboards, on the edge's certificate; its stats socket beside
+    Kamailio's control socket, where `switchboard doctor` looks for it."""
+    return DashboardsEdge(DashboardsSpec(
+        layout.host, https, tuple(NodeDashboard(name, layout.address(name), port)
+                                  for name, port in dashboards.items()),
+        tls_cert=str(certificates.cert), tls_key=str(certificates.key),
+        config_dir=str(folder), run_dir=edge.spec.run_dir), folder)
+
+
+class DeeBrowser:
+    """Dee's Chromium profile, and the test's hand on her duty switch (a node's API)."""
+
+    def __init__(self, context: BrowserContext, origin: str, desk: Browser) -> None:
+        self.context, self.origin, self.desk = context, origin, desk
+        # The INVITEs her phone had when node A last held her line.
+        self.invites = 0
+
+    async def duty_on(self, node: Product) -> None:
+        """Her duty switch from now on through ``node``'s API (its node died)."""
+        await self.desk.close()
+        self.desk = Browser(node.url, served_at=self.origin)
+        assert (await self.desk.login("dee")).status == 303
+
+    async def close(self) -> None:
+        await self.desk.close()
+
+    async def served_by(self) -> str | None:
+        """The node the edge serves her desk from: its cookie in her browser."""
+        return next((c.get("value") for c in await self.context.cookies(self.origin)
+                     if c.get("name") == "sb_node"), None)
+
+
+@contextlib.asynccontextmanager
+async def _dee_s_desk_at_the_edge(edge: Edge, proxy: DashboardsEdge, store: Store,
+                                  node_a: Product, *, ca: Path, folder: Path,
+                                  pc: NodeHost) -> AsyncIterator[tuple[Page, DeeBrowser]]:
+    """Dee's Chromium on her PC opens her desk at the edge's HTTPS address, served by
+    node A, her browser softphone registered to the edge over its WebSocket; on duty,
+    her line open (node A calls her phone at the edge)."""
     # Dee's account given to the running edge, as `switchboard config edge` does after
     # a person is added; the registrations it holds stay.
     await take_phones(replace(edge.spec, phones=(*edge.spec.phones, DEE)))
@@ -486,47 +649,120 @@ async def _dee_s_browser_through_the_edge(world: World, store: Store, edge: Edge
                         f'{CHROMIUM} "$@"\n')
     chromium.chmod(0o755)
     build_softphone_bundle()
-    dee_desk = Browser(node_b.url)
+    spec = proxy.spec
+    origin = f"https://{spec.listen_address}:{spec.port}"
+    # Node A's controller was restarted: the edge serves desks from it again once its
+    # /status answered twice.
+    await until(lambda: _serving(proxy, {"node-a", "node-b"}), 15,
+                why="the edge never served desks from both nodes")
     async with async_playwright() as playwright, contextlib.AsyncExitStack() as stack:
-        stack.push_async_callback(dee_desk.close)
         browser = await playwright.chromium.launch(
             executable_path=str(chromium), headless=True,
-            # Node B's desk is plain HTTP on the nodes' network: a secure page for the
-            # microphone, as it would be behind the site's HTTPS.
-            args=[*chromium_args(agent_tone_wav(home / "dee.wav")),
-                  f"--unsafely-treat-insecure-origin-as-secure={node_b.url}"])
+            args=chromium_args(agent_tone_wav(home / "dee.wav")))
         stack.push_async_callback(browser.close)
-        page = await (await stack.enter_async_context(agent_browser(browser))).new_page()
-        await sign_in_with_phone(page, node_b.url, "dee")
+        context = await stack.enter_async_context(agent_browser(browser))
+        # Her desk was on node A last time: the edge's cookie in her browser says so,
+        # and the edge keeps her there while node A is up.
+        await context.add_cookies([{"name": "sb_node", "value": "node-a", "url": origin,
+                                    "secure": True}])
+        page = await context.new_page()
+        await sign_in_with_phone(page, origin, "dee")
+        dee = DeeBrowser(context, origin, Browser(node_a.url, served_at=origin))
+        stack.push_async_callback(dee.close)
+        assert await dee.served_by() == "node-a"
         assert DEE.user in await registered_phones(edge.spec)
-        assert (await dee_desk.login("dee")).status == 303
-        await until(lambda: _on_duty(dee_desk), 15, step=0.5, why="Dee could not go on duty")
-        # Her tab asks for its open line at once: node B calls her phone at the edge once
-        # it read it registered there (its next qualify).
+        # Node A saw her PC's address (the edge's X-Forwarded-For), not the edge's.
+        async with store.transaction() as tx:
+            agent = await tx.agents.by_login("dee")
+            assert agent is not None
+            signed_in = await tx.audit.last(f"agent:{agent.id}", "login")
+        assert signed_in is not None and signed_in.detail["address"] == pc.address
+        assert (await dee.desk.login("dee")).status == 303
+        await until(lambda: _on_duty(dee.desk), 15, step=0.5, why="Dee could not go on duty")
+        # Her tab asks for its open line at once: node A calls her phone at the edge.
         await expect(page.locator("#line-status")).to_have_attribute("data-line", "open",
                                                                      timeout=20_000)
-        call, card = await _node_a_caller_asks_for_a_person(world, store)
-        accept = page.locator(f'li.card[data-handoff-id="{card}"]').get_by_role(
-            "button", name="Accept")
-        await expect(accept).to_be_enabled(timeout=15_000)
-        accepted_at = time.monotonic()
-        await accept.click()
-        await until(lambda: handoff_is(store, card, HandoffState.CONNECTED), 20, step=0.2,
-                    why="Dee's line never took node A's caller")
-        await until(lambda: heard(world, call.caller_number, accepted_at, "agent"), 15,
-                    step=0.2, why=lambda: "the caller never heard Dee: "
-                    + _what_heard(world, call.caller_number, accepted_at))
-        await page.click("#call-return")
-        await until(lambda: handoff_is(store, card, HandoffState.RETURNED_TO_AI), 15,
-                    step=0.2, why="the caller never went back to the AI")
-        [row] = await rows(store, [call.id])
-        assert row.state is CallState.WITH_AI
-        await world.hang_up(call.caller_number)
-        await until(lambda: all_ended(store, [call.id]), 15, why="the call never ended")
-        # Off duty, her line is hung up (through the edge) and the tab closes.
-        assert (await dee_desk.post_json("/api/duty", {"on_duty": False})).status == 200
-        await expect(page.locator("#line-status")).not_to_have_attribute(
-            "data-line", "open", timeout=15_000)
+        yield page, dee
+
+
+async def _dee_takes_node_b_s_caller_from_node_a(world: World, store: Store, page: Page,
+                                                 dee: DeeBrowser) -> None:
+    """A caller on node B, Dee taking the card on her desk on node A: node A moves her
+    open line, node B calls node A for her on its node trunk, and the caller hears her
+    through both nodes; she gives the caller back to the AI and her line waits again."""
+    call, card = await _caller_asks_for_a_person(world, store, "node-b")
+    accept = page.locator(f'li.card[data-handoff-id="{card}"]').get_by_role(
+        "button", name="Accept")
+    await expect(accept).to_be_enabled(timeout=15_000)
+    accepted_at = time.monotonic()
+    await accept.click()
+    await until(lambda: handoff_is(store, card, HandoffState.CONNECTED), 20, step=0.2,
+                why="Dee's line never took node B's caller")
+    await until(lambda: heard(world, call.caller_number, accepted_at, "agent"), 15,
+                step=0.2, why=lambda: "the caller never heard Dee: "
+                + _what_heard(world, call.caller_number, accepted_at))
+    await page.click("#call-return")
+    await until(lambda: handoff_is(store, card, HandoffState.RETURNED_TO_AI), 15,
+                step=0.2, why="the caller never went back to the AI")
+    [row] = await rows(store, [call.id])
+    assert row.state is CallState.WITH_AI
+    await world.hang_up(call.caller_number)
+    await until(lambda: all_ended(store, [call.id]), 15, why="the call never ended")
+    await expect(page.locator("#line-status")).to_have_attribute("data-line", "open",
+                                                                 timeout=15_000)
+    dee.invites = await _invites(page)
+
+
+async def _dee_s_desk_comes_back_on_node_b(world: World, store: Store, page: Page,
+                                           dee: DeeBrowser, node_b: Product) -> None:
+    """Node A's host died under Dee's desk. The edge found node A's dashboard down and
+    closed her desk's connections to it; her tab's WebSocket reconnected through the
+    edge, which serves it from node B now. Her line, hung up by the SIP edge with the
+    dead node, is asked for again by her tab and node B opens it: she takes node B's
+    next caller and ends the call."""
+    await until(lambda: _served_by(dee, "node-b"), 30,
+                why="the edge never served Dee's desk from node B")
+    await expect(page.locator("body")).to_have_attribute("data-live", "yes")
+    # Her line again: node B called her phone (a new INVITE), and it is up.
+    await until(lambda: _line_renewed(page, dee.invites), 30,
+                why="node B never opened Dee's line")
+    invites = await _invites(page)
+    call, card = await _caller_asks_for_a_person(world, store, "node-b")
+    accept = page.locator(f'li.card[data-handoff-id="{card}"]').get_by_role(
+        "button", name="Accept")
+    await expect(accept).to_be_enabled(timeout=15_000)
+    accepted_at = time.monotonic()
+    await accept.click()
+    await until(lambda: handoff_is(store, card, HandoffState.CONNECTED), 20, step=0.2,
+                why="Dee's line on node B never took node B's caller")
+    await until(lambda: heard(world, call.caller_number, accepted_at, "agent"), 15,
+                step=0.2, why=lambda: "node B's caller never heard Dee: "
+                + _what_heard(world, call.caller_number, accepted_at))
+    assert await _invites(page) == invites  # through her line: nothing rang
+    await page.click("#call-end")
+    await until(lambda: all_ended(store, [call.id]), 15, why="Dee's call never ended")
+    [row] = await rows(store, [call.id])
+    assert row.outcome is CallOutcome.COMPLETED_BY_AGENT
+    await dee.duty_on(node_b)
+
+
+async def _serving(proxy: DashboardsEdge, names: set[str]) -> bool:
+    return {name for name, up in (await nodes_up(proxy.spec)).items() if up} == names
+
+
+async def _served_by(dee: DeeBrowser, node: str) -> bool:
+    return await dee.served_by() == node
+
+
+async def _invites(page: Page) -> int:
+    """The INVITEs that reached her browser phone (an open line's call is one)."""
+    return int(await page.evaluate("window.switchboardPhone.invites"))
+
+
+async def _line_renewed(page: Page, invites: int) -> bool:
+    """Her phone took a line called after ``invites``, and it is open."""
+    return (await _invites(page) > invites and await page.locator("#line-status")
+            .get_attribute("data-line") == "open")
 
 
 def _tell_why(failed: type[BaseException] | None, nodes: dict[str, Product]) -> None:
@@ -571,14 +807,15 @@ def _new_line(phone: SipPhone, known: set[str]) -> Dialog | None:
                 None)
 
 
-async def _node_a_caller_asks_for_a_person(world: World, store: Store) -> tuple[Call, int]:
-    """A caller on node A asks for a person: the call and its card. The edge deals calls
-    round robin: of two calls in a row one is on node A (the other hangs up)."""
+async def _caller_asks_for_a_person(world: World, store: Store, node: str = "node-a"
+                                    ) -> tuple[Call, int]:
+    """A caller on ``node`` asks for a person: the call and its card. The edge deals calls
+    round robin: of two calls in a row one is on that node (the other hangs up)."""
     call = await place_with_ai(world, store)
-    if call.node != "node-a":
+    if call.node != node:
         await world.hang_up(call.caller_number)
         call = await place_with_ai(world, store)
-    assert call.node == "node-a"
+    assert call.node == node
     await ask_for_person(world, call)
     return call, await until(lambda: offered(store, call.id), 20, step=0.2, why="no card")
 
@@ -590,7 +827,7 @@ async def _accepted_on_node_b(
     """A caller on node A asks for a person and Cid takes the card on node B's desk
     (after ``before_accept``, with the card on his desk): the call, its card, and when
     he clicked."""
-    call, card = await _node_a_caller_asks_for_a_person(world, store)
+    call, card = await _caller_asks_for_a_person(world, store)
     await until(lambda: _cards(desk, {card}), 10, why="node B's desk lacks the card")
     if before_accept is not None:
         await before_accept()

@@ -9,7 +9,7 @@ import pytest
 
 from handoff.calls import CallEvent, Speaker
 from handoff.handoffs import HandoffEvent
-from handoff.live import LineBackoff
+from handoff.live import LineBackoff, NodeUnanswered
 from handoff.store.models import Handoff
 from tests.dashboard_fixtures import Browser, Served, offer_card, serve_dashboard
 from web.dashboard.typedefs import SoftphoneSettings
@@ -194,3 +194,27 @@ async def test_malformed_notes_and_transfers_are_refused_with_a_reason(
         response = await alice.post_json(f"{base}/{path}", body)
         assert response.status == 400, body
         assert (await response.json())["reason"]
+
+
+async def test_a_command_another_node_did_not_answer_is_refused_503_naming_that_node(
+    with_phone: Served, browsers_of: list[Browser], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    handoff = await connected_call(with_phone, "alice")
+    alice = await signed_in(with_phone, browsers_of, "alice")
+
+    async def unanswered(*_: object) -> None:
+        raise NodeUnanswered("node-a", "did not answer within 4 s")
+
+    for command in ("end_call", "return_to_ai", "transfer"):
+        monkeypatch.setattr(with_phone.commands, command, unanswered)
+    base = f"/api/calls/{handoff.call_id}"
+    for path, body in (("end", {}), ("return-to-ai", {}),
+                       ("transfer", {"to_agent_id": with_phone.people["bob"].id})):
+        response = await alice.post_json(f"{base}/{path}", body)
+        refused = await response.json()
+        assert (response.status, refused["error"], refused["node"]) == (
+            503, "node_unavailable", "node-a"), path
+        assert "node-a, which holds this call, did not answer" in refused["reason"]
+    async with with_phone.store.transaction() as tx:  # nothing said done
+        actions = {e.action for e in await tx.audit.recent()}
+    assert not actions & {"transfer", "returned_to_ai", "call_ended"}

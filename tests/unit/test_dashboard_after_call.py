@@ -13,13 +13,7 @@ import pytest
 from handoff.calls import CallDirection, CallOutcome
 from handoff.recordings import CACHE_SUFFIX, compute_peaks
 from tests.dashboard_fixtures import Browser
-from tests.tools_fixtures import ToolServed, finished_call, serve_with_tools, write_wav
-
-
-@pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[ToolServed]:
-    async for running in serve_with_tools(tmp_path):
-        yield running
+from tests.tools_fixtures import ToolServed, finished_call, write_wav
 
 
 @pytest.fixture

@@ -4,27 +4,11 @@ refusals say why; only admins, and only with the session's CSRF token."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.dashboard_fixtures import Browser, Browsers, signed_in
-from tests.tools_fixtures import ToolServed, serve_with_tools
+from tests.tools_fixtures import ToolServed
 from web.ai_api import hash_control_token
-
-
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[ToolServed]:
-    # The dashboard with its admin tools; `browsers` opens browsers on it.
-    async for running in serve_with_tools(tmp_path):
-        yield running
-
-
-@pytest.fixture
-def site(served: ToolServed) -> ToolServed:
-    return served
 
 
 async def _audit(admin: Browser) -> list[tuple[str, str, dict[str, Any]]]:

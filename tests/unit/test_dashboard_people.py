@@ -3,31 +3,16 @@ PBX is asked to drop the endpoint, refusals say why, and the history stays."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from handoff.store.models import Agent
 from tests.dashboard_fixtures import Browser, Browsers, on_duty, signed_in
-from tests.tools_fixtures import ToolServed, serve_with_tools
+from tests.tools_fixtures import ToolServed
 from web import people
 from web.dashboard import DASHBOARD
 from web.dashboard.hub import CloseCode
-
-
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[ToolServed]:
-    # The dashboard with its admin tools; `browsers` opens browsers on it.
-    async for running in serve_with_tools(tmp_path):
-        yield running
-
-
-@pytest.fixture
-def site(served: ToolServed) -> ToolServed:
-    return served
 
 
 def _socket(browser: Browser, site: ToolServed) -> Any:

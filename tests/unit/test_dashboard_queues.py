@@ -5,46 +5,32 @@ change audited with what it was before and after; a transfer to a queue from the
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from handoff.assistants import EngineKind
-from tests.dashboard_fixtures import Browser, Browsers, signed_in
-from tests.tools_fixtures import ToolServed, serve_with_tools
+from tests.dashboard_fixtures import Browser, Browsers, audit, signed_in
+from tests.tools_fixtures import ToolServed
 from tests.unit.test_call_panel import connected_call
 
 SALES = {"name": "sales", "strategy": "skills_weighted", "members": "alice:5 bob",
          "assistants": "receptionist", "topics": "billing", "ring_s": 10}
 
 
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[ToolServed]:
-    async for running in serve_with_tools(tmp_path):
-        async with running.store.transaction() as tx:
-            await tx.assistants.create(
-                name="receptionist", numbers=["2000"], engine=EngineKind.BUILTIN,
-                control_token_hash=hashlib.sha256(b"t").hexdigest())
-        yield running
-
-
-@pytest.fixture
-def site(served: ToolServed) -> ToolServed:
-    return served
+@pytest.fixture(autouse=True)
+async def receptionist(site: ToolServed) -> None:
+    # The assistant SALES names, so a queue can take its cards.
+    async with site.store.transaction() as tx:
+        await tx.assistants.create(
+            name="receptionist", numbers=["2000"], engine=EngineKind.BUILTIN,
+            control_token_hash=hashlib.sha256(b"t").hexdigest())
 
 
 async def listed(browser: Browser) -> dict[str, dict[str, Any]]:
     async with browser.http.get("/api/admin/queues") as response:
         assert response.status == 200
         return {q["name"]: q for q in (await response.json())["queues"]}
-
-
-async def audit(browser: Browser) -> list[tuple[str, str, str, dict[str, Any]]]:
-    async with browser.http.get("/api/admin/audit") as response:
-        return [(e["actor"], e["action"], e["subject"], e["detail"])
-                for e in (await response.json())["events"]]
 
 
 async def test_an_admin_adds_changes_and_removes_a_queue_and_each_change_is_audited(

@@ -2,61 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
-
 import pytest
 
 from handoff.supervision import Mode, SupervisionRefused
-from tests.dashboard_fixtures import Browser, offer_card
-from tests.tools_fixtures import ToolServed, serve_with_tools
-
-
-@pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[ToolServed]:
-    async for running in serve_with_tools(tmp_path):
-        yield running
-
-
-# Signs a person in by login, in a browser of their own.
-AsLogin = Callable[[str], Awaitable[Browser]]
-
-
-@pytest.fixture
-async def as_login(site: ToolServed) -> AsyncIterator[AsLogin]:
-    opened: list[Browser] = []
-
-    async def open_as(login: str) -> Browser:
-        browser = Browser(site.origin)
-        opened.append(browser)
-        assert (await browser.login(login)).status == 303
-        return browser
-
-    yield open_as
-    for browser in opened:
-        await browser.close()
+from tests.dashboard_fixtures import Browser, Browsers, offer_card, signed_in
+from tests.tools_fixtures import ToolServed
 
 
 async def test_the_board_lists_live_calls_for_supervisors_only(
-    site: ToolServed, as_login: AsLogin,
+    site: ToolServed, browsers: Browsers,
 ) -> None:
     handoff = await offer_card(site.store, site.events)
-    supervisor = await as_login("sam")
+    supervisor = await signed_in(browsers, "sam")
     async with supervisor.http.get("/api/supervisor/calls") as response:
         calls = (await response.json())["calls"]
     assert response.status == 200
     assert [(c["id"], c["state"], c["agent"]) for c in calls] == [
         (handoff.call_id, "handoff_pending", None)]
-    agent = await as_login("alice")
+    agent = await signed_in(browsers, "alice")
     async with agent.http.get("/api/supervisor/calls") as response:
         assert response.status == 403 and (await response.json())["error"] == "forbidden"
 
 
 async def test_supervisor_commands_reach_supervision_with_their_phone(
-    site: ToolServed, as_login: AsLogin,
+    site: ToolServed, browsers: Browsers,
 ) -> None:
     call_id = (await offer_card(site.store, site.events)).call_id
-    supervisor = await as_login("sam")
+    supervisor = await signed_in(browsers, "sam")
     for mode in ("listen", "whisper", "barge", "take_over"):
         response = await supervisor.post_json(f"/api/supervisor/calls/{call_id}/{mode}", {})
         assert response.status == 200, await response.text()
@@ -69,10 +41,10 @@ async def test_supervisor_commands_reach_supervision_with_their_phone(
 
 
 async def test_supervisor_refusals_say_why(
-    site: ToolServed, as_login: AsLogin,
+    site: ToolServed, browsers: Browsers,
 ) -> None:
     call_id = (await offer_card(site.store, site.events)).call_id
-    supervisor = await as_login("sam")
+    supervisor = await signed_in(browsers, "sam")
     unknown = await supervisor.post_json(f"/api/supervisor/calls/{call_id}/spy", {})
     assert unknown.status == 404 and "listen, whisper" in (await unknown.json())["reason"]
     site.supervision.refuse = SupervisionRefused("no_agent", "whisper needs an agent")
@@ -82,15 +54,15 @@ async def test_supervisor_refusals_say_why(
     no_token = await supervisor.post_json(f"/api/supervisor/calls/{call_id}/listen", {},
                                           csrf="")
     assert no_token.status == 403 and (await no_token.json())["error"] == "csrf"
-    agent = await as_login("alice")
+    agent = await signed_in(browsers, "alice")
     forbidden = await agent.post_json(f"/api/supervisor/calls/{call_id}/listen", {})
     assert forbidden.status == 403
 
 
 async def test_an_admin_creates_an_agent_who_signs_in_with_the_one_time_password(
-    site: ToolServed, as_login: AsLogin,
+    site: ToolServed, browsers: Browsers,
 ) -> None:
-    admin = await as_login("ada")
+    admin = await signed_in(browsers, "ada")
     created = await admin.post_json("/api/admin/agents", {
         "login": "grace", "display_name": "Grace Hopper", "role": "supervisor",
         "endpoint_kind": "deskphone"})
@@ -120,17 +92,17 @@ async def test_an_admin_creates_an_agent_who_signs_in_with_the_one_time_password
     {"login": "rob", "display_name": "Rob", "role": "root"},
 ])
 async def test_bad_new_agents_are_refused_with_a_reason(
-    site: ToolServed, as_login: AsLogin, body: dict[str, str],
+    site: ToolServed, browsers: Browsers, body: dict[str, str],
 ) -> None:
-    admin = await as_login("ada")
+    admin = await signed_in(browsers, "ada")
     response = await admin.post_json("/api/admin/agents", body)
     assert response.status == 400 and (await response.json())["reason"]
 
 
 async def test_admin_apis_are_for_admins_only(
-    site: ToolServed, as_login: AsLogin,
+    site: ToolServed, browsers: Browsers,
 ) -> None:
-    supervisor = await as_login("sam")
+    supervisor = await signed_in(browsers, "sam")
     for method, path in (("GET", "/api/admin/assistants"), ("GET", "/api/admin/audit"),
                          ("POST", "/api/admin/agents"), ("POST", "/api/admin/test-call")):
         async with supervisor.http.request(method, path, json={},
@@ -140,12 +112,12 @@ async def test_admin_apis_are_for_admins_only(
 
 
 async def test_assistant_rules_are_validated_and_audited(
-    site: ToolServed, as_login: AsLogin,
+    site: ToolServed, browsers: Browsers,
 ) -> None:
     async with site.store.transaction() as tx:
         assistant = await tx.assistants.create(
             name="receptionist", numbers=["2000"], control_token_hash="x")
-    admin = await as_login("ada")
+    admin = await signed_in(browsers, "ada")
     path = f"/api/admin/assistants/{assistant.id}"
     good = {"handoff_level": "quick", "accept_timeout_s": 20, "fallback_kind": "number",
             "fallback_number": "+33 1 23 45 67 89"}
@@ -168,9 +140,9 @@ async def test_assistant_rules_are_validated_and_audited(
 
 
 async def test_place_a_test_call_asks_the_carrier_and_is_audited(
-    site: ToolServed, as_login: AsLogin,
+    site: ToolServed, browsers: Browsers,
 ) -> None:
-    admin = await as_login("ada")
+    admin = await signed_in(browsers, "ada")
     placed = await admin.post_json("/api/admin/test-call", {})
     assert placed.status == 202 and (await placed.json()) == {"calling": "2000"}
     assert site.test_calls == ["2000"]

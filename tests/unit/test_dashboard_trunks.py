@@ -4,42 +4,23 @@ a trunk's password never sent back."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pbx.trunk_status import TrunkState, TrunkStatus
-from tests.dashboard_fixtures import Browser, Browsers, signed_in
-from tests.tools_fixtures import ToolServed, serve_with_tools
+from tests.dashboard_fixtures import Browser, Browsers, audit, signed_in
+from tests.tools_fixtures import ToolServed
 
 ACME = {"name": "acme", "host": "sip.acme.example", "auth": "register", "username": "4420",
         "password": "s3cret-pass", "caller_id": "+15550100", "codecs": "ulaw,alaw",
         "patterns": "_NXXNXXXXXX", "allow_international": False, "allow_premium": False}
 
 
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[ToolServed]:
-    async for running in serve_with_tools(tmp_path):
-        yield running
-
-
-@pytest.fixture
-def site(served: ToolServed) -> ToolServed:
-    return served
-
-
 async def listed(browser: Browser) -> dict[str, dict[str, Any]]:
     async with browser.http.get("/api/admin/trunks") as response:
         assert response.status == 200
         return {t["name"]: t for t in (await response.json())["trunks"]}
-
-
-async def audit(browser: Browser) -> list[tuple[str, str, str, dict[str, Any]]]:
-    async with browser.http.get("/api/admin/audit") as response:
-        return [(e["actor"], e["action"], e["subject"], e["detail"])
-                for e in (await response.json())["events"]]
 
 
 async def test_an_admin_adds_changes_and_removes_a_trunk_and_each_change_is_audited(

@@ -5,7 +5,6 @@ keeps its agent out of "available" until they pick; bad input refused with a rea
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +16,9 @@ from handoff.handoffs import HandoffEvent
 from handoff.store import Store, create_store_engine
 from handoff.store.models import Handoff
 from tests.dashboard_fixtures import Browser, Browsers, signed_in
-from tests.tools_fixtures import ToolServed, serve_with_tools
+from tests.tools_fixtures import ToolServed
 from tests.unit.test_call_panel import connected_call
 from web.cli import main
-
-
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[ToolServed]:
-    async for running in serve_with_tools(tmp_path):
-        yield running
-
-
-@pytest.fixture
-def site(served: ToolServed) -> ToolServed:
-    return served
 
 
 async def listed(browser: Browser) -> dict[str, int]:

@@ -25,7 +25,8 @@ from handoff.events import (
     HandoffFailed,
     LegQualityRecorded,
     NodeAccepted,
-    NodeCommand,
+    NodeReply,
+    NodeRequest,
     Offered,
     Overflow,
     Ready,
@@ -81,8 +82,14 @@ WIRE: list[tuple[TypedEvent, dict[str, object]]] = [
     (NodeAccepted("node-a", 7, 3, "node-b"),
      {"type": "node_accepted", "node": "node-a", "handoff_id": 7, "agent_id": 3,
       "via": "node-b"}),
-    (NodeCommand("node-a", "c1", "return_to_ai"),
-     {"type": "node_command", "node": "node-a", "call_id": "c1", "command": "return_to_ai"}),
+    (NodeRequest("node-a", "r1", "node-b", "return_to_ai", {"call_id": "c1"}),
+     {"type": "node_request", "node": "node-a", "request_id": "r1", "sender": "node-b",
+      "command": "return_to_ai", "args": {"call_id": "c1"}}),
+    (NodeReply("node-b", "r1", 7), {"type": "node_reply", "node": "node-b",
+                                    "request_id": "r1", "result": 7}),
+    (NodeReply("node-b", "r2", refusal={"kind": "not_found", "args": ["call", "c1"]}),
+     {"type": "node_reply", "node": "node-b", "request_id": "r2",
+      "refusal": {"kind": "not_found", "args": ["call", "c1"]}}),
 ]
 
 

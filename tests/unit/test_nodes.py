@@ -14,7 +14,6 @@ from handoff.calls import CallOutcome, CallState
 from handoff.controller import build_controller
 from handoff.events import CARDS_TOPIC, EventHub, EventType
 from handoff.handoffs import FailureReason, HandoffState
-from handoff.live import LineBackoff, LineRefused
 from handoff.live.reconcile import close_unheard
 from handoff.nodes import NodeLease
 from handoff.store import Store
@@ -26,7 +25,7 @@ from tests.unit.test_live_calls import Floor, floor
 from tests.waiting import until
 from web.app import running
 from web.bench.dashboard_site import offer_card
-from web.services import EDGE_RETRY_S, Controller
+from web.services import Controller
 
 __all__ = ["floor"]
 
@@ -190,43 +189,6 @@ async def test_a_clusters_node_takes_a_phone_its_asterisk_lacks_for_one_on_anoth
     # its "unregistered" is definite.
     controller.through_edge = lambda sip_user: sip_user.startswith("desk-")
     assert await controller.phone_registered("desk-elsewhere") is False
-
-
-async def test_a_line_to_a_phone_at_the_edge_is_asked_again_until_closed_or_backing_off(
-) -> None:
-    """A tab at the edge asks for its line before this node's qualify saw it there: the
-    node asks again (bounded), but not once the agent's line was closed meanwhile (off
-    duty), and not while the line is in its back-off (the tab asks later)."""
-    asked: list[str] = []
-    refusal: list[LineRefused] = []
-
-    class Pbx:
-        async def open_line(self, agent_id: int, sip_user: str, *,
-                            desk_phone: bool = False) -> str:
-            asked.append(sip_user)
-            raise refusal[0]
-
-        async def close_line(self, agent_id: int, sip_user: str) -> None:
-            pass
-
-    controller = Controller()
-    controller.control = Pbx()  # type: ignore[assignment]
-    controller.through_edge = lambda sip_user: True
-    refusal.append(LineRefused("not reachable yet"))
-    opening = asyncio.create_task(controller.open_line(7, "dee"))
-    await until(lambda: len(asked) >= 2)  # refused, then asked again
-    await controller.close_line(7, "dee")  # she went off duty meanwhile
-    with pytest.raises(LineRefused, match="closed while"):
-        await asyncio.wait_for(opening, 5)
-    before = len(asked)
-    await asyncio.sleep(EDGE_RETRY_S * 2)
-    assert len(asked) == before  # nobody asks for her line any more
-
-    refusal[0] = LineBackoff(8, 4.0)
-    asked.clear()
-    with pytest.raises(LineBackoff):
-        await controller.open_line(8, "eve")
-    assert asked == ["eve"]
 
 
 async def test_a_node_whose_calls_a_survivor_ended_hangs_up_what_is_left_of_them(

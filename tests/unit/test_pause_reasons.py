@@ -5,7 +5,6 @@ counted by reason; bad input refused with a reason and nothing written."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +15,9 @@ from handoff.agents import Presence, PresenceEvent
 from handoff.events import AGENTS_TOPIC, AgentChanged, EventHub
 from handoff.metrics import SwitchboardMetrics
 from handoff.store import Store, create_store_engine
-from tests.dashboard_fixtures import Browser, Browsers, signed_in
+from tests.dashboard_fixtures import Browser, Browsers, audit, signed_in
 from tests.store_fixtures import FakeClock
-from tests.tools_fixtures import ToolServed, serve_with_tools
+from tests.tools_fixtures import ToolServed
 from tests.unit.test_store import new_agents
 from web.cli import main
 
@@ -135,27 +134,10 @@ async def test_agents_away_are_counted_by_reason(store: Store) -> None:
 # ---- the Admin API and the desk ----------------------------------------------------------
 
 
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[ToolServed]:
-    async for running in serve_with_tools(tmp_path):
-        yield running
-
-
-@pytest.fixture
-def site(served: ToolServed) -> ToolServed:
-    return served
-
-
 async def listed(browser: Browser) -> dict[str, bool]:
     async with browser.http.get("/api/admin/pause-reasons") as response:
         assert response.status == 200
         return {r["name"]: r["productive"] for r in (await response.json())["pause_reasons"]}
-
-
-async def audit(browser: Browser) -> list[tuple[str, str, str, dict[str, Any]]]:
-    async with browser.http.get("/api/admin/audit") as response:
-        return [(e["actor"], e["action"], e["subject"], e["detail"])
-                for e in (await response.json())["events"]]
 
 
 async def test_an_admin_adds_and_removes_pause_reasons_and_each_change_is_audited(

@@ -4,16 +4,13 @@ and lifts blocks."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 from prometheus_client import CollectorRegistry
 
 from handoff.store import Store
 from tests.dashboard_fixtures import Browser
 from tests.store_fixtures import FakeClock
-from tests.tools_fixtures import ToolServed, serve_with_tools
+from tests.tools_fixtures import ToolServed
 from web.sip_blocks import BlockPolicy, SipBlocker
 
 
@@ -87,12 +84,6 @@ async def test_a_block_that_runs_out_leaves_the_pbx(store: Store, clock: FakeClo
     clock.advance(2)
     assert await blocker.refresh()
     assert not pbx.blocked
-
-
-@pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[ToolServed]:
-    async for running in serve_with_tools(tmp_path):
-        yield running
 
 
 async def test_admins_list_and_lift_blocks_and_the_lift_is_audited(site: ToolServed) -> None:

@@ -149,6 +149,32 @@ def test_the_edge_unit_runs_edge_run_and_a_stop_reaches_kamailio_through_it(
     assert service["CapabilityBoundingSet"] == [" ".join(systemd.EDGE_CAPABILITIES)]
 
 
+def test_with_dashboards_at_the_edge_haproxy_gets_a_unit_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kamailio and HAProxy restart apart: a dashboard proxy's restart must not lose the
+    phones' registrations (Kamailio holds them in its memory)."""
+    config = tmp_path / "switchboard.toml"
+    config.write_text('[cluster]\ncarriers = ["198.51.100.7"]\nedge_https_port = 443\n'
+                      '[[cluster.nodes]]\nname = "node-a"\nsip_host = "192.0.2.11"\n')
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "units"
+    assert cli.main(["--config", str(config), "systemd", "render", "--edge",
+                     "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [systemd.DASHBOARDS_UNIT,
+                                                     systemd.EDGE_UNIT]
+    verify(out / systemd.DASHBOARDS_UNIT)
+    service = unit_settings(out / systemd.DASHBOARDS_UNIT)
+    assert service["ExecStart"] == [
+        f"{Path(sys.prefix).absolute()}/bin/switchboard --config {config} edge dashboards"]
+    # Started by root, HAProxy takes its port and certificate and drops to its own
+    # account; a stop reaches it through the command, and what is left is killed.
+    assert service["User"] == ["root"]
+    assert (service["KillMode"], service["Restart"]) == (["mixed"], ["always"])
+    assert service["RestartPreventExitStatus"] == ["2"]  # a file HAProxy refuses
+    assert service["CapabilityBoundingSet"] == [" ".join(systemd.EDGE_CAPABILITIES)]
+
+
 def test_an_edge_unit_without_nodes_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -7,22 +7,11 @@ tests/integration/test_business_hours.py."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from handoff.assistants import FallbackKind
 from handoff.calls import CallEvent, CallOutcome
 from handoff.queues import Strategy
 from tests.dashboard_fixtures import Browser
-from tests.tools_fixtures import ToolServed, finished_call, serve_with_tools, write_wav
-
-
-@pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[ToolServed]:
-    async for running in serve_with_tools(tmp_path):
-        yield running
+from tests.tools_fixtures import ToolServed, finished_call, write_wav
 
 
 async def voicemail(site: ToolServed, assistant: str, number: str) -> str:

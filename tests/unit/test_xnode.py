@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from handoff.calls import CallState
 from handoff.controller import LiveServices, build_controller
 from handoff.events import NODES_TOPIC, EventHub
 from handoff.handoffs import FailureReason, HandoffState
-from handoff.live import LiveCall
+from handoff.live import LiveCall, Timing
 from handoff.store import Store, create_store_engine, upgrade_to_head
 from tests.unit.fake_ari import FakeAri
 from tests.unit.test_live_calls import QUICK, Engine
@@ -55,15 +56,23 @@ async def _with_ai(live: LiveServices, caller: str) -> LiveCall | None:
 
 @pytest.fixture
 async def nodes(tmp_path: Path) -> AsyncIterator[Nodes]:
+    async with two_nodes(tmp_path, EventHub()) as both:
+        yield both
+
+
+@asynccontextmanager
+async def two_nodes(tmp_path: Path, hub: EventHub, timing: Timing = QUICK
+                    ) -> AsyncIterator[Nodes]:
+    """Nodes A and B on one store, ``hub`` between them: in one process it carries what
+    PostgreSQL's NOTIFY carries between nodes. Neither node is left a channel or bridge."""
     engine = create_store_engine(f"sqlite:///{tmp_path}/calls.db")
     await upgrade_to_head(engine)
-    hub, a, b = EventHub(), FakeAri(), FakeAri()
+    a, b = FakeAri(), FakeAri()
     store_a, store_b = Store(engine, node="node-a"), Store(engine, node="node-b")
     ada = await _seated(store_a)
     b.registered.add("ada-desk")
-    # One hub: in one process it carries what PostgreSQL's NOTIFY carries between nodes.
-    live_a = build_controller(a, store_a, hub, timing=QUICK)
-    live_b = build_controller(b, store_b, hub, timing=QUICK)
+    live_a = build_controller(a, store_a, hub, timing=timing)
+    live_b = build_controller(b, store_b, hub, timing=timing)
     try:
         yield Nodes(a, b, live_a, live_b, store_a, ada)
         for ari in (a, b):

@@ -98,11 +98,13 @@ class Layout:
         return ports
 
     def node(self, name: str, folder: Path, database: str, sip: dict[str, int], *,
-             edge: int, settings: tuple[str, ...] = ()) -> Product:
+             edge: int, settings: tuple[str, ...] = (),
+             dashboards: dict[str, int] | None = None) -> Product:
         """``switchboard run`` for node ``name`` (on its host), on the shared database.
         Its settings file names the edge and every node: the node reaches agents' desk
         phones through the edge they register to, and the other nodes on its trunks to
-        them (a cross-node handoff)."""
+        them (a cross-node handoff); with ``dashboards``, each node's dashboard port (the
+        edge serves them when the settings give it cluster.edge_https_port)."""
         address = self.address(name)
         url = make_url(database)
         if self.hosts:
@@ -111,21 +113,25 @@ class Layout:
         # on the bridge for the edge, ARI and AMI on its loopback for its controller
         # (the embedded Asterisk's HTTP, ARI's too, binds where SIP does).
         bind = "0.0.0.0" if self.hosts else address
-        product = Product(folder / name, free_port(), host=address, settings=[
+        product = Product(folder / name, dashboards[name] if dashboards else free_port(),
+                          host=address, settings=[
             f"database.url={url.render_as_string(hide_password=False)}",
             f"asterisk.sip_port={sip[name]}", f"asterisk.bind_address={bind}",
             f"asterisk.media_address={address}", "demo.test_caller=false",
             f"cluster.node={name}", *settings])
-        product.config = self.cluster_file(folder, edge, sip)
+        product.config = self.cluster_file(folder, edge, sip, dashboards or {})
         if self.hosts:
             product.run_prefix = self.hosts[name].argv()
         return product
 
-    def cluster_file(self, folder: Path, edge: int, sip: dict[str, int]) -> Path:
+    def cluster_file(self, folder: Path, edge: int, sip: dict[str, int],
+                     dashboards: dict[str, int]) -> Path:
         """The ``[cluster]`` settings every node reads: the edge and each node's SIP
-        address."""
+        address (and its dashboard's port, when given)."""
         nodes = "".join(f'\n[[cluster.nodes]]\nname = "{name}"\n'
                         f'sip_host = "{self.address(name)}"\nsip_port = {port}\n'
+                        + (f"dashboard_port = {dashboards[name]}\n" if name in dashboards
+                           else "")
                         for name, port in sip.items())
         path = folder / "cluster.toml"
         path.write_text(f'[cluster]\nedge_address = "{self.host}"\nedge_port = {edge}\n'

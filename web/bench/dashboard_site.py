@@ -162,12 +162,16 @@ class Browser:
     """A cookie-keeping HTTP client standing in for one browser profile."""
 
     def __init__(self, origin: str, headers: dict[str, str] | None = None,
-                 verify: ssl.SSLContext | bool = True) -> None:
-        self.origin = origin
+                 verify: ssl.SSLContext | bool = True, *, served_at: str = "") -> None:
+        """``origin``: where its requests go. ``served_at``: the origin the dashboard is
+        served at when that is not ``origin`` (a cluster's node behind the edge's HTTPS,
+        reached directly): sent as Origin, and its secure cookies kept over the node's
+        plain HTTP."""
+        self.origin = served_at or origin
         self.http = aiohttp.ClientSession(
-            base_url=origin, cookie_jar=aiohttp.CookieJar(unsafe=True), headers=headers,
-            connector=aiohttp.TCPConnector(ssl=verify),
-        )
+            base_url=origin, headers=headers, connector=aiohttp.TCPConnector(ssl=verify),
+            cookie_jar=aiohttp.CookieJar(
+                unsafe=True, treat_as_secure_origin=[origin] if served_at else None))
         self.csrf = ""
 
     async def close(self) -> None:

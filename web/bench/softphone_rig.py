@@ -285,13 +285,15 @@ async def agent_browser(browser: Browser, **options: Any) -> AsyncIterator[Brows
             await context.close()
 
 
-async def sign_in(page: Page, origin: str, login: str, password: str = PASSWORD) -> None:
-    """Sign in; the desk is live (its socket has its snapshot)."""
-    await page.goto(f"{origin}/")
+async def sign_in(page: Page, origin: str, login: str, password: str = PASSWORD, *,
+                  path: str = "/") -> None:
+    """Sign in at `path` (the desk, /admin, /supervisor...): the login page sends the
+    browser back there, and the page is live (its socket has its snapshot)."""
+    await page.goto(f"{origin}{path}")
     await page.fill("#login", login)
     await page.fill("#password", password)
     await page.click("button[type=submit]")
-    await expect(page).to_have_url(f"{origin}/")
+    await expect(page).to_have_url(f"{origin}{path}")
     await expect(page.locator("body")).to_have_attribute("data-live", "yes")
 
 

@@ -25,6 +25,7 @@ from handoff.live import (
     CallStateConflict,
     LineBackoff,
     LineRefused,
+    NodeUnanswered,
     QueueNotAvailable,
 )
 from handoff.store import NotFound, Transaction
@@ -163,7 +164,17 @@ def _refusal(exc: Exception) -> web.Response:
     if isinstance(exc, AgentNotAvailable):
         return json_error(409, "agent_not_available",
                           "that colleague is not available (off duty, away or on a call)")
+    if isinstance(exc, NodeUnanswered):
+        return node_unanswered(exc)
     raise exc
+
+
+def node_unanswered(exc: NodeUnanswered) -> web.Response:
+    """Another node holds the call and did not answer: the command may or may not have
+    been carried out there, so the desk is told to look again rather than to retry."""
+    return json_error(503, "node_unavailable",
+                      f"node {exc.node}, which holds this call, {exc.why}; "
+                      "check the call before trying again", node=exc.node)
 
 
 # ---- the panel -------------------------------------------------------------------------
@@ -240,7 +251,7 @@ async def _call_command(
     dashboard, viewer, call_id, seat = checked
     try:
         await command(dashboard.commands, call_id)
-    except (NotFound, CallStateConflict) as exc:
+    except (NotFound, CallStateConflict, NodeUnanswered) as exc:
         return _refusal(exc)
     await _audit(dashboard, viewer, action, call_id, {"supervising": seat.supervising})
     return web.json_response({answer: call_id})
@@ -320,7 +331,7 @@ async def transfer(request: web.Request) -> web.Response:
                 call_id, seat.handoff.accepted_by, target, note.strip())
     except QueueNotAvailable as exc:
         return json_error(409, "queue_not_available", str(exc))
-    except (NotFound, CallStateConflict, AgentNotAvailable) as exc:
+    except (NotFound, CallStateConflict, AgentNotAvailable, NodeUnanswered) as exc:
         return _refusal(exc)
     await _audit(dashboard, viewer, "transfer", call_id,
                  {"to_queue" if to_queue is not None else "to_agent": target,

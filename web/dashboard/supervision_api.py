@@ -14,9 +14,10 @@ from aiohttp import web
 
 from handoff.calls import CallState
 from handoff.handoffs import HandoffState
+from handoff.live import NodeUnanswered
 from handoff.store import NotFound
 from handoff.supervision import Mode, SupervisionRefused, Supervisor, SupervisorUnreachable
-from web.dashboard.calls_api import transcript_json
+from web.dashboard.calls_api import node_unanswered, transcript_json
 from web.dashboard.guard import json_error
 from web.dashboard.tools import tools_of, unavailable
 from web.dashboard.typedefs import DASHBOARD, VIEWER
@@ -98,6 +99,8 @@ async def supervise(request: web.Request) -> web.Response:
         return json_error(409, exc.error, exc.reason)
     except SupervisionRefused as exc:
         return json_error(409, exc.error, exc.reason)
+    except NodeUnanswered as exc:
+        return node_unanswered(exc)
     return web.json_response({"supervision": session.to_json()})
 
 
@@ -112,4 +115,6 @@ async def stop(request: web.Request) -> web.Response:
         await supervision.stop(call_id, Supervisor(agent.id, agent.login, agent.sip_user))
     except NotFound:
         return json_error(404, "not_found", "you are not supervising this call")
+    except NodeUnanswered as exc:
+        return node_unanswered(exc)
     return web.json_response({"stopped": call_id})

@@ -33,9 +33,11 @@ class Commands(Protocol):
 
     async def accept(self, handoff_id: int, agent_id: int) -> None: ...
 
-    # The call panel. Each raises handoff.store.NotFound when the call is not live here,
-    # CallStateConflict when its state does not allow the command; `transfer` raises
-    # AgentNotAvailable when the colleague cannot take calls, and returns the handoff id.
+    # The call panel. Each raises handoff.store.NotFound when the call is not live (here
+    # or on the node of a cluster that holds it), CallStateConflict when its state does
+    # not allow the command, NodeUnanswered when that other node did not answer; `transfer`
+    # raises AgentNotAvailable when the colleague cannot take calls, and returns the
+    # handoff id.
     async def end_call(self, call_id: str) -> None: ...
 
     async def return_to_ai(self, call_id: str) -> None: ...

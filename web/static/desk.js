@@ -667,8 +667,12 @@
 
   function onMessage(message) {
     if (message.type === "snapshot") {
+      // Another server than the last (a new epoch): the open line may hang from a PBX
+      // that is gone (openline.js).
+      const moved = state.epoch !== null && message.epoch !== state.epoch;
       state.seq = message.seq;
       state.epoch = message.epoch;
+      if (moved && phone) phone.renewIdleLine();
       state.clockOffsetMs = Date.parse(message.server_time) - Date.now();
       state.cards = new Map(message.cards.map((card) => [card.handoff_id, card]));
       showMe(message.me);

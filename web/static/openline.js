@@ -98,6 +98,17 @@
       this._lineLater();
     },
 
+    // The desk is served by another server than the one that opened this line: its node
+    // died and the edge moved the desk to a node that is up (or the server restarted).
+    // An idle line may then hang from a PBX that is gone, and nothing tells this tab: the
+    // cluster's SIP edge hangs such lines up on its side, but its BYE cannot reach a
+    // browser (its contact is an address on a WebSocket the edge cannot resolve). So an
+    // idle line is hung up here and asked for again, from the server serving the desk
+    // now (which replaces a line it still has). A line on a call is the caller's.
+    renewIdleLine() {
+      if (this.session && this.session.isLine && !this.lineOnCall) this.session.terminate();
+    },
+
     // The line carries audio (softphone.js's _lineUp): the next loss is a blip again.
     _lineOpened() {
       this._lineRetryMs = LINE_RETRY_MS;

@@ -423,6 +423,8 @@
       return false;
     }
 
+    renewIdleLine() {}
+
     get lineWanted() {
       return false;
     }
