@@ -44,6 +44,11 @@ class StateMachine(Generic[S, E]):
         targets = set(self._table.values()) | {initial}
         # A state that is reached but never left ends the lifecycle (ended, completed...).
         self.terminal: frozenset[S] = frozenset(targets - sources)
+        # Each event's sources, the guard of every step's UPDATE: worked out once.
+        by_event: dict[E, set[S]] = {}
+        for state, event in self._table:
+            by_event.setdefault(event, set()).add(state)
+        self._sources = {event: frozenset(states) for event, states in by_event.items()}
 
     def next_state(self, current: S, event: E) -> S:
         """The state `event` leads to from `current`, without logging (a dry run)."""
@@ -82,7 +87,7 @@ class StateMachine(Generic[S, E]):
 
     def sources_of(self, event: E) -> frozenset[S]:
         """Every state in which `event` is allowed (the guard of a conditional UPDATE)."""
-        return frozenset(state for state, ev in self._table if ev == event)
+        return self._sources.get(event, frozenset())
 
     def is_terminal(self, state: S) -> bool:
         return state in self.terminal

@@ -26,9 +26,12 @@ class Announcements(Flow):
         self.ctl.spawn(self._say(live, moment), f"announce {moment} call={live.call_id}")
 
     async def _say(self, live: LiveCall, moment: Moment) -> None:
-        async with self.store.transaction() as tx:
-            assistant = await tx.assistants.by_name(live.assistant)
-        text = (assistant.announcements or {}).get(moment.value) if assistant else None
+        words, live.announcements = live.announcements, None
+        if words is None:
+            async with self.store.transaction() as tx:
+                assistant = await tx.assistants.by_name(live.assistant)
+            words = (assistant.announcements or {}) if assistant else {}
+        text = words.get(moment.value)
         if not text or live.ending:
             return
         media = await self.ctl.media.prompt(f"{moment.value}-{live.assistant}", text)

@@ -133,6 +133,13 @@ class LiveCall:
     line_lost: bool = False
     causes: dict[str, int] = field(default_factory=dict)  # Q.850 cause per ended leg
     hung_up_by_phone: set[str] = field(default_factory=set)  # agent legs ended by a BYE
+    # The card on offer gives up after its timeout unless taken: cancelled when it is
+    # (the task holds the call until it ends).
+    offer_timeout: asyncio.Task[None] | None = None
+    # The words of the call's assistant for its announcements, as its card's offer read
+    # them: the handover's announcement says them without reading the assistant again
+    # (and forgets them: a later moment reads the assistant anew). None: not read.
+    announcements: dict[str, str] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     # Clear from the agent's answer until the AI has left (the short overlap): commands

@@ -134,8 +134,9 @@ class CallControl:
 
     # ---- background work -------------------------------------------------------------
 
-    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        """Background work is tracked: it is cancelled on close and its errors are logged."""
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Background work is tracked: it is cancelled on close and its errors are logged.
+        Returned for work that something else can make pointless (an offer's timeout)."""
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
 
@@ -145,6 +146,7 @@ class CallControl:
                 log.error("%s failed", name, exc_info=t.exception())
 
         task.add_done_callback(done)
+        return task
 
     def refused(self, why: str) -> None:
         if self.on_refused is not None:

@@ -34,6 +34,10 @@ class Timing:
     # ...or after this long without any packet from the agent (a phone that suppresses
     # silence sends nothing until its user speaks).
     agent_media_wait_s: float = 1.5
+    # An open line moved into the call's bridge is mixed from the bridge's next tick
+    # (every 20 ms): the AI leaves one tick after the move, so that its last frame and
+    # the agent's first meet rather than leave a hole (at most one tick of both).
+    line_overlap_s: float = 0.02
     # How often the agent leg's RTP counters are read while waiting.
     agent_media_poll_s: float = 0.005
     # An open line is ready for Accept once the agent's audio reaches Asterisk, not at

@@ -24,7 +24,7 @@ from handoff.live.flow import AiEngine, Flow
 from handoff.live.legs import add_when_in_stasis, bridge_of, destroy, hang_up
 from handoff.menus import Choice, Menu
 from handoff.recordings import keep_recording
-from handoff.store.models import Assistant
+from handoff.store.models import Assistant, Handoff
 from handoff.topics import topics_of
 from pbx.ari import AriError, AriNotFound
 
@@ -216,6 +216,7 @@ class Lifecycle(Flow):
             if live.closed:
                 return
             live.close()
+            self.ctl.offers.stop_timeout(live)
             await self.ctl.offers.unstage(live)
             # The transfer's handoff is closed with the others below; only its leg goes.
             moving, live.transfer = live.transfer, None
@@ -227,7 +228,7 @@ class Lifecycle(Flow):
                 if leg:
                     await self.ctl.lines.release(leg)
             await destroy(self.ari, live.bridge)
-            talked_to: list[int | None] = []  # agents whose part of the call ends here
+            talked_to: list[Handoff] = []  # handoffs whose agent's part ends here
             # Taken before the transaction: from an Asterisk on another host (its ARI
             # stored recordings) it is a download, not a rename.
             kept = await self.keep_recording(live) if live.recording else None
@@ -235,15 +236,17 @@ class Lifecycle(Flow):
                 call = await tx.calls.get(live.call_id)
                 open_handoffs = await tx.handoffs.open_for_call(live.call_id)
                 for handoff in open_handoffs:
+                    # Each step leaves the state just read (seen): one UPDATE, no re-read.
                     if live.pbx_hangup:
                         await tx.handoffs.apply(handoff.id, HandoffEvent.FAIL,
-                                                failure_reason=FailureReason.PBX_RESTART)
+                                                failure_reason=FailureReason.PBX_RESTART,
+                                                seen=handoff.state)
                         continue
                     event = (HandoffEvent.CALLER_HUNG_UP if handoff.state is not
                              HandoffState.CONNECTED else HandoffEvent.END)
+                    ended = await tx.handoffs.apply(handoff.id, event, seen=handoff.state)
                     if event is HandoffEvent.END:
-                        talked_to.append(handoff.accepted_by)
-                    await tx.handoffs.apply(handoff.id, event)
+                        talked_to.append(ended)
                 outcome = (
                     CallOutcome.PBX_RESTART if live.pbx_hangup
                     else live.outcome if live.outcome is not None
@@ -256,11 +259,10 @@ class Lifecycle(Flow):
                 end_cause = (f"hung up by the PBX (cause {cause})" if live.pbx_hangup
                              else f"caller's line lost: no media (cause {cause})"
                              if live.line_lost else str(cause))
-                await tx.calls.close(live.call_id, outcome, end_cause=end_cause)
-                if kept is not None:
-                    await tx.calls.set_recording(live.call_id, kept)
-        for agent_id in talked_to:
-            self.ctl.wrap_up(agent_id)
+                await tx.calls.close(live.call_id, outcome, end_cause=end_cause,
+                                     recording_path=kept, seen=call.state)
+        for ended in talked_to:
+            self.ctl.presence.wrap_up(ended.accepted_by, ended)
         self.ctl.registry.remove(live)
         self.hub.publish(CARDS_TOPIC, CallEnded(live.call_id))
         self.hub.publish(assistant_topic(live.assistant), CallEnded(live.call_id))

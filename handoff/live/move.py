@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import datetime
 
 from handoff.assistants import Moment
@@ -19,8 +20,8 @@ from handoff.events import (
     Taken,
     assistant_topic,
 )
-from handoff.handoffs import FailureReason, HandoffEvent
-from handoff.live.call import LiveCall
+from handoff.handoffs import FailureReason, HandoffEvent, HandoffState
+from handoff.live.call import LiveCall, Party
 from handoff.live.errors import AgentUnreachable, CallStateConflict
 from handoff.live.flow import Flow
 from handoff.live.legs import add_when_in_stasis, hang_up
@@ -84,6 +85,7 @@ class Moves(Flow):
                 # Known to the ledger while it rings, so a restarted controller finds it.
                 await tx.calls.set_legs(live.call_id, agent_channel_id=leg)
             mark("committed")
+            self.ctl.offers.stop_timeout(live)
             await self.ctl.offers.unstage(live)
         self.hub.publish(CARDS_TOPIC, Taken(handoff_id, agent_id))
 
@@ -108,10 +110,13 @@ class Moves(Flow):
 
         The line has been sending the agent's audio since the shift began, so there is
         no late first word to wait for (the overlap a rung phone gets): the AI steps out
-        at once, and the caller hears the agent alone from the next mix rather than the
-        AI talking over them. The ledger follows once the accept has committed."""
+        one mixing tick later (Timing.line_overlap_s), when the agent's first frame is
+        in the mix, rather than leave the caller a hole before it. The ledger follows."""
         try:
             mark("ari_sent")
+            # The line joins as Asterisk takes the request, before its answer comes
+            # back: the tick the AI stays is counted from here.
+            sent = time.monotonic()
             await self.ari.bridges.add_channel(live.bridge, line)
             mark("ari_answered")
         except AriError as exc:
@@ -119,10 +124,7 @@ class Moves(Flow):
             raise AgentUnreachable(agent_id, str(exc)) from exc
         live.agent_ringing(line, agent_id)
         if live.agent_picked_up():
-            live.agent_connected()
-            await self.ctl.ai.leave(live)
-            mark("ai_left")
-            self.ctl.spawn(self._line_connected(live, self.store.now()),
+            self.ctl.spawn(self._line_moved_in(live, self.store.now(), sent),
                            f"move call={live.call_id}")
         return line
 
@@ -188,8 +190,36 @@ class Moves(Flow):
                 self.timing.agent_media_wait_s + self.timing.ai_overlap_s + 5):
             await live.move_settled.wait()
 
+    async def _line_moved_in(self, live: LiveCall, media_at: datetime, moved: float) -> None:
+        """An open line one tick into the call's bridge: the AI leaves, then the ledger.
+
+        Not under the call's lock, which the accept that moved the line holds until its
+        transaction commits (on a busy box, well past a tick). Nothing else changes the
+        call's parties meanwhile: commands wait for the move to settle, and a caller or
+        a line gone in the tick has its handler's say (checked here, with no await in
+        between, before the AI is sent away)."""
+        tick = self.timing.line_overlap_s
+        try:
+            await asyncio.sleep(max(0.0, moved + tick - time.monotonic()))
+            if live.closed or live.caller_leaving or live.party is not Party.AGENT_ANSWERED:
+                return
+            live.agent_connected()
+            await self.ctl.ai.leave(live)
+            mark("ai_left")
+            stayed = time.monotonic() - moved
+            if stayed > 2 * tick:
+                # A starved event loop (or PBX) wakes and sends the AI away late: the
+                # caller heard it over the agent that long. Said, as a handler over its
+                # budget is: the box is too busy for the move it was asked.
+                log.warning("call=%s: the AI left the call's bridge %.0f ms after the "
+                            "agent's line joined it, not one mixing tick", live.call_id,
+                            stayed * 1000)
+            await self._line_connected(live, media_at)
+        finally:
+            live.move_settled.set()
+
     async def _line_connected(self, live: LiveCall, media_at: datetime) -> None:
-        """An open line's move, in the ledger (its AI left already, in bring_line)."""
+        """An open line's move, in the ledger (its AI has left)."""
         try:
             async with live.lock:
                 if live.closed or live.caller_leaving or not live.connected:
@@ -214,9 +244,11 @@ class Moves(Flow):
         async with self.store.transaction() as tx:
             await tx.handoffs.apply(live.handoff_id, HandoffEvent.AGENT_ANSWERED,
                                     media_at=media_at)
+            # A handoff's call waits for it (a transfer's is with the first agent and
+            # connects in handoff.live.transfer).
             await tx.calls.apply(
                 live.call_id, CallEvent.AGENT_CONNECTED, agent_channel_id=live.agent,
-                ai_channel_id=None,
+                ai_channel_id=None, seen=CallState.HANDOFF_PENDING,
             )
         self.hub.publish(assistant_topic(live.assistant),
                          HandoffConnected(live.call_id, str(live.agent_id)))
@@ -308,19 +340,23 @@ class Moves(Flow):
                     # moment to start talking on a new connection).
                     await self.ctl.media.until_voice_from(live.ai)
             await self.ctl.transfers.cancel(live)
-            agent = live.agent
-            if event is HandoffEvent.RETURN_TO_AI:
-                self.ctl.wrap_up(live.agent_id)
+            agent, agent_id = live.agent, live.agent_id
             live.agent_lost()
             if agent:
                 # A line goes back to its holding bridge; a rung leg is hung up.
                 await self.ctl.lines.release(agent)
             handoff_id, live.handoff_id = live.handoff_id, None
+            ended = None
             async with self.store.transaction() as tx:
                 if handoff_id is not None:
-                    await tx.handoffs.apply(handoff_id, event, failure_reason=reason)
+                    # The agent had the call: the handoff is connected.
+                    ended = await tx.handoffs.apply(handoff_id, event, failure_reason=reason,
+                                                    seen=HandoffState.CONNECTED)
                 call_event = (CallEvent.RETURN_TO_AI if event is HandoffEvent.RETURN_TO_AI
                               else CallEvent.AGENT_LOST)
                 await tx.calls.apply(live.call_id, call_event, ai_channel_id=live.ai,
                                      agent_channel_id=None)
+            if event is HandoffEvent.RETURN_TO_AI:
+                # The handoff just ended tells the wrap-up its queue: nothing to look up.
+                self.ctl.presence.wrap_up(agent_id, ended)
         self.ctl.call_changed(live.call_id)

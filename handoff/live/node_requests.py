@@ -51,7 +51,7 @@ _REMEMBERED = 512
 _FAILED = "failed"
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
-Spawn = Callable[[Coroutine[Any, Any, None], str], None]
+Spawn = Callable[[Coroutine[Any, Any, None], str], object]  # what it returns goes unused
 
 
 @dataclass(frozen=True)

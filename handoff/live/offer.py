@@ -74,9 +74,11 @@ class Offers(Flow):
             # The fallback has the caller: a card now would cut their message short.
             raise CallStateConflict(call_id, CallState.WITH_AI,
                                     "the caller is leaving a voicemail")
-        # Read once for the card: its hours now, its queue and accept timeout below.
+        # Read once for the card: its hours now, its queue and accept timeout below, and
+        # what the caller is told when a person takes it (handoff.live.announce).
         async with self.store.transaction() as tx:
             assistant = await tx.assistants.by_name(live.assistant)
+        live.announcements = dict(assistant.announcements or {}) if assistant else {}
         if assistant is not None and not self.ctl.engines.open_now(assistant):
             log.info("call=%s: a person asked for out of %s's hours: its fallback instead",
                      call_id, assistant.name)
@@ -181,8 +183,17 @@ class Offers(Flow):
 
     def time_out(self, live: LiveCall, handoff_id: int, after_s: float) -> None:
         """The card is withdrawn and the fallback applies after `after_s`, unless taken."""
-        self.ctl.spawn(self._offer_timeout(live, handoff_id, after_s),
-                       f"offer timeout {handoff_id}")
+        self.stop_timeout(live)
+        live.offer_timeout = self.ctl.spawn(self._offer_timeout(live, handoff_id, after_s),
+                                            f"offer timeout {handoff_id}")
+
+    @staticmethod
+    def stop_timeout(live: LiveCall) -> None:
+        """The call's card was taken, or the caller left: its timeout has nothing left to
+        do (and would hold the call until it fired)."""
+        task, live.offer_timeout = live.offer_timeout, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
 
     async def _offer_timeout(self, live: LiveCall, handoff_id: int, timeout: float) -> None:
         await asyncio.sleep(timeout)
@@ -205,9 +216,11 @@ class Offers(Flow):
                 if handoff.state is not HandoffState.OFFERED:
                     return
                 if reason is FailureReason.TIMEOUT:
-                    await tx.handoffs.apply(handoff_id, HandoffEvent.TIME_OUT)
+                    await tx.handoffs.apply(handoff_id, HandoffEvent.TIME_OUT,
+                                            seen=handoff.state)
                 else:
-                    await tx.handoffs.apply(handoff_id, HandoffEvent.FAIL, failure_reason=reason)
+                    await tx.handoffs.apply(handoff_id, HandoffEvent.FAIL, failure_reason=reason,
+                                            seen=handoff.state)
                 await tx.calls.apply(live.call_id, CallEvent.HANDOFF_FAILED)
                 assistant = await tx.assistants.by_name(live.assistant)
                 number = assistant.fallback_number if assistant else None

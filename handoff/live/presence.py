@@ -11,6 +11,7 @@ from handoff.agents import CONTROLLER, PresenceEvent
 from handoff.events import AGENTS_TOPIC, AgentChanged
 from handoff.live.flow import Flow
 from handoff.live.reconcile import pbx_started
+from handoff.store.models import Handoff
 from handoff.store.transitions import utc_now
 from pbx.ari import AriError, AriNotFound
 
@@ -45,16 +46,23 @@ class Presence(Flow):
             return None
         return False
 
-    def wrap_up(self, agent_id: int | None) -> None:
-        """The agent's part of a call is over: a short wrap-up before the next card."""
+    def wrap_up(self, agent_id: int | None, ended: Handoff | None = None) -> None:
+        """The agent's part of a call is over: a short wrap-up before the next card.
+        `ended`: the handoff whose part just ended, when the caller has it in hand (its
+        queue sets the limit); without it the agent's last call is looked up."""
         if agent_id is not None:
-            self.ctl.spawn(self._wrap_up_then_available(agent_id), f"wrap-up agent={agent_id}")
+            self.ctl.spawn(self._wrap_up_then_available(agent_id, ended),
+                           f"wrap-up agent={agent_id}")
 
-    async def _wrap_up_then_available(self, agent_id: int) -> None:
+    async def _wrap_up_then_available(self, agent_id: int, ended: Handoff | None) -> None:
         # After-call work differs by the queue's work (a sale's order form, a support
         # ticket): the limit is the one of the queue the call came from, else the site's.
-        async with self.store.transaction() as tx:
-            queue = await tx.queues.of_last_call(agent_id)
+        queue = None
+        queue_id = None if ended is None else ended.queue_id
+        if ended is None or queue_id is not None:
+            async with self.store.transaction() as tx:
+                queue = (await tx.queues.get(queue_id) if queue_id is not None
+                         else await tx.queues.of_last_call(agent_id))
         limit = (float(queue.wrap_up_s) if queue is not None and queue.wrap_up_s is not None
                  else self.timing.wrap_up_s)
         if limit <= 0:

@@ -269,7 +269,9 @@ async def close_unheard(tx: Transaction, call_id: str, outcome: CallOutcome, end
     caller is taken to have hung up. The agents they held are free again."""
     for handoff in await tx.handoffs.open_for_call(call_id):
         if failure is not None:
-            await tx.handoffs.apply(handoff.id, HandoffEvent.FAIL, failure_reason=failure)
+            await tx.handoffs.apply(handoff.id, HandoffEvent.FAIL, failure_reason=failure,
+                                    seen=handoff.state)
         else:
-            await tx.handoffs.apply(handoff.id, HandoffEvent.CALLER_HUNG_UP)
+            await tx.handoffs.apply(handoff.id, HandoffEvent.CALLER_HUNG_UP,
+                                    seen=handoff.state)
     await tx.calls.close(call_id, outcome, end_cause=end_cause)

@@ -24,11 +24,12 @@ log = logging.getLogger(__name__)
 # The stages, in path order. received: the request read off the tab's socket (or the
 # POST's handler reached); locked: the call's lock held; won: the conditional UPDATE
 # said this agent won; ari_sent / ari_answered: the bridge move (an open line's
-# addChannel, or a rung leg's dial) asked and done; ai_left: an open line's AI hung up
-# (a rung phone's leaves later, once its voice flows); committed: the ledger has it;
-# replied: the tab's reply is on its way.
-STAGES = ("received", "locked", "won", "ari_sent", "ari_answered", "ai_left", "committed",
-          "replied")
+# addChannel, or a rung leg's dial) asked and done; committed: the ledger has it;
+# replied: the tab's reply is on its way; ai_left: an open line's AI hung up, a mixing
+# tick after the move, in the background (a rung phone's leaves later still, once its
+# voice flows).
+STAGES = ("received", "locked", "won", "ari_sent", "ari_answered", "committed", "replied",
+          "ai_left")
 KEPT = 64  # recent Accepts kept for a benchmark to read (a bounded record, not a log)
 
 Marks = dict[str, float]

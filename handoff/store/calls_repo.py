@@ -7,13 +7,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TypedDict, Unpack
 
-from sqlalchemy import String, bindparam, select, update
+from sqlalchemy import String, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handoff.calls import CALL_LIFECYCLE, CallDirection, CallEvent, CallOutcome, CallState
 from handoff.store.errors import NotFound
 from handoff.store.models import Call, Transition
-from handoff.store.transitions import Clock, transition_with_version_guard
+from handoff.store.transitions import Clock, transition_in_place, update_row, write_ledger
 
 
 class CallLegs(TypedDict, total=False):
@@ -62,19 +62,25 @@ class CallsRepo:
             raise NotFound("call", call_id)
         return call
 
-    async def apply(self, call_id: str, event: CallEvent, **legs: Unpack[CallLegs]) -> Call:
-        """Move the call through its lifecycle, updating which legs share its bridge."""
+    async def apply(self, call_id: str, event: CallEvent, *, seen: CallState | None = None,
+                    **legs: Unpack[CallLegs]) -> Call:
+        """Move the call through its lifecycle, updating which legs share its bridge.
+        `seen`: the state the call is believed to be in, for an event allowed from
+        several (see handoff.store.transitions.transition_in_place)."""
         if event is CallEvent.END:
             raise ValueError("end a call with close(), which records its outcome")
-        return await self._apply(call_id, event, dict(legs))
+        return await self._apply(call_id, event, dict(legs), seen)
 
     async def close(
-        self, call_id: str, outcome: CallOutcome, *, end_cause: str | None = None
+        self, call_id: str, outcome: CallOutcome, *, end_cause: str | None = None,
+        recording_path: str | None = None, seen: CallState | None = None,
     ) -> Call:
-        """End the call with its outcome; every call ends through here exactly once."""
-        return await self._apply(
-            call_id, CallEvent.END, {"outcome": outcome, "end_cause": end_cause}
-        )
+        """End the call with its outcome (and its recording, when kept); every call ends
+        through here exactly once."""
+        values: dict[str, object] = {"outcome": outcome, "end_cause": end_cause}
+        if recording_path is not None:
+            values["recording_path"] = recording_path
+        return await self._apply(call_id, CallEvent.END, values, seen)
 
     async def set_legs(self, call_id: str, **legs: Unpack[CallLegs]) -> Call:
         """Record a changed leg without a lifecycle step (the AI leg re-created after a
@@ -105,14 +111,7 @@ class CallsRepo:
         return await self._update(call_id, {"recording_path": None})
 
     async def _update(self, call_id: str, values: dict[str, object]) -> Call:
-        result = await self._session.scalars(
-            update(Call)
-            .where(Call.id == call_id)
-            .values(**values, version=Call.version + 1)
-            .returning(Call),
-            execution_options={"populate_existing": True},
-        )
-        call = result.one_or_none()
+        call = await update_row(self._session, Call, call_id, values)
         if call is None:
             raise NotFound("call", call_id)
         return call
@@ -133,37 +132,33 @@ class CallsRepo:
 
     async def history(self, call_id: str) -> Sequence[Transition]:
         """Every persisted transition of the call and of its handoffs, oldest first."""
+        await write_ledger(self._session)  # this transaction's steps too
         result = await self._session.scalars(
             select(Transition).where(Transition.call_id == call_id).order_by(Transition.id)
         )
         return result.all()
 
-    async def _apply(self, call_id: str, event: CallEvent, values: dict[str, object]) -> Call:
+    async def _apply(self, call_id: str, event: CallEvent, values: dict[str, object],
+                     seen: CallState | None) -> Call:
         now = self._clock()
 
-        async def read() -> tuple[CallState, int, str] | None:
-            row = (await self._session.execute(_STATE_OF_CALL, {"id": call_id})).one_or_none()
-            return None if row is None else (row.state, row.version, call_id)
+        async def read() -> CallState | None:
+            return await self._session.scalar(_STATE_OF_CALL, {"id": call_id})
 
-        async def write(current: CallState, target: CallState, version: int) -> Call | None:
-            changes = {**values, **_timestamps(current, target, now)}
-            result = await self._session.scalars(
-                update(Call)
-                .where(Call.id == call_id, Call.version == version)
-                .values(state=target, version=version + 1, **changes)
-                .returning(Call),
-                execution_options={"populate_existing": True},
-            )
-            return result.one_or_none()
+        async def write(source: CallState, target: CallState) -> Call | None:
+            changes = {**values, **_timestamps(source, target, now)}
+            return await update_row(self._session, Call, call_id,
+                                    {"state": target, **changes}, source)
 
-        return await transition_with_version_guard(
-            self._session, CALL_LIFECYCLE, event,
-            kind="call", key=call_id, read=read, write=write, handoff_id=None, at=now,
+        return await transition_in_place(
+            self._session, CALL_LIFECYCLE, event, kind="call", key=call_id, seen=seen,
+            read=read, write=write, call_of=lambda _: call_id, handoff_id=None, at=now,
         )
 
 
-# A step's read of where the call stands, built once: every step of every call asks it.
-_STATE_OF_CALL = select(Call.state, Call.version).where(Call.id == bindparam("id", type_=String))
+# A step's read of where the call stands when its UPDATE cannot tell (see
+# handoff.store.transitions.transition_in_place), built once.
+_STATE_OF_CALL = select(Call.state).where(Call.id == bindparam("id", type_=String))
 
 
 def _timestamps(current: CallState, target: CallState, now: datetime) -> dict[str, object]:

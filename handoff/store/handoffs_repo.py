@@ -21,7 +21,8 @@ from handoff.store.queues_repo import QueuesRepo
 from handoff.store.transitions import (
     Clock,
     record_transition,
-    transition_with_version_guard,
+    transition_in_place,
+    update_row,
 )
 
 # Read from the lifecycle table rather than restated, so the accept guard follows it.
@@ -131,9 +132,9 @@ class HandoffsRepo:
         won = await _accept_statement(on_duty_only).first(
             self._session, {"agent_id": agent_id, "handoff_id": handoff_id, "now": now})
         if won is not None:
-            await record_transition(
+            record_transition(
                 self._session, HANDOFF_LIFECYCLE, _ACCEPT_FROM, HandoffEvent.ACCEPT,
-                _ACCEPT_TO, call_id=won.call_id, handoff_id=handoff_id, at=now, flush=False,
+                _ACCEPT_TO, call_id=won.call_id, handoff_id=handoff_id, at=now,
             )
             if won.queue_id is not None:
                 await self._queues.close_offers(handoff_id, OfferOutcome.ACCEPTED)
@@ -191,42 +192,36 @@ class HandoffsRepo:
         failure_reason: FailureReason | None = None,
         agent_channel_id: str | None = None,
         media_at: datetime | None = None,
+        seen: HandoffState | None = None,
     ) -> Handoff:
-        """Any lifecycle event except ACCEPT (see `accept`), guarded by the row version.
+        """Any lifecycle event except ACCEPT (see `accept`), guarded by the state it
+        leaves (handoff.store.transitions.transition_in_place).
 
         FAIL needs a `failure_reason`; CALLER_HUNG_UP and TIME_OUT imply theirs. The
         agent's leg (as it is rung) and when its audio first reached Asterisk (as it
-        connects) are kept when given: the handoff's quality record.
+        connects) are kept when given: the handoff's quality record. `seen`: the state
+        this transaction read the handoff in, for an event allowed from several (it saves
+        reading it again; a handoff that moved on since is read and judged afresh).
         """
         if event is HandoffEvent.ACCEPT:
             raise ValueError("accept a handoff with accept(), which names the agent")
         now = self._clock()
 
-        async def read() -> tuple[HandoffState, int, str] | None:
-            row = (await self._session.execute(_STATE_OF_HANDOFF, {"id": handoff_id})
-                   ).one_or_none()
-            return None if row is None else (row.state, row.version, row.call_id)
+        async def read() -> HandoffState | None:
+            return await self._session.scalar(_STATE_OF_HANDOFF, {"id": handoff_id})
 
-        async def write(
-            current: HandoffState, target: HandoffState, version: int
-        ) -> Handoff | None:
+        async def write(source: HandoffState, target: HandoffState) -> Handoff | None:
             changes = _changes(target, failure_reason, now)
             if agent_channel_id is not None:
                 changes["agent_channel_id"] = agent_channel_id
             if media_at is not None:
                 changes["media_at"] = media_at
-            result = await self._session.scalars(
-                update(Handoff)
-                .where(Handoff.id == handoff_id, Handoff.version == version)
-                .values(state=target, version=version + 1, **changes)
-                .returning(Handoff),
-                execution_options={"populate_existing": True},
-            )
-            return result.one_or_none()
+            return await update_row(self._session, Handoff, handoff_id,
+                                    {"state": target, **changes}, source)
 
-        handoff = await transition_with_version_guard(
-            self._session, HANDOFF_LIFECYCLE, event,
-            kind="handoff", key=handoff_id, read=read, write=write,
+        handoff = await transition_in_place(
+            self._session, HANDOFF_LIFECYCLE, event, kind="handoff", key=handoff_id,
+            seen=seen, read=read, write=write, call_of=lambda h: h.call_id,
             handoff_id=handoff_id, at=now,
         )
         if handoff.queue_id is not None and HANDOFF_LIFECYCLE.is_terminal(handoff.state):
@@ -271,10 +266,9 @@ class HandoffsRepo:
         return result.all()
 
 
-# A step's read of where the handoff stands, built once: every step of every handoff
-# asks it.
-_STATE_OF_HANDOFF = select(Handoff.state, Handoff.version, Handoff.call_id).where(
-    Handoff.id == bindparam("id", type_=Integer))
+# A step's read of where the handoff stands when its UPDATE cannot tell (see apply),
+# built once.
+_STATE_OF_HANDOFF = select(Handoff.state).where(Handoff.id == bindparam("id", type_=Integer))
 
 
 @functools.cache

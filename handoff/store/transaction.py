@@ -30,7 +30,7 @@ from handoff.store.queues_repo import QueuesRepo
 from handoff.store.reasons_repo import DispositionsRepo, PauseReasonsRepo
 from handoff.store.sessions_repo import SessionsRepo
 from handoff.store.transcripts_repo import TranscriptsRepo
-from handoff.store.transitions import Clock, utc_now
+from handoff.store.transitions import Clock, utc_now, write_ledger
 from handoff.store.trunks_repo import TrunksRepo
 
 
@@ -81,6 +81,8 @@ class Store:
         """Commit when the block ends normally, roll back when it raises."""
         async with self._sessions() as session, session.begin():
             yield self._repos(session)
+            # The steps' ledger lines, together (handoff.store.transitions.write_ledger).
+            await write_ledger(session)
 
     def _repos(self, session: AsyncSession) -> Transaction:
         clock = self._clock

@@ -5,13 +5,15 @@ transaction."""
 from __future__ import annotations
 
 import enum
+import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from handoff.calls import CALL_LIFECYCLE
 from handoff.handoffs import HANDOFF_LIFECYCLE
@@ -28,8 +30,10 @@ Clock = Callable[[], datetime]
 
 log = logging.getLogger(__name__)
 
-# The ledger's INSERT on the table itself (see record_transition).
+# The ledger's INSERT on the table itself (see write_ledger), and where a transaction's
+# lines wait for it (its session's info).
 _RECORD = insert(cast(Table, Transition.__table__))
+_LEDGER = "switchboard.ledger"
 
 # Two writers racing on one row (controller and web process: a call's event, an agent's
 # click against their wrap-up) settle in one or two rounds; more than this means
@@ -74,44 +78,90 @@ async def apply_under_guard(
     raise ConcurrentUpdate(kind, key)
 
 
-async def transition_with_version_guard(
+async def transition_in_place(
     session: AsyncSession,
     machine: StateMachine[S, E],
     event: E,
     *,
     kind: str,
     key: object,
-    read: Callable[[], Awaitable[tuple[S, int, str] | None]],
-    write: Callable[[S, S, int], Awaitable[RowT | None]],
+    seen: S | None,
+    read: Callable[[], Awaitable[S | None]],
+    write: Callable[[S, S], Awaitable[RowT | None]],
+    call_of: Callable[[RowT], str],
     handoff_id: int | None,
     at: datetime,
 ) -> RowT:
-    """Apply `event` to a row of a call's lifecycle under its version guard, and record
-    the transition against the call.
+    """Apply `event` to a row of a call's lifecycle with one conditional UPDATE, and
+    record the transition against the call.
 
-    `read` returns (state, version, call id) or None when the row is missing; `write`
-    performs `UPDATE ... WHERE id = key AND version = <read version>` (see
-    :func:`apply_under_guard`).
+    `write(source, target)` performs ``UPDATE ... SET state = target WHERE id = key AND
+    state = source RETURNING ...`` and returns the row, or None when it matched nothing.
+    The source is known without asking the database when the event leaves one state only
+    (most steps of a handoff), or is the state the caller `seen` in this transaction (the
+    row may have moved on since: the guard says so). Only when neither tells, or the
+    UPDATE matched nothing, is the row read (`read`: its state, None when it is missing)
+    and the event judged against what it says, exactly as a read-first step would: every
+    step of every handoff wrote after a read before, twice the statements for the same
+    guarantee. Raises InvalidTransition (nothing written), NotFound, or ConcurrentUpdate
+    when the row keeps changing under us.
     """
+    sources = machine.sources_of(event)
+    source: S | None = seen if seen in sources else None
+    if len(sources) == 1:
+        (source,) = sources
+    for _ in range(MAX_GUARD_RETRIES):
+        if source is None:
+            source = await read()
+            if source is None:
+                raise NotFound(kind, key)
+        target = machine.next_state(source, event)
+        row = await write(source, target)
+        if row is not None:
+            record_transition(session, machine, source, event, target,
+                              call_id=call_of(row), handoff_id=handoff_id, at=at)
+            return row
+        log.debug("%s %s is not %s: judging %s against what it is", kind, key,
+                  source.value, event.value)
+        source = None
+    raise ConcurrentUpdate(kind, key)
 
-    async def read_versioned() -> tuple[S, tuple[int, str]] | None:
-        found = await read()
-        return None if found is None else (found[0], (found[1], found[2]))
 
-    async def write_versioned(current: S, target: S, guard: tuple[int, str]) -> RowT | None:
-        return await write(current, target, guard[0])
+async def update_row(session: AsyncSession, entity: type[RowT], key: object,
+                     values: Mapping[str, object], source: object = None) -> RowT | None:
+    """``UPDATE <entity> SET <values>, version = version + 1 WHERE id = key [AND state =
+    source] RETURNING <entity>``: the row as it now is (in the session, as a fresh read
+    would be), or None when none matched.
 
-    current, target, (_, call_id), row = await apply_under_guard(
-        machine, event, kind=kind, key=key, read=read_versioned, write=write_versioned,
-    )
-    await record_transition(
-        session, machine, current, event, target,
-        call_id=call_id, handoff_id=handoff_id, at=at,
-    )
-    return row
+    The statement is built once per entity and set of columns written, its values bound
+    at each call: built anew, SQLAlchemy worked out its cache key from the whole of it
+    every time, for every step of every call on the controller's one event loop.
+    """
+    statement = _guarded_update(cast(type, entity), tuple(sorted(values)), source is not None)
+    params = {f"new_{name}": value for name, value in values.items()}
+    params["row_key"] = key
+    if source is not None:
+        params["from_state"] = source
+    result = await session.scalars(statement, params,
+                                   execution_options={"populate_existing": True})
+    return result.one_or_none()
 
 
-async def record_transition(
+@functools.cache
+def _guarded_update(entity: type[Any], columns: tuple[str, ...],
+                    guarded: bool) -> ReturningUpdate[Any]:
+    table = cast(Table, entity.__table__)
+    where = [table.c.id == bindparam("row_key", type_=table.c.id.type)]
+    if guarded:
+        where.append(table.c.state == bindparam("from_state", type_=table.c.state.type))
+    return (update(entity).where(*where)
+            .values(version=table.c.version + 1,
+                    **{name: bindparam(f"new_{name}", type_=table.c[name].type)
+                       for name in columns})
+            .returning(entity))
+
+
+def record_transition(
     session: AsyncSession,
     machine: StateMachine[S, E],
     current: S,
@@ -121,29 +171,29 @@ async def record_transition(
     call_id: str,
     handoff_id: int | None,
     at: datetime,
-    flush: bool = True,
 ) -> None:
-    """Log the transition (the row is already written) and persist it in the same
-    transaction, so the log and the state can never disagree.
-
-    ``flush=False`` leaves the INSERT to the next flush or the commit: one database
-    round trip less on a path someone is waiting on (an Accept click).
-    """
+    """Log the transition (the row is already written) and keep its ledger line for the
+    end of the transaction (:func:`write_ledger`), which persists it with the row: the
+    log and the state can never disagree."""
     ref = None if handoff_id is None else f"handoff={handoff_id}"
     machine.transition(current, event, call_id=call_id, ref=ref)
-    row = {"call_id": call_id, "handoff_id": handoff_id, "machine": machine.name,
-           "from_state": current.value, "event": event.value, "to_state": target.value,
-           "at": at}
-    if not flush:
-        session.add(Transition(**row))
-        return
-    if session.new:
-        # A transition left for the commit (an accept's) goes in first: the ledger's
-        # ids keep the order in which the call's steps happened.
-        await session.flush()
-    # A plain INSERT, not the ORM's unit of work: nothing reads the row back, and every
-    # step of every handoff writes one (the ORM's flush cost more than the write).
-    await session.execute(_RECORD, row)
+    session.info.setdefault(_LEDGER, []).append(
+        {"call_id": call_id, "handoff_id": handoff_id, "machine": machine.name,
+         "from_state": current.value, "event": event.value, "to_state": target.value,
+         "at": at})
+
+
+async def write_ledger(session: AsyncSession) -> None:
+    """The ledger lines of the transaction's steps so far, in their order, as one INSERT
+    (Store.transaction calls it before the commit; a read of the ledger first).
+
+    Most of a handoff's transactions take two steps (the handoff's and the call's): one
+    statement for both rather than one each, on the controller's one event loop. A plain
+    INSERT, not the ORM's unit of work: nothing reads the rows back.
+    """
+    lines = session.info.pop(_LEDGER, None)
+    if lines:
+        await session.execute(_RECORD, lines)
 
 
 # The lifecycles whose transitions the ledger records against a call, by machine name.

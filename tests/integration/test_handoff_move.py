@@ -57,6 +57,9 @@ async def test_caller_moves_from_ai_to_agent_without_silence_and_recording_keeps
     heard_agent = await r.wait_hears(placed, "agent", after=accepted_at)
     live = r.control.calls[placed.call_id]
     await asyncio.wait_for(live.answered.wait(), 5)
+    # The card was taken: its offer timeout (the assistant's 30 s) waits no more.
+    await until(lambda: not [t for t in asyncio.all_tasks() if not t.done()
+                             and t.get_name() == f"offer timeout {handoff_id}"], within=5)
     # What the caller hears for half a second after the move: the window checked below.
     await asyncio.sleep(0.5)
 

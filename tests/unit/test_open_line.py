@@ -108,11 +108,34 @@ async def test_a_line_lost_as_it_moves_in_gives_the_caller_back_to_the_ai(
     handoff_id = await desks.live.control.request_handoff(
         live.call_id, reason="caller_asked", summary="wants a person")
     await desks.live.control.accept(handoff_id, desks.ada)
-    assert live.ai is None  # out already; the ledger has not said so yet
+    await until(lambda: live.ai is None)  # out a tick later; the ledger has not said so yet
     await desks.ari.lose_phone(leg)
     await asyncio.wait_for(done.wait(), 5)
     assert await until(lambda: _failed(desks, handoff_id)) is FailureReason.AGENT_VANISHED
     await until(lambda: live.ai is not None and live.party is Party.AI)
+    await desks.ari.hang_up_phone(caller)
+    await desks.live.control.close_line(desks.ada, "ada-desk")
+
+
+async def test_a_line_lost_in_the_tick_before_the_ai_leaves_keeps_the_caller_with_the_ai(
+    desks: Floor, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The AI leaves a mixing tick after the line joined the call's bridge (a long one
+    # here, so that the loss lands inside it): a line lost by then never had the caller.
+    monkeypatch.setattr(desks.live.control.timing, "line_overlap_s", 0.5)
+    leg = await open_line(desks)
+    caller, live = await desks.call()
+    ai = live.ai
+    handoff_id = await desks.live.control.request_handoff(
+        live.call_id, reason="caller_asked", summary="wants a person")
+    await desks.live.control.accept(handoff_id, desks.ada)
+    assert (live.ai, live.party) == (ai, Party.AGENT_ANSWERED)
+    await desks.ari.lose_phone(leg)
+    assert await until(lambda: _failed(desks, handoff_id)) is FailureReason.AGENT_VANISHED
+    await until(live.move_settled.is_set)
+    # The AI never left: the same leg has the caller, and the call is offered again.
+    assert (live.ai, live.party) == (ai, Party.AI)
+    assert await until(lambda: live.handoff_id not in (None, handoff_id))
     await desks.ari.hang_up_phone(caller)
     await desks.live.control.close_line(desks.ada, "ada-desk")
 
