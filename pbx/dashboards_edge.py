@@ -15,9 +15,6 @@ import contextlib
 import logging
 import os
 import pwd
-import shutil
-import signal
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +29,7 @@ from pbx.config_values import (
     check_port,
     read_file,
 )
+from pbx.edge_daemons import check_config, find_sbin, log_tail, stop_group
 
 log = logging.getLogger(__name__)
 
@@ -141,23 +139,13 @@ def _has_account() -> bool:
 
 
 def find_binary() -> str:
-    found = shutil.which("haproxy") or next(
-        (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if Path(p).exists()),
-        None)
-    if found is None:
-        raise HaproxyUnavailable("haproxy is not installed (Debian: apt install haproxy)")
-    return found
+    return find_sbin("haproxy", HaproxyUnavailable)
 
 
 def check_syntax(config: Path, binary: str | None = None, timeout: float = 30) -> None:
     """HAProxy's own check of ``config`` (``haproxy -c``): every keyword known, the
     certificate loaded. Raises ValueError with its complaints."""
-    done = subprocess.run([binary or find_binary(), "-c", "-f", str(config)],
-                          capture_output=True, text=True, timeout=timeout, check=False)
-    if done.returncode != 0:
-        complaints = [line.strip() for line in (done.stdout + done.stderr).splitlines()
-                      if "ALERT" in line]
-        raise ValueError(f"haproxy refuses {config}: " + "; ".join(complaints[:6]))
+    check_config(binary or find_binary(), config, marks=("ALERT",), timeout=timeout)
 
 
 async def stats(spec: DashboardsSpec) -> str:
@@ -244,22 +232,7 @@ class DashboardsEdge:
         """SIGTERM (HAProxy's hard stop: every desk's connection closed, and each
         reconnects once the edge is back); killed if it has not exited in ``timeout``."""
         process, self.process = self.process, None
-        if process is None:
-            return
-        if process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), timeout)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        await stop_group(process, timeout)
 
     def _tail(self, lines: int = 15) -> str:
-        if self.log_file is None:
-            return "its log above says why"
-        try:
-            return "\n" + "\n".join(self.log_file.read_text().splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_file, lines)

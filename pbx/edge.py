@@ -17,10 +17,10 @@ import pwd
 import re
 import secrets
 import shutil
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from pbx.edge_daemons import log_tail, stop_group
 from pbx.kamailio_config import (
     CONFIG_FILE,
     EdgeSpec,
@@ -237,24 +237,7 @@ class Edge:
         not within ``timeout``). Then whatever of its group is left is killed: the
         children of a main process that died by itself, or a child that hung."""
         process, self.process = self.process, None
-        if process is None:
-            return
-        if process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), timeout)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-        # Its children are in its group (start_new_session): none may hold the SIP port
-        # or the control socket after a stop.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        await stop_group(process, timeout)
 
     def _tail(self, lines: int = 15) -> str:
-        if self.log_file is None:
-            return "its log above says why"
-        try:
-            return "\n" + "\n".join(self.log_file.read_text().splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_file, lines)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from pbx.config_values import (
     check_secret,
     read_file,
 )
+from pbx.edge_daemons import check_config, find_sbin
 
 CONFIG_FILE = "kamailio.cfg"
 LIST_FILE = "dispatcher.list"
@@ -235,22 +234,11 @@ class KamailioUnavailable(RuntimeError):
 
 
 def find_binary() -> str:
-    found = shutil.which("kamailio") or next(
-        (p for p in ("/usr/sbin/kamailio", "/usr/local/sbin/kamailio") if Path(p).exists()),
-        None)
-    if found is None:
-        raise KamailioUnavailable("kamailio is not installed (Debian: apt install kamailio)")
-    return found
+    return find_sbin("kamailio", KamailioUnavailable)
 
 
 def check_syntax(config: Path, binary: str | None = None, timeout: float = 30) -> None:
     """Kamailio's own check of ``config`` (``kamailio -c``): modules found, every
     function and parameter known. Raises ValueError with Kamailio's complaints."""
-    done = subprocess.run(
-        [binary or find_binary(), "-c", "-f", str(config)],
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )
-    if done.returncode != 0:
-        complaints = [line.strip() for line in (done.stdout + done.stderr).splitlines()
-                      if "ERROR" in line or "CRITICAL" in line]
-        raise ValueError(f"kamailio refuses {config}: " + "; ".join(complaints[:6]))
+    check_config(binary or find_binary(), config, marks=("ERROR", "CRITICAL"),
+                 timeout=timeout)
