@@ -142,6 +142,9 @@ class Supervision:
             return await self._supervise_here(call_id, supervisor, mode)
         # Another node's call: that node rings the supervisor's phone (at the edge, which
         # any node rings) and carries the mode out; its answer waits for their phone.
+        # A line answered a moment ago is waited for (its first audio), as an Accept
+        # waits: read as no line, node A would ring a phone busy with it.
+        await self.control.lines.settled(supervisor.agent_id)
         line_here = self.control.lines.idle(supervisor.agent_id)
         done = await self.control.requests.ask(
             node, "supervise", {"call_id": call_id, "mode": mode.value,
