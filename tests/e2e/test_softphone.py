@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Dialog, Page, expect
+from playwright.async_api import Browser, BrowserContext, Dialog, Page, Route, expect
 from playwright.async_api import Error as PlaywrightError
 
 from handoff.agents import Presence
@@ -299,6 +299,32 @@ async def test_a_call_outlives_a_dropped_sip_websocket_and_still_ends_cleanly(
     # The PBX's BYE reaches the phone over its new socket: the panel closes at End.
     await page.click("#call-end")
     await expect(page.locator("#call")).to_be_hidden()
+    call = await until(lambda: _closed(product, call_id))
+    assert call.outcome is CallOutcome.COMPLETED_BY_AGENT
+
+
+async def test_end_waits_until_the_panel_knows_its_call(
+    agent_context: BrowserContext, product: Desk,
+) -> None:
+    """The panel opens as the phone connects and asks the server which call it is a
+    moment later: an End clicked in between did nothing (a fresh-clone run's call that
+    never ended). Held back here, End stays disabled until the answer, then ends it."""
+    page = await agent_context.new_page()
+    _, call_id, handoff_id = await on_duty_with_a_card(page, product)
+    answer = asyncio.Event()
+
+    async def held_back(route: Route) -> None:
+        await answer.wait()
+        await route.continue_()
+
+    await page.route("**/api/calls/current", held_back)
+    await page.locator(f'li.card[data-handoff-id="{handoff_id}"]').get_by_role(
+        "button", name="Accept").click()
+    await expect(page.locator("#call")).to_be_visible()
+    await expect(page.locator("#call-end")).to_be_disabled()
+    answer.set()
+    await expect(page.locator("#call-end")).to_be_enabled()
+    await page.click("#call-end")
     call = await until(lambda: _closed(product, call_id))
     assert call.outcome is CallOutcome.COMPLETED_BY_AGENT
 

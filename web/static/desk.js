@@ -332,6 +332,7 @@
     }
 
     function fill(call) {
+      if (current === null) setCallButtons(true);
       current = call;
       section.dataset.callId = call.call_id;
       $("call-caller").textContent = call.caller_name || call.caller_number;
@@ -420,6 +421,9 @@
       $("call-role").textContent = "On the call with";
       $("call-end").textContent = "End call";
       for (const button of section.querySelectorAll("button")) button.disabled = false;
+      // End and Return act on the call the server names: until /api/calls/current has
+      // said which (a moment after the phone connects), a click would do nothing.
+      setCallButtons(current !== null);
       clock();
       timer = setInterval(clock, 1000);
       // The panel follows the call: the transcript grows while the AI part is read,
@@ -450,6 +454,11 @@
       document.body.dataset.inCall = "no";
       current = null;
       tell(cause && cause !== "Terminated" && cause !== "Bye" ? `The call ended (${cause}).` : "The call ended.");
+    }
+
+    function setCallButtons(enabled) {
+      $("call-end").disabled = !enabled;
+      $("call-return").disabled = !enabled;
     }
 
     async function act(path, body, button) {
