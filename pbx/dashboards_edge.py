@@ -22,14 +22,12 @@ import jinja2
 
 from pbx.config_values import (
     ConfigValueError,
-    check_certificate,
     check_host,
     check_ip,
     check_name,
     check_port,
-    read_file,
 )
-from pbx.edge_daemons import check_config, find_sbin, log_tail, stop_group
+from pbx.edge_daemons import check_config, edge_certificate, find_sbin, log_tail, stop_group
 
 log = logging.getLogger(__name__)
 
@@ -109,17 +107,9 @@ def write_files(spec: DashboardsSpec, folder: Path) -> str:
     Returns the rendered file."""
     account = ACCOUNT if os.geteuid() == 0 and _has_account() else ""
     text = render(spec, account)
-    cert_key, key_key = "cluster.edge_tls_cert", "cluster.edge_tls_key"
-    # Checked here, on the edge's machine, not with the settings: a node's settings name
-    # the edge's HTTPS port (its origin) but need no certificate.
-    if not (spec.tls_cert and spec.tls_key):
-        raise ConfigValueError(key_key if spec.tls_cert else cert_key, "the dashboards at "
-                               "the edge (edge_https_port) need a certificate and its key "
-                               "(edge_tls_cert and edge_tls_key, or the dashboard's: "
-                               "server.tls_cert and tls_key)")
-    check_certificate(cert_key, spec.tls_cert, key_key, spec.tls_key)
-    cert = read_file(cert_key, spec.tls_cert)
-    pem = cert + (b"" if cert.endswith(b"\n") else b"\n") + read_file(key_key, spec.tls_key)
+    cert, key = edge_certificate(spec.tls_cert, spec.tls_key,
+                                 "the dashboards at the edge (edge_https_port) need")
+    pem = cert + (b"" if cert.endswith(b"\n") else b"\n") + key
     folder.mkdir(parents=True, exist_ok=True)
     Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
     for name, data in ((CONFIG_FILE, text.encode()), (PEM_FILE, pem)):

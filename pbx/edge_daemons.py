@@ -13,6 +13,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from pbx.config_values import ConfigValueError, check_certificate, read_file
+
 
 def find_sbin(name: str, unavailable: Callable[[str], Exception]) -> str:
     """The daemon's binary: on PATH, or in the sbin folders a root-less PATH lacks."""
@@ -61,3 +63,18 @@ def log_tail(log_file: Path | None, lines: int = 15) -> str:
         return "\n" + "\n".join(log_file.read_text().splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def edge_certificate(cert: str, key: str, listener: str) -> tuple[bytes, bytes]:
+    """The edge's certificate and key, read for ``listener`` (what needs them, named for
+    the admin). Checked here, on the edge's machine, not with the settings: a node's
+    settings name the edge's ports (its origin, where its browsers register) but need no
+    certificate."""
+    cert_key, key_key = "cluster.edge_tls_cert", "cluster.edge_tls_key"
+    if not (cert and key):
+        raise ConfigValueError(key_key if cert else cert_key,
+                               f"{listener} a certificate and its key (edge_tls_cert and "
+                               "edge_tls_key, or the dashboard's: server.tls_cert and "
+                               "tls_key)")
+    check_certificate(cert_key, cert, key_key, key)
+    return read_file(cert_key, cert), read_file(key_key, key)

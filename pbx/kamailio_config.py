@@ -19,16 +19,14 @@ import jinja2
 
 from pbx.config_values import (
     ConfigValueError,
-    check_certificate,
     check_host,
     check_ip,
     check_name,
     check_port,
     check_realm,
     check_secret,
-    read_file,
 )
-from pbx.edge_daemons import check_config, find_sbin
+from pbx.edge_daemons import check_config, edge_certificate, find_sbin
 
 CONFIG_FILE = "kamailio.cfg"
 LIST_FILE = "dispatcher.list"
@@ -198,17 +196,9 @@ def tls_files(spec: EdgeSpec) -> dict[str, bytes]:
     without a WebSocket), checked first as the dashboard's are (pbx.config_values)."""
     if not spec.wss_port:
         return {}
-    cert_key, key_key = "cluster.edge_tls_cert", "cluster.edge_tls_key"
-    # Checked here, on the edge's machine, not with the settings: a node's settings name
-    # the edge's WebSocket (its browsers register there) but need no certificate.
-    if not (spec.tls_cert and spec.tls_key):
-        raise ConfigValueError(key_key if spec.tls_cert else cert_key, "browsers' WebSocket "
-                               "at the edge (edge_wss_port) needs a certificate and its key "
-                               "(edge_tls_cert and edge_tls_key, or the dashboard's: "
-                               "server.tls_cert and tls_key)")
-    check_certificate(cert_key, spec.tls_cert, key_key, spec.tls_key)
-    return {TLS_CERT_FILE: read_file(cert_key, spec.tls_cert),
-            TLS_KEY_FILE: read_file(key_key, spec.tls_key)}
+    cert, key = edge_certificate(spec.tls_cert, spec.tls_key,
+                                 "browsers' WebSocket at the edge (edge_wss_port) needs")
+    return {TLS_CERT_FILE: cert, TLS_KEY_FILE: key}
 
 
 def write_files(spec: EdgeSpec, folder: Path, group: int | None = None) -> dict[str, str]:
