@@ -7,6 +7,7 @@ No systemd runs on the test machines: the unit files are checked by
 
 from __future__ import annotations
 
+import contextlib
 import pwd
 import shlex
 from pathlib import Path
@@ -43,3 +44,16 @@ def as_systemd_starts_it(service: dict[str, list[str]]) -> tuple[list[str], dict
         ["-all", *(f"+{cap.removeprefix('CAP_').lower()}" for cap in caps)]))
     argv = [*wrapper, *shlex.split(service["ExecStart"][0])]
     return argv, env, Path(service["WorkingDirectory"][0])
+
+
+def processes_reading(daemon: str, config: str) -> list[int]:
+    """The ``daemon`` processes (a main process and its children) started with this
+    configuration file: what a unit's stop must leave none of."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            if proc.name.isdigit() and args[0].endswith(daemon.encode()) \
+                    and config.encode() in args:
+                found.append(int(proc.name))
+    return found

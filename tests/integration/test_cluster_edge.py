@@ -47,7 +47,7 @@ from tests.integration.asterisk_helpers import (
     process_ids,
 )
 from tests.sip_phone import Dialog, SipError, SipMessage, SipPhone
-from tests.systemd_unit import as_systemd_starts_it, unit_settings
+from tests.systemd_unit import as_systemd_starts_it, processes_reading, unit_settings
 from tests.waiting import until
 from web import systemd
 from web.bench.cluster import edge_folder, edge_port
@@ -449,7 +449,7 @@ async def test_switchboard_edge_run_serves_the_edge_as_its_unit_runs_it_until_si
 
     try:
         command = await start()
-        kamailio = _processes_reading(rendered)
+        kamailio = processes_reading("kamailio", rendered)
         assert kamailio, "no Kamailio runs the rendered file"
         uid = pwd.getpwnam("kamailio").pw_uid  # it dropped root after binding its port
         assert all(process_ids(pid)["Uid"] == [uid] * 4 for pid in kamailio)
@@ -460,7 +460,7 @@ async def test_switchboard_edge_run_serves_the_edge_as_its_unit_runs_it_until_si
         os.kill(main, signal.SIGKILL)
         assert await asyncio.wait_for(command.wait(), 30) == 1, out.read_text()
         assert "the SIP edge (kamailio) exited by itself" in out.read_text()
-        await until(lambda: not _processes_reading(rendered), 5,
+        await until(lambda: not processes_reading("kamailio", rendered), 5,
                     why="Kamailio's children outlived its main process")
 
         # Started again; then systemctl stop (KillMode=mixed): SIGTERM to the command
@@ -468,7 +468,7 @@ async def test_switchboard_edge_run_serves_the_edge_as_its_unit_runs_it_until_si
         command = await start()
         command.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(command.wait(), 30) == 0, out.read_text()
-        await until(lambda: not _processes_reading(rendered), 5,
+        await until(lambda: not processes_reading("kamailio", rendered), 5,
                     why="a Kamailio process outlived the edge's stop")
         assert await sip_options("127.0.0.1", port, timeout=1) is None
     finally:
@@ -476,7 +476,7 @@ async def test_switchboard_edge_run_serves_the_edge_as_its_unit_runs_it_until_si
             if command.returncode is None:
                 command.kill()
                 await command.wait()
-        for pid in _processes_reading(rendered):
+        for pid in processes_reading("kamailio", rendered):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
@@ -486,14 +486,3 @@ def _parent(pid: int) -> int:
         # /proc/PID/stat: "pid (name) state ppid ...", the name in parentheses.
         return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
     return 0
-
-
-def _processes_reading(config: str) -> list[int]:
-    """The Kamailio processes (main and children) started with this configuration file."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):
-            args = (proc / "cmdline").read_bytes().split(b"\0")
-            if proc.name.isdigit() and args[0].endswith(b"kamailio") and config.encode() in args:
-                found.append(int(proc.name))
-    return found

@@ -20,7 +20,7 @@ from handoff.settings import load
 from pbx.ports import free_port
 from tests.certificates import private_ca
 from tests.integration.asterisk_helpers import process_ids
-from tests.systemd_unit import as_systemd_starts_it, unit_settings
+from tests.systemd_unit import as_systemd_starts_it, processes_reading, unit_settings
 from tests.waiting import until
 from web import systemd
 
@@ -75,7 +75,7 @@ async def test_switchboard_edge_dashboards_serves_https_as_its_unit_runs_it_unti
         command = await start()
         # HTTPS on the edge's certificate; no node's dashboard is up, so no desk is served.
         assert await until(answers, 10, why="the edge's HTTPS never answered") == 503
-        [proxy] = _processes_reading(rendered)
+        [proxy] = processes_reading("haproxy", rendered)
         uid = pwd.getpwnam("haproxy").pw_uid  # it dropped root once it held its port
         assert process_ids(proxy)["Uid"] == [uid] * 4
 
@@ -89,7 +89,7 @@ async def test_switchboard_edge_dashboards_serves_https_as_its_unit_runs_it_unti
         command = await start()
         command.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(command.wait(), 30) == 0, out.read_text()
-        await until(lambda: not _processes_reading(rendered), 5,
+        await until(lambda: not processes_reading("haproxy", rendered), 5,
                     why="HAProxy outlived the command's stop")
         assert await answers() is None
     finally:
@@ -97,17 +97,6 @@ async def test_switchboard_edge_dashboards_serves_https_as_its_unit_runs_it_unti
             if command.returncode is None:
                 command.kill()
                 await command.wait()
-        for pid in _processes_reading(rendered):
+        for pid in processes_reading("haproxy", rendered):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-
-
-def _processes_reading(config: str) -> list[int]:
-    """The HAProxy processes started with this configuration file."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):
-            args = (proc / "cmdline").read_bytes().split(b"\0")
-            if proc.name.isdigit() and args[0].endswith(b"haproxy") and config.encode() in args:
-                found.append(int(proc.name))
-    return found
