@@ -114,6 +114,8 @@ class NodeLease:
                 # from here (the lost node's Asterisk held the lines' only legs).
                 lines += [(agent.id, agent.sip_user)
                           for agent in await tx.agents.take_lines(node, self.name)]
+                # Its supervisors' sessions went with its Asterisk.
+                await tx.supervisions.drop_node(node)
                 log.error("node %s lost (its lease expired): %s ended its %d open calls as "
                           "pbx_lost", node, self.name, len(calls))
         # After the commit: every node's boards drop the calls' cards and free their agents.

@@ -116,8 +116,9 @@ class Supervision:
         self.ari.on("ChannelStateChange", self._on_state_change)
         self.ari.on("StasisEnd", self._on_leg_gone)
         self.ari.on("ChannelDestroyed", self._on_leg_gone)
-        # A lost event socket must not cost a supervisor the call they are listening to.
-        control.leave_alone(self.owned)
+        # A lost event socket must not cost a supervisor the call they are listening to;
+        # after a restart, the sessions the last process had are gone with it.
+        control.leave_alone(self.owned, self._forget_others)
         control.lines.on_parked(self._leg_parked)
         self._serve_other_nodes()
 
@@ -179,6 +180,12 @@ class Supervision:
             else:
                 await self._set_mode(live, session, mode)
         async with self.store.transaction() as tx:
+            # Every node's board and panel read who supervises what from the store.
+            if mode is Mode.TAKE_OVER:
+                await tx.supervisions.let_go(call_id, supervisor.agent_id)
+            else:
+                await tx.supervisions.hold(call_id, supervisor.agent_id, mode.value,
+                                           self.store.node)
             await tx.audit.record(supervisor.login, mode.value, f"call:{call_id}",
                                   {"leg": session.leg, "caller": live.caller_number,
                                    "agent_id": live.agent_id,
@@ -222,6 +229,14 @@ class Supervision:
         requests.handle("stop_supervising", stop)
         # Unreachable is a refusal too (its error says which): rebuilt as the base.
         requests.refuses("supervision_refused", SupervisionRefused, lambda e: [e.error, e.reason])
+
+    async def _forget_others(self) -> None:
+        """This node's sessions in the store that it does not hold (a restart ended
+        them, and reconciliation hangs up what is left of their legs): off the boards."""
+        async with self.store.transaction() as tx:
+            gone = await tx.supervisions.drop_node(self.store.node, keep=set(self.sessions))
+        if gone:
+            log.warning("%d supervision sessions of this node's last run forgotten", gone)
 
     def of_call(self, call_id: str) -> list[Session]:
         return [s for (cid, _), s in self.sessions.items() if cid == call_id]
@@ -423,6 +438,7 @@ class Supervision:
         await self._destroy(session.bridge)
         try:
             async with self.store.transaction() as tx:
+                await tx.supervisions.let_go(session.call_id, session.supervisor.agent_id)
                 await tx.audit.record(session.supervisor.login, "supervision_ended",
                                       f"call:{session.call_id}", {"why": why})
         except Exception:

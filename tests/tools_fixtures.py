@@ -49,9 +49,6 @@ class FakeSupervision:
         self.sessions[(call_id, supervisor.agent_id)] = session
         return session
 
-    def of_supervisor(self, agent_id: int) -> list[FakeSession]:
-        return [s for (_, supervisor), s in self.sessions.items() if supervisor == agent_id]
-
     async def stop(self, call_id: str, supervisor: Supervisor) -> None:
         if self.sessions.pop((call_id, supervisor.agent_id), None) is None:
             raise NotFound("supervision", call_id)

@@ -29,6 +29,7 @@ from handoff.store.quality_repo import QualityRepo
 from handoff.store.queues_repo import QueuesRepo
 from handoff.store.reasons_repo import DispositionsRepo, PauseReasonsRepo
 from handoff.store.sessions_repo import SessionsRepo
+from handoff.store.supervisions_repo import SupervisionsRepo
 from handoff.store.transcripts_repo import TranscriptsRepo
 from handoff.store.transitions import Clock, utc_now, write_ledger
 from handoff.store.trunks_repo import TrunksRepo
@@ -54,6 +55,7 @@ class Transaction:
     kpis: KpisRepo
     quality: QualityRepo
     nodes: NodesRepo
+    supervisions: SupervisionsRepo
 
 
 class Store:
@@ -106,4 +108,5 @@ class Store:
             kpis=KpisRepo(session, clock),
             quality=QualityRepo(session, clock),
             nodes=NodesRepo(session, clock),
+            supervisions=SupervisionsRepo(session, clock),
         )

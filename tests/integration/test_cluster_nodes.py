@@ -544,11 +544,22 @@ async def _commands_from_node_b_on_node_a_s_call(
         assert (await cid_desk.post_json("/api/duty", {"on_duty": on_duty})).status == 200
     line_b = await cid_phone.wait_call(10)
     invites = cid_phone.invites
-    # He takes the caller over from node B's board: node A calls node B for him, and
-    # node B moves his line onto that leg (no INVITE at his phone, busy with the line).
+    # He listens from node B's board: node A holds the session (node A calls node B for
+    # him, and node B moves his line onto that leg: no INVITE at his phone, busy with
+    # the line), and node B's board and panel show it.
+    listening = await cid_desk.post_json(f"/api/supervisor/calls/{call.id}/listen", {})
+    assert listening.status == 200, await listening.text()
+    assert await _supervising_shown(cid_desk, call.id) == ("listen", "listen")
+    since, media = time.monotonic(), line_b.media
+    assert media is not None
+    # The caller and Bea, mixed (the Snoop hears both ways): the caller's tone in it.
+    await until(lambda: media.first_in_mix("caller", since), 10, step=0.2,
+                why="Cid never heard the caller he listens to")
+    # Then takes the caller over from there: his session becomes the call's agent leg.
     taken = await cid_desk.post_json(f"/api/supervisor/calls/{call.id}/take_over", {})
     assert taken.status == 200, await taken.text()
     assert cid_phone.invites == invites
+    assert await _supervising_shown(cid_desk, call.id) == (None, None)
     async with asyncio.timeout(10):
         await with_bea.ended.wait()
     since = time.monotonic()
@@ -592,6 +603,15 @@ async def _commands_from_node_b_on_node_a_s_call(
         await until(lambda n=name, p=node: _quiet(layout, n, p),  # type: ignore[misc]
                     10, why=f"a channel or bridge was left on {name}")
     print(f"\ncommands from node B on node A's call: {time.monotonic() - started:.1f} s")
+
+
+async def _supervising_shown(desk: Browser, call_id: str) -> tuple[str | None, str | None]:
+    """What a supervisor's board row and panel say of their session on ``call_id``."""
+    async with desk.http.get("/api/supervisor/calls") as response:
+        row = next(c for c in (await response.json())["calls"] if c["id"] == call_id)
+    async with desk.http.get("/api/calls/current") as response:
+        panel = (await response.json())["call"]
+    return row["supervising"], panel["supervising"] if panel else None
 
 
 def _dashboards_at_the_edge(layout: Layout, https: int, dashboards: dict[str, int],

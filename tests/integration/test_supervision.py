@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import select
 
 from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import HandoffState
 from handoff.store.audit_repo import AuditRepo
-from handoff.store.models import Agent
+from handoff.store.models import Agent, SupervisionRecord
 from handoff.supervision import Mode, Supervision, SupervisionRefused, Supervisor
 from tests.integration.asterisk_helpers import Pair
 from tests.waiting import until
@@ -112,8 +113,37 @@ async def test_a_reconciliation_keeps_the_supervisor_listening(
     got = heard(probe, started)
     assert got.get("caller", 0) > 20 and got.get("agent", 0) > 20, got
     assert len(supervision.sessions) == 1
+    assert await boards_show(r) == [(placed.call_id, "listen")]
     await end(r, placed)
     assert not supervision.sessions
+
+    async def forgotten() -> bool:  # its end takes it off the store, a moment later
+        async with r.store.engine.connect() as connection:
+            return not (await connection.execute(select(SupervisionRecord))).all()
+
+    await until(forgotten, 10, why="the ended session stayed in the store")
+
+
+async def test_a_restarted_controller_takes_its_last_runs_sessions_off_the_boards(
+    sup_rig: tuple[Rig, Supervision],
+) -> None:
+    """The sessions were the last process's (their legs are hung up as leftovers): the
+    store's record of them goes at the reconciliation, so no board says Sam listens."""
+    r, supervision = sup_rig
+    placed = await with_agent(r)
+    await supervision.supervise(placed.call_id, await sam(r), Mode.LISTEN)
+    assert await boards_show(r) == [(placed.call_id, "listen")]
+    supervision.sessions.clear()  # what a new process knows of them
+    await r.control.reconcile()
+    assert await boards_show(r) == []
+    await end(r, placed)
+
+
+async def boards_show(r: Rig) -> list[tuple[str, str | None]]:
+    """Sam's sessions as every node's board reads them (the store)."""
+    async with r.store.transaction() as tx:
+        return [(s.call_id, s.mode) for s in await tx.supervisions.of_supervisor(
+            r.supervisor_id)]
 
 
 async def test_listening_to_an_ai_call_hears_the_caller_and_the_ai(

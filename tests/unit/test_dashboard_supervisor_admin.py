@@ -24,6 +24,38 @@ async def test_the_board_lists_live_calls_for_supervisors_only(
         assert response.status == 403 and (await response.json())["error"] == "forbidden"
 
 
+async def test_the_board_and_panel_show_a_session_held_on_another_node(
+    site: ToolServed, browsers: Browsers,
+) -> None:
+    """Sam listens to a call node A holds, from this node's board: node A's controller
+    recorded the session in the shared store, and this node, which holds nothing of it,
+    shows it on his board's row and his panel; once node A lets go, neither does."""
+    call_id = (await offer_card(site.store, site.events)).call_id
+    sam = site.people["sam"].id
+    async with site.store.transaction() as tx:
+        await tx.supervisions.hold(call_id, sam, "listen", "node-a")
+    supervisor = await signed_in(browsers, "sam")
+
+    async def shown() -> tuple[str | None, str | None]:
+        async with supervisor.http.get("/api/supervisor/calls") as response:
+            [row] = (await response.json())["calls"]
+        async with supervisor.http.get("/api/calls/current") as response:
+            panel = (await response.json())["call"]
+        return row["supervising"], panel and panel["supervising"]
+
+    assert await shown() == ("listen", "listen")
+    async with site.store.transaction() as tx:
+        await tx.supervisions.hold(call_id, sam, "whisper", "node-a")
+    assert await shown() == ("whisper", "whisper")
+    async with site.store.transaction() as tx:
+        await tx.supervisions.let_go(call_id, sam)
+    assert await shown() == (None, None)
+    # Nobody else's session shows as theirs.
+    async with site.store.transaction() as tx:
+        await tx.supervisions.hold(call_id, site.people["ada"].id, "barge", "node-a")
+    assert await shown() == (None, None)
+
+
 async def test_supervisor_commands_reach_supervision_with_their_phone(
     site: ToolServed, browsers: Browsers,
 ) -> None:

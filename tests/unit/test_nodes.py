@@ -69,6 +69,12 @@ async def test_a_node_keeps_its_calls_while_it_renews_and_one_survivor_ends_them
         assert (await tx.calls.get(on_a.call_id)).node == "node-a"
         assert [call.id for call in await tx.calls.open_calls(node="node-b")] == [on_b.call_id]
         assert len(await tx.calls.open_calls()) == 2  # a single box's view: every call
+    # A supervisor listens to each call, each session held by the call's node.
+    supervisor = on_b.accepted_by
+    assert supervisor is not None
+    for store, handoff in ((a, on_a), (b, on_b)):
+        async with store.transaction() as tx:
+            await tx.supervisions.hold(handoff.call_id, supervisor, "listen", store.node)
 
     # A renewal before the lease runs out: nobody may take node A's calls.
     clock.advance(LEASE_S - 1)
@@ -98,6 +104,10 @@ async def test_a_node_keeps_its_calls_while_it_renews_and_one_survivor_ends_them
         assert (await tx.calls.get(on_b.call_id)).state is not CallState.ENDED
         lost = {node.name: node.lost_to for node in await tx.nodes.all()}
         assert lost["node-a"] in {"node-b", "node-c"} and lost["node-b"] is None
+        # The lost node's supervision session is off every board; B's stays.
+        assert [(r.call_id, r.node) for r in await tx.supervisions.of_supervisor(
+            supervisor)] == [(on_b.call_id, "node-b")]
+        assert await tx.supervisions.drop_node("node-a") == 0
 
     # A's controller comes back: it learns its calls were taken, once.
     await leases["node-a"].hold()

@@ -34,7 +34,7 @@ from web.dashboard.access import ROLE_RANK
 from web.dashboard.guard import json_error
 from web.dashboard.sessions import Viewer
 from web.dashboard.softphone import softphone_url
-from web.dashboard.tools import SupervisorSession, tools_of
+from web.dashboard.tools import tools_of
 from web.dashboard.typedefs import DASHBOARD, VIEWER, Commands, Dashboard
 from web.dashboard.views import json_body
 
@@ -187,7 +187,8 @@ async def current_call(request: web.Request) -> web.Response:
     dashboard, viewer = request.app[DASHBOARD], request[VIEWER]
     async with dashboard.store.transaction() as tx:
         held = await _held_by(tx, viewer.agent_id)
-        watching = None if held is not None else _supervising(request, viewer)
+        watching = None if held is not None else next(
+            iter(await tx.supervisions.of_supervisor(viewer.agent_id)), None)
         if held is not None:
             call_id = held.call_id
         elif watching is not None:
@@ -213,8 +214,7 @@ async def current_call(request: web.Request) -> web.Response:
         "caller_name": call.caller_name or "",
         "direction": call.direction.value,  # outbound: the agent's call-back (no AI)
         # listen, whisper or barge: the viewer supervises this call; it is not theirs.
-        "supervising": None if watching is None else (
-            watching.mode.value if watching.mode else "joining"),
+        "supervising": None if watching is None else (watching.mode or "joining"),
         "summary": held.summary or "" if held else "",
         "note": held.note or "" if held else "",
         # The timer counts the human part: from the moment this agent was connected.
@@ -229,13 +229,6 @@ async def current_call(request: web.Request) -> web.Response:
         },
     }
     return web.json_response({"call": body})
-
-
-def _supervising(request: web.Request, viewer: Viewer) -> SupervisorSession | None:
-    supervision = tools_of(request).supervision()
-    if supervision is None:
-        return None
-    return next(iter(supervision.of_supervisor(viewer.agent_id)), None)
 
 
 async def _call_command(

@@ -1,8 +1,9 @@
 """The supervisor board's API: every live call, and listen / whisper / barge / take over.
 
-The board lists calls from the ledger (open calls, with the agent who has each one),
-so it shows the same picture in every process; the commands go to the controller's
-Supervision, which dials the supervisor's own phone.
+The board lists calls from the ledger (open calls, with the agent who has each one, and
+the viewer's own sessions), so it shows the same picture in every process and on every
+node; the commands go to the controller's Supervision, which dials the supervisor's own
+phone.
 """
 
 from __future__ import annotations
@@ -30,11 +31,10 @@ _WITH_AGENT = (HandoffState.ACCEPTED, HandoffState.CONNECTING, HandoffState.CONN
 
 async def live_calls(request: web.Request) -> web.Response:
     viewer, site = request[VIEWER], request.app[DASHBOARD].options.site
-    supervision = tools_of(request).supervision()
-    mine = {s.call_id: s.mode.value if s.mode else None
-            for s in (supervision.of_supervisor(viewer.agent_id) if supervision else ())}
     calls: list[dict[str, Any]] = []
     async with request.app[DASHBOARD].store.transaction() as tx:
+        # The viewer's sessions, whichever node holds each call (the store has them all).
+        mine = {s.call_id: s.mode for s in await tx.supervisions.of_supervisor(viewer.agent_id)}
         names = {a.id: a.display_name for a in await tx.agents.all(include_removed=True)}
         assistants = {a.id: a.name for a in await tx.assistants.all()}
         for call in await tx.calls.open_calls():

@@ -16,6 +16,7 @@ from handoff.store.models.calls import (
     LegQualityRecord,
     Note,
     QueueOffer,
+    SupervisionRecord,
     TranscriptSegment,
     Transition,
 )
@@ -41,5 +42,5 @@ __all__ = [
     "Agent", "AgentStateChange", "Assistant", "AssistantNumber", "AuditEvent", "Base", "Call",
     "Contact", "DashboardSession", "Disposition", "Handoff", "LegQualityRecord", "Node",
     "Note", "PauseReason", "QueueMember", "QueueOffer", "QueueRecord", "SipBlock",
-    "TranscriptSegment", "Transition", "TrunkRecord", "UTCDateTime",
+    "SupervisionRecord", "TranscriptSegment", "Transition", "TrunkRecord", "UTCDateTime",
 ]

@@ -153,6 +153,24 @@ class LegQualityRecord(Base):
     far_loss_pct: Mapped[float | None] = mapped_column(sa.Float)
 
 
+class SupervisionRecord(Base):
+    """A supervisor's session on a live call (handoff.supervision), as the node holding
+    the call keeps it: every node's board and panel read it here, whichever node holds
+    the call. Gone when the session ends; a restarted node drops its own, a survivor a
+    lost node's."""
+
+    __tablename__ = "supervisions"
+
+    call_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True)
+    supervisor_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True, index=True)
+    # listen, whisper or barge; None while the supervisor's phone is being joined.
+    mode: Mapped[str | None] = mapped_column(sa.String(ENUM_LENGTH))
+    node: Mapped[str | None] = mapped_column(sa.String(NODE_NAME_LENGTH), index=True)
+    started_at: Mapped[datetime]
+
+
 class TranscriptSegment(Base):
     __tablename__ = "transcript_segments"
     __table_args__ = (sa.Index("ix_transcript_segments_call_at", "call_id", "at"),)
