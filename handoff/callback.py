@@ -2,8 +2,11 @@
 
 The agent's phone rings first, because the agent just clicked "Call back" and is waiting
 for it; only once they pick up is the caller dialled, and the agent hears ringback
-meanwhile. Dialling the caller first would let them answer into silence (or into a
-phone still ringing on a desk), which is the one thing a callback must not do.
+meanwhile. An agent with an idle open line (handoff.live.lines) is not rung: the line
+moves into the call-back's bridge, the caller is dialled at once, and the line goes back
+to its holding bridge when the call-back ends. Dialling the caller first would let them
+answer into silence (or into a phone still ringing on a desk), which is the one thing a
+callback must not do.
 
 The number is checked to be a plain number before it goes anywhere near a dial string:
 ``PJSIP/<number>@<trunk>`` with anything else in it (``&``, ``/``, ``@``) would let a
@@ -30,6 +33,7 @@ from handoff.calls import CallDirection, CallEvent, CallOutcome, CallState
 from handoff.events import CALLS_TOPIC, CallChanged, EventHub
 from handoff.handoffs import FailureReason, HandoffEvent
 from handoff.live.legs import Phones, add_when_in_stasis, bridge_of, owner_of, role_id
+from handoff.live.lines import Lines
 from handoff.logs import mask_number
 from handoff.outbound import Outbound
 from handoff.recordings import discard_recording, keep_recording
@@ -99,6 +103,8 @@ class Callback:
     # The trunk the number goes out through (handoff.outbound); chosen before anything
     # rings. Empty for a call-back adopted after a restart: it is past dialling.
     trunk: str = ""
+    # The agent's leg is their open line (moved in, let go of at the end, never hung up).
+    line: bool = False
     state: CallbackState = CallbackState.RINGING_AGENT
     # The ledger: a call-back is an outbound call, with a handoff row that says which
     # agent had it (history, visibility and "busy" all read handoffs).
@@ -123,9 +129,11 @@ class Callbacks:
         ring_timeout_s: int = 30, recordings: Path | None = None,
         spool: Spool | None = None, events: EventHub | None = None,
         after_call: Callable[[int], None] | None = None,
-        phones: Phones | None = None,
+        phones: Phones | None = None, lines: Lines | None = None,
     ) -> None:
         self.ari = ari
+        # The agents' open lines (None: every call-back rings the agent's phone).
+        self.lines = lines
         self.store = store
         # The supervisor board lists call-backs with the other live calls.
         self.events = events
@@ -173,8 +181,10 @@ class Callbacks:
         number = check_number(number)
         trunk = await self.outbound.route(number, purpose="call_back", actor=actor)
         key = PREFIX + secrets.token_hex(6)
-        cb = Callback(key, number, agent_id, role_id(key, "agent"), role_id(key, "caller"),
-                      bridge_of(key), trunk=trunk.name)
+        line = self.lines.take(agent_id) if self.lines is not None else None
+        cb = Callback(key, number, agent_id, line or role_id(key, "agent"),
+                      role_id(key, "caller"), bridge_of(key), trunk=trunk.name,
+                      line=line is not None)
         async with self.store.transaction() as tx:
             call = await tx.calls.create(
                 caller_number=number, caller_name=await tx.contacts.name_for(number),
@@ -189,15 +199,28 @@ class Callbacks:
         self._by_leg[cb.agent_leg] = cb
         try:
             await self.ari.bridges.create(bridge_id=cb.bridge, type="mixing")
-            await self.ari.channels.create(self.phones.dial(sip_user), self.app,
-                                           app_args=["callback", key], channel_id=cb.agent_leg)
-            await self._add(cb.bridge, cb.agent_leg)
+            if cb.line:
+                # One addChannel: the line leaves its holding bridge for this one.
+                await self.ari.bridges.add_channel(cb.bridge, cb.agent_leg)
+            else:
+                await self.ari.channels.create(
+                    self.phones.dial(sip_user), self.app, app_args=["callback", key],
+                    channel_id=cb.agent_leg)
+                await self._add(cb.bridge, cb.agent_leg)
             await self.ari.bridges.record(cb.bridge, f"call-{cb.call_id}", format="wav")
-            await self.ari.channels.dial(cb.agent_leg, timeout=self.ring_timeout_s)
+            if not cb.line:
+                await self.ari.channels.dial(cb.agent_leg, timeout=self.ring_timeout_s)
         except AriError:
             await self._finish(cb, "agent phone unreachable")
             raise
-        log.info("callback %s: ringing agent=%s for %s", key, agent_id, mask_number(number))
+        if cb.line:
+            log.info("callback %s: agent=%s on their open line; dialling %s", key, agent_id,
+                     mask_number(number))
+            cb.agent_answered.set()  # the line is up: the caller is dialled now
+            await self._dial_caller(cb)
+        else:
+            log.info("callback %s: ringing agent=%s for %s", key, agent_id,
+                     mask_number(number))
         self._changed(cb)
         return cb
 
@@ -267,7 +290,10 @@ class Callbacks:
         for leg in (cb.agent_leg, cb.caller_leg):
             self._by_leg.pop(leg, None)
             with contextlib.suppress(AriError):
-                await self.ari.channels.hangup(leg)
+                if leg == cb.agent_leg and cb.line and self.lines is not None:
+                    await self.lines.release(leg)  # back to its holding bridge
+                else:
+                    await self.ari.channels.hangup(leg)
         with contextlib.suppress(AriNotFound, AriError):
             await self.ari.bridges.destroy(cb.bridge)
         await self._record_end(cb, why)
@@ -326,8 +352,10 @@ class Callbacks:
             if key in self.active or not handoffs[row.id]:
                 continue
             handoff = handoffs[row.id][-1]
+            # The agent's leg as the ledger has it: their open line's, or the rung one.
             cb = Callback(key, row.caller_number, handoff.accepted_by or 0,
-                          role_id(key, "agent"), role_id(key, "caller"), bridge_of(key),
+                          handoff.agent_channel_id or role_id(key, "agent"),
+                          role_id(key, "caller"), bridge_of(key),
                           call_id=row.id,
                           handoff_id=handoff.id)
             if row.state is CallState.WITH_AGENT:

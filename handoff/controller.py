@@ -88,7 +88,7 @@ into ``sounds`` (None: a beep, when this host cannot write Asterisk's folders).
     callbacks = Callbacks(ari, store, outbound=outbound, app=app,
                           ring_timeout_s=callback_ring_timeout_s, recordings=recordings,
                           spool=spool, events=hub, after_call=control.wrap_up,
-                          phones=control.phones)
+                          phones=control.phones, lines=control.lines)
     control.leave_alone(callbacks.owned, adopt=callbacks.adopt)
     ari.on_connect = control.reconcile
     return LiveServices(ari, control, supervision, callbacks)

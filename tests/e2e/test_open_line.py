@@ -255,8 +255,8 @@ async def test_a_supervisor_whispers_on_their_own_line_until_the_agents_line_is_
     await until(lambda: _closed(product, call_id))
 
 
-async def test_a_call_back_borrows_the_phone_and_the_line_comes_back_after_it(
-    agent_context: BrowserContext, product: Desk,
+async def test_a_call_back_takes_the_open_line_and_gives_it_back_after_it(
+    agent_context: BrowserContext, product: Desk, telephony: Telephony,
 ) -> None:
     alice = product.people["alice"]
     desk_tab = await agent_context.new_page()
@@ -265,22 +265,24 @@ async def test_a_call_back_borrows_the_phone_and_the_line_comes_back_after_it(
     contact_tab = await agent_context.new_page()
     await contact_tab.goto(f"{product.origin}/contacts/{FALLBACK_NUMBER}")
 
-    # A call-back rings the phone itself: the idle line makes way for it.
+    # A call-back takes her idle line: nothing rings, the customer is dialled at once.
     clicked = time.monotonic()
     await contact_tab.click("#call-back")
     await expect(desk_tab.locator("#call")).to_be_visible()
     await expect(desk_tab.locator("#call-caller")).to_have_text(FALLBACK_NUMBER)
     await until(lambda: _customer_heard_agent(product, clicked))
-    assert await invites(desk_tab) == 2
+    assert await invites(desk_tab) == 1
+    taken = product.control.lines.of(alice.id)
+    assert taken is not None and taken.state is LineState.ON_CALL
     call = await until(lambda: _latest_outbound(product))
     await desk_tab.click("#call-end")
     await expect(desk_tab.locator("#call")).to_be_hidden()
     await until(lambda: _closed(product, call.id))
-    # Then the desk asks for its line again by itself.
+    # The same line is back in her holding bridge, open on the desk.
+    assert await until(lambda: _idle_line(product, "alice")) == line
+    assert await in_bridge(product, telephony, line.bridge, line.leg)
     await expect(desk_tab.locator("#line-status")).to_have_attribute("data-line", "open")
-    again = await until(lambda: _idle_line(product, "alice"))
-    assert again.leg != line.leg
-    assert await invites(desk_tab) == 3
+    assert await invites(desk_tab) == 1
 
 
 async def test_a_muted_line_outlives_the_pbxs_media_timeout_and_is_unmuted_for_the_call(

@@ -23,8 +23,9 @@
   }));
   document.getElementById("call-back").addEventListener("click", () => act(async () => {
     // A browser phone lives in the Desk tab: that tab must pick up the call-back (it
-    // refuses calls nobody asked for). A desk phone just rings.
-    const phone = await window.Softphone.readyForOwnCall();
+    // refuses calls nobody asked for), or the server moves its idle open line into the
+    // call-back (no call rings). A desk phone just rings.
+    const phone = await window.Softphone.readyForOwnCall(true);
     if (phone.problem) {
       sb.say("contact-status", phone.problem);
       return;

@@ -143,14 +143,15 @@
         // call-back from the contact page): answer it as an Accept's call is answered.
         if (!this.releaseLock || this.state !== "registered") return; // not the phone tab
         if (this.lineReady && message.line) {
-          // Supervision takes the idle open line itself: no call will ring here.
+          // Supervision or a call-back takes the idle open line itself: no call will
+          // ring here.
           this.lineOnCall = true;
           this.hooks.onCall(this.session);
           this.channel.postMessage({ type: "armed", id: message.id });
           return;
         }
         if (this.lineReady) {
-          // A call-back rings the phone itself: the idle line makes way for it, and is
+          // A call that rings the phone itself: the idle line makes way for it, and is
           // asked for again once that call is over.
           this.session.terminate({ extraHeaders: [PAGE_CLOSED_REASON] });
         }
