@@ -70,12 +70,15 @@ async def test_an_engine_re_pointed_while_running_takes_the_next_call(
     async with floor(REJECT) as (ari, _live, store):
         first = await ari.caller_dials("sales", dialled="2100")
         await until(lambda: _assistant_of_call(store, first))
+        # Its AI leg made (a moment after the call's row names its assistant).
+        await until(lambda: len(ari.ai_addresses) == 1)
         async with store.transaction() as tx:
             sales = await tx.assistants.by_name("sales")
             assert sales is not None
             await tx.assistants.set_engine(sales.id, EngineKind.AUDIOSOCKET, "127.0.0.1:11")
         second = await ari.caller_dials("sales", dialled="2100")
         await until(lambda: _assistant_of_call(store, second))
+        await until(lambda: len(ari.ai_addresses) == 2)
         # The first call keeps the AI leg it has; the second goes to the new address.
         assert ari.ai_addresses == ["127.0.0.1:10", "127.0.0.1:11"]
         assert first in ari.chans
