@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -55,10 +55,22 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 # analyser's resolution (48 kHz / 8192 points: about 6 Hz a bin).
 TONE_TOLERANCE_HZ = 15.0
 
-# Listens to the softphone's remote audio for a moment: the loudest frequency in it.
+# Listens to the softphone's remote audio for a moment: the loudest frequency in it and
+# its level, with what the connection says it received (for a failure's message).
 PEAK_HZ = """async () => {
-  const stream = window.switchboardPhone.remoteAudio.srcObject;
-  if (!stream) return null;
+  const phone = window.switchboardPhone;
+  const stream = phone.remoteAudio.srcObject;
+  const pc = phone.session && phone.session.connection;
+  let inbound = {};
+  if (pc) (await pc.getStats()).forEach((e) => {
+    if (e.type === "inbound-rtp" && e.kind === "audio") inbound = e;
+  });
+  const seen = { hz: null, db: null, received: inbound.packetsReceived,
+                 level: inbound.audioLevel, energy: inbound.totalAudioEnergy,
+                 concealed: inbound.concealedSamples, samples: inbound.totalSamplesReceived,
+                 codec: inbound.codecId, paused: phone.remoteAudio.paused,
+                 tracks: stream ? stream.getAudioTracks().map((t) => t.readyState) : [] };
+  if (!stream) return seen;
   const context = new AudioContext();
   const analyser = context.createAnalyser();
   analyser.fftSize = 8192;
@@ -68,9 +80,10 @@ PEAK_HZ = """async () => {
   analyser.getFloatFrequencyData(bins);
   let loudest = 1;
   for (let i = 1; i < bins.length; i++) if (bins[i] > bins[loudest]) loudest = i;
-  const hz = loudest * context.sampleRate / analyser.fftSize;
+  seen.hz = loudest * context.sampleRate / analyser.fftSize;
+  seen.db = bins[loudest];
   await context.close();
-  return bins[loudest] > -90 ? hz : null;
+  return seen;
 }"""
 
 
@@ -147,9 +160,20 @@ async def audit_addresses(store: Store, action: str) -> list[str]:
         return [row.detail.get("address", "") for row in rows]
 
 
+# What the agent's browser played when last listened to, for a failure's message.
+last_played: dict[str, Any] = {}
+
+
 async def caller_tone_heard(page: Page) -> bool:
-    hz = await page.evaluate(PEAK_HZ)
-    return hz is not None and abs(float(hz) - CALLER_HZ) < TONE_TOLERANCE_HZ
+    seen = await page.evaluate(PEAK_HZ)
+    last_played.clear()
+    last_played.update(seen)
+    return (seen["hz"] is not None and seen["db"] > -90
+            and abs(float(seen["hz"]) - CALLER_HZ) < TONE_TOLERANCE_HZ)
+
+
+def not_played(what: str) -> Callable[[], str]:
+    return lambda: f"{what} (it last played {last_played})"
 
 
 async def test_an_agent_on_another_machine_signs_in_over_https_and_takes_a_call_over_wss(
@@ -234,7 +258,7 @@ async def accept_and_talk(page: Page, world: World, store: Store, caller: str,
     await until(lambda: world.first_heard(caller, "agent", clicked), 20,
                 why="the caller never heard the agent's tone")
     await until(lambda: caller_tone_heard(page), 20,
-                why="the agent's browser never played the caller's tone")
+                why=not_played("the agent's browser never played the caller's tone"))
 
     async def connected() -> Handoff | None:
         async with store.transaction() as tx:
@@ -342,7 +366,7 @@ async def test_a_browser_agents_network_losing_media_then_its_sip_websocket(
             await until(lambda: world.first_heard(caller, "agent", back), 10,
                         why="the caller never heard the agent again after the blip")
             await until(lambda: caller_tone_heard(page), 10,
-                        why="the agent's browser never played the caller again")
+                        why=not_played("the agent's browser never played the caller again"))
             assert [(h.id, h.state) for h in await handoffs_of(store, call.id, 1) or []] == [
                 (first.id, HandoffState.CONNECTED)]  # nothing ended, nobody offered it
             await expect(line).to_have_attribute("data-line", "open")

@@ -128,10 +128,19 @@ class Received:
     payload: bytes
     _who: str | None = None
     _voiced: bool | None = None
+    _present: set[str] | None = None
 
     def _analyse(self) -> None:
         samples = ulaw_decode(self.payload)
         self._who, self._voiced = label(samples), rms(samples) >= MIN_RMS
+
+    @property
+    def heard(self) -> set[str]:
+        """Every party whose tone is clearly in this frame, the dominant one or not: a
+        frame the mixer made of the AI and the agent holds both."""
+        if self._present is None:
+            self._present = present(ulaw_decode(self.payload))
+        return self._present
 
     @property
     def who(self) -> str | None:
@@ -232,8 +241,18 @@ class RtpProbe(asyncio.DatagramProtocol):
             self.transport.close()
 
     def first(self, who: str, after: float = 0.0) -> float | None:
+        """The first frame since ``after`` that is mostly ``who``'s tone."""
         for item in self.received:
             if item.at >= after and item.who == who:
+                return item.at
+        return None
+
+    def first_in_mix(self, who: str, after: float = 0.0) -> float | None:
+        """The first frame since ``after`` in which ``who``'s tone is heard, mixed with
+        another party's or alone: when a caller starts hearing a party who joins a
+        conversation still going on."""
+        for item in self.received:
+            if item.at >= after and who in item.heard:
                 return item.at
         return None
 

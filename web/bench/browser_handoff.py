@@ -12,7 +12,10 @@ the softphone, a new WebRTC call each time) or ``both``, one after the other in 
 on the same PBX and browser, each with its own figures.
 
 ``connect_ms`` runs from the click as the page received it (the softphone stamps it with
-the wall clock) to the caller hearing the agent; ``agent_hears_ms`` the other way, from
+the wall clock) to the caller hearing the agent: the first frame that holds the agent's
+tone, alone or mixed with the AI's last words (an open line joins while the AI is still
+in the bridge, for one mixing tick); ``agent_alone_ms`` to the first frame that is mostly
+the agent's; ``agent_hears_ms`` the other way, from
 the click to the caller's audio reaching the page's player (WebRTC's inbound audio
 energy rising); ``caller_gap_ms`` is the longest silence the caller hears across the
 move, as `switchboard bench handoff` counts it. Playwright's own pre-click checks are
@@ -92,9 +95,10 @@ async def one_browser_handoff(page: Page, product: Desk) -> dict[str, Any]:
     await accept.click()
     heard: float | None
     try:
-        heard = await product.heard(caller, "agent", before_click, timeout=15)
+        heard = await product.heard(caller, "agent", before_click, timeout=15, in_mix=True)
+        alone = await product.heard(caller, "agent", before_click, timeout=15)
     except TimeoutError:
-        heard = None
+        heard = alone = None
     agent_heard_wall_ms = await hears
     await expect(page.locator("#call")).to_be_visible()
     result["marks"] = await page.evaluate("window.switchboardPhone.marks")
@@ -105,6 +109,8 @@ async def one_browser_handoff(page: Page, product: Desk) -> dict[str, Any]:
     clicked_wall_ms = float(result["marks"].pop("clicked_at_epoch_ms"))
     result["connect_ms"] = (None if heard is None
                             else (heard + wall_minus_monotonic) * 1000 - clicked_wall_ms)
+    result["agent_alone_ms"] = (None if alone is None
+                                else (alone + wall_minus_monotonic) * 1000 - clicked_wall_ms)
     result["click_dispatch_ms"] = clicked_wall_ms - (before_click + wall_minus_monotonic) * 1000
     result["agent_hears_ms"] = (None if agent_heard_wall_ms is None
                                 else float(agent_heard_wall_ms) - clicked_wall_ms)
@@ -172,6 +178,10 @@ async def one_way(product: Desk, browser: Browser, line: str, calls: int
         "heard_after_move_ms": summary([
             r["connect_ms"] - r["server"]["ari_answered"] for r in results
             if r["connect_ms"] is not None and "ari_answered" in r["server"]]),
+        # Until the agent's voice is most of what the caller hears: the AI's last
+        # frames mixed with the agent's first count above, not here.
+        "agent_alone_ms": summary([r["agent_alone_ms"] for r in results
+                                   if r["agent_alone_ms"] is not None]),
         "agent_hears_ms": summary([r["agent_hears_ms"] for r in results
                                    if r["agent_hears_ms"] is not None]),
         "caller_gap_ms": summary([r["caller_gap_ms"] for r in results

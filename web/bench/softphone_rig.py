@@ -171,10 +171,14 @@ class Desk:
             await asyncio.sleep(0.02)
         raise TimeoutError(f"the call from {caller} never reached the AI")
 
-    async def heard(self, caller: str, who: str, after: float, timeout: float = 10) -> float:
+    async def heard(self, caller: str, who: str, after: float, timeout: float = 10, *,
+                    in_mix: bool = False) -> float:
+        """When the caller first heard ``who`` since ``after``: in a frame that is mostly
+        ``who``'s, or with ``in_mix`` in any frame that holds ``who``'s voice."""
+        first = self.world.first_heard_in_mix if in_mix else self.world.first_heard
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            at = await self.world.first_heard(caller, who, after)
+            at = await first(caller, who, after)
             if at is not None:
                 return at
             await asyncio.sleep(0.05)

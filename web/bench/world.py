@@ -265,6 +265,9 @@ class World:
     async def first_heard(self, caller: str, who: str, after: float) -> float | None:
         return self.probes[caller].first(who, after)
 
+    async def first_heard_in_mix(self, caller: str, who: str, after: float) -> float | None:
+        return self.probes[caller].first_in_mix(who, after)
+
     async def wait_heard(self, caller: str, who: str, after: float, within: float) -> float | None:
         """When the caller first heard ``who`` after ``after``, waited for here up to
         ``within`` s (None: not by then): one request for a process that measures its own

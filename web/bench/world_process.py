@@ -21,9 +21,9 @@ from pbx.event_link import cancel_and_wait
 from web.bench.world import ToneEngine, World
 
 OPS = {
-    "place_call", "set_agent_phone", "first_heard", "wait_heard", "gap_ms", "agent_heard_caller",
-    "hang_up", "forget", "prepare_agent_phone", "frames", "stream_stats",
-    "rig_counts", "open_desk_phones", "close_desk_phones", "desk_heard_caller",
+    "place_call", "set_agent_phone", "first_heard", "first_heard_in_mix", "wait_heard",
+    "gap_ms", "agent_heard_caller", "hang_up", "forget", "prepare_agent_phone", "frames",
+    "stream_stats", "rig_counts", "open_desk_phones", "close_desk_phones", "desk_heard_caller",
 }
 
 
@@ -153,6 +153,10 @@ class RemoteWorld:
 
     async def first_heard(self, caller: str, who: str, after: float) -> float | None:
         result = await self._call("first_heard", caller, who, after)
+        return None if result is None else float(result)
+
+    async def first_heard_in_mix(self, caller: str, who: str, after: float) -> float | None:
+        result = await self._call("first_heard_in_mix", caller, who, after)
         return None if result is None else float(result)
 
     async def wait_heard(self, caller: str, who: str, after: float, within: float
