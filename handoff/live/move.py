@@ -26,7 +26,9 @@ from handoff.live.errors import AgentUnreachable, CallStateConflict
 from handoff.live.flow import Flow
 from handoff.live.legs import add_when_in_stasis, hang_up
 from handoff.live.timeline import mark
+from handoff.live.xnode import reach_through
 from handoff.store import Transaction
+from handoff.store.models import Agent
 from pbx.ari import AriError
 
 log = logging.getLogger(__name__)
@@ -90,12 +92,18 @@ class Moves(Flow):
         self.hub.publish(CARDS_TOPIC, Taken(handoff_id, agent_id))
 
     async def _ring(self, tx: Transaction, live: LiveCall, agent_id: int) -> str:
-        """The ringing path: the agent's staged (or new) leg is dialled."""
+        """The ringing path: the agent's staged (or new) leg is dialled; in a cluster, an
+        agent whose open line another node holds is reached through that node."""
         staged = live.staged.pop(agent_id, None)
         try:
-            if staged is None:
+            if staged is None or self.store.node:
                 agent = await tx.agents.get(agent_id)
-                staged = await self.create_agent_leg(live, agent.sip_user)
+                endpoint = self.endpoint(agent)
+                if staged is not None and endpoint != agent.sip_user:
+                    await hang_up(self.ari, staged)  # it would ring a phone busy with a line
+                    staged = None
+                if staged is None:
+                    staged = await self.create_agent_leg(live, endpoint)
             await self.dial_agent(live, staged, agent_id)
         except AriError as exc:
             raise AgentUnreachable(agent_id, str(exc)) from exc
@@ -141,6 +149,15 @@ class Moves(Flow):
                         live.call_id, agent_id, leg, exc)
             await hang_up(self.ari, leg)
             raise
+
+    def endpoint(self, agent: Agent) -> str:
+        """What an agent's leg dials (create_agent_leg): their phone; or, when another
+        node of the cluster holds their desk phone's open line (the phone is busy with
+        it), that node, which bridges the leg with the line (handoff.live.xnode)."""
+        node = self.store.node
+        if node and agent.line_node and agent.line_node != node:
+            return reach_through(agent.line_node, agent.id)
+        return agent.sip_user
 
     async def create_agent_leg(self, live: LiveCall, sip_user: str) -> str:
         """A new agent leg in the call bridge, not dialled yet (lock held)."""

@@ -164,8 +164,9 @@ class Offers(Flow):
         async with self.store.transaction() as tx:
             candidates = await tx.agents.of_ids(wanted)
         for agent in candidates:
-            if agent.id in live.staged or live.ending or self.ctl.lines.idle(agent.id):
-                continue
+            if agent.id in live.staged or live.ending or self.ctl.lines.idle(agent.id) \
+                    or self.ctl.moves.endpoint(agent) != agent.sip_user:
+                continue  # (one whose line another node holds is reached through it)
             try:
                 leg = await self.ctl.moves.create_agent_leg(live, agent.sip_user)
             except AriError as exc:

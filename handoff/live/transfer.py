@@ -109,7 +109,8 @@ class Transfers(Flow):
                         await self.ari.bridges.add_channel(live.bridge, line)
                         leg = line
                     else:
-                        leg = await self._ring(live, agent_id, agent.sip_user)
+                        leg = await self._ring(live, agent_id,
+                                               self.ctl.moves.endpoint(agent))
                 except AriError as exc:
                     if line is not None:
                         self.ctl.lines.put_back(line)

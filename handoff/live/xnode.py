@@ -66,14 +66,20 @@ def peer_endpoint(node: str) -> str:
 
 
 # A node leg's number is a handoff's id, or, starting with this (ids have no leading
-# zero), an agent's: a supervisor reached on the node that holds their open line.
+# zero), an agent's: someone reached on the node that holds their open line (a
+# supervisor, or an agent who took a card on another node's desk).
 AGENT_NUMBER = "0"
 
 
+def reach_through(node: str, agent_id: int) -> str:
+    """The agent through ``node``, as an agent leg dials it (Phones.dial): their open
+    line there, or else their phone, rung by that node."""
+    return f"{AGENT_NUMBER}{agent_id}@{peer_endpoint(node)}"
+
+
 def agent_on(node: str, agent_id: int) -> str:
-    """The endpoint that reaches an agent through ``node``: their open line there, or
-    else their phone, rung by that node."""
-    return f"PJSIP/{AGENT_NUMBER}{agent_id}@{peer_endpoint(node)}"
+    """The endpoint that reaches an agent through ``node`` (a channel's endpoint)."""
+    return f"PJSIP/{reach_through(node, agent_id)}"
 
 
 @dataclass

@@ -576,11 +576,28 @@ async def _commands_from_node_b_on_node_a_s_call(
     assert row.outcome is CallOutcome.COMPLETED_BY_AGENT
     assert not line_b.ended.is_set()  # back in its holding bridge on node B
 
-    # Off duty on node A's desk hangs up the line node B holds; on duty there, node A
-    # opens one, which off duty on node B's desk hangs up.
     cid_desk_a = Browser(nodes["node-a"].url, served_at=bea_desk_a.origin)  # the edge's
     try:
         assert (await cid_desk_a.login("cid")).status == 303
+        # He takes node A's next card on node A's desk: node A reaches him through node
+        # B, on the line node B holds (his phone, busy with it, gets no INVITE).
+        second, card = await _caller_asks_for_a_person(world, store)
+        await until(lambda: _cards(cid_desk_a, {card}), 10, why="node A's desk lacks the card")
+        accepted = await cid_desk_a.post_json(f"/api/handoffs/{card}/accept", {})
+        assert accepted.status == 200, await accepted.text()
+        await until(lambda: handoff_is(store, card, HandoffState.CONNECTED), 20, step=0.2,
+                    why="Cid's line on node B never took node A's caller")
+        assert cid_phone.invites == invites
+        since = time.monotonic()
+        await until(lambda: heard(world, second.caller_number, since, "agent"), 10, step=0.2,
+                    why="the caller never heard Cid")
+        await cid_phone.wait_hears(line_b, "caller", after=since, timeout=10)
+        await world.hang_up(second.caller_number)
+        await until(lambda: all_ended(store, [second.id]), 15, why="the call never ended")
+        assert not line_b.ended.is_set()
+
+        # Off duty on node A's desk hangs up the line node B holds; on duty there, node
+        # A opens one, which off duty on node B's desk hangs up.
         assert (await cid_desk_a.post_json("/api/duty", {"on_duty": False})).status == 200
         async with asyncio.timeout(10):
             await line_b.ended.wait()
