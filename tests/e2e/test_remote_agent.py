@@ -227,6 +227,7 @@ async def take_a_call_with_two_way_audio(page: Page, world: World, store: Store,
 async def a_caller_taken(page: Page, world: World, store: Store) -> tuple[str, Call, Handoff]:
     """A caller asks the receptionist for a person (0); the desk accepts the card; both
     hear each other: (caller, call, handoff)."""
+    placed = time.monotonic()
     caller = await world.place_call("2000")
 
     async def with_ai() -> Call | None:
@@ -241,6 +242,11 @@ async def a_caller_taken(page: Page, world: World, store: Store) -> tuple[str, C
             return bool(await tx.transcripts.for_call(call.id))
 
     await until(greeted, 30)
+    # Heard, not only written down: the greeting's transcript line is posted as the AI's
+    # stream opens, which can be before its leg is in the call's bridge, and a key
+    # pressed then reaches nobody (a caller presses once they hear the AI).
+    await until(lambda: ai_speaks(world, caller, placed), 30,
+                why="the caller never heard the receptionist")
     await world.ari.channels.send_dtmf(world._outbound[caller], "0")
     attempts = await until(lambda: handoffs_of(store, call.id, 1))
     handoff = await accept_and_talk(page, world, store, caller, attempts[0])
