@@ -246,7 +246,8 @@ async def a_caller_taken(page: Page, world: World, store: Store) -> tuple[str, C
     # stream opens, which can be before its leg is in the call's bridge, and a key
     # pressed then reaches nobody (a caller presses once they hear the AI).
     await until(lambda: ai_speaks(world, caller, placed), 30,
-                why="the caller never heard the receptionist")
+                why=lambda: f"the caller never heard the receptionist (what reached them: "
+                            f"{heard_since(world, caller, placed)})")
     await world.ari.channels.send_dtmf(world._outbound[caller], "0")
     attempts = await until(lambda: handoffs_of(store, call.id, 1))
     handoff = await accept_and_talk(page, world, store, caller, attempts[0])
@@ -299,6 +300,17 @@ async def ai_speaks(world: World, caller: str, after: float) -> bool:
     that is not the agent's tone (the built-in receptionist speaks, it sends no tone)."""
     frames = await world.frames(caller, after, time.monotonic())
     return sum(1 for _, who in frames if who not in ("-", "agent")) > 25
+
+
+def heard_since(world: World, caller: str, since: float) -> dict[str, int]:
+    """How many frames of each kind reached the caller since ``since`` ('-' silence,
+    '~' a voice that is no party's tone), for a failure's message."""
+    counts: dict[str, int] = {}
+    for packet in world.probes[caller].received:
+        if packet.at >= since:
+            kind = packet.who or ("~" if packet.voiced else "-")
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
 
 
 async def ended(store: Store, call_id: str) -> Call | None:
