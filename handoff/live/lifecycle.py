@@ -208,6 +208,11 @@ class Lifecycle(Flow):
         """Hang up the caller; the hang-up that follows records `outcome`, or else the
         one the call's state implies."""
         live = self.ctl.live(call_id)
+        # An agent's End in the moment their leg has answered and their voice is not yet
+        # heard: the move completes first (as for Return to AI), so the call ends as the
+        # agent's, not as one the caller abandoned while waiting.
+        with contextlib.suppress(TimeoutError):
+            await self.ctl.settled(live)
         live.end(outcome)
         await hang_up(self.ari, live.caller)
 
