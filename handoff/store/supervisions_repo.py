@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from handoff.calls import CallState
@@ -20,10 +20,10 @@ class SupervisionsRepo:
         self._session = session
         self._clock = clock
 
-    async def hold(self, call_id: str, supervisor_id: int, mode: str | None,
+    async def hold(self, call_id: str, supervisor_id: int, mode: str,
                    node: str | None) -> None:
-        """``supervisor_id`` supervises ``call_id`` in ``mode`` (None: joining) through
-        ``node``: recorded, or the record's mode changed."""
+        """``supervisor_id`` supervises ``call_id`` in ``mode`` through ``node``:
+        recorded, or the record's mode changed."""
         row = await self._session.get(SupervisionRecord, (call_id, supervisor_id),
                                       populate_existing=True)
         if row is None:
@@ -53,13 +53,11 @@ class SupervisionsRepo:
         """Forget ``node``'s sessions but those in ``keep`` ((call, supervisor) pairs):
         a restarted node's sessions ended with its process, a lost node's with its
         Asterisk. Returns how many went."""
-        held = (SupervisionRecord.node.is_(None) if node is None
-                else SupervisionRecord.node == node)
-        rows = (await self._session.execute(
-            select(SupervisionRecord.call_id, SupervisionRecord.supervisor_id)
-            .where(held))).all()
-        gone = [(row.call_id, row.supervisor_id) for row in rows
-                if (row.call_id, row.supervisor_id) not in keep]
-        for call_id, supervisor_id in gone:
-            await self.let_go(call_id, supervisor_id)
-        return len(gone)
+        gone = delete(SupervisionRecord).where(
+            SupervisionRecord.node.is_(None) if node is None
+            else SupervisionRecord.node == node)
+        if keep:
+            gone = gone.where(tuple_(SupervisionRecord.call_id,
+                                     SupervisionRecord.supervisor_id).not_in(list(keep)))
+        result = await self._session.execute(gone)
+        return int(getattr(result, "rowcount", 0) or 0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -305,12 +306,7 @@ async def ai_speaks(world: World, caller: str, after: float) -> bool:
 def heard_since(world: World, caller: str, since: float) -> dict[str, int]:
     """How many frames of each kind reached the caller since ``since`` ('-' silence,
     '~' a voice that is no party's tone), for a failure's message."""
-    counts: dict[str, int] = {}
-    for packet in world.probes[caller].received:
-        if packet.at >= since:
-            kind = packet.who or ("~" if packet.voiced else "-")
-            counts[kind] = counts.get(kind, 0) + 1
-    return counts
+    return dict(Counter(p.kind for p in world.probes[caller].received if p.at >= since))
 
 
 async def ended(store: Store, call_id: str) -> Call | None:

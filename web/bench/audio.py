@@ -135,6 +135,12 @@ class Received:
         self._who, self._voiced = label(samples), rms(samples) >= MIN_RMS
 
     @property
+    def kind(self) -> str:
+        """Who this frame is (web.bench.audio.TONES), or '~' a voice that is no party's
+        tone, or '-' silence."""
+        return self.who or ("~" if self.voiced else "-")
+
+    @property
     def heard(self) -> set[str]:
         """Every party whose tone is clearly in this frame, the dominant one or not: a
         frame the mixer made of the AI and the agent holds both."""

@@ -285,7 +285,7 @@ class World:
     async def frames(self, caller: str, start: float, end: float) -> list[tuple[float, str]]:
         """What the caller heard between two instants: (arrival, who or '-' or '~')."""
         return [
-            (r.at, r.who or ("~" if r.voiced else "-"))
+            (r.at, r.kind)
             for r in self.probes[caller].received
             if start <= r.at <= end
         ]

@@ -214,7 +214,7 @@ async def current_call(request: web.Request) -> web.Response:
         "caller_name": call.caller_name or "",
         "direction": call.direction.value,  # outbound: the agent's call-back (no AI)
         # listen, whisper or barge: the viewer supervises this call; it is not theirs.
-        "supervising": None if watching is None else (watching.mode or "joining"),
+        "supervising": None if watching is None else watching.mode,
         "summary": held.summary or "" if held else "",
         "note": held.note or "" if held else "",
         # The timer counts the human part: from the moment this agent was connected.

@@ -165,8 +165,7 @@ class SupervisionRecord(Base):
         sa.ForeignKey("calls.id", ondelete="CASCADE"), primary_key=True)
     supervisor_id: Mapped[int] = mapped_column(
         sa.ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True, index=True)
-    # listen, whisper or barge; None while the supervisor's phone is being joined.
-    mode: Mapped[str | None] = mapped_column(sa.String(ENUM_LENGTH))
+    mode: Mapped[str] = mapped_column(sa.String(ENUM_LENGTH))  # listen, whisper or barge
     node: Mapped[str | None] = mapped_column(sa.String(NODE_NAME_LENGTH), index=True)
     started_at: Mapped[datetime]
 

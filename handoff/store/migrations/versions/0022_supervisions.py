@@ -26,7 +26,7 @@ def upgrade() -> None:
         "supervisions",
         sa.Column("call_id", sa.String(36), nullable=False),
         sa.Column("supervisor_id", sa.Integer(), nullable=False),
-        sa.Column("mode", sa.String(32), nullable=True),
+        sa.Column("mode", sa.String(32), nullable=False),
         sa.Column("node", sa.String(64), nullable=True),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["call_id"], ["calls.id"], ondelete="CASCADE",
