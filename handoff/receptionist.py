@@ -23,6 +23,7 @@ gets to post into someone's transcript.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Mapping
@@ -150,6 +151,9 @@ class Receptionist:
     port: int = 0
     # How long a stream waits for its call to be announced on the events stream.
     grace_s: float = 3.0
+    # How long a prompt waits for the first audio of the call (the leg in the bridge)
+    # before it is said anyway.
+    hear_within_s: float = 3.0
     # How the API's certificate is checked when it is served over https (True: the
     # system's trust store; inside Switchboard: our own certificate, pinned).
     ssl: aiohttp.Fingerprint | bool = True
@@ -397,6 +401,13 @@ class Receptionist:
         session = call.session
         if session is None:
             return
+        # Not before the leg is in the call (the caller's audio arrives): what is sent
+        # earlier is lost, and a slow join would cut off the start of the greeting.
+        # A call that sends nothing at all (no bridge writes to a lone leg) is spoken to
+        # after a while anyway.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.hear_within_s):
+                await session.heard.wait()
         # Into the transcript first, so it lists what the caller hears in that order.
         await self._post(call.call_id, "transcript", {"speaker": "ai", "text": PROMPTS[name]})
         await session.play(self.prompts[name])

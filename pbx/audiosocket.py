@@ -75,6 +75,11 @@ class AudioSocketSession:
         self._writer = writer
         self._next_send = 0.0
         self.closed = asyncio.Event()
+        # Set at the first frame from the call: Asterisk connects the stream before the
+        # leg is in the call's bridge, reads what the engine sends meanwhile and throws
+        # it away, and starts sending the call's audio (every 20 ms, silence too) once
+        # the leg is bridged. So this is when the caller can hear the engine.
+        self.heard = asyncio.Event()
 
     async def frames(self) -> AsyncIterator[Frame]:
         while True:
@@ -82,6 +87,8 @@ class AudioSocketSession:
             if frame is None or frame.kind == Kind.HANGUP:
                 self.closed.set()
                 return
+            if frame.kind in (Kind.AUDIO, Kind.DTMF):
+                self.heard.set()
             yield frame
 
     async def play(self, pcm: bytes) -> None:

@@ -10,7 +10,9 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import pytest_asyncio
 
@@ -18,11 +20,13 @@ from handoff.assistants import FallbackKind, HandoffLevel
 from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import HandoffState
 from handoff.hours import Hours
+from handoff.live.legs import role_of
 from handoff.receptionist import PROMPTS, Receptionist, make_prompts
-from pbx.audiosocket import Kind, encode
+from pbx.audiosocket import FRAME_BYTES, Kind, encode
 from tests.integration.ai_rig import ASSISTANT, AiRig, EngineMaker, ai_rig
 from tests.integration.asterisk_helpers import Pair
 from tests.waiting import until
+from web.bench.audio import MIN_RMS, rms
 
 pytestmark = pytest.mark.integration
 
@@ -164,6 +168,40 @@ async def _heard_voice(r: AiRig, caller: str, since: float, seconds: float) -> b
     """The caller's phone received at least ``seconds`` of voiced audio (not a tone)."""
     frames = await r.world.frames(caller, since, time.monotonic())
     return sum(1 for _, who in frames if who == "~") * 0.02 >= seconds
+
+
+async def test_a_slow_join_costs_the_caller_no_word_of_the_greeting(
+    desk: AiRig, prompts: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asterisk connects the AI leg's stream before the controller has put the leg in
+    the call's bridge; what the engine says in between is read and thrown away. So the
+    receptionist speaks once it hears the call, and a controller slow to bridge the leg
+    (a loaded box) costs the caller a moment's wait, not the start of the greeting."""
+    r = desk
+    add_channel = r.pbx_ari.bridges.add_channel
+    slow_s = 1.5
+
+    async def slowly_for_the_ai(bridge_id: str, channel: str | list[str], **kw: Any) -> None:
+        if isinstance(channel, str) and role_of(channel) == "ai":
+            await asyncio.sleep(slow_s)
+        await add_channel(bridge_id, channel, **kw)
+
+    monkeypatch.setattr(r.pbx_ari.bridges, "add_channel", slowly_for_the_ai)
+    started = time.monotonic()
+    placed = await r.place_call()
+    await until(lambda: has_line(r, placed.call_id, said("greeting")), 10)
+    greeting = prompts["greeting"]
+    voiced = [i for i in range(0, len(greeting), FRAME_BYTES)
+              if rms(np.frombuffer(greeting[i:i + FRAME_BYTES], dtype=np.int16)) >= MIN_RMS]
+    spoken_s = (voiced[-1] - voiced[0]) / FRAME_BYTES * 0.02
+    await asyncio.sleep(slow_s + spoken_s + 1.0)
+    heard = [at for at, who in await r.world.frames(placed.caller, started, time.monotonic())
+             if who != "-"]
+    assert heard, "the caller heard nothing of the greeting"
+    # All of it, give or take a few frames of arrival jitter on a loaded machine (here
+    # exactly); a greeting begun before the leg joined loses the slow join's 1.5 s.
+    assert heard[-1] - heard[0] >= spoken_s - 0.1, (heard[-1] - heard[0], spoken_s)
+    await r.hang_up(placed)
 
 
 async def test_a_stream_for_a_call_nobody_announced_is_refused(desk: AiRig) -> None:

@@ -79,3 +79,16 @@ async def test_unknown_stream_is_refused_without_audio() -> None:
     assert await asyncio.wait_for(reader.read(), 2) == b""
     writer.close()
     await server.close()
+
+
+async def test_a_session_hears_the_call_at_its_first_audio_not_at_its_connection() -> None:
+    """Asterisk connects before the leg is bridged; the call's audio starts once it is."""
+    reader = asyncio.StreamReader()
+    session = AudioSocketSession(uuid.uuid4(), reader, None)  # type: ignore[arg-type]
+    frames = session.frames()
+    reader.feed_data(encode(Kind.ERROR, b"\x01"))
+    assert (await anext(frames)).kind == Kind.ERROR
+    assert not session.heard.is_set()
+    reader.feed_data(encode(Kind.AUDIO, b"\0" * FRAME_BYTES))  # silence counts: it is the call
+    assert (await anext(frames)).kind == Kind.AUDIO
+    assert session.heard.is_set()
