@@ -198,6 +198,7 @@ async def test_an_agent_on_another_machine_signs_in_over_https_and_takes_a_call_
 
         await take_a_call_with_two_way_audio(page, callers, store, machine.host_address)
         await page.uncheck("#duty")  # her shift is over; her line is hung up
+        await expect(page.locator("body")).to_have_attribute("data-on-duty", "no")
 
     async with agent_browser(agents_chromium) as context:
         await throttled_by_the_agents_address(await context.new_page(), product)
@@ -444,6 +445,9 @@ async def test_a_browser_agents_network_losing_media_then_its_sip_websocket(
             assert (await until(lambda: ended(store, call.id))).outcome is (
                 CallOutcome.COMPLETED_BY_AGENT)
             await page.uncheck("#duty")
+            # Off duty on the server before the tab closes, or she stays on duty with
+            # no line, and a later test's caller finds nobody.
+            await expect(page.locator("body")).to_have_attribute("data-on-duty", "no")
 
 
 async def endpoint_state(pbx: dict[str, Any], sip_user: str) -> str:
