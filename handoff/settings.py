@@ -18,6 +18,11 @@ Not one JSON value per list: a compose file then holds JSON inside YAML with two
 of quoting, one secret (a trunk's password) cannot come from its own variable, and an
 error would name the whole list rather than the one variable that is wrong. The command
 line takes the same paths with dots (``--set trunks.0.host=192.0.2.11``).
+
+This module loads the settings and checks at start-up what a type alone cannot express.
+Their shape, each key with its default and what it means, is in
+handoff.settings_sections (the cluster's in handoff.settings_cluster); the rest of the
+product imports them all from here.
 """
 
 from __future__ import annotations
@@ -28,408 +33,56 @@ import tomllib
 import urllib.parse
 import zoneinfo
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from handoff import tls
 from handoff.logs import LOG_FORMATS
+from handoff.settings_cluster import (
+    ClusterNodeSettings,
+    ClusterSettings,
+    _check_dashboards,
+    _check_node,
+)
 from handoff.settings_layers import SettingsError, _build, apply_layers
-from handoff.trunks import Trunk, TrunkAuth
-from pbx.asterisk_config import NodePeer, check_max_calls, check_rtp_range, default_max_calls
+from handoff.settings_sections import (
+    ACTIVE_CALLS_PER_CORE,
+    AsteriskSettings,
+    DatabaseSettings,
+    DemoSettings,
+    DeskSettings,
+    RecordingsSettings,
+    RoutingSettings,
+    SecuritySettings,
+    ServerSettings,
+    Settings,
+    TrunkSettings,
+)
+from handoff.trunks import TrunkAuth
+from pbx.asterisk_config import check_max_calls, check_rtp_range
 from pbx.config_values import ConfigValueError, check_host, check_name, check_port, check_realm
-from pbx.dashboards_edge import DashboardsSpec, NodeDashboard
-from pbx.kamailio_config import EdgeNode, EdgePhone, EdgeSpec
 
-# routing.max_active_calls' default: see RoutingSettings.
-ACTIVE_CALLS_PER_CORE = 20
-
-__all__ = ["Settings", "SettingsError", "_build", "apply_layers", "load", "validate"]
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    # The browser origin the dashboard is served from, checked on every WebSocket
-    # handshake and state-changing request; empty means http(s)://host:port.
-    public_origin: str = ""
-    # HTTPS (PEM files, the chain after the certificate in tls_cert): agents' browsers
-    # grant the microphone only to secure pages. Without them, serve plain HTTP behind
-    # a reverse proxy that terminates TLS (public_origin then names the proxy).
-    tls_cert: str = ""
-    tls_key: str = ""
-    # Reverse proxies (addresses or networks) whose X-Forwarded-For and
-    # X-Forwarded-Proto are believed: the login throttle and the audit log then see the
-    # agent's own address. From any other peer those headers are ignored.
-    trusted_proxies: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class DatabaseSettings:
-    # SQLite in the data folder by default; PostgreSQL in production
-    # (postgresql+psycopg://user:pass@host/db).
-    url: str = ""
-
-
-@dataclass(frozen=True)
-class AsteriskSettings:
-    source: str = "auto"
-    mirror: str = "http://deb.debian.org/debian"
-    cache_dir: str = ""
-    bind_address: str = "127.0.0.1"
-    media_address: str = "127.0.0.1"
-    # The digest realm phones see in the PBX's challenges: a neutral word that names no
-    # software (a scanner learns nothing from it) unless the site has its own domain
-    # (sip.example.com).
-    sip_realm: str = "pbx"
-    http_port: int = 8088
-    sip_port: int = 5060
-    ami_port: int = 5038
-    # Simultaneous calls the PBX takes (Asterisk's maxcalls); 0: 50 per CPU core. The
-    # RTP range below must carry them: 6 ports a call (caller, agent, and a second agent
-    # or a supervisor, each an RTP and an RTCP port); 0: a free block that size.
-    max_calls: int = 0
-    rtp_start: int = 0
-    rtp_end: int = 0
-    country: str = "us"
-    # The PBX's WSS listener for browser softphones (SIP over secure WebSocket); empty:
-    # the dashboard's certificate (server.tls_cert) when it has one, else none.
-    tls_cert: str = ""
-    tls_key: str = ""
-    # 0: any free port.
-    tls_port: int = 8089
-    # An Asterisk Switchboard does not start (source = its ARI URL): the folder
-    # Switchboard writes that Asterisk's configuration to (shared with it, e.g. a
-    # volume), and the folders as that Asterisk sees them: where it reads the files, its
-    # own state (database, spool, logs), its modules and its sounds (astdatadir).
-    config_dir: str = ""
-    etc_dir: str = "/etc/asterisk"
-    state_dir: str = "/var/lib/switchboard-asterisk"
-    modules_dir: str = "/usr/lib/asterisk/modules"
-    share_dir: str = "/var/lib/asterisk"
-
-    @property
-    def external(self) -> bool:
-        return self.source.startswith(("http://", "https://"))
-
-    @property
-    def call_limit(self) -> int:
-        return self.max_calls or default_max_calls()
-
-
-@dataclass(frozen=True)
-class TrunkSettings:
-    """A ``[[trunks]]`` table: shown read-only on the admin page, tried before the
-    trunks the admin page and the CLI add (handoff.trunks)."""
-
-    name: str = "carrier"
-    host: str = "127.0.0.1"
-    port: int = 5060
-    # "ip": the carrier is recognised by host:port; "register": we register to it with
-    # username and password (digest), and it challenges our calls with them too.
-    auth: str = "ip"
-    username: str = ""
-    password: str = field(default="", repr=False)
-    # The number the carrier shows for our calls out; from_user is its older name.
-    caller_id: str = ""
-    from_user: str = ""
-    codecs: tuple[str, ...] = ("ulaw", "alaw")
-    # Numbers allowed out through this trunk (e.g. "_0[1-7]XXXXXXXX"); none: nothing
-    # goes out through it. International and premium-rate numbers also need these:
-    allow_international: bool = False
-    allow_premium: bool = False
-    patterns: tuple[str, ...] = ()
-    enabled: bool = True
-
-    def trunk(self) -> Trunk:
-        return Trunk(
-            name=self.name, host=self.host, port=self.port, auth=TrunkAuth(self.auth),
-            username=self.username, password=self.password,
-            caller_id=self.caller_id or self.from_user, codecs=self.codecs,
-            patterns=self.patterns, allow_international=self.allow_international,
-            allow_premium=self.allow_premium, enabled=self.enabled, source="settings",
-        )
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    # The demo set-up `make run` gives a new user: a built-in carrier Asterisk that
-    # places test calls, demo agents and the reference receptionist.
-    enabled: bool = True
-    test_caller: bool = True
-    # The demo carrier's RTP ports: it places the calls the PBX takes, so its range must
-    # carry asterisk.max_calls too; 0: a free block that size.
-    rtp_start: int = 0
-    rtp_end: int = 0
-
-
-@dataclass(frozen=True)
-class DeskSettings:
-    # Seconds an available agent spends in wrap-up after their part of a call (notes,
-    # follow-up) before the next card; 0 turns it off. The agent can end it early.
-    wrap_up_s: int = 15
-    # The longest voicemail a caller may leave (an assistant whose fallback is voicemail)
-    # before the call is ended for them.
-    voicemail_max_s: int = 120
-    # Browser-phone agents keep one call to their phone open while on duty, parked
-    # between calls, so Accept is a bridge move rather than a new WebRTC call
-    # (handoff.live.lines). false: every Accept rings the browser, as desk phones do.
-    open_line: bool = True
-    # The zone every page shows times in (an IANA name, e.g. "Europe/Paris"): a call
-    # centre's people read the clock on the wall, wherever the server is. Empty: the
-    # server's own zone (/etc/localtime).
-    time_zone: str = ""
-
-
-@dataclass(frozen=True)
-class SecuritySettings:
-    # An address that fails SIP authentication block_after times within block_window_s
-    # is refused by the PBX for block_for_s (web.sip_blocks); block_after = 0: never.
-    block_after: int = 20
-    block_window_s: int = 300
-    block_for_s: int = 3600
-    # Networks never blocked: an office's NAT address, a monitoring host (CIDR).
-    never_block: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class RecordingsSettings:
-    # Days a call's recording is kept after the call ended; 0 keeps them without limit.
-    # The call stays in the history; only its audio goes (checked every hour).
-    keep_days: int = 0
-
-
-@dataclass(frozen=True)
-class RoutingSettings:
-    # A call to a number no enabled assistant answers (a disabled assistant's numbers
-    # too): "reject" refuses it (the carrier hears 404, unallocated number), or the name
-    # of the assistant that takes such calls. Either way the log names the number.
-    unknown_numbers: str = "reject"
-    # Calls the controller holds at once (callers with the AI, in a menu or with a
-    # person); the next caller is refused at once with SIP 503, so the carrier can try
-    # elsewhere, rather than answered into the silence of an overloaded box. 0: 20 per
-    # CPU core, about where one box stopped being clean with recorded AI calls (issue 14:
-    # 25 clean, 50 late and missing frames, on 2 cores). `switchboard bench capacity`
-    # (never more than asterisk.max_calls) finds this machine's knee.
-    max_active_calls: int = 0
-
-
-@dataclass(frozen=True)
-class ClusterNodeSettings:
-    """A ``[[cluster.nodes]]`` table: one Asterisk node behind the edge."""
-
-    name: str = "node"
-    sip_host: str = "127.0.0.1"
-    sip_port: int = 5060
-    # Its dashboard, as the edge reaches it (cluster.edge_https_port): its server.host
-    # and server.port; empty host: sip_host.
-    dashboard_host: str = ""
-    dashboard_port: int = 8080
-
-
-@dataclass(frozen=True)
-class ClusterSettings:
-    # Kamailio, the SIP edge carriers send their calls to: it dispatches each call to a
-    # node that answers OPTIONS (pbx.kamailio_config). No nodes: no cluster, one box.
-    edge_address: str = "127.0.0.1"
-    edge_port: int = 5060
-    # Where Kamailio reads its rendered files and keeps its control socket.
-    edge_config_dir: str = "/etc/kamailio"
-    edge_run_dir: str = "/run/kamailio"
-    # Seconds between OPTIONS to each node: about how long a dead node still gets calls.
-    probe_interval_s: int = 2
-    # Where calls may come from (your carriers' SIP servers: addresses or networks);
-    # the edge refuses anyone else's.
-    carriers: tuple[str, ...] = ()
-    nodes: tuple[ClusterNodeSettings, ...] = ()
-    # The node `switchboard run` is on this machine (one of nodes' names): its
-    # controller holds the node's lease in the shared database and names its calls
-    # with it; empty: not a node of a cluster.
-    node: str = ""
-    # Seconds a node's calls are kept after its controller last renewed its lease
-    # (renewed every third of it); past that a surviving node ends them as pbx_lost.
-    lease_s: int = 10
-    # Browser softphones register to the edge too, over secure WebSocket on this TCP
-    # port of edge_address (0: none there; a browser registers to its node's Asterisk).
-    # edge_wss_host: the name browsers dial, which the certificate names (empty:
-    # edge_address). The certificate and key (PEM): empty, the dashboard's
-    # (server.tls_cert and tls_key). Read on the edge's machine only (`config edge`).
-    edge_wss_port: int = 0
-    edge_wss_host: str = ""
-    edge_tls_cert: str = ""
-    edge_tls_key: str = ""
-    # Agents' dashboards at the edge too: HTTPS on this TCP port of edge_address (0:
-    # none; each agent opens a node's dashboard), with the WebSocket's certificate,
-    # HAProxy in front of every node's dashboard (pbx.dashboards_edge). Agents open
-    # https://edge_wss_host:edge_https_port, which is every node's origin then.
-    edge_https_port: int = 0
-
-    @property
-    def phones_edge(self) -> str:
-        """On a node of a cluster, the edge ("host:port") agents' desk phones register
-        to and the node reaches them through; empty on a single box."""
-        if not self.node:
-            return ""
-        host = f"[{self.edge_address}]" if ":" in self.edge_address else self.edge_address
-        return f"{host}:{self.edge_port}"
-
-    @property
-    def browsers_edge(self) -> str:
-        """On a node of a cluster whose edge has a WebSocket, where agents' browsers
-        register (wss://host:port); empty otherwise (they register to this node)."""
-        if not self.node or not self.edge_wss_port:
-            return ""
-        host = self.edge_wss_host or self.edge_address
-        return f"wss://{f'[{host}]' if ':' in host else host}:{self.edge_wss_port}"
-
-    @property
-    def dashboards_origin(self) -> str:
-        """The origin agents open their desk at when the edge serves the dashboards
-        (https://host:port, the host the certificate names); empty otherwise."""
-        if not self.edge_https_port:
-            return ""
-        host = self.edge_wss_host or self.edge_address
-        return f"https://{f'[{host}]' if ':' in host else host}:{self.edge_https_port}"
-
-    def edge(self) -> EdgeSpec:
-        return EdgeSpec(
-            listen_address=self.edge_address, port=self.edge_port,
-            nodes=tuple(EdgeNode(n.name, n.sip_host, n.sip_port) for n in self.nodes),
-            carriers=self.carriers, config_dir=self.edge_config_dir,
-            run_dir=self.edge_run_dir, probe_interval_s=self.probe_interval_s,
-            lease_s=self.lease_s, wss_port=self.edge_wss_port, tls_cert=self.edge_tls_cert,
-            tls_key=self.edge_tls_key,
-        )
-
-    def peers(self) -> tuple[NodePeer, ...]:
-        """The other nodes, which this node's Asterisk has a trunk to (a handoff whose
-        agent is on another node than its caller): none off a cluster."""
-        if not self.node:
-            return ()
-        return tuple(NodePeer(n.name, n.sip_host, n.sip_port) for n in self.nodes
-                     if n.name != self.node)
-
-
-def _check_node(cluster: ClusterSettings) -> None:
-    if not cluster.node:
-        return
-    check_name("cluster.node", cluster.node)
-    names = [node.name for node in cluster.nodes]
-    if names and cluster.node not in names:
-        raise ConfigValueError("cluster.node", f"{cluster.node!r} is none of cluster.nodes' "
-                               f"names ({', '.join(names)})")
-    if not 3 <= cluster.lease_s <= 300:
-        raise ConfigValueError("cluster.lease_s", f"{cluster.lease_s}: 3 to 300 seconds")
-
-
-@dataclass(frozen=True)
-class Settings:
-    data_dir: str = "var"
-    log_level: str = "info"
-    # "text" for a terminal, "json" (one object per line, with call_id, handoff_id and
-    # agent fields) for a log collector.
-    log_format: str = "text"
-    server: ServerSettings = field(default_factory=ServerSettings)
-    database: DatabaseSettings = field(default_factory=DatabaseSettings)
-    asterisk: AsteriskSettings = field(default_factory=AsteriskSettings)
-    demo: DemoSettings = field(default_factory=DemoSettings)
-    desk: DeskSettings = field(default_factory=DeskSettings)
-    recordings: RecordingsSettings = field(default_factory=RecordingsSettings)
-    security: SecuritySettings = field(default_factory=SecuritySettings)
-    routing: RoutingSettings = field(default_factory=RoutingSettings)
-    trunks: tuple[TrunkSettings, ...] = ()
-    cluster: ClusterSettings = field(default_factory=ClusterSettings)
-
-    @property
-    def active_call_limit(self) -> int:
-        """routing.max_active_calls, or its default within what Asterisk lets in."""
-        return self.routing.max_active_calls or min(
-            ACTIVE_CALLS_PER_CORE * (os.cpu_count() or 1), self.asterisk.call_limit)
-
-    @property
-    def data_path(self) -> Path:
-        return Path(self.data_dir).resolve()
-
-    @property
-    def database_url(self) -> str:
-        return self.database.url or f"sqlite:///{self.data_path / 'switchboard.db'}"
-
-    @property
-    def origin(self) -> str:
-        """The origin agents' browsers open the dashboard at: server.public_origin, else on
-        a node whose edge serves the dashboards the edge's (they reach it through there),
-        else this listener's."""
-        scheme = "https" if self.server.tls_cert else "http"
-        return (self.server.public_origin.rstrip("/")
-                or (self.cluster.dashboards_origin if self.cluster.node else "")
-                or f"{scheme}://{self.server.host}:{self.server.port}")
-
-    @property
-    def origin_not_the_edge_s(self) -> str:
-        """On a node whose edge serves the dashboards, why its origin (set by hand) is
-        wrong; empty when it is the edge's, or there is no such edge."""
-        edge = self.cluster.dashboards_origin
-        if not (self.cluster.node and edge) or self.origin == edge:
-            return ""
-        return (f"the edge serves the dashboards at {edge}, but this node's origin is "
-                f"{self.origin} (server.public_origin): desks opened at the edge would be "
-                "refused their live updates and every change; leave public_origin empty "
-                "on a node, or set it to the edge's")
-
-    @property
-    def trusted_proxies(self) -> tuple[str, ...]:
-        """server.trusted_proxies, and on a node whose edge serves the dashboards the
-        edge's address: every agent's request comes from there."""
-        cluster = self.cluster
-        edge = (cluster.edge_address,) if cluster.node and cluster.edge_https_port else ()
-        return (*self.server.trusted_proxies,
-                *(p for p in edge if p not in self.server.trusted_proxies))
-
-    def dashboards(self) -> DashboardsSpec:
-        """HAProxy on the edge in front of every node's dashboard, with the edge's
-        certificate or else the dashboard's (as the browsers' WebSocket there)."""
-        cluster = self.cluster
-        cert, key = ((cluster.edge_tls_cert, cluster.edge_tls_key) if cluster.edge_tls_cert
-                     else (self.server.tls_cert, self.server.tls_key))
-        return DashboardsSpec(
-            cluster.edge_address, cluster.edge_https_port,
-            tuple(NodeDashboard(n.name, n.dashboard_host or n.sip_host, n.dashboard_port)
-                  for n in cluster.nodes),
-            tls_cert=cert, tls_key=key, config_dir=cluster.edge_config_dir,
-            run_dir=cluster.edge_run_dir)
-
-    @property
-    def local_url(self) -> str:
-        """The dashboard's own listener as a client on this machine reaches it (the
-        receptionist's control API): not the public origin, which may be a proxy."""
-        scheme = "https" if self.server.tls_cert else "http"
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.server.host, self.server.host)
-        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.server.port}"
-
-    def edge(self, phones: tuple[EdgePhone, ...] = ()) -> EdgeSpec:
-        """The cluster's edge with these phones' accounts, challenging them in the nodes'
-        realm and blocking password guessers as the nodes do (security.block_*); its
-        browsers' WebSocket with its own certificate or else the dashboard's (the name
-        agents open the desk by is often the one they reach the edge by)."""
-        sec, cluster = self.security, self.cluster
-        spec = replace(cluster.edge(), phones=phones, realm=self.asterisk.sip_realm,
-                       block_after=sec.block_after, block_window_s=sec.block_window_s,
-                       block_for_s=sec.block_for_s, never_block=sec.never_block)
-        if cluster.edge_wss_port and not cluster.edge_tls_cert:
-            spec = replace(spec, tls_cert=self.server.tls_cert, tls_key=self.server.tls_key)
-        return spec
-
-    @property
-    def pbx_certificate(self) -> tuple[str, str] | None:
-        """(cert, key) of the PBX's WSS listener: its own, else the dashboard's (an https
-        page may not open a ws:// socket, so a dashboard on TLS needs a PBX on TLS)."""
-        ast, server = self.asterisk, self.server
-        if ast.tls_cert:
-            return ast.tls_cert, ast.tls_key
-        if server.tls_cert:
-            return server.tls_cert, server.tls_key
-        return None
+__all__ = [
+    "ACTIVE_CALLS_PER_CORE",
+    "AsteriskSettings",
+    "ClusterNodeSettings",
+    "ClusterSettings",
+    "DatabaseSettings",
+    "DemoSettings",
+    "DeskSettings",
+    "RecordingsSettings",
+    "RoutingSettings",
+    "SecuritySettings",
+    "ServerSettings",
+    "Settings",
+    "SettingsError",
+    "TrunkSettings",
+    "_build",
+    "apply_layers",
+    "check_origin",
+    "load",
+    "validate",
+]
 
 
 # ---- loading ------------------------------------------------------------------------
@@ -580,15 +233,6 @@ def check_origin(origin: str) -> str:
         raise ValueError(f"server.public_origin: {origin!r}: a scheme, a host and perhaps a "
                          "port, nothing more (https://desk.example.com:8443)")
     return f"{parts.scheme}://{parts.netloc}"
-
-
-def _check_dashboards(cluster: ClusterSettings, spec: DashboardsSpec) -> None:
-    spec.validate()
-    taken = {cluster.edge_port: "edge_port", cluster.edge_wss_port: "edge_wss_port"}
-    if spec.port in taken:
-        # On the edge's one address: one TCP port cannot be two listeners.
-        raise ConfigValueError("cluster.edge_https_port", f"{spec.port} is the edge's "
-                               f"{taken[spec.port]} too")
 
 
 def _check_origin(server: ServerSettings, edge_origin: str) -> None:

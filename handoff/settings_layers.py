@@ -1,8 +1,9 @@
 """The layers under typed settings, for any tree of frozen dataclasses: the environment
 and the command line laid over a TOML file's tables, then each value converted to its
-field's type, with errors that name the key and where it came from. handoff.settings
-holds Switchboard's own tree and the checks a type alone cannot express; the forms of
-the environment variables are described there.
+field's type, with errors that name the key and where it came from.
+handoff.settings_sections holds Switchboard's own tree (the cluster's part in
+handoff.settings_cluster); handoff.settings loads it and holds the checks a type alone
+cannot express; the forms of the environment variables are described there.
 """
 
 from __future__ import annotations

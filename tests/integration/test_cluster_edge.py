@@ -50,7 +50,7 @@ from tests.sip_phone import Dialog, SipError, SipMessage, SipPhone
 from tests.systemd_unit import as_systemd_starts_it, processes_reading, unit_settings
 from tests.waiting import until
 from web import systemd
-from web.bench.cluster import edge_folder, edge_port
+from web.bench.cluster_rig import edge_folder, edge_port
 from web.doctor import Report, examine_cluster
 
 # Calls at once on each Asterisk here: a few, so each takes a small RTP range.

@@ -60,7 +60,8 @@ from tests.product_run import Product, stopped_after
 from tests.sip_phone import Dialog, SipError, SipPhone
 from tests.waiting import until
 from web.bench.browser_handoff import CHROMIUM
-from web.bench.cluster import (
+from web.bench.cluster_hosts import HOST_ADDRESS, PREFIX, NodeHost, cluster_hosts
+from web.bench.cluster_rig import (
     NODES,
     Layout,
     all_ended,
@@ -77,7 +78,6 @@ from web.bench.cluster import (
     place_with_ai,
     rows,
 )
-from web.bench.cluster_hosts import HOST_ADDRESS, PREFIX, NodeHost, cluster_hosts
 from web.bench.dashboard_site import PASSWORD, Browser, cheap_passwords
 from web.bench.postgres_server import private_postgres
 from web.bench.softphone_rig import (

@@ -34,8 +34,8 @@ from tests.integration.test_external_asterisk import (
 from tests.product_run import REPO, Product, product
 from tests.sip_phone import SipPhone
 from tests.waiting import until
-from web.bench.cluster import heard as hears_voice
-from web.bench.cluster import offered
+from web.bench.cluster_rig import heard as hears_voice
+from web.bench.cluster_rig import offered
 from web.bench.dashboard_site import Browser
 from web.bench.world import World
 

@@ -46,8 +46,8 @@ from tests.outside_asterisk import OutsideAsterisk
 from tests.product_run import REPO, Product, stopped_after
 from tests.sip_phone import SipPhone
 from tests.waiting import until
-from web.bench.cluster import heard as hears_voice
-from web.bench.cluster import offered
+from web.bench.cluster_rig import heard as hears_voice
+from web.bench.cluster_rig import offered
 from web.bench.dashboard_site import free_port
 from web.bench.world import World
 
