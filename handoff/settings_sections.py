@@ -185,9 +185,10 @@ class RoutingSettings:
     # Calls the controller holds at once (callers with the AI, in a menu or with a
     # person); the next caller is refused at once with SIP 503, so the carrier can try
     # elsewhere, rather than answered into the silence of an overloaded box. 0: 20 per
-    # CPU core, about where one box stopped being clean with recorded AI calls (issue 14:
-    # 25 clean, 50 late and missing frames, on 2 cores). `switchboard bench capacity`
-    # (never more than asterisk.max_calls) finds this machine's knee.
+    # CPU core, under where one box stopped being clean with recorded AI calls and
+    # handoffs (2 cores, the benchmark's rig on the same box: 35-45 clean, the knee at
+    # 45-50). `switchboard bench capacity` (never more than asterisk.max_calls) finds
+    # this machine's knee.
     max_active_calls: int = 0
 
 

@@ -37,4 +37,8 @@ async def test_the_ramp_hands_callers_to_open_lines_and_back_to_the_ai(tmp_path:
                and h["back_gap_ms"]["max"] is not None for h in timed)
     # Handed back, not hung up: the step kept its callers, and they heard a voice.
     assert step["up"] == 2 and step["dropped_calls"] == 0
+    # The agents' desk phones ran in a process of their own, whose CPU is the rig's.
+    cpu = step["cpu_pct_of_core"]
+    assert cpu["rig_desks"] > 0, cpu
+    assert cpu["rig"] >= cpu["rig_world"] + cpu["rig_desks"], cpu
 

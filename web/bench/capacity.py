@@ -283,7 +283,7 @@ async def counts(ramp: Ramp) -> Counts:
     pbx, rig_side = await asyncio.gather(
         pbx_counts(ramp.r, up), ramp.world.rig_counts([p.caller for p in up]))
     drops = {who: udp_drops(group) for who, group in ramp.pids.items()
-             if who in ("pbx", "rig_carrier", "rig_world", "rig_ai")}
+             if who in ("pbx", "rig_carrier", "rig_world", "rig_ai", "rig_desks")}
     return pbx, rig_side, drops
 
 
@@ -383,20 +383,24 @@ async def run(steps: list[int], window_s: float, recording: str, state_dir: Path
                              max_calls=2 * most + 20 + len(phones),
                              desk_phones=phones) as pair:
         world = await RemoteWorld.start(pair.carrier.ari_url, *pair.carrier.ari_auth,
-                                        engine_process=True, ahead=True)
+                                        engine_process=True, desks_process=bool(phones),
+                                        ahead=True)
         results: list[dict[str, Any]] = []
         tail: dict[str, Any] = {}
         try:
             async with rig(pair.pbx, world, state_dir / "bench.db") as r:
                 # The rig apart too: the carrier's Asterisk, the World's process (the
                 # callers' phones) and the AI engine's, each of which may run out first.
-                ai = world.engine_pid or 0
+                # The callers' phones, the agents' desk phones and the AI engine each
+                # in a process of its own.
+                ai, desks = world.engine_pid or 0, world.desks_pid or 0
                 ramp = Ramp(r, world, {"pbx": [pair.pbx.pid or 0],
                                        "controller": [os.getpid()],
-                                       "rig": [pair.carrier.pid or 0, world.pid, ai],
+                                       "rig": [pair.carrier.pid or 0, world.pid, ai, desks],
                                        "rig_carrier": [pair.carrier.pid or 0],
                                        "rig_world": [world.pid],
-                                       "rig_ai": [ai]}, window_s, recording)
+                                       "rig_ai": [ai],
+                                       "rig_desks": [desks]}, window_s, recording)
                 if phones:
                     ramp.handoffs = Handoffs(r, ramp.calls.up, await seat(r, phones),
                                              handoff_rate)

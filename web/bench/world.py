@@ -97,6 +97,44 @@ class ToneEngine:
 
 
 @dataclass
+class DeskPhones:
+    """Agents' own SIP desk phones registered with the PBX, by SIP user: each answers
+    its open line's INVITE by itself and sends the agent's tone.
+
+    Apart from the callers' phones so that a capacity run can give them a process of
+    their own: sharing one loop with 25 callers' probes, a phone's frames left late at
+    the move, and the caller's gap across a handoff read 40 ms p50 and 100 max where,
+    in their own process, it reads 20 and 23-40: the rig's delay, counted as the
+    product's."""
+
+    phones: dict[str, SipPhone] = field(default_factory=dict)
+
+    async def open_desk_phones(self, host: str, port: int, users: list[list[str]]) -> None:
+        """Desk phones for ``users`` ([SIP user, password]) registered with the PBX at
+        ``host``:``port``, each answering by itself an INVITE that asks it to (an open
+        line's) and refusing any other with 480: a rung call would ring out its whole
+        timeout at a desk nobody watches, where a refusal fails the handoff at once."""
+        for user, password in users:
+            phone = SipPhone(user, password, (host, port))
+            phone.auto_answer, phone.answer = True, 480
+            await phone.__aenter__()
+            self.phones[user] = phone
+
+    async def close_desk_phones(self) -> None:
+        for phone in self.phones.values():
+            await phone.close()
+        self.phones.clear()
+
+    async def desk_heard_caller(self, user: str, after: float) -> float | None:
+        """When the desk phone's current call (its line) first heard the caller's
+        voice after ``after``."""
+        heard = [d.heard("caller", after) for d in self.phones[user].dialogs.values()
+                 if d.confirmed.is_set() and not d.ended.is_set()]
+        return min((at for at in heard if at is not None), default=None)
+
+
+
+@dataclass
 class World:
     """The carrier's phones (caller and agent), their probes, and the AI engine."""
 
@@ -111,9 +149,9 @@ class World:
     _outbound: dict[str, str] = field(default_factory=dict)  # caller number -> channel
     _parts: dict[str, tuple[str, str]] = field(default_factory=dict)  # leg -> (bridge, media)
     _ready_phone: tuple[str, str, RtpProbe] | None = None
-    # Agents' own SIP desk phones registered with the PBX (a capacity run's open lines),
-    # by SIP user: they answer the line's INVITE by itself and send the agent's tone.
-    desk_phones: dict[str, SipPhone] = field(default_factory=dict)
+    # Agents' own SIP desk phones registered with the PBX (a capacity run's open lines);
+    # a capacity run keeps them in a process of their own (world_process --desks).
+    desks: DeskPhones = field(default_factory=DeskPhones)
     _placed: int = 0
 
     async def start(self) -> str:
@@ -332,27 +370,13 @@ class World:
         return read
 
     async def open_desk_phones(self, host: str, port: int, users: list[list[str]]) -> None:
-        """Desk phones for ``users`` ([SIP user, password]) registered with the PBX at
-        ``host``:``port``, each answering by itself an INVITE that asks it to (an open
-        line's) and refusing any other with 480: a rung call would ring out its whole
-        timeout at a desk nobody watches, where a refusal fails the handoff at once."""
-        for user, password in users:
-            phone = SipPhone(user, password, (host, port))
-            phone.auto_answer, phone.answer = True, 480
-            await phone.__aenter__()
-            self.desk_phones[user] = phone
+        await self.desks.open_desk_phones(host, port, users)
 
     async def close_desk_phones(self) -> None:
-        for phone in self.desk_phones.values():
-            await phone.close()
-        self.desk_phones.clear()
+        await self.desks.close_desk_phones()
 
     async def desk_heard_caller(self, user: str, after: float) -> float | None:
-        """When the desk phone's current call (its line) first heard the caller's
-        voice after ``after``."""
-        heard = [d.heard("caller", after) for d in self.desk_phones[user].dialogs.values()
-                 if d.confirmed.is_set() and not d.ended.is_set()]
-        return min((at for at in heard if at is not None), default=None)
+        return await self.desks.desk_heard_caller(user, after)
 
     async def agent_heard_caller(self) -> bool:
         return any(p.first("caller") is not None for p in self.agent_probes)
@@ -375,3 +399,4 @@ async def local_world(carrier: AsteriskInstance) -> AsyncIterator[World]:
         yield world
     finally:
         await world.close()
+
