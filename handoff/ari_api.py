@@ -44,6 +44,9 @@ class ChannelsApi(Protocol):
 
     async def hangup(self, channel_id: str, reason: HangupReason = "normal") -> None: ...
 
+    async def send_dtmf(self, channel_id: str, dtmf: str, *, between: int | None = None,
+                        duration: int | None = None) -> None: ...
+
     async def play(self, target_id: str, media: str | Sequence[str], *,
                    playback_id: str | None = None) -> Playback: ...
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from handoff.calls import CallOutcome, CallState
-from handoff.live.call import LiveCall
+from handoff.live.call import LiveCall, Party
 from handoff.live.errors import OutOfHours
 from handoff.live.flow import AiEngine, Flow
 from handoff.live.legs import add_when_in_stasis, hang_up, role_id
@@ -22,6 +24,9 @@ AI_FAILED_REASON = "ai_failed"
 # a callback request is on record for them.
 APOLOGY = ("sound:im-sorry", "sound:please-try-call-later")
 APOLOGY_MAX_S = 10.0
+# Keys kept for an AI leg not yet in the bridge: a caller pressing 0 at once presses a
+# few; more is a stuck key or an attack, and is dropped.
+MAX_KEPT_KEYS = 16
 
 
 class AiLegs(Flow):
@@ -30,16 +35,48 @@ class AiLegs(Flow):
         behind, when the engine cannot be reached or its leg is gone at once."""
         engine.expect_call(live.call_id)
         ai = live.new_leg_id("ai")
+        live.ai_joining = ai
         try:
             await self.ari.channels.external_media_audiosocket(
                 self.ctl.app, engine.address, live.call_id, channel_id=ai
             )
             await add_when_in_stasis(self.ari, live.bridge, ai)
         except AriError:
+            live.ai_joining, live.keys_for_ai = None, []
             await hang_up(self.ari, ai)
             raise
         live.ai = ai
         await self.unhold(live)
+
+    async def on_caller_key(self, event: Mapping[str, Any]) -> None:
+        """A key the caller pressed while the AI's leg is on its way into the bridge:
+        kept for it (a caller who presses 0 at once is not ignored). Once the leg is in,
+        the bridge passes keys to it as they come."""
+        live = self.ctl.registry.of_event(event)
+        if live is None or live.ai_joining is None or live.party is not Party.AI:
+            return  # no AI on its way, or a person has the caller: the key is theirs
+        if str(event.get("channel", {}).get("id")) != live.caller:
+            return
+        if self.ctl.menus.in_menu(live.caller) or len(live.keys_for_ai) >= MAX_KEPT_KEYS:
+            return
+        live.keys_for_ai.append(str(event.get("digit", "")))
+
+    async def on_entered_bridge(self, event: Mapping[str, Any]) -> None:
+        """The AI's new leg is in the call's bridge: the keys pressed before are sent to
+        it, in order, as the caller pressed them."""
+        live = self.ctl.registry.of_event(event)
+        leg = str(event.get("channel", {}).get("id"))
+        if live is None or leg != live.ai_joining:
+            return
+        keys, live.ai_joining, live.keys_for_ai = "".join(live.keys_for_ai), None, []
+        if not keys:
+            return
+        log.info("call=%s: %d key(s) pressed before the AI was in the call, given to it",
+                 live.call_id, len(keys))
+        try:
+            await self.ari.channels.send_dtmf(leg, keys)
+        except AriError as exc:
+            log.warning("call=%s: keys not given to the AI: %s", live.call_id, exc)
 
     async def join_or_recover(self, live: LiveCall, engine: AiEngine) -> None:
         """Bring the AI to the caller (lock held); a leg that cannot be set up is the AI
@@ -98,6 +135,7 @@ class AiLegs(Flow):
         """The AI steps out of the call bridge, hold music too: someone else has the
         caller now (lock held)."""
         ai, live.ai = live.ai, None
+        live.ai_joining, live.keys_for_ai = None, []
         if ai:
             await hang_up(self.ari, ai)
         await self.unhold(live)

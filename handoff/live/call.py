@@ -101,6 +101,11 @@ class LiveCall:
     bridge: str
     caller_number: str = ""
     ai: str | None = None
+    # An AI leg on its way into the call's bridge (made, not yet seen entering it), and
+    # the keys the caller pressed meanwhile: the bridge passes a key only to the legs in
+    # it, so these are given to the AI once its leg is in (handoff.live.ai).
+    ai_joining: str | None = None
+    keys_for_ai: list[str] = field(default_factory=list)
     agent: str | None = None
     agent_id: int | None = None
     handoff_id: int | None = None

@@ -87,6 +87,8 @@ class Router:
             ("ChannelTalkingStarted", ctl.media.on_talking),
             ("PlaybackFinished", ctl.media.on_playback_finished),
             ("ChannelDtmfReceived", ctl.menus.on_dtmf),
+            ("ChannelDtmfReceived", ctl.ai.on_caller_key),
+            ("ChannelEnteredBridge", ctl.ai.on_entered_bridge),
             ("ChannelVarset", ctl.quality.on_varset),
             ("StasisEnd", ctl.quality.forget),
         ):

@@ -178,15 +178,8 @@ async def test_a_slow_join_costs_the_caller_no_word_of_the_greeting(
     receptionist speaks once it hears the call, and a controller slow to bridge the leg
     (a loaded box) costs the caller a moment's wait, not the start of the greeting."""
     r = desk
-    add_channel = r.pbx_ari.bridges.add_channel
     slow_s = 1.5
-
-    async def slowly_for_the_ai(bridge_id: str, channel: str | list[str], **kw: Any) -> None:
-        if isinstance(channel, str) and role_of(channel) == "ai":
-            await asyncio.sleep(slow_s)
-        await add_channel(bridge_id, channel, **kw)
-
-    monkeypatch.setattr(r.pbx_ari.bridges, "add_channel", slowly_for_the_ai)
+    _slow_ai_join(r, monkeypatch, slow_s)
     started = time.monotonic()
     placed = await r.place_call()
     await until(lambda: has_line(r, placed.call_id, said("greeting")), 10)
@@ -202,6 +195,46 @@ async def test_a_slow_join_costs_the_caller_no_word_of_the_greeting(
     # exactly); a greeting begun before the leg joined loses the slow join's 1.5 s.
     assert heard[-1] - heard[0] >= spoken_s - 0.1, (heard[-1] - heard[0], spoken_s)
     await r.hang_up(placed)
+
+
+async def test_a_key_pressed_before_the_ai_is_in_the_call_reaches_it(
+    desk: AiRig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller who presses 0 at once, while the AI's leg is still on its way into the
+    call's bridge (slow here), is not ignored: the key reaches the AI once it is in."""
+    r = desk
+    _slow_ai_join(r, monkeypatch, 1.5)
+    placed = await r.place_call(wait_ai=False)
+
+    async def ai_on_its_way() -> bool:
+        return any(c.caller_number == placed.caller and c.ai_joining and not c.ai
+                   for c in r.control.calls.values())
+
+    await until(ai_on_its_way, 10)
+    await r.press(placed, "0")
+    placed.call_id = await r._wait_call_with_ai(placed.caller)
+    await until(lambda: has_line(r, placed.call_id, ("caller", "[pressed 0]")), 10,
+                why="the key pressed before the AI was in the call never reached it")
+
+    async def offered() -> bool:
+        async with r.store.transaction() as tx:
+            return bool(await tx.handoffs.for_call(placed.call_id))
+
+    await until(offered)
+    await r.hang_up(placed)
+
+
+def _slow_ai_join(r: AiRig, monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """The controller puts each AI leg in the call's bridge ``seconds`` late, as a loaded
+    box may: Asterisk has connected the leg's stream meanwhile."""
+    add_channel = r.pbx_ari.bridges.add_channel
+
+    async def slowly_for_the_ai(bridge_id: str, channel: str | list[str], **kw: Any) -> None:
+        if isinstance(channel, str) and role_of(channel) == "ai":
+            await asyncio.sleep(seconds)
+        await add_channel(bridge_id, channel, **kw)
+
+    monkeypatch.setattr(r.pbx_ari.bridges, "add_channel", slowly_for_the_ai)
 
 
 async def test_a_stream_for_a_call_nobody_announced_is_refused(desk: AiRig) -> None:

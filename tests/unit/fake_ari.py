@@ -77,6 +77,7 @@ class FakeAri:
         self.played: list[tuple[str, str]] = []
         self.dialled: list[str] = []  # legs dialled, in order
         self.hangup_reasons: dict[str, str] = {}  # channels we hung up: the reason given
+        self.dtmf_sent: list[tuple[str, str]] = []  # (channel, keys) sent to a leg
         self.ai_addresses: list[str] = []  # where each AI leg was asked to connect
         # What each phone does when dialled, by endpoint ("PJSIP/<sip user>").
         self.phones: dict[str, str] = {}
@@ -238,6 +239,11 @@ class _Channels:
                    playback_id: str | None = None) -> Playback:
         return await _play(self.ari, f"channel:{target_id}", media, playback_id)
 
+    async def send_dtmf(self, channel_id: str, dtmf: str, *, between: int | None = None,
+                        duration: int | None = None) -> None:
+        self.ari._get(channel_id)
+        self.ari.dtmf_sent.append((channel_id, dtmf))
+
     async def rtp_statistics(self, channel_id: str) -> dict[str, Any]:
         channel = self.ari._get(channel_id)
         return {"rxcount": 1 if channel.state == "Up" and not channel.deaf else 0}
@@ -302,6 +308,9 @@ class _Bridges:
             members.add(leg)
             if fake.doomed:
                 await self.ari.drop_ai(leg)
+            else:
+                await self.ari._emit({"type": "ChannelEnteredBridge", "channel": fake.to_json(),
+                                      "bridge": {"id": bridge_id}})
 
     async def record(self, target_id: str, name: str, *,
                      format: str = "wav") -> LiveRecording:

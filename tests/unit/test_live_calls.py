@@ -141,6 +141,26 @@ async def _outcome_is(floor: Floor, call_id: str, outcome: CallOutcome) -> bool:
     return await floor.outcome(call_id) is outcome
 
 
+async def test_keys_pressed_before_the_ai_is_in_the_bridge_are_given_to_it(floor: Floor) -> None:
+    """The bridge passes a key only to the legs in it: a caller who presses 0 while the
+    AI's leg is on its way in would reach nobody, so the key is kept and sent to the
+    leg once it is in; a key pressed after that is the bridge's to pass, not sent twice."""
+    caller = await floor.ari.caller_dials()
+    # Queued behind the caller's arrival, ahead of the AI leg's entering the bridge.
+    await floor.ari.press(caller, "0")
+    await floor.ari.press(caller, "1")
+    await until(lambda: _has_ai(floor, caller))
+    await floor.ari.idle()
+    live = next(c for c in floor.live.control.calls.values() if c.caller == caller)
+    assert floor.ari.dtmf_sent == [(live.ai, "01")]
+    assert live.ai_joining is None and live.keys_for_ai == []
+    await floor.ari.press(caller, "2")
+    await floor.ari.idle()
+    assert floor.ari.dtmf_sent == [(live.ai, "01")]
+    await floor.ari.hang_up_phone(caller)
+    await until(lambda: _outcome_is(floor, live.call_id, CallOutcome.COMPLETED_BY_AI))
+
+
 async def test_an_accepted_card_rings_the_winner_and_the_ai_leaves_once_they_answer(
     floor: Floor,
 ) -> None:
