@@ -33,7 +33,7 @@ from handoff.calls import CallOutcome, CallState
 from handoff.handoffs import FailureReason, HandoffState
 from handoff.store import Store, create_store_engine
 from handoff.store.models import AuditEvent, Call, Handoff
-from pbx.ari import basic_auth_header
+from pbx.ari import AriError, basic_auth_header
 from tests.agent_machine import AgentMachine, agent_machine, trust_ca
 from tests.certificates import private_ca
 from tests.dashboard_fixtures import Browser, free_port
@@ -244,12 +244,13 @@ async def a_caller_taken(page: Page, world: World, store: Store) -> tuple[str, C
             return bool(await tx.transcripts.for_call(call.id))
 
     await until(greeted, 30)
-    # Heard, not only written down: the greeting's transcript line is posted as the AI's
-    # stream opens, which can be before its leg is in the call's bridge, and a key
-    # pressed then reaches nobody (a caller presses once they hear the AI).
-    await until(lambda: ai_speaks(world, caller, placed), 30,
-                why=lambda: f"the caller never heard the receptionist (what reached them: "
-                            f"{heard_since(world, caller, placed)})")
+    # Heard, not only written down: a caller presses once they hear the AI.
+    try:
+        await until(lambda: ai_speaks(world, caller, placed), 30,
+                    why=lambda: f"the caller never heard the receptionist (what reached "
+                                f"them: {heard_since(world, caller, placed)})")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; {await carrier_leg(world, caller)}") from exc
     await world.ari.channels.send_dtmf(world._outbound[caller], "0")
     attempts = await until(lambda: handoffs_of(store, call.id, 1))
     handoff = await accept_and_talk(page, world, store, caller, attempts[0])
@@ -302,6 +303,20 @@ async def ai_speaks(world: World, caller: str, after: float) -> bool:
     that is not the agent's tone (the built-in receptionist speaks, it sends no tone)."""
     frames = await world.frames(caller, after, time.monotonic())
     return sum(1 for _, who in frames if who not in ("-", "agent")) > 25
+
+
+async def carrier_leg(world: World, caller: str) -> str:
+    """The caller's leg on the carrier (the rig), for a failure's message: whether it is
+    bridged with the caller's phone, and the RTP it sent to and got from the PBX."""
+    leg = world._outbound[caller]
+    try:
+        stats = await world.ari.channels.rtp_statistics(leg)
+        bridges = [b.get("channels") for b in await world.ari.bridges.list()
+                   if leg in (b.get("channels") or [])]
+    except AriError as exc:
+        return f"the caller's carrier leg could not be read: {exc}"
+    return (f"the caller's carrier leg is bridged with {bridges}, sent the PBX "
+            f"{stats.get('txcount')} packets and got {stats.get('rxcount')}")
 
 
 def heard_since(world: World, caller: str, since: float) -> dict[str, int]:

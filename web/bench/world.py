@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import time
 import uuid
@@ -43,6 +44,8 @@ from web.bench.audio import (
     voiced_by,
 )
 from web.bench.sip_phone import SipPhone
+
+log = logging.getLogger(__name__)
 
 AGENT_PHONE_NUMBER = "7001"  # Ada's desk phone on the carrier
 LATE_VOICE_S = 0.6
@@ -234,9 +237,10 @@ class World:
             bridge, media, _ = await self._new_phone(self.probes[number])
             try:
                 await add_when_in_stasis(self.ari, bridge, channel["id"])
-            except AriError:
+            except AriError as exc:
                 # The caller hung up as the call was answered: nobody would end this
                 # phone later (the leg's StasisEnd, queued behind, finds no parts).
+                log.warning("caller %s: phone not connected to its leg: %s", number, exc)
                 await self._drop_phone(bridge, media)
                 return
             self._parts[channel["id"]] = (bridge, media)
