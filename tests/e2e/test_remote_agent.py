@@ -244,9 +244,11 @@ async def a_caller_taken(page: Page, world: World, store: Store) -> tuple[str, C
             return bool(await tx.transcripts.for_call(call.id))
 
     await until(greeted, 30)
-    # Heard, not only written down: a caller presses once they hear the AI.
+    # Heard, not only written down: a caller presses once they hear the AI. Within
+    # 20 s, so that a failure reads the carrier's leg before the PBX's 30 s RTP timeout
+    # has hung a silent caller up.
     try:
-        await until(lambda: ai_speaks(world, caller, placed), 30,
+        await until(lambda: ai_speaks(world, caller, placed), 20,
                     why=lambda: f"the caller never heard the receptionist (what reached "
                                 f"them: {heard_since(world, caller, placed)})")
     except AssertionError as exc:
