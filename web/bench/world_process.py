@@ -42,7 +42,7 @@ async def serve_desks() -> None:
     many callers the World's process carries."""
     desks = DeskPhones()
     try:
-        await _answer_requests(desks, DESK_OPS, {"engine": ""})
+        await _answer_requests(desks, DESK_OPS, {})  # no engine here: a bare hello
     finally:
         await desks.close_desk_phones()
 
