@@ -200,8 +200,10 @@ class Callbacks:
         try:
             await self.ari.bridges.create(bridge_id=cb.bridge, type="mixing")
             if cb.line:
-                # One addChannel: the line leaves its holding bridge for this one.
-                await self.ari.bridges.add_channel(cb.bridge, cb.agent_leg)
+                # One addChannel: the line leaves its holding bridge (or a card's call,
+                # muted there) for this one.
+                assert self.lines is not None
+                await self.lines.join(cb.bridge, cb.agent_leg)
             else:
                 await self.ari.channels.create(
                     self.phones.dial(sip_user), self.app, app_args=["callback", key],

@@ -265,7 +265,7 @@ class Supervision:
         if line is not None:
             try:
                 await self.ari.bridges.create(bridge_id=bridge, type="mixing")
-                await self.ari.bridges.add_channel(bridge, line)
+                await self.control.lines.join(bridge, line)
             except AriError as exc:
                 await self.control.lines.release(line)
                 await self._destroy(bridge)
@@ -379,6 +379,8 @@ class Supervision:
             for leg in leaving:
                 # The agent's open line goes back to its holding bridge; others hang up.
                 await self.control.lines.release(leg)
+            # The card's staged lines too: nobody will accept it now.
+            await self.control.lines.unstage(live.bridge)
         # The leg now belongs to the call: this session's Snoop and bridge go.
         self.sessions.pop((session.call_id, supervisor.agent_id), None)
         session.mode = Mode.TAKE_OVER

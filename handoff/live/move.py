@@ -111,10 +111,11 @@ class Moves(Flow):
         return staged
 
     async def bring_line(self, live: LiveCall, line: str, agent_id: int) -> str:
-        """The open-line path: the agent's line, up and idle in their holding bridge,
-        moves into the call bridge (one addChannel: it departs the holding bridge and
-        joins the call's), with no SIP, ICE or DTLS work while the caller waits (lock
-        held, the accept's transaction open).
+        """The open-line path: the agent's line, up and idle, joins the call with no SIP,
+        ICE or DTLS work while the caller waits (lock held, the accept's transaction
+        open). Usually it is staged in the call's bridge already, muted both ways since
+        the card was offered, and is only unmuted; else it moves in from its holding
+        bridge (one addChannel: it departs that bridge and joins the call's).
 
         The line has been sending the agent's audio since the shift began, so there is
         no late first word to wait for (the overlap a rung phone gets): the AI steps out
@@ -122,10 +123,10 @@ class Moves(Flow):
         in the mix, rather than leave the caller a hole before it. The ledger follows."""
         try:
             mark("ari_sent")
-            # The line joins as Asterisk takes the request, before its answer comes
-            # back: the tick the AI stays is counted from here.
+            # The line joins (or is unmuted) as Asterisk takes the request, before its
+            # answer comes back: the tick the AI stays is counted from here.
             sent = time.monotonic()
-            await self.ari.bridges.add_channel(live.bridge, line)
+            await self.ctl.lines.join(live.bridge, line)
             mark("ari_answered")
         except AriError as exc:
             self.ctl.lines.put_back(line)

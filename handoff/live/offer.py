@@ -154,10 +154,18 @@ class Offers(Flow):
         Creating a leg and bridging it are two ARI round trips that would otherwise sit
         between the Accept click and the agent's phone ringing. An undialled channel is
         silent and rings nobody; the losers' legs are hung up after the accept.
+
+        An agent with a parked open line needs no leg: the line itself is staged, muted
+        both ways (handoff.live.lines), so that Accept is an unmute rather than a move;
+        the losers' lines go back to their holding bridges.
         """
-        # An agent with an open line needs no leg: their line moves in. Told apart
-        # before the store is asked, so a card offered to open lines reads nobody.
-        wanted = [agent_id for agent_id in agent_ids[: self.timing.staged_agents]
+        likely = agent_ids[: self.timing.staged_agents]
+        for agent_id in likely:
+            if not live.ending:
+                await self.ctl.lines.stage(agent_id, live.bridge)
+        # Told apart before the store is asked, so a card offered to open lines reads
+        # nobody (a line staged for another call moves in when taken, as a parked one).
+        wanted = [agent_id for agent_id in likely
                   if agent_id not in live.staged and not self.ctl.lines.idle(agent_id)]
         if not wanted or live.ending:
             return
@@ -176,11 +184,13 @@ class Offers(Flow):
             live.staged[agent.id] = leg
 
     async def unstage(self, live: LiveCall, agent_ids: list[int] | None = None) -> None:
-        """Hang up the staged legs (of `agent_ids` only: a queue's card moved on)."""
+        """Hang up the staged legs and park the staged lines (of `agent_ids` only: a
+        queue's card moved on)."""
         for agent_id, leg in list(live.staged.items()):
             if agent_ids is None or agent_id in agent_ids:
                 del live.staged[agent_id]
                 await hang_up(self.ari, leg)
+        await self.ctl.lines.unstage(live.bridge, agent_ids)
 
     def time_out(self, live: LiveCall, handoff_id: int, after_s: float) -> None:
         """The card is withdrawn and the fallback applies after `after_s`, unless taken."""

@@ -106,7 +106,7 @@ class Transfers(Flow):
                     if line is not None:
                         # The colleague's open line joins the call bridge: already up,
                         # so the switch completes at once (see complete).
-                        await self.ari.bridges.add_channel(live.bridge, line)
+                        await self.ctl.lines.join(live.bridge, line)
                         leg = line
                     else:
                         leg = await self._ring(live, agent_id,

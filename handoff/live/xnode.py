@@ -285,9 +285,10 @@ class NodeLegs(Flow):
             await self.ari.bridges.add_channel(node.bridge, leg)
             line = self.ctl.lines.take(agent.id)
             if line is not None:
-                # One addChannel: the line leaves its holding bridge for this one.
+                # One addChannel: the line leaves its holding bridge (or a card's call,
+                # muted there) for this one.
                 node.agent, node.line = line, True
-                await self.ari.bridges.add_channel(node.bridge, line)
+                await self.ctl.lines.join(node.bridge, line)
                 await self._answer(node)
             else:
                 # The caller's node hears it ring (180) while the agent's phone does.

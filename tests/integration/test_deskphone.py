@@ -327,6 +327,75 @@ async def test_an_auto_answering_desk_phone_keeps_an_open_line_and_accept_is_a_b
     assert line_call.ended_by == "pbx" and r.control.lines.of(bea.agent_id) is None
 
 
+def _voiced_since(dialog: Any, since: float) -> int:
+    """Frames with sound in them (any party's) the phone received since `since`."""
+    return sum(1 for item in dialog.media.received if item.at >= since and item.voiced)
+
+
+async def test_a_line_staged_for_a_card_neither_hears_nor_is_heard_until_accept(
+    bea: Bea, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    r = bea.r
+    bea.phone.auto_answer = True
+    bea.phone.answer = "ring"
+    await r.control.open_line(bea.agent_id, DESK_PHONE_SIP_USER, desk_phone=True)
+    line_call = await bea.phone.wait_call()
+    await until(lambda: _line_is(r, bea.agent_id, LineState.IDLE))
+    # A card for Bea: her line waits in the call's bridge, muted both ways.
+    placed = await r.place_call()
+    await r.wait_hears(placed, "ai")
+    await r.control.request_handoff(placed.call_id, reason="caller_asked",
+                                    summary="wants a person")
+    live = r.control.live(placed.call_id)
+    line = r.control.lines.of(bea.agent_id)
+    assert line is not None and line.state is LineState.STAGED
+    assert line.leg in (await r.pbx_ari.bridges.get(live.bridge))["channels"]
+    offered = time.monotonic()
+    await asyncio.sleep(1.5)
+    # 1.5 s on offer: the caller hears the AI, not Bea, not even under the AI; Bea's
+    # phone gets no sound at all (the caller's, the AI's).
+    assert await r.world.first_heard(placed.caller, "ai", offered) is not None
+    assert await r.world.first_heard_in_mix(placed.caller, "agent", offered) is None
+    assert _voiced_since(line_call, offered) == 0
+    # The caller leaves before anyone takes the card: the line goes back, still up.
+    await r.hang_up_caller(placed)
+    await until(lambda: _ended(r, placed.call_id))
+    await until(lambda: _line_is(r, bea.agent_id, LineState.IDLE))
+    assert line.leg in (await r.pbx_ari.bridges.get(line.bridge))["channels"]
+    # Parked, it serves as before: with staging turned off, the next card's Accept
+    # moves it in from its holding bridge, and each side hears the other.
+    monkeypatch.setattr(r.control.timing, "staged_agents", 0)
+    placed = await r.place_call()
+    await r.wait_hears(placed, "ai")
+    handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
+                                                 summary="wants a person")
+    assert line.state is LineState.IDLE
+    accepted = time.monotonic()
+    await r.control.accept(handoff_id, bea.agent_id)
+    await r.wait_hears(placed, "agent", after=accepted)
+    await bea.phone.wait_hears(line_call, "caller", after=accepted)
+    await until(lambda: handoff_is(r, handoff_id, HandoffState.CONNECTED))
+    await r.hang_up_caller(placed)
+    await until(lambda: _line_is(r, bea.agent_id, LineState.IDLE))
+    # Staged again, and accepted: unmuted where it waited, each side hears the other.
+    monkeypatch.setattr(r.control.timing, "staged_agents", 4)
+    placed = await r.place_call()
+    await r.wait_hears(placed, "ai")
+    handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
+                                                 summary="wants a person")
+    assert line.state is LineState.STAGED
+    accepted = time.monotonic()
+    await r.control.accept(handoff_id, bea.agent_id)
+    await r.wait_hears(placed, "agent", after=accepted)
+    await bea.phone.wait_hears(line_call, "caller", after=accepted)
+    await until(lambda: handoff_is(r, handoff_id, HandoffState.CONNECTED))
+    assert bea.phone.invites == 1  # one line the whole time
+    await r.hang_up_caller(placed)
+    await until(lambda: _line_is(r, bea.agent_id, LineState.IDLE))
+    await r.control.close_line(bea.agent_id, DESK_PHONE_SIP_USER)
+    await asyncio.wait_for(line_call.ended.wait(), 5)
+
+
 async def test_a_desk_phone_line_answered_without_audio_is_not_used_and_is_called_again(
     bea: Bea,
 ) -> None:

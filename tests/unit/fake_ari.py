@@ -49,6 +49,7 @@ class FakeChannel:
     bridge: str | None = None
     doomed: bool = False  # an AI leg whose engine refuses the stream
     deaf: bool = False  # answered, but none of its RTP reaches Asterisk
+    muted: bool = False  # neither heard in its bridge nor hearing it (ARI mute, both)
 
     def to_json(self) -> Channel:
         # As Asterisk describes a channel in Stasis; the controller reads id, name, state
@@ -243,6 +244,15 @@ class _Channels:
                         duration: int | None = None) -> None:
         self.ari._get(channel_id)
         self.ari.dtmf_sent.append((channel_id, dtmf))
+
+    async def mute(self, channel_id: str, direction: Direction = "both") -> None:
+        # Muted "both" here means neither heard nor hearing: only "both" is used.
+        assert direction == "both"
+        self.ari._get(channel_id).muted = True
+
+    async def unmute(self, channel_id: str, direction: Direction = "both") -> None:
+        assert direction == "both"
+        self.ari._get(channel_id).muted = False
 
     async def rtp_statistics(self, channel_id: str) -> dict[str, Any]:
         channel = self.ari._get(channel_id)

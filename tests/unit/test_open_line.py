@@ -368,3 +368,111 @@ async def test_an_accept_as_the_lines_first_audio_is_on_its_way_takes_the_line(
     await desks.ari.hang_up_phone(caller)
     await until(lambda: _idle(desks))
     await desks.live.control.close_line(desks.ada, "ada-desk")
+
+
+def _line(desks: Floor, agent_id: int) -> Line:
+    line = desks.live.control.lines.of(agent_id)
+    assert line is not None
+    return line
+
+
+async def _both_lines(desks: Floor) -> tuple[str, str]:
+    await desks.live.control.open_line(desks.ada, "ada-desk")
+    await desks.live.control.open_line(desks.bob, "bob-desk")
+    lines = desks.live.control.lines
+    await until(lambda: lines.idle(desks.ada) and lines.idle(desks.bob))
+    return _line(desks, desks.ada).leg, _line(desks, desks.bob).leg
+
+
+async def _handoff_is(desks: Floor, handoff_id: int, state: HandoffState) -> bool:
+    return await desks.handoff_state(handoff_id) is state
+
+
+def _parked(desks: Floor, agent_id: int) -> bool:
+    """The agent's line is back in its holding bridge, heard and hearing again."""
+    line = _line(desks, agent_id)
+    return (line.state is LineState.IDLE and desks.ari.bridged[line.bridge] == {line.leg}
+            and not desks.ari.chans[line.leg].muted and not line.muted)
+
+
+async def test_an_offered_card_stages_the_line_muted_and_accept_only_unmutes_it(
+    desks: Floor, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ada_leg, bob_leg = await _both_lines(desks)
+    caller, live = await desks.call()
+    handoff_id = await desks.live.control.request_handoff(
+        live.call_id, reason="caller_asked", summary="wants a person")
+    # On offer: both lines wait in the call's bridge, muted both ways, still free.
+    for agent_id, leg in ((desks.ada, ada_leg), (desks.bob, bob_leg)):
+        assert _line(desks, agent_id).state is LineState.STAGED
+        assert leg in desks.ari.bridged[live.bridge] and desks.ari.chans[leg].muted
+        assert desks.live.control.lines.idle(agent_id)
+    moves: list[tuple[str, object]] = []
+    add_channel = desks.ari.bridges.add_channel
+
+    async def counted(bridge_id: str, channel: object) -> None:
+        moves.append((bridge_id, channel))
+        await add_channel(bridge_id, channel)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(desks.ari.bridges, "add_channel", counted)
+    await desks.live.control.accept(handoff_id, desks.ada)
+    # Ada's line was there already: Accept unmuted it and moved nothing into the call.
+    assert not [m for m in moves if m[0] == live.bridge]
+    assert live.agent == ada_leg and not desks.ari.chans[ada_leg].muted
+    assert ada_leg in desks.ari.bridged[live.bridge]
+    await until(lambda: _handoff_is(desks, handoff_id, HandoffState.CONNECTED))
+    # Bob's card is gone: his line is parked again, and unmuted there.
+    assert _parked(desks, desks.bob)
+    assert bob_leg not in desks.ari.bridged[live.bridge]
+    await desks.ari.hang_up_phone(caller)
+    await until(lambda: _parked(desks, desks.ada))
+    await desks.live.control.close_line(desks.ada, "ada-desk")
+    await desks.live.control.close_line(desks.bob, "bob-desk")
+
+
+async def test_a_line_staged_for_one_card_is_taken_for_another(desks: Floor) -> None:
+    ada_leg, _ = await _both_lines(desks)
+    first_caller, first = await desks.call()
+    await desks.live.control.request_handoff(first.call_id, reason="caller_asked",
+                                             summary="wants a person")
+    assert _line(desks, desks.ada).staged_in == first.bridge
+    # A second card while her line waits in the first call: it is not staged twice, and
+    # Accept on the second brings it over, unmuted.
+    second_caller, second = await desks.call()
+    handoff_id = await desks.live.control.request_handoff(
+        second.call_id, reason="caller_asked", summary="wants a person")
+    assert ada_leg not in desks.ari.bridged[second.bridge]
+    await desks.live.control.accept(handoff_id, desks.ada)
+    assert second.agent == ada_leg and ada_leg in desks.ari.bridged[second.bridge]
+    assert ada_leg not in desks.ari.bridged[first.bridge]
+    assert not desks.ari.chans[ada_leg].muted
+    line = _line(desks, desks.ada)
+    assert line.state is LineState.ON_CALL and line.staged_in is None
+    # The first card, withdrawn when its caller leaves, has nothing of hers to park.
+    await desks.ari.hang_up_phone(first_caller)
+    await until(lambda: desks.outcome(first.call_id))
+    assert _line(desks, desks.ada).state is LineState.ON_CALL
+    assert ada_leg in desks.ari.bridged[second.bridge]
+    await desks.ari.hang_up_phone(second_caller)
+    await until(lambda: _parked(desks, desks.ada))
+    await desks.live.control.close_line(desks.ada, "ada-desk")
+    await desks.live.control.close_line(desks.bob, "bob-desk")
+
+
+async def test_a_staged_line_is_parked_when_the_caller_leaves_and_hung_up_off_duty(
+    desks: Floor,
+) -> None:
+    ada_leg, bob_leg = await _both_lines(desks)
+    caller, live = await desks.call()
+    handoff_id = await desks.live.control.request_handoff(
+        live.call_id, reason="caller_asked", summary="wants a person")
+    # Bob goes off duty while his line waits in the call: it is hung up, the card stays.
+    await desks.live.control.close_line(desks.bob, "bob-desk")
+    assert desks.live.control.lines.of(desks.bob) is None and bob_leg not in desks.ari.chans
+    assert await desks.handoff_state(handoff_id) is HandoffState.OFFERED
+    # The caller leaves before anyone accepts: Ada's line goes back, unmuted, still up.
+    await desks.ari.hang_up_phone(caller)
+    await until(lambda: desks.outcome(live.call_id))
+    await until(lambda: _parked(desks, desks.ada))
+    assert _line(desks, desks.ada).leg == ada_leg
+    await desks.live.control.close_line(desks.ada, "ada-desk")
