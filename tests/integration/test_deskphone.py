@@ -369,7 +369,7 @@ async def test_a_line_staged_for_a_card_neither_hears_nor_is_heard_until_accept(
     await r.wait_hears(placed, "ai")
     handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
                                                  summary="wants a person")
-    assert line.state is LineState.IDLE
+    assert await _line_is(r, bea.agent_id, LineState.IDLE)  # not staged
     accepted = time.monotonic()
     await r.control.accept(handoff_id, bea.agent_id)
     await r.wait_hears(placed, "agent", after=accepted)
@@ -383,7 +383,7 @@ async def test_a_line_staged_for_a_card_neither_hears_nor_is_heard_until_accept(
     await r.wait_hears(placed, "ai")
     handoff_id = await r.control.request_handoff(placed.call_id, reason="caller_asked",
                                                  summary="wants a person")
-    assert line.state is LineState.STAGED
+    assert await _line_is(r, bea.agent_id, LineState.STAGED)
     accepted = time.monotonic()
     await r.control.accept(handoff_id, bea.agent_id)
     await r.wait_hears(placed, "agent", after=accepted)
