@@ -170,9 +170,13 @@ class Callbacks:
         """Legs and bridges of the call-backs in progress (see CallControl.leave_alone)."""
         return set(self._by_leg) | {cb.bridge for cb in self.active.values()}
 
-    async def call_back(self, number: str, *, agent_id: int, sip_user: str,
+    async def call_back(self, number: str, *, agent_id: int, endpoint: str,
                         actor: str) -> Callback:
         """Ring the agent's phone; the caller is dialled when the agent answers.
+
+        ``endpoint``: what the agent's leg dials (Phones.dial), their SIP user or, in a
+        cluster, the node that holds their desk phone's open line
+        (handoff.live.xnode.agent_endpoint), which bridges the leg with it.
 
         Returns as soon as the agent's phone rings. Raises BadNumber, OutboundRefused
         (no trunk may carry the number: nothing rang), or AriError when the agent's
@@ -206,7 +210,7 @@ class Callbacks:
                 await self.lines.join(cb.bridge, cb.agent_leg)
             else:
                 await self.ari.channels.create(
-                    self.phones.dial(sip_user), self.app, app_args=["callback", key],
+                    self.phones.dial(endpoint), self.app, app_args=["callback", key],
                     channel_id=cb.agent_leg)
                 await self._add(cb.bridge, cb.agent_leg)
             await self.ari.bridges.record(cb.bridge, f"call-{cb.call_id}", format="wav")

@@ -69,9 +69,9 @@ class FakeCallbacks:
     in_progress: set[str] = field(default_factory=set)  # call ids of call-backs under way
     ended: list[str] = field(default_factory=list)
 
-    async def call_back(self, number: str, *, agent_id: int, sip_user: str,
+    async def call_back(self, number: str, *, agent_id: int, endpoint: str,
                         actor: str) -> FakeCallback:
-        self.placed.append((number, agent_id, sip_user))
+        self.placed.append((number, agent_id, endpoint))
         return FakeCallback(f"cb-{len(self.placed)}", number)
 
     def of_call(self, call_id: str) -> FakeCallback | None:

@@ -26,7 +26,7 @@ from handoff.live.errors import AgentUnreachable, CallStateConflict
 from handoff.live.flow import Flow
 from handoff.live.legs import add_when_in_stasis, hang_up
 from handoff.live.timeline import mark
-from handoff.live.xnode import reach_through
+from handoff.live.xnode import agent_endpoint
 from handoff.store import Transaction
 from handoff.store.models import Agent
 from pbx.ari import AriError
@@ -152,13 +152,9 @@ class Moves(Flow):
             raise
 
     def endpoint(self, agent: Agent) -> str:
-        """What an agent's leg dials (create_agent_leg): their phone; or, when another
-        node of the cluster holds their desk phone's open line (the phone is busy with
-        it), that node, which bridges the leg with the line (handoff.live.xnode)."""
-        node = self.store.node
-        if node and agent.line_node and agent.line_node != node:
-            return reach_through(agent.line_node, agent.id)
-        return agent.sip_user
+        """What an agent's leg dials (create_agent_leg): handoff.live.xnode's
+        agent_endpoint from this node."""
+        return agent_endpoint(agent, self.store.node)
 
     async def create_agent_leg(self, live: LiveCall, sip_user: str) -> str:
         """A new agent leg in the call bridge, not dialled yet (lock held)."""

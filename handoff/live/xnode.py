@@ -77,6 +77,15 @@ def reach_through(node: str, agent_id: int) -> str:
     return f"{AGENT_NUMBER}{agent_id}@{peer_endpoint(node)}"
 
 
+def agent_endpoint(agent: Agent, node: str | None) -> str:
+    """What a leg to ``agent`` dials from ``node`` (Phones.dial): their phone; or, when
+    another node of the cluster holds their desk phone's open line (the phone is busy
+    with it), that node, which bridges the leg with the line."""
+    if node and agent.line_node and agent.line_node != node:
+        return reach_through(agent.line_node, agent.id)
+    return agent.sip_user
+
+
 def agent_on(node: str, agent_id: int) -> str:
     """The endpoint that reaches an agent through ``node`` (a channel's endpoint)."""
     return f"PJSIP/{reach_through(node, agent_id)}"

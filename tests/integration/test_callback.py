@@ -59,7 +59,7 @@ async def test_call_back_rings_the_agent_then_connects_the_caller_over_the_trunk
     caplog.set_level(logging.INFO, logger="handoff.callback")
     r, callbacks = cb_rig
     # The caller to call back is the carrier's line 5001: it answers and speaks.
-    cb = await callbacks.call_back(FALLBACK_NUMBER, agent_id=r.agent_id, sip_user="desk-ada",
+    cb = await callbacks.call_back(FALLBACK_NUMBER, agent_id=r.agent_id, endpoint="desk-ada",
                                    actor="ada")
     await asyncio.wait_for(cb.agent_answered.wait(), 5)
     assert len(r.world.agent_probes) == 1  # only Ada's phone so far: the caller waits
@@ -94,7 +94,7 @@ async def test_a_reconciliation_leaves_a_call_back_in_progress_alone(
     # A lost event socket makes the controller reconcile: the call-back's legs and
     # bridge are a conversation in progress, not leftovers.
     r, callbacks = cb_rig
-    cb = await callbacks.call_back(FALLBACK_NUMBER, agent_id=r.agent_id, sip_user="desk-ada",
+    cb = await callbacks.call_back(FALLBACK_NUMBER, agent_id=r.agent_id, endpoint="desk-ada",
                                    actor="ada")
     await asyncio.wait_for(cb.connected.wait(), 5)
     await r.control.reconcile()
@@ -109,7 +109,7 @@ async def test_a_call_back_is_a_call_in_the_ledger_and_in_the_agents_history(
 ) -> None:
     r, callbacks = cb_rig
     r.control.timing.wrap_up_s = 60  # as the product's desk.wrap_up_s would
-    cb = await callbacks.call_back(FALLBACK_NUMBER, agent_id=r.agent_id, sip_user="desk-ada",
+    cb = await callbacks.call_back(FALLBACK_NUMBER, agent_id=r.agent_id, endpoint="desk-ada",
                                    actor="ada")
     await asyncio.wait_for(cb.connected.wait(), 5)
     async with r.store.transaction() as tx:
@@ -150,7 +150,7 @@ async def test_a_call_back_nobody_answers_is_recorded_as_not_answered(
     # without answer) never picks up: the dial gives up after the ring timeout.
     await r.world.set_agent_phone("ring")
     cb = await callbacks.call_back(AGENT_PHONE_NUMBER, agent_id=r.supervisor_id,
-                                   sip_user="desk-sam", actor="sam")
+                                   endpoint="desk-sam", actor="sam")
     await asyncio.wait_for(cb.agent_answered.wait(), 5)
     await asyncio.wait_for(cb.ended.wait(), 15)
     async with r.store.transaction() as tx:
@@ -165,7 +165,7 @@ async def test_a_restarted_controller_takes_up_a_call_back_in_progress(
     cb_rig: tuple[Rig, Callbacks],
 ) -> None:
     r, callbacks = cb_rig
-    cb = await callbacks.call_back(FALLBACK_NUMBER, agent_id=r.agent_id, sip_user="desk-ada",
+    cb = await callbacks.call_back(FALLBACK_NUMBER, agent_id=r.agent_id, endpoint="desk-ada",
                                    actor="ada")
     await asyncio.wait_for(cb.connected.wait(), 5)
     # A restarted controller knows nothing but the ledger and what Asterisk reports.
@@ -191,5 +191,5 @@ async def test_call_back_refuses_what_is_not_a_plain_number(
 ) -> None:
     _, callbacks = cb_rig
     with pytest.raises(BadNumber):
-        await callbacks.call_back(number, agent_id=1, sip_user="desk-ada", actor="ada")
+        await callbacks.call_back(number, agent_id=1, endpoint="desk-ada", actor="ada")
     assert not callbacks.active

@@ -219,7 +219,7 @@ async def test_a_call_back_goes_out_through_the_trunk_with_its_caller_id(
     pbx_sip = ("127.0.0.1", quiet_registering.pbx.sip_port)
     async with SipPhone(DESK_PHONE_SIP_USER, DESK_PHONE_PASSWORD, pbx_sip) as phone:
         cb = await callbacks.call_back(FALLBACK_NUMBER, agent_id=reg_rig.agent_id,
-                                       sip_user=DESK_PHONE_SIP_USER, actor="ada")
+                                       endpoint=DESK_PHONE_SIP_USER, actor="ada")
         await phone.wait_call()
         await until(cb.connected.is_set)
         assert await callers_seen_by(quiet_registering.carrier, FALLBACK_NUMBER) == [CALLER_ID]
@@ -238,7 +238,7 @@ async def test_a_number_outside_the_trunks_rules_is_refused_with_a_reason_and_au
 ) -> None:
     with pytest.raises(OutboundRefused, match=why):
         await reg_rig.live.callbacks.call_back(number, agent_id=reg_rig.agent_id,
-                                               sip_user=DESK_PHONE_SIP_USER, actor="ada")
+                                               endpoint=DESK_PHONE_SIP_USER, actor="ada")
     # Nothing was dialled, not even the agent's phone, and no call was written.
     assert not reg_rig.live.callbacks.active
     for side in (quiet_registering.pbx, quiet_registering.carrier):

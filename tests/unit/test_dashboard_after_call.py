@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from handoff.calls import CallDirection, CallOutcome
+from handoff.live.xnode import reach_through
 from handoff.recordings import CACHE_SUFFIX, compute_peaks
 from tests.dashboard_fixtures import Browser
 from tests.tools_fixtures import ToolServed, finished_call, write_wav
@@ -180,6 +181,33 @@ async def test_call_back_dials_the_viewers_phone_and_refuses_what_is_not_a_numbe
         assert site.callbacks.placed == [(number, site.people["alice"].id, "sb-alice")]
         bad = await agent.post_json("/api/contacts/12&PJSIP%2F9/call-back", {})
         assert bad.status == 400 and (await bad.json())["error"] == "bad_number"
+    finally:
+        await agent.close()
+
+
+async def test_a_call_back_goes_through_the_node_that_holds_the_agents_desk_phone_line(
+    site: ToolServed, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # In a cluster, Alice's desk phone is busy with the open line node B holds: her
+    # call-back from node A's desk reaches her through node B (which bridges the leg
+    # with that line), as an Accept or a transfer does, rather than ringing the phone.
+    alice = site.people["alice"]
+    number = "+33612345679"
+    await finished_call(site.store, number=number, agent_id=alice.id)
+    monkeypatch.setattr(site.store, "node", "node-a")
+    async with site.store.transaction() as tx:
+        await tx.agents.hold_line(alice.id, "node-b")
+    agent = await signed_in(site, "alice")
+    try:
+        placed = await agent.post_json(f"/api/contacts/{number}/call-back", {})
+        assert placed.status == 202, await placed.text()
+        assert site.callbacks.placed == [(number, alice.id, reach_through("node-b", alice.id))]
+        # Held by this node (or by none), the phone is dialled as it is.
+        async with site.store.transaction() as tx:
+            await tx.agents.hold_line(alice.id, "node-a")
+        placed = await agent.post_json(f"/api/contacts/{number}/call-back", {})
+        assert placed.status == 202 and site.callbacks.placed[-1] == (number, alice.id,
+                                                                      "sb-alice")
     finally:
         await agent.close()
 

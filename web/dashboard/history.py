@@ -18,6 +18,7 @@ from aiohttp import web
 from handoff.agents import AgentRole
 from handoff.callback import BadNumber, check_number
 from handoff.calls import CallOutcome
+from handoff.live.xnode import agent_endpoint
 from handoff.recordings import NotARecording, cached_peaks
 from handoff.store import AgentBusy, NotFound, Transaction
 from handoff.store.history_repo import CallFilter, HistoryRow
@@ -232,8 +233,10 @@ async def call_back(request: web.Request) -> web.Response:
             return json_error(404, "not_found", "no calls of this number that you handled")
         agent = await tx.agents.get(viewer.agent_id)
     try:
-        callback = await callbacks.call_back(number, agent_id=agent.id,
-                                             sip_user=agent.sip_user, actor=viewer.login)
+        # Through the node that holds their desk phone's open line, if another does.
+        callback = await callbacks.call_back(
+            number, agent_id=agent.id, endpoint=agent_endpoint(agent, dashboard.store.node),
+            actor=viewer.login)
     except OutboundRefused as exc:
         # No trunk may carry it (none configured, or the number is outside every
         # trunk's patterns or classes): said as is, and already in the audit log.

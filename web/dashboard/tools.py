@@ -50,7 +50,7 @@ class CallbackService(Protocol):
     """What the pages ask of call-backs (handoff.callback.Callbacks)."""
 
     async def call_back(
-        self, number: str, *, agent_id: int, sip_user: str, actor: str
+        self, number: str, *, agent_id: int, endpoint: str, actor: str
     ) -> CallBack: ...
 
     def of_call(self, call_id: str) -> CallBack | None: ...
