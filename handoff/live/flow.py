@@ -22,8 +22,9 @@ class AiEngine(Protocol):
 @dataclass
 class Timing:
     ring_timeout_s: int = 20
-    # How many likely agents get a leg staged in the call bridge per offered handoff.
-    # Each is an idle, undialled channel: cheap, but not free, so bounded.
+    # How many likely agents get a leg (or their open line, muted) staged in the call
+    # bridge per offered handoff. Each is a channel the bridge mixes for nobody: cheap,
+    # but not free, so bounded.
     staged_agents: int = 4
     # The AI leaves once the agent's voice reaches Asterisk, not at the 200 OK: a desk
     # phone's first RTP packet trails its answer by a few ms, a browser's by 60-130 ms
