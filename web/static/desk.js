@@ -83,7 +83,10 @@
     if (!me) return;
     state.me = me;
     // Someone who takes no calls has no duty switch or presence menu (base.html).
-    if (dutyBox) dutyBox.checked = me.on_duty;
+    // While a duty change is on its way (the box disabled), the box keeps the agent's
+    // click: a state pushed meanwhile (a colleague's card, a presence change) still
+    // reads the old duty, and the answer to the change sets the box right.
+    if (dutyBox && !dutyBox.disabled) dutyBox.checked = me.on_duty;
     if (presenceSelect) presenceSelect.value = menuValue(me);
     document.body.dataset.onDuty = me.on_duty ? "yes" : "no";
     const wasState = document.body.dataset.agentState;
