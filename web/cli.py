@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     handoff.add_argument(
         "--line", choices=["open", "ring", "both"],
-        help="with --agent browser: the agent's open line (Accept is a bridge move), the "
+        help="with --agent browser: the agent's open line (Accept unmutes it in the call), the "
              "ringing softphone, or both in one run (the default)",
     )
     handoff.add_argument(

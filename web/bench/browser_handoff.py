@@ -7,7 +7,8 @@ a person, the card shows, the benchmark clicks Accept and times how long until t
 caller's side receives the agent's tone. The agent then clicks End call.
 
 ``--line`` picks how the agent is put through: ``open`` (the agent's open line, parked
-between calls, moves into the call bridge: handoff.live.lines), ``ring`` (Accept rings
+between calls, waits muted in the offered call's bridge and Accept unmutes it:
+handoff.live.lines), ``ring`` (Accept rings
 the softphone, a new WebRTC call each time) or ``both``, one after the other in one run
 on the same PBX and browser, each with its own figures.
 
@@ -172,9 +173,10 @@ async def one_way(product: Desk, browser: Browser, line: str, calls: int
     path["caller_hears"] = connects
     return {
         "connect_ms": summary(connects),
-        # From the ARI move's answer (an open line in the call's bridge; a rung phone's
-        # dial asked) to the caller hearing the agent: an open line's part that is not
-        # the product's (the agent's next frame, the bridge's mixing tick, the trunk).
+        # From the ARI request's answer (an open line unmuted in the call's bridge, or
+        # moved into it; a rung phone's dial asked) to the caller hearing the agent: an
+        # open line's part that is not the product's (the agent's next frame, the
+        # bridge's mixing tick, the trunk).
         "heard_after_move_ms": summary([
             r["connect_ms"] - r["server"]["ari_answered"] for r in results
             if r["connect_ms"] is not None and "ari_answered" in r["server"]]),
