@@ -269,8 +269,13 @@ async def accept_and_talk(page: Page, world: World, store: Store, caller: str,
     await expect(page.locator("#call")).to_be_visible()
     await until(lambda: world.first_heard(caller, "agent", clicked), 20,
                 why="the caller never heard the agent's tone")
-    await until(lambda: caller_tone_heard(page), 20,
-                why=not_played("the agent's browser never played the caller's tone"))
+    try:
+        await until(lambda: caller_tone_heard(page), 20,
+                    why=not_played("the agent's browser never played the caller's tone"))
+    except AssertionError as exc:
+        # Silence played with every packet received: the caller's audio is not in the
+        # call's mix. Whether it left the caller's side (the rig's carrier) says whose.
+        raise AssertionError(f"{exc}; {await carrier_leg(world, caller)}") from exc
 
     async def connected() -> Handoff | None:
         async with store.transaction() as tx:
@@ -309,16 +314,20 @@ async def ai_speaks(world: World, caller: str, after: float) -> bool:
 
 async def carrier_leg(world: World, caller: str) -> str:
     """The caller's leg on the carrier (the rig), for a failure's message: whether it is
-    bridged with the caller's phone, and the RTP it sent to and got from the PBX."""
+    bridged with the caller's phone (its UnicastRTP leg there), the RTP it sent to and got
+    from the PBX, and between which addresses."""
     leg = world._outbound[caller]
     try:
         stats = await world.ari.channels.rtp_statistics(leg)
         bridges = [b.get("channels") for b in await world.ari.bridges.list()
                    if leg in (b.get("channels") or [])]
+        local = await world.ari.channels.get_variable(leg, "CHANNEL(rtp,src)")
+        remote = await world.ari.channels.get_variable(leg, "CHANNEL(rtp,dest)")
     except AriError as exc:
         return f"the caller's carrier leg could not be read: {exc}"
     return (f"the caller's carrier leg is bridged with {bridges}, sent the PBX "
-            f"{stats.get('txcount')} packets and got {stats.get('rxcount')}")
+            f"{stats.get('txcount')} packets and got {stats.get('rxcount')} (RTP from "
+            f"{local} to {remote})")
 
 
 def heard_since(world: World, caller: str, since: float) -> dict[str, int]:
