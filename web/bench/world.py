@@ -151,6 +151,9 @@ class World:
     supervisor_probes: list[RtpProbe] = field(default_factory=list)
     _outbound: dict[str, str] = field(default_factory=dict)  # caller number -> channel
     _parts: dict[str, tuple[str, str]] = field(default_factory=dict)  # leg -> (bridge, media)
+    # Every phone made and not yet dropped: close() drops those a leg's StasisEnd handler
+    # had taken from _parts but not finished dropping (closing the client cancels it).
+    _phones: set[tuple[str, str]] = field(default_factory=set)
     _ready_phone: tuple[str, str, RtpProbe] | None = None
     # Agents' own SIP desk phones registered with the PBX (a capacity run's open lines);
     # a capacity run keeps them in a process of their own (world_process --desks).
@@ -172,12 +175,10 @@ class World:
         for outbound in self._outbound.values():
             with contextlib.suppress(AriError):
                 await self.ari.channels.hangup(outbound)
-        for bridge, media in list(self._parts.values()):
-            await self._drop_phone(bridge, media)
         if self._ready_phone is not None:
-            bridge, media, probe = self._ready_phone
+            self.agent_probes.append(self._ready_phone[2])
+        for bridge, media in list(self._phones):
             await self._drop_phone(bridge, media)
-            self.agent_probes.append(probe)
         await self.ari.close()
         await self.close_desk_phones()
         for probe in [*self.probes.values(), *self.agent_probes, *self.supervisor_probes]:
@@ -261,6 +262,7 @@ class World:
                 send_after, probe.start_sending, ("127.0.0.1", port))
         else:
             probe.start_sending(("127.0.0.1", port))
+        self._phones.add((bridge["id"], media["id"]))
         await add_when_in_stasis(self.ari, bridge["id"], media["id"])
         return bridge["id"], media["id"], probe
 
@@ -269,6 +271,7 @@ class World:
             await self.ari.channels.hangup(media)
         with contextlib.suppress(AriError):
             await self.ari.bridges.destroy(bridge)
+        self._phones.discard((bridge, media))  # only once gone: a cancelled drop is redone
 
     async def _on_end(self, event: Mapping[str, Any]) -> None:
         # When a call leg on the carrier ends, its phone (probe leg and bridge) goes too.
