@@ -287,9 +287,9 @@ class NodeLegs(Flow):
         self._legs[leg] = node
         try:
             # Media through B's own RTP stack (not native_rtp between the node leg and
-            # the phone): relayed packets kept the phone's sequence numbers, and node A's
-            # G.711 translator drops what follows such a jump (README, recording): the
-            # caller heard the agent's first frame and then silence, in about half the calls.
+            # the phone): relayed packets kept the phone's sequence numbers, and node A
+            # lost what followed such a jump (README, recording): the caller heard the
+            # agent's first frame and then silence, in about half the calls.
             await self.ari.bridges.create(bridge_id=node.bridge, type=("mixing", "proxy_media"))
             await self.ari.bridges.add_channel(node.bridge, leg)
             line = self.ctl.lines.take(agent.id)

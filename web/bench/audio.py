@@ -233,6 +233,10 @@ class RtpProbe(asyncio.DatagramProtocol):
             next_at += 0.02
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
+    @property
+    def sending(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     def stop_sending(self) -> None:
         """Go quiet but keep receiving, as a phone whose network or power went does."""
         if self._task is not None:

@@ -143,7 +143,7 @@ async def record_as(ramp: Ramp, call_id: str) -> None:
     elif ramp.recording == "legs":
         # Each party's own voice, from its own channel: what the caller says and what
         # the AI says, to be mixed after the call. One source per recorded direction, so
-        # the audiohook's translator never sees two RTP streams (see record_snoop).
+        # the audiohook never sees two RTP streams (see record_snoop).
         await record_snoop(ari, live.caller, "in", f"bench-{call_id}-caller")
         if live.ai is not None:
             await record_snoop(ari, live.ai, "in", f"bench-{call_id}-ai")
@@ -153,12 +153,11 @@ async def record_snoop(ari: AriClient, leg: str, spy: Direction, name: str) -> N
     """Record a snoop on ``leg`` (``spy``: in, out or both) as ``name``.
 
     What the caller hears ("out", and so "both") is not recorded reliably on Debian's
-    Asterisk 22.10.1: every party's frames written to the caller pass one translator of
-    the caller's audiohooks (G.711 to linear), and that build's translator drops a frame
-    whose sequence number is not ahead of the last one it took. After a handoff the
-    agent's RTP stream starts at a random number, behind the mixer's frames (numbered 0)
-    in half the calls, and then none of the agent reaches any snoop or MixMonitor on the
-    caller. A leg's own voice ("in") is one stream, so it is recorded whole.
+    Asterisk 22.10.1: after a handoff the agent's RTP stream starts at a random sequence
+    number, behind the mixer's frames (numbered 0) in half the calls, and then none of the
+    agent reaches any snoop or MixMonitor on the caller (observed; where that build
+    drops the frames is not pinned down: upstream's translator has no such check). A
+    leg's own voice ("in") is one stream, so it is recorded whole.
     """
     snoop = await ari.channels.snoop(leg, "switchboard", spy=spy, app_args=["bench"])
     # The snoop leg enters Stasis a moment after the reply; until then ARI says 409.

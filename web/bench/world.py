@@ -154,6 +154,7 @@ class World:
     # Every phone made and not yet dropped: close() drops those a leg's StasisEnd handler
     # had taken from _parts but not finished dropping (closing the client cancels it).
     _phones: set[tuple[str, str]] = field(default_factory=set)
+    _speakers: dict[str, RtpProbe] = field(default_factory=dict)  # media leg -> its probe
     _ready_phone: tuple[str, str, RtpProbe] | None = None
     # Agents' own SIP desk phones registered with the PBX (a capacity run's open lines);
     # a capacity run keeps them in a process of their own (world_process --desks).
@@ -257,16 +258,25 @@ class World:
         bridge = await self.ari.bridges.create(type="mixing")
         media = await self.ari.channels.external_media_rtp("carrier", f"127.0.0.1:{probe.port}")
         port = int(media["channelvars"]["UNICASTRTP_LOCAL_PORT"])
+        self._phones.add((bridge["id"], media["id"]))
+        self._speakers[media["id"]] = probe
         if send_after:
-            asyncio.get_running_loop().call_later(
-                send_after, probe.start_sending, ("127.0.0.1", port))
+            def speak() -> None:
+                if self._speakers.get(media["id"]) is probe:  # not dropped meanwhile
+                    probe.start_sending(("127.0.0.1", port))
+            asyncio.get_running_loop().call_later(send_after, speak)
         else:
             probe.start_sending(("127.0.0.1", port))
-        self._phones.add((bridge["id"], media["id"]))
         await add_when_in_stasis(self.ari, bridge["id"], media["id"])
         return bridge["id"], media["id"], probe
 
     async def _drop_phone(self, bridge: str, media: str) -> None:
+        # The phone goes quiet with its call, as a real one does. Before, its probe sent
+        # to the freed port until the World closed: a long bench's ended calls loaded the
+        # rig, and sprayed ports that later legs were given (Asterisk's strict RTP held:
+        # calls with every free port of either side sprayed all heard the AI).
+        if (speaker := self._speakers.pop(media, None)) is not None:
+            speaker.stop_sending()
         with contextlib.suppress(AriError):
             await self.ari.channels.hangup(media)
         with contextlib.suppress(AriError):
