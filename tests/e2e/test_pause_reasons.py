@@ -5,10 +5,11 @@ reasons on the Admin page; in wrap-up the agent picks the last call's dispositio
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, Route, expect
 
 from handoff.agents import Presence
 from handoff.events import AGENTS_TOPIC, AgentChanged
@@ -118,3 +119,39 @@ async def test_an_agent_in_wrap_up_picks_the_disposition_of_their_last_call_on_t
     await expect(form).to_be_hidden()
     async with served.store.transaction() as tx:
         assert (await tx.calls.get(handoff.call_id)).disposition_id == sale.id
+
+
+async def test_the_answer_to_going_on_duty_does_not_undo_a_wrap_up_pushed_before_it(
+    page: Page, served: Served,
+) -> None:
+    # The duty change's answer is held back in the browser until the server has set
+    # her wrap-up and the desk has shown it: the push overtakes the answer, as it can
+    # on a busy network. The older answer must not make her available again.
+    async with served.store.transaction() as tx:
+        await tx.dispositions.add("Sale")
+    handoff = await connected_call(served, "alice")
+    alice = served.people["alice"]
+    await sign_in(page, served.origin, "alice")
+    release = asyncio.Event()
+    answered = asyncio.Event()
+
+    async def hold_the_answer(route: Route) -> None:
+        response = await route.fetch()
+        answered.set()
+        await release.wait()
+        await route.fulfill(response=response)
+
+    await page.route("**/api/duty", hold_the_answer)
+    await page.check("#duty")
+    await asyncio.wait_for(answered.wait(), 10)  # the server has her on duty
+    async with served.store.transaction() as tx:
+        await tx.handoffs.apply(handoff.id, HandoffEvent.END)
+        await tx.agents.set_presence(alice.id, Presence.WRAP_UP)
+    served.events.publish(AGENTS_TOPIC, AgentChanged(alice.id))
+    form = page.locator("#disposition-form")
+    await expect(form).to_be_visible()
+    release.set()
+    await expect(page.locator("#duty")).to_be_enabled()  # the answer has come
+    await expect(page.locator("#duty")).to_be_checked()
+    await expect(page.locator("#presence")).to_have_value("wrap_up")
+    await expect(form).to_be_visible()

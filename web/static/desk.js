@@ -102,6 +102,20 @@
     if (cardList) renderCards();
   }
 
+  // The answer to the agent's own duty or presence change comes over HTTP, the states
+  // pushed meanwhile over the socket: a push can overtake the answer (the server setting
+  // wrap-up just after the agent went on duty), and the answer must not put back the
+  // older state. It is shown unless the state shown is of a later presence change.
+  function showAnswer(me) {
+    const shown = state.me;
+    if (me && shown && me.id === shown.id && me.presence_since && shown.presence_since
+        && Date.parse(me.presence_since) < Date.parse(shown.presence_since)) {
+      showMe(shown); // the duty box, enabled again, follows what is shown
+      return;
+    }
+    showMe(me);
+  }
+
   // ---- disposition at wrap-up -----------------------------------------------------------
 
   // After a call, in wrap-up, the agent says how it ended; a queue that requires it
@@ -218,7 +232,7 @@
     const result = await post("/api/duty", { on_duty: wanted });
     dutyBox.disabled = false;
     if (result.ok) {
-      showMe(result.body.me);
+      showAnswer(result.body.me);
       say("");
     } else {
       dutyBox.checked = !wanted;
@@ -235,7 +249,7 @@
       ? { presence: "away", pause_reason_id: Number(reason) }
       : { presence: presenceSelect.value });
     if (result.ok) {
-      showMe(result.body.me);
+      showAnswer(result.body.me);
     } else {
       if (state.me) presenceSelect.value = menuValue(state.me);
       say(result.body.reason || "Could not change presence.");
