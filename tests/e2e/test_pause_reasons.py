@@ -131,7 +131,13 @@ async def test_the_answer_to_going_on_duty_does_not_undo_a_wrap_up_pushed_before
         await tx.dispositions.add("Sale")
     handoff = await connected_call(served, "alice")
     alice = served.people["alice"]
+    async with served.store.transaction() as tx:
+        await tx.agents.set_duty(alice.id, False)  # so that ticking the box is a change
     await sign_in(page, served.origin, "alice")
+    # The desk shows the server's state (the socket's snapshot) before the click: a
+    # snapshot landing just after it would be a second change of the box.
+    await expect(page.locator("body")).to_have_attribute("data-live", "yes")
+    await expect(page.locator("body")).to_have_attribute("data-on-duty", "no")
     release = asyncio.Event()
     answered = asyncio.Event()
 
